@@ -1,0 +1,87 @@
+"""Entry point of the campaign service: migrates its schema, serves CampaignService and relays its outbox to NATS."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import structlog
+from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.campaign.api import CampaignApi
+from services.campaign.store import SCHEMA
+from services.common import db, natsutil
+from services.common.config import Settings
+from services.common.grpcutil import serve
+from services.common.outbox import OutboxRelay
+
+log = structlog.get_logger()
+
+
+class EventPublisher:
+    """Connects to NATS in the background, retrying until it can, then runs the outbox relay.
+
+    The service answers calls meanwhile: events wait in the outbox table until NATS is reachable.
+    """
+
+    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._subjects = natsutil.Subjects(settings.nats_namespace)
+        self._relay: OutboxRelay | None = None
+
+    def wake(self) -> None:
+        """Publishes newly committed messages now rather than at the next poll (no-op until connected)."""
+        if self._relay is not None:
+            self._relay.wake()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        client = await natsutil.connect_unless_stopped(self._settings, SCHEMA, stop)
+        if client is None:
+            return
+        try:
+            js = client.jetstream()
+            if not await self._ensure_stream(js, stop):
+                return
+            self._relay = OutboxRelay(self._engine, SCHEMA, js)
+            log.info("outbox relay started", schema=SCHEMA)
+            await self._relay.run(stop)
+        finally:
+            await client.close()
+
+    async def _ensure_stream(self, js: JetStreamContext, stop: asyncio.Event) -> bool:
+        """Creates or updates the events stream, retrying while JetStream is unavailable; False when stopped first."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                await natsutil.ensure_events_stream(js, self._subjects)
+                return True
+            except natsutil.NATS_FAILURES as exc:
+                log.warning("cannot set up the events stream yet; retrying", error=str(exc), retry_in=delay)
+            await natsutil.sleep_unless_stopped(stop, delay)
+            delay = min(delay * 2, 10.0)
+        return False
+
+
+async def main(settings: Settings) -> None:
+    engine = db.make_engine(settings)
+    await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
+    publisher = EventPublisher(settings, engine)
+    servicer = CampaignApi(engine, natsutil.Subjects(settings.nats_namespace), publisher.wake)
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        campaign_pb2_grpc.add_CampaignServiceServicer_to_server(servicer, server)
+        return [campaign_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name]
+
+    await serve(
+        name="campaign",
+        bind=settings.bind,
+        port=settings.campaign_grpc_port,
+        token_secret=settings.effective_token_secret(),
+        register=register,
+        background=[publisher.run],
+        on_stop=engine.dispose,
+    )

@@ -1,0 +1,63 @@
+"""The signed principal token: who is calling (user id, admin flag, permissions), minted by the translator."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from services.common.errors import DomainError, ErrorKind
+
+ISSUER = "herald"
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of a service method. An admin may act on any user's resources."""
+
+    user_id: int
+    is_admin: bool = False
+    permissions: frozenset[str] = frozenset()
+
+
+def mint_token(principal: Principal, secret: str, ttl_seconds: int) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "sub": str(principal.user_id),
+        "adm": principal.is_admin,
+        "perms": sorted(principal.permissions),
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(token: str, secret: str) -> Principal:
+    """Returns the token's principal or raises DomainError(PERMISSION-less UNAUTHENTICATED kind)."""
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], issuer=ISSUER, options={"require": ["exp", "sub"]}
+        )
+        return Principal(
+            user_id=int(claims["sub"]),
+            is_admin=bool(claims.get("adm", False)),
+            permissions=frozenset(str(p) for p in claims.get("perms", [])),
+        )
+    except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+        raise DomainError(ErrorKind.PERMISSION, "UNAUTHENTICATED", f"invalid principal token: {exc}") from exc
+
+
+# Set by the server interceptor for the duration of one call; read by domain code and by
+# the client interceptor that forwards the token to downstream services.
+current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("current_principal")
+current_token: contextvars.ContextVar[str] = contextvars.ContextVar("current_token")
+current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("current_deadline", default=None)
+
+
+def principal() -> Principal:
+    """The principal of the call being served."""
+    return current_principal.get()

@@ -1,0 +1,86 @@
+"""Settings every Herald process reads from the environment (prefix HERALD_, plus DATABASE_URL, NATS_URL, SMTP_URL)."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("campaign", "tag", "audience", "delivery")
+
+
+class Settings(BaseSettings):
+    """One flat settings object; each process reads the fields it needs."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+
+    database_url: str = Field(default="", validation_alias=AliasChoices("DATABASE_URL", "HERALD_DATABASE_URL"))
+    nats_url: str = Field(default="", validation_alias=AliasChoices("NATS_URL", "HERALD_NATS_URL"))
+    smtp_url: str = Field(default="", validation_alias=AliasChoices("SMTP_URL", "HERALD_SMTP_URL"))
+
+    data_dir: Path = Path("var")
+    bind: str = "127.0.0.1"
+    http_port: int = 8080
+    public_url: str = ""
+    campaign_grpc_port: int = 50051
+    tag_grpc_port: int = 50052
+    audience_grpc_port: int = 50053
+    delivery_grpc_port: int = 50054
+    # Where other processes reach each service; defaults to 127.0.0.1:<port> (one machine).
+    campaign_addr: str = ""
+    tag_addr: str = ""
+    audience_addr: str = ""
+    delivery_addr: str = ""
+    # Port of the embedded nats-server started when NATS_URL is unset; not 4222, which a
+    # system NATS often holds.
+    embedded_nats_port: int = 14222
+    # Prefix of every NATS subject and stream name, so several Herald installs (or test
+    # runs) can share one NATS.
+    nats_namespace: str = "herald"
+
+    token_secret: str = ""
+    token_ttl_seconds: int = 300
+    session_ttl_seconds: int = 3600
+    db_pool_size: int = 10
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    def grpc_port(self, service: str) -> int:
+        port: int = getattr(self, f"{service}_grpc_port")
+        return port
+
+    def grpc_addr(self, service: str) -> str:
+        addr: str = getattr(self, f"{service}_addr")
+        return addr or f"127.0.0.1:{self.grpc_port(service)}"
+
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://127.0.0.1:{self.http_port}").rstrip("/")
+
+    def sqlalchemy_url(self) -> str:
+        """DATABASE_URL in the form SQLAlchemy's psycopg 3 driver expects."""
+        url = self.database_url
+        for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+    def effective_token_secret(self) -> str:
+        """HERALD_TOKEN_SECRET, or one kept in the data folder so every process on this machine shares it."""
+        if self.token_secret:
+            return self.token_secret
+        path = self.data_dir / "token-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return path.read_text().strip()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

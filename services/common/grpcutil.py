@@ -1,0 +1,380 @@
+"""gRPC plumbing every service shares: interceptors, rich error statuses, client channels and the server bootstrap."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common import auth
+from services.common.errors import DomainError, ErrorKind
+
+log = structlog.get_logger()
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+_KIND_TO_CODE = {
+    ErrorKind.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.CONFLICT: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorKind.PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.PERMISSION: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def rich_status(error: DomainError, domain: str) -> tuple[grpc.StatusCode, bytes]:
+    """The status code and serialized google.rpc.Status (ErrorInfo + BadRequest) for a domain error."""
+    code = _KIND_TO_CODE[error.kind]
+    if error.reason == "UNAUTHENTICATED":
+        code = grpc.StatusCode.UNAUTHENTICATED
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata))
+    details = [info]
+    if error.violations:
+        bad = any_pb2.Any()
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, reason=v.reason, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
+        details.append(bad)
+    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    return code, status.SerializeToString()
+
+
+@dataclass
+class RpcFailure:
+    """A decoded error status as a client sees it."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str = ""
+    domain: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    violations: list[error_details_pb2.BadRequest.FieldViolation] = field(default_factory=list)
+
+    def field_reasons(self) -> list[tuple[str, str]]:
+        """(field, reason) per violation; the error's own reason when there are none."""
+        if self.violations:
+            return [(v.field, v.reason or self.reason) for v in self.violations]
+        return [("", self.reason)]
+
+
+def decode_error(error: grpc.aio.AioRpcError) -> RpcFailure:
+    failure = RpcFailure(code=error.code(), message=error.details() or "")
+    metadata = error.trailing_metadata() or ()
+    for key, value in metadata:
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                failure.reason, failure.domain = info.reason, info.domain
+                failure.metadata = dict(info.metadata)
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                failure.violations = list(bad.field_violations)
+    return failure
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler | None,
+    unary: Callable[[Behavior], Behavior],
+    streaming: Callable[[Behavior], Behavior],
+) -> grpc.RpcMethodHandler | None:
+    if handler is None:
+        return None
+    if handler.unary_unary is not None:
+        return handler._replace(unary_unary=unary(handler.unary_unary))
+    if handler.unary_stream is not None:
+        return handler._replace(unary_stream=streaming(handler.unary_stream))
+    return handler
+
+
+class PrincipalInterceptor(grpc.aio.ServerInterceptor):
+    """Verifies the signed principal token on every call and exposes it through contextvars."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
+
+    def _enter(self, context: grpc.aio.ServicerContext) -> None:
+        token = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str):
+                token = value.removeprefix("Bearer ").strip()
+        if not token:
+            raise DomainError(ErrorKind.PERMISSION, "UNAUTHENTICATED", "missing principal token")
+        principal = auth.verify_token(token, self._secret)
+        auth.current_principal.set(principal)
+        auth.current_token.set(token)
+        remaining = context.time_remaining()
+        auth.current_deadline.set(time.monotonic() + remaining if remaining is not None else None)
+        structlog.contextvars.bind_contextvars(user_id=principal.user_id)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler_call_details.method.startswith(_UNAUTHENTICATED_PREFIXES):
+            return handler
+
+        def unary(behavior: Behavior) -> Behavior:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                self._enter(context)
+                return await behavior(request, context)
+
+            return wrapped
+
+        def streaming(behavior: Behavior) -> Behavior:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                self._enter(context)
+                async for item in behavior(request, context):
+                    yield item
+
+            return wrapped
+
+        return _wrap_handler(handler, unary, streaming)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns DomainError into a status with ErrorInfo and BadRequest, and anything else into a bare INTERNAL."""
+
+    def __init__(self, domain: str) -> None:
+        self._domain = domain
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
+        if isinstance(exc, DomainError):
+            code, details = rich_status(exc, self._domain)
+            await context.abort(code, exc.message, trailing_metadata=((STATUS_DETAILS_KEY, details),))
+        if isinstance(exc, grpc.aio.AioRpcError):
+            # A downstream service failed: pass its status through rather than hiding it.
+            await context.abort(exc.code(), exc.details() or "", trailing_metadata=exc.trailing_metadata())
+        log.exception("unhandled error", exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+
+        def unary(behavior: Behavior) -> Behavior:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await behavior(request, context)
+                except (DomainError, grpc.aio.AioRpcError) as exc:
+                    await self._abort(context, exc)
+                except Exception as exc:
+                    if context.code() is not None:  # already aborted by the behavior itself
+                        raise
+                    await self._abort(context, exc)
+
+            return wrapped
+
+        def streaming(behavior: Behavior) -> Behavior:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                except (DomainError, grpc.aio.AioRpcError) as exc:
+                    await self._abort(context, exc)
+                except Exception as exc:
+                    if context.code() is not None:
+                        raise
+                    await self._abort(context, exc)
+
+            return wrapped
+
+        return _wrap_handler(handler, unary, streaming)
+
+
+class LoggingInterceptor(grpc.aio.ServerInterceptor):
+    """Binds a request id to every log line of a call and logs each call's method, outcome and duration."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if method.startswith(_UNAUTHENTICATED_PREFIXES):
+            return handler
+
+        def bind(context: grpc.aio.ServicerContext) -> float:
+            request_id = ""
+            for key, value in context.invocation_metadata() or ():
+                if key == "x-request-id" and isinstance(value, str):
+                    request_id = value
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(request_id=request_id or uuid.uuid4().hex[:16], rpc=method)
+            return time.perf_counter()
+
+        def done(context: grpc.aio.ServicerContext, started: float, failed: BaseException | None) -> None:
+            code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
+            name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            log.debug("rpc", code=name, ms=round((time.perf_counter() - started) * 1000, 2))
+
+        def unary(behavior: Behavior) -> Behavior:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                started = bind(context)
+                try:
+                    result = await behavior(request, context)
+                except BaseException as exc:
+                    done(context, started, exc)
+                    raise
+                done(context, started, None)
+                return result
+
+            return wrapped
+
+        def streaming(behavior: Behavior) -> Behavior:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                started = bind(context)
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                except BaseException as exc:
+                    done(context, started, exc)
+                    raise
+                done(context, started, None)
+
+            return wrapped
+
+        return _wrap_handler(handler, unary, streaming)
+
+
+class ForwardPrincipal(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    """Client side: forwards the caller's principal token and remaining deadline to downstream services."""
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        token = auth.current_token.get(None)
+        if token and "authorization" not in metadata:
+            metadata["authorization"] = f"Bearer {token}"
+        timeout = details.timeout
+        deadline = auth.current_deadline.get()
+        if timeout is None and deadline is not None:
+            timeout = max(deadline - time.monotonic(), 0.001)
+        return details._replace(metadata=metadata, timeout=timeout)
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+
+def channel(target: str) -> grpc.aio.Channel:
+    """A channel to another Herald service that forwards the current principal and deadline."""
+    return grpc.aio.insecure_channel(
+        target,
+        interceptors=[ForwardPrincipal()],
+        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+    )
+
+
+BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+async def serve(
+    *,
+    name: str,
+    bind: str,
+    port: int,
+    token_secret: str,
+    register: Callable[[grpc.aio.Server], Sequence[str]],
+    background: Sequence[BackgroundTask] = (),
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Runs a service until SIGTERM or SIGINT: health, reflection, interceptors, graceful shutdown.
+
+    `register` adds the servicers and returns their full service names.
+    """
+    server = grpc.aio.server(
+        interceptors=[
+            LoggingInterceptor(),
+            ErrorInterceptor(f"herald.{name}.v1"),
+            PrincipalInterceptor(token_secret),
+        ],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+    )
+    try:
+        await _run_server(server, name=name, bind=bind, port=port, register=register, background=background)
+    finally:
+        if on_stop is not None:
+            await on_stop()
+    log.info("stopped", service=name)
+
+
+async def _run_server(
+    server: grpc.aio.Server,
+    *,
+    name: str,
+    bind: str,
+    port: int,
+    register: Callable[[grpc.aio.Server], Sequence[str]],
+    background: Sequence[BackgroundTask],
+) -> None:
+    service_names = list(register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    address = f"{bind}:{port}"
+    if server.add_insecure_port(address) == 0:
+        raise RuntimeError(f"cannot listen on {address}")
+    await server.start()
+    for service_name in ["", *service_names]:
+        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving", service=name, address=address)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[None]] = [
+        asyncio.create_task(task(stop), name=getattr(task, "__qualname__", "task")) for task in background
+    ]
+    stop_waiter = asyncio.create_task(stop.wait())
+    pending: set[asyncio.Task[Any]] = {stop_waiter, *tasks}
+    while not stop.is_set():
+        finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in finished:
+            if task is not stop_waiter and task.exception() is not None:
+                log.error("background task failed; stopping", task=task.get_name(), exc_info=task.exception())
+                stop.set()
+
+    log.info("stopping", service=name)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=5)
+    if tasks:
+        await asyncio.wait(tasks, timeout=10)
+    for task in tasks:
+        task.cancel()

@@ -1,0 +1,162 @@
+"""NATS JetStream helpers: connecting with endless reconnects, the shared streams, and subject names."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
+from nats.js.errors import NotFoundError
+
+from services.common.config import Settings
+
+log = structlog.get_logger()
+
+
+class Subjects:
+    """Subject and stream names, all under the configured namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.events_stream = f"{namespace.upper()}_EVENTS"
+        self.events = f"{namespace}.events"
+
+    def event(self, name: str) -> str:
+        return f"{self.events}.{name}"
+
+    def durable(self, name: str) -> str:
+        return f"{self.namespace}-{name}".replace(".", "-")
+
+
+NATS_FAILURES = (nats.errors.Error, OSError, TimeoutError)
+
+
+async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def connect(settings: Settings, name: str) -> Client:
+    """Connects and keeps reconnecting forever: a NATS restart delays work, it does not stop a service.
+
+    While NATS is unreachable this waits (it does not fail); see `connect_unless_stopped`.
+    """
+
+    async def on_error(exc: Exception) -> None:
+        # Every failed reconnect attempt lands here; disconnect/reconnect are logged once each.
+        log.debug("nats error", error=str(exc))
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected")
+
+    return await nats.connect(
+        settings.nats_url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+
+
+async def connect_unless_stopped(settings: Settings, name: str, stop: asyncio.Event) -> Client | None:
+    """A connected client, waiting for NATS as long as it takes; None when `stop` comes first.
+
+    Services call this from a background task, so their gRPC API serves while NATS is down.
+    """
+    delay = 0.5
+    while not stop.is_set():
+        attempt = asyncio.ensure_future(connect(settings, name))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({attempt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await attempt
+            return None
+        try:
+            return attempt.result()
+        except NATS_FAILURES as exc:
+            log.warning("cannot connect to NATS yet; retrying", error=str(exc), retry_in=delay)
+        await sleep_unless_stopped(stop, delay)
+        delay = min(delay * 2, 10.0)
+    return None
+
+
+async def ensure_events_stream(js: JetStreamContext, subjects: Subjects) -> None:
+    """Domain events are kept for a week; consumers are durable, so a service that was down catches up."""
+    config = StreamConfig(
+        name=subjects.events_stream,
+        subjects=[f"{subjects.events}.>"],
+        retention=RetentionPolicy.LIMITS,
+        max_age=7 * 24 * 3600,
+        duplicate_window=120,
+    )
+    try:
+        await js.stream_info(subjects.events_stream)
+        await js.update_stream(config)
+    except NotFoundError:
+        await js.add_stream(config)
+
+
+EventHandler = Callable[[bytes], Awaitable[None]]
+
+
+async def consume_events(
+    js: JetStreamContext,
+    subjects: Subjects,
+    *,
+    durable: str,
+    event: str,
+    handle: EventHandler,
+    stop: asyncio.Event,
+) -> None:
+    """Runs a durable pull consumer of one event type until `stop`; a message is acked only after it was handled.
+
+    Setting up the stream and consumer is retried while JetStream is unavailable. A handler that keeps
+    failing gets its message redelivered (with a delay) up to 100 times, then it is left in the stream.
+    """
+    delay = 0.5
+    while True:
+        try:
+            await ensure_events_stream(js, subjects)
+            subscription = await js.pull_subscribe(
+                subjects.event(event),
+                durable=subjects.durable(durable),
+                stream=subjects.events_stream,
+                config=ConsumerConfig(ack_wait=30, max_deliver=100),
+            )
+            break
+        except NATS_FAILURES as exc:
+            log.warning("cannot set up the event consumer yet; retrying", event=event, error=str(exc))
+            await sleep_unless_stopped(stop, delay)
+            if stop.is_set():
+                return
+            delay = min(delay * 2, 10.0)
+    while not stop.is_set():
+        try:
+            messages = await subscription.fetch(batch=50, timeout=1)
+        except (TimeoutError, nats.errors.TimeoutError):
+            continue
+        except (nats.errors.ConnectionClosedError, nats.errors.NoServersError, OSError) as exc:
+            log.warning("event fetch failed; retrying", event=event, error=str(exc))
+            await asyncio.sleep(0.5)
+            continue
+        for message in messages:
+            try:
+                await handle(message.data)
+            except Exception:
+                log.exception("event handling failed; will be redelivered", event=event)
+                await message.nak(delay=1)
+                continue
+            await message.ack()

@@ -1,0 +1,288 @@
+"""Session fixtures: an embedded PostgreSQL and NATS (or TEST_DATABASE_URL / TEST_NATS_URL), and Herald on top.
+
+Herald runs as `herald run` in a subprocess, exactly as `make run` starts it, on free ports. Tests never
+share data: each creates its own users, and every user sees only its own tags and campaigns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import psycopg
+import pytest
+import pytest_asyncio
+
+from services.common import auth
+from services.common.config import Settings
+from services.common.embedded import EmbeddedNats, EmbeddedPostgres
+from translator.identity import IdentityStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Backing:
+    """The PostgreSQL and NATS the system under test uses."""
+
+    database_url: str
+    nats_url: str
+    namespace: str
+
+
+@pytest.fixture(scope="session")
+def backing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backing]:
+    base = tmp_path_factory.mktemp("backing")
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    postgres = nats = None
+    created_db = None
+    if os.environ.get("TEST_DATABASE_URL"):
+        admin_url = os.environ["TEST_DATABASE_URL"]
+        created_db = f"herald_{namespace}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{created_db}"')
+        database_url = psycopg.conninfo.make_conninfo(admin_url, dbname=created_db)
+        if "://" not in database_url:
+            params = psycopg.conninfo.conninfo_to_dict(database_url)
+            database_url = "postgresql://{user}@{host}:{port}/{dbname}".format(
+                user=params.get("user", "postgres"),
+                host=params.get("host", "127.0.0.1"),
+                port=params.get("port", 5432),
+                dbname=created_db,
+            )
+    else:
+        postgres = EmbeddedPostgres(base / "pg")
+        database_url = postgres.start()
+    if os.environ.get("TEST_NATS_URL"):
+        nats_url = os.environ["TEST_NATS_URL"]
+    else:
+        nats = EmbeddedNats(base / "nats", free_port())
+        nats_url = nats.start()
+    try:
+        yield Backing(database_url, nats_url, namespace)
+    finally:
+        if nats:
+            nats.stop()
+        if postgres:
+            postgres.stop()
+        if created_db:
+            with psycopg.connect(os.environ["TEST_DATABASE_URL"], autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{created_db}" WITH (FORCE)')
+
+
+@dataclass
+class System:
+    """A running Herald: where to reach it and how it was configured."""
+
+    base_url: str
+    env: dict[str, str]
+    ports: dict[str, int]
+    process: subprocess.Popen[bytes]
+    settings: Settings = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.settings = Settings(
+            database_url=self.env["DATABASE_URL"],
+            nats_url=self.env["NATS_URL"],
+            token_secret=self.env["HERALD_TOKEN_SECRET"],
+            nats_namespace=self.env["HERALD_NATS_NAMESPACE"],
+            data_dir=Path(self.env["HERALD_DATA_DIR"]),
+        )
+
+    def grpc_target(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]}"
+
+
+def herald_env(backing: Backing, data_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
+    ports = {name: free_port() for name in ("http", "campaign", "tag", "audience", "delivery")}
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=backing.database_url,
+        NATS_URL=backing.nats_url,
+        HERALD_NATS_NAMESPACE=backing.namespace,
+        HERALD_DATA_DIR=str(data_dir),
+        HERALD_TOKEN_SECRET=secrets.token_urlsafe(32),
+        HERALD_HTTP_PORT=str(ports["http"]),
+        HERALD_LOG_LEVEL=os.environ.get("HERALD_TEST_LOG_LEVEL", "WARNING"),
+        HERALD_LOG_FORMAT="console",
+        **{
+            f"HERALD_{name.upper()}_GRPC_PORT": str(ports[name])
+            for name in ("campaign", "tag", "audience", "delivery")
+        },
+    )
+    return env, ports
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"herald run exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("herald did not become healthy")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def system(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    env, ports = herald_env(backing, tmp_path_factory.mktemp("herald"))
+    process = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], env=env, cwd=ROOT)
+    base_url = f"http://127.0.0.1:{ports['http']}"
+    try:
+        wait_healthy(base_url, process)
+        # Every gRPC server must be up too, not only the translator.
+        for name in ("campaign", "tag", "audience", "delivery"):
+            deadline = time.monotonic() + 60
+            while socket.socket().connect_ex(("127.0.0.1", ports[name])) != 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} is not listening")
+                time.sleep(0.1)
+        yield System(base_url, env, ports, process)
+    finally:
+        stop_process(process)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def identity(system: System) -> AsyncIterator[IdentityStore]:
+    store = await IdentityStore.open(system.settings)
+    yield store
+    await store.close()
+
+
+@dataclass
+class User:
+    user_id: int
+    api_key: str
+    username: str
+
+
+@dataclass
+class Admin:
+    admin_id: int
+    api_key: str
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_user(identity: IdentityStore) -> Any:
+    """Creates a fresh user; `permissions` defaults to all."""
+
+    async def make(permissions: list[str] | None = None, untrusted: bool = False) -> User:
+        username = f"user-{uuid.uuid4().hex[:12]}"
+        created = await identity.create_user(
+            username,
+            "secret-password",
+            permissions=["*"] if permissions is None else permissions,
+            untrusted=untrusted,
+        )
+        return User(created["UserID"], created["APIKey"], username)
+
+    return make
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def user(make_user: Any) -> User:
+    result: User = await make_user()
+    return result
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def admin(identity: IdentityStore) -> Admin:
+    created = await identity.create_admin(f"admin-{uuid.uuid4().hex[:12]}", "admin-password")
+    return Admin(created["AdminID"], created["AdminAPIKey"])
+
+
+class Api:
+    """A legacy client: posts commands to /api.php (or /api/v1/<command>) and returns (HTTP status, body)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self.session = session
+        self.base_url = base_url
+
+    async def post(self, body: dict[str, Any], *, path: str = "/api.php") -> tuple[int, Any]:
+        async with self.session.post(self.base_url + path, json=body) as response:
+            return response.status, await response.json(content_type=None)
+
+    async def form(
+        self, fields: dict[str, str] | list[tuple[str, str]], *, path: str = "/api.php"
+    ) -> tuple[int, Any]:
+        async with self.session.post(self.base_url + path, data=fields) as response:
+            return response.status, await response.json(content_type=None)
+
+    async def raw(self, method: str, path: str, **kwargs: Any) -> tuple[int, str, str]:
+        async with self.session.request(method, self.base_url + path, **kwargs) as response:
+            return response.status, response.content_type, await response.text()
+
+    async def call(self, command: str, key: str, **params: Any) -> Any:
+        """Posts a command with an APIKey and returns the body (asserting HTTP 200)."""
+        status, body = await self.post({"Command": command, "APIKey": key, **params})
+        assert status == 200, body
+        return body
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def api(system: System) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield Api(session, system.base_url)
+
+
+def token_for(system: System, user_id: int, *, is_admin: bool = False) -> str:
+    return auth.mint_token(
+        auth.Principal(user_id=user_id, is_admin=is_admin), system.env["HERALD_TOKEN_SECRET"], 600
+    )
+
+
+def grpc_metadata(system: System, user_id: int, *, is_admin: bool = False) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token_for(system, user_id, is_admin=is_admin)}"),)
+
+
+async def eventually(check: Any, *, within: float = 10.0, interval: float = 0.1) -> Any:
+    """Polls an async check until it returns a truthy value (events cross NATS asynchronously)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def grpc_channel_factory(system: System) -> Any:
+    def make(service: str) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(system.grpc_target(service))
+
+    return make

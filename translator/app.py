@@ -1,0 +1,225 @@
+"""The legacy HTTP edge: parses /api.php and /api/v1/<command> requests, authenticates, dispatches, answers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from services.common.grpcutil import decode_error
+from translator import envelope
+from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, ParamProblems, Stubs
+from translator.envelope import AuthError, HardFailure, LegacyError, respond
+from translator.identity import IdentityStore
+from translator.params import BodyError, Params, parse_form, parse_json_body
+
+log = structlog.get_logger()
+MAX_BODY = 16 * 1024 * 1024
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+REQUESTS = Counter("herald_translator_requests_total", "Legacy requests", ["command", "outcome"])
+LATENCY = Histogram("herald_translator_request_seconds", "Legacy request latency", ["command"])
+
+COMMANDS_KEY = web.AppKey("commands", dict)
+IDENTITY_KEY = web.AppKey("identity", IdentityStore)
+STUBS_KEY = web.AppKey("stubs", Stubs)
+PUBLIC_URL_KEY = web.AppKey("public_url", str)
+
+
+def _file_text(value: object) -> str:
+    # A multipart part that is a file upload still arrives as a parameter value.
+    data = value.file.read() if isinstance(value, web.FileField) else value
+    return data.decode("utf-8", "replace") if isinstance(data, bytes | bytearray) else str(data)
+
+
+async def _read_params(request: web.Request) -> dict[str, object]:
+    """Body parameters (JSON object or form fields) over query-string ones, every key lower-cased."""
+    merged: dict[str, object] = {k.lower(): v for k, v in request.query.items()}
+    if request.method != "POST":
+        return merged
+    content_type = request.content_type
+    if content_type in FORM_TYPES:
+        form = await request.post()
+        pairs = [(k, v) if isinstance(v, str) else (k, _file_text(v)) for k, v in form.items()]
+        merged.update(parse_form(pairs))
+        return merged
+    body = await request.read()
+    if body.strip():
+        try:
+            merged.update(parse_json_body(body))
+        except BodyError as exc:
+            raise HardFailure(envelope.INVALID_JSON, f"Invalid JSON in request body: {exc}", 400) from exc
+    return merged
+
+
+async def _authenticate(command: Command, params: Params, identity: IdentityStore) -> Any:
+    if command.scope == "none":
+        return None
+    api_key = params.str("apikey") if isinstance(params.raw("apikey"), str) else None
+    admin_key = params.str("adminapikey") if isinstance(params.raw("adminapikey"), str) else None
+    session = params.str("sessionid") if isinstance(params.raw("sessionid"), str) else None
+    caller = None
+    if admin_key:
+        caller = await identity.authenticate(api_key=admin_key)
+        if caller is not None and not caller.is_admin:
+            caller = None
+    elif api_key:
+        caller = await identity.authenticate(api_key=api_key)
+    elif session:
+        caller = await identity.authenticate(session_id=session)
+    if caller is None:
+        text = (
+            "Missing or invalid admin credentials"
+            if command.scope == "admin"
+            else ("Authentication failure or session expired")
+        )
+        raise AuthError(envelope.NOT_AUTHENTICATED, text)
+    if command.scope == "admin" and not caller.is_admin:
+        raise AuthError(envelope.NOT_PERMITTED, "Not enough privileges: admin credentials required")
+    if command.scope == "user" and caller.is_admin:
+        raise AuthError(envelope.NOT_PERMITTED, "Not enough privileges: this command needs user credentials")
+    if command.permission and not caller.may(command.permission):
+        raise AuthError(envelope.NOT_PERMITTED, f"User lacks required permission ({command.permission})")
+    return caller
+
+
+def _legacy_error_for_service(command: Command, error: grpc.aio.AioRpcError) -> LegacyError:
+    if error.code() in UNAVAILABLE_CODES:
+        raise HardFailure(envelope.COMPONENT_FAILED, "A required server component is unavailable", 500)
+    failure = decode_error(error)
+    keys = [(reason, v.description or failure.message) for v in failure.violations for reason in [v.reason]]
+    if not keys:
+        keys = [(failure.reason, failure.message)]
+    mapped = command.error(keys)
+    if mapped is None:
+        log.error(
+            "no legacy code for service error",
+            command=command.name,
+            reason=failure.reason,
+            code=str(error.code()),
+        )
+        raise HardFailure(envelope.UNEXPECTED_FAULT, "Unexpected error", 500)
+    return mapped
+
+
+def _find_command(request: web.Request, name: str, *, via_v1: bool) -> Command:
+    command: Command | None = request.app[COMMANDS_KEY].get(name.lower())
+    if command is None or (via_v1 and not command.v1_alias):
+        raise HardFailure(envelope.UNKNOWN_COMMAND, f'Invalid API command: "{name}" not found.', 400)
+    return command
+
+
+async def _dispatch(request: web.Request, command: Command, raw: Mapping[str, object]) -> dict[str, Any]:
+    params = Params(raw)
+    caller = await _authenticate(command, params, request.app[IDENTITY_KEY])
+    metadata: tuple[tuple[str, str], ...] = (("x-request-id", request["request_id"]),)
+    if caller is not None:
+        metadata += (("authorization", f"Bearer {request.app[IDENTITY_KEY].token_for(caller)}"),)
+    ctx = Context(
+        caller=caller,
+        metadata=metadata,
+        stubs=request.app[STUBS_KEY],
+        identity=request.app[IDENTITY_KEY],
+        public_url=request.app[PUBLIC_URL_KEY],
+    )
+    args = Args(params)
+    try:
+        payload = await command.handler(args, ctx)
+    except ParamProblems as exc:
+        mapped = command.param_error(exc.problems)
+        if mapped is None:
+            log.error("no legacy code for parameter", command=command.name, params=[p.name for p in exc.problems])
+            raise HardFailure(envelope.UNEXPECTED_FAULT, "Unexpected error", 500) from exc
+        raise mapped from exc
+    except grpc.aio.AioRpcError as exc:
+        raise _legacy_error_for_service(command, exc) from exc
+    return payload
+
+
+async def api(request: web.Request) -> web.Response:
+    """POST /api.php and /api/v1/<command>."""
+    started = time.perf_counter()
+    request["request_id"] = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request["request_id"])
+    xml = False
+    command: Command | None = None
+    name = request.match_info.get("command", "")
+    try:
+        if request.method != "POST":
+            raise HardFailure(envelope.INVALID_METHOD, f"Unsupported connection method {request.method}", 400)
+        raw = await _read_params(request)
+        xml = raw.get("responseformat") == "XML"
+        if not name:
+            value = raw.get("command")
+            name = value if isinstance(value, str) else ""
+        command = _find_command(request, name.strip(), via_v1="command" in request.match_info)
+        payload = await _dispatch(request, command, raw)
+        body: dict[str, Any] = {"Success": True, "ErrorCode": 0, **payload}
+        outcome, response = "ok", respond(body, xml=xml)
+    except LegacyError as exc:
+        shape = command.shape if command is not None else "int"
+        outcome, response = "error", respond(envelope.error_body(exc, shape), xml=xml)
+    except AuthError as exc:
+        outcome = "auth"
+        response = respond({"Success": False, "ErrorCode": exc.code, "ErrorText": exc.text}, xml=xml)
+    except HardFailure as exc:
+        outcome = "hard"
+        json_only = exc.code in (envelope.INVALID_JSON, envelope.INVALID_METHOD)
+        response = respond(envelope.hard_failure_body(exc), status=exc.status, xml=xml and not json_only)
+    label = command.name if command is not None else "unknown"
+    REQUESTS.labels(label, outcome).inc()
+    LATENCY.labels(label).observe(time.perf_counter() - started)
+    return response
+
+
+@web.middleware
+async def never_a_stack_trace(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every unexpected failure is answered 100005 in the envelope; 404s and 405s are JSON too."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        failure = HardFailure(envelope.INVALID_JSON, f"Request body larger than {MAX_BODY} bytes", 413)
+        return respond(envelope.hard_failure_body(failure), status=413)
+    except web.HTTPMethodNotAllowed:
+        failure = HardFailure(envelope.INVALID_METHOD, f"Unsupported connection method {request.method}", 400)
+        return respond(envelope.hard_failure_body(failure), status=400)
+    except web.HTTPNotFound:
+        return web.json_response({"Success": False, "ErrorCode": 404, "ErrorText": "Not found"}, status=404)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected fault", path=request.path)
+        failure = HardFailure(envelope.UNEXPECTED_FAULT, "Unexpected error", 500)
+        return respond(envelope.hard_failure_body(failure), status=500)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def make_app(
+    identity: IdentityStore, stubs: Stubs, public_url: str, commands: dict[str, Command]
+) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[never_a_stack_trace])
+    app[COMMANDS_KEY] = commands
+    app[IDENTITY_KEY] = identity
+    app[STUBS_KEY] = stubs
+    app[PUBLIC_URL_KEY] = public_url
+    app.router.add_route("*", "/api.php", api)
+    app.router.add_route("*", "/api/v1/{command}", api)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app

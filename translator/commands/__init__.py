@@ -1,0 +1,165 @@
+"""The command table: one row per legacy command, mapping its parameters to a gRPC call and the answer back.
+
+Adding a command is adding a row (in the module of its domain) and two small functions:
+one that builds the gRPC request from the legacy parameters, one that renders the response.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from herald.audience.v1 import audience_pb2_grpc
+from herald.campaign.v1 import campaign_pb2_grpc
+from herald.delivery.v1 import delivery_pb2_grpc
+from herald.tag.v1 import tag_pb2_grpc
+
+from translator.envelope import LegacyError, Shape
+from translator.identity import Caller, IdentityStore
+from translator.params import ParamError, Params
+
+Scope = Literal["none", "user", "admin", "user_or_admin"]
+T = TypeVar("T")
+
+
+class Args:
+    """Typed access to the legacy parameters that records every bad one instead of stopping at the first.
+
+    A missing required parameter or a malformed value yields the type's zero value and a recorded
+    problem; `Command.codes` maps the lower-cased parameter name to its legacy code.
+    """
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+        self.problems: list[ParamError] = []
+
+    def _take(self, read: Callable[[], T | None], zero: T) -> T:
+        try:
+            value = read()
+        except ParamError as exc:
+            self.problems.append(exc)
+            return zero
+        return zero if value is None else value
+
+    def str(
+        self, name: builtins.str, *, required: builtins.bool = False, max_len: builtins.int = 65535
+    ) -> builtins.str:
+        return self._take(lambda: self.params.str(name, required=required, max_len=max_len), "")
+
+    def int(
+        self,
+        name: builtins.str,
+        *,
+        required: builtins.bool = False,
+        min: builtins.int | None = None,
+        max: builtins.int | None = None,
+    ) -> builtins.int:
+        return self._take(lambda: self.params.int(name, required=required, min=min, max=max), 0)
+
+    def bool(self, name: builtins.str, *, default: builtins.bool) -> builtins.bool:
+        return self.params.bool(name, default=default)
+
+    def int_list(
+        self, name: builtins.str, *, required: builtins.bool = False, max_items: builtins.int = 10000
+    ) -> list[builtins.int]:
+        return self._take(lambda: self.params.int_list(name, required=required, max_items=max_items), [])
+
+    def str_list(self, name: builtins.str, *, required: builtins.bool = False) -> list[builtins.str]:
+        return self._take(lambda: self.params.str_list(name, required=required), [])
+
+    def has(self, name: builtins.str) -> builtins.bool:
+        return self.params.has(name)
+
+
+@dataclass
+class Stubs:
+    """gRPC stubs of the services, one channel each."""
+
+    campaign: campaign_pb2_grpc.CampaignServiceStub
+    tag: tag_pb2_grpc.TagServiceStub
+    audience: audience_pb2_grpc.AudienceServiceStub
+    delivery: delivery_pb2_grpc.DeliveryServiceStub
+
+
+@dataclass
+class Context:
+    """What a handler may use: the caller, its gRPC metadata, the stubs, the identity store and the public URL."""
+
+    caller: Caller | None
+    metadata: tuple[tuple[str, str], ...]
+    stubs: Stubs
+    identity: IdentityStore
+    public_url: str
+    timeout: float = 10.0
+
+    async def call(self, method: Callable[..., Any], request: Message) -> Any:
+        """Calls a unary gRPC method on the caller's behalf."""
+        return await method(request, metadata=self.metadata, timeout=self.timeout)
+
+
+Handler = Callable[[Args, Context], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One legacy command.
+
+    `codes` maps a service error reason (UPPER_SNAKE) or a lower-cased parameter name to the legacy
+    code; `texts` gives each code's ErrorText. `shape` is the shape of the seed's error example.
+    """
+
+    name: str
+    handler: Handler
+    scope: Scope = "user"
+    permission: str | None = None
+    shape: Shape = "list"
+    codes: Mapping[str, int] = field(default_factory=dict)
+    texts: Mapping[int, str] = field(default_factory=dict)
+    v1_alias: bool = True
+
+    def param_error(self, problems: list[ParamError]) -> LegacyError | None:
+        """The LegacyError for bad parameters; `codes` may key a problem as "name:malformed" or just "name"."""
+        keys = [(f"{p.name}:{p.problem}", p.message) for p in problems]
+        return self.error([(k if k in self.codes else k.split(":")[0], m) for k, m in keys])
+
+    def error(self, keys: list[tuple[str, str]]) -> LegacyError | None:
+        """The LegacyError for (key, detail) pairs, or None when a key has no legacy code (a mapping bug)."""
+        codes: dict[int, str] = {}
+        for key, detail in keys:
+            code = self.codes.get(key)
+            if code is None:
+                return None
+            codes.setdefault(code, self.texts.get(code) or detail)
+        return LegacyError(list(codes), list(codes.values()))
+
+
+def unary(
+    method: Callable[[Stubs], Callable[..., Any]],
+    build: Callable[[Args], Message],
+    render: Callable[[Any, Args], dict[str, Any]],
+) -> Handler:
+    """A handler for the common case: one gRPC call, built from the parameters, rendered back."""
+
+    async def handle(args: Args, ctx: Context) -> dict[str, Any]:
+        request = build(args)
+        if args.problems:
+            raise ParamProblems(args.problems)
+        response = await ctx.call(method(ctx.stubs), request)
+        return render(response, args)
+
+    return handle
+
+
+class ParamProblems(Exception):
+    """Raised by a handler when its parameters had problems, before calling any service."""
+
+    def __init__(self, problems: list[ParamError]) -> None:
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = problems
+
+
+UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})

@@ -1,0 +1,13 @@
+"""Every served legacy command by lower-cased name; a command not listed here answers 100003 until its issue lands."""
+
+from __future__ import annotations
+
+from translator.commands import Command, campaign, identity, tag
+
+
+def all_commands() -> dict[str, Command]:
+    rows = [*identity.ROWS, *tag.ROWS, *campaign.ROWS]
+    table = {row.name.lower(): row for row in rows}
+    if len(table) != len(rows):
+        raise RuntimeError("two command rows share a name")
+    return table

@@ -1,0 +1,331 @@
+"""Identity at the edge: users and admins with hashed API keys and passwords, login sessions, and principal tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import string
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common import auth, db
+from services.common.config import Settings
+
+SCHEMA = "identity"
+ALL_PERMISSIONS = "*"
+_KEY_ALPHABET = string.ascii_uppercase + string.digits
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+# Authenticating a key costs a query; legacy clients send their key on every request, so a
+# short cache keeps the hot path off the database. Revocation takes effect within this time.
+_CACHE_SECONDS = 5.0
+
+
+class IdentityError(Exception):
+    """A user or admin could not be created (for example, the username is taken)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated legacy caller: a user or an admin."""
+
+    user_id: int = 0
+    admin_id: int = 0
+    permissions: frozenset[str] = frozenset()
+    untrusted: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        return self.admin_id != 0
+
+    def may(self, permission: str) -> bool:
+        return self.is_admin or ALL_PERMISSIONS in self.permissions or permission in self.permissions
+
+    def principal(self) -> auth.Principal:
+        return auth.Principal(user_id=self.user_id, is_admin=self.is_admin, permissions=self.permissions)
+
+
+def new_api_key() -> str:
+    """XXXX-XXXX-XXXX-XXXX, as legacy clients expect (about 82 bits of randomness)."""
+    return "-".join("".join(secrets.choice(_KEY_ALPHABET) for _ in range(4)) for _ in range(4))
+
+
+def key_hash(secret: str) -> str:
+    # API keys and session ids are random, so a fast hash is enough; passwords get scrypt.
+    return hashlib.sha256(secret.strip().encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def password_matches(password: str, stored: str) -> bool:
+    try:
+        scheme, salt_hex, digest_hex = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt_hex), **_SCRYPT)
+    return hmac.compare_digest(digest.hex(), digest_hex)
+
+
+class IdentityStore:
+    """Users, admins and sessions in the `identity` schema, plus the principal tokens minted for them."""
+
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._secret = settings.effective_token_secret()
+        self._key_cache: dict[str, tuple[float, Caller | None]] = {}
+        self._token_cache: dict[Caller, tuple[float, str]] = {}
+
+    @classmethod
+    async def open(cls, settings: Settings) -> IdentityStore:
+        engine = db.make_engine(settings)
+        await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"), with_outbox=False)
+        return cls(engine, settings)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def create_user(
+        self,
+        username: str,
+        password: str,
+        *,
+        permissions: list[str],
+        email: str = "",
+        untrusted: bool = False,
+    ) -> dict[str, Any]:
+        if not username.strip() or not password:
+            raise IdentityError("username and password are required")
+        api_key = new_api_key()
+        try:
+            async with self._engine.begin() as conn:
+                user_id = (
+                    await conn.execute(
+                        text(
+                            "INSERT INTO identity.users (username, email_address, password_hash, api_key_hash, "
+                            "permissions, untrusted) VALUES (:u, :e, :p, :k, :perms, :untrusted) RETURNING user_id"
+                        ),
+                        {
+                            "u": username.strip(),
+                            "e": email,
+                            "p": await asyncio.to_thread(hash_password, password),
+                            "k": key_hash(api_key),
+                            "perms": permissions,
+                            "untrusted": untrusted,
+                        },
+                    )
+                ).scalar_one()
+        except IntegrityError as exc:
+            raise IdentityError(f"username {username!r} is taken") from exc
+        return {"UserID": user_id, "APIKey": api_key}
+
+    async def create_admin(self, username: str, password: str) -> dict[str, Any]:
+        if not username.strip() or not password:
+            raise IdentityError("username and password are required")
+        api_key = new_api_key()
+        try:
+            async with self._engine.begin() as conn:
+                admin_id = (
+                    await conn.execute(
+                        text(
+                            "INSERT INTO identity.admins (username, password_hash, api_key_hash) "
+                            "VALUES (:u, :p, :k) RETURNING admin_id"
+                        ),
+                        {
+                            "u": username.strip(),
+                            "p": await asyncio.to_thread(hash_password, password),
+                            "k": key_hash(api_key),
+                        },
+                    )
+                ).scalar_one()
+        except IntegrityError as exc:
+            raise IdentityError(f"admin username {username!r} is taken") from exc
+        return {"AdminID": admin_id, "AdminAPIKey": api_key}
+
+    async def _caller_by_key(self, hashed: str) -> Caller | None:
+        async with self._engine.connect() as conn:
+            user = (
+                await conn.execute(
+                    text(
+                        "SELECT user_id, permissions, untrusted FROM identity.users "
+                        "WHERE api_key_hash = :k AND account_status = 'Active'"
+                    ),
+                    {"k": hashed},
+                )
+            ).first()
+            if user is not None:
+                return Caller(user_id=user[0], permissions=frozenset(user[1]), untrusted=user[2])
+            admin = (
+                await conn.execute(
+                    text("SELECT admin_id FROM identity.admins WHERE api_key_hash = :k"), {"k": hashed}
+                )
+            ).first()
+            return Caller(admin_id=admin[0]) if admin is not None else None
+
+    async def _caller_by_session(self, hashed: str) -> Caller | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT s.admin_id, u.user_id, u.permissions, u.untrusted FROM identity.sessions s "
+                        "LEFT JOIN identity.users u ON u.user_id = s.user_id AND u.account_status = 'Active' "
+                        "WHERE s.session_hash = :h AND s.expires_at > now()"
+                    ),
+                    {"h": hashed},
+                )
+            ).first()
+        if row is None:
+            return None
+        if row[0] is not None:
+            return Caller(admin_id=row[0])
+        if row[1] is None:
+            return None
+        return Caller(user_id=row[1], permissions=frozenset(row[2]), untrusted=row[3])
+
+    async def authenticate(self, *, api_key: str = "", session_id: str = "") -> Caller | None:
+        """The caller behind an API key (user or admin) or a session id; None when unknown or expired."""
+        secret = api_key or session_id
+        if not secret:
+            return None
+        cache_key = ("k:" if api_key else "s:") + key_hash(secret)
+        now = time.monotonic()
+        cached = self._key_cache.get(cache_key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        if api_key:
+            caller = await self._caller_by_key(cache_key[2:])
+        else:
+            caller = await self._caller_by_session(cache_key[2:])
+        if len(self._key_cache) > 10_000:
+            self._key_cache.clear()
+        self._key_cache[cache_key] = (now + _CACHE_SECONDS, caller)
+        return caller
+
+    async def _new_session(self, *, user_id: int | None = None, admin_id: int | None = None) -> str:
+        session_id = secrets.token_hex(24)
+        async with self._engine.begin() as conn:
+            await conn.execute(text("DELETE FROM identity.sessions WHERE expires_at < now()"))
+            await conn.execute(
+                text(
+                    "INSERT INTO identity.sessions (session_hash, user_id, admin_id, expires_at) "
+                    "VALUES (:h, :u, :a, :exp)"
+                ),
+                {
+                    "h": key_hash(session_id),
+                    "u": user_id,
+                    "a": admin_id,
+                    "exp": datetime.now(UTC) + timedelta(seconds=self._settings.session_ttl_seconds),
+                },
+            )
+        return session_id
+
+    async def login_user(
+        self, *, username: str = "", password: str = "", api_key: str = ""
+    ) -> dict[str, Any] | None:
+        """SessionID and UserInfo for valid credentials (username + password, or an API key); None otherwise."""
+        async with self._engine.connect() as conn:
+            if api_key:
+                query = "SELECT * FROM identity.users WHERE api_key_hash = :v AND account_status = 'Active'"
+                row = (await conn.execute(text(query), {"v": key_hash(api_key)})).mappings().first()
+            else:
+                query = (
+                    "SELECT * FROM identity.users WHERE lower(username) = lower(:v) AND account_status = 'Active'"
+                )
+                row = (await conn.execute(text(query), {"v": username.strip()})).mappings().first()
+        if row is None:
+            return None
+        if not api_key and not await asyncio.to_thread(password_matches, password, row["password_hash"]):
+            return None
+        return {
+            "SessionID": await self._new_session(user_id=row["user_id"]),
+            "UserInfo": {
+                "UserID": row["user_id"],
+                "Username": row["username"],
+                "EmailAddress": row["email_address"],
+                "FirstName": row["first_name"],
+                "LastName": row["last_name"],
+                "AccountStatus": row["account_status"],
+                "Untrusted": row["untrusted"],
+            },
+        }
+
+    async def login_admin(
+        self, *, username: str = "", password: str = "", api_key: str = ""
+    ) -> dict[str, Any] | None:
+        async with self._engine.connect() as conn:
+            if api_key:
+                query = "SELECT * FROM identity.admins WHERE api_key_hash = :v"
+                row = (await conn.execute(text(query), {"v": key_hash(api_key)})).mappings().first()
+            else:
+                query = "SELECT * FROM identity.admins WHERE lower(username) = lower(:v)"
+                row = (await conn.execute(text(query), {"v": username.strip()})).mappings().first()
+        if row is None:
+            return None
+        if not api_key and not await asyncio.to_thread(password_matches, password, row["password_hash"]):
+            return None
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE identity.admins SET last_login_at = now() WHERE admin_id = :a"),
+                {"a": row["admin_id"]},
+            )
+        return {
+            "SessionID": await self._new_session(admin_id=row["admin_id"]),
+            "AdminInfo": {
+                "AdminID": row["admin_id"],
+                "Username": row["username"],
+                "FirstName": "",
+                "LastName": "",
+                "EmailAddress": "",
+                "2FA_Enabled": False,
+                "CreatedOn": row["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
+                "LastLoginOn": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            },
+        }
+
+    def token_for(self, caller: Caller) -> str:
+        """A principal token for calling services on the caller's behalf, reused until shortly before it expires."""
+        now = time.monotonic()
+        cached = self._token_cache.get(caller)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        ttl = self._settings.token_ttl_seconds
+        token = auth.mint_token(caller.principal(), self._secret, ttl)
+        if len(self._token_cache) > 10_000:
+            self._token_cache.clear()
+        self._token_cache[caller] = (now + ttl * 0.8, token)
+        return token
+
+    async def mint_for(self, *, user_id: int | None, admin_id: int | None, ttl: int) -> dict[str, Any]:
+        """`herald token mint`: a token for a direct gRPC caller acting as this user or admin."""
+        async with self._engine.connect() as conn:
+            if user_id is not None:
+                row = (
+                    await conn.execute(
+                        text("SELECT permissions FROM identity.users WHERE user_id = :u"), {"u": user_id}
+                    )
+                ).first()
+                if row is None:
+                    raise IdentityError(f"no user {user_id}")
+                principal = auth.Principal(user_id=user_id, permissions=frozenset(row[0]))
+            else:
+                found = (
+                    await conn.execute(text("SELECT 1 FROM identity.admins WHERE admin_id = :a"), {"a": admin_id})
+                ).first()
+                if found is None:
+                    raise IdentityError(f"no admin {admin_id}")
+                principal = auth.Principal(user_id=0, is_admin=True)
+        return {"Token": auth.mint_token(principal, self._secret, ttl), "ExpiresIn": ttl}

@@ -1,0 +1,361 @@
+"""Parse legacy request bodies and read their case-insensitive parameters with typed, validated accessors."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+__all__ = [
+    "MAX_DEPTH",
+    "BodyError",
+    "ParamError",
+    "Params",
+    "Problem",
+    "normalise_keys",
+    "parse_form",
+    "parse_json_body",
+]
+
+Problem = Literal["missing", "malformed"]
+
+MAX_DEPTH = 32
+"""Deepest nesting of objects/arrays accepted in a body or a JSON-string parameter."""
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+_TRUE_STRINGS = frozenset({"1", "true", "yes", "on"})
+# Python's str.strip() and int() also accept Unicode spaces, digits and "_" separators,
+# none of which a legacy client sends; only ASCII is treated as numeric.
+_ASCII_SPACE = " \t\n\r\f\v"
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+# More digits than this cannot fit int64 even with leading zeros stripped; checking first
+# keeps int() from doing quadratic work (or hitting the int max_str_digits limit).
+_MAX_INT_DIGITS = 19
+_BRACKET_KEY_RE = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])+)")
+_SEGMENT_RE = re.compile(r"\[([^\[\]]*)\]")
+_INDEX_RE = re.compile(r"0|[1-9][0-9]{0,17}")
+
+
+class ParamError(Exception):
+    """A request parameter is missing or malformed; `name` is the lower-cased parameter name."""
+
+    def __init__(self, name: builtins.str, problem: Problem, message: builtins.str | None = None) -> None:
+        self.name: builtins.str = name.lower()
+        self.problem: Problem = problem
+        self.message: builtins.str = message or f"{self.name} is {problem}"
+        super().__init__(self.message)
+
+
+class BodyError(Exception):
+    """The request body is not a UTF-8 JSON object within the nesting limit."""
+
+
+def normalise_keys(value: object) -> object:
+    """Return a copy of `value` with every dict key lower-cased at every depth; values keep their case."""
+    if isinstance(value, dict):
+        return {(k.lower() if isinstance(k, str) else k): normalise_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalise_keys(item) for item in value]
+    return value
+
+
+def _index_of(key: str) -> int | None:
+    """Return `key` as a list index if it is a canonical non-negative decimal, else None."""
+    return int(key) if _INDEX_RE.fullmatch(key) else None
+
+
+def _listify(value: object) -> object:
+    # PHP semantics (which the legacy server had): a bracket group becomes a list only when its
+    # keys are exactly 0..n-1; sparse numeric keys such as CustomFields[12] stay an object so
+    # that the IDs they carry are not lost.
+    if isinstance(value, dict):
+        converted = {k: _listify(v) for k, v in value.items()}
+        indices = {_index_of(k) for k in converted}
+        if converted and indices == set(range(len(converted))):
+            return [converted[k] for k in sorted(converted, key=int)]
+        return converted
+    return value
+
+
+def parse_form(pairs: Iterable[tuple[str, str]]) -> dict[str, object]:
+    """Build a lower-cased nested structure from form fields using PHP-style bracket keys; never raises."""
+    data: dict[str, object] = {}
+    # Next append index for each nested dict, as `a[]` continues after the highest numeric key.
+    next_index: dict[int, int] = {}
+
+    def assign(node: dict[str, object], key: str, value: object) -> None:
+        index = _index_of(key)
+        if index is not None:
+            next_index[id(node)] = max(next_index.get(id(node), 0), index + 1)
+        node[key] = value
+
+    for raw_key, value in pairs:
+        key = str(raw_key).lower()
+        match = _BRACKET_KEY_RE.fullmatch(key)
+        segments = _SEGMENT_RE.findall(match.group(2)) if match else []
+        if match is None or len(segments) >= MAX_DEPTH:
+            data[key] = value
+            continue
+        node = data
+        path: list[str] = [match.group(1), *segments]
+        for position, segment in enumerate(path):
+            if segment == "":
+                segment = str(next_index.get(id(node), 0))
+            if position == len(path) - 1:
+                assign(node, segment, value)
+                break
+            child = node.get(segment)
+            if not isinstance(child, dict):
+                child = {}
+                # A replaced dict's id may be reused by this new one; drop its stale counter.
+                next_index.pop(id(child), None)
+                assign(node, segment, child)
+            node = child
+    return {k: _listify(v) for k, v in data.items()}
+
+
+def _depth(value: object) -> int:
+    """Return the nesting depth of containers in `value` (a scalar is 0, `{}` is 1)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level + 1)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _load_json(text: str) -> object:
+    """Parse strict JSON (no NaN/Infinity) within the nesting limit; raises ValueError otherwise."""
+    try:
+        value: object = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+    if _depth(value) > MAX_DEPTH:
+        raise ValueError("JSON nested too deeply")
+    return value
+
+
+def parse_json_body(body: bytes) -> dict[str, object]:
+    """Decode a UTF-8 JSON object body and lower-case its keys; raises BodyError for anything else."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError("body is not UTF-8") from exc
+    try:
+        value = _load_json(text)
+    except ValueError as exc:
+        raise BodyError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BodyError("body is not a JSON object")
+    normalised = normalise_keys(value)
+    assert isinstance(normalised, dict)
+    return normalised
+
+
+def _coerce_int(value: object) -> int | None:
+    """Return `value` as an int64, or None if it is not an integer in a form the legacy API accepts."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        if not value.is_integer():
+            return None
+        number = int(value)
+    elif isinstance(value, str):
+        text = value.strip(_ASCII_SPACE)
+        if not _INT_RE.fullmatch(text) or len(text.lstrip("+-").lstrip("0")) > _MAX_INT_DIGITS:
+            return None
+        number = int(text)
+    else:
+        return None
+    if not INT64_MIN <= number <= INT64_MAX:
+        return None
+    return number
+
+
+class Params:
+    """Read-only view of a request's parameters, keyed case-insensitively."""
+
+    def __init__(self, raw: Mapping[builtins.str, object]) -> None:
+        normalised = normalise_keys(dict(raw))
+        assert isinstance(normalised, dict)
+        self._data: dict[builtins.str, object] = normalised
+
+    def __repr__(self) -> builtins.str:
+        return f"Params({self._data!r})"
+
+    def has(self, name: builtins.str) -> builtins.bool:
+        """Return whether `name` is present with a value other than None or ""."""
+        value = self._data.get(name.lower())
+        return value is not None and value != ""
+
+    def raw(self, name: builtins.str) -> object | None:
+        """Return the value of `name` exactly as received (keys lower-cased), or None."""
+        return self._data.get(name.lower())
+
+    @staticmethod
+    def _unless_required(name: builtins.str, required: builtins.bool) -> None:
+        if required:
+            raise ParamError(name, "missing")
+
+    def str(
+        self, name: builtins.str, *, required: builtins.bool = False, max_len: builtins.int = 65535
+    ) -> builtins.str | None:
+        """Return `name` as a string (numbers are rendered); booleans, objects and lists are malformed."""
+        if not self.has(name):
+            self._unless_required(name, required)
+            return None
+        value = self._data[name.lower()]
+        if isinstance(value, bool):
+            raise ParamError(name, "malformed", f"{name.lower()} must be a string")
+        if isinstance(value, int):
+            text = str(value)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ParamError(name, "malformed", f"{name.lower()} must be a string")
+            text = str(value)
+        elif isinstance(value, str):
+            text = value
+        else:
+            raise ParamError(name, "malformed", f"{name.lower()} must be a string")
+        if len(text) > max_len:
+            raise ParamError(name, "malformed", f"{name.lower()} is longer than {max_len} characters")
+        return text
+
+    def int(
+        self,
+        name: builtins.str,
+        *,
+        required: builtins.bool = False,
+        min: builtins.int | None = None,
+        max: builtins.int | None = None,
+    ) -> builtins.int | None:
+        """Return `name` as an int64 within [min, max]; non-integers and out-of-range values are malformed."""
+        if not self.has(name):
+            self._unless_required(name, required)
+            return None
+        number = _coerce_int(self._data[name.lower()])
+        if number is None:
+            raise ParamError(name, "malformed", f"{name.lower()} must be an integer")
+        if (min is not None and number < min) or (max is not None and number > max):
+            raise ParamError(name, "malformed", f"{name.lower()} is out of range")
+        return number
+
+    def bool(self, name: builtins.str, *, default: builtins.bool) -> builtins.bool:
+        """Return `name` as a legacy boolean: true, 1, "1", "true", "yes", "on" are true; all else false."""
+        value = self._data.get(name.lower())
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            return value == 1
+        if isinstance(value, str):
+            return value.strip(_ASCII_SPACE).lower() in _TRUE_STRINGS
+        return False
+
+    def int_list(
+        self, name: builtins.str, *, required: builtins.bool = False, max_items: builtins.int = 10000
+    ) -> list[builtins.int] | None:
+        """Return `name` (CSV string, list or one int) as distinct positive int64s in first-seen order."""
+        if not self.has(name):
+            self._unless_required(name, required)
+            return None
+        value = self._data[name.lower()]
+        items: list[object]
+        if isinstance(value, str):
+            items = list(value.split(","))
+        elif isinstance(value, list):
+            items = list(value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            items = [value]
+        else:
+            raise ParamError(name, "malformed", f"{name.lower()} must be a list of IDs")
+        seen: dict[builtins.int, None] = {}
+        for item in items:
+            if item is None or (isinstance(item, str) and not item.strip(_ASCII_SPACE)):
+                continue
+            number = _coerce_int(item)
+            if number is None or number <= 0:
+                raise ParamError(name, "malformed", f"{name.lower()} must contain only positive integers")
+            seen[number] = None
+            if len(seen) > max_items:
+                raise ParamError(name, "malformed", f"{name.lower()} has more than {max_items} items")
+        if not seen:
+            self._unless_required(name, required)
+            return None
+        return list(seen)
+
+    def str_list(self, name: builtins.str, *, required: builtins.bool = False) -> list[builtins.str] | None:
+        """Return `name` (a list or a CSV string) as stripped, non-empty strings."""
+        if not self.has(name):
+            self._unless_required(name, required)
+            return None
+        value = self._data[name.lower()]
+        items: list[object]
+        if isinstance(value, str):
+            items = list(value.split(","))
+        elif isinstance(value, list):
+            items = list(value)
+        else:
+            raise ParamError(name, "malformed", f"{name.lower()} must be a list of strings")
+        result: list[builtins.str] = []
+        for item in items:
+            if item is None:
+                continue
+            if isinstance(item, int) and not isinstance(item, bool):
+                item = str(item)
+            if not isinstance(item, str):
+                raise ParamError(name, "malformed", f"{name.lower()} must be a list of strings")
+            text = item.strip(_ASCII_SPACE)
+            if text:
+                result.append(text)
+        if not result:
+            self._unless_required(name, required)
+            return None
+        return result
+
+    def obj(self, name: builtins.str) -> Mapping[builtins.str, object] | None:
+        """Return `name` as an object with lower-cased keys; a string holding a JSON object also counts."""
+        if not self.has(name):
+            return None
+        value = self._data[name.lower()]
+        if isinstance(value, str):
+            try:
+                value = normalise_keys(_load_json(value))
+            except ValueError as exc:
+                raise ParamError(name, "malformed", f"{name.lower()} must be an object") from exc
+        if not isinstance(value, dict):
+            raise ParamError(name, "malformed", f"{name.lower()} must be an object")
+        return value
+
+    def json_str(self, name: builtins.str) -> object | None:
+        """Return the parsed value of `name`, which must be a string holding JSON (keys keep their case)."""
+        if not self.has(name):
+            return None
+        value = self._data[name.lower()]
+        if not isinstance(value, str):
+            raise ParamError(name, "malformed", f"{name.lower()} must be a JSON string")
+        try:
+            return _load_json(value)
+        except ValueError as exc:
+            raise ParamError(name, "malformed", f"{name.lower()} is not valid JSON") from exc
