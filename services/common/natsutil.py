@@ -51,21 +51,25 @@ async def connect(settings: Settings, name: str) -> Client:
         # Every failed reconnect attempt lands here; disconnect/reconnect are logged once each.
         log.debug("nats error", error=str(exc))
 
+    client = Client()
+
     async def on_disconnect() -> None:
-        log.warning("nats disconnected")
+        if not client.is_closed:  # our own close() is not worth a warning
+            log.warning("nats disconnected")
 
     async def on_reconnect() -> None:
         log.info("nats reconnected")
 
-    return await nats.connect(
+    await client.connect(
         settings.nats_url,
         name=name,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=1,
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
+    return client
 
 
 async def connect_unless_stopped(settings: Settings, name: str, stop: asyncio.Event) -> Client | None:
