@@ -133,7 +133,15 @@ async def list_campaigns(args: Args, ctx: Context) -> dict[str, Any]:
 
 NOT_FOUND_TEXT = "Campaign not found or doesn't belong to user"
 # campaigns.get documents no error codes; RULINGS 2 asks for a list for malformed parameters.
-LIST_PARAMS = ("campaignstatus", "searchkeyword", "campaignids", "recordsperrequest", "recordsfrom")
+LIST_PARAMS = (
+    "campaignstatus",
+    "searchkeyword",
+    "campaignids",
+    "recordsperrequest",
+    "recordsfrom",
+    "orderfield",
+    "ordertype",
+)
 
 ROWS = [
     Command(
