@@ -281,9 +281,11 @@ class ForwardPrincipal(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStrea
             metadata["authorization"] = f"Bearer {token}"
         timeout = details.timeout
         deadline = auth.current_deadline.get()
-        if timeout is None and deadline is not None:
-            timeout = max(deadline - time.monotonic(), 0.001)
-        return details._replace(metadata=metadata, timeout=timeout)
+        if timeout is None:
+            timeout = max(deadline - time.monotonic(), 0.001) if deadline is not None else 30.0
+        # A peer that is restarting is waited for (until the deadline) rather than failing at once.
+        wait_for_ready = True if details.wait_for_ready is None else details.wait_for_ready
+        return details._replace(metadata=metadata, timeout=timeout, wait_for_ready=wait_for_ready)
 
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return await continuation(self._details(client_call_details), request)

@@ -97,8 +97,12 @@ class Context:
     timeout: float = 10.0
 
     async def call(self, method: Callable[..., Any], request: Message) -> Any:
-        """Calls a unary gRPC method on the caller's behalf."""
-        return await method(request, metadata=self.metadata, timeout=self.timeout)
+        """Calls a unary gRPC method on the caller's behalf.
+
+        wait_for_ready: a service that is restarting (or still starting) is waited for until the
+        deadline instead of failing the request at once.
+        """
+        return await method(request, metadata=self.metadata, timeout=self.timeout, wait_for_ready=True)
 
 
 Handler = Callable[[Args, Context], Awaitable[dict[str, Any]]]
