@@ -30,7 +30,7 @@ class EventPublisher:
     def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
         self._settings = settings
         self._engine = engine
-        self._subjects = natsutil.Subjects(settings.nats_namespace)
+        self._subjects = natsutil.Subjects.of(settings)
         self._relay: OutboxRelay | None = None
 
     def wake(self) -> None:
@@ -70,7 +70,7 @@ async def main(settings: Settings) -> None:
     engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
     publisher = EventPublisher(settings, engine)
-    servicer = CampaignApi(engine, natsutil.Subjects(settings.nats_namespace), publisher.wake)
+    servicer = CampaignApi(engine, natsutil.Subjects.of(settings), publisher.wake)
 
     def register(server: grpc.aio.Server) -> list[str]:
         campaign_pb2_grpc.add_CampaignServiceServicer_to_server(servicer, server)

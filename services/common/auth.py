@@ -12,6 +12,8 @@ from services.common.errors import DomainError, ErrorKind
 
 ISSUER = "herald"
 ALGORITHM = "HS256"
+# Tolerated clock skew between the minting and the verifying machine.
+LEEWAY_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,12 @@ def verify_token(token: str, secret: str) -> Principal:
     """Returns the token's principal or raises DomainError(PERMISSION-less UNAUTHENTICATED kind)."""
     try:
         claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], issuer=ISSUER, options={"require": ["exp", "sub"]}
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "sub"]},
+            leeway=LEEWAY_SECONDS,
         )
         return Principal(
             user_id=int(claims["sub"]),

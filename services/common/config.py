@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # Prefix of every NATS subject and stream name, so several Herald installs (or test
     # runs) can share one NATS.
     nats_namespace: str = "herald"
+    # Replicas of every JetStream stream Herald creates: 3 on a JetStream cluster.
+    nats_replicas: int = 1
 
     token_secret: str = ""
     token_ttl_seconds: int = 300

@@ -21,10 +21,16 @@ log = structlog.get_logger()
 class Subjects:
     """Subject and stream names, all under the configured namespace."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, replicas: int = 1) -> None:
         self.namespace = namespace
+        # Stream replicas: 1 on one machine, 3 on a JetStream cluster (HERALD_NATS_REPLICAS).
+        self.replicas = replicas
         self.events_stream = f"{namespace.upper()}_EVENTS"
         self.events = f"{namespace}.events"
+
+    @classmethod
+    def of(cls, settings: Settings) -> Subjects:
+        return cls(settings.nats_namespace, settings.nats_replicas)
 
     def event(self, name: str) -> str:
         return f"{self.events}.{name}"
@@ -61,7 +67,7 @@ async def connect(settings: Settings, name: str) -> Client:
         log.info("nats reconnected")
 
     await client.connect(
-        settings.nats_url,
+        servers=[url.strip() for url in settings.nats_url.split(",") if url.strip()],
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
@@ -105,6 +111,7 @@ async def ensure_events_stream(js: JetStreamContext, subjects: Subjects) -> None
         retention=RetentionPolicy.LIMITS,
         max_age=7 * 24 * 3600,
         duplicate_window=120,
+        num_replicas=subjects.replicas,
     )
     try:
         await js.stream_info(subjects.events_stream)

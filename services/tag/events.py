@@ -24,7 +24,7 @@ class CampaignDeletedConsumer:
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
-        self._subjects = natsutil.Subjects(settings.nats_namespace)
+        self._subjects = natsutil.Subjects.of(settings)
         self._client: Client | None = None
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -63,7 +63,7 @@ async def test_a_token_signed_with_another_key_is_unauthenticated(system: System
 
 
 async def test_an_expired_token_is_unauthenticated(system: System) -> None:
-    expired = auth.mint_token(auth.Principal(user_id=1), system.env["HERALD_TOKEN_SECRET"], -10)
+    expired = auth.mint_token(auth.Principal(user_id=1), system.env["HERALD_TOKEN_SECRET"], -120)
     async with grpc.aio.insecure_channel(system.grpc_target("tag")) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await tag_pb2_grpc.TagServiceStub(channel).ListTags(

@@ -1,0 +1,46 @@
+# Herald image: one image for every process; the command picks the process.
+#   docker build -t herald .
+#   docker run herald serve campaign        # or tag, audience, delivery, translator (the default)
+# Operations guide: docs/operations.md.
+
+# --- build: install the project and its runtime dependencies into a virtualenv -------------
+FROM python:3.11-slim AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN python -m venv /opt/herald
+ENV PATH=/opt/herald/bin:$PATH
+
+WORKDIR /src
+COPY pyproject.toml ./
+# gen/ holds the generated gRPC code (package `herald`); pyproject finds packages in "." and "gen".
+COPY gen ./gen
+COPY services ./services
+COPY translator ./translator
+# A plain (non-editable) install without the dev extras: the image carries no test or lint tools.
+RUN pip install .
+
+# --- runtime ------------------------------------------------------------------------------------
+FROM python:3.11-slim
+
+ENV PATH=/opt/herald/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HERALD_BIND=0.0.0.0 \
+    HERALD_DATA_DIR=/home/herald/var
+
+# A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
+RUN groupadd --system --gid 10001 herald \
+    && useradd --system --uid 10001 --gid herald --create-home --home-dir /home/herald herald
+
+COPY --from=build /opt/herald /opt/herald
+
+USER 10001:10001
+WORKDIR /home/herald
+
+# campaign, tag, audience, delivery (gRPC) and the translator (HTTP).
+EXPOSE 50051 50052 50053 50054 8080
+
+ENTRYPOINT ["herald"]
+CMD ["serve", "translator"]
