@@ -22,44 +22,86 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!herald/campaign/v1/campaign.proto\x12\x12herald.campaign.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x03\n\x08\x43\x61mpaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x15\n\rowner_user_id\x18\x02 \x01(\x03\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x32\n\x06status\x18\x04 \x01(\x0e\x32\".herald.campaign.v1.CampaignStatus\x12\x15\n\rstatus_reason\x18\x05 \x01(\t\x12\x10\n\x08\x65mail_id\x18\x06 \x01(\x03\x12\x37\n\rschedule_type\x18\x07 \x01(\x0e\x32 .herald.campaign.v1.ScheduleType\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsend_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14original_campaign_id\x18\x0b \x01(\x03\"%\n\x15\x43reateCampaignRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\"0\n\x18\x42\x61tchGetCampaignsRequest\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\"L\n\x19\x42\x61tchGetCampaignsResponse\x12/\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1c.herald.campaign.v1.Campaign\"\x92\x02\n\x14ListCampaignsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x34\n\x08statuses\x18\x03 \x03(\x0e\x32\".herald.campaign.v1.CampaignStatus\x12\x0e\n\x06search\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x05 \x03(\x03\x12\x38\n\x08order_by\x18\x06 \x01(\x0e\x32&.herald.campaign.v1.CampaignOrderField\x12\x12\n\ndescending\x18\x07 \x01(\x08\x12\x0c\n\x04skip\x18\x08 \x01(\x05\x12\x1b\n\x13include_auto_resend\x18\t \x01(\x08\"u\n\x15ListCampaignsResponse\x12/\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1c.herald.campaign.v1.Campaign\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"*\n\x13\x43opyCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\".\n\x16\x44\x65leteCampaignsRequest\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\"7\n\x17\x44\x65leteCampaignsResponse\x12\x1c\n\x14\x64\x65leted_campaign_ids\x18\x01 \x03(\x03\"C\n\x14\x43\x61mpaignDeletedEvent\x12\x15\n\rowner_user_id\x18\x01 \x01(\x03\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x02 \x03(\x03*\x9b\x02\n\x0e\x43\x61mpaignStatus\x12\x1f\n\x1b\x43\x41MPAIGN_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43\x41MPAIGN_STATUS_DRAFT\x10\x01\x12\x19\n\x15\x43\x41MPAIGN_STATUS_READY\x10\x02\x12\x1b\n\x17\x43\x41MPAIGN_STATUS_SENDING\x10\x03\x12\x1a\n\x16\x43\x41MPAIGN_STATUS_PAUSED\x10\x04\x12$\n CAMPAIGN_STATUS_PENDING_APPROVAL\x10\x05\x12\x18\n\x14\x43\x41MPAIGN_STATUS_SENT\x10\x06\x12\x1a\n\x16\x43\x41MPAIGN_STATUS_FAILED\x10\x07\x12\x1d\n\x19\x43\x41MPAIGN_STATUS_CANCELLED\x10\x08*\xa2\x01\n\x0cScheduleType\x12\x1d\n\x19SCHEDULE_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSCHEDULE_TYPE_NOT_SCHEDULED\x10\x01\x12\x1b\n\x17SCHEDULE_TYPE_IMMEDIATE\x10\x02\x12\x18\n\x14SCHEDULE_TYPE_FUTURE\x10\x03\x12\x1b\n\x17SCHEDULE_TYPE_RECURSIVE\x10\x04*\x90\x02\n\x12\x43\x61mpaignOrderField\x12$\n CAMPAIGN_ORDER_FIELD_UNSPECIFIED\x10\x00\x12$\n CAMPAIGN_ORDER_FIELD_CAMPAIGN_ID\x10\x01\x12\x1d\n\x19\x43\x41MPAIGN_ORDER_FIELD_NAME\x10\x02\x12\x1f\n\x1b\x43\x41MPAIGN_ORDER_FIELD_STATUS\x10\x03\x12\"\n\x1e\x43\x41MPAIGN_ORDER_FIELD_SEND_TIME\x10\x04\x12$\n CAMPAIGN_ORDER_FIELD_CREATE_TIME\x10\x05\x12$\n CAMPAIGN_ORDER_FIELD_UPDATE_TIME\x10\x06\x32\xdc\x04\n\x0f\x43\x61mpaignService\x12Y\n\x0e\x43reateCampaign\x12).herald.campaign.v1.CreateCampaignRequest\x1a\x1c.herald.campaign.v1.Campaign\x12S\n\x0bGetCampaign\x12&.herald.campaign.v1.GetCampaignRequest\x1a\x1c.herald.campaign.v1.Campaign\x12p\n\x11\x42\x61tchGetCampaigns\x12,.herald.campaign.v1.BatchGetCampaignsRequest\x1a-.herald.campaign.v1.BatchGetCampaignsResponse\x12\x64\n\rListCampaigns\x12(.herald.campaign.v1.ListCampaignsRequest\x1a).herald.campaign.v1.ListCampaignsResponse\x12U\n\x0c\x43opyCampaign\x12\'.herald.campaign.v1.CopyCampaignRequest\x1a\x1c.herald.campaign.v1.Campaign\x12j\n\x0f\x44\x65leteCampaigns\x12*.herald.campaign.v1.DeleteCampaignsRequest\x1a+.herald.campaign.v1.DeleteCampaignsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!herald/campaign/v1/campaign.proto\x12\x12herald.campaign.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x07\n\x08\x43\x61mpaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x15\n\rowner_user_id\x18\x02 \x01(\x03\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x32\n\x06status\x18\x04 \x01(\x0e\x32\".herald.campaign.v1.CampaignStatus\x12\x15\n\rstatus_reason\x18\x05 \x01(\t\x12\x10\n\x08\x65mail_id\x18\x06 \x01(\x03\x12\x37\n\rschedule_type\x18\x07 \x01(\x0e\x32 .herald.campaign.v1.ScheduleType\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsend_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14original_campaign_id\x18\x0b \x01(\x03\x12.\n\x08schedule\x18\x0c \x01(\x0b\x32\x1c.herald.campaign.v1.Schedule\x12\x30\n\ttargeting\x18\r \x01(\x0b\x32\x1d.herald.campaign.v1.Targeting\x12\x33\n\x0b\x61uto_resend\x18\x0e \x01(\x0b\x32\x1e.herald.campaign.v1.AutoResend\x12\x31\n\nvariations\x18\x0f \x03(\x0b\x32\x1d.herald.campaign.v1.Variation\x12\x31\n\nsplit_test\x18\x10 \x01(\x0b\x32\x1d.herald.campaign.v1.SplitTest\x12!\n\x19\x61pproval_user_explanation\x18\x11 \x01(\t\x12 \n\x18google_analytics_domains\x18\x12 \x01(\t\x12\x16\n\x0epublish_on_rss\x18\x13 \x01(\x08\x12\x13\n\x0bs2s_enabled\x18\x14 \x01(\x08\x12\x34\n\x10send_finish_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\nstatistics\x18\x16 \x01(\x0b\x32&.herald.campaign.v1.CampaignStatistics\x12-\n\x04tags\x18\x17 \x03(\x0b\x32\x1f.herald.campaign.v1.CampaignTag\"\xb6\x01\n\x08Schedule\x12.\n\x04type\x18\x01 \x01(\x0e\x32 .herald.campaign.v1.ScheduleType\x12\x34\n\x06\x66uture\x18\x02 \x01(\x0b\x32\".herald.campaign.v1.FutureScheduleH\x00\x12:\n\trecursive\x18\x03 \x01(\x0b\x32%.herald.campaign.v1.RecursiveScheduleH\x00\x42\x08\n\x06\x64\x65tail\"R\n\x0e\x46utureSchedule\x12-\n\tsend_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x02 \x01(\t\"\x9a\x01\n\x11RecursiveSchedule\x12\x14\n\x0c\x64\x61ys_of_week\x18\x01 \x03(\x05\x12\x15\n\rdays_of_month\x18\x02 \x03(\x05\x12\x0e\n\x06months\x18\x03 \x03(\x05\x12\r\n\x05hours\x18\x04 \x03(\x05\x12\x0f\n\x07minutes\x18\x05 \x03(\x05\x12\x15\n\rmax_instances\x18\x06 \x01(\x05\x12\x11\n\ttime_zone\x18\x07 \x01(\t\"6\n\x0fRecipientSource\x12\x0f\n\x07list_id\x18\x01 \x01(\x03\x12\x12\n\nsegment_id\x18\x02 \x01(\x03\"\xa8\x01\n\tTargeting\x12\x35\n\x08included\x18\x01 \x03(\x0b\x32#.herald.campaign.v1.RecipientSource\x12\x35\n\x08\x65xcluded\x18\x02 \x03(\x0b\x32#.herald.campaign.v1.RecipientSource\x12-\n\x0crules_bundle\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"Y\n\nAutoResend\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x11\n\twait_days\x18\x02 \x01(\x05\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x16\n\x0epreheader_text\x18\x04 \x01(\t\"-\n\tVariation\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03\x12\x0e\n\x06weight\x18\x02 \x01(\x05\"\x9b\x01\n\tSplitTest\x12\x15\n\rsplit_test_id\x18\x01 \x01(\x03\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\x03\x12\x19\n\x11test_size_percent\x18\x03 \x01(\x05\x12\x1b\n\x13test_duration_hours\x18\x04 \x01(\x05\x12*\n\x06winner\x18\x05 \x01(\x0e\x32\x1a.herald.campaign.v1.Winner\"+\n\x0b\x43\x61mpaignTag\x12\x0e\n\x06tag_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xd9\x02\n\x12\x43\x61mpaignStatistics\x12\x18\n\x10total_recipients\x18\x01 \x01(\x03\x12\x12\n\ntotal_sent\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x03 \x01(\x03\x12\x13\n\x0btotal_opens\x18\x04 \x01(\x03\x12\x14\n\x0cunique_opens\x18\x05 \x01(\x03\x12\x14\n\x0ctotal_clicks\x18\x06 \x01(\x03\x12\x15\n\runique_clicks\x18\x07 \x01(\x03\x12\x19\n\x11\x65mails_per_second\x18\x08 \x01(\x01\x12\x18\n\x10\x64uration_seconds\x18\t \x01(\x03\x12;\n\nvariations\x18\n \x03(\x0b\x32\'.herald.campaign.v1.VariationStatistics\x12\x35\n\x07\x64omains\x18\x0b \x03(\x0b\x32$.herald.campaign.v1.DomainStatistics\"\x98\x01\n\x13VariationStatistics\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\x12\x14\n\x0cunique_opens\x18\x05 \x01(\x03\x12\x15\n\runique_clicks\x18\x06 \x01(\x03\"f\n\x10\x44omainStatistics\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\"%\n\x15\x43reateCampaignRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Y\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12.\n\x04view\x18\x02 \x01(\x0e\x32 .herald.campaign.v1.CampaignView\"0\n\x18\x42\x61tchGetCampaignsRequest\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\"L\n\x19\x42\x61tchGetCampaignsResponse\x12/\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1c.herald.campaign.v1.Campaign\"\x9d\x04\n\x14ListCampaignsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x34\n\x08statuses\x18\x03 \x03(\x0e\x32\".herald.campaign.v1.CampaignStatus\x12\x0e\n\x06search\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x05 \x03(\x03\x12\x38\n\x08order_by\x18\x06 \x01(\x0e\x32&.herald.campaign.v1.CampaignOrderField\x12\x12\n\ndescending\x18\x07 \x01(\x08\x12\x0c\n\x04skip\x18\x08 \x01(\x05\x12\x1b\n\x13include_auto_resend\x18\t \x01(\x08\x12\x38\n\x0eschedule_types\x18\n \x03(\x0e\x32 .herald.campaign.v1.ScheduleType\x12\x11\n\tscheduled\x18\x0b \x01(\x08\x12\x32\n\x0esend_time_from\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0csend_time_to\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07tag_ids\x18\x0e \x03(\x03\x12\x15\n\rowner_user_id\x18\x0f \x01(\x03\x12.\n\x04view\x18\x10 \x01(\x0e\x32 .herald.campaign.v1.CampaignView\"\xb7\x01\n\x15ListCampaignsResponse\x12/\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1c.herald.campaign.v1.Campaign\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\x12@\n\x10total_statistics\x18\x04 \x01(\x0b\x32&.herald.campaign.v1.CampaignStatistics\"*\n\x13\x43opyCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\".\n\x16\x44\x65leteCampaignsRequest\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\"7\n\x17\x44\x65leteCampaignsResponse\x12\x1c\n\x14\x64\x65leted_campaign_ids\x18\x01 \x03(\x03\"\x8f\x01\n\x15UpdateCampaignRequest\x12.\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x1c.herald.campaign.v1.Campaign\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"+\n\x14PauseCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\",\n\x15ResumeCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\",\n\x15\x43\x61ncelCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\"-\n\x16\x41pproveCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\"\x91\x01\n\x16\x43reateSplitTestRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x19\n\x11test_size_percent\x18\x02 \x01(\x05\x12\x1b\n\x13test_duration_hours\x18\x03 \x01(\x05\x12*\n\x06winner\x18\x04 \x01(\x0e\x32\x1a.herald.campaign.v1.Winner\"C\n\x14\x43\x61mpaignDeletedEvent\x12\x15\n\rowner_user_id\x18\x01 \x01(\x03\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x02 \x03(\x03*\x9b\x02\n\x0e\x43\x61mpaignStatus\x12\x1f\n\x1b\x43\x41MPAIGN_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43\x41MPAIGN_STATUS_DRAFT\x10\x01\x12\x19\n\x15\x43\x41MPAIGN_STATUS_READY\x10\x02\x12\x1b\n\x17\x43\x41MPAIGN_STATUS_SENDING\x10\x03\x12\x1a\n\x16\x43\x41MPAIGN_STATUS_PAUSED\x10\x04\x12$\n CAMPAIGN_STATUS_PENDING_APPROVAL\x10\x05\x12\x18\n\x14\x43\x41MPAIGN_STATUS_SENT\x10\x06\x12\x1a\n\x16\x43\x41MPAIGN_STATUS_FAILED\x10\x07\x12\x1d\n\x19\x43\x41MPAIGN_STATUS_CANCELLED\x10\x08*\xa2\x01\n\x0cScheduleType\x12\x1d\n\x19SCHEDULE_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSCHEDULE_TYPE_NOT_SCHEDULED\x10\x01\x12\x1b\n\x17SCHEDULE_TYPE_IMMEDIATE\x10\x02\x12\x18\n\x14SCHEDULE_TYPE_FUTURE\x10\x03\x12\x1b\n\x17SCHEDULE_TYPE_RECURSIVE\x10\x04*^\n\x0c\x43\x61mpaignView\x12\x1d\n\x19\x43\x41MPAIGN_VIEW_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41MPAIGN_VIEW_BASIC\x10\x01\x12\x16\n\x12\x43\x41MPAIGN_VIEW_FULL\x10\x02*]\n\x06Winner\x12\x16\n\x12WINNER_UNSPECIFIED\x10\x00\x12\x1c\n\x18WINNER_HIGHEST_OPEN_RATE\x10\x01\x12\x1d\n\x19WINNER_MOST_UNIQUE_CLICKS\x10\x02*\x90\x02\n\x12\x43\x61mpaignOrderField\x12$\n CAMPAIGN_ORDER_FIELD_UNSPECIFIED\x10\x00\x12$\n CAMPAIGN_ORDER_FIELD_CAMPAIGN_ID\x10\x01\x12\x1d\n\x19\x43\x41MPAIGN_ORDER_FIELD_NAME\x10\x02\x12\x1f\n\x1b\x43\x41MPAIGN_ORDER_FIELD_STATUS\x10\x03\x12\"\n\x1e\x43\x41MPAIGN_ORDER_FIELD_SEND_TIME\x10\x04\x12$\n CAMPAIGN_ORDER_FIELD_CREATE_TIME\x10\x05\x12$\n CAMPAIGN_ORDER_FIELD_UPDATE_TIME\x10\x06\x32\x81\t\n\x0f\x43\x61mpaignService\x12Y\n\x0e\x43reateCampaign\x12).herald.campaign.v1.CreateCampaignRequest\x1a\x1c.herald.campaign.v1.Campaign\x12S\n\x0bGetCampaign\x12&.herald.campaign.v1.GetCampaignRequest\x1a\x1c.herald.campaign.v1.Campaign\x12p\n\x11\x42\x61tchGetCampaigns\x12,.herald.campaign.v1.BatchGetCampaignsRequest\x1a-.herald.campaign.v1.BatchGetCampaignsResponse\x12\x64\n\rListCampaigns\x12(.herald.campaign.v1.ListCampaignsRequest\x1a).herald.campaign.v1.ListCampaignsResponse\x12U\n\x0c\x43opyCampaign\x12\'.herald.campaign.v1.CopyCampaignRequest\x1a\x1c.herald.campaign.v1.Campaign\x12j\n\x0f\x44\x65leteCampaigns\x12*.herald.campaign.v1.DeleteCampaignsRequest\x1a+.herald.campaign.v1.DeleteCampaignsResponse\x12Y\n\x0eUpdateCampaign\x12).herald.campaign.v1.UpdateCampaignRequest\x1a\x1c.herald.campaign.v1.Campaign\x12W\n\rPauseCampaign\x12(.herald.campaign.v1.PauseCampaignRequest\x1a\x1c.herald.campaign.v1.Campaign\x12Y\n\x0eResumeCampaign\x12).herald.campaign.v1.ResumeCampaignRequest\x1a\x1c.herald.campaign.v1.Campaign\x12Y\n\x0e\x43\x61ncelCampaign\x12).herald.campaign.v1.CancelCampaignRequest\x1a\x1c.herald.campaign.v1.Campaign\x12[\n\x0f\x41pproveCampaign\x12*.herald.campaign.v1.ApproveCampaignRequest\x1a\x1c.herald.campaign.v1.Campaign\x12\\\n\x0f\x43reateSplitTest\x12*.herald.campaign.v1.CreateSplitTestRequest\x1a\x1d.herald.campaign.v1.SplitTestb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.campaign.v1.campaign_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CAMPAIGNSTATUS']._serialized_start=1311
-  _globals['_CAMPAIGNSTATUS']._serialized_end=1594
-  _globals['_SCHEDULETYPE']._serialized_start=1597
-  _globals['_SCHEDULETYPE']._serialized_end=1759
-  _globals['_CAMPAIGNORDERFIELD']._serialized_start=1762
-  _globals['_CAMPAIGNORDERFIELD']._serialized_end=2034
-  _globals['_CAMPAIGN']._serialized_start=91
-  _globals['_CAMPAIGN']._serialized_end=484
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=486
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=523
-  _globals['_GETCAMPAIGNREQUEST']._serialized_start=525
-  _globals['_GETCAMPAIGNREQUEST']._serialized_end=566
-  _globals['_BATCHGETCAMPAIGNSREQUEST']._serialized_start=568
-  _globals['_BATCHGETCAMPAIGNSREQUEST']._serialized_end=616
-  _globals['_BATCHGETCAMPAIGNSRESPONSE']._serialized_start=618
-  _globals['_BATCHGETCAMPAIGNSRESPONSE']._serialized_end=694
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=697
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=971
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=973
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=1090
-  _globals['_COPYCAMPAIGNREQUEST']._serialized_start=1092
-  _globals['_COPYCAMPAIGNREQUEST']._serialized_end=1134
-  _globals['_DELETECAMPAIGNSREQUEST']._serialized_start=1136
-  _globals['_DELETECAMPAIGNSREQUEST']._serialized_end=1182
-  _globals['_DELETECAMPAIGNSRESPONSE']._serialized_start=1184
-  _globals['_DELETECAMPAIGNSRESPONSE']._serialized_end=1239
-  _globals['_CAMPAIGNDELETEDEVENT']._serialized_start=1241
-  _globals['_CAMPAIGNDELETEDEVENT']._serialized_end=1308
-  _globals['_CAMPAIGNSERVICE']._serialized_start=2037
-  _globals['_CAMPAIGNSERVICE']._serialized_end=2641
+  _globals['_CAMPAIGNSTATUS']._serialized_start=4364
+  _globals['_CAMPAIGNSTATUS']._serialized_end=4647
+  _globals['_SCHEDULETYPE']._serialized_start=4650
+  _globals['_SCHEDULETYPE']._serialized_end=4812
+  _globals['_CAMPAIGNVIEW']._serialized_start=4814
+  _globals['_CAMPAIGNVIEW']._serialized_end=4908
+  _globals['_WINNER']._serialized_start=4910
+  _globals['_WINNER']._serialized_end=5003
+  _globals['_CAMPAIGNORDERFIELD']._serialized_start=5006
+  _globals['_CAMPAIGNORDERFIELD']._serialized_end=5278
+  _globals['_CAMPAIGN']._serialized_start=155
+  _globals['_CAMPAIGN']._serialized_end=1076
+  _globals['_SCHEDULE']._serialized_start=1079
+  _globals['_SCHEDULE']._serialized_end=1261
+  _globals['_FUTURESCHEDULE']._serialized_start=1263
+  _globals['_FUTURESCHEDULE']._serialized_end=1345
+  _globals['_RECURSIVESCHEDULE']._serialized_start=1348
+  _globals['_RECURSIVESCHEDULE']._serialized_end=1502
+  _globals['_RECIPIENTSOURCE']._serialized_start=1504
+  _globals['_RECIPIENTSOURCE']._serialized_end=1558
+  _globals['_TARGETING']._serialized_start=1561
+  _globals['_TARGETING']._serialized_end=1729
+  _globals['_AUTORESEND']._serialized_start=1731
+  _globals['_AUTORESEND']._serialized_end=1820
+  _globals['_VARIATION']._serialized_start=1822
+  _globals['_VARIATION']._serialized_end=1867
+  _globals['_SPLITTEST']._serialized_start=1870
+  _globals['_SPLITTEST']._serialized_end=2025
+  _globals['_CAMPAIGNTAG']._serialized_start=2027
+  _globals['_CAMPAIGNTAG']._serialized_end=2070
+  _globals['_CAMPAIGNSTATISTICS']._serialized_start=2073
+  _globals['_CAMPAIGNSTATISTICS']._serialized_end=2418
+  _globals['_VARIATIONSTATISTICS']._serialized_start=2421
+  _globals['_VARIATIONSTATISTICS']._serialized_end=2573
+  _globals['_DOMAINSTATISTICS']._serialized_start=2575
+  _globals['_DOMAINSTATISTICS']._serialized_end=2677
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=2679
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=2716
+  _globals['_GETCAMPAIGNREQUEST']._serialized_start=2718
+  _globals['_GETCAMPAIGNREQUEST']._serialized_end=2807
+  _globals['_BATCHGETCAMPAIGNSREQUEST']._serialized_start=2809
+  _globals['_BATCHGETCAMPAIGNSREQUEST']._serialized_end=2857
+  _globals['_BATCHGETCAMPAIGNSRESPONSE']._serialized_start=2859
+  _globals['_BATCHGETCAMPAIGNSRESPONSE']._serialized_end=2935
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=2938
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=3479
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=3482
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=3665
+  _globals['_COPYCAMPAIGNREQUEST']._serialized_start=3667
+  _globals['_COPYCAMPAIGNREQUEST']._serialized_end=3709
+  _globals['_DELETECAMPAIGNSREQUEST']._serialized_start=3711
+  _globals['_DELETECAMPAIGNSREQUEST']._serialized_end=3757
+  _globals['_DELETECAMPAIGNSRESPONSE']._serialized_start=3759
+  _globals['_DELETECAMPAIGNSRESPONSE']._serialized_end=3814
+  _globals['_UPDATECAMPAIGNREQUEST']._serialized_start=3817
+  _globals['_UPDATECAMPAIGNREQUEST']._serialized_end=3960
+  _globals['_PAUSECAMPAIGNREQUEST']._serialized_start=3962
+  _globals['_PAUSECAMPAIGNREQUEST']._serialized_end=4005
+  _globals['_RESUMECAMPAIGNREQUEST']._serialized_start=4007
+  _globals['_RESUMECAMPAIGNREQUEST']._serialized_end=4051
+  _globals['_CANCELCAMPAIGNREQUEST']._serialized_start=4053
+  _globals['_CANCELCAMPAIGNREQUEST']._serialized_end=4097
+  _globals['_APPROVECAMPAIGNREQUEST']._serialized_start=4099
+  _globals['_APPROVECAMPAIGNREQUEST']._serialized_end=4144
+  _globals['_CREATESPLITTESTREQUEST']._serialized_start=4147
+  _globals['_CREATESPLITTESTREQUEST']._serialized_end=4292
+  _globals['_CAMPAIGNDELETEDEVENT']._serialized_start=4294
+  _globals['_CAMPAIGNDELETEDEVENT']._serialized_end=4361
+  _globals['_CAMPAIGNSERVICE']._serialized_start=5281
+  _globals['_CAMPAIGNSERVICE']._serialized_end=6434
 # @@protoc_insertion_point(module_scope)

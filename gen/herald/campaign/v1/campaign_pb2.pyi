@@ -5,7 +5,9 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -74,6 +76,46 @@ SCHEDULE_TYPE_FUTURE: ScheduleType.ValueType  # 3
 SCHEDULE_TYPE_RECURSIVE: ScheduleType.ValueType  # 4
 Global___ScheduleType: _TypeAlias = ScheduleType  # noqa: Y015
 
+class _CampaignView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CampaignViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CampaignView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CAMPAIGN_VIEW_UNSPECIFIED: _CampaignView.ValueType  # 0
+    CAMPAIGN_VIEW_BASIC: _CampaignView.ValueType  # 1
+    """The campaign's own fields (the default)."""
+    CAMPAIGN_VIEW_FULL: _CampaignView.ValueType  # 2
+    """Also statistics (from delivery) and tags (from the tag service), fetched in one batched call each."""
+
+class CampaignView(_CampaignView, metaclass=_CampaignViewEnumTypeWrapper):
+    """How much of a campaign to return."""
+
+CAMPAIGN_VIEW_UNSPECIFIED: CampaignView.ValueType  # 0
+CAMPAIGN_VIEW_BASIC: CampaignView.ValueType  # 1
+"""The campaign's own fields (the default)."""
+CAMPAIGN_VIEW_FULL: CampaignView.ValueType  # 2
+"""Also statistics (from delivery) and tags (from the tag service), fetched in one batched call each."""
+Global___CampaignView: _TypeAlias = CampaignView  # noqa: Y015
+
+class _Winner:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WinnerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Winner.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WINNER_UNSPECIFIED: _Winner.ValueType  # 0
+    WINNER_HIGHEST_OPEN_RATE: _Winner.ValueType  # 1
+    WINNER_MOST_UNIQUE_CLICKS: _Winner.ValueType  # 2
+
+class Winner(_Winner, metaclass=_WinnerEnumTypeWrapper):
+    """How the winner of a split test is chosen."""
+
+WINNER_UNSPECIFIED: Winner.ValueType  # 0
+WINNER_HIGHEST_OPEN_RATE: Winner.ValueType  # 1
+WINNER_MOST_UNIQUE_CLICKS: Winner.ValueType  # 2
+Global___Winner: _TypeAlias = Winner  # noqa: Y015
+
 class _CampaignOrderField:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -117,6 +159,18 @@ class Campaign(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     SEND_TIME_FIELD_NUMBER: _builtins.int
     ORIGINAL_CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    TARGETING_FIELD_NUMBER: _builtins.int
+    AUTO_RESEND_FIELD_NUMBER: _builtins.int
+    VARIATIONS_FIELD_NUMBER: _builtins.int
+    SPLIT_TEST_FIELD_NUMBER: _builtins.int
+    APPROVAL_USER_EXPLANATION_FIELD_NUMBER: _builtins.int
+    GOOGLE_ANALYTICS_DOMAINS_FIELD_NUMBER: _builtins.int
+    PUBLISH_ON_RSS_FIELD_NUMBER: _builtins.int
+    S2S_ENABLED_FIELD_NUMBER: _builtins.int
+    SEND_FINISH_TIME_FIELD_NUMBER: _builtins.int
+    STATISTICS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
     owner_user_id: _builtins.int
     name: _builtins.str
@@ -127,6 +181,11 @@ class Campaign(_message.Message):
     schedule_type: Global___ScheduleType.ValueType
     original_campaign_id: _builtins.int
     """The campaign this one auto-resends; 0 for an ordinary campaign."""
+    approval_user_explanation: _builtins.str
+    """Why the user asks for approval (shown to the admin who approves)."""
+    google_analytics_domains: _builtins.str
+    publish_on_rss: _builtins.bool
+    s2s_enabled: _builtins.bool
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -134,6 +193,36 @@ class Campaign(_message.Message):
     @_builtins.property
     def send_time(self) -> _timestamp_pb2.Timestamp:
         """When sending started; unset before."""
+
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """When and how often the campaign is sent; schedule.type always equals schedule_type."""
+
+    @_builtins.property
+    def targeting(self) -> Global___Targeting:
+        """Who receives it."""
+
+    @_builtins.property
+    def auto_resend(self) -> Global___AutoResend: ...
+    @_builtins.property
+    def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variation]:
+        """A/B variations of the content; empty when the campaign has no A/B test."""
+
+    @_builtins.property
+    def split_test(self) -> Global___SplitTest:
+        """Set by CreateSplitTest; unset when the campaign has none."""
+
+    @_builtins.property
+    def send_finish_time(self) -> _timestamp_pb2.Timestamp:
+        """When sending finished; unset before."""
+
+    @_builtins.property
+    def statistics(self) -> Global___CampaignStatistics:
+        """Present with view CAMPAIGN_VIEW_FULL: the delivery service's figures."""
+
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___CampaignTag]:
+        """Present with view CAMPAIGN_VIEW_FULL: the campaign's tags, from the tag service."""
 
     def __init__(
         self,
@@ -149,14 +238,439 @@ class Campaign(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         send_time: _timestamp_pb2.Timestamp | None = ...,
         original_campaign_id: _builtins.int = ...,
+        schedule: Global___Schedule | None = ...,
+        targeting: Global___Targeting | None = ...,
+        auto_resend: Global___AutoResend | None = ...,
+        variations: _abc.Iterable[Global___Variation] | None = ...,
+        split_test: Global___SplitTest | None = ...,
+        approval_user_explanation: _builtins.str = ...,
+        google_analytics_domains: _builtins.str = ...,
+        publish_on_rss: _builtins.bool = ...,
+        s2s_enabled: _builtins.bool = ...,
+        send_finish_time: _timestamp_pb2.Timestamp | None = ...,
+        statistics: Global___CampaignStatistics | None = ...,
+        tags: _abc.Iterable[Global___CampaignTag] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "send_time", b"send_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["auto_resend", b"auto_resend", "create_time", b"create_time", "schedule", b"schedule", "send_finish_time", b"send_finish_time", "send_time", b"send_time", "split_test", b"split_test", "statistics", b"statistics", "targeting", b"targeting", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "create_time", b"create_time", "email_id", b"email_id", "name", b"name", "original_campaign_id", b"original_campaign_id", "owner_user_id", b"owner_user_id", "schedule_type", b"schedule_type", "send_time", b"send_time", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_user_explanation", b"approval_user_explanation", "auto_resend", b"auto_resend", "campaign_id", b"campaign_id", "create_time", b"create_time", "email_id", b"email_id", "google_analytics_domains", b"google_analytics_domains", "name", b"name", "original_campaign_id", b"original_campaign_id", "owner_user_id", b"owner_user_id", "publish_on_rss", b"publish_on_rss", "s2s_enabled", b"s2s_enabled", "schedule", b"schedule", "schedule_type", b"schedule_type", "send_finish_time", b"send_finish_time", "send_time", b"send_time", "split_test", b"split_test", "statistics", b"statistics", "status", b"status", "status_reason", b"status_reason", "tags", b"tags", "targeting", b"targeting", "update_time", b"update_time", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Campaign: _TypeAlias = Campaign  # noqa: Y015
+
+@_typing.final
+class Schedule(_message.Message):
+    """When a campaign is sent. Which detail is set follows the type: future for FUTURE,
+    recursive for RECURSIVE, none for NOT_SCHEDULED and IMMEDIATE.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    FUTURE_FIELD_NUMBER: _builtins.int
+    RECURSIVE_FIELD_NUMBER: _builtins.int
+    type: Global___ScheduleType.ValueType
+    @_builtins.property
+    def future(self) -> Global___FutureSchedule: ...
+    @_builtins.property
+    def recursive(self) -> Global___RecursiveSchedule: ...
+    def __init__(
+        self,
+        *,
+        type: Global___ScheduleType.ValueType = ...,
+        future: Global___FutureSchedule | None = ...,
+        recursive: Global___RecursiveSchedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "future", b"future", "recursive", b"recursive"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "future", b"future", "recursive", b"recursive", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["future", "recursive"]  # noqa: Y015
+    _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_detail) -> _WhichOneofReturnType_detail | None: ...
+
+Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
+
+@_typing.final
+class FutureSchedule(_message.Message):
+    """Send once, at an instant that must lie in the future when it is set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEND_TIME_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    time_zone: _builtins.str
+    """IANA time zone the user chose (e.g. "America/New_York"); send_time is the instant itself."""
+    @_builtins.property
+    def send_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        send_time: _timestamp_pb2.Timestamp | None = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["send_time", b"send_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["send_time", b"send_time", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FutureSchedule: _TypeAlias = FutureSchedule  # noqa: Y015
+
+@_typing.final
+class RecursiveSchedule(_message.Message):
+    """Send repeatedly, at every minute matching all the lists (cron-like), at most max_instances times."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAYS_OF_WEEK_FIELD_NUMBER: _builtins.int
+    DAYS_OF_MONTH_FIELD_NUMBER: _builtins.int
+    MONTHS_FIELD_NUMBER: _builtins.int
+    HOURS_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    MAX_INSTANCES_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    max_instances: _builtins.int
+    """How many times at most; required, at least 1."""
+    time_zone: _builtins.str
+    """IANA time zone the hours and minutes are in; UTC when empty."""
+    @_builtins.property
+    def days_of_week(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """0 (Sunday) to 6; either days_of_week or days_of_month must be given."""
+
+    @_builtins.property
+    def days_of_month(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """1 to 31."""
+
+    @_builtins.property
+    def months(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """1 to 12; required."""
+
+    @_builtins.property
+    def hours(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """0 to 23; required."""
+
+    @_builtins.property
+    def minutes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """0 to 59; required."""
+
+    def __init__(
+        self,
+        *,
+        days_of_week: _abc.Iterable[_builtins.int] | None = ...,
+        days_of_month: _abc.Iterable[_builtins.int] | None = ...,
+        months: _abc.Iterable[_builtins.int] | None = ...,
+        hours: _abc.Iterable[_builtins.int] | None = ...,
+        minutes: _abc.Iterable[_builtins.int] | None = ...,
+        max_instances: _builtins.int = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days_of_month", b"days_of_month", "days_of_week", b"days_of_week", "hours", b"hours", "max_instances", b"max_instances", "minutes", b"minutes", "months", b"months", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecursiveSchedule: _TypeAlias = RecursiveSchedule  # noqa: Y015
+
+@_typing.final
+class RecipientSource(_message.Message):
+    """A list, or one of its segments (segment_id 0 means the whole list)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    segment_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        segment_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_id", b"list_id", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecipientSource: _TypeAlias = RecipientSource  # noqa: Y015
+
+@_typing.final
+class Targeting(_message.Message):
+    """Who receives a campaign: the included sources minus the excluded ones, narrowed by rules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDED_FIELD_NUMBER: _builtins.int
+    EXCLUDED_FIELD_NUMBER: _builtins.int
+    RULES_BUNDLE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientSource]: ...
+    @_builtins.property
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientSource]: ...
+    @_builtins.property
+    def rules_bundle(self) -> _struct_pb2.Struct:
+        """The legacy RulesJsonBundle: {"operator": "and", "criteria": [{"list_id": N, "operator": "and", "rules": [[...]]}]}."""
+
+    def __init__(
+        self,
+        *,
+        included: _abc.Iterable[Global___RecipientSource] | None = ...,
+        excluded: _abc.Iterable[Global___RecipientSource] | None = ...,
+        rules_bundle: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules_bundle", b"rules_bundle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["excluded", b"excluded", "included", b"included", "rules_bundle", b"rules_bundle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Targeting: _TypeAlias = Targeting  # noqa: Y015
+
+@_typing.final
+class AutoResend(_message.Message):
+    """A follow-up sent to those who did not open the campaign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    WAIT_DAYS_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    PREHEADER_TEXT_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    wait_days: _builtins.int
+    """Days to wait after sending; at least 1 when enabled."""
+    subject: _builtins.str
+    """Required when enabled."""
+    preheader_text: _builtins.str
+    """Required when enabled."""
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        wait_days: _builtins.int = ...,
+        subject: _builtins.str = ...,
+        preheader_text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "preheader_text", b"preheader_text", "subject", b"subject", "wait_days", b"wait_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutoResend: _TypeAlias = AutoResend  # noqa: Y015
+
+@_typing.final
+class Variation(_message.Message):
+    """One A/B variation: an email and its share of the recipients."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_ID_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    email_id: _builtins.int
+    weight: _builtins.int
+    """Relative weight; each variation must get at least 1% of the total."""
+    def __init__(
+        self,
+        *,
+        email_id: _builtins.int = ...,
+        weight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_id", b"email_id", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Variation: _TypeAlias = Variation  # noqa: Y015
+
+@_typing.final
+class SplitTest(_message.Message):
+    """Send the variations to a test share of the recipients first, then the winner to the rest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPLIT_TEST_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    TEST_SIZE_PERCENT_FIELD_NUMBER: _builtins.int
+    TEST_DURATION_HOURS_FIELD_NUMBER: _builtins.int
+    WINNER_FIELD_NUMBER: _builtins.int
+    split_test_id: _builtins.int
+    campaign_id: _builtins.int
+    test_size_percent: _builtins.int
+    """Percentage of the recipients in the test, 1 to 99."""
+    test_duration_hours: _builtins.int
+    """Hours the test runs before the winner goes to the rest, at least 1."""
+    winner: Global___Winner.ValueType
+    def __init__(
+        self,
+        *,
+        split_test_id: _builtins.int = ...,
+        campaign_id: _builtins.int = ...,
+        test_size_percent: _builtins.int = ...,
+        test_duration_hours: _builtins.int = ...,
+        winner: Global___Winner.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "split_test_id", b"split_test_id", "test_duration_hours", b"test_duration_hours", "test_size_percent", b"test_size_percent", "winner", b"winner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitTest: _TypeAlias = SplitTest  # noqa: Y015
+
+@_typing.final
+class CampaignTag(_message.Message):
+    """A tag on a campaign (CAMPAIGN_VIEW_FULL)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAG_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    tag_id: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        tag_id: _builtins.int = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "tag_id", b"tag_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CampaignTag: _TypeAlias = CampaignTag  # noqa: Y015
+
+@_typing.final
+class CampaignStatistics(_message.Message):
+    """Delivery figures of a campaign (CAMPAIGN_VIEW_FULL); zeros until something was sent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_RECIPIENTS_FIELD_NUMBER: _builtins.int
+    TOTAL_SENT_FIELD_NUMBER: _builtins.int
+    TOTAL_FAILED_FIELD_NUMBER: _builtins.int
+    TOTAL_OPENS_FIELD_NUMBER: _builtins.int
+    UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
+    TOTAL_CLICKS_FIELD_NUMBER: _builtins.int
+    UNIQUE_CLICKS_FIELD_NUMBER: _builtins.int
+    EMAILS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    VARIATIONS_FIELD_NUMBER: _builtins.int
+    DOMAINS_FIELD_NUMBER: _builtins.int
+    total_recipients: _builtins.int
+    total_sent: _builtins.int
+    total_failed: _builtins.int
+    total_opens: _builtins.int
+    unique_opens: _builtins.int
+    total_clicks: _builtins.int
+    unique_clicks: _builtins.int
+    emails_per_second: _builtins.float
+    """Emails sent per second between the first and the last send (RULINGS 11)."""
+    duration_seconds: _builtins.int
+    """Seconds between the first and the last send, rounded."""
+    @_builtins.property
+    def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariationStatistics]:
+        """Per A/B variation."""
+
+    @_builtins.property
+    def domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___DomainStatistics]:
+        """Per recipient domain."""
+
+    def __init__(
+        self,
+        *,
+        total_recipients: _builtins.int = ...,
+        total_sent: _builtins.int = ...,
+        total_failed: _builtins.int = ...,
+        total_opens: _builtins.int = ...,
+        unique_opens: _builtins.int = ...,
+        total_clicks: _builtins.int = ...,
+        unique_clicks: _builtins.int = ...,
+        emails_per_second: _builtins.float = ...,
+        duration_seconds: _builtins.int = ...,
+        variations: _abc.Iterable[Global___VariationStatistics] | None = ...,
+        domains: _abc.Iterable[Global___DomainStatistics] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domains", b"domains", "duration_seconds", b"duration_seconds", "emails_per_second", b"emails_per_second", "total_clicks", b"total_clicks", "total_failed", b"total_failed", "total_opens", b"total_opens", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CampaignStatistics: _TypeAlias = CampaignStatistics  # noqa: Y015
+
+@_typing.final
+class VariationStatistics(_message.Message):
+    """Delivery figures of one A/B variation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_ID_FIELD_NUMBER: _builtins.int
+    TOTAL_RECIPIENTS_FIELD_NUMBER: _builtins.int
+    TOTAL_SENT_FIELD_NUMBER: _builtins.int
+    TOTAL_FAILED_FIELD_NUMBER: _builtins.int
+    UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
+    UNIQUE_CLICKS_FIELD_NUMBER: _builtins.int
+    email_id: _builtins.int
+    total_recipients: _builtins.int
+    total_sent: _builtins.int
+    total_failed: _builtins.int
+    unique_opens: _builtins.int
+    unique_clicks: _builtins.int
+    def __init__(
+        self,
+        *,
+        email_id: _builtins.int = ...,
+        total_recipients: _builtins.int = ...,
+        total_sent: _builtins.int = ...,
+        total_failed: _builtins.int = ...,
+        unique_opens: _builtins.int = ...,
+        unique_clicks: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_id", b"email_id", "total_failed", b"total_failed", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VariationStatistics: _TypeAlias = VariationStatistics  # noqa: Y015
+
+@_typing.final
+class DomainStatistics(_message.Message):
+    """Delivery figures for one recipient domain."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    TOTAL_RECIPIENTS_FIELD_NUMBER: _builtins.int
+    TOTAL_SENT_FIELD_NUMBER: _builtins.int
+    TOTAL_FAILED_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    total_recipients: _builtins.int
+    total_sent: _builtins.int
+    total_failed: _builtins.int
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+        total_recipients: _builtins.int = ...,
+        total_sent: _builtins.int = ...,
+        total_failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "total_failed", b"total_failed", "total_recipients", b"total_recipients", "total_sent", b"total_sent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DomainStatistics: _TypeAlias = DomainStatistics  # noqa: Y015
 
 @_typing.final
 class CreateCampaignRequest(_message.Message):
@@ -182,15 +696,18 @@ class GetCampaignRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    view: Global___CampaignView.ValueType
     def __init__(
         self,
         *,
         campaign_id: _builtins.int = ...,
+        view: Global___CampaignView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -249,6 +766,13 @@ class ListCampaignsRequest(_message.Message):
     DESCENDING_FIELD_NUMBER: _builtins.int
     SKIP_FIELD_NUMBER: _builtins.int
     INCLUDE_AUTO_RESEND_FIELD_NUMBER: _builtins.int
+    SCHEDULE_TYPES_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FIELD_NUMBER: _builtins.int
+    SEND_TIME_FROM_FIELD_NUMBER: _builtins.int
+    SEND_TIME_TO_FIELD_NUMBER: _builtins.int
+    TAG_IDS_FIELD_NUMBER: _builtins.int
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many campaigns; 0 returns all matches."""
     page_token: _builtins.str
@@ -261,6 +785,13 @@ class ListCampaignsRequest(_message.Message):
     """Offset into the ordered matches, for legacy RecordsFrom; ignored when page_token is set."""
     include_auto_resend: _builtins.bool
     """Include auto-resend children."""
+    scheduled: _builtins.bool
+    """Only Ready campaigns with a FUTURE or RECURSIVE schedule (the legacy "Scheduled" status);
+    combined with statuses as an alternative (status in statuses OR scheduled).
+    """
+    owner_user_id: _builtins.int
+    """Admin only: only this user's campaigns; 0 means every user's (admin) or the caller's own."""
+    view: Global___CampaignView.ValueType
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___CampaignStatus.ValueType]:
         """Only campaigns in these statuses; empty means all."""
@@ -268,6 +799,20 @@ class ListCampaignsRequest(_message.Message):
     @_builtins.property
     def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Only these campaigns; empty means all."""
+
+    @_builtins.property
+    def schedule_types(self) -> _containers.RepeatedScalarFieldContainer[Global___ScheduleType.ValueType]:
+        """Only campaigns with one of these schedule types; empty means all."""
+
+    @_builtins.property
+    def send_time_from(self) -> _timestamp_pb2.Timestamp:
+        """Only campaigns whose send date (when sent, or when scheduled to be) lies in [send_time_from, send_time_to)."""
+
+    @_builtins.property
+    def send_time_to(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def tag_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Only campaigns carrying at least one of these tags (asked of the tag service)."""
 
     def __init__(
         self,
@@ -281,10 +826,17 @@ class ListCampaignsRequest(_message.Message):
         descending: _builtins.bool = ...,
         skip: _builtins.int = ...,
         include_auto_resend: _builtins.bool = ...,
+        schedule_types: _abc.Iterable[Global___ScheduleType.ValueType] | None = ...,
+        scheduled: _builtins.bool = ...,
+        send_time_from: _timestamp_pb2.Timestamp | None = ...,
+        send_time_to: _timestamp_pb2.Timestamp | None = ...,
+        tag_ids: _abc.Iterable[_builtins.int] | None = ...,
+        owner_user_id: _builtins.int = ...,
+        view: Global___CampaignView.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["send_time_from", b"send_time_from", "send_time_to", b"send_time_to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_ids", b"campaign_ids", "descending", b"descending", "include_auto_resend", b"include_auto_resend", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "search", b"search", "skip", b"skip", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_ids", b"campaign_ids", "descending", b"descending", "include_auto_resend", b"include_auto_resend", "order_by", b"order_by", "owner_user_id", b"owner_user_id", "page_size", b"page_size", "page_token", b"page_token", "schedule_types", b"schedule_types", "scheduled", b"scheduled", "search", b"search", "send_time_from", b"send_time_from", "send_time_to", b"send_time_to", "skip", b"skip", "statuses", b"statuses", "tag_ids", b"tag_ids", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -297,21 +849,27 @@ class ListCampaignsResponse(_message.Message):
     CAMPAIGNS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    TOTAL_STATISTICS_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     total_size: _builtins.int
     """All matches, not only this page."""
     @_builtins.property
     def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Campaign]: ...
+    @_builtins.property
+    def total_statistics(self) -> Global___CampaignStatistics:
+        """With CAMPAIGN_VIEW_FULL: statistics summed over all matches (not only this page)."""
+
     def __init__(
         self,
         *,
         campaigns: _abc.Iterable[Global___Campaign] | None = ...,
         next_page_token: _builtins.str = ...,
         total_size: _builtins.int = ...,
+        total_statistics: Global___CampaignStatistics | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total_statistics", b"total_statistics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaigns", b"campaigns", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaigns", b"campaigns", "next_page_token", b"next_page_token", "total_size", b"total_size", "total_statistics", b"total_statistics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -377,6 +935,145 @@ class DeleteCampaignsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteCampaignsResponse: _TypeAlias = DeleteCampaignsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateCampaignRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    validate_only: _builtins.bool
+    """Check everything, change nothing."""
+    @_builtins.property
+    def campaign(self) -> Global___Campaign:
+        """The campaign with its new values; campaign.campaign_id names it."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Which fields to change: name, status, status_reason, email_id, schedule, targeting,
+        auto_resend, variations, original_campaign_id, approval_user_explanation,
+        google_analytics_domains, publish_on_rss, s2s_enabled. Other paths are INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        campaign: Global___Campaign | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "update_mask", b"update_mask", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCampaignRequest: _TypeAlias = UpdateCampaignRequest  # noqa: Y015
+
+@_typing.final
+class PauseCampaignRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseCampaignRequest: _TypeAlias = PauseCampaignRequest  # noqa: Y015
+
+@_typing.final
+class ResumeCampaignRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeCampaignRequest: _TypeAlias = ResumeCampaignRequest  # noqa: Y015
+
+@_typing.final
+class CancelCampaignRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelCampaignRequest: _TypeAlias = CancelCampaignRequest  # noqa: Y015
+
+@_typing.final
+class ApproveCampaignRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveCampaignRequest: _TypeAlias = ApproveCampaignRequest  # noqa: Y015
+
+@_typing.final
+class CreateSplitTestRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    TEST_SIZE_PERCENT_FIELD_NUMBER: _builtins.int
+    TEST_DURATION_HOURS_FIELD_NUMBER: _builtins.int
+    WINNER_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    test_size_percent: _builtins.int
+    test_duration_hours: _builtins.int
+    winner: Global___Winner.ValueType
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+        test_size_percent: _builtins.int = ...,
+        test_duration_hours: _builtins.int = ...,
+        winner: Global___Winner.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "test_duration_hours", b"test_duration_hours", "test_size_percent", b"test_size_percent", "winner", b"winner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSplitTestRequest: _TypeAlias = CreateSplitTestRequest  # noqa: Y015
 
 @_typing.final
 class CampaignDeletedEvent(_message.Message):

@@ -66,6 +66,36 @@ class CampaignServiceStub:
                 request_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.DeleteCampaignsRequest.SerializeToString,
                 response_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.DeleteCampaignsResponse.FromString,
                 _registered_method=True)
+        self.UpdateCampaign = channel.unary_unary(
+                '/herald.campaign.v1.CampaignService/UpdateCampaign',
+                request_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.UpdateCampaignRequest.SerializeToString,
+                response_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.FromString,
+                _registered_method=True)
+        self.PauseCampaign = channel.unary_unary(
+                '/herald.campaign.v1.CampaignService/PauseCampaign',
+                request_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.PauseCampaignRequest.SerializeToString,
+                response_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.FromString,
+                _registered_method=True)
+        self.ResumeCampaign = channel.unary_unary(
+                '/herald.campaign.v1.CampaignService/ResumeCampaign',
+                request_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.ResumeCampaignRequest.SerializeToString,
+                response_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.FromString,
+                _registered_method=True)
+        self.CancelCampaign = channel.unary_unary(
+                '/herald.campaign.v1.CampaignService/CancelCampaign',
+                request_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.CancelCampaignRequest.SerializeToString,
+                response_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.FromString,
+                _registered_method=True)
+        self.ApproveCampaign = channel.unary_unary(
+                '/herald.campaign.v1.CampaignService/ApproveCampaign',
+                request_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.ApproveCampaignRequest.SerializeToString,
+                response_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.FromString,
+                _registered_method=True)
+        self.CreateSplitTest = channel.unary_unary(
+                '/herald.campaign.v1.CampaignService/CreateSplitTest',
+                request_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.CreateSplitTestRequest.SerializeToString,
+                response_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.SplitTest.FromString,
+                _registered_method=True)
 
 
 class CampaignServiceServicer:
@@ -115,6 +145,50 @@ class CampaignServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateCampaign(self, request, context):
+        """Updates the fields named in update_mask. Every invalid field is reported at once
+        (BadRequest, one violation per field); validate_only checks without changing anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseCampaign(self, request, context):
+        """Pauses a Sending or Ready campaign.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeCampaign(self, request, context):
+        """Resumes a Paused campaign: it becomes Ready and delivery carries on with the recipients still pending.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelCampaign(self, request, context):
+        """Cancels a campaign: a Ready one returns to Draft without its schedule; a Sending or Paused one
+        becomes Cancelled and its unsent recipients are dropped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveCampaign(self, request, context):
+        """Admin only: moves a Pending Approval campaign to Ready.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSplitTest(self, request, context):
+        """Stores the split test of a campaign (one per campaign; a second call replaces the settings).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CampaignServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +221,36 @@ def add_CampaignServiceServicer_to_server(servicer, server):
                     servicer.DeleteCampaigns,
                     request_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.DeleteCampaignsRequest.FromString,
                     response_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.DeleteCampaignsResponse.SerializeToString,
+            ),
+            'UpdateCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCampaign,
+                    request_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.UpdateCampaignRequest.FromString,
+                    response_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.SerializeToString,
+            ),
+            'PauseCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseCampaign,
+                    request_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.PauseCampaignRequest.FromString,
+                    response_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.SerializeToString,
+            ),
+            'ResumeCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeCampaign,
+                    request_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.ResumeCampaignRequest.FromString,
+                    response_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.SerializeToString,
+            ),
+            'CancelCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelCampaign,
+                    request_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.CancelCampaignRequest.FromString,
+                    response_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.SerializeToString,
+            ),
+            'ApproveCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveCampaign,
+                    request_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.ApproveCampaignRequest.FromString,
+                    response_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.SerializeToString,
+            ),
+            'CreateSplitTest': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSplitTest,
+                    request_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.CreateSplitTestRequest.FromString,
+                    response_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.SplitTest.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +417,168 @@ class CampaignService:
             '/herald.campaign.v1.CampaignService/DeleteCampaigns',
             herald_dot_campaign_dot_v1_dot_campaign__pb2.DeleteCampaignsRequest.SerializeToString,
             herald_dot_campaign_dot_v1_dot_campaign__pb2.DeleteCampaignsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.campaign.v1.CampaignService/UpdateCampaign',
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.UpdateCampaignRequest.SerializeToString,
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.campaign.v1.CampaignService/PauseCampaign',
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.PauseCampaignRequest.SerializeToString,
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.campaign.v1.CampaignService/ResumeCampaign',
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.ResumeCampaignRequest.SerializeToString,
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.campaign.v1.CampaignService/CancelCampaign',
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.CancelCampaignRequest.SerializeToString,
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.campaign.v1.CampaignService/ApproveCampaign',
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.ApproveCampaignRequest.SerializeToString,
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSplitTest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.campaign.v1.CampaignService/CreateSplitTest',
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.CreateSplitTestRequest.SerializeToString,
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.SplitTest.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,22 @@ class CampaignServiceStub:
     """Copies a campaign's content, targeting and schedule settings into a new Draft."""
     DeleteCampaigns: _grpc.UnaryUnaryMultiCallable[_campaign_pb2.DeleteCampaignsRequest, _campaign_pb2.DeleteCampaignsResponse]
     """Deletes campaigns and their auto-resend children; emits campaign.deleted events."""
+    UpdateCampaign: _grpc.UnaryUnaryMultiCallable[_campaign_pb2.UpdateCampaignRequest, _campaign_pb2.Campaign]
+    """Updates the fields named in update_mask. Every invalid field is reported at once
+    (BadRequest, one violation per field); validate_only checks without changing anything.
+    """
+    PauseCampaign: _grpc.UnaryUnaryMultiCallable[_campaign_pb2.PauseCampaignRequest, _campaign_pb2.Campaign]
+    """Pauses a Sending or Ready campaign."""
+    ResumeCampaign: _grpc.UnaryUnaryMultiCallable[_campaign_pb2.ResumeCampaignRequest, _campaign_pb2.Campaign]
+    """Resumes a Paused campaign: it becomes Ready and delivery carries on with the recipients still pending."""
+    CancelCampaign: _grpc.UnaryUnaryMultiCallable[_campaign_pb2.CancelCampaignRequest, _campaign_pb2.Campaign]
+    """Cancels a campaign: a Ready one returns to Draft without its schedule; a Sending or Paused one
+    becomes Cancelled and its unsent recipients are dropped.
+    """
+    ApproveCampaign: _grpc.UnaryUnaryMultiCallable[_campaign_pb2.ApproveCampaignRequest, _campaign_pb2.Campaign]
+    """Admin only: moves a Pending Approval campaign to Ready."""
+    CreateSplitTest: _grpc.UnaryUnaryMultiCallable[_campaign_pb2.CreateSplitTestRequest, _campaign_pb2.SplitTest]
+    """Stores the split test of a campaign (one per campaign; a second call replaces the settings)."""
 
 @_typing.type_check_only
 class CampaignServiceAsyncStub(CampaignServiceStub):
@@ -67,6 +83,22 @@ class CampaignServiceAsyncStub(CampaignServiceStub):
     """Copies a campaign's content, targeting and schedule settings into a new Draft."""
     DeleteCampaigns: _aio.UnaryUnaryMultiCallable[_campaign_pb2.DeleteCampaignsRequest, _campaign_pb2.DeleteCampaignsResponse]  # type: ignore[assignment]
     """Deletes campaigns and their auto-resend children; emits campaign.deleted events."""
+    UpdateCampaign: _aio.UnaryUnaryMultiCallable[_campaign_pb2.UpdateCampaignRequest, _campaign_pb2.Campaign]  # type: ignore[assignment]
+    """Updates the fields named in update_mask. Every invalid field is reported at once
+    (BadRequest, one violation per field); validate_only checks without changing anything.
+    """
+    PauseCampaign: _aio.UnaryUnaryMultiCallable[_campaign_pb2.PauseCampaignRequest, _campaign_pb2.Campaign]  # type: ignore[assignment]
+    """Pauses a Sending or Ready campaign."""
+    ResumeCampaign: _aio.UnaryUnaryMultiCallable[_campaign_pb2.ResumeCampaignRequest, _campaign_pb2.Campaign]  # type: ignore[assignment]
+    """Resumes a Paused campaign: it becomes Ready and delivery carries on with the recipients still pending."""
+    CancelCampaign: _aio.UnaryUnaryMultiCallable[_campaign_pb2.CancelCampaignRequest, _campaign_pb2.Campaign]  # type: ignore[assignment]
+    """Cancels a campaign: a Ready one returns to Draft without its schedule; a Sending or Paused one
+    becomes Cancelled and its unsent recipients are dropped.
+    """
+    ApproveCampaign: _aio.UnaryUnaryMultiCallable[_campaign_pb2.ApproveCampaignRequest, _campaign_pb2.Campaign]  # type: ignore[assignment]
+    """Admin only: moves a Pending Approval campaign to Ready."""
+    CreateSplitTest: _aio.UnaryUnaryMultiCallable[_campaign_pb2.CreateSplitTestRequest, _campaign_pb2.SplitTest]  # type: ignore[assignment]
+    """Stores the split test of a campaign (one per campaign; a second call replaces the settings)."""
 
 class CampaignServiceServicer(metaclass=_abc_1.ABCMeta):
     """CampaignService owns campaigns, their status machine and their schedules. Every call is
@@ -120,5 +152,57 @@ class CampaignServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_campaign_pb2.DeleteCampaignsResponse, _abc.Awaitable[_campaign_pb2.DeleteCampaignsResponse]]:
         """Deletes campaigns and their auto-resend children; emits campaign.deleted events."""
+
+    @_abc_1.abstractmethod
+    def UpdateCampaign(
+        self,
+        request: _campaign_pb2.UpdateCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_campaign_pb2.Campaign, _abc.Awaitable[_campaign_pb2.Campaign]]:
+        """Updates the fields named in update_mask. Every invalid field is reported at once
+        (BadRequest, one violation per field); validate_only checks without changing anything.
+        """
+
+    @_abc_1.abstractmethod
+    def PauseCampaign(
+        self,
+        request: _campaign_pb2.PauseCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_campaign_pb2.Campaign, _abc.Awaitable[_campaign_pb2.Campaign]]:
+        """Pauses a Sending or Ready campaign."""
+
+    @_abc_1.abstractmethod
+    def ResumeCampaign(
+        self,
+        request: _campaign_pb2.ResumeCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_campaign_pb2.Campaign, _abc.Awaitable[_campaign_pb2.Campaign]]:
+        """Resumes a Paused campaign: it becomes Ready and delivery carries on with the recipients still pending."""
+
+    @_abc_1.abstractmethod
+    def CancelCampaign(
+        self,
+        request: _campaign_pb2.CancelCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_campaign_pb2.Campaign, _abc.Awaitable[_campaign_pb2.Campaign]]:
+        """Cancels a campaign: a Ready one returns to Draft without its schedule; a Sending or Paused one
+        becomes Cancelled and its unsent recipients are dropped.
+        """
+
+    @_abc_1.abstractmethod
+    def ApproveCampaign(
+        self,
+        request: _campaign_pb2.ApproveCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_campaign_pb2.Campaign, _abc.Awaitable[_campaign_pb2.Campaign]]:
+        """Admin only: moves a Pending Approval campaign to Ready."""
+
+    @_abc_1.abstractmethod
+    def CreateSplitTest(
+        self,
+        request: _campaign_pb2.CreateSplitTestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_campaign_pb2.SplitTest, _abc.Awaitable[_campaign_pb2.SplitTest]]:
+        """Stores the split test of a campaign (one per campaign; a second call replaces the settings)."""
 
 def add_CampaignServiceServicer_to_server(servicer: CampaignServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

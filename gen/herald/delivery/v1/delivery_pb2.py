@@ -22,21 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!herald/delivery/v1/delivery.proto\x12\x12herald.delivery.v1\"9\n!BatchGetCampaignStatisticsRequest\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\"m\n\x12\x43\x61mpaignStatistics\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\"`\n\"BatchGetCampaignStatisticsResponse\x12:\n\nstatistics\x18\x01 \x03(\x0b\x32&.herald.delivery.v1.CampaignStatistics2\x9f\x01\n\x0f\x44\x65liveryService\x12\x8b\x01\n\x1a\x42\x61tchGetCampaignStatistics\x12\x35.herald.delivery.v1.BatchGetCampaignStatisticsRequest\x1a\x36.herald.delivery.v1.BatchGetCampaignStatisticsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!herald/delivery/v1/delivery.proto\x12\x12herald.delivery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n!BatchGetCampaignStatisticsRequest\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\"\xa2\x03\n\x12\x43\x61mpaignStatistics\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\x12\x13\n\x0btotal_opens\x18\x05 \x01(\x03\x12\x14\n\x0cunique_opens\x18\x06 \x01(\x03\x12\x14\n\x0ctotal_clicks\x18\x07 \x01(\x03\x12\x15\n\runique_clicks\x18\x08 \x01(\x03\x12\x33\n\x0f\x66irst_send_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_send_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\nvariations\x18\x0b \x03(\x0b\x32\'.herald.delivery.v1.VariationStatistics\x12\x35\n\x07\x64omains\x18\x0c \x03(\x0b\x32$.herald.delivery.v1.DomainStatistics\"\x98\x01\n\x13VariationStatistics\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\x12\x14\n\x0cunique_opens\x18\x05 \x01(\x03\x12\x15\n\runique_clicks\x18\x06 \x01(\x03\"f\n\x10\x44omainStatistics\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\"`\n\"BatchGetCampaignStatisticsResponse\x12:\n\nstatistics\x18\x01 \x03(\x0b\x32&.herald.delivery.v1.CampaignStatistics2\x9f\x01\n\x0f\x44\x65liveryService\x12\x8b\x01\n\x1a\x42\x61tchGetCampaignStatistics\x12\x35.herald.delivery.v1.BatchGetCampaignStatisticsRequest\x1a\x36.herald.delivery.v1.BatchGetCampaignStatisticsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.delivery.v1.delivery_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BATCHGETCAMPAIGNSTATISTICSREQUEST']._serialized_start=57
-  _globals['_BATCHGETCAMPAIGNSTATISTICSREQUEST']._serialized_end=114
-  _globals['_CAMPAIGNSTATISTICS']._serialized_start=116
-  _globals['_CAMPAIGNSTATISTICS']._serialized_end=225
-  _globals['_BATCHGETCAMPAIGNSTATISTICSRESPONSE']._serialized_start=227
-  _globals['_BATCHGETCAMPAIGNSTATISTICSRESPONSE']._serialized_end=323
-  _globals['_DELIVERYSERVICE']._serialized_start=326
-  _globals['_DELIVERYSERVICE']._serialized_end=485
+  _globals['_BATCHGETCAMPAIGNSTATISTICSREQUEST']._serialized_start=90
+  _globals['_BATCHGETCAMPAIGNSTATISTICSREQUEST']._serialized_end=147
+  _globals['_CAMPAIGNSTATISTICS']._serialized_start=150
+  _globals['_CAMPAIGNSTATISTICS']._serialized_end=568
+  _globals['_VARIATIONSTATISTICS']._serialized_start=571
+  _globals['_VARIATIONSTATISTICS']._serialized_end=723
+  _globals['_DOMAINSTATISTICS']._serialized_start=725
+  _globals['_DOMAINSTATISTICS']._serialized_end=827
+  _globals['_BATCHGETCAMPAIGNSTATISTICSRESPONSE']._serialized_start=829
+  _globals['_BATCHGETCAMPAIGNSTATISTICSRESPONSE']._serialized_end=925
+  _globals['_DELIVERYSERVICE']._serialized_start=928
+  _globals['_DELIVERYSERVICE']._serialized_end=1087
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -40,7 +41,7 @@ Global___BatchGetCampaignStatisticsRequest: _TypeAlias = BatchGetCampaignStatist
 
 @_typing.final
 class CampaignStatistics(_message.Message):
-    """What delivery knows about one campaign."""
+    """What delivery knows about one campaign; zeros until something was queued."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -48,10 +49,32 @@ class CampaignStatistics(_message.Message):
     TOTAL_RECIPIENTS_FIELD_NUMBER: _builtins.int
     TOTAL_SENT_FIELD_NUMBER: _builtins.int
     TOTAL_FAILED_FIELD_NUMBER: _builtins.int
+    TOTAL_OPENS_FIELD_NUMBER: _builtins.int
+    UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
+    TOTAL_CLICKS_FIELD_NUMBER: _builtins.int
+    UNIQUE_CLICKS_FIELD_NUMBER: _builtins.int
+    FIRST_SEND_TIME_FIELD_NUMBER: _builtins.int
+    LAST_SEND_TIME_FIELD_NUMBER: _builtins.int
+    VARIATIONS_FIELD_NUMBER: _builtins.int
+    DOMAINS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
     total_recipients: _builtins.int
     total_sent: _builtins.int
     total_failed: _builtins.int
+    total_opens: _builtins.int
+    unique_opens: _builtins.int
+    total_clicks: _builtins.int
+    unique_clicks: _builtins.int
+    @_builtins.property
+    def first_send_time(self) -> _timestamp_pb2.Timestamp:
+        """First and last successful send; unset before the first."""
+
+    @_builtins.property
+    def last_send_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariationStatistics]: ...
+    @_builtins.property
+    def domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___DomainStatistics]: ...
     def __init__(
         self,
         *,
@@ -59,14 +82,88 @@ class CampaignStatistics(_message.Message):
         total_recipients: _builtins.int = ...,
         total_sent: _builtins.int = ...,
         total_failed: _builtins.int = ...,
+        total_opens: _builtins.int = ...,
+        unique_opens: _builtins.int = ...,
+        total_clicks: _builtins.int = ...,
+        unique_clicks: _builtins.int = ...,
+        first_send_time: _timestamp_pb2.Timestamp | None = ...,
+        last_send_time: _timestamp_pb2.Timestamp | None = ...,
+        variations: _abc.Iterable[Global___VariationStatistics] | None = ...,
+        domains: _abc.Iterable[Global___DomainStatistics] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_send_time", b"first_send_time", "last_send_time", b"last_send_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "total_failed", b"total_failed", "total_recipients", b"total_recipients", "total_sent", b"total_sent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "domains", b"domains", "first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "total_clicks", b"total_clicks", "total_failed", b"total_failed", "total_opens", b"total_opens", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CampaignStatistics: _TypeAlias = CampaignStatistics  # noqa: Y015
+
+@_typing.final
+class VariationStatistics(_message.Message):
+    """Delivery figures of one A/B variation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_ID_FIELD_NUMBER: _builtins.int
+    TOTAL_RECIPIENTS_FIELD_NUMBER: _builtins.int
+    TOTAL_SENT_FIELD_NUMBER: _builtins.int
+    TOTAL_FAILED_FIELD_NUMBER: _builtins.int
+    UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
+    UNIQUE_CLICKS_FIELD_NUMBER: _builtins.int
+    email_id: _builtins.int
+    total_recipients: _builtins.int
+    total_sent: _builtins.int
+    total_failed: _builtins.int
+    unique_opens: _builtins.int
+    unique_clicks: _builtins.int
+    def __init__(
+        self,
+        *,
+        email_id: _builtins.int = ...,
+        total_recipients: _builtins.int = ...,
+        total_sent: _builtins.int = ...,
+        total_failed: _builtins.int = ...,
+        unique_opens: _builtins.int = ...,
+        unique_clicks: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_id", b"email_id", "total_failed", b"total_failed", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VariationStatistics: _TypeAlias = VariationStatistics  # noqa: Y015
+
+@_typing.final
+class DomainStatistics(_message.Message):
+    """Delivery figures for one recipient domain."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    TOTAL_RECIPIENTS_FIELD_NUMBER: _builtins.int
+    TOTAL_SENT_FIELD_NUMBER: _builtins.int
+    TOTAL_FAILED_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    total_recipients: _builtins.int
+    total_sent: _builtins.int
+    total_failed: _builtins.int
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+        total_recipients: _builtins.int = ...,
+        total_sent: _builtins.int = ...,
+        total_failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "total_failed", b"total_failed", "total_recipients", b"total_recipients", "total_sent", b"total_sent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DomainStatistics: _TypeAlias = DomainStatistics  # noqa: Y015
 
 @_typing.final
 class BatchGetCampaignStatisticsResponse(_message.Message):

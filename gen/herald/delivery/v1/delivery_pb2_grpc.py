@@ -26,8 +26,7 @@ if _version_not_supported:
 
 
 class DeliveryServiceStub:
-    """Draft: DeliveryService will own the send queue, batches, SMTP workers and statistics
-    (issue 5). Until then the server runs (health, reflection) and every method answers UNIMPLEMENTED.
+    """DeliveryService owns the send queue, batches, SMTP workers and statistics.
     """
 
     def __init__(self, channel):
@@ -44,12 +43,12 @@ class DeliveryServiceStub:
 
 
 class DeliveryServiceServicer:
-    """Draft: DeliveryService will own the send queue, batches, SMTP workers and statistics
-    (issue 5). Until then the server runs (health, reflection) and every method answers UNIMPLEMENTED.
+    """DeliveryService owns the send queue, batches, SMTP workers and statistics.
     """
 
     def BatchGetCampaignStatistics(self, request, context):
-        """Returns the delivery statistics of campaigns.
+        """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
+        was queued). Scoped to the caller's campaigns by the campaign service that asks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,8 +71,7 @@ def add_DeliveryServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class DeliveryService:
-    """Draft: DeliveryService will own the send queue, batches, SMTP workers and statistics
-    (issue 5). Until then the server runs (health, reflection) and every method answers UNIMPLEMENTED.
+    """DeliveryService owns the send queue, batches, SMTP workers and statistics.
     """
 
     @staticmethod

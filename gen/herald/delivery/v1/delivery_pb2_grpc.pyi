@@ -27,31 +27,29 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class DeliveryServiceStub:
-    """Draft: DeliveryService will own the send queue, batches, SMTP workers and statistics
-    (issue 5). Until then the server runs (health, reflection) and every method answers UNIMPLEMENTED.
-    """
+    """DeliveryService owns the send queue, batches, SMTP workers and statistics."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> DeliveryServiceAsyncStub: ...
     BatchGetCampaignStatistics: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.BatchGetCampaignStatisticsRequest, _delivery_pb2.BatchGetCampaignStatisticsResponse]
-    """Returns the delivery statistics of campaigns."""
+    """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
+    was queued). Scoped to the caller's campaigns by the campaign service that asks.
+    """
 
 @_typing.type_check_only
 class DeliveryServiceAsyncStub(DeliveryServiceStub):
-    """Draft: DeliveryService will own the send queue, batches, SMTP workers and statistics
-    (issue 5). Until then the server runs (health, reflection) and every method answers UNIMPLEMENTED.
-    """
+    """DeliveryService owns the send queue, batches, SMTP workers and statistics."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     BatchGetCampaignStatistics: _aio.UnaryUnaryMultiCallable[_delivery_pb2.BatchGetCampaignStatisticsRequest, _delivery_pb2.BatchGetCampaignStatisticsResponse]  # type: ignore[assignment]
-    """Returns the delivery statistics of campaigns."""
+    """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
+    was queued). Scoped to the caller's campaigns by the campaign service that asks.
+    """
 
 class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Draft: DeliveryService will own the send queue, batches, SMTP workers and statistics
-    (issue 5). Until then the server runs (health, reflection) and every method answers UNIMPLEMENTED.
-    """
+    """DeliveryService owns the send queue, batches, SMTP workers and statistics."""
 
     @_abc_1.abstractmethod
     def BatchGetCampaignStatistics(
@@ -59,6 +57,8 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _delivery_pb2.BatchGetCampaignStatisticsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_delivery_pb2.BatchGetCampaignStatisticsResponse, _abc.Awaitable[_delivery_pb2.BatchGetCampaignStatisticsResponse]]:
-        """Returns the delivery statistics of campaigns."""
+        """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
+        was queued). Scoped to the caller's campaigns by the campaign service that asks.
+        """
 
 def add_DeliveryServiceServicer_to_server(servicer: DeliveryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17herald/tag/v1/tag.proto\x12\rherald.tag.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x01\n\x03Tag\x12\x0e\n\x06tag_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rowner_user_id\x18\x03 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x11\n\x0fListTagsRequest\"4\n\x10ListTagsResponse\x12 \n\x04tags\x18\x01 \x03(\x0b\x32\x12.herald.tag.v1.Tag\"\x1f\n\rGetTagRequest\x12\x0e\n\x06tag_id\x18\x01 \x01(\x03\" \n\x10\x43reateTagRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"0\n\x10UpdateTagRequest\x12\x0e\n\x06tag_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\"$\n\x11\x44\x65leteTagsRequest\x12\x0f\n\x07tag_ids\x18\x01 \x03(\x03\"8\n\x10\x41ssignTagRequest\x12\x0e\n\x06tag_id\x18\x01 \x01(\x03\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x02 \x03(\x03\":\n\x12UnassignTagRequest\x12\x0e\n\x06tag_id\x18\x01 \x01(\x03\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x02 \x03(\x03\"3\n\x1b\x42\x61tchGetCampaignTagsRequest\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\"\xb6\x01\n\x1c\x42\x61tchGetCampaignTagsResponse\x12O\n\rcampaign_tags\x18\x01 \x03(\x0b\x32\x38.herald.tag.v1.BatchGetCampaignTagsResponse.CampaignTags\x1a\x45\n\x0c\x43\x61mpaignTags\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12 \n\x04tags\x18\x02 \x03(\x0b\x32\x12.herald.tag.v1.Tag\"-\n\x1aListTaggedCampaignsRequest\x12\x0f\n\x07tag_ids\x18\x01 \x03(\x03\"3\n\x1bListTaggedCampaignsResponse\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\x32\xd0\x05\n\nTagService\x12K\n\x08ListTags\x12\x1e.herald.tag.v1.ListTagsRequest\x1a\x1f.herald.tag.v1.ListTagsResponse\x12:\n\x06GetTag\x12\x1c.herald.tag.v1.GetTagRequest\x1a\x12.herald.tag.v1.Tag\x12@\n\tCreateTag\x12\x1f.herald.tag.v1.CreateTagRequest\x1a\x12.herald.tag.v1.Tag\x12@\n\tUpdateTag\x12\x1f.herald.tag.v1.UpdateTagRequest\x1a\x12.herald.tag.v1.Tag\x12\x46\n\nDeleteTags\x12 .herald.tag.v1.DeleteTagsRequest\x1a\x16.google.protobuf.Empty\x12\x44\n\tAssignTag\x12\x1f.herald.tag.v1.AssignTagRequest\x1a\x16.google.protobuf.Empty\x12H\n\x0bUnassignTag\x12!.herald.tag.v1.UnassignTagRequest\x1a\x16.google.protobuf.Empty\x12o\n\x14\x42\x61tchGetCampaignTags\x12*.herald.tag.v1.BatchGetCampaignTagsRequest\x1a+.herald.tag.v1.BatchGetCampaignTagsResponse\x12l\n\x13ListTaggedCampaigns\x12).herald.tag.v1.ListTaggedCampaignsRequest\x1a*.herald.tag.v1.ListTaggedCampaignsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17herald/tag/v1/tag.proto\x12\rherald.tag.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x01\n\x03Tag\x12\x0e\n\x06tag_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rowner_user_id\x18\x03 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x61rchive_template_url\x18\x06 \x01(\t\"\x11\n\x0fListTagsRequest\"4\n\x10ListTagsResponse\x12 \n\x04tags\x18\x01 \x03(\x0b\x32\x12.herald.tag.v1.Tag\"\x1f\n\rGetTagRequest\x12\x0e\n\x06tag_id\x18\x01 \x01(\x03\" \n\x10\x43reateTagRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"0\n\x10UpdateTagRequest\x12\x0e\n\x06tag_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\"$\n\x11\x44\x65leteTagsRequest\x12\x0f\n\x07tag_ids\x18\x01 \x03(\x03\"8\n\x10\x41ssignTagRequest\x12\x0e\n\x06tag_id\x18\x01 \x01(\x03\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x02 \x03(\x03\":\n\x12UnassignTagRequest\x12\x0e\n\x06tag_id\x18\x01 \x01(\x03\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x02 \x03(\x03\"3\n\x1b\x42\x61tchGetCampaignTagsRequest\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\"\xb6\x01\n\x1c\x42\x61tchGetCampaignTagsResponse\x12O\n\rcampaign_tags\x18\x01 \x03(\x0b\x32\x38.herald.tag.v1.BatchGetCampaignTagsResponse.CampaignTags\x1a\x45\n\x0c\x43\x61mpaignTags\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12 \n\x04tags\x18\x02 \x03(\x0b\x32\x12.herald.tag.v1.Tag\"-\n\x1aListTaggedCampaignsRequest\x12\x0f\n\x07tag_ids\x18\x01 \x03(\x03\"3\n\x1bListTaggedCampaignsResponse\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\"I\n\x19SetArchiveTemplateRequest\x12\x0e\n\x06tag_id\x18\x01 \x01(\x03\x12\x1c\n\x14\x61rchive_template_url\x18\x02 \x01(\t2\xa4\x06\n\nTagService\x12K\n\x08ListTags\x12\x1e.herald.tag.v1.ListTagsRequest\x1a\x1f.herald.tag.v1.ListTagsResponse\x12:\n\x06GetTag\x12\x1c.herald.tag.v1.GetTagRequest\x1a\x12.herald.tag.v1.Tag\x12@\n\tCreateTag\x12\x1f.herald.tag.v1.CreateTagRequest\x1a\x12.herald.tag.v1.Tag\x12@\n\tUpdateTag\x12\x1f.herald.tag.v1.UpdateTagRequest\x1a\x12.herald.tag.v1.Tag\x12\x46\n\nDeleteTags\x12 .herald.tag.v1.DeleteTagsRequest\x1a\x16.google.protobuf.Empty\x12\x44\n\tAssignTag\x12\x1f.herald.tag.v1.AssignTagRequest\x1a\x16.google.protobuf.Empty\x12H\n\x0bUnassignTag\x12!.herald.tag.v1.UnassignTagRequest\x1a\x16.google.protobuf.Empty\x12o\n\x14\x42\x61tchGetCampaignTags\x12*.herald.tag.v1.BatchGetCampaignTagsRequest\x1a+.herald.tag.v1.BatchGetCampaignTagsResponse\x12l\n\x13ListTaggedCampaigns\x12).herald.tag.v1.ListTaggedCampaignsRequest\x1a*.herald.tag.v1.ListTaggedCampaignsResponse\x12R\n\x12SetArchiveTemplate\x12(.herald.tag.v1.SetArchiveTemplateRequest\x1a\x12.herald.tag.v1.Tagb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +34,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.tag.v1.tag_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TAG']._serialized_start=105
-  _globals['_TAG']._serialized_end=261
-  _globals['_LISTTAGSREQUEST']._serialized_start=263
-  _globals['_LISTTAGSREQUEST']._serialized_end=280
-  _globals['_LISTTAGSRESPONSE']._serialized_start=282
-  _globals['_LISTTAGSRESPONSE']._serialized_end=334
-  _globals['_GETTAGREQUEST']._serialized_start=336
-  _globals['_GETTAGREQUEST']._serialized_end=367
-  _globals['_CREATETAGREQUEST']._serialized_start=369
-  _globals['_CREATETAGREQUEST']._serialized_end=401
-  _globals['_UPDATETAGREQUEST']._serialized_start=403
-  _globals['_UPDATETAGREQUEST']._serialized_end=451
-  _globals['_DELETETAGSREQUEST']._serialized_start=453
-  _globals['_DELETETAGSREQUEST']._serialized_end=489
-  _globals['_ASSIGNTAGREQUEST']._serialized_start=491
-  _globals['_ASSIGNTAGREQUEST']._serialized_end=547
-  _globals['_UNASSIGNTAGREQUEST']._serialized_start=549
-  _globals['_UNASSIGNTAGREQUEST']._serialized_end=607
-  _globals['_BATCHGETCAMPAIGNTAGSREQUEST']._serialized_start=609
-  _globals['_BATCHGETCAMPAIGNTAGSREQUEST']._serialized_end=660
-  _globals['_BATCHGETCAMPAIGNTAGSRESPONSE']._serialized_start=663
-  _globals['_BATCHGETCAMPAIGNTAGSRESPONSE']._serialized_end=845
-  _globals['_BATCHGETCAMPAIGNTAGSRESPONSE_CAMPAIGNTAGS']._serialized_start=776
-  _globals['_BATCHGETCAMPAIGNTAGSRESPONSE_CAMPAIGNTAGS']._serialized_end=845
-  _globals['_LISTTAGGEDCAMPAIGNSREQUEST']._serialized_start=847
-  _globals['_LISTTAGGEDCAMPAIGNSREQUEST']._serialized_end=892
-  _globals['_LISTTAGGEDCAMPAIGNSRESPONSE']._serialized_start=894
-  _globals['_LISTTAGGEDCAMPAIGNSRESPONSE']._serialized_end=945
-  _globals['_TAGSERVICE']._serialized_start=948
-  _globals['_TAGSERVICE']._serialized_end=1668
+  _globals['_TAG']._serialized_end=291
+  _globals['_LISTTAGSREQUEST']._serialized_start=293
+  _globals['_LISTTAGSREQUEST']._serialized_end=310
+  _globals['_LISTTAGSRESPONSE']._serialized_start=312
+  _globals['_LISTTAGSRESPONSE']._serialized_end=364
+  _globals['_GETTAGREQUEST']._serialized_start=366
+  _globals['_GETTAGREQUEST']._serialized_end=397
+  _globals['_CREATETAGREQUEST']._serialized_start=399
+  _globals['_CREATETAGREQUEST']._serialized_end=431
+  _globals['_UPDATETAGREQUEST']._serialized_start=433
+  _globals['_UPDATETAGREQUEST']._serialized_end=481
+  _globals['_DELETETAGSREQUEST']._serialized_start=483
+  _globals['_DELETETAGSREQUEST']._serialized_end=519
+  _globals['_ASSIGNTAGREQUEST']._serialized_start=521
+  _globals['_ASSIGNTAGREQUEST']._serialized_end=577
+  _globals['_UNASSIGNTAGREQUEST']._serialized_start=579
+  _globals['_UNASSIGNTAGREQUEST']._serialized_end=637
+  _globals['_BATCHGETCAMPAIGNTAGSREQUEST']._serialized_start=639
+  _globals['_BATCHGETCAMPAIGNTAGSREQUEST']._serialized_end=690
+  _globals['_BATCHGETCAMPAIGNTAGSRESPONSE']._serialized_start=693
+  _globals['_BATCHGETCAMPAIGNTAGSRESPONSE']._serialized_end=875
+  _globals['_BATCHGETCAMPAIGNTAGSRESPONSE_CAMPAIGNTAGS']._serialized_start=806
+  _globals['_BATCHGETCAMPAIGNTAGSRESPONSE_CAMPAIGNTAGS']._serialized_end=875
+  _globals['_LISTTAGGEDCAMPAIGNSREQUEST']._serialized_start=877
+  _globals['_LISTTAGGEDCAMPAIGNSREQUEST']._serialized_end=922
+  _globals['_LISTTAGGEDCAMPAIGNSRESPONSE']._serialized_start=924
+  _globals['_LISTTAGGEDCAMPAIGNSRESPONSE']._serialized_end=975
+  _globals['_SETARCHIVETEMPLATEREQUEST']._serialized_start=977
+  _globals['_SETARCHIVETEMPLATEREQUEST']._serialized_end=1050
+  _globals['_TAGSERVICE']._serialized_start=1053
+  _globals['_TAGSERVICE']._serialized_end=1857
 # @@protoc_insertion_point(module_scope)

@@ -30,12 +30,15 @@ class Tag(_message.Message):
     OWNER_USER_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ARCHIVE_TEMPLATE_URL_FIELD_NUMBER: _builtins.int
     tag_id: _builtins.int
     """Server-assigned id."""
     name: _builtins.str
     """Letters, digits, spaces, hyphens and underscores; trimmed."""
     owner_user_id: _builtins.int
     """The user who owns the tag."""
+    archive_template_url: _builtins.str
+    """Absolute http(s) URL of the archive page template; empty for the built-in page."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -48,10 +51,11 @@ class Tag(_message.Message):
         owner_user_id: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        archive_template_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "name", b"name", "owner_user_id", b"owner_user_id", "tag_id", b"tag_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive_template_url", b"archive_template_url", "create_time", b"create_time", "name", b"name", "owner_user_id", b"owner_user_id", "tag_id", b"tag_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -322,3 +326,26 @@ class ListTaggedCampaignsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTaggedCampaignsResponse: _TypeAlias = ListTaggedCampaignsResponse  # noqa: Y015
+
+@_typing.final
+class SetArchiveTemplateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAG_ID_FIELD_NUMBER: _builtins.int
+    ARCHIVE_TEMPLATE_URL_FIELD_NUMBER: _builtins.int
+    tag_id: _builtins.int
+    archive_template_url: _builtins.str
+    """Absolute http(s) URL, or empty to clear."""
+    def __init__(
+        self,
+        *,
+        tag_id: _builtins.int = ...,
+        archive_template_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive_template_url", b"archive_template_url", "tag_id", b"tag_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetArchiveTemplateRequest: _TypeAlias = SetArchiveTemplateRequest  # noqa: Y015

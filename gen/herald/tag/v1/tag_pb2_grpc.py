@@ -82,6 +82,11 @@ class TagServiceStub:
                 request_serializer=herald_dot_tag_dot_v1_dot_tag__pb2.ListTaggedCampaignsRequest.SerializeToString,
                 response_deserializer=herald_dot_tag_dot_v1_dot_tag__pb2.ListTaggedCampaignsResponse.FromString,
                 _registered_method=True)
+        self.SetArchiveTemplate = channel.unary_unary(
+                '/herald.tag.v1.TagService/SetArchiveTemplate',
+                request_serializer=herald_dot_tag_dot_v1_dot_tag__pb2.SetArchiveTemplateRequest.SerializeToString,
+                response_deserializer=herald_dot_tag_dot_v1_dot_tag__pb2.Tag.FromString,
+                _registered_method=True)
 
 
 class TagServiceServicer:
@@ -152,6 +157,13 @@ class TagServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetArchiveTemplate(self, request, context):
+        """Sets (or, with an empty url, clears) the HTML template the tag's public archive page is rendered into.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TagServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +211,11 @@ def add_TagServiceServicer_to_server(servicer, server):
                     servicer.ListTaggedCampaigns,
                     request_deserializer=herald_dot_tag_dot_v1_dot_tag__pb2.ListTaggedCampaignsRequest.FromString,
                     response_serializer=herald_dot_tag_dot_v1_dot_tag__pb2.ListTaggedCampaignsResponse.SerializeToString,
+            ),
+            'SetArchiveTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetArchiveTemplate,
+                    request_deserializer=herald_dot_tag_dot_v1_dot_tag__pb2.SetArchiveTemplateRequest.FromString,
+                    response_serializer=herald_dot_tag_dot_v1_dot_tag__pb2.Tag.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +463,33 @@ class TagService:
             '/herald.tag.v1.TagService/ListTaggedCampaigns',
             herald_dot_tag_dot_v1_dot_tag__pb2.ListTaggedCampaignsRequest.SerializeToString,
             herald_dot_tag_dot_v1_dot_tag__pb2.ListTaggedCampaignsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetArchiveTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.tag.v1.TagService/SetArchiveTemplate',
+            herald_dot_tag_dot_v1_dot_tag__pb2.SetArchiveTemplateRequest.SerializeToString,
+            herald_dot_tag_dot_v1_dot_tag__pb2.Tag.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,8 @@ class TagServiceStub:
     """Returns the tags of many campaigns in one call."""
     ListTaggedCampaigns: _grpc.UnaryUnaryMultiCallable[_tag_pb2.ListTaggedCampaignsRequest, _tag_pb2.ListTaggedCampaignsResponse]
     """Returns the ids of the caller's campaigns that carry any of the given tags."""
+    SetArchiveTemplate: _grpc.UnaryUnaryMultiCallable[_tag_pb2.SetArchiveTemplateRequest, _tag_pb2.Tag]
+    """Sets (or, with an empty url, clears) the HTML template the tag's public archive page is rendered into."""
 
 @_typing.type_check_only
 class TagServiceAsyncStub(TagServiceStub):
@@ -80,6 +82,8 @@ class TagServiceAsyncStub(TagServiceStub):
     """Returns the tags of many campaigns in one call."""
     ListTaggedCampaigns: _aio.UnaryUnaryMultiCallable[_tag_pb2.ListTaggedCampaignsRequest, _tag_pb2.ListTaggedCampaignsResponse]  # type: ignore[assignment]
     """Returns the ids of the caller's campaigns that carry any of the given tags."""
+    SetArchiveTemplate: _aio.UnaryUnaryMultiCallable[_tag_pb2.SetArchiveTemplateRequest, _tag_pb2.Tag]  # type: ignore[assignment]
+    """Sets (or, with an empty url, clears) the HTML template the tag's public archive page is rendered into."""
 
 class TagServiceServicer(metaclass=_abc_1.ABCMeta):
     """TagService owns tags and their assignments to campaigns. Every call is scoped to the
@@ -157,5 +161,13 @@ class TagServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tag_pb2.ListTaggedCampaignsResponse, _abc.Awaitable[_tag_pb2.ListTaggedCampaignsResponse]]:
         """Returns the ids of the caller's campaigns that carry any of the given tags."""
+
+    @_abc_1.abstractmethod
+    def SetArchiveTemplate(
+        self,
+        request: _tag_pb2.SetArchiveTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tag_pb2.Tag, _abc.Awaitable[_tag_pb2.Tag]]:
+        """Sets (or, with an empty url, clears) the HTML template the tag's public archive page is rendered into."""
 
 def add_TagServiceServicer_to_server(servicer: TagServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
