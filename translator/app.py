@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from services.common.grpcutil import decode_error
 from translator import envelope
-from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, ParamProblems, Stubs
+from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Problems, Stubs
 from translator.envelope import AuthError, HardFailure, LegacyError, respond
 from translator.identity import IdentityStore
 from translator.params import BodyError, Params, parse_form, parse_json_body
@@ -89,20 +89,15 @@ async def _authenticate(command: Command, params: Params, identity: IdentityStor
     return caller
 
 
-def _legacy_error_for_service(command: Command, error: grpc.aio.AioRpcError) -> LegacyError:
-    if error.code() in UNAVAILABLE_CODES:
-        raise HardFailure(envelope.COMPONENT_FAILED, "A required server component is unavailable", 500)
-    failure = decode_error(error)
-    keys = [(reason, v.description or failure.message) for v in failure.violations for reason in [v.reason]]
-    if not keys:
-        keys = [(failure.reason, failure.message)]
-    mapped = command.error(keys)
+def _mapped(command: Command, problems: Problems) -> LegacyError:
+    mapped = command.legacy_error(problems)
     if mapped is None:
+        failure = problems.failure
         log.error(
-            "no legacy code for service error",
+            "no legacy code for an error",
             command=command.name,
-            reason=failure.reason,
-            code=str(error.code()),
+            params=[p.name for p in problems.params],
+            reasons=failure.field_reasons() if failure else [],
         )
         raise HardFailure(envelope.UNEXPECTED_FAULT, "Unexpected error", 500)
     return mapped
@@ -131,14 +126,14 @@ async def _dispatch(request: web.Request, command: Command, raw: Mapping[str, ob
     args = Args(params)
     try:
         payload = await command.handler(args, ctx)
-    except ParamProblems as exc:
-        mapped = command.param_error(exc.problems)
-        if mapped is None:
-            log.error("no legacy code for parameter", command=command.name, params=[p.name for p in exc.problems])
-            raise HardFailure(envelope.UNEXPECTED_FAULT, "Unexpected error", 500) from exc
-        raise mapped from exc
+    except Problems as exc:
+        raise _mapped(command, exc) from exc
     except grpc.aio.AioRpcError as exc:
-        raise _legacy_error_for_service(command, exc) from exc
+        if exc.code() in UNAVAILABLE_CODES:
+            raise HardFailure(
+                envelope.COMPONENT_FAILED, "A required server component is unavailable", 500
+            ) from exc
+        raise _mapped(command, Problems([], decode_error(exc))) from exc
     return payload
 
 

@@ -8,7 +8,9 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
-Shape = Literal["list", "int"]
+# "mixed": a list for missing or malformed parameters, an int otherwise (RULINGS 2, for commands
+# whose errors the contract shows no example of).
+Shape = Literal["list", "int", "mixed"]
 
 # Hard failures: the request never reached a working handler (supporting-commands.md §0).
 INVALID_JSON = 100000
@@ -24,11 +26,20 @@ NOT_PERMITTED = 99999
 class LegacyError(Exception):
     """A handler error: answered with HTTP 200 and the command's error shape."""
 
-    def __init__(self, codes: Sequence[int], texts: Sequence[str], extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        codes: Sequence[int],
+        texts: Sequence[str],
+        extra: Mapping[str, Any] | None = None,
+        *,
+        malformed: bool = True,
+    ) -> None:
         super().__init__(", ".join(texts))
         self.codes = list(codes)
         self.texts = list(texts)
         self.extra = dict(extra or {})
+        # True when every problem is a missing or malformed parameter (decides the "mixed" shape).
+        self.malformed = malformed
 
 
 class AuthError(Exception):
@@ -53,7 +64,7 @@ class HardFailure(Exception):
 def error_body(error: LegacyError, shape: Shape) -> dict[str, Any]:
     """RULINGS 2: a list command names every problem in ascending order; an int command the first failing check."""
     pairs = sorted(dict(zip(error.codes, error.texts, strict=True)).items())
-    if shape == "list":
+    if shape == "list" or (shape == "mixed" and error.malformed):
         body: dict[str, Any] = {
             "Success": False,
             "ErrorCode": [c for c, _ in pairs],

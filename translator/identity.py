@@ -50,7 +50,9 @@ class Caller:
         return self.is_admin or ALL_PERMISSIONS in self.permissions or permission in self.permissions
 
     def principal(self) -> auth.Principal:
-        return auth.Principal(user_id=self.user_id, is_admin=self.is_admin, permissions=self.permissions)
+        return auth.Principal(
+            user_id=self.user_id, is_admin=self.is_admin, permissions=self.permissions, untrusted=self.untrusted
+        )
 
 
 def new_api_key() -> str:
@@ -315,12 +317,13 @@ class IdentityStore:
             if user_id is not None:
                 row = (
                     await conn.execute(
-                        text("SELECT permissions FROM identity.users WHERE user_id = :u"), {"u": user_id}
+                        text("SELECT permissions, untrusted FROM identity.users WHERE user_id = :u"),
+                        {"u": user_id},
                     )
                 ).first()
                 if row is None:
                     raise IdentityError(f"no user {user_id}")
-                principal = auth.Principal(user_id=user_id, permissions=frozenset(row[0]))
+                principal = auth.Principal(user_id=user_id, permissions=frozenset(row[0]), untrusted=row[1])
             else:
                 found = (
                     await conn.execute(text("SELECT 1 FROM identity.admins WHERE admin_id = :a"), {"a": admin_id})

@@ -23,6 +23,8 @@ class Principal:
     user_id: int
     is_admin: bool = False
     permissions: frozenset[str] = frozenset()
+    # An untrusted user's campaigns need an admin's approval before they may be sent (RULINGS 8).
+    untrusted: bool = False
 
 
 def mint_token(principal: Principal, secret: str, ttl_seconds: int) -> str:
@@ -32,6 +34,7 @@ def mint_token(principal: Principal, secret: str, ttl_seconds: int) -> str:
         "sub": str(principal.user_id),
         "adm": principal.is_admin,
         "perms": sorted(principal.permissions),
+        "untrusted": principal.untrusted,
         "iat": now,
         "exp": now + ttl_seconds,
     }
@@ -53,6 +56,7 @@ def verify_token(token: str, secret: str) -> Principal:
             user_id=int(claims["sub"]),
             is_admin=bool(claims.get("adm", False)),
             permissions=frozenset(str(p) for p in claims.get("perms", [])),
+            untrusted=bool(claims.get("untrusted", False)),
         )
     except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
         raise DomainError(ErrorKind.PERMISSION, "UNAUTHENTICATED", f"invalid principal token: {exc}") from exc

@@ -18,6 +18,7 @@ from herald.campaign.v1 import campaign_pb2_grpc
 from herald.delivery.v1 import delivery_pb2_grpc
 from herald.tag.v1 import tag_pb2_grpc
 
+from services.common.grpcutil import RpcFailure, decode_error
 from translator.envelope import LegacyError, Shape
 from translator.identity import Caller, IdentityStore
 from translator.params import ParamError, Params
@@ -125,20 +126,50 @@ class Command:
     texts: Mapping[int, str] = field(default_factory=dict)
     v1_alias: bool = True
 
-    def param_error(self, problems: list[ParamError]) -> LegacyError | None:
-        """The LegacyError for bad parameters; `codes` may key a problem as "name:malformed" or just "name"."""
-        keys = [(f"{p.name}:{p.problem}", p.message) for p in problems]
-        return self.error([(k if k in self.codes else k.split(":")[0], m) for k, m in keys])
-
-    def error(self, keys: list[tuple[str, str]]) -> LegacyError | None:
-        """The LegacyError for (key, detail) pairs, or None when a key has no legacy code (a mapping bug)."""
+    def legacy_error(self, problems: Problems) -> LegacyError | None:
+        """The LegacyError for bad parameters and/or a service's error, or None when something has no
+        legacy code (a mapping bug). A parameter problem is looked up as "name:missing" /
+        "name:malformed", then "name"; a service violation by its reason."""
+        keys: list[tuple[str, str]] = []
+        for p in problems.params:
+            specific = f"{p.name}:{p.problem}"
+            keys.append((specific if specific in self.codes else p.name, p.message))
+        if problems.failure is not None:
+            keys += [(reason, problems.failure.message) for _, reason in problems.failure.field_reasons()]
+            for violation in problems.failure.violations:
+                keys = [(k, violation.description or m) if k == violation.reason else (k, m) for k, m in keys]
         codes: dict[int, str] = {}
         for key, detail in keys:
             code = self.codes.get(key)
             if code is None:
                 return None
             codes.setdefault(code, self.texts.get(code) or detail)
-        return LegacyError(list(codes), list(codes.values()))
+        malformed = problems.failure is None or problems.failure.code == grpc.StatusCode.INVALID_ARGUMENT
+        return LegacyError(list(codes), list(codes.values()), malformed=malformed)
+
+
+class Problems(Exception):
+    """What was wrong with a request: bad parameters found by the translator and/or a service's error."""
+
+    def __init__(self, params: list[ParamError], failure: RpcFailure | None = None) -> None:
+        super().__init__("; ".join([p.message for p in params] + ([failure.message] if failure else [])))
+        self.params = params
+        self.failure = failure
+
+
+async def validate_only(ctx: Context, method: Callable[..., Any], request: Message) -> RpcFailure | None:
+    """Asks a service to check a request without applying it (the request sets validate_only).
+
+    Int-shaped commands answer the first failing check in the seed's order, so when the translator
+    already found a bad parameter it still needs the service's verdict on the rest (e.g. "not found").
+    """
+    try:
+        await ctx.call(method, request)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in UNAVAILABLE_CODES:
+            raise
+        return decode_error(exc)
+    return None
 
 
 def unary(
@@ -151,19 +182,11 @@ def unary(
     async def handle(args: Args, ctx: Context) -> dict[str, Any]:
         request = build(args)
         if args.problems:
-            raise ParamProblems(args.problems)
+            raise Problems(args.problems)
         response = await ctx.call(method(ctx.stubs), request)
         return render(response, args)
 
     return handle
-
-
-class ParamProblems(Exception):
-    """Raised by a handler when its parameters had problems, before calling any service."""
-
-    def __init__(self, problems: list[ParamError]) -> None:
-        super().__init__("; ".join(p.message for p in problems))
-        self.problems = problems
 
 
 UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})

@@ -7,7 +7,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from herald.campaign.v1 import campaign_pb2
 
-from translator.commands import Args, Command, Context, ParamProblems, unary
+from translator.commands import Args, Command, Context, Problems, unary
 from translator.params import ParamError
 
 STATUS_NAMES = {
@@ -122,7 +122,7 @@ def list_request(args: Args) -> campaign_pb2.ListCampaignsRequest:
 async def list_campaigns(args: Args, ctx: Context) -> dict[str, Any]:
     request = list_request(args)
     if args.problems:
-        raise ParamProblems(args.problems)
+        raise Problems(args.problems)
     response: campaign_pb2.ListCampaignsResponse = await ctx.call(ctx.stubs.campaign.ListCampaigns, request)
     return {
         "ErrorText": "",
@@ -183,6 +183,7 @@ ROWS = [
         "campaigns.get",
         list_campaigns,
         permission="Campaigns.Get",
+        shape="mixed",
         codes={name: 1 for name in LIST_PARAMS}
         | {
             "PAGE_SIZE_INVALID": 1,
