@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import uvloop
+
 from services.common.config import SERVICES, Settings, get_settings
 from services.common.logging import configure_logging
 
@@ -39,7 +41,8 @@ def _serve(settings: Settings, name: str) -> None:
     configure_logging(settings.log_level, settings.log_format, process=name)
     module = importlib.import_module("translator.main" if name == "translator" else f"services.{name}.main")
     entry: Callable[[Settings], Coroutine[Any, Any, None]] = module.main
-    asyncio.run(entry(settings))
+    # uvloop roughly halves the event loop's own cost per request in aiohttp, grpc.aio and psycopg.
+    uvloop.run(entry(settings))
 
 
 def _identity(settings: Settings, action: Callable[[Any], Awaitable[dict[str, Any]]]) -> None:
@@ -82,6 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     user_create.add_argument("--untrusted", action="store_true", help="campaigns need an admin's approval")
 
+    user_update = user.add_parser("update", help="change a user's attributes; prints {UserID, Untrusted}")
+    user_update.add_argument("--user", type=int, required=True, help="user id")
+    trust = user_update.add_mutually_exclusive_group(required=True)
+    trust.add_argument("--untrusted", dest="untrusted", action="store_true", help="campaigns need approval")
+    trust.add_argument("--trusted", dest="untrusted", action="store_false", help="campaigns need no approval")
+
     admin = commands.add_parser("admin", help="manage admins").add_subparsers(dest="action", required=True)
     admin_create = admin.add_parser("create", help="create an admin; prints {AdminID, AdminAPIKey}")
     admin_create.add_argument("--username", required=True)
@@ -103,7 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         _serve(settings, args.service)
         return
-    if args.command == "user":
+    if args.command == "user" and args.action == "update":
+        _identity(settings, lambda store: store.set_untrusted(args.user, args.untrusted))
+    elif args.command == "user":
         permissions = [p.strip() for p in args.permissions.split(",") if p.strip()]
         _identity(
             settings,

@@ -158,6 +158,19 @@ class IdentityStore:
             raise IdentityError(f"admin username {username!r} is taken") from exc
         return {"AdminID": admin_id, "AdminAPIKey": api_key}
 
+    async def set_untrusted(self, user_id: int, untrusted: bool) -> dict[str, Any]:
+        """Marks a user (un)trusted: an untrusted user's campaigns wait for an admin's approval (RULINGS 8)."""
+        async with self._engine.begin() as conn:
+            found = (
+                await conn.execute(
+                    text("UPDATE identity.users SET untrusted = :t WHERE user_id = :u RETURNING user_id"),
+                    {"t": untrusted, "u": user_id},
+                )
+            ).first()
+        if found is None:
+            raise IdentityError(f"no user {user_id}")
+        return {"UserID": user_id, "Untrusted": untrusted}
+
     async def _caller_by_key(self, hashed: str) -> Caller | None:
         async with self._engine.connect() as conn:
             user = (

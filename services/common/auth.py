@@ -41,8 +41,26 @@ def mint_token(principal: Principal, secret: str, ttl_seconds: int) -> str:
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+_verified: dict[tuple[str, str], tuple[float, Principal]] = {}
+
+
 def verify_token(token: str, secret: str) -> Principal:
-    """Returns the token's principal or raises DomainError(PERMISSION-less UNAUTHENTICATED kind)."""
+    """Returns the token's principal, or raises DomainError with reason UNAUTHENTICATED.
+
+    A verified token is remembered until it expires: callers reuse a token for minutes, and
+    checking its signature on every call would cost more than the call itself.
+    """
+    cached = _verified.get((token, secret))
+    if cached is not None and cached[0] > time.time():
+        return cached[1]
+    principal, expires = _verify(token, secret)
+    if len(_verified) > 50_000:
+        _verified.clear()
+    _verified[(token, secret)] = (expires + LEEWAY_SECONDS, principal)
+    return principal
+
+
+def _verify(token: str, secret: str) -> tuple[Principal, float]:
     try:
         claims = jwt.decode(
             token,
@@ -52,12 +70,13 @@ def verify_token(token: str, secret: str) -> Principal:
             options={"require": ["exp", "sub"]},
             leeway=LEEWAY_SECONDS,
         )
-        return Principal(
+        principal = Principal(
             user_id=int(claims["sub"]),
             is_admin=bool(claims.get("adm", False)),
             permissions=frozenset(str(p) for p in claims.get("perms", [])),
             untrusted=bool(claims.get("untrusted", False)),
         )
+        return principal, float(claims["exp"])
     except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
         raise DomainError(ErrorKind.PERMISSION, "UNAUTHENTICATED", f"invalid principal token: {exc}") from exc
 

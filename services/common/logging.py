@@ -22,6 +22,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json", process: str = "he
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
+        # Calls below the level return at once, before any processor runs: debug logs on hot paths are free.
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)

@@ -1,0 +1,123 @@
+"""Translator benchmark: campaign.get and campaigns.get through the legacy HTTP translator vs the same calls
+straight to the campaign service over gRPC, 64 concurrent clients, 10,000 campaigns in the account.
+
+Run: `make bench` (or `.venv/bin/python bench/translator.py --seconds 10 --concurrency 64 --campaigns 10000`).
+Prints requests/s, p50 and p99 for each, the translator/gRPC ratios, and each process's memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+from typing import Any
+
+import aiohttp
+import grpc
+from harness import Result, drive, running_herald
+from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
+
+
+async def seed_campaigns(target: str, metadata: tuple[tuple[str, str], ...], count: int) -> list[int]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+        ids: list[int] = []
+        semaphore = asyncio.Semaphore(64)
+
+        async def create(i: int) -> None:
+            async with semaphore:
+                campaign = await stub.CreateCampaign(
+                    campaign_pb2.CreateCampaignRequest(name=f"Benchmark campaign {i:05d}"), metadata=metadata
+                )
+                ids.append(campaign.campaign_id)
+
+        await asyncio.gather(*(create(i) for i in range(count)))
+        return sorted(ids)
+
+
+async def run(args: argparse.Namespace) -> None:
+    with running_herald() as herald:
+        user = json.loads(herald.cli("user", "create", "--username", "bench", "--password", "bench"))
+        token = herald.cli("token", "mint", "--user", str(user["UserID"]), "--ttl", "7200")
+        metadata = (("authorization", f"Bearer {token}"),)
+        ids = await seed_campaigns(herald.target("campaign"), metadata, args.campaigns)
+        print(f"seeded {len(ids)} campaigns", flush=True)
+        rng = random.Random(7)
+        pages = max(1, len(ids) // 50)
+        url = herald.base_url + "/api.php"
+        results: list[Result] = []
+
+        connector = aiohttp.TCPConnector(limit=args.concurrency)
+        async with (
+            aiohttp.ClientSession(connector=connector) as http,
+            grpc.aio.insecure_channel(herald.target("campaign")) as channel,
+        ):
+            stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+
+            async def legacy(body: dict[str, Any]) -> bool:
+                async with http.post(url, json=body) as response:
+                    answer = await response.json()
+                    return response.status == 200 and answer["Success"] is True
+
+            async def legacy_get(i: int) -> bool:
+                return await legacy(
+                    {"Command": "campaign.get", "APIKey": user["APIKey"], "CampaignID": rng.choice(ids)}
+                )
+
+            async def grpc_get(i: int) -> bool:
+                await stub.GetCampaign(
+                    campaign_pb2.GetCampaignRequest(campaign_id=rng.choice(ids)), metadata=metadata
+                )
+                return True
+
+            async def legacy_list(i: int) -> bool:
+                return await legacy(
+                    {
+                        "Command": "campaigns.get",
+                        "APIKey": user["APIKey"],
+                        "RecordsPerRequest": 50,
+                        "RecordsFrom": rng.randrange(pages) * 50,
+                        "RetrieveStatistics": False,
+                    }
+                )
+
+            async def grpc_list(i: int) -> bool:
+                await stub.ListCampaigns(
+                    campaign_pb2.ListCampaignsRequest(page_size=50, skip=rng.randrange(pages) * 50),
+                    metadata=metadata,
+                )
+                return True
+
+            for name, call in (
+                ("campaign.get  via translator", legacy_get),
+                ("GetCampaign   direct gRPC", grpc_get),
+                ("campaigns.get via translator (50)", legacy_list),
+                ("ListCampaigns direct gRPC (50)", grpc_list),
+            ):
+                result = await drive(name, call, concurrency=args.concurrency, seconds=args.seconds)
+                results.append(result)
+                print(result.line(), flush=True)
+
+        print()
+        for translator, direct in ((results[0], results[1]), (results[2], results[3])):
+            print(
+                f"{translator.name.split()[0]:<14} translator/gRPC: throughput x{translator.rps / direct.rps:.2f}, "
+                f"p50 x{translator.percentile(50) / direct.percentile(50):.2f}, "
+                f"p99 x{translator.percentile(99) / direct.percentile(99):.2f}"
+            )
+        print()
+        for role, process in sorted(herald.processes().items()):
+            print(f"{role:<12} RSS {process.memory_info().rss / 2**20:7.1f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--campaigns", type=int, default=10_000)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
