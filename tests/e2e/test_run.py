@@ -103,4 +103,6 @@ def test_the_cli_works_when_herald_is_not_running(embedded_env: dict[str, str]) 
     data_dir = Path(embedded_env["HERALD_DATA_DIR"])
     created = json.loads(herald(embedded_env, "user", "create", "--username", "offline", "--password", "pw"))
     assert created["UserID"] == 1
+    updated = json.loads(herald(embedded_env, "user", "update", "--user", "1", "--untrusted"))
+    assert updated == {"UserID": 1, "Untrusted": True}
     assert not postgres_running(data_dir), "the CLI left the embedded PostgreSQL running"
