@@ -22,21 +22,112 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!herald/audience/v1/audience.proto\x12\x12herald.audience.v1\"2\n\x0bListSegment\x12\x0f\n\x07list_id\x18\x01 \x01(\x03\x12\x12\n\nsegment_id\x18\x02 \x01(\x03\"~\n\x16\x43ountRecipientsRequest\x12\x31\n\x08included\x18\x01 \x03(\x0b\x32\x1f.herald.audience.v1.ListSegment\x12\x31\n\x08\x65xcluded\x18\x02 \x03(\x0b\x32\x1f.herald.audience.v1.ListSegment\"(\n\x17\x43ountRecipientsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x32}\n\x0f\x41udienceService\x12j\n\x0f\x43ountRecipients\x12*.herald.audience.v1.CountRecipientsRequest\x1a+.herald.audience.v1.CountRecipientsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!herald/audience/v1/audience.proto\x12\x12herald.audience.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x02\n\x04List\x12\x0f\n\x07list_id\x18\x01 \x01(\x03\x12\x15\n\rowner_user_id\x18\x02 \x01(\x03\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x32\n\x0bopt_in_mode\x18\x05 \x01(\x0e\x32\x1d.herald.audience.v1.OptInMode\x12\x13\n\x0bsender_name\x18\x06 \x01(\t\x12\x1c\n\x14sender_email_address\x18\x07 \x01(\t\x12\x16\n\x0esender_company\x18\x08 \x01(\t\x12\x16\n\x0esender_address\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10subscriber_count\x18\x0b \x01(\x03\x12\x1f\n\x17\x61\x63tive_subscriber_count\x18\x0c \x01(\x03\x12\x15\n\rsegment_count\x18\r \x01(\x03\"\xcd\x01\n\x11\x43reateListRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x32\n\x0bopt_in_mode\x18\x03 \x01(\x0e\x32\x1d.herald.audience.v1.OptInMode\x12\x13\n\x0bsender_name\x18\x04 \x01(\t\x12\x1c\n\x14sender_email_address\x18\x05 \x01(\t\x12\x16\n\x0esender_company\x18\x06 \x01(\t\x12\x16\n\x0esender_address\x18\x07 \x01(\t\"!\n\x0eGetListRequest\x12\x0f\n\x07list_id\x18\x01 \x01(\x03\"\x8d\x01\n\x10ListListsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x0c\n\x04skip\x18\x02 \x01(\x05\x12\x34\n\x08order_by\x18\x03 \x01(\x0e\x32\".herald.audience.v1.ListOrderField\x12\x12\n\ndescending\x18\x04 \x01(\x08\x12\x0e\n\x06search\x18\x05 \x01(\t\"P\n\x11ListListsResponse\x12\'\n\x05lists\x18\x01 \x03(\x0b\x32\x18.herald.audience.v1.List\x12\x12\n\ntotal_size\x18\x02 \x01(\x05\"&\n\x12\x44\x65leteListsRequest\x12\x10\n\x08list_ids\x18\x01 \x03(\x03\"\xe8\x04\n\nSubscriber\x12\x15\n\rsubscriber_id\x18\x01 \x01(\x03\x12\x0f\n\x07list_id\x18\x02 \x01(\x03\x12\x15\n\remail_address\x18\x03 \x01(\t\x12\x12\n\nfirst_name\x18\x04 \x01(\t\x12\x11\n\tlast_name\x18\x05 \x01(\t\x12\x34\n\x06status\x18\x06 \x01(\x0e\x32$.herald.audience.v1.SubscriberStatus\x12\x33\n\x0b\x62ounce_type\x18\x07 \x01(\x0e\x32\x1e.herald.audience.v1.BounceType\x12G\n\rcustom_fields\x18\x08 \x03(\x0b\x32\x30.herald.audience.v1.Subscriber.CustomFieldsEntry\x12\x35\n\x11subscription_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsubscription_ip\x18\n \x01(\t\x12\x37\n\x13unsubscription_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11unsubscription_ip\x18\x0c \x01(\t\x12/\n\x0bopt_in_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x0e \x01(\t\x12\x12\n\nsource_ref\x18\x0f \x01(\t\x12\x12\n\nsuppressed\x18\x10 \x01(\x08\x1a\x33\n\x11\x43ustomFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8a\x01\n\x17\x43reateSubscriberRequest\x12\x32\n\nsubscriber\x18\x01 \x01(\x0b\x32\x1e.herald.audience.v1.Subscriber\x12\x1b\n\x13update_if_duplicate\x18\x02 \x01(\x08\x12\x1e\n\x16update_if_unsubscribed\x18\x03 \x01(\x08\"U\n\x14GetSubscriberRequest\x12\x0f\n\x07list_id\x18\x01 \x01(\x03\x12\x15\n\rsubscriber_id\x18\x02 \x01(\x03\x12\x15\n\remail_address\x18\x03 \x01(\t\"\xb6\x02\n\x16ListSubscribersRequest\x12\x0f\n\x07list_id\x18\x01 \x01(\x03\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.herald.audience.v1.SubscriberStatus\x12\x12\n\nsegment_id\x18\x03 \x01(\x03\x12\x17\n\x0fsuppressed_only\x18\x04 \x01(\x08\x12\x33\n\x0b\x62ounce_type\x18\x05 \x01(\x0e\x32\x1e.herald.audience.v1.BounceType\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x0c\n\x04skip\x18\x07 \x01(\x05\x12\x10\n\x08order_by\x18\x08 \x01(\t\x12\x12\n\ndescending\x18\t \x01(\x08\x12\x14\n\x0csearch_field\x18\n \x01(\t\x12\x16\n\x0esearch_keyword\x18\x0b \x01(\t\"b\n\x17ListSubscribersResponse\x12\x33\n\x0bsubscribers\x18\x01 \x03(\x0b\x32\x1e.herald.audience.v1.Subscriber\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\"\xe2\x01\n\x1dUnsubscribeSubscribersRequest\x12\x0f\n\x07list_id\x18\x01 \x01(\x03\x12\x15\n\rsubscriber_id\x18\x02 \x01(\x03\x12\x15\n\remail_address\x18\x03 \x01(\t\x12)\n\x05rules\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\x16\n\x0erules_operator\x18\x05 \x01(\t\x12\x12\n\nip_address\x18\x06 \x01(\t\x12\x1a\n\x12\x61\x64\x64_to_suppression\x18\x07 \x01(\x08\x12\x0f\n\x07preview\x18\x08 \x01(\x08\"<\n\x1eUnsubscribeSubscribersResponse\x12\x1a\n\x12unsubscribed_count\x18\x01 \x01(\x03\"\x9a\x01\n\x18\x44\x65leteSubscribersRequest\x12\x0f\n\x07list_id\x18\x01 \x01(\x03\x12\x16\n\x0esubscriber_ids\x18\x02 \x03(\x03\x12)\n\x05rules\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\x16\n\x0erules_operator\x18\x04 \x01(\t\x12\x12\n\nsuppressed\x18\x05 \x01(\x08\"2\n\x19\x44\x65leteSubscribersResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03\"\xfa\x01\n\x07Segment\x12\x12\n\nsegment_id\x18\x01 \x01(\x03\x12\x0f\n\x07list_id\x18\x02 \x01(\x03\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08operator\x18\x04 \x01(\t\x12)\n\x05rules\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\x12\n\nrandomness\x18\x06 \x01(\x08\x12 \n\x18randomness_audience_size\x18\x07 \x01(\x03\x12\x18\n\x10subscriber_count\x18\x08 \x01(\x03\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x14\x43reateSegmentRequest\x12,\n\x07segment\x18\x01 \x01(\x0b\x32\x1b.herald.audience.v1.Segment\"\x9f\x01\n\x13ListSegmentsRequest\x12\x0f\n\x07list_id\x18\x01 \x01(\x03\x12\x12\n\nsegment_id\x18\x02 \x01(\x03\x12\x16\n\x0einclude_totals\x18\x03 \x01(\x08\x12\x37\n\x08order_by\x18\x04 \x01(\x0e\x32%.herald.audience.v1.SegmentOrderField\x12\x12\n\ndescending\x18\x05 \x01(\x08\"E\n\x14ListSegmentsResponse\x12-\n\x08segments\x18\x01 \x03(\x0b\x32\x1b.herald.audience.v1.Segment\",\n\x15\x44\x65leteSegmentsRequest\x12\x13\n\x0bsegment_ids\x18\x01 \x03(\x03\"1\n\x16\x41\x64\x64SuppressionsRequest\x12\x17\n\x0f\x65mail_addresses\x18\x01 \x03(\t\".\n\x17\x41\x64\x64SuppressionsResponse\x12\x13\n\x0b\x61\x64\x64\x65\x64_count\x18\x01 \x01(\x03\"\xde\x01\n\tCsvFormat\x12\x18\n\x10\x66ield_terminator\x18\x01 \x01(\t\x12\x16\n\x0e\x66ield_encloser\x18\x02 \x01(\t\x12\x12\n\nescaped_by\x18\x03 \x01(\t\x12\x0e\n\x06header\x18\x04 \x01(\x08\x12\x46\n\rmapped_fields\x18\x05 \x03(\x0b\x32/.herald.audience.v1.CsvFormat.MappedFieldsEntry\x1a\x33\n\x11MappedFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\x0bRejectedRow\x12\x12\n\nrow_number\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0b\n\x03raw\x18\x03 \x01(\t\"\xe6\x02\n\x06Import\x12\x11\n\timport_id\x18\x01 \x01(\x03\x12\x0f\n\x07list_id\x18\x02 \x01(\x03\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .herald.audience.v1.ImportStatus\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntotal_rows\x18\x06 \x01(\x03\x12\x10\n\x08imported\x18\x07 \x01(\x03\x12\x0f\n\x07updated\x18\x08 \x01(\x03\x12\x12\n\nduplicates\x18\t \x01(\x03\x12\x10\n\x08rejected\x18\n \x01(\x03\x12\x36\n\rrejected_rows\x18\x0b \x03(\x0b\x32\x1f.herald.audience.v1.RejectedRow\x12\x0f\n\x07\x66\x61ilure\x18\x0c \x01(\t\"\xd5\x01\n\x13\x43reateImportRequest\x12\x0f\n\x07list_id\x18\x01 \x01(\x03\x12-\n\x06\x66ormat\x18\x02 \x01(\x0b\x32\x1d.herald.audience.v1.CsvFormat\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x12\n\nsource_url\x18\x04 \x01(\t\x12\x19\n\x11update_duplicates\x18\x05 \x01(\x08\x12\x1a\n\x12\x61\x64\x64_to_suppression\x18\x06 \x01(\x08\x12\x17\n\x0ftrigger_actions\x18\x07 \x01(\x08\x12\x0c\n\x04tags\x18\x08 \x03(\t\"\x7f\n\x13StreamImportRequest\x12\x0f\n\x07list_id\x18\x01 \x01(\x03\x12-\n\x06\x66ormat\x18\x02 \x01(\x0b\x32\x1d.herald.audience.v1.CsvFormat\x12\r\n\x05\x63hunk\x18\x03 \x01(\x0c\x12\x19\n\x11update_duplicates\x18\x04 \x01(\x08\"6\n\x10GetImportRequest\x12\x0f\n\x07list_id\x18\x01 \x01(\x03\x12\x11\n\timport_id\x18\x02 \x01(\x03\"2\n\x0bListSegment\x12\x0f\n\x07list_id\x18\x01 \x01(\x03\x12\x12\n\nsegment_id\x18\x02 \x01(\x03\"\xa4\x01\n\rTargetingSpec\x12\x31\n\x08included\x18\x01 \x03(\x0b\x32\x1f.herald.audience.v1.ListSegment\x12\x31\n\x08\x65xcluded\x18\x02 \x03(\x0b\x32\x1f.herald.audience.v1.ListSegment\x12-\n\x0crules_bundle\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xad\x01\n\x16\x43ountRecipientsRequest\x12\x31\n\x08included\x18\x01 \x03(\x0b\x32\x1f.herald.audience.v1.ListSegment\x12\x31\n\x08\x65xcluded\x18\x02 \x03(\x0b\x32\x1f.herald.audience.v1.ListSegment\x12-\n\x0crules_bundle\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"(\n\x17\x43ountRecipientsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\"\x8f\x01\n\x17StreamRecipientsRequest\x12\x34\n\ttargeting\x18\x01 \x01(\x0b\x32!.herald.audience.v1.TargetingSpec\x12\x12\n\nchunk_size\x18\x02 \x01(\x05\x12\x1b\n\x13\x61\x66ter_subscriber_id\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x03\"\xee\x01\n\tRecipient\x12\x15\n\rsubscriber_id\x18\x01 \x01(\x03\x12\x0f\n\x07list_id\x18\x02 \x01(\x03\x12\x15\n\remail_address\x18\x03 \x01(\t\x12\x12\n\nfirst_name\x18\x04 \x01(\t\x12\x11\n\tlast_name\x18\x05 \x01(\t\x12\x46\n\rcustom_fields\x18\x06 \x03(\x0b\x32/.herald.audience.v1.Recipient.CustomFieldsEntry\x1a\x33\n\x11\x43ustomFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x18StreamRecipientsResponse\x12\x31\n\nrecipients\x18\x01 \x03(\x0b\x32\x1d.herald.audience.v1.Recipient*X\n\tOptInMode\x12\x1b\n\x17OPT_IN_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12OPT_IN_MODE_SINGLE\x10\x01\x12\x16\n\x12OPT_IN_MODE_DOUBLE\x10\x02*\xc8\x01\n\x10SubscriberStatus\x12!\n\x1dSUBSCRIBER_STATUS_UNSPECIFIED\x10\x00\x12 \n\x1cSUBSCRIBER_STATUS_SUBSCRIBED\x10\x01\x12\"\n\x1eSUBSCRIBER_STATUS_UNSUBSCRIBED\x10\x02\x12$\n SUBSCRIBER_STATUS_OPT_IN_PENDING\x10\x03\x12%\n!SUBSCRIBER_STATUS_OPT_OUT_PENDING\x10\x04*r\n\nBounceType\x12\x1b\n\x17\x42OUNCE_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x42OUNCE_TYPE_NOT_BOUNCED\x10\x01\x12\x14\n\x10\x42OUNCE_TYPE_SOFT\x10\x02\x12\x14\n\x10\x42OUNCE_TYPE_HARD\x10\x03*\xdf\x01\n\x0eListOrderField\x12 \n\x1cLIST_ORDER_FIELD_UNSPECIFIED\x10\x00\x12\x1c\n\x18LIST_ORDER_FIELD_LIST_ID\x10\x01\x12\x19\n\x15LIST_ORDER_FIELD_NAME\x10\x02\x12 \n\x1cLIST_ORDER_FIELD_CREATE_TIME\x10\x03\x12,\n(LIST_ORDER_FIELD_ACTIVE_SUBSCRIBER_COUNT\x10\x04\x12\"\n\x1eLIST_ORDER_FIELD_SEGMENT_COUNT\x10\x05*\xc6\x01\n\x11SegmentOrderField\x12#\n\x1fSEGMENT_ORDER_FIELD_UNSPECIFIED\x10\x00\x12\x1c\n\x18SEGMENT_ORDER_FIELD_NAME\x10\x01\x12\"\n\x1eSEGMENT_ORDER_FIELD_SEGMENT_ID\x10\x02\x12 \n\x1cSEGMENT_ORDER_FIELD_OPERATOR\x10\x03\x12(\n$SEGMENT_ORDER_FIELD_SUBSCRIBER_COUNT\x10\x04*\x9a\x01\n\x0cImportStatus\x12\x1d\n\x19IMPORT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15IMPORT_STATUS_PENDING\x10\x01\x12\x19\n\x15IMPORT_STATUS_RUNNING\x10\x02\x12\x1b\n\x17IMPORT_STATUS_COMPLETED\x10\x03\x12\x18\n\x14IMPORT_STATUS_FAILED\x10\x04\x32\xc1\r\n\x0f\x41udienceService\x12M\n\nCreateList\x12%.herald.audience.v1.CreateListRequest\x1a\x18.herald.audience.v1.List\x12G\n\x07GetList\x12\".herald.audience.v1.GetListRequest\x1a\x18.herald.audience.v1.List\x12X\n\tListLists\x12$.herald.audience.v1.ListListsRequest\x1a%.herald.audience.v1.ListListsResponse\x12M\n\x0b\x44\x65leteLists\x12&.herald.audience.v1.DeleteListsRequest\x1a\x16.google.protobuf.Empty\x12_\n\x10\x43reateSubscriber\x12+.herald.audience.v1.CreateSubscriberRequest\x1a\x1e.herald.audience.v1.Subscriber\x12Y\n\rGetSubscriber\x12(.herald.audience.v1.GetSubscriberRequest\x1a\x1e.herald.audience.v1.Subscriber\x12j\n\x0fListSubscribers\x12*.herald.audience.v1.ListSubscribersRequest\x1a+.herald.audience.v1.ListSubscribersResponse\x12\x7f\n\x16UnsubscribeSubscribers\x12\x31.herald.audience.v1.UnsubscribeSubscribersRequest\x1a\x32.herald.audience.v1.UnsubscribeSubscribersResponse\x12p\n\x11\x44\x65leteSubscribers\x12,.herald.audience.v1.DeleteSubscribersRequest\x1a-.herald.audience.v1.DeleteSubscribersResponse\x12V\n\rCreateSegment\x12(.herald.audience.v1.CreateSegmentRequest\x1a\x1b.herald.audience.v1.Segment\x12\x61\n\x0cListSegments\x12\'.herald.audience.v1.ListSegmentsRequest\x1a(.herald.audience.v1.ListSegmentsResponse\x12S\n\x0e\x44\x65leteSegments\x12).herald.audience.v1.DeleteSegmentsRequest\x1a\x16.google.protobuf.Empty\x12j\n\x0f\x41\x64\x64Suppressions\x12*.herald.audience.v1.AddSuppressionsRequest\x1a+.herald.audience.v1.AddSuppressionsResponse\x12S\n\x0c\x43reateImport\x12\'.herald.audience.v1.CreateImportRequest\x1a\x1a.herald.audience.v1.Import\x12U\n\x0cStreamImport\x12\'.herald.audience.v1.StreamImportRequest\x1a\x1a.herald.audience.v1.Import(\x01\x12M\n\tGetImport\x12$.herald.audience.v1.GetImportRequest\x1a\x1a.herald.audience.v1.Import\x12j\n\x0f\x43ountRecipients\x12*.herald.audience.v1.CountRecipientsRequest\x1a+.herald.audience.v1.CountRecipientsResponse\x12o\n\x10StreamRecipients\x12+.herald.audience.v1.StreamRecipientsRequest\x1a,.herald.audience.v1.StreamRecipientsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.audience.v1.audience_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTSEGMENT']._serialized_start=57
-  _globals['_LISTSEGMENT']._serialized_end=107
-  _globals['_COUNTRECIPIENTSREQUEST']._serialized_start=109
-  _globals['_COUNTRECIPIENTSREQUEST']._serialized_end=235
-  _globals['_COUNTRECIPIENTSRESPONSE']._serialized_start=237
-  _globals['_COUNTRECIPIENTSRESPONSE']._serialized_end=277
-  _globals['_AUDIENCESERVICE']._serialized_start=279
-  _globals['_AUDIENCESERVICE']._serialized_end=404
+  _globals['_SUBSCRIBER_CUSTOMFIELDSENTRY']._loaded_options = None
+  _globals['_SUBSCRIBER_CUSTOMFIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_CSVFORMAT_MAPPEDFIELDSENTRY']._loaded_options = None
+  _globals['_CSVFORMAT_MAPPEDFIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_RECIPIENT_CUSTOMFIELDSENTRY']._loaded_options = None
+  _globals['_RECIPIENT_CUSTOMFIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_OPTINMODE']._serialized_start=5439
+  _globals['_OPTINMODE']._serialized_end=5527
+  _globals['_SUBSCRIBERSTATUS']._serialized_start=5530
+  _globals['_SUBSCRIBERSTATUS']._serialized_end=5730
+  _globals['_BOUNCETYPE']._serialized_start=5732
+  _globals['_BOUNCETYPE']._serialized_end=5846
+  _globals['_LISTORDERFIELD']._serialized_start=5849
+  _globals['_LISTORDERFIELD']._serialized_end=6072
+  _globals['_SEGMENTORDERFIELD']._serialized_start=6075
+  _globals['_SEGMENTORDERFIELD']._serialized_end=6273
+  _globals['_IMPORTSTATUS']._serialized_start=6276
+  _globals['_IMPORTSTATUS']._serialized_end=6430
+  _globals['_LIST']._serialized_start=150
+  _globals['_LIST']._serialized_end=513
+  _globals['_CREATELISTREQUEST']._serialized_start=516
+  _globals['_CREATELISTREQUEST']._serialized_end=721
+  _globals['_GETLISTREQUEST']._serialized_start=723
+  _globals['_GETLISTREQUEST']._serialized_end=756
+  _globals['_LISTLISTSREQUEST']._serialized_start=759
+  _globals['_LISTLISTSREQUEST']._serialized_end=900
+  _globals['_LISTLISTSRESPONSE']._serialized_start=902
+  _globals['_LISTLISTSRESPONSE']._serialized_end=982
+  _globals['_DELETELISTSREQUEST']._serialized_start=984
+  _globals['_DELETELISTSREQUEST']._serialized_end=1022
+  _globals['_SUBSCRIBER']._serialized_start=1025
+  _globals['_SUBSCRIBER']._serialized_end=1641
+  _globals['_SUBSCRIBER_CUSTOMFIELDSENTRY']._serialized_start=1590
+  _globals['_SUBSCRIBER_CUSTOMFIELDSENTRY']._serialized_end=1641
+  _globals['_CREATESUBSCRIBERREQUEST']._serialized_start=1644
+  _globals['_CREATESUBSCRIBERREQUEST']._serialized_end=1782
+  _globals['_GETSUBSCRIBERREQUEST']._serialized_start=1784
+  _globals['_GETSUBSCRIBERREQUEST']._serialized_end=1869
+  _globals['_LISTSUBSCRIBERSREQUEST']._serialized_start=1872
+  _globals['_LISTSUBSCRIBERSREQUEST']._serialized_end=2182
+  _globals['_LISTSUBSCRIBERSRESPONSE']._serialized_start=2184
+  _globals['_LISTSUBSCRIBERSRESPONSE']._serialized_end=2282
+  _globals['_UNSUBSCRIBESUBSCRIBERSREQUEST']._serialized_start=2285
+  _globals['_UNSUBSCRIBESUBSCRIBERSREQUEST']._serialized_end=2511
+  _globals['_UNSUBSCRIBESUBSCRIBERSRESPONSE']._serialized_start=2513
+  _globals['_UNSUBSCRIBESUBSCRIBERSRESPONSE']._serialized_end=2573
+  _globals['_DELETESUBSCRIBERSREQUEST']._serialized_start=2576
+  _globals['_DELETESUBSCRIBERSREQUEST']._serialized_end=2730
+  _globals['_DELETESUBSCRIBERSRESPONSE']._serialized_start=2732
+  _globals['_DELETESUBSCRIBERSRESPONSE']._serialized_end=2782
+  _globals['_SEGMENT']._serialized_start=2785
+  _globals['_SEGMENT']._serialized_end=3035
+  _globals['_CREATESEGMENTREQUEST']._serialized_start=3037
+  _globals['_CREATESEGMENTREQUEST']._serialized_end=3105
+  _globals['_LISTSEGMENTSREQUEST']._serialized_start=3108
+  _globals['_LISTSEGMENTSREQUEST']._serialized_end=3267
+  _globals['_LISTSEGMENTSRESPONSE']._serialized_start=3269
+  _globals['_LISTSEGMENTSRESPONSE']._serialized_end=3338
+  _globals['_DELETESEGMENTSREQUEST']._serialized_start=3340
+  _globals['_DELETESEGMENTSREQUEST']._serialized_end=3384
+  _globals['_ADDSUPPRESSIONSREQUEST']._serialized_start=3386
+  _globals['_ADDSUPPRESSIONSREQUEST']._serialized_end=3435
+  _globals['_ADDSUPPRESSIONSRESPONSE']._serialized_start=3437
+  _globals['_ADDSUPPRESSIONSRESPONSE']._serialized_end=3483
+  _globals['_CSVFORMAT']._serialized_start=3486
+  _globals['_CSVFORMAT']._serialized_end=3708
+  _globals['_CSVFORMAT_MAPPEDFIELDSENTRY']._serialized_start=3657
+  _globals['_CSVFORMAT_MAPPEDFIELDSENTRY']._serialized_end=3708
+  _globals['_REJECTEDROW']._serialized_start=3710
+  _globals['_REJECTEDROW']._serialized_end=3772
+  _globals['_IMPORT']._serialized_start=3775
+  _globals['_IMPORT']._serialized_end=4133
+  _globals['_CREATEIMPORTREQUEST']._serialized_start=4136
+  _globals['_CREATEIMPORTREQUEST']._serialized_end=4349
+  _globals['_STREAMIMPORTREQUEST']._serialized_start=4351
+  _globals['_STREAMIMPORTREQUEST']._serialized_end=4478
+  _globals['_GETIMPORTREQUEST']._serialized_start=4480
+  _globals['_GETIMPORTREQUEST']._serialized_end=4534
+  _globals['_LISTSEGMENT']._serialized_start=4536
+  _globals['_LISTSEGMENT']._serialized_end=4586
+  _globals['_TARGETINGSPEC']._serialized_start=4589
+  _globals['_TARGETINGSPEC']._serialized_end=4753
+  _globals['_COUNTRECIPIENTSREQUEST']._serialized_start=4756
+  _globals['_COUNTRECIPIENTSREQUEST']._serialized_end=4929
+  _globals['_COUNTRECIPIENTSRESPONSE']._serialized_start=4931
+  _globals['_COUNTRECIPIENTSRESPONSE']._serialized_end=4971
+  _globals['_STREAMRECIPIENTSREQUEST']._serialized_start=4974
+  _globals['_STREAMRECIPIENTSREQUEST']._serialized_end=5117
+  _globals['_RECIPIENT']._serialized_start=5120
+  _globals['_RECIPIENT']._serialized_end=5358
+  _globals['_RECIPIENT_CUSTOMFIELDSENTRY']._serialized_start=1590
+  _globals['_RECIPIENT_CUSTOMFIELDSENTRY']._serialized_end=1641
+  _globals['_STREAMRECIPIENTSRESPONSE']._serialized_start=5360
+  _globals['_STREAMRECIPIENTSRESPONSE']._serialized_end=5437
+  _globals['_AUDIENCESERVICE']._serialized_start=6433
+  _globals['_AUDIENCESERVICE']._serialized_end=8162
 # @@protoc_insertion_point(module_scope)

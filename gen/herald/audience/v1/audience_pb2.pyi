@@ -6,7 +6,10 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,9 +21,1104 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _OptInMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OptInModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OptInMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OPT_IN_MODE_UNSPECIFIED: _OptInMode.ValueType  # 0
+    OPT_IN_MODE_SINGLE: _OptInMode.ValueType  # 1
+    OPT_IN_MODE_DOUBLE: _OptInMode.ValueType  # 2
+
+class OptInMode(_OptInMode, metaclass=_OptInModeEnumTypeWrapper):
+    """How a list confirms new subscribers."""
+
+OPT_IN_MODE_UNSPECIFIED: OptInMode.ValueType  # 0
+OPT_IN_MODE_SINGLE: OptInMode.ValueType  # 1
+OPT_IN_MODE_DOUBLE: OptInMode.ValueType  # 2
+Global___OptInMode: _TypeAlias = OptInMode  # noqa: Y015
+
+class _SubscriberStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SubscriberStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SubscriberStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUBSCRIBER_STATUS_UNSPECIFIED: _SubscriberStatus.ValueType  # 0
+    SUBSCRIBER_STATUS_SUBSCRIBED: _SubscriberStatus.ValueType  # 1
+    SUBSCRIBER_STATUS_UNSUBSCRIBED: _SubscriberStatus.ValueType  # 2
+    SUBSCRIBER_STATUS_OPT_IN_PENDING: _SubscriberStatus.ValueType  # 3
+    SUBSCRIBER_STATUS_OPT_OUT_PENDING: _SubscriberStatus.ValueType  # 4
+
+class SubscriberStatus(_SubscriberStatus, metaclass=_SubscriberStatusEnumTypeWrapper):
+    """A subscriber's standing on a list."""
+
+SUBSCRIBER_STATUS_UNSPECIFIED: SubscriberStatus.ValueType  # 0
+SUBSCRIBER_STATUS_SUBSCRIBED: SubscriberStatus.ValueType  # 1
+SUBSCRIBER_STATUS_UNSUBSCRIBED: SubscriberStatus.ValueType  # 2
+SUBSCRIBER_STATUS_OPT_IN_PENDING: SubscriberStatus.ValueType  # 3
+SUBSCRIBER_STATUS_OPT_OUT_PENDING: SubscriberStatus.ValueType  # 4
+Global___SubscriberStatus: _TypeAlias = SubscriberStatus  # noqa: Y015
+
+class _BounceType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BounceTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BounceType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BOUNCE_TYPE_UNSPECIFIED: _BounceType.ValueType  # 0
+    BOUNCE_TYPE_NOT_BOUNCED: _BounceType.ValueType  # 1
+    BOUNCE_TYPE_SOFT: _BounceType.ValueType  # 2
+    BOUNCE_TYPE_HARD: _BounceType.ValueType  # 3
+
+class BounceType(_BounceType, metaclass=_BounceTypeEnumTypeWrapper):
+    """Whether mail to a subscriber bounced."""
+
+BOUNCE_TYPE_UNSPECIFIED: BounceType.ValueType  # 0
+BOUNCE_TYPE_NOT_BOUNCED: BounceType.ValueType  # 1
+BOUNCE_TYPE_SOFT: BounceType.ValueType  # 2
+BOUNCE_TYPE_HARD: BounceType.ValueType  # 3
+Global___BounceType: _TypeAlias = BounceType  # noqa: Y015
+
+class _ListOrderField:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ListOrderFieldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ListOrderField.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIST_ORDER_FIELD_UNSPECIFIED: _ListOrderField.ValueType  # 0
+    LIST_ORDER_FIELD_LIST_ID: _ListOrderField.ValueType  # 1
+    LIST_ORDER_FIELD_NAME: _ListOrderField.ValueType  # 2
+    LIST_ORDER_FIELD_CREATE_TIME: _ListOrderField.ValueType  # 3
+    LIST_ORDER_FIELD_ACTIVE_SUBSCRIBER_COUNT: _ListOrderField.ValueType  # 4
+    LIST_ORDER_FIELD_SEGMENT_COUNT: _ListOrderField.ValueType  # 5
+
+class ListOrderField(_ListOrderField, metaclass=_ListOrderFieldEnumTypeWrapper):
+    """Fields lists can be ordered by."""
+
+LIST_ORDER_FIELD_UNSPECIFIED: ListOrderField.ValueType  # 0
+LIST_ORDER_FIELD_LIST_ID: ListOrderField.ValueType  # 1
+LIST_ORDER_FIELD_NAME: ListOrderField.ValueType  # 2
+LIST_ORDER_FIELD_CREATE_TIME: ListOrderField.ValueType  # 3
+LIST_ORDER_FIELD_ACTIVE_SUBSCRIBER_COUNT: ListOrderField.ValueType  # 4
+LIST_ORDER_FIELD_SEGMENT_COUNT: ListOrderField.ValueType  # 5
+Global___ListOrderField: _TypeAlias = ListOrderField  # noqa: Y015
+
+class _SegmentOrderField:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SegmentOrderFieldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SegmentOrderField.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SEGMENT_ORDER_FIELD_UNSPECIFIED: _SegmentOrderField.ValueType  # 0
+    SEGMENT_ORDER_FIELD_NAME: _SegmentOrderField.ValueType  # 1
+    SEGMENT_ORDER_FIELD_SEGMENT_ID: _SegmentOrderField.ValueType  # 2
+    SEGMENT_ORDER_FIELD_OPERATOR: _SegmentOrderField.ValueType  # 3
+    SEGMENT_ORDER_FIELD_SUBSCRIBER_COUNT: _SegmentOrderField.ValueType  # 4
+
+class SegmentOrderField(_SegmentOrderField, metaclass=_SegmentOrderFieldEnumTypeWrapper):
+    """Fields segments can be ordered by."""
+
+SEGMENT_ORDER_FIELD_UNSPECIFIED: SegmentOrderField.ValueType  # 0
+SEGMENT_ORDER_FIELD_NAME: SegmentOrderField.ValueType  # 1
+SEGMENT_ORDER_FIELD_SEGMENT_ID: SegmentOrderField.ValueType  # 2
+SEGMENT_ORDER_FIELD_OPERATOR: SegmentOrderField.ValueType  # 3
+SEGMENT_ORDER_FIELD_SUBSCRIBER_COUNT: SegmentOrderField.ValueType  # 4
+Global___SegmentOrderField: _TypeAlias = SegmentOrderField  # noqa: Y015
+
+class _ImportStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ImportStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImportStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IMPORT_STATUS_UNSPECIFIED: _ImportStatus.ValueType  # 0
+    IMPORT_STATUS_PENDING: _ImportStatus.ValueType  # 1
+    IMPORT_STATUS_RUNNING: _ImportStatus.ValueType  # 2
+    IMPORT_STATUS_COMPLETED: _ImportStatus.ValueType  # 3
+    IMPORT_STATUS_FAILED: _ImportStatus.ValueType  # 4
+
+class ImportStatus(_ImportStatus, metaclass=_ImportStatusEnumTypeWrapper):
+    """Where an import stands."""
+
+IMPORT_STATUS_UNSPECIFIED: ImportStatus.ValueType  # 0
+IMPORT_STATUS_PENDING: ImportStatus.ValueType  # 1
+IMPORT_STATUS_RUNNING: ImportStatus.ValueType  # 2
+IMPORT_STATUS_COMPLETED: ImportStatus.ValueType  # 3
+IMPORT_STATUS_FAILED: ImportStatus.ValueType  # 4
+Global___ImportStatus: _TypeAlias = ImportStatus  # noqa: Y015
+
+@_typing.final
+class List(_message.Message):
+    """A mailing list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    OPT_IN_MODE_FIELD_NUMBER: _builtins.int
+    SENDER_NAME_FIELD_NUMBER: _builtins.int
+    SENDER_EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    SENDER_COMPANY_FIELD_NUMBER: _builtins.int
+    SENDER_ADDRESS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_COUNT_FIELD_NUMBER: _builtins.int
+    ACTIVE_SUBSCRIBER_COUNT_FIELD_NUMBER: _builtins.int
+    SEGMENT_COUNT_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    owner_user_id: _builtins.int
+    name: _builtins.str
+    description: _builtins.str
+    opt_in_mode: Global___OptInMode.ValueType
+    sender_name: _builtins.str
+    sender_email_address: _builtins.str
+    sender_company: _builtins.str
+    sender_address: _builtins.str
+    subscriber_count: _builtins.int
+    """Subscribers in any status."""
+    active_subscriber_count: _builtins.int
+    """Subscribers with status SUBSCRIBED."""
+    segment_count: _builtins.int
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        owner_user_id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        opt_in_mode: Global___OptInMode.ValueType = ...,
+        sender_name: _builtins.str = ...,
+        sender_email_address: _builtins.str = ...,
+        sender_company: _builtins.str = ...,
+        sender_address: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        subscriber_count: _builtins.int = ...,
+        active_subscriber_count: _builtins.int = ...,
+        segment_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_subscriber_count", b"active_subscriber_count", "create_time", b"create_time", "description", b"description", "list_id", b"list_id", "name", b"name", "opt_in_mode", b"opt_in_mode", "owner_user_id", b"owner_user_id", "segment_count", b"segment_count", "sender_address", b"sender_address", "sender_company", b"sender_company", "sender_email_address", b"sender_email_address", "sender_name", b"sender_name", "subscriber_count", b"subscriber_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___List: _TypeAlias = List  # noqa: Y015
+
+@_typing.final
+class CreateListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    OPT_IN_MODE_FIELD_NUMBER: _builtins.int
+    SENDER_NAME_FIELD_NUMBER: _builtins.int
+    SENDER_EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    SENDER_COMPANY_FIELD_NUMBER: _builtins.int
+    SENDER_ADDRESS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    description: _builtins.str
+    opt_in_mode: Global___OptInMode.ValueType
+    sender_name: _builtins.str
+    sender_email_address: _builtins.str
+    sender_company: _builtins.str
+    sender_address: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        opt_in_mode: Global___OptInMode.ValueType = ...,
+        sender_name: _builtins.str = ...,
+        sender_email_address: _builtins.str = ...,
+        sender_company: _builtins.str = ...,
+        sender_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "opt_in_mode", b"opt_in_mode", "sender_address", b"sender_address", "sender_company", b"sender_company", "sender_email_address", b"sender_email_address", "sender_name", b"sender_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateListRequest: _TypeAlias = CreateListRequest  # noqa: Y015
+
+@_typing.final
+class GetListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_id", b"list_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetListRequest: _TypeAlias = GetListRequest  # noqa: Y015
+
+@_typing.final
+class ListListsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    SKIP_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    DESCENDING_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """0 returns all."""
+    skip: _builtins.int
+    order_by: Global___ListOrderField.ValueType
+    descending: _builtins.bool
+    search: _builtins.str
+    """Case-insensitive substring of the name or description."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        skip: _builtins.int = ...,
+        order_by: Global___ListOrderField.ValueType = ...,
+        descending: _builtins.bool = ...,
+        search: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descending", b"descending", "order_by", b"order_by", "page_size", b"page_size", "search", b"search", "skip", b"skip"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListListsRequest: _TypeAlias = ListListsRequest  # noqa: Y015
+
+@_typing.final
+class ListListsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LISTS_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    total_size: _builtins.int
+    @_builtins.property
+    def lists(self) -> _containers.RepeatedCompositeFieldContainer[Global___List]: ...
+    def __init__(
+        self,
+        *,
+        lists: _abc.Iterable[Global___List] | None = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lists", b"lists", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListListsResponse: _TypeAlias = ListListsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteListsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def list_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        list_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_ids", b"list_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteListsRequest: _TypeAlias = DeleteListsRequest  # noqa: Y015
+
+@_typing.final
+class Subscriber(_message.Message):
+    """A subscriber of one list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CustomFieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    FIRST_NAME_FIELD_NUMBER: _builtins.int
+    LAST_NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    BOUNCE_TYPE_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_IP_FIELD_NUMBER: _builtins.int
+    UNSUBSCRIPTION_TIME_FIELD_NUMBER: _builtins.int
+    UNSUBSCRIPTION_IP_FIELD_NUMBER: _builtins.int
+    OPT_IN_TIME_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SOURCE_REF_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    subscriber_id: _builtins.int
+    list_id: _builtins.int
+    email_address: _builtins.str
+    """Normalised (email-validator): the domain lower-cased."""
+    first_name: _builtins.str
+    last_name: _builtins.str
+    status: Global___SubscriberStatus.ValueType
+    bounce_type: Global___BounceType.ValueType
+    subscription_ip: _builtins.str
+    unsubscription_ip: _builtins.str
+    source: _builtins.str
+    """CSVImport, API, Webhook, Manual, Other or Unknown."""
+    source_ref: _builtins.str
+    suppressed: _builtins.bool
+    """On the owner's suppression list."""
+    @_builtins.property
+    def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Custom field values by custom field id or alias."""
+
+    @_builtins.property
+    def subscription_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def unsubscription_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def opt_in_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        subscriber_id: _builtins.int = ...,
+        list_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+        first_name: _builtins.str = ...,
+        last_name: _builtins.str = ...,
+        status: Global___SubscriberStatus.ValueType = ...,
+        bounce_type: Global___BounceType.ValueType = ...,
+        custom_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        subscription_time: _timestamp_pb2.Timestamp | None = ...,
+        subscription_ip: _builtins.str = ...,
+        unsubscription_time: _timestamp_pb2.Timestamp | None = ...,
+        unsubscription_ip: _builtins.str = ...,
+        opt_in_time: _timestamp_pb2.Timestamp | None = ...,
+        source: _builtins.str = ...,
+        source_ref: _builtins.str = ...,
+        suppressed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opt_in_time", b"opt_in_time", "subscription_time", b"subscription_time", "unsubscription_time", b"unsubscription_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounce_type", b"bounce_type", "custom_fields", b"custom_fields", "email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "opt_in_time", b"opt_in_time", "source", b"source", "source_ref", b"source_ref", "status", b"status", "subscriber_id", b"subscriber_id", "subscription_ip", b"subscription_ip", "subscription_time", b"subscription_time", "suppressed", b"suppressed", "unsubscription_ip", b"unsubscription_ip", "unsubscription_time", b"unsubscription_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Subscriber: _TypeAlias = Subscriber  # noqa: Y015
+
+@_typing.final
+class CreateSubscriberRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIBER_FIELD_NUMBER: _builtins.int
+    UPDATE_IF_DUPLICATE_FIELD_NUMBER: _builtins.int
+    UPDATE_IF_UNSUBSCRIBED_FIELD_NUMBER: _builtins.int
+    update_if_duplicate: _builtins.bool
+    """Update the existing subscriber with that address instead of failing with ALREADY_EXISTS."""
+    update_if_unsubscribed: _builtins.bool
+    """Re-subscribe an unsubscribed address instead of failing."""
+    @_builtins.property
+    def subscriber(self) -> Global___Subscriber: ...
+    def __init__(
+        self,
+        *,
+        subscriber: Global___Subscriber | None = ...,
+        update_if_duplicate: _builtins.bool = ...,
+        update_if_unsubscribed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subscriber", b"subscriber"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subscriber", b"subscriber", "update_if_duplicate", b"update_if_duplicate", "update_if_unsubscribed", b"update_if_unsubscribed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSubscriberRequest: _TypeAlias = CreateSubscriberRequest  # noqa: Y015
+
+@_typing.final
+class GetSubscriberRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    subscriber_id: _builtins.int
+    """One of the two."""
+    email_address: _builtins.str
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        subscriber_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "list_id", b"list_id", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSubscriberRequest: _TypeAlias = GetSubscriberRequest  # noqa: Y015
+
+@_typing.final
+class ListSubscribersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_ONLY_FIELD_NUMBER: _builtins.int
+    BOUNCE_TYPE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    SKIP_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    DESCENDING_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_FIELD_NUMBER: _builtins.int
+    SEARCH_KEYWORD_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    status: Global___SubscriberStatus.ValueType
+    """Only this status; UNSPECIFIED means every status."""
+    segment_id: _builtins.int
+    """Only members of this segment; 0 means no segment filter."""
+    suppressed_only: _builtins.bool
+    """Only suppressed addresses."""
+    bounce_type: Global___BounceType.ValueType
+    """Only this bounce type; UNSPECIFIED means any."""
+    page_size: _builtins.int
+    """0 returns all."""
+    skip: _builtins.int
+    order_by: _builtins.str
+    """email_address (default), subscriber_id, subscription_time, first_name, last_name."""
+    descending: _builtins.bool
+    search_field: _builtins.str
+    """Field searched with search_keyword: email_address, subscriber_id, subscription_time,
+    subscription_ip, opt_in_time, or a custom field id.
+    """
+    search_keyword: _builtins.str
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        status: Global___SubscriberStatus.ValueType = ...,
+        segment_id: _builtins.int = ...,
+        suppressed_only: _builtins.bool = ...,
+        bounce_type: Global___BounceType.ValueType = ...,
+        page_size: _builtins.int = ...,
+        skip: _builtins.int = ...,
+        order_by: _builtins.str = ...,
+        descending: _builtins.bool = ...,
+        search_field: _builtins.str = ...,
+        search_keyword: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounce_type", b"bounce_type", "descending", b"descending", "list_id", b"list_id", "order_by", b"order_by", "page_size", b"page_size", "search_field", b"search_field", "search_keyword", b"search_keyword", "segment_id", b"segment_id", "skip", b"skip", "status", b"status", "suppressed_only", b"suppressed_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSubscribersRequest: _TypeAlias = ListSubscribersRequest  # noqa: Y015
+
+@_typing.final
+class ListSubscribersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIBERS_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    total_size: _builtins.int
+    @_builtins.property
+    def subscribers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Subscriber]: ...
+    def __init__(
+        self,
+        *,
+        subscribers: _abc.Iterable[Global___Subscriber] | None = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subscribers", b"subscribers", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSubscribersResponse: _TypeAlias = ListSubscribersResponse  # noqa: Y015
+
+@_typing.final
+class UnsubscribeSubscribersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    RULES_OPERATOR_FIELD_NUMBER: _builtins.int
+    IP_ADDRESS_FIELD_NUMBER: _builtins.int
+    ADD_TO_SUPPRESSION_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    subscriber_id: _builtins.int
+    """Selectors: one of subscriber_id, email_address, or rules."""
+    email_address: _builtins.str
+    rules_operator: _builtins.str
+    ip_address: _builtins.str
+    add_to_suppression: _builtins.bool
+    """Also add the addresses to the owner's suppression list."""
+    preview: _builtins.bool
+    """Count, change nothing."""
+    @_builtins.property
+    def rules(self) -> _struct_pb2.ListValue:
+        """Segment-style rules (see Segment.rules) with rules_operator "and" / "or"."""
+
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        subscriber_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+        rules: _struct_pb2.ListValue | None = ...,
+        rules_operator: _builtins.str = ...,
+        ip_address: _builtins.str = ...,
+        add_to_suppression: _builtins.bool = ...,
+        preview: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_to_suppression", b"add_to_suppression", "email_address", b"email_address", "ip_address", b"ip_address", "list_id", b"list_id", "preview", b"preview", "rules", b"rules", "rules_operator", b"rules_operator", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnsubscribeSubscribersRequest: _TypeAlias = UnsubscribeSubscribersRequest  # noqa: Y015
+
+@_typing.final
+class UnsubscribeSubscribersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNSUBSCRIBED_COUNT_FIELD_NUMBER: _builtins.int
+    unsubscribed_count: _builtins.int
+    def __init__(
+        self,
+        *,
+        unsubscribed_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["unsubscribed_count", b"unsubscribed_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnsubscribeSubscribersResponse: _TypeAlias = UnsubscribeSubscribersResponse  # noqa: Y015
+
+@_typing.final
+class DeleteSubscribersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_IDS_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    RULES_OPERATOR_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    rules_operator: _builtins.str
+    suppressed: _builtins.bool
+    """Delete these addresses' suppression entries instead of subscribers (subscriber_ids name
+    suppression entries then).
+    """
+    @_builtins.property
+    def subscriber_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def rules(self) -> _struct_pb2.ListValue: ...
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        subscriber_ids: _abc.Iterable[_builtins.int] | None = ...,
+        rules: _struct_pb2.ListValue | None = ...,
+        rules_operator: _builtins.str = ...,
+        suppressed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_id", b"list_id", "rules", b"rules", "rules_operator", b"rules_operator", "subscriber_ids", b"subscriber_ids", "suppressed", b"suppressed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSubscribersRequest: _TypeAlias = DeleteSubscribersRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSubscribersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_COUNT_FIELD_NUMBER: _builtins.int
+    deleted_count: _builtins.int
+    def __init__(
+        self,
+        *,
+        deleted_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_count", b"deleted_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSubscribersResponse: _TypeAlias = DeleteSubscribersResponse  # noqa: Y015
+
+@_typing.final
+class Segment(_message.Message):
+    """A rule-based subset of a list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    RANDOMNESS_FIELD_NUMBER: _builtins.int
+    RANDOMNESS_AUDIENCE_SIZE_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_COUNT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.int
+    list_id: _builtins.int
+    name: _builtins.str
+    operator: _builtins.str
+    """"and" or "or": the connector between groups; it alternates at each deeper level."""
+    randomness: _builtins.bool
+    randomness_audience_size: _builtins.int
+    subscriber_count: _builtins.int
+    """Members now (computed when asked with include_totals)."""
+    @_builtins.property
+    def rules(self) -> _struct_pb2.ListValue:
+        """Array of groups; each group an array of rules {type, operator, value[, field_id]} or sub-groups."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.int = ...,
+        list_id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        operator: _builtins.str = ...,
+        rules: _struct_pb2.ListValue | None = ...,
+        randomness: _builtins.bool = ...,
+        randomness_audience_size: _builtins.int = ...,
+        subscriber_count: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "rules", b"rules"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "list_id", b"list_id", "name", b"name", "operator", b"operator", "randomness", b"randomness", "randomness_audience_size", b"randomness_audience_size", "rules", b"rules", "segment_id", b"segment_id", "subscriber_count", b"subscriber_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Segment: _TypeAlias = Segment  # noqa: Y015
+
+@_typing.final
+class CreateSegmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segment(self) -> Global___Segment: ...
+    def __init__(
+        self,
+        *,
+        segment: Global___Segment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSegmentRequest: _TypeAlias = CreateSegmentRequest  # noqa: Y015
+
+@_typing.final
+class ListSegmentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_TOTALS_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    DESCENDING_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    segment_id: _builtins.int
+    """Only this segment; 0 means all of the list's segments."""
+    include_totals: _builtins.bool
+    order_by: Global___SegmentOrderField.ValueType
+    descending: _builtins.bool
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        segment_id: _builtins.int = ...,
+        include_totals: _builtins.bool = ...,
+        order_by: Global___SegmentOrderField.ValueType = ...,
+        descending: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descending", b"descending", "include_totals", b"include_totals", "list_id", b"list_id", "order_by", b"order_by", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSegmentsRequest: _TypeAlias = ListSegmentsRequest  # noqa: Y015
+
+@_typing.final
+class ListSegmentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Segment]: ...
+    def __init__(
+        self,
+        *,
+        segments: _abc.Iterable[Global___Segment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segments", b"segments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSegmentsResponse: _TypeAlias = ListSegmentsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteSegmentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        segment_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment_ids", b"segment_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSegmentsRequest: _TypeAlias = DeleteSegmentsRequest  # noqa: Y015
+
+@_typing.final
+class AddSuppressionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_ADDRESSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def email_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        email_addresses: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_addresses", b"email_addresses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddSuppressionsRequest: _TypeAlias = AddSuppressionsRequest  # noqa: Y015
+
+@_typing.final
+class AddSuppressionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDED_COUNT_FIELD_NUMBER: _builtins.int
+    added_count: _builtins.int
+    def __init__(
+        self,
+        *,
+        added_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_count", b"added_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddSuppressionsResponse: _TypeAlias = AddSuppressionsResponse  # noqa: Y015
+
+@_typing.final
+class CsvFormat(_message.Message):
+    """How CSV rows are read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MappedFieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    FIELD_TERMINATOR_FIELD_NUMBER: _builtins.int
+    FIELD_ENCLOSER_FIELD_NUMBER: _builtins.int
+    ESCAPED_BY_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    MAPPED_FIELDS_FIELD_NUMBER: _builtins.int
+    field_terminator: _builtins.str
+    """Field separator, one character (default ",")."""
+    field_encloser: _builtins.str
+    """Quote character, one character or empty (default "\\"")."""
+    escaped_by: _builtins.str
+    """Escape character inside quoted fields (default: the quote doubled)."""
+    header: _builtins.bool
+    """Whether the first row names the columns."""
+    @_builtins.property
+    def mapped_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Column (FIELD1, FIELD2... or a header name) → EmailAddress, FirstName, LastName or a custom field id."""
+
+    def __init__(
+        self,
+        *,
+        field_terminator: _builtins.str = ...,
+        field_encloser: _builtins.str = ...,
+        escaped_by: _builtins.str = ...,
+        header: _builtins.bool = ...,
+        mapped_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["escaped_by", b"escaped_by", "field_encloser", b"field_encloser", "field_terminator", b"field_terminator", "header", b"header", "mapped_fields", b"mapped_fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CsvFormat: _TypeAlias = CsvFormat  # noqa: Y015
+
+@_typing.final
+class RejectedRow(_message.Message):
+    """One rejected row and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROW_NUMBER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
+    row_number: _builtins.int
+    reason: _builtins.str
+    raw: _builtins.str
+    def __init__(
+        self,
+        *,
+        row_number: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        raw: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["raw", b"raw", "reason", b"reason", "row_number", b"row_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectedRow: _TypeAlias = RejectedRow  # noqa: Y015
+
+@_typing.final
+class Import(_message.Message):
+    """A background import of CSV data into a list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPORT_ID_FIELD_NUMBER: _builtins.int
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_FIELD_NUMBER: _builtins.int
+    TOTAL_ROWS_FIELD_NUMBER: _builtins.int
+    IMPORTED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    REJECTED_ROWS_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
+    import_id: _builtins.int
+    list_id: _builtins.int
+    status: Global___ImportStatus.ValueType
+    total_rows: _builtins.int
+    """Rows read so far (progress)."""
+    imported: _builtins.int
+    updated: _builtins.int
+    duplicates: _builtins.int
+    rejected: _builtins.int
+    failure: _builtins.str
+    """Why the whole import failed, when it did."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def finish_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def rejected_rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedRow]:
+        """The first 1,000 rejected rows with their reasons."""
+
+    def __init__(
+        self,
+        *,
+        import_id: _builtins.int = ...,
+        list_id: _builtins.int = ...,
+        status: Global___ImportStatus.ValueType = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        finish_time: _timestamp_pb2.Timestamp | None = ...,
+        total_rows: _builtins.int = ...,
+        imported: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+        rejected_rows: _abc.Iterable[Global___RejectedRow] | None = ...,
+        failure: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "duplicates", b"duplicates", "failure", b"failure", "finish_time", b"finish_time", "import_id", b"import_id", "imported", b"imported", "list_id", b"list_id", "rejected", b"rejected", "rejected_rows", b"rejected_rows", "status", b"status", "total_rows", b"total_rows", "updated", b"updated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Import: _TypeAlias = Import  # noqa: Y015
+
+@_typing.final
+class CreateImportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    SOURCE_URL_FIELD_NUMBER: _builtins.int
+    UPDATE_DUPLICATES_FIELD_NUMBER: _builtins.int
+    ADD_TO_SUPPRESSION_FIELD_NUMBER: _builtins.int
+    TRIGGER_ACTIONS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    data: _builtins.str
+    """The CSV text; or source_url to fetch it from."""
+    source_url: _builtins.str
+    update_duplicates: _builtins.bool
+    add_to_suppression: _builtins.bool
+    trigger_actions: _builtins.bool
+    @_builtins.property
+    def format(self) -> Global___CsvFormat: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        format: Global___CsvFormat | None = ...,
+        data: _builtins.str = ...,
+        source_url: _builtins.str = ...,
+        update_duplicates: _builtins.bool = ...,
+        add_to_suppression: _builtins.bool = ...,
+        trigger_actions: _builtins.bool = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["format", b"format"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_to_suppression", b"add_to_suppression", "data", b"data", "format", b"format", "list_id", b"list_id", "source_url", b"source_url", "tags", b"tags", "trigger_actions", b"trigger_actions", "update_duplicates", b"update_duplicates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateImportRequest: _TypeAlias = CreateImportRequest  # noqa: Y015
+
+@_typing.final
+class StreamImportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    UPDATE_DUPLICATES_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    """The first message names the list and the format; every message may carry a chunk of bytes."""
+    chunk: _builtins.bytes
+    update_duplicates: _builtins.bool
+    @_builtins.property
+    def format(self) -> Global___CsvFormat: ...
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        format: Global___CsvFormat | None = ...,
+        chunk: _builtins.bytes = ...,
+        update_duplicates: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["format", b"format"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "format", b"format", "list_id", b"list_id", "update_duplicates", b"update_duplicates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamImportRequest: _TypeAlias = StreamImportRequest  # noqa: Y015
+
+@_typing.final
+class GetImportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    IMPORT_ID_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    import_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        import_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_id", b"import_id", "list_id", b"list_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetImportRequest: _TypeAlias = GetImportRequest  # noqa: Y015
+
 @_typing.final
 class ListSegment(_message.Message):
-    """A list, optionally narrowed to one of its segments (segment_id 0 = the whole list)."""
+    """A list, or one of its segments (segment_id 0 = the whole list)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -43,24 +1141,60 @@ class ListSegment(_message.Message):
 Global___ListSegment: _TypeAlias = ListSegment  # noqa: Y015
 
 @_typing.final
-class CountRecipientsRequest(_message.Message):
+class TargetingSpec(_message.Message):
+    """Who receives a campaign: included sources minus excluded ones, narrowed by a rules bundle."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INCLUDED_FIELD_NUMBER: _builtins.int
     EXCLUDED_FIELD_NUMBER: _builtins.int
+    RULES_BUNDLE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]: ...
     @_builtins.property
     def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]: ...
+    @_builtins.property
+    def rules_bundle(self) -> _struct_pb2.Struct:
+        """{"operator": "and"|"or", "criteria": [{"list_id": N, "operator": "and"|"or", "rules": [[...]]}]}"""
+
     def __init__(
         self,
         *,
         included: _abc.Iterable[Global___ListSegment] | None = ...,
         excluded: _abc.Iterable[Global___ListSegment] | None = ...,
+        rules_bundle: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules_bundle", b"rules_bundle"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["excluded", b"excluded", "included", b"included"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["excluded", b"excluded", "included", b"included", "rules_bundle", b"rules_bundle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TargetingSpec: _TypeAlias = TargetingSpec  # noqa: Y015
+
+@_typing.final
+class CountRecipientsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDED_FIELD_NUMBER: _builtins.int
+    EXCLUDED_FIELD_NUMBER: _builtins.int
+    RULES_BUNDLE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]: ...
+    @_builtins.property
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]: ...
+    @_builtins.property
+    def rules_bundle(self) -> _struct_pb2.Struct: ...
+    def __init__(
+        self,
+        *,
+        included: _abc.Iterable[Global___ListSegment] | None = ...,
+        excluded: _abc.Iterable[Global___ListSegment] | None = ...,
+        rules_bundle: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules_bundle", b"rules_bundle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["excluded", b"excluded", "included", b"included", "rules_bundle", b"rules_bundle"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -84,3 +1218,112 @@ class CountRecipientsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CountRecipientsResponse: _TypeAlias = CountRecipientsResponse  # noqa: Y015
+
+@_typing.final
+class StreamRecipientsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGETING_FIELD_NUMBER: _builtins.int
+    CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    AFTER_SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    chunk_size: _builtins.int
+    """Recipients per message (default 5,000, at most 50,000)."""
+    after_subscriber_id: _builtins.int
+    """Only recipients with a subscriber id above this (resume a stream)."""
+    limit: _builtins.int
+    """At most this many in all; 0 means no limit."""
+    @_builtins.property
+    def targeting(self) -> Global___TargetingSpec: ...
+    def __init__(
+        self,
+        *,
+        targeting: Global___TargetingSpec | None = ...,
+        chunk_size: _builtins.int = ...,
+        after_subscriber_id: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["targeting", b"targeting"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_subscriber_id", b"after_subscriber_id", "chunk_size", b"chunk_size", "limit", b"limit", "targeting", b"targeting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamRecipientsRequest: _TypeAlias = StreamRecipientsRequest  # noqa: Y015
+
+@_typing.final
+class Recipient(_message.Message):
+    """One recipient of a campaign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CustomFieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    FIRST_NAME_FIELD_NUMBER: _builtins.int
+    LAST_NAME_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
+    subscriber_id: _builtins.int
+    list_id: _builtins.int
+    email_address: _builtins.str
+    first_name: _builtins.str
+    last_name: _builtins.str
+    @_builtins.property
+    def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        subscriber_id: _builtins.int = ...,
+        list_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+        first_name: _builtins.str = ...,
+        last_name: _builtins.str = ...,
+        custom_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_fields", b"custom_fields", "email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Recipient: _TypeAlias = Recipient  # noqa: Y015
+
+@_typing.final
+class StreamRecipientsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recipient]: ...
+    def __init__(
+        self,
+        *,
+        recipients: _abc.Iterable[Global___Recipient] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recipients", b"recipients"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamRecipientsResponse: _TypeAlias = StreamRecipientsResponse  # noqa: Y015

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from herald.audience.v1 import audience_pb2 as herald_dot_audience_dot_v1_dot_audience__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -26,8 +27,9 @@ if _version_not_supported:
 
 
 class AudienceServiceStub:
-    """Draft: AudienceService will own lists, segments, subscribers and suppression (issue 4).
-    Until then the server runs (health, reflection) and every method answers UNIMPLEMENTED.
+    """AudienceService owns lists, segments, subscribers and the suppression list. Every call is
+    scoped to the user in the principal token: another user's list or segment answers NOT_FOUND.
+    Nothing outside this service reads its tables: campaigns and delivery ask here.
     """
 
     def __init__(self, channel):
@@ -36,20 +38,227 @@ class AudienceServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateList = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/CreateList',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.CreateListRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.List.FromString,
+                _registered_method=True)
+        self.GetList = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/GetList',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.GetListRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.List.FromString,
+                _registered_method=True)
+        self.ListLists = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/ListLists',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListListsRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListListsResponse.FromString,
+                _registered_method=True)
+        self.DeleteLists = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/DeleteLists',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.DeleteListsRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateSubscriber = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/CreateSubscriber',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.CreateSubscriberRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.FromString,
+                _registered_method=True)
+        self.GetSubscriber = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/GetSubscriber',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.GetSubscriberRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.FromString,
+                _registered_method=True)
+        self.ListSubscribers = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/ListSubscribers',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListSubscribersRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListSubscribersResponse.FromString,
+                _registered_method=True)
+        self.UnsubscribeSubscribers = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/UnsubscribeSubscribers',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.UnsubscribeSubscribersRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.UnsubscribeSubscribersResponse.FromString,
+                _registered_method=True)
+        self.DeleteSubscribers = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/DeleteSubscribers',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.DeleteSubscribersRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.DeleteSubscribersResponse.FromString,
+                _registered_method=True)
+        self.CreateSegment = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/CreateSegment',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.CreateSegmentRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.Segment.FromString,
+                _registered_method=True)
+        self.ListSegments = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/ListSegments',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListSegmentsRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListSegmentsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSegments = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/DeleteSegments',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.DeleteSegmentsRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.AddSuppressions = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/AddSuppressions',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.AddSuppressionsRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.AddSuppressionsResponse.FromString,
+                _registered_method=True)
+        self.CreateImport = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/CreateImport',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.CreateImportRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.Import.FromString,
+                _registered_method=True)
+        self.StreamImport = channel.stream_unary(
+                '/herald.audience.v1.AudienceService/StreamImport',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.StreamImportRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.Import.FromString,
+                _registered_method=True)
+        self.GetImport = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/GetImport',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.GetImportRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.Import.FromString,
+                _registered_method=True)
         self.CountRecipients = channel.unary_unary(
                 '/herald.audience.v1.AudienceService/CountRecipients',
                 request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.CountRecipientsRequest.SerializeToString,
                 response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.CountRecipientsResponse.FromString,
                 _registered_method=True)
+        self.StreamRecipients = channel.unary_stream(
+                '/herald.audience.v1.AudienceService/StreamRecipients',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.StreamRecipientsRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.StreamRecipientsResponse.FromString,
+                _registered_method=True)
 
 
 class AudienceServiceServicer:
-    """Draft: AudienceService will own lists, segments, subscribers and suppression (issue 4).
-    Until then the server runs (health, reflection) and every method answers UNIMPLEMENTED.
+    """AudienceService owns lists, segments, subscribers and the suppression list. Every call is
+    scoped to the user in the principal token: another user's list or segment answers NOT_FOUND.
+    Nothing outside this service reads its tables: campaigns and delivery ask here.
     """
 
+    def CreateList(self, request, context):
+        """Creates a list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetList(self, request, context):
+        """Gets one list (with subscriber counts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLists(self, request, context):
+        """Lists the caller's lists with filters, ordering and pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteLists(self, request, context):
+        """Deletes lists with their subscribers and segments; unknown ids are ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSubscriber(self, request, context):
+        """Adds a subscriber to a list (or updates it, with update_if_duplicate).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSubscriber(self, request, context):
+        """Gets a subscriber of a list by id or email address.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubscribers(self, request, context):
+        """Lists a list's subscribers, optionally only one status or one segment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnsubscribeSubscribers(self, request, context):
+        """Unsubscribes subscribers of a list (by id, address or rules).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSubscribers(self, request, context):
+        """Deletes subscribers of a list (by ids or rules), or entries of the suppression list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSegment(self, request, context):
+        """Creates a rule-based segment of a list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSegments(self, request, context):
+        """Lists the segments of a list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSegments(self, request, context):
+        """Deletes segments; unknown ids are ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddSuppressions(self, request, context):
+        """Adds addresses to the caller's suppression list (never sent to).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateImport(self, request, context):
+        """Starts a background import of CSV data into a list; returns at once with the job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamImport(self, request_iterator, context):
+        """Streams a CSV file of any size into a list (the `herald subscribers import` CLI); the
+        answer is the finished import's report.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImport(self, request, context):
+        """Gets an import job: progress while it runs, the report once it is done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CountRecipients(self, request, context):
-        """Counts the recipients a targeting spec selects.
+        """Counts the recipients a targeting spec selects (included minus excluded, Subscribed only,
+        minus suppressed, each address once).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamRecipients(self, request, context):
+        """Streams those recipients in chunks, ordered by subscriber id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -58,10 +267,95 @@ class AudienceServiceServicer:
 
 def add_AudienceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateList': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateList,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.CreateListRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.List.SerializeToString,
+            ),
+            'GetList': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetList,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.GetListRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.List.SerializeToString,
+            ),
+            'ListLists': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLists,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListListsRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListListsResponse.SerializeToString,
+            ),
+            'DeleteLists': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLists,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.DeleteListsRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateSubscriber': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSubscriber,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.CreateSubscriberRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.SerializeToString,
+            ),
+            'GetSubscriber': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSubscriber,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.GetSubscriberRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.SerializeToString,
+            ),
+            'ListSubscribers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubscribers,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListSubscribersRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListSubscribersResponse.SerializeToString,
+            ),
+            'UnsubscribeSubscribers': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnsubscribeSubscribers,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.UnsubscribeSubscribersRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.UnsubscribeSubscribersResponse.SerializeToString,
+            ),
+            'DeleteSubscribers': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSubscribers,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.DeleteSubscribersRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.DeleteSubscribersResponse.SerializeToString,
+            ),
+            'CreateSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSegment,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.CreateSegmentRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.Segment.SerializeToString,
+            ),
+            'ListSegments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSegments,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListSegmentsRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListSegmentsResponse.SerializeToString,
+            ),
+            'DeleteSegments': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSegments,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.DeleteSegmentsRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'AddSuppressions': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddSuppressions,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.AddSuppressionsRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.AddSuppressionsResponse.SerializeToString,
+            ),
+            'CreateImport': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateImport,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.CreateImportRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.Import.SerializeToString,
+            ),
+            'StreamImport': grpc.stream_unary_rpc_method_handler(
+                    servicer.StreamImport,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.StreamImportRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.Import.SerializeToString,
+            ),
+            'GetImport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImport,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.GetImportRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.Import.SerializeToString,
+            ),
             'CountRecipients': grpc.unary_unary_rpc_method_handler(
                     servicer.CountRecipients,
                     request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.CountRecipientsRequest.FromString,
                     response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.CountRecipientsResponse.SerializeToString,
+            ),
+            'StreamRecipients': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamRecipients,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.StreamRecipientsRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.StreamRecipientsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -72,9 +366,442 @@ def add_AudienceServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AudienceService:
-    """Draft: AudienceService will own lists, segments, subscribers and suppression (issue 4).
-    Until then the server runs (health, reflection) and every method answers UNIMPLEMENTED.
+    """AudienceService owns lists, segments, subscribers and the suppression list. Every call is
+    scoped to the user in the principal token: another user's list or segment answers NOT_FOUND.
+    Nothing outside this service reads its tables: campaigns and delivery ask here.
     """
+
+    @staticmethod
+    def CreateList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/CreateList',
+            herald_dot_audience_dot_v1_dot_audience__pb2.CreateListRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.List.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/GetList',
+            herald_dot_audience_dot_v1_dot_audience__pb2.GetListRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.List.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/ListLists',
+            herald_dot_audience_dot_v1_dot_audience__pb2.ListListsRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.ListListsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteLists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/DeleteLists',
+            herald_dot_audience_dot_v1_dot_audience__pb2.DeleteListsRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSubscriber(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/CreateSubscriber',
+            herald_dot_audience_dot_v1_dot_audience__pb2.CreateSubscriberRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSubscriber(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/GetSubscriber',
+            herald_dot_audience_dot_v1_dot_audience__pb2.GetSubscriberRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubscribers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/ListSubscribers',
+            herald_dot_audience_dot_v1_dot_audience__pb2.ListSubscribersRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.ListSubscribersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnsubscribeSubscribers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/UnsubscribeSubscribers',
+            herald_dot_audience_dot_v1_dot_audience__pb2.UnsubscribeSubscribersRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.UnsubscribeSubscribersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSubscribers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/DeleteSubscribers',
+            herald_dot_audience_dot_v1_dot_audience__pb2.DeleteSubscribersRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.DeleteSubscribersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/CreateSegment',
+            herald_dot_audience_dot_v1_dot_audience__pb2.CreateSegmentRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.Segment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSegments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/ListSegments',
+            herald_dot_audience_dot_v1_dot_audience__pb2.ListSegmentsRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.ListSegmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSegments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/DeleteSegments',
+            herald_dot_audience_dot_v1_dot_audience__pb2.DeleteSegmentsRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddSuppressions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/AddSuppressions',
+            herald_dot_audience_dot_v1_dot_audience__pb2.AddSuppressionsRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.AddSuppressionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateImport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/CreateImport',
+            herald_dot_audience_dot_v1_dot_audience__pb2.CreateImportRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.Import.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamImport(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/herald.audience.v1.AudienceService/StreamImport',
+            herald_dot_audience_dot_v1_dot_audience__pb2.StreamImportRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.Import.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/GetImport',
+            herald_dot_audience_dot_v1_dot_audience__pb2.GetImportRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.Import.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def CountRecipients(request,
@@ -93,6 +820,33 @@ class AudienceService:
             '/herald.audience.v1.AudienceService/CountRecipients',
             herald_dot_audience_dot_v1_dot_audience__pb2.CountRecipientsRequest.SerializeToString,
             herald_dot_audience_dot_v1_dot_audience__pb2.CountRecipientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamRecipients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/StreamRecipients',
+            herald_dot_audience_dot_v1_dot_audience__pb2.StreamRecipientsRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.StreamRecipientsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from herald.audience.v1 import audience_pb2 as _audience_pb2
 import abc as _abc_1
@@ -27,31 +28,240 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AudienceServiceStub:
-    """Draft: AudienceService will own lists, segments, subscribers and suppression (issue 4).
-    Until then the server runs (health, reflection) and every method answers UNIMPLEMENTED.
+    """AudienceService owns lists, segments, subscribers and the suppression list. Every call is
+    scoped to the user in the principal token: another user's list or segment answers NOT_FOUND.
+    Nothing outside this service reads its tables: campaigns and delivery ask here.
     """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AudienceServiceAsyncStub: ...
+    CreateList: _grpc.UnaryUnaryMultiCallable[_audience_pb2.CreateListRequest, _audience_pb2.List]
+    """Creates a list."""
+    GetList: _grpc.UnaryUnaryMultiCallable[_audience_pb2.GetListRequest, _audience_pb2.List]
+    """Gets one list (with subscriber counts)."""
+    ListLists: _grpc.UnaryUnaryMultiCallable[_audience_pb2.ListListsRequest, _audience_pb2.ListListsResponse]
+    """Lists the caller's lists with filters, ordering and pagination."""
+    DeleteLists: _grpc.UnaryUnaryMultiCallable[_audience_pb2.DeleteListsRequest, _empty_pb2.Empty]
+    """Deletes lists with their subscribers and segments; unknown ids are ignored."""
+    CreateSubscriber: _grpc.UnaryUnaryMultiCallable[_audience_pb2.CreateSubscriberRequest, _audience_pb2.Subscriber]
+    """Adds a subscriber to a list (or updates it, with update_if_duplicate)."""
+    GetSubscriber: _grpc.UnaryUnaryMultiCallable[_audience_pb2.GetSubscriberRequest, _audience_pb2.Subscriber]
+    """Gets a subscriber of a list by id or email address."""
+    ListSubscribers: _grpc.UnaryUnaryMultiCallable[_audience_pb2.ListSubscribersRequest, _audience_pb2.ListSubscribersResponse]
+    """Lists a list's subscribers, optionally only one status or one segment."""
+    UnsubscribeSubscribers: _grpc.UnaryUnaryMultiCallable[_audience_pb2.UnsubscribeSubscribersRequest, _audience_pb2.UnsubscribeSubscribersResponse]
+    """Unsubscribes subscribers of a list (by id, address or rules)."""
+    DeleteSubscribers: _grpc.UnaryUnaryMultiCallable[_audience_pb2.DeleteSubscribersRequest, _audience_pb2.DeleteSubscribersResponse]
+    """Deletes subscribers of a list (by ids or rules), or entries of the suppression list."""
+    CreateSegment: _grpc.UnaryUnaryMultiCallable[_audience_pb2.CreateSegmentRequest, _audience_pb2.Segment]
+    """Creates a rule-based segment of a list."""
+    ListSegments: _grpc.UnaryUnaryMultiCallable[_audience_pb2.ListSegmentsRequest, _audience_pb2.ListSegmentsResponse]
+    """Lists the segments of a list."""
+    DeleteSegments: _grpc.UnaryUnaryMultiCallable[_audience_pb2.DeleteSegmentsRequest, _empty_pb2.Empty]
+    """Deletes segments; unknown ids are ignored."""
+    AddSuppressions: _grpc.UnaryUnaryMultiCallable[_audience_pb2.AddSuppressionsRequest, _audience_pb2.AddSuppressionsResponse]
+    """Adds addresses to the caller's suppression list (never sent to)."""
+    CreateImport: _grpc.UnaryUnaryMultiCallable[_audience_pb2.CreateImportRequest, _audience_pb2.Import]
+    """Starts a background import of CSV data into a list; returns at once with the job."""
+    StreamImport: _grpc.StreamUnaryMultiCallable[_audience_pb2.StreamImportRequest, _audience_pb2.Import]
+    """Streams a CSV file of any size into a list (the `herald subscribers import` CLI); the
+    answer is the finished import's report.
+    """
+    GetImport: _grpc.UnaryUnaryMultiCallable[_audience_pb2.GetImportRequest, _audience_pb2.Import]
+    """Gets an import job: progress while it runs, the report once it is done."""
     CountRecipients: _grpc.UnaryUnaryMultiCallable[_audience_pb2.CountRecipientsRequest, _audience_pb2.CountRecipientsResponse]
-    """Counts the recipients a targeting spec selects."""
+    """Counts the recipients a targeting spec selects (included minus excluded, Subscribed only,
+    minus suppressed, each address once).
+    """
+    StreamRecipients: _grpc.UnaryStreamMultiCallable[_audience_pb2.StreamRecipientsRequest, _audience_pb2.StreamRecipientsResponse]
+    """Streams those recipients in chunks, ordered by subscriber id."""
 
 @_typing.type_check_only
 class AudienceServiceAsyncStub(AudienceServiceStub):
-    """Draft: AudienceService will own lists, segments, subscribers and suppression (issue 4).
-    Until then the server runs (health, reflection) and every method answers UNIMPLEMENTED.
+    """AudienceService owns lists, segments, subscribers and the suppression list. Every call is
+    scoped to the user in the principal token: another user's list or segment answers NOT_FOUND.
+    Nothing outside this service reads its tables: campaigns and delivery ask here.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateList: _aio.UnaryUnaryMultiCallable[_audience_pb2.CreateListRequest, _audience_pb2.List]  # type: ignore[assignment]
+    """Creates a list."""
+    GetList: _aio.UnaryUnaryMultiCallable[_audience_pb2.GetListRequest, _audience_pb2.List]  # type: ignore[assignment]
+    """Gets one list (with subscriber counts)."""
+    ListLists: _aio.UnaryUnaryMultiCallable[_audience_pb2.ListListsRequest, _audience_pb2.ListListsResponse]  # type: ignore[assignment]
+    """Lists the caller's lists with filters, ordering and pagination."""
+    DeleteLists: _aio.UnaryUnaryMultiCallable[_audience_pb2.DeleteListsRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes lists with their subscribers and segments; unknown ids are ignored."""
+    CreateSubscriber: _aio.UnaryUnaryMultiCallable[_audience_pb2.CreateSubscriberRequest, _audience_pb2.Subscriber]  # type: ignore[assignment]
+    """Adds a subscriber to a list (or updates it, with update_if_duplicate)."""
+    GetSubscriber: _aio.UnaryUnaryMultiCallable[_audience_pb2.GetSubscriberRequest, _audience_pb2.Subscriber]  # type: ignore[assignment]
+    """Gets a subscriber of a list by id or email address."""
+    ListSubscribers: _aio.UnaryUnaryMultiCallable[_audience_pb2.ListSubscribersRequest, _audience_pb2.ListSubscribersResponse]  # type: ignore[assignment]
+    """Lists a list's subscribers, optionally only one status or one segment."""
+    UnsubscribeSubscribers: _aio.UnaryUnaryMultiCallable[_audience_pb2.UnsubscribeSubscribersRequest, _audience_pb2.UnsubscribeSubscribersResponse]  # type: ignore[assignment]
+    """Unsubscribes subscribers of a list (by id, address or rules)."""
+    DeleteSubscribers: _aio.UnaryUnaryMultiCallable[_audience_pb2.DeleteSubscribersRequest, _audience_pb2.DeleteSubscribersResponse]  # type: ignore[assignment]
+    """Deletes subscribers of a list (by ids or rules), or entries of the suppression list."""
+    CreateSegment: _aio.UnaryUnaryMultiCallable[_audience_pb2.CreateSegmentRequest, _audience_pb2.Segment]  # type: ignore[assignment]
+    """Creates a rule-based segment of a list."""
+    ListSegments: _aio.UnaryUnaryMultiCallable[_audience_pb2.ListSegmentsRequest, _audience_pb2.ListSegmentsResponse]  # type: ignore[assignment]
+    """Lists the segments of a list."""
+    DeleteSegments: _aio.UnaryUnaryMultiCallable[_audience_pb2.DeleteSegmentsRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes segments; unknown ids are ignored."""
+    AddSuppressions: _aio.UnaryUnaryMultiCallable[_audience_pb2.AddSuppressionsRequest, _audience_pb2.AddSuppressionsResponse]  # type: ignore[assignment]
+    """Adds addresses to the caller's suppression list (never sent to)."""
+    CreateImport: _aio.UnaryUnaryMultiCallable[_audience_pb2.CreateImportRequest, _audience_pb2.Import]  # type: ignore[assignment]
+    """Starts a background import of CSV data into a list; returns at once with the job."""
+    StreamImport: _aio.StreamUnaryMultiCallable[_audience_pb2.StreamImportRequest, _audience_pb2.Import]  # type: ignore[assignment]
+    """Streams a CSV file of any size into a list (the `herald subscribers import` CLI); the
+    answer is the finished import's report.
+    """
+    GetImport: _aio.UnaryUnaryMultiCallable[_audience_pb2.GetImportRequest, _audience_pb2.Import]  # type: ignore[assignment]
+    """Gets an import job: progress while it runs, the report once it is done."""
     CountRecipients: _aio.UnaryUnaryMultiCallable[_audience_pb2.CountRecipientsRequest, _audience_pb2.CountRecipientsResponse]  # type: ignore[assignment]
-    """Counts the recipients a targeting spec selects."""
+    """Counts the recipients a targeting spec selects (included minus excluded, Subscribed only,
+    minus suppressed, each address once).
+    """
+    StreamRecipients: _aio.UnaryStreamMultiCallable[_audience_pb2.StreamRecipientsRequest, _audience_pb2.StreamRecipientsResponse]  # type: ignore[assignment]
+    """Streams those recipients in chunks, ordered by subscriber id."""
 
 class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Draft: AudienceService will own lists, segments, subscribers and suppression (issue 4).
-    Until then the server runs (health, reflection) and every method answers UNIMPLEMENTED.
+    """AudienceService owns lists, segments, subscribers and the suppression list. Every call is
+    scoped to the user in the principal token: another user's list or segment answers NOT_FOUND.
+    Nothing outside this service reads its tables: campaigns and delivery ask here.
     """
+
+    @_abc_1.abstractmethod
+    def CreateList(
+        self,
+        request: _audience_pb2.CreateListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.List, _abc.Awaitable[_audience_pb2.List]]:
+        """Creates a list."""
+
+    @_abc_1.abstractmethod
+    def GetList(
+        self,
+        request: _audience_pb2.GetListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.List, _abc.Awaitable[_audience_pb2.List]]:
+        """Gets one list (with subscriber counts)."""
+
+    @_abc_1.abstractmethod
+    def ListLists(
+        self,
+        request: _audience_pb2.ListListsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.ListListsResponse, _abc.Awaitable[_audience_pb2.ListListsResponse]]:
+        """Lists the caller's lists with filters, ordering and pagination."""
+
+    @_abc_1.abstractmethod
+    def DeleteLists(
+        self,
+        request: _audience_pb2.DeleteListsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes lists with their subscribers and segments; unknown ids are ignored."""
+
+    @_abc_1.abstractmethod
+    def CreateSubscriber(
+        self,
+        request: _audience_pb2.CreateSubscriberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.Subscriber, _abc.Awaitable[_audience_pb2.Subscriber]]:
+        """Adds a subscriber to a list (or updates it, with update_if_duplicate)."""
+
+    @_abc_1.abstractmethod
+    def GetSubscriber(
+        self,
+        request: _audience_pb2.GetSubscriberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.Subscriber, _abc.Awaitable[_audience_pb2.Subscriber]]:
+        """Gets a subscriber of a list by id or email address."""
+
+    @_abc_1.abstractmethod
+    def ListSubscribers(
+        self,
+        request: _audience_pb2.ListSubscribersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.ListSubscribersResponse, _abc.Awaitable[_audience_pb2.ListSubscribersResponse]]:
+        """Lists a list's subscribers, optionally only one status or one segment."""
+
+    @_abc_1.abstractmethod
+    def UnsubscribeSubscribers(
+        self,
+        request: _audience_pb2.UnsubscribeSubscribersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.UnsubscribeSubscribersResponse, _abc.Awaitable[_audience_pb2.UnsubscribeSubscribersResponse]]:
+        """Unsubscribes subscribers of a list (by id, address or rules)."""
+
+    @_abc_1.abstractmethod
+    def DeleteSubscribers(
+        self,
+        request: _audience_pb2.DeleteSubscribersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.DeleteSubscribersResponse, _abc.Awaitable[_audience_pb2.DeleteSubscribersResponse]]:
+        """Deletes subscribers of a list (by ids or rules), or entries of the suppression list."""
+
+    @_abc_1.abstractmethod
+    def CreateSegment(
+        self,
+        request: _audience_pb2.CreateSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.Segment, _abc.Awaitable[_audience_pb2.Segment]]:
+        """Creates a rule-based segment of a list."""
+
+    @_abc_1.abstractmethod
+    def ListSegments(
+        self,
+        request: _audience_pb2.ListSegmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.ListSegmentsResponse, _abc.Awaitable[_audience_pb2.ListSegmentsResponse]]:
+        """Lists the segments of a list."""
+
+    @_abc_1.abstractmethod
+    def DeleteSegments(
+        self,
+        request: _audience_pb2.DeleteSegmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes segments; unknown ids are ignored."""
+
+    @_abc_1.abstractmethod
+    def AddSuppressions(
+        self,
+        request: _audience_pb2.AddSuppressionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.AddSuppressionsResponse, _abc.Awaitable[_audience_pb2.AddSuppressionsResponse]]:
+        """Adds addresses to the caller's suppression list (never sent to)."""
+
+    @_abc_1.abstractmethod
+    def CreateImport(
+        self,
+        request: _audience_pb2.CreateImportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.Import, _abc.Awaitable[_audience_pb2.Import]]:
+        """Starts a background import of CSV data into a list; returns at once with the job."""
+
+    @_abc_1.abstractmethod
+    def StreamImport(
+        self,
+        request_iterator: _MaybeAsyncIterator[_audience_pb2.StreamImportRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.Import, _abc.Awaitable[_audience_pb2.Import]]:
+        """Streams a CSV file of any size into a list (the `herald subscribers import` CLI); the
+        answer is the finished import's report.
+        """
+
+    @_abc_1.abstractmethod
+    def GetImport(
+        self,
+        request: _audience_pb2.GetImportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.Import, _abc.Awaitable[_audience_pb2.Import]]:
+        """Gets an import job: progress while it runs, the report once it is done."""
 
     @_abc_1.abstractmethod
     def CountRecipients(
@@ -59,6 +269,16 @@ class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audience_pb2.CountRecipientsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audience_pb2.CountRecipientsResponse, _abc.Awaitable[_audience_pb2.CountRecipientsResponse]]:
-        """Counts the recipients a targeting spec selects."""
+        """Counts the recipients a targeting spec selects (included minus excluded, Subscribed only,
+        minus suppressed, each address once).
+        """
+
+    @_abc_1.abstractmethod
+    def StreamRecipients(
+        self,
+        request: _audience_pb2.StreamRecipientsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_audience_pb2.StreamRecipientsResponse], _abc.AsyncIterator[_audience_pb2.StreamRecipientsResponse]]:
+        """Streams those recipients in chunks, ordered by subscriber id."""
 
 def add_AudienceServiceServicer_to_server(servicer: AudienceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
