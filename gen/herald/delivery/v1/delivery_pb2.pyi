@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,270 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TrackingEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TrackingEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TrackingEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRACKING_EVENT_KIND_UNSPECIFIED: _TrackingEventKind.ValueType  # 0
+    TRACKING_EVENT_KIND_OPEN: _TrackingEventKind.ValueType  # 1
+    TRACKING_EVENT_KIND_CLICK: _TrackingEventKind.ValueType  # 2
+    TRACKING_EVENT_KIND_UNSUBSCRIBE: _TrackingEventKind.ValueType  # 3
+
+class TrackingEventKind(_TrackingEventKind, metaclass=_TrackingEventKindEnumTypeWrapper):
+    """What a tracking link or pixel reported."""
+
+TRACKING_EVENT_KIND_UNSPECIFIED: TrackingEventKind.ValueType  # 0
+TRACKING_EVENT_KIND_OPEN: TrackingEventKind.ValueType  # 1
+TRACKING_EVENT_KIND_CLICK: TrackingEventKind.ValueType  # 2
+TRACKING_EVENT_KIND_UNSUBSCRIBE: TrackingEventKind.ValueType  # 3
+Global___TrackingEventKind: _TypeAlias = TrackingEventKind  # noqa: Y015
+
+class _RecipientState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RecipientStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecipientState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECIPIENT_STATE_UNSPECIFIED: _RecipientState.ValueType  # 0
+    RECIPIENT_STATE_PENDING: _RecipientState.ValueType  # 1
+    RECIPIENT_STATE_SENDING: _RecipientState.ValueType  # 2
+    RECIPIENT_STATE_SENT: _RecipientState.ValueType  # 3
+    RECIPIENT_STATE_FAILED: _RecipientState.ValueType  # 4
+    RECIPIENT_STATE_DROPPED: _RecipientState.ValueType  # 5
+
+class RecipientState(_RecipientState, metaclass=_RecipientStateEnumTypeWrapper):
+    """Delivery state of one queued recipient."""
+
+RECIPIENT_STATE_UNSPECIFIED: RecipientState.ValueType  # 0
+RECIPIENT_STATE_PENDING: RecipientState.ValueType  # 1
+RECIPIENT_STATE_SENDING: RecipientState.ValueType  # 2
+RECIPIENT_STATE_SENT: RecipientState.ValueType  # 3
+RECIPIENT_STATE_FAILED: RecipientState.ValueType  # 4
+RECIPIENT_STATE_DROPPED: RecipientState.ValueType  # 5
+Global___RecipientState: _TypeAlias = RecipientState  # noqa: Y015
+
+@_typing.final
+class RetryFailedRecipientsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryFailedRecipientsRequest: _TypeAlias = RetryFailedRecipientsRequest  # noqa: Y015
+
+@_typing.final
+class RetryFailedRecipientsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETRIED_COUNT_FIELD_NUMBER: _builtins.int
+    BATCHES_CREATED_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    retried_count: _builtins.int
+    batches_created: _builtins.int
+    generation: _builtins.int
+    """The generation the retried batches carry."""
+    def __init__(
+        self,
+        *,
+        retried_count: _builtins.int = ...,
+        batches_created: _builtins.int = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches_created", b"batches_created", "generation", b"generation", "retried_count", b"retried_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryFailedRecipientsResponse: _TypeAlias = RetryFailedRecipientsResponse  # noqa: Y015
+
+@_typing.final
+class TrackingEvent(_message.Message):
+    """One open, click or unsubscribe of one recipient."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    recipient_id: _builtins.int
+    kind: Global___TrackingEventKind.ValueType
+    url: _builtins.str
+    """The clicked link, for clicks."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+        recipient_id: _builtins.int = ...,
+        kind: Global___TrackingEventKind.ValueType = ...,
+        url: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "kind", b"kind", "occur_time", b"occur_time", "recipient_id", b"recipient_id", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrackingEvent: _TypeAlias = TrackingEvent  # noqa: Y015
+
+@_typing.final
+class RecordTrackingEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrackingEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___TrackingEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTrackingEventsRequest: _TypeAlias = RecordTrackingEventsRequest  # noqa: Y015
+
+@_typing.final
+class RecordTrackingEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_COUNT_FIELD_NUMBER: _builtins.int
+    recorded_count: _builtins.int
+    def __init__(
+        self,
+        *,
+        recorded_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded_count", b"recorded_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTrackingEventsResponse: _TypeAlias = RecordTrackingEventsResponse  # noqa: Y015
+
+@_typing.final
+class QueuedRecipient(_message.Message):
+    """One row of a campaign's send queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENT_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    SEND_TIME_FIELD_NUMBER: _builtins.int
+    EMAIL_ID_FIELD_NUMBER: _builtins.int
+    recipient_id: _builtins.int
+    email_address: _builtins.str
+    state: Global___RecipientState.ValueType
+    attempts: _builtins.int
+    generation: _builtins.int
+    batch_id: _builtins.int
+    last_error: _builtins.str
+    """The last SMTP reply or connection error."""
+    email_id: _builtins.int
+    """The variation's email id, for A/B campaigns."""
+    @_builtins.property
+    def send_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        recipient_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+        state: Global___RecipientState.ValueType = ...,
+        attempts: _builtins.int = ...,
+        generation: _builtins.int = ...,
+        batch_id: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        send_time: _timestamp_pb2.Timestamp | None = ...,
+        email_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["send_time", b"send_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "batch_id", b"batch_id", "email_address", b"email_address", "email_id", b"email_id", "generation", b"generation", "last_error", b"last_error", "recipient_id", b"recipient_id", "send_time", b"send_time", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueuedRecipient: _TypeAlias = QueuedRecipient  # noqa: Y015
+
+@_typing.final
+class ListQueuedRecipientsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    AFTER_RECIPIENT_ID_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    state: Global___RecipientState.ValueType
+    """Only this state; UNSPECIFIED means all."""
+    page_size: _builtins.int
+    after_recipient_id: _builtins.int
+    """Only recipients with an id above this."""
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+        state: Global___RecipientState.ValueType = ...,
+        page_size: _builtins.int = ...,
+        after_recipient_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_recipient_id", b"after_recipient_id", "campaign_id", b"campaign_id", "page_size", b"page_size", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuedRecipientsRequest: _TypeAlias = ListQueuedRecipientsRequest  # noqa: Y015
+
+@_typing.final
+class ListQueuedRecipientsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    total_size: _builtins.int
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueuedRecipient]: ...
+    def __init__(
+        self,
+        *,
+        recipients: _abc.Iterable[Global___QueuedRecipient] | None = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recipients", b"recipients", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuedRecipientsResponse: _TypeAlias = ListQueuedRecipientsResponse  # noqa: Y015
 
 @_typing.final
 class BatchGetCampaignStatisticsRequest(_message.Message):

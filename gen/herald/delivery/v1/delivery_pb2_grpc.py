@@ -40,6 +40,21 @@ class DeliveryServiceStub:
                 request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.BatchGetCampaignStatisticsRequest.SerializeToString,
                 response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.BatchGetCampaignStatisticsResponse.FromString,
                 _registered_method=True)
+        self.RetryFailedRecipients = channel.unary_unary(
+                '/herald.delivery.v1.DeliveryService/RetryFailedRecipients',
+                request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RetryFailedRecipientsRequest.SerializeToString,
+                response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RetryFailedRecipientsResponse.FromString,
+                _registered_method=True)
+        self.RecordTrackingEvents = channel.unary_unary(
+                '/herald.delivery.v1.DeliveryService/RecordTrackingEvents',
+                request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordTrackingEventsRequest.SerializeToString,
+                response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordTrackingEventsResponse.FromString,
+                _registered_method=True)
+        self.ListQueuedRecipients = channel.unary_unary(
+                '/herald.delivery.v1.DeliveryService/ListQueuedRecipients',
+                request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListQueuedRecipientsRequest.SerializeToString,
+                response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListQueuedRecipientsResponse.FromString,
+                _registered_method=True)
 
 
 class DeliveryServiceServicer:
@@ -54,6 +69,28 @@ class DeliveryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryFailedRecipients(self, request, context):
+        """Resets a campaign's Failed recipients to Pending under a new generation and publishes new
+        batches for them; nobody else is queued. Called by the campaign service (admin retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordTrackingEvents(self, request, context):
+        """Records opens, clicks and unsubscribes reported by the public tracking endpoints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQueuedRecipients(self, request, context):
+        """Lists a campaign's queued recipients with their delivery state (for operators and tests).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeliveryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +98,21 @@ def add_DeliveryServiceServicer_to_server(servicer, server):
                     servicer.BatchGetCampaignStatistics,
                     request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.BatchGetCampaignStatisticsRequest.FromString,
                     response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.BatchGetCampaignStatisticsResponse.SerializeToString,
+            ),
+            'RetryFailedRecipients': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryFailedRecipients,
+                    request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RetryFailedRecipientsRequest.FromString,
+                    response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RetryFailedRecipientsResponse.SerializeToString,
+            ),
+            'RecordTrackingEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordTrackingEvents,
+                    request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordTrackingEventsRequest.FromString,
+                    response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordTrackingEventsResponse.SerializeToString,
+            ),
+            'ListQueuedRecipients': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueuedRecipients,
+                    request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListQueuedRecipientsRequest.FromString,
+                    response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListQueuedRecipientsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +143,87 @@ class DeliveryService:
             '/herald.delivery.v1.DeliveryService/BatchGetCampaignStatistics',
             herald_dot_delivery_dot_v1_dot_delivery__pb2.BatchGetCampaignStatisticsRequest.SerializeToString,
             herald_dot_delivery_dot_v1_dot_delivery__pb2.BatchGetCampaignStatisticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryFailedRecipients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.delivery.v1.DeliveryService/RetryFailedRecipients',
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.RetryFailedRecipientsRequest.SerializeToString,
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.RetryFailedRecipientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordTrackingEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.delivery.v1.DeliveryService/RecordTrackingEvents',
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordTrackingEventsRequest.SerializeToString,
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordTrackingEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueuedRecipients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.delivery.v1.DeliveryService/ListQueuedRecipients',
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.ListQueuedRecipientsRequest.SerializeToString,
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.ListQueuedRecipientsResponse.FromString,
             options,
             channel_credentials,
             insecure,

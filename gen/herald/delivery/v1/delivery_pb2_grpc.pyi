@@ -37,6 +37,14 @@ class DeliveryServiceStub:
     """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
     was queued). Scoped to the caller's campaigns by the campaign service that asks.
     """
+    RetryFailedRecipients: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.RetryFailedRecipientsRequest, _delivery_pb2.RetryFailedRecipientsResponse]
+    """Resets a campaign's Failed recipients to Pending under a new generation and publishes new
+    batches for them; nobody else is queued. Called by the campaign service (admin retry).
+    """
+    RecordTrackingEvents: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.RecordTrackingEventsRequest, _delivery_pb2.RecordTrackingEventsResponse]
+    """Records opens, clicks and unsubscribes reported by the public tracking endpoints."""
+    ListQueuedRecipients: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListQueuedRecipientsRequest, _delivery_pb2.ListQueuedRecipientsResponse]
+    """Lists a campaign's queued recipients with their delivery state (for operators and tests)."""
 
 @_typing.type_check_only
 class DeliveryServiceAsyncStub(DeliveryServiceStub):
@@ -47,6 +55,14 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
     was queued). Scoped to the caller's campaigns by the campaign service that asks.
     """
+    RetryFailedRecipients: _aio.UnaryUnaryMultiCallable[_delivery_pb2.RetryFailedRecipientsRequest, _delivery_pb2.RetryFailedRecipientsResponse]  # type: ignore[assignment]
+    """Resets a campaign's Failed recipients to Pending under a new generation and publishes new
+    batches for them; nobody else is queued. Called by the campaign service (admin retry).
+    """
+    RecordTrackingEvents: _aio.UnaryUnaryMultiCallable[_delivery_pb2.RecordTrackingEventsRequest, _delivery_pb2.RecordTrackingEventsResponse]  # type: ignore[assignment]
+    """Records opens, clicks and unsubscribes reported by the public tracking endpoints."""
+    ListQueuedRecipients: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListQueuedRecipientsRequest, _delivery_pb2.ListQueuedRecipientsResponse]  # type: ignore[assignment]
+    """Lists a campaign's queued recipients with their delivery state (for operators and tests)."""
 
 class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
     """DeliveryService owns the send queue, batches, SMTP workers and statistics."""
@@ -60,5 +76,31 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
         was queued). Scoped to the caller's campaigns by the campaign service that asks.
         """
+
+    @_abc_1.abstractmethod
+    def RetryFailedRecipients(
+        self,
+        request: _delivery_pb2.RetryFailedRecipientsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.RetryFailedRecipientsResponse, _abc.Awaitable[_delivery_pb2.RetryFailedRecipientsResponse]]:
+        """Resets a campaign's Failed recipients to Pending under a new generation and publishes new
+        batches for them; nobody else is queued. Called by the campaign service (admin retry).
+        """
+
+    @_abc_1.abstractmethod
+    def RecordTrackingEvents(
+        self,
+        request: _delivery_pb2.RecordTrackingEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.RecordTrackingEventsResponse, _abc.Awaitable[_delivery_pb2.RecordTrackingEventsResponse]]:
+        """Records opens, clicks and unsubscribes reported by the public tracking endpoints."""
+
+    @_abc_1.abstractmethod
+    def ListQueuedRecipients(
+        self,
+        request: _delivery_pb2.ListQueuedRecipientsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.ListQueuedRecipientsResponse, _abc.Awaitable[_delivery_pb2.ListQueuedRecipientsResponse]]:
+        """Lists a campaign's queued recipients with their delivery state (for operators and tests)."""
 
 def add_DeliveryServiceServicer_to_server(servicer: DeliveryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
