@@ -51,8 +51,8 @@ async def test_missing_command_answers_100003(api: Api, user: User) -> None:
     assert status == 400 and body["ErrorCode"] == 100003
 
 
-async def test_commands_of_later_issues_are_not_pretended(api: Api, user: User) -> None:
-    for command in ("campaign.update", "list.create", "admin.campaign.retryfailed", "subscriber.create"):
+async def test_commands_herald_does_not_serve_are_not_pretended(api: Api, user: User) -> None:
+    for command in ("subscribers.import.prepare", "journey.create", "autoresponder.create", "user.create"):
         status, body = await api.post({"Command": command, "APIKey": user.api_key})
         assert (status, body["ErrorCode"]) == (400, 100003), command
 
