@@ -124,6 +124,8 @@ def herald_env(backing: Backing, data_dir: Path) -> tuple[dict[str, str], dict[s
         HERALD_HTTP_PORT=str(ports["http"]),
         HERALD_LOG_LEVEL=os.environ.get("HERALD_TEST_LOG_LEVEL", "WARNING"),
         HERALD_LOG_FORMAT="console",
+        # Archive template tests serve their templates from a local server.
+        HERALD_ARCHIVE_ALLOW_PRIVATE_TEMPLATES="true",
         **{
             f"HERALD_{name.upper()}_GRPC_PORT": str(ports[name])
             for name in ("campaign", "tag", "audience", "delivery")

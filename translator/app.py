@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from services.common.grpcutil import decode_error
-from translator import envelope
+from translator import archive, envelope
 from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Problems, Stubs
 from translator.envelope import AuthError, HardFailure, LegacyError, respond
 from translator.identity import IdentityStore
@@ -217,4 +217,5 @@ def make_app(
     app.router.add_route("*", "/api/v1/{command}", api)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    archive.add_routes(app, identity, stubs, public_url)
     return app

@@ -91,6 +91,7 @@ class IdentityStore:
         self._secret = settings.effective_token_secret()
         self._key_cache: dict[str, tuple[float, Caller | None]] = {}
         self._token_cache: dict[Caller, tuple[float, str]] = {}
+        self._system_token: tuple[float, str] | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> IdentityStore:
@@ -100,6 +101,11 @@ class IdentityStore:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the translator was started with."""
+        return self._settings
 
     async def create_user(
         self,
@@ -322,6 +328,19 @@ class IdentityStore:
         if len(self._token_cache) > 10_000:
             self._token_cache.clear()
         self._token_cache[caller] = (now + ttl * 0.8, token)
+        return token
+
+    def system_token(self) -> str:
+        """A token for the translator's own calls on no legacy caller's behalf (the public archive pages).
+
+        An admin principal (user id 0), reused until shortly before it expires.
+        """
+        now = time.monotonic()
+        if self._system_token is not None and self._system_token[0] > now:
+            return self._system_token[1]
+        ttl = self._settings.token_ttl_seconds
+        token = auth.mint_token(auth.Principal(user_id=0, is_admin=True), self._secret, ttl)
+        self._system_token = (now + ttl * 0.8, token)
         return token
 
     async def mint_for(self, *, user_id: int | None, admin_id: int | None, ttl: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import signal
 import structlog
 from aiohttp import web
 from herald.audience.v1 import audience_pb2_grpc
-from herald.campaign.v1 import campaign_pb2_grpc
+from herald.campaign.v1 import campaign_pb2_grpc, email_pb2_grpc
 from herald.delivery.v1 import delivery_pb2_grpc
 from herald.tag.v1 import tag_pb2_grpc
 
@@ -27,6 +27,7 @@ async def main(settings: Settings) -> None:
     channels = {name: channel(settings.grpc_addr(name)) for name in ("campaign", "tag", "audience", "delivery")}
     stubs = Stubs(
         campaign=campaign_pb2_grpc.CampaignServiceStub(channels["campaign"]),
+        email=email_pb2_grpc.EmailServiceStub(channels["campaign"]),
         tag=tag_pb2_grpc.TagServiceStub(channels["tag"]),
         audience=audience_pb2_grpc.AudienceServiceStub(channels["audience"]),
         delivery=delivery_pb2_grpc.DeliveryServiceStub(channels["delivery"]),

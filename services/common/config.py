@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     nats_namespace: str = "herald"
     # Replicas of every JetStream stream Herald creates: 3 on a JetStream cluster.
     nats_replicas: int = 1
+    # Lets tag archive pages fetch their HTML template from loopback, private, link-local and
+    # other non-public addresses (off: a user's TemplateURL must not reach internal hosts).
+    archive_allow_private_templates: bool = False
 
     token_secret: str = ""
     token_ttl_seconds: int = 300

@@ -33,6 +33,7 @@ def _tag_message(tag: Tag) -> tag_pb2.Tag:
         owner_user_id=tag.owner_user_id,
         create_time=create_time,
         update_time=update_time,
+        archive_template_url=tag.archive_template_url,
     )
 
 
@@ -139,3 +140,12 @@ class TagService(tag_pb2_grpc.TagServiceServicer):
         async with self._engine.connect() as conn:
             campaign_ids = await store.tagged_campaign_ids(conn, tag_ids, _owner_scope())
         return tag_pb2.ListTaggedCampaignsResponse(campaign_ids=campaign_ids)
+
+    async def SetArchiveTemplate(
+        self, request: tag_pb2.SetArchiveTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> tag_pb2.Tag:
+        template_url = domain.validate_archive_template(request.tag_id, request.archive_template_url)
+        async with self._engine.begin() as conn:
+            tag = await store.templated_tag(conn, request.tag_id, _owner_scope(), template_url)
+        log.info("tag archive template set", tag_id=tag.tag_id, cleared=not template_url)
+        return _tag_message(tag)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +13,7 @@ from datetime import datetime
 from services.common.errors import DomainError, ErrorKind, FieldViolation, Violations, conflict, not_found
 
 MAX_TAG_NAME_LENGTH = 255
+MAX_TEMPLATE_URL_LENGTH = 2000
 _PUNCTUATION_ALLOWED = frozenset(" -_")
 
 # Reasons the translator maps to legacy codes; they are part of the service's contract.
@@ -26,6 +28,7 @@ TAG_NOT_FOUND = "TAG_NOT_FOUND"
 TAG_ALREADY_EXISTS = "TAG_ALREADY_EXISTS"
 CAMPAIGN_NOT_FOUND = "CAMPAIGN_NOT_FOUND"
 CAMPAIGN_SERVICE_UNAVAILABLE = "CAMPAIGN_SERVICE_UNAVAILABLE"
+TEMPLATE_URL_INVALID = "TEMPLATE_URL_INVALID"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class Tag:
     name: str
     create_time: datetime
     update_time: datetime
+    # Absolute http(s) URL of the archive page's HTML template; "" for the built-in page.
+    archive_template_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,37 @@ def validate_tag_ids(tag_ids: Sequence[int]) -> list[int]:
         violations.add("tag_ids", TAG_IDS_REQUIRED, "tag_ids is required")
     violations.raise_if_any()
     return unique_ids(tag_ids)
+
+
+def is_valid_template_url(url: str) -> bool:
+    """An absolute http or https URL with a host, at most 2000 characters, free of spaces and control characters."""
+    if not url or len(url) > MAX_TEMPLATE_URL_LENGTH:
+        return False
+    # urlsplit tolerates spaces and control characters that no client would send on the wire.
+    if any(char.isspace() or unicodedata.category(char) == "Cc" for char in url):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(url)
+        # .port raises ValueError for a port that is not a number up to 65535.
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and port_ok
+
+
+def validate_archive_template(tag_id: int, url: str) -> str:
+    """The template URL to store ("" clears it); every bad field is reported together."""
+    violations = Violations()
+    _check_tag_id(tag_id, violations)
+    if url and not is_valid_template_url(url):
+        violations.add(
+            "archive_template_url",
+            TEMPLATE_URL_INVALID,
+            f"archive_template_url must be empty or an absolute http(s) URL with a host, "
+            f"at most {MAX_TEMPLATE_URL_LENGTH} characters",
+        )
+    violations.raise_if_any()
+    return url
 
 
 def validate_assignment(tag_id: int, campaign_ids: Sequence[int]) -> list[int]:

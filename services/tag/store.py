@@ -28,6 +28,7 @@ tags = sa.Table(
     sa.Column("name_key", sa.Text, nullable=False),
     sa.Column("create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("update_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("archive_template_url", sa.Text, nullable=False, server_default=""),
 )
 
 campaign_tags = sa.Table(
@@ -45,6 +46,7 @@ _TAG_COLUMNS = (
     tags.c.name,
     tags.c.create_time,
     tags.c.update_time,
+    tags.c.archive_template_url,
 )
 
 
@@ -64,6 +66,7 @@ def _tag(row: sa.Row[*tuple[Any, ...]]) -> Tag:
         name=row.name,
         create_time=row.create_time,
         update_time=row.update_time,
+        archive_template_url=row.archive_template_url,
     )
 
 
@@ -121,6 +124,20 @@ async def renamed_tag(conn: AsyncConnection, tag_id: int, owner: int | None, nam
         if _is_duplicate_name(exc):
             raise domain.tag_already_exists(name) from exc
         raise
+    if row is None:
+        raise domain.tag_not_found(tag_id)
+    return _tag(row)
+
+
+async def templated_tag(conn: AsyncConnection, tag_id: int, owner: int | None, template_url: str) -> Tag:
+    """The tag after setting its archive template URL ("" clears it); TAG_NOT_FOUND if it is not the owner's."""
+    statement = (
+        sa.update(tags)
+        .where(tags.c.tag_id == tag_id, _owned_by(tags.c.owner_user_id, owner))
+        .values(archive_template_url=template_url, update_time=sa.func.now())
+        .returning(*_TAG_COLUMNS)
+    )
+    row = (await conn.execute(statement)).first()
     if row is None:
         raise domain.tag_not_found(tag_id)
     return _tag(row)

@@ -176,3 +176,64 @@ def test_a_campaign_deleted_event_is_read_with_distinct_ids() -> None:
 def test_a_malformed_campaign_deleted_event_is_rejected(payload: bytes) -> None:
     with pytest.raises(ValueError):
         domain.parse_campaigns_deleted(payload)
+
+
+# --- archive template -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/archive-template",
+        "http://example.com",
+        "HTTPS://Example.COM:8443/t.html?x=1#top",
+        "http://127.0.0.1:8000/template.html",
+        "http://[2001:db8::1]/t",
+        "https://example.com/" + "a" * (domain.MAX_TEMPLATE_URL_LENGTH - len("https://example.com/")),
+    ],
+)
+def test_an_absolute_http_or_https_template_url_is_accepted(url: str) -> None:
+    assert domain.validate_archive_template(3, url) == url
+
+
+def test_an_empty_template_url_clears_the_template() -> None:
+    assert domain.validate_archive_template(3, "") == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "example.com/template",
+        "/archive-template",
+        "ftp://example.com/template",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "https://",
+        "https:///path-only",
+        "http://example.com:99999/",
+        "http://example.com:0/",
+        "http://[::1/",
+        "https://exa mple.com/",
+        "https://example.com/\nSet-Cookie: x",
+        " https://example.com/",
+        "https://example.com/" + "a" * domain.MAX_TEMPLATE_URL_LENGTH,
+    ],
+)
+def test_anything_but_an_absolute_http_url_is_an_invalid_template_url(url: str) -> None:
+    assert _field_reasons(lambda: domain.validate_archive_template(3, url)) == [
+        ("archive_template_url", "TEMPLATE_URL_INVALID")
+    ]
+
+
+def test_a_template_without_tag_id_and_with_a_bad_url_reports_both() -> None:
+    assert _field_reasons(lambda: domain.validate_archive_template(0, "nope")) == [
+        ("tag_id", "TAG_ID_REQUIRED"),
+        ("archive_template_url", "TEMPLATE_URL_INVALID"),
+    ]
+
+
+@given(st.text(max_size=80))
+def test_every_accepted_template_url_has_an_http_scheme_and_a_host(url: str) -> None:
+    if domain.is_valid_template_url(url):
+        scheme, _, rest = url.partition("://")
+        assert scheme.lower() in ("http", "https") and rest

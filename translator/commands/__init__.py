@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 import grpc
 from google.protobuf.message import Message
 from herald.audience.v1 import audience_pb2_grpc
-from herald.campaign.v1 import campaign_pb2_grpc
+from herald.campaign.v1 import campaign_pb2_grpc, email_pb2_grpc
 from herald.delivery.v1 import delivery_pb2_grpc
 from herald.tag.v1 import tag_pb2_grpc
 
@@ -81,6 +81,8 @@ class Stubs:
     """gRPC stubs of the services, one channel each."""
 
     campaign: campaign_pb2_grpc.CampaignServiceStub
+    # EmailService is served by the campaign service, on the campaign channel.
+    email: email_pb2_grpc.EmailServiceStub
     tag: tag_pb2_grpc.TagServiceStub
     audience: audience_pb2_grpc.AudienceServiceStub
     delivery: delivery_pb2_grpc.DeliveryServiceStub
@@ -129,15 +131,18 @@ class Command:
     def legacy_error(self, problems: Problems) -> LegacyError | None:
         """The LegacyError for bad parameters and/or a service's error, or None when something has no
         legacy code (a mapping bug). A parameter problem is looked up as "name:missing" /
-        "name:malformed", then "name"; a service violation by its reason."""
+        "name:malformed", then "name"; a service violation as "REASON@field.path", then "REASON"."""
         keys: list[tuple[str, str]] = []
         for p in problems.params:
             specific = f"{p.name}:{p.problem}"
             keys.append((specific if specific in self.codes else p.name, p.message))
-        if problems.failure is not None:
-            keys += [(reason, problems.failure.message) for _, reason in problems.failure.field_reasons()]
-            for violation in problems.failure.violations:
-                keys = [(k, violation.description or m) if k == violation.reason else (k, m) for k, m in keys]
+        failure = problems.failure
+        if failure is not None:
+            details = [violation.description for violation in failure.violations] or [""]
+            for (path, reason), detail in zip(failure.field_reasons(), details, strict=True):
+                # "REASON@field.path" lets one reason map to different codes by the field it names.
+                specific = f"{reason}@{path}"
+                keys.append((specific if specific in self.codes else reason, detail or failure.message))
         codes: dict[int, str] = {}
         for key, detail in keys:
             code = self.codes.get(key)

@@ -1,0 +1,160 @@
+"""The EmailService servicer: turns requests into email rules and store queries, and emails back into protos."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+import structlog
+from google.protobuf import empty_pb2, timestamp_pb2
+from herald.campaign.v1 import email_pb2, email_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.campaign import email_domain, email_store
+from services.campaign.email_domain import Email, Utm
+from services.common import auth
+
+
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    if value is not None:
+        stamp.FromDatetime(value)
+    return stamp
+
+
+def email_to_proto(email: Email) -> email_pb2.Email:
+    utm = email.utm
+    return email_pb2.Email(
+        email_id=email.email_id,
+        owner_user_id=email.owner_user_id,
+        name=email.name,
+        subject=email.subject,
+        preheader_text=email.preheader_text,
+        from_name=email.from_name,
+        from_email=email.from_email,
+        reply_to_name=email.reply_to_name,
+        reply_to_email=email.reply_to_email,
+        html_content=email.html_content,
+        plain_content=email.plain_content,
+        content_type=email_domain.content_type_to_proto(email.content_type),
+        mode=email_domain.mode_to_proto(email.mode),
+        fetch_url=email.fetch_url,
+        fetch_plain_url=email.fetch_plain_url,
+        template_id=email.template_id,
+        image_embedding=email.image_embedding,
+        is_email_template=email.is_email_template,
+        extra_content1=email.extra_content1,
+        extra_content2=email.extra_content2,
+        open_tracking=email.open_tracking,
+        link_tracking=email.link_tracking,
+        utm=email_pb2.UtmTracking(
+            enabled=utm.enabled,
+            source=utm.source,
+            medium=utm.medium,
+            campaign=utm.campaign,
+            term=utm.term,
+            content=utm.content,
+            merge_tags=utm.merge_tags,
+        ),
+        create_time=_timestamp(email.created_at),
+        update_time=_timestamp(email.updated_at),
+    )
+
+
+def _utm(message: email_pb2.UtmTracking) -> Utm:
+    return Utm(
+        enabled=message.enabled,
+        source=message.source,
+        medium=message.medium,
+        campaign=message.campaign,
+        term=message.term,
+        content=message.content,
+        merge_tags=message.merge_tags,
+    )
+
+
+def _value_at(email: email_pb2.Email, path: str) -> object:
+    """The value an update-mask path names in the request's email; None for a path that names no field
+    (the rules then refuse it)."""
+    if path == "utm":
+        return _utm(email.utm)
+    owner, _, name = path.rpartition(".")
+    message = email.utm if owner == "utm" else email if not owner else None
+    if message is None or name not in message.DESCRIPTOR.fields_by_name:
+        return None
+    if message is email and email.DESCRIPTOR.fields_by_name[name].message_type is not None:
+        return None
+    value: object = getattr(message, name)
+    return value
+
+
+class EmailApi(email_pb2_grpc.EmailServiceServicer):
+    """Every method works within the caller's emails (an admin's: everyone's); DomainError becomes a status in
+    the ErrorInterceptor."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def CreateEmail(
+        self, request: email_pb2.CreateEmailRequest, context: grpc.aio.ServicerContext
+    ) -> email_pb2.Email:
+        owner_user_id = email_domain.owner_of_new_email(auth.principal())
+        async with self._engine.begin() as conn:
+            email = await email_store.insert_email(conn, owner_user_id=owner_user_id)
+        structlog.contextvars.bind_contextvars(email_id=email.email_id)
+        return email_to_proto(email)
+
+    async def GetEmail(
+        self, request: email_pb2.GetEmailRequest, context: grpc.aio.ServicerContext
+    ) -> email_pb2.Email:
+        email_domain.validate_email_id(request.email_id)
+        structlog.contextvars.bind_contextvars(email_id=request.email_id)
+        async with self._engine.connect() as conn:
+            email = await email_store.email_by_id(
+                conn, request.email_id, email_domain.owner_scope(auth.principal())
+            )
+        if email is None:
+            raise email_domain.email_not_found(request.email_id)
+        return email_to_proto(email)
+
+    async def ListEmails(
+        self, request: email_pb2.ListEmailsRequest, context: grpc.aio.ServicerContext
+    ) -> email_pb2.ListEmailsResponse:
+        owner = email_domain.owner_scope(auth.principal())
+        email_ids = email_domain.listed_email_ids(request.email_ids)
+        async with self._engine.connect() as conn:
+            if email_ids:
+                emails = await email_store.emails_by_ids(conn, email_ids, owner)
+            else:
+                emails = await email_store.emails_by_name(conn, owner)
+        return email_pb2.ListEmailsResponse(emails=[email_to_proto(email) for email in emails])
+
+    async def UpdateEmail(
+        self, request: email_pb2.UpdateEmailRequest, context: grpc.aio.ServicerContext
+    ) -> email_pb2.Email:
+        values = {path: _value_at(request.email, path) for path in request.update_mask.paths}
+        update = email_domain.prepare_update(request.email.email_id, request.validate_scope, values)
+        structlog.contextvars.bind_contextvars(email_id=update.email_id)
+        owner = email_domain.owner_scope(auth.principal())
+        async with self._engine.begin() as conn:
+            current = None
+            if update.email_id > 0:
+                current = await email_store.email_by_id(conn, update.email_id, owner, for_update=True)
+            email = email_domain.updated_email(update, current)
+            saved = await email_store.update_email(conn, email)
+        if saved is None:  # only if the locked row vanished, which a soft delete never does
+            raise email_domain.email_not_found(update.email_id)
+        return email_to_proto(saved)
+
+    async def DeleteEmail(
+        self, request: email_pb2.DeleteEmailRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        email_domain.validate_email_id(request.email_id)
+        structlog.contextvars.bind_contextvars(email_id=request.email_id)
+        async with self._engine.begin() as conn:
+            deleted = await email_store.delete_email(
+                conn, request.email_id, email_domain.owner_scope(auth.principal())
+            )
+        if deleted is None:
+            raise email_domain.email_not_found(request.email_id)
+        return empty_pb2.Empty()

@@ -1,0 +1,628 @@
+"""Email content rules without I/O: the email record, update validation per scope, and personalization tags."""
+
+from __future__ import annotations
+
+import enum
+import html
+import re
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from email_validator import EmailNotValidError, validate_email
+from herald.campaign.v1 import email_pb2
+
+from services.common.auth import Principal
+from services.common.errors import DomainError, ErrorKind, FieldViolation, Violations
+
+# At most this many emails per ListEmails with ids (the legacy emails.get limit).
+MAX_LISTED_IDS = 100
+
+# Text limits in characters. Bodies stay far below the 64 MiB gRPC message limit even with four of them
+# in one Email at four bytes per character.
+MAX_SHORT_TEXT = 255
+MAX_LINE_TEXT = 1000
+MAX_URL = 2048
+MAX_BODY = 2_000_000
+
+
+class ContentType(enum.StrEnum):
+    """Which parts an email carries; the values are the legacy names, stored as they are."""
+
+    HTML = "HTML"
+    PLAIN = "Plain"
+    BOTH = "Both"
+
+
+class EmailMode(enum.StrEnum):
+    """How the email was made; the values are the legacy names, stored as they are."""
+
+    EMPTY = "Empty"
+    EDITOR = "Editor"
+    TEMPLATE = "Template"
+    IMPORT = "Import"
+    UNLAYER = "Unlayer"
+    STRIPO = "Stripo"
+
+
+class ValidateScope(enum.StrEnum):
+    """What an update is validated for (the legacy ValidateScope values)."""
+
+    OPT_IN = "OptIn"
+    CAMPAIGN = "Campaign"
+    AUTO_RESPONDER = "AutoResponder"
+
+
+_CONTENT_TYPE_TO_PROTO: dict[ContentType, email_pb2.ContentType.ValueType] = {
+    ContentType.HTML: email_pb2.CONTENT_TYPE_HTML,
+    ContentType.PLAIN: email_pb2.CONTENT_TYPE_PLAIN,
+    ContentType.BOTH: email_pb2.CONTENT_TYPE_BOTH,
+}
+_CONTENT_TYPE_FROM_PROTO: dict[int, ContentType] = {
+    value: content_type for content_type, value in _CONTENT_TYPE_TO_PROTO.items()
+}
+
+_MODE_TO_PROTO: dict[EmailMode, email_pb2.EmailMode.ValueType] = {
+    EmailMode.EMPTY: email_pb2.EMAIL_MODE_EMPTY,
+    EmailMode.EDITOR: email_pb2.EMAIL_MODE_EDITOR,
+    EmailMode.TEMPLATE: email_pb2.EMAIL_MODE_TEMPLATE,
+    EmailMode.IMPORT: email_pb2.EMAIL_MODE_IMPORT,
+    EmailMode.UNLAYER: email_pb2.EMAIL_MODE_UNLAYER,
+    EmailMode.STRIPO: email_pb2.EMAIL_MODE_STRIPO,
+}
+_MODE_FROM_PROTO: dict[int, EmailMode] = {value: mode for mode, value in _MODE_TO_PROTO.items()}
+
+_SCOPE_FROM_PROTO: dict[int, ValidateScope] = {
+    email_pb2.VALIDATE_SCOPE_OPT_IN: ValidateScope.OPT_IN,
+    email_pb2.VALIDATE_SCOPE_CAMPAIGN: ValidateScope.CAMPAIGN,
+    email_pb2.VALIDATE_SCOPE_AUTO_RESPONDER: ValidateScope.AUTO_RESPONDER,
+}
+
+
+def content_type_to_proto(content_type: ContentType) -> email_pb2.ContentType.ValueType:
+    return _CONTENT_TYPE_TO_PROTO[content_type]
+
+
+def content_type_from_proto(value: int) -> ContentType | None:
+    """The content type a proto value names; None for UNSPECIFIED and unknown values."""
+    return _CONTENT_TYPE_FROM_PROTO.get(value)
+
+
+def mode_to_proto(mode: EmailMode) -> email_pb2.EmailMode.ValueType:
+    return _MODE_TO_PROTO[mode]
+
+
+def mode_from_proto(value: int) -> EmailMode | None:
+    """The mode a proto value names; None for UNSPECIFIED and unknown values."""
+    return _MODE_FROM_PROTO.get(value)
+
+
+@dataclass(frozen=True)
+class Utm:
+    """UTM parameters added to an email's links when enabled."""
+
+    enabled: bool = False
+    source: str = ""
+    medium: str = ""
+    campaign: str = ""
+    term: str = ""
+    content: str = ""
+    merge_tags: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "enabled": self.enabled,
+            "source": self.source,
+            "medium": self.medium,
+            "campaign": self.campaign,
+            "term": self.term,
+            "content": self.content,
+            "merge_tags": self.merge_tags,
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, object]) -> Utm:
+        def text(key: str) -> str:
+            item = value.get(key, "")
+            return item if isinstance(item, str) else ""
+
+        return cls(
+            enabled=value.get("enabled") is True,
+            source=text("source"),
+            medium=text("medium"),
+            campaign=text("campaign"),
+            term=text("term"),
+            content=text("content"),
+            merge_tags=value.get("merge_tags") is True,
+        )
+
+
+@dataclass(frozen=True)
+class Email:
+    """One email's content, owned by exactly one user."""
+
+    email_id: int
+    owner_user_id: int
+    name: str = ""
+    subject: str = ""
+    preheader_text: str = ""
+    from_name: str = ""
+    from_email: str = ""
+    reply_to_name: str = ""
+    reply_to_email: str = ""
+    html_content: str = ""
+    plain_content: str = ""
+    content_type: ContentType = ContentType.HTML
+    mode: EmailMode = EmailMode.EMPTY
+    fetch_url: str = ""
+    fetch_plain_url: str = ""
+    template_id: int = 0
+    image_embedding: bool = False
+    is_email_template: bool = False
+    extra_content1: str = ""
+    extra_content2: str = ""
+    open_tracking: bool = True
+    link_tracking: bool = True
+    utm: Utm = field(default_factory=Utm)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+# --- ownership and ids --------------------------------------------------------------------------------------
+
+
+def owner_scope(principal: Principal) -> int | None:
+    """The owner every query of this principal is limited to; None for an admin, who sees every user's."""
+    return None if principal.is_admin else principal.user_id
+
+
+def owner_of_new_email(principal: Principal) -> int:
+    """An email belongs to exactly one user, so an admin (who is no user) cannot create one."""
+    if principal.is_admin:
+        raise DomainError(
+            ErrorKind.PERMISSION,
+            "ADMIN_CANNOT_OWN_EMAILS",
+            "an admin cannot own emails; create them with the user's credentials",
+        )
+    return principal.user_id
+
+
+def validate_email_id(email_id: int, field_name: str = "email_id") -> None:
+    if email_id <= 0:
+        raise DomainError(
+            ErrorKind.INVALID,
+            "EMAIL_ID_REQUIRED",
+            f"{field_name} must be a positive email id",
+            [FieldViolation(field_name, "EMAIL_ID_REQUIRED", f"{field_name} must be a positive email id")],
+        )
+
+
+def email_not_found(email_id: int) -> DomainError:
+    message = f"email {email_id} not found"
+    return DomainError(
+        ErrorKind.NOT_FOUND,
+        "EMAIL_NOT_FOUND",
+        message,
+        [FieldViolation("email_id", "EMAIL_NOT_FOUND", message)],
+        {"email_id": str(email_id)},
+    )
+
+
+def listed_email_ids(email_ids: Sequence[int]) -> list[int]:
+    """The ids to list, without duplicates in first-given order; INVALID for a non-positive id or too many."""
+    violations = Violations()
+    if any(email_id <= 0 for email_id in email_ids):
+        violations.add("email_ids", "EMAIL_IDS_INVALID", "email_ids must be positive email ids")
+    distinct = list(dict.fromkeys(email_ids))
+    if len(distinct) > MAX_LISTED_IDS:
+        violations.add(
+            "email_ids",
+            "EMAIL_IDS_TOO_MANY",
+            f"email_ids names more than {MAX_LISTED_IDS} emails ({len(distinct)})",
+        )
+    violations.raise_if_any()
+    return distinct
+
+
+# --- updates ------------------------------------------------------------------------------------------------
+
+_UTM_TEXT = ("source", "medium", "campaign", "term", "content")
+_TEXT_LIMITS: dict[str, int] = {
+    "name": MAX_SHORT_TEXT,
+    "subject": MAX_LINE_TEXT,
+    "preheader_text": MAX_LINE_TEXT,
+    "from_name": MAX_SHORT_TEXT,
+    "from_email": MAX_SHORT_TEXT,
+    "reply_to_name": MAX_SHORT_TEXT,
+    "reply_to_email": MAX_SHORT_TEXT,
+    "html_content": MAX_BODY,
+    "plain_content": MAX_BODY,
+    "fetch_url": MAX_URL,
+    "fetch_plain_url": MAX_URL,
+    "extra_content1": MAX_BODY,
+    "extra_content2": MAX_BODY,
+    **{f"utm.{name}": MAX_SHORT_TEXT for name in _UTM_TEXT},
+}
+_BOOLEANS = frozenset(
+    {"image_embedding", "is_email_template", "open_tracking", "link_tracking", "utm.enabled", "utm.merge_tags"}
+)
+# Fields whose personalization tags are checked; link tags make sense only in a body.
+_TAGGED_FIELDS: dict[str, bool] = {
+    "subject": False,
+    "preheader_text": True,
+    "html_content": True,
+    "plain_content": True,
+}
+_ADDRESS_REASONS = {"from_email": "FROM_EMAIL_INVALID", "reply_to_email": "REPLY_TO_EMAIL_INVALID"}
+
+
+@dataclass(frozen=True)
+class EmailUpdate:
+    """A checked update request: what to change, for which scope, and what was wrong with the request itself."""
+
+    email_id: int
+    scope: ValidateScope | None
+    changes: Mapping[str, object]
+    violations: tuple[FieldViolation, ...] = ()
+
+
+def _check_text(path: str, value: str, violations: Violations) -> bool:
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL; refusing it here keeps the failure a client error.
+        violations.add(path, "TEXT_INVALID", f"{path} must not contain NUL characters")
+        return False
+    limit = _TEXT_LIMITS[path]
+    if len(value) > limit:
+        violations.add(path, "TEXT_TOO_LONG", f"{path} is longer than {limit} characters")
+        return False
+    allow_links = _TAGGED_FIELDS.get(path)
+    if allow_links is not None:
+        problems = personalization_problems(value, allow_links=allow_links)
+        if problems:
+            violations.add(path, "PERSONALIZATION_TAG_INVALID", f"{path}: {problems[0]}")
+            return False
+    return True
+
+
+def _checked_value(path: str, value: object, violations: Violations) -> tuple[bool, object]:
+    """(True, the value to store) or (False, None) after recording what is wrong with it."""
+    if path in _TEXT_LIMITS:
+        text = value if isinstance(value, str) else ""
+        if not _check_text(path, text, violations):
+            return False, None
+        if path not in _ADDRESS_REASONS:
+            return True, text
+        # Stored as typed (trimmed): the validator's normal form lower-cases the local part, which mail
+        # servers may treat as case-sensitive.
+        address = text.strip()
+        if address:
+            try:
+                validate_email(address, check_deliverability=False)
+            except EmailNotValidError as exc:
+                violations.add(path, _ADDRESS_REASONS[path], f"{path} is not a valid email address: {exc}")
+                return False, None
+        return True, address
+    if path in _BOOLEANS:
+        return True, value is True
+    if path == "content_type":
+        content_type = content_type_from_proto(value) if isinstance(value, int) else None
+        if content_type is None:
+            violations.add(path, "CONTENT_TYPE_INVALID", "content_type must be HTML, PLAIN or BOTH")
+            return False, None
+        return True, content_type
+    if path == "mode":
+        mode = mode_from_proto(value) if isinstance(value, int) else None
+        if mode is None:
+            violations.add(path, "MODE_INVALID", "mode must name an email mode")
+            return False, None
+        return True, mode
+    if path == "template_id":
+        if not isinstance(value, int) or value < 0:
+            violations.add(path, "TEMPLATE_ID_INVALID", "template_id must not be negative")
+            return False, None
+        return True, value
+    if path == "utm" and isinstance(value, Utm):
+        good = all([_check_text(f"utm.{name}", getattr(value, name), violations) for name in _UTM_TEXT])
+        return good, value if good else None
+    violations.add("update_mask", "UPDATE_MASK_INVALID", f"{path!r} is not a field an update may change")
+    return False, None
+
+
+def prepare_update(email_id: int, validate_scope: int, values: Mapping[str, object]) -> EmailUpdate:
+    """Checks what an update request says on its own (values by update-mask path) and keeps the good changes.
+
+    What depends on the stored email (content for the content type, UTM settings, the template) is checked
+    by `updated_email` once the email is loaded, so that one answer can name every problem.
+    """
+    violations = Violations()
+    if email_id <= 0:
+        violations.add("email.email_id", "EMAIL_ID_REQUIRED", "email.email_id must be a positive email id")
+    scope = _SCOPE_FROM_PROTO.get(validate_scope)
+    if validate_scope == email_pb2.VALIDATE_SCOPE_UNSPECIFIED:
+        violations.add("validate_scope", "VALIDATE_SCOPE_REQUIRED", "validate_scope is required")
+    elif scope is None:
+        violations.add("validate_scope", "VALIDATE_SCOPE_INVALID", f"{validate_scope} is not a validate scope")
+    changes: dict[str, object] = {}
+    for path, value in values.items():
+        good, checked = _checked_value(path, value, violations)
+        if good:
+            changes[path] = checked
+    return EmailUpdate(email_id, scope, changes, tuple(violations.items))
+
+
+def _derived_content_type(email: Email) -> ContentType:
+    """The content type that the bodies present imply; unchanged when neither is present."""
+    has_html, has_plain = bool(email.html_content.strip()), bool(email.plain_content.strip())
+    if has_html and has_plain:
+        return ContentType.BOTH
+    if has_html:
+        return ContentType.HTML
+    if has_plain:
+        return ContentType.PLAIN
+    return email.content_type
+
+
+def merged_email(current: Email, changes: Mapping[str, object]) -> Email:
+    """The email with the changes applied. Without an explicit content type, it follows the bodies sent."""
+    top = {path: value for path, value in changes.items() if "." not in path}
+    utm_parts = {path.removeprefix("utm."): value for path, value in changes.items() if path.startswith("utm.")}
+    email = replace(current, **top)  # type: ignore[arg-type]
+    if utm_parts:
+        email = replace(email, utm=replace(email.utm, **utm_parts))  # type: ignore[arg-type]
+    if "content_type" not in changes and ({"html_content", "plain_content"} & set(changes)):
+        email = replace(email, content_type=_derived_content_type(email))
+    return email
+
+
+def result_violations(email: Email) -> list[FieldViolation]:
+    """What makes an email unfit for sending. The same for every scope, since every scope sends the email to
+    someone; the scope-specific legacy checks (unsubscribe and opt-in links, sender domains) follow user-group
+    flags that Herald does not have."""
+    violations = Violations()
+    # Import mode fetches the bodies from their URLs, so a URL stands in for the body.
+    has_html = bool(email.html_content.strip()) or (email.mode is EmailMode.IMPORT and bool(email.fetch_url))
+    has_plain = bool(email.plain_content.strip()) or (
+        email.mode is EmailMode.IMPORT and bool(email.fetch_plain_url)
+    )
+    if email.content_type in (ContentType.HTML, ContentType.BOTH) and not has_html:
+        violations.add(
+            "html_content", "EMAIL_CONTENT_REQUIRED", f"content type {email.content_type} needs HTML content"
+        )
+    if email.content_type in (ContentType.PLAIN, ContentType.BOTH) and not has_plain:
+        violations.add(
+            "plain_content", "EMAIL_CONTENT_REQUIRED", f"content type {email.content_type} needs plain content"
+        )
+    if email.mode is EmailMode.TEMPLATE and email.template_id <= 0:
+        violations.add("template_id", "TEMPLATE_ID_REQUIRED", "Template mode needs a template_id")
+    if email.utm.enabled:
+        for name in ("source", "medium", "campaign"):
+            if not getattr(email.utm, name).strip():
+                violations.add(f"utm.{name}", f"UTM_{name.upper()}_REQUIRED", f"UTM tracking needs utm.{name}")
+    return violations.items
+
+
+def updated_email(update: EmailUpdate, current: Email | None) -> Email:
+    """The email after the update, or the error naming every problem of the request and of the result.
+
+    A request with bad fields is INVALID even for an email that is not found; NOT_FOUND otherwise.
+    """
+    problems = list(update.violations)
+    if current is None:
+        if problems:
+            raise _invalid(problems)
+        raise email_not_found(update.email_id)
+    result = merged_email(current, update.changes)
+    problems += result_violations(result)
+    if problems:
+        raise _invalid(problems)
+    return result
+
+
+def _invalid(violations: Sequence[FieldViolation]) -> DomainError:
+    first = violations[0]
+    return DomainError(ErrorKind.INVALID, first.reason, first.description, list(violations))
+
+
+# --- personalization tags -----------------------------------------------------------------------------------
+
+NAMESPACES = ("Subscriber", "User", "List", "Campaign", "Link")
+_NAMESPACE_BY_FOLDED = {namespace.casefold(): namespace for namespace in NAMESPACES}
+
+
+class Helper(enum.StrEnum):
+    """A function applied to a tag's value: `{{urlEncode Subscriber:EmailAddress}}`."""
+
+    URL_ENCODE = "urlEncode"
+    UPPERCASE = "uppercase"
+
+
+_HELPER_BY_FOLDED = {helper.value.casefold(): helper for helper in Helper}
+_OPENER = re.compile(r"\{\{|%")
+_LEGACY_OPENER = re.compile(r"%")
+_FIELD = r"[A-Za-z0-9_.\-]+(?::[A-Za-z0-9_.\-]+)*"
+_EXPRESSION = re.compile(
+    r"""\s*
+    (?:(?P<helper>[A-Za-z]+)\s+)?
+    (?P<namespace>[A-Za-z]+):(?P<field>"""
+    + _FIELD
+    + r""")\s*
+    (?:\|\s*(?:"(?P<double>(?:[^"\\]|\\.)*)"|'(?P<single>(?:[^'\\]|\\.)*)')\s*)?
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_LEGACY = re.compile(r"%(?P<namespace>[A-Za-z]+):(?P<field>[A-Za-z0-9_]+(?::[A-Za-z0-9_]+)*)%")
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Tag:
+    """One personalization tag found in a text, at text[start:end]."""
+
+    start: int
+    end: int
+    namespace: str
+    field: str
+    raw: bool = False
+    helper: Helper | None = None
+    fallback: str | None = None
+    legacy: bool = False
+
+    @property
+    def key(self) -> str:
+        """`Namespace:Field`, the key its value is looked up by."""
+        return f"{self.namespace}:{self.field}"
+
+
+@dataclass(frozen=True)
+class TagError:
+    """Something at text[start:end] that opens a tag but is not a valid one."""
+
+    start: int
+    end: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Personalization:
+    """The tags of a text in order, and what looked like a tag but was not one."""
+
+    tags: tuple[Tag, ...]
+    errors: tuple[TagError, ...]
+
+
+class _Closers:
+    """Finds the next `}}` / `}}}` at or after a position, remembering the last answer.
+
+    Without the memo, a text with many unclosed `{{` would be scanned once per opener (quadratic).
+    """
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._found: dict[str, int] = {}
+
+    def find(self, closer: str, start: int) -> int:
+        previous = self._found.get(closer)
+        if previous is not None and (previous == -1 or previous >= start):
+            return previous
+        found = self._text.find(closer, start)
+        self._found[closer] = found
+        return found
+
+
+def _modern_tag(text: str, start: int, closers: _Closers) -> Tag | TagError:
+    raw = text.startswith("{{{", start)
+    opener, closer = ("{{{", "}}}") if raw else ("{{", "}}")
+    close = closers.find(closer, start + len(opener))
+    if close == -1:
+        return TagError(start, start + len(opener), f"{opener} is never closed with {closer}")
+    end = close + len(closer)
+    inner = text[start + len(opener) : close]
+    snippet = text[start:end] if end - start <= 80 else text[start : start + 77] + "..."
+    match = _EXPRESSION.fullmatch(inner)
+    if match is None:
+        return TagError(start, end, f"{snippet} is not a personalization tag")
+    namespace = _NAMESPACE_BY_FOLDED.get(match["namespace"].casefold())
+    if namespace is None:
+        return TagError(start, end, f"unknown personalization namespace {match['namespace']!r} in {snippet}")
+    helper = None
+    if match["helper"] is not None:
+        helper = _HELPER_BY_FOLDED.get(match["helper"].casefold())
+        if helper is None:
+            return TagError(start, end, f"unknown personalization helper {match['helper']!r} in {snippet}")
+    quoted = match["double"] if match["double"] is not None else match["single"]
+    fallback = None if quoted is None else _ESCAPED.sub(r"\1", quoted)
+    return Tag(start, end, namespace, match["field"], raw=raw, helper=helper, fallback=fallback)
+
+
+def parse_personalization(text: str) -> Personalization:
+    """Finds the personalization tags of a subject or body; never raises.
+
+    Modern tags: `{{ Ns:Field }}` (HTML-escaped when rendered), `{{{ Ns:Field }}}` (raw), an optional fallback
+    `{{ Ns:Field | "default" }}` and an optional helper `{{urlEncode Ns:Field}}`. Every `{{` opens a tag, so an
+    unclosed one, an unknown namespace or helper, or anything else between the braces is an error; a lone `}}`
+    is ordinary text (nested CSS rules end that way). Legacy tags `%Ns:Field%` take no fallback or helper and
+    count only with a known namespace: `%` is common in text and URLs (`50%`, `%3A`), so anything else is text.
+    """
+    tags: list[Tag] = []
+    errors: list[TagError] = []
+    closers = _Closers(text)
+    openers = _OPENER
+    position = 0
+    while (opener := openers.search(text, position)) is not None:
+        start = opener.start()
+        if opener.group() == "%":
+            legacy = _LEGACY.match(text, start)
+            namespace = _NAMESPACE_BY_FOLDED.get(legacy["namespace"].casefold()) if legacy else None
+            if legacy is None or namespace is None:
+                position = start + 1
+                continue
+            tags.append(Tag(start, legacy.end(), namespace, legacy["field"], legacy=True))
+            position = legacy.end()
+            continue
+        found = _modern_tag(text, start, closers)
+        if isinstance(found, TagError):
+            errors.append(found)
+            if closers.find("}}", start) == -1:
+                # No `}}` follows, so no later `{{` can close either: one error says it all.
+                openers = _LEGACY_OPENER
+        else:
+            tags.append(found)
+        position = found.end
+    return Personalization(tuple(tags), tuple(errors))
+
+
+def personalization_problems(text: str, *, allow_links: bool = True) -> list[str]:
+    """What is wrong with the tags of a text, in order; empty when every tag is valid."""
+    parsed = parse_personalization(text)
+    problems = [(error.start, error.message) for error in parsed.errors]
+    if not allow_links:
+        problems += [
+            (tag.start, f"link tag {text[tag.start : tag.end]} belongs in the body, not here")
+            for tag in parsed.tags
+            if tag.namespace == "Link"
+        ]
+    return [message for _, message in sorted(problems)]
+
+
+def _lookup(values: Mapping[str, str]) -> dict[str, str]:
+    return {key.casefold(): value for key, value in values.items()}
+
+
+def render_personalization(
+    text: str, values: Mapping[str, str], *, html_escape: bool, parsed: Personalization | None = None
+) -> str:
+    """The text with every tag replaced by its value from `values` (keyed `Ns:Field`, case-insensitively).
+
+    A missing or empty value gives the tag's fallback, else "". With `html_escape` (an HTML body), values of
+    `{{ }}` and legacy tags are HTML-escaped and `{{{ }}}` ones are not. What is not a valid tag stays as it is.
+    Never raises. `parsed` (this text's `parse_personalization`) saves parsing again for every recipient.
+    """
+    parsed = parsed if parsed is not None else parse_personalization(text)
+    if not parsed.tags:
+        return text
+    folded: dict[str, str] | None = None
+    parts: list[str] = []
+    position = 0
+    for tag in parsed.tags:
+        value = values.get(tag.key)
+        if value is None:
+            folded = folded if folded is not None else _lookup(values)
+            value = folded.get(tag.key.casefold())
+        parts.append(text[position : tag.start])
+        parts.append(_rendered(tag, value, html_escape=html_escape))
+        position = tag.end
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+def _rendered(tag: Tag, value: str | None, *, html_escape: bool) -> str:
+    if not value:
+        value = tag.fallback or ""
+    if tag.helper is Helper.URL_ENCODE:
+        value = urllib.parse.quote(value, safe="")
+    elif tag.helper is Helper.UPPERCASE:
+        value = value.upper()
+    if html_escape and not tag.raw:
+        value = html.escape(value, quote=True)
+    return value

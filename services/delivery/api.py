@@ -1,0 +1,98 @@
+"""The gRPC servicer of herald.delivery.v1.DeliveryService: proto to domain and back; the SQL is in store, the rules in domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+from google.protobuf import timestamp_pb2
+from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common import auth
+from services.delivery import domain, store
+from services.delivery.domain import CampaignStatistics
+
+
+def _owner_scope() -> int | None:
+    """Whose campaigns the caller may see: their own, or (None) everyone's for an admin."""
+    principal = auth.principal()
+    return None if principal.is_admin else principal.user_id
+
+
+def _timestamp(instant: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if instant is None:
+        return None
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(instant)
+    return message
+
+
+def _statistics_message(statistics: CampaignStatistics) -> delivery_pb2.CampaignStatistics:
+    return delivery_pb2.CampaignStatistics(
+        campaign_id=statistics.campaign_id,
+        total_recipients=statistics.total_recipients,
+        total_sent=statistics.sent,
+        total_failed=statistics.failed,
+        total_opens=statistics.events.opens,
+        unique_opens=statistics.events.unique_opens,
+        total_clicks=statistics.events.clicks,
+        unique_clicks=statistics.events.unique_clicks,
+        first_send_time=_timestamp(statistics.first_sent_at),
+        last_send_time=_timestamp(statistics.last_sent_at),
+        variations=[
+            delivery_pb2.VariationStatistics(
+                email_id=variation.email_id,
+                total_recipients=variation.total_recipients,
+                total_sent=variation.sent,
+                total_failed=variation.failed,
+                unique_opens=variation.unique_opens,
+                unique_clicks=variation.unique_clicks,
+            )
+            for variation in statistics.variations
+        ],
+        domains=[
+            delivery_pb2.DomainStatistics(
+                domain=figures.domain,
+                total_recipients=figures.total_recipients,
+                total_sent=figures.sent,
+                total_failed=figures.failed,
+            )
+            for figures in statistics.domains
+        ],
+    )
+
+
+class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
+    """Delivery statistics, every call scoped to the principal's user."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def BatchGetCampaignStatistics(
+        self, request: delivery_pb2.BatchGetCampaignStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> delivery_pb2.BatchGetCampaignStatisticsResponse:
+        campaign_ids = domain.validate_statistics_request(request.campaign_ids)
+        if not campaign_ids:
+            return delivery_pb2.BatchGetCampaignStatisticsResponse()
+        owner = _owner_scope()
+        async with self._engine.connect() as conn:
+            # One snapshot for every figure group, so totals and breakdowns agree while workers send.
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                run_totals = await store.run_totals(conn, campaign_ids, owner)
+                counts = await store.recipient_counts(conn, campaign_ids, owner)
+                # Events and breakdowns exist only for campaigns with queue rows; most campaigns a
+                # listing asks about were never sent, and then these three queries are skipped.
+                queued = [campaign_id for campaign_id in campaign_ids if campaign_id in counts]
+                events = await store.event_counts(conn, queued, owner) if queued else {}
+                variations = await store.variation_figures(conn, queued, owner) if queued else {}
+                domains = (
+                    await store.domain_figures(conn, queued, owner, domain.MAX_DOMAINS_PER_CAMPAIGN)
+                    if queued
+                    else {}
+                )
+        statistics = domain.campaign_statistics(campaign_ids, run_totals, counts, events, variations, domains)
+        return delivery_pb2.BatchGetCampaignStatisticsResponse(
+            statistics=[_statistics_message(entry) for entry in statistics]
+        )

@@ -1,0 +1,233 @@
+"""SQL of the delivery service: one function per statement over the `delivery` schema; `owner=None` means an admin (no owner filter)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.delivery import domain
+from services.delivery.domain import DomainFigures, EventCounts, RecipientCounts, VariationFigures
+
+SCHEMA = "delivery"
+
+metadata = sa.MetaData(schema=SCHEMA)
+
+campaign_runs = sa.Table(
+    "campaign_runs",
+    metadata,
+    sa.Column("campaign_id", sa.BigInteger, primary_key=True),
+    sa.Column("owner_user_id", sa.BigInteger, nullable=False),
+    sa.Column("total_recipients", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+
+recipients = sa.Table(
+    "recipients",
+    metadata,
+    sa.Column("campaign_id", sa.BigInteger, primary_key=True),
+    sa.Column("recipient_id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    sa.Column("owner_user_id", sa.BigInteger, nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("batch_id", sa.Integer),
+    sa.Column("subscriber_id", sa.BigInteger, nullable=False),
+    sa.Column("email_address", sa.Text, nullable=False),
+    sa.Column("domain", sa.Text, nullable=False),
+    sa.Column("first_name", sa.Text, nullable=False, server_default=""),
+    sa.Column("last_name", sa.Text, nullable=False, server_default=""),
+    sa.Column("email_id", sa.BigInteger),
+    sa.Column("status", sa.Text, nullable=False, server_default=domain.PENDING),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+    sa.Column("claimed_at", sa.DateTime(timezone=True)),
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Column("failed_at", sa.DateTime(timezone=True)),
+    sa.Column("message_id", sa.Text),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("event_id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    sa.Column("campaign_id", sa.BigInteger, nullable=False),
+    sa.Column("recipient_id", sa.BigInteger, nullable=False),
+    sa.Column("owner_user_id", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("url", sa.Text, nullable=False, server_default=""),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+
+def _ids(values: Sequence[int]) -> sa.BindParameter[Sequence[int]]:
+    # One array parameter (`= ANY(:ids)`) rather than an IN list: one plan whatever the count.
+    return sa.bindparam(None, list(values), type_=postgresql.ARRAY(sa.BigInteger))
+
+
+def _scoped(table: sa.Table, campaign_ids: Sequence[int], owner: int | None) -> sa.ColumnElement[bool]:
+    """The rows of the requested campaigns that the owner may see (all of them for an admin)."""
+    in_request = table.c.campaign_id == sa.any_(_ids(campaign_ids))
+    return in_request if owner is None else sa.and_(in_request, table.c.owner_user_id == owner)
+
+
+def _count_where(condition: sa.ColumnElement[bool]) -> sa.FunctionFilter[Any]:
+    return sa.func.count().filter(condition)
+
+
+async def run_totals(conn: AsyncConnection, campaign_ids: Sequence[int], owner: int | None) -> dict[int, int]:
+    """TotalRecipients fixed when each queued campaign was queued, by campaign id."""
+    query = sa.select(campaign_runs.c.campaign_id, campaign_runs.c.total_recipients).where(
+        _scoped(campaign_runs, campaign_ids, owner)
+    )
+    return {row.campaign_id: row.total_recipients for row in await conn.execute(query)}
+
+
+async def recipient_counts(
+    conn: AsyncConnection, campaign_ids: Sequence[int], owner: int | None
+) -> dict[int, RecipientCounts]:
+    """Rows, Sent and Failed rows, and the first and last send of each campaign that has queue rows."""
+    query = (
+        sa.select(
+            recipients.c.campaign_id,
+            sa.func.count().label("total"),
+            _count_where(recipients.c.status == domain.SENT).label("sent"),
+            _count_where(recipients.c.status == domain.FAILED).label("failed"),
+            sa.func.min(recipients.c.sent_at).label("first_sent_at"),
+            sa.func.max(recipients.c.sent_at).label("last_sent_at"),
+        )
+        .where(_scoped(recipients, campaign_ids, owner))
+        .group_by(recipients.c.campaign_id)
+    )
+    return {
+        row.campaign_id: RecipientCounts(
+            total=row.total,
+            sent=row.sent,
+            failed=row.failed,
+            first_sent_at=row.first_sent_at,
+            last_sent_at=row.last_sent_at,
+        )
+        for row in await conn.execute(query)
+    }
+
+
+async def event_counts(
+    conn: AsyncConnection, campaign_ids: Sequence[int], owner: int | None
+) -> dict[int, EventCounts]:
+    """Opens and clicks of each campaign that has any: every hit, and distinct recipients."""
+    is_open = events.c.kind == domain.OPEN
+    is_click = events.c.kind == domain.CLICK
+    query = (
+        sa.select(
+            events.c.campaign_id,
+            _count_where(is_open).label("opens"),
+            sa.func.count(sa.distinct(events.c.recipient_id)).filter(is_open).label("unique_opens"),
+            _count_where(is_click).label("clicks"),
+            sa.func.count(sa.distinct(events.c.recipient_id)).filter(is_click).label("unique_clicks"),
+        )
+        .where(_scoped(events, campaign_ids, owner))
+        .group_by(events.c.campaign_id)
+    )
+    return {
+        row.campaign_id: EventCounts(
+            opens=row.opens, unique_opens=row.unique_opens, clicks=row.clicks, unique_clicks=row.unique_clicks
+        )
+        for row in await conn.execute(query)
+    }
+
+
+async def variation_figures(
+    conn: AsyncConnection, campaign_ids: Sequence[int], owner: int | None
+) -> dict[int, list[VariationFigures]]:
+    """Per A/B variation of each campaign: rows, Sent, Failed, and recipients who opened or clicked, by email id."""
+    # Each recipient's events reduced to "opened?" and "clicked?" first, so the join adds one row at most.
+    engaged = (
+        sa.select(
+            events.c.campaign_id,
+            events.c.recipient_id,
+            sa.func.bool_or(events.c.kind == domain.OPEN).label("opened"),
+            sa.func.bool_or(events.c.kind == domain.CLICK).label("clicked"),
+        )
+        .where(_scoped(events, campaign_ids, owner))
+        .group_by(events.c.campaign_id, events.c.recipient_id)
+        .subquery("engaged")
+    )
+    query = (
+        sa.select(
+            recipients.c.campaign_id,
+            recipients.c.email_id,
+            sa.func.count().label("total"),
+            _count_where(recipients.c.status == domain.SENT).label("sent"),
+            _count_where(recipients.c.status == domain.FAILED).label("failed"),
+            _count_where(engaged.c.opened).label("unique_opens"),
+            _count_where(engaged.c.clicked).label("unique_clicks"),
+        )
+        .select_from(
+            recipients.outerjoin(
+                engaged,
+                sa.and_(
+                    engaged.c.campaign_id == recipients.c.campaign_id,
+                    engaged.c.recipient_id == recipients.c.recipient_id,
+                ),
+            )
+        )
+        .where(_scoped(recipients, campaign_ids, owner), recipients.c.email_id.is_not(None))
+        .group_by(recipients.c.campaign_id, recipients.c.email_id)
+        .order_by(recipients.c.campaign_id, recipients.c.email_id)
+    )
+    found: dict[int, list[VariationFigures]] = {}
+    for row in await conn.execute(query):
+        found.setdefault(row.campaign_id, []).append(
+            VariationFigures(
+                email_id=row.email_id,
+                total_recipients=row.total,
+                sent=row.sent,
+                failed=row.failed,
+                unique_opens=row.unique_opens,
+                unique_clicks=row.unique_clicks,
+            )
+        )
+    return found
+
+
+async def domain_figures(
+    conn: AsyncConnection, campaign_ids: Sequence[int], owner: int | None, limit: int
+) -> dict[int, list[DomainFigures]]:
+    """The `limit` recipient domains with the most recipients of each campaign (ties by name), with Sent and Failed."""
+    total = sa.func.count()
+    per_domain = (
+        sa.select(
+            recipients.c.campaign_id,
+            recipients.c.domain,
+            total.label("total"),
+            _count_where(recipients.c.status == domain.SENT).label("sent"),
+            _count_where(recipients.c.status == domain.FAILED).label("failed"),
+            sa.func.row_number()
+            .over(partition_by=recipients.c.campaign_id, order_by=(total.desc(), recipients.c.domain))
+            .label("rank"),
+        )
+        .where(_scoped(recipients, campaign_ids, owner))
+        .group_by(recipients.c.campaign_id, recipients.c.domain)
+        .subquery("per_domain")
+    )
+    query = (
+        sa.select(
+            per_domain.c.campaign_id,
+            per_domain.c.domain,
+            per_domain.c.total,
+            per_domain.c.sent,
+            per_domain.c.failed,
+        )
+        .where(per_domain.c.rank <= limit)
+        .order_by(per_domain.c.campaign_id, per_domain.c.rank)
+    )
+    found: dict[int, list[DomainFigures]] = {}
+    for row in await conn.execute(query):
+        found.setdefault(row.campaign_id, []).append(
+            DomainFigures(domain=row.domain, total_recipients=row.total, sent=row.sent, failed=row.failed)
+        )
+    return found
