@@ -16,7 +16,9 @@ import uvloop
 from services.common.config import SERVICES, Settings, get_settings
 from services.common.logging import configure_logging
 
-SERVABLE = (*SERVICES, "translator")
+# Processes that are not a service's main module, by the name `herald serve` knows them.
+ENTRY_MODULES = {"translator": "translator.main", "mail-capture": "services.delivery.capture"}
+SERVABLE = (*SERVICES, *ENTRY_MODULES)
 
 
 @contextmanager
@@ -39,7 +41,7 @@ def database(settings: Settings) -> Iterator[Settings]:
 
 def _serve(settings: Settings, name: str) -> None:
     configure_logging(settings.log_level, settings.log_format, process=name)
-    module = importlib.import_module("translator.main" if name == "translator" else f"services.{name}.main")
+    module = importlib.import_module(ENTRY_MODULES.get(name, f"services.{name}.main"))
     entry: Callable[[Settings], Coroutine[Any, Any, None]] = module.main
     # uvloop roughly halves the event loop's own cost per request in aiohttp, grpc.aio and psycopg.
     uvloop.run(entry(settings))
@@ -103,6 +105,17 @@ def main(argv: list[str] | None = None) -> None:
     who.add_argument("--admin", type=int, help="admin id")
     mint.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
 
+    from services.audience import import_client
+
+    subscribers = commands.add_parser("subscribers", help="subscribers of lists").add_subparsers(
+        dest="action", required=True
+    )
+    import_client.add_arguments(
+        subscribers.add_parser(
+            "import", help="stream a CSV file into a list with a progress bar; prints the import's report as JSON"
+        )
+    )
+
     args = parser.parse_args(argv)
     settings = get_settings()
     if args.command == "run":
@@ -112,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         _serve(settings, args.service)
         return
+    if args.command == "subscribers":
+        raise SystemExit(import_client.run_import(settings, args))
     if args.command == "user" and args.action == "update":
         _identity(settings, lambda store: store.set_untrusted(args.user, args.untrusted))
     elif args.command == "user":

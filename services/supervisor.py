@@ -29,11 +29,18 @@ def _child_env(settings: Settings, database_url: str, nats_url: str) -> dict[str
     return env
 
 
+def _local_host(settings: Settings) -> str:
+    """Where processes on this machine reach a server bound to HERALD_BIND."""
+    return "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
+
+
 def _wait_until_listening(
     settings: Settings, children: dict[str, subprocess.Popen[bytes]], timeout: float
 ) -> None:
     ports = {name: settings.grpc_port(name) for name in SERVICES} | {"translator": settings.http_port}
-    host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
+    if "mail-capture" in children:
+        ports["mail-capture"] = settings.smtp_capture_port
+    host = _local_host(settings)
     deadline = time.monotonic() + timeout
     waiting = dict(ports)
     while waiting:
@@ -80,12 +87,21 @@ def run(settings: Settings) -> int:
         database_url = postgres.start() if postgres else settings.database_url
         nats_url = nats.start() if nats else settings.nats_url
         env = _child_env(settings, database_url, nats_url)
-        for name in PROCESSES:
+        processes: tuple[str, ...] = PROCESSES
+        # No mail relay configured: a local capture receives every message, readable at /mail.
+        capture = not settings.smtp_url
+        env["HERALD_MAIL_CAPTURE"] = "true" if capture else "false"
+        if capture:
+            env["SMTP_URL"] = f"smtp://{_local_host(settings)}:{settings.smtp_capture_port}"
+            processes = (*PROCESSES, "mail-capture")
+        for name in processes:
             children[name] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
         _wait_until_listening(settings, children, timeout=60)
         print(
             f"Herald is up: legacy API at {settings.effective_public_url()}/api.php, "
-            f"data in {settings.data_dir.resolve()}. Ctrl-C stops everything.",
+            f"data in {settings.data_dir.resolve()}"
+            + (f", sent mail at {settings.effective_public_url()}/mail" if capture else "")
+            + ". Ctrl-C stops everything.",
             file=sys.stderr,
             flush=True,
         )

@@ -108,13 +108,21 @@ class System:
             data_dir=Path(self.env["HERALD_DATA_DIR"]),
         )
 
+    @property
+    def smtp_capture_port(self) -> int:
+        """The port of the local mail capture that `herald run` started (SMTP_URL is unset)."""
+        return self.ports["smtp_capture"]
+
     def grpc_target(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
 
 
 def herald_env(backing: Backing, data_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
-    ports = {name: free_port() for name in ("http", "campaign", "tag", "audience", "delivery")}
+    ports = {name: free_port() for name in ("http", "campaign", "tag", "audience", "delivery", "smtp_capture")}
     env = dict(os.environ)
+    # No SMTP_URL: `herald run` starts its local mail capture, which the tests read.
+    env.pop("SMTP_URL", None)
+    env.pop("HERALD_SMTP_URL", None)
     env.update(
         DATABASE_URL=backing.database_url,
         NATS_URL=backing.nats_url,
@@ -126,6 +134,7 @@ def herald_env(backing: Backing, data_dir: Path) -> tuple[dict[str, str], dict[s
         HERALD_LOG_FORMAT="console",
         # Archive template tests serve their templates from a local server.
         HERALD_ARCHIVE_ALLOW_PRIVATE_TEMPLATES="true",
+        HERALD_SMTP_CAPTURE_PORT=str(ports["smtp_capture"]),
         **{
             f"HERALD_{name.upper()}_GRPC_PORT": str(ports[name])
             for name in ("campaign", "tag", "audience", "delivery")

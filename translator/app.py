@@ -13,11 +13,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from services.common.grpcutil import decode_error
-from translator import archive, envelope
+from translator import archive, envelope, mail, tracking
 from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Problems, Stubs
 from translator.envelope import AuthError, HardFailure, LegacyError, respond
 from translator.identity import IdentityStore
 from translator.params import BodyError, Params, parse_form, parse_json_body
+from translator.ratelimit import RateLimited, RateLimiter
 
 log = structlog.get_logger()
 MAX_BODY = 16 * 1024 * 1024
@@ -30,6 +31,7 @@ COMMANDS_KEY = web.AppKey("commands", dict)
 IDENTITY_KEY = web.AppKey("identity", IdentityStore)
 STUBS_KEY = web.AppKey("stubs", Stubs)
 PUBLIC_URL_KEY = web.AppKey("public_url", str)
+RATE_LIMITER_KEY = web.AppKey("rate_limiter", RateLimiter)
 
 
 def _file_text(value: object) -> str:
@@ -103,9 +105,21 @@ def _mapped(command: Command, problems: Problems) -> LegacyError:
     return mapped
 
 
+# /api/v1 paths that are no command's own name: one path serves two commands, told apart by the
+# HTTP method (supporting-commands.md §0 and §4).
+V1_PATHS: dict[tuple[str, str], str] = {
+    ("subscribers.import", "POST"): "subscribers.import.post",
+    ("subscribers.import", "GET"): "subscribers.import.get",
+}
+
+
 def _find_command(request: web.Request, name: str, *, via_v1: bool) -> Command:
-    command: Command | None = request.app[COMMANDS_KEY].get(name.lower())
-    if command is None or (via_v1 and not command.v1_alias):
+    aliased = V1_PATHS.get((name.lower(), request.method)) if via_v1 else None
+    command: Command | None = request.app[COMMANDS_KEY].get((aliased or name).lower())
+    if request.method not in (command.methods if command is not None else ("POST",)):
+        # Only the commands that allow it answer GET; any other GET, even of an unknown command, is 100001.
+        raise HardFailure(envelope.INVALID_METHOD, f"Unsupported connection method {request.method}", 400)
+    if command is None or (via_v1 and aliased is None and not command.v1_alias):
         raise HardFailure(envelope.UNKNOWN_COMMAND, f'Invalid API command: "{name}" not found.', 400)
     return command
 
@@ -113,6 +127,17 @@ def _find_command(request: web.Request, name: str, *, via_v1: bool) -> Command:
 async def _dispatch(request: web.Request, command: Command, raw: Mapping[str, object]) -> dict[str, Any]:
     params = Params(raw)
     caller = await _authenticate(command, params, request.app[IDENTITY_KEY])
+    if command.rate_limit is not None:
+        # Counted per credential as presented (each API key or session has its own window).
+        credential = next(
+            (
+                value
+                for name in ("adminapikey", "apikey", "sessionid")
+                if isinstance(value := params.raw(name), str) and value
+            ),
+            request.remote or "",
+        )
+        request.app[RATE_LIMITER_KEY].admit((command.name, credential), *command.rate_limit)
     metadata: tuple[tuple[str, str], ...] = (("x-request-id", request["request_id"]),)
     if caller is not None:
         metadata += (("authorization", f"Bearer {request.app[IDENTITY_KEY].token_for(caller)}"),)
@@ -137,8 +162,17 @@ async def _dispatch(request: web.Request, command: Command, raw: Mapping[str, ob
     return payload
 
 
+def _with_errors(command: Command | None, body: dict[str, Any]) -> dict[str, Any]:
+    """v1-style handlers answer errors in both shapes: the envelope and `Errors: [{Code, Message}]`."""
+    if command is None or not command.errors_list:
+        return body
+    codes, texts = body["ErrorCode"], body["ErrorText"]
+    pairs = zip(codes, texts, strict=True) if isinstance(codes, list) else [(codes, texts)]
+    return {**body, "Errors": [{"Code": code, "Message": text} for code, text in pairs]}
+
+
 async def api(request: web.Request) -> web.Response:
-    """POST /api.php and /api/v1/<command>."""
+    """POST /api.php and /api/v1/<command> (GET for the commands that allow it)."""
     started = time.perf_counter()
     request["request_id"] = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
     structlog.contextvars.clear_contextvars()
@@ -147,7 +181,7 @@ async def api(request: web.Request) -> web.Response:
     command: Command | None = None
     name = request.match_info.get("command", "")
     try:
-        if request.method != "POST":
+        if request.method not in ("POST", "GET"):
             raise HardFailure(envelope.INVALID_METHOD, f"Unsupported connection method {request.method}", 400)
         raw = await _read_params(request)
         xml = raw.get("responseformat") == "XML"
@@ -160,10 +194,17 @@ async def api(request: web.Request) -> web.Response:
         outcome, response = "ok", respond(body, xml=xml)
     except LegacyError as exc:
         shape = command.shape if command is not None else "int"
-        outcome, response = "error", respond(envelope.error_body(exc, shape), xml=xml)
+        outcome, response = "error", respond(_with_errors(command, envelope.error_body(exc, shape)), xml=xml)
     except AuthError as exc:
         outcome = "auth"
-        response = respond({"Success": False, "ErrorCode": exc.code, "ErrorText": exc.text}, xml=xml)
+        error = {"Success": False, "ErrorCode": exc.code, "ErrorText": exc.text}
+        response = respond(_with_errors(command, error), xml=xml)
+    except RateLimited as exc:
+        outcome = "rate_limited"
+        text = f"Rate limit exceeded: retry after {exc.retry_after} seconds"
+        error = {"Success": False, "ErrorCode": 429, "ErrorText": text}
+        response = respond(_with_errors(command, error), status=429, xml=xml)
+        response.headers["Retry-After"] = str(exc.retry_after)
     except HardFailure as exc:
         outcome = "hard"
         json_only = exc.code in (envelope.INVALID_JSON, envelope.INVALID_METHOD)
@@ -213,9 +254,12 @@ def make_app(
     app[IDENTITY_KEY] = identity
     app[STUBS_KEY] = stubs
     app[PUBLIC_URL_KEY] = public_url
+    app[RATE_LIMITER_KEY] = RateLimiter()
     app.router.add_route("*", "/api.php", api)
     app.router.add_route("*", "/api/v1/{command}", api)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     archive.add_routes(app, identity, stubs, public_url)
+    tracking.add_routes(app, identity, stubs)
+    mail.add_routes(app, identity, stubs)
     return app

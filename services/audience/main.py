@@ -1,34 +1,35 @@
-"""Entry point of the audience service; its data and methods arrive with issue 4, until then every method is UNIMPLEMENTED."""
+"""Entry point of the audience service: migrates the `audience` schema and serves AudienceService (imports included)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import grpc
 from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 
+from services.audience.api import AudienceService
+from services.audience.emails import EmailDirectory
+from services.audience.imports import ImportHandler
+from services.audience.store import SCHEMA
 from services.common import db
 from services.common.config import Settings
 from services.common.grpcutil import serve
 
-SCHEMA = "audience"
-
-
-class DraftAudienceService(audience_pb2_grpc.AudienceServiceServicer):
-    """Answers UNIMPLEMENTED until issue 4 lands: nothing here pretends to work."""
-
-    async def CountRecipients(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "CountRecipients arrives with issue 4")
-
 
 async def main(settings: Settings) -> None:
-    engine = db.make_engine(settings, pool_size=2)
+    engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
+    emails = EmailDirectory(settings.grpc_addr("campaign"))
+    imports = ImportHandler(engine, settings)
+    servicer = AudienceService(engine, emails, imports, settings.effective_token_secret())
 
     def register(server: grpc.aio.Server) -> list[str]:
-        audience_pb2_grpc.add_AudienceServiceServicer_to_server(DraftAudienceService(), server)
+        audience_pb2_grpc.add_AudienceServiceServicer_to_server(servicer, server)
         return [audience_pb2.DESCRIPTOR.services_by_name["AudienceService"].full_name]
+
+    async def close() -> None:
+        await emails.close()
+        await engine.dispose()
 
     await serve(
         name="audience",
@@ -36,5 +37,7 @@ async def main(settings: Settings) -> None:
         port=settings.audience_grpc_port,
         token_secret=settings.effective_token_secret(),
         register=register,
-        on_stop=engine.dispose,
+        # Runs stored import jobs (CreateImport) and keeps every running import's heartbeat.
+        background=[imports.run],
+        on_stop=close,
     )

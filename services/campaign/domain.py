@@ -1,15 +1,22 @@
-"""Campaign rules without I/O: statuses and their proto values, name checks, list queries, page tokens and events."""
+"""Campaign rules without I/O: the status machine, schedule, targeting and A/B validation, list queries, events."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import calendar
+import dataclasses
 import enum
+import functools
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import math
+import uuid
+import zoneinfo
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
 
 from herald.campaign.v1 import campaign_pb2
 
@@ -48,6 +55,13 @@ class ScheduleType(enum.StrEnum):
     RECURSIVE = "Recursive"
 
 
+class Winner(enum.StrEnum):
+    """How a split test picks its winner; the values are the legacy names, stored as they are."""
+
+    HIGHEST_OPEN_RATE = "Highest Open Rate"
+    MOST_UNIQUE_CLICKS = "Most Unique Clicks"
+
+
 class OrderField(enum.Enum):
     """The whitelist of orderings a list may ask for."""
 
@@ -81,6 +95,12 @@ _SCHEDULE_TYPE_FROM_PROTO: dict[int, ScheduleType] = {
     value: schedule for schedule, value in _SCHEDULE_TYPE_TO_PROTO.items()
 }
 
+_WINNER_TO_PROTO: dict[Winner, campaign_pb2.Winner.ValueType] = {
+    Winner.HIGHEST_OPEN_RATE: campaign_pb2.WINNER_HIGHEST_OPEN_RATE,
+    Winner.MOST_UNIQUE_CLICKS: campaign_pb2.WINNER_MOST_UNIQUE_CLICKS,
+}
+_WINNER_FROM_PROTO: dict[int, Winner] = {value: winner for winner, value in _WINNER_TO_PROTO.items()}
+
 _ORDER_FIELD_FROM_PROTO: dict[int, OrderField] = {
     campaign_pb2.CAMPAIGN_ORDER_FIELD_UNSPECIFIED: OrderField.CAMPAIGN_ID,
     campaign_pb2.CAMPAIGN_ORDER_FIELD_CAMPAIGN_ID: OrderField.CAMPAIGN_ID,
@@ -110,9 +130,92 @@ def schedule_type_from_proto(value: int) -> ScheduleType | None:
     return _SCHEDULE_TYPE_FROM_PROTO.get(value)
 
 
+def winner_to_proto(winner: Winner) -> campaign_pb2.Winner.ValueType:
+    return _WINNER_TO_PROTO[winner]
+
+
+def winner_from_proto(value: int) -> Winner | None:
+    """The winner rule a proto value names; None for UNSPECIFIED and unknown values."""
+    return _WINNER_FROM_PROTO.get(value)
+
+
 def order_field_from_proto(value: int) -> OrderField | None:
     """The ordering a proto value names (UNSPECIFIED means by campaign id); None for unknown values."""
     return _ORDER_FIELD_FROM_PROTO.get(value)
+
+
+@dataclass(frozen=True)
+class FutureSchedule:
+    """Send once at `send_time` (the instant itself); `time_zone` is the zone the user chose, '' for UTC."""
+
+    send_time: datetime
+    time_zone: str = ""
+
+
+@dataclass(frozen=True)
+class RecursiveSchedule:
+    """Send at every minute matching all lists (cron-like: a day matches its weekday OR its day of month when
+    both are given), at most `max_instances` times; hours and minutes are in `time_zone` ('' for UTC)."""
+
+    days_of_week: tuple[int, ...] = ()
+    days_of_month: tuple[int, ...] = ()
+    months: tuple[int, ...] = ()
+    hours: tuple[int, ...] = ()
+    minutes: tuple[int, ...] = ()
+    max_instances: int = 0
+    time_zone: str = ""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a campaign is sent: `future` is set exactly for FUTURE, `recursive` exactly for RECURSIVE."""
+
+    type: ScheduleType = ScheduleType.NOT_SCHEDULED
+    future: FutureSchedule | None = None
+    recursive: RecursiveSchedule | None = None
+
+
+NOT_SCHEDULED = Schedule()
+
+
+@dataclass(frozen=True)
+class RecipientSource:
+    """A list, or one of its segments (segment 0: the whole list)."""
+
+    list_id: int
+    segment_id: int = 0
+
+
+@dataclass(frozen=True)
+class Targeting:
+    """Who receives a campaign; `rules_bundle` is the legacy RulesJsonBundle as JSON-compatible values."""
+
+    included: tuple[RecipientSource, ...] = ()
+    excluded: tuple[RecipientSource, ...] = ()
+    rules_bundle: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class AutoResend:
+    enabled: bool = False
+    wait_days: int = 0
+    subject: str = ""
+    preheader_text: str = ""
+
+
+@dataclass(frozen=True)
+class Variation:
+    email_id: int
+    weight: int
+
+
+@dataclass(frozen=True)
+class SplitTest:
+    split_test_id: int
+    campaign_id: int
+    test_size_percent: int
+    test_duration_hours: int
+    winner: Winner
 
 
 @dataclass(frozen=True)
@@ -123,11 +226,27 @@ class Campaign:
     status: CampaignStatus
     status_reason: str
     email_id: int | None
-    schedule_type: ScheduleType
     original_campaign_id: int | None
     created_at: datetime
     updated_at: datetime
     send_started_at: datetime | None
+    schedule: Schedule = NOT_SCHEDULED
+    # When the campaign is due: the Future send time, the next Recursive occurrence, or when an Immediate
+    # campaign was armed; None when not scheduled. The picker finds due Ready campaigns by it.
+    scheduled_at: datetime | None = None
+    targeting: Targeting = Targeting()
+    auto_resend: AutoResend = AutoResend()
+    variations: tuple[Variation, ...] = ()
+    split_test: SplitTest | None = None
+    approval_user_explanation: str = ""
+    google_analytics_domains: str = ""
+    publish_on_rss: bool = False
+    s2s_enabled: bool = False
+    send_finished_at: datetime | None = None
+
+    @property
+    def schedule_type(self) -> ScheduleType:
+        return self.schedule.type
 
 
 def owner_scope(principal: Principal) -> int | None:
@@ -228,6 +347,16 @@ class CampaignFilter:
     include_auto_resend: bool = False
     order_by: OrderField = OrderField.CAMPAIGN_ID
     descending: bool = False
+    schedule_types: tuple[ScheduleType, ...] = ()
+    # Ready with a Future or Recursive schedule (the legacy "Scheduled"), OR-combined with `statuses`.
+    scheduled: bool = False
+    # [send_time_from, send_time_to) on the send date: when sending started, else when the campaign is due.
+    send_time_from: datetime | None = None
+    send_time_to: datetime | None = None
+    tag_ids: tuple[int, ...] = ()
+    # The campaigns carrying one of `tag_ids`, as the tag service answered; None when not filtering by tag.
+    # Not part of the fingerprint: a token stays valid while tags are assigned between pages.
+    tagged_campaign_ids: tuple[int, ...] | None = None
 
     def fingerprint(self) -> str:
         """A short hash of the filter, so a page token is only accepted for the listing that issued it."""
@@ -240,10 +369,18 @@ class CampaignFilter:
                 self.include_auto_resend,
                 self.order_by.value,
                 self.descending,
+                sorted(schedule_type.value for schedule_type in self.schedule_types),
+                self.scheduled,
+                self.send_time_from.isoformat() if self.send_time_from else None,
+                self.send_time_to.isoformat() if self.send_time_to else None,
+                sorted(self.tag_ids),
             ],
             separators=(",", ":"),
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def with_tagged_campaigns(self, campaign_ids: Iterable[int]) -> CampaignFilter:
+        return dataclasses.replace(self, tagged_campaign_ids=tuple(sorted(set(campaign_ids))))
 
 
 @dataclass(frozen=True)
@@ -276,6 +413,20 @@ def decode_page_token(token: str, fingerprint: str) -> int:
     return offset
 
 
+def list_owner_scope(principal: Principal, owner_user_id: int) -> int | None:
+    """The owner a listing is limited to: an admin may name any user (0: everyone); a user only themself."""
+    if principal.is_admin:
+        return owner_user_id or None
+    if owner_user_id not in (0, principal.user_id):
+        raise DomainError(
+            ErrorKind.PERMISSION,
+            "ADMIN_REQUIRED",
+            "only an admin may list another user's campaigns",
+            [FieldViolation("owner_user_id", "ADMIN_REQUIRED", "only an admin may list another user's campaigns")],
+        )
+    return principal.user_id
+
+
 def build_list_query(
     principal: Principal,
     *,
@@ -288,8 +439,15 @@ def build_list_query(
     page_size: int,
     skip: int,
     page_token: str,
+    schedule_types: Sequence[int] = (),
+    scheduled: bool = False,
+    send_time_from: datetime | None = None,
+    send_time_to: datetime | None = None,
+    tag_ids: Sequence[int] = (),
+    owner_user_id: int = 0,
 ) -> ListQuery:
     """Validates a list request, naming every bad field at once, and turns it into a query."""
+    owner = list_owner_scope(principal, owner_user_id)
     violations = Violations()
     wanted_statuses: list[CampaignStatus] = []
     for value in statuses:
@@ -298,6 +456,13 @@ def build_list_query(
             violations.add("statuses", "CAMPAIGN_STATUS_INVALID", f"{value} is not a campaign status")
         elif status not in wanted_statuses:
             wanted_statuses.append(status)
+    wanted_schedule_types: list[ScheduleType] = []
+    for value in schedule_types:
+        schedule_type = schedule_type_from_proto(value)
+        if schedule_type is None:
+            violations.add("schedule_types", "SCHEDULE_TYPE_INVALID", f"{value} is not a schedule type")
+        elif schedule_type not in wanted_schedule_types:
+            wanted_schedule_types.append(schedule_type)
     if "\x00" in search:
         violations.add("search", "SEARCH_INVALID", "search must not contain NUL characters")
     order_field = order_field_from_proto(order_by)
@@ -307,17 +472,24 @@ def build_list_query(
         violations.add("page_size", "PAGE_SIZE_INVALID", "page_size must not be negative")
     if skip < 0:
         violations.add("skip", "SKIP_INVALID", "skip must not be negative")
+    if any(tag_id <= 0 for tag_id in tag_ids):
+        violations.add("tag_ids", "TAG_IDS_INVALID", "tag_ids must be positive tag ids")
     violations.raise_if_any()
     assert order_field is not None
 
     campaign_filter = CampaignFilter(
-        owner_user_id=owner_scope(principal),
+        owner_user_id=owner,
         statuses=tuple(wanted_statuses),
         search=search,
         campaign_ids=tuple(dict.fromkeys(campaign_ids)),
         include_auto_resend=include_auto_resend,
         order_by=order_field,
         descending=descending,
+        schedule_types=tuple(wanted_schedule_types),
+        scheduled=scheduled,
+        send_time_from=send_time_from,
+        send_time_to=send_time_to,
+        tag_ids=tuple(dict.fromkeys(tag_ids)),
     )
     # The token, when given, is the authority on where the page starts; skip serves legacy RecordsFrom.
     offset = decode_page_token(page_token, campaign_filter.fingerprint()) if page_token else skip
@@ -355,3 +527,850 @@ def deleted_events(deleted: Iterable[tuple[int, int]]) -> list[CampaignsDeleted]
         CampaignsDeleted(owner_user_id=owner, campaign_ids=tuple(sorted(ids)))
         for owner, ids in sorted(by_owner.items())
     ]
+
+
+# --- the status machine --------------------------------------------------------------------------------------
+
+# A client asks for these with UpdateCampaign; every other status is reached through a custom method
+# (pause, resume, cancel, approve) or by delivery (Sending, Sent, Failed).
+CLIENT_SETTABLE_STATUSES = frozenset({CampaignStatus.DRAFT, CampaignStatus.READY})
+# Recipients, content and schedule change only before sending starts, and not while an admin reviews them.
+EDITABLE_STATUSES = frozenset({CampaignStatus.DRAFT, CampaignStatus.READY})
+# Waiting for the due instant: arming a campaign (entering one of these) computes when it is due.
+ARMED_STATUSES = frozenset({CampaignStatus.READY, CampaignStatus.PENDING_APPROVAL})
+PAUSABLE_STATUSES = frozenset({CampaignStatus.SENDING, CampaignStatus.READY})
+# Cancelling these stops delivery for good; cancelling a Ready campaign only returns it to Draft (RULINGS 7).
+CANCELLABLE_WHILE_SENDING = frozenset({CampaignStatus.SENDING, CampaignStatus.PAUSED})
+_UPDATE_TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
+    CampaignStatus.DRAFT: frozenset({CampaignStatus.DRAFT, CampaignStatus.READY}),
+    CampaignStatus.READY: frozenset({CampaignStatus.DRAFT, CampaignStatus.READY}),
+    # Withdrawing the request for approval; only an admin's ApproveCampaign leads on to Ready.
+    CampaignStatus.PENDING_APPROVAL: frozenset({CampaignStatus.DRAFT}),
+}
+
+
+def status_invalid(current: CampaignStatus, message: str, field_name: str = "") -> DomainError:
+    """FAILED_PRECONDITION STATUS_INVALID, with the current status (legacy name) in the metadata."""
+    violations = [FieldViolation(field_name, "STATUS_INVALID", message)] if field_name else []
+    return DomainError(ErrorKind.PRECONDITION, "STATUS_INVALID", message, violations, {"status": current.value})
+
+
+def status_after_update(
+    current: CampaignStatus, requested: CampaignStatus, *, untrusted: bool = False, content_changed: bool = False
+) -> CampaignStatus:
+    """The status UpdateCampaign stores when asked for `requested`.
+
+    An untrusted user's campaign that would become Ready, or whose content changes while Ready, waits for an
+    admin's approval instead (RULINGS 8): an approval that an edit could bypass would approve nothing.
+    """
+    if requested not in CLIENT_SETTABLE_STATUSES:
+        raise status_invalid(current, f"status {requested.value} cannot be set directly", "status")
+    if requested not in _UPDATE_TRANSITIONS.get(current, frozenset()):
+        raise status_invalid(current, f"a {current.value} campaign cannot become {requested.value}", "status")
+    if (
+        requested is CampaignStatus.READY
+        and untrusted
+        and (current is not CampaignStatus.READY or content_changed)
+    ):
+        return CampaignStatus.PENDING_APPROVAL
+    return requested
+
+
+def status_after_pause(current: CampaignStatus) -> CampaignStatus:
+    if current not in PAUSABLE_STATUSES:
+        raise status_invalid(current, f"only a Sending or Ready campaign can be paused, not a {current.value} one")
+    return CampaignStatus.PAUSED
+
+
+def status_after_resume(current: CampaignStatus) -> CampaignStatus:
+    if current is not CampaignStatus.PAUSED:
+        raise status_invalid(current, f"only a Paused campaign can be resumed, not a {current.value} one")
+    return CampaignStatus.READY
+
+
+def status_after_cancel(current: CampaignStatus) -> CampaignStatus:
+    if current is CampaignStatus.READY:
+        return CampaignStatus.DRAFT
+    if current in CANCELLABLE_WHILE_SENDING:
+        return CampaignStatus.CANCELLED
+    raise status_invalid(
+        current, f"only a Ready, Sending or Paused campaign can be cancelled, not a {current.value} one"
+    )
+
+
+def status_after_approval(current: CampaignStatus) -> CampaignStatus:
+    if current is not CampaignStatus.PENDING_APPROVAL:
+        raise status_invalid(
+            current, f"only a Pending Approval campaign can be approved, not a {current.value} one"
+        )
+    return CampaignStatus.READY
+
+
+def status_after_send_start(current: CampaignStatus) -> CampaignStatus:
+    """Delivery (the picker) starts sending a due Ready campaign."""
+    if current is not CampaignStatus.READY:
+        raise status_invalid(current, f"only a Ready campaign starts sending, not a {current.value} one")
+    return CampaignStatus.SENDING
+
+
+def status_after_send_end(current: CampaignStatus, *, failed: bool) -> CampaignStatus:
+    """Delivery finished every recipient of a Sending campaign."""
+    if current is not CampaignStatus.SENDING:
+        raise status_invalid(current, f"only a Sending campaign finishes sending, not a {current.value} one")
+    return CampaignStatus.FAILED if failed else CampaignStatus.SENT
+
+
+def paused(campaign: Campaign) -> Campaign:
+    return dataclasses.replace(campaign, status=status_after_pause(campaign.status))
+
+
+def resumed(campaign: Campaign) -> Campaign:
+    """Back to Ready with the schedule as it was: delivery carries on with the recipients still pending."""
+    return dataclasses.replace(campaign, status=status_after_resume(campaign.status))
+
+
+def cancelled(campaign: Campaign) -> Campaign:
+    """A Ready campaign returns to Draft without its schedule; a Sending or Paused one is Cancelled for good."""
+    status = status_after_cancel(campaign.status)
+    if status is CampaignStatus.DRAFT:
+        return dataclasses.replace(campaign, status=status, schedule=NOT_SCHEDULED, scheduled_at=None)
+    return dataclasses.replace(campaign, status=status)
+
+
+def approved(campaign: Campaign, now: datetime) -> Campaign:
+    """Ready, due again from now: a Recursive schedule's next occurrence may have passed while it waited."""
+    status = status_after_approval(campaign.status)
+    return dataclasses.replace(campaign, status=status, scheduled_at=due_at(campaign.schedule, now))
+
+
+STATUS_CHANGED = "campaign.status_changed"
+
+
+@dataclass(frozen=True)
+class StatusChanged:
+    """The campaign.status_changed event: delivery stops or starts workers on it."""
+
+    owner_user_id: int
+    campaign_id: int
+    status: CampaignStatus
+    previous_status: CampaignStatus
+
+    def payload(self) -> bytes:
+        return json.dumps(
+            {
+                "owner_user_id": self.owner_user_id,
+                "campaign_id": self.campaign_id,
+                "status": self.status.value,
+                "previous_status": self.previous_status.value,
+            }
+        ).encode()
+
+
+def status_change(before: Campaign, after: Campaign) -> StatusChanged | None:
+    """The event to publish for a change, or None when the status stayed the same."""
+    if before.status is after.status:
+        return None
+    return StatusChanged(after.owner_user_id, after.campaign_id, after.status, before.status)
+
+
+# --- schedules -----------------------------------------------------------------------------------------------
+
+# Entries of the host's zone database that are not IANA zones of their own.
+_NOT_TIME_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+_RECURSIVE_RANGES: dict[str, tuple[int, int]] = {
+    "days_of_week": (0, 6),
+    "days_of_month": (1, 31),
+    "months": (1, 12),
+    "hours": (0, 23),
+    "minutes": (0, 59),
+}
+_RECURSIVE_REQUIRED: dict[str, str] = {
+    "months": "RECURSIVE_MONTHS_REQUIRED",
+    "hours": "RECURSIVE_HOURS_REQUIRED",
+    "minutes": "RECURSIVE_MINUTES_REQUIRED",
+}
+# The longest each month gets (29 February included): a day of month beyond it never occurs.
+_LONGEST_MONTH = {month: calendar.monthrange(2024, month)[1] for month in range(1, 13)}
+# Long enough to reach a 29 February from any day (2096 to 2104 skips 2100).
+_RECURRENCE_HORIZON_DAYS = 9 * 366
+
+
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) - _NOT_TIME_ZONES
+
+
+def is_time_zone(name: str) -> bool:
+    """Whether `name` is an IANA time zone this host knows (e.g. "America/New_York", "UTC")."""
+    return name in _time_zones()
+
+
+@dataclass(frozen=True)
+class ScheduleRequest:
+    """A schedule as a caller sent it, before validation; `detail` names the oneof member that was set."""
+
+    type: int = 0
+    detail: Literal["", "future", "recursive"] = ""
+    send_time: datetime | None = None
+    time_zone: str = ""
+    recursive: RecursiveSchedule = RecursiveSchedule()
+
+
+def validate_schedule(request: ScheduleRequest, now: datetime) -> tuple[Schedule | None, list[FieldViolation]]:
+    """The schedule to store and every problem with it; the schedule is None when there is any problem."""
+    schedule_type = schedule_type_from_proto(request.type)
+    if schedule_type is None:
+        return None, [FieldViolation("schedule.type", "SCHEDULE_TYPE_INVALID", "schedule.type is required")]
+    expected = {ScheduleType.FUTURE: "future", ScheduleType.RECURSIVE: "recursive"}.get(schedule_type, "")
+    if request.detail and request.detail != expected:
+        message = f"a {schedule_type.value} schedule takes no {request.detail} detail"
+        return None, [FieldViolation("schedule.type", "SCHEDULE_TYPE_INVALID", message)]
+    if schedule_type is ScheduleType.FUTURE:
+        return _validate_future(request, now)
+    if schedule_type is ScheduleType.RECURSIVE:
+        rule, violations = validate_recurrence(request.recursive)
+        return (None if violations else Schedule(schedule_type, recursive=rule)), violations
+    return Schedule(schedule_type), []
+
+
+def _validate_future(request: ScheduleRequest, now: datetime) -> tuple[Schedule | None, list[FieldViolation]]:
+    violations: list[FieldViolation] = []
+    if request.time_zone and not is_time_zone(request.time_zone):
+        violations.append(
+            FieldViolation(
+                "schedule.future.time_zone",
+                "TIME_ZONE_INVALID",
+                f"{request.time_zone!r} is not an IANA time zone",
+            )
+        )
+    if request.send_time is None:
+        violations.append(
+            FieldViolation(
+                "schedule.future.send_time", "SEND_TIME_REQUIRED", "a Future schedule needs a send_time"
+            )
+        )
+    elif request.send_time <= now:
+        violations.append(
+            FieldViolation("schedule.future.send_time", "SEND_TIME_IN_PAST", "send_time must lie in the future")
+        )
+    if violations or request.send_time is None:
+        return None, violations
+    return Schedule(ScheduleType.FUTURE, future=FutureSchedule(request.send_time, request.time_zone)), []
+
+
+def validate_recurrence(rule: RecursiveSchedule) -> tuple[RecursiveSchedule, list[FieldViolation]]:
+    """The rule with each list sorted and without duplicates, and every problem with it."""
+    prefix = "schedule.recursive."
+    violations: list[FieldViolation] = []
+    if not rule.days_of_week and not rule.days_of_month:
+        violations.append(
+            FieldViolation(
+                prefix + "days_of_week",
+                "RECURSIVE_DAYS_REQUIRED",
+                "a Recursive schedule needs days_of_week or days_of_month",
+            )
+        )
+    for name, (low, high) in _RECURSIVE_RANGES.items():
+        values: tuple[int, ...] = getattr(rule, name)
+        if name in _RECURSIVE_REQUIRED and not values:
+            violations.append(
+                FieldViolation(prefix + name, _RECURSIVE_REQUIRED[name], f"a Recursive schedule needs {name}")
+            )
+        elif any(not low <= value <= high for value in values):
+            violations.append(
+                FieldViolation(
+                    prefix + name, "RECURSIVE_VALUE_INVALID", f"{name} must lie between {low} and {high}"
+                )
+            )
+    if rule.max_instances < 1:
+        violations.append(
+            FieldViolation(
+                prefix + "max_instances", "RECURSIVE_MAX_INSTANCES_REQUIRED", "max_instances must be at least 1"
+            )
+        )
+    if rule.time_zone and not is_time_zone(rule.time_zone):
+        violations.append(
+            FieldViolation(
+                prefix + "time_zone", "TIME_ZONE_INVALID", f"{rule.time_zone!r} is not an IANA time zone"
+            )
+        )
+
+    def distinct(values: Iterable[int]) -> tuple[int, ...]:
+        return tuple(sorted(set(values)))
+
+    normalized = RecursiveSchedule(
+        days_of_week=distinct(rule.days_of_week),
+        days_of_month=distinct(rule.days_of_month),
+        months=distinct(rule.months),
+        hours=distinct(rule.hours),
+        minutes=distinct(rule.minutes),
+        max_instances=rule.max_instances,
+        time_zone=rule.time_zone,
+    )
+    if not violations and not _can_occur(normalized):
+        violations.append(
+            FieldViolation(
+                prefix + "days_of_month",
+                "RECURSIVE_VALUE_INVALID",
+                "none of days_of_month occurs in any of the months",
+            )
+        )
+    return normalized, violations
+
+
+def _can_occur(rule: RecursiveSchedule) -> bool:
+    if rule.days_of_week:
+        return True
+    return any(day <= _LONGEST_MONTH[month] for day in rule.days_of_month for month in rule.months)
+
+
+def _day_matches(rule: RecursiveSchedule, day: date) -> bool:
+    weekday = (day.weekday() + 1) % 7  # 0 is Sunday, as in the proto and cron
+    by_week = weekday in rule.days_of_week
+    by_month = day.day in rule.days_of_month
+    if rule.days_of_week and rule.days_of_month:
+        return by_week or by_month
+    return by_week if rule.days_of_week else by_month
+
+
+def next_occurrence(rule: RecursiveSchedule, after: datetime) -> datetime | None:
+    """The first instant strictly after `after` (UTC) at which the rule fires; None if it never does."""
+    zone = zoneinfo.ZoneInfo(rule.time_zone or "UTC")
+    first_day = after.astimezone(zone).date()
+    times = sorted((hour, minute) for hour in set(rule.hours) for minute in set(rule.minutes))
+    for offset in range(_RECURRENCE_HORIZON_DAYS):
+        day = first_day + timedelta(days=offset)
+        if day.month not in rule.months or not _day_matches(rule, day):
+            continue
+        for hour, minute in times:
+            instant = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone).astimezone(UTC)
+            if instant > after:
+                return instant
+    return None
+
+
+def due_at(schedule: Schedule, now: datetime) -> datetime | None:
+    """When a campaign armed at `now` with this schedule is due; None when it is not scheduled."""
+    if schedule.future is not None:
+        return schedule.future.send_time
+    if schedule.recursive is not None:
+        return next_occurrence(schedule.recursive, now)
+    if schedule.type is ScheduleType.IMMEDIATE:
+        return now
+    return None
+
+
+# --- targeting, auto-resend, variations ----------------------------------------------------------------------
+
+MIN_VARIATIONS = 2
+MAX_VARIATIONS = 5
+MAX_AUTO_RESEND_WAIT_DAYS = 365
+_RULES_OPERATORS = ("and", "or")
+
+
+def _text_violation(value: str, field_name: str) -> FieldViolation | None:
+    # PostgreSQL text cannot hold NUL; refusing it here keeps the failure a client error.
+    if "\x00" in value:
+        return FieldViolation(field_name, "TEXT_INVALID", f"{field_name} must not contain NUL characters")
+    return None
+
+
+def _is_positive_integer(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value > 0
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer() and value > 0
+
+
+def _json_problem(value: object) -> str | None:
+    """Why a JSON-compatible value cannot be stored as jsonb (NUL in a string, a non-finite number), or None."""
+    if isinstance(value, str):
+        return "strings must not contain NUL characters" if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "numbers must be finite"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            problem = _json_problem(key) or _json_problem(item)
+            if problem:
+                return problem
+    if isinstance(value, list):
+        for item in value:
+            problem = _json_problem(item)
+            if problem:
+                return problem
+    return None
+
+
+def rules_bundle_problem(bundle: Mapping[str, Any]) -> str | None:
+    """What is wrong with the envelope of a RulesJsonBundle, or None; the audience service judges the rules."""
+    operator = bundle.get("operator")
+    if not isinstance(operator, str) or operator.lower() not in _RULES_OPERATORS:
+        return 'rules_bundle needs an "operator" of "and" or "or"'
+    criteria = bundle.get("criteria")
+    if not isinstance(criteria, list):
+        return 'rules_bundle needs a "criteria" list'
+    for index, criterion in enumerate(criteria):
+        if not isinstance(criterion, Mapping):
+            return f"criteria[{index}] must be an object"
+        if not _is_positive_integer(criterion.get("list_id")):
+            return f"criteria[{index}] needs a positive integer list_id"
+    return _json_problem(bundle)
+
+
+def _integral_numbers(value: Any) -> Any:
+    """The value with whole floats turned into ints: protobuf's Struct carries every number as a double."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, Mapping):
+        return {key: _integral_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral_numbers(item) for item in value]
+    return value
+
+
+def validate_targeting(targeting: Targeting) -> tuple[Targeting, list[FieldViolation]]:
+    """The targeting to store (sources without duplicates; an empty bundle means no rules) and its problems."""
+    violations: list[FieldViolation] = []
+    for name, sources in (("included", targeting.included), ("excluded", targeting.excluded)):
+        if any(source.list_id <= 0 or source.segment_id < 0 for source in sources):
+            violations.append(
+                FieldViolation(
+                    f"targeting.{name}",
+                    "TARGETING_INVALID",
+                    f"targeting.{name} needs positive list ids and segment ids of 0 (whole list) or more",
+                )
+            )
+    bundle: Mapping[str, Any] | None = None
+    if targeting.rules_bundle:
+        problem = rules_bundle_problem(targeting.rules_bundle)
+        if problem:
+            violations.append(FieldViolation("targeting.rules_bundle", "RULES_BUNDLE_INVALID", problem))
+        else:
+            bundle = _integral_numbers(targeting.rules_bundle)
+    normalized = Targeting(
+        included=tuple(dict.fromkeys(targeting.included)),
+        excluded=tuple(dict.fromkeys(targeting.excluded)),
+        rules_bundle=bundle,
+    )
+    return normalized, violations
+
+
+def validate_auto_resend(auto_resend: AutoResend) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    low = 1 if auto_resend.enabled else 0
+    if not low <= auto_resend.wait_days <= MAX_AUTO_RESEND_WAIT_DAYS:
+        violations.append(
+            FieldViolation(
+                "auto_resend.wait_days",
+                "AUTO_RESEND_WAIT_DAYS_INVALID",
+                f"auto_resend.wait_days must lie between {low} and {MAX_AUTO_RESEND_WAIT_DAYS}",
+            )
+        )
+    if auto_resend.enabled and not auto_resend.subject.strip():
+        violations.append(
+            FieldViolation(
+                "auto_resend.subject", "AUTO_RESEND_SUBJECT_REQUIRED", "an enabled auto-resend needs a subject"
+            )
+        )
+    if auto_resend.enabled and not auto_resend.preheader_text.strip():
+        violations.append(
+            FieldViolation(
+                "auto_resend.preheader_text",
+                "AUTO_RESEND_PREHEADER_REQUIRED",
+                "an enabled auto-resend needs a preheader_text",
+            )
+        )
+    for name in ("subject", "preheader_text"):
+        problem = _text_violation(getattr(auto_resend, name), f"auto_resend.{name}")
+        if problem:
+            violations.append(problem)
+    return violations
+
+
+def validate_variations(variations: Sequence[Variation]) -> list[FieldViolation]:
+    """Problems of an A/B test's variations; an empty list (no A/B test) has none."""
+    if not variations:
+        return []
+
+    def violation(reason: str, message: str) -> FieldViolation:
+        return FieldViolation("variations", reason, message)
+
+    violations: list[FieldViolation] = []
+    if len(variations) < MIN_VARIATIONS:
+        violations.append(
+            violation("VARIATIONS_TOO_FEW", f"an A/B test needs at least {MIN_VARIATIONS} variations")
+        )
+    if len(variations) > MAX_VARIATIONS:
+        violations.append(
+            violation("VARIATIONS_TOO_MANY", f"an A/B test takes at most {MAX_VARIATIONS} variations")
+        )
+    incomplete = [i for i, v in enumerate(variations) if v.email_id == 0 or v.weight == 0]
+    if incomplete:
+        violations.append(
+            violation("VARIATION_FIELDS_REQUIRED", f"variations {incomplete} need an email_id and a weight")
+        )
+    negative = [i for i, v in enumerate(variations) if v.email_id < 0 or v.weight < 0]
+    email_ids = [v.email_id for v in variations if v.email_id > 0]
+    if negative:
+        violations.append(violation("VARIATION_VALUE_INVALID", f"variations {negative} have a negative value"))
+    elif len(set(email_ids)) != len(email_ids):
+        violations.append(violation("VARIATION_VALUE_INVALID", "two variations name the same email_id"))
+    weights = [v.weight for v in variations]
+    total = sum(weights)
+    # Judged only on positive weights, where a share means something; integer arithmetic avoids rounding.
+    if all(weight > 0 for weight in weights) and any(weight * 100 < total for weight in weights):
+        violations.append(
+            violation("VARIATION_SHARE_TOO_SMALL", "every variation must get at least 1% of the recipients")
+        )
+    return violations
+
+
+# --- UpdateCampaign ------------------------------------------------------------------------------------------
+
+UPDATABLE_PATHS = (
+    "name",
+    "status",
+    "status_reason",
+    "email_id",
+    "schedule",
+    "targeting",
+    "auto_resend",
+    "variations",
+    "original_campaign_id",
+    "approval_user_explanation",
+    "google_analytics_domains",
+    "publish_on_rss",
+    "s2s_enabled",
+)
+# Only a campaign that has not started sending (Draft or Ready) may change these.
+RESTRICTED_PATHS = frozenset(
+    {"email_id", "schedule", "targeting", "auto_resend", "variations", "original_campaign_id"}
+)
+# What recipients get: changing it on an untrusted user's approved campaign needs a new approval.
+APPROVED_CONTENT = ("email_id", "targeting", "auto_resend", "variations")
+_FREE_TEXT_PATHS = ("status_reason", "approval_user_explanation", "google_analytics_domains")
+# Reasons describing the campaign's state rather than the request: alone they make FAILED_PRECONDITION.
+STATE_REASONS = frozenset({"STATUS_INVALID", "CAMPAIGN_NOT_EDITABLE", "EMAIL_REQUIRED"})
+# The order of the legacy campaign.update checks, so that a BadRequest lists the most basic problem first.
+_REASON_ORDER = (
+    "CAMPAIGN_ID_REQUIRED",
+    "CAMPAIGN_NOT_FOUND",
+    "UPDATE_MASK_INVALID",
+    "STATUS_INVALID",
+    "CAMPAIGN_NOT_EDITABLE",
+    "EMAIL_NOT_FOUND",
+    "EMAIL_REQUIRED",
+    "SCHEDULE_TYPE_INVALID",
+    "TIME_ZONE_INVALID",
+    "SEND_TIME_REQUIRED",
+    "SEND_TIME_IN_PAST",
+    "RECURSIVE_DAYS_REQUIRED",
+    "RECURSIVE_MONTHS_REQUIRED",
+    "RECURSIVE_HOURS_REQUIRED",
+    "RECURSIVE_MINUTES_REQUIRED",
+    "RECURSIVE_MAX_INSTANCES_REQUIRED",
+    "RECURSIVE_VALUE_INVALID",
+    "AUTO_RESEND_WAIT_DAYS_INVALID",
+    "AUTO_RESEND_SUBJECT_REQUIRED",
+    "AUTO_RESEND_PREHEADER_REQUIRED",
+    "VARIATION_EMAIL_NOT_FOUND",
+    "VARIATIONS_TOO_FEW",
+    "VARIATIONS_TOO_MANY",
+    "VARIATION_FIELDS_REQUIRED",
+    "VARIATION_VALUE_INVALID",
+    "VARIATION_SHARE_TOO_SMALL",
+    "ORIGINAL_CAMPAIGN_NOT_FOUND",
+)
+
+
+@dataclass(frozen=True)
+class CampaignPatch:
+    """An UpdateCampaign request as plain values: the paths to change and the values the caller sent."""
+
+    campaign_id: int
+    paths: tuple[str, ...]
+    name: str = ""
+    status: int = 0
+    status_reason: str = ""
+    email_id: int = 0
+    schedule: ScheduleRequest = ScheduleRequest()
+    targeting: Targeting = Targeting()
+    auto_resend: AutoResend = AutoResend()
+    variations: tuple[Variation, ...] = ()
+    original_campaign_id: int = 0
+    approval_user_explanation: str = ""
+    google_analytics_domains: str = ""
+    publish_on_rss: bool = False
+    s2s_enabled: bool = False
+
+    def referenced_email_ids(self) -> list[int]:
+        """The emails the patch points at, which must be the campaign owner's and not deleted."""
+        ids = [self.email_id] if "email_id" in self.paths else []
+        if "variations" in self.paths:
+            ids.extend(variation.email_id for variation in self.variations)
+        return sorted({email_id for email_id in ids if email_id > 0})
+
+
+@dataclass(frozen=True)
+class References:
+    """What the store found, within the campaign owner's data, for the ids a patch names (and the campaign's
+    current email, which must still exist when the campaign is armed)."""
+
+    live_email_ids: frozenset[int] = frozenset()
+    # The original campaign exists, is the same owner's, and is not (through its own originals) this campaign.
+    original_campaign_found: bool = False
+
+
+def check_patch(patch: CampaignPatch, now: datetime) -> tuple[dict[str, Any], list[FieldViolation]]:
+    """The validated new values by Campaign field, and every problem found without looking at the campaign."""
+    paths = set(patch.paths)
+    changes: dict[str, Any] = {}
+    violations: list[FieldViolation] = []
+    if patch.campaign_id <= 0:
+        violations.append(
+            FieldViolation("campaign.campaign_id", "CAMPAIGN_ID_REQUIRED", "campaign.campaign_id is required")
+        )
+    unknown = [path for path in patch.paths if path not in UPDATABLE_PATHS]
+    if unknown:
+        violations.append(
+            FieldViolation("update_mask", "UPDATE_MASK_INVALID", f"update_mask names unknown paths {unknown}")
+        )
+    if "name" in paths:
+        try:
+            changes["name"] = validate_campaign_name(patch.name)
+        except DomainError as error:
+            violations.extend(error.violations)
+    if "status" in paths:
+        status = status_from_proto(patch.status)
+        if status not in CLIENT_SETTABLE_STATUSES:
+            shown = status.value if status else str(patch.status)
+            violations.append(FieldViolation("status", "STATUS_INVALID", f"status {shown} cannot be set directly"))
+        else:
+            changes["status"] = status
+    if "email_id" in paths:
+        if patch.email_id < 0:
+            violations.append(FieldViolation("email_id", "EMAIL_NOT_FOUND", f"email {patch.email_id} not found"))
+        else:
+            changes["email_id"] = patch.email_id or None
+    if "schedule" in paths:
+        schedule, problems = validate_schedule(patch.schedule, now)
+        violations.extend(problems)
+        if schedule is not None:
+            changes["schedule"] = schedule
+    if "targeting" in paths:
+        targeting, problems = validate_targeting(patch.targeting)
+        violations.extend(problems)
+        if not problems:
+            changes["targeting"] = targeting
+    if "auto_resend" in paths:
+        problems = validate_auto_resend(patch.auto_resend)
+        violations.extend(problems)
+        if not problems:
+            changes["auto_resend"] = patch.auto_resend
+    if "variations" in paths:
+        problems = validate_variations(patch.variations)
+        violations.extend(problems)
+        if not problems:
+            changes["variations"] = tuple(patch.variations)
+    if "original_campaign_id" in paths:
+        if patch.original_campaign_id < 0 or patch.original_campaign_id == patch.campaign_id:
+            violations.append(
+                FieldViolation(
+                    "original_campaign_id",
+                    "ORIGINAL_CAMPAIGN_NOT_FOUND",
+                    "original_campaign_id must name another of the owner's campaigns",
+                )
+            )
+        else:
+            changes["original_campaign_id"] = patch.original_campaign_id or None
+    for name in _FREE_TEXT_PATHS:
+        if name in paths:
+            problem = _text_violation(getattr(patch, name), name)
+            if problem:
+                violations.append(problem)
+            else:
+                changes[name] = getattr(patch, name)
+    for name in ("publish_on_rss", "s2s_enabled"):
+        if name in paths:
+            changes[name] = getattr(patch, name)
+    return changes, violations
+
+
+def apply_update(
+    current: Campaign, patch: CampaignPatch, references: References, principal: Principal, now: datetime
+) -> Campaign:
+    """The campaign after the patch, or a DomainError naming every problem (request, references and state)."""
+    changes, violations = check_patch(patch, now)
+    email_id = changes.get("email_id")
+    if email_id is not None and email_id not in references.live_email_ids:
+        violations.append(FieldViolation("email_id", "EMAIL_NOT_FOUND", f"email {email_id} not found"))
+    # Judged even when the variations break other rules, so that one answer names every problem.
+    variation_email_ids = (
+        [v.email_id for v in patch.variations if v.email_id > 0] if "variations" in patch.paths else []
+    )
+    missing = [email_id for email_id in variation_email_ids if email_id not in references.live_email_ids]
+    if missing:
+        violations.append(
+            FieldViolation("variations", "VARIATION_EMAIL_NOT_FOUND", f"variation emails {missing} not found")
+        )
+    if changes.get("original_campaign_id") is not None and not references.original_campaign_found:
+        violations.append(
+            FieldViolation(
+                "original_campaign_id",
+                "ORIGINAL_CAMPAIGN_NOT_FOUND",
+                f"campaign {changes['original_campaign_id']} not found, or it is an auto-resend of this one",
+            )
+        )
+    if current.status not in EDITABLE_STATUSES:
+        # A value sent again unchanged is no change: legacy clients send whole objects back.
+        violations.extend(
+            FieldViolation(
+                path, "CAMPAIGN_NOT_EDITABLE", f"{path} cannot change while the campaign is {current.status}"
+            )
+            for path in dict.fromkeys(patch.paths)
+            if path in RESTRICTED_PATHS and (path not in changes or changes[path] != getattr(current, path))
+        )
+
+    status = current.status
+    requested: CampaignStatus | None = changes.get("status")
+    if "status" not in patch.paths and current.status is CampaignStatus.READY:
+        requested = CampaignStatus.READY  # stays Ready, unless an untrusted user changed approved content
+    if requested is not None:
+        content_changed = any(
+            name in changes and changes[name] != getattr(current, name) for name in APPROVED_CONTENT
+        )
+        try:
+            status = status_after_update(
+                current.status, requested, untrusted=principal.untrusted, content_changed=content_changed
+            )
+        except DomainError as error:
+            violations.extend(error.violations)
+
+    schedule: Schedule = changes.get("schedule", current.schedule)
+    arming = status in ARMED_STATUSES and current.status not in ARMED_STATUSES
+    new_email_id = changes["email_id"] if "email_id" in changes else current.email_id
+    if status in ARMED_STATUSES and new_email_id is None and (arming or "email_id" in changes):
+        violations.append(FieldViolation("email_id", "EMAIL_REQUIRED", "a Ready campaign needs an email_id"))
+    elif arming and "email_id" not in changes and new_email_id not in references.live_email_ids:
+        # The email chosen earlier may have been deleted since.
+        violations.append(FieldViolation("email_id", "EMAIL_NOT_FOUND", f"email {new_email_id} not found"))
+    if arming and "schedule" not in changes and schedule.future is not None and schedule.future.send_time <= now:
+        violations.append(
+            FieldViolation("schedule.future.send_time", "SEND_TIME_IN_PAST", "the scheduled send_time has passed")
+        )
+    if violations:
+        raise update_failure(violations, current.status)
+
+    rescheduled = "schedule" in changes and changes["schedule"] != current.schedule
+    scheduled_at = due_at(schedule, now) if rescheduled or arming else current.scheduled_at
+    values = {name: value for name, value in changes.items() if name != "status"}
+    return dataclasses.replace(current, **values, status=status, scheduled_at=scheduled_at)
+
+
+def _reason_rank(violation: FieldViolation) -> int:
+    return _REASON_ORDER.index(violation.reason) if violation.reason in _REASON_ORDER else len(_REASON_ORDER)
+
+
+def update_failure(violations: Sequence[FieldViolation], status: CampaignStatus | None = None) -> DomainError:
+    """One error naming every problem, most basic first; FAILED_PRECONDITION when only the state is wrong."""
+    ordered = sorted(violations, key=_reason_rank)
+    only_state = all(violation.reason in STATE_REASONS for violation in ordered)
+    kind = ErrorKind.PRECONDITION if only_state else ErrorKind.INVALID
+    metadata = {"status": status.value} if status is not None else {}
+    return DomainError(kind, ordered[0].reason, ordered[0].description, ordered, metadata)
+
+
+def update_not_found(campaign_id: int, violations: Sequence[FieldViolation]) -> DomainError:
+    """NOT_FOUND for the campaign, with the request's own problems beside it."""
+    found = FieldViolation("campaign.campaign_id", "CAMPAIGN_NOT_FOUND", f"campaign {campaign_id} not found")
+    return DomainError(
+        ErrorKind.NOT_FOUND,
+        "CAMPAIGN_NOT_FOUND",
+        found.description,
+        [found, *sorted(violations, key=_reason_rank)],
+        {"campaign_id": str(campaign_id)},
+    )
+
+
+# --- split tests ---------------------------------------------------------------------------------------------
+
+MAX_TEST_DURATION_HOURS = 720
+
+
+@dataclass(frozen=True)
+class SplitTestSettings:
+    test_size_percent: int
+    test_duration_hours: int
+    winner: Winner
+
+
+def check_split_test(
+    campaign_id: int, test_size_percent: int, test_duration_hours: int, winner: int
+) -> tuple[SplitTestSettings | None, list[FieldViolation]]:
+    """The settings to store and every problem with the request (the campaign's existence aside)."""
+    violations: list[FieldViolation] = []
+    if campaign_id <= 0:
+        violations.append(FieldViolation("campaign_id", "CAMPAIGN_ID_REQUIRED", "campaign_id is required"))
+    if test_size_percent == 0:
+        violations.append(
+            FieldViolation("test_size_percent", "TEST_SIZE_REQUIRED", "test_size_percent is required")
+        )
+    elif not 1 <= test_size_percent <= 99:
+        violations.append(
+            FieldViolation("test_size_percent", "TEST_SIZE_INVALID", "test_size_percent must lie between 1 and 99")
+        )
+    if test_duration_hours == 0:
+        violations.append(
+            FieldViolation("test_duration_hours", "TEST_DURATION_REQUIRED", "test_duration_hours is required")
+        )
+    elif not 1 <= test_duration_hours <= MAX_TEST_DURATION_HOURS:
+        violations.append(
+            FieldViolation(
+                "test_duration_hours",
+                "TEST_DURATION_INVALID",
+                f"test_duration_hours must lie between 1 and {MAX_TEST_DURATION_HOURS}",
+            )
+        )
+    chosen = winner_from_proto(winner)
+    if winner == campaign_pb2.WINNER_UNSPECIFIED:
+        violations.append(FieldViolation("winner", "WINNER_REQUIRED", "winner is required"))
+    elif chosen is None:
+        violations.append(FieldViolation("winner", "WINNER_INVALID", f"{winner} is not a winner rule"))
+    if violations or chosen is None:
+        return None, violations
+    return SplitTestSettings(test_size_percent, test_duration_hours, chosen), []
+
+
+def split_test_failure(violations: Sequence[FieldViolation], missing_campaign_id: int | None) -> DomainError:
+    """INVALID naming every bad field (and the missing campaign beside them), or NOT_FOUND when that is all."""
+    items = list(violations)
+    if missing_campaign_id is not None:
+        items.append(
+            FieldViolation("campaign_id", "CAMPAIGN_NOT_FOUND", f"campaign {missing_campaign_id} not found")
+        )
+    kind = ErrorKind.INVALID if violations else ErrorKind.NOT_FOUND
+    metadata = {"campaign_id": str(missing_campaign_id)} if missing_campaign_id is not None else {}
+    return DomainError(kind, items[0].reason, items[0].description, items, metadata)
+
+
+# --- statistics ----------------------------------------------------------------------------------------------
+
+# CAMPAIGN_VIEW_FULL sums statistics over at most this many of a listing's matches (the first in its order),
+# so that one listing never asks delivery about an unbounded number of campaigns.
+MAX_TOTAL_STATISTICS_CAMPAIGNS = 10_000
+
+
+def throughput(total_sent: int, first_send: datetime | None, last_send: datetime | None) -> tuple[float, int]:
+    """RULINGS 11: emails per second between the first and the last send, and those seconds rounded."""
+    if first_send is None or last_send is None:
+        return 0.0, 0
+    seconds = (last_send - first_send).total_seconds()
+    if seconds <= 0:
+        return 0.0, 0
+    return total_sent / seconds, round(seconds)
+
+
+def new_event_id(event: str) -> str:
+    """A Nats-Msg-Id for one occurrence of an event."""
+    return f"{event}:{uuid.uuid4()}"

@@ -1,4 +1,4 @@
-"""Entry point of the campaign service: migrates its schema, serves CampaignService and relays its outbox to NATS."""
+"""Entry point of the campaign service: migrates its schema, serves CampaignService and EmailService, and relays its outbox to NATS."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ from pathlib import Path
 
 import grpc
 import structlog
-from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
+from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc, email_pb2, email_pb2_grpc
+from herald.delivery.v1 import delivery_pb2_grpc
+from herald.tag.v1 import tag_pb2_grpc
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.campaign.api import CampaignApi
+from services.campaign.email_api import EmailApi
 from services.campaign.store import SCHEMA
-from services.common import db, natsutil
+from services.common import db, grpcutil, natsutil
 from services.common.config import Settings
 from services.common.grpcutil import serve
 from services.common.outbox import OutboxRelay
@@ -70,11 +73,29 @@ async def main(settings: Settings) -> None:
     engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
     publisher = EventPublisher(settings, engine)
-    servicer = CampaignApi(engine, natsutil.Subjects.of(settings), publisher.wake)
+    # One channel per neighbour for the process's life; calls forward the caller's token and deadline.
+    tag_channel = grpcutil.channel(settings.grpc_addr("tag"))
+    delivery_channel = grpcutil.channel(settings.grpc_addr("delivery"))
+    servicer = CampaignApi(
+        engine,
+        natsutil.Subjects.of(settings),
+        publisher.wake,
+        tag_pb2_grpc.TagServiceStub(tag_channel),
+        delivery_pb2_grpc.DeliveryServiceStub(delivery_channel),
+    )
+
+    async def close() -> None:
+        await tag_channel.close()
+        await delivery_channel.close()
+        await engine.dispose()
 
     def register(server: grpc.aio.Server) -> list[str]:
         campaign_pb2_grpc.add_CampaignServiceServicer_to_server(servicer, server)
-        return [campaign_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name]
+        email_pb2_grpc.add_EmailServiceServicer_to_server(EmailApi(engine), server)
+        return [
+            campaign_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name,
+            email_pb2.DESCRIPTOR.services_by_name["EmailService"].full_name,
+        ]
 
     await serve(
         name="campaign",
@@ -83,5 +104,5 @@ async def main(settings: Settings) -> None:
         token_secret=settings.effective_token_secret(),
         register=register,
         background=[publisher.run],
-        on_stop=engine.dispose,
+        on_stop=close,
     )

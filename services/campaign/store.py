@@ -7,28 +7,56 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ColumnElement,
     DateTime,
     ForeignKey,
+    Integer,
     MetaData,
     Row,
+    Select,
+    SmallInteger,
     Table,
     Text,
+    and_,
     any_,
     asc,
+    column,
     delete,
     desc,
     func,
     insert,
     literal,
+    or_,
     select,
+    table,
+    text,
+    update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaign import domain
-from services.campaign.domain import Campaign, CampaignFilter, CampaignStatus, ListQuery, OrderField, ScheduleType
+from services.campaign.domain import (
+    AutoResend,
+    Campaign,
+    CampaignFilter,
+    CampaignStatus,
+    FutureSchedule,
+    ListQuery,
+    OrderField,
+    RecipientSource,
+    RecursiveSchedule,
+    Schedule,
+    ScheduleType,
+    SplitTest,
+    SplitTestSettings,
+    Targeting,
+    Variation,
+    Winner,
+)
 
 SCHEMA = "campaign"
 metadata = MetaData(schema=SCHEMA)
@@ -47,16 +75,131 @@ campaigns = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("send_started_at", DateTime(timezone=True)),
+    Column("scheduled_at", DateTime(timezone=True)),
+    Column("schedule_time_zone", Text, nullable=False),
+    Column("recurrence", JSONB(none_as_null=True)),
+    Column("recipients_included", JSONB, nullable=False),
+    Column("recipients_excluded", JSONB, nullable=False),
+    Column("rules_bundle", JSONB(none_as_null=True)),
+    Column("auto_resend_enabled", Boolean, nullable=False),
+    Column("auto_resend_wait_days", Integer, nullable=False),
+    Column("auto_resend_subject", Text, nullable=False),
+    Column("auto_resend_preheader", Text, nullable=False),
+    Column("approval_user_explanation", Text, nullable=False),
+    Column("google_analytics_domains", Text, nullable=False),
+    Column("publish_on_rss", Boolean, nullable=False),
+    Column("s2s_enabled", Boolean, nullable=False),
+    Column("send_finished_at", DateTime(timezone=True)),
 )
 
-# What a copy takes from its source: content, targeting and schedule settings. Status, statistics and
-# send times are never copied; every later content or targeting column belongs in this list.
-COPIED_COLUMNS: tuple[str, ...] = ("email_id", "schedule_type")
+variations = Table(
+    "campaign_variations",
+    metadata,
+    Column("campaign_id", BigInteger, ForeignKey("campaigns.campaign_id", ondelete="CASCADE"), primary_key=True),
+    Column("position", SmallInteger, primary_key=True),
+    Column("email_id", BigInteger, nullable=False),
+    Column("weight", Integer, nullable=False),
+)
+
+split_tests = Table(
+    "campaign_split_tests",
+    metadata,
+    Column("split_test_id", BigInteger, primary_key=True),
+    Column("campaign_id", BigInteger, ForeignKey("campaigns.campaign_id", ondelete="CASCADE"), nullable=False),
+    Column("test_size_percent", Integer, nullable=False),
+    Column("test_duration_hours", Integer, nullable=False),
+    Column("winner", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# The email content table belongs to the EmailService code; campaigns only ask which emails are live. A
+# lightweight table clause keeps it out of this module's MetaData.
+emails = table(
+    "emails",
+    column("email_id", BigInteger),
+    column("owner_user_id", BigInteger),
+    column("deleted_at"),
+    schema=SCHEMA,
+)
+
+# What a copy takes from its source row: content, targeting, schedule and tracking settings. Status,
+# statistics, send times and the auto-resend link are never copied; variations and the split test settings
+# are copied by their own statements. Every later content or targeting column belongs in this list.
+COPIED_COLUMNS: tuple[str, ...] = (
+    "email_id",
+    "schedule_type",
+    "scheduled_at",
+    "schedule_time_zone",
+    "recurrence",
+    "recipients_included",
+    "recipients_excluded",
+    "rules_bundle",
+    "auto_resend_enabled",
+    "auto_resend_wait_days",
+    "auto_resend_subject",
+    "auto_resend_preheader",
+    "approval_user_explanation",
+    "google_analytics_domains",
+    "publish_on_rss",
+    "s2s_enabled",
+)
 
 _c = campaigns.c
+# When a campaign was sent, or else when it is due: what date filters and SendDate ordering look at.
+_send_date = func.coalesce(_c.send_started_at, _c.scheduled_at)
 
 
-def _campaign(row: Row[Any]) -> Campaign:
+def _variation_list() -> Any:
+    v = variations.c
+    entry = func.jsonb_build_object("email_id", v.email_id, "weight", v.weight)
+    return (
+        select(func.jsonb_agg(aggregate_order_by(entry, v.position)))
+        .where(v.campaign_id == _c.campaign_id)
+        .scalar_subquery()
+        .label("variation_list")
+    )
+
+
+def _full_campaigns() -> Select[Any]:
+    """Campaign rows with their variations (as a jsonb list) and split test (NULL columns when none)."""
+    s = split_tests.c
+    return select(
+        campaigns,
+        _variation_list(),
+        s.split_test_id.label("split_test_id"),
+        s.test_size_percent,
+        s.test_duration_hours,
+        s.winner,
+    ).select_from(campaigns.outerjoin(split_tests, s.campaign_id == _c.campaign_id))
+
+
+def _schedule(row: Row[Any]) -> Schedule:
+    schedule_type = ScheduleType(row.schedule_type)
+    if schedule_type is ScheduleType.FUTURE:
+        return Schedule(schedule_type, future=FutureSchedule(row.scheduled_at, row.schedule_time_zone))
+    if schedule_type is ScheduleType.RECURSIVE:
+        rule = row.recurrence
+        return Schedule(
+            schedule_type,
+            recursive=RecursiveSchedule(
+                days_of_week=tuple(rule["days_of_week"]),
+                days_of_month=tuple(rule["days_of_month"]),
+                months=tuple(rule["months"]),
+                hours=tuple(rule["hours"]),
+                minutes=tuple(rule["minutes"]),
+                max_instances=rule["max_instances"],
+                time_zone=row.schedule_time_zone,
+            ),
+        )
+    return Schedule(schedule_type)
+
+
+def _sources(items: list[dict[str, int]]) -> tuple[RecipientSource, ...]:
+    return tuple(RecipientSource(item["list_id"], item["segment_id"]) for item in items)
+
+
+def _campaign(row: Row[Any], variation_list: Sequence[Variation], split_test: SplitTest | None) -> Campaign:
     return Campaign(
         campaign_id=row.campaign_id,
         owner_user_id=row.owner_user_id,
@@ -64,12 +207,87 @@ def _campaign(row: Row[Any]) -> Campaign:
         status=CampaignStatus(row.status),
         status_reason=row.status_reason,
         email_id=row.email_id,
-        schedule_type=ScheduleType(row.schedule_type),
         original_campaign_id=row.original_campaign_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
         send_started_at=row.send_started_at,
+        schedule=_schedule(row),
+        scheduled_at=row.scheduled_at,
+        targeting=Targeting(
+            included=_sources(row.recipients_included),
+            excluded=_sources(row.recipients_excluded),
+            rules_bundle=row.rules_bundle,
+        ),
+        auto_resend=AutoResend(
+            enabled=row.auto_resend_enabled,
+            wait_days=row.auto_resend_wait_days,
+            subject=row.auto_resend_subject,
+            preheader_text=row.auto_resend_preheader,
+        ),
+        variations=tuple(variation_list),
+        split_test=split_test,
+        approval_user_explanation=row.approval_user_explanation,
+        google_analytics_domains=row.google_analytics_domains,
+        publish_on_rss=row.publish_on_rss,
+        s2s_enabled=row.s2s_enabled,
+        send_finished_at=row.send_finished_at,
     )
+
+
+def _split_test(row: Row[Any]) -> SplitTest:
+    return SplitTest(
+        split_test_id=row.split_test_id,
+        campaign_id=row.campaign_id,
+        test_size_percent=row.test_size_percent,
+        test_duration_hours=row.test_duration_hours,
+        winner=Winner(row.winner),
+    )
+
+
+def _full_campaign(row: Row[Any]) -> Campaign:
+    variation_list = [Variation(item["email_id"], item["weight"]) for item in row.variation_list or ()]
+    split_test = _split_test(row) if row.split_test_id is not None else None
+    return _campaign(row, variation_list, split_test)
+
+
+def _settings_values(campaign: Campaign) -> dict[str, Any]:
+    """The columns a client's change (update, pause, resume, cancel, approve) may write."""
+    schedule = campaign.schedule
+    rule = schedule.recursive
+    time_zone = schedule.future.time_zone if schedule.future else rule.time_zone if rule else ""
+    targeting = campaign.targeting
+    return {
+        "name": campaign.name,
+        "status": campaign.status.value,
+        "status_reason": campaign.status_reason,
+        "email_id": campaign.email_id,
+        "original_campaign_id": campaign.original_campaign_id,
+        "schedule_type": schedule.type.value,
+        "scheduled_at": campaign.scheduled_at,
+        "schedule_time_zone": time_zone,
+        "recurrence": None
+        if rule is None
+        else {
+            "days_of_week": list(rule.days_of_week),
+            "days_of_month": list(rule.days_of_month),
+            "months": list(rule.months),
+            "hours": list(rule.hours),
+            "minutes": list(rule.minutes),
+            "max_instances": rule.max_instances,
+        },
+        "recipients_included": [{"list_id": s.list_id, "segment_id": s.segment_id} for s in targeting.included],
+        "recipients_excluded": [{"list_id": s.list_id, "segment_id": s.segment_id} for s in targeting.excluded],
+        "rules_bundle": dict(targeting.rules_bundle) if targeting.rules_bundle is not None else None,
+        "auto_resend_enabled": campaign.auto_resend.enabled,
+        "auto_resend_wait_days": campaign.auto_resend.wait_days,
+        "auto_resend_subject": campaign.auto_resend.subject,
+        "auto_resend_preheader": campaign.auto_resend.preheader_text,
+        "approval_user_explanation": campaign.approval_user_explanation,
+        "google_analytics_domains": campaign.google_analytics_domains,
+        "publish_on_rss": campaign.publish_on_rss,
+        "s2s_enabled": campaign.s2s_enabled,
+        "updated_at": func.now(),
+    }
 
 
 def _id_array(ids: Sequence[int]) -> Any:
@@ -93,13 +311,26 @@ async def insert_campaign(conn: AsyncConnection, *, owner_user_id: int, name: st
         )
         .returning(*campaigns.c)
     )
-    return _campaign((await conn.execute(stmt)).one())
+    return _campaign((await conn.execute(stmt)).one(), (), None)
 
 
 async def campaign_by_id(conn: AsyncConnection, campaign_id: int, owner_user_id: int | None) -> Campaign | None:
-    stmt = select(campaigns).where(_c.campaign_id == campaign_id, *_owned_by(owner_user_id))
+    stmt = _full_campaigns().where(_c.campaign_id == campaign_id, *_owned_by(owner_user_id))
     row = (await conn.execute(stmt)).one_or_none()
-    return _campaign(row) if row is not None else None
+    return _full_campaign(row) if row is not None else None
+
+
+async def campaign_for_update(
+    conn: AsyncConnection, campaign_id: int, owner_user_id: int | None
+) -> Campaign | None:
+    """The campaign, its row locked until the transaction ends, so that concurrent status changes serialize."""
+    stmt = (
+        _full_campaigns()
+        .where(_c.campaign_id == campaign_id, *_owned_by(owner_user_id))
+        .with_for_update(of=campaigns)
+    )
+    row = (await conn.execute(stmt)).one_or_none()
+    return _full_campaign(row) if row is not None else None
 
 
 async def campaigns_by_ids(
@@ -107,22 +338,106 @@ async def campaigns_by_ids(
 ) -> list[Campaign]:
     """Those of the campaigns that exist and are in scope, by campaign id."""
     stmt = (
-        select(campaigns)
+        _full_campaigns()
         .where(_c.campaign_id == _id_array(campaign_ids), *_owned_by(owner_user_id))
         .order_by(_c.campaign_id)
     )
-    return [_campaign(row) for row in await conn.execute(stmt)]
+    return [_full_campaign(row) for row in await conn.execute(stmt)]
+
+
+async def campaign_exists(conn: AsyncConnection, campaign_id: int, owner_user_id: int | None) -> bool:
+    stmt = select(_c.campaign_id).where(_c.campaign_id == campaign_id, *_owned_by(owner_user_id))
+    return (await conn.execute(stmt)).one_or_none() is not None
+
+
+async def save_campaign(conn: AsyncConnection, campaign: Campaign, *, replace_variations: bool) -> Campaign:
+    """The campaign as stored after writing its settings (and, when asked, its variations) over the row."""
+    stmt = (
+        update(campaigns)
+        .where(_c.campaign_id == campaign.campaign_id)
+        .values(**_settings_values(campaign))
+        .returning(*campaigns.c)
+    )
+    row = (await conn.execute(stmt)).one()
+    if replace_variations:
+        await conn.execute(delete(variations).where(variations.c.campaign_id == campaign.campaign_id))
+        if campaign.variations:
+            await conn.execute(
+                insert(variations),
+                [
+                    {
+                        "campaign_id": campaign.campaign_id,
+                        "position": position,
+                        "email_id": variation.email_id,
+                        "weight": variation.weight,
+                    }
+                    for position, variation in enumerate(campaign.variations)
+                ],
+            )
+    return _campaign(row, campaign.variations, campaign.split_test)
+
+
+async def live_email_ids(conn: AsyncConnection, owner_user_id: int, email_ids: Sequence[int]) -> frozenset[int]:
+    """Those of the emails that belong to the owner and are not deleted."""
+    if not email_ids:
+        return frozenset()
+    stmt = select(emails.c.email_id).where(
+        emails.c.email_id == _id_array(email_ids),
+        emails.c.owner_user_id == owner_user_id,
+        emails.c.deleted_at.is_(None),
+    )
+    return frozenset(row.email_id for row in await conn.execute(stmt))
+
+
+async def original_campaign_found(
+    conn: AsyncConnection, campaign_id: int, original_campaign_id: int, owner_user_id: int
+) -> bool:
+    """Whether the original is the owner's campaign and neither it nor its own originals is `campaign_id`."""
+    chain = (
+        select(_c.campaign_id, _c.original_campaign_id)
+        .where(_c.campaign_id == original_campaign_id, _c.owner_user_id == owner_user_id)
+        .cte("chain", recursive=True)
+    )
+    parent = campaigns.alias("parent")
+    # UNION (not UNION ALL) ends the walk should the data ever hold a cycle.
+    chain = chain.union(
+        select(parent.c.campaign_id, parent.c.original_campaign_id).join_from(
+            parent, chain, parent.c.campaign_id == chain.c.original_campaign_id
+        )
+    )
+    stmt = select(func.count(), func.bool_or(chain.c.campaign_id == campaign_id)).select_from(chain)
+    found, loops = (await conn.execute(stmt)).one()
+    return bool(found) and not loops
 
 
 def _matching(campaign_filter: CampaignFilter) -> list[ColumnElement[bool]]:
     conditions = _owned_by(campaign_filter.owner_user_id)
+    alternatives: list[ColumnElement[bool]] = []
     if campaign_filter.statuses:
-        conditions.append(_c.status.in_([status.value for status in campaign_filter.statuses]))
+        alternatives.append(_c.status.in_([status.value for status in campaign_filter.statuses]))
+    if campaign_filter.scheduled:
+        alternatives.append(
+            and_(
+                _c.status == CampaignStatus.READY.value,
+                _c.schedule_type.in_([ScheduleType.FUTURE.value, ScheduleType.RECURSIVE.value]),
+            )
+        )
+    if alternatives:
+        conditions.append(or_(*alternatives))
+    if campaign_filter.schedule_types:
+        conditions.append(_c.schedule_type.in_([t.value for t in campaign_filter.schedule_types]))
     if campaign_filter.search:
         pattern = domain.name_contains_pattern(campaign_filter.search)
         conditions.append(_c.name.ilike(pattern, escape=domain.LIKE_ESCAPE))
     if campaign_filter.campaign_ids:
         conditions.append(_c.campaign_id == _id_array(campaign_filter.campaign_ids))
+    if campaign_filter.tagged_campaign_ids is not None:
+        conditions.append(_c.campaign_id == _id_array(campaign_filter.tagged_campaign_ids))
+    # A campaign neither sent nor scheduled has no send date and so never lies in a date range.
+    if campaign_filter.send_time_from is not None:
+        conditions.append(_send_date >= campaign_filter.send_time_from)
+    if campaign_filter.send_time_to is not None:
+        conditions.append(_send_date < campaign_filter.send_time_to)
     if not campaign_filter.include_auto_resend:
         conditions.append(_c.original_campaign_id.is_(None))
     return conditions
@@ -134,16 +449,16 @@ def _ordering(campaign_filter: CampaignFilter) -> list[Any]:
     if campaign_filter.order_by is OrderField.CAMPAIGN_ID:
         return [tiebreak]
     if campaign_filter.order_by is OrderField.SEND_TIME:
-        # Campaigns never sent have no send time; they come last whichever the direction.
-        return [direction(_c.send_started_at).nulls_last(), tiebreak]
-    column: Any = {
+        # Campaigns neither sent nor scheduled have no send date; they come last whichever the direction.
+        return [direction(_send_date).nulls_last(), tiebreak]
+    order_column: Any = {
         # Names sort the way people read them, not capitals first.
         OrderField.NAME: func.lower(_c.name),
         OrderField.STATUS: _c.status,
         OrderField.CREATE_TIME: _c.created_at,
         OrderField.UPDATE_TIME: _c.updated_at,
     }[campaign_filter.order_by]
-    return [direction(column), tiebreak]
+    return [direction(order_column), tiebreak]
 
 
 async def count_matching_campaigns(conn: AsyncConnection, campaign_filter: CampaignFilter) -> int:
@@ -154,7 +469,8 @@ async def count_matching_campaigns(conn: AsyncConnection, campaign_filter: Campa
 async def campaign_page(conn: AsyncConnection, query: ListQuery) -> tuple[list[Campaign], int]:
     """One page of the matching campaigns in the filter's order, and how many match in all."""
     stmt = (
-        select(campaigns, func.count().over().label("total_matches"))
+        _full_campaigns()
+        .add_columns(func.count().over().label("total_matches"))
         .where(*_matching(query.filter))
         .order_by(*_ordering(query.filter))
         .offset(query.offset)
@@ -163,29 +479,106 @@ async def campaign_page(conn: AsyncConnection, query: ListQuery) -> tuple[list[C
         stmt = stmt.limit(query.limit)
     rows = (await conn.execute(stmt)).all()
     if rows:
-        return [_campaign(row) for row in rows], int(rows[0].total_matches)
+        return [_full_campaign(row) for row in rows], int(rows[0].total_matches)
     # A page past the end has no row to carry the window count, so count separately.
     total = 0 if query.offset == 0 else await count_matching_campaigns(conn, query.filter)
     return [], total
 
 
+async def matching_campaign_ids(conn: AsyncConnection, campaign_filter: CampaignFilter, limit: int) -> list[int]:
+    """The ids of the first `limit` matching campaigns in the filter's order."""
+    stmt = (
+        select(_c.campaign_id)
+        .where(*_matching(campaign_filter))
+        .order_by(*_ordering(campaign_filter))
+        .limit(limit)
+    )
+    return [row.campaign_id for row in await conn.execute(stmt)]
+
+
+async def upsert_split_test(
+    conn: AsyncConnection, campaign_id: int, owner_user_id: int | None, settings: SplitTestSettings
+) -> SplitTest | None:
+    """The campaign's split test with these settings (created, or replaced keeping its id); None when the
+    campaign is not in scope."""
+    source = select(
+        _c.campaign_id,
+        literal(settings.test_size_percent, Integer),
+        literal(settings.test_duration_hours, Integer),
+        literal(settings.winner.value, Text),
+    ).where(_c.campaign_id == campaign_id, *_owned_by(owner_user_id))
+    upsert = pg_insert(split_tests).from_select(
+        ["campaign_id", "test_size_percent", "test_duration_hours", "winner"], source
+    )
+    stmt = upsert.on_conflict_do_update(
+        index_elements=[split_tests.c.campaign_id],
+        set_={
+            "test_size_percent": upsert.excluded.test_size_percent,
+            "test_duration_hours": upsert.excluded.test_duration_hours,
+            "winner": upsert.excluded.winner,
+            "updated_at": func.now(),
+        },
+    ).returning(*split_tests.c)
+    row = (await conn.execute(stmt)).one_or_none()
+    return _split_test(row) if row is not None else None
+
+
+# Duplicates the variation emails of the source for the copy and points the copy's variations at them. The
+# new ids are drawn first so that old and new ids pair up; the email row is copied whole through jsonb so that
+# every content column (including ones added later) travels with it.
+_COPY_VARIATIONS = text(
+    """
+    WITH new_ids AS (
+        SELECT old_id, nextval(pg_get_serial_sequence('campaign.emails', 'email_id')) AS new_id
+        FROM (SELECT DISTINCT email_id AS old_id FROM campaign.campaign_variations WHERE campaign_id = :source)
+             AS source_emails
+    ), copied AS (
+        INSERT INTO campaign.emails
+        SELECT (jsonb_populate_record(
+                    NULL::campaign.emails,
+                    to_jsonb(e) || jsonb_build_object(
+                        'email_id', n.new_id, 'created_at', now(), 'updated_at', now(), 'deleted_at', NULL)
+               )).*
+        FROM new_ids n JOIN campaign.emails e ON e.email_id = n.old_id
+    )
+    INSERT INTO campaign.campaign_variations (campaign_id, position, email_id, weight)
+    SELECT :copy, v.position, n.new_id, v.weight
+    FROM campaign.campaign_variations v JOIN new_ids n ON n.old_id = v.email_id
+    WHERE v.campaign_id = :source
+    """
+)
+
+
 async def insert_copy_of_campaign(
     conn: AsyncConnection, source_id: int, owner_user_id: int | None, *, name: str
 ) -> Campaign | None:
-    """The new Draft copied from the source (same owner); None when the source is not in scope."""
+    """The new Draft copied from the source (same owner), with its own copies of the variation emails and the
+    split test settings; None when the source is not in scope."""
     source = select(
         _c.owner_user_id,
         literal(name, Text),
         literal(CampaignStatus.DRAFT.value, Text),
-        *(_c[column] for column in COPIED_COLUMNS),
+        *(_c[column_name] for column_name in COPIED_COLUMNS),
     ).where(_c.campaign_id == source_id, *_owned_by(owner_user_id))
     stmt = (
         insert(campaigns)
         .from_select(["owner_user_id", "name", "status", *COPIED_COLUMNS], source)
-        .returning(*campaigns.c)
+        .returning(_c.campaign_id)
     )
-    row = (await conn.execute(stmt)).one_or_none()
-    return _campaign(row) if row is not None else None
+    copy_id = (await conn.execute(stmt)).scalar_one_or_none()
+    if copy_id is None:
+        return None
+    await conn.execute(_COPY_VARIATIONS, {"source": source_id, "copy": copy_id})
+    s = split_tests.c
+    await conn.execute(
+        insert(split_tests).from_select(
+            ["campaign_id", "test_size_percent", "test_duration_hours", "winner"],
+            select(literal(copy_id, BigInteger), s.test_size_percent, s.test_duration_hours, s.winner).where(
+                s.campaign_id == source_id
+            ),
+        )
+    )
+    return await campaign_by_id(conn, copy_id, None)
 
 
 async def delete_campaigns_with_auto_resends(

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # Lets tag archive pages fetch their HTML template from loopback, private, link-local and
     # other non-public addresses (off: a user's TemplateURL must not reach internal hosts).
     archive_allow_private_templates: bool = False
+    # The local capture SMTP server (`herald serve mail-capture`) that `herald run` starts when
+    # SMTP_URL is unset; the translator shows what it received at /mail only when mail_capture is on.
+    smtp_capture_port: int = 2525
+    mail_capture: bool = False
 
     token_secret: str = ""
     token_ttl_seconds: int = 300

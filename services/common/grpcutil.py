@@ -174,7 +174,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(code, exc.message, trailing_metadata=((STATUS_DETAILS_KEY, details),))
         if isinstance(exc, grpc.aio.AioRpcError):
             # A downstream service failed: pass its status through rather than hiding it.
-            await context.abort(exc.code(), exc.details() or "", trailing_metadata=exc.trailing_metadata())
+            await context.abort(exc.code(), exc.details() or "", trailing_metadata=tuple(exc.trailing_metadata() or ()))
         log.exception("unhandled error", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
@@ -282,7 +282,7 @@ class ForwardPrincipal(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStrea
         timeout = details.timeout
         deadline = auth.current_deadline.get()
         if timeout is None:
-            timeout = max(deadline - time.monotonic(), 0.001) if deadline is not None else 30.0
+            timeout = max(deadline - time.monotonic(), 0.001) if deadline is not None else 10.0
         # A peer that is restarting is waited for (until the deadline) rather than failing at once.
         wait_for_ready = True if details.wait_for_ready is None else details.wait_for_ready
         return details._replace(metadata=metadata, timeout=timeout, wait_for_ready=wait_for_ready)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -10,6 +10,7 @@ from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import auth
+from services.common.errors import DomainError, ErrorKind, not_found
 from services.delivery import domain, store
 from services.delivery.domain import CampaignStatistics
 
@@ -96,3 +97,87 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
         return delivery_pb2.BatchGetCampaignStatisticsResponse(
             statistics=[_statistics_message(entry) for entry in statistics]
         )
+
+    # --- tracking events ----------------------------------------------------------------------------------
+
+    async def RecordTrackingEvents(
+        self, request: delivery_pb2.RecordTrackingEventsRequest, context: grpc.aio.ServicerContext
+    ) -> delivery_pb2.RecordTrackingEventsResponse:
+        """Records the events whose queue row exists and is the caller's (any row for an admin)."""
+        received_at = datetime.now(UTC)
+        hits = [_tracking_hit(event, received_at) for event in request.events]
+        domain.validate_tracking_hits(hits)
+        if not hits:
+            return delivery_pb2.RecordTrackingEventsResponse()
+        async with self._engine.begin() as conn:
+            recorded = await store.insert_tracking_events(conn, hits, _owner_scope())
+        return delivery_pb2.RecordTrackingEventsResponse(recorded_count=recorded)
+
+    # --- mail capture -------------------------------------------------------------------------------------
+
+    async def ListCapturedMessages(
+        self, request: delivery_pb2.ListCapturedMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> delivery_pb2.ListCapturedMessagesResponse:
+        _require_admin()
+        page = domain.captured_page(request.page_size, request.page_token)
+        async with self._engine.connect() as conn:
+            fetched = await store.captured_message_summaries(conn, page)
+            total = await store.captured_message_count(conn)
+        return delivery_pb2.ListCapturedMessagesResponse(
+            captured_messages=[_captured_message(message) for message in fetched[: page.limit]],
+            next_page_token=domain.next_captured_page_token(page, [m.captured_message_id for m in fetched]),
+            total_size=total,
+        )
+
+    async def GetCapturedMessage(
+        self, request: delivery_pb2.GetCapturedMessageRequest, context: grpc.aio.ServicerContext
+    ) -> delivery_pb2.CapturedMessage:
+        _require_admin()
+        async with self._engine.connect() as conn:
+            found = await store.captured_message(conn, request.captured_message_id)
+        if found is None:
+            raise not_found(
+                domain.CAPTURED_MESSAGE_NOT_FOUND,
+                f"no captured message {request.captured_message_id}",
+                "captured_message_id",
+            )
+        return _captured_message(found)
+
+
+_TRACKING_KINDS = {
+    delivery_pb2.TRACKING_EVENT_KIND_OPEN: domain.OPEN,
+    delivery_pb2.TRACKING_EVENT_KIND_CLICK: domain.CLICK,
+    delivery_pb2.TRACKING_EVENT_KIND_UNSUBSCRIBE: domain.UNSUBSCRIBE,
+}
+
+
+def _tracking_hit(event: delivery_pb2.TrackingEvent, received_at: datetime) -> domain.TrackingHit:
+    return domain.TrackingHit(
+        campaign_id=event.campaign_id,
+        recipient_id=event.recipient_id,
+        kind=_TRACKING_KINDS.get(event.kind, ""),
+        url=event.url,
+        # An event without its own time happened when it was reported.
+        occurred_at=event.occur_time.ToDatetime(tzinfo=UTC) if event.HasField("occur_time") else received_at,
+        event_key=event.event_key,
+    )
+
+
+def _require_admin() -> None:
+    """The capture holds every user's mail, so only an admin (the translator's own token) reads it."""
+    if not auth.principal().is_admin:
+        raise DomainError(ErrorKind.PERMISSION, domain.ADMIN_REQUIRED, "only an admin may read captured mail")
+
+
+def _captured_message(message: domain.CapturedSummary) -> delivery_pb2.CapturedMessage:
+    return delivery_pb2.CapturedMessage(
+        captured_message_id=message.captured_message_id,
+        envelope_from=message.envelope_from,
+        envelope_to=message.envelope_to,
+        subject=message.subject,
+        message_id=message.message_id,
+        receive_time=_timestamp(message.received_at),
+        size_bytes=message.size_bytes,
+        session_id=message.session_id,
+        raw_message=message.raw,
+    )

@@ -132,3 +132,130 @@ def campaign_statistics(
             )
         )
     return statistics
+
+
+# --- tracking events (opens, clicks and unsubscribes reported by the translator's public endpoints) ---
+
+UNSUBSCRIBE = "unsubscribe"
+TRACKING_KINDS = (OPEN, CLICK, UNSUBSCRIBE)
+# One report carries at most this many events (the translator batches hits every few hundred ms).
+MAX_TRACKING_EVENTS = 1000
+MAX_TRACKED_URL_LENGTH = 4096
+MAX_EVENT_KEY_LENGTH = 128
+
+TOO_MANY_EVENTS = "TOO_MANY_EVENTS"
+INVALID_CAMPAIGN_ID = "INVALID_CAMPAIGN_ID"
+INVALID_RECIPIENT_ID = "INVALID_RECIPIENT_ID"
+INVALID_EVENT_KIND = "INVALID_EVENT_KIND"
+INVALID_URL = "INVALID_URL"
+INVALID_EVENT_KEY = "INVALID_EVENT_KEY"
+
+
+@dataclass(frozen=True)
+class TrackingHit:
+    """One open, click or unsubscribe of one recipient, as reported (kind "" when the reporter gave none)."""
+
+    campaign_id: int
+    recipient_id: int
+    kind: str
+    url: str
+    occurred_at: datetime
+    event_key: str
+
+
+def validate_tracking_hits(hits: Sequence[TrackingHit]) -> None:
+    """Raises one INVALID error naming every bad field of a RecordTrackingEvents request."""
+    violations = Violations()
+    if len(hits) > MAX_TRACKING_EVENTS:
+        violations.add("events", TOO_MANY_EVENTS, f"at most {MAX_TRACKING_EVENTS} events per request")
+        violations.raise_if_any()
+    for index, hit in enumerate(hits):
+        where = f"events[{index}]"
+        if hit.campaign_id <= 0:
+            violations.add(f"{where}.campaign_id", INVALID_CAMPAIGN_ID, "campaign_id must be positive")
+        if hit.recipient_id <= 0:
+            violations.add(f"{where}.recipient_id", INVALID_RECIPIENT_ID, "recipient_id must be positive")
+        if hit.kind not in TRACKING_KINDS:
+            violations.add(f"{where}.kind", INVALID_EVENT_KIND, "kind must be open, click or unsubscribe")
+        if hit.kind == CLICK and not hit.url:
+            violations.add(f"{where}.url", INVALID_URL, "a click needs the clicked url")
+        if hit.kind != CLICK and hit.url:
+            violations.add(f"{where}.url", INVALID_URL, "only a click has a url")
+        if len(hit.url) > MAX_TRACKED_URL_LENGTH or "\x00" in hit.url:
+            violations.add(
+                f"{where}.url", INVALID_URL, f"url: at most {MAX_TRACKED_URL_LENGTH} characters, no NUL"
+            )
+        if len(hit.event_key) > MAX_EVENT_KEY_LENGTH or "\x00" in hit.event_key:
+            violations.add(
+                f"{where}.event_key", INVALID_EVENT_KEY, f"event_key: at most {MAX_EVENT_KEY_LENGTH} characters"
+            )
+    violations.raise_if_any()
+
+
+# --- mail capture (the local SMTP capture server and the pages that show what it received) ---
+
+DEFAULT_CAPTURED_PAGE_SIZE = 50
+MAX_CAPTURED_PAGE_SIZE = 500
+INVALID_PAGE_TOKEN = "INVALID_PAGE_TOKEN"
+INVALID_PAGE_SIZE = "INVALID_PAGE_SIZE"
+CAPTURED_MESSAGE_NOT_FOUND = "CAPTURED_MESSAGE_NOT_FOUND"
+ADMIN_REQUIRED = "ADMIN_REQUIRED"
+
+
+@dataclass(frozen=True)
+class CapturedMessage:
+    """One message as the capture server received it."""
+
+    session_id: str
+    peer: str
+    helo_name: str
+    envelope_from: str
+    envelope_to: list[str]
+    subject: str
+    message_id: str
+    raw: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class CapturedSummary:
+    """A stored captured message as listings show it; `raw` is filled only when one message is read."""
+
+    captured_message_id: int
+    session_id: str
+    envelope_from: str
+    envelope_to: list[str]
+    subject: str
+    message_id: str
+    received_at: datetime
+    size_bytes: int
+    raw: bytes = b""
+
+
+@dataclass(frozen=True)
+class CapturedPage:
+    """Which captured messages a listing asks for: newest first, older than `before_id` when set."""
+
+    limit: int
+    before_id: int | None
+
+
+def captured_page(page_size: int, page_token: str) -> CapturedPage:
+    """The page a ListCapturedMessages request asks for; the token is the last id of the previous page."""
+    violations = Violations()
+    if page_size < 0:
+        violations.add("page_size", INVALID_PAGE_SIZE, "page_size must not be negative")
+    before_id = None
+    if page_token:
+        if not (page_token.isascii() and page_token.isdigit() and len(page_token) <= 19):
+            violations.add("page_token", INVALID_PAGE_TOKEN, "page_token is not one this service returned")
+        else:
+            before_id = int(page_token)
+    violations.raise_if_any()
+    limit = min(page_size or DEFAULT_CAPTURED_PAGE_SIZE, MAX_CAPTURED_PAGE_SIZE)
+    return CapturedPage(limit=limit, before_id=before_id)
+
+
+def next_captured_page_token(page: CapturedPage, fetched_ids: Sequence[int]) -> str:
+    """The token of the next page, given the ids fetched for this one (one more than the page when there is more)."""
+    return str(fetched_ids[page.limit - 1]) if len(fetched_ids) > page.limit else ""

@@ -61,6 +61,7 @@ events = sa.Table(
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("url", sa.Text, nullable=False, server_default=""),
     sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("event_key", sa.Text),
 )
 
 
@@ -231,3 +232,145 @@ async def domain_figures(
             DomainFigures(domain=row.domain, total_recipients=row.total, sent=row.sent, failed=row.failed)
         )
     return found
+
+
+# --- tracking events --------------------------------------------------------------------------------------
+
+
+async def insert_tracking_events(
+    conn: AsyncConnection, hits: Sequence[domain.TrackingHit], owner: int | None
+) -> int:
+    """Records the hits whose queue row exists (and is the owner's); returns how many were new.
+
+    One statement: the hits are joined to their queue rows, which also supplies the owner, and a
+    hit whose key was recorded before (or a second unsubscribe) is skipped by the unique indexes.
+    """
+    reported = (
+        sa.func.unnest(
+            sa.bindparam(None, [h.campaign_id for h in hits], type_=postgresql.ARRAY(sa.BigInteger)),
+            sa.bindparam(None, [h.recipient_id for h in hits], type_=postgresql.ARRAY(sa.BigInteger)),
+            sa.bindparam(None, [h.kind for h in hits], type_=postgresql.ARRAY(sa.Text)),
+            sa.bindparam(None, [h.url for h in hits], type_=postgresql.ARRAY(sa.Text)),
+            sa.bindparam(None, [h.occurred_at for h in hits], type_=postgresql.ARRAY(sa.DateTime(timezone=True))),
+            # NULL keys (no deduplication) are never equal to each other, so they never conflict.
+            sa.bindparam(None, [h.event_key or None for h in hits], type_=postgresql.ARRAY(sa.Text)),
+        )
+        .table_valued("campaign_id", "recipient_id", "kind", "url", "occurred_at", "event_key")
+        .render_derived(name="reported")
+    )
+    matched = sa.and_(
+        recipients.c.campaign_id == reported.c.campaign_id, recipients.c.recipient_id == reported.c.recipient_id
+    )
+    if owner is not None:
+        matched = sa.and_(matched, recipients.c.owner_user_id == owner)
+    select = sa.select(
+        reported.c.campaign_id,
+        reported.c.recipient_id,
+        recipients.c.owner_user_id,
+        reported.c.kind,
+        reported.c.url,
+        reported.c.occurred_at,
+        reported.c.event_key,
+    ).select_from(reported.join(recipients, matched))
+    statement = (
+        postgresql.insert(events)
+        .from_select(
+            ["campaign_id", "recipient_id", "owner_user_id", "kind", "url", "occurred_at", "event_key"], select
+        )
+        .on_conflict_do_nothing()
+        .returning(events.c.event_id)
+    )
+    return len((await conn.execute(statement)).all())
+
+
+# --- mail capture -----------------------------------------------------------------------------------------
+
+captured_messages = sa.Table(
+    "captured_messages",
+    metadata,
+    sa.Column("captured_message_id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    sa.Column("session_id", postgresql.UUID(as_uuid=False), nullable=False),
+    sa.Column("peer", sa.Text, nullable=False, server_default=""),
+    sa.Column("helo_name", sa.Text, nullable=False, server_default=""),
+    sa.Column("envelope_from", sa.Text, nullable=False),
+    sa.Column("envelope_to", postgresql.ARRAY(sa.Text), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False, server_default=""),
+    sa.Column("message_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+_CAPTURED_SUMMARY = (
+    captured_messages.c.captured_message_id,
+    captured_messages.c.session_id,
+    captured_messages.c.envelope_from,
+    captured_messages.c.envelope_to,
+    captured_messages.c.subject,
+    captured_messages.c.message_id,
+    captured_messages.c.received_at,
+    sa.func.octet_length(captured_messages.c.raw).label("size_bytes"),
+)
+
+
+async def insert_captured_messages(conn: AsyncConnection, messages: Sequence[domain.CapturedMessage]) -> None:
+    """Stores received messages, all in one multi-row INSERT."""
+    await conn.execute(
+        sa.insert(captured_messages).values(
+            [
+                {
+                    "session_id": message.session_id,
+                    "peer": message.peer,
+                    "helo_name": message.helo_name,
+                    "envelope_from": message.envelope_from,
+                    "envelope_to": message.envelope_to,
+                    "subject": message.subject,
+                    "message_id": message.message_id,
+                    "raw": message.raw,
+                    "received_at": message.received_at,
+                }
+                for message in messages
+            ]
+        )
+    )
+
+
+def _captured_summary(row: sa.Row[*tuple[Any, ...]], raw: bytes = b"") -> domain.CapturedSummary:
+    return domain.CapturedSummary(
+        captured_message_id=row.captured_message_id,
+        session_id=str(row.session_id),
+        envelope_from=row.envelope_from,
+        envelope_to=list(row.envelope_to),
+        subject=row.subject,
+        message_id=row.message_id,
+        received_at=row.received_at,
+        size_bytes=row.size_bytes,
+        raw=raw,
+    )
+
+
+async def captured_message_summaries(
+    conn: AsyncConnection, page: domain.CapturedPage
+) -> list[domain.CapturedSummary]:
+    """Captured messages without their content, newest first: one more than the page when more exist."""
+    query = (
+        sa.select(*_CAPTURED_SUMMARY)
+        .order_by(captured_messages.c.captured_message_id.desc())
+        .limit(page.limit + 1)
+    )
+    if page.before_id is not None:
+        query = query.where(captured_messages.c.captured_message_id < page.before_id)
+    return [_captured_summary(row) for row in await conn.execute(query)]
+
+
+async def captured_message_count(conn: AsyncConnection) -> int:
+    """How many messages the capture holds."""
+    return int((await conn.execute(sa.select(sa.func.count()).select_from(captured_messages))).scalar_one())
+
+
+async def captured_message(conn: AsyncConnection, captured_message_id: int) -> domain.CapturedSummary | None:
+    """One captured message with its raw content, or None."""
+    query = sa.select(*_CAPTURED_SUMMARY, captured_messages.c.raw).where(
+        captured_messages.c.captured_message_id == captured_message_id
+    )
+    row = (await conn.execute(query)).one_or_none()
+    return None if row is None else _captured_summary(row, bytes(row.raw))

@@ -105,6 +105,16 @@ async def test_campaigns_delete_error_codes(api: Api, user: User) -> None:
 
 async def test_campaigns_get_answers_the_seed_shape(api: Api, user: User) -> None:
     campaign_id = await create(api, user, "Summer Sale 2025")
+    # Date_From/Date_To filter on the send date: this one is scheduled within the range.
+    body = await api.call(
+        "campaign.update",
+        user.api_key,
+        CampaignID=campaign_id,
+        ScheduleType="Future",
+        SendDate="2098-06-15",
+        SendTime="10:00:00",
+    )
+    assert body["Success"] is True, body
     body = await api.call(
         "campaigns.get",
         user.api_key,

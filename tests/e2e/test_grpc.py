@@ -7,7 +7,6 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
 from herald.tag.v1 import tag_pb2, tag_pb2_grpc
 
@@ -127,12 +126,3 @@ async def test_list_campaigns_pages_with_tokens(system: System, user: User) -> N
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.ListCampaigns(campaign_pb2.ListCampaignsRequest(page_token="garbage"), metadata=metadata)
         assert decode_error(raised.value).reason == "PAGE_TOKEN_INVALID"
-
-
-async def test_draft_services_answer_unimplemented_rather_than_pretend(system: System, user: User) -> None:
-    async with grpc.aio.insecure_channel(system.grpc_target("audience")) as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await audience_pb2_grpc.AudienceServiceStub(channel).CountRecipients(
-                audience_pb2.CountRecipientsRequest(), metadata=grpc_metadata(system, user.user_id)
-            )
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED

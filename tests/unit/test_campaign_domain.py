@@ -1,11 +1,14 @@
-"""Pure tests of the campaign rules: status mapping, names, search escaping, list queries and page tokens."""
+"""Pure tests of the campaign rules: statuses, names, search, list queries, page tokens, schedules, targeting,
+auto-resend, A/B variations, UpdateCampaign, status changes and split tests."""
 
 from __future__ import annotations
 
 import base64
+import calendar
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from herald.campaign.v1 import campaign_pb2
@@ -427,3 +430,955 @@ def test_nothing_deleted_gives_no_event() -> None:
 def test_deleted_event_payload_is_the_documented_json() -> None:
     event = domain.CampaignsDeleted(owner_user_id=7, campaign_ids=(3, 4))
     assert json.loads(event.payload()) == {"owner_user_id": 7, "campaign_ids": [3, 4]}
+
+
+# --- split test winners --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("winner", list(domain.Winner))
+def test_every_winner_round_trips_through_the_proto_enum(winner: domain.Winner) -> None:
+    proto = domain.winner_to_proto(winner)
+    assert campaign_pb2.Winner.Name(proto) == f"WINNER_{winner.name}"
+    assert domain.winner_from_proto(proto) is winner
+
+
+def test_stored_winner_values_are_the_legacy_names() -> None:
+    assert [w.value for w in domain.Winner] == ["Highest Open Rate", "Most Unique Clicks"]
+
+
+# --- schedules -----------------------------------------------------------------------------------------------
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+IN_A_DAY = NOW + timedelta(days=1)
+
+
+def _future(send_time: datetime | None = IN_A_DAY, time_zone: str = "") -> domain.ScheduleRequest:
+    return domain.ScheduleRequest(
+        campaign_pb2.SCHEDULE_TYPE_FUTURE, "future", send_time=send_time, time_zone=time_zone
+    )
+
+
+def _recursive(**fields: object) -> domain.ScheduleRequest:
+    rule: dict[str, object] = {
+        "days_of_week": (1,),
+        "months": (6,),
+        "hours": (9,),
+        "minutes": (0,),
+        "max_instances": 1,
+    }
+    rule.update(fields)
+    return domain.ScheduleRequest(
+        campaign_pb2.SCHEDULE_TYPE_RECURSIVE,
+        "recursive",
+        recursive=domain.RecursiveSchedule(**rule),  # type: ignore[arg-type]
+    )
+
+
+def _schedule_problems(request: domain.ScheduleRequest) -> list[tuple[str, str]]:
+    schedule, violations = domain.validate_schedule(request, NOW)
+    assert (schedule is None) == bool(violations)
+    return [(v.field, v.reason) for v in violations]
+
+
+@pytest.mark.parametrize("name", ["America/New_York", "Europe/Paris", "UTC", "Asia/Kolkata", "Etc/GMT+5"])
+def test_iana_time_zones_are_accepted(name: str) -> None:
+    assert domain.is_time_zone(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "Mars/Base", "america/new_york", "localtime", "posixrules", "../etc/passwd", "/etc/localtime", "a\x00"],
+)
+def test_unknown_or_host_specific_time_zones_are_refused(name: str) -> None:
+    assert not domain.is_time_zone(name)
+
+
+@pytest.mark.parametrize("value", [campaign_pb2.SCHEDULE_TYPE_UNSPECIFIED, 42])
+def test_unspecified_or_unknown_schedule_type_is_invalid(value: int) -> None:
+    assert _schedule_problems(domain.ScheduleRequest(value)) == [("schedule.type", "SCHEDULE_TYPE_INVALID")]
+
+
+@pytest.mark.parametrize(
+    ("schedule_type", "detail"),
+    [
+        (campaign_pb2.SCHEDULE_TYPE_IMMEDIATE, "future"),
+        (campaign_pb2.SCHEDULE_TYPE_NOT_SCHEDULED, "recursive"),
+        (campaign_pb2.SCHEDULE_TYPE_FUTURE, "recursive"),
+        (campaign_pb2.SCHEDULE_TYPE_RECURSIVE, "future"),
+    ],
+)
+def test_a_detail_that_does_not_match_the_type_is_a_schedule_type_error(schedule_type: int, detail: str) -> None:
+    request = domain.ScheduleRequest(schedule_type, detail)  # type: ignore[arg-type]
+    assert _schedule_problems(request) == [("schedule.type", "SCHEDULE_TYPE_INVALID")]
+
+
+@pytest.mark.parametrize(
+    ("value", "schedule_type"),
+    [
+        (campaign_pb2.SCHEDULE_TYPE_NOT_SCHEDULED, ScheduleType.NOT_SCHEDULED),
+        (campaign_pb2.SCHEDULE_TYPE_IMMEDIATE, ScheduleType.IMMEDIATE),
+    ],
+)
+def test_schedules_without_detail_need_nothing_else(value: int, schedule_type: ScheduleType) -> None:
+    assert domain.validate_schedule(domain.ScheduleRequest(value), NOW) == (domain.Schedule(schedule_type), [])
+
+
+def test_future_schedule_keeps_its_instant_and_time_zone() -> None:
+    schedule, violations = domain.validate_schedule(_future(time_zone="America/New_York"), NOW)
+    assert violations == []
+    assert schedule == domain.Schedule(
+        ScheduleType.FUTURE, future=domain.FutureSchedule(IN_A_DAY, "America/New_York")
+    )
+
+
+def test_future_schedule_without_send_time_needs_one() -> None:
+    assert _schedule_problems(_future(send_time=None)) == [("schedule.future.send_time", "SEND_TIME_REQUIRED")]
+
+
+def test_future_schedule_without_any_detail_needs_a_send_time() -> None:
+    request = domain.ScheduleRequest(campaign_pb2.SCHEDULE_TYPE_FUTURE)
+    assert _schedule_problems(request) == [("schedule.future.send_time", "SEND_TIME_REQUIRED")]
+
+
+@pytest.mark.parametrize("send_time", [NOW, NOW - timedelta(seconds=1), datetime(2000, 1, 1, tzinfo=UTC)])
+def test_future_schedule_in_the_past_or_now_is_refused(send_time: datetime) -> None:
+    assert _schedule_problems(_future(send_time=send_time)) == [("schedule.future.send_time", "SEND_TIME_IN_PAST")]
+
+
+def test_future_schedule_reports_a_bad_time_zone_and_a_missing_send_time_together() -> None:
+    assert _schedule_problems(_future(send_time=None, time_zone="Nowhere/Land")) == [
+        ("schedule.future.time_zone", "TIME_ZONE_INVALID"),
+        ("schedule.future.send_time", "SEND_TIME_REQUIRED"),
+    ]
+
+
+def test_recursive_schedule_without_anything_names_every_missing_field() -> None:
+    request = domain.ScheduleRequest(campaign_pb2.SCHEDULE_TYPE_RECURSIVE)
+    assert _schedule_problems(request) == [
+        ("schedule.recursive.days_of_week", "RECURSIVE_DAYS_REQUIRED"),
+        ("schedule.recursive.months", "RECURSIVE_MONTHS_REQUIRED"),
+        ("schedule.recursive.hours", "RECURSIVE_HOURS_REQUIRED"),
+        ("schedule.recursive.minutes", "RECURSIVE_MINUTES_REQUIRED"),
+        ("schedule.recursive.max_instances", "RECURSIVE_MAX_INSTANCES_REQUIRED"),
+    ]
+
+
+def test_recursive_days_of_month_alone_are_enough() -> None:
+    assert _schedule_problems(_recursive(days_of_week=(), days_of_month=(15,))) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "values"),
+    [
+        ("days_of_week", (7,)),
+        ("days_of_week", (-1,)),
+        ("days_of_month", (0,)),
+        ("days_of_month", (32,)),
+        ("months", (13,)),
+        ("months", (0,)),
+        ("hours", (24,)),
+        ("minutes", (60,)),
+    ],
+)
+def test_recursive_values_out_of_range_name_their_list(name: str, values: tuple[int, ...]) -> None:
+    assert _schedule_problems(_recursive(**{name: values})) == [
+        (f"schedule.recursive.{name}", "RECURSIVE_VALUE_INVALID")
+    ]
+
+
+@pytest.mark.parametrize("max_instances", [0, -3])
+def test_recursive_max_instances_must_be_at_least_one(max_instances: int) -> None:
+    problems = _schedule_problems(_recursive(max_instances=max_instances))
+    assert problems == [("schedule.recursive.max_instances", "RECURSIVE_MAX_INSTANCES_REQUIRED")]
+
+
+def test_recursive_time_zone_must_be_iana() -> None:
+    problems = _schedule_problems(_recursive(time_zone="Europe/Atlantis"))
+    assert problems == [("schedule.recursive.time_zone", "TIME_ZONE_INVALID")]
+
+
+def test_recursive_days_that_never_occur_in_the_months_are_refused() -> None:
+    problems = _schedule_problems(_recursive(days_of_week=(), days_of_month=(30, 31), months=(2,)))
+    assert problems == [("schedule.recursive.days_of_month", "RECURSIVE_VALUE_INVALID")]
+
+
+def test_recursive_29_february_is_a_day_that_occurs() -> None:
+    assert _schedule_problems(_recursive(days_of_week=(), days_of_month=(29,), months=(2,))) == []
+
+
+def test_recursive_lists_are_stored_sorted_without_duplicates() -> None:
+    schedule, _ = domain.validate_schedule(
+        _recursive(days_of_week=(5, 1, 5), hours=(23, 0, 23), minutes=(30, 0)), NOW
+    )
+    assert schedule is not None and schedule.recursive is not None
+    assert schedule.recursive.days_of_week == (1, 5)
+    assert schedule.recursive.hours == (0, 23)
+    assert schedule.recursive.minutes == (0, 30)
+
+
+def _rule(**fields: object) -> domain.RecursiveSchedule:
+    base: dict[str, object] = {"months": tuple(range(1, 13)), "hours": (9,), "minutes": (0,), "max_instances": 1}
+    base.update(fields)
+    return domain.RecursiveSchedule(**base)  # type: ignore[arg-type]
+
+
+def test_next_occurrence_counts_weekdays_from_sunday() -> None:
+    # 1 June 2025 is a Sunday: weekday 0 at 09:00 is later that day, weekday 1 is Monday.
+    assert domain.next_occurrence(_rule(days_of_week=(0,)), NOW - timedelta(hours=4)) == datetime(
+        2025, 6, 1, 9, 0, tzinfo=UTC
+    )
+    assert domain.next_occurrence(_rule(days_of_week=(1,)), NOW) == datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
+
+
+def test_next_occurrence_is_strictly_after_the_given_instant() -> None:
+    at_nine = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
+    assert domain.next_occurrence(_rule(days_of_week=(1,)), at_nine) == datetime(2025, 6, 9, 9, 0, tzinfo=UTC)
+
+
+def test_next_occurrence_matches_weekday_or_day_of_month_when_both_are_given() -> None:
+    # cron semantics: the 5th (a Thursday) or any Monday, whichever comes first.
+    rule = _rule(days_of_week=(1,), days_of_month=(5,))
+    assert domain.next_occurrence(rule, datetime(2025, 6, 3, tzinfo=UTC)) == datetime(2025, 6, 5, 9, tzinfo=UTC)
+    assert domain.next_occurrence(rule, datetime(2025, 6, 6, tzinfo=UTC)) == datetime(2025, 6, 9, 9, tzinfo=UTC)
+
+
+def test_next_occurrence_reads_hours_in_the_rule_time_zone() -> None:
+    rule = _rule(days_of_month=(10,), time_zone="Europe/Paris")
+    # 09:00 in Paris is 07:00 UTC in summer and 08:00 UTC in winter.
+    assert domain.next_occurrence(rule, NOW) == datetime(2025, 6, 10, 7, 0, tzinfo=UTC)
+    assert domain.next_occurrence(rule, datetime(2025, 12, 1, tzinfo=UTC)) == datetime(2025, 12, 10, 8, tzinfo=UTC)
+
+
+def test_next_occurrence_of_29_february_waits_for_a_leap_year() -> None:
+    rule = _rule(days_of_month=(29,), months=(2,))
+    assert domain.next_occurrence(rule, NOW) == datetime(2028, 2, 29, 9, 0, tzinfo=UTC)
+
+
+def test_next_occurrence_of_an_impossible_rule_is_none() -> None:
+    assert domain.next_occurrence(_rule(days_of_month=(31,), months=(4,)), NOW) is None
+
+
+@given(
+    st.sets(st.integers(0, 6), max_size=3),
+    st.sets(st.integers(1, 31), max_size=3),
+    st.sets(st.integers(1, 12), min_size=1, max_size=3),
+    st.sets(st.integers(0, 23), min_size=1, max_size=3),
+    st.sets(st.integers(0, 59), min_size=1, max_size=3),
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)),
+)
+def test_next_occurrence_is_a_matching_minute_after_the_instant(
+    weekdays: set[int], month_days: set[int], months: set[int], hours: set[int], minutes: set[int], after: datetime
+) -> None:
+    rule = domain.RecursiveSchedule(
+        days_of_week=tuple(weekdays),
+        days_of_month=tuple(month_days),
+        months=tuple(months),
+        hours=tuple(hours),
+        minutes=tuple(minutes),
+        max_instances=1,
+    )
+    found = domain.next_occurrence(rule, after)
+    # Without weekdays, the rule occurs only if some day of month exists in some month (29 February counts).
+    possible = bool(weekdays) or any(
+        day <= calendar.monthrange(2024, month)[1] for day in month_days for month in months
+    )
+    if not possible:
+        assert found is None
+        return
+    assert found is not None and found > after
+    assert (found.month in months, found.hour in hours, found.minute in minutes) == (True, True, True)
+    weekday = (found.weekday() + 1) % 7
+    assert weekday in weekdays or found.day in month_days
+    # Nothing matches in the minutes between: stepping a minute at a time would find nothing earlier.
+    if (found - after) < timedelta(hours=2):
+        probe = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        while probe < found:
+            matches_day = (probe.weekday() + 1) % 7 in weekdays or probe.day in month_days
+            assert not (matches_day and probe.month in months and probe.hour in hours and probe.minute in minutes)
+            probe += timedelta(minutes=1)
+
+
+def test_due_instant_follows_the_schedule() -> None:
+    assert domain.due_at(domain.NOT_SCHEDULED, NOW) is None
+    assert domain.due_at(domain.Schedule(ScheduleType.IMMEDIATE), NOW) == NOW
+    future = domain.Schedule(ScheduleType.FUTURE, future=domain.FutureSchedule(IN_A_DAY))
+    assert domain.due_at(future, NOW) == IN_A_DAY
+    recursive = domain.Schedule(ScheduleType.RECURSIVE, recursive=_rule(days_of_week=(1,)))
+    assert domain.due_at(recursive, NOW) == datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
+
+
+# --- auto-resend ---------------------------------------------------------------------------------------------
+
+
+def _auto_resend_problems(**fields: object) -> list[tuple[str, str]]:
+    return [(v.field, v.reason) for v in domain.validate_auto_resend(domain.AutoResend(**fields))]  # type: ignore[arg-type]
+
+
+def test_enabled_auto_resend_needs_wait_days_subject_and_preheader() -> None:
+    assert _auto_resend_problems(enabled=True) == [
+        ("auto_resend.wait_days", "AUTO_RESEND_WAIT_DAYS_INVALID"),
+        ("auto_resend.subject", "AUTO_RESEND_SUBJECT_REQUIRED"),
+        ("auto_resend.preheader_text", "AUTO_RESEND_PREHEADER_REQUIRED"),
+    ]
+
+
+@pytest.mark.parametrize("wait_days", [0, -1, 366])
+def test_enabled_auto_resend_waits_between_1_and_365_days(wait_days: int) -> None:
+    problems = _auto_resend_problems(enabled=True, wait_days=wait_days, subject="s", preheader_text="p")
+    assert problems == [("auto_resend.wait_days", "AUTO_RESEND_WAIT_DAYS_INVALID")]
+
+
+def test_complete_auto_resend_is_accepted() -> None:
+    assert (
+        _auto_resend_problems(enabled=True, wait_days=365, subject="Again", preheader_text="Did you miss it") == []
+    )
+
+
+def test_blank_subject_counts_as_missing() -> None:
+    problems = _auto_resend_problems(enabled=True, wait_days=2, subject="  ", preheader_text="p")
+    assert problems == [("auto_resend.subject", "AUTO_RESEND_SUBJECT_REQUIRED")]
+
+
+def test_disabled_auto_resend_needs_nothing() -> None:
+    assert _auto_resend_problems(enabled=False) == []
+
+
+def test_nul_in_auto_resend_text_is_invalid() -> None:
+    problems = _auto_resend_problems(enabled=True, wait_days=1, subject="a\x00", preheader_text="p")
+    assert problems == [("auto_resend.subject", "TEXT_INVALID")]
+
+
+# --- A/B variations ------------------------------------------------------------------------------------------
+
+
+def _variation_reasons(*pairs: tuple[int, int]) -> list[str]:
+    violations = domain.validate_variations([domain.Variation(email_id, weight) for email_id, weight in pairs])
+    assert all(v.field == "variations" for v in violations)
+    return [v.reason for v in violations]
+
+
+def test_no_variations_means_no_ab_test() -> None:
+    assert _variation_reasons() == []
+
+
+def test_one_variation_is_too_few() -> None:
+    assert _variation_reasons((1, 50)) == ["VARIATIONS_TOO_FEW"]
+
+
+def test_six_variations_are_too_many() -> None:
+    assert _variation_reasons(*((i, 10) for i in range(1, 7))) == ["VARIATIONS_TOO_MANY"]
+
+
+def test_two_to_five_variations_are_accepted() -> None:
+    assert _variation_reasons((1, 50), (2, 50)) == []
+    assert _variation_reasons(*((i, 20) for i in range(1, 6))) == []
+
+
+@pytest.mark.parametrize("pair", [(0, 50), (3, 0)])
+def test_variation_without_email_or_weight_misses_fields(pair: tuple[int, int]) -> None:
+    assert _variation_reasons((1, 50), pair) == ["VARIATION_FIELDS_REQUIRED"]
+
+
+@pytest.mark.parametrize("pair", [(-3, 50), (3, -50)])
+def test_negative_email_id_or_weight_is_invalid(pair: tuple[int, int]) -> None:
+    assert _variation_reasons((1, 50), pair) == ["VARIATION_VALUE_INVALID"]
+
+
+def test_two_variations_with_the_same_email_are_invalid() -> None:
+    assert _variation_reasons((1, 50), (1, 50)) == ["VARIATION_VALUE_INVALID"]
+
+
+def test_a_share_of_exactly_one_percent_is_enough() -> None:
+    assert _variation_reasons((1, 99), (2, 1)) == []
+
+
+def test_a_share_below_one_percent_is_too_small() -> None:
+    assert _variation_reasons((1, 100), (2, 1)) == ["VARIATION_SHARE_TOO_SMALL"]
+
+
+def test_every_variation_problem_is_named_at_once() -> None:
+    reasons = _variation_reasons(*((i, 1000) for i in range(1, 6)), (0, 1), (-1, 5))
+    assert reasons == [
+        "VARIATIONS_TOO_MANY",
+        "VARIATION_FIELDS_REQUIRED",
+        "VARIATION_VALUE_INVALID",
+        "VARIATION_SHARE_TOO_SMALL",
+    ]
+
+
+@given(st.lists(st.integers(1, 10_000), min_size=2, max_size=5))
+def test_share_rule_matches_the_percentages(weights: list[int]) -> None:
+    reasons = _variation_reasons(*((i + 1, w) for i, w in enumerate(weights)))
+    below = any(w * 100 / sum(weights) < 1 for w in weights)
+    assert ("VARIATION_SHARE_TOO_SMALL" in reasons) == below
+
+
+# --- targeting -----------------------------------------------------------------------------------------------
+
+BUNDLE = {
+    "operator": "and",
+    "criteria": [{"list_id": 5.0, "operator": "or", "rules": [[{"field": "x", "value": 2.0}]]}],
+}
+
+
+def _targeting_problems(**fields: object) -> list[tuple[str, str]]:
+    _, violations = domain.validate_targeting(domain.Targeting(**fields))  # type: ignore[arg-type]
+    return [(v.field, v.reason) for v in violations]
+
+
+def test_targeting_sources_need_positive_lists_and_non_negative_segments() -> None:
+    assert _targeting_problems(
+        included=(domain.RecipientSource(0),), excluded=(domain.RecipientSource(3, -1),)
+    ) == [("targeting.included", "TARGETING_INVALID"), ("targeting.excluded", "TARGETING_INVALID")]
+
+
+def test_targeting_drops_repeated_sources_keeping_order() -> None:
+    a, b = domain.RecipientSource(2, 0), domain.RecipientSource(1, 7)
+    targeting, violations = domain.validate_targeting(domain.Targeting(included=(a, b, a)))
+    assert violations == []
+    assert targeting.included == (a, b)
+
+
+def test_rules_bundle_numbers_are_stored_as_integers_when_whole() -> None:
+    targeting, violations = domain.validate_targeting(domain.Targeting(rules_bundle=BUNDLE))
+    assert violations == []
+    assert targeting.rules_bundle == {
+        "operator": "and",
+        "criteria": [{"list_id": 5, "operator": "or", "rules": [[{"field": "x", "value": 2}]]}],
+    }
+
+
+def test_empty_rules_bundle_means_no_rules() -> None:
+    targeting, violations = domain.validate_targeting(domain.Targeting(rules_bundle={}))
+    assert (targeting.rules_bundle, violations) == (None, [])
+
+
+@pytest.mark.parametrize(
+    "bundle",
+    [
+        {"criteria": []},
+        {"operator": "xor", "criteria": []},
+        {"operator": 1, "criteria": []},
+        {"operator": "and"},
+        {"operator": "and", "criteria": {"list_id": 1}},
+        {"operator": "and", "criteria": ["x"]},
+        {"operator": "and", "criteria": [{"operator": "and"}]},
+        {"operator": "and", "criteria": [{"list_id": 0}]},
+        {"operator": "and", "criteria": [{"list_id": 1.5}]},
+        {"operator": "and", "criteria": [{"list_id": True}]},
+        {"operator": "and", "criteria": [{"list_id": "5"}]},
+        {"operator": "and", "criteria": [{"list_id": 1, "rules": ["a\x00"]}]},
+        {"operator": "and", "criteria": [{"list_id": 1, "x": float("nan")}]},
+    ],
+)
+def test_malformed_rules_bundle_envelope_is_invalid(bundle: dict[str, object]) -> None:
+    assert _targeting_problems(rules_bundle=bundle) == [("targeting.rules_bundle", "RULES_BUNDLE_INVALID")]
+
+
+@pytest.mark.parametrize("operator", ["and", "or", "AND", "Or"])
+def test_rules_bundle_operator_is_and_or_or_in_any_case(operator: str) -> None:
+    assert _targeting_problems(rules_bundle={"operator": operator, "criteria": []}) == []
+
+
+# --- UpdateCampaign ------------------------------------------------------------------------------------------
+
+USER_ID = 7
+EMAIL, OTHER_EMAIL, VARIANT_A, VARIANT_B = 11, 12, 13, 14
+LIVE = domain.References(live_email_ids=frozenset({EMAIL, OTHER_EMAIL, VARIANT_A, VARIANT_B}))
+UNTRUSTED = Principal(user_id=USER_ID, untrusted=True)
+FUTURE_SCHEDULE = domain.Schedule(ScheduleType.FUTURE, future=domain.FutureSchedule(IN_A_DAY, "UTC"))
+
+
+def _campaign(status: CampaignStatus = CampaignStatus.DRAFT, **fields: object) -> domain.Campaign:
+    values: dict[str, object] = {
+        "campaign_id": 5,
+        "owner_user_id": USER_ID,
+        "name": "Summer",
+        "status": status,
+        "status_reason": "",
+        "email_id": EMAIL,
+        "original_campaign_id": None,
+        "created_at": NOW,
+        "updated_at": NOW,
+        "send_started_at": None,
+    }
+    values.update(fields)
+    return domain.Campaign(**values)  # type: ignore[arg-type]
+
+
+def _patch(*paths: str, **fields: object) -> domain.CampaignPatch:
+    return domain.CampaignPatch(5, paths, **fields)  # type: ignore[arg-type]
+
+
+def _update(
+    current: domain.Campaign,
+    patch: domain.CampaignPatch,
+    principal: Principal = USER,
+    references: domain.References = LIVE,
+) -> domain.Campaign:
+    return domain.apply_update(current, patch, references, principal, NOW)
+
+
+def _update_error(
+    current: domain.Campaign,
+    patch: domain.CampaignPatch,
+    principal: Principal = USER,
+    references: domain.References = LIVE,
+) -> DomainError:
+    return _error(lambda: _update(current, patch, principal, references))
+
+
+READY = campaign_pb2.CAMPAIGN_STATUS_READY
+DRAFT = campaign_pb2.CAMPAIGN_STATUS_DRAFT
+
+
+def test_every_updatable_path_is_a_campaign_field() -> None:
+    for path in domain.UPDATABLE_PATHS:
+        assert path in campaign_pb2.Campaign.DESCRIPTOR.fields_by_name
+
+
+def test_unknown_mask_path_is_invalid() -> None:
+    error = _update_error(_campaign(), _patch("name", "statistics", "schedule.type"))
+    assert _field_reasons(error)[0] == ("update_mask", "UPDATE_MASK_INVALID")
+
+
+def test_empty_mask_changes_nothing() -> None:
+    current = _campaign()
+    assert _update(current, _patch()) == current
+
+
+def test_only_the_masked_fields_change() -> None:
+    updated = _update(_campaign(), _patch("name", name=" Winter ", status_reason="ignored"))
+    assert (updated.name, updated.status_reason) == ("Winter", "")
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        campaign_pb2.CAMPAIGN_STATUS_SENDING,
+        campaign_pb2.CAMPAIGN_STATUS_SENT,
+        campaign_pb2.CAMPAIGN_STATUS_FAILED,
+        campaign_pb2.CAMPAIGN_STATUS_PAUSED,
+        campaign_pb2.CAMPAIGN_STATUS_CANCELLED,
+        campaign_pb2.CAMPAIGN_STATUS_PENDING_APPROVAL,
+        campaign_pb2.CAMPAIGN_STATUS_UNSPECIFIED,
+        99,
+    ],
+)
+def test_statuses_a_client_may_not_set_are_refused(status: int) -> None:
+    error = _update_error(_campaign(), _patch("status", status=status))
+    assert _field_reasons(error) == [("status", "STATUS_INVALID")]
+
+
+def test_draft_becomes_ready_with_an_email() -> None:
+    assert _update(_campaign(), _patch("status", status=READY)).status is CampaignStatus.READY
+
+
+def test_ready_without_an_email_needs_one() -> None:
+    error = _update_error(_campaign(email_id=None), _patch("status", status=READY))
+    assert error.kind is ErrorKind.PRECONDITION
+    assert _field_reasons(error) == [("email_id", "EMAIL_REQUIRED")]
+
+
+def test_clearing_the_email_of_a_ready_campaign_is_refused() -> None:
+    error = _update_error(_campaign(CampaignStatus.READY), _patch("email_id", email_id=0))
+    assert _field_reasons(error) == [("email_id", "EMAIL_REQUIRED")]
+
+
+def test_email_and_ready_in_one_update() -> None:
+    updated = _update(_campaign(email_id=None), _patch("status", "email_id", status=READY, email_id=OTHER_EMAIL))
+    assert (updated.status, updated.email_id) == (CampaignStatus.READY, OTHER_EMAIL)
+
+
+@pytest.mark.parametrize("email_id", [99, -1])
+def test_an_email_that_is_not_the_owners_is_not_found(email_id: int) -> None:
+    error = _update_error(_campaign(), _patch("email_id", email_id=email_id))
+    assert _field_reasons(error) == [("email_id", "EMAIL_NOT_FOUND")]
+
+
+def test_untrusted_user_moving_to_ready_waits_for_approval() -> None:
+    updated = _update(_campaign(), _patch("status", status=READY), UNTRUSTED)
+    assert updated.status is CampaignStatus.PENDING_APPROVAL
+
+
+def test_untrusted_user_changing_content_of_a_ready_campaign_needs_a_new_approval() -> None:
+    updated = _update(_campaign(CampaignStatus.READY), _patch("email_id", email_id=OTHER_EMAIL), UNTRUSTED)
+    assert updated.status is CampaignStatus.PENDING_APPROVAL
+
+
+def test_untrusted_user_rescheduling_a_ready_campaign_stays_ready() -> None:
+    schedule = domain.ScheduleRequest(campaign_pb2.SCHEDULE_TYPE_IMMEDIATE)
+    updated = _update(_campaign(CampaignStatus.READY), _patch("schedule", schedule=schedule), UNTRUSTED)
+    assert updated.status is CampaignStatus.READY
+
+
+def test_pending_approval_may_return_to_draft_but_not_become_ready() -> None:
+    current = _campaign(CampaignStatus.PENDING_APPROVAL)
+    assert _update(current, _patch("status", status=DRAFT)).status is CampaignStatus.DRAFT
+    error = _update_error(current, _patch("status", status=READY))
+    assert (error.kind, _field_reasons(error)) == (ErrorKind.PRECONDITION, [("status", "STATUS_INVALID")])
+    assert error.metadata == {"status": "Pending Approval"}
+
+
+@pytest.mark.parametrize(
+    "status", [CampaignStatus.SENDING, CampaignStatus.PAUSED, CampaignStatus.SENT, CampaignStatus.FAILED]
+)
+def test_a_campaign_past_ready_cannot_go_back_by_update(status: CampaignStatus) -> None:
+    error = _update_error(_campaign(status), _patch("status", status=DRAFT))
+    assert _field_reasons(error) == [("status", "STATUS_INVALID")]
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        CampaignStatus.SENDING,
+        CampaignStatus.PAUSED,
+        CampaignStatus.SENT,
+        CampaignStatus.FAILED,
+        CampaignStatus.CANCELLED,
+        CampaignStatus.PENDING_APPROVAL,
+    ],
+)
+def test_recipients_content_and_schedule_change_only_in_draft_or_ready(status: CampaignStatus) -> None:
+    patch = _patch(
+        "email_id",
+        "schedule",
+        "targeting",
+        "auto_resend",
+        "variations",
+        email_id=OTHER_EMAIL,
+        schedule=domain.ScheduleRequest(campaign_pb2.SCHEDULE_TYPE_IMMEDIATE),
+        targeting=domain.Targeting(included=(domain.RecipientSource(3),)),
+        auto_resend=domain.AutoResend(enabled=True, wait_days=2, subject="s", preheader_text="p"),
+        variations=(domain.Variation(VARIANT_A, 1), domain.Variation(VARIANT_B, 1)),
+    )
+    error = _update_error(_campaign(status), patch)
+    assert error.kind is ErrorKind.PRECONDITION
+    assert sorted(_field_reasons(error)) == [
+        ("auto_resend", "CAMPAIGN_NOT_EDITABLE"),
+        ("email_id", "CAMPAIGN_NOT_EDITABLE"),
+        ("schedule", "CAMPAIGN_NOT_EDITABLE"),
+        ("targeting", "CAMPAIGN_NOT_EDITABLE"),
+        ("variations", "CAMPAIGN_NOT_EDITABLE"),
+    ]
+
+
+def test_content_sent_again_unchanged_is_no_change_after_ready() -> None:
+    current = _campaign(CampaignStatus.SENDING, schedule=FUTURE_SCHEDULE, scheduled_at=IN_A_DAY)
+    patch = _patch(
+        "email_id", "schedule", "targeting", "variations", email_id=EMAIL, schedule=_future(time_zone="UTC")
+    )
+    assert _update(current, patch) == current
+
+
+@pytest.mark.parametrize("status", [CampaignStatus.SENDING, CampaignStatus.SENT, CampaignStatus.CANCELLED])
+def test_name_and_tracking_settings_change_in_any_status(status: CampaignStatus) -> None:
+    patch = _patch(
+        "name",
+        "status_reason",
+        "approval_user_explanation",
+        "google_analytics_domains",
+        "publish_on_rss",
+        "s2s_enabled",
+        name="Renamed",
+        status_reason="why",
+        approval_user_explanation="please",
+        google_analytics_domains="example.com",
+        publish_on_rss=True,
+        s2s_enabled=True,
+    )
+    updated = _update(_campaign(status), patch)
+    assert updated.status is status
+    assert (updated.name, updated.status_reason, updated.approval_user_explanation) == ("Renamed", "why", "please")
+    assert (updated.google_analytics_domains, updated.publish_on_rss, updated.s2s_enabled) == (
+        "example.com",
+        True,
+        True,
+    )
+
+
+def test_free_text_with_nul_is_invalid() -> None:
+    error = _update_error(_campaign(), _patch("status_reason", "google_analytics_domains", status_reason="a\x00"))
+    assert _field_reasons(error) == [("status_reason", "TEXT_INVALID")]
+
+
+def test_ready_campaign_may_be_rescheduled() -> None:
+    updated = _update(_campaign(CampaignStatus.READY), _patch("schedule", schedule=_future()))
+    assert (updated.status, updated.schedule, updated.scheduled_at) == (
+        CampaignStatus.READY,
+        domain.Schedule(ScheduleType.FUTURE, future=domain.FutureSchedule(IN_A_DAY)),
+        IN_A_DAY,
+    )
+
+
+def test_immediate_schedule_is_due_when_set() -> None:
+    patch = _patch("schedule", schedule=domain.ScheduleRequest(campaign_pb2.SCHEDULE_TYPE_IMMEDIATE))
+    assert _update(_campaign(), patch).scheduled_at == NOW
+
+
+def test_arming_a_campaign_whose_future_send_time_passed_is_refused() -> None:
+    stale = domain.Schedule(ScheduleType.FUTURE, future=domain.FutureSchedule(NOW - timedelta(hours=1)))
+    error = _update_error(_campaign(schedule=stale), _patch("status", status=READY))
+    assert _field_reasons(error) == [("schedule.future.send_time", "SEND_TIME_IN_PAST")]
+
+
+def test_arming_a_recursive_campaign_computes_its_next_occurrence() -> None:
+    recursive = domain.Schedule(ScheduleType.RECURSIVE, recursive=_rule(days_of_week=(1,)))
+    updated = _update(
+        _campaign(schedule=recursive, scheduled_at=datetime(2020, 1, 1, tzinfo=UTC)),
+        _patch("status", status=READY),
+    )
+    assert updated.scheduled_at == datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
+
+
+def test_a_rename_keeps_the_due_instant() -> None:
+    current = _campaign(CampaignStatus.READY, schedule=FUTURE_SCHEDULE, scheduled_at=IN_A_DAY)
+    assert _update(current, _patch("name", name="New")).scheduled_at == IN_A_DAY
+
+
+def test_variations_are_stored_in_order_and_an_empty_list_clears_them() -> None:
+    variations = (domain.Variation(VARIANT_B, 30), domain.Variation(VARIANT_A, 70))
+    updated = _update(_campaign(), _patch("variations", variations=variations))
+    assert updated.variations == variations
+    assert _update(updated, _patch("variations")).variations == ()
+
+
+def test_variation_emails_that_are_not_the_owners_are_not_found_even_beside_other_problems() -> None:
+    variations = (domain.Variation(VARIANT_A, 1000), domain.Variation(404, 1))
+    error = _update_error(_campaign(), _patch("variations", variations=variations))
+    assert _field_reasons(error) == [
+        ("variations", "VARIATION_EMAIL_NOT_FOUND"),
+        ("variations", "VARIATION_SHARE_TOO_SMALL"),
+    ]
+
+
+def test_original_campaign_must_be_found_and_not_the_campaign_itself() -> None:
+    assert (
+        _update(
+            _campaign(),
+            _patch("original_campaign_id", original_campaign_id=3),
+            references=domain.References(original_campaign_found=True),
+        ).original_campaign_id
+        == 3
+    )
+    for original in (3, 5, -1):
+        error = _update_error(_campaign(), _patch("original_campaign_id", original_campaign_id=original))
+        assert _field_reasons(error) == [("original_campaign_id", "ORIGINAL_CAMPAIGN_NOT_FOUND")]
+
+
+def test_original_campaign_zero_clears_the_link() -> None:
+    updated = _update(_campaign(original_campaign_id=3), _patch("original_campaign_id", original_campaign_id=0))
+    assert updated.original_campaign_id is None
+
+
+def test_every_problem_is_reported_together_in_legacy_order() -> None:
+    patch = _patch(
+        "targeting",
+        "name",
+        "variations",
+        "auto_resend",
+        "schedule",
+        "email_id",
+        "status",
+        status=campaign_pb2.CAMPAIGN_STATUS_SENT,
+        email_id=404,
+        schedule=_recursive(months=(), hours=(), minutes=(), max_instances=0, time_zone="X"),
+        auto_resend=domain.AutoResend(enabled=True),
+        variations=(domain.Variation(VARIANT_A, 1),),
+        name="",
+        targeting=domain.Targeting(included=(domain.RecipientSource(-1),)),
+    )
+    error = _update_error(_campaign(), patch)
+    assert error.kind is ErrorKind.INVALID
+    assert error.reason == "STATUS_INVALID"
+    assert [reason for _, reason in _field_reasons(error)] == [
+        "STATUS_INVALID",
+        "EMAIL_NOT_FOUND",
+        "TIME_ZONE_INVALID",
+        "RECURSIVE_MONTHS_REQUIRED",
+        "RECURSIVE_HOURS_REQUIRED",
+        "RECURSIVE_MINUTES_REQUIRED",
+        "RECURSIVE_MAX_INSTANCES_REQUIRED",
+        "AUTO_RESEND_WAIT_DAYS_INVALID",
+        "AUTO_RESEND_SUBJECT_REQUIRED",
+        "AUTO_RESEND_PREHEADER_REQUIRED",
+        "VARIATIONS_TOO_FEW",
+        "CAMPAIGN_NAME_REQUIRED",
+        "TARGETING_INVALID",
+    ]
+
+
+def test_request_problems_found_without_the_campaign() -> None:
+    patch = domain.CampaignPatch(0, ("name", "schedule"), name="", schedule=_future(send_time=None))
+    _, violations = domain.check_patch(patch, NOW)
+    assert [(v.field, v.reason) for v in violations] == [
+        ("campaign.campaign_id", "CAMPAIGN_ID_REQUIRED"),
+        ("name", "CAMPAIGN_NAME_REQUIRED"),
+        ("schedule.future.send_time", "SEND_TIME_REQUIRED"),
+    ]
+
+
+def test_missing_campaign_is_reported_first_beside_the_request_problems() -> None:
+    _, violations = domain.check_patch(_patch("schedule", schedule=_future(send_time=None)), NOW)
+    error = domain.update_not_found(5, violations)
+    assert error.kind is ErrorKind.NOT_FOUND
+    assert _field_reasons(error) == [
+        ("campaign.campaign_id", "CAMPAIGN_NOT_FOUND"),
+        ("schedule.future.send_time", "SEND_TIME_REQUIRED"),
+    ]
+
+
+# --- custom status methods -----------------------------------------------------------------------------------
+
+
+def test_cancelling_a_ready_campaign_returns_it_to_draft_without_its_schedule() -> None:
+    cancelled = domain.cancelled(_campaign(CampaignStatus.READY, schedule=FUTURE_SCHEDULE, scheduled_at=IN_A_DAY))
+    assert (cancelled.status, cancelled.schedule, cancelled.scheduled_at) == (
+        CampaignStatus.DRAFT,
+        domain.NOT_SCHEDULED,
+        None,
+    )
+
+
+@pytest.mark.parametrize("status", [CampaignStatus.SENDING, CampaignStatus.PAUSED])
+def test_cancelling_while_sending_is_final_and_keeps_the_schedule(status: CampaignStatus) -> None:
+    cancelled = domain.cancelled(_campaign(status, schedule=FUTURE_SCHEDULE, scheduled_at=IN_A_DAY))
+    assert (cancelled.status, cancelled.schedule) == (CampaignStatus.CANCELLED, FUTURE_SCHEDULE)
+
+
+def test_refused_transition_names_the_current_status() -> None:
+    error = _error(lambda: domain.paused(_campaign(CampaignStatus.DRAFT)))
+    assert (error.kind, error.reason, error.metadata) == (
+        ErrorKind.PRECONDITION,
+        "STATUS_INVALID",
+        {"status": "Draft"},
+    )
+
+
+def test_approval_rearms_a_recursive_schedule_from_now() -> None:
+    recursive = domain.Schedule(ScheduleType.RECURSIVE, recursive=_rule(days_of_week=(1,)))
+    current = _campaign(
+        CampaignStatus.PENDING_APPROVAL, schedule=recursive, scheduled_at=datetime(2020, 1, 6, 9, tzinfo=UTC)
+    )
+    approved = domain.approved(current, NOW)
+    assert (approved.status, approved.scheduled_at) == (CampaignStatus.READY, datetime(2025, 6, 2, 9, tzinfo=UTC))
+
+
+def test_status_change_event_payload() -> None:
+    before = _campaign(CampaignStatus.SENDING)
+    event = domain.status_change(before, domain.paused(before))
+    assert event is not None
+    assert json.loads(event.payload()) == {
+        "owner_user_id": USER_ID,
+        "campaign_id": 5,
+        "status": "Paused",
+        "previous_status": "Sending",
+    }
+    assert domain.status_change(before, before) is None
+
+
+# --- split tests ---------------------------------------------------------------------------------------------
+
+
+def test_split_test_settings_are_accepted_at_their_bounds() -> None:
+    settings, violations = domain.check_split_test(3, 99, 720, campaign_pb2.WINNER_MOST_UNIQUE_CLICKS)
+    assert violations == []
+    assert settings == domain.SplitTestSettings(99, 720, domain.Winner.MOST_UNIQUE_CLICKS)
+
+
+def test_split_test_without_anything_names_every_field() -> None:
+    settings, violations = domain.check_split_test(0, 0, 0, 0)
+    assert settings is None
+    assert [(v.field, v.reason) for v in violations] == [
+        ("campaign_id", "CAMPAIGN_ID_REQUIRED"),
+        ("test_size_percent", "TEST_SIZE_REQUIRED"),
+        ("test_duration_hours", "TEST_DURATION_REQUIRED"),
+        ("winner", "WINNER_REQUIRED"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("size", "hours", "winner", "expected"),
+    [
+        (100, 1, 1, ("test_size_percent", "TEST_SIZE_INVALID")),
+        (-5, 1, 1, ("test_size_percent", "TEST_SIZE_INVALID")),
+        (10, 721, 1, ("test_duration_hours", "TEST_DURATION_INVALID")),
+        (10, -1, 1, ("test_duration_hours", "TEST_DURATION_INVALID")),
+        (10, 1, 9, ("winner", "WINNER_INVALID")),
+    ],
+)
+def test_split_test_values_out_of_range(size: int, hours: int, winner: int, expected: tuple[str, str]) -> None:
+    _, violations = domain.check_split_test(3, size, hours, winner)
+    assert [(v.field, v.reason) for v in violations] == [expected]
+
+
+def test_split_test_failure_adds_the_missing_campaign() -> None:
+    _, violations = domain.check_split_test(3, 0, 24, 1)
+    error = domain.split_test_failure(violations, 3)
+    assert error.kind is ErrorKind.INVALID
+    assert _field_reasons(error) == [
+        ("test_size_percent", "TEST_SIZE_REQUIRED"),
+        ("campaign_id", "CAMPAIGN_NOT_FOUND"),
+    ]
+    assert domain.split_test_failure([], 3).kind is ErrorKind.NOT_FOUND
+
+
+# --- list filters --------------------------------------------------------------------------------------------
+
+
+def test_schedule_type_filter_refuses_unspecified() -> None:
+    error = _error(lambda: _query(schedule_types=[campaign_pb2.SCHEDULE_TYPE_FUTURE, 0]))
+    assert _field_reasons(error) == [("schedule_types", "SCHEDULE_TYPE_INVALID")]
+
+
+def test_tag_filter_needs_positive_ids() -> None:
+    error = _error(lambda: _query(tag_ids=[3, 0]))
+    assert _field_reasons(error) == [("tag_ids", "TAG_IDS_INVALID")]
+
+
+def test_user_may_name_only_themself_as_owner() -> None:
+    assert _query(owner_user_id=7).filter.owner_user_id == 7
+    error = _error(lambda: _query(owner_user_id=8))
+    assert (error.kind, error.reason) == (ErrorKind.PERMISSION, "ADMIN_REQUIRED")
+
+
+def test_admin_may_list_one_users_campaigns() -> None:
+    assert _query(ADMIN, owner_user_id=8).filter.owner_user_id == 8
+
+
+def test_page_token_is_bound_to_the_new_filters_too() -> None:
+    first = _query(page_size=10, scheduled=True)
+    token = domain.next_page_token(first, 10, 25)
+    for changed in (
+        {"scheduled": False},
+        {"schedule_types": [campaign_pb2.SCHEDULE_TYPE_FUTURE]},
+        {"send_time_from": NOW},
+        {"send_time_to": NOW},
+        {"tag_ids": [4]},
+    ):
+        request = {"page_size": 10, "scheduled": True, "page_token": token, **changed}
+        error = _error(lambda request=request: _query(**request))
+        assert _field_reasons(error) == [("page_token", "PAGE_TOKEN_INVALID")]
+
+
+def test_resolved_tagged_campaigns_do_not_change_the_page_token() -> None:
+    query = _query(tag_ids=[4])
+    assert query.filter.with_tagged_campaigns([9, 2]).fingerprint() == query.filter.fingerprint()
+    assert query.filter.with_tagged_campaigns([9, 2, 9]).tagged_campaign_ids == (2, 9)
+
+
+# --- statistics ----------------------------------------------------------------------------------------------
+
+
+def test_throughput_is_emails_per_second_between_first_and_last_send() -> None:
+    assert domain.throughput(9950, NOW, NOW + timedelta(seconds=79.4)) == (9950 / 79.4, 79)
+
+
+def test_throughput_without_a_span_is_zero() -> None:
+    assert domain.throughput(0, None, None) == (0.0, 0)
+    assert domain.throughput(1, NOW, NOW) == (0.0, 0)
+
+
+def test_arming_a_campaign_whose_email_was_deleted_meanwhile_is_refused() -> None:
+    error = _update_error(_campaign(email_id=99), _patch("status", status=READY))
+    assert _field_reasons(error) == [("email_id", "EMAIL_NOT_FOUND")]

@@ -127,6 +127,12 @@ class Command:
     codes: Mapping[str, int] = field(default_factory=dict)
     texts: Mapping[int, str] = field(default_factory=dict)
     v1_alias: bool = True
+    # (requests, seconds): at most that many calls per window per credential, else HTTP 429.
+    rate_limit: tuple[int, float] | None = None
+    # v1-style handlers also answer errors as `Errors: [{Code, Message}]` beside the envelope.
+    errors_list: bool = False
+    # HTTP methods the command answers; any other method is 100001 (GET: subscribers.import.get).
+    methods: frozenset[str] = frozenset({"POST"})
 
     def legacy_error(self, problems: Problems) -> LegacyError | None:
         """The LegacyError for bad parameters and/or a service's error, or None when something has no

@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from herald.campaign.v1 import email_pb2 as _email_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -93,6 +94,8 @@ class _ListOrderFieldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ListOr
     LIST_ORDER_FIELD_CREATE_TIME: _ListOrderField.ValueType  # 3
     LIST_ORDER_FIELD_ACTIVE_SUBSCRIBER_COUNT: _ListOrderField.ValueType  # 4
     LIST_ORDER_FIELD_SEGMENT_COUNT: _ListOrderField.ValueType  # 5
+    LIST_ORDER_FIELD_ARCHIVE_TIME: _ListOrderField.ValueType  # 6
+    LIST_ORDER_FIELD_LAST_ACTIVITY_TIME: _ListOrderField.ValueType  # 7
 
 class ListOrderField(_ListOrderField, metaclass=_ListOrderFieldEnumTypeWrapper):
     """Fields lists can be ordered by."""
@@ -103,7 +106,31 @@ LIST_ORDER_FIELD_NAME: ListOrderField.ValueType  # 2
 LIST_ORDER_FIELD_CREATE_TIME: ListOrderField.ValueType  # 3
 LIST_ORDER_FIELD_ACTIVE_SUBSCRIBER_COUNT: ListOrderField.ValueType  # 4
 LIST_ORDER_FIELD_SEGMENT_COUNT: ListOrderField.ValueType  # 5
+LIST_ORDER_FIELD_ARCHIVE_TIME: ListOrderField.ValueType  # 6
+LIST_ORDER_FIELD_LAST_ACTIVITY_TIME: ListOrderField.ValueType  # 7
 Global___ListOrderField: _TypeAlias = ListOrderField  # noqa: Y015
+
+class _ListArchivedFilter:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ListArchivedFilterEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ListArchivedFilter.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIST_ARCHIVED_FILTER_UNSPECIFIED: _ListArchivedFilter.ValueType  # 0
+    """Only lists that are not archived."""
+    LIST_ARCHIVED_FILTER_UNARCHIVED: _ListArchivedFilter.ValueType  # 1
+    LIST_ARCHIVED_FILTER_ARCHIVED: _ListArchivedFilter.ValueType  # 2
+    LIST_ARCHIVED_FILTER_ALL: _ListArchivedFilter.ValueType  # 3
+
+class ListArchivedFilter(_ListArchivedFilter, metaclass=_ListArchivedFilterEnumTypeWrapper):
+    """Which lists ListLists returns by archive state."""
+
+LIST_ARCHIVED_FILTER_UNSPECIFIED: ListArchivedFilter.ValueType  # 0
+"""Only lists that are not archived."""
+LIST_ARCHIVED_FILTER_UNARCHIVED: ListArchivedFilter.ValueType  # 1
+LIST_ARCHIVED_FILTER_ARCHIVED: ListArchivedFilter.ValueType  # 2
+LIST_ARCHIVED_FILTER_ALL: ListArchivedFilter.ValueType  # 3
+Global___ListArchivedFilter: _TypeAlias = ListArchivedFilter  # noqa: Y015
 
 class _SegmentOrderField:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -168,6 +195,9 @@ class List(_message.Message):
     SUBSCRIBER_COUNT_FIELD_NUMBER: _builtins.int
     ACTIVE_SUBSCRIBER_COUNT_FIELD_NUMBER: _builtins.int
     SEGMENT_COUNT_FIELD_NUMBER: _builtins.int
+    CONFIRMATION_EMAIL_ID_FIELD_NUMBER: _builtins.int
+    ARCHIVE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_ACTIVITY_TIME_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
     owner_user_id: _builtins.int
     name: _builtins.str
@@ -182,8 +212,18 @@ class List(_message.Message):
     active_subscriber_count: _builtins.int
     """Subscribers with status SUBSCRIBED."""
     segment_count: _builtins.int
+    confirmation_email_id: _builtins.int
+    """The email that confirms double opt-in subscriptions (created with the list); 0 when none."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def archive_time(self) -> _timestamp_pb2.Timestamp:
+        """When the list was archived; unset while it is not."""
+
+    @_builtins.property
+    def last_activity_time(self) -> _timestamp_pb2.Timestamp:
+        """The latest change to the list or any of its subscribers."""
+
     def __init__(
         self,
         *,
@@ -200,10 +240,13 @@ class List(_message.Message):
         subscriber_count: _builtins.int = ...,
         active_subscriber_count: _builtins.int = ...,
         segment_count: _builtins.int = ...,
+        confirmation_email_id: _builtins.int = ...,
+        archive_time: _timestamp_pb2.Timestamp | None = ...,
+        last_activity_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["archive_time", b"archive_time", "create_time", b"create_time", "last_activity_time", b"last_activity_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_subscriber_count", b"active_subscriber_count", "create_time", b"create_time", "description", b"description", "list_id", b"list_id", "name", b"name", "opt_in_mode", b"opt_in_mode", "owner_user_id", b"owner_user_id", "segment_count", b"segment_count", "sender_address", b"sender_address", "sender_company", b"sender_company", "sender_email_address", b"sender_email_address", "sender_name", b"sender_name", "subscriber_count", b"subscriber_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_subscriber_count", b"active_subscriber_count", "archive_time", b"archive_time", "confirmation_email_id", b"confirmation_email_id", "create_time", b"create_time", "description", b"description", "last_activity_time", b"last_activity_time", "list_id", b"list_id", "name", b"name", "opt_in_mode", b"opt_in_mode", "owner_user_id", b"owner_user_id", "segment_count", b"segment_count", "sender_address", b"sender_address", "sender_company", b"sender_company", "sender_email_address", b"sender_email_address", "sender_name", b"sender_name", "subscriber_count", b"subscriber_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,6 +263,7 @@ class CreateListRequest(_message.Message):
     SENDER_EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
     SENDER_COMPANY_FIELD_NUMBER: _builtins.int
     SENDER_ADDRESS_FIELD_NUMBER: _builtins.int
+    CONFIRMATION_EMAIL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     description: _builtins.str
     opt_in_mode: Global___OptInMode.ValueType
@@ -227,6 +271,13 @@ class CreateListRequest(_message.Message):
     sender_email_address: _builtins.str
     sender_company: _builtins.str
     sender_address: _builtins.str
+    @_builtins.property
+    def confirmation_email(self) -> _email_pb2.Email:
+        """When set, the list is created with this confirmation email (made in the campaign service's
+        EmailService, validated for opt-in) and opt_in_mode becomes DOUBLE; if the email cannot be
+        made, the list is not created either. email_id and owner_user_id are ignored.
+        """
+
     def __init__(
         self,
         *,
@@ -237,10 +288,11 @@ class CreateListRequest(_message.Message):
         sender_email_address: _builtins.str = ...,
         sender_company: _builtins.str = ...,
         sender_address: _builtins.str = ...,
+        confirmation_email: _email_pb2.Email | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["confirmation_email", b"confirmation_email"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "opt_in_mode", b"opt_in_mode", "sender_address", b"sender_address", "sender_company", b"sender_company", "sender_email_address", b"sender_email_address", "sender_name", b"sender_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmation_email", b"confirmation_email", "description", b"description", "name", b"name", "opt_in_mode", b"opt_in_mode", "sender_address", b"sender_address", "sender_company", b"sender_company", "sender_email_address", b"sender_email_address", "sender_name", b"sender_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -274,6 +326,7 @@ class ListListsRequest(_message.Message):
     ORDER_BY_FIELD_NUMBER: _builtins.int
     DESCENDING_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
+    ARCHIVED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """0 returns all."""
     skip: _builtins.int
@@ -281,6 +334,7 @@ class ListListsRequest(_message.Message):
     descending: _builtins.bool
     search: _builtins.str
     """Case-insensitive substring of the name or description."""
+    archived: Global___ListArchivedFilter.ValueType
     def __init__(
         self,
         *,
@@ -289,10 +343,11 @@ class ListListsRequest(_message.Message):
         order_by: Global___ListOrderField.ValueType = ...,
         descending: _builtins.bool = ...,
         search: _builtins.str = ...,
+        archived: Global___ListArchivedFilter.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["descending", b"descending", "order_by", b"order_by", "page_size", b"page_size", "search", b"search", "skip", b"skip"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived", b"archived", "descending", b"descending", "order_by", b"order_by", "page_size", b"page_size", "search", b"search", "skip", b"skip"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -383,6 +438,7 @@ class Subscriber(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     SOURCE_REF_FIELD_NUMBER: _builtins.int
     SUPPRESSED_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
     subscriber_id: _builtins.int
     list_id: _builtins.int
     email_address: _builtins.str
@@ -408,6 +464,10 @@ class Subscriber(_message.Message):
     def unsubscription_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def opt_in_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriberSegment]:
+        """The list's segments the subscriber is in (answered by GetSubscriber and CreateSubscriber)."""
+
     def __init__(
         self,
         *,
@@ -427,14 +487,39 @@ class Subscriber(_message.Message):
         source: _builtins.str = ...,
         source_ref: _builtins.str = ...,
         suppressed: _builtins.bool = ...,
+        segments: _abc.Iterable[Global___SubscriberSegment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["opt_in_time", b"opt_in_time", "subscription_time", b"subscription_time", "unsubscription_time", b"unsubscription_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounce_type", b"bounce_type", "custom_fields", b"custom_fields", "email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "opt_in_time", b"opt_in_time", "source", b"source", "source_ref", b"source_ref", "status", b"status", "subscriber_id", b"subscriber_id", "subscription_ip", b"subscription_ip", "subscription_time", b"subscription_time", "suppressed", b"suppressed", "unsubscription_ip", b"unsubscription_ip", "unsubscription_time", b"unsubscription_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounce_type", b"bounce_type", "custom_fields", b"custom_fields", "email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "opt_in_time", b"opt_in_time", "segments", b"segments", "source", b"source", "source_ref", b"source_ref", "status", b"status", "subscriber_id", b"subscriber_id", "subscription_ip", b"subscription_ip", "subscription_time", b"subscription_time", "suppressed", b"suppressed", "unsubscription_ip", b"unsubscription_ip", "unsubscription_time", b"unsubscription_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Subscriber: _TypeAlias = Subscriber  # noqa: Y015
+
+@_typing.final
+class SubscriberSegment(_message.Message):
+    """A segment a subscriber belongs to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.int = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscriberSegment: _TypeAlias = SubscriberSegment  # noqa: Y015
 
 @_typing.final
 class CreateSubscriberRequest(_message.Message):
@@ -443,10 +528,16 @@ class CreateSubscriberRequest(_message.Message):
     SUBSCRIBER_FIELD_NUMBER: _builtins.int
     UPDATE_IF_DUPLICATE_FIELD_NUMBER: _builtins.int
     UPDATE_IF_UNSUBSCRIBED_FIELD_NUMBER: _builtins.int
+    OPT_IN_CONFIRMATION_EMAIL_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     update_if_duplicate: _builtins.bool
     """Update the existing subscriber with that address instead of failing with ALREADY_EXISTS."""
     update_if_unsubscribed: _builtins.bool
     """Re-subscribe an unsubscribed address instead of failing."""
+    opt_in_confirmation_email_id: _builtins.int
+    """An email of the caller's that confirms the subscription (checked to exist; 0 for none)."""
+    validate_only: _builtins.bool
+    """Check the request (the list, duplicates included) without adding anyone."""
     @_builtins.property
     def subscriber(self) -> Global___Subscriber: ...
     def __init__(
@@ -455,10 +546,12 @@ class CreateSubscriberRequest(_message.Message):
         subscriber: Global___Subscriber | None = ...,
         update_if_duplicate: _builtins.bool = ...,
         update_if_unsubscribed: _builtins.bool = ...,
+        opt_in_confirmation_email_id: _builtins.int = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["subscriber", b"subscriber"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["subscriber", b"subscriber", "update_if_duplicate", b"update_if_duplicate", "update_if_unsubscribed", b"update_if_unsubscribed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["opt_in_confirmation_email_id", b"opt_in_confirmation_email_id", "subscriber", b"subscriber", "update_if_duplicate", b"update_if_duplicate", "update_if_unsubscribed", b"update_if_unsubscribed", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

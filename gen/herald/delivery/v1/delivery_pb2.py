@@ -25,43 +25,51 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!herald/delivery/v1/delivery.proto\x12\x12herald.delivery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x1cRetryFailedRecipientsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\"c\n\x1dRetryFailedRecipientsResponse\x12\x15\n\rretried_count\x18\x01 \x01(\x03\x12\x17\n\x0f\x62\x61tches_created\x18\x02 \x01(\x03\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xac\x01\n\rTrackingEvent\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x14\n\x0crecipient_id\x18\x02 \x01(\x03\x12\x33\n\x04kind\x18\x03 \x01(\x0e\x32%.herald.delivery.v1.TrackingEventKind\x12\x0b\n\x03url\x18\x04 \x01(\t\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x1bRecordTrackingEventsRequest\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.herald.delivery.v1.TrackingEvent\"6\n\x1cRecordTrackingEventsResponse\x12\x16\n\x0erecorded_count\x18\x01 \x01(\x03\"\xfe\x01\n\x0fQueuedRecipient\x12\x14\n\x0crecipient_id\x18\x01 \x01(\x03\x12\x15\n\remail_address\x18\x02 \x01(\t\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\".herald.delivery.v1.RecipientState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x12\n\ngeneration\x18\x05 \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x06 \x01(\x03\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12-\n\tsend_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65mail_id\x18\t \x01(\x03\"\x94\x01\n\x1bListQueuedRecipientsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".herald.delivery.v1.RecipientState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x1a\n\x12\x61\x66ter_recipient_id\x18\x04 \x01(\x03\"k\n\x1cListQueuedRecipientsResponse\x12\x37\n\nrecipients\x18\x01 \x03(\x0b\x32#.herald.delivery.v1.QueuedRecipient\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\"9\n!BatchGetCampaignStatisticsRequest\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\"\xa2\x03\n\x12\x43\x61mpaignStatistics\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\x12\x13\n\x0btotal_opens\x18\x05 \x01(\x03\x12\x14\n\x0cunique_opens\x18\x06 \x01(\x03\x12\x14\n\x0ctotal_clicks\x18\x07 \x01(\x03\x12\x15\n\runique_clicks\x18\x08 \x01(\x03\x12\x33\n\x0f\x66irst_send_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_send_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\nvariations\x18\x0b \x03(\x0b\x32\'.herald.delivery.v1.VariationStatistics\x12\x35\n\x07\x64omains\x18\x0c \x03(\x0b\x32$.herald.delivery.v1.DomainStatistics\"\x98\x01\n\x13VariationStatistics\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\x12\x14\n\x0cunique_opens\x18\x05 \x01(\x03\x12\x15\n\runique_clicks\x18\x06 \x01(\x03\"f\n\x10\x44omainStatistics\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\"`\n\"BatchGetCampaignStatisticsResponse\x12:\n\nstatistics\x18\x01 \x03(\x0b\x32&.herald.delivery.v1.CampaignStatistics*\x9a\x01\n\x11TrackingEventKind\x12#\n\x1fTRACKING_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18TRACKING_EVENT_KIND_OPEN\x10\x01\x12\x1d\n\x19TRACKING_EVENT_KIND_CLICK\x10\x02\x12#\n\x1fTRACKING_EVENT_KIND_UNSUBSCRIBE\x10\x03*\xbe\x01\n\x0eRecipientState\x12\x1f\n\x1bRECIPIENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17RECIPIENT_STATE_PENDING\x10\x01\x12\x1b\n\x17RECIPIENT_STATE_SENDING\x10\x02\x12\x18\n\x14RECIPIENT_STATE_SENT\x10\x03\x12\x1a\n\x16RECIPIENT_STATE_FAILED\x10\x04\x12\x1b\n\x17RECIPIENT_STATE_DROPPED\x10\x05\x32\x93\x04\n\x0f\x44\x65liveryService\x12\x8b\x01\n\x1a\x42\x61tchGetCampaignStatistics\x12\x35.herald.delivery.v1.BatchGetCampaignStatisticsRequest\x1a\x36.herald.delivery.v1.BatchGetCampaignStatisticsResponse\x12|\n\x15RetryFailedRecipients\x12\x30.herald.delivery.v1.RetryFailedRecipientsRequest\x1a\x31.herald.delivery.v1.RetryFailedRecipientsResponse\x12y\n\x14RecordTrackingEvents\x12/.herald.delivery.v1.RecordTrackingEventsRequest\x1a\x30.herald.delivery.v1.RecordTrackingEventsResponse\x12y\n\x14ListQueuedRecipients\x12/.herald.delivery.v1.ListQueuedRecipientsRequest\x1a\x30.herald.delivery.v1.ListQueuedRecipientsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!herald/delivery/v1/delivery.proto\x12\x12herald.delivery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x1cRetryFailedRecipientsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\"c\n\x1dRetryFailedRecipientsResponse\x12\x15\n\rretried_count\x18\x01 \x01(\x03\x12\x17\n\x0f\x62\x61tches_created\x18\x02 \x01(\x03\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xbf\x01\n\rTrackingEvent\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x14\n\x0crecipient_id\x18\x02 \x01(\x03\x12\x33\n\x04kind\x18\x03 \x01(\x0e\x32%.herald.delivery.v1.TrackingEventKind\x12\x0b\n\x03url\x18\x04 \x01(\t\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tevent_key\x18\x06 \x01(\t\"P\n\x1bRecordTrackingEventsRequest\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.herald.delivery.v1.TrackingEvent\"6\n\x1cRecordTrackingEventsResponse\x12\x16\n\x0erecorded_count\x18\x01 \x01(\x03\"\xfe\x01\n\x0fQueuedRecipient\x12\x14\n\x0crecipient_id\x18\x01 \x01(\x03\x12\x15\n\remail_address\x18\x02 \x01(\t\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\".herald.delivery.v1.RecipientState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x12\n\ngeneration\x18\x05 \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x06 \x01(\x03\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12-\n\tsend_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65mail_id\x18\t \x01(\x03\"\x94\x01\n\x1bListQueuedRecipientsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".herald.delivery.v1.RecipientState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x1a\n\x12\x61\x66ter_recipient_id\x18\x04 \x01(\x03\"k\n\x1cListQueuedRecipientsResponse\x12\x37\n\nrecipients\x18\x01 \x03(\x0b\x32#.herald.delivery.v1.QueuedRecipient\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\"9\n!BatchGetCampaignStatisticsRequest\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\"\xa2\x03\n\x12\x43\x61mpaignStatistics\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\x12\x13\n\x0btotal_opens\x18\x05 \x01(\x03\x12\x14\n\x0cunique_opens\x18\x06 \x01(\x03\x12\x14\n\x0ctotal_clicks\x18\x07 \x01(\x03\x12\x15\n\runique_clicks\x18\x08 \x01(\x03\x12\x33\n\x0f\x66irst_send_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_send_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\nvariations\x18\x0b \x03(\x0b\x32\'.herald.delivery.v1.VariationStatistics\x12\x35\n\x07\x64omains\x18\x0c \x03(\x0b\x32$.herald.delivery.v1.DomainStatistics\"\x98\x01\n\x13VariationStatistics\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\x12\x14\n\x0cunique_opens\x18\x05 \x01(\x03\x12\x15\n\runique_clicks\x18\x06 \x01(\x03\"f\n\x10\x44omainStatistics\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\"`\n\"BatchGetCampaignStatisticsResponse\x12:\n\nstatistics\x18\x01 \x03(\x0b\x32&.herald.delivery.v1.CampaignStatistics\"\xee\x01\n\x0f\x43\x61pturedMessage\x12\x1b\n\x13\x63\x61ptured_message_id\x18\x01 \x01(\x03\x12\x15\n\renvelope_from\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvelope_to\x18\x03 \x03(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x30\n\x0creceive_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x12\x12\n\nsession_id\x18\x08 \x01(\t\x12\x13\n\x0braw_message\x18\t \x01(\x0c\"D\n\x1bListCapturedMessagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x8b\x01\n\x1cListCapturedMessagesResponse\x12>\n\x11\x63\x61ptured_messages\x18\x01 \x03(\x0b\x32#.herald.delivery.v1.CapturedMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"8\n\x19GetCapturedMessageRequest\x12\x1b\n\x13\x63\x61ptured_message_id\x18\x01 \x01(\x03*\x9a\x01\n\x11TrackingEventKind\x12#\n\x1fTRACKING_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18TRACKING_EVENT_KIND_OPEN\x10\x01\x12\x1d\n\x19TRACKING_EVENT_KIND_CLICK\x10\x02\x12#\n\x1fTRACKING_EVENT_KIND_UNSUBSCRIBE\x10\x03*\xbe\x01\n\x0eRecipientState\x12\x1f\n\x1bRECIPIENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17RECIPIENT_STATE_PENDING\x10\x01\x12\x1b\n\x17RECIPIENT_STATE_SENDING\x10\x02\x12\x18\n\x14RECIPIENT_STATE_SENT\x10\x03\x12\x1a\n\x16RECIPIENT_STATE_FAILED\x10\x04\x12\x1b\n\x17RECIPIENT_STATE_DROPPED\x10\x05\x32\xf8\x05\n\x0f\x44\x65liveryService\x12\x8b\x01\n\x1a\x42\x61tchGetCampaignStatistics\x12\x35.herald.delivery.v1.BatchGetCampaignStatisticsRequest\x1a\x36.herald.delivery.v1.BatchGetCampaignStatisticsResponse\x12|\n\x15RetryFailedRecipients\x12\x30.herald.delivery.v1.RetryFailedRecipientsRequest\x1a\x31.herald.delivery.v1.RetryFailedRecipientsResponse\x12y\n\x14RecordTrackingEvents\x12/.herald.delivery.v1.RecordTrackingEventsRequest\x1a\x30.herald.delivery.v1.RecordTrackingEventsResponse\x12y\n\x14ListQueuedRecipients\x12/.herald.delivery.v1.ListQueuedRecipientsRequest\x1a\x30.herald.delivery.v1.ListQueuedRecipientsResponse\x12y\n\x14ListCapturedMessages\x12/.herald.delivery.v1.ListCapturedMessagesRequest\x1a\x30.herald.delivery.v1.ListCapturedMessagesResponse\x12h\n\x12GetCapturedMessage\x12-.herald.delivery.v1.GetCapturedMessageRequest\x1a#.herald.delivery.v1.CapturedMessageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.delivery.v1.delivery_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRACKINGEVENTKIND']._serialized_start=1912
-  _globals['_TRACKINGEVENTKIND']._serialized_end=2066
-  _globals['_RECIPIENTSTATE']._serialized_start=2069
-  _globals['_RECIPIENTSTATE']._serialized_end=2259
+  _globals['_TRACKINGEVENTKIND']._serialized_start=2442
+  _globals['_TRACKINGEVENTKIND']._serialized_end=2596
+  _globals['_RECIPIENTSTATE']._serialized_start=2599
+  _globals['_RECIPIENTSTATE']._serialized_end=2789
   _globals['_RETRYFAILEDRECIPIENTSREQUEST']._serialized_start=90
   _globals['_RETRYFAILEDRECIPIENTSREQUEST']._serialized_end=141
   _globals['_RETRYFAILEDRECIPIENTSRESPONSE']._serialized_start=143
   _globals['_RETRYFAILEDRECIPIENTSRESPONSE']._serialized_end=242
   _globals['_TRACKINGEVENT']._serialized_start=245
-  _globals['_TRACKINGEVENT']._serialized_end=417
-  _globals['_RECORDTRACKINGEVENTSREQUEST']._serialized_start=419
-  _globals['_RECORDTRACKINGEVENTSREQUEST']._serialized_end=499
-  _globals['_RECORDTRACKINGEVENTSRESPONSE']._serialized_start=501
-  _globals['_RECORDTRACKINGEVENTSRESPONSE']._serialized_end=555
-  _globals['_QUEUEDRECIPIENT']._serialized_start=558
-  _globals['_QUEUEDRECIPIENT']._serialized_end=812
-  _globals['_LISTQUEUEDRECIPIENTSREQUEST']._serialized_start=815
-  _globals['_LISTQUEUEDRECIPIENTSREQUEST']._serialized_end=963
-  _globals['_LISTQUEUEDRECIPIENTSRESPONSE']._serialized_start=965
-  _globals['_LISTQUEUEDRECIPIENTSRESPONSE']._serialized_end=1072
-  _globals['_BATCHGETCAMPAIGNSTATISTICSREQUEST']._serialized_start=1074
-  _globals['_BATCHGETCAMPAIGNSTATISTICSREQUEST']._serialized_end=1131
-  _globals['_CAMPAIGNSTATISTICS']._serialized_start=1134
-  _globals['_CAMPAIGNSTATISTICS']._serialized_end=1552
-  _globals['_VARIATIONSTATISTICS']._serialized_start=1555
-  _globals['_VARIATIONSTATISTICS']._serialized_end=1707
-  _globals['_DOMAINSTATISTICS']._serialized_start=1709
-  _globals['_DOMAINSTATISTICS']._serialized_end=1811
-  _globals['_BATCHGETCAMPAIGNSTATISTICSRESPONSE']._serialized_start=1813
-  _globals['_BATCHGETCAMPAIGNSTATISTICSRESPONSE']._serialized_end=1909
-  _globals['_DELIVERYSERVICE']._serialized_start=2262
-  _globals['_DELIVERYSERVICE']._serialized_end=2793
+  _globals['_TRACKINGEVENT']._serialized_end=436
+  _globals['_RECORDTRACKINGEVENTSREQUEST']._serialized_start=438
+  _globals['_RECORDTRACKINGEVENTSREQUEST']._serialized_end=518
+  _globals['_RECORDTRACKINGEVENTSRESPONSE']._serialized_start=520
+  _globals['_RECORDTRACKINGEVENTSRESPONSE']._serialized_end=574
+  _globals['_QUEUEDRECIPIENT']._serialized_start=577
+  _globals['_QUEUEDRECIPIENT']._serialized_end=831
+  _globals['_LISTQUEUEDRECIPIENTSREQUEST']._serialized_start=834
+  _globals['_LISTQUEUEDRECIPIENTSREQUEST']._serialized_end=982
+  _globals['_LISTQUEUEDRECIPIENTSRESPONSE']._serialized_start=984
+  _globals['_LISTQUEUEDRECIPIENTSRESPONSE']._serialized_end=1091
+  _globals['_BATCHGETCAMPAIGNSTATISTICSREQUEST']._serialized_start=1093
+  _globals['_BATCHGETCAMPAIGNSTATISTICSREQUEST']._serialized_end=1150
+  _globals['_CAMPAIGNSTATISTICS']._serialized_start=1153
+  _globals['_CAMPAIGNSTATISTICS']._serialized_end=1571
+  _globals['_VARIATIONSTATISTICS']._serialized_start=1574
+  _globals['_VARIATIONSTATISTICS']._serialized_end=1726
+  _globals['_DOMAINSTATISTICS']._serialized_start=1728
+  _globals['_DOMAINSTATISTICS']._serialized_end=1830
+  _globals['_BATCHGETCAMPAIGNSTATISTICSRESPONSE']._serialized_start=1832
+  _globals['_BATCHGETCAMPAIGNSTATISTICSRESPONSE']._serialized_end=1928
+  _globals['_CAPTUREDMESSAGE']._serialized_start=1931
+  _globals['_CAPTUREDMESSAGE']._serialized_end=2169
+  _globals['_LISTCAPTUREDMESSAGESREQUEST']._serialized_start=2171
+  _globals['_LISTCAPTUREDMESSAGESREQUEST']._serialized_end=2239
+  _globals['_LISTCAPTUREDMESSAGESRESPONSE']._serialized_start=2242
+  _globals['_LISTCAPTUREDMESSAGESRESPONSE']._serialized_end=2381
+  _globals['_GETCAPTUREDMESSAGEREQUEST']._serialized_start=2383
+  _globals['_GETCAPTUREDMESSAGEREQUEST']._serialized_end=2439
+  _globals['_DELIVERYSERVICE']._serialized_start=2792
+  _globals['_DELIVERYSERVICE']._serialized_end=3552
 # @@protoc_insertion_point(module_scope)

@@ -120,11 +120,16 @@ class TrackingEvent(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    EVENT_KEY_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
     recipient_id: _builtins.int
     kind: Global___TrackingEventKind.ValueType
     url: _builtins.str
     """The clicked link, for clicks."""
+    event_key: _builtins.str
+    """The reporter's id of this hit, unique within the campaign: an event reported again with the
+    same key is recorded once. Empty: no deduplication.
+    """
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -135,10 +140,11 @@ class TrackingEvent(_message.Message):
         kind: Global___TrackingEventKind.ValueType = ...,
         url: _builtins.str = ...,
         occur_time: _timestamp_pb2.Timestamp | None = ...,
+        event_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "kind", b"kind", "occur_time", b"occur_time", "recipient_id", b"recipient_id", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "event_key", b"event_key", "kind", b"kind", "occur_time", b"occur_time", "recipient_id", b"recipient_id", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -449,3 +455,124 @@ class BatchGetCampaignStatisticsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchGetCampaignStatisticsResponse: _TypeAlias = BatchGetCampaignStatisticsResponse  # noqa: Y015
+
+@_typing.final
+class CapturedMessage(_message.Message):
+    """One message received by the local capture SMTP server."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAPTURED_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    ENVELOPE_FROM_FIELD_NUMBER: _builtins.int
+    ENVELOPE_TO_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    RECEIVE_TIME_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    RAW_MESSAGE_FIELD_NUMBER: _builtins.int
+    captured_message_id: _builtins.int
+    envelope_from: _builtins.str
+    """The SMTP envelope: MAIL FROM and every RCPT TO."""
+    subject: _builtins.str
+    """The decoded Subject and Message-ID headers."""
+    message_id: _builtins.str
+    size_bytes: _builtins.int
+    session_id: _builtins.str
+    """The SMTP session (connection) that carried the message."""
+    raw_message: _builtins.bytes
+    """The RFC 5322 message as received; set by GetCapturedMessage only."""
+    @_builtins.property
+    def envelope_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def receive_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        captured_message_id: _builtins.int = ...,
+        envelope_from: _builtins.str = ...,
+        envelope_to: _abc.Iterable[_builtins.str] | None = ...,
+        subject: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        receive_time: _timestamp_pb2.Timestamp | None = ...,
+        size_bytes: _builtins.int = ...,
+        session_id: _builtins.str = ...,
+        raw_message: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["receive_time", b"receive_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["captured_message_id", b"captured_message_id", "envelope_from", b"envelope_from", "envelope_to", b"envelope_to", "message_id", b"message_id", "raw_message", b"raw_message", "receive_time", b"receive_time", "session_id", b"session_id", "size_bytes", b"size_bytes", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CapturedMessage: _TypeAlias = CapturedMessage  # noqa: Y015
+
+@_typing.final
+class ListCapturedMessagesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many (default 50, at most 500)."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCapturedMessagesRequest: _TypeAlias = ListCapturedMessagesRequest  # noqa: Y015
+
+@_typing.final
+class ListCapturedMessagesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAPTURED_MESSAGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    total_size: _builtins.int
+    @_builtins.property
+    def captured_messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapturedMessage]: ...
+    def __init__(
+        self,
+        *,
+        captured_messages: _abc.Iterable[Global___CapturedMessage] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["captured_messages", b"captured_messages", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCapturedMessagesResponse: _TypeAlias = ListCapturedMessagesResponse  # noqa: Y015
+
+@_typing.final
+class GetCapturedMessageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAPTURED_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    captured_message_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        captured_message_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["captured_message_id", b"captured_message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapturedMessageRequest: _TypeAlias = GetCapturedMessageRequest  # noqa: Y015

@@ -55,6 +55,16 @@ class DeliveryServiceStub:
                 request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListQueuedRecipientsRequest.SerializeToString,
                 response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListQueuedRecipientsResponse.FromString,
                 _registered_method=True)
+        self.ListCapturedMessages = channel.unary_unary(
+                '/herald.delivery.v1.DeliveryService/ListCapturedMessages',
+                request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListCapturedMessagesRequest.SerializeToString,
+                response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListCapturedMessagesResponse.FromString,
+                _registered_method=True)
+        self.GetCapturedMessage = channel.unary_unary(
+                '/herald.delivery.v1.DeliveryService/GetCapturedMessage',
+                request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.GetCapturedMessageRequest.SerializeToString,
+                response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.CapturedMessage.FromString,
+                _registered_method=True)
 
 
 class DeliveryServiceServicer:
@@ -91,6 +101,21 @@ class DeliveryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCapturedMessages(self, request, context):
+        """Lists what the local capture SMTP server received, newest first, without the raw content.
+        The capture is a development stand-in for a mail relay and holds every user's mail: admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCapturedMessage(self, request, context):
+        """Returns one captured message with its raw content. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeliveryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +138,16 @@ def add_DeliveryServiceServicer_to_server(servicer, server):
                     servicer.ListQueuedRecipients,
                     request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListQueuedRecipientsRequest.FromString,
                     response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListQueuedRecipientsResponse.SerializeToString,
+            ),
+            'ListCapturedMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCapturedMessages,
+                    request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListCapturedMessagesRequest.FromString,
+                    response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListCapturedMessagesResponse.SerializeToString,
+            ),
+            'GetCapturedMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapturedMessage,
+                    request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.GetCapturedMessageRequest.FromString,
+                    response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.CapturedMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +259,60 @@ class DeliveryService:
             '/herald.delivery.v1.DeliveryService/ListQueuedRecipients',
             herald_dot_delivery_dot_v1_dot_delivery__pb2.ListQueuedRecipientsRequest.SerializeToString,
             herald_dot_delivery_dot_v1_dot_delivery__pb2.ListQueuedRecipientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCapturedMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.delivery.v1.DeliveryService/ListCapturedMessages',
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.ListCapturedMessagesRequest.SerializeToString,
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.ListCapturedMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapturedMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.delivery.v1.DeliveryService/GetCapturedMessage',
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.GetCapturedMessageRequest.SerializeToString,
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.CapturedMessage.FromString,
             options,
             channel_credentials,
             insecure,

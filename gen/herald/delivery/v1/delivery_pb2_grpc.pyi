@@ -45,6 +45,12 @@ class DeliveryServiceStub:
     """Records opens, clicks and unsubscribes reported by the public tracking endpoints."""
     ListQueuedRecipients: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListQueuedRecipientsRequest, _delivery_pb2.ListQueuedRecipientsResponse]
     """Lists a campaign's queued recipients with their delivery state (for operators and tests)."""
+    ListCapturedMessages: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListCapturedMessagesRequest, _delivery_pb2.ListCapturedMessagesResponse]
+    """Lists what the local capture SMTP server received, newest first, without the raw content.
+    The capture is a development stand-in for a mail relay and holds every user's mail: admin only.
+    """
+    GetCapturedMessage: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetCapturedMessageRequest, _delivery_pb2.CapturedMessage]
+    """Returns one captured message with its raw content. Admin only."""
 
 @_typing.type_check_only
 class DeliveryServiceAsyncStub(DeliveryServiceStub):
@@ -63,6 +69,12 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     """Records opens, clicks and unsubscribes reported by the public tracking endpoints."""
     ListQueuedRecipients: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListQueuedRecipientsRequest, _delivery_pb2.ListQueuedRecipientsResponse]  # type: ignore[assignment]
     """Lists a campaign's queued recipients with their delivery state (for operators and tests)."""
+    ListCapturedMessages: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListCapturedMessagesRequest, _delivery_pb2.ListCapturedMessagesResponse]  # type: ignore[assignment]
+    """Lists what the local capture SMTP server received, newest first, without the raw content.
+    The capture is a development stand-in for a mail relay and holds every user's mail: admin only.
+    """
+    GetCapturedMessage: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetCapturedMessageRequest, _delivery_pb2.CapturedMessage]  # type: ignore[assignment]
+    """Returns one captured message with its raw content. Admin only."""
 
 class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
     """DeliveryService owns the send queue, batches, SMTP workers and statistics."""
@@ -102,5 +114,23 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_delivery_pb2.ListQueuedRecipientsResponse, _abc.Awaitable[_delivery_pb2.ListQueuedRecipientsResponse]]:
         """Lists a campaign's queued recipients with their delivery state (for operators and tests)."""
+
+    @_abc_1.abstractmethod
+    def ListCapturedMessages(
+        self,
+        request: _delivery_pb2.ListCapturedMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.ListCapturedMessagesResponse, _abc.Awaitable[_delivery_pb2.ListCapturedMessagesResponse]]:
+        """Lists what the local capture SMTP server received, newest first, without the raw content.
+        The capture is a development stand-in for a mail relay and holds every user's mail: admin only.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCapturedMessage(
+        self,
+        request: _delivery_pb2.GetCapturedMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.CapturedMessage, _abc.Awaitable[_delivery_pb2.CapturedMessage]]:
+        """Returns one captured message with its raw content. Admin only."""
 
 def add_DeliveryServiceServicer_to_server(servicer: DeliveryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,746 @@
+"""The gRPC servicer of herald.audience.v1.AudienceService: proto to domain and back; the SQL is in store, the rules in domain and rules."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import grpc
+import structlog
+from google.protobuf import empty_pb2, json_format, struct_pb2, timestamp_pb2
+from herald.audience.v1 import audience_pb2, audience_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.audience import domain, rules, store
+from services.audience.domain import MailingList, SegmentRecord, SubscriberRecord
+from services.audience.emails import EmailDirectory
+from services.common import auth, grpcutil
+from services.common.errors import DomainError, ErrorKind, Violations
+
+log = structlog.get_logger()
+ERROR_DOMAIN = "herald.audience.v1"
+
+OPT_IN_NAMES = {audience_pb2.OPT_IN_MODE_SINGLE: "Single", audience_pb2.OPT_IN_MODE_DOUBLE: "Double"}
+OPT_IN_VALUES = {name: value for value, name in OPT_IN_NAMES.items()}
+STATUS_NAMES = {
+    audience_pb2.SUBSCRIBER_STATUS_SUBSCRIBED: "Subscribed",
+    audience_pb2.SUBSCRIBER_STATUS_UNSUBSCRIBED: "Unsubscribed",
+    audience_pb2.SUBSCRIBER_STATUS_OPT_IN_PENDING: "Opt-In Pending",
+    audience_pb2.SUBSCRIBER_STATUS_OPT_OUT_PENDING: "Opt-Out Pending",
+}
+STATUS_VALUES = {name: value for value, name in STATUS_NAMES.items()}
+BOUNCE_NAMES = {
+    audience_pb2.BOUNCE_TYPE_NOT_BOUNCED: "Not Bounced",
+    audience_pb2.BOUNCE_TYPE_SOFT: "Soft",
+    audience_pb2.BOUNCE_TYPE_HARD: "Hard",
+}
+BOUNCE_VALUES = {name: value for value, name in BOUNCE_NAMES.items()}
+LIST_ORDER = {
+    audience_pb2.LIST_ORDER_FIELD_UNSPECIFIED: "list_id",
+    audience_pb2.LIST_ORDER_FIELD_LIST_ID: "list_id",
+    audience_pb2.LIST_ORDER_FIELD_NAME: "name",
+    audience_pb2.LIST_ORDER_FIELD_CREATE_TIME: "create_time",
+    audience_pb2.LIST_ORDER_FIELD_ACTIVE_SUBSCRIBER_COUNT: "active_subscriber_count",
+    audience_pb2.LIST_ORDER_FIELD_SEGMENT_COUNT: "segment_count",
+    audience_pb2.LIST_ORDER_FIELD_ARCHIVE_TIME: "archive_time",
+    audience_pb2.LIST_ORDER_FIELD_LAST_ACTIVITY_TIME: "last_activity_time",
+}
+ARCHIVED = {
+    audience_pb2.LIST_ARCHIVED_FILTER_UNSPECIFIED: False,
+    audience_pb2.LIST_ARCHIVED_FILTER_UNARCHIVED: False,
+    audience_pb2.LIST_ARCHIVED_FILTER_ARCHIVED: True,
+    audience_pb2.LIST_ARCHIVED_FILTER_ALL: None,
+}
+CONTENT_TYPE_NAMES = {0: "", 1: "HTML", 2: "Plain", 3: "Both"}
+MODE_NAMES = {0: "", 1: "Empty", 2: "Editor", 3: "Template", 4: "Import", 5: "Unlayer", 6: "Stripo"}
+# How many rows one query of a recipient stream reads; messages carry chunk_size of them.
+STREAM_FETCH = 20_000
+
+
+class ImportHandler(Protocol):
+    """The import RPCs (services/audience/imports.py), which this servicer delegates to."""
+
+    async def create(
+        self, request: audience_pb2.CreateImportRequest, principal: auth.Principal
+    ) -> audience_pb2.Import: ...
+
+    async def stream(
+        self, request_iterator: AsyncIterator[audience_pb2.StreamImportRequest], principal: auth.Principal
+    ) -> audience_pb2.Import: ...
+
+    async def get(
+        self, request: audience_pb2.GetImportRequest, principal: auth.Principal
+    ) -> audience_pb2.Import: ...
+
+
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _instant(message: Any, field_name: str) -> datetime | None:
+    """A Timestamp field as an aware UTC datetime, None when unset."""
+    if not message.HasField(field_name):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, field_name)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _list_message(mailing_list: MailingList) -> audience_pb2.List:
+    return audience_pb2.List(
+        list_id=mailing_list.list_id,
+        owner_user_id=mailing_list.owner_user_id,
+        name=mailing_list.name,
+        description=mailing_list.description,
+        opt_in_mode=OPT_IN_VALUES[mailing_list.opt_in_mode],
+        sender_name=mailing_list.sender_name,
+        sender_email_address=mailing_list.sender_email_address,
+        sender_company=mailing_list.sender_company,
+        sender_address=mailing_list.sender_address,
+        create_time=_timestamp(mailing_list.created_at),
+        subscriber_count=mailing_list.subscriber_count,
+        active_subscriber_count=mailing_list.active_subscriber_count,
+        segment_count=mailing_list.segment_count,
+        confirmation_email_id=mailing_list.confirmation_email_id,
+        archive_time=_timestamp(mailing_list.archived_at),
+        last_activity_time=_timestamp(mailing_list.last_activity_at),
+    )
+
+
+def _subscriber_message(subscriber: SubscriberRecord) -> audience_pb2.Subscriber:
+    return audience_pb2.Subscriber(
+        subscriber_id=subscriber.subscriber_id,
+        list_id=subscriber.list_id,
+        email_address=subscriber.email_address,
+        first_name=subscriber.first_name,
+        last_name=subscriber.last_name,
+        status=STATUS_VALUES[subscriber.status],
+        bounce_type=BOUNCE_VALUES[subscriber.bounce_type],
+        custom_fields=dict(subscriber.custom_fields),
+        subscription_time=_timestamp(subscriber.subscription_date),
+        subscription_ip=subscriber.subscription_ip,
+        unsubscription_time=_timestamp(subscriber.unsubscription_date),
+        unsubscription_ip=subscriber.unsubscription_ip,
+        opt_in_time=_timestamp(subscriber.optin_date),
+        source=subscriber.source,
+        source_ref=subscriber.source_ref,
+        suppressed=subscriber.suppressed,
+        segments=[audience_pb2.SubscriberSegment(segment_id=s, name=n) for s, n in subscriber.segments],
+    )
+
+
+def _rules_message(value: list[Any]) -> struct_pb2.ListValue:
+    message = struct_pb2.ListValue()
+    message.extend(value)
+    return message
+
+
+def _segment_message(segment: SegmentRecord) -> audience_pb2.Segment:
+    return audience_pb2.Segment(
+        segment_id=segment.segment_id,
+        list_id=segment.list_id,
+        name=segment.name,
+        operator=segment.operator,
+        rules=_rules_message(segment.rules),
+        randomness=segment.randomness,
+        randomness_audience_size=segment.randomness_audience_size,
+        subscriber_count=segment.subscriber_count,
+        create_time=_timestamp(segment.created_at),
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A Struct or ListValue as JSON again: Struct stores every number as a double, so 5.0 becomes 5."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def _rules_of(message: Any, field_name: str) -> list[Any] | None:
+    """A ListValue field as plain JSON, None when unset."""
+    if not message.HasField(field_name):
+        return None
+    decoded = json_format.MessageToDict(getattr(message, field_name))
+    return list(_plain(decoded))
+
+
+def _enum_name(names: Mapping[Any, str], value: int) -> str | None:
+    """ "" for UNSPECIFIED (the default applies), None for a value outside the enum."""
+    if value == 0:
+        return ""
+    return names.get(value)
+
+
+async def _definitions(conn: AsyncConnection, list_ids: Sequence[int]) -> dict[int, SegmentRecord]:
+    return {segment.segment_id: segment for segment in await store.segments_of_lists(conn, list_ids)}
+
+
+def _segment_definitions(records: Mapping[int, SegmentRecord]) -> dict[int, rules.SegmentDefinition]:
+    return {segment_id: record.definition() for segment_id, record in records.items()}
+
+
+class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
+    """Lists, subscribers, segments, suppression and targeting, every call scoped to the principal's user."""
+
+    def __init__(
+        self, engine: AsyncEngine, emails: EmailDirectory, imports: ImportHandler, token_secret: str
+    ) -> None:
+        self._engine = engine
+        self._emails = emails
+        self._imports = imports
+        self._token_secret = token_secret
+
+    # --- lists ------------------------------------------------------------------------------------------
+
+    async def CreateList(
+        self, request: audience_pb2.CreateListRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.List:
+        principal = auth.principal()
+        bundled = request.HasField("confirmation_email")
+        opt_in = _enum_name(OPT_IN_NAMES, request.opt_in_mode)
+        if opt_in is None:
+            opt_in_mode = "?"  # not a mode: validate_new_list names it
+        elif bundled:
+            opt_in_mode = "Double"  # a confirmation email means double opt-in, whatever opt_in_mode says
+        else:
+            opt_in_mode = opt_in or "Single"
+        new = domain.NewList(
+            name=request.name,
+            description=request.description,
+            opt_in_mode=opt_in_mode,
+            sender_name=request.sender_name,
+            sender_email_address=request.sender_email_address,
+            sender_company=request.sender_company,
+            sender_address=request.sender_address,
+        )
+        violations = Violations()
+        try:
+            new = domain.validate_new_list(new)
+        except DomainError as exc:
+            violations.items.extend(exc.violations)
+        if bundled:
+            email = request.confirmation_email
+            domain.check_confirmation_email(
+                domain.ConfirmationEmail(
+                    subject=email.subject,
+                    from_name=email.from_name,
+                    from_email=email.from_email,
+                    content_type=CONTENT_TYPE_NAMES.get(email.content_type, "?"),
+                    html_content=email.html_content,
+                    plain_content=email.plain_content,
+                    mode=MODE_NAMES.get(email.mode, "?"),
+                    template_id=email.template_id,
+                ),
+                violations,
+            )
+        violations.raise_if_any()
+        owner = domain.owner_of_new(principal, "lists")
+        if not bundled:
+            async with self._engine.begin() as conn:
+                created = await store.inserted_list(conn, owner, new)
+            log.info("list created", list_id=created.list_id)
+            return _list_message(created)
+        email_id = 0
+        try:
+            # The list's row stays uncommitted while the email is made: if that fails, the
+            # rollback leaves no list behind (the bundled create is atomic).
+            async with self._engine.begin() as conn:
+                created = await store.inserted_list(conn, owner, new)
+                email_id = await self._emails.created_confirmation_email(
+                    request.confirmation_email, created.list_id
+                )
+                created = await store.list_with_confirmation_email(conn, created.list_id, email_id)
+        except BaseException:
+            if email_id:
+                await self._emails.delete_email(email_id)
+            raise
+        log.info("list created", list_id=created.list_id, confirmation_email_id=email_id)
+        return _list_message(created)
+
+    async def GetList(
+        self, request: audience_pb2.GetListRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.List:
+        domain.validate_list_id(request.list_id)
+        async with self._engine.connect() as conn:
+            found = await store.list_by_id(
+                conn, request.list_id, domain.owner_scope(auth.principal()), counted=True
+            )
+        if found is None:
+            raise domain.list_not_found(request.list_id)
+        return _list_message(found)
+
+    async def ListLists(
+        self, request: audience_pb2.ListListsRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.ListListsResponse:
+        domain.check_page(request.page_size, request.skip)
+        async with self._engine.connect() as conn:
+            found, total = await store.lists_page(
+                conn,
+                domain.owner_scope(auth.principal()),
+                page_size=request.page_size,
+                skip=request.skip,
+                order_by=LIST_ORDER.get(request.order_by, "list_id"),
+                descending=request.descending,
+                search=request.search.strip(),
+                archived=ARCHIVED.get(request.archived, False),
+            )
+        return audience_pb2.ListListsResponse(lists=[_list_message(item) for item in found], total_size=total)
+
+    async def DeleteLists(
+        self, request: audience_pb2.DeleteListsRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        list_ids = domain.validate_ids(request.list_ids, "list_ids", domain.LIST_IDS_REQUIRED)
+        async with self._engine.begin() as conn:
+            deleted = await store.deleted_list_count(conn, list_ids, domain.owner_scope(auth.principal()))
+        log.info("lists deleted", requested=len(list_ids), deleted=deleted)
+        return empty_pb2.Empty()
+
+    # --- subscribers ------------------------------------------------------------------------------------
+
+    async def _owned_list(self, conn: AsyncConnection, list_id: int, where: str = "list_id") -> MailingList:
+        found = await store.list_by_id(conn, list_id, domain.owner_scope(auth.principal()))
+        if found is None:
+            raise domain.list_not_found(list_id, where)
+        return found
+
+    async def CreateSubscriber(
+        self, request: audience_pb2.CreateSubscriberRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.Subscriber:
+        given = request.subscriber
+        violations = Violations()
+        new = domain.validate_new_subscriber(
+            list_id=given.list_id,
+            email_address=given.email_address,
+            first_name=given.first_name,
+            last_name=given.last_name,
+            custom_fields=dict(given.custom_fields),
+            status=_enum_name(STATUS_NAMES, given.status),
+            bounce_type=_enum_name(BOUNCE_NAMES, given.bounce_type),
+            subscription_date=_instant(given, "subscription_time"),
+            subscription_ip=given.subscription_ip,
+            unsubscription_date=_instant(given, "unsubscription_time"),
+            unsubscription_ip=given.unsubscription_ip,
+            optin_date=_instant(given, "opt_in_time"),
+            source=given.source,
+            source_ref=given.source_ref,
+            violations=violations,
+        )
+        mailing_list = None
+        if given.list_id > 0:
+            async with self._engine.connect() as conn:
+                mailing_list = await store.list_by_id(conn, given.list_id, domain.owner_scope(auth.principal()))
+        if mailing_list is not None:
+            domain.check_list_rules(new, mailing_list, violations)
+        violations.raise_if_any()
+        if mailing_list is None:
+            raise domain.list_not_found(given.list_id, "subscriber.list_id")
+        if request.opt_in_confirmation_email_id:
+            await self._emails.require_email(request.opt_in_confirmation_email_id)
+        if request.validate_only:
+            async with self._engine.connect() as conn:
+                existing = await store.existing_subscriber(conn, new.list_id, new.email_key)
+            if existing is not None:
+                domain.duplicate_verdict(existing[1], request.update_if_duplicate, request.update_if_unsubscribed)
+            return audience_pb2.Subscriber()
+        async with self._engine.begin() as conn:
+            # The key-share lock keeps a concurrent DeleteLists from removing the list under the insert.
+            if await store.list_by_id(conn, new.list_id, domain.owner_scope(auth.principal()), lock=True) is None:
+                raise domain.list_not_found(new.list_id, "subscriber.list_id")
+            subscriber_id = await store.inserted_subscriber_id(conn, mailing_list.owner_user_id, new)
+            if subscriber_id is None:
+                existing = await store.existing_subscriber(conn, new.list_id, new.email_key)
+                if existing is None:  # deleted between the insert and the lookup: add it after all
+                    subscriber_id = await store.inserted_subscriber_id(conn, mailing_list.owner_user_id, new)
+                else:
+                    domain.duplicate_verdict(
+                        existing[1], request.update_if_duplicate, request.update_if_unsubscribed
+                    )
+                    subscriber_id = await store.updated_subscriber_id(conn, existing[0], new)
+            if subscriber_id is None:
+                raise domain.subscriber_exists()
+            record = await self._subscriber_with_segments(conn, new.list_id, subscriber_id=subscriber_id)
+        log.info("subscriber added", list_id=new.list_id, subscriber_id=subscriber_id)
+        return _subscriber_message(record)
+
+    async def _subscriber_with_segments(
+        self, conn: AsyncConnection, list_id: int, *, subscriber_id: int = 0, key: str = ""
+    ) -> SubscriberRecord:
+        record = await store.subscriber_by(conn, list_id, subscriber_id=subscriber_id, key=key)
+        if record is None:
+            raise domain.subscriber_not_found("subscriber_id" if subscriber_id else "email_address")
+        segment_records = await _definitions(conn, [list_id])
+        inside = await store.segments_containing(
+            conn,
+            record.subscriber_id,
+            _segment_definitions(segment_records),
+            {segment_id: r.name for segment_id, r in segment_records.items()},
+        )
+        return SubscriberRecord(**{**record.__dict__, "segments": inside})
+
+    async def GetSubscriber(
+        self, request: audience_pb2.GetSubscriberRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.Subscriber:
+        violations = Violations()
+        if request.list_id <= 0:
+            violations.add("list_id", domain.LIST_ID_REQUIRED, "list_id is required")
+        if request.subscriber_id <= 0 and not request.email_address.strip():
+            violations.add(
+                "subscriber_id", domain.SUBSCRIBER_SELECTOR_REQUIRED, "subscriber_id or email_address is required"
+            )
+        violations.raise_if_any()
+        async with self._engine.connect() as conn:
+            await self._owned_list(conn, request.list_id)
+            record = await self._subscriber_with_segments(
+                conn,
+                request.list_id,
+                subscriber_id=request.subscriber_id,
+                key=domain.email_key(request.email_address),
+            )
+        return _subscriber_message(record)
+
+    async def ListSubscribers(
+        self, request: audience_pb2.ListSubscribersRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.ListSubscribersResponse:
+        domain.validate_list_id(request.list_id)
+        domain.check_page(request.page_size, request.skip)
+        status = _enum_name(STATUS_NAMES, request.status)
+        bounce_type = _enum_name(BOUNCE_NAMES, request.bounce_type)
+        violations = Violations()
+        if status is None:
+            violations.add("status", domain.STATUS_INVALID, "status is not a subscriber status")
+        if bounce_type is None:
+            violations.add("bounce_type", domain.BOUNCE_TYPE_INVALID, "bounce_type is not a bounce type")
+        if request.segment_id < 0:
+            violations.add("segment_id", domain.SEGMENT_ID_INVALID, "segment_id must not be negative")
+        violations.raise_if_any()
+        async with self._engine.connect() as conn:
+            # Checked in the legacy code order: the list, then the segment, then the search field.
+            await self._owned_list(conn, request.list_id)
+            segment_records = await _definitions(conn, [request.list_id]) if request.segment_id else {}
+            definitions = _segment_definitions(segment_records)
+            segment = None
+            if request.segment_id:
+                segment = definitions.get(request.segment_id)
+                if segment is None or segment.list_id != request.list_id:
+                    raise domain.segment_not_found(request.segment_id)
+            search_column = "email_address"
+            if request.search_field.strip():
+                search_column = domain.search_column(request.search_field)
+            found, total = await store.subscribers_page(
+                conn,
+                request.list_id,
+                status=status or "",
+                bounce_type=bounce_type or "",
+                segment=segment,
+                segment_definitions=definitions,
+                suppressed_only=request.suppressed_only,
+                search_column=search_column,
+                keyword=request.search_keyword,
+                order_column=domain.order_column(request.order_by),
+                descending=request.descending,
+                page_size=request.page_size,
+                skip=request.skip,
+            )
+        return audience_pb2.ListSubscribersResponse(
+            subscribers=[_subscriber_message(item) for item in found], total_size=total
+        )
+
+    async def UnsubscribeSubscribers(
+        self, request: audience_pb2.UnsubscribeSubscribersRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.UnsubscribeSubscribersResponse:
+        violations = Violations()
+        if request.list_id <= 0:
+            violations.add("list_id", domain.LIST_ID_REQUIRED, "list_id is required")
+        selection = domain.Selection()
+        try:
+            selection = domain.unsubscribe_selection(
+                request.subscriber_id,
+                request.email_address,
+                _rules_of(request, "rules"),
+                request.rules_operator,
+                request.ip_address,
+            )
+        except DomainError as exc:
+            violations.items.extend(exc.violations)
+        violations.raise_if_any()
+        single = selection.criteria is None
+        async with self._engine.begin() as conn:
+            mailing_list = await self._owned_list(conn, request.list_id)
+            definitions = _segment_definitions(await _definitions(conn, [request.list_id]))
+            if single:
+                statuses = await store.selected_statuses(
+                    conn, request.list_id, selection, definitions, lock=not request.preview
+                )
+                if not statuses:
+                    raise domain.subscriber_not_found("email_address" if selection.email_key else "subscriber_id")
+                if all(status == "Unsubscribed" for status in statuses):
+                    raise DomainError(
+                        ErrorKind.PRECONDITION,
+                        domain.SUBSCRIBER_ALREADY_UNSUBSCRIBED,
+                        "the subscriber has already unsubscribed",
+                    )
+            if request.preview:
+                count = await store.unsubscribable_count(conn, request.list_id, selection, definitions)
+                return audience_pb2.UnsubscribeSubscribersResponse(unsubscribed_count=count)
+            keys = await store.unsubscribed_keys(conn, request.list_id, selection, definitions, request.ip_address)
+            if request.add_to_suppression:
+                await store.added_suppression_count(conn, mailing_list.owner_user_id, keys)
+        log.info("subscribers unsubscribed", list_id=request.list_id, count=len(keys))
+        return audience_pb2.UnsubscribeSubscribersResponse(unsubscribed_count=len(keys))
+
+    async def DeleteSubscribers(
+        self, request: audience_pb2.DeleteSubscribersRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.DeleteSubscribersResponse:
+        violations = Violations()
+        if request.list_id <= 0:
+            violations.add("list_id", domain.LIST_ID_REQUIRED, "list_id is required")
+        selection = domain.Selection()
+        raw_rules = _rules_of(request, "rules")
+        if request.subscriber_ids:
+            if any(subscriber_id <= 0 for subscriber_id in request.subscriber_ids):
+                violations.add(
+                    "subscriber_ids", domain.SUBSCRIBER_IDS_INVALID, "subscriber_ids must be positive integers"
+                )
+            selection = domain.Selection(subscriber_ids=tuple(domain.unique_ids(request.subscriber_ids)))
+        elif raw_rules is not None:
+            try:
+                selection = domain.rules_selection(raw_rules, request.rules_operator)
+            except DomainError as exc:
+                violations.items.extend(exc.violations)
+        else:
+            violations.add(
+                "subscriber_ids", domain.SUBSCRIBER_SELECTOR_REQUIRED, "subscriber_ids or rules is required"
+            )
+        violations.raise_if_any()
+        async with self._engine.begin() as conn:
+            mailing_list = await self._owned_list(conn, request.list_id)
+            definitions = _segment_definitions(await _definitions(conn, [request.list_id]))
+            if request.suppressed:
+                count = await store.unsuppressed_count(
+                    conn, mailing_list.owner_user_id, request.list_id, selection, definitions
+                )
+            else:
+                count = await store.deleted_subscriber_count(conn, request.list_id, selection, definitions)
+        log.info("subscribers deleted", list_id=request.list_id, suppressed=request.suppressed, count=count)
+        return audience_pb2.DeleteSubscribersResponse(deleted_count=count)
+
+    # --- segments ---------------------------------------------------------------------------------------
+
+    async def CreateSegment(
+        self, request: audience_pb2.CreateSegmentRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.Segment:
+        given = request.segment
+        new = domain.validate_new_segment(
+            list_id=given.list_id,
+            name=given.name,
+            operator=given.operator,
+            raw_rules=_rules_of(given, "rules") or [],
+            randomness=given.randomness,
+            audience_size=given.randomness_audience_size,
+        )
+        async with self._engine.begin() as conn:
+            mailing_list = await store.list_by_id(
+                conn, new.list_id, domain.owner_scope(auth.principal()), lock=True
+            )
+            if mailing_list is None:
+                raise domain.list_not_found(new.list_id, "segment.list_id")
+            domain.check_segment_references(new.criteria, await _definitions(conn, [new.list_id]))
+            created = await store.inserted_segment(conn, mailing_list.owner_user_id, new)
+        log.info("segment created", list_id=new.list_id, segment_id=created.segment_id)
+        return _segment_message(created)
+
+    async def ListSegments(
+        self, request: audience_pb2.ListSegmentsRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.ListSegmentsResponse:
+        domain.validate_list_id(request.list_id)
+        async with self._engine.connect() as conn:
+            await self._owned_list(conn, request.list_id)
+            records = await _definitions(conn, [request.list_id])
+            definitions = _segment_definitions(records)
+            chosen = [r for r in records.values() if request.segment_id in (0, r.segment_id)]
+            if request.include_totals:
+                chosen = [
+                    SegmentRecord(
+                        **{
+                            **r.__dict__,
+                            "subscriber_count": await store.member_count(
+                                conn, definitions[r.segment_id], definitions
+                            ),
+                        }
+                    )
+                    for r in chosen
+                ]
+        order = request.order_by
+        key: Any
+        if order == audience_pb2.SEGMENT_ORDER_FIELD_SEGMENT_ID:
+            key = lambda r: (r.segment_id,)  # noqa: E731
+        elif order == audience_pb2.SEGMENT_ORDER_FIELD_OPERATOR:
+            key = lambda r: (r.operator, r.segment_id)  # noqa: E731
+        elif order == audience_pb2.SEGMENT_ORDER_FIELD_SUBSCRIBER_COUNT:
+            key = lambda r: (r.subscriber_count, r.segment_id)  # noqa: E731
+        else:
+            key = lambda r: (r.name.casefold(), r.segment_id)  # noqa: E731
+        chosen.sort(key=key, reverse=request.descending)
+        return audience_pb2.ListSegmentsResponse(segments=[_segment_message(r) for r in chosen])
+
+    async def DeleteSegments(
+        self, request: audience_pb2.DeleteSegmentsRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        segment_ids = domain.validate_ids(request.segment_ids, "segment_ids", domain.SEGMENT_IDS_REQUIRED)
+        async with self._engine.begin() as conn:
+            deleted = await store.deleted_segment_count(conn, segment_ids, domain.owner_scope(auth.principal()))
+        log.info("segments deleted", requested=len(segment_ids), deleted=deleted)
+        return empty_pb2.Empty()
+
+    # --- suppression ------------------------------------------------------------------------------------
+
+    async def AddSuppressions(
+        self, request: audience_pb2.AddSuppressionsRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.AddSuppressionsResponse:
+        keys = domain.suppression_keys(list(request.email_addresses))
+        owner = domain.owner_of_new(auth.principal(), "a suppression list")
+        async with self._engine.begin() as conn:
+            added = await store.added_suppression_count(conn, owner, keys)
+        log.info("suppressions added", requested=len(keys), added=added)
+        return audience_pb2.AddSuppressionsResponse(added_count=added)
+
+    # --- imports (services/audience/imports.py) ----------------------------------------------------------
+
+    async def CreateImport(
+        self, request: audience_pb2.CreateImportRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.Import:
+        return await self._imports.create(request, auth.principal())
+
+    async def StreamImport(
+        self, request_iterator: AsyncIterator[audience_pb2.StreamImportRequest], context: grpc.aio.ServicerContext
+    ) -> audience_pb2.Import:
+        # The shared interceptors wrap unary and server-streaming handlers only; this client-streaming
+        # one authenticates and turns domain errors into statuses itself.
+        try:
+            principal = auth.current_principal.get(None) or self._stream_principal(context)
+            return await self._imports.stream(request_iterator, principal)
+        except DomainError as exc:
+            code, details = grpcutil.rich_status(exc, ERROR_DOMAIN)
+            await context.abort(code, exc.message, trailing_metadata=((grpcutil.STATUS_DETAILS_KEY, details),))
+            raise  # abort raises; this keeps the type checker aware that nothing is returned
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(exc.code(), exc.details() or "", trailing_metadata=exc.trailing_metadata())
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            # As the shared ErrorInterceptor does: logged here, a bare INTERNAL (no internals) for the caller.
+            log.exception("unhandled error", rpc="StreamImport")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            raise
+
+    def _stream_principal(self, context: grpc.aio.ServicerContext) -> auth.Principal:
+        token = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str):
+                token = value.removeprefix("Bearer ").strip()
+        if not token:
+            raise DomainError(ErrorKind.PERMISSION, "UNAUTHENTICATED", "missing principal token")
+        principal = auth.verify_token(token, self._token_secret)
+        auth.current_principal.set(principal)
+        auth.current_token.set(token)
+        return principal
+
+    async def GetImport(
+        self, request: audience_pb2.GetImportRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.Import:
+        return await self._imports.get(request, auth.principal())
+
+    # --- recipients -------------------------------------------------------------------------------------
+
+    async def _recipient_query(self, conn: AsyncConnection, targeting: domain.Targeting) -> store.RecipientQuery:
+        """The query of a checked spec: every list must be the caller's, every segment one of its list's."""
+        owned = await store.lists_by_id(conn, targeting.list_ids(), domain.owner_scope(auth.principal()))
+        named: list[tuple[str, int, int]] = [("included", s.list_id, s.segment_id) for s in targeting.included]
+        named += [("excluded", s.list_id, s.segment_id) for s in targeting.excluded]
+        if targeting.bundle is not None:
+            named += [("rules_bundle.criteria", c.list_id, 0) for c in targeting.bundle.criteria]
+        for where, list_id, _ in named:
+            if list_id not in owned:
+                raise domain.list_not_found(list_id, f"{where}.list_id")
+        records = await _definitions(conn, list(owned))
+        for where, list_id, segment_id in named:
+            if segment_id and (segment_id not in records or records[segment_id].list_id != list_id):
+                raise domain.segment_not_found(segment_id, f"{where}.segment_id")
+        return store.RecipientQuery(targeting, _segment_definitions(records))
+
+    @staticmethod
+    def _targeting(
+        included: Sequence[audience_pb2.ListSegment],
+        excluded: Sequence[audience_pb2.ListSegment],
+        bundle: struct_pb2.Struct | None,
+    ) -> domain.Targeting:
+        raw_bundle = _plain(json_format.MessageToDict(bundle)) if bundle is not None else {}
+        return domain.validate_targeting(
+            [(s.list_id, s.segment_id) for s in included],
+            [(s.list_id, s.segment_id) for s in excluded],
+            raw_bundle,
+        )
+
+    async def CountRecipients(
+        self, request: audience_pb2.CountRecipientsRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.CountRecipientsResponse:
+        targeting = self._targeting(
+            request.included, request.excluded, request.rules_bundle if request.HasField("rules_bundle") else None
+        )
+        async with self._engine.connect() as conn:
+            query = await self._recipient_query(conn, targeting)
+            total = await store.recipient_count(conn, query)
+        return audience_pb2.CountRecipientsResponse(total=total)
+
+    async def StreamRecipients(
+        self, request: audience_pb2.StreamRecipientsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[audience_pb2.StreamRecipientsResponse]:
+        spec = request.targeting
+        targeting = self._targeting(
+            spec.included, spec.excluded, spec.rules_bundle if spec.HasField("rules_bundle") else None
+        )
+        chunk = domain.chunk_size(request.chunk_size)
+        remaining = request.limit if request.limit > 0 else None
+        after = max(request.after_subscriber_id, 0)
+        async with self._engine.connect() as conn:
+            query = await self._recipient_query(conn, targeting)
+            await conn.rollback()
+            while remaining is None or remaining > 0:
+                fetch = max(STREAM_FETCH, chunk) if remaining is None else min(max(STREAM_FETCH, chunk), remaining)
+                rows = await store.recipient_rows(conn, query, after, fetch)
+                # Each read is its own short transaction: a slow client holds no snapshot open.
+                await conn.rollback()
+                if not rows:
+                    return
+                for start in range(0, len(rows), chunk):
+                    yield _recipients_message(rows[start : start + chunk])
+                after = rows[-1][0]
+                if remaining is not None:
+                    remaining -= len(rows)
+                if len(rows) < fetch:
+                    return
+
+
+def _recipients_message(rows: Sequence[store.RecipientRow]) -> audience_pb2.StreamRecipientsResponse:
+    response = audience_pb2.StreamRecipientsResponse()
+    add = response.recipients.add
+    for subscriber_id, list_id, email_address, first_name, last_name, custom in rows:
+        recipient = add(
+            subscriber_id=subscriber_id,
+            list_id=list_id,
+            email_address=email_address,
+            first_name=first_name,
+            last_name=last_name,
+        )
+        if custom is not None:
+            recipient.custom_fields.update(store.custom_fields_of(custom))
+    return response

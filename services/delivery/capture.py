@@ -1,0 +1,200 @@
+"""The local mail capture: an SMTP server that accepts every message and stores it in `delivery.captured_messages`.
+
+`herald run` starts it (`herald serve mail-capture`) when SMTP_URL is unset and points the other
+processes' SMTP_URL at it, so a campaign can be sent on a laptop with no mail server and read at
+the translator's /mail pages. It relays nothing.
+
+A message is answered 250 only once its row is committed, so the sender's "sent" is never a
+message the capture lost. Rows are written by group commit: the messages that arrive while one
+INSERT runs go out together in the next, so many concurrent sessions cost few transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import logging
+import signal
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common import db
+from services.common.config import Settings
+from services.delivery import store
+from services.delivery.domain import CapturedMessage
+
+log = structlog.get_logger()
+
+IDENT = "Herald mail capture"
+# Bigger than any campaign message; a client sending more gets 552 from aiosmtpd.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# Rows per INSERT: far below PostgreSQL's 65535 parameters per statement (9 per row).
+MAX_ROWS_PER_INSERT = 500
+
+Store = Callable[[Sequence[CapturedMessage]], Awaitable[None]]
+
+
+def _text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; a hostile header must not make a message unstorable.
+    return value.replace("\x00", "\ufffd")
+
+
+def message_headers(raw: bytes) -> tuple[str, str]:
+    """The decoded Subject and Message-ID of a raw message ("" for a missing one)."""
+    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+    try:
+        return str(headers.get("Subject", "")), str(headers.get("Message-ID", "")).strip()
+    except (ValueError, TypeError, IndexError, LookupError) as exc:
+        # The standard library's header decoder trips over some malformed encodings; the message is
+        # still kept, with its headers undecoded.
+        log.info("undecodable headers in a captured message", error=repr(exc))
+        raw_headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+        return str(raw_headers.get("Subject", "")), str(raw_headers.get("Message-ID", "")).strip()
+
+
+class GroupCommit:
+    """Collects messages from every session and writes them with as few INSERTs as the load allows."""
+
+    def __init__(self, write: Store, max_rows: int = MAX_ROWS_PER_INSERT) -> None:
+        self._write = write
+        self._max_rows = max_rows
+        self._waiting: list[tuple[CapturedMessage, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def store(self, message: CapturedMessage) -> None:
+        """Returns once the message is written; raises what the write raised."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((message, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_waiting())
+        await done
+
+    async def _write_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[: self._max_rows], self._waiting[self._max_rows :]
+            try:
+                await self._write([message for message, _ in batch])
+            except Exception as exc:
+                # Every session waiting on this write answers 451 and its client tries again.
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+    async def drain(self) -> None:
+        """Waits until every message handed in so far is written (or has failed)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+
+class SessionHandler:
+    """aiosmtpd's handler for one SMTP connection: every message is accepted and stored."""
+
+    def __init__(self, sink: GroupCommit, on_session: Callable[[], None] | None = None) -> None:
+        self.session_id = str(uuid.uuid4())
+        self._sink = sink
+        if on_session is not None:
+            on_session()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        subject, message_id = message_headers(raw)
+        peer: Any = session.peer
+        message = CapturedMessage(
+            session_id=self.session_id,
+            peer=_text(f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")),
+            helo_name=_text(session.host_name or ""),
+            envelope_from=_text(envelope.mail_from or ""),
+            envelope_to=[_text(address) for address in envelope.rcpt_tos],
+            subject=_text(subject),
+            message_id=_text(message_id),
+            raw=raw,
+            received_at=datetime.now(UTC),
+        )
+        try:
+            await self._sink.store(message)
+        except Exception:
+            log.exception("could not store a captured message", session_id=self.session_id)
+            return "451 4.3.0 Could not store the message; try again later"
+        return "250 2.0.0 OK: captured"
+
+
+class CaptureServer:
+    """The SMTP listener; `sessions` counts the connections it accepted (tests check connection reuse with it)."""
+
+    def __init__(self, sink: GroupCommit, host: str, port: int, hostname: str = "herald-capture") -> None:
+        self.sink = sink
+        self.host = host
+        self.port = port
+        self.hostname = hostname
+        self.sessions = 0
+        self._server: asyncio.Server | None = None
+
+    def _count_session(self) -> None:
+        self.sessions += 1
+
+    def _protocol(self) -> SMTP:
+        return SMTP(
+            SessionHandler(self.sink, self._count_session),
+            hostname=self.hostname,
+            ident=IDENT,
+            data_size_limit=MAX_MESSAGE_BYTES,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def start(self) -> int:
+        """Starts listening; returns the port (the one chosen by the system when `port` was 0)."""
+        self._server = await asyncio.get_running_loop().create_server(self._protocol, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def close(self) -> None:
+        """Stops accepting connections and waits for the messages already received to be written."""
+        if self._server is not None:
+            self._server.close()
+        await self.sink.drain()
+
+
+def database_sink(engine: AsyncEngine) -> GroupCommit:
+    """Group commit into delivery.captured_messages."""
+
+    async def write(messages: Sequence[CapturedMessage]) -> None:
+        async with engine.begin() as conn:
+            await store.insert_captured_messages(conn, messages)
+
+    return GroupCommit(write)
+
+
+async def main(settings: Settings) -> None:
+    """`herald serve mail-capture`: the capture server on HERALD_BIND:HERALD_SMTP_CAPTURE_PORT until SIGTERM."""
+    # aiosmtpd logs every connection and command at INFO: thousands of lines per campaign.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    engine = db.make_engine(settings, pool_size=4)
+    # The delivery service migrates the same schema; the migration lock lets both start at once.
+    await db.migrate(engine, store.SCHEMA, Path(__file__).with_name("migrations"))
+    server = CaptureServer(database_sink(engine), settings.bind, settings.smtp_capture_port)
+    await server.start()
+    log.info("serving", service="mail-capture", address=f"{settings.bind}:{server.port}")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping", service="mail-capture")
+    await server.close()
+    await engine.dispose()
+    log.info("stopped", service="mail-capture")

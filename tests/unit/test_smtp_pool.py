@@ -1,0 +1,217 @@
+"""The SMTP pool against small in-process SMTP servers: how every outcome is classified, and when sessions are reused.
+
+Loopback sockets only (no database): each test starts an aiosmtpd server whose handler misbehaves
+in one chosen way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from services.delivery.capture import CaptureServer, GroupCommit
+from services.delivery.domain import CapturedMessage
+from services.delivery.smtp import SmtpConnectionPool, SmtpSendError, SmtpTarget
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+MESSAGE = b"Subject: hello\r\nFrom: a@example.com\r\nTo: b@example.com\r\n\r\nBody.\r\n"
+
+
+class Behaviour:
+    """An aiosmtpd handler: refuses or drops what the test asks for, accepts the rest."""
+
+    def __init__(self) -> None:
+        self.sessions = 0
+        self.accepted: list[str] = []
+        self.noops = 0
+        self.drop_after_data = False
+        self.slow_data = False
+        self.protocols: list[SMTP] = []
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address.startswith("reject"):
+            return "550 5.1.1 No such user"
+        if address.startswith("defer"):
+            return "451 4.7.1 Try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_NOOP(self, server: SMTP, session: Session, envelope: Envelope, arg: str) -> str:
+        self.noops += 1
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.slow_data:
+            self.slow_data = False
+            await asyncio.sleep(5)
+        if self.drop_after_data:
+            # The content arrived; the connection dies before the reply: the sender cannot know.
+            assert server.transport is not None
+            server.transport.abort()
+            return "250 OK"
+        self.accepted.extend(envelope.rcpt_tos)
+        return "250 2.0.0 Queued"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def server() -> AsyncIterator[tuple[Behaviour, int]]:
+    behaviour = Behaviour()
+
+    def protocol() -> SMTP:
+        behaviour.sessions += 1
+        smtp = SMTP(behaviour, hostname="test", loop=asyncio.get_running_loop())
+        behaviour.protocols.append(smtp)
+        return smtp
+
+    listener = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", 0)
+    try:
+        yield behaviour, int(listener.sockets[0].getsockname()[1])
+    finally:
+        listener.close()
+
+
+def pool_for(port: int, **options: Any) -> SmtpConnectionPool:
+    return SmtpConnectionPool(SmtpTarget("127.0.0.1", port), local_hostname="client.test", **options)
+
+
+async def test_a_5xx_is_permanent_and_the_session_stays_usable(server: tuple[Behaviour, int]) -> None:
+    behaviour, port = server
+    async with pool_for(port, size=1) as pool:
+        with pytest.raises(SmtpSendError) as caught:
+            await pool.send("a@example.com", "reject@example.com", MESSAGE)
+        assert caught.value.permanent
+        assert caught.value.reply is not None and caught.value.reply.code == 550
+        assert "No such user" in caught.value.reply.message
+        assert not caught.value.maybe_delivered
+        reply = await pool.send("a@example.com", "ok@example.com", MESSAGE)
+    assert reply.code == 250
+    assert behaviour.accepted == ["ok@example.com"]
+    assert behaviour.sessions == 1
+
+
+async def test_a_4xx_is_transient(server: tuple[Behaviour, int]) -> None:
+    _, port = server
+    async with pool_for(port) as pool:
+        with pytest.raises(SmtpSendError) as caught:
+            await pool.send("a@example.com", "defer@example.com", MESSAGE)
+    assert not caught.value.permanent
+    assert caught.value.reply is not None and caught.value.reply.code == 451
+
+
+async def test_a_session_the_server_dropped_is_replaced_without_losing_the_message(
+    server: tuple[Behaviour, int],
+) -> None:
+    behaviour, port = server
+    async with pool_for(port, size=1) as pool:
+        await pool.send("a@example.com", "first@example.com", MESSAGE)
+        # The server hangs up on the idle session (an idle timeout on its side).
+        for protocol in behaviour.protocols:
+            assert protocol.transport is not None
+            protocol.transport.close()
+        await asyncio.sleep(0.05)
+        await pool.send("a@example.com", "second@example.com", MESSAGE)
+    assert behaviour.accepted == ["first@example.com", "second@example.com"]
+    assert behaviour.sessions == 2
+
+
+async def test_an_idle_session_is_checked_with_noop_before_reuse(server: tuple[Behaviour, int]) -> None:
+    behaviour, port = server
+    async with pool_for(port, size=1, idle_check_seconds=0.0) as pool:
+        await pool.send("a@example.com", "one@example.com", MESSAGE)
+        await asyncio.sleep(0.01)
+        await pool.send("a@example.com", "two@example.com", MESSAGE)
+    assert behaviour.noops == 1
+    assert behaviour.sessions == 1
+
+
+async def test_a_connection_lost_before_the_reply_to_the_content_is_maybe_delivered(
+    server: tuple[Behaviour, int],
+) -> None:
+    behaviour, port = server
+    behaviour.drop_after_data = True
+    async with pool_for(port) as pool:
+        with pytest.raises(SmtpSendError) as caught:
+            await pool.send("a@example.com", "lost@example.com", MESSAGE)
+    assert caught.value.reply is None
+    assert caught.value.maybe_delivered
+    assert not caught.value.permanent
+
+
+async def test_a_send_cancelled_mid_transaction_never_leaves_its_session_for_reuse(
+    server: tuple[Behaviour, int],
+) -> None:
+    behaviour, port = server
+    behaviour.slow_data = True
+    async with pool_for(port, size=1) as pool:
+        stuck = asyncio.create_task(pool.send("a@example.com", "slow@example.com", MESSAGE))
+        await asyncio.sleep(0.2)
+        stuck.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
+        reply = await pool.send("a@example.com", "next@example.com", MESSAGE)
+    assert reply.code == 250
+    assert behaviour.sessions == 2
+    assert "next@example.com" in behaviour.accepted
+
+
+async def test_a_refused_connection_is_transient_and_certainly_not_delivered() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with pool_for(port, timeout=2.0) as pool:
+        with pytest.raises(SmtpSendError) as caught:
+            await pool.send("a@example.com", "b@example.com", MESSAGE)
+    assert caught.value.reply is None
+    assert not caught.value.maybe_delivered and not caught.value.permanent
+
+
+async def test_starttls_is_never_skipped_silently(server: tuple[Behaviour, int]) -> None:
+    _, port = server
+    pool = SmtpConnectionPool(SmtpTarget("127.0.0.1", port, tls="starttls"), local_hostname="client.test")
+    async with pool:
+        with pytest.raises(SmtpSendError, match="connect"):
+            await pool.send("a@example.com", "b@example.com", MESSAGE)
+
+
+async def test_concurrency_is_bounded_by_the_pool_size(server: tuple[Behaviour, int]) -> None:
+    behaviour, port = server
+    async with pool_for(port, size=3) as pool:
+        await asyncio.gather(*(pool.send("a@example.com", f"r{n}@example.com", MESSAGE) for n in range(60)))
+        assert pool.connections_opened == 3
+    assert behaviour.sessions == 3
+    assert sorted(behaviour.accepted) == sorted(f"r{n}@example.com" for n in range(60))
+
+
+async def test_the_capture_answers_451_when_it_cannot_store_and_250_once_stored() -> None:
+    stored: list[CapturedMessage] = []
+    failing = True
+
+    async def write(messages: Any) -> None:
+        if failing:
+            raise RuntimeError("database is down")
+        stored.extend(messages)
+
+    capture = CaptureServer(GroupCommit(write), "127.0.0.1", 0)
+    port = await capture.start()
+    try:
+        async with pool_for(port, size=1) as pool:
+            with pytest.raises(SmtpSendError) as caught:
+                await pool.send("a@example.com", "b@example.com", MESSAGE)
+            assert caught.value.reply is not None and caught.value.reply.code == 451
+            failing = False
+            await pool.send("a@example.com", "b@example.com", MESSAGE)
+    finally:
+        await capture.close()
+    assert [(m.envelope_from, m.envelope_to, m.subject) for m in stored] == [
+        ("a@example.com", ["b@example.com"], "hello")
+    ]
+    assert capture.sessions == 1
