@@ -1076,6 +1076,51 @@ class CreateSplitTestRequest(_message.Message):
 Global___CreateSplitTestRequest: _TypeAlias = CreateSplitTestRequest  # noqa: Y015
 
 @_typing.final
+class RetryFailedRecipientsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryFailedRecipientsRequest: _TypeAlias = RetryFailedRecipientsRequest  # noqa: Y015
+
+@_typing.final
+class RetryFailedRecipientsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETRIED_COUNT_FIELD_NUMBER: _builtins.int
+    BATCHES_CREATED_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    retried_count: _builtins.int
+    batches_created: _builtins.int
+    generation: _builtins.int
+    """The generation the new batches carry."""
+    def __init__(
+        self,
+        *,
+        retried_count: _builtins.int = ...,
+        batches_created: _builtins.int = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches_created", b"batches_created", "generation", b"generation", "retried_count", b"retried_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryFailedRecipientsResponse: _TypeAlias = RetryFailedRecipientsResponse  # noqa: Y015
+
+@_typing.final
 class CampaignDeletedEvent(_message.Message):
     """Payload of the herald.events.campaign.deleted event (JSON on NATS mirrors this shape)."""
 

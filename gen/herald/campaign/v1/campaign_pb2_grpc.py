@@ -96,6 +96,11 @@ class CampaignServiceStub:
                 request_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.CreateSplitTestRequest.SerializeToString,
                 response_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.SplitTest.FromString,
                 _registered_method=True)
+        self.RetryFailedRecipients = channel.unary_unary(
+                '/herald.campaign.v1.CampaignService/RetryFailedRecipients',
+                request_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.RetryFailedRecipientsRequest.SerializeToString,
+                response_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.RetryFailedRecipientsResponse.FromString,
+                _registered_method=True)
 
 
 class CampaignServiceServicer:
@@ -189,6 +194,14 @@ class CampaignServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryFailedRecipients(self, request, context):
+        """Admin only: re-sends a Sent or Failed campaign's failed recipients (and only them) under a new
+        generation of batches; the campaign becomes Sending.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CampaignServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -251,6 +264,11 @@ def add_CampaignServiceServicer_to_server(servicer, server):
                     servicer.CreateSplitTest,
                     request_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.CreateSplitTestRequest.FromString,
                     response_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.SplitTest.SerializeToString,
+            ),
+            'RetryFailedRecipients': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryFailedRecipients,
+                    request_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.RetryFailedRecipientsRequest.FromString,
+                    response_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.RetryFailedRecipientsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -579,6 +597,33 @@ class CampaignService:
             '/herald.campaign.v1.CampaignService/CreateSplitTest',
             herald_dot_campaign_dot_v1_dot_campaign__pb2.CreateSplitTestRequest.SerializeToString,
             herald_dot_campaign_dot_v1_dot_campaign__pb2.SplitTest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryFailedRecipients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.campaign.v1.CampaignService/RetryFailedRecipients',
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.RetryFailedRecipientsRequest.SerializeToString,
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.RetryFailedRecipientsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,10 @@ class CampaignServiceStub:
     """Admin only: moves a Pending Approval campaign to Ready."""
     CreateSplitTest: _grpc.UnaryUnaryMultiCallable[_campaign_pb2.CreateSplitTestRequest, _campaign_pb2.SplitTest]
     """Stores the split test of a campaign (one per campaign; a second call replaces the settings)."""
+    RetryFailedRecipients: _grpc.UnaryUnaryMultiCallable[_campaign_pb2.RetryFailedRecipientsRequest, _campaign_pb2.RetryFailedRecipientsResponse]
+    """Admin only: re-sends a Sent or Failed campaign's failed recipients (and only them) under a new
+    generation of batches; the campaign becomes Sending.
+    """
 
 @_typing.type_check_only
 class CampaignServiceAsyncStub(CampaignServiceStub):
@@ -99,6 +103,10 @@ class CampaignServiceAsyncStub(CampaignServiceStub):
     """Admin only: moves a Pending Approval campaign to Ready."""
     CreateSplitTest: _aio.UnaryUnaryMultiCallable[_campaign_pb2.CreateSplitTestRequest, _campaign_pb2.SplitTest]  # type: ignore[assignment]
     """Stores the split test of a campaign (one per campaign; a second call replaces the settings)."""
+    RetryFailedRecipients: _aio.UnaryUnaryMultiCallable[_campaign_pb2.RetryFailedRecipientsRequest, _campaign_pb2.RetryFailedRecipientsResponse]  # type: ignore[assignment]
+    """Admin only: re-sends a Sent or Failed campaign's failed recipients (and only them) under a new
+    generation of batches; the campaign becomes Sending.
+    """
 
 class CampaignServiceServicer(metaclass=_abc_1.ABCMeta):
     """CampaignService owns campaigns, their status machine and their schedules. Every call is
@@ -204,5 +212,15 @@ class CampaignServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_campaign_pb2.SplitTest, _abc.Awaitable[_campaign_pb2.SplitTest]]:
         """Stores the split test of a campaign (one per campaign; a second call replaces the settings)."""
+
+    @_abc_1.abstractmethod
+    def RetryFailedRecipients(
+        self,
+        request: _campaign_pb2.RetryFailedRecipientsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_campaign_pb2.RetryFailedRecipientsResponse, _abc.Awaitable[_campaign_pb2.RetryFailedRecipientsResponse]]:
+        """Admin only: re-sends a Sent or Failed campaign's failed recipients (and only them) under a new
+        generation of batches; the campaign becomes Sending.
+        """
 
 def add_CampaignServiceServicer_to_server(servicer: CampaignServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
