@@ -467,16 +467,31 @@ async def count_matching_campaigns(conn: AsyncConnection, campaign_filter: Campa
 
 
 async def campaign_page(conn: AsyncConnection, query: ListQuery) -> tuple[list[Campaign], int]:
-    """One page of the matching campaigns in the filter's order, and how many match in all."""
-    stmt = (
-        _full_campaigns()
-        .add_columns(func.count().over().label("total_matches"))
+    """One page of the matching campaigns in the filter's order, and how many match in all.
+
+    The page is chosen over bare campaign rows first and only its rows are then completed with
+    variations and split tests: completing every match before LIMIT would cost a subquery per match.
+    """
+    ordering = _ordering(query.filter)
+    page_ids = (
+        select(
+            _c.campaign_id.label("page_campaign_id"),
+            func.count().over().label("total_matches"),
+            func.row_number().over(order_by=ordering).label("position"),
+        )
         .where(*_matching(query.filter))
-        .order_by(*_ordering(query.filter))
+        .order_by(*ordering)
         .offset(query.offset)
     )
     if query.limit is not None:
-        stmt = stmt.limit(query.limit)
+        page_ids = page_ids.limit(query.limit)
+    page = page_ids.subquery("page")
+    stmt = (
+        _full_campaigns()
+        .add_columns(page.c.total_matches)
+        .join(page, page.c.page_campaign_id == _c.campaign_id)
+        .order_by(page.c.position)
+    )
     rows = (await conn.execute(stmt)).all()
     if rows:
         return [_full_campaign(row) for row in rows], int(rows[0].total_matches)
