@@ -39,7 +39,7 @@ MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 # Rows per INSERT: far below PostgreSQL's 65535 parameters per statement (9 per row).
 MAX_ROWS_PER_INSERT = 500
 
-Store = Callable[[Sequence[CapturedMessage]], Awaitable[None]]
+WriteMessages = Callable[[Sequence[CapturedMessage]], Awaitable[None]]
 
 
 def _text(value: str) -> str:
@@ -63,7 +63,7 @@ def message_headers(raw: bytes) -> tuple[str, str]:
 class GroupCommit:
     """Collects messages from every session and writes them with as few INSERTs as the load allows."""
 
-    def __init__(self, write: Store, max_rows: int = MAX_ROWS_PER_INSERT) -> None:
+    def __init__(self, write: WriteMessages, max_rows: int = MAX_ROWS_PER_INSERT) -> None:
         self._write = write
         self._max_rows = max_rows
         self._waiting: list[tuple[CapturedMessage, asyncio.Future[None]]] = []

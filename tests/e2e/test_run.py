@@ -46,6 +46,7 @@ def embedded_env(tmp_path: Path) -> dict[str, str]:
         HERALD_DATA_DIR=str(tmp_path / "var"),
         HERALD_HTTP_PORT=str(free_port()),
         HERALD_EMBEDDED_NATS_PORT=str(free_port()),
+        HERALD_SMTP_CAPTURE_PORT=str(free_port()),
         HERALD_LOG_LEVEL="WARNING",
         **{f"HERALD_{name}_GRPC_PORT": str(free_port()) for name in ("CAMPAIGN", "TAG", "AUDIENCE", "DELIVERY")},
     )
