@@ -10,16 +10,16 @@ import grpc
 import structlog
 from google.protobuf import empty_pb2, json_format, struct_pb2, timestamp_pb2
 from herald.audience.v1 import audience_pb2, audience_pb2_grpc
+from herald.campaign.v1 import email_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.audience import domain, rules, store
 from services.audience.domain import MailingList, SegmentRecord, SubscriberRecord
 from services.audience.emails import EmailDirectory
-from services.common import auth, grpcutil
+from services.common import auth
 from services.common.errors import DomainError, ErrorKind, Violations
 
 log = structlog.get_logger()
-ERROR_DOMAIN = "herald.audience.v1"
 
 OPT_IN_NAMES = {audience_pb2.OPT_IN_MODE_SINGLE: "Single", audience_pb2.OPT_IN_MODE_DOUBLE: "Double"}
 OPT_IN_VALUES = {name: value for value, name in OPT_IN_NAMES.items()}
@@ -52,8 +52,22 @@ ARCHIVED = {
     audience_pb2.LIST_ARCHIVED_FILTER_ARCHIVED: True,
     audience_pb2.LIST_ARCHIVED_FILTER_ALL: None,
 }
-CONTENT_TYPE_NAMES = {0: "", 1: "HTML", 2: "Plain", 3: "Both"}
-MODE_NAMES = {0: "", 1: "Empty", 2: "Editor", 3: "Template", 4: "Import", 5: "Unlayer", 6: "Stripo"}
+# The confirmation email's enums by their legacy names; "" is not given, an unknown value is "?".
+CONTENT_TYPE_NAMES = {
+    email_pb2.CONTENT_TYPE_UNSPECIFIED: "",
+    email_pb2.CONTENT_TYPE_HTML: "HTML",
+    email_pb2.CONTENT_TYPE_PLAIN: "Plain",
+    email_pb2.CONTENT_TYPE_BOTH: "Both",
+}
+MODE_NAMES = {
+    email_pb2.EMAIL_MODE_UNSPECIFIED: "",
+    email_pb2.EMAIL_MODE_EMPTY: "Empty",
+    email_pb2.EMAIL_MODE_EDITOR: "Editor",
+    email_pb2.EMAIL_MODE_TEMPLATE: "Template",
+    email_pb2.EMAIL_MODE_IMPORT: "Import",
+    email_pb2.EMAIL_MODE_UNLAYER: "Unlayer",
+    email_pb2.EMAIL_MODE_STRIPO: "Stripo",
+}
 # How many rows one query of a recipient stream reads; messages carry chunk_size of them.
 STREAM_FETCH = 20_000
 
@@ -173,7 +187,7 @@ def _rules_of(message: Any, field_name: str) -> list[Any] | None:
 
 
 def _enum_name(names: Mapping[Any, str], value: int) -> str | None:
-    """ "" for UNSPECIFIED (the default applies), None for a value outside the enum."""
+    """The legacy name: empty for UNSPECIFIED (the default applies), None for a value outside the enum."""
     if value == 0:
         return ""
     return names.get(value)
@@ -190,13 +204,10 @@ def _segment_definitions(records: Mapping[int, SegmentRecord]) -> dict[int, rule
 class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
     """Lists, subscribers, segments, suppression and targeting, every call scoped to the principal's user."""
 
-    def __init__(
-        self, engine: AsyncEngine, emails: EmailDirectory, imports: ImportHandler, token_secret: str
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, emails: EmailDirectory, imports: ImportHandler) -> None:
         self._engine = engine
         self._emails = emails
         self._imports = imports
-        self._token_secret = token_secret
 
     # --- lists ------------------------------------------------------------------------------------------
 
@@ -622,37 +633,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
     async def StreamImport(
         self, request_iterator: AsyncIterator[audience_pb2.StreamImportRequest], context: grpc.aio.ServicerContext
     ) -> audience_pb2.Import:
-        # The shared interceptors wrap unary and server-streaming handlers only; this client-streaming
-        # one authenticates and turns domain errors into statuses itself.
-        try:
-            principal = auth.current_principal.get(None) or self._stream_principal(context)
-            return await self._imports.stream(request_iterator, principal)
-        except DomainError as exc:
-            code, details = grpcutil.rich_status(exc, ERROR_DOMAIN)
-            await context.abort(code, exc.message, trailing_metadata=((grpcutil.STATUS_DETAILS_KEY, details),))
-            raise  # abort raises; this keeps the type checker aware that nothing is returned
-        except grpc.aio.AioRpcError as exc:
-            await context.abort(exc.code(), exc.details() or "", trailing_metadata=exc.trailing_metadata())
-            raise
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            # As the shared ErrorInterceptor does: logged here, a bare INTERNAL (no internals) for the caller.
-            log.exception("unhandled error", rpc="StreamImport")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            raise
-
-    def _stream_principal(self, context: grpc.aio.ServicerContext) -> auth.Principal:
-        token = ""
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and isinstance(value, str):
-                token = value.removeprefix("Bearer ").strip()
-        if not token:
-            raise DomainError(ErrorKind.PERMISSION, "UNAUTHENTICATED", "missing principal token")
-        principal = auth.verify_token(token, self._token_secret)
-        auth.current_principal.set(principal)
-        auth.current_token.set(token)
-        return principal
+        return await self._imports.stream(request_iterator, auth.principal())
 
     async def GetImport(
         self, request: audience_pb2.GetImportRequest, context: grpc.aio.ServicerContext

@@ -21,7 +21,7 @@ async def main(settings: Settings) -> None:
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
     emails = EmailDirectory(settings.grpc_addr("campaign"))
     imports = ImportHandler(engine, settings)
-    servicer = AudienceService(engine, emails, imports, settings.effective_token_secret())
+    servicer = AudienceService(engine, emails, imports)
 
     def register(server: grpc.aio.Server) -> list[str]:
         audience_pb2_grpc.add_AudienceServiceServicer_to_server(servicer, server)

@@ -112,6 +112,10 @@ def _wrap_handler(
         return handler._replace(unary_unary=unary(handler.unary_unary))
     if handler.unary_stream is not None:
         return handler._replace(unary_stream=streaming(handler.unary_stream))
+    if handler.stream_unary is not None:
+        # A client-streaming behavior takes the request iterator and returns one response,
+        # so the unary wrapping fits it unchanged.
+        return handler._replace(stream_unary=unary(handler.stream_unary))
     return handler
 
 
@@ -174,7 +178,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(code, exc.message, trailing_metadata=((STATUS_DETAILS_KEY, details),))
         if isinstance(exc, grpc.aio.AioRpcError):
             # A downstream service failed: pass its status through rather than hiding it.
-            await context.abort(exc.code(), exc.details() or "", trailing_metadata=tuple(exc.trailing_metadata() or ()))
+            await context.abort(
+                exc.code(), exc.details() or "", trailing_metadata=tuple(exc.trailing_metadata() or ())
+            )
         log.exception("unhandled error", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 

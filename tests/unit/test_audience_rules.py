@@ -306,3 +306,20 @@ def test_targeting_sources_must_name_lists() -> None:
     targeting = domain.validate_targeting([(1, 0), (1, 0), (2, 3)], [(4, 0)], {})
     assert targeting.included == (domain.Source(1, 0), domain.Source(2, 3)) and targeting.bundle is None
     assert targeting.list_ids() == [1, 2, 4]
+
+
+# --- the per-key rate limit of subscriber.create / subscriber.get ------------------------------------------
+
+
+def test_the_rate_limit_is_a_sliding_window_per_key() -> None:
+    from translator.ratelimit import RateLimited, RateLimiter
+
+    limiter = RateLimiter()
+    for second in range(100):
+        limiter.admit(("subscriber.create", "key"), 100, 60.0, now=1000.0 + second * 0.5)
+    with pytest.raises(RateLimited) as raised:
+        limiter.admit(("subscriber.create", "key"), 100, 60.0, now=1050.0)
+    assert raised.value.retry_after == 10  # the first call leaves the window at 1060
+    limiter.admit(("subscriber.get", "key"), 100, 60.0, now=1050.0)
+    limiter.admit(("subscriber.create", "other key"), 100, 60.0, now=1050.0)
+    limiter.admit(("subscriber.create", "key"), 100, 60.0, now=1060.0)

@@ -274,7 +274,7 @@ def render_empty(response: Any, args: Args) -> dict[str, Any]:
 
 def confirmation_email(args: Args) -> email_pb2.Email | None:
     """The bundled ConfirmationEmail object (keys in any case); an empty object still counts (and fails)."""
-    if args.params.raw("confirmationemail") is None:
+    if not args.params.has("confirmationemail"):
         return None
     try:
         given = args.params.obj("confirmationemail")
@@ -282,7 +282,7 @@ def confirmation_email(args: Args) -> email_pb2.Email | None:
         args.problems.append(ParamError("confirmationemail", "malformed", "ConfirmationEmail must be an object"))
         return None
     email = email_pb2.Email()
-    if given is None:  # "" : the bundled path with nothing in it
+    if given is None:
         return email
     texts = {
         "emailname": "name",
