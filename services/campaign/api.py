@@ -13,11 +13,12 @@ from google.protobuf import json_format, timestamp_pb2
 from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 from herald.tag.v1 import tag_pb2, tag_pb2_grpc
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.campaign import domain, store
+from services.campaign import domain, sending, store
 from services.campaign.domain import Campaign
-from services.common import auth, outbox
+from services.common import auth, db, outbox
 from services.common.errors import DomainError, ErrorKind
 from services.common.natsutil import Subjects
 
@@ -281,6 +282,7 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
         delivery: delivery_pb2_grpc.DeliveryServiceStub,
     ) -> None:
         self._engine = engine
+        self._reader = db.autocommit(engine)
         self._subjects = subjects
         self._wake_outbox = wake_outbox
         self._tags = tags
@@ -301,7 +303,7 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
     ) -> campaign_pb2.Campaign:
         domain.validate_campaign_id(request.campaign_id)
         structlog.contextvars.bind_contextvars(campaign_id=request.campaign_id)
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             campaign = await store.campaign_by_id(conn, request.campaign_id, domain.owner_scope(auth.principal()))
         if campaign is None:
             raise domain.campaign_not_found(request.campaign_id)
@@ -317,7 +319,7 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
         self, request: campaign_pb2.BatchGetCampaignsRequest, context: grpc.aio.ServicerContext
     ) -> campaign_pb2.BatchGetCampaignsResponse:
         campaign_ids = domain.require_campaign_ids(request.campaign_ids)
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             found = await store.campaigns_by_ids(conn, campaign_ids, domain.owner_scope(auth.principal()))
         domain.check_all_found(campaign_ids, (campaign.campaign_id for campaign in found))
         by_id = {campaign.campaign_id: campaign for campaign in found}
@@ -481,6 +483,43 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
         if split_test is None:
             raise domain.split_test_failure([], request.campaign_id)
         return _split_test_to_proto(split_test)
+
+    async def RetryFailedRecipients(
+        self, request: campaign_pb2.RetryFailedRecipientsRequest, context: grpc.aio.ServicerContext
+    ) -> campaign_pb2.RetryFailedRecipientsResponse:
+        """Admin only: delivery requeues the campaign's Failed recipients (and nobody else); the campaign is Sending."""
+        if not auth.principal().is_admin:
+            raise DomainError(ErrorKind.PERMISSION, "ADMIN_REQUIRED", "only an admin may retry failed recipients")
+        domain.validate_campaign_id(request.campaign_id)
+        structlog.contextvars.bind_contextvars(campaign_id=request.campaign_id)
+        try:
+            async with self._engine.begin() as conn:
+                found = await store.sending_campaign_for_update(conn, request.campaign_id, None)
+                if found is None:
+                    raise domain.campaign_not_found(request.campaign_id)
+                campaign, progress = found
+                if campaign.status not in (domain.CampaignStatus.SENT, domain.CampaignStatus.FAILED):
+                    raise domain.status_invalid(
+                        campaign.status, f"only a Sent or Failed campaign is retried, not a {campaign.status} one"
+                    )
+                # The row stays locked while delivery requeues: a campaign_finished for the retried
+                # recipients waits for this commit, so it always finds the campaign Sending.
+                requeued = await self._delivery.RetryFailedRecipients(
+                    delivery_pb2.RetryFailedRecipientsRequest(campaign_id=campaign.campaign_id)
+                )
+                after, reopened = sending.retried(campaign, progress)
+                await store.save_sending(conn, after, reopened)
+                await self._record_status_change(conn, campaign, after)
+        except DBAPIError as exc:
+            raise DomainError(
+                ErrorKind.UNAVAILABLE, "DATABASE_ERROR", "the campaign database failed during the retry"
+            ) from exc
+        self._wake_outbox()
+        return campaign_pb2.RetryFailedRecipientsResponse(
+            retried_count=requeued.retried_count,
+            batches_created=requeued.batches_created,
+            generation=requeued.generation,
+        )
 
     # --- helpers -----------------------------------------------------------------------------------------------
 

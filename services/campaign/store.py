@@ -22,6 +22,7 @@ from sqlalchemy import (
     and_,
     any_,
     asc,
+    bindparam,
     column,
     delete,
     desc,
@@ -57,6 +58,7 @@ from services.campaign.domain import (
     Variation,
     Winner,
 )
+from services.campaign.sending import SendProgress
 
 SCHEMA = "campaign"
 metadata = MetaData(schema=SCHEMA)
@@ -90,6 +92,10 @@ campaigns = Table(
     Column("publish_on_rss", Boolean, nullable=False),
     Column("s2s_enabled", Boolean, nullable=False),
     Column("send_finished_at", DateTime(timezone=True)),
+    # Sending progress, kept by the picker and the campaign_finished consumer (sending.SendProgress).
+    Column("send_requests", Integer, nullable=False, server_default="0"),
+    Column("occurrences_started", Integer, nullable=False, server_default="0"),
+    Column("occurrence_open", Boolean, nullable=False, server_default="false"),
 )
 
 variations = Table(
@@ -314,9 +320,17 @@ async def insert_campaign(conn: AsyncConnection, *, owner_user_id: int, name: st
     return _campaign((await conn.execute(stmt)).one(), (), None)
 
 
+# Built once: GetCampaign is the hottest read, and building the statement cost more than running it.
+_BY_ID = _full_campaigns().where(_c.campaign_id == bindparam("campaign_id"))
+_BY_ID_AND_OWNER = _BY_ID.where(_c.owner_user_id == bindparam("owner_user_id"))
+
+
 async def campaign_by_id(conn: AsyncConnection, campaign_id: int, owner_user_id: int | None) -> Campaign | None:
-    stmt = _full_campaigns().where(_c.campaign_id == campaign_id, *_owned_by(owner_user_id))
-    row = (await conn.execute(stmt)).one_or_none()
+    if owner_user_id is None:
+        result = await conn.execute(_BY_ID, {"campaign_id": campaign_id})
+    else:
+        result = await conn.execute(_BY_ID_AND_OWNER, {"campaign_id": campaign_id, "owner_user_id": owner_user_id})
+    row = result.one_or_none()
     return _full_campaign(row) if row is not None else None
 
 
@@ -615,3 +629,68 @@ async def delete_campaigns_with_auto_resends(
         .returning(_c.campaign_id, _c.owner_user_id)
     )
     return [(row.campaign_id, row.owner_user_id) for row in await conn.execute(stmt)]
+
+
+# --- sending: the picker, delivery's reports and the admin retry --------------------------------------------
+
+
+def _send_progress(row: Row[Any]) -> SendProgress:
+    return SendProgress(
+        send_requests=row.send_requests,
+        occurrences_started=row.occurrences_started,
+        occurrence_open=row.occurrence_open,
+    )
+
+
+async def due_campaigns_for_update(conn: AsyncConnection, limit: int) -> list[tuple[Campaign, SendProgress]]:
+    """Up to `limit` Ready campaigns whose due instant has come, oldest first, locked until the transaction ends.
+
+    SKIP LOCKED: a campaign another picker (another replica) holds is left to it, never started twice.
+    """
+    stmt = (
+        _full_campaigns()
+        .where(
+            _c.status == CampaignStatus.READY.value,
+            _c.schedule_type.in_(
+                [ScheduleType.IMMEDIATE.value, ScheduleType.FUTURE.value, ScheduleType.RECURSIVE.value]
+            ),
+            _c.scheduled_at.is_not(None),
+            _c.scheduled_at <= func.now(),
+        )
+        .order_by(_c.scheduled_at, _c.campaign_id)
+        .limit(limit)
+        .with_for_update(of=campaigns, skip_locked=True)
+    )
+    return [(_full_campaign(row), _send_progress(row)) for row in await conn.execute(stmt)]
+
+
+async def sending_campaign_for_update(
+    conn: AsyncConnection, campaign_id: int, owner_user_id: int | None
+) -> tuple[Campaign, SendProgress] | None:
+    """The campaign and its sending progress, its row locked until the transaction ends."""
+    stmt = (
+        _full_campaigns()
+        .where(_c.campaign_id == campaign_id, *_owned_by(owner_user_id))
+        .with_for_update(of=campaigns)
+    )
+    row = (await conn.execute(stmt)).one_or_none()
+    return (_full_campaign(row), _send_progress(row)) if row is not None else None
+
+
+async def save_sending(conn: AsyncConnection, campaign: Campaign, progress: SendProgress) -> None:
+    """Writes what sending changes: status and its reason, send times, the next due instant and the progress."""
+    await conn.execute(
+        update(campaigns)
+        .where(_c.campaign_id == campaign.campaign_id)
+        .values(
+            status=campaign.status.value,
+            status_reason=campaign.status_reason,
+            send_started_at=campaign.send_started_at,
+            send_finished_at=campaign.send_finished_at,
+            scheduled_at=campaign.scheduled_at,
+            send_requests=progress.send_requests,
+            occurrences_started=progress.occurrences_started,
+            occurrence_open=progress.occurrence_open,
+            updated_at=func.now(),
+        )
+    )
