@@ -61,9 +61,11 @@ class Herald:
         found: dict[str, psutil.Process] = {}
         for child in psutil.Process(self.process.pid).children(recursive=True):
             cmdline = " ".join(child.cmdline())
-            for role in ("campaign", "tag", "audience", "delivery", "translator"):
+            for role in ("campaign", "tag", "audience", "delivery", "translator", "mail-capture"):
                 if cmdline.endswith(f"serve {role}"):
                     found[role] = child
+            if cmdline.endswith("serve delivery-worker"):
+                found[f"delivery-worker-{child.pid}"] = child
             if "nats-server" in cmdline:
                 found["nats-server"] = child
         return found
@@ -73,12 +75,13 @@ class Herald:
 def running_herald(extra_env: dict[str, str] | None = None) -> Iterator[Herald]:
     """Starts `herald run` with its own data folder and free ports; stops it (and everything it started) after."""
     with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:
-        ports = {name: free_port() for name in ("http", "campaign", "tag", "audience", "delivery", "nats")}
+        ports = {name: free_port() for name in ("http", "campaign", "tag", "audience", "delivery", "nats", "smtp")}
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL", "SMTP_URL")}
         env.update(
             HERALD_DATA_DIR=str(Path(tmp) / "var"),
             HERALD_HTTP_PORT=str(ports["http"]),
             HERALD_EMBEDDED_NATS_PORT=str(ports["nats"]),
+            HERALD_SMTP_CAPTURE_PORT=str(ports["smtp"]),
             HERALD_LOG_LEVEL="WARNING",
             HERALD_LOG_FORMAT="console",
             **{

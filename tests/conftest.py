@@ -133,7 +133,7 @@ def herald_env(backing: Backing, data_dir: Path) -> tuple[dict[str, str], dict[s
         HERALD_LOG_LEVEL=os.environ.get("HERALD_TEST_LOG_LEVEL", "WARNING"),
         HERALD_LOG_FORMAT="console",
         # Archive template tests serve their templates from a local server.
-        HERALD_ARCHIVE_ALLOW_PRIVATE_TEMPLATES="true",
+        HERALD_ALLOW_PRIVATE_URLS="true",
         HERALD_SMTP_CAPTURE_PORT=str(ports["smtp_capture"]),
         **{
             f"HERALD_{name.upper()}_GRPC_PORT": str(ports[name])

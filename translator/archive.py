@@ -8,7 +8,7 @@ the listing gets that from ListCampaigns' tag filter).
 A tag's TemplateURL is chosen by its owner, so fetching it is guarded (RULINGS 12): http(s)
 only, a 3 s timeout for the whole fetch, 512 KiB at most, at most 3 redirects, each hop checked
 again, and no loopback, private, link-local, multicast or reserved address unless the operator
-sets HERALD_ARCHIVE_ALLOW_PRIVATE_TEMPLATES. Addresses are checked by the resolver the
+sets HERALD_ALLOW_PRIVATE_URLS. Addresses are checked by the resolver the
 connection itself uses, so a name cannot resolve to a public address for the check and to a
 private one for the connection.
 """
@@ -447,7 +447,7 @@ class ArchivePages:
 
 def add_routes(app: web.Application, identity: IdentityStore, stubs: Stubs, public_url: str) -> None:
     """Serves the archive pages on `app`; the template fetcher closes with it."""
-    templates = TemplateFetcher(allow_private=identity.settings.archive_allow_private_templates)
+    templates = TemplateFetcher(allow_private=identity.settings.allow_private_urls)
     pages = ArchivePages(identity, stubs, public_url, templates)
 
     async def close(_: web.Application) -> None:

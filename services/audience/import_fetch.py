@@ -3,8 +3,8 @@
 The URL is the caller's choice and the fetched text shows up in the import report (rejected rows
 quote it), so the fetch must not reach internal hosts: every address a name resolves to is checked
 by the resolver the connection uses, as is every redirect's target. Operators who import from
-their own network allow private addresses with HERALD_ARCHIVE_ALLOW_PRIVATE_TEMPLATES (the one
-switch for server-side fetches of user-given URLs).
+their own network allow private addresses with HERALD_ALLOW_PRIVATE_URLS (the one switch for
+server-side fetches of user-given URLs).
 """
 
 from __future__ import annotations

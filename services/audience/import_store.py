@@ -146,8 +146,8 @@ async def claim_stored_job(
 
 
 async def fail_abandoned_jobs(conn: AsyncConnection, *, stale_seconds: float, max_attempts: int) -> list[int]:
-    """Marks Failed the jobs nobody can finish: streams whose caller's replica died, and stored jobs that
-    crashed their worker max_attempts times. Returns their ids."""
+    """Marks Failed the jobs nobody can finish: streams whose replica died, and stored jobs whose
+    max_attempts attempts all ended in an error or a dead worker. Returns their ids."""
     abandoned = or_(
         and_(imports.c.origin == "stream", imports.c.status == "Running", imports.c.heartbeat_at < _STALE),
         and_(
@@ -161,8 +161,9 @@ async def fail_abandoned_jobs(conn: AsyncConnection, *, stale_seconds: float, ma
     )
     failure: ColumnElement[str] = literal_column(
         "CASE WHEN origin = 'stream' THEN 'the import stream was interrupted (the service stopped); rows "
-        "up to ' || rows_done || ' were written' ELSE 'the import stopped its worker ' || attempts || "
-        "' times; rows up to ' || rows_done || ' were written' END"
+        "up to ' || rows_done || ' were written' ELSE 'the import was given up after ' || attempts || "
+        "' attempts that ended in an error or a dead worker (see the service log); rows up to ' || rows_done "
+        "|| ' were written' END"
     )
     query = (
         update(imports)

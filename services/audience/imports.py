@@ -222,7 +222,7 @@ class ImportHandler:
         self.engine = engine
         self.conninfo = psycopg_conninfo(settings.database_url)
         # Server-side fetches of user-given URLs reach private addresses only when the operator allows it.
-        self.allow_private_urls = settings.archive_allow_private_templates
+        self.allow_private_urls = settings.allow_private_urls
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._running: dict[int, asyncio.Task[None]] = {}
         self._streaming: set[int] = set()
@@ -507,11 +507,15 @@ class ImportHandler:
             self._work(job, self._stored_pieces(row.import_id)), name=f"import-{row.import_id}"
         )
         self._running[row.import_id] = task
-        task.add_done_callback(lambda _: self._finished(row.import_id))
+        task.add_done_callback(lambda done: self._finished(row.import_id, done))
         return True
 
-    def _finished(self, import_id: int) -> None:
+    def _finished(self, import_id: int, task: asyncio.Task[None]) -> None:
         self._running.pop(import_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            # _work records every outcome; this is a failure to record one (the database went away).
+            # The job keeps its claim, and its heartbeat goes stale, so it is taken over later.
+            log.error("import could not be recorded", import_id=import_id, exc_info=task.exception())
         self._wake.set()  # room for another job
 
     async def _reap(self) -> None:

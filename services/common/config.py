@@ -42,13 +42,34 @@ class Settings(BaseSettings):
     nats_namespace: str = "herald"
     # Replicas of every JetStream stream Herald creates: 3 on a JetStream cluster.
     nats_replicas: int = 1
-    # Lets tag archive pages fetch their HTML template from loopback, private, link-local and
-    # other non-public addresses (off: a user's TemplateURL must not reach internal hosts).
-    archive_allow_private_templates: bool = False
+    # Lets server-side fetches of user-given URLs (tag archive templates, import sources) reach
+    # loopback, private, link-local and other non-public addresses (off: users must not reach internal hosts).
+    allow_private_urls: bool = False
     # The local capture SMTP server (`herald serve mail-capture`) that `herald run` starts when
     # SMTP_URL is unset; the translator shows what it received at /mail only when mail_capture is on.
     smtp_capture_port: int = 2525
     mail_capture: bool = False
+    # The delivery pipeline (services/delivery): how many worker processes `herald run` starts, the
+    # recipients per batch, SMTP sessions per worker (its send concurrency), batches a worker works
+    # on at once, attempts per recipient on 4xx replies and connection errors, and the first retry's
+    # delay (doubled per attempt). Rates are messages per second per worker process; 0 means unlimited.
+    delivery_workers: int = 2
+    delivery_batch_size: int = 200
+    delivery_concurrency: int = 50
+    delivery_parallel_batches: int = 2
+    delivery_max_attempts: int = 3
+    delivery_retry_backoff_seconds: float = 1.0
+    delivery_rate_per_second: float = 0.0
+    delivery_campaign_rate_per_second: float = 0.0
+    # A batch whose worker sent no sign of life for this long is handed to another worker.
+    delivery_ack_wait_seconds: float = 60.0
+    # Seconds an SMTP command may take before the connection counts as failed.
+    delivery_smtp_timeout_seconds: float = 30.0
+    # Prometheus metrics of a delivery worker on this port (0: off); several workers on one
+    # machine take consecutive ports from here.
+    delivery_worker_metrics_port: int = 0
+    # An address for the mailto: form of List-Unsubscribe ('' leaves only the one-click URL).
+    delivery_unsubscribe_mailto: str = ""
 
     token_secret: str = ""
     token_ttl_seconds: int = 300
