@@ -24,7 +24,10 @@ log = structlog.get_logger()
 
 async def main(settings: Settings) -> None:
     identity = await IdentityStore.open(settings)
-    channels = {name: channel(settings.grpc_addr(name)) for name in ("campaign", "tag", "audience", "delivery")}
+    channels = {
+        name: channel(settings.grpc_addr(name), forward_principal=False)
+        for name in ("campaign", "tag", "audience", "delivery")
+    }
     stubs = Stubs(
         campaign=campaign_pb2_grpc.CampaignServiceStub(channels["campaign"]),
         email=email_pb2_grpc.EmailServiceStub(channels["campaign"]),
