@@ -17,7 +17,11 @@ from services.common.config import SERVICES, Settings, get_settings
 from services.common.logging import configure_logging
 
 # Processes that are not a service's main module, by the name `herald serve` knows them.
-ENTRY_MODULES = {"translator": "translator.main", "mail-capture": "services.delivery.capture"}
+ENTRY_MODULES = {
+    "translator": "translator.main",
+    "mail-capture": "services.delivery.capture",
+    "delivery-worker": "services.delivery.worker",
+}
 SERVABLE = (*SERVICES, *ENTRY_MODULES)
 
 

@@ -1,4 +1,9 @@
-"""`herald run`: the whole system in the foreground on one machine, embedded PostgreSQL and NATS by default."""
+"""`herald run`: the whole system in the foreground on one machine, embedded PostgreSQL and NATS by default.
+
+It starts the four services, the translator, HERALD_DELIVERY_WORKERS delivery workers and (without
+SMTP_URL) the local mail capture, and restarts any of them that dies, after a short backoff, instead
+of stopping: a crashed worker's batches come back to the others meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,60 @@ from services.common.config import SERVICES, Settings
 from services.common.embedded import EmbeddedNats, EmbeddedPostgres, port_is_open
 
 PROCESSES = (*SERVICES, "translator")
+# A child that died is restarted after this many seconds, doubled for each quick death in a row up to
+# the maximum; one that ran for RESTART_RESET_SECONDS counts as healthy again.
+RESTART_DELAY_SECONDS = 0.5
+RESTART_MAX_DELAY_SECONDS = 10.0
+RESTART_RESET_SECONDS = 30.0
+
+
+class Child:
+    """One supervised process: what `herald serve` runs, its environment, and its restarts."""
+
+    def __init__(self, name: str, serves: str, env: dict[str, str]) -> None:
+        self.name = name
+        self.serves = serves
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.delay = RESTART_DELAY_SECONDS
+        self.restart_at: float | None = None
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", self.serves], env=self.env)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        return self.process
+
+    def watch(self, now: float) -> None:
+        """Restarts the process when it died and its backoff has passed."""
+        if self.process is None:
+            return
+        if self.restart_at is None and self.process.poll() is not None:
+            if now - self.started_at >= RESTART_RESET_SECONDS:
+                self.delay = RESTART_DELAY_SECONDS
+            print(
+                f"{self.name} exited with code {self.process.returncode}; restarting in {self.delay:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.restart_at = now + self.delay
+            self.delay = min(self.delay * 2, RESTART_MAX_DELAY_SECONDS)
+        if self.restart_at is not None and now >= self.restart_at:
+            self.start()
+
+
+def _children(settings: Settings, env: dict[str, str], capture: bool) -> list[Child]:
+    children = [Child(name, name, env) for name in PROCESSES]
+    if capture:
+        children.append(Child("mail-capture", "mail-capture", env))
+    for index in range(settings.delivery_workers):
+        worker_env = dict(env)
+        if settings.delivery_worker_metrics_port:
+            # One machine, several workers: each exposes its metrics on a port of its own.
+            worker_env["HERALD_DELIVERY_WORKER_METRICS_PORT"] = str(settings.delivery_worker_metrics_port + index)
+        children.append(Child(f"delivery-worker-{index + 1}", "delivery-worker", worker_env))
+    return children
 
 
 def _child_env(settings: Settings, database_url: str, nats_url: str) -> dict[str, str]:
@@ -68,7 +127,7 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 def run(settings: Settings) -> int:
-    """Starts everything, waits for Ctrl-C / SIGTERM or a child's death, then stops everything it started."""
+    """Starts everything, restarts what dies, and on Ctrl-C / SIGTERM stops everything it started."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stopping = False
 
@@ -87,15 +146,14 @@ def run(settings: Settings) -> int:
         database_url = postgres.start() if postgres else settings.database_url
         nats_url = nats.start() if nats else settings.nats_url
         env = _child_env(settings, database_url, nats_url)
-        processes: tuple[str, ...] = PROCESSES
         # No mail relay configured: a local capture receives every message, readable at /mail.
         capture = not settings.smtp_url
         env["HERALD_MAIL_CAPTURE"] = "true" if capture else "false"
         if capture:
             env["SMTP_URL"] = f"smtp://{_local_host(settings)}:{settings.smtp_capture_port}"
-            processes = (*PROCESSES, "mail-capture")
-        for name in processes:
-            children[name] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
+        supervised = _children(settings, env, capture)
+        for child in supervised:
+            children[child.name] = child.start()
         _wait_until_listening(settings, children, timeout=60)
         print(
             f"Herald is up: legacy API at {settings.effective_public_url()}/api.php, "
@@ -106,11 +164,13 @@ def run(settings: Settings) -> int:
             flush=True,
         )
         while not stopping:
-            for name, process in children.items():
-                if process.poll() is not None:
-                    print(f"{name} exited with code {process.returncode}; stopping Herald", file=sys.stderr)
-                    exit_code = 1
-                    stopping = True
+            now = time.monotonic()
+            for child in supervised:
+                if stopping:
+                    break  # Ctrl-C reaches the children too: their deaths now are no crash
+                child.watch(now)
+                if child.process is not None:
+                    children[child.name] = child.process
             time.sleep(0.2)
     except RuntimeError as exc:
         print(f"herald run: {exc}", file=sys.stderr)

@@ -297,3 +297,16 @@ def grpc_channel_factory(system: System) -> Any:
         return grpc.aio.insecure_channel(system.grpc_target(service))
 
     return make
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def delivery_system(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    """A second `herald run` that really sends: its own database on the backing PostgreSQL, its own embedded
+    NATS (`.nats`, so a test can restart it), two delivery workers, and SMTP_URL pointing at an SMTP server
+    in this test process (`.recorder`). Yields a tests.e2e.delivery_helpers.DeliveryHerald."""
+    # Imported here: delivery_helpers builds on this module's fixtures and helpers.
+    from tests.e2e.delivery_helpers import delivery_herald
+
+    env = {"HERALD_DELIVERY_WORKERS": "2", "HERALD_DELIVERY_RETRY_BACKOFF_SECONDS": "0.2"}
+    async with delivery_herald(backing, tmp_path_factory.mktemp("delivery-system"), env) as running:
+        yield running

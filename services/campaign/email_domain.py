@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import enum
-import html
-import re
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -15,6 +12,14 @@ from herald.campaign.v1 import email_pb2
 
 from services.common.auth import Principal
 from services.common.errors import DomainError, ErrorKind, FieldViolation, Violations
+from services.common.personalization import NAMESPACES as NAMESPACES
+from services.common.personalization import Helper as Helper
+from services.common.personalization import Personalization as Personalization
+from services.common.personalization import Tag as Tag
+from services.common.personalization import TagError as TagError
+from services.common.personalization import parse_personalization as parse_personalization
+from services.common.personalization import personalization_problems as personalization_problems
+from services.common.personalization import render_personalization as render_personalization
 
 # At most this many emails per ListEmails with ids (the legacy emails.get limit).
 MAX_LISTED_IDS = 100
@@ -426,203 +431,5 @@ def _invalid(violations: Sequence[FieldViolation]) -> DomainError:
 
 # --- personalization tags -----------------------------------------------------------------------------------
 
-NAMESPACES = ("Subscriber", "User", "List", "Campaign", "Link")
-_NAMESPACE_BY_FOLDED = {namespace.casefold(): namespace for namespace in NAMESPACES}
-
-
-class Helper(enum.StrEnum):
-    """A function applied to a tag's value: `{{urlEncode Subscriber:EmailAddress}}`."""
-
-    URL_ENCODE = "urlEncode"
-    UPPERCASE = "uppercase"
-
-
-_HELPER_BY_FOLDED = {helper.value.casefold(): helper for helper in Helper}
-_OPENER = re.compile(r"\{\{|%")
-_LEGACY_OPENER = re.compile(r"%")
-_FIELD = r"[A-Za-z0-9_.\-]+(?::[A-Za-z0-9_.\-]+)*"
-_EXPRESSION = re.compile(
-    r"""\s*
-    (?:(?P<helper>[A-Za-z]+)\s+)?
-    (?P<namespace>[A-Za-z]+):(?P<field>"""
-    + _FIELD
-    + r""")\s*
-    (?:\|\s*(?:"(?P<double>(?:[^"\\]|\\.)*)"|'(?P<single>(?:[^'\\]|\\.)*)')\s*)?
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-_LEGACY = re.compile(r"%(?P<namespace>[A-Za-z]+):(?P<field>[A-Za-z0-9_]+(?::[A-Za-z0-9_]+)*)%")
-_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class Tag:
-    """One personalization tag found in a text, at text[start:end]."""
-
-    start: int
-    end: int
-    namespace: str
-    field: str
-    raw: bool = False
-    helper: Helper | None = None
-    fallback: str | None = None
-    legacy: bool = False
-
-    @property
-    def key(self) -> str:
-        """`Namespace:Field`, the key its value is looked up by."""
-        return f"{self.namespace}:{self.field}"
-
-
-@dataclass(frozen=True)
-class TagError:
-    """Something at text[start:end] that opens a tag but is not a valid one."""
-
-    start: int
-    end: int
-    message: str
-
-
-@dataclass(frozen=True)
-class Personalization:
-    """The tags of a text in order, and what looked like a tag but was not one."""
-
-    tags: tuple[Tag, ...]
-    errors: tuple[TagError, ...]
-
-
-class _Closers:
-    """Finds the next `}}` / `}}}` at or after a position, remembering the last answer.
-
-    Without the memo, a text with many unclosed `{{` would be scanned once per opener (quadratic).
-    """
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._found: dict[str, int] = {}
-
-    def find(self, closer: str, start: int) -> int:
-        previous = self._found.get(closer)
-        if previous is not None and (previous == -1 or previous >= start):
-            return previous
-        found = self._text.find(closer, start)
-        self._found[closer] = found
-        return found
-
-
-def _modern_tag(text: str, start: int, closers: _Closers) -> Tag | TagError:
-    raw = text.startswith("{{{", start)
-    opener, closer = ("{{{", "}}}") if raw else ("{{", "}}")
-    close = closers.find(closer, start + len(opener))
-    if close == -1:
-        return TagError(start, start + len(opener), f"{opener} is never closed with {closer}")
-    end = close + len(closer)
-    inner = text[start + len(opener) : close]
-    snippet = text[start:end] if end - start <= 80 else text[start : start + 77] + "..."
-    match = _EXPRESSION.fullmatch(inner)
-    if match is None:
-        return TagError(start, end, f"{snippet} is not a personalization tag")
-    namespace = _NAMESPACE_BY_FOLDED.get(match["namespace"].casefold())
-    if namespace is None:
-        return TagError(start, end, f"unknown personalization namespace {match['namespace']!r} in {snippet}")
-    helper = None
-    if match["helper"] is not None:
-        helper = _HELPER_BY_FOLDED.get(match["helper"].casefold())
-        if helper is None:
-            return TagError(start, end, f"unknown personalization helper {match['helper']!r} in {snippet}")
-    quoted = match["double"] if match["double"] is not None else match["single"]
-    fallback = None if quoted is None else _ESCAPED.sub(r"\1", quoted)
-    return Tag(start, end, namespace, match["field"], raw=raw, helper=helper, fallback=fallback)
-
-
-def parse_personalization(text: str) -> Personalization:
-    """Finds the personalization tags of a subject or body; never raises.
-
-    Modern tags: `{{ Ns:Field }}` (HTML-escaped when rendered), `{{{ Ns:Field }}}` (raw), an optional fallback
-    `{{ Ns:Field | "default" }}` and an optional helper `{{urlEncode Ns:Field}}`. Every `{{` opens a tag, so an
-    unclosed one, an unknown namespace or helper, or anything else between the braces is an error; a lone `}}`
-    is ordinary text (nested CSS rules end that way). Legacy tags `%Ns:Field%` take no fallback or helper and
-    count only with a known namespace: `%` is common in text and URLs (`50%`, `%3A`), so anything else is text.
-    """
-    tags: list[Tag] = []
-    errors: list[TagError] = []
-    closers = _Closers(text)
-    openers = _OPENER
-    position = 0
-    while (opener := openers.search(text, position)) is not None:
-        start = opener.start()
-        if opener.group() == "%":
-            legacy = _LEGACY.match(text, start)
-            namespace = _NAMESPACE_BY_FOLDED.get(legacy["namespace"].casefold()) if legacy else None
-            if legacy is None or namespace is None:
-                position = start + 1
-                continue
-            tags.append(Tag(start, legacy.end(), namespace, legacy["field"], legacy=True))
-            position = legacy.end()
-            continue
-        found = _modern_tag(text, start, closers)
-        if isinstance(found, TagError):
-            errors.append(found)
-            if closers.find("}}", start) == -1:
-                # No `}}` follows, so no later `{{` can close either: one error says it all.
-                openers = _LEGACY_OPENER
-        else:
-            tags.append(found)
-        position = found.end
-    return Personalization(tuple(tags), tuple(errors))
-
-
-def personalization_problems(text: str, *, allow_links: bool = True) -> list[str]:
-    """What is wrong with the tags of a text, in order; empty when every tag is valid."""
-    parsed = parse_personalization(text)
-    problems = [(error.start, error.message) for error in parsed.errors]
-    if not allow_links:
-        problems += [
-            (tag.start, f"link tag {text[tag.start : tag.end]} belongs in the body, not here")
-            for tag in parsed.tags
-            if tag.namespace == "Link"
-        ]
-    return [message for _, message in sorted(problems)]
-
-
-def _lookup(values: Mapping[str, str]) -> dict[str, str]:
-    return {key.casefold(): value for key, value in values.items()}
-
-
-def render_personalization(
-    text: str, values: Mapping[str, str], *, html_escape: bool, parsed: Personalization | None = None
-) -> str:
-    """The text with every tag replaced by its value from `values` (keyed `Ns:Field`, case-insensitively).
-
-    A missing or empty value gives the tag's fallback, else "". With `html_escape` (an HTML body), values of
-    `{{ }}` and legacy tags are HTML-escaped and `{{{ }}}` ones are not. What is not a valid tag stays as it is.
-    Never raises. `parsed` (this text's `parse_personalization`) saves parsing again for every recipient.
-    """
-    parsed = parsed if parsed is not None else parse_personalization(text)
-    if not parsed.tags:
-        return text
-    folded: dict[str, str] | None = None
-    parts: list[str] = []
-    position = 0
-    for tag in parsed.tags:
-        value = values.get(tag.key)
-        if value is None:
-            folded = folded if folded is not None else _lookup(values)
-            value = folded.get(tag.key.casefold())
-        parts.append(text[position : tag.start])
-        parts.append(_rendered(tag, value, html_escape=html_escape))
-        position = tag.end
-    parts.append(text[position:])
-    return "".join(parts)
-
-
-def _rendered(tag: Tag, value: str | None, *, html_escape: bool) -> str:
-    if not value:
-        value = tag.fallback or ""
-    if tag.helper is Helper.URL_ENCODE:
-        value = urllib.parse.quote(value, safe="")
-    elif tag.helper is Helper.UPPERCASE:
-        value = value.upper()
-    if html_escape and not tag.raw:
-        value = html.escape(value, quote=True)
-    return value
+# The tag rules live in services/common/personalization.py, since delivery renders them too; they stay
+# importable from here (see the imports above).

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.campaign.api import CampaignApi
 from services.campaign.email_api import EmailApi
+from services.campaign.picker import Picker
+from services.campaign.sending_events import CampaignFinishedConsumer
 from services.campaign.store import SCHEMA
 from services.common import db, grpcutil, natsutil
 from services.common.config import Settings
@@ -73,13 +75,21 @@ async def main(settings: Settings) -> None:
     engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
     publisher = EventPublisher(settings, engine)
+    picker = Picker(engine, natsutil.Subjects.of(settings), publisher.wake)
+    finished = CampaignFinishedConsumer(engine, settings, publisher.wake)
+
+    def status_changed() -> None:
+        # A committed status change may have made a campaign due (Ready + Immediate, a resume).
+        publisher.wake()
+        picker.wake()
+
     # One channel per neighbour for the process's life; calls forward the caller's token and deadline.
     tag_channel = grpcutil.channel(settings.grpc_addr("tag"))
     delivery_channel = grpcutil.channel(settings.grpc_addr("delivery"))
     servicer = CampaignApi(
         engine,
         natsutil.Subjects.of(settings),
-        publisher.wake,
+        status_changed,
         tag_pb2_grpc.TagServiceStub(tag_channel),
         delivery_pb2_grpc.DeliveryServiceStub(delivery_channel),
     )
@@ -103,6 +113,6 @@ async def main(settings: Settings) -> None:
         port=settings.campaign_grpc_port,
         token_secret=settings.effective_token_secret(),
         register=register,
-        background=[publisher.run],
+        background=[publisher.run, picker.run, finished.run],
         on_stop=close,
     )

@@ -149,7 +149,7 @@ async def consume_events(
             )
             break
         except NATS_FAILURES as exc:
-            log.warning("cannot set up the event consumer yet; retrying", event=event, error=str(exc))
+            log.warning("cannot set up the event consumer yet; retrying", event_name=event, error=str(exc))
             await sleep_unless_stopped(stop, delay)
             if stop.is_set():
                 return
@@ -160,14 +160,14 @@ async def consume_events(
         except (TimeoutError, nats.errors.TimeoutError):
             continue
         except (nats.errors.ConnectionClosedError, nats.errors.NoServersError, OSError) as exc:
-            log.warning("event fetch failed; retrying", event=event, error=str(exc))
+            log.warning("event fetch failed; retrying", event_name=event, error=str(exc))
             await asyncio.sleep(0.5)
             continue
         for message in messages:
             try:
                 await handle(message.data)
             except Exception:
-                log.exception("event handling failed; will be redelivered", event=event)
+                log.exception("event handling failed; will be redelivered", event_name=event)
                 await message.nak(delay=1)
                 continue
             await message.ack()

@@ -10,9 +10,10 @@ from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import auth
-from services.common.errors import DomainError, ErrorKind, not_found
-from services.delivery import domain, store
+from services.common.errors import DomainError, ErrorKind, invalid, not_found
+from services.delivery import domain, queue_store, sending, store
 from services.delivery.domain import CampaignStatistics
+from services.delivery.queue import DeliveryQueue
 
 
 def _owner_scope() -> int | None:
@@ -67,8 +68,10 @@ def _statistics_message(statistics: CampaignStatistics) -> delivery_pb2.Campaign
 class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
     """Delivery statistics, every call scoped to the principal's user."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, queue: DeliveryQueue | None = None) -> None:
         self._engine = engine
+        # The send pipeline's queue (retrying failed recipients); None where the service serves reads only.
+        self._queue = queue
 
     async def BatchGetCampaignStatistics(
         self, request: delivery_pb2.BatchGetCampaignStatisticsRequest, context: grpc.aio.ServicerContext
@@ -113,6 +116,53 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
             recorded = await store.insert_tracking_events(conn, hits, _owner_scope())
         return delivery_pb2.RecordTrackingEventsResponse(recorded_count=recorded)
 
+    # --- the send queue -----------------------------------------------------------------------------------
+
+    async def RetryFailedRecipients(
+        self, request: delivery_pb2.RetryFailedRecipientsRequest, context: grpc.aio.ServicerContext
+    ) -> delivery_pb2.RetryFailedRecipientsResponse:
+        """Requeues the campaign's Failed rows (nobody else) in new batches of a new generation; the run is Sending."""
+        if request.campaign_id <= 0:
+            raise invalid(
+                sending.CAMPAIGN_ID_REQUIRED, "campaign_id must be a positive campaign id", "campaign_id"
+            )
+        if self._queue is None:
+            raise DomainError(
+                ErrorKind.UNAVAILABLE, "QUEUE_UNAVAILABLE", "this server does not run the send queue"
+            )
+        retried, batches, generation = await self._queue.retry_failed(request.campaign_id, _owner_scope())
+        return delivery_pb2.RetryFailedRecipientsResponse(
+            retried_count=retried, batches_created=batches, generation=generation
+        )
+
+    async def ListQueuedRecipients(
+        self, request: delivery_pb2.ListQueuedRecipientsRequest, context: grpc.aio.ServicerContext
+    ) -> delivery_pb2.ListQueuedRecipientsResponse:
+        """A page of a campaign's queue rows in recipient id order, with their delivery state."""
+        status = _STATUS_BY_STATE.get(request.state)
+        page = sending.queue_page(request.campaign_id, status, request.page_size, request.after_recipient_id)
+        owner = _owner_scope()
+        async with self._engine.connect() as conn:
+            rows = await queue_store.queued_rows(conn, page, owner)
+            total = await queue_store.queued_row_count(conn, page, owner)
+        return delivery_pb2.ListQueuedRecipientsResponse(
+            recipients=[
+                delivery_pb2.QueuedRecipient(
+                    recipient_id=row.recipient_id,
+                    email_address=row.email_address,
+                    state=_STATE_BY_STATUS[row.status],
+                    attempts=row.attempts,
+                    generation=row.generation,
+                    batch_id=row.batch_id,
+                    last_error=row.last_error,
+                    send_time=_timestamp(row.sent_at),
+                    email_id=row.email_id,
+                )
+                for row in rows
+            ],
+            total_size=total,
+        )
+
     # --- mail capture -------------------------------------------------------------------------------------
 
     async def ListCapturedMessages(
@@ -149,6 +199,16 @@ _TRACKING_KINDS = {
     delivery_pb2.TRACKING_EVENT_KIND_CLICK: domain.CLICK,
     delivery_pb2.TRACKING_EVENT_KIND_UNSUBSCRIBE: domain.UNSUBSCRIBE,
 }
+
+
+_STATE_BY_STATUS = {
+    domain.PENDING: delivery_pb2.RECIPIENT_STATE_PENDING,
+    domain.SENDING: delivery_pb2.RECIPIENT_STATE_SENDING,
+    domain.SENT: delivery_pb2.RECIPIENT_STATE_SENT,
+    domain.FAILED: delivery_pb2.RECIPIENT_STATE_FAILED,
+    domain.DROPPED: delivery_pb2.RECIPIENT_STATE_DROPPED,
+}
+_STATUS_BY_STATE = {state: status for status, state in _STATE_BY_STATUS.items()}
 
 
 def _tracking_hit(event: delivery_pb2.TrackingEvent, received_at: datetime) -> domain.TrackingHit:

@@ -1,4 +1,4 @@
-"""Entry point of the delivery service: migrates the `delivery` schema and serves DeliveryService (statistics so far)."""
+"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService and runs the send queue (services/delivery/queue.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,21 @@ from services.common import db
 from services.common.config import Settings
 from services.common.grpcutil import serve
 from services.delivery.api import DeliveryService
+from services.delivery.queue import DeliveryQueue
 from services.delivery.store import SCHEMA
 
 
 async def main(settings: Settings) -> None:
     engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
+    queue = DeliveryQueue(engine, settings)
+
+    async def close() -> None:
+        await queue.close()
+        await engine.dispose()
 
     def register(server: grpc.aio.Server) -> list[str]:
-        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(DeliveryService(engine), server)
+        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(DeliveryService(engine, queue), server)
         return [delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name]
 
     await serve(
@@ -28,5 +34,6 @@ async def main(settings: Settings) -> None:
         port=settings.delivery_grpc_port,
         token_secret=settings.effective_token_secret(),
         register=register,
-        on_stop=engine.dispose,
+        background=[queue.run],
+        on_stop=close,
     )

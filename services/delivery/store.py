@@ -24,6 +24,14 @@ campaign_runs = sa.Table(
     sa.Column("total_recipients", sa.BigInteger, nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+    # The send pipeline's bookkeeping (migration 0004; services/delivery/queue_store.py).
+    sa.Column("state", sa.Text, nullable=False, server_default="Sending"),
+    sa.Column("content", postgresql.JSONB(none_as_null=True)),
+    sa.Column("occurrence", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("occurrence_started_at", sa.DateTime(timezone=True)),
+    sa.Column("generation", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("batches", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
 )
 
 recipients = sa.Table(
@@ -49,6 +57,9 @@ recipients = sa.Table(
     sa.Column("sent_at", sa.DateTime(timezone=True)),
     sa.Column("failed_at", sa.DateTime(timezone=True)),
     sa.Column("message_id", sa.Text),
+    sa.Column("occurrence", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("list_id", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("custom_fields", postgresql.JSONB(none_as_null=True)),
 )
 
 events = sa.Table(

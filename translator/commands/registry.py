@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from translator.commands import Command, archive, audience, campaign, email, identity, imports, tag
+from translator.commands import Command, archive, audience, campaign, delivery, email, identity, imports, tag
 
 
 def all_commands() -> dict[str, Command]:
-    rows = [*identity.ROWS, *tag.ROWS, *campaign.ROWS, *archive.ROWS, *email.ROWS, *audience.ROWS, *imports.ROWS]
+    rows = [
+        *identity.ROWS,
+        *tag.ROWS,
+        *campaign.ROWS,
+        *archive.ROWS,
+        *email.ROWS,
+        *audience.ROWS,
+        *imports.ROWS,
+        *delivery.ROWS,
+    ]
     table = {row.name.lower(): row for row in rows}
     if len(table) != len(rows):
         raise RuntimeError("two command rows share a name")

@@ -1,0 +1,93 @@
+"""The picker: starts due campaigns (Ready, and Immediate or past their Future/Recursive instant) and asks delivery to send them.
+
+Each pass claims due campaigns with `SELECT … FOR UPDATE SKIP LOCKED`, so any number of campaign-service
+replicas run it side by side and a campaign is started by exactly one. In the same transaction the
+campaign becomes Sending and the outbox gets `campaign.status_changed` and `campaign.send_requested`,
+so a send request exists exactly when the status says Sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.campaign import domain, sending, store
+from services.common import outbox
+from services.common.natsutil import Subjects
+
+log = structlog.get_logger()
+
+# Campaigns started per transaction; a pass that fills it runs again at once.
+PICK_LIMIT = 50
+POLL_SECONDS = 0.5
+
+
+class Picker:
+    """Runs pick passes every POLL_SECONDS, or at once after `wake()` (a status change may have made one due)."""
+
+    def __init__(self, engine: AsyncEngine, subjects: Subjects, wake_outbox: Callable[[], None]) -> None:
+        self._engine = engine
+        self._subjects = subjects
+        self._wake_outbox = wake_outbox
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def pick_due_campaigns(self) -> int:
+        """Starts the campaigns that are due now (at most PICK_LIMIT); returns how many."""
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            due = await store.due_campaigns_for_update(conn, PICK_LIMIT)
+            for campaign, progress in due:
+                start = sending.start_sending(campaign, progress, now)
+                await store.save_sending(conn, start.campaign, start.progress)
+                changed = domain.status_change(campaign, start.campaign)
+                if changed is not None:
+                    await outbox.add_message(
+                        conn,
+                        store.SCHEMA,
+                        subject=self._subjects.event(domain.STATUS_CHANGED),
+                        msg_id=domain.new_event_id(domain.STATUS_CHANGED),
+                        payload=changed.payload(),
+                    )
+                await outbox.add_message(
+                    conn,
+                    store.SCHEMA,
+                    subject=self._subjects.event(sending.SEND_REQUESTED),
+                    msg_id=start.msg_id,
+                    payload=start.payload(),
+                )
+                log.info(
+                    "campaign started sending",
+                    campaign_id=campaign.campaign_id,
+                    occurrence=start.progress.occurrences_started,
+                    resume=start.resume,
+                )
+        if due:
+            self._wake_outbox()
+        return len(due)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._wakeup.clear()
+            try:
+                picked = await self.pick_due_campaigns()
+            except (DBAPIError, OSError) as exc:
+                # PostgreSQL restarting: due campaigns wait for the next pass, nothing is lost.
+                log.warning("pick pass failed; retrying", error=str(getattr(exc, "orig", None) or exc))
+                picked = 0
+            if picked >= PICK_LIMIT:
+                continue
+            waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waiters, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter

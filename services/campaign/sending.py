@@ -1,0 +1,150 @@
+"""Rules of sending, without I/O: the send request the picker issues, and what delivery's campaign_finished means.
+
+Recursive schedules: each occurrence is a run of its own that sends to the audience as it is at that
+moment. Between occurrences the campaign is Ready again, due at its next occurrence; after
+`max_instances` occurrences (or when the rule never fires again) it ends with the last occurrence's
+outcome, Sent or Failed. Occurrences missed while one was still sending are skipped, not sent in a burst.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.campaign.domain import Campaign, CampaignStatus, next_occurrence
+
+SEND_REQUESTED = "campaign.send_requested"
+CAMPAIGN_FINISHED = "delivery.campaign_finished"
+
+
+@dataclass(frozen=True)
+class SendProgress:
+    """What the campaign row keeps about sending: requests issued, occurrences started, one still open."""
+
+    send_requests: int = 0
+    occurrences_started: int = 0
+    occurrence_open: bool = False
+
+
+@dataclass(frozen=True)
+class SendStart:
+    """A due campaign the picker starts (or continues): the campaign as saved, and its send request."""
+
+    campaign: Campaign
+    progress: SendProgress
+    resume: bool
+
+    @property
+    def msg_id(self) -> str:
+        return f"{SEND_REQUESTED}:{self.campaign.campaign_id}:{self.progress.send_requests}"
+
+    def payload(self) -> bytes:
+        campaign = self.campaign
+        targeting = campaign.targeting
+        return json.dumps(
+            {
+                "campaign_id": campaign.campaign_id,
+                "owner_user_id": campaign.owner_user_id,
+                "name": campaign.name,
+                "email_id": campaign.email_id or 0,
+                "variations": [{"email_id": v.email_id, "weight": v.weight} for v in campaign.variations],
+                "targeting": {
+                    "included": [{"list_id": s.list_id, "segment_id": s.segment_id} for s in targeting.included],
+                    "excluded": [{"list_id": s.list_id, "segment_id": s.segment_id} for s in targeting.excluded],
+                    "rules_bundle": dict(targeting.rules_bundle) if targeting.rules_bundle is not None else None,
+                },
+                "resume": self.resume,
+                "occurrence": self.progress.occurrences_started,
+            }
+        ).encode()
+
+
+def start_sending(campaign: Campaign, progress: SendProgress, now: datetime) -> SendStart:
+    """A due Ready campaign becomes Sending: a new occurrence, or the open one continued after a pause."""
+    if campaign.status is not CampaignStatus.READY:
+        raise ValueError(f"only a Ready campaign starts sending, not a {campaign.status} one")
+    resume = progress.occurrence_open
+    started = dataclasses.replace(
+        campaign,
+        status=CampaignStatus.SENDING,
+        status_reason="",
+        send_started_at=campaign.send_started_at or now,
+        send_finished_at=None if not resume else campaign.send_finished_at,
+    )
+    return SendStart(
+        campaign=started,
+        progress=SendProgress(
+            send_requests=progress.send_requests + 1,
+            occurrences_started=progress.occurrences_started + (0 if resume else 1),
+            occurrence_open=True,
+        ),
+        resume=resume,
+    )
+
+
+@dataclass(frozen=True)
+class CampaignFinished:
+    """Delivery's report that an occurrence of a campaign has no recipient left to handle."""
+
+    campaign_id: int
+    owner_user_id: int
+    failed: bool
+    reason: str
+    finished_at: datetime
+    occurrence: int
+
+
+def parse_campaign_finished(payload: bytes) -> CampaignFinished:
+    """The event, or ValueError when it is not one delivery writes."""
+    try:
+        data: Any = json.loads(payload)
+        status = data["status"]
+        if status not in ("Sent", "Failed"):
+            raise ValueError(f"unknown status {status!r}")
+        return CampaignFinished(
+            campaign_id=int(data["campaign_id"]),
+            owner_user_id=int(data["owner_user_id"]),
+            failed=status == "Failed",
+            reason=str(data.get("reason") or ""),
+            finished_at=datetime.fromisoformat(data["finished_at"]),
+            occurrence=int(data.get("occurrence") or 0),
+        )
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed campaign_finished event: {exc}") from exc
+
+
+def after_finish(
+    campaign: Campaign, progress: SendProgress, finished: CampaignFinished, now: datetime
+) -> tuple[Campaign, SendProgress] | None:
+    """The campaign once an occurrence finished, or None when the report is stale (not Sending any more, or
+    about an earlier occurrence): a redelivered or late event changes nothing."""
+    if campaign.status is not CampaignStatus.SENDING or not progress.occurrence_open:
+        return None
+    if finished.occurrence and finished.occurrence != progress.occurrences_started:
+        return None
+    closed = dataclasses.replace(progress, occurrence_open=False)
+    rule = campaign.schedule.recursive
+    if rule is not None and progress.occurrences_started < rule.max_instances:
+        # The next occurrence after the later of now and the one just sent, so none fires twice.
+        upcoming = next_occurrence(rule, max(now, campaign.scheduled_at or now))
+        if upcoming is not None:
+            ready = dataclasses.replace(
+                campaign, status=CampaignStatus.READY, status_reason=finished.reason, scheduled_at=upcoming
+            )
+            return ready, closed
+    status = CampaignStatus.FAILED if finished.failed else CampaignStatus.SENT
+    done = dataclasses.replace(
+        campaign, status=status, status_reason=finished.reason, send_finished_at=finished.finished_at
+    )
+    return done, closed
+
+
+def retried(campaign: Campaign, progress: SendProgress) -> tuple[Campaign, SendProgress]:
+    """A Sent or Failed campaign whose failed recipients are queued again is Sending until delivery reports."""
+    return (
+        dataclasses.replace(campaign, status=CampaignStatus.SENDING, status_reason="", send_finished_at=None),
+        dataclasses.replace(progress, occurrence_open=True),
+    )

@@ -1,0 +1,90 @@
+"""The delivery.campaign_finished consumer: a Sending campaign whose recipients were all handled becomes Sent or Failed.
+
+A Recursive campaign becomes Ready again, due at its next occurrence, until its last one (sending.after_finish).
+The change is made under the campaign's row lock and only from Sending, so a redelivered or late event
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.campaign import domain, sending, store
+from services.common import natsutil, outbox
+from services.common.config import Settings
+
+log = structlog.get_logger()
+
+DURABLE = "campaign-campaign-finished"
+
+
+class CampaignFinishedConsumer:
+    """A durable JetStream consumer that runs until `stop`, waiting for NATS as long as it is away."""
+
+    def __init__(self, engine: AsyncEngine, settings: Settings, wake_outbox: Callable[[], None]) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._subjects = natsutil.Subjects.of(settings)
+        self._wake_outbox = wake_outbox
+
+    async def run(self, stop: asyncio.Event) -> None:
+        client = await natsutil.connect_unless_stopped(self._settings, "campaign-finished", stop)
+        if client is None:
+            return
+        try:
+            await natsutil.consume_events(
+                client.jetstream(),
+                self._subjects,
+                durable=DURABLE,
+                event=sending.CAMPAIGN_FINISHED,
+                handle=self.handle,
+                stop=stop,
+            )
+        finally:
+            await client.close()
+
+    async def handle(self, payload: bytes) -> None:
+        try:
+            finished = sending.parse_campaign_finished(payload)
+        except ValueError as exc:
+            # Redelivery cannot repair a malformed event, so it is logged and acknowledged.
+            log.error("malformed campaign_finished event dropped", error=str(exc), payload=payload[:200])
+            return
+        async with self._engine.begin() as conn:
+            found = await store.sending_campaign_for_update(conn, finished.campaign_id, None)
+            if found is None:
+                log.info("campaign_finished for a deleted campaign", campaign_id=finished.campaign_id)
+                return
+            campaign, progress = found
+            outcome = sending.after_finish(campaign, progress, finished, datetime.now(UTC))
+            if outcome is None:
+                log.info(
+                    "stale campaign_finished ignored",
+                    campaign_id=campaign.campaign_id,
+                    status=campaign.status.value,
+                    occurrence=finished.occurrence,
+                )
+                return
+            after, closed = outcome
+            await store.save_sending(conn, after, closed)
+            changed = domain.status_change(campaign, after)
+            if changed is not None:
+                await outbox.add_message(
+                    conn,
+                    store.SCHEMA,
+                    subject=self._subjects.event(domain.STATUS_CHANGED),
+                    msg_id=domain.new_event_id(domain.STATUS_CHANGED),
+                    payload=changed.payload(),
+                )
+        self._wake_outbox()
+        log.info(
+            "campaign finished sending",
+            campaign_id=campaign.campaign_id,
+            status=after.status.value,
+            reason=finished.reason,
+        )

@@ -1,0 +1,415 @@
+"""The delivery service's side of sending: it queues campaigns on `campaign.send_requested` and follows `campaign.status_changed`.
+
+- A send request for an occurrence not queued yet snapshots the content (EmailService.GetEmail), streams
+  the audience (AudienceService.StreamRecipients, which keeps Subscribed, unsuppressed addresses, each
+  once) into the queue with COPY, fixes TotalRecipients, and publishes one batch message per
+  HERALD_DELIVERY_BATCH_SIZE rows through the outbox, all in one transaction. Both calls carry a token
+  of the campaign's owner, so a campaign only ever reaches its owner's lists and emails.
+- A send request for an occurrence already queued (a resume after a pause, or the same request again)
+  streams nothing: the rows still Pending are published again under a new generation.
+- A status change is mirrored into the run's state, which workers check between messages: Cancelled
+  drops the Pending rows, and entering Sending publishes the Pending rows again (as a resume does).
+- A deleted campaign is treated as cancelled.
+
+Both consumers lock the campaign's run row, so for one campaign they take turns. Nothing here sends mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import structlog
+from herald.audience.v1 import audience_pb2, audience_pb2_grpc
+from herald.campaign.v1 import email_pb2, email_pb2_grpc
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.common import auth, grpcutil, natsutil, outbox
+from services.common.config import Settings
+from services.common.natsutil import Subjects
+from services.common.outbox import OutboxRelay
+from services.delivery import queue_store, sending, streams
+from services.delivery.message import email_snapshot
+from services.delivery.queue_store import Run, StagedRecipient
+from services.delivery.sending import CANCELLED, SENDING, SendRequest
+from services.delivery.store import SCHEMA
+
+log = structlog.get_logger()
+
+SEND_REQUESTED_DURABLE = "delivery-send-requested"
+STATUS_CHANGED_DURABLE = "delivery-status-changed"
+CAMPAIGN_DELETED_DURABLE = "delivery-campaign-deleted"
+# The audience stream is read in chunks of this many recipients; a queue is written with one COPY.
+STREAM_CHUNK = 5000
+# Statuses that stop delivery: a run is created for them even before the campaign was queued, so that
+# a send request handled later still sees them.
+_STOPPING = frozenset({"Paused", CANCELLED})
+# Errors of audience and EmailService that no retry can cure: the occurrence fails with the reason.
+_REFUSALS = frozenset(
+    {
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
+    }
+)
+
+
+class _Refused(Exception):
+    """A neighbour refused for good (unknown list or email): the occurrence fails with this reason."""
+
+
+def owner_metadata(settings: Settings, owner_user_id: int) -> tuple[tuple[str, str], ...]:
+    """Call metadata with a short-lived token of the campaign's owner."""
+    token = auth.mint_token(auth.Principal(user_id=owner_user_id), settings.effective_token_secret(), 600)
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def finish_if_done(engine: AsyncEngine, subjects: Subjects, campaign_id: int) -> bool:
+    """Emits delivery.campaign_finished (through the outbox) when the run's occurrence has nothing left to send."""
+    async with engine.begin() as conn:
+        finished = await queue_store.finished_occurrence(conn, campaign_id)
+        if finished is None:
+            return False
+        await outbox.add_message(
+            conn,
+            SCHEMA,
+            subject=subjects.event(sending.CAMPAIGN_FINISHED),
+            msg_id=finished.msg_id,
+            payload=finished.payload(),
+        )
+    log.info("campaign finished", campaign_id=campaign_id, failed=finished.failed, reason=finished.reason)
+    return True
+
+
+class DeliveryQueue:
+    """Queues campaigns and follows their status; `run(stop)` connects to NATS and consumes both events."""
+
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._subjects = Subjects.of(settings)
+        self._batches_subject = streams.batches_subject(self._subjects)
+        self._batch_size = max(settings.delivery_batch_size, 1)
+        self._relay: OutboxRelay | None = None
+        campaign = grpcutil.channel(settings.grpc_addr("campaign"))
+        audience = grpcutil.channel(settings.grpc_addr("audience"))
+        self._channels = (campaign, audience)
+        self._emails = email_pb2_grpc.EmailServiceStub(campaign)
+        self._audience = audience_pb2_grpc.AudienceServiceStub(audience)
+
+    def wake(self) -> None:
+        """Publishes newly committed outbox rows now (no-op until NATS is connected)."""
+        if self._relay is not None:
+            self._relay.wake()
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        client = await natsutil.connect_unless_stopped(self._settings, "delivery", stop)
+        if client is None:
+            return
+        try:
+            js = client.jetstream()
+
+            async def setup() -> None:
+                await natsutil.ensure_events_stream(js, self._subjects)
+                await streams.ensure_batches_stream(js, self._subjects)
+
+            if not await streams.until_ready(setup, stop, "delivery streams"):
+                return
+            self._relay = OutboxRelay(self._engine, SCHEMA, js)
+            log.info("delivery queue started")
+            await asyncio.gather(
+                self._relay.run(stop),
+                streams.consume_durably(
+                    js,
+                    self._subjects,
+                    durable=SEND_REQUESTED_DURABLE,
+                    event=sending.SEND_REQUESTED,
+                    handle=self.handle_send_request,
+                    stop=stop,
+                ),
+                streams.consume_durably(
+                    js,
+                    self._subjects,
+                    durable=STATUS_CHANGED_DURABLE,
+                    event=sending.STATUS_CHANGED,
+                    handle=self.handle_status_change,
+                    stop=stop,
+                ),
+                streams.consume_durably(
+                    js,
+                    self._subjects,
+                    durable=CAMPAIGN_DELETED_DURABLE,
+                    event=sending.CAMPAIGN_DELETED,
+                    handle=self.handle_campaigns_deleted,
+                    stop=stop,
+                ),
+            )
+        finally:
+            await client.close()
+
+    # --- campaign.send_requested -------------------------------------------------------------------------------
+
+    async def handle_send_request(self, payload: bytes) -> None:
+        try:
+            request = sending.parse_send_request(payload)
+        except ValueError as exc:
+            log.error("malformed send request dropped", error=str(exc), payload=payload[:200])
+            return
+        structlog.contextvars.bind_contextvars(campaign_id=request.campaign_id)
+        try:
+            async with self._engine.begin() as conn:
+                run = await queue_store.ensured_run_for_update(
+                    conn, request.campaign_id, request.owner_user_id, SENDING
+                )
+                if run.queued and run.occurrence >= request.occurrence:
+                    # A resume (or this request again): nobody is streamed or queued twice.
+                    if run.state == SENDING:
+                        await self._publish_pending(conn, run)
+                    queued = False
+                else:
+                    queued = True
+            if queued:
+                await self._queue_occurrence(request)
+            self.wake()
+            if await finish_if_done(self._engine, self._subjects, request.campaign_id):
+                self.wake()
+        finally:
+            structlog.contextvars.unbind_contextvars("campaign_id")
+
+    async def _queue_occurrence(self, request: SendRequest) -> None:
+        metadata = owner_metadata(self._settings, request.owner_user_id)
+        try:
+            content = await self._content(request, metadata)
+            await self._write_queue(request, content, "", metadata)
+        except _Refused as refused:
+            log.warning("campaign cannot be sent", reason=str(refused))
+            await self._write_queue(request, {"campaign_name": request.name, "emails": {}}, str(refused), None)
+
+    async def _content(self, request: SendRequest, metadata: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+        """The snapshot of every email the occurrence sends, fixed for its whole life (resumes included)."""
+        email_ids = request.email_ids()
+        if not email_ids:
+            raise _Refused("the campaign has no email to send")
+        emails: dict[str, Any] = {}
+        for email_id in email_ids:
+            try:
+                email = await self._emails.GetEmail(
+                    email_pb2.GetEmailRequest(email_id=email_id), metadata=metadata, timeout=30
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _REFUSALS:
+                    raise _Refused(f"email {email_id} cannot be sent: {exc.details()}") from exc
+                raise
+            snapshot = email_snapshot(email)
+            if not snapshot["from_email"]:
+                raise _Refused(f"email {email_id} has no From address")
+            if not snapshot["html"] and not snapshot["plain"]:
+                raise _Refused(f"email {email_id} has no content")
+            emails[str(email_id)] = snapshot
+        default = request.email_id if request.email_id and not request.variations else email_ids[0]
+        return {"campaign_name": request.name, "default_email_id": default, "emails": emails}
+
+    async def _write_queue(
+        self,
+        request: SendRequest,
+        content: dict[str, Any],
+        reason: str,
+        metadata: tuple[tuple[str, str], ...] | None,
+    ) -> None:
+        """Queues the occurrence in one transaction: all of its recipients and batch messages, or nothing."""
+        async with self._engine.begin() as conn:
+            run = await queue_store.ensured_run_for_update(
+                conn, request.campaign_id, request.owner_user_id, SENDING
+            )
+            if run.queued and run.occurrence >= request.occurrence:
+                return  # queued meanwhile by another replica
+            generation = run.generation + 1
+            first_batch = run.batches + 1
+            count = 0
+            if metadata is not None:
+                await queue_store.create_staging(conn)
+                await queue_store.copy_staged(conn, self._recipients(request, metadata))
+                count = await queue_store.queued_staged_count(
+                    conn,
+                    campaign_id=request.campaign_id,
+                    owner_user_id=request.owner_user_id,
+                    occurrence=request.occurrence,
+                    generation=generation,
+                    first_batch=first_batch,
+                    batch_size=self._batch_size,
+                    variations=request.variations,
+                )
+            batches = sending.batch_count(count, self._batch_size)
+            await queue_store.save_occurrence(
+                conn,
+                request.campaign_id,
+                occurrence=request.occurrence,
+                content=content,
+                generation=generation,
+                batches=run.batches + batches,
+                added_recipients=count,
+                reason=reason,
+            )
+            if batches and run.state == SENDING:
+                await queue_store.add_batch_messages(
+                    conn,
+                    self._batches_subject,
+                    request.campaign_id,
+                    first_batch,
+                    first_batch + batches - 1,
+                    generation,
+                )
+        log.info(
+            "campaign queued",
+            occurrence=request.occurrence,
+            recipients=count,
+            batches=batches,
+            generation=generation,
+            state=run.state,
+        )
+
+    async def _recipients(
+        self, request: SendRequest, metadata: tuple[tuple[str, str], ...]
+    ) -> AsyncIterator[list[StagedRecipient]]:
+        """The occurrence's audience as audience streams it, chunk by chunk (memory stays one chunk)."""
+        targeting = audience_pb2.TargetingSpec(
+            included=[_list_segment(item) for item in request.targeting.get("included") or ()],
+            excluded=[_list_segment(item) for item in request.targeting.get("excluded") or ()],
+        )
+        bundle = request.targeting.get("rules_bundle")
+        if bundle:
+            targeting.rules_bundle.update(bundle)
+        call = self._audience.StreamRecipients(
+            audience_pb2.StreamRecipientsRequest(targeting=targeting, chunk_size=STREAM_CHUNK),
+            metadata=metadata,
+            timeout=3600,
+        )
+        try:
+            async for chunk in call:
+                yield [
+                    (
+                        r.subscriber_id,
+                        r.list_id,
+                        r.email_address,
+                        r.first_name,
+                        r.last_name,
+                        json.dumps(dict(r.custom_fields)) if r.custom_fields else None,
+                    )
+                    for r in chunk.recipients
+                ]
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _REFUSALS:
+                raise _Refused(f"the audience cannot be read: {exc.details()}") from exc
+            raise
+
+    async def _publish_pending(self, conn: AsyncConnection, run: Run) -> int:
+        """Publishes the run's Pending rows again under a new generation; returns how many batch messages."""
+        generation = await queue_store.next_generation(conn, run.campaign_id)
+        published = await queue_store.republished_batch_count(
+            conn, run.campaign_id, generation, self._batches_subject
+        )
+        log.info(
+            "pending batches published again",
+            campaign_id=run.campaign_id,
+            batches=published,
+            generation=generation,
+        )
+        return published
+
+    # --- campaign.status_changed -------------------------------------------------------------------------------
+
+    async def handle_status_change(self, payload: bytes) -> None:
+        try:
+            change = sending.parse_status_change(payload)
+        except ValueError as exc:
+            log.error("malformed status change dropped", error=str(exc), payload=payload[:200])
+            return
+        entering = False
+        async with self._engine.begin() as conn:
+            run = await queue_store.run_for_update(conn, change.campaign_id)
+            if run is None:
+                if change.status in _STOPPING:
+                    await queue_store.ensured_run_for_update(
+                        conn, change.campaign_id, change.owner_user_id, change.status
+                    )
+                return
+            if run.state == CANCELLED or run.state == change.status:
+                return
+            await queue_store.set_run_state(conn, change.campaign_id, change.status)
+            if change.status == CANCELLED:
+                dropped = await queue_store.dropped_pending_count(conn, change.campaign_id)
+                log.info(
+                    "cancelled campaign's pending recipients dropped",
+                    campaign_id=change.campaign_id,
+                    dropped=dropped,
+                )
+            elif change.status == SENDING and run.queued:
+                entering = True
+                await self._publish_pending(conn, run)
+        if entering:
+            self.wake()
+            if await finish_if_done(self._engine, self._subjects, change.campaign_id):
+                self.wake()
+
+    async def handle_campaigns_deleted(self, payload: bytes) -> None:
+        """A deleted campaign sends nothing more: like a cancel, its Pending rows are dropped."""
+        try:
+            campaign_ids = sending.parse_campaigns_deleted(payload)
+        except ValueError as exc:
+            log.error("malformed campaign.deleted event dropped", error=str(exc), payload=payload[:200])
+            return
+        for campaign_id in campaign_ids:
+            async with self._engine.begin() as conn:
+                run = await queue_store.run_for_update(conn, campaign_id)
+                if run is None or run.state == CANCELLED:
+                    continue
+                await queue_store.set_run_state(conn, campaign_id, CANCELLED)
+                dropped = await queue_store.dropped_pending_count(conn, campaign_id)
+            log.info("deleted campaign's pending recipients dropped", campaign_id=campaign_id, dropped=dropped)
+
+    # --- admin.campaign.retryfailed ------------------------------------------------------------------------------
+
+    async def retry_failed(self, campaign_id: int, owner: int | None) -> tuple[int, int, int]:
+        """(recipients requeued, batches created, their generation): the Failed rows only, in new batches."""
+        try:
+            async with self._engine.begin() as conn:
+                run = await queue_store.run_for_update(conn, campaign_id)
+                # A run that never queued anybody (the audience selected nobody) has no queue to retry.
+                if (
+                    run is None
+                    or not run.queued
+                    or run.total_recipients == 0
+                    or (owner is not None and run.owner_user_id != owner)
+                ):
+                    raise sending.run_not_found(campaign_id)
+                generation = run.generation + 1
+                first_batch = run.batches + 1
+                count = await queue_store.requeued_failed_count(
+                    conn, campaign_id, generation, first_batch, self._batch_size
+                )
+                if count == 0:
+                    raise sending.no_failed_recipients(campaign_id)
+                batches = sending.batch_count(count, self._batch_size)
+                await queue_store.add_batch_messages(
+                    conn, self._batches_subject, campaign_id, first_batch, first_batch + batches - 1, generation
+                )
+                await queue_store.save_retry(conn, campaign_id, generation, run.batches + batches)
+        except DBAPIError as exc:
+            log.error("retry of failed recipients failed", campaign_id=campaign_id, error=str(exc))
+            raise sending.database_error("the delivery database failed during the retry") from exc
+        self.wake()
+        log.info("failed recipients requeued", campaign_id=campaign_id, recipients=count, batches=batches)
+        return count, batches, generation
+
+
+def _list_segment(item: Any) -> audience_pb2.ListSegment:
+    return audience_pb2.ListSegment(list_id=int(item.get("list_id", 0)), segment_id=int(item.get("segment_id", 0)))

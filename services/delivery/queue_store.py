@@ -1,0 +1,554 @@
+"""SQL of the send pipeline: runs, queueing with COPY, batch messages in the outbox, worker claims and outcomes.
+
+Every statement is set-based: a queue is written with COPY and one INSERT … SELECT, a window of a
+batch is claimed with one UPDATE … RETURNING and its outcomes written with one UPDATE … FROM unnest,
+and the batch messages of a publication are one INSERT … SELECT into the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.delivery import sending
+from services.delivery.message import Recipient
+from services.delivery.sending import Outcome, QueuedRow, QueuePage, Variation
+from services.delivery.store import recipients
+
+_RUN_COLUMNS = (
+    "campaign_id, owner_user_id, state, content, occurrence, occurrence_started_at, generation, batches, "
+    "total_recipients, finished_at, reason"
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A campaign's run as stored; `content` is None for a placeholder (a status seen before any queueing)."""
+
+    campaign_id: int
+    owner_user_id: int
+    state: str
+    content: Mapping[str, Any] | None
+    occurrence: int
+    occurrence_started_at: datetime | None
+    generation: int
+    batches: int
+    total_recipients: int
+    finished_at: datetime | None
+    reason: str
+
+    @property
+    def queued(self) -> bool:
+        return self.content is not None
+
+
+def _run(row: sa.Row[Any]) -> Run:
+    return Run(**row._mapping)
+
+
+async def run_for_update(conn: AsyncConnection, campaign_id: int) -> Run | None:
+    """The campaign's run, locked until the transaction ends: run changes of one campaign serialize on it."""
+    row = (
+        await conn.execute(
+            sa.text(f"SELECT {_RUN_COLUMNS} FROM delivery.campaign_runs WHERE campaign_id = :c FOR UPDATE"),
+            {"c": campaign_id},
+        )
+    ).one_or_none()
+    return None if row is None else _run(row)
+
+
+async def ensured_run_for_update(conn: AsyncConnection, campaign_id: int, owner_user_id: int, state: str) -> Run:
+    """The campaign's run, locked; a placeholder in `state` is created first when there is none."""
+    await conn.execute(
+        sa.text(
+            "INSERT INTO delivery.campaign_runs (campaign_id, owner_user_id, total_recipients, state) "
+            "VALUES (:c, :o, 0, :s) ON CONFLICT (campaign_id) DO NOTHING"
+        ),
+        {"c": campaign_id, "o": owner_user_id, "s": state},
+    )
+    run = await run_for_update(conn, campaign_id)
+    assert run is not None
+    return run
+
+
+async def set_run_state(conn: AsyncConnection, campaign_id: int, state: str) -> None:
+    await conn.execute(
+        sa.text("UPDATE delivery.campaign_runs SET state = :s WHERE campaign_id = :c"),
+        {"c": campaign_id, "s": state},
+    )
+
+
+async def dropped_pending_count(conn: AsyncConnection, campaign_id: int) -> int:
+    """Drops the campaign's rows still Pending (it was cancelled); returns how many."""
+    result = await conn.execute(
+        sa.text(
+            "UPDATE delivery.recipients SET status = 'Dropped', last_error = 'campaign cancelled' "
+            "WHERE campaign_id = :c AND status = 'Pending'"
+        ),
+        {"c": campaign_id},
+    )
+    return result.rowcount
+
+
+async def next_generation(conn: AsyncConnection, campaign_id: int) -> int:
+    """Takes the run's next generation (the run is locked by the caller) and reopens it for completion."""
+    return int(
+        (
+            await conn.execute(
+                sa.text(
+                    "UPDATE delivery.campaign_runs SET generation = generation + 1, finished_at = NULL "
+                    "WHERE campaign_id = :c RETURNING generation"
+                ),
+                {"c": campaign_id},
+            )
+        ).scalar_one()
+    )
+
+
+_BATCH_PAYLOAD = (
+    "convert_to(json_build_object('campaign_id', CAST(:c AS bigint), 'batch_id', b, "
+    "'generation', CAST(:g AS integer))::text, 'UTF8')"
+)
+
+
+async def republished_batch_count(
+    conn: AsyncConnection, campaign_id: int, generation: int, subject: str, batch_id: int | None = None
+) -> int:
+    """Moves the Pending rows (of one batch, or all) to `generation` and queues one message per batch they are in.
+
+    The old generation's messages then find nothing to claim, so a batch is never worked twice.
+    """
+    only_batch = "AND batch_id = CAST(:b AS integer)" if batch_id is not None else ""
+    result = await conn.execute(
+        sa.text(
+            f"""
+            WITH bumped AS (
+                UPDATE delivery.recipients SET generation = :g
+                WHERE campaign_id = :c AND status = 'Pending' {only_batch}
+                RETURNING batch_id
+            )
+            INSERT INTO delivery.outbox (subject, msg_id, payload)
+            SELECT :subject, CAST(:c AS text) || ':' || b || ':' || CAST(:g AS text), {_BATCH_PAYLOAD}
+            FROM (SELECT DISTINCT batch_id AS b FROM bumped) AS batches
+            ON CONFLICT (msg_id) DO NOTHING
+            """
+        ),
+        {"c": campaign_id, "g": generation, "subject": subject, "b": batch_id},
+    )
+    return result.rowcount
+
+
+async def add_batch_messages(
+    conn: AsyncConnection, subject: str, campaign_id: int, first_batch: int, last_batch: int, generation: int
+) -> None:
+    """One outbox message per batch id in [first_batch, last_batch], all of `generation`."""
+    await conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO delivery.outbox (subject, msg_id, payload)
+            SELECT :subject, CAST(:c AS text) || ':' || b || ':' || CAST(:g AS text), {_BATCH_PAYLOAD}
+            FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS b
+            ON CONFLICT (msg_id) DO NOTHING
+            """
+        ),
+        {"subject": subject, "c": campaign_id, "g": generation, "first": first_batch, "last": last_batch},
+    )
+
+
+# --- queueing an occurrence -------------------------------------------------------------------------------------
+
+
+async def create_staging(conn: AsyncConnection) -> None:
+    """A temporary table the recipients are copied into before they are queued; dropped at commit."""
+    await conn.execute(
+        sa.text(
+            "CREATE TEMPORARY TABLE staged_recipients (subscriber_id bigint NOT NULL, list_id bigint NOT NULL, "
+            "email_address text NOT NULL, first_name text NOT NULL, last_name text NOT NULL, custom_fields jsonb) "
+            "ON COMMIT DROP"
+        )
+    )
+
+
+StagedRecipient = tuple[int, int, str, str, str, str | None]
+
+
+async def copy_staged(conn: AsyncConnection, chunks: AsyncIterable[Sequence[StagedRecipient]]) -> None:
+    """Streams recipients into the staging table with one COPY, a chunk at a time (custom fields as JSON text)."""
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    async with driver.cursor() as cursor:
+        async with cursor.copy(
+            "COPY staged_recipients (subscriber_id, list_id, email_address, first_name, last_name, custom_fields) "
+            "FROM STDIN"
+        ) as copy:
+            async for chunk in chunks:
+                for row in chunk:
+                    await copy.write_row(row)
+
+
+async def queued_staged_count(
+    conn: AsyncConnection,
+    *,
+    campaign_id: int,
+    owner_user_id: int,
+    occurrence: int,
+    generation: int,
+    first_batch: int,
+    batch_size: int,
+    variations: Sequence[Variation],
+) -> int:
+    """Queues the staged recipients (each address once, in subscriber order) as Pending rows; returns how many.
+
+    Row k (from 1) goes into batch first_batch + (k - 1) // batch_size and, for an A/B campaign, gets
+    the variation sending.variation_for(k) names.
+    """
+    params: dict[str, Any] = {
+        "c": campaign_id,
+        "o": owner_user_id,
+        "occ": occurrence,
+        "g": generation,
+        "first": first_batch,
+        "size": batch_size,
+    }
+    variation = "NULL::bigint"
+    if variations:
+        params["golden"] = sending.GOLDEN
+        fraction = "(CAST(rn AS float8) * :golden - floor(CAST(rn AS float8) * :golden))"
+        cases = []
+        for index, (email_id, end) in enumerate(sending.variation_slots(variations)):
+            params[f"e{index}"], params[f"v{index}"] = end, email_id
+            cases.append(f"WHEN {fraction} < CAST(:e{index} AS float8) THEN CAST(:v{index} AS bigint)")
+        variation = "CASE " + " ".join(cases) + " END"
+    result = await conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO delivery.recipients (
+                campaign_id, owner_user_id, occurrence, generation, batch_id, subscriber_id, list_id,
+                email_address, domain, first_name, last_name, custom_fields, email_id)
+            SELECT :c, :o, :occ, :g, :first + (rn - 1) / :size, subscriber_id, list_id,
+                   email_address,
+                   CASE WHEN position('@' IN email_address) > 0
+                        THEN lower(substring(btrim(email_address) FROM '[^@]*$')) ELSE '' END,
+                   first_name, last_name, custom_fields, {variation}
+            FROM (
+                SELECT unique_addresses.*, row_number() OVER (ORDER BY subscriber_id) AS rn
+                FROM (
+                    SELECT DISTINCT ON (lower(email_address)) *
+                    FROM staged_recipients
+                    ORDER BY lower(email_address), subscriber_id
+                ) AS unique_addresses
+            ) AS numbered
+            ORDER BY rn
+            """
+        ),
+        params,
+    )
+    return result.rowcount
+
+
+async def save_occurrence(
+    conn: AsyncConnection,
+    campaign_id: int,
+    *,
+    occurrence: int,
+    content: Mapping[str, Any],
+    generation: int,
+    batches: int,
+    added_recipients: int,
+    reason: str,
+) -> None:
+    """Records a newly queued occurrence on its (locked) run: content, counters, and no finish yet."""
+    await conn.execute(
+        sa.text(
+            "UPDATE delivery.campaign_runs SET occurrence = :occ, content = CAST(:content AS jsonb), "
+            "generation = :g, batches = :b, total_recipients = total_recipients + :n, "
+            "occurrence_started_at = now(), finished_at = NULL, reason = :reason WHERE campaign_id = :c"
+        ),
+        {
+            "c": campaign_id,
+            "occ": occurrence,
+            "content": json.dumps(content),
+            "g": generation,
+            "b": batches,
+            "n": added_recipients,
+            "reason": reason,
+        },
+    )
+
+
+# --- completion ---------------------------------------------------------------------------------------------------
+
+
+async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sending.Finished | None:
+    """Marks the run's occurrence finished when it is Sending and no row is Pending or Sending; None otherwise.
+
+    The guard on finished_at makes this happen once per publication, however many workers ask.
+    """
+    row = (
+        await conn.execute(
+            sa.text(
+                """
+                UPDATE delivery.campaign_runs SET finished_at = now()
+                WHERE campaign_id = :c AND state = 'Sending' AND finished_at IS NULL AND content IS NOT NULL
+                  AND NOT EXISTS (
+                      SELECT 1 FROM delivery.recipients
+                      WHERE campaign_id = :c AND status IN ('Pending', 'Sending'))
+                RETURNING owner_user_id, occurrence, occurrence_started_at, finished_at, reason
+                """
+            ),
+            {"c": campaign_id},
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    counts = (
+        await conn.execute(
+            sa.text(
+                """
+                SELECT count(*) FILTER (WHERE status = 'Sent'), count(*) FILTER (WHERE status = 'Failed'),
+                       coalesce((SELECT last_error FROM delivery.recipients
+                                 WHERE campaign_id = :c AND occurrence = :occ AND status = 'Failed'
+                                 ORDER BY failed_at DESC NULLS LAST LIMIT 1), '')
+                FROM delivery.recipients WHERE campaign_id = :c AND occurrence = :occ
+                """
+            ),
+            {"c": campaign_id, "occ": row.occurrence},
+        )
+    ).one()
+    failed, reason = sending.finish_outcome(counts[0], counts[1], counts[2])
+    if row.reason:
+        failed, reason = True, row.reason
+    return sending.Finished(
+        campaign_id=campaign_id,
+        owner_user_id=row.owner_user_id,
+        failed=failed,
+        reason=reason,
+        started_at=row.occurrence_started_at,
+        finished_at=row.finished_at,
+        occurrence=row.occurrence,
+    )
+
+
+# --- retrying failed recipients -----------------------------------------------------------------------------------
+
+
+async def requeued_failed_count(
+    conn: AsyncConnection, campaign_id: int, generation: int, first_batch: int, batch_size: int
+) -> int:
+    """Puts the campaign's Failed rows back to Pending in new batches of `generation`; returns how many."""
+    result = await conn.execute(
+        sa.text(
+            """
+            UPDATE delivery.recipients AS r
+            SET status = 'Pending', generation = :g, batch_id = :first + (f.rn - 1) / :size,
+                claimed_by = NULL, claimed_at = NULL, failed_at = NULL
+            FROM (
+                SELECT recipient_id, row_number() OVER (ORDER BY recipient_id) AS rn
+                FROM delivery.recipients WHERE campaign_id = :c AND status = 'Failed'
+            ) AS f
+            WHERE r.campaign_id = :c AND r.recipient_id = f.recipient_id
+            """
+        ),
+        {"c": campaign_id, "g": generation, "first": first_batch, "size": batch_size},
+    )
+    return result.rowcount
+
+
+async def save_retry(conn: AsyncConnection, campaign_id: int, generation: int, batches: int) -> None:
+    await conn.execute(
+        sa.text(
+            "UPDATE delivery.campaign_runs SET generation = :g, batches = :b, state = 'Sending', "
+            "finished_at = NULL, reason = '' WHERE campaign_id = :c"
+        ),
+        {"c": campaign_id, "g": generation, "b": batches},
+    )
+
+
+# --- workers --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a worker checks between messages: the run's state, and which occurrence its content is."""
+
+    state: str
+    occurrence: int
+
+
+async def run_views(conn: AsyncConnection, campaign_ids: Sequence[int]) -> dict[int, RunView]:
+    rows = await conn.execute(
+        sa.text(
+            "SELECT campaign_id, state, occurrence FROM delivery.campaign_runs "
+            "WHERE campaign_id = ANY(CAST(:ids AS bigint[]))"
+        ),
+        {"ids": list(campaign_ids)},
+    )
+    return {row.campaign_id: RunView(row.state, row.occurrence) for row in rows}
+
+
+async def run_content(conn: AsyncConnection, campaign_id: int) -> tuple[int, Mapping[str, Any]] | None:
+    """(occurrence, content) of the campaign's run, or None when it has no content."""
+    row = (
+        await conn.execute(
+            sa.text("SELECT occurrence, content FROM delivery.campaign_runs WHERE campaign_id = :c"),
+            {"c": campaign_id},
+        )
+    ).one_or_none()
+    if row is None or row.content is None:
+        return None
+    return row.occurrence, row.content
+
+
+async def resolved_stale_claim_count(
+    conn: AsyncConnection, campaign_id: int, batch_id: int, claimant: str, stale_seconds: float
+) -> int:
+    """Marks Failed (ambiguous) the batch's rows another claimant took longer ago than `stale_seconds`.
+
+    That worker is presumed dead: it may or may not have sent them, so they are not sent again. The
+    claim is kept, so that a worker that was only cut off from NATS can still record what really happened.
+    """
+    result = await conn.execute(
+        sa.text(
+            """
+            UPDATE delivery.recipients SET status = 'Failed', failed_at = now(), last_error = :error
+            WHERE campaign_id = :c AND batch_id = :b AND status = 'Sending' AND claimed_by <> :w
+              AND claimed_at < now() - make_interval(secs => :s)
+            """
+        ),
+        {"c": campaign_id, "b": batch_id, "w": claimant, "s": stale_seconds, "error": sending.AMBIGUOUS},
+    )
+    return result.rowcount
+
+
+def _outcome_arrays(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
+    return {
+        "ids": [o.recipient_id for o in outcomes],
+        "statuses": [o.status for o in outcomes],
+        "attempts": [o.attempts for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "message_ids": [o.message_id for o in outcomes],
+        "sent_ats": [o.sent_at for o in outcomes],
+    }
+
+
+# Writes outcomes of the claimant's rows. A row another worker marked ambiguous meanwhile is still the
+# claimant's to correct: its outcome is the truth. The rows are found by primary key; the status test
+# is a CASE so that the planner never scans the campaign's status index for them instead.
+_RECORD = """
+    UPDATE delivery.recipients AS r
+    SET status = o.status,
+        attempts = r.attempts + o.attempts,
+        last_error = o.error,
+        message_id = coalesce(o.message_id, r.message_id),
+        sent_at = coalesce(o.sent_at, r.sent_at),
+        failed_at = CASE WHEN o.status = 'Failed' THEN now() ELSE NULL END,
+        claimed_by = CASE WHEN o.status IN ('Pending', 'Dropped') THEN NULL ELSE r.claimed_by END,
+        claimed_at = CASE WHEN o.status IN ('Pending', 'Dropped') THEN NULL ELSE r.claimed_at END
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempts AS integer[]),
+                CAST(:errors AS text[]), CAST(:message_ids AS text[]), CAST(:sent_ats AS timestamptz[]))
+         AS o(recipient_id, status, attempts, error, message_id, sent_at)
+    WHERE r.campaign_id = :c AND r.recipient_id = ANY(CAST(:ids AS bigint[]))
+      AND r.recipient_id = o.recipient_id AND r.claimed_by = :w
+      AND CASE r.status WHEN 'Sending' THEN true WHEN 'Failed' THEN r.last_error LIKE 'ambiguous:%' ELSE false END
+"""
+
+
+async def record_outcomes(
+    conn: AsyncConnection, campaign_id: int, claimant: str, outcomes: Sequence[Outcome]
+) -> int:
+    """Writes the outcomes of the claimant's rows in one statement; returns how many rows it changed."""
+    result = await conn.execute(sa.text(_RECORD), {"c": campaign_id, "w": claimant, **_outcome_arrays(outcomes)})
+    return result.rowcount
+
+
+async def recorded_and_claimed(
+    conn: AsyncConnection,
+    campaign_id: int,
+    batch_id: int,
+    generation: int,
+    claimant: str,
+    outcomes: Sequence[Outcome],
+    limit: int,
+) -> list[Recipient]:
+    """In one statement: writes the last window's outcomes and claims the next `limit` Pending rows of the batch.
+
+    Rows are claimed only while the run is Sending. Rows still Sending under this claimant that are not
+    among `outcomes` were claimed by a statement whose answer never arrived (the connection broke): nobody
+    sent them, so they go back to Pending.
+    """
+    rows = await conn.execute(
+        sa.text(
+            f"""
+            WITH recorded AS ({_RECORD} RETURNING r.recipient_id),
+            lost AS (
+                UPDATE delivery.recipients SET status = 'Pending', claimed_by = NULL, claimed_at = NULL
+                WHERE campaign_id = :c AND batch_id = :b AND status = 'Sending' AND claimed_by = :w
+                  AND recipient_id <> ALL(CAST(:ids AS bigint[]))
+                RETURNING recipient_id
+            ),
+            claimed AS (
+                UPDATE delivery.recipients SET status = 'Sending', claimed_by = :w, claimed_at = now()
+                -- ARRAY(...) runs the locking subquery exactly once: as an IN (...) join it may be
+                -- rescanned, and every rescan with SKIP LOCKED would claim further rows.
+                WHERE campaign_id = :c AND recipient_id = ANY(ARRAY(
+                    SELECT recipient_id FROM delivery.recipients
+                    WHERE campaign_id = :c AND batch_id = :b AND status = 'Pending' AND generation = :g
+                    ORDER BY recipient_id LIMIT :n
+                    FOR UPDATE SKIP LOCKED))
+                  AND (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c) = 'Sending'
+                RETURNING recipient_id, email_address, first_name, last_name, subscriber_id, list_id,
+                          custom_fields, email_id
+            )
+            SELECT recipient_id, email_address, first_name, last_name, subscriber_id, list_id, custom_fields,
+                   email_id
+            FROM claimed
+            """
+        ),
+        {"c": campaign_id, "b": batch_id, "g": generation, "w": claimant, "n": limit, **_outcome_arrays(outcomes)},
+    )
+    return [Recipient(*row) for row in rows]
+
+
+# --- the queue as operators see it ----------------------------------------------------------------------------------
+
+
+def _queue_filter(page: QueuePage, owner: int | None) -> list[sa.ColumnElement[bool]]:
+    conditions = [recipients.c.campaign_id == page.campaign_id]
+    if owner is not None:
+        conditions.append(recipients.c.owner_user_id == owner)
+    if page.status is not None:
+        conditions.append(recipients.c.status == page.status)
+    return conditions
+
+
+async def queued_rows(conn: AsyncConnection, page: QueuePage, owner: int | None) -> list[QueuedRow]:
+    """One page of a campaign's queue rows in recipient id order (only the owner's, unless admin)."""
+    c = recipients.c
+    query = (
+        sa.select(
+            c.recipient_id,
+            c.email_address,
+            c.status,
+            c.attempts,
+            c.generation,
+            sa.func.coalesce(c.batch_id, 0),
+            c.last_error,
+            c.sent_at,
+            sa.func.coalesce(c.email_id, 0),
+        )
+        .where(*_queue_filter(page, owner), c.recipient_id > page.after_recipient_id)
+        .order_by(c.recipient_id)
+        .limit(page.limit)
+    )
+    return [QueuedRow(*row) for row in await conn.execute(query)]
+
+
+async def queued_row_count(conn: AsyncConnection, page: QueuePage, owner: int | None) -> int:
+    query = sa.select(sa.func.count()).select_from(recipients).where(*_queue_filter(page, owner))
+    return int((await conn.execute(query)).scalar_one())

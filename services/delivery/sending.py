@@ -1,0 +1,291 @@
+"""Rules of the send pipeline, pure and synchronous: events in and out, runs, batches, variations and SMTP outcomes.
+
+How a recipient moves: Pending (queued) → Sending (claimed by one worker) → Sent or Failed; Dropped when
+the campaign is cancelled first. A worker that stops mid-send leaves rows in Sending; the next worker
+to get that batch marks them Failed as *ambiguous* (they may or may not have been delivered) instead of
+sending them again, and `admin.campaign.retryfailed` resends them when an admin decides to.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.common.errors import DomainError, ErrorKind, Violations, not_found, precondition
+
+SEND_REQUESTED = "campaign.send_requested"
+STATUS_CHANGED = "campaign.status_changed"
+CAMPAIGN_DELETED = "campaign.deleted"
+CAMPAIGN_FINISHED = "delivery.campaign_finished"
+
+# The campaign statuses a run mirrors that matter here; workers send only while a run is Sending.
+SENDING = "Sending"
+CANCELLED = "Cancelled"
+
+AMBIGUOUS = "ambiguous: worker stopped mid-send; not resent automatically"
+AMBIGUOUS_CONNECTION = "ambiguous: connection lost after the message was sent; not resent automatically"
+
+# Reasons of RetryFailedRecipients and ListQueuedRecipients (the translator maps them to legacy codes).
+RUN_NOT_FOUND = "RUN_NOT_FOUND"
+NO_FAILED_RECIPIENTS = "NO_FAILED_RECIPIENTS"
+DATABASE_ERROR = "DATABASE_ERROR"
+CAMPAIGN_ID_REQUIRED = "CAMPAIGN_ID_REQUIRED"
+INVALID_PAGE_SIZE = "INVALID_PAGE_SIZE"
+
+DEFAULT_QUEUE_PAGE_SIZE = 100
+MAX_QUEUE_PAGE_SIZE = 1000
+
+
+# --- events ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variation:
+    email_id: int
+    weight: int
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """campaign.send_requested: send (or, with `resume`, continue sending) one occurrence of a campaign."""
+
+    campaign_id: int
+    owner_user_id: int
+    name: str
+    email_id: int
+    variations: tuple[Variation, ...]
+    targeting: Mapping[str, Any]
+    resume: bool
+    occurrence: int
+
+    def email_ids(self) -> list[int]:
+        """The emails whose content is sent: the variations' for an A/B campaign, else the campaign's own."""
+        if self.variations:
+            return list(dict.fromkeys(v.email_id for v in self.variations))
+        return [self.email_id] if self.email_id else []
+
+
+def parse_send_request(payload: bytes) -> SendRequest:
+    """The request, or ValueError when the payload is not one the campaign service writes."""
+    try:
+        data: Any = json.loads(payload)
+        targeting = data.get("targeting") or {}
+        if not isinstance(targeting, dict):
+            raise TypeError("targeting must be an object")
+        return SendRequest(
+            campaign_id=int(data["campaign_id"]),
+            owner_user_id=int(data["owner_user_id"]),
+            name=str(data.get("name") or ""),
+            email_id=int(data.get("email_id") or 0),
+            variations=tuple(
+                Variation(int(item["email_id"]), int(item["weight"])) for item in data.get("variations") or ()
+            ),
+            targeting=targeting,
+            resume=bool(data.get("resume")),
+            occurrence=max(int(data.get("occurrence") or 1), 1),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed send request: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """campaign.status_changed, as delivery needs it."""
+
+    campaign_id: int
+    owner_user_id: int
+    status: str
+
+
+def parse_status_change(payload: bytes) -> StatusChange:
+    try:
+        data: Any = json.loads(payload)
+        return StatusChange(int(data["campaign_id"]), int(data["owner_user_id"]), str(data["status"]))
+    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed status change: {exc}") from exc
+
+
+def parse_campaigns_deleted(payload: bytes) -> list[int]:
+    """The campaign ids of a campaign.deleted event ({"owner_user_id", "campaign_ids"})."""
+    try:
+        data: Any = json.loads(payload)
+        return [int(campaign_id) for campaign_id in data["campaign_ids"]]
+    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed campaign.deleted event: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Finished:
+    """delivery.campaign_finished: an occurrence of a campaign has no recipient left to handle."""
+
+    campaign_id: int
+    owner_user_id: int
+    failed: bool
+    reason: str
+    started_at: datetime | None
+    finished_at: datetime
+    occurrence: int
+
+    @property
+    def msg_id(self) -> str:
+        return f"{CAMPAIGN_FINISHED}:{self.campaign_id}:{self.occurrence}:{self.finished_at.timestamp():.6f}"
+
+    def payload(self) -> bytes:
+        return json.dumps(
+            {
+                "campaign_id": self.campaign_id,
+                "owner_user_id": self.owner_user_id,
+                "status": "Failed" if self.failed else "Sent",
+                "reason": self.reason,
+                "started_at": self.started_at.isoformat() if self.started_at else None,
+                "finished_at": self.finished_at.isoformat(),
+                "occurrence": self.occurrence,
+            }
+        ).encode()
+
+
+def finish_outcome(sent: int, failed: int, last_error: str) -> tuple[bool, str]:
+    """(failed, reason) of a finished occurrence: Failed when nobody could be sent to, or nobody was queued."""
+    if sent == 0 and failed == 0:
+        return True, "nobody to send to: the audience selected no subscribed, unsuppressed address"
+    if sent == 0:
+        return True, f"no recipient could be sent to ({failed} failed; last error: {last_error[:300]})"
+    return False, ""
+
+
+# --- batches and variations -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchMessage:
+    """A batch message's payload; its Nats-Msg-Id is "<campaign_id>:<batch_id>:<generation>", so that a new
+    generation of a batch is a new message."""
+
+    campaign_id: int
+    batch_id: int
+    generation: int
+
+
+def parse_batch_message(payload: bytes) -> BatchMessage:
+    try:
+        data: Any = json.loads(payload)
+        return BatchMessage(int(data["campaign_id"]), int(data["batch_id"]), int(data["generation"]))
+    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed batch message: {exc}") from exc
+
+
+def batch_count(recipients: int, batch_size: int) -> int:
+    return math.ceil(recipients / batch_size) if recipients > 0 else 0
+
+
+# The golden ratio's fractional part: k * GOLDEN mod 1 spreads any run of consecutive k evenly over [0, 1).
+GOLDEN = (5**0.5 - 1) / 2
+
+
+def variation_slots(variations: Sequence[Variation]) -> list[tuple[int, float]]:
+    """[(email_id, upper end of its share of [0, 1))] for assigning variations by weight.
+
+    The k-th queued recipient (from 1, in subscriber order) gets the variation whose share holds
+    k * GOLDEN mod 1, a low-discrepancy sequence: every prefix of the queue, however short, is split by
+    weight to within a couple of recipients per variation, deterministically.
+    """
+    total = sum(v.weight for v in variations)
+    slots = []
+    end = 0
+    for variation in variations:
+        end += variation.weight
+        slots.append((variation.email_id, end / total))
+    slots[-1] = (slots[-1][0], 1.0)
+    return slots
+
+
+def variation_for(position: int, slots: Sequence[tuple[int, float]]) -> int:
+    """The email of the recipient queued at `position` (from 1); the SQL that queues a campaign does the same."""
+    fraction = (position * GOLDEN) % 1.0
+    return next(email_id for email_id, end in slots if fraction < end)
+
+
+# --- workers --------------------------------------------------------------------------------------------------
+
+
+def heartbeat_seconds(ack_wait: float) -> float:
+    """How often a worker tells JetStream it is still on a batch: six times per ack wait."""
+    return ack_wait / 6
+
+
+def stale_claim_seconds(ack_wait: float) -> float:
+    """A claim older than this, found when a batch arrives, belongs to a worker presumed dead.
+
+    A batch is redelivered only after its worker was silent for the whole ack wait, and a live worker
+    claims rows at most one heartbeat before its last sign of life, so every claim of the silent worker
+    is older than ack wait minus one heartbeat (less a margin for clocks) when the batch comes back.
+    """
+    return ack_wait - heartbeat_seconds(ack_wait) - min(1.0, ack_wait * 0.05)
+
+
+def retry_delay(attempt: int, base_seconds: float) -> float:
+    """Seconds before attempt `attempt + 1` after a temporary failure (4xx, connection): doubling, at most 30 s."""
+    return float(min(base_seconds * 2 ** (attempt - 1), 30.0))
+
+
+@dataclass
+class Outcome:
+    """What became of one claimed recipient; status Pending means "not sent, back to the queue"."""
+
+    recipient_id: int
+    status: str
+    attempts: int = 0
+    error: str = ""
+    message_id: str | None = None
+    sent_at: datetime | None = None
+
+
+# --- the queue as operators see it ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueuedRow:
+    recipient_id: int
+    email_address: str
+    status: str
+    attempts: int
+    generation: int
+    batch_id: int
+    last_error: str
+    sent_at: datetime | None
+    email_id: int
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    campaign_id: int
+    status: str | None
+    limit: int
+    after_recipient_id: int
+
+
+def queue_page(campaign_id: int, status: str | None, page_size: int, after_recipient_id: int) -> QueuePage:
+    violations = Violations()
+    if campaign_id <= 0:
+        violations.add("campaign_id", CAMPAIGN_ID_REQUIRED, "campaign_id must be a positive campaign id")
+    if page_size < 0:
+        violations.add("page_size", INVALID_PAGE_SIZE, "page_size must not be negative")
+    violations.raise_if_any()
+    limit = min(page_size or DEFAULT_QUEUE_PAGE_SIZE, MAX_QUEUE_PAGE_SIZE)
+    return QueuePage(campaign_id, status, limit, max(after_recipient_id, 0))
+
+
+def run_not_found(campaign_id: int) -> DomainError:
+    return not_found(RUN_NOT_FOUND, f"campaign {campaign_id} was never queued for delivery", "campaign_id")
+
+
+def no_failed_recipients(campaign_id: int) -> DomainError:
+    return precondition(NO_FAILED_RECIPIENTS, f"campaign {campaign_id} has no failed recipients")
+
+
+def database_error(message: str) -> DomainError:
+    return DomainError(ErrorKind.UNAVAILABLE, DATABASE_ERROR, message)

@@ -1,0 +1,544 @@
+"""The delivery worker (`herald serve delivery-worker`, any number of processes): takes batches from JetStream and sends them over SMTP.
+
+Per batch message `{campaign_id, batch_id, generation}`:
+
+1. Rows of the batch that another worker claimed and never confirmed (it stopped mid-send) are marked
+   Failed as ambiguous — never sent again silently.
+2. If the campaign's run is not Sending, the message is acked and nothing is sent: the rows stay
+   Pending for a resume (which publishes them again) or were dropped by a cancel.
+3. Otherwise the worker claims the batch's Pending rows of that generation a window at a time (one
+   UPDATE … RETURNING), renders and sends each over pooled SMTP sessions, and writes the window's
+   outcomes in one UPDATE … FROM unnest. A window is at most HERALD_DELIVERY_CONCURRENCY /
+   HERALD_DELIVERY_PARALLEL_BATCHES rows, so a worker killed at any instant leaves at most its send
+   concurrency of rows unconfirmed: those become the ambiguous ones of step 1.
+4. Between messages the run's state is checked (at most 0.5 s old): a pause or cancel stops sending
+   within a second and the claimed rows not yet sent go back to Pending (Dropped when cancelled).
+5. When the run has no Pending or Sending row left, delivery.campaign_finished goes out (once).
+   Then the message is acked; while the batch runs the worker tells JetStream it is alive.
+
+SMTP outcomes: 2xx Sent; 5xx Failed with the reply; 4xx and connection errors retried with backoff up to
+HERALD_DELIVERY_MAX_ATTEMPTS, then Failed; a connection lost after the content went out is Failed as
+ambiguous (the server may have accepted it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import secrets
+import signal
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.common import db, natsutil
+from services.common.config import Settings
+from services.common.natsutil import Subjects
+from services.common.outbox import OutboxRelay
+from services.common.tracking import TrackingLinks
+from services.delivery import queue_store, sending, streams
+from services.delivery.domain import DROPPED, FAILED, PENDING, SENT
+from services.delivery.message import MessageTemplate, Recipient
+from services.delivery.queue import finish_if_done
+from services.delivery.queue_store import RunView
+from services.delivery.sending import CANCELLED, SENDING, BatchMessage, Outcome
+from services.delivery.smtp import SmtpConnectionPool, SmtpSendError, parse_smtp_url
+from services.delivery.store import SCHEMA
+
+log = structlog.get_logger()
+T = TypeVar("T")
+
+SENT_TOTAL = Counter("herald_delivery_sent_total", "Messages the SMTP server accepted")
+FAILED_TOTAL = Counter("herald_delivery_failed_total", "Recipients marked Failed", ["kind"])
+RETRIES_TOTAL = Counter("herald_delivery_retries_total", "Sends retried after a 4xx reply or a connection error")
+BATCH_SECONDS = Histogram(
+    "herald_delivery_batch_seconds",
+    "Time from receiving a batch message to acking it",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+EMAILS_PER_SECOND = Gauge("herald_delivery_emails_per_second", "Messages sent per second over the last 5 s")
+
+# How old a run's state may be when a worker acts on it: pause and cancel take effect within a second.
+STATE_TTL_SECONDS = 0.5
+# Runs whose templates a worker keeps parsed (an entry is one occurrence of one campaign).
+TEMPLATE_CACHE_SIZE = 64
+# While PostgreSQL is away, a worker keeps trying to record outcomes for this long after a stop request.
+RECORD_GRACE_SECONDS = 20.0
+
+
+class Pacer:
+    """Spaces sends to at most `per_second` (no bursts); with 0, no limit."""
+
+    def __init__(self, per_second: float) -> None:
+        self._interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        now = time.monotonic()
+        slot = max(self._next, now)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class RunStates:
+    """The state of each run a worker works on, read from the database at most every STATE_TTL_SECONDS.
+
+    Concurrent callers share one read. While the database is unreachable the last state read is used:
+    nothing can be recorded then anyway, and sending stops at the next window claim.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._known: dict[int, tuple[float, RunView | None]] = {}
+        self._loading: dict[int, asyncio.Task[RunView | None]] = {}
+
+    async def get(self, campaign_id: int) -> RunView | None:
+        known = self._known.get(campaign_id)
+        if known is not None and time.monotonic() - known[0] < STATE_TTL_SECONDS:
+            return known[1]
+        task = self._loading.get(campaign_id)
+        if task is None:
+            task = asyncio.create_task(self._load(campaign_id))
+            self._loading[campaign_id] = task
+            task.add_done_callback(lambda _: self._loading.pop(campaign_id, None))
+        try:
+            return await asyncio.shield(task)
+        except (DBAPIError, OSError) as exc:
+            if known is None:
+                raise
+            log.warning(
+                "cannot read the run's state; using the last one", campaign_id=campaign_id, error=db_error(exc)
+            )
+            return known[1]
+
+    async def _load(self, campaign_id: int) -> RunView | None:
+        async with db.autocommit(self._engine).connect() as conn:
+            view = (await queue_store.run_views(conn, [campaign_id])).get(campaign_id)
+        self._known[campaign_id] = (time.monotonic(), view)
+        if len(self._known) > 10_000:
+            self._known.clear()
+        return view
+
+
+@dataclass(frozen=True)
+class RunTemplates:
+    """The parsed emails of one occurrence of a campaign."""
+
+    by_email: Mapping[int, MessageTemplate]
+    default: MessageTemplate
+
+    def for_recipient(self, recipient: Recipient) -> MessageTemplate:
+        if recipient.email_id is not None:
+            return self.by_email.get(recipient.email_id, self.default)
+        return self.default
+
+
+class Templates:
+    """Parses a run's content once per occurrence and keeps the most recently used runs."""
+
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self._engine = engine
+        self._links = TrackingLinks(settings.effective_public_url(), settings.effective_token_secret())
+        self._public_url = settings.effective_public_url()
+        self._mailto = settings.delivery_unsubscribe_mailto
+        self._cache: OrderedDict[tuple[int, int], RunTemplates | None] = OrderedDict()
+
+    async def get(self, campaign_id: int, occurrence: int) -> RunTemplates | None:
+        key = (campaign_id, occurrence)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        async with db.autocommit(self._engine).connect() as conn:
+            found = await queue_store.run_content(conn, campaign_id)
+        templates = None
+        if found is not None and found[0] == occurrence and found[1].get("emails"):
+            templates = self._build(campaign_id, found[1])
+        self._cache[key] = templates
+        while len(self._cache) > TEMPLATE_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return templates
+
+    def _build(self, campaign_id: int, content: Mapping[str, object]) -> RunTemplates:
+        emails = content["emails"]
+        assert isinstance(emails, dict)
+        by_email = {
+            int(email_id): MessageTemplate(
+                snapshot,
+                campaign_id=campaign_id,
+                campaign_name=str(content.get("campaign_name", "")),
+                links=self._links,
+                public_url=self._public_url,
+                unsubscribe_mailto=self._mailto,
+            )
+            for email_id, snapshot in emails.items()
+        }
+        default_id = int(str(content.get("default_email_id") or next(iter(by_email))))
+        return RunTemplates(by_email, by_email.get(default_id, next(iter(by_email.values()))))
+
+
+class Worker:
+    """One worker process: `lanes` batches at a time, each claimed and sent a window at a time."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine, pool: SmtpConnectionPool) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._rows = db.autocommit(engine)
+        self._pool = pool
+        self._subjects = Subjects.of(settings)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._lanes = max(settings.delivery_parallel_batches, 1)
+        self._window = max(1, -(-max(settings.delivery_concurrency, 1) // self._lanes))
+        self._ack_wait = settings.delivery_ack_wait_seconds
+        self._heartbeat = sending.heartbeat_seconds(self._ack_wait)
+        self._stale_seconds = sending.stale_claim_seconds(self._ack_wait)
+        self._max_attempts = max(settings.delivery_max_attempts, 1)
+        self._states = RunStates(engine)
+        self._templates = Templates(engine, settings)
+        self._rate = Pacer(settings.delivery_rate_per_second)
+        self._campaign_rates: dict[int, Pacer] = {}
+        self._relay: OutboxRelay | None = None
+        self._stop = asyncio.Event()
+        self._sent = 0
+        self._handlings = 0
+
+    # --- running -------------------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        client = await natsutil.connect_unless_stopped(self._settings, f"delivery-worker-{os.getpid()}", stop)
+        if client is None:
+            return
+        try:
+            js = client.jetstream()
+            subscription: JetStreamContext.PullSubscription | None = None
+
+            async def setup() -> None:
+                nonlocal subscription
+                await natsutil.ensure_events_stream(js, self._subjects)
+                await streams.ensure_batches_stream(js, self._subjects)
+                durable = self._subjects.durable(streams.WORKERS_DURABLE)
+                stream = streams.batches_stream(self._subjects)
+                # Created or updated: the stale-claim rule assumes the consumer's ack wait is this worker's.
+                await js.add_consumer(
+                    stream,
+                    config=ConsumerConfig(
+                        durable_name=durable,
+                        filter_subject=streams.batches_subject(self._subjects),
+                        ack_wait=self._ack_wait,
+                        max_deliver=-1,
+                        ack_policy=AckPolicy.EXPLICIT,
+                    ),
+                )
+                subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
+
+            if not await streams.until_ready(setup, stop, "batches consumer"):
+                return
+            assert subscription is not None
+            self._relay = OutboxRelay(self._engine, SCHEMA, js)
+            log.info("delivery worker started", worker_id=self.worker_id, lanes=self._lanes, window=self._window)
+            await asyncio.gather(
+                self._relay.run(stop),
+                self._measure(stop),
+                *(self._lane(subscription, stop) for _ in range(self._lanes)),
+            )
+        finally:
+            await client.close()
+
+    async def _lane(self, subscription: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                messages = await subscription.fetch(batch=1, timeout=1)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except natsutil.NATS_FAILURES as exc:
+                log.warning("batch fetch failed; retrying", error=str(exc))
+                await natsutil.sleep_unless_stopped(stop, 0.5)
+                continue
+            for message in messages:
+                await self._handle(message)
+
+    async def _measure(self, stop: asyncio.Event) -> None:
+        """Keeps the emails-per-second gauge current."""
+        last = self._sent
+        while not stop.is_set():
+            await natsutil.sleep_unless_stopped(stop, 5.0)
+            EMAILS_PER_SECOND.set((self._sent - last) / 5.0)
+            last = self._sent
+
+    def _wake_relay(self) -> None:
+        if self._relay is not None:
+            self._relay.wake()
+
+    # --- one batch -----------------------------------------------------------------------------------------------
+
+    async def _handle(self, message: Msg) -> None:
+        started = time.monotonic()
+        try:
+            batch = sending.parse_batch_message(message.data)
+        except ValueError as exc:
+            log.error("malformed batch message dropped", error=str(exc), payload=message.data[:200])
+            await _settle(message.term())
+            return
+        log_context = structlog.contextvars.bound_contextvars(
+            campaign_id=batch.campaign_id, batch_id=batch.batch_id, generation=batch.generation
+        )
+        with log_context:
+            try:
+                async with streams.kept_alive(message, self._heartbeat):
+                    done = await self._work(batch)
+                    if done and await finish_if_done(self._engine, self._subjects, batch.campaign_id):
+                        self._wake_relay()
+            except (DBAPIError, OSError) as exc:
+                # PostgreSQL away: the batch comes back later; what was claimed and not recorded is
+                # resolved as ambiguous then, never sent twice.
+                log.warning("batch failed; it will come back", error=db_error(exc))
+                await _settle(message.nak(delay=streams.redelivery_delay(message)))
+                return
+            await _settle(message.ack() if done else message.nak())
+        BATCH_SECONDS.observe(time.monotonic() - started)
+
+    async def _work(self, batch: BatchMessage) -> bool:
+        """Sends what the batch holds for this generation; False when stopped midway (the batch goes to another worker)."""
+        # Each handling of a batch message claims under its own name, so that its claims are told apart
+        # from those of an earlier handling (of this worker or another) that stopped midway.
+        self._handlings += 1
+        claimant = f"{self.worker_id}#{self._handlings}"
+        async with RowSession(self._engine, self._stop) as rows:
+            stale = await rows.run(
+                functools.partial(
+                    queue_store.resolved_stale_claim_count,
+                    campaign_id=batch.campaign_id,
+                    batch_id=batch.batch_id,
+                    claimant=claimant,
+                    stale_seconds=self._stale_seconds,
+                )
+            )
+            if stale:
+                FAILED_TOTAL.labels("ambiguous").inc(stale)
+                log.warning("rows of a stopped worker marked ambiguous", rows=stale)
+            view = await self._states.get(batch.campaign_id)
+            if view is None or view.state != SENDING:
+                return True
+            templates = await self._templates.get(batch.campaign_id, view.occurrence)
+            if templates is None:
+                log.error("the run has no content to send; batch skipped", occurrence=view.occurrence)
+                return True
+            outcomes: list[Outcome] = []
+            while True:
+                if any(outcome.status == PENDING for outcome in outcomes):
+                    release = functools.partial(self._release, batch=batch, claimant=claimant, outcomes=outcomes)
+                    await rows.run(release, transaction=True)
+                    self._wake_relay()
+                    return not self._stop.is_set()
+                view = await self._states.get(batch.campaign_id)
+                more = not self._stop.is_set() and view is not None and view.state == SENDING
+                claimed = await rows.run(
+                    functools.partial(
+                        queue_store.recorded_and_claimed,
+                        campaign_id=batch.campaign_id,
+                        batch_id=batch.batch_id,
+                        generation=batch.generation,
+                        claimant=claimant,
+                        outcomes=outcomes,
+                        limit=self._window if more else 0,
+                    )
+                )
+                if not claimed:
+                    return not self._stop.is_set()
+                outcomes = list(
+                    await asyncio.gather(*(self._send(batch.campaign_id, row, templates) for row in claimed))
+                )
+
+    async def _send(self, campaign_id: int, recipient: Recipient, templates: RunTemplates) -> Outcome:
+        """The outcome of one recipient; a fault of Herald's own is a visible Failed row, never a silent resend."""
+        try:
+            return await self._deliver(campaign_id, recipient, templates)
+        except (DBAPIError, OSError) as exc:
+            # The run's state could not be read before the first send: nothing went out.
+            log.warning("recipient not sent: the run's state is unknown", error=str(exc))
+            return Outcome(recipient.recipient_id, PENDING, 0, "")
+        except Exception as exc:
+            log.exception("sending one message failed unexpectedly", recipient_id=recipient.recipient_id)
+            FAILED_TOTAL.labels("internal").inc()
+            return Outcome(recipient.recipient_id, FAILED, 0, f"ambiguous: internal error while sending: {exc!r}")
+
+    async def _deliver(self, campaign_id: int, recipient: Recipient, templates: RunTemplates) -> Outcome:
+        """Sends one message, retrying temporary failures; Pending when the run stopped before it went out."""
+        template = templates.for_recipient(recipient)
+        message_id, data = template.render(recipient)
+        campaign_rate = self._campaign_pacer(campaign_id)
+        attempts = 0
+        last_error = ""
+        while True:
+            view = await self._states.get(campaign_id)
+            if self._stop.is_set() or view is None or view.state != SENDING:
+                return Outcome(recipient.recipient_id, PENDING, attempts, last_error)
+            await self._rate.wait()
+            await campaign_rate.wait()
+            attempts += 1
+            try:
+                await self._pool.send(template.sender, recipient.email_address, data)
+            except SmtpSendError as exc:
+                error = str(exc.reply) if exc.reply is not None else str(exc)
+                if exc.maybe_delivered:
+                    FAILED_TOTAL.labels("ambiguous").inc()
+                    return Outcome(
+                        recipient.recipient_id,
+                        FAILED,
+                        attempts,
+                        f"{sending.AMBIGUOUS_CONNECTION} ({error})",
+                        message_id,
+                    )
+                if exc.permanent or attempts >= self._max_attempts:
+                    FAILED_TOTAL.labels("permanent" if exc.permanent else "attempts").inc()
+                    return Outcome(recipient.recipient_id, FAILED, attempts, error, message_id)
+                RETRIES_TOTAL.inc()
+                last_error = error
+                await natsutil.sleep_unless_stopped(
+                    self._stop, sending.retry_delay(attempts, self._settings.delivery_retry_backoff_seconds)
+                )
+                continue
+            SENT_TOTAL.inc()
+            self._sent += 1
+            return Outcome(recipient.recipient_id, SENT, attempts, "", message_id, datetime.now(UTC))
+
+    def _campaign_pacer(self, campaign_id: int) -> Pacer:
+        pacer = self._campaign_rates.get(campaign_id)
+        if pacer is None:
+            if len(self._campaign_rates) > 10_000:
+                self._campaign_rates.clear()
+            pacer = Pacer(self._settings.delivery_campaign_rate_per_second)
+            self._campaign_rates[campaign_id] = pacer
+        return pacer
+
+    async def _release(
+        self, conn: AsyncConnection, batch: BatchMessage, claimant: str, outcomes: Sequence[Outcome]
+    ) -> None:
+        """Writes a window whose unsent rows go back to the queue, under the run's lock, so that a cancel or a
+        resume that happened meanwhile is seen: they are Dropped after a cancel, and published again at once
+        after a resume (rather than left Pending with no batch message)."""
+        run = await queue_store.run_for_update(conn, batch.campaign_id)
+        state = run.state if run is not None else CANCELLED
+        if state == CANCELLED:
+            for outcome in outcomes:
+                if outcome.status == PENDING:
+                    outcome.status, outcome.error = DROPPED, "campaign cancelled"
+        await queue_store.record_outcomes(conn, batch.campaign_id, claimant, outcomes)
+        if state == SENDING and not self._stop.is_set():
+            generation = await queue_store.next_generation(conn, batch.campaign_id)
+            await queue_store.republished_batch_count(
+                conn,
+                batch.campaign_id,
+                generation,
+                streams.batches_subject(self._subjects),
+                batch_id=batch.batch_id,
+            )
+
+
+class RowSession:
+    """One connection for the statements of one batch, replaced and retried while PostgreSQL is away.
+
+    The outcomes of sent messages must be written: a statement is retried until it succeeds, or, once
+    the worker is stopping, for RECORD_GRACE_SECONDS (then the rows are resolved as ambiguous later).
+    """
+
+    def __init__(self, engine: AsyncEngine, stop: asyncio.Event) -> None:
+        self._engine = engine
+        self._autocommit = db.autocommit(engine)
+        self._stop = stop
+        self._conn: AsyncConnection | None = None
+
+    async def __aenter__(self) -> RowSession:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def run(self, statement: Callable[[AsyncConnection], Awaitable[T]], *, transaction: bool = False) -> T:
+        """The statement's result; with `transaction`, the statements run in a transaction of their own."""
+        deadline: float | None = None
+        delay = 0.2
+        while True:
+            try:
+                if transaction:
+                    async with self._engine.begin() as conn:
+                        return await statement(conn)
+                if self._conn is None:
+                    self._conn = await self._autocommit.connect()
+                return await statement(self._conn)
+            except (DBAPIError, OSError) as exc:
+                if self._conn is not None:
+                    await self._conn.invalidate()
+                    await self._conn.close()
+                    self._conn = None
+                if self._stop.is_set():
+                    deadline = deadline or time.monotonic() + RECORD_GRACE_SECONDS
+                    if time.monotonic() > deadline:
+                        raise
+                log.warning("database statement failed; retrying", error=db_error(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def db_error(exc: Exception) -> str:
+    """A database error for a log line: the driver's message, without the statement and its parameters."""
+    original = getattr(exc, "orig", None)
+    return f"{type(original or exc).__name__}: {original or exc}".strip()
+
+
+async def _settle(reply: Awaitable[None]) -> None:
+    """Acks, naks or terms a message; when NATS is away the message simply comes back, which is safe."""
+    try:
+        await reply
+    except natsutil.NATS_FAILURES as exc:
+        log.warning("cannot settle the batch message; it will come back", error=str(exc))
+
+
+async def main(settings: Settings) -> None:
+    if not settings.smtp_url:
+        raise SystemExit("the delivery worker needs SMTP_URL (herald run sets it to its local mail capture)")
+    target = parse_smtp_url(settings.smtp_url)
+    lanes = max(settings.delivery_parallel_batches, 1)
+    engine = db.make_engine(settings, pool_size=lanes + 3)
+    # Workers may start before the delivery service has migrated; migrating is idempotent and locked.
+    await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
+    if settings.delivery_worker_metrics_port:
+        start_http_server(settings.delivery_worker_metrics_port, addr=settings.bind)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    pool = SmtpConnectionPool(
+        target,
+        size=max(settings.delivery_concurrency, 1),
+        max_messages_per_connection=1000,
+        timeout=settings.delivery_smtp_timeout_seconds,
+    )
+    worker = Worker(settings, engine, pool)
+    log.info("delivery worker starting", smtp=target.describe(), worker_id=worker.worker_id)
+    try:
+        await worker.run(stop)
+    finally:
+        await pool.close()
+        await engine.dispose()
+    log.info("delivery worker stopped", worker_id=worker.worker_id)

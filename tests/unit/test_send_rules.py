@@ -1,0 +1,251 @@
+"""The send pipeline's pure rules: send requests and reports, recursive occurrences, variation split, claims, and message rendering."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import email.policy
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+
+import pytest
+
+from services.campaign import sending as campaign_sending
+from services.campaign.domain import Campaign, CampaignStatus, RecursiveSchedule, Schedule, ScheduleType
+from services.common.tracking import TrackingLinks, tracking_key, verify_tracking
+from services.delivery import sending
+from services.delivery.message import MessageTemplate, Recipient
+
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+SECRET = "unit-test-secret"
+
+
+def campaign(**changes: object) -> Campaign:
+    base = Campaign(
+        campaign_id=7,
+        owner_user_id=3,
+        name="News",
+        status=CampaignStatus.READY,
+        status_reason="",
+        email_id=11,
+        original_campaign_id=None,
+        created_at=NOW,
+        updated_at=NOW,
+        send_started_at=None,
+        schedule=Schedule(ScheduleType.IMMEDIATE),
+        scheduled_at=NOW,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def finished(failed: bool = False, occurrence: int = 1) -> campaign_sending.CampaignFinished:
+    return campaign_sending.CampaignFinished(7, 3, failed, "why" if failed else "", NOW, occurrence)
+
+
+# --- the picker's request and delivery's report (campaign side) --------------------------------------------
+
+
+def test_a_first_start_opens_an_occurrence_and_a_pick_after_a_pause_resumes_it() -> None:
+    first = campaign_sending.start_sending(campaign(), campaign_sending.SendProgress(), NOW)
+    assert first.campaign.status is CampaignStatus.SENDING and first.campaign.send_started_at == NOW
+    assert (first.resume, first.progress.occurrences_started, first.msg_id) == (
+        False,
+        1,
+        "campaign.send_requested:7:1",
+    )
+    request = sending.parse_send_request(first.payload())
+    assert (request.campaign_id, request.owner_user_id, request.email_ids(), request.occurrence) == (7, 3, [11], 1)
+
+    later = NOW + timedelta(minutes=5)
+    again = campaign_sending.start_sending(
+        dataclasses.replace(first.campaign, status=CampaignStatus.READY), first.progress, later
+    )
+    assert again.resume is True and again.progress.occurrences_started == 1
+    assert again.campaign.send_started_at == NOW  # set on the first start only
+    assert again.msg_id == "campaign.send_requested:7:2"
+
+
+def test_a_one_off_campaign_ends_sent_or_failed_and_a_late_report_changes_nothing() -> None:
+    progress = campaign_sending.SendProgress(1, 1, True)
+    sending_campaign = campaign(status=CampaignStatus.SENDING)
+    outcome = campaign_sending.after_finish(sending_campaign, progress, finished(), NOW)
+    assert outcome is not None and outcome[0].status is CampaignStatus.SENT and not outcome[1].occurrence_open
+    assert outcome[0].send_finished_at == NOW
+    failed = campaign_sending.after_finish(sending_campaign, progress, finished(failed=True), NOW)
+    assert failed is not None and failed[0].status is CampaignStatus.FAILED and failed[0].status_reason == "why"
+    assert campaign_sending.after_finish(campaign(status=CampaignStatus.PAUSED), progress, finished(), NOW) is None
+    assert campaign_sending.after_finish(sending_campaign, progress, finished(occurrence=2), NOW) is None
+
+
+def test_a_recursive_campaign_is_ready_again_until_its_last_occurrence() -> None:
+    rule = RecursiveSchedule(
+        days_of_week=tuple(range(7)), months=tuple(range(1, 13)), hours=(9,), minutes=(30,), max_instances=2
+    )
+    recurring = campaign(
+        status=CampaignStatus.SENDING, schedule=Schedule(ScheduleType.RECURSIVE, recursive=rule), scheduled_at=NOW
+    )
+    outcome = campaign_sending.after_finish(recurring, campaign_sending.SendProgress(1, 1, True), finished(), NOW)
+    assert outcome is not None
+    ready, progress = outcome
+    assert ready.status is CampaignStatus.READY and ready.scheduled_at == datetime(2026, 3, 3, 9, 30, tzinfo=UTC)
+    assert not progress.occurrence_open
+    start = campaign_sending.start_sending(ready, progress, NOW)
+    assert start.resume is False and start.progress.occurrences_started == 2
+    last = campaign_sending.after_finish(
+        dataclasses.replace(ready, status=CampaignStatus.SENDING), start.progress, finished(occurrence=2), NOW
+    )
+    assert last is not None and last[0].status is CampaignStatus.SENT
+
+
+def test_malformed_events_are_refused() -> None:
+    for payload in (b"", b"{}", b'{"campaign_id": "x"}', b"[1]"):
+        with pytest.raises(ValueError):
+            sending.parse_send_request(payload)
+        with pytest.raises(ValueError):
+            campaign_sending.parse_campaign_finished(payload)
+    with pytest.raises(ValueError):
+        sending.parse_batch_message(b'{"campaign_id": 1}')
+
+
+def test_delivery_reports_a_finish_campaign_side_can_read() -> None:
+    report = sending.Finished(7, 3, False, "", NOW, NOW + timedelta(seconds=5), 2)
+    parsed = campaign_sending.parse_campaign_finished(report.payload())
+    assert (parsed.campaign_id, parsed.failed, parsed.occurrence) == (7, False, 2)
+    assert parsed.finished_at == NOW + timedelta(seconds=5)
+
+
+# --- delivery's rules --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weights", [(1, 1), (3, 7), (50, 30, 20), (1, 2, 3, 4, 5), (99, 1)])
+def test_variations_split_by_weight_within_two_recipients_for_any_audience_size(weights: tuple[int, ...]) -> None:
+    variations = [sending.Variation(100 + index, weight) for index, weight in enumerate(weights)]
+    slots = sending.variation_slots(variations)
+    assigned: Counter[int] = Counter()
+    for position in range(1, 5001):
+        assigned[sending.variation_for(position, slots)] += 1
+        if position in (2, 7, 30, 100, 999, 5000):
+            for index, weight in enumerate(weights):
+                assert abs(assigned[100 + index] - position * weight / sum(weights)) <= 2, (position, assigned)
+
+
+def test_nobody_sent_or_nobody_queued_is_a_failed_occurrence() -> None:
+    assert sending.finish_outcome(0, 0, "")[0] is True
+    failed, reason = sending.finish_outcome(0, 3, "550 no such user")
+    assert failed and "550 no such user" in reason
+    assert sending.finish_outcome(5, 3, "550") == (False, "")
+
+
+def test_a_dead_workers_claims_are_stale_when_its_batch_comes_back() -> None:
+    for ack_wait in (5.0, 60.0):
+        # Last claim at most one heartbeat before the last sign of life; redelivery ack_wait after it.
+        youngest_claim_age_at_redelivery = ack_wait - sending.heartbeat_seconds(ack_wait)
+        assert 0 < sending.stale_claim_seconds(ack_wait) < youngest_claim_age_at_redelivery
+
+
+def test_retries_back_off_and_batches_are_counted() -> None:
+    assert [sending.retry_delay(n, 1.0) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert sending.retry_delay(20, 1.0) == 30.0
+    assert [sending.batch_count(n, 200) for n in (0, 1, 200, 201)] == [0, 1, 1, 2]
+
+
+# --- rendering ---------------------------------------------------------------------------------------------
+
+
+def template(**content: object) -> MessageTemplate:
+    snapshot: dict[str, object] = {
+        "email_id": 11,
+        "subject": 'Hello {{ Subscriber:FirstName | "friend" }}',
+        "preheader_text": "",
+        "from_name": "Herald News",
+        "from_email": "news@herald.test",
+        "reply_to_name": "",
+        "reply_to_email": "",
+        "html": '<html><body><p>Dear %Subscriber:FirstName%</p><a href="https://example.com/a?x=1&amp;y=2">a</a>'
+        '<a href="{{ Link:Unsubscribe }}">u</a></body></html>',
+        "plain": "Dear {{ Subscriber:FirstName }}\nUnsubscribe: {{ Link:Unsubscribe }}",
+        "content_type": "Both",
+        "open_tracking": True,
+        "link_tracking": True,
+        "utm": {"enabled": False},
+    }
+    snapshot.update(content)
+    return MessageTemplate(
+        snapshot,
+        campaign_id=7,
+        campaign_name="News",
+        links=TrackingLinks("https://herald.test", SECRET),
+        public_url="https://herald.test",
+        unsubscribe_mailto="unsubscribe@herald.test",
+    )
+
+
+def recipient(first_name: str = "Ada") -> Recipient:
+    return Recipient(21, "ada@example.com", first_name, "Lovelace", 31, 41, {"5": "gold"}, None)
+
+
+def parsed(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def test_a_rendered_message_is_personalized_and_carries_one_click_unsubscribe() -> None:
+    message_id, raw = template().render(recipient())
+    message = parsed(raw)
+    assert message["Subject"] == "Hello Ada" and message["To"] == "ada@example.com"
+    assert message["Message-ID"] == message_id and message_id.endswith("@herald.test>")
+    unsubscribe = str(message["List-Unsubscribe"])
+    url = unsubscribe.split(",")[0].strip("<> ")
+    assert url.startswith("https://herald.test/t/u/") and "mailto:unsubscribe@herald.test" in unsubscribe
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    token = url.rsplit("/", 1)[1]
+    payload = verify_tracking(token, key=tracking_key(SECRET))
+    assert (payload.kind, payload.recipient.recipient_id, payload.recipient.list_id) == ("unsubscribe", 21, 41)
+    plain = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert plain is not None and html is not None
+    assert "Dear Ada" in plain.get_content() and url in plain.get_content()
+    body = html.get_content()
+    assert "Dear Ada" in body and f'href="{url}"' in body  # Herald's own link is not rewritten
+    assert "https://herald.test/t/c/" in body and "https://example.com/a" not in body.split("u=")[0]
+    assert "/t/o/" in body  # the open pixel
+
+
+def test_the_clicked_link_is_signed_for_its_exact_target() -> None:
+    _, raw = template().render(recipient())
+    html = parsed(raw).get_body(("html",))
+    assert html is not None
+    link = next(part for part in html.get_content().split('"') if "/t/c/" in part)
+    token = link.split("/t/c/")[1].split("?")[0]
+    payload = verify_tracking(token, key=tracking_key(SECRET), url="https://example.com/a?x=1&y=2")
+    assert payload.kind == "click"
+
+
+def test_a_subscribers_name_cannot_add_headers_and_non_ascii_is_encoded() -> None:
+    _, raw = template().render(recipient("Eve\r\nBcc: victim@example.com"))
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nBcc:" not in head
+    _, raw = template().render(recipient("Zoë"))
+    assert parsed(raw)["Subject"] == "Hello Zoë"
+    assert raw.split(b"\r\n\r\n", 1)[0].isascii()
+
+
+def test_without_tracking_links_stay_and_a_plain_email_has_one_part() -> None:
+    _, raw = template(open_tracking=False, link_tracking=False, content_type="Plain").render(recipient())
+    message = parsed(raw)
+    assert message.get_content_type() == "text/plain"
+    assert "Dear Ada" in message.get_content()
+    _, raw = template(open_tracking=False, link_tracking=False).render(recipient())
+    html = parsed(raw).get_body(("html",))
+    assert html is not None and 'href="https://example.com/a?x=1&amp;y=2"' in html.get_content()
+    assert "/t/o/" not in html.get_content()
+
+
+def test_utm_parameters_are_added_to_links() -> None:
+    utm = {"enabled": True, "source": "herald", "medium": "email", "campaign": "spring", "term": "", "content": ""}
+    _, raw = template(utm=utm, link_tracking=False).render(recipient())
+    html = parsed(raw).get_body(("html",))
+    assert html is not None
+    assert "utm_source=herald&amp;utm_medium=email&amp;utm_campaign=spring" in html.get_content()
