@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from translator.commands import Command, archive, audience, campaign, delivery, email, identity, imports, tag
+from translator.commands import (
+    Command,
+    archive,
+    audience,
+    campaign,
+    delivery,
+    email,
+    identity,
+    imports,
+    recipients,
+    tag,
+)
 
 
 def all_commands() -> dict[str, Command]:
@@ -15,6 +26,7 @@ def all_commands() -> dict[str, Command]:
         *audience.ROWS,
         *imports.ROWS,
         *delivery.ROWS,
+        *recipients.ROWS,
     ]
     table = {row.name.lower(): row for row in rows}
     if len(table) != len(rows):
