@@ -32,8 +32,14 @@ lint: install
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 
+# Each benchmark prints its figures; see the README for what they measured.
 bench: install
 	$(BIN)/python bench/translator.py
+	$(BIN)/python bench/audience.py
+	$(BIN)/python bench/import.py
+	$(BIN)/python bench/smtp_ceiling.py
+	$(BIN)/python bench/delivery.py
+	$(BIN)/python bench/chaos.py
 
 clean:
 	rm -rf $(VENV) var
