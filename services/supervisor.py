@@ -19,7 +19,8 @@ from services.common.embedded import EmbeddedNats, EmbeddedPostgres, port_is_ope
 
 PROCESSES = (*SERVICES, "translator")
 # A child that died is restarted after this many seconds, doubled for each quick death in a row up to
-# the maximum; one that ran for RESTART_RESET_SECONDS counts as healthy again.
+# the maximum (a crash loop); one that ran for RESTART_RESET_SECONDS counts as healthy again, and one
+# killed by a signal (an operator, the OOM killer, a chaos test) was not crash-looping at all.
 RESTART_DELAY_SECONDS = 0.5
 RESTART_MAX_DELAY_SECONDS = 10.0
 RESTART_RESET_SECONDS = 30.0
@@ -48,7 +49,7 @@ class Child:
         if self.process is None:
             return
         if self.restart_at is None and self.process.poll() is not None:
-            if now - self.started_at >= RESTART_RESET_SECONDS:
+            if self.process.returncode < 0 or now - self.started_at >= RESTART_RESET_SECONDS:
                 self.delay = RESTART_DELAY_SECONDS
             print(
                 f"{self.name} exited with code {self.process.returncode}; restarting in {self.delay:g} s",
