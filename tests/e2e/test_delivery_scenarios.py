@@ -63,9 +63,10 @@ async def audience(herald: DeliveryHerald, user: User, count: int) -> tuple[str,
     return domain, subscribers, list_id
 
 
-async def started_campaign(herald: DeliveryHerald, user: User, list_ids: list[int], **options: object) -> int:
+async def started_campaign(herald: DeliveryHerald, user: User, list_ids: list[int], *, name: str) -> int:
+    """A new campaign with the default email to the lists, set Ready (Immediate): the picker starts it."""
     email_id = await create_email(herald.api, user)
-    campaign_id = await create_campaign(herald.api, user, email_id, list_ids, **options)  # type: ignore[arg-type]
+    campaign_id = await create_campaign(herald.api, user, email_id, list_ids, name=name)
     await send(herald.api, user, campaign_id)
     return campaign_id
 
@@ -245,6 +246,11 @@ async def test_5xx_fails_the_recipient_and_retryfailed_sends_exactly_those_again
     assert_each_received_once(herald.recorder, domain, [p.email for p in subscribers])
     campaign = (await campaign_get(herald.api, user, campaign_id))["Campaign"]
     assert (campaign["TotalRecipients"], campaign["TotalSent"], campaign["TotalFailed"]) == (80, 80, 0)
+    # The retried rows went out under a generation of their own (new batch message ids).
+    generations = {
+        row.email_address: row.generation for row in await queued_recipients(herald.system, user, campaign_id)
+    }
+    assert min(generations[address] for address in rejected) > max(generations[address] for address in delivered)
 
     # Nothing failed any more: 5.
     body = await retry(herald, admin.api_key, CampaignID=campaign_id)
