@@ -20,7 +20,6 @@ import codecs
 import html
 import ipaddress
 import re
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,14 +29,13 @@ import aiohttp
 import grpc
 import structlog
 from aiohttp import hdrs, web
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from google.protobuf.message import Message
 from herald.campaign.v1 import campaign_pb2, email_pb2
 from herald.tag.v1 import tag_pb2
 from yarl import URL
 
 from services.campaign.email_domain import render_personalization
+from services.common.urlguard import GuardedResolver, address_allowed
 from translator.commands import Stubs
 from translator.identity import IdentityStore
 
@@ -74,58 +72,12 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 
 # --- template fetching -------------------------------------------------------------------------------------
 
 
 class TemplateUnusable(Exception):
     """A tag's template cannot be used; the message says why (it is logged, never shown to visitors)."""
-
-
-class AddressRefused(OSError):
-    """A template host resolved to an address the operator does not allow templates from."""
-
-
-def address_allowed(address: IPAddress, *, allow_private: bool) -> bool:
-    """Whether a template may be fetched from this address: public unicast only, unless private ones are allowed."""
-    if allow_private:
-        return True
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not (
-        address.is_loopback
-        or address.is_private
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    )
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolves like aiohttp's default resolver, refusing any name with an address templates may not come from."""
-
-    def __init__(self, *, allow_private: bool) -> None:
-        self._inner = DefaultResolver()
-        self._allow_private = allow_private
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
-            try:
-                address = ipaddress.ip_address(result["host"])
-            except ValueError as exc:
-                raise AddressRefused(f"{host} resolves to an unreadable address {result['host']!r}") from exc
-            if not address_allowed(address, allow_private=self._allow_private):
-                raise AddressRefused(f"{host} resolves to the non-public address {address}")
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 def check_template_target(url: URL, *, allow_private: bool) -> None:

@@ -11,62 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 from typing import IO
 
 import aiohttp
 from aiohttp import hdrs
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from yarl import URL
+
+from services.common.urlguard import GuardedResolver, address_allowed
 
 FETCH_TIMEOUT_SECONDS = 30.0
 MAX_SOURCE_BYTES = 200 * 1024 * 1024
 MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 
 class FetchFailed(Exception):
     """The source could not be fetched; the message says why (it is shown to the caller)."""
-
-
-def address_allowed(address: IPAddress, *, allow_private: bool) -> bool:
-    """Public unicast addresses only, unless the operator allows private ones."""
-    if allow_private:
-        return True
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not (
-        address.is_loopback
-        or address.is_private
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    )
-
-
-class _GuardedResolver(AbstractResolver):
-    """aiohttp's resolver, refusing a name any of whose addresses is not allowed."""
-
-    def __init__(self, *, allow_private: bool) -> None:
-        self._inner = DefaultResolver()
-        self._allow_private = allow_private
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
-            address = ipaddress.ip_address(result["host"])
-            if not address_allowed(address, allow_private=self._allow_private):
-                raise FetchFailed(f"{host} resolves to the non-public address {address}")
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 def check_target(url: URL, *, allow_private: bool) -> None:
@@ -87,7 +47,7 @@ async def fetch_source(url: str, sink: IO[bytes], *, allow_private: bool) -> int
         target = URL(url)
     except ValueError as exc:
         raise FetchFailed(f"not a URL: {exc}") from exc
-    connector = aiohttp.TCPConnector(resolver=_GuardedResolver(allow_private=allow_private), limit=4)
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(allow_private=allow_private), limit=4)
     try:
         async with (
             asyncio.timeout(FETCH_TIMEOUT_SECONDS),

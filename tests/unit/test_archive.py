@@ -12,6 +12,7 @@ import pytest_asyncio
 from aiohttp import web
 from yarl import URL
 
+from services.common import urlguard
 from translator import archive
 from translator.archive import ArchiveEntry, TemplateFetcher, TemplateUnusable
 
@@ -39,13 +40,13 @@ REFUSED = [
 @pytest.mark.parametrize("address", REFUSED)
 def test_non_public_addresses_are_refused_unless_the_operator_allows_them(address: str) -> None:
     ip = ipaddress.ip_address(address)
-    assert not archive.address_allowed(ip, allow_private=False)
-    assert archive.address_allowed(ip, allow_private=True)
+    assert not urlguard.address_allowed(ip, allow_private=False)
+    assert urlguard.address_allowed(ip, allow_private=True)
 
 
 @pytest.mark.parametrize("address", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8"])
 def test_public_addresses_are_allowed(address: str) -> None:
-    assert archive.address_allowed(ipaddress.ip_address(address), allow_private=False)
+    assert urlguard.address_allowed(ipaddress.ip_address(address), allow_private=False)
 
 
 def test_a_loopback_url_is_refused_when_private_templates_are_not_allowed() -> None:
@@ -63,9 +64,9 @@ def test_only_absolute_http_urls_are_fetched(url: str) -> None:
 
 
 async def test_the_resolver_refuses_a_name_of_the_loopback_interface() -> None:
-    resolver = archive.GuardedResolver(allow_private=False)
+    resolver = urlguard.GuardedResolver(allow_private=False)
     try:
-        with pytest.raises(archive.AddressRefused):
+        with pytest.raises(urlguard.AddressRefused):
             await resolver.resolve("localhost", 80)
     finally:
         await resolver.close()
