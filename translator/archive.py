@@ -34,7 +34,7 @@ from herald.campaign.v1 import campaign_pb2, email_pb2
 from herald.tag.v1 import tag_pb2
 from yarl import URL
 
-from services.campaign.email_domain import render_personalization
+from services.common.personalization import render_personalization
 from services.common.urlguard import GuardedResolver, address_allowed
 from translator.commands import Stubs
 from translator.identity import IdentityStore
