@@ -107,6 +107,13 @@ class SessionHandler:
         if on_session is not None:
             on_session()
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """aiosmtpd's EHLO reply with PIPELINING: it reads commands one line at a time, so pipelining clients work."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         subject, message_id = message_headers(raw)

@@ -9,17 +9,24 @@ Sent, Failed and retry, and must never send twice:
 - `SmtpSendError` without `reply`: the connection failed (refused, dropped, timed out); `maybe_delivered`
   is true only when it failed after the whole message content had been sent and before the
   server's reply arrived, the one moment at which the server may have accepted the message.
+
+aiosmtplib opens each session (greeting, EHLO, STARTTLS, AUTH); the mail transactions on it are
+written by `_Session`, because aiosmtplib waits for each reply before the next command. When the
+server offers PIPELINING (RFC 2920), MAIL FROM, RCPT TO and DATA go out in one write and their
+three replies are read together: two round trips per message instead of four, and half the
+system calls, which is most of a worker's cost per message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiosmtplib
@@ -125,6 +132,180 @@ class SmtpSendError(Exception):
         return self.reply is not None and 500 <= self.reply.code < 600
 
 
+class SmtpReplyError(Exception):
+    """The session cannot go on: the connection was lost, timed out, or the server spoke no SMTP."""
+
+
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+_MAX_REPLY_BYTES = 64 * 1024
+
+
+def message_content(message: bytes) -> bytes:
+    """The message as DATA content: CRLF line ends, lines starting with a dot doubled, the final dot line."""
+    crlf = message.count(b"\r\n")
+    if message.count(b"\n") != crlf or message.count(b"\r") != crlf:
+        message = _LINE_ENDS.sub(b"\r\n", message)
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    if message.startswith(b"."):
+        message = b"." + message
+    return message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+class _Replies(asyncio.Protocol):
+    """The receiving side of a session: every reply the server sends, parsed and kept in order."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._buffer = bytearray()
+        self._replies: deque[SmtpReply] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.lost: SmtpReplyError | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (reply := self._parse()) is not None:
+            self._replies.append(reply)
+        if len(self._buffer) > _MAX_REPLY_BYTES:
+            self._lose(SmtpReplyError("the server's reply is too long"))
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._lose(SmtpReplyError("the server closed the connection"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lose(SmtpReplyError(f"connection lost: {exc}" if exc else "connection lost"))
+
+    def _lose(self, error: SmtpReplyError) -> None:
+        if self.lost is None:
+            self.lost = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _parse(self) -> SmtpReply | None:
+        """The first complete reply in the buffer (removed from it), or None while it is incomplete."""
+        lines: list[str] = []
+        offset = 0
+        while (end := self._buffer.find(b"\n", offset)) != -1:
+            line = bytes(self._buffer[offset : end + 1])
+            offset = end + 1
+            code = line[:3]
+            if not code.isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
+                self._lose(SmtpReplyError(f"the server sent no SMTP reply: {line[:80]!r}"))
+                return None
+            lines.append(line[4:].strip().decode("utf-8", "replace"))
+            if line[3:4] != b"-":
+                del self._buffer[:offset]
+                return SmtpReply(int(code), "\n".join(lines))
+        return None
+
+    async def next(self) -> SmtpReply:
+        """The next reply, waiting at most `timeout` seconds for it."""
+        if not self._replies and self.lost is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    while not self._replies and self.lost is None:
+                        await self._waiter
+                        self._waiter = asyncio.get_running_loop().create_future()
+            except TimeoutError:
+                raise SmtpReplyError(f"no reply from the server within {self.timeout:g} s") from None
+            finally:
+                self._waiter = None
+        if self._replies:
+            return self._replies.popleft()
+        assert self.lost is not None
+        raise self.lost
+
+
+class _Session:
+    """Mail transactions on a session that aiosmtplib opened, pipelined when the server offers it."""
+
+    def __init__(self, client: aiosmtplib.SMTP, timeout: float) -> None:
+        transport = client.transport
+        if transport is None:
+            raise SmtpReplyError("the session has no connection")
+        self._transport = cast(asyncio.Transport, transport)
+        self._replies = _Replies(timeout)
+        # From here on the replies come to this session, not to aiosmtplib's protocol.
+        transport.set_protocol(self._replies)
+        self.pipelining = client.supports_extension("pipelining")
+        self.smtputf8 = client.supports_extension("smtputf8")
+
+    @property
+    def is_connected(self) -> bool:
+        return self._replies.lost is None and not self._transport.is_closing()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def _write(self, data: bytes) -> None:
+        if not self.is_connected:
+            raise self._replies.lost or SmtpReplyError("connection lost")
+        self._transport.write(data)
+
+    async def command(self, line: bytes) -> SmtpReply:
+        self._write(line + b"\r\n")
+        return await self._replies.next()
+
+    async def envelope(self, mail: bytes, rcpt: bytes) -> tuple[SmtpReply, SmtpReply, SmtpReply]:
+        """The replies to MAIL FROM, RCPT TO and DATA; after a refusal the later commands are not sent."""
+        if self.pipelining:
+            self._write(mail + b"\r\n" + rcpt + b"\r\nDATA\r\n")
+            return (
+                await self._replies.next(),
+                await self._replies.next(),
+                await self._replies.next(),
+            )
+        skipped = SmtpReply(0, "not sent")
+        mail_reply = await self.command(mail)
+        if not 200 <= mail_reply.code < 300:
+            return mail_reply, skipped, skipped
+        rcpt_reply = await self.command(rcpt)
+        if not 200 <= rcpt_reply.code < 300:
+            return mail_reply, rcpt_reply, skipped
+        return mail_reply, rcpt_reply, await self.command(b"DATA")
+
+    def send_content(self, message: bytes) -> None:
+        """Writes the message after DATA was accepted; raises before writing anything when the session is gone."""
+        self._write(message_content(message))
+
+    async def reply(self) -> SmtpReply:
+        return await self._replies.next()
+
+
+def _address(address: str, encoding: str) -> bytes:
+    """`<address>` for MAIL FROM / RCPT TO; an address that could break the command line is refused for good."""
+    if not address or any(c in address for c in "<>\r\n\x00 "):
+        raise SmtpSendError(
+            f"{address!r} is not a mailbox address", reply=SmtpReply(553, "invalid mailbox address")
+        )
+    return b"<" + address.encode(encoding) + b">"
+
+
+async def _greet(client: aiosmtplib.SMTP) -> None:
+    """EHLO, or HELO for a server that knows no ESMTP, so the session's extensions are known before it is used."""
+    try:
+        await client.ehlo()
+    except aiosmtplib.SMTPHeloError:
+        await client.helo()
+
+
+def _refusal(mail: SmtpReply, rcpt: SmtpReply, data: SmtpReply) -> tuple[str, SmtpReply] | None:
+    """The first command of the envelope the server refused, with its reply; None when DATA may go on."""
+    if not 200 <= mail.code < 300:
+        return "MAIL", mail
+    if not 200 <= rcpt.code < 300:
+        return "RCPT", rcpt
+    if data.code != 354:
+        return "DATA", data
+    return None
+
+
 def _reply(exc: aiosmtplib.SMTPResponseException) -> SmtpReply:
     return SmtpReply(exc.code, exc.message)
 
@@ -132,8 +313,8 @@ def _reply(exc: aiosmtplib.SMTPResponseException) -> SmtpReply:
 class _Connection:
     """One SMTP session and how much it has been used."""
 
-    def __init__(self, client: aiosmtplib.SMTP) -> None:
-        self.client = client
+    def __init__(self, session: _Session) -> None:
+        self.session = session
         self.messages = 0
         self.last_used = time.monotonic()
         self.broken = False
@@ -197,6 +378,8 @@ class SmtpConnectionPool:
         )
         try:
             await client.connect()
+            if client.is_ehlo_or_helo_needed:
+                await _greet(client)
             if self.target.username:
                 await client.login(self.target.username, self.target.password)
         except aiosmtplib.SMTPAuthenticationError as exc:
@@ -210,20 +393,25 @@ class SmtpConnectionPool:
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
             client.close()
             raise SmtpSendError(f"cannot connect to {self.target.describe()}: {exc}") from exc
+        try:
+            session = _Session(client, self.timeout)
+        except SmtpReplyError as exc:
+            client.close()
+            raise SmtpSendError(f"cannot connect to {self.target.describe()}: {exc}") from exc
         self.connections_opened += 1
-        return _Connection(client)
+        return _Connection(session)
 
     async def _healthy(self, connection: _Connection) -> bool:
-        if not connection.client.is_connected:
+        if not connection.session.is_connected:
             return False
         if time.monotonic() - connection.last_used <= self.idle_check_seconds:
             return True
         try:
-            await connection.client.noop()
-        except (aiosmtplib.SMTPException, OSError) as exc:
+            reply = await connection.session.command(b"NOOP")
+        except (SmtpReplyError, OSError) as exc:
             log.info("idle SMTP session is gone; reconnecting", target=self.target.describe(), error=str(exc))
             return False
-        return True
+        return reply.code == 250
 
     async def _take(self) -> _Connection:
         """An open session: an idle one that still works, or a new one. The caller holds a slot."""
@@ -232,17 +420,17 @@ class SmtpConnectionPool:
             try:
                 healthy = await self._healthy(connection)
             except asyncio.CancelledError:
-                connection.client.close()
+                connection.session.close()
                 raise
             if healthy:
                 return connection
-            connection.client.close()
+            connection.session.close()
         return await self._open()
 
     async def _give_back(self, connection: _Connection) -> None:
         connection.last_used = time.monotonic()
-        if self._closed or connection.broken or not connection.client.is_connected:
-            connection.client.close()
+        if self._closed or connection.broken or not connection.session.is_connected:
+            connection.session.close()
         elif connection.messages >= self.max_messages_per_connection:
             await self._quit(connection)
         else:
@@ -250,12 +438,12 @@ class SmtpConnectionPool:
 
     async def _quit(self, connection: _Connection) -> None:
         try:
-            await connection.client.quit()
-        except (aiosmtplib.SMTPException, OSError) as exc:
+            await connection.session.command(b"QUIT")
+        except (SmtpReplyError, OSError) as exc:
             # The session is being dropped anyway; a server that hangs up first is no problem.
             log.debug("SMTP QUIT failed", error=str(exc))
         finally:
-            connection.client.close()
+            connection.session.close()
 
     async def send(self, sender: str, recipient: str, message: bytes) -> SmtpReply:
         """Sends `message` (RFC 5322 bytes, CRLF or LF line ends) from `sender` to `recipient`."""
@@ -280,49 +468,64 @@ class SmtpConnectionPool:
                 await self._give_back(connection)
 
     async def _transact(self, connection: _Connection, sender: str, recipient: str, message: bytes) -> SmtpReply:
-        client = connection.client
-        options: list[str] = []
-        encoding = "ascii"
+        session = connection.session
+        encoding, options = "ascii", b""
         if not (sender.isascii() and recipient.isascii()):
-            if not client.supports_extension("smtputf8"):
+            if not session.smtputf8:
                 raise SmtpSendError(
                     "the address is not ASCII and the server does not offer SMTPUTF8",
                     reply=SmtpReply(553, "non-ASCII address without SMTPUTF8"),
                 )
-            options, encoding = ["SMTPUTF8"], "utf-8"
+            encoding, options = "utf-8", b" SMTPUTF8"
+        mail = b"MAIL FROM:" + _address(sender, encoding) + options
+        rcpt = b"RCPT TO:" + _address(recipient, encoding)
         connection.messages += 1
         stage = "MAIL"
         try:
-            await client.mail(sender, options=options, encoding=encoding)
-            stage = "RCPT"
-            await client.rcpt(recipient, encoding=encoding)
+            mail_reply, rcpt_reply, data_reply = await session.envelope(mail, rcpt)
+            refused = _refusal(mail_reply, rcpt_reply, data_reply)
+            if refused is not None:
+                stage, reply = refused
+                if data_reply.code == 354:
+                    # The server accepted DATA after refusing the envelope and now waits for content:
+                    # none is sent, and the session is not reused.
+                    connection.broken = True
+                    session.close()
+                else:
+                    await self._reset(connection)
+                raise SmtpSendError(f"{stage} refused: {reply}", reply=reply)
             stage = "DATA"
-            response = await client.data(message)
-        except aiosmtplib.SMTPResponseException as exc:
-            await self._reset(connection)
-            raise SmtpSendError(f"{stage} refused: {exc.code} {exc.message}", reply=_reply(exc)) from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
+            session.send_content(message)
+            # From here until the reply the server may have accepted the message.
+            stage = "content"
+            reply = await session.reply()
+        except (SmtpReplyError, OSError) as exc:
             connection.broken = True
-            client.close()
-            # Only a failure while waiting for the reply to the content leaves the outcome open.
-            maybe = stage == "DATA" and isinstance(
-                exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPTimeoutError
-            )
-            raise SmtpSendError(f"connection failed at {stage}: {exc}", maybe_delivered=maybe) from exc
+            session.close()
+            raise SmtpSendError(
+                f"connection failed at {stage}: {exc}", maybe_delivered=stage == "content"
+            ) from exc
         except asyncio.CancelledError:
             # Stopped mid-transaction (pause, shutdown): the session's state is unknown, so it is
             # not reused.
             connection.broken = True
-            client.close()
+            session.close()
             raise
-        return SmtpReply(response.code, response.message)
+        if not 200 <= reply.code < 300:
+            await self._reset(connection)
+            raise SmtpSendError(f"DATA refused: {reply}", reply=reply)
+        return reply
 
     async def _reset(self, connection: _Connection) -> None:
         """RSET after a refused transaction, so the session is clean for the next message."""
         try:
-            await connection.client.rset()
-        except (aiosmtplib.SMTPException, OSError) as exc:
+            reply = await connection.session.command(b"RSET")
+        except (SmtpReplyError, OSError) as exc:
             log.info("RSET failed; dropping the SMTP session", error=str(exc))
+            connection.broken = True
+            return
+        if reply.code != 250:
+            log.info("RSET refused; dropping the SMTP session", reply=str(reply))
             connection.broken = True
 
     async def close(self) -> None:

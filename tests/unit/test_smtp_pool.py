@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from services.delivery.capture import CaptureServer, GroupCommit
 from services.delivery.domain import CapturedMessage
-from services.delivery.smtp import SmtpConnectionPool, SmtpSendError, SmtpTarget
+from services.delivery.smtp import SmtpConnectionPool, SmtpReply, SmtpSendError, SmtpTarget, message_content
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -27,13 +27,21 @@ MESSAGE = b"Subject: hello\r\nFrom: a@example.com\r\nTo: b@example.com\r\n\r\nBo
 class Behaviour:
     """An aiosmtpd handler: refuses or drops what the test asks for, accepts the rest."""
 
-    def __init__(self) -> None:
+    def __init__(self, pipelining: bool = False) -> None:
+        self.pipelining = pipelining
         self.sessions = 0
         self.accepted: list[str] = []
         self.noops = 0
         self.drop_after_data = False
         self.slow_data = False
         self.protocols: list[SMTP] = []
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        # aiosmtpd reads commands one line at a time, so it serves a pipelining client correctly.
+        return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -62,9 +70,10 @@ class Behaviour:
         return "250 2.0.0 Queued"
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def server() -> AsyncIterator[tuple[Behaviour, int]]:
-    behaviour = Behaviour()
+@pytest_asyncio.fixture(loop_scope="session", params=["pipelining", "one command at a time"])
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Behaviour, int]]:
+    """Every test runs against a server that offers PIPELINING and against one that does not."""
+    behaviour = Behaviour(pipelining=request.param == "pipelining")
 
     def protocol() -> SMTP:
         behaviour.sessions += 1
@@ -215,3 +224,122 @@ async def test_the_capture_answers_451_when_it_cannot_store_and_250_once_stored(
         ("a@example.com", ["b@example.com"], "hello")
     ]
     assert capture.sessions == 1
+
+
+class ScriptedServer:
+    """A raw SMTP server that answers MAIL, RCPT and DATA only once all three have arrived.
+
+    A client that waits for each reply before the next command never gets one from it, so a send
+    that succeeds proves the client pipelined. `rcpt_reply` and `data_reply` script refusals, and
+    replies go out one byte at a time when `trickle` is set (a reply split over many reads).
+    """
+
+    def __init__(self, rcpt_reply: bytes = b"250 OK", data_reply: bytes = b"354 End data with <CR><LF>.<CR><LF>"):
+        self.rcpt_reply = rcpt_reply
+        self.data_reply = data_reply
+        self.trickle = False
+        self.received: list[bytes] = []
+        self.commands: list[bytes] = []
+
+    async def _say(self, writer: asyncio.StreamWriter, text: bytes) -> None:
+        if not self.trickle:
+            writer.write(text)
+        else:
+            for i in range(len(text)):
+                writer.write(text[i : i + 1])
+                await writer.drain()
+                await asyncio.sleep(0)
+        await writer.drain()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._say(writer, b"220 scripted ESMTP\r\n")
+        try:
+            while line := await reader.readline():
+                self.commands.append(line.strip())
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    await self._say(writer, b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                elif verb == b"MAIL":
+                    rcpt, data = await reader.readline(), await reader.readline()
+                    self.commands += [rcpt.strip(), data.strip()]
+                    await self._say(writer, b"250 OK\r\n" + self.rcpt_reply + b"\r\n" + self.data_reply + b"\r\n")
+                    if self.data_reply.startswith(b"354"):
+                        self.received.append(await reader.readuntil(b"\r\n.\r\n"))
+                        await self._say(writer, b"250-2.0.0 Queued\r\n250 2.0.0 as 1\r\n")
+                elif verb == b"QUIT":
+                    await self._say(writer, b"221 Bye\r\n")
+                    break
+                else:
+                    await self._say(writer, b"250 OK\r\n")
+        finally:
+            writer.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def scripted() -> AsyncIterator[tuple[ScriptedServer, int]]:
+    script = ScriptedServer()
+    listener = await asyncio.start_server(script.serve, "127.0.0.1", 0)
+    try:
+        yield script, int(listener.sockets[0].getsockname()[1])
+    finally:
+        listener.close()
+
+
+async def test_with_pipelining_the_envelope_goes_out_in_one_write_and_multiline_replies_are_read(
+    scripted: tuple[ScriptedServer, int],
+) -> None:
+    script, port = scripted
+    async with pool_for(port, size=1, timeout=2) as pool:
+        reply = await pool.send("a@example.com", "b@example.com", MESSAGE)
+        script.trickle = True
+        await pool.send("a@example.com", "c@example.com", b".starts with a dot\n.\nends without a line end")
+    assert reply == SmtpReply(250, "2.0.0 Queued\n2.0.0 as 1")
+    assert script.received == [
+        MESSAGE + b".\r\n",
+        b"..starts with a dot\r\n..\r\nends without a line end\r\n.\r\n",
+    ]
+    assert script.commands[1:4] == [b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@example.com>", b"DATA"]
+
+
+async def test_a_server_that_accepts_data_after_refusing_the_recipient_gets_no_content(
+    scripted: tuple[ScriptedServer, int],
+) -> None:
+    script, port = scripted
+    script.rcpt_reply = b"550 5.1.1 No such user"
+    async with pool_for(port, size=1, timeout=2) as pool:
+        with pytest.raises(SmtpSendError) as caught:
+            await pool.send("a@example.com", "nobody@example.com", MESSAGE)
+        assert caught.value.permanent and not caught.value.maybe_delivered
+        assert caught.value.reply == SmtpReply(550, "5.1.1 No such user")
+        script.rcpt_reply = b"250 OK"
+        await pool.send("a@example.com", "b@example.com", MESSAGE)
+        # The session that was waiting for content was dropped, not reused.
+        assert pool.connections_opened == 2
+    assert script.received[-1] == MESSAGE + b".\r\n"
+
+
+async def test_an_address_that_could_break_the_command_line_is_refused_for_good(
+    server: tuple[Behaviour, int],
+) -> None:
+    behaviour, port = server
+    async with pool_for(port, size=1) as pool:
+        with pytest.raises(SmtpSendError) as caught:
+            await pool.send("a@example.com", "b@example.com>\r\nRCPT TO:<c@example.com", MESSAGE)
+    assert caught.value.permanent and not caught.value.maybe_delivered
+    assert behaviour.accepted == []
+
+
+@pytest.mark.parametrize(
+    ("message", "content"),
+    [
+        (b"a\r\nb\r\n", b"a\r\nb\r\n.\r\n"),
+        (b"a\nb", b"a\r\nb\r\n.\r\n"),
+        (b"a\rb\r\n", b"a\r\nb\r\n.\r\n"),
+        (b".a\r\n..b\r\n.\r\n", b"..a\r\n...b\r\n..\r\n.\r\n"),
+        (b"", b"\r\n.\r\n"),
+    ],
+)
+async def test_message_content_has_crlf_line_ends_doubled_leading_dots_and_the_final_dot(
+    message: bytes, content: bytes
+) -> None:
+    assert message_content(message) == content
