@@ -276,12 +276,14 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
     def __init__(
         self,
         engine: AsyncEngine,
+        reads: db.ReadPool,
         subjects: Subjects,
         wake_outbox: Callable[[], None],
         tags: tag_pb2_grpc.TagServiceStub,
         delivery: delivery_pb2_grpc.DeliveryServiceStub,
     ) -> None:
         self._engine = engine
+        self._reads = reads
         self._reader = db.autocommit(engine)
         self._subjects = subjects
         self._wake_outbox = wake_outbox
@@ -303,14 +305,16 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
     ) -> campaign_pb2.Campaign:
         domain.validate_campaign_id(request.campaign_id)
         structlog.contextvars.bind_contextvars(campaign_id=request.campaign_id)
-        async with self._reader.connect() as conn:
-            campaign = await store.campaign_by_id(conn, request.campaign_id, domain.owner_scope(auth.principal()))
+        campaign = await store.read_campaign(
+            self._reads, request.campaign_id, domain.owner_scope(auth.principal())
+        )
         if campaign is None:
             raise domain.campaign_not_found(request.campaign_id)
         message = campaign_to_proto(campaign)
         if request.view == campaign_pb2.CAMPAIGN_VIEW_FULL:
             statistics, tags = await asyncio.gather(
-                self._statistics([campaign.campaign_id]), self._campaign_tags([campaign.campaign_id])
+                self._statistics([campaign.campaign_id], request.statistics_view),
+                self._campaign_tags([campaign.campaign_id]),
             )
             _add_full_view(message, statistics, tags)
         return message
@@ -370,7 +374,8 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
         )
         if full:
             statistics, tags = await asyncio.gather(
-                self._statistics(list(dict.fromkeys([*page_ids, *total_ids]))), self._campaign_tags(page_ids)
+                self._statistics(list(dict.fromkeys([*page_ids, *total_ids])), request.statistics_view),
+                self._campaign_tags(page_ids),
             )
             for message in response.campaigns:
                 _add_full_view(message, statistics, tags)
@@ -569,12 +574,24 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
             )
         return domain.References(live_email_ids=email_ids, original_campaign_found=original_found)
 
-    async def _statistics(self, campaign_ids: Sequence[int]) -> dict[int, delivery_pb2.CampaignStatistics]:
-        """Delivery's statistics of the campaigns, in one call; its errors (UNIMPLEMENTED too) pass through."""
+    async def _statistics(
+        self, campaign_ids: Sequence[int], view: campaign_pb2.StatisticsView.ValueType
+    ) -> dict[int, delivery_pb2.CampaignStatistics]:
+        """Delivery's statistics of the campaigns, in one call; its errors (UNIMPLEMENTED too) pass through.
+
+        Without the breakdowns (STATISTICS_VIEW_TOTALS) delivery reads only its counters, not the queue rows.
+        """
         if not campaign_ids:
             return {}
         response = await self._delivery.BatchGetCampaignStatistics(
-            delivery_pb2.BatchGetCampaignStatisticsRequest(campaign_ids=campaign_ids)
+            delivery_pb2.BatchGetCampaignStatisticsRequest(
+                campaign_ids=campaign_ids,
+                view=(
+                    delivery_pb2.STATISTICS_VIEW_TOTALS
+                    if view == campaign_pb2.STATISTICS_VIEW_TOTALS
+                    else delivery_pb2.STATISTICS_VIEW_FULL
+                ),
+            )
         )
         return {stats.campaign_id: stats for stats in response.statistics}
 

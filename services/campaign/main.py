@@ -86,8 +86,11 @@ async def main(settings: Settings) -> None:
     # One channel per neighbour for the process's life; calls forward the caller's token and deadline.
     tag_channel = grpcutil.channel(settings.grpc_addr("tag"))
     delivery_channel = grpcutil.channel(settings.grpc_addr("delivery"))
+    reads = db.ReadPool(settings, settings.db_pool_size)
+    await reads.open()
     servicer = CampaignApi(
         engine,
+        reads,
         natsutil.Subjects.of(settings),
         status_changed,
         tag_pb2_grpc.TagServiceStub(tag_channel),
@@ -97,6 +100,7 @@ async def main(settings: Settings) -> None:
     async def close() -> None:
         await tag_channel.close()
         await delivery_channel.close()
+        await reads.close()
         await engine.dispose()
 
     def register(server: grpc.aio.Server) -> list[str]:

@@ -59,6 +59,7 @@ from services.campaign.domain import (
     Winner,
 )
 from services.campaign.sending import SendProgress
+from services.common import db
 
 SCHEMA = "campaign"
 metadata = MetaData(schema=SCHEMA)
@@ -323,6 +324,19 @@ async def insert_campaign(conn: AsyncConnection, *, owner_user_id: int, name: st
 # Built once: GetCampaign is the hottest read, and building the statement cost more than running it.
 _BY_ID = _full_campaigns().where(_c.campaign_id == bindparam("campaign_id"))
 _BY_ID_AND_OWNER = _BY_ID.where(_c.owner_user_id == bindparam("owner_user_id"))
+
+
+_READ_BY_ID = db.CompiledRead.of(_BY_ID)
+_READ_BY_ID_AND_OWNER = db.CompiledRead.of(_BY_ID_AND_OWNER)
+
+
+async def read_campaign(reads: db.ReadPool, campaign_id: int, owner_user_id: int | None) -> Campaign | None:
+    """campaign_by_id outside any transaction, on the read pool: what GetCampaign answers."""
+    if owner_user_id is None:
+        row = await reads.one_or_none(_READ_BY_ID, campaign_id=campaign_id)
+    else:
+        row = await reads.one_or_none(_READ_BY_ID_AND_OWNER, campaign_id=campaign_id, owner_user_id=owner_user_id)
+    return _full_campaign(row) if row is not None else None
 
 
 async def campaign_by_id(conn: AsyncConnection, campaign_id: int, owner_user_id: int | None) -> Campaign | None:

@@ -79,7 +79,11 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
         campaign_ids = domain.validate_statistics_request(request.campaign_ids)
         if not campaign_ids:
             return delivery_pb2.BatchGetCampaignStatisticsResponse()
+        # Only STATISTICS_VIEW_TOTALS leaves the breakdowns out: unset (and any other view) is the full one.
+        breakdowns = request.view != delivery_pb2.STATISTICS_VIEW_TOTALS
         owner = _owner_scope()
+        variations: dict[int, list[domain.VariationFigures]] = {}
+        domains: dict[int, list[domain.DomainFigures]] = {}
         async with self._engine.connect() as conn:
             # One snapshot for every figure group, so totals and breakdowns agree while workers send.
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")
@@ -87,15 +91,13 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
                 run_totals = await store.run_totals(conn, campaign_ids, owner)
                 counts = await store.recipient_counts(conn, campaign_ids, owner)
                 # Events and breakdowns exist only for campaigns with queue rows; most campaigns a
-                # listing asks about were never sent, and then these three queries are skipped.
+                # listing asks about were never sent, and then these queries are skipped.
                 queued = [campaign_id for campaign_id in campaign_ids if campaign_id in counts]
                 events = await store.event_counts(conn, queued, owner) if queued else {}
-                variations = await store.variation_figures(conn, queued, owner) if queued else {}
-                domains = (
-                    await store.domain_figures(conn, queued, owner, domain.MAX_DOMAINS_PER_CAMPAIGN)
-                    if queued
-                    else {}
-                )
+                # The breakdowns read every queue row of the campaigns: only when they are asked for.
+                if queued and breakdowns:
+                    variations = await store.variation_figures(conn, queued, owner)
+                    domains = await store.domain_figures(conn, queued, owner, domain.MAX_DOMAINS_PER_CAMPAIGN)
         statistics = domain.campaign_statistics(campaign_ids, run_totals, counts, events, variations, domains)
         return delivery_pb2.BatchGetCampaignStatisticsResponse(
             statistics=[_statistics_message(entry) for entry in statistics]

@@ -62,6 +62,19 @@ recipients = sa.Table(
     sa.Column("custom_fields", postgresql.JSONB(none_as_null=True)),
 )
 
+# What each campaign's queue rows add up to, kept by triggers on `recipients` (migration 0005).
+recipient_count_rows = sa.Table(
+    "recipient_counts",
+    metadata,
+    sa.Column("campaign_id", sa.BigInteger, primary_key=True),
+    sa.Column("owner_user_id", sa.BigInteger, nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.Column("sent", sa.BigInteger, nullable=False),
+    sa.Column("failed", sa.BigInteger, nullable=False),
+    sa.Column("first_sent_at", sa.DateTime(timezone=True)),
+    sa.Column("last_sent_at", sa.DateTime(timezone=True)),
+)
+
 events = sa.Table(
     "events",
     metadata,
@@ -102,18 +115,13 @@ async def run_totals(conn: AsyncConnection, campaign_ids: Sequence[int], owner: 
 async def recipient_counts(
     conn: AsyncConnection, campaign_ids: Sequence[int], owner: int | None
 ) -> dict[int, RecipientCounts]:
-    """Rows, Sent and Failed rows, and the first and last send of each campaign that has queue rows."""
-    query = (
-        sa.select(
-            recipients.c.campaign_id,
-            sa.func.count().label("total"),
-            _count_where(recipients.c.status == domain.SENT).label("sent"),
-            _count_where(recipients.c.status == domain.FAILED).label("failed"),
-            sa.func.min(recipients.c.sent_at).label("first_sent_at"),
-            sa.func.max(recipients.c.sent_at).label("last_sent_at"),
-        )
-        .where(_scoped(recipients, campaign_ids, owner))
-        .group_by(recipients.c.campaign_id)
+    """Rows, Sent and Failed rows, and the first and last send of each campaign that has queue rows.
+
+    Read from the counts the triggers keep (one primary-key lookup per campaign), not by scanning the queue.
+    """
+    # A campaign whose rows were all deleted keeps a row of zeros: like one never queued, it is left out.
+    query = sa.select(recipient_count_rows).where(
+        _scoped(recipient_count_rows, campaign_ids, owner), recipient_count_rows.c.total > 0
     )
     return {
         row.campaign_id: RecipientCounts(

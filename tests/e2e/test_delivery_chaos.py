@@ -20,6 +20,7 @@ from herald.delivery.v1 import delivery_pb2
 from tests.conftest import User
 from tests.e2e.delivery_helpers import (
     DeliveryHerald,
+    assert_counts_match_queue,
     assert_each_received_once,
     assert_nobody_twice,
     campaign_get,
@@ -98,6 +99,12 @@ async def test_a_worker_killed_mid_batch_loses_nobody_and_sends_nobody_twice(
             assert "ambiguous" in row.last_error, row
     # Only the killed worker's in-flight sends can be ambiguous: at most its send concurrency.
     assert len(ambiguous) <= setting(herald, "CONCURRENCY"), len(ambiguous)
+    # The stale claims resolved as Failed moved the kept counts exactly as they moved the queue rows.
+    assert await assert_counts_match_queue(herald.system, campaign_id) == (
+        300,
+        states[delivery_pb2.RECIPIENT_STATE_SENT],
+        len(ambiguous),
+    )
     campaign = (await campaign_get(herald.api, user, campaign_id))["Campaign"]
     assert (campaign["TotalRecipients"], campaign["TotalSent"], campaign["TotalFailed"]) == (
         300,

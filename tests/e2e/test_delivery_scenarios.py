@@ -11,14 +11,17 @@ import re
 import time
 from collections import Counter
 
+import grpc
 import pytest
 import pytest_asyncio
+from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
 from herald.delivery.v1 import delivery_pb2
 
-from tests.conftest import User
+from tests.conftest import User, grpc_metadata
 from tests.e2e.delivery_helpers import (
     DeliveryHerald,
     Person,
+    assert_counts_match_queue,
     assert_each_received_once,
     assert_nobody_twice,
     campaign_get,
@@ -108,6 +111,11 @@ async def test_every_recipient_gets_one_personalized_message_and_statistics_add_
     assert campaign["CampaignStatus"] == "Sent"
     assert (campaign["TotalRecipients"], campaign["TotalSent"], campaign["TotalFailed"]) == (120, 120, 0)
     assert campaign["SendStartDateTime"] and campaign["SendFinishDateTime"]
+    # RetrieveRecipientDomains defaults to true: the breakdown is asked of delivery and rendered.
+    assert campaign["RecipientDomains"] == [
+        {"Domain": domain, "TotalRecipients": 120, "TotalSent": 120, "TotalFailed": 0}
+    ]
+    assert await assert_counts_match_queue(herald.system, campaign_id) == (120, 120, 0)
     throughput = body["CampaignThroughput"]
     assert throughput["EmailsPerSecond"] > 0 and isinstance(throughput["Duration"], int)
     if throughput["Duration"] >= 2:
@@ -157,6 +165,9 @@ async def test_cancel_stops_sending_within_a_second_and_drops_the_unsent(
     campaign_id = await started_campaign(herald, user, [list_id], name="Cancel")
 
     assert await herald.recorder.wait_for(domain, 30, within=20) >= 30
+    # While the workers write, the kept counts agree with the queue rows at every snapshot.
+    total, _, _ = await assert_counts_match_queue(herald.system, campaign_id)
+    assert total == 300
     await ok(herald.api, "campaign.cancel", user.api_key, CampaignID=campaign_id)
     cancelled_at = time.monotonic()
     await asyncio.sleep(STOP_WITHIN + 1.0)
@@ -177,6 +188,7 @@ async def test_cancel_stops_sending_within_a_second_and_drops_the_unsent(
     sent = {row.email_address.lower() for row in rows if row.state == delivery_pb2.RECIPIENT_STATE_SENT}
     assert sent == set(received), "the queue's Sent rows are not exactly who received a message"
     assert states[delivery_pb2.RECIPIENT_STATE_DROPPED] == len(subscribers) - len(received)
+    assert await assert_counts_match_queue(herald.system, campaign_id) == (300, len(received), 0)
     campaign = (await campaign_get(herald.api, user, campaign_id))["Campaign"]
     assert (campaign["TotalRecipients"], campaign["TotalSent"], campaign["TotalFailed"]) == (
         300,
@@ -220,6 +232,7 @@ async def test_5xx_fails_the_recipient_and_retryfailed_sends_exactly_those_again
     assert_each_received_once(herald.recorder, domain, delivered)
     campaign = (await campaign_get(herald.api, user, campaign_id))["Campaign"]
     assert (campaign["TotalRecipients"], campaign["TotalSent"], campaign["TotalFailed"]) == (80, 70, 10)
+    assert await assert_counts_match_queue(herald.system, campaign_id) == (80, 70, 10)
     failed = await queued_recipients(herald.system, user, campaign_id, delivery_pb2.RECIPIENT_STATE_FAILED)
     assert {row.email_address for row in failed} == set(rejected)
     # A 5xx is permanent: one attempt, and the server's reply is kept.
@@ -246,6 +259,7 @@ async def test_5xx_fails_the_recipient_and_retryfailed_sends_exactly_those_again
     assert_each_received_once(herald.recorder, domain, [p.email for p in subscribers])
     campaign = (await campaign_get(herald.api, user, campaign_id))["Campaign"]
     assert (campaign["TotalRecipients"], campaign["TotalSent"], campaign["TotalFailed"]) == (80, 80, 0)
+    assert await assert_counts_match_queue(herald.system, campaign_id) == (80, 80, 0)
     # The retried rows went out under a generation of their own (new batch message ids).
     generations = {
         row.email_address: row.generation for row in await queued_recipients(herald.system, user, campaign_id)
@@ -338,6 +352,30 @@ async def test_ab_variations_are_sent_by_weight_and_counted_per_variation(
     assert by_email[first]["TotalRecipients"] == by_email[first]["TotalSent"] == subjects["Variation A"]
     assert by_email[second]["TotalRecipients"] == by_email[second]["TotalSent"] == subjects["Variation B"]
     assert by_email[first]["TotalFailed"] == by_email[second]["TotalFailed"] == 0
+    listing = await ok(
+        herald.api, "campaigns.get", user.api_key, CampaignIDs=str(campaign_id), SplitABTestStatistics=True
+    )
+    assert {entry["EmailID"] for entry in listing["Campaigns"][0]["SplitABTestStatistics"]} == {first, second}
+
+    # The campaign service passes the statistics view on to delivery: the totals leave the breakdowns out.
+    async with grpc.aio.insecure_channel(herald.system.grpc_target("campaign")) as channel:
+        stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+        totals, full = [
+            (
+                await stub.GetCampaign(
+                    campaign_pb2.GetCampaignRequest(
+                        campaign_id=campaign_id, view=campaign_pb2.CAMPAIGN_VIEW_FULL, statistics_view=view
+                    ),
+                    metadata=grpc_metadata(herald.system, user.user_id),
+                )
+            ).statistics
+            for view in (campaign_pb2.STATISTICS_VIEW_TOTALS, campaign_pb2.STATISTICS_VIEW_FULL)
+        ]
+    assert (totals.total_recipients, totals.total_sent, totals.variations, totals.domains) == (300, 300, [], [])
+    assert {v.email_id for v in full.variations} == {first, second} and [d.domain for d in full.domains] == [
+        domain
+    ]
+    assert (totals.total_sent, totals.emails_per_second) == (full.total_sent, full.emails_per_second)
 
 
 async def test_suppressed_and_unsubscribed_get_nothing_and_two_lists_send_once(

@@ -79,11 +79,16 @@ async def track(
 
 
 async def statistics(
-    system: System, user_id: int, campaign_ids: list[int], *, is_admin: bool = False
+    system: System,
+    user_id: int,
+    campaign_ids: list[int],
+    *,
+    is_admin: bool = False,
+    view: delivery_pb2.StatisticsView.ValueType = delivery_pb2.STATISTICS_VIEW_UNSPECIFIED,
 ) -> list[delivery_pb2.CampaignStatistics]:
     async with grpc.aio.insecure_channel(system.grpc_target("delivery")) as channel:
         response = await delivery_pb2_grpc.DeliveryServiceStub(channel).BatchGetCampaignStatistics(
-            delivery_pb2.BatchGetCampaignStatisticsRequest(campaign_ids=campaign_ids),
+            delivery_pb2.BatchGetCampaignStatisticsRequest(campaign_ids=campaign_ids, view=view),
             metadata=grpc_metadata(system, user_id, is_admin=is_admin),
         )
     return list(response.statistics)
@@ -130,6 +135,46 @@ async def test_statistics_add_up_queue_rows_and_tracking_events(
     assert (b.total_recipients, b.total_sent, b.total_failed, b.unique_opens, b.unique_clicks) == (2, 1, 1, 1, 0)
     domains = {d.domain: (d.total_recipients, d.total_sent, d.total_failed) for d in entry.domains}
     assert domains == {"example.com": (2, 2, 0), "other.org": (2, 1, 1)}
+
+
+async def test_the_totals_view_leaves_out_the_breakdowns_and_nothing_else(
+    system: System, user: User, sql: psycopg.AsyncConnection[tuple[object, ...]]
+) -> None:
+    campaign_id = await sent_campaign(sql, user.user_id)
+
+    [unspecified] = await statistics(system, user.user_id, [campaign_id])
+    [full] = await statistics(system, user.user_id, [campaign_id], view=delivery_pb2.STATISTICS_VIEW_FULL)
+    [totals] = await statistics(system, user.user_id, [campaign_id], view=delivery_pb2.STATISTICS_VIEW_TOTALS)
+
+    assert unspecified == full
+    assert len(full.variations) == 2 and len(full.domains) == 2
+    without_breakdowns = delivery_pb2.CampaignStatistics()
+    without_breakdowns.CopyFrom(full)
+    del without_breakdowns.variations[:]
+    del without_breakdowns.domains[:]
+    assert totals == without_breakdowns
+
+
+async def test_statistics_follow_queue_rows_changed_and_deleted_after_queueing(
+    system: System, user: User, sql: psycopg.AsyncConnection[tuple[object, ...]]
+) -> None:
+    campaign_id = await sent_campaign(sql, user.user_id)
+    later = datetime(2025, 6, 1, 10, 5, 0, tzinfo=UTC)
+    await sql.execute(
+        "UPDATE delivery.recipients SET status = 'Sent', sent_at = %s, failed_at = NULL "
+        "WHERE campaign_id = %s AND email_address = 'dan@other.org'",
+        (later, campaign_id),
+    )
+    await sql.execute(
+        "DELETE FROM delivery.recipients WHERE campaign_id = %s AND email_address = 'ann@Example.com'",
+        (campaign_id,),
+    )
+
+    [entry] = await statistics(system, user.user_id, [campaign_id], view=delivery_pb2.STATISTICS_VIEW_TOTALS)
+
+    assert (entry.total_recipients, entry.total_sent, entry.total_failed) == (3, 3, 0)
+    assert entry.first_send_time.ToDatetime(tzinfo=UTC) == datetime(2025, 6, 1, 10, 0, 20, tzinfo=UTC)
+    assert entry.last_send_time.ToDatetime(tzinfo=UTC) == later
 
 
 async def test_total_recipients_is_the_figure_fixed_when_the_campaign_was_queued(

@@ -212,6 +212,11 @@ class Extras:
     def full_view(self) -> bool:
         return self.statistics or self.tags or self.variation_statistics
 
+    @property
+    def breakdowns(self) -> bool:
+        """Whether per-variation or per-domain figures are rendered (see render_with_extras)."""
+        return self.variation_statistics or (self.statistics and self.domains)
+
 
 def render_with_extras(campaign: campaign_pb2.Campaign, extras: Extras) -> dict[str, Any]:
     row = render_campaign(campaign)
@@ -247,6 +252,11 @@ def render_with_extras(campaign: campaign_pb2.Campaign, extras: Extras) -> dict[
 
 def view_of(full: bool) -> campaign_pb2.CampaignView.ValueType:
     return campaign_pb2.CAMPAIGN_VIEW_FULL if full else campaign_pb2.CAMPAIGN_VIEW_BASIC
+
+
+def statistics_view_of(extras: Extras) -> campaign_pb2.StatisticsView.ValueType:
+    # The breakdowns make delivery read every queue row of the campaign; totals come from its counters.
+    return campaign_pb2.STATISTICS_VIEW_FULL if extras.breakdowns else campaign_pb2.STATISTICS_VIEW_TOTALS
 
 
 # campaign.create, campaign.copy, campaigns.delete ----------------------------------------------
@@ -290,13 +300,22 @@ async def get_campaign(args: Args, ctx: Context) -> dict[str, Any]:
     if args.problems:
         raise Problems(args.problems)
     get = ctx.stubs.campaign.GetCampaign
+    statistics_view = statistics_view_of(extras)
     campaign = await ctx.call(
-        get, campaign_pb2.GetCampaignRequest(campaign_id=campaign_id, view=view_of(extras.full_view))
+        get,
+        campaign_pb2.GetCampaignRequest(
+            campaign_id=campaign_id, view=view_of(extras.full_view), statistics_view=statistics_view
+        ),
     )
     if not extras.full_view and campaign.HasField("send_time"):
-        # CampaignThroughput is always answered; once sending started only delivery knows it.
+        # CampaignThroughput is always answered; once sending started only delivery knows it. The
+        # totals suffice for it (statistics_view is STATISTICS_VIEW_TOTALS here): a client polling a
+        # campaign while it sends costs delivery one counters row per poll.
         campaign = await ctx.call(
-            get, campaign_pb2.GetCampaignRequest(campaign_id=campaign_id, view=view_of(True))
+            get,
+            campaign_pb2.GetCampaignRequest(
+                campaign_id=campaign_id, view=view_of(True), statistics_view=statistics_view
+            ),
         )
     statistics = campaign.statistics
     return {
@@ -876,6 +895,7 @@ def list_options(args: Args, ctx: Context) -> ListOptions:
         tag_ids=args.int_list("tags"),
         owner_user_id=owner if is_admin else 0,
         view=view_of(extras.full_view or include_totals),
+        statistics_view=statistics_view_of(extras),
     )
     date_from = day_start(args, "date_from", after=False)
     date_to = day_start(args, "date_to", after=True)

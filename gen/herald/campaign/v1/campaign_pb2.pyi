@@ -98,6 +98,34 @@ CAMPAIGN_VIEW_FULL: CampaignView.ValueType  # 2
 """Also statistics (from delivery) and tags (from the tag service), fetched in one batched call each."""
 Global___CampaignView: _TypeAlias = CampaignView  # noqa: Y015
 
+class _StatisticsView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StatisticsViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StatisticsView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STATISTICS_VIEW_UNSPECIFIED: _StatisticsView.ValueType  # 0
+    """STATISTICS_VIEW_FULL, as before this choice existed."""
+    STATISTICS_VIEW_TOTALS: _StatisticsView.ValueType  # 1
+    """Counts, opens, clicks and throughput; `variations` and `domains` stay empty. Cheap: delivery
+    reads counters it keeps, so it suits a client polling a campaign while it sends.
+    """
+    STATISTICS_VIEW_FULL: _StatisticsView.ValueType  # 2
+    """Also the per-variation and per-domain breakdowns, for which delivery reads every queue row."""
+
+class StatisticsView(_StatisticsView, metaclass=_StatisticsViewEnumTypeWrapper):
+    """How much of its statistics a campaign carries with CAMPAIGN_VIEW_FULL."""
+
+STATISTICS_VIEW_UNSPECIFIED: StatisticsView.ValueType  # 0
+"""STATISTICS_VIEW_FULL, as before this choice existed."""
+STATISTICS_VIEW_TOTALS: StatisticsView.ValueType  # 1
+"""Counts, opens, clicks and throughput; `variations` and `domains` stay empty. Cheap: delivery
+reads counters it keeps, so it suits a client polling a campaign while it sends.
+"""
+STATISTICS_VIEW_FULL: StatisticsView.ValueType  # 2
+"""Also the per-variation and per-domain breakdowns, for which delivery reads every queue row."""
+Global___StatisticsView: _TypeAlias = StatisticsView  # noqa: Y015
+
 class _Winner:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -577,11 +605,11 @@ class CampaignStatistics(_message.Message):
     """Seconds between the first and the last send, rounded."""
     @_builtins.property
     def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariationStatistics]:
-        """Per A/B variation."""
+        """Per A/B variation (STATISTICS_VIEW_FULL)."""
 
     @_builtins.property
     def domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___DomainStatistics]:
-        """Per recipient domain."""
+        """Per recipient domain (STATISTICS_VIEW_FULL)."""
 
     def __init__(
         self,
@@ -697,17 +725,21 @@ class GetCampaignRequest(_message.Message):
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
+    STATISTICS_VIEW_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
     view: Global___CampaignView.ValueType
+    statistics_view: Global___StatisticsView.ValueType
+    """With CAMPAIGN_VIEW_FULL: which statistics; ignored otherwise."""
     def __init__(
         self,
         *,
         campaign_id: _builtins.int = ...,
         view: Global___CampaignView.ValueType = ...,
+        statistics_view: Global___StatisticsView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "statistics_view", b"statistics_view", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -773,6 +805,7 @@ class ListCampaignsRequest(_message.Message):
     TAG_IDS_FIELD_NUMBER: _builtins.int
     OWNER_USER_ID_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
+    STATISTICS_VIEW_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many campaigns; 0 returns all matches."""
     page_token: _builtins.str
@@ -792,6 +825,8 @@ class ListCampaignsRequest(_message.Message):
     owner_user_id: _builtins.int
     """Admin only: only this user's campaigns; 0 means every user's (admin) or the caller's own."""
     view: Global___CampaignView.ValueType
+    statistics_view: Global___StatisticsView.ValueType
+    """With CAMPAIGN_VIEW_FULL: which statistics, of every campaign and of total_statistics."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___CampaignStatus.ValueType]:
         """Only campaigns in these statuses; empty means all."""
@@ -833,10 +868,11 @@ class ListCampaignsRequest(_message.Message):
         tag_ids: _abc.Iterable[_builtins.int] | None = ...,
         owner_user_id: _builtins.int = ...,
         view: Global___CampaignView.ValueType = ...,
+        statistics_view: Global___StatisticsView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["send_time_from", b"send_time_from", "send_time_to", b"send_time_to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_ids", b"campaign_ids", "descending", b"descending", "include_auto_resend", b"include_auto_resend", "order_by", b"order_by", "owner_user_id", b"owner_user_id", "page_size", b"page_size", "page_token", b"page_token", "schedule_types", b"schedule_types", "scheduled", b"scheduled", "search", b"search", "send_time_from", b"send_time_from", "send_time_to", b"send_time_to", "skip", b"skip", "statuses", b"statuses", "tag_ids", b"tag_ids", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_ids", b"campaign_ids", "descending", b"descending", "include_auto_resend", b"include_auto_resend", "order_by", b"order_by", "owner_user_id", b"owner_user_id", "page_size", b"page_size", "page_token", b"page_token", "schedule_types", b"schedule_types", "scheduled", b"scheduled", "search", b"search", "send_time_from", b"send_time_from", "send_time_to", b"send_time_to", "skip", b"skip", "statistics_view", b"statistics_view", "statuses", b"statuses", "tag_ids", b"tag_ids", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -64,6 +64,34 @@ RECIPIENT_STATE_FAILED: RecipientState.ValueType  # 4
 RECIPIENT_STATE_DROPPED: RecipientState.ValueType  # 5
 Global___RecipientState: _TypeAlias = RecipientState  # noqa: Y015
 
+class _StatisticsView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StatisticsViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StatisticsView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STATISTICS_VIEW_UNSPECIFIED: _StatisticsView.ValueType  # 0
+    """STATISTICS_VIEW_FULL, as before views existed."""
+    STATISTICS_VIEW_TOTALS: _StatisticsView.ValueType  # 1
+    """Totals, Sent, Failed, first and last send time, opens and clicks; `variations` and `domains`
+    stay empty. The counts come from counters kept with the queue: cheap enough to poll.
+    """
+    STATISTICS_VIEW_FULL: _StatisticsView.ValueType  # 2
+    """Also the per-variation and per-domain breakdowns, which read every queue row of the campaign."""
+
+class StatisticsView(_StatisticsView, metaclass=_StatisticsViewEnumTypeWrapper):
+    """How much of a campaign's statistics to return (AIP-157)."""
+
+STATISTICS_VIEW_UNSPECIFIED: StatisticsView.ValueType  # 0
+"""STATISTICS_VIEW_FULL, as before views existed."""
+STATISTICS_VIEW_TOTALS: StatisticsView.ValueType  # 1
+"""Totals, Sent, Failed, first and last send time, opens and clicks; `variations` and `domains`
+stay empty. The counts come from counters kept with the queue: cheap enough to poll.
+"""
+STATISTICS_VIEW_FULL: StatisticsView.ValueType  # 2
+"""Also the per-variation and per-domain breakdowns, which read every queue row of the campaign."""
+Global___StatisticsView: _TypeAlias = StatisticsView  # noqa: Y015
+
 @_typing.final
 class RetryFailedRecipientsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -295,16 +323,20 @@ class BatchGetCampaignStatisticsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    view: Global___StatisticsView.ValueType
+    """Which figures to return; unset returns them all (STATISTICS_VIEW_FULL)."""
     @_builtins.property
     def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
         self,
         *,
         campaign_ids: _abc.Iterable[_builtins.int] | None = ...,
+        view: Global___StatisticsView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_ids", b"campaign_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_ids", b"campaign_ids", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -343,9 +375,13 @@ class CampaignStatistics(_message.Message):
     @_builtins.property
     def last_send_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariationStatistics]: ...
+    def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariationStatistics]:
+        """Per A/B variation (STATISTICS_VIEW_FULL only)."""
+
     @_builtins.property
-    def domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___DomainStatistics]: ...
+    def domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___DomainStatistics]:
+        """The recipient domains with the most recipients (STATISTICS_VIEW_FULL only)."""
+
     def __init__(
         self,
         *,
