@@ -3,6 +3,9 @@ straight to the campaign service over gRPC, 64 concurrent clients, 10,000 campai
 
 Run: `make bench` (or `.venv/bin/python bench/translator.py --seconds 10 --concurrency 64 --campaigns 10000`).
 Prints requests/s, p50 and p99 for each, the translator/gRPC ratios, and each process's memory.
+Both sides are first driven by Python clients (aiohttp and grpc.aio) in this process, which is the
+like-for-like comparison for the ratios; the translator is then driven by wrk (bench/wrk.py), whose
+load costs the 2-core machine far less CPU, for what the translator itself sustains.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ import argparse
 import asyncio
 import json
 import random
+import subprocess
 from typing import Any
 
 import aiohttp
 import grpc
 from harness import Result, drive, running_herald
 from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
+
+from bench.wrk import run_wrk, wrk_tool
 
 
 async def seed_campaigns(target: str, metadata: tuple[tuple[str, str], ...], count: int) -> list[int]:
@@ -98,6 +104,36 @@ async def run(args: argparse.Namespace) -> None:
                 result = await drive(name, call, concurrency=args.concurrency, seconds=args.seconds)
                 results.append(result)
                 print(result.line(), flush=True)
+
+        print()
+        print("the same through the translator, driven by wrk (C) instead of a Python client:", flush=True)
+        try:
+            tool = wrk_tool()
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+            print(f"    wrk is not available here ({exc}); skipped")
+        else:
+            gets = [
+                json.dumps({"Command": "campaign.get", "APIKey": user["APIKey"], "CampaignID": campaign_id})
+                for campaign_id in ids
+            ]
+            lists = [
+                json.dumps(
+                    {
+                        "Command": "campaigns.get",
+                        "APIKey": user["APIKey"],
+                        "RecordsPerRequest": 50,
+                        "RecordsFrom": page * 50,
+                        "RetrieveStatistics": False,
+                    }
+                )
+                for page in range(pages)
+            ]
+            for name, bodies in (
+                ("campaign.get  via translator, wrk", gets),
+                ("campaigns.get via translator, wrk (50)", lists),
+            ):
+                measured = run_wrk(tool, name, url, bodies, connections=args.concurrency, seconds=args.seconds)
+                print(measured.line(), flush=True)
 
         print()
         for translator, direct in ((results[0], results[1]), (results[2], results[3])):
