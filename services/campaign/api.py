@@ -271,7 +271,7 @@ def total_statistics(items: Iterable[delivery_pb2.CampaignStatistics]) -> campai
 
 class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
     """Every method works within the caller's campaigns (an admin's: everyone's); DomainError becomes a status
-    in the ErrorInterceptor, and a neighbour's error status passes through as it is."""
+    in the CallInterceptor, and a neighbour's error status passes through as it is."""
 
     def __init__(
         self,

@@ -90,7 +90,7 @@ def _value_at(email: email_pb2.Email, path: str) -> object:
 
 class EmailApi(email_pb2_grpc.EmailServiceServicer):
     """Every method works within the caller's emails (an admin's: everyone's); DomainError becomes a status in
-    the ErrorInterceptor."""
+    the CallInterceptor."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
