@@ -86,7 +86,8 @@ async def main(settings: Settings) -> None:
     # One channel per neighbour for the process's life; calls forward the caller's token and deadline.
     tag_channel = grpcutil.channel(settings.grpc_addr("tag"))
     delivery_channel = grpcutil.channel(settings.grpc_addr("delivery"))
-    reads = db.ReadPool(settings, settings.db_pool_size)
+    # A read takes a connection for well under a millisecond: half the main pool's size is plenty.
+    reads = db.ReadPool(settings, max(2, settings.db_pool_size // 2))
     await reads.open()
     servicer = CampaignApi(
         engine,
