@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import trustme
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from services.delivery.capture import CaptureServer, GroupCommit
@@ -343,3 +345,44 @@ async def test_message_content_has_crlf_line_ends_doubled_leading_dots_and_the_f
     message: bytes, content: bytes
 ) -> None:
     assert message_content(message) == content
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+async def test_messages_go_out_over_tls_once_aiosmtplib_opened_the_session(
+    tls: str, server: tuple[Behaviour, int]
+) -> None:
+    """The pipelined transactions take over the TLS transport that aiosmtplib's handshake made."""
+    behaviour, _ = server
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    tls_sessions: list[SMTP] = []
+
+    def protocol() -> SMTP:
+        if tls == "starttls":
+            smtp = SMTP(behaviour, hostname="test", tls_context=server_context, require_starttls=True)
+        else:
+            smtp = SMTP(behaviour, hostname="test")
+        tls_sessions.append(smtp)
+        return smtp
+
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(
+        protocol, "127.0.0.1", 0, ssl=server_context if tls == "implicit" else None
+    )
+    port = int(listener.sockets[0].getsockname()[1])
+    try:
+        target = SmtpTarget("127.0.0.1", port, tls="starttls" if tls == "starttls" else "implicit")
+        async with SmtpConnectionPool(
+            target, size=2, local_hostname="client.test", tls_context=client_context
+        ) as pool:
+            await asyncio.gather(*(pool.send("a@example.com", f"t{n}@example.com", MESSAGE) for n in range(10)))
+            assert pool.connections_opened == 2
+            # Both sessions are still open here, and the server sees TLS on each.
+            assert len(tls_sessions) == 2
+            assert all(smtp.transport and smtp.transport.get_extra_info("ssl_object") for smtp in tls_sessions)
+    finally:
+        listener.close()
+    assert sorted(behaviour.accepted) == sorted(f"t{n}@example.com" for n in range(10))
