@@ -14,10 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.campaign.domain import Campaign, CampaignStatus, next_occurrence
+from services.campaign.domain import Campaign, CampaignStatus, SplitTest, Winner, next_occurrence
 
 SEND_REQUESTED = "campaign.send_requested"
 CAMPAIGN_FINISHED = "delivery.campaign_finished"
+
+# How the send request names a split test's winner rule (RULINGS 9's spellings).
+_WINNER_RULES = {
+    Winner.HIGHEST_OPEN_RATE: "highest_open_rate",
+    Winner.MOST_UNIQUE_CLICKS: "most_unique_clicks",
+}
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,20 @@ class SendStart:
                 },
                 "resume": self.resume,
                 "occurrence": self.progress.occurrences_started,
+                "split_test": _split_test_payload(campaign.split_test),
             }
         ).encode()
+
+
+def _split_test_payload(split_test: SplitTest | None) -> dict[str, Any] | None:
+    """The split test delivery runs (test group first, the winner to the rest later); None when there is none."""
+    if split_test is None:
+        return None
+    return {
+        "test_size_percent": split_test.test_size_percent,
+        "test_duration_hours": split_test.test_duration_hours,
+        "winner": _WINNER_RULES[split_test.winner],
+    }
 
 
 def start_sending(campaign: Campaign, progress: SendProgress, now: datetime) -> SendStart:

@@ -62,6 +62,18 @@ def _statistics_message(statistics: CampaignStatistics) -> delivery_pb2.Campaign
             )
             for figures in statistics.domains
         ],
+        split_test=_split_test_message(statistics.split_test),
+    )
+
+
+def _split_test_message(standing: domain.SplitTestStanding | None) -> delivery_pb2.SplitTestResult | None:
+    if standing is None:
+        return None
+    return delivery_pb2.SplitTestResult(
+        test_recipients=standing.test_recipients,
+        held_recipients=standing.held_recipients,
+        winner_email_id=standing.winner_email_id,
+        decide_time=_timestamp(standing.decided_at),
     )
 
 
@@ -94,11 +106,14 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
                 # listing asks about were never sent, and then these queries are skipped.
                 queued = [campaign_id for campaign_id in campaign_ids if campaign_id in counts]
                 events = await store.event_counts(conn, queued, owner) if queued else {}
+                split_tests = await store.split_test_standings(conn, queued, owner) if queued else {}
                 # The breakdowns read every queue row of the campaigns: only when they are asked for.
                 if queued and breakdowns:
                     variations = await store.variation_figures(conn, queued, owner)
                     domains = await store.domain_figures(conn, queued, owner, domain.MAX_DOMAINS_PER_CAMPAIGN)
-        statistics = domain.campaign_statistics(campaign_ids, run_totals, counts, events, variations, domains)
+        statistics = domain.campaign_statistics(
+            campaign_ids, run_totals, counts, events, variations, domains, split_tests
+        )
         return delivery_pb2.BatchGetCampaignStatisticsResponse(
             statistics=[_statistics_message(entry) for entry in statistics]
         )
@@ -209,6 +224,7 @@ _STATE_BY_STATUS = {
     domain.SENT: delivery_pb2.RECIPIENT_STATE_SENT,
     domain.FAILED: delivery_pb2.RECIPIENT_STATE_FAILED,
     domain.DROPPED: delivery_pb2.RECIPIENT_STATE_DROPPED,
+    domain.HELD: delivery_pb2.RECIPIENT_STATE_HELD,
 }
 _STATUS_BY_STATE = {state: status for status, state in _STATE_BY_STATUS.items()}
 

@@ -15,11 +15,13 @@ MAX_DOMAINS_PER_CAMPAIGN = 100
 
 # The statuses of a queue row, as stored.
 PENDING = "Pending"
+# Outside a split test's test group, waiting for the winner.
+HELD = "Held"
 SENDING = "Sending"
 SENT = "Sent"
 FAILED = "Failed"
 DROPPED = "Dropped"
-RECIPIENT_STATUSES = (PENDING, SENDING, SENT, FAILED, DROPPED)
+RECIPIENT_STATUSES = (PENDING, HELD, SENDING, SENT, FAILED, DROPPED)
 
 # The kinds of tracking event, as stored.
 OPEN = "open"
@@ -88,6 +90,16 @@ class DomainFigures:
 
 
 @dataclass(frozen=True)
+class SplitTestStanding:
+    """Where the split test of a campaign's last occurrence stands; the winner is 0 until it was chosen."""
+
+    test_recipients: int
+    held_recipients: int
+    winner_email_id: int = 0
+    decided_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class CampaignStatistics:
     """Everything delivery reports about one campaign; all zeros when nothing was queued."""
 
@@ -100,6 +112,7 @@ class CampaignStatistics:
     last_sent_at: datetime | None = None
     variations: list[VariationFigures] = field(default_factory=list)
     domains: list[DomainFigures] = field(default_factory=list)
+    split_test: SplitTestStanding | None = None
 
 
 def campaign_statistics(
@@ -109,6 +122,7 @@ def campaign_statistics(
     events: Mapping[int, EventCounts],
     variations: Mapping[int, list[VariationFigures]],
     domains: Mapping[int, list[DomainFigures]],
+    split_tests: Mapping[int, SplitTestStanding] | None = None,
 ) -> list[CampaignStatistics]:
     """One entry per campaign id, in the given order, from the figure groups the store read.
 
@@ -129,6 +143,7 @@ def campaign_statistics(
                 last_sent_at=count.last_sent_at,
                 variations=variations.get(campaign_id, []),
                 domains=domains.get(campaign_id, []),
+                split_test=(split_tests or {}).get(campaign_id),
             )
         )
     return statistics

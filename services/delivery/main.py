@@ -1,4 +1,4 @@
-"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService and runs the send queue (services/delivery/queue.py)."""
+"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService, runs the send queue (services/delivery/queue.py) and the split-test decider (services/delivery/split_tests.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from services.common.config import Settings
 from services.common.grpcutil import serve
 from services.delivery.api import DeliveryService
 from services.delivery.queue import DeliveryQueue
+from services.delivery.split_tests import SplitTestDecider
 from services.delivery.store import SCHEMA
 
 
@@ -19,6 +20,7 @@ async def main(settings: Settings) -> None:
     engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
     queue = DeliveryQueue(engine, settings)
+    decider = SplitTestDecider(engine, settings, queue.wake)
 
     async def close() -> None:
         await queue.close()
@@ -34,6 +36,6 @@ async def main(settings: Settings) -> None:
         port=settings.delivery_grpc_port,
         token_secret=settings.effective_token_secret(),
         register=register,
-        background=[queue.run],
+        background=[queue.run, decider.run],
         on_stop=close,
     )

@@ -7,8 +7,11 @@
   of the campaign's owner, so a campaign only ever reaches its owner's lists and emails.
 - A send request for an occurrence already queued (a resume after a pause, or the same request again)
   streams nothing: the rows still Pending are published again under a new generation.
+- A/B campaigns with a split test queue only the test group (TestSize % of the recipients, drawn by a
+  hash) with variations and batches; the others are queued Held, and services/delivery/split_tests.py
+  sends them the winner after TestDuration hours.
 - A status change is mirrored into the run's state, which workers check between messages: Cancelled
-  drops the Pending rows, and entering Sending publishes the Pending rows again (as a resume does).
+  drops the Pending and Held rows, and entering Sending publishes the Pending rows again (as a resume does).
 - A deleted campaign is treated as cancelled.
 
 Both consumers lock the campaign's run row, so for one campaign they take turns. Nothing here sends mail.
@@ -67,6 +70,17 @@ def owner_metadata(settings: Settings, owner_user_id: int) -> tuple[tuple[str, s
     """Call metadata with a short-lived token of the campaign's owner."""
     token = auth.mint_token(auth.Principal(user_id=owner_user_id), settings.effective_token_secret(), 600)
     return (("authorization", f"Bearer {token}"),)
+
+
+def split_test_record(request: SendRequest, split_test: sending.SplitTest, test_group: int) -> dict[str, Any]:
+    """The split test as the run keeps it (campaign_runs.split_test), with the variations' order for ties."""
+    return {
+        "test_recipients": test_group,
+        "test_size_percent": split_test.test_size_percent,
+        "test_duration_hours": split_test.test_duration_hours,
+        "winner": split_test.winner,
+        "email_ids": request.email_ids(),
+    }
 
 
 async def finish_if_done(engine: AsyncEngine, subjects: Subjects, campaign_id: int) -> bool:
@@ -235,9 +249,18 @@ class DeliveryQueue:
             generation = run.generation + 1
             first_batch = run.batches + 1
             count = 0
+            published = 0
+            split_test = request.effective_split_test()
+            test_group: int | None = None
             if metadata is not None:
                 await queue_store.create_staging(conn)
                 await queue_store.copy_staged(conn, self._recipients(request, metadata))
+                if split_test is not None:
+                    audience = await queue_store.staged_address_count(conn)
+                    test_group = sending.split_test_group_size(audience, split_test.test_size_percent)
+                    if test_group >= audience:
+                        # The test group is everybody: nobody is left for a winner, send as without a test.
+                        test_group = None
                 count = await queue_store.queued_staged_count(
                     conn,
                     campaign_id=request.campaign_id,
@@ -247,8 +270,10 @@ class DeliveryQueue:
                     first_batch=first_batch,
                     batch_size=self._batch_size,
                     variations=request.variations,
+                    test_group=test_group,
                 )
-            batches = sending.batch_count(count, self._batch_size)
+                published = count if test_group is None else test_group
+            batches = sending.batch_count(published, self._batch_size)
             await queue_store.save_occurrence(
                 conn,
                 request.campaign_id,
@@ -258,6 +283,11 @@ class DeliveryQueue:
                 batches=run.batches + batches,
                 added_recipients=count,
                 reason=reason,
+                split_test=(
+                    split_test_record(request, split_test, test_group)
+                    if split_test is not None and test_group is not None
+                    else None
+                ),
             )
             if batches and run.state == SENDING:
                 await queue_store.add_batch_messages(
@@ -272,6 +302,7 @@ class DeliveryQueue:
             "campaign queued",
             occurrence=request.occurrence,
             recipients=count,
+            test_group=test_group,
             batches=batches,
             generation=generation,
             state=run.state,

@@ -85,11 +85,11 @@ async def set_run_state(conn: AsyncConnection, campaign_id: int, state: str) -> 
 
 
 async def dropped_pending_count(conn: AsyncConnection, campaign_id: int) -> int:
-    """Drops the campaign's rows still Pending (it was cancelled); returns how many."""
+    """Drops the campaign's rows still Pending or Held for a split test's winner (it was cancelled); returns how many."""
     result = await conn.execute(
         sa.text(
             "UPDATE delivery.recipients SET status = 'Dropped', last_error = 'campaign cancelled' "
-            "WHERE campaign_id = :c AND status = 'Pending'"
+            "WHERE campaign_id = :c AND status IN ('Pending', 'Held')"
         ),
         {"c": campaign_id},
     )
@@ -192,6 +192,15 @@ async def copy_staged(conn: AsyncConnection, chunks: AsyncIterable[Sequence[Stag
                     await copy.write_row(row)
 
 
+async def staged_address_count(conn: AsyncConnection) -> int:
+    """How many distinct addresses (compared case-insensitively) the staging table holds: the rows queueing writes."""
+    return int(
+        (
+            await conn.execute(sa.text("SELECT count(DISTINCT lower(email_address)) FROM staged_recipients"))
+        ).scalar_one()
+    )
+
+
 async def queued_staged_count(
     conn: AsyncConnection,
     *,
@@ -202,11 +211,17 @@ async def queued_staged_count(
     first_batch: int,
     batch_size: int,
     variations: Sequence[Variation],
+    test_group: int | None = None,
 ) -> int:
     """Queues the staged recipients (each address once, in subscriber order) as Pending rows; returns how many.
 
     Row k (from 1) goes into batch first_batch + (k - 1) // batch_size and, for an A/B campaign, gets
     the variation sending.variation_for(k) names.
+
+    With `test_group` (a split test), only that many recipients are queued so: those that come first in
+    an order fixed by a hash of the campaign and subscriber ids (a fair draw, the same on every replay,
+    unrelated to subscriber order); k then counts within the test group. Every other recipient is
+    queued Held, with no variation and no batch, until the winner is chosen.
     """
     params: dict[str, Any] = {
         "c": campaign_id,
@@ -216,10 +231,34 @@ async def queued_staged_count(
         "first": first_batch,
         "size": batch_size,
     }
+    # Each address once, numbered (rn) in subscriber order; k below is rn, or the rank within the test group.
+    numbered = """
+        SELECT unique_addresses.*, row_number() OVER (ORDER BY subscriber_id) AS rn{draw}
+        FROM (
+            SELECT DISTINCT ON (lower(email_address)) *
+            FROM staged_recipients
+            ORDER BY lower(email_address), subscriber_id
+        ) AS unique_addresses
+    """
+    if test_group is None:
+        source = f"SELECT numbered.*, true AS in_test, rn AS k FROM ({numbered.format(draw='')}) AS numbered"
+    else:
+        params["test"] = test_group
+        draw = (
+            ", row_number() OVER (ORDER BY md5(CAST(:c AS text) || ':' || CAST(subscriber_id AS text)), subscriber_id)"
+            " AS draw"
+        )
+        source = f"""
+            SELECT drawn.*, row_number() OVER (PARTITION BY in_test ORDER BY rn) AS k
+            FROM (
+                SELECT numbered.*, draw <= CAST(:test AS bigint) AS in_test
+                FROM ({numbered.format(draw=draw)}) AS numbered
+            ) AS drawn
+        """
     variation = "NULL::bigint"
     if variations:
         params["golden"] = sending.GOLDEN
-        fraction = "(CAST(rn AS float8) * :golden - floor(CAST(rn AS float8) * :golden))"
+        fraction = "(CAST(k AS float8) * :golden - floor(CAST(k AS float8) * :golden))"
         cases = []
         for index, (email_id, end) in enumerate(sending.variation_slots(variations)):
             params[f"e{index}"], params[f"v{index}"] = end, email_id
@@ -230,20 +269,16 @@ async def queued_staged_count(
             f"""
             INSERT INTO delivery.recipients (
                 campaign_id, owner_user_id, occurrence, generation, batch_id, subscriber_id, list_id,
-                email_address, domain, first_name, last_name, custom_fields, email_id)
-            SELECT :c, :o, :occ, :g, :first + (rn - 1) / :size, subscriber_id, list_id,
-                   email_address,
+                email_address, domain, first_name, last_name, custom_fields, email_id, status)
+            SELECT :c, :o, :occ, :g,
+                   CASE WHEN in_test THEN :first + (k - 1) / :size END,
+                   subscriber_id, list_id, email_address,
                    CASE WHEN position('@' IN email_address) > 0
                         THEN lower(substring(btrim(email_address) FROM '[^@]*$')) ELSE '' END,
-                   first_name, last_name, custom_fields, {variation}
-            FROM (
-                SELECT unique_addresses.*, row_number() OVER (ORDER BY subscriber_id) AS rn
-                FROM (
-                    SELECT DISTINCT ON (lower(email_address)) *
-                    FROM staged_recipients
-                    ORDER BY lower(email_address), subscriber_id
-                ) AS unique_addresses
-            ) AS numbered
+                   first_name, last_name, custom_fields,
+                   CASE WHEN in_test THEN {variation} END,
+                   CASE WHEN in_test THEN 'Pending' ELSE 'Held' END
+            FROM ({source}) AS positioned
             ORDER BY rn
             """
         ),
@@ -262,13 +297,20 @@ async def save_occurrence(
     batches: int,
     added_recipients: int,
     reason: str,
+    split_test: Mapping[str, Any] | None = None,
 ) -> None:
-    """Records a newly queued occurrence on its (locked) run: content, counters, and no finish yet."""
+    """Records a newly queued occurrence on its (locked) run: content, counters, and no finish yet.
+
+    `split_test` (the occurrence holds recipients back for a winner) starts its test phase now.
+    """
     await conn.execute(
         sa.text(
             "UPDATE delivery.campaign_runs SET occurrence = :occ, content = CAST(:content AS jsonb), "
             "generation = :g, batches = :b, total_recipients = total_recipients + :n, "
-            "occurrence_started_at = now(), finished_at = NULL, reason = :reason WHERE campaign_id = :c"
+            "occurrence_started_at = now(), finished_at = NULL, reason = :reason, "
+            "split_test = CAST(:split_test AS jsonb), "
+            "test_started_at = CASE WHEN CAST(:split_test AS jsonb) IS NULL THEN NULL ELSE now() END, "
+            "winner_email_id = NULL, winner_decided_at = NULL WHERE campaign_id = :c"
         ),
         {
             "c": campaign_id,
@@ -278,6 +320,7 @@ async def save_occurrence(
             "b": batches,
             "n": added_recipients,
             "reason": reason,
+            "split_test": None if split_test is None else json.dumps(split_test),
         },
     )
 
@@ -286,9 +329,10 @@ async def save_occurrence(
 
 
 async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sending.Finished | None:
-    """Marks the run's occurrence finished when it is Sending and no row is Pending or Sending; None otherwise.
+    """Marks the run's occurrence finished when it is Sending and no row is Pending, Held or Sending; None otherwise.
 
-    The guard on finished_at makes this happen once per publication, however many workers ask.
+    Held rows wait for a split test's winner: the campaign is not finished before they were sent. The
+    guard on finished_at makes this happen once per publication, however many workers ask.
     """
     row = (
         await conn.execute(
@@ -298,7 +342,7 @@ async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sendin
                 WHERE campaign_id = :c AND state = 'Sending' AND finished_at IS NULL AND content IS NOT NULL
                   AND NOT EXISTS (
                       SELECT 1 FROM delivery.recipients
-                      WHERE campaign_id = :c AND status IN ('Pending', 'Sending'))
+                      WHERE campaign_id = :c AND status IN ('Pending', 'Held', 'Sending'))
                 RETURNING owner_user_id, occurrence, occurrence_started_at, finished_at, reason
                 """
             ),
@@ -332,6 +376,112 @@ async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sendin
         started_at=row.occurrence_started_at,
         finished_at=row.finished_at,
         occurrence=row.occurrence,
+    )
+
+
+# --- split tests ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DueSplitTest:
+    """A run whose split test's winner is due: its settings and the counters a new publication continues."""
+
+    campaign_id: int
+    occurrence: int
+    generation: int
+    batches: int
+    split_test: Mapping[str, Any]
+
+
+async def due_split_tests_for_update(conn: AsyncConnection, limit: int) -> list[DueSplitTest]:
+    """Sending runs whose test phase lasted its TestDuration and whose winner is undecided, locked.
+
+    SKIP LOCKED: a run another replica's decider (or a status change) holds is left alone this pass, so
+    a winner is never decided twice.
+    """
+    rows = await conn.execute(
+        sa.text(
+            """
+            SELECT campaign_id, occurrence, generation, batches, split_test
+            FROM delivery.campaign_runs
+            WHERE split_test IS NOT NULL AND winner_decided_at IS NULL AND state = 'Sending'
+              AND test_started_at
+                  + make_interval(hours => CAST(split_test ->> 'test_duration_hours' AS integer)) <= now()
+            ORDER BY test_started_at, campaign_id
+            LIMIT :n
+            FOR UPDATE SKIP LOCKED
+            """
+        ),
+        {"n": limit},
+    )
+    return [DueSplitTest(**row._mapping) for row in rows]
+
+
+async def split_test_figures(
+    conn: AsyncConnection, campaign_id: int, occurrence: int
+) -> list[sending.SplitTestFigures]:
+    """Per variation of the occurrence's test group (the rows that have one): Sent rows, and distinct recipients
+    who opened or clicked."""
+    rows = await conn.execute(
+        sa.text(
+            """
+            SELECT r.email_id,
+                   count(*) FILTER (WHERE r.status = 'Sent') AS sent,
+                   count(*) FILTER (WHERE EXISTS (
+                       SELECT 1 FROM delivery.events AS e
+                       WHERE e.campaign_id = r.campaign_id AND e.recipient_id = r.recipient_id
+                         AND e.kind = 'open')) AS unique_opens,
+                   count(*) FILTER (WHERE EXISTS (
+                       SELECT 1 FROM delivery.events AS e
+                       WHERE e.campaign_id = r.campaign_id AND e.recipient_id = r.recipient_id
+                         AND e.kind = 'click')) AS unique_clicks
+            FROM delivery.recipients AS r
+            WHERE r.campaign_id = :c AND r.occurrence = :occ AND r.email_id IS NOT NULL
+            GROUP BY r.email_id
+            """
+        ),
+        {"c": campaign_id, "occ": occurrence},
+    )
+    return [sending.SplitTestFigures(**row._mapping) for row in rows]
+
+
+async def released_held_count(
+    conn: AsyncConnection,
+    campaign_id: int,
+    *,
+    winner_email_id: int,
+    generation: int,
+    first_batch: int,
+    batch_size: int,
+) -> int:
+    """Gives the campaign's Held rows the winner's email and makes them Pending in new batches of `generation`."""
+    result = await conn.execute(
+        sa.text(
+            """
+            UPDATE delivery.recipients AS r
+            SET status = 'Pending', email_id = :e, generation = :g, batch_id = :first + (h.rn - 1) / :size
+            FROM (
+                SELECT recipient_id, row_number() OVER (ORDER BY recipient_id) AS rn
+                FROM delivery.recipients WHERE campaign_id = :c AND status = 'Held'
+            ) AS h
+            WHERE r.campaign_id = :c AND r.recipient_id = h.recipient_id
+            """
+        ),
+        {"c": campaign_id, "e": winner_email_id, "g": generation, "first": first_batch, "size": batch_size},
+    )
+    return result.rowcount
+
+
+async def save_winner(
+    conn: AsyncConnection, campaign_id: int, *, winner_email_id: int, generation: int, batches: int
+) -> None:
+    """Records the split test's winner on the (locked) run, with the publication that sends it to the rest."""
+    await conn.execute(
+        sa.text(
+            "UPDATE delivery.campaign_runs SET winner_email_id = :e, winner_decided_at = now(), "
+            "generation = :g, batches = :b, finished_at = NULL WHERE campaign_id = :c"
+        ),
+        {"c": campaign_id, "e": winner_email_id, "g": generation, "b": batches},
     )
 
 

@@ -1,7 +1,8 @@
 """Rules of the send pipeline, pure and synchronous: events in and out, runs, batches, variations and SMTP outcomes.
 
 How a recipient moves: Pending (queued) → Sending (claimed by one worker) → Sent or Failed; Dropped when
-the campaign is cancelled first. A worker that stops mid-send leaves rows in Sending; the next worker
+the campaign is cancelled first. Outside the test group of a split test a recipient starts Held (no
+variation, no batch) and becomes Pending with the winner's email once the winner is chosen. A worker that stops mid-send leaves rows in Sending; the next worker
 to get that batch marks them Failed as *ambiguous* (they may or may not have been delivered) instead of
 sending them again, and `admin.campaign.retryfailed` resends them when an admin decides to.
 """
@@ -13,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from fractions import Fraction
 from typing import Any
 
 from services.common.errors import DomainError, ErrorKind, Violations, not_found, precondition
@@ -49,6 +51,21 @@ class Variation:
     weight: int
 
 
+# How a split test's winner is chosen (RULINGS 9), as the send request names it.
+HIGHEST_OPEN_RATE = "highest_open_rate"
+MOST_UNIQUE_CLICKS = "most_unique_clicks"
+WINNER_RULES = (HIGHEST_OPEN_RATE, MOST_UNIQUE_CLICKS)
+
+
+@dataclass(frozen=True)
+class SplitTest:
+    """A campaign's split test: TestSize % of the recipients get the variations, the rest the winner later."""
+
+    test_size_percent: int
+    test_duration_hours: int
+    winner: str
+
+
 @dataclass(frozen=True)
 class SendRequest:
     """campaign.send_requested: send (or, with `resume`, continue sending) one occurrence of a campaign."""
@@ -61,12 +78,21 @@ class SendRequest:
     targeting: Mapping[str, Any]
     resume: bool
     occurrence: int
+    split_test: SplitTest | None = None
 
     def email_ids(self) -> list[int]:
         """The emails whose content is sent: the variations' for an A/B campaign, else the campaign's own."""
         if self.variations:
             return list(dict.fromkeys(v.email_id for v in self.variations))
         return [self.email_id] if self.email_id else []
+
+    def effective_split_test(self) -> SplitTest | None:
+        """The split test to run: only an A/B campaign with at least two different emails has something to test.
+
+        A split test on a campaign without variations (or with one email) is ignored: the campaign is
+        sent to everybody at once, as without a split test.
+        """
+        return self.split_test if len(self.email_ids()) >= 2 and self.variations else None
 
 
 def parse_send_request(payload: bytes) -> SendRequest:
@@ -87,9 +113,25 @@ def parse_send_request(payload: bytes) -> SendRequest:
             targeting=targeting,
             resume=bool(data.get("resume")),
             occurrence=max(int(data.get("occurrence") or 1), 1),
+            split_test=_split_test(data.get("split_test")),
         )
     except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"malformed send request: {exc}") from exc
+
+
+def _split_test(data: Any) -> SplitTest | None:
+    if data is None:
+        return None
+    split_test = SplitTest(
+        test_size_percent=int(data["test_size_percent"]),
+        test_duration_hours=int(data["test_duration_hours"]),
+        winner=str(data["winner"]),
+    )
+    if not 1 <= split_test.test_size_percent <= 100 or split_test.test_duration_hours < 0:
+        raise ValueError(f"split test out of range: {split_test}")
+    if split_test.winner not in WINNER_RULES:
+        raise ValueError(f"unknown split test winner rule {split_test.winner!r}")
+    return split_test
 
 
 @dataclass(frozen=True)
@@ -207,6 +249,53 @@ def variation_for(position: int, slots: Sequence[tuple[int, float]]) -> int:
     """The email of the recipient queued at `position` (from 1); the SQL that queues a campaign does the same."""
     fraction = (position * GOLDEN) % 1.0
     return next(email_id for email_id, end in slots if fraction < end)
+
+
+# --- split tests ----------------------------------------------------------------------------------------------
+
+
+def split_test_group_size(recipients: int, test_size_percent: int) -> int:
+    """How many of `recipients` form the test group: TestSize % rounded half up, at least one.
+
+    It equals `recipients` when the test group is the whole audience (a tiny audience, or 100 %):
+    the campaign is then sent to everybody at once, as without a split test.
+    """
+    if recipients <= 0:
+        return 0
+    share = (recipients * test_size_percent * 2 + 100) // 200
+    return min(max(share, 1), recipients)
+
+
+@dataclass(frozen=True)
+class SplitTestFigures:
+    """What one variation's test group did: recipients sent to, and distinct recipients who opened or clicked."""
+
+    email_id: int
+    sent: int
+    unique_opens: int
+    unique_clicks: int
+
+
+def split_test_winner(rule: str, email_ids: Sequence[int], figures: Sequence[SplitTestFigures]) -> int:
+    """The winning variation's email: the highest open rate (unique opens per recipient sent to) or the most
+    unique clicks; on a tie (zero opens everywhere included) the variation listed first in `email_ids`."""
+    if not email_ids:
+        raise ValueError("a split test needs at least one variation")
+    by_email = {f.email_id: f for f in figures}
+
+    def score(email_id: int) -> Fraction:
+        found = by_email.get(email_id)
+        if found is None:
+            return Fraction(0)
+        if rule == MOST_UNIQUE_CLICKS:
+            return Fraction(found.unique_clicks)
+        return Fraction(found.unique_opens, found.sent) if found.sent else Fraction(0)
+
+    best = email_ids[0]
+    for email_id in email_ids[1:]:
+        if score(email_id) > score(best):
+            best = email_id
+    return best
 
 
 # --- workers --------------------------------------------------------------------------------------------------

@@ -32,6 +32,11 @@ campaign_runs = sa.Table(
     sa.Column("generation", sa.Integer, nullable=False, server_default="0"),
     sa.Column("batches", sa.Integer, nullable=False, server_default="0"),
     sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    # The split test of the last occurrence (migration 0006; services/delivery/split_tests.py).
+    sa.Column("split_test", postgresql.JSONB(none_as_null=True)),
+    sa.Column("test_started_at", sa.DateTime(timezone=True)),
+    sa.Column("winner_email_id", sa.BigInteger),
+    sa.Column("winner_decided_at", sa.DateTime(timezone=True)),
 )
 
 recipients = sa.Table(
@@ -110,6 +115,33 @@ async def run_totals(conn: AsyncConnection, campaign_ids: Sequence[int], owner: 
         _scoped(campaign_runs, campaign_ids, owner)
     )
     return {row.campaign_id: row.total_recipients for row in await conn.execute(query)}
+
+
+async def split_test_standings(
+    conn: AsyncConnection, campaign_ids: Sequence[int], owner: int | None
+) -> dict[int, domain.SplitTestStanding]:
+    """The split test of each campaign whose last occurrence ran one: test group, rows still Held, winner."""
+    held = (
+        sa.select(sa.func.count())
+        .where(recipients.c.campaign_id == campaign_runs.c.campaign_id, recipients.c.status == domain.HELD)
+        .scalar_subquery()
+    )
+    query = sa.select(
+        campaign_runs.c.campaign_id,
+        campaign_runs.c.split_test,
+        campaign_runs.c.winner_email_id,
+        campaign_runs.c.winner_decided_at,
+        held.label("held"),
+    ).where(_scoped(campaign_runs, campaign_ids, owner), campaign_runs.c.split_test.is_not(None))
+    return {
+        row.campaign_id: domain.SplitTestStanding(
+            test_recipients=int(row.split_test.get("test_recipients") or 0),
+            held_recipients=row.held,
+            winner_email_id=row.winner_email_id or 0,
+            decided_at=row.winner_decided_at,
+        )
+        for row in await conn.execute(query)
+    }
 
 
 async def recipient_counts(

@@ -13,7 +13,8 @@ Per batch message `{campaign_id, batch_id, generation}`:
    concurrency of rows unconfirmed: those become the ambiguous ones of step 1.
 4. Between messages the run's state is checked (at most 0.5 s old): a pause or cancel stops sending
    within a second and the claimed rows not yet sent go back to Pending (Dropped when cancelled).
-5. When the run has no Pending or Sending row left, delivery.campaign_finished goes out (once).
+5. When the run has no Pending, Held (a split test's rest, waiting for the winner) or Sending row left,
+   delivery.campaign_finished goes out (once).
    Then the message is acked; while the batch runs the worker tells JetStream it is alive.
 
 SMTP outcomes: 2xx Sent; 5xx Failed with the reply; 4xx and connection errors retried with backoff up to

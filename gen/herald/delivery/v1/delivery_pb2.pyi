@@ -52,6 +52,8 @@ class _RecipientStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Recipi
     RECIPIENT_STATE_SENT: _RecipientState.ValueType  # 3
     RECIPIENT_STATE_FAILED: _RecipientState.ValueType  # 4
     RECIPIENT_STATE_DROPPED: _RecipientState.ValueType  # 5
+    RECIPIENT_STATE_HELD: _RecipientState.ValueType  # 6
+    """Outside a split test's test group: waiting for the winner (no variation and no batch yet)."""
 
 class RecipientState(_RecipientState, metaclass=_RecipientStateEnumTypeWrapper):
     """Delivery state of one queued recipient."""
@@ -62,6 +64,8 @@ RECIPIENT_STATE_SENDING: RecipientState.ValueType  # 2
 RECIPIENT_STATE_SENT: RecipientState.ValueType  # 3
 RECIPIENT_STATE_FAILED: RecipientState.ValueType  # 4
 RECIPIENT_STATE_DROPPED: RecipientState.ValueType  # 5
+RECIPIENT_STATE_HELD: RecipientState.ValueType  # 6
+"""Outside a split test's test group: waiting for the winner (no variation and no batch yet)."""
 Global___RecipientState: _TypeAlias = RecipientState  # noqa: Y015
 
 class _StatisticsView:
@@ -360,6 +364,7 @@ class CampaignStatistics(_message.Message):
     LAST_SEND_TIME_FIELD_NUMBER: _builtins.int
     VARIATIONS_FIELD_NUMBER: _builtins.int
     DOMAINS_FIELD_NUMBER: _builtins.int
+    SPLIT_TEST_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
     total_recipients: _builtins.int
     total_sent: _builtins.int
@@ -382,6 +387,10 @@ class CampaignStatistics(_message.Message):
     def domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___DomainStatistics]:
         """The recipient domains with the most recipients (STATISTICS_VIEW_FULL only)."""
 
+    @_builtins.property
+    def split_test(self) -> Global___SplitTestResult:
+        """The split test of the campaign's last occurrence, when it ran one (every view)."""
+
     def __init__(
         self,
         *,
@@ -397,14 +406,50 @@ class CampaignStatistics(_message.Message):
         last_send_time: _timestamp_pb2.Timestamp | None = ...,
         variations: _abc.Iterable[Global___VariationStatistics] | None = ...,
         domains: _abc.Iterable[Global___DomainStatistics] | None = ...,
+        split_test: Global___SplitTestResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["first_send_time", b"first_send_time", "last_send_time", b"last_send_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "split_test", b"split_test"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "domains", b"domains", "first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "total_clicks", b"total_clicks", "total_failed", b"total_failed", "total_opens", b"total_opens", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "domains", b"domains", "first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "split_test", b"split_test", "total_clicks", b"total_clicks", "total_failed", b"total_failed", "total_opens", b"total_opens", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CampaignStatistics: _TypeAlias = CampaignStatistics  # noqa: Y015
+
+@_typing.final
+class SplitTestResult(_message.Message):
+    """Where a campaign's split test stands: the test group got the variations; the winner goes to the rest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEST_RECIPIENTS_FIELD_NUMBER: _builtins.int
+    HELD_RECIPIENTS_FIELD_NUMBER: _builtins.int
+    WINNER_EMAIL_ID_FIELD_NUMBER: _builtins.int
+    DECIDE_TIME_FIELD_NUMBER: _builtins.int
+    test_recipients: _builtins.int
+    """Recipients in the test group, and those held back for the winner (0 once it was chosen)."""
+    held_recipients: _builtins.int
+    winner_email_id: _builtins.int
+    """The winning variation's email; 0 until the winner was chosen."""
+    @_builtins.property
+    def decide_time(self) -> _timestamp_pb2.Timestamp:
+        """When the winner was chosen; unset until then."""
+
+    def __init__(
+        self,
+        *,
+        test_recipients: _builtins.int = ...,
+        held_recipients: _builtins.int = ...,
+        winner_email_id: _builtins.int = ...,
+        decide_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decide_time", b"decide_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decide_time", b"decide_time", "held_recipients", b"held_recipients", "test_recipients", b"test_recipients", "winner_email_id", b"winner_email_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitTestResult: _TypeAlias = SplitTestResult  # noqa: Y015
 
 @_typing.final
 class VariationStatistics(_message.Message):

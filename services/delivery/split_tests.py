@@ -1,0 +1,113 @@
+"""The split-test decider: TestDuration hours after a split test's test group started, picks the winner and sends it to the rest.
+
+Each pass claims the Sending runs whose test phase is over and whose winner is undecided with
+`SELECT … FOR UPDATE SKIP LOCKED` on their run rows, so any number of delivery replicas run it side by
+side and a winner is decided exactly once. In the same transaction it reads the test group's figures,
+chooses the winner (sending.split_test_winner), records it on the run, gives every Held row the
+winner's email and makes it Pending in new batches of a new generation, and queues those batch
+messages in the outbox. A paused run waits (it is not Sending); a cancelled one has no Held rows left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import structlog
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.config import Settings
+from services.common.natsutil import Subjects
+from services.delivery import queue_store, sending, streams
+from services.delivery.queue import finish_if_done
+
+log = structlog.get_logger()
+
+# Runs decided per transaction; a pass that fills it runs again at once.
+DECIDE_LIMIT = 20
+# How often due split tests are looked for: a winner goes out at most this late (the query reads a
+# partial index of the undecided split tests only).
+POLL_SECONDS = 1.0
+
+
+class SplitTestDecider:
+    """Decides due split tests every POLL_SECONDS; `wake_outbox` publishes the batches it queued."""
+
+    def __init__(self, engine: AsyncEngine, settings: Settings, wake_outbox: Callable[[], None]) -> None:
+        self._engine = engine
+        self._subjects = Subjects.of(settings)
+        self._batches_subject = streams.batches_subject(self._subjects)
+        self._batch_size = max(settings.delivery_batch_size, 1)
+        self._wake_outbox = wake_outbox
+
+    async def decide_due_split_tests(self) -> int:
+        """Decides the split tests that are due now (at most DECIDE_LIMIT); returns how many."""
+        empty: list[int] = []
+        async with self._engine.begin() as conn:
+            due = await queue_store.due_split_tests_for_update(conn, DECIDE_LIMIT)
+            for run in due:
+                figures = await queue_store.split_test_figures(conn, run.campaign_id, run.occurrence)
+                email_ids = [int(email_id) for email_id in run.split_test["email_ids"]]
+                winner = sending.split_test_winner(str(run.split_test["winner"]), email_ids, figures)
+                generation = run.generation + 1
+                first_batch = run.batches + 1
+                count = await queue_store.released_held_count(
+                    conn,
+                    run.campaign_id,
+                    winner_email_id=winner,
+                    generation=generation,
+                    first_batch=first_batch,
+                    batch_size=self._batch_size,
+                )
+                batches = sending.batch_count(count, self._batch_size)
+                if batches:
+                    await queue_store.add_batch_messages(
+                        conn,
+                        self._batches_subject,
+                        run.campaign_id,
+                        first_batch,
+                        first_batch + batches - 1,
+                        generation,
+                    )
+                else:
+                    empty.append(run.campaign_id)
+                await queue_store.save_winner(
+                    conn,
+                    run.campaign_id,
+                    winner_email_id=winner,
+                    generation=generation,
+                    batches=run.batches + batches,
+                )
+                log.info(
+                    "split test decided",
+                    campaign_id=run.campaign_id,
+                    rule=run.split_test["winner"],
+                    winner_email_id=winner,
+                    figures=[(f.email_id, f.sent, f.unique_opens, f.unique_clicks) for f in figures],
+                    recipients=count,
+                    batches=batches,
+                    generation=generation,
+                )
+        if due:
+            self._wake_outbox()
+        # A run with no Held row left gets no batch, so no worker would ever see it finish: check here.
+        for campaign_id in empty:
+            if await finish_if_done(self._engine, self._subjects, campaign_id):
+                self._wake_outbox()
+        return len(due)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("split-test decider started")
+        while not stop.is_set():
+            try:
+                decided = await self.decide_due_split_tests()
+            except (DBAPIError, OSError) as exc:
+                # PostgreSQL restarting: due split tests wait for the next pass, nothing is lost.
+                log.warning("split-test pass failed; retrying", error=str(getattr(exc, "orig", None) or exc))
+                decided = 0
+            if decided >= DECIDE_LIMIT:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
