@@ -190,7 +190,7 @@ def _send_span(stats: delivery_pb2.CampaignStatistics) -> tuple[datetime | None,
 def statistics_to_proto(stats: delivery_pb2.CampaignStatistics) -> campaign_pb2.CampaignStatistics:
     """A campaign's statistics from delivery's figures, with the throughput of RULINGS 11."""
     emails_per_second, duration = domain.throughput(stats.total_sent, *_send_span(stats))
-    return campaign_pb2.CampaignStatistics(
+    message = campaign_pb2.CampaignStatistics(
         total_recipients=stats.total_recipients,
         total_sent=stats.total_sent,
         total_failed=stats.total_failed,
@@ -221,6 +221,14 @@ def statistics_to_proto(stats: delivery_pb2.CampaignStatistics) -> campaign_pb2.
             for d in stats.domains
         ],
     )
+    if stats.HasField("split_test"):
+        result = stats.split_test
+        message.split_test.test_recipients = result.test_recipients
+        message.split_test.held_recipients = result.held_recipients
+        message.split_test.winner_email_id = result.winner_email_id
+        if result.HasField("decide_time"):
+            message.split_test.decide_time.CopyFrom(result.decide_time)
+    return message
 
 
 _COUNTERS = (

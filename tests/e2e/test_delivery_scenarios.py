@@ -352,6 +352,8 @@ async def test_ab_variations_are_sent_by_weight_and_counted_per_variation(
     assert by_email[first]["TotalRecipients"] == by_email[first]["TotalSent"] == subjects["Variation A"]
     assert by_email[second]["TotalRecipients"] == by_email[second]["TotalSent"] == subjects["Variation B"]
     assert by_email[first]["TotalFailed"] == by_email[second]["TotalFailed"] == 0
+    # Without a split test no variation is a winner.
+    assert by_email[first]["Winner"] is by_email[second]["Winner"] is False
     listing = await ok(
         herald.api, "campaigns.get", user.api_key, CampaignIDs=str(campaign_id), SplitABTestStatistics=True
     )

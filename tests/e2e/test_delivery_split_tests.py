@@ -178,6 +178,7 @@ async def test_the_test_group_gets_the_variations_and_the_rest_gets_the_winner_o
         by_email[second]["TotalSent"],
         by_email[second]["UniqueOpens"],
     ) == (45, 45, 3)
+    assert (by_email[first]["Winner"], by_email[second]["Winner"]) == (False, True)
     standing = (await delivery_statistics(herald, user, campaign_id)).split_test
     assert (standing.test_recipients, standing.held_recipients, standing.winner_email_id) == (10, 0, second)
     assert standing.HasField("decide_time")

@@ -236,9 +236,12 @@ def render_with_extras(campaign: campaign_pb2.Campaign, extras: Extras) -> dict[
     if extras.tags:
         row["Tags"] = [{"TagID": tag.tag_id, "Tag": tag.name} for tag in campaign.tags]
     if extras.variation_statistics:
+        winner = statistics.split_test.winner_email_id
         row["SplitABTestStatistics"] = [
             {
                 "EmailID": v.email_id,
+                # True for the variation a split test chose; false for all while none was chosen.
+                "Winner": winner != 0 and v.email_id == winner,
                 "TotalRecipients": v.total_recipients,
                 "TotalSent": v.total_sent,
                 "TotalFailed": v.total_failed,

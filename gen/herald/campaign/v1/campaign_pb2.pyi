@@ -592,6 +592,7 @@ class CampaignStatistics(_message.Message):
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     VARIATIONS_FIELD_NUMBER: _builtins.int
     DOMAINS_FIELD_NUMBER: _builtins.int
+    SPLIT_TEST_FIELD_NUMBER: _builtins.int
     total_recipients: _builtins.int
     total_sent: _builtins.int
     total_failed: _builtins.int
@@ -611,6 +612,10 @@ class CampaignStatistics(_message.Message):
     def domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___DomainStatistics]:
         """Per recipient domain (STATISTICS_VIEW_FULL)."""
 
+    @_builtins.property
+    def split_test(self) -> Global___SplitTestResult:
+        """The split test's progress and winner; unset when the campaign ran no split test."""
+
     def __init__(
         self,
         *,
@@ -625,14 +630,50 @@ class CampaignStatistics(_message.Message):
         duration_seconds: _builtins.int = ...,
         variations: _abc.Iterable[Global___VariationStatistics] | None = ...,
         domains: _abc.Iterable[Global___DomainStatistics] | None = ...,
+        split_test: Global___SplitTestResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["split_test", b"split_test"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["domains", b"domains", "duration_seconds", b"duration_seconds", "emails_per_second", b"emails_per_second", "total_clicks", b"total_clicks", "total_failed", b"total_failed", "total_opens", b"total_opens", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domains", b"domains", "duration_seconds", b"duration_seconds", "emails_per_second", b"emails_per_second", "split_test", b"split_test", "total_clicks", b"total_clicks", "total_failed", b"total_failed", "total_opens", b"total_opens", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CampaignStatistics: _TypeAlias = CampaignStatistics  # noqa: Y015
+
+@_typing.final
+class SplitTestResult(_message.Message):
+    """How a split test went: the test group, those held back for the winner, and the winner."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEST_RECIPIENTS_FIELD_NUMBER: _builtins.int
+    HELD_RECIPIENTS_FIELD_NUMBER: _builtins.int
+    WINNER_EMAIL_ID_FIELD_NUMBER: _builtins.int
+    DECIDE_TIME_FIELD_NUMBER: _builtins.int
+    test_recipients: _builtins.int
+    """Recipients in the test group, and those held back for the winner (0 once it was chosen)."""
+    held_recipients: _builtins.int
+    winner_email_id: _builtins.int
+    """The winning variation's email; 0 until the winner was chosen."""
+    @_builtins.property
+    def decide_time(self) -> _timestamp_pb2.Timestamp:
+        """When the winner was chosen; unset until then."""
+
+    def __init__(
+        self,
+        *,
+        test_recipients: _builtins.int = ...,
+        held_recipients: _builtins.int = ...,
+        winner_email_id: _builtins.int = ...,
+        decide_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decide_time", b"decide_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decide_time", b"decide_time", "held_recipients", b"held_recipients", "test_recipients", b"test_recipients", "winner_email_id", b"winner_email_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitTestResult: _TypeAlias = SplitTestResult  # noqa: Y015
 
 @_typing.final
 class VariationStatistics(_message.Message):
