@@ -200,4 +200,8 @@ def unary(
     return handle
 
 
-UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# A service that is down, too slow, or stopping: a stopping gRPC server cancels the calls it still
+# has, which the legacy caller should hear as a component being unavailable, not as a fault of Herald's.
+UNAVAILABLE_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
