@@ -34,7 +34,7 @@ import psutil
 from harness import ROOT, Herald, free_port, running_herald
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 
-from bench.delivery import HTML, PLAIN, SUBJECT, legacy, write_csv
+from bench.delivery import immediate_campaign, legacy, write_csv
 from services.common.config import Settings
 
 # --- the recorder (runs as `chaos.py --serve-recorder PORT FILE`) -------------------------------------------
@@ -172,29 +172,7 @@ def run(args: argparse.Namespace) -> int:
                 list_id = legacy(herald, "list.create", APIKey=key, SubscriberListName="Chaos")["ListID"]
                 report = json.loads(herald.cli("subscribers", "import", "--list", str(list_id), str(csv)))
                 assert report["Imported"] == args.recipients, report
-                email_id = legacy(herald, "email.create", APIKey=key)["EmailID"]
-                legacy(
-                    herald,
-                    "email.update",
-                    APIKey=key,
-                    EmailID=email_id,
-                    ValidateScope="Campaign",
-                    Subject=SUBJECT,
-                    FromName="Herald Chaos",
-                    FromEmail="chaos@herald.example",
-                    HTMLContent=HTML,
-                    PlainContent=PLAIN,
-                )
-                campaign_id = legacy(herald, "campaign.create", APIKey=key, CampaignName="Chaos")["CampaignID"]
-                legacy(
-                    herald,
-                    "campaign.update",
-                    APIKey=key,
-                    CampaignID=campaign_id,
-                    RelEmailID=email_id,
-                    RecipientListsAndSegments=f"{list_id}:0",
-                    ScheduleType="Immediate",
-                )
+                campaign_id = immediate_campaign(herald, key, list_id, "Chaos")
                 started = time.perf_counter()
                 legacy(herald, "campaign.update", APIKey=key, CampaignID=campaign_id, CampaignStatus="Ready")
                 kills: list[int] = []

@@ -65,6 +65,34 @@ def legacy(herald: Herald, command: str, **params: Any) -> dict[str, Any]:
     return answer
 
 
+def immediate_campaign(herald: Herald, key: str, list_id: int, name: str) -> int:
+    """A campaign with the benchmark's email, sent to the list at once when it is set Ready; its id."""
+    email_id = legacy(herald, "email.create", APIKey=key)["EmailID"]
+    legacy(
+        herald,
+        "email.update",
+        APIKey=key,
+        EmailID=email_id,
+        ValidateScope="Campaign",
+        Subject=SUBJECT,
+        FromName=f"Herald {name}",
+        FromEmail="bench@herald.example",
+        HTMLContent=HTML,
+        PlainContent=PLAIN,
+    )
+    campaign_id: int = legacy(herald, "campaign.create", APIKey=key, CampaignName=name)["CampaignID"]
+    legacy(
+        herald,
+        "campaign.update",
+        APIKey=key,
+        CampaignID=campaign_id,
+        RelEmailID=email_id,
+        RecipientListsAndSegments=f"{list_id}:0",
+        ScheduleType="Immediate",
+    )
+    return campaign_id
+
+
 def write_csv(path: Path, rows: int) -> None:
     with path.open("w") as out:
         out.write("email,first_name\n")
@@ -191,29 +219,7 @@ def herald_run(sink: SmtpSink, csv: Path, recipients: int, workers: int, extra_e
         if report["Imported"] != recipients:
             raise RuntimeError(f"expected {recipients} imported subscribers: {report}")
         print(f"    imported {recipients:,} subscribers in {time.perf_counter() - started:.1f} s", flush=True)
-        email_id = legacy(herald, "email.create", APIKey=key)["EmailID"]
-        legacy(
-            herald,
-            "email.update",
-            APIKey=key,
-            EmailID=email_id,
-            ValidateScope="Campaign",
-            Subject=SUBJECT,
-            FromName="Herald Bench",
-            FromEmail="bench@herald.example",
-            HTMLContent=HTML,
-            PlainContent=PLAIN,
-        )
-        campaign_id = legacy(herald, "campaign.create", APIKey=key, CampaignName="Benchmark")["CampaignID"]
-        legacy(
-            herald,
-            "campaign.update",
-            APIKey=key,
-            CampaignID=campaign_id,
-            RelEmailID=email_id,
-            RecipientListsAndSegments=f"{list_id}:0",
-            ScheduleType="Immediate",
-        )
+        campaign_id = immediate_campaign(herald, key, list_id, "Benchmark")
         before = sink.messages
         with PeakMemory() as memory:
             watch_herald(memory, herald)
