@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.audience import domain, rules, store
 from services.audience.domain import MailingList, SegmentRecord, SubscriberRecord
 from services.audience.emails import EmailDirectory
-from services.common import auth
+from services.common import auth, grpcutil
 from services.common.errors import DomainError, ErrorKind, Violations
 
 log = structlog.get_logger()
@@ -88,14 +88,6 @@ class ImportHandler(Protocol):
     ) -> audience_pb2.Import: ...
 
 
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _instant(message: Any, field_name: str) -> datetime | None:
     """A Timestamp field as an aware UTC datetime, None when unset."""
     if not message.HasField(field_name):
@@ -115,13 +107,13 @@ def _list_message(mailing_list: MailingList) -> audience_pb2.List:
         sender_email_address=mailing_list.sender_email_address,
         sender_company=mailing_list.sender_company,
         sender_address=mailing_list.sender_address,
-        create_time=_timestamp(mailing_list.created_at),
+        create_time=grpcutil.timestamp(mailing_list.created_at),
         subscriber_count=mailing_list.subscriber_count,
         active_subscriber_count=mailing_list.active_subscriber_count,
         segment_count=mailing_list.segment_count,
         confirmation_email_id=mailing_list.confirmation_email_id,
-        archive_time=_timestamp(mailing_list.archived_at),
-        last_activity_time=_timestamp(mailing_list.last_activity_at),
+        archive_time=grpcutil.timestamp(mailing_list.archived_at),
+        last_activity_time=grpcutil.timestamp(mailing_list.last_activity_at),
     )
 
 
@@ -135,11 +127,11 @@ def _subscriber_message(subscriber: SubscriberRecord) -> audience_pb2.Subscriber
         status=STATUS_VALUES[subscriber.status],
         bounce_type=BOUNCE_VALUES[subscriber.bounce_type],
         custom_fields=dict(subscriber.custom_fields),
-        subscription_time=_timestamp(subscriber.subscription_date),
+        subscription_time=grpcutil.timestamp(subscriber.subscription_date),
         subscription_ip=subscriber.subscription_ip,
-        unsubscription_time=_timestamp(subscriber.unsubscription_date),
+        unsubscription_time=grpcutil.timestamp(subscriber.unsubscription_date),
         unsubscription_ip=subscriber.unsubscription_ip,
-        opt_in_time=_timestamp(subscriber.optin_date),
+        opt_in_time=grpcutil.timestamp(subscriber.optin_date),
         source=subscriber.source,
         source_ref=subscriber.source_ref,
         suppressed=subscriber.suppressed,
@@ -163,7 +155,7 @@ def _segment_message(segment: SegmentRecord) -> audience_pb2.Segment:
         randomness=segment.randomness,
         randomness_audience_size=segment.randomness_audience_size,
         subscriber_count=segment.subscriber_count,
-        create_time=_timestamp(segment.created_at),
+        create_time=grpcutil.timestamp(segment.created_at),
     )
 
 

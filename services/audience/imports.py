@@ -22,11 +22,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import structlog
-from google.protobuf import timestamp_pb2
 from herald.audience.v1 import audience_pb2
 from sqlalchemy import func
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -43,6 +41,7 @@ from services.audience.import_domain import (
 )
 from services.audience.import_fetch import FetchFailed, fetch_source
 from services.audience.import_store import ClaimLost, ImportTarget, RowWriter
+from services.common import grpcutil
 from services.common.auth import Principal
 from services.common.config import Settings
 from services.common.errors import Violations, invalid, not_found, precondition
@@ -113,22 +112,14 @@ def _format_from_json(value: dict[str, Any]) -> CsvFormat:
     )
 
 
-def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if moment is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def import_message(row: Any) -> audience_pb2.Import:
     """An imports row as the API shows it."""
     return audience_pb2.Import(
         import_id=row.import_id,
         list_id=row.list_id,
         status=_STATUS[row.status],
-        create_time=_timestamp(row.created_at),
-        finish_time=_timestamp(row.finished_at),
+        create_time=grpcutil.timestamp(row.created_at),
+        finish_time=grpcutil.timestamp(row.finished_at),
         total_rows=row.total_rows,
         imported=row.imported,
         updated=row.updated,

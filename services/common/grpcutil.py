@@ -8,11 +8,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -96,6 +97,15 @@ def decode_error(error: grpc.aio.AioRpcError) -> RpcFailure:
                 detail.Unpack(bad)
                 failure.violations = list(bad.field_violations)
     return failure
+
+
+def timestamp(instant: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A Timestamp for a message field; None leaves the field unset."""
+    if instant is None:
+        return None
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(instant)
+    return message
 
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]

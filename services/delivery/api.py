@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import grpc
-from google.protobuf import timestamp_pb2
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import auth
+from services.common import auth, grpcutil
 from services.common.errors import DomainError, ErrorKind, invalid, not_found
 from services.delivery import domain, queue_store, sending, store
 from services.delivery.domain import CampaignStatistics
@@ -22,14 +21,6 @@ def _owner_scope() -> int | None:
     return None if principal.is_admin else principal.user_id
 
 
-def _timestamp(instant: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if instant is None:
-        return None
-    message = timestamp_pb2.Timestamp()
-    message.FromDatetime(instant)
-    return message
-
-
 def _statistics_message(statistics: CampaignStatistics) -> delivery_pb2.CampaignStatistics:
     return delivery_pb2.CampaignStatistics(
         campaign_id=statistics.campaign_id,
@@ -40,8 +31,8 @@ def _statistics_message(statistics: CampaignStatistics) -> delivery_pb2.Campaign
         unique_opens=statistics.events.unique_opens,
         total_clicks=statistics.events.clicks,
         unique_clicks=statistics.events.unique_clicks,
-        first_send_time=_timestamp(statistics.first_sent_at),
-        last_send_time=_timestamp(statistics.last_sent_at),
+        first_send_time=grpcutil.timestamp(statistics.first_sent_at),
+        last_send_time=grpcutil.timestamp(statistics.last_sent_at),
         variations=[
             delivery_pb2.VariationStatistics(
                 email_id=variation.email_id,
@@ -73,7 +64,7 @@ def _split_test_message(standing: domain.SplitTestStanding | None) -> delivery_p
         test_recipients=standing.test_recipients,
         held_recipients=standing.held_recipients,
         winner_email_id=standing.winner_email_id,
-        decide_time=_timestamp(standing.decided_at),
+        decide_time=grpcutil.timestamp(standing.decided_at),
     )
 
 
@@ -172,7 +163,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
                     generation=row.generation,
                     batch_id=row.batch_id,
                     last_error=row.last_error,
-                    send_time=_timestamp(row.sent_at),
+                    send_time=grpcutil.timestamp(row.sent_at),
                     email_id=row.email_id,
                 )
                 for row in rows
@@ -254,7 +245,7 @@ def _captured_message(message: domain.CapturedSummary) -> delivery_pb2.CapturedM
         envelope_to=message.envelope_to,
         subject=message.subject,
         message_id=message.message_id,
-        receive_time=_timestamp(message.received_at),
+        receive_time=grpcutil.timestamp(message.received_at),
         size_bytes=message.size_bytes,
         session_id=message.session_id,
         raw_message=message.raw,
