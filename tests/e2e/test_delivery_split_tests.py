@@ -96,6 +96,22 @@ async def end_test_phase(herald: DeliveryHerald, campaign_id: int) -> None:
         assert cursor.rowcount == 1, "the run has no split test"
 
 
+async def delivery_sees(herald: DeliveryHerald, campaign_id: int, state: str) -> None:
+    """Waits until the delivery service learned the campaign's status (campaign.status_changed, over NATS)."""
+
+    async def seen() -> bool:
+        async with await psycopg.AsyncConnection.connect(
+            herald.system.env["DATABASE_URL"], autocommit=True
+        ) as conn:
+            cursor = await conn.execute(
+                "SELECT state FROM delivery.campaign_runs WHERE campaign_id = %s", (campaign_id,)
+            )
+            row = await cursor.fetchone()
+        return row is not None and row[0] == state
+
+    assert await eventually(seen, within=10), f"delivery never saw the campaign {state}"
+
+
 async def delivery_statistics(
     herald: DeliveryHerald, user: User, campaign_id: int
 ) -> delivery_pb2.CampaignStatistics:
@@ -218,7 +234,9 @@ async def test_pause_keeps_the_held_recipients_and_cancel_drops_them(herald: Del
     assert await rest_held_after_test_group(herald, user, campaign_id)
     await ok(herald.api, "campaign.pause", user.api_key, CampaignID=campaign_id)
     assert await status_of(herald.api, user, campaign_id) == "Paused"
-    # A paused campaign's winner waits, even once the test phase is over.
+    # A paused campaign's winner waits, even once the test phase is over (the decider goes by the
+    # status delivery was told, so the test phase ends only once delivery knows of the pause).
+    await delivery_sees(herald, campaign_id, "Paused")
     await end_test_phase(herald, campaign_id)
     await asyncio.sleep(2.0)
     assert len(herald.recorder.messages_to(domain)) == 6
