@@ -90,6 +90,9 @@ class IdentityStore:
         self._settings = settings
         self._secret = settings.effective_token_secret()
         self._key_cache: dict[str, tuple[float, Caller | None]] = {}
+        # One lookup per credential at a time: when a cached entry expires under load, the requests
+        # that arrive before the query answers wait for that query instead of each running their own.
+        self._lookups: dict[str, asyncio.Future[Caller | None]] = {}
         self._token_cache: dict[Caller, tuple[float, str]] = {}
         self._system_token: tuple[float, str] | None = None
 
@@ -227,14 +230,26 @@ class IdentityStore:
         cached = self._key_cache.get(cache_key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        if api_key:
-            caller = await self._caller_by_key(cache_key[2:])
-        else:
-            caller = await self._caller_by_session(cache_key[2:])
+        pending = self._lookups.get(cache_key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._look_up(cache_key, by_key=bool(api_key)))
+            self._lookups[cache_key] = pending
+            pending.add_done_callback(lambda done: self._looked_up(cache_key, done))
+        # Shielded: a waiter that goes away (its client hung up) does not cancel the others' lookup.
+        return await asyncio.shield(pending)
+
+    async def _look_up(self, cache_key: str, *, by_key: bool) -> Caller | None:
+        hashed = cache_key[2:]
+        caller = await (self._caller_by_key(hashed) if by_key else self._caller_by_session(hashed))
         if len(self._key_cache) > 10_000:
             self._key_cache.clear()
-        self._key_cache[cache_key] = (now + _CACHE_SECONDS, caller)
+        self._key_cache[cache_key] = (time.monotonic() + _CACHE_SECONDS, caller)
         return caller
+
+    def _looked_up(self, cache_key: str, done: asyncio.Future[Caller | None]) -> None:
+        self._lookups.pop(cache_key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too, in case every waiter went away
 
     async def _new_session(self, *, user_id: int | None = None, admin_id: int | None = None) -> str:
         session_id = secrets.token_hex(24)
