@@ -87,7 +87,7 @@ async def main(settings: Settings) -> None:
     tag_channel = grpcutil.channel(settings.grpc_addr("tag"))
     delivery_channel = grpcutil.channel(settings.grpc_addr("delivery"))
     # A read takes a connection for well under a millisecond: half the main pool's size is plenty.
-    reads = db.ReadPool(settings, max(2, settings.db_pool_size // 2))
+    reads = db.ReadPool(settings, max(2, settings.db_pool_size // 2), name="campaign-reads")
     await reads.open()
     servicer = CampaignApi(
         engine,

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
+from collections import namedtuple
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import psycopg
+import asyncpg
 import structlog
-from psycopg.rows import namedtuple_row
-from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from services.common.config import Settings
@@ -38,60 +39,99 @@ def make_engine(settings: Settings, pool_size: int | None = None) -> AsyncEngine
 
 @dataclass(frozen=True)
 class CompiledRead:
-    """A SQLAlchemy Core SELECT compiled once to psycopg's SQL, with the values of its literal parameters."""
+    """A SQLAlchemy Core SELECT compiled once to asyncpg's SQL ($n parameters), with the order of its parameters
+    and the values of its literal ones."""
 
     sql: str
+    names: tuple[str, ...]
     defaults: Mapping[str, Any]
 
     @classmethod
     def of(cls, statement: ClauseElement) -> CompiledRead:
-        compiled = statement.compile(dialect=psycopg_dialect.dialect())
-        return cls(str(compiled), dict(compiled.params))
+        compiled = cast(SQLCompiler, statement.compile(dialect=asyncpg_dialect.dialect()))
+        return cls(str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params))
+
+    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
+        return [params[name] if name in params else self.defaults[name] for name in self.names]
 
 
 class ReadPool:
-    """Single-statement reads on plain psycopg connections, for the hottest queries (GetCampaign).
+    """Single-statement reads on plain asyncpg connections, for the hottest queries (GetCampaign).
 
     SQLAlchemy's per-call work (checkout with a ping, execution context, result processing) costs
-    about four times the query itself there; this pool keeps autocommit connections with
-    server-side prepared statements and checks a connection only when a read on it fails.
+    about four times the query itself there, and psycopg's async waiting (a reader added and removed
+    on the event loop for every wait) another third; asyncpg reads the socket as a protocol and
+    prepares each statement once per connection. A connection is checked only when a read on it fails.
     """
 
-    def __init__(self, settings: Settings, size: int) -> None:
-        conninfo = settings.sqlalchemy_url().replace("postgresql+psycopg://", "postgresql://", 1)
-        self._pool = AsyncConnectionPool(
-            conninfo,
-            min_size=size,
-            max_size=size,
-            open=False,
-            max_lifetime=1800,
-            kwargs={"autocommit": True, "prepare_threshold": 0},
-            name="reads",
-        )
+    def __init__(self, settings: Settings, size: int, *, name: str) -> None:
+        self._dsn = settings.sqlalchemy_url().replace("postgresql+psycopg://", "postgresql://", 1)
+        self._size = size
+        # Shown in pg_stat_activity, so an operator can tell these connections from the main pool's.
+        self._application_name = f"herald-{name}"
+        self._pool: asyncpg.Pool | None = None
+        self._rows: dict[str, Any] = {}
 
     async def open(self) -> None:
-        # Connections are made in the background: the service starts even while PostgreSQL does not.
-        await self._pool.open(wait=False)
+        # Connections are made on first use: the service starts even while PostgreSQL does not.
+        self._pool = asyncpg.create_pool(
+            self._dsn,
+            min_size=0,
+            max_size=self._size,
+            max_inactive_connection_lifetime=1800,
+            init=_init_connection,
+            server_settings={"application_name": self._application_name},
+            # The reads leave no session state behind (no transactions, locks, LISTEN or SET), so the
+            # reset asyncpg runs on every release, one more round trip to PostgreSQL, is skipped.
+            reset=_keep_session,
+        )
+        await self._pool
 
     async def close(self) -> None:
-        await self._pool.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     async def one_or_none(self, read: CompiledRead, **params: Any) -> Any:
         """The only row of the read (a named tuple), or None; a connection PostgreSQL dropped is replaced once."""
-        values = {**read.defaults, **params}
+        assert self._pool is not None, "ReadPool.open() first"
+        arguments = read.arguments(params)
         try:
-            return await self._fetch(read.sql, values)
-        except psycopg.OperationalError as exc:
+            record = await self._pool.fetchrow(read.sql, *arguments)
+        except _CONNECTION_LOST as exc:
             # A restarted PostgreSQL leaves every pooled connection dead: drop them all, then retry once.
-            log.info("a pooled read connection failed; checking the pool and retrying", error=str(exc))
-            await self._pool.check()
-            return await self._fetch(read.sql, values)
+            log.info(
+                "a pooled read connection failed; dropping the pool's connections and retrying", error=str(exc)
+            )
+            await self._pool.expire_connections()
+            record = await self._pool.fetchrow(read.sql, *arguments)
+        return None if record is None else self._row_type(read.sql, record)._make(record.values())
 
-    async def _fetch(self, sql: str, values: dict[str, Any]) -> Any:
-        async with self._pool.connection() as conn:
-            cursor = conn.cursor(row_factory=namedtuple_row)
-            await cursor.execute(sql, values)
-            return await cursor.fetchone()
+    def _row_type(self, sql: str, record: asyncpg.Record) -> Any:
+        """A named tuple type with the read's columns, made on its first row (GetCampaign's code reads
+        columns as attributes, as on SQLAlchemy's rows)."""
+        row_type = self._rows.get(sql)
+        if row_type is None:
+            row_type = self._rows[sql] = namedtuple("Row", record.keys(), rename=True)
+        return row_type
+
+
+# A connection PostgreSQL closed (restart, failover, pg_terminate_backend) or cannot make yet.
+_CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    OSError,
+)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    return None
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # json and jsonb as Python values, as psycopg and SQLAlchemy give them everywhere else.
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 def autocommit(engine: AsyncEngine) -> AsyncEngine:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
 
-from tests.conftest import Api, User
+from tests.conftest import Api, System, User
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -193,3 +194,24 @@ async def test_users_cannot_see_or_change_each_others_campaigns(api: Api, make_u
     assert body["Campaigns"] == []
     assert (await api.call("campaigns.delete", bob.api_key, Campaigns=str(campaign_id)))["Success"] is True
     assert (await api.call("campaign.get", alice.api_key, CampaignID=campaign_id))["Success"] is True
+
+
+async def test_campaign_get_survives_postgresql_dropping_its_read_connections(
+    api: Api, user: User, system: System
+) -> None:
+    """GetCampaign reads on its own pool (herald-campaign-reads); connections PostgreSQL closed are replaced."""
+    campaign_id = await create(api, user, "Read after a restart")
+    for _ in range(3):
+        body = await api.call("campaign.get", user.api_key, CampaignID=campaign_id)
+        assert body["Success"] is True, body
+    async with await psycopg.AsyncConnection.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'herald-campaign-reads'"
+        )
+        row = await cursor.fetchone()
+        assert row is not None and row[0] >= 1
+    for _ in range(3):
+        body = await api.call("campaign.get", user.api_key, CampaignID=campaign_id)
+        assert body["Success"] is True, body
+        assert body["Campaign"]["CampaignName"] == "Read after a restart"
