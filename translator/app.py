@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -174,7 +174,7 @@ def _with_errors(command: Command | None, body: dict[str, Any]) -> dict[str, Any
 async def api(request: web.Request) -> web.Response:
     """POST /api.php and /api/v1/<command> (GET for the commands that allow it)."""
     started = time.perf_counter()
-    request["request_id"] = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    request["request_id"] = request.headers.get("X-Request-Id") or os.urandom(8).hex()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request["request_id"])
     xml = False

@@ -142,10 +142,14 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Built once: json.loads with a keyword argument builds a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _load_json(text: str) -> object:
     """Parse strict JSON (no NaN/Infinity) within the nesting limit; raises ValueError otherwise."""
     try:
-        value: object = json.loads(text, parse_constant=_reject_constant)
+        value: object = _DECODER.decode(text)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
     if _depth(value) > MAX_DEPTH:

@@ -7,11 +7,13 @@ one that builds the gRPC request from the legacy parameters, one that renders th
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import grpc
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from herald.audience.v1 import audience_pb2_grpc
 from herald.campaign.v1 import campaign_pb2_grpc, email_pb2_grpc
@@ -22,6 +24,18 @@ from services.common.grpcutil import RpcFailure, decode_error
 from translator.envelope import LegacyError, Shape
 from translator.identity import Caller, IdentityStore
 from translator.params import ParamError, Params
+
+
+def instant(ts: timestamp_pb2.Timestamp, *, is_set: bool | None = None) -> str:
+    """RULINGS 3: an instant as YYYY-MM-DD HH:MM:SS in UTC; "" when unset.
+
+    Unset is `is_set=False` (for fields with presence, pass HasField), or a zero Timestamp when
+    is_set is not given. Whole seconds: the legacy format has no fraction.
+    """
+    if not (is_set if is_set is not None else ts.seconds or ts.nanos):
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts.seconds))
+
 
 Scope = Literal["none", "user", "admin", "user_or_admin"]
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from herald.audience.v1 import audience_pb2
 from herald.campaign.v1 import email_pb2
 
 from services.common.grpcutil import RpcFailure
-from translator.commands import Args, Command, Context, Problems, unary, validate_only
+from translator.commands import Args, Command, Context, Problems, instant, unary, validate_only
 from translator.params import ParamError
 
 # An enum value no client can mean: the service answers it as "not a valid value" (the proto
@@ -99,13 +99,6 @@ def legacy_bool(value: object) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "on"}
     return False
-
-
-def instant(ts: timestamp_pb2.Timestamp, *, is_set: bool = True) -> str:
-    """RULINGS 3: instants as YYYY-MM-DD HH:MM:SS in UTC; "" when unset."""
-    if not is_set:
-        return ""
-    return ts.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def field_instant(message: Any, field_name: str) -> str:

@@ -15,7 +15,7 @@ from google.protobuf import field_mask_pb2, json_format, timestamp_pb2
 from herald.campaign.v1 import campaign_pb2
 
 from services.common.grpcutil import RpcFailure, decode_error
-from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Problems, unary, validate_only
+from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Problems, instant, unary, validate_only
 from translator.params import ParamError
 
 STATUS_NAMES = {
@@ -70,13 +70,6 @@ def legacy_name(value: str) -> str:
 
 
 # Rendering ------------------------------------------------------------------------------------
-
-
-def instant(ts: timestamp_pb2.Timestamp) -> str:
-    """RULINGS 3: instants as YYYY-MM-DD HH:MM:SS in UTC; "" when unset."""
-    if not ts.seconds and not ts.nanos:
-        return ""
-    return ts.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def zone_of(name: str) -> ZoneInfo:

@@ -8,10 +8,10 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.protobuf import field_mask_pb2
 from herald.campaign.v1 import email_pb2
 
-from translator.commands import Args, Command, Context, Problems, unary, validate_only
+from translator.commands import Args, Command, Context, Problems, instant, unary, validate_only
 from translator.params import ParamError, Params
 
 CONTENT_TYPE_NAMES = {
@@ -73,13 +73,6 @@ TRACKING_TEXTS = {
     "utmterm": "utm.term",
     "utmcontent": "utm.content",
 }
-
-
-def instant(ts: timestamp_pb2.Timestamp) -> str:
-    """RULINGS 3: instants as YYYY-MM-DD HH:MM:SS in UTC; "" when unset."""
-    if not ts.seconds and not ts.nanos:
-        return ""
-    return ts.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def render_options(email: email_pb2.Email) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from herald.audience.v1 import audience_pb2
 
-from translator.commands import Args, Command, Context, Problems, unary
+from translator.commands import Args, Command, Context, Problems, instant, unary
 from translator.params import ParamError, Params
 
 RATE_LIMIT = (100, 60.0)
@@ -148,11 +148,6 @@ async def start_import(args: Args, ctx: Context) -> dict[str, Any]:
         raise Problems(args.problems)
     response = await replace(ctx, timeout=CREATE_TIMEOUT_SECONDS).call(ctx.stubs.audience.CreateImport, request)
     return render_created(response, args)
-
-
-def instant(ts: Any, *, is_set: bool) -> str:
-    """RULINGS 3: YYYY-MM-DD HH:MM:SS in UTC; "" while unset."""
-    return ts.ToDatetime().strftime("%Y-%m-%d %H:%M:%S") if is_set else ""
 
 
 def render_job(job: audience_pb2.Import) -> dict[str, Any]:
