@@ -18,17 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.campaign import domain, sending, store
 from services.campaign.domain import Campaign
-from services.common import auth, db, outbox
+from services.common import auth, db, grpcutil, outbox
 from services.common.errors import DomainError, ErrorKind
 from services.common.natsutil import Subjects
 
 CAMPAIGN_DELETED = "campaign.deleted"
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _instant(stamp: timestamp_pb2.Timestamp) -> datetime:
@@ -41,7 +35,7 @@ def _instant(stamp: timestamp_pb2.Timestamp) -> datetime:
 def _schedule_to_proto(schedule: domain.Schedule) -> campaign_pb2.Schedule:
     message = campaign_pb2.Schedule(type=domain.schedule_type_to_proto(schedule.type))
     if schedule.future is not None:
-        message.future.send_time.CopyFrom(_timestamp(schedule.future.send_time))
+        message.future.send_time.CopyFrom(grpcutil.to_timestamp(schedule.future.send_time))
         message.future.time_zone = schedule.future.time_zone
     if schedule.recursive is not None:
         rule = schedule.recursive
@@ -93,8 +87,8 @@ def campaign_to_proto(campaign: Campaign) -> campaign_pb2.Campaign:
         email_id=campaign.email_id or 0,
         schedule_type=domain.schedule_type_to_proto(campaign.schedule_type),
         original_campaign_id=campaign.original_campaign_id or 0,
-        create_time=_timestamp(campaign.created_at),
-        update_time=_timestamp(campaign.updated_at),
+        create_time=grpcutil.to_timestamp(campaign.created_at),
+        update_time=grpcutil.to_timestamp(campaign.updated_at),
         schedule=_schedule_to_proto(campaign.schedule),
         targeting=_targeting_to_proto(campaign.targeting),
         auto_resend=campaign_pb2.AutoResend(
@@ -110,9 +104,9 @@ def campaign_to_proto(campaign: Campaign) -> campaign_pb2.Campaign:
         s2s_enabled=campaign.s2s_enabled,
     )
     if campaign.send_started_at is not None:
-        message.send_time.CopyFrom(_timestamp(campaign.send_started_at))
+        message.send_time.CopyFrom(grpcutil.to_timestamp(campaign.send_started_at))
     if campaign.send_finished_at is not None:
-        message.send_finish_time.CopyFrom(_timestamp(campaign.send_finished_at))
+        message.send_finish_time.CopyFrom(grpcutil.to_timestamp(campaign.send_finished_at))
     if campaign.split_test is not None:
         message.split_test.CopyFrom(_split_test_to_proto(campaign.split_test))
     return message

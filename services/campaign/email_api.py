@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import grpc
 import structlog
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 from herald.campaign.v1 import email_pb2, email_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.campaign import email_domain, email_store
 from services.campaign.email_domain import Email, Utm
-from services.common import auth
-
-
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    if value is not None:
-        stamp.FromDatetime(value)
-    return stamp
+from services.common import auth, grpcutil
 
 
 def email_to_proto(email: Email) -> email_pb2.Email:
@@ -56,8 +47,8 @@ def email_to_proto(email: Email) -> email_pb2.Email:
             content=utm.content,
             merge_tags=utm.merge_tags,
         ),
-        create_time=_timestamp(email.created_at),
-        update_time=_timestamp(email.updated_at),
+        create_time=grpcutil.timestamp(email.created_at),
+        update_time=grpcutil.timestamp(email.updated_at),
     )
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -99,13 +99,24 @@ def decode_error(error: grpc.aio.AioRpcError) -> RpcFailure:
     return failure
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_timestamp(instant: datetime) -> timestamp_pb2.Timestamp:
+    """The instant as a Timestamp (a naive datetime is taken as UTC, as Timestamp.FromDatetime does).
+
+    Computed from the distance to the epoch: a third of FromDatetime's cost, which is felt in
+    GetCampaign and every list.
+    """
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    delta = instant - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
+
+
 def timestamp(instant: datetime | None) -> timestamp_pb2.Timestamp | None:
     """A Timestamp for a message field; None leaves the field unset."""
-    if instant is None:
-        return None
-    message = timestamp_pb2.Timestamp()
-    message.FromDatetime(instant)
-    return message
+    return None if instant is None else to_timestamp(instant)
 
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
@@ -168,10 +179,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     def _unary(self, method: str) -> Callable[[Behavior], Behavior]:
         def wrap(behavior: Behavior) -> Behavior:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = _bind_call(context, method)
+                metadata = context.invocation_metadata() or ()
+                started = _bind_call(metadata, method)
                 failed: BaseException | None = None
                 try:
-                    self._enter(context)
+                    self._enter(context, metadata)
                     return await behavior(request, context)
                 except (DomainError, grpc.aio.AioRpcError) as exc:
                     failed = exc
@@ -194,10 +206,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     def _streaming(self, method: str) -> Callable[[Behavior], Behavior]:
         def wrap(behavior: Behavior) -> Behavior:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                started = _bind_call(context, method)
+                metadata = context.invocation_metadata() or ()
+                started = _bind_call(metadata, method)
                 failed: BaseException | None = None
                 try:
-                    self._enter(context)
+                    self._enter(context, metadata)
                     async for item in behavior(request, context):
                         yield item
                 except (DomainError, grpc.aio.AioRpcError) as exc:
@@ -218,9 +231,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
         return wrap
 
-    def _enter(self, context: grpc.aio.ServicerContext) -> None:
+    def _enter(self, context: grpc.aio.ServicerContext, metadata: Sequence[tuple[str, str | bytes]]) -> None:
         token = ""
-        for key, value in context.invocation_metadata() or ():
+        for key, value in metadata:
             if key == "authorization" and isinstance(value, str):
                 token = value.removeprefix("Bearer ").strip()
         if not token:
@@ -245,13 +258,13 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
-def _bind_call(context: grpc.aio.ServicerContext, method: str) -> float:
+def _bind_call(metadata: Sequence[tuple[str, str | bytes]], method: str) -> float:
     request_id = ""
-    for key, value in context.invocation_metadata() or ():
+    for key, value in metadata:
         if key == "x-request-id" and isinstance(value, str):
             request_id = value
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id or uuid.uuid4().hex[:16], rpc=method)
+    structlog.contextvars.bind_contextvars(request_id=request_id or os.urandom(8).hex(), rpc=method)
     return time.perf_counter()
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 import structlog
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 from herald.tag.v1 import tag_pb2, tag_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import auth
+from services.common import auth, grpcutil
 from services.tag import domain, store
 from services.tag.campaigns import CampaignDirectory
 from services.tag.domain import Tag
@@ -23,10 +23,8 @@ def _owner_scope() -> int | None:
 
 
 def _tag_message(tag: Tag) -> tag_pb2.Tag:
-    create_time = timestamp_pb2.Timestamp()
-    create_time.FromDatetime(tag.create_time)
-    update_time = timestamp_pb2.Timestamp()
-    update_time.FromDatetime(tag.update_time)
+    create_time = grpcutil.to_timestamp(tag.create_time)
+    update_time = grpcutil.to_timestamp(tag.update_time)
     return tag_pb2.Tag(
         tag_id=tag.tag_id,
         name=tag.name,
