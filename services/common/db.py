@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import structlog
@@ -65,10 +66,10 @@ class ReadPool:
     """
 
     def __init__(self, settings: Settings, size: int, *, name: str) -> None:
-        self._dsn = settings.sqlalchemy_url().replace("postgresql+psycopg://", "postgresql://", 1)
+        self._dsn, self._connect_args = asyncpg_connection(settings.sqlalchemy_url())
         self._size = size
         # Shown in pg_stat_activity, so an operator can tell these connections from the main pool's.
-        self._application_name = f"herald-{name}"
+        self._connect_args.setdefault("server_settings", {})["application_name"] = f"herald-{name}"
         self._pool: asyncpg.Pool | None = None
         self._rows: dict[str, Any] = {}
 
@@ -80,7 +81,7 @@ class ReadPool:
             max_size=self._size,
             max_inactive_connection_lifetime=1800,
             init=_init_connection,
-            server_settings={"application_name": self._application_name},
+            **self._connect_args,
             # The reads leave no session state behind (no transactions, locks, LISTEN or SET), so the
             # reset asyncpg runs on every release, one more round trip to PostgreSQL, is skipped.
             reset=_keep_session,
@@ -113,6 +114,62 @@ class ReadPool:
         if row_type is None:
             row_type = self._rows[sql] = namedtuple("Row", record.keys(), rename=True)
         return row_type
+
+
+# URL parameters asyncpg reads itself; it sends any other one to PostgreSQL as a setting.
+_ASYNCPG_PARAMETERS = frozenset(
+    "host port user password passfile database dbname service sslmode sslcert sslkey sslrootcert sslcrl "
+    "sslpassword sslnegotiation ssl_min_protocol_version ssl_max_protocol_version target_session_attrs "
+    "krbsrvname gsslib".split()
+)
+# libpq's connection parameters that are no PostgreSQL setting: sending them would fail the connection.
+_LIBPQ_ONLY = frozenset(
+    "connect_timeout options fallback_application_name keepalives keepalives_idle keepalives_interval "
+    "keepalives_count tcp_user_timeout channel_binding gssencmode gssdelegation requiressl sslcompression "
+    "sslsni sslcertmode require_auth load_balance_hosts hostaddr replication".split()
+)
+
+
+def asyncpg_connection(url: str) -> tuple[str, dict[str, Any]]:
+    """DATABASE_URL (any libpq URL) as an asyncpg DSN and connect arguments.
+
+    asyncpg passes URL parameters it does not know to PostgreSQL as settings, so libpq-only ones
+    would fail every connection: connect_timeout becomes asyncpg's timeout, options' `-c name=value`
+    become settings, and the others (keepalives, channel_binding, ...) are left out with a log line.
+    """
+    parts = urlsplit(url.replace("postgresql+psycopg://", "postgresql://", 1))
+    kept: list[tuple[str, str]] = []
+    args: dict[str, Any] = {}
+    settings: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _ASYNCPG_PARAMETERS or key not in _LIBPQ_ONLY:
+            kept.append((key, value))
+        elif key == "connect_timeout":
+            args["timeout"] = float(value)
+        elif key == "options":
+            settings.update(_settings_in_options(value))
+        else:
+            log.info("a libpq connection parameter is not used by the read pool", parameter=key)
+    if settings:
+        args["server_settings"] = settings
+    return urlunsplit(parts._replace(query=urlencode(kept))), args
+
+
+def _settings_in_options(options: str) -> dict[str, str]:
+    """libpq's `options` ("-c name=value", "-cname=value" or "--name=value", space-separated) as settings."""
+    found: dict[str, str] = {}
+    words = iter(options.split())
+    for word in words:
+        if word == "-c":
+            pair = next(words, "")
+        elif word.startswith(("-c", "--")):
+            pair = word[2:]
+        else:
+            continue
+        name, equals, value = pair.partition("=")
+        if name and equals:
+            found[name.replace("-", "_")] = value
+    return found
 
 
 # A connection PostgreSQL closed (restart, failover, pg_terminate_backend) or cannot make yet.

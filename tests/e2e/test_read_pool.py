@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from sqlalchemy import Integer, String, bindparam, literal, select
+from sqlalchemy import Integer, String, bindparam, func, literal, select
 from sqlalchemy.dialects.postgresql import JSONB
 
 from services.common import db
@@ -47,5 +47,17 @@ async def test_a_read_on_a_connection_postgresql_closed_is_retried_on_a_new_one(
         assert killed == (1,)
         again = await reads.one_or_none(read, x=2)
         assert again is not None and again.x == 2
+    finally:
+        await reads.close()
+
+
+async def test_a_database_url_with_libpq_only_parameters_connects(system: System) -> None:
+    url = system.env["DATABASE_URL"]
+    url += ("&" if "?" in url else "?") + "connect_timeout=5&keepalives=1&options=-c%20statement_timeout%3D5s"
+    reads = db.ReadPool(system.settings.model_copy(update={"database_url": url}), 1, name="test-reads-url")
+    await reads.open()
+    try:
+        timeout = await reads.one_or_none(db.CompiledRead.of(select(func.current_setting("statement_timeout"))))
+        assert timeout is not None and timeout[0] == "5s"
     finally:
         await reads.close()
