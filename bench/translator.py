@@ -10,6 +10,12 @@ load costs the 2-core machine far less CPU, for what the translator itself susta
 
 from __future__ import annotations
 
+import os
+
+# The benchmark's own gRPC clients use the setting every Herald process runs with (services/cli.py),
+# so that the direct calls get the same gRPC as the translator's. gRPC reads it when it loads.
+os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_listener")
+
 import argparse
 import asyncio
 import json
