@@ -172,10 +172,13 @@ def _settings_in_options(options: str) -> dict[str, str]:
     return found
 
 
-# A connection PostgreSQL closed (restart, failover, pg_terminate_backend) or cannot make yet.
+# A connection PostgreSQL closed (restart, failover, pg_terminate_backend) or cannot accept yet; not a
+# cancelled query (statement_timeout), which a retry would only make wait twice as long.
 _CONNECTION_LOST = (
     asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
     OSError,
 )
