@@ -12,31 +12,13 @@ from email.message import EmailMessage
 import pytest
 
 from services.campaign import sending as campaign_sending
-from services.campaign.domain import Campaign, CampaignStatus, RecursiveSchedule, Schedule, ScheduleType
+from services.campaign.domain import CampaignStatus, RecursiveSchedule, Schedule, ScheduleType
 from services.common.tracking import TrackingLinks, tracking_key, verify_tracking
 from services.delivery import sending
 from services.delivery.message import MessageTemplate, Recipient
+from tests.unit.campaign_factory import NOW, campaign
 
-NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 SECRET = "unit-test-secret"
-
-
-def campaign(**changes: object) -> Campaign:
-    base = Campaign(
-        campaign_id=7,
-        owner_user_id=3,
-        name="News",
-        status=CampaignStatus.READY,
-        status_reason="",
-        email_id=11,
-        original_campaign_id=None,
-        created_at=NOW,
-        updated_at=NOW,
-        send_started_at=None,
-        schedule=Schedule(ScheduleType.IMMEDIATE),
-        scheduled_at=NOW,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 def finished(failed: bool = False, occurrence: int = 1) -> campaign_sending.CampaignFinished:

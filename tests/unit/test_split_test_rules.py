@@ -2,46 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from datetime import UTC, datetime
 
 import pytest
 
 from services.campaign import sending as campaign_sending
 from services.campaign.domain import (
     Campaign,
-    CampaignStatus,
-    Schedule,
-    ScheduleType,
     SplitTest,
     Variation,
     Winner,
 )
 from services.delivery import sending
 from services.delivery.sending import HIGHEST_OPEN_RATE, MOST_UNIQUE_CLICKS, SplitTestFigures
-
-NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+from tests.unit.campaign_factory import NOW, campaign
 
 
 def ab_campaign(**changes: object) -> Campaign:
-    base = Campaign(
-        campaign_id=7,
-        owner_user_id=3,
-        name="News",
-        status=CampaignStatus.READY,
-        status_reason="",
-        email_id=11,
-        original_campaign_id=None,
-        created_at=NOW,
-        updated_at=NOW,
-        send_started_at=None,
-        schedule=Schedule(ScheduleType.IMMEDIATE),
-        scheduled_at=NOW,
-        variations=(Variation(21, 50), Variation(22, 50)),
-        split_test=SplitTest(5, 7, 20, 6, Winner.MOST_UNIQUE_CLICKS),
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    """A campaign with two variations and a split test choosing by unique clicks."""
+    ab = {
+        "variations": (Variation(21, 50), Variation(22, 50)),
+        "split_test": SplitTest(5, 7, 20, 6, Winner.MOST_UNIQUE_CLICKS),
+    }
+    return campaign(**{**ab, **changes})
 
 
 # --- the send request -----------------------------------------------------------------------------------------
