@@ -7,19 +7,23 @@
 FROM python:3.11-slim AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-
-RUN python -m venv /opt/herald
-ENV PATH=/opt/herald/bin:$PATH
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_LINK_MODE=copy \
+    UV_COMPILE_BYTECODE=1
 
 WORKDIR /src
-COPY pyproject.toml ./
+# uv from the same hash-pinned requirement that `make` bootstraps it from.
+COPY tools/uv-requirements.txt ./tools/
+RUN pip install --require-hashes --no-deps -r tools/uv-requirements.txt
+COPY pyproject.toml uv.lock ./
 # gen/ holds the generated gRPC code (package `herald`); pyproject finds packages in "." and "gen".
 COPY gen ./gen
 COPY services ./services
 COPY translator ./translator
-# A plain (non-editable) install without the dev extras: the image carries no test or lint tools.
-RUN pip install .
+# Exactly the runtime packages uv.lock pins (hashes checked), without the dev group: no test or lint
+# tools in the image. The project itself is installed as a plain (non-editable) package.
+RUN UV_PROJECT_ENVIRONMENT=/opt/herald uv sync --locked --no-dev --no-editable
 
 # --- runtime ------------------------------------------------------------------------------------
 FROM python:3.11-slim

@@ -4,15 +4,27 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test protos lint bench clean
+.PHONY: install lock run test protos lint bench clean
 
-$(BIN)/python:
+UV     := $(BIN)/uv
+# uv installs into .venv exactly what uv.lock pins (hashes checked), nothing from the index's newest.
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON_DOWNLOADS := never
+
+# uv itself comes from tools/uv-requirements.txt, pinned with hashes, through the venv's own pip.
+$(UV): tools/uv-requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --isolated --quiet --disable-pip-version-check --require-hashes --no-deps \
+		-r tools/uv-requirements.txt
+	touch $(UV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --locked --quiet --python $(BIN)/python
 	touch $(STAMP)
+
+# Refreshes uv.lock to the newest releases pyproject.toml allows (then run make protos and make test).
+lock: $(UV)
+	$(UV) lock --upgrade
 
 install: $(STAMP)
 

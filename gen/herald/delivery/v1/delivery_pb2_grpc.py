@@ -5,7 +5,7 @@ import warnings
 
 from herald.delivery.v1 import delivery_pb2 as herald_dot_delivery_dot_v1_dot_delivery__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
