@@ -1120,6 +1120,9 @@ class References:
     live_email_ids: frozenset[int] = frozenset()
     # The original campaign exists, is the same owner's, and is not (through its own originals) this campaign.
     original_campaign_found: bool = False
+    # What the audience service found wrong with the targeting the patch sets (RULINGS 15): lists and segments
+    # that are not the owner's, rules it cannot read.
+    unowned_targeting: tuple[FieldViolation, ...] = ()
 
 
 def check_patch(patch: CampaignPatch, now: datetime) -> tuple[dict[str, Any], list[FieldViolation]]:
@@ -1202,6 +1205,7 @@ def apply_update(
 ) -> Campaign:
     """The campaign after the patch, or a DomainError naming every problem (request, references and state)."""
     changes, violations = check_patch(patch, now)
+    violations.extend(references.unowned_targeting)
     email_id = changes.get("email_id")
     if email_id is not None and email_id not in references.live_email_ids:
         violations.append(FieldViolation("email_id", "EMAIL_NOT_FOUND", f"email {email_id} not found"))
@@ -1250,11 +1254,26 @@ def apply_update(
     schedule: Schedule = changes.get("schedule", current.schedule)
     arming = status in ARMED_STATUSES and current.status not in ARMED_STATUSES
     new_email_id = changes["email_id"] if "email_id" in changes else current.email_id
-    if status in ARMED_STATUSES and new_email_id is None and (arming or "email_id" in changes):
-        violations.append(FieldViolation("email_id", "EMAIL_REQUIRED", "a Ready campaign needs an email_id"))
-    elif arming and "email_id" not in changes and new_email_id not in references.live_email_ids:
-        # The email chosen earlier may have been deleted since.
-        violations.append(FieldViolation("email_id", "EMAIL_NOT_FOUND", f"email {new_email_id} not found"))
+    new_variations: tuple[Variation, ...] = changes.get("variations", current.variations)
+    # RULINGS 14: an A/B test's variations are content of their own; a campaign needs them or an email.
+    content_set = "email_id" in changes or "variations" in changes
+    if status in ARMED_STATUSES and new_email_id is None and not new_variations and (arming or content_set):
+        violations.append(
+            FieldViolation("email_id", "EMAIL_REQUIRED", "a Ready campaign needs an email_id or A/B variations")
+        )
+    elif arming:
+        # The content chosen earlier may have been deleted since.
+        if (
+            "email_id" not in changes
+            and new_email_id is not None
+            and new_email_id not in references.live_email_ids
+        ):
+            violations.append(FieldViolation("email_id", "EMAIL_NOT_FOUND", f"email {new_email_id} not found"))
+        gone = [v.email_id for v in new_variations if v.email_id not in references.live_email_ids]
+        if "variations" not in changes and gone:
+            violations.append(
+                FieldViolation("variations", "VARIATION_EMAIL_NOT_FOUND", f"variation emails {gone} not found")
+            )
     if arming and "schedule" not in changes and schedule.future is not None and schedule.future.send_time <= now:
         violations.append(
             FieldViolation("schedule.future.send_time", "SEND_TIME_IN_PAST", "the scheduled send_time has passed")

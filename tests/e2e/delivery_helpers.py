@@ -353,19 +353,21 @@ async def create_email(
 async def create_campaign(
     api: Api,
     user: User,
-    email_id: int,
+    email_id: int | None,
     list_ids: Sequence[int],
     *,
     name: str = "Delivery",
     variations: Sequence[tuple[int, int]] = (),
 ) -> int:
-    """A Draft with content, the lists as its audience and an Immediate schedule (optionally A/B variations)."""
+    """A Draft with content, the lists as its audience and an Immediate schedule (optionally A/B variations;
+    with them `email_id` may be None: the variations are the content)."""
     campaign_id: int = (await ok(api, "campaign.create", user.api_key, CampaignName=name))["CampaignID"]
     params: dict[str, Any] = {
-        "RelEmailID": email_id,
         "RecipientListsAndSegments": ",".join(f"{list_id}:0" for list_id in list_ids),
         "ScheduleType": "Immediate",
     }
+    if email_id is not None:
+        params["RelEmailID"] = email_id
     if variations:
         params["ABTesting"] = {"Variations": [{"EmailID": e, "Weight": w} for e, w in variations]}
     await ok(api, "campaign.update", user.api_key, CampaignID=campaign_id, **params)

@@ -328,6 +328,27 @@ async def test_retryfailed_allows_100_requests_per_minute_per_admin_key(herald: 
 # --- A/B split and audience rules ---------------------------------------------------------------------------
 
 
+async def test_ab_campaign_without_rel_email_id_sends_its_variations(herald: DeliveryHerald, user: User) -> None:
+    # RULINGS 14: the variations are the content; no RelEmailID is needed to become Ready.
+    domain, subscribers, list_id = await audience(herald, user, 40)
+    first = await create_email(herald.api, user, subject="Only A", name="A")
+    second = await create_email(herald.api, user, subject="Only B", name="B")
+    campaign_id = await create_campaign(
+        herald.api, user, None, [list_id], name="A/B alone", variations=[(first, 50), (second, 50)]
+    )
+    await send(herald.api, user, campaign_id)
+
+    await wait_for_status(herald.api, user, campaign_id, "Sent", within=30)
+    assert_each_received_once(herald.recorder, domain, [p.email for p in subscribers])
+    subjects = Counter(message.header("Subject") for message in herald.recorder.messages_to(domain))
+    assert set(subjects) <= {"Only A", "Only B"} and sum(subjects.values()) == 40
+
+    # Neither an email nor variations: code 4, as before.
+    bare = await create_campaign(herald.api, user, None, [list_id], name="No content")
+    body = await herald.api.call("campaign.update", user.api_key, CampaignID=bare, CampaignStatus="Ready")
+    assert (body["Success"], body["ErrorCode"]) == (False, 4)
+
+
 async def test_ab_variations_are_sent_by_weight_and_counted_per_variation(
     herald: DeliveryHerald, user: User
 ) -> None:

@@ -980,6 +980,33 @@ def test_ready_without_an_email_needs_one() -> None:
     assert _field_reasons(error) == [("email_id", "EMAIL_REQUIRED")]
 
 
+AB_VARIATIONS = (domain.Variation(VARIANT_A, 50), domain.Variation(VARIANT_B, 50))
+
+
+def test_ready_with_variations_and_no_email_is_armed() -> None:
+    # RULINGS 14: the variations are the content.
+    updated = _update(_campaign(email_id=None, variations=AB_VARIATIONS), _patch("status", status=READY))
+    assert (updated.status, updated.email_id) == (CampaignStatus.READY, None)
+
+
+def test_variations_and_ready_in_one_update_need_no_email() -> None:
+    patch = _patch("status", "variations", status=READY, variations=AB_VARIATIONS)
+    updated = _update(_campaign(email_id=None), patch)
+    assert (updated.status, updated.variations) == (CampaignStatus.READY, AB_VARIATIONS)
+
+
+def test_clearing_the_variations_of_a_ready_campaign_without_email_is_refused() -> None:
+    current = _campaign(CampaignStatus.READY, email_id=None, variations=AB_VARIATIONS)
+    error = _update_error(current, _patch("variations", variations=()))
+    assert _field_reasons(error) == [("email_id", "EMAIL_REQUIRED")]
+
+
+def test_arming_a_campaign_whose_variation_email_was_deleted_meanwhile_is_refused() -> None:
+    current = _campaign(email_id=None, variations=(domain.Variation(VARIANT_A, 50), domain.Variation(99, 50)))
+    error = _update_error(current, _patch("status", status=READY))
+    assert _field_reasons(error) == [("variations", "VARIATION_EMAIL_NOT_FOUND")]
+
+
 def test_clearing_the_email_of_a_ready_campaign_is_refused() -> None:
     error = _update_error(_campaign(CampaignStatus.READY), _patch("email_id", email_id=0))
     assert _field_reasons(error) == [("email_id", "EMAIL_REQUIRED")]
