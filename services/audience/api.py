@@ -674,6 +674,23 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             total = await store.recipient_count(conn, query)
         return audience_pb2.CountRecipientsResponse(total=total)
 
+    async def CheckTargeting(
+        self, request: audience_pb2.CheckTargetingRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        spec = request.targeting
+        targeting = self._targeting(
+            spec.included, spec.excluded, spec.rules_bundle if spec.HasField("rules_bundle") else None
+        )
+        principal = auth.principal()
+        owner = (request.owner_user_id or None) if principal.is_admin else principal.user_id
+        async with self._engine.connect() as conn:
+            owned = await store.lists_by_id(conn, targeting.list_ids(), owner)
+            records = await _definitions(conn, list(owned))
+        problems = domain.unowned_sources(targeting, owned, {sid: r.list_id for sid, r in records.items()})
+        if problems:
+            raise domain.sources_not_found(problems)
+        return empty_pb2.Empty()
+
     async def StreamRecipients(
         self, request: audience_pb2.StreamRecipientsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[audience_pb2.StreamRecipientsResponse]:

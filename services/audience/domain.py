@@ -849,6 +849,39 @@ def validate_targeting(
     )
 
 
+def unowned_sources(
+    targeting: Targeting, owned_list_ids: Iterable[int], segment_lists: Mapping[int, int]
+) -> list[FieldViolation]:
+    """Every list a spec names that is not among the owner's, and every segment that is not one of its list's
+    (`segment_lists`: segment id -> list id, for the owner's lists), including the segments a criterion's
+    segments rules name; one violation each, in the order the spec names them."""
+    owned = set(owned_list_ids)
+    found: list[FieldViolation] = []
+
+    def check(where: str, list_id: int, segment_ids: Iterable[int]) -> None:
+        if list_id not in owned:
+            found.append(FieldViolation(f"{where}.list_id", LIST_NOT_FOUND, f"list {list_id} not found"))
+            return
+        for segment_id in segment_ids:
+            if segment_lists.get(segment_id) != list_id:
+                found.append(
+                    FieldViolation(f"{where}.segment_id", SEGMENT_NOT_FOUND, f"segment {segment_id} not found")
+                )
+
+    for name, sources in (("included", targeting.included), ("excluded", targeting.excluded)):
+        for i, source in enumerate(sources):
+            check(f"{name}[{i}]", source.list_id, [source.segment_id] if source.segment_id else [])
+    for i, criterion in enumerate(targeting.bundle.criteria if targeting.bundle is not None else ()):
+        check(f"rules_bundle.criteria[{i}]", criterion.list_id, sorted(criterion.criteria.segment_ids()))
+    return found
+
+
+def sources_not_found(violations: Sequence[FieldViolation]) -> DomainError:
+    """NOT_FOUND naming every list and segment of a spec that is not the owner's."""
+    first = violations[0]
+    return DomainError(ErrorKind.NOT_FOUND, first.reason, first.description, list(violations))
+
+
 def chunk_size(requested: int) -> int:
     if requested < 0 or requested > MAX_CHUNK:
         raise DomainError(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import grpc
 import structlog
 from google.protobuf import json_format, timestamp_pb2
+from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 from herald.tag.v1 import tag_pb2, tag_pb2_grpc
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.campaign import domain, sending, store
 from services.campaign.domain import Campaign
 from services.common import auth, db, grpcutil, outbox
-from services.common.errors import DomainError, ErrorKind
+from services.common.errors import DomainError, ErrorKind, FieldViolation
 from services.common.natsutil import Subjects
 
 CAMPAIGN_DELETED = "campaign.deleted"
@@ -65,6 +66,20 @@ def _targeting_to_proto(targeting: domain.Targeting) -> campaign_pb2.Targeting:
     if targeting.rules_bundle is not None:
         message.rules_bundle.update(dict(targeting.rules_bundle))
     return message
+
+
+def _targeting_spec(targeting: domain.Targeting) -> audience_pb2.TargetingSpec:
+    spec = audience_pb2.TargetingSpec(
+        included=[
+            audience_pb2.ListSegment(list_id=s.list_id, segment_id=s.segment_id) for s in targeting.included
+        ],
+        excluded=[
+            audience_pb2.ListSegment(list_id=s.list_id, segment_id=s.segment_id) for s in targeting.excluded
+        ],
+    )
+    if targeting.rules_bundle is not None:
+        spec.rules_bundle.update(dict(targeting.rules_bundle))
+    return spec
 
 
 def _split_test_to_proto(split_test: domain.SplitTest) -> campaign_pb2.SplitTest:
@@ -283,6 +298,7 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
         wake_outbox: Callable[[], None],
         tags: tag_pb2_grpc.TagServiceStub,
         delivery: delivery_pb2_grpc.DeliveryServiceStub,
+        audience: audience_pb2_grpc.AudienceServiceStub,
     ) -> None:
         self._engine = engine
         self._reads = reads
@@ -291,6 +307,7 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
         self._wake_outbox = wake_outbox
         self._tags = tags
         self._delivery = delivery
+        self._audience = audience
 
     async def CreateCampaign(
         self, request: campaign_pb2.CreateCampaignRequest, context: grpc.aio.ServicerContext
@@ -436,11 +453,15 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
         if patch.campaign_id <= 0:
             raise domain.update_failure(domain.check_patch(patch, now)[1])
         structlog.contextvars.bind_contextvars(campaign_id=patch.campaign_id)
+        # Asked before the campaign's row is locked: no lock is held across a call to another service.
+        unowned = await self._unowned_targeting(patch, principal)
         async with self._engine.begin() as conn:
             current = await store.campaign_for_update(conn, patch.campaign_id, domain.owner_scope(principal))
             if current is None:
                 raise domain.update_not_found(patch.campaign_id, domain.check_patch(patch, now)[1])
-            references = await self._references(conn, current, patch)
+            references = dataclasses.replace(
+                await self._references(conn, current, patch), unowned_targeting=unowned
+            )
             updated = domain.apply_update(current, patch, references, principal, now)
             if request.validate_only:
                 return campaign_to_proto(current)
@@ -568,6 +589,7 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
         wanted = patch.referenced_email_ids()
         if current.email_id is not None:
             wanted.append(current.email_id)
+        wanted.extend(variation.email_id for variation in current.variations)
         email_ids = await store.live_email_ids(conn, owner, wanted)
         original_found = False
         if "original_campaign_id" in patch.paths and patch.original_campaign_id > 0:
@@ -575,6 +597,37 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
                 conn, current.campaign_id, patch.original_campaign_id, owner
             )
         return domain.References(live_email_ids=email_ids, original_campaign_found=original_found)
+
+    async def _unowned_targeting(
+        self, patch: domain.CampaignPatch, principal: auth.Principal
+    ) -> tuple[FieldViolation, ...]:
+        """RULINGS 15: what the audience service finds wrong with the lists, segments and rules of a targeting the
+        patch sets (judged for the campaign's owner); nothing when the patch sets none or it is malformed anyway."""
+        if "targeting" not in patch.paths:
+            return ()
+        targeting, problems = domain.validate_targeting(patch.targeting)
+        if targeting.rules_bundle is not None and not targeting.rules_bundle.get("criteria"):
+            # A bundle without criteria names no list and selects nobody (campaign.recipients.get says so).
+            targeting = dataclasses.replace(targeting, rules_bundle=None)
+        if problems or not (targeting.included or targeting.excluded or targeting.rules_bundle):
+            return ()
+        owner = principal.user_id
+        if principal.is_admin:
+            campaign = await store.read_campaign(self._reads, patch.campaign_id, None)
+            if campaign is None:
+                return ()  # the update answers CAMPAIGN_NOT_FOUND
+            owner = campaign.owner_user_id
+        request = audience_pb2.CheckTargetingRequest(targeting=_targeting_spec(targeting), owner_user_id=owner)
+        try:
+            await self._audience.CheckTargeting(request)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise
+            failure = grpcutil.decode_error(exc)
+            return tuple(
+                FieldViolation(f"targeting.{v.field}", v.reason, v.description) for v in failure.violations
+            ) or (FieldViolation("targeting", failure.reason, failure.message),)
+        return ()
 
     async def _statistics(
         self, campaign_ids: Sequence[int], view: campaign_pb2.StatisticsView.ValueType

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import structlog
+from herald.audience.v1 import audience_pb2_grpc
 from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc, email_pb2, email_pb2_grpc
 from herald.delivery.v1 import delivery_pb2_grpc
 from herald.tag.v1 import tag_pb2_grpc
@@ -86,6 +87,7 @@ async def main(settings: Settings) -> None:
     # One channel per neighbour for the process's life; calls forward the caller's token and deadline.
     tag_channel = grpcutil.channel(settings.grpc_addr("tag"))
     delivery_channel = grpcutil.channel(settings.grpc_addr("delivery"))
+    audience_channel = grpcutil.channel(settings.grpc_addr("audience"))
     # A read takes a connection for well under a millisecond: half the main pool's size is plenty.
     reads = db.ReadPool(settings, max(2, settings.db_pool_size // 2), name="campaign-reads")
     await reads.open()
@@ -96,11 +98,13 @@ async def main(settings: Settings) -> None:
         status_changed,
         tag_pb2_grpc.TagServiceStub(tag_channel),
         delivery_pb2_grpc.DeliveryServiceStub(delivery_channel),
+        audience_pb2_grpc.AudienceServiceStub(audience_channel),
     )
 
     async def close() -> None:
         await tag_channel.close()
         await delivery_channel.close()
+        await audience_channel.close()
         await reads.close()
         await engine.dispose()
 

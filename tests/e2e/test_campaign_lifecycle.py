@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ class Account:
     user: User
     email_id: int
     second_email_id: int
+    list_id: int
+    second_list_id: int
 
 
 @dataclass
@@ -43,7 +46,10 @@ async def new_account(api: Api, identity: IdentityStore, *, untrusted: bool = Fa
     created = await identity.create_user(name, "secret-password", permissions=["*"], untrusted=untrusted)
     user = User(created["UserID"], created["APIKey"], name)
     emails = [(await api.call("email.create", user.api_key))["EmailID"] for _ in range(2)]
-    return Account(user, *emails)
+    lists = [
+        (await api.call("list.create", user.api_key, SubscriberListName=name))["ListID"] for name in ("A", "B")
+    ]
+    return Account(user, *emails, *lists)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -67,7 +73,7 @@ async def draft(api: Api, account: Account, name: str = "Lifecycle") -> int:
         account.user.api_key,
         CampaignID=campaign_id,
         RelEmailID=account.email_id,
-        RecipientListsAndSegments="1",
+        RecipientListsAndSegments=str(account.list_id),
         ScheduleType="Future",
         SendDate=NEXT_YEAR,
         SendTime="09:00:00",
@@ -144,7 +150,10 @@ async def test_an_untrusted_users_ready_campaign_waits_for_an_admins_approval(ap
     assert body["Success"] is False and body["ErrorCode"] == 3, body
     # Changing what recipients get asks for a new approval.
     body = await api.call(
-        "campaign.update", account.user.api_key, CampaignID=campaign_id, RecipientListsAndSegments="2"
+        "campaign.update",
+        account.user.api_key,
+        CampaignID=campaign_id,
+        RecipientListsAndSegments=str(account.second_list_id),
     )
     assert body == SUCCESS, body
     assert await status_of(api, account, campaign_id) == "Pending Approval"
@@ -202,10 +211,12 @@ async def test_statuses_a_client_may_not_set_answer_3(api: Api, world: World, st
 # Each changes what the paused campaign (content, one list, a schedule next year) would send, or to whom.
 CONTENT_CHANGES: dict[str, Any] = {
     "RelEmailID": lambda a: {"RelEmailID": a.second_email_id},
-    "RecipientListsAndSegments": lambda a: {"RecipientListsAndSegments": "5:1"},
-    "Exclude_RecipientListsAndSegments": lambda a: {"Exclude_RecipientListsAndSegments": "5"},
+    "RecipientListsAndSegments": lambda a: {"RecipientListsAndSegments": str(a.second_list_id)},
+    "Exclude_RecipientListsAndSegments": lambda a: {"Exclude_RecipientListsAndSegments": str(a.second_list_id)},
     "RulesJsonBundle": lambda a: {
-        "RulesJsonBundle": '{"operator": "and", "criteria": [{"list_id": 1, "operator": "and", "rules": []}]}'
+        "RulesJsonBundle": json.dumps(
+            {"operator": "and", "criteria": [{"list_id": a.list_id, "operator": "and", "rules": []}]}
+        )
     },
     "ScheduleType": lambda a: {"ScheduleType": "Not Scheduled"},
     "AutoResend": lambda a: {

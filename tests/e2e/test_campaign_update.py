@@ -9,12 +9,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf import field_mask_pb2
+from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Api, User
+from services.common.grpcutil import decode_error
+from tests.conftest import Api, System, User, grpc_metadata
 from translator.identity import IdentityStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -25,13 +29,18 @@ UNKNOWN_ID = 987654321
 
 @dataclass
 class World:
-    """Two users; the first with six emails, the second with one campaign and one email of its own."""
+    """Two users; the first with six emails, four lists and a segment of the first list, the second with one
+    campaign, one email and one list (with a segment) of its own."""
 
     user: User
     other: User
     emails: list[int]
     other_email: int
     other_campaign: int
+    lists: list[int]
+    segment: int
+    other_list: int
+    other_segment: int
 
 
 async def new_user(identity: IdentityStore) -> User:
@@ -61,11 +70,45 @@ async def get(api: Api, user: User, campaign_id: int, **params: Any) -> dict[str
     return campaign
 
 
+async def create_list(api: Api, user: User) -> int:
+    body = await api.call("list.create", user.api_key, SubscriberListName="Readers")
+    assert body["Success"] is True, body
+    list_id: int = body["ListID"]
+    return list_id
+
+
+async def create_segment(api: Api, user: User, list_id: int) -> int:
+    rules = [[{"type": "fields", "field_id": "EmailAddress", "operator": "contains", "value": "@"}]]
+    body = await api.call(
+        "segment.create",
+        user.api_key,
+        SubscriberListID=list_id,
+        SegmentName="Everyone",
+        SegmentOperator="and",
+        RulesJson=json.dumps(rules),
+    )
+    assert body["Success"] is True, body
+    segment_id: int = body["SegmentID"]
+    return segment_id
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(api: Api, identity: IdentityStore) -> AsyncIterator[World]:
     user, other = await new_user(identity), await new_user(identity)
     emails = [await create_email(api, user) for _ in range(6)]
-    yield World(user, other, emails, await create_email(api, other), await create_campaign(api, other))
+    lists = [await create_list(api, user) for _ in range(4)]
+    other_list = await create_list(api, other)
+    yield World(
+        user,
+        other,
+        emails,
+        await create_email(api, other),
+        await create_campaign(api, other),
+        lists,
+        await create_segment(api, user, lists[0]),
+        other_list,
+        await create_segment(api, other, other_list),
+    )
 
 
 async def update(api: Api, user: User, campaign_id: int, **params: Any) -> dict[str, Any]:
@@ -129,7 +172,17 @@ async def test_the_seed_example_verbatim_answers_6_as_its_date_lies_in_the_past(
 async def test_every_parameter_is_stored_and_returned(api: Api, world: World) -> None:
     original = await create_campaign(api, world.user, "Original")
     campaign_id = await create_campaign(api, world.user)
-    rules = {"operator": "and", "criteria": [{"list_id": 7, "operator": "and", "rules": [[{"type": "tags"}]]}]}
+    first, second, third, _ = world.lists
+    rules = {
+        "operator": "and",
+        "criteria": [
+            {
+                "list_id": first,
+                "operator": "and",
+                "rules": [[{"type": "segments", "operator": "belongs to", "value": world.segment}]],
+            }
+        ],
+    }
     body = await update(
         api,
         world.user,
@@ -152,8 +205,8 @@ async def test_every_parameter_is_stored_and_returned(api: Api, world: World) ->
         AutoResendSubject="Did you miss it?",
         AutoResendPreHeaderText="Last chance",
         OriginalCampaignID=original,
-        RecipientListsAndSegments="7,8:3",
-        Exclude_RecipientListsAndSegments="9:0",
+        RecipientListsAndSegments=f"{second},{first}:{world.segment}",
+        Exclude_RecipientListsAndSegments=f"{third}:0",
         RulesJsonBundle=json.dumps(rules),
         S2SEnabled="yes",
         ABTesting={
@@ -185,8 +238,8 @@ async def test_every_parameter_is_stored_and_returned(api: Api, world: World) ->
         "AutoResendSubject": "Did you miss it?",
         "AutoResendPreHeaderText": "Last chance",
         "OriginalCampaignID": original,
-        "RecipientListsAndSegments": "7:0,8:3",
-        "Exclude_RecipientListsAndSegments": "9:0",
+        "RecipientListsAndSegments": f"{second}:0,{first}:{world.segment}",
+        "Exclude_RecipientListsAndSegments": f"{third}:0",
         "S2SEnabled": True,
         "ABTesting": {
             "Enabled": True,
@@ -210,11 +263,15 @@ async def test_parameters_not_given_keep_their_values(api: Api, world: World) ->
         AutoResendWaitDays=2,
         AutoResendSubject="s",
         AutoResendPreHeaderText="p",
-        RecipientListsAndSegments="1:2",
-        Exclude_RecipientListsAndSegments="3",
+        RecipientListsAndSegments=f"{world.lists[0]}:{world.segment}",
+        Exclude_RecipientListsAndSegments=str(world.lists[2]),
     )
     body = await update(
-        api, world.user, campaign_id, AutoResendSubject="new subject", RecipientListsAndSegments="4"
+        api,
+        world.user,
+        campaign_id,
+        AutoResendSubject="new subject",
+        RecipientListsAndSegments=str(world.lists[3]),
     )
     assert body["Success"] is True, body
     campaign = await get(api, world.user, campaign_id)
@@ -224,7 +281,10 @@ async def test_parameters_not_given_keep_their_values(api: Api, world: World) ->
         "new subject",
     )
     assert campaign["AutoResendPreHeaderText"] == "p"
-    assert (campaign["RecipientListsAndSegments"], campaign["Exclude_RecipientListsAndSegments"]) == ("4:0", "3:0")
+    assert (campaign["RecipientListsAndSegments"], campaign["Exclude_RecipientListsAndSegments"]) == (
+        f"{world.lists[3]}:0",
+        f"{world.lists[2]}:0",
+    )
     assert campaign["CampaignName"] == "Summer Sale 2025"
 
 
@@ -411,6 +471,97 @@ async def test_campaign_update_error_code(api: Api, world: World, code: int, par
     assert body["Success"] is False and body["ErrorCode"] == code, body
     assert isinstance(body["ErrorText"], str) and body["ErrorText"]
     assert set(body) == {"Success", "ErrorCode", "ErrorText"}
+
+
+@pytest.mark.parametrize("schedule", [FUTURE, RECURSIVE], ids=["Future", "Recursive"])
+async def test_an_unknown_time_zone_answers_5_saying_the_zone_is_the_problem(
+    api: Api, world: World, schedule: dict[str, Any]
+) -> None:
+    campaign_id = await create_campaign(api, world.user)
+    body = await update(api, world.user, campaign_id, **schedule, SendTimeZone="Mars/Olympus")
+    assert (body["Success"], body["ErrorCode"]) == (False, 5)
+    assert "SendTimeZone" in body["ErrorText"] and "time zone" in body["ErrorText"], body
+
+
+# RULINGS 15: lists and segments are checked when they are set ----------------------------------------
+
+SOURCE_NOT_FOUND = "Recipient list or segment not found or doesn't belong to user"
+
+
+def bundle_of(list_id: int, *rules: dict[str, Any]) -> str:
+    return json.dumps(
+        {"operator": "and", "criteria": [{"list_id": list_id, "operator": "and", "rules": [list(rules)]}]}
+    )
+
+
+FOREIGN_SOURCES: list[tuple[str, Any]] = [
+    ("another user's list", lambda w: {"RecipientListsAndSegments": str(w.other_list)}),
+    (
+        "another user's list beside an own one",
+        lambda w: {"RecipientListsAndSegments": f"{w.lists[1]},{w.other_list}:0"},
+    ),
+    ("an unknown list", {"RecipientListsAndSegments": str(UNKNOWN_ID)}),
+    ("another user's list excluded", lambda w: {"Exclude_RecipientListsAndSegments": str(w.other_list)}),
+    ("another user's segment", lambda w: {"RecipientListsAndSegments": f"{w.other_list}:{w.other_segment}"}),
+    ("another list's segment", lambda w: {"RecipientListsAndSegments": f"{w.lists[1]}:{w.segment}"}),
+    ("an unknown segment", lambda w: {"RecipientListsAndSegments": f"{w.lists[0]}:{UNKNOWN_ID}"}),
+    ("another user's list in the bundle", lambda w: {"RulesJsonBundle": bundle_of(w.other_list)}),
+    (
+        "another user's segment in a bundle rule",
+        lambda w: {
+            "RulesJsonBundle": bundle_of(
+                w.lists[0], {"type": "segments", "operator": "belongs to", "value": w.other_segment}
+            )
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize("params", [p for _, p in FOREIGN_SOURCES], ids=[n for n, _ in FOREIGN_SOURCES])
+async def test_lists_and_segments_not_the_users_are_refused_when_set(api: Api, world: World, params: Any) -> None:
+    campaign_id = await create_campaign(api, world.user)
+    before = {"RecipientListsAndSegments": str(world.lists[0]), "Exclude_RecipientListsAndSegments": ""}
+    assert (await update(api, world.user, campaign_id, RecipientListsAndSegments=str(world.lists[0])))["Success"]
+    params = params(world) if callable(params) else params
+    body = await update(api, world.user, campaign_id, CampaignName="Changed", **params)
+    assert body == {"Success": False, "ErrorCode": 26, "ErrorText": SOURCE_NOT_FOUND}
+    campaign = await get(api, world.user, campaign_id)
+    assert campaign["CampaignName"] == "Summer Sale 2025"  # nothing was changed
+    assert campaign["RecipientListsAndSegments"] == f"{before['RecipientListsAndSegments']}:0"
+    assert campaign["RulesJsonBundle"] in ("", None)
+
+
+async def test_rules_the_audience_cannot_read_are_refused_when_set(api: Api, world: World) -> None:
+    campaign_id = await create_campaign(api, world.user)
+    bundle = bundle_of(world.lists[0], {"type": "fields", "field_id": "EmailAddress", "operator": "sounds like"})
+    body = await update(api, world.user, campaign_id, RulesJsonBundle=bundle)
+    assert (body["Success"], body["ErrorCode"]) == (False, 26)
+    assert "sounds like" in body["ErrorText"]
+
+
+async def test_an_admin_setting_a_users_lists_is_held_to_that_users_lists(
+    api: Api, world: World, system: System
+) -> None:
+    campaign_id = await create_campaign(api, world.user)
+    request = campaign_pb2.UpdateCampaignRequest(
+        campaign=campaign_pb2.Campaign(
+            campaign_id=campaign_id,
+            targeting=campaign_pb2.Targeting(included=[campaign_pb2.RecipientSource(list_id=world.other_list)]),
+        ),
+        update_mask=field_mask_pb2.FieldMask(paths=["targeting"]),
+    )
+    async with grpc.aio.insecure_channel(system.grpc_target("campaign")) as channel:
+        stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+        admin = grpc_metadata(system, 0, is_admin=True)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.UpdateCampaign(request, metadata=admin)
+        failure = decode_error(refused.value)
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert failure.field_reasons() == [("targeting.included[0].list_id", "LIST_NOT_FOUND")]
+        # The owner's own list passes.
+        request.campaign.targeting.included[0].list_id = world.lists[0]
+        updated = await stub.UpdateCampaign(request, metadata=admin)
+        assert [s.list_id for s in updated.targeting.included] == [world.lists[0]]
 
 
 # RULINGS 2: an int command answers the first failing check in the seed's order.

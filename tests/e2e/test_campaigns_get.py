@@ -398,7 +398,23 @@ async def test_an_admin_key_may_get_any_campaign_in_full(api: Api, world: World)
 
 
 async def test_campaign_copy_copies_every_setting_into_a_draft(api: Api, world: World) -> None:
-    rules = {"operator": "or", "criteria": [{"list_id": 3, "operator": "and", "rules": []}]}
+    first, second, third = [
+        (await api.call("list.create", world.user.api_key, SubscriberListName=name))["ListID"]
+        for name in ("one", "two", "three")
+    ]
+    first_segment, third_segment = [
+        (
+            await api.call(
+                "segment.create",
+                world.user.api_key,
+                SubscriberListID=list_id,
+                SegmentName="all",
+                SegmentOperator="and",
+            )
+        )["SegmentID"]
+        for list_id in (first, third)
+    ]
+    rules = {"operator": "or", "criteria": [{"list_id": first, "operator": "and", "rules": []}]}
     source = await create(
         api,
         world.user,
@@ -408,8 +424,8 @@ async def test_campaign_copy_copies_every_setting_into_a_draft(api: Api, world: 
         SendDate=SEND_DAY.isoformat(),
         SendTime="08:15:00",
         SendTimeZone="Asia/Tokyo",
-        RecipientListsAndSegments="3:1,4",
-        Exclude_RecipientListsAndSegments="5:2",
+        RecipientListsAndSegments=f"{first}:{first_segment},{second}",
+        Exclude_RecipientListsAndSegments=f"{third}:{third_segment}",
         RulesJsonBundle=json.dumps(rules),
         AutoResendEnabled=True,
         AutoResendWaitDays=4,

@@ -130,7 +130,9 @@ class Command:
     """One legacy command.
 
     `codes` maps a service error reason (UPPER_SNAKE) or a lower-cased parameter name to the legacy
-    code; `texts` gives each code's ErrorText. `shape` is the shape of the seed's error example.
+    code; `texts` gives each code's ErrorText, and `cause_texts`, keyed like `codes`, the text of one
+    cause where a code covers several and the text should say which. `shape` is the shape of the seed's
+    error example.
     """
 
     name: str
@@ -140,6 +142,7 @@ class Command:
     shape: Shape = "list"
     codes: Mapping[str, int] = field(default_factory=dict)
     texts: Mapping[int, str] = field(default_factory=dict)
+    cause_texts: Mapping[str, str] = field(default_factory=dict)
     v1_alias: bool = True
     # (requests, seconds): at most that many calls per window per credential, else HTTP 429.
     rate_limit: tuple[int, float] | None = None
@@ -168,7 +171,7 @@ class Command:
             code = self.codes.get(key)
             if code is None:
                 return None
-            codes.setdefault(code, self.texts.get(code) or detail)
+            codes.setdefault(code, self.cause_texts.get(key) or self.texts.get(code) or detail)
         malformed = problems.failure is None or problems.failure.code == grpc.StatusCode.INVALID_ARGUMENT
         return LegacyError(list(codes), list(codes.values()), malformed=malformed)
 

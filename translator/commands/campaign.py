@@ -1036,8 +1036,24 @@ UPDATE_CODES: dict[str, int] = {
             "RULES_BUNDLE_INVALID",
             "UPDATE_MASK_INVALID",
             "TEXT_INVALID",
+            # The audience service's verdict on a RulesJsonBundle's rules.
+            "RULES_INVALID",
+            "RULE_TYPE_UNSUPPORTED",
+            # RULINGS 15: a list or segment that is not the user's.
+            "LIST_NOT_FOUND",
+            "SEGMENT_NOT_FOUND",
         )
     },
+}
+SOURCE_NOT_FOUND_TEXT = "Recipient list or segment not found or doesn't belong to user"
+TIME_ZONE_TEXT = "Invalid SendTimeZone: not an IANA time zone (such as America/New_York)"
+# One code, several causes: the ErrorText says which (RULINGS 15; a time zone is no schedule type).
+UPDATE_CAUSE_TEXTS = {
+    "LIST_NOT_FOUND": SOURCE_NOT_FOUND_TEXT,
+    "SEGMENT_NOT_FOUND": SOURCE_NOT_FOUND_TEXT,
+    "sendtimezone": TIME_ZONE_TEXT,
+    "TIME_ZONE_INVALID": TIME_ZONE_TEXT,
+    **{key: TIME_ZONE_TEXT for key in recursive_codes("TIME_ZONE_INVALID", {"time_zone": 5})},
 }
 UPDATE_TEXTS = {
     1: MISSING_ID_TEXT,
@@ -1095,6 +1111,7 @@ ROWS = [
         shape="int",
         codes=UPDATE_CODES,
         texts=UPDATE_TEXTS,
+        cause_texts=UPDATE_CAUSE_TEXTS,
     ),
     Command(
         "campaign.copy",

@@ -1266,6 +1266,32 @@ class TargetingSpec(_message.Message):
 Global___TargetingSpec: _TypeAlias = TargetingSpec  # noqa: Y015
 
 @_typing.final
+class CheckTargetingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGETING_FIELD_NUMBER: _builtins.int
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    owner_user_id: _builtins.int
+    """Whose lists the spec must name. Ignored for a user (always the caller); an admin, who owns no
+    lists, names the user whose campaign it is.
+    """
+    @_builtins.property
+    def targeting(self) -> Global___TargetingSpec: ...
+    def __init__(
+        self,
+        *,
+        targeting: Global___TargetingSpec | None = ...,
+        owner_user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["targeting", b"targeting"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner_user_id", b"owner_user_id", "targeting", b"targeting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckTargetingRequest: _TypeAlias = CheckTargetingRequest  # noqa: Y015
+
+@_typing.final
 class CountRecipientsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -128,6 +128,11 @@ class AudienceServiceStub:
                 request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.StreamRecipientsRequest.SerializeToString,
                 response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.StreamRecipientsResponse.FromString,
                 _registered_method=True)
+        self.CheckTargeting = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/CheckTargeting',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.CheckTargetingRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class AudienceServiceServicer:
@@ -264,6 +269,17 @@ class AudienceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckTargeting(self, request, context):
+        """Checks a targeting spec without counting anyone: every list it names (included, excluded and
+        the rules bundle's criteria) must be the owner's, every segment one of its list's (segments
+        rules inside a criterion included), and the rules must parse. NOT_FOUND (LIST_NOT_FOUND or
+        SEGMENT_NOT_FOUND) names every missing one as a BadRequest violation; INVALID_ARGUMENT the
+        first malformed rule. The campaign service calls it when a campaign's targeting is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudienceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -356,6 +372,11 @@ def add_AudienceServiceServicer_to_server(servicer, server):
                     servicer.StreamRecipients,
                     request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.StreamRecipientsRequest.FromString,
                     response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.StreamRecipientsResponse.SerializeToString,
+            ),
+            'CheckTargeting': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckTargeting,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.CheckTargetingRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -847,6 +868,33 @@ class AudienceService:
             '/herald.audience.v1.AudienceService/StreamRecipients',
             herald_dot_audience_dot_v1_dot_audience__pb2.StreamRecipientsRequest.SerializeToString,
             herald_dot_audience_dot_v1_dot_audience__pb2.StreamRecipientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckTargeting(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/CheckTargeting',
+            herald_dot_audience_dot_v1_dot_audience__pb2.CheckTargetingRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

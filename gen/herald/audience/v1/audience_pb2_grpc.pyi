@@ -77,6 +77,13 @@ class AudienceServiceStub:
     """
     StreamRecipients: _grpc.UnaryStreamMultiCallable[_audience_pb2.StreamRecipientsRequest, _audience_pb2.StreamRecipientsResponse]
     """Streams those recipients in chunks, ordered by subscriber id."""
+    CheckTargeting: _grpc.UnaryUnaryMultiCallable[_audience_pb2.CheckTargetingRequest, _empty_pb2.Empty]
+    """Checks a targeting spec without counting anyone: every list it names (included, excluded and
+    the rules bundle's criteria) must be the owner's, every segment one of its list's (segments
+    rules inside a criterion included), and the rules must parse. NOT_FOUND (LIST_NOT_FOUND or
+    SEGMENT_NOT_FOUND) names every missing one as a BadRequest violation; INVALID_ARGUMENT the
+    first malformed rule. The campaign service calls it when a campaign's targeting is set.
+    """
 
 @_typing.type_check_only
 class AudienceServiceAsyncStub(AudienceServiceStub):
@@ -126,6 +133,13 @@ class AudienceServiceAsyncStub(AudienceServiceStub):
     """
     StreamRecipients: _aio.UnaryStreamMultiCallable[_audience_pb2.StreamRecipientsRequest, _audience_pb2.StreamRecipientsResponse]  # type: ignore[assignment]
     """Streams those recipients in chunks, ordered by subscriber id."""
+    CheckTargeting: _aio.UnaryUnaryMultiCallable[_audience_pb2.CheckTargetingRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Checks a targeting spec without counting anyone: every list it names (included, excluded and
+    the rules bundle's criteria) must be the owner's, every segment one of its list's (segments
+    rules inside a criterion included), and the rules must parse. NOT_FOUND (LIST_NOT_FOUND or
+    SEGMENT_NOT_FOUND) names every missing one as a BadRequest violation; INVALID_ARGUMENT the
+    first malformed rule. The campaign service calls it when a campaign's targeting is set.
+    """
 
 class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
     """AudienceService owns lists, segments, subscribers and the suppression list. Every call is
@@ -280,5 +294,18 @@ class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_audience_pb2.StreamRecipientsResponse], _abc.AsyncIterator[_audience_pb2.StreamRecipientsResponse]]:
         """Streams those recipients in chunks, ordered by subscriber id."""
+
+    @_abc_1.abstractmethod
+    def CheckTargeting(
+        self,
+        request: _audience_pb2.CheckTargetingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Checks a targeting spec without counting anyone: every list it names (included, excluded and
+        the rules bundle's criteria) must be the owner's, every segment one of its list's (segments
+        rules inside a criterion included), and the rules must parse. NOT_FOUND (LIST_NOT_FOUND or
+        SEGMENT_NOT_FOUND) names every missing one as a BadRequest violation; INVALID_ARGUMENT the
+        first malformed rule. The campaign service calls it when a campaign's targeting is set.
+        """
 
 def add_AudienceServiceServicer_to_server(servicer: AudienceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
