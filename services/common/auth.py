@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextvars
+import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -70,15 +72,38 @@ def _verify(token: str, secret: str) -> tuple[Principal, float]:
             options={"require": ["exp", "sub"]},
             leeway=LEEWAY_SECONDS,
         )
-        principal = Principal(
-            user_id=int(claims["sub"]),
-            is_admin=bool(claims.get("adm", False)),
-            permissions=frozenset(str(p) for p in claims.get("perms", [])),
-            untrusted=bool(claims.get("untrusted", False)),
-        )
-        return principal, float(claims["exp"])
+        return _principal_of(claims), float(claims["exp"])
     except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
         raise DomainError(ErrorKind.PERMISSION, "UNAUTHENTICATED", f"invalid principal token: {exc}") from exc
+
+
+_USER_ID = re.compile(r"0|[1-9][0-9]{0,17}")
+
+
+def _principal_of(claims: dict[str, Any]) -> Principal:
+    """The principal of verified claims, each of exactly the JSON type Herald mints, or ValueError.
+
+    Strict on purpose: a claim of another type was not written by mint_token, so the token is refused
+    rather than read charitably (a string "false" in `adm` must never make an admin).
+    """
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not _USER_ID.fullmatch(subject):
+        raise ValueError("the sub claim must be a user id in decimal digits")
+    is_admin = claims.get("adm", False)
+    if not isinstance(is_admin, bool):
+        raise ValueError("the adm claim must be a JSON boolean")
+    permissions = claims.get("perms", [])
+    if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
+        raise ValueError("the perms claim must be a list of strings")
+    untrusted = claims.get("untrusted", False)
+    if not isinstance(untrusted, bool):
+        raise ValueError("the untrusted claim must be a JSON boolean")
+    return Principal(
+        user_id=int(subject),
+        is_admin=is_admin,
+        permissions=frozenset(permissions),
+        untrusted=untrusted,
+    )
 
 
 # Set by the server interceptor for the duration of one call; read by domain code and by
