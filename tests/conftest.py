@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,14 +271,33 @@ async def api(system: System) -> AsyncIterator[Api]:
         yield Api(session, system.base_url)
 
 
-def token_for(system: System, user_id: int, *, is_admin: bool = False) -> str:
-    return auth.mint_token(
-        auth.Principal(user_id=user_id, is_admin=is_admin), system.env["HERALD_TOKEN_SECRET"], 600
+def token_for(
+    system: System,
+    user_id: int,
+    *,
+    is_admin: bool = False,
+    permissions: Sequence[str] = ("*",),
+    service: str = "",
+) -> str:
+    """A principal token as Herald mints them: by default for a user with every permission (a direct gRPC
+    caller with a `herald token mint` token); `service` marks it as a Herald process's own token, as the
+    callers of internal RPCs (services/common/permissions.py) present."""
+    principal = auth.Principal(
+        user_id=user_id, is_admin=is_admin, permissions=frozenset(permissions), service=service
     )
+    return auth.mint_token(principal, system.env["HERALD_TOKEN_SECRET"], 600)
 
 
-def grpc_metadata(system: System, user_id: int, *, is_admin: bool = False) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token_for(system, user_id, is_admin=is_admin)}"),)
+def grpc_metadata(
+    system: System,
+    user_id: int,
+    *,
+    is_admin: bool = False,
+    permissions: Sequence[str] = ("*",),
+    service: str = "",
+) -> tuple[tuple[str, str], ...]:
+    token = token_for(system, user_id, is_admin=is_admin, permissions=permissions, service=service)
+    return (("authorization", f"Bearer {token}"),)
 
 
 async def eventually(check: Any, *, within: float = 10.0, interval: float = 0.1) -> Any:

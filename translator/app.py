@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from services.common.grpcutil import decode_error
+from services.common.permissions import PERMISSION_DENIED
 from translator import archive, envelope, mail, tracking
 from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Problems, Stubs
 from translator.envelope import AuthError, HardFailure, LegacyError, respond
@@ -92,9 +93,15 @@ async def _authenticate(command: Command, params: Params, identity: IdentityStor
 
 
 def _mapped(command: Command, problems: Problems) -> LegacyError:
+    failure = problems.failure
+    if failure is not None and failure.reason == PERMISSION_DENIED:
+        # A service refused the caller's token for an RPC behind the command (services/common/permissions.py).
+        # The command's own permission was checked first, so this is a mismatch worth a log line; the
+        # caller still gets the legacy answer to a missing permission rather than a fault.
+        log.warning("a service denied a permitted command", command=command.name, error=failure.message)
+        raise AuthError(envelope.NOT_PERMITTED, f"Not enough privileges: {failure.message}")
     mapped = command.legacy_error(problems)
     if mapped is None:
-        failure = problems.failure
         log.error(
             "no legacy code for an error",
             command=command.name,

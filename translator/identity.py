@@ -21,6 +21,8 @@ from services.common import auth, db
 from services.common.config import Settings
 
 SCHEMA = "identity"
+# The `svc` claim of the tokens the translator mints for its own calls (auth.Principal.service).
+SERVICE = "translator"
 ALL_PERMISSIONS = "*"
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
@@ -348,15 +350,20 @@ class IdentityStore:
     def system_token(self) -> str:
         """A token for the translator's own calls on no legacy caller's behalf (the public archive pages).
 
-        An admin principal (user id 0), reused until shortly before it expires.
+        An admin principal (user id 0) marked as the translator's, reused until shortly before it expires.
         """
         now = time.monotonic()
         if self._system_token is not None and self._system_token[0] > now:
             return self._system_token[1]
         ttl = self._settings.token_ttl_seconds
-        token = auth.mint_token(auth.Principal(user_id=0, is_admin=True), self._secret, ttl)
+        token = auth.mint_token(auth.Principal(user_id=0, is_admin=True, service=SERVICE), self._secret, ttl)
         self._system_token = (now + ttl * 0.8, token)
         return token
+
+    def service_token(self, principal: auth.Principal) -> str:
+        """A token of the principal marked as the translator's, for a call the translator makes for its own
+        needs while serving a legacy caller (see Context.as_translator); never handed to a caller."""
+        return auth.service_token(principal, SERVICE, self._secret)
 
     async def mint_for(self, *, user_id: int | None, admin_id: int | None, ttl: int) -> dict[str, Any]:
         """`herald token mint`: a token for a direct gRPC caller acting as this user or admin."""

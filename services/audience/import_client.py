@@ -136,7 +136,8 @@ async def stream_file(
     progress: Progress,
 ) -> audience_pb2.Import:
     """Sends the file to StreamImport and returns the finished import."""
-    token = mint_token(Principal(user_id=0, is_admin=True), settings.effective_token_secret(), TOKEN_TTL_SECONDS)
+    operator = Principal(user_id=0, is_admin=True, service="import")
+    token = mint_token(operator, settings.effective_token_secret(), TOKEN_TTL_SECONDS)
 
     async def requests() -> AsyncIterator[audience_pb2.StreamImportRequest]:
         yield audience_pb2.StreamImportRequest(list_id=list_id, format=fmt, update_duplicates=update_duplicates)

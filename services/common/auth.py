@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import re
 import time
 from dataclasses import dataclass
@@ -27,11 +28,15 @@ class Principal:
     permissions: frozenset[str] = frozenset()
     # An untrusted user's campaigns need an admin's approval before they may be sent (RULINGS 8).
     untrusted: bool = False
+    # The Herald process that minted the token for its own work on the user's behalf (the `svc` claim):
+    # a service calling a neighbour while serving a call, delivery sending a campaign, the translator's
+    # own lookups. Empty for a token handed to an outside caller. See services/common/permissions.py.
+    service: str = ""
 
 
 def mint_token(principal: Principal, secret: str, ttl_seconds: int) -> str:
     now = int(time.time())
-    claims = {
+    claims: dict[str, Any] = {
         "iss": ISSUER,
         "sub": str(principal.user_id),
         "adm": principal.is_admin,
@@ -40,7 +45,30 @@ def mint_token(principal: Principal, secret: str, ttl_seconds: int) -> str:
         "iat": now,
         "exp": now + ttl_seconds,
     }
+    if principal.service:
+        claims["svc"] = principal.service
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+# A service's token for its neighbours lives this long and is reused for most of it: one signature per
+# caller every few minutes, not one per downstream call. Never handed out, so its lifetime is no grant.
+SERVICE_TOKEN_TTL_SECONDS = 300
+_service_tokens: dict[tuple[Principal, str], tuple[float, str]] = {}
+
+
+def service_token(principal: Principal, service: str, secret: str) -> str:
+    """A token of `principal` marked as minted by the Herald process `service`, for calls it makes on
+    the principal's behalf; the same user id and admin flag, so the callee scopes data exactly as before."""
+    on_behalf = dataclasses.replace(principal, service=service)
+    now = time.monotonic()
+    cached = _service_tokens.get((on_behalf, secret))
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    token = mint_token(on_behalf, secret, SERVICE_TOKEN_TTL_SECONDS)
+    if len(_service_tokens) > 10_000:
+        _service_tokens.clear()
+    _service_tokens[(on_behalf, secret)] = (now + SERVICE_TOKEN_TTL_SECONDS * 0.8, token)
+    return token
 
 
 _verified: dict[tuple[str, str], tuple[float, Principal]] = {}
@@ -98,18 +126,34 @@ def _principal_of(claims: dict[str, Any]) -> Principal:
     untrusted = claims.get("untrusted", False)
     if not isinstance(untrusted, bool):
         raise ValueError("the untrusted claim must be a JSON boolean")
+    service = claims.get("svc", "")
+    if not isinstance(service, str) or ("svc" in claims and not service):
+        raise ValueError("the svc claim must be a non-empty string")
     return Principal(
         user_id=int(subject),
         is_admin=is_admin,
         permissions=frozenset(permissions),
         untrusted=untrusted,
+        service=service,
     )
 
 
+@dataclass(frozen=True)
+class Downstream:
+    """How the service serving a call speaks to its neighbours: as the caller, marked as this service."""
+
+    principal: Principal
+    service: str
+    secret: str
+
+    def token(self) -> str:
+        return service_token(self.principal, self.service, self.secret)
+
+
 # Set by the server interceptor for the duration of one call; read by domain code and by
-# the client interceptor that forwards the token to downstream services.
+# the client interceptor that passes the caller on to downstream services.
 current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("current_principal")
-current_token: contextvars.ContextVar[str] = contextvars.ContextVar("current_token")
+current_downstream: contextvars.ContextVar[Downstream] = contextvars.ContextVar("current_downstream")
 current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("current_deadline", default=None)
 
 

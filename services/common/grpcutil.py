@@ -18,7 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import auth
+from services.common import auth, permissions
 from services.common.errors import DomainError, ErrorKind
 
 log = structlog.get_logger()
@@ -145,7 +145,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
     - Logging: binds a request id (the caller's x-request-id, or a new one) to every log line of the
       call and logs its method, outcome and duration at debug level.
-    - Principal: verifies the signed principal token and exposes it through contextvars.
+    - Principal: verifies the signed principal token, checks that it may call the method
+      (services/common/permissions.py) and exposes it through contextvars, with the token this service
+      presents to its neighbours on the caller's behalf.
     - Errors: DomainError becomes a status with ErrorInfo and BadRequest, a downstream service's
       error status passes through, and anything else becomes a bare INTERNAL.
 
@@ -154,8 +156,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     a cheap call such as GetCampaign. Health and reflection calls pass through unwrapped.
     """
 
-    def __init__(self, domain: str, secret: str) -> None:
-        self._domain = domain
+    def __init__(self, service: str, secret: str) -> None:
+        self._service = service
+        self._domain = f"herald.{service}.v1"
         self._secret = secret
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -183,7 +186,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 started = _bind_call(metadata, method)
                 failed: BaseException | None = None
                 try:
-                    self._enter(context, metadata)
+                    self._enter(context, metadata, method)
                     return await behavior(request, context)
                 except (DomainError, grpc.aio.AioRpcError) as exc:
                     failed = exc
@@ -210,7 +213,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 started = _bind_call(metadata, method)
                 failed: BaseException | None = None
                 try:
-                    self._enter(context, metadata)
+                    self._enter(context, metadata, method)
                     async for item in behavior(request, context):
                         yield item
                 except (DomainError, grpc.aio.AioRpcError) as exc:
@@ -231,7 +234,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
         return wrap
 
-    def _enter(self, context: grpc.aio.ServicerContext, metadata: Sequence[tuple[str, str | bytes]]) -> None:
+    def _enter(
+        self, context: grpc.aio.ServicerContext, metadata: Sequence[tuple[str, str | bytes]], method: str
+    ) -> None:
         token = ""
         for key, value in metadata:
             if key == "authorization" and isinstance(value, str):
@@ -239,11 +244,14 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         if not token:
             raise DomainError(ErrorKind.PERMISSION, "UNAUTHENTICATED", "missing principal token")
         principal = auth.verify_token(token, self._secret)
+        structlog.contextvars.bind_contextvars(user_id=principal.user_id)
+        if principal.service:
+            structlog.contextvars.bind_contextvars(via=principal.service)
+        permissions.authorize(method, principal)
         auth.current_principal.set(principal)
-        auth.current_token.set(token)
+        auth.current_downstream.set(auth.Downstream(principal, self._service, self._secret))
         remaining = context.time_remaining()
         auth.current_deadline.set(time.monotonic() + remaining if remaining is not None else None)
-        structlog.contextvars.bind_contextvars(user_id=principal.user_id)
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, DomainError):
@@ -275,13 +283,19 @@ def _log_call(context: grpc.aio.ServicerContext, started: float, failed: BaseExc
 
 
 class ForwardPrincipal(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Client side: forwards the caller's principal token and remaining deadline to downstream services."""
+    """Client side: passes the caller and the remaining deadline on to downstream services.
+
+    The caller's own token is not forwarded: the call carries a token of the same principal marked as
+    this service's (auth.service_token), which internal RPCs require and which does not need the
+    caller's permission for the downstream RPC — the caller's permission was checked for the RPC
+    this service is serving (services/common/permissions.py).
+    """
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        token = auth.current_token.get(None)
-        if token and "authorization" not in metadata:
-            metadata["authorization"] = f"Bearer {token}"
+        downstream = auth.current_downstream.get(None)
+        if downstream is not None and "authorization" not in metadata:
+            metadata["authorization"] = f"Bearer {downstream.token()}"
         timeout = details.timeout
         deadline = auth.current_deadline.get()
         if timeout is None:
@@ -328,7 +342,7 @@ async def serve(
     `register` adds the servicers and returns their full service names.
     """
     server = grpc.aio.server(
-        interceptors=[CallInterceptor(f"herald.{name}.v1", token_secret)],
+        interceptors=[CallInterceptor(name, token_secret)],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
     try:

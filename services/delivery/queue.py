@@ -67,8 +67,9 @@ class _Refused(Exception):
 
 
 def owner_metadata(settings: Settings, owner_user_id: int) -> tuple[tuple[str, str], ...]:
-    """Call metadata with a short-lived token of the campaign's owner."""
-    token = auth.mint_token(auth.Principal(user_id=owner_user_id), settings.effective_token_secret(), 600)
+    """Call metadata with a short-lived token of the campaign's owner, marked as delivery's own (internal RPCs)."""
+    owner = auth.Principal(user_id=owner_user_id, service="delivery")
+    token = auth.mint_token(owner, settings.effective_token_secret(), 600)
     return (("authorization", f"Bearer {token}"),)
 
 

@@ -422,7 +422,10 @@ async def queued_recipients(
     campaign_id: int,
     state: delivery_pb2.RecipientState.ValueType = delivery_pb2.RECIPIENT_STATE_UNSPECIFIED,
 ) -> list[delivery_pb2.QueuedRecipient]:
-    """Every queue row of the campaign (ListQueuedRecipients, paged), as its owner sees them."""
+    """Every queue row of the campaign (ListQueuedRecipients, paged), as its owner sees them.
+
+    ListQueuedRecipients is internal (for operators and tests): the token is marked as a Herald process's.
+    """
     rows: list[delivery_pb2.QueuedRecipient] = []
     after = 0
     async with grpc.aio.insecure_channel(system.grpc_target("delivery")) as channel:
@@ -432,7 +435,7 @@ async def queued_recipients(
                 delivery_pb2.ListQueuedRecipientsRequest(
                     campaign_id=campaign_id, state=state, page_size=500, after_recipient_id=after
                 ),
-                metadata=grpc_metadata(system, user.user_id),
+                metadata=grpc_metadata(system, user.user_id, service="tests"),
             )
             rows.extend(page.recipients)
             if not page.recipients:

@@ -61,6 +61,10 @@ class Audience:
     def md(self, user: User) -> tuple[tuple[str, str], ...]:
         return grpc_metadata(self.system, user.user_id)
 
+    def as_delivery(self, user: User) -> tuple[tuple[str, str], ...]:
+        """The token delivery presents for a user's campaign: CountRecipients and StreamRecipients are internal."""
+        return grpc_metadata(self.system, user.user_id, service="delivery")
+
     async def list(self, user: User, name: str = "list") -> int:
         created = await self.stub.CreateList(audience_pb2.CreateListRequest(name=name), metadata=self.md(user))
         return created.list_id
@@ -114,7 +118,7 @@ class Audience:
         bundle: dict[str, Any] | None = None,
     ) -> int:
         response = await self.stub.CountRecipients(
-            self.request(included, excluded, bundle), metadata=self.md(user)
+            self.request(included, excluded, bundle), metadata=self.as_delivery(user)
         )
         return response.total
 
@@ -134,7 +138,7 @@ class Audience:
         request = audience_pb2.StreamRecipientsRequest(targeting=targeting, **options)
         ids: list[int] = []
         emails: list[str] = []
-        async for chunk in self.stub.StreamRecipients(request, metadata=self.md(user)):
+        async for chunk in self.stub.StreamRecipients(request, metadata=self.as_delivery(user)):
             assert chunk.recipients, "no empty chunks"
             for recipient in chunk.recipients:
                 ids.append(recipient.subscriber_id)
@@ -933,13 +937,13 @@ async def test_targeting_errors_are_clear_never_an_empty_audience(
     ]
     for spec, code, reason in cases:
         request = audience.request(spec.get("included", []), spec.get("excluded", []), spec.get("bundle"))
-        error = await audience.failure(audience.stub.CountRecipients(request, metadata=audience.md(user)))
+        error = await audience.failure(audience.stub.CountRecipients(request, metadata=audience.as_delivery(user)))
         assert error.code() == code and decode_error(error).reason == reason, (spec, error)
         targeting = audience_pb2.TargetingSpec(
             included=request.included, excluded=request.excluded, rules_bundle=request.rules_bundle
         )
         stream = audience.stub.StreamRecipients(
-            audience_pb2.StreamRecipientsRequest(targeting=targeting), metadata=audience.md(user)
+            audience_pb2.StreamRecipientsRequest(targeting=targeting), metadata=audience.as_delivery(user)
         )
         error = await audience.failure(stream.read())
         assert decode_error(error).reason == reason
@@ -979,7 +983,9 @@ async def test_users_never_see_or_change_each_others_audience(
     assert (await api.call("segments.delete", key, Segments=segment_id))["Success"] is True
     assert (await api.call("lists.delete", key, Lists=list_id))["Success"] is True
     error = await audience.failure(
-        audience.stub.CountRecipients(audience.request([(list_id, 0)], [], None), metadata=audience.md(intruder))
+        audience.stub.CountRecipients(
+            audience.request([(list_id, 0)], [], None), metadata=audience.as_delivery(intruder)
+        )
     )
     assert decode_error(error).reason == "LIST_NOT_FOUND"
     # Nothing of the owner's changed.

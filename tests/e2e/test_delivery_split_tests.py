@@ -118,7 +118,7 @@ async def delivery_statistics(
     async with grpc.aio.insecure_channel(herald.system.grpc_target("delivery")) as channel:
         response = await delivery_pb2_grpc.DeliveryServiceStub(channel).BatchGetCampaignStatistics(
             delivery_pb2.BatchGetCampaignStatisticsRequest(campaign_ids=[campaign_id]),
-            metadata=grpc_metadata(herald.system, user.user_id),
+            metadata=grpc_metadata(herald.system, user.user_id, service="campaign"),
         )
     return response.statistics[0]
 

@@ -89,7 +89,8 @@ async def statistics(
     async with grpc.aio.insecure_channel(system.grpc_target("delivery")) as channel:
         response = await delivery_pb2_grpc.DeliveryServiceStub(channel).BatchGetCampaignStatistics(
             delivery_pb2.BatchGetCampaignStatisticsRequest(campaign_ids=campaign_ids, view=view),
-            metadata=grpc_metadata(system, user_id, is_admin=is_admin),
+            # As the campaign service asks: BatchGetCampaignStatistics is internal.
+            metadata=grpc_metadata(system, user_id, is_admin=is_admin, service="campaign"),
         )
     return list(response.statistics)
 

@@ -157,7 +157,8 @@ async def test_only_an_admin_may_read_the_capture(system: System) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await call(request, metadata=grpc_metadata(system, 12345))
             assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            assert decode_error(caught.value).reason == "ADMIN_REQUIRED"
+            failure = decode_error(caught.value)
+            assert (failure.reason, failure.metadata["requires"]) == ("PERMISSION_DENIED", "admin")
 
 
 async def test_the_pool_sends_200_messages_over_4_reused_sessions(

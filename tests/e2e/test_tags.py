@@ -198,7 +198,8 @@ async def test_deleting_a_campaign_drops_its_tag_assignments(
     await api.call("tag.assigntocampaigns", user.api_key, TagID=tag_id, CampaignIDs=f"{doomed},{kept}")
     async with grpc_channel_factory("tag") as channel:
         stub = tag_pb2_grpc.TagServiceStub(channel)
-        metadata = grpc_metadata(system, user.user_id)
+        # As the campaign service asks: ListTaggedCampaigns is internal.
+        metadata = grpc_metadata(system, user.user_id, service="campaign")
 
         async def tagged() -> list[int]:
             response = await stub.ListTaggedCampaigns(

@@ -98,7 +98,7 @@ async def statistics(
 ) -> delivery_pb2.CampaignStatistics:
     response = await delivery.BatchGetCampaignStatistics(
         delivery_pb2.BatchGetCampaignStatisticsRequest(campaign_ids=[sent.recipient.campaign_id]),
-        metadata=grpc_metadata(system, sent.user.user_id),
+        metadata=grpc_metadata(system, sent.user.user_id, service="campaign"),
     )
     return response.statistics[0]
 
@@ -271,11 +271,12 @@ async def test_record_tracking_events_dedupes_keys_and_scopes_to_the_owner(
         event_key="retried-report-1",
     )
     request = delivery_pb2.RecordTrackingEventsRequest(events=[event, event])
-    owner = grpc_metadata(system, sent.user.user_id)
+    # RecordTrackingEvents is internal: these tokens are marked as the translator's, scoped to one user.
+    owner = grpc_metadata(system, sent.user.user_id, service="translator")
     assert (await delivery.RecordTrackingEvents(request, metadata=owner)).recorded_count == 1
     assert (await delivery.RecordTrackingEvents(request, metadata=owner)).recorded_count == 0
     # Another user's token records nothing on this campaign; an unknown recipient is skipped.
-    stranger = grpc_metadata(system, sent.user.user_id + 10**9)
+    stranger = grpc_metadata(system, sent.user.user_id + 10**9, service="translator")
     other = delivery_pb2.TrackingEvent(
         campaign_id=sent.recipient.campaign_id,
         recipient_id=sent.recipient.recipient_id,

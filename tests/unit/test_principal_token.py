@@ -21,7 +21,9 @@ def signed(**claims: Any) -> str:
 
 
 def test_claims_round_trip() -> None:
-    principal = auth.Principal(user_id=7, is_admin=False, permissions=frozenset({"Campaign.Get"}), untrusted=True)
+    principal = auth.Principal(
+        user_id=7, is_admin=False, permissions=frozenset({"Campaign.Get"}), untrusted=True, service="delivery"
+    )
     assert auth.verify_token(auth.mint_token(principal, SECRET, 60), SECRET) == principal
 
 
@@ -42,6 +44,8 @@ def test_only_json_true_makes_an_admin() -> None:
         {"perms": ["Campaign.Get", 1]},
         {"perms": {"Campaign.Get": True}},
         {"untrusted": "no"},
+        {"svc": ""},
+        {"svc": True},
         {"sub": "+7"},
         {"sub": " 7"},
         {"sub": "07"},
@@ -53,3 +57,17 @@ def test_a_claim_of_another_type_makes_the_token_unauthenticated(claims: dict[st
     with pytest.raises(DomainError) as raised:
         auth.verify_token(signed(**claims), SECRET)
     assert raised.value.reason == "UNAUTHENTICATED"
+
+
+def test_a_token_for_an_outside_caller_has_no_service_claim() -> None:
+    token = auth.mint_token(auth.Principal(user_id=7, permissions=frozenset({"*"})), SECRET, 60)
+    assert "svc" not in jwt.decode(token, SECRET, algorithms=[auth.ALGORITHM], issuer=auth.ISSUER)
+
+
+def test_a_service_token_keeps_the_principal_and_names_the_service() -> None:
+    caller = auth.Principal(user_id=7, is_admin=True, permissions=frozenset({"Campaign.Get"}))
+    token = auth.service_token(caller, "campaign", SECRET)
+    assert auth.service_token(caller, "campaign", SECRET) == token  # reused while fresh
+    assert auth.verify_token(token, SECRET) == auth.Principal(
+        user_id=7, is_admin=True, permissions=frozenset({"Campaign.Get"}), service="campaign"
+    )

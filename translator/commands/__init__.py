@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 import grpc
@@ -20,6 +20,7 @@ from herald.campaign.v1 import campaign_pb2_grpc, email_pb2_grpc
 from herald.delivery.v1 import delivery_pb2_grpc
 from herald.tag.v1 import tag_pb2_grpc
 
+from services.common import auth
 from services.common.grpcutil import RpcFailure, decode_error
 from translator.envelope import LegacyError, Shape
 from translator.identity import Caller, IdentityStore
@@ -120,6 +121,21 @@ class Context:
         deadline instead of failing the request at once.
         """
         return await method(request, metadata=self.metadata, timeout=self.timeout, wait_for_ready=True)
+
+    def as_translator(self, user_id: int | None = None) -> Context:
+        """The context for a call the translator makes for its own needs while serving the command (a
+        lookup behind the command's own RPC, the audience behind campaign.recipients.get), not the call
+        the caller asked for: the caller's principal, or user `user_id`'s, marked as the translator's.
+
+        Services do not ask such a token for the caller's permission for that RPC (the command's was
+        checked) and accept it on internal RPCs, as they do for each other (services/common/permissions.py).
+        """
+        if self.caller is None:
+            raise RuntimeError("as_translator needs an authenticated caller")
+        principal = auth.Principal(user_id=user_id) if user_id is not None else self.caller.principal()
+        token = self.identity.service_token(principal)
+        metadata = tuple(pair for pair in self.metadata if pair[0] != "authorization")
+        return replace(self, metadata=(*metadata, ("authorization", f"Bearer {token}")))
 
 
 Handler = Callable[[Args, Context], Awaitable[dict[str, Any]]]

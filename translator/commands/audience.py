@@ -738,9 +738,12 @@ async def create_segment(args: Args, ctx: Context) -> dict[str, Any]:
     if args.problems:
         failure = None
         if segment.list_id and "subscriberlistid" not in {p.name for p in args.problems}:
-            # A list answer names every problem: whether the list is the caller's is one of them.
+            # A list answer names every problem: whether the list is the caller's is one of them. The
+            # lookup is the translator's own: the caller holds Segment.Create, not List.Get.
             failure = await validate_only(
-                ctx, ctx.stubs.audience.GetList, audience_pb2.GetListRequest(list_id=segment.list_id)
+                ctx.as_translator(),
+                ctx.stubs.audience.GetList,
+                audience_pb2.GetListRequest(list_id=segment.list_id),
             )
         raise Problems(args.problems, failure)
     created = await ctx.call(ctx.stubs.audience.CreateSegment, audience_pb2.CreateSegmentRequest(segment=segment))

@@ -722,20 +722,24 @@ async def update_campaign(args: Args, ctx: Context) -> dict[str, Any]:
     update = Update(args, campaign_pb2.Campaign(campaign_id=campaign_id), [])
     get = ctx.stubs.campaign.GetCampaign
     lookup = campaign_pb2.GetCampaignRequest(campaign_id=campaign_id, view=campaign_pb2.CAMPAIGN_VIEW_BASIC)
+    # Reading the campaign is the translator's own need here: the caller holds Campaign.Update, not Campaign.Get.
+    reader = ctx.as_translator()
     if update.given(*TARGETING_PARAMS, *AUTO_RESEND_PARAMS):
         # Targeting and auto-resend are one field each in the mask, but several legacy parameters:
         # the ones not given keep their stored values. (Not found here answers 2, the first check.)
-        update.current = await ctx.call(get, lookup)
+        update.current = await reader.call(get, lookup)
     build_update(update)
     update_method = ctx.stubs.campaign.UpdateCampaign
     if args.problems:
         # RULINGS 2: the first failing check wins, so the service still judges the rest (e.g. code 2).
-        check = update.request(validate=True) if update.paths else lookup
-        failure = await validate_only(ctx, update_method if update.paths else get, check)
+        if update.paths:
+            failure = await validate_only(ctx, update_method, update.request(validate=True))
+        else:
+            failure = await validate_only(reader, get, lookup)
         raise Problems(args.problems, in_legacy_words(failure))
     if not update.paths:
         # Nothing to change: the answer is still "not found" for a campaign the caller cannot see.
-        await ctx.call(get, lookup)
+        await reader.call(get, lookup)
         return {}
     try:
         await ctx.call(update_method, update.request())
@@ -794,7 +798,8 @@ async def create_split_test(args: Args, ctx: Context) -> dict[str, Any]:
         if request.campaign_id:
             # A list command names every problem: an unknown campaign too (code 6).
             lookup = campaign_pb2.GetCampaignRequest(campaign_id=request.campaign_id)
-            failure = await validate_only(ctx, ctx.stubs.campaign.GetCampaign, lookup)
+            # The translator's own lookup: the caller holds Campaign.Create, not Campaign.Get.
+            failure = await validate_only(ctx.as_translator(), ctx.stubs.campaign.GetCampaign, lookup)
         raise Problems(args.problems, failure)
     split_test: campaign_pb2.SplitTest = await ctx.call(ctx.stubs.campaign.CreateSplitTest, request)
     return {"SplitTestID": split_test.split_test_id}

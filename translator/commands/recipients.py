@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import grpc
@@ -14,7 +13,6 @@ from services.common.grpcutil import decode_error
 from translator.commands import Args, Command, Context, Problems
 from translator.commands.campaign import STATUS_NAMES
 from translator.envelope import LegacyError
-from translator.identity import Caller
 
 # The seed has no paging: an answer lists at most this many recipients (the first by subscriber id);
 # TotalRecipients is always the full count.
@@ -71,13 +69,11 @@ def as_owner(ctx: Context, owner_user_id: int) -> Context:
     """The context to ask the audience in: the campaign owner's, as delivery asks when it sends.
 
     An admin's principal would see every user's lists, so a campaign naming a list that is not its
-    owner's would show recipients that delivery would refuse to send to.
+    owner's would show recipients that delivery would refuse to send to. The token is the translator's
+    (CountRecipients and StreamRecipients are internal RPCs): the caller holds Campaign.Get, not a
+    permission to read arbitrary audiences.
     """
-    if ctx.caller is None or not ctx.caller.is_admin:
-        return ctx
-    token = ctx.identity.token_for(Caller(user_id=owner_user_id))
-    metadata = tuple(pair for pair in ctx.metadata if pair[0] != "authorization")
-    return dataclasses.replace(ctx, metadata=(*metadata, ("authorization", f"Bearer {token}")))
+    return ctx.as_translator(owner_user_id)
 
 
 def render_recipient(recipient: audience_pb2.Recipient) -> dict[str, Any]:
