@@ -155,6 +155,9 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
     "/herald.audience.v1.AudienceService/StreamRecipients": internal(
         "a campaign's audience: `campaign.recipients.get` (the translator) and sending (delivery)"
     ),
+    "/herald.audience.v1.AudienceService/CheckTargeting": internal(
+        "the lists and segments `campaign.update` sets (the campaign service, RULINGS 15)"
+    ),
     # herald.delivery.v1.DeliveryService
     "/herald.delivery.v1.DeliveryService/BatchGetCampaignStatistics": internal(
         "the statistics of a campaign view (`campaign.get` RetrieveStatistics, `campaigns.get`)"
