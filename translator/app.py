@@ -17,7 +17,8 @@ from services.common.permissions import PERMISSION_DENIED
 from translator import archive, envelope, mail, tracking
 from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Problems, Stubs
 from translator.envelope import AuthError, HardFailure, LegacyError, respond
-from translator.identity import IdentityStore
+from translator.forwarded import TrustedProxies
+from translator.identity import Caller, IdentityStore
 from translator.params import BodyError, Params, parse_form, parse_json_body
 from translator.ratelimit import RateLimited, RateLimiter
 
@@ -33,6 +34,7 @@ IDENTITY_KEY = web.AppKey("identity", IdentityStore)
 STUBS_KEY = web.AppKey("stubs", Stubs)
 PUBLIC_URL_KEY = web.AppKey("public_url", str)
 RATE_LIMITER_KEY = web.AppKey("rate_limiter", RateLimiter)
+TRUSTED_PROXIES_KEY = web.AppKey("trusted_proxies", TrustedProxies)
 
 
 def _file_text(value: object) -> str:
@@ -131,20 +133,26 @@ def _find_command(request: web.Request, name: str, *, via_v1: bool) -> Command:
     return command
 
 
+def _client_address(request: web.Request) -> str:
+    """The client's address: the peer's, or behind trusted proxies the one they forward."""
+    forwarded = request.headers.getall("X-Forwarded-For", [])
+    return request.app[TRUSTED_PROXIES_KEY].client(request.remote or "", forwarded)
+
+
+def _rate_limit_key(caller: Caller | None, client: str) -> str:
+    """Whom a command's rate limit counts: the user or admin behind the credentials, however they are
+    spelled (another session or a padded key is the same caller), or the address of a caller without."""
+    if caller is None:
+        return f"address {client}"
+    return f"admin {caller.admin_id}" if caller.is_admin else f"user {caller.user_id}"
+
+
 async def _dispatch(request: web.Request, command: Command, raw: Mapping[str, object]) -> dict[str, Any]:
     params = Params(raw)
     caller = await _authenticate(command, params, request.app[IDENTITY_KEY])
+    client = _client_address(request)
     if command.rate_limit is not None:
-        # Counted per credential as presented (each API key or session has its own window).
-        credential = next(
-            (
-                value
-                for name in ("adminapikey", "apikey", "sessionid")
-                if isinstance(value := params.raw(name), str) and value
-            ),
-            request.remote or "",
-        )
-        request.app[RATE_LIMITER_KEY].admit((command.name, credential), *command.rate_limit)
+        request.app[RATE_LIMITER_KEY].admit((command.name, _rate_limit_key(caller, client)), *command.rate_limit)
     metadata: tuple[tuple[str, str], ...] = (("x-request-id", request["request_id"]),)
     if caller is not None:
         metadata += (("authorization", f"Bearer {request.app[IDENTITY_KEY].token_for(caller)}"),)
@@ -154,6 +162,7 @@ async def _dispatch(request: web.Request, command: Command, raw: Mapping[str, ob
         stubs=request.app[STUBS_KEY],
         identity=request.app[IDENTITY_KEY],
         public_url=request.app[PUBLIC_URL_KEY],
+        client_address=client,
     )
     args = Args(params)
     try:
@@ -262,6 +271,7 @@ def make_app(
     app[STUBS_KEY] = stubs
     app[PUBLIC_URL_KEY] = public_url
     app[RATE_LIMITER_KEY] = RateLimiter()
+    app[TRUSTED_PROXIES_KEY] = TrustedProxies.parse(identity.settings.trusted_proxies)
     app.router.add_route("*", "/api.php", api)
     app.router.add_route("*", "/api/v1/{command}", api)
     app.router.add_get("/healthz", healthz)

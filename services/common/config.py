@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     token_secret: str = ""
     token_ttl_seconds: int = 300
     session_ttl_seconds: int = 3600
+    # Proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For names the client:
+    # the translator's per-address limits count the address they report, not the proxy's own.
+    trusted_proxies: str = ""
     db_pool_size: int = 10
     log_level: str = "INFO"
     log_format: str = "json"

@@ -113,6 +113,8 @@ class Context:
     identity: IdentityStore
     public_url: str
     timeout: float = 10.0
+    # The client's address (behind trusted proxies, the one they forward): login throttling counts by it.
+    client_address: str = ""
 
     async def call(self, method: Callable[..., Any], request: Message) -> Any:
         """Calls a unary gRPC method on the caller's behalf.
@@ -160,7 +162,8 @@ class Command:
     texts: Mapping[int, str] = field(default_factory=dict)
     cause_texts: Mapping[str, str] = field(default_factory=dict)
     v1_alias: bool = True
-    # (requests, seconds): at most that many calls per window per credential, else HTTP 429.
+    # (requests, seconds): at most that many calls per window per user or admin (per client address
+    # without credentials), else HTTP 429.
     rate_limit: tuple[int, float] | None = None
     # v1-style handlers also answer errors as `Errors: [{Code, Message}]` beside the envelope.
     errors_list: bool = False
