@@ -13,12 +13,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import auth, db
 from services.common.config import Settings
+from translator.ratelimit import LoginThrottle
 
 SCHEMA = "identity"
 # The `svc` claim of the tokens the translator mints for its own calls (auth.Principal.service).
@@ -29,6 +31,15 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 # Authenticating a key costs a query; legacy clients send their key on every request, so a
 # short cache keeps the hot path off the database. Revocation takes effect within this time.
 _CACHE_SECONDS = 5.0
+# A login for a username that does not exist checks its password against this stand-in, so it costs
+# the same scrypt run as a wrong password for one that does: the time to answer tells them apart no
+# more than the answer does. Its digest is all zeros, which no password hashes to.
+_NO_ACCOUNT_HASH = f"scrypt${secrets.token_bytes(16).hex()}${'00' * 32}"
+
+PASSWORD_CHECKS = Counter(
+    "herald_translator_password_checks_total",
+    "scrypt password verifications at login, the stand-in ones for unknown usernames included",
+)
 
 
 class IdentityError(Exception):
@@ -80,6 +91,7 @@ def password_matches(password: str, stored: str) -> bool:
         return False
     if scheme != "scrypt":
         return False
+    PASSWORD_CHECKS.inc()
     digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt_hex), **_SCRYPT)
     return hmac.compare_digest(digest.hex(), digest_hex)
 
@@ -97,6 +109,11 @@ class IdentityStore:
         self._lookups: dict[str, asyncio.Future[Caller | None]] = {}
         self._token_cache: dict[Caller, tuple[float, str]] = {}
         self._system_token: tuple[float, str] | None = None
+        self._logins = LoginThrottle(
+            per_username=settings.login_failures_per_username,
+            per_address=settings.login_failures_per_address,
+            window=settings.login_window_seconds,
+        )
 
     @classmethod
     async def open(cls, settings: Settings) -> IdentityStore:
@@ -271,22 +288,51 @@ class IdentityStore:
             )
         return session_id
 
-    async def login_user(
-        self, *, username: str = "", password: str = "", api_key: str = ""
-    ) -> dict[str, Any] | None:
-        """SessionID and UserInfo for valid credentials (username + password, or an API key); None otherwise."""
+    async def _account_row(self, table: str, *, username: str, api_key: str) -> Any:
+        """The account row for a login by API key or by username (users: active ones only), or None."""
+        active = " AND account_status = 'Active'" if table == "users" else ""
+        match, value = (
+            ("api_key_hash = :v", key_hash(api_key))
+            if api_key
+            else ("lower(username) = lower(:v)", username.strip())
+        )
+        query = f"SELECT * FROM identity.{table} WHERE {match}{active}"
         async with self._engine.connect() as conn:
+            return (await conn.execute(text(query), {"v": value})).mappings().first()
+
+    async def _log_in(self, account: str, *, username: str, password: str, api_key: str, client: str) -> Any:
+        """The account row when the credentials are right, else None; RateLimited while throttled.
+
+        A password login does the same work whether the username exists or not: one query and one
+        scrypt run (against a stand-in hash for an unknown username).
+        """
+        name = "" if api_key else username
+        moment = self._logins.attempt(account, name, client)
+        try:
+            row = await self._account_row(f"{account}s", username=username, api_key=api_key)
             if api_key:
-                query = "SELECT * FROM identity.users WHERE api_key_hash = :v AND account_status = 'Active'"
-                row = (await conn.execute(text(query), {"v": key_hash(api_key)})).mappings().first()
+                right = row is not None
             else:
-                query = (
-                    "SELECT * FROM identity.users WHERE lower(username) = lower(:v) AND account_status = 'Active'"
-                )
-                row = (await conn.execute(text(query), {"v": username.strip()})).mappings().first()
-        if row is None:
+                stored = row["password_hash"] if row is not None else _NO_ACCOUNT_HASH
+                right = await asyncio.to_thread(password_matches, password, stored) and row is not None
+        except BaseException:
+            # Not a wrong password: the database failed or the client went away.
+            self._logins.withdraw(account, name, client, moment)
+            raise
+        if not right:
             return None
-        if not api_key and not await asyncio.to_thread(password_matches, password, row["password_hash"]):
+        self._logins.succeeded(account, name, client, moment)
+        return row
+
+    async def login_user(
+        self, *, username: str = "", password: str = "", api_key: str = "", client: str = ""
+    ) -> dict[str, Any] | None:
+        """SessionID and UserInfo for valid credentials (username + password, or an API key); None otherwise.
+
+        Raises RateLimited while the username or the client address has too many recent failures.
+        """
+        row = await self._log_in("user", username=username, password=password, api_key=api_key, client=client)
+        if row is None:
             return None
         return {
             "SessionID": await self._new_session(user_id=row["user_id"]),
@@ -302,18 +348,11 @@ class IdentityStore:
         }
 
     async def login_admin(
-        self, *, username: str = "", password: str = "", api_key: str = ""
+        self, *, username: str = "", password: str = "", api_key: str = "", client: str = ""
     ) -> dict[str, Any] | None:
-        async with self._engine.connect() as conn:
-            if api_key:
-                query = "SELECT * FROM identity.admins WHERE api_key_hash = :v"
-                row = (await conn.execute(text(query), {"v": key_hash(api_key)})).mappings().first()
-            else:
-                query = "SELECT * FROM identity.admins WHERE lower(username) = lower(:v)"
-                row = (await conn.execute(text(query), {"v": username.strip()})).mappings().first()
+        """SessionID and AdminInfo for valid credentials; None otherwise; RateLimited like login_user."""
+        row = await self._log_in("admin", username=username, password=password, api_key=api_key, client=client)
         if row is None:
-            return None
-        if not api_key and not await asyncio.to_thread(password_matches, password, row["password_hash"]):
             return None
         async with self._engine.begin() as conn:
             await conn.execute(

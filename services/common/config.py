@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     token_secret: str = ""
     token_ttl_seconds: int = 300
     session_ttl_seconds: int = 3600
+    # Failed user.login / admin.login attempts allowed per username and per client address within
+    # the window; beyond that a login answers the legacy 429 until the oldest failure is out of it.
+    login_failures_per_username: int = Field(default=5, ge=1)
+    login_failures_per_address: int = Field(default=20, ge=1)
+    login_window_seconds: float = Field(default=300.0, gt=0)
     # Proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For names the client:
     # the translator's per-address limits count the address they report, not the proxy's own.
     trusted_proxies: str = ""

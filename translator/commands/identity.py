@@ -1,4 +1,8 @@
-"""Rows for the login commands, which need no credentials and talk to the identity store, not to a service."""
+"""Rows for the login commands, which need no credentials and talk to the identity store, not to a service.
+
+Failed logins are throttled per username and per client address (the identity store raises
+RateLimited, answered as the legacy 429 with Retry-After, before any password is checked).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ async def user_login(args: Args, ctx: Context) -> dict[str, Any]:
         problems += [(2, "Missing Password")] if not password else []
         if problems:
             raise LegacyError([c for c, _ in problems], [t for _, t in problems])
-    result = await ctx.identity.login_user(username=username, password=password, api_key=api_key)
+    result = await ctx.identity.login_user(
+        username=username, password=password, api_key=api_key, client=ctx.client_address
+    )
     if result is None:
         raise LegacyError([3], ["Invalid login information"])
     return {"ErrorText": "", **result}
@@ -28,7 +34,9 @@ async def admin_login(args: Args, ctx: Context) -> dict[str, Any]:
     if not api_key and not (username and password):
         missing = "Username" if not username else "Password"
         raise LegacyError([3], [f"Missing {missing}"])
-    result = await ctx.identity.login_admin(username=username, password=password, api_key=api_key)
+    result = await ctx.identity.login_admin(
+        username=username, password=password, api_key=api_key, client=ctx.client_address
+    )
     if result is None:
         raise LegacyError([3], ["Invalid login information"])
     return {"ErrorText": "", **result}
