@@ -69,6 +69,8 @@ async def _authenticate(command: Command, params: Params, identity: IdentityStor
     api_key = params.str("apikey") if isinstance(params.raw("apikey"), str) else None
     admin_key = params.str("adminapikey") if isinstance(params.raw("adminapikey"), str) else None
     session = params.str("sessionid") if isinstance(params.raw("sessionid"), str) else None
+    if command.scope == "optional" and not (api_key or admin_key or session):
+        return None
     caller = None
     if admin_key:
         caller = await identity.authenticate(api_key=admin_key)
@@ -87,7 +89,7 @@ async def _authenticate(command: Command, params: Params, identity: IdentityStor
         raise AuthError(envelope.NOT_AUTHENTICATED, text)
     if command.scope == "admin" and not caller.is_admin:
         raise AuthError(envelope.NOT_PERMITTED, "Not enough privileges: admin credentials required")
-    if command.scope == "user" and caller.is_admin:
+    if command.scope in ("user", "optional") and caller.is_admin:
         raise AuthError(envelope.NOT_PERMITTED, "Not enough privileges: this command needs user credentials")
     if command.permission and not caller.may(command.permission):
         raise AuthError(envelope.NOT_PERMITTED, f"User lacks required permission ({command.permission})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 
 from services.common.grpcutil import decode_error
 from tests.conftest import Api, System, User, grpc_metadata
+from tests.e2e.edge_helpers import api_from
+from translator.commands.audience import RATE_LIMIT
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -585,30 +588,21 @@ async def test_subscriber_unsubscribe_needs_no_credentials_and_suppresses_when_a
     list_id = await new_list(api, user)
     for name in ("a", "b", "c"):
         await add(api, user, list_id, f"{name}@example.com")
-    status, body = await api.post(
-        {
-            "Command": "subscriber.unsubscribe",
-            "ListID": list_id,
-            "IPAddress": "198.51.100.7",
-            "EmailAddress": "A@example.com",
-        }
-    )
+    link = {"Command": "subscriber.unsubscribe", "ListID": list_id, "IPAddress": "198.51.100.7"}
+    status, body = await api.post({**link, "EmailAddress": "A@example.com"})
     assert status == 200 and body == {"Success": True, "ErrorCode": 0, "RedirectURL": ""}, body
     info = (await api.call("subscriber.get", user.api_key, ListID=list_id, EmailAddress="a@example.com"))[
         "SubscriberInformation"
     ]
     assert info["SubscriptionStatus"] == "Unsubscribed" and info["UnsubscriptionIP"] == "198.51.100.7"
-    again = {
-        "Command": "subscriber.unsubscribe",
-        "ListID": list_id,
-        "IPAddress": "198.51.100.7",
-        "EmailAddress": "a@example.com",
-    }
-    assert (await api.post(again))[1]["ErrorCode"] == 9
+    # With the owner's key the seed's codes apply: 9 already unsubscribed, 7 not on the list.
+    owner = {**link, "APIKey": user.api_key}
+    assert (await api.post({**owner, "EmailAddress": "a@example.com"}))[1]["ErrorCode"] == 9
+    assert (await api.post({**owner, "EmailAddress": "nobody@example.com"}))[1]["ErrorCode"] == 7
     b_id = (await api.call("subscriber.get", user.api_key, ListID=list_id, EmailAddress="b@example.com"))[
         "SubscriberInformation"
     ]["SubscriberID"]
-    body = (await api.post({**again, "EmailAddress": "", "SubscriberID": b_id, "AddToGlobalSuppression": True}))[1]
+    body = (await api.post({**owner, "SubscriberID": b_id, "AddToGlobalSuppression": True}))[1]
     assert body["Success"] is True, body
     body = await api.call("subscriber.get", user.api_key, ListID=list_id, SubscriberID=b_id)
     assert body["Suppressed"] is True
@@ -624,7 +618,6 @@ async def test_subscriber_unsubscribe_needs_no_credentials_and_suppresses_when_a
         ({"ListID": "x", "IPAddress": "1.2.3.4", "EmailAddress": "c@example.com"}, [4]),
         ({"ListID": 999999999, "IPAddress": "1.2.3.4", "EmailAddress": "c@example.com"}, 4),
         ({"ListID": list_id, "IPAddress": "1.2.3.4", "EmailAddress": "nope"}, [6]),
-        ({"ListID": list_id, "IPAddress": "1.2.3.4", "EmailAddress": "nobody@example.com"}, 7),
         ({"ListID": list_id, "IPAddress": "1.2.3.4", "EmailAddress": "c@example.com", "CampaignID": "x"}, [8]),
         ({"ListID": list_id, "IPAddress": "1.2.3.4", "EmailAddress": "nope", "EmailID": "x"}, [6, 10]),
     ]
@@ -638,11 +631,113 @@ async def test_subscriber_unsubscribe_needs_no_credentials_and_suppresses_when_a
     assert info["SubscriptionStatus"] == "Subscribed"
 
 
+async def test_unsubscribe_without_credentials_answers_alike_whether_or_not_the_address_is_on_the_list(
+    api: Api, user: User
+) -> None:
+    list_id = await new_list(api, user)
+    await add(api, user, list_id, "member@example.com")
+    await add(api, user, list_id, "gone@example.com")
+    link = {"Command": "subscriber.unsubscribe", "ListID": list_id, "IPAddress": "198.51.100.8"}
+    assert (await api.post({**link, "EmailAddress": "gone@example.com"}))[1]["Success"] is True
+    answers = [
+        await api.post({**link, **selector})
+        for selector in (
+            {"EmailAddress": "member@example.com"},
+            {"EmailAddress": "gone@example.com"},  # already unsubscribed
+            {"EmailAddress": "stranger@example.com"},  # never on the list
+            {"SubscriberID": 999999999},
+        )
+    ]
+    assert answers == [(200, {"Success": True, "ErrorCode": 0, "RedirectURL": ""})] * 4, answers
+    # A malformed parameter beside the address is answered alike too.
+    for address in ("stranger@example.com", "gone@example.com"):
+        body = (await api.post({**link, "EmailAddress": address, "CampaignID": "x"}))[1]
+        assert body == {"Success": False, "ErrorCode": [8], "ErrorText": ["Invalid CampaignID"]}, (address, body)
+    # With the owner's credentials the difference is told.
+    owner = {**link, "APIKey": user.api_key, "CampaignID": "x"}
+    assert (await api.post({**owner, "EmailAddress": "stranger@example.com"}))[1]["ErrorCode"] == 7
+
+
+async def test_bulk_preview_and_global_suppression_need_the_list_owners_credentials(
+    api: Api, user: User, make_user: Any, admin: Any, audience: Audience
+) -> None:
+    list_id = await new_list(api, user)
+    for name in ("one", "two"):
+        await add(api, user, list_id, f"{name}@example.com")
+    everyone = json.dumps([[{"type": "fields", "field_id": "EmailAddress", "operator": "contains", "value": "@"}]])
+    bulk = {
+        "Command": "subscriber.unsubscribe",
+        "ListID": list_id,
+        "IPAddress": "6.6.6.6",
+        "RulesJSON": everyone,
+        "RulesOperator": "and",
+        "AddToGlobalSuppression": True,
+    }
+    refusals = [
+        bulk,
+        {**bulk, "AddToGlobalSuppression": False},
+        {**bulk, "RulesJSON": "", "EmailAddress": "one@example.com"},
+        {
+            **bulk,
+            "RulesJSON": "",
+            "AddToGlobalSuppression": False,
+            "EmailAddress": "one@example.com",
+            "Preview": 1,
+        },
+        {**bulk, "APIKey": ""},
+    ]
+    for params in refusals:
+        status, body = await api.post(params)
+        assert status == 200 and body["Success"] is False and body["ErrorCode"] == 99998, (params, body)
+        assert isinstance(body["ErrorText"], str) and "list owner" in body["ErrorText"]
+    # Another user's credentials do not make them the owner: the list is not theirs (4); an admin's
+    # are not a user's (99999).
+    stranger = await make_user()
+    assert (await api.post({**bulk, "APIKey": stranger.api_key}))[1]["ErrorCode"] == 4
+    assert (await api.post({**bulk, "APIKey": admin.api_key}))[1]["ErrorCode"] == 99999
+    assert (await api.post({**bulk, "APIKey": "ZZZZ-ZZZZ-ZZZZ-ZZZZ"}))[1]["ErrorCode"] == 99998
+    # Nothing changed.
+    assert await audience.count(user, [(list_id, 0)]) == 2
+    # The owner's session may do all of it.
+    _, login = await api.post({"Command": "user.login", "Username": user.username, "Password": "secret-password"})
+    owner = {**bulk, "SessionID": login["SessionID"]}
+    assert (await api.post({**owner, "Preview": 1}))[1]["Success"] is True
+    assert await audience.count(user, [(list_id, 0)]) == 2
+    assert (await api.post(owner))[1]["Success"] is True
+    assert await audience.count(user, [(list_id, 0)]) == 0
+    other = await new_list(api, user, "other")
+    await add(api, user, other, "one@example.com")
+    assert await audience.emails(user, [(other, 0)]) == []
+
+
+async def test_unsubscribe_without_credentials_is_rate_limited_per_client_address(
+    system: System, user: User
+) -> None:
+    async with api_from(system.base_url, "127.0.0.31") as api, api_from(system.base_url, "127.0.0.32") as other:
+        list_id = await new_list(api, user)
+        link = {"Command": "subscriber.unsubscribe", "ListID": list_id, "IPAddress": "198.51.100.9"}
+
+        async def unsubscribe(client: Api, **params: Any) -> tuple[int, Any, str | None]:
+            async with client.session.post(client.base_url + "/api.php", json={**link, **params}) as response:
+                return response.status, await response.json(content_type=None), response.headers.get("Retry-After")
+
+        answers = await asyncio.gather(
+            *(unsubscribe(api, EmailAddress=f"n{n}@example.com") for n in range(RATE_LIMIT[0]))
+        )
+        assert {(status, body["Success"]) for status, body, _ in answers} == {(200, True)}
+        status, body, retry_after = await unsubscribe(api, EmailAddress="late@example.com")
+        assert status == 429 and retry_after is not None and 1 <= int(retry_after) <= RATE_LIMIT[1]
+        assert body["ErrorCode"] == 429 and body["Success"] is False
+        # Another address, and the owner's credentials from this one, have windows of their own.
+        assert (await unsubscribe(other, EmailAddress="late@example.com"))[0] == 200
+        assert (await unsubscribe(api, EmailAddress="late@example.com", APIKey=user.api_key))[0] == 200
+
+
 async def test_bulk_unsubscribe_by_rules_and_its_rules_json_checks(api: Api, user: User) -> None:
     list_id = await new_list(api, user)
     for name in ("keep", "drop1", "drop2"):
         await add(api, user, list_id, f"{name}@example.com")
-    base = {"Command": "subscriber.unsubscribe", "ListID": list_id, "IPAddress": "1.2.3.4"}
+    base = {"Command": "subscriber.unsubscribe", "ListID": list_id, "IPAddress": "1.2.3.4", "APIKey": user.api_key}
     drop = json.dumps(
         [[{"type": "fields", "field_id": "EmailAddress", "operator": "begins with", "value": "drop"}]]
     )

@@ -38,7 +38,8 @@ def instant(ts: timestamp_pb2.Timestamp, *, is_set: bool | None = None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts.seconds))
 
 
-Scope = Literal["none", "user", "admin", "user_or_admin"]
+# "optional": no credentials needed, but credentials that are sent must be a user's and are acted on.
+Scope = Literal["none", "optional", "user", "admin", "user_or_admin"]
 T = TypeVar("T")
 
 

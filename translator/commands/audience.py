@@ -10,12 +10,24 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from herald.audience.v1 import audience_pb2
 from herald.campaign.v1 import email_pb2
 
-from services.common.grpcutil import RpcFailure
-from translator.commands import Args, Command, Context, Problems, instant, unary, validate_only
+from services.common.grpcutil import RpcFailure, decode_error
+from translator import envelope
+from translator.commands import (
+    UNAVAILABLE_CODES,
+    Args,
+    Command,
+    Context,
+    Problems,
+    instant,
+    unary,
+    validate_only,
+)
+from translator.envelope import AuthError
 from translator.params import ParamError
 
 # An enum value no client can mean: the service answers it as "not a valid value" (the proto
@@ -602,7 +614,40 @@ UNSUBSCRIBE_FIELDS = {
 }
 
 
+# RULINGS 13: without credentials the call is an unsubscribe link's, for the one subscriber it names.
+# What acts on, or tells about, more than that needs the list owner's APIKey or SessionID.
+OWNER_ONLY = {"rulesjson": "RulesJSON", "addtoglobalsuppression": "AddToGlobalSuppression", "preview": "Preview"}
+# What a credential-free call answers like a success: telling these apart from one would tell a
+# stranger whether an address is on the list.
+MEMBERSHIP_REASONS = frozenset({"SUBSCRIBER_NOT_FOUND", "SUBSCRIBER_ALREADY_UNSUBSCRIBED"})
+
+
+def owner_only_options(args: Args) -> list[str]:
+    """The options given that only the list's owner may use (an empty RulesJSON counts as absent)."""
+    given = []
+    rules = args.params.raw("rulesjson")
+    if rules is not None and not (isinstance(rules, str) and not rules.strip()):
+        given.append("rulesjson")
+    given += [name for name in ("addtoglobalsuppression", "preview") if args.bool(name, default=False)]
+    return [OWNER_ONLY[name] for name in given]
+
+
+def without_membership(failure: RpcFailure | None) -> RpcFailure | None:
+    """A service's verdict minus whether the subscriber is on the list (or already unsubscribed)."""
+    if failure is None:
+        return None
+    if not failure.violations:
+        return None if failure.reason in MEMBERSHIP_REASONS else failure
+    kept = [v for v in failure.violations if (v.reason or failure.reason) not in MEMBERSHIP_REASONS]
+    return dataclasses.replace(failure, violations=kept) if kept else None
+
+
 async def unsubscribe(args: Args, ctx: Context) -> dict[str, Any]:
+    link = ctx.caller is None
+    if link and (refused := owner_only_options(args)):
+        raise AuthError(
+            envelope.NOT_AUTHENTICATED, f"{', '.join(refused)}: the list owner's APIKey or SessionID is required"
+        )
     request = audience_pb2.UnsubscribeSubscribersRequest(
         list_id=args.int("listid", required=True, min=1),
         ip_address=args.str("ipaddress", required=True, max_len=100),
@@ -631,8 +676,11 @@ async def unsubscribe(args: Args, ctx: Context) -> dict[str, Any]:
         args.problems.append(
             ParamError("selector", "missing", "EmailAddress, SubscriberID or RulesJSON is required")
         )
-    # No credentials: the list decides whose subscribers these are, so the call is the translator's own.
-    metadata = (*ctx.metadata, ("authorization", f"Bearer {ctx.identity.system_token()}"))
+    # With credentials the call is the caller's, so the service checks that the list is theirs.
+    # Without, the list decides whose subscriber this is, so the call is the translator's own.
+    metadata = (
+        (*ctx.metadata, ("authorization", f"Bearer {ctx.identity.system_token()}")) if link else ctx.metadata
+    )
     method = ctx.stubs.audience.UnsubscribeSubscribers
     if args.problems:
         checked = audience_pb2.UnsubscribeSubscribersRequest()
@@ -641,11 +689,19 @@ async def unsubscribe(args: Args, ctx: Context) -> dict[str, Any]:
         # A mixed answer lists every malformed parameter, the service's findings included; a dry run
         # (preview) gives them without changing anything.
         failure = await _verdict(ctx, method, checked, metadata)
+        if link:
+            failure = without_membership(failure)
         flagged = flagged_fields(args, UNSUBSCRIBE_FIELDS)
         if {"emailaddress", "subscriberid", "rulesjson"} & {p.name for p in args.problems}:
             flagged.append("subscriber_id")  # the selector was given, just malformed: not "missing"
         raise Problems(args.problems, without_fields(failure, flagged))
-    await method(request, metadata=metadata, timeout=ctx.timeout, wait_for_ready=True)
+    try:
+        await method(request, metadata=metadata, timeout=ctx.timeout, wait_for_ready=True)
+    except grpc.aio.AioRpcError as exc:
+        if not link or exc.code() in UNAVAILABLE_CODES or without_membership(decode_error(exc)) is not None:
+            raise
+        # Nobody on the list to unsubscribe, or already unsubscribed: a link's answer is the same as
+        # when the subscriber was unsubscribed now.
     # Herald lists keep no unsubscription page to redirect to.
     return {"RedirectURL": ""}
 
@@ -968,8 +1024,9 @@ ROWS = [
     Command(
         "subscriber.unsubscribe",
         unsubscribe,
-        scope="none",
+        scope="optional",
         shape="mixed",
+        rate_limit=RATE_LIMIT,
         codes={
             "listid:missing": 1,
             "listid:malformed": 4,
