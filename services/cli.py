@@ -11,9 +11,10 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import uvloop
+from pydantic import ValidationError
 
 from services.common.config import SERVICES, Settings, get_settings
 from services.common.logging import configure_logging
@@ -63,13 +64,37 @@ def _serve(settings: Settings, name: str) -> None:
     uvloop.run(entry(settings))
 
 
-def _identity(settings: Settings, action: Callable[[Any], Awaitable[dict[str, Any]]]) -> None:
+class CommandFailed(Exception):
+    """A management command could not do its work; the message is the one line the user sees."""
+
+
+def _fail(message: str, status: int = 1) -> NoReturn:
+    # Every failure is one line on stderr, JSON like the answers on stdout, and a non-zero exit.
+    print(json.dumps({"Error": message}), file=sys.stderr)
+    raise SystemExit(status)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line too (pointing at --help) rather than the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{self.prog}: {message} (see {self.prog} --help)", 2)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _identity(settings: Settings, action: Callable[[Any], Awaitable[Any]]) -> None:
+    from sqlalchemy.exc import DBAPIError
+
     from translator import identity
 
     # stdout carries only the JSON answer, so scripts can parse it; logs go to stderr.
     configure_logging("WARNING", "console", process="herald")
 
-    async def go(s: Settings) -> dict[str, Any]:
+    async def go(s: Settings) -> Any:
         store = await identity.IdentityStore.open(s)
         try:
             return await action(store)
@@ -79,15 +104,39 @@ def _identity(settings: Settings, action: Callable[[Any], Awaitable[dict[str, An
     with database(settings) as s:
         try:
             result = asyncio.run(go(s))
-        except identity.IdentityError as exc:
-            print(json.dumps({"Error": str(exc)}), file=sys.stderr)
-            raise SystemExit(1) from exc
+        except (identity.IdentityError, ValueError) as exc:
+            # ValueError: a DATABASE_URL that is no PostgreSQL URL.
+            raise CommandFailed(str(exc)) from exc
+        except (DBAPIError, OSError) as exc:
+            # psycopg's own message names the host and what went wrong; SQLAlchemy's wrapper adds lines.
+            raise CommandFailed(f"database unreachable: {_first_line(getattr(exc, 'orig', None) or exc)}") from exc
     # A token is printed bare so that it drops into `-H "authorization: Bearer $(herald token mint ...)"`.
-    print(result["Token"] if "Token" in result else json.dumps(result))
+    print(result["Token"] if isinstance(result, dict) and "Token" in result else json.dumps(result))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="herald", description=__doc__)
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not positive")
+    return value
+
+
+def _grpc_status(args: argparse.Namespace) -> None:
+    from services import status_details
+
+    text = sys.stdin.read() if args.value in (None, "-") else args.value
+    try:
+        decoded = status_details.explain(text, args.type)
+    except ValueError as exc:
+        raise CommandFailed(str(exc)) from exc
+    print(json.dumps(decoded, indent=2, ensure_ascii=False))
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="herald", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="start the whole system in the foreground")
     serve = commands.add_parser("serve", help="run one service (how Herald is deployed beyond one machine)")
@@ -104,10 +153,20 @@ def main(argv: list[str] | None = None) -> None:
     user_create.add_argument("--untrusted", action="store_true", help="campaigns need an admin's approval")
 
     user_update = user.add_parser("update", help="change a user's attributes; prints {UserID, Untrusted}")
-    user_update.add_argument("--user", type=int, required=True, help="user id")
+    user_update.add_argument("--user", type=_positive, required=True, help="user id")
     trust = user_update.add_mutually_exclusive_group(required=True)
     trust.add_argument("--untrusted", dest="untrusted", action="store_true", help="campaigns need approval")
     trust.add_argument("--trusted", dest="untrusted", action="store_false", help="campaigns need no approval")
+
+    reissue = user.add_parser(
+        "reissue-key",
+        help="replace a user's API key (a lost one cannot be shown again); prints {UserID, Username, APIKey}. "
+        "The old key stops working within 5 s (the translators' look-up cache)",
+    )
+    whose = reissue.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--user", type=_positive, help="user id")
+    whose.add_argument("--username", help="username (any case)")
+    user.add_parser("list", help="list users as JSON (no password or key hashes)")
 
     admin = commands.add_parser("admin", help="manage admins").add_subparsers(dest="action", required=True)
     admin_create = admin.add_parser("create", help="create an admin; prints {AdminID, AdminAPIKey}")
@@ -117,9 +176,18 @@ def main(argv: list[str] | None = None) -> None:
     token = commands.add_parser("token", help="principal tokens").add_subparsers(dest="action", required=True)
     mint = token.add_parser("mint", help="mint a principal token for direct gRPC callers")
     who = mint.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", type=int, help="user id")
-    who.add_argument("--admin", type=int, help="admin id")
-    mint.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    who.add_argument("--user", type=_positive, help="user id")
+    who.add_argument("--admin", type=_positive, help="admin id")
+    mint.add_argument("--ttl", type=_positive, default=3600, help="lifetime in seconds (default 3600)")
+
+    decode = commands.add_parser(
+        "grpc-status",
+        help="decode a gRPC error's details: buf curl's error output, or a base64 grpc-status-details-bin",
+    )
+    decode.add_argument("value", nargs="?", help="the error text or base64 value; - or nothing reads stdin")
+    decode.add_argument(
+        "--type", default="", help="decode VALUE as one detail of this type (e.g. google.rpc.BadRequest)"
+    )
 
     from services.audience import import_client
 
@@ -132,8 +200,22 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
 
-    args = parser.parse_args(argv)
-    settings = get_settings()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    from services.audience import import_client
+
+    args = _parser().parse_args(argv)
+    if args.command == "grpc-status":
+        _manage(lambda: _grpc_status(args))
+        return
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else ""
+        _fail(f"invalid setting {name if name.isupper() else 'HERALD_' + name.upper()}: {error['msg']}")
     if args.command == "run":
         from services.supervisor import run
 
@@ -142,21 +224,40 @@ def main(argv: list[str] | None = None) -> None:
         _serve(settings, args.service)
         return
     if args.command == "subscribers":
-        raise SystemExit(import_client.run_import(settings, args))
+        exit_status: list[int] = []
+        _manage(lambda: exit_status.append(import_client.run_import(settings, args)))
+        raise SystemExit(exit_status[0])
+    _manage(lambda: _identity(settings, _identity_action(args)))
+
+
+def _identity_action(args: argparse.Namespace) -> Callable[[Any], Awaitable[Any]]:
+    """What a user, admin or token command asks of the identity store."""
     if args.command == "user" and args.action == "update":
-        _identity(settings, lambda store: store.set_untrusted(args.user, args.untrusted))
-    elif args.command == "user":
+        return lambda store: store.set_untrusted(args.user, args.untrusted)
+    if args.command == "user" and args.action == "reissue-key":
+        return lambda store: store.reissue_key(user_id=args.user, username=args.username or "")
+    if args.command == "user" and args.action == "list":
+        return lambda store: store.list_users()
+    if args.command == "user":
         permissions = [p.strip() for p in args.permissions.split(",") if p.strip()]
-        _identity(
-            settings,
-            lambda store: store.create_user(
-                args.username, args.password, permissions=permissions, email=args.email, untrusted=args.untrusted
-            ),
+        return lambda store: store.create_user(
+            args.username, args.password, permissions=permissions, email=args.email, untrusted=args.untrusted
         )
-    elif args.command == "admin":
-        _identity(settings, lambda store: store.create_admin(args.username, args.password))
-    elif args.command == "token":
-        _identity(settings, lambda store: store.mint_for(user_id=args.user, admin_id=args.admin, ttl=args.ttl))
+    if args.command == "admin":
+        return lambda store: store.create_admin(args.username, args.password)
+    return lambda store: store.mint_for(user_id=args.user, admin_id=args.admin, ttl=args.ttl)
+
+
+def _manage(command: Callable[[], None]) -> None:
+    """Runs a management command: any failure is one line on stderr and exit status 1, never a traceback."""
+    try:
+        command()
+    except CommandFailed as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        _fail(f"{type(exc).__name__}: {_first_line(exc)}")
 
 
 if __name__ == "__main__":

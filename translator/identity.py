@@ -199,6 +199,54 @@ class IdentityStore:
             raise IdentityError(f"no user {user_id}")
         return {"UserID": user_id, "Untrusted": untrusted}
 
+    async def reissue_key(self, *, user_id: int | None = None, username: str = "") -> dict[str, Any]:
+        """`herald user reissue-key`: a new API key for a user, found by id or (case-insensitive) username.
+
+        Only its hash is stored, so a lost key cannot be shown again, only replaced. The old key stops
+        working once the translators' look-up caches let it go (_CACHE_SECONDS); sessions opened
+        with it stay valid until they expire.
+        """
+        api_key = new_api_key()
+        who: int | str
+        if user_id is not None:
+            match, who, named = "user_id = :who", user_id, f"no user {user_id}"
+        else:
+            match, who, named = "lower(username) = lower(:who)", username.strip(), f"no user named {username!r}"
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    text(f"UPDATE identity.users SET api_key_hash = :k WHERE {match} RETURNING user_id, username"),
+                    {"k": key_hash(api_key), "who": who},
+                )
+            ).first()
+        if row is None:
+            raise IdentityError(named)
+        return {"UserID": row[0], "Username": row[1], "APIKey": api_key}
+
+    async def list_users(self) -> list[dict[str, Any]]:
+        """`herald user list`: every user's attributes, without password or key hashes."""
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT user_id, username, email_address, account_status, permissions, untrusted, "
+                        "created_at FROM identity.users ORDER BY user_id"
+                    )
+                )
+            ).all()
+        return [
+            {
+                "UserID": row[0],
+                "Username": row[1],
+                "EmailAddress": row[2],
+                "AccountStatus": row[3],
+                "Permissions": list(row[4]),
+                "Untrusted": row[5],
+                "CreatedOn": row[6].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            }
+            for row in rows
+        ]
+
     async def _caller_by_key(self, hashed: str) -> Caller | None:
         async with self._engine.connect() as conn:
             user = (
