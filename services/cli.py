@@ -37,21 +37,33 @@ SERVABLE = (*SERVICES, *ENTRY_MODULES)
 
 
 @contextmanager
-def database(settings: Settings) -> Iterator[Settings]:
-    """Settings with a DATABASE_URL: the configured one, or the embedded cluster (started for this command if needed)."""
+def database(settings: Settings, command: str) -> Iterator[Settings]:
+    """Settings with a DATABASE_URL: the configured one, or the embedded cluster's.
+
+    While `herald run` (or another command) holds the data directory, this uses its PostgreSQL and never
+    stops it. Otherwise it takes the data directory's lock for the command's duration, so that no
+    `herald run` starts meanwhile and mistakes the server for a leftover, and stops the server after
+    if it started it.
+    """
     if settings.database_url:
         yield settings
         return
     from services.common.embedded import EmbeddedPostgres
+    from services.datadir import DataDirInUse, DataDirLock
 
-    postgres = EmbeddedPostgres(settings.data_dir / "pg")
-    was_running = (postgres.directory / "postmaster.pid").exists()
-    url = postgres.start()
     try:
+        lock: DataDirLock | None = DataDirLock.acquire(settings.data_dir, command)
+    except DataDirInUse:
+        lock = None
+    postgres = EmbeddedPostgres(settings.data_dir / "pg")
+    try:
+        url = postgres.start()
         yield settings.model_copy(update={"database_url": url})
     finally:
-        if not was_running:
-            postgres.stop()
+        if lock is not None:
+            if postgres.started:
+                postgres.stop()
+            lock.release()
 
 
 def _serve(settings: Settings, name: str) -> None:
@@ -86,7 +98,7 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _identity(settings: Settings, action: Callable[[Any], Awaitable[Any]]) -> None:
+def _identity(settings: Settings, command: str, action: Callable[[Any], Awaitable[Any]]) -> None:
     from sqlalchemy.exc import DBAPIError
 
     from translator import identity
@@ -101,7 +113,7 @@ def _identity(settings: Settings, action: Callable[[Any], Awaitable[Any]]) -> No
         finally:
             await store.close()
 
-    with database(settings) as s:
+    with database(settings, command) as s:
         try:
             result = asyncio.run(go(s))
         except (identity.IdentityError, ValueError) as exc:
@@ -227,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         exit_status: list[int] = []
         _manage(lambda: exit_status.append(import_client.run_import(settings, args)))
         raise SystemExit(exit_status[0])
-    _manage(lambda: _identity(settings, _identity_action(args)))
+    _manage(lambda: _identity(settings, f"herald {args.command} {args.action}", _identity_action(args)))
 
 
 def _identity_action(args: argparse.Namespace) -> Callable[[Any], Awaitable[Any]]:

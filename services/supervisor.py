@@ -3,10 +3,16 @@
 It starts the four services, the translator, HERALD_DELIVERY_WORKERS delivery workers and (without
 SMTP_URL) the local mail capture, and restarts any of them that dies, after a short backoff, instead
 of stopping: a crashed worker's batches come back to the others meanwhile.
+
+One Herald per data directory (services/datadir.py): before anything is started or attached to, it
+takes the folder's lock; a second `herald run` on the same folder says who holds it and exits with
+code 1, touching nothing. With the lock taken, whatever still serves the folder was left by a run that
+was killed, and is stopped first. Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop everything.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -16,6 +22,7 @@ from types import FrameType
 
 from services.common.config import SERVICES, Settings
 from services.common.embedded import EmbeddedNats, EmbeddedPostgres, port_is_open
+from services.datadir import DataDirInUse, DataDirLock, stop_leftovers
 
 PROCESSES = (*SERVICES, "translator")
 # A child that died is restarted after this many seconds, doubled for each quick death in a row up to
@@ -24,6 +31,33 @@ PROCESSES = (*SERVICES, "translator")
 RESTART_DELAY_SECONDS = 0.5
 RESTART_MAX_DELAY_SECONDS = 10.0
 RESTART_RESET_SECONDS = 30.0
+# Signals that stop Herald: Ctrl-C, a service manager, and the terminal it runs in closing.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# prctl(PR_SET_PDEATHSIG): Linux delivers a signal to a child when its parent dies.
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _say(line: str) -> None:
+    """A line on stderr; after SIGHUP the terminal is gone and writing to it fails, which must not stop the stop."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def _child_setup(supervisor: int) -> None:
+    """Runs in each child between fork and exec.
+
+    A closed terminal sends SIGHUP to the whole foreground process group. The children ignore it and
+    are stopped by the supervisor with SIGTERM instead, gracefully, as on Ctrl-C. And should the
+    supervisor be killed outright, Linux sends them SIGTERM, so that they do not hold on to their ports.
+    """
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != supervisor:  # it died before prctl took effect
+            os._exit(1)
 
 
 class Child:
@@ -39,7 +73,12 @@ class Child:
         self.restart_at: float | None = None
 
     def start(self) -> subprocess.Popen[bytes]:
-        self.process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", self.serves], env=self.env)
+        supervisor = os.getpid()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve", self.serves],
+            env=self.env,
+            preexec_fn=lambda: _child_setup(supervisor),
+        )
         self.started_at = time.monotonic()
         self.restart_at = None
         return self.process
@@ -51,11 +90,7 @@ class Child:
         if self.restart_at is None and self.process.poll() is not None:
             if self.process.returncode < 0 or now - self.started_at >= RESTART_RESET_SECONDS:
                 self.delay = RESTART_DELAY_SECONDS
-            print(
-                f"{self.name} exited with code {self.process.returncode}; restarting in {self.delay:g} s",
-                file=sys.stderr,
-                flush=True,
-            )
+            _say(f"{self.name} exited with code {self.process.returncode}; restarting in {self.delay:g} s")
             self.restart_at = now + self.delay
             self.delay = min(self.delay * 2, RESTART_MAX_DELAY_SECONDS)
         if self.restart_at is not None and now >= self.restart_at:
@@ -128,22 +163,35 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 def run(settings: Settings) -> int:
-    """Starts everything, restarts what dies, and on Ctrl-C / SIGTERM stops everything it started."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """Starts everything, restarts what dies, and on Ctrl-C / SIGTERM / SIGHUP stops everything it started.
+
+    Exits with 1, having touched nothing, when the data directory is in use.
+    """
+    try:
+        lock = DataDirLock.acquire(settings.data_dir, "herald run")
+    except DataDirInUse as exc:
+        _say(f"herald run: {exc}; stop that first, or set HERALD_DATA_DIR to another folder")
+        return 1
+    with lock:
+        return _run(settings)
+
+
+def _run(settings: Settings) -> int:
     stopping = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, request_stop)
 
     postgres = EmbeddedPostgres(settings.data_dir / "pg") if not settings.database_url else None
     nats = EmbeddedNats(settings.data_dir / "nats", settings.embedded_nats_port) if not settings.nats_url else None
     children: dict[str, subprocess.Popen[bytes]] = {}
     exit_code = 0
     try:
+        stop_leftovers(settings.data_dir, lambda line: _say(f"herald run: {line}"))
         database_url = postgres.start() if postgres else settings.database_url
         nats_url = nats.start() if nats else settings.nats_url
         env = _child_env(settings, database_url, nats_url)
@@ -156,13 +204,11 @@ def run(settings: Settings) -> int:
         for child in supervised:
             children[child.name] = child.start()
         _wait_until_listening(settings, children, timeout=60)
-        print(
+        _say(
             f"Herald is up: legacy API at {settings.effective_public_url()}/api.php, "
             f"data in {settings.data_dir.resolve()}"
             + (f", sent mail at {settings.effective_public_url()}/mail" if capture else "")
-            + ". Ctrl-C stops everything.",
-            file=sys.stderr,
-            flush=True,
+            + ". Ctrl-C stops everything."
         )
         while not stopping:
             now = time.monotonic()
@@ -174,13 +220,16 @@ def run(settings: Settings) -> int:
                     children[child.name] = child.process
             time.sleep(0.2)
     except RuntimeError as exc:
-        print(f"herald run: {exc}", file=sys.stderr)
+        _say(f"herald run: {exc}")
         exit_code = 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, signal.SIG_IGN)
         _stop_children(children)
         if nats:
             nats.stop()
         if postgres:
+            # Ours even when start() found it running: holding the lock, this run owns the folder, and
+            # whoever started it meanwhile (a `herald user ...` command) leaves it to us.
             postgres.stop()
     return exit_code

