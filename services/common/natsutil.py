@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats
 import structlog
@@ -47,6 +49,40 @@ async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
+@dataclass(frozen=True)
+class NatsCredentials:
+    """What NATS_URL authenticates with: a user and password, a token, or nothing."""
+
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+
+def nats_servers(nats_url: str) -> tuple[list[str], NatsCredentials]:
+    """NATS_URL's servers without credentials, and the credentials.
+
+    NATS_URL carries credentials as URLs do (`nats://user:password@host:4222`, or `nats://token@host:4222`),
+    percent-encoded where needed; with several servers, the first URL that has credentials gives them.
+    They are handed to nats-py as connect options rather than left in the URLs: nats-py uses a URL's
+    credentials for that server only, not for the servers a cluster announces, and no log line ever
+    shows a server URL with a password in it.
+    """
+    servers: list[str] = []
+    credentials = NatsCredentials()
+    for url in (part.strip() for part in nats_url.split(",")):
+        if not url:
+            continue
+        parts = urlsplit(url if "://" in url else f"nats://{url}")
+        if parts.username is not None and credentials == NatsCredentials():
+            if parts.password is not None:
+                credentials = NatsCredentials(user=unquote(parts.username), password=unquote(parts.password))
+            else:
+                credentials = NatsCredentials(token=unquote(parts.username))
+        netloc = parts.netloc.rpartition("@")[2]
+        servers.append(urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)))
+    return servers, credentials
+
+
 async def connect(settings: Settings, name: str) -> Client:
     """Connects and keeps reconnecting forever: a NATS restart delays work, it does not stop a service.
 
@@ -66,9 +102,13 @@ async def connect(settings: Settings, name: str) -> Client:
     async def on_reconnect() -> None:
         log.info("nats reconnected")
 
+    servers, credentials = nats_servers(settings.nats_url)
     await client.connect(
-        servers=[url.strip() for url in settings.nats_url.split(",") if url.strip()],
+        servers=servers,
         name=name,
+        user=credentials.user,
+        password=credentials.password,
+        token=credentials.token,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         error_cb=on_error,

@@ -1,13 +1,16 @@
 """`herald run` as a new user meets it: embedded PostgreSQL and NATS, the CLI, a clean Ctrl-C, data that survives.
 
-And at its edges: one Herald per data directory, a closed terminal, and a supervisor killed outright.
+And at its edges: one Herald per data directory, a closed terminal, a supervisor killed outright, and an
+embedded NATS that only Herald's own processes may use.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import urllib.request
@@ -15,10 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nats
 import psutil
 import pytest
 
-from services.common.embedded import nats_servers_of, postmasters_of
+from services.common.embedded import EmbeddedNats, nats_servers_of, postmasters_of
 from tests.conftest import ROOT, free_port, wait_healthy
 
 
@@ -224,3 +228,28 @@ def test_what_a_killed_herald_run_left_running_is_stopped_at_the_next_start(
         assert [t["Tag"] for t in body["Tags"]] == ["kept"]  # type: ignore[union-attr]
     finally:
         interrupt_and_check_nothing_is_left(process)
+
+
+def test_the_embedded_nats_refuses_clients_without_its_credentials(tmp_path: Path) -> None:
+    server = EmbeddedNats(tmp_path / "nats", free_port())
+    url = server.start()
+    try:
+        password_file = tmp_path / "nats" / "password"
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / "nats" / "server.conf").stat().st_mode) == 0o600
+        assert password_file.read_text() not in " ".join(nats_servers_of(tmp_path / "nats")[0].cmdline())
+
+        async def connect(to: str) -> None:
+            client = await nats.connect(to, allow_reconnect=False, connect_timeout=5)
+            await client.close()
+
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            asyncio.run(connect(f"nats://127.0.0.1:{server.port}"))
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            asyncio.run(connect(f"nats://herald:guessed@127.0.0.1:{server.port}"))
+        asyncio.run(connect(url))
+    finally:
+        server.stop()
+    # Generated once: a restart keeps the credentials that clients were given.
+    assert server.start() == url
+    server.stop()
