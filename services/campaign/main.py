@@ -17,10 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.campaign.api import CampaignApi
 from services.campaign.email_api import EmailApi
 from services.campaign.picker import Picker
+from services.campaign.sending import SEND_REQUESTED
 from services.campaign.sending_events import CampaignFinishedConsumer
 from services.campaign.store import SCHEMA
 from services.common import db, grpcutil, natsutil
 from services.common.config import Settings
+from services.common.event_signing import EventSigner
 from services.common.grpcutil import serve
 from services.common.outbox import OutboxRelay
 
@@ -76,7 +78,8 @@ async def main(settings: Settings) -> None:
     engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
     publisher = EventPublisher(settings, engine)
-    picker = Picker(engine, natsutil.Subjects.of(settings), publisher.wake)
+    send_requests = EventSigner(settings.effective_token_secret(), SEND_REQUESTED, settings.nats_namespace)
+    picker = Picker(engine, natsutil.Subjects.of(settings), publisher.wake, send_requests)
     finished = CampaignFinishedConsumer(engine, settings, publisher.wake)
 
     def status_changed() -> None:

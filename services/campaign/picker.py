@@ -3,7 +3,8 @@
 Each pass claims due campaigns with `SELECT … FOR UPDATE SKIP LOCKED`, so any number of campaign-service
 replicas run it side by side and a campaign is started by exactly one. In the same transaction the
 campaign becomes Sending and the outbox gets `campaign.status_changed` and `campaign.send_requested`,
-so a send request exists exactly when the status says Sending.
+so a send request exists exactly when the status says Sending. The send request is signed
+(services/common/event_signing.py): delivery queues mail only for requests the picker made.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.campaign import domain, sending, store
 from services.common import outbox
+from services.common.event_signing import EventSigner
 from services.common.natsutil import Subjects
 
 log = structlog.get_logger()
@@ -31,9 +33,12 @@ POLL_SECONDS = 0.5
 class Picker:
     """Runs pick passes every POLL_SECONDS, or at once after `wake()` (a status change may have made one due)."""
 
-    def __init__(self, engine: AsyncEngine, subjects: Subjects, wake_outbox: Callable[[], None]) -> None:
+    def __init__(
+        self, engine: AsyncEngine, subjects: Subjects, wake_outbox: Callable[[], None], signer: EventSigner
+    ) -> None:
         self._engine = engine
         self._subjects = subjects
+        self._signer = signer
         self._wake_outbox = wake_outbox
         self._wakeup = asyncio.Event()
 
@@ -62,7 +67,7 @@ class Picker:
                     store.SCHEMA,
                     subject=self._subjects.event(sending.SEND_REQUESTED),
                     msg_id=start.msg_id,
-                    payload=start.payload(),
+                    payload=self._signer.signed(start.payload()),
                 )
                 log.info(
                     "campaign started sending",

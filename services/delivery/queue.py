@@ -15,6 +15,19 @@
 - A deleted campaign is treated as cancelled.
 
 Both consumers lock the campaign's run row, so for one campaign they take turns. Nothing here sends mail.
+
+Only send requests the campaign service made are acted on: the picker signs each one (HMAC with a key
+derived from the token secret, services/common/event_signing.py) and a request without a valid
+signature is logged and acknowledged, so it sends nothing and is not retried. Why a signature rather
+than asking the campaign service (GetCampaign) whether the campaign is Sending: the signature covers
+the whole request, its targeting, emails and occurrence included, which a status check would not
+(a forged request for a campaign that really is Sending could still name another list of the same
+owner); and it needs no call to a service that may be down or being redeployed meanwhile. A signed
+request replayed by someone with NATS access is harmless: a run queues each occurrence once, a
+request for an occurrence already queued only republishes the rows still Pending, and only while the
+run is Sending (a resume does the same); runs are never deleted (a deleted campaign's run is
+Cancelled), so no old request can queue an audience again. A request signed with a token secret
+since rotated is refused too: pausing and resuming the campaign issues a new one.
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common import auth, grpcutil, natsutil, outbox
 from services.common.config import Settings
+from services.common.event_signing import EventSigner, UnsignedEvent
 from services.common.natsutil import Subjects
 from services.common.outbox import OutboxRelay
 from services.delivery import queue_store, sending, streams
@@ -110,6 +124,9 @@ class DeliveryQueue:
         self._subjects = Subjects.of(settings)
         self._batches_subject = streams.batches_subject(self._subjects)
         self._batch_size = max(settings.delivery_batch_size, 1)
+        self._send_requests = EventSigner(
+            settings.effective_token_secret(), sending.SEND_REQUESTED, settings.nats_namespace
+        )
         self._relay: OutboxRelay | None = None
         campaign = grpcutil.channel(settings.grpc_addr("campaign"))
         audience = grpcutil.channel(settings.grpc_addr("audience"))
@@ -174,6 +191,13 @@ class DeliveryQueue:
     # --- campaign.send_requested -------------------------------------------------------------------------------
 
     async def handle_send_request(self, payload: bytes) -> None:
+        try:
+            self._send_requests.verify(payload)
+        except UnsignedEvent as exc:
+            log.error(
+                "send request refused: not made by the campaign service", reason=str(exc), payload=payload[:200]
+            )
+            return
         try:
             request = sending.parse_send_request(payload)
         except ValueError as exc:

@@ -1,0 +1,127 @@
+"""Delivery queues mail only for send requests the campaign service made, not for whatever someone publishes on NATS.
+
+The forger here is an insider: it holds valid NATS credentials (the test's own NATS URL) and knows a
+real user's ids, lists and emails. Its hand-made `campaign.send_requested` events look exactly like the
+picker's, except for the signature only the campaign service can make.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import nats
+import psycopg
+import pytest
+
+from services.common.natsutil import Subjects
+from tests.e2e.delivery_helpers import (
+    DeliveryHerald,
+    assert_each_received_once,
+    create_campaign,
+    create_email,
+    create_list,
+    import_people,
+    new_domain,
+    people,
+    send,
+    status_of,
+    wait_for_status,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+NONEXISTENT_CAMPAIGN = 9_000_000_001
+
+
+def forged_request(campaign_id: int, owner: int, email_id: int, list_id: int, **extra: Any) -> bytes:
+    """A send request as the picker writes it (services/campaign/sending.py), minus the signature."""
+    return json.dumps(
+        {
+            "campaign_id": campaign_id,
+            "owner_user_id": owner,
+            "name": "Forged",
+            "email_id": email_id,
+            "variations": [],
+            "targeting": {
+                "included": [{"list_id": list_id, "segment_id": 0}],
+                "excluded": [],
+                "rules_bundle": None,
+            },
+            "resume": False,
+            "occurrence": 1,
+            "split_test": None,
+            **extra,
+        }
+    ).encode()
+
+
+async def publish(herald: DeliveryHerald, *payloads: bytes) -> None:
+    """Publishes on the send request subject, with this Herald's own NATS credentials."""
+    subjects = Subjects(herald.system.env["HERALD_NATS_NAMESPACE"])
+    client = await nats.connect(herald.nats.url)
+    try:
+        js = client.jetstream()
+        for payload in payloads:
+            await js.publish(subjects.event("campaign.send_requested"), payload)
+    finally:
+        await client.close()
+
+
+async def queue_rows(herald: DeliveryHerald, campaign_id: int) -> tuple[int, int]:
+    """(runs, queue rows) delivery keeps for the campaign."""
+    async with await psycopg.AsyncConnection.connect(herald.system.env["DATABASE_URL"], autocommit=True) as conn:
+        runs = await (
+            await conn.execute(
+                "SELECT count(*) FROM delivery.campaign_runs WHERE campaign_id = %s", (campaign_id,)
+            )
+        ).fetchone()
+        rows = await (
+            await conn.execute("SELECT count(*) FROM delivery.recipients WHERE campaign_id = %s", (campaign_id,))
+        ).fetchone()
+    assert runs is not None and rows is not None
+    return int(runs[0]), int(rows[0])
+
+
+async def test_forged_send_requests_send_nothing_while_real_sends_still_work(
+    delivery_system: DeliveryHerald,
+) -> None:
+    herald = delivery_system
+    user = await herald.new_user()
+    domain = new_domain()
+    readers = people(5, domain)
+    list_id = await create_list(herald.api, user)
+    await import_people(herald.api, user, list_id, readers)
+    email_id = await create_email(herald.api, user)
+    draft = await create_campaign(herald.api, user, email_id, [list_id], name="Still a draft")
+
+    await publish(
+        herald,
+        # A campaign that does not exist, aimed at a real user's list with a real email of theirs.
+        forged_request(NONEXISTENT_CAMPAIGN, user.user_id, email_id, list_id),
+        # The user's own Draft, which nobody approved or set Ready.
+        forged_request(draft, user.user_id, email_id, list_id),
+        # The same with a made-up signature.
+        forged_request(draft, user.user_id, email_id, list_id, signature="bm90IGEgc2lnbmF0dXJl"),
+    )
+
+    # A real send published after the forged requests: once it is Sent, delivery has handled them too
+    # (one consumer, in stream order), so what they did is visible now.
+    witness_domain = new_domain()
+    witnesses = people(3, witness_domain)
+    witness_list = await create_list(herald.api, user, "Witnesses")
+    await import_people(herald.api, user, witness_list, witnesses)
+    witness = await create_campaign(herald.api, user, email_id, [witness_list], name="Witness")
+    await send(herald.api, user, witness)
+    assert await wait_for_status(herald.api, user, witness, "Sent", within=30) == "Sent"
+    assert_each_received_once(herald.recorder, witness_domain, [p.email for p in witnesses])
+
+    assert herald.recorder.messages_to(domain) == []
+    assert await queue_rows(herald, NONEXISTENT_CAMPAIGN) == (0, 0)
+    assert await queue_rows(herald, draft) == (0, 0)
+    assert await status_of(herald.api, user, draft) == "Draft"
+
+    # The draft, really sent, reaches each reader once.
+    await send(herald.api, user, draft)
+    assert await wait_for_status(herald.api, user, draft, "Sent", within=30) == "Sent"
+    assert_each_received_once(herald.recorder, domain, [p.email for p in readers])
