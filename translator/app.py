@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -15,16 +16,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from services.common.grpcutil import decode_error
 from services.common.permissions import PERMISSION_DENIED
 from translator import archive, envelope, mail, tracking
+from translator.bodies import MAX_BODY, UnreadableBody, read_params
 from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Problems, Stubs
 from translator.envelope import AuthError, HardFailure, LegacyError, respond
 from translator.forwarded import TrustedProxies
 from translator.identity import Caller, IdentityStore
-from translator.params import BodyError, Params, parse_form, parse_json_body
+from translator.params import Params
 from translator.ratelimit import RateLimited, RateLimiter
 
 log = structlog.get_logger()
-MAX_BODY = 16 * 1024 * 1024
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# Printable ASCII without spaces, bounded: what a request id from a proxy or a client looks like.
+REQUEST_ID_RE = re.compile(r"[!-~]{1,128}")
 
 REQUESTS = Counter("herald_translator_requests_total", "Legacy requests", ["command", "outcome"])
 LATENCY = Histogram("herald_translator_request_seconds", "Legacy request latency", ["command"])
@@ -37,30 +39,11 @@ RATE_LIMITER_KEY = web.AppKey("rate_limiter", RateLimiter)
 TRUSTED_PROXIES_KEY = web.AppKey("trusted_proxies", TrustedProxies)
 
 
-def _file_text(value: object) -> str:
-    # A multipart part that is a file upload still arrives as a parameter value.
-    data = value.file.read() if isinstance(value, web.FileField) else value
-    return data.decode("utf-8", "replace") if isinstance(data, bytes | bytearray) else str(data)
-
-
-async def _read_params(request: web.Request) -> dict[str, object]:
-    """Body parameters (JSON object or form fields) over query-string ones, every key lower-cased."""
-    merged: dict[str, object] = {k.lower(): v for k, v in request.query.items()}
-    if request.method != "POST":
-        return merged
-    content_type = request.content_type
-    if content_type in FORM_TYPES:
-        form = await request.post()
-        pairs = [(k, v) if isinstance(v, str) else (k, _file_text(v)) for k, v in form.items()]
-        merged.update(parse_form(pairs))
-        return merged
-    body = await request.read()
-    if body.strip():
-        try:
-            merged.update(parse_json_body(body))
-        except BodyError as exc:
-            raise HardFailure(envelope.INVALID_JSON, f"Invalid JSON in request body: {exc}", 400) from exc
-    return merged
+def request_id_of(request: web.Request) -> str:
+    """The caller's X-Request-Id when it is a sane token, else a new one: it is logged and forwarded
+    as gRPC metadata, which must be printable ASCII."""
+    given = request.headers.get("X-Request-Id", "")
+    return given if REQUEST_ID_RE.fullmatch(given) else os.urandom(8).hex()
 
 
 async def _authenticate(command: Command, params: Params, identity: IdentityStore) -> Any:
@@ -192,7 +175,7 @@ def _with_errors(command: Command | None, body: dict[str, Any]) -> dict[str, Any
 async def api(request: web.Request) -> web.Response:
     """POST /api.php and /api/v1/<command> (GET for the commands that allow it)."""
     started = time.perf_counter()
-    request["request_id"] = request.headers.get("X-Request-Id") or os.urandom(8).hex()
+    request["request_id"] = request_id_of(request)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request["request_id"])
     xml = False
@@ -201,7 +184,7 @@ async def api(request: web.Request) -> web.Response:
     try:
         if request.method not in ("POST", "GET"):
             raise HardFailure(envelope.INVALID_METHOD, f"Unsupported connection method {request.method}", 400)
-        raw = await _read_params(request)
+        raw = await read_params(request)
         xml = raw.get("responseformat") == "XML"
         if not name:
             value = raw.get("command")
@@ -223,6 +206,12 @@ async def api(request: web.Request) -> web.Response:
         error = {"Success": False, "ErrorCode": 429, "ErrorText": text}
         response = respond(_with_errors(command, error), status=429, xml=xml)
         response.headers["Retry-After"] = str(exc.retry_after)
+    except UnreadableBody as exc:
+        outcome = "hard"
+        unreadable = HardFailure(envelope.INVALID_JSON, exc.text, 400)
+        response = respond(envelope.hard_failure_body(unreadable), status=400)
+        if exc.close_connection:
+            response.force_close()
     except HardFailure as exc:
         outcome = "hard"
         json_only = exc.code in (envelope.INVALID_JSON, envelope.INVALID_METHOD)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import codecs
 import json
 import math
 import re
@@ -15,6 +16,8 @@ __all__ = [
     "ParamError",
     "Params",
     "Problem",
+    "decode_text",
+    "holds_lone_surrogate",
     "normalise_keys",
     "parse_form",
     "parse_json_body",
@@ -39,6 +42,7 @@ _MAX_INT_DIGITS = 19
 _BRACKET_KEY_RE = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])+)")
 _SEGMENT_RE = re.compile(r"\[([^\[\]]*)\]")
 _INDEX_RE = re.compile(r"0|[1-9][0-9]{0,17}")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 class ParamError(Exception):
@@ -52,7 +56,7 @@ class ParamError(Exception):
 
 
 class BodyError(Exception):
-    """The request body is not a UTF-8 JSON object within the nesting limit."""
+    """The request body is not a JSON object (in its charset, within the nesting limit, without lone surrogates)."""
 
 
 def normalise_keys(value: object) -> object:
@@ -146,23 +150,73 @@ def _reject_constant(name: str) -> object:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+def holds_lone_surrogate(value: object) -> builtins.bool:
+    """Whether a string anywhere in `value` (keys included) holds a UTF-16 surrogate code point.
+
+    A paired escape ("\\ud83d\\ude00") decodes to one astral character, so a surrogate left in a
+    decoded string is a lone one. No UTF-8 encoder (gRPC, PostgreSQL, the JSON answer) accepts it,
+    and PHP's json_decode refused it too.
+    """
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE_RE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _load_json(text: str) -> object:
-    """Parse strict JSON (no NaN/Infinity) within the nesting limit; raises ValueError otherwise."""
+    """Parse strict JSON (no NaN/Infinity, no lone surrogates) within the nesting limit; ValueError otherwise."""
     try:
         value: object = _DECODER.decode(text)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
     if _depth(value) > MAX_DEPTH:
         raise ValueError("JSON nested too deeply")
+    if holds_lone_surrogate(value):
+        raise ValueError("a string holds an unpaired UTF-16 surrogate")
     return value
 
 
-def parse_json_body(body: bytes) -> dict[str, object]:
-    """Decode a UTF-8 JSON object body and lower-case its keys; raises BodyError for anything else."""
+# Byte-order marks a body without a declared charset may start with (longest first: UTF-32-LE's
+# starts with UTF-16-LE's).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def decode_text(body: bytes, charset: builtins.str | None) -> builtins.str:
+    """A body's text in its declared charset, else UTF-8 (or the encoding its byte-order mark names).
+
+    Raises BodyError for a charset Python does not know as a text encoding, and for bytes that are
+    not valid in it.
+    """
+    if charset:
+        encoding = charset
+    else:
+        encoding = next((name for bom, name in _BOMS if body.startswith(bom)), "utf-8")
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BodyError("body is not UTF-8") from exc
+        return body.decode(encoding)
+    except LookupError as exc:
+        raise BodyError(f"unknown charset {encoding[:40]!a}") from exc
+    except ValueError as exc:
+        # UnicodeDecodeError, and the other errors odd codecs raise ("undefined", a NUL in the name).
+        raise BodyError(f"body is not valid {encoding[:40]!a}") from exc
+
+
+def parse_json_body(body: bytes, charset: builtins.str | None = None) -> dict[builtins.str, object]:
+    """Decode a JSON object body (see decode_text) and lower-case its keys; raises BodyError for anything else."""
+    text = decode_text(body, charset)
     try:
         value = _load_json(text)
     except ValueError as exc:

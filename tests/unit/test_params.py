@@ -15,6 +15,8 @@ from translator.params import (
     BodyError,
     ParamError,
     Params,
+    decode_text,
+    holds_lone_surrogate,
     normalise_keys,
     parse_form,
     parse_json_body,
@@ -220,6 +222,66 @@ def test_parse_json_body_rejects_huge_integer_literals_as_body_errors() -> None:
 
 def test_parse_json_body_decodes_utf8_values() -> None:
     assert parse_json_body('{"Name":"Zoë"}'.encode()) == {"name": "Zoë"}
+
+
+@pytest.mark.parametrize(
+    "body", [rb'{"a":"\ud800"}', rb'{"a":"x\udfffy"}', rb'{"\udc00":1}', rb'{"a":[{"b":"\ude00\ud83d"}]}']
+)
+def test_parse_json_body_refuses_lone_surrogates_anywhere(body: bytes) -> None:
+    with pytest.raises(BodyError, match="surrogate"):
+        parse_json_body(body)
+
+
+def test_parse_json_body_joins_a_paired_surrogate_escape_into_one_character() -> None:
+    assert parse_json_body(rb'{"a":"\ud83d\ude00"}') == {"a": "\U0001f600"}
+
+
+@pytest.mark.parametrize(
+    ("encoding", "charset"), [("utf-16", "utf-16"), ("utf-16-be", "UTF-16BE"), ("cp1252", "windows-1252")]
+)
+def test_parse_json_body_decodes_with_the_declared_charset(encoding: str, charset: str) -> None:
+    assert parse_json_body('{"Name":"Zoë"}'.encode(encoding), charset) == {"name": "Zoë"}
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-32"])
+def test_decode_text_without_a_charset_follows_a_byte_order_mark(encoding: str) -> None:
+    assert decode_text("{}".encode(encoding), None) == "{}"
+
+
+@pytest.mark.parametrize(
+    ("body", "charset"),
+    [
+        (b"{}", "bogus-charset"),
+        (b"{}", "hex"),
+        (b"{}", "undefined"),
+        (b"{}", "a\x00b"),
+        (b"{}\xff", None),
+        (b"{}x", "utf-16"),
+    ],
+)
+def test_decode_text_refuses_unknown_charsets_and_undecodable_bytes(body: bytes, charset: str | None) -> None:
+    with pytest.raises(BodyError):
+        decode_text(body, charset)
+
+
+def test_holds_lone_surrogate_looks_at_keys_and_values_at_every_depth() -> None:
+    assert not holds_lone_surrogate({"a": ["b", {"c": "\U0001f600"}], "n": 1})
+    assert holds_lone_surrogate({"a": ["b", {"c": "\ud800"}]})
+    assert holds_lone_surrogate({"a": {"\udfff": 1}})
+    assert holds_lone_surrogate("\udce9")
+
+
+@given(st.text())
+def test_text_hypothesis_generates_never_holds_a_lone_surrogate(text: str) -> None:
+    # st.text() leaves out surrogates: what a UTF-8 encoder accepts is exactly what this says is clean.
+    assert holds_lone_surrogate(text) is False
+    text.encode("utf-8")
+
+
+def test_a_json_string_parameter_holding_a_lone_surrogate_is_malformed() -> None:
+    params = Params({"rulesjson": '[{"value": "\\ud800"}]', "options": '{"\\udfff": 1}'})
+    assert _error(lambda: params.json_str("RulesJSON")).problem == "malformed"
+    assert _error(lambda: params.obj("Options")).problem == "malformed"
 
 
 # --- Params.has / raw -------------------------------------------------------------------------------------
