@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -15,9 +16,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from services.common.grpcutil import decode_error
 from services.common.permissions import PERMISSION_DENIED
-from translator import archive, envelope, mail, tracking
+from translator import archive, envelope, mail, openapi, tracking
 from translator.bodies import MAX_BODY, UnreadableBody, read_params
 from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Problems, Stubs
+from translator.commands.registry import V1_PATHS
 from translator.envelope import AuthError, HardFailure, LegacyError, respond
 from translator.forwarded import TrustedProxies
 from translator.identity import Caller, IdentityStore
@@ -37,6 +39,7 @@ STUBS_KEY = web.AppKey("stubs", Stubs)
 PUBLIC_URL_KEY = web.AppKey("public_url", str)
 RATE_LIMITER_KEY = web.AppKey("rate_limiter", RateLimiter)
 TRUSTED_PROXIES_KEY = web.AppKey("trusted_proxies", TrustedProxies)
+OPENAPI_KEY = web.AppKey("openapi", bytes)
 
 
 def request_id_of(request: web.Request) -> str:
@@ -99,14 +102,6 @@ def _mapped(command: Command, problems: Problems) -> LegacyError:
     return mapped
 
 
-# /api/v1 paths that are no command's own name: one path serves two commands, told apart by the
-# HTTP method (supporting-commands.md §0 and §4).
-V1_PATHS: dict[tuple[str, str], str] = {
-    ("subscribers.import", "POST"): "subscribers.import.post",
-    ("subscribers.import", "GET"): "subscribers.import.get",
-}
-
-
 def _find_command(request: web.Request, name: str, *, via_v1: bool) -> Command:
     aliased = V1_PATHS.get((name.lower(), request.method)) if via_v1 else None
     command: Command | None = request.app[COMMANDS_KEY].get((aliased or name).lower())
@@ -149,7 +144,7 @@ async def _dispatch(request: web.Request, command: Command, raw: Mapping[str, ob
         public_url=request.app[PUBLIC_URL_KEY],
         client_address=client,
     )
-    args = Args(params)
+    args = Args(params.declared_only(command.parameter_names))
     try:
         payload = await command.handler(args, ctx)
     except Problems as exc:
@@ -249,6 +244,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def openapi_document(request: web.Request) -> web.Response:
+    """GET /api/openapi.json: the legacy API as OpenAPI 3.1, generated from the command table at start."""
+    return web.Response(body=request.app[OPENAPI_KEY], content_type="application/json")
+
+
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -263,8 +263,10 @@ def make_app(
     app[PUBLIC_URL_KEY] = public_url
     app[RATE_LIMITER_KEY] = RateLimiter()
     app[TRUSTED_PROXIES_KEY] = TrustedProxies.parse(identity.settings.trusted_proxies)
+    app[OPENAPI_KEY] = json.dumps(openapi.document(commands, public_url), indent=1).encode()
     app.router.add_route("*", "/api.php", api)
     app.router.add_route("*", "/api/v1/{command}", api)
+    app.router.add_get(openapi.PATH, openapi_document)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     archive.add_routes(app, identity, stubs, public_url)

@@ -16,6 +16,7 @@ __all__ = [
     "ParamError",
     "Params",
     "Problem",
+    "UndeclaredParameter",
     "decode_text",
     "holds_lone_surrogate",
     "normalise_keys",
@@ -53,6 +54,17 @@ class ParamError(Exception):
         self.problem: Problem = problem
         self.message: builtins.str = message or f"{self.name} is {problem}"
         super().__init__(self.message)
+
+
+class UndeclaredParameter(Exception):
+    """A programming error: a handler read a parameter its command row does not declare.
+
+    The OpenAPI document is generated from the declarations, so it cannot then say what the handler
+    reads; the test suite runs every command and finds such a read.
+    """
+
+    def __init__(self, name: builtins.str, declared: Iterable[builtins.str]) -> None:
+        super().__init__(f"parameter {name.lower()!r} is read but not declared (declared: {sorted(declared)})")
 
 
 class BodyError(Exception):
@@ -257,18 +269,33 @@ class Params:
         normalised = normalise_keys(dict(raw))
         assert isinstance(normalised, dict)
         self._data: dict[builtins.str, object] = normalised
+        self._declared: frozenset[builtins.str] | None = None
 
     def __repr__(self) -> builtins.str:
         return f"Params({self._data!r})"
 
+    def declared_only(self, names: Iterable[builtins.str]) -> Params:
+        """The same parameters, readable only by the (lower-cased) `names`: any other read raises
+        UndeclaredParameter."""
+        view = Params({})
+        view._data = self._data
+        view._declared = frozenset(name.lower() for name in names)
+        return view
+
+    def _key(self, name: builtins.str) -> builtins.str:
+        key = name.lower()
+        if self._declared is not None and key not in self._declared:
+            raise UndeclaredParameter(key, self._declared)
+        return key
+
     def has(self, name: builtins.str) -> builtins.bool:
         """Return whether `name` is present with a value other than None or ""."""
-        value = self._data.get(name.lower())
+        value = self._data.get(self._key(name))
         return value is not None and value != ""
 
     def raw(self, name: builtins.str) -> object | None:
         """Return the value of `name` exactly as received (keys lower-cased), or None."""
-        return self._data.get(name.lower())
+        return self._data.get(self._key(name))
 
     @staticmethod
     def _unless_required(name: builtins.str, required: builtins.bool) -> None:
@@ -320,7 +347,7 @@ class Params:
 
     def bool(self, name: builtins.str, *, default: builtins.bool) -> builtins.bool:
         """Return `name` as a legacy boolean: true, 1, "1", "true", "yes", "on" are true; all else false."""
-        value = self._data.get(name.lower())
+        value = self._data.get(self._key(name))
         if value is None:
             return default
         if isinstance(value, bool):

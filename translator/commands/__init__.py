@@ -2,6 +2,9 @@
 
 Adding a command is adding a row (in the module of its domain) and two small functions:
 one that builds the gRPC request from the legacy parameters, one that renders the response.
+A row declares the parameters its handler reads and the keys its success answer carries: the
+OpenAPI document (translator/openapi.py) is generated from them, and a handler that reads a
+parameter its row does not declare fails (UndeclaredParameter), so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import builtins
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Literal, TypeVar
 
 import grpc
@@ -42,6 +46,45 @@ def instant(ts: timestamp_pb2.Timestamp, *, is_set: bool | None = None) -> str:
 Scope = Literal["none", "optional", "user", "admin", "user_or_admin"]
 T = TypeVar("T")
 
+# How a parameter's value is written: "integers" and "strings" are a comma-separated string or an array,
+# "json" a string holding a JSON document; "object" and "array" take `fields` (an array's items are
+# objects with those fields). "any" is for answer keys whose shape varies.
+Kind = Literal["string", "integer", "number", "boolean", "integers", "strings", "json", "object", "array", "any"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter a command reads, or a key its success answer carries, under its legacy spelling.
+
+    `required` for a parameter: the command answers an error without it; for an answer key: the key is
+    always there. `enum` lists the values the contract names (matched case-insensitively), `format`
+    an OpenAPI format ("date", "email", "uri", ...).
+    """
+
+    name: str
+    kind: Kind
+    description: str = ""
+    required: bool = False
+    enum: tuple[str, ...] = ()
+    format: str = ""
+    default: str | int | bool | None = None
+    fields: tuple[Param, ...] = ()
+
+
+ERROR_TEXT = Param("ErrorText", "string", "Empty on success", required=True)
+
+# Credentials a command of each scope reads (supporting-commands.md §1): older clients send an admin
+# key as APIKey, and a session may be a user's or an admin's.
+CREDENTIALS: Mapping[str, tuple[str, ...]] = {
+    "none": (),
+    "optional": ("APIKey", "SessionID"),
+    "user": ("APIKey", "SessionID"),
+    "admin": ("AdminAPIKey", "APIKey", "SessionID"),
+    "user_or_admin": ("APIKey", "AdminAPIKey", "SessionID"),
+}
+# Read by the dispatcher for every command.
+COMMON_PARAMETERS = ("Command", "ResponseFormat")
+
 
 class Args:
     """Typed access to the legacy parameters that records every bad one instead of stopping at the first.
@@ -51,6 +94,7 @@ class Args:
     """
 
     def __init__(self, params: Params) -> None:
+        # The dispatcher gives a handler its row's declared parameters only (Params.declared_only).
         self.params = params
         self.problems: list[ParamError] = []
 
@@ -151,7 +195,9 @@ class Command:
     `codes` maps a service error reason (UPPER_SNAKE) or a lower-cased parameter name to the legacy
     code; `texts` gives each code's ErrorText, and `cause_texts`, keyed like `codes`, the text of one
     cause where a code covers several and the text should say which. `shape` is the shape of the seed's
-    error example.
+    error example. `params` are the parameters the handler reads (credentials, Command and
+    ResponseFormat come with the scope), `returns` the keys of a success answer besides Success and
+    ErrorCode; `summary` says what the command does, for the OpenAPI document.
     """
 
     name: str
@@ -170,6 +216,15 @@ class Command:
     errors_list: bool = False
     # HTTP methods the command answers; any other method is 100001 (GET: subscribers.import.get).
     methods: frozenset[str] = frozenset({"POST"})
+    summary: str = ""
+    params: tuple[Param, ...] = ()
+    returns: tuple[Param, ...] = ()
+
+    @cached_property
+    def parameter_names(self) -> frozenset[str]:
+        """Every parameter name (lower-cased) the command's handler may read."""
+        names = (*COMMON_PARAMETERS, *CREDENTIALS[self.scope], *(p.name for p in self.params))
+        return frozenset(name.lower() for name in names)
 
     def legacy_error(self, problems: Problems) -> LegacyError | None:
         """The LegacyError for bad parameters and/or a service's error, or None when something has no

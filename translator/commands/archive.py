@@ -8,7 +8,7 @@ import grpc
 from herald.tag.v1 import tag_pb2
 
 from services.common.grpcutil import decode_error
-from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Problems
+from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Param, Problems
 
 
 def archive_url(public_url: str, tag_id: int) -> str:
@@ -57,5 +57,16 @@ ROWS = [
             2: "Tag not found or doesn't belong to user",
             3: "Invalid TemplateURL (must be an absolute http or https URL)",
         },
+        summary="The public archive page of a tag's sent campaigns; optionally store the HTML template it is shown in",
+        params=(
+            Param("TagID", "integer", "ID of the tag for the archive URL", required=True),
+            Param(
+                "TemplateURL",
+                "string",
+                "An absolute http(s) URL of an HTML template with %Archive:Campaigns% where the list goes",
+                format="uri",
+            ),
+        ),
+        returns=(Param("URL", "string", "<public URL>/archive/tag/<TagID>", required=True, format="uri"),),
     ),
 ]

@@ -18,10 +18,12 @@ from herald.campaign.v1 import email_pb2
 from services.common.grpcutil import RpcFailure, decode_error
 from translator import envelope
 from translator.commands import (
+    ERROR_TEXT,
     UNAVAILABLE_CODES,
     Args,
     Command,
     Context,
+    Param,
     Problems,
     instant,
     unary,
@@ -902,6 +904,190 @@ SUBSCRIBER_CREATE_TEXTS = {
     25: "OptInConfirmationEmailID not found or doesn't belong to user",
 }
 
+# Declared parameters and answers (the OpenAPI document; handlers read nothing else) ------------
+
+LIST_ID = Param("ListID", "integer", "ID of the list", required=True)
+SUBSCRIBER_LIST_ID = Param("SubscriberListID", "integer", "ID of the list", required=True)
+ORDER_TYPE = Param("OrderType", "string", "Sort direction", enum=("ASC", "DESC"))
+RULES_JSON = Param(
+    "RulesJSON", "json", "Rules as a JSON string: an array of groups of {type, operator, value} rules"
+)
+RULES_OPERATOR = Param("RulesOperator", "string", "How RulesJSON's groups combine", enum=("and", "or"))
+CONTENT_NAMES = ("HTML", "Plain", "Both")
+EMAIL_MODES = ("Empty", "Editor", "Template", "Import", "Unlayer", "Stripo")
+LEGACY_INSTANT = "Y-m-d or Y-m-d H:i:s, UTC"
+CONFIRMATION_EMAIL = Param(
+    "ConfirmationEmail",
+    "object",
+    "A double opt-in confirmation email created with the list (both or neither)",
+    fields=(
+        Param("Subject", "string", required=True),
+        Param("FromName", "string", required=True),
+        Param("FromEmail", "string", required=True, format="email"),
+        Param("ContentType", "string", required=True, enum=CONTENT_NAMES),
+        Param("HTMLContent", "string", "Required for HTML and Both"),
+        Param("PlainContent", "string", "Required for Plain and Both"),
+        Param("ReplyToName", "string"),
+        Param("ReplyToEmail", "string", format="email"),
+        Param("PreHeaderText", "string"),
+        Param("EmailName", "string", "Default: Confirmation email: <ListID>"),
+        Param("Mode", "string", enum=EMAIL_MODES, default="Empty"),
+        Param("RelTemplateID", "integer", "Required for Template mode"),
+    ),
+)
+LIST_CREATE_PARAMS = (
+    Param("SubscriberListName", "string", "Name of the list", required=True),
+    Param("Description", "string", "What the list is for"),
+    Param("OptInMode", "string", "Double with a ConfirmationEmail", enum=("Single", "Double"), default="Single"),
+    Param("SenderName", "string", "Sender name shown to subscribers"),
+    Param("SenderEmailAddress", "string", "Sender address", format="email"),
+    Param("SenderCompany", "string", "Sender company"),
+    Param("SenderAddress", "string", "Sender postal address"),
+    CONFIRMATION_EMAIL,
+)
+LISTS_GET_PARAMS = (
+    Param("RecordsPerRequest", "integer", "Page size; 0 means all", default=0),
+    Param("RecordsFrom", "integer", "Rows to skip", default=0),
+    Param(
+        "OrderField",
+        "string",
+        "Sort column (anything else: ListID)",
+        enum=(
+            "ListID",
+            "Name",
+            "CreatedOn",
+            "ArchivedAt",
+            "ActiveSubscriberCount",
+            "SegmentCount",
+            "LastActivityAt",
+        ),
+    ),
+    ORDER_TYPE,
+    Param("Search", "string", "Case-insensitive substring of the name or description"),
+    Param(
+        "Archived",
+        "string",
+        "Which lists: unarchived (false), archived (true) or all",
+        enum=("false", "true", "all"),
+    ),
+)
+SUBSCRIBER_ANSWER = (
+    Param("SubscriberInformation", "object", "The subscriber row, CustomFields included", required=True),
+    Param("Suppressed", "boolean", "Whether the address is on the owner's suppression list", required=True),
+)
+SUBSCRIBER_CREATE_PARAMS = (
+    LIST_ID,
+    Param("EmailAddress", "string", "The subscriber's address", required=True, format="email"),
+    Param("FirstName", "string", "At most 255 characters"),
+    Param("LastName", "string", "At most 255 characters"),
+    Param("Status", "string", "Subscription status", default="Subscribed", enum=tuple(STATUS_NAMES.values())),
+    Param("SubscriptionDate", "string", f"{LEGACY_INSTANT}; required for Subscribed and Opt-In Pending"),
+    Param("SubscriptionIP", "string", "Required for Subscribed and Opt-In Pending"),
+    Param("UnsubscriptionDate", "string", f"{LEGACY_INSTANT}; required for Unsubscribed and Opt-Out Pending"),
+    Param("UnsubscriptionIP", "string", "Required for Unsubscribed and Opt-Out Pending"),
+    Param("OptInDate", "string", LEGACY_INSTANT),
+    Param("BounceType", "string", "Bounce status", enum=tuple(BOUNCE_NAMES.values())),
+    Param("CustomFields", "object", '{"<CustomFieldID>": value}: text or numbers'),
+    Param(
+        "Source",
+        "string",
+        "Anything else becomes Unknown",
+        default="API",
+        enum=("CSVImport", "API", "Webhook", "Manual", "Other", "Unknown"),
+    ),
+    Param("SourceRef", "string", "Free text, cut to 64 characters"),
+    Param("UpdateIfDuplicate", "boolean", "Update the subscriber when the address is on the list", default=False),
+    Param("UpdateIfUnsubscribed", "boolean", "Subscribe again an address that unsubscribed", default=False),
+    Param("OptInConfirmationEmailID", "integer", "ID of the confirmation email to send"),
+)
+SUBSCRIBER_GET_PARAMS = (
+    LIST_ID,
+    Param("SubscriberID", "integer", "The subscriber (or give EmailAddress)"),
+    Param("EmailAddress", "string", "The subscriber (or give SubscriberID)", format="email"),
+    Param(
+        "Include",
+        "object",
+        "Which parts to answer (each defaults to true)",
+        fields=tuple(
+            Param(name, "boolean", default=True)
+            for name in ("Journeys", "Events", "Activity", "Revenue", "Tags", "Segments")
+        ),
+    ),
+)
+SUBSCRIBERS_GET_PARAMS = (
+    SUBSCRIBER_LIST_ID,
+    Param(
+        "SubscriberSegment",
+        "string",
+        "Active, Suppressed, Unsubscribed, Soft bounced, Hard bounced, Opt-in pending, or a segment ID",
+        required=True,
+    ),
+    Param(
+        "RecordsPerRequest", "integer", 'Page size (25); "0" as a string: no limit for a named segment', default=25
+    ),
+    Param("RecordsFrom", "integer", "Rows to skip", default=0),
+    Param("OrderField", "string", "Sort column", default="EmailAddress"),
+    ORDER_TYPE,
+    Param(
+        "SearchField",
+        "string",
+        "EmailAddress, SubscriberID, SubscriptionDate, SubscriptionIP, OptInDate, or a custom field ID",
+    ),
+    Param("SearchKeyword", "string", "What SearchField must contain"),
+)
+UNSUBSCRIBE_PARAMS = (
+    LIST_ID,
+    Param("IPAddress", "string", "Where the request came from", required=True),
+    Param("EmailAddress", "string", "One subscriber by address", format="email"),
+    Param("SubscriberID", "integer", "One subscriber by ID"),
+    RULES_JSON,
+    RULES_OPERATOR,
+    Param(
+        "AddToGlobalSuppression",
+        "boolean",
+        "Also suppress the addresses for the list's owner (the owner's credentials only)",
+        default=False,
+    ),
+    Param("Preview", "boolean", "A dry run: change nothing (the owner's credentials only)", default=False),
+    Param("CampaignID", "integer", "The campaign the request came from (checked for form only)"),
+    Param("EmailID", "integer", "The email the request came from (checked for form only)"),
+    Param("AutoResponderID", "integer", "The autoresponder the request came from (checked for form only)"),
+)
+SUBSCRIBERS_DELETE_PARAMS = (
+    SUBSCRIBER_LIST_ID,
+    Param("Subscribers", "integers", "Subscriber IDs (or give RulesJSON)"),
+    RULES_JSON,
+    RULES_OPERATOR,
+    Param(
+        "Suppressed", "boolean", "Delete the owner's suppression entries of these addresses instead", default=False
+    ),
+)
+SEGMENT_CREATE_PARAMS = (
+    SUBSCRIBER_LIST_ID,
+    Param("SegmentName", "string", "Name of the segment", required=True),
+    Param("SegmentOperator", "string", "How the rule groups combine", required=True, enum=("and", "or")),
+    Param("RulesJson", "json", "Rules as a JSON string: an array of groups of {type, operator, value} rules"),
+    Param(
+        "SegmentRuleField", "strings", "The old form: rule fields, with SegmentRuleOperator and SegmentRuleFilter"
+    ),
+    Param("SegmentRuleOperator", "strings", "The old form: one operator per SegmentRuleField"),
+    Param("SegmentRuleFilter", "strings", "The old form: one value per SegmentRuleField"),
+    Param("Randomness", "boolean", "Pick a random sample of the matches", default=False),
+    Param("RandomnessAudienceSize", "integer", "Size of the random sample", default=0),
+)
+SEGMENTS_GET_PARAMS = (
+    SUBSCRIBER_LIST_ID,
+    Param("SegmentID", "integer", "Only this segment"),
+    Param("IncludeTotals", "boolean", "Count each segment's subscribers", default=True),
+    Param(
+        "OrderField",
+        "string",
+        "Sort column",
+        enum=("SegmentName", "SegmentID", "SegmentOperator", "SubscriberCount", "SubscriberCountLastCalculatedOn"),
+    ),
+    Param("OrderType", "string", "Sort direction", enum=("ASC", "DESC"), default="DESC"),
+)
+
 ROWS = [
     Command(
         "list.create",
@@ -938,6 +1124,12 @@ ROWS = [
             26: "ConfirmationEmail RelTemplateID is required for Template mode",
         },
         v1_alias=False,
+        summary="Create a list, optionally with its double opt-in confirmation email",
+        params=LIST_CREATE_PARAMS,
+        returns=(
+            Param("ListID", "integer", "ID of the new list", required=True),
+            Param("ConfirmationEmailID", "integer", "With a ConfirmationEmail: its email's ID"),
+        ),
     ),
     Command(
         "list.get",
@@ -947,6 +1139,9 @@ ROWS = [
         codes={"listid": 1, "LIST_ID_REQUIRED": 1, "LIST_NOT_FOUND": 1},
         texts={1: "Missing or unknown ListID"},
         v1_alias=False,
+        summary="A list, with its subscriber and segment counts",
+        params=(LIST_ID, Param("GetStats", "boolean", "Add Statistics to the list", default=False)),
+        returns=(Param("List", "object", "The list row", required=True),),
     ),
     Command(
         "lists.get",
@@ -954,6 +1149,12 @@ ROWS = [
         permission="Lists.Get",
         shape="list",
         v1_alias=False,
+        summary="List the caller's lists, filtered, sorted and paged",
+        params=LISTS_GET_PARAMS,
+        returns=(
+            Param("TotalListCount", "integer", "Every match, whatever the page", required=True),
+            Param("Lists", "array", "List rows", required=True),
+        ),
     ),
     Command(
         "lists.delete",
@@ -963,6 +1164,9 @@ ROWS = [
         codes={"lists": 1, "LIST_IDS_REQUIRED": 1},
         texts={1: "Missing required parameter (Lists)"},
         v1_alias=False,
+        summary="Delete lists",
+        params=(Param("Lists", "integers", "List IDs, comma-separated or an array", required=True),),
+        returns=(ERROR_TEXT,),
     ),
     Command(
         "subscriber.create",
@@ -973,6 +1177,15 @@ ROWS = [
         texts=SUBSCRIBER_CREATE_TEXTS,
         rate_limit=RATE_LIMIT,
         errors_list=True,
+        summary="Add a subscriber to a list",
+        params=SUBSCRIBER_CREATE_PARAMS,
+        returns=(
+            *SUBSCRIBER_ANSWER,
+            Param("SubscriberTags", "array", "Always empty: Herald keeps no subscriber tags", required=True),
+            Param("SubscriberSegments", "array", "[{SegmentID, SegmentName}]", required=True),
+            Param("SubscriberJourneys", "array", "Always empty", required=True),
+            Param("SubscriberWebsiteEvents", "array", "Always empty", required=True),
+        ),
     ),
     Command(
         "subscriber.get",
@@ -997,6 +1210,17 @@ ROWS = [
         },
         rate_limit=RATE_LIMIT,
         v1_alias=False,
+        summary="A subscriber of a list, by ID or address",
+        params=SUBSCRIBER_GET_PARAMS,
+        returns=(
+            *SUBSCRIBER_ANSWER,
+            Param("SubscriberTags", "array", "Unless Include.Tags is false; always empty"),
+            Param("SubscriberSegments", "array", "Unless Include.Segments is false: [{SegmentID, SegmentName}]"),
+            Param("SubscriberJourneys", "object", "Unless Include.Journeys is false; always empty"),
+            Param("SubscriberWebsiteEvents", "array", "Unless Include.Events is false; always empty"),
+            Param("SubscriberActivity", "array", "Unless Include.Activity is false; always empty"),
+            Param("TotalRevenue", "number", "Unless Include.Revenue is false; always 0"),
+        ),
     ),
     Command(
         "subscribers.get",
@@ -1020,6 +1244,13 @@ ROWS = [
             4: "Invalid SearchField",
         },
         v1_alias=False,
+        summary="A page of a list's subscribers in a named segment or a segment",
+        params=SUBSCRIBERS_GET_PARAMS,
+        returns=(
+            ERROR_TEXT,
+            Param("Subscribers", "array", "Subscriber rows", required=True),
+            Param("TotalSubscribers", "integer", "Every match, whatever the page", required=True),
+        ),
     ),
     Command(
         "subscriber.unsubscribe",
@@ -1061,6 +1292,12 @@ ROWS = [
             10: "Invalid EmailID",
         },
         v1_alias=False,
+        summary=(
+            "Unsubscribe one subscriber from a list (no credentials: the unsubscribe link), or many by "
+            "RulesJSON (the list owner's credentials)"
+        ),
+        params=UNSUBSCRIBE_PARAMS,
+        returns=(Param("RedirectURL", "string", "Always empty", required=True),),
     ),
     Command(
         "subscribers.delete",
@@ -1085,6 +1322,9 @@ ROWS = [
             8: "Subscribers must be a comma-separated list of subscriber IDs (or give RulesJSON)",
         },
         v1_alias=False,
+        summary="Delete subscribers of a list, by ID or by rules",
+        params=SUBSCRIBERS_DELETE_PARAMS,
+        returns=(ERROR_TEXT,),
     ),
     Command(
         "segment.create",
@@ -1114,6 +1354,9 @@ ROWS = [
             4: "List not found or doesn't belong to user",
         },
         v1_alias=False,
+        summary="Create a segment of a list from rules",
+        params=SEGMENT_CREATE_PARAMS,
+        returns=(Param("SegmentID", "integer", "ID of the new segment", required=True),),
     ),
     Command(
         "segments.get",
@@ -1123,6 +1366,12 @@ ROWS = [
         codes={"subscriberlistid": 1, "LIST_ID_REQUIRED": 1, "LIST_NOT_FOUND": 1},
         texts={1: "Missing or unknown SubscriberListID"},
         v1_alias=False,
+        summary="A list's segments, with their subscriber counts",
+        params=SEGMENTS_GET_PARAMS,
+        returns=(
+            Param("TotalSegmentCount", "integer", required=True),
+            Param("Segments", "array", "Segment rows", required=True),
+        ),
     ),
     Command(
         "segments.delete",
@@ -1132,5 +1381,8 @@ ROWS = [
         codes={"segments": 1, "SEGMENT_IDS_REQUIRED": 1},
         texts={1: "Missing required parameter (Segments)"},
         v1_alias=False,
+        summary="Delete segments",
+        params=(Param("Segments", "integers", "Segment IDs, comma-separated or an array", required=True),),
+        returns=(ERROR_TEXT,),
     ),
 ]

@@ -15,7 +15,18 @@ from google.protobuf import field_mask_pb2, json_format, timestamp_pb2
 from herald.campaign.v1 import campaign_pb2
 
 from services.common.grpcutil import RpcFailure, decode_error
-from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Problems, instant, unary, validate_only
+from translator.commands import (
+    ERROR_TEXT,
+    UNAVAILABLE_CODES,
+    Args,
+    Command,
+    Context,
+    Param,
+    Problems,
+    instant,
+    unary,
+    validate_only,
+)
 from translator.params import ParamError
 
 STATUS_NAMES = {
@@ -1087,6 +1098,136 @@ UPDATE_TEXTS = {
 # Code 6 (missing SendDate, or a send time in the past) and 26 (Herald's "invalid parameter") keep
 # the detail of what was wrong as their ErrorText.
 
+# Declared parameters and answers (the OpenAPI document; handlers read nothing else) ------------
+
+CAMPAIGN_ID = Param("CampaignID", "integer", "ID of the campaign", required=True)
+STATUS_VALUES = tuple(STATUS_NAMES.values())
+SCHEDULE_VALUES = tuple(SCHEDULE_NAMES.values())
+EXTRAS_PARAMS = (
+    Param("RetrieveTags", "boolean", "Add Tags [{TagID, Tag}]", default=False),
+    Param("SplitABTestStatistics", "boolean", "Add per-variation figures", default=False),
+)
+RECURSIVE_LIST = "for a Recursive schedule: comma-separated numbers, an array, or * for every value"
+GET_PARAMS = (
+    CAMPAIGN_ID,
+    Param("RetrieveStatistics", "boolean", "Add the delivery statistics", default=False),
+    *EXTRAS_PARAMS,
+    Param("RetrieveRecipientDomains", "boolean", "With RetrieveStatistics: add RecipientDomains", default=True),
+)
+GET_RETURNS = (
+    Param("Campaign", "object", "Every stored field of the campaign under its legacy name", required=True),
+    Param(
+        "CampaignThroughput",
+        "object",
+        "Emails per second between the first and the last send, and those seconds",
+        required=True,
+        fields=(
+            Param("EmailsPerSecond", "number", required=True),
+            Param("Duration", "integer", required=True),
+        ),
+    ),
+)
+UPDATE_PARAMS = (
+    CAMPAIGN_ID,
+    Param("CampaignName", "string", "New campaign name (at most 255 characters)"),
+    Param("CampaignStatus", "string", "Draft, or Ready to schedule it", enum=STATUS_VALUES),
+    Param("CampaignStatusReason", "string", "Reason for the status change"),
+    Param("RelEmailID", "integer", "ID of the email content to send"),
+    Param("ScheduleType", "string", "When it is sent", enum=SCHEDULE_VALUES),
+    Param("SendDate", "string", "YYYY-MM-DD in SendTimeZone; required for a Future schedule", format="date"),
+    Param("SendTime", "string", "HH:MM:SS in SendTimeZone; required for a Future schedule"),
+    Param("SendTimeZone", "string", "IANA time zone of SendDate/SendTime and of a Recursive schedule (UTC)"),
+    Param("ScheduleRecDaysOfWeek", "integers", f"Days of the week (0 = Sunday) {RECURSIVE_LIST}"),
+    Param("ScheduleRecDaysOfMonth", "integers", f"Days of the month {RECURSIVE_LIST}"),
+    Param("ScheduleRecMonths", "integers", f"Months {RECURSIVE_LIST}"),
+    Param("ScheduleRecHours", "integers", f"Hours {RECURSIVE_LIST}"),
+    Param("ScheduleRecMinutes", "integers", f"Minutes {RECURSIVE_LIST}"),
+    Param("ScheduleRecSendMaxInstance", "integer", "Occurrences of a Recursive schedule"),
+    Param("ApprovalUserExplanation", "string", "User explanation for approval"),
+    Param("GoogleAnalyticsDomains", "string", "Google Analytics tracking domains"),
+    Param("PublishOnRSS", "string", "Enabled or Disabled (or a boolean)", enum=("Enabled", "Disabled")),
+    Param("AutoResendEnabled", "boolean", "Resend to non-openers"),
+    Param("AutoResendWaitDays", "integer", "Days before the resend (1-365); required with AutoResendEnabled"),
+    Param("AutoResendSubject", "string", "Subject of the resend; required with AutoResendEnabled"),
+    Param("AutoResendPreHeaderText", "string", "Pre-header of the resend; required with AutoResendEnabled"),
+    Param("OriginalCampaignID", "integer", "ID of the original campaign if this is a resend"),
+    Param(
+        "RecipientListsAndSegments",
+        "strings",
+        "Recipients: ListID:SegmentID items (a bare ListID is the whole list)",
+    ),
+    Param("Exclude_RecipientListsAndSegments", "strings", "Excluded recipients: ListID:SegmentID items"),
+    Param(
+        "RulesJsonBundle",
+        "object",
+        'Recipient rules {"operator": "and", "criteria": [{"list_id": N, "operator": "and", "rules": [[...]]}]}',
+    ),
+    Param("S2SEnabled", "boolean", "Server-to-server tracking"),
+    Param(
+        "ABTesting",
+        "object",
+        "A/B variations; {} or Enabled false removes them",
+        fields=(
+            Param("Enabled", "boolean"),
+            Param(
+                "Variations",
+                "array",
+                "2 to 5 variations",
+                fields=(Param("EmailID", "integer", required=True), Param("Weight", "integer", required=True)),
+            ),
+        ),
+    ),
+)
+SPLIT_TEST_PARAMS = (
+    CAMPAIGN_ID,
+    Param("TestSize", "integer", "Percentage of the recipients in the test group (1-99)", required=True),
+    Param("TestDuration", "integer", "Hours before the winner goes to the other recipients", required=True),
+    Param(
+        "Winner",
+        "string",
+        "How the winner is chosen",
+        required=True,
+        enum=("highest_open_rate", "most_unique_clicks", "Highest Open Rate", "Most Unique Clicks"),
+    ),
+)
+LIST_PARAMS_DECLARED = (
+    Param("CampaignStatus", "strings", "Statuses (comma-separated or an array), Scheduled, or All"),
+    Param("ScheduleType", "strings", "Schedule types (comma-separated or an array)"),
+    Param("SearchKeyword", "string", "Case-insensitive substring of the name"),
+    Param("FilterByUserID", "integer", "Only this user's campaigns (admin credentials only)"),
+    Param("CampaignIDs", "integers", "Only these campaigns (comma-separated or an array)"),
+    Param("Date_From", "string", "Sent (or due) on this day or later, UTC", format="date"),
+    Param("Date_To", "string", "Sent (or due) on this day or earlier, UTC", format="date"),
+    Param("RecordsPerRequest", "integer", "Page size, at most 1000; 0 means all", default=0),
+    Param("RecordsFrom", "integer", "Rows to skip", default=0),
+    Param(
+        "OrderField",
+        "string",
+        "Sort column",
+        enum=("CampaignID", "CampaignName", "CampaignStatus", "SendDate", "CreateDateTime", "UpdateDateTime"),
+    ),
+    Param("OrderType", "string", "Sort direction", enum=("ASC", "DESC")),
+    Param("Tags", "integers", "Only campaigns with one of these tag IDs"),
+    Param("ExcludeColumns", "strings", "Columns left out of each row (never CampaignID)"),
+    Param("RetrieveStatistics", "boolean", "Add the statistics fields to each row", default=True),
+    *EXTRAS_PARAMS,
+    Param(
+        "IncludeTotalRecipients",
+        "boolean",
+        "Add TotalRecipients, TotalSent, TotalFailed over every match",
+        default=False,
+    ),
+    Param("Include_AutoResend", "boolean", "Also list auto-resend campaigns", default=False),
+)
+LIST_RETURNS = (
+    ERROR_TEXT,
+    Param("Campaigns", "array", "One object per campaign, as campaign.get's Campaign", required=True),
+    Param("TotalCampaigns", "integer", "Every match, whatever the page", required=True),
+    Param("TotalRecipients", "integer", "With IncludeTotalRecipients"),
+    Param("TotalSent", "integer", "With IncludeTotalRecipients"),
+    Param("TotalFailed", "integer", "With IncludeTotalRecipients"),
+)
+
 ROWS = [
     Command(
         "campaign.create",
@@ -1099,6 +1240,9 @@ ROWS = [
             "CAMPAIGN_NAME_INVALID": 1,
         },
         texts={1: "Missing required parameter (CampaignName)"},
+        summary="Create a Draft campaign",
+        params=(Param("CampaignName", "string", "Name of the new campaign", required=True),),
+        returns=(Param("CampaignID", "integer", "ID of the new campaign", required=True),),
     ),
     Command(
         "campaign.get",
@@ -1108,6 +1252,9 @@ ROWS = [
         shape="int",
         codes={"campaignid": 2, "CAMPAIGN_ID_REQUIRED": 2, "CAMPAIGN_NOT_FOUND": 2},
         texts={2: "Campaign not found or invalid CampaignID"},
+        summary="A campaign, with its statistics, tags and A/B figures on request",
+        params=GET_PARAMS,
+        returns=GET_RETURNS,
     ),
     Command(
         "campaign.update",
@@ -1117,6 +1264,8 @@ ROWS = [
         codes=UPDATE_CODES,
         texts=UPDATE_TEXTS,
         cause_texts=UPDATE_CAUSE_TEXTS,
+        summary="Change a campaign: name, status, email, schedule, recipients, auto-resend, A/B variations",
+        params=UPDATE_PARAMS,
     ),
     Command(
         "campaign.copy",
@@ -1124,6 +1273,9 @@ ROWS = [
         permission="Campaign.Create",
         codes={"campaignid": 1, "CAMPAIGN_ID_REQUIRED": 1, "CAMPAIGN_NOT_FOUND": 1},
         texts={1: "Invalid source campaign"},
+        summary="Copy a campaign into a new Draft",
+        params=(Param("CampaignID", "integer", "ID of the campaign to copy", required=True),),
+        returns=(Param("NewCampaignID", "integer", "ID of the copy", required=True),),
     ),
     Command(
         "campaign.pause",
@@ -1136,6 +1288,8 @@ ROWS = [
             2: NOT_FOUND_TEXT,
             3: "Invalid campaign status (campaign must be Sending or Ready to be paused)",
         },
+        summary="Pause a Sending or Ready campaign",
+        params=(CAMPAIGN_ID,),
     ),
     Command(
         "campaign.resume",
@@ -1148,6 +1302,8 @@ ROWS = [
             2: NOT_FOUND_TEXT,
             3: "Campaign status is not Paused (only Paused campaigns can be resumed)",
         },
+        summary="Resume a Paused campaign",
+        params=(CAMPAIGN_ID,),
     ),
     Command(
         "campaign.cancel",
@@ -1156,6 +1312,8 @@ ROWS = [
         shape="list",
         codes=ID_CODES,
         texts={1: MISSING_ID_TEXT, 2: NOT_FOUND_TEXT, 3: "Invalid campaign status"},
+        summary="Cancel a campaign: a Ready one back to Draft, a Sending or Paused one to Cancelled",
+        params=(CAMPAIGN_ID,),
     ),
     Command(
         "campaign.approve",
@@ -1164,6 +1322,8 @@ ROWS = [
         shape="mixed",
         codes=ID_CODES,
         texts={1: MISSING_ID_TEXT, 2: "Campaign not found", 3: "Campaign is not Pending Approval"},
+        summary="Approve an untrusted user's Pending Approval campaign (it becomes Ready)",
+        params=(CAMPAIGN_ID,),
     ),
     Command(
         "splittest.create",
@@ -1191,6 +1351,9 @@ ROWS = [
             6: NOT_FOUND_TEXT,
         },
         v1_alias=False,
+        summary="Send an A/B campaign's variations to a test group first, the winner to the rest later",
+        params=SPLIT_TEST_PARAMS,
+        returns=(Param("SplitTestID", "integer", "ID of the split test", required=True),),
     ),
     Command(
         "campaigns.delete",
@@ -1198,6 +1361,9 @@ ROWS = [
         permission="Campaign.Delete",
         codes={"campaigns": 1, "CAMPAIGN_IDS_REQUIRED": 1},
         texts={1: "Missing required parameter (Campaigns)"},
+        summary="Delete campaigns and their auto-resend campaigns (unknown and foreign IDs are ignored)",
+        params=(Param("Campaigns", "integers", "Campaign IDs, comma-separated or an array", required=True),),
+        returns=(ERROR_TEXT,),
     ),
     Command(
         "campaigns.get",
@@ -1207,5 +1373,8 @@ ROWS = [
         shape="mixed",
         codes={name: 1 for name in LIST_PARAMS} | {reason: 1 for reason in LIST_REASONS},
         texts={1: "Invalid parameter"},
+        summary="List campaigns, filtered, sorted and paged",
+        params=LIST_PARAMS_DECLARED,
+        returns=LIST_RETURNS,
     ),
 ]

@@ -8,7 +8,7 @@ import grpc
 from herald.campaign.v1 import campaign_pb2
 
 from services.common.grpcutil import decode_error
-from translator.commands import Args, Command, Context, Problems
+from translator.commands import ERROR_TEXT, Args, Command, Context, Param, Problems
 
 # delivery's reason when its database failed mid-retry; any other unavailability is the hard 100004.
 DATABASE_ERROR = "DATABASE_ERROR"
@@ -63,5 +63,13 @@ ROWS = [
             6: "Database error during retry operation",
         },
         rate_limit=(100, 60.0),
+        summary="Send a finished campaign's failed recipients again",
+        params=(Param("CampaignID", "integer", "ID of a Sent or Failed campaign", required=True),),
+        returns=(
+            ERROR_TEXT,
+            Param("RetriedCount", "integer", "Recipients queued again", required=True),
+            Param("BatchesCreated", "integer", "Delivery batches made for them", required=True),
+            Param("Message", "string", "The same in words", required=True),
+        ),
     ),
 ]

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from google.protobuf import field_mask_pb2
 from herald.campaign.v1 import email_pb2
 
-from translator.commands import Args, Command, Context, Problems, instant, unary, validate_only
+from translator.commands import ERROR_TEXT, Args, Command, Context, Param, Problems, instant, unary, validate_only
 from translator.params import ParamError, Params
 
 CONTENT_TYPE_NAMES = {
@@ -349,12 +349,64 @@ UPDATE_CODES = {
     **{name: 21 for name in (*TEXT_FIELDS, *TRACKING_TEXTS) if name not in ("fromemail", "replytoemail")},
 }
 
+# Declared parameters and answers (the OpenAPI document; handlers read nothing else) ------------
+
+EMAIL_ID = Param("EmailID", "integer", "ID of the email", required=True)
+TRACKING_PARAMS = (
+    Param("OpenTracking", "boolean", "Track opens", default=True),
+    Param("LinkTracking", "boolean", "Track clicks", default=True),
+    Param("UTMTracking", "boolean", "Add UTM parameters to links (needs UTMSource, UTMMedium, UTMCampaign)"),
+    Param("UTMSource", "string", "utm_source; required with UTMTracking"),
+    Param("UTMMedium", "string", "utm_medium; required with UTMTracking"),
+    Param("UTMCampaign", "string", "utm_campaign; required with UTMTracking"),
+    Param("UTMTerm", "string", "utm_term"),
+    Param("UTMContent", "string", "utm_content"),
+    Param("UTMMergeTags", "boolean", "Personalization tags in the UTM values"),
+)
+PERSONALIZED = '; may hold personalization tags ({{ Subscriber:FirstName | "there" }})'
+UPDATE_PARAMS = (
+    EMAIL_ID,
+    Param(
+        "ValidateScope",
+        "string",
+        "What the content is checked for",
+        required=True,
+        enum=("OptIn", "Campaign", "AutoResponder"),
+    ),
+    Param("EmailName", "string", "Name of the email"),
+    Param("Subject", "string", "Subject line" + PERSONALIZED),
+    Param("PreHeaderText", "string", "Pre-header text"),
+    Param("FromName", "string", "Sender name"),
+    Param("FromEmail", "string", "Sender address", format="email"),
+    Param("ReplyToName", "string", "Reply-to name"),
+    Param("ReplyToEmail", "string", "Reply-to address", format="email"),
+    Param("HTMLContent", "string", "HTML body" + PERSONALIZED),
+    Param("PlainContent", "string", "Plain-text body" + PERSONALIZED),
+    Param("Mode", "string", "Editor the content comes from", enum=tuple(MODE_NAMES.values())),
+    Param("FetchURL", "string", "Import mode: where the HTML is fetched from", format="uri"),
+    Param("FetchPlainURL", "string", "Import mode: where the plain text is fetched from", format="uri"),
+    Param("RelTemplateID", "integer", "Template mode: ID of the template"),
+    Param("ImageEmbedding", "boolean", "Embed images in the message"),
+    Param("IsEmailTemplate", "boolean", "Keep the email as a template"),
+    Param("ExtraContent1", "string", "Free content kept with the email"),
+    Param("ExtraContent2", "string", "Free content kept with the email"),
+    *TRACKING_PARAMS,
+    Param(
+        "Options",
+        "object",
+        "The tracking parameters as one object, as email.get answers them",
+        fields=TRACKING_PARAMS,
+    ),
+)
+
 ROWS = [
     Command(
         "email.create",
         unary(lambda s: s.email.CreateEmail, create, render_created),
         shape="mixed",
         v1_alias=False,
+        summary="Create an empty email for email.update to fill",
+        returns=(Param("EmailID", "integer", "ID of the new email", required=True),),
     ),
     Command(
         "email.get",
@@ -364,6 +416,11 @@ ROWS = [
         codes={"emailid": 1, "EMAIL_ID_REQUIRED": 1, "EMAIL_NOT_FOUND": 2},
         texts=TEXTS_BY_ID,
         v1_alias=False,
+        summary="An email's content, headers and tracking options",
+        params=(EMAIL_ID,),
+        returns=(
+            Param("EmailInformation", "object", "The email row, Options as an object, Attachments", required=True),
+        ),
     ),
     Command(
         "email.update",
@@ -373,6 +430,8 @@ ROWS = [
         codes=UPDATE_CODES,
         texts=UPDATE_TEXTS,
         v1_alias=False,
+        summary="Change an email; a parameter sent empty clears its field",
+        params=UPDATE_PARAMS,
     ),
     Command(
         "email.delete",
@@ -382,6 +441,9 @@ ROWS = [
         codes={"emailid": 1, "EMAIL_ID_REQUIRED": 1, "EMAIL_NOT_FOUND": 2},
         texts=TEXTS_BY_ID,
         v1_alias=False,
+        summary="Delete an email (soft)",
+        params=(EMAIL_ID,),
+        returns=(ERROR_TEXT,),
     ),
     Command(
         "emails.get",
@@ -391,5 +453,18 @@ ROWS = [
         codes={"emailids": 1, "EMAIL_IDS_INVALID": 1, "EMAIL_IDS_TOO_MANY": 3},
         texts={1: "EmailIDs has no valid numeric entry", 3: f"More than {MAX_LISTED_IDS} EmailIDs"},
         v1_alias=False,
+        summary="List emails: every email of the caller, or the ones named",
+        params=(
+            Param(
+                "EmailIDs",
+                "integers",
+                f"At most {MAX_LISTED_IDS} IDs; blank, non-numeric and unknown ones are dropped",
+            ),
+            Param("Fields", "strings", "Columns to answer (EmailID always); unknown names are ignored"),
+        ),
+        returns=(
+            Param("TotalEmailCount", "integer", required=True),
+            Param("Emails", "array", "Email rows", required=True),
+        ),
     ),
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from translator.commands import Args, Command, Context
+from translator.commands import ERROR_TEXT, Args, Command, Context, Param
 from translator.envelope import LegacyError
 
 
@@ -42,7 +42,56 @@ async def admin_login(args: Args, ctx: Context) -> dict[str, Any]:
     return {"ErrorText": "", **result}
 
 
+# Declared parameters and answers (the OpenAPI document; handlers read nothing else) ------------
+
+SESSION_ID = Param("SessionID", "string", "A session for the SessionID parameter of other commands", required=True)
+
 ROWS = [
-    Command("user.login", user_login, scope="none", shape="list"),
-    Command("admin.login", admin_login, scope="none", shape="int"),
+    Command(
+        "user.login",
+        user_login,
+        scope="none",
+        shape="list",
+        # Raised by the handler itself; listed for the OpenAPI document.
+        texts={1: "Missing Username", 2: "Missing Password", 3: "Invalid login information"},
+        summary="Open a user session, with a username and password or with an API key",
+        params=(
+            Param("Username", "string", "Required unless APIKey is given"),
+            Param("Password", "string", "Required unless APIKey is given", format="password"),
+            Param("APIKey", "string", "Log in with the user's API key instead of a password"),
+        ),
+        returns=(
+            ERROR_TEXT,
+            SESSION_ID,
+            Param(
+                "UserInfo",
+                "object",
+                "UserID, Username, EmailAddress, FirstName, LastName, AccountStatus, ...",
+                required=True,
+            ),
+        ),
+    ),
+    Command(
+        "admin.login",
+        admin_login,
+        scope="none",
+        shape="int",
+        texts={3: "Missing or invalid login information"},
+        summary="Open an admin session, with a username and password or with an admin API key",
+        params=(
+            Param("Username", "string", "Required unless AdminAPIKey is given"),
+            Param("Password", "string", "Required unless AdminAPIKey is given", format="password"),
+            Param("AdminAPIKey", "string", "Log in with the admin's API key instead of a password"),
+        ),
+        returns=(
+            ERROR_TEXT,
+            SESSION_ID,
+            Param(
+                "AdminInfo",
+                "object",
+                "AdminID, Username, FirstName, LastName, EmailAddress, CreatedOn, ...",
+                required=True,
+            ),
+        ),
+    ),
 ]

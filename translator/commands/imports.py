@@ -14,7 +14,7 @@ from typing import Any
 
 from herald.audience.v1 import audience_pb2
 
-from translator.commands import Args, Command, Context, Problems, instant, unary
+from translator.commands import Args, Command, Context, Param, Problems, instant, unary
 from translator.params import ParamError, Params
 
 RATE_LIMIT = (100, 60.0)
@@ -228,6 +228,50 @@ POST_TEXTS = {
     21: "Missing required parameter (Tags)",
 }
 
+# Declared parameters and answers (the OpenAPI document; handlers read nothing else) ------------
+
+LIST_ID = Param("ListID", "integer", "ID of the list", required=True)
+CSV_SOURCE = (
+    Param("URL", "string", "Where the CSV is fetched from (or give Data)", format="uri"),
+    Param("Data", "string", "The CSV itself (or give URL)"),
+    Param("FieldTerminator", "string", 'Field separator, e.g. "," or "\\t"', required=True),
+    Param("EscapedBy", "string", 'Escape character, e.g. "\\\\"', required=True),
+    Param("FieldEncloser", "string", "Quote character, e.g. '\"'"),
+    Param(
+        "MappedFields",
+        "object",
+        'Columns to fields: {"FIELD1": "EmailAddress", "FIELD2": "<CustomFieldID>"} (or an array of names)',
+        required=True,
+    ),
+)
+POST_PARAMS = (
+    LIST_ID,
+    *(
+        Param(name, "boolean", text, required=True)
+        for name, text in (
+            ("AddToGlobalSuppressionList", "Put the imported addresses on the suppression list"),
+            ("AddToSuppressionList", "Put the imported addresses on the suppression list"),
+            ("UpdateDuplicates", "Update subscribers already on the list (names, custom fields)"),
+            ("TriggerActions", "Run autoresponders and journeys (Herald has none)"),
+        )
+    ),
+    Param("Tags", "strings", "Tag names (comma-separated or an array; may be empty)", required=True),
+    Param(
+        "ImportFrom",
+        "object",
+        "Where the subscribers come from",
+        required=True,
+        fields=(Param("CSV", "object", "A CSV file", required=True, fields=CSV_SOURCE),),
+    ),
+)
+IMPORT_JOB = Param(
+    "ImportJob",
+    "object",
+    "ImportID, ImportDate, FinishedAt, ImportStatus, FailedData, TotalSubscribers, TotalImported, TotalDuplicates, "
+    "TotalFailed, ListID, TotalUpdated, FailureReason",
+    required=True,
+)
+
 ROWS = [
     Command(
         "subscribers.import.post",
@@ -236,10 +280,16 @@ ROWS = [
         shape="list",
         codes=POST_CODES,
         texts=POST_TEXTS,
-        # Served at /api/v1/subscribers.import (app.V1_PATHS), not under its own name.
+        # Served at /api/v1/subscribers.import (registry.V1_PATHS), not under its own name.
         v1_alias=False,
         rate_limit=RATE_LIMIT,
         errors_list=True,
+        summary="Start importing a CSV of subscribers into a list (the import runs in the background)",
+        params=POST_PARAMS,
+        returns=(
+            Param("ImportID", "integer", "ID of the import job", required=True),
+            Param("ImportType", "string", "Always async", required=True, enum=("async",)),
+        ),
     ),
     Command(
         "subscribers.import.get",
@@ -270,5 +320,8 @@ ROWS = [
         methods=frozenset({"GET", "POST"}),
         rate_limit=RATE_LIMIT,
         errors_list=True,
+        summary="An import job's progress and outcome",
+        params=(LIST_ID, Param("ImportID", "integer", "ID of the import job", required=True)),
+        returns=(IMPORT_JOB,),
     ),
 ]

@@ -10,7 +10,7 @@ from herald.audience.v1 import audience_pb2
 from herald.campaign.v1 import campaign_pb2
 
 from services.common.grpcutil import decode_error
-from translator.commands import Args, Command, Context, Problems
+from translator.commands import Args, Command, Context, Param, Problems
 from translator.commands.campaign import STATUS_NAMES
 from translator.envelope import LegacyError
 
@@ -154,6 +154,36 @@ ROWS = [
             "campaignid:malformed": 2,
             "CAMPAIGN_NOT_FOUND": 3,
         },
-        texts={1: MISSING_ID_TEXT, 2: MALFORMED_ID_TEXT, 3: NOT_FOUND_TEXT},
+        # 4, 5 and 10 are raised by the handler itself; listed for the OpenAPI document.
+        texts={
+            1: MISSING_ID_TEXT,
+            2: MALFORMED_ID_TEXT,
+            3: NOT_FOUND_TEXT,
+            4: UNSENT_ONLY_TEXT,
+            5: NO_TARGETING_TEXT,
+            10: RETRIEVAL_TEXT,
+        },
+        summary="Who an unsent campaign (Draft, Ready, Pending Approval) would be sent to",
+        params=(
+            Param("CampaignID", "integer", "ID of the campaign", required=True),
+            Param("OnlyTotal", "boolean", "Answer the count without the recipients", default=False),
+        ),
+        returns=(
+            Param("CampaignID", "integer", required=True),
+            Param("TotalRecipients", "integer", "Every recipient, however many are listed", required=True),
+            Param(
+                "Recipients",
+                "array",
+                f"At most {MAX_RECIPIENTS:,}, lowest subscriber ID first; empty with OnlyTotal",
+                required=True,
+                fields=(
+                    Param("SubscriberID", "integer", required=True),
+                    Param("EmailAddress", "string", required=True, format="email"),
+                    Param("FirstName", "string", required=True),
+                    Param("LastName", "string", required=True),
+                    Param("ListID", "integer", required=True),
+                ),
+            ),
+        ),
     ),
 ]

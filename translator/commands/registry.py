@@ -15,6 +15,13 @@ from translator.commands import (
     tag,
 )
 
+# /api/v1 paths that are no command's own name: one path serves two commands, told apart by the
+# HTTP method (supporting-commands.md §0 and §4).
+V1_PATHS: dict[tuple[str, str], str] = {
+    ("subscribers.import", "POST"): "subscribers.import.post",
+    ("subscribers.import", "GET"): "subscribers.import.get",
+}
+
 
 def all_commands() -> dict[str, Command]:
     rows = [

@@ -6,7 +6,7 @@ from typing import Any
 
 from herald.tag.v1 import tag_pb2
 
-from translator.commands import Args, Command, unary
+from translator.commands import ERROR_TEXT, Args, Command, Param, unary
 
 NAME_CODES = {"TAG_NAME_INVALID": 3, "TAG_NAME_EMPTY": 4}
 NAME_TEXTS = {
@@ -72,8 +72,35 @@ ASSIGN_CODES = {
 }
 ASSIGN_TEXTS = {1: "Missing or unknown TagID", 2: "Missing or invalid CampaignIDs"}
 
+# Declared parameters and answers (the OpenAPI document; handlers read nothing else) ------------
+
+TAG_NAME = "Tag name: letters, digits, spaces, hyphens and underscores, unique per user (case-insensitive)"
+TAG_ID = Param("TagID", "integer", "ID of the tag", required=True)
+CAMPAIGN_IDS = Param("CampaignIDs", "integers", "Campaign IDs, comma-separated or an array", required=True)
+TAGS_GET_RETURNS = (
+    ERROR_TEXT,
+    Param("TotalTagCount", "integer", "Number of tags", required=True),
+    Param(
+        "Tags",
+        "array",
+        "The caller's tags",
+        required=True,
+        fields=(
+            Param("TagID", "integer", required=True),
+            Param("Tag", "string", required=True),
+            Param("RelOwnerUserID", "integer", required=True),
+        ),
+    ),
+)
+
 ROWS = [
-    Command("tags.get", unary(lambda s: s.tag.ListTags, list_tags, render_tags), v1_alias=False),
+    Command(
+        "tags.get",
+        unary(lambda s: s.tag.ListTags, list_tags, render_tags),
+        v1_alias=False,
+        summary="List the caller's tags",
+        returns=TAGS_GET_RETURNS,
+    ),
     Command(
         "tag.create",
         unary(lambda s: s.tag.CreateTag, create_tag, render_created),
@@ -81,6 +108,9 @@ ROWS = [
         codes={"tag": 1, "tag:malformed": 3, "TAG_NAME_REQUIRED": 1, "TAG_ALREADY_EXISTS": 2, **NAME_CODES},
         texts={1: "Missing required parameter (Tag)", 2: "Tag already exists in the system", **NAME_TEXTS},
         v1_alias=False,
+        summary="Create a tag",
+        params=(Param("Tag", "string", TAG_NAME, required=True),),
+        returns=(ERROR_TEXT, Param("TagID", "integer", "ID of the new tag", required=True)),
     ),
     Command(
         "tag.update",
@@ -102,6 +132,9 @@ ROWS = [
             **NAME_TEXTS,
         },
         v1_alias=False,
+        summary="Rename a tag",
+        params=(TAG_ID, Param("Tag", "string", "The new name. " + TAG_NAME, required=True)),
+        returns=(ERROR_TEXT,),
     ),
     Command(
         "tags.delete",
@@ -110,6 +143,9 @@ ROWS = [
         codes={"tags": 1, "TAG_IDS_REQUIRED": 1},
         texts={1: "Missing required parameter (Tags)"},
         v1_alias=False,
+        summary="Delete tags (unknown and foreign IDs are ignored)",
+        params=(Param("Tags", "integers", "Tag IDs, comma-separated or an array", required=True),),
+        returns=(ERROR_TEXT,),
     ),
     Command(
         "tag.assigntocampaigns",
@@ -119,6 +155,9 @@ ROWS = [
         codes=ASSIGN_CODES,
         texts=ASSIGN_TEXTS,
         v1_alias=False,
+        summary="Assign a tag to campaigns",
+        params=(TAG_ID, CAMPAIGN_IDS),
+        returns=(ERROR_TEXT,),
     ),
     Command(
         "tag.unassignfromcampaigns",
@@ -128,5 +167,8 @@ ROWS = [
         codes=ASSIGN_CODES,
         texts=ASSIGN_TEXTS,
         v1_alias=False,
+        summary="Remove a tag from campaigns",
+        params=(TAG_ID, CAMPAIGN_IDS),
+        returns=(ERROR_TEXT,),
     ),
 ]
