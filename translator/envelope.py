@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
-from xml.sax.saxutils import escape
 
 from aiohttp import web
 
@@ -85,6 +85,16 @@ def hard_failure_body(failure: HardFailure) -> dict[str, Any]:
     }
 
 
+# Characters XML 1.0 cannot carry at all, not even in CDATA or as a character reference; stored text
+# (a name a client sent) may hold them, and the answer must stay well-formed.
+_NOT_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_NOT_IN_NAME_RE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _xml_text(value: str) -> str:
+    return _NOT_XML_RE.sub("\ufffd", value).replace("]]>", "]]]]><![CDATA[>")
+
+
 def _xml_node(name: str, value: Any) -> str:
     if isinstance(value, Mapping):
         inner = "".join(_xml_node(str(k), v) for k, v in value.items())
@@ -95,8 +105,11 @@ def _xml_node(name: str, value: Any) -> str:
     elif value is None:
         inner = ""
     else:
-        inner = "<![CDATA[" + str(value).replace("]]>", "]]]]><![CDATA[>") + "]]>"
-    tag = escape(name) if name[:1].isalpha() else f"node_{escape(name)}"
+        inner = "<![CDATA[" + _xml_text(str(value)) + "]]>"
+    # A key that is no XML name (a custom field ID, a client's odd key) becomes node_<key>, with
+    # characters a name cannot hold as "_".
+    tag = _NOT_IN_NAME_RE.sub("_", name)
+    tag = tag if tag[:1].isalpha() else f"node_{tag}"
     return f"<{tag}>{inner}</{tag}>"
 
 

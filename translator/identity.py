@@ -338,6 +338,8 @@ class IdentityStore:
 
     async def _account_row(self, table: str, *, username: str, api_key: str) -> Any:
         """The account row for a login by API key or by username (users: active ones only), or None."""
+        if not api_key and "\x00" in username:
+            return None  # no account has one: PostgreSQL text cannot hold NUL (and refuses the query)
         active = " AND account_status = 'Active'" if table == "users" else ""
         match, value = (
             ("api_key_hash = :v", key_hash(api_key))

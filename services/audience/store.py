@@ -244,7 +244,9 @@ async def lists_page(
     `archived`: True only archived lists, False only the others, None all.
     """
     conditions: list[sa.ColumnElement[bool]] = [_owned_by(lists.c.owner_user_id, owner)]
-    if search:
+    if "\x00" in search:
+        conditions.append(sa.false())  # no text holds NUL (and PostgreSQL refuses it in a query)
+    elif search:
         pattern = _like(search)
         conditions.append(
             sa.or_(lists.c.name.ilike(pattern, escape="\\"), lists.c.description.ilike(pattern, escape="\\"))
@@ -415,6 +417,8 @@ async def segments_containing(
 
 
 def _search_condition(column_name: str, keyword: str) -> sa.ColumnElement[bool]:
+    if "\x00" in keyword:
+        return sa.false()  # no text holds NUL (and PostgreSQL refuses it in a query)
     if column_name.startswith(rules.CUSTOM_PREFIX):
         key = column_name.removeprefix(rules.CUSTOM_PREFIX)
         return sa.func.coalesce(subscribers.c.custom_fields.op("->>")(sa.literal(key, sa.Text)), "").ilike(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import xml.etree.ElementTree as ElementTree
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -336,3 +337,38 @@ async def test_a_multipart_form_with_1500_fields_answers_its_command(api: Api, u
         form.add_field(f"Extra{i}", "x")
     status, _, text = await api.raw("POST", "/api.php", data=form)
     assert status == 200 and json.loads(text)["Success"] is True
+
+
+# --- Found by the fuzz test ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("command", "password"), [("user.login", "secret-password"), ("admin.login", "x")])
+async def test_a_username_with_nul_is_an_invalid_login(api: Api, user: User, command: str, password: str) -> None:
+    status, body = await api.post({"Command": command, "Username": user.username + "\x00", "Password": password})
+    assert status == 200 and body["Success"] is False
+    assert body["ErrorCode"] in ([3], 3)
+
+
+async def test_a_search_term_with_nul_matches_nothing(api: Api, user: User) -> None:
+    created = await api.call("list.create", user.api_key, SubscriberListName="nul search")
+    body = await api.call("lists.get", user.api_key, Search="\x00")
+    assert body["Success"] is True and body["TotalListCount"] == 0 and body["Lists"] == []
+    body = await api.call(
+        "subscribers.get",
+        user.api_key,
+        SubscriberListID=created["ListID"],
+        SubscriberSegment="Active",
+        SearchKeyword="a\x00",
+    )
+    assert body["Success"] is True and body["TotalSubscribers"] == 0
+
+
+async def test_an_xml_answer_is_well_formed_whatever_text_it_carries(api: Api, user: User) -> None:
+    created = await api.call("list.create", user.api_key, SubscriberListName="bell \x07 and escape \x1b")
+    assert created["Success"] is True
+    status, content_type, text = await api.raw(
+        "POST", "/api.php", json={"Command": "lists.get", "APIKey": user.api_key, "ResponseFormat": "XML"}
+    )
+    assert (status, content_type) == (200, "text/xml")
+    root = ElementTree.fromstring(text.encode())
+    assert root.findtext("Lists/node_0/Name") == "bell \ufffd and escape \ufffd"
