@@ -130,6 +130,7 @@ def parameters_schema(command: Command) -> dict[str, Any]:
     }
     schema = object_schema(command.params, extra=common)
     schema["description"] = _command_text(command)
+    schema["x-legacy-command"] = _legacy_extension(command)
     return schema
 
 
