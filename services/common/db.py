@@ -97,15 +97,26 @@ class ReadPool:
         assert self._pool is not None, "ReadPool.open() first"
         arguments = read.arguments(params)
         try:
-            record = await self._pool.fetchrow(read.sql, *arguments)
+            record = await self._fetchrow(read.sql, arguments)
         except _CONNECTION_LOST as exc:
             # A restarted PostgreSQL leaves every pooled connection dead: drop them all, then retry once.
             log.info(
                 "a pooled read connection failed; dropping the pool's connections and retrying", error=str(exc)
             )
             await self._pool.expire_connections()
-            record = await self._pool.fetchrow(read.sql, *arguments)
+            record = await self._fetchrow(read.sql, arguments)
         return None if record is None else self._row_type(read.sql, record)._make(record.values())
+
+    async def _fetchrow(self, sql: str, arguments: list[Any]) -> asyncpg.Record | None:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            try:
+                return await conn.fetchrow(sql, *arguments)
+            except _CONNECTION_LOST:
+                # Its protocol may be in a state nobody knows (a termination that arrived mid-read):
+                # closed here, it never goes back to the pool.
+                conn.terminate()
+                raise
 
     def _row_type(self, sql: str, record: asyncpg.Record) -> Any:
         """A named tuple type with the read's columns, made on its first row (GetCampaign's code reads
@@ -173,13 +184,16 @@ def _settings_in_options(options: str) -> dict[str, str]:
 
 
 # A connection PostgreSQL closed (restart, failover, pg_terminate_backend) or cannot accept yet; not a
-# cancelled query (statement_timeout), which a retry would only make wait twice as long.
+# cancelled query (statement_timeout), which a retry would only make wait twice as long. A termination
+# that reaches asyncpg while it starts a read can also surface as InternalClientError ("cannot switch
+# to state 12; another operation is in progress"; seen over TCP under load, and asyncpg#1069).
 _CONNECTION_LOST = (
     asyncpg.PostgresConnectionError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     OSError,
 )
 
