@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from services.common.config import SERVICES, Settings
@@ -29,6 +30,9 @@ PROCESSES = (*SERVICES, "translator")
 # the maximum (a crash loop); one that ran for RESTART_RESET_SECONDS counts as healthy again, and one
 # killed by a signal (an operator, the OOM killer, a chaos test) was not crash-looping at all.
 RESTART_DELAY_SECONDS = 0.5
+# How long the services may take to listen at start: seconds on a laptop, but eight Python processes
+# importing and migrating at once on a busy two-core machine have been seen to need over a minute.
+STARTUP_SECONDS = 180.0
 RESTART_MAX_DELAY_SECONDS = 10.0
 RESTART_RESET_SECONDS = 30.0
 # Signals that stop Herald: Ctrl-C, a service manager, and the terminal it runs in closing.
@@ -130,7 +134,10 @@ def _local_host(settings: Settings) -> str:
 
 
 def _wait_until_listening(
-    settings: Settings, children: dict[str, subprocess.Popen[bytes]], timeout: float
+    settings: Settings,
+    children: dict[str, subprocess.Popen[bytes]],
+    timeout: float,
+    stopping: Callable[[], bool],
 ) -> None:
     ports = {name: settings.grpc_port(name) for name in SERVICES} | {"translator": settings.http_port}
     if "mail-capture" in children:
@@ -138,7 +145,7 @@ def _wait_until_listening(
     host = _local_host(settings)
     deadline = time.monotonic() + timeout
     waiting = dict(ports)
-    while waiting:
+    while waiting and not stopping():
         for name, port in list(waiting.items()):
             if children[name].poll() is not None:
                 raise RuntimeError(f"{name} exited with code {children[name].returncode} while starting")
@@ -203,7 +210,7 @@ def _run(settings: Settings) -> int:
         supervised = _children(settings, env, capture)
         for child in supervised:
             children[child.name] = child.start()
-        _wait_until_listening(settings, children, timeout=60)
+        _wait_until_listening(settings, children, STARTUP_SECONDS, lambda: stopping)
         _say(
             f"Herald is up: legacy API at {settings.effective_public_url()}/api.php, "
             f"data in {settings.data_dir.resolve()}"

@@ -143,7 +143,7 @@ def herald_env(backing: Backing, data_dir: Path) -> tuple[dict[str, str], dict[s
     return env, ports
 
 
-def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 200) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout
