@@ -526,16 +526,13 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
                 if found is None:
                     raise domain.campaign_not_found(request.campaign_id)
                 campaign, progress = found
-                if campaign.status not in (domain.CampaignStatus.SENT, domain.CampaignStatus.FAILED):
-                    raise domain.status_invalid(
-                        campaign.status, f"only a Sent or Failed campaign is retried, not a {campaign.status} one"
-                    )
+                # Judged before delivery is asked: only a Sent or Failed campaign is retried.
+                after, reopened = sending.retried(campaign, progress)
                 # The row stays locked while delivery requeues: a campaign_finished for the retried
                 # recipients waits for this commit, so it always finds the campaign Sending.
                 requeued = await self._delivery.RetryFailedRecipients(
                     delivery_pb2.RetryFailedRecipientsRequest(campaign_id=campaign.campaign_id)
                 )
-                after, reopened = sending.retried(campaign, progress)
                 await store.save_sending(conn, after, reopened)
                 await self._record_status_change(conn, campaign, after)
         except DBAPIError as exc:

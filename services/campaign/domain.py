@@ -538,9 +538,6 @@ CLIENT_SETTABLE_STATUSES = frozenset({CampaignStatus.DRAFT, CampaignStatus.READY
 EDITABLE_STATUSES = frozenset({CampaignStatus.DRAFT, CampaignStatus.READY})
 # Waiting for the due instant: arming a campaign (entering one of these) computes when it is due.
 ARMED_STATUSES = frozenset({CampaignStatus.READY, CampaignStatus.PENDING_APPROVAL})
-PAUSABLE_STATUSES = frozenset({CampaignStatus.SENDING, CampaignStatus.READY})
-# Cancelling these stops delivery for good; cancelling a Ready campaign only returns it to Draft (RULINGS 7).
-CANCELLABLE_WHILE_SENDING = frozenset({CampaignStatus.SENDING, CampaignStatus.PAUSED})
 _UPDATE_TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
     CampaignStatus.DRAFT: frozenset({CampaignStatus.DRAFT, CampaignStatus.READY}),
     CampaignStatus.READY: frozenset({CampaignStatus.DRAFT, CampaignStatus.READY}),
@@ -549,10 +546,59 @@ _UPDATE_TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
 }
 
 
+@dataclass(frozen=True)
+class Transition:
+    """One way a campaign's status changes other than by UpdateCampaign: the status each allowed status
+    leads to; `done` completes "only a … campaign <done>" in the refusal."""
+
+    done: str
+    edges: Mapping[CampaignStatus, CampaignStatus]
+
+
+# The client's custom methods.
+PAUSE = Transition(
+    "can be paused", {CampaignStatus.SENDING: CampaignStatus.PAUSED, CampaignStatus.READY: CampaignStatus.PAUSED}
+)
+RESUME = Transition("can be resumed", {CampaignStatus.PAUSED: CampaignStatus.READY})
+# Cancelling a Ready campaign only returns it to Draft; cancelling one that is sending stops it for good (RULINGS 7).
+CANCEL = Transition(
+    "can be cancelled",
+    {
+        CampaignStatus.READY: CampaignStatus.DRAFT,
+        CampaignStatus.SENDING: CampaignStatus.CANCELLED,
+        CampaignStatus.PAUSED: CampaignStatus.CANCELLED,
+    },
+)
+APPROVE = Transition("can be approved", {CampaignStatus.PENDING_APPROVAL: CampaignStatus.READY})
+# Sending: the picker starts a due campaign; delivery reports that an occurrence finished.
+START_SENDING = Transition("starts sending", {CampaignStatus.READY: CampaignStatus.SENDING})
+FINISH_SENDING = Transition("finishes sending", {CampaignStatus.SENDING: CampaignStatus.SENT})
+FAIL_SENDING = Transition("finishes sending", {CampaignStatus.SENDING: CampaignStatus.FAILED})
+# A Recursive campaign waits for its next occurrence.
+AWAIT_NEXT_OCCURRENCE = Transition("finishes sending", {CampaignStatus.SENDING: CampaignStatus.READY})
+# An admin's admin.campaign.retryfailed: delivery requeues the failed recipients.
+RETRY_FAILED = Transition(
+    "is retried", {CampaignStatus.SENT: CampaignStatus.SENDING, CampaignStatus.FAILED: CampaignStatus.SENDING}
+)
+
+
 def status_invalid(current: CampaignStatus, message: str, field_name: str = "") -> DomainError:
     """FAILED_PRECONDITION STATUS_INVALID, with the current status (legacy name) in the metadata."""
     violations = [FieldViolation(field_name, "STATUS_INVALID", message)] if field_name else []
     return DomainError(ErrorKind.PRECONDITION, "STATUS_INVALID", message, violations, {"status": current.value})
+
+
+def allows(transition: Transition, current: CampaignStatus) -> bool:
+    return current in transition.edges
+
+
+def status_after(transition: Transition, current: CampaignStatus) -> CampaignStatus:
+    """The status `transition` leads to from `current`; FAILED_PRECONDITION STATUS_INVALID when it is not allowed."""
+    if current not in transition.edges:
+        names = [status.value for status in transition.edges]
+        either = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+        raise status_invalid(current, f"only a {either} campaign {transition.done}, not a {current.value} one")
+    return transition.edges[current]
 
 
 def status_after_update(
@@ -576,62 +622,18 @@ def status_after_update(
     return requested
 
 
-def status_after_pause(current: CampaignStatus) -> CampaignStatus:
-    if current not in PAUSABLE_STATUSES:
-        raise status_invalid(current, f"only a Sending or Ready campaign can be paused, not a {current.value} one")
-    return CampaignStatus.PAUSED
-
-
-def status_after_resume(current: CampaignStatus) -> CampaignStatus:
-    if current is not CampaignStatus.PAUSED:
-        raise status_invalid(current, f"only a Paused campaign can be resumed, not a {current.value} one")
-    return CampaignStatus.READY
-
-
-def status_after_cancel(current: CampaignStatus) -> CampaignStatus:
-    if current is CampaignStatus.READY:
-        return CampaignStatus.DRAFT
-    if current in CANCELLABLE_WHILE_SENDING:
-        return CampaignStatus.CANCELLED
-    raise status_invalid(
-        current, f"only a Ready, Sending or Paused campaign can be cancelled, not a {current.value} one"
-    )
-
-
-def status_after_approval(current: CampaignStatus) -> CampaignStatus:
-    if current is not CampaignStatus.PENDING_APPROVAL:
-        raise status_invalid(
-            current, f"only a Pending Approval campaign can be approved, not a {current.value} one"
-        )
-    return CampaignStatus.READY
-
-
-def status_after_send_start(current: CampaignStatus) -> CampaignStatus:
-    """Delivery (the picker) starts sending a due Ready campaign."""
-    if current is not CampaignStatus.READY:
-        raise status_invalid(current, f"only a Ready campaign starts sending, not a {current.value} one")
-    return CampaignStatus.SENDING
-
-
-def status_after_send_end(current: CampaignStatus, *, failed: bool) -> CampaignStatus:
-    """Delivery finished every recipient of a Sending campaign."""
-    if current is not CampaignStatus.SENDING:
-        raise status_invalid(current, f"only a Sending campaign finishes sending, not a {current.value} one")
-    return CampaignStatus.FAILED if failed else CampaignStatus.SENT
-
-
 def paused(campaign: Campaign) -> Campaign:
-    return dataclasses.replace(campaign, status=status_after_pause(campaign.status))
+    return dataclasses.replace(campaign, status=status_after(PAUSE, campaign.status))
 
 
 def resumed(campaign: Campaign) -> Campaign:
     """Back to Ready with the schedule as it was: delivery carries on with the recipients still pending."""
-    return dataclasses.replace(campaign, status=status_after_resume(campaign.status))
+    return dataclasses.replace(campaign, status=status_after(RESUME, campaign.status))
 
 
 def cancelled(campaign: Campaign) -> Campaign:
     """A Ready campaign returns to Draft without its schedule; a Sending or Paused one is Cancelled for good."""
-    status = status_after_cancel(campaign.status)
+    status = status_after(CANCEL, campaign.status)
     if status is CampaignStatus.DRAFT:
         return dataclasses.replace(campaign, status=status, schedule=NOT_SCHEDULED, scheduled_at=None)
     return dataclasses.replace(campaign, status=status)
@@ -639,7 +641,7 @@ def cancelled(campaign: Campaign) -> Campaign:
 
 def approved(campaign: Campaign, now: datetime) -> Campaign:
     """Ready, due again from now: a Recursive schedule's next occurrence may have passed while it waited."""
-    status = status_after_approval(campaign.status)
+    status = status_after(APPROVE, campaign.status)
     return dataclasses.replace(campaign, status=status, scheduled_at=due_at(campaign.schedule, now))
 
 

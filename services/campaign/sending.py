@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.campaign.domain import Campaign, CampaignStatus, SplitTest, Winner, next_occurrence
+from services.campaign import domain
+from services.campaign.domain import Campaign, SplitTest, Winner, next_occurrence
 
 SEND_REQUESTED = "campaign.send_requested"
 CAMPAIGN_FINISHED = "delivery.campaign_finished"
@@ -82,12 +83,11 @@ def _split_test_payload(split_test: SplitTest | None) -> dict[str, Any] | None:
 
 def start_sending(campaign: Campaign, progress: SendProgress, now: datetime) -> SendStart:
     """A due Ready campaign becomes Sending: a new occurrence, or the open one continued after a pause."""
-    if campaign.status is not CampaignStatus.READY:
-        raise ValueError(f"only a Ready campaign starts sending, not a {campaign.status} one")
+    status = domain.status_after(domain.START_SENDING, campaign.status)
     resume = progress.occurrence_open
     started = dataclasses.replace(
         campaign,
-        status=CampaignStatus.SENDING,
+        status=status,
         status_reason="",
         send_started_at=campaign.send_started_at or now,
         send_finished_at=None if not resume else campaign.send_finished_at,
@@ -139,30 +139,41 @@ def after_finish(
 ) -> tuple[Campaign, SendProgress] | None:
     """The campaign once an occurrence finished, or None when the report is stale (not Sending any more, or
     about an earlier occurrence): a redelivered or late event changes nothing."""
-    if campaign.status is not CampaignStatus.SENDING or not progress.occurrence_open:
+    if not progress.occurrence_open:
         return None
     if finished.occurrence and finished.occurrence != progress.occurrences_started:
         return None
-    closed = dataclasses.replace(progress, occurrence_open=False)
-    rule = campaign.schedule.recursive
-    if rule is not None and progress.occurrences_started < rule.max_instances:
-        # The next occurrence after the later of now and the one just sent, so none fires twice.
-        upcoming = next_occurrence(rule, max(now, campaign.scheduled_at or now))
-        if upcoming is not None:
-            ready = dataclasses.replace(
-                campaign, status=CampaignStatus.READY, status_reason=finished.reason, scheduled_at=upcoming
-            )
-            return ready, closed
-    status = CampaignStatus.FAILED if finished.failed else CampaignStatus.SENT
-    done = dataclasses.replace(
-        campaign, status=status, status_reason=finished.reason, send_finished_at=finished.finished_at
+    upcoming = _upcoming_occurrence(campaign, progress, now)
+    if upcoming is not None:
+        transition = domain.AWAIT_NEXT_OCCURRENCE
+    else:
+        transition = domain.FAIL_SENDING if finished.failed else domain.FINISH_SENDING
+    if not domain.allows(transition, campaign.status):
+        return None  # paused, cancelled or finished since delivery wrote the report
+    after = dataclasses.replace(
+        campaign, status=domain.status_after(transition, campaign.status), status_reason=finished.reason
     )
-    return done, closed
+    if upcoming is not None:
+        after = dataclasses.replace(after, scheduled_at=upcoming)
+    else:
+        after = dataclasses.replace(after, send_finished_at=finished.finished_at)
+    return after, dataclasses.replace(progress, occurrence_open=False)
+
+
+def _upcoming_occurrence(campaign: Campaign, progress: SendProgress, now: datetime) -> datetime | None:
+    """When a Recursive campaign sends next; None for any other, and after its last occurrence."""
+    rule = campaign.schedule.recursive
+    if rule is None or progress.occurrences_started >= rule.max_instances:
+        return None
+    # The next occurrence after the later of now and the one just sent, so none fires twice.
+    return next_occurrence(rule, max(now, campaign.scheduled_at or now))
 
 
 def retried(campaign: Campaign, progress: SendProgress) -> tuple[Campaign, SendProgress]:
-    """A Sent or Failed campaign whose failed recipients are queued again is Sending until delivery reports."""
+    """A Sent or Failed campaign whose failed recipients are queued again is Sending until delivery reports;
+    STATUS_INVALID for a campaign in any other status."""
+    status = domain.status_after(domain.RETRY_FAILED, campaign.status)
     return (
-        dataclasses.replace(campaign, status=CampaignStatus.SENDING, status_reason="", send_finished_at=None),
+        dataclasses.replace(campaign, status=status, status_reason="", send_finished_at=None),
         dataclasses.replace(progress, occurrence_open=True),
     )

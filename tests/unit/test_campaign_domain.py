@@ -1282,6 +1282,32 @@ def test_refused_transition_names_the_current_status() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("transition", "current", "message"),
+    [
+        (domain.PAUSE, CampaignStatus.DRAFT, "only a Sending or Ready campaign can be paused, not a Draft one"),
+        (
+            domain.CANCEL,
+            CampaignStatus.SENT,
+            "only a Ready, Sending or Paused campaign can be cancelled, not a Sent one",
+        ),
+        (domain.START_SENDING, CampaignStatus.PAUSED, "only a Ready campaign starts sending, not a Paused one"),
+        (domain.RETRY_FAILED, CampaignStatus.DRAFT, "only a Sent or Failed campaign is retried, not a Draft one"),
+    ],
+)
+def test_a_refused_transition_says_which_statuses_allow_it(
+    transition: domain.Transition, current: CampaignStatus, message: str
+) -> None:
+    assert not domain.allows(transition, current)
+    error = _error(lambda: domain.status_after(transition, current))
+    assert (error.kind, error.reason, error.message, error.metadata) == (
+        ErrorKind.PRECONDITION,
+        "STATUS_INVALID",
+        message,
+        {"status": current.value},
+    )
+
+
 def test_approval_rearms_a_recursive_schedule_from_now() -> None:
     recursive = domain.Schedule(ScheduleType.RECURSIVE, recursive=_rule(days_of_week=(1,)))
     current = _campaign(

@@ -1,5 +1,7 @@
 """Property-based test of the campaign status machine: random sequences of client operations (update, pause,
-resume, cancel, approve) and of delivery's own transitions (start and finish sending) keep its invariants."""
+resume, cancel, approve), of the picker's start, of delivery's reports and of an admin's retry keep its
+invariants. Each operation is the function production calls (services/campaign/api.py, picker.py,
+sending_events.py), so the machine tested is the machine that runs."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from services.campaign import domain
+from services.campaign import domain, sending
 from services.campaign.domain import Campaign, CampaignStatus, ScheduleType
 from services.common.auth import Principal
 from services.common.errors import DomainError, ErrorKind
@@ -23,10 +25,10 @@ EMAILS = (11, 12)
 LIVE = domain.References(live_email_ids=frozenset(EMAILS))
 FUTURE = domain.Schedule(ScheduleType.FUTURE, future=domain.FutureSchedule(SEND_TIME, "Europe/Paris"))
 
-# Only delivery puts a campaign in these; no client operation may.
+# Only the picker, delivery and an admin's retry put a campaign in these; no client operation may.
 DELIVERY_ONLY = frozenset({CampaignStatus.SENDING, CampaignStatus.SENT, CampaignStatus.FAILED})
-# Nothing a client does moves a campaign out of these.
-TERMINAL = frozenset({CampaignStatus.SENT, CampaignStatus.CANCELLED})
+# Sending is over: nothing but an admin's retry (of a Sent or Failed campaign) moves a campaign out of these.
+FINISHED = frozenset({CampaignStatus.SENT, CampaignStatus.FAILED, CampaignStatus.CANCELLED})
 # Recipients, content and schedule change only in these (the issue: "only in Draft and Ready").
 EDITABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.READY})
 CLIENT_OPERATIONS = frozenset({"update", "rename", "pause", "resume", "cancel", "approve"})
@@ -54,14 +56,18 @@ class CampaignLifecycle(RuleBasedStateMachine):
             schedule=FUTURE,
             scheduled_at=SEND_TIME,
         )
+        self.progress = sending.SendProgress()
         # (operation, status before, status after) for every operation that succeeded.
         self.history: list[tuple[str, CampaignStatus, CampaignStatus]] = []
-        self.reached_terminal = False
 
     @initialize(status=st.sampled_from(list(CampaignStatus)))
     def start_in(self, status: CampaignStatus) -> None:
         """Runs start in every status, as if earlier steps had led there, so that each is explored as often."""
         self.campaign = dataclasses.replace(self.campaign, status=status)
+        if status in {CampaignStatus.SENDING, CampaignStatus.PAUSED}:
+            self.progress = sending.SendProgress(send_requests=1, occurrences_started=1, occurrence_open=True)
+        elif status in FINISHED:
+            self.progress = sending.SendProgress(send_requests=1, occurrences_started=1)
 
     def _attempt(
         self, operation: str, change: Callable[[Campaign], Campaign], refusals: frozenset[str] = STATUS_ONLY
@@ -201,24 +207,81 @@ class CampaignLifecycle(RuleBasedStateMachine):
         self.history.append(("update", before.status, after.status))
         self.campaign = after
 
-    # --- delivery's transitions (the picker of a later issue) ----------------------------------------------
+    @rule(max_instances=st.integers(1, 3))
+    def reschedule_recursive(self, max_instances: int) -> None:
+        """A Recursive schedule, so that finishing an occurrence can lead back to Ready."""
+        rule = domain.RecursiveSchedule(
+            days_of_week=tuple(range(7)),
+            months=tuple(range(1, 13)),
+            hours=(9,),
+            minutes=(0,),
+            max_instances=max_instances,
+        )
+        schedule = domain.ScheduleRequest(campaign_pb2.SCHEDULE_TYPE_RECURSIVE, "recursive", recursive=rule)
+        patch = domain.CampaignPatch(1, ("schedule",), schedule=schedule)
+        self._attempt(
+            "update",
+            lambda c: domain.apply_update(c, patch, LIVE, Principal(user_id=7), NOW),
+            frozenset({"CAMPAIGN_NOT_EDITABLE"}),
+        )
+
+    # --- the picker, delivery's reports and the admin's retry, as services/campaign/sending.py applies them ----
 
     @rule()
-    def delivery_starts(self) -> None:
-        before = self.campaign.status
-        after = self._attempt(
-            "delivery", lambda c: dataclasses.replace(c, status=domain.status_after_send_start(c.status))
-        )
-        assert (after is not None) == (before is CampaignStatus.READY)
+    def picker_starts(self) -> None:
+        before, progress = self.campaign, self.progress
+        start = None
 
-    @rule(failed=st.booleans())
-    def delivery_finishes(self, failed: bool) -> None:
-        before = self.campaign.status
-        after = self._attempt(
-            "delivery",
-            lambda c: dataclasses.replace(c, status=domain.status_after_send_end(c.status, failed=failed)),
-        )
-        assert (after is not None) == (before is CampaignStatus.SENDING)
+        def change(c: Campaign) -> Campaign:
+            nonlocal start
+            start = sending.start_sending(c, progress, NOW)
+            return start.campaign
+
+        after = self._attempt("pick", change)
+        assert (after is not None) == (before.status is CampaignStatus.READY)
+        if start is not None:
+            assert after is not None and after.status is CampaignStatus.SENDING
+            # A pick after a pause continues the open occurrence; any other pick starts the next one.
+            assert start.resume == progress.occurrence_open
+            self.progress = start.progress
+
+    @rule(failed=st.booleans(), late=st.booleans())
+    def delivery_finishes(self, failed: bool, late: bool) -> None:
+        """Delivery's report that an occurrence finished; a late one is about an earlier occurrence."""
+        before, progress = self.campaign, self.progress
+        occurrence = progress.occurrences_started - 1 if late else progress.occurrences_started
+        report = sending.CampaignFinished(1, 7, failed, "", NOW, occurrence)
+        outcome = sending.after_finish(before, progress, report, NOW)
+        current = progress.occurrence_open and (not occurrence or occurrence == progress.occurrences_started)
+        # A report that is stale (the campaign no longer Sending, or about another occurrence) changes nothing.
+        assert (outcome is not None) == (before.status is CampaignStatus.SENDING and current)
+        if outcome is None:
+            return
+        after, self.progress = outcome
+        rule = before.schedule.recursive
+        if rule is not None and progress.occurrences_started < rule.max_instances:
+            assert after.status is CampaignStatus.READY and after.scheduled_at is not None
+        else:
+            assert after.status is (CampaignStatus.FAILED if failed else CampaignStatus.SENT)
+        assert not self.progress.occurrence_open
+        self.history.append(("finish", before.status, after.status))
+        self.campaign = after
+
+    @rule()
+    def admin_retries(self) -> None:
+        before, progress = self.campaign, self.progress
+        retried = None
+
+        def change(c: Campaign) -> Campaign:
+            nonlocal retried
+            retried = sending.retried(c, progress)
+            return retried[0]
+
+        after = self._attempt("retry", change)
+        assert (after is not None) == (before.status in {CampaignStatus.SENT, CampaignStatus.FAILED})
+        if retried is not None:
+            assert retried[0].status is CampaignStatus.SENDING
+            self.progress = retried[1]
 
     # --- invariants ----------------------------------------------------------------------------------------
 
@@ -241,40 +304,45 @@ class CampaignLifecycle(RuleBasedStateMachine):
                 assert before in {CampaignStatus.SENDING, CampaignStatus.PAUSED}
 
     @invariant()
-    def ready_only_after_draft_ready_paused_or_approval(self) -> None:
+    def ready_only_after_draft_ready_paused_approval_or_an_occurrence(self) -> None:
         for operation, before, after in self.history:
             if after is CampaignStatus.READY and before is not CampaignStatus.READY:
                 assert (operation, before) in {
                     ("update", CampaignStatus.DRAFT),
                     ("resume", CampaignStatus.PAUSED),
                     ("approve", CampaignStatus.PENDING_APPROVAL),
+                    ("finish", CampaignStatus.SENDING),  # a Recursive campaign waits for its next occurrence
                 }
 
     @invariant()
-    def terminal_statuses_stay_terminal(self) -> None:
-        if self.reached_terminal:
-            assert self.campaign.status in TERMINAL
-        seen_terminal: CampaignStatus | None = None
-        for _, before, after in self.history:
-            if seen_terminal is not None:
-                assert before is seen_terminal and after is seen_terminal
-            if after in TERMINAL:
-                seen_terminal = after
-        self.reached_terminal = seen_terminal is not None
+    def finished_campaigns_move_only_by_retry(self) -> None:
+        for operation, before, after in self.history:
+            if before in FINISHED and after is not before:
+                assert operation == "retry"
+                assert before in {CampaignStatus.SENT, CampaignStatus.FAILED} and after is CampaignStatus.SENDING
 
     @invariant()
-    def sending_statuses_were_reached_through_delivery(self) -> None:
+    def sending_statuses_were_reached_through_the_picker_delivery_or_a_retry(self) -> None:
         for operation, before, after in self.history:
             if after is CampaignStatus.SENDING and before is not CampaignStatus.SENDING:
-                assert (operation, before) == ("delivery", CampaignStatus.READY)
+                assert (operation, before) in {
+                    ("pick", CampaignStatus.READY),
+                    ("retry", CampaignStatus.SENT),
+                    ("retry", CampaignStatus.FAILED),
+                }
             if after in {CampaignStatus.SENT, CampaignStatus.FAILED} and before is not after:
-                assert (operation, before) == ("delivery", CampaignStatus.SENDING)
+                assert (operation, before) == ("finish", CampaignStatus.SENDING)
+
+    @invariant()
+    def a_sending_campaign_has_an_open_occurrence(self) -> None:
+        if self.campaign.status is CampaignStatus.SENDING:
+            assert self.progress.occurrence_open
 
     @invariant()
     def armed_campaigns_have_an_email_and_a_due_instant(self) -> None:
         if self.campaign.status in {CampaignStatus.READY, CampaignStatus.PENDING_APPROVAL}:
             assert self.campaign.email_id is not None
-            if self.campaign.schedule.type is ScheduleType.FUTURE:
+            if self.campaign.schedule.type in {ScheduleType.FUTURE, ScheduleType.RECURSIVE}:
                 assert self.campaign.scheduled_at is not None
 
 
