@@ -1,15 +1,15 @@
-"""The CampaignService servicer: turns requests into domain calls and store queries, and campaigns back into protos."""
+"""The CampaignService servicer: turns requests into domain calls and store queries, and their results into
+answers (services/campaign/convert.py translates between the messages and domain values)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import grpc
 import structlog
-from google.protobuf import json_format, timestamp_pb2
 from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
@@ -17,273 +17,13 @@ from herald.tag.v1 import tag_pb2, tag_pb2_grpc
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.campaign import domain, sending, store
+from services.campaign import convert, domain, sending, store
 from services.campaign.domain import Campaign
 from services.common import auth, db, grpcutil, outbox
 from services.common.errors import DomainError, ErrorKind, FieldViolation
 from services.common.natsutil import Subjects
 
 CAMPAIGN_DELETED = "campaign.deleted"
-
-
-def _instant(stamp: timestamp_pb2.Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-# --- domain -> proto -------------------------------------------------------------------------------------------
-
-
-def _schedule_to_proto(schedule: domain.Schedule) -> campaign_pb2.Schedule:
-    message = campaign_pb2.Schedule(type=domain.schedule_type_to_proto(schedule.type))
-    if schedule.future is not None:
-        message.future.send_time.CopyFrom(grpcutil.to_timestamp(schedule.future.send_time))
-        message.future.time_zone = schedule.future.time_zone
-    if schedule.recursive is not None:
-        rule = schedule.recursive
-        message.recursive.CopyFrom(
-            campaign_pb2.RecursiveSchedule(
-                days_of_week=rule.days_of_week,
-                days_of_month=rule.days_of_month,
-                months=rule.months,
-                hours=rule.hours,
-                minutes=rule.minutes,
-                max_instances=rule.max_instances,
-                time_zone=rule.time_zone,
-            )
-        )
-    return message
-
-
-def _targeting_to_proto(targeting: domain.Targeting) -> campaign_pb2.Targeting:
-    message = campaign_pb2.Targeting(
-        included=[
-            campaign_pb2.RecipientSource(list_id=s.list_id, segment_id=s.segment_id) for s in targeting.included
-        ],
-        excluded=[
-            campaign_pb2.RecipientSource(list_id=s.list_id, segment_id=s.segment_id) for s in targeting.excluded
-        ],
-    )
-    if targeting.rules_bundle is not None:
-        message.rules_bundle.update(dict(targeting.rules_bundle))
-    return message
-
-
-def _targeting_spec(targeting: domain.Targeting) -> audience_pb2.TargetingSpec:
-    spec = audience_pb2.TargetingSpec(
-        included=[
-            audience_pb2.ListSegment(list_id=s.list_id, segment_id=s.segment_id) for s in targeting.included
-        ],
-        excluded=[
-            audience_pb2.ListSegment(list_id=s.list_id, segment_id=s.segment_id) for s in targeting.excluded
-        ],
-    )
-    if targeting.rules_bundle is not None:
-        spec.rules_bundle.update(dict(targeting.rules_bundle))
-    return spec
-
-
-def _split_test_to_proto(split_test: domain.SplitTest) -> campaign_pb2.SplitTest:
-    return campaign_pb2.SplitTest(
-        split_test_id=split_test.split_test_id,
-        campaign_id=split_test.campaign_id,
-        test_size_percent=split_test.test_size_percent,
-        test_duration_hours=split_test.test_duration_hours,
-        winner=domain.winner_to_proto(split_test.winner),
-    )
-
-
-def campaign_to_proto(campaign: Campaign) -> campaign_pb2.Campaign:
-    message = campaign_pb2.Campaign(
-        campaign_id=campaign.campaign_id,
-        owner_user_id=campaign.owner_user_id,
-        name=campaign.name,
-        status=domain.status_to_proto(campaign.status),
-        status_reason=campaign.status_reason,
-        email_id=campaign.email_id or 0,
-        schedule_type=domain.schedule_type_to_proto(campaign.schedule_type),
-        original_campaign_id=campaign.original_campaign_id or 0,
-        create_time=grpcutil.to_timestamp(campaign.created_at),
-        update_time=grpcutil.to_timestamp(campaign.updated_at),
-        schedule=_schedule_to_proto(campaign.schedule),
-        targeting=_targeting_to_proto(campaign.targeting),
-        auto_resend=campaign_pb2.AutoResend(
-            enabled=campaign.auto_resend.enabled,
-            wait_days=campaign.auto_resend.wait_days,
-            subject=campaign.auto_resend.subject,
-            preheader_text=campaign.auto_resend.preheader_text,
-        ),
-        variations=[campaign_pb2.Variation(email_id=v.email_id, weight=v.weight) for v in campaign.variations],
-        approval_user_explanation=campaign.approval_user_explanation,
-        google_analytics_domains=campaign.google_analytics_domains,
-        publish_on_rss=campaign.publish_on_rss,
-        s2s_enabled=campaign.s2s_enabled,
-    )
-    if campaign.send_started_at is not None:
-        message.send_time.CopyFrom(grpcutil.to_timestamp(campaign.send_started_at))
-    if campaign.send_finished_at is not None:
-        message.send_finish_time.CopyFrom(grpcutil.to_timestamp(campaign.send_finished_at))
-    if campaign.split_test is not None:
-        message.split_test.CopyFrom(_split_test_to_proto(campaign.split_test))
-    return message
-
-
-# --- proto -> domain -------------------------------------------------------------------------------------------
-
-
-def _schedule_request(schedule: campaign_pb2.Schedule) -> domain.ScheduleRequest:
-    detail = schedule.WhichOneof("detail")
-    if detail == "future":
-        future = schedule.future
-        send_time = _instant(future.send_time) if future.HasField("send_time") else None
-        return domain.ScheduleRequest(schedule.type, "future", send_time=send_time, time_zone=future.time_zone)
-    if detail == "recursive":
-        rule = schedule.recursive
-        recursive = domain.RecursiveSchedule(
-            days_of_week=tuple(rule.days_of_week),
-            days_of_month=tuple(rule.days_of_month),
-            months=tuple(rule.months),
-            hours=tuple(rule.hours),
-            minutes=tuple(rule.minutes),
-            max_instances=rule.max_instances,
-            time_zone=rule.time_zone,
-        )
-        return domain.ScheduleRequest(schedule.type, "recursive", recursive=recursive)
-    return domain.ScheduleRequest(schedule.type)
-
-
-def _targeting(targeting: campaign_pb2.Targeting) -> domain.Targeting:
-    return domain.Targeting(
-        included=tuple(domain.RecipientSource(s.list_id, s.segment_id) for s in targeting.included),
-        excluded=tuple(domain.RecipientSource(s.list_id, s.segment_id) for s in targeting.excluded),
-        rules_bundle=json_format.MessageToDict(targeting.rules_bundle)
-        if targeting.HasField("rules_bundle")
-        else None,
-    )
-
-
-def patch_from_proto(request: campaign_pb2.UpdateCampaignRequest) -> domain.CampaignPatch:
-    campaign = request.campaign
-    return domain.CampaignPatch(
-        campaign_id=campaign.campaign_id,
-        paths=tuple(request.update_mask.paths),
-        name=campaign.name,
-        status=campaign.status,
-        status_reason=campaign.status_reason,
-        email_id=campaign.email_id,
-        schedule=_schedule_request(campaign.schedule),
-        targeting=_targeting(campaign.targeting),
-        auto_resend=domain.AutoResend(
-            enabled=campaign.auto_resend.enabled,
-            wait_days=campaign.auto_resend.wait_days,
-            subject=campaign.auto_resend.subject,
-            preheader_text=campaign.auto_resend.preheader_text,
-        ),
-        variations=tuple(domain.Variation(v.email_id, v.weight) for v in campaign.variations),
-        original_campaign_id=campaign.original_campaign_id,
-        approval_user_explanation=campaign.approval_user_explanation,
-        google_analytics_domains=campaign.google_analytics_domains,
-        publish_on_rss=campaign.publish_on_rss,
-        s2s_enabled=campaign.s2s_enabled,
-    )
-
-
-# --- statistics ------------------------------------------------------------------------------------------------
-
-
-def _send_span(stats: delivery_pb2.CampaignStatistics) -> tuple[datetime | None, datetime | None]:
-    first = _instant(stats.first_send_time) if stats.HasField("first_send_time") else None
-    last = _instant(stats.last_send_time) if stats.HasField("last_send_time") else None
-    return first, last
-
-
-def statistics_to_proto(stats: delivery_pb2.CampaignStatistics) -> campaign_pb2.CampaignStatistics:
-    """A campaign's statistics from delivery's figures, with the throughput of RULINGS 11."""
-    emails_per_second, duration = domain.throughput(stats.total_sent, *_send_span(stats))
-    message = campaign_pb2.CampaignStatistics(
-        total_recipients=stats.total_recipients,
-        total_sent=stats.total_sent,
-        total_failed=stats.total_failed,
-        total_opens=stats.total_opens,
-        unique_opens=stats.unique_opens,
-        total_clicks=stats.total_clicks,
-        unique_clicks=stats.unique_clicks,
-        emails_per_second=emails_per_second,
-        duration_seconds=duration,
-        variations=[
-            campaign_pb2.VariationStatistics(
-                email_id=v.email_id,
-                total_recipients=v.total_recipients,
-                total_sent=v.total_sent,
-                total_failed=v.total_failed,
-                unique_opens=v.unique_opens,
-                unique_clicks=v.unique_clicks,
-            )
-            for v in stats.variations
-        ],
-        domains=[
-            campaign_pb2.DomainStatistics(
-                domain=d.domain,
-                total_recipients=d.total_recipients,
-                total_sent=d.total_sent,
-                total_failed=d.total_failed,
-            )
-            for d in stats.domains
-        ],
-    )
-    if stats.HasField("split_test"):
-        result = stats.split_test
-        message.split_test.test_recipients = result.test_recipients
-        message.split_test.held_recipients = result.held_recipients
-        message.split_test.winner_email_id = result.winner_email_id
-        if result.HasField("decide_time"):
-            message.split_test.decide_time.CopyFrom(result.decide_time)
-    return message
-
-
-_COUNTERS = (
-    "total_recipients",
-    "total_sent",
-    "total_failed",
-    "total_opens",
-    "unique_opens",
-    "total_clicks",
-    "unique_clicks",
-)
-_VARIATION_COUNTERS = ("total_recipients", "total_sent", "total_failed", "unique_opens", "unique_clicks")
-_DOMAIN_COUNTERS = ("total_recipients", "total_sent", "total_failed")
-
-
-def total_statistics(items: Iterable[delivery_pb2.CampaignStatistics]) -> campaign_pb2.CampaignStatistics:
-    """Counters summed over campaigns; the throughput spans the first send of any to the last send of any."""
-    total = delivery_pb2.CampaignStatistics()
-    variations: dict[int, delivery_pb2.VariationStatistics] = {}
-    domains: dict[str, delivery_pb2.DomainStatistics] = {}
-    for stats in items:
-        for name in _COUNTERS:
-            setattr(total, name, getattr(total, name) + getattr(stats, name))
-        first, last = _send_span(stats)
-        if first is not None and (
-            not total.HasField("first_send_time") or first < _instant(total.first_send_time)
-        ):
-            total.first_send_time.CopyFrom(stats.first_send_time)
-        if last is not None and (not total.HasField("last_send_time") or last > _instant(total.last_send_time)):
-            total.last_send_time.CopyFrom(stats.last_send_time)
-        for v in stats.variations:
-            into_variation = variations.setdefault(
-                v.email_id, delivery_pb2.VariationStatistics(email_id=v.email_id)
-            )
-            for name in _VARIATION_COUNTERS:
-                setattr(into_variation, name, getattr(into_variation, name) + getattr(v, name))
-        for d in stats.domains:
-            into_domain = domains.setdefault(d.domain, delivery_pb2.DomainStatistics(domain=d.domain))
-            for name in _DOMAIN_COUNTERS:
-                setattr(into_domain, name, getattr(into_domain, name) + getattr(d, name))
-    total.variations.extend(variations[key] for key in sorted(variations))
-    total.domains.extend(domains[key] for key in sorted(domains))
-    return statistics_to_proto(total)
-
-
-# --- the servicer ----------------------------------------------------------------------------------------------
 
 
 class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
@@ -317,7 +57,7 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
         async with self._engine.begin() as conn:
             campaign = await store.insert_campaign(conn, owner_user_id=owner_user_id, name=name)
         structlog.contextvars.bind_contextvars(campaign_id=campaign.campaign_id)
-        return campaign_to_proto(campaign)
+        return convert.campaign_to_proto(campaign)
 
     async def GetCampaign(
         self, request: campaign_pb2.GetCampaignRequest, context: grpc.aio.ServicerContext
@@ -329,13 +69,13 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
         )
         if campaign is None:
             raise domain.campaign_not_found(request.campaign_id)
-        message = campaign_to_proto(campaign)
+        message = convert.campaign_to_proto(campaign)
         if request.view == campaign_pb2.CAMPAIGN_VIEW_FULL:
             statistics, tags = await asyncio.gather(
                 self._statistics([campaign.campaign_id], request.statistics_view),
                 self._campaign_tags([campaign.campaign_id]),
             )
-            _add_full_view(message, statistics, tags)
+            convert.add_full_view(message, statistics, tags)
         return message
 
     async def BatchGetCampaigns(
@@ -348,7 +88,7 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
         by_id = {campaign.campaign_id: campaign for campaign in found}
         # AIP-231: the response lists the campaigns in the order they were asked for.
         return campaign_pb2.BatchGetCampaignsResponse(
-            campaigns=[campaign_to_proto(by_id[campaign_id]) for campaign_id in campaign_ids]
+            campaigns=[convert.campaign_to_proto(by_id[campaign_id]) for campaign_id in campaign_ids]
         )
 
     async def ListCampaigns(
@@ -356,19 +96,19 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
     ) -> campaign_pb2.ListCampaignsResponse:
         query = domain.build_list_query(
             auth.principal(),
-            statuses=request.statuses,
+            statuses=[convert.status_from_proto(value) for value in request.statuses],
             search=request.search,
             campaign_ids=request.campaign_ids,
             include_auto_resend=request.include_auto_resend,
-            order_by=request.order_by,
+            order_by=convert.order_field_from_proto(request.order_by),
             descending=request.descending,
             page_size=request.page_size,
             skip=request.skip,
             page_token=request.page_token,
-            schedule_types=request.schedule_types,
+            schedule_types=[convert.schedule_type_from_proto(value) for value in request.schedule_types],
             scheduled=request.scheduled,
-            send_time_from=_instant(request.send_time_from) if request.HasField("send_time_from") else None,
-            send_time_to=_instant(request.send_time_to) if request.HasField("send_time_to") else None,
+            send_time_from=convert.instant(request.send_time_from) if request.HasField("send_time_from") else None,
+            send_time_to=convert.instant(request.send_time_to) if request.HasField("send_time_to") else None,
             tag_ids=request.tag_ids,
             owner_user_id=request.owner_user_id,
         )
@@ -387,7 +127,7 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
                     conn, query.filter, domain.MAX_TOTAL_STATISTICS_CAMPAIGNS
                 )
         response = campaign_pb2.ListCampaignsResponse(
-            campaigns=[campaign_to_proto(campaign) for campaign in page],
+            campaigns=[convert.campaign_to_proto(campaign) for campaign in page],
             next_page_token=domain.next_page_token(query, len(page), total),
             total_size=total,
         )
@@ -397,9 +137,11 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
                 self._campaign_tags(page_ids),
             )
             for message in response.campaigns:
-                _add_full_view(message, statistics, tags)
+                convert.add_full_view(message, statistics, tags)
             response.total_statistics.CopyFrom(
-                total_statistics(statistics[campaign_id] for campaign_id in total_ids if campaign_id in statistics)
+                convert.total_statistics(
+                    statistics[campaign_id] for campaign_id in total_ids if campaign_id in statistics
+                )
             )
         return response
 
@@ -418,7 +160,7 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
             )
             if copy is None:  # deleted between the two statements
                 raise domain.campaign_not_found(request.campaign_id)
-        return campaign_to_proto(copy)
+        return convert.campaign_to_proto(copy)
 
     async def DeleteCampaigns(
         self, request: campaign_pb2.DeleteCampaignsRequest, context: grpc.aio.ServicerContext
@@ -449,7 +191,7 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
     ) -> campaign_pb2.Campaign:
         principal = auth.principal()
         now = datetime.now(UTC)
-        patch = patch_from_proto(request)
+        patch = convert.patch_from_proto(request)
         if patch.campaign_id <= 0:
             raise domain.update_failure(domain.check_patch(patch, now)[1])
         structlog.contextvars.bind_contextvars(campaign_id=patch.campaign_id)
@@ -464,12 +206,12 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
             )
             updated = domain.apply_update(current, patch, references, principal, now)
             if request.validate_only:
-                return campaign_to_proto(current)
+                return convert.campaign_to_proto(current)
             saved = await store.save_campaign(conn, updated, replace_variations="variations" in patch.paths)
             published = await self._record_status_change(conn, current, saved)
         if published:
             self._wake_outbox()
-        return campaign_to_proto(saved)
+        return convert.campaign_to_proto(saved)
 
     async def PauseCampaign(
         self, request: campaign_pb2.PauseCampaignRequest, context: grpc.aio.ServicerContext
@@ -498,7 +240,10 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
         self, request: campaign_pb2.CreateSplitTestRequest, context: grpc.aio.ServicerContext
     ) -> campaign_pb2.SplitTest:
         settings, violations = domain.check_split_test(
-            request.campaign_id, request.test_size_percent, request.test_duration_hours, request.winner
+            request.campaign_id,
+            request.test_size_percent,
+            request.test_duration_hours,
+            convert.winner_from_proto(request.winner),
         )
         structlog.contextvars.bind_contextvars(campaign_id=request.campaign_id)
         scope = domain.owner_scope(auth.principal())
@@ -510,7 +255,7 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
             split_test = await store.upsert_split_test(conn, request.campaign_id, scope, settings)
         if split_test is None:
             raise domain.split_test_failure([], request.campaign_id)
-        return _split_test_to_proto(split_test)
+        return convert.split_test_to_proto(split_test)
 
     async def RetryFailedRecipients(
         self, request: campaign_pb2.RetryFailedRecipientsRequest, context: grpc.aio.ServicerContext
@@ -562,7 +307,7 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
             published = await self._record_status_change(conn, current, saved)
         if published:
             self._wake_outbox()
-        return campaign_to_proto(saved)
+        return convert.campaign_to_proto(saved)
 
     async def _record_status_change(self, conn: AsyncConnection, before: Campaign, after: Campaign) -> bool:
         """Queues campaign.status_changed in the caller's transaction; False when the status did not change."""
@@ -614,7 +359,9 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
             if campaign is None:
                 return ()  # the update answers CAMPAIGN_NOT_FOUND
             owner = campaign.owner_user_id
-        request = audience_pb2.CheckTargetingRequest(targeting=_targeting_spec(targeting), owner_user_id=owner)
+        request = audience_pb2.CheckTargetingRequest(
+            targeting=convert.targeting_spec(targeting), owner_user_id=owner
+        )
         try:
             await self._audience.CheckTargeting(request)
         except grpc.aio.AioRpcError as exc:
@@ -658,14 +405,3 @@ class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
             entry.campaign_id: [campaign_pb2.CampaignTag(tag_id=tag.tag_id, name=tag.name) for tag in entry.tags]
             for entry in response.campaign_tags
         }
-
-
-def _add_full_view(
-    message: campaign_pb2.Campaign,
-    statistics: Mapping[int, delivery_pb2.CampaignStatistics],
-    tags: Mapping[int, Sequence[campaign_pb2.CampaignTag]],
-) -> None:
-    """Fills statistics (zeros when delivery has nothing for the campaign) and tags into a campaign."""
-    stats = statistics.get(message.campaign_id, delivery_pb2.CampaignStatistics(campaign_id=message.campaign_id))
-    message.statistics.CopyFrom(statistics_to_proto(stats))
-    message.tags.extend(tags.get(message.campaign_id, ()))

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from herald.campaign.v1 import campaign_pb2
-
 from services.common.auth import Principal
 from services.common.errors import DomainError, ErrorKind, FieldViolation, Violations, invalid
 
@@ -73,75 +71,15 @@ class OrderField(enum.Enum):
     UPDATE_TIME = "update_time"
 
 
-_STATUS_TO_PROTO: dict[CampaignStatus, campaign_pb2.CampaignStatus.ValueType] = {
-    CampaignStatus.DRAFT: campaign_pb2.CAMPAIGN_STATUS_DRAFT,
-    CampaignStatus.READY: campaign_pb2.CAMPAIGN_STATUS_READY,
-    CampaignStatus.SENDING: campaign_pb2.CAMPAIGN_STATUS_SENDING,
-    CampaignStatus.PAUSED: campaign_pb2.CAMPAIGN_STATUS_PAUSED,
-    CampaignStatus.PENDING_APPROVAL: campaign_pb2.CAMPAIGN_STATUS_PENDING_APPROVAL,
-    CampaignStatus.SENT: campaign_pb2.CAMPAIGN_STATUS_SENT,
-    CampaignStatus.FAILED: campaign_pb2.CAMPAIGN_STATUS_FAILED,
-    CampaignStatus.CANCELLED: campaign_pb2.CAMPAIGN_STATUS_CANCELLED,
-}
-_STATUS_FROM_PROTO: dict[int, CampaignStatus] = {value: status for status, value in _STATUS_TO_PROTO.items()}
+@dataclass(frozen=True)
+class Unrecognized:
+    """A value a caller sent for one of these enums that names none of its members (or, where the enum
+    has no "not given", nothing at all); kept so that the refusal can quote it."""
 
-_SCHEDULE_TYPE_TO_PROTO: dict[ScheduleType, campaign_pb2.ScheduleType.ValueType] = {
-    ScheduleType.NOT_SCHEDULED: campaign_pb2.SCHEDULE_TYPE_NOT_SCHEDULED,
-    ScheduleType.IMMEDIATE: campaign_pb2.SCHEDULE_TYPE_IMMEDIATE,
-    ScheduleType.FUTURE: campaign_pb2.SCHEDULE_TYPE_FUTURE,
-    ScheduleType.RECURSIVE: campaign_pb2.SCHEDULE_TYPE_RECURSIVE,
-}
-_SCHEDULE_TYPE_FROM_PROTO: dict[int, ScheduleType] = {
-    value: schedule for schedule, value in _SCHEDULE_TYPE_TO_PROTO.items()
-}
+    number: int
 
-_WINNER_TO_PROTO: dict[Winner, campaign_pb2.Winner.ValueType] = {
-    Winner.HIGHEST_OPEN_RATE: campaign_pb2.WINNER_HIGHEST_OPEN_RATE,
-    Winner.MOST_UNIQUE_CLICKS: campaign_pb2.WINNER_MOST_UNIQUE_CLICKS,
-}
-_WINNER_FROM_PROTO: dict[int, Winner] = {value: winner for winner, value in _WINNER_TO_PROTO.items()}
-
-_ORDER_FIELD_FROM_PROTO: dict[int, OrderField] = {
-    campaign_pb2.CAMPAIGN_ORDER_FIELD_UNSPECIFIED: OrderField.CAMPAIGN_ID,
-    campaign_pb2.CAMPAIGN_ORDER_FIELD_CAMPAIGN_ID: OrderField.CAMPAIGN_ID,
-    campaign_pb2.CAMPAIGN_ORDER_FIELD_NAME: OrderField.NAME,
-    campaign_pb2.CAMPAIGN_ORDER_FIELD_STATUS: OrderField.STATUS,
-    campaign_pb2.CAMPAIGN_ORDER_FIELD_SEND_TIME: OrderField.SEND_TIME,
-    campaign_pb2.CAMPAIGN_ORDER_FIELD_CREATE_TIME: OrderField.CREATE_TIME,
-    campaign_pb2.CAMPAIGN_ORDER_FIELD_UPDATE_TIME: OrderField.UPDATE_TIME,
-}
-
-
-def status_to_proto(status: CampaignStatus) -> campaign_pb2.CampaignStatus.ValueType:
-    return _STATUS_TO_PROTO[status]
-
-
-def status_from_proto(value: int) -> CampaignStatus | None:
-    """The status a proto value names; None for UNSPECIFIED and values this version does not know."""
-    return _STATUS_FROM_PROTO.get(value)
-
-
-def schedule_type_to_proto(schedule_type: ScheduleType) -> campaign_pb2.ScheduleType.ValueType:
-    return _SCHEDULE_TYPE_TO_PROTO[schedule_type]
-
-
-def schedule_type_from_proto(value: int) -> ScheduleType | None:
-    """The schedule type a proto value names; None for UNSPECIFIED and unknown values."""
-    return _SCHEDULE_TYPE_FROM_PROTO.get(value)
-
-
-def winner_to_proto(winner: Winner) -> campaign_pb2.Winner.ValueType:
-    return _WINNER_TO_PROTO[winner]
-
-
-def winner_from_proto(value: int) -> Winner | None:
-    """The winner rule a proto value names; None for UNSPECIFIED and unknown values."""
-    return _WINNER_FROM_PROTO.get(value)
-
-
-def order_field_from_proto(value: int) -> OrderField | None:
-    """The ordering a proto value names (UNSPECIFIED means by campaign id); None for unknown values."""
-    return _ORDER_FIELD_FROM_PROTO.get(value)
+    def __str__(self) -> str:
+        return str(self.number)
 
 
 @dataclass(frozen=True)
@@ -430,16 +368,16 @@ def list_owner_scope(principal: Principal, owner_user_id: int) -> int | None:
 def build_list_query(
     principal: Principal,
     *,
-    statuses: Sequence[int],
+    statuses: Sequence[CampaignStatus | Unrecognized],
     search: str,
     campaign_ids: Sequence[int],
     include_auto_resend: bool,
-    order_by: int,
+    order_by: OrderField | Unrecognized,
     descending: bool,
     page_size: int,
     skip: int,
     page_token: str,
-    schedule_types: Sequence[int] = (),
+    schedule_types: Sequence[ScheduleType | Unrecognized] = (),
     scheduled: bool = False,
     send_time_from: datetime | None = None,
     send_time_to: datetime | None = None,
@@ -450,23 +388,20 @@ def build_list_query(
     owner = list_owner_scope(principal, owner_user_id)
     violations = Violations()
     wanted_statuses: list[CampaignStatus] = []
-    for value in statuses:
-        status = status_from_proto(value)
-        if status is None:
-            violations.add("statuses", "CAMPAIGN_STATUS_INVALID", f"{value} is not a campaign status")
+    for status in statuses:
+        if isinstance(status, Unrecognized):
+            violations.add("statuses", "CAMPAIGN_STATUS_INVALID", f"{status} is not a campaign status")
         elif status not in wanted_statuses:
             wanted_statuses.append(status)
     wanted_schedule_types: list[ScheduleType] = []
-    for value in schedule_types:
-        schedule_type = schedule_type_from_proto(value)
-        if schedule_type is None:
-            violations.add("schedule_types", "SCHEDULE_TYPE_INVALID", f"{value} is not a schedule type")
+    for schedule_type in schedule_types:
+        if isinstance(schedule_type, Unrecognized):
+            violations.add("schedule_types", "SCHEDULE_TYPE_INVALID", f"{schedule_type} is not a schedule type")
         elif schedule_type not in wanted_schedule_types:
             wanted_schedule_types.append(schedule_type)
     if "\x00" in search:
         violations.add("search", "SEARCH_INVALID", "search must not contain NUL characters")
-    order_field = order_field_from_proto(order_by)
-    if order_field is None:
+    if isinstance(order_by, Unrecognized):
         violations.add("order_by", "ORDER_BY_INVALID", f"{order_by} is not an order field")
     if page_size < 0:
         violations.add("page_size", "PAGE_SIZE_INVALID", "page_size must not be negative")
@@ -475,7 +410,7 @@ def build_list_query(
     if any(tag_id <= 0 for tag_id in tag_ids):
         violations.add("tag_ids", "TAG_IDS_INVALID", "tag_ids must be positive tag ids")
     violations.raise_if_any()
-    assert order_field is not None
+    assert not isinstance(order_by, Unrecognized)
 
     campaign_filter = CampaignFilter(
         owner_user_id=owner,
@@ -483,7 +418,7 @@ def build_list_query(
         search=search,
         campaign_ids=tuple(dict.fromkeys(campaign_ids)),
         include_auto_resend=include_auto_resend,
-        order_by=order_field,
+        order_by=order_by,
         descending=descending,
         schedule_types=tuple(wanted_schedule_types),
         scheduled=scheduled,
@@ -709,9 +644,10 @@ def is_time_zone(name: str) -> bool:
 
 @dataclass(frozen=True)
 class ScheduleRequest:
-    """A schedule as a caller sent it, before validation; `detail` names the oneof member that was set."""
+    """A schedule as a caller sent it, before validation; `detail` names the oneof member that was set, and
+    `type` is None when the caller named no schedule type this version knows."""
 
-    type: int = 0
+    type: ScheduleType | None = None
     detail: Literal["", "future", "recursive"] = ""
     send_time: datetime | None = None
     time_zone: str = ""
@@ -720,7 +656,7 @@ class ScheduleRequest:
 
 def validate_schedule(request: ScheduleRequest, now: datetime) -> tuple[Schedule | None, list[FieldViolation]]:
     """The schedule to store and every problem with it; the schedule is None when there is any problem."""
-    schedule_type = schedule_type_from_proto(request.type)
+    schedule_type = request.type
     if schedule_type is None:
         return None, [FieldViolation("schedule.type", "SCHEDULE_TYPE_INVALID", "schedule.type is required")]
     expected = {ScheduleType.FUTURE: "future", ScheduleType.RECURSIVE: "recursive"}.get(schedule_type, "")
@@ -1093,7 +1029,7 @@ class CampaignPatch:
     campaign_id: int
     paths: tuple[str, ...]
     name: str = ""
-    status: int = 0
+    status: CampaignStatus | Unrecognized | None = None
     status_reason: str = ""
     email_id: int = 0
     schedule: ScheduleRequest = ScheduleRequest()
@@ -1147,10 +1083,11 @@ def check_patch(patch: CampaignPatch, now: datetime) -> tuple[dict[str, Any], li
         except DomainError as error:
             violations.extend(error.violations)
     if "status" in paths:
-        status = status_from_proto(patch.status)
-        if status not in CLIENT_SETTABLE_STATUSES:
-            shown = status.value if status else str(patch.status)
-            violations.append(FieldViolation("status", "STATUS_INVALID", f"status {shown} cannot be set directly"))
+        status = patch.status
+        if not isinstance(status, CampaignStatus) or status not in CLIENT_SETTABLE_STATUSES:
+            violations.append(
+                FieldViolation("status", "STATUS_INVALID", f"status {status} cannot be set directly")
+            )
         else:
             changes["status"] = status
     if "email_id" in paths:
@@ -1327,9 +1264,10 @@ class SplitTestSettings:
 
 
 def check_split_test(
-    campaign_id: int, test_size_percent: int, test_duration_hours: int, winner: int
+    campaign_id: int, test_size_percent: int, test_duration_hours: int, winner: Winner | Unrecognized | None
 ) -> tuple[SplitTestSettings | None, list[FieldViolation]]:
-    """The settings to store and every problem with the request (the campaign's existence aside)."""
+    """The settings to store and every problem with the request (the campaign's existence aside); `winner`
+    is None when the caller gave none."""
     violations: list[FieldViolation] = []
     if campaign_id <= 0:
         violations.append(FieldViolation("campaign_id", "CAMPAIGN_ID_REQUIRED", "campaign_id is required"))
@@ -1353,14 +1291,13 @@ def check_split_test(
                 f"test_duration_hours must lie between 1 and {MAX_TEST_DURATION_HOURS}",
             )
         )
-    chosen = winner_from_proto(winner)
-    if winner == campaign_pb2.WINNER_UNSPECIFIED:
+    if winner is None:
         violations.append(FieldViolation("winner", "WINNER_REQUIRED", "winner is required"))
-    elif chosen is None:
+    elif isinstance(winner, Unrecognized):
         violations.append(FieldViolation("winner", "WINNER_INVALID", f"{winner} is not a winner rule"))
-    if violations or chosen is None:
+    if violations or not isinstance(winner, Winner):
         return None, violations
-    return SplitTestSettings(test_size_percent, test_duration_hours, chosen), []
+    return SplitTestSettings(test_size_percent, test_duration_hours, winner), []
 
 
 def split_test_failure(violations: Sequence[FieldViolation], missing_campaign_id: int | None) -> DomainError:

@@ -9,8 +9,37 @@ from herald.campaign.v1 import email_pb2, email_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.campaign import email_domain, email_store
-from services.campaign.email_domain import Email, Utm
+from services.campaign.domain import Unrecognized
+from services.campaign.email_domain import ContentType, Email, EmailMode, Utm, ValidateScope
 from services.common import auth, grpcutil
+
+CONTENT_TYPE_TO_PROTO: dict[ContentType, email_pb2.ContentType.ValueType] = {
+    ContentType.HTML: email_pb2.CONTENT_TYPE_HTML,
+    ContentType.PLAIN: email_pb2.CONTENT_TYPE_PLAIN,
+    ContentType.BOTH: email_pb2.CONTENT_TYPE_BOTH,
+}
+CONTENT_TYPE_FROM_PROTO: dict[int, ContentType] = {value: name for name, value in CONTENT_TYPE_TO_PROTO.items()}
+MODE_TO_PROTO: dict[EmailMode, email_pb2.EmailMode.ValueType] = {
+    EmailMode.EMPTY: email_pb2.EMAIL_MODE_EMPTY,
+    EmailMode.EDITOR: email_pb2.EMAIL_MODE_EDITOR,
+    EmailMode.TEMPLATE: email_pb2.EMAIL_MODE_TEMPLATE,
+    EmailMode.IMPORT: email_pb2.EMAIL_MODE_IMPORT,
+    EmailMode.UNLAYER: email_pb2.EMAIL_MODE_UNLAYER,
+    EmailMode.STRIPO: email_pb2.EMAIL_MODE_STRIPO,
+}
+MODE_FROM_PROTO: dict[int, EmailMode] = {value: mode for mode, value in MODE_TO_PROTO.items()}
+VALIDATE_SCOPE_FROM_PROTO: dict[int, ValidateScope] = {
+    email_pb2.VALIDATE_SCOPE_OPT_IN: ValidateScope.OPT_IN,
+    email_pb2.VALIDATE_SCOPE_CAMPAIGN: ValidateScope.CAMPAIGN,
+    email_pb2.VALIDATE_SCOPE_AUTO_RESPONDER: ValidateScope.AUTO_RESPONDER,
+}
+
+
+def validate_scope_from_proto(value: int) -> ValidateScope | Unrecognized | None:
+    """The scope a request names; None when it names none (UNSPECIFIED)."""
+    if value == email_pb2.VALIDATE_SCOPE_UNSPECIFIED:
+        return None
+    return VALIDATE_SCOPE_FROM_PROTO.get(value) or Unrecognized(value)
 
 
 def email_to_proto(email: Email) -> email_pb2.Email:
@@ -27,8 +56,8 @@ def email_to_proto(email: Email) -> email_pb2.Email:
         reply_to_email=email.reply_to_email,
         html_content=email.html_content,
         plain_content=email.plain_content,
-        content_type=email_domain.content_type_to_proto(email.content_type),
-        mode=email_domain.mode_to_proto(email.mode),
+        content_type=CONTENT_TYPE_TO_PROTO[email.content_type],
+        mode=MODE_TO_PROTO[email.mode],
         fetch_url=email.fetch_url,
         fetch_plain_url=email.fetch_plain_url,
         template_id=email.template_id,
@@ -65,10 +94,14 @@ def _utm(message: email_pb2.UtmTracking) -> Utm:
 
 
 def _value_at(email: email_pb2.Email, path: str) -> object:
-    """The value an update-mask path names in the request's email; None for a path that names no field
-    (the rules then refuse it)."""
+    """The value an update-mask path names in the request's email; None for a path that names no field, and
+    for an enum value this version does not know (the rules then refuse it)."""
     if path == "utm":
         return _utm(email.utm)
+    if path == "content_type":
+        return CONTENT_TYPE_FROM_PROTO.get(email.content_type)
+    if path == "mode":
+        return MODE_FROM_PROTO.get(email.mode)
     owner, _, name = path.rpartition(".")
     message = email.utm if owner == "utm" else email if not owner else None
     if message is None or name not in message.DESCRIPTOR.fields_by_name:
@@ -124,7 +157,9 @@ class EmailApi(email_pb2_grpc.EmailServiceServicer):
         self, request: email_pb2.UpdateEmailRequest, context: grpc.aio.ServicerContext
     ) -> email_pb2.Email:
         values = {path: _value_at(request.email, path) for path in request.update_mask.paths}
-        update = email_domain.prepare_update(request.email.email_id, request.validate_scope, values)
+        update = email_domain.prepare_update(
+            request.email.email_id, validate_scope_from_proto(request.validate_scope), values
+        )
         structlog.contextvars.bind_contextvars(email_id=update.email_id)
         owner = email_domain.owner_scope(auth.principal())
         async with self._engine.begin() as conn:

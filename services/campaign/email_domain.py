@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from email_validator import EmailNotValidError, validate_email
-from herald.campaign.v1 import email_pb2
 
+from services.campaign.domain import Unrecognized
 from services.common.auth import Principal
 from services.common.errors import DomainError, ErrorKind, FieldViolation, Violations
 from services.common.personalization import NAMESPACES as NAMESPACES
@@ -57,50 +57,6 @@ class ValidateScope(enum.StrEnum):
     OPT_IN = "OptIn"
     CAMPAIGN = "Campaign"
     AUTO_RESPONDER = "AutoResponder"
-
-
-_CONTENT_TYPE_TO_PROTO: dict[ContentType, email_pb2.ContentType.ValueType] = {
-    ContentType.HTML: email_pb2.CONTENT_TYPE_HTML,
-    ContentType.PLAIN: email_pb2.CONTENT_TYPE_PLAIN,
-    ContentType.BOTH: email_pb2.CONTENT_TYPE_BOTH,
-}
-_CONTENT_TYPE_FROM_PROTO: dict[int, ContentType] = {
-    value: content_type for content_type, value in _CONTENT_TYPE_TO_PROTO.items()
-}
-
-_MODE_TO_PROTO: dict[EmailMode, email_pb2.EmailMode.ValueType] = {
-    EmailMode.EMPTY: email_pb2.EMAIL_MODE_EMPTY,
-    EmailMode.EDITOR: email_pb2.EMAIL_MODE_EDITOR,
-    EmailMode.TEMPLATE: email_pb2.EMAIL_MODE_TEMPLATE,
-    EmailMode.IMPORT: email_pb2.EMAIL_MODE_IMPORT,
-    EmailMode.UNLAYER: email_pb2.EMAIL_MODE_UNLAYER,
-    EmailMode.STRIPO: email_pb2.EMAIL_MODE_STRIPO,
-}
-_MODE_FROM_PROTO: dict[int, EmailMode] = {value: mode for mode, value in _MODE_TO_PROTO.items()}
-
-_SCOPE_FROM_PROTO: dict[int, ValidateScope] = {
-    email_pb2.VALIDATE_SCOPE_OPT_IN: ValidateScope.OPT_IN,
-    email_pb2.VALIDATE_SCOPE_CAMPAIGN: ValidateScope.CAMPAIGN,
-    email_pb2.VALIDATE_SCOPE_AUTO_RESPONDER: ValidateScope.AUTO_RESPONDER,
-}
-
-
-def content_type_to_proto(content_type: ContentType) -> email_pb2.ContentType.ValueType:
-    return _CONTENT_TYPE_TO_PROTO[content_type]
-
-
-def content_type_from_proto(value: int) -> ContentType | None:
-    """The content type a proto value names; None for UNSPECIFIED and unknown values."""
-    return _CONTENT_TYPE_FROM_PROTO.get(value)
-
-
-def mode_to_proto(mode: EmailMode) -> email_pb2.EmailMode.ValueType:
-    return _MODE_TO_PROTO[mode]
-
-
-def mode_from_proto(value: int) -> EmailMode | None:
-    """The mode a proto value names; None for UNSPECIFIED and unknown values."""
-    return _MODE_FROM_PROTO.get(value)
 
 
 @dataclass(frozen=True)
@@ -311,17 +267,15 @@ def _checked_value(path: str, value: object, violations: Violations) -> tuple[bo
     if path in _BOOLEANS:
         return True, value is True
     if path == "content_type":
-        content_type = content_type_from_proto(value) if isinstance(value, int) else None
-        if content_type is None:
+        if not isinstance(value, ContentType):
             violations.add(path, "CONTENT_TYPE_INVALID", "content_type must be HTML, PLAIN or BOTH")
             return False, None
-        return True, content_type
+        return True, value
     if path == "mode":
-        mode = mode_from_proto(value) if isinstance(value, int) else None
-        if mode is None:
+        if not isinstance(value, EmailMode):
             violations.add(path, "MODE_INVALID", "mode must name an email mode")
             return False, None
-        return True, mode
+        return True, value
     if path == "template_id":
         if not isinstance(value, int) or value < 0:
             violations.add(path, "TEMPLATE_ID_INVALID", "template_id must not be negative")
@@ -334,8 +288,12 @@ def _checked_value(path: str, value: object, violations: Violations) -> tuple[bo
     return False, None
 
 
-def prepare_update(email_id: int, validate_scope: int, values: Mapping[str, object]) -> EmailUpdate:
+def prepare_update(
+    email_id: int, validate_scope: ValidateScope | Unrecognized | None, values: Mapping[str, object]
+) -> EmailUpdate:
     """Checks what an update request says on its own (values by update-mask path) and keeps the good changes.
+    `validate_scope` is None when the caller gave none; content_type and mode values are ContentType and
+    EmailMode, anything else (None: the caller named none this version knows) is refused.
 
     What depends on the stored email (content for the content type, UTM settings, the template) is checked
     by `updated_email` once the email is loaded, so that one answer can name every problem.
@@ -343,10 +301,10 @@ def prepare_update(email_id: int, validate_scope: int, values: Mapping[str, obje
     violations = Violations()
     if email_id <= 0:
         violations.add("email.email_id", "EMAIL_ID_REQUIRED", "email.email_id must be a positive email id")
-    scope = _SCOPE_FROM_PROTO.get(validate_scope)
-    if validate_scope == email_pb2.VALIDATE_SCOPE_UNSPECIFIED:
+    scope = validate_scope if isinstance(validate_scope, ValidateScope) else None
+    if validate_scope is None:
         violations.add("validate_scope", "VALIDATE_SCOPE_REQUIRED", "validate_scope is required")
-    elif scope is None:
+    elif isinstance(validate_scope, Unrecognized):
         violations.add("validate_scope", "VALIDATE_SCOPE_INVALID", f"{validate_scope} is not a validate scope")
     changes: dict[str, object] = {}
     for path, value in values.items():

@@ -8,11 +8,11 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 
 import pytest
-from herald.campaign.v1 import email_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.campaign import email_domain
+from services.campaign.domain import Unrecognized
 from services.campaign.email_domain import (
     ContentType,
     Email,
@@ -20,6 +20,7 @@ from services.campaign.email_domain import (
     Helper,
     Tag,
     Utm,
+    ValidateScope,
     parse_personalization,
     personalization_problems,
     render_personalization,
@@ -27,7 +28,7 @@ from services.campaign.email_domain import (
 from services.common.auth import Principal
 from services.common.errors import DomainError, ErrorKind
 
-CAMPAIGN = email_pb2.VALIDATE_SCOPE_CAMPAIGN
+CAMPAIGN = ValidateScope.CAMPAIGN
 SHELL = Email(email_id=5, owner_user_id=7)
 FILLED = Email(email_id=5, owner_user_id=7, html_content="<p>Hi</p>")
 
@@ -42,7 +43,11 @@ def _reasons(error: DomainError) -> list[tuple[str, str]]:
     return [(v.field, v.reason) for v in error.violations]
 
 
-def _update(values: Mapping[str, object], current: Email | None = FILLED, scope: int = CAMPAIGN) -> Email:
+def _update(
+    values: Mapping[str, object],
+    current: Email | None = FILLED,
+    scope: ValidateScope | Unrecognized | None = CAMPAIGN,
+) -> Email:
     update = email_domain.prepare_update(5, scope, values)
     return email_domain.updated_email(update, current)
 
@@ -76,26 +81,26 @@ def test_an_update_changes_only_the_masked_fields() -> None:
 def test_the_content_type_follows_the_bodies_sent_unless_given() -> None:
     assert _update({"plain_content": "hi"}).content_type is ContentType.BOTH
     assert _update({"html_content": "", "plain_content": "hi"}).content_type is ContentType.PLAIN
-    given_type = _update({"plain_content": "hi", "content_type": email_pb2.CONTENT_TYPE_PLAIN})
+    given_type = _update({"plain_content": "hi", "content_type": ContentType.PLAIN})
     assert given_type.content_type is ContentType.PLAIN
 
 
 def test_every_scope_needs_the_content_its_type_demands() -> None:
-    for scope in (email_pb2.VALIDATE_SCOPE_OPT_IN, CAMPAIGN, email_pb2.VALIDATE_SCOPE_AUTO_RESPONDER):
+    for scope in ValidateScope:
         error = _error(lambda scope=scope: _update({"name": "x"}, SHELL, scope))  # type: ignore[misc]
         assert _reasons(error) == [("html_content", "EMAIL_CONTENT_REQUIRED")]
-    both = _error(lambda: _update({"content_type": email_pb2.CONTENT_TYPE_BOTH}))
+    both = _error(lambda: _update({"content_type": ContentType.BOTH}))
     assert _reasons(both) == [("plain_content", "EMAIL_CONTENT_REQUIRED")]
 
 
 def test_import_mode_takes_a_fetch_url_for_the_body() -> None:
-    email = _update({"mode": email_pb2.EMAIL_MODE_IMPORT, "fetch_url": "https://example.com/a.html"}, SHELL)
+    email = _update({"mode": EmailMode.IMPORT, "fetch_url": "https://example.com/a.html"}, SHELL)
     assert email.mode is EmailMode.IMPORT
 
 
 def test_every_problem_of_an_update_is_named_at_once() -> None:
     values = {
-        "mode": 99,
+        "mode": None,
         "from_email": "not an address",
         "reply_to_email": "also@not@valid",
         "subject": "{{ Nobody:Field }}",
@@ -119,22 +124,22 @@ def test_every_problem_of_an_update_is_named_at_once() -> None:
 
 
 def test_the_scope_is_required_and_must_be_known() -> None:
-    missing = _error(lambda: _update({}, scope=email_pb2.VALIDATE_SCOPE_UNSPECIFIED))
+    missing = _error(lambda: _update({}, scope=None))
     assert _reasons(missing) == [("validate_scope", "VALIDATE_SCOPE_REQUIRED")]
-    unknown = _error(lambda: _update({}, scope=42))
+    unknown = _error(lambda: _update({}, scope=Unrecognized(42)))
     assert _reasons(unknown) == [("validate_scope", "VALIDATE_SCOPE_INVALID")]
 
 
 def test_a_bad_request_for_a_missing_email_is_invalid_and_a_good_one_not_found() -> None:
-    assert _error(lambda: _update({"mode": 99}, None)).kind is ErrorKind.INVALID
+    assert _error(lambda: _update({"mode": None}, None)).kind is ErrorKind.INVALID
     not_found = _error(lambda: _update({"name": "x"}, None))
     assert not_found.kind is ErrorKind.NOT_FOUND and not_found.reason == "EMAIL_NOT_FOUND"
 
 
 def test_template_mode_needs_a_template_id() -> None:
-    error = _error(lambda: _update({"mode": email_pb2.EMAIL_MODE_TEMPLATE}))
+    error = _error(lambda: _update({"mode": EmailMode.TEMPLATE}))
     assert _reasons(error) == [("template_id", "TEMPLATE_ID_REQUIRED")]
-    assert _update({"mode": email_pb2.EMAIL_MODE_TEMPLATE, "template_id": 3}).template_id == 3
+    assert _update({"mode": EmailMode.TEMPLATE, "template_id": 3}).template_id == 3
 
 
 def test_addresses_are_trimmed_and_may_be_cleared() -> None:

@@ -9,13 +9,12 @@ import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from herald.campaign.v1 import campaign_pb2
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from services.campaign import domain, sending
-from services.campaign.domain import Campaign, CampaignStatus, ScheduleType
+from services.campaign.domain import Campaign, CampaignStatus, ScheduleType, Unrecognized
 from services.common.auth import Principal
 from services.common.errors import DomainError, ErrorKind
 
@@ -88,26 +87,26 @@ class CampaignLifecycle(RuleBasedStateMachine):
     # --- client operations ---------------------------------------------------------------------------------
 
     @rule(
-        requested=st.sampled_from(list(campaign_pb2.CampaignStatus.values())),
+        requested=st.sampled_from([*CampaignStatus, Unrecognized(0), Unrecognized(99)]),
         email_id=st.sampled_from(EMAILS),
         untrusted=st.booleans(),
     )
-    def update_status(self, requested: int, email_id: int, untrusted: bool) -> None:
+    def update_status(self, requested: CampaignStatus | Unrecognized, email_id: int, untrusted: bool) -> None:
         self._update(requested, email_id, untrusted)
 
     @rule(email_id=st.sampled_from(EMAILS), untrusted=st.booleans())
     def update_to_ready(self, email_id: int, untrusted: bool) -> None:
         """The common step forward, drawn often enough for runs to reach sending, pausing and cancelling."""
-        self._update(campaign_pb2.CAMPAIGN_STATUS_READY, email_id, untrusted)
+        self._update(CampaignStatus.READY, email_id, untrusted)
 
-    def _update(self, requested: int, email_id: int, untrusted: bool) -> None:
+    def _update(self, requested: CampaignStatus | Unrecognized, email_id: int, untrusted: bool) -> None:
         before = self.campaign
         patch = domain.CampaignPatch(1, ("status", "email_id"), status=requested, email_id=email_id)
         principal = Principal(user_id=7, untrusted=untrusted)
         after = self._attempt(
             "update", lambda c: domain.apply_update(c, patch, LIVE, principal, NOW), UPDATE_REFUSALS
         )
-        wanted = domain.status_from_proto(requested)
+        wanted = requested if isinstance(requested, CampaignStatus) else None
         editable = before.status in EDITABLE
         allowed = {
             CampaignStatus.DRAFT: {CampaignStatus.DRAFT, CampaignStatus.READY},
@@ -191,7 +190,7 @@ class CampaignLifecycle(RuleBasedStateMachine):
         """Keeps a Future schedule around after a cancel reset it, so Ready stays reachable with a schedule."""
         before = self.campaign
         send_time = NOW + timedelta(days=days)
-        schedule = domain.ScheduleRequest(campaign_pb2.SCHEDULE_TYPE_FUTURE, "future", send_time=send_time)
+        schedule = domain.ScheduleRequest(ScheduleType.FUTURE, "future", send_time=send_time)
         patch = domain.CampaignPatch(1, ("schedule",), schedule=schedule)
         unchanged = before.schedule == domain.Schedule(
             ScheduleType.FUTURE, future=domain.FutureSchedule(send_time)
@@ -217,7 +216,7 @@ class CampaignLifecycle(RuleBasedStateMachine):
             minutes=(0,),
             max_instances=max_instances,
         )
-        schedule = domain.ScheduleRequest(campaign_pb2.SCHEDULE_TYPE_RECURSIVE, "recursive", recursive=rule)
+        schedule = domain.ScheduleRequest(ScheduleType.RECURSIVE, "recursive", recursive=rule)
         patch = domain.CampaignPatch(1, ("schedule",), schedule=schedule)
         self._attempt(
             "update",
