@@ -1195,6 +1195,44 @@ def test_request_problems_found_without_the_campaign() -> None:
     ]
 
 
+def test_fields_are_checked_in_the_legacy_order_whatever_the_mask_order() -> None:
+    paths = ("google_analytics_domains", "approval_user_explanation", "status_reason", "auto_resend", "name")
+    patch = domain.CampaignPatch(
+        5,
+        paths,
+        name="a\x00",
+        auto_resend=domain.AutoResend(subject="a\x00"),
+        status_reason="a\x00",
+        approval_user_explanation="a\x00",
+        google_analytics_domains="a\x00",
+    )
+    changes, violations = domain.check_patch(patch, NOW)
+    assert changes == {}
+    assert [v.field for v in violations] == [
+        "name",
+        "auto_resend.subject",
+        "status_reason",
+        "approval_user_explanation",
+        "google_analytics_domains",
+    ]
+
+
+def test_a_patch_of_every_path_changes_every_field_it_names() -> None:
+    schedule = domain.ScheduleRequest(ScheduleType.IMMEDIATE)
+    patch = domain.CampaignPatch(
+        5, domain.UPDATABLE_PATHS, name="New", status=READY, schedule=schedule, publish_on_rss=True
+    )
+    changes, violations = domain.check_patch(patch, NOW)
+    assert violations == []
+    assert set(changes) == set(domain.UPDATABLE_PATHS)
+    assert (changes["name"], changes["status"], changes["email_id"], changes["publish_on_rss"]) == (
+        "New",
+        CampaignStatus.READY,
+        None,
+        True,
+    )
+
+
 def test_missing_campaign_is_reported_first_beside_the_request_problems() -> None:
     _, violations = domain.check_patch(_patch("schedule", schedule=_future(send_time=None)), NOW)
     error = domain.update_not_found(5, violations)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,28 +30,12 @@ from services.campaign.domain.targeting import validate_auto_resend, validate_ta
 from services.common.auth import Principal
 from services.common.errors import DomainError, ErrorKind, FieldViolation
 
-UPDATABLE_PATHS = (
-    "name",
-    "status",
-    "status_reason",
-    "email_id",
-    "schedule",
-    "targeting",
-    "auto_resend",
-    "variations",
-    "original_campaign_id",
-    "approval_user_explanation",
-    "google_analytics_domains",
-    "publish_on_rss",
-    "s2s_enabled",
-)
 # Only a campaign that has not started sending (Draft or Ready) may change these.
 RESTRICTED_PATHS = frozenset(
     {"email_id", "schedule", "targeting", "auto_resend", "variations", "original_campaign_id"}
 )
 # What recipients get: changing it on an untrusted user's approved campaign needs a new approval.
 APPROVED_CONTENT = ("email_id", "targeting", "auto_resend", "variations")
-_FREE_TEXT_PATHS = ("status_reason", "approval_user_explanation", "google_analytics_domains")
 # Reasons describing the campaign's state rather than the request: alone they make FAILED_PRECONDITION.
 STATE_REASONS = frozenset({"STATUS_INVALID", "CAMPAIGN_NOT_EDITABLE", "EMAIL_REQUIRED"})
 # The order of the legacy campaign.update checks, so that a BadRequest lists the most basic problem first.
@@ -127,79 +111,104 @@ class References:
     unowned_targeting: tuple[FieldViolation, ...] = ()
 
 
+# What a field's check finds: the value to store (kept only when there is no problem) and the problems.
+_FieldCheck = Callable[[CampaignPatch, datetime], tuple[Any, Sequence[FieldViolation]]]
+
+
+def _check_name(patch: CampaignPatch, now: datetime) -> tuple[Any, Sequence[FieldViolation]]:
+    try:
+        return validate_campaign_name(patch.name), []
+    except DomainError as error:
+        return None, error.violations
+
+
+def _check_status(patch: CampaignPatch, now: datetime) -> tuple[Any, Sequence[FieldViolation]]:
+    status = patch.status
+    if isinstance(status, CampaignStatus) and status in CLIENT_SETTABLE_STATUSES:
+        return status, []
+    return None, [FieldViolation("status", "STATUS_INVALID", f"status {status} cannot be set directly")]
+
+
+def _check_email_id(patch: CampaignPatch, now: datetime) -> tuple[Any, Sequence[FieldViolation]]:
+    if patch.email_id < 0:
+        return None, [FieldViolation("email_id", "EMAIL_NOT_FOUND", f"email {patch.email_id} not found")]
+    return patch.email_id or None, []
+
+
+def _check_schedule(patch: CampaignPatch, now: datetime) -> tuple[Any, Sequence[FieldViolation]]:
+    return validate_schedule(patch.schedule, now)
+
+
+def _check_targeting(patch: CampaignPatch, now: datetime) -> tuple[Any, Sequence[FieldViolation]]:
+    return validate_targeting(patch.targeting)
+
+
+def _check_auto_resend(patch: CampaignPatch, now: datetime) -> tuple[Any, Sequence[FieldViolation]]:
+    return patch.auto_resend, validate_auto_resend(patch.auto_resend)
+
+
+def _check_variations(patch: CampaignPatch, now: datetime) -> tuple[Any, Sequence[FieldViolation]]:
+    return tuple(patch.variations), validate_variations(patch.variations)
+
+
+def _check_original_campaign_id(patch: CampaignPatch, now: datetime) -> tuple[Any, Sequence[FieldViolation]]:
+    if patch.original_campaign_id < 0 or patch.original_campaign_id == patch.campaign_id:
+        message = "original_campaign_id must name another of the owner's campaigns"
+        return None, [FieldViolation("original_campaign_id", "ORIGINAL_CAMPAIGN_NOT_FOUND", message)]
+    return patch.original_campaign_id or None, []
+
+
+def _free_text(name: str) -> _FieldCheck:
+    def check(patch: CampaignPatch, now: datetime) -> tuple[Any, Sequence[FieldViolation]]:
+        value: str = getattr(patch, name)
+        problem = text_violation(value, name)
+        return value, [problem] if problem else []
+
+    return check
+
+
+def _as_sent(name: str) -> _FieldCheck:
+    return lambda patch, now: (getattr(patch, name), [])
+
+
+# One row per path UpdateCampaign may change, in the order of the legacy campaign.update checks.
+_FIELD_CHECKS: dict[str, _FieldCheck] = {
+    "name": _check_name,
+    "status": _check_status,
+    "email_id": _check_email_id,
+    "schedule": _check_schedule,
+    "targeting": _check_targeting,
+    "auto_resend": _check_auto_resend,
+    "variations": _check_variations,
+    "original_campaign_id": _check_original_campaign_id,
+    "status_reason": _free_text("status_reason"),
+    "approval_user_explanation": _free_text("approval_user_explanation"),
+    "google_analytics_domains": _free_text("google_analytics_domains"),
+    "publish_on_rss": _as_sent("publish_on_rss"),
+    "s2s_enabled": _as_sent("s2s_enabled"),
+}
+UPDATABLE_PATHS = tuple(_FIELD_CHECKS)
+
+
 def check_patch(patch: CampaignPatch, now: datetime) -> tuple[dict[str, Any], list[FieldViolation]]:
     """The validated new values by Campaign field, and every problem found without looking at the campaign."""
-    paths = set(patch.paths)
-    changes: dict[str, Any] = {}
     violations: list[FieldViolation] = []
     if patch.campaign_id <= 0:
         violations.append(
             FieldViolation("campaign.campaign_id", "CAMPAIGN_ID_REQUIRED", "campaign.campaign_id is required")
         )
-    unknown = [path for path in patch.paths if path not in UPDATABLE_PATHS]
+    unknown = [path for path in patch.paths if path not in _FIELD_CHECKS]
     if unknown:
         violations.append(
             FieldViolation("update_mask", "UPDATE_MASK_INVALID", f"update_mask names unknown paths {unknown}")
         )
-    if "name" in paths:
-        try:
-            changes["name"] = validate_campaign_name(patch.name)
-        except DomainError as error:
-            violations.extend(error.violations)
-    if "status" in paths:
-        status = patch.status
-        if not isinstance(status, CampaignStatus) or status not in CLIENT_SETTABLE_STATUSES:
-            violations.append(
-                FieldViolation("status", "STATUS_INVALID", f"status {status} cannot be set directly")
-            )
-        else:
-            changes["status"] = status
-    if "email_id" in paths:
-        if patch.email_id < 0:
-            violations.append(FieldViolation("email_id", "EMAIL_NOT_FOUND", f"email {patch.email_id} not found"))
-        else:
-            changes["email_id"] = patch.email_id or None
-    if "schedule" in paths:
-        schedule, problems = validate_schedule(patch.schedule, now)
-        violations.extend(problems)
-        if schedule is not None:
-            changes["schedule"] = schedule
-    if "targeting" in paths:
-        targeting, problems = validate_targeting(patch.targeting)
-        violations.extend(problems)
-        if not problems:
-            changes["targeting"] = targeting
-    if "auto_resend" in paths:
-        problems = validate_auto_resend(patch.auto_resend)
-        violations.extend(problems)
-        if not problems:
-            changes["auto_resend"] = patch.auto_resend
-    if "variations" in paths:
-        problems = validate_variations(patch.variations)
-        violations.extend(problems)
-        if not problems:
-            changes["variations"] = tuple(patch.variations)
-    if "original_campaign_id" in paths:
-        if patch.original_campaign_id < 0 or patch.original_campaign_id == patch.campaign_id:
-            violations.append(
-                FieldViolation(
-                    "original_campaign_id",
-                    "ORIGINAL_CAMPAIGN_NOT_FOUND",
-                    "original_campaign_id must name another of the owner's campaigns",
-                )
-            )
-        else:
-            changes["original_campaign_id"] = patch.original_campaign_id or None
-    for name in _FREE_TEXT_PATHS:
-        if name in paths:
-            problem = text_violation(getattr(patch, name), name)
-            if problem:
-                violations.append(problem)
-            else:
-                changes[name] = getattr(patch, name)
-    for name in ("publish_on_rss", "s2s_enabled"):
-        if name in paths:
-            changes[name] = getattr(patch, name)
+    changes: dict[str, Any] = {}
+    for path, check in _FIELD_CHECKS.items():
+        if path in patch.paths:
+            value, problems = check(patch, now)
+            violations.extend(problems)
+            if not problems:
+                changes[path] = value
     return changes, violations
 
 
