@@ -26,7 +26,7 @@ from services.common.natsutil import Subjects
 CAMPAIGN_DELETED = "campaign.deleted"
 
 
-class CampaignApi(campaign_pb2_grpc.CampaignServiceServicer):
+class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
     """Every method works within the caller's campaigns (an admin's: everyone's); DomainError becomes a status
     in the CallInterceptor, and a neighbour's error status passes through as it is."""
 

@@ -112,7 +112,7 @@ def _value_at(email: email_pb2.Email, path: str) -> object:
     return value
 
 
-class EmailApi(email_pb2_grpc.EmailServiceServicer):
+class EmailService(email_pb2_grpc.EmailServiceServicer):
     """Every method works within the caller's emails (an admin's: everyone's); DomainError becomes a status in
     the CallInterceptor."""
 

@@ -14,8 +14,8 @@ from herald.tag.v1 import tag_pb2_grpc
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.campaign.api import CampaignApi
-from services.campaign.email_api import EmailApi
+from services.campaign.api import CampaignService
+from services.campaign.email_api import EmailService
 from services.campaign.picker import Picker
 from services.campaign.sending import SEND_REQUESTED
 from services.campaign.sending_events import CampaignFinishedConsumer
@@ -94,7 +94,7 @@ async def main(settings: Settings) -> None:
     # A read takes a connection for well under a millisecond: half the main pool's size is plenty.
     reads = db.ReadPool(settings, max(2, settings.db_pool_size // 2), name="campaign-reads")
     await reads.open()
-    servicer = CampaignApi(
+    servicer = CampaignService(
         engine,
         reads,
         natsutil.Subjects.of(settings),
@@ -113,7 +113,7 @@ async def main(settings: Settings) -> None:
 
     def register(server: grpc.aio.Server) -> list[str]:
         campaign_pb2_grpc.add_CampaignServiceServicer_to_server(servicer, server)
-        email_pb2_grpc.add_EmailServiceServicer_to_server(EmailApi(engine), server)
+        email_pb2_grpc.add_EmailServiceServicer_to_server(EmailService(engine), server)
         return [
             campaign_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name,
             email_pb2.DESCRIPTOR.services_by_name["EmailService"].full_name,
