@@ -11,7 +11,11 @@ from collections.abc import Iterable, Mapping
 from typing import Literal
 
 __all__ = [
+    "FALSE_STRINGS",
+    "INT32_MAX",
+    "INT64_MAX",
     "MAX_DEPTH",
+    "TRUE_STRINGS",
     "BodyError",
     "ParamError",
     "Params",
@@ -19,6 +23,9 @@ __all__ = [
     "UndeclaredParameter",
     "decode_text",
     "holds_lone_surrogate",
+    "items_of",
+    "legacy_bool",
+    "legacy_name",
     "normalise_keys",
     "parse_form",
     "parse_json_body",
@@ -29,10 +36,13 @@ Problem = Literal["missing", "malformed"]
 MAX_DEPTH = 32
 """Deepest nesting of objects/arrays accepted in a body or a JSON-string parameter."""
 
+INT32_MAX = 2**31 - 1
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
-_TRUE_STRINGS = frozenset({"1", "true", "yes", "on"})
+# How a legacy boolean is written: anything else (outside a strict flag) is false.
+TRUE_STRINGS = frozenset({"1", "true", "yes", "on"})
+FALSE_STRINGS = frozenset({"0", "false", "no", "off"})
 # Python's str.strip() and int() also accept Unicode spaces, digits and "_" separators,
 # none of which a legacy client sends; only ASCII is treated as numeric.
 _ASCII_SPACE = " \t\n\r\f\v"
@@ -240,6 +250,31 @@ def parse_json_body(body: bytes, charset: builtins.str | None = None) -> dict[bu
     return normalised
 
 
+def legacy_bool(value: object) -> builtins.bool:
+    """A legacy boolean: true, 1, "1", "true", "yes", "on" (any case) are true; all else is false."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value == 1
+    if isinstance(value, str):
+        return value.strip(_ASCII_SPACE).lower() in TRUE_STRINGS
+    return False
+
+
+def legacy_name(value: builtins.str) -> builtins.str:
+    """A legacy enum value as looked up: case-insensitive, "_" and runs of spaces read as one space."""
+    return " ".join(value.replace("_", " ").split()).lower()
+
+
+def items_of(value: object) -> list[object]:
+    """A legacy multi-value parameter's items: a comma-separated string, a list, or one value."""
+    if isinstance(value, str):
+        return list(value.split(","))
+    if isinstance(value, list):
+        return list(value)
+    return [value]
+
+
 def _coerce_int(value: object) -> int | None:
     """Return `value` as an int64, or None if it is not an integer in a form the legacy API accepts."""
     if isinstance(value, bool):
@@ -348,15 +383,7 @@ class Params:
     def bool(self, name: builtins.str, *, default: builtins.bool) -> builtins.bool:
         """Return `name` as a legacy boolean: true, 1, "1", "true", "yes", "on" are true; all else false."""
         value = self._data.get(self._key(name))
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int):
-            return value == 1
-        if isinstance(value, str):
-            return value.strip(_ASCII_SPACE).lower() in _TRUE_STRINGS
-        return False
+        return default if value is None else legacy_bool(value)
 
     def int_list(
         self, name: builtins.str, *, required: builtins.bool = False, max_items: builtins.int = 10000

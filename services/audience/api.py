@@ -18,6 +18,7 @@ from services.audience.domain import MailingList, SegmentRecord, SubscriberRecor
 from services.audience.emails import EmailDirectory
 from services.common import auth, grpcutil
 from services.common.errors import DomainError, ErrorKind, Violations
+from services.common.protojson import plain_json as _plain
 
 log = structlog.get_logger()
 
@@ -157,17 +158,6 @@ def _segment_message(segment: SegmentRecord) -> audience_pb2.Segment:
         subscriber_count=segment.subscriber_count,
         create_time=grpcutil.timestamp(segment.created_at),
     )
-
-
-def _plain(value: Any) -> Any:
-    """A Struct or ListValue as JSON again: Struct stores every number as a double, so 5.0 becomes 5."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    return value
 
 
 def _rules_of(message: Any, field_name: str) -> list[Any] | None:

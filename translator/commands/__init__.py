@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Literal, TypeVar
@@ -26,6 +26,7 @@ from herald.tag.v1 import tag_pb2_grpc
 
 from services.common import auth
 from services.common.grpcutil import RpcFailure, decode_error
+from translator.bodies import MAX_BODY
 from translator.envelope import LegacyError, Shape
 from translator.identity import Caller, IdentityStore
 from translator.params import ParamError, Params
@@ -41,6 +42,9 @@ def instant(ts: timestamp_pb2.Timestamp, *, is_set: bool | None = None) -> str:
         return ""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts.seconds))
 
+
+# Text parameters are passed on whole (up to the request body limit): the services own the length limits.
+MAX_TEXT = MAX_BODY
 
 # "optional": no credentials needed, but credentials that are sent must be a user's and are acted on.
 Scope = Literal["none", "optional", "user", "admin", "user_or_admin"]
@@ -260,19 +264,68 @@ class Problems(Exception):
         self.failure = failure
 
 
-async def validate_only(ctx: Context, method: Callable[..., Any], request: Message) -> RpcFailure | None:
-    """Asks a service to check a request without applying it (the request sets validate_only).
+async def validate_only(
+    ctx: Context,
+    method: Callable[..., Any],
+    request: Message,
+    *,
+    judged_fields: Iterable[str] = (),
+    judged_reasons: Iterable[str] = (),
+) -> RpcFailure | None:
+    """A service's verdict on a request it does not act on: one that sets validate_only (or preview), one
+    that cannot apply (an update of email 0), or a lookup. None when the service finds nothing wrong.
 
-    Int-shaped commands answer the first failing check in the seed's order, so when the translator
-    already found a bad parameter it still needs the service's verdict on the rest (e.g. "not found").
+    When the translator already found a bad parameter, the answer still names the service's findings on
+    the rest: a list-shaped answer names every problem, an int-shaped one the first in the seed's order
+    (e.g. "not found"). What the translator judged itself is left out of the verdict (see `without`).
     """
     try:
         await ctx.call(method, request)
     except grpc.aio.AioRpcError as exc:
         if exc.code() in UNAVAILABLE_CODES:
             raise
-        return decode_error(exc)
+        return without(decode_error(exc), fields=judged_fields, reasons=judged_reasons)
     return None
+
+
+def without(
+    failure: RpcFailure | None, *, fields: Iterable[str] = (), reasons: Iterable[str] = ()
+) -> RpcFailure | None:
+    """A service's verdict minus its violations of `fields` (or of a field inside one) and those with one of
+    `reasons`; None when nothing is left. An error without violations counts as one violation of its own
+    reason, on no field.
+
+    Fields: the translator sent the service a placeholder for a parameter it found wrong, so the service's
+    "missing" would hide the real "malformed". Reasons: what the translator checks itself, or must not tell.
+    """
+    if failure is None:
+        return None
+    flagged, hidden = tuple(fields), frozenset(reasons)
+
+    def left_out(field: str, reason: str) -> bool:
+        return reason in hidden or any(field == f or field.startswith(f + ".") for f in flagged)
+
+    if not failure.violations:
+        return None if left_out("", failure.reason) else failure
+    kept = [v for v in failure.violations if not left_out(v.field, v.reason or failure.reason)]
+    if len(kept) == len(failure.violations):
+        return failure
+    return replace(failure, violations=kept) if kept else None
+
+
+def flagged_fields(args: Args, paths: Mapping[str, str]) -> list[str]:
+    """The service's field paths (`paths` by lower-cased parameter name) of the parameters found wrong."""
+    return [paths[p.name] for p in args.problems if p.name in paths]
+
+
+def render_error_text(response: Any, args: Args) -> dict[str, Any]:
+    """The success answer of a command whose seed shows only an empty ErrorText."""
+    return {"ErrorText": ""}
+
+
+def render_nothing(response: Any, args: Args) -> dict[str, Any]:
+    """The success answer of a command that answers only Success and ErrorCode."""
+    return {}
 
 
 def unary(

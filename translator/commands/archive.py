@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 from herald.tag.v1 import tag_pb2
 
-from services.common.grpcutil import decode_error
-from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Param, Problems
+from translator.commands import Args, Command, Context, Param, Problems, validate_only
 
 
 def archive_url(public_url: str, tag_id: int) -> str:
@@ -24,14 +22,9 @@ async def get_url(args: Args, ctx: Context) -> dict[str, Any]:
         raise Problems(args.problems)
     # The tag is looked up before the template is stored: "not found" (2) comes before a bad
     # TemplateURL (3) in the order of checks, while the service checks the URL first.
-    try:
-        await ctx.call(ctx.stubs.tag.GetTag, tag_pb2.GetTagRequest(tag_id=tag_id))
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() in UNAVAILABLE_CODES:
-            raise
-        raise Problems(args.problems, decode_error(exc)) from exc
-    if args.problems:
-        raise Problems(args.problems)
+    failure = await validate_only(ctx, ctx.stubs.tag.GetTag, tag_pb2.GetTagRequest(tag_id=tag_id))
+    if failure is not None or args.problems:
+        raise Problems(args.problems, failure)
     if template_url:
         request = tag_pb2.SetArchiveTemplateRequest(tag_id=tag_id, archive_template_url=template_url)
         await ctx.call(ctx.stubs.tag.SetArchiveTemplate, request)

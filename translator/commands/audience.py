@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,29 +14,32 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from herald.audience.v1 import audience_pb2
 from herald.campaign.v1 import email_pb2
 
-from services.common.grpcutil import RpcFailure, decode_error
+from services.common.grpcutil import decode_error
+from services.common.protojson import plain_json
 from translator import envelope
 from translator.commands import (
     ERROR_TEXT,
+    MAX_TEXT,
     UNAVAILABLE_CODES,
     Args,
     Command,
     Context,
     Param,
     Problems,
+    flagged_fields,
     instant,
+    render_error_text,
     unary,
     validate_only,
+    without,
 )
 from translator.envelope import AuthError
-from translator.params import ParamError
+from translator.params import INT32_MAX, ParamError, legacy_bool, legacy_name
 
 # An enum value no client can mean: the service answers it as "not a valid value" (the proto
 # enums are open), so one call reports it together with every other problem.
 UNKNOWN_ENUM: Any = 99
 RATE_LIMIT = (100, 60.0)
-MAX_TEXT = 16 * 1024 * 1024
-INT32_MAX = 2**31 - 1
 DEFAULT_SUBSCRIBERS_PAGE = 25
 _DATE_RE = re.compile(r"\s*([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[ T]([0-9]{2}:[0-9]{2}:[0-9]{2}))?\s*")
 
@@ -99,22 +101,6 @@ NAMED_SEGMENTS: dict[str, tuple[Any, Any, bool]] = {
 }
 
 
-def legacy_name(value: str) -> str:
-    """An enum value as looked up: case-insensitive, "_" and runs of spaces read as one space."""
-    return " ".join(value.replace("_", " ").split()).lower()
-
-
-def legacy_bool(value: object) -> bool:
-    """Params.bool for a value nested in an object."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value == 1
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return False
-
-
 def field_instant(message: Any, field_name: str) -> str:
     return instant(getattr(message, field_name), is_set=message.HasField(field_name))
 
@@ -160,17 +146,6 @@ def scalar_text(value: object) -> str | None:
     return None
 
 
-def plain_json(value: Any) -> Any:
-    """A Struct's value as JSON again: Struct stores every number as a double, so 5.0 becomes 5."""
-    if isinstance(value, dict):
-        return {key: plain_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [plain_json(item) for item in value]
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    return value
-
-
 def rules_list(args: Args, name: str) -> struct_pb2.ListValue | None:
     """RulesJSON: a JSON string (even inside a JSON body) holding an array; None when absent or ""."""
     try:
@@ -188,20 +163,6 @@ def rules_list(args: Args, name: str) -> struct_pb2.ListValue | None:
     rules = struct_pb2.ListValue()
     rules.extend(value)
     return rules
-
-
-def without_fields(failure: RpcFailure | None, fields: Iterable[str]) -> RpcFailure | None:
-    """A service's verdict minus what it says about fields the translator already found wrong (it was
-    sent a placeholder for them, so its "missing" would hide the real "malformed")."""
-    if failure is None or not failure.violations:
-        return failure
-    flagged = tuple(fields)
-    kept = [v for v in failure.violations if not any(v.field == f or v.field.startswith(f + ".") for f in flagged)]
-    return dataclasses.replace(failure, violations=kept) if kept else None
-
-
-def flagged_fields(args: Args, paths: Mapping[str, str]) -> list[str]:
-    return [paths[p.name] for p in args.problems if p.name in paths]
 
 
 # Rendering ------------------------------------------------------------------------------------
@@ -270,10 +231,6 @@ def render_segment(segment: audience_pb2.Segment, *, counted: bool) -> dict[str,
         "CreatedOn": field_instant(segment, "create_time"),
         "Options": {"Randomness": segment.randomness, "RandomnessAudienceSize": segment.randomness_audience_size},
     }
-
-
-def render_empty(response: Any, args: Args) -> dict[str, Any]:
-    return {"ErrorText": ""}
 
 
 # Lists ----------------------------------------------------------------------------------------
@@ -509,8 +466,8 @@ async def create_subscriber(args: Args, ctx: Context) -> dict[str, Any]:
         # An int-shaped answer is the first failing check in code order, so the service's verdict on
         # the rest (a bad address is code 3) still counts.
         request.validate_only = True
-        failure = await validate_only(ctx, method, request)
-        raise Problems(args.problems, without_fields(failure, flagged_fields(args, SUBSCRIBER_FIELDS)))
+        failure = await validate_only(ctx, method, request, judged_fields=flagged_fields(args, SUBSCRIBER_FIELDS))
+        raise Problems(args.problems, failure)
     subscriber = await ctx.call(method, request)
     return {
         "SubscriberInformation": render_subscriber(subscriber),
@@ -634,16 +591,6 @@ def owner_only_options(args: Args) -> list[str]:
     return [OWNER_ONLY[name] for name in given]
 
 
-def without_membership(failure: RpcFailure | None) -> RpcFailure | None:
-    """A service's verdict minus whether the subscriber is on the list (or already unsubscribed)."""
-    if failure is None:
-        return None
-    if not failure.violations:
-        return None if failure.reason in MEMBERSHIP_REASONS else failure
-    kept = [v for v in failure.violations if (v.reason or failure.reason) not in MEMBERSHIP_REASONS]
-    return dataclasses.replace(failure, violations=kept) if kept else None
-
-
 async def unsubscribe(args: Args, ctx: Context) -> dict[str, Any]:
     link = ctx.caller is None
     if link and (refused := owner_only_options(args)):
@@ -680,9 +627,12 @@ async def unsubscribe(args: Args, ctx: Context) -> dict[str, Any]:
         )
     # With credentials the call is the caller's, so the service checks that the list is theirs.
     # Without, the list decides whose subscriber this is, so the call is the translator's own.
-    metadata = (
-        (*ctx.metadata, ("authorization", f"Bearer {ctx.identity.system_token()}")) if link else ctx.metadata
-    )
+    if link:
+        ctx = dataclasses.replace(
+            ctx, metadata=(*ctx.metadata, ("authorization", f"Bearer {ctx.identity.system_token()}"))
+        )
+    # Whether the subscriber is on the list (or already unsubscribed) is not told to a link.
+    hidden = MEMBERSHIP_REASONS if link else frozenset()
     method = ctx.stubs.audience.UnsubscribeSubscribers
     if args.problems:
         checked = audience_pb2.UnsubscribeSubscribersRequest()
@@ -690,30 +640,20 @@ async def unsubscribe(args: Args, ctx: Context) -> dict[str, Any]:
         checked.preview = True
         # A mixed answer lists every malformed parameter, the service's findings included; a dry run
         # (preview) gives them without changing anything.
-        failure = await _verdict(ctx, method, checked, metadata)
-        if link:
-            failure = without_membership(failure)
         flagged = flagged_fields(args, UNSUBSCRIBE_FIELDS)
         if {"emailaddress", "subscriberid", "rulesjson"} & {p.name for p in args.problems}:
             flagged.append("subscriber_id")  # the selector was given, just malformed: not "missing"
-        raise Problems(args.problems, without_fields(failure, flagged))
+        failure = await validate_only(ctx, method, checked, judged_fields=flagged, judged_reasons=hidden)
+        raise Problems(args.problems, failure)
     try:
-        await method(request, metadata=metadata, timeout=ctx.timeout, wait_for_ready=True)
+        await ctx.call(method, request)
     except grpc.aio.AioRpcError as exc:
-        if not link or exc.code() in UNAVAILABLE_CODES or without_membership(decode_error(exc)) is not None:
+        if exc.code() in UNAVAILABLE_CODES or without(decode_error(exc), reasons=hidden) is not None:
             raise
         # Nobody on the list to unsubscribe, or already unsubscribed: a link's answer is the same as
         # when the subscriber was unsubscribed now.
     # Herald lists keep no unsubscription page to redirect to.
     return {"RedirectURL": ""}
-
-
-async def _verdict(
-    ctx: Context, method: Callable[..., Any], request: Any, metadata: tuple[tuple[str, str], ...]
-) -> RpcFailure | None:
-    """validate_only with explicit metadata (a dry run that changes nothing)."""
-    scoped = dataclasses.replace(ctx, metadata=metadata)
-    return await validate_only(scoped, method, request)
 
 
 async def delete_subscribers(args: Args, ctx: Context) -> dict[str, Any]:
@@ -1158,7 +1098,7 @@ ROWS = [
     ),
     Command(
         "lists.delete",
-        unary(lambda s: s.audience.DeleteLists, delete_lists, render_empty),
+        unary(lambda s: s.audience.DeleteLists, delete_lists, render_error_text),
         permission="List.Delete",
         shape="mixed",
         codes={"lists": 1, "LIST_IDS_REQUIRED": 1},
@@ -1375,7 +1315,7 @@ ROWS = [
     ),
     Command(
         "segments.delete",
-        unary(lambda s: s.audience.DeleteSegments, delete_segments, render_empty),
+        unary(lambda s: s.audience.DeleteSegments, delete_segments, render_error_text),
         permission="Segments.Delete",
         shape="mixed",
         codes={"segments": 1, "SEGMENT_IDS_REQUIRED": 1},

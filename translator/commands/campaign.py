@@ -10,24 +10,24 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import grpc
 from google.protobuf import field_mask_pb2, json_format, timestamp_pb2
 from herald.campaign.v1 import campaign_pb2
 
-from services.common.grpcutil import RpcFailure, decode_error
+from services.common.protojson import plain_json
 from translator.commands import (
     ERROR_TEXT,
-    UNAVAILABLE_CODES,
     Args,
     Command,
     Context,
     Param,
     Problems,
     instant,
+    render_error_text,
+    render_nothing,
     unary,
     validate_only,
 )
-from translator.params import ParamError
+from translator.params import INT32_MAX, INT64_MAX, ParamError, items_of, legacy_bool, legacy_name
 
 STATUS_NAMES = {
     campaign_pb2.CAMPAIGN_STATUS_DRAFT: "Draft",
@@ -61,7 +61,6 @@ ORDER_FIELDS = {
     "createdatetime": campaign_pb2.CAMPAIGN_ORDER_FIELD_CREATE_TIME,
     "updatedatetime": campaign_pb2.CAMPAIGN_ORDER_FIELD_UPDATE_TIME,
 }
-INT32_MAX = 2**31 - 1
 DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 TIME_RE = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?")
 SOURCE_RE = re.compile(r"\s*([0-9]{1,18})\s*(?::\s*([0-9]{1,18})\s*)?")
@@ -73,11 +72,6 @@ RECURSIVE_RANGES = {
     "schedulerechours": range(0, 24),
     "schedulerecminutes": range(0, 60),
 }
-
-
-def legacy_name(value: str) -> str:
-    """A legacy enum value as looked up: case-insensitive, "_" and runs of spaces read as one space."""
-    return " ".join(value.replace("_", " ").split()).lower()
 
 
 # Rendering ------------------------------------------------------------------------------------
@@ -127,17 +121,6 @@ def schedule_fields(campaign: campaign_pb2.Campaign) -> dict[str, Any]:
 
 def sources_text(sources: Iterable[campaign_pb2.RecipientSource]) -> str:
     return ",".join(f"{source.list_id}:{source.segment_id}" for source in sources)
-
-
-def plain_json(value: Any) -> Any:
-    """A Struct's value as JSON again: Struct stores every number as a double, so 5.0 becomes 5."""
-    if isinstance(value, dict):
-        return {key: plain_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [plain_json(item) for item in value]
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    return value
 
 
 def rules_text(targeting: campaign_pb2.Targeting) -> str:
@@ -289,10 +272,6 @@ def delete(args: Args) -> campaign_pb2.DeleteCampaignsRequest:
     return campaign_pb2.DeleteCampaignsRequest(campaign_ids=args.int_list("campaigns", required=True))
 
 
-def render_deleted(response: campaign_pb2.DeleteCampaignsResponse, args: Args) -> dict[str, Any]:
-    return {"ErrorText": ""}
-
-
 # campaign.get ---------------------------------------------------------------------------------
 
 
@@ -382,7 +361,7 @@ def int_param(update: Update, name: str, message: str) -> int:
     if value == "":
         return 0
     before = len(update.args.problems)
-    number = update.args.int(name, min=0, max=2**63 - 1)
+    number = update.args.int(name, min=0, max=INT64_MAX)
     if len(update.args.problems) > before:
         update.args.problems[-1].message = message
     return number
@@ -405,15 +384,6 @@ def parse_ints(update: Update, name: str, code_text: str) -> list[int]:
             return []
         numbers.append(number)
     return sorted(set(numbers))
-
-
-def items_of(value: object) -> list[object]:
-    """A legacy multi-value parameter's items: a comma-separated string, a list, or one value."""
-    if isinstance(value, str):
-        return list(value.split(","))
-    if isinstance(value, list):
-        return list(value)
-    return [value]
 
 
 def small_number(value: object) -> int | None:
@@ -626,17 +596,6 @@ def fill_variations(update: Update) -> None:
         update.campaign.variations.append(campaign_pb2.Variation(email_id=email_id, weight=weight))
 
 
-def legacy_bool(value: object) -> bool:
-    """Params.bool for a value nested in an object."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value == 1
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return False
-
-
 def fill_publish_on_rss(update: Update) -> None:
     value = update.args.params.raw("publishonrss")
     if isinstance(value, str) and value.strip().lower() in ("enabled", "disabled"):
@@ -710,21 +669,6 @@ def build_update(update: Update) -> None:
     update.field("variations", ("abtesting",), lambda: fill_variations(update))
 
 
-# ErrorTexts in the legacy client's words for service reasons whose code has no single seed text.
-REASON_TEXTS = {
-    "SEND_TIME_REQUIRED": "Missing SendDate for Future schedule",
-    "SEND_TIME_IN_PAST": "SendDate and SendTime lie in the past",
-    "CAMPAIGN_NAME_REQUIRED": "CampaignName cannot be empty",
-    "CAMPAIGN_NAME_TOO_LONG": "CampaignName is longer than 255 characters",
-}
-
-
-def in_legacy_words(failure: RpcFailure | None) -> RpcFailure | None:
-    for violation in failure.violations if failure is not None else ():
-        violation.description = REASON_TEXTS.get(violation.reason, violation.description)
-    return failure
-
-
 async def update_campaign(args: Args, ctx: Context) -> dict[str, Any]:
     campaign_id = args.int("campaignid", required=True, min=1)
     if args.problems:
@@ -747,17 +691,12 @@ async def update_campaign(args: Args, ctx: Context) -> dict[str, Any]:
             failure = await validate_only(ctx, update_method, update.request(validate=True))
         else:
             failure = await validate_only(reader, get, lookup)
-        raise Problems(args.problems, in_legacy_words(failure))
+        raise Problems(args.problems, failure)
     if not update.paths:
         # Nothing to change: the answer is still "not found" for a campaign the caller cannot see.
         await reader.call(get, lookup)
         return {}
-    try:
-        await ctx.call(update_method, update.request())
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() in UNAVAILABLE_CODES:
-            raise
-        raise Problems([], in_legacy_words(decode_error(exc))) from exc
+    await ctx.call(update_method, update.request())
     return {}
 
 
@@ -769,10 +708,6 @@ def by_id(request_type: Callable[..., Any]) -> Callable[[Args], Any]:
         return request_type(campaign_id=args.int("campaignid", required=True, min=1))
 
     return build
-
-
-def render_nothing(response: campaign_pb2.Campaign, args: Args) -> dict[str, Any]:
-    return {}
 
 
 # pause, resume, cancel and approve: 1 no id, 2 not found, 3 the status does not allow it.
@@ -1063,8 +998,13 @@ UPDATE_CODES: dict[str, int] = {
 }
 SOURCE_NOT_FOUND_TEXT = "Recipient list or segment not found or doesn't belong to user"
 TIME_ZONE_TEXT = "Invalid SendTimeZone: not an IANA time zone (such as America/New_York)"
-# One code, several causes: the ErrorText says which (RULINGS 15; a time zone is no schedule type).
+# One code, several causes: the ErrorText says which (RULINGS 15; a time zone is no schedule type), in the
+# legacy client's words where the code has no single seed text.
 UPDATE_CAUSE_TEXTS = {
+    "SEND_TIME_REQUIRED": "Missing SendDate for Future schedule",
+    "SEND_TIME_IN_PAST": "SendDate and SendTime lie in the past",
+    "CAMPAIGN_NAME_REQUIRED": "CampaignName cannot be empty",
+    "CAMPAIGN_NAME_TOO_LONG": "CampaignName is longer than 255 characters",
     "LIST_NOT_FOUND": SOURCE_NOT_FOUND_TEXT,
     "SEGMENT_NOT_FOUND": SOURCE_NOT_FOUND_TEXT,
     "sendtimezone": TIME_ZONE_TEXT,
@@ -1357,7 +1297,7 @@ ROWS = [
     ),
     Command(
         "campaigns.delete",
-        unary(lambda s: s.campaign.DeleteCampaigns, delete, render_deleted),
+        unary(lambda s: s.campaign.DeleteCampaigns, delete, render_error_text),
         permission="Campaign.Delete",
         codes={"campaigns": 1, "CAMPAIGN_IDS_REQUIRED": 1},
         texts={1: "Missing required parameter (Campaigns)"},

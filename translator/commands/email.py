@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -11,8 +10,20 @@ from typing import Any, TypeVar
 from google.protobuf import field_mask_pb2
 from herald.campaign.v1 import email_pb2
 
-from translator.commands import ERROR_TEXT, Args, Command, Context, Param, Problems, instant, unary, validate_only
-from translator.params import ParamError, Params
+from translator.commands import (
+    ERROR_TEXT,
+    MAX_TEXT,
+    Args,
+    Command,
+    Context,
+    Param,
+    Problems,
+    instant,
+    render_error_text,
+    unary,
+    validate_only,
+)
+from translator.params import INT64_MAX, ParamError, Params, items_of
 
 CONTENT_TYPE_NAMES = {
     email_pb2.CONTENT_TYPE_HTML: "HTML",
@@ -37,10 +48,7 @@ SCOPE_BY_LEGACY: dict[str, email_pb2.ValidateScope.ValueType] = {
 }
 MAX_LISTED_IDS = 100
 T = TypeVar("T")
-# Text parameters are passed on whole (up to the request body limit): the service owns the length limits.
-MAX_TEXT = 16 * 1024 * 1024
 _DIGITS = re.compile(r"[0-9]{1,19}")
-INT64_MAX = 2**63 - 1
 
 # Legacy text parameter -> the Email field it sets.
 TEXT_FIELDS = {
@@ -149,10 +157,6 @@ def delete(args: Args) -> email_pb2.DeleteEmailRequest:
     return email_pb2.DeleteEmailRequest(email_id=args.int("emailid", required=True, min=1))
 
 
-def render_deleted(response: Any, args: Args) -> dict[str, Any]:
-    return {"ErrorText": ""}
-
-
 # --- email.update -------------------------------------------------------------------------------------------
 
 
@@ -235,10 +239,7 @@ async def update_email(args: Args, ctx: Context) -> dict[str, Any]:
         probe = email_pb2.UpdateEmailRequest()
         probe.CopyFrom(request)
         probe.email.email_id = 0
-        failure = await validate_only(ctx, ctx.stubs.email.UpdateEmail, probe)
-        if failure is not None:
-            others = [v for v in failure.violations if v.reason not in CHECKED_HERE]
-            failure = dataclasses.replace(failure, violations=others) if others else None
+        failure = await validate_only(ctx, ctx.stubs.email.UpdateEmail, probe, judged_reasons=CHECKED_HERE)
         raise Problems(args.problems, failure)
     await ctx.call(ctx.stubs.email.UpdateEmail, request)
     return {}
@@ -260,14 +261,7 @@ def requested_email_ids(args: Args) -> list[int] | None:
     """The valid ids of `EmailIDs` (blank and non-numeric entries dropped); None when it is absent."""
     if not args.has("emailids"):
         return None
-    value = args.params.raw("emailids")
-    items: list[Any]
-    if isinstance(value, str):
-        items = value.split(",")
-    elif isinstance(value, list):
-        items = value
-    else:
-        items = [value]
+    items = items_of(args.params.raw("emailids"))
     ids = list(dict.fromkeys(number for number in map(_valid_id, items) if number is not None))
     if not ids:
         args.problems.append(ParamError("emailids", "malformed", "EmailIDs has no valid numeric entry"))
@@ -435,7 +429,7 @@ ROWS = [
     ),
     Command(
         "email.delete",
-        unary(lambda s: s.email.DeleteEmail, delete, render_deleted),
+        unary(lambda s: s.email.DeleteEmail, delete, render_error_text),
         scope="user_or_admin",
         shape="mixed",
         codes={"emailid": 1, "EMAIL_ID_REQUIRED": 1, "EMAIL_NOT_FOUND": 2},

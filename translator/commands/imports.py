@@ -15,7 +15,7 @@ from typing import Any
 from herald.audience.v1 import audience_pb2
 
 from translator.commands import Args, Command, Context, Param, Problems, instant, unary
-from translator.params import ParamError, Params
+from translator.params import FALSE_STRINGS, TRUE_STRINGS, ParamError, Params
 
 RATE_LIMIT = (100, 60.0)
 IMPORT_STATUS = {
@@ -26,8 +26,6 @@ IMPORT_STATUS = {
 }
 # The four required flags, in the order of their codes (4-7 missing, 9-12 invalid).
 FLAGS = ("addtoglobalsuppressionlist", "addtosuppressionlist", "updateduplicates", "triggeractions")
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 # Characters a form field cannot easily carry, written as their usual escapes.
 _ESCAPES = {"\\t": "\t", "tab": "\t"}
 
@@ -42,8 +40,8 @@ def strict_flag(args: Args, name: str) -> bool:
         return value
     if isinstance(value, int) and value in (0, 1):
         return value == 1
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
+    if isinstance(value, str) and value.strip().lower() in TRUE_STRINGS | FALSE_STRINGS:
+        return value.strip().lower() in TRUE_STRINGS
     args.problems.append(ParamError(name, "malformed", f"{name} must be true or false"))
     return False
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from herald.tag.v1 import tag_pb2
 
-from translator.commands import ERROR_TEXT, Args, Command, Param, unary
+from translator.commands import ERROR_TEXT, Args, Command, Param, render_error_text, unary
 
 NAME_CODES = {"TAG_NAME_INVALID": 3, "TAG_NAME_EMPTY": 4}
 NAME_TEXTS = {
@@ -39,10 +39,6 @@ def update_tag(args: Args) -> tag_pb2.UpdateTagRequest:
     return tag_pb2.UpdateTagRequest(
         tag_id=args.int("tagid", required=True, min=1), name=args.str("tag", required=True, max_len=1000)
     )
-
-
-def render_empty(response: Any, args: Args) -> dict[str, Any]:
-    return {"ErrorText": ""}
 
 
 def delete_tags(args: Args) -> tag_pb2.DeleteTagsRequest:
@@ -114,7 +110,7 @@ ROWS = [
     ),
     Command(
         "tag.update",
-        unary(lambda s: s.tag.UpdateTag, update_tag, render_empty),
+        unary(lambda s: s.tag.UpdateTag, update_tag, render_error_text),
         shape="list",
         codes={
             "tagid": 1,
@@ -138,7 +134,7 @@ ROWS = [
     ),
     Command(
         "tags.delete",
-        unary(lambda s: s.tag.DeleteTags, delete_tags, render_empty),
+        unary(lambda s: s.tag.DeleteTags, delete_tags, render_error_text),
         shape="list",
         codes={"tags": 1, "TAG_IDS_REQUIRED": 1},
         texts={1: "Missing required parameter (Tags)"},
@@ -149,7 +145,7 @@ ROWS = [
     ),
     Command(
         "tag.assigntocampaigns",
-        unary(lambda s: s.tag.AssignTag, assign, render_empty),
+        unary(lambda s: s.tag.AssignTag, assign, render_error_text),
         permission="Campaigns.Get",
         shape="list",
         codes=ASSIGN_CODES,
@@ -161,7 +157,7 @@ ROWS = [
     ),
     Command(
         "tag.unassignfromcampaigns",
-        unary(lambda s: s.tag.UnassignTag, unassign, render_empty),
+        unary(lambda s: s.tag.UnassignTag, unassign, render_error_text),
         permission="Campaigns.Get",
         shape="list",
         codes=ASSIGN_CODES,
