@@ -393,17 +393,10 @@ class Params:
             self._unless_required(name, required)
             return None
         value = self._data[name.lower()]
-        items: list[object]
-        if isinstance(value, str):
-            items = list(value.split(","))
-        elif isinstance(value, list):
-            items = list(value)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            items = [value]
-        else:
+        if isinstance(value, bool) or not isinstance(value, str | list | int | float):
             raise ParamError(name, "malformed", f"{name.lower()} must be a list of IDs")
         seen: dict[builtins.int, None] = {}
-        for item in items:
+        for item in items_of(value):
             if item is None or (isinstance(item, str) and not item.strip(_ASCII_SPACE)):
                 continue
             number = _coerce_int(item)
@@ -423,15 +416,10 @@ class Params:
             self._unless_required(name, required)
             return None
         value = self._data[name.lower()]
-        items: list[object]
-        if isinstance(value, str):
-            items = list(value.split(","))
-        elif isinstance(value, list):
-            items = list(value)
-        else:
+        if not isinstance(value, str | list):
             raise ParamError(name, "malformed", f"{name.lower()} must be a list of strings")
         result: list[builtins.str] = []
-        for item in items:
+        for item in items_of(value):
             if item is None:
                 continue
             if isinstance(item, int) and not isinstance(item, bool):

@@ -27,22 +27,18 @@ from translator.commands.audience.legacy import (
     lenient_int,
     scalar_text,
 )
+from translator.commands.email import CONTENT_TYPE_NAMES, MODE_BY_LEGACY, MODE_NAMES, TEXT_FIELDS
 from translator.params import ParamError, legacy_name
 
 OPT_IN_NAMES = {audience_pb2.OPT_IN_MODE_SINGLE: "Single", audience_pb2.OPT_IN_MODE_DOUBLE: "Double"}
-CONTENT_TYPES = {
-    "html": email_pb2.CONTENT_TYPE_HTML,
-    "plain": email_pb2.CONTENT_TYPE_PLAIN,
-    "both": email_pb2.CONTENT_TYPE_BOTH,
+OPT_IN_BY_LEGACY = {name.lower(): mode for mode, name in OPT_IN_NAMES.items()}
+# A confirmation email is an email: its fields are email.update's (but the import URLs and free contents).
+CONFIRMATION_TEXTS = {
+    name: path
+    for name, path in TEXT_FIELDS.items()
+    if name not in ("fetchurl", "fetchplainurl", "extracontent1", "extracontent2")
 }
-MODES = {
-    "empty": email_pb2.EMAIL_MODE_EMPTY,
-    "editor": email_pb2.EMAIL_MODE_EDITOR,
-    "template": email_pb2.EMAIL_MODE_TEMPLATE,
-    "import": email_pb2.EMAIL_MODE_IMPORT,
-    "unlayer": email_pb2.EMAIL_MODE_UNLAYER,
-    "stripo": email_pb2.EMAIL_MODE_STRIPO,
-}
+CONTENT_TYPES = {name.lower(): content_type for content_type, name in CONTENT_TYPE_NAMES.items()}
 LIST_ORDER_FIELDS = {
     "listid": audience_pb2.LIST_ORDER_FIELD_LIST_ID,
     "name": audience_pb2.LIST_ORDER_FIELD_NAME,
@@ -93,18 +89,7 @@ def confirmation_email(args: Args) -> email_pb2.Email | None:
     email = email_pb2.Email()
     if given is None:
         return email
-    texts = {
-        "emailname": "name",
-        "subject": "subject",
-        "preheadertext": "preheader_text",
-        "fromname": "from_name",
-        "fromemail": "from_email",
-        "replytoname": "reply_to_name",
-        "replytoemail": "reply_to_email",
-        "htmlcontent": "html_content",
-        "plaincontent": "plain_content",
-    }
-    for key, attribute in texts.items():
+    for key, attribute in CONFIRMATION_TEXTS.items():
         value = given.get(key)
         if value is None:
             continue
@@ -120,7 +105,7 @@ def confirmation_email(args: Args) -> email_pb2.Email | None:
         email.content_type = CONTENT_TYPES.get(legacy_name(str(content_type)), UNKNOWN_ENUM)
     mode = given.get("mode")
     if mode is not None and str(mode).strip():
-        email.mode = MODES.get(legacy_name(str(mode)), UNKNOWN_ENUM)
+        email.mode = MODE_BY_LEGACY.get(legacy_name(str(mode)), UNKNOWN_ENUM)
     template = given.get("reltemplateid")
     if template is not None and template != "":
         text = scalar_text(template)
@@ -147,7 +132,7 @@ async def create_list(args: Args, ctx: Context) -> dict[str, Any]:
     )
     mode = args.str("optinmode", max_len=64)
     if mode:
-        request.opt_in_mode = {"single": 1, "double": 2}.get(mode.strip().lower(), UNKNOWN_ENUM)
+        request.opt_in_mode = OPT_IN_BY_LEGACY.get(mode.strip().lower(), UNKNOWN_ENUM)
     email = confirmation_email(args)
     if email is not None:
         request.confirmation_email.CopyFrom(email)
@@ -217,8 +202,8 @@ CONFIRMATION_CODES = {
 
 # Declared parameters and answers (the OpenAPI document; handlers read nothing else) ------------
 
-CONTENT_NAMES = ("HTML", "Plain", "Both")
-EMAIL_MODES = ("Empty", "Editor", "Template", "Import", "Unlayer", "Stripo")
+CONTENT_NAMES = tuple(CONTENT_TYPE_NAMES.values())
+EMAIL_MODES = tuple(MODE_NAMES.values())
 CONFIRMATION_EMAIL = Param(
     "ConfirmationEmail",
     "object",

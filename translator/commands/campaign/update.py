@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf import field_mask_pb2
@@ -31,6 +31,7 @@ from translator.commands.campaign.legacy import (
 )
 from translator.params import INT32_MAX, INT64_MAX, ParamError, items_of, legacy_bool, legacy_name
 
+T = TypeVar("T")
 TIME_RE = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?")
 SOURCE_RE = re.compile(r"\s*([0-9]{1,18})\s*(?::\s*([0-9]{1,18})\s*)?")
 # What "*" means for each recursive list: every value the field allows.
@@ -127,7 +128,6 @@ def small_number(value: object) -> int | None:
 
 
 def fill_schedule(update: Update) -> None:
-    args = update.args
     schedule = update.campaign.schedule
     if update.given("scheduletype"):
         name = legacy_name(text_param(update, "scheduletype"))
@@ -166,26 +166,31 @@ def fill_schedule(update: Update) -> None:
             recursive.max_instances = max_instances
         recursive.time_zone = zone_name
         return
-    send_date = send_time = None
-    date_text = args.str("senddate", max_len=32).strip()
-    if not date_text:
-        update.problem("senddate", "missing", "Missing SendDate for Future schedule")
-    else:
-        send_date = parse_date(date_text)
-        if send_date is None:
-            update.problem("senddate", "malformed", "Invalid SendDate (YYYY-MM-DD)")
-    time_text = args.str("sendtime", max_len=32).strip()
-    if not time_text:
-        update.problem("sendtime", "missing", "Missing SendTime for Future schedule")
-    else:
-        send_time = parse_time(time_text)
-        if send_time is None:
-            update.problem("sendtime", "malformed", "Invalid SendTime (HH:MM:SS)")
+    send_date = required_value(
+        update, "senddate", parse_date, "Missing SendDate for Future schedule", "Invalid SendDate (YYYY-MM-DD)"
+    )
+    send_time = required_value(
+        update, "sendtime", parse_time, "Missing SendTime for Future schedule", "Invalid SendTime (HH:MM:SS)"
+    )
     if send_date is None or send_time is None or zone is None:
         return
     local = datetime.combine(send_date, send_time, tzinfo=zone)
     schedule.future.send_time.FromDatetime(local.astimezone(UTC))
     schedule.future.time_zone = zone_name
+
+
+def required_value(
+    update: Update, name: str, parse: Callable[[str], T | None], missing: str, malformed: str
+) -> T | None:
+    """A value a Future schedule needs (SendDate, SendTime); None, with a problem, when missing or malformed."""
+    text = update.args.str(name, max_len=32).strip()
+    if not text:
+        update.problem(name, "missing", missing)
+        return None
+    value = parse(text)
+    if value is None:
+        update.problem(name, "malformed", malformed)
+    return value
 
 
 def parse_time(text: str) -> time | None:
