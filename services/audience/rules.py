@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from services.common.errors import DomainError, ErrorKind, FieldViolation
+from services.common.sql import LIKE_ESCAPE, contains_pattern, escape_like
 
 RULES_INVALID = "RULES_INVALID"
 RULE_TYPE_UNSUPPORTED = "RULE_TYPE_UNSUPPORTED"
@@ -436,10 +437,6 @@ class SegmentDefinition:
     audience_size: int = 0
 
 
-def _like_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 class Compiler:
     """Builds conditions over a subscribers table (or alias) for criteria of one list.
 
@@ -545,13 +542,13 @@ def _text_condition(column: sa.ColumnElement[Any], rule: FieldRule) -> sa.Column
         case "ne":
             return sa.func.lower(text) != value.lower()
         case "contains":
-            return text.ilike(f"%{_like_escape(value)}%", escape="\\")
+            return text.ilike(contains_pattern(value), escape=LIKE_ESCAPE)
         case "not_contains":
-            return ~text.ilike(f"%{_like_escape(value)}%", escape="\\")
+            return ~text.ilike(contains_pattern(value), escape=LIKE_ESCAPE)
         case "begins":
-            return text.ilike(f"{_like_escape(value)}%", escape="\\")
+            return text.ilike(f"{escape_like(value)}%", escape=LIKE_ESCAPE)
         case "ends":
-            return text.ilike(f"%{_like_escape(value)}", escape="\\")
+            return text.ilike(f"%{escape_like(value)}", escape=LIKE_ESCAPE)
         case "set":
             return text != ""
         case "not_set":

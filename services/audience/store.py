@@ -19,6 +19,7 @@ from services.audience.domain import (
     SegmentRecord,
     SubscriberRecord,
 )
+from services.common.sql import LIKE_ESCAPE, contains_pattern, id_array, text_array
 
 SCHEMA = "audience"
 
@@ -88,21 +89,8 @@ suppressions = sa.Table(
 )
 
 
-def _ids(values: Sequence[int]) -> sa.BindParameter[Sequence[int]]:
-    # One array parameter (`= ANY(:ids)`) rather than an IN list: one plan whatever the count.
-    return sa.bindparam(None, list(values), type_=postgresql.ARRAY(sa.BigInteger))
-
-
-def _texts(values: Sequence[str]) -> sa.BindParameter[Sequence[str]]:
-    return sa.bindparam(None, list(values), type_=postgresql.ARRAY(sa.Text))
-
-
 def _owned_by(column: sa.ColumnElement[Any], owner: int | None) -> sa.ColumnElement[bool]:
     return sa.true() if owner is None else column == owner
-
-
-def _like(value: str) -> str:
-    return "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def is_suppressed(table: sa.FromClause) -> sa.ColumnElement[bool]:
@@ -212,7 +200,7 @@ async def list_by_id(
 async def lists_by_id(conn: AsyncConnection, list_ids: Sequence[int], owner: int | None) -> dict[int, MailingList]:
     """Those of the lists that exist and are the owner's."""
     query = sa.select(*_LIST_COLUMNS).where(
-        lists.c.list_id == sa.any_(_ids(list_ids)), _owned_by(lists.c.owner_user_id, owner)
+        lists.c.list_id == sa.any_(id_array(list_ids)), _owned_by(lists.c.owner_user_id, owner)
     )
     return {row.list_id: _mailing_list(row, counted=False) for row in await conn.execute(query)}
 
@@ -247,9 +235,12 @@ async def lists_page(
     if "\x00" in search:
         conditions.append(sa.false())  # no text holds NUL (and PostgreSQL refuses it in a query)
     elif search:
-        pattern = _like(search)
+        pattern = contains_pattern(search)
         conditions.append(
-            sa.or_(lists.c.name.ilike(pattern, escape="\\"), lists.c.description.ilike(pattern, escape="\\"))
+            sa.or_(
+                lists.c.name.ilike(pattern, escape=LIKE_ESCAPE),
+                lists.c.description.ilike(pattern, escape=LIKE_ESCAPE),
+            )
         )
     if archived is not None:
         conditions.append(lists.c.archived_at.is_not(None) if archived else lists.c.archived_at.is_(None))
@@ -270,7 +261,7 @@ async def lists_page(
 async def deleted_list_count(conn: AsyncConnection, list_ids: Sequence[int], owner: int | None) -> int:
     """Deletes the owner's lists among `list_ids` (subscribers and segments go by cascade); returns how many."""
     statement = sa.delete(lists).where(
-        lists.c.list_id == sa.any_(_ids(list_ids)), _owned_by(lists.c.owner_user_id, owner)
+        lists.c.list_id == sa.any_(id_array(list_ids)), _owned_by(lists.c.owner_user_id, owner)
     )
     return (await conn.execute(statement)).rowcount
 
@@ -422,7 +413,7 @@ def _search_condition(column_name: str, keyword: str) -> sa.ColumnElement[bool]:
     if column_name.startswith(rules.CUSTOM_PREFIX):
         key = column_name.removeprefix(rules.CUSTOM_PREFIX)
         return sa.func.coalesce(subscribers.c.custom_fields.op("->>")(sa.literal(key, sa.Text)), "").ilike(
-            _like(keyword), escape="\\"
+            contains_pattern(keyword), escape=LIKE_ESCAPE
         )
     column = subscribers.c[column_name]
     if column_name == "subscriber_id":
@@ -430,8 +421,8 @@ def _search_condition(column_name: str, keyword: str) -> sa.ColumnElement[bool]:
         return column == int(text) if text.isdigit() and len(text) <= 18 else sa.false()
     if column_name in ("subscription_date", "optin_date"):
         shown = sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD HH24:MI:SS")
-        return sa.func.coalesce(shown, "").ilike(_like(keyword), escape="\\")
-    return column.ilike(_like(keyword), escape="\\")
+        return sa.func.coalesce(shown, "").ilike(contains_pattern(keyword), escape=LIKE_ESCAPE)
+    return column.ilike(contains_pattern(keyword), escape=LIKE_ESCAPE)
 
 
 async def subscribers_page(
@@ -494,7 +485,7 @@ def _selected(
     elif selection.email_key:
         condition = table.c.email_key == selection.email_key
     else:
-        condition = table.c.subscriber_id == sa.any_(_ids(selection.subscriber_ids))
+        condition = table.c.subscriber_id == sa.any_(id_array(selection.subscriber_ids))
     return sa.and_(table.c.list_id == list_id, condition)
 
 
@@ -583,7 +574,7 @@ async def added_suppression_count(conn: AsyncConnection, owner: int, keys: Seque
     """Adds the address keys to the owner's suppression list; returns how many were new."""
     if not keys:
         return 0
-    rows = sa.select(sa.literal(owner, sa.BigInteger), sa.func.unnest(_texts(keys)))
+    rows = sa.select(sa.literal(owner, sa.BigInteger), sa.func.unnest(text_array(keys)))
     statement = (
         postgresql.insert(suppressions)
         .from_select(["owner_user_id", "email_key"], rows)
@@ -633,7 +624,7 @@ async def segments_of_lists(conn: AsyncConnection, list_ids: Sequence[int]) -> l
     """Every segment of the lists (the caller checked the lists are theirs), by id."""
     query = (
         sa.select(*_SEGMENT_COLUMNS)
-        .where(segments.c.list_id == sa.any_(_ids(list_ids)))
+        .where(segments.c.list_id == sa.any_(id_array(list_ids)))
         .order_by(segments.c.segment_id)
     )
     return [_segment(row) for row in await conn.execute(query)]
@@ -654,7 +645,7 @@ async def member_count(
 
 async def deleted_segment_count(conn: AsyncConnection, segment_ids: Sequence[int], owner: int | None) -> int:
     statement = sa.delete(segments).where(
-        segments.c.segment_id == sa.any_(_ids(segment_ids)), _owned_by(segments.c.owner_user_id, owner)
+        segments.c.segment_id == sa.any_(id_array(segment_ids)), _owned_by(segments.c.owner_user_id, owner)
     )
     return (await conn.execute(statement)).rowcount
 
@@ -734,7 +725,9 @@ class RecipientQuery:
         checks: list[sa.ColumnElement[bool]] = []
         if whole:
             other = subscribers.alias("excluded")
-            in_lists = other.c.list_id == whole[0] if len(whole) == 1 else other.c.list_id == sa.any_(_ids(whole))
+            in_lists = (
+                other.c.list_id == whole[0] if len(whole) == 1 else other.c.list_id == sa.any_(id_array(whole))
+            )
             checks.append(sa.exists().where(in_lists, other.c.email_key == table.c.email_key))
         for i, source in enumerate(s for s in self._targeting.excluded if s.segment_id != 0):
             other = subscribers.alias(f"excluded{i}")

@@ -18,15 +18,15 @@ from sqlalchemy import (
     any_,
     func,
     insert,
-    literal,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaign.email_domain import ContentType, Email, EmailMode, Utm
 from services.campaign.store import SCHEMA
+from services.common.sql import id_array
 
 metadata = MetaData(schema=SCHEMA)
 
@@ -119,11 +119,6 @@ def _email(row: Row[Any]) -> Email:
     )
 
 
-def _id_array(ids: Sequence[int]) -> Any:
-    # One array parameter instead of one parameter per id keeps long id lists cheap to send and plan.
-    return any_(literal(list(ids), ARRAY(BigInteger)))
-
-
 def _live_and_owned_by(owner_user_id: int | None) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [_c.deleted_at.is_(None)]
     if owner_user_id is not None:
@@ -152,7 +147,7 @@ async def emails_by_ids(conn: AsyncConnection, email_ids: Sequence[int], owner_u
     """Those of the emails that exist, are not deleted and are in scope, by email id."""
     stmt = (
         select(emails)
-        .where(_c.email_id == _id_array(email_ids), *_live_and_owned_by(owner_user_id))
+        .where(_c.email_id == any_(id_array(email_ids)), *_live_and_owned_by(owner_user_id))
         .order_by(_c.email_id)
     )
     return [_email(row) for row in await conn.execute(stmt)]
@@ -193,7 +188,7 @@ async def delete_email(conn: AsyncConnection, email_id: int, owner_user_id: int 
 
 async def owned_email_ids(conn: AsyncConnection, email_ids: Sequence[int], owner_user_id: int | None) -> set[int]:
     """Those of the ids that name emails in scope and not deleted (for campaigns pointing at emails)."""
-    stmt = select(_c.email_id).where(_c.email_id == _id_array(email_ids), *_live_and_owned_by(owner_user_id))
+    stmt = select(_c.email_id).where(_c.email_id == any_(id_array(email_ids)), *_live_and_owned_by(owner_user_id))
     return set((await conn.execute(stmt)).scalars())
 
 
@@ -210,7 +205,7 @@ async def insert_email_copies(
             _c.owner_user_id,
             *(_c[column] for column in CONTENT_COLUMNS),
         )
-        .where(_c.email_id == _id_array(email_ids), *_live_and_owned_by(owner_user_id))
+        .where(_c.email_id == any_(id_array(email_ids)), *_live_and_owned_by(owner_user_id))
         .cte("sources")
     )
     inserted = (

@@ -35,11 +35,10 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.campaign import domain
 from services.campaign.domain import (
     AutoResend,
     Campaign,
@@ -60,6 +59,7 @@ from services.campaign.domain import (
 )
 from services.campaign.sending import SendProgress
 from services.common import db
+from services.common.sql import LIKE_ESCAPE, contains_pattern, id_array
 
 SCHEMA = "campaign"
 metadata = MetaData(schema=SCHEMA)
@@ -297,11 +297,6 @@ def _settings_values(campaign: Campaign) -> dict[str, Any]:
     }
 
 
-def _id_array(ids: Sequence[int]) -> Any:
-    # One array parameter instead of one parameter per id keeps long id lists cheap to send and plan.
-    return any_(literal(list(ids), ARRAY(BigInteger)))
-
-
 def _owned_by(owner_user_id: int | None) -> list[ColumnElement[bool]]:
     return [] if owner_user_id is None else [_c.owner_user_id == owner_user_id]
 
@@ -367,7 +362,7 @@ async def campaigns_by_ids(
     """Those of the campaigns that exist and are in scope, by campaign id."""
     stmt = (
         _full_campaigns()
-        .where(_c.campaign_id == _id_array(campaign_ids), *_owned_by(owner_user_id))
+        .where(_c.campaign_id == any_(id_array(campaign_ids)), *_owned_by(owner_user_id))
         .order_by(_c.campaign_id)
     )
     return [_full_campaign(row) for row in await conn.execute(stmt)]
@@ -410,7 +405,7 @@ async def live_email_ids(conn: AsyncConnection, owner_user_id: int, email_ids: S
     if not email_ids:
         return frozenset()
     stmt = select(emails.c.email_id).where(
-        emails.c.email_id == _id_array(email_ids),
+        emails.c.email_id == any_(id_array(email_ids)),
         emails.c.owner_user_id == owner_user_id,
         emails.c.deleted_at.is_(None),
     )
@@ -455,12 +450,11 @@ def _matching(campaign_filter: CampaignFilter) -> list[ColumnElement[bool]]:
     if campaign_filter.schedule_types:
         conditions.append(_c.schedule_type.in_([t.value for t in campaign_filter.schedule_types]))
     if campaign_filter.search:
-        pattern = domain.name_contains_pattern(campaign_filter.search)
-        conditions.append(_c.name.ilike(pattern, escape=domain.LIKE_ESCAPE))
+        conditions.append(_c.name.ilike(contains_pattern(campaign_filter.search), escape=LIKE_ESCAPE))
     if campaign_filter.campaign_ids:
-        conditions.append(_c.campaign_id == _id_array(campaign_filter.campaign_ids))
+        conditions.append(_c.campaign_id == any_(id_array(campaign_filter.campaign_ids)))
     if campaign_filter.tagged_campaign_ids is not None:
-        conditions.append(_c.campaign_id == _id_array(campaign_filter.tagged_campaign_ids))
+        conditions.append(_c.campaign_id == any_(id_array(campaign_filter.tagged_campaign_ids)))
     # A campaign neither sent nor scheduled has no send date and so never lies in a date range.
     if campaign_filter.send_time_from is not None:
         conditions.append(_send_date >= campaign_filter.send_time_from)
@@ -630,7 +624,7 @@ async def delete_campaigns_with_auto_resends(
     """(campaign_id, owner_user_id) of every campaign deleted: those in scope and, recursively, their auto-resends."""
     doomed = (
         select(_c.campaign_id)
-        .where(_c.campaign_id == _id_array(campaign_ids), *_owned_by(owner_user_id))
+        .where(_c.campaign_id == any_(id_array(campaign_ids)), *_owned_by(owner_user_id))
         .cte("doomed", recursive=True)
     )
     child = campaigns.alias("child")

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.sql import id_array
 from services.delivery import domain
 from services.delivery.domain import DomainFigures, EventCounts, RecipientCounts, VariationFigures
 
@@ -94,14 +95,9 @@ events = sa.Table(
 )
 
 
-def _ids(values: Sequence[int]) -> sa.BindParameter[Sequence[int]]:
-    # One array parameter (`= ANY(:ids)`) rather than an IN list: one plan whatever the count.
-    return sa.bindparam(None, list(values), type_=postgresql.ARRAY(sa.BigInteger))
-
-
 def _scoped(table: sa.Table, campaign_ids: Sequence[int], owner: int | None) -> sa.ColumnElement[bool]:
     """The rows of the requested campaigns that the owner may see (all of them for an admin)."""
-    in_request = table.c.campaign_id == sa.any_(_ids(campaign_ids))
+    in_request = table.c.campaign_id == sa.any_(id_array(campaign_ids))
     return in_request if owner is None else sa.and_(in_request, table.c.owner_user_id == owner)
 
 

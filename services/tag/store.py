@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.sql import id_array
 from services.tag import domain
 from services.tag.domain import Tag
 
@@ -48,11 +49,6 @@ _TAG_COLUMNS = (
     tags.c.update_time,
     tags.c.archive_template_url,
 )
-
-
-def _ids(values: Sequence[int]) -> sa.BindParameter[Sequence[int]]:
-    # One array parameter (`= ANY(:ids)`) rather than an IN list: one plan whatever the count.
-    return sa.bindparam(None, list(values), type_=postgresql.ARRAY(sa.BigInteger))
 
 
 def _owned_by(column: sa.ColumnElement[Any], owner: int | None) -> sa.ColumnElement[bool]:
@@ -146,7 +142,7 @@ async def templated_tag(conn: AsyncConnection, tag_id: int, owner: int | None, t
 async def deleted_tag_count(conn: AsyncConnection, tag_ids: Sequence[int], owner: int | None) -> int:
     """Deletes the owner's tags among `tag_ids` (assignments go by cascade); returns how many."""
     statement = sa.delete(tags).where(
-        tags.c.tag_id == sa.any_(_ids(tag_ids)), _owned_by(tags.c.owner_user_id, owner)
+        tags.c.tag_id == sa.any_(id_array(tag_ids)), _owned_by(tags.c.owner_user_id, owner)
     )
     result = await conn.execute(statement)
     return result.rowcount
@@ -156,7 +152,7 @@ async def assigned_count(conn: AsyncConnection, tag: Tag, campaign_ids: Sequence
     """Assigns the tag to the campaigns not yet carrying it; returns how many assignments are new."""
     rows = sa.select(
         sa.literal(tag.tag_id, sa.BigInteger),
-        sa.func.unnest(_ids(campaign_ids)),
+        sa.func.unnest(id_array(campaign_ids)),
         sa.literal(tag.owner_user_id, sa.BigInteger),
     )
     statement = (
@@ -171,7 +167,7 @@ async def assigned_count(conn: AsyncConnection, tag: Tag, campaign_ids: Sequence
 async def unassigned_count(conn: AsyncConnection, tag_id: int, campaign_ids: Sequence[int]) -> int:
     """Removes the tag from the campaigns; returns how many assignments existed."""
     statement = sa.delete(campaign_tags).where(
-        campaign_tags.c.tag_id == tag_id, campaign_tags.c.campaign_id == sa.any_(_ids(campaign_ids))
+        campaign_tags.c.tag_id == tag_id, campaign_tags.c.campaign_id == sa.any_(id_array(campaign_ids))
     )
     result = await conn.execute(statement)
     return result.rowcount
@@ -185,7 +181,7 @@ async def tags_by_campaign(
         sa.select(campaign_tags.c.campaign_id, *_TAG_COLUMNS)
         .join(tags, tags.c.tag_id == campaign_tags.c.tag_id)
         .where(
-            campaign_tags.c.campaign_id == sa.any_(_ids(campaign_ids)),
+            campaign_tags.c.campaign_id == sa.any_(id_array(campaign_ids)),
             _owned_by(campaign_tags.c.owner_user_id, owner),
         )
         .order_by(campaign_tags.c.campaign_id, tags.c.name_key, tags.c.tag_id)
@@ -201,7 +197,7 @@ async def tagged_campaign_ids(conn: AsyncConnection, tag_ids: Sequence[int], own
     query = (
         sa.select(campaign_tags.c.campaign_id)
         .where(
-            campaign_tags.c.tag_id == sa.any_(_ids(tag_ids)),
+            campaign_tags.c.tag_id == sa.any_(id_array(tag_ids)),
             _owned_by(campaign_tags.c.owner_user_id, owner),
         )
         .distinct()
@@ -216,7 +212,7 @@ async def deleted_campaign_assignment_count(
     """Removes every assignment of the owner's deleted campaigns; returns how many there were."""
     statement = sa.delete(campaign_tags).where(
         campaign_tags.c.owner_user_id == owner_user_id,
-        campaign_tags.c.campaign_id == sa.any_(_ids(campaign_ids)),
+        campaign_tags.c.campaign_id == sa.any_(id_array(campaign_ids)),
     )
     result = await conn.execute(statement)
     return result.rowcount

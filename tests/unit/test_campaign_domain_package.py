@@ -51,7 +51,6 @@ PUBLIC_NAMES: dict[str, frozenset[str]] = {
     "listing": frozenset(
         {
             "CampaignFilter",
-            "LIKE_ESCAPE",
             "ListQuery",
             "MAX_OFFSET",
             "MAX_PAGE_SIZE",
@@ -60,9 +59,7 @@ PUBLIC_NAMES: dict[str, frozenset[str]] = {
             "build_list_query",
             "decode_page_token",
             "encode_page_token",
-            "escape_like",
             "list_owner_scope",
-            "name_contains_pattern",
             "next_page_token",
         }
     ),

@@ -17,7 +17,6 @@ from services.campaign.domain.events import (
     status_change,
 )
 from services.campaign.domain.listing import (
-    LIKE_ESCAPE,
     MAX_OFFSET,
     MAX_PAGE_SIZE,
     MAX_PAGE_TOKEN_LENGTH,
@@ -27,9 +26,7 @@ from services.campaign.domain.listing import (
     build_list_query,
     decode_page_token,
     encode_page_token,
-    escape_like,
     list_owner_scope,
-    name_contains_pattern,
     next_page_token,
 )
 from services.campaign.domain.model import (
@@ -133,7 +130,6 @@ __all__ = [
     "EDITABLE_STATUSES",
     "FAIL_SENDING",
     "FINISH_SENDING",
-    "LIKE_ESCAPE",
     "MAX_AUTO_RESEND_WAIT_DAYS",
     "MAX_NAME_LENGTH",
     "MAX_OFFSET",
@@ -189,10 +185,8 @@ __all__ = [
     "deleted_events",
     "due_at",
     "encode_page_token",
-    "escape_like",
     "is_time_zone",
     "list_owner_scope",
-    "name_contains_pattern",
     "new_event_id",
     "next_occurrence",
     "next_page_token",

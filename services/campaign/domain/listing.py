@@ -21,7 +21,6 @@ MAX_PAGE_SIZE = 1000
 MAX_OFFSET = 2**31 - 1
 # A real token is well under 100 characters; refusing long ones bounds the work spent decoding junk.
 MAX_PAGE_TOKEN_LENGTH = 256
-LIKE_ESCAPE = "\\"
 
 
 class OrderField(enum.Enum):
@@ -33,18 +32,6 @@ class OrderField(enum.Enum):
     SEND_TIME = "send_time"
     CREATE_TIME = "create_time"
     UPDATE_TIME = "update_time"
-
-
-def escape_like(text: str) -> str:
-    """`text` with LIKE's wildcards and escape character made literal (for `ESCAPE '\\'`)."""
-    return (
-        text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%").replace("_", LIKE_ESCAPE + "_")
-    )
-
-
-def name_contains_pattern(search: str) -> str:
-    """The ILIKE pattern matching names that contain `search` literally."""
-    return f"%{escape_like(search)}%"
 
 
 @dataclass(frozen=True)
