@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.audience import domain
+from services.common.errors import ErrorKind
 
 
 def _spec(
@@ -57,4 +58,4 @@ def test_bundle_criteria_and_their_segments_rules_are_checked() -> None:
 def test_not_found_error_names_every_problem() -> None:
     spec = _spec(included=[(3, 0), (4, 0)])
     error = domain.sources_not_found(domain.unowned_sources(spec, OWNED, SEGMENTS))
-    assert (error.kind, error.reason, len(error.violations)) == (domain.ErrorKind.NOT_FOUND, "LIST_NOT_FOUND", 2)
+    assert (error.kind, error.reason, len(error.violations)) == (ErrorKind.NOT_FOUND, "LIST_NOT_FOUND", 2)
