@@ -1,0 +1,94 @@
+"""SQL of the audience service: one function per statement over the `audience` schema; `owner=None` means an admin (no owner filter).
+
+One private module per part (_tables, _lists, _subscribers, _suppressions, _segments, _recipients);
+callers import from here (`store.lists_page`, `store.subscribers`), whatever module holds a name.
+tests/unit/test_audience_modules.py guards the names.
+"""
+
+from __future__ import annotations
+
+from services.audience.store._lists import (
+    LIST_ORDER,
+    deleted_list_count,
+    inserted_list,
+    list_by_id,
+    list_with_confirmation_email,
+    lists_by_id,
+    lists_page,
+)
+from services.audience.store._recipients import (
+    RecipientQuery,
+    RecipientRow,
+    custom_fields_of,
+    recipient_count,
+    recipient_rows,
+)
+from services.audience.store._segments import (
+    deleted_segment_count,
+    inserted_segment,
+    member_count,
+    segments_of_lists,
+)
+from services.audience.store._subscribers import (
+    deleted_subscriber_count,
+    existing_subscriber,
+    inserted_subscriber_id,
+    segments_containing,
+    selected_statuses,
+    subscriber_by,
+    subscribers_page,
+    unsubscribable_count,
+    unsubscribed_keys,
+    unsuppressed_count,
+    updated_subscriber_id,
+)
+from services.audience.store._suppressions import added_suppression_count
+from services.audience.store._tables import (
+    SCHEMA,
+    is_suppressed,
+    lists,
+    metadata,
+    owned_by,
+    segments,
+    subscribers,
+    suppressions,
+)
+
+__all__ = [
+    "LIST_ORDER",
+    "SCHEMA",
+    "RecipientQuery",
+    "RecipientRow",
+    "added_suppression_count",
+    "custom_fields_of",
+    "deleted_list_count",
+    "deleted_segment_count",
+    "deleted_subscriber_count",
+    "existing_subscriber",
+    "inserted_list",
+    "inserted_segment",
+    "inserted_subscriber_id",
+    "is_suppressed",
+    "list_by_id",
+    "list_with_confirmation_email",
+    "lists",
+    "lists_by_id",
+    "lists_page",
+    "member_count",
+    "metadata",
+    "owned_by",
+    "recipient_count",
+    "recipient_rows",
+    "segments",
+    "segments_containing",
+    "segments_of_lists",
+    "selected_statuses",
+    "subscriber_by",
+    "subscribers",
+    "subscribers_page",
+    "suppressions",
+    "unsubscribable_count",
+    "unsubscribed_keys",
+    "unsuppressed_count",
+    "updated_subscriber_id",
+]

@@ -1,0 +1,95 @@
+"""The audience schema's tables, and the conditions every query of them shares (owner, suppression)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+SCHEMA = "audience"
+
+
+metadata = sa.MetaData(schema=SCHEMA)
+
+
+lists = sa.Table(
+    "lists",
+    metadata,
+    sa.Column("list_id", sa.BigInteger, primary_key=True),
+    sa.Column("owner_user_id", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("opt_in_mode", sa.Text, nullable=False),
+    sa.Column("sender_name", sa.Text, nullable=False),
+    sa.Column("sender_email_address", sa.Text, nullable=False),
+    sa.Column("sender_company", sa.Text, nullable=False),
+    sa.Column("sender_address", sa.Text, nullable=False),
+    sa.Column("confirmation_email_id", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("archived_at", sa.DateTime(timezone=True)),
+)
+
+
+subscribers = sa.Table(
+    "subscribers",
+    metadata,
+    sa.Column("subscriber_id", sa.BigInteger, primary_key=True),
+    sa.Column("list_id", sa.BigInteger, sa.ForeignKey(lists.c.list_id, ondelete="CASCADE"), nullable=False),
+    sa.Column("owner_user_id", sa.BigInteger, nullable=False),
+    sa.Column("email_address", sa.Text, nullable=False),
+    sa.Column("email_key", sa.Text, nullable=False),
+    sa.Column("first_name", sa.Text, nullable=False),
+    sa.Column("last_name", sa.Text, nullable=False),
+    sa.Column("custom_fields", postgresql.JSONB, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("bounce_type", sa.Text, nullable=False),
+    sa.Column("subscription_date", sa.DateTime(timezone=True)),
+    sa.Column("subscription_ip", sa.Text, nullable=False),
+    sa.Column("unsubscription_date", sa.DateTime(timezone=True)),
+    sa.Column("unsubscription_ip", sa.Text, nullable=False),
+    sa.Column("optin_date", sa.DateTime(timezone=True)),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("source_ref", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("segment_id", sa.BigInteger, primary_key=True),
+    sa.Column("list_id", sa.BigInteger, sa.ForeignKey(lists.c.list_id, ondelete="CASCADE"), nullable=False),
+    sa.Column("owner_user_id", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("operator", sa.Text, nullable=False),
+    sa.Column("rules", postgresql.JSONB, nullable=False),
+    sa.Column("randomness", sa.Boolean, nullable=False),
+    sa.Column("randomness_audience_size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("owner_user_id", sa.BigInteger, primary_key=True),
+    sa.Column("email_key", sa.Text, primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+
+def owned_by(column: sa.ColumnElement[Any], owner: int | None) -> sa.ColumnElement[bool]:
+    return sa.true() if owner is None else column == owner
+
+
+def is_suppressed(table: sa.FromClause) -> sa.ColumnElement[bool]:
+    """Whether the row's address is on its owner's suppression list."""
+    return (
+        sa.exists()
+        .where(
+            suppressions.c.owner_user_id == table.c.owner_user_id, suppressions.c.email_key == table.c.email_key
+        )
+        .correlate(table)
+    )
