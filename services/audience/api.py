@@ -1,74 +1,25 @@
-"""The gRPC servicer of herald.audience.v1.AudienceService: proto to domain and back; the SQL is in store, the rules in domain and rules."""
+"""The gRPC servicer of herald.audience.v1.AudienceService: the flow of each RPC; proto conversions are in messages, the SQL in store, the rules in domain and rules."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import grpc
 import structlog
-from google.protobuf import empty_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import empty_pb2, json_format, struct_pb2
 from herald.audience.v1 import audience_pb2, audience_pb2_grpc
-from herald.campaign.v1 import email_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.audience import domain, rules, store
+from services.audience import domain, messages, rules, store
 from services.audience.domain import MailingList, SegmentRecord, SubscriberRecord
 from services.audience.emails import EmailDirectory
-from services.common import auth, grpcutil
+from services.common import auth
 from services.common.errors import DomainError, ErrorKind, Violations
-from services.common.protojson import plain_json as _plain
+from services.common.protojson import plain_json
 
 log = structlog.get_logger()
 
-OPT_IN_NAMES = {audience_pb2.OPT_IN_MODE_SINGLE: "Single", audience_pb2.OPT_IN_MODE_DOUBLE: "Double"}
-OPT_IN_VALUES = {name: value for value, name in OPT_IN_NAMES.items()}
-STATUS_NAMES = {
-    audience_pb2.SUBSCRIBER_STATUS_SUBSCRIBED: "Subscribed",
-    audience_pb2.SUBSCRIBER_STATUS_UNSUBSCRIBED: "Unsubscribed",
-    audience_pb2.SUBSCRIBER_STATUS_OPT_IN_PENDING: "Opt-In Pending",
-    audience_pb2.SUBSCRIBER_STATUS_OPT_OUT_PENDING: "Opt-Out Pending",
-}
-STATUS_VALUES = {name: value for value, name in STATUS_NAMES.items()}
-BOUNCE_NAMES = {
-    audience_pb2.BOUNCE_TYPE_NOT_BOUNCED: "Not Bounced",
-    audience_pb2.BOUNCE_TYPE_SOFT: "Soft",
-    audience_pb2.BOUNCE_TYPE_HARD: "Hard",
-}
-BOUNCE_VALUES = {name: value for value, name in BOUNCE_NAMES.items()}
-LIST_ORDER = {
-    audience_pb2.LIST_ORDER_FIELD_UNSPECIFIED: "list_id",
-    audience_pb2.LIST_ORDER_FIELD_LIST_ID: "list_id",
-    audience_pb2.LIST_ORDER_FIELD_NAME: "name",
-    audience_pb2.LIST_ORDER_FIELD_CREATE_TIME: "create_time",
-    audience_pb2.LIST_ORDER_FIELD_ACTIVE_SUBSCRIBER_COUNT: "active_subscriber_count",
-    audience_pb2.LIST_ORDER_FIELD_SEGMENT_COUNT: "segment_count",
-    audience_pb2.LIST_ORDER_FIELD_ARCHIVE_TIME: "archive_time",
-    audience_pb2.LIST_ORDER_FIELD_LAST_ACTIVITY_TIME: "last_activity_time",
-}
-ARCHIVED = {
-    audience_pb2.LIST_ARCHIVED_FILTER_UNSPECIFIED: False,
-    audience_pb2.LIST_ARCHIVED_FILTER_UNARCHIVED: False,
-    audience_pb2.LIST_ARCHIVED_FILTER_ARCHIVED: True,
-    audience_pb2.LIST_ARCHIVED_FILTER_ALL: None,
-}
-# The confirmation email's enums by their legacy names; "" is not given, an unknown value is "?".
-CONTENT_TYPE_NAMES = {
-    email_pb2.CONTENT_TYPE_UNSPECIFIED: "",
-    email_pb2.CONTENT_TYPE_HTML: "HTML",
-    email_pb2.CONTENT_TYPE_PLAIN: "Plain",
-    email_pb2.CONTENT_TYPE_BOTH: "Both",
-}
-MODE_NAMES = {
-    email_pb2.EMAIL_MODE_UNSPECIFIED: "",
-    email_pb2.EMAIL_MODE_EMPTY: "Empty",
-    email_pb2.EMAIL_MODE_EDITOR: "Editor",
-    email_pb2.EMAIL_MODE_TEMPLATE: "Template",
-    email_pb2.EMAIL_MODE_IMPORT: "Import",
-    email_pb2.EMAIL_MODE_UNLAYER: "Unlayer",
-    email_pb2.EMAIL_MODE_STRIPO: "Stripo",
-}
 # How many rows one query of a recipient stream reads; messages carry chunk_size of them.
 STREAM_FETCH = 20_000
 
@@ -87,92 +38,6 @@ class ImportHandler(Protocol):
     async def get(
         self, request: audience_pb2.GetImportRequest, principal: auth.Principal
     ) -> audience_pb2.Import: ...
-
-
-def _instant(message: Any, field_name: str) -> datetime | None:
-    """A Timestamp field as an aware UTC datetime, None when unset."""
-    if not message.HasField(field_name):
-        return None
-    stamp: timestamp_pb2.Timestamp = getattr(message, field_name)
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def _list_message(mailing_list: MailingList) -> audience_pb2.List:
-    return audience_pb2.List(
-        list_id=mailing_list.list_id,
-        owner_user_id=mailing_list.owner_user_id,
-        name=mailing_list.name,
-        description=mailing_list.description,
-        opt_in_mode=OPT_IN_VALUES[mailing_list.opt_in_mode],
-        sender_name=mailing_list.sender_name,
-        sender_email_address=mailing_list.sender_email_address,
-        sender_company=mailing_list.sender_company,
-        sender_address=mailing_list.sender_address,
-        create_time=grpcutil.timestamp(mailing_list.created_at),
-        subscriber_count=mailing_list.subscriber_count,
-        active_subscriber_count=mailing_list.active_subscriber_count,
-        segment_count=mailing_list.segment_count,
-        confirmation_email_id=mailing_list.confirmation_email_id,
-        archive_time=grpcutil.timestamp(mailing_list.archived_at),
-        last_activity_time=grpcutil.timestamp(mailing_list.last_activity_at),
-    )
-
-
-def _subscriber_message(subscriber: SubscriberRecord) -> audience_pb2.Subscriber:
-    return audience_pb2.Subscriber(
-        subscriber_id=subscriber.subscriber_id,
-        list_id=subscriber.list_id,
-        email_address=subscriber.email_address,
-        first_name=subscriber.first_name,
-        last_name=subscriber.last_name,
-        status=STATUS_VALUES[subscriber.status],
-        bounce_type=BOUNCE_VALUES[subscriber.bounce_type],
-        custom_fields=dict(subscriber.custom_fields),
-        subscription_time=grpcutil.timestamp(subscriber.subscription_date),
-        subscription_ip=subscriber.subscription_ip,
-        unsubscription_time=grpcutil.timestamp(subscriber.unsubscription_date),
-        unsubscription_ip=subscriber.unsubscription_ip,
-        opt_in_time=grpcutil.timestamp(subscriber.optin_date),
-        source=subscriber.source,
-        source_ref=subscriber.source_ref,
-        suppressed=subscriber.suppressed,
-        segments=[audience_pb2.SubscriberSegment(segment_id=s, name=n) for s, n in subscriber.segments],
-    )
-
-
-def _rules_message(value: list[Any]) -> struct_pb2.ListValue:
-    message = struct_pb2.ListValue()
-    message.extend(value)
-    return message
-
-
-def _segment_message(segment: SegmentRecord) -> audience_pb2.Segment:
-    return audience_pb2.Segment(
-        segment_id=segment.segment_id,
-        list_id=segment.list_id,
-        name=segment.name,
-        operator=segment.operator,
-        rules=_rules_message(segment.rules),
-        randomness=segment.randomness,
-        randomness_audience_size=segment.randomness_audience_size,
-        subscriber_count=segment.subscriber_count,
-        create_time=grpcutil.timestamp(segment.created_at),
-    )
-
-
-def _rules_of(message: Any, field_name: str) -> list[Any] | None:
-    """A ListValue field as plain JSON, None when unset."""
-    if not message.HasField(field_name):
-        return None
-    decoded = json_format.MessageToDict(getattr(message, field_name))
-    return list(_plain(decoded))
-
-
-def _enum_name(names: Mapping[Any, str], value: int) -> str | None:
-    """The legacy name: empty for UNSPECIFIED (the default applies), None for a value outside the enum."""
-    if value == 0:
-        return ""
-    return names.get(value)
 
 
 async def _definitions(conn: AsyncConnection, list_ids: Sequence[int]) -> dict[int, SegmentRecord]:
@@ -198,7 +63,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
     ) -> audience_pb2.List:
         principal = auth.principal()
         bundled = request.HasField("confirmation_email")
-        opt_in = _enum_name(OPT_IN_NAMES, request.opt_in_mode)
+        opt_in = messages.enum_name(messages.OPT_IN_NAMES, request.opt_in_mode)
         if opt_in is None:
             opt_in_mode = "?"  # not a mode: validate_new_list names it
         elif bundled:
@@ -226,10 +91,10 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                     subject=email.subject,
                     from_name=email.from_name,
                     from_email=email.from_email,
-                    content_type=CONTENT_TYPE_NAMES.get(email.content_type, "?"),
+                    content_type=messages.CONTENT_TYPE_NAMES.get(email.content_type, "?"),
                     html_content=email.html_content,
                     plain_content=email.plain_content,
-                    mode=MODE_NAMES.get(email.mode, "?"),
+                    mode=messages.MODE_NAMES.get(email.mode, "?"),
                     template_id=email.template_id,
                 ),
                 violations,
@@ -240,7 +105,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             async with self._engine.begin() as conn:
                 created = await store.inserted_list(conn, owner, new)
             log.info("list created", list_id=created.list_id)
-            return _list_message(created)
+            return messages.list_message(created)
         email_id = 0
         try:
             # The list's row stays uncommitted while the email is made: if that fails, the
@@ -256,7 +121,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 await self._emails.delete_email(email_id)
             raise
         log.info("list created", list_id=created.list_id, confirmation_email_id=email_id)
-        return _list_message(created)
+        return messages.list_message(created)
 
     async def GetList(
         self, request: audience_pb2.GetListRequest, context: grpc.aio.ServicerContext
@@ -268,7 +133,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             )
         if found is None:
             raise domain.list_not_found(request.list_id)
-        return _list_message(found)
+        return messages.list_message(found)
 
     async def ListLists(
         self, request: audience_pb2.ListListsRequest, context: grpc.aio.ServicerContext
@@ -280,12 +145,14 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 domain.owner_scope(auth.principal()),
                 page_size=request.page_size,
                 skip=request.skip,
-                order_by=LIST_ORDER.get(request.order_by, "list_id"),
+                order_by=messages.LIST_ORDER.get(request.order_by, "list_id"),
                 descending=request.descending,
                 search=request.search.strip(),
-                archived=ARCHIVED.get(request.archived, False),
+                archived=messages.ARCHIVED.get(request.archived, False),
             )
-        return audience_pb2.ListListsResponse(lists=[_list_message(item) for item in found], total_size=total)
+        return audience_pb2.ListListsResponse(
+            lists=[messages.list_message(item) for item in found], total_size=total
+        )
 
     async def DeleteLists(
         self, request: audience_pb2.DeleteListsRequest, context: grpc.aio.ServicerContext
@@ -315,13 +182,13 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             first_name=given.first_name,
             last_name=given.last_name,
             custom_fields=dict(given.custom_fields),
-            status=_enum_name(STATUS_NAMES, given.status),
-            bounce_type=_enum_name(BOUNCE_NAMES, given.bounce_type),
-            subscription_date=_instant(given, "subscription_time"),
+            status=messages.enum_name(messages.STATUS_NAMES, given.status),
+            bounce_type=messages.enum_name(messages.BOUNCE_NAMES, given.bounce_type),
+            subscription_date=messages.instant(given, "subscription_time"),
             subscription_ip=given.subscription_ip,
-            unsubscription_date=_instant(given, "unsubscription_time"),
+            unsubscription_date=messages.instant(given, "unsubscription_time"),
             unsubscription_ip=given.unsubscription_ip,
-            optin_date=_instant(given, "opt_in_time"),
+            optin_date=messages.instant(given, "opt_in_time"),
             source=given.source,
             source_ref=given.source_ref,
             violations=violations,
@@ -361,7 +228,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 raise domain.subscriber_exists()
             record = await self._subscriber_with_segments(conn, new.list_id, subscriber_id=subscriber_id)
         log.info("subscriber added", list_id=new.list_id, subscriber_id=subscriber_id)
-        return _subscriber_message(record)
+        return messages.subscriber_message(record)
 
     async def _subscriber_with_segments(
         self, conn: AsyncConnection, list_id: int, *, subscriber_id: int = 0, key: str = ""
@@ -397,15 +264,15 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 subscriber_id=request.subscriber_id,
                 key=domain.email_key(request.email_address),
             )
-        return _subscriber_message(record)
+        return messages.subscriber_message(record)
 
     async def ListSubscribers(
         self, request: audience_pb2.ListSubscribersRequest, context: grpc.aio.ServicerContext
     ) -> audience_pb2.ListSubscribersResponse:
         domain.validate_list_id(request.list_id)
         domain.check_page(request.page_size, request.skip)
-        status = _enum_name(STATUS_NAMES, request.status)
-        bounce_type = _enum_name(BOUNCE_NAMES, request.bounce_type)
+        status = messages.enum_name(messages.STATUS_NAMES, request.status)
+        bounce_type = messages.enum_name(messages.BOUNCE_NAMES, request.bounce_type)
         violations = Violations()
         if status is None:
             violations.add("status", domain.STATUS_INVALID, "status is not a subscriber status")
@@ -443,7 +310,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 skip=request.skip,
             )
         return audience_pb2.ListSubscribersResponse(
-            subscribers=[_subscriber_message(item) for item in found], total_size=total
+            subscribers=[messages.subscriber_message(item) for item in found], total_size=total
         )
 
     async def UnsubscribeSubscribers(
@@ -457,7 +324,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             selection = domain.unsubscribe_selection(
                 request.subscriber_id,
                 request.email_address,
-                _rules_of(request, "rules"),
+                messages.rules_of(request, "rules"),
                 request.rules_operator,
                 request.ip_address,
             )
@@ -496,7 +363,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
         if request.list_id <= 0:
             violations.add("list_id", domain.LIST_ID_REQUIRED, "list_id is required")
         selection = domain.Selection()
-        raw_rules = _rules_of(request, "rules")
+        raw_rules = messages.rules_of(request, "rules")
         if request.subscriber_ids:
             if any(subscriber_id <= 0 for subscriber_id in request.subscriber_ids):
                 violations.add(
@@ -535,7 +402,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             list_id=given.list_id,
             name=given.name,
             operator=given.operator,
-            raw_rules=_rules_of(given, "rules") or [],
+            raw_rules=messages.rules_of(given, "rules") or [],
             randomness=given.randomness,
             audience_size=given.randomness_audience_size,
         )
@@ -548,7 +415,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             domain.check_segment_references(new.criteria, await _definitions(conn, [new.list_id]))
             created = await store.inserted_segment(conn, mailing_list.owner_user_id, new)
         log.info("segment created", list_id=new.list_id, segment_id=created.segment_id)
-        return _segment_message(created)
+        return messages.segment_message(created)
 
     async def ListSegments(
         self, request: audience_pb2.ListSegmentsRequest, context: grpc.aio.ServicerContext
@@ -582,7 +449,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
         else:
             key = lambda r: (r.name.casefold(), r.segment_id)  # noqa: E731
         chosen.sort(key=key, reverse=request.descending)
-        return audience_pb2.ListSegmentsResponse(segments=[_segment_message(r) for r in chosen])
+        return audience_pb2.ListSegmentsResponse(segments=[messages.segment_message(r) for r in chosen])
 
     async def DeleteSegments(
         self, request: audience_pb2.DeleteSegmentsRequest, context: grpc.aio.ServicerContext
@@ -646,7 +513,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
         excluded: Sequence[audience_pb2.ListSegment],
         bundle: struct_pb2.Struct | None,
     ) -> domain.Targeting:
-        raw_bundle = _plain(json_format.MessageToDict(bundle)) if bundle is not None else {}
+        raw_bundle = plain_json(json_format.MessageToDict(bundle)) if bundle is not None else {}
         return domain.validate_targeting(
             [(s.list_id, s.segment_id) for s in included],
             [(s.list_id, s.segment_id) for s in excluded],
@@ -702,25 +569,9 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 if not rows:
                     return
                 for start in range(0, len(rows), chunk):
-                    yield _recipients_message(rows[start : start + chunk])
+                    yield messages.recipients_message(rows[start : start + chunk])
                 after = rows[-1][0]
                 if remaining is not None:
                     remaining -= len(rows)
                 if len(rows) < fetch:
                     return
-
-
-def _recipients_message(rows: Sequence[store.RecipientRow]) -> audience_pb2.StreamRecipientsResponse:
-    response = audience_pb2.StreamRecipientsResponse()
-    add = response.recipients.add
-    for subscriber_id, list_id, email_address, first_name, last_name, custom in rows:
-        recipient = add(
-            subscriber_id=subscriber_id,
-            list_id=list_id,
-            email_address=email_address,
-            first_name=first_name,
-            last_name=last_name,
-        )
-        if custom is not None:
-            recipient.custom_fields.update(store.custom_fields_of(custom))
-    return response

@@ -1,0 +1,166 @@
+"""Proto to domain and back for the audience servicer: the enum maps, records as messages, Struct values as plain JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from herald.audience.v1 import audience_pb2
+from herald.campaign.v1 import email_pb2
+
+from services.audience import store
+from services.audience.domain import MailingList, SegmentRecord, SubscriberRecord
+from services.common import grpcutil
+from services.common.protojson import plain_json
+
+OPT_IN_NAMES = {audience_pb2.OPT_IN_MODE_SINGLE: "Single", audience_pb2.OPT_IN_MODE_DOUBLE: "Double"}
+OPT_IN_VALUES = {name: value for value, name in OPT_IN_NAMES.items()}
+STATUS_NAMES = {
+    audience_pb2.SUBSCRIBER_STATUS_SUBSCRIBED: "Subscribed",
+    audience_pb2.SUBSCRIBER_STATUS_UNSUBSCRIBED: "Unsubscribed",
+    audience_pb2.SUBSCRIBER_STATUS_OPT_IN_PENDING: "Opt-In Pending",
+    audience_pb2.SUBSCRIBER_STATUS_OPT_OUT_PENDING: "Opt-Out Pending",
+}
+STATUS_VALUES = {name: value for value, name in STATUS_NAMES.items()}
+BOUNCE_NAMES = {
+    audience_pb2.BOUNCE_TYPE_NOT_BOUNCED: "Not Bounced",
+    audience_pb2.BOUNCE_TYPE_SOFT: "Soft",
+    audience_pb2.BOUNCE_TYPE_HARD: "Hard",
+}
+BOUNCE_VALUES = {name: value for value, name in BOUNCE_NAMES.items()}
+LIST_ORDER = {
+    audience_pb2.LIST_ORDER_FIELD_UNSPECIFIED: "list_id",
+    audience_pb2.LIST_ORDER_FIELD_LIST_ID: "list_id",
+    audience_pb2.LIST_ORDER_FIELD_NAME: "name",
+    audience_pb2.LIST_ORDER_FIELD_CREATE_TIME: "create_time",
+    audience_pb2.LIST_ORDER_FIELD_ACTIVE_SUBSCRIBER_COUNT: "active_subscriber_count",
+    audience_pb2.LIST_ORDER_FIELD_SEGMENT_COUNT: "segment_count",
+    audience_pb2.LIST_ORDER_FIELD_ARCHIVE_TIME: "archive_time",
+    audience_pb2.LIST_ORDER_FIELD_LAST_ACTIVITY_TIME: "last_activity_time",
+}
+ARCHIVED = {
+    audience_pb2.LIST_ARCHIVED_FILTER_UNSPECIFIED: False,
+    audience_pb2.LIST_ARCHIVED_FILTER_UNARCHIVED: False,
+    audience_pb2.LIST_ARCHIVED_FILTER_ARCHIVED: True,
+    audience_pb2.LIST_ARCHIVED_FILTER_ALL: None,
+}
+# The confirmation email's enums by their legacy names; "" is not given, an unknown value is "?".
+CONTENT_TYPE_NAMES = {
+    email_pb2.CONTENT_TYPE_UNSPECIFIED: "",
+    email_pb2.CONTENT_TYPE_HTML: "HTML",
+    email_pb2.CONTENT_TYPE_PLAIN: "Plain",
+    email_pb2.CONTENT_TYPE_BOTH: "Both",
+}
+MODE_NAMES = {
+    email_pb2.EMAIL_MODE_UNSPECIFIED: "",
+    email_pb2.EMAIL_MODE_EMPTY: "Empty",
+    email_pb2.EMAIL_MODE_EDITOR: "Editor",
+    email_pb2.EMAIL_MODE_TEMPLATE: "Template",
+    email_pb2.EMAIL_MODE_IMPORT: "Import",
+    email_pb2.EMAIL_MODE_UNLAYER: "Unlayer",
+    email_pb2.EMAIL_MODE_STRIPO: "Stripo",
+}
+
+
+def instant(message: Any, field_name: str) -> datetime | None:
+    """A Timestamp field as an aware UTC datetime, None when unset."""
+    if not message.HasField(field_name):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, field_name)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def list_message(mailing_list: MailingList) -> audience_pb2.List:
+    return audience_pb2.List(
+        list_id=mailing_list.list_id,
+        owner_user_id=mailing_list.owner_user_id,
+        name=mailing_list.name,
+        description=mailing_list.description,
+        opt_in_mode=OPT_IN_VALUES[mailing_list.opt_in_mode],
+        sender_name=mailing_list.sender_name,
+        sender_email_address=mailing_list.sender_email_address,
+        sender_company=mailing_list.sender_company,
+        sender_address=mailing_list.sender_address,
+        create_time=grpcutil.timestamp(mailing_list.created_at),
+        subscriber_count=mailing_list.subscriber_count,
+        active_subscriber_count=mailing_list.active_subscriber_count,
+        segment_count=mailing_list.segment_count,
+        confirmation_email_id=mailing_list.confirmation_email_id,
+        archive_time=grpcutil.timestamp(mailing_list.archived_at),
+        last_activity_time=grpcutil.timestamp(mailing_list.last_activity_at),
+    )
+
+
+def subscriber_message(subscriber: SubscriberRecord) -> audience_pb2.Subscriber:
+    return audience_pb2.Subscriber(
+        subscriber_id=subscriber.subscriber_id,
+        list_id=subscriber.list_id,
+        email_address=subscriber.email_address,
+        first_name=subscriber.first_name,
+        last_name=subscriber.last_name,
+        status=STATUS_VALUES[subscriber.status],
+        bounce_type=BOUNCE_VALUES[subscriber.bounce_type],
+        custom_fields=dict(subscriber.custom_fields),
+        subscription_time=grpcutil.timestamp(subscriber.subscription_date),
+        subscription_ip=subscriber.subscription_ip,
+        unsubscription_time=grpcutil.timestamp(subscriber.unsubscription_date),
+        unsubscription_ip=subscriber.unsubscription_ip,
+        opt_in_time=grpcutil.timestamp(subscriber.optin_date),
+        source=subscriber.source,
+        source_ref=subscriber.source_ref,
+        suppressed=subscriber.suppressed,
+        segments=[audience_pb2.SubscriberSegment(segment_id=s, name=n) for s, n in subscriber.segments],
+    )
+
+
+def rules_message(value: list[Any]) -> struct_pb2.ListValue:
+    message = struct_pb2.ListValue()
+    message.extend(value)
+    return message
+
+
+def segment_message(segment: SegmentRecord) -> audience_pb2.Segment:
+    return audience_pb2.Segment(
+        segment_id=segment.segment_id,
+        list_id=segment.list_id,
+        name=segment.name,
+        operator=segment.operator,
+        rules=rules_message(segment.rules),
+        randomness=segment.randomness,
+        randomness_audience_size=segment.randomness_audience_size,
+        subscriber_count=segment.subscriber_count,
+        create_time=grpcutil.timestamp(segment.created_at),
+    )
+
+
+def rules_of(message: Any, field_name: str) -> list[Any] | None:
+    """A ListValue field as plain JSON, None when unset."""
+    if not message.HasField(field_name):
+        return None
+    decoded = json_format.MessageToDict(getattr(message, field_name))
+    return list(plain_json(decoded))
+
+
+def enum_name(names: Mapping[Any, str], value: int) -> str | None:
+    """The legacy name: empty for UNSPECIFIED (the default applies), None for a value outside the enum."""
+    if value == 0:
+        return ""
+    return names.get(value)
+
+
+def recipients_message(rows: Sequence[store.RecipientRow]) -> audience_pb2.StreamRecipientsResponse:
+    response = audience_pb2.StreamRecipientsResponse()
+    add = response.recipients.add
+    for subscriber_id, list_id, email_address, first_name, last_name, custom in rows:
+        recipient = add(
+            subscriber_id=subscriber_id,
+            list_id=list_id,
+            email_address=email_address,
+            first_name=first_name,
+            last_name=last_name,
+        )
+        if custom is not None:
+            recipient.custom_fields.update(store.custom_fields_of(custom))
+    return response
