@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import auth, grpcutil
 from services.common.errors import DomainError, ErrorKind, invalid, not_found
-from services.delivery import domain, queue_store, sending, store
+from services.delivery import domain, sending, store
 from services.delivery.domain import CampaignStatistics
 from services.delivery.queue import DeliveryQueue
 
@@ -151,8 +151,8 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
         page = sending.queue_page(request.campaign_id, status, request.page_size, request.after_recipient_id)
         owner = _owner_scope()
         async with self._engine.connect() as conn:
-            rows = await queue_store.queued_rows(conn, page, owner)
-            total = await queue_store.queued_row_count(conn, page, owner)
+            rows = await store.queued_rows(conn, page, owner)
+            total = await store.queued_row_count(conn, page, owner)
         return delivery_pb2.ListQueuedRecipientsResponse(
             recipients=[
                 delivery_pb2.QueuedRecipient(

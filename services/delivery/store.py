@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.common.sql import id_array
 from services.delivery import domain
 from services.delivery.domain import DomainFigures, EventCounts, RecipientCounts, VariationFigures
+from services.delivery.sending import QueuedRow, QueuePage
 
 SCHEMA = "delivery"
 
@@ -421,3 +422,42 @@ async def captured_message(conn: AsyncConnection, captured_message_id: int) -> d
     )
     row = (await conn.execute(query)).one_or_none()
     return None if row is None else _captured_summary(row, bytes(row.raw))
+
+
+# --- the queue as operators see it ----------------------------------------------------------------------------------
+
+
+def _queue_filter(page: QueuePage, owner: int | None) -> list[sa.ColumnElement[bool]]:
+    conditions = [recipients.c.campaign_id == page.campaign_id]
+    if owner is not None:
+        conditions.append(recipients.c.owner_user_id == owner)
+    if page.status is not None:
+        conditions.append(recipients.c.status == page.status)
+    return conditions
+
+
+async def queued_rows(conn: AsyncConnection, page: QueuePage, owner: int | None) -> list[QueuedRow]:
+    """One page of a campaign's queue rows in recipient id order (only the owner's, unless admin)."""
+    c = recipients.c
+    query = (
+        sa.select(
+            c.recipient_id,
+            c.email_address,
+            c.status,
+            c.attempts,
+            c.generation,
+            sa.func.coalesce(c.batch_id, 0),
+            c.last_error,
+            c.sent_at,
+            sa.func.coalesce(c.email_id, 0),
+        )
+        .where(*_queue_filter(page, owner), c.recipient_id > page.after_recipient_id)
+        .order_by(c.recipient_id)
+        .limit(page.limit)
+    )
+    return [QueuedRow(*row) for row in await conn.execute(query)]
+
+
+async def queued_row_count(conn: AsyncConnection, page: QueuePage, owner: int | None) -> int:
+    query = sa.select(sa.func.count()).select_from(recipients).where(*_queue_filter(page, owner))
+    return int((await conn.execute(query)).scalar_one())

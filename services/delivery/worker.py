@@ -52,11 +52,11 @@ from services.common.config import Settings
 from services.common.natsutil import Subjects
 from services.common.outbox import OutboxRelay
 from services.common.tracking import TrackingLinks
-from services.delivery import queue_store, sending, streams
+from services.delivery import claim_store, queue_store, sending, streams
+from services.delivery.claim_store import RunView
 from services.delivery.domain import DROPPED, FAILED, PENDING, SENT
 from services.delivery.message import MessageTemplate, Recipient
 from services.delivery.queue import finish_if_done
-from services.delivery.queue_store import RunView
 from services.delivery.sending import CANCELLED, SENDING, BatchMessage, Outcome
 from services.delivery.smtp import SmtpConnectionPool, SmtpSendError, parse_smtp_url
 from services.delivery.store import SCHEMA
@@ -132,7 +132,7 @@ class RunStates:
 
     async def _load(self, campaign_id: int) -> RunView | None:
         async with db.autocommit(self._engine).connect() as conn:
-            view = (await queue_store.run_views(conn, [campaign_id])).get(campaign_id)
+            view = (await claim_store.run_views(conn, [campaign_id])).get(campaign_id)
         self._known[campaign_id] = (time.monotonic(), view)
         if len(self._known) > 10_000:
             self._known.clear()
@@ -168,7 +168,7 @@ class Templates:
             self._cache.move_to_end(key)
             return self._cache[key]
         async with db.autocommit(self._engine).connect() as conn:
-            found = await queue_store.run_content(conn, campaign_id)
+            found = await claim_store.run_content(conn, campaign_id)
         templates = None
         if found is not None and found[0] == occurrence and found[1].get("emails"):
             templates = self._build(campaign_id, found[1])
@@ -325,7 +325,7 @@ class Worker:
         async with RowSession(self._engine, self._stop) as rows:
             stale = await rows.run(
                 functools.partial(
-                    queue_store.resolved_stale_claim_count,
+                    claim_store.resolved_stale_claim_count,
                     campaign_id=batch.campaign_id,
                     batch_id=batch.batch_id,
                     claimant=claimant,
@@ -353,7 +353,7 @@ class Worker:
                 more = not self._stop.is_set() and view is not None and view.state == SENDING
                 claimed = await rows.run(
                     functools.partial(
-                        queue_store.recorded_and_claimed,
+                        claim_store.recorded_and_claimed,
                         campaign_id=batch.campaign_id,
                         batch_id=batch.batch_id,
                         generation=batch.generation,
@@ -442,7 +442,7 @@ class Worker:
             for outcome in outcomes:
                 if outcome.status == PENDING:
                     outcome.status, outcome.error = DROPPED, "campaign cancelled"
-        await queue_store.record_outcomes(conn, batch.campaign_id, claimant, outcomes)
+        await claim_store.record_outcomes(conn, batch.campaign_id, claimant, outcomes)
         if state == SENDING and not self._stop.is_set():
             generation = await queue_store.next_generation(conn, batch.campaign_id)
             await queue_store.republished_batch_count(

@@ -150,7 +150,7 @@ async def test_counts_follow_every_statement_the_send_pipeline_runs(queue: Queue
     await queue.assert_counts_agree()
 
     # One statement records the window (Sent and Failed), puts a lost claim back and claims the next
-    # window, as queue_store.recorded_and_claimed does with three UPDATEs of the queue in one WITH.
+    # window, as claim_store.recorded_and_claimed does with three UPDATEs of the queue in one WITH.
     await queue.run(
         """
         WITH recorded AS (

@@ -1,0 +1,161 @@
+"""SQL of the delivery workers: the runs they check, claims of a batch's rows and their outcomes, stale claims.
+
+A window of a batch is claimed with one UPDATE … RETURNING (FOR UPDATE SKIP LOCKED, so workers
+never take the same row) and its outcomes are written with one UPDATE … FROM unnest, in the same
+statement as the next claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.delivery import sending
+from services.delivery.message import Recipient
+from services.delivery.sending import Outcome
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a worker checks between messages: the run's state, and which occurrence its content is."""
+
+    state: str
+    occurrence: int
+
+
+async def run_views(conn: AsyncConnection, campaign_ids: Sequence[int]) -> dict[int, RunView]:
+    rows = await conn.execute(
+        sa.text(
+            "SELECT campaign_id, state, occurrence FROM delivery.campaign_runs "
+            "WHERE campaign_id = ANY(CAST(:ids AS bigint[]))"
+        ),
+        {"ids": list(campaign_ids)},
+    )
+    return {row.campaign_id: RunView(row.state, row.occurrence) for row in rows}
+
+
+async def run_content(conn: AsyncConnection, campaign_id: int) -> tuple[int, Mapping[str, Any]] | None:
+    """(occurrence, content) of the campaign's run, or None when it has no content."""
+    row = (
+        await conn.execute(
+            sa.text("SELECT occurrence, content FROM delivery.campaign_runs WHERE campaign_id = :c"),
+            {"c": campaign_id},
+        )
+    ).one_or_none()
+    if row is None or row.content is None:
+        return None
+    return row.occurrence, row.content
+
+
+async def resolved_stale_claim_count(
+    conn: AsyncConnection, campaign_id: int, batch_id: int, claimant: str, stale_seconds: float
+) -> int:
+    """Marks Failed (ambiguous) the batch's rows another claimant took longer ago than `stale_seconds`.
+
+    That worker is presumed dead: it may or may not have sent them, so they are not sent again. The
+    claim is kept, so that a worker that was only cut off from NATS can still record what really happened.
+    """
+    result = await conn.execute(
+        sa.text(
+            """
+            UPDATE delivery.recipients SET status = 'Failed', failed_at = now(), last_error = :error
+            WHERE campaign_id = :c AND batch_id = :b AND status = 'Sending' AND claimed_by <> :w
+              AND claimed_at < now() - make_interval(secs => :s)
+            """
+        ),
+        {"c": campaign_id, "b": batch_id, "w": claimant, "s": stale_seconds, "error": sending.AMBIGUOUS},
+    )
+    return result.rowcount
+
+
+def _outcome_arrays(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
+    return {
+        "ids": [o.recipient_id for o in outcomes],
+        "statuses": [o.status for o in outcomes],
+        "attempts": [o.attempts for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "message_ids": [o.message_id for o in outcomes],
+        "sent_ats": [o.sent_at for o in outcomes],
+    }
+
+
+# Writes outcomes of the claimant's rows. A row another worker marked ambiguous meanwhile is still the
+# claimant's to correct: its outcome is the truth. The rows are found by primary key; the status test
+# is a CASE so that the planner never scans the campaign's status index for them instead.
+_RECORD = """
+    UPDATE delivery.recipients AS r
+    SET status = o.status,
+        attempts = r.attempts + o.attempts,
+        last_error = o.error,
+        message_id = coalesce(o.message_id, r.message_id),
+        sent_at = coalesce(o.sent_at, r.sent_at),
+        failed_at = CASE WHEN o.status = 'Failed' THEN now() ELSE NULL END,
+        claimed_by = CASE WHEN o.status IN ('Pending', 'Dropped') THEN NULL ELSE r.claimed_by END,
+        claimed_at = CASE WHEN o.status IN ('Pending', 'Dropped') THEN NULL ELSE r.claimed_at END
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempts AS integer[]),
+                CAST(:errors AS text[]), CAST(:message_ids AS text[]), CAST(:sent_ats AS timestamptz[]))
+         AS o(recipient_id, status, attempts, error, message_id, sent_at)
+    WHERE r.campaign_id = :c AND r.recipient_id = ANY(CAST(:ids AS bigint[]))
+      AND r.recipient_id = o.recipient_id AND r.claimed_by = :w
+      AND CASE r.status WHEN 'Sending' THEN true WHEN 'Failed' THEN r.last_error LIKE 'ambiguous:%' ELSE false END
+"""
+
+
+async def record_outcomes(
+    conn: AsyncConnection, campaign_id: int, claimant: str, outcomes: Sequence[Outcome]
+) -> int:
+    """Writes the outcomes of the claimant's rows in one statement; returns how many rows it changed."""
+    result = await conn.execute(sa.text(_RECORD), {"c": campaign_id, "w": claimant, **_outcome_arrays(outcomes)})
+    return result.rowcount
+
+
+async def recorded_and_claimed(
+    conn: AsyncConnection,
+    campaign_id: int,
+    batch_id: int,
+    generation: int,
+    claimant: str,
+    outcomes: Sequence[Outcome],
+    limit: int,
+) -> list[Recipient]:
+    """In one statement: writes the last window's outcomes and claims the next `limit` Pending rows of the batch.
+
+    Rows are claimed only while the run is Sending. Rows still Sending under this claimant that are not
+    among `outcomes` were claimed by a statement whose answer never arrived (the connection broke): nobody
+    sent them, so they go back to Pending.
+    """
+    rows = await conn.execute(
+        sa.text(
+            f"""
+            WITH recorded AS ({_RECORD} RETURNING r.recipient_id),
+            lost AS (
+                UPDATE delivery.recipients SET status = 'Pending', claimed_by = NULL, claimed_at = NULL
+                WHERE campaign_id = :c AND batch_id = :b AND status = 'Sending' AND claimed_by = :w
+                  AND recipient_id <> ALL(CAST(:ids AS bigint[]))
+                RETURNING recipient_id
+            ),
+            claimed AS (
+                UPDATE delivery.recipients SET status = 'Sending', claimed_by = :w, claimed_at = now()
+                -- ARRAY(...) runs the locking subquery exactly once: as an IN (...) join it may be
+                -- rescanned, and every rescan with SKIP LOCKED would claim further rows.
+                WHERE campaign_id = :c AND recipient_id = ANY(ARRAY(
+                    SELECT recipient_id FROM delivery.recipients
+                    WHERE campaign_id = :c AND batch_id = :b AND status = 'Pending' AND generation = :g
+                    ORDER BY recipient_id LIMIT :n
+                    FOR UPDATE SKIP LOCKED))
+                  AND (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c) = 'Sending'
+                RETURNING recipient_id, email_address, first_name, last_name, subscriber_id, list_id,
+                          custom_fields, email_id
+            )
+            SELECT recipient_id, email_address, first_name, last_name, subscriber_id, list_id, custom_fields,
+                   email_id
+            FROM claimed
+            """
+        ),
+        {"c": campaign_id, "b": batch_id, "g": generation, "w": claimant, "n": limit, **_outcome_arrays(outcomes)},
+    )
+    return [Recipient(*row) for row in rows]
