@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common import auth, grpcutil
 from services.common.errors import DomainError, ErrorKind, invalid, not_found
 from services.delivery import domain, sending, store
-from services.delivery.domain import CampaignStatistics
+from services.delivery.domain import CampaignStatistics, RecipientStatus
 from services.delivery.queue import DeliveryQueue
 
 
@@ -210,12 +210,12 @@ _TRACKING_KINDS = {
 
 
 _STATE_BY_STATUS = {
-    domain.PENDING: delivery_pb2.RECIPIENT_STATE_PENDING,
-    domain.SENDING: delivery_pb2.RECIPIENT_STATE_SENDING,
-    domain.SENT: delivery_pb2.RECIPIENT_STATE_SENT,
-    domain.FAILED: delivery_pb2.RECIPIENT_STATE_FAILED,
-    domain.DROPPED: delivery_pb2.RECIPIENT_STATE_DROPPED,
-    domain.HELD: delivery_pb2.RECIPIENT_STATE_HELD,
+    RecipientStatus.PENDING: delivery_pb2.RECIPIENT_STATE_PENDING,
+    RecipientStatus.SENDING: delivery_pb2.RECIPIENT_STATE_SENDING,
+    RecipientStatus.SENT: delivery_pb2.RECIPIENT_STATE_SENT,
+    RecipientStatus.FAILED: delivery_pb2.RECIPIENT_STATE_FAILED,
+    RecipientStatus.DROPPED: delivery_pb2.RECIPIENT_STATE_DROPPED,
+    RecipientStatus.HELD: delivery_pb2.RECIPIENT_STATE_HELD,
 }
 _STATUS_BY_STATE = {state: status for status, state in _STATE_BY_STATUS.items()}
 

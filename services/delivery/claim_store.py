@@ -15,15 +15,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.delivery import sending
+from services.delivery.domain import RecipientStatus
 from services.delivery.message import Recipient
-from services.delivery.sending import Outcome
+from services.delivery.sending import Outcome, RunState
 
 
 @dataclass(frozen=True)
 class RunView:
     """What a worker checks between messages: the run's state, and which occurrence its content is."""
 
-    state: str
+    state: RunState
     occurrence: int
 
 
@@ -35,7 +36,7 @@ async def run_views(conn: AsyncConnection, campaign_ids: Sequence[int]) -> dict[
         ),
         {"ids": list(campaign_ids)},
     )
-    return {row.campaign_id: RunView(row.state, row.occurrence) for row in rows}
+    return {row.campaign_id: RunView(RunState(row.state), row.occurrence) for row in rows}
 
 
 async def run_content(conn: AsyncConnection, campaign_id: int) -> tuple[int, Mapping[str, Any]] | None:
@@ -61,9 +62,9 @@ async def resolved_stale_claim_count(
     """
     result = await conn.execute(
         sa.text(
-            """
-            UPDATE delivery.recipients SET status = 'Failed', failed_at = now(), last_error = :error
-            WHERE campaign_id = :c AND batch_id = :b AND status = 'Sending' AND claimed_by <> :w
+            f"""
+            UPDATE delivery.recipients SET status = '{RecipientStatus.FAILED}', failed_at = now(), last_error = :error
+            WHERE campaign_id = :c AND batch_id = :b AND status = '{RecipientStatus.SENDING}' AND claimed_by <> :w
               AND claimed_at < now() - make_interval(secs => :s)
             """
         ),
@@ -86,22 +87,26 @@ def _outcome_arrays(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
 # Writes outcomes of the claimant's rows. A row another worker marked ambiguous meanwhile is still the
 # claimant's to correct: its outcome is the truth. The rows are found by primary key; the status test
 # is a CASE so that the planner never scans the campaign's status index for them instead.
-_RECORD = """
+_RECORD = f"""
     UPDATE delivery.recipients AS r
     SET status = o.status,
         attempts = r.attempts + o.attempts,
         last_error = o.error,
         message_id = coalesce(o.message_id, r.message_id),
         sent_at = coalesce(o.sent_at, r.sent_at),
-        failed_at = CASE WHEN o.status = 'Failed' THEN now() ELSE NULL END,
-        claimed_by = CASE WHEN o.status IN ('Pending', 'Dropped') THEN NULL ELSE r.claimed_by END,
-        claimed_at = CASE WHEN o.status IN ('Pending', 'Dropped') THEN NULL ELSE r.claimed_at END
+        failed_at = CASE WHEN o.status = '{RecipientStatus.FAILED}' THEN now() ELSE NULL END,
+        claimed_by = CASE WHEN o.status IN ('{RecipientStatus.PENDING}', '{RecipientStatus.DROPPED}')
+                          THEN NULL ELSE r.claimed_by END,
+        claimed_at = CASE WHEN o.status IN ('{RecipientStatus.PENDING}', '{RecipientStatus.DROPPED}')
+                          THEN NULL ELSE r.claimed_at END
     FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempts AS integer[]),
                 CAST(:errors AS text[]), CAST(:message_ids AS text[]), CAST(:sent_ats AS timestamptz[]))
          AS o(recipient_id, status, attempts, error, message_id, sent_at)
     WHERE r.campaign_id = :c AND r.recipient_id = ANY(CAST(:ids AS bigint[]))
       AND r.recipient_id = o.recipient_id AND r.claimed_by = :w
-      AND CASE r.status WHEN 'Sending' THEN true WHEN 'Failed' THEN r.last_error LIKE 'ambiguous:%' ELSE false END
+      AND CASE r.status WHEN '{RecipientStatus.SENDING}' THEN true
+                        WHEN '{RecipientStatus.FAILED}' THEN r.last_error LIKE 'ambiguous:%'
+                        ELSE false END
 """
 
 
@@ -133,21 +138,24 @@ async def recorded_and_claimed(
             f"""
             WITH recorded AS ({_RECORD} RETURNING r.recipient_id),
             lost AS (
-                UPDATE delivery.recipients SET status = 'Pending', claimed_by = NULL, claimed_at = NULL
-                WHERE campaign_id = :c AND batch_id = :b AND status = 'Sending' AND claimed_by = :w
+                UPDATE delivery.recipients
+                SET status = '{RecipientStatus.PENDING}', claimed_by = NULL, claimed_at = NULL
+                WHERE campaign_id = :c AND batch_id = :b AND status = '{RecipientStatus.SENDING}' AND claimed_by = :w
                   AND recipient_id <> ALL(CAST(:ids AS bigint[]))
                 RETURNING recipient_id
             ),
             claimed AS (
-                UPDATE delivery.recipients SET status = 'Sending', claimed_by = :w, claimed_at = now()
+                UPDATE delivery.recipients
+                SET status = '{RecipientStatus.SENDING}', claimed_by = :w, claimed_at = now()
                 -- ARRAY(...) runs the locking subquery exactly once: as an IN (...) join it may be
                 -- rescanned, and every rescan with SKIP LOCKED would claim further rows.
                 WHERE campaign_id = :c AND recipient_id = ANY(ARRAY(
                     SELECT recipient_id FROM delivery.recipients
-                    WHERE campaign_id = :c AND batch_id = :b AND status = 'Pending' AND generation = :g
+                    WHERE campaign_id = :c AND batch_id = :b AND generation = :g
+                      AND status = '{RecipientStatus.PENDING}'
                     ORDER BY recipient_id LIMIT :n
                     FOR UPDATE SKIP LOCKED))
-                  AND (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c) = 'Sending'
+                  AND (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c) = '{RunState.SENDING}'
                 RETURNING recipient_id, email_address, first_name, last_name, subscriber_id, list_id,
                           custom_fields, email_id
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,15 +14,20 @@ MAX_CAMPAIGN_IDS = 10_000
 # Per-domain statistics keep the domains with the most recipients; the long tail is left out.
 MAX_DOMAINS_PER_CAMPAIGN = 100
 
-# The statuses of a queue row, as stored.
-PENDING = "Pending"
-# Outside a split test's test group, waiting for the winner.
-HELD = "Held"
-SENDING = "Sending"
-SENT = "Sent"
-FAILED = "Failed"
-DROPPED = "Dropped"
-RECIPIENT_STATUSES = (PENDING, HELD, SENDING, SENT, FAILED, DROPPED)
+
+class RecipientStatus(enum.StrEnum):
+    """Where a queue row is in its delivery, as stored (services/delivery/sending.py says how rows move)."""
+
+    PENDING = "Pending"
+    # Outside a split test's test group, waiting for the winner.
+    HELD = "Held"
+    # Claimed by one worker, which is sending it.
+    SENDING = "Sending"
+    SENT = "Sent"
+    FAILED = "Failed"
+    # Never sent: the campaign was cancelled (or deleted) first.
+    DROPPED = "Dropped"
+
 
 # The kinds of tracking event, as stored.
 OPEN = "open"

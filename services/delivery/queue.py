@@ -52,7 +52,7 @@ from services.common.outbox import OutboxRelay
 from services.delivery import queue_store, sending, streams
 from services.delivery.message import email_snapshot
 from services.delivery.queue_store import Run, StagedRecipient
-from services.delivery.sending import CANCELLED, SENDING, SendRequest
+from services.delivery.sending import RunState, SendRequest
 from services.delivery.store import SCHEMA
 
 log = structlog.get_logger()
@@ -64,7 +64,7 @@ CAMPAIGN_DELETED_DURABLE = "delivery-campaign-deleted"
 STREAM_CHUNK = 5000
 # Statuses that stop delivery: a run is created for them even before the campaign was queued, so that
 # a send request handled later still sees them.
-_STOPPING = frozenset({"Paused", CANCELLED})
+_STOPPING = frozenset({RunState.PAUSED, RunState.CANCELLED})
 # Errors of audience and EmailService that no retry can cure: the occurrence fails with the reason.
 _REFUSALS = frozenset(
     {
@@ -207,11 +207,11 @@ class DeliveryQueue:
         try:
             async with self._engine.begin() as conn:
                 run = await queue_store.ensured_run_for_update(
-                    conn, request.campaign_id, request.owner_user_id, SENDING
+                    conn, request.campaign_id, request.owner_user_id, RunState.SENDING
                 )
                 if run.queued and run.occurrence >= request.occurrence:
                     # A resume (or this request again): nobody is streamed or queued twice.
-                    if run.state == SENDING:
+                    if run.state == RunState.SENDING:
                         await self._publish_pending(conn, run)
                     queued = False
                 else:
@@ -267,7 +267,7 @@ class DeliveryQueue:
         """Queues the occurrence in one transaction: all of its recipients and batch messages, or nothing."""
         async with self._engine.begin() as conn:
             run = await queue_store.ensured_run_for_update(
-                conn, request.campaign_id, request.owner_user_id, SENDING
+                conn, request.campaign_id, request.owner_user_id, RunState.SENDING
             )
             if run.queued and run.occurrence >= request.occurrence:
                 return  # queued meanwhile by another replica
@@ -314,7 +314,7 @@ class DeliveryQueue:
                     else None
                 ),
             )
-            if batches and run.state == SENDING:
+            if batches and run.state == RunState.SENDING:
                 await queue_store.add_batch_messages(
                     conn,
                     self._batches_subject,
@@ -398,17 +398,17 @@ class DeliveryQueue:
                         conn, change.campaign_id, change.owner_user_id, change.status
                     )
                 return
-            if run.state == CANCELLED or run.state == change.status:
+            if run.state == RunState.CANCELLED or run.state == change.status:
                 return
             await queue_store.set_run_state(conn, change.campaign_id, change.status)
-            if change.status == CANCELLED:
+            if change.status == RunState.CANCELLED:
                 dropped = await queue_store.dropped_pending_count(conn, change.campaign_id)
                 log.info(
                     "cancelled campaign's pending recipients dropped",
                     campaign_id=change.campaign_id,
                     dropped=dropped,
                 )
-            elif change.status == SENDING and run.queued:
+            elif change.status == RunState.SENDING and run.queued:
                 entering = True
                 await self._publish_pending(conn, run)
         if entering:
@@ -426,9 +426,9 @@ class DeliveryQueue:
         for campaign_id in campaign_ids:
             async with self._engine.begin() as conn:
                 run = await queue_store.run_for_update(conn, campaign_id)
-                if run is None or run.state == CANCELLED:
+                if run is None or run.state == RunState.CANCELLED:
                     continue
-                await queue_store.set_run_state(conn, campaign_id, CANCELLED)
+                await queue_store.set_run_state(conn, campaign_id, RunState.CANCELLED)
                 dropped = await queue_store.dropped_pending_count(conn, campaign_id)
             log.info("deleted campaign's pending recipients dropped", campaign_id=campaign_id, dropped=dropped)
 

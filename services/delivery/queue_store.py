@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.delivery import sending
-from services.delivery.sending import Variation
+from services.delivery.domain import RecipientStatus
+from services.delivery.sending import RunState, Variation
 
 _RUN_COLUMNS = (
     "campaign_id, owner_user_id, state, content, occurrence, occurrence_started_at, generation, batches, "
@@ -31,7 +32,7 @@ class Run:
 
     campaign_id: int
     owner_user_id: int
-    state: str
+    state: RunState
     content: Mapping[str, Any] | None
     occurrence: int
     occurrence_started_at: datetime | None
@@ -47,7 +48,7 @@ class Run:
 
 
 def _run(row: sa.Row[Any]) -> Run:
-    return Run(**row._mapping)
+    return Run(**{**row._mapping, "state": RunState(row.state)})
 
 
 async def run_for_update(conn: AsyncConnection, campaign_id: int) -> Run | None:
@@ -61,7 +62,9 @@ async def run_for_update(conn: AsyncConnection, campaign_id: int) -> Run | None:
     return None if row is None else _run(row)
 
 
-async def ensured_run_for_update(conn: AsyncConnection, campaign_id: int, owner_user_id: int, state: str) -> Run:
+async def ensured_run_for_update(
+    conn: AsyncConnection, campaign_id: int, owner_user_id: int, state: RunState
+) -> Run:
     """The campaign's run, locked; a placeholder in `state` is created first when there is none."""
     await conn.execute(
         sa.text(
@@ -75,7 +78,7 @@ async def ensured_run_for_update(conn: AsyncConnection, campaign_id: int, owner_
     return run
 
 
-async def set_run_state(conn: AsyncConnection, campaign_id: int, state: str) -> None:
+async def set_run_state(conn: AsyncConnection, campaign_id: int, state: RunState) -> None:
     await conn.execute(
         sa.text("UPDATE delivery.campaign_runs SET state = :s WHERE campaign_id = :c"),
         {"c": campaign_id, "s": state},
@@ -86,8 +89,8 @@ async def dropped_pending_count(conn: AsyncConnection, campaign_id: int) -> int:
     """Drops the campaign's rows still Pending or Held for a split test's winner (it was cancelled); returns how many."""
     result = await conn.execute(
         sa.text(
-            "UPDATE delivery.recipients SET status = 'Dropped', last_error = 'campaign cancelled' "
-            "WHERE campaign_id = :c AND status IN ('Pending', 'Held')"
+            f"UPDATE delivery.recipients SET status = '{RecipientStatus.DROPPED}', last_error = 'campaign cancelled' "
+            f"WHERE campaign_id = :c AND status IN ('{RecipientStatus.PENDING}', '{RecipientStatus.HELD}')"
         ),
         {"c": campaign_id},
     )
@@ -128,7 +131,7 @@ async def republished_batch_count(
             f"""
             WITH bumped AS (
                 UPDATE delivery.recipients SET generation = :g
-                WHERE campaign_id = :c AND status = 'Pending' {only_batch}
+                WHERE campaign_id = :c AND status = '{RecipientStatus.PENDING}' {only_batch}
                 RETURNING batch_id
             )
             INSERT INTO delivery.outbox (subject, msg_id, payload)
@@ -275,7 +278,7 @@ async def queued_staged_count(
                         THEN lower(substring(btrim(email_address) FROM '[^@]*$')) ELSE '' END,
                    first_name, last_name, custom_fields,
                    CASE WHEN in_test THEN {variation} END,
-                   CASE WHEN in_test THEN 'Pending' ELSE 'Held' END
+                   CASE WHEN in_test THEN '{RecipientStatus.PENDING}' ELSE '{RecipientStatus.HELD}' END
             FROM ({source}) AS positioned
             ORDER BY rn
             """
@@ -335,12 +338,13 @@ async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sendin
     row = (
         await conn.execute(
             sa.text(
-                """
+                f"""
                 UPDATE delivery.campaign_runs SET finished_at = now()
-                WHERE campaign_id = :c AND state = 'Sending' AND finished_at IS NULL AND content IS NOT NULL
+                WHERE campaign_id = :c AND state = '{RunState.SENDING}' AND finished_at IS NULL AND content IS NOT NULL
                   AND NOT EXISTS (
                       SELECT 1 FROM delivery.recipients
-                      WHERE campaign_id = :c AND status IN ('Pending', 'Held', 'Sending'))
+                      WHERE campaign_id = :c
+                        AND status IN ('{RecipientStatus.PENDING}', '{RecipientStatus.HELD}', '{RecipientStatus.SENDING}'))
                 RETURNING owner_user_id, occurrence, occurrence_started_at, finished_at, reason
                 """
             ),
@@ -352,10 +356,11 @@ async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sendin
     counts = (
         await conn.execute(
             sa.text(
-                """
-                SELECT count(*) FILTER (WHERE status = 'Sent'), count(*) FILTER (WHERE status = 'Failed'),
+                f"""
+                SELECT count(*) FILTER (WHERE status = '{RecipientStatus.SENT}'),
+                       count(*) FILTER (WHERE status = '{RecipientStatus.FAILED}'),
                        coalesce((SELECT last_error FROM delivery.recipients
-                                 WHERE campaign_id = :c AND occurrence = :occ AND status = 'Failed'
+                                 WHERE campaign_id = :c AND occurrence = :occ AND status = '{RecipientStatus.FAILED}'
                                  ORDER BY failed_at DESC NULLS LAST LIMIT 1), '')
                 FROM delivery.recipients WHERE campaign_id = :c AND occurrence = :occ
                 """
@@ -399,10 +404,10 @@ async def due_split_tests_for_update(conn: AsyncConnection, limit: int) -> list[
     """
     rows = await conn.execute(
         sa.text(
-            """
+            f"""
             SELECT campaign_id, occurrence, generation, batches, split_test
             FROM delivery.campaign_runs
-            WHERE split_test IS NOT NULL AND winner_decided_at IS NULL AND state = 'Sending'
+            WHERE split_test IS NOT NULL AND winner_decided_at IS NULL AND state = '{RunState.SENDING}'
               AND test_started_at
                   + make_interval(hours => CAST(split_test ->> 'test_duration_hours' AS integer)) <= now()
             ORDER BY test_started_at, campaign_id
@@ -422,9 +427,9 @@ async def split_test_figures(
     who opened or clicked."""
     rows = await conn.execute(
         sa.text(
-            """
+            f"""
             SELECT r.email_id,
-                   count(*) FILTER (WHERE r.status = 'Sent') AS sent,
+                   count(*) FILTER (WHERE r.status = '{RecipientStatus.SENT}') AS sent,
                    count(*) FILTER (WHERE EXISTS (
                        SELECT 1 FROM delivery.events AS e
                        WHERE e.campaign_id = r.campaign_id AND e.recipient_id = r.recipient_id
@@ -455,12 +460,13 @@ async def released_held_count(
     """Gives the campaign's Held rows the winner's email and makes them Pending in new batches of `generation`."""
     result = await conn.execute(
         sa.text(
-            """
+            f"""
             UPDATE delivery.recipients AS r
-            SET status = 'Pending', email_id = :e, generation = :g, batch_id = :first + (h.rn - 1) / :size
+            SET status = '{RecipientStatus.PENDING}', email_id = :e, generation = :g,
+                batch_id = :first + (h.rn - 1) / :size
             FROM (
                 SELECT recipient_id, row_number() OVER (ORDER BY recipient_id) AS rn
-                FROM delivery.recipients WHERE campaign_id = :c AND status = 'Held'
+                FROM delivery.recipients WHERE campaign_id = :c AND status = '{RecipientStatus.HELD}'
             ) AS h
             WHERE r.campaign_id = :c AND r.recipient_id = h.recipient_id
             """
@@ -492,13 +498,13 @@ async def requeued_failed_count(
     """Puts the campaign's Failed rows back to Pending in new batches of `generation`; returns how many."""
     result = await conn.execute(
         sa.text(
-            """
+            f"""
             UPDATE delivery.recipients AS r
-            SET status = 'Pending', generation = :g, batch_id = :first + (f.rn - 1) / :size,
+            SET status = '{RecipientStatus.PENDING}', generation = :g, batch_id = :first + (f.rn - 1) / :size,
                 claimed_by = NULL, claimed_at = NULL, failed_at = NULL
             FROM (
                 SELECT recipient_id, row_number() OVER (ORDER BY recipient_id) AS rn
-                FROM delivery.recipients WHERE campaign_id = :c AND status = 'Failed'
+                FROM delivery.recipients WHERE campaign_id = :c AND status = '{RecipientStatus.FAILED}'
             ) AS f
             WHERE r.campaign_id = :c AND r.recipient_id = f.recipient_id
             """
@@ -511,7 +517,7 @@ async def requeued_failed_count(
 async def save_retry(conn: AsyncConnection, campaign_id: int, generation: int, batches: int) -> None:
     await conn.execute(
         sa.text(
-            "UPDATE delivery.campaign_runs SET generation = :g, batches = :b, state = 'Sending', "
+            f"UPDATE delivery.campaign_runs SET generation = :g, batches = :b, state = '{RunState.SENDING}', "
             "finished_at = NULL, reason = '' WHERE campaign_id = :c"
         ),
         {"c": campaign_id, "g": generation, "b": batches},

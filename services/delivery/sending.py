@@ -9,6 +9,7 @@ sending them again, and `admin.campaign.retryfailed` resends them when an admin 
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -18,15 +19,27 @@ from fractions import Fraction
 from typing import Any
 
 from services.common.errors import DomainError, ErrorKind, Violations, not_found, precondition
+from services.delivery.domain import RecipientStatus
 
 SEND_REQUESTED = "campaign.send_requested"
 STATUS_CHANGED = "campaign.status_changed"
 CAMPAIGN_DELETED = "campaign.deleted"
 CAMPAIGN_FINISHED = "delivery.campaign_finished"
 
-# The campaign statuses a run mirrors that matter here; workers send only while a run is Sending.
-SENDING = "Sending"
-CANCELLED = "Cancelled"
+
+class RunState(enum.StrEnum):
+    """The campaign's status as a run mirrors it (campaign.status_changed), as stored: workers send only
+    while it is Sending; Cancelled is final (its rows still Pending or Held are Dropped)."""
+
+    DRAFT = "Draft"
+    READY = "Ready"
+    SENDING = "Sending"
+    PAUSED = "Paused"
+    PENDING_APPROVAL = "Pending Approval"
+    SENT = "Sent"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
 
 AMBIGUOUS = "ambiguous: worker stopped mid-send; not resent automatically"
 AMBIGUOUS_CONNECTION = "ambiguous: connection lost after the message was sent; not resent automatically"
@@ -140,13 +153,14 @@ class StatusChange:
 
     campaign_id: int
     owner_user_id: int
-    status: str
+    status: RunState
 
 
 def parse_status_change(payload: bytes) -> StatusChange:
+    """The change, or ValueError when the payload is not one the campaign service writes (a status it has not)."""
     try:
         data: Any = json.loads(payload)
-        return StatusChange(int(data["campaign_id"]), int(data["owner_user_id"]), str(data["status"]))
+        return StatusChange(int(data["campaign_id"]), int(data["owner_user_id"]), RunState(str(data["status"])))
     except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"malformed status change: {exc}") from exc
 
@@ -326,7 +340,7 @@ class Outcome:
     """What became of one claimed recipient; status Pending means "not sent, back to the queue"."""
 
     recipient_id: int
-    status: str
+    status: RecipientStatus
     attempts: int = 0
     error: str = ""
     message_id: str | None = None
@@ -340,7 +354,7 @@ class Outcome:
 class QueuedRow:
     recipient_id: int
     email_address: str
-    status: str
+    status: RecipientStatus
     attempts: int
     generation: int
     batch_id: int
@@ -352,12 +366,14 @@ class QueuedRow:
 @dataclass(frozen=True)
 class QueuePage:
     campaign_id: int
-    status: str | None
+    status: RecipientStatus | None
     limit: int
     after_recipient_id: int
 
 
-def queue_page(campaign_id: int, status: str | None, page_size: int, after_recipient_id: int) -> QueuePage:
+def queue_page(
+    campaign_id: int, status: RecipientStatus | None, page_size: int, after_recipient_id: int
+) -> QueuePage:
     violations = Violations()
     if campaign_id <= 0:
         violations.add("campaign_id", CAMPAIGN_ID_REQUIRED, "campaign_id must be a positive campaign id")

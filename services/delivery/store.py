@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.sql import id_array
 from services.delivery import domain
-from services.delivery.domain import DomainFigures, EventCounts, RecipientCounts, VariationFigures
-from services.delivery.sending import QueuedRow, QueuePage
+from services.delivery.domain import DomainFigures, EventCounts, RecipientCounts, RecipientStatus, VariationFigures
+from services.delivery.sending import QueuedRow, QueuePage, RunState
 
 SCHEMA = "delivery"
 
@@ -27,7 +27,7 @@ campaign_runs = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     # The send pipeline's bookkeeping (migration 0004; services/delivery/queue_store.py).
-    sa.Column("state", sa.Text, nullable=False, server_default="Sending"),
+    sa.Column("state", sa.Text, nullable=False, server_default=RunState.SENDING.value),
     sa.Column("content", postgresql.JSONB(none_as_null=True)),
     sa.Column("occurrence", sa.Integer, nullable=False, server_default="0"),
     sa.Column("occurrence_started_at", sa.DateTime(timezone=True)),
@@ -55,7 +55,7 @@ recipients = sa.Table(
     sa.Column("first_name", sa.Text, nullable=False, server_default=""),
     sa.Column("last_name", sa.Text, nullable=False, server_default=""),
     sa.Column("email_id", sa.BigInteger),
-    sa.Column("status", sa.Text, nullable=False, server_default=domain.PENDING),
+    sa.Column("status", sa.Text, nullable=False, server_default=RecipientStatus.PENDING.value),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text, nullable=False, server_default=""),
     sa.Column("claimed_at", sa.DateTime(timezone=True)),
@@ -120,7 +120,9 @@ async def split_test_standings(
     """The split test of each campaign whose last occurrence ran one: test group, rows still Held, winner."""
     held = (
         sa.select(sa.func.count())
-        .where(recipients.c.campaign_id == campaign_runs.c.campaign_id, recipients.c.status == domain.HELD)
+        .where(
+            recipients.c.campaign_id == campaign_runs.c.campaign_id, recipients.c.status == RecipientStatus.HELD
+        )
         .scalar_subquery()
     )
     query = sa.select(
@@ -210,8 +212,8 @@ async def variation_figures(
             recipients.c.campaign_id,
             recipients.c.email_id,
             sa.func.count().label("total"),
-            _count_where(recipients.c.status == domain.SENT).label("sent"),
-            _count_where(recipients.c.status == domain.FAILED).label("failed"),
+            _count_where(recipients.c.status == RecipientStatus.SENT).label("sent"),
+            _count_where(recipients.c.status == RecipientStatus.FAILED).label("failed"),
             _count_where(engaged.c.opened).label("unique_opens"),
             _count_where(engaged.c.clicked).label("unique_clicks"),
         )
@@ -253,8 +255,8 @@ async def domain_figures(
             recipients.c.campaign_id,
             recipients.c.domain,
             total.label("total"),
-            _count_where(recipients.c.status == domain.SENT).label("sent"),
-            _count_where(recipients.c.status == domain.FAILED).label("failed"),
+            _count_where(recipients.c.status == RecipientStatus.SENT).label("sent"),
+            _count_where(recipients.c.status == RecipientStatus.FAILED).label("failed"),
             sa.func.row_number()
             .over(partition_by=recipients.c.campaign_id, order_by=(total.desc(), recipients.c.domain))
             .label("rank"),
@@ -455,7 +457,7 @@ async def queued_rows(conn: AsyncConnection, page: QueuePage, owner: int | None)
         .order_by(c.recipient_id)
         .limit(page.limit)
     )
-    return [QueuedRow(*row) for row in await conn.execute(query)]
+    return [QueuedRow(*row[:2], RecipientStatus(row[2]), *row[3:]) for row in await conn.execute(query)]
 
 
 async def queued_row_count(conn: AsyncConnection, page: QueuePage, owner: int | None) -> int:

@@ -54,10 +54,10 @@ from services.common.outbox import OutboxRelay
 from services.common.tracking import TrackingLinks
 from services.delivery import claim_store, queue_store, sending, streams
 from services.delivery.claim_store import RunView
-from services.delivery.domain import DROPPED, FAILED, PENDING, SENT
+from services.delivery.domain import RecipientStatus
 from services.delivery.message import MessageTemplate, Recipient
 from services.delivery.queue import finish_if_done
-from services.delivery.sending import CANCELLED, SENDING, BatchMessage, Outcome
+from services.delivery.sending import BatchMessage, Outcome, RunState
 from services.delivery.smtp import SmtpConnectionPool, SmtpSendError, parse_smtp_url
 from services.delivery.store import SCHEMA
 
@@ -336,7 +336,7 @@ class Worker:
                 FAILED_TOTAL.labels("ambiguous").inc(stale)
                 log.warning("rows of a stopped worker marked ambiguous", rows=stale)
             view = await self._states.get(batch.campaign_id)
-            if view is None or view.state != SENDING:
+            if view is None or view.state != RunState.SENDING:
                 return True
             templates = await self._templates.get(batch.campaign_id, view.occurrence)
             if templates is None:
@@ -344,13 +344,13 @@ class Worker:
                 return True
             outcomes: list[Outcome] = []
             while True:
-                if any(outcome.status == PENDING for outcome in outcomes):
+                if any(outcome.status == RecipientStatus.PENDING for outcome in outcomes):
                     release = functools.partial(self._release, batch=batch, claimant=claimant, outcomes=outcomes)
                     await rows.run(release, transaction=True)
                     self._wake_relay()
                     return not self._stop.is_set()
                 view = await self._states.get(batch.campaign_id)
-                more = not self._stop.is_set() and view is not None and view.state == SENDING
+                more = not self._stop.is_set() and view is not None and view.state == RunState.SENDING
                 claimed = await rows.run(
                     functools.partial(
                         claim_store.recorded_and_claimed,
@@ -375,11 +375,16 @@ class Worker:
         except (DBAPIError, OSError) as exc:
             # The run's state could not be read before the first send: nothing went out.
             log.warning("recipient not sent: the run's state is unknown", error=str(exc))
-            return Outcome(recipient.recipient_id, PENDING, 0, "")
+            return Outcome(recipient.recipient_id, RecipientStatus.PENDING, 0, "")
         except Exception as exc:
             log.exception("sending one message failed unexpectedly", recipient_id=recipient.recipient_id)
             FAILED_TOTAL.labels("internal").inc()
-            return Outcome(recipient.recipient_id, FAILED, 0, f"ambiguous: internal error while sending: {exc!r}")
+            return Outcome(
+                recipient.recipient_id,
+                RecipientStatus.FAILED,
+                0,
+                f"ambiguous: internal error while sending: {exc!r}",
+            )
 
     async def _deliver(self, campaign_id: int, recipient: Recipient, templates: RunTemplates) -> Outcome:
         """Sends one message, retrying temporary failures; Pending when the run stopped before it went out."""
@@ -390,8 +395,8 @@ class Worker:
         last_error = ""
         while True:
             view = await self._states.get(campaign_id)
-            if self._stop.is_set() or view is None or view.state != SENDING:
-                return Outcome(recipient.recipient_id, PENDING, attempts, last_error)
+            if self._stop.is_set() or view is None or view.state != RunState.SENDING:
+                return Outcome(recipient.recipient_id, RecipientStatus.PENDING, attempts, last_error)
             await self._rate.wait()
             await campaign_rate.wait()
             attempts += 1
@@ -403,14 +408,14 @@ class Worker:
                     FAILED_TOTAL.labels("ambiguous").inc()
                     return Outcome(
                         recipient.recipient_id,
-                        FAILED,
+                        RecipientStatus.FAILED,
                         attempts,
                         f"{sending.AMBIGUOUS_CONNECTION} ({error})",
                         message_id,
                     )
                 if exc.permanent or attempts >= self._max_attempts:
                     FAILED_TOTAL.labels("permanent" if exc.permanent else "attempts").inc()
-                    return Outcome(recipient.recipient_id, FAILED, attempts, error, message_id)
+                    return Outcome(recipient.recipient_id, RecipientStatus.FAILED, attempts, error, message_id)
                 RETRIES_TOTAL.inc()
                 last_error = error
                 await natsutil.sleep_unless_stopped(
@@ -419,7 +424,9 @@ class Worker:
                 continue
             SENT_TOTAL.inc()
             self._sent += 1
-            return Outcome(recipient.recipient_id, SENT, attempts, "", message_id, datetime.now(UTC))
+            return Outcome(
+                recipient.recipient_id, RecipientStatus.SENT, attempts, "", message_id, datetime.now(UTC)
+            )
 
     def _campaign_pacer(self, campaign_id: int) -> Pacer:
         pacer = self._campaign_rates.get(campaign_id)
@@ -437,13 +444,13 @@ class Worker:
         resume that happened meanwhile is seen: they are Dropped after a cancel, and published again at once
         after a resume (rather than left Pending with no batch message)."""
         run = await queue_store.run_for_update(conn, batch.campaign_id)
-        state = run.state if run is not None else CANCELLED
-        if state == CANCELLED:
+        state = run.state if run is not None else RunState.CANCELLED
+        if state == RunState.CANCELLED:
             for outcome in outcomes:
-                if outcome.status == PENDING:
-                    outcome.status, outcome.error = DROPPED, "campaign cancelled"
+                if outcome.status == RecipientStatus.PENDING:
+                    outcome.status, outcome.error = RecipientStatus.DROPPED, "campaign cancelled"
         await claim_store.record_outcomes(conn, batch.campaign_id, claimant, outcomes)
-        if state == SENDING and not self._stop.is_set():
+        if state == RunState.SENDING and not self._stop.is_set():
             generation = await queue_store.next_generation(conn, batch.campaign_id)
             await queue_store.republished_batch_count(
                 conn,
