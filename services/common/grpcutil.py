@@ -17,13 +17,13 @@ from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
 from services.common import auth, permissions
 from services.common.errors import DomainError, ErrorKind
 
 log = structlog.get_logger()
 
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 _KIND_TO_CODE = {
@@ -36,8 +36,9 @@ _KIND_TO_CODE = {
 }
 
 
-def rich_status(error: DomainError, domain: str) -> tuple[grpc.StatusCode, bytes]:
-    """The status code and serialized google.rpc.Status (ErrorInfo + BadRequest) for a domain error."""
+def rich_status(error: DomainError, domain: str) -> grpc.Status:
+    """The status of a domain error: its code and message, with ErrorInfo (and BadRequest) as google.rpc.Status
+    details, which grpcio-status carries in the grpc-status-details-bin trailer."""
     code = _KIND_TO_CODE[error.kind]
     if error.reason == "UNAUTHENTICATED":
         code = grpc.StatusCode.UNAUTHENTICATED
@@ -57,8 +58,7 @@ def rich_status(error: DomainError, domain: str) -> tuple[grpc.StatusCode, bytes
             )
         )
         details.append(bad)
-    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
-    return code, status.SerializeToString()
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=error.message, details=details))
 
 
 @dataclass
@@ -80,22 +80,27 @@ class RpcFailure:
 
 
 def decode_error(error: grpc.aio.AioRpcError) -> RpcFailure:
+    """The error as a client sees it: its code and message, and the ErrorInfo and BadRequest of its details.
+
+    An AioRpcError is the call's final status, read without awaiting, so grpcio-status's `from_call`
+    (not its `aio.from_call`, which awaits a live call) decodes it. Details whose code or message
+    disagree with the call's own are not the server's (a proxy answered): they are ignored.
+    """
     failure = RpcFailure(code=error.code(), message=error.details() or "")
-    metadata = error.trailing_metadata() or ()
-    for key, value in metadata:
-        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
-            continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                failure.reason, failure.domain = info.reason, info.domain
-                failure.metadata = dict(info.metadata)
-            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                failure.violations = list(bad.field_violations)
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:
+        status = None
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            failure.reason, failure.domain = info.reason, info.domain
+            failure.metadata = dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            failure.violations = list(bad.field_violations)
     return failure
 
 
@@ -255,8 +260,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, DomainError):
-            code, details = rich_status(exc, self._domain)
-            await context.abort(code, exc.message, trailing_metadata=((STATUS_DETAILS_KEY, details),))
+            await context.abort_with_status(rich_status(exc, self._domain))
         if isinstance(exc, grpc.aio.AioRpcError):
             # A downstream service failed: pass its status through rather than hiding it.
             await context.abort(
