@@ -159,6 +159,8 @@ async def assigned_count(conn: AsyncConnection, tag: Tag, campaign_ids: Sequence
         postgresql.insert(campaign_tags)
         .from_select(["tag_id", "campaign_id", "owner_user_id"], rows)
         .on_conflict_do_nothing(index_elements=[campaign_tags.c.tag_id, campaign_tags.c.campaign_id])
+        # SQLAlchemy keeps an INSERT's rowcount only when asked (it would read -1).
+        .execution_options(preserve_rowcount=True)
     )
     result = await conn.execute(statement)
     return result.rowcount

@@ -21,5 +21,7 @@ async def added_suppression_count(conn: AsyncConnection, owner: int, keys: Seque
         postgresql.insert(suppressions)
         .from_select(["owner_user_id", "email_key"], rows)
         .on_conflict_do_nothing(index_elements=[suppressions.c.owner_user_id, suppressions.c.email_key])
+        # SQLAlchemy keeps an INSERT's rowcount only when asked (it would read -1).
+        .execution_options(preserve_rowcount=True)
     )
     return (await conn.execute(statement)).rowcount
