@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import grpc
@@ -47,6 +48,14 @@ class Backing:
     database_url: str
     nats_url: str
     namespace: str
+
+
+def database_url_named(url: str, dbname: str) -> str:
+    """The same server's URL for another database (URL or key=value form in, URL or key=value out)."""
+    if "://" in url:
+        parts = urlsplit(url)
+        return urlunsplit((parts.scheme, parts.netloc, f"/{dbname}", parts.query, parts.fragment))
+    return psycopg.conninfo.make_conninfo(url, dbname=dbname)
 
 
 @pytest.fixture(scope="session")

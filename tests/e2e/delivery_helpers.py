@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import grpc
@@ -40,6 +39,7 @@ from tests.conftest import (
     Backing,
     System,
     User,
+    database_url_named,
     free_port,
     grpc_metadata,
     herald_env,
@@ -469,14 +469,6 @@ async def assert_counts_match_queue(system: System, campaign_id: int) -> tuple[i
 
 
 # --- a Herald of its own, sending to the recorder -------------------------------------------------------------
-
-
-def database_url_named(url: str, dbname: str) -> str:
-    """The same server's URL for another database (URL or key=value form in, URL or key=value out)."""
-    if "://" in url:
-        parts = urlsplit(url)
-        return urlunsplit((parts.scheme, parts.netloc, f"/{dbname}", parts.query, parts.fragment))
-    return psycopg.conninfo.make_conninfo(url, dbname=dbname)
 
 
 @dataclass

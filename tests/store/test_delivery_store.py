@@ -1,0 +1,350 @@
+"""The delivery stores' SQL on a real PostgreSQL: queueing with COPY, claims with SKIP LOCKED, outcomes with
+UPDATE … FROM unnest, counts kept by triggers, completion, retries, split tests, and owner scoping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.delivery import claim_store, queue_store, sending, store
+from services.delivery.domain import RecipientStatus
+from services.delivery.sending import Outcome, QueuePage, RunState, Variation
+from tests.store.conftest import new_id
+
+SERVICES = ("delivery",)
+SUBJECT = "test.delivery.batches"
+T0 = datetime(2025, 6, 1, 10, 0, tzinfo=UTC)
+
+
+async def _queue(
+    conn: AsyncConnection,
+    campaign_id: int,
+    owner: int,
+    addresses: Sequence[tuple[int, str]],
+    *,
+    batch_size: int = 100,
+    variations: Sequence[Variation] = (),
+    test_group: int | None = None,
+) -> int:
+    """Queues (subscriber id, address) pairs as the send pipeline does: staging, COPY, one INSERT … SELECT."""
+    await queue_store.ensured_run_for_update(conn, campaign_id, owner, RunState.SENDING)
+    await queue_store.create_staging(conn)
+
+    async def chunks() -> AsyncIterator[list[queue_store.StagedRecipient]]:
+        yield [(subscriber_id, 1, address, "First", "Last", None) for subscriber_id, address in addresses]
+
+    await queue_store.copy_staged(conn, chunks())
+    count = await queue_store.queued_staged_count(
+        conn,
+        campaign_id=campaign_id,
+        owner_user_id=owner,
+        occurrence=1,
+        generation=1,
+        first_batch=1,
+        batch_size=batch_size,
+        variations=variations,
+        test_group=test_group,
+    )
+    published = count if test_group is None else test_group
+    await queue_store.save_occurrence(
+        conn,
+        campaign_id,
+        occurrence=1,
+        content={"emails": {}},
+        generation=1,
+        batches=sending.batch_count(published, batch_size),
+        added_recipients=count,
+        reason="",
+    )
+    # The staging table lives until commit; the test's transaction may queue another campaign.
+    await conn.execute(sa.text("DROP TABLE staged_recipients"))
+    return count
+
+
+def _addresses(count: int) -> list[tuple[int, str]]:
+    return [(n, f"r{n}@example.com") for n in range(1, count + 1)]
+
+
+async def _rows(conn: AsyncConnection, campaign_id: int) -> list[Any]:
+    result = await conn.execute(
+        sa.text(
+            "SELECT recipient_id, subscriber_id, email_address, domain, status, batch_id, generation, email_id, "
+            "claimed_by, last_error FROM delivery.recipients WHERE campaign_id = :c ORDER BY recipient_id"
+        ),
+        {"c": campaign_id},
+    )
+    return list(result)
+
+
+async def _counts(conn: AsyncConnection, campaign_id: int, owner: int | None) -> tuple[int, int, int] | None:
+    found = (await store.recipient_counts(conn, [campaign_id], owner)).get(campaign_id)
+    return None if found is None else (found.total, found.sent, found.failed)
+
+
+# --- queueing -------------------------------------------------------------------------------------------------------
+
+
+async def test_queueing_writes_each_address_once_in_subscriber_order_cut_into_batches(
+    conn: AsyncConnection,
+) -> None:
+    campaign, owner = new_id(), new_id()
+    addresses = [(3, "b@Example.com"), (1, "a@example.com"), (2, "A@EXAMPLE.com"), (5, "d@x.org"), (4, "c@x.org")]
+
+    assert await _queue(conn, campaign, owner, addresses, batch_size=2) == 4
+    rows = await _rows(conn, campaign)
+    assert [(r.subscriber_id, r.email_address, r.domain, r.batch_id) for r in rows] == [
+        (1, "a@example.com", "example.com", 1),
+        (3, "b@Example.com", "example.com", 1),
+        (4, "c@x.org", "x.org", 2),
+        (5, "d@x.org", "x.org", 2),
+    ]
+    assert {r.status for r in rows} == {RecipientStatus.PENDING}
+    assert await _counts(conn, campaign, owner) == (4, 0, 0)
+
+
+async def test_variations_are_shared_out_by_weight(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(40), variations=[Variation(7, 3), Variation(8, 1)])
+
+    emails = [r.email_id for r in await _rows(conn, campaign)]
+    assert abs(emails.count(7) - 30) <= 2 and emails.count(7) + emails.count(8) == 40
+
+
+async def test_a_split_test_holds_back_all_but_its_test_group_until_the_winner_is_released(
+    conn: AsyncConnection,
+) -> None:
+    campaign, owner = new_id(), new_id()
+    variations = [Variation(7, 1), Variation(8, 1)]
+    await _queue(conn, campaign, owner, _addresses(10), batch_size=2, variations=variations, test_group=4)
+
+    rows = await _rows(conn, campaign)
+    tested = [r for r in rows if r.status == RecipientStatus.PENDING]
+    held = [r for r in rows if r.status == RecipientStatus.HELD]
+    assert len(tested) == 4 and {r.batch_id for r in tested} == {1, 2} and {r.email_id for r in tested} == {7, 8}
+    assert len(held) == 6 and {(r.batch_id, r.email_id) for r in held} == {(None, None)}
+
+    released = await queue_store.released_held_count(
+        conn, campaign, winner_email_id=8, generation=2, first_batch=3, batch_size=4
+    )
+    assert released == 6
+    rows = await _rows(conn, campaign)
+    assert (
+        sorted(
+            (r.batch_id, r.email_id, r.generation)
+            for r in rows
+            if r.subscriber_id in {h.subscriber_id for h in held}
+        )
+        == [(3, 8, 2)] * 4 + [(4, 8, 2)] * 2
+    )
+    assert {r.status for r in rows} == {RecipientStatus.PENDING}
+
+
+async def test_batch_messages_go_to_the_outbox_once_per_batch_and_generation(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(5), batch_size=2)
+
+    await queue_store.add_batch_messages(conn, SUBJECT, campaign, 1, 3, 1)
+    await queue_store.add_batch_messages(conn, SUBJECT, campaign, 1, 3, 1)
+    generation = await queue_store.next_generation(conn, campaign)
+    assert generation == 2
+    assert await queue_store.republished_batch_count(conn, campaign, generation, SUBJECT, batch_id=3) == 1
+
+    messages = await conn.execute(
+        sa.text("SELECT msg_id, payload FROM delivery.outbox WHERE msg_id LIKE :prefix ORDER BY id"),
+        {"prefix": f"{campaign}:%"},
+    )
+    assert [row.msg_id for row in messages] == [
+        f"{campaign}:1:1",
+        f"{campaign}:2:1",
+        f"{campaign}:3:1",
+        f"{campaign}:3:2",
+    ]
+    assert {r.generation for r in await _rows(conn, campaign) if r.batch_id == 3} == {2}
+
+
+async def test_every_recipient_status_is_one_the_queue_table_accepts(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    insert = sa.text(
+        "INSERT INTO delivery.recipients (campaign_id, owner_user_id, subscriber_id, email_address, domain, status, "
+        "sent_at) VALUES (:c, :o, :s, :a, 'example.com', :status, :sent_at)"
+    )
+    for n, status in enumerate(RecipientStatus):
+        sent_at = T0 if status == RecipientStatus.SENT else None
+        await conn.execute(
+            insert,
+            {"c": campaign, "o": owner, "s": n, "a": f"{n}@example.com", "status": status, "sent_at": sent_at},
+        )
+    with pytest.raises(IntegrityError):
+        async with conn.begin_nested():
+            await conn.execute(
+                insert,
+                {"c": campaign, "o": owner, "s": 99, "a": "x@example.com", "status": "Bounced", "sent_at": None},
+            )
+
+
+# --- claims and outcomes -------------------------------------------------------------------------------------------
+
+
+async def test_outcomes_are_written_in_one_statement_and_the_triggers_count_them(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(5))
+    claimed = await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", [], 4)
+    assert len(claimed) == 4
+    sent, failed, back, lost = claimed[0], claimed[1], claimed[2], claimed[3]
+
+    outcomes = [
+        Outcome(sent.recipient_id, RecipientStatus.SENT, 1, "", "<m1@x>", T0),
+        Outcome(failed.recipient_id, RecipientStatus.FAILED, 3, "550 no such user"),
+        Outcome(back.recipient_id, RecipientStatus.PENDING, 1, "421 try later"),
+    ]
+    # Another claimant's outcomes change nothing: the rows are w#1's.
+    assert await claim_store.record_outcomes(conn, campaign, "w#2", outcomes) == 0
+    # One statement records the window, takes back the claim whose outcome is missing, claims the next rows.
+    next_window = await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", outcomes, 10)
+
+    statuses = {r.recipient_id: (r.status, r.claimed_by) for r in await _rows(conn, campaign)}
+    assert statuses[sent.recipient_id] == (RecipientStatus.SENT, "w#1")
+    assert statuses[failed.recipient_id] == (RecipientStatus.FAILED, "w#1")
+    assert statuses[back.recipient_id] == statuses[lost.recipient_id] == (RecipientStatus.PENDING, None)
+    # The statement's parts share one snapshot: the rows it puts back are claimed by a later statement.
+    assert [r.recipient_id for r in next_window] == [max(statuses)]
+    again = await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", [], 10)
+    assert {r.recipient_id for r in again} == {back.recipient_id, lost.recipient_id}
+    assert await _counts(conn, campaign, owner) == (5, 1, 1)
+    counts = (await store.recipient_counts(conn, [campaign], owner))[campaign]
+    assert (counts.first_sent_at, counts.last_sent_at) == (T0, T0)
+
+
+async def test_no_row_is_claimed_while_the_run_is_not_sending(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(3))
+    await queue_store.set_run_state(conn, campaign, RunState.PAUSED)
+
+    assert await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", [], 10) == []
+    assert (await claim_store.run_views(conn, [campaign]))[campaign].state is RunState.PAUSED
+
+
+async def test_a_claim_skips_the_rows_another_worker_holds(engine: AsyncEngine) -> None:
+    campaign, owner = new_id(), new_id()
+    async with engine.begin() as setup:
+        await _queue(setup, campaign, owner, _addresses(6))
+    async with engine.connect() as first, engine.connect() as second:
+        await first.begin()
+        await second.begin()
+        # Waiting for the first worker's locks would be a failure: SKIP LOCKED must not wait.
+        await second.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
+        taken_first = await claim_store.recorded_and_claimed(first, campaign, 1, 1, "w#1", [], 2)
+        taken_second = await claim_store.recorded_and_claimed(second, campaign, 1, 1, "w#2", [], 10)
+        await first.commit()
+        await second.commit()
+    first_ids = {r.recipient_id for r in taken_first}
+    second_ids = {r.recipient_id for r in taken_second}
+    assert len(first_ids) == 2 and len(second_ids) == 4 and not first_ids & second_ids
+    async with engine.connect() as check:
+        claimants = {r.recipient_id: r.claimed_by for r in await _rows(check, campaign)}
+    assert {claimants[i] for i in first_ids} == {"w#1"} and {claimants[i] for i in second_ids} == {"w#2"}
+
+
+async def test_another_workers_stale_claims_become_ambiguous_failures(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(3))
+    claimed = await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#dead", [], 2)
+    await conn.execute(
+        sa.text("UPDATE delivery.recipients SET claimed_at = now() - interval '1 hour' WHERE campaign_id = :c"),
+        {"c": campaign},
+    )
+
+    assert await claim_store.resolved_stale_claim_count(conn, campaign, 1, "w#dead", 60) == 0
+    assert await claim_store.resolved_stale_claim_count(conn, campaign, 1, "w#2", 60) == 2
+    rows = {r.recipient_id: r for r in await _rows(conn, campaign)}
+    for recipient in claimed:
+        row = rows[recipient.recipient_id]
+        assert (row.status, row.last_error, row.claimed_by) == (
+            RecipientStatus.FAILED,
+            sending.AMBIGUOUS,
+            "w#dead",
+        )
+    assert await _counts(conn, campaign, owner) == (3, 0, 2)
+
+
+# --- completion, cancel, retry -----------------------------------------------------------------------------------
+
+
+async def test_an_occurrence_finishes_once_and_only_when_no_row_is_left(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(2))
+    assert await queue_store.finished_occurrence(conn, campaign) is None
+
+    claimed = await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", [], 10)
+    sent = [Outcome(r.recipient_id, RecipientStatus.SENT, 1, "", None, T0) for r in claimed]
+    await claim_store.record_outcomes(conn, campaign, "w#1", sent)
+
+    finished = await queue_store.finished_occurrence(conn, campaign)
+    assert finished is not None and (finished.owner_user_id, finished.failed, finished.occurrence) == (
+        owner,
+        False,
+        1,
+    )
+    assert await queue_store.finished_occurrence(conn, campaign) is None
+
+
+async def test_a_cancel_drops_the_pending_and_held_rows(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(5), variations=[Variation(7, 1), Variation(8, 1)], test_group=2)
+    await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", [], 1)
+
+    assert await queue_store.dropped_pending_count(conn, campaign) == 4
+    statuses = [r.status for r in await _rows(conn, campaign)]
+    assert sorted(statuses) == [RecipientStatus.DROPPED] * 4 + [RecipientStatus.SENDING]
+
+
+async def test_a_retry_puts_only_the_failed_rows_back_in_new_batches(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(4))
+    claimed = await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", [], 10)
+    outcomes = [
+        Outcome(
+            r.recipient_id,
+            RecipientStatus.FAILED if i % 2 else RecipientStatus.SENT,
+            1,
+            "x",
+            None,
+            None if i % 2 else T0,
+        )
+        for i, r in enumerate(claimed)
+    ]
+    await claim_store.record_outcomes(conn, campaign, "w#1", outcomes)
+    assert await _counts(conn, campaign, owner) == (4, 2, 2)
+
+    assert await queue_store.requeued_failed_count(conn, campaign, 2, 2, 1) == 2
+    rows = await _rows(conn, campaign)
+    requeued = [
+        (r.status, r.batch_id, r.generation, r.claimed_by) for r in rows if r.status != RecipientStatus.SENT
+    ]
+    assert requeued == [(RecipientStatus.PENDING, 2, 2, None), (RecipientStatus.PENDING, 3, 2, None)]
+    assert await _counts(conn, campaign, owner) == (4, 2, 0)
+
+
+# --- owner scoping -------------------------------------------------------------------------------------------------
+
+
+async def test_queue_rows_and_counts_are_shown_to_their_owner_and_an_admin_only(conn: AsyncConnection) -> None:
+    campaign, owner, other = new_id(), new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(3))
+    page = QueuePage(campaign, None, 10, 0)
+
+    assert len(await store.queued_rows(conn, page, owner)) == 3
+    assert await store.queued_rows(conn, page, other) == []
+    assert await store.queued_row_count(conn, page, None) == 3
+    pending = await store.queued_rows(conn, QueuePage(campaign, RecipientStatus.PENDING, 2, 0), None)
+    assert [row.status for row in pending] == [RecipientStatus.PENDING] * 2
+    assert await _counts(conn, campaign, other) is None
+    assert await _counts(conn, campaign, None) == (3, 0, 0)
+    assert await store.run_totals(conn, [campaign], other) == {}
+    assert await store.run_totals(conn, [campaign], owner) == {campaign: 3}
