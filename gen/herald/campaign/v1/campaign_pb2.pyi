@@ -1198,8 +1198,48 @@ class RetryFailedRecipientsResponse(_message.Message):
 Global___RetryFailedRecipientsResponse: _TypeAlias = RetryFailedRecipientsResponse  # noqa: Y015
 
 @_typing.final
+class CampaignStatusChangedEvent(_message.Message):
+    """--- Events ---------------------------------------------------------------------------------
+    The campaign service publishes these on NATS through its outbox, in the transaction of the change
+    they announce, at least once (a consumer may see one twice). How they travel: herald/events/v1/options.proto.
+
+    A campaign's status changed (any transition, whatever made it: a call, the picker, delivery's report).
+    Subject `<namespace>.events.campaign.status_changed`. Delivery follows it: Paused and Cancelled stop
+    the workers (Cancelled drops the unsent recipients), Sending again republishes what is left.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_STATUS_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    owner_user_id: _builtins.int
+    status: Global___CampaignStatus.ValueType
+    previous_status: Global___CampaignStatus.ValueType
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+        owner_user_id: _builtins.int = ...,
+        status: Global___CampaignStatus.ValueType = ...,
+        previous_status: Global___CampaignStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "owner_user_id", b"owner_user_id", "previous_status", b"previous_status", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CampaignStatusChangedEvent: _TypeAlias = CampaignStatusChangedEvent  # noqa: Y015
+
+@_typing.final
 class CampaignDeletedEvent(_message.Message):
-    """Payload of the herald.events.campaign.deleted event (JSON on NATS mirrors this shape)."""
+    """Campaigns were deleted: one event per owner whose campaigns one DeleteCampaigns removed (auto-resend
+    children included). Subject `<namespace>.events.campaign.deleted`. The tag service drops their tag
+    assignments; delivery drops their unsent recipients, as for a cancel.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1207,7 +1247,9 @@ class CampaignDeletedEvent(_message.Message):
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """At least one, each positive."""
+
     def __init__(
         self,
         *,
@@ -1221,3 +1263,68 @@ class CampaignDeletedEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CampaignDeletedEvent: _TypeAlias = CampaignDeletedEvent  # noqa: Y015
+
+@_typing.final
+class CampaignSendRequestedEvent(_message.Message):
+    """Send (or continue sending) one occurrence of a campaign: the picker publishes it when a due Ready
+    campaign becomes Sending. Subject `<namespace>.events.campaign.send_requested`; delivery queues the
+    occurrence's recipients on it, or, for an occurrence already queued, publishes its unsent ones again.
+    Delivery acts only on a request whose signature verifies.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    EMAIL_ID_FIELD_NUMBER: _builtins.int
+    VARIATIONS_FIELD_NUMBER: _builtins.int
+    TARGETING_FIELD_NUMBER: _builtins.int
+    RESUME_FIELD_NUMBER: _builtins.int
+    OCCURRENCE_FIELD_NUMBER: _builtins.int
+    SPLIT_TEST_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    owner_user_id: _builtins.int
+    name: _builtins.str
+    email_id: _builtins.int
+    """The campaign's email; 0 when it has none. An A/B campaign sends its variations' emails instead."""
+    resume: _builtins.bool
+    """True when this continues the occurrence already open (after a pause) rather than starting one."""
+    occurrence: _builtins.int
+    """The occurrence, from 1: a Recursive campaign has one per instance."""
+    signature: _builtins.str
+    """HMAC-SHA256 (base64url, unpadded) over the install's namespace, a newline and the event's JSON
+    object without this field in canonical form (keys sorted, no spaces, ASCII escapes), keyed with
+    a key derived from the install's token secret: only the campaign service can make it
+    (services/common/event_signing.py). Other consumers may ignore it.
+    """
+    @_builtins.property
+    def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variation]: ...
+    @_builtins.property
+    def targeting(self) -> Global___Targeting: ...
+    @_builtins.property
+    def split_test(self) -> Global___SplitTest:
+        """Set when the campaign has a split test (its split_test_id and campaign_id included)."""
+
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+        owner_user_id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        email_id: _builtins.int = ...,
+        variations: _abc.Iterable[Global___Variation] | None = ...,
+        targeting: Global___Targeting | None = ...,
+        resume: _builtins.bool = ...,
+        occurrence: _builtins.int = ...,
+        split_test: Global___SplitTest | None = ...,
+        signature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["split_test", b"split_test", "targeting", b"targeting"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "email_id", b"email_id", "name", b"name", "occurrence", b"occurrence", "owner_user_id", b"owner_user_id", "resume", b"resume", "signature", b"signature", "split_test", b"split_test", "targeting", b"targeting", "variations", b"variations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CampaignSendRequestedEvent: _TypeAlias = CampaignSendRequestedEvent  # noqa: Y015

@@ -23,57 +23,68 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from herald.events.v1 import options_pb2 as herald_dot_events_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!herald/delivery/v1/delivery.proto\x12\x12herald.delivery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x1cRetryFailedRecipientsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\"c\n\x1dRetryFailedRecipientsResponse\x12\x15\n\rretried_count\x18\x01 \x01(\x03\x12\x17\n\x0f\x62\x61tches_created\x18\x02 \x01(\x03\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xbf\x01\n\rTrackingEvent\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x14\n\x0crecipient_id\x18\x02 \x01(\x03\x12\x33\n\x04kind\x18\x03 \x01(\x0e\x32%.herald.delivery.v1.TrackingEventKind\x12\x0b\n\x03url\x18\x04 \x01(\t\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tevent_key\x18\x06 \x01(\t\"P\n\x1bRecordTrackingEventsRequest\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.herald.delivery.v1.TrackingEvent\"6\n\x1cRecordTrackingEventsResponse\x12\x16\n\x0erecorded_count\x18\x01 \x01(\x03\"\xfe\x01\n\x0fQueuedRecipient\x12\x14\n\x0crecipient_id\x18\x01 \x01(\x03\x12\x15\n\remail_address\x18\x02 \x01(\t\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\".herald.delivery.v1.RecipientState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x12\n\ngeneration\x18\x05 \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x06 \x01(\x03\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12-\n\tsend_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65mail_id\x18\t \x01(\x03\"\x94\x01\n\x1bListQueuedRecipientsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".herald.delivery.v1.RecipientState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x1a\n\x12\x61\x66ter_recipient_id\x18\x04 \x01(\x03\"k\n\x1cListQueuedRecipientsResponse\x12\x37\n\nrecipients\x18\x01 \x03(\x0b\x32#.herald.delivery.v1.QueuedRecipient\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\"k\n!BatchGetCampaignStatisticsRequest\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\x12\x30\n\x04view\x18\x02 \x01(\x0e\x32\".herald.delivery.v1.StatisticsView\"\xdb\x03\n\x12\x43\x61mpaignStatistics\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\x12\x13\n\x0btotal_opens\x18\x05 \x01(\x03\x12\x14\n\x0cunique_opens\x18\x06 \x01(\x03\x12\x14\n\x0ctotal_clicks\x18\x07 \x01(\x03\x12\x15\n\runique_clicks\x18\x08 \x01(\x03\x12\x33\n\x0f\x66irst_send_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_send_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\nvariations\x18\x0b \x03(\x0b\x32\'.herald.delivery.v1.VariationStatistics\x12\x35\n\x07\x64omains\x18\x0c \x03(\x0b\x32$.herald.delivery.v1.DomainStatistics\x12\x37\n\nsplit_test\x18\r \x01(\x0b\x32#.herald.delivery.v1.SplitTestResult\"\x8d\x01\n\x0fSplitTestResult\x12\x17\n\x0ftest_recipients\x18\x01 \x01(\x03\x12\x17\n\x0fheld_recipients\x18\x02 \x01(\x03\x12\x17\n\x0fwinner_email_id\x18\x03 \x01(\x03\x12/\n\x0b\x64\x65\x63ide_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x01\n\x13VariationStatistics\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\x12\x14\n\x0cunique_opens\x18\x05 \x01(\x03\x12\x15\n\runique_clicks\x18\x06 \x01(\x03\"f\n\x10\x44omainStatistics\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\"`\n\"BatchGetCampaignStatisticsResponse\x12:\n\nstatistics\x18\x01 \x03(\x0b\x32&.herald.delivery.v1.CampaignStatistics\"\xee\x01\n\x0f\x43\x61pturedMessage\x12\x1b\n\x13\x63\x61ptured_message_id\x18\x01 \x01(\x03\x12\x15\n\renvelope_from\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvelope_to\x18\x03 \x03(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x30\n\x0creceive_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x12\x12\n\nsession_id\x18\x08 \x01(\t\x12\x13\n\x0braw_message\x18\t \x01(\x0c\"D\n\x1bListCapturedMessagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x8b\x01\n\x1cListCapturedMessagesResponse\x12>\n\x11\x63\x61ptured_messages\x18\x01 \x03(\x0b\x32#.herald.delivery.v1.CapturedMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"8\n\x19GetCapturedMessageRequest\x12\x1b\n\x13\x63\x61ptured_message_id\x18\x01 \x01(\x03*\x9a\x01\n\x11TrackingEventKind\x12#\n\x1fTRACKING_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18TRACKING_EVENT_KIND_OPEN\x10\x01\x12\x1d\n\x19TRACKING_EVENT_KIND_CLICK\x10\x02\x12#\n\x1fTRACKING_EVENT_KIND_UNSUBSCRIBE\x10\x03*\xd8\x01\n\x0eRecipientState\x12\x1f\n\x1bRECIPIENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17RECIPIENT_STATE_PENDING\x10\x01\x12\x1b\n\x17RECIPIENT_STATE_SENDING\x10\x02\x12\x18\n\x14RECIPIENT_STATE_SENT\x10\x03\x12\x1a\n\x16RECIPIENT_STATE_FAILED\x10\x04\x12\x1b\n\x17RECIPIENT_STATE_DROPPED\x10\x05\x12\x18\n\x14RECIPIENT_STATE_HELD\x10\x06*g\n\x0eStatisticsView\x12\x1f\n\x1bSTATISTICS_VIEW_UNSPECIFIED\x10\x00\x12\x1a\n\x16STATISTICS_VIEW_TOTALS\x10\x01\x12\x18\n\x14STATISTICS_VIEW_FULL\x10\x02\x32\xf8\x05\n\x0f\x44\x65liveryService\x12\x8b\x01\n\x1a\x42\x61tchGetCampaignStatistics\x12\x35.herald.delivery.v1.BatchGetCampaignStatisticsRequest\x1a\x36.herald.delivery.v1.BatchGetCampaignStatisticsResponse\x12|\n\x15RetryFailedRecipients\x12\x30.herald.delivery.v1.RetryFailedRecipientsRequest\x1a\x31.herald.delivery.v1.RetryFailedRecipientsResponse\x12y\n\x14RecordTrackingEvents\x12/.herald.delivery.v1.RecordTrackingEventsRequest\x1a\x30.herald.delivery.v1.RecordTrackingEventsResponse\x12y\n\x14ListQueuedRecipients\x12/.herald.delivery.v1.ListQueuedRecipientsRequest\x1a\x30.herald.delivery.v1.ListQueuedRecipientsResponse\x12y\n\x14ListCapturedMessages\x12/.herald.delivery.v1.ListCapturedMessagesRequest\x1a\x30.herald.delivery.v1.ListCapturedMessagesResponse\x12h\n\x12GetCapturedMessage\x12-.herald.delivery.v1.GetCapturedMessageRequest\x1a#.herald.delivery.v1.CapturedMessageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!herald/delivery/v1/delivery.proto\x12\x12herald.delivery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eherald/events/v1/options.proto\"3\n\x1cRetryFailedRecipientsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\"c\n\x1dRetryFailedRecipientsResponse\x12\x15\n\rretried_count\x18\x01 \x01(\x03\x12\x17\n\x0f\x62\x61tches_created\x18\x02 \x01(\x03\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xbf\x01\n\rTrackingEvent\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x14\n\x0crecipient_id\x18\x02 \x01(\x03\x12\x33\n\x04kind\x18\x03 \x01(\x0e\x32%.herald.delivery.v1.TrackingEventKind\x12\x0b\n\x03url\x18\x04 \x01(\t\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tevent_key\x18\x06 \x01(\t\"P\n\x1bRecordTrackingEventsRequest\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.herald.delivery.v1.TrackingEvent\"6\n\x1cRecordTrackingEventsResponse\x12\x16\n\x0erecorded_count\x18\x01 \x01(\x03\"\xfe\x01\n\x0fQueuedRecipient\x12\x14\n\x0crecipient_id\x18\x01 \x01(\x03\x12\x15\n\remail_address\x18\x02 \x01(\t\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\".herald.delivery.v1.RecipientState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x12\n\ngeneration\x18\x05 \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x06 \x01(\x03\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12-\n\tsend_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65mail_id\x18\t \x01(\x03\"\x94\x01\n\x1bListQueuedRecipientsRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".herald.delivery.v1.RecipientState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x1a\n\x12\x61\x66ter_recipient_id\x18\x04 \x01(\x03\"k\n\x1cListQueuedRecipientsResponse\x12\x37\n\nrecipients\x18\x01 \x03(\x0b\x32#.herald.delivery.v1.QueuedRecipient\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\"k\n!BatchGetCampaignStatisticsRequest\x12\x14\n\x0c\x63\x61mpaign_ids\x18\x01 \x03(\x03\x12\x30\n\x04view\x18\x02 \x01(\x0e\x32\".herald.delivery.v1.StatisticsView\"\xdb\x03\n\x12\x43\x61mpaignStatistics\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\x12\x13\n\x0btotal_opens\x18\x05 \x01(\x03\x12\x14\n\x0cunique_opens\x18\x06 \x01(\x03\x12\x14\n\x0ctotal_clicks\x18\x07 \x01(\x03\x12\x15\n\runique_clicks\x18\x08 \x01(\x03\x12\x33\n\x0f\x66irst_send_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_send_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\nvariations\x18\x0b \x03(\x0b\x32\'.herald.delivery.v1.VariationStatistics\x12\x35\n\x07\x64omains\x18\x0c \x03(\x0b\x32$.herald.delivery.v1.DomainStatistics\x12\x37\n\nsplit_test\x18\r \x01(\x0b\x32#.herald.delivery.v1.SplitTestResult\"\x8d\x01\n\x0fSplitTestResult\x12\x17\n\x0ftest_recipients\x18\x01 \x01(\x03\x12\x17\n\x0fheld_recipients\x18\x02 \x01(\x03\x12\x17\n\x0fwinner_email_id\x18\x03 \x01(\x03\x12/\n\x0b\x64\x65\x63ide_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x01\n\x13VariationStatistics\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\x12\x14\n\x0cunique_opens\x18\x05 \x01(\x03\x12\x15\n\runique_clicks\x18\x06 \x01(\x03\"f\n\x10\x44omainStatistics\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x18\n\x10total_recipients\x18\x02 \x01(\x03\x12\x12\n\ntotal_sent\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_failed\x18\x04 \x01(\x03\"`\n\"BatchGetCampaignStatisticsResponse\x12:\n\nstatistics\x18\x01 \x03(\x0b\x32&.herald.delivery.v1.CampaignStatistics\"\xee\x01\n\x0f\x43\x61pturedMessage\x12\x1b\n\x13\x63\x61ptured_message_id\x18\x01 \x01(\x03\x12\x15\n\renvelope_from\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvelope_to\x18\x03 \x03(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x30\n\x0creceive_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x12\x12\n\nsession_id\x18\x08 \x01(\t\x12\x13\n\x0braw_message\x18\t \x01(\x0c\"D\n\x1bListCapturedMessagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x8b\x01\n\x1cListCapturedMessagesResponse\x12>\n\x11\x63\x61ptured_messages\x18\x01 \x03(\x0b\x32#.herald.delivery.v1.CapturedMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"8\n\x19GetCapturedMessageRequest\x12\x1b\n\x13\x63\x61ptured_message_id\x18\x01 \x01(\x03\"\xa1\x02\n\x15\x43\x61mpaignFinishedEvent\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x15\n\rowner_user_id\x18\x02 \x01(\x03\x12\x30\n\x07outcome\x18\x03 \x01(\x0e\x32\x1f.herald.delivery.v1.SendOutcome\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\noccurrence\x18\x07 \x01(\x05:%\xe2\xf9\x18!events.delivery.campaign_finished\"`\n\rDeliveryBatch\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\x03\x12\x12\n\ngeneration\x18\x03 \x01(\x03:\x14\xe2\xf9\x18\x10\x64\x65livery.batches*\x9a\x01\n\x11TrackingEventKind\x12#\n\x1fTRACKING_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18TRACKING_EVENT_KIND_OPEN\x10\x01\x12\x1d\n\x19TRACKING_EVENT_KIND_CLICK\x10\x02\x12#\n\x1fTRACKING_EVENT_KIND_UNSUBSCRIBE\x10\x03*\xd8\x01\n\x0eRecipientState\x12\x1f\n\x1bRECIPIENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17RECIPIENT_STATE_PENDING\x10\x01\x12\x1b\n\x17RECIPIENT_STATE_SENDING\x10\x02\x12\x18\n\x14RECIPIENT_STATE_SENT\x10\x03\x12\x1a\n\x16RECIPIENT_STATE_FAILED\x10\x04\x12\x1b\n\x17RECIPIENT_STATE_DROPPED\x10\x05\x12\x18\n\x14RECIPIENT_STATE_HELD\x10\x06*g\n\x0eStatisticsView\x12\x1f\n\x1bSTATISTICS_VIEW_UNSPECIFIED\x10\x00\x12\x1a\n\x16STATISTICS_VIEW_TOTALS\x10\x01\x12\x18\n\x14STATISTICS_VIEW_FULL\x10\x02*[\n\x0bSendOutcome\x12\x1c\n\x18SEND_OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11SEND_OUTCOME_SENT\x10\x01\x12\x17\n\x13SEND_OUTCOME_FAILED\x10\x02\x32\xf8\x05\n\x0f\x44\x65liveryService\x12\x8b\x01\n\x1a\x42\x61tchGetCampaignStatistics\x12\x35.herald.delivery.v1.BatchGetCampaignStatisticsRequest\x1a\x36.herald.delivery.v1.BatchGetCampaignStatisticsResponse\x12|\n\x15RetryFailedRecipients\x12\x30.herald.delivery.v1.RetryFailedRecipientsRequest\x1a\x31.herald.delivery.v1.RetryFailedRecipientsResponse\x12y\n\x14RecordTrackingEvents\x12/.herald.delivery.v1.RecordTrackingEventsRequest\x1a\x30.herald.delivery.v1.RecordTrackingEventsResponse\x12y\n\x14ListQueuedRecipients\x12/.herald.delivery.v1.ListQueuedRecipientsRequest\x1a\x30.herald.delivery.v1.ListQueuedRecipientsResponse\x12y\n\x14ListCapturedMessages\x12/.herald.delivery.v1.ListCapturedMessagesRequest\x1a\x30.herald.delivery.v1.ListCapturedMessagesResponse\x12h\n\x12GetCapturedMessage\x12-.herald.delivery.v1.GetCapturedMessageRequest\x1a#.herald.delivery.v1.CapturedMessageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.delivery.v1.delivery_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRACKINGEVENTKIND']._serialized_start=2693
-  _globals['_TRACKINGEVENTKIND']._serialized_end=2847
-  _globals['_RECIPIENTSTATE']._serialized_start=2850
-  _globals['_RECIPIENTSTATE']._serialized_end=3066
-  _globals['_STATISTICSVIEW']._serialized_start=3068
-  _globals['_STATISTICSVIEW']._serialized_end=3171
-  _globals['_RETRYFAILEDRECIPIENTSREQUEST']._serialized_start=90
-  _globals['_RETRYFAILEDRECIPIENTSREQUEST']._serialized_end=141
-  _globals['_RETRYFAILEDRECIPIENTSRESPONSE']._serialized_start=143
-  _globals['_RETRYFAILEDRECIPIENTSRESPONSE']._serialized_end=242
-  _globals['_TRACKINGEVENT']._serialized_start=245
-  _globals['_TRACKINGEVENT']._serialized_end=436
-  _globals['_RECORDTRACKINGEVENTSREQUEST']._serialized_start=438
-  _globals['_RECORDTRACKINGEVENTSREQUEST']._serialized_end=518
-  _globals['_RECORDTRACKINGEVENTSRESPONSE']._serialized_start=520
-  _globals['_RECORDTRACKINGEVENTSRESPONSE']._serialized_end=574
-  _globals['_QUEUEDRECIPIENT']._serialized_start=577
-  _globals['_QUEUEDRECIPIENT']._serialized_end=831
-  _globals['_LISTQUEUEDRECIPIENTSREQUEST']._serialized_start=834
-  _globals['_LISTQUEUEDRECIPIENTSREQUEST']._serialized_end=982
-  _globals['_LISTQUEUEDRECIPIENTSRESPONSE']._serialized_start=984
-  _globals['_LISTQUEUEDRECIPIENTSRESPONSE']._serialized_end=1091
-  _globals['_BATCHGETCAMPAIGNSTATISTICSREQUEST']._serialized_start=1093
-  _globals['_BATCHGETCAMPAIGNSTATISTICSREQUEST']._serialized_end=1200
-  _globals['_CAMPAIGNSTATISTICS']._serialized_start=1203
-  _globals['_CAMPAIGNSTATISTICS']._serialized_end=1678
-  _globals['_SPLITTESTRESULT']._serialized_start=1681
-  _globals['_SPLITTESTRESULT']._serialized_end=1822
-  _globals['_VARIATIONSTATISTICS']._serialized_start=1825
-  _globals['_VARIATIONSTATISTICS']._serialized_end=1977
-  _globals['_DOMAINSTATISTICS']._serialized_start=1979
-  _globals['_DOMAINSTATISTICS']._serialized_end=2081
-  _globals['_BATCHGETCAMPAIGNSTATISTICSRESPONSE']._serialized_start=2083
-  _globals['_BATCHGETCAMPAIGNSTATISTICSRESPONSE']._serialized_end=2179
-  _globals['_CAPTUREDMESSAGE']._serialized_start=2182
-  _globals['_CAPTUREDMESSAGE']._serialized_end=2420
-  _globals['_LISTCAPTUREDMESSAGESREQUEST']._serialized_start=2422
-  _globals['_LISTCAPTUREDMESSAGESREQUEST']._serialized_end=2490
-  _globals['_LISTCAPTUREDMESSAGESRESPONSE']._serialized_start=2493
-  _globals['_LISTCAPTUREDMESSAGESRESPONSE']._serialized_end=2632
-  _globals['_GETCAPTUREDMESSAGEREQUEST']._serialized_start=2634
-  _globals['_GETCAPTUREDMESSAGEREQUEST']._serialized_end=2690
-  _globals['_DELIVERYSERVICE']._serialized_start=3174
-  _globals['_DELIVERYSERVICE']._serialized_end=3934
+  _globals['_CAMPAIGNFINISHEDEVENT']._loaded_options = None
+  _globals['_CAMPAIGNFINISHEDEVENT']._serialized_options = b'\342\371\030!events.delivery.campaign_finished'
+  _globals['_DELIVERYBATCH']._loaded_options = None
+  _globals['_DELIVERYBATCH']._serialized_options = b'\342\371\030\020delivery.batches'
+  _globals['_TRACKINGEVENTKIND']._serialized_start=3115
+  _globals['_TRACKINGEVENTKIND']._serialized_end=3269
+  _globals['_RECIPIENTSTATE']._serialized_start=3272
+  _globals['_RECIPIENTSTATE']._serialized_end=3488
+  _globals['_STATISTICSVIEW']._serialized_start=3490
+  _globals['_STATISTICSVIEW']._serialized_end=3593
+  _globals['_SENDOUTCOME']._serialized_start=3595
+  _globals['_SENDOUTCOME']._serialized_end=3686
+  _globals['_RETRYFAILEDRECIPIENTSREQUEST']._serialized_start=122
+  _globals['_RETRYFAILEDRECIPIENTSREQUEST']._serialized_end=173
+  _globals['_RETRYFAILEDRECIPIENTSRESPONSE']._serialized_start=175
+  _globals['_RETRYFAILEDRECIPIENTSRESPONSE']._serialized_end=274
+  _globals['_TRACKINGEVENT']._serialized_start=277
+  _globals['_TRACKINGEVENT']._serialized_end=468
+  _globals['_RECORDTRACKINGEVENTSREQUEST']._serialized_start=470
+  _globals['_RECORDTRACKINGEVENTSREQUEST']._serialized_end=550
+  _globals['_RECORDTRACKINGEVENTSRESPONSE']._serialized_start=552
+  _globals['_RECORDTRACKINGEVENTSRESPONSE']._serialized_end=606
+  _globals['_QUEUEDRECIPIENT']._serialized_start=609
+  _globals['_QUEUEDRECIPIENT']._serialized_end=863
+  _globals['_LISTQUEUEDRECIPIENTSREQUEST']._serialized_start=866
+  _globals['_LISTQUEUEDRECIPIENTSREQUEST']._serialized_end=1014
+  _globals['_LISTQUEUEDRECIPIENTSRESPONSE']._serialized_start=1016
+  _globals['_LISTQUEUEDRECIPIENTSRESPONSE']._serialized_end=1123
+  _globals['_BATCHGETCAMPAIGNSTATISTICSREQUEST']._serialized_start=1125
+  _globals['_BATCHGETCAMPAIGNSTATISTICSREQUEST']._serialized_end=1232
+  _globals['_CAMPAIGNSTATISTICS']._serialized_start=1235
+  _globals['_CAMPAIGNSTATISTICS']._serialized_end=1710
+  _globals['_SPLITTESTRESULT']._serialized_start=1713
+  _globals['_SPLITTESTRESULT']._serialized_end=1854
+  _globals['_VARIATIONSTATISTICS']._serialized_start=1857
+  _globals['_VARIATIONSTATISTICS']._serialized_end=2009
+  _globals['_DOMAINSTATISTICS']._serialized_start=2011
+  _globals['_DOMAINSTATISTICS']._serialized_end=2113
+  _globals['_BATCHGETCAMPAIGNSTATISTICSRESPONSE']._serialized_start=2115
+  _globals['_BATCHGETCAMPAIGNSTATISTICSRESPONSE']._serialized_end=2211
+  _globals['_CAPTUREDMESSAGE']._serialized_start=2214
+  _globals['_CAPTUREDMESSAGE']._serialized_end=2452
+  _globals['_LISTCAPTUREDMESSAGESREQUEST']._serialized_start=2454
+  _globals['_LISTCAPTUREDMESSAGESREQUEST']._serialized_end=2522
+  _globals['_LISTCAPTUREDMESSAGESRESPONSE']._serialized_start=2525
+  _globals['_LISTCAPTUREDMESSAGESRESPONSE']._serialized_end=2664
+  _globals['_GETCAPTUREDMESSAGEREQUEST']._serialized_start=2666
+  _globals['_GETCAPTUREDMESSAGEREQUEST']._serialized_end=2722
+  _globals['_CAMPAIGNFINISHEDEVENT']._serialized_start=2725
+  _globals['_CAMPAIGNFINISHEDEVENT']._serialized_end=3014
+  _globals['_DELIVERYBATCH']._serialized_start=3016
+  _globals['_DELIVERYBATCH']._serialized_end=3112
+  _globals['_DELIVERYSERVICE']._serialized_start=3689
+  _globals['_DELIVERYSERVICE']._serialized_end=4449
 # @@protoc_insertion_point(module_scope)

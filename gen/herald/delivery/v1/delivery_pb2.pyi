@@ -96,6 +96,33 @@ STATISTICS_VIEW_FULL: StatisticsView.ValueType  # 2
 """Also the per-variation and per-domain breakdowns, which read every queue row of the campaign."""
 Global___StatisticsView: _TypeAlias = StatisticsView  # noqa: Y015
 
+class _SendOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SendOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SendOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SEND_OUTCOME_UNSPECIFIED: _SendOutcome.ValueType  # 0
+    SEND_OUTCOME_SENT: _SendOutcome.ValueType  # 1
+    """At least one recipient was sent to."""
+    SEND_OUTCOME_FAILED: _SendOutcome.ValueType  # 2
+    """Nobody could be sent to, nobody was queued, or the campaign could not be sent at all (reason says why)."""
+
+class SendOutcome(_SendOutcome, metaclass=_SendOutcomeEnumTypeWrapper):
+    """--- Events and work messages ------------------------------------------------------------------
+    Delivery publishes these on NATS through its outbox, in the transaction of the change they
+    announce, at least once. How they travel: herald/events/v1/options.proto.
+
+    How an occurrence of a campaign ended.
+    """
+
+SEND_OUTCOME_UNSPECIFIED: SendOutcome.ValueType  # 0
+SEND_OUTCOME_SENT: SendOutcome.ValueType  # 1
+"""At least one recipient was sent to."""
+SEND_OUTCOME_FAILED: SendOutcome.ValueType  # 2
+"""Nobody could be sent to, nobody was queued, or the campaign could not be sent at all (reason says why)."""
+Global___SendOutcome: _TypeAlias = SendOutcome  # noqa: Y015
+
 @_typing.final
 class RetryFailedRecipientsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -657,3 +684,85 @@ class GetCapturedMessageRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCapturedMessageRequest: _TypeAlias = GetCapturedMessageRequest  # noqa: Y015
+
+@_typing.final
+class CampaignFinishedEvent(_message.Message):
+    """An occurrence of a campaign has no recipient left to handle (all Sent, Failed or Dropped).
+    Subject `<namespace>.events.delivery.campaign_finished`. The campaign service moves the Sending
+    campaign to Sent or Failed, or back to Ready for a Recursive campaign's next occurrence.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_FIELD_NUMBER: _builtins.int
+    OCCURRENCE_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    owner_user_id: _builtins.int
+    outcome: Global___SendOutcome.ValueType
+    reason: _builtins.str
+    """Why it failed; empty when it was sent."""
+    occurrence: _builtins.int
+    """The occurrence that finished, from 1."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the occurrence was queued; unset when it never was."""
+
+    @_builtins.property
+    def finish_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+        owner_user_id: _builtins.int = ...,
+        outcome: Global___SendOutcome.ValueType = ...,
+        reason: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        finish_time: _timestamp_pb2.Timestamp | None = ...,
+        occurrence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finish_time", b"finish_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "finish_time", b"finish_time", "occurrence", b"occurrence", "outcome", b"outcome", "owner_user_id", b"owner_user_id", "reason", b"reason", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CampaignFinishedEvent: _TypeAlias = CampaignFinishedEvent  # noqa: Y015
+
+@_typing.final
+class DeliveryBatch(_message.Message):
+    """One batch of a campaign's queue, for the delivery workers: ids only, the rows are in delivery's
+    database. Internal to delivery (a work item, not an event). Subject `<namespace>.delivery.batches`,
+    in the work-queue stream `<NAMESPACE>_DELIVERY_BATCHES` (a message is gone once a worker acked it);
+    its Nats-Msg-Id is `<campaign_id>:<batch_id>:<generation>`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    batch_id: _builtins.int
+    generation: _builtins.int
+    """Rows are claimed only by a message of their current generation: publishing a batch again under a
+    new generation makes its earlier messages find nothing.
+    """
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+        batch_id: _builtins.int = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "campaign_id", b"campaign_id", "generation", b"generation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryBatch: _TypeAlias = DeliveryBatch  # noqa: Y015
