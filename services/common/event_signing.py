@@ -39,7 +39,8 @@ class EventSigner:
         """The event (a JSON object) with its signature added."""
         body = _object(payload)
         body.pop(SIGNATURE_FIELD, None)
-        return json.dumps({**body, SIGNATURE_FIELD: self._signature(body)}).encode()
+        signed = {**body, SIGNATURE_FIELD: self._signature(body)}
+        return json.dumps(signed, ensure_ascii=False, separators=(",", ":")).encode()
 
     def verify(self, payload: bytes) -> None:
         """Returns when the event is signed by this install; raises UnsignedEvent otherwise."""
@@ -62,7 +63,7 @@ class EventSigner:
 def _object(payload: bytes) -> dict[str, Any]:
     try:
         body = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"not JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise ValueError("not a JSON object")

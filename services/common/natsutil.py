@@ -1,16 +1,18 @@
-"""NATS JetStream helpers: connecting with endless reconnects, the shared streams, and subject names."""
+"""NATS JetStream helpers: connecting with endless reconnects, the events stream, subject names, and settling messages."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats
 import structlog
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
@@ -18,6 +20,13 @@ from nats.js.errors import NotFoundError
 from services.common.config import Settings
 
 log = structlog.get_logger()
+
+
+class HasSubject(Protocol):
+    """A kind of message with its subject below the namespace (services/common/events.py's EventType)."""
+
+    @property
+    def subject(self) -> str: ...
 
 
 class Subjects:
@@ -34,8 +43,11 @@ class Subjects:
     def of(cls, settings: Settings) -> Subjects:
         return cls(settings.nats_namespace, settings.nats_replicas)
 
-    def event(self, name: str) -> str:
-        return f"{self.events}.{name}"
+    def event(self, event: HasSubject | str) -> str:
+        """The subject `event` is published on in this install."""
+        if isinstance(event, str):
+            return f"{self.events}.{event}"
+        return f"{self.namespace}.{event.subject}"
 
     def durable(self, name: str) -> str:
         return f"{self.namespace}-{name}".replace(".", "-")
@@ -158,6 +170,59 @@ async def ensure_events_stream(js: JetStreamContext, subjects: Subjects) -> None
         await js.update_stream(config)
     except NotFoundError:
         await js.add_stream(config)
+
+
+async def until_ready(setup: Callable[[], Awaitable[None]], stop: asyncio.Event, what: str) -> bool:
+    """Runs `setup` until it succeeds (JetStream may be restarting); False when `stop` came first."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await setup()
+            return True
+        except NATS_FAILURES as exc:
+            log.warning("cannot set up JetStream yet; retrying", what=what, error=str(exc), retry_in=delay)
+        await sleep_unless_stopped(stop, delay)
+        delay = min(delay * 2, 10.0)
+    return False
+
+
+@contextlib.asynccontextmanager
+async def kept_alive(message: Msg, every: float) -> AsyncIterator[None]:
+    """Tells JetStream every `every` seconds that `message` is still being worked on, so it is not redelivered."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await message.in_progress()
+            except NATS_FAILURES as exc:
+                # NATS away: the message may be redelivered, which the handlers are safe against.
+                log.warning("cannot extend the message's ack wait", error=str(exc))
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def redelivery_delay(message: Msg) -> float:
+    """Seconds before a failed message comes back: longer the more often it failed, at most 30."""
+    try:
+        delivered = message.metadata.num_delivered
+    except (ValueError, IndexError, AttributeError):
+        delivered = 1
+    return float(min(2 ** max(delivered - 1, 0), 30))
+
+
+async def settle(reply: Awaitable[None], how: str) -> None:
+    """Acks, naks or terms a message; when NATS is away the message simply comes back, which is safe."""
+    try:
+        await reply
+    except NATS_FAILURES as exc:
+        log.warning("cannot settle the message; it will come back", how=how, error=str(exc))
 
 
 EventHandler = Callable[[bytes], Awaitable[None]]

@@ -154,7 +154,7 @@ class DeliveryQueue:
                 await natsutil.ensure_events_stream(js, self._subjects)
                 await streams.ensure_batches_stream(js, self._subjects)
 
-            if not await streams.until_ready(setup, stop, "delivery streams"):
+            if not await natsutil.until_ready(setup, stop, "delivery streams"):
                 return
             self._relay = OutboxRelay(self._engine, SCHEMA, js)
             log.info("delivery queue started")

@@ -7,12 +7,10 @@ subject `<ns>.delivery.batches`; a message is only ids, `{"campaign_id", "batch_
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import nats.errors
 import structlog
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
@@ -49,51 +47,6 @@ async def ensure_batches_stream(js: JetStreamContext, subjects: Subjects) -> Non
         await js.add_stream(config)
 
 
-async def until_ready(setup: Callable[[], Awaitable[None]], stop: asyncio.Event, what: str) -> bool:
-    """Runs `setup` until it succeeds (JetStream may be restarting); False when `stop` came first."""
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            await setup()
-            return True
-        except natsutil.NATS_FAILURES as exc:
-            log.warning("cannot set up JetStream yet; retrying", what=what, error=str(exc), retry_in=delay)
-        await natsutil.sleep_unless_stopped(stop, delay)
-        delay = min(delay * 2, 10.0)
-    return False
-
-
-@contextlib.asynccontextmanager
-async def kept_alive(message: Msg, every: float) -> AsyncIterator[None]:
-    """Tells JetStream every `every` seconds that `message` is still being worked on, so it is not redelivered."""
-
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await message.in_progress()
-            except natsutil.NATS_FAILURES as exc:
-                # NATS away: the message may be redelivered, which the handlers are safe against.
-                log.warning("cannot extend the message's ack wait", error=str(exc))
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def redelivery_delay(message: Msg) -> float:
-    """Seconds before a failed message comes back: longer the more often it failed, at most 30."""
-    try:
-        delivered = message.metadata.num_delivered
-    except (ValueError, IndexError, AttributeError):
-        delivered = 1
-    return float(min(2 ** max(delivered - 1, 0), 30))
-
-
 async def consume_durably(
     js: JetStreamContext,
     subjects: Subjects,
@@ -122,7 +75,7 @@ async def consume_durably(
             config=ConsumerConfig(ack_wait=ack_wait, max_deliver=-1, ack_policy=AckPolicy.EXPLICIT),
         )
 
-    if not await until_ready(setup, stop, f"{event} consumer"):
+    if not await natsutil.until_ready(setup, stop, f"{event} consumer"):
         return
     assert subscription is not None
     while not stop.is_set():
@@ -136,12 +89,12 @@ async def consume_durably(
             continue
         for message in messages:
             try:
-                async with kept_alive(message, ack_wait / 3):
+                async with natsutil.kept_alive(message, ack_wait / 3):
                     await handle(message.data)
             except Exception:
                 log.exception("event handling failed; it will come back", event_type=event)
                 try:
-                    await message.nak(delay=redelivery_delay(message))
+                    await message.nak(delay=natsutil.redelivery_delay(message))
                 except natsutil.NATS_FAILURES as exc:
                     # Unacknowledged, it comes back after the ack wait anyway.
                     log.warning("event nak failed", event_type=event, error=str(exc))

@@ -250,7 +250,7 @@ class Worker:
                 )
                 subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
 
-            if not await streams.until_ready(setup, stop, "batches consumer"):
+            if not await natsutil.until_ready(setup, stop, "batches consumer"):
                 return
             assert subscription is not None
             self._relay = OutboxRelay(self._engine, SCHEMA, js)
@@ -296,14 +296,14 @@ class Worker:
             batch = sending.parse_batch_message(message.data)
         except ValueError as exc:
             log.error("malformed batch message dropped", error=str(exc), payload=message.data[:200])
-            await _settle(message.term())
+            await natsutil.settle(message.term(), "term")
             return
         log_context = structlog.contextvars.bound_contextvars(
             campaign_id=batch.campaign_id, batch_id=batch.batch_id, generation=batch.generation
         )
         with log_context:
             try:
-                async with streams.kept_alive(message, self._heartbeat):
+                async with natsutil.kept_alive(message, self._heartbeat):
                     done = await self._work(batch)
                     if done and await finish_if_done(self._engine, self._subjects, batch.campaign_id):
                         self._wake_relay()
@@ -311,9 +311,9 @@ class Worker:
                 # PostgreSQL away: the batch comes back later; what was claimed and not recorded is
                 # resolved as ambiguous then, never sent twice.
                 log.warning("batch failed; it will come back", error=db_error(exc))
-                await _settle(message.nak(delay=streams.redelivery_delay(message)))
+                await natsutil.settle(message.nak(delay=natsutil.redelivery_delay(message)), "nak")
                 return
-            await _settle(message.ack() if done else message.nak())
+            await natsutil.settle(message.ack() if done else message.nak(), "ack" if done else "nak")
         BATCH_SECONDS.observe(time.monotonic() - started)
 
     async def _work(self, batch: BatchMessage) -> bool:
@@ -512,14 +512,6 @@ def db_error(exc: Exception) -> str:
     """A database error for a log line: the driver's message, without the statement and its parameters."""
     original = getattr(exc, "orig", None)
     return f"{type(original or exc).__name__}: {original or exc}".strip()
-
-
-async def _settle(reply: Awaitable[None]) -> None:
-    """Acks, naks or terms a message; when NATS is away the message simply comes back, which is safe."""
-    try:
-        await reply
-    except natsutil.NATS_FAILURES as exc:
-        log.warning("cannot settle the batch message; it will come back", error=str(exc))
 
 
 async def main(settings: Settings) -> None:

@@ -1,0 +1,272 @@
+"""Herald's messages on NATS: each is a protobuf message of protos/ with its subject, sent as proto3 JSON and read by one strict decoder.
+
+Every message type Herald publishes or consumes is an `EventType` below: the generated message class
+(whose `(herald.events.v1.subject)` option names the subject, once, for every language), and the
+rules a decoded message must meet beyond its types. Producers encode with `EventType.encode`; every
+consumer of an event decodes with the same `EventType.decode`, so no two services read one event
+differently; `consume` runs a durable consumer that decodes first and terminates (JetStream `term()`)
+what does not decode, because no redelivery can repair it.
+
+Why JSON on the wire rather than binary protobuf: a message stays readable where operators meet it
+(`nats stream view`, the outbox tables), delivery's batch messages are built in SQL set-wise (one
+INSERT … SELECT for a whole publication), and the send request's signature is over the JSON object.
+Every protobuf runtime reads the proto3 JSON form with its generated classes.
+
+Decoding ignores fields it does not know: an older consumer keeps reading the events of a newer
+producer that added a field. Everything else is strict: a value of the wrong JSON type (true for an
+id, 3.5 for a count, a string for an object) and an enum name the protos do not have are refused by
+the JSON mapping, and each event's rules then refuse unspecified enums and ids that are not positive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import nats.errors
+import structlog
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from herald.campaign.v1 import campaign_pb2
+from herald.delivery.v1 import delivery_pb2
+from herald.events.v1 import options_pb2
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from services.common import natsutil
+from services.common.event_signing import EventSigner, UnsignedEvent
+from services.common.natsutil import Subjects
+
+log = structlog.get_logger()
+
+M = TypeVar("M", bound=Message)
+
+
+class UndecodableEvent(ValueError):
+    """The payload is not the message its subject carries (or a signed one without a valid signature)."""
+
+
+@dataclass(frozen=True)
+class EventType(Generic[M]):
+    """One kind of message on NATS: its protobuf class, its rules, and whether it must be signed."""
+
+    message: type[M]
+    problems: Callable[[M], Iterable[str]]
+    signed: bool = False
+
+    @property
+    def subject(self) -> str:
+        """The subject below the install's namespace, from the message's option (e.g. "events.campaign.deleted")."""
+        subject: str = self.message.DESCRIPTOR.GetOptions().Extensions[options_pb2.subject]
+        return subject
+
+    def encode(self, message: M, signer: EventSigner | None = None) -> bytes:
+        """The message as it goes on the wire: proto3 JSON, signed when the event type is."""
+        payload = json.dumps(
+            json_format.MessageToDict(message, preserving_proto_field_name=True),
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+        if not self.signed:
+            return payload
+        if signer is None:
+            raise ValueError(f"{self.subject} is a signed event: it is encoded with its signer")
+        return signer.signed(payload)
+
+    def decode(self, payload: bytes, signer: EventSigner | None = None) -> M:
+        """The message, or UndecodableEvent saying what is wrong with the payload."""
+        if self.signed:
+            if signer is None:
+                raise ValueError(f"{self.subject} is a signed event: it is decoded with its signer")
+            try:
+                signer.verify(payload)
+            except UnsignedEvent as exc:
+                raise UndecodableEvent(f"not signed by this install's campaign service: {exc}") from exc
+        try:
+            document = json.loads(payload)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise UndecodableEvent(f"not JSON: {exc}") from exc
+        if not isinstance(document, dict):
+            raise UndecodableEvent("not a JSON object")
+        message = self.message()
+        try:
+            json_format.ParseDict(_known_fields(document, self.message.DESCRIPTOR), message)
+        except (json_format.ParseError, RecursionError) as exc:
+            raise UndecodableEvent(str(exc)) from exc
+        problems = list(self.problems(message))
+        if problems:
+            raise UndecodableEvent("; ".join(problems))
+        return message
+
+
+def _known_fields(document: dict[str, Any], descriptor: Any) -> dict[str, Any]:  # a message Descriptor
+    """`document` without the keys its message type does not have, at any depth: a newer producer's fields.
+
+    json_format's own ignore_unknown_fields is not used: it also passes a string where a message is
+    expected (reading its characters as unknown field names) and an enum name the protos do not have.
+    """
+    known: dict[str, Any] = {}
+    for key, value in document.items():
+        field = descriptor.fields_by_name.get(key) or descriptor.fields_by_camelcase_name.get(key)
+        if field is None:
+            continue
+        inner = field.message_type
+        if inner is not None and not inner.GetOptions().map_entry and not inner.full_name.startswith("google."):
+            if isinstance(value, dict):
+                value = _known_fields(value, inner)
+            elif isinstance(value, list):
+                value = [_known_fields(item, inner) if isinstance(item, dict) else item for item in value]
+        known[key] = value
+    return known
+
+
+# --- the rules of each event ------------------------------------------------------------------------------------
+
+_CAMPAIGN_STATUSES = frozenset(campaign_pb2.CampaignStatus.values()) - {campaign_pb2.CAMPAIGN_STATUS_UNSPECIFIED}
+_WINNERS = frozenset(campaign_pb2.Winner.values()) - {campaign_pb2.WINNER_UNSPECIFIED}
+_OUTCOMES = frozenset(delivery_pb2.SendOutcome.values()) - {delivery_pb2.SEND_OUTCOME_UNSPECIFIED}
+
+
+def _positive(message: Message, *fields: str) -> list[str]:
+    return [f"{name} must be positive" for name in fields if getattr(message, name) <= 0]
+
+
+def _status_changed_problems(event: campaign_pb2.CampaignStatusChangedEvent) -> list[str]:
+    problems = _positive(event, "campaign_id", "owner_user_id")
+    if event.status not in _CAMPAIGN_STATUSES:
+        problems.append("status must be a campaign status")
+    if event.previous_status not in _CAMPAIGN_STATUSES:
+        problems.append("previous_status must be a campaign status")
+    return problems
+
+
+def _deleted_problems(event: campaign_pb2.CampaignDeletedEvent) -> list[str]:
+    problems = _positive(event, "owner_user_id")
+    if not event.campaign_ids or any(campaign_id <= 0 for campaign_id in event.campaign_ids):
+        problems.append("campaign_ids must be one or more positive ids")
+    return problems
+
+
+def _send_requested_problems(event: campaign_pb2.CampaignSendRequestedEvent) -> list[str]:
+    problems = _positive(event, "campaign_id", "owner_user_id", "occurrence")
+    if event.email_id < 0:
+        problems.append("email_id must not be negative")
+    if any(v.email_id <= 0 or v.weight <= 0 for v in event.variations):
+        problems.append("every variation needs a positive email_id and weight")
+    sources = [*event.targeting.included, *event.targeting.excluded]
+    if any(s.list_id <= 0 or s.segment_id < 0 for s in sources):
+        problems.append("every recipient source needs a positive list_id and a segment_id of 0 or more")
+    if event.HasField("split_test"):
+        split_test = event.split_test
+        if not 1 <= split_test.test_size_percent <= 100:
+            problems.append("split_test.test_size_percent must be 1 to 100")
+        if split_test.test_duration_hours < 0:
+            problems.append("split_test.test_duration_hours must not be negative")
+        if split_test.winner not in _WINNERS:
+            problems.append("split_test.winner must be a winner rule")
+    return problems
+
+
+def _finished_problems(event: delivery_pb2.CampaignFinishedEvent) -> list[str]:
+    problems = _positive(event, "campaign_id", "owner_user_id", "occurrence")
+    if event.outcome not in _OUTCOMES:
+        problems.append("outcome must be Sent or Failed")
+    if not event.HasField("finish_time"):
+        problems.append("finish_time is required")
+    return problems
+
+
+def _batch_problems(batch: delivery_pb2.DeliveryBatch) -> list[str]:
+    return _positive(batch, "campaign_id", "batch_id", "generation")
+
+
+CAMPAIGN_STATUS_CHANGED = EventType(campaign_pb2.CampaignStatusChangedEvent, _status_changed_problems)
+CAMPAIGN_DELETED = EventType(campaign_pb2.CampaignDeletedEvent, _deleted_problems)
+CAMPAIGN_SEND_REQUESTED = EventType(campaign_pb2.CampaignSendRequestedEvent, _send_requested_problems, signed=True)
+CAMPAIGN_FINISHED = EventType(delivery_pb2.CampaignFinishedEvent, _finished_problems)
+DELIVERY_BATCH = EventType(delivery_pb2.DeliveryBatch, _batch_problems)
+
+
+# --- consuming -----------------------------------------------------------------------------------------------
+
+
+async def consume(
+    js: JetStreamContext,
+    subjects: Subjects,
+    *,
+    durable: str,
+    event: EventType[M],
+    handle: Callable[[M], Awaitable[None]],
+    stop: asyncio.Event,
+    signer: EventSigner | None = None,
+    max_deliver: int = -1,
+    ack_wait: float = 30.0,
+) -> None:
+    """Runs a durable pull consumer of one event type until `stop`.
+
+    A message that does not decode is logged and terminated. A decoded one is kept alive while `handle`
+    runs and acked after it returned; when `handle` raises, the message comes back after a growing
+    delay, up to `max_deliver` deliveries (-1: forever, for events whose loss would leave a campaign
+    stuck).
+    """
+    subscription: JetStreamContext.PullSubscription | None = None
+
+    async def setup() -> None:
+        nonlocal subscription
+        await natsutil.ensure_events_stream(js, subjects)
+        subscription = await js.pull_subscribe(
+            subjects.event(event),
+            durable=subjects.durable(durable),
+            stream=subjects.events_stream,
+            config=ConsumerConfig(ack_wait=ack_wait, max_deliver=max_deliver, ack_policy=AckPolicy.EXPLICIT),
+        )
+
+    if not await natsutil.until_ready(setup, stop, f"{durable} consumer"):
+        return
+    assert subscription is not None
+    while not stop.is_set():
+        try:
+            messages = await subscription.fetch(batch=20, timeout=1)
+        except (TimeoutError, nats.errors.TimeoutError):
+            continue
+        except natsutil.NATS_FAILURES as exc:
+            log.warning("event fetch failed; retrying", durable=durable, error=str(exc))
+            await natsutil.sleep_unless_stopped(stop, 0.5)
+            continue
+        for message in messages:
+            await _handle_one(message, durable, event, handle, signer, ack_wait)
+
+
+async def _handle_one(
+    message: Msg,
+    durable: str,
+    event: EventType[M],
+    handle: Callable[[M], Awaitable[None]],
+    signer: EventSigner | None,
+    ack_wait: float,
+) -> None:
+    try:
+        decoded = event.decode(message.data, signer)
+    except UndecodableEvent as exc:
+        log.error(
+            "undecodable event terminated",
+            subject=message.subject,
+            durable=durable,
+            error=str(exc),
+            payload=message.data[:200].decode(errors="replace"),
+        )
+        await natsutil.settle(message.term(), "term")
+        return
+    try:
+        async with natsutil.kept_alive(message, ack_wait / 3):
+            await handle(decoded)
+    except Exception:
+        log.exception("event handling failed; it will come back", subject=message.subject, durable=durable)
+        await natsutil.settle(message.nak(delay=natsutil.redelivery_delay(message)), "nak")
+        return
+    # Should the ack be lost, the event comes back and is handled again, which every handler is safe against.
+    await natsutil.settle(message.ack(), "ack")
