@@ -17,13 +17,12 @@ from herald.tag.v1 import tag_pb2, tag_pb2_grpc
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.campaign import convert, domain, sending, store
+from services.campaign import convert, domain, events, sending, store
 from services.campaign.domain import Campaign
 from services.common import auth, db, grpcutil, outbox
+from services.common import events as herald_events
 from services.common.errors import DomainError, ErrorKind, FieldViolation
 from services.common.natsutil import Subjects
-
-CAMPAIGN_DELETED = "campaign.deleted"
 
 
 class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
@@ -166,21 +165,21 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
         self, request: campaign_pb2.DeleteCampaignsRequest, context: grpc.aio.ServicerContext
     ) -> campaign_pb2.DeleteCampaignsResponse:
         campaign_ids = domain.require_campaign_ids(request.campaign_ids)
-        subject = self._subjects.event(CAMPAIGN_DELETED)
+        subject = self._subjects.event(herald_events.CAMPAIGN_DELETED)
         async with self._engine.begin() as conn:
             deleted = await store.delete_campaigns_with_auto_resends(
                 conn, campaign_ids, domain.owner_scope(auth.principal())
             )
-            events = domain.deleted_events(deleted)
-            for event in events:
+            deletions = events.deleted_events(deleted)
+            for event in deletions:
                 await outbox.add_message(
                     conn,
                     store.SCHEMA,
                     subject=subject,
-                    msg_id=domain.new_event_id(CAMPAIGN_DELETED),
-                    payload=event.payload(),
+                    msg_id=herald_events.CAMPAIGN_DELETED.msg_id(),
+                    payload=herald_events.CAMPAIGN_DELETED.encode(event),
                 )
-        if events:
+        if deletions:
             self._wake_outbox()
         return campaign_pb2.DeleteCampaignsResponse(
             deleted_campaign_ids=sorted(campaign_id for campaign_id, _ in deleted)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -63,6 +64,11 @@ class EventType(Generic[M]):
         """The subject below the install's namespace, from the message's option (e.g. "events.campaign.deleted")."""
         subject: str = self.message.DESCRIPTOR.GetOptions().Extensions[options_pb2.subject]
         return subject
+
+    def msg_id(self, key: str | None = None) -> str:
+        """A Nats-Msg-Id for one message: `key` when the message is one that may be written twice and must be
+        published once (JetStream drops a repeat within its duplicate window), else a new random id."""
+        return f"{self.subject}:{key or uuid.uuid4()}"
 
     def encode(self, message: M, signer: EventSigner | None = None) -> bytes:
         """The message as it goes on the wire: proto3 JSON, signed when the event type is."""

@@ -40,11 +40,11 @@ from typing import Any
 import grpc
 import structlog
 from herald.audience.v1 import audience_pb2, audience_pb2_grpc
-from herald.campaign.v1 import email_pb2, email_pb2_grpc
+from herald.campaign.v1 import campaign_pb2, email_pb2, email_pb2_grpc
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.common import auth, grpcutil, natsutil, outbox
+from services.common import auth, events, grpcutil, natsutil, outbox
 from services.common.config import Settings
 from services.common.event_signing import EventSigner, UnsignedEvent
 from services.common.natsutil import Subjects
@@ -176,11 +176,11 @@ class DeliveryQueue:
                     handle=self.handle_status_change,
                     stop=stop,
                 ),
-                streams.consume_durably(
+                events.consume(
                     js,
                     self._subjects,
                     durable=CAMPAIGN_DELETED_DURABLE,
-                    event=sending.CAMPAIGN_DELETED,
+                    event=events.CAMPAIGN_DELETED,
                     handle=self.handle_campaigns_deleted,
                     stop=stop,
                 ),
@@ -416,14 +416,9 @@ class DeliveryQueue:
             if await finish_if_done(self._engine, self._subjects, change.campaign_id):
                 self.wake()
 
-    async def handle_campaigns_deleted(self, payload: bytes) -> None:
+    async def handle_campaigns_deleted(self, event: campaign_pb2.CampaignDeletedEvent) -> None:
         """A deleted campaign sends nothing more: like a cancel, its Pending rows are dropped."""
-        try:
-            campaign_ids = sending.parse_campaigns_deleted(payload)
-        except ValueError as exc:
-            log.error("malformed campaign.deleted event dropped", error=str(exc), payload=payload[:200])
-            return
-        for campaign_id in campaign_ids:
+        for campaign_id in event.campaign_ids:
             async with self._engine.begin() as conn:
                 run = await queue_store.run_for_update(conn, campaign_id)
                 if run is None or run.state == RunState.CANCELLED:

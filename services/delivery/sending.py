@@ -23,7 +23,6 @@ from services.delivery.domain import RecipientStatus
 
 SEND_REQUESTED = "campaign.send_requested"
 STATUS_CHANGED = "campaign.status_changed"
-CAMPAIGN_DELETED = "campaign.deleted"
 CAMPAIGN_FINISHED = "delivery.campaign_finished"
 
 
@@ -163,15 +162,6 @@ def parse_status_change(payload: bytes) -> StatusChange:
         return StatusChange(int(data["campaign_id"]), int(data["owner_user_id"]), RunState(str(data["status"])))
     except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"malformed status change: {exc}") from exc
-
-
-def parse_campaigns_deleted(payload: bytes) -> list[int]:
-    """The campaign ids of a campaign.deleted event ({"owner_user_id", "campaign_ids"})."""
-    try:
-        data: Any = json.loads(payload)
-        return [int(campaign_id) for campaign_id in data["campaign_ids"]]
-    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"malformed campaign.deleted event: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 import urllib.parse
@@ -40,14 +39,6 @@ class Tag:
     update_time: datetime
     # Absolute http(s) URL of the archive page's HTML template; "" for the built-in page.
     archive_template_url: str = ""
-
-
-@dataclass(frozen=True)
-class CampaignsDeleted:
-    """The campaign service's campaign.deleted event."""
-
-    owner_user_id: int
-    campaign_ids: list[int]
 
 
 def normalise_tag_name(raw: str) -> str:
@@ -215,20 +206,3 @@ def campaign_service_unavailable(message: str) -> DomainError:
     return DomainError(
         ErrorKind.UNAVAILABLE, CAMPAIGN_SERVICE_UNAVAILABLE, f"campaign service unavailable: {message}"
     )
-
-
-def parse_campaigns_deleted(payload: bytes) -> CampaignsDeleted:
-    """Reads a campaign.deleted event; raises ValueError when it is not the documented shape."""
-    document = json.loads(payload)
-    if not isinstance(document, dict):
-        raise ValueError("campaign.deleted payload is not an object")
-    owner = document.get("owner_user_id")
-    campaign_ids = document.get("campaign_ids")
-    # bool is an int subclass; a true/false id is a producer bug, not an id.
-    if not isinstance(owner, int) or isinstance(owner, bool):
-        raise ValueError("campaign.deleted owner_user_id is not an integer")
-    if not isinstance(campaign_ids, list) or not all(
-        isinstance(i, int) and not isinstance(i, bool) for i in campaign_ids
-    ):
-        raise ValueError("campaign.deleted campaign_ids is not a list of integers")
-    return CampaignsDeleted(owner_user_id=owner, campaign_ids=unique_ids(campaign_ids))

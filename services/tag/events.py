@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import structlog
+from herald.campaign.v1 import campaign_pb2
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import natsutil
+from services.common import events, natsutil
 from services.common.config import Settings
 from services.tag import domain, store
 
 log = structlog.get_logger()
 
-EVENT = "campaign.deleted"
 DURABLE = "tag-campaign-deleted"
 
 
@@ -32,30 +32,25 @@ class CampaignDeletedConsumer:
         if self._client is None:
             return
         log.info("campaign.deleted consumer connected to NATS")
-        await natsutil.consume_events(
-            self._client.jetstream(), self._subjects, durable=DURABLE, event=EVENT, handle=self.handle, stop=stop
+        await events.consume(
+            self._client.jetstream(),
+            self._subjects,
+            durable=DURABLE,
+            event=events.CAMPAIGN_DELETED,
+            handle=self.handle,
+            stop=stop,
+            max_deliver=100,
         )
 
-    async def handle(self, payload: bytes) -> None:
+    async def handle(self, event: campaign_pb2.CampaignDeletedEvent) -> None:
         """Deletes the assignments of the deleted campaigns; a redelivered event deletes nothing more."""
-        try:
-            event = domain.parse_campaigns_deleted(payload)
-        except ValueError as exc:
-            # Redelivery cannot repair a malformed event, so it is logged and acknowledged.
-            log.error(
-                "malformed campaign.deleted event dropped",
-                error=str(exc),
-                payload=payload[:200].decode(errors="replace"),
-            )
-            return
-        if not event.campaign_ids:
-            return
+        campaign_ids = domain.unique_ids(event.campaign_ids)
         async with self._engine.begin() as conn:
-            removed = await store.deleted_campaign_assignment_count(conn, event.owner_user_id, event.campaign_ids)
+            removed = await store.deleted_campaign_assignment_count(conn, event.owner_user_id, campaign_ids)
         log.info(
             "assignments of deleted campaigns removed",
             owner_user_id=event.owner_user_id,
-            campaigns=len(event.campaign_ids),
+            campaigns=len(campaign_ids),
             removed=removed,
         )
 

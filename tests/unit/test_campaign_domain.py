@@ -334,23 +334,6 @@ def test_empty_page_past_the_end_has_no_next_page() -> None:
     assert domain.next_page_token(_query(page_size=10, skip=500), 0, 25) == ""
 
 
-# --- delete events -------------------------------------------------------------------------------------------
-
-
-def test_deleted_campaigns_give_one_event_per_owner_with_ids_ascending() -> None:
-    events = domain.deleted_events([(9, 2), (3, 1), (5, 2), (4, 1)])
-    assert [(e.owner_user_id, e.campaign_ids) for e in events] == [(1, (3, 4)), (2, (5, 9))]
-
-
-def test_nothing_deleted_gives_no_event() -> None:
-    assert domain.deleted_events([]) == []
-
-
-def test_deleted_event_payload_is_the_documented_json() -> None:
-    event = domain.CampaignsDeleted(owner_user_id=7, campaign_ids=(3, 4))
-    assert json.loads(event.payload()) == {"owner_user_id": 7, "campaign_ids": [3, 4]}
-
-
 # --- split test winners --------------------------------------------------------------------------------------
 
 

@@ -139,10 +139,8 @@ PUBLIC_NAMES: dict[str, frozenset[str]] = {
     ),
     "events": frozenset(
         {
-            "CampaignsDeleted",
             "STATUS_CHANGED",
             "StatusChanged",
-            "deleted_events",
             "new_event_id",
             "status_change",
         }

@@ -1,8 +1,7 @@
-"""Pure tests of services.tag.domain: tag name rules, request checks and the campaign.deleted event."""
+"""Pure tests of services.tag.domain: tag name rules and request checks."""
 
 from __future__ import annotations
 
-import json
 import unicodedata
 
 import pytest
@@ -151,31 +150,6 @@ def test_missing_campaigns_are_one_violation_naming_every_id() -> None:
 def test_ids_named_in_downstream_descriptions_are_picked_from_the_requested_ones() -> None:
     texts = ["campaign 12 not found", "campaign 7 not found"]
     assert domain.ids_named_in(texts, [7, 8, 12, 1]) == [7, 12]
-
-
-# --- campaign.deleted -------------------------------------------------------------------------------------
-
-
-def test_a_campaign_deleted_event_is_read_with_distinct_ids() -> None:
-    payload = json.dumps({"owner_user_id": 3, "campaign_ids": [5, 6, 5]}).encode()
-    assert domain.parse_campaigns_deleted(payload) == domain.CampaignsDeleted(owner_user_id=3, campaign_ids=[5, 6])
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        b"not json",
-        b"[1, 2]",
-        b'{"campaign_ids": [1]}',
-        b'{"owner_user_id": "3", "campaign_ids": [1]}',
-        b'{"owner_user_id": 3, "campaign_ids": "1,2"}',
-        b'{"owner_user_id": 3, "campaign_ids": [true]}',
-        b"\xff\xfe",
-    ],
-)
-def test_a_malformed_campaign_deleted_event_is_rejected(payload: bytes) -> None:
-    with pytest.raises(ValueError):
-        domain.parse_campaigns_deleted(payload)
 
 
 # --- archive template -------------------------------------------------------------------------------------

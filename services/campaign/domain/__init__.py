@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from services.campaign.domain.events import (
     STATUS_CHANGED,
-    CampaignsDeleted,
     StatusChanged,
-    deleted_events,
     new_event_id,
     status_change,
 )
@@ -153,7 +151,6 @@ __all__ = [
     "CampaignFilter",
     "CampaignPatch",
     "CampaignStatus",
-    "CampaignsDeleted",
     "FutureSchedule",
     "ListQuery",
     "OrderField",
@@ -182,7 +179,6 @@ __all__ = [
     "check_split_test",
     "copy_name",
     "decode_page_token",
-    "deleted_events",
     "due_at",
     "encode_page_token",
     "is_time_zone",

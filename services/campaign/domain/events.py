@@ -4,33 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from services.campaign.domain.model import Campaign, CampaignStatus
-
-
-@dataclass(frozen=True)
-class CampaignsDeleted:
-    """The campaign.deleted event: one per owner whose campaigns a delete removed."""
-
-    owner_user_id: int
-    campaign_ids: tuple[int, ...]
-
-    def payload(self) -> bytes:
-        return json.dumps({"owner_user_id": self.owner_user_id, "campaign_ids": list(self.campaign_ids)}).encode()
-
-
-def deleted_events(deleted: Iterable[tuple[int, int]]) -> list[CampaignsDeleted]:
-    """Groups (campaign_id, owner_user_id) pairs into one event per owner, ids ascending."""
-    by_owner: dict[int, list[int]] = {}
-    for campaign_id, owner_user_id in deleted:
-        by_owner.setdefault(owner_user_id, []).append(campaign_id)
-    return [
-        CampaignsDeleted(owner_user_id=owner, campaign_ids=tuple(sorted(ids)))
-        for owner, ids in sorted(by_owner.items())
-    ]
-
 
 STATUS_CHANGED = "campaign.status_changed"
 
