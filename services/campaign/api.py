@@ -207,7 +207,7 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
             if request.validate_only:
                 return convert.campaign_to_proto(current)
             saved = await store.save_campaign(conn, updated, replace_variations="variations" in patch.paths)
-            published = await self._record_status_change(conn, current, saved)
+            published = await events.record_status_change(conn, self._subjects, current, saved)
         if published:
             self._wake_outbox()
         return convert.campaign_to_proto(saved)
@@ -278,7 +278,7 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
                     delivery_pb2.RetryFailedRecipientsRequest(campaign_id=campaign.campaign_id)
                 )
                 await store.save_sending(conn, after, reopened)
-                await self._record_status_change(conn, campaign, after)
+                await events.record_status_change(conn, self._subjects, campaign, after)
         except DBAPIError as exc:
             raise DomainError(
                 ErrorKind.UNAVAILABLE, "DATABASE_ERROR", "the campaign database failed during the retry"
@@ -303,24 +303,10 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
             if current is None:
                 raise domain.campaign_not_found(campaign_id)
             saved = await store.save_campaign(conn, change(current), replace_variations=False)
-            published = await self._record_status_change(conn, current, saved)
+            published = await events.record_status_change(conn, self._subjects, current, saved)
         if published:
             self._wake_outbox()
         return convert.campaign_to_proto(saved)
-
-    async def _record_status_change(self, conn: AsyncConnection, before: Campaign, after: Campaign) -> bool:
-        """Queues campaign.status_changed in the caller's transaction; False when the status did not change."""
-        event = domain.status_change(before, after)
-        if event is None:
-            return False
-        await outbox.add_message(
-            conn,
-            store.SCHEMA,
-            subject=self._subjects.event(domain.STATUS_CHANGED),
-            msg_id=domain.new_event_id(domain.STATUS_CHANGED),
-            payload=event.payload(),
-        )
-        return True
 
     async def _references(
         self, conn: AsyncConnection, current: Campaign, patch: domain.CampaignPatch

@@ -5,6 +5,41 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from herald.campaign.v1 import campaign_pb2
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.campaign import convert, store
+from services.campaign.domain import Campaign
+from services.common import events, outbox
+from services.common.natsutil import Subjects
+
+
+def status_changed(before: Campaign, after: Campaign) -> campaign_pb2.CampaignStatusChangedEvent | None:
+    """The campaign.status_changed of a change, or None when the status stayed the same."""
+    if before.status is after.status:
+        return None
+    return campaign_pb2.CampaignStatusChangedEvent(
+        campaign_id=after.campaign_id,
+        owner_user_id=after.owner_user_id,
+        status=convert.STATUS_TO_PROTO[after.status],
+        previous_status=convert.STATUS_TO_PROTO[before.status],
+    )
+
+
+async def record_status_change(
+    conn: AsyncConnection, subjects: Subjects, before: Campaign, after: Campaign
+) -> bool:
+    """Queues campaign.status_changed in the caller's transaction; False when the status did not change."""
+    event = status_changed(before, after)
+    if event is None:
+        return False
+    await outbox.add_message(
+        conn,
+        store.SCHEMA,
+        subject=subjects.event(events.CAMPAIGN_STATUS_CHANGED),
+        msg_id=events.CAMPAIGN_STATUS_CHANGED.msg_id(),
+        payload=events.CAMPAIGN_STATUS_CHANGED.encode(event),
+    )
+    return True
 
 
 def deleted_events(deleted: Iterable[tuple[int, int]]) -> list[campaign_pb2.CampaignDeletedEvent]:

@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.campaign import domain, sending, store
+from services.campaign import events, sending, store
 from services.common import outbox
 from services.common.event_signing import EventSigner
 from services.common.natsutil import Subjects
@@ -53,15 +53,7 @@ class Picker:
             for campaign, progress in due:
                 start = sending.start_sending(campaign, progress, now)
                 await store.save_sending(conn, start.campaign, start.progress)
-                changed = domain.status_change(campaign, start.campaign)
-                if changed is not None:
-                    await outbox.add_message(
-                        conn,
-                        store.SCHEMA,
-                        subject=self._subjects.event(domain.STATUS_CHANGED),
-                        msg_id=domain.new_event_id(domain.STATUS_CHANGED),
-                        payload=changed.payload(),
-                    )
+                await events.record_status_change(conn, self._subjects, campaign, start.campaign)
                 await outbox.add_message(
                     conn,
                     store.SCHEMA,

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.campaign import domain, sending, store
-from services.common import natsutil, outbox
+from services.campaign import events, sending, store
+from services.common import natsutil
 from services.common.config import Settings
 
 log = structlog.get_logger()
@@ -72,15 +72,7 @@ class CampaignFinishedConsumer:
                 return
             after, closed = outcome
             await store.save_sending(conn, after, closed)
-            changed = domain.status_change(campaign, after)
-            if changed is not None:
-                await outbox.add_message(
-                    conn,
-                    store.SCHEMA,
-                    subject=self._subjects.event(domain.STATUS_CHANGED),
-                    msg_id=domain.new_event_id(domain.STATUS_CHANGED),
-                    payload=changed.payload(),
-                )
+            await events.record_status_change(conn, self._subjects, campaign, after)
         self._wake_outbox()
         log.info(
             "campaign finished sending",

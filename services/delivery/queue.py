@@ -49,6 +49,7 @@ from services.common.config import Settings
 from services.common.event_signing import EventSigner, UnsignedEvent
 from services.common.natsutil import Subjects
 from services.common.outbox import OutboxRelay
+from services.delivery import events as delivery_events
 from services.delivery import queue_store, sending, streams
 from services.delivery.message import email_snapshot
 from services.delivery.queue_store import Run, StagedRecipient
@@ -168,11 +169,11 @@ class DeliveryQueue:
                     handle=self.handle_send_request,
                     stop=stop,
                 ),
-                streams.consume_durably(
+                events.consume(
                     js,
                     self._subjects,
                     durable=STATUS_CHANGED_DURABLE,
-                    event=sending.STATUS_CHANGED,
+                    event=events.CAMPAIGN_STATUS_CHANGED,
                     handle=self.handle_status_change,
                     stop=stop,
                 ),
@@ -383,12 +384,8 @@ class DeliveryQueue:
 
     # --- campaign.status_changed -------------------------------------------------------------------------------
 
-    async def handle_status_change(self, payload: bytes) -> None:
-        try:
-            change = sending.parse_status_change(payload)
-        except ValueError as exc:
-            log.error("malformed status change dropped", error=str(exc), payload=payload[:200])
-            return
+    async def handle_status_change(self, event: campaign_pb2.CampaignStatusChangedEvent) -> None:
+        change = delivery_events.status_change(event)
         entering = False
         async with self._engine.begin() as conn:
             run = await queue_store.run_for_update(conn, change.campaign_id)

@@ -22,7 +22,6 @@ from services.common.errors import DomainError, ErrorKind, Violations, not_found
 from services.delivery.domain import RecipientStatus
 
 SEND_REQUESTED = "campaign.send_requested"
-STATUS_CHANGED = "campaign.status_changed"
 CAMPAIGN_FINISHED = "delivery.campaign_finished"
 
 
@@ -153,15 +152,6 @@ class StatusChange:
     campaign_id: int
     owner_user_id: int
     status: RunState
-
-
-def parse_status_change(payload: bytes) -> StatusChange:
-    """The change, or ValueError when the payload is not one the campaign service writes (a status it has not)."""
-    try:
-        data: Any = json.loads(payload)
-        return StatusChange(int(data["campaign_id"]), int(data["owner_user_id"]), RunState(str(data["status"])))
-    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"malformed status change: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -1245,19 +1245,6 @@ def test_approval_rearms_a_recursive_schedule_from_now() -> None:
     assert (approved.status, approved.scheduled_at) == (CampaignStatus.READY, datetime(2025, 6, 2, 9, tzinfo=UTC))
 
 
-def test_status_change_event_payload() -> None:
-    before = _campaign(CampaignStatus.SENDING)
-    event = domain.status_change(before, domain.paused(before))
-    assert event is not None
-    assert json.loads(event.payload()) == {
-        "owner_user_id": USER_ID,
-        "campaign_id": 5,
-        "status": "Paused",
-        "previous_status": "Sending",
-    }
-    assert domain.status_change(before, before) is None
-
-
 # --- split tests ---------------------------------------------------------------------------------------------
 
 

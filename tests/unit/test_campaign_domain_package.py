@@ -139,10 +139,7 @@ PUBLIC_NAMES: dict[str, frozenset[str]] = {
     ),
     "events": frozenset(
         {
-            "STATUS_CHANGED",
-            "StatusChanged",
             "new_event_id",
-            "status_change",
         }
     ),
 }

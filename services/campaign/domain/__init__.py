@@ -8,12 +8,7 @@ holds it; tests/unit/test_campaign_domain_package.py guards the list.
 
 from __future__ import annotations
 
-from services.campaign.domain.events import (
-    STATUS_CHANGED,
-    StatusChanged,
-    new_event_id,
-    status_change,
-)
+from services.campaign.domain.events import new_event_id
 from services.campaign.domain.listing import (
     MAX_OFFSET,
     MAX_PAGE_SIZE,
@@ -144,7 +139,6 @@ __all__ = [
     "RETRY_FAILED",
     "START_SENDING",
     "STATE_REASONS",
-    "STATUS_CHANGED",
     "UPDATABLE_PATHS",
     "AutoResend",
     "Campaign",
@@ -162,7 +156,6 @@ __all__ = [
     "ScheduleType",
     "SplitTest",
     "SplitTestSettings",
-    "StatusChanged",
     "Targeting",
     "Transition",
     "Unrecognized",
@@ -195,7 +188,6 @@ __all__ = [
     "split_test_failure",
     "status_after",
     "status_after_update",
-    "status_change",
     "status_invalid",
     "text_violation",
     "throughput",
