@@ -104,7 +104,7 @@ def _schedule_to_proto(schedule: domain.Schedule) -> campaign_pb2.Schedule:
     return message
 
 
-def _targeting_to_proto(targeting: domain.Targeting) -> campaign_pb2.Targeting:
+def targeting_to_proto(targeting: domain.Targeting) -> campaign_pb2.Targeting:
     message = campaign_pb2.Targeting(
         included=[
             campaign_pb2.RecipientSource(list_id=s.list_id, segment_id=s.segment_id) for s in targeting.included
@@ -155,7 +155,7 @@ def campaign_to_proto(campaign: Campaign) -> campaign_pb2.Campaign:
         create_time=grpcutil.to_timestamp(campaign.created_at),
         update_time=grpcutil.to_timestamp(campaign.updated_at),
         schedule=_schedule_to_proto(campaign.schedule),
-        targeting=_targeting_to_proto(campaign.targeting),
+        targeting=targeting_to_proto(campaign.targeting),
         auto_resend=campaign_pb2.AutoResend(
             enabled=campaign.auto_resend.enabled,
             wait_days=campaign.auto_resend.wait_days,

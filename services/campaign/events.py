@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaign import convert, store
 from services.campaign.domain import Campaign
+from services.campaign.sending import SendStart
 from services.common import events, outbox
 from services.common.natsutil import Subjects
 
@@ -51,3 +52,26 @@ def deleted_events(deleted: Iterable[tuple[int, int]]) -> list[campaign_pb2.Camp
         campaign_pb2.CampaignDeletedEvent(owner_user_id=owner, campaign_ids=sorted(ids))
         for owner, ids in sorted(by_owner.items())
     ]
+
+
+def send_requested(start: SendStart) -> campaign_pb2.CampaignSendRequestedEvent:
+    """The request to send the occurrence the picker started (or continued, after a pause); unsigned."""
+    campaign = start.campaign
+    event = campaign_pb2.CampaignSendRequestedEvent(
+        campaign_id=campaign.campaign_id,
+        owner_user_id=campaign.owner_user_id,
+        name=campaign.name,
+        email_id=campaign.email_id or 0,
+        variations=[campaign_pb2.Variation(email_id=v.email_id, weight=v.weight) for v in campaign.variations],
+        targeting=convert.targeting_to_proto(campaign.targeting),
+        resume=start.resume,
+        occurrence=start.progress.occurrences_started,
+    )
+    if campaign.split_test is not None:
+        event.split_test.CopyFrom(convert.split_test_to_proto(campaign.split_test))
+    return event
+
+
+def send_request_key(start: SendStart) -> str:
+    """What makes a send request's Nats-Msg-Id: the campaign and how many requests it has been sent."""
+    return f"{start.campaign.campaign_id}:{start.progress.send_requests}"

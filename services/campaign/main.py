@@ -17,12 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.campaign.api import CampaignService
 from services.campaign.email_api import EmailService
 from services.campaign.picker import Picker
-from services.campaign.sending import SEND_REQUESTED
 from services.campaign.sending_events import CampaignFinishedConsumer
 from services.campaign.store import SCHEMA
-from services.common import db, grpcutil, natsutil
+from services.common import db, events, grpcutil, natsutil
 from services.common.config import Settings
-from services.common.event_signing import EventSigner
 from services.common.grpcutil import serve
 from services.common.outbox import OutboxRelay
 
@@ -78,7 +76,7 @@ async def main(settings: Settings) -> None:
     engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
     publisher = EventPublisher(settings, engine)
-    send_requests = EventSigner(settings.effective_token_secret(), SEND_REQUESTED, settings.nats_namespace)
+    send_requests = events.signer_of(events.CAMPAIGN_SEND_REQUESTED, settings)
     picker = Picker(engine, natsutil.Subjects.of(settings), publisher.wake, send_requests)
     finished = CampaignFinishedConsumer(engine, settings, publisher.wake)
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.campaign import events, sending, store
+from services.common import events as herald_events
 from services.common import outbox
 from services.common.event_signing import EventSigner
 from services.common.natsutil import Subjects
@@ -57,9 +58,11 @@ class Picker:
                 await outbox.add_message(
                     conn,
                     store.SCHEMA,
-                    subject=self._subjects.event(sending.SEND_REQUESTED),
-                    msg_id=start.msg_id,
-                    payload=self._signer.signed(start.payload()),
+                    subject=self._subjects.event(herald_events.CAMPAIGN_SEND_REQUESTED),
+                    msg_id=herald_events.CAMPAIGN_SEND_REQUESTED.msg_id(events.send_request_key(start)),
+                    payload=herald_events.CAMPAIGN_SEND_REQUESTED.encode(
+                        events.send_requested(start), self._signer
+                    ),
                 )
                 log.info(
                     "campaign started sending",

@@ -15,16 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from services.campaign import domain
-from services.campaign.domain import Campaign, SplitTest, Winner, next_occurrence
+from services.campaign.domain import Campaign, next_occurrence
 
-SEND_REQUESTED = "campaign.send_requested"
 CAMPAIGN_FINISHED = "delivery.campaign_finished"
-
-# How the send request names a split test's winner rule (RULINGS 9's spellings).
-_WINNER_RULES = {
-    Winner.HIGHEST_OPEN_RATE: "highest_open_rate",
-    Winner.MOST_UNIQUE_CLICKS: "most_unique_clicks",
-}
 
 
 @dataclass(frozen=True)
@@ -43,42 +36,6 @@ class SendStart:
     campaign: Campaign
     progress: SendProgress
     resume: bool
-
-    @property
-    def msg_id(self) -> str:
-        return f"{SEND_REQUESTED}:{self.campaign.campaign_id}:{self.progress.send_requests}"
-
-    def payload(self) -> bytes:
-        campaign = self.campaign
-        targeting = campaign.targeting
-        return json.dumps(
-            {
-                "campaign_id": campaign.campaign_id,
-                "owner_user_id": campaign.owner_user_id,
-                "name": campaign.name,
-                "email_id": campaign.email_id or 0,
-                "variations": [{"email_id": v.email_id, "weight": v.weight} for v in campaign.variations],
-                "targeting": {
-                    "included": [{"list_id": s.list_id, "segment_id": s.segment_id} for s in targeting.included],
-                    "excluded": [{"list_id": s.list_id, "segment_id": s.segment_id} for s in targeting.excluded],
-                    "rules_bundle": dict(targeting.rules_bundle) if targeting.rules_bundle is not None else None,
-                },
-                "resume": self.resume,
-                "occurrence": self.progress.occurrences_started,
-                "split_test": _split_test_payload(campaign.split_test),
-            }
-        ).encode()
-
-
-def _split_test_payload(split_test: SplitTest | None) -> dict[str, Any] | None:
-    """The split test delivery runs (test group first, the winner to the rest later); None when there is none."""
-    if split_test is None:
-        return None
-    return {
-        "test_size_percent": split_test.test_size_percent,
-        "test_duration_hours": split_test.test_duration_hours,
-        "winner": _WINNER_RULES[split_test.winner],
-    }
 
 
 def start_sending(campaign: Campaign, progress: SendProgress, now: datetime) -> SendStart:

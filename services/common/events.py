@@ -39,6 +39,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.common import natsutil
+from services.common.config import Settings
 from services.common.event_signing import EventSigner, UnsignedEvent
 from services.common.natsutil import Subjects
 
@@ -195,6 +196,11 @@ CAMPAIGN_DELETED = EventType(campaign_pb2.CampaignDeletedEvent, _deleted_problem
 CAMPAIGN_SEND_REQUESTED = EventType(campaign_pb2.CampaignSendRequestedEvent, _send_requested_problems, signed=True)
 CAMPAIGN_FINISHED = EventType(delivery_pb2.CampaignFinishedEvent, _finished_problems)
 DELIVERY_BATCH = EventType(delivery_pb2.DeliveryBatch, _batch_problems)
+
+
+def signer_of(event: EventType[M], settings: Settings) -> EventSigner:
+    """The signer of a signed event type in this install, the same for its producer and its consumers."""
+    return EventSigner(settings.effective_token_secret(), event.subject, settings.nats_namespace)
 
 
 # --- consuming -----------------------------------------------------------------------------------------------

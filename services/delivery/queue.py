@@ -18,7 +18,8 @@ Both consumers lock the campaign's run row, so for one campaign they take turns.
 
 Only send requests the campaign service made are acted on: the picker signs each one (HMAC with a key
 derived from the token secret, services/common/event_signing.py) and a request without a valid
-signature is logged and acknowledged, so it sends nothing and is not retried. Why a signature rather
+signature does not decode (services/common/events.py): it is logged and terminated, so it sends
+nothing and is not retried. Why a signature rather
 than asking the campaign service (GetCampaign) whether the campaign is Sending: the signature covers
 the whole request, its targeting, emails and occurrence included, which a status check would not
 (a forged request for a campaign that really is Sending could still name another list of the same
@@ -46,7 +47,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common import auth, events, grpcutil, natsutil, outbox
 from services.common.config import Settings
-from services.common.event_signing import EventSigner, UnsignedEvent
 from services.common.natsutil import Subjects
 from services.common.outbox import OutboxRelay
 from services.delivery import events as delivery_events
@@ -125,9 +125,7 @@ class DeliveryQueue:
         self._subjects = Subjects.of(settings)
         self._batches_subject = streams.batches_subject(self._subjects)
         self._batch_size = max(settings.delivery_batch_size, 1)
-        self._send_requests = EventSigner(
-            settings.effective_token_secret(), sending.SEND_REQUESTED, settings.nats_namespace
-        )
+        self._send_requests = events.signer_of(events.CAMPAIGN_SEND_REQUESTED, settings)
         self._relay: OutboxRelay | None = None
         campaign = grpcutil.channel(settings.grpc_addr("campaign"))
         audience = grpcutil.channel(settings.grpc_addr("audience"))
@@ -161,13 +159,14 @@ class DeliveryQueue:
             log.info("delivery queue started")
             await asyncio.gather(
                 self._relay.run(stop),
-                streams.consume_durably(
+                events.consume(
                     js,
                     self._subjects,
                     durable=SEND_REQUESTED_DURABLE,
-                    event=sending.SEND_REQUESTED,
+                    event=events.CAMPAIGN_SEND_REQUESTED,
                     handle=self.handle_send_request,
                     stop=stop,
+                    signer=self._send_requests,
                 ),
                 events.consume(
                     js,
@@ -191,19 +190,8 @@ class DeliveryQueue:
 
     # --- campaign.send_requested -------------------------------------------------------------------------------
 
-    async def handle_send_request(self, payload: bytes) -> None:
-        try:
-            self._send_requests.verify(payload)
-        except UnsignedEvent as exc:
-            log.error(
-                "send request refused: not made by the campaign service", reason=str(exc), payload=payload[:200]
-            )
-            return
-        try:
-            request = sending.parse_send_request(payload)
-        except ValueError as exc:
-            log.error("malformed send request dropped", error=str(exc), payload=payload[:200])
-            return
+    async def handle_send_request(self, event: campaign_pb2.CampaignSendRequestedEvent) -> None:
+        request = delivery_events.send_request(event)
         structlog.contextvars.bind_contextvars(campaign_id=request.campaign_id)
         try:
             async with self._engine.begin() as conn:
@@ -339,12 +327,11 @@ class DeliveryQueue:
     ) -> AsyncIterator[list[StagedRecipient]]:
         """The occurrence's audience as audience streams it, chunk by chunk (memory stays one chunk)."""
         targeting = audience_pb2.TargetingSpec(
-            included=[_list_segment(item) for item in request.targeting.get("included") or ()],
-            excluded=[_list_segment(item) for item in request.targeting.get("excluded") or ()],
+            included=[_list_segment(*source) for source in request.targeting.included],
+            excluded=[_list_segment(*source) for source in request.targeting.excluded],
         )
-        bundle = request.targeting.get("rules_bundle")
-        if bundle:
-            targeting.rules_bundle.update(bundle)
+        if request.targeting.rules_bundle:
+            targeting.rules_bundle.update(request.targeting.rules_bundle)
         call = self._audience.StreamRecipients(
             audience_pb2.StreamRecipientsRequest(targeting=targeting, chunk_size=STREAM_CHUNK),
             metadata=metadata,
@@ -459,5 +446,5 @@ class DeliveryQueue:
         return count, batches, generation
 
 
-def _list_segment(item: Any) -> audience_pb2.ListSegment:
-    return audience_pb2.ListSegment(list_id=int(item.get("list_id", 0)), segment_id=int(item.get("segment_id", 0)))
+def _list_segment(list_id: int, segment_id: int) -> audience_pb2.ListSegment:
+    return audience_pb2.ListSegment(list_id=list_id, segment_id=segment_id)

@@ -21,7 +21,6 @@ from typing import Any
 from services.common.errors import DomainError, ErrorKind, Violations, not_found, precondition
 from services.delivery.domain import RecipientStatus
 
-SEND_REQUESTED = "campaign.send_requested"
 CAMPAIGN_FINISHED = "delivery.campaign_finished"
 
 
@@ -78,6 +77,16 @@ class SplitTest:
 
 
 @dataclass(frozen=True)
+class Targeting:
+    """Who receives an occurrence: lists or segments as (list_id, segment_id) (0: the whole list) and the
+    legacy rules bundle, all as audience selects by them."""
+
+    included: tuple[tuple[int, int], ...] = ()
+    excluded: tuple[tuple[int, int], ...] = ()
+    rules_bundle: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class SendRequest:
     """campaign.send_requested: send (or, with `resume`, continue sending) one occurrence of a campaign."""
 
@@ -86,7 +95,7 @@ class SendRequest:
     name: str
     email_id: int
     variations: tuple[Variation, ...]
-    targeting: Mapping[str, Any]
+    targeting: Targeting
     resume: bool
     occurrence: int
     split_test: SplitTest | None = None
@@ -104,45 +113,6 @@ class SendRequest:
         sent to everybody at once, as without a split test.
         """
         return self.split_test if len(self.email_ids()) >= 2 and self.variations else None
-
-
-def parse_send_request(payload: bytes) -> SendRequest:
-    """The request, or ValueError when the payload is not one the campaign service writes."""
-    try:
-        data: Any = json.loads(payload)
-        targeting = data.get("targeting") or {}
-        if not isinstance(targeting, dict):
-            raise TypeError("targeting must be an object")
-        return SendRequest(
-            campaign_id=int(data["campaign_id"]),
-            owner_user_id=int(data["owner_user_id"]),
-            name=str(data.get("name") or ""),
-            email_id=int(data.get("email_id") or 0),
-            variations=tuple(
-                Variation(int(item["email_id"]), int(item["weight"])) for item in data.get("variations") or ()
-            ),
-            targeting=targeting,
-            resume=bool(data.get("resume")),
-            occurrence=max(int(data.get("occurrence") or 1), 1),
-            split_test=_split_test(data.get("split_test")),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"malformed send request: {exc}") from exc
-
-
-def _split_test(data: Any) -> SplitTest | None:
-    if data is None:
-        return None
-    split_test = SplitTest(
-        test_size_percent=int(data["test_size_percent"]),
-        test_duration_hours=int(data["test_duration_hours"]),
-        winner=str(data["winner"]),
-    )
-    if not 1 <= split_test.test_size_percent <= 100 or split_test.test_duration_hours < 0:
-        raise ValueError(f"split test out of range: {split_test}")
-    if split_test.winner not in WINNER_RULES:
-        raise ValueError(f"unknown split test winner rule {split_test.winner!r}")
-    return split_test
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,10 @@ from typing import Any
 import nats
 import psycopg
 import pytest
+from google.protobuf import json_format
+from herald.campaign.v1 import campaign_pb2
 
+from services.common import events
 from services.common.natsutil import Subjects
 from tests.e2e.delivery_helpers import (
     DeliveryHerald,
@@ -35,25 +38,17 @@ NONEXISTENT_CAMPAIGN = 9_000_000_001
 
 
 def forged_request(campaign_id: int, owner: int, email_id: int, list_id: int, **extra: Any) -> bytes:
-    """A send request as the picker writes it (services/campaign/sending.py), minus the signature."""
-    return json.dumps(
-        {
-            "campaign_id": campaign_id,
-            "owner_user_id": owner,
-            "name": "Forged",
-            "email_id": email_id,
-            "variations": [],
-            "targeting": {
-                "included": [{"list_id": list_id, "segment_id": 0}],
-                "excluded": [],
-                "rules_bundle": None,
-            },
-            "resume": False,
-            "occurrence": 1,
-            "split_test": None,
-            **extra,
-        }
-    ).encode()
+    """A send request as the picker writes it (services/campaign/events.py, encoded as proto3 JSON), minus the
+    signature only the campaign service can make."""
+    request = campaign_pb2.CampaignSendRequestedEvent(
+        campaign_id=campaign_id,
+        owner_user_id=owner,
+        name="Forged",
+        email_id=email_id,
+        targeting=campaign_pb2.Targeting(included=[campaign_pb2.RecipientSource(list_id=list_id)]),
+        occurrence=1,
+    )
+    return json.dumps({**json_format.MessageToDict(request, preserving_proto_field_name=True), **extra}).encode()
 
 
 async def publish(herald: DeliveryHerald, *payloads: bytes) -> None:
@@ -63,7 +58,7 @@ async def publish(herald: DeliveryHerald, *payloads: bytes) -> None:
     try:
         js = client.jetstream()
         for payload in payloads:
-            await js.publish(subjects.event("campaign.send_requested"), payload)
+            await js.publish(subjects.event(events.CAMPAIGN_SEND_REQUESTED), payload)
     finally:
         await client.close()
 

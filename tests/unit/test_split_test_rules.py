@@ -13,9 +13,11 @@ from services.campaign.domain import (
     Variation,
     Winner,
 )
+from services.common import events
+from services.common.events import UndecodableEvent
 from services.delivery import sending
 from services.delivery.sending import HIGHEST_OPEN_RATE, MOST_UNIQUE_CLICKS, SplitTestFigures
-from tests.unit.campaign_factory import NOW, campaign
+from tests.unit.campaign_factory import NOW, SIGNER, as_delivery_reads_it, campaign
 
 
 def ab_campaign(**changes: object) -> Campaign:
@@ -32,42 +34,40 @@ def ab_campaign(**changes: object) -> Campaign:
 
 def test_the_send_request_carries_the_split_test_to_delivery() -> None:
     start = campaign_sending.start_sending(ab_campaign(), campaign_sending.SendProgress(), NOW)
-    request = sending.parse_send_request(start.payload())
+    request = as_delivery_reads_it(start)
     assert request.split_test == sending.SplitTest(20, 6, MOST_UNIQUE_CLICKS)
     assert request.effective_split_test() == request.split_test
     assert request.email_ids() == [21, 22]
 
     plain = campaign_sending.start_sending(ab_campaign(split_test=None), campaign_sending.SendProgress(), NOW)
-    assert sending.parse_send_request(plain.payload()).split_test is None
+    assert as_delivery_reads_it(plain).split_test is None
 
 
 def test_a_split_test_without_two_variations_sends_to_everybody_at_once() -> None:
     no_variations = ab_campaign(variations=())
-    request = sending.parse_send_request(
-        campaign_sending.start_sending(no_variations, campaign_sending.SendProgress(), NOW).payload()
+    request = as_delivery_reads_it(
+        campaign_sending.start_sending(no_variations, campaign_sending.SendProgress(), NOW)
     )
     assert request.split_test is not None and request.effective_split_test() is None
     one_email = ab_campaign(variations=(Variation(21, 50), Variation(21, 50)))
-    request = sending.parse_send_request(
-        campaign_sending.start_sending(one_email, campaign_sending.SendProgress(), NOW).payload()
-    )
+    request = as_delivery_reads_it(campaign_sending.start_sending(one_email, campaign_sending.SendProgress(), NOW))
     assert request.effective_split_test() is None
 
 
 @pytest.mark.parametrize(
     "split_test",
     [
-        {"test_size_percent": 0, "test_duration_hours": 1, "winner": HIGHEST_OPEN_RATE},
-        {"test_size_percent": 101, "test_duration_hours": 1, "winner": HIGHEST_OPEN_RATE},
-        {"test_size_percent": 20, "test_duration_hours": 1, "winner": "Highest Open Rate"},
-        {"test_size_percent": 20, "winner": HIGHEST_OPEN_RATE},
+        {"test_size_percent": 0, "test_duration_hours": 1, "winner": "WINNER_HIGHEST_OPEN_RATE"},
+        {"test_size_percent": 101, "test_duration_hours": 1, "winner": "WINNER_HIGHEST_OPEN_RATE"},
+        {"test_size_percent": 20, "test_duration_hours": 1, "winner": HIGHEST_OPEN_RATE},
+        {"test_size_percent": 20, "test_duration_hours": 1},
         "20%",
     ],
 )
-def test_a_malformed_split_test_makes_the_request_malformed(split_test: object) -> None:
-    payload = {"campaign_id": 7, "owner_user_id": 3, "split_test": split_test}
-    with pytest.raises(ValueError):
-        sending.parse_send_request(json.dumps(payload).encode())
+def test_a_malformed_split_test_makes_the_request_undecodable(split_test: object) -> None:
+    payload = {"campaign_id": 7, "owner_user_id": 3, "occurrence": 1, "split_test": split_test}
+    with pytest.raises(UndecodableEvent):
+        events.CAMPAIGN_SEND_REQUESTED.decode(SIGNER.signed(json.dumps(payload).encode()), SIGNER)
 
 
 # --- the test group ---------------------------------------------------------------------------------------------
