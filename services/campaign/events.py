@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC
 
 from herald.campaign.v1 import campaign_pb2
+from herald.delivery.v1 import delivery_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.campaign import convert, store
 from services.campaign.domain import Campaign
-from services.campaign.sending import SendStart
+from services.campaign.sending import CampaignFinished, SendStart
 from services.common import events, outbox
 from services.common.natsutil import Subjects
 
@@ -75,3 +77,15 @@ def send_requested(start: SendStart) -> campaign_pb2.CampaignSendRequestedEvent:
 def send_request_key(start: SendStart) -> str:
     """What makes a send request's Nats-Msg-Id: the campaign and how many requests it has been sent."""
     return f"{start.campaign.campaign_id}:{start.progress.send_requests}"
+
+
+def campaign_finished(event: delivery_pb2.CampaignFinishedEvent) -> CampaignFinished:
+    """Delivery's report that an occurrence finished, in the campaign service's terms (decoded, so checked)."""
+    return CampaignFinished(
+        campaign_id=event.campaign_id,
+        owner_user_id=event.owner_user_id,
+        failed=event.outcome == delivery_pb2.SEND_OUTCOME_FAILED,
+        reason=event.reason,
+        finished_at=event.finish_time.ToDatetime(tzinfo=UTC),
+        occurrence=event.occurrence,
+    )

@@ -9,15 +9,11 @@ outcome, Sent or Failed. Occurrences missed while one was still sending are skip
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from services.campaign import domain
 from services.campaign.domain import Campaign, next_occurrence
-
-CAMPAIGN_FINISHED = "delivery.campaign_finished"
 
 
 @dataclass(frozen=True)
@@ -70,25 +66,6 @@ class CampaignFinished:
     reason: str
     finished_at: datetime
     occurrence: int
-
-
-def parse_campaign_finished(payload: bytes) -> CampaignFinished:
-    """The event, or ValueError when it is not one delivery writes."""
-    try:
-        data: Any = json.loads(payload)
-        status = data["status"]
-        if status not in ("Sent", "Failed"):
-            raise ValueError(f"unknown status {status!r}")
-        return CampaignFinished(
-            campaign_id=int(data["campaign_id"]),
-            owner_user_id=int(data["owner_user_id"]),
-            failed=status == "Failed",
-            reason=str(data.get("reason") or ""),
-            finished_at=datetime.fromisoformat(data["finished_at"]),
-            occurrence=int(data.get("occurrence") or 0),
-        )
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"malformed campaign_finished event: {exc}") from exc
 
 
 def after_finish(

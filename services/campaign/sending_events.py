@@ -12,9 +12,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
+from herald.delivery.v1 import delivery_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.campaign import events, sending, store
+from services.common import events as herald_events
 from services.common import natsutil
 from services.common.config import Settings
 
@@ -37,24 +39,20 @@ class CampaignFinishedConsumer:
         if client is None:
             return
         try:
-            await natsutil.consume_events(
+            await herald_events.consume(
                 client.jetstream(),
                 self._subjects,
                 durable=DURABLE,
-                event=sending.CAMPAIGN_FINISHED,
+                event=herald_events.CAMPAIGN_FINISHED,
                 handle=self.handle,
                 stop=stop,
+                max_deliver=100,
             )
         finally:
             await client.close()
 
-    async def handle(self, payload: bytes) -> None:
-        try:
-            finished = sending.parse_campaign_finished(payload)
-        except ValueError as exc:
-            # Redelivery cannot repair a malformed event, so it is logged and acknowledged.
-            log.error("malformed campaign_finished event dropped", error=str(exc), payload=payload[:200])
-            return
+    async def handle(self, event: delivery_pb2.CampaignFinishedEvent) -> None:
+        finished = events.campaign_finished(event)
         async with self._engine.begin() as conn:
             found = await store.sending_campaign_for_update(conn, finished.campaign_id, None)
             if found is None:

@@ -14,7 +14,7 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
+from nats.js.api import RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
 from services.common.config import Settings
@@ -223,56 +223,3 @@ async def settle(reply: Awaitable[None], how: str) -> None:
         await reply
     except NATS_FAILURES as exc:
         log.warning("cannot settle the message; it will come back", how=how, error=str(exc))
-
-
-EventHandler = Callable[[bytes], Awaitable[None]]
-
-
-async def consume_events(
-    js: JetStreamContext,
-    subjects: Subjects,
-    *,
-    durable: str,
-    event: str,
-    handle: EventHandler,
-    stop: asyncio.Event,
-) -> None:
-    """Runs a durable pull consumer of one event type until `stop`; a message is acked only after it was handled.
-
-    Setting up the stream and consumer is retried while JetStream is unavailable. A handler that keeps
-    failing gets its message redelivered (with a delay) up to 100 times, then it is left in the stream.
-    """
-    delay = 0.5
-    while True:
-        try:
-            await ensure_events_stream(js, subjects)
-            subscription = await js.pull_subscribe(
-                subjects.event(event),
-                durable=subjects.durable(durable),
-                stream=subjects.events_stream,
-                config=ConsumerConfig(ack_wait=30, max_deliver=100),
-            )
-            break
-        except NATS_FAILURES as exc:
-            log.warning("cannot set up the event consumer yet; retrying", event_name=event, error=str(exc))
-            await sleep_unless_stopped(stop, delay)
-            if stop.is_set():
-                return
-            delay = min(delay * 2, 10.0)
-    while not stop.is_set():
-        try:
-            messages = await subscription.fetch(batch=50, timeout=1)
-        except (TimeoutError, nats.errors.TimeoutError):
-            continue
-        except (nats.errors.ConnectionClosedError, nats.errors.NoServersError, OSError) as exc:
-            log.warning("event fetch failed; retrying", event_name=event, error=str(exc))
-            await asyncio.sleep(0.5)
-            continue
-        for message in messages:
-            try:
-                await handle(message.data)
-            except Exception:
-                log.exception("event handling failed; will be redelivered", event_name=event)
-                await message.nak(delay=1)
-                continue
-            await message.ack()

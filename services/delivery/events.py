@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from google.protobuf import json_format
 from herald.campaign.v1 import campaign_pb2
+from herald.delivery.v1 import delivery_pb2
 
+from services.common import grpcutil
 from services.delivery import sending
-from services.delivery.sending import RunState, SendRequest, SplitTest, StatusChange, Targeting, Variation
+from services.delivery.sending import Finished, RunState, SendRequest, SplitTest, StatusChange, Targeting, Variation
 
 # The campaign statuses as a run mirrors them (campaign_runs.state holds the campaign service's words).
 _RUN_STATES: dict[campaign_pb2.CampaignStatus.ValueType, RunState] = {
@@ -59,3 +61,23 @@ def send_request(event: campaign_pb2.CampaignSendRequestedEvent) -> SendRequest:
 def status_change(event: campaign_pb2.CampaignStatusChangedEvent) -> StatusChange:
     """campaign.status_changed as delivery needs it (the decoder has checked the status is one of the protos')."""
     return StatusChange(event.campaign_id, event.owner_user_id, _RUN_STATES[event.status])
+
+
+def finished_event(finished: Finished) -> delivery_pb2.CampaignFinishedEvent:
+    """delivery.campaign_finished of an occurrence that has nobody left to send to."""
+    event = delivery_pb2.CampaignFinishedEvent(
+        campaign_id=finished.campaign_id,
+        owner_user_id=finished.owner_user_id,
+        outcome=delivery_pb2.SEND_OUTCOME_FAILED if finished.failed else delivery_pb2.SEND_OUTCOME_SENT,
+        reason=finished.reason,
+        finish_time=grpcutil.to_timestamp(finished.finished_at),
+        occurrence=finished.occurrence,
+    )
+    if finished.started_at is not None:
+        event.start_time.CopyFrom(grpcutil.to_timestamp(finished.started_at))
+    return event
+
+
+def finished_key(finished: Finished) -> str:
+    """What makes the event's Nats-Msg-Id: the occurrence and when it finished (finishing again is another event)."""
+    return f"{finished.campaign_id}:{finished.occurrence}:{finished.finished_at.timestamp():.6f}"

@@ -108,9 +108,9 @@ async def finish_if_done(engine: AsyncEngine, subjects: Subjects, campaign_id: i
         await outbox.add_message(
             conn,
             SCHEMA,
-            subject=subjects.event(sending.CAMPAIGN_FINISHED),
-            msg_id=finished.msg_id,
-            payload=finished.payload(),
+            subject=subjects.event(events.CAMPAIGN_FINISHED),
+            msg_id=events.CAMPAIGN_FINISHED.msg_id(delivery_events.finished_key(finished)),
+            payload=events.CAMPAIGN_FINISHED.encode(delivery_events.finished_event(finished)),
         )
     log.info("campaign finished", campaign_id=campaign_id, failed=finished.failed, reason=finished.reason)
     return True

@@ -21,9 +21,6 @@ from typing import Any
 from services.common.errors import DomainError, ErrorKind, Violations, not_found, precondition
 from services.delivery.domain import RecipientStatus
 
-CAMPAIGN_FINISHED = "delivery.campaign_finished"
-
-
 class RunState(enum.StrEnum):
     """The campaign's status as a run mirrors it (campaign.status_changed), as stored: workers send only
     while it is Sending; Cancelled is final (its rows still Pending or Held are Dropped)."""
@@ -135,23 +132,6 @@ class Finished:
     started_at: datetime | None
     finished_at: datetime
     occurrence: int
-
-    @property
-    def msg_id(self) -> str:
-        return f"{CAMPAIGN_FINISHED}:{self.campaign_id}:{self.occurrence}:{self.finished_at.timestamp():.6f}"
-
-    def payload(self) -> bytes:
-        return json.dumps(
-            {
-                "campaign_id": self.campaign_id,
-                "owner_user_id": self.owner_user_id,
-                "status": "Failed" if self.failed else "Sent",
-                "reason": self.reason,
-                "started_at": self.started_at.isoformat() if self.started_at else None,
-                "finished_at": self.finished_at.isoformat(),
-                "occurrence": self.occurrence,
-            }
-        ).encode()
 
 
 def finish_outcome(sent: int, failed: int, last_error: str) -> tuple[bool, str]:

@@ -96,6 +96,7 @@ UNREADABLE = [
     (events.CAMPAIGN_DELETED, ["tag-campaign-deleted", "delivery-campaign-deleted"]),
     (events.CAMPAIGN_STATUS_CHANGED, ["delivery-status-changed"]),
     (events.CAMPAIGN_SEND_REQUESTED, ["delivery-send-requested"]),
+    (events.CAMPAIGN_FINISHED, ["campaign-campaign-finished"]),
 ]
 
 

@@ -14,7 +14,9 @@ import pytest
 from services.campaign import events as campaign_events
 from services.campaign import sending as campaign_sending
 from services.campaign.domain import CampaignStatus, RecursiveSchedule, Schedule, ScheduleType
+from services.common import events
 from services.common.tracking import TrackingLinks, tracking_key, verify_tracking
+from services.delivery import events as delivery_events
 from services.delivery import sending
 from services.delivery.message import MessageTemplate, Recipient
 from tests.unit.campaign_factory import NOW, as_delivery_reads_it, campaign
@@ -82,19 +84,20 @@ def test_a_recursive_campaign_is_ready_again_until_its_last_occurrence() -> None
     assert last is not None and last[0].status is CampaignStatus.SENT
 
 
-def test_malformed_events_are_refused() -> None:
-    for payload in (b"", b"{}", b'{"campaign_id": "x"}', b"[1]"):
-        with pytest.raises(ValueError):
-            campaign_sending.parse_campaign_finished(payload)
+def test_a_malformed_batch_message_is_refused() -> None:
     with pytest.raises(ValueError):
         sending.parse_batch_message(b'{"campaign_id": 1}')
 
 
-def test_delivery_reports_a_finish_campaign_side_can_read() -> None:
-    report = sending.Finished(7, 3, False, "", NOW, NOW + timedelta(seconds=5), 2)
-    parsed = campaign_sending.parse_campaign_finished(report.payload())
-    assert (parsed.campaign_id, parsed.failed, parsed.occurrence) == (7, False, 2)
-    assert parsed.finished_at == NOW + timedelta(seconds=5)
+@pytest.mark.parametrize(("failed", "started"), [(False, NOW), (True, None)])
+def test_delivery_reports_a_finish_the_campaign_side_can_read(failed: bool, started: datetime | None) -> None:
+    report = sending.Finished(7, 3, failed, "why" if failed else "", started, NOW + timedelta(seconds=5.25), 2)
+    payload = events.CAMPAIGN_FINISHED.encode(delivery_events.finished_event(report))
+    parsed = campaign_events.campaign_finished(events.CAMPAIGN_FINISHED.decode(payload))
+    assert parsed == campaign_sending.CampaignFinished(
+        7, 3, failed, report.reason, NOW + timedelta(seconds=5.25), 2
+    )
+    assert delivery_events.finished_key(report) == f"7:2:{(NOW + timedelta(seconds=5.25)).timestamp():.6f}"
 
 
 # --- delivery's rules --------------------------------------------------------------------------------------
