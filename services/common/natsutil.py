@@ -43,10 +43,8 @@ class Subjects:
     def of(cls, settings: Settings) -> Subjects:
         return cls(settings.nats_namespace, settings.nats_replicas)
 
-    def event(self, event: HasSubject | str) -> str:
+    def event(self, event: HasSubject) -> str:
         """The subject `event` is published on in this install."""
-        if isinstance(event, str):
-            return f"{self.events}.{event}"
         return f"{self.namespace}.{event.subject}"
 
     def durable(self, name: str) -> str:

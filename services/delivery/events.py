@@ -8,7 +8,16 @@ from herald.delivery.v1 import delivery_pb2
 
 from services.common import grpcutil
 from services.delivery import sending
-from services.delivery.sending import Finished, RunState, SendRequest, SplitTest, StatusChange, Targeting, Variation
+from services.delivery.sending import (
+    BatchMessage,
+    Finished,
+    RunState,
+    SendRequest,
+    SplitTest,
+    StatusChange,
+    Targeting,
+    Variation,
+)
 
 # The campaign statuses as a run mirrors them (campaign_runs.state holds the campaign service's words).
 _RUN_STATES: dict[campaign_pb2.CampaignStatus.ValueType, RunState] = {
@@ -81,3 +90,7 @@ def finished_event(finished: Finished) -> delivery_pb2.CampaignFinishedEvent:
 def finished_key(finished: Finished) -> str:
     """What makes the event's Nats-Msg-Id: the occurrence and when it finished (finishing again is another event)."""
     return f"{finished.campaign_id}:{finished.occurrence}:{finished.finished_at.timestamp():.6f}"
+
+
+def batch_message(batch: delivery_pb2.DeliveryBatch) -> BatchMessage:
+    return BatchMessage(batch.campaign_id, batch.batch_id, batch.generation)

@@ -112,6 +112,7 @@ async def next_generation(conn: AsyncConnection, campaign_id: int) -> int:
     )
 
 
+# A DeliveryBatch message (services/common/events.py) in its proto3 JSON form, ids as JSON numbers.
 _BATCH_PAYLOAD = (
     "convert_to(json_build_object('campaign_id', CAST(:c AS bigint), 'batch_id', b, "
     "'generation', CAST(:g AS integer))::text, 'UTF8')"

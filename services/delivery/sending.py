@@ -10,7 +10,6 @@ sending them again, and `admin.campaign.retryfailed` resends them when an admin 
 from __future__ import annotations
 
 import enum
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -154,14 +153,6 @@ class BatchMessage:
     campaign_id: int
     batch_id: int
     generation: int
-
-
-def parse_batch_message(payload: bytes) -> BatchMessage:
-    try:
-        data: Any = json.loads(payload)
-        return BatchMessage(int(data["campaign_id"]), int(data["batch_id"]), int(data["generation"]))
-    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"malformed batch message: {exc}") from exc
 
 
 def batch_count(recipients: int, batch_size: int) -> int:

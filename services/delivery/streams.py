@@ -1,7 +1,8 @@
 """JetStream for delivery: the batches work queue.
 
 Batches go to `<NS>_DELIVERY_BATCHES` (WorkQueue retention: a message is gone once a worker acked it),
-subject `<ns>.delivery.batches`; a message is only ids, `{"campaign_id", "batch_id", "generation"}`.
+on the subject of DeliveryBatch (protos/herald/delivery/v1/delivery.proto), `<ns>.delivery.batches`; a
+message is only ids.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
+from services.common import events
 from services.common.natsutil import Subjects
 
 log = structlog.get_logger()
@@ -23,7 +25,7 @@ def batches_stream(subjects: Subjects) -> str:
 
 
 def batches_subject(subjects: Subjects) -> str:
-    return f"{subjects.namespace}.delivery.batches"
+    return subjects.event(events.DELIVERY_BATCH)
 
 
 async def ensure_batches_stream(js: JetStreamContext, subjects: Subjects) -> None:

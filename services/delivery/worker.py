@@ -47,12 +47,14 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.common import db, natsutil
+from services.common import db, events, natsutil
 from services.common.config import Settings
+from services.common.events import UndecodableEvent
 from services.common.natsutil import Subjects
 from services.common.outbox import OutboxRelay
 from services.common.tracking import TrackingLinks
 from services.delivery import claim_store, queue_store, sending, streams
+from services.delivery import events as delivery_events
 from services.delivery.claim_store import RunView
 from services.delivery.domain import RecipientStatus
 from services.delivery.message import MessageTemplate, Recipient
@@ -293,9 +295,9 @@ class Worker:
     async def _handle(self, message: Msg) -> None:
         started = time.monotonic()
         try:
-            batch = sending.parse_batch_message(message.data)
-        except ValueError as exc:
-            log.error("malformed batch message dropped", error=str(exc), payload=message.data[:200])
+            batch = delivery_events.batch_message(events.DELIVERY_BATCH.decode(message.data))
+        except UndecodableEvent as exc:
+            log.error("undecodable batch message terminated", error=str(exc), payload=message.data[:200])
             await natsutil.settle(message.term(), "term")
             return
         log_context = structlog.contextvars.bound_contextvars(

@@ -97,6 +97,7 @@ UNREADABLE = [
     (events.CAMPAIGN_STATUS_CHANGED, ["delivery-status-changed"]),
     (events.CAMPAIGN_SEND_REQUESTED, ["delivery-send-requested"]),
     (events.CAMPAIGN_FINISHED, ["campaign-campaign-finished"]),
+    (events.DELIVERY_BATCH, ["delivery-workers"]),
 ]
 
 

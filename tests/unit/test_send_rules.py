@@ -84,11 +84,6 @@ def test_a_recursive_campaign_is_ready_again_until_its_last_occurrence() -> None
     assert last is not None and last[0].status is CampaignStatus.SENT
 
 
-def test_a_malformed_batch_message_is_refused() -> None:
-    with pytest.raises(ValueError):
-        sending.parse_batch_message(b'{"campaign_id": 1}')
-
-
 @pytest.mark.parametrize(("failed", "started"), [(False, NOW), (True, None)])
 def test_delivery_reports_a_finish_the_campaign_side_can_read(failed: bool, started: datetime | None) -> None:
     report = sending.Finished(7, 3, failed, "why" if failed else "", started, NOW + timedelta(seconds=5.25), 2)
