@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.campaign import convert, domain, events, sending, store
 from services.campaign.domain import Campaign
-from services.common import auth, db, grpcutil, outbox
+from services.common import auth, db, grpcutil
 from services.common import events as herald_events
 from services.common.errors import DomainError, ErrorKind, FieldViolation
-from services.common.natsutil import Subjects
+from services.common.outbox import Outbox
 
 
 class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
@@ -33,8 +33,7 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
         self,
         engine: AsyncEngine,
         reads: db.ReadPool,
-        subjects: Subjects,
-        wake_outbox: Callable[[], None],
+        outbox: Outbox,
         tags: tag_pb2_grpc.TagServiceStub,
         delivery: delivery_pb2_grpc.DeliveryServiceStub,
         audience: audience_pb2_grpc.AudienceServiceStub,
@@ -42,8 +41,7 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
         self._engine = engine
         self._reads = reads
         self._reader = db.autocommit(engine)
-        self._subjects = subjects
-        self._wake_outbox = wake_outbox
+        self._outbox = outbox
         self._tags = tags
         self._delivery = delivery
         self._audience = audience
@@ -165,22 +163,12 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
         self, request: campaign_pb2.DeleteCampaignsRequest, context: grpc.aio.ServicerContext
     ) -> campaign_pb2.DeleteCampaignsResponse:
         campaign_ids = domain.require_campaign_ids(request.campaign_ids)
-        subject = self._subjects.event(herald_events.CAMPAIGN_DELETED)
-        async with self._engine.begin() as conn:
+        async with self._outbox.unit_of_work() as work:
             deleted = await store.delete_campaigns_with_auto_resends(
-                conn, campaign_ids, domain.owner_scope(auth.principal())
+                work.conn, campaign_ids, domain.owner_scope(auth.principal())
             )
-            deletions = events.deleted_events(deleted)
-            for event in deletions:
-                await outbox.add_message(
-                    conn,
-                    store.SCHEMA,
-                    subject=subject,
-                    msg_id=herald_events.CAMPAIGN_DELETED.msg_id(),
-                    payload=herald_events.CAMPAIGN_DELETED.encode(event),
-                )
-        if deletions:
-            self._wake_outbox()
+            for event in events.deleted_events(deleted):
+                work.publish(herald_events.CAMPAIGN_DELETED, event)
         return campaign_pb2.DeleteCampaignsResponse(
             deleted_campaign_ids=sorted(campaign_id for campaign_id, _ in deleted)
         )
@@ -196,7 +184,8 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
         structlog.contextvars.bind_contextvars(campaign_id=patch.campaign_id)
         # Asked before the campaign's row is locked: no lock is held across a call to another service.
         unowned = await self._unowned_targeting(patch, principal)
-        async with self._engine.begin() as conn:
+        async with self._outbox.unit_of_work() as work:
+            conn = work.conn
             current = await store.campaign_for_update(conn, patch.campaign_id, domain.owner_scope(principal))
             if current is None:
                 raise domain.update_not_found(patch.campaign_id, domain.check_patch(patch, now)[1])
@@ -207,9 +196,7 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
             if request.validate_only:
                 return convert.campaign_to_proto(current)
             saved = await store.save_campaign(conn, updated, replace_variations="variations" in patch.paths)
-            published = await events.record_status_change(conn, self._subjects, current, saved)
-        if published:
-            self._wake_outbox()
+            events.record_status_change(work, current, saved)
         return convert.campaign_to_proto(saved)
 
     async def PauseCampaign(
@@ -265,7 +252,8 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
         domain.validate_campaign_id(request.campaign_id)
         structlog.contextvars.bind_contextvars(campaign_id=request.campaign_id)
         try:
-            async with self._engine.begin() as conn:
+            async with self._outbox.unit_of_work() as work:
+                conn = work.conn
                 found = await store.sending_campaign_for_update(conn, request.campaign_id, None)
                 if found is None:
                     raise domain.campaign_not_found(request.campaign_id)
@@ -278,12 +266,11 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
                     delivery_pb2.RetryFailedRecipientsRequest(campaign_id=campaign.campaign_id)
                 )
                 await store.save_sending(conn, after, reopened)
-                await events.record_status_change(conn, self._subjects, campaign, after)
+                events.record_status_change(work, campaign, after)
         except DBAPIError as exc:
             raise DomainError(
                 ErrorKind.UNAVAILABLE, "DATABASE_ERROR", "the campaign database failed during the retry"
             ) from exc
-        self._wake_outbox()
         return campaign_pb2.RetryFailedRecipientsResponse(
             retried_count=requeued.retried_count,
             batches_created=requeued.batches_created,
@@ -298,14 +285,12 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
         """Applies a status change under the row lock, so that concurrent changes of one campaign serialize."""
         domain.validate_campaign_id(campaign_id)
         structlog.contextvars.bind_contextvars(campaign_id=campaign_id)
-        async with self._engine.begin() as conn:
-            current = await store.campaign_for_update(conn, campaign_id, domain.owner_scope(auth.principal()))
+        async with self._outbox.unit_of_work() as work:
+            current = await store.campaign_for_update(work.conn, campaign_id, domain.owner_scope(auth.principal()))
             if current is None:
                 raise domain.campaign_not_found(campaign_id)
-            saved = await store.save_campaign(conn, change(current), replace_variations=False)
-            published = await events.record_status_change(conn, self._subjects, current, saved)
-        if published:
-            self._wake_outbox()
+            saved = await store.save_campaign(work.conn, change(current), replace_variations=False)
+            events.record_status_change(work, current, saved)
         return convert.campaign_to_proto(saved)
 
     async def _references(

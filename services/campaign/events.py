@@ -7,13 +7,12 @@ from datetime import UTC
 
 from herald.campaign.v1 import campaign_pb2
 from herald.delivery.v1 import delivery_pb2
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.campaign import convert, store
+from services.campaign import convert
 from services.campaign.domain import Campaign
 from services.campaign.sending import CampaignFinished, SendStart
-from services.common import events, outbox
-from services.common.natsutil import Subjects
+from services.common import events
+from services.common.outbox import UnitOfWork
 
 
 def status_changed(before: Campaign, after: Campaign) -> campaign_pb2.CampaignStatusChangedEvent | None:
@@ -28,21 +27,11 @@ def status_changed(before: Campaign, after: Campaign) -> campaign_pb2.CampaignSt
     )
 
 
-async def record_status_change(
-    conn: AsyncConnection, subjects: Subjects, before: Campaign, after: Campaign
-) -> bool:
-    """Queues campaign.status_changed in the caller's transaction; False when the status did not change."""
+def record_status_change(work: UnitOfWork, before: Campaign, after: Campaign) -> None:
+    """Publishes campaign.status_changed with the unit of work when the status changed."""
     event = status_changed(before, after)
-    if event is None:
-        return False
-    await outbox.add_message(
-        conn,
-        store.SCHEMA,
-        subject=subjects.event(events.CAMPAIGN_STATUS_CHANGED),
-        msg_id=events.CAMPAIGN_STATUS_CHANGED.msg_id(),
-        payload=events.CAMPAIGN_STATUS_CHANGED.encode(event),
-    )
-    return True
+    if event is not None:
+        work.publish(events.CAMPAIGN_STATUS_CHANGED, event)
 
 
 def deleted_events(deleted: Iterable[tuple[int, int]]) -> list[campaign_pb2.CampaignDeletedEvent]:

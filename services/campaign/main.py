@@ -12,7 +12,6 @@ from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc, email_pb2, email
 from herald.delivery.v1 import delivery_pb2_grpc
 from herald.tag.v1 import tag_pb2_grpc
 from nats.js import JetStreamContext
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.campaign.api import CampaignService
 from services.campaign.email_api import EmailService
@@ -22,7 +21,7 @@ from services.campaign.store import SCHEMA
 from services.common import db, events, grpcutil, natsutil
 from services.common.config import Settings
 from services.common.grpcutil import serve
-from services.common.outbox import OutboxRelay
+from services.common.outbox import Outbox
 
 log = structlog.get_logger()
 
@@ -33,16 +32,10 @@ class EventPublisher:
     The service answers calls meanwhile: events wait in the outbox table until NATS is reachable.
     """
 
-    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+    def __init__(self, settings: Settings, outbox: Outbox) -> None:
         self._settings = settings
-        self._engine = engine
+        self._outbox = outbox
         self._subjects = natsutil.Subjects.of(settings)
-        self._relay: OutboxRelay | None = None
-
-    def wake(self) -> None:
-        """Publishes newly committed messages now rather than at the next poll (no-op until connected)."""
-        if self._relay is not None:
-            self._relay.wake()
 
     async def run(self, stop: asyncio.Event) -> None:
         client = await natsutil.connect_unless_stopped(self._settings, SCHEMA, stop)
@@ -52,9 +45,8 @@ class EventPublisher:
             js = client.jetstream()
             if not await self._ensure_stream(js, stop):
                 return
-            self._relay = OutboxRelay(self._engine, SCHEMA, js)
             log.info("outbox relay started", schema=SCHEMA)
-            await self._relay.run(stop)
+            await self._outbox.relay(js, stop)
         finally:
             await client.close()
 
@@ -75,15 +67,12 @@ class EventPublisher:
 async def main(settings: Settings) -> None:
     engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
-    publisher = EventPublisher(settings, engine)
-    send_requests = events.signer_of(events.CAMPAIGN_SEND_REQUESTED, settings)
-    picker = Picker(engine, natsutil.Subjects.of(settings), publisher.wake, send_requests)
-    finished = CampaignFinishedConsumer(engine, settings, publisher.wake)
-
-    def status_changed() -> None:
-        # A committed status change may have made a campaign due (Ready + Immediate, a resume).
-        publisher.wake()
-        picker.wake()
+    outbox = Outbox(engine, SCHEMA, natsutil.Subjects.of(settings))
+    publisher = EventPublisher(settings, outbox)
+    picker = Picker(outbox, events.signer_of(events.CAMPAIGN_SEND_REQUESTED, settings))
+    # A committed status change may have made a campaign due (Ready + Immediate, a resume).
+    outbox.after_publishing(picker.wake)
+    finished = CampaignFinishedConsumer(outbox, settings)
 
     # One channel per neighbour for the process's life; calls forward the caller's token and deadline.
     tag_channel = grpcutil.channel(settings.grpc_addr("tag"))
@@ -95,8 +84,7 @@ async def main(settings: Settings) -> None:
     servicer = CampaignService(
         engine,
         reads,
-        natsutil.Subjects.of(settings),
-        status_changed,
+        outbox,
         tag_pb2_grpc.TagServiceStub(tag_channel),
         delivery_pb2_grpc.DeliveryServiceStub(delivery_channel),
         audience_pb2_grpc.AudienceServiceStub(audience_channel),

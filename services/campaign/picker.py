@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.campaign import events, sending, store
 from services.common import events as herald_events
-from services.common import outbox
 from services.common.event_signing import EventSigner
-from services.common.natsutil import Subjects
+from services.common.outbox import Outbox
 
 log = structlog.get_logger()
 
@@ -34,13 +31,9 @@ POLL_SECONDS = 0.5
 class Picker:
     """Runs pick passes every POLL_SECONDS, or at once after `wake()` (a status change may have made one due)."""
 
-    def __init__(
-        self, engine: AsyncEngine, subjects: Subjects, wake_outbox: Callable[[], None], signer: EventSigner
-    ) -> None:
-        self._engine = engine
-        self._subjects = subjects
+    def __init__(self, outbox: Outbox, signer: EventSigner) -> None:
+        self._outbox = outbox
         self._signer = signer
-        self._wake_outbox = wake_outbox
         self._wakeup = asyncio.Event()
 
     def wake(self) -> None:
@@ -49,20 +42,17 @@ class Picker:
     async def pick_due_campaigns(self) -> int:
         """Starts the campaigns that are due now (at most PICK_LIMIT); returns how many."""
         now = datetime.now(UTC)
-        async with self._engine.begin() as conn:
-            due = await store.due_campaigns_for_update(conn, PICK_LIMIT)
+        async with self._outbox.unit_of_work() as work:
+            due = await store.due_campaigns_for_update(work.conn, PICK_LIMIT)
             for campaign, progress in due:
                 start = sending.start_sending(campaign, progress, now)
-                await store.save_sending(conn, start.campaign, start.progress)
-                await events.record_status_change(conn, self._subjects, campaign, start.campaign)
-                await outbox.add_message(
-                    conn,
-                    store.SCHEMA,
-                    subject=self._subjects.event(herald_events.CAMPAIGN_SEND_REQUESTED),
-                    msg_id=herald_events.CAMPAIGN_SEND_REQUESTED.msg_id(events.send_request_key(start)),
-                    payload=herald_events.CAMPAIGN_SEND_REQUESTED.encode(
-                        events.send_requested(start), self._signer
-                    ),
+                await store.save_sending(work.conn, start.campaign, start.progress)
+                events.record_status_change(work, campaign, start.campaign)
+                work.publish(
+                    herald_events.CAMPAIGN_SEND_REQUESTED,
+                    events.send_requested(start),
+                    key=events.send_request_key(start),
+                    signer=self._signer,
                 )
                 log.info(
                     "campaign started sending",
@@ -70,8 +60,6 @@ class Picker:
                     occurrence=start.progress.occurrences_started,
                     resume=start.resume,
                 )
-        if due:
-            self._wake_outbox()
         return len(due)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -8,17 +8,16 @@ changes nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
 from herald.delivery.v1 import delivery_pb2
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.campaign import events, sending, store
 from services.common import events as herald_events
 from services.common import natsutil
 from services.common.config import Settings
+from services.common.outbox import Outbox
 
 log = structlog.get_logger()
 
@@ -28,11 +27,10 @@ DURABLE = "campaign-campaign-finished"
 class CampaignFinishedConsumer:
     """A durable JetStream consumer that runs until `stop`, waiting for NATS as long as it is away."""
 
-    def __init__(self, engine: AsyncEngine, settings: Settings, wake_outbox: Callable[[], None]) -> None:
-        self._engine = engine
+    def __init__(self, outbox: Outbox, settings: Settings) -> None:
+        self._outbox = outbox
         self._settings = settings
         self._subjects = natsutil.Subjects.of(settings)
-        self._wake_outbox = wake_outbox
 
     async def run(self, stop: asyncio.Event) -> None:
         client = await natsutil.connect_unless_stopped(self._settings, "campaign-finished", stop)
@@ -53,8 +51,8 @@ class CampaignFinishedConsumer:
 
     async def handle(self, event: delivery_pb2.CampaignFinishedEvent) -> None:
         finished = events.campaign_finished(event)
-        async with self._engine.begin() as conn:
-            found = await store.sending_campaign_for_update(conn, finished.campaign_id, None)
+        async with self._outbox.unit_of_work() as work:
+            found = await store.sending_campaign_for_update(work.conn, finished.campaign_id, None)
             if found is None:
                 log.info("campaign_finished for a deleted campaign", campaign_id=finished.campaign_id)
                 return
@@ -69,9 +67,8 @@ class CampaignFinishedConsumer:
                 )
                 return
             after, closed = outcome
-            await store.save_sending(conn, after, closed)
-            await events.record_status_change(conn, self._subjects, campaign, after)
-        self._wake_outbox()
+            await store.save_sending(work.conn, after, closed)
+            events.record_status_change(work, campaign, after)
         log.info(
             "campaign finished sending",
             campaign_id=campaign.campaign_id,

@@ -1,33 +1,119 @@
-"""The transactional outbox: write a message in the same transaction as the change, and a relay that publishes it."""
+"""The transactional outbox: a unit of work writes its messages in the same transaction as its change, and a relay publishes them.
+
+A service makes one `Outbox` and writes every change that announces something through
+`outbox.unit_of_work()`, in the spirit of cosmicpython's unit of work: the transaction owns the
+messages it collects, they are written into `<schema>.outbox` just before it commits (all or nothing
+with the change), and once it has committed the relay is woken to publish them at once. No call site
+writes outbox rows or wakes the relay by hand.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import nats.errors
 import structlog
+from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.common.event_signing import EventSigner
+from services.common.events import EventType
+from services.common.natsutil import Subjects
+
 log = structlog.get_logger()
 
+M = TypeVar("M", bound=Message)
 
-async def add_message(conn: AsyncConnection, schema: str, *, subject: str, msg_id: str, payload: bytes) -> None:
-    """Queues a message inside the caller's transaction; `msg_id` becomes Nats-Msg-Id, so a re-publish is a no-op."""
-    await conn.execute(
-        text(
-            f'INSERT INTO "{schema}".outbox (subject, msg_id, payload) VALUES (:s, :m, :p) '
-            "ON CONFLICT (msg_id) DO NOTHING"
-        ),
-        {"s": subject, "m": msg_id, "p": payload},
-    )
+
+class UnitOfWork:
+    """One transaction (`conn`) and the messages it publishes once it commits."""
+
+    def __init__(self, conn: AsyncConnection, subjects: Subjects) -> None:
+        self.conn = conn
+        self._subjects = subjects
+        self._messages: list[dict[str, object]] = []
+        self._written_in_sql = False
+
+    def publish(
+        self, event: EventType[M], message: M, *, key: str | None = None, signer: EventSigner | None = None
+    ) -> None:
+        """Publishes `message` if and once the transaction commits.
+
+        `key` makes its Nats-Msg-Id (see EventType.msg_id): the same key within JetStream's duplicate
+        window is published once. `signer` is required for a signed event type.
+        """
+        payload = event.encode(message, signer)
+        self._messages.append({"s": self._subjects.event(event), "m": event.msg_id(key), "p": payload})
+
+    def subject(self, event: EventType[M]) -> str:
+        """The subject of `event`, for a statement that writes outbox rows itself (then call `wrote_outbox_rows`)."""
+        return self._subjects.event(event)
+
+    def wrote_outbox_rows(self) -> None:
+        """Says a statement of this transaction wrote outbox rows itself (delivery's set-wise batch messages)."""
+        self._written_in_sql = True
+
+    @property
+    def publishes(self) -> bool:
+        return bool(self._messages) or self._written_in_sql
+
+    async def _write(self, schema: str) -> None:
+        if self._messages:
+            # msg_id is unique: a message already queued under the same id is not queued twice.
+            await self.conn.execute(
+                text(
+                    f'INSERT INTO "{schema}".outbox (subject, msg_id, payload) VALUES (:s, :m, :p) '
+                    "ON CONFLICT (msg_id) DO NOTHING"
+                ),
+                self._messages,
+            )
+
+
+class Outbox:
+    """A service's outbox table: the units of work that write to it, and the wake-up of the relay that empties it."""
+
+    def __init__(self, engine: AsyncEngine, schema: str, subjects: Subjects) -> None:
+        self.engine = engine
+        self.schema = schema
+        self._subjects = subjects
+        self._wakeup = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
+
+    @contextlib.asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        """A transaction that commits when the block ends normally (rolls back when it raises), with its messages."""
+        async with self.engine.begin() as conn:
+            work = UnitOfWork(conn, self._subjects)
+            yield work
+            await work._write(self.schema)
+        if work.publishes:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Publishes what was committed now rather than at the relay's next poll."""
+        self._wakeup.set()
+        for listener in self._listeners:
+            listener()
+
+    def after_publishing(self, listener: Callable[[], None]) -> None:
+        """Calls `listener` too whenever a unit of work that published something has committed."""
+        self._listeners.append(listener)
+
+    async def relay(self, js: JetStreamContext, stop: asyncio.Event) -> None:
+        """Runs this outbox's relay until `stop` (any number of replicas may run one)."""
+        await OutboxRelay(self.engine, self.schema, js, self._wakeup).run(stop)
 
 
 class OutboxRelay:
     """Publishes a schema's outbox rows to JetStream in order and deletes each once JetStream has acknowledged it.
 
-    Safe with many replicas (rows are claimed with SKIP LOCKED). `wake()` after a commit skips the poll delay.
+    Safe with many replicas (rows are claimed with SKIP LOCKED). Setting `wakeup` (the Outbox does, after a
+    unit of work committed) skips the poll delay.
     """
 
     def __init__(
@@ -35,6 +121,7 @@ class OutboxRelay:
         engine: AsyncEngine,
         schema: str,
         js: JetStreamContext,
+        wakeup: asyncio.Event,
         *,
         poll_seconds: float = 0.5,
         batch: int = 200,
@@ -44,10 +131,7 @@ class OutboxRelay:
         self._js = js
         self._poll = poll_seconds
         self._batch = batch
-        self._wakeup = asyncio.Event()
-
-    def wake(self) -> None:
-        self._wakeup.set()
+        self._wakeup = wakeup
 
     async def publish_pending(self) -> int:
         """Publishes one batch of pending rows; returns how many were published."""
@@ -92,6 +176,8 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # Cleared before the pass, so that a commit during the pass is not waited for.
+            self._wakeup.clear()
             try:
                 published = await self.publish_pending()
             except Exception:
@@ -99,7 +185,6 @@ class OutboxRelay:
                 published = 0
             if published >= self._batch:
                 continue
-            self._wakeup.clear()
             waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(stop.wait())]
             await asyncio.wait(waiters, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:

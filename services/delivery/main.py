@@ -10,6 +10,8 @@ from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 from services.common import db
 from services.common.config import Settings
 from services.common.grpcutil import serve
+from services.common.natsutil import Subjects
+from services.common.outbox import Outbox
 from services.delivery.api import DeliveryService
 from services.delivery.queue import DeliveryQueue
 from services.delivery.split_tests import SplitTestDecider
@@ -19,8 +21,9 @@ from services.delivery.store import SCHEMA
 async def main(settings: Settings) -> None:
     engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
-    queue = DeliveryQueue(engine, settings)
-    decider = SplitTestDecider(engine, settings, queue.wake)
+    outbox = Outbox(engine, SCHEMA, Subjects.of(settings))
+    queue = DeliveryQueue(engine, settings, outbox)
+    decider = SplitTestDecider(outbox, settings)
 
     async def close() -> None:
         await queue.close()

@@ -43,18 +43,17 @@ import structlog
 from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 from herald.campaign.v1 import campaign_pb2, email_pb2, email_pb2_grpc
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import auth, events, grpcutil, natsutil, outbox
+from services.common import auth, events, grpcutil, natsutil
 from services.common.config import Settings
 from services.common.natsutil import Subjects
-from services.common.outbox import OutboxRelay
+from services.common.outbox import Outbox, UnitOfWork
 from services.delivery import events as delivery_events
 from services.delivery import queue_store, sending, streams
 from services.delivery.message import email_snapshot
 from services.delivery.queue_store import Run, StagedRecipient
 from services.delivery.sending import RunState, SendRequest
-from services.delivery.store import SCHEMA
 
 log = structlog.get_logger()
 
@@ -99,18 +98,16 @@ def split_test_record(request: SendRequest, split_test: sending.SplitTest, test_
     }
 
 
-async def finish_if_done(engine: AsyncEngine, subjects: Subjects, campaign_id: int) -> bool:
-    """Emits delivery.campaign_finished (through the outbox) when the run's occurrence has nothing left to send."""
-    async with engine.begin() as conn:
-        finished = await queue_store.finished_occurrence(conn, campaign_id)
+async def finish_if_done(outbox: Outbox, campaign_id: int) -> bool:
+    """Publishes delivery.campaign_finished when the run's occurrence has nothing left to send."""
+    async with outbox.unit_of_work() as work:
+        finished = await queue_store.finished_occurrence(work.conn, campaign_id)
         if finished is None:
             return False
-        await outbox.add_message(
-            conn,
-            SCHEMA,
-            subject=subjects.event(events.CAMPAIGN_FINISHED),
-            msg_id=events.CAMPAIGN_FINISHED.msg_id(delivery_events.finished_key(finished)),
-            payload=events.CAMPAIGN_FINISHED.encode(delivery_events.finished_event(finished)),
+        work.publish(
+            events.CAMPAIGN_FINISHED,
+            delivery_events.finished_event(finished),
+            key=delivery_events.finished_key(finished),
         )
     log.info("campaign finished", campaign_id=campaign_id, failed=finished.failed, reason=finished.reason)
     return True
@@ -119,24 +116,18 @@ async def finish_if_done(engine: AsyncEngine, subjects: Subjects, campaign_id: i
 class DeliveryQueue:
     """Queues campaigns and follows their status; `run(stop)` connects to NATS and consumes both events."""
 
-    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+    def __init__(self, engine: AsyncEngine, settings: Settings, outbox: Outbox) -> None:
         self._engine = engine
         self._settings = settings
+        self._outbox = outbox
         self._subjects = Subjects.of(settings)
-        self._batches_subject = streams.batches_subject(self._subjects)
         self._batch_size = max(settings.delivery_batch_size, 1)
         self._send_requests = events.signer_of(events.CAMPAIGN_SEND_REQUESTED, settings)
-        self._relay: OutboxRelay | None = None
         campaign = grpcutil.channel(settings.grpc_addr("campaign"))
         audience = grpcutil.channel(settings.grpc_addr("audience"))
         self._channels = (campaign, audience)
         self._emails = email_pb2_grpc.EmailServiceStub(campaign)
         self._audience = audience_pb2_grpc.AudienceServiceStub(audience)
-
-    def wake(self) -> None:
-        """Publishes newly committed outbox rows now (no-op until NATS is connected)."""
-        if self._relay is not None:
-            self._relay.wake()
 
     async def close(self) -> None:
         for channel in self._channels:
@@ -155,10 +146,9 @@ class DeliveryQueue:
 
             if not await natsutil.until_ready(setup, stop, "delivery streams"):
                 return
-            self._relay = OutboxRelay(self._engine, SCHEMA, js)
             log.info("delivery queue started")
             await asyncio.gather(
-                self._relay.run(stop),
+                self._outbox.relay(js, stop),
                 events.consume(
                     js,
                     self._subjects,
@@ -194,22 +184,20 @@ class DeliveryQueue:
         request = delivery_events.send_request(event)
         structlog.contextvars.bind_contextvars(campaign_id=request.campaign_id)
         try:
-            async with self._engine.begin() as conn:
+            async with self._outbox.unit_of_work() as work:
                 run = await queue_store.ensured_run_for_update(
-                    conn, request.campaign_id, request.owner_user_id, RunState.SENDING
+                    work.conn, request.campaign_id, request.owner_user_id, RunState.SENDING
                 )
                 if run.queued and run.occurrence >= request.occurrence:
                     # A resume (or this request again): nobody is streamed or queued twice.
                     if run.state == RunState.SENDING:
-                        await self._publish_pending(conn, run)
+                        await self._publish_pending(work, run)
                     queued = False
                 else:
                     queued = True
             if queued:
                 await self._queue_occurrence(request)
-            self.wake()
-            if await finish_if_done(self._engine, self._subjects, request.campaign_id):
-                self.wake()
+            await finish_if_done(self._outbox, request.campaign_id)
         finally:
             structlog.contextvars.unbind_contextvars("campaign_id")
 
@@ -254,7 +242,8 @@ class DeliveryQueue:
         metadata: tuple[tuple[str, str], ...] | None,
     ) -> None:
         """Queues the occurrence in one transaction: all of its recipients and batch messages, or nothing."""
-        async with self._engine.begin() as conn:
+        async with self._outbox.unit_of_work() as work:
+            conn = work.conn
             run = await queue_store.ensured_run_for_update(
                 conn, request.campaign_id, request.owner_user_id, RunState.SENDING
             )
@@ -305,8 +294,7 @@ class DeliveryQueue:
             )
             if batches and run.state == RunState.SENDING:
                 await queue_store.add_batch_messages(
-                    conn,
-                    self._batches_subject,
+                    work,
                     request.campaign_id,
                     first_batch,
                     first_batch + batches - 1,
@@ -355,12 +343,10 @@ class DeliveryQueue:
                 raise _Refused(f"the audience cannot be read: {exc.details()}") from exc
             raise
 
-    async def _publish_pending(self, conn: AsyncConnection, run: Run) -> int:
+    async def _publish_pending(self, work: UnitOfWork, run: Run) -> int:
         """Publishes the run's Pending rows again under a new generation; returns how many batch messages."""
-        generation = await queue_store.next_generation(conn, run.campaign_id)
-        published = await queue_store.republished_batch_count(
-            conn, run.campaign_id, generation, self._batches_subject
-        )
+        generation = await queue_store.next_generation(work.conn, run.campaign_id)
+        published = await queue_store.republished_batch_count(work, run.campaign_id, generation)
         log.info(
             "pending batches published again",
             campaign_id=run.campaign_id,
@@ -374,7 +360,8 @@ class DeliveryQueue:
     async def handle_status_change(self, event: campaign_pb2.CampaignStatusChangedEvent) -> None:
         change = delivery_events.status_change(event)
         entering = False
-        async with self._engine.begin() as conn:
+        async with self._outbox.unit_of_work() as work:
+            conn = work.conn
             run = await queue_store.run_for_update(conn, change.campaign_id)
             if run is None:
                 if change.status in _STOPPING:
@@ -394,11 +381,9 @@ class DeliveryQueue:
                 )
             elif change.status == RunState.SENDING and run.queued:
                 entering = True
-                await self._publish_pending(conn, run)
+                await self._publish_pending(work, run)
         if entering:
-            self.wake()
-            if await finish_if_done(self._engine, self._subjects, change.campaign_id):
-                self.wake()
+            await finish_if_done(self._outbox, change.campaign_id)
 
     async def handle_campaigns_deleted(self, event: campaign_pb2.CampaignDeletedEvent) -> None:
         """A deleted campaign sends nothing more: like a cancel, its Pending rows are dropped."""
@@ -416,7 +401,8 @@ class DeliveryQueue:
     async def retry_failed(self, campaign_id: int, owner: int | None) -> tuple[int, int, int]:
         """(recipients requeued, batches created, their generation): the Failed rows only, in new batches."""
         try:
-            async with self._engine.begin() as conn:
+            async with self._outbox.unit_of_work() as work:
+                conn = work.conn
                 run = await queue_store.run_for_update(conn, campaign_id)
                 # A run that never queued anybody (the audience selected nobody) has no queue to retry.
                 if (
@@ -435,13 +421,12 @@ class DeliveryQueue:
                     raise sending.no_failed_recipients(campaign_id)
                 batches = sending.batch_count(count, self._batch_size)
                 await queue_store.add_batch_messages(
-                    conn, self._batches_subject, campaign_id, first_batch, first_batch + batches - 1, generation
+                    work, campaign_id, first_batch, first_batch + batches - 1, generation
                 )
                 await queue_store.save_retry(conn, campaign_id, generation, run.batches + batches)
         except DBAPIError as exc:
             log.error("retry of failed recipients failed", campaign_id=campaign_id, error=str(exc))
             raise sending.database_error("the delivery database failed during the retry") from exc
-        self.wake()
         log.info("failed recipients requeued", campaign_id=campaign_id, recipients=count, batches=batches)
         return count, batches, generation
 

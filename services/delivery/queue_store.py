@@ -2,7 +2,7 @@
 
 Every statement is set-based: a queue is written with COPY and one INSERT … SELECT, rows move in
 one UPDATE … FROM per publication, and the batch messages of a publication are one INSERT … SELECT
-into the outbox. What workers run (claims and outcomes) is in claim_store.py.
+into the outbox (in the caller's unit of work). What workers run (claims and outcomes) is in claim_store.py.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common import events
+from services.common.outbox import UnitOfWork
 from services.delivery import sending
 from services.delivery.domain import RecipientStatus
 from services.delivery.sending import RunState, Variation
@@ -120,14 +122,15 @@ _BATCH_PAYLOAD = (
 
 
 async def republished_batch_count(
-    conn: AsyncConnection, campaign_id: int, generation: int, subject: str, batch_id: int | None = None
+    work: UnitOfWork, campaign_id: int, generation: int, batch_id: int | None = None
 ) -> int:
-    """Moves the Pending rows (of one batch, or all) to `generation` and queues one message per batch they are in.
+    """Moves the Pending rows (of one batch, or all) to `generation` and publishes one message per batch they are in.
 
     The old generation's messages then find nothing to claim, so a batch is never worked twice.
     """
     only_batch = "AND batch_id = CAST(:b AS integer)" if batch_id is not None else ""
-    result = await conn.execute(
+    work.wrote_outbox_rows()
+    result = await work.conn.execute(
         sa.text(
             f"""
             WITH bumped AS (
@@ -141,16 +144,17 @@ async def republished_batch_count(
             ON CONFLICT (msg_id) DO NOTHING
             """
         ),
-        {"c": campaign_id, "g": generation, "subject": subject, "b": batch_id},
+        {"c": campaign_id, "g": generation, "subject": work.subject(events.DELIVERY_BATCH), "b": batch_id},
     )
     return result.rowcount
 
 
 async def add_batch_messages(
-    conn: AsyncConnection, subject: str, campaign_id: int, first_batch: int, last_batch: int, generation: int
+    work: UnitOfWork, campaign_id: int, first_batch: int, last_batch: int, generation: int
 ) -> None:
-    """One outbox message per batch id in [first_batch, last_batch], all of `generation`."""
-    await conn.execute(
+    """Publishes one message per batch id in [first_batch, last_batch], all of `generation`."""
+    work.wrote_outbox_rows()
+    await work.conn.execute(
         sa.text(
             f"""
             INSERT INTO delivery.outbox (subject, msg_id, payload)
@@ -159,7 +163,13 @@ async def add_batch_messages(
             ON CONFLICT (msg_id) DO NOTHING
             """
         ),
-        {"subject": subject, "c": campaign_id, "g": generation, "first": first_batch, "last": last_batch},
+        {
+            "subject": work.subject(events.DELIVERY_BATCH),
+            "c": campaign_id,
+            "g": generation,
+            "first": first_batch,
+            "last": last_batch,
+        },
     )
 
 

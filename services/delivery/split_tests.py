@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
 import structlog
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.config import Settings
-from services.common.natsutil import Subjects
-from services.delivery import queue_store, sending, streams
+from services.common.outbox import Outbox
+from services.delivery import queue_store, sending
 from services.delivery.queue import finish_if_done
 
 log = structlog.get_logger()
@@ -33,19 +31,17 @@ POLL_SECONDS = 1.0
 
 
 class SplitTestDecider:
-    """Decides due split tests every POLL_SECONDS; `wake_outbox` publishes the batches it queued."""
+    """Decides due split tests every POLL_SECONDS."""
 
-    def __init__(self, engine: AsyncEngine, settings: Settings, wake_outbox: Callable[[], None]) -> None:
-        self._engine = engine
-        self._subjects = Subjects.of(settings)
-        self._batches_subject = streams.batches_subject(self._subjects)
+    def __init__(self, outbox: Outbox, settings: Settings) -> None:
+        self._outbox = outbox
         self._batch_size = max(settings.delivery_batch_size, 1)
-        self._wake_outbox = wake_outbox
 
     async def decide_due_split_tests(self) -> int:
         """Decides the split tests that are due now (at most DECIDE_LIMIT); returns how many."""
         empty: list[int] = []
-        async with self._engine.begin() as conn:
+        async with self._outbox.unit_of_work() as work:
+            conn = work.conn
             due = await queue_store.due_split_tests_for_update(conn, DECIDE_LIMIT)
             for run in due:
                 figures = await queue_store.split_test_figures(conn, run.campaign_id, run.occurrence)
@@ -64,8 +60,7 @@ class SplitTestDecider:
                 batches = sending.batch_count(count, self._batch_size)
                 if batches:
                     await queue_store.add_batch_messages(
-                        conn,
-                        self._batches_subject,
+                        work,
                         run.campaign_id,
                         first_batch,
                         first_batch + batches - 1,
@@ -90,12 +85,9 @@ class SplitTestDecider:
                     batches=batches,
                     generation=generation,
                 )
-        if due:
-            self._wake_outbox()
         # A run with no Held row left gets no batch, so no worker would ever see it finish: check here.
         for campaign_id in empty:
-            if await finish_if_done(self._engine, self._subjects, campaign_id):
-                self._wake_outbox()
+            await finish_if_done(self._outbox, campaign_id)
         return len(due)
 
     async def run(self, stop: asyncio.Event) -> None:

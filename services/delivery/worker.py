@@ -51,7 +51,7 @@ from services.common import db, events, natsutil
 from services.common.config import Settings
 from services.common.events import UndecodableEvent
 from services.common.natsutil import Subjects
-from services.common.outbox import OutboxRelay
+from services.common.outbox import Outbox, UnitOfWork
 from services.common.tracking import TrackingLinks
 from services.delivery import claim_store, queue_store, sending, streams
 from services.delivery import events as delivery_events
@@ -217,7 +217,7 @@ class Worker:
         self._templates = Templates(engine, settings)
         self._rate = Pacer(settings.delivery_rate_per_second)
         self._campaign_rates: dict[int, Pacer] = {}
-        self._relay: OutboxRelay | None = None
+        self._outbox = Outbox(engine, SCHEMA, self._subjects)
         self._stop = asyncio.Event()
         self._sent = 0
         self._handlings = 0
@@ -255,10 +255,9 @@ class Worker:
             if not await natsutil.until_ready(setup, stop, "batches consumer"):
                 return
             assert subscription is not None
-            self._relay = OutboxRelay(self._engine, SCHEMA, js)
             log.info("delivery worker started", worker_id=self.worker_id, lanes=self._lanes, window=self._window)
             await asyncio.gather(
-                self._relay.run(stop),
+                self._outbox.relay(js, stop),
                 self._measure(stop),
                 *(self._lane(subscription, stop) for _ in range(self._lanes)),
             )
@@ -286,10 +285,6 @@ class Worker:
             EMAILS_PER_SECOND.set((self._sent - last) / 5.0)
             last = self._sent
 
-    def _wake_relay(self) -> None:
-        if self._relay is not None:
-            self._relay.wake()
-
     # --- one batch -----------------------------------------------------------------------------------------------
 
     async def _handle(self, message: Msg) -> None:
@@ -307,8 +302,8 @@ class Worker:
             try:
                 async with natsutil.kept_alive(message, self._heartbeat):
                     done = await self._work(batch)
-                    if done and await finish_if_done(self._engine, self._subjects, batch.campaign_id):
-                        self._wake_relay()
+                    if done:
+                        await finish_if_done(self._outbox, batch.campaign_id)
             except (DBAPIError, OSError) as exc:
                 # PostgreSQL away: the batch comes back later; what was claimed and not recorded is
                 # resolved as ambiguous then, never sent twice.
@@ -324,7 +319,7 @@ class Worker:
         # from those of an earlier handling (of this worker or another) that stopped midway.
         self._handlings += 1
         claimant = f"{self.worker_id}#{self._handlings}"
-        async with RowSession(self._engine, self._stop) as rows:
+        async with RowSession(self._outbox, self._stop) as rows:
             stale = await rows.run(
                 functools.partial(
                     claim_store.resolved_stale_claim_count,
@@ -348,8 +343,7 @@ class Worker:
             while True:
                 if any(outcome.status == RecipientStatus.PENDING for outcome in outcomes):
                     release = functools.partial(self._release, batch=batch, claimant=claimant, outcomes=outcomes)
-                    await rows.run(release, transaction=True)
-                    self._wake_relay()
+                    await rows.run_in_unit_of_work(release)
                     return not self._stop.is_set()
                 view = await self._states.get(batch.campaign_id)
                 more = not self._stop.is_set() and view is not None and view.state == RunState.SENDING
@@ -440,11 +434,12 @@ class Worker:
         return pacer
 
     async def _release(
-        self, conn: AsyncConnection, batch: BatchMessage, claimant: str, outcomes: Sequence[Outcome]
+        self, work: UnitOfWork, batch: BatchMessage, claimant: str, outcomes: Sequence[Outcome]
     ) -> None:
         """Writes a window whose unsent rows go back to the queue, under the run's lock, so that a cancel or a
         resume that happened meanwhile is seen: they are Dropped after a cancel, and published again at once
         after a resume (rather than left Pending with no batch message)."""
+        conn = work.conn
         run = await queue_store.run_for_update(conn, batch.campaign_id)
         state = run.state if run is not None else RunState.CANCELLED
         if state == RunState.CANCELLED:
@@ -454,13 +449,7 @@ class Worker:
         await claim_store.record_outcomes(conn, batch.campaign_id, claimant, outcomes)
         if state == RunState.SENDING and not self._stop.is_set():
             generation = await queue_store.next_generation(conn, batch.campaign_id)
-            await queue_store.republished_batch_count(
-                conn,
-                batch.campaign_id,
-                generation,
-                streams.batches_subject(self._subjects),
-                batch_id=batch.batch_id,
-            )
+            await queue_store.republished_batch_count(work, batch.campaign_id, generation, batch_id=batch.batch_id)
 
 
 class RowSession:
@@ -470,9 +459,9 @@ class RowSession:
     the worker is stopping, for RECORD_GRACE_SECONDS (then the rows are resolved as ambiguous later).
     """
 
-    def __init__(self, engine: AsyncEngine, stop: asyncio.Event) -> None:
-        self._engine = engine
-        self._autocommit = db.autocommit(engine)
+    def __init__(self, outbox: Outbox, stop: asyncio.Event) -> None:
+        self._outbox = outbox
+        self._autocommit = db.autocommit(outbox.engine)
         self._stop = stop
         self._conn: AsyncConnection | None = None
 
@@ -484,18 +473,31 @@ class RowSession:
             await self._conn.close()
             self._conn = None
 
-    async def run(self, statement: Callable[[AsyncConnection], Awaitable[T]], *, transaction: bool = False) -> T:
-        """The statement's result; with `transaction`, the statements run in a transaction of their own."""
+    async def run(self, statement: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """The statement's result, on the session's connection (autocommit)."""
+
+        async def attempt() -> T:
+            if self._conn is None:
+                self._conn = await self._autocommit.connect()
+            return await statement(self._conn)
+
+        return await self._retried(attempt)
+
+    async def run_in_unit_of_work(self, statements: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        """The result of `statements`, run in a unit of work of their own (one transaction, which may publish)."""
+
+        async def attempt() -> T:
+            async with self._outbox.unit_of_work() as work:
+                return await statements(work)
+
+        return await self._retried(attempt)
+
+    async def _retried(self, attempt: Callable[[], Awaitable[T]]) -> T:
         deadline: float | None = None
         delay = 0.2
         while True:
             try:
-                if transaction:
-                    async with self._engine.begin() as conn:
-                        return await statement(conn)
-                if self._conn is None:
-                    self._conn = await self._autocommit.connect()
-                return await statement(self._conn)
+                return await attempt()
             except (DBAPIError, OSError) as exc:
                 if self._conn is not None:
                     await self._conn.invalidate()
