@@ -7,7 +7,6 @@ changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 import structlog
@@ -15,8 +14,6 @@ from herald.delivery.v1 import delivery_pb2
 
 from services.campaign import events, sending, store
 from services.common import events as herald_events
-from services.common import natsutil
-from services.common.config import Settings
 from services.common.outbox import Outbox
 
 log = structlog.get_logger()
@@ -24,30 +21,18 @@ log = structlog.get_logger()
 DURABLE = "campaign-campaign-finished"
 
 
-class CampaignFinishedConsumer:
-    """A durable JetStream consumer that runs until `stop`, waiting for NATS as long as it is away."""
+def campaign_finished_consumer(outbox: Outbox) -> herald_events.Consumer[delivery_pb2.CampaignFinishedEvent]:
+    """The durable consumer of delivery.campaign_finished (NatsLink runs it)."""
+    return herald_events.Consumer(
+        DURABLE, herald_events.CAMPAIGN_FINISHED, CampaignFinishedHandler(outbox).handle, max_deliver=100
+    )
 
-    def __init__(self, outbox: Outbox, settings: Settings) -> None:
+
+class CampaignFinishedHandler:
+    """Moves the campaign an occurrence finished for to its status after sending."""
+
+    def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
-        self._settings = settings
-        self._subjects = natsutil.Subjects.of(settings)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        client = await natsutil.connect_unless_stopped(self._settings, "campaign-finished", stop)
-        if client is None:
-            return
-        try:
-            await herald_events.consume(
-                client.jetstream(),
-                self._subjects,
-                durable=DURABLE,
-                event=herald_events.CAMPAIGN_FINISHED,
-                handle=self.handle,
-                stop=stop,
-                max_deliver=100,
-            )
-        finally:
-            await client.close()
 
     async def handle(self, event: delivery_pb2.CampaignFinishedEvent) -> None:
         finished = events.campaign_finished(event)

@@ -4,8 +4,8 @@ Every message type Herald publishes or consumes is an `EventType` below: the gen
 (whose `(herald.events.v1.subject)` option names the subject, once, for every language), and the
 rules a decoded message must meet beyond its types. Producers encode with `EventType.encode`; every
 consumer of an event decodes with the same `EventType.decode`, so no two services read one event
-differently; `consume` runs a durable consumer that decodes first and terminates (JetStream `term()`)
-what does not decode, because no redelivery can repair it.
+differently; a `Consumer` decodes first and terminates (JetStream `term()`) what does not decode,
+because no redelivery can repair it.
 
 Why JSON on the wire rather than binary protobuf: a message stays readable where operators meet it
 (`nats stream view`, the outbox tables), delivery's batch messages are built in SQL set-wise (one
@@ -206,79 +206,74 @@ def signer_of(event: EventType[M], settings: Settings) -> EventSigner:
 # --- consuming -----------------------------------------------------------------------------------------------
 
 
-async def consume(
-    js: JetStreamContext,
-    subjects: Subjects,
-    *,
-    durable: str,
-    event: EventType[M],
-    handle: Callable[[M], Awaitable[None]],
-    stop: asyncio.Event,
-    signer: EventSigner | None = None,
-    max_deliver: int = -1,
-    ack_wait: float = 30.0,
-) -> None:
-    """Runs a durable pull consumer of one event type until `stop`.
+@dataclass(frozen=True)
+class Consumer(Generic[M]):
+    """A durable pull consumer of one event type (services/common/nats_link.py runs it).
 
     A message that does not decode is logged and terminated. A decoded one is kept alive while `handle`
     runs and acked after it returned; when `handle` raises, the message comes back after a growing
     delay, up to `max_deliver` deliveries (-1: forever, for events whose loss would leave a campaign
     stuck).
     """
-    subscription: JetStreamContext.PullSubscription | None = None
 
-    async def setup() -> None:
-        nonlocal subscription
-        await natsutil.ensure_events_stream(js, subjects)
-        subscription = await js.pull_subscribe(
-            subjects.event(event),
-            durable=subjects.durable(durable),
-            stream=subjects.events_stream,
-            config=ConsumerConfig(ack_wait=ack_wait, max_deliver=max_deliver, ack_policy=AckPolicy.EXPLICIT),
-        )
+    durable: str
+    event: EventType[M]
+    handle: Callable[[M], Awaitable[None]]
+    signer: EventSigner | None = None
+    max_deliver: int = -1
+    ack_wait: float = 30.0
 
-    if not await natsutil.until_ready(setup, stop, f"{durable} consumer"):
-        return
-    assert subscription is not None
-    while not stop.is_set():
+    async def run(self, js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
+        """Consumes until `stop`; the events stream must exist (NatsLink sets it up first)."""
+        subscription: JetStreamContext.PullSubscription | None = None
+
+        async def setup() -> None:
+            nonlocal subscription
+            subscription = await js.pull_subscribe(
+                subjects.event(self.event),
+                durable=subjects.durable(self.durable),
+                stream=subjects.events_stream,
+                config=ConsumerConfig(
+                    ack_wait=self.ack_wait, max_deliver=self.max_deliver, ack_policy=AckPolicy.EXPLICIT
+                ),
+            )
+
+        if not await natsutil.until_ready(setup, stop, f"{self.durable} consumer"):
+            return
+        assert subscription is not None
+        while not stop.is_set():
+            try:
+                messages = await subscription.fetch(batch=20, timeout=1)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except natsutil.NATS_FAILURES as exc:
+                log.warning("event fetch failed; retrying", durable=self.durable, error=str(exc))
+                await natsutil.sleep_unless_stopped(stop, 0.5)
+                continue
+            for message in messages:
+                await self._handle(message)
+
+    async def _handle(self, message: Msg) -> None:
         try:
-            messages = await subscription.fetch(batch=20, timeout=1)
-        except (TimeoutError, nats.errors.TimeoutError):
-            continue
-        except natsutil.NATS_FAILURES as exc:
-            log.warning("event fetch failed; retrying", durable=durable, error=str(exc))
-            await natsutil.sleep_unless_stopped(stop, 0.5)
-            continue
-        for message in messages:
-            await _handle_one(message, durable, event, handle, signer, ack_wait)
-
-
-async def _handle_one(
-    message: Msg,
-    durable: str,
-    event: EventType[M],
-    handle: Callable[[M], Awaitable[None]],
-    signer: EventSigner | None,
-    ack_wait: float,
-) -> None:
-    try:
-        decoded = event.decode(message.data, signer)
-    except UndecodableEvent as exc:
-        log.error(
-            "undecodable event terminated",
-            subject=message.subject,
-            durable=durable,
-            error=str(exc),
-            payload=message.data[:200].decode(errors="replace"),
-        )
-        await natsutil.settle(message.term(), "term")
-        return
-    try:
-        async with natsutil.kept_alive(message, ack_wait / 3):
-            await handle(decoded)
-    except Exception:
-        log.exception("event handling failed; it will come back", subject=message.subject, durable=durable)
-        await natsutil.settle(message.nak(delay=natsutil.redelivery_delay(message)), "nak")
-        return
-    # Should the ack be lost, the event comes back and is handled again, which every handler is safe against.
-    await natsutil.settle(message.ack(), "ack")
+            decoded = self.event.decode(message.data, self.signer)
+        except UndecodableEvent as exc:
+            log.error(
+                "undecodable event terminated",
+                subject=message.subject,
+                durable=self.durable,
+                error=str(exc),
+                payload=message.data[:200].decode(errors="replace"),
+            )
+            await natsutil.settle(message.term(), "term")
+            return
+        try:
+            async with natsutil.kept_alive(message, self.ack_wait / 3):
+                await self.handle(decoded)
+        except Exception:
+            log.exception(
+                "event handling failed; it will come back", subject=message.subject, durable=self.durable
+            )
+            await natsutil.settle(message.nak(delay=natsutil.redelivery_delay(message)), "nak")
+            return
+        # Should the ack be lost, the event comes back and is handled again, which every handler is safe against.
+        await natsutil.settle(message.ack(), "ack")

@@ -1,4 +1,4 @@
-"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService, runs the send queue (services/delivery/queue.py) and the split-test decider (services/delivery/split_tests.py)."""
+"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService, runs the send queue (services/delivery/queue.py, on its NATS link) and the split-test decider (services/delivery/split_tests.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 from services.common import db
 from services.common.config import Settings
 from services.common.grpcutil import serve
+from services.common.nats_link import NatsLink
 from services.common.natsutil import Subjects
 from services.common.outbox import Outbox
+from services.delivery import streams
 from services.delivery.api import DeliveryService
 from services.delivery.queue import DeliveryQueue
 from services.delivery.split_tests import SplitTestDecider
@@ -24,6 +26,7 @@ async def main(settings: Settings) -> None:
     outbox = Outbox(engine, SCHEMA, Subjects.of(settings))
     queue = DeliveryQueue(engine, settings, outbox)
     decider = SplitTestDecider(outbox, settings)
+    nats = NatsLink(settings, "delivery", outbox=outbox, consumers=queue.consumers(), streams=streams.STREAMS)
 
     async def close() -> None:
         await queue.close()
@@ -39,6 +42,6 @@ async def main(settings: Settings) -> None:
         port=settings.delivery_grpc_port,
         token_secret=settings.effective_token_secret(),
         register=register,
-        background=[queue.run, decider.run],
+        background=[nats.run, decider.run],
         on_stop=close,
     )

@@ -33,7 +33,6 @@ since rotated is refused too: pausing and resuming the campaign issues a new one
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -45,12 +44,11 @@ from herald.campaign.v1 import campaign_pb2, email_pb2, email_pb2_grpc
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import auth, events, grpcutil, natsutil
+from services.common import auth, events, grpcutil
 from services.common.config import Settings
-from services.common.natsutil import Subjects
 from services.common.outbox import Outbox, UnitOfWork
 from services.delivery import events as delivery_events
-from services.delivery import queue_store, sending, streams
+from services.delivery import queue_store, sending
 from services.delivery.message import email_snapshot
 from services.delivery.queue_store import Run, StagedRecipient
 from services.delivery.sending import RunState, SendRequest
@@ -114,15 +112,13 @@ async def finish_if_done(outbox: Outbox, campaign_id: int) -> bool:
 
 
 class DeliveryQueue:
-    """Queues campaigns and follows their status; `run(stop)` connects to NATS and consumes both events."""
+    """Queues campaigns and follows their status: the handlers of its `consumers()`."""
 
     def __init__(self, engine: AsyncEngine, settings: Settings, outbox: Outbox) -> None:
         self._engine = engine
         self._settings = settings
         self._outbox = outbox
-        self._subjects = Subjects.of(settings)
         self._batch_size = max(settings.delivery_batch_size, 1)
-        self._send_requests = events.signer_of(events.CAMPAIGN_SEND_REQUESTED, settings)
         campaign = grpcutil.channel(settings.grpc_addr("campaign"))
         audience = grpcutil.channel(settings.grpc_addr("audience"))
         self._channels = (campaign, audience)
@@ -133,50 +129,18 @@ class DeliveryQueue:
         for channel in self._channels:
             await channel.close()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        client = await natsutil.connect_unless_stopped(self._settings, "delivery", stop)
-        if client is None:
-            return
-        try:
-            js = client.jetstream()
-
-            async def setup() -> None:
-                await natsutil.ensure_events_stream(js, self._subjects)
-                await streams.ensure_batches_stream(js, self._subjects)
-
-            if not await natsutil.until_ready(setup, stop, "delivery streams"):
-                return
-            log.info("delivery queue started")
-            await asyncio.gather(
-                self._outbox.relay(js, stop),
-                events.consume(
-                    js,
-                    self._subjects,
-                    durable=SEND_REQUESTED_DURABLE,
-                    event=events.CAMPAIGN_SEND_REQUESTED,
-                    handle=self.handle_send_request,
-                    stop=stop,
-                    signer=self._send_requests,
-                ),
-                events.consume(
-                    js,
-                    self._subjects,
-                    durable=STATUS_CHANGED_DURABLE,
-                    event=events.CAMPAIGN_STATUS_CHANGED,
-                    handle=self.handle_status_change,
-                    stop=stop,
-                ),
-                events.consume(
-                    js,
-                    self._subjects,
-                    durable=CAMPAIGN_DELETED_DURABLE,
-                    event=events.CAMPAIGN_DELETED,
-                    handle=self.handle_campaigns_deleted,
-                    stop=stop,
-                ),
-            )
-        finally:
-            await client.close()
+    def consumers(self) -> list[events.Consumer[Any]]:
+        """The durable consumers of the campaign service's events (NatsLink runs them)."""
+        return [
+            events.Consumer(
+                SEND_REQUESTED_DURABLE,
+                events.CAMPAIGN_SEND_REQUESTED,
+                self.handle_send_request,
+                signer=events.signer_of(events.CAMPAIGN_SEND_REQUESTED, self._settings),
+            ),
+            events.Consumer(STATUS_CHANGED_DURABLE, events.CAMPAIGN_STATUS_CHANGED, self.handle_status_change),
+            events.Consumer(CAMPAIGN_DELETED_DURABLE, events.CAMPAIGN_DELETED, self.handle_campaigns_deleted),
+        ]
 
     # --- campaign.send_requested -------------------------------------------------------------------------------
 

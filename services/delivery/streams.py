@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
-from services.common import events
+from services.common import events, natsutil
 from services.common.natsutil import Subjects
 
 log = structlog.get_logger()
@@ -42,3 +42,7 @@ async def ensure_batches_stream(js: JetStreamContext, subjects: Subjects) -> Non
         await js.update_stream(config)
     except NotFoundError:
         await js.add_stream(config)
+
+
+# The streams delivery's processes use: the domain events, and the batches.
+STREAMS = (natsutil.ensure_events_stream, ensure_batches_stream)

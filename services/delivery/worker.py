@@ -50,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.common import db, events, natsutil
 from services.common.config import Settings
 from services.common.events import UndecodableEvent
+from services.common.nats_link import NatsLink
 from services.common.natsutil import Subjects
 from services.common.outbox import Outbox, UnitOfWork
 from services.common.tracking import TrackingLinks
@@ -205,7 +206,6 @@ class Worker:
         self._engine = engine
         self._rows = db.autocommit(engine)
         self._pool = pool
-        self._subjects = Subjects.of(settings)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._lanes = max(settings.delivery_parallel_batches, 1)
         self._window = max(1, -(-max(settings.delivery_concurrency, 1) // self._lanes))
@@ -217,7 +217,7 @@ class Worker:
         self._templates = Templates(engine, settings)
         self._rate = Pacer(settings.delivery_rate_per_second)
         self._campaign_rates: dict[int, Pacer] = {}
-        self._outbox = Outbox(engine, SCHEMA, self._subjects)
+        self._outbox = Outbox(engine, SCHEMA, Subjects.of(settings))
         self._stop = asyncio.Event()
         self._sent = 0
         self._handlings = 0
@@ -225,44 +225,42 @@ class Worker:
     # --- running -------------------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Links to NATS (waiting for it as long as it takes) and works batches until `stop`."""
         self._stop = stop
-        client = await natsutil.connect_unless_stopped(self._settings, f"delivery-worker-{os.getpid()}", stop)
-        if client is None:
-            return
-        try:
-            js = client.jetstream()
-            subscription: JetStreamContext.PullSubscription | None = None
+        link = NatsLink(
+            self._settings,
+            f"delivery-worker-{os.getpid()}",
+            outbox=self._outbox,
+            tasks=[self._work_batches],
+            streams=streams.STREAMS,
+        )
+        await link.run(stop)
 
-            async def setup() -> None:
-                nonlocal subscription
-                await natsutil.ensure_events_stream(js, self._subjects)
-                await streams.ensure_batches_stream(js, self._subjects)
-                durable = self._subjects.durable(streams.WORKERS_DURABLE)
-                stream = streams.batches_stream(self._subjects)
-                # Created or updated: the stale-claim rule assumes the consumer's ack wait is this worker's.
-                await js.add_consumer(
-                    stream,
-                    config=ConsumerConfig(
-                        durable_name=durable,
-                        filter_subject=streams.batches_subject(self._subjects),
-                        ack_wait=self._ack_wait,
-                        max_deliver=-1,
-                        ack_policy=AckPolicy.EXPLICIT,
-                    ),
-                )
-                subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
+    async def _work_batches(self, js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
+        subscription: JetStreamContext.PullSubscription | None = None
 
-            if not await natsutil.until_ready(setup, stop, "batches consumer"):
-                return
-            assert subscription is not None
-            log.info("delivery worker started", worker_id=self.worker_id, lanes=self._lanes, window=self._window)
-            await asyncio.gather(
-                self._outbox.relay(js, stop),
-                self._measure(stop),
-                *(self._lane(subscription, stop) for _ in range(self._lanes)),
+        async def setup() -> None:
+            nonlocal subscription
+            durable = subjects.durable(streams.WORKERS_DURABLE)
+            stream = streams.batches_stream(subjects)
+            # Created or updated: the stale-claim rule assumes the consumer's ack wait is this worker's.
+            await js.add_consumer(
+                stream,
+                config=ConsumerConfig(
+                    durable_name=durable,
+                    filter_subject=streams.batches_subject(subjects),
+                    ack_wait=self._ack_wait,
+                    max_deliver=-1,
+                    ack_policy=AckPolicy.EXPLICIT,
+                ),
             )
-        finally:
-            await client.close()
+            subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
+
+        if not await natsutil.until_ready(setup, stop, "batches consumer"):
+            return
+        assert subscription is not None
+        log.info("delivery worker started", worker_id=self.worker_id, lanes=self._lanes, window=self._window)
+        await asyncio.gather(self._measure(stop), *(self._lane(subscription, stop) for _ in range(self._lanes)))
 
     async def _lane(self, subscription: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
         while not stop.is_set():

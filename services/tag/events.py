@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 from herald.campaign.v1 import campaign_pb2
-from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import events, natsutil
-from services.common.config import Settings
+from services.common import events
 from services.tag import domain, store
 
 log = structlog.get_logger()
@@ -18,29 +14,18 @@ log = structlog.get_logger()
 DURABLE = "tag-campaign-deleted"
 
 
-class CampaignDeletedConsumer:
-    """A durable JetStream consumer that runs until `stop`, outliving NATS outages and a NATS that is not up yet."""
+def campaign_deleted_consumer(engine: AsyncEngine) -> events.Consumer[campaign_pb2.CampaignDeletedEvent]:
+    """The durable consumer every tag replica shares (NatsLink runs it)."""
+    return events.Consumer(
+        DURABLE, events.CAMPAIGN_DELETED, CampaignDeletedHandler(engine).handle, max_deliver=100
+    )
 
-    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+
+class CampaignDeletedHandler:
+    """Drops the tag assignments of deleted campaigns."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._settings = settings
-        self._subjects = natsutil.Subjects.of(settings)
-        self._client: Client | None = None
-
-    async def run(self, stop: asyncio.Event) -> None:
-        self._client = await natsutil.connect_unless_stopped(self._settings, "tag", stop)
-        if self._client is None:
-            return
-        log.info("campaign.deleted consumer connected to NATS")
-        await events.consume(
-            self._client.jetstream(),
-            self._subjects,
-            durable=DURABLE,
-            event=events.CAMPAIGN_DELETED,
-            handle=self.handle,
-            stop=stop,
-            max_deliver=100,
-        )
 
     async def handle(self, event: campaign_pb2.CampaignDeletedEvent) -> None:
         """Deletes the assignments of the deleted campaigns; a redelivered event deletes nothing more."""
@@ -53,7 +38,3 @@ class CampaignDeletedConsumer:
             campaigns=len(campaign_ids),
             removed=removed,
         )
-
-    async def close(self) -> None:
-        if self._client is not None and not self._client.is_closed:
-            await self._client.close()

@@ -10,9 +10,10 @@ from herald.tag.v1 import tag_pb2, tag_pb2_grpc
 from services.common import db
 from services.common.config import Settings
 from services.common.grpcutil import serve
+from services.common.nats_link import NatsLink
 from services.tag.api import TagService
 from services.tag.campaigns import CampaignDirectory
-from services.tag.events import CampaignDeletedConsumer
+from services.tag.events import campaign_deleted_consumer
 from services.tag.store import SCHEMA
 
 
@@ -21,14 +22,13 @@ async def main(settings: Settings) -> None:
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
     campaigns = CampaignDirectory(settings.grpc_addr("campaign"))
     # The consumer connects to NATS in the background, so the API serves even while NATS is down.
-    consumer = CampaignDeletedConsumer(engine, settings)
+    nats = NatsLink(settings, "tag", consumers=[campaign_deleted_consumer(engine)])
 
     def register(server: grpc.aio.Server) -> list[str]:
         tag_pb2_grpc.add_TagServiceServicer_to_server(TagService(engine, campaigns), server)
         return [tag_pb2.DESCRIPTOR.services_by_name["TagService"].full_name]
 
     async def close() -> None:
-        await consumer.close()
         await campaigns.close()
         await engine.dispose()
 
@@ -38,6 +38,6 @@ async def main(settings: Settings) -> None:
         port=settings.tag_grpc_port,
         token_secret=settings.effective_token_secret(),
         register=register,
-        background=[consumer.run],
+        background=[nats.run],
         on_stop=close,
     )
