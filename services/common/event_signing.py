@@ -8,8 +8,11 @@ canonical JSON (sorted keys, no spaces, ASCII), base64url. The key is derived fr
 secret for one event type, so a signature of one type never verifies as another's, and whoever may
 sign already holds the secret that mints any principal token: signing grants no one anything new.
 
-The signature is a field of the event rather than a NATS header, so it survives the outbox, which
-stores payloads only; consumers that do not check it read the event as before.
+The signature is a field of the event (`signature` in its proto message) rather than a NATS header,
+so it survives the outbox, which stores payloads only; consumers that do not check it ignore it.
+It is over the JSON object as received, unknown fields included, so it covers the whole request
+whatever version of the message wrote it. services/common/events.py signs on encoding and verifies
+before decoding every event type marked signed.
 """
 
 from __future__ import annotations

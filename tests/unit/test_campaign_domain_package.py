@@ -137,11 +137,6 @@ PUBLIC_NAMES: dict[str, frozenset[str]] = {
             "throughput",
         }
     ),
-    "events": frozenset(
-        {
-            "new_event_id",
-        }
-    ),
 }
 
 

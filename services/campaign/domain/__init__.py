@@ -1,6 +1,6 @@
 """Campaign rules without I/O, one module per concern: the record and its enums (model), ListCampaigns
-(listing), schedules, targeting, the status machine (status), UpdateCampaign (update), split tests,
-statistics and the events the service publishes.
+(listing), schedules, targeting, the status machine (status), UpdateCampaign (update), split tests and
+statistics. The events the service publishes are protos, built outside the domain (services/campaign/events.py).
 
 Every public name is re-exported here, so that callers write `domain.X` without knowing which module
 holds it; tests/unit/test_campaign_domain_package.py guards the list.
@@ -8,7 +8,6 @@ holds it; tests/unit/test_campaign_domain_package.py guards the list.
 
 from __future__ import annotations
 
-from services.campaign.domain.events import new_event_id
 from services.campaign.domain.listing import (
     MAX_OFFSET,
     MAX_PAGE_SIZE,
@@ -176,7 +175,6 @@ __all__ = [
     "encode_page_token",
     "is_time_zone",
     "list_owner_scope",
-    "new_event_id",
     "next_occurrence",
     "next_page_token",
     "owner_of_new_campaign",
