@@ -102,8 +102,10 @@ class EventType(Generic[M]):
         message = self.message()
         try:
             json_format.ParseDict(_known_fields(document, self.message.DESCRIPTOR), message)
-        except (json_format.ParseError, RecursionError) as exc:
-            raise UndecodableEvent(str(exc)) from exc
+        except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+            # json_format wraps most of what it refuses in ParseError; whatever else an odd document makes
+            # it raise is no less undecodable, and must not be retried as if handling had failed.
+            raise UndecodableEvent(f"{type(exc).__name__}: {exc}") from exc
         problems = list(self.problems(message))
         if problems:
             raise UndecodableEvent("; ".join(problems))
@@ -164,9 +166,8 @@ def _send_requested_problems(event: campaign_pb2.CampaignSendRequestedEvent) -> 
         problems.append("email_id must not be negative")
     if any(v.email_id <= 0 or v.weight <= 0 for v in event.variations):
         problems.append("every variation needs a positive email_id and weight")
-    sources = [*event.targeting.included, *event.targeting.excluded]
-    if any(s.list_id <= 0 or s.segment_id < 0 for s in sources):
-        problems.append("every recipient source needs a positive list_id and a segment_id of 0 or more")
+    # The targeting's list and segment ids are the audience service's to judge: it refuses unknown
+    # ones, and the occurrence then fails with its reason.
     if event.HasField("split_test"):
         split_test = event.split_test
         if not 1 <= split_test.test_size_percent <= 100:
@@ -222,6 +223,10 @@ class Consumer(Generic[M]):
     signer: EventSigner | None = None
     max_deliver: int = -1
     ack_wait: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.event.signed and self.signer is None:
+            raise ValueError(f"a consumer of {self.event.subject} verifies its signature: give it the signer")
 
     async def run(self, js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
         """Consumes until `stop`; the events stream must exist (NatsLink sets it up first)."""

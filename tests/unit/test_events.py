@@ -163,7 +163,7 @@ BROKEN: list[tuple[EventType[Any], dict[str, Any]]] = [
     (events.CAMPAIGN_SEND_REQUESTED, {"email_id": -1}),
     (events.CAMPAIGN_SEND_REQUESTED, {"resume": "yes"}),
     (events.CAMPAIGN_SEND_REQUESTED, {"variations": [{"email_id": 21, "weight": 0}]}),
-    (events.CAMPAIGN_SEND_REQUESTED, {"targeting": {"included": [{"segment_id": 2}]}}),
+    (events.CAMPAIGN_SEND_REQUESTED, {"targeting": {"included": [{"list_id": True}]}}),
     (events.CAMPAIGN_SEND_REQUESTED, {"targeting": "list 5"}),
     (
         events.CAMPAIGN_SEND_REQUESTED,
@@ -234,3 +234,12 @@ def test_an_unsigned_or_foreign_send_request_does_not_decode() -> None:
     for payload in (unsigned.encode(), events.CAMPAIGN_SEND_REQUESTED.encode(SEND_REQUEST, other)):
         with pytest.raises(UndecodableEvent, match="not signed"):
             events.CAMPAIGN_SEND_REQUESTED.decode(payload, SIGNER)
+
+
+def test_a_consumer_of_send_requests_cannot_be_made_without_the_signer() -> None:
+    async def handle(event: campaign_pb2.CampaignSendRequestedEvent) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="signer"):
+        events.Consumer("delivery-send-requested", events.CAMPAIGN_SEND_REQUESTED, handle)
+    events.Consumer("delivery-send-requested", events.CAMPAIGN_SEND_REQUESTED, handle, signer=SIGNER)
