@@ -20,6 +20,7 @@ from typing import Any
 from services.common.errors import DomainError, ErrorKind, Violations, not_found, precondition
 from services.delivery.domain import RecipientStatus
 
+
 class RunState(enum.StrEnum):
     """The campaign's status as a run mirrors it (campaign.status_changed), as stored: workers send only
     while it is Sending; Cancelled is final (its rows still Pending or Held are Dropped)."""
