@@ -12,13 +12,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.common.natsutil import Subjects
+from services.common.outbox import UnitOfWork
 from services.delivery import claim_store, queue_store, sending, store
 from services.delivery.domain import RecipientStatus
 from services.delivery.sending import Outcome, QueuePage, RunState, Variation
 from tests.store.conftest import new_id
 
 SERVICES = ("delivery",)
-SUBJECT = "test.delivery.batches"
 T0 = datetime(2025, 6, 1, 10, 0, tzinfo=UTC)
 
 
@@ -149,11 +150,13 @@ async def test_batch_messages_go_to_the_outbox_once_per_batch_and_generation(con
     campaign, owner = new_id(), new_id()
     await _queue(conn, campaign, owner, _addresses(5), batch_size=2)
 
-    await queue_store.add_batch_messages(conn, SUBJECT, campaign, 1, 3, 1)
-    await queue_store.add_batch_messages(conn, SUBJECT, campaign, 1, 3, 1)
+    work = UnitOfWork(conn, Subjects("test"))
+    await queue_store.add_batch_messages(work, campaign, 1, 3, 1)
+    await queue_store.add_batch_messages(work, campaign, 1, 3, 1)
     generation = await queue_store.next_generation(conn, campaign)
     assert generation == 2
-    assert await queue_store.republished_batch_count(conn, campaign, generation, SUBJECT, batch_id=3) == 1
+    assert await queue_store.republished_batch_count(work, campaign, generation, batch_id=3) == 1
+    assert work.publishes  # the unit of work knows to wake the relay
 
     messages = await conn.execute(
         sa.text("SELECT msg_id, payload FROM delivery.outbox WHERE msg_id LIKE :prefix ORDER BY id"),
