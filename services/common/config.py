@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     # SMTP_URL is unset; the translator shows what it received at /mail only when mail_capture is on.
     smtp_capture_port: int = 2525
     mail_capture: bool = False
+    # Bounces and complaints (docs/bounces.md): the domain of every message's return path
+    # (b-<signed token>@<bounce domain>; default the public URL's host), and the port of the bounce
+    # receiver (`herald serve bounce-receiver`, an SMTP server for that domain) on `bind`.
+    bounce_domain: str = ""
+    bounce_receiver_port: int = 2526
+    # Soft bounces on this many consecutive campaigns make an address Hard.
+    soft_bounce_limit: int = 3
     # The delivery pipeline (services/delivery): how many worker processes `herald run` starts, the
     # recipients per batch, SMTP sessions per worker (its send concurrency), batches a worker works
     # on at once, attempts per recipient on 4xx replies and connection errors, and the first retry's
@@ -105,6 +112,11 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix) :]
         raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+    def effective_bounce_domain(self) -> str:
+        from services.common.return_path import bounce_domain
+
+        return bounce_domain(self.bounce_domain, self.effective_public_url())
 
     def effective_token_secret(self) -> str:
         """HERALD_TOKEN_SECRET, or one kept in the data folder so every process on this machine shares it."""

@@ -177,6 +177,18 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
     "/herald.delivery.v1.DeliveryService/GetCapturedMessage": admin_only(
         note="the local mail capture holds every user's mail (the translator's /mail pages)"
     ),
+    "/herald.delivery.v1.DeliveryService/RecordBounces": internal(
+        "the bounce receiver (DSNs, plain-text bounces, ARF) and the translator's provider webhooks"
+    ),
+    "/herald.delivery.v1.DeliveryService/CreateSendingDomain": anyone(
+        note="`herald dkim add`; a user's own domains (an admin names another user)"
+    ),
+    "/herald.delivery.v1.DeliveryService/ListSendingDomains": anyone(
+        note="a user's own domains (an admin names another user)"
+    ),
+    "/herald.delivery.v1.DeliveryService/DeleteSendingDomain": anyone(
+        note="a user's own domains (an admin names another user)"
+    ),
 }
 
 

@@ -96,6 +96,86 @@ STATISTICS_VIEW_FULL: StatisticsView.ValueType  # 2
 """Also the per-variation and per-domain breakdowns, which read every queue row of the campaign."""
 Global___StatisticsView: _TypeAlias = StatisticsView  # noqa: Y015
 
+class _BounceKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BounceKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BounceKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BOUNCE_KIND_UNSPECIFIED: _BounceKind.ValueType  # 0
+    BOUNCE_KIND_HARD: _BounceKind.ValueType  # 1
+    """The address does not exist or cannot receive mail (5.1.x, or soft bounces on consecutive
+    campaigns): the subscriber becomes Hard and the address is suppressed.
+    """
+    BOUNCE_KIND_SOFT: _BounceKind.ValueType  # 2
+    """A temporary failure (4.x.x) or a full mailbox: the subscriber becomes Soft until a later delivery."""
+    BOUNCE_KIND_POLICY: _BounceKind.ValueType  # 3
+    """A policy or reputation rejection (5.7.x, blocklists): the sender's problem, not the address's.
+    Counted apart; never suppresses the address.
+    """
+    BOUNCE_KIND_COMPLAINT: _BounceKind.ValueType  # 4
+    """The recipient reported the message as spam: unsubscribed from the campaign's list and suppressed."""
+
+class BounceKind(_BounceKind, metaclass=_BounceKindEnumTypeWrapper):
+    """What a bounce or complaint says about the address, as the classifier judges it."""
+
+BOUNCE_KIND_UNSPECIFIED: BounceKind.ValueType  # 0
+BOUNCE_KIND_HARD: BounceKind.ValueType  # 1
+"""The address does not exist or cannot receive mail (5.1.x, or soft bounces on consecutive
+campaigns): the subscriber becomes Hard and the address is suppressed.
+"""
+BOUNCE_KIND_SOFT: BounceKind.ValueType  # 2
+"""A temporary failure (4.x.x) or a full mailbox: the subscriber becomes Soft until a later delivery."""
+BOUNCE_KIND_POLICY: BounceKind.ValueType  # 3
+"""A policy or reputation rejection (5.7.x, blocklists): the sender's problem, not the address's.
+Counted apart; never suppresses the address.
+"""
+BOUNCE_KIND_COMPLAINT: BounceKind.ValueType  # 4
+"""The recipient reported the message as spam: unsubscribed from the campaign's list and suppressed."""
+Global___BounceKind: _TypeAlias = BounceKind  # noqa: Y015
+
+class _BounceSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BounceSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BounceSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BOUNCE_SOURCE_UNSPECIFIED: _BounceSource.ValueType  # 0
+    BOUNCE_SOURCE_SMTP_REPLY: _BounceSource.ValueType  # 1
+    """The relay's reply while Herald sent the message."""
+    BOUNCE_SOURCE_DSN: _BounceSource.ValueType  # 2
+    """A delivery status notification (RFC 3464) received by the bounce receiver."""
+    BOUNCE_SOURCE_PLAIN_TEXT: _BounceSource.ValueType  # 3
+    """A non-standard bounce (a plain-text body quoting the SMTP reply) received by the bounce receiver."""
+    BOUNCE_SOURCE_ARF: _BounceSource.ValueType  # 4
+    """An abuse report (ARF, RFC 5965) received by the bounce receiver."""
+    BOUNCE_SOURCE_SES: _BounceSource.ValueType  # 5
+    """Amazon SES notifications through SNS."""
+    BOUNCE_SOURCE_SENDGRID: _BounceSource.ValueType  # 6
+    """SendGrid's Event Webhook."""
+    BOUNCE_SOURCE_POSTMARK: _BounceSource.ValueType  # 7
+    """Postmark's bounce and spam-complaint webhooks."""
+
+class BounceSource(_BounceSource, metaclass=_BounceSourceEnumTypeWrapper):
+    """Where a bounce or complaint came from."""
+
+BOUNCE_SOURCE_UNSPECIFIED: BounceSource.ValueType  # 0
+BOUNCE_SOURCE_SMTP_REPLY: BounceSource.ValueType  # 1
+"""The relay's reply while Herald sent the message."""
+BOUNCE_SOURCE_DSN: BounceSource.ValueType  # 2
+"""A delivery status notification (RFC 3464) received by the bounce receiver."""
+BOUNCE_SOURCE_PLAIN_TEXT: BounceSource.ValueType  # 3
+"""A non-standard bounce (a plain-text body quoting the SMTP reply) received by the bounce receiver."""
+BOUNCE_SOURCE_ARF: BounceSource.ValueType  # 4
+"""An abuse report (ARF, RFC 5965) received by the bounce receiver."""
+BOUNCE_SOURCE_SES: BounceSource.ValueType  # 5
+"""Amazon SES notifications through SNS."""
+BOUNCE_SOURCE_SENDGRID: BounceSource.ValueType  # 6
+"""SendGrid's Event Webhook."""
+BOUNCE_SOURCE_POSTMARK: BounceSource.ValueType  # 7
+"""Postmark's bounce and spam-complaint webhooks."""
+Global___BounceSource: _TypeAlias = BounceSource  # noqa: Y015
+
 class _SendOutcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -263,6 +343,7 @@ class QueuedRecipient(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     SEND_TIME_FIELD_NUMBER: _builtins.int
     EMAIL_ID_FIELD_NUMBER: _builtins.int
+    BOUNCES_FIELD_NUMBER: _builtins.int
     recipient_id: _builtins.int
     email_address: _builtins.str
     state: Global___RecipientState.ValueType
@@ -275,6 +356,12 @@ class QueuedRecipient(_message.Message):
     """The variation's email id, for A/B campaigns."""
     @_builtins.property
     def send_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def bounces(self) -> _containers.RepeatedCompositeFieldContainer[Global___Bounce]:
+        """Bounces and complaints recorded for this recipient, oldest first (the SMTP reply at send time
+        included when it was a failure the classifier judged).
+        """
+
     def __init__(
         self,
         *,
@@ -287,10 +374,11 @@ class QueuedRecipient(_message.Message):
         last_error: _builtins.str = ...,
         send_time: _timestamp_pb2.Timestamp | None = ...,
         email_id: _builtins.int = ...,
+        bounces: _abc.Iterable[Global___Bounce] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["send_time", b"send_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "batch_id", b"batch_id", "email_address", b"email_address", "email_id", b"email_id", "generation", b"generation", "last_error", b"last_error", "recipient_id", b"recipient_id", "send_time", b"send_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "batch_id", b"batch_id", "bounces", b"bounces", "email_address", b"email_address", "email_id", b"email_id", "generation", b"generation", "last_error", b"last_error", "recipient_id", b"recipient_id", "send_time", b"send_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -392,6 +480,11 @@ class CampaignStatistics(_message.Message):
     VARIATIONS_FIELD_NUMBER: _builtins.int
     DOMAINS_FIELD_NUMBER: _builtins.int
     SPLIT_TEST_FIELD_NUMBER: _builtins.int
+    TOTAL_HARD_BOUNCES_FIELD_NUMBER: _builtins.int
+    TOTAL_SOFT_BOUNCES_FIELD_NUMBER: _builtins.int
+    TOTAL_POLICY_REJECTIONS_FIELD_NUMBER: _builtins.int
+    TOTAL_SPAM_COMPLAINTS_FIELD_NUMBER: _builtins.int
+    TOTAL_UNSUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
     total_recipients: _builtins.int
     total_sent: _builtins.int
@@ -400,6 +493,15 @@ class CampaignStatistics(_message.Message):
     unique_opens: _builtins.int
     total_clicks: _builtins.int
     unique_clicks: _builtins.int
+    total_hard_bounces: _builtins.int
+    """Recipients with a hard bounce, a soft bounce, a policy or reputation rejection (not the
+    address's fault) and a spam complaint, each recipient counted once per kind (every view).
+    """
+    total_soft_bounces: _builtins.int
+    total_policy_rejections: _builtins.int
+    total_spam_complaints: _builtins.int
+    total_unsubscriptions: _builtins.int
+    """Recipients who unsubscribed through the message's link or a complaint (every view)."""
     @_builtins.property
     def first_send_time(self) -> _timestamp_pb2.Timestamp:
         """First and last successful send; unset before the first."""
@@ -434,10 +536,15 @@ class CampaignStatistics(_message.Message):
         variations: _abc.Iterable[Global___VariationStatistics] | None = ...,
         domains: _abc.Iterable[Global___DomainStatistics] | None = ...,
         split_test: Global___SplitTestResult | None = ...,
+        total_hard_bounces: _builtins.int = ...,
+        total_soft_bounces: _builtins.int = ...,
+        total_policy_rejections: _builtins.int = ...,
+        total_spam_complaints: _builtins.int = ...,
+        total_unsubscriptions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "split_test", b"split_test"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "domains", b"domains", "first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "split_test", b"split_test", "total_clicks", b"total_clicks", "total_failed", b"total_failed", "total_opens", b"total_opens", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "domains", b"domains", "first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "split_test", b"split_test", "total_clicks", b"total_clicks", "total_failed", b"total_failed", "total_hard_bounces", b"total_hard_bounces", "total_opens", b"total_opens", "total_policy_rejections", b"total_policy_rejections", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "total_soft_bounces", b"total_soft_bounces", "total_spam_complaints", b"total_spam_complaints", "total_unsubscriptions", b"total_unsubscriptions", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -563,6 +670,281 @@ class BatchGetCampaignStatisticsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchGetCampaignStatisticsResponse: _TypeAlias = BatchGetCampaignStatisticsResponse  # noqa: Y015
+
+@_typing.final
+class BounceReport(_message.Message):
+    """One bounce or complaint of one recipient, as a reporter saw it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_ID_FIELD_NUMBER: _builtins.int
+    KIND_HINT_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    REPLY_CODE_FIELD_NUMBER: _builtins.int
+    DIAGNOSTIC_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    EVENT_KEY_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    recipient_id: _builtins.int
+    kind_hint: Global___BounceKind.ValueType
+    """The reporter's judgement where the report itself says it (COMPLAINT for an abuse report, HARD or
+    SOFT for a provider's bounce type); UNSPECIFIED lets the classifier judge from the codes and text,
+    which win over a HARD or SOFT hint whenever they say something.
+    """
+    status_code: _builtins.str
+    """The enhanced status code (RFC 3463), such as "5.1.1"; empty when the report has none."""
+    reply_code: _builtins.int
+    """The basic SMTP reply code, such as 550; 0 when the report has none."""
+    diagnostic: _builtins.str
+    """The diagnostic text (the remote server's reply, or the provider's description)."""
+    source: Global___BounceSource.ValueType
+    event_key: _builtins.str
+    """The reporter's id of this report (a DSN's Message-ID and recipient, a provider's event id): the
+    same key reported again is recorded once. Required.
+    """
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the bounce happened; unset means when it was reported."""
+
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+        recipient_id: _builtins.int = ...,
+        kind_hint: Global___BounceKind.ValueType = ...,
+        status_code: _builtins.str = ...,
+        reply_code: _builtins.int = ...,
+        diagnostic: _builtins.str = ...,
+        source: Global___BounceSource.ValueType = ...,
+        event_key: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "diagnostic", b"diagnostic", "event_key", b"event_key", "kind_hint", b"kind_hint", "occur_time", b"occur_time", "recipient_id", b"recipient_id", "reply_code", b"reply_code", "source", b"source", "status_code", b"status_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BounceReport: _TypeAlias = BounceReport  # noqa: Y015
+
+@_typing.final
+class RecordBouncesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reports(self) -> _containers.RepeatedCompositeFieldContainer[Global___BounceReport]:
+        """At most 1,000 reports."""
+
+    def __init__(
+        self,
+        *,
+        reports: _abc.Iterable[Global___BounceReport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reports", b"reports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordBouncesRequest: _TypeAlias = RecordBouncesRequest  # noqa: Y015
+
+@_typing.final
+class RecordBouncesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_COUNT_FIELD_NUMBER: _builtins.int
+    DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
+    UNKNOWN_COUNT_FIELD_NUMBER: _builtins.int
+    recorded_count: _builtins.int
+    """Reports recorded now."""
+    duplicate_count: _builtins.int
+    """Reports whose event_key was recorded before."""
+    unknown_count: _builtins.int
+    """Reports naming no queued recipient (a deleted campaign, say): nothing recorded."""
+    def __init__(
+        self,
+        *,
+        recorded_count: _builtins.int = ...,
+        duplicate_count: _builtins.int = ...,
+        unknown_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate_count", b"duplicate_count", "recorded_count", b"recorded_count", "unknown_count", b"unknown_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordBouncesResponse: _TypeAlias = RecordBouncesResponse  # noqa: Y015
+
+@_typing.final
+class Bounce(_message.Message):
+    """A bounce or complaint as recorded for a recipient."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    REPLY_CODE_FIELD_NUMBER: _builtins.int
+    DIAGNOSTIC_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    kind: Global___BounceKind.ValueType
+    source: Global___BounceSource.ValueType
+    status_code: _builtins.str
+    reply_code: _builtins.int
+    diagnostic: _builtins.str
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        kind: Global___BounceKind.ValueType = ...,
+        source: Global___BounceSource.ValueType = ...,
+        status_code: _builtins.str = ...,
+        reply_code: _builtins.int = ...,
+        diagnostic: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["diagnostic", b"diagnostic", "kind", b"kind", "occur_time", b"occur_time", "reply_code", b"reply_code", "source", b"source", "status_code", b"status_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Bounce: _TypeAlias = Bounce  # noqa: Y015
+
+@_typing.final
+class SendingDomain(_message.Message):
+    """A domain whose mail Herald signs with DKIM for one user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    DNS_RECORD_NAME_FIELD_NUMBER: _builtins.int
+    DNS_TXT_VALUE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    """Lowercase, without a trailing dot (IDNA-encoded for an internationalized name)."""
+    selector: _builtins.str
+    """The DKIM selector: the record lives at `<selector>._domainkey.<domain>`."""
+    owner_user_id: _builtins.int
+    dns_record_name: _builtins.str
+    """The DNS name and TXT value to publish ("v=DKIM1; k=rsa; p=...")."""
+    dns_txt_value: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+        selector: _builtins.str = ...,
+        owner_user_id: _builtins.int = ...,
+        dns_record_name: _builtins.str = ...,
+        dns_txt_value: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dns_record_name", b"dns_record_name", "dns_txt_value", b"dns_txt_value", "domain", b"domain", "owner_user_id", b"owner_user_id", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendingDomain: _TypeAlias = SendingDomain  # noqa: Y015
+
+@_typing.final
+class CreateSendingDomainRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    selector: _builtins.str
+    """Letters, digits and hyphens, dot-separated labels (RFC 6376 §3.1)."""
+    owner_user_id: _builtins.int
+    """Whose domain; 0 means the caller. Only an admin may name another user."""
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+        selector: _builtins.str = ...,
+        owner_user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "owner_user_id", b"owner_user_id", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSendingDomainRequest: _TypeAlias = CreateSendingDomainRequest  # noqa: Y015
+
+@_typing.final
+class ListSendingDomainsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    owner_user_id: _builtins.int
+    """Whose domains; 0 means the caller. Only an admin may name another user."""
+    def __init__(
+        self,
+        *,
+        owner_user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner_user_id", b"owner_user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSendingDomainsRequest: _TypeAlias = ListSendingDomainsRequest  # noqa: Y015
+
+@_typing.final
+class ListSendingDomainsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENDING_DOMAINS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sending_domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___SendingDomain]: ...
+    def __init__(
+        self,
+        *,
+        sending_domains: _abc.Iterable[Global___SendingDomain] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sending_domains", b"sending_domains"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSendingDomainsResponse: _TypeAlias = ListSendingDomainsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteSendingDomainRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    owner_user_id: _builtins.int
+    """Whose domain; 0 means the caller. Only an admin may name another user."""
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+        owner_user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "owner_user_id", b"owner_user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSendingDomainRequest: _TypeAlias = DeleteSendingDomainRequest  # noqa: Y015
 
 @_typing.final
 class CapturedMessage(_message.Message):
@@ -732,6 +1114,109 @@ class CampaignFinishedEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CampaignFinishedEvent: _TypeAlias = CampaignFinishedEvent  # noqa: Y015
+
+@_typing.final
+class RecipientBouncedEvent(_message.Message):
+    """A recipient's address bounced or its owner complained. Subject
+    `<namespace>.events.delivery.recipient_bounced`. The audience service sets the subscriber's bounce
+    type (Hard, or Soft until a later delivery; soft bounces on consecutive campaigns become Hard),
+    suppresses the address for HARD and COMPLAINT, and unsubscribes a complainer from the list.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_ID_FIELD_NUMBER: _builtins.int
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    REPLY_CODE_FIELD_NUMBER: _builtins.int
+    DIAGNOSTIC_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    owner_user_id: _builtins.int
+    campaign_id: _builtins.int
+    recipient_id: _builtins.int
+    list_id: _builtins.int
+    """The subscription the recipient came from; 0 when the recipient came from no list."""
+    subscriber_id: _builtins.int
+    email_address: _builtins.str
+    kind: Global___BounceKind.ValueType
+    source: Global___BounceSource.ValueType
+    status_code: _builtins.str
+    reply_code: _builtins.int
+    diagnostic: _builtins.str
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        owner_user_id: _builtins.int = ...,
+        campaign_id: _builtins.int = ...,
+        recipient_id: _builtins.int = ...,
+        list_id: _builtins.int = ...,
+        subscriber_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+        kind: Global___BounceKind.ValueType = ...,
+        source: Global___BounceSource.ValueType = ...,
+        status_code: _builtins.str = ...,
+        reply_code: _builtins.int = ...,
+        diagnostic: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "diagnostic", b"diagnostic", "email_address", b"email_address", "kind", b"kind", "list_id", b"list_id", "occur_time", b"occur_time", "owner_user_id", b"owner_user_id", "recipient_id", b"recipient_id", "reply_code", b"reply_code", "source", b"source", "status_code", b"status_code", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecipientBouncedEvent: _TypeAlias = RecipientBouncedEvent  # noqa: Y015
+
+@_typing.final
+class RecipientDeliveredEvent(_message.Message):
+    """A recipient whose address had bounced was delivered to (a later campaign reached a Soft address,
+    or an admin's retry reached a Hard one). Subject `<namespace>.events.delivery.recipient_delivered`.
+    The audience service clears the automatic bounce state and the suppression that a bounce caused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_ID_FIELD_NUMBER: _builtins.int
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    DELIVER_TIME_FIELD_NUMBER: _builtins.int
+    owner_user_id: _builtins.int
+    campaign_id: _builtins.int
+    recipient_id: _builtins.int
+    list_id: _builtins.int
+    subscriber_id: _builtins.int
+    email_address: _builtins.str
+    @_builtins.property
+    def deliver_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        owner_user_id: _builtins.int = ...,
+        campaign_id: _builtins.int = ...,
+        recipient_id: _builtins.int = ...,
+        list_id: _builtins.int = ...,
+        subscriber_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+        deliver_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deliver_time", b"deliver_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "deliver_time", b"deliver_time", "email_address", b"email_address", "list_id", b"list_id", "owner_user_id", b"owner_user_id", "recipient_id", b"recipient_id", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecipientDeliveredEvent: _TypeAlias = RecipientDeliveredEvent  # noqa: Y015
 
 @_typing.final
 class DeliveryBatch(_message.Message):

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from herald.delivery.v1 import delivery_pb2 as herald_dot_delivery_dot_v1_dot_delivery__pb2
 
 GRPC_GENERATED_VERSION = '1.85.4'
@@ -65,6 +66,26 @@ class DeliveryServiceStub:
                 request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.GetCapturedMessageRequest.SerializeToString,
                 response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.CapturedMessage.FromString,
                 _registered_method=True)
+        self.RecordBounces = channel.unary_unary(
+                '/herald.delivery.v1.DeliveryService/RecordBounces',
+                request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordBouncesRequest.SerializeToString,
+                response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordBouncesResponse.FromString,
+                _registered_method=True)
+        self.CreateSendingDomain = channel.unary_unary(
+                '/herald.delivery.v1.DeliveryService/CreateSendingDomain',
+                request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.CreateSendingDomainRequest.SerializeToString,
+                response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.SendingDomain.FromString,
+                _registered_method=True)
+        self.ListSendingDomains = channel.unary_unary(
+                '/herald.delivery.v1.DeliveryService/ListSendingDomains',
+                request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListSendingDomainsRequest.SerializeToString,
+                response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListSendingDomainsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSendingDomain = channel.unary_unary(
+                '/herald.delivery.v1.DeliveryService/DeleteSendingDomain',
+                request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.DeleteSendingDomainRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class DeliveryServiceServicer:
@@ -116,6 +137,41 @@ class DeliveryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordBounces(self, request, context):
+        """Records bounces and complaints reported after sending: by the bounce receiver (DSNs, plain-text
+        bounces, ARF reports) and by the translator's provider webhooks (SES, SendGrid, Postmark). Each
+        report is classified (hard, soft, policy, complaint) by the one classifier that also judges SMTP
+        replies at send time, counted in the campaign's statistics, and announced to the audience
+        service (RecipientBouncedEvent), which sets the subscriber's bounce type, suppresses and
+        unsubscribes. A report with an event_key seen before is counted once. Internal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSendingDomain(self, request, context):
+        """Adds a DKIM sending domain for a user: Herald generates the key pair, keeps the private key and
+        returns the DNS TXT record to publish. Every later message whose From address is at that domain
+        (and sent for that user) is signed. The private key is never returned by any RPC.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSendingDomains(self, request, context):
+        """Lists a user's sending domains with their DNS records.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSendingDomain(self, request, context):
+        """Removes a sending domain and its key; later messages from it are not signed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeliveryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +204,26 @@ def add_DeliveryServiceServicer_to_server(servicer, server):
                     servicer.GetCapturedMessage,
                     request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.GetCapturedMessageRequest.FromString,
                     response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.CapturedMessage.SerializeToString,
+            ),
+            'RecordBounces': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordBounces,
+                    request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordBouncesRequest.FromString,
+                    response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordBouncesResponse.SerializeToString,
+            ),
+            'CreateSendingDomain': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSendingDomain,
+                    request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.CreateSendingDomainRequest.FromString,
+                    response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.SendingDomain.SerializeToString,
+            ),
+            'ListSendingDomains': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSendingDomains,
+                    request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListSendingDomainsRequest.FromString,
+                    response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListSendingDomainsResponse.SerializeToString,
+            ),
+            'DeleteSendingDomain': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSendingDomain,
+                    request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.DeleteSendingDomainRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +389,114 @@ class DeliveryService:
             '/herald.delivery.v1.DeliveryService/GetCapturedMessage',
             herald_dot_delivery_dot_v1_dot_delivery__pb2.GetCapturedMessageRequest.SerializeToString,
             herald_dot_delivery_dot_v1_dot_delivery__pb2.CapturedMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordBounces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.delivery.v1.DeliveryService/RecordBounces',
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordBouncesRequest.SerializeToString,
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordBouncesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSendingDomain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.delivery.v1.DeliveryService/CreateSendingDomain',
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.CreateSendingDomainRequest.SerializeToString,
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.SendingDomain.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSendingDomains(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.delivery.v1.DeliveryService/ListSendingDomains',
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.ListSendingDomainsRequest.SerializeToString,
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.ListSendingDomainsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSendingDomain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.delivery.v1.DeliveryService/DeleteSendingDomain',
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.DeleteSendingDomainRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from herald.delivery.v1 import delivery_pb2 as _delivery_pb2
 import abc as _abc_1
@@ -51,6 +52,23 @@ class DeliveryServiceStub:
     """
     GetCapturedMessage: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetCapturedMessageRequest, _delivery_pb2.CapturedMessage]
     """Returns one captured message with its raw content. Admin only."""
+    RecordBounces: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.RecordBouncesRequest, _delivery_pb2.RecordBouncesResponse]
+    """Records bounces and complaints reported after sending: by the bounce receiver (DSNs, plain-text
+    bounces, ARF reports) and by the translator's provider webhooks (SES, SendGrid, Postmark). Each
+    report is classified (hard, soft, policy, complaint) by the one classifier that also judges SMTP
+    replies at send time, counted in the campaign's statistics, and announced to the audience
+    service (RecipientBouncedEvent), which sets the subscriber's bounce type, suppresses and
+    unsubscribes. A report with an event_key seen before is counted once. Internal.
+    """
+    CreateSendingDomain: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.CreateSendingDomainRequest, _delivery_pb2.SendingDomain]
+    """Adds a DKIM sending domain for a user: Herald generates the key pair, keeps the private key and
+    returns the DNS TXT record to publish. Every later message whose From address is at that domain
+    (and sent for that user) is signed. The private key is never returned by any RPC.
+    """
+    ListSendingDomains: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListSendingDomainsRequest, _delivery_pb2.ListSendingDomainsResponse]
+    """Lists a user's sending domains with their DNS records."""
+    DeleteSendingDomain: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.DeleteSendingDomainRequest, _empty_pb2.Empty]
+    """Removes a sending domain and its key; later messages from it are not signed."""
 
 @_typing.type_check_only
 class DeliveryServiceAsyncStub(DeliveryServiceStub):
@@ -75,6 +93,23 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     """
     GetCapturedMessage: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetCapturedMessageRequest, _delivery_pb2.CapturedMessage]  # type: ignore[assignment]
     """Returns one captured message with its raw content. Admin only."""
+    RecordBounces: _aio.UnaryUnaryMultiCallable[_delivery_pb2.RecordBouncesRequest, _delivery_pb2.RecordBouncesResponse]  # type: ignore[assignment]
+    """Records bounces and complaints reported after sending: by the bounce receiver (DSNs, plain-text
+    bounces, ARF reports) and by the translator's provider webhooks (SES, SendGrid, Postmark). Each
+    report is classified (hard, soft, policy, complaint) by the one classifier that also judges SMTP
+    replies at send time, counted in the campaign's statistics, and announced to the audience
+    service (RecipientBouncedEvent), which sets the subscriber's bounce type, suppresses and
+    unsubscribes. A report with an event_key seen before is counted once. Internal.
+    """
+    CreateSendingDomain: _aio.UnaryUnaryMultiCallable[_delivery_pb2.CreateSendingDomainRequest, _delivery_pb2.SendingDomain]  # type: ignore[assignment]
+    """Adds a DKIM sending domain for a user: Herald generates the key pair, keeps the private key and
+    returns the DNS TXT record to publish. Every later message whose From address is at that domain
+    (and sent for that user) is signed. The private key is never returned by any RPC.
+    """
+    ListSendingDomains: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListSendingDomainsRequest, _delivery_pb2.ListSendingDomainsResponse]  # type: ignore[assignment]
+    """Lists a user's sending domains with their DNS records."""
+    DeleteSendingDomain: _aio.UnaryUnaryMultiCallable[_delivery_pb2.DeleteSendingDomainRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Removes a sending domain and its key; later messages from it are not signed."""
 
 class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
     """DeliveryService owns the send queue, batches, SMTP workers and statistics."""
@@ -132,5 +167,46 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_delivery_pb2.CapturedMessage, _abc.Awaitable[_delivery_pb2.CapturedMessage]]:
         """Returns one captured message with its raw content. Admin only."""
+
+    @_abc_1.abstractmethod
+    def RecordBounces(
+        self,
+        request: _delivery_pb2.RecordBouncesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.RecordBouncesResponse, _abc.Awaitable[_delivery_pb2.RecordBouncesResponse]]:
+        """Records bounces and complaints reported after sending: by the bounce receiver (DSNs, plain-text
+        bounces, ARF reports) and by the translator's provider webhooks (SES, SendGrid, Postmark). Each
+        report is classified (hard, soft, policy, complaint) by the one classifier that also judges SMTP
+        replies at send time, counted in the campaign's statistics, and announced to the audience
+        service (RecipientBouncedEvent), which sets the subscriber's bounce type, suppresses and
+        unsubscribes. A report with an event_key seen before is counted once. Internal.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateSendingDomain(
+        self,
+        request: _delivery_pb2.CreateSendingDomainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.SendingDomain, _abc.Awaitable[_delivery_pb2.SendingDomain]]:
+        """Adds a DKIM sending domain for a user: Herald generates the key pair, keeps the private key and
+        returns the DNS TXT record to publish. Every later message whose From address is at that domain
+        (and sent for that user) is signed. The private key is never returned by any RPC.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSendingDomains(
+        self,
+        request: _delivery_pb2.ListSendingDomainsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.ListSendingDomainsResponse, _abc.Awaitable[_delivery_pb2.ListSendingDomainsResponse]]:
+        """Lists a user's sending domains with their DNS records."""
+
+    @_abc_1.abstractmethod
+    def DeleteSendingDomain(
+        self,
+        request: _delivery_pb2.DeleteSendingDomainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Removes a sending domain and its key; later messages from it are not signed."""
 
 def add_DeliveryServiceServicer_to_server(servicer: DeliveryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
