@@ -258,6 +258,11 @@ def statistics_to_proto(stats: delivery_pb2.CampaignStatistics) -> campaign_pb2.
         unique_opens=stats.unique_opens,
         total_clicks=stats.total_clicks,
         unique_clicks=stats.unique_clicks,
+        total_hard_bounces=stats.total_hard_bounces,
+        total_soft_bounces=stats.total_soft_bounces,
+        total_policy_rejections=stats.total_policy_rejections,
+        total_spam_complaints=stats.total_spam_complaints,
+        total_unsubscriptions=stats.total_unsubscriptions,
         emails_per_second=emails_per_second,
         duration_seconds=duration,
         variations=[
@@ -299,6 +304,11 @@ _COUNTERS = (
     "unique_opens",
     "total_clicks",
     "unique_clicks",
+    "total_hard_bounces",
+    "total_soft_bounces",
+    "total_policy_rejections",
+    "total_spam_complaints",
+    "total_unsubscriptions",
 )
 _VARIATION_COUNTERS = ("total_recipients", "total_sent", "total_failed", "unique_opens", "unique_clicks")
 _DOMAIN_COUNTERS = ("total_recipients", "total_sent", "total_failed")

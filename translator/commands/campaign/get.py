@@ -10,6 +10,7 @@ from translator.commands import Args, Command, Context, Param, Problems
 from translator.commands.campaign.legacy import CAMPAIGN_ID
 from translator.commands.campaign.render import (
     EXTRAS_PARAMS,
+    STATISTICS_RETURNS,
     Extras,
     render_with_extras,
     statistics_view_of,
@@ -62,7 +63,13 @@ GET_PARAMS = (
     Param("RetrieveRecipientDomains", "boolean", "With RetrieveStatistics: add RecipientDomains", default=True),
 )
 GET_RETURNS = (
-    Param("Campaign", "object", "Every stored field of the campaign under its legacy name", required=True),
+    Param(
+        "Campaign",
+        "object",
+        "Every stored field of the campaign under its legacy name; the statistics with RetrieveStatistics",
+        required=True,
+        fields=STATISTICS_RETURNS,
+    ),
     Param(
         "CampaignThroughput",
         "object",

@@ -13,6 +13,7 @@ from translator.commands import ERROR_TEXT, Args, Command, Context, Param, Probl
 from translator.commands.campaign.legacy import SCHEDULE_BY_LEGACY, STATUS_BY_LEGACY, parse_date
 from translator.commands.campaign.render import (
     EXTRAS_PARAMS,
+    STATISTICS_RETURNS,
     Extras,
     render_with_extras,
     statistics_view_of,
@@ -209,7 +210,13 @@ LIST_PARAMS_DECLARED = (
 )
 LIST_RETURNS = (
     ERROR_TEXT,
-    Param("Campaigns", "array", "One object per campaign, as campaign.get's Campaign", required=True),
+    Param(
+        "Campaigns",
+        "array",
+        "One object per campaign, as campaign.get's Campaign",
+        required=True,
+        fields=STATISTICS_RETURNS,
+    ),
     Param("TotalCampaigns", "integer", "Every match, whatever the page", required=True),
     Param("TotalRecipients", "integer", "With IncludeTotalRecipients"),
     Param("TotalSent", "integer", "With IncludeTotalRecipients"),

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -120,7 +121,10 @@ def render_campaign(campaign: campaign_pb2.Campaign) -> dict[str, Any]:
     }
 
 
-def statistics_fields(statistics: campaign_pb2.CampaignStatistics) -> dict[str, int]:
+def statistics_fields(statistics: campaign_pb2.CampaignStatistics) -> dict[str, int | str]:
+    # The ratios are of the recipients Herald tried to send to (Sent + Failed): a relay that refuses an
+    # address at RCPT makes it Failed, not Sent, and it bounced all the same (docs/bounces.md).
+    attempted = statistics.total_sent + statistics.total_failed
     return {
         "TotalRecipients": statistics.total_recipients,
         "TotalSent": statistics.total_sent,
@@ -129,7 +133,39 @@ def statistics_fields(statistics: campaign_pb2.CampaignStatistics) -> dict[str, 
         "UniqueOpens": statistics.unique_opens,
         "TotalClicks": statistics.total_clicks,
         "UniqueClicks": statistics.unique_clicks,
+        "TotalHardBounces": statistics.total_hard_bounces,
+        "TotalSoftBounces": statistics.total_soft_bounces,
+        "HardBounceRatio": percentage(statistics.total_hard_bounces, attempted),
+        "SoftBounceRatio": percentage(statistics.total_soft_bounces, attempted),
+        "TotalSPAMComplaints": statistics.total_spam_complaints,
+        "TotalUnsubscriptions": statistics.total_unsubscriptions,
     }
+
+
+# The statistics keys RetrieveStatistics adds to a campaign (campaign.get, each campaigns.get row).
+STATISTICS_RETURNS = (
+    Param("TotalRecipients", "integer", "Recipients queued"),
+    Param("TotalSent", "integer", "Recipients the mail server accepted"),
+    Param("TotalFailed", "integer", "Recipients that could not be sent to"),
+    Param("TotalOpens", "integer", "Opens, every one"),
+    Param("UniqueOpens", "integer", "Recipients who opened"),
+    Param("TotalClicks", "integer", "Clicks, every one"),
+    Param("UniqueClicks", "integer", "Recipients who clicked"),
+    Param("TotalHardBounces", "integer", "Recipients whose address hard-bounced"),
+    Param("TotalSoftBounces", "integer", "Recipients whose address soft-bounced"),
+    Param("HardBounceRatio", "string", "Hard-bounced recipients in % of those sent or failed, two decimals"),
+    Param("SoftBounceRatio", "string", "Soft-bounced recipients in % of those sent or failed, two decimals"),
+    Param("TotalSPAMComplaints", "integer", "Recipients who reported the message as spam"),
+    Param("TotalUnsubscriptions", "integer", "Recipients who unsubscribed through the message or a complaint"),
+)
+
+
+def percentage(part: int, whole: int) -> str:
+    """`part` in % of `whole` with two decimals, rounded half up, at most "100.00"; "0.00" when `whole` is 0."""
+    if whole <= 0:
+        return "0.00"
+    ratio = min(Decimal(part) * 100 / Decimal(whole), Decimal(100))
+    return str(ratio.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
 @dataclass(frozen=True)

@@ -593,6 +593,11 @@ class CampaignStatistics(_message.Message):
     VARIATIONS_FIELD_NUMBER: _builtins.int
     DOMAINS_FIELD_NUMBER: _builtins.int
     SPLIT_TEST_FIELD_NUMBER: _builtins.int
+    TOTAL_HARD_BOUNCES_FIELD_NUMBER: _builtins.int
+    TOTAL_SOFT_BOUNCES_FIELD_NUMBER: _builtins.int
+    TOTAL_POLICY_REJECTIONS_FIELD_NUMBER: _builtins.int
+    TOTAL_SPAM_COMPLAINTS_FIELD_NUMBER: _builtins.int
+    TOTAL_UNSUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
     total_recipients: _builtins.int
     total_sent: _builtins.int
     total_failed: _builtins.int
@@ -604,6 +609,15 @@ class CampaignStatistics(_message.Message):
     """Emails sent per second between the first and the last send (RULINGS 11)."""
     duration_seconds: _builtins.int
     """Seconds between the first and the last send, rounded."""
+    total_hard_bounces: _builtins.int
+    """Recipients with a hard bounce, a soft bounce, a policy or reputation rejection and a spam
+    complaint, each recipient counted once per kind (delivery's figures, docs/bounces.md).
+    """
+    total_soft_bounces: _builtins.int
+    total_policy_rejections: _builtins.int
+    total_spam_complaints: _builtins.int
+    total_unsubscriptions: _builtins.int
+    """Recipients who unsubscribed through the message's link or a complaint."""
     @_builtins.property
     def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariationStatistics]:
         """Per A/B variation (STATISTICS_VIEW_FULL)."""
@@ -631,10 +645,15 @@ class CampaignStatistics(_message.Message):
         variations: _abc.Iterable[Global___VariationStatistics] | None = ...,
         domains: _abc.Iterable[Global___DomainStatistics] | None = ...,
         split_test: Global___SplitTestResult | None = ...,
+        total_hard_bounces: _builtins.int = ...,
+        total_soft_bounces: _builtins.int = ...,
+        total_policy_rejections: _builtins.int = ...,
+        total_spam_complaints: _builtins.int = ...,
+        total_unsubscriptions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["split_test", b"split_test"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["domains", b"domains", "duration_seconds", b"duration_seconds", "emails_per_second", b"emails_per_second", "split_test", b"split_test", "total_clicks", b"total_clicks", "total_failed", b"total_failed", "total_opens", b"total_opens", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domains", b"domains", "duration_seconds", b"duration_seconds", "emails_per_second", b"emails_per_second", "split_test", b"split_test", "total_clicks", b"total_clicks", "total_failed", b"total_failed", "total_hard_bounces", b"total_hard_bounces", "total_opens", b"total_opens", "total_policy_rejections", b"total_policy_rejections", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "total_soft_bounces", b"total_soft_bounces", "total_spam_complaints", b"total_spam_complaints", "total_unsubscriptions", b"total_unsubscriptions", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
