@@ -192,11 +192,48 @@ def _batch_problems(batch: delivery_pb2.DeliveryBatch) -> list[str]:
     return _positive(batch, "campaign_id", "batch_id", "generation")
 
 
+_BOUNCE_KINDS = frozenset(delivery_pb2.BounceKind.values()) - {delivery_pb2.BOUNCE_KIND_UNSPECIFIED}
+_BOUNCE_SOURCES = frozenset(delivery_pb2.BounceSource.values()) - {delivery_pb2.BOUNCE_SOURCE_UNSPECIFIED}
+
+
+def _recipient_problems(
+    event: delivery_pb2.RecipientBouncedEvent | delivery_pb2.RecipientDeliveredEvent,
+) -> list[str]:
+    problems = _positive(event, "owner_user_id", "campaign_id", "recipient_id", "subscriber_id")
+    if event.list_id < 0:
+        problems.append("list_id must not be negative")
+    if not event.email_address:
+        problems.append("email_address is required")
+    return problems
+
+
+def _bounced_problems(event: delivery_pb2.RecipientBouncedEvent) -> list[str]:
+    problems = _recipient_problems(event)
+    if event.kind not in _BOUNCE_KINDS:
+        problems.append("kind must be a bounce kind")
+    if event.source not in _BOUNCE_SOURCES:
+        problems.append("source must be a bounce source")
+    if not 0 <= event.reply_code <= 599:
+        problems.append("reply_code must be an SMTP reply code or 0")
+    if not event.HasField("occur_time"):
+        problems.append("occur_time is required")
+    return problems
+
+
+def _delivered_problems(event: delivery_pb2.RecipientDeliveredEvent) -> list[str]:
+    problems = _recipient_problems(event)
+    if not event.HasField("deliver_time"):
+        problems.append("deliver_time is required")
+    return problems
+
+
 CAMPAIGN_STATUS_CHANGED = EventType(campaign_pb2.CampaignStatusChangedEvent, _status_changed_problems)
 CAMPAIGN_DELETED = EventType(campaign_pb2.CampaignDeletedEvent, _deleted_problems)
 CAMPAIGN_SEND_REQUESTED = EventType(campaign_pb2.CampaignSendRequestedEvent, _send_requested_problems, signed=True)
 CAMPAIGN_FINISHED = EventType(delivery_pb2.CampaignFinishedEvent, _finished_problems)
 DELIVERY_BATCH = EventType(delivery_pb2.DeliveryBatch, _batch_problems)
+RECIPIENT_BOUNCED = EventType(delivery_pb2.RecipientBouncedEvent, _bounced_problems)
+RECIPIENT_DELIVERED = EventType(delivery_pb2.RecipientDeliveredEvent, _delivered_problems)
 
 
 def signer_of(event: EventType[M], settings: Settings) -> EventSigner:

@@ -10,8 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import auth, grpcutil
 from services.common.errors import DomainError, ErrorKind, invalid, not_found
-from services.delivery import domain, sending, store
+from services.common.outbox import Outbox
+from services.delivery import bounce_recording, bounce_store, domain, sending, store
 from services.delivery.domain import CampaignStatistics, RecipientStatus
+from services.delivery.events import BOUNCE_KINDS, BOUNCE_SOURCES
 from services.delivery.queue import DeliveryQueue
 
 
@@ -54,6 +56,11 @@ def _statistics_message(statistics: CampaignStatistics) -> delivery_pb2.Campaign
             for figures in statistics.domains
         ],
         split_test=_split_test_message(statistics.split_test),
+        total_hard_bounces=statistics.bounces.hard,
+        total_soft_bounces=statistics.bounces.soft,
+        total_policy_rejections=statistics.bounces.policy,
+        total_spam_complaints=statistics.bounces.complaints,
+        total_unsubscriptions=statistics.bounces.unsubscriptions,
     )
 
 
@@ -71,10 +78,14 @@ def _split_test_message(standing: domain.SplitTestStanding | None) -> delivery_p
 class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
     """Delivery statistics, every call scoped to the principal's user."""
 
-    def __init__(self, engine: AsyncEngine, queue: DeliveryQueue | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, queue: DeliveryQueue | None = None, outbox: Outbox | None = None
+    ) -> None:
         self._engine = engine
         # The send pipeline's queue (retrying failed recipients); None where the service serves reads only.
         self._queue = queue
+        # Where recorded bounces are announced (RecordBounces); None where the service serves reads only.
+        self._outbox = outbox
 
     async def BatchGetCampaignStatistics(
         self, request: delivery_pb2.BatchGetCampaignStatisticsRequest, context: grpc.aio.ServicerContext
@@ -97,13 +108,14 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
                 # listing asks about were never sent, and then these queries are skipped.
                 queued = [campaign_id for campaign_id in campaign_ids if campaign_id in counts]
                 events = await store.event_counts(conn, queued, owner) if queued else {}
+                bounces = await bounce_store.bounce_counts(conn, queued, owner) if queued else {}
                 split_tests = await store.split_test_standings(conn, queued, owner) if queued else {}
                 # The breakdowns read every queue row of the campaigns: only when they are asked for.
                 if queued and breakdowns:
                     variations = await store.variation_figures(conn, queued, owner)
                     domains = await store.domain_figures(conn, queued, owner, domain.MAX_DOMAINS_PER_CAMPAIGN)
         statistics = domain.campaign_statistics(
-            campaign_ids, run_totals, counts, events, variations, domains, split_tests
+            campaign_ids, run_totals, counts, events, variations, domains, split_tests, bounces
         )
         return delivery_pb2.BatchGetCampaignStatisticsResponse(
             statistics=[_statistics_message(entry) for entry in statistics]
@@ -123,6 +135,22 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
         async with self._engine.begin() as conn:
             recorded = await store.insert_tracking_events(conn, hits, _owner_scope())
         return delivery_pb2.RecordTrackingEventsResponse(recorded_count=recorded)
+
+    # --- bounces and complaints ---------------------------------------------------------------------------
+
+    async def RecordBounces(
+        self, request: delivery_pb2.RecordBouncesRequest, context: grpc.aio.ServicerContext
+    ) -> delivery_pb2.RecordBouncesResponse:
+        """Classifies and records the reports whose queue row exists (and is the caller's, any for an admin)."""
+        received_at = datetime.now(UTC)
+        reports = [_bounce_report(report, received_at) for report in request.reports]
+        domain.validate_bounce_reports(reports)
+        if self._outbox is None:
+            raise DomainError(ErrorKind.UNAVAILABLE, "OUTBOX_UNAVAILABLE", "this server does not record bounces")
+        tally = await bounce_recording.record(self._outbox, reports, _owner_scope())
+        return delivery_pb2.RecordBouncesResponse(
+            recorded_count=tally.recorded, duplicate_count=tally.duplicates, unknown_count=tally.unknown
+        )
 
     # --- the send queue -----------------------------------------------------------------------------------
 
@@ -153,6 +181,9 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
         async with self._engine.connect() as conn:
             rows = await store.queued_rows(conn, page, owner)
             total = await store.queued_row_count(conn, page, owner)
+            logs = await bounce_store.bounce_logs(
+                conn, page.campaign_id, [row.recipient_id for row in rows], owner
+            )
         return delivery_pb2.ListQueuedRecipientsResponse(
             recipients=[
                 delivery_pb2.QueuedRecipient(
@@ -165,6 +196,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
                     last_error=row.last_error,
                     send_time=grpcutil.timestamp(row.sent_at),
                     email_id=row.email_id,
+                    bounces=[_bounce_message(bounce) for bounce in logs.get(row.recipient_id, ())],
                 )
                 for row in rows
             ],
@@ -229,6 +261,38 @@ def _tracking_hit(event: delivery_pb2.TrackingEvent, received_at: datetime) -> d
         # An event without its own time happened when it was reported.
         occurred_at=event.occur_time.ToDatetime(tzinfo=UTC) if event.HasField("occur_time") else received_at,
         event_key=event.event_key,
+    )
+
+
+_HINTS = {kind: hint for hint, kind in BOUNCE_KINDS.items()}
+_SOURCES = {value: source for source, value in BOUNCE_SOURCES.items()}
+
+
+def _bounce_report(report: delivery_pb2.BounceReport, received_at: datetime) -> domain.BounceReport:
+    """A report in domain terms: an unspecified hint or source is "", a value outside the enums "?" (refused)."""
+    hint = "" if report.kind_hint == delivery_pb2.BOUNCE_KIND_UNSPECIFIED else _HINTS.get(report.kind_hint, "?")
+    return domain.BounceReport(
+        campaign_id=report.campaign_id,
+        recipient_id=report.recipient_id,
+        kind_hint=hint,
+        status_code=report.status_code,
+        reply_code=report.reply_code,
+        diagnostic=report.diagnostic,
+        source=_SOURCES.get(report.source, ""),
+        event_key=report.event_key,
+        # A report without its own time happened when it was reported.
+        occurred_at=report.occur_time.ToDatetime(tzinfo=UTC) if report.HasField("occur_time") else received_at,
+    )
+
+
+def _bounce_message(bounce: domain.RecordedBounce) -> delivery_pb2.Bounce:
+    return delivery_pb2.Bounce(
+        kind=BOUNCE_KINDS[bounce.kind],
+        source=BOUNCE_SOURCES[bounce.source],
+        status_code=bounce.status_code,
+        reply_code=bounce.reply_code,
+        diagnostic=bounce.diagnostic,
+        occur_time=grpcutil.timestamp(bounce.occurred_at),
     )
 
 

@@ -21,6 +21,13 @@ from services.delivery.sending import Outcome, RunState
 
 
 @dataclass(frozen=True)
+class ClaimedRecipient(Recipient):
+    """A claimed row: what rendering needs, and whether its address had bounced before (its delivery is announced)."""
+
+    bounced_before: bool = False
+
+
+@dataclass(frozen=True)
 class RunView:
     """What a worker checks between messages: the run's state, and which occurrence its content is."""
 
@@ -126,7 +133,7 @@ async def recorded_and_claimed(
     claimant: str,
     outcomes: Sequence[Outcome],
     limit: int,
-) -> list[Recipient]:
+) -> list[ClaimedRecipient]:
     """In one statement: writes the last window's outcomes and claims the next `limit` Pending rows of the batch.
 
     Rows are claimed only while the run is Sending. Rows still Sending under this claimant that are not
@@ -157,13 +164,13 @@ async def recorded_and_claimed(
                     FOR UPDATE SKIP LOCKED))
                   AND (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c) = '{RunState.SENDING}'
                 RETURNING recipient_id, email_address, first_name, last_name, subscriber_id, list_id,
-                          custom_fields, email_id
+                          custom_fields, email_id, bounced_before
             )
             SELECT recipient_id, email_address, first_name, last_name, subscriber_id, list_id, custom_fields,
-                   email_id
+                   email_id, bounced_before
             FROM claimed
             """
         ),
         {"c": campaign_id, "b": batch_id, "g": generation, "w": claimant, "n": limit, **_outcome_arrays(outcomes)},
     )
-    return [Recipient(*row) for row in rows]
+    return [ClaimedRecipient(*row) for row in rows]

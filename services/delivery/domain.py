@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from services.common import bounces
+from services.common.bounces import BounceKind, BounceSource
 from services.common.errors import Violations
 
 # A statistics request names at most this many campaigns (campaigns.get asks for one page at a time).
@@ -78,6 +80,17 @@ class EventCounts:
 
 
 @dataclass(frozen=True)
+class BounceCounts:
+    """Distinct recipients of one campaign per bounce kind, and those who unsubscribed (link or complaint)."""
+
+    hard: int = 0
+    soft: int = 0
+    policy: int = 0
+    complaints: int = 0
+    unsubscriptions: int = 0
+
+
+@dataclass(frozen=True)
 class VariationFigures:
     email_id: int
     total_recipients: int
@@ -119,6 +132,7 @@ class CampaignStatistics:
     variations: list[VariationFigures] = field(default_factory=list)
     domains: list[DomainFigures] = field(default_factory=list)
     split_test: SplitTestStanding | None = None
+    bounces: BounceCounts = field(default_factory=BounceCounts)
 
 
 def campaign_statistics(
@@ -129,6 +143,7 @@ def campaign_statistics(
     variations: Mapping[int, list[VariationFigures]],
     domains: Mapping[int, list[DomainFigures]],
     split_tests: Mapping[int, SplitTestStanding] | None = None,
+    bounce_counts: Mapping[int, BounceCounts] | None = None,
 ) -> list[CampaignStatistics]:
     """One entry per campaign id, in the given order, from the figure groups the store read.
 
@@ -150,6 +165,7 @@ def campaign_statistics(
                 variations=variations.get(campaign_id, []),
                 domains=domains.get(campaign_id, []),
                 split_test=(split_tests or {}).get(campaign_id),
+                bounces=(bounce_counts or {}).get(campaign_id, BounceCounts()),
             )
         )
     return statistics
@@ -211,6 +227,133 @@ def validate_tracking_hits(hits: Sequence[TrackingHit]) -> None:
                 f"{where}.event_key", INVALID_EVENT_KEY, f"event_key: at most {MAX_EVENT_KEY_LENGTH} characters"
             )
     violations.raise_if_any()
+
+
+# --- bounces and complaints (RecordBounces; the classifier is services/common/bounces.py) ---
+
+MAX_BOUNCE_REPORTS = 1000
+MAX_BOUNCE_EVENT_KEY_LENGTH = 200
+# A diagnostic is kept to this many characters: a remote server's reply, not a whole bounce message.
+MAX_DIAGNOSTIC_LENGTH = 1000
+
+TOO_MANY_REPORTS = "TOO_MANY_REPORTS"
+INVALID_BOUNCE_SOURCE = "INVALID_BOUNCE_SOURCE"
+INVALID_KIND_HINT = "INVALID_KIND_HINT"
+INVALID_STATUS_CODE = "INVALID_STATUS_CODE"
+INVALID_REPLY_CODE = "INVALID_REPLY_CODE"
+
+# The hints a reporter may give: an abuse report says COMPLAINT, a provider's bounce type HARD or SOFT.
+# A policy rejection is the classifier's judgement from the codes and text, never a reporter's.
+BOUNCE_HINTS = (BounceKind.COMPLAINT, BounceKind.HARD, BounceKind.SOFT)
+
+
+@dataclass(frozen=True)
+class BounceReport:
+    """One bounce or complaint as a reporter gave it; `kind_hint` and `source` are "" when unspecified."""
+
+    campaign_id: int
+    recipient_id: int
+    kind_hint: str
+    status_code: str
+    reply_code: int
+    diagnostic: str
+    source: str
+    event_key: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class ClassifiedBounce:
+    """A bounce as recorded: classified, with the codes the classifier read and a diagnostic fit to keep."""
+
+    campaign_id: int
+    recipient_id: int
+    kind: BounceKind
+    source: BounceSource
+    status_code: str
+    reply_code: int
+    diagnostic: str
+    event_key: str
+    occurred_at: datetime
+
+
+def validate_bounce_reports(reports: Sequence[BounceReport]) -> None:
+    """Raises one INVALID error naming every bad field of a RecordBounces request."""
+    violations = Violations()
+    if len(reports) > MAX_BOUNCE_REPORTS:
+        violations.add("reports", TOO_MANY_REPORTS, f"at most {MAX_BOUNCE_REPORTS} reports per request")
+        violations.raise_if_any()
+    for index, report in enumerate(reports):
+        where = f"reports[{index}]"
+        if report.campaign_id <= 0:
+            violations.add(f"{where}.campaign_id", INVALID_CAMPAIGN_ID, "campaign_id must be positive")
+        if report.recipient_id <= 0:
+            violations.add(f"{where}.recipient_id", INVALID_RECIPIENT_ID, "recipient_id must be positive")
+        if report.source not in BounceSource.__members__.values():
+            violations.add(f"{where}.source", INVALID_BOUNCE_SOURCE, "source must be specified")
+        if report.kind_hint and report.kind_hint not in BOUNCE_HINTS:
+            violations.add(
+                f"{where}.kind_hint", INVALID_KIND_HINT, "kind_hint is unspecified, COMPLAINT, HARD or SOFT"
+            )
+        if report.status_code and not bounces.is_status_code(report.status_code):
+            violations.add(
+                f"{where}.status_code",
+                INVALID_STATUS_CODE,
+                "status_code is an RFC 3463 enhanced status code such as 5.1.1, or empty",
+            )
+        if report.reply_code != 0 and not 200 <= report.reply_code <= 599:
+            violations.add(f"{where}.reply_code", INVALID_REPLY_CODE, "reply_code is an SMTP reply code, or 0")
+        key = report.event_key
+        if not key or len(key) > MAX_BOUNCE_EVENT_KEY_LENGTH or not key.isprintable():
+            violations.add(
+                f"{where}.event_key",
+                INVALID_EVENT_KEY,
+                f"event_key is required: 1 to {MAX_BOUNCE_EVENT_KEY_LENGTH} printable characters",
+            )
+    violations.raise_if_any()
+
+
+def diagnostic_text(text: str) -> str:
+    """A diagnostic as stored: no NUL (PostgreSQL text holds none), at most MAX_DIAGNOSTIC_LENGTH characters."""
+    return text.replace("\x00", "").strip()[:MAX_DIAGNOSTIC_LENGTH]
+
+
+def classified_bounce(report: BounceReport) -> ClassifiedBounce:
+    """The report judged by the one classifier; a code read from the text is recorded with the bounce."""
+    diagnostic = diagnostic_text(report.diagnostic)
+    hint = BounceKind(report.kind_hint) if report.kind_hint else None
+    verdict = bounces.judge(report.status_code, report.reply_code, diagnostic, hint)
+    return ClassifiedBounce(
+        campaign_id=report.campaign_id,
+        recipient_id=report.recipient_id,
+        kind=verdict.kind,
+        source=BounceSource(report.source),
+        status_code=report.status_code or verdict.status_code,
+        reply_code=report.reply_code or verdict.reply_code,
+        diagnostic=diagnostic,
+        event_key=report.event_key,
+        occurred_at=report.occurred_at,
+    )
+
+
+def distinct_reports(reports: Sequence[BounceReport]) -> list[BounceReport]:
+    """The reports with their event keys made unique: the first report of a key is the one kept."""
+    first: dict[str, BounceReport] = {}
+    for report in reports:
+        first.setdefault(report.event_key, report)
+    return list(first.values())
+
+
+@dataclass(frozen=True)
+class RecordedBounce:
+    """One bounce of a recipient's log."""
+
+    kind: BounceKind
+    source: BounceSource
+    status_code: str
+    reply_code: int
+    diagnostic: str
+    occurred_at: datetime
 
 
 # --- mail capture (the local SMTP capture server and the pages that show what it received) ---

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from google.protobuf import json_format
 from herald.campaign.v1 import campaign_pb2
 from herald.delivery.v1 import delivery_pb2
 
 from services.common import grpcutil
+from services.common.bounces import BounceKind, BounceSource
 from services.delivery import sending
+from services.delivery.bounce_store import QueuedAddress, Recording
 from services.delivery.sending import (
     BatchMessage,
     Finished,
@@ -94,3 +98,64 @@ def finished_key(finished: Finished) -> str:
 
 def batch_message(batch: delivery_pb2.DeliveryBatch) -> BatchMessage:
     return BatchMessage(batch.campaign_id, batch.batch_id, batch.generation)
+
+
+# --- bounces, complaints and deliveries after a bounce ---------------------------------------------------------
+
+BOUNCE_KINDS: dict[BounceKind, delivery_pb2.BounceKind.ValueType] = {
+    BounceKind.HARD: delivery_pb2.BOUNCE_KIND_HARD,
+    BounceKind.SOFT: delivery_pb2.BOUNCE_KIND_SOFT,
+    BounceKind.POLICY: delivery_pb2.BOUNCE_KIND_POLICY,
+    BounceKind.COMPLAINT: delivery_pb2.BOUNCE_KIND_COMPLAINT,
+}
+BOUNCE_SOURCES: dict[BounceSource, delivery_pb2.BounceSource.ValueType] = {
+    BounceSource.SMTP_REPLY: delivery_pb2.BOUNCE_SOURCE_SMTP_REPLY,
+    BounceSource.DSN: delivery_pb2.BOUNCE_SOURCE_DSN,
+    BounceSource.PLAIN_TEXT: delivery_pb2.BOUNCE_SOURCE_PLAIN_TEXT,
+    BounceSource.ARF: delivery_pb2.BOUNCE_SOURCE_ARF,
+    BounceSource.SES: delivery_pb2.BOUNCE_SOURCE_SES,
+    BounceSource.SENDGRID: delivery_pb2.BOUNCE_SOURCE_SENDGRID,
+    BounceSource.POSTMARK: delivery_pb2.BOUNCE_SOURCE_POSTMARK,
+}
+
+
+def bounced_event(recording: Recording) -> delivery_pb2.RecipientBouncedEvent:
+    """delivery.recipient_bounced of a bounce or complaint recorded now."""
+    bounce, recipient = recording.bounce, recording.recipient
+    return delivery_pb2.RecipientBouncedEvent(
+        owner_user_id=recipient.owner_user_id,
+        campaign_id=recipient.campaign_id,
+        recipient_id=recipient.recipient_id,
+        list_id=recipient.list_id,
+        subscriber_id=recipient.subscriber_id,
+        email_address=recipient.email_address,
+        kind=BOUNCE_KINDS[bounce.kind],
+        source=BOUNCE_SOURCES[bounce.source],
+        status_code=bounce.status_code,
+        reply_code=bounce.reply_code,
+        diagnostic=bounce.diagnostic,
+        occur_time=grpcutil.to_timestamp(bounce.occurred_at),
+    )
+
+
+def bounced_key(recording: Recording) -> str:
+    """What makes the event's Nats-Msg-Id: the bounce row (one event per recorded report)."""
+    return f"{recording.recipient.campaign_id}:{recording.recipient.recipient_id}:{recording.bounce_id}"
+
+
+def delivered_event(recipient: QueuedAddress, delivered_at: datetime) -> delivery_pb2.RecipientDeliveredEvent:
+    """delivery.recipient_delivered of a row Sent whose address had bounced before."""
+    return delivery_pb2.RecipientDeliveredEvent(
+        owner_user_id=recipient.owner_user_id,
+        campaign_id=recipient.campaign_id,
+        recipient_id=recipient.recipient_id,
+        list_id=recipient.list_id,
+        subscriber_id=recipient.subscriber_id,
+        email_address=recipient.email_address,
+        deliver_time=grpcutil.to_timestamp(delivered_at),
+    )
+
+
+def delivered_key(recipient: QueuedAddress, generation: int) -> str:
+    """What makes the event's Nats-Msg-Id: the row and the generation that sent it (a row is Sent once)."""
+    return f"{recipient.campaign_id}:{recipient.recipient_id}:{generation}"

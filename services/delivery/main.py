@@ -33,7 +33,7 @@ async def main(settings: Settings) -> None:
         await engine.dispose()
 
     def register(server: grpc.aio.Server) -> list[str]:
-        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(DeliveryService(engine, queue), server)
+        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(DeliveryService(engine, queue, outbox), server)
         return [delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name]
 
     await serve(

@@ -74,6 +74,10 @@ _REFUSALS = frozenset(
 )
 
 
+# Subscribers whose mail bounced: a delivery to them is announced (RecipientDeliveredEvent).
+_BOUNCED = frozenset({audience_pb2.BOUNCE_TYPE_SOFT, audience_pb2.BOUNCE_TYPE_HARD})
+
+
 class _Refused(Exception):
     """A neighbour refused for good (unknown list or email): the occurrence fails with this reason."""
 
@@ -299,6 +303,7 @@ class DeliveryQueue:
                         r.first_name,
                         r.last_name,
                         json.dumps(dict(r.custom_fields)) if r.custom_fields else None,
+                        r.bounce_type in _BOUNCED,
                     )
                     for r in chunk.recipients
                 ]

@@ -181,13 +181,15 @@ async def create_staging(conn: AsyncConnection) -> None:
     await conn.execute(
         sa.text(
             "CREATE TEMPORARY TABLE staged_recipients (subscriber_id bigint NOT NULL, list_id bigint NOT NULL, "
-            "email_address text NOT NULL, first_name text NOT NULL, last_name text NOT NULL, custom_fields jsonb) "
-            "ON COMMIT DROP"
+            "email_address text NOT NULL, first_name text NOT NULL, last_name text NOT NULL, custom_fields jsonb, "
+            "bounced_before boolean NOT NULL DEFAULT false) ON COMMIT DROP"
         )
     )
 
 
-StagedRecipient = tuple[int, int, str, str, str, str | None]
+# (subscriber_id, list_id, email_address, first_name, last_name, custom fields as JSON text, bounced before:
+# the subscriber's bounce type was Soft or Hard when audience streamed it).
+StagedRecipient = tuple[int, int, str, str, str, str | None, bool]
 
 
 async def copy_staged(conn: AsyncConnection, chunks: AsyncIterable[Sequence[StagedRecipient]]) -> None:
@@ -196,8 +198,8 @@ async def copy_staged(conn: AsyncConnection, chunks: AsyncIterable[Sequence[Stag
     driver: Any = raw.driver_connection
     async with driver.cursor() as cursor:
         async with cursor.copy(
-            "COPY staged_recipients (subscriber_id, list_id, email_address, first_name, last_name, custom_fields) "
-            "FROM STDIN"
+            "COPY staged_recipients (subscriber_id, list_id, email_address, first_name, last_name, custom_fields, "
+            "bounced_before) FROM STDIN"
         ) as copy:
             async for chunk in chunks:
                 for row in chunk:
@@ -281,7 +283,7 @@ async def queued_staged_count(
             f"""
             INSERT INTO delivery.recipients (
                 campaign_id, owner_user_id, occurrence, generation, batch_id, subscriber_id, list_id,
-                email_address, domain, first_name, last_name, custom_fields, email_id, status)
+                email_address, domain, first_name, last_name, custom_fields, email_id, status, bounced_before)
             SELECT :c, :o, :occ, :g,
                    CASE WHEN in_test THEN :first + (k - 1) / :size END,
                    subscriber_id, list_id, email_address,
@@ -289,7 +291,8 @@ async def queued_staged_count(
                         THEN lower(substring(btrim(email_address) FROM '[^@]*$')) ELSE '' END,
                    first_name, last_name, custom_fields,
                    CASE WHEN in_test THEN {variation} END,
-                   CASE WHEN in_test THEN '{RecipientStatus.PENDING}' ELSE '{RecipientStatus.HELD}' END
+                   CASE WHEN in_test THEN '{RecipientStatus.PENDING}' ELSE '{RecipientStatus.HELD}' END,
+                   bounced_before
             FROM ({source}) AS positioned
             ORDER BY rn
             """

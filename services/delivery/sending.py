@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
+from services.common.bounces import BounceSource
 from services.common.errors import DomainError, ErrorKind, Violations, not_found, precondition
-from services.delivery.domain import RecipientStatus
+from services.delivery.domain import BounceReport, ClassifiedBounce, RecipientStatus, classified_bounce
 
 
 class RunState(enum.StrEnum):
@@ -257,9 +258,22 @@ def retry_delay(attempt: int, base_seconds: float) -> float:
     return float(min(base_seconds * 2 ** (attempt - 1), 30.0))
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """The remote server's last reply refusing a recipient (at RCPT, DATA or after the content), as received."""
+
+    reply_code: int
+    text: str
+
+
 @dataclass
 class Outcome:
-    """What became of one claimed recipient; status Pending means "not sent, back to the queue"."""
+    """What became of one claimed recipient; status Pending means "not sent, back to the queue".
+
+    `refusal` is set on a Failed outcome whose failure is the address's bounce for the classifier to
+    judge: a 5xx reply, or the last 4xx reply once the attempts ran out. Never for a connection
+    failure, an ambiguous send or an internal error, and never for a refused MAIL FROM (the sender's).
+    """
 
     recipient_id: int
     status: RecipientStatus
@@ -267,6 +281,39 @@ class Outcome:
     error: str = ""
     message_id: str | None = None
     sent_at: datetime | None = None
+    refusal: Refusal | None = None
+
+
+def send_time_bounce(
+    campaign_id: int, recipient_id: int, generation: int, refusal: Refusal, refused_at: datetime
+) -> ClassifiedBounce:
+    """The bounce a send-time refusal records, judged by the one classifier.
+
+    Its event key names the row and the generation that sent it: a row fails at most once per
+    generation, and a handling of the batch that records it again records nothing new.
+    """
+    return classified_bounce(
+        BounceReport(
+            campaign_id=campaign_id,
+            recipient_id=recipient_id,
+            kind_hint="",
+            status_code="",
+            reply_code=refusal.reply_code,
+            diagnostic=refusal.text,
+            source=BounceSource.SMTP_REPLY,
+            event_key=f"smtp:{campaign_id}:{recipient_id}:{generation}",
+            occurred_at=refused_at,
+        )
+    )
+
+
+def announced_outcomes(outcomes: Sequence[Outcome], bounced_before: Collection[int]) -> bool:
+    """Whether a window's outcomes announce something: a refusal to record, or a delivery after a bounce."""
+    return any(
+        (outcome.status == RecipientStatus.FAILED and outcome.refusal is not None)
+        or (outcome.status == RecipientStatus.SENT and outcome.recipient_id in bounced_before)
+        for outcome in outcomes
+    )
 
 
 # --- the queue as operators see it ----------------------------------------------------------------------------

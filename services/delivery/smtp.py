@@ -119,12 +119,29 @@ class SmtpReply:
 
 
 class SmtpSendError(Exception):
-    """A message was not (or not provably) accepted; see the module docstring for the three cases."""
+    """A message was not (or not provably) accepted; see the module docstring for the three cases.
 
-    def __init__(self, description: str, *, reply: SmtpReply | None = None, maybe_delivered: bool = False) -> None:
+    `stage` names the command a reply refused: "MAIL", "RCPT", "DATA" or "content" (the reply to the
+    message itself); "" for a session that could not be opened and for refusals of Herald's own.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        reply: SmtpReply | None = None,
+        maybe_delivered: bool = False,
+        stage: str = "",
+    ) -> None:
         super().__init__(description)
         self.reply = reply
         self.maybe_delivered = maybe_delivered
+        self.stage = stage
+
+    @property
+    def refuses_recipient(self) -> bool:
+        """The server's reply refused this recipient or its message (a bounce), not the sender or the session."""
+        return self.reply is not None and self.stage in ("RCPT", "DATA", "content")
 
     @property
     def permanent(self) -> bool:
@@ -493,7 +510,7 @@ class SmtpConnectionPool:
                     session.close()
                 else:
                     await self._reset(connection)
-                raise SmtpSendError(f"{stage} refused: {reply}", reply=reply)
+                raise SmtpSendError(f"{stage} refused: {reply}", reply=reply, stage=stage)
             stage = "DATA"
             session.send_content(message)
             # From here until the reply the server may have accepted the message.
@@ -513,7 +530,7 @@ class SmtpConnectionPool:
             raise
         if not 200 <= reply.code < 300:
             await self._reset(connection)
-            raise SmtpSendError(f"DATA refused: {reply}", reply=reply)
+            raise SmtpSendError(f"DATA refused: {reply}", reply=reply, stage="content")
         return reply
 
     async def _reset(self, connection: _Connection) -> None:

@@ -54,13 +54,13 @@ from services.common.nats_link import NatsLink
 from services.common.natsutil import Subjects
 from services.common.outbox import Outbox, UnitOfWork
 from services.common.tracking import TrackingLinks
-from services.delivery import claim_store, queue_store, sending, streams
+from services.delivery import bounce_recording, bounce_store, claim_store, queue_store, sending, streams
 from services.delivery import events as delivery_events
 from services.delivery.claim_store import RunView
 from services.delivery.domain import RecipientStatus
 from services.delivery.message import MessageTemplate, Recipient
 from services.delivery.queue import finish_if_done
-from services.delivery.sending import BatchMessage, Outcome, RunState
+from services.delivery.sending import BatchMessage, Outcome, Refusal, RunState
 from services.delivery.smtp import SmtpConnectionPool, SmtpSendError, parse_smtp_url
 from services.delivery.store import SCHEMA
 
@@ -338,11 +338,31 @@ class Worker:
                 log.error("the run has no content to send; batch skipped", occurrence=view.occurrence)
                 return True
             outcomes: list[Outcome] = []
+            # The claimed rows whose address had bounced before: their delivery is announced.
+            bounced_before: frozenset[int] = frozenset()
             while True:
                 if any(outcome.status == RecipientStatus.PENDING for outcome in outcomes):
-                    release = functools.partial(self._release, batch=batch, claimant=claimant, outcomes=outcomes)
+                    release = functools.partial(
+                        self._release,
+                        batch=batch,
+                        claimant=claimant,
+                        outcomes=outcomes,
+                        bounced_before=bounced_before,
+                    )
                     await rows.run_in_unit_of_work(release)
                     return not self._stop.is_set()
+                if sending.announced_outcomes(outcomes, bounced_before):
+                    # Rare: the outcomes and their announcements in one unit of work. A window of plain
+                    # deliveries is written with the next claim below, in one statement, as ever.
+                    record = functools.partial(
+                        self._record_announced,
+                        batch=batch,
+                        claimant=claimant,
+                        outcomes=outcomes,
+                        bounced_before=bounced_before,
+                    )
+                    await rows.run_in_unit_of_work(record)
+                    outcomes = []
                 view = await self._states.get(batch.campaign_id)
                 more = not self._stop.is_set() and view is not None and view.state == RunState.SENDING
                 claimed = await rows.run(
@@ -358,6 +378,7 @@ class Worker:
                 )
                 if not claimed:
                     return not self._stop.is_set()
+                bounced_before = frozenset(row.recipient_id for row in claimed if row.bounced_before)
                 outcomes = list(
                     await asyncio.gather(*(self._send(batch.campaign_id, row, templates) for row in claimed))
                 )
@@ -409,7 +430,16 @@ class Worker:
                     )
                 if exc.permanent or attempts >= self._max_attempts:
                     FAILED_TOTAL.labels("permanent" if exc.permanent else "attempts").inc()
-                    return Outcome(recipient.recipient_id, RecipientStatus.FAILED, attempts, error, message_id)
+                    # The server's refusal of this recipient is a bounce to classify and record.
+                    refusal = Refusal(exc.reply.code, error) if exc.refuses_recipient and exc.reply else None
+                    return Outcome(
+                        recipient.recipient_id,
+                        RecipientStatus.FAILED,
+                        attempts,
+                        error,
+                        message_id,
+                        refusal=refusal,
+                    )
                 RETRIES_TOTAL.inc()
                 last_error = error
                 await natsutil.sleep_unless_stopped(
@@ -431,8 +461,25 @@ class Worker:
             self._campaign_rates[campaign_id] = pacer
         return pacer
 
+    async def _record_announced(
+        self,
+        work: UnitOfWork,
+        batch: BatchMessage,
+        claimant: str,
+        outcomes: Sequence[Outcome],
+        bounced_before: frozenset[int],
+    ) -> None:
+        """Writes a window's outcomes with the bounces its refusals record and the deliveries after a bounce."""
+        await claim_store.record_outcomes(work.conn, batch.campaign_id, claimant, outcomes)
+        await _announce(work, batch, outcomes, bounced_before)
+
     async def _release(
-        self, work: UnitOfWork, batch: BatchMessage, claimant: str, outcomes: Sequence[Outcome]
+        self,
+        work: UnitOfWork,
+        batch: BatchMessage,
+        claimant: str,
+        outcomes: Sequence[Outcome],
+        bounced_before: frozenset[int] = frozenset(),
     ) -> None:
         """Writes a window whose unsent rows go back to the queue, under the run's lock, so that a cancel or a
         resume that happened meanwhile is seen: they are Dropped after a cancel, and published again at once
@@ -445,9 +492,41 @@ class Worker:
                 if outcome.status == RecipientStatus.PENDING:
                     outcome.status, outcome.error = RecipientStatus.DROPPED, "campaign cancelled"
         await claim_store.record_outcomes(conn, batch.campaign_id, claimant, outcomes)
+        if sending.announced_outcomes(outcomes, bounced_before):
+            await _announce(work, batch, outcomes, bounced_before)
         if state == RunState.SENDING and not self._stop.is_set():
             generation = await queue_store.next_generation(conn, batch.campaign_id)
             await queue_store.republished_batch_count(work, batch.campaign_id, generation, batch_id=batch.batch_id)
+
+
+async def _announce(
+    work: UnitOfWork, batch: BatchMessage, outcomes: Sequence[Outcome], bounced_before: frozenset[int]
+) -> None:
+    """Records the window's refusals as bounces and announces them, and the rows Sent whose address had bounced.
+
+    Runs after the outcomes were written in the same unit of work: only what was recorded is announced
+    (a row another handling has settled meanwhile is not), and a handling that comes again after a crash
+    records no bounce twice (the event key names the row and generation).
+    """
+    now = datetime.now(UTC)
+    refused = [
+        sending.send_time_bounce(batch.campaign_id, o.recipient_id, batch.generation, o.refusal, now)
+        for o in outcomes
+        if o.status == RecipientStatus.FAILED and o.refusal is not None
+    ]
+    if refused:
+        recordings = await bounce_store.recorded_bounces(work.conn, refused, owner=None)
+        bounce_recording.announce_bounces(work, recordings)
+    sent_at = {
+        o.recipient_id: o.sent_at or now
+        for o in outcomes
+        if o.status == RecipientStatus.SENT and o.recipient_id in bounced_before
+    }
+    if sent_at:
+        delivered = await bounce_store.delivered_after_bounce(work.conn, batch.campaign_id, list(sent_at))
+        bounce_recording.announce_deliveries(
+            work, [(row, sent_at[row.recipient_id]) for row in delivered], batch.generation
+        )
 
 
 class RowSession:

@@ -3,7 +3,7 @@ UPDATE … FROM unnest, counts kept by triggers, completion, retries, split test
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,13 +32,20 @@ async def _queue(
     batch_size: int = 100,
     variations: Sequence[Variation] = (),
     test_group: int | None = None,
+    bounced: Collection[int] = (),
 ) -> int:
-    """Queues (subscriber id, address) pairs as the send pipeline does: staging, COPY, one INSERT … SELECT."""
+    """Queues (subscriber id, address) pairs as the send pipeline does: staging, COPY, one INSERT … SELECT.
+
+    `bounced` names the subscribers whose bounce type audience streamed as Soft or Hard.
+    """
     await queue_store.ensured_run_for_update(conn, campaign_id, owner, RunState.SENDING)
     await queue_store.create_staging(conn)
 
     async def chunks() -> AsyncIterator[list[queue_store.StagedRecipient]]:
-        yield [(subscriber_id, 1, address, "First", "Last", None) for subscriber_id, address in addresses]
+        yield [
+            (subscriber_id, 1, address, "First", "Last", None, subscriber_id in bounced)
+            for subscriber_id, address in addresses
+        ]
 
     await queue_store.copy_staged(conn, chunks())
     count = await queue_store.queued_staged_count(

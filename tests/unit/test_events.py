@@ -56,6 +56,34 @@ VALID: list[tuple[EventType[Any], Message]] = [
         ),
     ),
     (events.DELIVERY_BATCH, delivery_pb2.DeliveryBatch(campaign_id=7, batch_id=2, generation=1)),
+    (
+        events.RECIPIENT_BOUNCED,
+        delivery_pb2.RecipientBouncedEvent(
+            owner_user_id=3,
+            campaign_id=7,
+            recipient_id=11,
+            list_id=5,
+            subscriber_id=42,
+            email_address="ann@example.com",
+            kind=delivery_pb2.BOUNCE_KIND_HARD,
+            source=delivery_pb2.BOUNCE_SOURCE_SMTP_REPLY,
+            status_code="5.1.1",
+            reply_code=550,
+            diagnostic="550 5.1.1 user unknown",
+            occur_time={"seconds": 1_780_000_000},
+        ),
+    ),
+    (
+        events.RECIPIENT_DELIVERED,
+        delivery_pb2.RecipientDeliveredEvent(
+            owner_user_id=3,
+            campaign_id=7,
+            recipient_id=11,
+            subscriber_id=42,
+            email_address="ann@example.com",
+            deliver_time={"seconds": 1_780_000_000},
+        ),
+    ),
 ]
 IDS = [event.subject for event, _ in VALID]
 
@@ -91,6 +119,8 @@ def test_every_message_type_names_its_own_subject_in_the_protos() -> None:
         "events.campaign.send_requested",
         "events.delivery.campaign_finished",
         "delivery.batches",
+        "events.delivery.recipient_bounced",
+        "events.delivery.recipient_delivered",
     ]
     assert Subjects("herald").event(events.CAMPAIGN_DELETED) == "herald.events.campaign.deleted"
     assert Subjects("t1").event(events.DELIVERY_BATCH) == "t1.delivery.batches"
@@ -181,6 +211,18 @@ BROKEN: list[tuple[EventType[Any], dict[str, Any]]] = [
     (events.CAMPAIGN_FINISHED, {"occurrence": 0}),
     (events.DELIVERY_BATCH, {"generation": 0}),
     (events.DELIVERY_BATCH, {"batch_id": "1.5"}),
+    (events.RECIPIENT_BOUNCED, {"kind": "BOUNCE_KIND_UNSPECIFIED"}),
+    (events.RECIPIENT_BOUNCED, {"kind": "hard"}),
+    (events.RECIPIENT_BOUNCED, {"source": "BOUNCE_SOURCE_UNSPECIFIED"}),
+    (events.RECIPIENT_BOUNCED, {"subscriber_id": 0}),
+    (events.RECIPIENT_BOUNCED, {"list_id": -1}),
+    (events.RECIPIENT_BOUNCED, {"email_address": ""}),
+    (events.RECIPIENT_BOUNCED, {"reply_code": 700}),
+    (events.RECIPIENT_BOUNCED, {"occur_time": None}),
+    (events.RECIPIENT_BOUNCED, {"recipient_id": True}),
+    (events.RECIPIENT_DELIVERED, {"owner_user_id": 0}),
+    (events.RECIPIENT_DELIVERED, {"deliver_time": None}),
+    (events.RECIPIENT_DELIVERED, {"email_address": None}),
 ]
 
 

@@ -1402,11 +1402,16 @@ class Recipient(_message.Message):
     FIRST_NAME_FIELD_NUMBER: _builtins.int
     LAST_NAME_FIELD_NUMBER: _builtins.int
     CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
+    BOUNCE_TYPE_FIELD_NUMBER: _builtins.int
     subscriber_id: _builtins.int
     list_id: _builtins.int
     email_address: _builtins.str
     first_name: _builtins.str
     last_name: _builtins.str
+    bounce_type: Global___BounceType.ValueType
+    """The subscriber's bounce state when streamed: delivery announces a later delivery to a Soft or Hard
+    address (herald.delivery.v1.RecipientDeliveredEvent), which clears it.
+    """
     @_builtins.property
     def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -1418,10 +1423,11 @@ class Recipient(_message.Message):
         first_name: _builtins.str = ...,
         last_name: _builtins.str = ...,
         custom_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        bounce_type: Global___BounceType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_fields", b"custom_fields", "email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounce_type", b"bounce_type", "custom_fields", b"custom_fields", "email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "subscriber_id", b"subscriber_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,85 @@
+"""Recording bounces and complaints, and announcing them: RecordBounces' reports and the workers' send-time refusals.
+
+Every bounce is classified by services/common/bounces.py, recorded once per event key, and announced
+to the audience service with delivery.recipient_bounced in the same transaction (the outbox's unit of
+work), so a bounce is announced exactly when it was recorded. A row Sent whose address had bounced
+before is announced with delivery.recipient_delivered, in the transaction that records the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from prometheus_client import Counter
+
+from services.common import events
+from services.common.outbox import Outbox, UnitOfWork
+from services.delivery import bounce_store, domain
+from services.delivery import events as delivery_events
+from services.delivery.bounce_store import QueuedAddress, Recording
+
+log = structlog.get_logger()
+
+BOUNCES_TOTAL = Counter(
+    "herald_delivery_bounces_total", "Bounces and complaints recorded (each event key once)", ["kind", "source"]
+)
+DELIVERED_AFTER_BOUNCE_TOTAL = Counter(
+    "herald_delivery_delivered_after_bounce_total", "Recipients sent to whose address had bounced before"
+)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What a RecordBounces request did: reports recorded now, seen before (by event key), naming no queue row."""
+
+    recorded: int
+    duplicates: int
+    unknown: int
+
+
+async def record(outbox: Outbox, reports: Sequence[domain.BounceReport], owner: int | None) -> Tally:
+    """Classifies and records validated reports in one unit of work, announcing each recorded one."""
+    distinct = domain.distinct_reports(reports)
+    classified = [domain.classified_bounce(report) for report in distinct]
+    async with outbox.unit_of_work() as work:
+        recordings = await bounce_store.recorded_bounces(work.conn, classified, owner)
+        announce_bounces(work, recordings)
+    recorded = sum(1 for recording in recordings if recording.bounce_id is not None)
+    tally = Tally(
+        recorded=recorded,
+        duplicates=len(recordings) - recorded + len(reports) - len(distinct),
+        unknown=len(distinct) - len(recordings),
+    )
+    log.info(
+        "bounce reports recorded", recorded=tally.recorded, duplicates=tally.duplicates, unknown=tally.unknown
+    )
+    return tally
+
+
+def announce_bounces(work: UnitOfWork, recordings: Sequence[Recording]) -> None:
+    """Publishes delivery.recipient_bounced for each bounce recorded now (not for a repeated event key)."""
+    for recording in recordings:
+        if recording.bounce_id is None:
+            continue
+        work.publish(
+            events.RECIPIENT_BOUNCED,
+            delivery_events.bounced_event(recording),
+            key=delivery_events.bounced_key(recording),
+        )
+        BOUNCES_TOTAL.labels(recording.bounce.kind, recording.bounce.source).inc()
+
+
+def announce_deliveries(
+    work: UnitOfWork, deliveries: Sequence[tuple[QueuedAddress, datetime]], generation: int
+) -> None:
+    """Publishes delivery.recipient_delivered for each (row, send time) Sent whose address had bounced before."""
+    for recipient, delivered_at in deliveries:
+        work.publish(
+            events.RECIPIENT_DELIVERED,
+            delivery_events.delivered_event(recipient, delivered_at),
+            key=delivery_events.delivered_key(recipient, generation),
+        )
+    DELIVERED_AFTER_BOUNCE_TOTAL.inc(len(deliveries))
