@@ -2,8 +2,8 @@
 
 Recording is one statement: the reports are joined to their queue rows (which name the owner, list,
 subscriber and address the announcement needs), inserted unless their event key was recorded before,
-and a hard or soft bounce marks its row `bounced_before`, so that a later delivery of the row (after
-admin.campaign.retryfailed) is announced. The classifier has judged every report before.
+and a hard or soft bounce marks its row `bounced_before` unless the row is Sent, so that a later
+delivery of the row (after admin.campaign.retryfailed re-queued it) is announced. The classifier has judged every report before.
 """
 
 from __future__ import annotations
@@ -95,6 +95,9 @@ _RECORD = f"""
         FROM (SELECT DISTINCT campaign_id, recipient_id FROM inserted
               WHERE kind IN {_BOUNCE_KINDS_THAT_FLAG}) AS i
         WHERE q.campaign_id = i.campaign_id AND q.recipient_id = i.recipient_id AND NOT q.bounced_before
+          -- A Sent row is never sent again; leaving it alone also keeps the counts' triggers from
+          -- recounting the campaign's send times (migration 0005).
+          AND q.status <> '{RecipientStatus.SENT}'
     )
     SELECT i.bounce_id, k.event_key, k.owner_user_id, k.list_id, k.subscriber_id, k.email_address
     FROM known AS k LEFT JOIN inserted AS i ON i.event_key = k.event_key

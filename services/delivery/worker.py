@@ -504,9 +504,9 @@ async def _announce(
 ) -> None:
     """Records the window's refusals as bounces and announces them, and the rows Sent whose address had bounced.
 
-    Runs after the outcomes were written in the same unit of work: only what was recorded is announced
-    (a row another handling has settled meanwhile is not), and a handling that comes again after a crash
-    records no bounce twice (the event key names the row and generation).
+    Runs after the outcomes were written in the same unit of work: a delivery is announced only for a row
+    that is now Sent, and a handling that comes again after a crash records no bounce twice (the event
+    key names the row and generation).
     """
     now = datetime.now(UTC)
     refused = [

@@ -1,5 +1,5 @@
 """The delivery stores' SQL on a real PostgreSQL: queueing with COPY, claims with SKIP LOCKED, outcomes with
-UPDATE … FROM unnest, counts kept by triggers, completion, retries, split tests, and owner scoping."""
+UPDATE … FROM unnest, counts kept by triggers, completion, retries, split tests, bounces, and owner scoping."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.common.bounces import BounceKind, BounceSource
 from services.common.natsutil import Subjects
 from services.common.outbox import UnitOfWork
-from services.delivery import claim_store, queue_store, sending, store
-from services.delivery.domain import RecipientStatus
-from services.delivery.sending import Outcome, QueuePage, RunState, Variation
+from services.delivery import bounce_store, claim_store, domain, queue_store, sending, store
+from services.delivery.domain import BounceCounts, ClassifiedBounce, RecipientStatus, TrackingHit
+from services.delivery.sending import Outcome, QueuePage, Refusal, RunState, Variation
 from tests.store.conftest import new_id
 
 SERVICES = ("delivery",)
@@ -358,3 +359,147 @@ async def test_queue_rows_and_counts_are_shown_to_their_owner_and_an_admin_only(
     assert await _counts(conn, campaign, None) == (3, 0, 0)
     assert await store.run_totals(conn, [campaign], other) == {}
     assert await store.run_totals(conn, [campaign], owner) == {campaign: 3}
+
+
+# --- bounces and complaints ------------------------------------------------------------------------------------------
+
+
+def _bounce(
+    campaign: int, recipient: int, key: str, kind: BounceKind = BounceKind.HARD, *, at: datetime = T0
+) -> ClassifiedBounce:
+    return ClassifiedBounce(
+        campaign_id=campaign,
+        recipient_id=recipient,
+        kind=kind,
+        source=BounceSource.DSN,
+        status_code="5.1.1" if kind == BounceKind.HARD else "",
+        reply_code=550,
+        diagnostic=f"{kind} bounce",
+        event_key=key,
+        occurred_at=at,
+    )
+
+
+async def _bounced_before(conn: AsyncConnection, campaign_id: int) -> dict[int, bool]:
+    result = await conn.execute(
+        sa.text("SELECT recipient_id, bounced_before FROM delivery.recipients WHERE campaign_id = :c"),
+        {"c": campaign_id},
+    )
+    return {row.recipient_id: row.bounced_before for row in result}
+
+
+async def test_a_bounce_is_recorded_once_per_event_key_with_whom_it_is_about(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(3))
+    first, second, third = (r.recipient_id for r in await _rows(conn, campaign))
+    key = f"dsn:{campaign}:1"
+
+    recorded = await bounce_store.recorded_bounces(conn, [_bounce(campaign, first, key)], None)
+    assert len(recorded) == 1 and recorded[0].bounce_id is not None
+    assert recorded[0].recipient == bounce_store.QueuedAddress(campaign, first, owner, 1, 1, "r1@example.com")
+    # The same key again (even naming another recipient) is recognised, not recorded; a row that does not
+    # exist is left out.
+    again = await bounce_store.recorded_bounces(
+        conn, [_bounce(campaign, second, key), _bounce(campaign, 999_999_999, f"dsn:{campaign}:2")], None
+    )
+    assert [(r.recipient.recipient_id, r.bounce_id) for r in again] == [(second, None)]
+    # Another owner's rows are unknown to a non-admin reporter.
+    assert (
+        await bounce_store.recorded_bounces(conn, [_bounce(campaign, third, f"dsn:{campaign}:3")], new_id()) == []
+    )
+    count = await conn.execute(
+        sa.text("SELECT count(*) FROM delivery.bounces WHERE campaign_id = :c"), {"c": campaign}
+    )
+    assert count.scalar_one() == 1
+
+
+async def test_hard_and_soft_bounces_mark_the_row_policy_and_complaints_do_not(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(4))
+    ids = [r.recipient_id for r in await _rows(conn, campaign)]
+    kinds = [BounceKind.HARD, BounceKind.SOFT, BounceKind.POLICY, BounceKind.COMPLAINT]
+    await bounce_store.recorded_bounces(
+        conn, [_bounce(campaign, i, f"k{campaign}:{i}", kind) for i, kind in zip(ids, kinds, strict=True)], None
+    )
+    assert await _bounced_before(conn, campaign) == dict(zip(ids, [True, True, False, False], strict=True))
+    # Marking a row changes none of the campaign's counts.
+    assert await _counts(conn, campaign, owner) == (4, 0, 0)
+
+
+async def test_bounce_counts_are_distinct_recipients_per_kind_and_unsubscriptions_join_link_and_complaint(
+    conn: AsyncConnection,
+) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(5))
+    a, b, c, d, e = (r.recipient_id for r in await _rows(conn, campaign))
+    reports = [
+        _bounce(campaign, a, f"{campaign}:1", BounceKind.HARD),
+        _bounce(campaign, a, f"{campaign}:2", BounceKind.HARD),
+        _bounce(campaign, a, f"{campaign}:3", BounceKind.SOFT),
+        _bounce(campaign, b, f"{campaign}:4", BounceKind.SOFT),
+        _bounce(campaign, c, f"{campaign}:5", BounceKind.POLICY),
+        _bounce(campaign, d, f"{campaign}:6", BounceKind.COMPLAINT),
+    ]
+    await bounce_store.recorded_bounces(conn, reports, None)
+    hits = [
+        TrackingHit(campaign, recipient, domain.UNSUBSCRIBE, "", T0, f"u{campaign}:{recipient}")
+        for recipient in (d, e)
+    ]
+    await store.insert_tracking_events(conn, hits, None)
+
+    counts = await bounce_store.bounce_counts(conn, [campaign, new_id()], owner)
+    assert counts == {campaign: BounceCounts(hard=1, soft=2, policy=1, complaints=1, unsubscriptions=2)}
+    assert await bounce_store.bounce_counts(conn, [campaign], new_id()) == {}
+
+
+async def test_a_recipients_log_lists_its_bounces_oldest_first(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(2))
+    first, second = (r.recipient_id for r in await _rows(conn, campaign))
+    later = datetime(2025, 6, 2, tzinfo=UTC)
+    await bounce_store.recorded_bounces(
+        conn,
+        [
+            _bounce(campaign, first, f"{campaign}:late", BounceKind.SOFT, at=later),
+            _bounce(campaign, first, f"{campaign}:early", BounceKind.HARD),
+        ],
+        None,
+    )
+    logs = await bounce_store.bounce_logs(conn, campaign, [first, second], owner)
+    assert [(b.kind, b.occurred_at) for b in logs[first]] == [(BounceKind.HARD, T0), (BounceKind.SOFT, later)]
+    assert second not in logs
+    assert await bounce_store.bounce_logs(conn, campaign, [first], new_id()) == {}
+
+
+async def test_a_row_whose_address_had_bounced_is_claimed_as_such_and_its_delivery_found(
+    conn: AsyncConnection,
+) -> None:
+    campaign, owner = new_id(), new_id()
+    # Subscriber 2 was streamed by audience with a Soft or Hard bounce type.
+    await _queue(conn, campaign, owner, _addresses(3), bounced={2})
+    claimed = await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", [], 10)
+    assert [r.bounced_before for r in claimed] == [False, True, False]
+
+    outcomes = [Outcome(r.recipient_id, RecipientStatus.SENT, 1, "", None, T0) for r in claimed[:2]]
+    outcomes.append(Outcome(claimed[2].recipient_id, RecipientStatus.FAILED, 1, "550 no"))
+    await claim_store.record_outcomes(conn, campaign, "w#1", outcomes)
+    found = await bounce_store.delivered_after_bounce(conn, campaign, [r.recipient_id for r in claimed])
+    assert [(r.recipient_id, r.subscriber_id, r.email_address) for r in found] == [
+        (claimed[1].recipient_id, 2, "r2@example.com")
+    ]
+
+
+async def test_a_bounced_row_retried_by_an_admin_is_claimed_as_bounced_before(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(1))
+    [row] = await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", [], 10)
+    await claim_store.record_outcomes(
+        conn, campaign, "w#1", [Outcome(row.recipient_id, RecipientStatus.FAILED, 1, "550 5.1.1 unknown")]
+    )
+    bounce = sending.send_time_bounce(campaign, row.recipient_id, 1, Refusal(550, "550 5.1.1 unknown"), T0)
+    [recording] = await bounce_store.recorded_bounces(conn, [bounce], None)
+    assert recording.bounce.event_key == f"smtp:{campaign}:{row.recipient_id}:1" and recording.bounce_id
+
+    assert await queue_store.requeued_failed_count(conn, campaign, 2, 2, 10) == 1
+    [again] = await claim_store.recorded_and_claimed(conn, campaign, 2, 2, "w#2", [], 10)
+    assert again.recipient_id == row.recipient_id and again.bounced_before

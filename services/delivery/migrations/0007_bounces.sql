@@ -31,7 +31,7 @@ CREATE INDEX bounces_campaign_kind_idx ON bounces (campaign_id, kind, recipient_
 CREATE INDEX bounces_recipient_idx ON bounces (campaign_id, recipient_id, occurred_at);
 
 -- The row's address had bounced (hard or soft) before it was sent: audience said so when the occurrence
--- was queued, or a bounce was recorded for the row itself (admin.campaign.retryfailed then sends it
--- again). When such a row is Sent, delivery announces it (RecipientDeliveredEvent) and audience clears
+-- was queued, or a bounce was recorded for the row while it was not Sent (a Failed row, which
+-- admin.campaign.retryfailed may send again). When such a row is Sent, delivery announces it (RecipientDeliveredEvent) and audience clears
 -- the bounce state. A constant default: adding it rewrites nothing.
 ALTER TABLE recipients ADD COLUMN bounced_before boolean NOT NULL DEFAULT false;
