@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 from prometheus_client import Counter
 
 from services.common import events
 from services.common.outbox import Outbox, UnitOfWork
-from services.delivery import bounce_store, domain
+from services.delivery import bounce_store, domain, sending
 from services.delivery import events as delivery_events
 from services.delivery.bounce_store import QueuedAddress, Recording
+from services.delivery.domain import RecipientStatus
+from services.delivery.sending import BatchMessage, Outcome
 
 log = structlog.get_logger()
 
@@ -83,3 +85,32 @@ def announce_deliveries(
             key=delivery_events.delivered_key(recipient, generation),
         )
     DELIVERED_AFTER_BOUNCE_TOTAL.inc(len(deliveries))
+
+
+async def announce_window(
+    work: UnitOfWork, batch: BatchMessage, outcomes: Sequence[Outcome], bounced_before: frozenset[int]
+) -> None:
+    """Records a worker's window of refusals as bounces and announces them, and the rows Sent whose address had
+    bounced (see sending.announced_outcomes).
+
+    Runs after the window's outcomes were written in the same unit of work: a delivery is announced only for a row
+    that is now Sent, and a handling that comes again after a crash records no bounce twice (the event
+    key names the row and generation).
+    """
+    now = datetime.now(UTC)
+    refused = [
+        sending.send_time_bounce(batch.campaign_id, o.recipient_id, batch.generation, o.refusal, now)
+        for o in outcomes
+        if o.status == RecipientStatus.FAILED and o.refusal is not None
+    ]
+    if refused:
+        recordings = await bounce_store.recorded_bounces(work.conn, refused, owner=None)
+        announce_bounces(work, recordings)
+    sent_at = {
+        o.recipient_id: o.sent_at or now
+        for o in outcomes
+        if o.status == RecipientStatus.SENT and o.recipient_id in bounced_before
+    }
+    if sent_at:
+        delivered = await bounce_store.delivered_after_bounce(work.conn, batch.campaign_id, list(sent_at))
+        announce_deliveries(work, [(row, sent_at[row.recipient_id]) for row in delivered], batch.generation)

@@ -19,7 +19,9 @@ Per batch message `{campaign_id, batch_id, generation}`:
 
 SMTP outcomes: 2xx Sent; 5xx Failed with the reply; 4xx and connection errors retried with backoff up to
 HERALD_DELIVERY_MAX_ATTEMPTS, then Failed; a connection lost after the content went out is Failed as
-ambiguous (the server may have accepted it).
+ambiguous (the server may have accepted it). A reply that refused the recipient (a 5xx, or the last 4xx)
+is classified and recorded as a bounce, and a recipient Sent whose address had bounced before is
+announced, in the transaction of the window's outcomes (services/delivery/bounce_recording.py).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from services.common.nats_link import NatsLink
 from services.common.natsutil import Subjects
 from services.common.outbox import Outbox, UnitOfWork
 from services.common.tracking import TrackingLinks
-from services.delivery import bounce_recording, bounce_store, claim_store, queue_store, sending, streams
+from services.delivery import bounce_recording, claim_store, queue_store, sending, streams
 from services.delivery import events as delivery_events
 from services.delivery.claim_store import RunView
 from services.delivery.domain import RecipientStatus
@@ -471,7 +473,7 @@ class Worker:
     ) -> None:
         """Writes a window's outcomes with the bounces its refusals record and the deliveries after a bounce."""
         await claim_store.record_outcomes(work.conn, batch.campaign_id, claimant, outcomes)
-        await _announce(work, batch, outcomes, bounced_before)
+        await bounce_recording.announce_window(work, batch, outcomes, bounced_before)
 
     async def _release(
         self,
@@ -479,7 +481,7 @@ class Worker:
         batch: BatchMessage,
         claimant: str,
         outcomes: Sequence[Outcome],
-        bounced_before: frozenset[int] = frozenset(),
+        bounced_before: frozenset[int],
     ) -> None:
         """Writes a window whose unsent rows go back to the queue, under the run's lock, so that a cancel or a
         resume that happened meanwhile is seen: they are Dropped after a cancel, and published again at once
@@ -493,40 +495,10 @@ class Worker:
                     outcome.status, outcome.error = RecipientStatus.DROPPED, "campaign cancelled"
         await claim_store.record_outcomes(conn, batch.campaign_id, claimant, outcomes)
         if sending.announced_outcomes(outcomes, bounced_before):
-            await _announce(work, batch, outcomes, bounced_before)
+            await bounce_recording.announce_window(work, batch, outcomes, bounced_before)
         if state == RunState.SENDING and not self._stop.is_set():
             generation = await queue_store.next_generation(conn, batch.campaign_id)
             await queue_store.republished_batch_count(work, batch.campaign_id, generation, batch_id=batch.batch_id)
-
-
-async def _announce(
-    work: UnitOfWork, batch: BatchMessage, outcomes: Sequence[Outcome], bounced_before: frozenset[int]
-) -> None:
-    """Records the window's refusals as bounces and announces them, and the rows Sent whose address had bounced.
-
-    Runs after the outcomes were written in the same unit of work: a delivery is announced only for a row
-    that is now Sent, and a handling that comes again after a crash records no bounce twice (the event
-    key names the row and generation).
-    """
-    now = datetime.now(UTC)
-    refused = [
-        sending.send_time_bounce(batch.campaign_id, o.recipient_id, batch.generation, o.refusal, now)
-        for o in outcomes
-        if o.status == RecipientStatus.FAILED and o.refusal is not None
-    ]
-    if refused:
-        recordings = await bounce_store.recorded_bounces(work.conn, refused, owner=None)
-        bounce_recording.announce_bounces(work, recordings)
-    sent_at = {
-        o.recipient_id: o.sent_at or now
-        for o in outcomes
-        if o.status == RecipientStatus.SENT and o.recipient_id in bounced_before
-    }
-    if sent_at:
-        delivered = await bounce_store.delivered_after_bounce(work.conn, batch.campaign_id, list(sent_at))
-        bounce_recording.announce_deliveries(
-            work, [(row, sent_at[row.recipient_id]) for row in delivered], batch.generation
-        )
 
 
 class RowSession:

@@ -45,6 +45,15 @@ class Behaviour:
         # aiosmtpd reads commands one line at a time, so it serves a pipelining client correctly.
         return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address.startswith("refused"):
+            return "553 5.1.8 Sender address rejected: Domain not found"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -68,6 +77,8 @@ class Behaviour:
             assert server.transport is not None
             server.transport.abort()
             return "250 OK"
+        if any(address.startswith("spam") for address in envelope.rcpt_tos):
+            return "554 5.7.1 Message rejected as spam"
         self.accepted.extend(envelope.rcpt_tos)
         return "250 2.0.0 Queued"
 
@@ -107,6 +118,25 @@ async def test_a_5xx_is_permanent_and_the_session_stays_usable(server: tuple[Beh
     assert reply.code == 250
     assert behaviour.accepted == ["ok@example.com"]
     assert behaviour.sessions == 1
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient", "stage", "bounce"),
+    [
+        ("a@example.com", "reject@example.com", "RCPT", True),
+        ("a@example.com", "spam@example.com", "content", True),
+        # A refused MAIL FROM is the sender's problem, not the recipient's bounce.
+        ("refused@example.com", "ok@example.com", "MAIL", False),
+    ],
+)
+async def test_a_refusal_names_the_command_it_answered(
+    server: tuple[Behaviour, int], sender: str, recipient: str, stage: str, bounce: bool
+) -> None:
+    _, port = server
+    async with pool_for(port, size=1) as pool:
+        with pytest.raises(SmtpSendError) as caught:
+            await pool.send(sender, recipient, MESSAGE)
+    assert (caught.value.stage, caught.value.refuses_recipient) == (stage, bounce)
 
 
 async def test_a_4xx_is_transient(server: tuple[Behaviour, int]) -> None:
@@ -181,7 +211,7 @@ async def test_a_refused_connection_is_transient_and_certainly_not_delivered() -
     async with pool_for(port, timeout=2.0) as pool:
         with pytest.raises(SmtpSendError) as caught:
             await pool.send("a@example.com", "b@example.com", MESSAGE)
-    assert caught.value.reply is None
+    assert caught.value.reply is None and not caught.value.refuses_recipient
     assert not caught.value.maybe_delivered and not caught.value.permanent
 
 
