@@ -188,6 +188,28 @@ def _finished_problems(event: delivery_pb2.CampaignFinishedEvent) -> list[str]:
     return problems
 
 
+_BOUNCE_KINDS = frozenset(delivery_pb2.BounceKind.values()) - {delivery_pb2.BOUNCE_KIND_UNSPECIFIED}
+
+
+def _recipient_problems(
+    event: delivery_pb2.RecipientBouncedEvent | delivery_pb2.RecipientDeliveredEvent,
+) -> list[str]:
+    problems = _positive(event, "owner_user_id", "campaign_id", "recipient_id")
+    problems += [
+        f"{name} must not be negative" for name in ("list_id", "subscriber_id") if getattr(event, name) < 0
+    ]
+    if not event.email_address.strip():
+        problems.append("email_address is required")
+    return problems
+
+
+def _bounced_problems(event: delivery_pb2.RecipientBouncedEvent) -> list[str]:
+    problems = _recipient_problems(event)
+    if event.kind not in _BOUNCE_KINDS:
+        problems.append("kind must be a bounce kind")
+    return problems
+
+
 def _batch_problems(batch: delivery_pb2.DeliveryBatch) -> list[str]:
     return _positive(batch, "campaign_id", "batch_id", "generation")
 
@@ -197,6 +219,8 @@ CAMPAIGN_DELETED = EventType(campaign_pb2.CampaignDeletedEvent, _deleted_problem
 CAMPAIGN_SEND_REQUESTED = EventType(campaign_pb2.CampaignSendRequestedEvent, _send_requested_problems, signed=True)
 CAMPAIGN_FINISHED = EventType(delivery_pb2.CampaignFinishedEvent, _finished_problems)
 DELIVERY_BATCH = EventType(delivery_pb2.DeliveryBatch, _batch_problems)
+RECIPIENT_BOUNCED = EventType(delivery_pb2.RecipientBouncedEvent, _bounced_problems)
+RECIPIENT_DELIVERED = EventType(delivery_pb2.RecipientDeliveredEvent, _recipient_problems)
 
 
 def signer_of(event: EventType[M], settings: Settings) -> EventSigner:
