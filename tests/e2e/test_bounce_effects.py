@@ -86,6 +86,11 @@ class Audience:
         self.list_id = self.list_id or list_id
         return list_id
 
+    def subscriber_id(self, list_id: int, address: str) -> int:
+        """The id delivery's recipient row would carry: the subscription on that list, else one of the address's."""
+        same = [i for (_, a), i in self.ids.items() if a == address.lower()]
+        return self.ids.get((list_id, address)) or (same[0] if same else next(_ids))
+
     async def publish(self, event: EventType[Any], message: Any) -> None:
         await self.bus.jetstream().publish(self.subjects.event(event), event.encode(message))
 
@@ -103,7 +108,7 @@ class Audience:
             campaign_id=campaign_id or next(_ids),
             recipient_id=next(_ids),
             list_id=list_id,
-            subscriber_id=self.ids.get((list_id, address), 0),
+            subscriber_id=self.subscriber_id(list_id, address),
             email_address=address,
             kind=kind,
             source=delivery_pb2.BOUNCE_SOURCE_DSN,
@@ -121,7 +126,7 @@ class Audience:
             campaign_id=next(_ids),
             recipient_id=next(_ids),
             list_id=self.list_id,
-            subscriber_id=self.ids.get((self.list_id, address), 0),
+            subscriber_id=self.subscriber_id(self.list_id, address),
             email_address=address,
             deliver_time=now(),
         )
@@ -142,7 +147,7 @@ class Audience:
             found = await self.subscriber(address, list_id)
             return found if all(found[k] == v for k, v in expected.items()) else None
 
-        found = await eventually(check, within=WITHIN, interval=0.2)
+        found = await eventually(check, within=WITHIN, interval=0.5)
         assert found is not None, (address, expected, await self.subscriber(address, list_id))
         return found
 

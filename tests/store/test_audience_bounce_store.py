@@ -230,3 +230,19 @@ async def test_recipients_leave_out_addresses_suppressed_for_any_reason(conn: As
 
     assert await store.recipient_count(conn, query) == 1
     assert [row[2] for row in await store.recipient_rows(conn, query, 0, 10)] == ["fine@example.com"]
+
+
+async def test_a_subscriber_updated_by_its_owner_takes_the_given_bounce_type_and_leaves_no_run_or_channel(
+    conn: AsyncConnection,
+) -> None:
+    owner = new_id()
+    list_id = await _list(conn, owner)
+    subscriber_id = await _subscriber(conn, owner, list_id, "back@example.com")
+    target = BounceTarget.of(owner, "back@example.com", list_id)
+    await store.soft_bounced_types(conn, target, 31, LIMIT)
+    await store.complained_count(conn, target)
+
+    email_address, key = domain.normalise_email("back@example.com")
+    again = domain.NewSubscriber(list_id=list_id, email_address=email_address, email_key=key)
+    assert await store.updated_subscriber_id(conn, subscriber_id, again) == subscriber_id
+    assert await _state(conn, subscriber_id) == ("Not Bounced", [], "Subscribed", "")

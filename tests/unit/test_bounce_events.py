@@ -56,9 +56,9 @@ def test_what_delivery_encodes_audience_decodes_unchanged(event: EventType[Any],
 
 @pytest.mark.parametrize(("event", "message"), VALID, ids=["bounced", "delivered"])
 def test_a_recipient_from_no_list_is_still_an_event(event: EventType[Any], message: Message) -> None:
-    body = {**json.loads(event.encode(message)), "list_id": "0", "subscriber_id": "0"}
+    body = {**json.loads(event.encode(message)), "list_id": "0"}
     decoded: Any = event.decode(json.dumps(body).encode())
-    assert (decoded.list_id, decoded.subscriber_id) == (0, 0)
+    assert decoded.list_id == 0
 
 
 BROKEN: list[tuple[EventType[Any], dict[str, Any]]] = [
@@ -66,7 +66,7 @@ BROKEN: list[tuple[EventType[Any], dict[str, Any]]] = [
     (events.RECIPIENT_BOUNCED, {"campaign_id": True}),
     (events.RECIPIENT_BOUNCED, {"recipient_id": -1}),
     (events.RECIPIENT_BOUNCED, {"list_id": -5}),
-    (events.RECIPIENT_BOUNCED, {"email_address": " "}),
+    (events.RECIPIENT_BOUNCED, {"email_address": ""}),
     (events.RECIPIENT_BOUNCED, {"kind": "BOUNCE_KIND_UNSPECIFIED"}),
     (events.RECIPIENT_BOUNCED, {"kind": "hard"}),
     (events.RECIPIENT_BOUNCED, {"kind": None}),

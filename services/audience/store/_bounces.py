@@ -10,13 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.audience.domain import COMPLAINT_CHANNEL, BounceTarget
 from services.audience.store._tables import subscribers
-
-_NO_CAMPAIGNS = sa.cast(sa.literal([], postgresql.ARRAY(sa.BigInteger)), postgresql.ARRAY(sa.BigInteger))
+from services.common.sql import id_array
 
 
 def _targeted(target: BounceTarget) -> sa.ColumnElement[bool]:
@@ -35,7 +33,7 @@ async def hard_bounced_count(conn: AsyncConnection, target: BounceTarget) -> int
     statement = (
         sa.update(subscribers)
         .where(_targeted(target), sa.or_(subscribers.c.bounce_type != "Hard", _has_soft_run()))
-        .values(bounce_type="Hard", soft_bounce_campaign_ids=_NO_CAMPAIGNS, updated_at=sa.func.now())
+        .values(bounce_type="Hard", soft_bounce_campaign_ids=id_array([]), updated_at=sa.func.now())
     )
     return (await conn.execute(statement)).rowcount
 
@@ -64,7 +62,7 @@ async def soft_bounced_types(
         )
         .values(
             bounce_type=sa.case((reaches_limit, "Hard"), else_="Soft"),
-            soft_bounce_campaign_ids=sa.case((reaches_limit, _NO_CAMPAIGNS), else_=extended),
+            soft_bounce_campaign_ids=sa.case((reaches_limit, id_array([])), else_=extended),
             updated_at=sa.func.now(),
         )
         .returning(subscribers.c.bounce_type)
@@ -93,6 +91,6 @@ async def delivered_count(conn: AsyncConnection, target: BounceTarget) -> int:
     statement = (
         sa.update(subscribers)
         .where(_targeted(target), sa.or_(subscribers.c.bounce_type != "Not Bounced", _has_soft_run()))
-        .values(bounce_type="Not Bounced", soft_bounce_campaign_ids=_NO_CAMPAIGNS, updated_at=sa.func.now())
+        .values(bounce_type="Not Bounced", soft_bounce_campaign_ids=id_array([]), updated_at=sa.func.now())
     )
     return (await conn.execute(statement)).rowcount

@@ -110,6 +110,9 @@ async def updated_subscriber_id(conn: AsyncConnection, subscriber_id: int, new: 
     values["custom_fields"] = subscribers.c.custom_fields.op("||")(
         sa.cast(dict(new.custom_fields), postgresql.JSONB)
     )
+    # The caller's bounce type and unsubscription replace the ones bounces and complaints recorded.
+    values["soft_bounce_campaign_ids"] = id_array([])
+    values["unsubscription_channel"] = ""
     values["updated_at"] = sa.func.now()
     statement = (
         sa.update(subscribers)
