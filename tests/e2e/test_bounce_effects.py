@@ -28,6 +28,7 @@ from services.common.events import EventType
 from services.common.natsutil import Subjects
 from tests.conftest import Api, System, User, eventually
 from tests.e2e.test_event_contracts import publish_and_wait_for_terms
+from tests.e2e.test_imports import finished_job, import_params, start_import
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -369,3 +370,20 @@ async def test_a_bounce_event_with_no_kind_is_terminated_by_the_audience_consume
     await publish_and_wait_for_terms(
         bus, Subjects.of(system.settings), bounced, payload, ["audience-recipient-bounced"]
     )
+
+
+async def test_an_address_the_user_imports_as_suppressed_after_a_bounce_stays_suppressed_after_a_delivery(
+    audience: Audience,
+) -> None:
+    list_id = await audience.new_list("gone@example.com")
+    await audience.bounce("gone@example.com", HARD)
+    await audience.becomes("gone@example.com", SuppressionReason="Bounce")
+
+    body = {**import_params(audience.user, list_id, Data="gone@example.com\n"), "AddToSuppressionList": True}
+    await finished_job(audience.api, audience.user, list_id, await start_import(audience.api, body))
+    await audience.becomes("gone@example.com", SuppressionReason="Manual")
+    await audience.delivered("gone@example.com")
+
+    found = await audience.becomes("gone@example.com", BounceType="Not Bounced")
+    assert (found["Suppressed"], found["SuppressionReason"]) == (True, "Manual")
+    assert await audience.next_campaign_recipients() == []
