@@ -348,6 +348,13 @@ class RowWriter:
                     if fresh < len(rows) and self.reported + len(report) < MAX_REPORTED_ROWS:
                         report += await self._duplicate_rows(rows, raws, MAX_REPORTED_ROWS - self.reported)
                     if target.add_to_suppression:
+                        # The user's own entry: one a bounce made becomes manual (a delivery keeps it).
+                        await self.conn.execute(
+                            "UPDATE audience.suppressions SET reason = 'manual', campaign_id = 0, created_at = now() "
+                            "WHERE owner_user_id = %(owner)s AND reason = 'bounce' "
+                            "AND email_key IN (SELECT email_key FROM import_stage)",
+                            {"owner": target.owner_user_id},
+                        )
                         await self.conn.execute(
                             "INSERT INTO audience.suppressions (owner_user_id, email_key) "
                             "SELECT DISTINCT %(owner)s::bigint, email_key FROM import_stage "

@@ -1,4 +1,4 @@
-"""Entry point of the audience service: migrates the `audience` schema and serves AudienceService (imports included)."""
+"""Entry point of the audience service: migrates the `audience` schema, serves AudienceService (imports included) and consumes bounce events."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 
 from services.audience.api import AudienceService
 from services.audience.emails import EmailDirectory
+from services.audience.events import bounce_consumers
 from services.audience.imports import ImportHandler
 from services.audience.store import SCHEMA
 from services.common import db
 from services.common.config import Settings
 from services.common.grpcutil import serve
+from services.common.nats_link import NatsLink
 
 
 async def main(settings: Settings) -> None:
@@ -22,6 +24,8 @@ async def main(settings: Settings) -> None:
     emails = EmailDirectory(settings.grpc_addr("campaign"))
     imports = ImportHandler(engine, settings)
     servicer = AudienceService(engine, emails, imports)
+    # The bounce consumers connect to NATS in the background, so the API serves even while NATS is down.
+    nats = NatsLink(settings, "audience", consumers=bounce_consumers(engine, settings.soft_bounce_limit))
 
     def register(server: grpc.aio.Server) -> list[str]:
         audience_pb2_grpc.add_AudienceServiceServicer_to_server(servicer, server)
@@ -37,7 +41,8 @@ async def main(settings: Settings) -> None:
         port=settings.audience_grpc_port,
         token_secret=settings.effective_token_secret(),
         register=register,
-        # Runs stored import jobs (CreateImport) and keeps every running import's heartbeat.
-        background=[imports.run],
+        # Runs stored import jobs (CreateImport) and keeps every running import's heartbeat; applies
+        # delivery's bounce and delivery events (services/audience/events.py).
+        background=[imports.run, nats.run],
         on_stop=close,
     )

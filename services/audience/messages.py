@@ -10,7 +10,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from herald.audience.v1 import audience_pb2
 from herald.campaign.v1 import email_pb2
 
-from services.audience import store
+from services.audience import domain, store
 from services.audience.domain import MailingList, SegmentRecord, SubscriberRecord
 from services.common import grpcutil
 from services.common.protojson import plain_json
@@ -30,6 +30,12 @@ BOUNCE_NAMES = {
     audience_pb2.BOUNCE_TYPE_HARD: "Hard",
 }
 BOUNCE_VALUES = {name: value for value, name in BOUNCE_NAMES.items()}
+SUPPRESSION_REASON_VALUES = {
+    "": audience_pb2.SUPPRESSION_REASON_UNSPECIFIED,
+    domain.SUPPRESSION_MANUAL: audience_pb2.SUPPRESSION_REASON_MANUAL,
+    domain.SUPPRESSION_BOUNCE: audience_pb2.SUPPRESSION_REASON_BOUNCE,
+    domain.SUPPRESSION_COMPLAINT: audience_pb2.SUPPRESSION_REASON_COMPLAINT,
+}
 LIST_ORDER = {
     audience_pb2.LIST_ORDER_FIELD_UNSPECIFIED: "list_id",
     audience_pb2.LIST_ORDER_FIELD_LIST_ID: "list_id",
@@ -112,6 +118,8 @@ def subscriber_message(subscriber: SubscriberRecord) -> audience_pb2.Subscriber:
         source_ref=subscriber.source_ref,
         suppressed=subscriber.suppressed,
         segments=[audience_pb2.SubscriberSegment(segment_id=s, name=n) for s, n in subscriber.segments],
+        unsubscription_channel=subscriber.unsubscription_channel,
+        suppression_reason=SUPPRESSION_REASON_VALUES[subscriber.suppression_reason],
     )
 
 

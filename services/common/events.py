@@ -199,10 +199,12 @@ _BOUNCE_SOURCES = frozenset(delivery_pb2.BounceSource.values()) - {delivery_pb2.
 def _recipient_problems(
     event: delivery_pb2.RecipientBouncedEvent | delivery_pb2.RecipientDeliveredEvent,
 ) -> list[str]:
-    problems = _positive(event, "owner_user_id", "campaign_id", "recipient_id", "subscriber_id")
-    if event.list_id < 0:
-        problems.append("list_id must not be negative")
-    if not event.email_address:
+    problems = _positive(event, "owner_user_id", "campaign_id", "recipient_id")
+    # A recipient that came from no list has neither (0).
+    problems += [
+        f"{name} must not be negative" for name in ("list_id", "subscriber_id") if getattr(event, name) < 0
+    ]
+    if not event.email_address.strip():
         problems.append("email_address is required")
     return problems
 

@@ -1,7 +1,8 @@
 """A process's link to NATS: connects in the background, sets up the streams, then runs the outbox relay and the consumers.
 
 Every Herald process that uses NATS makes one: the campaign service (relay and the campaign_finished
-consumer), the tag service (the campaign.deleted consumer), the delivery service (relay and its
+consumer), the tag service (the campaign.deleted consumer), the audience service (the bounce and
+delivered consumers), the delivery service (relay and its
 three consumers) and each delivery worker (relay and its batch lanes). The process serves meanwhile:
 while NATS is away, `run` waits, and events wait in the outbox table.
 """

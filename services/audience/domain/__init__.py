@@ -1,12 +1,22 @@
 """Audience rules, pure and synchronous: lists, subscribers, segments, suppression and targeting checks, and the service's errors.
 
 One private module per part (_records, _checks, _lists, _subscribers, _segments, _suppressions,
-_targeting, _reasons); callers import from here (`domain.validate_new_list`), whatever module holds
+_bounces, _targeting, _reasons); callers import from here (`domain.validate_new_list`), whatever module holds
 a name. tests/unit/test_audience_modules.py guards the names.
 """
 
 from __future__ import annotations
 
+from services.audience.domain._bounces import (
+    COMPLAINT_CHANNEL,
+    SUPPRESSION_BOUNCE,
+    SUPPRESSION_COMPLAINT,
+    SUPPRESSION_MANUAL,
+    SUPPRESSION_REASONS,
+    BounceKind,
+    BounceTarget,
+    soft_bounce_limit,
+)
 from services.audience.domain._checks import (
     MAX_EMAIL_LENGTH,
     MAX_NAME,
@@ -134,6 +144,7 @@ __all__ = [
     "BOUNCE_TYPES",
     "BOUNCE_TYPE_INVALID",
     "CHUNK_SIZE_INVALID",
+    "COMPLAINT_CHANNEL",
     "CONFIRMATION_EMAIL_CONTENT_TYPE_INVALID",
     "CONFIRMATION_EMAIL_FAILED",
     "CONFIRMATION_EMAIL_FIELD_REQUIRED",
@@ -190,10 +201,16 @@ __all__ = [
     "SUBSCRIBER_UNSUBSCRIBED",
     "SUBSCRIBING",
     "SUBSCRIPTION_IP_INVALID",
+    "SUPPRESSION_BOUNCE",
+    "SUPPRESSION_COMPLAINT",
+    "SUPPRESSION_MANUAL",
+    "SUPPRESSION_REASONS",
     "TARGETING_INVALID",
     "TEXT_INVALID",
     "UNSUBSCRIBING",
     "UNSUBSCRIPTION_IP_INVALID",
+    "BounceKind",
+    "BounceTarget",
     "Bundle",
     "ConfirmationEmail",
     "Criterion",
@@ -229,6 +246,7 @@ __all__ = [
     "rules_selection",
     "search_column",
     "segment_not_found",
+    "soft_bounce_limit",
     "sources_not_found",
     "subscriber_exists",
     "subscriber_not_found",

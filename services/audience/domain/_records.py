@@ -61,6 +61,10 @@ class SubscriberRecord:
     source_ref: str
     suppressed: bool = False
     segments: tuple[tuple[int, str], ...] = ()
+    # 'complaint' when a spam complaint unsubscribed the subscriber; '' otherwise.
+    unsubscription_channel: str = ""
+    # Why the address is suppressed ('manual', 'bounce', 'complaint'); '' when it is not.
+    suppression_reason: str = ""
 
 
 @dataclass(frozen=True)

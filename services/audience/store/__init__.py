@@ -1,12 +1,18 @@
 """SQL of the audience service: one function per statement over the `audience` schema; `owner=None` means an admin (no owner filter).
 
-One private module per part (_tables, _lists, _subscribers, _suppressions, _segments, _recipients);
+One private module per part (_tables, _lists, _subscribers, _suppressions, _bounces, _segments, _recipients);
 callers import from here (`store.lists_page`, `store.subscribers`), whatever module holds a name.
 tests/unit/test_audience_modules.py guards the names.
 """
 
 from __future__ import annotations
 
+from services.audience.store._bounces import (
+    complained_count,
+    delivered_count,
+    hard_bounced_count,
+    soft_bounced_types,
+)
 from services.audience.store._lists import (
     LIST_ORDER,
     deleted_list_count,
@@ -42,7 +48,7 @@ from services.audience.store._subscribers import (
     unsuppressed_count,
     updated_subscriber_id,
 )
-from services.audience.store._suppressions import added_suppression_count
+from services.audience.store._suppressions import added_suppression_count, removed_bounce_suppression_count
 from services.audience.store._tables import (
     SCHEMA,
     is_suppressed,
@@ -51,6 +57,7 @@ from services.audience.store._tables import (
     owned_by,
     segments,
     subscribers,
+    suppression_reason,
     suppressions,
 )
 
@@ -60,11 +67,14 @@ __all__ = [
     "RecipientQuery",
     "RecipientRow",
     "added_suppression_count",
+    "complained_count",
     "custom_fields_of",
     "deleted_list_count",
     "deleted_segment_count",
     "deleted_subscriber_count",
+    "delivered_count",
     "existing_subscriber",
+    "hard_bounced_count",
     "inserted_list",
     "inserted_segment",
     "inserted_subscriber_id",
@@ -79,13 +89,16 @@ __all__ = [
     "owned_by",
     "recipient_count",
     "recipient_rows",
+    "removed_bounce_suppression_count",
     "segments",
     "segments_containing",
     "segments_of_lists",
     "selected_statuses",
+    "soft_bounced_types",
     "subscriber_by",
     "subscribers",
     "subscribers_page",
+    "suppression_reason",
     "suppressions",
     "unsubscribable_count",
     "unsubscribed_keys",

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.audience import domain, rules
 from services.audience.domain import NewSubscriber, SubscriberRecord
-from services.audience.store._tables import is_suppressed, subscribers, suppressions
+from services.audience.store._tables import is_suppressed, subscribers, suppression_reason, suppressions
 from services.common.sql import LIKE_ESCAPE, contains_pattern, id_array
 
 _SUBSCRIBER_COLUMNS = (
@@ -31,6 +31,8 @@ _SUBSCRIBER_COLUMNS = (
     subscribers.c.optin_date,
     subscribers.c.source,
     subscribers.c.source_ref,
+    subscribers.c.unsubscription_channel,
+    suppression_reason(subscribers).label("suppression_reason"),
 )
 
 
@@ -52,8 +54,10 @@ def _subscriber(row: Any, segments_of: tuple[tuple[int, str], ...] = ()) -> Subs
         optin_date=row.optin_date,
         source=row.source,
         source_ref=row.source_ref,
-        suppressed=bool(row.suppressed),
+        suppressed=row.suppression_reason is not None,
         segments=segments_of,
+        unsubscription_channel=row.unsubscription_channel,
+        suppression_reason=row.suppression_reason or "",
     )
 
 
@@ -106,6 +110,9 @@ async def updated_subscriber_id(conn: AsyncConnection, subscriber_id: int, new: 
     values["custom_fields"] = subscribers.c.custom_fields.op("||")(
         sa.cast(dict(new.custom_fields), postgresql.JSONB)
     )
+    # The caller's bounce type and unsubscription replace the ones bounces and complaints recorded.
+    values["soft_bounce_campaign_ids"] = id_array([])
+    values["unsubscription_channel"] = ""
     values["updated_at"] = sa.func.now()
     statement = (
         sa.update(subscribers)
@@ -121,9 +128,7 @@ async def subscriber_by(
 ) -> SubscriberRecord | None:
     """The list's subscriber by id or by address key (the caller checked the list is theirs)."""
     condition = subscribers.c.subscriber_id == subscriber_id if subscriber_id else subscribers.c.email_key == key
-    query = sa.select(*_SUBSCRIBER_COLUMNS, is_suppressed(subscribers).label("suppressed")).where(
-        subscribers.c.list_id == list_id, condition
-    )
+    query = sa.select(*_SUBSCRIBER_COLUMNS).where(subscribers.c.list_id == list_id, condition)
     row = (await conn.execute(query)).first()
     return _subscriber(row) if row is not None else None
 
@@ -205,7 +210,7 @@ async def subscribers_page(
     ).scalar_one()
     order = subscribers.c[order_column]
     query = (
-        sa.select(*_SUBSCRIBER_COLUMNS, is_suppressed(subscribers).label("suppressed"))
+        sa.select(*_SUBSCRIBER_COLUMNS)
         .where(*conditions)
         .order_by(
             order.desc().nulls_last() if descending else order.asc().nulls_last(),

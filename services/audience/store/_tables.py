@@ -53,6 +53,10 @@ subscribers = sa.Table(
     sa.Column("source_ref", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # Bounces (0003_bounces.sql): the campaigns of the current run of soft bounces, and whether a
+    # complaint unsubscribed the subscriber.
+    sa.Column("soft_bounce_campaign_ids", postgresql.ARRAY(sa.BigInteger), nullable=False, server_default="{}"),
+    sa.Column("unsubscription_channel", sa.Text, nullable=False, server_default=""),
 )
 
 
@@ -76,7 +80,11 @@ suppressions = sa.Table(
     metadata,
     sa.Column("owner_user_id", sa.BigInteger, primary_key=True),
     sa.Column("email_key", sa.Text, primary_key=True),
+    # When the address was suppressed for its current reason.
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # 'manual', 'bounce' or 'complaint', and the campaign of a bounce or complaint (0 for manual).
+    sa.Column("reason", sa.Text, nullable=False, server_default="manual"),
+    sa.Column("campaign_id", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 
@@ -84,12 +92,17 @@ def owned_by(column: sa.ColumnElement[Any], owner: int | None) -> sa.ColumnEleme
     return sa.true() if owner is None else column == owner
 
 
+def _same_address(table: sa.FromClause) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        suppressions.c.owner_user_id == table.c.owner_user_id, suppressions.c.email_key == table.c.email_key
+    )
+
+
 def is_suppressed(table: sa.FromClause) -> sa.ColumnElement[bool]:
     """Whether the row's address is on its owner's suppression list."""
-    return (
-        sa.exists()
-        .where(
-            suppressions.c.owner_user_id == table.c.owner_user_id, suppressions.c.email_key == table.c.email_key
-        )
-        .correlate(table)
-    )
+    return sa.exists().where(_same_address(table)).correlate(table)
+
+
+def suppression_reason(table: sa.FromClause) -> sa.ScalarSelect[Any]:
+    """Why the row's address is suppressed ('manual', 'bounce', 'complaint'), or NULL when it is not."""
+    return sa.select(suppressions.c.reason).where(_same_address(table)).correlate(table).scalar_subquery()

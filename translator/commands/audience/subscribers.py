@@ -48,6 +48,12 @@ BOUNCE_NAMES = {
     audience_pb2.BOUNCE_TYPE_SOFT: "Soft",
     audience_pb2.BOUNCE_TYPE_HARD: "Hard",
 }
+# Herald's extension of SubscriberInformation: why the address is suppressed ("" when it is not).
+SUPPRESSION_REASON_NAMES = {
+    audience_pb2.SUPPRESSION_REASON_MANUAL: "Manual",
+    audience_pb2.SUPPRESSION_REASON_BOUNCE: "Bounce",
+    audience_pb2.SUPPRESSION_REASON_COMPLAINT: "Complaint",
+}
 # subscribers.get's named segments: (status, bounce type, suppressed only).
 NAMED_SEGMENTS: dict[str, tuple[Any, Any, bool]] = {
     "active": (audience_pb2.SUBSCRIBER_STATUS_SUBSCRIBED, 0, False),
@@ -88,9 +94,12 @@ def render_subscriber(subscriber: audience_pb2.Subscriber) -> dict[str, Any]:
         "SubscriptionIP": subscriber.subscription_ip,
         "UnsubscriptionDate": field_instant(subscriber, "unsubscription_time"),
         "UnsubscriptionIP": subscriber.unsubscription_ip,
+        # Herald's: "complaint" when a spam complaint unsubscribed the subscriber (docs/bounces.md).
+        "UnsubscriptionChannel": subscriber.unsubscription_channel,
         "OptInDate": field_instant(subscriber, "opt_in_time"),
         "Source": subscriber.source,
         "SourceRef": subscriber.source_ref,
+        "SuppressionReason": SUPPRESSION_REASON_NAMES.get(subscriber.suppression_reason, ""),
         "CustomFields": custom,
         # The personalization name of a custom field is Subscriber:CustomField<ID>.
         **{f"CustomField{key}": value for key, value in custom.items() if key.isdigit()},

@@ -82,6 +82,32 @@ BOUNCE_TYPE_SOFT: BounceType.ValueType  # 2
 BOUNCE_TYPE_HARD: BounceType.ValueType  # 3
 Global___BounceType: _TypeAlias = BounceType  # noqa: Y015
 
+class _SuppressionReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SuppressionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SuppressionReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUPPRESSION_REASON_UNSPECIFIED: _SuppressionReason.ValueType  # 0
+    SUPPRESSION_REASON_MANUAL: _SuppressionReason.ValueType  # 1
+    """Added by the user: AddSuppressions, an import or an unsubscription that asked for it."""
+    SUPPRESSION_REASON_BOUNCE: _SuppressionReason.ValueType  # 2
+    """A hard bounce (or soft bounces on consecutive campaigns); a later delivery removes it."""
+    SUPPRESSION_REASON_COMPLAINT: _SuppressionReason.ValueType  # 3
+    """The recipient reported a campaign as spam."""
+
+class SuppressionReason(_SuppressionReason, metaclass=_SuppressionReasonEnumTypeWrapper):
+    """Why an address is on its owner's suppression list."""
+
+SUPPRESSION_REASON_UNSPECIFIED: SuppressionReason.ValueType  # 0
+SUPPRESSION_REASON_MANUAL: SuppressionReason.ValueType  # 1
+"""Added by the user: AddSuppressions, an import or an unsubscription that asked for it."""
+SUPPRESSION_REASON_BOUNCE: SuppressionReason.ValueType  # 2
+"""A hard bounce (or soft bounces on consecutive campaigns); a later delivery removes it."""
+SUPPRESSION_REASON_COMPLAINT: SuppressionReason.ValueType  # 3
+"""The recipient reported a campaign as spam."""
+Global___SuppressionReason: _TypeAlias = SuppressionReason  # noqa: Y015
+
 class _ListOrderField:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -439,6 +465,8 @@ class Subscriber(_message.Message):
     SOURCE_REF_FIELD_NUMBER: _builtins.int
     SUPPRESSED_FIELD_NUMBER: _builtins.int
     SEGMENTS_FIELD_NUMBER: _builtins.int
+    UNSUBSCRIPTION_CHANNEL_FIELD_NUMBER: _builtins.int
+    SUPPRESSION_REASON_FIELD_NUMBER: _builtins.int
     subscriber_id: _builtins.int
     list_id: _builtins.int
     email_address: _builtins.str
@@ -454,6 +482,12 @@ class Subscriber(_message.Message):
     source_ref: _builtins.str
     suppressed: _builtins.bool
     """On the owner's suppression list."""
+    unsubscription_channel: _builtins.str
+    """How the subscriber was unsubscribed, when Herald knows: "complaint" (a spam complaint about a
+    campaign); empty otherwise. Output only.
+    """
+    suppression_reason: Global___SuppressionReason.ValueType
+    """Why the address is suppressed; UNSPECIFIED when it is not. Output only."""
     @_builtins.property
     def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Custom field values by custom field id or alias."""
@@ -488,10 +522,12 @@ class Subscriber(_message.Message):
         source_ref: _builtins.str = ...,
         suppressed: _builtins.bool = ...,
         segments: _abc.Iterable[Global___SubscriberSegment] | None = ...,
+        unsubscription_channel: _builtins.str = ...,
+        suppression_reason: Global___SuppressionReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["opt_in_time", b"opt_in_time", "subscription_time", b"subscription_time", "unsubscription_time", b"unsubscription_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounce_type", b"bounce_type", "custom_fields", b"custom_fields", "email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "opt_in_time", b"opt_in_time", "segments", b"segments", "source", b"source", "source_ref", b"source_ref", "status", b"status", "subscriber_id", b"subscriber_id", "subscription_ip", b"subscription_ip", "subscription_time", b"subscription_time", "suppressed", b"suppressed", "unsubscription_ip", b"unsubscription_ip", "unsubscription_time", b"unsubscription_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounce_type", b"bounce_type", "custom_fields", b"custom_fields", "email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "opt_in_time", b"opt_in_time", "segments", b"segments", "source", b"source", "source_ref", b"source_ref", "status", b"status", "subscriber_id", b"subscriber_id", "subscription_ip", b"subscription_ip", "subscription_time", b"subscription_time", "suppressed", b"suppressed", "suppression_reason", b"suppression_reason", "unsubscription_channel", b"unsubscription_channel", "unsubscription_ip", b"unsubscription_ip", "unsubscription_time", b"unsubscription_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
