@@ -61,7 +61,15 @@ class Herald:
         found: dict[str, psutil.Process] = {}
         for child in psutil.Process(self.process.pid).children(recursive=True):
             cmdline = " ".join(child.cmdline())
-            for role in ("campaign", "tag", "audience", "delivery", "translator", "mail-capture", "bounce-receiver"):
+            for role in (
+                "campaign",
+                "tag",
+                "audience",
+                "delivery",
+                "translator",
+                "mail-capture",
+                "bounce-receiver",
+            ):
                 if cmdline.endswith(f"serve {role}"):
                     found[role] = child
             if cmdline.endswith("serve delivery-worker"):

@@ -304,8 +304,8 @@ def arf(
     report.attach(MIMEText("This is an email abuse report for an email message received from IP 192.0.2.1."))
     fields = MIMEBase("message", "feedback-report")
     fields.set_payload(
-        "Feedback-Type: %s\nUser-Agent: ProviderFBL/1.0\nVersion: 1\nOriginal-Mail-From: <b-%s@bounces.herald.test>\n"
-        "Arrival-Date: Sun, 06 Dec 2026 10:00:00 +0000\n" % (feedback_type, token)
+        f"Feedback-Type: {feedback_type}\nUser-Agent: ProviderFBL/1.0\nVersion: 1\n"
+        f"Original-Mail-From: <b-{token}@bounces.herald.test>\nArrival-Date: Sun, 06 Dec 2026 10:00:00 +0000\n"
     )
     del fields["MIME-Version"]
     report.attach(fields)

@@ -24,7 +24,6 @@ from services.common.return_path import ReturnPaths
 from services.delivery.bounce_receiver import BounceReceiver, BounceServer, service_token
 from services.delivery.group_commit import GroupCommit
 
-
 SECRET = "unit-test-secret-of-thirty-two-bytes!"
 DOMAIN = "bounces.herald.test"
 FEEDBACK = "fbl@bounces.herald.test"
