@@ -1,8 +1,11 @@
 """Reading what comes back to the bounce receiver: RFC 3464 DSNs, plain-text bounces, ARF abuse reports (RFC 5965).
 
 Pure and synchronous: a raw message in, what it reports out (`read_report`). The MIME parsing is the
-standard library's `email` package (policy.default), which copes with the malformed structure real
-bounces have; this module only knows where each format keeps its fields.
+standard library's `email` package, which copes with the malformed structure real bounces have; this
+module only knows where each format keeps its fields. It parses with the compat32 policy: policy.default
+builds a structured header object on every access (the parser itself reads each part's Content-Type a
+dozen times), 1.5 ms of parsing per DSN against 0.1 ms. The few headers read here are unfolded, and
+decoded (RFC 2047) where text matters.
 
 Whom a report is about is never read from a DSN's or a plain-text bounce's body: the bounce receiver
 knows it from the verified return path the report was sent to. An ARF report goes to a feedback
@@ -27,6 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import policy
+from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesParser, HeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
@@ -46,8 +50,8 @@ FAILED_ACTIONS = frozenset({"failed"})
 MAX_PAST = timedelta(days=400)
 MAX_FUTURE = timedelta(days=1)
 
-_PARSER = BytesParser(policy=policy.default)
-_HEADERS = HeaderParser(policy=policy.default)
+_PARSER = BytesParser(policy=policy.compat32)
+_HEADERS = HeaderParser(policy=policy.compat32)
 
 _ENHANCED = r"[245]\.[0-7]\d{0,2}\.\d{1,3}"
 # A reply code followed by an enhanced code of the same class: "550 5.1.1", "550-5.1.1", "#550 5.1.1".
@@ -372,7 +376,7 @@ def _looks_like_bounce(message: Message, text: str) -> bool:
     senders = _addresses([_header(message, "From")])
     if any(address.rpartition("@")[0].lower() in _BOUNCE_SENDERS for address in senders):
         return True
-    if _BOUNCE_SUBJECT.search(_header(message, "Subject")):
+    if _BOUNCE_SUBJECT.search(_decoded(_header(message, "Subject"))):
         return True
     return _BOUNCE_TEXT.search(text[:4096]) is not None
 
@@ -456,6 +460,16 @@ def _header(message: Message | None, name: str) -> str:
 
 
 _field = _header
+
+
+def _decoded(value: str) -> str:
+    """A header's text with its RFC 2047 encoded words decoded ("=?utf-8?q?Unzustellbar?=" reads "Unzustellbar")."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError, TypeError):
+        return value
 
 
 def _all_headers(message: Message, name: str) -> list[str]:

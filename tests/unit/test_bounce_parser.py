@@ -396,3 +396,13 @@ def test_any_text_in_a_report_shape_reads_without_an_exception(text: str, kind: 
     reading = read_report(raw)
     if reading.notice is not None:
         reading.notice.diagnostic.encode("utf-8")
+
+
+def test_an_encoded_subject_and_eight_bit_headers_are_read() -> None:
+    raw = (
+        b"From: Mail System <daemon@mx.example>\r\nSubject: =?utf-8?q?Undeliverable=3A_Fr=C3=BChlingsangebot?=\r\n"
+        b"X-Note: caf\xe9\r\nMessage-ID: <\xff@mx>\r\n\r\nRemote host said: 550 5.1.1 unknown\r\n"
+    )
+    reading = read_report(raw)
+    assert reading.notice is not None and reading.notice.status_code == "5.1.1"
+    reading.message_id.encode("utf-8")
