@@ -5,6 +5,7 @@ cannot record."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
@@ -230,3 +231,12 @@ async def test_a_message_over_the_size_limit_is_refused(
 def test_the_receivers_token_is_an_admin_token_marked_as_the_receivers() -> None:
     principal = auth.verify_token(service_token(SECRET)(), SECRET)
     assert principal.is_admin and principal.service == "bounce-receiver" and principal.user_id == 0
+
+
+def test_herald_serves_the_bounce_receiver_and_herald_run_starts_it() -> None:
+    from services import cli, supervisor
+    from services.delivery import bounce_receiver
+
+    assert "bounce-receiver" in cli.SERVABLE
+    assert importlib.import_module(cli.ENTRY_MODULES["bounce-receiver"]).main is bounce_receiver.main
+    assert "bounce-receiver" in supervisor.PROCESSES
