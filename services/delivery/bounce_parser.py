@@ -157,7 +157,8 @@ def _read_dsn(message: Message, message_id: str, received_at: datetime) -> Readi
         return Reading(None, message_id, f"DSN action {', '.join(actions)}: not a bounce")
     status = _status_of(_field(block, "Status"))
     diagnostic = _diagnostic_text(_field(block, "Diagnostic-Code"))
-    reply_code = _reply_code_of(diagnostic)
+    quoted = find_smtp_reply(diagnostic)
+    reply_code = _reply_code_of(diagnostic) or (quoted.reply_code if quoted is not None else 0)
     quoted_status = _status_of(diagnostic)
     # A generic X.0.0 Status with a specific code of the same class in the remote reply: the specific one.
     if quoted_status and (not status or (status.endswith(".0.0") and quoted_status[0] == status[0])):

@@ -134,9 +134,12 @@ def test_without_status_the_code_comes_from_the_diagnostic_and_then_from_the_hum
     assert notice.diagnostic == "554 5.7.1 Rejected by a blocklist"
 
 
-def test_a_non_smtp_diagnostic_type_is_stripped_and_gives_no_reply_code() -> None:
+def test_a_non_smtp_diagnostic_type_is_stripped_and_a_reply_it_quotes_is_read() -> None:
     notice = read_report(dsn(failed("5.1.1", 'X-Postfix; unknown user: "reader"')), received_at=NOW).notice
     assert notice is not None and notice.reply_code == 0 and notice.diagnostic == 'unknown user: "reader"'
+    diagnostic = "X-Postfix; host mx.example.org[192.0.2.1] said: 550 5.1.1 <reader@example.org>: no such user"
+    notice = read_report(dsn(failed("5.0.0", diagnostic)), received_at=NOW).notice
+    assert notice is not None and (notice.reply_code, notice.status_code) == (550, "5.1.1")
 
 
 def test_delayed_delivered_and_relayed_dsns_are_no_bounces() -> None:
