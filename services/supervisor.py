@@ -1,8 +1,9 @@
 """`herald run`: the whole system in the foreground on one machine, embedded PostgreSQL and NATS by default.
 
 It starts the four services, the translator, HERALD_DELIVERY_WORKERS delivery workers, the bounce
-receiver (on HERALD_BOUNCE_RECEIVER_PORT) and (without SMTP_URL) the local mail capture, and restarts any of them that dies, after a short backoff, instead
-of stopping: a crashed worker's batches come back to the others meanwhile.
+receiver (on HERALD_BOUNCE_RECEIVER_PORT) and (without SMTP_URL) the local mail capture, and restarts
+any of them that dies, after a short backoff, instead of stopping: a crashed worker's batches come back
+to the others meanwhile.
 
 One Herald per data directory (services/datadir.py): before anything is started or attached to, it
 takes the folder's lock; a second `herald run` on the same folder says who holds it and exits with
