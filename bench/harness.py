@@ -29,6 +29,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The processes of `herald run` that `herald serve <role>` runs once each.
+ROLES = ("campaign", "tag", "audience", "delivery", "translator", "mail-capture", "bounce-receiver")
+
+
 @dataclass
 class Herald:
     """A running `herald run` started for a benchmark."""
@@ -61,15 +65,7 @@ class Herald:
         found: dict[str, psutil.Process] = {}
         for child in psutil.Process(self.process.pid).children(recursive=True):
             cmdline = " ".join(child.cmdline())
-            for role in (
-                "campaign",
-                "tag",
-                "audience",
-                "delivery",
-                "translator",
-                "mail-capture",
-                "bounce-receiver",
-            ):
+            for role in ROLES:
                 if cmdline.endswith(f"serve {role}"):
                     found[role] = child
             if cmdline.endswith("serve delivery-worker"):
