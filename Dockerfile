@@ -43,8 +43,8 @@ COPY --from=build /opt/herald /opt/herald
 USER 10001:10001
 WORKDIR /home/herald
 
-# campaign, tag, audience, delivery (gRPC) and the translator (HTTP).
-EXPOSE 50051 50052 50053 50054 8080
+# campaign, tag, audience, delivery (gRPC), the translator (HTTP) and the bounce receiver (SMTP).
+EXPOSE 50051 50052 50053 50054 8080 2526
 
 ENTRYPOINT ["herald"]
 CMD ["serve", "translator"]

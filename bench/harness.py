@@ -29,6 +29,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The processes of `herald run` that `herald serve <role>` runs once each.
+ROLES = ("campaign", "tag", "audience", "delivery", "translator", "mail-capture", "bounce-receiver")
+
+
 @dataclass
 class Herald:
     """A running `herald run` started for a benchmark."""
@@ -61,7 +65,7 @@ class Herald:
         found: dict[str, psutil.Process] = {}
         for child in psutil.Process(self.process.pid).children(recursive=True):
             cmdline = " ".join(child.cmdline())
-            for role in ("campaign", "tag", "audience", "delivery", "translator", "mail-capture"):
+            for role in ROLES:
                 if cmdline.endswith(f"serve {role}"):
                     found[role] = child
             if cmdline.endswith("serve delivery-worker"):
@@ -75,13 +79,17 @@ class Herald:
 def running_herald(extra_env: dict[str, str] | None = None) -> Iterator[Herald]:
     """Starts `herald run` with its own data folder and free ports; stops it (and everything it started) after."""
     with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:
-        ports = {name: free_port() for name in ("http", "campaign", "tag", "audience", "delivery", "nats", "smtp")}
+        ports = {
+            name: free_port()
+            for name in ("http", "campaign", "tag", "audience", "delivery", "nats", "smtp", "bounces")
+        }
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL", "SMTP_URL")}
         env.update(
             HERALD_DATA_DIR=str(Path(tmp) / "var"),
             HERALD_HTTP_PORT=str(ports["http"]),
             HERALD_EMBEDDED_NATS_PORT=str(ports["nats"]),
             HERALD_SMTP_CAPTURE_PORT=str(ports["smtp"]),
+            HERALD_BOUNCE_RECEIVER_PORT=str(ports["bounces"]),
             HERALD_LOG_LEVEL="WARNING",
             HERALD_LOG_FORMAT="console",
             **{

@@ -31,6 +31,7 @@ os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
 ENTRY_MODULES = {
     "translator": "translator.main",
     "mail-capture": "services.delivery.capture",
+    "bounce-receiver": "services.delivery.bounce_receiver",
     "delivery-worker": "services.delivery.worker",
 }
 SERVABLE = (*SERVICES, *ENTRY_MODULES)

@@ -1,8 +1,9 @@
 """`herald run`: the whole system in the foreground on one machine, embedded PostgreSQL and NATS by default.
 
-It starts the four services, the translator, HERALD_DELIVERY_WORKERS delivery workers and (without
-SMTP_URL) the local mail capture, and restarts any of them that dies, after a short backoff, instead
-of stopping: a crashed worker's batches come back to the others meanwhile.
+It starts the four services, the translator, HERALD_DELIVERY_WORKERS delivery workers, the bounce
+receiver (on HERALD_BOUNCE_RECEIVER_PORT) and (without SMTP_URL) the local mail capture, and restarts
+any of them that dies, after a short backoff, instead of stopping: a crashed worker's batches come back
+to the others meanwhile.
 
 One Herald per data directory (services/datadir.py): before anything is started or attached to, it
 takes the folder's lock; a second `herald run` on the same folder says who holds it and exits with
@@ -25,7 +26,7 @@ from services.common.config import SERVICES, Settings
 from services.common.embedded import EmbeddedNats, EmbeddedPostgres, port_is_open
 from services.datadir import DataDirInUse, DataDirLock, stop_leftovers
 
-PROCESSES = (*SERVICES, "translator")
+PROCESSES = (*SERVICES, "translator", "bounce-receiver")
 # A child that died is restarted after this many seconds, doubled for each quick death in a row up to
 # the maximum (a crash loop); one that ran for RESTART_RESET_SECONDS counts as healthy again, and one
 # killed by a signal (an operator, the OOM killer, a chaos test) was not crash-looping at all.
@@ -139,7 +140,10 @@ def _wait_until_listening(
     timeout: float,
     stopping: Callable[[], bool],
 ) -> None:
-    ports = {name: settings.grpc_port(name) for name in SERVICES} | {"translator": settings.http_port}
+    ports = {name: settings.grpc_port(name) for name in SERVICES} | {
+        "translator": settings.http_port,
+        "bounce-receiver": settings.bounce_receiver_port,
+    }
     if "mail-capture" in children:
         ports["mail-capture"] = settings.smtp_capture_port
     host = _local_host(settings)

@@ -118,6 +118,11 @@ class System:
         )
 
     @property
+    def bounce_receiver_port(self) -> int:
+        """The port of the bounce receiver that `herald run` started."""
+        return self.ports["bounce_receiver"]
+
+    @property
     def smtp_capture_port(self) -> int:
         """The port of the local mail capture that `herald run` started (SMTP_URL is unset)."""
         return self.ports["smtp_capture"]
@@ -127,7 +132,10 @@ class System:
 
 
 def herald_env(backing: Backing, data_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
-    ports = {name: free_port() for name in ("http", "campaign", "tag", "audience", "delivery", "smtp_capture")}
+    ports = {
+        name: free_port()
+        for name in ("http", "campaign", "tag", "audience", "delivery", "smtp_capture", "bounce_receiver")
+    }
     env = dict(os.environ)
     # No SMTP_URL: `herald run` starts its local mail capture, which the tests read.
     env.pop("SMTP_URL", None)
@@ -144,6 +152,7 @@ def herald_env(backing: Backing, data_dir: Path) -> tuple[dict[str, str], dict[s
         # Archive template tests serve their templates from a local server.
         HERALD_ALLOW_PRIVATE_URLS="true",
         HERALD_SMTP_CAPTURE_PORT=str(ports["smtp_capture"]),
+        HERALD_BOUNCE_RECEIVER_PORT=str(ports["bounce_receiver"]),
         **{
             f"HERALD_{name.upper()}_GRPC_PORT": str(ports[name])
             for name in ("campaign", "tag", "audience", "delivery")

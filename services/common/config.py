@@ -6,8 +6,9 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("campaign", "tag", "audience", "delivery")
@@ -55,6 +56,16 @@ class Settings(BaseSettings):
     # receiver (`herald serve bounce-receiver`, an SMTP server for that domain) on `bind`.
     bounce_domain: str = ""
     bounce_receiver_port: int = 2526
+    # An address the bounce receiver also accepts mail for, besides the return paths: where mailbox
+    # providers' feedback loops send their ARF abuse reports ('' accepts return paths only). Only ARF
+    # reports count there; the complained-about recipient is the one the included original names.
+    bounce_feedback_address: str = ""
+    # Prometheus metrics of the bounce receiver on this port (0: off).
+    bounce_receiver_metrics_port: int = 0
+    # The relay SMTP_URL names, when it is a provider whose webhooks report bounces (docs/bounces.md):
+    # sendgrid and postmark get the return-path token in their metadata headers too, so that their events
+    # carry it back; ses and none need nothing more than the return path and X-Herald-Token.
+    relay_provider: Literal["none", "ses", "sendgrid", "postmark"] = "none"
     # Soft bounces on this many consecutive campaigns make an address Hard.
     soft_bounce_limit: int = 3
     # The delivery pipeline (services/delivery): how many worker processes `herald run` starts, the
@@ -93,6 +104,20 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     log_level: str = "INFO"
     log_format: str = "json"
+
+    @field_validator("relay_provider", mode="before")
+    @classmethod
+    def _provider_name(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("bounce_feedback_address")
+    @classmethod
+    def _feedback_address(cls, value: str) -> str:
+        address = value.strip()
+        local, at, domain = address.rpartition("@")
+        if address and (not at or not local or not domain or any(c.isspace() or c in "<>" for c in address)):
+            raise ValueError("must be one plain address such as fbl@bounces.example.com")
+        return address
 
     def grpc_port(self, service: str) -> int:
         port: int = getattr(self, f"{service}_grpc_port")

@@ -16,7 +16,7 @@ import email.policy
 import logging
 import signal
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -30,6 +30,7 @@ from services.common import db
 from services.common.config import Settings
 from services.delivery import store
 from services.delivery.domain import CapturedMessage
+from services.delivery.group_commit import GroupCommit
 
 log = structlog.get_logger()
 
@@ -38,8 +39,6 @@ IDENT = "Herald mail capture"
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 # Rows per INSERT: far below PostgreSQL's 65535 parameters per statement (9 per row).
 MAX_ROWS_PER_INSERT = 500
-
-WriteMessages = Callable[[Sequence[CapturedMessage]], Awaitable[None]]
 
 
 def _text(value: str) -> str:
@@ -60,48 +59,10 @@ def message_headers(raw: bytes) -> tuple[str, str]:
         return str(raw_headers.get("Subject", "")), str(raw_headers.get("Message-ID", "")).strip()
 
 
-class GroupCommit:
-    """Collects messages from every session and writes them with as few INSERTs as the load allows."""
-
-    def __init__(self, write: WriteMessages, max_rows: int = MAX_ROWS_PER_INSERT) -> None:
-        self._write = write
-        self._max_rows = max_rows
-        self._waiting: list[tuple[CapturedMessage, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    async def store(self, message: CapturedMessage) -> None:
-        """Returns once the message is written; raises what the write raised."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((message, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_waiting())
-        await done
-
-    async def _write_waiting(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting[: self._max_rows], self._waiting[self._max_rows :]
-            try:
-                await self._write([message for message, _ in batch])
-            except Exception as exc:
-                # Every session waiting on this write answers 451 and its client tries again.
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
-
-    async def drain(self) -> None:
-        """Waits until every message handed in so far is written (or has failed)."""
-        while self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
-
-
 class SessionHandler:
     """aiosmtpd's handler for one SMTP connection: every message is accepted and stored."""
 
-    def __init__(self, sink: GroupCommit, on_session: Callable[[], None] | None = None) -> None:
+    def __init__(self, sink: GroupCommit[CapturedMessage], on_session: Callable[[], None] | None = None) -> None:
         self.session_id = str(uuid.uuid4())
         self._sink = sink
         if on_session is not None:
@@ -140,7 +101,9 @@ class SessionHandler:
 class CaptureServer:
     """The SMTP listener; `sessions` counts the connections it accepted (tests check connection reuse with it)."""
 
-    def __init__(self, sink: GroupCommit, host: str, port: int, hostname: str = "herald-capture") -> None:
+    def __init__(
+        self, sink: GroupCommit[CapturedMessage], host: str, port: int, hostname: str = "herald-capture"
+    ) -> None:
         self.sink = sink
         self.host = host
         self.port = port
@@ -175,14 +138,14 @@ class CaptureServer:
         await self.sink.drain()
 
 
-def database_sink(engine: AsyncEngine) -> GroupCommit:
+def database_sink(engine: AsyncEngine) -> GroupCommit[CapturedMessage]:
     """Group commit into delivery.captured_messages."""
 
     async def write(messages: Sequence[CapturedMessage]) -> None:
         async with engine.begin() as conn:
             await store.insert_captured_messages(conn, messages)
 
-    return GroupCommit(write)
+    return GroupCommit(write, MAX_ROWS_PER_INSERT)
 
 
 async def main(settings: Settings) -> None:

@@ -1,7 +1,8 @@
 """Rendering campaign messages: one template per email of a run, parsed once, rendered per recipient into RFC 5322 bytes.
 
 Per message the work is the personalization of subject and bodies (tags already located), the
-signed unsubscribe link, and — when the email asks for it — the open pixel and tracked links; the
+signed unsubscribe link, the signed return path (one HMAC: the envelope sender and the X-Herald-Token
+header carry the same token), and — when the email asks for it — the open pixel and tracked links; the
 headers that are the same for every recipient are encoded once per template.
 """
 
@@ -20,12 +21,23 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from services.common.personalization import Personalization, parse_personalization, render_personalization
+from services.common.return_path import PREFIX, ReturnPaths
 from services.common.tracking import TrackedRecipient, TrackingLinks
 
 _LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'<>\s]+)\2""", re.IGNORECASE)
 _BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 _BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
 _UTM_FIELDS = ("source", "medium", "campaign", "term", "content")
+# Headers that carry the return-path token to a provider's webhooks, by HERALD_RELAY_PROVIDER (the token
+# is lowercase letters and digits, so it needs no quoting). Every message also has X-Herald-Token; SES
+# reports the envelope sender itself (mail.source).
+TOKEN_HEADER = "X-Herald-Token"
+PROVIDER_TOKEN_HEADERS: Mapping[str, tuple[str, ...]] = {
+    "none": (),
+    "ses": (),
+    "sendgrid": ('X-SMTPAPI: {{"unique_args": {{"herald_token": "{token}"}}}}',),
+    "postmark": ("X-PM-Metadata-herald_token: {token}",),
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,15 @@ class Recipient:
     list_id: int
     custom_fields: Mapping[str, str] | None
     email_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedMessage:
+    """One recipient's message: its Message-ID, its envelope sender (the signed return path) and its bytes."""
+
+    message_id: str
+    return_path: str
+    data: bytes
 
 
 def email_snapshot(email: Any) -> dict[str, Any]:
@@ -126,12 +147,17 @@ class MessageTemplate:
         campaign_id: int,
         campaign_name: str,
         links: TrackingLinks,
+        return_paths: ReturnPaths,
         public_url: str,
         unsubscribe_mailto: str = "",
+        relay_provider: str = "none",
     ) -> None:
         self.campaign_id = campaign_id
         self.campaign_name = campaign_name
         self._links = links
+        self._return_paths = return_paths
+        self._return_path_domain = "@" + return_paths.domain
+        self._token_headers = (f"{TOKEN_HEADER}: {{token}}", *PROVIDER_TOKEN_HEADERS[relay_provider])
         self._public_prefix = public_url.rstrip("/") + "/t/"
         self._mailto = unsubscribe_mailto
         self.sender: str = content["from_email"]
@@ -213,8 +239,8 @@ class MessageTemplate:
             text = text[: closing.start()] + pixel + text[closing.start() :] if closing else text + pixel
         return text
 
-    def render(self, recipient: Recipient) -> tuple[str, bytes]:
-        """(Message-ID, the message) for one recipient."""
+    def render(self, recipient: Recipient) -> RenderedMessage:
+        """The message of one recipient, with the return path it is sent from (the visible From stays the user's)."""
         tracked = TrackedRecipient(
             self.campaign_id, recipient.recipient_id, recipient.list_id, recipient.subscriber_id
         )
@@ -229,6 +255,9 @@ class MessageTemplate:
             f"Date: {_CLOCK.date()}",
             f"Message-ID: {message_id}",
         ]
+        token = self._return_paths.token(self.campaign_id, recipient.recipient_id)
+        headers.extend(header.format(token=token) for header in self._token_headers)
+        return_path = PREFIX + token + self._return_path_domain
         if unsubscribe_url:
             targets = f"<{unsubscribe_url}>"
             if self._mailto:
@@ -250,10 +279,10 @@ class MessageTemplate:
             )
         head = "\r\n".join(headers).encode("utf-8")
         if len(parts) == 1:
-            return message_id, head + b"\r\n" + parts[0] + b"\r\n"
+            return RenderedMessage(message_id, return_path, head + b"\r\n" + parts[0] + b"\r\n")
         boundary = self._boundary.encode()
         body = (
             b"".join(b"--" + boundary + b"\r\n" + part + b"\r\n" for part in parts) + b"--" + boundary + b"--\r\n"
         )
         content_type = f'Content-Type: multipart/alternative; boundary="{self._boundary}"'.encode()
-        return message_id, head + b"\r\n" + content_type + b"\r\n\r\n" + body
+        return RenderedMessage(message_id, return_path, head + b"\r\n" + content_type + b"\r\n\r\n" + body)

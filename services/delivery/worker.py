@@ -55,6 +55,7 @@ from services.common.events import UndecodableEvent
 from services.common.nats_link import NatsLink
 from services.common.natsutil import Subjects
 from services.common.outbox import Outbox, UnitOfWork
+from services.common.return_path import ReturnPaths
 from services.common.tracking import TrackingLinks
 from services.delivery import bounce_recording, claim_store, queue_store, sending, streams
 from services.delivery import events as delivery_events
@@ -163,6 +164,8 @@ class Templates:
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self._engine = engine
         self._links = TrackingLinks(settings.effective_public_url(), settings.effective_token_secret())
+        self._return_paths = ReturnPaths(settings.effective_bounce_domain(), settings.effective_token_secret())
+        self._relay_provider = settings.relay_provider
         self._public_url = settings.effective_public_url()
         self._mailto = settings.delivery_unsubscribe_mailto
         self._cache: OrderedDict[tuple[int, int], RunTemplates | None] = OrderedDict()
@@ -191,8 +194,10 @@ class Templates:
                 campaign_id=campaign_id,
                 campaign_name=str(content.get("campaign_name", "")),
                 links=self._links,
+                return_paths=self._return_paths,
                 public_url=self._public_url,
                 unsubscribe_mailto=self._mailto,
+                relay_provider=self._relay_provider,
             )
             for email_id, snapshot in emails.items()
         }
@@ -406,7 +411,8 @@ class Worker:
     async def _deliver(self, campaign_id: int, recipient: Recipient, templates: RunTemplates) -> Outcome:
         """Sends one message, retrying temporary failures; Pending when the run stopped before it went out."""
         template = templates.for_recipient(recipient)
-        message_id, data = template.render(recipient)
+        message = template.render(recipient)
+        message_id = message.message_id
         campaign_rate = self._campaign_pacer(campaign_id)
         attempts = 0
         last_error = ""
@@ -418,7 +424,8 @@ class Worker:
             await campaign_rate.wait()
             attempts += 1
             try:
-                await self._pool.send(template.sender, recipient.email_address, data)
+                # MAIL FROM is the recipient's signed return path: bounces come back to the bounce receiver.
+                await self._pool.send(message.return_path, recipient.email_address, message.data)
             except SmtpSendError as exc:
                 error = str(exc.reply) if exc.reply is not None else str(exc)
                 if exc.maybe_delivered:

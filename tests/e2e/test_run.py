@@ -57,6 +57,7 @@ def embedded_env(tmp_path: Path) -> dict[str, str]:
         HERALD_HTTP_PORT=str(free_port()),
         HERALD_EMBEDDED_NATS_PORT=str(free_port()),
         HERALD_SMTP_CAPTURE_PORT=str(free_port()),
+        HERALD_BOUNCE_RECEIVER_PORT=str(free_port()),
         HERALD_LOG_LEVEL="WARNING",
         **{f"HERALD_{name}_GRPC_PORT": str(free_port()) for name in ("CAMPAIGN", "TAG", "AUDIENCE", "DELIVERY")},
     )

@@ -15,6 +15,7 @@ from services.campaign import events as campaign_events
 from services.campaign import sending as campaign_sending
 from services.campaign.domain import CampaignStatus, RecursiveSchedule, Schedule, ScheduleType
 from services.common import events
+from services.common.return_path import ReturnPaths
 from services.common.tracking import TrackingLinks, tracking_key, verify_tracking
 from services.delivery import events as delivery_events
 from services.delivery import sending
@@ -156,6 +157,7 @@ def template(**content: object) -> MessageTemplate:
         campaign_id=7,
         campaign_name="News",
         links=TrackingLinks("https://herald.test", SECRET),
+        return_paths=ReturnPaths("bounces.herald.test", SECRET),
         public_url="https://herald.test",
         unsubscribe_mailto="unsubscribe@herald.test",
     )
@@ -172,7 +174,8 @@ def parsed(raw: bytes) -> EmailMessage:
 
 
 def test_a_rendered_message_is_personalized_and_carries_one_click_unsubscribe() -> None:
-    message_id, raw = template().render(recipient())
+    rendered = template().render(recipient())
+    message_id, raw = rendered.message_id, rendered.data
     message = parsed(raw)
     assert message["Subject"] == "Hello Ada" and message["To"] == "ada@example.com"
     assert message["Message-ID"] == message_id and message_id.endswith("@herald.test>")
@@ -194,7 +197,7 @@ def test_a_rendered_message_is_personalized_and_carries_one_click_unsubscribe() 
 
 
 def test_the_clicked_link_is_signed_for_its_exact_target() -> None:
-    _, raw = template().render(recipient())
+    raw = template().render(recipient()).data
     html = parsed(raw).get_body(("html",))
     assert html is not None
     link = next(part for part in html.get_content().split('"') if "/t/c/" in part)
@@ -204,20 +207,20 @@ def test_the_clicked_link_is_signed_for_its_exact_target() -> None:
 
 
 def test_a_subscribers_name_cannot_add_headers_and_non_ascii_is_encoded() -> None:
-    _, raw = template().render(recipient("Eve\r\nBcc: victim@example.com"))
+    raw = template().render(recipient("Eve\r\nBcc: victim@example.com")).data
     head = raw.split(b"\r\n\r\n", 1)[0]
     assert b"\r\nBcc:" not in head
-    _, raw = template().render(recipient("Zoë"))
+    raw = template().render(recipient("Zoë")).data
     assert parsed(raw)["Subject"] == "Hello Zoë"
     assert raw.split(b"\r\n\r\n", 1)[0].isascii()
 
 
 def test_without_tracking_links_stay_and_a_plain_email_has_one_part() -> None:
-    _, raw = template(open_tracking=False, link_tracking=False, content_type="Plain").render(recipient())
+    raw = template(open_tracking=False, link_tracking=False, content_type="Plain").render(recipient()).data
     message = parsed(raw)
     assert message.get_content_type() == "text/plain"
     assert "Dear Ada" in message.get_content()
-    _, raw = template(open_tracking=False, link_tracking=False).render(recipient())
+    raw = template(open_tracking=False, link_tracking=False).render(recipient()).data
     html = parsed(raw).get_body(("html",))
     assert html is not None and 'href="https://example.com/a?x=1&amp;y=2"' in html.get_content()
     assert "/t/o/" not in html.get_content()
@@ -225,7 +228,7 @@ def test_without_tracking_links_stay_and_a_plain_email_has_one_part() -> None:
 
 def test_utm_parameters_are_added_to_links() -> None:
     utm = {"enabled": True, "source": "herald", "medium": "email", "campaign": "spring", "term": "", "content": ""}
-    _, raw = template(utm=utm, link_tracking=False).render(recipient())
+    raw = template(utm=utm, link_tracking=False).render(recipient()).data
     html = parsed(raw).get_body(("html",))
     assert html is not None
     assert "utm_source=herald&amp;utm_medium=email&amp;utm_campaign=spring" in html.get_content()
