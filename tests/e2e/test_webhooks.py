@@ -357,7 +357,7 @@ async def test_the_campaign_statistics_count_what_the_webhooks_recorded(campaign
     async with grpc.aio.insecure_channel(campaign.herald.system.grpc_target("delivery")) as channel:
         answer = await delivery_pb2_grpc.DeliveryServiceStub(channel).BatchGetCampaignStatistics(
             delivery_pb2.BatchGetCampaignStatisticsRequest(campaign_ids=[campaign.campaign_id]),
-            metadata=grpc_metadata(campaign.herald.system, campaign.user.user_id),
+            metadata=grpc_metadata(campaign.herald.system, campaign.user.user_id, service="tests"),
         )
     [statistics] = answer.statistics
     assert statistics.total_hard_bounces == kinds.count(delivery_pb2.BOUNCE_KIND_HARD)

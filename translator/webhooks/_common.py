@@ -46,7 +46,7 @@ _MAX_EVENT_KEY = 200
 _EVENT_KEY = re.compile(r"[!-~]+")
 # An enhanced status code (RFC 3463) anywhere in a text, and a basic reply code at the start of a
 # diagnostic ("550 ...", "smtp; 550-5.1.1 ..."): the forms providers quote the remote server's reply in.
-_ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_ENHANCED = re.compile(r"(?<![0-9.])([245])\.([0-9]{1,3})\.([0-9]{1,3})(?![0-9.])")
 _REPLY = re.compile(r"\s*(?:[a-z][a-z0-9-]*\s*;\s*)?([245][0-9][0-9])(?:[ -]|$)", re.IGNORECASE)
 
 
