@@ -30,6 +30,7 @@ import pytest_asyncio
 from services.common import auth
 from services.common.config import Settings
 from services.common.embedded import EmbeddedNats, EmbeddedPostgres
+from tests.webhook_keys import webhook_keys
 from translator.identity import IdentityStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,6 +154,8 @@ def herald_env(backing: Backing, data_dir: Path) -> tuple[dict[str, str], dict[s
         HERALD_ALLOW_PRIVATE_URLS="true",
         HERALD_SMTP_CAPTURE_PORT=str(ports["smtp_capture"]),
         HERALD_BOUNCE_RECEIVER_PORT=str(ports["bounce_receiver"]),
+        # The provider webhooks accept this test process's keys (tests/webhook_keys.py).
+        **webhook_keys().env(data_dir / "webhook-keys"),
         **{
             f"HERALD_{name.upper()}_GRPC_PORT": str(ports[name])
             for name in ("campaign", "tag", "audience", "delivery")

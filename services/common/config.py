@@ -68,6 +68,22 @@ class Settings(BaseSettings):
     relay_provider: Literal["none", "ses", "sendgrid", "postmark"] = "none"
     # Soft bounces on this many consecutive campaigns make an address Hard.
     soft_bounce_limit: int = 3
+    # Provider webhooks on the translator (docs/bounces.md, "Provider webhooks"). A provider whose key
+    # or secret is unset (SES: not enabled) answers 404. SES through SNS: the topics whose messages are
+    # accepted (comma-separated ARNs; empty: any topic), the authority (host[:port], matched whole and
+    # case-insensitively) that signing certificates and subscription URLs must be fetched from over
+    # HTTPS, and a PEM file of the certificate authorities trusted for those fetches instead of the
+    # system's. SendGrid: the Event Webhook's verification key (base64 DER, as SendGrid shows it) and
+    # how old a signed timestamp may be. Postmark: the shared secret of its webhook URL.
+    ses_webhook_enabled: bool = False
+    ses_topic_arns: str = ""
+    sns_cert_host_pattern: str = r"sns\.[a-z]{2}(-[a-z]+)+-[0-9]+\.amazonaws\.com(\.cn)?"
+    sns_ca_file: str = ""
+    sendgrid_webhook_public_key: str = ""
+    sendgrid_webhook_max_age_seconds: int = Field(default=600, ge=1)
+    postmark_webhook_secret: str = ""
+    # Bodies larger than this are refused (413) by every webhook.
+    webhook_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # The delivery pipeline (services/delivery): how many worker processes `herald run` starts, the
     # recipients per batch, SMTP sessions per worker (its send concurrency), batches a worker works
     # on at once, attempts per recipient on 4xx replies and connection errors, and the first retry's
