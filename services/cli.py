@@ -202,6 +202,10 @@ def _parser() -> _Parser:
     )
 
     from services.audience import import_client
+    from services.delivery import dkim_client
+
+    dkim = commands.add_parser("dkim", help="DKIM sending domains").add_subparsers(dest="action", required=True)
+    dkim_client.add_arguments(dkim, _positive)
 
     subscribers = commands.add_parser("subscribers", help="subscribers of lists").add_subparsers(
         dest="action", required=True
@@ -239,6 +243,11 @@ def main(argv: list[str] | None = None) -> None:
         exit_status: list[int] = []
         _manage(lambda: exit_status.append(import_client.run_import(settings, args)))
         raise SystemExit(exit_status[0])
+    if args.command == "dkim":
+        from services.delivery import dkim_client
+
+        _manage(lambda: _identity(settings, f"herald dkim {args.action}", dkim_client.action(args, settings)))
+        return
     _manage(lambda: _identity(settings, f"herald {args.command} {args.action}", _identity_action(args)))
 
 

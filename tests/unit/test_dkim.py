@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from services.common.errors import DomainError, ErrorKind
 from services.common.tracking import TrackingLinks
 from services.delivery import dkim
+from services.delivery.dkim_client import zone_file_line
 from services.delivery.message import MessageTemplate, Recipient
 from tests.unit.dkim_dns import signature_tags, verified
 
@@ -265,3 +267,12 @@ def test_an_internationalized_from_domain_is_signed_with_its_idna_key(pair: dkim
     signed = signer.sign(raw)
     assert signature_tags(signed)["d"] == "xn--bcher-kva.example"
     assert verified(signed, published(pair, domain="xn--bcher-kva.example"))
+
+
+def test_the_zone_file_line_cuts_the_value_into_txt_strings_of_at_most_255(pair: dkim.KeyPair) -> None:
+    value = dkim.txt_value(pair.public_key)
+    line = zone_file_line("s1._domainkey.example.com", value)
+    assert line.startswith('s1._domainkey.example.com. IN TXT ( "v=DKIM1; k=rsa; p=') and line.endswith('" )')
+    strings = re.findall(r'"([^"]*)"', line)
+    assert len(strings) == 2 and all(len(string) <= 255 for string in strings)
+    assert "".join(strings) == value
