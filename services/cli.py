@@ -246,7 +246,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "dkim":
         from services.delivery import dkim_client
 
-        _manage(lambda: _identity(settings, f"herald dkim {args.action}", dkim_client.action(args, settings)))
+        def dkim_command() -> None:
+            try:
+                _identity(settings, f"herald dkim {args.action}", dkim_client.action(args, settings))
+            except dkim_client.CallFailed as exc:
+                raise CommandFailed(str(exc)) from exc
+
+        _manage(dkim_command)
         return
     _manage(lambda: _identity(settings, f"herald {args.command} {args.action}", _identity_action(args)))
 

@@ -17,13 +17,17 @@ import grpc
 from google.protobuf import message as protobuf_message
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 
-from services.cli import CommandFailed
 from services.common.auth import Principal, mint_token
 from services.common.config import Settings
 from services.common.grpcutil import decode_error
 
 if TYPE_CHECKING:
     from translator.identity import IdentityStore
+
+
+class CallFailed(Exception):
+    """The service refused the call or could not be reached; the message is the line the user sees."""
+
 
 TOKEN_TTL_SECONDS = 300
 CALL_TIMEOUT_SECONDS = 30.0
@@ -75,7 +79,10 @@ async def _call(
         stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
         try:
             answer: protobuf_message.Message = await rpc(stub)(
-                **request, metadata=(("authorization", f"Bearer {token}"),), timeout=CALL_TIMEOUT_SECONDS
+                **request,
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=CALL_TIMEOUT_SECONDS,
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
             failure = decode_error(exc)
@@ -83,10 +90,10 @@ async def _call(
                 failure.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
                 and not failure.reason
             ):
-                raise CommandFailed(f"delivery service unreachable at {address}: {failure.message}") from exc
+                raise CallFailed(f"delivery service unreachable at {address}: {failure.message}") from exc
             # Every bad field at once, as the service reported them.
             message = "; ".join(v.description for v in failure.violations) or failure.message
-            raise CommandFailed(message) from exc
+            raise CallFailed(message) from exc
     return answer
 
 

@@ -90,6 +90,9 @@ async def test_a_campaign_from_a_domain_with_a_key_is_signed_and_one_from_anothe
         created = await delivery.CreateSendingDomain(
             delivery_pb2.CreateSendingDomainRequest(domain=domain.upper() + ".", selector="S2026"),
             metadata=grpc_metadata(herald.system, user.user_id),
+            # The first call of a Herald that just started may come before the delivery service listens.
+            wait_for_ready=True,
+            timeout=60,
         )
     assert (created.domain, created.selector, created.owner_user_id) == (domain, "s2026", user.user_id)
     assert created.dns_record_name == f"s2026._domainkey.{domain}"
@@ -197,7 +200,10 @@ async def test_sending_domains_are_their_owners_and_never_show_a_private_key(
     channel, delivery = stub(herald)
     async with channel:
         await delivery.CreateSendingDomain(
-            delivery_pb2.CreateSendingDomainRequest(domain=domain, selector="s1"), metadata=as_owner
+            delivery_pb2.CreateSendingDomainRequest(domain=domain, selector="s1"),
+            metadata=as_owner,
+            wait_for_ready=True,
+            timeout=60,
         )
         duplicate = await rpc_error(
             delivery.CreateSendingDomain(
