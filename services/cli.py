@@ -1,4 +1,4 @@
-"""The `herald` command: run everything, serve one service, manage users and admins, mint principal tokens."""
+"""The `herald` command: run everything, serve one service, manage users, admins and DKIM sending domains, mint principal tokens."""
 
 from __future__ import annotations
 
