@@ -1,4 +1,4 @@
-"""The `herald` command: run everything, serve one service, manage users and admins, mint principal tokens."""
+"""The `herald` command: run everything, serve one service, manage users, admins and DKIM sending domains, mint principal tokens."""
 
 from __future__ import annotations
 
@@ -203,6 +203,10 @@ def _parser() -> _Parser:
     )
 
     from services.audience import import_client
+    from services.delivery import dkim_client
+
+    dkim = commands.add_parser("dkim", help="DKIM sending domains").add_subparsers(dest="action", required=True)
+    dkim_client.add_arguments(dkim, _positive)
 
     subscribers = commands.add_parser("subscribers", help="subscribers of lists").add_subparsers(
         dest="action", required=True
@@ -240,6 +244,17 @@ def main(argv: list[str] | None = None) -> None:
         exit_status: list[int] = []
         _manage(lambda: exit_status.append(import_client.run_import(settings, args)))
         raise SystemExit(exit_status[0])
+    if args.command == "dkim":
+        from services.delivery import dkim_client
+
+        def dkim_command() -> None:
+            try:
+                _identity(settings, f"herald dkim {args.action}", dkim_client.action(args, settings))
+            except dkim_client.CallFailed as exc:
+                raise CommandFailed(str(exc)) from exc
+
+        _manage(dkim_command)
+        return
     _manage(lambda: _identity(settings, f"herald {args.command} {args.action}", _identity_action(args)))
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import grpc
+from google.protobuf import empty_pb2
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import auth, grpcutil
 from services.common.errors import DomainError, ErrorKind, invalid, not_found
 from services.common.outbox import Outbox
-from services.delivery import bounce_recording, bounce_store, domain, sending, store
+from services.delivery import bounce_recording, bounce_store, dkim, dkim_store, domain, sending, store
 from services.delivery.domain import CampaignStatistics, RecipientStatus
 from services.delivery.events import BOUNCE_KINDS, BOUNCE_SOURCES
 from services.delivery.queue import DeliveryQueue
@@ -79,13 +81,20 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
     """Delivery statistics, every call scoped to the principal's user."""
 
     def __init__(
-        self, engine: AsyncEngine, queue: DeliveryQueue | None = None, outbox: Outbox | None = None
+        self,
+        engine: AsyncEngine,
+        queue: DeliveryQueue | None = None,
+        outbox: Outbox | None = None,
+        *,
+        key_seal: dkim.KeySeal | None = None,
     ) -> None:
         self._engine = engine
         # The send pipeline's queue (retrying failed recipients); None where the service serves reads only.
         self._queue = queue
         # Where recorded bounces are announced (RecordBounces); None where the service serves reads only.
         self._outbox = outbox
+        # Seals the DKIM private keys of new sending domains; None where the service creates none.
+        self._key_seal = key_seal
 
     async def BatchGetCampaignStatistics(
         self, request: delivery_pb2.BatchGetCampaignStatisticsRequest, context: grpc.aio.ServicerContext
@@ -203,6 +212,55 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
             total_size=total,
         )
 
+    # --- DKIM sending domains -----------------------------------------------------------------------------
+
+    async def CreateSendingDomain(
+        self, request: delivery_pb2.CreateSendingDomainRequest, context: grpc.aio.ServicerContext
+    ) -> delivery_pb2.SendingDomain:
+        """Generates the domain's key pair and keeps it (sealed); answers the DNS record to publish."""
+        principal = auth.principal()
+        owner = dkim.owner_of(request.owner_user_id, principal.user_id, principal.is_admin)
+        assert owner is not None
+        domain_name, selector = dkim.validated_sending_domain(request.domain, request.selector)
+        if self._key_seal is None:
+            raise DomainError(
+                ErrorKind.UNAVAILABLE, "DKIM_KEYS_UNAVAILABLE", "this server does not keep DKIM keys"
+            )
+        # RSA key generation is ~0.1 s of CPU: off the event loop.
+        pair = await asyncio.to_thread(dkim.generate_key_pair)
+        sealed = self._key_seal.seal(pair.private_pem, owner, domain_name)
+        async with self._engine.begin() as conn:
+            created = await dkim_store.inserted_sending_domain(
+                conn, owner, domain_name, selector, sealed, pair.public_key
+            )
+        if created is None:
+            raise dkim.already_exists(domain_name)
+        return _sending_domain_message(created)
+
+    async def ListSendingDomains(
+        self, request: delivery_pb2.ListSendingDomainsRequest, context: grpc.aio.ServicerContext
+    ) -> delivery_pb2.ListSendingDomainsResponse:
+        principal = auth.principal()
+        owner = dkim.owner_of(request.owner_user_id, principal.user_id, principal.is_admin, for_listing=True)
+        async with self._engine.connect() as conn:
+            rows = await dkim_store.sending_domains_of(conn, owner)
+        return delivery_pb2.ListSendingDomainsResponse(
+            sending_domains=[_sending_domain_message(row) for row in rows]
+        )
+
+    async def DeleteSendingDomain(
+        self, request: delivery_pb2.DeleteSendingDomainRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        principal = auth.principal()
+        owner = dkim.owner_of(request.owner_user_id, principal.user_id, principal.is_admin)
+        assert owner is not None
+        domain_name = dkim.normalized_domain(request.domain)
+        async with self._engine.begin() as conn:
+            deleted = await dkim_store.deleted_sending_domain_count(conn, owner, domain_name)
+        if not deleted:
+            raise dkim.unknown(domain_name)
+        return empty_pb2.Empty()
+
     # --- mail capture -------------------------------------------------------------------------------------
 
     async def ListCapturedMessages(
@@ -293,6 +351,17 @@ def _bounce_message(bounce: domain.RecordedBounce) -> delivery_pb2.Bounce:
         reply_code=bounce.reply_code,
         diagnostic=bounce.diagnostic,
         occur_time=grpcutil.timestamp(bounce.occurred_at),
+    )
+
+
+def _sending_domain_message(row: dkim_store.SendingDomainRow) -> delivery_pb2.SendingDomain:
+    return delivery_pb2.SendingDomain(
+        domain=row.domain,
+        selector=row.selector,
+        owner_user_id=row.owner_user_id,
+        dns_record_name=dkim.record_name(row.selector, row.domain),
+        dns_txt_value=dkim.txt_value(row.public_key),
+        create_time=grpcutil.timestamp(row.created_at),
     )
 
 

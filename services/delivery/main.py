@@ -13,7 +13,7 @@ from services.common.grpcutil import serve
 from services.common.nats_link import NatsLink
 from services.common.natsutil import Subjects
 from services.common.outbox import Outbox
-from services.delivery import streams
+from services.delivery import dkim, streams
 from services.delivery.api import DeliveryService
 from services.delivery.queue import DeliveryQueue
 from services.delivery.split_tests import SplitTestDecider
@@ -26,6 +26,7 @@ async def main(settings: Settings) -> None:
     outbox = Outbox(engine, SCHEMA, Subjects.of(settings))
     queue = DeliveryQueue(engine, settings, outbox)
     decider = SplitTestDecider(outbox, settings)
+    key_seal = dkim.KeySeal(settings.effective_token_secret())
     nats = NatsLink(settings, "delivery", outbox=outbox, consumers=queue.consumers(), streams=streams.STREAMS)
 
     async def close() -> None:
@@ -33,7 +34,9 @@ async def main(settings: Settings) -> None:
         await engine.dispose()
 
     def register(server: grpc.aio.Server) -> list[str]:
-        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(DeliveryService(engine, queue, outbox), server)
+        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
+            DeliveryService(engine, queue, outbox, key_seal=key_seal), server
+        )
         return [delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name]
 
     await serve(

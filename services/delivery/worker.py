@@ -57,7 +57,7 @@ from services.common.natsutil import Subjects
 from services.common.outbox import Outbox, UnitOfWork
 from services.common.return_path import ReturnPaths
 from services.common.tracking import TrackingLinks
-from services.delivery import bounce_recording, claim_store, queue_store, sending, streams
+from services.delivery import bounce_recording, claim_store, dkim, dkim_store, queue_store, sending, streams
 from services.delivery import events as delivery_events
 from services.delivery.claim_store import RunView
 from services.delivery.domain import RecipientStatus
@@ -147,10 +147,11 @@ class RunStates:
 
 @dataclass(frozen=True)
 class RunTemplates:
-    """The parsed emails of one occurrence of a campaign."""
+    """The parsed emails of one occurrence of a campaign, and the DKIM keys of its owner's sending domains."""
 
     by_email: Mapping[int, MessageTemplate]
     default: MessageTemplate
+    signer: dkim.Signer
 
     def for_recipient(self, recipient: Recipient) -> MessageTemplate:
         if recipient.email_id is not None:
@@ -168,6 +169,7 @@ class Templates:
         self._relay_provider = settings.relay_provider
         self._public_url = settings.effective_public_url()
         self._mailto = settings.delivery_unsubscribe_mailto
+        self._key_seal = dkim.KeySeal(settings.effective_token_secret())
         self._cache: OrderedDict[tuple[int, int], RunTemplates | None] = OrderedDict()
 
     async def get(self, campaign_id: int, occurrence: int) -> RunTemplates | None:
@@ -177,15 +179,28 @@ class Templates:
             return self._cache[key]
         async with db.autocommit(self._engine).connect() as conn:
             found = await claim_store.run_content(conn, campaign_id)
+            # The owner's DKIM keys are read with the content: once per run, not per message.
+            sealed_keys = await dkim_store.run_signing_keys(conn, campaign_id) if found is not None else []
         templates = None
         if found is not None and found[0] == occurrence and found[1].get("emails"):
-            templates = self._build(campaign_id, found[1])
+            templates = self._build(campaign_id, found[1], self._signer(campaign_id, sealed_keys))
         self._cache[key] = templates
         while len(self._cache) > TEMPLATE_CACHE_SIZE:
             self._cache.popitem(last=False)
         return templates
 
-    def _build(self, campaign_id: int, content: Mapping[str, object]) -> RunTemplates:
+    def _signer(self, campaign_id: int, sealed_keys: Sequence[dkim.SealedKey]) -> dkim.Signer:
+        signer, unreadable = dkim.opened_signer(sealed_keys, self._key_seal)
+        if unreadable:
+            # Sealed under another token secret: the domain's mail goes out unsigned until it is added again.
+            log.error(
+                "DKIM keys that do not open; those domains are sent unsigned",
+                campaign_id=campaign_id,
+                domains=unreadable,
+            )
+        return signer
+
+    def _build(self, campaign_id: int, content: Mapping[str, object], signer: dkim.Signer) -> RunTemplates:
         emails = content["emails"]
         assert isinstance(emails, dict)
         by_email = {
@@ -202,7 +217,7 @@ class Templates:
             for email_id, snapshot in emails.items()
         }
         default_id = int(str(content.get("default_email_id") or next(iter(by_email))))
-        return RunTemplates(by_email, by_email.get(default_id, next(iter(by_email.values()))))
+        return RunTemplates(by_email, by_email.get(default_id, next(iter(by_email.values()))), signer)
 
 
 class Worker:
@@ -413,6 +428,7 @@ class Worker:
         template = templates.for_recipient(recipient)
         message = template.render(recipient)
         message_id = message.message_id
+        data = templates.signer.sign(message.data)
         campaign_rate = self._campaign_pacer(campaign_id)
         attempts = 0
         last_error = ""
@@ -425,7 +441,7 @@ class Worker:
             attempts += 1
             try:
                 # MAIL FROM is the recipient's signed return path: bounces come back to the bounce receiver.
-                await self._pool.send(message.return_path, recipient.email_address, message.data)
+                await self._pool.send(message.return_path, recipient.email_address, data)
             except SmtpSendError as exc:
                 error = str(exc.reply) if exc.reply is not None else str(exc)
                 if exc.maybe_delivered:

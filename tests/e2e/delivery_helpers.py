@@ -331,7 +331,14 @@ PLAIN = "Dear {{ Subscriber:FirstName }},\nnews of the week.\nUnsubscribe: {{ Li
 
 
 async def create_email(
-    api: Api, user: User, *, subject: str = SUBJECT, html: str = HTML, plain: str = PLAIN, name: str = "Weekly"
+    api: Api,
+    user: User,
+    *,
+    subject: str = SUBJECT,
+    html: str = HTML,
+    plain: str = PLAIN,
+    name: str = "Weekly",
+    sender: str = SENDER,
 ) -> int:
     email_id: int = (await ok(api, "email.create", user.api_key))["EmailID"]
     await ok(
@@ -343,7 +350,7 @@ async def create_email(
         EmailName=name,
         Subject=subject,
         FromName="Herald News",
-        FromEmail=SENDER,
+        FromEmail=sender,
         HTMLContent=html,
         PlainContent=plain,
     )

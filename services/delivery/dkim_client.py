@@ -1,0 +1,143 @@
+"""`herald dkim add|list|remove`: a user's DKIM sending domains through DeliveryService; `add` prints the DNS TXT record to publish.
+
+The command calls as the user it names (a token minted from the identity store, which also tells a
+user id that does not exist), so it can do no more than that user could; `list` without `--user`
+lists every user's domains as an admin. Answers are JSON on stdout; a failure is one JSON line on
+stderr (services/cli.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import message as protobuf_message
+from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
+
+from services.common.auth import Principal, mint_token
+from services.common.config import Settings
+from services.common.grpcutil import decode_error
+
+if TYPE_CHECKING:
+    from translator.identity import IdentityStore
+
+
+class CallFailed(Exception):
+    """The service refused the call or could not be reached; the message is the line the user sees."""
+
+
+TOKEN_TTL_SECONDS = 300
+CALL_TIMEOUT_SECONDS = 30.0
+# A TXT record's strings hold at most 255 characters each (RFC 1035 §3.3.14); a 2048-bit key needs two.
+TXT_STRING_LENGTH = 255
+
+
+def add_arguments(dkim: argparse._SubParsersAction[Any], positive: Callable[[str], int]) -> None:
+    add = dkim.add_parser(
+        "add", help="add a sending domain: generates its key; prints the DNS TXT record to publish"
+    )
+    add.add_argument("--user", type=positive, required=True, help="user id (whose campaigns are signed)")
+    add.add_argument("--domain", required=True, help="the From domain to sign for (example.com)")
+    add.add_argument(
+        "--selector", required=True, help="the DKIM selector: the record is <selector>._domainkey.<domain>"
+    )
+    listing = dkim.add_parser("list", help="list sending domains with their DNS records (never a private key)")
+    listing.add_argument("--user", type=positive, help="user id (default: every user's)")
+    remove = dkim.add_parser(
+        "remove", help="remove a sending domain and its key; later mail from it is not signed"
+    )
+    remove.add_argument("--user", type=positive, required=True, help="user id")
+    remove.add_argument("--domain", required=True)
+
+
+def zone_file_line(name: str, value: str) -> str:
+    """The record as a zone file line, the value cut into quoted strings of at most 255 characters."""
+    strings = " ".join(f'"{part}"' for part in textwrap.wrap(value, TXT_STRING_LENGTH, drop_whitespace=False))
+    return f"{name}. IN TXT ( {strings} )"
+
+
+def shown(domain: delivery_pb2.SendingDomain) -> dict[str, Any]:
+    """A sending domain as the command prints it."""
+    return {
+        "UserID": domain.owner_user_id,
+        "Domain": domain.domain,
+        "Selector": domain.selector,
+        "DnsRecord": {"Name": domain.dns_record_name, "Type": "TXT", "Value": domain.dns_txt_value},
+        "ZoneFileLine": zone_file_line(domain.dns_record_name, domain.dns_txt_value),
+        "CreatedOn": domain.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+async def _call(
+    settings: Settings, token: str, rpc: Callable[[delivery_pb2_grpc.DeliveryServiceStub], Any], **request: Any
+) -> Any:
+    address = settings.grpc_addr("delivery")
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        try:
+            answer: protobuf_message.Message = await rpc(stub)(
+                **request,
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=CALL_TIMEOUT_SECONDS,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as exc:
+            failure = decode_error(exc)
+            if (
+                failure.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                and not failure.reason
+            ):
+                raise CallFailed(f"delivery service unreachable at {address}: {failure.message}") from exc
+            # Every bad field at once, as the service reported them.
+            message = "; ".join(v.description for v in failure.violations) or failure.message
+            raise CallFailed(message) from exc
+    return answer
+
+
+async def _user_token(store: IdentityStore, user_id: int) -> str:
+    token: str = (await store.mint_for(user_id=user_id, admin_id=None, ttl=TOKEN_TTL_SECONDS))["Token"]
+    return token
+
+
+def action(args: argparse.Namespace, settings: Settings) -> Callable[[IdentityStore], Awaitable[Any]]:
+    """What `herald dkim <action>` does with the identity store (a user's token) and the delivery service."""
+
+    async def add(store: IdentityStore) -> Any:
+        token = await _user_token(store, args.user)
+        created = await _call(
+            settings,
+            token,
+            lambda stub: stub.CreateSendingDomain,
+            request=delivery_pb2.CreateSendingDomainRequest(domain=args.domain, selector=args.selector),
+        )
+        return shown(created)
+
+    async def listing(store: IdentityStore) -> Any:
+        if args.user is None:
+            token = mint_token(
+                Principal(user_id=0, is_admin=True), settings.effective_token_secret(), TOKEN_TTL_SECONDS
+            )
+        else:
+            token = await _user_token(store, args.user)
+        found = await _call(
+            settings, token, lambda stub: stub.ListSendingDomains, request=delivery_pb2.ListSendingDomainsRequest()
+        )
+        return [shown(domain) for domain in found.sending_domains]
+
+    async def remove(store: IdentityStore) -> Any:
+        from services.delivery import dkim  # the key and signing libraries only where they are needed
+
+        token = await _user_token(store, args.user)
+        await _call(
+            settings,
+            token,
+            lambda stub: stub.DeleteSendingDomain,
+            request=delivery_pb2.DeleteSendingDomainRequest(domain=args.domain),
+        )
+        return {"UserID": args.user, "Domain": dkim.normalized_domain(args.domain), "Removed": True}
+
+    actions: dict[str, Callable[[IdentityStore], Awaitable[Any]]] = {"add": add, "list": listing, "remove": remove}
+    return actions[args.action]
