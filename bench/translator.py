@@ -2,7 +2,9 @@
 straight to the campaign service over gRPC, 64 concurrent clients, 10,000 campaigns in the account.
 
 Run: `make bench` (or `.venv/bin/python bench/translator.py --seconds 10 --concurrency 64 --campaigns 10000`).
-Prints requests/s, p50 and p99 for each, the translator/gRPC ratios, and each process's memory.
+Prints requests/s, p50 and p99 for each, the translator/gRPC ratios, each process's memory, and the
+CPU time each process spent per request in each phase (user + system, from psutil): a figure that
+other load on the machine disturbs far less than requests/s, for comparing two versions of Herald.
 Both sides are first driven by Python clients (aiohttp and grpc.aio) in this process, which is the
 like-for-like comparison for the ratios; the translator is then driven by wrk (bench/wrk.py), whose
 load costs the 2-core machine far less CPU, for what the translator itself sustains.
@@ -25,10 +27,34 @@ from typing import Any
 
 import aiohttp
 import grpc
+import psutil
 from harness import Result, drive, running_herald
 from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
 
 from bench.wrk import run_wrk, wrk_tool
+
+CPU_ROLES = ("translator", "campaign", "postgres")
+
+
+def cpu_seconds(herald: Any) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the translator, the campaign service and all of PostgreSQL."""
+    totals = dict.fromkeys(CPU_ROLES, 0.0)
+    roles = {process.pid: role for role, process in herald.processes().items()}
+    for process in psutil.Process(herald.process.pid).children(recursive=True):
+        try:
+            role = roles.get(process.pid) or ("postgres" if process.name() == "postgres" else "")
+            if role in totals:
+                times = process.cpu_times()
+                totals[role] += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return totals
+
+
+def cpu_line(name: str, before: dict[str, float], after: dict[str, float], requests: int) -> str:
+    per = {role: (after[role] - before[role]) / max(requests, 1) * 1000 for role in CPU_ROLES}
+    parts = "   ".join(f"{role} {per[role]:.3f}" for role in CPU_ROLES)
+    return f"{name:<40} CPU ms/request   {parts}   sum {sum(per.values()):.3f}"
 
 
 async def seed_campaigns(target: str, metadata: tuple[tuple[str, str], ...], count: int) -> list[int]:
@@ -59,6 +85,7 @@ async def run(args: argparse.Namespace) -> None:
         pages = max(1, len(ids) // 50)
         url = herald.base_url + "/api.php"
         results: list[Result] = []
+        cpu_lines: list[str] = []
 
         connector = aiohttp.TCPConnector(limit=args.concurrency)
         async with (
@@ -107,7 +134,9 @@ async def run(args: argparse.Namespace) -> None:
                 ("campaigns.get via translator (50)", legacy_list),
                 ("ListCampaigns direct gRPC (50)", grpc_list),
             ):
+                cpu_before = cpu_seconds(herald)
                 result = await drive(name, call, concurrency=args.concurrency, seconds=args.seconds)
+                cpu_lines.append(cpu_line(name, cpu_before, cpu_seconds(herald), len(result.latencies)))
                 results.append(result)
                 print(result.line(), flush=True)
 
@@ -138,7 +167,10 @@ async def run(args: argparse.Namespace) -> None:
                 ("campaign.get  via translator, wrk", gets),
                 ("campaigns.get via translator, wrk (50)", lists),
             ):
+                cpu_before = cpu_seconds(herald)
                 measured = run_wrk(tool, name, url, bodies, connections=args.concurrency, seconds=args.seconds)
+                requests = round(measured.rps * args.seconds)
+                cpu_lines.append(cpu_line(name, cpu_before, cpu_seconds(herald), requests))
                 print(measured.line(), flush=True)
 
         print()
@@ -148,6 +180,9 @@ async def run(args: argparse.Namespace) -> None:
                 f"p50 x{translator.percentile(50) / direct.percentile(50):.2f}, "
                 f"p99 x{translator.percentile(99) / direct.percentile(99):.2f}"
             )
+        print()
+        for line in cpu_lines:
+            print(line)
         print()
         for role, process in sorted(herald.processes().items()):
             print(f"{role:<12} RSS {process.memory_info().rss / 2**20:7.1f} MB")

@@ -10,6 +10,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
+from services.common.flags import FALSE_STRINGS, TRUE_STRINGS
+
 __all__ = [
     "FALSE_STRINGS",
     "INT32_MAX",
@@ -40,9 +42,7 @@ INT32_MAX = 2**31 - 1
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
-# How a legacy boolean is written: anything else (outside a strict flag) is false.
-TRUE_STRINGS = frozenset({"1", "true", "yes", "on"})
-FALSE_STRINGS = frozenset({"0", "false", "no", "off"})
+# How a legacy boolean is written (services.common.flags): anything else (outside a strict flag) is false.
 # Python's str.strip() and int() also accept Unicode spaces, digits and "_" separators,
 # none of which a legacy client sends; only ASCII is treated as numeric.
 _ASCII_SPACE = " \t\n\r\f\v"

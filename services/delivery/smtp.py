@@ -32,11 +32,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import aiosmtplib
 import structlog
 
+from services.common.flags import FALSE_STRINGS, TRUE_STRINGS
+
 log = structlog.get_logger()
 
 TlsMode = Literal["none", "starttls", "implicit"]
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
 
 
 class SmtpUrlError(ValueError):
@@ -91,9 +91,9 @@ def parse_smtp_url(url: str) -> SmtpTarget:
         if scheme == "smtps":
             raise SmtpUrlError("starttls applies to smtp:// only; smtps:// is TLS from the start")
         flag = value.strip().lower()
-        if flag not in _TRUE | _FALSE:
+        if flag not in TRUE_STRINGS | FALSE_STRINGS:
             raise SmtpUrlError(f"SMTP_URL starttls must be true or false, not {value!r}")
-        tls = "starttls" if flag in _TRUE else "none"
+        tls = "starttls" if flag in TRUE_STRINGS else "none"
     username = unquote(parts.username) if parts.username is not None else ""
     password = unquote(parts.password) if parts.password is not None else ""
     if password and not username:
