@@ -5,6 +5,9 @@
 libraries live in the package; the system libraries they link against are downloaded and
 unpacked too when `ldd` finds them missing). Nothing is installed and no mail server runs.
 
+`unpacked_package()` does the same for any package (tools/bounce_corpus.py runs a whole private
+Postfix, and Exim, from it).
+
 `SmtpSink` runs smtp-sink on a free port (as root with `-u nobody`, which it requires) and reads
 its running counter (`-c`), so a benchmark knows how many messages the sink accepted.
 `run_source()` runs smtp-source and times it.
@@ -19,6 +22,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,9 +41,13 @@ class PostfixTools:
     library_path: str
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["LD_LIBRARY_PATH"] = ":".join(p for p in (self.library_path, env.get("LD_LIBRARY_PATH", "")) if p)
-        return env
+        return _with_library_path(self.library_path)
+
+
+def _with_library_path(library_path: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in (library_path, env.get("LD_LIBRARY_PATH", "")) if p)
+    return env
 
 
 def _apt_download(packages: list[str], into: Path) -> None:
@@ -63,10 +71,11 @@ def _library_dirs(root: Path) -> list[str]:
     return sorted({str(path.parent) for path in root.rglob("*.so*") if path.is_file()})
 
 
-def _missing_libraries(tools: PostfixTools) -> set[str]:
+def _missing_libraries(binaries: Iterable[Path], library_path: str) -> set[str]:
+    env = _with_library_path(library_path)
     missing: set[str] = set()
-    for binary in (tools.sink, tools.source):
-        output = subprocess.run(["ldd", str(binary)], env=tools.env(), capture_output=True, text=True).stdout
+    for binary in binaries:
+        output = subprocess.run(["ldd", str(binary)], env=env, capture_output=True, text=True).stdout
         missing |= {line.split()[0] for line in output.splitlines() if "not found" in line}
     return missing
 
@@ -79,28 +88,48 @@ def _library_dependencies(package: str) -> list[str]:
     return [name for name in names if name.startswith("lib") and name != "libc6"]
 
 
+@dataclass(frozen=True)
+class UnpackedPackage:
+    """A Debian package unpacked with `dpkg -x` under `root`, and the LD_LIBRARY_PATH its programs run with."""
+
+    root: Path
+    library_path: str
+
+    def env(self) -> dict[str, str]:
+        return _with_library_path(self.library_path)
+
+
+def unpacked_package(package: str, binaries: Iterable[str], cache: Path) -> UnpackedPackage:
+    """`package` downloaded into cache/debs and unpacked into cache/root on first use, reused afterwards.
+
+    `binaries` (paths inside the package) must run: the system libraries they miss are fetched from
+    the package's lib* dependencies and unpacked next to it."""
+    root, debs = cache / "root", cache / "debs"
+    programs = [root / binary for binary in binaries]
+    if not all(program.exists() for program in programs):
+        if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+            raise RuntimeError(f"apt-get and dpkg are needed to fetch {package}")
+        if not list(debs.glob(f"{package}_*.deb")):
+            _apt_download([package], debs)
+        _unpack(debs, root)
+    unpacked = UnpackedPackage(root, ":".join(_library_dirs(root)))
+    if _missing_libraries(programs, unpacked.library_path):
+        # Postfix links against system libraries (Berkeley DB, ICU, SASL, OpenSSL...) that a
+        # minimal machine may lack: their packages are unpacked next to it.
+        _apt_download(_library_dependencies(package), debs)
+        _unpack(debs, root)
+        unpacked = UnpackedPackage(root, ":".join(_library_dirs(root)))
+        missing = _missing_libraries(programs, unpacked.library_path)
+        if missing:
+            raise RuntimeError(f"{package}'s programs still miss libraries: {', '.join(sorted(missing))}")
+    return unpacked
+
+
 def postfix_tools(cache: Path = TOOLS) -> PostfixTools:
     """smtp-sink and smtp-source, downloaded and unpacked on first use, reused afterwards."""
-    root, debs = cache / "root", cache / "debs"
-    sink, source = root / "usr/sbin/smtp-sink", root / "usr/sbin/smtp-source"
-    if not (sink.exists() and source.exists()):
-        if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
-            raise RuntimeError("apt-get and dpkg are needed to fetch Postfix's smtp-sink and smtp-source")
-        if not list(debs.glob("postfix_*.deb")):
-            _apt_download(["postfix"], debs)
-        _unpack(debs, root)
-    tools = PostfixTools(sink, source, ":".join(_library_dirs(root)))
-    missing = _missing_libraries(tools)
-    if missing:
-        # Postfix links against system libraries (Berkeley DB, ICU, SASL, OpenSSL...) that a
-        # minimal machine may lack: their packages are unpacked next to Postfix.
-        _apt_download(_library_dependencies("postfix"), debs)
-        _unpack(debs, root)
-        tools = PostfixTools(sink, source, ":".join(_library_dirs(root)))
-        missing = _missing_libraries(tools)
-        if missing:
-            raise RuntimeError(f"smtp-sink / smtp-source still miss libraries: {', '.join(sorted(missing))}")
-    return tools
+    sink, source = "usr/sbin/smtp-sink", "usr/sbin/smtp-source"
+    postfix = unpacked_package("postfix", [sink, source], cache)
+    return PostfixTools(postfix.root / sink, postfix.root / source, postfix.library_path)
 
 
 def free_port() -> int:
