@@ -84,7 +84,8 @@ def _expiring(
     address: str, status: str, reply_code: int, code: str = "", *, failed_status: str = ""
 ) -> tuple[Notice, ...]:
     """A delay warning, then the failure when the queue lifetime is over (Exim then writes Status 5.0.0)."""
-    failed = Expect(address, failed_status or status, reply_code, "soft", code)
+    # Exim's failure after the retry time names only its own generic status (5.0.0), and so does the report.
+    failed = Expect(address, failed_status or status, reply_code, "soft", "" if failed_status else code)
     return (
         Notice("delayed", (Expect(address, status, reply_code, "delayed", code),), "delayed", "(delay warning)"),
         Notice("failed", (failed,), "expired", "(queue lifetime over)"),
