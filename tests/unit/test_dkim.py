@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.errors import DomainError, ErrorKind
+from services.common.return_path import ReturnPaths
 from services.common.tracking import TrackingLinks
 from services.delivery import dkim
 from services.delivery.dkim_client import zone_file_line
@@ -209,6 +210,7 @@ def template(from_email: str) -> MessageTemplate:
         campaign_id=7,
         campaign_name="News",
         links=TrackingLinks("https://herald.test", SECRET),
+        return_paths=ReturnPaths("bounces.herald.test", SECRET),
         public_url="https://herald.test",
     )
 
@@ -222,7 +224,7 @@ def published(pair: dkim.KeyPair, selector: str = "s1", domain: str = "example.c
 
 def test_a_message_from_a_domain_with_a_key_verifies_against_the_published_record(pair: dkim.KeyPair) -> None:
     signer = dkim.Signer([dkim.SigningKey("example.com", "s1", pair.private_pem)])
-    _, raw = template("news@Example.com").render(RECIPIENT)
+    raw = template("news@Example.com").render(RECIPIENT).data
     signed = signer.sign(raw)
     assert signed.startswith(b"DKIM-Signature: ") and signed.endswith(raw)
     assert verified(signed, published(pair))
@@ -238,7 +240,7 @@ def test_a_message_from_a_domain_with_a_key_verifies_against_the_published_recor
 
 def test_a_signature_survives_refolding_but_not_a_changed_header_or_body(pair: dkim.KeyPair) -> None:
     signer = dkim.Signer([dkim.SigningKey("example.com", "s1", pair.private_pem)])
-    _, raw = template("news@example.com").render(RECIPIENT)
+    raw = template("news@example.com").render(RECIPIENT).data
     signed = signer.sign(raw)
     records = published(pair)
     assert verified(signed.replace(b"\r\nSubject: Hello Ada", b"\r\nSubject:   Hello\r\n  Ada"), records)
@@ -255,15 +257,15 @@ def test_a_signature_survives_refolding_but_not_a_changed_header_or_body(pair: d
 def test_a_message_from_a_domain_without_a_key_is_sent_as_rendered(pair: dkim.KeyPair) -> None:
     signer = dkim.Signer([dkim.SigningKey("example.com", "s1", pair.private_pem)])
     for sender in ("news@example.org", "news@sub.example.com", "news@example.com.evil.test"):
-        _, raw = template(sender).render(RECIPIENT)
+        raw = template(sender).render(RECIPIENT).data
         assert signer.sign(raw) == raw
-    _, raw = template("news@example.com").render(RECIPIENT)
+    raw = template("news@example.com").render(RECIPIENT).data
     assert dkim.Signer().sign(raw) == raw
 
 
 def test_an_internationalized_from_domain_is_signed_with_its_idna_key(pair: dkim.KeyPair) -> None:
     signer = dkim.Signer([dkim.SigningKey("xn--bcher-kva.example", "s1", pair.private_pem)])
-    _, raw = template("news@bücher.example").render(RECIPIENT)
+    raw = template("news@bücher.example").render(RECIPIENT).data
     signed = signer.sign(raw)
     assert signature_tags(signed)["d"] == "xn--bcher-kva.example"
     assert verified(signed, published(pair, domain="xn--bcher-kva.example"))
