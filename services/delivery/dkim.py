@@ -1,4 +1,4 @@
-"""DKIM for sending domains: the rules for a domain and selector, the key pair Herald generates and keeps sealed, and the Signer the delivery worker signs a run's messages with (dkimpy).
+"""DKIM for sending domains: the rules for a domain and selector, the key pair Herald generates and keeps sealed, and the Signer the delivery worker signs a run's messages with (dkimpy, its RSA step by OpenSSL).
 
 A user's sending domain is a hostname (stored lower-case, IDNA A-labels) with a DKIM selector. Herald
 generates an RSA 2048 key pair, publishes nothing itself and hands back the DNS TXT record to publish at
@@ -14,7 +14,7 @@ import email.utils
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dkim as dkimpy
 import idna
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from services.common.errors import DomainError, ErrorKind, Violations, conflict, invalid, not_found
+from services.delivery.dkim_openssl import prepared_pem
 from services.delivery.domain import ADMIN_REQUIRED
 
 # Reasons; they are part of the service's contract (google.rpc.ErrorInfo).
@@ -248,11 +249,19 @@ def sender_domain(address: str) -> str:
 
 @dataclass(frozen=True)
 class SigningKey:
-    """One sending domain's key, opened, as the worker signs with it."""
+    """One sending domain's key, opened, as the worker signs with it.
+
+    The key is parsed and loaded in OpenSSL once, here (a SigningKey lives for one run), so that dkimpy
+    neither parses the PEM nor computes the RSA in Python for each message (services/delivery/dkim_openssl.py).
+    """
 
     domain: str
     selector: str
     private_pem: bytes
+    _prepared_pem: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_prepared_pem", prepared_pem(self.private_pem))
 
     def signed(self, parsed: dkimpy.DKIM, message: bytes) -> bytes:
         """The message (`parsed` by dkimpy) with a DKIM-Signature header field in front (relaxed/relaxed, rsa-sha256)."""
@@ -261,7 +270,7 @@ class SigningKey:
         signature: bytes = parsed.sign(
             self.selector.encode("ascii"),
             self.domain.encode("ascii"),
-            self.private_pem,
+            self._prepared_pem,
             canonicalize=(b"relaxed", b"relaxed"),
             include_headers=covered + list(OVERSIGNED_HEADERS),
         )

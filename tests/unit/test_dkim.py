@@ -210,6 +210,7 @@ def template(from_email: str) -> MessageTemplate:
         campaign_id=7,
         campaign_name="News",
         links=TrackingLinks("https://herald.test", SECRET),
+        return_paths=ReturnPaths("bounces.herald.test", SECRET),
         public_url="https://herald.test",
         return_paths=ReturnPaths("bounces.herald.test", SECRET),
     )
