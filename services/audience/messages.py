@@ -161,13 +161,14 @@ def enum_name(names: Mapping[Any, str], value: int) -> str | None:
 def recipients_message(rows: Sequence[store.RecipientRow]) -> audience_pb2.StreamRecipientsResponse:
     response = audience_pb2.StreamRecipientsResponse()
     add = response.recipients.add
-    for subscriber_id, list_id, email_address, first_name, last_name, custom in rows:
+    for subscriber_id, list_id, email_address, first_name, last_name, custom, bounce_type in rows:
         recipient = add(
             subscriber_id=subscriber_id,
             list_id=list_id,
             email_address=email_address,
             first_name=first_name,
             last_name=last_name,
+            bounce_type=BOUNCE_VALUES[bounce_type],
         )
         if custom is not None:
             recipient.custom_fields.update(store.custom_fields_of(custom))

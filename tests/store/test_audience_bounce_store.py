@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from herald.audience.v1 import audience_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.audience import domain, store
+from services.audience import domain, messages, store
 from services.audience.domain import BounceTarget
 from tests.store.conftest import new_id
 
@@ -230,6 +231,35 @@ async def test_recipients_leave_out_addresses_suppressed_for_any_reason(conn: As
 
     assert await store.recipient_count(conn, query) == 1
     assert [row[2] for row in await store.recipient_rows(conn, query, 0, 10)] == ["fine@example.com"]
+
+
+async def test_recipients_are_streamed_with_their_bounce_type(conn: AsyncConnection) -> None:
+    """Delivery marks the queue rows of Soft and Hard recipients, so that their next delivery is announced and
+    clears the bounce state: the stream must say which they are."""
+    owner = new_id()
+    first, second = await _list(conn, owner), await _list(conn, owner)
+    await _subscriber(conn, owner, first, "fine@example.com")
+    await _subscriber(conn, owner, first, "full@example.com")
+    await _subscriber(conn, owner, second, "gone@example.com")
+    assert await store.soft_bounced_types(conn, BounceTarget.of(owner, "full@example.com", first), 1, LIMIT) == [
+        "Soft"
+    ]
+    # The bounce type alone (the audience consumer suppresses a hard-bounced address in another statement).
+    assert await store.hard_bounced_count(conn, BounceTarget.of(owner, "gone@example.com", second)) == 1
+    query = store.RecipientQuery(domain.validate_targeting([(first, 0), (second, 0)], [], {}), {})
+
+    rows = await store.recipient_rows(conn, query, 0, 10)
+    assert {row[2]: row[6] for row in rows} == {
+        "fine@example.com": "Not Bounced",
+        "full@example.com": "Soft",
+        "gone@example.com": "Hard",
+    }
+    streamed = messages.recipients_message(rows).recipients
+    assert {r.email_address: r.bounce_type for r in streamed} == {
+        "fine@example.com": audience_pb2.BOUNCE_TYPE_NOT_BOUNCED,
+        "full@example.com": audience_pb2.BOUNCE_TYPE_SOFT,
+        "gone@example.com": audience_pb2.BOUNCE_TYPE_HARD,
+    }
 
 
 async def test_a_subscriber_updated_by_its_owner_takes_the_given_bounce_type_and_leaves_no_run_or_channel(

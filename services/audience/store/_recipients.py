@@ -151,6 +151,7 @@ class RecipientQuery:
                     t.c.first_name,
                     t.c.last_name,
                     custom.label("custom_fields"),
+                    t.c.bounce_type,
                 )
                 .where(
                     t.c.list_id == list_id,
@@ -173,13 +174,15 @@ async def recipient_count(conn: AsyncConnection, query: RecipientQuery) -> int:
     return int((await conn.execute(query.count())).scalar_one())
 
 
-RecipientRow = tuple[int, int, str, str, str, str | None]
+# subscriber id, list id, address, first name, last name, custom fields (JSON text or None), bounce type
+RecipientRow = tuple[int, int, str, str, str, str | None, str]
 
 
 async def recipient_rows(
     conn: AsyncConnection, query: RecipientQuery, after: int, limit: int
 ) -> list[RecipientRow]:
-    """The next `limit` recipients after subscriber id `after`, in id order; custom fields as JSON text or None."""
+    """The next `limit` recipients after subscriber id `after`, in id order; custom fields as JSON text or None,
+    and the bounce type, which delivery needs to announce a later delivery to a bounced address."""
     if query.is_empty:
         return []
     result = await conn.execute(query.chunk(after, limit))
