@@ -212,7 +212,6 @@ def template(from_email: str) -> MessageTemplate:
         links=TrackingLinks("https://herald.test", SECRET),
         return_paths=ReturnPaths("bounces.herald.test", SECRET),
         public_url="https://herald.test",
-        return_paths=ReturnPaths("bounces.herald.test", SECRET),
     )
 
 
