@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from services.common import varint
+
 VERSION = 1
 TAG_BYTES = 10
 PREFIX = "b-"
@@ -58,28 +60,11 @@ def bounce_domain(configured: str, public_url: str) -> str:
     return host.rstrip(".").lower() or "localhost"
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if not value:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
-
-
 def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    for index in range(offset, min(offset + 9, len(data))):
-        byte = data[index]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            if byte == 0 and index > offset:
-                raise InvalidReturnPath("non-canonical number")
-            return value, index + 1
-        shift += 7
-    raise InvalidReturnPath("truncated or overlong number")
+    try:
+        return varint.decode(data, offset)
+    except varint.MalformedVarint as exc:
+        raise InvalidReturnPath(str(exc)) from None
 
 
 def _tag(key: bytes, body: bytes) -> bytes:
@@ -90,7 +75,7 @@ def sign_token(campaign_id: int, recipient_id: int, *, key: bytes) -> str:
     """The token of one recipient: lowercase letters and digits 2-7."""
     if not (0 < campaign_id <= _MAX_ID and 0 < recipient_id <= _MAX_ID):
         raise ValueError("a return path needs a campaign id and a recipient id between 1 and 2**63 - 1")
-    body = bytes((VERSION,)) + _varint(campaign_id) + _varint(recipient_id)
+    body = bytes((VERSION,)) + varint.encode(campaign_id) + varint.encode(recipient_id)
     return base64.b32encode(body + _tag(key, body)).decode("ascii").rstrip("=").lower()
 
 

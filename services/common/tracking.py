@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
+from services.common import varint
+
 TrackingKind = Literal["open", "click", "unsubscribe"]
 
 VERSION = 1
@@ -66,30 +68,11 @@ def tracking_key(secret: str) -> bytes:
     return hmac.new(secret.encode(), _KEY_LABEL, hashlib.sha256).digest()
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    for index in range(offset, min(offset + 9, len(data))):
-        byte = data[index]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            # A trailing zero byte would give one id two encodings.
-            if byte == 0 and index > offset:
-                raise InvalidTrackingToken("non-canonical number")
-            return value, index + 1
-        shift += 7
-    raise InvalidTrackingToken("truncated or overlong number")
+    try:
+        return varint.decode(data, offset)
+    except varint.MalformedVarint as exc:
+        raise InvalidTrackingToken(str(exc)) from None
 
 
 def _tag(key: bytes, body: bytes, url: str) -> bytes:
@@ -124,7 +107,7 @@ def sign_tracking(
     recipient = TrackedRecipient(campaign_id, recipient_id, list_id, subscriber_id)
     _check_ids(kind, recipient)
     body = bytes((VERSION, _KIND_CODES[kind])) + b"".join(
-        _varint(value) for value in (campaign_id, recipient_id, list_id, subscriber_id)
+        varint.encode(value) for value in (campaign_id, recipient_id, list_id, subscriber_id)
     )
     return base64.urlsafe_b64encode(body + _tag(key, body, url)).rstrip(b"=").decode("ascii")
 
