@@ -37,6 +37,7 @@ from services.common.config import Settings
 from services.common.return_path import BouncedRecipient, InvalidReturnPath, ReturnPaths
 from services.delivery.bounce_parser import Reading, ReportSource, read_report
 from services.delivery.group_commit import GroupCommit
+from services.delivery.smtp_listener import SmtpListener, smtp_session
 
 log = structlog.get_logger()
 
@@ -221,37 +222,23 @@ class SessionHandler:
             return await self._receiver.receive(envelope.original_content or b"", envelope.rcpt_tos)
 
 
-class BounceServer:
-    """The SMTP listener."""
+class BounceServer(SmtpListener):
+    """The SMTP listener; close waits for the reports already handed in to be recorded."""
 
     def __init__(self, receiver: BounceReceiver, host: str, port: int) -> None:
+        super().__init__(host, port)
         self.receiver = receiver
-        self.host = host
-        self.port = port
-        self._server: asyncio.Server | None = None
 
-    def _protocol(self) -> SMTP:
-        return SMTP(
+    def _session(self) -> SMTP:
+        return smtp_session(
             SessionHandler(self.receiver),
             hostname=self.receiver.return_paths.domain,
             ident=IDENT,
-            data_size_limit=MAX_MESSAGE_BYTES,
-            enable_SMTPUTF8=True,
-            decode_data=False,
+            max_message_bytes=MAX_MESSAGE_BYTES,
             timeout=SESSION_TIMEOUT_SECONDS,
-            loop=asyncio.get_running_loop(),
         )
 
-    async def start(self) -> int:
-        """Starts listening; returns the port (the one chosen by the system when `port` was 0)."""
-        self._server = await asyncio.get_running_loop().create_server(self._protocol, self.host, self.port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self.port
-
-    async def close(self) -> None:
-        """Stops accepting connections and waits for the reports already handed in to be recorded."""
-        if self._server is not None:
-            self._server.close()
+    async def _drain(self) -> None:
         await self.receiver.recorder.drain()
 
 

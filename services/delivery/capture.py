@@ -31,6 +31,7 @@ from services.common.config import Settings
 from services.delivery import store
 from services.delivery.domain import CapturedMessage
 from services.delivery.group_commit import GroupCommit
+from services.delivery.smtp_listener import SmtpListener, smtp_session
 
 log = structlog.get_logger()
 
@@ -98,43 +99,30 @@ class SessionHandler:
         return "250 2.0.0 OK: captured"
 
 
-class CaptureServer:
-    """The SMTP listener; `sessions` counts the connections it accepted (tests check connection reuse with it)."""
+class CaptureServer(SmtpListener):
+    """The SMTP listener; `sessions` counts the connections it accepted (tests check connection reuse with it).
+    Close waits for the messages already received to be written."""
 
     def __init__(
         self, sink: GroupCommit[CapturedMessage], host: str, port: int, hostname: str = "herald-capture"
     ) -> None:
+        super().__init__(host, port)
         self.sink = sink
-        self.host = host
-        self.port = port
         self.hostname = hostname
         self.sessions = 0
-        self._server: asyncio.Server | None = None
 
     def _count_session(self) -> None:
         self.sessions += 1
 
-    def _protocol(self) -> SMTP:
-        return SMTP(
+    def _session(self) -> SMTP:
+        return smtp_session(
             SessionHandler(self.sink, self._count_session),
             hostname=self.hostname,
             ident=IDENT,
-            data_size_limit=MAX_MESSAGE_BYTES,
-            enable_SMTPUTF8=True,
-            decode_data=False,
-            loop=asyncio.get_running_loop(),
+            max_message_bytes=MAX_MESSAGE_BYTES,
         )
 
-    async def start(self) -> int:
-        """Starts listening; returns the port (the one chosen by the system when `port` was 0)."""
-        self._server = await asyncio.get_running_loop().create_server(self._protocol, self.host, self.port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self.port
-
-    async def close(self) -> None:
-        """Stops accepting connections and waits for the messages already received to be written."""
-        if self._server is not None:
-            self._server.close()
+    async def _drain(self) -> None:
         await self.sink.drain()
 
 

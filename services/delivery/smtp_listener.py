@@ -1,0 +1,61 @@
+"""What Herald's own SMTP servers (the mail capture, the bounce receiver) share: an aiosmtpd listener whose
+close waits until what its sessions handed in is written."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiosmtpd.smtp import SMTP
+
+# aiosmtpd's own default: an idle session is closed after five minutes.
+DEFAULT_SESSION_TIMEOUT_SECONDS = 300.0
+
+
+def smtp_session(
+    handler: object,
+    *,
+    hostname: str,
+    ident: str,
+    max_message_bytes: int,
+    timeout: float = DEFAULT_SESSION_TIMEOUT_SECONDS,
+) -> SMTP:
+    """One connection's SMTP session as Herald's servers speak it: SMTPUTF8 offered, messages kept as bytes
+    (bigger than `max_message_bytes`: 552)."""
+    return SMTP(
+        handler,
+        hostname=hostname,
+        ident=ident,
+        data_size_limit=max_message_bytes,
+        enable_SMTPUTF8=True,
+        decode_data=False,
+        timeout=timeout,
+        loop=asyncio.get_running_loop(),
+    )
+
+
+class SmtpListener:
+    """Listens on host:port with a new session per connection. A server says how a session is made
+    (`_session`) and what close waits for once it stopped accepting (`_drain`)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    def _session(self) -> SMTP:
+        raise NotImplementedError
+
+    async def _drain(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> int:
+        """Starts listening; returns the port (the one chosen by the system when `port` was 0)."""
+        self._server = await asyncio.get_running_loop().create_server(self._session, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def close(self) -> None:
+        """Stops accepting connections and waits for what the sessions already handed in to be written."""
+        if self._server is not None:
+            self._server.close()
+        await self._drain()
