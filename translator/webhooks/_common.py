@@ -1,5 +1,6 @@
-"""What the three provider webhooks share: reading a bounded body, naming the recipient by Herald's
-signed token, building BounceReports from a provider's raw fields, and recording them in delivery.
+"""What the three provider webhooks share: the course of a request (ProviderWebhook), reading a bounded
+body, naming the recipient by Herald's signed token, building BounceReports from a provider's raw
+fields, and recording them in delivery.
 
 A webhook request ends in one of three ways: refused (`Refused`, a 4xx: nothing was believed and
 nothing changed), accepted (200: every bounce or complaint with a token Herald signed was recorded,
@@ -15,6 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import ClassVar, Generic, TypeVar
 
 import grpc
 import structlog
@@ -29,6 +31,9 @@ from translator.identity import IdentityStore
 from translator.params import holds_lone_surrogate
 
 log = structlog.get_logger()
+
+# What authenticates one provider's requests: a signature key, a shared secret, an SNS verifier.
+Check = TypeVar("Check")
 
 REQUESTS = Counter("herald_webhook_requests_total", "Provider webhook requests", ["provider", "outcome"])
 EVENTS = Counter(
@@ -281,3 +286,34 @@ async def conclude(provider: str, sink: BounceSink, findings: Findings) -> web.R
     return web.json_response(
         {"reported": len(findings.reports), "ignored": findings.ignored, "unverified": findings.unverified}
     )
+
+
+class ProviderWebhook(Generic[Check]):
+    """The handler of POST /webhooks/<provider>: 404 when the provider is not configured (`check` None), 4xx
+    when a request is refused, else what it found is recorded and answered (`conclude`).
+
+    A provider says how a request is authenticated and read (`findings`)."""
+
+    provider: ClassVar[str]
+
+    def __init__(self, check: Check | None, recipients: Recipients, sink: BounceSink, max_body: int) -> None:
+        self._check = check
+        self._recipients = recipients
+        self._sink = sink
+        self._max_body = max_body
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self._check is None:
+            raise web.HTTPNotFound()
+        try:
+            found = await self.findings(request, self._check)
+        except Refused as exc:
+            return refused_response(self.provider, exc)
+        if isinstance(found, web.Response):
+            return found
+        return await conclude(self.provider, self._sink, found)
+
+    async def findings(self, request: web.Request, check: Check) -> Findings | web.Response:
+        """What a request it believes reports, or the answer to a request that reports nothing (SNS's
+        subscription messages); Refused when it is not believed."""
+        raise NotImplementedError

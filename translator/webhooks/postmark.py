@@ -30,18 +30,16 @@ from herald.delivery.v1 import delivery_pb2
 
 from services.common.config import Settings
 from translator.webhooks._common import (
-    BounceSink,
     Findings,
+    ProviderWebhook,
     Recipients,
     Refused,
     bounce_report,
-    conclude,
     content_key,
     event_key,
     load_json,
     parse_instant,
     read_body,
-    refused_response,
     text_of,
 )
 
@@ -138,25 +136,13 @@ def findings_of(record: object, recipients: Recipients) -> Findings:
     return Findings(reports=[report])
 
 
-class PostmarkWebhook:
-    """The handler of POST /webhooks/postmark; `secret` None means the webhook is off (404)."""
+class PostmarkWebhook(ProviderWebhook[PostmarkSecret]):
+    """The handler of POST /webhooks/postmark; without a secret it is off (404)."""
 
-    def __init__(
-        self, secret: PostmarkSecret | None, recipients: Recipients, sink: BounceSink, max_body: int
-    ) -> None:
-        self._secret = secret
-        self._recipients = recipients
-        self._sink = sink
-        self._max_body = max_body
+    provider = PROVIDER
 
-    async def handle(self, request: web.Request) -> web.Response:
-        if self._secret is None:
-            raise web.HTTPNotFound()
-        try:
-            # The secret first: an unauthenticated caller gets no further, not even its body read.
-            self._secret.check(request.headers.get("Authorization"), request.headers.get(TOKEN_HEADER))
-            body = await read_body(request, self._max_body)
-            findings = findings_of(load_json(body), self._recipients)
-        except Refused as exc:
-            return refused_response(PROVIDER, exc)
-        return await conclude(PROVIDER, self._sink, findings)
+    async def findings(self, request: web.Request, check: PostmarkSecret) -> Findings | web.Response:
+        # The secret first: an unauthenticated caller gets no further, not even its body read.
+        check.check(request.headers.get("Authorization"), request.headers.get(TOKEN_HEADER))
+        body = await read_body(request, self._max_body)
+        return findings_of(load_json(body), self._recipients)

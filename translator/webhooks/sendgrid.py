@@ -36,18 +36,16 @@ from herald.delivery.v1 import delivery_pb2
 
 from services.common.config import Settings
 from translator.webhooks._common import (
-    BounceSink,
     Findings,
+    ProviderWebhook,
     Recipients,
     Refused,
     bounce_report,
-    conclude,
     content_key,
     event_key,
     load_json,
     parse_instant,
     read_body,
-    refused_response,
 )
 
 log = structlog.get_logger()
@@ -155,26 +153,12 @@ def findings_of(events: object, recipients: Recipients) -> Findings:
     return findings
 
 
-class SendGridWebhook:
-    """The handler of POST /webhooks/sendgrid; `signature` None means the webhook is off (404)."""
+class SendGridWebhook(ProviderWebhook[SendGridSignature]):
+    """The handler of POST /webhooks/sendgrid; without a verification key it is off (404)."""
 
-    def __init__(
-        self, signature: SendGridSignature | None, recipients: Recipients, sink: BounceSink, max_body: int
-    ) -> None:
-        self._signature = signature
-        self._recipients = recipients
-        self._sink = sink
-        self._max_body = max_body
+    provider = PROVIDER
 
-    async def handle(self, request: web.Request) -> web.Response:
-        if self._signature is None:
-            raise web.HTTPNotFound()
-        try:
-            body = await read_body(request, self._max_body)
-            self._signature.verify(
-                request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER), body
-            )
-            findings = findings_of(load_json(body), self._recipients)
-        except Refused as exc:
-            return refused_response(PROVIDER, exc)
-        return await conclude(PROVIDER, self._sink, findings)
+    async def findings(self, request: web.Request, check: SendGridSignature) -> Findings | web.Response:
+        body = await read_body(request, self._max_body)
+        check.verify(request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER), body)
+        return findings_of(load_json(body), self._recipients)

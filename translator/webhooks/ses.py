@@ -31,17 +31,14 @@ from herald.delivery.v1 import delivery_pb2
 from services.common.return_path import BouncedRecipient
 from translator.webhooks._common import (
     REQUESTS,
-    BounceSink,
     Findings,
+    ProviderWebhook,
     Recipients,
-    Refused,
     bounce_report,
-    conclude,
     event_key,
     load_json,
     parse_instant,
     read_body,
-    refused_response,
     text_of,
     unavailable_response,
 )
@@ -165,32 +162,22 @@ def _complaint(
     return Findings(reports=[report], ignored=extra)
 
 
-class SesWebhook:
-    """The handler of POST /webhooks/ses; `verifier` None means the webhook is off (404)."""
+class SesWebhook(ProviderWebhook[SnsVerifier]):
+    """The handler of POST /webhooks/ses; without an SNS verifier it is off (404)."""
 
-    def __init__(
-        self, verifier: SnsVerifier | None, recipients: Recipients, sink: BounceSink, max_body: int
-    ) -> None:
-        self._verifier = verifier
-        self._recipients = recipients
-        self._sink = sink
-        self._max_body = max_body
+    provider = PROVIDER
 
-    async def handle(self, request: web.Request) -> web.Response:
-        if self._verifier is None:
-            raise web.HTTPNotFound()
+    async def findings(self, request: web.Request, check: SnsVerifier) -> Findings | web.Response:
+        body = await read_body(request, self._max_body)
         try:
-            body = await read_body(request, self._max_body)
-            message = await self._verifier.verify(load_json(body))
+            message = await check.verify(load_json(body))
             if message.type == SUBSCRIPTION_CONFIRMATION:
-                await self._verifier.confirm(message)
+                await check.confirm(message)
                 REQUESTS.labels(PROVIDER, "confirmed").inc()
                 return web.json_response({"confirmed": True})
-        except Refused as exc:
-            return refused_response(PROVIDER, exc)
         except SnsUnreachable as exc:
             return unavailable_response(PROVIDER, str(exc))
         if message.type == UNSUBSCRIBE_CONFIRMATION:
             log.warning("SNS unsubscribed the SES webhook", topic=message.topic_arn)
             return web.json_response({"unsubscribed": True})
-        return await conclude(PROVIDER, self._sink, findings_of(message, self._recipients))
+        return findings_of(message, self._recipients)
