@@ -220,6 +220,17 @@ class Templates:
         return RunTemplates(by_email, by_email.get(default_id, next(iter(by_email.values()))), signer)
 
 
+@dataclass(frozen=True)
+class Window:
+    """The outcomes of one window of a batch's sends, the claimant that claimed their rows, and the recipients
+    among them whose address had bounced before (a delivery of theirs is announced)."""
+
+    batch: BatchMessage
+    claimant: str
+    outcomes: Sequence[Outcome]
+    bounced_before: frozenset[int]
+
+
 class Worker:
     """One worker process: `lanes` batches at a time, each claimed and sent a window at a time."""
 
@@ -363,27 +374,14 @@ class Worker:
             # The claimed rows whose address had bounced before: their delivery is announced.
             bounced_before: frozenset[int] = frozenset()
             while True:
+                window = Window(batch, claimant, outcomes, bounced_before)
                 if any(outcome.status == RecipientStatus.PENDING for outcome in outcomes):
-                    release = functools.partial(
-                        self._release,
-                        batch=batch,
-                        claimant=claimant,
-                        outcomes=outcomes,
-                        bounced_before=bounced_before,
-                    )
-                    await rows.run_in_unit_of_work(release)
+                    await rows.run_in_unit_of_work(functools.partial(self._release, window=window))
                     return not self._stop.is_set()
                 if sending.announced_outcomes(outcomes, bounced_before):
                     # Rare: the outcomes and their announcements in one unit of work. A window of plain
                     # deliveries is written with the next claim below, in one statement, as ever.
-                    record = functools.partial(
-                        self._record_announced,
-                        batch=batch,
-                        claimant=claimant,
-                        outcomes=outcomes,
-                        bounced_before=bounced_before,
-                    )
-                    await rows.run_in_unit_of_work(record)
+                    await rows.run_in_unit_of_work(functools.partial(self._record_announced, window=window))
                     outcomes = []
                 view = await self._states.get(batch.campaign_id)
                 more = not self._stop.is_set() and view is not None and view.state == RunState.SENDING
@@ -486,39 +484,26 @@ class Worker:
             self._campaign_rates[campaign_id] = pacer
         return pacer
 
-    async def _record_announced(
-        self,
-        work: UnitOfWork,
-        batch: BatchMessage,
-        claimant: str,
-        outcomes: Sequence[Outcome],
-        bounced_before: frozenset[int],
-    ) -> None:
+    async def _record_announced(self, work: UnitOfWork, window: Window) -> None:
         """Writes a window's outcomes with the bounces its refusals record and the deliveries after a bounce."""
-        await claim_store.record_outcomes(work.conn, batch.campaign_id, claimant, outcomes)
-        await bounce_recording.announce_window(work, batch, outcomes, bounced_before)
+        batch, outcomes = window.batch, window.outcomes
+        await claim_store.record_outcomes(work.conn, batch.campaign_id, window.claimant, outcomes)
+        await bounce_recording.announce_window(work, batch, outcomes, window.bounced_before)
 
-    async def _release(
-        self,
-        work: UnitOfWork,
-        batch: BatchMessage,
-        claimant: str,
-        outcomes: Sequence[Outcome],
-        bounced_before: frozenset[int],
-    ) -> None:
+    async def _release(self, work: UnitOfWork, window: Window) -> None:
         """Writes a window whose unsent rows go back to the queue, under the run's lock, so that a cancel or a
         resume that happened meanwhile is seen: they are Dropped after a cancel, and published again at once
         after a resume (rather than left Pending with no batch message)."""
-        conn = work.conn
+        conn, batch, outcomes = work.conn, window.batch, window.outcomes
         run = await queue_store.run_for_update(conn, batch.campaign_id)
         state = run.state if run is not None else RunState.CANCELLED
         if state == RunState.CANCELLED:
             for outcome in outcomes:
                 if outcome.status == RecipientStatus.PENDING:
                     outcome.status, outcome.error = RecipientStatus.DROPPED, "campaign cancelled"
-        await claim_store.record_outcomes(conn, batch.campaign_id, claimant, outcomes)
-        if sending.announced_outcomes(outcomes, bounced_before):
-            await bounce_recording.announce_window(work, batch, outcomes, bounced_before)
+        await claim_store.record_outcomes(conn, batch.campaign_id, window.claimant, outcomes)
+        if sending.announced_outcomes(outcomes, window.bounced_before):
+            await bounce_recording.announce_window(work, batch, outcomes, window.bounced_before)
         if state == RunState.SENDING and not self._stop.is_set():
             generation = await queue_store.next_generation(conn, batch.campaign_id)
             await queue_store.republished_batch_count(work, batch.campaign_id, generation, batch_id=batch.batch_id)
