@@ -386,6 +386,28 @@ async def send(api: Api, user: User, campaign_id: int) -> None:
     await ok(api, "campaign.update", user.api_key, CampaignID=campaign_id, CampaignStatus="Ready")
 
 
+async def audience(
+    herald: DeliveryHerald, user: User, count: int, *, list_name: str = "Readers"
+) -> tuple[str, list[Person], int]:
+    """A list of `count` subscribers on a domain of their own: (domain, subscribers, list id)."""
+    domain = new_domain()
+    subscribers = people(count, domain)
+    list_id = await create_list(herald.api, user, list_name)
+    await import_people(herald.api, user, list_id, subscribers)
+    return domain, subscribers, list_id
+
+
+async def started_campaign(
+    herald: DeliveryHerald, user: User, list_ids: list[int], *, name: str, sender: str = SENDER
+) -> int:
+    """A new campaign with the default email (From `sender`) to the lists, set Ready (Immediate): the picker
+    starts it."""
+    email_id = await create_email(herald.api, user, sender=sender)
+    campaign_id = await create_campaign(herald.api, user, email_id, list_ids, name=name)
+    await send(herald.api, user, campaign_id)
+    return campaign_id
+
+
 async def campaign_get(api: Api, user: User, campaign_id: int, **flags: Any) -> dict[str, Any]:
     return await ok(api, "campaign.get", user.api_key, CampaignID=campaign_id, RetrieveStatistics=True, **flags)
 

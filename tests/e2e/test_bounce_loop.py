@@ -39,13 +39,10 @@ from tests.e2e.delivery_helpers import (
     DeliveryHerald,
     Person,
     Received,
+    audience,
     campaign_get,
     create_campaign,
     create_email,
-    create_list,
-    import_people,
-    new_domain,
-    people,
     queued_recipients,
     send,
     wait_for_status,
@@ -162,15 +159,13 @@ class Loop:
     user: User
     domain: str
     readers: list[Person]
-    list_id: int = 0
+    list_id: int
 
     @classmethod
     async def start(cls, herald: DeliveryHerald, count: int) -> Loop:
-        domain = new_domain()
-        loop = cls(herald, await herald.new_user(), domain, people(count, domain))
-        loop.list_id = await create_list(herald.api, loop.user)
-        await import_people(herald.api, loop.user, loop.list_id, loop.readers)
-        return loop
+        user = await herald.new_user()
+        domain, readers, list_id = await audience(herald, user, count)
+        return cls(herald, user, domain, readers, list_id)
 
     @property
     def addresses(self) -> list[str]:

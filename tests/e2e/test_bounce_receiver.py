@@ -25,15 +25,10 @@ from tests.e2e.delivery_helpers import (
     SENDER,
     DeliveryHerald,
     Received,
-    create_campaign,
-    create_email,
-    create_list,
+    audience,
     eventually,
-    import_people,
-    new_domain,
-    people,
     queued_recipients,
-    send,
+    started_campaign,
     wait_for_status,
 )
 
@@ -49,13 +44,8 @@ def return_paths(herald: DeliveryHerald) -> ReturnPaths:
 
 async def sent_campaign(herald: DeliveryHerald, user: User, count: int = 2) -> tuple[int, list[Received]]:
     """A campaign sent to `count` new subscribers; returns its id and the messages the SMTP server received."""
-    domain = new_domain()
-    subscribers = people(count, domain)
-    list_id = await create_list(herald.api, user)
-    await import_people(herald.api, user, list_id, subscribers)
-    email_id = await create_email(herald.api, user)
-    campaign_id = await create_campaign(herald.api, user, email_id, [list_id], name="Bounces")
-    await send(herald.api, user, campaign_id)
+    domain, _, list_id = await audience(herald, user, count)
+    campaign_id = await started_campaign(herald, user, [list_id], name="Bounces")
     assert await wait_for_status(herald.api, user, campaign_id, "Sent", within=30) == "Sent"
     received = herald.recorder.messages_to(domain)
     assert len(received) == count

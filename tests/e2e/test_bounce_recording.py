@@ -27,16 +27,11 @@ from tests.conftest import User, grpc_metadata
 from tests.e2e.delivery_helpers import (
     DeliveryHerald,
     assert_each_received_once,
+    audience,
     campaign_get,
-    create_campaign,
-    create_email,
-    create_list,
     eventually,
-    import_people,
-    new_domain,
-    people,
     queued_recipients,
-    send,
+    started_campaign,
     wait_for_status,
 )
 
@@ -117,16 +112,11 @@ def report(campaign_id: int, recipient_id: int, key: str, **fields: Any) -> deli
 async def test_send_time_refusals_and_reports_are_classified_counted_once_and_logged(
     herald: DeliveryHerald, user: User
 ) -> None:
-    domain = new_domain()
-    readers = people(6, domain)
+    domain, readers, list_id = await audience(herald, user, 6)
     ann, bob, cid, dan, eve, fay = (person.email for person in readers)
     herald.recorder.answer([ann], "550 5.1.1 user unknown")
     herald.recorder.answer([bob], "550 5.7.1 blocked by policy")
-    list_id = await create_list(herald.api, user)
-    await import_people(herald.api, user, list_id, readers)
-    email_id = await create_email(herald.api, user)
-    campaign_id = await create_campaign(herald.api, user, email_id, [list_id], name="Bounces")
-    await send(herald.api, user, campaign_id)
+    campaign_id = await started_campaign(herald, user, [list_id], name="Bounces")
     await wait_for_status(herald.api, user, campaign_id, "Sent", within=30)
     assert_each_received_once(herald.recorder, domain, [cid, dan, eve, fay])
     rows = {row.email_address: row for row in await queued_recipients(herald.system, user, campaign_id)}
@@ -233,16 +223,11 @@ async def test_a_retried_address_that_had_bounced_is_announced_as_delivered(
     herald: DeliveryHerald, user: User
 ) -> None:
     admin = await herald.new_admin()
-    domain = new_domain()
-    readers = people(3, domain)
+    domain, readers, list_id = await audience(herald, user, 3)
     gone, blocked, fine = (person.email for person in readers)
     herald.recorder.answer([gone], "550 5.1.1 user unknown")
     herald.recorder.answer([blocked], "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org")
-    list_id = await create_list(herald.api, user)
-    await import_people(herald.api, user, list_id, readers)
-    email_id = await create_email(herald.api, user)
-    campaign_id = await create_campaign(herald.api, user, email_id, [list_id], name="Retried")
-    await send(herald.api, user, campaign_id)
+    campaign_id = await started_campaign(herald, user, [list_id], name="Retried")
     await wait_for_status(herald.api, user, campaign_id, "Sent", within=30)
 
     # The relay was wrong: the admin retries, and this time both addresses are accepted.

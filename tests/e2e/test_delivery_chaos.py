@@ -23,16 +23,11 @@ from tests.e2e.delivery_helpers import (
     assert_counts_match_queue,
     assert_each_received_once,
     assert_nobody_twice,
+    audience,
     campaign_get,
-    create_campaign,
-    create_email,
-    create_list,
     eventually,
-    import_people,
-    new_domain,
-    people,
     queued_recipients,
-    send,
+    started_campaign,
     wait_for_status,
 )
 
@@ -57,14 +52,9 @@ async def slow_campaign(
     herald: DeliveryHerald, user: User, count: int, seconds_per_message: float
 ) -> tuple[str, list[str], int]:
     """A started campaign to `count` recipients whose server answers slowly: (domain, addresses, campaign id)."""
-    domain = new_domain()
-    subscribers = people(count, domain)
-    list_id = await create_list(herald.api, user)
-    await import_people(herald.api, user, list_id, subscribers)
+    domain, subscribers, list_id = await audience(herald, user, count)
     herald.recorder.slow_down(domain, seconds_per_message)
-    email_id = await create_email(herald.api, user)
-    campaign_id = await create_campaign(herald.api, user, email_id, [list_id], name="Chaos")
-    await send(herald.api, user, campaign_id)
+    campaign_id = await started_campaign(herald, user, [list_id], name="Chaos")
     return domain, [p.email for p in subscribers], campaign_id
 
 

@@ -11,14 +11,9 @@ import pytest
 from tests.e2e.delivery_helpers import (
     DeliveryHerald,
     assert_each_received_once,
+    audience,
     campaign_get,
-    create_campaign,
-    create_email,
-    create_list,
-    import_people,
-    new_domain,
-    people,
-    send,
+    started_campaign,
     wait_for_status,
 )
 
@@ -30,14 +25,8 @@ async def test_a_ready_immediate_campaign_reaches_every_recipient_once_personali
 ) -> None:
     herald = delivery_system
     user = await herald.new_user()
-    domain = new_domain()
-    subscribers = people(40, domain)
-    list_id = await create_list(herald.api, user)
-    await import_people(herald.api, user, list_id, subscribers)
-    email_id = await create_email(herald.api, user)
-    campaign_id = await create_campaign(herald.api, user, email_id, [list_id], name="Happy path")
-
-    await send(herald.api, user, campaign_id)
+    domain, subscribers, list_id = await audience(herald, user, 40)
+    campaign_id = await started_campaign(herald, user, [list_id], name="Happy path")
     assert await wait_for_status(herald.api, user, campaign_id, "Sent", within=30) == "Sent"
 
     assert_each_received_once(herald.recorder, domain, [person.email for person in subscribers])

@@ -24,6 +24,7 @@ from tests.e2e.delivery_helpers import (
     assert_counts_match_queue,
     assert_each_received_once,
     assert_nobody_twice,
+    audience,
     campaign_get,
     create_campaign,
     create_email,
@@ -35,6 +36,7 @@ from tests.e2e.delivery_helpers import (
     people,
     queued_recipients,
     send,
+    started_campaign,
     status_of,
     unsubscribe,
     wait_for_status,
@@ -55,23 +57,6 @@ def herald(delivery_system: DeliveryHerald) -> DeliveryHerald:
 @pytest_asyncio.fixture(loop_scope="session")
 async def user(herald: DeliveryHerald) -> User:
     return await herald.new_user()
-
-
-async def audience(herald: DeliveryHerald, user: User, count: int) -> tuple[str, list[Person], int]:
-    """A list of `count` subscribers on a domain of their own: (domain, subscribers, list id)."""
-    domain = new_domain()
-    subscribers = people(count, domain)
-    list_id = await create_list(herald.api, user)
-    await import_people(herald.api, user, list_id, subscribers)
-    return domain, subscribers, list_id
-
-
-async def started_campaign(herald: DeliveryHerald, user: User, list_ids: list[int], *, name: str) -> int:
-    """A new campaign with the default email to the lists, set Ready (Immediate): the picker starts it."""
-    email_id = await create_email(herald.api, user)
-    campaign_id = await create_campaign(herald.api, user, email_id, list_ids, name=name)
-    await send(herald.api, user, campaign_id)
-    return campaign_id
 
 
 def accepted_after(herald: DeliveryHerald, domain: str, moment: float) -> int:

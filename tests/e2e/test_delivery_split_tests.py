@@ -25,15 +25,12 @@ from tests.e2e.delivery_helpers import (
     assert_counts_match_queue,
     assert_each_received_once,
     assert_nobody_twice,
+    audience,
     campaign_get,
     create_campaign,
     create_email,
-    create_list,
     eventually,
-    import_people,
-    new_domain,
     ok,
-    people,
     queued_recipients,
     send,
     status_of,
@@ -63,10 +60,7 @@ async def split_campaign(
 ) -> tuple[str, list[Person], int, int, int]:
     """An A/B campaign (A and B, 50/50) with a split test to `count` subscribers of a domain of their own,
     started: (domain, subscribers, campaign id, A's email id, B's email id)."""
-    domain = new_domain()
-    subscribers = people(count, domain)
-    list_id = await create_list(herald.api, user)
-    await import_people(herald.api, user, list_id, subscribers)
+    domain, subscribers, list_id = await audience(herald, user, count)
     first = await create_email(herald.api, user, subject="Variation A", name="A")
     second = await create_email(herald.api, user, subject="Variation B", name="B")
     campaign_id = await create_campaign(

@@ -20,13 +20,8 @@ from tests.e2e.delivery_helpers import (
     Received,
     User,
     assert_each_received_once,
-    create_campaign,
-    create_email,
-    create_list,
-    import_people,
-    new_domain,
-    people,
-    send,
+    audience,
+    started_campaign,
     wait_for_status,
 )
 from tests.unit.dkim_dns import signature_tags, verified
@@ -45,13 +40,8 @@ def stub(herald: DeliveryHerald) -> tuple[grpc.aio.Channel, delivery_pb2_grpc.De
 
 async def campaign_from(herald: DeliveryHerald, user: User, sender: str, count: int) -> list[Received]:
     """Sends a campaign whose From is `sender` to `count` new subscribers; the messages the recorder received."""
-    recipients = new_domain()
-    subscribers = people(count, recipients)
-    list_id = await create_list(herald.api, user)
-    await import_people(herald.api, user, list_id, subscribers)
-    email_id = await create_email(herald.api, user, sender=sender)
-    campaign_id = await create_campaign(herald.api, user, email_id, [list_id], name=f"From {sender}")
-    await send(herald.api, user, campaign_id)
+    recipients, subscribers, list_id = await audience(herald, user, count)
+    campaign_id = await started_campaign(herald, user, [list_id], name=f"From {sender}", sender=sender)
     assert await wait_for_status(herald.api, user, campaign_id, "Sent", within=60) == "Sent"
     assert_each_received_once(herald.recorder, recipients, [person.email for person in subscribers])
     return herald.recorder.messages_to(recipients)

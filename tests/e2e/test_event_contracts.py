@@ -24,15 +24,10 @@ from services.common.natsutil import Subjects
 from tests.conftest import System
 from tests.e2e.delivery_helpers import (
     DeliveryHerald,
-    create_campaign,
-    create_email,
-    create_list,
+    audience,
     eventually,
-    import_people,
-    new_domain,
     ok,
-    people,
-    send,
+    started_campaign,
     wait_for_status,
 )
 
@@ -126,11 +121,8 @@ async def test_delivery_cancels_the_run_of_a_campaign_the_campaign_service_delet
 ) -> None:
     herald = delivery_system
     user = await herald.new_user()
-    domain = new_domain()
-    list_id = await create_list(herald.api, user)
-    await import_people(herald.api, user, list_id, people(2, domain))
-    campaign = await create_campaign(herald.api, user, await create_email(herald.api, user), [list_id])
-    await send(herald.api, user, campaign)
+    _, _, list_id = await audience(herald, user, 2)
+    campaign = await started_campaign(herald, user, [list_id], name="Delivery")
     assert await wait_for_status(herald.api, user, campaign, "Sent", within=30) == "Sent"
     assert await run_state(herald, campaign) == "Sent"
 

@@ -21,12 +21,9 @@ from services.common.natsutil import Subjects
 from tests.e2e.delivery_helpers import (
     DeliveryHerald,
     assert_each_received_once,
+    audience,
     create_campaign,
     create_email,
-    create_list,
-    import_people,
-    new_domain,
-    people,
     send,
     status_of,
     wait_for_status,
@@ -83,10 +80,7 @@ async def test_forged_send_requests_send_nothing_while_real_sends_still_work(
 ) -> None:
     herald = delivery_system
     user = await herald.new_user()
-    domain = new_domain()
-    readers = people(5, domain)
-    list_id = await create_list(herald.api, user)
-    await import_people(herald.api, user, list_id, readers)
+    domain, readers, list_id = await audience(herald, user, 5)
     email_id = await create_email(herald.api, user)
     draft = await create_campaign(herald.api, user, email_id, [list_id], name="Still a draft")
 
@@ -102,10 +96,7 @@ async def test_forged_send_requests_send_nothing_while_real_sends_still_work(
 
     # A real send published after the forged requests: once it is Sent, delivery has handled them too
     # (one consumer, in stream order), so what they did is visible now.
-    witness_domain = new_domain()
-    witnesses = people(3, witness_domain)
-    witness_list = await create_list(herald.api, user, "Witnesses")
-    await import_people(herald.api, user, witness_list, witnesses)
+    witness_domain, witnesses, witness_list = await audience(herald, user, 3, list_name="Witnesses")
     witness = await create_campaign(herald.api, user, email_id, [witness_list], name="Witness")
     await send(herald.api, user, witness)
     assert await wait_for_status(herald.api, user, witness, "Sent", within=30) == "Sent"

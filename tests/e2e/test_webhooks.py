@@ -30,15 +30,10 @@ from services.common.return_path import ReturnPaths, bounce_domain
 from tests.conftest import User, grpc_metadata
 from tests.e2e.delivery_helpers import (
     DeliveryHerald,
-    create_campaign,
-    create_email,
-    create_list,
+    audience,
     eventually,
-    import_people,
-    new_domain,
-    people,
     queued_recipients,
-    send,
+    started_campaign,
     wait_for_status,
 )
 from tests.webhook_keys import (
@@ -89,13 +84,8 @@ async def campaign(delivery_system: DeliveryHerald) -> Campaign:
     """A campaign of RECIPIENTS subscribers sent to the recorder; each test reports about recipients of its own."""
     herald = delivery_system
     user = await herald.new_user()
-    domain = new_domain()
-    subscribers = people(RECIPIENTS, domain)
-    list_id = await create_list(herald.api, user)
-    await import_people(herald.api, user, list_id, subscribers)
-    email_id = await create_email(herald.api, user)
-    campaign_id = await create_campaign(herald.api, user, email_id, [list_id], name="Webhooks")
-    await send(herald.api, user, campaign_id)
+    domain, _, list_id = await audience(herald, user, RECIPIENTS)
+    campaign_id = await started_campaign(herald, user, [list_id], name="Webhooks")
     assert await wait_for_status(herald.api, user, campaign_id, "Sent", within=60) == "Sent"
 
     env = herald.system.env
