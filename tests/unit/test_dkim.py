@@ -12,15 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.errors import DomainError, ErrorKind
-from services.common.return_path import ReturnPaths
-from services.common.tracking import TrackingLinks
 from services.delivery import dkim
 from services.delivery.dkim_client import zone_file_line
 from services.delivery.message import MessageTemplate, Recipient
 from tests.unit.dkim_dns import signature_tags, verified
-
-SECRET = "unit-test-secret"
-
+from tests.unit.message_templates import SECRET, message_template
 
 # --- domains, selectors, owners ------------------------------------------------------------------------------
 
@@ -205,14 +201,7 @@ def template(from_email: str) -> MessageTemplate:
         "link_tracking": True,
         "utm": {"enabled": False},
     }
-    return MessageTemplate(
-        content,
-        campaign_id=7,
-        campaign_name="News",
-        links=TrackingLinks("https://herald.test", SECRET),
-        return_paths=ReturnPaths("bounces.herald.test", SECRET),
-        public_url="https://herald.test",
-    )
+    return message_template(content)
 
 
 RECIPIENT = Recipient(21, "ada@recipient.example", "Ada", "Lovelace", 31, 41, None, None)

@@ -14,13 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.return_path import ReturnPaths
-from services.common.tracking import TrackingLinks
 from services.delivery import dkim, dkim_openssl
-from services.delivery.message import MessageTemplate, Recipient
+from services.delivery.message import Recipient
 from tests.unit.dkim_dns import signature_tags, verified
+from tests.unit.message_templates import message_template
 
-SECRET = "unit-test-secret"
 RECORD_NAME = "s1._domainkey.example.com"
 
 
@@ -45,14 +43,7 @@ def rendered(recipient_id: int = 21) -> bytes:
         "link_tracking": True,
         "utm": {"enabled": False},
     }
-    email = MessageTemplate(
-        content,
-        campaign_id=7,
-        campaign_name="News",
-        links=TrackingLinks("https://herald.test", SECRET),
-        return_paths=ReturnPaths("bounces.herald.test", SECRET),
-        public_url="https://herald.test",
-    )
+    email = message_template(content)
     return email.render(Recipient(recipient_id, "ada@recipient.example", "Ada", "L", 31, 41, None, None)).data
 
 

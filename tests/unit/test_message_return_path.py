@@ -13,15 +13,12 @@ from pydantic import ValidationError
 
 from services.common.config import Settings
 from services.common.return_path import BouncedRecipient, InvalidReturnPath, ReturnPaths
-from services.common.tracking import TrackingLinks
-from services.delivery.message import MessageTemplate, Recipient, RenderedMessage
-
-SECRET = "unit-test-secret"
-BOUNCES = ReturnPaths("bounces.herald.test", SECRET)
+from services.delivery.message import Recipient, RenderedMessage
+from tests.unit.message_templates import BOUNCES, message_template
 
 
 def render(relay_provider: str = "none", recipient_id: int = 21) -> RenderedMessage:
-    template = MessageTemplate(
+    template = message_template(
         {
             "subject": "Hello",
             "from_name": "Ada's Shop",
@@ -30,11 +27,6 @@ def render(relay_provider: str = "none", recipient_id: int = 21) -> RenderedMess
             "plain": "Hi",
             "content_type": "Both",
         },
-        campaign_id=7,
-        campaign_name="News",
-        links=TrackingLinks("https://herald.test", SECRET),
-        return_paths=BOUNCES,
-        public_url="https://herald.test",
         relay_provider=relay_provider,
     )
     return template.render(Recipient(recipient_id, "ada@example.com", "Ada", "", 31, 41, None, None))

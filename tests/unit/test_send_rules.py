@@ -15,14 +15,12 @@ from services.campaign import events as campaign_events
 from services.campaign import sending as campaign_sending
 from services.campaign.domain import CampaignStatus, RecursiveSchedule, Schedule, ScheduleType
 from services.common import events
-from services.common.return_path import ReturnPaths
-from services.common.tracking import TrackingLinks, tracking_key, verify_tracking
+from services.common.tracking import tracking_key, verify_tracking
 from services.delivery import events as delivery_events
 from services.delivery import sending
 from services.delivery.message import MessageTemplate, Recipient
 from tests.unit.campaign_factory import NOW, as_delivery_reads_it, campaign
-
-SECRET = "unit-test-secret"
+from tests.unit.message_templates import SECRET, message_template
 
 
 def finished(failed: bool = False, occurrence: int = 1) -> campaign_sending.CampaignFinished:
@@ -152,15 +150,7 @@ def template(**content: object) -> MessageTemplate:
         "utm": {"enabled": False},
     }
     snapshot.update(content)
-    return MessageTemplate(
-        snapshot,
-        campaign_id=7,
-        campaign_name="News",
-        links=TrackingLinks("https://herald.test", SECRET),
-        return_paths=ReturnPaths("bounces.herald.test", SECRET),
-        public_url="https://herald.test",
-        unsubscribe_mailto="unsubscribe@herald.test",
-    )
+    return message_template(snapshot, unsubscribe_mailto="unsubscribe@herald.test")
 
 
 def recipient(first_name: str = "Ada") -> Recipient:
