@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python bench/smtp_ceiling.py
 	$(BIN)/python bench/delivery.py
 	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/bounces.py
 
 clean:
 	rm -rf $(VENV) var

@@ -407,7 +407,7 @@ def measure_herald(
             lambda: uvloop.run(hard_bounces(herald, user_id, campaign_id)), count, timeout=120, interval=0.05
         )
         applied_at, (hard, suppressed) = poll_until(
-            lambda: uvloop.run(audience_counts(herald, user_id, list_id)), count, timeout=600, interval=0.25
+            lambda: uvloop.run(audience_counts(herald, user_id, list_id)), count, timeout=600, interval=0.5
         )
         after = cpu_seconds(herald)
     return HeraldFigures(
@@ -512,6 +512,11 @@ def main() -> None:
         parts = "   ".join(f"{role} {ms:.3f}" for role, ms in cpu.items())
         print(f"    {name:<7} {parts}   sum {sum(cpu.values()):.3f}")
     print(f"    bare aiosmtpd server {bare[1]:.3f}   benchmark client (bare run) {bare[2]:.3f}")
+    receiver_ms, ingest_ms = figures.cpu_ingest["bounce-receiver"], sum(figures.cpu_ingest.values())
+    print(
+        f"    so the receiver alone, with a CPU of its own, would take at most {1000 / receiver_ms:,.0f} DSNs/s; "
+        f"all of it on this machine's {os.cpu_count()} CPUs at most {1000 * (os.cpu_count() or 1) / ingest_ms:,.0f}/s"
+    )
     print()
     print("peak RSS (MB):")
     for role in ("bounce-receiver", "delivery", "audience", "postgres", "postgres backend", "nats-server"):
