@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/python bench/delivery.py
 	$(BIN)/python bench/chaos.py
 	$(BIN)/python bench/dkim_signing.py
+	$(BIN)/python bench/bounces.py
 
 clean:
 	rm -rf $(VENV) var

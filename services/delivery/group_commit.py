@@ -8,6 +8,7 @@ carried it succeeded, or gets the write's exception: a session answers 250 only 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -17,9 +18,15 @@ T = TypeVar("T")
 class GroupCommit(Generic[T]):
     """Collects items from every session; while one write runs, the next group gathers (at most `max_items`)."""
 
-    def __init__(self, write: Callable[[Sequence[T]], Awaitable[object]], max_items: int = 500) -> None:
+    def __init__(
+        self, write: Callable[[Sequence[T]], Awaitable[object]], max_items: int = 500, linger: float = 0.0
+    ) -> None:
         self._write = write
         self._max_items = max_items
+        # Before each write, wait up to this many seconds for more items (unless `max_items` are waiting):
+        # fewer, larger writes when each write costs much more than an item in it.
+        self._linger = linger
+        self._full: asyncio.Event | None = None
         self._waiting: list[tuple[T, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -37,6 +44,8 @@ class GroupCommit(Generic[T]):
             futures.append(done)
         if not futures:
             return
+        if self._full is not None and len(self._waiting) >= self._max_items:
+            self._full.set()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_waiting())
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
@@ -46,6 +55,11 @@ class GroupCommit(Generic[T]):
 
     async def _write_waiting(self) -> None:
         while self._waiting:
+            if self._linger and len(self._waiting) < self._max_items:
+                self._full = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._linger)
+                self._full = None
             batch, self._waiting = self._waiting[: self._max_items], self._waiting[self._max_items :]
             try:
                 await self._write([item for item, _ in batch])

@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from email import policy
 from email.message import EmailMessage, Message
 from email.mime.base import MIMEBase
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from email.parser import BytesParser
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.delivery import bounce_parser
 from services.delivery.bounce_parser import (
     MAX_DIAGNOSTIC_CHARS,
     ReportSource,
     clean,
     find_smtp_reply,
+    parse_message,
     read_report,
 )
 
@@ -409,3 +413,92 @@ def test_an_encoded_subject_and_eight_bit_headers_are_read() -> None:
     reading = read_report(raw)
     assert reading.notice is not None and reading.notice.status_code == "5.1.1"
     reading.message_id.encode("utf-8")
+
+
+# --- parsing a multipart part by part ---------------------------------------------------------------------------
+
+
+def parsed_whole(raw: bytes) -> Message:
+    return BytesParser(policy=policy.compat32).parsebytes(raw)
+
+
+def shape(message: Message) -> object:
+    """All that a parse made of a message: headers, default type, preamble, epilogue and payload, its parts' too."""
+    payload = message.get_payload()
+    return (
+        list(message.raw_items()),
+        message.get_default_type(),
+        message.preamble,
+        message.epilogue,
+        [shape(part) for part in payload] if isinstance(payload, list) else payload,
+    )
+
+
+def test_reports_parsed_part_by_part_are_what_the_whole_parse_makes() -> None:
+    reports = [
+        dsn(failed()),
+        dsn(failed(), headers_only=False),
+        dsn(failed("4.2.2"), failed(), human="Two recipients.\n\n"),
+        arf(),
+        arf(include="headers"),
+        arf(include=""),
+        plain_bounce(QMAIL),
+    ]
+    for raw in (*reports, *(report.replace(b"\n", b"\r\n") for report in reports)):
+        assert shape(parse_message(raw)) == shape(parsed_whole(raw))
+        if b"multipart/" in raw:  # cut here, not handed to the parser whole
+            assert bounce_parser._parsed_by_parts(raw.decode("ascii", errors="surrogateescape")) is not None
+
+
+@st.composite
+def multiparts(draw: st.DrawFn) -> bytes:
+    """A multipart report, mostly well formed: a preamble, parts, a closing delimiter and an epilogue, with lines
+    that matter to cutting it everywhere (delimiters of a nested multipart, lines that only look like
+    delimiters, part headers, blank lines) and any line ending."""
+    end = draw(st.sampled_from(["\r\n", "\n", "\r\n", "\n", "\r"]))
+    boundary = draw(st.sampled_from(["XX", "=_part 1", "b"]))
+    content = st.lists(
+        st.sampled_from(
+            [
+                "Content-Type: text/plain",
+                "Content-Type: message/delivery-status",
+                "Content-Type: message/rfc822",
+                'Content-Type: multipart/mixed; boundary="in"',
+                "--in",
+                "--in--",
+                f"--{boundary}x",
+                f" --{boundary}",
+                f"--{boundary}----",
+                "Action: failed",
+                "Status: 5.1.1",
+                "550 5.1.1 unknown user",
+                "",
+                "",
+            ]
+        ),
+        max_size=8,
+    )
+    delimiter = st.sampled_from([f"--{boundary}", f"--{boundary}", f"--{boundary} \t", f"--{boundary}--"])
+    closing = st.sampled_from([f"--{boundary}--", f"--{boundary}--", f"--{boundary}-- \t", f"--{boundary}", ""])
+    lines = draw(content)
+    for _ in range(draw(st.integers(0, 4))):
+        lines += [draw(delimiter), *draw(content)]
+    lines += [draw(closing), *draw(content)]
+    head = f'From: MAILER-DAEMON@x{end}Content-Type: multipart/report; boundary="{boundary}"{end}{end}'
+    return (head + end.join(lines) + draw(st.sampled_from(["", end]))).encode()
+
+
+@settings(max_examples=500, deadline=None)
+@given(multiparts())
+def test_any_multipart_parsed_part_by_part_is_what_the_whole_parse_makes(raw: bytes) -> None:
+    assert shape(parse_message(raw)) == shape(parsed_whole(raw))
+    assert read_report(raw, received_at=NOW) == read_report_whole(raw)
+
+
+def read_report_whole(raw: bytes) -> object:
+    original_parse = bounce_parser.parse_message
+    bounce_parser.parse_message = parsed_whole
+    try:
+        return read_report(raw, received_at=NOW)
+    finally:
+        bounce_parser.parse_message = original_parse

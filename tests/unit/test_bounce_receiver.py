@@ -219,6 +219,38 @@ async def test_concurrent_sessions_share_record_calls(receiver: Running) -> None
     assert len(receiver.delivery.calls) < 40
 
 
+async def test_with_a_linger_reports_handed_in_one_after_another_share_a_call() -> None:
+    calls: list[list[int]] = []
+
+    async def write(items: Sequence[int]) -> None:
+        calls.append(list(items))
+
+    commit: GroupCommit[int] = GroupCommit(write, 1000, linger=0.2)
+
+    async def later(n: int) -> None:
+        await asyncio.sleep(n * 0.01)
+        await commit.store(n)
+
+    await asyncio.gather(*(later(n) for n in range(5)))
+    assert calls == [[0, 1, 2, 3, 4]]
+
+
+async def test_a_full_group_does_not_wait_for_the_linger() -> None:
+    calls: list[list[int]] = []
+
+    async def write(items: Sequence[int]) -> None:
+        calls.append(list(items))
+
+    commit: GroupCommit[int] = GroupCommit(write, 3, linger=60)
+
+    async def later(n: int) -> None:
+        await asyncio.sleep(n * 0.01)
+        await commit.store(n)
+
+    await asyncio.wait_for(asyncio.gather(*(later(n) for n in range(3))), timeout=5)
+    assert calls == [[0, 1, 2]]
+
+
 async def test_a_message_over_the_size_limit_is_refused(
     receiver: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
