@@ -1,12 +1,13 @@
-"""Regenerates tests/bounce_corpus/: real bounce messages (DSNs) made here by real MTAs, with their expected classification.
+"""Regenerates the MTA part of tests/bounce_corpus/: real bounce messages (DSNs) made here by real MTAs, with their
+expected classification.
 
-    sudo .venv/bin/python tools/bounce_corpus.py [--mta postfix] [--mta exim] [--mta opensmtpd] [--mta sendmail] [--keep]
+    sudo .venv/bin/python tools/bounce_corpus.py [--mta postfix|exim|opensmtpd|sendmail|courier ...] [--keep]
 
-Run by hand (as root, a minute or two), not by `make test`. It unpacks Postfix, Exim, OpenSMTPD and
-Sendmail from their Debian packages (bench/postfix.py's `apt-get download` + `dpkg -x`; nothing is
+Run by hand (as root, a minute or two), not by `make test`. It unpacks Postfix, Exim, OpenSMTPD, Sendmail
+and Courier from their Debian packages (bench/postfix.py's `apt-get download` + `dpkg -x`; nothing is
 installed) and runs, all on loopback ports in a temporary directory:
 
-- the *senders*: a private Postfix, Exim, OpenSMTPD and Sendmail (tools/corpus_mtas.py,
+- the *senders*: a private Postfix, Exim, OpenSMTPD, Sendmail and Courier (tools/corpus_mtas.py,
   tools/corpus_more_mtas.py), into whose SMTP servers each scenario's campaign message is injected with
   a signed VERP return path (services/common/return_path.py) as MAIL FROM;
 - *Postfix MX*: a second private Postfix, the MX of postfix-mx.example.test, which refuses unknown
@@ -64,12 +65,19 @@ from tools.bounce_scenarios import (
     Scenario,
 )
 from tools.bounce_scenarios_more import scenarios_for
-from tools.corpus_more_mtas import PrivateOpenSmtpd, PrivateSendmail, opensmtpd_package, sendmail_packages
+from tools.corpus_more_mtas import (
+    PrivateCourier,
+    PrivateOpenSmtpd,
+    PrivateSendmail,
+    courier_package,
+    opensmtpd_package,
+    sendmail_packages,
+)
 from tools.corpus_mtas import PrivateExim, PrivatePostfix, exim_package, package_version, postfix_package
 
 ROOT, CORPUS = corpus_manifest.ROOT, corpus_manifest.CORPUS
-MTAS = ("postfix", "exim", "opensmtpd", "sendmail")
-Sender = PrivatePostfix | PrivateExim | PrivateOpenSmtpd | PrivateSendmail
+MTAS = ("postfix", "exim", "opensmtpd", "sendmail", "courier")
+Sender = PrivatePostfix | PrivateExim | PrivateOpenSmtpd | PrivateSendmail | PrivateCourier
 
 
 @dataclass
@@ -349,6 +357,20 @@ class CorpusRun:
             )
             debian = package_version(opensmtpd, "opensmtpd")
             return sender_opensmtpd, f"OpenSMTPD {sender_opensmtpd.version()} (Debian opensmtpd {debian})"
+        if mta == "courier":
+            courier = courier_package()
+            sender_courier = PrivateCourier(
+                courier,
+                workdir,
+                hostname="courier.sender.example.test",
+                port=port,
+                routes=routes,
+                delay_warning=timing["delay_warning"],
+                lifetime=timing["lifetime"],
+                retry=timing["retry"],
+            )
+            debian = package_version(courier, "courier-mta")
+            return sender_courier, f"Courier {sender_courier.version()} (Debian courier-mta {debian})"
         packages = sendmail_packages()
         sender_sendmail = PrivateSendmail(
             packages,
@@ -507,13 +529,13 @@ def write_corpus(versions: dict[str, str], results: list[_Result], mtas: list[st
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mta", action="append", choices=MTAS, help="only these senders (default: all)")
+    parser.add_argument("--mta", action="append", choices=MTAS, help="only these senders (default: all five)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (configurations, logs)")
     parser.add_argument("--patience", type=float, default=180.0, help="seconds to wait for the DSNs")
     args = parser.parse_args(argv)
     mtas = args.mta or list(MTAS)
     if os.geteuid() != 0:
-        parser.error("run it as root: Postfix's master and Exim switch to their own users")
+        parser.error("run it as root: the MTAs switch to their own users, and some run in private namespaces")
     workdir = Path(tempfile.mkdtemp(prefix="herald-bounce-corpus-"))
     workdir.chmod(0o755)  # the MTAs' unprivileged users must reach their directories inside
     try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 BOUNCE_DOMAIN = "bounces.example.test"
 SECRET = "corpus"
-CAMPAIGN_IDS = {"postfix": 3101, "exim": 3102, "opensmtpd": 3103, "sendmail": 3104}
+CAMPAIGN_IDS = {"postfix": 3101, "exim": 3102, "opensmtpd": 3103, "sendmail": 3104, "courier": 3105}
 
 LOCAL_DOMAIN = "local.example.test"  # the Postfix sender's own (mydestination) domain
 EXIM_LOCAL_DOMAIN = "exim-local.example.test"
@@ -31,6 +31,7 @@ UPSTREAM_DOMAINS = (
     "busy.example.test",
     "post.example.test",  # OpenSMTPD's scenarios
     "mailbox.example.test",  # Sendmail's
+    "letters.example.test",  # Courier's
 )
 # Every sender's parameters alike: retry every 3 s, warn after 8 s, give up after 45 s.
 TIMING = {"retry": "3s", "delay_warning": "8s", "lifetime": "45s"}

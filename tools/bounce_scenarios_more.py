@@ -1,4 +1,4 @@
-"""The scenarios of OpenSMTPD and Sendmail for tools/bounce_corpus.py (Postfix's and Exim's are in
+"""The scenarios of OpenSMTPD, Sendmail and Courier for tools/bounce_corpus.py (Postfix's and Exim's are in
 tools/bounce_scenarios.py, which explains what a scenario is), and `scenarios_for`.
 
 The replies are the scripted upstream's, written in tools/bounce_scenarios.py; each MTA meets them at its
@@ -17,6 +17,9 @@ own upstream domain. What differs between the MTAs is how they report the same r
   550 to RCPT TO is 5.1.1 even when the reply says 5.7.1 (a blocklist) or 5.7.26 (DMARC), a 554 after
   DATA 5.0.0, a 451 4.3.0, a 452 4.3.1. Those reports are kept as they are: the text must decide. The
   failure when the lifetime is over is 4.4.7 ("Delivery time expired").
+- Courier 1.0.16 writes a generic Status (5.0.0, 4.0.0) and quotes the remote reply in Diagnostic-Code,
+  like Exim; its delay warnings carry no Diagnostic-Code, and for its own decisions it writes an
+  'unknown' one ("unknown; No such domain.", "unknown; Network is down").
 """
 
 from __future__ import annotations
@@ -356,10 +359,181 @@ def sendmail_scenarios() -> list[Scenario]:
     ]
 
 
+def _courier_expiring(address: str, reply_code: int, code: str = "") -> tuple[Notice, ...]:
+    """Courier: a delay warning without Diagnostic-Code (4.0.0), then the failure (5.0.0 beside the last reply)."""
+    return (
+        Notice("delayed", (Expect(address, "4.0.0", 0, "delayed"),), "delayed", "(delay warning)"),
+        Notice(
+            "failed", (Expect(address, "5.0.0", reply_code, "soft", code),), "expired", "(queue lifetime over)"
+        ),
+    )
+
+
+def courier_scenarios() -> list[Scenario]:
+    letters, mx = "letters.example.test", POSTFIX_MX_DOMAIN
+    multi = (f"nobody-here-6@{mx}", f"full-6@{letters}", f"reader@{mx}")
+    return [
+        _one(
+            "mx-unknown-user",
+            1,
+            "The recipient's MX, a real Postfix, refuses an unknown user.",
+            f"nobody-here-courier@{mx}",
+            None,
+            (
+                _failed(f"nobody-here-courier@{mx}", "5.0.0", 550, "hard", "5.1.1")[0],
+                _failed(f"nobody-here-courier@{mx}", "5.1.1", 550, "hard")[0],
+            ),
+        ),
+        _one(
+            "unknown-user",
+            2,
+            "550 5.1.1: unknown user.",
+            f"ghost@{letters}",
+            UNKNOWN,
+            _failed(f"ghost@{letters}", "5.0.0", 550, "hard", "5.1.1"),
+        ),
+        _one(
+            "bad-destination",
+            3,
+            "550 5.1.2: bad destination system.",
+            f"someone@{letters}",
+            BAD_DESTINATION,
+            _failed(f"someone@{letters}", "5.0.0", 550, "hard", "5.1.2"),
+        ),
+        _one(
+            "unknown-user-no-enhanced-code",
+            4,
+            "550 without an enhanced code ('No such user here'): the text says hard.",
+            f"nouser@{letters}",
+            NO_CODE_UNKNOWN,
+            _failed(f"nouser@{letters}", "5.0.0", 550, "hard"),
+        ),
+        _one(
+            "mailbox-full",
+            5,
+            "552 5.2.2: mailbox full.",
+            f"full@{letters}",
+            FULL,
+            _failed(f"full@{letters}", "5.0.0", 552, "soft", "5.2.2"),
+        ),
+        _one(
+            "mailbox-full-for-now",
+            6,
+            "452 4.2.2 on every attempt: a delay warning, then the failure (Status 5.0.0, the last reply "
+            "452 4.2.2 quoted) when the queue lifetime is over.",
+            f"full-for-now@{letters}",
+            FULL_FOR_NOW,
+            (_courier_expiring(f"full-for-now@{letters}", 452),),
+        ),
+        _one(
+            "greylisted",
+            7,
+            "451 4.7.1 greylisting for 20 s: a delay warning, then the message is delivered.",
+            f"greylisted@{letters}",
+            GREYLISTED,
+            _delivered_after_delay(f"greylisted@{letters}", "4.0.0", 0),
+        ),
+        _one(
+            "blocklisted",
+            8,
+            "550 5.7.1: the sending host is on a DNS blocklist.",
+            f"blocked@{letters}",
+            BLOCKLISTED,
+            _failed(f"blocked@{letters}", "5.0.0", 550, "policy", "5.7.1"),
+        ),
+        _one(
+            "spam-content",
+            9,
+            "554 5.7.1 after DATA: the content was classified as spam.",
+            f"filtered@{letters}",
+            SPAM_CONTENT,
+            _failed(f"filtered@{letters}", "5.0.0", 554, "policy", "5.7.1"),
+        ),
+        _one(
+            "mx-message-too-big",
+            10,
+            "The message is larger than the MX's message_size_limit (advertised with SIZE).",
+            f"reader@{mx}",
+            None,
+            (
+                _failed(f"reader@{mx}", "5.0.0", 552, "policy", "5.3.4")[0],
+                _failed(f"reader@{mx}", "5.3.4", 552, "policy")[0],
+                _failed(f"reader@{mx}", "5.0.0", 0, "policy")[0],
+                _failed(f"reader@{mx}", "5.3.4", 0, "policy")[0],
+            ),
+            pad=25_000,
+        ),
+        Scenario(
+            "multi-recipient",
+            11,
+            "One message to three recipients, two refused (unknown user at the Postfix MX, mailbox full) and one "
+            "delivered.",
+            multi,
+            (
+                (
+                    Notice(
+                        "failed",
+                        (
+                            Expect(multi[0], "5.0.0", 550, "hard", "5.1.1"),
+                            Expect(multi[1], "5.0.0", 552, "soft", "5.2.2"),
+                        ),
+                    ),
+                ),
+                (
+                    Notice("failed", (Expect(multi[0], "5.0.0", 550, "hard", "5.1.1"),), "nobody-here"),
+                    Notice("failed", (Expect(multi[1], "5.0.0", 552, "soft", "5.2.2"),), "full"),
+                ),
+            ),
+            replies=((multi[1], FULL),),
+        ),
+        _one(
+            "connection-refused",
+            12,
+            "The MX refuses connections: a delay warning, then the failure when the lifetime is over.",
+            f"someone-courier@{DOWN_DOMAIN}",
+            None,
+            (_courier_expiring(f"someone-courier@{DOWN_DOMAIN}", 0),),
+        ),
+        Scenario(
+            "no-route",
+            13,
+            "A domain that does not exist in DNS.",
+            (NO_SUCH_DOMAIN,),
+            (
+                _failed(NO_SUCH_DOMAIN, "5.0.0", 0, "hard")[0],
+                _courier_expiring(NO_SUCH_DOMAIN, 0),
+            ),
+        ),
+        _one(
+            "headers-only",
+            14,
+            "550 5.1.1 for a message sent with RET=HDRS, ENVID and ORCPT: the DSN returns the headers only.",
+            f"ghost-2@{letters}",
+            UNKNOWN,
+            _failed(f"ghost-2@{letters}", "5.0.0", 550, "hard", "5.1.1"),
+            mail_options=("RET=HDRS", "ENVID=herald-3105-14"),
+            rcpt_options=("NOTIFY=FAILURE,DELAY", f"ORCPT=rfc822;ghost-2@{letters}"),
+        ),
+        _one(
+            "relayed-success",
+            15,
+            "NOTIFY=SUCCESS to a server without DSN support: a success notice (Action: relayed), not a bounce.",
+            f"happy@{letters}",
+            None,
+            (
+                (Notice("relayed", (Expect(f"happy@{letters}", "2.0.0", 250, "none"),)),),
+                (Notice("relayed", (Expect(f"happy@{letters}", "2.0.0", 0, "none"),)),),
+            ),
+            rcpt_options=("NOTIFY=SUCCESS,FAILURE",),
+        ),
+    ]
+
+
 def scenarios_for(mta: str) -> list[Scenario]:
     return {
         "postfix": postfix_scenarios,
         "exim": exim_scenarios,
         "opensmtpd": opensmtpd_scenarios,
         "sendmail": sendmail_scenarios,
+        "courier": courier_scenarios,
     }[mta]()

@@ -1,4 +1,4 @@
-"""Private, throwaway OpenSMTPD and Sendmail instances for tools/bounce_corpus.py, run like Postfix and Exim
+"""Private, throwaway OpenSMTPD, Sendmail and Courier instances for tools/bounce_corpus.py, run like Postfix and Exim
 (tools/corpus_mtas.py): the Debian packages' programs, unpacked with `apt-get download` + `dpkg -x`, run as
 root from a temporary directory on loopback ports; nothing installed, nothing left running, no file of the
 machine changed.
@@ -13,14 +13,23 @@ machine changed.
   with -C: the tool writes a .mc, builds the .cf with the unpacked m4 and sendmail-cf, and routes each test
   domain through a mailertable (built with the package's makemap) to a mailer of its own that connects to
   the loopback port of that domain's server. Only its host name is private (UTS namespace).
+- Courier (Debian `courier-mta`, with `courier-base` and `courier-authlib`) has every path compiled in
+  and expects its maintainer scripts to have prepared them. It runs chrooted, in private mount and UTS
+  namespaces, into a root whose /usr, /etc and /var are the unpacked packages laid over the machine's
+  with overlayfs, every change going to a tmpfs that vanishes with the namespace; the setup its
+  maintainer scripts would do, and its configuration, are done there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -305,3 +314,178 @@ class PrivateSendmail:
         out = self.workdir / "daemon.out"
         queue = sorted(path.name for path in (self.workdir / "queue").iterdir())
         return (out.read_text(errors="replace") if out.exists() else "") + f"\nqueue: {queue}\n"
+
+
+# --- Courier ---------------------------------------------------------------------------------------------
+
+# courier-mta's programs with courier-base's and courier-authlib's, and the libraries they link.
+_COURIER_PACKAGES = {
+    "courier-base": "usr/bin/courier-config",
+    "courier-authlib": "usr/lib/x86_64-linux-gnu/courier-authlib/libcourierauth.so",
+    "courier-mta": "usr/lib/courier/courier/courierd",
+}
+_COURIER_PROGRAMS = ["usr/sbin/courier", "usr/lib/courier/courier/courierd", "usr/sbin/couriertcpd"]
+_COURIER_UID = 64_980
+
+# Run by `unshare --mount --uts`: a root of overlays (the unpacked packages over the machine's /usr, /etc and
+# /var, changes kept in a tmpfs), the work directory at /mnt, then the setup inside a chroot of it.
+_COURIER_NAMESPACE = """\
+set -e
+mount -t tmpfs herald-corpus /srv
+mkdir -p /srv/root /srv/upper /srv/work
+for d in usr etc var; do
+    mkdir -p /srv/root/$d /srv/upper/$d /srv/work/$d
+    mount -t overlay herald-corpus -o lowerdir={package}/$d:/$d,upperdir=/srv/upper/$d,workdir=/srv/work/$d /srv/root/$d
+done
+for d in bin lib lib64 sbin; do ln -s usr/$d /srv/root/$d; done
+mkdir -p /srv/root/proc /srv/root/dev /srv/root/run /srv/root/tmp /srv/root/mnt
+mount -t proc proc /srv/root/proc
+mount --bind /dev /srv/root/dev
+mount -t tmpfs herald-corpus /srv/root/run
+mount -t tmpfs -o mode=1777 herald-corpus /srv/root/tmp
+mount --bind {workdir} /srv/root/mnt
+hostname {hostname}
+exec chroot /srv/root /bin/sh /mnt/inside.sh
+"""
+
+# Inside the chroot: what the packages' maintainer scripts would have done, the configuration, then Courier.
+_COURIER_INSIDE = """\
+set -e
+echo 'courier:x:{uid}:{uid}::/var/lib/courier:/usr/sbin/nologin' >> /etc/passwd
+echo 'courier:x:{uid}:' >> /etc/group
+for n in makedat deliverquota maildirmake lockmail preline; do ln -sf $n.courier /usr/bin/$n; done
+C=/etc/courier
+chown root:courier $C
+chown -R courier:courier /var/lib/courier
+chmod 750 /var/lib/courier && chmod 770 /var/lib/courier/tmp
+chown courier:courier /usr/lib/courier/courier/submitmkdir && chmod 4755 /usr/lib/courier/courier/submitmkdir
+mkdir -p /run/courier && chown courier:courier /run/courier
+echo {hostname} > $C/me
+echo {hostname} > $C/defaultdomain
+echo localhost > $C/locals
+echo '"Courier mail server at {hostname}" <@>' > $C/dsnfrom
+echo {lifetime} > $C/queuetime
+echo {delay_warning} > $C/warntime
+echo {retry} > $C/retryalpha && echo 3 > $C/retrybeta && echo {retry} > $C/retrygamma && echo 0 > $C/retrymaxdelta
+cat > $C/esmtproutes <<'ROUTES'
+{routes}
+ROUTES
+sed -i 's/^PORT=.*/PORT={port}/; s/^BOFHCHECKDNS=.*/BOFHCHECKDNS=0/; s/^TARPIT=.*/TARPIT=0/' $C/esmtpd
+echo 'ADDRESS=127.0.0.1' >> $C/esmtpd
+mkdir -p $C/smtpaccess && printf '127.0.0.1\\tallow,RELAYCLIENT\\n' > $C/smtpaccess/default
+/usr/lib/courier/makesmtpaccess
+/usr/lib/courier/makeacceptmailfor
+/usr/sbin/makealiases
+/usr/lib/courier/esmtpd start
+set -a
+. $C/courierd
+exec /usr/lib/courier/courier/courierd
+"""
+
+
+def courier_package(cache: Path = TOOLS / "courier") -> UnpackedPackage:
+    """courier-mta with courier-base and courier-authlib, unpacked into one tree."""
+    for name, program in _COURIER_PACKAGES.items():
+        unpacked_package(name, [program], cache)
+    return unpacked_package("courier-mta", _COURIER_PROGRAMS, cache)
+
+
+def _session_processes(session: int) -> list[int]:
+    """The processes of a session (Courier's daemons detach from their parent but stay in it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # fields: state, ppid, pgrp, session...; a zombie is gone already, only its parent may reap it.
+        if len(fields) > 3 and int(fields[3]) == session and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+class PrivateCourier:
+    """One Courier (courierd and its esmtpd) on 127.0.0.1:`port`, routing each domain of `routes` to its port.
+
+    Courier's paths (/etc/courier, /var/lib/courier, /usr/lib/courier, /run/courier) are compiled in, and
+    its maintainer scripts prepare them. It runs in private mount and UTS namespaces, chrooted into a root
+    whose /usr, /etc and /var are the unpacked packages laid over the machine's with overlayfs, the changes
+    going to a tmpfs that vanishes with the namespace. Its daemons detach, so it runs in a session of its
+    own, and `stop` ends every process of that session."""
+
+    def __init__(
+        self,
+        package: UnpackedPackage,
+        workdir: Path,
+        *,
+        hostname: str,
+        port: int,
+        routes: Mapping[str, int],
+        delay_warning: str,
+        lifetime: str,
+        retry: str,
+    ) -> None:
+        self.package, self.workdir, self.hostname, self.port = package, workdir, hostname, port
+        self.routes = dict(routes)
+        self.delay_warning, self.lifetime, self.retry = delay_warning, lifetime, retry
+        self._daemon: subprocess.Popen[bytes] | None = None
+
+    def version(self) -> str:
+        """ "1.0.16", from `courier --version`."""
+        result = subprocess.run(
+            [str(self.package.root / "usr/sbin/courier"), "--version"],
+            env=self.package.env(),
+            capture_output=True,
+            text=True,
+        )
+        match = re.search(r"Courier (\S+)", result.stdout + result.stderr)
+        if match is None:
+            raise RuntimeError(f"cannot read Courier's version from:\n{result.stdout}{result.stderr}")
+        return match.group(1)
+
+    def write_config(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o755)
+        (self.workdir / "namespace.sh").write_text(
+            _COURIER_NAMESPACE.format(package=self.package.root, workdir=self.workdir, hostname=self.hostname)
+        )
+        (self.workdir / "inside.sh").write_text(
+            _COURIER_INSIDE.format(
+                uid=_COURIER_UID,
+                hostname=self.hostname,
+                lifetime=self.lifetime,
+                delay_warning=self.delay_warning,
+                retry=self.retry,
+                port=self.port,
+                routes="\n".join(f"{domain}: [127.0.0.1],{p}" for domain, p in self.routes.items()),
+            )
+        )
+
+    def start(self) -> None:
+        self.write_config()
+        command = ["unshare", "--mount", "--uts", "--", "sh", str(self.workdir / "namespace.sh")]
+        with open(self.workdir / "daemon.out", "wb") as output:
+            self._daemon = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for_port(self.port, self._daemon, "Courier")
+
+    def stop(self) -> None:
+        if self._daemon is None:
+            return
+        session = self._daemon.pid
+        for signal_number in (signal.SIGTERM, signal.SIGKILL):
+            for pid in _session_processes(session):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal_number)
+            deadline = time.monotonic() + 10
+            while _session_processes(session) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                self._daemon.poll()
+        self._daemon.wait(5)
+
+    def log(self) -> str:
+        path = self.workdir / "daemon.out"
+        return path.read_text(errors="replace") if path.exists() else ""

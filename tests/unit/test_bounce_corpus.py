@@ -1,5 +1,5 @@
 """The bounce corpus stays whole: tests/bounce_corpus/ (docs/bounces.md, "The bounce corpus") holds real DSNs of
-four real MTAs (made by tools/bounce_corpus.py), ARF reports and provider payloads built from their documented
+five real MTAs (made by tools/bounce_corpus.py), ARF reports and provider payloads built from their documented
 fields (tools/bounce_corpus_built.py), and each says what its manifest entry says.
 
 Every file is listed and every entry has its file; the corpus has at least 8 distinct sources and 30 items.
@@ -33,7 +33,7 @@ DSNS = [entry for entry in MESSAGES if entry["report_type"] == "delivery-status"
 ARFS = [entry for entry in MESSAGES if entry["report_type"] == "feedback-report"]
 PAYLOADS: list[dict[str, Any]] = MANIFEST["provider_payloads"]
 RETURN_PATHS = ReturnPaths(MANIFEST["bounce_domain"], MANIFEST["secret"])
-MTAS = ("postfix", "exim", "opensmtpd", "sendmail")
+MTAS = ("postfix", "exim", "opensmtpd", "sendmail", "courier")
 _KIND_OF_ACTION = {
     "failed": {"hard", "soft", "policy"},
     "delayed": {"delayed"},
