@@ -1,13 +1,15 @@
-"""Regenerates tests/bounce_corpus/: real bounce messages (DSNs) made here by real MTAs, with their expected classification.
+"""Regenerates the MTA part of tests/bounce_corpus/: real bounce messages (DSNs) made here by real MTAs, with their
+expected classification.
 
-    sudo .venv/bin/python tools/bounce_corpus.py [--mta postfix] [--mta exim] [--keep]
+    sudo .venv/bin/python tools/bounce_corpus.py [--mta postfix|exim|opensmtpd|sendmail|courier ...] [--keep]
 
-Run by hand (as root, about a minute), not by `make test`. It unpacks Postfix and Exim from their
-Debian packages (bench/postfix.py's `apt-get download` + `dpkg -x`; nothing is installed) and runs,
-all on loopback ports in a temporary directory:
+Run by hand (as root, a minute or two), not by `make test`. It unpacks Postfix, Exim, OpenSMTPD, Sendmail
+and Courier from their Debian packages (bench/postfix.py's `apt-get download` + `dpkg -x`; nothing is
+installed) and runs, all on loopback ports in a temporary directory:
 
-- the *sender*: a private Postfix, and a private Exim, into whose SMTP server each scenario's campaign
-  message is injected with a signed VERP return path (services/common/return_path.py) as MAIL FROM;
+- the *senders*: a private Postfix, Exim, OpenSMTPD, Sendmail and Courier (tools/corpus_mtas.py,
+  tools/corpus_more_mtas.py), into whose SMTP servers each scenario's campaign message is injected with
+  a signed VERP return path (services/common/return_path.py) as MAIL FROM;
 - *Postfix MX*: a second private Postfix, the MX of postfix-mx.example.test, which refuses unknown
   users, relaying and big messages in its own words;
 - *the scripted upstream*: an aiosmtpd server answering each recipient with the reply its scenario
@@ -17,7 +19,8 @@ all on loopback ports in a temporary directory:
 The senders generate the DSNs themselves (delay warnings, expiry, multi-recipient reports); the tool
 checks each against its scenario's expectation, then writes the messages byte for byte as received
 (tests/bounce_corpus/<mta>/<name>.eml) and tests/bounce_corpus/manifest.json. The scenarios and the
-expected kinds are in tools/bounce_scenarios.py; docs/bounces.md ("The bounce corpus") explains them.
+expected kinds are in tools/bounce_scenarios.py and tools/bounce_scenarios_more.py; docs/bounces.md
+("The bounce corpus") explains them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -44,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.postfix import free_port
 from services.common.return_path import ReturnPaths
+from tools import corpus_manifest
 from tools.bounce_scenarios import (
     BOUNCE_DOMAIN,
     CAMPAIGN_IDS,
@@ -58,14 +63,21 @@ from tools.bounce_scenarios import (
     Notice,
     Reply,
     Scenario,
-    scenarios_for,
+)
+from tools.bounce_scenarios_more import scenarios_for
+from tools.corpus_more_mtas import (
+    PrivateCourier,
+    PrivateOpenSmtpd,
+    PrivateSendmail,
+    courier_package,
+    opensmtpd_package,
+    sendmail_packages,
 )
 from tools.corpus_mtas import PrivateExim, PrivatePostfix, exim_package, package_version, postfix_package
 
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "tests" / "bounce_corpus"
-MANIFEST = CORPUS / "manifest.json"
-MTAS = ("postfix", "exim")
+ROOT, CORPUS = corpus_manifest.ROOT, corpus_manifest.CORPUS
+MTAS = ("postfix", "exim", "opensmtpd", "sendmail", "courier")
+Sender = PrivatePostfix | PrivateExim | PrivateOpenSmtpd | PrivateSendmail | PrivateCourier
 
 
 @dataclass
@@ -174,18 +186,44 @@ def reply_code(diagnostic: str) -> int:
     return 0
 
 
+def human_text(message: Message) -> str:
+    """The text/plain parts of a report before its delivery-status part (not the returned original)."""
+    texts = []
+    for part in message.walk():
+        if part.get_content_type() in ("message/delivery-status", "message/rfc822", "text/rfc822-headers"):
+            break
+        if part.get_content_type() == "text/plain":
+            payload = part.get_payload(decode=True)
+            texts.append(payload.decode("utf-8", "replace") if isinstance(payload, bytes) else "")
+    return "\n".join(texts)
+
+
+def text_reply(message: Message, address: str) -> str:
+    """What the human-readable part says about `address` on its line ("<address>: 550 5.1.1 ..."), as
+    OpenSMTPD writes the remote server's reply; "" when no line starts with the address."""
+    line = re.search(rf"(?im)^[ \t]*<?{re.escape(address)}>?:[ \t]*(\S.*)$", human_text(message))
+    return " ".join(line.group(1).split()) if line is not None else ""
+
+
 def observed(message: Message) -> list[dict[str, Any]]:
-    """Per recipient of a DSN: address, action, status, reply code and diagnostic, as the MTA wrote them."""
+    """Per recipient of a DSN: address, action, status, reply code and diagnostic, as the MTA wrote them.
+
+    A report without Diagnostic-Code may quote the reply in its text (`text_reply`); its code counts then."""
     found = []
     for block in delivery_status(message):
         diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
+        address = str(block.get("Final-Recipient", "")).partition(";")[2].strip()
+        quoted = "" if diagnostic else text_reply(message, address)
+        leading = re.match(r"([245]\d\d)(?![\d.])", quoted)
         found.append(
             {
-                "address": str(block.get("Final-Recipient", "")).partition(";")[2].strip(),
-                "action": str(block.get("Action", "")).strip().lower(),
+                "address": address,
+                # The action's first word: Sendmail adds a comment ("relayed (to non-dsn-aware mailer)").
+                "action": (str(block.get("Action", "")).lower().split() or [""])[0],
                 "status": str(block.get("Status", "")).strip(),
-                "reply_code": reply_code(diagnostic),
+                "reply_code": reply_code(diagnostic) or (int(leading.group(1)) if leading else 0),
                 "diagnostic": diagnostic,
+                "text_reply": quoted,
             }
         )
     return found
@@ -230,7 +268,7 @@ class CorpusRun:
             {address.lower(): reply for mta in mtas for s in self.scenarios[mta] for address, reply in s.replies}
         )
         self.versions: dict[str, str] = {}
-        self.senders: dict[str, PrivatePostfix | PrivateExim] = {}
+        self.senders: dict[str, Sender] = {}
         self.postfix_mx: PrivatePostfix | None = None
 
     def _routes(self, upstreams: dict[str, int], collector: int) -> dict[str, int]:
@@ -241,9 +279,8 @@ class CorpusRun:
         return routes
 
     def _start_mtas(self, upstreams: dict[str, int], collector: int) -> None:
-        postfix = postfix_package()
         self.postfix_mx = PrivatePostfix(
-            postfix,
+            postfix_package(),
             self.workdir / "postfix-mx",
             name="postfix-mx",
             port=free_port(),
@@ -260,12 +297,21 @@ class CorpusRun:
         )
         self.postfix_mx.start()
         routes = self._routes(upstreams, collector)
-        if "postfix" in self.mtas:
+        for mta in self.mtas:
+            sender, self.versions[mta] = self._sender(mta, routes)
+            self.senders[mta] = sender  # before it starts: stopped whatever happens next
+            sender.start()
+
+    def _sender(self, mta: str, routes: dict[str, int]) -> tuple[Sender, str]:
+        """The private `mta` that sends the scenarios' messages, and its version as the manifest names it."""
+        workdir, port, timing = self.workdir / mta, free_port(), TIMING
+        if mta == "postfix":
+            postfix = postfix_package()
             sender = PrivatePostfix(
                 postfix,
-                self.workdir / "postfix",
+                workdir,
                 name="postfix-sender",
-                port=free_port(),
+                port=port,
                 settings={
                     "myhostname": "mta.sender.example.test",
                     "mydestination": LOCAL_DOMAIN,
@@ -274,38 +320,70 @@ class CorpusRun:
                     "transport_maps": "inline:{"
                     + ", ".join(f"{d}=smtp:[127.0.0.1]:{p}" for d, p in routes.items())
                     + "}",
-                    "queue_run_delay": TIMING["retry"],
-                    "minimal_backoff_time": TIMING["retry"],
-                    "maximal_backoff_time": TIMING["retry"],
-                    "delay_warning_time": TIMING["delay_warning"],
-                    "maximal_queue_lifetime": TIMING["lifetime"],
-                    "bounce_queue_lifetime": TIMING["lifetime"],
+                    "queue_run_delay": timing["retry"],
+                    "minimal_backoff_time": timing["retry"],
+                    "maximal_backoff_time": timing["retry"],
+                    "delay_warning_time": timing["delay_warning"],
+                    "maximal_queue_lifetime": timing["lifetime"],
+                    "bounce_queue_lifetime": timing["lifetime"],
                 },
             )
-            self.versions["postfix"] = (
-                f"Postfix {sender.version()} (Debian postfix {package_version(postfix, 'postfix')})"
-            )
-            sender.start()
-            self.senders["postfix"] = sender
-        if "exim" in self.mtas:
+            return sender, f"Postfix {sender.version()} (Debian postfix {package_version(postfix, 'postfix')})"
+        if mta == "exim":
             exim = exim_package()
             sender_exim = PrivateExim(
                 exim,
-                self.workdir / "exim",
+                workdir,
                 hostname="exim.sender.example.test",
-                port=free_port(),
+                port=port,
                 local_domain=EXIM_LOCAL_DOMAIN,
                 routes=routes,
-                delay_warning=TIMING["delay_warning"],
-                lifetime=TIMING["lifetime"],
-                retry=TIMING["retry"],
+                delay_warning=timing["delay_warning"],
+                lifetime=timing["lifetime"],
+                retry=timing["retry"],
             )
-            self.versions["exim"] = (
-                f"Exim {sender_exim.version()} (Debian exim4-daemon-light "
-                f"{package_version(exim, 'exim4-daemon-light')})"
+            debian = package_version(exim, "exim4-daemon-light")
+            return sender_exim, f"Exim {sender_exim.version()} (Debian exim4-daemon-light {debian})"
+        if mta == "opensmtpd":
+            opensmtpd = opensmtpd_package()
+            sender_opensmtpd = PrivateOpenSmtpd(
+                opensmtpd,
+                workdir,
+                hostname="opensmtpd.sender.example.test",
+                port=port,
+                routes=routes,
+                delay_warning=timing["delay_warning"],
+                lifetime=timing["lifetime"],
             )
-            sender_exim.start()
-            self.senders["exim"] = sender_exim
+            debian = package_version(opensmtpd, "opensmtpd")
+            return sender_opensmtpd, f"OpenSMTPD {sender_opensmtpd.version()} (Debian opensmtpd {debian})"
+        if mta == "courier":
+            courier = courier_package()
+            sender_courier = PrivateCourier(
+                courier,
+                workdir,
+                hostname="courier.sender.example.test",
+                port=port,
+                routes=routes,
+                delay_warning=timing["delay_warning"],
+                lifetime=timing["lifetime"],
+                retry=timing["retry"],
+            )
+            debian = package_version(courier, "courier-mta")
+            return sender_courier, f"Courier {sender_courier.version()} (Debian courier-mta {debian})"
+        packages = sendmail_packages()
+        sender_sendmail = PrivateSendmail(
+            packages,
+            workdir,
+            hostname="sendmail.sender.example.test",
+            port=port,
+            routes=routes,
+            delay_warning=timing["delay_warning"],
+            lifetime=timing["lifetime"],
+            retry=timing["retry"],
+        )
+        debian = package_version(packages[0], "sendmail-bin")
+        return sender_sendmail, f"Sendmail {sender_sendmail.version()} (Debian sendmail-bin {debian})"
 
     async def _inject(self) -> None:
         for mta in self.mtas:
@@ -397,15 +475,18 @@ class CorpusRun:
 
 def manifest_entry(version: str, result: _Result, notice: Notice, arrival: Arrival) -> dict[str, Any]:
     mta, scenario = result.mta, result.scenario
-    found = {f["address"].lower(): f for f in observed(message_from_bytes(arrival.content))}
+    message = message_from_bytes(arrival.content)
+    found = {f["address"].lower(): f for f in observed(message)}
     paths = ReturnPaths(BOUNCE_DOMAIN, SECRET)
     return {
         "file": f"{mta}/{scenario.file_name(notice)}",
+        "origin": mta,
         "mta": mta,
         "source": version,
         "scenario": scenario.name,
         "description": scenario.description + (f" {notice.description}" if notice.description else ""),
         "report_type": "delivery-status",
+        "content_type": message.get_content_type(),
         "envelope": {"mail_from": arrival.mail_from, "rcpt_to": arrival.rcpt_tos[0]},
         "return_path": {
             "address": paths.address(CAMPAIGN_IDS[mta], scenario.recipient_id),
@@ -422,6 +503,7 @@ def manifest_entry(version: str, result: _Result, notice: Notice, arrival: Arriv
                 "enhanced_code": e.enhanced_code,
                 "reply_code": e.reply_code,
                 "diagnostic": found[e.address.lower()]["diagnostic"],
+                "text_reply": found[e.address.lower()]["text_reply"],
             }
             for e in notice.recipients
         ],
@@ -429,11 +511,9 @@ def manifest_entry(version: str, result: _Result, notice: Notice, arrival: Arriv
 
 
 def write_corpus(versions: dict[str, str], results: list[_Result], mtas: list[str]) -> int:
-    """Writes the messages and the manifest; entries of MTAs not run this time are kept."""
-    kept: list[dict[str, Any]] = []
-    if MANIFEST.exists():
-        kept = [m for m in json.loads(MANIFEST.read_text())["messages"] if m["mta"] not in mtas]
-    entries = list(kept)
+    """Writes the messages and the manifest; the entries of MTAs not run this time (and the built ones) are kept."""
+    manifest = corpus_manifest.load()
+    entries = [m for m in manifest["messages"] if m.get("mta") not in mtas]
     for mta in mtas:
         shutil.rmtree(CORPUS / mta, ignore_errors=True)
         (CORPUS / mta).mkdir(parents=True)
@@ -442,32 +522,20 @@ def write_corpus(versions: dict[str, str], results: list[_Result], mtas: list[st
             entry = manifest_entry(versions[result.mta], result, notice, arrival)
             (CORPUS / entry["file"]).write_bytes(arrival.content)
             entries.append(entry)
-    manifest = {
-        "generated_by": "tools/bounce_corpus.py",
-        "bounce_domain": BOUNCE_DOMAIN,
-        "secret": SECRET,
-        "kinds": {
-            "hard": "the address does not exist or cannot receive mail: suppress it",
-            "soft": "temporary, or a full mailbox: Soft until a later delivery",
-            "policy": "the sender's or the message's problem (5.7.x, blocklists, size): never suppress",
-            "delayed": "a delay warning (Action: delayed): the MTA still tries, nothing to record",
-            "none": "a success notice (Action: relayed or delivered): not a bounce",
-        },
-        "messages": sorted(entries, key=lambda m: m["file"]),
-    }
-    MANIFEST.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    manifest["messages"] = entries
+    corpus_manifest.save(manifest)
     return sum(len(r.notices) for r in results)
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mta", action="append", choices=MTAS, help="only these senders (default: all)")
+    parser.add_argument("--mta", action="append", choices=MTAS, help="only these senders (default: all five)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (configurations, logs)")
     parser.add_argument("--patience", type=float, default=180.0, help="seconds to wait for the DSNs")
     args = parser.parse_args(argv)
     mtas = args.mta or list(MTAS)
     if os.geteuid() != 0:
-        parser.error("run it as root: Postfix's master and Exim switch to their own users")
+        parser.error("run it as root: the MTAs switch to their own users, and some run in private namespaces")
     workdir = Path(tempfile.mkdtemp(prefix="herald-bounce-corpus-"))
     workdir.chmod(0o755)  # the MTAs' unprivileged users must reach their directories inside
     try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 BOUNCE_DOMAIN = "bounces.example.test"
 SECRET = "corpus"
-CAMPAIGN_IDS = {"postfix": 3101, "exim": 3102}
+CAMPAIGN_IDS = {"postfix": 3101, "exim": 3102, "opensmtpd": 3103, "sendmail": 3104, "courier": 3105}
 
 LOCAL_DOMAIN = "local.example.test"  # the Postfix sender's own (mydestination) domain
 EXIM_LOCAL_DOMAIN = "exim-local.example.test"
@@ -25,8 +25,15 @@ POSTFIX_MX_DOMAIN = "postfix-mx.example.test"  # a second, real Postfix is its M
 RELAY_ONLY_DOMAIN = "relay-only.example.test"  # routed to the Postfix MX, which does not serve it
 DOWN_DOMAIN = "down.example.test"  # routed to a port where nothing listens
 # Each domain of the scripted upstream gets its own server, so a 421 for one does not throttle the others.
-UPSTREAM_DOMAINS = ("inbox.example.test", "mail.example.test", "busy.example.test")
-# Postfix and Exim parameters alike: retry every 3 s, warn after 8 s, give up after 45 s.
+UPSTREAM_DOMAINS = (
+    "inbox.example.test",
+    "mail.example.test",
+    "busy.example.test",
+    "post.example.test",  # OpenSMTPD's scenarios
+    "mailbox.example.test",  # Sendmail's
+    "letters.example.test",  # Courier's
+)
+# Every sender's parameters alike: retry every 3 s, warn after 8 s, give up after 45 s.
 TIMING = {"retry": "3s", "delay_warning": "8s", "lifetime": "45s"}
 
 
@@ -473,7 +480,3 @@ def exim_scenarios() -> list[Scenario]:
             _failed(f"someone@{mail}", "5.0.0", 550, "hard", "5.1.2"),
         ),
     ]
-
-
-def scenarios_for(mta: str) -> list[Scenario]:
-    return {"postfix": postfix_scenarios, "exim": exim_scenarios}[mta]()

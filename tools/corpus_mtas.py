@@ -4,8 +4,9 @@ run from a temporary directory on loopback ports, nothing installed and no syste
 Both need root (Postfix's master and Exim switch users). Postfix runs from its unpacked package with
 every directory parameter pointing into the work directory (`master -c <conf> -d`, in the foreground).
 Exim's Debian build looks up the user `Debian-exim` before it reads any configuration; the machine has
-no such user, so Exim runs in a private mount namespace (`unshare --mount`) where a copy of
-/etc/passwd and /etc/group that names it is bind-mounted over the real ones.
+no such user, so Exim runs in a private mount namespace (`unshare --mount`, see `in_namespace`) where a
+copy of /etc/passwd and /etc/group that names it is bind-mounted over the real ones.
+tools/corpus_more_mtas.py runs OpenSMTPD and Sendmail the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -82,6 +83,35 @@ def package_version(package: UnpackedPackage, name: str) -> str:
     return debs[-1].name.split("_")[1].replace("%3a", ":")
 
 
+def in_namespace(argv: Sequence[str], *, binds: Sequence[tuple[Path, str]] = (), hostname: str = "") -> list[str]:
+    """`argv` run in a private mount namespace (and UTS namespace, named `hostname`, when given) in which each
+    (file, target) of `binds` is bind-mounted over `target`. Only the program and its children see that:
+    the machine's files and name stay as they are."""
+    steps, values = [], []
+    if hostname:
+        steps.append('hostname "$1" && shift')
+        values.append(hostname)
+    for source, target in binds:
+        steps.append('mount --bind "$1" "$2" && shift 2')
+        values += [str(source), target]
+    script = " && ".join([*steps, 'exec "$@"'])
+    flags = ["--mount", *(["--uts"] if hostname else [])]
+    return ["unshare", *flags, "--", "sh", "-c", script, "namespace", *values, *argv]
+
+
+def users_files(workdir: Path, users: Mapping[str, int]) -> tuple[Path, Path]:
+    """Copies of /etc/passwd and /etc/group in `workdir` that also name `users` (name -> uid, its own group)."""
+    passwd, group = workdir / "passwd", workdir / "group"
+    passwd.write_text(
+        Path("/etc/passwd").read_text()
+        + "".join(f"{name}:x:{uid}:{uid}::/nonexistent:/bin/false\n" for name, uid in users.items())
+    )
+    group.write_text(Path("/etc/group").read_text() + "".join(f"{name}:x:{uid}:\n" for name, uid in users.items()))
+    for path in (passwd, group):
+        path.chmod(0o644)
+    return passwd, group
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -95,7 +125,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeou
         time.sleep(0.1)
 
 
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
     if process is not None and process.poll() is None:
         process.terminate()
         try:
@@ -186,7 +216,7 @@ class PrivatePostfix:
         wait_for_port(self.port, self._master, f"Postfix {self.name}")
 
     def stop(self) -> None:
-        _stop(self._master)
+        stop_process(self._master)
 
     def log(self) -> str:
         path = self.workdir / "maillog"
@@ -325,20 +355,12 @@ class PrivateExim:
         Path(self._values["exim_path"]).chmod(0o755)
         self.config.write_text(_EXIM_CONF.format(**self._values))
         self.config.chmod(0o644)
-        passwd, group = self.workdir / "passwd", self.workdir / "group"
-        passwd.write_text(
-            Path("/etc/passwd").read_text() + f"{_EXIM_USER}:x:{_EXIM_UID}:{_EXIM_UID}::/nonexistent:/bin/false\n"
-        )
-        group.write_text(Path("/etc/group").read_text() + f"{_EXIM_USER}:x:{_EXIM_UID}:\n")
-        for path in (passwd, group):
-            path.chmod(0o644)
+        users_files(self.workdir, {_EXIM_USER: _EXIM_UID})
 
     def _command(self, *args: str) -> list[str]:
         """Exim with `args`, in a mount namespace whose /etc/passwd and /etc/group name Debian-exim."""
-        script = 'mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && shift 2 && exec "$@"'
-        exim = self._values["exim_path"]
-        passwd, group = str(self.workdir / "passwd"), str(self.workdir / "group")
-        return ["unshare", "--mount", "--", "sh", "-c", script, "exim", passwd, group, exim, *args]
+        binds = [(self.workdir / "passwd", "/etc/passwd"), (self.workdir / "group", "/etc/group")]
+        return in_namespace([self._values["exim_path"], *args], binds=binds)
 
     def version(self) -> str:
         """The version line of `exim -bV` ("4.96")."""
@@ -363,7 +385,7 @@ class PrivateExim:
         wait_for_port(self.port, self._daemon, "Exim")
 
     def stop(self) -> None:
-        _stop(self._daemon)
+        stop_process(self._daemon)
 
     def log(self) -> str:
         parts = []

@@ -214,7 +214,9 @@ ADDRESS_TEXT_RULES: Sequence[TextRule] = (
     ),
     TextRule(
         H,
-        _text(r"(?:host|domain)(?: name)? not found|unrout(?:e)?able|no mail exchanger|\bnull mx\b"),
+        _text(
+            r"(?:host|domain)(?: name)? not found|no such domain|unrout(?:e)?able|no mail exchanger|\bnull mx\b"
+        ),
         "the domain cannot receive mail",
     ),
 )

@@ -154,7 +154,7 @@ def _read_dsn(message: Message, message_id: str, received_at: datetime) -> Readi
     if not recipients:
         # A report type without its status part: read as a plain-text bounce.
         return _read_plain_text(message, message_id, received_at)
-    block = next((b for b in recipients if _action(b) in FAILED_ACTIONS), None)
+    block = next((b for b in recipients if _gave_up(b)), None)
     if block is None:
         actions = sorted({_action(b) or "none" for b in recipients})
         return Reading(None, message_id, f"DSN action {', '.join(actions)}: not a bounce")
@@ -164,8 +164,20 @@ def _read_dsn(message: Message, message_id: str, received_at: datetime) -> Readi
     reply_code = _reply_code_of(diagnostic) or (quoted.reply_code if quoted is not None else 0)
     quoted_status = _status_of(diagnostic)
     # A generic X.0.0 Status with a specific code of the same class in the remote reply: the specific one.
-    if quoted_status and (not status or (status.endswith(".0.0") and quoted_status[0] == status[0])):
+    if quoted_status and (not status or (_generic(status) and quoted_status[0] == status[0])):
         status = quoted_status
+    if not diagnostic:
+        # No Diagnostic-Code: the human-readable part may say what happened on the recipient's own line
+        # ("<address>: 550 5.1.1 ...", as OpenSMTPD writes it), and quote the reply there or anywhere.
+        text = _human_text(message)
+        line = _recipient_line(text, _address_of_field(_field(block, "Final-Recipient")))
+        if not status or _generic(status):
+            found = find_smtp_reply(line) if line else find_smtp_reply(text)
+            found_class = (found.status_code or str(found.reply_code or ""))[:1] if found is not None else ""
+            if found is not None and found_class and (not status or found_class == status[0]):
+                status, reply_code = found.status_code or status, found.reply_code
+                diagnostic = found.diagnostic
+        diagnostic = diagnostic or line
     if not status and not reply_code:
         found = find_smtp_reply(_human_text(message))
         if found is not None:
@@ -185,6 +197,30 @@ def _read_dsn(message: Message, message_id: str, received_at: datetime) -> Readi
         final_recipient=clean(_address_of_field(_field(block, "Final-Recipient")), 250),
     )
     return Reading(notice, message_id)
+
+
+def _gave_up(block: Message) -> bool:
+    """A recipient block that reports a failure: Action failed, or a 'delayed' one whose Status says the
+    delivery time expired (X.4.7): OpenSMTPD 6.8 reports the end of its queue lifetime that way, and
+    drops the message."""
+    action = _action(block)
+    if action in FAILED_ACTIONS:
+        return True
+    status = _status_of(_field(block, "Status"))
+    return action == "delayed" and status[:1] in ("4", "5") and status[1:] == ".4.7"
+
+
+def _generic(status: str) -> bool:
+    """A Status that names only the class (X.0.0): the remote reply, when known, says more."""
+    return status.endswith(".0.0")
+
+
+def _recipient_line(text: str, address: str) -> str:
+    """What the report's text says on the line that starts with `address` ("<address>: <reply>"), or ""."""
+    if not address:
+        return ""
+    line = re.search(rf"(?im)^[ \t]*<?{re.escape(address)}>?:[ \t]*(\S.*)$", text)
+    return line.group(1).strip() if line is not None else ""
 
 
 def _is_recipient_block(block: Message) -> bool:

@@ -138,6 +138,40 @@ def test_without_status_the_code_comes_from_the_diagnostic_and_then_from_the_hum
     assert notice.diagnostic == "554 5.7.1 Rejected by a blocklist"
 
 
+def test_a_generic_status_without_diagnostic_takes_the_reply_quoted_on_the_recipients_line() -> None:
+    # OpenSMTPD 6.8 (tests/bounce_corpus/opensmtpd/): Status 5.0.0, no Diagnostic-Code, the reply in the text.
+    human = (
+        "    An error has occurred while attempting to deliver a message for\n"
+        "    the following list of recipients:\n\n"
+        "other@example.org: 552 5.2.2 <other@example.org>: mailbox full\n"
+        "reader@example.org: 550 5.1.1 <reader@example.org>: no mailbox by that name is known here\n"
+    )
+    notice = read_report(dsn(failed("5.0.0", ""), human=human), received_at=NOW).notice
+    assert notice is not None and (notice.status_code, notice.reply_code) == ("5.1.1", 550)
+    assert notice.diagnostic == "550 5.1.1 <reader@example.org>: no mailbox by that name is known here"
+    human = "reader@example.org: 550 No such user here\n"
+    notice = read_report(dsn(failed("5.0.0", ""), human=human), received_at=NOW).notice
+    assert notice is not None and (notice.status_code, notice.reply_code) == ("5.0.0", 550)
+    assert notice.diagnostic == "550 No such user here"
+
+
+def test_a_quoted_reply_of_another_class_than_the_status_is_kept_as_text_only() -> None:
+    human = "reader@example.org: 451 4.7.1 try again later\n"
+    notice = read_report(dsn(failed("5.0.0", ""), human=human), received_at=NOW).notice
+    assert notice is not None and (notice.status_code, notice.reply_code) == ("5.0.0", 0)
+    assert notice.diagnostic == "451 4.7.1 try again later"
+
+
+def test_a_delayed_block_whose_delivery_time_expired_is_a_failure() -> None:
+    # OpenSMTPD 6.8 reports the end of its queue lifetime as Action delayed, Status 4.4.7, and drops the message.
+    expired = block(Final_Recipient="rfc822; reader@example.org", Action="delayed", Status="4.4.7")
+    notice = read_report(dsn(expired, human="reader@example.org: Envelope expired\n"), received_at=NOW).notice
+    assert notice is not None and (notice.status_code, notice.reply_code) == ("4.4.7", 0)
+    assert notice.diagnostic == "Envelope expired"
+    warning = block(Final_Recipient="rfc822; reader@example.org", Action="delayed", Status="4.0.0")
+    assert read_report(dsn(warning, human="reader@example.org: 452 4.2.2 mailbox full\n")).notice is None
+
+
 def test_a_non_smtp_diagnostic_type_is_stripped_and_a_reply_it_quotes_is_read() -> None:
     notice = read_report(dsn(failed("5.1.1", 'X-Postfix; unknown user: "reader"')), received_at=NOW).notice
     assert notice is not None and notice.reply_code == 0 and notice.diagnostic == 'unknown user: "reader"'

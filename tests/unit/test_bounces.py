@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[2]
         ("", 550, "5.4.1 Recipient address rejected: Access denied. AS(201806281)", HARD),
         ("", 550, "No such user here", HARD),
         ("", 0, "Unrouteable address", HARD),
+        # Courier 1.0.16's own report for a recipient domain that does not exist (tests/bounce_corpus/courier/).
+        ("5.0.0", 0, "unknown; No such domain.", HARD),
         # Soft: 4.x.x, a full mailbox, and whatever names no cause.
         ("4.2.2", 452, "mailbox full", SOFT),
         ("5.2.2", 552, "The email account that you tried to reach is over quota.", SOFT),
