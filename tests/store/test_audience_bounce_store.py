@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from google.protobuf import timestamp_pb2
 from herald.audience.v1 import audience_pb2
-from sqlalchemy.ext.asyncio import AsyncConnection
+from herald.delivery.v1 import delivery_pb2
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.audience import domain, messages, store
 from services.audience.domain import BounceTarget
+from services.audience.events import BounceHandler
 from tests.store.conftest import new_id
 
 SERVICES = ("audience",)
@@ -276,3 +279,54 @@ async def test_a_subscriber_updated_by_its_owner_takes_the_given_bounce_type_and
     again = domain.NewSubscriber(list_id=list_id, email_address=email_address, email_key=key)
     assert await store.updated_subscriber_id(conn, subscriber_id, again) == subscriber_id
     assert await _state(conn, subscriber_id) == ("Not Bounced", [], "Subscribed", "")
+
+
+# --- the consumer's batches -------------------------------------------------------------------------------------
+
+
+def _bounced(owner: int, list_id: int, address: str, kind: int, campaign_id: int) -> Any:
+    return delivery_pb2.RecipientBouncedEvent(
+        owner_user_id=owner,
+        campaign_id=campaign_id,
+        recipient_id=new_id(),
+        list_id=list_id,
+        email_address=address,
+        kind=kind,  # type: ignore[arg-type]
+        source=delivery_pb2.BOUNCE_SOURCE_DSN,
+        occur_time=timestamp_pb2.Timestamp(seconds=1_780_000_000),
+    )
+
+
+async def test_a_batch_of_events_is_applied_in_order_in_one_transaction(engine: AsyncEngine) -> None:
+    owner = new_id()
+    async with engine.begin() as conn:
+        list_id = await _list(conn, owner)
+        soft = await _subscriber(conn, owner, list_id, "soft@example.com")
+        complained = await _subscriber(conn, owner, list_id, "spam@example.com")
+    handler = BounceHandler(engine, LIMIT)
+    soft_kind, complaint = delivery_pb2.BOUNCE_KIND_SOFT, delivery_pb2.BOUNCE_KIND_COMPLAINT
+    await handler.bounced_batch(
+        [
+            _bounced(owner, list_id, "soft@example.com", soft_kind, 21),
+            _bounced(owner, list_id, "spam@example.com", complaint, 21),
+            _bounced(owner, list_id, "soft@example.com", soft_kind, 21),  # a repeat counts once
+            _bounced(owner, list_id, "soft@example.com", soft_kind, 22),
+            _bounced(owner, list_id, "soft@example.com", soft_kind, 23),  # the third campaign: Hard
+        ]
+    )
+    async with engine.connect() as conn:
+        assert await _state(conn, soft) == ("Hard", [], "Subscribed", "")
+        assert await _suppression(conn, owner, "soft@example.com") == ("bounce", 23)
+        assert await _state(conn, complained) == ("Not Bounced", [], "Unsubscribed", "complaint")
+        assert await _suppression(conn, owner, "spam@example.com") == ("complaint", 21)
+    delivered = delivery_pb2.RecipientDeliveredEvent(
+        owner_user_id=owner,
+        campaign_id=24,
+        recipient_id=new_id(),
+        email_address="soft@example.com",
+        deliver_time=timestamp_pb2.Timestamp(seconds=1_780_000_100),
+    )
+    await handler.delivered_batch([delivered, delivered])
+    async with engine.connect() as conn:
+        assert await _state(conn, soft) == ("Not Bounced", [], "Subscribed", "")
+        assert await _suppression(conn, owner, "soft@example.com") is None
