@@ -330,3 +330,42 @@ async def test_a_batch_of_events_is_applied_in_order_in_one_transaction(engine: 
     async with engine.connect() as conn:
         assert await _state(conn, soft) == ("Not Bounced", [], "Subscribed", "")
         assert await _suppression(conn, owner, "soft@example.com") is None
+
+
+async def test_hard_bounces_set_wise_change_what_one_after_the_other_would(engine: AsyncEngine) -> None:
+    owner = new_id()
+    async with engine.begin() as conn:
+        first, second = await _list(conn, owner), await _list(conn, owner)
+        gone = await _subscriber(conn, owner, first, "gone@example.com")
+        gone_elsewhere = await _subscriber(conn, owner, second, "gone@example.com")
+        everywhere = [await _subscriber(conn, owner, list_id, "all@example.com") for list_id in (first, second)]
+        already = await _subscriber(conn, owner, first, "already@example.com", bounce_type="Hard")
+        await store.added_suppression_count(conn, owner, ["spam@example.com"], reason="complaint", campaign_id=5)
+    hard = delivery_pb2.BOUNCE_KIND_HARD
+    batch = [
+        _bounced(owner, first, "gone@example.com", hard, 31),
+        _bounced(owner, 0, "all@example.com", hard, 31),
+        _bounced(owner, first, "Gone@Example.com", hard, 32),  # the same subscriber again: nothing left to do
+        _bounced(owner, first, "already@example.com", hard, 31),
+        _bounced(owner, first, "spam@example.com", hard, 31),  # no subscriber; a complaint's entry stays
+        _bounced(new_id(), first, "gone@example.com", hard, 31),  # another owner's address
+    ]
+    async with engine.begin() as conn:
+        targets = [BounceTarget.of(e.owner_user_id, e.email_address, e.list_id) for e in batch]
+        assert await store.hard_bounced_counts(conn, targets) == [1, 2, 0, 0, 0, 0]
+        entries = [(t.owner_user_id, t.email_key, e.campaign_id) for t, e in zip(targets, batch, strict=True)]
+        assert await store.added_bounce_suppression_counts(conn, entries) == [1, 1, 0, 1, 0, 1]
+        assert await _state(conn, gone) == ("Hard", [], "Subscribed", "")
+        assert await _state(conn, gone_elsewhere) == ("Not Bounced", [], "Subscribed", "")
+        assert [(await _state(conn, s))[0] for s in everywhere] == ["Hard", "Hard"]
+        assert (await _state(conn, already))[0] == "Hard"
+        assert await _suppression(conn, owner, "gone@example.com") == ("bounce", 31)  # the first one's campaign
+        assert await _suppression(conn, owner, "spam@example.com") == ("complaint", 5)
+        await conn.rollback()
+    # The consumer's batch does the same through the handler, in one transaction.
+    await BounceHandler(engine, LIMIT).bounced_batch(batch)
+    async with engine.connect() as conn:
+        assert await _state(conn, gone) == ("Hard", [], "Subscribed", "")
+        assert await _state(conn, gone_elsewhere) == ("Not Bounced", [], "Subscribed", "")
+        assert await _suppression(conn, owner, "gone@example.com") == ("bounce", 31)
+        assert await _suppression(conn, owner, "already@example.com") == ("bounce", 31)
