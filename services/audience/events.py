@@ -8,7 +8,8 @@ idempotent statement, so a repeated event changes nothing more.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -36,13 +37,32 @@ Outcome = dict[str, int]
 Effect = Callable[[AsyncConnection, BounceTarget, int], Awaitable[Outcome]]
 
 
+# Events applied in one transaction: what one fetch from JetStream brings, at most.
+BATCH = 100
+
+
 def bounce_consumers(engine: AsyncEngine, soft_bounce_limit: int) -> list[events.Consumer[Any]]:
     """The durable consumers every audience replica shares (NatsLink runs them). Redelivered until handled:
-    a bounce that is lost leaves an address that no longer exists on the list, mailed by every campaign."""
+    a bounce that is lost leaves an address that no longer exists on the list, mailed by every campaign.
+
+    Each applies what one fetch brings (up to BATCH events) in one transaction, in stream order; should
+    that fail, each event is applied in a transaction of its own, and only the failing ones come back."""
     handler = BounceHandler(engine, domain.soft_bounce_limit(soft_bounce_limit))
     return [
-        events.Consumer(BOUNCED_DURABLE, events.RECIPIENT_BOUNCED, handler.bounced),
-        events.Consumer(DELIVERED_DURABLE, events.RECIPIENT_DELIVERED, handler.delivered),
+        events.Consumer(
+            BOUNCED_DURABLE,
+            events.RECIPIENT_BOUNCED,
+            handler.bounced,
+            handle_batch=handler.bounced_batch,
+            batch=BATCH,
+        ),
+        events.Consumer(
+            DELIVERED_DURABLE,
+            events.RECIPIENT_DELIVERED,
+            handler.delivered,
+            handle_batch=handler.delivered_batch,
+            batch=BATCH,
+        ),
     ]
 
 
@@ -60,39 +80,59 @@ class BounceHandler:
         }
 
     async def bounced(self, event: delivery_pb2.RecipientBouncedEvent) -> None:
-        kind = KINDS[event.kind]  # the decoder refused any other kind
-        target = BounceTarget.of(event.owner_user_id, event.email_address, event.list_id)
+        await self.bounced_batch([event])
+
+    async def bounced_batch(self, batch: Sequence[delivery_pb2.RecipientBouncedEvent]) -> None:
+        """Applies the events in order, in one transaction; logs each once it has committed."""
+        outcomes: list[Outcome] = []
         async with self._engine.begin() as conn:
-            outcome = await self._effects[kind](conn, target, event.campaign_id)
-        log.info(
-            "bounce applied",
-            kind=kind.value,
-            owner_user_id=event.owner_user_id,
-            campaign_id=event.campaign_id,
-            list_id=event.list_id,
-            subscriber_id=event.subscriber_id,
-            recipient_id=event.recipient_id,
-            status_code=event.status_code,
-            **outcome,
-        )
+            # The decoder refused any other kind.
+            for kind, run in itertools.groupby(batch, key=lambda event: KINDS[event.kind]):
+                events_of_run = list(run)
+                targets = [BounceTarget.of(e.owner_user_id, e.email_address, e.list_id) for e in events_of_run]
+                if kind is BounceKind.HARD and len(events_of_run) > 1:
+                    outcomes += await self._hard_run(conn, targets, [e.campaign_id for e in events_of_run])
+                    continue
+                for event, target in zip(events_of_run, targets, strict=True):
+                    outcomes.append(await self._effects[kind](conn, target, event.campaign_id))
+        for event, outcome in zip(batch, outcomes, strict=True):
+            log.info(
+                "bounce applied",
+                kind=KINDS[event.kind].value,
+                owner_user_id=event.owner_user_id,
+                campaign_id=event.campaign_id,
+                list_id=event.list_id,
+                subscriber_id=event.subscriber_id,
+                recipient_id=event.recipient_id,
+                status_code=event.status_code,
+                **outcome,
+            )
 
     async def delivered(self, event: delivery_pb2.RecipientDeliveredEvent) -> None:
+        await self.delivered_batch([event])
+
+    async def delivered_batch(self, batch: Sequence[delivery_pb2.RecipientDeliveredEvent]) -> None:
         """The mailbox works: every subscriber of the owner with the address is Not Bounced again, and the
-        suppression a bounce caused is lifted (the user's own entries and complaints stay)."""
-        target = BounceTarget.of(event.owner_user_id, event.email_address)
+        suppression a bounce caused is lifted (the user's own entries and complaints stay). In order, in
+        one transaction."""
+        outcomes: list[tuple[int, int]] = []
         async with self._engine.begin() as conn:
-            cleared = await store.delivered_count(conn, target)
-            unsuppressed = await store.removed_bounce_suppression_count(
-                conn, target.owner_user_id, target.email_key
+            for event in batch:
+                target = BounceTarget.of(event.owner_user_id, event.email_address)
+                cleared = await store.delivered_count(conn, target)
+                unsuppressed = await store.removed_bounce_suppression_count(
+                    conn, target.owner_user_id, target.email_key
+                )
+                outcomes.append((cleared, unsuppressed))
+        for event, (cleared, unsuppressed) in zip(batch, outcomes, strict=True):
+            log.info(
+                "bounce state cleared by a delivery",
+                owner_user_id=event.owner_user_id,
+                campaign_id=event.campaign_id,
+                recipient_id=event.recipient_id,
+                cleared=cleared,
+                unsuppressed=unsuppressed,
             )
-        log.info(
-            "bounce state cleared by a delivery",
-            owner_user_id=event.owner_user_id,
-            campaign_id=event.campaign_id,
-            recipient_id=event.recipient_id,
-            cleared=cleared,
-            unsuppressed=unsuppressed,
-        )
 
     @staticmethod
     async def _suppressed(conn: AsyncConnection, target: BounceTarget, reason: str, campaign_id: int) -> int:
@@ -104,6 +144,18 @@ class BounceHandler:
         changed = await store.hard_bounced_count(conn, target)
         added = await self._suppressed(conn, target, domain.SUPPRESSION_BOUNCE, campaign_id)
         return {"made_hard": changed, "suppressed": added}
+
+    @staticmethod
+    async def _hard_run(
+        conn: AsyncConnection, targets: Sequence[BounceTarget], campaign_ids: Sequence[int]
+    ) -> list[Outcome]:
+        """Consecutive hard bounces, set-wise: two statements for all of them, the same as `_hard` on each in
+        turn (a hard bounce leaves nothing for the next one to change; the first suppresses an address)."""
+        changed = await store.hard_bounced_counts(conn, targets)
+        added = await store.added_bounce_suppression_counts(
+            conn, [(t.owner_user_id, t.email_key, c) for t, c in zip(targets, campaign_ids, strict=True)]
+        )
+        return [{"made_hard": c, "suppressed": a} for c, a in zip(changed, added, strict=True)]
 
     async def _soft(self, conn: AsyncConnection, target: BounceTarget, campaign_id: int) -> Outcome:
         types = await store.soft_bounced_types(conn, target, campaign_id, self._soft_bounce_limit)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -254,6 +254,11 @@ class Consumer(Generic[M]):
     runs and acked after it returned; when `handle` raises, the message comes back after a growing
     delay, up to `max_deliver` deliveries (-1: forever, for events whose loss would leave a campaign
     stuck).
+
+    With `handle_batch`, the messages of one fetch (up to `batch`) that decode are handed to it together,
+    in stream order, and all acked once it returned: one transaction for many events. When it raises,
+    each of them is handled by `handle` on its own as above, so one event that cannot be handled holds
+    back no other and comes back by itself.
     """
 
     durable: str
@@ -262,10 +267,14 @@ class Consumer(Generic[M]):
     signer: EventSigner | None = None
     max_deliver: int = -1
     ack_wait: float = 30.0
+    handle_batch: Callable[[Sequence[M]], Awaitable[None]] | None = None
+    batch: int = 20
 
     def __post_init__(self) -> None:
         if self.event.signed and self.signer is None:
             raise ValueError(f"a consumer of {self.event.subject} verifies its signature: give it the signer")
+        if self.batch < 1:
+            raise ValueError("a consumer fetches at least one message at a time")
 
     async def run(self, js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
         """Consumes until `stop`; the events stream must exist (NatsLink sets it up first)."""
@@ -287,19 +296,50 @@ class Consumer(Generic[M]):
         assert subscription is not None
         while not stop.is_set():
             try:
-                messages = await subscription.fetch(batch=20, timeout=1)
+                messages = await subscription.fetch(batch=self.batch, timeout=1)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except natsutil.NATS_FAILURES as exc:
                 log.warning("event fetch failed; retrying", durable=self.durable, error=str(exc))
                 await natsutil.sleep_unless_stopped(stop, 0.5)
                 continue
-            for message in messages:
-                await self._handle(message)
+            await self.handle_fetched(messages)
 
-    async def _handle(self, message: Msg) -> None:
+    async def handle_fetched(self, messages: Sequence[Msg]) -> None:
+        """Handles and settles the messages of one fetch, in order."""
+        if self.handle_batch is None:
+            for message in messages:
+                decoded = await self._decoded(message)
+                if decoded is not None:
+                    await self._handle(message, decoded)
+            return
+        batch = [
+            (message, decoded) for message in messages if (decoded := await self._decoded(message)) is not None
+        ]
+        if len(batch) <= 1:
+            for message, decoded in batch:
+                await self._handle(message, decoded)
+            return
         try:
-            decoded = self.event.decode(message.data, self.signer)
+            async with natsutil.kept_alive([message for message, _ in batch], self.ack_wait / 3):
+                await self.handle_batch([decoded for _, decoded in batch])
+        except Exception:
+            log.warning(
+                "event batch failed; handling its events one by one",
+                durable=self.durable,
+                events=len(batch),
+                exc_info=True,
+            )
+            for message, decoded in batch:
+                await self._handle(message, decoded)
+            return
+        for message, _ in batch:
+            await natsutil.settle(message.ack(), "ack")
+
+    async def _decoded(self, message: Msg) -> M | None:
+        """The message's event, or None once a message that does not decode has been terminated."""
+        try:
+            return self.event.decode(message.data, self.signer)
         except UndecodableEvent as exc:
             log.error(
                 "undecodable event terminated",
@@ -309,7 +349,9 @@ class Consumer(Generic[M]):
                 payload=message.data[:200].decode(errors="replace"),
             )
             await natsutil.settle(message.term(), "term")
-            return
+            return None
+
+    async def _handle(self, message: Msg, decoded: M) -> None:
         try:
             async with natsutil.kept_alive(message, self.ack_wait / 3):
                 await self.handle(decoded)

@@ -185,17 +185,20 @@ async def until_ready(setup: Callable[[], Awaitable[None]], stop: asyncio.Event,
 
 
 @contextlib.asynccontextmanager
-async def kept_alive(message: Msg, every: float) -> AsyncIterator[None]:
-    """Tells JetStream every `every` seconds that `message` is still being worked on, so it is not redelivered."""
+async def kept_alive(message: Msg | list[Msg], every: float) -> AsyncIterator[None]:
+    """Tells JetStream every `every` seconds that `message` (or each of several messages, handled together)
+    is still being worked on, so it is not redelivered."""
+    messages = message if isinstance(message, list) else [message]
 
     async def beat() -> None:
         while True:
             await asyncio.sleep(every)
-            try:
-                await message.in_progress()
-            except NATS_FAILURES as exc:
-                # NATS away: the message may be redelivered, which the handlers are safe against.
-                log.warning("cannot extend the message's ack wait", error=str(exc))
+            for each in messages:
+                try:
+                    await each.in_progress()
+                except NATS_FAILURES as exc:
+                    # NATS away: the message may be redelivered, which the handlers are safe against.
+                    log.warning("cannot extend the message's ack wait", error=str(exc))
 
     task = asyncio.create_task(beat())
     try:

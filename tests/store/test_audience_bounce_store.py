@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from google.protobuf import timestamp_pb2
 from herald.audience.v1 import audience_pb2
-from sqlalchemy.ext.asyncio import AsyncConnection
+from herald.delivery.v1 import delivery_pb2
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.audience import domain, messages, store
 from services.audience.domain import BounceTarget
+from services.audience.events import BounceHandler
 from tests.store.conftest import new_id
 
 SERVICES = ("audience",)
@@ -276,3 +279,93 @@ async def test_a_subscriber_updated_by_its_owner_takes_the_given_bounce_type_and
     again = domain.NewSubscriber(list_id=list_id, email_address=email_address, email_key=key)
     assert await store.updated_subscriber_id(conn, subscriber_id, again) == subscriber_id
     assert await _state(conn, subscriber_id) == ("Not Bounced", [], "Subscribed", "")
+
+
+# --- the consumer's batches -------------------------------------------------------------------------------------
+
+
+def _bounced(owner: int, list_id: int, address: str, kind: int, campaign_id: int) -> Any:
+    return delivery_pb2.RecipientBouncedEvent(
+        owner_user_id=owner,
+        campaign_id=campaign_id,
+        recipient_id=new_id(),
+        list_id=list_id,
+        email_address=address,
+        kind=kind,  # type: ignore[arg-type]
+        source=delivery_pb2.BOUNCE_SOURCE_DSN,
+        occur_time=timestamp_pb2.Timestamp(seconds=1_780_000_000),
+    )
+
+
+async def test_a_batch_of_events_is_applied_in_order_in_one_transaction(engine: AsyncEngine) -> None:
+    owner = new_id()
+    async with engine.begin() as conn:
+        list_id = await _list(conn, owner)
+        soft = await _subscriber(conn, owner, list_id, "soft@example.com")
+        complained = await _subscriber(conn, owner, list_id, "spam@example.com")
+    handler = BounceHandler(engine, LIMIT)
+    soft_kind, complaint = delivery_pb2.BOUNCE_KIND_SOFT, delivery_pb2.BOUNCE_KIND_COMPLAINT
+    await handler.bounced_batch(
+        [
+            _bounced(owner, list_id, "soft@example.com", soft_kind, 21),
+            _bounced(owner, list_id, "spam@example.com", complaint, 21),
+            _bounced(owner, list_id, "soft@example.com", soft_kind, 21),  # a repeat counts once
+            _bounced(owner, list_id, "soft@example.com", soft_kind, 22),
+            _bounced(owner, list_id, "soft@example.com", soft_kind, 23),  # the third campaign: Hard
+        ]
+    )
+    async with engine.connect() as conn:
+        assert await _state(conn, soft) == ("Hard", [], "Subscribed", "")
+        assert await _suppression(conn, owner, "soft@example.com") == ("bounce", 23)
+        assert await _state(conn, complained) == ("Not Bounced", [], "Unsubscribed", "complaint")
+        assert await _suppression(conn, owner, "spam@example.com") == ("complaint", 21)
+    delivered = delivery_pb2.RecipientDeliveredEvent(
+        owner_user_id=owner,
+        campaign_id=24,
+        recipient_id=new_id(),
+        email_address="soft@example.com",
+        deliver_time=timestamp_pb2.Timestamp(seconds=1_780_000_100),
+    )
+    await handler.delivered_batch([delivered, delivered])
+    async with engine.connect() as conn:
+        assert await _state(conn, soft) == ("Not Bounced", [], "Subscribed", "")
+        assert await _suppression(conn, owner, "soft@example.com") is None
+
+
+async def test_hard_bounces_set_wise_change_what_one_after_the_other_would(engine: AsyncEngine) -> None:
+    owner = new_id()
+    async with engine.begin() as conn:
+        first, second = await _list(conn, owner), await _list(conn, owner)
+        gone = await _subscriber(conn, owner, first, "gone@example.com")
+        gone_elsewhere = await _subscriber(conn, owner, second, "gone@example.com")
+        everywhere = [await _subscriber(conn, owner, list_id, "all@example.com") for list_id in (first, second)]
+        already = await _subscriber(conn, owner, first, "already@example.com", bounce_type="Hard")
+        await store.added_suppression_count(conn, owner, ["spam@example.com"], reason="complaint", campaign_id=5)
+    hard = delivery_pb2.BOUNCE_KIND_HARD
+    batch = [
+        _bounced(owner, first, "gone@example.com", hard, 31),
+        _bounced(owner, 0, "all@example.com", hard, 31),
+        _bounced(owner, first, "Gone@Example.com", hard, 32),  # the same subscriber again: nothing left to do
+        _bounced(owner, first, "already@example.com", hard, 31),
+        _bounced(owner, first, "spam@example.com", hard, 31),  # no subscriber; a complaint's entry stays
+        _bounced(new_id(), first, "gone@example.com", hard, 31),  # another owner's address
+    ]
+    async with engine.begin() as conn:
+        targets = [BounceTarget.of(e.owner_user_id, e.email_address, e.list_id) for e in batch]
+        assert await store.hard_bounced_counts(conn, targets) == [1, 2, 0, 0, 0, 0]
+        entries = [(t.owner_user_id, t.email_key, e.campaign_id) for t, e in zip(targets, batch, strict=True)]
+        assert await store.added_bounce_suppression_counts(conn, entries) == [1, 1, 0, 1, 0, 1]
+        assert await _state(conn, gone) == ("Hard", [], "Subscribed", "")
+        assert await _state(conn, gone_elsewhere) == ("Not Bounced", [], "Subscribed", "")
+        assert [(await _state(conn, s))[0] for s in everywhere] == ["Hard", "Hard"]
+        assert (await _state(conn, already))[0] == "Hard"
+        assert await _suppression(conn, owner, "gone@example.com") == ("bounce", 31)  # the first one's campaign
+        assert await _suppression(conn, owner, "spam@example.com") == ("complaint", 5)
+        await conn.rollback()
+    # The consumer's batch does the same through the handler, in one transaction.
+    await BounceHandler(engine, LIMIT).bounced_batch(batch)
+    async with engine.connect() as conn:
+        assert await _state(conn, gone) == ("Hard", [], "Subscribed", "")
+        assert await _state(conn, gone_elsewhere) == ("Not Bounced", [], "Subscribed", "")
+        assert await _suppression(conn, owner, "gone@example.com") == ("bounce", 31)
+        assert await _suppression(conn, owner, "already@example.com") == ("bounce", 31)

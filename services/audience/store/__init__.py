@@ -11,6 +11,7 @@ from services.audience.store._bounces import (
     complained_count,
     delivered_count,
     hard_bounced_count,
+    hard_bounced_counts,
     soft_bounced_types,
 )
 from services.audience.store._lists import (
@@ -48,7 +49,11 @@ from services.audience.store._subscribers import (
     unsuppressed_count,
     updated_subscriber_id,
 )
-from services.audience.store._suppressions import added_suppression_count, removed_bounce_suppression_count
+from services.audience.store._suppressions import (
+    added_bounce_suppression_counts,
+    added_suppression_count,
+    removed_bounce_suppression_count,
+)
 from services.audience.store._tables import (
     SCHEMA,
     is_suppressed,
@@ -66,6 +71,7 @@ __all__ = [
     "SCHEMA",
     "RecipientQuery",
     "RecipientRow",
+    "added_bounce_suppression_counts",
     "added_suppression_count",
     "complained_count",
     "custom_fields_of",
@@ -75,6 +81,7 @@ __all__ = [
     "delivered_count",
     "existing_subscriber",
     "hard_bounced_count",
+    "hard_bounced_counts",
     "inserted_list",
     "inserted_segment",
     "inserted_subscriber_id",

@@ -7,6 +7,7 @@ inside an effect.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.audience.domain import COMPLAINT_CHANNEL, BounceTarget
 from services.audience.store._tables import subscribers
-from services.common.sql import id_array
+from services.common.sql import id_array, text_array
 
 
 def _targeted(target: BounceTarget) -> sa.ColumnElement[bool]:
@@ -94,3 +95,42 @@ async def delivered_count(conn: AsyncConnection, target: BounceTarget) -> int:
         .values(bounce_type="Not Bounced", soft_bounce_campaign_ids=id_array([]), updated_at=sa.func.now())
     )
     return (await conn.execute(statement)).rowcount
+
+
+async def hard_bounced_counts(conn: AsyncConnection, targets: Sequence[BounceTarget]) -> list[int]:
+    """`hard_bounced_count` for several targets in one statement; how many subscribers each target changed.
+
+    The same as applying them one after the other (a hard bounce leaves nothing for a later one to change):
+    a subscriber that several targets name is counted for one of them (the first, when they are the same).
+    """
+    if not targets:
+        return []
+    given = (
+        sa.func.unnest(
+            id_array([t.owner_user_id for t in targets]),
+            text_array([t.email_key for t in targets]),
+            id_array([t.list_id for t in targets]),
+        )
+        .table_valued("owner_user_id", "email_key", "list_id", with_ordinality="n")
+        .render_derived()
+    )
+    first = (
+        sa.select(given.c.owner_user_id, given.c.email_key, given.c.list_id, sa.func.min(given.c.n).label("n"))
+        .group_by(given.c.owner_user_id, given.c.email_key, given.c.list_id)
+        .subquery("targets")
+    )
+    statement = (
+        sa.update(subscribers)
+        .where(
+            subscribers.c.owner_user_id == first.c.owner_user_id,
+            subscribers.c.email_key == first.c.email_key,
+            sa.or_(first.c.list_id == 0, subscribers.c.list_id == first.c.list_id),
+            sa.or_(subscribers.c.bounce_type != "Hard", _has_soft_run()),
+        )
+        .values(bounce_type="Hard", soft_bounce_campaign_ids=id_array([]), updated_at=sa.func.now())
+        .returning(first.c.n)
+    )
+    counts = [0] * len(targets)
+    for n in (await conn.execute(statement)).scalars():
+        counts[n - 1] += 1
+    return counts

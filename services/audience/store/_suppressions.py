@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.audience.domain import SUPPRESSION_BOUNCE, SUPPRESSION_MANUAL
 from services.audience.store._tables import suppressions
-from services.common.sql import text_array
+from services.common.sql import id_array, text_array
 
 
 async def added_suppression_count(
@@ -62,3 +62,41 @@ async def removed_bounce_suppression_count(conn: AsyncConnection, owner: int, ke
         suppressions.c.reason == SUPPRESSION_BOUNCE,
     )
     return (await conn.execute(statement)).rowcount
+
+
+async def added_bounce_suppression_counts(
+    conn: AsyncConnection, entries: Sequence[tuple[int, str, int]]
+) -> list[int]:
+    """`added_suppression_count(..., reason=bounce)` for several (owner, address key, campaign id) in one
+    statement, as if one after the other: an address given twice is suppressed by the first. Returns
+    whether each entry added its address (1) or found it there (0)."""
+    if not entries:
+        return []
+    given = (
+        sa.func.unnest(
+            id_array([owner for owner, _, _ in entries]),
+            text_array([key for _, key, _ in entries]),
+            id_array([campaign_id for _, _, campaign_id in entries]),
+        )
+        .table_valued("owner_user_id", "email_key", "campaign_id", with_ordinality="n")
+        .render_derived()
+    )
+    rows = (
+        sa.select(
+            given.c.owner_user_id, given.c.email_key, sa.literal(SUPPRESSION_BOUNCE, sa.Text), given.c.campaign_id
+        )
+        .ext(postgresql.distinct_on(given.c.owner_user_id, given.c.email_key))
+        .order_by(given.c.owner_user_id, given.c.email_key, given.c.n)
+    )
+    statement = (
+        postgresql.insert(suppressions)
+        .from_select(["owner_user_id", "email_key", "reason", "campaign_id"], rows)
+        .on_conflict_do_nothing(index_elements=[suppressions.c.owner_user_id, suppressions.c.email_key])
+        .returning(suppressions.c.owner_user_id, suppressions.c.email_key)
+    )
+    added = {(row.owner_user_id, row.email_key) for row in await conn.execute(statement)}
+    counts = []
+    for owner, key, _ in entries:
+        counts.append(1 if (owner, key) in added else 0)
+        added.discard((owner, key))
+    return counts
