@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import grpc
 import psutil
 import psycopg
-from harness import Herald, running_herald
+from harness import postgres_processes, running_herald
 from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 
 # The same selection the service makes, written by hand: Subscribed rows of the included list whose
@@ -64,17 +64,6 @@ def peak_rss_mb(process: psutil.Process) -> float:
     except OSError:
         pass
     return process.memory_info().rss / 2**20
-
-
-def postgres_processes(herald: Herald) -> list[psutil.Process]:
-    """The embedded PostgreSQL's postmaster (started with this run's data folder) and its backends."""
-    data = str(herald.data_dir)
-    for process in psutil.process_iter(["cmdline"]):
-        if data in " ".join(process.info["cmdline"] or []) and "postgres" in " ".join(
-            process.info["cmdline"] or []
-        ):
-            return [process, *process.children(recursive=True)]
-    return []
 
 
 async def timed(call: Callable[[], Awaitable[int]], repeat: int) -> tuple[list[float], int]:

@@ -75,6 +75,17 @@ class Herald:
         return found
 
 
+def postgres_processes(herald: Herald) -> list[psutil.Process]:
+    """The embedded PostgreSQL's postmaster (started with this run's data folder) and its backends."""
+    data = str(herald.data_dir)
+    for process in psutil.process_iter(["cmdline"]):
+        if data in " ".join(process.info["cmdline"] or []) and "postgres" in " ".join(
+            process.info["cmdline"] or []
+        ):
+            return [process, *process.children(recursive=True)]
+    return []
+
+
 @contextmanager
 def running_herald(extra_env: dict[str, str] | None = None) -> Iterator[Herald]:
     """Starts `herald run` with its own data folder and free ports; stops it (and everything it started) after."""

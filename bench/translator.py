@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import grpc
 import psutil
-from harness import Result, drive, running_herald
+from harness import Result, drive, postgres_processes, running_herald
 from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
 
 from bench.wrk import run_wrk, wrk_tool
@@ -36,23 +36,29 @@ from bench.wrk import run_wrk, wrk_tool
 CPU_ROLES = ("translator", "campaign", "postgres")
 
 
-def cpu_seconds(herald: Any) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by the translator, the campaign service and all of PostgreSQL."""
-    totals = dict.fromkeys(CPU_ROLES, 0.0)
-    roles = {process.pid: role for role, process in herald.processes().items()}
-    for process in psutil.Process(herald.process.pid).children(recursive=True):
+def cpu_seconds(herald: Any) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) used so far by each translator, campaign and PostgreSQL process, by pid."""
+    processes = [(role, process) for role, process in herald.processes().items() if role in CPU_ROLES]
+    processes += [("postgres", process) for process in postgres_processes(herald)]
+    used: dict[int, tuple[str, float]] = {}
+    for role, process in processes:
         try:
-            role = roles.get(process.pid) or ("postgres" if process.name() == "postgres" else "")
-            if role in totals:
-                times = process.cpu_times()
-                totals[role] += times.user + times.system
+            times = process.cpu_times()
         except psutil.NoSuchProcess:
             continue
-    return totals
+        used[process.pid] = (role, times.user + times.system)
+    return used
 
 
-def cpu_line(name: str, before: dict[str, float], after: dict[str, float], requests: int) -> str:
-    per = {role: (after[role] - before[role]) / max(requests, 1) * 1000 for role in CPU_ROLES}
+def cpu_line(
+    name: str, before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], requests: int
+) -> str:
+    """CPU ms per request of each role in a phase: processes that ended during it (a PostgreSQL backend
+    closed by a pool) are left out, so the figures are lower bounds."""
+    spent = dict.fromkeys(CPU_ROLES, 0.0)
+    for pid, (role, seconds) in after.items():
+        spent[role] += seconds - before.get(pid, (role, 0.0))[1]
+    per = {role: spent[role] / max(requests, 1) * 1000 for role in CPU_ROLES}
     parts = "   ".join(f"{role} {per[role]:.3f}" for role in CPU_ROLES)
     return f"{name:<40} CPU ms/request   {parts}   sum {sum(per.values()):.3f}"
 
