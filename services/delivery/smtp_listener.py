@@ -4,6 +4,7 @@ close waits until what its sessions handed in is written."""
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 
 from aiosmtpd.smtp import SMTP
 
@@ -33,7 +34,7 @@ def smtp_session(
     )
 
 
-class SmtpListener:
+class SmtpListener(ABC):
     """Listens on host:port with a new session per connection. A server says how a session is made
     (`_session`) and what close waits for once it stopped accepting (`_drain`)."""
 
@@ -42,11 +43,13 @@ class SmtpListener:
         self.port = port
         self._server: asyncio.Server | None = None
 
+    @abstractmethod
     def _session(self) -> SMTP:
-        raise NotImplementedError
+        """A new SMTP session for one connection."""
 
+    @abstractmethod
     async def _drain(self) -> None:
-        raise NotImplementedError
+        """Waits until what the sessions handed in is written."""
 
     async def start(self) -> int:
         """Starts listening; returns the port (the one chosen by the system when `port` was 0)."""

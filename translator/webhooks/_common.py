@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -288,7 +289,7 @@ async def conclude(provider: str, sink: BounceSink, findings: Findings) -> web.R
     )
 
 
-class ProviderWebhook(Generic[Check]):
+class ProviderWebhook(ABC, Generic[Check]):
     """The handler of POST /webhooks/<provider>: 404 when the provider is not configured (`check` None), 4xx
     when a request is refused, else what it found is recorded and answered (`conclude`).
 
@@ -313,7 +314,7 @@ class ProviderWebhook(Generic[Check]):
             return found
         return await conclude(self.provider, self._sink, found)
 
+    @abstractmethod
     async def findings(self, request: web.Request, check: Check) -> Findings | web.Response:
         """What a request it believes reports, or the answer to a request that reports nothing (SNS's
         subscription messages); Refused when it is not believed."""
-        raise NotImplementedError
