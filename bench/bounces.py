@@ -1,6 +1,6 @@
 """Bounce receiver benchmark: DSNs over SMTP into `herald serve bounce-receiver`, beside a bare aiosmtpd server.
 
-    .venv/bin/python bench/bounces.py [--messages 20000] [--connections 50]
+    .venv/bin/python bench/bounces.py [--messages 20000] [--connections 400]
 
 Setup: a fresh `herald run` (its local mail capture as the relay), a user, a list of N subscribers
 (`herald subscribers import`), an email and an Immediate campaign sent to them, so that delivery's
@@ -64,6 +64,7 @@ from bench.delivery import PeakMemory, immediate_campaign, legacy, watch_herald,
 from services.common import auth
 from services.common.return_path import ReturnPaths
 from services.delivery import bounce_receiver
+from services.delivery.smtp_listener import LISTEN_BACKLOG
 
 BOUNCE_DOMAIN = "bounces.herald-bench.test"
 CPU_ROLES = ("bounce-receiver", "delivery", "audience", "postgres", "nats-server", "benchmark client")
@@ -192,6 +193,7 @@ async def serve_bare(port: int) -> None:
         ),
         "127.0.0.1",
         port,
+        backlog=LISTEN_BACKLOG,
     )
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -448,7 +450,7 @@ def main() -> None:
     parser.add_argument(
         "--messages", type=int, default=20_000, help="DSNs to push (and subscribers; default 20,000)"
     )
-    parser.add_argument("--connections", type=int, default=50, help="concurrent SMTP connections (default 50)")
+    parser.add_argument("--connections", type=int, default=400, help="concurrent SMTP connections (default 400)")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:

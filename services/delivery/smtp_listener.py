@@ -8,6 +8,10 @@ from abc import ABC, abstractmethod
 
 from aiosmtpd.smtp import SMTP
 
+# Connections the kernel holds for the listener before it accepts them. asyncio's default, 100, drops the
+# connection attempts of a burst beyond it, and their senders try again only seconds later (bench/bounces.py
+# with 300 connections at once: greeting timeouts); bounces arrive in bursts after a campaign.
+LISTEN_BACKLOG = 1024
 # aiosmtpd's own default: an idle session is closed after five minutes.
 DEFAULT_SESSION_TIMEOUT_SECONDS = 300.0
 
@@ -53,7 +57,9 @@ class SmtpListener(ABC):
 
     async def start(self) -> int:
         """Starts listening; returns the port (the one chosen by the system when `port` was 0)."""
-        self._server = await asyncio.get_running_loop().create_server(self._session, self.host, self.port)
+        self._server = await asyncio.get_running_loop().create_server(
+            self._session, self.host, self.port, backlog=LISTEN_BACKLOG
+        )
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
