@@ -25,6 +25,9 @@ class RecipientStatus(enum.StrEnum):
     HELD = "Held"
     # Claimed by one worker, which is sending it.
     SENDING = "Sending"
+    # Answered with a temporary failure; retried through JetStream when `next_attempt_at` is due
+    # (services/delivery/retries.py).
+    DEFERRED = "Deferred"
     SENT = "Sent"
     FAILED = "Failed"
     # Never sent: the campaign was cancelled (or deleted) first.

@@ -67,6 +67,8 @@ recipients = sa.Table(
     sa.Column("occurrence", sa.Integer, nullable=False, server_default="1"),
     sa.Column("list_id", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("custom_fields", postgresql.JSONB(none_as_null=True)),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("deferred_since", sa.DateTime(timezone=True)),
 )
 
 # What each campaign's queue rows add up to, kept by triggers on `recipients` (migration 0005).
@@ -78,6 +80,7 @@ recipient_count_rows = sa.Table(
     sa.Column("total", sa.BigInteger, nullable=False),
     sa.Column("sent", sa.BigInteger, nullable=False),
     sa.Column("failed", sa.BigInteger, nullable=False),
+    sa.Column("deferred", sa.BigInteger, nullable=False),
     sa.Column("first_sent_at", sa.DateTime(timezone=True)),
     sa.Column("last_sent_at", sa.DateTime(timezone=True)),
 )

@@ -183,19 +183,36 @@ async def test_every_recipient_status_is_one_the_queue_table_accepts(conn: Async
     campaign, owner = new_id(), new_id()
     insert = sa.text(
         "INSERT INTO delivery.recipients (campaign_id, owner_user_id, subscriber_id, email_address, domain, status, "
-        "sent_at) VALUES (:c, :o, :s, :a, 'example.com', :status, :sent_at)"
+        "sent_at, next_attempt_at, deferred_since) VALUES (:c, :o, :s, :a, 'example.com', :status, :sent_at, :due, :due)"
     )
     for n, status in enumerate(RecipientStatus):
         sent_at = T0 if status == RecipientStatus.SENT else None
+        due = T0 if status == RecipientStatus.DEFERRED else None
         await conn.execute(
             insert,
-            {"c": campaign, "o": owner, "s": n, "a": f"{n}@example.com", "status": status, "sent_at": sent_at},
+            {
+                "c": campaign,
+                "o": owner,
+                "s": n,
+                "a": f"{n}@example.com",
+                "status": status,
+                "sent_at": sent_at,
+                "due": due,
+            },
         )
     with pytest.raises(IntegrityError):
         async with conn.begin_nested():
             await conn.execute(
                 insert,
-                {"c": campaign, "o": owner, "s": 99, "a": "x@example.com", "status": "Bounced", "sent_at": None},
+                {
+                    "c": campaign,
+                    "o": owner,
+                    "s": 99,
+                    "a": "x@example.com",
+                    "status": "Bounced",
+                    "sent_at": None,
+                    "due": None,
+                },
             )
 
 
