@@ -347,6 +347,6 @@ async def delivery_system(backing: Backing, tmp_path_factory: pytest.TempPathFac
     # Imported here: delivery_helpers builds on this module's fixtures and helpers.
     from tests.e2e.delivery_helpers import delivery_herald
 
-    env = {"HERALD_DELIVERY_WORKERS": "2", "HERALD_DELIVERY_RETRY_BACKOFF_SECONDS": "0.2"}
+    env = {"HERALD_DELIVERY_WORKERS": "2"}
     async with delivery_herald(backing, tmp_path_factory.mktemp("delivery-system"), env) as running:
         yield running

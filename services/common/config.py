@@ -8,10 +8,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("campaign", "tag", "audience", "delivery")
+
+# Settings that were removed, refused rather than ignored: what to set instead.
+REMOVED_SETTINGS = {
+    "HERALD_DELIVERY_MAX_ATTEMPTS": "a deferred recipient is retried on HERALD_DELIVERY_RETRY_INTERVALS until "
+    "HERALD_DELIVERY_MAX_DEFER_HOURS; remove HERALD_DELIVERY_MAX_ATTEMPTS",
+    "HERALD_DELIVERY_RETRY_BACKOFF_SECONDS": "a deferred recipient is retried on HERALD_DELIVERY_RETRY_INTERVALS; "
+    "remove HERALD_DELIVERY_RETRY_BACKOFF_SECONDS",
+}
 
 
 class Settings(BaseSettings):
@@ -86,14 +94,27 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # The delivery pipeline (services/delivery): how many worker processes `herald run` starts, the
     # recipients per batch, SMTP sessions per worker (its send concurrency), batches a worker works
-    # on at once, attempts per recipient on 4xx replies and connection errors, and the first retry's
-    # delay (doubled per attempt). Rates are messages per second per worker process; 0 means unlimited.
+    # on at once. Rates are messages per second per worker process; 0 means unlimited.
     delivery_workers: int = 2
     delivery_batch_size: int = 200
     delivery_concurrency: int = 50
     delivery_parallel_batches: int = 2
-    delivery_max_attempts: int = 3
-    delivery_retry_backoff_seconds: float = 1.0
+    # Deferred mail (services/delivery/retries.py): a recipient answered with a temporary failure is
+    # retried after each of these delays in turn (seconds, comma-separated), then after delays that
+    # double from the first "later" one up to the second; each delay is moved by up to ±jitter of
+    # itself. Still deferred after max_defer_hours since the first deferral: Failed (a soft bounce).
+    delivery_retry_intervals: str = "60,300,900,1800"
+    delivery_retry_later_min_seconds: float = Field(default=3600.0, gt=0)
+    delivery_retry_later_max_seconds: float = Field(default=14400.0, gt=0)
+    delivery_retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    delivery_max_defer_hours: float = Field(default=48.0, gt=0)
+    # The delivery service looks this often for Deferred recipients whose retry is overdue by more
+    # than the second setting (a retry message lost with a JetStream stream) and schedules them again.
+    delivery_retry_sweep_seconds: float = Field(default=60.0, gt=0)
+    delivery_retry_overdue_seconds: float = Field(default=300.0, gt=0)
+    # Recipients of one domain in one batch answered with the same 4.7.x code (or one 421) before the
+    # rest of that domain's recipients in the batch are deferred without being tried.
+    delivery_domain_defer_after: int = Field(default=3, ge=1)
     delivery_rate_per_second: float = 0.0
     delivery_campaign_rate_per_second: float = 0.0
     # A batch whose worker sent no sign of life for this long is handed to another worker.
@@ -120,6 +141,27 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     log_level: str = "INFO"
     log_format: str = "json"
+
+    @model_validator(mode="after")
+    def _no_removed_settings(self) -> Settings:
+        for name, instead in REMOVED_SETTINGS.items():
+            if name in os.environ:
+                raise ValueError(f"{name} is no longer a setting: {instead}")
+        return self
+
+    @field_validator("delivery_retry_intervals")
+    @classmethod
+    def _retry_intervals(cls, value: str) -> str:
+        try:
+            delays = [float(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError("HERALD_DELIVERY_RETRY_INTERVALS is a comma-separated list of seconds") from None
+        if any(delay <= 0 for delay in delays):
+            raise ValueError("HERALD_DELIVERY_RETRY_INTERVALS: every delay must be more than 0 seconds")
+        return value
+
+    def delivery_retry_delays(self) -> tuple[float, ...]:
+        return tuple(float(part) for part in self.delivery_retry_intervals.split(",") if part.strip())
 
     @field_validator("relay_provider", mode="before")
     @classmethod

@@ -192,6 +192,10 @@ def _batch_problems(batch: delivery_pb2.DeliveryBatch) -> list[str]:
     return _positive(batch, "campaign_id", "batch_id", "generation")
 
 
+def _retry_problems(retry: delivery_pb2.DeliveryRetry) -> list[str]:
+    return _positive(retry, "campaign_id", "recipient_id", "attempt")
+
+
 _BOUNCE_KINDS = frozenset(delivery_pb2.BounceKind.values()) - {delivery_pb2.BOUNCE_KIND_UNSPECIFIED}
 _BOUNCE_SOURCES = frozenset(delivery_pb2.BounceSource.values()) - {delivery_pb2.BOUNCE_SOURCE_UNSPECIFIED}
 
@@ -234,6 +238,7 @@ CAMPAIGN_DELETED = EventType(campaign_pb2.CampaignDeletedEvent, _deleted_problem
 CAMPAIGN_SEND_REQUESTED = EventType(campaign_pb2.CampaignSendRequestedEvent, _send_requested_problems, signed=True)
 CAMPAIGN_FINISHED = EventType(delivery_pb2.CampaignFinishedEvent, _finished_problems)
 DELIVERY_BATCH = EventType(delivery_pb2.DeliveryBatch, _batch_problems)
+DELIVERY_RETRY = EventType(delivery_pb2.DeliveryRetry, _retry_problems)
 RECIPIENT_BOUNCED = EventType(delivery_pb2.RecipientBouncedEvent, _bounced_problems)
 RECIPIENT_DELIVERED = EventType(delivery_pb2.RecipientDeliveredEvent, _delivered_problems)
 

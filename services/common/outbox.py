@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TypeVar
 
 import nats.errors
@@ -33,22 +34,41 @@ M = TypeVar("M", bound=Message)
 class UnitOfWork:
     """One transaction (`conn`) and the messages it publishes once it commits."""
 
-    def __init__(self, conn: AsyncConnection, subjects: Subjects) -> None:
+    def __init__(self, conn: AsyncConnection, subjects: Subjects, *, with_headers: bool = False) -> None:
         self.conn = conn
         self._subjects = subjects
+        self._with_headers = with_headers
         self._messages: list[dict[str, object]] = []
         self._written_in_sql = False
 
     def publish(
-        self, event: EventType[M], message: M, *, key: str | None = None, signer: EventSigner | None = None
+        self,
+        event: EventType[M],
+        message: M,
+        *,
+        key: str | None = None,
+        signer: EventSigner | None = None,
+        subject: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         """Publishes `message` if and once the transaction commits.
 
         `key` makes its Nats-Msg-Id (see EventType.msg_id): the same key within JetStream's duplicate
-        window is published once. `signer` is required for a signed event type.
+        window is published once. `signer` is required for a signed event type. `subject` (the full
+        subject) replaces the event's own, and `headers` are published besides Nats-Msg-Id, where the
+        outbox keeps headers (delivery's: a retry's message schedule).
         """
+        if headers and not self._with_headers:
+            raise ValueError(f"this outbox keeps no headers (publishing {event.subject})")
         payload = event.encode(message, signer)
-        self._messages.append({"s": self._subjects.event(event), "m": event.msg_id(key), "p": payload})
+        row: dict[str, object] = {
+            "s": subject or self._subjects.event(event),
+            "m": event.msg_id(key),
+            "p": payload,
+        }
+        if self._with_headers:
+            row["h"] = json.dumps(dict(headers)) if headers else None
+        self._messages.append(row)
 
     def subject(self, event: EventType[M]) -> str:
         """The subject of `event`, for a statement that writes outbox rows itself (then call `wrote_outbox_rows`)."""
@@ -65,10 +85,14 @@ class UnitOfWork:
     async def _write(self, schema: str) -> None:
         if self._messages:
             # msg_id is unique: a message already queued under the same id is not queued twice.
+            columns, values = (
+                ("subject, msg_id, payload, headers", ":s, :m, :p, CAST(:h AS jsonb)")
+                if (self._with_headers)
+                else ("subject, msg_id, payload", ":s, :m, :p")
+            )
             await self.conn.execute(
                 text(
-                    f'INSERT INTO "{schema}".outbox (subject, msg_id, payload) VALUES (:s, :m, :p) '
-                    "ON CONFLICT (msg_id) DO NOTHING"
+                    f'INSERT INTO "{schema}".outbox ({columns}) VALUES ({values}) ON CONFLICT (msg_id) DO NOTHING'
                 ),
                 self._messages,
             )
@@ -77,10 +101,14 @@ class UnitOfWork:
 class Outbox:
     """A service's outbox table: the units of work that write to it, and the wake-up of the relay that empties it."""
 
-    def __init__(self, engine: AsyncEngine, schema: str, subjects: Subjects) -> None:
+    def __init__(
+        self, engine: AsyncEngine, schema: str, subjects: Subjects, *, with_headers: bool = False
+    ) -> None:
         self.engine = engine
         self.schema = schema
         self._subjects = subjects
+        # Whether the schema's outbox table has a `headers` column (delivery's, migration 0010).
+        self.with_headers = with_headers
         self._wakeup = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
 
@@ -88,7 +116,7 @@ class Outbox:
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
         """A transaction that commits when the block ends normally (rolls back when it raises), with its messages."""
         async with self.engine.begin() as conn:
-            work = UnitOfWork(conn, self._subjects)
+            work = UnitOfWork(conn, self._subjects, with_headers=self.with_headers)
             yield work
             await work._write(self.schema)
         if work.publishes:
@@ -106,7 +134,7 @@ class Outbox:
 
     async def relay(self, js: JetStreamContext, stop: asyncio.Event) -> None:
         """Runs this outbox's relay until `stop` (any number of replicas may run one)."""
-        await OutboxRelay(self.engine, self.schema, js, self._wakeup).run(stop)
+        await OutboxRelay(self.engine, self.schema, js, self._wakeup, with_headers=self.with_headers).run(stop)
 
 
 class OutboxRelay:
@@ -125,6 +153,7 @@ class OutboxRelay:
         *,
         poll_seconds: float = 0.5,
         batch: int = 200,
+        with_headers: bool = False,
     ) -> None:
         self._engine = engine
         self._schema = schema
@@ -132,6 +161,7 @@ class OutboxRelay:
         self._poll = poll_seconds
         self._batch = batch
         self._wakeup = wakeup
+        self._headers_column = "headers" if with_headers else "NULL"
 
     async def publish_pending(self) -> int:
         """Publishes one batch of pending rows; returns how many were published."""
@@ -140,17 +170,17 @@ class OutboxRelay:
             rows = (
                 await conn.execute(
                     text(
-                        f'SELECT id, subject, msg_id, payload FROM "{self._schema}".outbox '
+                        f'SELECT id, subject, msg_id, payload, {self._headers_column} FROM "{self._schema}".outbox '
                         "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
                     ),
                     {"n": self._batch},
                 )
             ).all()
             done: list[int] = []
-            for row_id, subject, msg_id, payload in rows:
+            for row_id, subject, msg_id, payload, headers in rows:
                 try:
                     ack = await self._js.publish(
-                        subject, bytes(payload), headers={"Nats-Msg-Id": msg_id}, timeout=5
+                        subject, bytes(payload), headers={**(headers or {}), "Nats-Msg-Id": msg_id}, timeout=5
                     )
                 except (nats.errors.Error, TimeoutError, OSError) as exc:
                     log.warning(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,25 +26,30 @@ class ClaimedRecipient(Recipient):
     """A claimed row: what rendering needs, and whether its address had bounced before (its delivery is announced)."""
 
     bounced_before: bool = False
+    # Sends tried before this claim, and since when the row has been Deferred (None: never deferred).
+    attempts: int = 0
+    deferred_since: datetime | None = None
 
 
 @dataclass(frozen=True)
 class RunView:
-    """What a worker checks between messages: the run's state, and which occurrence its content is."""
+    """What a worker checks between messages: the run's state, which occurrence its content is, and its
+    generation (a deferred recipient's bounce is keyed by it: a row fails at most once per generation)."""
 
     state: RunState
     occurrence: int
+    generation: int = 0
 
 
 async def run_views(conn: AsyncConnection, campaign_ids: Sequence[int]) -> dict[int, RunView]:
     rows = await conn.execute(
         sa.text(
-            "SELECT campaign_id, state, occurrence FROM delivery.campaign_runs "
+            "SELECT campaign_id, state, occurrence, generation FROM delivery.campaign_runs "
             "WHERE campaign_id = ANY(CAST(:ids AS bigint[]))"
         ),
         {"ids": list(campaign_ids)},
     )
-    return {row.campaign_id: RunView(RunState(row.state), row.occurrence) for row in rows}
+    return {row.campaign_id: RunView(RunState(row.state), row.occurrence, row.generation) for row in rows}
 
 
 async def run_content(conn: AsyncConnection, campaign_id: int) -> tuple[int, Mapping[str, Any]] | None:
@@ -88,6 +94,7 @@ def _outcome_arrays(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
         "errors": [o.error for o in outcomes],
         "message_ids": [o.message_id for o in outcomes],
         "sent_ats": [o.sent_at for o in outcomes],
+        "next_attempts": [o.next_attempt_at for o in outcomes],
     }
 
 
@@ -102,13 +109,17 @@ _RECORD = f"""
         message_id = coalesce(o.message_id, r.message_id),
         sent_at = coalesce(o.sent_at, r.sent_at),
         failed_at = CASE WHEN o.status = '{RecipientStatus.FAILED}' THEN now() ELSE NULL END,
+        next_attempt_at = o.next_attempt_at,
+        deferred_since = CASE WHEN o.status = '{RecipientStatus.DEFERRED}' THEN coalesce(r.deferred_since, now())
+                              ELSE r.deferred_since END,
         claimed_by = CASE WHEN o.status IN ('{RecipientStatus.PENDING}', '{RecipientStatus.DROPPED}')
                           THEN NULL ELSE r.claimed_by END,
         claimed_at = CASE WHEN o.status IN ('{RecipientStatus.PENDING}', '{RecipientStatus.DROPPED}')
                           THEN NULL ELSE r.claimed_at END
     FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempts AS integer[]),
-                CAST(:errors AS text[]), CAST(:message_ids AS text[]), CAST(:sent_ats AS timestamptz[]))
-         AS o(recipient_id, status, attempts, error, message_id, sent_at)
+                CAST(:errors AS text[]), CAST(:message_ids AS text[]), CAST(:sent_ats AS timestamptz[]),
+                CAST(:next_attempts AS timestamptz[]))
+         AS o(recipient_id, status, attempts, error, message_id, sent_at, next_attempt_at)
     WHERE r.campaign_id = :c AND r.recipient_id = ANY(CAST(:ids AS bigint[]))
       AND r.recipient_id = o.recipient_id AND r.claimed_by = :w
       AND CASE r.status WHEN '{RecipientStatus.SENDING}' THEN true
@@ -164,13 +175,107 @@ async def recorded_and_claimed(
                     FOR UPDATE SKIP LOCKED))
                   AND (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c) = '{RunState.SENDING}'
                 RETURNING recipient_id, email_address, first_name, last_name, subscriber_id, list_id,
-                          custom_fields, email_id, bounced_before
+                          custom_fields, email_id, bounced_before, attempts, deferred_since
             )
             SELECT recipient_id, email_address, first_name, last_name, subscriber_id, list_id, custom_fields,
-                   email_id, bounced_before
+                   email_id, bounced_before, attempts, deferred_since
             FROM claimed
             """
         ),
         {"c": campaign_id, "b": batch_id, "g": generation, "w": claimant, "n": limit, **_outcome_arrays(outcomes)},
     )
     return [ClaimedRecipient(*row) for row in rows]
+
+
+async def claimed_retries(
+    conn: AsyncConnection,
+    campaign_id: int,
+    claimant: str,
+    retries: Sequence[tuple[int, int]],
+    stale_seconds: float,
+) -> tuple[list[ClaimedRecipient], int]:
+    """Claims the campaign's rows that due retry messages name, as (recipient_id, attempt); returns them and how
+    many rows were found stale instead.
+
+    A row is claimed only while it is Deferred with the message's attempt count (a message that arrives
+    twice, or one for an attempt already made, finds nothing) and while the run is Sending or Sent (a
+    finished campaign's deferred recipients are still retried; a paused one's wait for the resume). A
+    row still Sending for the same attempt under another claimant for longer than `stale_seconds` was
+    being retried by a worker presumed dead (its message came back): it is Failed as ambiguous, never
+    sent again silently.
+    """
+    ids = [recipient_id for recipient_id, _ in retries]
+    attempts = [attempt for _, attempt in retries]
+    result = await conn.execute(
+        sa.text(
+            f"""
+            WITH wanted AS (
+                SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:attempts AS integer[])) AS w(recipient_id, attempt)
+            ),
+            stale AS (
+                UPDATE delivery.recipients AS r
+                SET status = '{RecipientStatus.FAILED}', failed_at = now(), last_error = :ambiguous,
+                    next_attempt_at = NULL
+                FROM wanted AS w
+                WHERE r.campaign_id = :c AND r.recipient_id = w.recipient_id AND r.attempts = w.attempt
+                  AND r.status = '{RecipientStatus.SENDING}' AND r.deferred_since IS NOT NULL
+                  AND r.claimed_by <> :w AND r.claimed_at < now() - make_interval(secs => :s)
+                RETURNING r.recipient_id
+            ),
+            claimed AS (
+                UPDATE delivery.recipients AS r
+                SET status = '{RecipientStatus.SENDING}', claimed_by = :w, claimed_at = now()
+                FROM wanted AS w
+                WHERE r.campaign_id = :c AND r.recipient_id = w.recipient_id AND r.attempts = w.attempt
+                  AND r.status = '{RecipientStatus.DEFERRED}'
+                  AND (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c)
+                      IN ('{RunState.SENDING}', '{RunState.SENT}')
+                RETURNING r.recipient_id, r.email_address, r.first_name, r.last_name, r.subscriber_id, r.list_id,
+                          r.custom_fields, r.email_id, r.bounced_before, r.attempts, r.deferred_since
+            )
+            SELECT *, CAST(NULL AS bigint) AS stale FROM claimed
+            UNION ALL
+            SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*) FROM stale
+            """
+        ),
+        {
+            "c": campaign_id,
+            "w": claimant,
+            "s": stale_seconds,
+            "ids": ids,
+            "attempts": attempts,
+            "ambiguous": sending.AMBIGUOUS,
+        },
+    )
+    claimed: list[ClaimedRecipient] = []
+    stale = 0
+    for row in result:
+        if row[0] is None:
+            stale = int(row[-1])
+        else:
+            claimed.append(ClaimedRecipient(*row[:-1]))
+    return claimed, stale
+
+
+async def released_retries(
+    conn: AsyncConnection, campaign_id: int, claimant: str, recipient_ids: Sequence[int]
+) -> int:
+    """Puts retry claims that were not sent (the run stopped meanwhile) back to Deferred, due at once: a resume
+    schedules them again; a cancel has dropped them (the claims of a cancelled run are Dropped here)."""
+    result = await conn.execute(
+        sa.text(
+            f"""
+            UPDATE delivery.recipients AS r
+            SET status = CASE WHEN (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c) = '{RunState.CANCELLED}'
+                              THEN '{RecipientStatus.DROPPED}' ELSE '{RecipientStatus.DEFERRED}' END,
+                next_attempt_at = CASE WHEN (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c)
+                                            = '{RunState.CANCELLED}' THEN NULL ELSE now() END,
+                last_error = CASE WHEN (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c)
+                                       = '{RunState.CANCELLED}' THEN 'campaign cancelled' ELSE r.last_error END
+            WHERE r.campaign_id = :c AND r.recipient_id = ANY(CAST(:ids AS bigint[]))
+              AND r.status = '{RecipientStatus.SENDING}' AND r.claimed_by = :w
+            """
+        ),
+        {"c": campaign_id, "w": claimant, "ids": list(recipient_ids)},
+    )
+    return result.rowcount

@@ -16,6 +16,7 @@ from services.common.outbox import Outbox
 from services.delivery import dkim, streams
 from services.delivery.api import DeliveryService
 from services.delivery.queue import DeliveryQueue
+from services.delivery.retry_sweeper import RetrySweeper
 from services.delivery.split_tests import SplitTestDecider
 from services.delivery.store import SCHEMA
 
@@ -23,9 +24,10 @@ from services.delivery.store import SCHEMA
 async def main(settings: Settings) -> None:
     engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
-    outbox = Outbox(engine, SCHEMA, Subjects.of(settings))
+    outbox = Outbox(engine, SCHEMA, Subjects.of(settings), with_headers=True)
     queue = DeliveryQueue(engine, settings, outbox)
     decider = SplitTestDecider(outbox, settings)
+    sweeper = RetrySweeper(outbox, settings)
     key_seal = dkim.KeySeal(settings.effective_token_secret())
     nats = NatsLink(settings, "delivery", outbox=outbox, consumers=queue.consumers(), streams=streams.STREAMS)
 
@@ -45,6 +47,6 @@ async def main(settings: Settings) -> None:
         port=settings.delivery_grpc_port,
         token_secret=settings.effective_token_secret(),
         register=register,
-        background=[nats.run, decider.run],
+        background=[nats.run, decider.run, sweeper.run],
         on_stop=close,
     )

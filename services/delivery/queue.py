@@ -11,7 +11,8 @@
   hash) with variations and batches; the others are queued Held, and services/delivery/split_tests.py
   sends them the winner after TestDuration hours.
 - A status change is mirrored into the run's state, which workers check between messages: Cancelled
-  drops the Pending and Held rows, and entering Sending publishes the Pending rows again (as a resume does).
+  drops the Pending, Held and Deferred rows, and entering Sending publishes the Pending rows again (as a
+  resume does) and schedules the Deferred rows' retries again (services/delivery/retries.py).
 - A deleted campaign is treated as cancelled.
 
 Both consumers lock the campaign's run row, so for one campaign they take turns. Nothing here sends mail.
@@ -46,9 +47,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import auth, events, grpcutil
 from services.common.config import Settings
+from services.common.natsutil import Subjects
 from services.common.outbox import Outbox, UnitOfWork
 from services.delivery import events as delivery_events
-from services.delivery import queue_store, sending
+from services.delivery import queue_store, retries, sending
 from services.delivery.message import email_snapshot
 from services.delivery.queue_store import Run, StagedRecipient
 from services.delivery.sending import RunState, SendRequest
@@ -122,6 +124,7 @@ class DeliveryQueue:
         self._engine = engine
         self._settings = settings
         self._outbox = outbox
+        self._subjects = Subjects.of(settings)
         self._batch_size = max(settings.delivery_batch_size, 1)
         campaign = grpcutil.channel(settings.grpc_addr("campaign"))
         audience = grpcutil.channel(settings.grpc_addr("audience"))
@@ -313,14 +316,18 @@ class DeliveryQueue:
             raise
 
     async def _publish_pending(self, work: UnitOfWork, run: Run) -> int:
-        """Publishes the run's Pending rows again under a new generation; returns how many batch messages."""
+        """Publishes the run's Pending rows again under a new generation, and schedules its Deferred rows again
+        (a retry that came due while the run was paused was not sent); returns how many batch messages."""
         generation = await queue_store.next_generation(work.conn, run.campaign_id)
         published = await queue_store.republished_batch_count(work, run.campaign_id, generation)
+        deferred = await queue_store.deferred_retries(work.conn, run.campaign_id)
+        retries.schedule(work, self._subjects, deferred, again=f"g{generation}")
         log.info(
             "pending batches published again",
             campaign_id=run.campaign_id,
             batches=published,
             generation=generation,
+            deferred_scheduled=len(deferred),
         )
         return published
 

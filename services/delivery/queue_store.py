@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common import events
 from services.common.outbox import UnitOfWork
-from services.delivery import sending
+from services.delivery import retries, sending
 from services.delivery.domain import RecipientStatus
 from services.delivery.sending import RunState, Variation
 
@@ -88,11 +88,14 @@ async def set_run_state(conn: AsyncConnection, campaign_id: int, state: RunState
 
 
 async def dropped_pending_count(conn: AsyncConnection, campaign_id: int) -> int:
-    """Drops the campaign's rows still Pending or Held for a split test's winner (it was cancelled); returns how many."""
+    """Drops the campaign's rows still Pending, Held for a split test's winner, or Deferred (it was cancelled);
+    returns how many. A Deferred row's retry message, when it comes, finds nothing to send."""
     result = await conn.execute(
         sa.text(
-            f"UPDATE delivery.recipients SET status = '{RecipientStatus.DROPPED}', last_error = 'campaign cancelled' "
-            f"WHERE campaign_id = :c AND status IN ('{RecipientStatus.PENDING}', '{RecipientStatus.HELD}')"
+            f"UPDATE delivery.recipients SET status = '{RecipientStatus.DROPPED}', last_error = 'campaign cancelled', "
+            "next_attempt_at = NULL "
+            f"WHERE campaign_id = :c AND status IN ('{RecipientStatus.PENDING}', '{RecipientStatus.HELD}', "
+            f"'{RecipientStatus.DEFERRED}')"
         ),
         {"c": campaign_id},
     )
@@ -373,6 +376,7 @@ async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sendin
                 f"""
                 SELECT count(*) FILTER (WHERE status = '{RecipientStatus.SENT}'),
                        count(*) FILTER (WHERE status = '{RecipientStatus.FAILED}'),
+                       count(*) FILTER (WHERE status = '{RecipientStatus.DEFERRED}'),
                        coalesce((SELECT last_error FROM delivery.recipients
                                  WHERE campaign_id = :c AND occurrence = :occ AND status = '{RecipientStatus.FAILED}'
                                  ORDER BY failed_at DESC NULLS LAST LIMIT 1), '')
@@ -382,7 +386,7 @@ async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sendin
             {"c": campaign_id, "occ": row.occurrence},
         )
     ).one()
-    failed, reason = sending.finish_outcome(counts[0], counts[1], counts[2])
+    failed, reason = sending.finish_outcome(counts[0], counts[1], counts[3], deferred=counts[2])
     if row.reason:
         failed, reason = True, row.reason
     return sending.Finished(
@@ -536,3 +540,43 @@ async def save_retry(conn: AsyncConnection, campaign_id: int, generation: int, b
         ),
         {"c": campaign_id, "g": generation, "b": batches},
     )
+
+
+# --- deferred recipients ------------------------------------------------------------------------------------------
+
+
+async def deferred_retries(conn: AsyncConnection, campaign_id: int) -> list[retries.DueRetry]:
+    """The campaign's Deferred rows, each due when it was (or now, if that has passed): a resume schedules them again."""
+    rows = await conn.execute(
+        sa.text(
+            f"SELECT recipient_id, attempts, greatest(next_attempt_at, now()) FROM delivery.recipients "
+            f"WHERE campaign_id = :c AND status = '{RecipientStatus.DEFERRED}'"
+        ),
+        {"c": campaign_id},
+    )
+    return [retries.DueRetry(campaign_id, recipient_id, attempts, due) for recipient_id, attempts, due in rows]
+
+
+async def overdue_retries(conn: AsyncConnection, overdue_seconds: float, limit: int) -> list[retries.DueRetry]:
+    """Deferred rows of running campaigns (Sending or Sent) whose retry is overdue by more than `overdue_seconds`,
+    at most `limit`, made due now: their retry message was lost, and the caller schedules them again."""
+    rows = await conn.execute(
+        sa.text(
+            f"""
+            UPDATE delivery.recipients AS r SET next_attempt_at = now()
+            FROM (
+                SELECT q.campaign_id, q.recipient_id FROM delivery.recipients AS q
+                JOIN delivery.campaign_runs AS run ON run.campaign_id = q.campaign_id
+                WHERE q.status = '{RecipientStatus.DEFERRED}'
+                  AND q.next_attempt_at < now() - make_interval(secs => :s)
+                  AND run.state IN ('{RunState.SENDING}', '{RunState.SENT}')
+                ORDER BY q.next_attempt_at LIMIT :n
+                FOR UPDATE OF q SKIP LOCKED
+            ) AS due
+            WHERE r.campaign_id = due.campaign_id AND r.recipient_id = due.recipient_id
+            RETURNING r.campaign_id, r.recipient_id, r.attempts, r.next_attempt_at
+            """
+        ),
+        {"s": overdue_seconds, "n": limit},
+    )
+    return [retries.DueRetry(*row) for row in rows]

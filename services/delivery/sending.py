@@ -135,8 +135,14 @@ class Finished:
     occurrence: int
 
 
-def finish_outcome(sent: int, failed: int, last_error: str) -> tuple[bool, str]:
-    """(failed, reason) of a finished occurrence: Failed when nobody could be sent to, or nobody was queued."""
+def finish_outcome(sent: int, failed: int, last_error: str, deferred: int = 0) -> tuple[bool, str]:
+    """(failed, reason) of a finished occurrence: Failed when nobody could be sent to, or nobody was queued.
+
+    Deferred recipients are still being retried: an occurrence with some is not Failed (yet nobody may
+    have been sent to); they end Sent or Failed in the background.
+    """
+    if deferred:
+        return False, ""
     if sent == 0 and failed == 0:
         return True, "nobody to send to: the audience selected no subscribed, unsuppressed address"
     if sent == 0:
@@ -253,11 +259,6 @@ def stale_claim_seconds(ack_wait: float) -> float:
     return ack_wait - heartbeat_seconds(ack_wait) - min(1.0, ack_wait * 0.05)
 
 
-def retry_delay(attempt: int, base_seconds: float) -> float:
-    """Seconds before attempt `attempt + 1` after a temporary failure (4xx, connection): doubling, at most 30 s."""
-    return float(min(base_seconds * 2 ** (attempt - 1), 30.0))
-
-
 @dataclass(frozen=True)
 class Refusal:
     """The remote server's last reply refusing a recipient (at RCPT, DATA or after the content), as received."""
@@ -270,9 +271,11 @@ class Refusal:
 class Outcome:
     """What became of one claimed recipient; status Pending means "not sent, back to the queue".
 
-    `refusal` is set on a Failed outcome whose failure is the address's bounce for the classifier to
-    judge: a 5xx reply, or the last 4xx reply once the attempts ran out. Never for a connection
-    failure, an ambiguous send or an internal error, and never for a refused MAIL FROM (the sender's).
+    `attempts` is how many sends this handling tried (added to the row's). `refusal` is set on a Failed
+    outcome whose failure is the address's bounce for the classifier to judge: a 5xx reply, or the last
+    4xx reply of a recipient deferred for longer than HERALD_DELIVERY_MAX_DEFER_HOURS. Never for a
+    connection failure, an ambiguous send or an internal error, and never for a refused MAIL FROM (the
+    sender's). A Deferred outcome says when the next attempt is due (`next_attempt_at`).
     """
 
     recipient_id: int
@@ -282,6 +285,9 @@ class Outcome:
     message_id: str | None = None
     sent_at: datetime | None = None
     refusal: Refusal | None = None
+    next_attempt_at: datetime | None = None
+    # A Deferred outcome's row attempts once recorded: its retry message claims the row only at that count.
+    retry_attempt: int = 0
 
 
 def send_time_bounce(
@@ -308,10 +314,12 @@ def send_time_bounce(
 
 
 def announced_outcomes(outcomes: Sequence[Outcome], bounced_before: Collection[int]) -> bool:
-    """Whether a window's outcomes announce something: a refusal to record, or a delivery after a bounce."""
+    """Whether a window's outcomes announce something: a refusal to record, a delivery after a bounce, or a
+    deferral (its retry message)."""
     return any(
         (outcome.status == RecipientStatus.FAILED and outcome.refusal is not None)
         or (outcome.status == RecipientStatus.SENT and outcome.recipient_id in bounced_before)
+        or outcome.status == RecipientStatus.DEFERRED
         for outcome in outcomes
     )
 

@@ -1,4 +1,4 @@
-"""JetStream for delivery: the batches work queue.
+"""JetStream for delivery: the batches work queue (and the retries stream of services/delivery/retries.py).
 
 Batches go to `<NS>_DELIVERY_BATCHES` (WorkQueue retention: a message is gone once a worker acked it),
 on the subject of DeliveryBatch (protos/herald/delivery/v1/delivery.proto), `<ns>.delivery.batches`; a
@@ -14,6 +14,7 @@ from nats.js.errors import NotFoundError
 
 from services.common import events, natsutil
 from services.common.natsutil import Subjects
+from services.delivery import retries
 
 log = structlog.get_logger()
 
@@ -44,5 +45,5 @@ async def ensure_batches_stream(js: JetStreamContext, subjects: Subjects) -> Non
         await js.add_stream(config)
 
 
-# The streams delivery's processes use: the domain events, and the batches.
-STREAMS = (natsutil.ensure_events_stream, ensure_batches_stream)
+# The streams delivery's processes use: the domain events, the batches and the deferred recipients' retries.
+STREAMS = (natsutil.ensure_events_stream, ensure_batches_stream, retries.ensure_retries_stream)

@@ -17,11 +17,19 @@ Per batch message `{campaign_id, batch_id, generation}`:
    delivery.campaign_finished goes out (once).
    Then the message is acked; while the batch runs the worker tells JetStream it is alive.
 
-SMTP outcomes: 2xx Sent; 5xx Failed with the reply; 4xx and connection errors retried with backoff up to
-HERALD_DELIVERY_MAX_ATTEMPTS, then Failed; a connection lost after the content went out is Failed as
-ambiguous (the server may have accepted it). A reply that refused the recipient (a 5xx, or the last 4xx)
-is classified and recorded as a bounce, and a recipient Sent whose address had bounced before is
-announced, in the transaction of the window's outcomes (services/delivery/bounce_recording.py).
+SMTP outcomes: 2xx Sent; 5xx Failed with the reply; a 4xx reply or no connection: Deferred, with its retry
+scheduled through JetStream (services/delivery/retries.py) in the transaction that records it, and the
+worker moves on at once; a connection lost after the content went out is Failed as ambiguous (the server
+may have accepted it). A reply that refused the recipient (a 5xx, or the last 4xx of a recipient deferred
+for longer than HERALD_DELIVERY_MAX_DEFER_HOURS) is classified and recorded as a bounce, and a recipient
+Sent whose address had bounced before is announced, in the transaction of the window's outcomes
+(services/delivery/bounce_recording.py).
+
+Due retries come from the consumer `delivery-retries` (one lane per worker, up to a window of messages at
+a time): the messages of one campaign are handled together, their rows claimed in one statement (only
+while the run is Sending or Sent: a paused campaign's deferred recipients wait for the resume, a cancelled
+one's were dropped), sent like a batch's, and their outcomes recorded in one unit of work before the
+messages are acked.
 """
 
 from __future__ import annotations
@@ -57,9 +65,18 @@ from services.common.natsutil import Subjects
 from services.common.outbox import Outbox, UnitOfWork
 from services.common.return_path import ReturnPaths
 from services.common.tracking import TrackingLinks
-from services.delivery import bounce_recording, claim_store, dkim, dkim_store, queue_store, sending, streams
+from services.delivery import (
+    bounce_recording,
+    claim_store,
+    dkim,
+    dkim_store,
+    queue_store,
+    retries,
+    sending,
+    streams,
+)
 from services.delivery import events as delivery_events
-from services.delivery.claim_store import RunView
+from services.delivery.claim_store import ClaimedRecipient, RunView
 from services.delivery.domain import RecipientStatus
 from services.delivery.message import MessageTemplate, Recipient
 from services.delivery.queue import finish_if_done
@@ -72,7 +89,10 @@ T = TypeVar("T")
 
 SENT_TOTAL = Counter("herald_delivery_sent_total", "Messages the SMTP server accepted")
 FAILED_TOTAL = Counter("herald_delivery_failed_total", "Recipients marked Failed", ["kind"])
-RETRIES_TOTAL = Counter("herald_delivery_retries_total", "Sends retried after a 4xx reply or a connection error")
+DEFERRED_TOTAL = Counter(
+    "herald_delivery_deferred_total", "Recipients deferred: a 4xx reply, or no connection to the relay", ["how"]
+)
+RETRIES_TOTAL = Counter("herald_delivery_retries_total", "Due retries of deferred recipients handled")
 BATCH_SECONDS = Histogram(
     "herald_delivery_batch_seconds",
     "Time from receiving a batch message to acking it",
@@ -82,8 +102,15 @@ EMAILS_PER_SECOND = Gauge("herald_delivery_emails_per_second", "Messages sent pe
 
 # How old a run's state may be when a worker acts on it: pause and cancel take effect within a second.
 STATE_TTL_SECONDS = 0.5
+# Due retries a worker may hold unacknowledged (JetStream's default is 1,000 per consumer): a worker takes at
+# most a window at a time, so this only matters when many workers share the consumer.
+RETRY_MAX_ACK_PENDING = 20_000
 # Runs whose templates a worker keeps parsed (an entry is one occurrence of one campaign).
 TEMPLATE_CACHE_SIZE = 64
+# Run states in which a batch's rows are sent, and in which deferred recipients are retried (a campaign is
+# Sent once nothing is Pending; its deferred recipients keep being retried).
+_BATCH_STATES = frozenset({RunState.SENDING})
+_RETRY_STATES = frozenset({RunState.SENDING, RunState.SENT})
 # While PostgreSQL is away, a worker keeps trying to record outcomes for this long after a stop request.
 RECORD_GRACE_SECONDS = 20.0
 
@@ -245,12 +272,14 @@ class Worker:
         self._ack_wait = settings.delivery_ack_wait_seconds
         self._heartbeat = sending.heartbeat_seconds(self._ack_wait)
         self._stale_seconds = sending.stale_claim_seconds(self._ack_wait)
-        self._max_attempts = max(settings.delivery_max_attempts, 1)
+        self._schedule = retries.RetrySchedule.of(settings)
+        self._domain_threshold = settings.delivery_domain_defer_after
+        self._subjects = Subjects.of(settings)
         self._states = RunStates(engine)
         self._templates = Templates(engine, settings)
         self._rate = Pacer(settings.delivery_rate_per_second)
         self._campaign_rates: dict[int, Pacer] = {}
-        self._outbox = Outbox(engine, SCHEMA, Subjects.of(settings))
+        self._outbox = Outbox(engine, SCHEMA, Subjects.of(settings), with_headers=True)
         self._stop = asyncio.Event()
         self._sent = 0
         self._handlings = 0
@@ -264,7 +293,7 @@ class Worker:
             self._settings,
             f"delivery-worker-{os.getpid()}",
             outbox=self._outbox,
-            tasks=[self._work_batches],
+            tasks=[self._work_batches, self._work_retries],
             streams=streams.STREAMS,
         )
         await link.run(stop)
@@ -307,6 +336,122 @@ class Worker:
                 continue
             for message in messages:
                 await self._handle(message)
+
+    # --- due retries of deferred recipients -----------------------------------------------------------------
+
+    async def _work_retries(self, js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
+        subscription: JetStreamContext.PullSubscription | None = None
+
+        async def setup() -> None:
+            nonlocal subscription
+            durable = subjects.durable(retries.RETRIES_DURABLE)
+            stream = retries.retries_stream(subjects)
+            await js.add_consumer(
+                stream,
+                config=ConsumerConfig(
+                    durable_name=durable,
+                    filter_subject=retries.due_subject(subjects),
+                    ack_wait=self._ack_wait,
+                    max_deliver=-1,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    max_ack_pending=RETRY_MAX_ACK_PENDING,
+                ),
+            )
+            subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
+
+        if not await natsutil.until_ready(setup, stop, "retries consumer"):
+            return
+        assert subscription is not None
+        while not stop.is_set():
+            try:
+                messages = await subscription.fetch(batch=self._window, timeout=1)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except natsutil.NATS_FAILURES as exc:
+                log.warning("retry fetch failed; retrying", error=str(exc))
+                await natsutil.sleep_unless_stopped(stop, 0.5)
+                continue
+            by_campaign: dict[int, list[tuple[Msg, int, int]]] = {}
+            for message in messages:
+                try:
+                    retry = events.DELIVERY_RETRY.decode(message.data)
+                except UndecodableEvent as exc:
+                    log.error("undecodable retry message terminated", error=str(exc), payload=message.data[:200])
+                    await natsutil.settle(message.term(), "term")
+                    continue
+                by_campaign.setdefault(retry.campaign_id, []).append((message, retry.recipient_id, retry.attempt))
+            # Due retries of one campaign travel together: one claim, one unit of work for their outcomes.
+            await asyncio.gather(*(self._handle_retries(c, due) for c, due in by_campaign.items()))
+
+    async def _handle_retries(self, campaign_id: int, due: Sequence[tuple[Msg, int, int]]) -> None:
+        messages = [message for message, _, _ in due]
+        self._handlings += 1
+        claimant = f"{self.worker_id}#r{self._handlings}"
+        RETRIES_TOTAL.inc(len(due))
+        with structlog.contextvars.bound_contextvars(campaign_id=campaign_id):
+            try:
+                async with natsutil.kept_alive(messages, self._heartbeat):
+                    await self._retry(campaign_id, claimant, [(r, a) for _, r, a in due])
+            except (DBAPIError, OSError) as exc:
+                log.warning("due retries failed; they will come back", error=db_error(exc))
+                for message in messages:
+                    await natsutil.settle(message.nak(delay=natsutil.redelivery_delay(message)), "nak")
+                return
+        for message in messages:
+            await natsutil.settle(message.ack(), "ack")
+
+    async def _retry(self, campaign_id: int, claimant: str, due: Sequence[tuple[int, int]]) -> None:
+        """Sends to the deferred recipients whose retry is due, once each; records what became of them."""
+        view = await self._states.get(campaign_id)
+        if view is None or view.state not in _RETRY_STATES:
+            # Paused: they stay Deferred and the resume schedules them again. Cancelled: they were dropped.
+            return
+        async with RowSession(self._outbox, self._stop) as rows:
+            claimed, stale = await rows.run(
+                functools.partial(
+                    claim_store.claimed_retries,
+                    campaign_id=campaign_id,
+                    claimant=claimant,
+                    retries=due,
+                    stale_seconds=self._stale_seconds,
+                )
+            )
+            if stale:
+                FAILED_TOTAL.labels("ambiguous").inc(stale)
+                log.warning("retried rows of a stopped worker marked ambiguous", rows=stale)
+            if claimed:
+                templates = await self._templates.get(campaign_id, view.occurrence)
+                if templates is None:
+                    outcomes = [
+                        Outcome(row.recipient_id, RecipientStatus.FAILED, 0, "the run's content to send is gone")
+                        for row in claimed
+                    ]
+                else:
+                    domains = retries.DomainDeferrals(self._domain_threshold)
+                    outcomes = list(
+                        await asyncio.gather(
+                            *(self._send(campaign_id, row, templates, domains, _RETRY_STATES) for row in claimed)
+                        )
+                    )
+                unsent = [o.recipient_id for o in outcomes if o.status == RecipientStatus.PENDING]
+                window = Window(
+                    BatchMessage(campaign_id, 0, view.generation),
+                    claimant,
+                    [o for o in outcomes if o.status != RecipientStatus.PENDING],
+                    frozenset(row.recipient_id for row in claimed if row.bounced_before),
+                )
+                await rows.run_in_unit_of_work(functools.partial(self._record_announced, window=window))
+                if unsent:
+                    await rows.run(
+                        functools.partial(
+                            claim_store.released_retries,
+                            campaign_id=campaign_id,
+                            claimant=claimant,
+                            recipient_ids=unsent,
+                        )
+                    )
+        # A retry claimed while the main send ended held the run open: it may be finished now.
+        await finish_if_done(self._outbox, campaign_id)
 
     async def _measure(self, stop: asyncio.Event) -> None:
         """Keeps the emails-per-second gauge current."""
@@ -373,6 +518,7 @@ class Worker:
             outcomes: list[Outcome] = []
             # The claimed rows whose address had bounced before: their delivery is announced.
             bounced_before: frozenset[int] = frozenset()
+            domains = retries.DomainDeferrals(self._domain_threshold)
             while True:
                 window = Window(batch, claimant, outcomes, bounced_before)
                 if any(outcome.status == RecipientStatus.PENDING for outcome in outcomes):
@@ -400,13 +546,22 @@ class Worker:
                     return not self._stop.is_set()
                 bounced_before = frozenset(row.recipient_id for row in claimed if row.bounced_before)
                 outcomes = list(
-                    await asyncio.gather(*(self._send(batch.campaign_id, row, templates) for row in claimed))
+                    await asyncio.gather(
+                        *(self._send(batch.campaign_id, row, templates, domains, _BATCH_STATES) for row in claimed)
+                    )
                 )
 
-    async def _send(self, campaign_id: int, recipient: Recipient, templates: RunTemplates) -> Outcome:
+    async def _send(
+        self,
+        campaign_id: int,
+        recipient: ClaimedRecipient,
+        templates: RunTemplates,
+        domains: retries.DomainDeferrals,
+        states: frozenset[RunState],
+    ) -> Outcome:
         """The outcome of one recipient; a fault of Herald's own is a visible Failed row, never a silent resend."""
         try:
-            return await self._deliver(campaign_id, recipient, templates)
+            return await self._deliver(campaign_id, recipient, templates, domains, states)
         except (DBAPIError, OSError) as exc:
             # The run's state could not be read before the first send: nothing went out.
             log.warning("recipient not sent: the run's state is unknown", error=str(exc))
@@ -421,59 +576,93 @@ class Worker:
                 f"ambiguous: internal error while sending: {exc!r}",
             )
 
-    async def _deliver(self, campaign_id: int, recipient: Recipient, templates: RunTemplates) -> Outcome:
-        """Sends one message, retrying temporary failures; Pending when the run stopped before it went out."""
+    async def _deliver(
+        self,
+        campaign_id: int,
+        recipient: ClaimedRecipient,
+        templates: RunTemplates,
+        domains: retries.DomainDeferrals,
+        states: frozenset[RunState],
+    ) -> Outcome:
+        """Sends one message once: Sent, Failed, or Deferred with its next attempt; Pending when the run is no
+        longer in one of `states` before it went out."""
         template = templates.for_recipient(recipient)
         message = template.render(recipient)
         message_id = message.message_id
         data = templates.signer.sign(message.data)
-        campaign_rate = self._campaign_pacer(campaign_id)
-        attempts = 0
-        last_error = ""
-        while True:
-            view = await self._states.get(campaign_id)
-            if self._stop.is_set() or view is None or view.state != RunState.SENDING:
-                return Outcome(recipient.recipient_id, RecipientStatus.PENDING, attempts, last_error)
-            await self._rate.wait()
-            await campaign_rate.wait()
-            attempts += 1
-            try:
-                # MAIL FROM is the recipient's signed return path: bounces come back to the bounce receiver.
-                await self._pool.send(message.return_path, recipient.email_address, data)
-            except SmtpSendError as exc:
-                error = str(exc.reply) if exc.reply is not None else str(exc)
-                if exc.maybe_delivered:
-                    FAILED_TOTAL.labels("ambiguous").inc()
-                    return Outcome(
-                        recipient.recipient_id,
-                        RecipientStatus.FAILED,
-                        attempts,
-                        f"{sending.AMBIGUOUS_CONNECTION} ({error})",
-                        message_id,
-                    )
-                if exc.permanent or attempts >= self._max_attempts:
-                    FAILED_TOTAL.labels("permanent" if exc.permanent else "attempts").inc()
-                    # The server's refusal of this recipient is a bounce to classify and record.
-                    refusal = Refusal(exc.reply.code, error) if exc.refuses_recipient and exc.reply else None
-                    return Outcome(
-                        recipient.recipient_id,
-                        RecipientStatus.FAILED,
-                        attempts,
-                        error,
-                        message_id,
-                        refusal=refusal,
-                    )
-                RETRIES_TOTAL.inc()
-                last_error = error
-                await natsutil.sleep_unless_stopped(
-                    self._stop, sending.retry_delay(attempts, self._settings.delivery_retry_backoff_seconds)
+        view = await self._states.get(campaign_id)
+        if self._stop.is_set() or view is None or view.state not in states:
+            return Outcome(recipient.recipient_id, RecipientStatus.PENDING, 0, "")
+        deferral = domains.deferral(recipient.email_address)
+        if deferral is not None:
+            # The domain defers everything in this batch: not tried, deferred with its reply. It counts as an
+            # attempt (the domain's answer to this batch), so each deferral has an attempt count of its own.
+            DEFERRED_TOTAL.labels("domain").inc()
+            return self._deferred(recipient, 1, deferral.error, None)
+        await self._rate.wait()
+        await self._campaign_pacer(campaign_id).wait()
+        try:
+            # MAIL FROM is the recipient's signed return path: bounces come back to the bounce receiver.
+            await self._pool.send(message.return_path, recipient.email_address, data)
+        except SmtpSendError as exc:
+            error = str(exc.reply) if exc.reply is not None else str(exc)
+            if exc.maybe_delivered:
+                FAILED_TOTAL.labels("ambiguous").inc()
+                return Outcome(
+                    recipient.recipient_id,
+                    RecipientStatus.FAILED,
+                    1,
+                    f"{sending.AMBIGUOUS_CONNECTION} ({error})",
+                    message_id,
                 )
-                continue
-            SENT_TOTAL.inc()
-            self._sent += 1
+            # The server's refusal of this recipient is a bounce to classify and record (a temporary one
+            # only if the recipient is given up).
+            refusal = Refusal(exc.reply.code, error) if exc.refuses_recipient and exc.reply else None
+            if exc.permanent:
+                FAILED_TOTAL.labels("permanent").inc()
+                return Outcome(
+                    recipient.recipient_id, RecipientStatus.FAILED, 1, error, message_id, refusal=refusal
+                )
+            domains.temporary(recipient.email_address, exc.reply.code if exc.reply else None, error)
+            DEFERRED_TOTAL.labels("reply" if exc.reply else "connection").inc()
+            return self._deferred(recipient, 1, error, refusal, message_id)
+        domains.delivered(recipient.email_address)
+        SENT_TOTAL.inc()
+        self._sent += 1
+        return Outcome(recipient.recipient_id, RecipientStatus.SENT, 1, "", message_id, datetime.now(UTC))
+
+    def _deferred(
+        self,
+        recipient: ClaimedRecipient,
+        tried: int,
+        error: str,
+        refusal: Refusal | None,
+        message_id: str | None = None,
+    ) -> Outcome:
+        """Deferred until the schedule's next attempt, or Failed when the recipient was deferred for too long."""
+        now = datetime.now(UTC)
+        deferrals = max(recipient.attempts + tried, 1)
+        due = self._schedule.next_attempt(deferrals, recipient.deferred_since or now, now)
+        if due is None:
+            FAILED_TOTAL.labels("deferred_too_long").inc()
+            since = recipient.deferred_since or now
             return Outcome(
-                recipient.recipient_id, RecipientStatus.SENT, attempts, "", message_id, datetime.now(UTC)
+                recipient.recipient_id,
+                RecipientStatus.FAILED,
+                tried,
+                f"deferred since {since:%Y-%m-%d %H:%M:%S} UTC, given up after {deferrals} attempts: {error}",
+                message_id,
+                refusal=refusal,
             )
+        return Outcome(
+            recipient.recipient_id,
+            RecipientStatus.DEFERRED,
+            tried,
+            error,
+            message_id,
+            next_attempt_at=due,
+            retry_attempt=recipient.attempts + tried,
+        )
 
     def _campaign_pacer(self, campaign_id: int) -> Pacer:
         pacer = self._campaign_rates.get(campaign_id)
@@ -485,10 +674,23 @@ class Worker:
         return pacer
 
     async def _record_announced(self, work: UnitOfWork, window: Window) -> None:
-        """Writes a window's outcomes with the bounces its refusals record and the deliveries after a bounce."""
+        """Writes a window's outcomes with the bounces its refusals record, the deliveries after a bounce and the
+        deferred recipients' retries."""
         batch, outcomes = window.batch, window.outcomes
         await claim_store.record_outcomes(work.conn, batch.campaign_id, window.claimant, outcomes)
         await bounce_recording.announce_window(work, batch, outcomes, window.bounced_before)
+        self._schedule_retries(work, batch.campaign_id, outcomes)
+
+    def _schedule_retries(self, work: UnitOfWork, campaign_id: int, outcomes: Sequence[Outcome]) -> None:
+        retries.schedule(
+            work,
+            self._subjects,
+            [
+                retries.DueRetry(campaign_id, o.recipient_id, o.retry_attempt, o.next_attempt_at)
+                for o in outcomes
+                if o.status == RecipientStatus.DEFERRED and o.next_attempt_at is not None
+            ],
+        )
 
     async def _release(self, work: UnitOfWork, window: Window) -> None:
         """Writes a window whose unsent rows go back to the queue, under the run's lock, so that a cancel or a
@@ -504,6 +706,7 @@ class Worker:
         await claim_store.record_outcomes(conn, batch.campaign_id, window.claimant, outcomes)
         if sending.announced_outcomes(outcomes, window.bounced_before):
             await bounce_recording.announce_window(work, batch, outcomes, window.bounced_before)
+            self._schedule_retries(work, batch.campaign_id, outcomes)
         if state == RunState.SENDING and not self._stop.is_set():
             generation = await queue_store.next_generation(conn, batch.campaign_id)
             await queue_store.republished_batch_count(work, batch.campaign_id, generation, batch_id=batch.batch_id)

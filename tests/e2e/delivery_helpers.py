@@ -108,6 +108,9 @@ class SmtpRecorder:
     sessions: int = 0
     _rules: dict[str, _Rule] = field(default_factory=dict)
     _delays: dict[str, float] = field(default_factory=dict)
+    # Greylisted domains: (seconds, reply); when each address was first seen (monotonic clock).
+    _greylists: dict[str, tuple[float, str]] = field(default_factory=dict)
+    _first_seen: dict[str, float] = field(default_factory=dict)
     _server: asyncio.Server | None = None
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -140,6 +143,13 @@ class SmtpRecorder:
         """These addresses are accepted again."""
         for address in addresses:
             self._rules.pop(address.lower(), None)
+
+    def greylist(
+        self, domain: str, seconds: float, reply: str = "450 4.2.0 Recipient address rejected: Greylisted"
+    ) -> None:
+        """Greylisting, as Postfix with postgrey answers: RCPT TO for an address of `domain` answers `reply` until
+        `seconds` have passed since the address was first seen, then it is accepted."""
+        self._greylists[domain.lower()] = (seconds, reply)
 
     def slow_down(self, domain: str, seconds: float) -> None:
         """Every message to `domain` is answered `seconds` after its content arrived."""
@@ -174,6 +184,11 @@ class SmtpRecorder:
     def _rcpt_reply(self, address: str) -> str | None:
         key = address.lower()
         self.attempts[key] += 1
+        greylist = self._greylists.get(_domain(key))
+        if greylist is not None:
+            first = self._first_seen.setdefault(key, time.monotonic())
+            if time.monotonic() - first < greylist[0]:
+                return greylist[1]
         rule = self._rules.get(key)
         if rule is None or (rule.attempts is not None and self.attempts[key] > rule.attempts):
             return None
@@ -540,8 +555,12 @@ TEST_DELIVERY_ENV = {
     "HERALD_DELIVERY_BATCH_SIZE": "25",
     "HERALD_DELIVERY_CONCURRENCY": "4",
     "HERALD_DELIVERY_PARALLEL_BATCHES": "2",
-    "HERALD_DELIVERY_MAX_ATTEMPTS": "3",
-    "HERALD_DELIVERY_RETRY_BACKOFF_SECONDS": "0.2",
+    # Deferred recipients retried within seconds, not minutes.
+    "HERALD_DELIVERY_RETRY_INTERVALS": "0.5,1",
+    "HERALD_DELIVERY_RETRY_LATER_MIN_SECONDS": "1",
+    "HERALD_DELIVERY_RETRY_LATER_MAX_SECONDS": "2",
+    "HERALD_DELIVERY_RETRY_SWEEP_SECONDS": "1",
+    "HERALD_DELIVERY_RETRY_OVERDUE_SECONDS": "10",
     "HERALD_DELIVERY_ACK_WAIT_SECONDS": "3",
 }
 
