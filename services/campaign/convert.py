@@ -254,6 +254,7 @@ def statistics_to_proto(stats: delivery_pb2.CampaignStatistics) -> campaign_pb2.
         total_recipients=stats.total_recipients,
         total_sent=stats.total_sent,
         total_failed=stats.total_failed,
+        total_deferred=stats.total_deferred,
         total_opens=stats.total_opens,
         unique_opens=stats.unique_opens,
         total_clicks=stats.total_clicks,
@@ -271,6 +272,7 @@ def statistics_to_proto(stats: delivery_pb2.CampaignStatistics) -> campaign_pb2.
                 total_recipients=v.total_recipients,
                 total_sent=v.total_sent,
                 total_failed=v.total_failed,
+                total_deferred=v.total_deferred,
                 unique_opens=v.unique_opens,
                 unique_clicks=v.unique_clicks,
             )
@@ -282,6 +284,7 @@ def statistics_to_proto(stats: delivery_pb2.CampaignStatistics) -> campaign_pb2.
                 total_recipients=d.total_recipients,
                 total_sent=d.total_sent,
                 total_failed=d.total_failed,
+                total_deferred=d.total_deferred,
             )
             for d in stats.domains
         ],
@@ -300,6 +303,7 @@ _COUNTERS = (
     "total_recipients",
     "total_sent",
     "total_failed",
+    "total_deferred",
     "total_opens",
     "unique_opens",
     "total_clicks",
@@ -310,8 +314,15 @@ _COUNTERS = (
     "total_spam_complaints",
     "total_unsubscriptions",
 )
-_VARIATION_COUNTERS = ("total_recipients", "total_sent", "total_failed", "unique_opens", "unique_clicks")
-_DOMAIN_COUNTERS = ("total_recipients", "total_sent", "total_failed")
+_VARIATION_COUNTERS = (
+    "total_recipients",
+    "total_sent",
+    "total_failed",
+    "total_deferred",
+    "unique_opens",
+    "unique_clicks",
+)
+_DOMAIN_COUNTERS = ("total_recipients", "total_sent", "total_failed", "total_deferred")
 
 
 def total_statistics(items: Iterable[delivery_pb2.CampaignStatistics]) -> campaign_pb2.CampaignStatistics:

@@ -31,6 +31,7 @@ def _statistics_message(statistics: CampaignStatistics) -> delivery_pb2.Campaign
         total_recipients=statistics.total_recipients,
         total_sent=statistics.sent,
         total_failed=statistics.failed,
+        total_deferred=statistics.deferred,
         total_opens=statistics.events.opens,
         unique_opens=statistics.events.unique_opens,
         total_clicks=statistics.events.clicks,
@@ -43,6 +44,7 @@ def _statistics_message(statistics: CampaignStatistics) -> delivery_pb2.Campaign
                 total_recipients=variation.total_recipients,
                 total_sent=variation.sent,
                 total_failed=variation.failed,
+                total_deferred=variation.deferred,
                 unique_opens=variation.unique_opens,
                 unique_clicks=variation.unique_clicks,
             )
@@ -54,6 +56,7 @@ def _statistics_message(statistics: CampaignStatistics) -> delivery_pb2.Campaign
                 total_recipients=figures.total_recipients,
                 total_sent=figures.sent,
                 total_failed=figures.failed,
+                total_deferred=figures.deferred,
             )
             for figures in statistics.domains
         ],
@@ -205,6 +208,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
                     last_error=row.last_error,
                     send_time=grpcutil.timestamp(row.sent_at),
                     email_id=row.email_id,
+                    next_attempt_time=grpcutil.timestamp(row.next_attempt_at),
                     bounces=[_bounce_message(bounce) for bounce in logs.get(row.recipient_id, ())],
                 )
                 for row in rows
@@ -304,6 +308,7 @@ _STATE_BY_STATUS = {
     RecipientStatus.FAILED: delivery_pb2.RECIPIENT_STATE_FAILED,
     RecipientStatus.DROPPED: delivery_pb2.RECIPIENT_STATE_DROPPED,
     RecipientStatus.HELD: delivery_pb2.RECIPIENT_STATE_HELD,
+    RecipientStatus.DEFERRED: delivery_pb2.RECIPIENT_STATE_DEFERRED,
 }
 _STATUS_BY_STATE = {state: status for status, state in _STATE_BY_STATUS.items()}
 

@@ -68,6 +68,8 @@ class RecipientCounts:
     total: int = 0
     sent: int = 0
     failed: int = 0
+    # Waiting for a retry after a temporary failure (they end Sent or Failed).
+    deferred: int = 0
     first_sent_at: datetime | None = None
     last_sent_at: datetime | None = None
 
@@ -99,6 +101,7 @@ class VariationFigures:
     total_recipients: int
     sent: int
     failed: int
+    deferred: int
     unique_opens: int
     unique_clicks: int
 
@@ -109,6 +112,7 @@ class DomainFigures:
     total_recipients: int
     sent: int
     failed: int
+    deferred: int
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class CampaignStatistics:
     total_recipients: int = 0
     sent: int = 0
     failed: int = 0
+    deferred: int = 0
     events: EventCounts = field(default_factory=EventCounts)
     first_sent_at: datetime | None = None
     last_sent_at: datetime | None = None
@@ -162,6 +167,7 @@ def campaign_statistics(
                 total_recipients=run_totals.get(campaign_id, count.total),
                 sent=count.sent,
                 failed=count.failed,
+                deferred=count.deferred,
                 events=events.get(campaign_id, EventCounts()),
                 first_sent_at=count.first_sent_at,
                 last_sent_at=count.last_sent_at,

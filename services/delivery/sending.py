@@ -338,6 +338,8 @@ class QueuedRow:
     last_error: str
     sent_at: datetime | None
     email_id: int
+    # When a Deferred row is sent again; None in every other status.
+    next_attempt_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ async def split_test_standings(
 async def recipient_counts(
     conn: AsyncConnection, campaign_ids: Sequence[int], owner: int | None
 ) -> dict[int, RecipientCounts]:
-    """Rows, Sent and Failed rows, and the first and last send of each campaign that has queue rows.
+    """Rows, Sent, Failed and Deferred rows, and the first and last send of each campaign that has queue rows.
 
     Read from the counts the triggers keep (one primary-key lookup per campaign), not by scanning the queue.
     """
@@ -162,6 +162,7 @@ async def recipient_counts(
             total=row.total,
             sent=row.sent,
             failed=row.failed,
+            deferred=row.deferred,
             first_sent_at=row.first_sent_at,
             last_sent_at=row.last_sent_at,
         )
@@ -197,7 +198,7 @@ async def event_counts(
 async def variation_figures(
     conn: AsyncConnection, campaign_ids: Sequence[int], owner: int | None
 ) -> dict[int, list[VariationFigures]]:
-    """Per A/B variation of each campaign: rows, Sent, Failed, and recipients who opened or clicked, by email id."""
+    """Per A/B variation of each campaign: rows, Sent, Failed, Deferred, and who opened or clicked, by email id."""
     # Each recipient's events reduced to "opened?" and "clicked?" first, so the join adds one row at most.
     engaged = (
         sa.select(
@@ -217,6 +218,7 @@ async def variation_figures(
             sa.func.count().label("total"),
             _count_where(recipients.c.status == RecipientStatus.SENT).label("sent"),
             _count_where(recipients.c.status == RecipientStatus.FAILED).label("failed"),
+            _count_where(recipients.c.status == RecipientStatus.DEFERRED).label("deferred"),
             _count_where(engaged.c.opened).label("unique_opens"),
             _count_where(engaged.c.clicked).label("unique_clicks"),
         )
@@ -241,6 +243,7 @@ async def variation_figures(
                 total_recipients=row.total,
                 sent=row.sent,
                 failed=row.failed,
+                deferred=row.deferred,
                 unique_opens=row.unique_opens,
                 unique_clicks=row.unique_clicks,
             )
@@ -251,7 +254,7 @@ async def variation_figures(
 async def domain_figures(
     conn: AsyncConnection, campaign_ids: Sequence[int], owner: int | None, limit: int
 ) -> dict[int, list[DomainFigures]]:
-    """The `limit` recipient domains with the most recipients of each campaign (ties by name), with Sent and Failed."""
+    """The `limit` recipient domains with the most recipients of each campaign (ties by name), by status."""
     total = sa.func.count()
     per_domain = (
         sa.select(
@@ -260,6 +263,7 @@ async def domain_figures(
             total.label("total"),
             _count_where(recipients.c.status == RecipientStatus.SENT).label("sent"),
             _count_where(recipients.c.status == RecipientStatus.FAILED).label("failed"),
+            _count_where(recipients.c.status == RecipientStatus.DEFERRED).label("deferred"),
             sa.func.row_number()
             .over(partition_by=recipients.c.campaign_id, order_by=(total.desc(), recipients.c.domain))
             .label("rank"),
@@ -275,6 +279,7 @@ async def domain_figures(
             per_domain.c.total,
             per_domain.c.sent,
             per_domain.c.failed,
+            per_domain.c.deferred,
         )
         .where(per_domain.c.rank <= limit)
         .order_by(per_domain.c.campaign_id, per_domain.c.rank)
@@ -282,7 +287,13 @@ async def domain_figures(
     found: dict[int, list[DomainFigures]] = {}
     for row in await conn.execute(query):
         found.setdefault(row.campaign_id, []).append(
-            DomainFigures(domain=row.domain, total_recipients=row.total, sent=row.sent, failed=row.failed)
+            DomainFigures(
+                domain=row.domain,
+                total_recipients=row.total,
+                sent=row.sent,
+                failed=row.failed,
+                deferred=row.deferred,
+            )
         )
     return found
 
@@ -451,16 +462,32 @@ async def queued_rows(conn: AsyncConnection, page: QueuePage, owner: int | None)
             c.status,
             c.attempts,
             c.generation,
-            sa.func.coalesce(c.batch_id, 0),
+            sa.func.coalesce(c.batch_id, 0).label("batch_id"),
             c.last_error,
             c.sent_at,
-            sa.func.coalesce(c.email_id, 0),
+            sa.func.coalesce(c.email_id, 0).label("email_id"),
+            # A row that left Deferred may keep its last due time: it is shown on Deferred rows only.
+            sa.case((c.status == RecipientStatus.DEFERRED, c.next_attempt_at)).label("next_attempt_at"),
         )
         .where(*_queue_filter(page, owner), c.recipient_id > page.after_recipient_id)
         .order_by(c.recipient_id)
         .limit(page.limit)
     )
-    return [QueuedRow(*row[:2], RecipientStatus(row[2]), *row[3:]) for row in await conn.execute(query)]
+    return [
+        QueuedRow(
+            recipient_id=row.recipient_id,
+            email_address=row.email_address,
+            status=RecipientStatus(row.status),
+            attempts=row.attempts,
+            generation=row.generation,
+            batch_id=row.batch_id,
+            last_error=row.last_error,
+            sent_at=row.sent_at,
+            email_id=row.email_id,
+            next_attempt_at=row.next_attempt_at,
+        )
+        for row in await conn.execute(query)
+    ]
 
 
 async def queued_row_count(conn: AsyncConnection, page: QueuePage, owner: int | None) -> int:

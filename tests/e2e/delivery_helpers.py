@@ -487,14 +487,15 @@ async def queued_recipients(
             after = page.recipients[-1].recipient_id
 
 
-# The counts delivery keeps for a campaign (migration 0005) and the same figures counted afresh over its queue
+# The counts delivery keeps for a campaign (migrations 0005, 0009) and the same figures counted afresh over its queue
 # rows, in one statement, so one snapshot: they agree at any moment, not only once the campaign settled.
 _KEPT_AND_COUNTED = """
-    SELECT k.total, k.sent, k.failed, k.first_sent_at, k.last_sent_at,
-           q.total, q.sent, q.failed, q.first_sent_at, q.last_sent_at
+    SELECT k.total, k.sent, k.failed, k.deferred, k.first_sent_at, k.last_sent_at,
+           q.total, q.sent, q.failed, q.deferred, q.first_sent_at, q.last_sent_at
     FROM (SELECT count(*) AS total,
                  count(*) FILTER (WHERE status = 'Sent') AS sent,
                  count(*) FILTER (WHERE status = 'Failed') AS failed,
+                 count(*) FILTER (WHERE status = 'Deferred') AS deferred,
                  min(sent_at) FILTER (WHERE status = 'Sent') AS first_sent_at,
                  max(sent_at) FILTER (WHERE status = 'Sent') AS last_sent_at
           FROM delivery.recipients WHERE campaign_id = %(c)s) AS q
@@ -507,7 +508,7 @@ async def assert_counts_match_queue(system: System, campaign_id: int) -> tuple[i
     async with await psycopg.AsyncConnection.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
         row = await (await conn.execute(_KEPT_AND_COUNTED, {"c": campaign_id})).fetchone()
     assert row is not None
-    kept, counted = tuple(row[:5]), tuple(row[5:])
+    kept, counted = tuple(row[:6]), tuple(row[6:])
     assert kept == counted, f"campaign {campaign_id}: counts kept {kept}, queue rows say {counted}"
     return int(counted[0]), int(counted[1]), int(counted[2])
 

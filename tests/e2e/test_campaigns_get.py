@@ -23,6 +23,7 @@ STATISTICS_KEYS = {
     "TotalRecipients",
     "TotalSent",
     "TotalFailed",
+    "TotalDeferred",
     "TotalOpens",
     "UniqueOpens",
     "TotalClicks",
@@ -227,8 +228,8 @@ async def test_split_ab_test_statistics_are_a_list_per_campaign(api: Api, world:
 
 async def test_include_total_recipients_adds_the_sums_only_when_asked(api: Api, world: World) -> None:
     body = await api.call("campaigns.get", world.user.api_key, IncludeTotalRecipients=True, RecordsPerRequest=1)
-    assert set(body) == SEED_LIST_KEYS | {"TotalRecipients", "TotalSent", "TotalFailed"}
-    assert (body["TotalRecipients"], body["TotalSent"], body["TotalFailed"]) == (0, 0, 0)
+    assert set(body) == SEED_LIST_KEYS | {"TotalRecipients", "TotalSent", "TotalFailed", "TotalDeferred"}
+    assert (body["TotalRecipients"], body["TotalSent"], body["TotalFailed"], body["TotalDeferred"]) == (0, 0, 0, 0)
     body = await api.call("campaigns.get", world.user.api_key)
     assert set(body) == SEED_LIST_KEYS
 

@@ -98,7 +98,7 @@ async def test_every_recipient_gets_one_personalized_message_and_statistics_add_
     assert campaign["SendStartDateTime"] and campaign["SendFinishDateTime"]
     # RetrieveRecipientDomains defaults to true: the breakdown is asked of delivery and rendered.
     assert campaign["RecipientDomains"] == [
-        {"Domain": domain, "TotalRecipients": 120, "TotalSent": 120, "TotalFailed": 0}
+        {"Domain": domain, "TotalRecipients": 120, "TotalSent": 120, "TotalFailed": 0, "TotalDeferred": 0}
     ]
     assert await assert_counts_match_queue(herald.system, campaign_id) == (120, 120, 0)
     throughput = body["CampaignThroughput"]

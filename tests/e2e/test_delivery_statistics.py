@@ -50,7 +50,8 @@ async def queue(
     for number, (address, status, email_id, sent_at) in enumerate(rows, start=1):
         cursor = await sql.execute(
             "INSERT INTO delivery.recipients (campaign_id, owner_user_id, subscriber_id, email_address, domain, "
-            "email_id, status, sent_at, failed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING recipient_id",
+            "email_id, status, sent_at, failed_at, next_attempt_at, deferred_since) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING recipient_id",
             (
                 campaign_id,
                 owner,
@@ -61,6 +62,9 @@ async def queue(
                 status,
                 sent_at,
                 sent_at if status == "Failed" else None,
+                # A Deferred row is due again some time and was deferred some time.
+                LAST_SEND if status == "Deferred" else None,
+                FIRST_SEND if status == "Deferred" else None,
             ),
         )
         row = await cursor.fetchone()
@@ -136,6 +140,37 @@ async def test_statistics_add_up_queue_rows_and_tracking_events(
     assert (b.total_recipients, b.total_sent, b.total_failed, b.unique_opens, b.unique_clicks) == (2, 1, 1, 1, 0)
     domains = {d.domain: (d.total_recipients, d.total_sent, d.total_failed) for d in entry.domains}
     assert domains == {"example.com": (2, 2, 0), "other.org": (2, 1, 1)}
+
+
+async def test_deferred_recipients_are_counted_in_the_totals_and_each_breakdown(
+    system: System, user: User, sql: psycopg.AsyncConnection[tuple[object, ...]]
+) -> None:
+    campaign_id = new_campaign_id()
+    await queue(
+        sql,
+        campaign_id,
+        user.user_id,
+        [
+            ("ann@example.com", "Sent", 501, FIRST_SEND),
+            ("bob@example.com", "Deferred", 502, None),
+            ("cid@other.org", "Deferred", 501, None),
+            ("dan@other.org", "Failed", 502, None),
+        ],
+    )
+
+    [entry] = await statistics(system, user.user_id, [campaign_id])
+    [totals] = await statistics(system, user.user_id, [campaign_id], view=delivery_pb2.STATISTICS_VIEW_TOTALS)
+
+    assert (entry.total_recipients, entry.total_sent, entry.total_failed, entry.total_deferred) == (4, 1, 1, 2)
+    assert totals.total_deferred == 2
+    assert {v.email_id: (v.total_sent, v.total_failed, v.total_deferred) for v in entry.variations} == {
+        501: (1, 0, 1),
+        502: (0, 1, 1),
+    }
+    assert {d.domain: (d.total_sent, d.total_failed, d.total_deferred) for d in entry.domains} == {
+        "example.com": (1, 0, 1),
+        "other.org": (0, 1, 1),
+    }
 
 
 async def test_the_totals_view_leaves_out_the_breakdowns_and_nothing_else(

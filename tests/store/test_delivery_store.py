@@ -4,7 +4,7 @@ UPDATE … FROM unnest, counts kept by triggers, completion, retries, split test
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -214,6 +214,73 @@ async def test_every_recipient_status_is_one_the_queue_table_accepts(conn: Async
                     "due": None,
                 },
             )
+
+
+async def _defer(conn: AsyncConnection, campaign_id: int, recipient_ids: Sequence[int]) -> None:
+    """Sets the rows Deferred, due an hour after T0, as a temporary failure does."""
+    await conn.execute(
+        sa.text(
+            "UPDATE delivery.recipients SET status = 'Deferred', next_attempt_at = :due, deferred_since = :since "
+            "WHERE campaign_id = :c AND recipient_id = ANY(:ids)"
+        ),
+        {"c": campaign_id, "ids": list(recipient_ids), "due": T0 + timedelta(hours=1), "since": T0},
+    )
+
+
+async def _deferred_counts(conn: AsyncConnection, campaign_id: int, owner: int) -> tuple[int, int, int, int]:
+    counts = (await store.recipient_counts(conn, [campaign_id], owner))[campaign_id]
+    return counts.total, counts.sent, counts.failed, counts.deferred
+
+
+async def test_the_triggers_count_deferred_rows_until_they_end_sent_or_failed(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(4))
+    claimed = [r.recipient_id for r in await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", [], 4)]
+    assert await _deferred_counts(conn, campaign, owner) == (4, 0, 0, 0)
+
+    await _defer(conn, campaign, claimed[:3])
+    assert await _deferred_counts(conn, campaign, owner) == (4, 0, 0, 3)
+
+    # Two are retried: back to Sending under the same claimant, then sent and failed for good.
+    retried = claimed[:2]
+    await conn.execute(
+        sa.text(
+            "UPDATE delivery.recipients SET status = 'Sending' WHERE campaign_id = :c AND recipient_id = ANY(:ids)"
+        ),
+        {"c": campaign, "ids": retried},
+    )
+    assert await _deferred_counts(conn, campaign, owner) == (4, 0, 0, 1)
+    outcomes = [
+        Outcome(retried[0], RecipientStatus.SENT, 1, "", "<m1@x>", T0),
+        Outcome(retried[1], RecipientStatus.FAILED, 1, "550 5.1.1 unknown"),
+    ]
+    assert await claim_store.record_outcomes(conn, campaign, "w#1", outcomes) == 2
+    assert await _deferred_counts(conn, campaign, owner) == (4, 1, 1, 1)
+
+    # The queue lists the Deferred row with its due time; a row that left Deferred shows none.
+    [deferred] = await store.queued_rows(conn, QueuePage(campaign, RecipientStatus.DEFERRED, 10, 0), owner)
+    assert (deferred.recipient_id, deferred.next_attempt_at) == (claimed[2], T0 + timedelta(hours=1))
+    assert await store.queued_row_count(conn, QueuePage(campaign, RecipientStatus.DEFERRED, 10, 0), owner) == 1
+    every = {r.recipient_id: r for r in await store.queued_rows(conn, QueuePage(campaign, None, 10, 0), owner)}
+    assert every[retried[1]].status is RecipientStatus.FAILED and every[retried[1]].next_attempt_at is None
+
+
+async def test_a_deferred_row_needs_its_next_attempt_and_when_it_was_first_deferred(conn: AsyncConnection) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(1))
+    [row] = await _rows(conn, campaign)
+
+    for due, since in ((None, T0), (T0, None)):
+        with pytest.raises(IntegrityError, match="recipients_deferred_check"):
+            async with conn.begin_nested():
+                await conn.execute(
+                    sa.text(
+                        "UPDATE delivery.recipients SET status = 'Deferred', next_attempt_at = :due, "
+                        "deferred_since = :since WHERE campaign_id = :c AND recipient_id = :r"
+                    ),
+                    {"c": campaign, "r": row.recipient_id, "due": due, "since": since},
+                )
+    assert await _deferred_counts(conn, campaign, owner) == (1, 0, 0, 0)
 
 
 # --- claims and outcomes -------------------------------------------------------------------------------------------

@@ -40,10 +40,10 @@ def test_more_than_ten_thousand_ids_is_too_many() -> None:
 def test_every_requested_campaign_gets_an_entry_and_the_fixed_total_wins_over_the_row_count() -> None:
     sent_at = datetime(2025, 6, 1, tzinfo=UTC)
     counts = {
-        1: RecipientCounts(total=3, sent=2, failed=1, first_sent_at=sent_at, last_sent_at=sent_at),
+        1: RecipientCounts(total=4, sent=2, failed=1, deferred=1, first_sent_at=sent_at, last_sent_at=sent_at),
         2: RecipientCounts(total=4, sent=4),
     }
-    domains = {1: [DomainFigures("example.com", 3, 2, 1)]}
+    domains = {1: [DomainFigures("example.com", 4, 2, 1, 1)]}
     events = {1: EventCounts(opens=5, unique_opens=2)}
 
     entries = domain.campaign_statistics([2, 9, 1], {2: 10}, counts, events, {}, domains)
@@ -51,5 +51,6 @@ def test_every_requested_campaign_gets_an_entry_and_the_fixed_total_wins_over_th
     assert [e.campaign_id for e in entries] == [2, 9, 1]
     assert (entries[0].total_recipients, entries[0].sent) == (10, 4)
     assert entries[1] == CampaignStatistics(campaign_id=9)
-    assert (entries[2].total_recipients, entries[2].failed, entries[2].events.unique_opens) == (3, 1, 2)
+    assert (entries[2].total_recipients, entries[2].failed, entries[2].deferred) == (4, 1, 1)
+    assert entries[2].events.unique_opens == 2
     assert entries[2].domains == domains[1] and entries[2].first_sent_at == sent_at

@@ -148,6 +148,7 @@ async def list_campaigns(args: Args, ctx: Context) -> dict[str, Any]:
             "TotalRecipients": totals.total_recipients,
             "TotalSent": totals.total_sent,
             "TotalFailed": totals.total_failed,
+            "TotalDeferred": totals.total_deferred,
         }
     return answer
 
@@ -203,7 +204,7 @@ LIST_PARAMS_DECLARED = (
     Param(
         "IncludeTotalRecipients",
         "boolean",
-        "Add TotalRecipients, TotalSent, TotalFailed over every match",
+        "Add TotalRecipients, TotalSent, TotalFailed, TotalDeferred over every match",
         default=False,
     ),
     Param("Include_AutoResend", "boolean", "Also list auto-resend campaigns", default=False),
@@ -221,6 +222,7 @@ LIST_RETURNS = (
     Param("TotalRecipients", "integer", "With IncludeTotalRecipients"),
     Param("TotalSent", "integer", "With IncludeTotalRecipients"),
     Param("TotalFailed", "integer", "With IncludeTotalRecipients"),
+    Param("TotalDeferred", "integer", "With IncludeTotalRecipients"),
 )
 
 ROWS = [

@@ -122,13 +122,14 @@ def render_campaign(campaign: campaign_pb2.Campaign) -> dict[str, Any]:
 
 
 def statistics_fields(statistics: campaign_pb2.CampaignStatistics) -> dict[str, int | str]:
-    # The ratios are of the recipients Herald tried to send to (Sent + Failed): a relay that refuses an
-    # address at RCPT makes it Failed, not Sent, and it bounced all the same (docs/bounces.md).
+    # The ratios are of the recipients whose send ended (Sent + Failed; not Deferred): a relay that refuses
+    # an address at RCPT makes it Failed, not Sent, and it bounced all the same (docs/bounces.md).
     attempted = statistics.total_sent + statistics.total_failed
     return {
         "TotalRecipients": statistics.total_recipients,
         "TotalSent": statistics.total_sent,
         "TotalFailed": statistics.total_failed,
+        "TotalDeferred": statistics.total_deferred,
         "TotalOpens": statistics.total_opens,
         "UniqueOpens": statistics.unique_opens,
         "TotalClicks": statistics.total_clicks,
@@ -147,6 +148,7 @@ STATISTICS_RETURNS = (
     Param("TotalRecipients", "integer", "Recipients queued"),
     Param("TotalSent", "integer", "Recipients the mail server accepted"),
     Param("TotalFailed", "integer", "Recipients that could not be sent to"),
+    Param("TotalDeferred", "integer", "Recipients answered with a temporary failure, waiting for a retry"),
     Param("TotalOpens", "integer", "Opens, every one"),
     Param("UniqueOpens", "integer", "Recipients who opened"),
     Param("TotalClicks", "integer", "Clicks, every one"),
@@ -199,6 +201,7 @@ def render_with_extras(campaign: campaign_pb2.Campaign, extras: Extras) -> dict[
                     "TotalRecipients": d.total_recipients,
                     "TotalSent": d.total_sent,
                     "TotalFailed": d.total_failed,
+                    "TotalDeferred": d.total_deferred,
                 }
                 for d in statistics.domains
             ]
@@ -214,6 +217,7 @@ def render_with_extras(campaign: campaign_pb2.Campaign, extras: Extras) -> dict[
                 "TotalRecipients": v.total_recipients,
                 "TotalSent": v.total_sent,
                 "TotalFailed": v.total_failed,
+                "TotalDeferred": v.total_deferred,
                 "UniqueOpens": v.unique_opens,
                 "UniqueClicks": v.unique_clicks,
             }

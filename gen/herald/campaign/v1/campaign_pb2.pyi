@@ -584,6 +584,7 @@ class CampaignStatistics(_message.Message):
     TOTAL_RECIPIENTS_FIELD_NUMBER: _builtins.int
     TOTAL_SENT_FIELD_NUMBER: _builtins.int
     TOTAL_FAILED_FIELD_NUMBER: _builtins.int
+    TOTAL_DEFERRED_FIELD_NUMBER: _builtins.int
     TOTAL_OPENS_FIELD_NUMBER: _builtins.int
     UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
     TOTAL_CLICKS_FIELD_NUMBER: _builtins.int
@@ -601,6 +602,10 @@ class CampaignStatistics(_message.Message):
     total_recipients: _builtins.int
     total_sent: _builtins.int
     total_failed: _builtins.int
+    total_deferred: _builtins.int
+    """Recipients whose send was answered with a temporary failure and who wait for a retry; they
+    end Sent or Failed.
+    """
     total_opens: _builtins.int
     unique_opens: _builtins.int
     total_clicks: _builtins.int
@@ -636,6 +641,7 @@ class CampaignStatistics(_message.Message):
         total_recipients: _builtins.int = ...,
         total_sent: _builtins.int = ...,
         total_failed: _builtins.int = ...,
+        total_deferred: _builtins.int = ...,
         total_opens: _builtins.int = ...,
         unique_opens: _builtins.int = ...,
         total_clicks: _builtins.int = ...,
@@ -653,7 +659,7 @@ class CampaignStatistics(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["split_test", b"split_test"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["domains", b"domains", "duration_seconds", b"duration_seconds", "emails_per_second", b"emails_per_second", "split_test", b"split_test", "total_clicks", b"total_clicks", "total_failed", b"total_failed", "total_hard_bounces", b"total_hard_bounces", "total_opens", b"total_opens", "total_policy_rejections", b"total_policy_rejections", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "total_soft_bounces", b"total_soft_bounces", "total_spam_complaints", b"total_spam_complaints", "total_unsubscriptions", b"total_unsubscriptions", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domains", b"domains", "duration_seconds", b"duration_seconds", "emails_per_second", b"emails_per_second", "split_test", b"split_test", "total_clicks", b"total_clicks", "total_deferred", b"total_deferred", "total_failed", b"total_failed", "total_hard_bounces", b"total_hard_bounces", "total_opens", b"total_opens", "total_policy_rejections", b"total_policy_rejections", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "total_soft_bounces", b"total_soft_bounces", "total_spam_complaints", b"total_spam_complaints", "total_unsubscriptions", b"total_unsubscriptions", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -704,12 +710,17 @@ class VariationStatistics(_message.Message):
     TOTAL_RECIPIENTS_FIELD_NUMBER: _builtins.int
     TOTAL_SENT_FIELD_NUMBER: _builtins.int
     TOTAL_FAILED_FIELD_NUMBER: _builtins.int
+    TOTAL_DEFERRED_FIELD_NUMBER: _builtins.int
     UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
     UNIQUE_CLICKS_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
     total_recipients: _builtins.int
     total_sent: _builtins.int
     total_failed: _builtins.int
+    total_deferred: _builtins.int
+    """Recipients whose send was answered with a temporary failure and who wait for a retry; they
+    end Sent or Failed.
+    """
     unique_opens: _builtins.int
     unique_clicks: _builtins.int
     def __init__(
@@ -719,12 +730,13 @@ class VariationStatistics(_message.Message):
         total_recipients: _builtins.int = ...,
         total_sent: _builtins.int = ...,
         total_failed: _builtins.int = ...,
+        total_deferred: _builtins.int = ...,
         unique_opens: _builtins.int = ...,
         unique_clicks: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_id", b"email_id", "total_failed", b"total_failed", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_id", b"email_id", "total_deferred", b"total_deferred", "total_failed", b"total_failed", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -740,10 +752,15 @@ class DomainStatistics(_message.Message):
     TOTAL_RECIPIENTS_FIELD_NUMBER: _builtins.int
     TOTAL_SENT_FIELD_NUMBER: _builtins.int
     TOTAL_FAILED_FIELD_NUMBER: _builtins.int
+    TOTAL_DEFERRED_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
     total_recipients: _builtins.int
     total_sent: _builtins.int
     total_failed: _builtins.int
+    total_deferred: _builtins.int
+    """Recipients whose send was answered with a temporary failure and who wait for a retry; they
+    end Sent or Failed.
+    """
     def __init__(
         self,
         *,
@@ -751,10 +768,11 @@ class DomainStatistics(_message.Message):
         total_recipients: _builtins.int = ...,
         total_sent: _builtins.int = ...,
         total_failed: _builtins.int = ...,
+        total_deferred: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "total_failed", b"total_failed", "total_recipients", b"total_recipients", "total_sent", b"total_sent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "total_deferred", b"total_deferred", "total_failed", b"total_failed", "total_recipients", b"total_recipients", "total_sent", b"total_sent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -54,6 +54,8 @@ class _RecipientStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Recipi
     RECIPIENT_STATE_DROPPED: _RecipientState.ValueType  # 5
     RECIPIENT_STATE_HELD: _RecipientState.ValueType  # 6
     """Outside a split test's test group: waiting for the winner (no variation and no batch yet)."""
+    RECIPIENT_STATE_DEFERRED: _RecipientState.ValueType  # 7
+    """Answered with a temporary failure; sent again at next_attempt_time, and ends Sent or Failed."""
 
 class RecipientState(_RecipientState, metaclass=_RecipientStateEnumTypeWrapper):
     """Delivery state of one queued recipient."""
@@ -66,6 +68,8 @@ RECIPIENT_STATE_FAILED: RecipientState.ValueType  # 4
 RECIPIENT_STATE_DROPPED: RecipientState.ValueType  # 5
 RECIPIENT_STATE_HELD: RecipientState.ValueType  # 6
 """Outside a split test's test group: waiting for the winner (no variation and no batch yet)."""
+RECIPIENT_STATE_DEFERRED: RecipientState.ValueType  # 7
+"""Answered with a temporary failure; sent again at next_attempt_time, and ends Sent or Failed."""
 Global___RecipientState: _TypeAlias = RecipientState  # noqa: Y015
 
 class _StatisticsView:
@@ -77,7 +81,7 @@ class _StatisticsViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Statis
     STATISTICS_VIEW_UNSPECIFIED: _StatisticsView.ValueType  # 0
     """STATISTICS_VIEW_FULL, as before views existed."""
     STATISTICS_VIEW_TOTALS: _StatisticsView.ValueType  # 1
-    """Totals, Sent, Failed, first and last send time, opens and clicks; `variations` and `domains`
+    """Totals, Sent, Failed, Deferred, first and last send time, opens and clicks; `variations` and `domains`
     stay empty. The counts come from counters kept with the queue: cheap enough to poll.
     """
     STATISTICS_VIEW_FULL: _StatisticsView.ValueType  # 2
@@ -89,7 +93,7 @@ class StatisticsView(_StatisticsView, metaclass=_StatisticsViewEnumTypeWrapper):
 STATISTICS_VIEW_UNSPECIFIED: StatisticsView.ValueType  # 0
 """STATISTICS_VIEW_FULL, as before views existed."""
 STATISTICS_VIEW_TOTALS: StatisticsView.ValueType  # 1
-"""Totals, Sent, Failed, first and last send time, opens and clicks; `variations` and `domains`
+"""Totals, Sent, Failed, Deferred, first and last send time, opens and clicks; `variations` and `domains`
 stay empty. The counts come from counters kept with the queue: cheap enough to poll.
 """
 STATISTICS_VIEW_FULL: StatisticsView.ValueType  # 2
@@ -344,6 +348,7 @@ class QueuedRecipient(_message.Message):
     SEND_TIME_FIELD_NUMBER: _builtins.int
     EMAIL_ID_FIELD_NUMBER: _builtins.int
     BOUNCES_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
     recipient_id: _builtins.int
     email_address: _builtins.str
     state: Global___RecipientState.ValueType
@@ -362,6 +367,10 @@ class QueuedRecipient(_message.Message):
         included when it was a failure the classifier judged).
         """
 
+    @_builtins.property
+    def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When a DEFERRED recipient is sent again; unset in every other state."""
+
     def __init__(
         self,
         *,
@@ -375,10 +384,11 @@ class QueuedRecipient(_message.Message):
         send_time: _timestamp_pb2.Timestamp | None = ...,
         email_id: _builtins.int = ...,
         bounces: _abc.Iterable[Global___Bounce] | None = ...,
+        next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["send_time", b"send_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_attempt_time", b"next_attempt_time", "send_time", b"send_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "batch_id", b"batch_id", "bounces", b"bounces", "email_address", b"email_address", "email_id", b"email_id", "generation", b"generation", "last_error", b"last_error", "recipient_id", b"recipient_id", "send_time", b"send_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "batch_id", b"batch_id", "bounces", b"bounces", "email_address", b"email_address", "email_id", b"email_id", "generation", b"generation", "last_error", b"last_error", "next_attempt_time", b"next_attempt_time", "recipient_id", b"recipient_id", "send_time", b"send_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -471,6 +481,7 @@ class CampaignStatistics(_message.Message):
     TOTAL_RECIPIENTS_FIELD_NUMBER: _builtins.int
     TOTAL_SENT_FIELD_NUMBER: _builtins.int
     TOTAL_FAILED_FIELD_NUMBER: _builtins.int
+    TOTAL_DEFERRED_FIELD_NUMBER: _builtins.int
     TOTAL_OPENS_FIELD_NUMBER: _builtins.int
     UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
     TOTAL_CLICKS_FIELD_NUMBER: _builtins.int
@@ -489,6 +500,10 @@ class CampaignStatistics(_message.Message):
     total_recipients: _builtins.int
     total_sent: _builtins.int
     total_failed: _builtins.int
+    total_deferred: _builtins.int
+    """Recipients whose send was answered with a temporary failure and who wait for a retry; they
+    end Sent or Failed.
+    """
     total_opens: _builtins.int
     unique_opens: _builtins.int
     total_clicks: _builtins.int
@@ -527,6 +542,7 @@ class CampaignStatistics(_message.Message):
         total_recipients: _builtins.int = ...,
         total_sent: _builtins.int = ...,
         total_failed: _builtins.int = ...,
+        total_deferred: _builtins.int = ...,
         total_opens: _builtins.int = ...,
         unique_opens: _builtins.int = ...,
         total_clicks: _builtins.int = ...,
@@ -544,7 +560,7 @@ class CampaignStatistics(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "split_test", b"split_test"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "domains", b"domains", "first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "split_test", b"split_test", "total_clicks", b"total_clicks", "total_failed", b"total_failed", "total_hard_bounces", b"total_hard_bounces", "total_opens", b"total_opens", "total_policy_rejections", b"total_policy_rejections", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "total_soft_bounces", b"total_soft_bounces", "total_spam_complaints", b"total_spam_complaints", "total_unsubscriptions", b"total_unsubscriptions", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "domains", b"domains", "first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "split_test", b"split_test", "total_clicks", b"total_clicks", "total_deferred", b"total_deferred", "total_failed", b"total_failed", "total_hard_bounces", b"total_hard_bounces", "total_opens", b"total_opens", "total_policy_rejections", b"total_policy_rejections", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "total_soft_bounces", b"total_soft_bounces", "total_spam_complaints", b"total_spam_complaints", "total_unsubscriptions", b"total_unsubscriptions", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -595,12 +611,17 @@ class VariationStatistics(_message.Message):
     TOTAL_RECIPIENTS_FIELD_NUMBER: _builtins.int
     TOTAL_SENT_FIELD_NUMBER: _builtins.int
     TOTAL_FAILED_FIELD_NUMBER: _builtins.int
+    TOTAL_DEFERRED_FIELD_NUMBER: _builtins.int
     UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
     UNIQUE_CLICKS_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
     total_recipients: _builtins.int
     total_sent: _builtins.int
     total_failed: _builtins.int
+    total_deferred: _builtins.int
+    """Recipients whose send was answered with a temporary failure and who wait for a retry; they
+    end Sent or Failed.
+    """
     unique_opens: _builtins.int
     unique_clicks: _builtins.int
     def __init__(
@@ -610,12 +631,13 @@ class VariationStatistics(_message.Message):
         total_recipients: _builtins.int = ...,
         total_sent: _builtins.int = ...,
         total_failed: _builtins.int = ...,
+        total_deferred: _builtins.int = ...,
         unique_opens: _builtins.int = ...,
         unique_clicks: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_id", b"email_id", "total_failed", b"total_failed", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_id", b"email_id", "total_deferred", b"total_deferred", "total_failed", b"total_failed", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -631,10 +653,15 @@ class DomainStatistics(_message.Message):
     TOTAL_RECIPIENTS_FIELD_NUMBER: _builtins.int
     TOTAL_SENT_FIELD_NUMBER: _builtins.int
     TOTAL_FAILED_FIELD_NUMBER: _builtins.int
+    TOTAL_DEFERRED_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
     total_recipients: _builtins.int
     total_sent: _builtins.int
     total_failed: _builtins.int
+    total_deferred: _builtins.int
+    """Recipients whose send was answered with a temporary failure and who wait for a retry; they
+    end Sent or Failed.
+    """
     def __init__(
         self,
         *,
@@ -642,10 +669,11 @@ class DomainStatistics(_message.Message):
         total_recipients: _builtins.int = ...,
         total_sent: _builtins.int = ...,
         total_failed: _builtins.int = ...,
+        total_deferred: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "total_failed", b"total_failed", "total_recipients", b"total_recipients", "total_sent", b"total_sent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "total_deferred", b"total_deferred", "total_failed", b"total_failed", "total_recipients", b"total_recipients", "total_sent", b"total_sent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
