@@ -247,9 +247,16 @@ def _send_span(stats: delivery_pb2.CampaignStatistics) -> tuple[datetime | None,
     return first, last
 
 
+def _main_send(stats: delivery_pb2.CampaignStatistics) -> tuple[int, datetime | None, datetime | None]:
+    """The main send's messages and span: the throughput's, without the tail of deferred recipients' retries."""
+    first, _ = _send_span(stats)
+    last = instant(stats.main_send_last_send_time) if stats.HasField("main_send_last_send_time") else None
+    return stats.main_send_total_sent, first, last
+
+
 def statistics_to_proto(stats: delivery_pb2.CampaignStatistics) -> campaign_pb2.CampaignStatistics:
-    """A campaign's statistics from delivery's figures, with the throughput of RULINGS 11."""
-    emails_per_second, duration = domain.throughput(stats.total_sent, *_send_span(stats))
+    """A campaign's statistics from delivery's figures, with the throughput of RULINGS 11 (of the main send)."""
+    emails_per_second, duration = domain.throughput(*_main_send(stats))
     message = campaign_pb2.CampaignStatistics(
         total_recipients=stats.total_recipients,
         total_sent=stats.total_sent,
@@ -304,6 +311,7 @@ _COUNTERS = (
     "total_sent",
     "total_failed",
     "total_deferred",
+    "main_send_total_sent",
     "total_opens",
     "unique_opens",
     "total_clicks",
@@ -326,7 +334,7 @@ _DOMAIN_COUNTERS = ("total_recipients", "total_sent", "total_failed", "total_def
 
 
 def total_statistics(items: Iterable[delivery_pb2.CampaignStatistics]) -> campaign_pb2.CampaignStatistics:
-    """Counters summed over campaigns; the throughput spans the first send of any to the last send of any."""
+    """Counters summed over campaigns; the throughput spans the first send of any to the last main send of any."""
     total = delivery_pb2.CampaignStatistics()
     variations: dict[int, delivery_pb2.VariationStatistics] = {}
     domains: dict[str, delivery_pb2.DomainStatistics] = {}
@@ -338,6 +346,11 @@ def total_statistics(items: Iterable[delivery_pb2.CampaignStatistics]) -> campai
             total.first_send_time.CopyFrom(stats.first_send_time)
         if last is not None and (not total.HasField("last_send_time") or last > instant(total.last_send_time)):
             total.last_send_time.CopyFrom(stats.last_send_time)
+        _, _, main_last = _main_send(stats)
+        if main_last is not None and (
+            not total.HasField("main_send_last_send_time") or main_last > instant(total.main_send_last_send_time)
+        ):
+            total.main_send_last_send_time.CopyFrom(grpcutil.to_timestamp(main_last))
         for v in stats.variations:
             into_variation = variations.setdefault(
                 v.email_id, delivery_pb2.VariationStatistics(email_id=v.email_id)

@@ -38,6 +38,8 @@ def _statistics_message(statistics: CampaignStatistics) -> delivery_pb2.Campaign
         unique_clicks=statistics.events.unique_clicks,
         first_send_time=grpcutil.timestamp(statistics.first_sent_at),
         last_send_time=grpcutil.timestamp(statistics.last_sent_at),
+        main_send_total_sent=statistics.main_sent,
+        main_send_last_send_time=grpcutil.timestamp(statistics.main_last_sent_at),
         variations=[
             delivery_pb2.VariationStatistics(
                 email_id=variation.email_id,

@@ -72,6 +72,10 @@ class RecipientCounts:
     deferred: int = 0
     first_sent_at: datetime | None = None
     last_sent_at: datetime | None = None
+    # The main send's messages and last send time (the throughput's): without the tail of retries once the
+    # campaign was Sent (migration 0011).
+    main_sent: int = 0
+    main_last_sent_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,8 @@ class CampaignStatistics:
     events: EventCounts = field(default_factory=EventCounts)
     first_sent_at: datetime | None = None
     last_sent_at: datetime | None = None
+    main_sent: int = 0
+    main_last_sent_at: datetime | None = None
     variations: list[VariationFigures] = field(default_factory=list)
     domains: list[DomainFigures] = field(default_factory=list)
     split_test: SplitTestStanding | None = None
@@ -171,6 +177,8 @@ def campaign_statistics(
                 events=events.get(campaign_id, EventCounts()),
                 first_sent_at=count.first_sent_at,
                 last_sent_at=count.last_sent_at,
+                main_sent=count.main_sent,
+                main_last_sent_at=count.main_last_sent_at,
                 variations=variations.get(campaign_id, []),
                 domains=domains.get(campaign_id, []),
                 split_test=(split_tests or {}).get(campaign_id),

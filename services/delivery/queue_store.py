@@ -387,6 +387,14 @@ async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sendin
         )
     ).one()
     failed, reason = sending.finish_outcome(counts[0], counts[1], counts[3], deferred=counts[2])
+    # The main send's figures, for its throughput: what the deferred recipients' retries add later is not.
+    await conn.execute(
+        sa.text(
+            "UPDATE delivery.campaign_runs AS run SET main_sent = c.sent, main_last_sent_at = c.last_sent_at "
+            "FROM delivery.recipient_counts AS c WHERE run.campaign_id = :c AND c.campaign_id = :c"
+        ),
+        {"c": campaign_id},
+    )
     if row.reason:
         failed, reason = True, row.reason
     return sending.Finished(

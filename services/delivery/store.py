@@ -39,6 +39,9 @@ campaign_runs = sa.Table(
     sa.Column("test_started_at", sa.DateTime(timezone=True)),
     sa.Column("winner_email_id", sa.BigInteger),
     sa.Column("winner_decided_at", sa.DateTime(timezone=True)),
+    # The main send's figures, kept when the occurrence finished (migration 0011).
+    sa.Column("main_sent", sa.BigInteger),
+    sa.Column("main_last_sent_at", sa.DateTime(timezone=True)),
 )
 
 recipients = sa.Table(
@@ -154,8 +157,22 @@ async def recipient_counts(
     Read from the counts the triggers keep (one primary-key lookup per campaign), not by scanning the queue.
     """
     # A campaign whose rows were all deleted keeps a row of zeros: like one never queued, it is left out.
-    query = sa.select(recipient_count_rows).where(
-        _scoped(recipient_count_rows, campaign_ids, owner), recipient_count_rows.c.total > 0
+    # The main send's figures are those kept when the run finished; while it sends, the current ones.
+    finished = campaign_runs.c.finished_at.is_not(None) & campaign_runs.c.main_sent.is_not(None)
+    query = (
+        sa.select(
+            recipient_count_rows,
+            sa.case((finished, campaign_runs.c.main_sent), else_=recipient_count_rows.c.sent).label("main_sent"),
+            sa.case(
+                (finished, campaign_runs.c.main_last_sent_at), else_=recipient_count_rows.c.last_sent_at
+            ).label("main_last_sent_at"),
+        )
+        .select_from(
+            recipient_count_rows.outerjoin(
+                campaign_runs, campaign_runs.c.campaign_id == recipient_count_rows.c.campaign_id
+            )
+        )
+        .where(_scoped(recipient_count_rows, campaign_ids, owner), recipient_count_rows.c.total > 0)
     )
     return {
         row.campaign_id: RecipientCounts(
@@ -165,6 +182,8 @@ async def recipient_counts(
             deferred=row.deferred,
             first_sent_at=row.first_sent_at,
             last_sent_at=row.last_sent_at,
+            main_sent=row.main_sent,
+            main_last_sent_at=row.main_last_sent_at,
         )
         for row in await conn.execute(query)
     }

@@ -16,13 +16,15 @@ M = TypeVar("M", bound=Message)
 
 
 def counters(descriptor: Descriptor) -> list[str]:
-    """The int64 figures of a statistics message (ids and the campaign's computed duration left out)."""
+    """The int64 figures of a statistics message (ids, the campaign's computed duration and the main send's figures,
+    which only the throughput is computed from, left out)."""
     return [
         field.name
         for field in descriptor.fields
         if field.type == FieldDescriptor.TYPE_INT64
         and not field.name.endswith("_id")
         and field.name != "duration_seconds"
+        and not field.name.startswith("main_send_")
     ]
 
 
@@ -87,3 +89,20 @@ def test_the_legacy_answer_shows_total_deferred_beside_total_failed_wherever_it_
     [by_variation] = row["SplitABTestStatistics"]
     assert by_domain["TotalDeferred"] == statistics.domains[0].total_deferred > 0
     assert by_variation["TotalDeferred"] == statistics.variations[0].total_deferred > 0
+
+
+def test_the_throughput_is_the_main_sends_not_the_tail_of_retries() -> None:
+    stats = delivery_statistics(1)
+    stats.total_sent, stats.main_send_total_sent = 1000, 800
+    stats.first_send_time.FromSeconds(1_000_000)
+    # The main send took 10 s; deferred recipients were delivered until an hour later.
+    stats.main_send_last_send_time.FromSeconds(1_000_010)
+    stats.last_send_time.FromSeconds(1_003_600)
+
+    converted = convert.statistics_to_proto(stats)
+
+    assert converted.total_sent == 1000
+    assert (converted.emails_per_second, converted.duration_seconds) == (80.0, 10)
+    # Summed over campaigns: the main sends' messages over the span of any first send to any main send's last.
+    total = convert.total_statistics([stats, stats])
+    assert (total.emails_per_second, total.duration_seconds) == (160.0, 10)

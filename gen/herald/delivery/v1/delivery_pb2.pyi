@@ -482,6 +482,8 @@ class CampaignStatistics(_message.Message):
     TOTAL_SENT_FIELD_NUMBER: _builtins.int
     TOTAL_FAILED_FIELD_NUMBER: _builtins.int
     TOTAL_DEFERRED_FIELD_NUMBER: _builtins.int
+    MAIN_SEND_TOTAL_SENT_FIELD_NUMBER: _builtins.int
+    MAIN_SEND_LAST_SEND_TIME_FIELD_NUMBER: _builtins.int
     TOTAL_OPENS_FIELD_NUMBER: _builtins.int
     UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
     TOTAL_CLICKS_FIELD_NUMBER: _builtins.int
@@ -504,6 +506,11 @@ class CampaignStatistics(_message.Message):
     """Recipients whose send was answered with a temporary failure and who wait for a retry; they
     end Sent or Failed.
     """
+    main_send_total_sent: _builtins.int
+    """The main send's messages and the last of their send times: once the campaign was Sent (nothing
+    Pending), those of that moment, without the deferred recipients delivered afterwards; while it
+    sends, total_sent and last_send_time. CampaignThroughput is measured with them.
+    """
     total_opens: _builtins.int
     unique_opens: _builtins.int
     total_clicks: _builtins.int
@@ -517,6 +524,8 @@ class CampaignStatistics(_message.Message):
     total_spam_complaints: _builtins.int
     total_unsubscriptions: _builtins.int
     """Recipients who unsubscribed through the message's link or a complaint (every view)."""
+    @_builtins.property
+    def main_send_last_send_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def first_send_time(self) -> _timestamp_pb2.Timestamp:
         """First and last successful send; unset before the first."""
@@ -543,6 +552,8 @@ class CampaignStatistics(_message.Message):
         total_sent: _builtins.int = ...,
         total_failed: _builtins.int = ...,
         total_deferred: _builtins.int = ...,
+        main_send_total_sent: _builtins.int = ...,
+        main_send_last_send_time: _timestamp_pb2.Timestamp | None = ...,
         total_opens: _builtins.int = ...,
         unique_opens: _builtins.int = ...,
         total_clicks: _builtins.int = ...,
@@ -558,9 +569,9 @@ class CampaignStatistics(_message.Message):
         total_spam_complaints: _builtins.int = ...,
         total_unsubscriptions: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "split_test", b"split_test"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "main_send_last_send_time", b"main_send_last_send_time", "split_test", b"split_test"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "domains", b"domains", "first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "split_test", b"split_test", "total_clicks", b"total_clicks", "total_deferred", b"total_deferred", "total_failed", b"total_failed", "total_hard_bounces", b"total_hard_bounces", "total_opens", b"total_opens", "total_policy_rejections", b"total_policy_rejections", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "total_soft_bounces", b"total_soft_bounces", "total_spam_complaints", b"total_spam_complaints", "total_unsubscriptions", b"total_unsubscriptions", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "domains", b"domains", "first_send_time", b"first_send_time", "last_send_time", b"last_send_time", "main_send_last_send_time", b"main_send_last_send_time", "main_send_total_sent", b"main_send_total_sent", "split_test", b"split_test", "total_clicks", b"total_clicks", "total_deferred", b"total_deferred", "total_failed", b"total_failed", "total_hard_bounces", b"total_hard_bounces", "total_opens", b"total_opens", "total_policy_rejections", b"total_policy_rejections", "total_recipients", b"total_recipients", "total_sent", b"total_sent", "total_soft_bounces", b"total_soft_bounces", "total_spam_complaints", b"total_spam_complaints", "total_unsubscriptions", b"total_unsubscriptions", "unique_clicks", b"unique_clicks", "unique_opens", b"unique_opens", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
