@@ -111,6 +111,7 @@ class SmtpRecorder:
     # Greylisted domains: (seconds, reply); when each address was first seen (monotonic clock).
     _greylists: dict[str, tuple[float, str]] = field(default_factory=dict)
     _first_seen: dict[str, float] = field(default_factory=dict)
+    _throttles: dict[str, tuple[float, str]] = field(default_factory=dict)
     _server: asyncio.Server | None = None
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -151,6 +152,13 @@ class SmtpRecorder:
         `seconds` have passed since the address was first seen, then it is accepted."""
         self._greylists[domain.lower()] = (seconds, reply)
 
+    def throttle(
+        self, domain: str, seconds: float, reply: str = "451 4.7.0 Too many connections, try again later"
+    ) -> None:
+        """A provider's rate limit: RCPT TO for every address of `domain` answers `reply` until `seconds` have passed
+        since the domain was first contacted."""
+        self._throttles[domain.lower()] = (seconds, reply)
+
     def slow_down(self, domain: str, seconds: float) -> None:
         """Every message to `domain` is answered `seconds` after its content arrived."""
         self._delays[domain.lower()] = seconds
@@ -184,6 +192,11 @@ class SmtpRecorder:
     def _rcpt_reply(self, address: str) -> str | None:
         key = address.lower()
         self.attempts[key] += 1
+        throttle = self._throttles.get(_domain(key))
+        if throttle is not None:
+            first = self._first_seen.setdefault(_domain(key), time.monotonic())
+            if time.monotonic() - first < throttle[0]:
+                return throttle[1]
         greylist = self._greylists.get(_domain(key))
         if greylist is not None:
             first = self._first_seen.setdefault(key, time.monotonic())

@@ -137,6 +137,26 @@ async def test_a_recipient_deferred_past_the_maximum_age_fails_as_a_soft_bounce(
     assert campaign["TotalSoftBounces"] == 1 and campaign["TotalHardBounces"] == 0
 
 
+async def test_a_throttling_domain_defers_its_other_recipients_without_trying_each(
+    herald: DeliveryHerald, user: User
+) -> None:
+    domain = new_domain()
+    subscribers = people(40, domain)
+    list_id = await create_list(herald.api, user)
+    await import_people(herald.api, user, list_id, subscribers)
+    herald.recorder.throttle(domain, 2.0)
+    campaign_id = await started_campaign(herald, user, [list_id], name="Throttled")
+
+    assert await herald.recorder.wait_for(domain, 40, within=30) == 40
+    assert_each_received_once(herald.recorder, domain, [p.email for p in subscribers])
+    # Once three recipients in a row of a batch got the same 4.7.0, the batch's others were deferred untried:
+    # far fewer than 40 refused attempts before the throttle ended (each of 2 workers' lanes may have had a
+    # window in flight).
+    refused = sum(herald.recorder.attempts[p.email.lower()] for p in subscribers) - 40
+    assert 3 <= refused <= 16, refused
+    await wait_for_status(herald.api, user, campaign_id, "Sent", within=10)
+
+
 async def slow_mixed_campaign(herald: DeliveryHerald, user: User) -> tuple[list[Person], list[Person], int]:
     """A campaign whose greylisted recipients are deferred at its start while the rest takes seconds to send."""
     grey, plain, list_id = await mixed_audience(herald, user, 10, 80)
