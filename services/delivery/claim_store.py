@@ -195,14 +195,15 @@ async def claimed_retries(
     stale_seconds: float,
 ) -> tuple[list[ClaimedRecipient], int]:
     """Claims the campaign's rows that due retry messages name, as (recipient_id, attempt); returns them and how
-    many rows were found stale instead.
+    many rows were Failed instead (stale, or superseded).
 
     A row is claimed only while it is Deferred with the message's attempt count (a message that arrives
     twice, or one for an attempt already made, finds nothing) and while the run is Sending or Sent (a
     finished campaign's deferred recipients are still retried; a paused one's wait for the resume). A
     row still Sending for the same attempt under another claimant for longer than `stale_seconds` was
     being retried by a worker presumed dead (its message came back): it is Failed as ambiguous, never
-    sent again silently.
+    sent again silently. A row deferred in an earlier occurrence of a recurring campaign whose content has been
+    replaced since is Failed with its last reply (its message can no longer be made).
     """
     ids = [recipient_id for recipient_id, _ in retries]
     attempts = [attempt for _, attempt in retries]
@@ -222,20 +223,32 @@ async def claimed_retries(
                   AND r.claimed_by <> :w AND r.claimed_at < now() - make_interval(secs => :s)
                 RETURNING r.recipient_id
             ),
+            run AS (SELECT state, occurrence FROM delivery.campaign_runs WHERE campaign_id = :c),
+            superseded AS (
+                UPDATE delivery.recipients AS r
+                SET status = '{RecipientStatus.FAILED}', failed_at = now(), next_attempt_at = NULL,
+                    last_error = 'deferred in an occurrence the campaign has replaced since (its content is '
+                                 || 'gone); last reply: ' || r.last_error
+                FROM wanted AS w, run
+                WHERE r.campaign_id = :c AND r.recipient_id = w.recipient_id AND r.attempts = w.attempt
+                  AND r.status = '{RecipientStatus.DEFERRED}' AND r.occurrence <> run.occurrence
+                  AND run.state IN ('{RunState.SENDING}', '{RunState.SENT}')
+                RETURNING r.recipient_id
+            ),
             claimed AS (
                 UPDATE delivery.recipients AS r
                 SET status = '{RecipientStatus.SENDING}', claimed_by = :w, claimed_at = now()
-                FROM wanted AS w
+                FROM wanted AS w, run
                 WHERE r.campaign_id = :c AND r.recipient_id = w.recipient_id AND r.attempts = w.attempt
-                  AND r.status = '{RecipientStatus.DEFERRED}'
-                  AND (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c)
-                      IN ('{RunState.SENDING}', '{RunState.SENT}')
+                  AND r.status = '{RecipientStatus.DEFERRED}' AND r.occurrence = run.occurrence
+                  AND run.state IN ('{RunState.SENDING}', '{RunState.SENT}')
                 RETURNING r.recipient_id, r.email_address, r.first_name, r.last_name, r.subscriber_id, r.list_id,
                           r.custom_fields, r.email_id, r.bounced_before, r.attempts, r.deferred_since
             )
             SELECT *, CAST(NULL AS bigint) AS stale FROM claimed
             UNION ALL
-            SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*) FROM stale
+            SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                   (SELECT count(*) FROM stale) + (SELECT count(*) FROM superseded)
             """
         ),
         {

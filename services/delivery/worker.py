@@ -417,8 +417,11 @@ class Worker:
                 )
             )
             if stale:
-                FAILED_TOTAL.labels("ambiguous").inc(stale)
-                log.warning("retried rows of a stopped worker marked ambiguous", rows=stale)
+                FAILED_TOTAL.labels("retry_unsendable").inc(stale)
+                log.warning(
+                    "deferred rows Failed instead of retried: a stopped worker's (ambiguous) or of a replaced occurrence",
+                    rows=stale,
+                )
             if claimed:
                 templates = await self._templates.get(campaign_id, view.occurrence)
                 if templates is None:

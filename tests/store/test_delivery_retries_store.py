@@ -119,6 +119,23 @@ async def test_a_stale_retry_claim_is_failed_as_ambiguous_when_its_message_comes
     assert status == RecipientStatus.FAILED
 
 
+async def test_a_row_deferred_in_a_replaced_occurrence_fails_instead_of_getting_the_new_content(
+    conn: AsyncConnection,
+) -> None:
+    campaign, owner = new_id(), new_id()
+    (row,) = await _deferred(conn, campaign, owner, 1)
+    await conn.execute(
+        sa.text("UPDATE delivery.campaign_runs SET occurrence = 2 WHERE campaign_id = :c"), {"c": campaign}
+    )
+    assert await claim_store.claimed_retries(conn, campaign, "w#r", [(row, 1)], stale_seconds=60) == ([], 1)
+    error = (
+        await conn.execute(
+            sa.text("SELECT status, last_error FROM delivery.recipients WHERE campaign_id = :c"), {"c": campaign}
+        )
+    ).one()
+    assert error.status == RecipientStatus.FAILED and "450 4.2.0 Greylisted" in error.last_error
+
+
 async def test_unsent_retry_claims_go_back_to_deferred_or_are_dropped_after_a_cancel(
     conn: AsyncConnection,
 ) -> None:
