@@ -661,11 +661,20 @@ def fuzzed(request: pytest.FixtureRequest) -> Iterator[Running]:
 @given(pieces=st.lists(PIECES, max_size=25))
 def test_random_input_only_ever_gets_replies(fuzzed: Running, errors: ErrorLog, pieces: list[bytes]) -> None:
     client = Client(fuzzed.port)
-    for piece in pieces:
-        client.send(piece)
-    client.sock.shutdown(socket.SHUT_WR)
-    received = client.reader.read()
+    received = b""
+    # The server may end the session (421 after ten errors) while pieces still arrive: its kernel then
+    # resets the connection, and what the client had not read yet may be lost.
+    reset = False
+    try:
+        for piece in pieces:
+            client.send(piece)
+        client.sock.shutdown(socket.SHUT_WR)
+        while chunk := client.sock.recv(65536):
+            received += chunk
+    except OSError:
+        reset = True
     client.close()
     # After the greeting (Client read it), everything the server wrote is reply lines, whatever arrived.
-    assert REPLY_LINE.sub(b"", received) == b""
+    rest = REPLY_LINE.sub(b"", received)
+    assert rest == b"" or (reset and b"\n" not in rest)  # a reset may cut the last reply short
     assert errors.errors == [] and fuzzed.loop_errors == []
