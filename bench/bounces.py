@@ -13,7 +13,8 @@ Measured in one run, with the same client (aiosmtplib on uvloop, K connections e
 share back to back: MAIL FROM:<>, RCPT TO the return path, DATA) and the same messages:
 
 (a) a bare aiosmtpd server in its own process (uvloop, the receiver's SMTP settings) whose handler
-    answers 250 and does nothing: the most a Python SMTP server takes here. Run before and after (b).
+    answers 250 and does nothing: what the SMTP conversation alone cost the receiver when it ran on
+    aiosmtpd, before it had a server of its own (services/delivery/smtp_server.py). Run before and after (b).
 (b) Herald's bounce receiver: each DSN verified at RCPT, parsed, reported to DeliveryService.RecordBounces
     (group commit), classified and recorded in delivery's PostgreSQL with its outbox event, and only then
     answered 250. Then the time until the campaign's statistics count N hard bounces, and until the

@@ -1,5 +1,5 @@
-"""What Herald's own SMTP servers (the mail capture, the bounce receiver) share: an aiosmtpd listener whose
-close waits until what its sessions handed in is written."""
+"""The mail capture's aiosmtpd listener, whose close waits until what its sessions handed in is written, and
+the listen backlog of Herald's SMTP servers (the bounce receiver has its own server, smtp_server.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from aiosmtpd.smtp import SMTP
 # with 300 connections at once: greeting timeouts); bounces arrive in bursts after a campaign.
 LISTEN_BACKLOG = 1024
 # aiosmtpd's own default: an idle session is closed after five minutes.
-DEFAULT_SESSION_TIMEOUT_SECONDS = 300.0
+SESSION_TIMEOUT_SECONDS = 300.0
 
 
 def smtp_session(
@@ -22,9 +22,8 @@ def smtp_session(
     hostname: str,
     ident: str,
     max_message_bytes: int,
-    timeout: float = DEFAULT_SESSION_TIMEOUT_SECONDS,
 ) -> SMTP:
-    """One connection's SMTP session as Herald's servers speak it: SMTPUTF8 offered, messages kept as bytes
+    """One connection's SMTP session as the capture speaks it: SMTPUTF8 offered, messages kept as bytes
     (bigger than `max_message_bytes`: 552)."""
     return SMTP(
         handler,
@@ -33,7 +32,7 @@ def smtp_session(
         data_size_limit=max_message_bytes,
         enable_SMTPUTF8=True,
         decode_data=False,
-        timeout=timeout,
+        timeout=SESSION_TIMEOUT_SECONDS,
         loop=asyncio.get_running_loop(),
     )
 
