@@ -20,6 +20,10 @@ EXCERPT_CHARACTERS = 300
 # XML 1.0 cannot carry C0 controls other than tab, newline and carriage return, lone surrogates or
 # U+FFFE/U+FFFF; C1 controls (and DEL) it can, but they are never meant as text. All are dropped.
 _NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+# Plain-text elements (titles, the channel's description) write &, < and > as hexadecimal character
+# references: the same text to an XML parser, and the form the RSS Advisory Board's Best Practices Profile
+# recommends, since aggregators differ on whether those elements hold HTML.
+_PLAIN_TEXT_REFERENCES = str.maketrans({"&": "&#x26;", "<": "&#x3C;", ">": "&#x3E;"})
 # Elements whose text a reader of the body does not see: it is left out of an excerpt.
 _HIDDEN_ELEMENTS = frozenset({"title", "style", "script", "template"})
 # Invisible characters that emails pad their preview text with (soft hyphen, zero-width joiners, ...).
@@ -62,6 +66,11 @@ def xml_text(text: str) -> str:
     return escape(_NOT_XML_TEXT.sub("", text))
 
 
+def xml_plain_text(text: str) -> str:
+    """Plain text as XML character data: characters XML cannot carry dropped, &, < and > as hexadecimal references."""
+    return _NOT_XML_TEXT.sub("", text).translate(_PLAIN_TEXT_REFERENCES)
+
+
 def one_line(text: str) -> str:
     """The text with its characters XML cannot carry dropped and every run of whitespace made one space."""
     return " ".join(_NOT_XML_TEXT.sub("", text).split())
@@ -76,9 +85,13 @@ def _element(name: str, text: str) -> str:
     return f"<{name}>{xml_text(text)}</{name}>"
 
 
+def _plain_element(name: str, text: str) -> str:
+    return f"<{name}>{xml_plain_text(one_line(text))}</{name}>"
+
+
 def _item(item: FeedItem) -> str:
     parts = [
-        _element("title", one_line(item.title)),
+        _plain_element("title", item.title),
         _element("link", item.link),
         f'<guid isPermaLink="false">{xml_text(item.guid)}</guid>',
     ]
@@ -94,9 +107,9 @@ def render_feed(channel: Channel, items: Sequence[FeedItem]) -> str:
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n'
         '<rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom">\n<channel>\n'
-        + _element("title", one_line(channel.title))
+        + _plain_element("title", channel.title)
         + _element("link", channel.link)
-        + _element("description", one_line(channel.description))
+        + _plain_element("description", channel.description)
         + f'<atom:link href={quoteattr(_NOT_XML_TEXT.sub("", channel.feed_url))} rel="self" type="application/rss+xml"/>'
         + _element("lastBuildDate", rfc822(channel.last_build))
         + "\n"

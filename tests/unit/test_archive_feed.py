@@ -114,6 +114,9 @@ def test_hostile_titles_and_excerpts_are_text_in_the_feed(hostile: str) -> None:
 
     root = check_rss_20(document)
     assert "]]>" not in document and "<script" not in document
+    if "<script>" in hostile:
+        # Titles are plain text: &, < and > as hexadecimal references (the RSS Best Practices Profile).
+        assert "<title>&#x3C;script&#x3E;alert(1)&#x3C;/script&#x3E;</title>" in document
     parsed = feedparser.parse(document.encode("utf-8"))
     assert not parsed.bozo, parsed.bozo_exception
     assert parsed.entries[0].title == expected_text(hostile)
