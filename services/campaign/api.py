@@ -108,6 +108,7 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
             send_time_to=convert.instant(request.send_time_to) if request.HasField("send_time_to") else None,
             tag_ids=request.tag_ids,
             owner_user_id=request.owner_user_id,
+            publish_on_rss=request.publish_on_rss if request.HasField("publish_on_rss") else None,
         )
         if query.filter.tag_ids:
             tagged = await self._tags.ListTaggedCampaigns(

@@ -453,6 +453,8 @@ def _matching(campaign_filter: CampaignFilter) -> list[ColumnElement[bool]]:
         conditions.append(_c.name.ilike(contains_pattern(campaign_filter.search), escape=LIKE_ESCAPE))
     if campaign_filter.campaign_ids:
         conditions.append(_c.campaign_id == any_(id_array(campaign_filter.campaign_ids)))
+    if campaign_filter.publish_on_rss is not None:
+        conditions.append(_c.publish_on_rss == campaign_filter.publish_on_rss)
     if campaign_filter.tagged_campaign_ids is not None:
         conditions.append(_c.campaign_id == any_(id_array(campaign_filter.tagged_campaign_ids)))
     # A campaign neither sent nor scheduled has no send date and so never lies in a date range.

@@ -51,6 +51,22 @@ async def test_a_name_search_takes_wildcards_literally_within_the_owners_campaig
     assert await store.count_matching_campaigns(conn, CampaignFilter(owner_user_id=owner, search="save")) == 2
 
 
+async def test_a_list_can_ask_for_the_campaigns_published_on_rss_or_the_others(conn: AsyncConnection) -> None:
+    owner = new_id()
+    published, unpublished = await _campaign(conn, owner, "On RSS"), await _campaign(conn, owner, "Not on RSS")
+    await conn.execute(
+        sa.text("UPDATE campaign.campaigns SET publish_on_rss = true WHERE campaign_id = :c"), {"c": published}
+    )
+
+    async def found(publish_on_rss: bool | None) -> list[int]:
+        campaign_filter = CampaignFilter(owner_user_id=owner, publish_on_rss=publish_on_rss)
+        return await store.matching_campaign_ids(conn, campaign_filter, 100)
+
+    assert await found(True) == [published]
+    assert await found(False) == [unpublished]
+    assert sorted(await found(None)) == sorted([published, unpublished])
+
+
 async def test_deleting_a_campaign_deletes_its_auto_resends_and_only_the_owners(conn: AsyncConnection) -> None:
     owner, other = new_id(), new_id()
     original, resend, resend_of_resend = (

@@ -261,6 +261,14 @@ def test_filter_fingerprint_ignores_the_order_of_statuses_and_ids() -> None:
 # --- list queries --------------------------------------------------------------------------------------------
 
 
+def test_a_page_token_belongs_to_its_publish_on_rss_filter() -> None:
+    token = domain.next_page_token(_query(page_size=10, publish_on_rss=True), 10, 25)
+    assert _query(page_size=10, publish_on_rss=True, page_token=token).offset == 10
+    for other in (None, False):
+        with pytest.raises(DomainError):
+            _query(page_size=10, publish_on_rss=other, page_token=token)
+
+
 def test_default_list_returns_everything_ordered_by_campaign_id_without_auto_resends() -> None:
     query = _query()
     assert (query.offset, query.limit) == (0, None)

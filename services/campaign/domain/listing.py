@@ -52,6 +52,8 @@ class CampaignFilter:
     send_time_from: datetime | None = None
     send_time_to: datetime | None = None
     tag_ids: tuple[int, ...] = ()
+    # Only campaigns whose publish_on_rss is this value; None for both.
+    publish_on_rss: bool | None = None
     # The campaigns carrying one of `tag_ids`, as the tag service answered; None when not filtering by tag.
     # Not part of the fingerprint: a token stays valid while tags are assigned between pages.
     tagged_campaign_ids: tuple[int, ...] | None = None
@@ -72,6 +74,7 @@ class CampaignFilter:
                 self.send_time_from.isoformat() if self.send_time_from else None,
                 self.send_time_to.isoformat() if self.send_time_to else None,
                 sorted(self.tag_ids),
+                self.publish_on_rss,
             ],
             separators=(",", ":"),
         )
@@ -143,6 +146,7 @@ def build_list_query(
     send_time_to: datetime | None = None,
     tag_ids: Sequence[int] = (),
     owner_user_id: int = 0,
+    publish_on_rss: bool | None = None,
 ) -> ListQuery:
     """Validates a list request, naming every bad field at once, and turns it into a query."""
     owner = list_owner_scope(principal, owner_user_id)
@@ -185,6 +189,7 @@ def build_list_query(
         send_time_from=send_time_from,
         send_time_to=send_time_to,
         tag_ids=tuple(dict.fromkeys(tag_ids)),
+        publish_on_rss=publish_on_rss,
     )
     # The token, when given, is the authority on where the page starts; skip serves legacy RecordsFrom.
     offset = decode_page_token(page_token, campaign_filter.fingerprint()) if page_token else skip

@@ -884,6 +884,7 @@ class ListCampaignsRequest(_message.Message):
     OWNER_USER_ID_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
     STATISTICS_VIEW_FIELD_NUMBER: _builtins.int
+    PUBLISH_ON_RSS_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many campaigns; 0 returns all matches."""
     page_token: _builtins.str
@@ -905,6 +906,10 @@ class ListCampaignsRequest(_message.Message):
     view: Global___CampaignView.ValueType
     statistics_view: Global___StatisticsView.ValueType
     """With CAMPAIGN_VIEW_FULL: which statistics, of every campaign and of total_statistics."""
+    publish_on_rss: _builtins.bool
+    """Only campaigns whose publish_on_rss has this value; unset lists both (the archive's RSS feed
+    asks for true).
+    """
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___CampaignStatus.ValueType]:
         """Only campaigns in these statuses; empty means all."""
@@ -947,12 +952,15 @@ class ListCampaignsRequest(_message.Message):
         owner_user_id: _builtins.int = ...,
         view: Global___CampaignView.ValueType = ...,
         statistics_view: Global___StatisticsView.ValueType = ...,
+        publish_on_rss: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["send_time_from", b"send_time_from", "send_time_to", b"send_time_to"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_publish_on_rss", b"_publish_on_rss", "publish_on_rss", b"publish_on_rss", "send_time_from", b"send_time_from", "send_time_to", b"send_time_to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_ids", b"campaign_ids", "descending", b"descending", "include_auto_resend", b"include_auto_resend", "order_by", b"order_by", "owner_user_id", b"owner_user_id", "page_size", b"page_size", "page_token", b"page_token", "schedule_types", b"schedule_types", "scheduled", b"scheduled", "search", b"search", "send_time_from", b"send_time_from", "send_time_to", b"send_time_to", "skip", b"skip", "statistics_view", b"statistics_view", "statuses", b"statuses", "tag_ids", b"tag_ids", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_publish_on_rss", b"_publish_on_rss", "campaign_ids", b"campaign_ids", "descending", b"descending", "include_auto_resend", b"include_auto_resend", "order_by", b"order_by", "owner_user_id", b"owner_user_id", "page_size", b"page_size", "page_token", b"page_token", "publish_on_rss", b"publish_on_rss", "schedule_types", b"schedule_types", "scheduled", b"scheduled", "search", b"search", "send_time_from", b"send_time_from", "send_time_to", b"send_time_to", "skip", b"skip", "statistics_view", b"statistics_view", "statuses", b"statuses", "tag_ids", b"tag_ids", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__publish_on_rss: _TypeAlias = _typing.Literal["publish_on_rss"]  # noqa: Y015
+    _WhichOneofArgType__publish_on_rss: _TypeAlias = _typing.Literal["_publish_on_rss", b"_publish_on_rss"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__publish_on_rss) -> _WhichOneofReturnType__publish_on_rss | None: ...
 
 Global___ListCampaignsRequest: _TypeAlias = ListCampaignsRequest  # noqa: Y015
 
