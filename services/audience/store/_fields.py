@@ -231,8 +231,10 @@ async def clashing_field_ids(
     `except_key`) already has, compared case-insensitively after trimming."""
     if not values:
         return set()
-    given = sa.func.unnest(id_array(list(values)), text_array(list(values.values()))).table_valued(
-        "field_id", "value"
+    given = (
+        sa.func.unnest(id_array(list(values)), text_array(list(values.values())))
+        .table_valued("field_id", "value")
+        .render_derived(name="given")
     )
     other = subscribers.alias("other")
     query = sa.select(given.c.field_id).where(
