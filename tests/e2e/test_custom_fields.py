@@ -423,7 +423,8 @@ async def test_subscribe_without_credentials_adds_the_address_as_the_lists_opt_i
     async with api_from(system.base_url, "127.0.0.51") as form:
         single = await new_list(form, user)
         double = await new_list(form, user, OptInMode="Double")
-        company = await new_field(form, user, single, "Company", MergeTagAlias="company")
+        company = await new_field(form, user, single, "Company", MergeTagAlias="company", Visibility="Public")
+        internal = await new_field(form, user, single, "Score", DefaultValue="0")
         body = await subscribe(
             form,
             ListID=single,
@@ -438,7 +439,9 @@ async def test_subscribe_without_credentials_adds_the_address_as_the_lists_opt_i
             "SubscriptionStatus": "Subscribed",
         }
         info = await info_of(form, user, single, "ann@example.com")
-        assert info["CustomFields"] == {str(company): "Acme"} and info["SubscriptionIP"] == FORM_IP
+        # The list field's default is written for the field the form has not (a User Only one).
+        assert info["CustomFields"] == {str(company): "Acme", str(internal): "0"}
+        assert info["SubscriptionIP"] == FORM_IP
         assert info["SubscriptionStatus"] == "Subscribed" and info["OptInDate"] and info["Source"] == "API"
 
         # A double opt-in list keeps the subscriber Opt-In Pending until it confirms.
@@ -448,7 +451,13 @@ async def test_subscribe_without_credentials_adds_the_address_as_the_lists_opt_i
         assert info["SubscriptionStatus"] == "Opt-In Pending" and info["OptInDate"] == ""
         # Form fields (urlencoded) work too, checkboxes as CustomFieldN[].
         topics = await new_field(
-            form, user, single, "Topics", FieldType="Checkboxes", OptionLabel=["news", "offers"]
+            form,
+            user,
+            single,
+            "Topics",
+            FieldType="Checkboxes",
+            OptionLabel=["news", "offers"],
+            Visibility="Public",
         )
         _, body = await form.form(
             [
@@ -462,7 +471,8 @@ async def test_subscribe_without_credentials_adds_the_address_as_the_lists_opt_i
         )
         assert body["Success"] is True, body
         assert (await info_of(form, user, single, "cid@example.com"))["CustomFields"] == {
-            str(topics): "offers, news"
+            str(topics): "offers, news",
+            str(internal): "0",
         }
 
 
@@ -470,7 +480,10 @@ async def test_subscribe_answers_the_forms_codes_and_no_more(system: System, use
     async with api_from(system.base_url, "127.0.0.52") as form:
         list_id = await new_list(form, user)
         company = await new_field(form, user, list_id, "Company", IsRequired="Yes", Visibility="Public")
-        code = await new_field(form, user, list_id, "Code", IsUnique="Yes", ValidationMethod="Numbers")
+        code = await new_field(
+            form, user, list_id, "Code", IsUnique="Yes", ValidationMethod="Numbers", Visibility="Public"
+        )
+        internal = await new_field(form, user, list_id, "Score")
         stranger = await make_user()
         foreign = await new_field(form, stranger, await new_list(form, stranger), "Theirs")
         base = {"ListID": list_id, "EmailAddress": "new@example.com", "IPAddress": FORM_IP}
@@ -497,6 +510,8 @@ async def test_subscribe_answers_the_forms_codes_and_no_more(system: System, use
             ({**base, f"CustomField{company}": "Acme", f"CustomField{code}": "42"}, 7),
             ({**base, f"CustomField{code}": "4x2"}, 8),
             ({**base, f"CustomField{foreign}": "x"}, 8),
+            # A field the form does not have (User Only) is no field to a stranger.
+            ({**base, f"CustomField{internal}": "99"}, 8),
             ({**base, "CustomField999999999": "x"}, 8),
             ({**base, f"CustomField{company}": {"nested": "x"}}, 8),
             ({**base, "EnforceRequiredFields": "yes"}, 6),

@@ -214,12 +214,27 @@ def test_field_by_field_the_rules_are_required_then_validation_then_uniqueness()
 
 
 def test_a_form_checks_what_it_is_given_and_only_enforce_looks_for_what_it_is_not() -> None:
-    given_empty = domain.check_values(FIELDS, {"1": ""}, enforce=False, form=True)
+    public = [replace(f, spec=replace(f.spec, visibility="Public")) for f in (COMPANY, CODE, COLOUR, CITY)]
+    given_empty = domain.check_values(public, {"1": ""}, enforce=False, form=True)
     assert given_empty.problem is not None and given_empty.problem.reason == domain.CUSTOM_FIELD_REQUIRED
-    assert given_empty.problem.custom_field == COMPANY
-    assert domain.check_values(FIELDS, {"2": "7"}, enforce=False, form=True).problem is None
-    missing = domain.check_values(FIELDS, {"2": "7"}, enforce=True, form=True).problem
+    assert given_empty.problem.custom_field == public[0]
+    assert domain.check_values(public, {"2": "7"}, enforce=False, form=True).problem is None
+    missing = domain.check_values(public, {"2": "7"}, enforce=True, form=True).problem
     assert missing is not None and missing.where == "custom_fields.1"
+
+
+def test_a_form_sees_the_public_fields_only() -> None:
+    internal = field(8, "Score", required=True, visibility="User Only")
+    public = field(9, "Name", visibility="Public", required=True)
+    hidden = field(10, "Ref", visibility="Hidden", default_value="web")
+    fields = [internal, public, hidden]
+    problem = domain.check_values(fields, {"8": "99", "9": "Ann"}, enforce=False, form=True).problem
+    assert problem is not None and problem.reason == domain.CUSTOM_FIELD_NOT_FOUND
+    # A required field the form cannot fill is not missing; the list's defaults still apply.
+    checked = domain.check_values(fields, {"9": "Ann"}, enforce=True, form=True)
+    assert checked.problem is None and checked.values == {"9": "Ann"} and checked.defaults == {"10": "web"}
+    # The owner's own calls (subscriber.create) may fill every field.
+    assert domain.check_values(fields, {"8": "99", "9": "Ann"}, enforce=True, form=False).problem is None
 
 
 def test_zero_is_a_value_and_an_omitted_list_field_with_a_default_is_not_missing() -> None:

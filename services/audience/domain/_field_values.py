@@ -99,9 +99,12 @@ def check_values(
     for a unique field, be no other subscriber's of the list (`clashes`: the ids whose value is taken;
     CUSTOM_FIELD_NOT_UNIQUE). With `enforce`, a required field that is not given at all is missing too,
     unless it is a list field with a default (which a new subscriber gets); a global field's default never
-    counts (supporting-commands §4).
+    counts (supporting-commands §4). A `form` sees the Public fields only: a key naming another is
+    CUSTOM_FIELD_NOT_FOUND, and a required one it cannot fill is not missing.
     """
-    values, unknown = resolve(fields, given)
+    # A form has the list's Public fields only: to a stranger, a User Only or Hidden field is no field at all.
+    fillable = [f for f in fields if f.spec.visibility == "Public"] if form else list(fields)
+    values, unknown = resolve(fillable, given)
     defaults = {
         f.key: f.spec.default_value
         for f in fields
@@ -113,7 +116,7 @@ def check_values(
         return FieldValues(problem=FieldProblem(CUSTOM_FIELD_NOT_FOUND, f"custom_fields.{key[:64]}", message))
     checks_rules = enforce or form
     checked: dict[str, str] = {}
-    records = sorted(fields, key=lambda f: f.custom_field_id)
+    records = sorted(fillable, key=lambda f: f.custom_field_id)
     for record in records:
         if record.custom_field_id not in values:
             continue
