@@ -219,7 +219,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                     problem = checked.problem
         if mailing_list is not None:
             domain.check_list_rules(new, mailing_list, violations)
-        custom_fields.raise_if_any(violations, problem)
+        custom_fields.raise_if_any(violations, problem, prefix="subscriber.")
         if mailing_list is None:
             raise domain.list_not_found(given.list_id, "subscriber.list_id")
         if request.opt_in_confirmation_email_id:
@@ -244,7 +244,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 except_key=new.email_key,
                 lock=True,
             )
-            custom_fields.raise_if_any(Violations(), checked.problem)
+            custom_fields.raise_if_any(Violations(), checked.problem, prefix="subscriber.")
             new = replace(new, custom_fields=checked.values)
             # A new subscriber gets the list fields' defaults for the values not given; an update keeps its own.
             fresh = replace(new, custom_fields={**checked.defaults, **checked.values})

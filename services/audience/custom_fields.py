@@ -36,12 +36,13 @@ FIELD_MASK_PATHS = {
 }
 
 
-def raise_if_any(violations: Violations, problem: FieldProblem | None = None) -> None:
-    """Raises every violation, with a custom field value's problem among them; ErrorInfo then names the
-    field (custom_field_id, custom_field_name), which a subscription form shows beside its error."""
+def raise_if_any(violations: Violations, problem: FieldProblem | None = None, *, prefix: str = "") -> None:
+    """Raises every violation, with a custom field value's problem among them (its field path under `prefix`,
+    "subscriber." for CreateSubscriber); ErrorInfo then names the field (custom_field_id, custom_field_name),
+    which a subscription form shows beside its error."""
     metadata: dict[str, str] = {}
     if problem is not None:
-        violations.add(problem.where, problem.reason, problem.message)
+        violations.add(prefix + problem.where, problem.reason, problem.message)
         if problem.custom_field is not None:
             metadata = {
                 "custom_field_id": problem.custom_field.key,
