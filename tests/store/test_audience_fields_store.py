@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.audience import domain, store
+from services.audience import domain, messages, store
 from services.audience.domain import FieldOption, FieldSpec
 from tests.store.conftest import new_id
 
@@ -131,3 +131,28 @@ async def test_a_unique_value_clashes_with_another_subscriber_of_the_list_only(c
     # The subscriber's own value is no clash (an update of a duplicate keeps it).
     assert await store.clashing_field_ids(conn, list_id, {1: "abc"}, "holder@example.com") == set()
     assert await store.clashing_field_ids(conn, list_id, {}, "new@example.com") == set()
+
+
+async def test_streamed_recipients_carry_each_value_by_id_and_alias_with_defaults(conn: AsyncConnection) -> None:
+    owner = new_id()
+    list_id = await _list(conn, owner)
+    company = await _field(conn, owner, list_id, "Company", merge_tag_alias="company")
+    city = await _field(conn, owner, list_id, "City", merge_tag_alias="town", default_value="Berlin")
+    region = await _field(conn, owner, None, "Region", default_value="EU")
+    await _subscriber(conn, owner, list_id, "a@example.com", **{str(company): "Acme", "legacy": "kept"})
+    await _subscriber(conn, owner, list_id, "b@example.com", **{str(city): "Oslo"})
+    query = store.RecipientQuery(domain.validate_targeting([(list_id, 0)], [], {}), {})
+
+    rows = await store.recipient_rows(conn, query, 0, 10)
+    streamed = messages.recipients_message(rows, await store.fields_of_lists(conn, [list_id])).recipients
+    assert {r.email_address: dict(r.custom_fields) for r in streamed} == {
+        "a@example.com": {
+            str(company): "Acme",
+            "company": "Acme",
+            str(city): "Berlin",
+            "town": "Berlin",
+            str(region): "EU",
+            "legacy": "kept",
+        },
+        "b@example.com": {str(city): "Oslo", "town": "Oslo", str(region): "EU"},
+    }
