@@ -299,7 +299,8 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 )
                 problem = checked.problem
             custom_fields.raise_if_any(violations, problem)
-            assert mailing_list is not None  # a missing list is a violation
+            if mailing_list is None:  # a missing list is one of the violations just raised
+                raise domain.list_not_found(request.list_id)
             if request.validate_only:
                 return audience_pb2.Subscriber()
             double = mailing_list.opt_in_mode == "Double"
@@ -322,7 +323,8 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 # by a call without credentials), and the answer says no more than that.
                 raise domain.subscriber_exists()
             record = await store.subscriber_by(conn, mailing_list.list_id, subscriber_id=subscriber_id)
-        assert record is not None
+        if record is None:  # inserted in this very transaction
+            raise domain.subscriber_not_found()
         log.info(
             "subscriber subscribed", list_id=mailing_list.list_id, subscriber_id=subscriber_id, status=new.status
         )

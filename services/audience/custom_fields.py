@@ -123,7 +123,8 @@ class CustomFields:
                 await store.lock_owner_fields(conn, mailing_list.owner_user_id)
                 await self._check_alias(conn, mailing_list.owner_user_id, spec, scope, 0, violations)
             raise_field_request(violations)
-            assert mailing_list is not None
+            if mailing_list is None:  # a missing list is one of the violations just raised
+                raise domain.list_not_found(given.list_id, "custom_field.list_id")
             if request.validate_only:
                 return audience_pb2.CustomField()
             created = await store.inserted_custom_field(conn, mailing_list.owner_user_id, scope, spec)
