@@ -144,7 +144,7 @@ async def _dispatch(request: web.Request, command: Command, raw: Mapping[str, ob
         public_url=request.app[PUBLIC_URL_KEY],
         client_address=client,
     )
-    args = Args(params.declared_only(command.parameter_names))
+    args = Args(params.declared_only(command.parameter_names, command.parameter_families))
     try:
         payload = await command.handler(args, ctx)
     except Problems as exc:

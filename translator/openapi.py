@@ -99,10 +99,26 @@ def value_schema(param: Param) -> dict[str, Any]:
     return schema
 
 
+def any_case(pattern: str) -> str:
+    """A family's lower-case pattern as a JSON Schema pattern that matches any case (JSON Schema has no
+    flags): each ASCII letter outside a bracket expression becomes [xX]; anchored at both ends."""
+    out, inside = [], False
+    for char in pattern:
+        if char == "[":
+            inside = True
+        elif char == "]":
+            inside = False
+        out.append(f"[{char}{char.upper()}]" if char.isascii() and char.isalpha() and not inside else char)
+    return "^" + "".join(out) + "$"
+
+
 def object_schema(fields: Iterable[Param], *, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     fields = tuple(fields)
     schema: dict[str, Any] = {"type": "object", "properties": {**(extra or {})}}
-    schema["properties"].update({field.name: value_schema(field) for field in fields})
+    schema["properties"].update({field.name: value_schema(field) for field in fields if not field.family})
+    families = {any_case(field.family): value_schema(field) for field in fields if field.family}
+    if families:
+        schema["patternProperties"] = families
     required = [field.name for field in fields if field.required]
     if required:
         schema["required"] = required

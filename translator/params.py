@@ -305,23 +305,37 @@ class Params:
         assert isinstance(normalised, dict)
         self._data: dict[builtins.str, object] = normalised
         self._declared: frozenset[builtins.str] | None = None
+        self._families: tuple[re.Pattern[builtins.str], ...] = ()
 
     def __repr__(self) -> builtins.str:
         return f"Params({self._data!r})"
 
-    def declared_only(self, names: Iterable[builtins.str]) -> Params:
-        """The same parameters, readable only by the (lower-cased) `names`: any other read raises
-        UndeclaredParameter."""
+    def declared_only(
+        self, names: Iterable[builtins.str], families: Iterable[re.Pattern[builtins.str]] = ()
+    ) -> Params:
+        """The same parameters, readable only by the (lower-cased) `names` and the names a family's pattern
+        matches (`CustomField<ID>`): any other read raises UndeclaredParameter."""
         view = Params({})
         view._data = self._data
         view._declared = frozenset(name.lower() for name in names)
+        view._families = tuple(families)
         return view
 
     def _key(self, name: builtins.str) -> builtins.str:
         key = name.lower()
-        if self._declared is not None and key not in self._declared:
+        if (
+            self._declared is not None
+            and key not in self._declared
+            and not any(family.fullmatch(key) for family in self._families)
+        ):
             raise UndeclaredParameter(key, self._declared)
         return key
+
+    def names_in(self, family: re.Pattern[builtins.str]) -> list[builtins.str]:
+        """The (lower-cased) names of the parameters given that a declared family's pattern matches, sorted."""
+        if self._declared is not None and family not in self._families:
+            raise UndeclaredParameter(family.pattern, self._declared)
+        return sorted(key for key in self._data if family.fullmatch(key))
 
     def has(self, name: builtins.str) -> builtins.bool:
         """Return whether `name` is present with a value other than None or ""."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import grpc
@@ -11,8 +13,12 @@ from google.protobuf import empty_pb2, json_format, struct_pb2
 from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.audience import domain, messages, rules, store
-from services.audience.domain import MailingList, SegmentRecord, SubscriberRecord
+from services.audience import custom_fields, domain, messages, rules, store
+from services.audience.domain import (
+    MailingList,
+    SegmentRecord,
+    SubscriberRecord,
+)
 from services.audience.emails import EmailDirectory
 from services.common import auth
 from services.common.errors import DomainError, ErrorKind, Violations
@@ -55,6 +61,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
         self._engine = engine
         self._emails = emails
         self._imports = imports
+        self._fields = custom_fields.CustomFields(engine)
 
     # --- lists ------------------------------------------------------------------------------------------
 
@@ -193,13 +200,26 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             source_ref=given.source_ref,
             violations=violations,
         )
+        enforce = request.enforce_required_fields
         mailing_list = None
+        problem = None
         if given.list_id > 0:
             async with self._engine.connect() as conn:
                 mailing_list = await store.list_by_id(conn, given.list_id, domain.owner_scope(auth.principal()))
+                if mailing_list is not None:
+                    checked = await custom_fields.field_values(
+                        conn,
+                        given.list_id,
+                        new.custom_fields,
+                        enforce=enforce,
+                        form=False,
+                        except_key=new.email_key,
+                        lock=False,
+                    )
+                    problem = checked.problem
         if mailing_list is not None:
             domain.check_list_rules(new, mailing_list, violations)
-        violations.raise_if_any()
+        custom_fields.raise_if_any(violations, problem, prefix="subscriber.")
         if mailing_list is None:
             raise domain.list_not_found(given.list_id, "subscriber.list_id")
         if request.opt_in_confirmation_email_id:
@@ -214,11 +234,25 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             # The key-share lock keeps a concurrent DeleteLists from removing the list under the insert.
             if await store.list_by_id(conn, new.list_id, domain.owner_scope(auth.principal()), lock=True) is None:
                 raise domain.list_not_found(new.list_id, "subscriber.list_id")
-            subscriber_id = await store.inserted_subscriber_id(conn, mailing_list.owner_user_id, new)
+            # Checked again under the lock of the list's unique values: this is the verdict that counts.
+            checked = await custom_fields.field_values(
+                conn,
+                new.list_id,
+                new.custom_fields,
+                enforce=enforce,
+                form=False,
+                except_key=new.email_key,
+                lock=True,
+            )
+            custom_fields.raise_if_any(Violations(), checked.problem, prefix="subscriber.")
+            new = replace(new, custom_fields=checked.values)
+            # A new subscriber gets the list fields' defaults for the values not given; an update keeps its own.
+            fresh = replace(new, custom_fields={**checked.defaults, **checked.values})
+            subscriber_id = await store.inserted_subscriber_id(conn, mailing_list.owner_user_id, fresh)
             if subscriber_id is None:
                 existing = await store.existing_subscriber(conn, new.list_id, new.email_key)
                 if existing is None:  # deleted between the insert and the lookup: add it after all
-                    subscriber_id = await store.inserted_subscriber_id(conn, mailing_list.owner_user_id, new)
+                    subscriber_id = await store.inserted_subscriber_id(conn, mailing_list.owner_user_id, fresh)
                 else:
                     domain.duplicate_verdict(
                         existing[1], request.update_if_duplicate, request.update_if_unsubscribed
@@ -228,6 +262,77 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 raise domain.subscriber_exists()
             record = await self._subscriber_with_segments(conn, new.list_id, subscriber_id=subscriber_id)
         log.info("subscriber added", list_id=new.list_id, subscriber_id=subscriber_id)
+        return messages.subscriber_message(record)
+
+    async def SubscribeSubscriber(
+        self, request: audience_pb2.SubscribeSubscriberRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.Subscriber:
+        violations = Violations()
+        if request.list_id <= 0:
+            violations.add("list_id", domain.LIST_ID_REQUIRED, "list_id is required")
+        address, key = domain.check_email(request.email_address, violations)
+        ip_address = request.ip_address.strip()
+        if not ip_address:
+            violations.add("ip_address", domain.IP_ADDRESS_REQUIRED, "ip_address is required")
+        elif not domain.is_ip_address(ip_address):
+            violations.add("ip_address", domain.IP_ADDRESS_INVALID, "ip_address is not an IPv4 or IPv6 address")
+        given = domain.check_custom_fields(dict(request.custom_fields), violations)
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            mailing_list = None
+            if request.list_id > 0:
+                mailing_list = await store.list_by_id(
+                    conn, request.list_id, domain.owner_scope(auth.principal()), lock=True
+                )
+                if mailing_list is None:
+                    violations.add("list_id", domain.LIST_NOT_FOUND, f"list {request.list_id} not found")
+            problem = None
+            if mailing_list is not None:
+                checked = await custom_fields.field_values(
+                    conn,
+                    mailing_list.list_id,
+                    given,
+                    enforce=request.enforce_required_fields,
+                    form=True,
+                    except_key=key,
+                    lock=True,
+                )
+                problem = checked.problem
+            custom_fields.raise_if_any(violations, problem)
+            if mailing_list is None:  # a missing list is one of the violations just raised
+                raise domain.list_not_found(request.list_id)
+            if request.validate_only:
+                return audience_pb2.Subscriber()
+            double = mailing_list.opt_in_mode == "Double"
+            new = domain.NewSubscriber(
+                list_id=mailing_list.list_id,
+                email_address=address,
+                email_key=key,
+                custom_fields={**checked.defaults, **checked.values},
+                status="Opt-In Pending" if double else "Subscribed",
+                subscription_date=now,
+                subscription_ip=ip_address,
+                # Subscribing through the form is the opt-in of a single opt-in list.
+                optin_date=None if double else now,
+                source=domain.normalise_source(request.source),
+                source_ref=request.source_ref.replace("\x00", "")[: domain.MAX_SOURCE_REF],
+            )
+            subscriber_id = await store.inserted_subscriber_id(conn, mailing_list.owner_user_id, new)
+            if subscriber_id is None:
+                # Already on the list, whatever its status: nothing changes (an unsubscription is not undone
+                # by a call without credentials), and the answer says no more than that.
+                raise domain.subscriber_exists()
+            record = await store.subscriber_by(conn, mailing_list.list_id, subscriber_id=subscriber_id)
+        if record is None:  # inserted in this very transaction
+            raise domain.subscriber_not_found()
+        log.info(
+            "subscriber subscribed", list_id=mailing_list.list_id, subscriber_id=subscriber_id, status=new.status
+        )
+        if double:
+            # TODO(double opt-in): send the list's confirmation email (mailing_list.confirmation_email_id) to
+            # this Opt-In Pending subscriber here, and make its confirm link set Subscribed with opt_in_time.
+            # Until that lands, the subscriber waits as Opt-In Pending and is not sent campaigns.
+            log.info("opt-in confirmation pending", list_id=mailing_list.list_id, subscriber_id=subscriber_id)
         return messages.subscriber_message(record)
 
     async def _subscriber_with_segments(
@@ -460,6 +565,33 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
         log.info("segments deleted", requested=len(segment_ids), deleted=deleted)
         return empty_pb2.Empty()
 
+    # --- custom fields (services/audience/custom_fields.py) -----------------------------------------------
+
+    async def CreateCustomField(
+        self, request: audience_pb2.CreateCustomFieldRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.CustomField:
+        return await self._fields.create_field(request, auth.principal())
+
+    async def GetCustomField(
+        self, request: audience_pb2.GetCustomFieldRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.CustomField:
+        return await self._fields.get_field(request, auth.principal())
+
+    async def ListCustomFields(
+        self, request: audience_pb2.ListCustomFieldsRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.ListCustomFieldsResponse:
+        return await self._fields.list_fields(request, auth.principal())
+
+    async def UpdateCustomField(
+        self, request: audience_pb2.UpdateCustomFieldRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.CustomField:
+        return await self._fields.update_field(request, auth.principal())
+
+    async def DeleteCustomFields(
+        self, request: audience_pb2.DeleteCustomFieldsRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        return await self._fields.delete_fields(request, auth.principal())
+
     # --- suppression ------------------------------------------------------------------------------------
 
     async def AddSuppressions(
@@ -560,6 +692,8 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
         after = max(request.after_subscriber_id, 0)
         async with self._engine.connect() as conn:
             query = await self._recipient_query(conn, targeting)
+            # Personalization names custom fields by id or alias and shows a default for a missing value.
+            fields = await store.fields_of_lists(conn, targeting.list_ids())
             await conn.rollback()
             while remaining is None or remaining > 0:
                 fetch = max(STREAM_FETCH, chunk) if remaining is None else min(max(STREAM_FETCH, chunk), remaining)
@@ -569,7 +703,7 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 if not rows:
                     return
                 for start in range(0, len(rows), chunk):
-                    yield messages.recipients_message(rows[start : start + chunk])
+                    yield messages.recipients_message(rows[start : start + chunk], fields)
                 after = rows[-1][0]
                 if remaining is not None:
                     remaining -= len(rows)

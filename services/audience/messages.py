@@ -11,7 +11,14 @@ from herald.audience.v1 import audience_pb2
 from herald.campaign.v1 import email_pb2
 
 from services.audience import domain, store
-from services.audience.domain import MailingList, SegmentRecord, SubscriberRecord
+from services.audience.domain import (
+    CustomFieldRecord,
+    FieldOption,
+    FieldSpec,
+    MailingList,
+    SegmentRecord,
+    SubscriberRecord,
+)
 from services.common import grpcutil
 from services.common.protojson import plain_json
 
@@ -68,6 +75,71 @@ MODE_NAMES = {
     email_pb2.EMAIL_MODE_UNLAYER: "Unlayer",
     email_pb2.EMAIL_MODE_STRIPO: "Stripo",
 }
+
+
+# The custom field enums by their legacy names: value n is the (n-1)th name of the domain's tuple.
+FIELD_TYPE_NAMES = dict(enumerate(domain.FIELD_TYPES, start=1))
+VALIDATION_METHOD_NAMES = dict(enumerate(domain.VALIDATION_METHODS, start=1))
+VISIBILITY_NAMES = dict(enumerate(domain.VISIBILITIES, start=1))
+FIELD_ORDER = {
+    audience_pb2.CUSTOM_FIELD_ORDER_FIELD_UNSPECIFIED: "name",
+    audience_pb2.CUSTOM_FIELD_ORDER_FIELD_NAME: "name",
+    audience_pb2.CUSTOM_FIELD_ORDER_FIELD_CUSTOM_FIELD_ID: "custom_field_id",
+    audience_pb2.CUSTOM_FIELD_ORDER_FIELD_TYPE: "type",
+    audience_pb2.CUSTOM_FIELD_ORDER_FIELD_REQUIRED: "required",
+    audience_pb2.CUSTOM_FIELD_ORDER_FIELD_UNIQUE: "unique",
+    audience_pb2.CUSTOM_FIELD_ORDER_FIELD_VISIBILITY: "visibility",
+    audience_pb2.CUSTOM_FIELD_ORDER_FIELD_GLOBAL: "global",
+}
+
+
+def _named(names: Mapping[int, str], value: int, default: str) -> str:
+    """A custom field enum's legacy name: the default for UNSPECIFIED, "?" outside the enum."""
+    return default if value == 0 else names.get(value, "?")
+
+
+def field_spec(message: audience_pb2.CustomField) -> FieldSpec:
+    """A CustomField message's settings (unset enums are the defaults; validate_field_spec checks them)."""
+    return FieldSpec(
+        name=message.name,
+        field_type=_named(FIELD_TYPE_NAMES, message.type, "Single line"),
+        default_value=message.default_value,
+        options=tuple(FieldOption(o.label, o.value, o.selected) for o in message.options),
+        required=message.required,
+        unique=message.unique,
+        validation_method=_named(VALIDATION_METHOD_NAMES, message.validation_method, "Disabled"),
+        validation_rule=message.validation_rule,
+        merge_tag_alias=message.merge_tag_alias,
+        visibility=_named(VISIBILITY_NAMES, message.visibility, "User Only"),
+        is_global=message.is_global,
+        first_year=message.first_year,
+        last_year=message.last_year,
+    )
+
+
+def custom_field_message(record: CustomFieldRecord) -> audience_pb2.CustomField:
+    spec = record.spec
+    return audience_pb2.CustomField(
+        custom_field_id=record.custom_field_id,
+        owner_user_id=record.owner_user_id,
+        list_id=record.list_id or 0,
+        name=spec.name,
+        type=domain.FIELD_TYPES.index(spec.field_type) + 1,  # type: ignore[arg-type]
+        default_value=spec.default_value,
+        options=[
+            audience_pb2.CustomFieldOption(label=o.label, value=o.value, selected=o.selected) for o in spec.options
+        ],
+        required=spec.required,
+        unique=spec.unique,
+        validation_method=domain.VALIDATION_METHODS.index(spec.validation_method) + 1,  # type: ignore[arg-type]
+        validation_rule=spec.validation_rule,
+        merge_tag_alias=spec.merge_tag_alias,
+        visibility=domain.VISIBILITIES.index(spec.visibility) + 1,  # type: ignore[arg-type]
+        first_year=spec.first_year,
+        last_year=spec.last_year,
+        is_global=record.list_id is None,
+        create_time=grpcutil.timestamp(record.created_at),
+    )
 
 
 def instant(message: Any, field_name: str) -> datetime | None:
@@ -158,7 +230,11 @@ def enum_name(names: Mapping[Any, str], value: int) -> str | None:
     return names.get(value)
 
 
-def recipients_message(rows: Sequence[store.RecipientRow]) -> audience_pb2.StreamRecipientsResponse:
+def recipients_message(
+    rows: Sequence[store.RecipientRow], fields: Mapping[int, Sequence[CustomFieldRecord]]
+) -> audience_pb2.StreamRecipientsResponse:
+    """A chunk of recipients; each one's custom fields as personalization needs them (`fields`: the
+    definitions each list sees), by id and alias, defaults included."""
     response = audience_pb2.StreamRecipientsResponse()
     add = response.recipients.add
     for subscriber_id, list_id, email_address, first_name, last_name, custom, bounce_type in rows:
@@ -170,6 +246,8 @@ def recipients_message(rows: Sequence[store.RecipientRow]) -> audience_pb2.Strea
             last_name=last_name,
             bounce_type=BOUNCE_VALUES[bounce_type],
         )
-        if custom is not None:
-            recipient.custom_fields.update(store.custom_fields_of(custom))
+        definitions = fields.get(list_id, ())
+        if custom is not None or definitions:
+            stored = store.custom_fields_of(custom)
+            recipient.custom_fields.update(domain.personalization_values(stored, definitions))
     return response

@@ -134,6 +134,9 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
     "/herald.audience.v1.AudienceService/CreateSubscriber": needs("Subscribers.Import", "subscriber.create"),
     "/herald.audience.v1.AudienceService/GetSubscriber": needs("Subscribers.Get", "subscriber.get"),
     "/herald.audience.v1.AudienceService/ListSubscribers": needs("Subscribers.Get", "subscribers.get"),
+    "/herald.audience.v1.AudienceService/SubscribeSubscriber": anyone(
+        "subscriber.subscribe", note="the public subscription form; the legacy command takes no credentials"
+    ),
     "/herald.audience.v1.AudienceService/UnsubscribeSubscribers": anyone(
         "subscriber.unsubscribe", note="the legacy command takes no credentials at all"
     ),
@@ -141,6 +144,13 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
     "/herald.audience.v1.AudienceService/CreateSegment": needs("Segment.Create", "segment.create"),
     "/herald.audience.v1.AudienceService/ListSegments": needs("Segments.Get", "segments.get"),
     "/herald.audience.v1.AudienceService/DeleteSegments": needs("Segments.Delete", "segments.delete"),
+    "/herald.audience.v1.AudienceService/CreateCustomField": needs("CustomField.Create", "customfield.create"),
+    "/herald.audience.v1.AudienceService/GetCustomField": needs(
+        "CustomFields.Get", note="one field of `customfields.get`"
+    ),
+    "/herald.audience.v1.AudienceService/ListCustomFields": needs("CustomFields.Get", "customfields.get"),
+    "/herald.audience.v1.AudienceService/UpdateCustomField": needs("CustomField.Update", "customfield.update"),
+    "/herald.audience.v1.AudienceService/DeleteCustomFields": needs("CustomFields.Delete", "customfields.delete"),
     "/herald.audience.v1.AudienceService/AddSuppressions": needs(
         "Subscribers.Import", note="legacy clients suppress addresses by importing them (AddToSuppressionList)"
     ),

@@ -47,6 +47,20 @@ async def add(api: Api, user: User, list_id: int, email: str, **extra: Any) -> d
     return body
 
 
+async def new_field(api: Api, user: User, list_id: int, name: str = "Field", **extra: Any) -> int:
+    """A custom field of the list (customfield.create): a Single line unless `extra` says otherwise."""
+    body = await api.call(
+        "customfield.create",
+        user.api_key,
+        SubscriberListID=list_id,
+        FieldName=name,
+        **{"FieldType": "Single line", **extra},
+    )
+    assert body["Success"] is True, body
+    field_id: int = body["CustomFieldID"]
+    return field_id
+
+
 async def code_of(api: Api, user: User, command: str, **params: Any) -> Any:
     body = await api.call(command, user.api_key, **params)
     assert body["Success"] is False, (params, body)
@@ -89,6 +103,16 @@ class Audience:
             audience_pb2.CreateSubscriberRequest(subscriber=subscriber), metadata=self.md(user)
         )
         return created.subscriber_id
+
+    async def field(self, user: User, list_id: int, name: str = "field", **settings: Any) -> int:
+        """A custom field of the list (CreateCustomField): a Single line unless `settings` say otherwise."""
+        created = await self.stub.CreateCustomField(
+            audience_pb2.CreateCustomFieldRequest(
+                custom_field=audience_pb2.CustomField(list_id=list_id, name=name, **settings)
+            ),
+            metadata=self.md(user),
+        )
+        return created.custom_field_id
 
     async def segment(
         self, user: User, list_id: int, rules: list[Any], operator: str = "and", **extra: Any
@@ -252,6 +276,8 @@ async def test_form_bodies_nest_with_brackets(api: Api, user: User) -> None:
     )
     assert status == 200 and body["Success"] is True and body["ConfirmationEmailID"] > 0, body
     list_id = body["ListID"]
+    score = await new_field(api, user, list_id, "Score")
+    city = await new_field(api, user, list_id, "City", MergeTagAlias="city")
     status, body = await api.form(
         {
             "Command": "subscriber.create",
@@ -261,14 +287,14 @@ async def test_form_bodies_nest_with_brackets(api: Api, user: User) -> None:
             "SubscriptionDate": "2025-01-02 10:00:00",
             "SubscriptionIP": "203.0.113.5",
             "OptInDate": "2025-01-03",
-            "CustomFields[12]": "42",
-            "CustomFields[city]": "Paris",
+            f"CustomFields[{score}]": "42",
+            "CustomFields[city]": "Paris",  # a field's alias names it too; the value is stored by id
         },
         path="/api/v1/subscriber.create",
     )
     assert body["Success"] is True, body
     info = body["SubscriberInformation"]
-    assert info["CustomFields"] == {"12": "42", "city": "Paris"} and info["CustomField12"] == "42"
+    assert info["CustomFields"] == {str(score): "42", str(city): "Paris"} and info[f"CustomField{score}"] == "42"
     assert info["SubscriptionDate"] == "2025-01-02 10:00:00" and info["OptInDate"] == "2025-01-03 00:00:00"
     status, body = await api.form(
         [
@@ -277,10 +303,10 @@ async def test_form_bodies_nest_with_brackets(api: Api, user: User) -> None:
             ("SubscriberListID", str(list_id)),
             ("SegmentName", "Parisians"),
             ("SegmentOperator", "and"),
-            ("SegmentRuleField[]", "city"),
+            ("SegmentRuleField[]", str(city)),
             ("SegmentRuleOperator[]", "is"),
             ("SegmentRuleFilter[]", "paris"),
-            ("SegmentRuleField[]", "CustomField12"),
+            ("SegmentRuleField[]", f"CustomField{score}"),
             ("SegmentRuleOperator[]", ">"),
             ("SegmentRuleFilter[]", "40"),
         ]
@@ -432,14 +458,17 @@ async def test_subscriber_create_error_codes_are_the_first_failing_check(
 
 async def test_subscriber_create_updates_duplicates_only_when_asked(api: Api, user: User) -> None:
     list_id = await new_list(api, user)
-    await add(api, user, list_id, "dup@example.com", CustomFields={"1": "a"})
+    first, second = await new_field(api, user, list_id, "First"), await new_field(api, user, list_id, "Second")
+    await add(api, user, list_id, "dup@example.com", CustomFields={str(first): "a"})
     assert (
         await api.call(
             "subscriber.create", user.api_key, ListID=list_id, EmailAddress="dup@example.com", **SUBSCRIBED
         )
     )["ErrorCode"] == 20
-    body = await add(api, user, list_id, "DUP@example.com", UpdateIfDuplicate=True, CustomFields={"2": "b"})
-    assert body["SubscriberInformation"]["CustomFields"] == {"1": "a", "2": "b"}
+    body = await add(
+        api, user, list_id, "DUP@example.com", UpdateIfDuplicate=True, CustomFields={str(second): "b"}
+    )
+    assert body["SubscriberInformation"]["CustomFields"] == {str(first): "a", str(second): "b"}
     unsubscribed = {"Status": "Unsubscribed", "UnsubscriptionDate": "2025-02-01", "UnsubscriptionIP": "::1"}
     await add(api, user, list_id, "dup@example.com", UpdateIfDuplicate=True, **unsubscribed)
     again = {"ListID": list_id, "EmailAddress": "dup@example.com", **SUBSCRIBED}
@@ -486,7 +515,8 @@ async def test_subscriber_create_and_get_are_rate_limited_per_key(api: Api, make
 
 async def test_subscriber_get_by_id_or_address_and_its_codes(api: Api, user: User, make_user: Any) -> None:
     list_id = await new_list(api, user)
-    created = await add(api, user, list_id, "get@example.com", CustomFields={"7": "x"})
+    field_id = await new_field(api, user, list_id)
+    created = await add(api, user, list_id, "get@example.com", CustomFields={str(field_id): "x"})
     subscriber_id = created["SubscriberInformation"]["SubscriberID"]
     body = await api.call("subscriber.get", user.api_key, ListID=list_id, SubscriberID=subscriber_id)
     assert set(body) == {
@@ -517,8 +547,9 @@ async def test_subscribers_get_segments_searches_and_records_per_request(
     api: Api, user: User, audience: Audience
 ) -> None:
     list_id = await new_list(api, user)
+    rank = await audience.field(user, list_id, "rank")
     for i in range(30):
-        await audience.add(user, list_id, f"user{i:02d}@example.com", custom={"5": str(i)})
+        await audience.add(user, list_id, f"user{i:02d}@example.com", custom={str(rank): str(i)})
     await audience.add(user, list_id, "gone@example.com", status=audience_pb2.SUBSCRIBER_STATUS_UNSUBSCRIBED)
     await audience.add(user, list_id, "wait@example.com", status=audience_pb2.SUBSCRIBER_STATUS_OPT_IN_PENDING)
     base = {"SubscriberListID": list_id}
@@ -547,7 +578,7 @@ async def test_subscribers_get_segments_searches_and_records_per_request(
             "TotalSubscribers"
         ] == total
     segment_id = await audience.segment(
-        user, list_id, [[{"type": "fields", "field_id": "5", "operator": ">=", "value": 27}]]
+        user, list_id, [[{"type": "fields", "field_id": str(rank), "operator": ">=", "value": 27}]]
     )
     body = await api.call("subscribers.get", user.api_key, **base, SubscriberSegment=segment_id)
     assert body["TotalSubscribers"] == 3
@@ -565,7 +596,12 @@ async def test_subscribers_get_segments_searches_and_records_per_request(
     )
     assert body["TotalSubscribers"] == 10
     body = await api.call(
-        "subscribers.get", user.api_key, **base, SubscriberSegment="Active", SearchField="5", SearchKeyword="29"
+        "subscribers.get",
+        user.api_key,
+        **base,
+        SubscriberSegment="Active",
+        SearchField=str(rank),
+        SearchKeyword="29",
     )
     assert [s["EmailAddress"] for s in body["Subscribers"]] == ["user29@example.com"]
     assert await code_of(api, user, "subscribers.get", SubscriberSegment="Active") == 1
@@ -802,15 +838,16 @@ async def test_subscribers_delete_by_ids_rules_or_suppression(
 
 async def test_segment_create_get_and_delete(api: Api, user: User, audience: Audience, make_user: Any) -> None:
     list_id = await new_list(api, user)
+    size = await audience.field(user, list_id, "size")
     for i, name in enumerate(["ann", "bob", "cid"]):
         await audience.add(
-            user, list_id, f"{name}@example.com", first_name=name.title(), custom={"3": str(i * 10)}
+            user, list_id, f"{name}@example.com", first_name=name.title(), custom={str(size): str(i * 10)}
         )
     rules = json.dumps(
         [
             [
                 {"type": "fields", "field_id": "FirstName", "operator": "is", "value": "ann"},
-                {"type": "fields", "field_id": "3", "operator": ">", "value": "15"},
+                {"type": "fields", "field_id": str(size), "operator": ">", "value": "15"},
             ]
         ]
     )
@@ -891,10 +928,12 @@ async def test_segment_create_get_and_delete(api: Api, user: User, audience: Aud
 
 async def test_rules_operators_and_the_alternating_connectors(user: User, audience: Audience) -> None:
     list_id = await audience.list(user)
+    # Values are stored by field id, and rules name fields by id.
+    age, city = str(await audience.field(user, list_id, "age")), str(await audience.field(user, list_id, "city"))
     people = {
-        "a@example.com": {"age": "30", "city": "Paris"},
-        "b@example.com": {"age": "x", "city": "Lyon"},
-        "c@example.com": {"age": "12", "city": "paris"},
+        "a@example.com": {age: "30", city: "Paris"},
+        "b@example.com": {age: "x", city: "Lyon"},
+        "c@example.com": {age: "12", city: "paris"},
         "d@example.com": {},
     }
     for email, custom in people.items():
@@ -907,14 +946,14 @@ async def test_rules_operators_and_the_alternating_connectors(user: User, audien
     def rule(field: str, operator: str, value: Any = None) -> dict[str, Any]:
         return {"type": "fields", "field_id": field, "operator": operator, "value": value}
 
-    assert await members([[rule("age", ">", 18)]]) == ["a@example.com"]  # "x" is not a number: no match
-    assert await members([[rule("age", "<=", "12")]]) == ["c@example.com"]
-    assert await members([[rule("city", "is", "PARIS")]]) == ["a@example.com", "c@example.com"]
-    assert await members([[rule("city", "is not", "paris")]]) == ["b@example.com", "d@example.com"]
-    assert await members([[rule("city", "is not set")]]) == ["d@example.com"]
+    assert await members([[rule(age, ">", 18)]]) == ["a@example.com"]  # "x" is not a number: no match
+    assert await members([[rule(age, "<=", "12")]]) == ["c@example.com"]
+    assert await members([[rule(city, "is", "PARIS")]]) == ["a@example.com", "c@example.com"]
+    assert await members([[rule(city, "is not", "paris")]]) == ["b@example.com", "d@example.com"]
+    assert await members([[rule(city, "is not set")]]) == ["d@example.com"]
     assert await members([[rule("EmailAddress", "ends with", "b@example.com")]]) == ["b@example.com"]
     assert await members([[rule("SubscriptionDate", "is set")]]) == []
-    paris, adult, lyon = rule("city", "is", "paris"), rule("age", ">=", 18), rule("city", "contains", "yo")
+    paris, adult, lyon = rule(city, "is", "paris"), rule(age, ">=", 18), rule(city, "contains", "yo")
     # "and": groups AND-ed, rules in a group OR-ed, rules in a sub-group AND-ed; "or" the reverse.
     assert await members([[paris, lyon], [adult]], "and") == ["a@example.com"]
     assert await members([[paris, adult], [lyon]], "or") == ["a@example.com", "b@example.com"]

@@ -257,7 +257,7 @@ async def test_recipients_are_streamed_with_their_bounce_type(conn: AsyncConnect
         "full@example.com": "Soft",
         "gone@example.com": "Hard",
     }
-    streamed = messages.recipients_message(rows).recipients
+    streamed = messages.recipients_message(rows, {}).recipients
     assert {r.email_address: r.bounce_type for r in streamed} == {
         "fine@example.com": audience_pb2.BOUNCE_TYPE_NOT_BOUNCED,
         "full@example.com": audience_pb2.BOUNCE_TYPE_SOFT,

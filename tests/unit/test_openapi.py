@@ -29,7 +29,9 @@ def test_every_command_row_is_in_the_document(command: Command) -> None:
     body = DOCUMENT["paths"]["/api.php"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["discriminator"]["mapping"][command.name] == f"#/components/schemas/{name}Call"
     parameters = schemas[f"{name}Parameters"]["properties"]
-    assert {param.name for param in command.params} <= set(parameters)
+    assert {param.name for param in command.params if not param.family} <= set(parameters)
+    families = schemas[f"{name}Parameters"].get("patternProperties", {})
+    assert len(families) == len([param for param in command.params if param.family])
     assert "ResponseFormat" in parameters
     assert set(schemas[f"{name}Answer"]["properties"]) == {
         "Success",
@@ -84,6 +86,19 @@ def test_a_handler_reading_a_parameter_its_row_does_not_declare_fails() -> None:
         create_tag(undeclared)
     with pytest.raises(UndeclaredParameter):
         declared.params.raw("CampaignID")
+
+
+def test_a_parameter_family_is_declared_by_its_pattern_and_documented_for_any_case() -> None:
+    command = COMMANDS["subscriber.subscribe"]
+    raw = Params({"CustomField12": "x", "customfield7": ["a", "b"], "CustomFieldX": "no"})
+    declared = raw.declared_only(command.parameter_names, command.parameter_families)
+    assert declared.names_in(command.parameter_families[0]) == ["customfield12", "customfield7"]
+    assert declared.raw("CUSTOMFIELD12") == "x"
+    with pytest.raises(UndeclaredParameter):
+        declared.raw("CustomFieldX")
+    schema = DOCUMENT["components"]["schemas"]["SubscriberSubscribeParameters"]
+    [pattern] = schema["patternProperties"]
+    assert pattern == "^[cC][uU][sS][tT][oO][mM][fF][iI][eE][lL][dD][0-9]{1,18}$"
 
 
 def test_declared_parameters_are_read_case_insensitively() -> None:

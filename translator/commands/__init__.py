@@ -10,6 +10,7 @@ parameter its row does not declare fails (UndeclaredParameter), so the two canno
 from __future__ import annotations
 
 import builtins
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -62,7 +63,8 @@ class Param:
 
     `required` for a parameter: the command answers an error without it; for an answer key: the key is
     always there. `enum` lists the values the contract names (matched case-insensitively), `format`
-    an OpenAPI format ("date", "email", "uri", ...).
+    an OpenAPI format ("date", "email", "uri", ...). `family` makes the parameter a family of names
+    (`CustomField<ID>`): a regular expression every lower-cased name of it matches.
     """
 
     name: str
@@ -73,9 +75,20 @@ class Param:
     format: str = ""
     default: str | int | bool | None = None
     fields: tuple[Param, ...] = ()
+    family: str = ""
 
 
 ERROR_TEXT = Param("ErrorText", "string", "Empty on success", required=True)
+
+_FAMILIES: dict[str, re.Pattern[str]] = {}
+
+
+def family_pattern(family: str) -> re.Pattern[str]:
+    """A parameter family's compiled pattern: the same object for the same family, which Params.names_in needs."""
+    if family not in _FAMILIES:
+        _FAMILIES[family] = re.compile(family)
+    return _FAMILIES[family]
+
 
 # Credentials a command of each scope reads (supporting-commands.md §1): older clients send an admin
 # key as APIKey, and a session may be a user's or an admin's.
@@ -227,8 +240,13 @@ class Command:
     @cached_property
     def parameter_names(self) -> frozenset[str]:
         """Every parameter name (lower-cased) the command's handler may read."""
-        names = (*COMMON_PARAMETERS, *CREDENTIALS[self.scope], *(p.name for p in self.params))
+        names = (*COMMON_PARAMETERS, *CREDENTIALS[self.scope], *(p.name for p in self.params if not p.family))
         return frozenset(name.lower() for name in names)
+
+    @cached_property
+    def parameter_families(self) -> tuple[re.Pattern[str], ...]:
+        """The patterns of the parameter families the handler may read (each compiled once)."""
+        return tuple(family_pattern(p.family) for p in self.params if p.family)
 
     def legacy_error(self, problems: Problems) -> LegacyError | None:
         """The LegacyError for bad parameters and/or a service's error, or None when something has no

@@ -14,6 +14,19 @@ from services.audience.store._bounces import (
     hard_bounced_counts,
     soft_bounced_types,
 )
+from services.audience.store._fields import (
+    FIELD_ORDER,
+    alias_in_use,
+    clashing_field_ids,
+    custom_field_by_id,
+    custom_fields_page,
+    deleted_custom_field_ids,
+    fields_of_lists,
+    inserted_custom_field,
+    lock_owner_fields,
+    lock_unique_values,
+    updated_custom_field,
+)
 from services.audience.store._lists import (
     LIST_ORDER,
     deleted_list_count,
@@ -56,6 +69,7 @@ from services.audience.store._suppressions import (
 )
 from services.audience.store._tables import (
     SCHEMA,
+    custom_fields,
     is_suppressed,
     lists,
     metadata,
@@ -67,21 +81,30 @@ from services.audience.store._tables import (
 )
 
 __all__ = [
+    "FIELD_ORDER",
     "LIST_ORDER",
     "SCHEMA",
     "RecipientQuery",
     "RecipientRow",
     "added_bounce_suppression_counts",
     "added_suppression_count",
+    "alias_in_use",
+    "clashing_field_ids",
     "complained_count",
+    "custom_field_by_id",
+    "custom_fields",
     "custom_fields_of",
+    "custom_fields_page",
+    "deleted_custom_field_ids",
     "deleted_list_count",
     "deleted_segment_count",
     "deleted_subscriber_count",
     "delivered_count",
     "existing_subscriber",
+    "fields_of_lists",
     "hard_bounced_count",
     "hard_bounced_counts",
+    "inserted_custom_field",
     "inserted_list",
     "inserted_segment",
     "inserted_subscriber_id",
@@ -91,6 +114,8 @@ __all__ = [
     "lists",
     "lists_by_id",
     "lists_page",
+    "lock_owner_fields",
+    "lock_unique_values",
     "member_count",
     "metadata",
     "owned_by",
@@ -110,5 +135,6 @@ __all__ = [
     "unsubscribable_count",
     "unsubscribed_keys",
     "unsuppressed_count",
+    "updated_custom_field",
     "updated_subscriber_id",
 ]

@@ -75,6 +75,29 @@ segments = sa.Table(
 )
 
 
+custom_fields = sa.Table(
+    "custom_fields",
+    metadata,
+    sa.Column("custom_field_id", sa.BigInteger, primary_key=True),
+    sa.Column("owner_user_id", sa.BigInteger, nullable=False),
+    # NULL for a global field (0004_custom_fields.sql).
+    sa.Column("list_id", sa.BigInteger, sa.ForeignKey(lists.c.list_id, ondelete="CASCADE")),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("field_type", sa.Text, nullable=False),
+    sa.Column("default_value", sa.Text, nullable=False),
+    sa.Column("options", postgresql.JSONB, nullable=False),
+    sa.Column("required", sa.Boolean, nullable=False),
+    sa.Column("is_unique", sa.Boolean, nullable=False),
+    sa.Column("validation_method", sa.Text, nullable=False),
+    sa.Column("validation_rule", sa.Text, nullable=False),
+    sa.Column("merge_tag_alias", sa.Text, nullable=False),
+    sa.Column("visibility", sa.Text, nullable=False),
+    sa.Column("first_year", sa.Integer, nullable=False),
+    sa.Column("last_year", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+
 suppressions = sa.Table(
     "suppressions",
     metadata,

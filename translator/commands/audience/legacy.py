@@ -49,6 +49,16 @@ def scalar_text(value: object) -> str | None:
     return None
 
 
+def field_value_text(value: object) -> str | None:
+    """A custom field value as the audience service takes it: a scalar as text (scalar_text), an array of
+    scalars (a form's checkboxes, `CustomField7[]=a&CustomField7[]=b`) as its items joined by commas;
+    None for anything else (an object, a nested array)."""
+    if isinstance(value, list):
+        items = [scalar_text(item) for item in value if item is not None]
+        return None if any(item is None for item in items) else ",".join(item or "" for item in items)
+    return scalar_text(value)
+
+
 def rules_list(args: Args, name: str) -> struct_pb2.ListValue | None:
     """RulesJSON: a JSON string (even inside a JSON body) holding an array; None when absent or ""."""
     try:

@@ -29,6 +29,7 @@ from translator.commands.audience.legacy import (
     SUBSCRIBER_LIST_ID,
     UNKNOWN_ENUM,
     field_instant,
+    field_value_text,
     lenient_int,
     rules_list,
     scalar_text,
@@ -141,7 +142,8 @@ def instant_param(args: Args, name: str, *, required: bool) -> timestamp_pb2.Tim
 
 
 def custom_fields(args: Args) -> dict[str, str]:
-    """CustomFields {"<CustomFieldID>": value}: scalar values as text, null skipped, anything else code 17."""
+    """CustomFields {"<CustomFieldID>": value}: scalar values as text, arrays of scalars (checkboxes) joined
+    by commas, null skipped, anything else code 17."""
     try:
         given = args.params.obj("customfields")
     except ParamError:
@@ -151,10 +153,12 @@ def custom_fields(args: Args) -> dict[str, str]:
     for key, value in (given or {}).items():
         if value is None:
             continue
-        text = scalar_text(value)
+        text = field_value_text(value)
         if text is None:
             args.problems.append(
-                ParamError("customfields", "malformed", f"custom field {key} must be text or a number")
+                ParamError(
+                    "customfields", "malformed", f"custom field {key} must be text, a number or a list of them"
+                )
             )
             continue
         values[str(key)] = text
@@ -199,14 +203,14 @@ def subscriber_request(args: Args) -> audience_pb2.CreateSubscriberRequest:
             ParamError("unsubscriptionip", "missing", "UnsubscriptionIP is required for this status")
         )
     subscriber.custom_fields.update(custom_fields(args))
-    # EnforceRequiredFields, ApplyBehaviors, SendConfirmationEmail, UpdateStatistics, TriggerWebServices
-    # and TriggerAutoResponders are accepted and change nothing: Herald keeps no custom field
-    # definitions, behaviors, web services or autoresponders (docs/legacy-mapping.md).
+    # ApplyBehaviors, SendConfirmationEmail, UpdateStatistics, TriggerWebServices and TriggerAutoResponders
+    # are not read: Herald keeps no behaviors, web services or autoresponders (docs/legacy-mapping.md).
     return audience_pb2.CreateSubscriberRequest(
         subscriber=subscriber,
         update_if_duplicate=args.bool("updateifduplicate", default=False),
         update_if_unsubscribed=args.bool("updateifunsubscribed", default=False),
         opt_in_confirmation_email_id=args.int("optinconfirmationemailid", min=0),
+        enforce_required_fields=args.bool("enforcerequiredfields", default=False),
     )
 
 
@@ -358,6 +362,14 @@ SUBSCRIBER_CREATE_CODES = {
     "optindate:malformed": 16,
     "customfields": 17,
     "CUSTOM_FIELD_INVALID": 17,
+    # A key that names no field of the list (nor a global one of its owner), or a value its field's type
+    # cannot hold; with EnforceRequiredFields, the field's own rules in the order required, validation,
+    # uniqueness (the service reports the first problem only).
+    "CUSTOM_FIELD_NOT_FOUND": 17,
+    "CUSTOM_FIELD_VALUE_INVALID": 17,
+    "CUSTOM_FIELD_REQUIRED": 26,
+    "CUSTOM_FIELD_NOT_UNIQUE": 27,
+    "CUSTOM_FIELD_VALIDATION_FAILED": 28,
     "SUBSCRIBER_ALREADY_EXISTS": 20,
     "SUBSCRIBER_UNSUBSCRIBED": 21,
     "LIST_NOT_FOUND": 23,
@@ -391,7 +403,11 @@ SUBSCRIBER_CREATE_TEXTS = {
     23: "List not found or doesn't belong to user",
     24: "Invalid OptInConfirmationEmailID",
     25: "OptInConfirmationEmailID not found or doesn't belong to user",
+    26: "Required custom field is empty or was omitted",
+    27: "Unique custom field value already exists",
+    28: "Custom field value failed its validation method",
 }
+SUBSCRIBER_CREATE_CAUSES = {"CUSTOM_FIELD_NOT_FOUND": "Unknown custom field ID"}
 
 # Declared parameters and answers (the OpenAPI document; handlers read nothing else) ------------
 
@@ -412,7 +428,18 @@ SUBSCRIBER_CREATE_PARAMS = (
     Param("UnsubscriptionIP", "string", "Required for Unsubscribed and Opt-Out Pending"),
     Param("OptInDate", "string", LEGACY_INSTANT),
     Param("BounceType", "string", "Bounce status", enum=tuple(BOUNCE_NAMES.values())),
-    Param("CustomFields", "object", '{"<CustomFieldID>": value}: text or numbers'),
+    Param(
+        "CustomFields",
+        "object",
+        '{"<CustomFieldID>": value}: text, a number, or a list of option values (Checkboxes); every ID must '
+        "name a field of the list or a global one of the owner",
+    ),
+    Param(
+        "EnforceRequiredFields",
+        "boolean",
+        "Also check each custom field's required, validation and uniqueness rules (26, 28, 27)",
+        default=False,
+    ),
     Param(
         "Source",
         "string",
@@ -478,6 +505,7 @@ ROWS = [
         shape="int",
         codes=SUBSCRIBER_CREATE_CODES,
         texts=SUBSCRIBER_CREATE_TEXTS,
+        cause_texts=SUBSCRIBER_CREATE_CAUSES,
         rate_limit=RATE_LIMIT,
         errors_list=True,
         summary="Add a subscriber to a list",

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -179,6 +180,160 @@ SEGMENT_ORDER_FIELD_SEGMENT_ID: SegmentOrderField.ValueType  # 2
 SEGMENT_ORDER_FIELD_OPERATOR: SegmentOrderField.ValueType  # 3
 SEGMENT_ORDER_FIELD_SUBSCRIBER_COUNT: SegmentOrderField.ValueType  # 4
 Global___SegmentOrderField: _TypeAlias = SegmentOrderField  # noqa: Y015
+
+class _CustomFieldType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CustomFieldTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CustomFieldType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CUSTOM_FIELD_TYPE_UNSPECIFIED: _CustomFieldType.ValueType  # 0
+    CUSTOM_FIELD_TYPE_SINGLE_LINE: _CustomFieldType.ValueType  # 1
+    """"Single line": one line of text."""
+    CUSTOM_FIELD_TYPE_PARAGRAPH_TEXT: _CustomFieldType.ValueType  # 2
+    """"Paragraph text": text with line breaks."""
+    CUSTOM_FIELD_TYPE_MULTIPLE_CHOICE: _CustomFieldType.ValueType  # 3
+    """"Multiple choice": one of the options (radio buttons)."""
+    CUSTOM_FIELD_TYPE_DROP_DOWN: _CustomFieldType.ValueType  # 4
+    """"Drop down": one of the options."""
+    CUSTOM_FIELD_TYPE_CHECKBOXES: _CustomFieldType.ValueType  # 5
+    """"Checkboxes": any of the options, their values separated by commas."""
+    CUSTOM_FIELD_TYPE_HIDDEN_FIELD: _CustomFieldType.ValueType  # 6
+    """"Hidden field": text a form passes without showing it."""
+    CUSTOM_FIELD_TYPE_DATE_FIELD: _CustomFieldType.ValueType  # 7
+    """"Date field": YYYY-MM-DD, within first_year..last_year when they are set."""
+    CUSTOM_FIELD_TYPE_TIME_FIELD: _CustomFieldType.ValueType  # 8
+    """"Time field": HH:MM or HH:MM:SS (24 hours)."""
+
+class CustomFieldType(_CustomFieldType, metaclass=_CustomFieldTypeEnumTypeWrapper):
+    """What a custom field holds (the legacy FieldType)."""
+
+CUSTOM_FIELD_TYPE_UNSPECIFIED: CustomFieldType.ValueType  # 0
+CUSTOM_FIELD_TYPE_SINGLE_LINE: CustomFieldType.ValueType  # 1
+""""Single line": one line of text."""
+CUSTOM_FIELD_TYPE_PARAGRAPH_TEXT: CustomFieldType.ValueType  # 2
+""""Paragraph text": text with line breaks."""
+CUSTOM_FIELD_TYPE_MULTIPLE_CHOICE: CustomFieldType.ValueType  # 3
+""""Multiple choice": one of the options (radio buttons)."""
+CUSTOM_FIELD_TYPE_DROP_DOWN: CustomFieldType.ValueType  # 4
+""""Drop down": one of the options."""
+CUSTOM_FIELD_TYPE_CHECKBOXES: CustomFieldType.ValueType  # 5
+""""Checkboxes": any of the options, their values separated by commas."""
+CUSTOM_FIELD_TYPE_HIDDEN_FIELD: CustomFieldType.ValueType  # 6
+""""Hidden field": text a form passes without showing it."""
+CUSTOM_FIELD_TYPE_DATE_FIELD: CustomFieldType.ValueType  # 7
+""""Date field": YYYY-MM-DD, within first_year..last_year when they are set."""
+CUSTOM_FIELD_TYPE_TIME_FIELD: CustomFieldType.ValueType  # 8
+""""Time field": HH:MM or HH:MM:SS (24 hours)."""
+Global___CustomFieldType: _TypeAlias = CustomFieldType  # noqa: Y015
+
+class _ValidationMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ValidationMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValidationMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VALIDATION_METHOD_UNSPECIFIED: _ValidationMethod.ValueType  # 0
+    VALIDATION_METHOD_DISABLED: _ValidationMethod.ValueType  # 1
+    """"Disabled": any value."""
+    VALIDATION_METHOD_NUMBERS: _ValidationMethod.ValueType  # 2
+    """"Numbers": the digits 0-9 only."""
+    VALIDATION_METHOD_LETTERS: _ValidationMethod.ValueType  # 3
+    """"Letters": the letters a-z and A-Z only."""
+    VALIDATION_METHOD_NUMBERS_AND_LETTERS: _ValidationMethod.ValueType  # 4
+    """"Numbers and letters": 0-9, a-z and A-Z only."""
+    VALIDATION_METHOD_EMAIL_ADDRESS: _ValidationMethod.ValueType  # 5
+    """"Email address": a valid email address."""
+    VALIDATION_METHOD_URL: _ValidationMethod.ValueType  # 6
+    """"URL": an http:// or https:// URL with a host."""
+    VALIDATION_METHOD_DATE: _ValidationMethod.ValueType  # 7
+    """"Date": YYYY-MM-DD."""
+    VALIDATION_METHOD_TIME: _ValidationMethod.ValueType  # 8
+    """"Time": HH:MM or HH:MM:SS."""
+    VALIDATION_METHOD_CUSTOM: _ValidationMethod.ValueType  # 9
+    """"Custom": validation_rule, a regular expression (RE2 syntax, optionally in /.../i delimiters) the value
+    must contain a match of.
+    """
+
+class ValidationMethod(_ValidationMethod, metaclass=_ValidationMethodEnumTypeWrapper):
+    """How a custom field's values are validated (the legacy ValidationMethod)."""
+
+VALIDATION_METHOD_UNSPECIFIED: ValidationMethod.ValueType  # 0
+VALIDATION_METHOD_DISABLED: ValidationMethod.ValueType  # 1
+""""Disabled": any value."""
+VALIDATION_METHOD_NUMBERS: ValidationMethod.ValueType  # 2
+""""Numbers": the digits 0-9 only."""
+VALIDATION_METHOD_LETTERS: ValidationMethod.ValueType  # 3
+""""Letters": the letters a-z and A-Z only."""
+VALIDATION_METHOD_NUMBERS_AND_LETTERS: ValidationMethod.ValueType  # 4
+""""Numbers and letters": 0-9, a-z and A-Z only."""
+VALIDATION_METHOD_EMAIL_ADDRESS: ValidationMethod.ValueType  # 5
+""""Email address": a valid email address."""
+VALIDATION_METHOD_URL: ValidationMethod.ValueType  # 6
+""""URL": an http:// or https:// URL with a host."""
+VALIDATION_METHOD_DATE: ValidationMethod.ValueType  # 7
+""""Date": YYYY-MM-DD."""
+VALIDATION_METHOD_TIME: ValidationMethod.ValueType  # 8
+""""Time": HH:MM or HH:MM:SS."""
+VALIDATION_METHOD_CUSTOM: ValidationMethod.ValueType  # 9
+""""Custom": validation_rule, a regular expression (RE2 syntax, optionally in /.../i delimiters) the value
+must contain a match of.
+"""
+Global___ValidationMethod: _TypeAlias = ValidationMethod  # noqa: Y015
+
+class _CustomFieldVisibility:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CustomFieldVisibilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CustomFieldVisibility.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CUSTOM_FIELD_VISIBILITY_UNSPECIFIED: _CustomFieldVisibility.ValueType  # 0
+    CUSTOM_FIELD_VISIBILITY_PUBLIC: _CustomFieldVisibility.ValueType  # 1
+    """On subscription forms and the subscriber's preference page."""
+    CUSTOM_FIELD_VISIBILITY_USER_ONLY: _CustomFieldVisibility.ValueType  # 2
+    """To the list's owner only (the default)."""
+    CUSTOM_FIELD_VISIBILITY_HIDDEN: _CustomFieldVisibility.ValueType  # 3
+    """Nowhere it could be filled in."""
+
+class CustomFieldVisibility(_CustomFieldVisibility, metaclass=_CustomFieldVisibilityEnumTypeWrapper):
+    """Where a custom field shows."""
+
+CUSTOM_FIELD_VISIBILITY_UNSPECIFIED: CustomFieldVisibility.ValueType  # 0
+CUSTOM_FIELD_VISIBILITY_PUBLIC: CustomFieldVisibility.ValueType  # 1
+"""On subscription forms and the subscriber's preference page."""
+CUSTOM_FIELD_VISIBILITY_USER_ONLY: CustomFieldVisibility.ValueType  # 2
+"""To the list's owner only (the default)."""
+CUSTOM_FIELD_VISIBILITY_HIDDEN: CustomFieldVisibility.ValueType  # 3
+"""Nowhere it could be filled in."""
+Global___CustomFieldVisibility: _TypeAlias = CustomFieldVisibility  # noqa: Y015
+
+class _CustomFieldOrderField:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CustomFieldOrderFieldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CustomFieldOrderField.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CUSTOM_FIELD_ORDER_FIELD_UNSPECIFIED: _CustomFieldOrderField.ValueType  # 0
+    CUSTOM_FIELD_ORDER_FIELD_NAME: _CustomFieldOrderField.ValueType  # 1
+    CUSTOM_FIELD_ORDER_FIELD_CUSTOM_FIELD_ID: _CustomFieldOrderField.ValueType  # 2
+    CUSTOM_FIELD_ORDER_FIELD_TYPE: _CustomFieldOrderField.ValueType  # 3
+    CUSTOM_FIELD_ORDER_FIELD_REQUIRED: _CustomFieldOrderField.ValueType  # 4
+    CUSTOM_FIELD_ORDER_FIELD_UNIQUE: _CustomFieldOrderField.ValueType  # 5
+    CUSTOM_FIELD_ORDER_FIELD_VISIBILITY: _CustomFieldOrderField.ValueType  # 6
+    CUSTOM_FIELD_ORDER_FIELD_GLOBAL: _CustomFieldOrderField.ValueType  # 7
+
+class CustomFieldOrderField(_CustomFieldOrderField, metaclass=_CustomFieldOrderFieldEnumTypeWrapper):
+    """Fields custom fields can be ordered by."""
+
+CUSTOM_FIELD_ORDER_FIELD_UNSPECIFIED: CustomFieldOrderField.ValueType  # 0
+CUSTOM_FIELD_ORDER_FIELD_NAME: CustomFieldOrderField.ValueType  # 1
+CUSTOM_FIELD_ORDER_FIELD_CUSTOM_FIELD_ID: CustomFieldOrderField.ValueType  # 2
+CUSTOM_FIELD_ORDER_FIELD_TYPE: CustomFieldOrderField.ValueType  # 3
+CUSTOM_FIELD_ORDER_FIELD_REQUIRED: CustomFieldOrderField.ValueType  # 4
+CUSTOM_FIELD_ORDER_FIELD_UNIQUE: CustomFieldOrderField.ValueType  # 5
+CUSTOM_FIELD_ORDER_FIELD_VISIBILITY: CustomFieldOrderField.ValueType  # 6
+CUSTOM_FIELD_ORDER_FIELD_GLOBAL: CustomFieldOrderField.ValueType  # 7
+Global___CustomFieldOrderField: _TypeAlias = CustomFieldOrderField  # noqa: Y015
 
 class _ImportStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -490,7 +645,11 @@ class Subscriber(_message.Message):
     """Why the address is suppressed; UNSPECIFIED when it is not. Output only."""
     @_builtins.property
     def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Custom field values by custom field id or alias."""
+        """Custom field values by custom field id ("12"). A request may also name a field "CustomField12"
+        or by its merge-tag alias; every key must name a field of the list (or a global field of its
+        owner), and values are stored and answered by id. A Checkboxes value lists its option values
+        separated by commas.
+        """
 
     @_builtins.property
     def subscription_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -566,6 +725,7 @@ class CreateSubscriberRequest(_message.Message):
     UPDATE_IF_UNSUBSCRIBED_FIELD_NUMBER: _builtins.int
     OPT_IN_CONFIRMATION_EMAIL_ID_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    ENFORCE_REQUIRED_FIELDS_FIELD_NUMBER: _builtins.int
     update_if_duplicate: _builtins.bool
     """Update the existing subscriber with that address instead of failing with ALREADY_EXISTS."""
     update_if_unsubscribed: _builtins.bool
@@ -574,6 +734,11 @@ class CreateSubscriberRequest(_message.Message):
     """An email of the caller's that confirms the subscription (checked to exist; 0 for none)."""
     validate_only: _builtins.bool
     """Check the request (the list, duplicates included) without adding anyone."""
+    enforce_required_fields: _builtins.bool
+    """Also check each custom field's required, validation and uniqueness rules (CUSTOM_FIELD_REQUIRED,
+    CUSTOM_FIELD_VALIDATION_FAILED, CUSTOM_FIELD_NOT_UNIQUE). Without it only that every key names a
+    field and every value is one its type can hold (CUSTOM_FIELD_VALUE_INVALID) are checked.
+    """
     @_builtins.property
     def subscriber(self) -> Global___Subscriber: ...
     def __init__(
@@ -584,14 +749,85 @@ class CreateSubscriberRequest(_message.Message):
         update_if_unsubscribed: _builtins.bool = ...,
         opt_in_confirmation_email_id: _builtins.int = ...,
         validate_only: _builtins.bool = ...,
+        enforce_required_fields: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["subscriber", b"subscriber"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["opt_in_confirmation_email_id", b"opt_in_confirmation_email_id", "subscriber", b"subscriber", "update_if_duplicate", b"update_if_duplicate", "update_if_unsubscribed", b"update_if_unsubscribed", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enforce_required_fields", b"enforce_required_fields", "opt_in_confirmation_email_id", b"opt_in_confirmation_email_id", "subscriber", b"subscriber", "update_if_duplicate", b"update_if_duplicate", "update_if_unsubscribed", b"update_if_unsubscribed", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateSubscriberRequest: _TypeAlias = CreateSubscriberRequest  # noqa: Y015
+
+@_typing.final
+class SubscribeSubscriberRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CustomFieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    IP_ADDRESS_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
+    ENFORCE_REQUIRED_FIELDS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SOURCE_REF_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    email_address: _builtins.str
+    ip_address: _builtins.str
+    """Where the subscription came from (the subscriber's, not the caller's); stored as subscription_ip."""
+    enforce_required_fields: _builtins.bool
+    """Also report required fields that were not given at all (a list field with a default is not missing)."""
+    source: _builtins.str
+    """CSVImport, API (default), Webhook, Manual, Other; anything else is Unknown."""
+    source_ref: _builtins.str
+    validate_only: _builtins.bool
+    """Check the request (the list and the values) without adding anyone; duplicates are not looked for."""
+    @_builtins.property
+    def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Values by field id, "CustomField<ID>" or alias, as in Subscriber.custom_fields. A value that is given
+        is checked for its type, and then its field's required, validation and uniqueness rules, field by
+        field in id order.
+        """
+
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+        ip_address: _builtins.str = ...,
+        custom_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        enforce_required_fields: _builtins.bool = ...,
+        source: _builtins.str = ...,
+        source_ref: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_fields", b"custom_fields", "email_address", b"email_address", "enforce_required_fields", b"enforce_required_fields", "ip_address", b"ip_address", "list_id", b"list_id", "source", b"source", "source_ref", b"source_ref", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeSubscriberRequest: _TypeAlias = SubscribeSubscriberRequest  # noqa: Y015
 
 @_typing.final
 class GetSubscriberRequest(_message.Message):
@@ -962,6 +1198,278 @@ class DeleteSegmentsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteSegmentsRequest: _TypeAlias = DeleteSegmentsRequest  # noqa: Y015
+
+@_typing.final
+class CustomFieldOption(_message.Message):
+    """One choice of a Multiple choice, Drop down or Checkboxes field."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    SELECTED_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    """What a form shows."""
+    value: _builtins.str
+    """What is stored."""
+    selected: _builtins.bool
+    """Checked or chosen by default on a form."""
+    def __init__(
+        self,
+        *,
+        label: _builtins.str = ...,
+        value: _builtins.str = ...,
+        selected: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "selected", b"selected", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomFieldOption: _TypeAlias = CustomFieldOption  # noqa: Y015
+
+@_typing.final
+class CustomField(_message.Message):
+    """The definition of a custom field: what a subscriber's value of it may be, and how it is named in
+    personalization tags (Subscriber:CustomField<ID>, or Subscriber:<merge_tag_alias>).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOM_FIELD_ID_FIELD_NUMBER: _builtins.int
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    DEFAULT_VALUE_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    UNIQUE_FIELD_NUMBER: _builtins.int
+    VALIDATION_METHOD_FIELD_NUMBER: _builtins.int
+    VALIDATION_RULE_FIELD_NUMBER: _builtins.int
+    MERGE_TAG_ALIAS_FIELD_NUMBER: _builtins.int
+    VISIBILITY_FIELD_NUMBER: _builtins.int
+    IS_GLOBAL_FIELD_NUMBER: _builtins.int
+    FIRST_YEAR_FIELD_NUMBER: _builtins.int
+    LAST_YEAR_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    custom_field_id: _builtins.int
+    owner_user_id: _builtins.int
+    list_id: _builtins.int
+    """The list the field belongs to; 0 for a global field."""
+    name: _builtins.str
+    """At most 250 characters."""
+    type: Global___CustomFieldType.ValueType
+    default_value: _builtins.str
+    """What a new subscriber of the list gets when no value is given (list fields), and what
+    personalization shows for a subscriber without a value. At most 250 characters.
+    """
+    required: _builtins.bool
+    unique: _builtins.bool
+    """No two subscribers of a list may have the same value (compared case-insensitively)."""
+    validation_method: Global___ValidationMethod.ValueType
+    validation_rule: _builtins.str
+    """The regular expression of VALIDATION_METHOD_CUSTOM; empty for the other methods."""
+    merge_tag_alias: _builtins.str
+    """Letters, digits, "_", "." and "-", at most 64; unique among the fields a list sees,
+    case-insensitively; empty for none.
+    """
+    visibility: Global___CustomFieldVisibility.ValueType
+    is_global: _builtins.bool
+    """Applies to every list of the owner (list_id is 0 then). A global field cannot become a list field."""
+    first_year: _builtins.int
+    """The years a Date field accepts; both 0 for any year."""
+    last_year: _builtins.int
+    @_builtins.property
+    def options(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomFieldOption]:
+        """The choices of a Multiple choice, Drop down or Checkboxes field (at least one); none for other types."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        custom_field_id: _builtins.int = ...,
+        owner_user_id: _builtins.int = ...,
+        list_id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        type: Global___CustomFieldType.ValueType = ...,
+        default_value: _builtins.str = ...,
+        options: _abc.Iterable[Global___CustomFieldOption] | None = ...,
+        required: _builtins.bool = ...,
+        unique: _builtins.bool = ...,
+        validation_method: Global___ValidationMethod.ValueType = ...,
+        validation_rule: _builtins.str = ...,
+        merge_tag_alias: _builtins.str = ...,
+        visibility: Global___CustomFieldVisibility.ValueType = ...,
+        is_global: _builtins.bool = ...,
+        first_year: _builtins.int = ...,
+        last_year: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "custom_field_id", b"custom_field_id", "default_value", b"default_value", "first_year", b"first_year", "is_global", b"is_global", "last_year", b"last_year", "list_id", b"list_id", "merge_tag_alias", b"merge_tag_alias", "name", b"name", "options", b"options", "owner_user_id", b"owner_user_id", "required", b"required", "type", b"type", "unique", b"unique", "validation_method", b"validation_method", "validation_rule", b"validation_rule", "visibility", b"visibility"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomField: _TypeAlias = CustomField  # noqa: Y015
+
+@_typing.final
+class CreateCustomFieldRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOM_FIELD_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    validate_only: _builtins.bool
+    """Check the request (the list and the alias included) without creating anything."""
+    @_builtins.property
+    def custom_field(self) -> Global___CustomField:
+        """custom_field_id, owner_user_id and create_time are ignored. list_id is required and must be the
+        caller's list, also for a global field (is_global; answered with list_id 0). Unset type,
+        validation_method and visibility mean SINGLE_LINE, DISABLED and USER_ONLY.
+        """
+
+    def __init__(
+        self,
+        *,
+        custom_field: Global___CustomField | None = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["custom_field", b"custom_field"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_field", b"custom_field", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCustomFieldRequest: _TypeAlias = CreateCustomFieldRequest  # noqa: Y015
+
+@_typing.final
+class GetCustomFieldRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOM_FIELD_ID_FIELD_NUMBER: _builtins.int
+    custom_field_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        custom_field_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_field_id", b"custom_field_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCustomFieldRequest: _TypeAlias = GetCustomFieldRequest  # noqa: Y015
+
+@_typing.final
+class ListCustomFieldsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_GLOBAL_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    DESCENDING_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    """The list whose fields to list; 0 lists the caller's global fields only."""
+    include_global: _builtins.bool
+    """With a list: also the owner's global fields, which apply to it too."""
+    order_by: Global___CustomFieldOrderField.ValueType
+    """Default: by name (case-insensitively), then id."""
+    descending: _builtins.bool
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        include_global: _builtins.bool = ...,
+        order_by: Global___CustomFieldOrderField.ValueType = ...,
+        descending: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descending", b"descending", "include_global", b"include_global", "list_id", b"list_id", "order_by", b"order_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCustomFieldsRequest: _TypeAlias = ListCustomFieldsRequest  # noqa: Y015
+
+@_typing.final
+class ListCustomFieldsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def custom_fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomField]: ...
+    def __init__(
+        self,
+        *,
+        custom_fields: _abc.Iterable[Global___CustomField] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_fields", b"custom_fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCustomFieldsResponse: _TypeAlias = ListCustomFieldsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateCustomFieldRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOM_FIELD_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    validate_only: _builtins.bool
+    """Check the request without changing anything."""
+    @_builtins.property
+    def custom_field(self) -> Global___CustomField:
+        """The field to change (custom_field_id) and its new values."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change: name, type, default_value, options, required, unique, validation_method,
+        validation_rule, merge_tag_alias, visibility, is_global, first_year, last_year, list_id. list_id must
+        stay the field's own list (LIST_CHANGE_REFUSED; LIST_NOT_FOUND for a list that is not the caller's);
+        is_global may only become true. Empty: every field but list_id.
+        """
+
+    def __init__(
+        self,
+        *,
+        custom_field: Global___CustomField | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["custom_field", b"custom_field", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_field", b"custom_field", "update_mask", b"update_mask", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCustomFieldRequest: _TypeAlias = UpdateCustomFieldRequest  # noqa: Y015
+
+@_typing.final
+class DeleteCustomFieldsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOM_FIELD_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def custom_field_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        custom_field_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_field_ids", b"custom_field_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCustomFieldsRequest: _TypeAlias = DeleteCustomFieldsRequest  # noqa: Y015
 
 @_typing.final
 class AddSuppressionsRequest(_message.Message):
@@ -1449,7 +1957,12 @@ class Recipient(_message.Message):
     address (herald.delivery.v1.RecipientDeliveredEvent), which clears it.
     """
     @_builtins.property
-    def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The subscriber's custom field values for personalization: by field id, and also by merge-tag alias
+        for the fields that have one; a field's default value when the subscriber has none. Values stored
+        under keys that name no field (imports of header columns) come as they are.
+        """
+
     def __init__(
         self,
         *,

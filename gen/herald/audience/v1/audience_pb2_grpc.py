@@ -73,6 +73,11 @@ class AudienceServiceStub:
                 request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListSubscribersRequest.SerializeToString,
                 response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListSubscribersResponse.FromString,
                 _registered_method=True)
+        self.SubscribeSubscriber = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/SubscribeSubscriber',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.SubscribeSubscriberRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.FromString,
+                _registered_method=True)
         self.UnsubscribeSubscribers = channel.unary_unary(
                 '/herald.audience.v1.AudienceService/UnsubscribeSubscribers',
                 request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.UnsubscribeSubscribersRequest.SerializeToString,
@@ -96,6 +101,31 @@ class AudienceServiceStub:
         self.DeleteSegments = channel.unary_unary(
                 '/herald.audience.v1.AudienceService/DeleteSegments',
                 request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.DeleteSegmentsRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateCustomField = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/CreateCustomField',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.CreateCustomFieldRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.CustomField.FromString,
+                _registered_method=True)
+        self.GetCustomField = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/GetCustomField',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.GetCustomFieldRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.CustomField.FromString,
+                _registered_method=True)
+        self.ListCustomFields = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/ListCustomFields',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListCustomFieldsRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListCustomFieldsResponse.FromString,
+                _registered_method=True)
+        self.UpdateCustomField = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/UpdateCustomField',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.UpdateCustomFieldRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.CustomField.FromString,
+                _registered_method=True)
+        self.DeleteCustomFields = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/DeleteCustomFields',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.DeleteCustomFieldsRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.AddSuppressions = channel.unary_unary(
@@ -190,6 +220,16 @@ class AudienceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubscribeSubscriber(self, request, context):
+        """Adds an address to a list as a public subscription form does (subscriber.subscribe): the list's
+        opt-in mode decides the status (SUBSCRIBED, or OPT_IN_PENDING on a double opt-in list), custom
+        field values are checked against the list's definitions, and an address already on the list
+        answers ALREADY_EXISTS without changing anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UnsubscribeSubscribers(self, request, context):
         """Unsubscribes subscribers of a list (by id, address or rules).
         """
@@ -220,6 +260,41 @@ class AudienceServiceServicer:
 
     def DeleteSegments(self, request, context):
         """Deletes segments; unknown ids are ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCustomField(self, request, context):
+        """Defines a custom field of a list, or a global one (every list of its owner).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCustomField(self, request, context):
+        """Gets one custom field definition.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCustomFields(self, request, context):
+        """Lists the fields of a list (with or without the owner's global fields), or the global fields.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCustomField(self, request, context):
+        """Changes a custom field; the list of a list field cannot change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCustomFields(self, request, context):
+        """Deletes custom fields and every subscriber's value of them; unknown ids are ignored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -318,6 +393,11 @@ def add_AudienceServiceServicer_to_server(servicer, server):
                     request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListSubscribersRequest.FromString,
                     response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListSubscribersResponse.SerializeToString,
             ),
+            'SubscribeSubscriber': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubscribeSubscriber,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.SubscribeSubscriberRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.SerializeToString,
+            ),
             'UnsubscribeSubscribers': grpc.unary_unary_rpc_method_handler(
                     servicer.UnsubscribeSubscribers,
                     request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.UnsubscribeSubscribersRequest.FromString,
@@ -341,6 +421,31 @@ def add_AudienceServiceServicer_to_server(servicer, server):
             'DeleteSegments': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteSegments,
                     request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.DeleteSegmentsRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateCustomField': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCustomField,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.CreateCustomFieldRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.CustomField.SerializeToString,
+            ),
+            'GetCustomField': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomField,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.GetCustomFieldRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.CustomField.SerializeToString,
+            ),
+            'ListCustomFields': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCustomFields,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListCustomFieldsRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.ListCustomFieldsResponse.SerializeToString,
+            ),
+            'UpdateCustomField': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCustomField,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.UpdateCustomFieldRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.CustomField.SerializeToString,
+            ),
+            'DeleteCustomFields': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCustomFields,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.DeleteCustomFieldsRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'AddSuppressions': grpc.unary_unary_rpc_method_handler(
@@ -582,6 +687,33 @@ class AudienceService:
             _registered_method=True)
 
     @staticmethod
+    def SubscribeSubscriber(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/SubscribeSubscriber',
+            herald_dot_audience_dot_v1_dot_audience__pb2.SubscribeSubscriberRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def UnsubscribeSubscribers(request,
             target,
             options=(),
@@ -705,6 +837,141 @@ class AudienceService:
             target,
             '/herald.audience.v1.AudienceService/DeleteSegments',
             herald_dot_audience_dot_v1_dot_audience__pb2.DeleteSegmentsRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCustomField(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/CreateCustomField',
+            herald_dot_audience_dot_v1_dot_audience__pb2.CreateCustomFieldRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.CustomField.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCustomField(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/GetCustomField',
+            herald_dot_audience_dot_v1_dot_audience__pb2.GetCustomFieldRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.CustomField.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCustomFields(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/ListCustomFields',
+            herald_dot_audience_dot_v1_dot_audience__pb2.ListCustomFieldsRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.ListCustomFieldsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCustomField(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/UpdateCustomField',
+            herald_dot_audience_dot_v1_dot_audience__pb2.UpdateCustomFieldRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.CustomField.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCustomFields(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/DeleteCustomFields',
+            herald_dot_audience_dot_v1_dot_audience__pb2.DeleteCustomFieldsRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

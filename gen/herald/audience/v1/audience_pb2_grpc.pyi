@@ -51,6 +51,12 @@ class AudienceServiceStub:
     """Gets a subscriber of a list by id or email address."""
     ListSubscribers: _grpc.UnaryUnaryMultiCallable[_audience_pb2.ListSubscribersRequest, _audience_pb2.ListSubscribersResponse]
     """Lists a list's subscribers, optionally only one status or one segment."""
+    SubscribeSubscriber: _grpc.UnaryUnaryMultiCallable[_audience_pb2.SubscribeSubscriberRequest, _audience_pb2.Subscriber]
+    """Adds an address to a list as a public subscription form does (subscriber.subscribe): the list's
+    opt-in mode decides the status (SUBSCRIBED, or OPT_IN_PENDING on a double opt-in list), custom
+    field values are checked against the list's definitions, and an address already on the list
+    answers ALREADY_EXISTS without changing anything.
+    """
     UnsubscribeSubscribers: _grpc.UnaryUnaryMultiCallable[_audience_pb2.UnsubscribeSubscribersRequest, _audience_pb2.UnsubscribeSubscribersResponse]
     """Unsubscribes subscribers of a list (by id, address or rules)."""
     DeleteSubscribers: _grpc.UnaryUnaryMultiCallable[_audience_pb2.DeleteSubscribersRequest, _audience_pb2.DeleteSubscribersResponse]
@@ -61,6 +67,16 @@ class AudienceServiceStub:
     """Lists the segments of a list."""
     DeleteSegments: _grpc.UnaryUnaryMultiCallable[_audience_pb2.DeleteSegmentsRequest, _empty_pb2.Empty]
     """Deletes segments; unknown ids are ignored."""
+    CreateCustomField: _grpc.UnaryUnaryMultiCallable[_audience_pb2.CreateCustomFieldRequest, _audience_pb2.CustomField]
+    """Defines a custom field of a list, or a global one (every list of its owner)."""
+    GetCustomField: _grpc.UnaryUnaryMultiCallable[_audience_pb2.GetCustomFieldRequest, _audience_pb2.CustomField]
+    """Gets one custom field definition."""
+    ListCustomFields: _grpc.UnaryUnaryMultiCallable[_audience_pb2.ListCustomFieldsRequest, _audience_pb2.ListCustomFieldsResponse]
+    """Lists the fields of a list (with or without the owner's global fields), or the global fields."""
+    UpdateCustomField: _grpc.UnaryUnaryMultiCallable[_audience_pb2.UpdateCustomFieldRequest, _audience_pb2.CustomField]
+    """Changes a custom field; the list of a list field cannot change."""
+    DeleteCustomFields: _grpc.UnaryUnaryMultiCallable[_audience_pb2.DeleteCustomFieldsRequest, _empty_pb2.Empty]
+    """Deletes custom fields and every subscriber's value of them; unknown ids are ignored."""
     AddSuppressions: _grpc.UnaryUnaryMultiCallable[_audience_pb2.AddSuppressionsRequest, _audience_pb2.AddSuppressionsResponse]
     """Adds addresses to the caller's suppression list (never sent to)."""
     CreateImport: _grpc.UnaryUnaryMultiCallable[_audience_pb2.CreateImportRequest, _audience_pb2.Import]
@@ -107,6 +123,12 @@ class AudienceServiceAsyncStub(AudienceServiceStub):
     """Gets a subscriber of a list by id or email address."""
     ListSubscribers: _aio.UnaryUnaryMultiCallable[_audience_pb2.ListSubscribersRequest, _audience_pb2.ListSubscribersResponse]  # type: ignore[assignment]
     """Lists a list's subscribers, optionally only one status or one segment."""
+    SubscribeSubscriber: _aio.UnaryUnaryMultiCallable[_audience_pb2.SubscribeSubscriberRequest, _audience_pb2.Subscriber]  # type: ignore[assignment]
+    """Adds an address to a list as a public subscription form does (subscriber.subscribe): the list's
+    opt-in mode decides the status (SUBSCRIBED, or OPT_IN_PENDING on a double opt-in list), custom
+    field values are checked against the list's definitions, and an address already on the list
+    answers ALREADY_EXISTS without changing anything.
+    """
     UnsubscribeSubscribers: _aio.UnaryUnaryMultiCallable[_audience_pb2.UnsubscribeSubscribersRequest, _audience_pb2.UnsubscribeSubscribersResponse]  # type: ignore[assignment]
     """Unsubscribes subscribers of a list (by id, address or rules)."""
     DeleteSubscribers: _aio.UnaryUnaryMultiCallable[_audience_pb2.DeleteSubscribersRequest, _audience_pb2.DeleteSubscribersResponse]  # type: ignore[assignment]
@@ -117,6 +139,16 @@ class AudienceServiceAsyncStub(AudienceServiceStub):
     """Lists the segments of a list."""
     DeleteSegments: _aio.UnaryUnaryMultiCallable[_audience_pb2.DeleteSegmentsRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes segments; unknown ids are ignored."""
+    CreateCustomField: _aio.UnaryUnaryMultiCallable[_audience_pb2.CreateCustomFieldRequest, _audience_pb2.CustomField]  # type: ignore[assignment]
+    """Defines a custom field of a list, or a global one (every list of its owner)."""
+    GetCustomField: _aio.UnaryUnaryMultiCallable[_audience_pb2.GetCustomFieldRequest, _audience_pb2.CustomField]  # type: ignore[assignment]
+    """Gets one custom field definition."""
+    ListCustomFields: _aio.UnaryUnaryMultiCallable[_audience_pb2.ListCustomFieldsRequest, _audience_pb2.ListCustomFieldsResponse]  # type: ignore[assignment]
+    """Lists the fields of a list (with or without the owner's global fields), or the global fields."""
+    UpdateCustomField: _aio.UnaryUnaryMultiCallable[_audience_pb2.UpdateCustomFieldRequest, _audience_pb2.CustomField]  # type: ignore[assignment]
+    """Changes a custom field; the list of a list field cannot change."""
+    DeleteCustomFields: _aio.UnaryUnaryMultiCallable[_audience_pb2.DeleteCustomFieldsRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes custom fields and every subscriber's value of them; unknown ids are ignored."""
     AddSuppressions: _aio.UnaryUnaryMultiCallable[_audience_pb2.AddSuppressionsRequest, _audience_pb2.AddSuppressionsResponse]  # type: ignore[assignment]
     """Adds addresses to the caller's suppression list (never sent to)."""
     CreateImport: _aio.UnaryUnaryMultiCallable[_audience_pb2.CreateImportRequest, _audience_pb2.Import]  # type: ignore[assignment]
@@ -204,6 +236,18 @@ class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists a list's subscribers, optionally only one status or one segment."""
 
     @_abc_1.abstractmethod
+    def SubscribeSubscriber(
+        self,
+        request: _audience_pb2.SubscribeSubscriberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.Subscriber, _abc.Awaitable[_audience_pb2.Subscriber]]:
+        """Adds an address to a list as a public subscription form does (subscriber.subscribe): the list's
+        opt-in mode decides the status (SUBSCRIBED, or OPT_IN_PENDING on a double opt-in list), custom
+        field values are checked against the list's definitions, and an address already on the list
+        answers ALREADY_EXISTS without changing anything.
+        """
+
+    @_abc_1.abstractmethod
     def UnsubscribeSubscribers(
         self,
         request: _audience_pb2.UnsubscribeSubscribersRequest,
@@ -242,6 +286,46 @@ class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes segments; unknown ids are ignored."""
+
+    @_abc_1.abstractmethod
+    def CreateCustomField(
+        self,
+        request: _audience_pb2.CreateCustomFieldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.CustomField, _abc.Awaitable[_audience_pb2.CustomField]]:
+        """Defines a custom field of a list, or a global one (every list of its owner)."""
+
+    @_abc_1.abstractmethod
+    def GetCustomField(
+        self,
+        request: _audience_pb2.GetCustomFieldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.CustomField, _abc.Awaitable[_audience_pb2.CustomField]]:
+        """Gets one custom field definition."""
+
+    @_abc_1.abstractmethod
+    def ListCustomFields(
+        self,
+        request: _audience_pb2.ListCustomFieldsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.ListCustomFieldsResponse, _abc.Awaitable[_audience_pb2.ListCustomFieldsResponse]]:
+        """Lists the fields of a list (with or without the owner's global fields), or the global fields."""
+
+    @_abc_1.abstractmethod
+    def UpdateCustomField(
+        self,
+        request: _audience_pb2.UpdateCustomFieldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.CustomField, _abc.Awaitable[_audience_pb2.CustomField]]:
+        """Changes a custom field; the list of a list field cannot change."""
+
+    @_abc_1.abstractmethod
+    def DeleteCustomFields(
+        self,
+        request: _audience_pb2.DeleteCustomFieldsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes custom fields and every subscriber's value of them; unknown ids are ignored."""
 
     @_abc_1.abstractmethod
     def AddSuppressions(
