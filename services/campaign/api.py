@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 import structlog
@@ -18,11 +17,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.campaign import convert, domain, events, sending, store
+from services.campaign.clock import Clock
 from services.campaign.domain import Campaign
 from services.common import auth, db, grpcutil
 from services.common import events as herald_events
 from services.common.errors import DomainError, ErrorKind, FieldViolation
-from services.common.outbox import Outbox
+from services.common.outbox import Outbox, UnitOfWork
+
+log = structlog.get_logger()
 
 
 class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
@@ -37,6 +39,7 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
         tags: tag_pb2_grpc.TagServiceStub,
         delivery: delivery_pb2_grpc.DeliveryServiceStub,
         audience: audience_pb2_grpc.AudienceServiceStub,
+        clock: Clock,
     ) -> None:
         self._engine = engine
         self._reads = reads
@@ -45,6 +48,7 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
         self._tags = tags
         self._delivery = delivery
         self._audience = audience
+        self._clock = clock
 
     async def CreateCampaign(
         self, request: campaign_pb2.CreateCampaignRequest, context: grpc.aio.ServicerContext
@@ -178,7 +182,7 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
         self, request: campaign_pb2.UpdateCampaignRequest, context: grpc.aio.ServicerContext
     ) -> campaign_pb2.Campaign:
         principal = auth.principal()
-        now = datetime.now(UTC)
+        now = self._clock.now()
         patch = convert.patch_from_proto(request)
         if patch.campaign_id <= 0:
             raise domain.update_failure(domain.check_patch(patch, now)[1])
@@ -213,12 +217,14 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
     async def CancelCampaign(
         self, request: campaign_pb2.CancelCampaignRequest, context: grpc.aio.ServicerContext
     ) -> campaign_pb2.Campaign:
-        return await self._change_status(request.campaign_id, domain.cancelled)
+        return await self._change_status(
+            request.campaign_id, domain.cancelled, follow_up=self._cancel_auto_resend_with_original
+        )
 
     async def ApproveCampaign(
         self, request: campaign_pb2.ApproveCampaignRequest, context: grpc.aio.ServicerContext
     ) -> campaign_pb2.Campaign:
-        now = datetime.now(UTC)
+        now = self._clock.now()
         return await self._change_status(request.campaign_id, lambda campaign: domain.approved(campaign, now))
 
     async def CreateSplitTest(
@@ -277,9 +283,13 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
     # --- helpers -----------------------------------------------------------------------------------------------
 
     async def _change_status(
-        self, campaign_id: int, change: Callable[[Campaign], Campaign]
+        self,
+        campaign_id: int,
+        change: Callable[[Campaign], Campaign],
+        follow_up: Callable[[UnitOfWork, Campaign], Awaitable[None]] | None = None,
     ) -> campaign_pb2.Campaign:
-        """Applies a status change under the row lock, so that concurrent changes of one campaign serialize."""
+        """Applies a status change under the row lock, so that concurrent changes of one campaign serialize;
+        `follow_up` then runs in the same transaction with the campaign as saved."""
         domain.validate_campaign_id(campaign_id)
         structlog.contextvars.bind_contextvars(campaign_id=campaign_id)
         async with self._outbox.unit_of_work() as work:
@@ -288,7 +298,28 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
                 raise domain.campaign_not_found(campaign_id)
             saved = await store.save_campaign(work.conn, change(current), replace_variations=False)
             events.record_status_change(work, current, saved)
+            if follow_up is not None:
+                await follow_up(work, saved)
         return convert.campaign_to_proto(saved)
+
+    async def _cancel_auto_resend_with_original(self, work: UnitOfWork, original: Campaign) -> None:
+        """A campaign cancelled for good takes its auto-resend along, unless that started sending already."""
+        if original.status is not domain.CampaignStatus.CANCELLED:
+            return
+        found = await store.auto_resend_for_update(work.conn, original.campaign_id)
+        if found is None:
+            return
+        resend, progress = found
+        after = sending.cancelled_with_original(resend, progress)
+        if after is None:
+            return
+        await store.save_sending(work.conn, after, progress)
+        events.record_status_change(work, resend, after)
+        log.info(
+            "auto-resend cancelled with its original",
+            campaign_id=original.campaign_id,
+            auto_resend_campaign_id=resend.campaign_id,
+        )
 
     async def _references(
         self, conn: AsyncConnection, current: Campaign, patch: domain.CampaignPatch

@@ -12,6 +12,7 @@ from herald.delivery.v1 import delivery_pb2_grpc
 from herald.tag.v1 import tag_pb2_grpc
 
 from services.campaign.api import CampaignService
+from services.campaign.clock import clock_of
 from services.campaign.email_api import EmailService
 from services.campaign.picker import Picker
 from services.campaign.sending_events import campaign_finished_consumer
@@ -29,11 +30,12 @@ async def main(settings: Settings) -> None:
     engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
     outbox = Outbox(engine, SCHEMA, natsutil.Subjects.of(settings))
-    picker = Picker(outbox, events.signer_of(events.CAMPAIGN_SEND_REQUESTED, settings))
+    clock = clock_of(settings)
+    picker = Picker(outbox, events.signer_of(events.CAMPAIGN_SEND_REQUESTED, settings), clock)
     # A committed status change may have made a campaign due (Ready + Immediate, a resume).
     outbox.after_publishing(picker.wake)
     # Events wait in the outbox while NATS is away; the API serves meanwhile.
-    nats = NatsLink(settings, SCHEMA, outbox=outbox, consumers=[campaign_finished_consumer(outbox)])
+    nats = NatsLink(settings, SCHEMA, outbox=outbox, consumers=[campaign_finished_consumer(outbox, clock)])
 
     # One channel per neighbour for the process's life; calls forward the caller's token and deadline.
     tag_channel = grpcutil.channel(settings.grpc_addr("tag"))
@@ -49,6 +51,7 @@ async def main(settings: Settings) -> None:
         tag_pb2_grpc.TagServiceStub(tag_channel),
         delivery_pb2_grpc.DeliveryServiceStub(delivery_channel),
         audience_pb2_grpc.AudienceServiceStub(audience_channel),
+        clock,
     )
 
     async def close() -> None:

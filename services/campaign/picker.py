@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy.exc import DBAPIError
 
 from services.campaign import events, sending, store
+from services.campaign.clock import Clock
 from services.common import events as herald_events
 from services.common.event_signing import EventSigner
 from services.common.outbox import Outbox
@@ -31,9 +31,10 @@ POLL_SECONDS = 0.5
 class Picker:
     """Runs pick passes every POLL_SECONDS, or at once after `wake()` (a status change may have made one due)."""
 
-    def __init__(self, outbox: Outbox, signer: EventSigner) -> None:
+    def __init__(self, outbox: Outbox, signer: EventSigner, clock: Clock) -> None:
         self._outbox = outbox
         self._signer = signer
+        self._clock = clock
         self._wakeup = asyncio.Event()
 
     def wake(self) -> None:
@@ -41,9 +42,9 @@ class Picker:
 
     async def pick_due_campaigns(self) -> int:
         """Starts the campaigns that are due now (at most PICK_LIMIT); returns how many."""
-        now = datetime.now(UTC)
+        now = self._clock.now()
         async with self._outbox.unit_of_work() as work:
-            due = await store.due_campaigns_for_update(work.conn, PICK_LIMIT)
+            due = await store.due_campaigns_for_update(work.conn, PICK_LIMIT, now)
             for campaign, progress in due:
                 start = sending.start_sending(campaign, progress, now)
                 await store.save_sending(work.conn, start.campaign, start.progress)

@@ -1,4 +1,5 @@
-"""Rules of sending, without I/O: the send request the picker issues, and what delivery's campaign_finished means.
+"""Rules of sending, without I/O: the send request the picker issues, what delivery's campaign_finished means, and
+the auto-resend a finished campaign gets.
 
 Recursive schedules: each occurrence is a run of its own that sends to the audience as it is at that
 moment. Between occurrences the campaign is Ready again, due at its next occurrence; after
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from services.campaign import domain
-from services.campaign.domain import Campaign, next_occurrence
+from services.campaign.domain import Campaign, CampaignStatus, next_occurrence
 
 
 @dataclass(frozen=True)
@@ -110,4 +111,52 @@ def retried(campaign: Campaign, progress: SendProgress) -> tuple[Campaign, SendP
     return (
         dataclasses.replace(campaign, status=status, status_reason="", send_finished_at=None),
         dataclasses.replace(progress, occurrence_open=True),
+    )
+
+
+# --- auto-resends -------------------------------------------------------------------------------------------------
+
+# Why an auto-resend that never started is Cancelled (its status_reason).
+CANCELLED_WITH_ORIGINAL = "the original campaign was cancelled"
+
+
+@dataclass(frozen=True)
+class AutoResendPlan:
+    """The auto-resend to create for a campaign that finished sending: a Ready campaign due at `due_at`."""
+
+    original_campaign_id: int
+    name: str
+    due_at: datetime
+    subject: str
+    preheader_text: str
+
+
+def auto_resend_after(after: Campaign, finished: CampaignFinished) -> AutoResendPlan | None:
+    """The auto-resend a campaign gets now that delivery finished it (`after`: the campaign as saved), or None.
+
+    Only a campaign with AutoResendEnabled that became Sent gets one: not a Failed one, nor a Recursive one
+    that waits for its next occurrence (it gets its resend after the last). It is due AutoResendWaitDays
+    after delivery finished the campaign. The store creates it once per campaign, so a campaign that is
+    Sent again after an admin's retry keeps the resend it has.
+    """
+    if after.status is not CampaignStatus.SENT or not after.auto_resend.enabled:
+        return None
+    return AutoResendPlan(
+        original_campaign_id=after.campaign_id,
+        name=domain.auto_resend_name(after.name),
+        due_at=finished.finished_at + timedelta(days=after.auto_resend.wait_days),
+        subject=after.auto_resend.subject,
+        preheader_text=after.auto_resend.preheader_text,
+    )
+
+
+def cancelled_with_original(resend: Campaign, progress: SendProgress) -> Campaign | None:
+    """An auto-resend once its original was cancelled: Cancelled if it never started sending, else None (a
+    resend that started is a campaign of its own: its owner pauses or cancels it like any other)."""
+    if progress.occurrences_started > 0 or not domain.allows(domain.CANCEL_WITH_ORIGINAL, resend.status):
+        return None
+    return dataclasses.replace(
+        resend,
+        status=domain.status_after(domain.CANCEL_WITH_ORIGINAL, resend.status),
+        status_reason=CANCELLED_WITH_ORIGINAL,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -57,7 +58,7 @@ from services.campaign.domain import (
     Variation,
     Winner,
 )
-from services.campaign.sending import SendProgress
+from services.campaign.sending import AutoResendPlan, SendProgress
 from services.common import db
 from services.common.sql import LIKE_ESCAPE, contains_pattern, id_array
 
@@ -97,6 +98,8 @@ campaigns = Table(
     Column("send_requests", Integer, nullable=False, server_default="0"),
     Column("occurrences_started", Integer, nullable=False, server_default="0"),
     Column("occurrence_open", Boolean, nullable=False, server_default="false"),
+    # Set only on the auto-resend created for that campaign (at most one: UNIQUE); never written by a client.
+    Column("auto_resend_of", BigInteger, ForeignKey("campaigns.campaign_id", ondelete="CASCADE"), unique=True),
 )
 
 variations = Table(
@@ -238,6 +241,7 @@ def _campaign(row: Row[Any], variation_list: Sequence[Variation], split_test: Sp
         publish_on_rss=row.publish_on_rss,
         s2s_enabled=row.s2s_enabled,
         send_finished_at=row.send_finished_at,
+        auto_resend_of=row.auto_resend_of,
     )
 
 
@@ -630,8 +634,16 @@ async def delete_campaigns_with_auto_resends(
         .cte("doomed", recursive=True)
     )
     child = campaigns.alias("child")
+    # A resend Herald made stays the original's even when a client pointed its OriginalCampaignID elsewhere.
     doomed = doomed.union(
-        select(child.c.campaign_id).join_from(child, doomed, child.c.original_campaign_id == doomed.c.campaign_id)
+        select(child.c.campaign_id).join_from(
+            child,
+            doomed,
+            or_(
+                child.c.original_campaign_id == doomed.c.campaign_id,
+                child.c.auto_resend_of == doomed.c.campaign_id,
+            ),
+        )
     )
     stmt = (
         delete(campaigns)
@@ -652,8 +664,10 @@ def _send_progress(row: Row[Any]) -> SendProgress:
     )
 
 
-async def due_campaigns_for_update(conn: AsyncConnection, limit: int) -> list[tuple[Campaign, SendProgress]]:
-    """Up to `limit` Ready campaigns whose due instant has come, oldest first, locked until the transaction ends.
+async def due_campaigns_for_update(
+    conn: AsyncConnection, limit: int, now: datetime
+) -> list[tuple[Campaign, SendProgress]]:
+    """Up to `limit` Ready campaigns due at `now` (the service's clock), oldest first, locked until the transaction ends.
 
     SKIP LOCKED: a campaign another picker (another replica) holds is left to it, never started twice.
     """
@@ -665,7 +679,7 @@ async def due_campaigns_for_update(conn: AsyncConnection, limit: int) -> list[tu
                 [ScheduleType.IMMEDIATE.value, ScheduleType.FUTURE.value, ScheduleType.RECURSIVE.value]
             ),
             _c.scheduled_at.is_not(None),
-            _c.scheduled_at <= func.now(),
+            _c.scheduled_at <= now,
         )
         .order_by(_c.scheduled_at, _c.campaign_id)
         .limit(limit)
@@ -704,3 +718,111 @@ async def save_sending(conn: AsyncConnection, campaign: Campaign, progress: Send
             updated_at=func.now(),
         )
     )
+
+
+# --- auto-resends ------------------------------------------------------------------------------------------------
+
+# Copies the original's email and variation emails for its resend, under the resend's subject and preheader,
+# and points the resend (and its variations, same positions and weights) at the copies. The original's emails
+# stay as they were. New ids are drawn first so that old and new ids pair up; rows are copied whole through
+# jsonb, as for _COPY_VARIATIONS.
+_COPY_RESEND_CONTENT = text(
+    """
+    WITH original AS (
+        SELECT email_id FROM campaign.campaigns WHERE campaign_id = :original
+    ), new_ids AS (
+        SELECT old_id, nextval(pg_get_serial_sequence('campaign.emails', 'email_id')) AS new_id
+        FROM (
+            SELECT email_id AS old_id FROM original WHERE email_id IS NOT NULL
+            UNION
+            SELECT email_id FROM campaign.campaign_variations WHERE campaign_id = :original
+        ) AS source_emails
+    ), copied AS (
+        INSERT INTO campaign.emails
+        SELECT (jsonb_populate_record(
+                    NULL::campaign.emails,
+                    to_jsonb(e) || jsonb_build_object(
+                        'email_id', n.new_id, 'subject', CAST(:subject AS text),
+                        'preheader_text', CAST(:preheader AS text),
+                        'created_at', now(), 'updated_at', now(), 'deleted_at', NULL)
+               )).*
+        FROM new_ids n JOIN campaign.emails e ON e.email_id = n.old_id
+    ), content AS (
+        UPDATE campaign.campaigns AS resend SET email_id = n.new_id
+        FROM original JOIN new_ids n ON n.old_id = original.email_id
+        WHERE resend.campaign_id = :resend
+    )
+    INSERT INTO campaign.campaign_variations (campaign_id, position, email_id, weight)
+    SELECT :resend, v.position, n.new_id, v.weight
+    FROM campaign.campaign_variations v JOIN new_ids n ON n.old_id = v.email_id
+    WHERE v.campaign_id = :original
+    """
+)
+
+
+async def inserted_auto_resend_id(conn: AsyncConnection, plan: AutoResendPlan) -> int | None:
+    """Creates the original's auto-resend (Ready, due at the plan's instant, the original's targeting and a copy
+    of its content under the resend's subject and preheader) and returns its id; None when it has one already.
+
+    The UNIQUE auto_resend_of makes the insert a no-op the second time, in this transaction or another.
+    """
+    source = select(
+        _c.owner_user_id,
+        literal(plan.name, Text),
+        literal(CampaignStatus.READY.value, Text),
+        literal(ScheduleType.FUTURE.value, Text),
+        literal(plan.due_at, DateTime(timezone=True)),
+        _c.schedule_time_zone,
+        _c.campaign_id,
+        _c.campaign_id,
+        _c.recipients_included,
+        _c.recipients_excluded,
+        _c.rules_bundle,
+        _c.google_analytics_domains,
+        _c.s2s_enabled,
+    ).where(_c.campaign_id == plan.original_campaign_id)
+    stmt = (
+        pg_insert(campaigns)
+        .from_select(
+            [
+                "owner_user_id",
+                "name",
+                "status",
+                "schedule_type",
+                "scheduled_at",
+                "schedule_time_zone",
+                "original_campaign_id",
+                "auto_resend_of",
+                "recipients_included",
+                "recipients_excluded",
+                "rules_bundle",
+                "google_analytics_domains",
+                "s2s_enabled",
+            ],
+            source,
+        )
+        .on_conflict_do_nothing(index_elements=[_c.auto_resend_of])
+        .returning(_c.campaign_id)
+    )
+    resend_id: int | None = (await conn.execute(stmt)).scalar_one_or_none()
+    if resend_id is None:
+        return None
+    await conn.execute(
+        _COPY_RESEND_CONTENT,
+        {
+            "original": plan.original_campaign_id,
+            "resend": resend_id,
+            "subject": plan.subject,
+            "preheader": plan.preheader_text,
+        },
+    )
+    return resend_id
+
+
+async def auto_resend_for_update(
+    conn: AsyncConnection, original_campaign_id: int
+) -> tuple[Campaign, SendProgress] | None:
+    """The auto-resend Herald created for the campaign, with its sending progress, locked; None when it has none."""
+    stmt = _full_campaigns().where(_c.auto_resend_of == original_campaign_id).with_for_update(of=campaigns)
+    row = (await conn.execute(stmt)).one_or_none()
+    return (_full_campaign(row), _send_progress(row)) if row is not None else None

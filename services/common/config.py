@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     # the translator's per-address limits count the address they report, not the proxy's own.
     trusted_proxies: str = ""
     db_pool_size: int = 10
+    # Tests only: the campaign service's clock runs ahead of the system's by the seconds written in
+    # <data_dir>/test-clock-offset (services/campaign/clock.py), so a test sees days pass at once.
+    test_clock: bool = False
     log_level: str = "INFO"
     log_format: str = "json"
 

@@ -166,6 +166,8 @@ def _send_requested_problems(event: campaign_pb2.CampaignSendRequestedEvent) -> 
         problems.append("email_id must not be negative")
     if any(v.email_id <= 0 or v.weight <= 0 for v in event.variations):
         problems.append("every variation needs a positive email_id and weight")
+    if event.non_openers_of_campaign_id < 0 or event.non_openers_of_campaign_id == event.campaign_id:
+        problems.append("non_openers_of_campaign_id must be 0 or another campaign's id")
     # The targeting's list and segment ids are the audience service's to judge: it refuses unknown
     # ones, and the occurrence then fails with its reason.
     if event.HasField("split_test"):

@@ -68,6 +68,7 @@ def send_request(event: campaign_pb2.CampaignSendRequestedEvent) -> SendRequest:
             if event.HasField("split_test")
             else None
         ),
+        non_openers_of=event.non_openers_of_campaign_id,
     )
 
 

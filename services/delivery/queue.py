@@ -7,6 +7,10 @@
   of the campaign's owner, so a campaign only ever reaches its owner's lists and emails.
 - A send request for an occurrence already queued (a resume after a pause, or the same request again)
   streams nothing: the rows still Pending are published again under a new generation.
+- An auto-resend (the request names `non_openers_of_campaign_id`) streams its targeting's audience the
+  same way, then keeps only the addresses the original campaign was Sent to and that neither opened nor
+  clicked it nor bounced or complained (delivery's own rows and tracking events), and that audience does not
+  report bounced now: subscribed, unsuppressed non-openers, each once, in the same transaction as above.
 - A/B campaigns with a split test queue only the test group (TestSize % of the recipients, drawn by a
   hash) with variations and batches; the others are queued Held, and services/delivery/split_tests.py
   sends them the winner after TestDuration hours.
@@ -229,6 +233,15 @@ class DeliveryQueue:
             if metadata is not None:
                 await queue_store.create_staging(conn)
                 await queue_store.copy_staged(conn, self._recipients(request, metadata))
+                if request.non_openers_of:
+                    removed = await queue_store.keep_staged_non_openers(
+                        conn, request.non_openers_of, request.owner_user_id
+                    )
+                    log.info(
+                        "auto-resend audience narrowed to the original's non-openers",
+                        original_campaign_id=request.non_openers_of,
+                        removed=removed,
+                    )
                 if split_test is not None:
                     audience = await queue_store.staged_address_count(conn)
                     test_group = sending.split_test_group_size(audience, split_test.test_size_percent)

@@ -209,6 +209,39 @@ async def copy_staged(conn: AsyncConnection, chunks: AsyncIterable[Sequence[Stag
                     await copy.write_row(row)
 
 
+async def keep_staged_non_openers(conn: AsyncConnection, original_campaign_id: int, owner_user_id: int) -> int:
+    """Keeps in the staging table only the original campaign's non-openers (an auto-resend's audience); returns
+    how many staged rows were removed.
+
+    A non-opener's address was Sent the original (in any of its occurrences) and none of the original's rows for
+    it has an open or a click recorded, or a bounce or complaint; an address audience streamed as bounced (Soft
+    or Hard) now is removed too. Audience streamed only subscribed, unsuppressed subscribers, so what is left is
+    the intersection the resend goes to.
+    """
+    result = await conn.execute(
+        sa.text(
+            f"""
+            WITH engaged AS (
+                SELECT recipient_id FROM delivery.events WHERE campaign_id = :p AND kind IN ('open', 'click')
+                UNION
+                SELECT recipient_id FROM delivery.bounces WHERE campaign_id = :p
+            ), non_openers AS (
+                SELECT lower(r.email_address) AS address
+                FROM delivery.recipients AS r LEFT JOIN engaged AS x ON x.recipient_id = r.recipient_id
+                WHERE r.campaign_id = :p AND r.owner_user_id = :o
+                GROUP BY lower(r.email_address)
+                HAVING bool_or(r.status = '{RecipientStatus.SENT}') AND bool_and(x.recipient_id IS NULL)
+            )
+            DELETE FROM staged_recipients AS s
+            WHERE s.bounced_before
+               OR NOT EXISTS (SELECT 1 FROM non_openers AS n WHERE n.address = lower(s.email_address))
+            """
+        ),
+        {"p": original_campaign_id, "o": owner_user_id},
+    )
+    return result.rowcount
+
+
 async def staged_address_count(conn: AsyncConnection) -> int:
     """How many distinct addresses (compared case-insensitively) the staging table holds: the rows queueing writes."""
     return int(

@@ -97,6 +97,8 @@ class SendRequest:
     resume: bool
     occurrence: int
     split_test: SplitTest | None = None
+    # An auto-resend: only this campaign's non-openers among the targeting's audience are queued; 0 for none.
+    non_openers_of: int = 0
 
     def email_ids(self) -> list[int]:
         """The emails whose content is sent: the variations' for an A/B campaign, else the campaign's own."""

@@ -283,6 +283,69 @@ async def test_a_deferred_row_needs_its_next_attempt_and_when_it_was_first_defer
     assert await _deferred_counts(conn, campaign, owner) == (1, 0, 0, 0)
 
 
+async def test_an_auto_resend_keeps_only_the_originals_sent_subscribers_who_never_engaged(
+    conn: AsyncConnection,
+) -> None:
+    original, owner = new_id(), new_id()
+    await _queue(conn, original, owner, _addresses(8))
+    ids = {r.email_address: r.recipient_id for r in await _rows(conn, original)}
+    await conn.execute(
+        sa.text(
+            "UPDATE delivery.recipients SET status = CASE WHEN email_address = 'r7@example.com' THEN 'Failed' "
+            "ELSE 'Sent' END, sent_at = CASE WHEN email_address = 'r7@example.com' THEN NULL ELSE :t END "
+            "WHERE campaign_id = :c"
+        ),
+        {"c": original, "t": T0},
+    )
+    # r1 opened, r2 clicked (its pixel was blocked), r3 bounced later, r4 complained.
+    await store.insert_tracking_events(
+        conn,
+        [
+            TrackingHit(original, ids["r1@example.com"], domain.OPEN, "", T0, f"o{original}"),
+            TrackingHit(original, ids["r2@example.com"], domain.CLICK, "https://x.example/", T0, f"c{original}"),
+        ],
+        None,
+    )
+    await bounce_store.recorded_bounces(
+        conn,
+        [
+            _bounce(original, ids["r3@example.com"], f"b{original}:3", BounceKind.HARD),
+            _bounce(original, ids["r4@example.com"], f"b{original}:4", BounceKind.COMPLAINT),
+        ],
+        None,
+    )
+
+    async def kept(audience: Sequence[tuple[int, str, bool]], original_id: int, owner_id: int) -> list[str]:
+        await queue_store.create_staging(conn)
+
+        async def chunks() -> AsyncIterator[list[queue_store.StagedRecipient]]:
+            yield [(n, 1, address, "", "", None, bounced) for n, address, bounced in audience]
+
+        await queue_store.copy_staged(conn, chunks())
+        removed = await queue_store.keep_staged_non_openers(conn, original_id, owner_id)
+        left = await conn.execute(sa.text("SELECT email_address FROM staged_recipients ORDER BY subscriber_id"))
+        addresses = [row.email_address for row in left]
+        await conn.execute(sa.text("DROP TABLE staged_recipients"))
+        assert removed == len(audience) - len(addresses)
+        return addresses
+
+    # Audience streams today's subscribed, unsuppressed subscribers: r6 left the list; r9 joined after the send;
+    # r8 is bounced now; r5 is written in another case.
+    audience = [
+        (1, "r1@example.com", False),
+        (2, "r2@example.com", False),
+        (3, "r3@example.com", False),
+        (4, "r4@example.com", False),
+        (5, "R5@Example.com", False),
+        (7, "r7@example.com", False),
+        (8, "r8@example.com", True),
+        (9, "r9@example.com", False),
+    ]
+    assert await kept(audience, original, owner) == ["R5@Example.com"]
+    # Another owner's campaign is nobody's original.
+    assert await kept(audience, original, new_id()) == []
+
+
 # --- claims and outcomes -------------------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ PACKAGE = Path(domain.__file__).parent
 PUBLIC_NAMES: dict[str, frozenset[str]] = {
     "model": frozenset(
         {
+            "AUTO_RESEND_SUFFIX",
             "AutoResend",
             "COPY_SUFFIX",
             "Campaign",
@@ -38,6 +39,7 @@ PUBLIC_NAMES: dict[str, frozenset[str]] = {
             "Variation",
             "Winner",
             "campaign_not_found",
+            "auto_resend_name",
             "check_all_found",
             "copy_name",
             "owner_of_new_campaign",
@@ -90,6 +92,7 @@ PUBLIC_NAMES: dict[str, frozenset[str]] = {
             "ARMED_STATUSES",
             "AWAIT_NEXT_OCCURRENCE",
             "CANCEL",
+            "CANCEL_WITH_ORIGINAL",
             "CLIENT_SETTABLE_STATUSES",
             "EDITABLE_STATUSES",
             "FAIL_SENDING",

@@ -205,6 +205,9 @@ BROKEN: list[tuple[EventType[Any], dict[str, Any]]] = [
     ),
     (events.CAMPAIGN_SEND_REQUESTED, {"split_test": {"test_size_percent": 20, "winner": "highest_open_rate"}}),
     (events.CAMPAIGN_SEND_REQUESTED, {"split_test": "20%"}),
+    (events.CAMPAIGN_SEND_REQUESTED, {"non_openers_of_campaign_id": -4}),
+    (events.CAMPAIGN_SEND_REQUESTED, {"non_openers_of_campaign_id": "7"}),
+    (events.CAMPAIGN_SEND_REQUESTED, {"non_openers_of_campaign_id": "x"}),
     (events.CAMPAIGN_FINISHED, {"outcome": "Sent"}),
     (events.CAMPAIGN_FINISHED, {"finish_time": None}),
     (events.CAMPAIGN_FINISHED, {"finish_time": "yesterday"}),
@@ -261,7 +264,14 @@ def test_a_send_request_is_encoded_and_decoded_only_with_its_signer() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"campaign_id": "8"}, {"targeting": {"included": [{"list_id": "6"}]}}, {"occurrence": 2}, {"added_later": 1}],
+    [
+        {"campaign_id": "8"},
+        {"targeting": {"included": [{"list_id": "6"}]}},
+        {"occurrence": 2},
+        {"added_later": 1},
+        # Turning a send to the lists into a resend to another campaign's non-openers, or back.
+        {"non_openers_of_campaign_id": "6"},
+    ],
 )
 def test_a_send_request_changed_after_signing_does_not_decode(change: dict[str, Any]) -> None:
     body = {**json.loads(events.CAMPAIGN_SEND_REQUESTED.encode(SEND_REQUEST, SIGNER)), **change}

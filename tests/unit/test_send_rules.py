@@ -13,7 +13,7 @@ import pytest
 
 from services.campaign import events as campaign_events
 from services.campaign import sending as campaign_sending
-from services.campaign.domain import CampaignStatus, RecursiveSchedule, Schedule, ScheduleType
+from services.campaign.domain import AutoResend, CampaignStatus, RecursiveSchedule, Schedule, ScheduleType
 from services.common import events
 from services.common.tracking import tracking_key, verify_tracking
 from services.delivery import events as delivery_events
@@ -81,6 +81,77 @@ def test_a_recursive_campaign_is_ready_again_until_its_last_occurrence() -> None
         dataclasses.replace(ready, status=CampaignStatus.SENDING), start.progress, finished(occurrence=2), NOW
     )
     assert last is not None and last[0].status is CampaignStatus.SENT
+
+
+# --- auto-resends (campaign side) ---------------------------------------------------------------------------
+
+RESENDING = AutoResend(enabled=True, wait_days=3, subject="Did you miss it?", preheader_text="Still on")
+
+
+def test_a_campaign_with_auto_resend_that_ends_sent_plans_its_resend_wait_days_after_the_finish() -> None:
+    sent = campaign(status=CampaignStatus.SENT, name="News", auto_resend=RESENDING)
+    plan = campaign_sending.auto_resend_after(sent, finished())
+    assert plan == campaign_sending.AutoResendPlan(
+        original_campaign_id=7,
+        name="News (Auto-resend)",
+        due_at=NOW + timedelta(days=3),
+        subject="Did you miss it?",
+        preheader_text="Still on",
+    )
+    # A long name is shortened so that the resend's name still fits.
+    long_name = campaign_sending.auto_resend_after(dataclasses.replace(sent, name="x" * 255), finished())
+    assert long_name is not None and len(long_name.name) == 255 and long_name.name.endswith(" (Auto-resend)")
+
+
+@pytest.mark.parametrize(
+    ("status", "auto_resend"),
+    [
+        (CampaignStatus.SENT, AutoResend()),
+        (CampaignStatus.FAILED, RESENDING),
+        # A Recursive campaign waiting for its next occurrence gets its resend after the last one.
+        (CampaignStatus.READY, RESENDING),
+    ],
+)
+def test_no_resend_without_auto_resend_or_unless_the_campaign_ends_sent(
+    status: CampaignStatus, auto_resend: AutoResend
+) -> None:
+    assert campaign_sending.auto_resend_after(campaign(status=status, auto_resend=auto_resend), finished()) is None
+
+
+@pytest.mark.parametrize(
+    "status", [CampaignStatus.DRAFT, CampaignStatus.READY, CampaignStatus.PENDING_APPROVAL, CampaignStatus.PAUSED]
+)
+def test_a_resend_that_never_started_is_cancelled_with_its_original(status: CampaignStatus) -> None:
+    resend = campaign(status=status, original_campaign_id=5, auto_resend_of=5)
+    cancelled = campaign_sending.cancelled_with_original(resend, campaign_sending.SendProgress())
+    assert cancelled is not None
+    assert (cancelled.status, cancelled.status_reason) == (
+        CampaignStatus.CANCELLED,
+        campaign_sending.CANCELLED_WITH_ORIGINAL,
+    )
+
+
+def test_a_resend_that_started_or_ended_is_left_alone_when_its_original_is_cancelled() -> None:
+    started = campaign_sending.SendProgress(1, 1, True)
+    for status in (CampaignStatus.SENDING, CampaignStatus.PAUSED, CampaignStatus.READY):
+        assert campaign_sending.cancelled_with_original(campaign(status=status, auto_resend_of=5), started) is None
+    for status in (CampaignStatus.SENT, CampaignStatus.FAILED, CampaignStatus.CANCELLED):
+        resend = campaign(status=status, auto_resend_of=5)
+        assert campaign_sending.cancelled_with_original(resend, campaign_sending.SendProgress()) is None
+
+
+def test_a_resends_send_request_names_its_original_and_an_ordinary_one_does_not() -> None:
+    resend = campaign(original_campaign_id=5, auto_resend_of=5)
+    request = as_delivery_reads_it(campaign_sending.start_sending(resend, campaign_sending.SendProgress(), NOW))
+    assert request.non_openers_of == 5
+    # A campaign a client linked to an original by hand (OriginalCampaignID) is sent to its own targeting.
+    linked = campaign(original_campaign_id=5)
+    assert (
+        as_delivery_reads_it(
+            campaign_sending.start_sending(linked, campaign_sending.SendProgress(), NOW)
+        ).non_openers_of
+        == 0
+    )
 
 
 @pytest.mark.parametrize(("failed", "started"), [(False, NOW), (True, None)])

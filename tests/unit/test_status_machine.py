@@ -282,6 +282,25 @@ class CampaignLifecycle(RuleBasedStateMachine):
             assert retried[0].status is CampaignStatus.SENDING
             self.progress = retried[1]
 
+    @rule()
+    def original_cancelled(self) -> None:
+        """The campaign is an auto-resend, and its original was cancelled (CancelCampaign on the original)."""
+        before, progress = self.campaign, self.progress
+        after = sending.cancelled_with_original(before, progress)
+        waiting = {
+            CampaignStatus.DRAFT,
+            CampaignStatus.READY,
+            CampaignStatus.PENDING_APPROVAL,
+            CampaignStatus.PAUSED,
+        }
+        # Only a resend that never started sending goes with its original.
+        assert (after is not None) == (progress.occurrences_started == 0 and before.status in waiting)
+        if after is None:
+            return
+        assert after.status is CampaignStatus.CANCELLED
+        self.history.append(("original_cancelled", before.status, after.status))
+        self.campaign = after
+
     # --- invariants ----------------------------------------------------------------------------------------
 
     @invariant()
@@ -296,11 +315,14 @@ class CampaignLifecycle(RuleBasedStateMachine):
                 assert after not in DELIVERY_ONLY
 
     @invariant()
-    def cancelled_only_by_cancel_while_sending_or_paused(self) -> None:
+    def cancelled_only_by_cancel_while_sending_or_paused_or_with_the_original(self) -> None:
         for operation, before, after in self.history:
             if after is CampaignStatus.CANCELLED and before is not CampaignStatus.CANCELLED:
-                assert operation == "cancel"
-                assert before in {CampaignStatus.SENDING, CampaignStatus.PAUSED}
+                assert operation in {"cancel", "original_cancelled"}
+                if operation == "cancel":
+                    assert before in {CampaignStatus.SENDING, CampaignStatus.PAUSED}
+                else:
+                    assert before not in DELIVERY_ONLY | FINISHED
 
     @invariant()
     def ready_only_after_draft_ready_paused_approval_or_an_occurrence(self) -> None:

@@ -13,6 +13,7 @@ from services.common.errors import DomainError, ErrorKind, FieldViolation, inval
 
 MAX_NAME_LENGTH = 255
 COPY_SUFFIX = " (Copy)"
+AUTO_RESEND_SUFFIX = " (Auto-resend)"
 
 
 class CampaignStatus(enum.StrEnum):
@@ -154,6 +155,8 @@ class Campaign:
     publish_on_rss: bool = False
     s2s_enabled: bool = False
     send_finished_at: datetime | None = None
+    # Set only on the auto-resend Herald created for that campaign: it goes to that campaign's non-openers.
+    auto_resend_of: int | None = None
 
     @property
     def schedule_type(self) -> ScheduleType:
@@ -192,6 +195,11 @@ def validate_campaign_name(name: str) -> str:
 def copy_name(name: str) -> str:
     """`<name> (Copy)`, with the original shortened so that the result still fits the name limit."""
     return name[: MAX_NAME_LENGTH - len(COPY_SUFFIX)].rstrip() + COPY_SUFFIX
+
+
+def auto_resend_name(name: str) -> str:
+    """`<name> (Auto-resend)`, with the original shortened so that the result still fits the name limit."""
+    return name[: MAX_NAME_LENGTH - len(AUTO_RESEND_SUFFIX)].rstrip() + AUTO_RESEND_SUFFIX
 
 
 def validate_campaign_id(campaign_id: int, field_name: str = "campaign_id") -> None:

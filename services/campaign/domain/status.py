@@ -50,6 +50,17 @@ CANCEL = Transition(
     },
 )
 APPROVE = Transition("can be approved", {CampaignStatus.PENDING_APPROVAL: CampaignStatus.READY})
+# An auto-resend waiting for its day when its original is cancelled (services/campaign/sending.py decides
+# that it never started sending): the resend is void, for good.
+CANCEL_WITH_ORIGINAL = Transition(
+    "is cancelled with its original",
+    {
+        CampaignStatus.DRAFT: CampaignStatus.CANCELLED,
+        CampaignStatus.READY: CampaignStatus.CANCELLED,
+        CampaignStatus.PENDING_APPROVAL: CampaignStatus.CANCELLED,
+        CampaignStatus.PAUSED: CampaignStatus.CANCELLED,
+    },
+)
 # Sending: the picker starts a due campaign; delivery reports that an occurrence finished.
 START_SENDING = Transition("starts sending", {CampaignStatus.READY: CampaignStatus.SENDING})
 FINISH_SENDING = Transition("finishes sending", {CampaignStatus.SENDING: CampaignStatus.SENT})

@@ -199,6 +199,7 @@ class Campaign(_message.Message):
     SEND_FINISH_TIME_FIELD_NUMBER: _builtins.int
     STATISTICS_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    AUTO_RESEND_OF_CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
     owner_user_id: _builtins.int
     name: _builtins.str
@@ -214,6 +215,11 @@ class Campaign(_message.Message):
     google_analytics_domains: _builtins.str
     publish_on_rss: _builtins.bool
     s2s_enabled: _builtins.bool
+    auto_resend_of_campaign_id: _builtins.int
+    """Set only on the auto-resend Herald created when that campaign finished sending: this campaign goes
+    to that campaign's recipients who were sent it, have not opened it, and are still subscribed and
+    unsuppressed. 0 on any other campaign. Output only: UpdateCampaign never changes it.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -278,10 +284,11 @@ class Campaign(_message.Message):
         send_finish_time: _timestamp_pb2.Timestamp | None = ...,
         statistics: Global___CampaignStatistics | None = ...,
         tags: _abc.Iterable[Global___CampaignTag] | None = ...,
+        auto_resend_of_campaign_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auto_resend", b"auto_resend", "create_time", b"create_time", "schedule", b"schedule", "send_finish_time", b"send_finish_time", "send_time", b"send_time", "split_test", b"split_test", "statistics", b"statistics", "targeting", b"targeting", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_user_explanation", b"approval_user_explanation", "auto_resend", b"auto_resend", "campaign_id", b"campaign_id", "create_time", b"create_time", "email_id", b"email_id", "google_analytics_domains", b"google_analytics_domains", "name", b"name", "original_campaign_id", b"original_campaign_id", "owner_user_id", b"owner_user_id", "publish_on_rss", b"publish_on_rss", "s2s_enabled", b"s2s_enabled", "schedule", b"schedule", "schedule_type", b"schedule_type", "send_finish_time", b"send_finish_time", "send_time", b"send_time", "split_test", b"split_test", "statistics", b"statistics", "status", b"status", "status_reason", b"status_reason", "tags", b"tags", "targeting", b"targeting", "update_time", b"update_time", "variations", b"variations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_user_explanation", b"approval_user_explanation", "auto_resend", b"auto_resend", "auto_resend_of_campaign_id", b"auto_resend_of_campaign_id", "campaign_id", b"campaign_id", "create_time", b"create_time", "email_id", b"email_id", "google_analytics_domains", b"google_analytics_domains", "name", b"name", "original_campaign_id", b"original_campaign_id", "owner_user_id", b"owner_user_id", "publish_on_rss", b"publish_on_rss", "s2s_enabled", b"s2s_enabled", "schedule", b"schedule", "schedule_type", b"schedule_type", "send_finish_time", b"send_finish_time", "send_time", b"send_time", "split_test", b"split_test", "statistics", b"statistics", "status", b"status", "status_reason", b"status_reason", "tags", b"tags", "targeting", b"targeting", "update_time", b"update_time", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1329,6 +1336,7 @@ class CampaignSendRequestedEvent(_message.Message):
     OCCURRENCE_FIELD_NUMBER: _builtins.int
     SPLIT_TEST_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    NON_OPENERS_OF_CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
     owner_user_id: _builtins.int
     name: _builtins.str
@@ -1343,6 +1351,11 @@ class CampaignSendRequestedEvent(_message.Message):
     object without this field in canonical form (keys sorted, no spaces, ASCII escapes), keyed with
     a key derived from the install's token secret: only the campaign service can make it
     (services/common/event_signing.py). Other consumers may ignore it.
+    """
+    non_openers_of_campaign_id: _builtins.int
+    """Set for an auto-resend: only the recipients of this campaign (of any of its occurrences) who were
+    Sent it and never opened it, and had no bounce or complaint recorded, are queued, and only those
+    the targeting still selects now. 0: the targeting alone.
     """
     @_builtins.property
     def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variation]: ...
@@ -1365,10 +1378,11 @@ class CampaignSendRequestedEvent(_message.Message):
         occurrence: _builtins.int = ...,
         split_test: Global___SplitTest | None = ...,
         signature: _builtins.str = ...,
+        non_openers_of_campaign_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["split_test", b"split_test", "targeting", b"targeting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "email_id", b"email_id", "name", b"name", "occurrence", b"occurrence", "owner_user_id", b"owner_user_id", "resume", b"resume", "signature", b"signature", "split_test", b"split_test", "targeting", b"targeting", "variations", b"variations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "email_id", b"email_id", "name", b"name", "non_openers_of_campaign_id", b"non_openers_of_campaign_id", "occurrence", b"occurrence", "owner_user_id", b"owner_user_id", "resume", b"resume", "signature", b"signature", "split_test", b"split_test", "targeting", b"targeting", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
