@@ -228,7 +228,9 @@ class EmailUpdate:
     violations: tuple[FieldViolation, ...] = ()
 
 
-def _check_text(path: str, value: str, violations: Violations) -> bool:
+def check_text(path: str, value: str, violations: Violations) -> bool:
+    """True for a good value of the text field `path` (an Email field name, which templates share); False after
+    recording what is wrong: NUL characters, too long, or a malformed personalization tag."""
     if "\x00" in value:
         # PostgreSQL text cannot hold NUL; refusing it here keeps the failure a client error.
         violations.add(path, "TEXT_INVALID", f"{path} must not contain NUL characters")
@@ -250,7 +252,7 @@ def _checked_value(path: str, value: object, violations: Violations) -> tuple[bo
     """(True, the value to store) or (False, None) after recording what is wrong with it."""
     if path in _TEXT_LIMITS:
         text = value if isinstance(value, str) else ""
-        if not _check_text(path, text, violations):
+        if not check_text(path, text, violations):
             return False, None
         if path not in _ADDRESS_REASONS:
             return True, text
@@ -282,7 +284,7 @@ def _checked_value(path: str, value: object, violations: Violations) -> tuple[bo
             return False, None
         return True, value
     if path == "utm" and isinstance(value, Utm):
-        good = all([_check_text(f"utm.{name}", getattr(value, name), violations) for name in _UTM_TEXT])
+        good = all([check_text(f"utm.{name}", getattr(value, name), violations) for name in _UTM_TEXT])
         return good, value if good else None
     violations.add("update_mask", "UPDATE_MASK_INVALID", f"{path!r} is not a field an update may change")
     return False, None
