@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.campaign import template_store
+from services.campaign import email_store, template_store
+from services.campaign.email_domain import Email, EmailMode
 from services.campaign.template_domain import Template
 from tests.store.conftest import new_id
 
@@ -90,10 +91,24 @@ async def test_an_update_sets_every_field_and_the_update_time(conn: AsyncConnect
     )
 
 
-async def test_a_delete_is_scoped_to_the_owner(conn: AsyncConnection) -> None:
+async def test_a_delete_is_scoped_to_the_owner_and_leaves_the_emails_made_from_the_template(
+    conn: AsyncConnection,
+) -> None:
     owner, other = new_id(), new_id()
     created = await _template(conn, owner)
+    email = await email_store.insert_email(
+        conn,
+        Email(
+            email_id=0,
+            owner_user_id=owner,
+            mode=EmailMode.TEMPLATE,
+            template_id=created.template_id,
+            html_content=created.html_content,
+        ),
+    )
     assert await template_store.delete_template(conn, created.template_id, other) is None
     assert await template_store.delete_template(conn, created.template_id, owner) == created.template_id
     assert await template_store.delete_template(conn, created.template_id, owner) is None
     assert await template_store.template_by_id(conn, created.template_id, None) is None
+    kept = await email_store.email_by_id(conn, email.email_id, owner)
+    assert kept is not None and (kept.template_id, kept.html_content) == (created.template_id, "<p>Welcome</p>")
