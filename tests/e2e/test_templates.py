@@ -1,9 +1,14 @@
 """Email templates end to end: TemplateService over gRPC, email.create/email.update in Template mode and list.create's
-confirmation email through the translator."""
+confirmation email through the translator, and `herald template` against the running Herald."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -12,7 +17,7 @@ from google.protobuf import field_mask_pb2
 from herald.campaign.v1 import email_pb2, email_pb2_grpc, template_pb2, template_pb2_grpc
 
 from services.common.grpcutil import decode_error
-from tests.conftest import Api, System, User, grpc_metadata
+from tests.conftest import ROOT, Api, System, User, grpc_metadata
 from tests.e2e.template_helpers import new_template
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -427,3 +432,128 @@ async def test_a_confirmation_email_names_one_of_the_callers_templates_or_answer
     email = await email_of(api, owner, created["ConfirmationEmailID"])
     assert (email["Subject"], email["HTMLContent"]) == ("Please confirm", "<p>Confirm: %Link:Confirm%</p>")
     assert (email["Mode"], email["RelTemplateID"]) == ("Template", template.template_id)
+
+
+# --- herald template ----------------------------------------------------------------------------------------
+
+
+async def herald(system: System, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli", *args],
+        env=system.env,
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def printed(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0 and "Traceback" not in result.stderr, (result.returncode, result.stderr)
+    return json.loads(result.stdout)
+
+
+def failed_with(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1 and result.stdout == "", (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    message: str = json.loads(lines[0])["Error"]
+    return message
+
+
+async def test_herald_template_round_trip_and_an_email_made_from_it(
+    api: Api, system: System, make_user: Any, tmp_path: Path
+) -> None:
+    user, stranger = await make_user(), await make_user()
+    html = tmp_path / "welcome.html"
+    html.write_text("<p>Héllo {{ Subscriber:FirstName }}</p>\n", encoding="utf-8")
+    created = printed(
+        await herald(
+            system,
+            "template", "create", "--user", str(user.user_id), "--name", "Welcome", "--subject", "Hi",
+            "--html", str(html), "--text", "-",
+            stdin="Hello from stdin\n",
+        )
+    )  # fmt: skip
+    template_id = created["TemplateID"]
+    assert created["UserID"] == user.user_id and created["Name"] == "Welcome" and created["Subject"] == "Hi"
+    assert (created["HTMLContent"], created["PlainContent"]) == (
+        html.read_text(encoding="utf-8"),
+        "Hello from stdin\n",
+    )
+    assert set(created) == {
+        "TemplateID", "UserID", "Name", "Subject", "PreHeaderText", "HTMLContent", "PlainContent", "CreatedOn", "UpdatedOn",
+    }  # fmt: skip
+
+    shown = printed(
+        await herald(system, "template", "show", "--id", str(template_id), "--user", str(user.user_id))
+    )
+    assert shown == created
+    updated = printed(
+        await herald(
+            system,
+            "template",
+            "update",
+            "--id",
+            str(template_id),
+            "--user",
+            str(user.user_id),
+            "--subject",
+            "",
+            "--preheader",
+            "Soon",
+        )
+    )
+    assert (updated["Subject"], updated["PreHeaderText"], updated["HTMLContent"]) == (
+        "",
+        "Soon",
+        created["HTMLContent"],
+    )
+    listed = printed(await herald(system, "template", "list", "--user", str(user.user_id)))
+    assert [row["TemplateID"] for row in listed] == [template_id] and "HTMLContent" not in listed[0]
+    assert template_id in [row["TemplateID"] for row in printed(await herald(system, "template", "list"))]
+
+    # A legacy client makes an email from it.
+    body = await api.call("email.create", user.api_key, Mode="Template", RelTemplateID=template_id)
+    email = await email_of(api, user, body["EmailID"])
+    assert (email["HTMLContent"], email["PlainContent"], email["PreHeaderText"]) == (
+        created["HTMLContent"],
+        "Hello from stdin\n",
+        "Soon",
+    )
+
+    # Another user's template is as unknown as one nobody has; failures are one line.
+    other = await herald(system, "template", "show", "--id", str(template_id), "--user", str(stranger.user_id))
+    assert failed_with(other) == f"template {template_id} not found"
+    assert failed_with(
+        await herald(system, "template", "create", "--user", str(user.user_id), "--name", "Empty")
+    ) == ("a template needs html_content or plain_content")
+    missing = await herald(
+        system,
+        "template",
+        "create",
+        "--user",
+        str(user.user_id),
+        "--name",
+        "x",
+        "--html",
+        str(tmp_path / "nope.html"),
+    )
+    assert failed_with(missing).startswith(f"cannot read --html {tmp_path / 'nope.html'}")
+    assert failed_with(await herald(system, "template", "update", "--id", str(template_id))).startswith(
+        "nothing to change"
+    )
+    assert failed_with(
+        await herald(system, "template", "create", "--user", "999999999", "--name", "x", "--text", "-")
+    ) == ("no user 999999999")
+
+    deleted = printed(
+        await herald(system, "template", "delete", "--id", str(template_id), "--user", str(user.user_id))
+    )
+    assert deleted == {"TemplateID": template_id, "Deleted": True}
+    again = await herald(system, "template", "delete", "--id", str(template_id))
+    assert failed_with(again) == f"template {template_id} not found"
+    # The email keeps its copy.
+    assert (await email_of(api, user, body["EmailID"]))["HTMLContent"] == created["HTMLContent"]
