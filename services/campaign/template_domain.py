@@ -14,9 +14,8 @@ from services.common.auth import Principal
 from services.common.errors import DomainError, ErrorKind, FieldViolation, Violations, invalid
 
 # The fields a request may set, by their Template (and Email) names; text limits and tag rules are an email's.
+# An email in Template mode copies all but the name (email_domain.TEMPLATE_CONTENT).
 FIELDS = ("name", "subject", "preheader_text", "html_content", "plain_content")
-# What an email in Template mode copies (every field but the name, which is the template's own).
-CONTENT_FIELDS = ("subject", "preheader_text", "html_content", "plain_content")
 ALL_FIELDS = "*"
 
 DEFAULT_PAGE_SIZE = 50
