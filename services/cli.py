@@ -1,4 +1,4 @@
-"""The `herald` command: run everything, serve one service, manage users, admins and DKIM sending domains, mint principal tokens."""
+"""The `herald` command: run everything, serve one service, manage users, admins, DKIM sending domains and email templates, mint principal tokens."""
 
 from __future__ import annotations
 
@@ -203,10 +203,15 @@ def _parser() -> _Parser:
     )
 
     from services.audience import import_client
+    from services.campaign import template_client
     from services.delivery import dkim_client
 
     dkim = commands.add_parser("dkim", help="DKIM sending domains").add_subparsers(dest="action", required=True)
     dkim_client.add_arguments(dkim, _positive)
+    template = commands.add_parser(
+        "template", help="email templates, which emails copy in Template mode"
+    ).add_subparsers(dest="action", required=True)
+    template_client.add_arguments(template, _positive)
 
     subscribers = commands.add_parser("subscribers", help="subscribers of lists").add_subparsers(
         dest="action", required=True
@@ -244,16 +249,20 @@ def main(argv: list[str] | None = None) -> None:
         exit_status: list[int] = []
         _manage(lambda: exit_status.append(import_client.run_import(settings, args)))
         raise SystemExit(exit_status[0])
-    if args.command == "dkim":
+    if args.command in ("dkim", "template"):
+        from services import cli_calls
+        from services.campaign import template_client
         from services.delivery import dkim_client
 
-        def dkim_command() -> None:
+        client = dkim_client if args.command == "dkim" else template_client
+
+        def service_command() -> None:
             try:
-                _identity(settings, f"herald dkim {args.action}", dkim_client.action(args, settings))
-            except dkim_client.CallFailed as exc:
+                _identity(settings, f"herald {args.command} {args.action}", client.action(args, settings))
+            except cli_calls.CallFailed as exc:
                 raise CommandFailed(str(exc)) from exc
 
-        _manage(dkim_command)
+        _manage(service_command)
         return
     _manage(lambda: _identity(settings, f"herald {args.command} {args.action}", _identity_action(args)))
 

@@ -61,6 +61,9 @@ class EmailDirectory:
             await self._stub.UpdateEmail(request)
         except grpc.aio.AioRpcError as exc:
             await self.delete_email(created.email_id)
+            if any(v.reason == "TEMPLATE_NOT_FOUND" for v in grpcutil.decode_error(exc).violations):
+                # A RelTemplateID that names none of the caller's templates (the email service's own check).
+                raise domain.confirmation_template_not_found(email.template_id) from exc
             raise domain.confirmation_email_failed(_describe(exc)) from exc
         return created.email_id
 

@@ -1,4 +1,4 @@
-"""The EmailService servicer: turns requests into email rules and store queries, and emails back into protos."""
+"""The EmailService servicer: turns requests into email rules and store queries (a template's too, for Template mode), and emails back into protos."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from google.protobuf import empty_pb2
 from herald.campaign.v1 import email_pb2, email_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.campaign import email_domain, email_store
+from services.campaign import email_domain, email_store, template_store
 from services.campaign.domain import Unrecognized
 from services.campaign.email_domain import ContentType, Email, EmailMode, Utm, ValidateScope
+from services.campaign.template_domain import Template
 from services.common import auth, grpcutil
 
 CONTENT_TYPE_TO_PROTO: dict[ContentType, email_pb2.ContentType.ValueType] = {
@@ -33,6 +34,10 @@ VALIDATE_SCOPE_FROM_PROTO: dict[int, ValidateScope] = {
     email_pb2.VALIDATE_SCOPE_CAMPAIGN: ValidateScope.CAMPAIGN,
     email_pb2.VALIDATE_SCOPE_AUTO_RESPONDER: ValidateScope.AUTO_RESPONDER,
 }
+
+
+def _mode_from_proto(value: int) -> EmailMode | Unrecognized:
+    return MODE_FROM_PROTO.get(value) or Unrecognized(value)
 
 
 def validate_scope_from_proto(value: int) -> ValidateScope | Unrecognized | None:
@@ -123,8 +128,13 @@ class EmailService(email_pb2_grpc.EmailServiceServicer):
         self, request: email_pb2.CreateEmailRequest, context: grpc.aio.ServicerContext
     ) -> email_pb2.Email:
         owner_user_id = email_domain.owner_of_new_email(auth.principal())
+        mode = None if request.mode == email_pb2.EMAIL_MODE_UNSPECIFIED else _mode_from_proto(request.mode)
         async with self._engine.begin() as conn:
-            email = await email_store.insert_email(conn, owner_user_id=owner_user_id)
+            template: Template | None = None
+            if request.template_id > 0:
+                template = await template_store.template_by_id(conn, request.template_id, owner_user_id)
+            new = email_domain.new_email(owner_user_id, mode, request.template_id, template=template)
+            email = await email_store.insert_email(conn, new)
         structlog.contextvars.bind_contextvars(email_id=email.email_id)
         return email_to_proto(email)
 
@@ -163,10 +173,14 @@ class EmailService(email_pb2_grpc.EmailServiceServicer):
         structlog.contextvars.bind_contextvars(email_id=update.email_id)
         owner = email_domain.owner_scope(auth.principal())
         async with self._engine.begin() as conn:
-            current = None
+            current: Email | None = None
+            template: Template | None = None
             if update.email_id > 0:
                 current = await email_store.email_by_id(conn, update.email_id, owner, for_update=True)
-            email = email_domain.updated_email(update, current)
+            if current is not None and (template_id := email_domain.named_template_id(update, current)):
+                # The email owner's template, whoever calls: an admin's call must not copy another user's.
+                template = await template_store.template_by_id(conn, template_id, current.owner_user_id)
+            email = email_domain.updated_email(update, current, template=template)
             saved = await email_store.update_email(conn, email)
         if saved is None:  # only if the locked row vanished, which a soft delete never does
             raise email_domain.email_not_found(update.email_id)

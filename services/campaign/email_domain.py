@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -20,6 +21,9 @@ from services.common.personalization import TagError as TagError
 from services.common.personalization import parse_personalization as parse_personalization
 from services.common.personalization import personalization_problems as personalization_problems
 from services.common.personalization import render_personalization as render_personalization
+
+if TYPE_CHECKING:  # template_domain checks its texts with this module's rules, so it imports this one
+    from services.campaign.template_domain import Template
 
 # At most this many emails per ListEmails with ids (the legacy emails.get limit).
 MAX_LISTED_IDS = 100
@@ -228,7 +232,9 @@ class EmailUpdate:
     violations: tuple[FieldViolation, ...] = ()
 
 
-def _check_text(path: str, value: str, violations: Violations) -> bool:
+def check_text(path: str, value: str, violations: Violations) -> bool:
+    """True for a good value of the text field `path` (an Email field name, which templates share); False after
+    recording what is wrong: NUL characters, too long, or a malformed personalization tag."""
     if "\x00" in value:
         # PostgreSQL text cannot hold NUL; refusing it here keeps the failure a client error.
         violations.add(path, "TEXT_INVALID", f"{path} must not contain NUL characters")
@@ -250,7 +256,7 @@ def _checked_value(path: str, value: object, violations: Violations) -> tuple[bo
     """(True, the value to store) or (False, None) after recording what is wrong with it."""
     if path in _TEXT_LIMITS:
         text = value if isinstance(value, str) else ""
-        if not _check_text(path, text, violations):
+        if not check_text(path, text, violations):
             return False, None
         if path not in _ADDRESS_REASONS:
             return True, text
@@ -282,7 +288,7 @@ def _checked_value(path: str, value: object, violations: Violations) -> tuple[bo
             return False, None
         return True, value
     if path == "utm" and isinstance(value, Utm):
-        good = all([_check_text(f"utm.{name}", getattr(value, name), violations) for name in _UTM_TEXT])
+        good = all([check_text(f"utm.{name}", getattr(value, name), violations) for name in _UTM_TEXT])
         return good, value if good else None
     violations.add("update_mask", "UPDATE_MASK_INVALID", f"{path!r} is not a field an update may change")
     return False, None
@@ -365,9 +371,11 @@ def result_violations(email: Email) -> list[FieldViolation]:
     return violations.items
 
 
-def updated_email(update: EmailUpdate, current: Email | None) -> Email:
+def updated_email(update: EmailUpdate, current: Email | None, *, template: Template | None) -> Email:
     """The email after the update, or the error naming every problem of the request and of the result.
 
+    `template` is the one `named_template_id` names, if the email's owner has it (None otherwise). In Template
+    mode its content is copied in, but for the fields the update sets itself.
     A request with bad fields is INVALID even for an email that is not found; NOT_FOUND otherwise.
     """
     problems = list(update.violations)
@@ -376,10 +384,78 @@ def updated_email(update: EmailUpdate, current: Email | None) -> Email:
             raise _invalid(problems)
         raise email_not_found(update.email_id)
     result = merged_email(current, update.changes)
+    template_id = named_template_id(update, current)
+    if template_id:
+        if template is None or not _is_template_of(template, template_id, current.owner_user_id):
+            problems.append(_template_not_found(template_id))
+        elif result.mode is EmailMode.TEMPLATE:
+            result = with_template_content(result, template, keep=update.changes)
     problems += result_violations(result)
     if problems:
         raise _invalid(problems)
     return result
+
+
+# --- templates ----------------------------------------------------------------------------------------------
+
+# What Template mode copies from the template (services/campaign/template_domain.py).
+TEMPLATE_CONTENT = ("subject", "preheader_text", "html_content", "plain_content")
+
+
+def named_template_id(update: EmailUpdate, current: Email) -> int:
+    """The template an update names, which must be one of the email owner's (0: none): the non-zero template_id
+    it sets, or the email's own when it switches to Template mode without setting one."""
+    template_id = update.changes.get("template_id")
+    if isinstance(template_id, int) and template_id > 0:
+        return template_id
+    if update.changes.get("mode") is EmailMode.TEMPLATE and "template_id" not in update.changes:
+        return current.template_id
+    return 0
+
+
+def with_template_content(email: Email, template: Template, keep: Collection[str] = ()) -> Email:
+    """The email with the template's subject, pre-header and bodies (a copy: later template edits do not reach
+    it), but for the fields in `keep`; the content type follows the bodies unless `keep` names it."""
+    copied = {name: getattr(template, name) for name in TEMPLATE_CONTENT if name not in keep}
+    result = replace(email, **copied)
+    if "content_type" not in keep:
+        result = replace(result, content_type=_derived_content_type(result))
+    return result
+
+
+def new_email(
+    owner_user_id: int, mode: EmailMode | Unrecognized | None, template_id: int, *, template: Template | None
+) -> Email:
+    """The email CreateEmail makes: empty, or in Template mode a copy of the template's content. `template` is
+    the one `template_id` names, if the owner has it (None otherwise). INVALID names every problem."""
+    violations = Violations()
+    if isinstance(mode, Unrecognized):
+        violations.add("mode", "MODE_INVALID", "mode must name an email mode")
+    if template_id < 0:
+        violations.add("template_id", "TEMPLATE_ID_INVALID", "template_id must not be negative")
+    elif template_id > 0 and (template is None or not _is_template_of(template, template_id, owner_user_id)):
+        violations.items.append(_template_not_found(template_id))
+    elif template_id == 0 and mode is EmailMode.TEMPLATE:
+        violations.add("template_id", "TEMPLATE_ID_REQUIRED", "Template mode needs a template_id")
+    violations.raise_if_any()
+    email = Email(
+        email_id=0,
+        owner_user_id=owner_user_id,
+        mode=mode if isinstance(mode, EmailMode) else EmailMode.EMPTY,
+        template_id=template_id,
+    )
+    if template is not None and email.mode is EmailMode.TEMPLATE:
+        email = with_template_content(email, template)
+    return email
+
+
+def _is_template_of(template: Template, template_id: int, owner_user_id: int) -> bool:
+    return template.template_id == template_id and template.owner_user_id == owner_user_id
+
+
+def _template_not_found(template_id: int) -> FieldViolation:
+    # The same for a template nobody has and for another user's, so that neither can be told apart.
+    return FieldViolation("template_id", "TEMPLATE_NOT_FOUND", f"template {template_id} not found")
 
 
 def _invalid(violations: Sequence[FieldViolation]) -> DomainError:

@@ -119,6 +119,14 @@ def _email(row: Row[Any]) -> Email:
     )
 
 
+def _content_values(email: Email) -> dict[str, Any]:
+    values: dict[str, Any] = {column: getattr(email, column) for column in CONTENT_COLUMNS}
+    values["content_type"] = email.content_type.value
+    values["mode"] = email.mode.value
+    values["utm"] = email.utm.to_json()
+    return values
+
+
 def _live_and_owned_by(owner_user_id: int | None) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [_c.deleted_at.is_(None)]
     if owner_user_id is not None:
@@ -126,9 +134,9 @@ def _live_and_owned_by(owner_user_id: int | None) -> list[ColumnElement[bool]]:
     return conditions
 
 
-async def insert_email(conn: AsyncConnection, *, owner_user_id: int) -> Email:
-    """The new empty email (the table's defaults), which an update fills."""
-    stmt = insert(emails).values(owner_user_id=owner_user_id).returning(*emails.c)
+async def insert_email(conn: AsyncConnection, email: Email) -> Email:
+    """The new email with the owner and content columns of `email` (its id and times are the table's)."""
+    stmt = insert(emails).values(owner_user_id=email.owner_user_id, **_content_values(email)).returning(*emails.c)
     return _email((await conn.execute(stmt)).one())
 
 
@@ -161,14 +169,10 @@ async def emails_by_name(conn: AsyncConnection, owner_user_id: int | None) -> li
 
 async def update_email(conn: AsyncConnection, email: Email) -> Email | None:
     """The email with its content columns set from `email`; None when it was deleted meanwhile."""
-    values: dict[str, Any] = {column: getattr(email, column) for column in CONTENT_COLUMNS}
-    values["content_type"] = email.content_type.value
-    values["mode"] = email.mode.value
-    values["utm"] = email.utm.to_json()
     stmt = (
         update(emails)
         .where(_c.email_id == email.email_id, _c.deleted_at.is_(None))
-        .values(**values, updated_at=func.now())
+        .values(**_content_values(email), updated_at=func.now())
         .returning(*emails.c)
     )
     row = (await conn.execute(stmt)).one_or_none()

@@ -1,4 +1,4 @@
-"""Entry point of the campaign service: migrates its schema, serves CampaignService and EmailService, runs the picker, and links to NATS (outbox relay, campaign_finished consumer)."""
+"""Entry point of the campaign service: migrates its schema, serves CampaignService, EmailService and TemplateService, runs the picker, and links to NATS (outbox relay, campaign_finished consumer)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from pathlib import Path
 import grpc
 import structlog
 from herald.audience.v1 import audience_pb2_grpc
-from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc, email_pb2, email_pb2_grpc
+from herald.campaign.v1 import (
+    campaign_pb2,
+    campaign_pb2_grpc,
+    email_pb2,
+    email_pb2_grpc,
+    template_pb2,
+    template_pb2_grpc,
+)
 from herald.delivery.v1 import delivery_pb2_grpc
 from herald.tag.v1 import tag_pb2_grpc
 
@@ -17,6 +24,7 @@ from services.campaign.email_api import EmailService
 from services.campaign.picker import Picker
 from services.campaign.sending_events import campaign_finished_consumer
 from services.campaign.store import SCHEMA
+from services.campaign.template_api import TemplateService
 from services.common import db, events, grpcutil, natsutil
 from services.common.config import Settings
 from services.common.grpcutil import serve
@@ -64,9 +72,11 @@ async def main(settings: Settings) -> None:
     def register(server: grpc.aio.Server) -> list[str]:
         campaign_pb2_grpc.add_CampaignServiceServicer_to_server(servicer, server)
         email_pb2_grpc.add_EmailServiceServicer_to_server(EmailService(engine), server)
+        template_pb2_grpc.add_TemplateServiceServicer_to_server(TemplateService(engine), server)
         return [
             campaign_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name,
             email_pb2.DESCRIPTOR.services_by_name["EmailService"].full_name,
+            template_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,
         ]
 
     await serve(

@@ -113,6 +113,15 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
     "/herald.campaign.v1.EmailService/ListEmails": anyone("emails.get"),
     "/herald.campaign.v1.EmailService/UpdateEmail": anyone("email.update"),
     "/herald.campaign.v1.EmailService/DeleteEmail": anyone("email.delete"),
+    # herald.campaign.v1.TemplateService: what email.create/email.update copy in Template mode, which name no
+    # permission either.
+    "/herald.campaign.v1.TemplateService/CreateTemplate": anyone(note="`herald template create`; a user's own"),
+    "/herald.campaign.v1.TemplateService/GetTemplate": anyone(note="`herald template show`; a user's own"),
+    "/herald.campaign.v1.TemplateService/ListTemplates": anyone(
+        note="`herald template list`; a user's own (an admin names another user, or lists everyone's)"
+    ),
+    "/herald.campaign.v1.TemplateService/UpdateTemplate": anyone(note="`herald template update`; a user's own"),
+    "/herald.campaign.v1.TemplateService/DeleteTemplate": anyone(note="`herald template delete`; a user's own"),
     # herald.tag.v1.TagService: the tag commands name no permission, except (un)assigning.
     "/herald.tag.v1.TagService/ListTags": anyone("tags.get"),
     "/herald.tag.v1.TagService/GetTag": anyone(note="one tag of `tags.get`; read by `campaigns.archive.geturl`"),

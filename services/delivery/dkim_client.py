@@ -13,24 +13,16 @@ import textwrap
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import grpc
-from google.protobuf import message as protobuf_message
+from google.protobuf.message import Message
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 
-from services.common.auth import Principal, mint_token
+from services import cli_calls
 from services.common.config import Settings
-from services.common.grpcutil import decode_error
 
 if TYPE_CHECKING:
     from translator.identity import IdentityStore
 
 
-class CallFailed(Exception):
-    """The service refused the call or could not be reached; the message is the line the user sees."""
-
-
-TOKEN_TTL_SECONDS = 300
-CALL_TIMEOUT_SECONDS = 30.0
 # A TXT record's strings hold at most 255 characters each (RFC 1035 §3.3.14); a 2048-bit key needs two.
 TXT_STRING_LENGTH = 255
 
@@ -71,71 +63,41 @@ def shown(domain: delivery_pb2.SendingDomain) -> dict[str, Any]:
     }
 
 
-async def _call(
-    settings: Settings, token: str, rpc: Callable[[delivery_pb2_grpc.DeliveryServiceStub], Any], **request: Any
-) -> Any:
-    address = settings.grpc_addr("delivery")
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
-        try:
-            answer: protobuf_message.Message = await rpc(stub)(
-                **request,
-                metadata=(("authorization", f"Bearer {token}"),),
-                timeout=CALL_TIMEOUT_SECONDS,
-                wait_for_ready=True,
-            )
-        except grpc.aio.AioRpcError as exc:
-            failure = decode_error(exc)
-            if (
-                failure.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-                and not failure.reason
-            ):
-                raise CallFailed(f"delivery service unreachable at {address}: {failure.message}") from exc
-            # Every bad field at once, as the service reported them.
-            message = "; ".join(v.description for v in failure.violations) or failure.message
-            raise CallFailed(message) from exc
-    return answer
-
-
-async def _user_token(store: IdentityStore, user_id: int) -> str:
-    token: str = (await store.mint_for(user_id=user_id, admin_id=None, ttl=TOKEN_TTL_SECONDS))["Token"]
-    return token
+async def _call(settings: Settings, token: str, rpc: Callable[[Any], Any], request: Message) -> Any:
+    return await cli_calls.call(settings, "delivery", delivery_pb2_grpc.DeliveryServiceStub, token, rpc, request)
 
 
 def action(args: argparse.Namespace, settings: Settings) -> Callable[[IdentityStore], Awaitable[Any]]:
     """What `herald dkim <action>` does with the identity store (a user's token) and the delivery service."""
 
     async def add(store: IdentityStore) -> Any:
-        token = await _user_token(store, args.user)
+        token = await cli_calls.user_token(store, args.user)
         created = await _call(
             settings,
             token,
             lambda stub: stub.CreateSendingDomain,
-            request=delivery_pb2.CreateSendingDomainRequest(domain=args.domain, selector=args.selector),
+            delivery_pb2.CreateSendingDomainRequest(domain=args.domain, selector=args.selector),
         )
         return shown(created)
 
     async def listing(store: IdentityStore) -> Any:
-        if args.user is None:
-            token = mint_token(
-                Principal(user_id=0, is_admin=True), settings.effective_token_secret(), TOKEN_TTL_SECONDS
-            )
-        else:
-            token = await _user_token(store, args.user)
+        token = (
+            cli_calls.admin_token(settings) if args.user is None else await cli_calls.user_token(store, args.user)
+        )
         found = await _call(
-            settings, token, lambda stub: stub.ListSendingDomains, request=delivery_pb2.ListSendingDomainsRequest()
+            settings, token, lambda stub: stub.ListSendingDomains, delivery_pb2.ListSendingDomainsRequest()
         )
         return [shown(domain) for domain in found.sending_domains]
 
     async def remove(store: IdentityStore) -> Any:
         from services.delivery import dkim  # the key and signing libraries only where they are needed
 
-        token = await _user_token(store, args.user)
+        token = await cli_calls.user_token(store, args.user)
         await _call(
             settings,
             token,
             lambda stub: stub.DeleteSendingDomain,
-            request=delivery_pb2.DeleteSendingDomainRequest(domain=args.domain),
+            delivery_pb2.DeleteSendingDomainRequest(domain=args.domain),
         )
         return {"UserID": args.user, "Domain": dkim.normalized_domain(args.domain), "Removed": True}
 

@@ -13,6 +13,7 @@ from herald.campaign.v1 import email_pb2, email_pb2_grpc
 
 from services.common.grpcutil import decode_error
 from tests.conftest import Api, System, User, grpc_metadata
+from tests.e2e.template_helpers import new_template
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -134,8 +135,10 @@ async def test_email_commands_need_credentials(api: Api) -> None:
 # --- email.update -------------------------------------------------------------------------------------------
 
 
-async def test_email_update_stores_every_parameter(api: Api, user: User) -> None:
+async def test_email_update_stores_every_parameter(api: Api, system: System, user: User) -> None:
     email_id = await create(api, user)
+    # Template mode with every content field given: the template is checked, and the given content kept.
+    template = await new_template(system, user.user_id, subject="From the template")
     params = {
         "EmailName": "Welcome",
         "Subject": 'Hi {{ Subscriber:FirstName | "there" }}',
@@ -147,7 +150,7 @@ async def test_email_update_stores_every_parameter(api: Api, user: User) -> None
         "HTMLContent": '<p>Hi %Subscriber:FirstName%</p><a href="{{ Link:Unsubscribe }}">x</a>',
         "PlainContent": "Hi {{{ Subscriber:FirstName }}}",
         "Mode": "template",
-        "RelTemplateID": 12,
+        "RelTemplateID": template.template_id,
         "FetchURL": "https://example.com/a.html",
         "FetchPlainURL": "https://example.com/a.txt",
         "ImageEmbedding": "yes",
@@ -173,7 +176,7 @@ async def test_email_update_stores_every_parameter(api: Api, user: User) -> None
     for name in ("ReplyToEmail", "HTMLContent", "PlainContent", "FetchURL", "FetchPlainURL", "ExtraContent1"):
         assert information[name] == params[name], name
     assert information["ExtraContent2"] == "two"
-    assert information["Mode"] == "Template" and information["RelTemplateID"] == 12
+    assert information["Mode"] == "Template" and information["RelTemplateID"] == template.template_id
     assert information["ContentType"] == "Both"
     assert information["ImageEmbedding"] is True and information["IsEmailTemplate"] is True
     assert information["Options"] == {

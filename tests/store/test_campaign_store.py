@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.campaign import email_store, store
 from services.campaign.domain import CampaignFilter, CampaignStatus, ScheduleType
+from services.campaign.email_domain import Email
 from services.campaign.sending import AutoResendPlan
 from tests.store.conftest import new_id
 
@@ -89,9 +90,9 @@ async def test_deleting_a_campaign_deletes_its_auto_resends_and_only_the_owners(
 
 async def test_emails_are_found_while_not_deleted_and_only_by_their_owner(conn: AsyncConnection) -> None:
     owner, other = new_id(), new_id()
-    kept = (await email_store.insert_email(conn, owner_user_id=owner)).email_id
-    deleted = (await email_store.insert_email(conn, owner_user_id=owner)).email_id
-    theirs = (await email_store.insert_email(conn, owner_user_id=other)).email_id
+    kept = (await email_store.insert_email(conn, Email(email_id=0, owner_user_id=owner))).email_id
+    deleted = (await email_store.insert_email(conn, Email(email_id=0, owner_user_id=owner))).email_id
+    theirs = (await email_store.insert_email(conn, Email(email_id=0, owner_user_id=other))).email_id
     assert await email_store.delete_email(conn, deleted, other) is None
     assert await email_store.delete_email(conn, deleted, owner) == deleted
 

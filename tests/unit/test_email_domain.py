@@ -25,12 +25,23 @@ from services.campaign.email_domain import (
     personalization_problems,
     render_personalization,
 )
+from services.campaign.template_domain import Template
 from services.common.auth import Principal
 from services.common.errors import DomainError, ErrorKind
 
 CAMPAIGN = ValidateScope.CAMPAIGN
 SHELL = Email(email_id=5, owner_user_id=7)
 FILLED = Email(email_id=5, owner_user_id=7, html_content="<p>Hi</p>")
+# Template 3 of the emails' owner (7).
+WELCOME = Template(
+    template_id=3,
+    owner_user_id=7,
+    name="Welcome",
+    subject="Hi {{ Subscriber:FirstName }}",
+    preheader_text="Read on",
+    html_content="<p>Welcome</p>",
+    plain_content="Welcome",
+)
 
 
 def _error(call: Callable[[], object]) -> DomainError:
@@ -47,9 +58,10 @@ def _update(
     values: Mapping[str, object],
     current: Email | None = FILLED,
     scope: ValidateScope | Unrecognized | None = CAMPAIGN,
+    template: Template | None = None,
 ) -> Email:
     update = email_domain.prepare_update(5, scope, values)
-    return email_domain.updated_email(update, current)
+    return email_domain.updated_email(update, current, template=template)
 
 
 # --- ownership and ids --------------------------------------------------------------------------------------
@@ -139,7 +151,99 @@ def test_a_bad_request_for_a_missing_email_is_invalid_and_a_good_one_not_found()
 def test_template_mode_needs_a_template_id() -> None:
     error = _error(lambda: _update({"mode": EmailMode.TEMPLATE}))
     assert _reasons(error) == [("template_id", "TEMPLATE_ID_REQUIRED")]
-    assert _update({"mode": EmailMode.TEMPLATE, "template_id": 3}).template_id == 3
+    assert _update({"mode": EmailMode.TEMPLATE, "template_id": 3}, template=WELCOME).template_id == 3
+
+
+def test_template_mode_copies_the_templates_content_and_the_content_type_follows() -> None:
+    email = _update({"mode": EmailMode.TEMPLATE, "template_id": 3}, current=FILLED, template=WELCOME)
+    assert (email.subject, email.preheader_text, email.html_content, email.plain_content) == (
+        "Hi {{ Subscriber:FirstName }}",
+        "Read on",
+        "<p>Welcome</p>",
+        "Welcome",
+    )
+    assert email.content_type is ContentType.BOTH and email.mode is EmailMode.TEMPLATE
+    # An HTML-only template replaces the plain body too: the email is a copy of the template.
+    html_only = Template(template_id=3, owner_user_id=7, name="H", html_content="<p>H</p>")
+    email = _update(
+        {"mode": EmailMode.TEMPLATE, "template_id": 3},
+        current=Email(5, 7, plain_content="old"),
+        template=html_only,
+    )
+    assert (email.plain_content, email.content_type) == ("", ContentType.HTML)
+
+
+def test_the_fields_an_update_sets_win_over_the_templates() -> None:
+    email = _update(
+        {"mode": EmailMode.TEMPLATE, "template_id": 3, "subject": "Mine", "plain_content": ""}, template=WELCOME
+    )
+    assert (email.subject, email.plain_content) == ("Mine", "")
+    assert (email.preheader_text, email.html_content, email.content_type) == (
+        "Read on",
+        "<p>Welcome</p>",
+        ContentType.HTML,
+    )
+
+
+def test_switching_to_template_mode_copies_the_template_the_email_names() -> None:
+    current = Email(email_id=5, owner_user_id=7, html_content="<p>Mine</p>", template_id=3)
+    email = _update({"mode": EmailMode.TEMPLATE}, current=current, template=WELCOME)
+    assert email.html_content == "<p>Welcome</p>"
+    assert (
+        email_domain.named_template_id(
+            email_domain.prepare_update(5, CAMPAIGN, {"mode": EmailMode.TEMPLATE}), current
+        )
+        == 3
+    )
+
+
+def test_an_update_that_names_no_template_copies_nothing() -> None:
+    current = Email(
+        email_id=5, owner_user_id=7, mode=EmailMode.TEMPLATE, template_id=3, html_content="<p>Edited</p>"
+    )
+    update = email_domain.prepare_update(5, CAMPAIGN, {"subject": "New"})
+    assert email_domain.named_template_id(update, current) == 0
+    email = email_domain.updated_email(update, current, template=None)
+    assert (email.subject, email.html_content) == ("New", "<p>Edited</p>")
+
+
+def test_an_unknown_or_another_owners_template_is_not_found_with_every_other_problem() -> None:
+    values = {"mode": EmailMode.TEMPLATE, "template_id": 3, "from_email": "nope"}
+    for template in (None, Template(template_id=3, owner_user_id=8, name="Theirs", html_content="<p>x</p>")):
+        error = _error(lambda template=template: _update(values, template=template))
+        assert error.kind is ErrorKind.INVALID
+        assert _reasons(error) == [("from_email", "FROM_EMAIL_INVALID"), ("template_id", "TEMPLATE_NOT_FOUND")]
+
+
+def test_a_template_id_outside_template_mode_must_exist_but_copies_nothing() -> None:
+    assert _reasons(_error(lambda: _update({"template_id": 3}))) == [("template_id", "TEMPLATE_NOT_FOUND")]
+    email = _update({"template_id": 3}, template=WELCOME)
+    assert (email.template_id, email.html_content, email.mode) == (3, "<p>Hi</p>", EmailMode.EMPTY)
+
+
+def test_a_new_email_in_template_mode_is_a_copy_of_the_template() -> None:
+    email = email_domain.new_email(7, EmailMode.TEMPLATE, 3, template=WELCOME)
+    assert (email.owner_user_id, email.mode, email.template_id) == (7, EmailMode.TEMPLATE, 3)
+    assert (email.subject, email.html_content, email.plain_content) == (
+        WELCOME.subject,
+        "<p>Welcome</p>",
+        "Welcome",
+    )
+    assert email.content_type is ContentType.BOTH and email.name == ""
+    assert email_domain.new_email(7, None, 0, template=None) == Email(email_id=0, owner_user_id=7)
+
+
+def test_a_new_email_names_every_problem_of_its_mode_and_template() -> None:
+    def reasons(
+        mode: EmailMode | Unrecognized | None, template_id: int, template: Template | None = None
+    ) -> list[tuple[str, str]]:
+        return _reasons(_error(lambda: email_domain.new_email(7, mode, template_id, template=template)))
+
+    assert reasons(EmailMode.TEMPLATE, 0) == [("template_id", "TEMPLATE_ID_REQUIRED")]
+    assert reasons(Unrecognized(42), -1) == [("mode", "MODE_INVALID"), ("template_id", "TEMPLATE_ID_INVALID")]
+    assert reasons(EmailMode.TEMPLATE, 3) == [("template_id", "TEMPLATE_NOT_FOUND")]
+    theirs = Template(template_id=3, owner_user_id=8, name="Theirs", html_content="<p>x</p>")
+    assert reasons(EmailMode.TEMPLATE, 3, theirs) == [("template_id", "TEMPLATE_NOT_FOUND")]
 
 
 def test_addresses_are_trimmed_and_may_be_cleared() -> None:

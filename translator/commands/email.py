@@ -1,4 +1,5 @@
-"""Rows for the email content commands (email.create, email.get, email.update, email.delete, emails.get)."""
+"""Rows for the email content commands (email.create, email.get, email.update, email.delete, emails.get); Template
+mode copies a template of the campaign service's TemplateService."""
 
 from __future__ import annotations
 
@@ -138,7 +139,10 @@ def render_email(email: email_pb2.Email, *, raw_row: bool = False) -> dict[str, 
 
 
 def create(args: Args) -> email_pb2.CreateEmailRequest:
-    return email_pb2.CreateEmailRequest()
+    """Herald's extension of the seed's parameterless email.create: Mode and RelTemplateID make the email from
+    one of the caller's templates at once (a copy of its subject, pre-header and bodies)."""
+    mode = _choice(args, "mode", MODE_BY_LEGACY, email_pb2.EMAIL_MODE_UNSPECIFIED)
+    return email_pb2.CreateEmailRequest(mode=mode, template_id=args.int("reltemplateid", min=0))
 
 
 def render_created(response: email_pb2.Email, args: Args) -> dict[str, Any]:
@@ -320,6 +324,7 @@ UPDATE_CODES = {
     "reltemplateid": 5,
     "TEMPLATE_ID_INVALID": 5,
     "TEMPLATE_ID_REQUIRED": 5,
+    "TEMPLATE_NOT_FOUND": 5,
     "fromemail": 6,
     "FROM_EMAIL_INVALID": 6,
     "TEXT_INVALID@from_email": 6,
@@ -342,6 +347,10 @@ UPDATE_CODES = {
     "options": 21,
     **{name: 21 for name in (*TEXT_FIELDS, *TRACKING_TEXTS) if name not in ("fromemail", "replytoemail")},
 }
+
+# email.create's codes are Herald's (the seed documents none): email.update's for the same two parameters.
+CREATE_CODES = {key: code for key, code in UPDATE_CODES.items() if code in (4, 5)}
+CREATE_TEXTS = {code: UPDATE_TEXTS[code] for code in (4, 5)}
 
 # Declared parameters and answers (the OpenAPI document; handlers read nothing else) ------------
 
@@ -379,7 +388,12 @@ UPDATE_PARAMS = (
     Param("Mode", "string", "Editor the content comes from", enum=tuple(MODE_NAMES.values())),
     Param("FetchURL", "string", "Import mode: where the HTML is fetched from", format="uri"),
     Param("FetchPlainURL", "string", "Import mode: where the plain text is fetched from", format="uri"),
-    Param("RelTemplateID", "integer", "Template mode: ID of the template"),
+    Param(
+        "RelTemplateID",
+        "integer",
+        "Template mode: ID of one of your templates; setting it (or Template mode) copies the template's subject, "
+        "pre-header and bodies into the email, but for those this request sets",
+    ),
     Param("ImageEmbedding", "boolean", "Embed images in the message"),
     Param("IsEmailTemplate", "boolean", "Keep the email as a template"),
     Param("ExtraContent1", "string", "Free content kept with the email"),
@@ -398,8 +412,24 @@ ROWS = [
         "email.create",
         unary(lambda s: s.email.CreateEmail, create, render_created),
         shape="mixed",
+        codes=CREATE_CODES,
+        texts=CREATE_TEXTS,
         v1_alias=False,
-        summary="Create an empty email for email.update to fill",
+        summary="Create an email for email.update to fill: empty, or in Template mode a copy of a template",
+        params=(
+            Param(
+                "Mode",
+                "string",
+                "How the email is made (Herald's; default Empty)",
+                enum=tuple(MODE_NAMES.values()),
+            ),
+            Param(
+                "RelTemplateID",
+                "integer",
+                "Required for Template mode: ID of one of your templates, whose subject, pre-header and bodies the "
+                "email copies (Herald's)",
+            ),
+        ),
         returns=(Param("EmailID", "integer", "ID of the new email", required=True),),
     ),
     Command(

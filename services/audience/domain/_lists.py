@@ -117,6 +117,17 @@ def confirmation_email_failed(detail: str) -> DomainError:
     )
 
 
+def confirmation_template_not_found(template_id: int) -> DomainError:
+    """The confirmation email names a template the caller does not have: the same code as naming none (26)."""
+    message = f"confirmation_email.template_id: template {template_id} not found"
+    return DomainError(
+        ErrorKind.INVALID,
+        CONFIRMATION_EMAIL_TEMPLATE_REQUIRED,
+        message,
+        [FieldViolation("confirmation_email.template_id", CONFIRMATION_EMAIL_TEMPLATE_REQUIRED, message)],
+    )
+
+
 def default_confirmation_email_name(list_id: int) -> str:
     return f"Confirmation email: {list_id}"
 

@@ -114,16 +114,18 @@ def decode_page_token(token: str, fingerprint: str) -> int:
     return offset
 
 
-def list_owner_scope(principal: Principal, owner_user_id: int) -> int | None:
-    """The owner a listing is limited to: an admin may name any user (0: everyone); a user only themself."""
+def list_owner_scope(principal: Principal, owner_user_id: int, things: str = "campaigns") -> int | None:
+    """The owner a listing of `things` is limited to: an admin may name any user (0: everyone); a user only
+    themself."""
     if principal.is_admin:
         return owner_user_id or None
     if owner_user_id not in (0, principal.user_id):
+        message = f"only an admin may list another user's {things}"
         raise DomainError(
             ErrorKind.PERMISSION,
             "ADMIN_REQUIRED",
-            "only an admin may list another user's campaigns",
-            [FieldViolation("owner_user_id", "ADMIN_REQUIRED", "only an admin may list another user's campaigns")],
+            message,
+            [FieldViolation("owner_user_id", "ADMIN_REQUIRED", message)],
         )
     return principal.user_id
 

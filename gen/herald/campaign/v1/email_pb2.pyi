@@ -175,6 +175,9 @@ class Email(_message.Message):
     fetch_url: _builtins.str
     fetch_plain_url: _builtins.str
     template_id: _builtins.int
+    """The caller's template the content was copied from in Template mode (0: none). A non-zero
+    value that a request sets must name a template of the email's owner.
+    """
     image_embedding: _builtins.bool
     is_email_template: _builtins.bool
     extra_content1: _builtins.str
@@ -228,12 +231,24 @@ Global___Email: _TypeAlias = Email  # noqa: Y015
 class CreateEmailRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    MODE_FIELD_NUMBER: _builtins.int
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    mode: Global___EmailMode.ValueType
+    """How the email is made; unspecified means EMAIL_MODE_EMPTY."""
+    template_id: _builtins.int
+    """A template of the caller's; required in EMAIL_MODE_TEMPLATE, whose email then starts as a
+    copy of the template's subject, pre-header and bodies. An unknown template, or another
+    user's, is INVALID_ARGUMENT with the reason TEMPLATE_NOT_FOUND.
+    """
     def __init__(
         self,
+        *,
+        mode: Global___EmailMode.ValueType = ...,
+        template_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

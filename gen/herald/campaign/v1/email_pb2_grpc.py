@@ -70,7 +70,8 @@ class EmailServiceServicer:
     """
 
     def CreateEmail(self, request, context):
-        """Creates an empty email that UpdateEmail fills.
+        """Creates an email that UpdateEmail fills: empty, or in Template mode a copy of the
+        template's content (TemplateService).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,7 +92,9 @@ class EmailServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateEmail(self, request, context):
-        """Updates the fields named in update_mask, validated for the given scope.
+        """Updates the fields named in update_mask, validated for the given scope. Setting Template
+        mode, or a template_id in Template mode, copies the template's subject, pre-header and
+        bodies into the email, but for those fields the mask names itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,13 +37,18 @@ class EmailServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EmailServiceAsyncStub: ...
     CreateEmail: _grpc.UnaryUnaryMultiCallable[_email_pb2.CreateEmailRequest, _email_pb2.Email]
-    """Creates an empty email that UpdateEmail fills."""
+    """Creates an email that UpdateEmail fills: empty, or in Template mode a copy of the
+    template's content (TemplateService).
+    """
     GetEmail: _grpc.UnaryUnaryMultiCallable[_email_pb2.GetEmailRequest, _email_pb2.Email]
     """Gets one email."""
     ListEmails: _grpc.UnaryUnaryMultiCallable[_email_pb2.ListEmailsRequest, _email_pb2.ListEmailsResponse]
     """Lists the caller's emails ordered by name, or the given ones."""
     UpdateEmail: _grpc.UnaryUnaryMultiCallable[_email_pb2.UpdateEmailRequest, _email_pb2.Email]
-    """Updates the fields named in update_mask, validated for the given scope."""
+    """Updates the fields named in update_mask, validated for the given scope. Setting Template
+    mode, or a template_id in Template mode, copies the template's subject, pre-header and
+    bodies into the email, but for those fields the mask names itself.
+    """
     DeleteEmail: _grpc.UnaryUnaryMultiCallable[_email_pb2.DeleteEmailRequest, _empty_pb2.Empty]
     """Deletes an email (soft: it stays readable by campaigns that were sent with it)."""
 
@@ -55,13 +60,18 @@ class EmailServiceAsyncStub(EmailServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateEmail: _aio.UnaryUnaryMultiCallable[_email_pb2.CreateEmailRequest, _email_pb2.Email]  # type: ignore[assignment]
-    """Creates an empty email that UpdateEmail fills."""
+    """Creates an email that UpdateEmail fills: empty, or in Template mode a copy of the
+    template's content (TemplateService).
+    """
     GetEmail: _aio.UnaryUnaryMultiCallable[_email_pb2.GetEmailRequest, _email_pb2.Email]  # type: ignore[assignment]
     """Gets one email."""
     ListEmails: _aio.UnaryUnaryMultiCallable[_email_pb2.ListEmailsRequest, _email_pb2.ListEmailsResponse]  # type: ignore[assignment]
     """Lists the caller's emails ordered by name, or the given ones."""
     UpdateEmail: _aio.UnaryUnaryMultiCallable[_email_pb2.UpdateEmailRequest, _email_pb2.Email]  # type: ignore[assignment]
-    """Updates the fields named in update_mask, validated for the given scope."""
+    """Updates the fields named in update_mask, validated for the given scope. Setting Template
+    mode, or a template_id in Template mode, copies the template's subject, pre-header and
+    bodies into the email, but for those fields the mask names itself.
+    """
     DeleteEmail: _aio.UnaryUnaryMultiCallable[_email_pb2.DeleteEmailRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes an email (soft: it stays readable by campaigns that were sent with it)."""
 
@@ -76,7 +86,9 @@ class EmailServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _email_pb2.CreateEmailRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_email_pb2.Email, _abc.Awaitable[_email_pb2.Email]]:
-        """Creates an empty email that UpdateEmail fills."""
+        """Creates an email that UpdateEmail fills: empty, or in Template mode a copy of the
+        template's content (TemplateService).
+        """
 
     @_abc_1.abstractmethod
     def GetEmail(
@@ -100,7 +112,10 @@ class EmailServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _email_pb2.UpdateEmailRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_email_pb2.Email, _abc.Awaitable[_email_pb2.Email]]:
-        """Updates the fields named in update_mask, validated for the given scope."""
+        """Updates the fields named in update_mask, validated for the given scope. Setting Template
+        mode, or a template_id in Template mode, copies the template's subject, pre-header and
+        bodies into the email, but for those fields the mask names itself.
+        """
 
     @_abc_1.abstractmethod
     def DeleteEmail(
