@@ -163,6 +163,16 @@ class AudienceServiceStub:
                 request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.CheckTargetingRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ConfirmSubscription = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/ConfirmSubscription',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.ConfirmSubscriptionRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.FromString,
+                _registered_method=True)
+        self.RejectSubscription = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/RejectSubscription',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.RejectSubscriptionRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class AudienceServiceServicer:
@@ -355,6 +365,23 @@ class AudienceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConfirmSubscription(self, request, context):
+        """The confirm link of a double opt-in confirmation email: an Opt-In Pending subscriber becomes
+        Subscribed with opt_in_time now and the confirming address; one already Subscribed is answered
+        as is (the link works twice). NOT_FOUND when the subscriber is gone or no longer pending.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectSubscription(self, request, context):
+        """The reject link of that email: an Opt-In Pending subscriber is removed from the list. Removing
+        one already gone changes nothing; a Subscribed one stays (it confirmed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudienceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -481,6 +508,16 @@ def add_AudienceServiceServicer_to_server(servicer, server):
             'CheckTargeting': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckTargeting,
                     request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.CheckTargetingRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ConfirmSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmSubscription,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.ConfirmSubscriptionRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.SerializeToString,
+            ),
+            'RejectSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectSubscription,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.RejectSubscriptionRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -1161,6 +1198,60 @@ class AudienceService:
             target,
             '/herald.audience.v1.AudienceService/CheckTargeting',
             herald_dot_audience_dot_v1_dot_audience__pb2.CheckTargetingRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/ConfirmSubscription',
+            herald_dot_audience_dot_v1_dot_audience__pb2.ConfirmSubscriptionRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/RejectSubscription',
+            herald_dot_audience_dot_v1_dot_audience__pb2.RejectSubscriptionRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

@@ -100,6 +100,15 @@ class AudienceServiceStub:
     SEGMENT_NOT_FOUND) names every missing one as a BadRequest violation; INVALID_ARGUMENT the
     first malformed rule. The campaign service calls it when a campaign's targeting is set.
     """
+    ConfirmSubscription: _grpc.UnaryUnaryMultiCallable[_audience_pb2.ConfirmSubscriptionRequest, _audience_pb2.Subscriber]
+    """The confirm link of a double opt-in confirmation email: an Opt-In Pending subscriber becomes
+    Subscribed with opt_in_time now and the confirming address; one already Subscribed is answered
+    as is (the link works twice). NOT_FOUND when the subscriber is gone or no longer pending.
+    """
+    RejectSubscription: _grpc.UnaryUnaryMultiCallable[_audience_pb2.RejectSubscriptionRequest, _empty_pb2.Empty]
+    """The reject link of that email: an Opt-In Pending subscriber is removed from the list. Removing
+    one already gone changes nothing; a Subscribed one stays (it confirmed).
+    """
 
 @_typing.type_check_only
 class AudienceServiceAsyncStub(AudienceServiceStub):
@@ -171,6 +180,15 @@ class AudienceServiceAsyncStub(AudienceServiceStub):
     rules inside a criterion included), and the rules must parse. NOT_FOUND (LIST_NOT_FOUND or
     SEGMENT_NOT_FOUND) names every missing one as a BadRequest violation; INVALID_ARGUMENT the
     first malformed rule. The campaign service calls it when a campaign's targeting is set.
+    """
+    ConfirmSubscription: _aio.UnaryUnaryMultiCallable[_audience_pb2.ConfirmSubscriptionRequest, _audience_pb2.Subscriber]  # type: ignore[assignment]
+    """The confirm link of a double opt-in confirmation email: an Opt-In Pending subscriber becomes
+    Subscribed with opt_in_time now and the confirming address; one already Subscribed is answered
+    as is (the link works twice). NOT_FOUND when the subscriber is gone or no longer pending.
+    """
+    RejectSubscription: _aio.UnaryUnaryMultiCallable[_audience_pb2.RejectSubscriptionRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """The reject link of that email: an Opt-In Pending subscriber is removed from the list. Removing
+    one already gone changes nothing; a Subscribed one stays (it confirmed).
     """
 
 class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -390,6 +408,27 @@ class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
         rules inside a criterion included), and the rules must parse. NOT_FOUND (LIST_NOT_FOUND or
         SEGMENT_NOT_FOUND) names every missing one as a BadRequest violation; INVALID_ARGUMENT the
         first malformed rule. The campaign service calls it when a campaign's targeting is set.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmSubscription(
+        self,
+        request: _audience_pb2.ConfirmSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.Subscriber, _abc.Awaitable[_audience_pb2.Subscriber]]:
+        """The confirm link of a double opt-in confirmation email: an Opt-In Pending subscriber becomes
+        Subscribed with opt_in_time now and the confirming address; one already Subscribed is answered
+        as is (the link works twice). NOT_FOUND when the subscriber is gone or no longer pending.
+        """
+
+    @_abc_1.abstractmethod
+    def RejectSubscription(
+        self,
+        request: _audience_pb2.RejectSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """The reject link of that email: an Opt-In Pending subscriber is removed from the list. Removing
+        one already gone changes nothing; a Subscribed one stays (it confirmed).
         """
 
 def add_AudienceServiceServicer_to_server(servicer: AudienceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
