@@ -65,6 +65,7 @@ from services.audience.domain._lists import (
     confirmation_email_failed,
     default_confirmation_email_name,
     list_not_found,
+    missing_confirm_link_parts,
     validate_list_id,
     validate_new_list,
 )
@@ -302,6 +303,7 @@ __all__ = [
     "Targeting",
     "alias_taken",
     "check_confirmation_email",
+    "missing_confirm_link_parts",
     "check_custom_fields",
     "check_email",
     "check_list_rules",
