@@ -1,0 +1,193 @@
+"""Double opt-in end to end: subscriber.subscribe on a Double list → the confirmation email over real SMTP → its links.
+
+A Herald of its own (the `delivery_system` fixture) sends to the SMTP recorder; the confirm and reject
+links in the recorded message are opened with HTTP GET like a reader's browser would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+
+from tests.e2e.delivery_helpers import (
+    DeliveryHerald,
+    create_campaign,
+    create_email,
+    new_domain,
+    ok,
+    send,
+    wait_for_status,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+FORM_IP = "198.51.100.30"
+CONFIRMATION = {
+    "Subject": "Please confirm your subscription, %Subscriber:EmailAddress%",
+    "FromName": "Herald News",
+    "FromEmail": "news@herald.example",
+    "ContentType": "Both",
+    "HTMLContent": (
+        '<html><body><p>Almost there.</p><a href="%Link:Confirm%">Yes, subscribe me</a> '
+        '<a href="{{ Link:Reject }}">No, thanks</a></body></html>'
+    ),
+    "PlainContent": "Confirm: %Link:Confirm%\nNot you? %Link:Reject%",
+}
+_LINK = re.compile(r"https?://[^\s\"'<>]+/t/(confirm|reject)/[A-Za-z0-9_-]+")
+
+
+async def double_list(herald: DeliveryHerald, api_key: str) -> int:
+    body = await ok(
+        herald.api, "list.create", api_key, SubscriberListName="Double", ConfirmationEmail=CONFIRMATION
+    )
+    list_id: int = body["ListID"]
+    return list_id
+
+
+async def subscribe(herald: DeliveryHerald, list_id: int, address: str) -> dict[str, Any]:
+    status, body = await herald.api.post(
+        {"Command": "Subscriber.Subscribe", "ListID": list_id, "EmailAddress": address, "IPAddress": FORM_IP}
+    )
+    assert status == 200 and body["Success"] is True, body
+    result: dict[str, Any] = body
+    return result
+
+
+async def info_of(herald: DeliveryHerald, api_key: str, list_id: int, address: str) -> dict[str, Any]:
+    body = await herald.api.call("subscriber.get", api_key, ListID=list_id, EmailAddress=address)
+    return body  # type: ignore[no-any-return]
+
+
+def links_in(text: str) -> dict[str, str]:
+    return {match.group(1): match.group(0) for match in _LINK.finditer(text)}
+
+
+async def opened(herald: DeliveryHerald, url: str) -> tuple[int, str]:
+    async with herald.api.session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_a_confirmed_double_opt_in_subscriber_gets_campaigns_and_a_pending_one_does_not(
+    delivery_system: DeliveryHerald,
+) -> None:
+    herald = delivery_system
+    user = await herald.new_user()
+    list_id = await double_list(herald, user.api_key)
+    domain = new_domain()
+    visitor = f"ada@{domain}"
+
+    body = await subscribe(herald, list_id, visitor)
+    assert body["Subscriber"]["SubscriptionStatus"] == "Opt-In Pending"
+    await herald.recorder.wait_for(domain, 1, within=30)
+    [confirmation] = herald.recorder.messages_to(domain)
+    assert confirmation.recipient.lower() == visitor
+    assert confirmation.header("Subject") == f"Please confirm your subscription, {visitor}"
+    assert confirmation.header("From") == "Herald News <news@herald.example>"
+    assert confirmation.header("List-Unsubscribe") == ""  # not subscribed yet: its reject link instead
+    assert confirmation.sender.startswith("b-")  # the signed return path: bounces come back
+    links = links_in(confirmation.text())
+    assert set(links) == {"confirm", "reject"}, confirmation.text()
+
+    # A campaign sent while the subscriber is pending does not reach them (it reaches the list's other,
+    # confirmed subscriber).
+    other_domain = new_domain()
+    await ok(
+        herald.api,
+        "subscriber.create",
+        user.api_key,
+        ListID=list_id,
+        EmailAddress=f"old@{other_domain}",
+        SubscriptionDate="2025-01-02",
+        SubscriptionIP=FORM_IP,
+        OptInDate="2025-01-02",
+    )
+    email_id = await create_email(herald.api, user)
+    pending_campaign = await create_campaign(herald.api, user, email_id, [list_id], name="While pending")
+    await send(herald.api, user, pending_campaign)
+    await wait_for_status(herald.api, user, pending_campaign, "Sent", within=30)
+    assert len(herald.recorder.messages_to(domain)) == 1
+    assert len(herald.recorder.messages_to(other_domain)) == 1
+
+    status, page = await opened(herald, links["confirm"])
+    assert status == 200 and "confirmed" in page, page
+    info = (await info_of(herald, user.api_key, list_id, visitor))["SubscriberInformation"]
+    assert info["SubscriptionStatus"] == "Subscribed"
+    assert info["OptInDate"], info
+    # The link works twice with the same answer.
+    assert (await opened(herald, links["confirm"]))[0] == 200
+
+    campaign_id = await create_campaign(herald.api, user, email_id, [list_id], name="After confirming")
+    await send(herald.api, user, campaign_id)
+    await wait_for_status(herald.api, user, campaign_id, "Sent", within=30)
+    received = herald.recorder.messages_to(domain)
+    assert len(received) == 2
+    assert received[1].header("X-Herald-Campaign") == str(campaign_id)
+
+
+async def test_a_reject_link_removes_the_pending_subscriber(delivery_system: DeliveryHerald) -> None:
+    herald = delivery_system
+    user = await herald.new_user()
+    list_id = await double_list(herald, user.api_key)
+    domain = new_domain()
+    visitor = f"bob@{domain}"
+    await subscribe(herald, list_id, visitor)
+    await herald.recorder.wait_for(domain, 1, within=30)
+    links = links_in(herald.recorder.messages_to(domain)[0].text())
+
+    status, page = await opened(herald, links["reject"])
+    assert status == 200 and "will not be subscribed" in page, page
+    assert (await info_of(herald, user.api_key, list_id, visitor))["ErrorCode"] == 3  # not found
+    assert (await opened(herald, links["reject"]))[0] == 200  # idempotent
+    # The confirm link of a rejected subscription is a dead link, like a forged one.
+    assert (await opened(herald, links["confirm"]))[0] == 404
+
+
+async def test_a_second_subscribe_within_the_hour_sends_no_second_confirmation(
+    delivery_system: DeliveryHerald,
+) -> None:
+    herald = delivery_system
+    user = await herald.new_user()
+    list_id = await double_list(herald, user.api_key)
+    domain = new_domain()
+    visitor = f"cy@{domain}"
+    first = await subscribe(herald, list_id, visitor)
+    await herald.recorder.wait_for(domain, 1, within=30)
+    again = await subscribe(herald, list_id, visitor)
+    assert again["Subscriber"]["SubscriptionStatus"] == "Opt-In Pending"
+    assert again["SubscriberID"] == first["SubscriberID"]
+    await asyncio.sleep(3)
+    assert len(herald.recorder.messages_to(domain)) == 1
+
+
+async def test_a_forged_or_tampered_opt_in_link_is_a_plain_404(delivery_system: DeliveryHerald) -> None:
+    herald = delivery_system
+    user = await herald.new_user()
+    list_id = await double_list(herald, user.api_key)
+    domain = new_domain()
+    await subscribe(herald, list_id, f"dee@{domain}")
+    await herald.recorder.wait_for(domain, 1, within=30)
+    confirm = links_in(herald.recorder.messages_to(domain)[0].text())["confirm"]
+    token = confirm.rsplit("/", 1)[1]
+    tampered = confirm[: -len(token)] + ("A" if token[0] != "A" else "B") + token[1:]
+    for url in (tampered, confirm.replace("/t/confirm/", "/t/reject/"), confirm + "x"):
+        status, page = await opened(herald, url)
+        assert status == 404 and "not valid" in page, (url, page)
+    info = (await info_of(herald, user.api_key, list_id, f"dee@{domain}"))["SubscriberInformation"]
+    assert info["SubscriptionStatus"] == "Opt-In Pending"
+
+
+async def test_list_create_refuses_a_confirmation_email_without_the_confirm_link(
+    delivery_system: DeliveryHerald,
+) -> None:
+    herald = delivery_system
+    user = await herald.new_user()
+    without = {**CONFIRMATION, "PlainContent": "No link here"}
+    body = await herald.api.call(
+        "list.create", user.api_key, SubscriberListName="No link", ConfirmationEmail=without
+    )
+    assert body["Success"] is False and body["ErrorCode"] in (30, [30]), body
+    lists = await ok(herald.api, "lists.get", user.api_key)
+    assert lists["TotalListCount"] == 0
