@@ -339,12 +339,16 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 source=domain.normalise_source(request.source),
                 source_ref=request.source_ref.replace("\x00", "")[: domain.MAX_SOURCE_REF],
             )
-            subscriber_id = await store.inserted_subscriber_id(conn, mailing_list.owner_user_id, new)
-            if subscriber_id is None:
+            inserted = await store.inserted_subscriber_id(conn, mailing_list.owner_user_id, new)
+            duplicate = inserted is None
+            if inserted is not None:
+                subscriber_id = inserted
+            else:
                 existing = await store.existing_subscriber(conn, mailing_list.list_id, key)
                 # Already on the list: nothing changes (an unsubscription is not undone by a call without
-                # credentials), and the answer says no more than that. Only a subscriber still waiting for
-                # its confirmation may ask for it again (the form sent twice), at most once an hour.
+                # credentials), and the answer (9) says no more than that, whatever the status. Only a
+                # subscriber still waiting for its confirmation is sent it again (the form sent twice), at
+                # most once an hour; the answer is the same duplicate.
                 if not double or existing is None or existing[1] != PENDING:
                     raise domain.subscriber_exists()
                 subscriber_id = existing[0]
@@ -355,6 +359,8 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 await self._request_confirmation(
                     work, mailing_list, record, mailing_list.confirmation_email_id, now
                 )
+        if duplicate:  # raised once the confirmation request (if any) has committed
+            raise domain.subscriber_exists()
         log.info(
             "subscriber subscribed",
             list_id=mailing_list.list_id,
