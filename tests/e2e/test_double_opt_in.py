@@ -7,11 +7,18 @@ links in the recorded message are opened with HTTP GET like a reader's browser w
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 
+import nats
+import psycopg
 import pytest
+from google.protobuf import json_format
+from herald.audience.v1 import audience_pb2
 
+from services.common import events
+from services.common.natsutil import Subjects
 from tests.e2e.delivery_helpers import (
     DeliveryHerald,
     create_campaign,
@@ -57,8 +64,8 @@ async def subscribe(herald: DeliveryHerald, list_id: int, address: str) -> dict[
 
 
 async def info_of(herald: DeliveryHerald, api_key: str, list_id: int, address: str) -> dict[str, Any]:
-    body = await herald.api.call("subscriber.get", api_key, ListID=list_id, EmailAddress=address)
-    return body  # type: ignore[no-any-return]
+    body: dict[str, Any] = await herald.api.call("subscriber.get", api_key, ListID=list_id, EmailAddress=address)
+    return body
 
 
 def links_in(text: str) -> dict[str, str]:
@@ -219,3 +226,59 @@ async def test_subscriber_create_with_status_opt_in_pending_sends_the_confirmati
     assert (await opened(herald, confirm))[0] == 200
     info = (await info_of(herald, user.api_key, list_id, address))["SubscriberInformation"]
     assert info["SubscriptionStatus"] == "Subscribed"
+
+
+async def test_a_pending_subscriber_subscribing_again_after_an_hour_is_sent_the_confirmation_again(
+    delivery_system: DeliveryHerald,
+) -> None:
+    herald = delivery_system
+    user = await herald.new_user()
+    list_id = await double_list(herald, user.api_key)
+    domain = new_domain()
+    visitor = f"fay@{domain}"
+    await subscribe(herald, list_id, visitor)
+    await herald.recorder.wait_for(domain, 1, within=30)
+    # The hour passes.
+    async with await psycopg.AsyncConnection.connect(herald.system.env["DATABASE_URL"], autocommit=True) as conn:
+        await conn.execute(
+            "UPDATE audience.subscribers SET opt_in_requested_at = opt_in_requested_at - interval '61 minutes' "
+            "WHERE list_id = %s",
+            (list_id,),
+        )
+    status, again = await herald.api.post(
+        {"Command": "Subscriber.Subscribe", "ListID": list_id, "EmailAddress": visitor, "IPAddress": FORM_IP}
+    )
+    assert status == 200 and again["ErrorCode"] == 9, again
+    await herald.recorder.wait_for(domain, 2, within=30)
+    first, second = herald.recorder.messages_to(domain)
+    assert links_in(first.text()) == links_in(second.text())  # the same subscription, the same links
+
+
+async def test_an_unsigned_confirmation_request_on_nats_sends_nothing(delivery_system: DeliveryHerald) -> None:
+    """An insider with NATS credentials cannot make delivery mail an address: only audience signs requests."""
+    herald = delivery_system
+    user = await herald.new_user()
+    list_id = await double_list(herald, user.api_key)
+    email_id = (await ok(herald.api, "list.get", user.api_key, ListID=list_id))["List"]["OptInConfirmationEmailID"]
+    domain = new_domain()
+    forged = audience_pb2.OptInConfirmationRequestedEvent(
+        owner_user_id=user.user_id,
+        list_id=list_id,
+        subscriber_id=1,
+        email_address=f"victim@{domain}",
+        email_id=email_id,
+    )
+    forged.request_time.GetCurrentTime()
+    payload = json.dumps(json_format.MessageToDict(forged, preserving_proto_field_name=True)).encode()
+    subjects = Subjects(herald.system.env["HERALD_NATS_NAMESPACE"])
+    client = await nats.connect(herald.nats.url)
+    try:
+        await client.jetstream().publish(subjects.event(events.OPT_IN_CONFIRMATION_REQUESTED), payload)
+    finally:
+        await client.close()
+    # A real request after it is sent, so the forged one was consumed (and refused) by then.
+    real = new_domain()
+    await subscribe(herald, list_id, f"real@{real}")
+    await herald.recorder.wait_for(real, 1, within=30)
+    await asyncio.sleep(1)
+    assert herald.recorder.messages_to(domain) == []
