@@ -416,10 +416,15 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
     async def RejectSubscription(
         self, request: audience_pb2.RejectSubscriptionRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
-        """The reject link: a pending subscriber is removed; nothing else changes, whatever the state."""
+        """The reject link: a pending subscriber is removed, one already gone is answered the same (the link works
+        twice); a subscriber that confirmed (or left) since is NOT_FOUND, and stays as it is."""
         async with self._engine.begin() as conn:
             await self._owned_list(conn, request.list_id)
             removed = await store.rejected_count(conn, request.list_id, request.subscriber_id)
+            if not removed and await store.subscriber_by(
+                conn, request.list_id, subscriber_id=request.subscriber_id
+            ):
+                raise domain.subscriber_not_found()
         log.info(
             "subscription rejected", list_id=request.list_id, subscriber_id=request.subscriber_id, removed=removed
         )

@@ -123,8 +123,9 @@ async def test_a_confirmed_double_opt_in_subscriber_gets_campaigns_and_a_pending
     info = (await info_of(herald, user.api_key, list_id, visitor))["SubscriberInformation"]
     assert info["SubscriptionStatus"] == "Subscribed"
     assert info["OptInDate"], info
-    # The link works twice with the same answer.
+    # The link works twice with the same answer; the reject link of a confirmed subscription is dead.
     assert (await opened(herald, links["confirm"]))[0] == 200
+    assert (await opened(herald, links["reject"]))[0] == 404
 
     campaign_id = await create_campaign(herald.api, user, email_id, [list_id], name="After confirming")
     await send(herald.api, user, campaign_id)

@@ -376,7 +376,7 @@ class AudienceServiceServicer:
 
     def RejectSubscription(self, request, context):
         """The reject link of that email: an Opt-In Pending subscriber is removed from the list. Removing
-        one already gone changes nothing; a Subscribed one stays (it confirmed).
+        one already gone changes nothing; one no longer pending (it confirmed) stays, NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

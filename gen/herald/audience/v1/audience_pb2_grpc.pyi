@@ -107,7 +107,7 @@ class AudienceServiceStub:
     """
     RejectSubscription: _grpc.UnaryUnaryMultiCallable[_audience_pb2.RejectSubscriptionRequest, _empty_pb2.Empty]
     """The reject link of that email: an Opt-In Pending subscriber is removed from the list. Removing
-    one already gone changes nothing; a Subscribed one stays (it confirmed).
+    one already gone changes nothing; one no longer pending (it confirmed) stays, NOT_FOUND.
     """
 
 @_typing.type_check_only
@@ -188,7 +188,7 @@ class AudienceServiceAsyncStub(AudienceServiceStub):
     """
     RejectSubscription: _aio.UnaryUnaryMultiCallable[_audience_pb2.RejectSubscriptionRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """The reject link of that email: an Opt-In Pending subscriber is removed from the list. Removing
-    one already gone changes nothing; a Subscribed one stays (it confirmed).
+    one already gone changes nothing; one no longer pending (it confirmed) stays, NOT_FOUND.
     """
 
 class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -428,7 +428,7 @@ class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """The reject link of that email: an Opt-In Pending subscriber is removed from the list. Removing
-        one already gone changes nothing; a Subscribed one stays (it confirmed).
+        one already gone changes nothing; one no longer pending (it confirmed) stays, NOT_FOUND.
         """
 
 def add_AudienceServiceServicer_to_server(servicer: AudienceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
