@@ -519,6 +519,13 @@ class Worker:
                 return True
             templates = await self._templates.get(batch.campaign_id, view.occurrence)
             if templates is None:
+                if sending.is_opt_in_run(batch.campaign_id):
+                    # A list's confirmation email changed a moment ago and this worker's view of the run is
+                    # older than its content: the batch comes back once the view is fresh.
+                    log.info(
+                        "opt-in run content newer than the view; batch comes back", occurrence=view.occurrence
+                    )
+                    return False
                 log.error("the run has no content to send; batch skipped", occurrence=view.occurrence)
                 return True
             outcomes: list[Outcome] = []

@@ -283,3 +283,33 @@ async def test_an_unsigned_confirmation_request_on_nats_sends_nothing(delivery_s
     await herald.recorder.wait_for(real, 1, within=30)
     await asyncio.sleep(1)
     assert herald.recorder.messages_to(domain) == []
+
+
+async def test_an_edited_confirmation_email_is_what_the_next_subscriber_gets(
+    delivery_system: DeliveryHerald,
+) -> None:
+    herald = delivery_system
+    user = await herald.new_user()
+    body = await ok(
+        herald.api, "list.create", user.api_key, SubscriberListName="Edited", ConfirmationEmail=CONFIRMATION
+    )
+    list_id, email_id = body["ListID"], body["ConfirmationEmailID"]
+    first = new_domain()
+    await subscribe(herald, list_id, f"gil@{first}")
+    await herald.recorder.wait_for(first, 1, within=30)
+    await ok(
+        herald.api,
+        "email.update",
+        user.api_key,
+        EmailID=email_id,
+        ValidateScope="OptIn",
+        Subject="One click to go",
+        HTMLContent='<p><a href="%Link:Confirm%">Confirm</a></p>',
+        PlainContent="Confirm: %Link:Confirm%",
+    )
+    second = new_domain()
+    await subscribe(herald, list_id, f"hal@{second}")
+    await herald.recorder.wait_for(second, 1, within=30)
+    [received] = herald.recorder.messages_to(second)
+    assert received.header("Subject") == "One click to go"
+    assert set(links_in(received.text())) == {"confirm"}
