@@ -210,7 +210,9 @@ class AudienceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateSubscriber(self, request, context):
-        """Adds a subscriber to a list (or updates it, with update_if_duplicate).
+        """Adds a subscriber to a list (or updates it, with update_if_duplicate). An OPT_IN_PENDING subscriber
+        of a double opt-in list is sent the confirmation email (opt_in_confirmation_email_id, else the
+        list's), at most once an hour.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -234,7 +236,9 @@ class AudienceServiceServicer:
         """Adds an address to a list as a public subscription form does (subscriber.subscribe): the list's
         opt-in mode decides the status (SUBSCRIBED, or OPT_IN_PENDING on a double opt-in list), custom
         field values are checked against the list's definitions, and an address already on the list
-        answers ALREADY_EXISTS without changing anything.
+        answers ALREADY_EXISTS without changing anything. An OPT_IN_PENDING subscriber is sent the list's
+        confirmation email (OptInConfirmationRequestedEvent); asking again while pending sends it again
+        only when the last one was asked for over an hour ago (the answer is still ALREADY_EXISTS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
