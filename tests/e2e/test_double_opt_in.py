@@ -123,6 +123,11 @@ async def test_a_confirmed_double_opt_in_subscriber_gets_campaigns_and_a_pending
     info = (await info_of(herald, user.api_key, list_id, visitor))["SubscriberInformation"]
     assert info["SubscriptionStatus"] == "Subscribed"
     assert info["OptInDate"], info
+    async with await psycopg.AsyncConnection.connect(herald.system.env["DATABASE_URL"], autocommit=True) as conn:
+        row = await (
+            await conn.execute("SELECT optin_ip FROM audience.subscribers WHERE email_key = %s", (visitor,))
+        ).fetchone()
+    assert row == ("127.0.0.1",)  # the address the link was opened from (no trusted proxy here)
     # The link works twice with the same answer; the reject link of a confirmed subscription is dead.
     assert (await opened(herald, links["confirm"]))[0] == 200
     assert (await opened(herald, links["reject"]))[0] == 404
