@@ -5,7 +5,11 @@
   URL, and reports a click; anything else is 404, so the endpoint is no open redirect;
 - `GET /t/u/<token>` shows a confirmation page; `POST /t/u/<token>` (the page's button, or a mail
   client's RFC 8058 one-click `List-Unsubscribe=One-Click`) unsubscribes the subscriber from the
-  list in audience and reports the unsubscribe.
+  list in audience and reports the unsubscribe;
+- `GET /t/confirm/<token>` and `GET /t/reject/<token>`: the links of a double opt-in confirmation
+  email (services/common/opt_in_links.py). Confirm makes the pending subscriber Subscribed (opt-in
+  date now, the client's address behind HERALD_TRUSTED_PROXIES); reject removes it. Both work twice
+  with the same page; a link that does not verify, or whose subscription is gone, is the same 404.
 
 Opens and clicks are reported in the background, in batches, so that neither the pixel nor the
 redirect waits for delivery; each event carries a random key, so a batch resent after a timeout is
@@ -32,8 +36,10 @@ from prometheus_client import Counter
 from yarl import URL
 
 from services.common.grpcutil import decode_error
+from services.common.opt_in_links import InvalidOptInToken, OptInSubscription, opt_in_key, verify_opt_in
 from services.common.tracking import InvalidTrackingToken, TrackingPayload, tracking_key, verify_tracking
 from translator.commands import Stubs
+from translator.forwarded import TrustedProxies
 from translator.identity import IdentityStore
 
 log = structlog.get_logger()
@@ -320,6 +326,95 @@ class TrackingEndpoints:
         )
 
 
+class OptInEndpoints:
+    """The aiohttp handlers of /t/confirm and /t/reject."""
+
+    def __init__(self, identity: IdentityStore, stubs: Stubs) -> None:
+        self._identity = identity
+        self._stubs = stubs
+        self._key = opt_in_key(identity.settings.effective_token_secret())
+        self._proxies = TrustedProxies.parse(identity.settings.trusted_proxies)
+
+    def _verified(self, request: web.Request, action: str) -> OptInSubscription | None:
+        try:
+            subscription = verify_opt_in(request.match_info["token"], key=self._key)
+        except InvalidOptInToken as exc:
+            EVENTS.labels(action, "invalid").inc()
+            log.info("invalid opt-in token", action=action, reason=str(exc))
+            return None
+        if subscription.action != action:
+            EVENTS.labels(action, "invalid").inc()
+            return None
+        return subscription
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self._identity.system_token()}"),)
+
+    def _failed(self, action: str, exc: grpc.aio.AioRpcError, subscription: OptInSubscription) -> web.Response:
+        failure = decode_error(exc)
+        if failure.code == grpc.StatusCode.NOT_FOUND:
+            # Rejected, unsubscribed or deleted since: the same answer as a link that never was (no oracle).
+            EVENTS.labels(action, "gone").inc()
+            return _invalid_link()
+        log.error(
+            "opt-in link failed",
+            action=action,
+            code=failure.code.name,
+            reason=failure.reason,
+            error=failure.message,
+            list_id=subscription.list_id,
+        )
+        EVENTS.labels(action, "failed").inc()
+        return _try_again_later()
+
+    async def confirm(self, request: web.Request) -> web.Response:
+        """GET /t/confirm/<token>: the subscription is confirmed, then the page says so."""
+        subscription = self._verified(request, "confirm")
+        if subscription is None:
+            return _invalid_link()
+        if request.method != "GET":  # HEAD: a scanner checking the URL changes nothing
+            return _page("Confirm your subscription", "<h1>Confirm your subscription</h1>")
+        client = self._proxies.client(request.remote or "", request.headers.getall("X-Forwarded-For", []))
+        try:
+            await self._stubs.audience.ConfirmSubscription(
+                audience_pb2.ConfirmSubscriptionRequest(
+                    list_id=subscription.list_id, subscriber_id=subscription.subscriber_id, ip_address=client
+                ),
+                metadata=self._metadata(),
+                timeout=_SERVICE_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            return self._failed("confirm", exc, subscription)
+        EVENTS.labels("confirm", "ok").inc()
+        return _page(
+            "Subscription confirmed",
+            "<h1>Your subscription is confirmed</h1><p>Thank you: you will receive messages from this list.</p>",
+        )
+
+    async def reject(self, request: web.Request) -> web.Response:
+        """GET /t/reject/<token>: the pending subscriber is removed, then the page says so."""
+        subscription = self._verified(request, "reject")
+        if subscription is None:
+            return _invalid_link()
+        if request.method != "GET":
+            return _page("Subscription request", "<h1>Subscription request</h1>")
+        try:
+            await self._stubs.audience.RejectSubscription(
+                audience_pb2.RejectSubscriptionRequest(
+                    list_id=subscription.list_id, subscriber_id=subscription.subscriber_id
+                ),
+                metadata=self._metadata(),
+                timeout=_SERVICE_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            return self._failed("reject", exc, subscription)
+        EVENTS.labels("reject", "ok").inc()
+        return _page(
+            "Subscription cancelled",
+            "<h1>You will not be subscribed</h1><p>Your address was removed; this list will not write to you.</p>",
+        )
+
+
 def add_routes(app: web.Application, identity: IdentityStore, stubs: Stubs) -> None:
     """Serves the tracking endpoints on `app`; the event reporter starts and stops with it."""
     reporter = EventReporter(identity, stubs)
@@ -337,3 +432,6 @@ def add_routes(app: web.Application, identity: IdentityStore, stubs: Stubs) -> N
     app.router.add_get("/t/c/{token}", endpoints.click)
     app.router.add_get("/t/u/{token}", endpoints.unsubscribe_form)
     app.router.add_post("/t/u/{token}", endpoints.unsubscribe)
+    opt_in = OptInEndpoints(identity, stubs)
+    app.router.add_get("/t/confirm/{token}", opt_in.confirm)
+    app.router.add_get("/t/reject/{token}", opt_in.reject)

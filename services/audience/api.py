@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import grpc
@@ -20,14 +20,20 @@ from services.audience.domain import (
     SubscriberRecord,
 )
 from services.audience.emails import EmailDirectory
-from services.common import auth
+from services.common import auth, events
 from services.common.errors import DomainError, ErrorKind, Violations
+from services.common.event_signing import EventSigner
+from services.common.outbox import Outbox, UnitOfWork
 from services.common.protojson import plain_json
 
 log = structlog.get_logger()
 
+PENDING = "Opt-In Pending"
+
 # How many rows one query of a recipient stream reads; messages carry chunk_size of them.
 STREAM_FETCH = 20_000
+# A pending subscriber is sent at most one confirmation email in this time (a form sent twice sends one).
+CONFIRMATION_EVERY = timedelta(hours=1)
 
 
 class ImportHandler(Protocol):
@@ -57,10 +63,19 @@ def _segment_definitions(records: Mapping[int, SegmentRecord]) -> dict[int, rule
 class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
     """Lists, subscribers, segments, suppression and targeting, every call scoped to the principal's user."""
 
-    def __init__(self, engine: AsyncEngine, emails: EmailDirectory, imports: ImportHandler) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        emails: EmailDirectory,
+        imports: ImportHandler,
+        outbox: Outbox,
+        opt_in_signer: EventSigner,
+    ) -> None:
         self._engine = engine
         self._emails = emails
         self._imports = imports
+        self._outbox = outbox
+        self._opt_in_signer = opt_in_signer
         self._fields = custom_fields.CustomFields(engine)
 
     # --- lists ------------------------------------------------------------------------------------------
@@ -91,22 +106,24 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             new = domain.validate_new_list(new)
         except DomainError as exc:
             violations.items.extend(exc.violations)
+        confirmation = None
         if bundled:
             email = request.confirmation_email
-            domain.check_confirmation_email(
-                domain.ConfirmationEmail(
-                    subject=email.subject,
-                    from_name=email.from_name,
-                    from_email=email.from_email,
-                    content_type=messages.CONTENT_TYPE_NAMES.get(email.content_type, "?"),
-                    html_content=email.html_content,
-                    plain_content=email.plain_content,
-                    mode=messages.MODE_NAMES.get(email.mode, "?"),
-                    template_id=email.template_id,
-                ),
-                violations,
+            confirmation = domain.ConfirmationEmail(
+                subject=email.subject,
+                from_name=email.from_name,
+                from_email=email.from_email,
+                content_type=messages.CONTENT_TYPE_NAMES.get(email.content_type, "?"),
+                html_content=email.html_content,
+                plain_content=email.plain_content,
+                mode=messages.MODE_NAMES.get(email.mode, "?"),
+                template_id=email.template_id,
             )
+            domain.check_confirmation_email(confirmation, violations)
         violations.raise_if_any()
+        if confirmation is not None and (parts := domain.missing_confirm_link_parts(confirmation)):
+            # As the email service of old refused an opt-in email without it: the email is not created.
+            raise domain.confirmation_email_failed(f"the {' and '.join(parts)} content has no %Link:Confirm%")
         owner = domain.owner_of_new(principal, "lists")
         if not bundled:
             async with self._engine.begin() as conn:
@@ -230,7 +247,8 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             if existing is not None:
                 domain.duplicate_verdict(existing[1], request.update_if_duplicate, request.update_if_unsubscribed)
             return audience_pb2.Subscriber()
-        async with self._engine.begin() as conn:
+        async with self._outbox.unit_of_work() as work:
+            conn = work.conn
             # The key-share lock keeps a concurrent DeleteLists from removing the list under the insert.
             if await store.list_by_id(conn, new.list_id, domain.owner_scope(auth.principal()), lock=True) is None:
                 raise domain.list_not_found(new.list_id, "subscriber.list_id")
@@ -261,6 +279,9 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             if subscriber_id is None:
                 raise domain.subscriber_exists()
             record = await self._subscriber_with_segments(conn, new.list_id, subscriber_id=subscriber_id)
+            if record.status == PENDING and mailing_list.opt_in_mode == "Double":
+                email_id = request.opt_in_confirmation_email_id or mailing_list.confirmation_email_id
+                await self._request_confirmation(work, mailing_list, record, email_id, datetime.now(UTC))
         log.info("subscriber added", list_id=new.list_id, subscriber_id=subscriber_id)
         return messages.subscriber_message(record)
 
@@ -278,7 +299,8 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             violations.add("ip_address", domain.IP_ADDRESS_INVALID, "ip_address is not an IPv4 or IPv6 address")
         given = domain.check_custom_fields(dict(request.custom_fields), violations)
         now = datetime.now(UTC)
-        async with self._engine.begin() as conn:
+        async with self._outbox.unit_of_work() as work:
+            conn = work.conn
             mailing_list = None
             if request.list_id > 0:
                 mailing_list = await store.list_by_id(
@@ -317,23 +339,96 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 source=domain.normalise_source(request.source),
                 source_ref=request.source_ref.replace("\x00", "")[: domain.MAX_SOURCE_REF],
             )
-            subscriber_id = await store.inserted_subscriber_id(conn, mailing_list.owner_user_id, new)
-            if subscriber_id is None:
-                # Already on the list, whatever its status: nothing changes (an unsubscription is not undone
-                # by a call without credentials), and the answer says no more than that.
-                raise domain.subscriber_exists()
+            inserted = await store.inserted_subscriber_id(conn, mailing_list.owner_user_id, new)
+            duplicate = inserted is None
+            if inserted is not None:
+                subscriber_id = inserted
+            else:
+                existing = await store.existing_subscriber(conn, mailing_list.list_id, key)
+                # Already on the list: nothing changes (an unsubscription is not undone by a call without
+                # credentials), and the answer (9) says no more than that, whatever the status. Only a
+                # subscriber still waiting for its confirmation is sent it again (the form sent twice), at
+                # most once an hour; the answer is the same duplicate.
+                if not double or existing is None or existing[1] != PENDING:
+                    raise domain.subscriber_exists()
+                subscriber_id = existing[0]
             record = await store.subscriber_by(conn, mailing_list.list_id, subscriber_id=subscriber_id)
-        if record is None:  # inserted in this very transaction
-            raise domain.subscriber_not_found()
+            if record is None:  # inserted or locked in this very transaction
+                raise domain.subscriber_not_found()
+            if double:
+                await self._request_confirmation(
+                    work, mailing_list, record, mailing_list.confirmation_email_id, now
+                )
+        if duplicate:  # raised once the confirmation request (if any) has committed
+            raise domain.subscriber_exists()
         log.info(
-            "subscriber subscribed", list_id=mailing_list.list_id, subscriber_id=subscriber_id, status=new.status
+            "subscriber subscribed",
+            list_id=mailing_list.list_id,
+            subscriber_id=subscriber_id,
+            status=record.status,
         )
-        if double:
-            # TODO(double opt-in): send the list's confirmation email (mailing_list.confirmation_email_id) to
-            # this Opt-In Pending subscriber here, and make its confirm link set Subscribed with opt_in_time.
-            # Until that lands, the subscriber waits as Opt-In Pending and is not sent campaigns.
-            log.info("opt-in confirmation pending", list_id=mailing_list.list_id, subscriber_id=subscriber_id)
         return messages.subscriber_message(record)
+
+    async def _request_confirmation(
+        self, work: UnitOfWork, mailing_list: MailingList, record: SubscriberRecord, email_id: int, now: datetime
+    ) -> None:
+        """Asks delivery, with the change that made the subscriber pending, to send it the confirmation email:
+        at most once per CONFIRMATION_EVERY per subscriber."""
+        context = {"list_id": mailing_list.list_id, "subscriber_id": record.subscriber_id}
+        if not email_id:
+            log.warning("double opt-in list without a confirmation email: none sent", **context)
+            return
+        requested = await store.claimed_confirmation_time(work.conn, record.subscriber_id, now, CONFIRMATION_EVERY)
+        if requested is None:
+            log.info("opt-in confirmation already sent within the hour", **context)
+            return
+        event = audience_pb2.OptInConfirmationRequestedEvent(
+            owner_user_id=mailing_list.owner_user_id,
+            list_id=mailing_list.list_id,
+            subscriber_id=record.subscriber_id,
+            email_address=record.email_address,
+            first_name=record.first_name,
+            last_name=record.last_name,
+            email_id=email_id,
+        )
+        event.request_time.FromDatetime(requested)
+        key = f"{record.subscriber_id}:{event.request_time.ToMicroseconds()}"
+        work.publish(events.OPT_IN_CONFIRMATION_REQUESTED, event, key=key, signer=self._opt_in_signer)
+        log.info("opt-in confirmation requested", email_id=email_id, **context)
+
+    async def ConfirmSubscription(
+        self, request: audience_pb2.ConfirmSubscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> audience_pb2.Subscriber:
+        """The confirm link: Opt-In Pending → Subscribed; a subscriber already Subscribed is answered as is."""
+        ip_address = request.ip_address.strip()
+        if ip_address and not domain.is_ip_address(ip_address):
+            ip_address = ""
+        async with self._engine.begin() as conn:
+            await self._owned_list(conn, request.list_id)
+            now = datetime.now(UTC)
+            await store.confirmed_subscriber_id(conn, request.list_id, request.subscriber_id, ip_address, now)
+            record = await store.subscriber_by(conn, request.list_id, subscriber_id=request.subscriber_id)
+        if record is None or record.status != "Subscribed":
+            raise domain.subscriber_not_found()
+        log.info("subscription confirmed", list_id=request.list_id, subscriber_id=request.subscriber_id)
+        return messages.subscriber_message(record)
+
+    async def RejectSubscription(
+        self, request: audience_pb2.RejectSubscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        """The reject link: a pending subscriber is removed, one already gone is answered the same (the link works
+        twice); a subscriber that confirmed (or left) since is NOT_FOUND, and stays as it is."""
+        async with self._engine.begin() as conn:
+            await self._owned_list(conn, request.list_id)
+            removed = await store.rejected_count(conn, request.list_id, request.subscriber_id)
+            if not removed and await store.subscriber_by(
+                conn, request.list_id, subscriber_id=request.subscriber_id
+            ):
+                raise domain.subscriber_not_found()
+        log.info(
+            "subscription rejected", list_id=request.list_id, subscriber_id=request.subscriber_id, removed=removed
+        )
+        return empty_pb2.Empty()
 
     async def _subscriber_with_segments(
         self, conn: AsyncConnection, list_id: int, *, subscriber_id: int = 0, key: str = ""

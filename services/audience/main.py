@@ -1,4 +1,4 @@
-"""Entry point of the audience service: migrates the `audience` schema, serves AudienceService (imports included) and consumes bounce events."""
+"""Entry point of the audience service: migrates the `audience` schema, serves AudienceService (imports included) consumes bounce events and relays its outbox."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from services.audience.emails import EmailDirectory
 from services.audience.events import bounce_consumers
 from services.audience.imports import ImportHandler
 from services.audience.store import SCHEMA
-from services.common import db
+from services.common import db, events
 from services.common.config import Settings
 from services.common.grpcutil import serve
 from services.common.nats_link import NatsLink
+from services.common.natsutil import Subjects
+from services.common.outbox import Outbox
 
 
 async def main(settings: Settings) -> None:
@@ -23,9 +25,14 @@ async def main(settings: Settings) -> None:
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
     emails = EmailDirectory(settings.grpc_addr("campaign"))
     imports = ImportHandler(engine, settings)
-    servicer = AudienceService(engine, emails, imports)
+    # Opt-in confirmation requests go out through the outbox, with the change that made a subscriber pending.
+    outbox = Outbox(engine, SCHEMA, Subjects.of(settings))
+    signer = events.signer_of(events.OPT_IN_CONFIRMATION_REQUESTED, settings)
+    servicer = AudienceService(engine, emails, imports, outbox, signer)
     # The bounce consumers connect to NATS in the background, so the API serves even while NATS is down.
-    nats = NatsLink(settings, "audience", consumers=bounce_consumers(engine, settings.soft_bounce_limit))
+    nats = NatsLink(
+        settings, "audience", outbox=outbox, consumers=bounce_consumers(engine, settings.soft_bounce_limit)
+    )
 
     def register(server: grpc.aio.Server) -> list[str]:
         audience_pb2_grpc.add_AudienceServiceServicer_to_server(servicer, server)

@@ -31,6 +31,7 @@ import nats.errors
 import structlog
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from herald.audience.v1 import audience_pb2
 from herald.campaign.v1 import campaign_pb2
 from herald.delivery.v1 import delivery_pb2
 from herald.events.v1 import options_pb2
@@ -235,6 +236,15 @@ def _delivered_problems(event: delivery_pb2.RecipientDeliveredEvent) -> list[str
     return problems
 
 
+def _opt_in_requested_problems(event: audience_pb2.OptInConfirmationRequestedEvent) -> list[str]:
+    problems = _positive(event, "owner_user_id", "list_id", "subscriber_id", "email_id")
+    if not event.email_address.strip():
+        problems.append("email_address is required")
+    if not event.HasField("request_time"):
+        problems.append("request_time is required")
+    return problems
+
+
 CAMPAIGN_STATUS_CHANGED = EventType(campaign_pb2.CampaignStatusChangedEvent, _status_changed_problems)
 CAMPAIGN_DELETED = EventType(campaign_pb2.CampaignDeletedEvent, _deleted_problems)
 CAMPAIGN_SEND_REQUESTED = EventType(campaign_pb2.CampaignSendRequestedEvent, _send_requested_problems, signed=True)
@@ -243,6 +253,9 @@ DELIVERY_BATCH = EventType(delivery_pb2.DeliveryBatch, _batch_problems)
 DELIVERY_RETRY = EventType(delivery_pb2.DeliveryRetry, _retry_problems)
 RECIPIENT_BOUNCED = EventType(delivery_pb2.RecipientBouncedEvent, _bounced_problems)
 RECIPIENT_DELIVERED = EventType(delivery_pb2.RecipientDeliveredEvent, _delivered_problems)
+OPT_IN_CONFIRMATION_REQUESTED = EventType(
+    audience_pb2.OptInConfirmationRequestedEvent, _opt_in_requested_problems, signed=True
+)
 
 
 def signer_of(event: EventType[M], settings: Settings) -> EventSigner:

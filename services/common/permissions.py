@@ -149,6 +149,12 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
     "/herald.audience.v1.AudienceService/UnsubscribeSubscribers": anyone(
         "subscriber.unsubscribe", note="the legacy command takes no credentials at all"
     ),
+    "/herald.audience.v1.AudienceService/ConfirmSubscription": internal(
+        "the confirm link of a double opt-in confirmation email (the translator's /t/confirm)"
+    ),
+    "/herald.audience.v1.AudienceService/RejectSubscription": internal(
+        "the reject link of a double opt-in confirmation email (the translator's /t/reject)"
+    ),
     "/herald.audience.v1.AudienceService/DeleteSubscribers": needs("Subscribers.Delete", "subscribers.delete"),
     "/herald.audience.v1.AudienceService/CreateSegment": needs("Segment.Create", "segment.create"),
     "/herald.audience.v1.AudienceService/ListSegments": needs("Segments.Get", "segments.get"),

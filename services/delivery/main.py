@@ -1,4 +1,4 @@
-"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService, runs the send queue (services/delivery/queue.py, on its NATS link) and the split-test decider (services/delivery/split_tests.py)."""
+"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService, runs the send queue (services/delivery/queue.py) and the opt-in confirmations (services/delivery/opt_in.py) on its NATS link, and the split-test decider (services/delivery/split_tests.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from services.common.natsutil import Subjects
 from services.common.outbox import Outbox
 from services.delivery import dkim, streams
 from services.delivery.api import DeliveryService
+from services.delivery.opt_in import OptInConfirmations
 from services.delivery.queue import DeliveryQueue
 from services.delivery.retry_sweeper import RetrySweeper
 from services.delivery.split_tests import SplitTestDecider
@@ -26,13 +27,21 @@ async def main(settings: Settings) -> None:
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
     outbox = Outbox(engine, SCHEMA, Subjects.of(settings), with_headers=True)
     queue = DeliveryQueue(engine, settings, outbox)
+    confirmations = OptInConfirmations(settings, outbox)
     decider = SplitTestDecider(outbox, settings)
     sweeper = RetrySweeper(outbox, settings)
     key_seal = dkim.KeySeal(settings.effective_token_secret())
-    nats = NatsLink(settings, "delivery", outbox=outbox, consumers=queue.consumers(), streams=streams.STREAMS)
+    nats = NatsLink(
+        settings,
+        "delivery",
+        outbox=outbox,
+        consumers=[*queue.consumers(), *confirmations.consumers()],
+        streams=streams.STREAMS,
+    )
 
     async def close() -> None:
         await queue.close()
+        await confirmations.close()
         await engine.dispose()
 
     def register(server: grpc.aio.Server) -> list[str]:

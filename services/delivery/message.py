@@ -20,6 +20,7 @@ from email.header import Header
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from services.common.opt_in_links import OptInLinks
 from services.common.personalization import Personalization, parse_personalization, render_personalization
 from services.common.return_path import PREFIX, ReturnPaths
 from services.common.tracking import TrackedRecipient, TrackingLinks
@@ -151,8 +152,11 @@ class MessageTemplate:
         public_url: str,
         unsubscribe_mailto: str = "",
         relay_provider: str = "none",
+        opt_in_links: OptInLinks | None = None,
     ) -> None:
         self.campaign_id = campaign_id
+        # A double opt-in confirmation email: its confirm and reject links instead of an unsubscribe link.
+        self._opt_in_links = opt_in_links if content.get("opt_in") else None
         self.campaign_name = campaign_name
         self._links = links
         self._return_paths = return_paths
@@ -244,8 +248,12 @@ class MessageTemplate:
         tracked = TrackedRecipient(
             self.campaign_id, recipient.recipient_id, recipient.list_id, recipient.subscriber_id
         )
-        unsubscribe_url = self._links.unsubscribe(tracked) if recipient.list_id and recipient.subscriber_id else ""
+        subscribed = bool(recipient.list_id and recipient.subscriber_id)
+        unsubscribe_url = self._links.unsubscribe(tracked) if subscribed and self._opt_in_links is None else ""
         values = self.values(recipient, unsubscribe_url)
+        if self._opt_in_links is not None and subscribed:
+            values["Link:Confirm"] = self._opt_in_links.confirm(recipient.list_id, recipient.subscriber_id)
+            values["Link:Reject"] = self._opt_in_links.reject(recipient.list_id, recipient.subscriber_id)
         message_id = f"<{self.campaign_id}.{recipient.recipient_id}.{uuid.uuid4().hex[:20]}@{self._id_domain}>"
         subject = render_personalization(self._subject, values, html_escape=False, parsed=self._subject_tags)
         headers = [

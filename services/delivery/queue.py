@@ -108,6 +108,8 @@ def split_test_record(request: SendRequest, split_test: sending.SplitTest, test_
 
 async def finish_if_done(outbox: Outbox, campaign_id: int) -> bool:
     """Publishes delivery.campaign_finished when the run's occurrence has nothing left to send."""
+    if sending.is_opt_in_run(campaign_id):
+        return False  # a list's confirmation emails: no campaign waits for them to finish
     async with outbox.unit_of_work() as work:
         finished = await queue_store.finished_occurrence(work.conn, campaign_id)
         if finished is None:

@@ -621,3 +621,76 @@ async def overdue_retries(conn: AsyncConnection, overdue_seconds: float, limit: 
         {"s": overdue_seconds, "n": limit},
     )
     return [retries.DueRetry(*row) for row in rows]
+
+
+# --- double opt-in confirmations ----------------------------------------------------------------------------------
+
+
+async def recorded_opt_in_request(
+    conn: AsyncConnection, subscriber_id: int, request_time: datetime, run_id: int
+) -> bool:
+    """Records one confirmation request; False when it was recorded before (a redelivered event)."""
+    result = await conn.execute(
+        sa.text(
+            "INSERT INTO delivery.opt_in_requests (subscriber_id, request_time, run_id) VALUES (:s, :t, :r) "
+            "ON CONFLICT DO NOTHING"
+        ),
+        {"s": subscriber_id, "t": request_time, "r": run_id},
+    )
+    return result.rowcount == 1
+
+
+async def queue_opt_in_recipient(
+    conn: AsyncConnection,
+    run: Run,
+    *,
+    occurrence: int,
+    generation: int,
+    batch_id: int,
+    recipient: Mapping[str, Any],
+) -> None:
+    """Queues one confirmation email as a Pending row of the list's opt-in run, in a batch of its own."""
+    await conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO delivery.recipients (
+                campaign_id, owner_user_id, occurrence, generation, batch_id, subscriber_id, list_id,
+                email_address, domain, first_name, last_name, email_id, status, bounced_before)
+            VALUES (:c, :o, :occ, :g, :b, :s, :l, :a, lower(substring(btrim(:a) FROM '[^@]*$')), :f, :n, :e,
+                    '{RecipientStatus.PENDING}', false)
+            """
+        ),
+        {
+            "c": run.campaign_id,
+            "o": run.owner_user_id,
+            "occ": occurrence,
+            "g": generation,
+            "b": batch_id,
+            "s": recipient["subscriber_id"],
+            "l": recipient["list_id"],
+            "a": recipient["email_address"],
+            "f": recipient["first_name"],
+            "n": recipient["last_name"],
+            "e": recipient["email_id"],
+        },
+    )
+
+
+async def opened_opt_in_batch(
+    conn: AsyncConnection, run: Run, *, content: Mapping[str, Any], occurrence: int
+) -> tuple[int, int]:
+    """Takes the next generation and batch of a (locked) opt-in run, keeps it Sending with `content` as the
+    occurrence's; returns (generation, batch id)."""
+    row = (
+        await conn.execute(
+            sa.text(
+                "UPDATE delivery.campaign_runs SET generation = generation + 1, batches = batches + 1, "
+                "total_recipients = total_recipients + 1, state = :s, finished_at = NULL, reason = '', "
+                "occurrence = :occ, content = CAST(:content AS jsonb), "
+                "occurrence_started_at = coalesce(occurrence_started_at, now()) "
+                "WHERE campaign_id = :c RETURNING generation, batches"
+            ),
+            {"c": run.campaign_id, "s": RunState.SENDING, "occ": occurrence, "content": json.dumps(content)},
+        )
+    ).one()
+    return int(row.generation), int(row.batches)

@@ -375,3 +375,21 @@ def no_failed_recipients(campaign_id: int) -> DomainError:
 
 def database_error(message: str) -> DomainError:
     return DomainError(ErrorKind.UNAVAILABLE, DATABASE_ERROR, message)
+
+
+# Double opt-in confirmation emails are queued as runs of their own, one per list, keyed by an id no
+# campaign has (campaign ids are a bigserial counting from 1): the worker sends, signs, tracks and
+# records bounces for them as for any run. Such a run stays Sending and never finishes (no
+# campaign waits for it).
+OPT_IN_RUN_BASE = 1 << 62
+
+
+def opt_in_run_id(list_id: int) -> int:
+    """The run that carries a list's confirmation emails."""
+    if not 0 < list_id < OPT_IN_RUN_BASE:
+        raise ValueError("a list id is positive and below 2**62")
+    return OPT_IN_RUN_BASE + list_id
+
+
+def is_opt_in_run(campaign_id: int) -> bool:
+    return campaign_id > OPT_IN_RUN_BASE

@@ -62,6 +62,7 @@ from services.common.config import Settings
 from services.common.events import UndecodableEvent
 from services.common.nats_link import NatsLink
 from services.common.natsutil import Subjects
+from services.common.opt_in_links import OptInLinks
 from services.common.outbox import Outbox, UnitOfWork
 from services.common.return_path import ReturnPaths
 from services.common.tracking import TrackingLinks
@@ -192,6 +193,7 @@ class Templates:
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self._engine = engine
         self._links = TrackingLinks(settings.effective_public_url(), settings.effective_token_secret())
+        self._opt_in_links = OptInLinks(settings.effective_public_url(), settings.effective_token_secret())
         self._return_paths = ReturnPaths(settings.effective_bounce_domain(), settings.effective_token_secret())
         self._relay_provider = settings.relay_provider
         self._public_url = settings.effective_public_url()
@@ -240,6 +242,7 @@ class Templates:
                 public_url=self._public_url,
                 unsubscribe_mailto=self._mailto,
                 relay_provider=self._relay_provider,
+                opt_in_links=self._opt_in_links,
             )
             for email_id, snapshot in emails.items()
         }
@@ -516,6 +519,13 @@ class Worker:
                 return True
             templates = await self._templates.get(batch.campaign_id, view.occurrence)
             if templates is None:
+                if sending.is_opt_in_run(batch.campaign_id):
+                    # A list's confirmation email changed a moment ago and this worker's view of the run is
+                    # older than its content: the batch comes back once the view is fresh.
+                    log.info(
+                        "opt-in run content newer than the view; batch comes back", occurrence=view.occurrence
+                    )
+                    return False
                 log.error("the run has no content to send; batch skipped", occurrence=view.occurrence)
                 return True
             outcomes: list[Outcome] = []

@@ -66,6 +66,7 @@ from services.audience.domain._lists import (
     confirmation_template_not_found,
     default_confirmation_email_name,
     list_not_found,
+    missing_confirm_link_parts,
     validate_list_id,
     validate_new_list,
 )
@@ -321,6 +322,7 @@ __all__ = [
     "is_empty",
     "is_ip_address",
     "list_not_found",
+    "missing_confirm_link_parts",
     "normalise_email",
     "normalise_source",
     "order_column",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from services.audience.domain._checks import MAX_NAME, MAX_TEXT, check_text
@@ -107,6 +108,21 @@ def check_confirmation_email(email: ConfirmationEmail, violations: Violations) -
             CONFIRMATION_EMAIL_TEMPLATE_REQUIRED,
             f"Template mode needs {prefix}template_id",
         )
+
+
+# %Link:Confirm% in the legacy syntax or {{ Link:Confirm }} / {{{ Link:Confirm }}} in the modern one.
+_CONFIRM_LINK = re.compile(r"%Link:Confirm%|\{\{\{?\s*Link:Confirm\s*\}\}\}?")
+
+
+def missing_confirm_link_parts(email: ConfirmationEmail) -> list[str]:
+    """The parts the email sends ("html", "plain") that lack the confirm link: a confirmation email
+    nobody can confirm would leave every subscriber pending for good."""
+    parts = []
+    if email.content_type in ("HTML", "Both") and not _CONFIRM_LINK.search(email.html_content):
+        parts.append("html")
+    if email.content_type in ("Plain", "Both") and not _CONFIRM_LINK.search(email.plain_content):
+        parts.append("plain")
+    return parts
 
 
 def confirmation_email_failed(detail: str) -> DomainError:

@@ -36,6 +36,11 @@ from services.audience.store._lists import (
     lists_by_id,
     lists_page,
 )
+from services.audience.store._opt_in import (
+    claimed_confirmation_time,
+    confirmed_subscriber_id,
+    rejected_count,
+)
 from services.audience.store._recipients import (
     RecipientQuery,
     RecipientRow,
@@ -89,8 +94,10 @@ __all__ = [
     "added_bounce_suppression_counts",
     "added_suppression_count",
     "alias_in_use",
+    "claimed_confirmation_time",
     "clashing_field_ids",
     "complained_count",
+    "confirmed_subscriber_id",
     "custom_field_by_id",
     "custom_fields",
     "custom_fields_of",
@@ -121,6 +128,7 @@ __all__ = [
     "owned_by",
     "recipient_count",
     "recipient_rows",
+    "rejected_count",
     "removed_bounce_suppression_count",
     "segments",
     "segments_containing",

@@ -57,6 +57,10 @@ subscribers = sa.Table(
     # complaint unsubscribed the subscriber.
     sa.Column("soft_bounce_campaign_ids", postgresql.ARRAY(sa.BigInteger), nullable=False, server_default="{}"),
     sa.Column("unsubscription_channel", sa.Text, nullable=False, server_default=""),
+    # Double opt-in (0005_opt_in.sql): when the last confirmation email was asked for, and where the
+    # confirm link was opened from.
+    sa.Column("opt_in_requested_at", sa.DateTime(timezone=True)),
+    sa.Column("optin_ip", sa.Text, nullable=False, server_default=""),
 )
 
 

@@ -2001,3 +2001,101 @@ class StreamRecipientsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamRecipientsResponse: _TypeAlias = StreamRecipientsResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmSubscriptionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    IP_ADDRESS_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    subscriber_id: _builtins.int
+    ip_address: _builtins.str
+    """The address the link was opened from; stored as the subscriber's opt-in address."""
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        subscriber_id: _builtins.int = ...,
+        ip_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_address", b"ip_address", "list_id", b"list_id", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmSubscriptionRequest: _TypeAlias = ConfirmSubscriptionRequest  # noqa: Y015
+
+@_typing.final
+class RejectSubscriptionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    list_id: _builtins.int
+    subscriber_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        list_id: _builtins.int = ...,
+        subscriber_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["list_id", b"list_id", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectSubscriptionRequest: _TypeAlias = RejectSubscriptionRequest  # noqa: Y015
+
+@_typing.final
+class OptInConfirmationRequestedEvent(_message.Message):
+    """A subscriber was added Opt-In Pending to a double opt-in list and is to be sent the list's
+    confirmation email. Subject `<namespace>.events.audience.opt_in_confirmation_requested`, signed
+    like a campaign's send request (it makes delivery send mail). Delivery queues one message of the
+    email to the address, with %Link:Confirm% and %Link:Reject% signed for the subscriber.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    FIRST_NAME_FIELD_NUMBER: _builtins.int
+    LAST_NAME_FIELD_NUMBER: _builtins.int
+    EMAIL_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    owner_user_id: _builtins.int
+    list_id: _builtins.int
+    subscriber_id: _builtins.int
+    email_address: _builtins.str
+    first_name: _builtins.str
+    last_name: _builtins.str
+    email_id: _builtins.int
+    """The list's confirmation email (EmailService, scope OptIn)."""
+    @_builtins.property
+    def request_time(self) -> _timestamp_pb2.Timestamp:
+        """When audience asked: with subscriber_id, the request's identity (a redelivery sends nothing more)."""
+
+    def __init__(
+        self,
+        *,
+        owner_user_id: _builtins.int = ...,
+        list_id: _builtins.int = ...,
+        subscriber_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+        first_name: _builtins.str = ...,
+        last_name: _builtins.str = ...,
+        email_id: _builtins.int = ...,
+        request_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_time", b"request_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "email_id", b"email_id", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "owner_user_id", b"owner_user_id", "request_time", b"request_time", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptInConfirmationRequestedEvent: _TypeAlias = OptInConfirmationRequestedEvent  # noqa: Y015

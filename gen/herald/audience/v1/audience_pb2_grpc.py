@@ -163,6 +163,16 @@ class AudienceServiceStub:
                 request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.CheckTargetingRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ConfirmSubscription = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/ConfirmSubscription',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.ConfirmSubscriptionRequest.SerializeToString,
+                response_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.FromString,
+                _registered_method=True)
+        self.RejectSubscription = channel.unary_unary(
+                '/herald.audience.v1.AudienceService/RejectSubscription',
+                request_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.RejectSubscriptionRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class AudienceServiceServicer:
@@ -200,7 +210,9 @@ class AudienceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateSubscriber(self, request, context):
-        """Adds a subscriber to a list (or updates it, with update_if_duplicate).
+        """Adds a subscriber to a list (or updates it, with update_if_duplicate). An OPT_IN_PENDING subscriber
+        of a double opt-in list is sent the confirmation email (opt_in_confirmation_email_id, else the
+        list's), at most once an hour.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -224,7 +236,9 @@ class AudienceServiceServicer:
         """Adds an address to a list as a public subscription form does (subscriber.subscribe): the list's
         opt-in mode decides the status (SUBSCRIBED, or OPT_IN_PENDING on a double opt-in list), custom
         field values are checked against the list's definitions, and an address already on the list
-        answers ALREADY_EXISTS without changing anything.
+        answers ALREADY_EXISTS without changing anything. An OPT_IN_PENDING subscriber is sent the list's
+        confirmation email (OptInConfirmationRequestedEvent); asking again while pending sends it again
+        only when the last one was asked for over an hour ago (the answer is still ALREADY_EXISTS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -350,6 +364,23 @@ class AudienceServiceServicer:
         rules inside a criterion included), and the rules must parse. NOT_FOUND (LIST_NOT_FOUND or
         SEGMENT_NOT_FOUND) names every missing one as a BadRequest violation; INVALID_ARGUMENT the
         first malformed rule. The campaign service calls it when a campaign's targeting is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmSubscription(self, request, context):
+        """The confirm link of a double opt-in confirmation email: an Opt-In Pending subscriber becomes
+        Subscribed with opt_in_time now and the confirming address; one already Subscribed is answered
+        as is (the link works twice). NOT_FOUND when the subscriber is gone or no longer pending.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectSubscription(self, request, context):
+        """The reject link of that email: an Opt-In Pending subscriber is removed from the list. Removing
+        one already gone changes nothing; one no longer pending (it confirmed) stays, NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -481,6 +512,16 @@ def add_AudienceServiceServicer_to_server(servicer, server):
             'CheckTargeting': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckTargeting,
                     request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.CheckTargetingRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ConfirmSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmSubscription,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.ConfirmSubscriptionRequest.FromString,
+                    response_serializer=herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.SerializeToString,
+            ),
+            'RejectSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectSubscription,
+                    request_deserializer=herald_dot_audience_dot_v1_dot_audience__pb2.RejectSubscriptionRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -1161,6 +1202,60 @@ class AudienceService:
             target,
             '/herald.audience.v1.AudienceService/CheckTargeting',
             herald_dot_audience_dot_v1_dot_audience__pb2.CheckTargetingRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/ConfirmSubscription',
+            herald_dot_audience_dot_v1_dot_audience__pb2.ConfirmSubscriptionRequest.SerializeToString,
+            herald_dot_audience_dot_v1_dot_audience__pb2.Subscriber.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.audience.v1.AudienceService/RejectSubscription',
+            herald_dot_audience_dot_v1_dot_audience__pb2.RejectSubscriptionRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

@@ -46,7 +46,10 @@ class AudienceServiceStub:
     DeleteLists: _grpc.UnaryUnaryMultiCallable[_audience_pb2.DeleteListsRequest, _empty_pb2.Empty]
     """Deletes lists with their subscribers and segments; unknown ids are ignored."""
     CreateSubscriber: _grpc.UnaryUnaryMultiCallable[_audience_pb2.CreateSubscriberRequest, _audience_pb2.Subscriber]
-    """Adds a subscriber to a list (or updates it, with update_if_duplicate)."""
+    """Adds a subscriber to a list (or updates it, with update_if_duplicate). An OPT_IN_PENDING subscriber
+    of a double opt-in list is sent the confirmation email (opt_in_confirmation_email_id, else the
+    list's), at most once an hour.
+    """
     GetSubscriber: _grpc.UnaryUnaryMultiCallable[_audience_pb2.GetSubscriberRequest, _audience_pb2.Subscriber]
     """Gets a subscriber of a list by id or email address."""
     ListSubscribers: _grpc.UnaryUnaryMultiCallable[_audience_pb2.ListSubscribersRequest, _audience_pb2.ListSubscribersResponse]
@@ -55,7 +58,9 @@ class AudienceServiceStub:
     """Adds an address to a list as a public subscription form does (subscriber.subscribe): the list's
     opt-in mode decides the status (SUBSCRIBED, or OPT_IN_PENDING on a double opt-in list), custom
     field values are checked against the list's definitions, and an address already on the list
-    answers ALREADY_EXISTS without changing anything.
+    answers ALREADY_EXISTS without changing anything. An OPT_IN_PENDING subscriber is sent the list's
+    confirmation email (OptInConfirmationRequestedEvent); asking again while pending sends it again
+    only when the last one was asked for over an hour ago (the answer is still ALREADY_EXISTS).
     """
     UnsubscribeSubscribers: _grpc.UnaryUnaryMultiCallable[_audience_pb2.UnsubscribeSubscribersRequest, _audience_pb2.UnsubscribeSubscribersResponse]
     """Unsubscribes subscribers of a list (by id, address or rules)."""
@@ -100,6 +105,15 @@ class AudienceServiceStub:
     SEGMENT_NOT_FOUND) names every missing one as a BadRequest violation; INVALID_ARGUMENT the
     first malformed rule. The campaign service calls it when a campaign's targeting is set.
     """
+    ConfirmSubscription: _grpc.UnaryUnaryMultiCallable[_audience_pb2.ConfirmSubscriptionRequest, _audience_pb2.Subscriber]
+    """The confirm link of a double opt-in confirmation email: an Opt-In Pending subscriber becomes
+    Subscribed with opt_in_time now and the confirming address; one already Subscribed is answered
+    as is (the link works twice). NOT_FOUND when the subscriber is gone or no longer pending.
+    """
+    RejectSubscription: _grpc.UnaryUnaryMultiCallable[_audience_pb2.RejectSubscriptionRequest, _empty_pb2.Empty]
+    """The reject link of that email: an Opt-In Pending subscriber is removed from the list. Removing
+    one already gone changes nothing; one no longer pending (it confirmed) stays, NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class AudienceServiceAsyncStub(AudienceServiceStub):
@@ -118,7 +132,10 @@ class AudienceServiceAsyncStub(AudienceServiceStub):
     DeleteLists: _aio.UnaryUnaryMultiCallable[_audience_pb2.DeleteListsRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes lists with their subscribers and segments; unknown ids are ignored."""
     CreateSubscriber: _aio.UnaryUnaryMultiCallable[_audience_pb2.CreateSubscriberRequest, _audience_pb2.Subscriber]  # type: ignore[assignment]
-    """Adds a subscriber to a list (or updates it, with update_if_duplicate)."""
+    """Adds a subscriber to a list (or updates it, with update_if_duplicate). An OPT_IN_PENDING subscriber
+    of a double opt-in list is sent the confirmation email (opt_in_confirmation_email_id, else the
+    list's), at most once an hour.
+    """
     GetSubscriber: _aio.UnaryUnaryMultiCallable[_audience_pb2.GetSubscriberRequest, _audience_pb2.Subscriber]  # type: ignore[assignment]
     """Gets a subscriber of a list by id or email address."""
     ListSubscribers: _aio.UnaryUnaryMultiCallable[_audience_pb2.ListSubscribersRequest, _audience_pb2.ListSubscribersResponse]  # type: ignore[assignment]
@@ -127,7 +144,9 @@ class AudienceServiceAsyncStub(AudienceServiceStub):
     """Adds an address to a list as a public subscription form does (subscriber.subscribe): the list's
     opt-in mode decides the status (SUBSCRIBED, or OPT_IN_PENDING on a double opt-in list), custom
     field values are checked against the list's definitions, and an address already on the list
-    answers ALREADY_EXISTS without changing anything.
+    answers ALREADY_EXISTS without changing anything. An OPT_IN_PENDING subscriber is sent the list's
+    confirmation email (OptInConfirmationRequestedEvent); asking again while pending sends it again
+    only when the last one was asked for over an hour ago (the answer is still ALREADY_EXISTS).
     """
     UnsubscribeSubscribers: _aio.UnaryUnaryMultiCallable[_audience_pb2.UnsubscribeSubscribersRequest, _audience_pb2.UnsubscribeSubscribersResponse]  # type: ignore[assignment]
     """Unsubscribes subscribers of a list (by id, address or rules)."""
@@ -171,6 +190,15 @@ class AudienceServiceAsyncStub(AudienceServiceStub):
     rules inside a criterion included), and the rules must parse. NOT_FOUND (LIST_NOT_FOUND or
     SEGMENT_NOT_FOUND) names every missing one as a BadRequest violation; INVALID_ARGUMENT the
     first malformed rule. The campaign service calls it when a campaign's targeting is set.
+    """
+    ConfirmSubscription: _aio.UnaryUnaryMultiCallable[_audience_pb2.ConfirmSubscriptionRequest, _audience_pb2.Subscriber]  # type: ignore[assignment]
+    """The confirm link of a double opt-in confirmation email: an Opt-In Pending subscriber becomes
+    Subscribed with opt_in_time now and the confirming address; one already Subscribed is answered
+    as is (the link works twice). NOT_FOUND when the subscriber is gone or no longer pending.
+    """
+    RejectSubscription: _aio.UnaryUnaryMultiCallable[_audience_pb2.RejectSubscriptionRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """The reject link of that email: an Opt-In Pending subscriber is removed from the list. Removing
+    one already gone changes nothing; one no longer pending (it confirmed) stays, NOT_FOUND.
     """
 
 class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -217,7 +245,10 @@ class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audience_pb2.CreateSubscriberRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audience_pb2.Subscriber, _abc.Awaitable[_audience_pb2.Subscriber]]:
-        """Adds a subscriber to a list (or updates it, with update_if_duplicate)."""
+        """Adds a subscriber to a list (or updates it, with update_if_duplicate). An OPT_IN_PENDING subscriber
+        of a double opt-in list is sent the confirmation email (opt_in_confirmation_email_id, else the
+        list's), at most once an hour.
+        """
 
     @_abc_1.abstractmethod
     def GetSubscriber(
@@ -244,7 +275,9 @@ class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
         """Adds an address to a list as a public subscription form does (subscriber.subscribe): the list's
         opt-in mode decides the status (SUBSCRIBED, or OPT_IN_PENDING on a double opt-in list), custom
         field values are checked against the list's definitions, and an address already on the list
-        answers ALREADY_EXISTS without changing anything.
+        answers ALREADY_EXISTS without changing anything. An OPT_IN_PENDING subscriber is sent the list's
+        confirmation email (OptInConfirmationRequestedEvent); asking again while pending sends it again
+        only when the last one was asked for over an hour ago (the answer is still ALREADY_EXISTS).
         """
 
     @_abc_1.abstractmethod
@@ -390,6 +423,27 @@ class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
         rules inside a criterion included), and the rules must parse. NOT_FOUND (LIST_NOT_FOUND or
         SEGMENT_NOT_FOUND) names every missing one as a BadRequest violation; INVALID_ARGUMENT the
         first malformed rule. The campaign service calls it when a campaign's targeting is set.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmSubscription(
+        self,
+        request: _audience_pb2.ConfirmSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.Subscriber, _abc.Awaitable[_audience_pb2.Subscriber]]:
+        """The confirm link of a double opt-in confirmation email: an Opt-In Pending subscriber becomes
+        Subscribed with opt_in_time now and the confirming address; one already Subscribed is answered
+        as is (the link works twice). NOT_FOUND when the subscriber is gone or no longer pending.
+        """
+
+    @_abc_1.abstractmethod
+    def RejectSubscription(
+        self,
+        request: _audience_pb2.RejectSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """The reject link of that email: an Opt-In Pending subscriber is removed from the list. Removing
+        one already gone changes nothing; one no longer pending (it confirmed) stays, NOT_FOUND.
         """
 
 def add_AudienceServiceServicer_to_server(servicer: AudienceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,127 @@
+"""Double opt-in confirmation emails: delivery's consumer of `audience.opt_in_confirmation_requested`.
+
+Audience publishes the request (through its outbox, with the change that made the subscriber Opt-In
+Pending). Here it becomes one Pending row in the list's opt-in run (sending.opt_in_run_id) and one
+batch message, in one unit of work; the delivery worker then sends it like any campaign's message:
+same rendering (with %Link:Confirm% and %Link:Reject% signed for the subscriber), DKIM signature,
+return path for bounces and tracking. The email's content is read from EmailService with a token of
+the list's owner, so only the owner's email is ever sent; a new occurrence of the run starts only when
+that content changed, so the worker keeps its parsed template otherwise.
+
+The request is signed by audience (like a campaign's send request): one without a valid signature
+does not decode and sends nothing. A request delivered twice is recorded once (opt_in_requests).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import structlog
+from herald.audience.v1 import audience_pb2
+from herald.campaign.v1 import email_pb2, email_pb2_grpc
+
+from services.common import events, grpcutil
+from services.common.config import Settings
+from services.common.outbox import Outbox
+from services.delivery import queue_store, sending
+from services.delivery.message import email_snapshot
+from services.delivery.queue import owner_metadata
+from services.delivery.sending import RunState
+
+log = structlog.get_logger()
+
+OPT_IN_REQUESTED_DURABLE = "delivery-opt-in-requested"
+# EmailService's answers that no retry can cure: the request is dropped with a warning.
+_REFUSALS = frozenset(
+    {
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
+    }
+)
+
+
+class OptInConfirmations:
+    """Queues the confirmation emails audience asks for."""
+
+    def __init__(self, settings: Settings, outbox: Outbox) -> None:
+        self._settings = settings
+        self._outbox = outbox
+        self._channel = grpcutil.channel(settings.grpc_addr("campaign"))
+        self._emails = email_pb2_grpc.EmailServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    def consumers(self) -> list[events.Consumer[Any]]:
+        return [
+            events.Consumer(
+                OPT_IN_REQUESTED_DURABLE,
+                events.OPT_IN_CONFIRMATION_REQUESTED,
+                self.handle_request,
+                signer=events.signer_of(events.OPT_IN_CONFIRMATION_REQUESTED, self._settings),
+            )
+        ]
+
+    async def handle_request(self, event: audience_pb2.OptInConfirmationRequestedEvent) -> None:
+        context = {"list_id": event.list_id, "subscriber_id": event.subscriber_id, "email_id": event.email_id}
+        snapshot = await self._snapshot(event)
+        if snapshot is None:
+            return
+        run_id = sending.opt_in_run_id(event.list_id)
+        content = {
+            "campaign_name": f"Confirmation email of list {event.list_id}",
+            "default_email_id": event.email_id,
+            "emails": {str(event.email_id): snapshot},
+        }
+        async with self._outbox.unit_of_work() as work:
+            conn = work.conn
+            if not await queue_store.recorded_opt_in_request(
+                conn, event.subscriber_id, event.request_time.ToDatetime(), run_id
+            ):
+                log.info("opt-in confirmation already queued", **context)
+                return
+            run = await queue_store.ensured_run_for_update(conn, run_id, event.owner_user_id, RunState.SENDING)
+            occurrence = run.occurrence if run.content == content else run.occurrence + 1
+            generation, batch_id = await queue_store.opened_opt_in_batch(
+                conn, run, content=content, occurrence=occurrence
+            )
+            recipient = {
+                "subscriber_id": event.subscriber_id,
+                "list_id": event.list_id,
+                "email_address": event.email_address,
+                "first_name": event.first_name,
+                "last_name": event.last_name,
+                "email_id": event.email_id,
+            }
+            await queue_store.queue_opt_in_recipient(
+                conn, run, occurrence=occurrence, generation=generation, batch_id=batch_id, recipient=recipient
+            )
+            await queue_store.add_batch_messages(work, run_id, batch_id, batch_id, generation)
+        log.info("opt-in confirmation queued", campaign_id=run_id, batch_id=batch_id, **context)
+
+    async def _snapshot(self, event: audience_pb2.OptInConfirmationRequestedEvent) -> dict[str, Any] | None:
+        """The confirmation email as the run keeps it, or None (logged) when it cannot be sent."""
+        metadata = owner_metadata(self._settings, event.owner_user_id)
+        try:
+            email = await self._emails.GetEmail(
+                email_pb2.GetEmailRequest(email_id=event.email_id), metadata=metadata, timeout=30
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _REFUSALS:
+                log.warning(
+                    "opt-in confirmation email cannot be sent",
+                    list_id=event.list_id,
+                    email_id=event.email_id,
+                    error=exc.details(),
+                )
+                return None
+            raise
+        snapshot = email_snapshot(email)
+        if not snapshot["from_email"] or not (snapshot["html"] or snapshot["plain"]):
+            log.warning("opt-in confirmation email has no sender or no content", email_id=event.email_id)
+            return None
+        snapshot["opt_in"] = True
+        return snapshot
