@@ -198,7 +198,7 @@ async def test_every_parameter_is_stored_and_returned(api: Api, world: World) ->
         ScheduleRecSendMaxInstance=5,
         SendTimeZone="Europe/Paris",
         ApprovalUserExplanation="please",
-        GoogleAnalyticsDomains="example.com,example.org",
+        GoogleAnalyticsDomains="",
         PublishOnRSS="Enabled",
         AutoResendEnabled=True,
         AutoResendWaitDays=3,
@@ -208,7 +208,7 @@ async def test_every_parameter_is_stored_and_returned(api: Api, world: World) ->
         RecipientListsAndSegments=f"{second},{first}:{world.segment}",
         Exclude_RecipientListsAndSegments=f"{third}:0",
         RulesJsonBundle=json.dumps(rules),
-        S2SEnabled="yes",
+        S2SEnabled="no",
         ABTesting={
             "Variations": [
                 {"EmailID": world.emails[1], "Weight": 60},
@@ -231,7 +231,7 @@ async def test_every_parameter_is_stored_and_returned(api: Api, world: World) ->
         "ScheduleRecSendMaxInstance": 5,
         "SendTimeZone": "Europe/Paris",
         "ApprovalUserExplanation": "please",
-        "GoogleAnalyticsDomains": "example.com,example.org",
+        "GoogleAnalyticsDomains": "",
         "PublishOnRSS": "Enabled",
         "AutoResendEnabled": True,
         "AutoResendWaitDays": 3,
@@ -240,7 +240,7 @@ async def test_every_parameter_is_stored_and_returned(api: Api, world: World) ->
         "OriginalCampaignID": original,
         "RecipientListsAndSegments": f"{second}:0,{first}:{world.segment}",
         "Exclude_RecipientListsAndSegments": f"{third}:0",
-        "S2SEnabled": True,
+        "S2SEnabled": False,
         "ABTesting": {
             "Enabled": True,
             "Variations": [
@@ -251,6 +251,22 @@ async def test_every_parameter_is_stored_and_returned(api: Api, world: World) ->
     }
     assert {key: campaign[key] for key in expected} == expected
     assert json.loads(campaign["RulesJsonBundle"]) == rules
+
+
+async def test_settings_herald_does_not_implement_are_refused(api: Api, world: World) -> None:
+    """Issue 14: GoogleAnalyticsDomains and S2SEnabled promise behaviour Herald does not have, so a value other
+    than the default answers 26 with a text that says so, and nothing is changed."""
+    campaign_id = await create_campaign(api, world.user)
+    for name, value in (("GoogleAnalyticsDomains", "example.com"), ("S2SEnabled", True), ("S2SEnabled", "yes")):
+        body = await update(api, world.user, campaign_id, CampaignName="Changed", **{name: value})
+        assert (body["Success"], body["ErrorCode"]) == (False, 26), body
+        assert "not supported" in body["ErrorText"], body
+    campaign = await get(api, world.user, campaign_id)
+    assert (campaign["CampaignName"], campaign["GoogleAnalyticsDomains"], campaign["S2SEnabled"]) == (
+        "Summer Sale 2025",
+        "",
+        False,
+    )
 
 
 async def test_parameters_not_given_keep_their_values(api: Api, world: World) -> None:
@@ -310,13 +326,13 @@ async def test_ab_testing_in_form_fields_with_brackets(api: Api, world: World) -
             ("ABTesting[Variations][1][emailid]", str(world.emails[1])),
             ("ABTesting[Variations][1][weight]", "50"),
             ("PublishOnRSS", "Disabled"),
-            ("S2SEnabled", "1"),
+            ("S2SEnabled", "0"),
         ]
     )
     assert status == 200 and body == {"Success": True, "ErrorCode": 0}, body
     campaign = await get(api, world.user, campaign_id)
     assert [v["EmailID"] for v in campaign["ABTesting"]["Variations"]] == world.emails[:2]
-    assert campaign["PublishOnRSS"] == "Disabled" and campaign["S2SEnabled"] is True
+    assert campaign["PublishOnRSS"] == "Disabled" and campaign["S2SEnabled"] is False
 
 
 async def test_schedule_types_round_trip_case_insensitively(api: Api, world: World) -> None:

@@ -432,9 +432,7 @@ async def test_campaign_copy_copies_every_setting_into_a_draft(api: Api, world: 
         AutoResendWaitDays=4,
         AutoResendSubject="again",
         AutoResendPreHeaderText="pre",
-        GoogleAnalyticsDomains="example.com",
         PublishOnRSS="Enabled",
-        S2SEnabled=True,
         ApprovalUserExplanation="why",
         ABTesting={
             "Variations": [{"EmailID": world.emails[1], "Weight": 3}, {"EmailID": world.emails[2], "Weight": 7}]

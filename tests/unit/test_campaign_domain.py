@@ -1008,18 +1008,32 @@ def test_name_and_tracking_settings_change_in_any_status(status: CampaignStatus)
         name="Renamed",
         status_reason="why",
         approval_user_explanation="please",
-        google_analytics_domains="example.com",
+        google_analytics_domains=" ",
         publish_on_rss=True,
-        s2s_enabled=True,
+        s2s_enabled=False,
     )
     updated = _update(_campaign(status), patch)
     assert updated.status is status
     assert (updated.name, updated.status_reason, updated.approval_user_explanation) == ("Renamed", "why", "please")
-    assert (updated.google_analytics_domains, updated.publish_on_rss, updated.s2s_enabled) == (
-        "example.com",
-        True,
-        True,
+    assert (updated.google_analytics_domains, updated.publish_on_rss, updated.s2s_enabled) == ("", True, False)
+
+
+def test_settings_herald_does_not_implement_are_refused_unless_left_at_their_default() -> None:
+    """Issue 14: a setting that is accepted is acted on, or refused; GA link tagging and S2S tracking are not
+    implemented, so only their defaults may be stored."""
+    patch = _patch(
+        "google_analytics_domains",
+        "s2s_enabled",
+        google_analytics_domains="example.com",
+        s2s_enabled=True,
     )
+    error = _update_error(_campaign(), patch)
+    assert error.kind is ErrorKind.INVALID
+    assert _field_reasons(error) == [
+        ("google_analytics_domains", "SETTING_UNSUPPORTED"),
+        ("s2s_enabled", "SETTING_UNSUPPORTED"),
+    ]
+    assert "not supported" in error.violations[0].description
 
 
 def test_free_text_with_nul_is_invalid() -> None:

@@ -67,6 +67,7 @@ _REASON_ORDER = (
     "VARIATION_VALUE_INVALID",
     "VARIATION_SHARE_TOO_SMALL",
     "ORIGINAL_CAMPAIGN_NOT_FOUND",
+    "SETTING_UNSUPPORTED",
 )
 
 
@@ -171,6 +172,25 @@ def _as_sent(name: str) -> _FieldCheck:
     return lambda patch, now: (getattr(patch, name), [])
 
 
+def _unsupported(name: str, what: str) -> _FieldCheck:
+    """A setting whose behaviour Herald does not implement (issue 14): only its default may be stored, so a
+    caller asking for the behaviour is told it will not happen instead of having it stored and ignored."""
+
+    def check(patch: CampaignPatch, now: datetime) -> tuple[Any, Sequence[FieldViolation]]:
+        value = getattr(patch, name)
+        if isinstance(value, str):
+            problem = text_violation(value, name)
+            if problem:
+                return value, [problem]
+            value = value.strip()
+        if not value:
+            return value, []
+        message = f"{name} is not supported: Herald does not implement {what}; leave it unset"
+        return value, [FieldViolation(name, "SETTING_UNSUPPORTED", message)]
+
+    return check
+
+
 # One row per path UpdateCampaign may change, in the order of the legacy campaign.update checks.
 _FIELD_CHECKS: dict[str, _FieldCheck] = {
     "name": _check_name,
@@ -183,9 +203,9 @@ _FIELD_CHECKS: dict[str, _FieldCheck] = {
     "original_campaign_id": _check_original_campaign_id,
     "status_reason": _free_text("status_reason"),
     "approval_user_explanation": _free_text("approval_user_explanation"),
-    "google_analytics_domains": _free_text("google_analytics_domains"),
+    "google_analytics_domains": _unsupported("google_analytics_domains", "Google Analytics link tagging"),
     "publish_on_rss": _as_sent("publish_on_rss"),
-    "s2s_enabled": _as_sent("s2s_enabled"),
+    "s2s_enabled": _unsupported("s2s_enabled", "server-to-server conversion tracking"),
 }
 UPDATABLE_PATHS = tuple(_FIELD_CHECKS)
 

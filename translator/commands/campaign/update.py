@@ -508,6 +508,8 @@ UPDATE_CODES: dict[str, int] = {
             "RULES_BUNDLE_INVALID",
             "UPDATE_MASK_INVALID",
             "TEXT_INVALID",
+            # Issue 14: a setting Herald does not implement (GoogleAnalyticsDomains, S2SEnabled).
+            "SETTING_UNSUPPORTED",
             # The audience service's verdict on a RulesJsonBundle's rules.
             "RULES_INVALID",
             "RULE_TYPE_UNSUPPORTED",
@@ -581,7 +583,11 @@ UPDATE_PARAMS = (
     Param("ScheduleRecMinutes", "integers", f"Minutes {RECURSIVE_LIST}"),
     Param("ScheduleRecSendMaxInstance", "integer", "Occurrences of a Recursive schedule"),
     Param("ApprovalUserExplanation", "string", "User explanation for approval"),
-    Param("GoogleAnalyticsDomains", "string", "Google Analytics tracking domains"),
+    Param(
+        "GoogleAnalyticsDomains",
+        "string",
+        "Not supported (issue 14): only empty is accepted; a domain answers 26, as Herald tags no links for Google Analytics",
+    ),
     Param("PublishOnRSS", "string", "Enabled or Disabled (or a boolean)", enum=("Enabled", "Disabled")),
     Param("AutoResendEnabled", "boolean", "Resend to non-openers"),
     Param("AutoResendWaitDays", "integer", "Days before the resend (1-365); required with AutoResendEnabled"),
@@ -599,7 +605,11 @@ UPDATE_PARAMS = (
         "object",
         'Recipient rules {"operator": "and", "criteria": [{"list_id": N, "operator": "and", "rules": [[...]]}]}',
     ),
-    Param("S2SEnabled", "boolean", "Server-to-server tracking"),
+    Param(
+        "S2SEnabled",
+        "boolean",
+        "Not supported (issue 14): only false is accepted; true answers 26, as Herald has no server-to-server tracking",
+    ),
     Param(
         "ABTesting",
         "object",

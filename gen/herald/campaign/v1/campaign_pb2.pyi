@@ -213,8 +213,14 @@ class Campaign(_message.Message):
     approval_user_explanation: _builtins.str
     """Why the user asks for approval (shown to the admin who approves)."""
     google_analytics_domains: _builtins.str
+    """Not supported (issue 14): Herald tags no links for Google Analytics, so UpdateCampaign refuses
+    anything but "" with INVALID_ARGUMENT, a BadRequest violation of reason SETTING_UNSUPPORTED.
+    """
     publish_on_rss: _builtins.bool
     s2s_enabled: _builtins.bool
+    """Not supported (issue 14): Herald has no server-to-server tracking, so UpdateCampaign refuses true
+    with INVALID_ARGUMENT, a BadRequest violation of reason SETTING_UNSUPPORTED.
+    """
     auto_resend_of_campaign_id: _builtins.int
     """Set only on the auto-resend Herald created when that campaign finished sending: this campaign goes
     to that campaign's recipients who were sent it, have not opened it, and are still subscribed and
