@@ -64,6 +64,8 @@ IMPORT_ID_REQUIRED = "IMPORT_ID_REQUIRED"
 IMPORT_NOT_FOUND = "IMPORT_NOT_FOUND"
 IMPORT_NOT_IN_LIST = "IMPORT_NOT_IN_LIST"
 IMPORT_SOURCE_REQUIRED = "IMPORT_SOURCE_REQUIRED"
+# Issue 14: a setting Herald does not implement is refused rather than stored and ignored.
+SETTING_UNSUPPORTED = "SETTING_UNSUPPORTED"
 IMPORT_SOURCE_CONFLICT = "IMPORT_SOURCE_CONFLICT"
 IMPORT_SOURCE_FETCH_FAILED = "IMPORT_SOURCE_FETCH_FAILED"
 IMPORT_STREAM_EMPTY = "IMPORT_STREAM_EMPTY"
@@ -232,6 +234,14 @@ class ImportHandler:
             violations.add("data", IMPORT_SOURCE_REQUIRED, "give the CSV as data or source_url")
         elif request.data and request.source_url:
             violations.add("source_url", IMPORT_SOURCE_CONFLICT, "give the CSV as data or source_url, not both")
+        if request.trigger_actions:
+            message = (
+                "trigger_actions is not supported: Herald has no autoresponders or journeys to run; send false"
+            )
+            violations.add("trigger_actions", SETTING_UNSUPPORTED, message)
+        if any(tag.strip() for tag in request.tags):
+            message = "tags is not supported: Herald keeps no subscriber tags; send none"
+            violations.add("tags", SETTING_UNSUPPORTED, message)
         violations.raise_if_any()
         owner = await self._list_owner(request.list_id, principal)
         with tempfile.SpooledTemporaryFile(max_size=8 * PIECE_BYTES) as source:

@@ -302,6 +302,25 @@ async def test_import_post_error_codes(api: Api, user: User, make_user: Any) -> 
     assert status == 200 and answer["ErrorCode"] == 99999 and answer["Errors"][0]["Code"] == 99999
 
 
+async def test_settings_herald_does_not_implement_are_refused(api: Api, user: User) -> None:
+    """Issue 14: TriggerActions true and tag names promise behaviour Herald does not have; they are refused with
+    their parameters' codes and a text that says so, and no import starts."""
+    list_id = await create_list(api, user)
+    valid = import_params(user, list_id)
+    for changes, code, text in (
+        ({"TriggerActions": True}, 12, "TriggerActions is not supported"),
+        ({"Tags": ["vip"]}, 21, "Tags is not supported"),
+        ({"Tags": "vip,new"}, 21, "Tags is not supported"),
+    ):
+        status, answer = await api.post({"Command": "subscribers.import.post", **valid, **changes})
+        assert status == 200 and answer["ErrorCode"] == [code], answer
+        assert answer["ErrorText"][0].startswith(text), answer
+    both = {**valid, "TriggerActions": "yes", "Tags": ["vip"]}
+    assert await post_code(api, both) == [12, 21]
+    # The defaults, and blank tags, still import.
+    assert await start_import(api, {**valid, "Tags": ""}) > 0
+
+
 async def test_import_get_error_codes(api: Api, user: User, make_user: Any) -> None:
     list_id = await create_list(api, user)
     other_list = await create_list(api, user, "Other")

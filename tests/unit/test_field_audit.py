@@ -22,6 +22,7 @@ from herald.tag.v1 import tag_pb2
 from services.campaign.domain import update
 from translator.commands import Param
 from translator.commands.campaign.update import UPDATE_CODES
+from translator.commands.imports import POST_CODES
 from translator.commands.registry import all_commands
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -45,8 +46,6 @@ IGNORED: dict[tuple[str, str], str] = {
     ("subscriber.unsubscribe", "CampaignID"): "issue 14: unsubscriptions are not attributed",
     ("subscriber.unsubscribe", "EmailID"): "issue 14: unsubscriptions are not attributed",
     ("subscriber.unsubscribe", "AutoResponderID"): "issue 14: unsubscriptions are not attributed",
-    ("subscribers.import.post", "TriggerActions"): "issue 14: no autoresponders or journeys",
-    ("subscribers.import.post", "Tags"): "issue 14: no subscriber tags",
     ("Email", "fetch_url"): "issue 14: Import mode fetches nothing",
     ("Email", "fetch_plain_url"): "issue 14: Import mode fetches nothing",
     ("Email", "image_embedding"): "issue 14: images are not embedded",
@@ -56,8 +55,6 @@ IGNORED: dict[tuple[str, str], str] = {
     ("CreateListRequest", "sender_email_address"): "issue 14: List:Sender* tags are not rendered",
     ("CreateListRequest", "sender_company"): "issue 14: List:Sender* tags are not rendered",
     ("CreateListRequest", "sender_address"): "issue 14: List:Sender* tags are not rendered",
-    ("CreateImportRequest", "trigger_actions"): "issue 14: no autoresponders or journeys",
-    ("CreateImportRequest", "tags"): "issue 14: no subscriber tags",
 }
 
 
@@ -175,4 +172,7 @@ def test_the_refused_settings_are_refused_by_the_code() -> None:
     )
     assert outcomes["campaign.update", "S2SEnabled"].startswith("refused: true answers 26")
     assert UPDATE_CODES["SETTING_UNSUPPORTED"] == 26
+    assert outcomes["subscribers.import.post", "TriggerActions"].startswith("refused: true answers 12")
+    assert outcomes["subscribers.import.post", "Tags"].startswith("refused: a tag name answers 21")
+    assert (POST_CODES["SETTING_UNSUPPORTED@trigger_actions"], POST_CODES["SETTING_UNSUPPORTED@tags"]) == (12, 21)
     assert "SETTING_UNSUPPORTED" in update._REASON_ORDER

@@ -204,6 +204,15 @@ POST_CODES = {
     "IMPORT_SOURCE_FETCH_FAILED": 18,
     "LIST_NOT_FOUND": 19,
     "tags": 21,
+    # Issue 14: settings Herald does not implement, refused with their parameter's code and a text saying so.
+    "SETTING_UNSUPPORTED@trigger_actions": 12,
+    "SETTING_UNSUPPORTED@tags": 21,
+}
+POST_CAUSE_TEXTS = {
+    "SETTING_UNSUPPORTED@trigger_actions": (
+        "TriggerActions is not supported: Herald has no autoresponders or journeys to run; send false"
+    ),
+    "SETTING_UNSUPPORTED@tags": "Tags is not supported: Herald keeps no subscriber tags; send []",
 }
 POST_TEXTS = {
     1: "Missing required parameter (ListID)",
@@ -250,10 +259,15 @@ POST_PARAMS = (
             ("AddToGlobalSuppressionList", "Put the imported addresses on the suppression list"),
             ("AddToSuppressionList", "Put the imported addresses on the suppression list"),
             ("UpdateDuplicates", "Update subscribers already on the list (names, custom fields)"),
-            ("TriggerActions", "Run autoresponders and journeys (Herald has none)"),
+            ("TriggerActions", "Must be false: Herald has no autoresponders or journeys to run (true answers 12)"),
         )
     ),
-    Param("Tags", "strings", "Tag names (comma-separated or an array; may be empty)", required=True),
+    Param(
+        "Tags",
+        "strings",
+        'Must be empty ([] or ""): Herald keeps no subscriber tags (a tag name answers 21)',
+        required=True,
+    ),
     Param(
         "ImportFrom",
         "object",
@@ -278,6 +292,7 @@ ROWS = [
         shape="list",
         codes=POST_CODES,
         texts=POST_TEXTS,
+        cause_texts=POST_CAUSE_TEXTS,
         # Served at /api/v1/subscribers.import (registry.V1_PATHS), not under its own name.
         v1_alias=False,
         rate_limit=RATE_LIMIT,

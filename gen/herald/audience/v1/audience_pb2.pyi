@@ -1677,10 +1677,17 @@ class CreateImportRequest(_message.Message):
     update_duplicates: _builtins.bool
     add_to_suppression: _builtins.bool
     trigger_actions: _builtins.bool
+    """Not supported (issue 14): Herald has no autoresponders or journeys, so true is INVALID_ARGUMENT
+    with a BadRequest violation of reason SETTING_UNSUPPORTED.
+    """
     @_builtins.property
     def format(self) -> Global___CsvFormat: ...
     @_builtins.property
-    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Not supported (issue 14): Herald keeps no subscriber tags, so a non-blank tag is INVALID_ARGUMENT
+        with a BadRequest violation of reason SETTING_UNSUPPORTED.
+        """
+
     def __init__(
         self,
         *,
