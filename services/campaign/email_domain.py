@@ -220,6 +220,19 @@ _TAGGED_FIELDS: dict[str, bool] = {
     "plain_content": True,
 }
 _ADDRESS_REASONS = {"from_email": "FROM_EMAIL_INVALID", "reply_to_email": "REPLY_TO_EMAIL_INVALID"}
+# Issue 14: settings whose behaviour Herald does not implement. Only their defaults ("" / false) are accepted, so
+# a caller asking for the behaviour is told it will not happen rather than having the value stored and ignored.
+UNSUPPORTED: dict[str, str] = {
+    "fetch_url": "Herald fetches no content from URLs (send html_content)",
+    "fetch_plain_url": "Herald fetches no content from URLs (send plain_content)",
+    "image_embedding": "Herald does not embed images in messages",
+    "is_email_template": "templates are TemplateService's (herald template)",
+    "utm.merge_tags": "Herald does not personalize UTM values",
+}
+
+
+def _unsupported(path: str, violations: Violations) -> None:
+    violations.add(path, "SETTING_UNSUPPORTED", f"{path} is not supported: {UNSUPPORTED[path]}; leave it unset")
 
 
 @dataclass(frozen=True)
@@ -258,6 +271,9 @@ def _checked_value(path: str, value: object, violations: Violations) -> tuple[bo
         text = value if isinstance(value, str) else ""
         if not check_text(path, text, violations):
             return False, None
+        if path in UNSUPPORTED and text.strip():
+            _unsupported(path, violations)
+            return False, None
         if path not in _ADDRESS_REASONS:
             return True, text
         # Stored as typed (trimmed): the validator's normal form lower-cases the local part, which mail
@@ -271,6 +287,9 @@ def _checked_value(path: str, value: object, violations: Violations) -> tuple[bo
                 return False, None
         return True, address
     if path in _BOOLEANS:
+        if path in UNSUPPORTED and value is True:
+            _unsupported(path, violations)
+            return False, None
         return True, value is True
     if path == "content_type":
         if not isinstance(value, ContentType):
@@ -289,6 +308,9 @@ def _checked_value(path: str, value: object, violations: Violations) -> tuple[bo
         return True, value
     if path == "utm" and isinstance(value, Utm):
         good = all([check_text(f"utm.{name}", getattr(value, name), violations) for name in _UTM_TEXT])
+        if value.merge_tags:
+            _unsupported("utm.merge_tags", violations)
+            good = False
         return good, value if good else None
     violations.add("update_mask", "UPDATE_MASK_INVALID", f"{path!r} is not a field an update may change")
     return False, None
@@ -349,11 +371,9 @@ def result_violations(email: Email) -> list[FieldViolation]:
     someone; the scope-specific legacy checks (unsubscribe and opt-in links, sender domains) follow user-group
     flags that Herald does not have."""
     violations = Violations()
-    # Import mode fetches the bodies from their URLs, so a URL stands in for the body.
-    has_html = bool(email.html_content.strip()) or (email.mode is EmailMode.IMPORT and bool(email.fetch_url))
-    has_plain = bool(email.plain_content.strip()) or (
-        email.mode is EmailMode.IMPORT and bool(email.fetch_plain_url)
-    )
+    # Nothing fetches FetchURL / FetchPlainURL (issue 14: they are refused), so only a body counts, in every mode.
+    has_html = bool(email.html_content.strip())
+    has_plain = bool(email.plain_content.strip())
     if email.content_type in (ContentType.HTML, ContentType.BOTH) and not has_html:
         violations.add(
             "html_content", "EMAIL_CONTENT_REQUIRED", f"content type {email.content_type} needs HTML content"

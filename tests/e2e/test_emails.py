@@ -151,10 +151,10 @@ async def test_email_update_stores_every_parameter(api: Api, system: System, use
         "PlainContent": "Hi {{{ Subscriber:FirstName }}}",
         "Mode": "template",
         "RelTemplateID": template.template_id,
-        "FetchURL": "https://example.com/a.html",
-        "FetchPlainURL": "https://example.com/a.txt",
-        "ImageEmbedding": "yes",
-        "IsEmailTemplate": 1,
+        "FetchURL": "",
+        "FetchPlainURL": "",
+        "ImageEmbedding": "no",
+        "IsEmailTemplate": 0,
         "ExtraContent1": "one",
         "ExtraContent2": "two",
         "OpenTracking": False,
@@ -165,7 +165,7 @@ async def test_email_update_stores_every_parameter(api: Api, system: System, use
         "UTMCampaign": "summer",
         "UTMTerm": "t",
         "UTMContent": "c",
-        "UTMMergeTags": "on",
+        "UTMMergeTags": "off",
         "SenderDomain": "example.com",
     }
     body = await api.call("email.update", user.api_key, EmailID=email_id, ValidateScope="Campaign", **params)
@@ -178,7 +178,7 @@ async def test_email_update_stores_every_parameter(api: Api, system: System, use
     assert information["ExtraContent2"] == "two"
     assert information["Mode"] == "Template" and information["RelTemplateID"] == template.template_id
     assert information["ContentType"] == "Both"
-    assert information["ImageEmbedding"] is True and information["IsEmailTemplate"] is True
+    assert information["ImageEmbedding"] is False and information["IsEmailTemplate"] is False
     assert information["Options"] == {
         "OpenTracking": False,
         "LinkTracking": False,
@@ -188,7 +188,7 @@ async def test_email_update_stores_every_parameter(api: Api, system: System, use
         "UTMCampaign": "summer",
         "UTMTerm": "t",
         "UTMContent": "c",
-        "UTMMergeTags": True,
+        "UTMMergeTags": False,
     }
 
 
@@ -274,6 +274,13 @@ async def test_email_update_takes_form_fields_and_an_options_object(api: Api, us
         ({"EmailName": "x" * 256}, [21]),
         ({"EmailName": {"a": 1}}, [21]),
         ({"Options": "not json"}, [21]),
+        # Issue 14: settings Herald does not implement are refused unless left at their defaults.
+        ({"FetchURL": "https://example.com/a.html"}, [21]),
+        ({"FetchPlainURL": "https://example.com/a.txt"}, [21]),
+        ({"ImageEmbedding": "yes"}, [21]),
+        ({"IsEmailTemplate": 1}, [21]),
+        ({"UTMMergeTags": True}, [21]),
+        ({"Options": {"UTMMergeTags": "on"}}, [21]),
     ],
 )
 async def test_email_update_error_codes(api: Api, user: User, params: dict[str, Any], code: list[int]) -> None:
@@ -282,6 +289,14 @@ async def test_email_update_error_codes(api: Api, user: User, params: dict[str, 
     body = await api.call("email.update", user.api_key, **{k: v for k, v in request.items() if v is not None})
     assert body["Success"] is False and body["ErrorCode"] == code, (params, body)
     assert isinstance(body["ErrorText"], list) and len(body["ErrorText"]) == len(code)
+
+
+async def test_unsupported_settings_answer_21_saying_so(api: Api, user: User) -> None:
+    email_id = await filled(api, user)
+    codes, texts = await update_error(
+        api, user, EmailID=email_id, ValidateScope="Campaign", ImageEmbedding=True, FetchURL="https://example.com/"
+    )
+    assert codes == [21] and "not supported" in texts[0], texts
 
 
 async def test_email_update_names_every_problem_at_once(api: Api, user: User) -> None:

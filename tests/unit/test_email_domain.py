@@ -105,9 +105,33 @@ def test_every_scope_needs_the_content_its_type_demands() -> None:
     assert _reasons(both) == [("plain_content", "EMAIL_CONTENT_REQUIRED")]
 
 
-def test_import_mode_takes_a_fetch_url_for_the_body() -> None:
-    email = _update({"mode": EmailMode.IMPORT, "fetch_url": "https://example.com/a.html"}, SHELL)
-    assert email.mode is EmailMode.IMPORT
+def test_settings_herald_does_not_implement_are_refused_unless_left_at_their_default() -> None:
+    """Issue 14: nothing fetches FetchURL, embeds images, makes a template or personalizes UTM values, so only
+    the defaults are accepted; Import mode needs its bodies like every mode."""
+    values = {
+        "mode": EmailMode.IMPORT,
+        "fetch_url": "https://example.com/a.html",
+        "fetch_plain_url": "https://example.com/a.txt",
+        "image_embedding": True,
+        "is_email_template": True,
+        "utm.merge_tags": True,
+    }
+    error = _error(lambda: _update(values, SHELL))
+    assert error.kind is ErrorKind.INVALID
+    unsupported = {field for field, reason in _reasons(error) if reason == "SETTING_UNSUPPORTED"}
+    assert unsupported == {
+        "fetch_url",
+        "fetch_plain_url",
+        "image_embedding",
+        "is_email_template",
+        "utm.merge_tags",
+    }
+    assert all("not supported" in v.description for v in error.violations if v.reason == "SETTING_UNSUPPORTED")
+    defaults = {name: "" if name.startswith("fetch") else False for name in values if name != "mode"}
+    email = _update({"mode": EmailMode.IMPORT, "html_content": "<p>x</p>", **defaults}, SHELL)
+    assert (email.mode, email.fetch_url, email.image_embedding) == (EmailMode.IMPORT, "", False)
+    no_body = _error(lambda: _update({"mode": EmailMode.IMPORT, "html_content": ""}, SHELL))
+    assert _reasons(no_body) == [("html_content", "EMAIL_CONTENT_REQUIRED")]
 
 
 def test_every_problem_of_an_update_is_named_at_once() -> None:

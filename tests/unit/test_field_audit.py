@@ -20,7 +20,9 @@ from herald.delivery.v1 import delivery_pb2
 from herald.tag.v1 import tag_pb2
 
 from services.campaign.domain import update
+from services.campaign.email_domain import UNSUPPORTED
 from translator.commands import Param
+from translator.commands import email as email_commands
 from translator.commands.campaign.update import UPDATE_CODES
 from translator.commands.imports import POST_CODES
 from translator.commands.registry import all_commands
@@ -33,12 +35,6 @@ OUTCOMES = ("acted on", "data", "refused", "output only", "**ignored: defect**")
 # issue 14 that was not small enough to fix or refuse without breaking clients that send it today. Remove
 # an entry when its field is acted on or refused (and change its row in the doc).
 IGNORED: dict[tuple[str, str], str] = {
-    ("email.update", "UTMMergeTags"): "issue 14: UTM values are not personalized",
-    ("email.update", "Options.UTMMergeTags"): "issue 14: UTM values are not personalized",
-    ("email.update", "FetchURL"): "issue 14: Import mode fetches nothing",
-    ("email.update", "FetchPlainURL"): "issue 14: Import mode fetches nothing",
-    ("email.update", "ImageEmbedding"): "issue 14: images are not embedded",
-    ("email.update", "IsEmailTemplate"): "issue 14: templates are TemplateService's",
     ("list.create", "SenderName"): "issue 14: List:Sender* tags are not rendered",
     ("list.create", "SenderEmailAddress"): "issue 14: List:Sender* tags are not rendered",
     ("list.create", "SenderCompany"): "issue 14: List:Sender* tags are not rendered",
@@ -46,11 +42,6 @@ IGNORED: dict[tuple[str, str], str] = {
     ("subscriber.unsubscribe", "CampaignID"): "issue 14: unsubscriptions are not attributed",
     ("subscriber.unsubscribe", "EmailID"): "issue 14: unsubscriptions are not attributed",
     ("subscriber.unsubscribe", "AutoResponderID"): "issue 14: unsubscriptions are not attributed",
-    ("Email", "fetch_url"): "issue 14: Import mode fetches nothing",
-    ("Email", "fetch_plain_url"): "issue 14: Import mode fetches nothing",
-    ("Email", "image_embedding"): "issue 14: images are not embedded",
-    ("Email", "is_email_template"): "issue 14: templates are TemplateService's",
-    ("UtmTracking", "merge_tags"): "issue 14: UTM values are not personalized",
     ("CreateListRequest", "sender_name"): "issue 14: List:Sender* tags are not rendered",
     ("CreateListRequest", "sender_email_address"): "issue 14: List:Sender* tags are not rendered",
     ("CreateListRequest", "sender_company"): "issue 14: List:Sender* tags are not rendered",
@@ -175,4 +166,14 @@ def test_the_refused_settings_are_refused_by_the_code() -> None:
     assert outcomes["subscribers.import.post", "TriggerActions"].startswith("refused: true answers 12")
     assert outcomes["subscribers.import.post", "Tags"].startswith("refused: a tag name answers 21")
     assert (POST_CODES["SETTING_UNSUPPORTED@trigger_actions"], POST_CODES["SETTING_UNSUPPORTED@tags"]) == (12, 21)
+    for name in ("FetchURL", "FetchPlainURL", "ImageEmbedding", "IsEmailTemplate", "UTMMergeTags"):
+        assert " answers 21 " in outcomes["email.update", name], name
+    assert email_commands.UPDATE_CODES["SETTING_UNSUPPORTED"] == 21
+    assert set(UNSUPPORTED) == {
+        "fetch_url",
+        "fetch_plain_url",
+        "image_embedding",
+        "is_email_template",
+        "utm.merge_tags",
+    }
     assert "SETTING_UNSUPPORTED" in update._REASON_ORDER

@@ -344,6 +344,8 @@ UPDATE_CODES = {
     "TEXT_INVALID": 21,
     "TEXT_TOO_LONG": 21,
     "PERSONALIZATION_TAG_INVALID": 21,
+    # Issue 14: FetchURL, FetchPlainURL, ImageEmbedding, IsEmailTemplate, UTMMergeTags (Herald implements none).
+    "SETTING_UNSUPPORTED": 21,
     "options": 21,
     **{name: 21 for name in (*TEXT_FIELDS, *TRACKING_TEXTS) if name not in ("fromemail", "replytoemail")},
 }
@@ -364,7 +366,7 @@ TRACKING_PARAMS = (
     Param("UTMCampaign", "string", "utm_campaign; required with UTMTracking"),
     Param("UTMTerm", "string", "utm_term"),
     Param("UTMContent", "string", "utm_content"),
-    Param("UTMMergeTags", "boolean", "Personalization tags in the UTM values"),
+    Param("UTMMergeTags", "boolean", "Not supported: only false is accepted (true answers 21)"),
 )
 PERSONALIZED = '; may hold personalization tags ({{ Subscriber:FirstName | "there" }})'
 UPDATE_PARAMS = (
@@ -386,16 +388,26 @@ UPDATE_PARAMS = (
     Param("HTMLContent", "string", "HTML body" + PERSONALIZED),
     Param("PlainContent", "string", "Plain-text body" + PERSONALIZED),
     Param("Mode", "string", "Editor the content comes from", enum=tuple(MODE_NAMES.values())),
-    Param("FetchURL", "string", "Import mode: where the HTML is fetched from", format="uri"),
-    Param("FetchPlainURL", "string", "Import mode: where the plain text is fetched from", format="uri"),
+    Param(
+        "FetchURL",
+        "string",
+        "Not supported: Herald fetches nothing; only empty is accepted (else 21)",
+        format="uri",
+    ),
+    Param(
+        "FetchPlainURL",
+        "string",
+        "Not supported: Herald fetches nothing; only empty is accepted (else 21)",
+        format="uri",
+    ),
     Param(
         "RelTemplateID",
         "integer",
         "Template mode: ID of one of your templates; setting it (or Template mode) copies the template's subject, "
         "pre-header and bodies into the email, but for those this request sets",
     ),
-    Param("ImageEmbedding", "boolean", "Embed images in the message"),
-    Param("IsEmailTemplate", "boolean", "Keep the email as a template"),
+    Param("ImageEmbedding", "boolean", "Not supported: images are not embedded; only false is accepted (else 21)"),
+    Param("IsEmailTemplate", "boolean", "Not supported: use herald template; only false is accepted (else 21)"),
     Param("ExtraContent1", "string", "Free content kept with the email"),
     Param("ExtraContent2", "string", "Free content kept with the email"),
     *TRACKING_PARAMS,

@@ -107,6 +107,9 @@ class UtmTracking(_message.Message):
     term: _builtins.str
     content: _builtins.str
     merge_tags: _builtins.bool
+    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    a BadRequest violation of reason SETTING_UNSUPPORTED (Herald does not personalize UTM values).
+    """
     def __init__(
         self,
         *,
@@ -173,13 +176,25 @@ class Email(_message.Message):
     content_type: Global___ContentType.ValueType
     mode: Global___EmailMode.ValueType
     fetch_url: _builtins.str
+    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    a BadRequest violation of reason SETTING_UNSUPPORTED (Herald fetches no content from URLs).
+    """
     fetch_plain_url: _builtins.str
+    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    a BadRequest violation of reason SETTING_UNSUPPORTED.
+    """
     template_id: _builtins.int
     """The caller's template the content was copied from in Template mode (0: none). A non-zero
     value that a request sets must name a template of the email's owner.
     """
     image_embedding: _builtins.bool
+    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    a BadRequest violation of reason SETTING_UNSUPPORTED (Herald embeds no images).
+    """
     is_email_template: _builtins.bool
+    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    a BadRequest violation of reason SETTING_UNSUPPORTED (templates are TemplateService's).
+    """
     extra_content1: _builtins.str
     extra_content2: _builtins.str
     open_tracking: _builtins.bool
