@@ -88,6 +88,10 @@ def verify_token(token: str, *, key: bytes) -> BouncedRecipient:
         data = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
     except (binascii.Error, ValueError):
         raise InvalidReturnPath("not base32") from None
+    # Only the one spelling sign_token makes: a last letter whose unused bits differ decodes to the same
+    # bytes, and would make one return path readable under several addresses.
+    if base64.b32encode(data).decode("ascii").rstrip("=").lower() != token:
+        raise InvalidReturnPath("not the canonical spelling of a token")
     if len(data) < 3 + TAG_BYTES:
         raise InvalidReturnPath("token too short")
     body, tag = data[:-TAG_BYTES], data[-TAG_BYTES:]

@@ -157,47 +157,61 @@ async def test_a_throttling_domain_defers_its_other_recipients_without_trying_ea
     await wait_for_status(herald.api, user, campaign_id, "Sent", within=10)
 
 
-async def slow_mixed_campaign(herald: DeliveryHerald, user: User) -> tuple[list[Person], list[Person], int]:
-    """A campaign whose greylisted recipients are deferred at its start while the rest takes seconds to send."""
+async def slow_mixed_campaign(herald: DeliveryHerald, user: User) -> tuple[str, list[Person], list[Person], int]:
+    """A campaign whose greylisted recipients are deferred (and stay so, their greylisting lasting an hour) while
+    the rest takes seconds to send: (the greylisted domain, its people, the others, the campaign id)."""
     grey, plain, list_id = await mixed_audience(herald, user, 10, 80)
+    grey_domain = grey[0].email.rpartition("@")[2]
+    herald.recorder.greylist(grey_domain, 3600)
     herald.recorder.slow_down(plain[0].email.rpartition("@")[2], 0.25)
     campaign_id = await started_campaign(herald, user, [list_id], name="Paused with retries")
 
     async def deferred() -> bool:
-        return (await statuses(herald, campaign_id)).get("Deferred", 0) == len(grey)
+        return (await statuses(herald, campaign_id)).get("Deferred", 0) >= 1
 
     assert await eventually(deferred, within=20, interval=0.05), await statuses(herald, campaign_id)
-    return grey, plain, campaign_id
+    return grey_domain, grey, plain, campaign_id
+
+
+def tries(herald: DeliveryHerald, people_: list[Person]) -> int:
+    """RCPT TO commands the recorder has seen for these people."""
+    return sum(herald.recorder.attempts[p.email.lower()] for p in people_)
 
 
 async def test_pausing_holds_the_deferred_retries_and_resuming_sends_them(
     herald: DeliveryHerald, user: User
 ) -> None:
-    grey, plain, campaign_id = await slow_mixed_campaign(herald, user)
+    grey_domain, grey, plain, campaign_id = await slow_mixed_campaign(herald, user)
     await ok(herald.api, "campaign.pause", user.api_key, CampaignID=campaign_id)
     assert await status_of(herald.api, user, campaign_id) == "Paused"
+    await asyncio.sleep(1.0)  # a retry already being sent ends (pause and cancel stop within a second)
+    tried = tries(herald, grey)
 
-    # Their retries come due while the campaign is paused: nothing is sent.
+    # Their retries come due while the campaign is paused: none is tried.
     await asyncio.sleep(FIRST_RETRY_SECONDS + 2)
-    grey_domain = grey[0].email.rpartition("@")[2]
-    assert herald.recorder.messages_to(grey_domain) == []
-    assert (await statuses(herald, campaign_id))["Deferred"] == len(grey)
+    assert tries(herald, grey) == tried
+    assert (await statuses(herald, campaign_id))["Deferred"] >= 1
 
+    herald.recorder.greylist(grey_domain, 0)
     await ok(herald.api, "campaign.resume", user.api_key, CampaignID=campaign_id)
     await wait_for_status(herald.api, user, campaign_id, "Sent", within=60)
-    assert await herald.recorder.wait_for(grey_domain, len(grey), within=20) == len(grey)
+    assert await herald.recorder.wait_for(grey_domain, len(grey), within=30) == len(grey)
     assert_each_received_once(herald.recorder, grey_domain, [p.email for p in grey])
     assert_each_received_once(herald.recorder, plain[0].email.rpartition("@")[2], [p.email for p in plain])
 
 
 async def test_cancelling_drops_the_deferred_retries(herald: DeliveryHerald, user: User) -> None:
-    grey, _plain, campaign_id = await slow_mixed_campaign(herald, user)
+    grey_domain, grey, _plain, campaign_id = await slow_mixed_campaign(herald, user)
     await ok(herald.api, "campaign.cancel", user.api_key, CampaignID=campaign_id)
+    await asyncio.sleep(1.0)
+    tried = tries(herald, grey)
+    herald.recorder.greylist(grey_domain, 0)
 
     await asyncio.sleep(FIRST_RETRY_SECONDS + 2)
-    assert herald.recorder.messages_to(grey[0].email.rpartition("@")[2]) == []
+    assert tries(herald, grey) == tried
+    assert herald.recorder.messages_to(grey_domain) == []
     counts = await statuses(herald, campaign_id)
-    assert "Deferred" not in counts and counts["Dropped"] >= len(grey)
+    assert "Deferred" not in counts and counts["Dropped"] >= 1
     campaign = (await campaign_get(herald.api, user, campaign_id))["Campaign"]
     assert campaign["TotalDeferred"] == 0
 
@@ -209,7 +223,7 @@ async def test_a_worker_killed_while_retries_wait_loses_and_duplicates_nobody(
     campaign_id = await started_campaign(herald, user, [list_id], name="Killed while deferred")
 
     async def some_deferred() -> bool:
-        return (await statuses(herald, campaign_id)).get("Deferred", 0) >= 20
+        return (await statuses(herald, campaign_id)).get("Deferred", 0) >= 5
 
     assert await eventually(some_deferred, within=20, interval=0.05)
     victim = herald.worker_processes()[0]

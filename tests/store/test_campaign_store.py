@@ -135,7 +135,7 @@ async def test_due_campaigns_are_claimed_oldest_first_and_never_by_two_pickers(e
 
 
 async def _email(conn: AsyncConnection, owner: int, subject: str) -> int:
-    email_id = (await email_store.insert_email(conn, owner_user_id=owner)).email_id
+    email_id = (await email_store.insert_email(conn, Email(email_id=0, owner_user_id=owner))).email_id
     await conn.execute(
         sa.text(
             "UPDATE campaign.emails SET subject = :s, preheader_text = 'before', html_content = '<p>Hi</p>' "

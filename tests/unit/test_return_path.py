@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -52,3 +54,22 @@ def test_the_bounce_domain_defaults_to_the_public_host() -> None:
     assert bounce_domain("", "https://Mail.Example.org:8443/herald") == "mail.example.org"
     assert bounce_domain("Bounces.Example.com.", "https://mail.example.org") == "bounces.example.com"
     assert bounce_domain("", "") == "localhost"
+
+
+def test_a_token_spelt_with_other_unused_bits_is_refused() -> None:
+    paths = ReturnPaths("bounces.example.com", "secret")
+    token = paths.token(5, 7)
+    # Every letter that decodes to the same bytes in the last position (its unused low bits differ).
+    same_bytes = [
+        letter
+        for letter in "abcdefghijklmnopqrstuvwxyz234567"
+        if letter != token[-1] and _decoded(token[:-1] + letter) == _decoded(token)
+    ]
+    assert same_bytes, "the token's last letter carries unused bits"
+    for letter in same_bytes:
+        with pytest.raises(InvalidReturnPath):
+            paths.verify_token(token[:-1] + letter)
+
+
+def _decoded(token: str) -> bytes:
+    return base64.b32decode(token.upper() + "=" * (-len(token) % 8))
