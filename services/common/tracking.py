@@ -1,6 +1,7 @@
 """Signed tracking tokens: what the open pixel, click links and unsubscribe link of one sent message stand for.
 
-Delivery signs them when it renders a message; the translator's public endpoints verify them.
+The web view and report-abuse links of a message (%Link:WebBrowser%, %Link:ReportAbuse%) are tokens of
+the same form. Delivery signs them when it renders a message; the translator's public endpoints verify them.
 A token is short and URL-safe: base64url of
 
     version (1 byte) | kind (1 byte) | campaign, recipient, list and subscriber ids (LEB128 varints)
@@ -27,11 +28,12 @@ from urllib.parse import quote
 
 from services.common import varint
 
-TrackingKind = Literal["open", "click", "unsubscribe"]
+TrackingKind = Literal["open", "click", "unsubscribe", "view", "abuse"]
 
 VERSION = 1
-_KIND_CODES: dict[str, int] = {"open": 1, "click": 2, "unsubscribe": 3}
-_KINDS_BY_CODE: dict[int, TrackingKind] = {1: "open", 2: "click", 3: "unsubscribe"}
+# view: the message's web view (%Link:WebBrowser%); abuse: its report-abuse link (%Link:ReportAbuse%).
+_KIND_CODES: dict[str, int] = {"open": 1, "click": 2, "unsubscribe": 3, "view": 4, "abuse": 5}
+_KINDS_BY_CODE: dict[int, TrackingKind] = {1: "open", 2: "click", 3: "unsubscribe", 4: "view", 5: "abuse"}
 TAG_BYTES = 16
 _MAX_ID = 2**63 - 1
 # Four ids of at most 9 varint bytes, the header and the tag, base64url: far below this.
@@ -85,8 +87,8 @@ def _check_ids(kind: str, recipient: TrackedRecipient) -> None:
         raise ValueError("tracking ids must be between 0 and 2**63 - 1")
     if recipient.campaign_id == 0 or recipient.recipient_id == 0:
         raise ValueError("a tracking token needs a campaign id and a recipient id")
-    if kind == "unsubscribe" and (recipient.list_id == 0 or recipient.subscriber_id == 0):
-        raise ValueError("an unsubscribe token needs the list id and the subscriber id")
+    if kind in ("unsubscribe", "abuse") and (recipient.list_id == 0 or recipient.subscriber_id == 0):
+        raise ValueError(f"an {kind} token needs the list id and the subscriber id")
 
 
 def sign_tracking(
@@ -175,3 +177,11 @@ class TrackingLinks:
     def unsubscribe(self, recipient: TrackedRecipient) -> str:
         """The List-Unsubscribe URL: GET shows a confirmation page, POST (RFC 8058 one-click) unsubscribes."""
         return f"{self._base}/t/u/{self._token('unsubscribe', recipient)}"
+
+    def web_view(self, recipient: TrackedRecipient) -> str:
+        """The message's web view (%Link:WebBrowser%): the campaign's email rendered for this recipient."""
+        return f"{self._base}/t/view/{self._token('view', recipient)}"
+
+    def report_abuse(self, recipient: TrackedRecipient) -> str:
+        """The report-abuse link (%Link:ReportAbuse%): GET asks for confirmation, POST records a complaint."""
+        return f"{self._base}/t/abuse/{self._token('abuse', recipient)}"
