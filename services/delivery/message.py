@@ -25,6 +25,7 @@ from services.common.opt_in_links import OptInLinks
 from services.common.personalization import Personalization, parse_personalization, render_personalization
 from services.common.return_path import PREFIX, ReturnPaths
 from services.common.tracking import TrackedRecipient, TrackingLinks
+from services.delivery import sending
 
 _LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'<>\s]+)\2""", re.IGNORECASE)
 _BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
@@ -195,9 +196,11 @@ class MessageTemplate:
             for parsed in (self._subject_tags, self._html_tags, self._plain_tags)
             for tag in parsed.tags
         }
-        # Signed only when the email has the tag: each is one more HMAC per message.
-        self._web_view = "link:webbrowser" in used and self._opt_in_links is None
-        self._report_abuse = "link:reportabuse" in used and self._opt_in_links is None
+        # Signed only when the email has the tag: each is one more HMAC per message. A run that is no
+        # campaign (a confirmation email, a preview) has no web view to show: the tags render empty.
+        campaign = not sending.is_opt_in_run(campaign_id)
+        self._web_view = "link:webbrowser" in used and campaign
+        self._report_abuse = "link:reportabuse" in used and campaign
         utm = content.get("utm") or {}
         self._utm = {k: str(utm.get(k, "")) for k in _UTM_FIELDS} if utm.get("enabled") else {}
         self._track_opens = bool(html_text) and bool(content.get("open_tracking"))

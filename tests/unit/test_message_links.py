@@ -14,6 +14,7 @@ from services.common.tracking import (
     tracking_key,
     verify_tracking,
 )
+from services.delivery import sending
 from services.delivery.message import MessageTemplate, Recipient
 
 SECRET = "unit-test-secret"
@@ -61,3 +62,16 @@ def test_web_view_and_report_abuse_links_are_signed_for_the_recipient_and_left_u
 def test_a_recipient_without_a_subscription_gets_a_web_view_but_no_report_abuse_link() -> None:
     body = _body(template(CONTENT).render(Recipient(5, "x@example.com", "", "", 0, 0, None, None)).data)
     assert "/t/view/" in body and "/t/abuse/" not in body and "%Link:" not in body
+
+
+def test_a_preview_or_confirmation_run_renders_the_links_empty() -> None:
+    run = MessageTemplate(
+        CONTENT,
+        campaign_id=sending.preview_run_id(9),
+        campaign_name="Preview",
+        links=TrackingLinks(PUBLIC_URL, SECRET),
+        return_paths=ReturnPaths("bounces.herald.test", SECRET),
+        public_url=PUBLIC_URL,
+    )
+    body = _body(run.render(RECIPIENT).data)
+    assert "/t/view/" not in body and "/t/abuse/" not in body and "%Link:" not in body
