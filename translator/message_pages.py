@@ -1,7 +1,8 @@
 """The pages a sent message links to besides tracking: its web view and its report-abuse link.
 
-- `GET /t/view/<token>` (%Link:WebBrowser%): the campaign's email rendered for the recipient the token
-  was signed for (their subscriber fields as audience has them now; their unsubscribe and report-abuse
+- `GET /t/view/<token>?e=<email id>` (%Link:WebBrowser%): the campaign's email (for an A/B campaign
+  the variation the recipient got, signed with the token) rendered for the recipient the token was
+  signed for (their subscriber fields as audience has them now; their unsubscribe and report-abuse
   links signed again). A campaign or email deleted since is the same 404 as a bad token.
 - `GET /t/abuse/<token>` (%Link:ReportAbuse%) asks for confirmation, since mail scanners follow links;
   `POST /t/abuse/<token>` records a complaint in delivery (RecordBounces, kind complaint, source
@@ -81,9 +82,9 @@ class MessagePages:
         self._links = TrackingLinks(public_url, secret)
         self._key = tracking_key(secret)
 
-    def _verified(self, request: web.Request, kind: str) -> TrackedRecipient | None:
+    def _verified(self, request: web.Request, kind: str, url: str = "") -> TrackedRecipient | None:
         try:
-            payload = verify_tracking(request.match_info["token"], key=self._key)
+            payload = verify_tracking(request.match_info["token"], key=self._key, url=url)
         except InvalidTrackingToken as exc:
             EVENTS.labels(kind, "invalid").inc()
             log.info("invalid message link token", kind=kind, reason=str(exc))
@@ -98,11 +99,12 @@ class MessagePages:
 
     async def web_view(self, request: web.Request) -> web.Response:
         """GET /t/view/<token>: the campaign's email as this recipient received it."""
-        recipient = self._verified(request, "view")
+        shown = request.query.get("e", "")  # the email the recipient got, signed with the token
+        recipient = self._verified(request, "view", shown) if shown == "" or shown.isdigit() else None
         if recipient is None:
             return invalid_link()
         try:
-            campaign, email, subscriber = await self._content(recipient)
+            campaign, email, subscriber = await self._content(recipient, int(shown or 0))
         except _Gone:
             return invalid_link()
         except grpc.aio.AioRpcError as exc:
@@ -116,7 +118,7 @@ class MessagePages:
             "List:ListID": str(recipient.list_id) if recipient.list_id else "",
             "Campaign:CampaignID": str(campaign.campaign_id),
             "Campaign:Name": campaign.name,
-            "Link:WebBrowser": self._links.web_view(recipient),
+            "Link:WebBrowser": self._links.web_view(recipient, email.email_id),
         }
         if recipient.list_id and recipient.subscriber_id:
             values["Link:Unsubscribe"] = self._links.unsubscribe(recipient)
@@ -131,7 +133,7 @@ class MessagePages:
         return archive.web_view_response(view, plain_text=plain)
 
     async def _content(
-        self, recipient: TrackedRecipient
+        self, recipient: TrackedRecipient, shown_email_id: int
     ) -> tuple[campaign_pb2.Campaign, email_pb2.Email, audience_pb2.Subscriber | None]:
         metadata = self._metadata()
         try:
@@ -140,8 +142,9 @@ class MessagePages:
                 metadata=metadata,
                 timeout=_SERVICE_TIMEOUT_SECONDS,
             )
-            email_id = campaign.email_id or (campaign.variations[0].email_id if campaign.variations else 0)
-            if not email_id:
+            emails = [campaign.email_id, *(variation.email_id for variation in campaign.variations)]
+            email_id = shown_email_id or next((e for e in emails if e), 0)
+            if not email_id or email_id not in emails:
                 raise _Gone
             email: email_pb2.Email = await self._stubs.email.GetEmail(
                 email_pb2.GetEmailRequest(email_id=email_id), metadata=metadata, timeout=_SERVICE_TIMEOUT_SECONDS

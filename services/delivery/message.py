@@ -199,6 +199,7 @@ class MessageTemplate:
         # Signed only when the email has the tag: each is one more HMAC per message. A run that is no
         # campaign (a confirmation email, a preview) has no web view to show: the tags render empty.
         campaign = not sending.is_opt_in_run(campaign_id)
+        self._email_id = int(content.get("email_id") or 0)
         self._web_view = "link:webbrowser" in used and campaign
         self._report_abuse = "link:reportabuse" in used and campaign
         utm = content.get("utm") or {}
@@ -264,7 +265,7 @@ class MessageTemplate:
         unsubscribe_url = self._links.unsubscribe(tracked) if subscribed and self._opt_in_links is None else ""
         values = self.values(recipient, unsubscribe_url)
         if self._web_view:
-            values["Link:WebBrowser"] = self._links.web_view(tracked)
+            values["Link:WebBrowser"] = self._links.web_view(tracked, self._email_id)
         if self._report_abuse and subscribed:
             values["Link:ReportAbuse"] = self._links.report_abuse(tracked)
         if self._opt_in_links is not None and subscribed:

@@ -32,7 +32,7 @@ HTML = (
     '<a href="{{ Link:ReportAbuse }}">Report abuse</a> <a href="%Link:Unsubscribe%">Unsubscribe</a></body></html>'
 )
 PLAIN = "Dear %Subscriber:FirstName%,\nWeb: %Link:WebBrowser%\nAbuse: %Link:ReportAbuse%"
-LINK = re.compile(r"https?://[^\s\"'<>]+/t/(view|abuse)/[A-Za-z0-9_-]+")
+LINK = re.compile(r"https?://[^\s\"'<>]+/t/(view|abuse)/[A-Za-z0-9_-]+(?:\?e=[0-9]+)?")
 
 
 async def test_web_view_and_report_abuse_links_work_and_a_report_is_a_complaint(
@@ -57,6 +57,10 @@ async def test_web_view_and_report_abuse_links_work_and_a_report_is_a_complaint(
         assert response.status == 200
         page = await response.text()
     assert "news of the week." in page and person.first_name in page
+    assert links["view"].endswith(f"?e={email_id}")
+    # The email id is signed with the token: another one is no web view.
+    async with api.session.get(links["view"].replace(f"?e={email_id}", f"?e={email_id + 1}")) as response:
+        assert response.status == 404
 
     async with api.session.get(links["abuse"]) as response:
         assert response.status == 200
@@ -78,7 +82,7 @@ async def test_web_view_and_report_abuse_links_work_and_a_report_is_a_complaint(
     assert (await loop.subscriber(other))["SubscriptionStatus"] == "Subscribed"
 
     # A token of another kind is no report-abuse link.
-    view_token = links["view"].rsplit("/", 1)[1]
+    view_token = links["view"].rsplit("/", 1)[1].split("?")[0]
     async with api.session.post(links["abuse"].rsplit("/", 1)[0] + "/" + view_token) as response:
         assert response.status == 404
 

@@ -6,8 +6,11 @@ import email
 import email.policy
 import re
 
+import pytest
+
 from services.common.return_path import ReturnPaths
 from services.common.tracking import (
+    InvalidTrackingToken,
     TrackedRecipient,
     TrackingLinks,
     TrackingPayload,
@@ -75,3 +78,13 @@ def test_a_preview_or_confirmation_run_renders_the_links_empty() -> None:
     )
     body = _body(run.render(RECIPIENT).data)
     assert "/t/view/" not in body and "/t/abuse/" not in body and "%Link:" not in body
+
+
+def test_the_web_view_link_names_the_email_the_recipient_got_under_the_signature() -> None:
+    body = _body(template({**CONTENT, "email_id": 12}).render(RECIPIENT).data)
+    [(token, shown)] = set(re.findall(r"https://herald\.test/t/view/([A-Za-z0-9_-]+)\?e=([0-9]+)", body))
+    key = tracking_key(SECRET)
+    assert shown == "12" and verify_tracking(token, key=key, url="12").kind == "view"
+    for wrong in ("", "13"):
+        with pytest.raises(InvalidTrackingToken):
+            verify_tracking(token, key=key, url=wrong)
