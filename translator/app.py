@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from services.common.grpcutil import decode_error
 from services.common.permissions import PERMISSION_DENIED
-from translator import archive, envelope, mail, openapi, tracking, webhooks
+from translator import archive, envelope, mail, message_pages, openapi, tracking, webhooks
 from translator.bodies import MAX_BODY, UnreadableBody, read_params
 from translator.commands import UNAVAILABLE_CODES, Args, Command, Context, Problems, Stubs
 from translator.commands.registry import V1_PATHS
@@ -271,6 +271,7 @@ def make_app(
     app.router.add_get("/metrics", metrics)
     archive.add_routes(app, identity, stubs, public_url)
     tracking.add_routes(app, identity, stubs)
+    message_pages.add_routes(app, identity, stubs, public_url)
     mail.add_routes(app, identity, stubs)
     webhooks.add_routes(app, identity, stubs)
     return app

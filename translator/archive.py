@@ -312,10 +312,14 @@ def web_view_page(view: WebView, *, html_body: str = "", plain_text: str = "") -
     An HTML body is shown in a sandboxed frame of its own (srcdoc), so that its styles cannot restyle the
     page and its markup cannot reach it; a plain-text one in the page, escaped.
     """
-    header = (
-        f'<header><p><a href="{html.escape(view.archive_url)}" class="herald-back">'
+    back = (
+        f'<p><a href="{html.escape(view.archive_url)}" class="herald-back">'
         f"&larr; {html.escape(view.archive_title)}</a></p>"
-        f"<h1>{html.escape(view.title)}</h1>"
+        if view.archive_url
+        else ""  # a recipient's own web view (translator/message_pages.py) belongs to no archive
+    )
+    header = (
+        f"<header>{back}<h1>{html.escape(view.title)}</h1>"
         f'<p class="herald-sent">Sent <time datetime="{html.escape(view.send_date)}">'
         f"{html.escape(view.send_date)}</time></p></header>"
     )
@@ -331,6 +335,11 @@ def web_view_page(view: WebView, *, html_body: str = "", plain_text: str = "") -
 
 def _page(body: str, status: int = 200) -> web.Response:
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS)
+
+
+def web_view_response(view: WebView, *, html_body: str = "", plain_text: str = "") -> web.Response:
+    """The web view page as an answer, with the archive pages' headers."""
+    return _page(web_view_page(view, html_body=html_body, plain_text=plain_text))
 
 
 def not_found_page() -> web.Response:

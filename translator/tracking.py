@@ -202,7 +202,7 @@ def _kind_name(kind: int) -> str:
 # --- pages -------------------------------------------------------------------------------------------------
 
 
-def _page(title: str, body: str, status: int = 200) -> web.Response:
+def page(title: str, body: str, status: int = 200) -> web.Response:
     document = (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -223,12 +223,12 @@ def _redirectable(url: str) -> bool:
     return url.startswith(("http://", "https://")) and not any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url)
 
 
-def _invalid_link() -> web.Response:
-    return _page("Invalid link", "<h1>This link is not valid</h1><p>It may be incomplete or out of date.</p>", 404)
+def invalid_link() -> web.Response:
+    return page("Invalid link", "<h1>This link is not valid</h1><p>It may be incomplete or out of date.</p>", 404)
 
 
-def _try_again_later() -> web.Response:
-    response = _page(
+def try_again_later() -> web.Response:
+    response = page(
         "Please try again", "<h1>Something went wrong</h1><p>Please try again in a moment.</p>", status=503
     )
     response.headers["Retry-After"] = "30"
@@ -269,7 +269,7 @@ class TrackingEndpoints:
         url = request.query.get("u", "")
         payload = self._verified(request, "click", url) if _redirectable(url) else None
         if payload is None:
-            return _invalid_link()
+            return invalid_link()
         if request.method == "GET":
             self._reporter.report(tracking_event(payload))
         # Exactly the signed URL; only a non-ASCII one (an IRI) is percent-encoded to fit a header.
@@ -279,8 +279,8 @@ class TrackingEndpoints:
     async def unsubscribe_form(self, request: web.Request) -> web.Response:
         """GET /t/u/<token>: asks for confirmation (mail scanners follow links; only a POST unsubscribes)."""
         if self._verified(request, "unsubscribe") is None:
-            return _invalid_link()
-        return _page(
+            return invalid_link()
+        return page(
             "Unsubscribe",
             "<h1>Unsubscribe?</h1><p>You will no longer receive messages from this mailing list.</p>"
             '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
@@ -291,7 +291,7 @@ class TrackingEndpoints:
         """POST /t/u/<token>: the page's button or RFC 8058 one-click; unsubscribes, then confirms."""
         payload = self._verified(request, "unsubscribe")
         if payload is None:
-            return _invalid_link()
+            return invalid_link()
         recipient = payload.recipient
         try:
             await self._stubs.audience.UnsubscribeSubscribers(
@@ -317,11 +317,11 @@ class TrackingEndpoints:
                     list_id=recipient.list_id,
                 )
                 EVENTS.labels("unsubscribe", "failed").inc()
-                return _try_again_later()
+                return try_again_later()
             log.info("unsubscribe changed nothing", reason=failure.reason, list_id=recipient.list_id)
         # The subscriber is off the list now; the statistics event may follow in the background.
         self._reporter.report(tracking_event(payload))
-        return _page(
+        return page(
             "Unsubscribed", "<h1>You are unsubscribed</h1><p>You will receive no more messages from this list.</p>"
         )
 
@@ -355,7 +355,7 @@ class OptInEndpoints:
         if failure.code == grpc.StatusCode.NOT_FOUND:
             # Rejected, unsubscribed or deleted since: the same answer as a link that never was (no oracle).
             EVENTS.labels(action, "gone").inc()
-            return _invalid_link()
+            return invalid_link()
         log.error(
             "opt-in link failed",
             action=action,
@@ -365,15 +365,15 @@ class OptInEndpoints:
             list_id=subscription.list_id,
         )
         EVENTS.labels(action, "failed").inc()
-        return _try_again_later()
+        return try_again_later()
 
     async def confirm(self, request: web.Request) -> web.Response:
         """GET /t/confirm/<token>: the subscription is confirmed, then the page says so."""
         subscription = self._verified(request, "confirm")
         if subscription is None:
-            return _invalid_link()
+            return invalid_link()
         if request.method != "GET":  # HEAD: a scanner checking the URL changes nothing
-            return _page("Confirm your subscription", "<h1>Confirm your subscription</h1>")
+            return page("Confirm your subscription", "<h1>Confirm your subscription</h1>")
         client = self._proxies.client(request.remote or "", request.headers.getall("X-Forwarded-For", []))
         try:
             await self._stubs.audience.ConfirmSubscription(
@@ -386,7 +386,7 @@ class OptInEndpoints:
         except grpc.aio.AioRpcError as exc:
             return self._failed("confirm", exc, subscription)
         EVENTS.labels("confirm", "ok").inc()
-        return _page(
+        return page(
             "Subscription confirmed",
             "<h1>Your subscription is confirmed</h1><p>Thank you: you will receive messages from this list.</p>",
         )
@@ -395,9 +395,9 @@ class OptInEndpoints:
         """GET /t/reject/<token>: the pending subscriber is removed, then the page says so."""
         subscription = self._verified(request, "reject")
         if subscription is None:
-            return _invalid_link()
+            return invalid_link()
         if request.method != "GET":
-            return _page("Subscription request", "<h1>Subscription request</h1>")
+            return page("Subscription request", "<h1>Subscription request</h1>")
         try:
             await self._stubs.audience.RejectSubscription(
                 audience_pb2.RejectSubscriptionRequest(
@@ -409,7 +409,7 @@ class OptInEndpoints:
         except grpc.aio.AioRpcError as exc:
             return self._failed("reject", exc, subscription)
         EVENTS.labels("reject", "ok").inc()
-        return _page(
+        return page(
             "Subscription cancelled",
             "<h1>You will not be subscribed</h1><p>Your address was removed; this list will not write to you.</p>",
         )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import structlog
-from google.protobuf import empty_pb2
+from google.protobuf import empty_pb2, timestamp_pb2
+from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 from herald.campaign.v1 import email_pb2, email_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -12,7 +15,9 @@ from services.campaign import email_domain, email_store, template_store
 from services.campaign.domain import Unrecognized
 from services.campaign.email_domain import ContentType, Email, EmailMode, Utm, ValidateScope
 from services.campaign.template_domain import Template
-from services.common import auth, grpcutil
+from services.common import auth, errors, events, grpcutil
+from services.common.event_signing import EventSigner
+from services.common.outbox import Outbox
 
 CONTENT_TYPE_TO_PROTO: dict[ContentType, email_pb2.ContentType.ValueType] = {
     ContentType.HTML: email_pb2.CONTENT_TYPE_HTML,
@@ -121,8 +126,17 @@ class EmailService(email_pb2_grpc.EmailServiceServicer):
     """Every method works within the caller's emails (an admin's: everyone's); DomainError becomes a status in
     the CallInterceptor."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        outbox: Outbox,
+        audience: audience_pb2_grpc.AudienceServiceStub,
+        preview_signer: EventSigner,
+    ) -> None:
         self._engine = engine
+        self._outbox = outbox
+        self._audience = audience
+        self._preview_signer = preview_signer
 
     async def CreateEmail(
         self, request: email_pb2.CreateEmailRequest, context: grpc.aio.ServicerContext
@@ -198,3 +212,58 @@ class EmailService(email_pb2_grpc.EmailServiceServicer):
         if deleted is None:
             raise email_domain.email_not_found(request.email_id)
         return empty_pb2.Empty()
+
+    async def SendEmailPreview(
+        self, request: email_pb2.SendEmailPreviewRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        address = email_domain.check_preview_request(request.email_id, request.email_address, request.list_id)
+        structlog.contextvars.bind_contextvars(email_id=request.email_id)
+        async with self._engine.connect() as conn:
+            email = await email_store.email_by_id(
+                conn, request.email_id, email_domain.owner_scope(auth.principal())
+            )
+        if email is None:
+            raise email_domain.email_not_found(request.email_id)
+        if problems := email_domain.preview_violations(email):
+            raise email_domain.preview_failure(problems)
+        event = email_pb2.EmailPreviewRequestedEvent(
+            owner_user_id=email.owner_user_id,
+            email_id=email.email_id,
+            email_address=address,
+            request_id=uuid.uuid4().hex,
+            request_time=timestamp_pb2.Timestamp(),
+        )
+        event.request_time.GetCurrentTime()
+        if request.list_id:
+            await self._personalize(event, request.list_id)
+        async with self._outbox.unit_of_work() as work:
+            work.publish(
+                events.EMAIL_PREVIEW_REQUESTED,
+                event,
+                key=f"preview:{event.request_id}",
+                signer=self._preview_signer,
+            )
+        structlog.get_logger().info("email preview requested", list_id=request.list_id)
+        return empty_pb2.Empty()
+
+    async def _personalize(self, event: email_pb2.EmailPreviewRequestedEvent, list_id: int) -> None:
+        """Fills in the list's first subscriber (asked with the caller's token: another user's list is not
+        found); an empty list leaves the sample values."""
+        try:
+            listed = await self._audience.ListSubscribers(
+                audience_pb2.ListSubscribersRequest(list_id=list_id, page_size=1, order_by="subscriber_id"),
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise errors.not_found("LIST_NOT_FOUND", f"list {list_id} not found", "list_id") from None
+            raise
+        if not listed.subscribers:
+            return
+        subscriber = listed.subscribers[0]
+        event.list_id = list_id
+        event.subscriber_id = subscriber.subscriber_id
+        event.subscriber_email_address = subscriber.email_address
+        event.first_name = subscriber.first_name
+        event.last_name = subscriber.last_name
+        event.custom_fields.update(subscriber.custom_fields)

@@ -487,3 +487,40 @@ def _invalid(violations: Sequence[FieldViolation]) -> DomainError:
 
 # The tag rules live in services/common/personalization.py, since delivery renders them too; they stay
 # importable from here (see the imports above).
+
+
+PREVIEW_SUBJECT_PREFIX = "[Test] "
+
+
+def check_preview_request(email_id: int, email_address: str, list_id: int) -> str:
+    """The address a preview goes to (trimmed), or the error naming every bad field of the request."""
+    violations = Violations()
+    if email_id <= 0:
+        violations.add("email_id", "EMAIL_ID_REQUIRED", "email_id must be a positive email id")
+    address = email_address.strip()
+    if not address:
+        violations.add("email_address", "EMAIL_ADDRESS_REQUIRED", "email_address is required")
+    else:
+        try:
+            validate_email(address, check_deliverability=False)
+        except EmailNotValidError as exc:
+            violations.add("email_address", "EMAIL_ADDRESS_INVALID", f"email_address is not valid: {exc}")
+    if list_id < 0:
+        violations.add("list_id", "LIST_ID_INVALID", "list_id must not be negative")
+    violations.raise_if_any()
+    return address
+
+
+def preview_violations(email: Email) -> list[FieldViolation]:
+    """What keeps an email from being previewed: what keeps it from being sent, and a sender address."""
+    violations = result_violations(email)
+    if not email.from_email:
+        violations.append(
+            FieldViolation("from_email", "FROM_EMAIL_REQUIRED", "a preview needs the email's from_email")
+        )
+    return violations
+
+
+def preview_failure(violations: Sequence[FieldViolation]) -> DomainError:
+    first = violations[0]
+    return DomainError(ErrorKind.PRECONDITION, first.reason, first.description, list(violations))

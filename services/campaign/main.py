@@ -71,7 +71,15 @@ async def main(settings: Settings) -> None:
 
     def register(server: grpc.aio.Server) -> list[str]:
         campaign_pb2_grpc.add_CampaignServiceServicer_to_server(servicer, server)
-        email_pb2_grpc.add_EmailServiceServicer_to_server(EmailService(engine), server)
+        email_pb2_grpc.add_EmailServiceServicer_to_server(
+            EmailService(
+                engine,
+                outbox,
+                audience_pb2_grpc.AudienceServiceStub(audience_channel),
+                events.signer_of(events.EMAIL_PREVIEW_REQUESTED, settings),
+            ),
+            server,
+        )
         template_pb2_grpc.add_TemplateServiceServicer_to_server(TemplateService(engine), server)
         return [
             campaign_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name,

@@ -42,6 +42,7 @@ class BounceSource(enum.StrEnum):
     SES = "ses"
     SENDGRID = "sendgrid"
     POSTMARK = "postmark"
+    REPORT_ABUSE_LINK = "report_abuse_link"
 
 
 class Weight(enum.IntEnum):

@@ -32,7 +32,7 @@ import structlog
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from herald.audience.v1 import audience_pb2
-from herald.campaign.v1 import campaign_pb2
+from herald.campaign.v1 import campaign_pb2, email_pb2
 from herald.delivery.v1 import delivery_pb2
 from herald.events.v1 import options_pb2
 from nats.aio.msg import Msg
@@ -245,6 +245,17 @@ def _opt_in_requested_problems(event: audience_pb2.OptInConfirmationRequestedEve
     return problems
 
 
+def _preview_requested_problems(event: email_pb2.EmailPreviewRequestedEvent) -> list[str]:
+    problems = _positive(event, "owner_user_id", "email_id")
+    if not event.email_address.strip():
+        problems.append("email_address is required")
+    if not event.request_id:
+        problems.append("request_id is required")
+    if not event.HasField("request_time"):
+        problems.append("request_time is required")
+    return problems
+
+
 CAMPAIGN_STATUS_CHANGED = EventType(campaign_pb2.CampaignStatusChangedEvent, _status_changed_problems)
 CAMPAIGN_DELETED = EventType(campaign_pb2.CampaignDeletedEvent, _deleted_problems)
 CAMPAIGN_SEND_REQUESTED = EventType(campaign_pb2.CampaignSendRequestedEvent, _send_requested_problems, signed=True)
@@ -256,6 +267,7 @@ RECIPIENT_DELIVERED = EventType(delivery_pb2.RecipientDeliveredEvent, _delivered
 OPT_IN_CONFIRMATION_REQUESTED = EventType(
     audience_pb2.OptInConfirmationRequestedEvent, _opt_in_requested_problems, signed=True
 )
+EMAIL_PREVIEW_REQUESTED = EventType(email_pb2.EmailPreviewRequestedEvent, _preview_requested_problems, signed=True)
 
 
 def signer_of(event: EventType[M], settings: Settings) -> EventSigner:

@@ -113,6 +113,7 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
     "/herald.campaign.v1.EmailService/ListEmails": anyone("emails.get"),
     "/herald.campaign.v1.EmailService/UpdateEmail": anyone("email.update"),
     "/herald.campaign.v1.EmailService/DeleteEmail": anyone("email.delete"),
+    "/herald.campaign.v1.EmailService/SendEmailPreview": anyone("email.emailpreview"),
     # herald.campaign.v1.TemplateService: what email.create/email.update copy in Template mode, which name no
     # permission either.
     "/herald.campaign.v1.TemplateService/CreateTemplate": anyone(note="`herald template create`; a user's own"),

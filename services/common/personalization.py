@@ -160,10 +160,23 @@ def parse_personalization(text: str) -> Personalization:
     return Personalization(tuple(tags), tuple(errors))
 
 
+# The link tags Herald renders (services/delivery/message.py); the legacy catalog's others (Forward,
+# SubscriberArea, Suppression, SocialShare:<Net>) have no page behind them, so content naming them is refused
+# rather than sent with the tag showing.
+SUPPORTED_LINKS = frozenset({"unsubscribe", "webbrowser", "reportabuse", "confirm", "reject"})
+
+
 def personalization_problems(text: str, *, allow_links: bool = True) -> list[str]:
     """What is wrong with the tags of a text, in order; empty when every tag is valid."""
     parsed = parse_personalization(text)
     problems = [(error.start, error.message) for error in parsed.errors]
+    unsupported = [
+        tag for tag in parsed.tags if tag.namespace == "Link" and tag.field.casefold() not in SUPPORTED_LINKS
+    ]
+    if allow_links and unsupported:
+        # One problem names them all, so that one answer tells what to change.
+        names = ", ".join(dict.fromkeys(text[tag.start : tag.end] for tag in unsupported))
+        problems.append((unsupported[0].start, f"unsupported link tags: {names}"))
     if not allow_links:
         problems += [
             (tag.start, f"link tag {text[tag.start : tag.end]} belongs in the body, not here")

@@ -1,6 +1,7 @@
 """Signed tracking tokens: what the open pixel, click links and unsubscribe link of one sent message stand for.
 
-Delivery signs them when it renders a message; the translator's public endpoints verify them.
+The web view and report-abuse links of a message (%Link:WebBrowser%, %Link:ReportAbuse%) are tokens of
+the same form. Delivery signs them when it renders a message; the translator's public endpoints verify them.
 A token is short and URL-safe: base64url of
 
     version (1 byte) | kind (1 byte) | campaign, recipient, list and subscriber ids (LEB128 varints)
@@ -27,11 +28,15 @@ from urllib.parse import quote
 
 from services.common import varint
 
-TrackingKind = Literal["open", "click", "unsubscribe"]
+TrackingKind = Literal["open", "click", "unsubscribe", "view", "abuse"]
 
 VERSION = 1
-_KIND_CODES: dict[str, int] = {"open": 1, "click": 2, "unsubscribe": 3}
-_KINDS_BY_CODE: dict[int, TrackingKind] = {1: "open", 2: "click", 3: "unsubscribe"}
+# view: the message's web view (%Link:WebBrowser%); abuse: its report-abuse link (%Link:ReportAbuse%).
+_KIND_CODES: dict[str, int] = {"open": 1, "click": 2, "unsubscribe": 3, "view": 4, "abuse": 5}
+_KINDS_BY_CODE: dict[int, TrackingKind] = {1: "open", 2: "click", 3: "unsubscribe", 4: "view", 5: "abuse"}
+# The kinds whose tag also covers a value travelling beside the token: a click's target URL, and the email
+# id of a web view (`/t/view/<token>?e=<email id>`: which of an A/B campaign's emails the recipient got).
+_WITH_URL = frozenset({"click", "view"})
 TAG_BYTES = 16
 _MAX_ID = 2**63 - 1
 # Four ids of at most 9 varint bytes, the header and the tag, base64url: far below this.
@@ -85,8 +90,8 @@ def _check_ids(kind: str, recipient: TrackedRecipient) -> None:
         raise ValueError("tracking ids must be between 0 and 2**63 - 1")
     if recipient.campaign_id == 0 or recipient.recipient_id == 0:
         raise ValueError("a tracking token needs a campaign id and a recipient id")
-    if kind == "unsubscribe" and (recipient.list_id == 0 or recipient.subscriber_id == 0):
-        raise ValueError("an unsubscribe token needs the list id and the subscriber id")
+    if kind in ("unsubscribe", "abuse") and (recipient.list_id == 0 or recipient.subscriber_id == 0):
+        raise ValueError(f"an {kind} token needs the list id and the subscriber id")
 
 
 def sign_tracking(
@@ -102,8 +107,8 @@ def sign_tracking(
     """A token for one recipient's open pixel, click link (with `url`) or unsubscribe link."""
     if kind not in _KIND_CODES:
         raise ValueError(f"unknown tracking kind {kind!r}")
-    if (kind == "click") != bool(url):
-        raise ValueError("a click token needs its URL; other tokens have none")
+    if (kind == "click" and not url) or (kind not in _WITH_URL and url):
+        raise ValueError("a click token needs its URL (a view token may name its email); other tokens have none")
     recipient = TrackedRecipient(campaign_id, recipient_id, list_id, subscriber_id)
     _check_ids(kind, recipient)
     body = bytes((VERSION, _KIND_CODES[kind])) + b"".join(
@@ -140,8 +145,8 @@ def verify_tracking(token: str, *, key: bytes, url: str = "") -> TrackingPayload
         _check_ids(kind, recipient)
     except ValueError as exc:
         raise InvalidTrackingToken(str(exc)) from None
-    if (kind == "click") != bool(url):
-        raise InvalidTrackingToken("a click token needs its URL")
+    if (kind == "click" and not url) or (kind not in _WITH_URL and url):
+        raise InvalidTrackingToken("a click token needs its URL; only a view token may also have one")
     return TrackingPayload(kind=kind, recipient=recipient, url=url)
 
 
@@ -175,3 +180,14 @@ class TrackingLinks:
     def unsubscribe(self, recipient: TrackedRecipient) -> str:
         """The List-Unsubscribe URL: GET shows a confirmation page, POST (RFC 8058 one-click) unsubscribes."""
         return f"{self._base}/t/u/{self._token('unsubscribe', recipient)}"
+
+    def web_view(self, recipient: TrackedRecipient, email_id: int = 0) -> str:
+        """The message's web view (%Link:WebBrowser%): the campaign's email (`email_id`, else its main one)
+        rendered for this recipient."""
+        if email_id <= 0:
+            return f"{self._base}/t/view/{self._token('view', recipient)}"
+        return f"{self._base}/t/view/{self._token('view', recipient, str(email_id))}?e={email_id}"
+
+    def report_abuse(self, recipient: TrackedRecipient) -> str:
+        """The report-abuse link (%Link:ReportAbuse%): GET asks for confirmation, POST records a complaint."""
+        return f"{self._base}/t/abuse/{self._token('abuse', recipient)}"

@@ -117,6 +117,7 @@ BOUNCE_SOURCES: dict[BounceSource, delivery_pb2.BounceSource.ValueType] = {
     BounceSource.SES: delivery_pb2.BOUNCE_SOURCE_SES,
     BounceSource.SENDGRID: delivery_pb2.BOUNCE_SOURCE_SENDGRID,
     BounceSource.POSTMARK: delivery_pb2.BOUNCE_SOURCE_POSTMARK,
+    BounceSource.REPORT_ABUSE_LINK: delivery_pb2.BOUNCE_SOURCE_REPORT_ABUSE_LINK,
 }
 
 

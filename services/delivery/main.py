@@ -1,4 +1,4 @@
-"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService, runs the send queue (services/delivery/queue.py) and the opt-in confirmations (services/delivery/opt_in.py) on its NATS link, and the split-test decider (services/delivery/split_tests.py)."""
+"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService, runs the send queue (services/delivery/queue.py), the opt-in confirmations (services/delivery/opt_in.py) and the email previews (services/delivery/preview.py) on its NATS link, and the split-test decider (services/delivery/split_tests.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from services.common.outbox import Outbox
 from services.delivery import dkim, streams
 from services.delivery.api import DeliveryService
 from services.delivery.opt_in import OptInConfirmations
+from services.delivery.preview import EmailPreviews
 from services.delivery.queue import DeliveryQueue
 from services.delivery.retry_sweeper import RetrySweeper
 from services.delivery.split_tests import SplitTestDecider
@@ -28,6 +29,7 @@ async def main(settings: Settings) -> None:
     outbox = Outbox(engine, SCHEMA, Subjects.of(settings), with_headers=True)
     queue = DeliveryQueue(engine, settings, outbox)
     confirmations = OptInConfirmations(settings, outbox)
+    previews = EmailPreviews(settings, outbox)
     decider = SplitTestDecider(outbox, settings)
     sweeper = RetrySweeper(outbox, settings)
     key_seal = dkim.KeySeal(settings.effective_token_secret())
@@ -35,13 +37,14 @@ async def main(settings: Settings) -> None:
         settings,
         "delivery",
         outbox=outbox,
-        consumers=[*queue.consumers(), *confirmations.consumers()],
+        consumers=[*queue.consumers(), *confirmations.consumers(), *previews.consumers()],
         streams=streams.STREAMS,
     )
 
     async def close() -> None:
         await queue.close()
         await confirmations.close()
+        await previews.close()
         await engine.dispose()
 
     def register(server: grpc.aio.Server) -> list[str]:

@@ -1,8 +1,9 @@
 """Rendering campaign messages: one template per email of a run, parsed once, rendered per recipient into RFC 5322 bytes.
 
 Per message the work is the personalization of subject and bodies (tags already located), the
-signed unsubscribe link, the signed return path (one HMAC: the envelope sender and the X-Herald-Token
-header carry the same token), and — when the email asks for it — the open pixel and tracked links; the
+signed unsubscribe link (and, when the email has them, the web view and report-abuse links), the
+signed return path (one HMAC: the envelope sender and the X-Herald-Token header carry the same
+token), and — when the email asks for it — the open pixel and tracked links; the
 headers that are the same for every recipient are encoded once per template.
 """
 
@@ -24,6 +25,7 @@ from services.common.opt_in_links import OptInLinks
 from services.common.personalization import Personalization, parse_personalization, render_personalization
 from services.common.return_path import PREFIX, ReturnPaths
 from services.common.tracking import TrackedRecipient, TrackingLinks
+from services.delivery import sending
 
 _LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'<>\s]+)\2""", re.IGNORECASE)
 _BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
@@ -189,6 +191,17 @@ class MessageTemplate:
         self._html_tags = parse_personalization(html_text)
         self._plain = plain_text
         self._plain_tags = parse_personalization(plain_text)
+        used = {
+            tag.key.casefold()
+            for parsed in (self._subject_tags, self._html_tags, self._plain_tags)
+            for tag in parsed.tags
+        }
+        # Signed only when the email has the tag: each is one more HMAC per message. A run that is no
+        # campaign (a confirmation email, a preview) has no web view to show: the tags render empty.
+        campaign = not sending.is_opt_in_run(campaign_id)
+        self._email_id = int(content.get("email_id") or 0)
+        self._web_view = "link:webbrowser" in used and campaign
+        self._report_abuse = "link:reportabuse" in used and campaign
         utm = content.get("utm") or {}
         self._utm = {k: str(utm.get(k, "")) for k in _UTM_FIELDS} if utm.get("enabled") else {}
         self._track_opens = bool(html_text) and bool(content.get("open_tracking"))
@@ -251,6 +264,10 @@ class MessageTemplate:
         subscribed = bool(recipient.list_id and recipient.subscriber_id)
         unsubscribe_url = self._links.unsubscribe(tracked) if subscribed and self._opt_in_links is None else ""
         values = self.values(recipient, unsubscribe_url)
+        if self._web_view:
+            values["Link:WebBrowser"] = self._links.web_view(tracked, self._email_id)
+        if self._report_abuse and subscribed:
+            values["Link:ReportAbuse"] = self._links.report_abuse(tracked)
         if self._opt_in_links is not None and subscribed:
             values["Link:Confirm"] = self._opt_in_links.confirm(recipient.list_id, recipient.subscriber_id)
             values["Link:Reject"] = self._opt_in_links.reject(recipient.list_id, recipient.subscriber_id)

@@ -626,6 +626,17 @@ async def overdue_retries(conn: AsyncConnection, overdue_seconds: float, limit: 
 # --- double opt-in confirmations ----------------------------------------------------------------------------------
 
 
+async def recorded_preview_request(conn: AsyncConnection, request_id: str, run_id: int) -> bool:
+    """Records one preview request; False when it was recorded before (a redelivered event)."""
+    result = await conn.execute(
+        sa.text(
+            "INSERT INTO delivery.preview_requests (request_id, run_id) VALUES (:i, :r) ON CONFLICT DO NOTHING"
+        ),
+        {"i": request_id, "r": run_id},
+    )
+    return result.rowcount == 1
+
+
 async def recorded_opt_in_request(
     conn: AsyncConnection, subscriber_id: int, request_time: datetime, run_id: int
 ) -> bool:
@@ -649,15 +660,15 @@ async def queue_opt_in_recipient(
     batch_id: int,
     recipient: Mapping[str, Any],
 ) -> None:
-    """Queues one confirmation email as a Pending row of the list's opt-in run, in a batch of its own."""
+    """Queues one confirmation email (or preview) as a Pending row of its run, in a batch of its own."""
     await conn.execute(
         sa.text(
             f"""
             INSERT INTO delivery.recipients (
                 campaign_id, owner_user_id, occurrence, generation, batch_id, subscriber_id, list_id,
-                email_address, domain, first_name, last_name, email_id, status, bounced_before)
-            VALUES (:c, :o, :occ, :g, :b, :s, :l, :a, lower(substring(btrim(:a) FROM '[^@]*$')), :f, :n, :e,
-                    '{RecipientStatus.PENDING}', false)
+                email_address, domain, first_name, last_name, custom_fields, email_id, status, bounced_before)
+            VALUES (:c, :o, :occ, :g, :b, :s, :l, :a, lower(substring(btrim(:a) FROM '[^@]*$')), :f, :n,
+                    CAST(:cf AS jsonb), :e, '{RecipientStatus.PENDING}', false)
             """
         ),
         {
@@ -671,6 +682,7 @@ async def queue_opt_in_recipient(
             "a": recipient["email_address"],
             "f": recipient["first_name"],
             "n": recipient["last_name"],
+            "cf": json.dumps(recipient["custom_fields"]) if recipient.get("custom_fields") else None,
             "e": recipient["email_id"],
         },
     )

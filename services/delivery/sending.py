@@ -391,5 +391,18 @@ def opt_in_run_id(list_id: int) -> int:
     return OPT_IN_RUN_BASE + list_id
 
 
+# Email previews (EmailService.SendEmailPreview) are runs of the same kind, one per user, above the
+# opt-in runs' ids.
+PREVIEW_RUN_BASE = OPT_IN_RUN_BASE + (1 << 61)
+
+
+def preview_run_id(owner_user_id: int) -> int:
+    """The run that carries a user's email previews."""
+    if not 0 < owner_user_id < 1 << 61:
+        raise ValueError("a user id is positive and below 2**61")
+    return PREVIEW_RUN_BASE + owner_user_id
+
+
 def is_opt_in_run(campaign_id: int) -> bool:
+    """A run of single messages that never finishes: a list's confirmation emails, or a user's previews."""
     return campaign_id > OPT_IN_RUN_BASE

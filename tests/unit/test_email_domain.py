@@ -290,6 +290,18 @@ def test_link_tags_belong_in_the_body_not_the_subject() -> None:
     assert _update({"html_content": '<a href="%Link:Unsubscribe%">x</a>'}).html_content
 
 
+def test_the_link_tags_herald_renders_are_accepted_and_the_others_refused_by_name() -> None:
+    rendered = "%Link:Unsubscribe% %Link:WebBrowser% {{ Link:ReportAbuse }} %link:webbrowser%"
+    assert _update({"html_content": rendered, "plain_content": rendered}).html_content
+    body = "%Link:Forward% {{ Link:SocialShare:Twitter }} %Link:SubscriberArea% %Link:Forward% %Link:Suppression%"
+    error = _error(lambda: _update({"plain_content": body}))
+    assert _reasons(error) == [("plain_content", "PERSONALIZATION_TAG_INVALID")]
+    assert error.violations[0].description == (
+        "plain_content: unsupported link tags: %Link:Forward%, {{ Link:SocialShare:Twitter }}, "
+        "%Link:SubscriberArea%, %Link:Suppression%"
+    )
+
+
 # --- personalization tags: parsing --------------------------------------------------------------------------
 
 

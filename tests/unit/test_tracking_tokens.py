@@ -14,6 +14,7 @@ from services.common.tracking import (
     InvalidTrackingToken,
     TrackedRecipient,
     TrackingLinks,
+    TrackingPayload,
     sign_tracking,
     tracking_key,
     verify_tracking,
@@ -128,7 +129,7 @@ def test_links_put_the_token_and_url_where_the_endpoints_expect_them() -> None:
 
 
 @given(
-    kind=st.sampled_from(["open", "click", "unsubscribe"]),
+    kind=st.sampled_from(["open", "click", "unsubscribe", "view", "abuse"]),
     campaign_id=_ids,
     recipient_id=_ids,
     list_id=_ids,
@@ -150,3 +151,16 @@ def test_any_ids_round_trip(
 def test_arbitrary_text_is_rejected_as_invalid_and_nothing_else(token: str) -> None:
     with pytest.raises(InvalidTrackingToken):
         verify_tracking(token, key=KEY)
+
+
+def test_web_view_and_report_abuse_links_carry_tokens_of_their_own_kind() -> None:
+    links = TrackingLinks("https://herald.example", "test-secret")
+    recipient = TrackedRecipient(1, 2, 3, 4)
+    view = links.web_view(recipient)
+    abuse = links.report_abuse(recipient)
+    assert view.startswith("https://herald.example/t/view/")
+    assert abuse.startswith("https://herald.example/t/abuse/")
+    assert verify_tracking(view.rsplit("/", 1)[1], key=KEY) == TrackingPayload("view", recipient)
+    assert verify_tracking(abuse.rsplit("/", 1)[1], key=KEY) == TrackingPayload("abuse", recipient)
+    with pytest.raises(ValueError):
+        sign_tracking("abuse", 1, 2, 0, 4, key=KEY)  # a complaint needs the subscription it is about

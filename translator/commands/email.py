@@ -161,6 +161,45 @@ def delete(args: Args) -> email_pb2.DeleteEmailRequest:
     return email_pb2.DeleteEmailRequest(email_id=args.int("emailid", required=True, min=1))
 
 
+def email_preview(args: Args) -> email_pb2.SendEmailPreviewRequest:
+    return email_pb2.SendEmailPreviewRequest(
+        email_id=args.int("emailid", required=True, min=1),
+        email_address=args.str("emailaddress", required=True, max_len=MAX_TEXT),
+        list_id=args.int("listid", min=1) or 0,
+    )
+
+
+# Upstream's codes; 8 is Herald's reading of upstream's "sender not usable": the email has no sender or no
+# content to send.
+PREVIEW_TEXTS = {
+    1: "Email ID is required",
+    2: "Email address is required",
+    3: "Email not found",
+    4: "Invalid email address format",
+    6: "List not found",
+    8: "The email has no sender address or no content to send",
+}
+PREVIEW_CODES = {
+    "emailid": 1,
+    "EMAIL_ID_REQUIRED": 1,
+    "emailaddress": 2,
+    "EMAIL_ADDRESS_REQUIRED": 2,
+    "EMAIL_NOT_FOUND": 3,
+    "EMAIL_ADDRESS_INVALID": 4,
+    "listid": 6,
+    "LIST_ID_INVALID": 6,
+    "LIST_NOT_FOUND": 6,
+    "FROM_EMAIL_REQUIRED": 8,
+    "EMAIL_CONTENT_REQUIRED": 8,
+    "TEMPLATE_ID_REQUIRED": 8,
+    "UTM_SOURCE_REQUIRED": 8,
+    "UTM_MEDIUM_REQUIRED": 8,
+    "UTM_CAMPAIGN_REQUIRED": 8,
+}
+# A preview is mail to any address: a user may ask for this many a minute.
+PREVIEW_RATE_LIMIT = (10, 60.0)
+
+
 # --- email.update -------------------------------------------------------------------------------------------
 
 
@@ -468,6 +507,27 @@ ROWS = [
         v1_alias=False,
         summary="Change an email; a parameter sent empty clears its field",
         params=UPDATE_PARAMS,
+    ),
+    Command(
+        "email.emailpreview",
+        unary(lambda s: s.email.SendEmailPreview, email_preview, render_error_text),
+        scope="user_or_admin",
+        shape="mixed",
+        codes=PREVIEW_CODES,
+        texts=PREVIEW_TEXTS,
+        v1_alias=False,
+        rate_limit=PREVIEW_RATE_LIMIT,
+        summary='Send one preview of an email to an address, its subject marked "[Test] "',
+        params=(
+            EMAIL_ID,
+            Param("EmailAddress", "string", "Where the preview goes", required=True),
+            Param(
+                "ListID",
+                "integer",
+                "One of your lists: its first subscriber personalizes the preview (else sample values)",
+            ),
+        ),
+        returns=(ERROR_TEXT,),
     ),
     Command(
         "email.delete",

@@ -25,37 +25,48 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from herald.events.v1 import options_pb2 as herald_dot_events_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eherald/campaign/v1/email.proto\x12\x12herald.campaign.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x0bUtmTracking\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06medium\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61mpaign\x18\x04 \x01(\t\x12\x0c\n\x04term\x18\x05 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\x12\x12\n\nmerge_tags\x18\x07 \x01(\x08\"\xb1\x05\n\x05\x45mail\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03\x12\x15\n\rowner_user_id\x18\x02 \x01(\x03\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x16\n\x0epreheader_text\x18\x05 \x01(\t\x12\x11\n\tfrom_name\x18\x06 \x01(\t\x12\x12\n\nfrom_email\x18\x07 \x01(\t\x12\x15\n\rreply_to_name\x18\x08 \x01(\t\x12\x16\n\x0ereply_to_email\x18\t \x01(\t\x12\x14\n\x0chtml_content\x18\n \x01(\t\x12\x15\n\rplain_content\x18\x0b \x01(\t\x12\x35\n\x0c\x63ontent_type\x18\x0c \x01(\x0e\x32\x1f.herald.campaign.v1.ContentType\x12+\n\x04mode\x18\r \x01(\x0e\x32\x1d.herald.campaign.v1.EmailMode\x12\x11\n\tfetch_url\x18\x0e \x01(\t\x12\x17\n\x0f\x66\x65tch_plain_url\x18\x0f \x01(\t\x12\x13\n\x0btemplate_id\x18\x10 \x01(\x03\x12\x17\n\x0fimage_embedding\x18\x11 \x01(\x08\x12\x19\n\x11is_email_template\x18\x12 \x01(\x08\x12\x16\n\x0e\x65xtra_content1\x18\x13 \x01(\t\x12\x16\n\x0e\x65xtra_content2\x18\x14 \x01(\t\x12\x15\n\ropen_tracking\x18\x15 \x01(\x08\x12\x15\n\rlink_tracking\x18\x16 \x01(\x08\x12,\n\x03utm\x18\x17 \x01(\x0b\x32\x1f.herald.campaign.v1.UtmTracking\x12/\n\x0b\x63reate_time\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x12\x43reateEmailRequest\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x1d.herald.campaign.v1.EmailMode\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\"#\n\x0fGetEmailRequest\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03\"&\n\x11ListEmailsRequest\x12\x11\n\temail_ids\x18\x01 \x03(\x03\"?\n\x12ListEmailsResponse\x12)\n\x06\x65mails\x18\x01 \x03(\x0b\x32\x19.herald.campaign.v1.Email\"\xaa\x01\n\x12UpdateEmailRequest\x12(\n\x05\x65mail\x18\x01 \x01(\x0b\x32\x19.herald.campaign.v1.Email\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x39\n\x0evalidate_scope\x18\x03 \x01(\x0e\x32!.herald.campaign.v1.ValidateScope\"&\n\x12\x44\x65leteEmailRequest\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03*q\n\x0b\x43ontentType\x12\x1c\n\x18\x43ONTENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43ONTENT_TYPE_HTML\x10\x01\x12\x16\n\x12\x43ONTENT_TYPE_PLAIN\x10\x02\x12\x15\n\x11\x43ONTENT_TYPE_BOTH\x10\x03*\xb3\x01\n\tEmailMode\x12\x1a\n\x16\x45MAIL_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45MAIL_MODE_EMPTY\x10\x01\x12\x15\n\x11\x45MAIL_MODE_EDITOR\x10\x02\x12\x17\n\x13\x45MAIL_MODE_TEMPLATE\x10\x03\x12\x15\n\x11\x45MAIL_MODE_IMPORT\x10\x04\x12\x16\n\x12\x45MAIL_MODE_UNLAYER\x10\x05\x12\x15\n\x11\x45MAIL_MODE_STRIPO\x10\x06*\x8a\x01\n\rValidateScope\x12\x1e\n\x1aVALIDATE_SCOPE_UNSPECIFIED\x10\x00\x12\x19\n\x15VALIDATE_SCOPE_OPT_IN\x10\x01\x12\x1b\n\x17VALIDATE_SCOPE_CAMPAIGN\x10\x02\x12!\n\x1dVALIDATE_SCOPE_AUTO_RESPONDER\x10\x03\x32\xaa\x03\n\x0c\x45mailService\x12P\n\x0b\x43reateEmail\x12&.herald.campaign.v1.CreateEmailRequest\x1a\x19.herald.campaign.v1.Email\x12J\n\x08GetEmail\x12#.herald.campaign.v1.GetEmailRequest\x1a\x19.herald.campaign.v1.Email\x12[\n\nListEmails\x12%.herald.campaign.v1.ListEmailsRequest\x1a&.herald.campaign.v1.ListEmailsResponse\x12P\n\x0bUpdateEmail\x12&.herald.campaign.v1.UpdateEmailRequest\x1a\x19.herald.campaign.v1.Email\x12M\n\x0b\x44\x65leteEmail\x12&.herald.campaign.v1.DeleteEmailRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eherald/campaign/v1/email.proto\x12\x12herald.campaign.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eherald/events/v1/options.proto\"\x83\x01\n\x0bUtmTracking\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06medium\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61mpaign\x18\x04 \x01(\t\x12\x0c\n\x04term\x18\x05 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\x12\x12\n\nmerge_tags\x18\x07 \x01(\x08\"\xb1\x05\n\x05\x45mail\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03\x12\x15\n\rowner_user_id\x18\x02 \x01(\x03\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x16\n\x0epreheader_text\x18\x05 \x01(\t\x12\x11\n\tfrom_name\x18\x06 \x01(\t\x12\x12\n\nfrom_email\x18\x07 \x01(\t\x12\x15\n\rreply_to_name\x18\x08 \x01(\t\x12\x16\n\x0ereply_to_email\x18\t \x01(\t\x12\x14\n\x0chtml_content\x18\n \x01(\t\x12\x15\n\rplain_content\x18\x0b \x01(\t\x12\x35\n\x0c\x63ontent_type\x18\x0c \x01(\x0e\x32\x1f.herald.campaign.v1.ContentType\x12+\n\x04mode\x18\r \x01(\x0e\x32\x1d.herald.campaign.v1.EmailMode\x12\x11\n\tfetch_url\x18\x0e \x01(\t\x12\x17\n\x0f\x66\x65tch_plain_url\x18\x0f \x01(\t\x12\x13\n\x0btemplate_id\x18\x10 \x01(\x03\x12\x17\n\x0fimage_embedding\x18\x11 \x01(\x08\x12\x19\n\x11is_email_template\x18\x12 \x01(\x08\x12\x16\n\x0e\x65xtra_content1\x18\x13 \x01(\t\x12\x16\n\x0e\x65xtra_content2\x18\x14 \x01(\t\x12\x15\n\ropen_tracking\x18\x15 \x01(\x08\x12\x15\n\rlink_tracking\x18\x16 \x01(\x08\x12,\n\x03utm\x18\x17 \x01(\x0b\x32\x1f.herald.campaign.v1.UtmTracking\x12/\n\x0b\x63reate_time\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x12\x43reateEmailRequest\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x1d.herald.campaign.v1.EmailMode\x12\x13\n\x0btemplate_id\x18\x02 \x01(\x03\"#\n\x0fGetEmailRequest\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03\"&\n\x11ListEmailsRequest\x12\x11\n\temail_ids\x18\x01 \x03(\x03\"?\n\x12ListEmailsResponse\x12)\n\x06\x65mails\x18\x01 \x03(\x0b\x32\x19.herald.campaign.v1.Email\"\xaa\x01\n\x12UpdateEmailRequest\x12(\n\x05\x65mail\x18\x01 \x01(\x0b\x32\x19.herald.campaign.v1.Email\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x39\n\x0evalidate_scope\x18\x03 \x01(\x0e\x32!.herald.campaign.v1.ValidateScope\"&\n\x12\x44\x65leteEmailRequest\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03\"S\n\x17SendEmailPreviewRequest\x12\x10\n\x08\x65mail_id\x18\x01 \x01(\x03\x12\x15\n\remail_address\x18\x02 \x01(\t\x12\x0f\n\x07list_id\x18\x03 \x01(\x03\"\xce\x03\n\x1a\x45mailPreviewRequestedEvent\x12\x15\n\rowner_user_id\x18\x01 \x01(\x03\x12\x10\n\x08\x65mail_id\x18\x02 \x01(\x03\x12\x15\n\remail_address\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x30\n\x0crequest_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07list_id\x18\x06 \x01(\x03\x12\x15\n\rsubscriber_id\x18\x07 \x01(\x03\x12 \n\x18subscriber_email_address\x18\x08 \x01(\t\x12\x12\n\nfirst_name\x18\t \x01(\t\x12\x11\n\tlast_name\x18\n \x01(\t\x12W\n\rcustom_fields\x18\x0b \x03(\x0b\x32@.herald.campaign.v1.EmailPreviewRequestedEvent.CustomFieldsEntry\x1a\x33\n\x11\x43ustomFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:+\xe2\xf9\x18\'events.campaign.email_preview_requested*q\n\x0b\x43ontentType\x12\x1c\n\x18\x43ONTENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43ONTENT_TYPE_HTML\x10\x01\x12\x16\n\x12\x43ONTENT_TYPE_PLAIN\x10\x02\x12\x15\n\x11\x43ONTENT_TYPE_BOTH\x10\x03*\xb3\x01\n\tEmailMode\x12\x1a\n\x16\x45MAIL_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45MAIL_MODE_EMPTY\x10\x01\x12\x15\n\x11\x45MAIL_MODE_EDITOR\x10\x02\x12\x17\n\x13\x45MAIL_MODE_TEMPLATE\x10\x03\x12\x15\n\x11\x45MAIL_MODE_IMPORT\x10\x04\x12\x16\n\x12\x45MAIL_MODE_UNLAYER\x10\x05\x12\x15\n\x11\x45MAIL_MODE_STRIPO\x10\x06*\x8a\x01\n\rValidateScope\x12\x1e\n\x1aVALIDATE_SCOPE_UNSPECIFIED\x10\x00\x12\x19\n\x15VALIDATE_SCOPE_OPT_IN\x10\x01\x12\x1b\n\x17VALIDATE_SCOPE_CAMPAIGN\x10\x02\x12!\n\x1dVALIDATE_SCOPE_AUTO_RESPONDER\x10\x03\x32\x83\x04\n\x0c\x45mailService\x12P\n\x0b\x43reateEmail\x12&.herald.campaign.v1.CreateEmailRequest\x1a\x19.herald.campaign.v1.Email\x12J\n\x08GetEmail\x12#.herald.campaign.v1.GetEmailRequest\x1a\x19.herald.campaign.v1.Email\x12[\n\nListEmails\x12%.herald.campaign.v1.ListEmailsRequest\x1a&.herald.campaign.v1.ListEmailsResponse\x12P\n\x0bUpdateEmail\x12&.herald.campaign.v1.UpdateEmailRequest\x1a\x19.herald.campaign.v1.Email\x12M\n\x0b\x44\x65leteEmail\x12&.herald.campaign.v1.DeleteEmailRequest\x1a\x16.google.protobuf.Empty\x12W\n\x10SendEmailPreview\x12+.herald.campaign.v1.SendEmailPreviewRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.campaign.v1.email_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTENTTYPE']._serialized_start=1419
-  _globals['_CONTENTTYPE']._serialized_end=1532
-  _globals['_EMAILMODE']._serialized_start=1535
-  _globals['_EMAILMODE']._serialized_end=1714
-  _globals['_VALIDATESCOPE']._serialized_start=1717
-  _globals['_VALIDATESCOPE']._serialized_end=1855
-  _globals['_UTMTRACKING']._serialized_start=151
-  _globals['_UTMTRACKING']._serialized_end=282
-  _globals['_EMAIL']._serialized_start=285
-  _globals['_EMAIL']._serialized_end=974
-  _globals['_CREATEEMAILREQUEST']._serialized_start=976
-  _globals['_CREATEEMAILREQUEST']._serialized_end=1062
-  _globals['_GETEMAILREQUEST']._serialized_start=1064
-  _globals['_GETEMAILREQUEST']._serialized_end=1099
-  _globals['_LISTEMAILSREQUEST']._serialized_start=1101
-  _globals['_LISTEMAILSREQUEST']._serialized_end=1139
-  _globals['_LISTEMAILSRESPONSE']._serialized_start=1141
-  _globals['_LISTEMAILSRESPONSE']._serialized_end=1204
-  _globals['_UPDATEEMAILREQUEST']._serialized_start=1207
-  _globals['_UPDATEEMAILREQUEST']._serialized_end=1377
-  _globals['_DELETEEMAILREQUEST']._serialized_start=1379
-  _globals['_DELETEEMAILREQUEST']._serialized_end=1417
-  _globals['_EMAILSERVICE']._serialized_start=1858
-  _globals['_EMAILSERVICE']._serialized_end=2284
+  _globals['_EMAILPREVIEWREQUESTEDEVENT_CUSTOMFIELDSENTRY']._loaded_options = None
+  _globals['_EMAILPREVIEWREQUESTEDEVENT_CUSTOMFIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_EMAILPREVIEWREQUESTEDEVENT']._loaded_options = None
+  _globals['_EMAILPREVIEWREQUESTEDEVENT']._serialized_options = b'\342\371\030\'events.campaign.email_preview_requested'
+  _globals['_CONTENTTYPE']._serialized_start=2001
+  _globals['_CONTENTTYPE']._serialized_end=2114
+  _globals['_EMAILMODE']._serialized_start=2117
+  _globals['_EMAILMODE']._serialized_end=2296
+  _globals['_VALIDATESCOPE']._serialized_start=2299
+  _globals['_VALIDATESCOPE']._serialized_end=2437
+  _globals['_UTMTRACKING']._serialized_start=183
+  _globals['_UTMTRACKING']._serialized_end=314
+  _globals['_EMAIL']._serialized_start=317
+  _globals['_EMAIL']._serialized_end=1006
+  _globals['_CREATEEMAILREQUEST']._serialized_start=1008
+  _globals['_CREATEEMAILREQUEST']._serialized_end=1094
+  _globals['_GETEMAILREQUEST']._serialized_start=1096
+  _globals['_GETEMAILREQUEST']._serialized_end=1131
+  _globals['_LISTEMAILSREQUEST']._serialized_start=1133
+  _globals['_LISTEMAILSREQUEST']._serialized_end=1171
+  _globals['_LISTEMAILSRESPONSE']._serialized_start=1173
+  _globals['_LISTEMAILSRESPONSE']._serialized_end=1236
+  _globals['_UPDATEEMAILREQUEST']._serialized_start=1239
+  _globals['_UPDATEEMAILREQUEST']._serialized_end=1409
+  _globals['_DELETEEMAILREQUEST']._serialized_start=1411
+  _globals['_DELETEEMAILREQUEST']._serialized_end=1449
+  _globals['_SENDEMAILPREVIEWREQUEST']._serialized_start=1451
+  _globals['_SENDEMAILPREVIEWREQUEST']._serialized_end=1534
+  _globals['_EMAILPREVIEWREQUESTEDEVENT']._serialized_start=1537
+  _globals['_EMAILPREVIEWREQUESTEDEVENT']._serialized_end=1999
+  _globals['_EMAILPREVIEWREQUESTEDEVENT_CUSTOMFIELDSENTRY']._serialized_start=1903
+  _globals['_EMAILPREVIEWREQUESTEDEVENT_CUSTOMFIELDSENTRY']._serialized_end=1954
+  _globals['_EMAILSERVICE']._serialized_start=2440
+  _globals['_EMAILSERVICE']._serialized_end=2955
 # @@protoc_insertion_point(module_scope)

@@ -380,3 +380,110 @@ class DeleteEmailRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteEmailRequest: _TypeAlias = DeleteEmailRequest  # noqa: Y015
+
+@_typing.final
+class SendEmailPreviewRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    email_id: _builtins.int
+    email_address: _builtins.str
+    """Where the preview goes."""
+    list_id: _builtins.int
+    """Optional: one of the caller's lists, whose first subscriber personalizes the preview."""
+    def __init__(
+        self,
+        *,
+        email_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+        list_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "email_id", b"email_id", "list_id", b"list_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendEmailPreviewRequest: _TypeAlias = SendEmailPreviewRequest  # noqa: Y015
+
+@_typing.final
+class EmailPreviewRequestedEvent(_message.Message):
+    """A preview of an email was asked for (SendEmailPreview). Subject
+    `<namespace>.events.campaign.email_preview_requested`, signed like a campaign's send request (it
+    makes delivery send mail to any address). Delivery queues one message of the email to the address.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CustomFieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    FIRST_NAME_FIELD_NUMBER: _builtins.int
+    LAST_NAME_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
+    owner_user_id: _builtins.int
+    email_id: _builtins.int
+    email_address: _builtins.str
+    request_id: _builtins.str
+    """The request's identity: a redelivered event sends nothing more."""
+    list_id: _builtins.int
+    """The subscriber whose values personalize the preview (the first of the list asked for), or sample
+    values when none was asked for or the list is empty; list_id and subscriber_id are 0 then.
+    """
+    subscriber_id: _builtins.int
+    subscriber_email_address: _builtins.str
+    first_name: _builtins.str
+    last_name: _builtins.str
+    @_builtins.property
+    def request_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        owner_user_id: _builtins.int = ...,
+        email_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        request_time: _timestamp_pb2.Timestamp | None = ...,
+        list_id: _builtins.int = ...,
+        subscriber_id: _builtins.int = ...,
+        subscriber_email_address: _builtins.str = ...,
+        first_name: _builtins.str = ...,
+        last_name: _builtins.str = ...,
+        custom_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_time", b"request_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_fields", b"custom_fields", "email_address", b"email_address", "email_id", b"email_id", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "owner_user_id", b"owner_user_id", "request_id", b"request_id", "request_time", b"request_time", "subscriber_email_address", b"subscriber_email_address", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmailPreviewRequestedEvent: _TypeAlias = EmailPreviewRequestedEvent  # noqa: Y015

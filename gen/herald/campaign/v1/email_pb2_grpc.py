@@ -62,6 +62,11 @@ class EmailServiceStub:
                 request_serializer=herald_dot_campaign_dot_v1_dot_email__pb2.DeleteEmailRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.SendEmailPreview = channel.unary_unary(
+                '/herald.campaign.v1.EmailService/SendEmailPreview',
+                request_serializer=herald_dot_campaign_dot_v1_dot_email__pb2.SendEmailPreviewRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class EmailServiceServicer:
@@ -107,6 +112,15 @@ class EmailServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendEmailPreview(self, request, context):
+        """Sends one preview of an email to an address through delivery (EmailPreviewRequestedEvent): the
+        subject prefixed "[Test] ", personalized with the first subscriber of list_id, or with sample
+        values without one. Answers once the request is queued.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmailServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +147,11 @@ def add_EmailServiceServicer_to_server(servicer, server):
             'DeleteEmail': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteEmail,
                     request_deserializer=herald_dot_campaign_dot_v1_dot_email__pb2.DeleteEmailRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'SendEmailPreview': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendEmailPreview,
+                    request_deserializer=herald_dot_campaign_dot_v1_dot_email__pb2.SendEmailPreviewRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -272,6 +291,33 @@ class EmailService:
             target,
             '/herald.campaign.v1.EmailService/DeleteEmail',
             herald_dot_campaign_dot_v1_dot_email__pb2.DeleteEmailRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendEmailPreview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.campaign.v1.EmailService/SendEmailPreview',
+            herald_dot_campaign_dot_v1_dot_email__pb2.SendEmailPreviewRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

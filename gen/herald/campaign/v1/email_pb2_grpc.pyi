@@ -51,6 +51,11 @@ class EmailServiceStub:
     """
     DeleteEmail: _grpc.UnaryUnaryMultiCallable[_email_pb2.DeleteEmailRequest, _empty_pb2.Empty]
     """Deletes an email (soft: it stays readable by campaigns that were sent with it)."""
+    SendEmailPreview: _grpc.UnaryUnaryMultiCallable[_email_pb2.SendEmailPreviewRequest, _empty_pb2.Empty]
+    """Sends one preview of an email to an address through delivery (EmailPreviewRequestedEvent): the
+    subject prefixed "[Test] ", personalized with the first subscriber of list_id, or with sample
+    values without one. Answers once the request is queued.
+    """
 
 @_typing.type_check_only
 class EmailServiceAsyncStub(EmailServiceStub):
@@ -74,6 +79,11 @@ class EmailServiceAsyncStub(EmailServiceStub):
     """
     DeleteEmail: _aio.UnaryUnaryMultiCallable[_email_pb2.DeleteEmailRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes an email (soft: it stays readable by campaigns that were sent with it)."""
+    SendEmailPreview: _aio.UnaryUnaryMultiCallable[_email_pb2.SendEmailPreviewRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Sends one preview of an email to an address through delivery (EmailPreviewRequestedEvent): the
+    subject prefixed "[Test] ", personalized with the first subscriber of list_id, or with sample
+    values without one. Answers once the request is queued.
+    """
 
 class EmailServiceServicer(metaclass=_abc_1.ABCMeta):
     """EmailService owns email content: what campaigns and their A/B variations send. Every call
@@ -124,5 +134,16 @@ class EmailServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes an email (soft: it stays readable by campaigns that were sent with it)."""
+
+    @_abc_1.abstractmethod
+    def SendEmailPreview(
+        self,
+        request: _email_pb2.SendEmailPreviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Sends one preview of an email to an address through delivery (EmailPreviewRequestedEvent): the
+        subject prefixed "[Test] ", personalized with the first subscriber of list_id, or with sample
+        values without one. Answers once the request is queued.
+        """
 
 def add_EmailServiceServicer_to_server(servicer: EmailServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -159,6 +159,8 @@ class _BounceSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BounceSo
     """SendGrid's Event Webhook."""
     BOUNCE_SOURCE_POSTMARK: _BounceSource.ValueType  # 7
     """Postmark's bounce and spam-complaint webhooks."""
+    BOUNCE_SOURCE_REPORT_ABUSE_LINK: _BounceSource.ValueType  # 8
+    """The recipient followed the message's report-abuse link (%Link:ReportAbuse%) and confirmed."""
 
 class BounceSource(_BounceSource, metaclass=_BounceSourceEnumTypeWrapper):
     """Where a bounce or complaint came from."""
@@ -178,6 +180,8 @@ BOUNCE_SOURCE_SENDGRID: BounceSource.ValueType  # 6
 """SendGrid's Event Webhook."""
 BOUNCE_SOURCE_POSTMARK: BounceSource.ValueType  # 7
 """Postmark's bounce and spam-complaint webhooks."""
+BOUNCE_SOURCE_REPORT_ABUSE_LINK: BounceSource.ValueType  # 8
+"""The recipient followed the message's report-abuse link (%Link:ReportAbuse%) and confirmed."""
 Global___BounceSource: _TypeAlias = BounceSource  # noqa: Y015
 
 class _SendOutcome:
