@@ -36,11 +36,14 @@ Printed, per run: the main send's recipients handled per second (sent or deferre
 the campaign, since nothing is Pending at Sent) and messages the sink accepted per second in that time
 (retries included, and counted apart); the ratio B/A of recipients handled per second (the issue's goal:
 at least 90%); the longest time between two consecutive accepted messages from the first to the moment
-Sent was seen, and the fewest messages accepted in any 0.5 s of it (a lane stalled on a retry would show
-as a long gap); the checks, from the sink's stamps and from delivery.recipients, that every address was
-accepted exactly once, that the greylisted ones were tried exactly twice and the others once; CPU time
-per recipient of each process during the main send (psutil, user + system: a figure other load on the
-machine disturbs less than rates) and peak resident memory. No figure is asserted.
+Sent was seen, and the fewest messages accepted in any 0.5 s of it; per batch (which one lane works from
+its first window to its last), from delivery.recipients, the longest pause between two of its recipients
+handled at their first attempt (sent_at, or deferred_since for the deferred) and how long the longest
+and the median batch took (a lane that slept on a retry would show as a long pause there); the checks,
+from the sink's stamps and from delivery.recipients, that every address was accepted exactly once, that
+the greylisted ones were tried exactly twice and the others once; CPU time per recipient of each process
+during the main send, and per retry after it (psutil, user + system: a figure other load on the machine
+disturbs less than rates), and peak resident memory. No figure is asserted.
 """
 
 from __future__ import annotations
@@ -310,6 +313,8 @@ class Run:
     statuses: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
     sent_at: float = 0.0
+    # (longest pause between two recipients handled in one batch, longest batch, median batch), seconds.
+    batches: tuple[float, float, float] = (0.0, 0.0, 0.0)
     cpu_main: dict[str, float] = field(default_factory=dict)
     cpu_tail: dict[str, float] = field(default_factory=dict)
     peaks: dict[str, int] = field(default_factory=dict)
@@ -366,6 +371,24 @@ def delivery_counts(conn: psycopg.Connection, campaign_id: int) -> tuple[int, in
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
 
+# Per batch (one lane works a batch from its first window to its last), when each recipient was handled at its
+# first attempt: sent_at for those sent then, deferred_since (the deferral's record) for the deferred ones.
+_BATCHES = """
+    SELECT max(gap), max(span), percentile_cont(0.5) WITHIN GROUP (ORDER BY span)
+    FROM (
+        SELECT batch_id, max(gap) AS gap, max(t) - min(t) AS span
+        FROM (
+            SELECT batch_id, t, t - lag(t) OVER (PARTITION BY batch_id ORDER BY t) AS gap
+            FROM (
+                SELECT batch_id, extract(epoch FROM coalesce(deferred_since, sent_at)) AS t
+                FROM delivery.recipients WHERE campaign_id = %s
+            ) AS handled
+        ) AS gaps
+        GROUP BY batch_id
+    ) AS batches
+"""
+
+
 def herald_run(
     name: str, round_: int, csv: Path, folder: Path, recipients: int, percent: float, env: dict[str, str]
 ) -> Run:
@@ -417,6 +440,8 @@ def herald_run(
                     time.sleep(0.2)
                 run.tail_seconds = time.monotonic() - run.sent_at
                 after = cpu_seconds(herald, sink)
+                longest_pause, longest, median = conn.execute(_BATCHES, (campaign_id,)).fetchone() or (0, 0, 0)
+                run.batches = (float(longest_pause or 0), float(longest or 0), float(median or 0))
                 run.statuses = dict(
                     conn.execute(
                         "SELECT status, count(*) FROM delivery.recipients WHERE campaign_id = %s GROUP BY status",
@@ -514,6 +539,11 @@ def report(runs: list[Run], ceilings: list[Ceiling], addresses: list[str], worke
     row("  first message accepted after Ready (s)", [f"{run.first_accept():.2f}" for run in runs])
     row("  longest time without an accepted message (s)", [f"{run.longest_gap():.3f}" for run in runs])
     row("  fewest messages accepted in 0.5 s", [f"{run.quietest():,}" for run in runs])
+    row("  longest pause inside one batch (s)", [f"{run.batches[0]:.3f}" for run in runs])
+    row(
+        "  batches: longest / median, first to last recipient (s)",
+        [f"{b[1]:.2f} / {b[2]:.2f}" for b in (r.batches for r in runs)],
+    )
     row("Sent -> no recipient Deferred or being sent (s)", [f"{run.tail_seconds:.2f}" for run in runs])
     row(
         "Sent -> the sink's last accepted message (s)",
