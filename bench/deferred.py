@@ -524,7 +524,7 @@ def report(runs: list[Run], ceilings: list[Ceiling], addresses: list[str], worke
         print(f"{label:<58}" + "".join(f"{value:>16}" for value in values))
 
     row("greylisted once", [f"{run.percent:g}%" for run in runs])
-    row("load average (1, 5, 15 min) at Ready", [run.load.split()[0] for run in runs])
+    row("load average (1 min) at Ready", [run.load.split()[0] for run in runs])
     row("main send, Ready -> Sent (s)", [f"{run.seconds:.2f}" for run in runs])
     row(
         "  recipients handled/s (sent + deferred + failed at Sent)",
