@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/python bench/chaos.py
 	$(BIN)/python bench/dkim_signing.py
 	$(BIN)/python bench/bounces.py
+	$(BIN)/python bench/deferred.py
 
 clean:
 	rm -rf $(VENV) var
