@@ -279,12 +279,11 @@ async def released_retries(
         sa.text(
             f"""
             UPDATE delivery.recipients AS r
-            SET status = CASE WHEN (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c) = '{RunState.CANCELLED}'
-                              THEN '{RecipientStatus.DROPPED}' ELSE '{RecipientStatus.DEFERRED}' END,
-                next_attempt_at = CASE WHEN (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c)
-                                            = '{RunState.CANCELLED}' THEN NULL ELSE now() END,
-                last_error = CASE WHEN (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c)
-                                       = '{RunState.CANCELLED}' THEN 'campaign cancelled' ELSE r.last_error END
+            SET status = CASE WHEN run.cancelled THEN '{RecipientStatus.DROPPED}' ELSE '{RecipientStatus.DEFERRED}' END,
+                next_attempt_at = CASE WHEN run.cancelled THEN NULL ELSE now() END,
+                last_error = CASE WHEN run.cancelled THEN 'campaign cancelled' ELSE r.last_error END
+            FROM (SELECT coalesce(bool_or(state = '{RunState.CANCELLED}'), false) AS cancelled
+                  FROM delivery.campaign_runs WHERE campaign_id = :c) AS run
             WHERE r.campaign_id = :c AND r.recipient_id = ANY(CAST(:ids AS bigint[]))
               AND r.status = '{RecipientStatus.SENDING}' AND r.claimed_by = :w
             """

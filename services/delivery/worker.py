@@ -599,10 +599,6 @@ class Worker:
     ) -> Outcome:
         """Sends one message once: Sent, Failed, or Deferred with its next attempt; Pending when the run is no
         longer in one of `states` before it went out."""
-        template = templates.for_recipient(recipient)
-        message = template.render(recipient)
-        message_id = message.message_id
-        data = templates.signer.sign(message.data)
         view = await self._states.get(campaign_id)
         if self._stop.is_set() or view is None or view.state not in states:
             return Outcome(recipient.recipient_id, RecipientStatus.PENDING, 0, "")
@@ -612,6 +608,10 @@ class Worker:
             # attempt (the domain's answer to this batch), so each deferral has an attempt count of its own.
             DEFERRED_TOTAL.labels("domain").inc()
             return self._deferred(recipient, 1, deferral.error, None)
+        # Rendered and signed only for a message that is sent.
+        message = templates.for_recipient(recipient).render(recipient)
+        message_id = message.message_id
+        data = templates.signer.sign(message.data)
         await self._rate.wait()
         await self._campaign_pacer(campaign_id).wait()
         try:
