@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
 import nats.errors
@@ -98,6 +99,15 @@ class UnitOfWork:
             )
 
 
+@dataclass(frozen=True)
+class OutboxRow:
+    """One message to write into `<schema>.outbox`: INSERT (subject, msg_id, payload) … ON CONFLICT (msg_id) DO NOTHING."""
+
+    subject: str
+    msg_id: str
+    payload: bytes
+
+
 class Outbox:
     """A service's outbox table: the units of work that write to it, and the wake-up of the relay that empties it."""
 
@@ -121,6 +131,16 @@ class Outbox:
             await work._write(self.schema)
         if work.publishes:
             self._wake()
+
+    def row(self, event: EventType[M], message: M, *, key: str, signer: EventSigner | None = None) -> OutboxRow:
+        """A message as an outbox row, for a writer whose transaction is on a connection of its own (an import's
+        RowWriter, on psycopg) and writes its rows itself; once that transaction has committed, it calls
+        `committed_elsewhere`."""
+        return OutboxRow(self._subjects.event(event), event.msg_id(key), event.encode(message, signer))
+
+    def committed_elsewhere(self) -> None:
+        """Says rows made by `row` have committed: the relay publishes them now rather than at its next poll."""
+        self._wake()
 
     def _wake(self) -> None:
         """Publishes what was committed now rather than at the relay's next poll."""

@@ -31,6 +31,19 @@ async def create_list(api: Api, user: User, name: str = "Imports") -> int:
     return list_id
 
 
+async def create_field(api: Api, user: User, list_id: int, name: str, **settings: Any) -> int:
+    body = await api.call(
+        "customfield.create",
+        user.api_key,
+        SubscriberListID=list_id,
+        FieldName=name,
+        **{"FieldType": "Single line", **settings},
+    )
+    assert body["Success"] is True, body
+    field_id: int = body["CustomFieldID"]
+    return field_id
+
+
 def import_params(user: User, list_id: Any, **csv: Any) -> dict[str, Any]:
     """A valid subscribers.import.post body; `csv` overrides ImportFrom.CSV entries (None removes one)."""
     source: dict[str, Any] = {
@@ -112,12 +125,13 @@ async def csv_server() -> AsyncIterator[tuple[str, dict[str, bytes]]]:
 
 async def test_an_import_answers_at_once_and_its_job_reports_every_row(api: Api, user: User) -> None:
     list_id = await create_list(api, user)
+    town = await create_field(api, user, list_id, "Town")
     data = "ann@example.com,Ann,Lee,Paris\nbo@Example.ORG,Bo,,\n"
     body = import_params(
         user,
         list_id,
         Data=data,
-        MappedFields={"FIELD1": "EmailAddress", "FIELD2": "FirstName", "FIELD3": "LastName", "FIELD4": "7"},
+        MappedFields={"FIELD1": "EmailAddress", "FIELD2": "FirstName", "FIELD3": "LastName", "FIELD4": str(town)},
     )
     status, answer = await api.post(body, path=V1)
     assert status == 200
@@ -194,6 +208,8 @@ async def test_the_report_names_each_rejected_row_and_why(
 
 async def test_update_duplicates_updates_existing_subscribers_or_counts_them(api: Api, user: User) -> None:
     list_id = await create_list(api, user)
+    # A column may name its field by alias (case-insensitively), as subscriber.create's CustomFields may.
+    city = str(await create_field(api, user, list_id, "City", MergeTagAlias="City"))
     mapping = {"FIELD1": "EmailAddress", "FIELD2": "FirstName", "FIELD3": "city"}
     first = import_params(
         user, list_id, Data="a@example.com,Ann,Paris\nb@example.com,Bo,Rome\n", MappedFields=mapping
@@ -224,9 +240,9 @@ async def test_update_duplicates_updates_existing_subscribers_or_counts_them(api
     got = await api.call("subscriber.get", user.api_key, ListID=list_id, EmailAddress="a@example.com")
     info = got["SubscriberInformation"]
     # Names and custom fields are updated; an empty value keeps what the subscriber had.
-    assert info["FirstName"] == "Annie" and info["CustomFields"] == {"city": "Paris"}, info
+    assert info["FirstName"] == "Annie" and info["CustomFields"] == {city: "Paris"}, info
     got = await api.call("subscriber.get", user.api_key, ListID=list_id, EmailAddress="c@example.com")
-    assert got["SubscriberInformation"]["CustomFields"] == {"city": "Oslo"}
+    assert got["SubscriberInformation"]["CustomFields"] == {city: "Oslo"}
 
 
 async def test_suppression_flags_put_the_imported_addresses_on_the_suppression_list(api: Api, user: User) -> None:
@@ -378,6 +394,8 @@ async def test_the_cli_streams_a_file_and_prints_the_report(
     api: Api, user: User, system: System, tmp_path: Path
 ) -> None:
     list_id = await create_list(api, user)
+    # The header's other columns name custom fields of the list (by ID or alias).
+    await create_field(api, user, list_id, "Plan", MergeTagAlias="plan")
     rows = 20_000
     lines = ["Email,First Name,last_name,Plan"] + [f"c{i}@example.com,F{i},L{i},gold" for i in range(rows)]
     lines += ["broken,x,y,z", "c7@example.com,again,x,y"]
