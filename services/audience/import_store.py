@@ -493,33 +493,22 @@ class RowWriter:
         failed: list[RejectedRow] = []
         for column in self.fields.unique:
             value = sql.SQL("c{}").format(sql.SQL(str(column.position)))
-            cursor = await self.conn.execute(
-                sql.SQL(
-                    """
-                    SELECT DISTINCT ON (st.row_number) st.row_number, t.row_number
-                    FROM import_stage st JOIN (
-                        SELECT lower(btrim(s.custom_fields ->> %(key)s)) AS v, s.email_key, NULL::bigint AS row_number
-                        FROM audience.subscribers s
-                        WHERE s.list_id = %(list_id)s AND s.custom_fields ? %(key)s
-                        UNION ALL
-                        SELECT lower(btrim({value})), email_key, row_number FROM import_stage WHERE {value} <> ''
-                    ) t ON t.v = lower(btrim(st.{value})) AND t.email_key <> st.email_key
-                        AND (t.row_number IS NULL OR t.row_number < st.row_number)
-                    WHERE st.{value} <> ''
-                    ORDER BY st.row_number, t.row_number NULLS FIRST
-                    """
-                ).format(value=value),
-                {"key": column.key, "list_id": self.target.list_id},
-            )
-            found = await cursor.fetchall()
-            for row_number, earlier in found:
-                holder = "another subscriber" if earlier is None else f"row {earlier} of the file"
-                reason = f"custom field {column.key} ({column.name}) must be unique: {holder} has that value"
-                failed.append(RejectedRow(row_number, reason, raws[index[row_number]][:1000]))
-            if found:
-                await self.conn.execute(
-                    "DELETE FROM import_stage WHERE row_number = ANY(%(rows)s)", {"rows": [r for r, _ in found]}
+            # First the values other subscribers of the list have, then (among the rows left) those an
+            # earlier row of the file has: a row refused for the first reason holds no value for the second.
+            for query in (_TAKEN_BY_SUBSCRIBERS, _TAKEN_IN_FILE):
+                cursor = await self.conn.execute(
+                    query.format(value=value), {"key": column.key, "list_id": self.target.list_id}
                 )
+                found = await cursor.fetchall()
+                for row_number, earlier in found:
+                    holder = "another subscriber" if earlier is None else f"row {earlier} of the file"
+                    reason = f"custom field {column.key} ({column.name}) must be unique: {holder} has that value"
+                    failed.append(RejectedRow(row_number, reason, raws[index[row_number]][:1000]))
+                if found:
+                    await self.conn.execute(
+                        "DELETE FROM import_stage WHERE row_number = ANY(%(rows)s)",
+                        {"rows": [r for r, _ in found]},
+                    )
         return failed
 
     async def _duplicate_rows(
@@ -541,6 +530,30 @@ class RowWriter:
             reason = f"duplicate: {rows[i][1]} is already in row {first} of the file"
             result.append(RejectedRow(row_number, reason, raws[i][:1000]))
         return result
+
+
+# A staged row's value of a unique field (column {value}, key %(key)s) that another subscriber of the list has
+# (another address; compared case-insensitively after trimming, as subscriber.create compares).
+_TAKEN_BY_SUBSCRIBERS = sql.SQL(
+    """
+    SELECT DISTINCT st.row_number, NULL::bigint
+    FROM import_stage st JOIN audience.subscribers s
+        ON s.list_id = %(list_id)s AND s.custom_fields ? %(key)s AND s.email_key <> st.email_key
+        AND lower(btrim(s.custom_fields ->> %(key)s)) = lower(btrim(st.{value}))
+    WHERE st.{value} <> ''
+    """
+)
+# ... or that an earlier staged row with another address has (the first row of the file to hold it keeps it).
+_TAKEN_IN_FILE = sql.SQL(
+    """
+    SELECT st.row_number, min(e.row_number)
+    FROM import_stage st JOIN import_stage e
+        ON e.row_number < st.row_number AND e.email_key <> st.email_key
+        AND lower(btrim(e.{value})) = lower(btrim(st.{value}))
+    WHERE st.{value} <> ''
+    GROUP BY st.row_number
+    """
+)
 
 
 def _upsert_statement(update_duplicates: bool, width: int) -> sql.Composed:

@@ -503,3 +503,95 @@ async def test_a_job_abandoned_by_a_dead_worker_is_resumed_after_its_last_batch(
             audience_pb2.ListSubscribersRequest(list_id=list_id), metadata=metadata
         )
     assert sorted(s.email_address for s in listed.subscribers) == [f"{c}@example.com" for c in "abcd"]
+
+
+async def test_each_rows_custom_values_are_checked_like_subscriber_create_enforces_them(
+    api: Api, user: User, make_user: Any
+) -> None:
+    list_id = await create_list(api, user)
+    company = await create_field(api, user, list_id, "Company", IsRequired="Yes")
+    code = await create_field(api, user, list_id, "Code", IsUnique="Yes", ValidationMethod="Numbers")
+    plan = await create_field(api, user, list_id, "Plan", FieldType="Drop down", OptionLabel=["basic", "pro"])
+    city = await create_field(api, user, list_id, "City", DefaultValue="Berlin")
+    holder = await api.call(
+        "subscriber.create",
+        user.api_key,
+        ListID=list_id,
+        EmailAddress="holder@example.com",
+        SubscriptionDate="2025-01-02",
+        SubscriptionIP="203.0.113.5",
+        CustomFields={str(company): "Acme", str(code): "12"},
+    )
+    assert holder["Success"] is True, holder
+    mapping = {"FIELD1": "EmailAddress", "FIELD2": str(company), "FIELD3": f"CustomField{code}", "FIELD4": "Plan"}
+    # "Plan" is no field's ID or alias: the import is refused before it starts.
+    body = import_params(user, list_id, Data="a@example.com,Acme,1,pro\n", MappedFields=mapping)
+    assert await post_code(api, body) == [17]
+    _status, answer = await api.post(body, path=V1)
+    assert "'Plan' names no custom field" in answer["Errors"][0]["Message"], answer
+    # Company is required: an import that maps no column to it could add nobody.
+    only_code = {"FIELD1": "EmailAddress", "FIELD2": str(code)}
+    _status, answer = await api.post(import_params(user, list_id, MappedFields=only_code), path=V1)
+    assert answer["Errors"][0]["Code"] == 17 and "is required and no column" in answer["Errors"][0]["Message"]
+    # Another user's field is no field of this list.
+    stranger = await make_user()
+    theirs = await create_field(api, stranger, await create_list(api, stranger), "Theirs")
+    body = import_params(user, list_id, MappedFields={**mapping, "FIELD4": str(theirs)})
+    assert await post_code(api, body) == [17]
+
+    mapping["FIELD4"] = str(plan)
+    data = (
+        "ok@example.com,Acme,7,pro\n"  # 1 imported, gets City's default
+        "empty@example.com, ,8,basic\n"  # 2 required Company empty
+        "letters@example.com,Acme,x9,basic\n"  # 3 Code fails its validation (Numbers)
+        "gold@example.com,Acme,10,gold\n"  # 4 not one of Plan's options
+        "taken@example.com,Acme, 12 ,basic\n"  # 5 Code 12 is the holder's
+        "twin@example.com,Acme,7,basic\n"  # 6 Code 7 is row 1's
+        "HOLDER@example.com,Acme,12,pro\n"  # 7 the holder itself keeps its own value: a duplicate
+        "plain@example.com,Acme,,\n"  # 8 optional values may be empty
+    )
+    job = await finished_job(
+        api, user, list_id, await start_import(api, import_params(user, list_id, Data=data, MappedFields=mapping))
+    )
+    assert job["ImportStatus"] == "Completed", job
+    assert (job["TotalSubscribers"], job["TotalImported"], job["TotalDuplicates"], job["TotalFailed"]) == (
+        8,
+        2,
+        1,
+        5,
+    )
+    assert_totals_add_up(job)
+    failed = {row["RowNumber"]: row["Reason"] for row in job["FailedData"]}
+    assert failed == {
+        2: f"custom field {company} (Company) is required",
+        3: f"custom field {code} (Code) failed its validation (Numbers)",
+        4: f"custom field {plan} (Plan) cannot hold that value: one of 'basic', 'pro'",
+        5: f"custom field {code} (Code) must be unique: another subscriber has that value",
+        6: f"custom field {code} (Code) must be unique: row 1 of the file has that value",
+    }, failed
+    assert job["FailedData"][0]["Data"] == "empty@example.com, ,8,basic\n"
+    info = (await api.call("subscriber.get", user.api_key, ListID=list_id, EmailAddress="ok@example.com"))[
+        "SubscriberInformation"
+    ]
+    # Values are stored under the field's ID, and a new subscriber gets the list fields' defaults.
+    assert info["CustomFields"] == {str(company): "Acme", str(code): "7", str(plan): "pro", str(city): "Berlin"}
+    for address in ("empty@example.com", "taken@example.com", "twin@example.com"):
+        got = await api.call("subscriber.get", user.api_key, ListID=list_id, EmailAddress=address)
+        assert got["Success"] is False, got
+
+    # Updating duplicates: the holder may keep its own unique value.
+    update = {
+        **import_params(user, list_id, Data="holder@example.com,Acme Ltd,12,basic\n", MappedFields=mapping),
+        "UpdateDuplicates": True,
+    }
+    job = await finished_job(api, user, list_id, await start_import(api, update))
+    assert (job["TotalImported"], job["TotalUpdated"], job["TotalFailed"]) == (1, 1, 0), job
+    info = (await api.call("subscriber.get", user.api_key, ListID=list_id, EmailAddress="holder@example.com"))[
+        "SubscriberInformation"
+    ]
+    assert info["CustomFields"] == {
+        str(company): "Acme Ltd",
+        str(code): "12",
+        str(plan): "basic",
+        str(city): "Berlin",
+    }
