@@ -101,6 +101,11 @@ async def test_an_import_into_a_double_opt_in_list_sends_each_new_subscriber_one
     info = await info_of(herald, user.api_key, list_id, new[1])
     assert info["SubscriberInformation"]["SubscriptionStatus"] == "Opt-In Pending"
 
+    # The import asked for Bo's confirmation just now: the form sent again within the hour sends nothing more.
+    status, again = await herald.api.post(
+        {"Command": "subscriber.subscribe", "ListID": list_id, "EmailAddress": new[1], "IPAddress": "198.51.100.7"}
+    )
+    assert status == 200 and again["ErrorCode"] == 9, again
     # Importing the same file again adds nobody and sends nothing more.
     status, answer = await herald.api.post(import_body(user.api_key, list_id, data), path=V1)
     job = await finished_job(herald, user.api_key, list_id, answer["ImportID"])

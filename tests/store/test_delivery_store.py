@@ -650,3 +650,53 @@ async def test_a_bounced_row_retried_by_an_admin_is_claimed_as_bounced_before(co
     assert await queue_store.requeued_failed_count(conn, campaign, 2, 2, 10) == 1
     [again] = await claim_store.recorded_and_claimed(conn, campaign, 2, 2, "w#2", [], 10)
     assert again.recipient_id == row.recipient_id and again.bounced_before
+
+
+async def test_an_imports_confirmation_requests_are_recorded_once_and_queued_set_wise_in_batches(
+    conn: AsyncConnection,
+) -> None:
+    list_id, owner = new_id(), new_id()
+    run_id = sending.opt_in_run_id(list_id)
+    first = await queue_store.recorded_opt_in_requests(conn, [11, 12, 13, 14, 15], T0, run_id)
+    assert first == {11, 12, 13, 14, 15}
+    # The same request delivered again is new for none of them; another time is another request.
+    assert await queue_store.recorded_opt_in_requests(conn, [11, 12, 13, 14, 15], T0, run_id) == set()
+    assert await queue_store.recorded_opt_in_requests(conn, [11, 16], T0 + timedelta(hours=1), run_id) == {11, 16}
+
+    run = await queue_store.ensured_run_for_update(conn, run_id, owner, RunState.SENDING)
+    content = {"campaign_name": "Confirmation", "default_email_id": 7, "emails": {}}
+    generation, first_batch = await queue_store.opened_opt_in_batches(
+        conn, run, content=content, occurrence=1, recipients=5, batches=3
+    )
+    recipients = [
+        {"subscriber_id": n, "email_address": f"P{n}@Example.com", "first_name": f"F{n}", "last_name": ""}
+        for n in sorted(first)
+    ]
+    await queue_store.queue_opt_in_recipients(
+        conn,
+        run,
+        occurrence=1,
+        generation=generation,
+        first_batch=first_batch,
+        batch_size=2,
+        list_id=list_id,
+        email_id=7,
+        recipients=recipients,
+    )
+    rows = await _rows(conn, run_id)
+    assert [(r.subscriber_id, r.batch_id, r.generation, r.email_id, r.status) for r in rows] == [
+        (11, first_batch, generation, 7, RecipientStatus.PENDING),
+        (12, first_batch, generation, 7, RecipientStatus.PENDING),
+        (13, first_batch + 1, generation, 7, RecipientStatus.PENDING),
+        (14, first_batch + 1, generation, 7, RecipientStatus.PENDING),
+        (15, first_batch + 2, generation, 7, RecipientStatus.PENDING),
+    ]
+    assert rows[0].domain == "example.com"
+    after = await queue_store.run_for_update(conn, run_id)
+    assert after is not None
+    assert (after.batches, after.total_recipients, after.generation) == (first_batch + 2, 5, generation)
+    # The next request takes the batches after these.
+    _, following = await queue_store.opened_opt_in_batches(
+        conn, after, content=content, occurrence=1, recipients=1, batches=1
+    )
+    assert following == first_batch + 3

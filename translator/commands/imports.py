@@ -258,7 +258,8 @@ CSV_SOURCE = (
     Param(
         "MappedFields",
         "object",
-        'Columns to fields: {"FIELD1": "EmailAddress", "FIELD2": "<CustomFieldID>"} (or an array of names)',
+        'Columns to fields: {"FIELD1": "EmailAddress", "FIELD2": "<CustomFieldID>"} (or an array of names); a '
+        "custom field must be the list's (by ID or alias), and each row's value is checked against it",
         required=True,
     ),
 )
@@ -267,8 +268,14 @@ POST_PARAMS = (
     *(
         Param(name, "boolean", text, required=True)
         for name, text in (
-            ("AddToGlobalSuppressionList", "Put the imported addresses on the suppression list"),
-            ("AddToSuppressionList", "Put the imported addresses on the suppression list"),
+            (
+                "AddToGlobalSuppressionList",
+                "Put the imported addresses on the suppression list (true answers 10 on a double opt-in list)",
+            ),
+            (
+                "AddToSuppressionList",
+                "Put the imported addresses on the suppression list (true answers 10 on a double opt-in list)",
+            ),
             ("UpdateDuplicates", "Update subscribers already on the list (names, custom fields)"),
             ("TriggerActions", "Must be false: Herald has no autoresponders or journeys to run (true answers 12)"),
         )
