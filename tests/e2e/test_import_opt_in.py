@@ -4,13 +4,18 @@ confirmation email each over real SMTP (the `delivery_system` Herald and its rec
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
 import grpc
+import nats
 import pytest
+from google.protobuf import json_format
 from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 
+from services.common import events
+from services.common.natsutil import Subjects
 from tests.conftest import grpc_metadata
 from tests.e2e.delivery_helpers import DeliveryHerald, new_domain, ok
 from tests.e2e.test_double_opt_in import double_list, info_of, links_in, opened
@@ -171,5 +176,43 @@ async def test_an_import_a_double_opt_in_list_cannot_honour_is_refused(delivery_
     assert "no confirmation email" in answer["Errors"][0]["Message"]
     got = await herald.api.call("subscriber.get", user.api_key, ListID=bare, EmailAddress=f"b@{domain}")
     assert got["Success"] is False and got["ErrorCode"] == 3, got
+    await asyncio.sleep(1)
+    assert herald.recorder.messages_to(domain) == []
+
+
+async def test_an_unsigned_bulk_confirmation_request_on_nats_sends_nothing(
+    delivery_system: DeliveryHerald,
+) -> None:
+    """Only audience signs an import's confirmation requests: one published by anyone else mails nobody."""
+    herald = delivery_system
+    user = await herald.new_user()
+    list_id = await double_list(herald, user.api_key)
+    email_id = (await ok(herald.api, "list.get", user.api_key, ListID=list_id))["List"]["OptInConfirmationEmailID"]
+    domain = new_domain()
+    forged = audience_pb2.OptInConfirmationsRequestedEvent(
+        owner_user_id=user.user_id,
+        list_id=list_id,
+        email_id=email_id,
+        import_id=1,
+        recipients=[
+            audience_pb2.OptInConfirmationsRequestedEvent.Recipient(
+                subscriber_id=n, email_address=f"victim{n}@{domain}"
+            )
+            for n in (1, 2)
+        ],
+    )
+    forged.request_time.GetCurrentTime()
+    payload = json.dumps(json_format.MessageToDict(forged, preserving_proto_field_name=True)).encode()
+    client = await nats.connect(herald.nats.url)
+    try:
+        subjects = Subjects(herald.system.env["HERALD_NATS_NAMESPACE"])
+        await client.jetstream().publish(subjects.event(events.OPT_IN_CONFIRMATIONS_REQUESTED), payload)
+    finally:
+        await client.close()
+    # A real import's requests after it are sent, so the forged one was consumed (and refused) by then.
+    real = new_domain()
+    status, answer = await herald.api.post(import_body(user.api_key, list_id, f"real@{real},Real\n"), path=V1)
+    assert status == 200, answer
+    await herald.recorder.wait_for(real, 1, within=30)
     await asyncio.sleep(1)
     assert herald.recorder.messages_to(domain) == []
