@@ -1297,13 +1297,15 @@ Global___DeliveryBatch: _TypeAlias = DeliveryBatch  # noqa: Y015
 
 @_typing.final
 class DeliveryRetry(_message.Message):
-    """A deferred recipient's next attempt is due. Internal to delivery (a work item, not an event). The
-    outbox publishes it as a JetStream message schedule (`Nats-Schedule: @at <time>`) on
+    """The next attempt of deferred recipients is due: `recipient_id` and `also_recipient_ids`, all of one
+    campaign, deferred with the same attempt count and due at the same second (one window of a batch
+    travels together). Internal to delivery (a work item, not an event). The outbox publishes it as a
+    JetStream message schedule (`Nats-Schedule: @at <time>`) on
     `<namespace>.delivery.retries.at.<campaign_id>.<recipient_id>` in the stream
     `<NAMESPACE>_DELIVERY_RETRIES`; when it is due the server publishes it on `<namespace>.delivery.retries`,
     where the workers' durable consumer `delivery-retries` takes it. Nats-Msg-Id
     `delivery.retries:<campaign_id>:<recipient_id>:<attempt>` (with a suffix when a resume or the sweeper
-    schedules it again).
+    schedules it again): a recipient is the first of at most one message per attempt.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1311,22 +1313,28 @@ class DeliveryRetry(_message.Message):
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     RECIPIENT_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    ALSO_RECIPIENT_IDS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
     recipient_id: _builtins.int
     attempt: _builtins.int
     """The sends tried so far (the row's attempts when it was deferred): only a message of the row's
     current attempt count claims it, so a message that arrives twice sends once.
     """
+    @_builtins.property
+    def also_recipient_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Further recipients of the same campaign and attempt count, retried together with `recipient_id`."""
+
     def __init__(
         self,
         *,
         campaign_id: _builtins.int = ...,
         recipient_id: _builtins.int = ...,
         attempt: _builtins.int = ...,
+        also_recipient_ids: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "campaign_id", b"campaign_id", "recipient_id", b"recipient_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["also_recipient_ids", b"also_recipient_ids", "attempt", b"attempt", "campaign_id", b"campaign_id", "recipient_id", b"recipient_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
