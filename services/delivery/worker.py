@@ -10,7 +10,8 @@ Per batch message `{campaign_id, batch_id, generation}`:
    UPDATE … RETURNING), renders and sends each over pooled SMTP sessions, and writes the window's
    outcomes in one UPDATE … FROM unnest. A window is at most HERALD_DELIVERY_CONCURRENCY /
    HERALD_DELIVERY_PARALLEL_BATCHES rows, so a worker killed at any instant leaves at most its send
-   concurrency of rows unconfirmed: those become the ambiguous ones of step 1.
+   concurrency of rows unconfirmed, and one window more of due retries: those become the ambiguous ones of
+   step 1 (a retry's when its message comes back).
 4. Between messages the run's state is checked (at most 0.5 s old): a pause or cancel stops sending
    within a second and the claimed rows not yet sent go back to Pending (Dropped when cancelled).
 5. When the run has no Pending, Held (a split test's rest, waiting for the winner) or Sending row left,
