@@ -130,15 +130,11 @@ class Browser:
         """Clicks the link whose visible text is `text`, and waits for the page it leads to."""
         return await self._run(lambda: self._click(self.driver.find_element(By.LINK_TEXT, text)))
 
-    async def press(self, button: str) -> Shown:
-        """Presses the button labelled `button`, and waits for the page the form's answer is."""
-        xpath = f"//button[normalize-space()={json.dumps(button)}]"
-        return await self._run(lambda: self._click(self.driver.find_element(By.XPATH, xpath)))
+    async def press(self, label: str) -> Shown:
+        """Presses the button labelled `label`, and waits for the page the form's answer is."""
+        return await self._run(lambda: self._click(self._button(label)))
 
     # --- what the reader sees ---
-
-    async def shown(self) -> Shown:
-        return await self._run(self._shown)
 
     async def frame_text(self, css: str) -> str:
         """The visible text of the document in the frame `css` (an email in a web view)."""
@@ -182,6 +178,12 @@ class Browser:
     def _shown(self) -> Shown:
         body = self.driver.find_element(By.TAG_NAME, "body")
         return Shown(self.driver.current_url, self.driver.title, body.text)
+
+    def _button(self, label: str) -> WebElement:
+        buttons = self.driver.find_elements(By.TAG_NAME, "button")
+        labelled = [button for button in buttons if button.text == label]
+        assert len(labelled) == 1, f"{len(labelled)} buttons labelled {label!r} on {self.driver.current_url}"
+        return labelled[0]
 
     def _click(self, element: WebElement) -> Shown:
         page = self.driver.find_element(By.TAG_NAME, "html")
