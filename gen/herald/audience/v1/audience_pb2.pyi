@@ -987,19 +987,49 @@ class UnsubscribeSubscribersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     UNSUBSCRIBED_COUNT_FIELD_NUMBER: _builtins.int
+    UNSUBSCRIBED_FIELD_NUMBER: _builtins.int
     unsubscribed_count: _builtins.int
+    @_builtins.property
+    def unsubscribed(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnsubscribedSubscriber]:
+        """The subscribers this call unsubscribed (none for a preview, nor for one unsubscribed before)."""
+
     def __init__(
         self,
         *,
         unsubscribed_count: _builtins.int = ...,
+        unsubscribed: _abc.Iterable[Global___UnsubscribedSubscriber] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["unsubscribed_count", b"unsubscribed_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["unsubscribed", b"unsubscribed", "unsubscribed_count", b"unsubscribed_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UnsubscribeSubscribersResponse: _TypeAlias = UnsubscribeSubscribersResponse  # noqa: Y015
+
+@_typing.final
+class UnsubscribedSubscriber(_message.Message):
+    """A subscriber an unsubscription changed: its id and its address on the list, lower-cased."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    subscriber_id: _builtins.int
+    email_address: _builtins.str
+    def __init__(
+        self,
+        *,
+        subscriber_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnsubscribedSubscriber: _TypeAlias = UnsubscribedSubscriber  # noqa: Y015
 
 @_typing.final
 class DeleteSubscribersRequest(_message.Message):
