@@ -557,13 +557,13 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
                 keys = [key for _, key in unsubscribed]
                 await store.added_suppression_count(conn, mailing_list.owner_user_id, keys)
         log.info("subscribers unsubscribed", list_id=request.list_id, count=len(unsubscribed))
-        return audience_pb2.UnsubscribeSubscribersResponse(
-            unsubscribed_count=len(unsubscribed),
-            unsubscribed=[
+        response = audience_pb2.UnsubscribeSubscribersResponse(unsubscribed_count=len(unsubscribed))
+        if request.include_unsubscribed:
+            response.unsubscribed.extend(
                 audience_pb2.UnsubscribedSubscriber(subscriber_id=subscriber_id, email_address=key)
                 for subscriber_id, key in sorted(unsubscribed)
-            ],
-        )
+            )
+        return response
 
     async def DeleteSubscribers(
         self, request: audience_pb2.DeleteSubscribersRequest, context: grpc.aio.ServicerContext

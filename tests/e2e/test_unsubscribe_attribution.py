@@ -11,10 +11,11 @@ from typing import Any
 
 import grpc
 import pytest
+from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 
 from services.common.grpcutil import decode_error
-from tests.conftest import User, grpc_metadata
+from tests.conftest import System, User, grpc_metadata
 from tests.e2e.delivery_helpers import (
     SUBSCRIBED_IP,
     DeliveryHerald,
@@ -273,3 +274,38 @@ async def test_record_unsubscriptions_counts_only_in_the_callers_campaigns_and_n
         ("subscribers", "INVALID_SUBSCRIBERS"),
         ("email_id", "INVALID_EMAIL_ID"),
     ]
+
+
+async def test_unsubscribe_subscribers_names_whom_it_unsubscribed_only_when_asked(
+    system: System, user: User
+) -> None:
+    metadata = grpc_metadata(system, user.user_id)
+    async with grpc.aio.insecure_channel(system.grpc_target("audience")) as channel:
+        stub = audience_pb2_grpc.AudienceServiceStub(channel)
+        list_id = (await stub.CreateList(audience_pb2.CreateListRequest(name="Named"), metadata=metadata)).list_id
+        ids = {}
+        for address in ("Ada@Example.com", "bob@example.com"):
+            created = await stub.CreateSubscriber(
+                audience_pb2.CreateSubscriberRequest(
+                    subscriber=audience_pb2.Subscriber(
+                        list_id=list_id, email_address=address, status=audience_pb2.SUBSCRIBER_STATUS_SUBSCRIBED
+                    )
+                ),
+                metadata=metadata,
+            )
+            ids[address] = created.subscriber_id
+
+        def unsubscribe(address: str, **extra: Any) -> audience_pb2.UnsubscribeSubscribersRequest:
+            return audience_pb2.UnsubscribeSubscribersRequest(
+                list_id=list_id, email_address=address, ip_address=SUBSCRIBED_IP, **extra
+            )
+
+        plain = await stub.UnsubscribeSubscribers(unsubscribe("bob@example.com"), metadata=metadata)
+        assert (plain.unsubscribed_count, list(plain.unsubscribed)) == (1, [])
+        named = await stub.UnsubscribeSubscribers(
+            unsubscribe("ada@example.com", include_unsubscribed=True), metadata=metadata
+        )
+        assert named.unsubscribed_count == 1
+        assert [(s.subscriber_id, s.email_address) for s in named.unsubscribed] == [
+            (ids["Ada@Example.com"], "ada@example.com")
+        ]

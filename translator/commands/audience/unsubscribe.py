@@ -83,6 +83,7 @@ async def unsubscribe(args: Args, ctx: Context) -> dict[str, Any]:
     # The campaign (and its email) the unsubscription came from: it is counted in that campaign's statistics.
     campaign_id = args.int("campaignid", min=1)
     email_id = args.int("emailid", min=1)
+    request.include_unsubscribed = campaign_id > 0
     # Herald has no autoresponders, so no AutoResponderID names one: there is nothing to count it in
     # (docs/legacy-mapping.md, the field audit). The unsubscription itself goes ahead.
     autoresponder_id = args.int("autoresponderid", min=1)
