@@ -368,8 +368,8 @@ async def insert_tracking_events(
 
 # Each subscriber's latest Sent row of the campaign, from the list named, and of the email named (its A/B
 # variation, or the run's default email for a row without one); the rows are found through the unique
-# (campaign, occurrence, address) index, one occurrence at a time. A subscriber who has an unsubscribe event
-# in the campaign already (through the link, in any occurrence) gets none more.
+# (campaign, occurrence, address) index, one occurrence at a time. A subscriber already counted in the
+# campaign's unsubscriptions (an unsubscribe event, or a complaint, in any occurrence) gets no event more.
 _INSERT_UNSUBSCRIPTIONS = sa.text(
     """
     WITH reported AS (
@@ -393,10 +393,15 @@ _INSERT_UNSUBSCRIPTIONS = sa.text(
     SELECT sent.campaign_id, sent.recipient_id, sent.owner_user_id, 'unsubscribe', :occurred_at
     FROM sent
     WHERE NOT EXISTS (
-        SELECT 1 FROM delivery.events AS e
-        JOIN delivery.recipients AS before ON before.campaign_id = e.campaign_id
-                                          AND before.recipient_id = e.recipient_id
-        WHERE e.campaign_id = :campaign_id AND e.kind = 'unsubscribe' AND before.subscriber_id = sent.subscriber_id
+        SELECT 1
+        FROM (
+            SELECT recipient_id FROM delivery.events WHERE campaign_id = :campaign_id AND kind = 'unsubscribe'
+            UNION ALL
+            SELECT recipient_id FROM delivery.bounces WHERE campaign_id = :campaign_id AND kind = 'complaint'
+        ) AS gone
+        JOIN delivery.recipients AS before ON before.campaign_id = :campaign_id
+                                          AND before.recipient_id = gone.recipient_id
+        WHERE before.subscriber_id = sent.subscriber_id
     )
     ON CONFLICT DO NOTHING
     RETURNING event_id

@@ -707,8 +707,13 @@ async def test_api_unsubscriptions_count_once_per_subscriber_of_the_list_the_cam
     await _sent_row(conn, campaign, owner, 3, list_id, status="Failed")
     await _sent_row(conn, campaign, owner, 4, other_list)
     variation = await _sent_row(conn, campaign, owner, 5, list_id, email_id=60)
-    # Subscriber 1 followed the link of the first occurrence's message.
+    complained = await _sent_row(conn, campaign, owner, 6, list_id)
+    await _sent_row(conn, campaign, owner, 6, list_id, occurrence=2)
+    # Subscriber 1 followed the link of the first occurrence's message; subscriber 6 complained about it.
     await store.insert_tracking_events(conn, [TrackingHit(campaign, linked, domain.UNSUBSCRIBE, "", T0, "")], None)
+    await bounce_store.recorded_bounces(
+        conn, [_bounce(campaign, complained, f"{campaign}:c", BounceKind.COMPLAINT)], None
+    )
 
     def reported(*subscriber_ids: int, email_id: int = 0) -> domain.Unsubscriptions:
         subscribers = tuple((s, f"S{s}@EXAMPLE.COM") for s in subscriber_ids)
@@ -718,11 +723,11 @@ async def test_api_unsubscriptions_count_once_per_subscriber_of_the_list_the_cam
     assert await store.inserted_unsubscription_count(conn, reported(1, 2, 3, 4, 5, 9), new_id()) == 0
     assert await store.inserted_unsubscription_count(conn, reported(2, email_id=60), owner) == 0
     assert await store.inserted_unsubscription_count(conn, reported(5, email_id=50), owner) == 0
-    # 1 counted through the link already, 3 was never delivered, 4 is of another list, 9 was never queued.
-    assert await store.inserted_unsubscription_count(conn, reported(1, 2, 3, 4, 9, email_id=50), owner) == 1
+    # 1 and 6 counted already (link, complaint), 3 was never delivered, 4 is of another list, 9 was never queued.
+    assert await store.inserted_unsubscription_count(conn, reported(1, 2, 3, 4, 6, 9, email_id=50), owner) == 1
     assert await store.inserted_unsubscription_count(conn, reported(5, email_id=60), None) == 1
     assert await store.inserted_unsubscription_count(conn, reported(1, 2, 5), None) == 0
-    # Counted on subscriber 2's latest row, and in the statistics with the link's.
+    # Counted on subscriber 2's latest row, and in the statistics with the link's and the complaint's.
     assert await _unsubscribed_rows(conn, campaign) == [linked, latest, variation]
     counts = await bounce_store.bounce_counts(conn, [campaign], owner)
-    assert counts[campaign].unsubscriptions == 3
+    assert counts[campaign].unsubscriptions == 4
