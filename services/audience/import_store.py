@@ -36,7 +36,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.audience.import_domain import MAX_REPORTED_ROWS, RejectedRow
-from services.common.outbox import OutboxRow
 
 SCHEMA = "audience"
 metadata = MetaData(schema=SCHEMA)
@@ -250,7 +249,7 @@ class Confirmations:
     """How a writer asks for the confirmation emails of the subscribers it adds Opt-In Pending: `rows` makes the
     outbox rows (written in the batch's transaction), `committed` wakes the relay once it has committed."""
 
-    rows: Callable[[Sequence[PendingSubscriber], datetime], list[OutboxRow]]
+    rows: Callable[[Sequence[PendingSubscriber], datetime], list[dict[str, object]]]
     committed: Callable[[], None]
 
 
@@ -473,9 +472,9 @@ class RowWriter:
         outbox_rows = confirmations.rows(pending, now)
         async with self.conn.cursor() as cursor:
             await cursor.executemany(
-                "INSERT INTO audience.outbox (subject, msg_id, payload) VALUES (%s, %s, %s) "
+                "INSERT INTO audience.outbox (subject, msg_id, payload) VALUES (%(s)s, %(m)s, %(p)s) "
                 "ON CONFLICT (msg_id) DO NOTHING",
-                [(r.subject, r.msg_id, r.payload) for r in outbox_rows],
+                outbox_rows,
             )
         return bool(outbox_rows)
 

@@ -56,7 +56,7 @@ from services.common import events, grpcutil
 from services.common.auth import Principal
 from services.common.config import Settings
 from services.common.errors import DomainError, Violations, invalid, not_found, precondition
-from services.common.outbox import Outbox, OutboxRow
+from services.common.outbox import Outbox
 
 log = structlog.get_logger()
 
@@ -523,7 +523,7 @@ class ImportHandler:
         """The confirmation requests of the subscribers an import adds Opt-In Pending: one message per
         CONFIRMATIONS_PER_MESSAGE of them, keyed by the import, the first subscriber and the time."""
 
-        def rows(pending: Sequence[PendingSubscriber], now: datetime) -> list[OutboxRow]:
+        def rows(pending: Sequence[PendingSubscriber], now: datetime) -> list[dict[str, object]]:
             made = []
             for start in range(0, len(pending), CONFIRMATIONS_PER_MESSAGE):
                 chunk = pending[start : start + CONFIRMATIONS_PER_MESSAGE]

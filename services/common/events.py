@@ -196,7 +196,10 @@ def _batch_problems(batch: delivery_pb2.DeliveryBatch) -> list[str]:
 
 
 def _retry_problems(retry: delivery_pb2.DeliveryRetry) -> list[str]:
-    return _positive(retry, "campaign_id", "recipient_id", "attempt")
+    problems = _positive(retry, "campaign_id", "recipient_id", "attempt")
+    if any(recipient_id <= 0 for recipient_id in retry.also_recipient_ids):
+        problems.append("also_recipient_ids must be positive")
+    return problems
 
 
 _BOUNCE_KINDS = frozenset(delivery_pb2.BounceKind.values()) - {delivery_pb2.BOUNCE_KIND_UNSPECIFIED}

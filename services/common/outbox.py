@@ -13,13 +13,13 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import TypeVar
 
 import nats.errors
 import structlog
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -30,6 +30,24 @@ from services.common.natsutil import Subjects
 log = structlog.get_logger()
 
 M = TypeVar("M", bound=Message)
+
+
+def outbox_row(
+    subject: str,
+    event: EventType[M],
+    message: M,
+    *,
+    key: str | None = None,
+    signer: EventSigner | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, object]:
+    """One outbox row as a unit of work writes it: subject `s`, Nats-Msg-Id `m`, payload `p`, headers `h` (JSON)."""
+    return {
+        "s": subject,
+        "m": event.msg_id(key),
+        "p": event.encode(message, signer),
+        "h": json.dumps(dict(headers)) if headers else None,
+    }
 
 
 class UnitOfWork:
@@ -61,14 +79,11 @@ class UnitOfWork:
         """
         if headers and not self._with_headers:
             raise ValueError(f"this outbox keeps no headers (publishing {event.subject})")
-        payload = event.encode(message, signer)
-        row: dict[str, object] = {
-            "s": subject or self._subjects.event(event),
-            "m": event.msg_id(key),
-            "p": payload,
-        }
-        if self._with_headers:
-            row["h"] = json.dumps(dict(headers)) if headers else None
+        row = outbox_row(
+            subject or self._subjects.event(event), event, message, key=key, signer=signer, headers=headers
+        )
+        if not self._with_headers:
+            del row["h"]
         self._messages.append(row)
 
     def subject(self, event: EventType[M]) -> str:
@@ -99,26 +114,25 @@ class UnitOfWork:
             )
 
 
-@dataclass(frozen=True)
-class OutboxRow:
-    """One message to write into `<schema>.outbox`: INSERT (subject, msg_id, payload) … ON CONFLICT (msg_id) DO NOTHING."""
-
-    subject: str
-    msg_id: str
-    payload: bytes
-
-
 class Outbox:
     """A service's outbox table: the units of work that write to it, and the wake-up of the relay that empties it."""
 
     def __init__(
-        self, engine: AsyncEngine, schema: str, subjects: Subjects, *, with_headers: bool = False
+        self,
+        engine: AsyncEngine,
+        schema: str,
+        subjects: Subjects,
+        *,
+        with_headers: bool = False,
+        unordered_prefix: str | None = None,
     ) -> None:
         self.engine = engine
         self.schema = schema
         self._subjects = subjects
         # Whether the schema's outbox table has a `headers` column (delivery's, migration 0010).
         self.with_headers = with_headers
+        # Subjects under this prefix need no order among the outbox's messages (delivery's retry schedules).
+        self._unordered_prefix = unordered_prefix
         self._wakeup = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
 
@@ -132,11 +146,13 @@ class Outbox:
         if work.publishes:
             self._wake()
 
-    def row(self, event: EventType[M], message: M, *, key: str, signer: EventSigner | None = None) -> OutboxRow:
-        """A message as an outbox row, for a writer whose transaction is on a connection of its own (an import's
-        RowWriter, on psycopg) and writes its rows itself; once that transaction has committed, it calls
-        `committed_elsewhere`."""
-        return OutboxRow(self._subjects.event(event), event.msg_id(key), event.encode(message, signer))
+    def row(
+        self, event: EventType[M], message: M, *, key: str, signer: EventSigner | None = None
+    ) -> dict[str, object]:
+        """A message as an outbox row (`outbox_row`), for a writer whose transaction is on a connection of its own
+        (an import's RowWriter, on psycopg) and writes its rows itself; once that transaction has committed, it
+        calls `committed_elsewhere`."""
+        return outbox_row(self._subjects.event(event), event, message, key=key, signer=signer)
 
     def committed_elsewhere(self) -> None:
         """Says rows made by `row` have committed: the relay publishes them now rather than at its next poll."""
@@ -154,14 +170,22 @@ class Outbox:
 
     async def relay(self, js: JetStreamContext, stop: asyncio.Event) -> None:
         """Runs this outbox's relay until `stop` (any number of replicas may run one)."""
-        await OutboxRelay(self.engine, self.schema, js, self._wakeup, with_headers=self.with_headers).run(stop)
+        await OutboxRelay(
+            self.engine,
+            self.schema,
+            js,
+            self._wakeup,
+            with_headers=self.with_headers,
+            unordered_prefix=self._unordered_prefix,
+        ).run(stop)
 
 
 class OutboxRelay:
     """Publishes a schema's outbox rows to JetStream in order and deletes each once JetStream has acknowledged it.
 
     Safe with many replicas (rows are claimed with SKIP LOCKED). Setting `wakeup` (the Outbox does, after a
-    unit of work committed) skips the poll delay.
+    unit of work committed) skips the poll delay. Rows on a subject under `unordered_prefix` need no order:
+    they are published without waiting for each other's acknowledgement (pipelined), beside the ordered ones.
     """
 
     def __init__(
@@ -174,8 +198,10 @@ class OutboxRelay:
         poll_seconds: float = 0.5,
         batch: int = 200,
         with_headers: bool = False,
+        unordered_prefix: str | None = None,
     ) -> None:
         self._engine = engine
+        self._unordered_prefix = unordered_prefix
         self._schema = schema
         self._js = js
         self._poll = poll_seconds
@@ -197,27 +223,47 @@ class OutboxRelay:
                 )
             ).all()
             done: list[int] = []
+            failed: dict[int, str] = {}
+            pipelined: list[tuple[int, str, asyncio.Future[PubAck]]] = []
             for row_id, subject, msg_id, payload, headers in rows:
+                publish = self._js.publish(
+                    subject, bytes(payload), headers={**(headers or {}), "Nats-Msg-Id": msg_id}, timeout=5
+                )
+                if self._unordered_prefix and subject.startswith(self._unordered_prefix):
+                    pipelined.append((row_id, msg_id, asyncio.ensure_future(publish)))
+                    continue
                 try:
-                    ack = await self._js.publish(
-                        subject, bytes(payload), headers={**(headers or {}), "Nats-Msg-Id": msg_id}, timeout=5
-                    )
+                    ack = await publish
                 except (nats.errors.Error, TimeoutError, OSError) as exc:
                     log.warning(
                         "outbox publish failed; will retry", subject=subject, msg_id=msg_id, error=str(exc)
                     )
-                    await conn.execute(
-                        text(
-                            f'UPDATE "{self._schema}".outbox SET attempts = attempts + 1, last_error = :e '
-                            "WHERE id = :id"
-                        ),
-                        {"e": str(exc)[:500], "id": row_id},
-                    )
+                    failed[row_id] = str(exc)
                     break
                 if ack.duplicate:
                     log.info("outbox message was already in the stream", msg_id=msg_id)
                 done.append(row_id)
-                published += 1
+            if pipelined:
+                acks = await asyncio.gather(*(future for _, _, future in pipelined), return_exceptions=True)
+                for (row_id, msg_id, _), result in zip(pipelined, acks, strict=True):
+                    if isinstance(result, (nats.errors.Error, TimeoutError, OSError)):
+                        if not failed:
+                            log.warning("outbox publish failed; will retry", msg_id=msg_id, error=str(result))
+                        failed[row_id] = str(result)
+                    elif isinstance(result, BaseException):
+                        raise result
+                    else:
+                        done.append(row_id)
+            published = len(done)
+            if failed:
+                await conn.execute(
+                    text(
+                        f'UPDATE "{self._schema}".outbox SET attempts = attempts + 1, last_error = e '
+                        "FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[])) AS f(id, e) "
+                        f'WHERE "{self._schema}".outbox.id = f.id'
+                    ),
+                    {"ids": list(failed), "errors": [error[:500] for error in failed.values()]},
+                )
             if done:
                 await conn.execute(
                     text(f'DELETE FROM "{self._schema}".outbox WHERE id = ANY(:ids)'), {"ids": done}

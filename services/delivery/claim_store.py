@@ -129,11 +129,49 @@ _RECORD = f"""
 
 
 async def record_outcomes(
-    conn: AsyncConnection, campaign_id: int, claimant: str, outcomes: Sequence[Outcome]
+    conn: AsyncConnection,
+    campaign_id: int,
+    claimant: str,
+    outcomes: Sequence[Outcome],
+    outbox_rows: Sequence[Mapping[str, object]] = (),
 ) -> int:
-    """Writes the outcomes of the claimant's rows in one statement; returns how many rows it changed."""
-    result = await conn.execute(sa.text(_RECORD), {"c": campaign_id, "w": claimant, **_outcome_arrays(outcomes)})
-    return result.rowcount
+    """Writes the outcomes of the claimant's rows in one statement; returns how many rows it changed.
+
+    `outbox_rows` (retry messages, as in `recorded_and_claimed`) are written into the outbox by the same
+    statement: in autocommit, the campaign's counts row is locked for one statement only.
+    """
+    queued, queued_params = _queued(outbox_rows)
+    if not queued:
+        result = await conn.execute(
+            sa.text(_RECORD), {"c": campaign_id, "w": claimant, **_outcome_arrays(outcomes)}
+        )
+        return result.rowcount
+    result = await conn.execute(
+        sa.text(f"WITH {queued} recorded AS ({_RECORD} RETURNING r.recipient_id) SELECT count(*) FROM recorded"),
+        {"c": campaign_id, "w": claimant, **_outcome_arrays(outcomes), **queued_params},
+    )
+    return int(result.scalar_one())
+
+
+def _queued(outbox_rows: Sequence[Mapping[str, object]]) -> tuple[str, dict[str, list[object]]]:
+    """A WITH item (with its trailing comma) that writes `outbox_rows` into the outbox, and its parameters;
+    nothing without rows."""
+    if not outbox_rows:
+        return "", {}
+    sql = """
+            queued AS (
+                INSERT INTO delivery.outbox (subject, msg_id, payload, headers)
+                SELECT * FROM unnest(CAST(:out_subjects AS text[]), CAST(:out_ids AS text[]),
+                                     CAST(:out_payloads AS bytea[]), CAST(:out_headers AS jsonb[]))
+                ON CONFLICT (msg_id) DO NOTHING
+            ),"""
+    params = {
+        "out_subjects": [row["s"] for row in outbox_rows],
+        "out_ids": [row["m"] for row in outbox_rows],
+        "out_payloads": [row["p"] for row in outbox_rows],
+        "out_headers": [row["h"] for row in outbox_rows],
+    }
+    return sql, params
 
 
 async def recorded_and_claimed(
@@ -144,17 +182,21 @@ async def recorded_and_claimed(
     claimant: str,
     outcomes: Sequence[Outcome],
     limit: int,
+    outbox_rows: Sequence[Mapping[str, object]] = (),
 ) -> list[ClaimedRecipient]:
     """In one statement: writes the last window's outcomes and claims the next `limit` Pending rows of the batch.
 
     Rows are claimed only while the run is Sending. Rows still Sending under this claimant that are not
     among `outcomes` were claimed by a statement whose answer never arrived (the connection broke): nobody
-    sent them, so they go back to Pending.
+    sent them, so they go back to Pending. `outbox_rows` (the retry messages of the window's deferred
+    recipients, services/common/outbox.outbox_row) are written into the outbox by the same statement: all
+    or nothing with the outcomes; the relay publishes them at its next poll.
     """
+    queued, queued_params = _queued(outbox_rows)
     rows = await conn.execute(
         sa.text(
             f"""
-            WITH recorded AS ({_RECORD} RETURNING r.recipient_id),
+            WITH recorded AS ({_RECORD} RETURNING r.recipient_id),{queued}
             lost AS (
                 UPDATE delivery.recipients
                 SET status = '{RecipientStatus.PENDING}', claimed_by = NULL, claimed_at = NULL
@@ -182,7 +224,15 @@ async def recorded_and_claimed(
             FROM claimed
             """
         ),
-        {"c": campaign_id, "b": batch_id, "g": generation, "w": claimant, "n": limit, **_outcome_arrays(outcomes)},
+        {
+            "c": campaign_id,
+            "b": batch_id,
+            "g": generation,
+            "w": claimant,
+            "n": limit,
+            **_outcome_arrays(outcomes),
+            **queued_params,
+        },
     )
     return [ClaimedRecipient(*row) for row in rows]
 

@@ -13,7 +13,7 @@ from services.common.grpcutil import serve
 from services.common.nats_link import NatsLink
 from services.common.natsutil import Subjects
 from services.common.outbox import Outbox
-from services.delivery import dkim, streams
+from services.delivery import dkim, retries, streams
 from services.delivery.api import DeliveryService
 from services.delivery.opt_in import OptInConfirmations
 from services.delivery.preview import EmailPreviews
@@ -26,7 +26,10 @@ from services.delivery.store import SCHEMA
 async def main(settings: Settings) -> None:
     engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
-    outbox = Outbox(engine, SCHEMA, Subjects.of(settings), with_headers=True)
+    subjects = Subjects.of(settings)
+    outbox = Outbox(
+        engine, SCHEMA, subjects, with_headers=True, unordered_prefix=retries.schedules_prefix(subjects)
+    )
     queue = DeliveryQueue(engine, settings, outbox)
     confirmations = OptInConfirmations(settings, outbox)
     previews = EmailPreviews(settings, outbox)

@@ -256,6 +256,12 @@ class MessageTemplate:
             text = text[: closing.start()] + pixel + text[closing.start() :] if closing else text + pixel
         return text
 
+    def return_path(self, recipient: Recipient) -> str:
+        """The address the recipient's message is sent from (MAIL FROM), as `render` puts it in the message."""
+        return (
+            PREFIX + self._return_paths.token(self.campaign_id, recipient.recipient_id) + self._return_path_domain
+        )
+
     def render(self, recipient: Recipient) -> RenderedMessage:
         """The message of one recipient, with the return path it is sent from (the visible From stays the user's)."""
         tracked = TrackedRecipient(

@@ -2,14 +2,16 @@
 
 A send answered with a 4xx reply (greylisting, throttling, a full mailbox) or that found no connection
 to the relay does not hold its batch: the worker records the row as Deferred (with the reply, the
-attempt count and `next_attempt_at`) and, in the same transaction, writes a retry message into the
-outbox. The outbox publishes it as a JetStream *message schedule* (nats-server 2.12 and later, ADR-51):
+attempt count and `next_attempt_at`) and, in the same statement, writes a retry message into the
+outbox. The deferred recipients of one window with the same attempt count share one message, due at the
+earliest of their times (`together`). The outbox publishes it as a JetStream *message schedule*
+(nats-server 2.12 and later, ADR-51):
 
 - the stream `<NAMESPACE>_DELIVERY_RETRIES` (work-queue retention, message schedules allowed) holds one
-  schedule per deferred recipient, on `<namespace>.delivery.retries.at.<campaign_id>.<recipient_id>`,
-  with `Nats-Schedule: @at <next_attempt_at>` and `Nats-Schedule-Target: <namespace>.delivery.retries`;
+  schedule per group, on `<namespace>.delivery.retries.at.<campaign_id>.<first recipient_id>`, with
+  `Nats-Schedule: @at <next_attempt_at>` and `Nats-Schedule-Target: <namespace>.delivery.retries`;
 - when it is due, the server itself publishes the message on the target subject, where the workers'
-  durable consumer `delivery-retries` hands it to one worker, which sends to that recipient again.
+  durable consumer `delivery-retries` hands it to one worker, which sends to those recipients again.
 
 Why schedules rather than a `nak` with a delay: a nak'd message counts against the consumer's
 outstanding acks for the whole delay (max_ack_pending: 100,000 recipients greylisted for an hour would
@@ -34,7 +36,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -45,7 +47,7 @@ from nats.js import JetStreamContext
 from services.common import events
 from services.common.config import Settings
 from services.common.natsutil import Subjects
-from services.common.outbox import UnitOfWork
+from services.common.outbox import UnitOfWork, outbox_row
 
 log = structlog.get_logger()
 
@@ -109,8 +111,14 @@ def due_subject(subjects: Subjects) -> str:
 
 
 def schedule_subject(subjects: Subjects, campaign_id: int, recipient_id: int) -> str:
-    """The subject of one recipient's schedule: one schedule per recipient (a new one replaces the old)."""
+    """The subject of the schedule of a group whose first recipient is `recipient_id` (a new schedule on it
+    replaces the old)."""
     return f"{due_subject(subjects)}.at.{campaign_id}.{recipient_id}"
+
+
+def schedules_prefix(subjects: Subjects) -> str:
+    """The prefix of every schedule's subject: the outbox publishes these in no particular order (pipelined)."""
+    return f"{due_subject(subjects)}.at."
 
 
 class SchedulesUnsupported(RuntimeError):
@@ -167,26 +175,64 @@ class DueRetry:
     due: datetime
 
 
+# Recipients one retry message names at most.
+GROUP_LIMIT = 100
+
+
 def schedule(work: UnitOfWork, subjects: Subjects, retries: Sequence[DueRetry], *, again: str = "") -> None:
     """Writes the retries' message schedules into the unit of work's outbox (published once it commits).
 
     `again` tells a later scheduling of the same attempt apart (a resume, the sweeper): its Nats-Msg-Id
     must differ from the first one's, which JetStream may still remember.
     """
+    for subject, message, key, headers in _messages(subjects, retries, again):
+        work.publish(events.DELIVERY_RETRY, message, key=key, subject=subject, headers=headers)
+
+
+def outbox_rows(subjects: Subjects, retries: Sequence[DueRetry]) -> list[dict[str, object]]:
+    """The retries' message schedules as outbox rows, for a statement that writes them itself (see
+    claim_store.recorded_and_claimed)."""
+    return [
+        outbox_row(subject, events.DELIVERY_RETRY, message, key=key, headers=headers)
+        for subject, message, key, headers in _messages(subjects, retries, "")
+    ]
+
+
+def _messages(
+    subjects: Subjects, retries: Sequence[DueRetry], again: str
+) -> Iterator[tuple[str, delivery_pb2.DeliveryRetry, str, dict[str, str]]]:
+    """(subject, message, key, headers) of each retry message: the recipients of one campaign and attempt count
+    due at the same second travel together, at most GROUP_LIMIT to a message."""
+    groups: dict[tuple[int, int, str], list[int]] = {}
     for retry in retries:
-        key = f"{retry.campaign_id}:{retry.recipient_id}:{retry.attempt}" + (f":{again}" if again else "")
-        work.publish(
-            events.DELIVERY_RETRY,
-            delivery_pb2.DeliveryRetry(
-                campaign_id=retry.campaign_id, recipient_id=retry.recipient_id, attempt=retry.attempt
-            ),
-            key=key,
-            subject=schedule_subject(subjects, retry.campaign_id, retry.recipient_id),
-            headers={
-                "Nats-Schedule": f"@at {_at(retry.due)}",
-                "Nats-Schedule-Target": due_subject(subjects),
-            },
-        )
+        groups.setdefault((retry.campaign_id, retry.attempt, _at(retry.due)), []).append(retry.recipient_id)
+    for (campaign_id, attempt, at), recipient_ids in groups.items():
+        for start in range(0, len(recipient_ids), GROUP_LIMIT):
+            first, *also = recipient_ids[start : start + GROUP_LIMIT]
+            key = f"{campaign_id}:{first}:{attempt}" + (f":{again}" if again else "")
+            message = delivery_pb2.DeliveryRetry(
+                campaign_id=campaign_id, recipient_id=first, attempt=attempt, also_recipient_ids=also
+            )
+            headers = {"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": due_subject(subjects)}
+            yield schedule_subject(subjects, campaign_id, first), message, key, headers
+
+
+def together(deferred: Sequence[DueRetry]) -> list[DueRetry]:
+    """The deferrals of one window made due together: those of one campaign and attempt count take the earliest
+    of their due times (never later than any of them, so never after a recipient's deadline), so that they
+    travel in one retry message; the jitter still spreads one window from the next."""
+    earliest: dict[tuple[int, int], datetime] = {}
+    for retry in deferred:
+        key = (retry.campaign_id, retry.attempt)
+        earliest[key] = min(earliest.get(key, retry.due), retry.due)
+    return [
+        DueRetry(r.campaign_id, r.recipient_id, r.attempt, earliest[(r.campaign_id, r.attempt)]) for r in deferred
+    ]
+
+
+def recipients_of(retry: delivery_pb2.DeliveryRetry) -> list[int]:
+    """Every recipient a retry message names (a message written before they were grouped names one)."""
+    return [retry.recipient_id, *retry.also_recipient_ids]
 
 
 def _at(instant: datetime) -> str:

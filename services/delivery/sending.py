@@ -316,12 +316,11 @@ def send_time_bounce(
 
 
 def announced_outcomes(outcomes: Sequence[Outcome], bounced_before: Collection[int]) -> bool:
-    """Whether a window's outcomes announce something: a refusal to record, a delivery after a bounce, or a
-    deferral (its retry message)."""
+    """Whether a window's outcomes announce something: a refusal to record or a delivery after a bounce. (A
+    deferral's retry message is written by the statement that records it: claim_store.recorded_and_claimed.)"""
     return any(
         (outcome.status == RecipientStatus.FAILED and outcome.refusal is not None)
         or (outcome.status == RecipientStatus.SENT and outcome.recipient_id in bounced_before)
-        or outcome.status == RecipientStatus.DEFERRED
         for outcome in outcomes
     )
 

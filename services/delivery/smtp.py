@@ -25,6 +25,7 @@ import socket
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -295,6 +296,19 @@ class _Session:
         return await self._replies.next()
 
 
+class _Content:
+    """A message's bytes, made when first needed and kept."""
+
+    def __init__(self, make: Callable[[], bytes]) -> None:
+        self._make = make
+        self._bytes: bytes | None = None
+
+    def bytes(self) -> bytes:
+        if self._bytes is None:
+            self._bytes = self._make()
+        return self._bytes
+
+
 def _address(address: str, encoding: str) -> bytes:
     """`<address>` for MAIL FROM / RCPT TO; an address that could break the command line is refused for good."""
     if not address or any(c in address for c in "<>\r\n\x00 "):
@@ -462,14 +476,20 @@ class SmtpConnectionPool:
         finally:
             connection.session.close()
 
-    async def send(self, sender: str, recipient: str, message: bytes) -> SmtpReply:
-        """Sends `message` (RFC 5322 bytes, CRLF or LF line ends) from `sender` to `recipient`."""
+    async def send(self, sender: str, recipient: str, message: bytes | Callable[[], bytes]) -> SmtpReply:
+        """Sends `message` (RFC 5322 bytes, CRLF or LF line ends) from `sender` to `recipient`.
+
+        `message` may be a function that makes the bytes: it is called only once the server accepted the
+        envelope and DATA, so a recipient refused at RCPT TO (a greylisted one) costs no rendering, and at
+        most once (its bytes are kept for a second session).
+        """
+        content = _Content(message) if callable(message) else message
         if self._closed:
             raise RuntimeError("the SMTP pool is closed")
         async with self._slots:
             connection = await self._take()
             try:
-                return await self._transact(connection, sender, recipient, message)
+                return await self._transact(connection, sender, recipient, content)
             except SmtpSendError as exc:
                 # A reused session that the server had dropped fails before any content was sent:
                 # the message goes out over a fresh session (once; a second failure is reported).
@@ -480,11 +500,13 @@ class SmtpConnectionPool:
                 await self._give_back(connection)
             connection = await self._open()
             try:
-                return await self._transact(connection, sender, recipient, message)
+                return await self._transact(connection, sender, recipient, content)
             finally:
                 await self._give_back(connection)
 
-    async def _transact(self, connection: _Connection, sender: str, recipient: str, message: bytes) -> SmtpReply:
+    async def _transact(
+        self, connection: _Connection, sender: str, recipient: str, message: bytes | _Content
+    ) -> SmtpReply:
         session = connection.session
         encoding, options = "ascii", b""
         if not (sender.isascii() and recipient.isascii()):
@@ -512,7 +534,17 @@ class SmtpConnectionPool:
                     await self._reset(connection)
                 raise SmtpSendError(f"{stage} refused: {reply}", reply=reply, stage=stage)
             stage = "DATA"
-            session.send_content(message)
+            if isinstance(message, _Content):
+                try:
+                    content = message.bytes()
+                except BaseException:
+                    # The server waits for content that cannot be made: the session is not reused.
+                    connection.broken = True
+                    session.close()
+                    raise
+            else:
+                content = message
+            session.send_content(content)
             # From here until the reply the server may have accepted the message.
             stage = "content"
             reply = await session.reply()

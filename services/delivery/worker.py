@@ -10,7 +10,8 @@ Per batch message `{campaign_id, batch_id, generation}`:
    UPDATE … RETURNING), renders and sends each over pooled SMTP sessions, and writes the window's
    outcomes in one UPDATE … FROM unnest. A window is at most HERALD_DELIVERY_CONCURRENCY /
    HERALD_DELIVERY_PARALLEL_BATCHES rows, so a worker killed at any instant leaves at most its send
-   concurrency of rows unconfirmed: those become the ambiguous ones of step 1.
+   concurrency of rows unconfirmed, and one window more of due retries: those become the ambiguous ones of
+   step 1 (a retry's when its message comes back).
 4. Between messages the run's state is checked (at most 0.5 s old): a pause or cancel stops sending
    within a second and the claimed rows not yet sent go back to Pending (Dropped when cancelled).
 5. When the run has no Pending, Held (a split test's rest, waiting for the winner) or Sending row left,
@@ -282,7 +283,13 @@ class Worker:
         self._templates = Templates(engine, settings)
         self._rate = Pacer(settings.delivery_rate_per_second)
         self._campaign_rates: dict[int, Pacer] = {}
-        self._outbox = Outbox(engine, SCHEMA, Subjects.of(settings), with_headers=True)
+        self._outbox = Outbox(
+            engine,
+            SCHEMA,
+            self._subjects,
+            with_headers=True,
+            unordered_prefix=retries.schedules_prefix(self._subjects),
+        )
         self._stop = asyncio.Event()
         self._sent = 0
         self._handlings = 0
@@ -374,7 +381,7 @@ class Worker:
                 log.warning("retry fetch failed; retrying", error=str(exc))
                 await natsutil.sleep_unless_stopped(stop, 0.5)
                 continue
-            by_campaign: dict[int, list[tuple[Msg, int, int]]] = {}
+            by_campaign: dict[int, tuple[list[Msg], list[tuple[int, int]]]] = {}
             for message in messages:
                 try:
                     retry = events.DELIVERY_RETRY.decode(message.data)
@@ -382,82 +389,123 @@ class Worker:
                     log.error("undecodable retry message terminated", error=str(exc), payload=message.data[:200])
                     await natsutil.settle(message.term(), "term")
                     continue
-                by_campaign.setdefault(retry.campaign_id, []).append((message, retry.recipient_id, retry.attempt))
+                taken, due = by_campaign.setdefault(retry.campaign_id, ([], []))
+                taken.append(message)
+                due.extend((recipient_id, retry.attempt) for recipient_id in retries.recipients_of(retry))
             # Due retries of one campaign travel together: one claim, one unit of work for their outcomes.
-            await asyncio.gather(*(self._handle_retries(c, due) for c, due in by_campaign.items()))
+            await asyncio.gather(*(self._handle_retries(c, *work) for c, work in by_campaign.items()))
 
-    async def _handle_retries(self, campaign_id: int, due: Sequence[tuple[Msg, int, int]]) -> None:
-        messages = [message for message, _, _ in due]
+    async def _handle_retries(self, campaign_id: int, messages: list[Msg], due: Sequence[tuple[int, int]]) -> None:
         self._handlings += 1
         claimant = f"{self.worker_id}#r{self._handlings}"
         RETRIES_TOTAL.inc(len(due))
         with structlog.contextvars.bound_contextvars(campaign_id=campaign_id):
             try:
                 async with natsutil.kept_alive(messages, self._heartbeat):
-                    await self._retry(campaign_id, claimant, [(r, a) for _, r, a in due])
+                    finished = await self._retry(campaign_id, claimant, due)
             except (DBAPIError, OSError) as exc:
                 log.warning("due retries failed; they will come back", error=db_error(exc))
                 for message in messages:
                     await natsutil.settle(message.nak(delay=natsutil.redelivery_delay(message)), "nak")
                 return
         for message in messages:
-            await natsutil.settle(message.ack(), "ack")
+            # A worker stopping midway hands the messages on: the rows it released are Deferred again.
+            await natsutil.settle(message.ack() if finished else message.nak(), "ack" if finished else "nak")
 
-    async def _retry(self, campaign_id: int, claimant: str, due: Sequence[tuple[int, int]]) -> None:
-        """Sends to the deferred recipients whose retry is due, once each; records what became of them."""
+    async def _retry(self, campaign_id: int, claimant: str, due: Sequence[tuple[int, int]]) -> bool:
+        """Sends to the deferred recipients whose retry is due, once each, a window at a time (as a batch's rows:
+        a worker killed at any instant leaves at most a window unconfirmed); records what became of them.
+
+        False when the worker stopped midway: the messages come back to another worker. (When the run was
+        paused or cancelled meanwhile, the resume schedules the rest again, or the cancel dropped them.)
+        """
         view = await self._states.get(campaign_id)
         if view is None or view.state not in _RETRY_STATES:
             # Paused: they stay Deferred and the resume schedules them again. Cancelled: they were dropped.
-            return
+            return True
+        domains = retries.DomainDeferrals(self._domain_threshold)
         async with RowSession(self._outbox, self._stop) as rows:
-            claimed, stale = await rows.run(
-                functools.partial(
-                    claim_store.claimed_retries,
-                    campaign_id=campaign_id,
-                    claimant=claimant,
-                    retries=due,
-                    stale_seconds=self._stale_seconds,
-                )
-            )
-            if stale:
-                FAILED_TOTAL.labels("retry_unsendable").inc(stale)
-                log.warning(
-                    "deferred rows Failed instead of retried: a stopped worker's (ambiguous) or of a replaced occurrence",
-                    rows=stale,
-                )
-            if claimed:
-                templates = await self._templates.get(campaign_id, view.occurrence)
-                if templates is None:
-                    outcomes = [
-                        Outcome(row.recipient_id, RecipientStatus.FAILED, 0, "the run's content to send is gone")
-                        for row in claimed
-                    ]
-                else:
-                    domains = retries.DomainDeferrals(self._domain_threshold)
-                    outcomes = list(
-                        await asyncio.gather(
-                            *(self._send(campaign_id, row, templates, domains, _RETRY_STATES) for row in claimed)
-                        )
-                    )
-                unsent = [o.recipient_id for o in outcomes if o.status == RecipientStatus.PENDING]
-                window = Window(
-                    BatchMessage(campaign_id, 0, view.generation),
-                    claimant,
-                    [o for o in outcomes if o.status != RecipientStatus.PENDING],
-                    frozenset(row.recipient_id for row in claimed if row.bounced_before),
-                )
-                await rows.run_in_unit_of_work(functools.partial(self._record_announced, window=window))
-                if unsent:
-                    await rows.run(
-                        functools.partial(
-                            claim_store.released_retries,
-                            campaign_id=campaign_id,
-                            claimant=claimant,
-                            recipient_ids=unsent,
-                        )
-                    )
+            for start in range(0, len(due), self._window):
+                window = due[start : start + self._window]
+                if not await self._retry_window(rows, campaign_id, claimant, view, domains, window):
+                    break
         # A retry claimed while the main send ended held the run open: it may be finished now.
         await finish_if_done(self._outbox, campaign_id)
+        return not self._stop.is_set()
+
+    async def _retry_window(
+        self,
+        rows: RowSession,
+        campaign_id: int,
+        claimant: str,
+        view: RunView,
+        domains: retries.DomainDeferrals,
+        due: Sequence[tuple[int, int]],
+    ) -> bool:
+        """One window of due retries; False when the run or the worker stopped meanwhile."""
+        claimed, stale = await rows.run(
+            functools.partial(
+                claim_store.claimed_retries,
+                campaign_id=campaign_id,
+                claimant=claimant,
+                retries=due,
+                stale_seconds=self._stale_seconds,
+            )
+        )
+        if stale:
+            FAILED_TOTAL.labels("retry_unsendable").inc(stale)
+            log.warning(
+                "deferred rows Failed instead of retried: a stopped worker's (ambiguous) or of a replaced occurrence",
+                rows=stale,
+            )
+        if claimed:
+            templates = await self._templates.get(campaign_id, view.occurrence)
+            if templates is None:
+                outcomes = [
+                    Outcome(row.recipient_id, RecipientStatus.FAILED, 0, "the run's content to send is gone")
+                    for row in claimed
+                ]
+            else:
+                outcomes = list(
+                    await asyncio.gather(
+                        *(self._send(campaign_id, row, templates, domains, _RETRY_STATES) for row in claimed)
+                    )
+                )
+            unsent = [o.recipient_id for o in outcomes if o.status == RecipientStatus.PENDING]
+            window = Window(
+                BatchMessage(campaign_id, 0, view.generation),
+                claimant,
+                [o for o in outcomes if o.status != RecipientStatus.PENDING],
+                frozenset(row.recipient_id for row in claimed if row.bounced_before),
+            )
+            if sending.announced_outcomes(window.outcomes, window.bounced_before):
+                await rows.run_in_unit_of_work(functools.partial(self._record_announced, window=window))
+            else:
+                # As a batch's window: the outcomes and the retry messages of those deferred again in one
+                # statement, which locks the campaign's counts row only while it runs (the main send's
+                # windows write the same row).
+                await rows.run(
+                    functools.partial(
+                        claim_store.record_outcomes,
+                        campaign_id=campaign_id,
+                        claimant=claimant,
+                        outcomes=window.outcomes,
+                        outbox_rows=retries.outbox_rows(
+                            self._subjects, self._deferrals(campaign_id, window.outcomes)
+                        ),
+                    )
+                )
+            if unsent:
+                await rows.run(
+                    functools.partial(
+                        claim_store.released_retries,
+                        campaign_id=campaign_id,
+                        claimant=claimant,
+                        recipient_ids=unsent,
+                    )
+                )
+                return False
+        return not self._stop.is_set()
 
     async def _measure(self, stop: asyncio.Event) -> None:
         """Keeps the emails-per-second gauge current."""
@@ -538,12 +586,15 @@ class Worker:
                     await rows.run_in_unit_of_work(functools.partial(self._release, window=window))
                     return not self._stop.is_set()
                 if sending.announced_outcomes(outcomes, bounced_before):
-                    # Rare: the outcomes and their announcements in one unit of work. A window of plain
-                    # deliveries is written with the next claim below, in one statement, as ever.
+                    # Rare: the outcomes and their announcements in one unit of work. A window of deliveries
+                    # and deferrals is written with the next claim below, in one statement, as ever.
                     await rows.run_in_unit_of_work(functools.partial(self._record_announced, window=window))
                     outcomes = []
                 view = await self._states.get(batch.campaign_id)
                 more = not self._stop.is_set() and view is not None and view.state == RunState.SENDING
+                # The deferred recipients' retry messages go into the outbox with their outcomes. The relay is
+                # not woken: its next poll (within half a second) publishes a pass's worth together.
+                retry_rows = retries.outbox_rows(self._subjects, self._deferrals(batch.campaign_id, outcomes))
                 claimed = await rows.run(
                     functools.partial(
                         claim_store.recorded_and_claimed,
@@ -553,6 +604,7 @@ class Worker:
                         claimant=claimant,
                         outcomes=outcomes,
                         limit=self._window if more else 0,
+                        outbox_rows=retry_rows,
                     )
                 )
                 if not claimed:
@@ -608,15 +660,21 @@ class Worker:
             # attempt (the domain's answer to this batch), so each deferral has an attempt count of its own.
             DEFERRED_TOTAL.labels("domain").inc()
             return self._deferred(recipient, 1, deferral.error, None)
-        # Rendered and signed only for a message that is sent.
-        message = templates.for_recipient(recipient).render(recipient)
-        message_id = message.message_id
-        data = templates.signer.sign(message.data)
+        template = templates.for_recipient(recipient)
+        message_id: str | None = None
+
+        def content() -> bytes:
+            # Rendered and signed only once the server accepted the envelope: a greylisted recipient costs none.
+            nonlocal message_id
+            message = template.render(recipient)
+            message_id = message.message_id
+            return templates.signer.sign(message.data)
+
         await self._rate.wait()
         await self._campaign_pacer(campaign_id).wait()
         try:
             # MAIL FROM is the recipient's signed return path: bounces come back to the bounce receiver.
-            await self._pool.send(message.return_path, recipient.email_address, data)
+            await self._pool.send(template.return_path(recipient), recipient.email_address, content)
         except SmtpSendError as exc:
             error = str(exc.reply) if exc.reply is not None else str(exc)
             if exc.maybe_delivered:
@@ -690,20 +748,26 @@ class Worker:
         """Writes a window's outcomes with the bounces its refusals record, the deliveries after a bounce and the
         deferred recipients' retries."""
         batch, outcomes = window.batch, window.outcomes
+        due = self._deferrals(batch.campaign_id, outcomes)
         await claim_store.record_outcomes(work.conn, batch.campaign_id, window.claimant, outcomes)
         await bounce_recording.announce_window(work, batch, outcomes, window.bounced_before)
-        self._schedule_retries(work, batch.campaign_id, outcomes)
+        retries.schedule(work, self._subjects, due)
 
-    def _schedule_retries(self, work: UnitOfWork, campaign_id: int, outcomes: Sequence[Outcome]) -> None:
-        retries.schedule(
-            work,
-            self._subjects,
-            [
-                retries.DueRetry(campaign_id, o.recipient_id, o.retry_attempt, o.next_attempt_at)
-                for o in outcomes
-                if o.status == RecipientStatus.DEFERRED and o.next_attempt_at is not None
-            ],
+    @staticmethod
+    def _deferrals(campaign_id: int, outcomes: Sequence[Outcome]) -> list[retries.DueRetry]:
+        """The retries of a window's deferred outcomes, made due together (retries.together): each outcome's
+        next attempt becomes its group's, so that the row says when its retry message comes."""
+        deferred = [
+            (o, o.next_attempt_at)
+            for o in outcomes
+            if o.status == RecipientStatus.DEFERRED and o.next_attempt_at is not None
+        ]
+        due = retries.together(
+            [retries.DueRetry(campaign_id, o.recipient_id, o.retry_attempt, at) for o, at in deferred]
         )
+        for (outcome, _), retry in zip(deferred, due, strict=True):
+            outcome.next_attempt_at = retry.due
+        return due
 
     async def _release(self, work: UnitOfWork, window: Window) -> None:
         """Writes a window whose unsent rows go back to the queue, under the run's lock, so that a cancel or a
@@ -716,10 +780,11 @@ class Worker:
             for outcome in outcomes:
                 if outcome.status == RecipientStatus.PENDING:
                     outcome.status, outcome.error = RecipientStatus.DROPPED, "campaign cancelled"
+        due = self._deferrals(batch.campaign_id, outcomes)
         await claim_store.record_outcomes(conn, batch.campaign_id, window.claimant, outcomes)
         if sending.announced_outcomes(outcomes, window.bounced_before):
             await bounce_recording.announce_window(work, batch, outcomes, window.bounced_before)
-            self._schedule_retries(work, batch.campaign_id, outcomes)
+        retries.schedule(work, self._subjects, due)
         if state == RunState.SENDING and not self._stop.is_set():
             generation = await queue_store.next_generation(conn, batch.campaign_id)
             await queue_store.republished_batch_count(work, batch.campaign_id, generation, batch_id=batch.batch_id)

@@ -141,3 +141,45 @@ async def test_the_relay_publishes_what_a_unit_of_work_committed_and_empties_the
         if relay is not None:
             await relay
         await client.close()
+
+
+async def test_rows_that_need_no_order_are_published_pipelined_and_a_failed_one_alone_stays(
+    backing: Backing, outbox: Outbox
+) -> None:
+    subjects = Subjects(f"u{uuid.uuid4().hex[:8]}")
+    unordered = f"{subjects.namespace}.unordered."
+    outbox = Outbox(outbox.engine, outbox.schema, subjects, unordered_prefix=unordered)
+    client = await nats.connect(backing.nats_url)
+    stop = asyncio.Event()
+    relay: asyncio.Task[None] | None = None
+    try:
+        js = client.jetstream()
+        await natsutil.ensure_events_stream(js, subjects)
+        await js.add_stream(name=f"{subjects.namespace.upper()}_UNORDERED", subjects=[f"{unordered}ok.>"])
+        received = await client.subscribe(f"{subjects.namespace}.>")
+        async with outbox.unit_of_work() as work:
+            for key in range(20):
+                work.publish(events.CAMPAIGN_DELETED, DELETED, key=str(key), subject=f"{unordered}ok.{key}")
+            # No stream holds this subject: JetStream answers no one, and only this row stays for a retry.
+            work.publish(events.CAMPAIGN_DELETED, DELETED, key="lost", subject=f"{unordered}lost")
+            work.publish(events.CAMPAIGN_DELETED, DELETED, key="ordered")
+        relay = asyncio.create_task(outbox.relay(js, stop))
+        seen = [await received.next_msg(timeout=30) for _ in range(21)]
+        assert sorted(message.subject for message in seen) == sorted(
+            [f"{unordered}ok.{key}" for key in range(20)] + [subjects.event(events.CAMPAIGN_DELETED)]
+        )
+
+        async def only_the_failed_one_left() -> bool:
+            return [msg_id for _, msg_id, _ in await outbox_rows(outbox)] == ["events.campaign.deleted:lost"]
+
+        assert await eventually(only_the_failed_one_left, within=30)
+        async with outbox.engine.connect() as conn:
+            attempts, error = (
+                await conn.execute(text(f'SELECT attempts, last_error FROM "{outbox.schema}".outbox'))
+            ).one()
+        assert attempts >= 1 and error
+    finally:
+        stop.set()
+        if relay is not None:
+            await relay
+        await client.close()

@@ -21,7 +21,6 @@ from services.audience.import_store import (
     UniqueColumn,
     WrittenFields,
 )
-from services.common.outbox import OutboxRow
 from tests.store.conftest import new_id
 
 SERVICES = ("audience",)
@@ -64,9 +63,9 @@ async def test_a_double_opt_in_batch_adds_pending_subscribers_and_their_requests
     asked: list[tuple[list[PendingSubscriber], datetime]] = []
     woken: list[bool] = []
 
-    def rows(pending: Sequence[PendingSubscriber], now: datetime) -> list[OutboxRow]:
+    def rows(pending: Sequence[PendingSubscriber], now: datetime) -> list[dict[str, object]]:
         asked.append((list(pending), now))
-        return [OutboxRow("test.events.confirmations", f"confirm:{import_id}", b"{}")]
+        return [{"s": "test.events.confirmations", "m": f"confirm:{import_id}", "p": b"{}"}]
 
     target = ImportTarget(import_id, list_id, owner, False, False, WORKER, pending=True)
     written = WrittenFields(
@@ -126,8 +125,8 @@ async def test_a_batch_that_fails_writes_no_confirmation_request(engine: AsyncEn
     target = ImportTarget(import_id, list_id, owner, False, False, "another-worker", pending=True)
     woken: list[bool] = []
 
-    def rows(pending: Sequence[PendingSubscriber], now: datetime) -> list[OutboxRow]:
-        return [OutboxRow("test.events.confirmations", f"lost:{import_id}", b"{}")]
+    def rows(pending: Sequence[PendingSubscriber], now: datetime) -> list[dict[str, object]]:
+        return [{"s": "test.events.confirmations", "m": f"lost:{import_id}", "p": b"{}"}]
 
     written = WrittenFields(confirmations=Confirmations(rows=rows, committed=lambda: woken.append(True)))
     conninfo = database_url.replace("postgresql+psycopg://", "postgresql://", 1)

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.delivery import claim_store, queue_store
+from services.common import events
+from services.common.natsutil import Subjects
+from services.delivery import claim_store, queue_store, retries
 from services.delivery.domain import RecipientStatus
 from services.delivery.sending import Outcome, RunState
 from tests.store.conftest import new_id
@@ -61,6 +63,54 @@ async def test_a_deferral_is_recorded_with_its_reply_attempts_and_due_time_and_c
         )
     ).scalar_one()
     assert deferred == 3
+
+
+async def test_the_claim_statement_records_deferrals_with_their_retry_messages_in_the_outbox(
+    conn: AsyncConnection,
+) -> None:
+    campaign, owner = new_id(), new_id()
+    await _queue(conn, campaign, owner, _addresses(6))
+    claimed = await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", [], 3)
+    soon = datetime.now(UTC) + timedelta(minutes=1)
+    outcomes = [
+        Outcome(
+            row.recipient_id,
+            RecipientStatus.DEFERRED,
+            1,
+            "450 4.2.0 Greylisted",
+            next_attempt_at=soon,
+            retry_attempt=1,
+        )
+        for row in claimed[:2]
+    ] + [Outcome(claimed[2].recipient_id, RecipientStatus.SENT, 1, "", "<m@x>", datetime.now(UTC))]
+    subjects = Subjects("herald", 1)
+    due = [retries.DueRetry(campaign, o.recipient_id, 1, soon) for o in outcomes[:2]]
+    rows = retries.outbox_rows(subjects, due)
+    more = await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", outcomes, 3, outbox_rows=rows)
+    assert len(more) == 3
+    # A statement repeated after its answer was lost writes the same message once (its Nats-Msg-Id).
+    assert await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", outcomes, 0, outbox_rows=rows) == []
+    status = await _status(conn, campaign)
+    assert [status[o.recipient_id][0] for o in outcomes] == [
+        RecipientStatus.DEFERRED,
+        RecipientStatus.DEFERRED,
+        RecipientStatus.SENT,
+    ]
+    queued = (
+        await conn.execute(
+            sa.text("SELECT subject, payload, headers FROM delivery.outbox WHERE msg_id = :m"),
+            {"m": f"delivery.retries:{campaign}:{claimed[0].recipient_id}:1"},
+        )
+    ).all()
+    assert len(queued) == 1
+    subject, payload, headers = queued[0]
+    assert subject == f"herald.delivery.retries.at.{campaign}.{claimed[0].recipient_id}"
+    message = events.DELIVERY_RETRY.decode(bytes(payload))
+    assert retries.recipients_of(message) == [o.recipient_id for o in outcomes[:2]]
+    assert headers["Nats-Schedule-Target"] == "herald.delivery.retries"
+    await conn.execute(
+        sa.text("DELETE FROM delivery.outbox WHERE msg_id LIKE :m"), {"m": f"delivery.retries:{campaign}:%"}
+    )
 
 
 async def test_a_due_retry_claims_its_row_once_and_only_at_its_attempt(conn: AsyncConnection) -> None:

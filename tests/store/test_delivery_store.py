@@ -652,6 +652,87 @@ async def test_a_bounced_row_retried_by_an_admin_is_claimed_as_bounced_before(co
     assert again.recipient_id == row.recipient_id and again.bounced_before
 
 
+# --- unsubscriptions through the API (RecordUnsubscriptions) -------------------------------------------------------
+
+
+async def _sent_row(
+    conn: AsyncConnection, campaign_id: int, owner: int, subscriber_id: int, list_id: int, **row: Any
+) -> int:
+    """A queue row of the campaign as a worker leaves it (Sent unless `status` says otherwise); returns its id."""
+    values = {
+        "occurrence": 1,
+        "status": "Sent",
+        "email_id": None,
+        "address": f"s{subscriber_id}@example.com",
+        **row,
+    }
+    result = await conn.execute(
+        sa.text(
+            "INSERT INTO delivery.recipients (campaign_id, owner_user_id, subscriber_id, list_id, email_address, "
+            "domain, status, sent_at, occurrence, email_id) VALUES (:c, :o, :s, :l, :address, 'example.com', "
+            ":status, CASE WHEN :status = 'Sent' THEN now() END, :occurrence, :email_id) RETURNING recipient_id"
+        ),
+        {"c": campaign_id, "o": owner, "s": subscriber_id, "l": list_id, **values},
+    )
+    return int(result.scalar_one())
+
+
+async def _unsubscribed_rows(conn: AsyncConnection, campaign_id: int) -> list[int]:
+    result = await conn.execute(
+        sa.text(
+            "SELECT recipient_id FROM delivery.events WHERE campaign_id = :c AND kind = 'unsubscribe' "
+            "ORDER BY recipient_id"
+        ),
+        {"c": campaign_id},
+    )
+    return list(result.scalars())
+
+
+async def test_api_unsubscriptions_count_once_per_subscriber_of_the_list_the_campaign_was_sent_to(
+    conn: AsyncConnection,
+) -> None:
+    campaign, owner, list_id, other_list = new_id(), new_id(), new_id(), new_id()
+    # A Recursive campaign in its second occurrence; rows without a variation were sent its default email 50.
+    await conn.execute(
+        sa.text(
+            "INSERT INTO delivery.campaign_runs (campaign_id, owner_user_id, occurrence, content) "
+            "VALUES (:c, :o, 2, CAST(:content AS jsonb))"
+        ),
+        {"c": campaign, "o": owner, "content": '{"default_email_id": 50, "emails": {}}'},
+    )
+    linked = await _sent_row(conn, campaign, owner, 1, list_id)
+    await _sent_row(conn, campaign, owner, 1, list_id, occurrence=2)
+    await _sent_row(conn, campaign, owner, 2, list_id)
+    latest = await _sent_row(conn, campaign, owner, 2, list_id, occurrence=2)
+    await _sent_row(conn, campaign, owner, 3, list_id, status="Failed")
+    await _sent_row(conn, campaign, owner, 4, other_list)
+    variation = await _sent_row(conn, campaign, owner, 5, list_id, email_id=60)
+    complained = await _sent_row(conn, campaign, owner, 6, list_id)
+    await _sent_row(conn, campaign, owner, 6, list_id, occurrence=2)
+    # Subscriber 1 followed the link of the first occurrence's message; subscriber 6 complained about it.
+    await store.insert_tracking_events(conn, [TrackingHit(campaign, linked, domain.UNSUBSCRIBE, "", T0, "")], None)
+    await bounce_store.recorded_bounces(
+        conn, [_bounce(campaign, complained, f"{campaign}:c", BounceKind.COMPLAINT)], None
+    )
+
+    def reported(*subscriber_ids: int, email_id: int = 0) -> domain.Unsubscriptions:
+        subscribers = tuple((s, f"S{s}@EXAMPLE.COM") for s in subscriber_ids)
+        return domain.Unsubscriptions(campaign, list_id, subscribers, email_id, T0)
+
+    # Another owner's call, or another email than the one they were sent, counts nothing.
+    assert await store.inserted_unsubscription_count(conn, reported(1, 2, 3, 4, 5, 9), new_id()) == 0
+    assert await store.inserted_unsubscription_count(conn, reported(2, email_id=60), owner) == 0
+    assert await store.inserted_unsubscription_count(conn, reported(5, email_id=50), owner) == 0
+    # 1 and 6 counted already (link, complaint), 3 was never delivered, 4 is of another list, 9 was never queued.
+    assert await store.inserted_unsubscription_count(conn, reported(1, 2, 3, 4, 6, 9, email_id=50), owner) == 1
+    assert await store.inserted_unsubscription_count(conn, reported(5, email_id=60), None) == 1
+    assert await store.inserted_unsubscription_count(conn, reported(1, 2, 5), None) == 0
+    # Counted on subscriber 2's latest row, and in the statistics with the link's and the complaint's.
+    assert await _unsubscribed_rows(conn, campaign) == [linked, latest, variation]
+    counts = await bounce_store.bounce_counts(conn, [campaign], owner)
+    assert counts[campaign].unsubscriptions == 4
+
+
 async def test_an_imports_confirmation_requests_are_recorded_once_and_queued_set_wise_in_batches(
     conn: AsyncConnection,
 ) -> None:

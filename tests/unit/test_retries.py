@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from herald.delivery.v1 import delivery_pb2
 
+from services.common import events
 from services.common.config import Settings
+from services.common.natsutil import Subjects
 from services.delivery import retries
 from services.delivery.retries import DomainDeferrals, RetrySchedule
 
@@ -89,3 +93,47 @@ def test_no_connection_at_all_defers_every_domain() -> None:
 def test_a_schedule_time_is_never_early() -> None:
     assert retries._at(T0 + timedelta(seconds=1, microseconds=1)) == "2026-12-06T12:00:02Z"
     assert retries._at(T0) == "2026-12-06T12:00:00Z"
+
+
+def test_one_windows_deferrals_travel_in_one_retry_message_per_attempt() -> None:
+    subjects = Subjects("herald", 1)
+    due = retries.together(
+        [
+            retries.DueRetry(7, 11, 1, T0 + timedelta(seconds=70)),
+            retries.DueRetry(7, 12, 1, T0 + timedelta(seconds=52)),
+            retries.DueRetry(7, 13, 1, T0 + timedelta(seconds=66)),
+            retries.DueRetry(7, 14, 2, T0 + timedelta(seconds=300)),
+        ]
+    )
+    # The earliest of a group's due times: never later than any of them (nor after a deadline).
+    assert [r.due for r in due] == [T0 + timedelta(seconds=52)] * 3 + [T0 + timedelta(seconds=300)]
+    rows = retries.outbox_rows(subjects, due)
+    assert len(rows) == 2
+    first = events.DELIVERY_RETRY.decode(bytes(rows[0]["p"]))  # type: ignore[arg-type]
+    assert retries.recipients_of(first) == [11, 12, 13] and first.attempt == 1
+    assert rows[0]["s"] == "herald.delivery.retries.at.7.11"
+    assert rows[0]["m"] == "delivery.retries:7:11:1"
+    assert json.loads(str(rows[0]["h"])) == {
+        "Nats-Schedule": "@at 2026-12-06T12:00:52Z",
+        "Nats-Schedule-Target": "herald.delivery.retries",
+    }
+    second = events.DELIVERY_RETRY.decode(bytes(rows[1]["p"]))  # type: ignore[arg-type]
+    assert retries.recipients_of(second) == [14] and second.attempt == 2
+    assert rows[1]["s"].startswith(retries.schedules_prefix(subjects))  # type: ignore[union-attr]
+
+
+def test_a_retry_message_names_at_most_a_group_of_recipients() -> None:
+    many = [retries.DueRetry(7, recipient_id, 1, T0) for recipient_id in range(1, 2 * retries.GROUP_LIMIT + 2)]
+    rows = retries.outbox_rows(Subjects("herald", 1), many)
+    named = [retries.recipients_of(events.DELIVERY_RETRY.decode(bytes(row["p"]))) for row in rows]  # type: ignore[arg-type]
+    assert [len(ids) for ids in named] == [retries.GROUP_LIMIT, retries.GROUP_LIMIT, 1]
+    assert [i for ids in named for i in ids] == list(range(1, 2 * retries.GROUP_LIMIT + 2))
+    assert len({row["m"] for row in rows}) == 3
+
+
+def test_a_retry_message_from_before_grouping_names_its_one_recipient() -> None:
+    old = delivery_pb2.DeliveryRetry(campaign_id=7, recipient_id=11, attempt=1)
+    assert retries.recipients_of(events.DELIVERY_RETRY.decode(events.DELIVERY_RETRY.encode(old, None))) == [11]
+    bad = delivery_pb2.DeliveryRetry(campaign_id=7, recipient_id=11, attempt=1, also_recipient_ids=[0])
+    with pytest.raises(events.UndecodableEvent):
+        events.DELIVERY_RETRY.decode(events.DELIVERY_RETRY.encode(bad, None))

@@ -148,6 +148,46 @@ async def test_a_4xx_is_transient(server: tuple[Behaviour, int]) -> None:
     assert caught.value.reply is not None and caught.value.reply.code == 451
 
 
+async def test_content_made_on_demand_is_made_only_for_an_accepted_envelope_and_once(
+    server: tuple[Behaviour, int],
+) -> None:
+    behaviour, port = server
+    made: list[str] = []
+
+    def content_of(recipient: str) -> Any:
+        def make() -> bytes:
+            made.append(recipient)
+            return MESSAGE
+
+        return make
+
+    async with pool_for(port, size=1) as pool:
+        for refused in ("defer@example.com", "reject@example.com"):
+            with pytest.raises(SmtpSendError):
+                await pool.send("a@example.com", refused, content_of(refused))
+        reply = await pool.send("a@example.com", "ok@example.com", content_of("ok@example.com"))
+    assert reply.code == 250
+    # A greylisted or refused recipient costs no rendering; an accepted one is rendered once.
+    assert made == ["ok@example.com"]
+    assert behaviour.accepted == ["ok@example.com"]
+
+
+async def test_content_that_cannot_be_made_drops_the_session_waiting_for_it(server: tuple[Behaviour, int]) -> None:
+    behaviour, port = server
+
+    def broken() -> bytes:
+        raise ValueError("cannot render")
+
+    async with pool_for(port, size=1) as pool:
+        with pytest.raises(ValueError, match="cannot render"):
+            await pool.send("a@example.com", "ok@example.com", broken)
+        # The server was left waiting for content (after DATA or the pipelined envelope): a new session.
+        reply = await pool.send("a@example.com", "ok@example.com", MESSAGE)
+    assert reply.code == 250
+    assert behaviour.accepted == ["ok@example.com"]
+    assert behaviour.sessions == 2
+
+
 async def test_a_session_the_server_dropped_is_replaced_without_losing_the_message(
     server: tuple[Behaviour, int],
 ) -> None:

@@ -948,6 +948,7 @@ class UnsubscribeSubscribersRequest(_message.Message):
     IP_ADDRESS_FIELD_NUMBER: _builtins.int
     ADD_TO_SUPPRESSION_FIELD_NUMBER: _builtins.int
     PREVIEW_FIELD_NUMBER: _builtins.int
+    INCLUDE_UNSUBSCRIBED_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
     subscriber_id: _builtins.int
     """Selectors: one of subscriber_id, email_address, or rules."""
@@ -958,6 +959,8 @@ class UnsubscribeSubscribersRequest(_message.Message):
     """Also add the addresses to the owner's suppression list."""
     preview: _builtins.bool
     """Count, change nothing."""
+    include_unsubscribed: _builtins.bool
+    """Also answer which subscribers were unsubscribed (UnsubscribeSubscribersResponse.unsubscribed)."""
     @_builtins.property
     def rules(self) -> _struct_pb2.ListValue:
         """Segment-style rules (see Segment.rules) with rules_operator "and" / "or"."""
@@ -973,10 +976,11 @@ class UnsubscribeSubscribersRequest(_message.Message):
         ip_address: _builtins.str = ...,
         add_to_suppression: _builtins.bool = ...,
         preview: _builtins.bool = ...,
+        include_unsubscribed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_to_suppression", b"add_to_suppression", "email_address", b"email_address", "ip_address", b"ip_address", "list_id", b"list_id", "preview", b"preview", "rules", b"rules", "rules_operator", b"rules_operator", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_to_suppression", b"add_to_suppression", "email_address", b"email_address", "include_unsubscribed", b"include_unsubscribed", "ip_address", b"ip_address", "list_id", b"list_id", "preview", b"preview", "rules", b"rules", "rules_operator", b"rules_operator", "subscriber_id", b"subscriber_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -987,19 +991,51 @@ class UnsubscribeSubscribersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     UNSUBSCRIBED_COUNT_FIELD_NUMBER: _builtins.int
+    UNSUBSCRIBED_FIELD_NUMBER: _builtins.int
     unsubscribed_count: _builtins.int
+    @_builtins.property
+    def unsubscribed(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnsubscribedSubscriber]:
+        """With include_unsubscribed: the subscribers this call unsubscribed (none for a preview, nor for one
+        unsubscribed before).
+        """
+
     def __init__(
         self,
         *,
         unsubscribed_count: _builtins.int = ...,
+        unsubscribed: _abc.Iterable[Global___UnsubscribedSubscriber] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["unsubscribed_count", b"unsubscribed_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["unsubscribed", b"unsubscribed", "unsubscribed_count", b"unsubscribed_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UnsubscribeSubscribersResponse: _TypeAlias = UnsubscribeSubscribersResponse  # noqa: Y015
+
+@_typing.final
+class UnsubscribedSubscriber(_message.Message):
+    """A subscriber an unsubscription changed: its id and its address on the list, lower-cased."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    subscriber_id: _builtins.int
+    email_address: _builtins.str
+    def __init__(
+        self,
+        *,
+        subscriber_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnsubscribedSubscriber: _TypeAlias = UnsubscribedSubscriber  # noqa: Y015
 
 @_typing.final
 class DeleteSubscribersRequest(_message.Message):

@@ -337,6 +337,90 @@ class RecordTrackingEventsResponse(_message.Message):
 Global___RecordTrackingEventsResponse: _TypeAlias = RecordTrackingEventsResponse  # noqa: Y015
 
 @_typing.final
+class RecordUnsubscriptionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIBERS_FIELD_NUMBER: _builtins.int
+    EMAIL_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    """The campaign the unsubscriptions came from."""
+    list_id: _builtins.int
+    """The list the subscribers were unsubscribed from."""
+    email_id: _builtins.int
+    """When set, only a subscriber who was sent this email (the A/B variation, or the campaign's own
+    email) counts. 0: whichever email they were sent.
+    """
+    @_builtins.property
+    def subscribers(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnsubscribedSubscriber]: ...
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the unsubscriptions happened; unset: when they are recorded."""
+
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+        list_id: _builtins.int = ...,
+        subscribers: _abc.Iterable[Global___UnsubscribedSubscriber] | None = ...,
+        email_id: _builtins.int = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "email_id", b"email_id", "list_id", b"list_id", "occur_time", b"occur_time", "subscribers", b"subscribers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordUnsubscriptionsRequest: _TypeAlias = RecordUnsubscriptionsRequest  # noqa: Y015
+
+@_typing.final
+class UnsubscribedSubscriber(_message.Message):
+    """A subscriber of the list, by id and by the address it has on the list (either case)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    subscriber_id: _builtins.int
+    email_address: _builtins.str
+    def __init__(
+        self,
+        *,
+        subscriber_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnsubscribedSubscriber: _TypeAlias = UnsubscribedSubscriber  # noqa: Y015
+
+@_typing.final
+class RecordUnsubscriptionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_COUNT_FIELD_NUMBER: _builtins.int
+    recorded_count: _builtins.int
+    """How many were counted now (not before, not without a Sent queue row)."""
+    def __init__(
+        self,
+        *,
+        recorded_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded_count", b"recorded_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordUnsubscriptionsResponse: _TypeAlias = RecordUnsubscriptionsResponse  # noqa: Y015
+
+@_typing.final
 class QueuedRecipient(_message.Message):
     """One row of a campaign's send queue."""
 
@@ -527,7 +611,9 @@ class CampaignStatistics(_message.Message):
     total_policy_rejections: _builtins.int
     total_spam_complaints: _builtins.int
     total_unsubscriptions: _builtins.int
-    """Recipients who unsubscribed through the message's link or a complaint (every view)."""
+    """Recipients who unsubscribed through the message's link, through the API naming the campaign
+    (RecordUnsubscriptions) or by a complaint, each once (every view).
+    """
     @_builtins.property
     def main_send_last_send_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1297,13 +1383,15 @@ Global___DeliveryBatch: _TypeAlias = DeliveryBatch  # noqa: Y015
 
 @_typing.final
 class DeliveryRetry(_message.Message):
-    """A deferred recipient's next attempt is due. Internal to delivery (a work item, not an event). The
-    outbox publishes it as a JetStream message schedule (`Nats-Schedule: @at <time>`) on
+    """The next attempt of deferred recipients is due: `recipient_id` and `also_recipient_ids`, all of one
+    campaign, deferred with the same attempt count and due at the same second (one window of a batch
+    travels together). Internal to delivery (a work item, not an event). The outbox publishes it as a
+    JetStream message schedule (`Nats-Schedule: @at <time>`) on
     `<namespace>.delivery.retries.at.<campaign_id>.<recipient_id>` in the stream
     `<NAMESPACE>_DELIVERY_RETRIES`; when it is due the server publishes it on `<namespace>.delivery.retries`,
     where the workers' durable consumer `delivery-retries` takes it. Nats-Msg-Id
     `delivery.retries:<campaign_id>:<recipient_id>:<attempt>` (with a suffix when a resume or the sweeper
-    schedules it again).
+    schedules it again): a recipient is the first of at most one message per attempt.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1311,22 +1399,28 @@ class DeliveryRetry(_message.Message):
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     RECIPIENT_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    ALSO_RECIPIENT_IDS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
     recipient_id: _builtins.int
     attempt: _builtins.int
     """The sends tried so far (the row's attempts when it was deferred): only a message of the row's
     current attempt count claims it, so a message that arrives twice sends once.
     """
+    @_builtins.property
+    def also_recipient_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Further recipients of the same campaign and attempt count, retried together with `recipient_id`."""
+
     def __init__(
         self,
         *,
         campaign_id: _builtins.int = ...,
         recipient_id: _builtins.int = ...,
         attempt: _builtins.int = ...,
+        also_recipient_ids: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "campaign_id", b"campaign_id", "recipient_id", b"recipient_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["also_recipient_ids", b"also_recipient_ids", "attempt", b"attempt", "campaign_id", b"campaign_id", "recipient_id", b"recipient_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
