@@ -146,15 +146,18 @@ class RunStates:
         self._known: dict[int, tuple[float, RunView | None]] = {}
         self._loading: dict[int, asyncio.Task[RunView | None]] = {}
 
-    async def get(self, campaign_id: int) -> RunView | None:
+    async def get(self, campaign_id: int, *, fresh: bool = False) -> RunView | None:
+        """The run's state, at most STATE_TTL_SECONDS old; with `fresh`, read now (a read already under way may
+        have started before the change that the caller must see)."""
         known = self._known.get(campaign_id)
-        if known is not None and time.monotonic() - known[0] < STATE_TTL_SECONDS:
+        if not fresh and known is not None and time.monotonic() - known[0] < STATE_TTL_SECONDS:
             return known[1]
-        task = self._loading.get(campaign_id)
+        task = None if fresh else self._loading.get(campaign_id)
         if task is None:
             task = asyncio.create_task(self._load(campaign_id))
-            self._loading[campaign_id] = task
-            task.add_done_callback(lambda _: self._loading.pop(campaign_id, None))
+            if not fresh:
+                self._loading[campaign_id] = task
+                task.add_done_callback(lambda _: self._loading.pop(campaign_id, None))
         try:
             return await asyncio.shield(task)
         except (DBAPIError, OSError) as exc:
@@ -562,7 +565,10 @@ class Worker:
             if stale:
                 FAILED_TOTAL.labels("ambiguous").inc(stale)
                 log.warning("rows of a stopped worker marked ambiguous", rows=stale)
-            view = await self._states.get(batch.campaign_id)
+            # A run of single messages (a list's confirmations, a user's previews) may have a new occurrence with
+            # new content for each batch: its state is read afresh, so that the batch gets the content it was
+            # queued with, not the last one this worker parsed.
+            view = await self._states.get(batch.campaign_id, fresh=sending.is_opt_in_run(batch.campaign_id))
             if view is None or view.state != RunState.SENDING:
                 return True
             templates = await self._templates.get(batch.campaign_id, view.occurrence)
