@@ -161,7 +161,8 @@ def workers_of(herald: Herald) -> list[psutil.Process]:
 
 async def failed_rows(herald: Herald, user_id: int, campaign_id: int) -> list[delivery_pb2.QueuedRecipient]:
     # ListQueuedRecipients is internal to Herald's services and admins.
-    token = herald.cli("token", "mint", "--admin", "1")
+    admin = json.loads(herald.cli("admin", "create", "--username", "chaos-admin", "--password", "chaos-password"))
+    token = herald.cli("token", "mint", "--admin", str(admin["AdminID"]))
     rows: list[delivery_pb2.QueuedRecipient] = []
     after = 0
     async with grpc.aio.insecure_channel(herald.target("delivery")) as channel:
