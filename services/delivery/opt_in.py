@@ -15,6 +15,7 @@ does not decode and sends nothing. A request delivered twice is recorded once (o
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -106,6 +107,11 @@ class OptInConfirmations:
                 "first_name": event.first_name,
                 "last_name": event.last_name,
                 "email_id": event.email_id,
+                "subscription_time": (
+                    event.subscription_time.ToDatetime(UTC) if event.HasField("subscription_time") else None
+                ),
+                "subscription_ip": event.subscription_ip,
+                "opt_in_time": event.opt_in_time.ToDatetime(UTC) if event.HasField("opt_in_time") else None,
             }
             await queue_store.queue_opt_in_recipient(
                 conn, run, occurrence=occurrence, generation=generation, batch_id=batch_id, recipient=recipient

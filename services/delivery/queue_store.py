@@ -760,9 +760,10 @@ async def queue_opt_in_recipient(
             f"""
             INSERT INTO delivery.recipients (
                 campaign_id, owner_user_id, occurrence, generation, batch_id, subscriber_id, list_id,
-                email_address, domain, first_name, last_name, custom_fields, email_id, status, bounced_before)
+                email_address, domain, first_name, last_name, custom_fields, email_id, status, bounced_before,
+                subscription_time, subscription_ip, opt_in_time)
             VALUES (:c, :o, :occ, :g, :b, :s, :l, :a, lower(substring(btrim(:a) FROM '[^@]*$')), :f, :n,
-                    CAST(:cf AS jsonb), :e, '{RecipientStatus.PENDING}', false)
+                    CAST(:cf AS jsonb), :e, '{RecipientStatus.PENDING}', false, :st, :si, :ot)
             """
         ),
         {
@@ -778,6 +779,9 @@ async def queue_opt_in_recipient(
             "n": recipient["last_name"],
             "cf": json.dumps(recipient["custom_fields"]) if recipient.get("custom_fields") else None,
             "e": recipient["email_id"],
+            "st": recipient.get("subscription_time"),
+            "si": recipient.get("subscription_ip") or "",
+            "ot": recipient.get("opt_in_time"),
         },
     )
 

@@ -115,7 +115,10 @@ async def test_a_confirmation_email_shows_its_lists_sender_and_the_pending_statu
     user = await herald.new_user()
     confirmation = {
         **CONFIRMATION,
-        "Subject": "Confirm {{ List:Name }} from {{ List:SenderCompany }} ({{ Subscriber:Status }})",
+        "Subject": (
+            "Confirm {{ List:Name }} from {{ List:SenderCompany }} ({{ Subscriber:Status }}, "
+            "{{ Subscriber:SubscriptionIP }}, {{ Subscriber:SubscriptionDate }})"
+        ),
     }
     list_id = (
         await ok(
@@ -137,9 +140,16 @@ async def test_a_confirmation_email_shows_its_lists_sender_and_the_pending_statu
         }
     )
     assert status == 200 and body["Success"] is True, body
-    await herald.recorder.wait_for(domain, 1, within=30)
+    assert await herald.recorder.wait_for(domain, 1, within=60) == 1
     [received] = herald.recorder.messages_to(domain)
-    assert received.header("Subject") == "Confirm Double news from Garden Ltd (Opt-In Pending)"
+    subject = received.header("Subject")
+    assert re.fullmatch(
+        r"Confirm Double news from Garden Ltd \(Opt-In Pending, 198\.51\.100\.30, "
+        r"20\d\d-\d\d-\d\d \d\d:\d\d:\d\d\)",
+        subject,
+    ), subject
+    info = await ok(herald.api, "subscriber.get", user.api_key, ListID=list_id, EmailAddress=f"eve@{domain}")
+    assert subject.endswith(f", {info['SubscriberInformation']['SubscriptionDate']})"), (subject, info)
 
 
 @pytest.mark.parametrize(
