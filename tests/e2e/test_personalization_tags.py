@@ -37,6 +37,7 @@ TAGS = (
     "campaign={{ Campaign:HashedCampaignID }}"
 )
 LINE = re.compile(r"list=[^\n]*?campaign=[0-9a-f]*")
+WEB_VIEW = re.compile(r"https?://[^\s\"'<>]+/t/view/[A-Za-z0-9_-]+\?e=[0-9]+")
 
 
 async def subscriber(herald: DeliveryHerald, api_key: str, list_id: int, address: str, **dates: str) -> int:
@@ -77,7 +78,7 @@ async def test_list_sender_fields_subscription_dates_and_hashes_reach_the_sent_m
         user,
         subject=TAGS,
         html=f'<html><body><p>{TAGS}</p><a href="{{{{ Link:Unsubscribe }}}}">Unsubscribe</a></body></html>',
-        plain=f"{TAGS}\n{{{{ Link:Unsubscribe }}}}",
+        plain=f"{TAGS}\n{{{{ Link:Unsubscribe }}}}\nWeb: %Link:WebBrowser%",
     )
     campaign_id = await create_campaign(api, user, email_id, [garden, plain_list], name="Tags")
     await send(api, user, campaign_id)
@@ -105,6 +106,11 @@ async def test_list_sender_fields_subscription_dates_and_hashes_reach_the_sent_m
         plain_line, html_line = LINE.findall(message.text())
         assert plain_line == line, message.text()
         assert html_line == line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        # The web view shows the same values (the subscriber and list as they are now: unchanged here).
+        [web_view] = WEB_VIEW.findall(message.text())
+        async with api.session.get(web_view) as response:
+            assert response.status == 200
+            assert html_line in await response.text()
     assert len({hashed.subscriber(grace), hashed.subscriber(alan), campaign_hash}) == 3
 
 
