@@ -203,3 +203,19 @@ async def test_content_with_tags_herald_cannot_fill_is_refused_naming_them(
     # Nothing was stored: the email still has no subject.
     stored = await ok(herald.api, "email.get", user.api_key, EmailID=email_id)
     assert stored["EmailInformation"]["Subject"] == ""
+
+
+async def test_list_create_refuses_a_confirmation_email_with_a_user_tag_and_creates_no_list(
+    delivery_system: DeliveryHerald,
+) -> None:
+    herald = delivery_system
+    user = await herald.new_user()
+    confirmation = {**CONFIRMATION, "Subject": "Confirm your subscription to %User:CompanyName%"}
+    body = await herald.api.call(
+        "list.create", user.api_key, SubscriberListName="User tag", ConfirmationEmail=confirmation
+    )
+    assert body["Success"] is False and body["ErrorCode"] in (30, [30]), body
+    assert "User: tags are not supported" in str(body["ErrorText"]) and "%User:CompanyName%" in str(
+        body["ErrorText"]
+    ), body
+    assert (await ok(herald.api, "lists.get", user.api_key))["TotalListCount"] == 0
