@@ -28,6 +28,7 @@ from herald.tag.v1 import tag_pb2
 
 from services.common.grpcutil import decode_error
 from services.common.personalization import (
+    SUBSCRIBER_STATUS_NAMES,
     HashedIds,
     legacy_instant,
     list_snapshot,
@@ -43,7 +44,6 @@ from services.common.tracking import (
 )
 from translator import archive
 from translator.commands import Stubs
-from translator.commands.audience.subscribers import STATUS_NAMES
 from translator.identity import IdentityStore
 from translator.tracking import EVENTS, invalid_link, page, try_again_later
 
@@ -84,7 +84,7 @@ def subscriber_values(subscriber: audience_pb2.Subscriber | None, hashed_ids: Ha
         "Subscriber:FirstName": subscriber.first_name,
         "Subscriber:LastName": subscriber.last_name,
         "Subscriber:SubscriberID": str(subscriber.subscriber_id),
-        "Subscriber:Status": STATUS_NAMES.get(subscriber.status, ""),
+        "Subscriber:Status": SUBSCRIBER_STATUS_NAMES.get(subscriber.status, ""),
         "Subscriber:SubscriptionDate": _instant(subscriber, "subscription_time"),
         "Subscriber:SubscriptionIP": subscriber.subscription_ip,
         "Subscriber:OptInDate": _instant(subscriber, "opt_in_time"),

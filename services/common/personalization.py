@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from herald.audience.v1 import audience_pb2
+
 NAMESPACES = ("Subscriber", "User", "List", "Campaign", "Link")
 _NAMESPACE_BY_FOLDED = {namespace.casefold(): namespace for namespace in NAMESPACES}
 
@@ -256,6 +258,15 @@ def _rendered(tag: Tag, value: str | None, *, html_escape: bool) -> str:
     return value
 
 
+# What Subscriber:Status shows for each subscriber status (the legacy API's names).
+SUBSCRIBER_STATUS_NAMES: Mapping[int, str] = {
+    audience_pb2.SUBSCRIBER_STATUS_SUBSCRIBED: "Subscribed",
+    audience_pb2.SUBSCRIBER_STATUS_UNSUBSCRIBED: "Unsubscribed",
+    audience_pb2.SUBSCRIBER_STATUS_OPT_IN_PENDING: "Opt-In Pending",
+    audience_pb2.SUBSCRIBER_STATUS_OPT_OUT_PENDING: "Opt-Out Pending",
+}
+
+
 def legacy_instant(moment: datetime | None) -> str:
     """A date tag's value as the legacy API writes instants (`Y-m-d H:i:s`, UTC); "" when unset."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment is not None else ""
@@ -283,10 +294,11 @@ class HashedIds:
 
 
 def list_values(list_id: int, snapshot: Mapping[str, str] | None) -> dict[str, str]:
-    """The `List:` values of a recipient's list: `snapshot` is what delivery keeps of it (`list_snapshot`)."""
+    """The `List:` values of a recipient's list: `snapshot` is what delivery keeps of it (`list_snapshot`), which
+    names its list (a preview's row names none, list_id 0, but shows its sample subscriber's list)."""
     snapshot = snapshot or {}
     return {
-        "List:ListID": str(list_id) if list_id else "",
+        "List:ListID": snapshot.get("list_id") or (str(list_id) if list_id else ""),
         "List:Name": snapshot.get("name", ""),
         "List:SenderName": snapshot.get("sender_name", ""),
         "List:SenderEmailAddress": snapshot.get("sender_email_address", ""),
@@ -299,5 +311,5 @@ def list_snapshot(found: object) -> dict[str, str]:
     """What a send keeps of a list (an AudienceService List message) for its `List:` tags, as JSON."""
     return {
         name: str(getattr(found, name))
-        for name in ("name", "sender_name", "sender_email_address", "sender_company", "sender_address")
+        for name in ("list_id", "name", "sender_name", "sender_email_address", "sender_company", "sender_address")
     }

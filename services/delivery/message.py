@@ -241,7 +241,16 @@ class MessageTemplate:
         self._status = "Subscribed" if campaign else "Opt-In Pending"
         self._dates = SUBSCRIPTION_TAGS & used
         self._hashed_ids = hashed_ids if "subscriber:hashedsubscriberid" in used else None
-        self._hashed_campaign_id = hashed_ids.campaign(campaign_id) if hashed_ids is not None and campaign else ""
+        # A confirmation email or a preview belongs to no campaign: its run id and internal name are not shown.
+        self._campaign_values = (
+            {
+                "Campaign:CampaignID": str(campaign_id),
+                "Campaign:HashedCampaignID": hashed_ids.campaign(campaign_id) if hashed_ids is not None else "",
+                "Campaign:Name": campaign_name,
+            }
+            if campaign
+            else {}
+        )
         utm = content.get("utm") or {}
         self._utm = {k: str(utm.get(k, "")) for k in _UTM_FIELDS} if utm.get("enabled") else {}
         self._track_opens = bool(html_text) and bool(content.get("open_tracking"))
@@ -266,9 +275,7 @@ class MessageTemplate:
             "Subscriber:SubscriberID": str(recipient.subscriber_id),
             "Subscriber:Status": self._status if subscribed else "",
             "Subscriber:SubscriptionIP": recipient.subscription_ip,
-            "Campaign:CampaignID": str(self.campaign_id),
-            "Campaign:HashedCampaignID": self._hashed_campaign_id,
-            "Campaign:Name": self.campaign_name,
+            **self._campaign_values,
             "Link:Unsubscribe": unsubscribe_url,
         }
         found = self._lists.get(recipient.list_id)

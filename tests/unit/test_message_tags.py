@@ -110,15 +110,18 @@ def test_hashes_are_stable_distinct_and_depend_on_the_secret() -> None:
     assert one.subscriber(42) != other.subscriber(42)
 
 
-def test_a_confirmation_email_shows_opt_in_pending_and_no_campaign_hash() -> None:
+def test_a_confirmation_email_shows_opt_in_pending_and_no_campaign() -> None:
     content = {
         "from_email": "news@herald.test",
-        "subject": "{{ Subscriber:Status }}|{{ Campaign:HashedCampaignID }}|{{ List:Name }}",
+        "subject": (
+            "{{ Subscriber:Status }}|{{ Campaign:HashedCampaignID }}|{{ Campaign:CampaignID }}|"
+            '{{ Campaign:Name | "none" }}|{{ List:Name }}'
+        ),
         "plain": "%Link:Confirm%",
         "opt_in": True,
     }
     subject, _ = _parts(template(content, campaign_id=sending.opt_in_run_id(3)).render(RECIPIENT).data)
-    assert subject == "Opt-In Pending||Garden <news>"
+    assert subject == "Opt-In Pending|||none|Garden <news>"
 
 
 def test_a_recipient_queued_without_dates_renders_the_fallbacks() -> None:
