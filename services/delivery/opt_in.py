@@ -143,6 +143,9 @@ class OptInConfirmations:
                     "email_address": r.email_address,
                     "first_name": r.first_name,
                     "last_name": r.last_name,
+                    "subscription_time": r.subscription_time.ToDatetime(UTC)
+                    if r.HasField("subscription_time")
+                    else None,
                 }
                 for r in event.recipients
                 if r.subscriber_id in fresh

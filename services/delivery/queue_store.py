@@ -721,11 +721,12 @@ async def queue_opt_in_recipients(
             f"""
             INSERT INTO delivery.recipients (
                 campaign_id, owner_user_id, occurrence, generation, batch_id, subscriber_id, list_id,
-                email_address, domain, first_name, last_name, email_id, status, bounced_before)
+                email_address, domain, first_name, last_name, email_id, status, bounced_before, subscription_time)
             SELECT :c, :o, :occ, :g, :b + (r.n - 1) / :size, r.s, :l, r.a, lower(substring(btrim(r.a) FROM '[^@]*$')),
-                r.f, r.ln, :e, '{RecipientStatus.PENDING}', false
+                r.f, r.ln, :e, '{RecipientStatus.PENDING}', false, r.st
             FROM unnest(CAST(:ids AS bigint[]), CAST(:addresses AS text[]), CAST(:firsts AS text[]),
-                        CAST(:lasts AS text[])) WITH ORDINALITY AS r (s, a, f, ln, n)
+                        CAST(:lasts AS text[]), CAST(:subscribed AS timestamptz[]))
+                 WITH ORDINALITY AS r (s, a, f, ln, st, n)
             """
         ),
         {
@@ -741,6 +742,7 @@ async def queue_opt_in_recipients(
             "addresses": [r["email_address"] for r in recipients],
             "firsts": [r["first_name"] for r in recipients],
             "lasts": [r["last_name"] for r in recipients],
+            "subscribed": [r.get("subscription_time") for r in recipients],
         },
     )
 

@@ -20,6 +20,7 @@ from tests.e2e.delivery_helpers import (
     wait_for_status,
 )
 from tests.e2e.test_double_opt_in import CONFIRMATION
+from tests.e2e.test_import_opt_in import finished_job, import_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -219,3 +220,40 @@ async def test_list_create_refuses_a_confirmation_email_with_a_user_tag_and_crea
         body["ErrorText"]
     ), body
     assert (await ok(herald.api, "lists.get", user.api_key))["TotalListCount"] == 0
+
+
+async def test_an_imported_subscribers_confirmation_email_shows_its_list_status_and_subscription_date(
+    delivery_system: DeliveryHerald,
+) -> None:
+    herald = delivery_system
+    user = await herald.new_user()
+    confirmation = {
+        **CONFIRMATION,
+        "Subject": (
+            "{{ List:Name }} by {{ List:SenderName }}: {{ Subscriber:Status }} since "
+            '{{ Subscriber:SubscriptionDate }} from {{ Subscriber:SubscriptionIP | "nowhere" }}'
+        ),
+    }
+    list_id = (
+        await ok(
+            herald.api,
+            "list.create",
+            user.api_key,
+            SubscriberListName="Imported news",
+            ConfirmationEmail=confirmation,
+            **SENDER,
+        )
+    )["ListID"]
+    domain = new_domain()
+    status, answer = await herald.api.post(
+        import_body(user.api_key, list_id, f"ann@{domain},Ann\n"), path="/api/v1/subscribers.import"
+    )
+    assert status == 200, answer
+    job = await finished_job(herald, user.api_key, list_id, answer["ImportID"])
+    assert job["ImportStatus"] == "Completed", job
+    assert await herald.recorder.wait_for(domain, 1, within=60) == 1
+    [received] = herald.recorder.messages_to(domain)
+    info = await ok(herald.api, "subscriber.get", user.api_key, ListID=list_id, EmailAddress=f"ann@{domain}")
+    since = info["SubscriberInformation"]["SubscriptionDate"]
+    assert since, info
+    assert received.header("Subject") == f"Imported news by Ada & Co: Opt-In Pending since {since} from nowhere"

@@ -2191,10 +2191,17 @@ class OptInConfirmationsRequestedEvent(_message.Message):
         EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
         FIRST_NAME_FIELD_NUMBER: _builtins.int
         LAST_NAME_FIELD_NUMBER: _builtins.int
+        SUBSCRIPTION_TIME_FIELD_NUMBER: _builtins.int
         subscriber_id: _builtins.int
         email_address: _builtins.str
         first_name: _builtins.str
         last_name: _builtins.str
+        @_builtins.property
+        def subscription_time(self) -> _timestamp_pb2.Timestamp:
+            """For the email's Subscriber:SubscriptionDate tag (an imported subscriber has no subscription address
+            or opt-in date yet).
+            """
+
         def __init__(
             self,
             *,
@@ -2202,10 +2209,11 @@ class OptInConfirmationsRequestedEvent(_message.Message):
             email_address: _builtins.str = ...,
             first_name: _builtins.str = ...,
             last_name: _builtins.str = ...,
+            subscription_time: _timestamp_pb2.Timestamp | None = ...,
         ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        _HasFieldArgType: _TypeAlias = _typing.Literal["subscription_time", b"subscription_time"]  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "subscriber_id", b"subscriber_id", "subscription_time", b"subscription_time"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
