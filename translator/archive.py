@@ -37,7 +37,7 @@ from herald.campaign.v1 import campaign_pb2, email_pb2
 from herald.tag.v1 import tag_pb2
 from yarl import URL
 
-from services.common.personalization import render_personalization
+from services.common.personalization import HashedIds, render_personalization
 from services.common.urlguard import GuardedResolver, address_allowed
 from translator import feed
 from translator.commands import Stubs
@@ -430,6 +430,7 @@ class ArchivePages:
         self._emails = stubs.email
         self._public_url = public_url
         self._templates = templates
+        self._hashed_ids = HashedIds(identity.settings.effective_token_secret())
 
     async def _call(self, method: Callable[..., Awaitable[T]], request: Message) -> T:
         metadata = (("authorization", f"Bearer {self._identity.system_token()}"),)
@@ -461,10 +462,11 @@ class ArchivePages:
         return feed_link(archive_title(tag.name), self.feed_url(tag.tag_id))
 
     def _personalization(self, tag: tag_pb2.Tag, campaign: campaign_pb2.Campaign) -> dict[str, str]:
-        """What a web view (and the feed) fills in: it has no subscriber, so their tags take their fallbacks
-        or vanish, link tags (unsubscribe included) too, except the web view's own address."""
+        """What a web view (and the feed) fills in: it has no subscriber (nor one list), so their tags take their
+        fallbacks or vanish, link tags (unsubscribe included) too, except the web view's own address."""
         return {
             "Campaign:CampaignID": str(campaign.campaign_id),
+            "Campaign:HashedCampaignID": self._hashed_ids.campaign(campaign.campaign_id),
             "Campaign:Name": campaign.name,
             "Link:WebBrowser": self.web_view_url(tag.tag_id, campaign.campaign_id),
         }

@@ -2,9 +2,9 @@
 
 - `GET /t/view/<token>?e=<email id>` (%Link:WebBrowser%): the campaign's email (for an A/B campaign
   the variation the recipient got, signed with the token) rendered for the recipient the token was
-  signed for (their subscriber fields as audience has them now; their unsubscribe and report-abuse
-  links signed again), under its send date and, once the campaign is Sent, a link back to the archive
-  of each of its tags. A campaign or email deleted since is the same 404 as a bad token.
+  signed for (their subscriber fields and their list as audience has them now; their unsubscribe and
+  report-abuse links signed again), under its send date and, once the campaign is Sent, a link back to
+  the archive of each of its tags. A campaign or email deleted since is the same 404 as a bad token.
 - `GET /t/abuse/<token>` (%Link:ReportAbuse%) asks for confirmation, since mail scanners follow links;
   `POST /t/abuse/<token>` records a complaint in delivery (RecordBounces, kind complaint, source
   report_abuse_link), which suppresses the address and unsubscribes it from the list like a provider's
@@ -15,6 +15,9 @@ Tokens are the tracking tokens of services/common/tracking.py (kinds "view" and 
 
 from __future__ import annotations
 
+from datetime import UTC
+from typing import Any
+
 import grpc
 import structlog
 from aiohttp import web
@@ -24,7 +27,14 @@ from herald.delivery.v1 import delivery_pb2
 from herald.tag.v1 import tag_pb2
 
 from services.common.grpcutil import decode_error
-from services.common.personalization import render_personalization
+from services.common.personalization import (
+    SUBSCRIBER_STATUS_NAMES,
+    HashedIds,
+    legacy_instant,
+    list_snapshot,
+    list_values,
+    render_personalization,
+)
 from services.common.tracking import (
     InvalidTrackingToken,
     TrackedRecipient,
@@ -59,7 +69,13 @@ def abuse_report(recipient: TrackedRecipient) -> delivery_pb2.BounceReport:
     )
 
 
-def subscriber_values(subscriber: audience_pb2.Subscriber | None) -> dict[str, str]:
+def _instant(message: Any, field_name: str) -> str:
+    """A Timestamp field with presence as a date tag's value; "" when unset."""
+    moment = getattr(message, field_name).ToDatetime(UTC) if message.HasField(field_name) else None
+    return legacy_instant(moment)
+
+
+def subscriber_values(subscriber: audience_pb2.Subscriber | None, hashed_ids: HashedIds) -> dict[str, str]:
     """The `Subscriber:` personalization values of a web view (none when the subscriber is gone)."""
     if subscriber is None:
         return {}
@@ -68,6 +84,11 @@ def subscriber_values(subscriber: audience_pb2.Subscriber | None) -> dict[str, s
         "Subscriber:FirstName": subscriber.first_name,
         "Subscriber:LastName": subscriber.last_name,
         "Subscriber:SubscriberID": str(subscriber.subscriber_id),
+        "Subscriber:Status": SUBSCRIBER_STATUS_NAMES.get(subscriber.status, ""),
+        "Subscriber:SubscriptionDate": _instant(subscriber, "subscription_time"),
+        "Subscriber:SubscriptionIP": subscriber.subscription_ip,
+        "Subscriber:OptInDate": _instant(subscriber, "opt_in_time"),
+        "Subscriber:HashedSubscriberID": hashed_ids.subscriber(subscriber.subscriber_id),
     }
     for key, value in subscriber.custom_fields.items():
         values[f"Subscriber:CustomField{key}" if key.isdigit() else f"Subscriber:{key}"] = value
@@ -84,6 +105,7 @@ class MessagePages:
         secret = identity.settings.effective_token_secret()
         self._links = TrackingLinks(public_url, secret)
         self._key = tracking_key(secret)
+        self._hashed_ids = HashedIds(secret)
 
     def _verified(self, request: web.Request, kind: str, url: str = "") -> TrackedRecipient | None:
         try:
@@ -107,7 +129,7 @@ class MessagePages:
         if recipient is None:
             return invalid_link()
         try:
-            campaign, email, subscriber = await self._content(recipient, int(shown or 0))
+            campaign, email, subscriber, found = await self._content(recipient, int(shown or 0))
             archives = await self._archives(campaign)
         except _Gone:
             return invalid_link()
@@ -118,9 +140,10 @@ class MessagePages:
             EVENTS.labels("view", "failed").inc()
             return try_again_later()
         values = {
-            **subscriber_values(subscriber),
-            "List:ListID": str(recipient.list_id) if recipient.list_id else "",
+            **subscriber_values(subscriber, self._hashed_ids),
+            **list_values(recipient.list_id, found),
             "Campaign:CampaignID": str(campaign.campaign_id),
+            "Campaign:HashedCampaignID": self._hashed_ids.campaign(campaign.campaign_id),
             "Campaign:Name": campaign.name,
             "Link:WebBrowser": self._links.web_view(recipient, email.email_id),
         }
@@ -138,7 +161,7 @@ class MessagePages:
 
     async def _content(
         self, recipient: TrackedRecipient, shown_email_id: int
-    ) -> tuple[campaign_pb2.Campaign, email_pb2.Email, audience_pb2.Subscriber | None]:
+    ) -> tuple[campaign_pb2.Campaign, email_pb2.Email, audience_pb2.Subscriber | None, dict[str, str] | None]:
         metadata = self._metadata()
         try:
             campaign: campaign_pb2.Campaign = await self._stubs.campaign.GetCampaign(
@@ -159,7 +182,23 @@ class MessagePages:
             raise
         if email.owner_user_id != campaign.owner_user_id or not (email.html_content or email.plain_content):
             raise _Gone
-        return campaign, email, await self._subscriber(recipient)
+        return campaign, email, await self._subscriber(recipient), await self._list(recipient)
+
+    async def _list(self, recipient: TrackedRecipient) -> dict[str, str] | None:
+        """What the List: tags show of the recipient's list now; None when there is none."""
+        if not recipient.list_id:
+            return None
+        try:
+            found: audience_pb2.List = await self._stubs.audience.GetList(
+                audience_pb2.GetListRequest(list_id=recipient.list_id),
+                metadata=self._metadata(),
+                timeout=_SERVICE_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return list_snapshot(found)
 
     async def _archives(self, campaign: campaign_pb2.Campaign) -> tuple[archive.ArchiveLink, ...]:
         """The ways back to the archives that list the campaign: those of its tags, once it is Sent."""

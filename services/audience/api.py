@@ -390,8 +390,13 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             first_name=record.first_name,
             last_name=record.last_name,
             email_id=email_id,
+            subscription_ip=record.subscription_ip,
         )
         event.request_time.FromDatetime(requested)
+        if record.subscription_date is not None:
+            event.subscription_time.FromDatetime(record.subscription_date)
+        if record.optin_date is not None:
+            event.opt_in_time.FromDatetime(record.optin_date)
         key = f"{record.subscriber_id}:{event.request_time.ToMicroseconds()}"
         work.publish(events.OPT_IN_CONFIRMATION_REQUESTED, event, key=key, signer=self._opt_in_signer)
         log.info("opt-in confirmation requested", email_id=email_id, **context)

@@ -242,6 +242,7 @@ class PendingSubscriber:
     email_address: str
     first_name: str
     last_name: str
+    subscription_date: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -595,7 +596,8 @@ def _upsert_statement(update_duplicates: bool, width: int) -> sql.Composed:
             -- One lock order for every writer, so two imports into one list cannot deadlock.
             ORDER BY f.email_key
             ON CONFLICT (list_id, email_key) {conflict}
-            RETURNING xmax = 0 AS inserted, s.subscriber_id, s.email_address, s.first_name, s.last_name
+            RETURNING xmax = 0 AS inserted, s.subscriber_id, s.email_address, s.first_name, s.last_name,
+                s.subscription_date
         ), pending AS (
             -- The subscribers added Opt-In Pending (on a double opt-in list): each is sent the confirmation.
             SELECT * FROM written WHERE inserted AND %(requested)s::timestamptz IS NOT NULL
@@ -605,7 +607,8 @@ def _upsert_statement(update_duplicates: bool, width: int) -> sql.Composed:
             (SELECT array_agg(subscriber_id ORDER BY subscriber_id) FROM pending),
             (SELECT array_agg(email_address ORDER BY subscriber_id) FROM pending),
             (SELECT array_agg(first_name ORDER BY subscriber_id) FROM pending),
-            (SELECT array_agg(last_name ORDER BY subscriber_id) FROM pending)
+            (SELECT array_agg(last_name ORDER BY subscriber_id) FROM pending),
+            (SELECT array_agg(subscription_date ORDER BY subscriber_id) FROM pending)
         FROM written
         """
     ).format(custom=custom, conflict=conflict)

@@ -532,15 +532,7 @@ class ImportHandler:
                     list_id=target.list_id,
                     email_id=email_id,
                     import_id=target.import_id,
-                    recipients=[
-                        audience_pb2.OptInConfirmationsRequestedEvent.Recipient(
-                            subscriber_id=p.subscriber_id,
-                            email_address=p.email_address,
-                            first_name=p.first_name,
-                            last_name=p.last_name,
-                        )
-                        for p in chunk
-                    ],
+                    recipients=[_confirmation_recipient(p) for p in chunk],
                 )
                 event.request_time.FromDatetime(now)
                 key = f"{target.import_id}:{chunk[0].subscriber_id}:{event.request_time.ToMicroseconds()}"
@@ -649,3 +641,15 @@ class ImportHandler:
                 await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
             except TimeoutError:
                 continue
+
+
+def _confirmation_recipient(pending: PendingSubscriber) -> audience_pb2.OptInConfirmationsRequestedEvent.Recipient:
+    recipient = audience_pb2.OptInConfirmationsRequestedEvent.Recipient(
+        subscriber_id=pending.subscriber_id,
+        email_address=pending.email_address,
+        first_name=pending.first_name,
+        last_name=pending.last_name,
+    )
+    if pending.subscription_date is not None:
+        recipient.subscription_time.FromDatetime(pending.subscription_date)
+    return recipient

@@ -237,7 +237,9 @@ def recipients_message(
     definitions each list sees), by id and alias, defaults included."""
     response = audience_pb2.StreamRecipientsResponse()
     add = response.recipients.add
-    for subscriber_id, list_id, email_address, first_name, last_name, custom, bounce_type in rows:
+    for row in rows:
+        subscriber_id, list_id, email_address, first_name, last_name, custom, bounce_type = row[:7]
+        subscribed, subscription_ip, opted_in = row[7:]
         recipient = add(
             subscriber_id=subscriber_id,
             list_id=list_id,
@@ -245,7 +247,12 @@ def recipients_message(
             first_name=first_name,
             last_name=last_name,
             bounce_type=BOUNCE_VALUES[bounce_type],
+            subscription_ip=subscription_ip,
         )
+        if subscribed is not None:
+            recipient.subscription_time.FromDatetime(subscribed)
+        if opted_in is not None:
+            recipient.opt_in_time.FromDatetime(opted_in)
         definitions = fields.get(list_id, ())
         if custom is not None or definitions:
             stored = store.custom_fields_of(custom)

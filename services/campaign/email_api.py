@@ -18,6 +18,7 @@ from services.campaign.template_domain import Template
 from services.common import auth, errors, events, grpcutil
 from services.common.event_signing import EventSigner
 from services.common.outbox import Outbox
+from services.common.personalization import SUBSCRIBER_STATUS_NAMES
 
 CONTENT_TYPE_TO_PROTO: dict[ContentType, email_pb2.ContentType.ValueType] = {
     ContentType.HTML: email_pb2.CONTENT_TYPE_HTML,
@@ -267,3 +268,9 @@ class EmailService(email_pb2_grpc.EmailServiceServicer):
         event.first_name = subscriber.first_name
         event.last_name = subscriber.last_name
         event.custom_fields.update(subscriber.custom_fields)
+        event.subscriber_status = SUBSCRIBER_STATUS_NAMES.get(subscriber.status, "")
+        event.subscription_ip = subscriber.subscription_ip
+        if subscriber.HasField("subscription_time"):
+            event.subscription_time.CopyFrom(subscriber.subscription_time)
+        if subscriber.HasField("opt_in_time"):
+            event.opt_in_time.CopyFrom(subscriber.opt_in_time)

@@ -8,11 +8,16 @@ render them for a web view.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import html
 import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from herald.audience.v1 import audience_pb2
 
 NAMESPACES = ("Subscriber", "User", "List", "Campaign", "Link")
 _NAMESPACE_BY_FOLDED = {namespace.casefold(): namespace for namespace in NAMESPACES}
@@ -166,6 +171,22 @@ def parse_personalization(text: str) -> Personalization:
 SUPPORTED_LINKS = frozenset({"unsubscribe", "webbrowser", "reportabuse", "confirm", "reject"})
 
 
+# The List: and Campaign: fields delivery fills (services/delivery/message.py). Both namespaces are closed sets,
+# so content naming another field of them, which could only ever render empty, is refused.
+LIST_FIELDS = frozenset({"listid", "name", "sendername", "senderemailaddress", "sendercompany", "senderaddress"})
+CAMPAIGN_FIELDS = frozenset({"campaignid", "hashedcampaignid", "name"})
+_KNOWN_FIELDS = {"List": LIST_FIELDS, "Campaign": CAMPAIGN_FIELDS}
+# User: tags name the account owner's profile, which lives in the translator's identity schema (no service reads
+# it, and most of the fields the legacy catalog lists are not kept at all): content naming one is refused, with
+# or without a fallback (docs/legacy-mapping.md, "Tags in content").
+USER_TAGS_REFUSED = "User: tags are not supported (Herald keeps no account profile to fill them from)"
+
+
+def _named(text: str, tags: list[Tag]) -> str:
+    """The tags as written, each once, in order: one problem names them all, so one answer tells what to change."""
+    return ", ".join(dict.fromkeys(text[tag.start : tag.end] for tag in tags))
+
+
 def personalization_problems(text: str, *, allow_links: bool = True) -> list[str]:
     """What is wrong with the tags of a text, in order; empty when every tag is valid."""
     parsed = parse_personalization(text)
@@ -174,9 +195,17 @@ def personalization_problems(text: str, *, allow_links: bool = True) -> list[str
         tag for tag in parsed.tags if tag.namespace == "Link" and tag.field.casefold() not in SUPPORTED_LINKS
     ]
     if allow_links and unsupported:
-        # One problem names them all, so that one answer tells what to change.
-        names = ", ".join(dict.fromkeys(text[tag.start : tag.end] for tag in unsupported))
-        problems.append((unsupported[0].start, f"unsupported link tags: {names}"))
+        problems.append((unsupported[0].start, f"unsupported link tags: {_named(text, unsupported)}"))
+    users = [tag for tag in parsed.tags if tag.namespace == "User"]
+    if users:
+        problems.append((users[0].start, f"{USER_TAGS_REFUSED}: {_named(text, users)}"))
+    unknown = [
+        tag
+        for tag in parsed.tags
+        if tag.namespace in _KNOWN_FIELDS and tag.field.casefold() not in _KNOWN_FIELDS[tag.namespace]
+    ]
+    if unknown:
+        problems.append((unknown[0].start, f"unknown personalization tags: {_named(text, unknown)}"))
     if not allow_links:
         problems += [
             (tag.start, f"link tag {text[tag.start : tag.end]} belongs in the body, not here")
@@ -227,3 +256,60 @@ def _rendered(tag: Tag, value: str | None, *, html_escape: bool) -> str:
     if html_escape and not tag.raw:
         value = html.escape(value, quote=True)
     return value
+
+
+# What Subscriber:Status shows for each subscriber status (the legacy API's names).
+SUBSCRIBER_STATUS_NAMES: Mapping[int, str] = {
+    audience_pb2.SUBSCRIBER_STATUS_SUBSCRIBED: "Subscribed",
+    audience_pb2.SUBSCRIBER_STATUS_UNSUBSCRIBED: "Unsubscribed",
+    audience_pb2.SUBSCRIBER_STATUS_OPT_IN_PENDING: "Opt-In Pending",
+    audience_pb2.SUBSCRIBER_STATUS_OPT_OUT_PENDING: "Opt-Out Pending",
+}
+
+
+def legacy_instant(moment: datetime | None) -> str:
+    """A date tag's value as the legacy API writes instants (`Y-m-d H:i:s`, UTC); "" when unset."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment is not None else ""
+
+
+class HashedIds:
+    """`Subscriber:HashedSubscriberID` and `Campaign:HashedCampaignID`: the id's HMAC-SHA256 under a key derived
+    from the install's token secret, as 32 hex digits. Stable while the secret is; nobody without the secret
+    can tell which id a hash stands for, or make the hash of another id (rotating the secret changes them all).
+    """
+
+    def __init__(self, token_secret: str) -> None:
+        self._key = hmac.new(
+            token_secret.encode(), b"herald personalization hashed id v1", hashlib.sha256
+        ).digest()
+
+    def _hashed(self, kind: bytes, value: int) -> str:
+        return hmac.new(self._key, kind + b":" + str(value).encode(), hashlib.sha256).hexdigest()[:32]
+
+    def subscriber(self, subscriber_id: int) -> str:
+        return self._hashed(b"subscriber", subscriber_id)
+
+    def campaign(self, campaign_id: int) -> str:
+        return self._hashed(b"campaign", campaign_id)
+
+
+def list_values(list_id: int, snapshot: Mapping[str, str] | None) -> dict[str, str]:
+    """The `List:` values of a recipient's list: `snapshot` is what delivery keeps of it (`list_snapshot`), which
+    names its list (a preview's row names none, list_id 0, but shows its sample subscriber's list)."""
+    snapshot = snapshot or {}
+    return {
+        "List:ListID": snapshot.get("list_id") or (str(list_id) if list_id else ""),
+        "List:Name": snapshot.get("name", ""),
+        "List:SenderName": snapshot.get("sender_name", ""),
+        "List:SenderEmailAddress": snapshot.get("sender_email_address", ""),
+        "List:SenderCompany": snapshot.get("sender_company", ""),
+        "List:SenderAddress": snapshot.get("sender_address", ""),
+    }
+
+
+def list_snapshot(found: object) -> dict[str, str]:
+    """What a send keeps of a list (an AudienceService List message) for its `List:` tags, as JSON."""
+    return {
+        name: str(getattr(found, name))
+        for name in ("list_id", "name", "sender_name", "sender_email_address", "sender_company", "sender_address")
+    }

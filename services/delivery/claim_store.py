@@ -217,10 +217,12 @@ async def recorded_and_claimed(
                     FOR UPDATE SKIP LOCKED))
                   AND (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c) = '{RunState.SENDING}'
                 RETURNING recipient_id, email_address, first_name, last_name, subscriber_id, list_id,
-                          custom_fields, email_id, bounced_before, attempts, deferred_since
+                          custom_fields, email_id, subscription_time, subscription_ip, opt_in_time,
+                          bounced_before, attempts, deferred_since
             )
             SELECT recipient_id, email_address, first_name, last_name, subscriber_id, list_id, custom_fields,
-                   email_id, bounced_before, attempts, deferred_since
+                   email_id, subscription_time, subscription_ip, opt_in_time, bounced_before, attempts,
+                   deferred_since
             FROM claimed
             """
         ),
@@ -293,11 +295,12 @@ async def claimed_retries(
                   AND r.status = '{RecipientStatus.DEFERRED}' AND r.occurrence = run.occurrence
                   AND run.state IN ('{RunState.SENDING}', '{RunState.SENT}')
                 RETURNING r.recipient_id, r.email_address, r.first_name, r.last_name, r.subscriber_id, r.list_id,
-                          r.custom_fields, r.email_id, r.bounced_before, r.attempts, r.deferred_since
+                          r.custom_fields, r.email_id, r.subscription_time, r.subscription_ip, r.opt_in_time,
+                          r.bounced_before, r.attempts, r.deferred_since
             )
             SELECT *, CAST(NULL AS bigint) AS stale FROM claimed
             UNION ALL
-            SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                    (SELECT count(*) FROM stale) + (SELECT count(*) FROM superseded)
             """
         ),

@@ -17,12 +17,20 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from email.header import Header
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from services.common.opt_in_links import OptInLinks
-from services.common.personalization import Personalization, parse_personalization, render_personalization
+from services.common.personalization import (
+    HashedIds,
+    Personalization,
+    legacy_instant,
+    list_values,
+    parse_personalization,
+    render_personalization,
+)
 from services.common.return_path import PREFIX, ReturnPaths
 from services.common.tracking import TrackedRecipient, TrackingLinks
 from services.delivery import sending
@@ -55,6 +63,28 @@ class Recipient:
     list_id: int
     custom_fields: Mapping[str, str] | None
     email_id: int | None
+    # Queued only when the run's content names their tags (`uses_subscription_tags`): None / "" otherwise.
+    subscription_time: datetime | None = None
+    subscription_ip: str = ""
+    opt_in_time: datetime | None = None
+
+
+# The Subscriber: tags whose values are carried with each queued recipient only when the content names them.
+SUBSCRIPTION_TAGS = frozenset({"subscriber:subscriptiondate", "subscriber:subscriptionip", "subscriber:optindate"})
+
+
+def _used_tags(content: Mapping[str, Any]) -> set[str]:
+    """The tags (`ns:field`, case-folded) an email snapshot's subject, pre-header and bodies name."""
+    return {
+        tag.key.casefold()
+        for name in ("subject", "preheader_text", "html", "plain")
+        for tag in parse_personalization(str(content.get(name) or "")).tags
+    }
+
+
+def uses_subscription_tags(emails: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether any email of a run names SubscriptionDate, SubscriptionIP or OptInDate (queueing then carries them)."""
+    return any(SUBSCRIPTION_TAGS & _used_tags(snapshot) for snapshot in emails.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +185,8 @@ class MessageTemplate:
         unsubscribe_mailto: str = "",
         relay_provider: str = "none",
         opt_in_links: OptInLinks | None = None,
+        lists: Mapping[str, Mapping[str, str]] | None = None,
+        hashed_ids: HashedIds | None = None,
     ) -> None:
         self.campaign_id = campaign_id
         # A double opt-in confirmation email: its confirm and reject links instead of an unsubscribe link.
@@ -202,6 +234,23 @@ class MessageTemplate:
         self._email_id = int(content.get("email_id") or 0)
         self._web_view = "link:webbrowser" in used and campaign
         self._report_abuse = "link:reportabuse" in used and campaign
+        # The List: values of each recipient's list as it was when the run was queued (the content's "lists").
+        self._lists = {int(list_id): list_values(int(list_id), found) for list_id, found in (lists or {}).items()}
+        # A confirmation email goes to an Opt-In Pending subscriber; a campaign's recipients are streamed
+        # Subscribed only (AudienceService.StreamRecipients).
+        self._status = "Subscribed" if campaign else "Opt-In Pending"
+        self._dates = SUBSCRIPTION_TAGS & used
+        self._hashed_ids = hashed_ids if "subscriber:hashedsubscriberid" in used else None
+        # A confirmation email or a preview belongs to no campaign: its run id and internal name are not shown.
+        self._campaign_values = (
+            {
+                "Campaign:CampaignID": str(campaign_id),
+                "Campaign:HashedCampaignID": hashed_ids.campaign(campaign_id) if hashed_ids is not None else "",
+                "Campaign:Name": campaign_name,
+            }
+            if campaign
+            else {}
+        )
         utm = content.get("utm") or {}
         self._utm = {k: str(utm.get(k, "")) for k in _UTM_FIELDS} if utm.get("enabled") else {}
         self._track_opens = bool(html_text) and bool(content.get("open_tracking"))
@@ -218,16 +267,27 @@ class MessageTemplate:
 
     def values(self, recipient: Recipient, unsubscribe_url: str) -> dict[str, str]:
         """The personalization values of one recipient (keys `Namespace:Field`)."""
+        subscribed = bool(recipient.subscriber_id)
         values = {
             "Subscriber:EmailAddress": recipient.email_address,
             "Subscriber:FirstName": recipient.first_name,
             "Subscriber:LastName": recipient.last_name,
             "Subscriber:SubscriberID": str(recipient.subscriber_id),
-            "List:ListID": str(recipient.list_id),
-            "Campaign:CampaignID": str(self.campaign_id),
-            "Campaign:Name": self.campaign_name,
+            "Subscriber:Status": self._status if subscribed else "",
+            "Subscriber:SubscriptionIP": recipient.subscription_ip,
+            **self._campaign_values,
             "Link:Unsubscribe": unsubscribe_url,
         }
+        found = self._lists.get(recipient.list_id)
+        if found is not None:
+            values.update(found)
+        else:
+            values["List:ListID"] = str(recipient.list_id) if recipient.list_id else ""
+        if self._dates:
+            values["Subscriber:SubscriptionDate"] = legacy_instant(recipient.subscription_time)
+            values["Subscriber:OptInDate"] = legacy_instant(recipient.opt_in_time)
+        if self._hashed_ids is not None and subscribed:
+            values["Subscriber:HashedSubscriberID"] = self._hashed_ids.subscriber(recipient.subscriber_id)
         for key, value in (recipient.custom_fields or {}).items():
             values[f"Subscriber:CustomField{key}" if key.isdigit() else f"Subscriber:{key}"] = value
         return values

@@ -15,16 +15,18 @@ does not decode and sends nothing. A request delivered twice is recorded once (o
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 import grpc
 import structlog
-from herald.audience.v1 import audience_pb2
+from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 from herald.campaign.v1 import email_pb2, email_pb2_grpc
 
 from services.common import events, grpcutil
 from services.common.config import Settings
 from services.common.outbox import Outbox
+from services.common.personalization import list_snapshot
 from services.delivery import queue_store, sending
 from services.delivery.message import email_snapshot
 from services.delivery.queue import owner_metadata
@@ -53,9 +55,12 @@ class OptInConfirmations:
         self._outbox = outbox
         self._channel = grpcutil.channel(settings.grpc_addr("campaign"))
         self._emails = email_pb2_grpc.EmailServiceStub(self._channel)
+        self._audience_channel = grpcutil.channel(settings.grpc_addr("audience"))
+        self._audience = audience_pb2_grpc.AudienceServiceStub(self._audience_channel)
 
     async def close(self) -> None:
         await self._channel.close()
+        await self._audience_channel.close()
 
     def consumers(self) -> list[events.Consumer[Any]]:
         return [
@@ -78,8 +83,11 @@ class OptInConfirmations:
         snapshot = await self._snapshot(event.owner_user_id, event.list_id, event.email_id)
         if snapshot is None:
             return
+        found = await self._list(event.owner_user_id, event.list_id)
+        if found is None:
+            return
         run_id = sending.opt_in_run_id(event.list_id)
-        content = _content(event.list_id, event.email_id, snapshot)
+        content = _content(event.list_id, event.email_id, snapshot, found)
         async with self._outbox.unit_of_work() as work:
             conn = work.conn
             if not await queue_store.recorded_opt_in_request(
@@ -99,6 +107,11 @@ class OptInConfirmations:
                 "first_name": event.first_name,
                 "last_name": event.last_name,
                 "email_id": event.email_id,
+                "subscription_time": (
+                    event.subscription_time.ToDatetime(UTC) if event.HasField("subscription_time") else None
+                ),
+                "subscription_ip": event.subscription_ip,
+                "opt_in_time": event.opt_in_time.ToDatetime(UTC) if event.HasField("opt_in_time") else None,
             }
             await queue_store.queue_opt_in_recipient(
                 conn, run, occurrence=occurrence, generation=generation, batch_id=batch_id, recipient=recipient
@@ -113,8 +126,11 @@ class OptInConfirmations:
         snapshot = await self._snapshot(event.owner_user_id, event.list_id, event.email_id)
         if snapshot is None:
             return
+        found = await self._list(event.owner_user_id, event.list_id)
+        if found is None:
+            return
         run_id = sending.opt_in_run_id(event.list_id)
-        content = _content(event.list_id, event.email_id, snapshot)
+        content = _content(event.list_id, event.email_id, snapshot, found)
         size = max(self._settings.delivery_batch_size, 1)
         async with self._outbox.unit_of_work() as work:
             conn = work.conn
@@ -127,6 +143,9 @@ class OptInConfirmations:
                     "email_address": r.email_address,
                     "first_name": r.first_name,
                     "last_name": r.last_name,
+                    "subscription_time": r.subscription_time.ToDatetime(UTC)
+                    if r.HasField("subscription_time")
+                    else None,
                 }
                 for r in event.recipients
                 if r.subscriber_id in fresh
@@ -154,6 +173,20 @@ class OptInConfirmations:
             await queue_store.add_batch_messages(work, run_id, first_batch, first_batch + batches - 1, generation)
         log.info("opt-in confirmations queued", campaign_id=run_id, recipients=len(recipients), **context)
 
+    async def _list(self, owner_user_id: int, list_id: int) -> dict[str, str] | None:
+        """What the email's List: tags show of the list, or None (logged) when the list is gone."""
+        metadata = owner_metadata(self._settings, owner_user_id)
+        try:
+            found = await self._audience.GetList(
+                audience_pb2.GetListRequest(list_id=list_id), metadata=metadata, timeout=30
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _REFUSALS:
+                log.warning("opt-in confirmation for a list that is gone", list_id=list_id, error=exc.details())
+                return None
+            raise
+        return list_snapshot(found)
+
     async def _snapshot(self, owner_user_id: int, list_id: int, email_id: int) -> dict[str, Any] | None:
         """The confirmation email as the run keeps it, or None (logged) when it cannot be sent."""
         metadata = owner_metadata(self._settings, owner_user_id)
@@ -179,10 +212,12 @@ class OptInConfirmations:
         return snapshot
 
 
-def _content(list_id: int, email_id: int, snapshot: dict[str, Any]) -> dict[str, Any]:
-    """The content of a list's opt-in run for its confirmation email as it is now."""
+def _content(list_id: int, email_id: int, snapshot: dict[str, Any], found: dict[str, str]) -> dict[str, Any]:
+    """The content of a list's opt-in run for its confirmation email and the list (its List: tags) as they are
+    now."""
     return {
         "campaign_name": f"Confirmation email of list {list_id}",
         "default_email_id": email_id,
         "emails": {str(email_id): snapshot},
+        "lists": {str(list_id): found},
     }

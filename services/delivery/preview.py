@@ -4,7 +4,8 @@ Each request becomes one Pending row in the user's preview run (sending.preview_
 message, in one unit of work, the way opt_in.py queues a confirmation email; the worker then renders,
 signs and sends it like any run's message. The subject carries "[Test] ". The row names no list and no
 subscriber, so the preview has no unsubscribe or report-abuse link and a bounce of it changes no
-subscriber; the sample subscriber's values travel in the row's custom fields instead.
+subscriber; the sample subscriber's values travel in the row's custom fields instead, and its list (read
+with GetList for the List: tags) in the content under list 0, the row's.
 
 The request is signed by the campaign service (it sends mail to any address): one without a valid
 signature does not decode and sends nothing. A request delivered twice is queued once (preview_requests).
@@ -12,15 +13,19 @@ signature does not decode and sends nothing. A request delivered twice is queued
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import timestamp_pb2
+from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 from herald.campaign.v1 import email_pb2, email_pb2_grpc
 
 from services.common import events, grpcutil
 from services.common.config import Settings
 from services.common.outbox import Outbox
+from services.common.personalization import HashedIds, legacy_instant, list_snapshot
 from services.delivery import queue_store, sending
 from services.delivery.message import email_snapshot
 from services.delivery.queue import owner_metadata
@@ -43,14 +48,24 @@ _REFUSALS = frozenset(
 )
 
 
-def sample_recipient(event: email_pb2.EmailPreviewRequestedEvent) -> dict[str, Any]:
+def _instant(moment: timestamp_pb2.Timestamp, is_set: bool) -> str:
+    return legacy_instant(moment.ToDatetime(UTC) if is_set else None)
+
+
+def sample_recipient(event: email_pb2.EmailPreviewRequestedEvent, hashed_ids: HashedIds) -> dict[str, Any]:
     """The preview's queue row: to the preview address, with the sample subscriber's values."""
     if event.subscriber_id:
-        # Keys the renderer reads as Subscriber:<key>: the subscriber's own address and id, not the row's.
+        # Keys the renderer reads as Subscriber:<key>: the subscriber's own values, not the row's (which names
+        # no subscriber).
         custom_fields = {
             **dict(event.custom_fields),
             "EmailAddress": event.subscriber_email_address,
             "SubscriberID": str(event.subscriber_id),
+            "Status": event.subscriber_status,
+            "SubscriptionDate": _instant(event.subscription_time, event.HasField("subscription_time")),
+            "SubscriptionIP": event.subscription_ip,
+            "OptInDate": _instant(event.opt_in_time, event.HasField("opt_in_time")),
+            "HashedSubscriberID": hashed_ids.subscriber(event.subscriber_id),
         }
         first_name, last_name = event.first_name, event.last_name
     else:
@@ -74,9 +89,13 @@ class EmailPreviews:
         self._outbox = outbox
         self._channel = grpcutil.channel(settings.grpc_addr("campaign"))
         self._emails = email_pb2_grpc.EmailServiceStub(self._channel)
+        self._audience_channel = grpcutil.channel(settings.grpc_addr("audience"))
+        self._audience = audience_pb2_grpc.AudienceServiceStub(self._audience_channel)
+        self._hashed_ids = HashedIds(settings.effective_token_secret())
 
     async def close(self) -> None:
         await self._channel.close()
+        await self._audience_channel.close()
 
     def consumers(self) -> list[events.Consumer[Any]]:
         return [
@@ -98,11 +117,15 @@ class EmailPreviews:
         if snapshot is None:
             return
         run_id = sending.preview_run_id(event.owner_user_id)
-        content = {
+        content: dict[str, Any] = {
             "campaign_name": f"Preview of email {event.email_id}",
             "default_email_id": event.email_id,
             "emails": {str(event.email_id): snapshot},
         }
+        if event.list_id:
+            found = await self._list(event)
+            if found is not None:
+                content["lists"] = {"0": found}
         async with self._outbox.unit_of_work() as work:
             conn = work.conn
             if not await queue_store.recorded_preview_request(conn, event.request_id, run_id):
@@ -119,10 +142,24 @@ class EmailPreviews:
                 occurrence=occurrence,
                 generation=generation,
                 batch_id=batch_id,
-                recipient=sample_recipient(event),
+                recipient=sample_recipient(event, self._hashed_ids),
             )
             await queue_store.add_batch_messages(work, run_id, batch_id, batch_id, generation)
         log.info("email preview queued", campaign_id=run_id, batch_id=batch_id, **context)
+
+    async def _list(self, event: email_pb2.EmailPreviewRequestedEvent) -> dict[str, str] | None:
+        """What the preview's List: tags show of the sample subscriber's list; None (they render empty) when gone."""
+        try:
+            found = await self._audience.GetList(
+                audience_pb2.GetListRequest(list_id=event.list_id),
+                metadata=owner_metadata(self._settings, event.owner_user_id),
+                timeout=30,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _REFUSALS:
+                return None
+            raise
+        return list_snapshot(found)
 
     async def _snapshot(self, event: email_pb2.EmailPreviewRequestedEvent) -> dict[str, Any] | None:
         """The email as the run keeps it, subject marked as a test, or None (logged) when it cannot be sent."""

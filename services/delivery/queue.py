@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -53,9 +54,10 @@ from services.common import auth, events, grpcutil
 from services.common.config import Settings
 from services.common.natsutil import Subjects
 from services.common.outbox import Outbox, UnitOfWork
+from services.common.personalization import list_snapshot
 from services.delivery import events as delivery_events
 from services.delivery import queue_store, retries, sending
-from services.delivery.message import email_snapshot
+from services.delivery.message import email_snapshot, uses_subscription_tags
 from services.delivery.queue_store import Run, StagedRecipient
 from services.delivery.sending import RunState, SendRequest
 
@@ -234,7 +236,8 @@ class DeliveryQueue:
             test_group: int | None = None
             if metadata is not None:
                 await queue_store.create_staging(conn)
-                await queue_store.copy_staged(conn, self._recipients(request, metadata))
+                dates = uses_subscription_tags(content["emails"])
+                await queue_store.copy_staged(conn, self._recipients(request, metadata, dates=dates))
                 if request.non_openers_of:
                     removed = await queue_store.keep_staged_non_openers(
                         conn, request.non_openers_of, request.owner_user_id
@@ -244,6 +247,8 @@ class DeliveryQueue:
                         original_campaign_id=request.non_openers_of,
                         removed=removed,
                     )
+                lists = await self._lists(await queue_store.staged_list_ids(conn), metadata)
+                content = {**content, "lists": lists}
                 if split_test is not None:
                     audience = await queue_store.staged_address_count(conn)
                     test_group = sending.split_test_group_size(audience, split_test.test_size_percent)
@@ -296,10 +301,30 @@ class DeliveryQueue:
             state=run.state,
         )
 
+    async def _lists(
+        self, list_ids: list[int], metadata: tuple[tuple[str, str], ...]
+    ) -> dict[str, dict[str, str]]:
+        """What the occurrence keeps of its recipients' lists for the List: tags, by list id: one call per list."""
+        lists: dict[str, dict[str, str]] = {}
+        for list_id in list_ids:
+            try:
+                found = await self._audience.GetList(
+                    audience_pb2.GetListRequest(list_id=list_id), metadata=metadata, timeout=30
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                # Deleted since its subscribers were streamed: its List: tags other than ListID render empty.
+                log.warning("a recipient list is gone; its List: tags render empty", list_id=list_id)
+                continue
+            lists[str(list_id)] = list_snapshot(found)
+        return lists
+
     async def _recipients(
-        self, request: SendRequest, metadata: tuple[tuple[str, str], ...]
+        self, request: SendRequest, metadata: tuple[tuple[str, str], ...], *, dates: bool
     ) -> AsyncIterator[list[StagedRecipient]]:
-        """The occurrence's audience as audience streams it, chunk by chunk (memory stays one chunk)."""
+        """The occurrence's audience as audience streams it, chunk by chunk (memory stays one chunk). The
+        subscription dates and address are kept only with `dates` (the content names their tags)."""
         targeting = audience_pb2.TargetingSpec(
             included=[_list_segment(*source) for source in request.targeting.included],
             excluded=[_list_segment(*source) for source in request.targeting.excluded],
@@ -322,6 +347,7 @@ class DeliveryQueue:
                         r.last_name,
                         json.dumps(dict(r.custom_fields)) if r.custom_fields else None,
                         r.bounce_type in _BOUNCED,
+                        *(_subscription(r) if dates else _NO_SUBSCRIPTION),
                     )
                     for r in chunk.recipients
                 ]
@@ -420,6 +446,18 @@ class DeliveryQueue:
             raise sending.database_error("the delivery database failed during the retry") from exc
         log.info("failed recipients requeued", campaign_id=campaign_id, recipients=count, batches=batches)
         return count, batches, generation
+
+
+_NO_SUBSCRIPTION: tuple[None, str, None] = (None, "", None)
+
+
+def _subscription(recipient: audience_pb2.Recipient) -> tuple[datetime | None, str, datetime | None]:
+    """A streamed recipient's subscription time, address and opt-in time, as the queue keeps them."""
+    return (
+        recipient.subscription_time.ToDatetime(UTC) if recipient.HasField("subscription_time") else None,
+        recipient.subscription_ip,
+        recipient.opt_in_time.ToDatetime(UTC) if recipient.HasField("opt_in_time") else None,
+    )
 
 
 def _list_segment(list_id: int, segment_id: int) -> audience_pb2.ListSegment:

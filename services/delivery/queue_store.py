@@ -185,14 +185,16 @@ async def create_staging(conn: AsyncConnection) -> None:
         sa.text(
             "CREATE TEMPORARY TABLE staged_recipients (subscriber_id bigint NOT NULL, list_id bigint NOT NULL, "
             "email_address text NOT NULL, first_name text NOT NULL, last_name text NOT NULL, custom_fields jsonb, "
-            "bounced_before boolean NOT NULL DEFAULT false) ON COMMIT DROP"
+            "bounced_before boolean NOT NULL DEFAULT false, subscription_time timestamptz, "
+            "subscription_ip text NOT NULL DEFAULT '', opt_in_time timestamptz) ON COMMIT DROP"
         )
     )
 
 
 # (subscriber_id, list_id, email_address, first_name, last_name, custom fields as JSON text, bounced before:
-# the subscriber's bounce type was Soft or Hard when audience streamed it).
-StagedRecipient = tuple[int, int, str, str, str, str | None, bool]
+# the subscriber's bounce type was Soft or Hard when audience streamed it, subscription time, subscription IP,
+# opt-in time: the last three only when the content names their tags, None / "" otherwise).
+StagedRecipient = tuple[int, int, str, str, str, str | None, bool, datetime | None, str, datetime | None]
 
 
 async def copy_staged(conn: AsyncConnection, chunks: AsyncIterable[Sequence[StagedRecipient]]) -> None:
@@ -202,7 +204,7 @@ async def copy_staged(conn: AsyncConnection, chunks: AsyncIterable[Sequence[Stag
     async with driver.cursor() as cursor:
         async with cursor.copy(
             "COPY staged_recipients (subscriber_id, list_id, email_address, first_name, last_name, custom_fields, "
-            "bounced_before) FROM STDIN"
+            "bounced_before, subscription_time, subscription_ip, opt_in_time) FROM STDIN"
         ) as copy:
             async for chunk in chunks:
                 for row in chunk:
@@ -240,6 +242,12 @@ async def keep_staged_non_openers(conn: AsyncConnection, original_campaign_id: i
         {"p": original_campaign_id, "o": owner_user_id},
     )
     return result.rowcount
+
+
+async def staged_list_ids(conn: AsyncConnection) -> list[int]:
+    """The lists the staged recipients come from, in id order."""
+    rows = await conn.execute(sa.text("SELECT DISTINCT list_id FROM staged_recipients ORDER BY list_id"))
+    return [int(row.list_id) for row in rows]
 
 
 async def staged_address_count(conn: AsyncConnection) -> int:
@@ -319,7 +327,8 @@ async def queued_staged_count(
             f"""
             INSERT INTO delivery.recipients (
                 campaign_id, owner_user_id, occurrence, generation, batch_id, subscriber_id, list_id,
-                email_address, domain, first_name, last_name, custom_fields, email_id, status, bounced_before)
+                email_address, domain, first_name, last_name, custom_fields, email_id, status, bounced_before,
+                subscription_time, subscription_ip, opt_in_time)
             SELECT :c, :o, :occ, :g,
                    CASE WHEN in_test THEN :first + (k - 1) / :size END,
                    subscriber_id, list_id, email_address,
@@ -328,7 +337,7 @@ async def queued_staged_count(
                    first_name, last_name, custom_fields,
                    CASE WHEN in_test THEN {variation} END,
                    CASE WHEN in_test THEN '{RecipientStatus.PENDING}' ELSE '{RecipientStatus.HELD}' END,
-                   bounced_before
+                   bounced_before, subscription_time, subscription_ip, opt_in_time
             FROM ({source}) AS positioned
             ORDER BY rn
             """
@@ -712,11 +721,12 @@ async def queue_opt_in_recipients(
             f"""
             INSERT INTO delivery.recipients (
                 campaign_id, owner_user_id, occurrence, generation, batch_id, subscriber_id, list_id,
-                email_address, domain, first_name, last_name, email_id, status, bounced_before)
+                email_address, domain, first_name, last_name, email_id, status, bounced_before, subscription_time)
             SELECT :c, :o, :occ, :g, :b + (r.n - 1) / :size, r.s, :l, r.a, lower(substring(btrim(r.a) FROM '[^@]*$')),
-                r.f, r.ln, :e, '{RecipientStatus.PENDING}', false
+                r.f, r.ln, :e, '{RecipientStatus.PENDING}', false, r.st
             FROM unnest(CAST(:ids AS bigint[]), CAST(:addresses AS text[]), CAST(:firsts AS text[]),
-                        CAST(:lasts AS text[])) WITH ORDINALITY AS r (s, a, f, ln, n)
+                        CAST(:lasts AS text[]), CAST(:subscribed AS timestamptz[]))
+                 WITH ORDINALITY AS r (s, a, f, ln, st, n)
             """
         ),
         {
@@ -732,6 +742,7 @@ async def queue_opt_in_recipients(
             "addresses": [r["email_address"] for r in recipients],
             "firsts": [r["first_name"] for r in recipients],
             "lasts": [r["last_name"] for r in recipients],
+            "subscribed": [r.get("subscription_time") for r in recipients],
         },
     )
 
@@ -751,9 +762,10 @@ async def queue_opt_in_recipient(
             f"""
             INSERT INTO delivery.recipients (
                 campaign_id, owner_user_id, occurrence, generation, batch_id, subscriber_id, list_id,
-                email_address, domain, first_name, last_name, custom_fields, email_id, status, bounced_before)
+                email_address, domain, first_name, last_name, custom_fields, email_id, status, bounced_before,
+                subscription_time, subscription_ip, opt_in_time)
             VALUES (:c, :o, :occ, :g, :b, :s, :l, :a, lower(substring(btrim(:a) FROM '[^@]*$')), :f, :n,
-                    CAST(:cf AS jsonb), :e, '{RecipientStatus.PENDING}', false)
+                    CAST(:cf AS jsonb), :e, '{RecipientStatus.PENDING}', false, :st, :si, :ot)
             """
         ),
         {
@@ -769,6 +781,9 @@ async def queue_opt_in_recipient(
             "n": recipient["last_name"],
             "cf": json.dumps(recipient["custom_fields"]) if recipient.get("custom_fields") else None,
             "e": recipient["email_id"],
+            "st": recipient.get("subscription_time"),
+            "si": recipient.get("subscription_ip") or "",
+            "ot": recipient.get("opt_in_time"),
         },
     )
 

@@ -72,6 +72,9 @@ recipients = sa.Table(
     sa.Column("custom_fields", postgresql.JSONB(none_as_null=True)),
     sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
     sa.Column("deferred_since", sa.DateTime(timezone=True)),
+    sa.Column("subscription_time", sa.DateTime(timezone=True)),
+    sa.Column("subscription_ip", sa.Text, nullable=False, server_default=""),
+    sa.Column("opt_in_time", sa.DateTime(timezone=True)),
 )
 
 # What each campaign's queue rows add up to, kept by triggers on `recipients` (migration 0005).

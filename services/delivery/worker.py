@@ -65,6 +65,7 @@ from services.common.nats_link import NatsLink
 from services.common.natsutil import Subjects
 from services.common.opt_in_links import OptInLinks
 from services.common.outbox import Outbox, UnitOfWork
+from services.common.personalization import HashedIds
 from services.common.return_path import ReturnPaths
 from services.common.tracking import TrackingLinks
 from services.delivery import (
@@ -203,6 +204,7 @@ class Templates:
         self._public_url = settings.effective_public_url()
         self._mailto = settings.delivery_unsubscribe_mailto
         self._key_seal = dkim.KeySeal(settings.effective_token_secret())
+        self._hashed_ids = HashedIds(settings.effective_token_secret())
         self._cache: OrderedDict[tuple[int, int], RunTemplates | None] = OrderedDict()
 
     async def get(self, campaign_id: int, occurrence: int) -> RunTemplates | None:
@@ -236,6 +238,8 @@ class Templates:
     def _build(self, campaign_id: int, content: Mapping[str, object], signer: dkim.Signer) -> RunTemplates:
         emails = content["emails"]
         assert isinstance(emails, dict)
+        lists = content.get("lists")
+        assert lists is None or isinstance(lists, dict)
         by_email = {
             int(email_id): MessageTemplate(
                 snapshot,
@@ -247,6 +251,8 @@ class Templates:
                 unsubscribe_mailto=self._mailto,
                 relay_provider=self._relay_provider,
                 opt_in_links=self._opt_in_links,
+                lists=lists,
+                hashed_ids=self._hashed_ids,
             )
             for email_id, snapshot in emails.items()
         }

@@ -24,6 +24,7 @@ from google.protobuf import field_mask_pb2
 from herald.campaign.v1 import email_pb2, email_pb2_grpc
 from herald.tag.v1 import tag_pb2, tag_pb2_grpc
 
+from services.common.personalization import HashedIds
 from tests.conftest import Admin, Api, System, User, grpc_metadata
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -261,7 +262,7 @@ async def test_the_web_view_shows_the_content_without_personalization(
         system,
         user,
         '<html><body><p>Hi {{ Subscriber:FirstName | "reader" }}%Subscriber:LastName%!</p>'
-        "<p>{{ Campaign:Name }}</p></body></html>",
+        '<p>{{ Campaign:Name }}</p><p>{{ List:Name | "our list" }} {{ Campaign:HashedCampaignID }}</p></body></html>',
     )
     await mark_sent(system, campaign_id, datetime(2025, 6, 1, tzinfo=UTC), email_id)
 
@@ -270,6 +271,8 @@ async def test_the_web_view_shows_the_content_without_personalization(
     assert (status, content_type) == (200, "text/html")
     content = srcdoc_of(text)
     assert "<p>Hi reader!</p>" in content and "<p>Web view letter</p>" in content
+    hashed = HashedIds(system.env["HERALD_TOKEN_SECRET"]).campaign(campaign_id)
+    assert f"<p>our list {hashed}</p>" in content, content
     policy = headers["Content-Security-Policy"]
     assert "default-src 'none'" in policy and "script-src" not in policy and "sandbox" in policy
 

@@ -7,13 +7,18 @@ import time
 
 import pytest
 
-from tests.e2e.delivery_helpers import DeliveryHerald, Received, audience, create_email, new_domain
+from services.common.personalization import HashedIds
+from tests.e2e.delivery_helpers import DeliveryHerald, Received, audience, create_email, new_domain, ok
 from translator.commands.email import PREVIEW_RATE_LIMIT
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SUBJECT = "Hello {{ Subscriber:FirstName }}"
-HTML = "<p>Dear %Subscriber:FirstName% (%Subscriber:EmailAddress%), news.</p>"
+HTML = (
+    "<p>Dear %Subscriber:FirstName% (%Subscriber:EmailAddress%), news.</p><p>[%List:ListID%/{{ List:Name }}/"
+    "%Subscriber:Status%/%Subscriber:SubscriptionDate%/%Subscriber:SubscriptionIP%/"
+    "%Subscriber:HashedSubscriberID%]</p>"
+)
 PLAIN = "Dear %Subscriber:FirstName%, news."
 
 
@@ -44,6 +49,15 @@ async def test_a_preview_arrives_marked_as_a_test_and_personalized_with_the_list
     first = readers[0]
     assert message.header("Subject") == f"[Test] Hello {first.first_name}"
     assert f"Dear {first.first_name} ({first.email})" in message.text()
+    # The catalog's other tags show that subscriber and its list too.
+    info = (await ok(herald.api, "subscriber.get", user.api_key, ListID=list_id, EmailAddress=first.email))[
+        "SubscriberInformation"
+    ]
+    hashed = HashedIds(herald.system.env["HERALD_TOKEN_SECRET"]).subscriber(info["SubscriberID"])
+    assert (
+        f"[{list_id}/Readers/Subscribed/{info['SubscriptionDate']}/{info['SubscriptionIP']}/{hashed}]"
+        in message.text()
+    ), message.text()
     # Nothing in a preview acts on the subscriber whose values it shows.
     assert message.header("List-Unsubscribe") == "" and "/t/u/" not in message.text()
 

@@ -44,7 +44,7 @@ async def _queue(
 
     async def chunks() -> AsyncIterator[list[queue_store.StagedRecipient]]:
         yield [
-            (subscriber_id, 1, address, "First", "Last", None, subscriber_id in bounced)
+            (subscriber_id, 1, address, "First", "Last", None, subscriber_id in bounced, None, "", None)
             for subscriber_id, address in addresses
         ]
 
@@ -319,7 +319,7 @@ async def test_an_auto_resend_keeps_only_the_originals_sent_subscribers_who_neve
         await queue_store.create_staging(conn)
 
         async def chunks() -> AsyncIterator[list[queue_store.StagedRecipient]]:
-            yield [(n, 1, address, "", "", None, bounced) for n, address, bounced in audience]
+            yield [(n, 1, address, "", "", None, bounced, None, "", None) for n, address, bounced in audience]
 
         await queue_store.copy_staged(conn, chunks())
         removed = await queue_store.keep_staged_non_openers(conn, original_id, owner_id)

@@ -9,6 +9,7 @@ from services.campaign import email_domain
 from services.common import events
 from services.common.errors import DomainError
 from services.common.event_signing import EventSigner
+from services.common.personalization import HashedIds
 from services.delivery import sending
 from services.delivery.preview import sample_recipient
 
@@ -37,17 +38,30 @@ def test_the_preview_row_names_no_subscriber_but_carries_the_first_subscribers_v
         subscriber_email_address="ada@example.com",
         first_name="Ada",
         custom_fields={"2": "Lovelace"},
+        subscriber_status="Subscribed",
+        subscription_ip="192.0.2.1",
     )
-    row = sample_recipient(event)
+    event.subscription_time.FromSeconds(1_735_689_600)  # 2025-01-01 00:00:00 UTC
+    hashed = HashedIds("secret")
+    row = sample_recipient(event, hashed)
     assert (row["subscriber_id"], row["list_id"], row["email_address"], row["first_name"]) == (
         0,
         0,
         "me@example.com",
         "Ada",
     )
-    assert row["custom_fields"] == {"2": "Lovelace", "EmailAddress": "ada@example.com", "SubscriberID": "11"}
+    assert row["custom_fields"] == {
+        "2": "Lovelace",
+        "EmailAddress": "ada@example.com",
+        "SubscriberID": "11",
+        "Status": "Subscribed",
+        "SubscriptionDate": "2025-01-01 00:00:00",
+        "SubscriptionIP": "192.0.2.1",
+        "OptInDate": "",
+        "HashedSubscriberID": hashed.subscriber(11),
+    }
     sample = sample_recipient(
-        email_pb2.EmailPreviewRequestedEvent(owner_user_id=7, email_id=3, email_address="me@x.org")
+        email_pb2.EmailPreviewRequestedEvent(owner_user_id=7, email_id=3, email_address="me@x.org"), hashed
     )
     assert (sample["first_name"], sample["custom_fields"]) == ("Sample", {})
 

@@ -34,16 +34,7 @@ OUTCOMES = ("acted on", "data", "refused", "output only", "no counterpart", "**i
 # Fields stored (or checked) and never acted on although they promise behaviour. Each is a known defect of
 # issue 14 that was not small enough to fix or refuse without breaking clients that send it today. Remove
 # an entry when its field is acted on or refused (and change its row in the doc).
-IGNORED: dict[tuple[str, str], str] = {
-    ("list.create", "SenderName"): "issue 14: List:Sender* tags are not rendered",
-    ("list.create", "SenderEmailAddress"): "issue 14: List:Sender* tags are not rendered",
-    ("list.create", "SenderCompany"): "issue 14: List:Sender* tags are not rendered",
-    ("list.create", "SenderAddress"): "issue 14: List:Sender* tags are not rendered",
-    ("CreateListRequest", "sender_name"): "issue 14: List:Sender* tags are not rendered",
-    ("CreateListRequest", "sender_email_address"): "issue 14: List:Sender* tags are not rendered",
-    ("CreateListRequest", "sender_company"): "issue 14: List:Sender* tags are not rendered",
-    ("CreateListRequest", "sender_address"): "issue 14: List:Sender* tags are not rendered",
-}
+IGNORED: dict[tuple[str, str], str] = {}
 
 # Fields that name a kind of thing Herald does not have, so that no value can name one: checked for form, and
 # the rest of the call is carried out because refusing it would be worse. Each needs its reason here and in

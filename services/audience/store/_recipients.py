@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -152,6 +153,9 @@ class RecipientQuery:
                     t.c.last_name,
                     custom.label("custom_fields"),
                     t.c.bounce_type,
+                    t.c.subscription_date,
+                    t.c.subscription_ip,
+                    t.c.optin_date,
                 )
                 .where(
                     t.c.list_id == list_id,
@@ -174,15 +178,17 @@ async def recipient_count(conn: AsyncConnection, query: RecipientQuery) -> int:
     return int((await conn.execute(query.count())).scalar_one())
 
 
-# subscriber id, list id, address, first name, last name, custom fields (JSON text or None), bounce type
-RecipientRow = tuple[int, int, str, str, str, str | None, str]
+# subscriber id, list id, address, first name, last name, custom fields (JSON text or None), bounce type,
+# subscription date, subscription IP, opt-in date
+RecipientRow = tuple[int, int, str, str, str, str | None, str, datetime | None, str, datetime | None]
 
 
 async def recipient_rows(
     conn: AsyncConnection, query: RecipientQuery, after: int, limit: int
 ) -> list[RecipientRow]:
     """The next `limit` recipients after subscriber id `after`, in id order; custom fields as JSON text or None,
-    and the bounce type, which delivery needs to announce a later delivery to a bounced address."""
+    the bounce type, which delivery needs to announce a later delivery to a bounced address, and the
+    subscription dates and address personalization shows."""
     if query.is_empty:
         return []
     result = await conn.execute(query.chunk(after, limit))

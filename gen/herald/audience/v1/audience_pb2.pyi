@@ -1990,6 +1990,9 @@ class Recipient(_message.Message):
     LAST_NAME_FIELD_NUMBER: _builtins.int
     CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
     BOUNCE_TYPE_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_IP_FIELD_NUMBER: _builtins.int
+    OPT_IN_TIME_FIELD_NUMBER: _builtins.int
     subscriber_id: _builtins.int
     list_id: _builtins.int
     email_address: _builtins.str
@@ -1999,6 +2002,7 @@ class Recipient(_message.Message):
     """The subscriber's bounce state when streamed: delivery announces a later delivery to a Soft or Hard
     address (herald.delivery.v1.RecipientDeliveredEvent), which clears it.
     """
+    subscription_ip: _builtins.str
     @_builtins.property
     def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The subscriber's custom field values for personalization: by field id, and also by merge-tag alias
@@ -2006,6 +2010,14 @@ class Recipient(_message.Message):
         under keys that name no field (imports of header columns) come as they are.
         """
 
+    @_builtins.property
+    def subscription_time(self) -> _timestamp_pb2.Timestamp:
+        """For the Subscriber:SubscriptionDate, SubscriptionIP and OptInDate personalization tags; unset / empty
+        when the subscriber has none.
+        """
+
+    @_builtins.property
+    def opt_in_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -2016,10 +2028,13 @@ class Recipient(_message.Message):
         last_name: _builtins.str = ...,
         custom_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         bounce_type: Global___BounceType.ValueType = ...,
+        subscription_time: _timestamp_pb2.Timestamp | None = ...,
+        subscription_ip: _builtins.str = ...,
+        opt_in_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opt_in_time", b"opt_in_time", "subscription_time", b"subscription_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounce_type", b"bounce_type", "custom_fields", b"custom_fields", "email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounce_type", b"bounce_type", "custom_fields", b"custom_fields", "email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "opt_in_time", b"opt_in_time", "subscriber_id", b"subscriber_id", "subscription_ip", b"subscription_ip", "subscription_time", b"subscription_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2111,6 +2126,9 @@ class OptInConfirmationRequestedEvent(_message.Message):
     LAST_NAME_FIELD_NUMBER: _builtins.int
     EMAIL_ID_FIELD_NUMBER: _builtins.int
     REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_IP_FIELD_NUMBER: _builtins.int
+    OPT_IN_TIME_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
     list_id: _builtins.int
     subscriber_id: _builtins.int
@@ -2119,10 +2137,19 @@ class OptInConfirmationRequestedEvent(_message.Message):
     last_name: _builtins.str
     email_id: _builtins.int
     """The list's confirmation email (EmailService, scope OptIn)."""
+    subscription_ip: _builtins.str
     @_builtins.property
     def request_time(self) -> _timestamp_pb2.Timestamp:
         """When audience asked: with subscriber_id, the request's identity (a redelivery sends nothing more)."""
 
+    @_builtins.property
+    def subscription_time(self) -> _timestamp_pb2.Timestamp:
+        """For the email's Subscriber:SubscriptionDate, SubscriptionIP and OptInDate tags; unset / empty when the
+        subscriber has none.
+        """
+
+    @_builtins.property
+    def opt_in_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -2134,10 +2161,13 @@ class OptInConfirmationRequestedEvent(_message.Message):
         last_name: _builtins.str = ...,
         email_id: _builtins.int = ...,
         request_time: _timestamp_pb2.Timestamp | None = ...,
+        subscription_time: _timestamp_pb2.Timestamp | None = ...,
+        subscription_ip: _builtins.str = ...,
+        opt_in_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["request_time", b"request_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opt_in_time", b"opt_in_time", "request_time", b"request_time", "subscription_time", b"subscription_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "email_id", b"email_id", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "owner_user_id", b"owner_user_id", "request_time", b"request_time", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "email_id", b"email_id", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "opt_in_time", b"opt_in_time", "owner_user_id", b"owner_user_id", "request_time", b"request_time", "subscriber_id", b"subscriber_id", "subscription_ip", b"subscription_ip", "subscription_time", b"subscription_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2161,10 +2191,17 @@ class OptInConfirmationsRequestedEvent(_message.Message):
         EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
         FIRST_NAME_FIELD_NUMBER: _builtins.int
         LAST_NAME_FIELD_NUMBER: _builtins.int
+        SUBSCRIPTION_TIME_FIELD_NUMBER: _builtins.int
         subscriber_id: _builtins.int
         email_address: _builtins.str
         first_name: _builtins.str
         last_name: _builtins.str
+        @_builtins.property
+        def subscription_time(self) -> _timestamp_pb2.Timestamp:
+            """For the email's Subscriber:SubscriptionDate tag (an imported subscriber has no subscription address
+            or opt-in date yet).
+            """
+
         def __init__(
             self,
             *,
@@ -2172,10 +2209,11 @@ class OptInConfirmationsRequestedEvent(_message.Message):
             email_address: _builtins.str = ...,
             first_name: _builtins.str = ...,
             last_name: _builtins.str = ...,
+            subscription_time: _timestamp_pb2.Timestamp | None = ...,
         ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        _HasFieldArgType: _TypeAlias = _typing.Literal["subscription_time", b"subscription_time"]  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "subscriber_id", b"subscriber_id", "subscription_time", b"subscription_time"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -448,6 +448,10 @@ class EmailPreviewRequestedEvent(_message.Message):
     FIRST_NAME_FIELD_NUMBER: _builtins.int
     LAST_NAME_FIELD_NUMBER: _builtins.int
     CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_STATUS_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_IP_FIELD_NUMBER: _builtins.int
+    OPT_IN_TIME_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
     email_id: _builtins.int
     email_address: _builtins.str
@@ -461,10 +465,20 @@ class EmailPreviewRequestedEvent(_message.Message):
     subscriber_email_address: _builtins.str
     first_name: _builtins.str
     last_name: _builtins.str
+    subscriber_status: _builtins.str
+    """That subscriber's status as the Subscriber:Status tag shows it (Subscribed, Unsubscribed, Opt-In
+    Pending, Opt-Out Pending), subscription date and address, and opt-in date; empty / unset with
+    sample values or when the subscriber has none.
+    """
+    subscription_ip: _builtins.str
     @_builtins.property
     def request_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def subscription_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def opt_in_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -479,10 +493,14 @@ class EmailPreviewRequestedEvent(_message.Message):
         first_name: _builtins.str = ...,
         last_name: _builtins.str = ...,
         custom_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        subscriber_status: _builtins.str = ...,
+        subscription_time: _timestamp_pb2.Timestamp | None = ...,
+        subscription_ip: _builtins.str = ...,
+        opt_in_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["request_time", b"request_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opt_in_time", b"opt_in_time", "request_time", b"request_time", "subscription_time", b"subscription_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_fields", b"custom_fields", "email_address", b"email_address", "email_id", b"email_id", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "owner_user_id", b"owner_user_id", "request_id", b"request_id", "request_time", b"request_time", "subscriber_email_address", b"subscriber_email_address", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_fields", b"custom_fields", "email_address", b"email_address", "email_id", b"email_id", "first_name", b"first_name", "last_name", b"last_name", "list_id", b"list_id", "opt_in_time", b"opt_in_time", "owner_user_id", b"owner_user_id", "request_id", b"request_id", "request_time", b"request_time", "subscriber_email_address", b"subscriber_email_address", "subscriber_id", b"subscriber_id", "subscriber_status", b"subscriber_status", "subscription_ip", b"subscription_ip", "subscription_time", b"subscription_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
