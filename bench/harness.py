@@ -29,6 +29,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports_in_a_row(count: int) -> int:
+    """The first of `count` consecutive free ports (delivery workers serve metrics on consecutive ports)."""
+    while True:
+        first = free_port()
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                sockets.append(socket.socket())
+                sockets[-1].bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+def metrics_port_env(workers: int) -> dict[str, str]:
+    """Free metrics ports for every process of a `herald run` (the defaults would collide with another run)."""
+    env = {
+        f"HERALD_{name}_METRICS_PORT": str(free_port())
+        for name in ("CAMPAIGN", "TAG", "AUDIENCE", "DELIVERY", "BOUNCE_RECEIVER")
+    }
+    env["HERALD_DELIVERY_WORKER_METRICS_PORT"] = str(free_ports_in_a_row(max(workers, 1)))
+    return env
+
+
 # The processes of `herald run` that `herald serve <role>` runs once each.
 ROLES = ("campaign", "tag", "audience", "delivery", "translator", "mail-capture", "bounce-receiver")
 
@@ -106,6 +133,7 @@ def running_herald(extra_env: dict[str, str] | None = None) -> Iterator[Herald]:
             **{
                 f"HERALD_{n.upper()}_GRPC_PORT": str(ports[n]) for n in ("campaign", "tag", "audience", "delivery")
             },
+            **metrics_port_env(int((extra_env or {}).get("HERALD_DELIVERY_WORKERS", "2"))),
             **(extra_env or {}),
         )
         process = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], env=env, cwd=ROOT)

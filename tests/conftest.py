@@ -42,6 +42,48 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports_in_a_row(count: int) -> int:
+    """The first of `count` consecutive ports that are free now (delivery workers take consecutive ports)."""
+    while True:
+        first = free_port()
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+# Every process's metrics port (services/common/metrics.py), by its environment variable; the workers'
+# is the first of WORKER_METRICS_PORTS consecutive ones.
+METRICS_PORT_VARIABLES = {
+    "campaign": "HERALD_CAMPAIGN_METRICS_PORT",
+    "tag": "HERALD_TAG_METRICS_PORT",
+    "audience": "HERALD_AUDIENCE_METRICS_PORT",
+    "delivery": "HERALD_DELIVERY_METRICS_PORT",
+    "bounce-receiver": "HERALD_BOUNCE_RECEIVER_METRICS_PORT",
+    "delivery-worker": "HERALD_DELIVERY_WORKER_METRICS_PORT",
+}
+WORKER_METRICS_PORTS = 4
+
+
+def metrics_ports() -> dict[str, int]:
+    """Free metrics ports for a `herald run`, by process name: the defaults would collide with other runs."""
+    ports = {name: free_port() for name in METRICS_PORT_VARIABLES if name != "delivery-worker"}
+    ports["delivery-worker"] = free_ports_in_a_row(WORKER_METRICS_PORTS)
+    return ports
+
+
+def metrics_env(ports: dict[str, int]) -> dict[str, str]:
+    return {METRICS_PORT_VARIABLES[name]: str(port) for name, port in ports.items()}
+
+
 @dataclass
 class Backing:
     """The PostgreSQL and NATS the system under test uses."""
@@ -108,6 +150,8 @@ class System:
     ports: dict[str, int]
     process: subprocess.Popen[bytes]
     settings: Settings = field(init=False)
+    # Where each process serves /metrics, by process name (the translator: base_url + "/metrics").
+    metrics_ports: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.settings = Settings(
@@ -117,6 +161,24 @@ class System:
             nats_namespace=self.env["HERALD_NATS_NAMESPACE"],
             data_dir=Path(self.env["HERALD_DATA_DIR"]),
         )
+        self.metrics_ports = {
+            name: int(self.env[variable])
+            for name, variable in METRICS_PORT_VARIABLES.items()
+            if variable in self.env
+        }
+
+    def metrics_urls(self) -> dict[str, str]:
+        """The metrics endpoint of every process `herald run` started, by process name (workers numbered)."""
+        urls = {"translator": f"{self.base_url}/metrics"}
+        workers = int(self.env.get("HERALD_DELIVERY_WORKERS", "2"))
+        for name, port in self.metrics_ports.items():
+            if name == "delivery-worker":
+                urls |= {
+                    f"delivery-worker-{i + 1}": f"http://127.0.0.1:{port + i}/metrics" for i in range(workers)
+                }
+            else:
+                urls[name] = f"http://127.0.0.1:{port}/metrics"
+        return urls
 
     @property
     def bounce_receiver_port(self) -> int:
@@ -156,6 +218,7 @@ def herald_env(backing: Backing, data_dir: Path) -> tuple[dict[str, str], dict[s
         HERALD_BOUNCE_RECEIVER_PORT=str(ports["bounce_receiver"]),
         # The provider webhooks accept this test process's keys (tests/webhook_keys.py).
         **webhook_keys().env(data_dir / "webhook-keys"),
+        **metrics_env(metrics_ports()),
         **{
             f"HERALD_{name.upper()}_GRPC_PORT": str(ports[name])
             for name in ("campaign", "tag", "audience", "delivery")
