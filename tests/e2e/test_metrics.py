@@ -10,18 +10,16 @@ scraped.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT, Backing
+from tests import dashboard
+from tests.conftest import Backing
 from tests.e2e.delivery_helpers import (
     DeliveryHerald,
     audience,
@@ -35,7 +33,6 @@ from tests.e2e.test_bounce_receiver import deliver, dsn_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-DASHBOARD = ROOT / "deploy" / "grafana" / "herald.json"
 PROCESSES = (
     "translator",
     "campaign",
@@ -103,24 +100,6 @@ async def herald(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> 
     env = {"HERALD_DELIVERY_WORKERS": "2", "HERALD_METRICS_SAMPLE_SECONDS": "0.5"}
     async with delivery_herald(backing, tmp_path_factory.mktemp("metrics"), env) as running:
         yield running
-
-
-def dashboard_metrics(path: Path) -> set[str]:
-    """The metric names the dashboard's queries use (identifiers that are not PromQL functions, keywords or labels)."""
-    dashboard = json.loads(path.read_text())
-    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
-    names: set[str] = set()
-    for expression in expressions:
-        without_labels = re.sub(r"\{[^}]*\}", "", expression)
-        without_groupings = re.sub(r"\b(by|without)\s*\([^)]*\)", "", without_labels)
-        without_ranges = re.sub(r"\[[^\]]*\]", "", without_groupings)
-        for word in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_ranges):
-            if word not in PROMQL_WORDS:
-                names.add(word)
-    return names
-
-
-PROMQL_WORDS = {"sum", "max", "min", "avg", "rate", "irate", "increase", "histogram_quantile", "by", "without"}
 
 
 async def test_every_process_serves_metrics_and_a_send_moves_the_grpc_counts_and_heralds_own(
@@ -215,5 +194,5 @@ async def test_every_process_serves_metrics_and_a_send_moves_the_grpc_counts_and
             )
 
     # The dashboard plots only what Herald exports.
-    plotted = dashboard_metrics(DASHBOARD)
+    plotted = dashboard.metric_names()
     assert plotted and plotted <= after.names(), sorted(plotted - after.names())
