@@ -50,6 +50,11 @@ def start(settings: Settings, process: str) -> None:
         exemplar_filter=AlwaysOffExemplarFilter(),
     )
     otel_metrics.set_meter_provider(provider)
+    serve(settings, process)
+
+
+def serve(settings: Settings, process: str) -> None:
+    """Serves GET /metrics on the process's metrics port, if it has one; stops the process when it is taken."""
     port = metrics_port(settings, process)
     if not port:
         return

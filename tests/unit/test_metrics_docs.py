@@ -14,7 +14,6 @@ from prometheus_client import REGISTRY
 
 from services.common import grpc_metrics, metrics
 from services.common.config import Settings
-from services.supervisor import listening_ports
 from tests import dashboard
 from tests.conftest import ROOT
 
@@ -95,15 +94,3 @@ def test_every_process_with_a_metrics_port_is_in_the_documented_port_table() -> 
         variable = f"HERALD_{setting.upper()}"
         default = Settings.model_fields[setting].default
         assert re.search(rf"\| {default}\b[^|]*\| `{variable}`", section), (process, variable, default)
-
-
-def test_herald_run_gives_every_process_its_own_port_by_default() -> None:
-    ports = listening_ports(Settings(delivery_workers=3), capture=True)
-    assert len(set(ports.values())) == len(ports)
-    assert [
-        port for setting, port in ports.items() if setting.startswith("HERALD_DELIVERY_WORKER_METRICS_PORT")
-    ] == [
-        9110,
-        9111,
-        9112,
-    ]
