@@ -340,6 +340,7 @@ class Worker:
         if not await natsutil.until_ready(setup, stop, "batches consumer"):
             return
         assert subscription is not None
+        natsutil.REDELIVERIES_TOTAL.labels(streams.WORKERS_DURABLE)  # the series exists (at 0) from the start
         log.info("delivery worker started", worker_id=self.worker_id, lanes=self._lanes, window=self._window)
         await asyncio.gather(self._measure(stop), *(self._lane(subscription, stop) for _ in range(self._lanes)))
 
@@ -353,6 +354,7 @@ class Worker:
                 log.warning("batch fetch failed; retrying", error=str(exc))
                 await natsutil.sleep_unless_stopped(stop, 0.5)
                 continue
+            natsutil.count_redeliveries(streams.WORKERS_DURABLE, messages)
             for message in messages:
                 await self._handle(message)
 
@@ -381,6 +383,7 @@ class Worker:
         if not await natsutil.until_ready(setup, stop, "retries consumer"):
             return
         assert subscription is not None
+        natsutil.REDELIVERIES_TOTAL.labels(retries.RETRIES_DURABLE)
         while not stop.is_set():
             try:
                 messages = await subscription.fetch(batch=self._window, timeout=1)
@@ -390,6 +393,7 @@ class Worker:
                 log.warning("retry fetch failed; retrying", error=str(exc))
                 await natsutil.sleep_unless_stopped(stop, 0.5)
                 continue
+            natsutil.count_redeliveries(retries.RETRIES_DURABLE, messages)
             by_campaign: dict[int, tuple[list[Msg], list[tuple[int, int]]]] = {}
             for message in messages:
                 try:

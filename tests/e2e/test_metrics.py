@@ -185,6 +185,11 @@ async def test_every_process_serves_metrics_and_a_send_moves_the_grpc_counts_and
             s.name == "herald_jetstream_consumer_pending" and s.labels.get("durable") == durable
             for s in after.samples[process]
         ), (process, durable, sorted({s.labels.get("durable", "") for s in after.samples[process]}))
+    for process, durable in (("delivery-worker-1", "delivery-workers"), ("delivery", "delivery-send-requested")):
+        assert any(
+            s.name == "herald_jetstream_redeliveries_total" and s.labels == {"durable": durable}
+            for s in after.samples[process]
+        ), (process, durable)
     # No label names a recipient or a campaign.
     for process, samples in after.samples.items():
         for sample in samples:

@@ -21,6 +21,7 @@ from tests.conftest import ROOT
 MODULES = (
     "services.campaign.picker",
     "services.common.nats_link",
+    "services.common.natsutil",
     "services.common.outbox",
     "services.delivery.bounce_receiver",
     "services.delivery.bounce_recording",
