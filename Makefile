@@ -26,18 +26,28 @@ $(STAMP): pyproject.toml uv.lock $(UV)
 lock: $(UV)
 	$(UV) lock --upgrade
 
-install: $(STAMP)
+# The browser tests (tests/browser/) drive Debian's Chromium through its chromedriver: `make install` (so
+# `make test`) has apt-get install both when either is missing (as root, else through sudo). Running Herald,
+# linting and benchmarks need no browser.
+BROWSER := /usr/bin/chromium /usr/bin/chromedriver
+SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 
-run: install
+$(BROWSER) &:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
+
+install: $(STAMP) $(BROWSER)
+
+run: $(STAMP)
 	$(BIN)/herald run
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-protos: install
+protos: $(STAMP)
 	$(BIN)/python tools/protogen.py gen
 
-lint: install
+lint: $(STAMP)
 	$(BIN)/ruff check services translator tests bench tools
 	$(BIN)/ruff format --check services translator tests bench tools
 	$(BIN)/mypy services translator
@@ -45,7 +55,7 @@ lint: install
 	$(BIN)/buf format --diff --exit-code
 
 # Each benchmark prints its figures; see the README for what they measured.
-bench: install
+bench: $(STAMP)
 	$(BIN)/python bench/translator.py
 	$(BIN)/python bench/audience.py
 	$(BIN)/python bench/import.py

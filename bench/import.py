@@ -83,14 +83,27 @@ def postmaster(herald: Herald) -> psutil.Process:
     return psutil.Process(pid)
 
 
-def create_list(herald: Herald, api_key: str) -> int:
-    body = json.dumps({"Command": "list.create", "APIKey": api_key, "SubscriberListName": "Benchmark"}).encode()
+def _call(herald: Herald, command: dict[str, object]) -> dict[str, object]:
     request = urllib.request.Request(
-        herald.base_url + "/api.php", data=body, headers={"Content-Type": "application/json"}
+        herald.base_url + "/api.php",
+        data=json.dumps(command).encode(),
+        headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
-        answer = json.load(response)
-    list_id: int = answer["ListID"]
+        answer: dict[str, object] = json.load(response)
+    return answer
+
+
+def create_list(herald: Herald, api_key: str) -> int:
+    """The list to import into, with the custom field its `city` column names (by alias): an import's
+    columns must name fields the list has."""
+    answer = _call(herald, {"Command": "list.create", "APIKey": api_key, "SubscriberListName": "Benchmark"})
+    list_id = int(str(answer["ListID"]))
+    field = {"FieldName": "City", "FieldType": "Single line", "MergeTagAlias": "city"}
+    created = _call(
+        herald, {"Command": "customfield.create", "APIKey": api_key, "SubscriberListID": list_id, **field}
+    )
+    assert created.get("Success") is True, created
     return list_id
 
 

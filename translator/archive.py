@@ -276,6 +276,11 @@ def campaign_list_html(entries: list[ArchiveEntry]) -> str:
     return f'<ul class="herald-archive">{items}</ul>'
 
 
+def tag_archive_url(public_url: str, tag_id: int) -> str:
+    """The address of a tag's archive page."""
+    return f"{public_url}/archive/tag/{tag_id}"
+
+
 def archive_title(tag_name: str) -> str:
     """The archive page's title, and its feed's."""
     return f"Archive: {tag_name}"
@@ -296,13 +301,21 @@ def _links_open_outside(body: str) -> str:
 
 
 @dataclass(frozen=True)
+class ArchiveLink:
+    """The way back from a web view to a tag archive that lists the campaign."""
+
+    url: str
+    title: str
+
+
+@dataclass(frozen=True)
 class WebView:
-    """What a web view shows around the email: its title, send date and the way back to the archive."""
+    """What a web view shows around the email: its title, send date and the ways back to the archives."""
 
     title: str
+    # Empty while the campaign has not started sending: the page then says nothing about a date.
     send_date: str
-    archive_url: str
-    archive_title: str
+    archives: tuple[ArchiveLink, ...] = ()
     head: str = ""
 
 
@@ -312,17 +325,17 @@ def web_view_page(view: WebView, *, html_body: str = "", plain_text: str = "") -
     An HTML body is shown in a sandboxed frame of its own (srcdoc), so that its styles cannot restyle the
     page and its markup cannot reach it; a plain-text one in the page, escaped.
     """
-    back = (
-        f'<p><a href="{html.escape(view.archive_url)}" class="herald-back">'
-        f"&larr; {html.escape(view.archive_title)}</a></p>"
-        if view.archive_url
-        else ""  # a recipient's own web view (translator/message_pages.py) belongs to no archive
+    back = "".join(
+        f'<p><a href="{html.escape(link.url)}" class="herald-back">&larr; {html.escape(link.title)}</a></p>'
+        for link in view.archives
     )
-    header = (
-        f"<header>{back}<h1>{html.escape(view.title)}</h1>"
+    sent = (
         f'<p class="herald-sent">Sent <time datetime="{html.escape(view.send_date)}">'
-        f"{html.escape(view.send_date)}</time></p></header>"
+        f"{html.escape(view.send_date)}</time></p>"
+        if view.send_date
+        else ""
     )
+    header = f"<header>{back}<h1>{html.escape(view.title)}</h1>{sent}</header>"
     if html_body:
         content = (
             f'<iframe class="herald-content" title="{html.escape(view.title)}" sandbox="{WEB_VIEW_SANDBOX}" '
@@ -365,7 +378,8 @@ def _send_time(campaign: campaign_pb2.Campaign) -> datetime | None:
     return campaign.send_time.ToDatetime(tzinfo=UTC) if campaign.HasField("send_time") else None
 
 
-def _send_date(campaign: campaign_pb2.Campaign) -> str:
+def send_date(campaign: campaign_pb2.Campaign) -> str:
+    """The day the campaign started sending (UTC), as pages show it; empty before."""
     sent = _send_time(campaign)
     return sent.strftime("%Y-%m-%d") if sent is not None else ""
 
@@ -435,7 +449,7 @@ class ArchivePages:
             raise
 
     def archive_url(self, tag_id: int) -> str:
-        return f"{self._public_url}/archive/tag/{tag_id}"
+        return tag_archive_url(self._public_url, tag_id)
 
     def feed_url(self, tag_id: int) -> str:
         return f"{self._public_url}/archive/tag/{tag_id}/rss"
@@ -510,7 +524,7 @@ class ArchivePages:
         tag = await self._tag(request)
         campaigns = await self._sent_campaigns(tag, limit=ARCHIVE_LIMIT)
         entries = [
-            ArchiveEntry(campaign.name, _send_date(campaign), self.web_view_url(tag.tag_id, campaign.campaign_id))
+            ArchiveEntry(campaign.name, send_date(campaign), self.web_view_url(tag.tag_id, campaign.campaign_id))
             for campaign in campaigns
         ]
         campaign_list = campaign_list_html(entries)
@@ -586,9 +600,8 @@ class ArchivePages:
         values = self._personalization(tag, campaign)
         view = WebView(
             title=self._title(email, campaign, values),
-            send_date=_send_date(campaign),
-            archive_url=self.archive_url(tag.tag_id),
-            archive_title=archive_title(tag.name),
+            send_date=send_date(campaign),
+            archives=(ArchiveLink(self.archive_url(tag.tag_id), archive_title(tag.name)),),
             head=self._feed_link(tag),
         )
         if email.html_content:

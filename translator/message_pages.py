@@ -3,7 +3,8 @@
 - `GET /t/view/<token>?e=<email id>` (%Link:WebBrowser%): the campaign's email (for an A/B campaign
   the variation the recipient got, signed with the token) rendered for the recipient the token was
   signed for (their subscriber fields as audience has them now; their unsubscribe and report-abuse
-  links signed again). A campaign or email deleted since is the same 404 as a bad token.
+  links signed again), under its send date and, once the campaign is Sent, a link back to the archive
+  of each of its tags. A campaign or email deleted since is the same 404 as a bad token.
 - `GET /t/abuse/<token>` (%Link:ReportAbuse%) asks for confirmation, since mail scanners follow links;
   `POST /t/abuse/<token>` records a complaint in delivery (RecordBounces, kind complaint, source
   report_abuse_link), which suppresses the address and unsubscribes it from the list like a provider's
@@ -20,6 +21,7 @@ from aiohttp import web
 from herald.audience.v1 import audience_pb2
 from herald.campaign.v1 import campaign_pb2, email_pb2
 from herald.delivery.v1 import delivery_pb2
+from herald.tag.v1 import tag_pb2
 
 from services.common.grpcutil import decode_error
 from services.common.personalization import render_personalization
@@ -78,6 +80,7 @@ class MessagePages:
     def __init__(self, identity: IdentityStore, stubs: Stubs, public_url: str) -> None:
         self._identity = identity
         self._stubs = stubs
+        self._public_url = public_url
         secret = identity.settings.effective_token_secret()
         self._links = TrackingLinks(public_url, secret)
         self._key = tracking_key(secret)
@@ -105,6 +108,7 @@ class MessagePages:
             return invalid_link()
         try:
             campaign, email, subscriber = await self._content(recipient, int(shown or 0))
+            archives = await self._archives(campaign)
         except _Gone:
             return invalid_link()
         except grpc.aio.AioRpcError as exc:
@@ -124,7 +128,7 @@ class MessagePages:
             values["Link:Unsubscribe"] = self._links.unsubscribe(recipient)
             values["Link:ReportAbuse"] = self._links.report_abuse(recipient)
         title = render_personalization(email.subject, values, html_escape=False).strip() or campaign.name
-        view = archive.WebView(title=title, send_date="", archive_url="", archive_title="")
+        view = archive.WebView(title=title, send_date=archive.send_date(campaign), archives=archives)
         EVENTS.labels("view", "ok").inc()
         if email.html_content:
             body = render_personalization(email.html_content, values, html_escape=True)
@@ -156,6 +160,32 @@ class MessagePages:
         if email.owner_user_id != campaign.owner_user_id or not (email.html_content or email.plain_content):
             raise _Gone
         return campaign, email, await self._subscriber(recipient)
+
+    async def _archives(self, campaign: campaign_pb2.Campaign) -> tuple[archive.ArchiveLink, ...]:
+        """The ways back to the archives that list the campaign: those of its tags, once it is Sent."""
+        if campaign.status != campaign_pb2.CAMPAIGN_STATUS_SENT:
+            return ()
+        tagged: tag_pb2.BatchGetCampaignTagsResponse = await self._stubs.tag.BatchGetCampaignTags(
+            tag_pb2.BatchGetCampaignTagsRequest(campaign_ids=[campaign.campaign_id]),
+            metadata=self._metadata(),
+            timeout=_SERVICE_TIMEOUT_SECONDS,
+        )
+        # The system token sees every user's tags: only the campaign owner's archives list the campaign.
+        tags = sorted(
+            (
+                tag
+                for entry in tagged.campaign_tags
+                for tag in entry.tags
+                if tag.owner_user_id == campaign.owner_user_id
+            ),
+            key=lambda tag: (tag.name.casefold(), tag.tag_id),
+        )
+        return tuple(
+            archive.ArchiveLink(
+                archive.tag_archive_url(self._public_url, tag.tag_id), archive.archive_title(tag.name)
+            )
+            for tag in tags
+        )
 
     async def _subscriber(self, recipient: TrackedRecipient) -> audience_pb2.Subscriber | None:
         """The recipient's subscriber now; None when there is none (the view then leaves their tags empty)."""

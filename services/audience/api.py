@@ -550,11 +550,20 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             if request.preview:
                 count = await store.unsubscribable_count(conn, request.list_id, selection, definitions)
                 return audience_pb2.UnsubscribeSubscribersResponse(unsubscribed_count=count)
-            keys = await store.unsubscribed_keys(conn, request.list_id, selection, definitions, request.ip_address)
+            unsubscribed = await store.unsubscribed_subscribers(
+                conn, request.list_id, selection, definitions, request.ip_address
+            )
             if request.add_to_suppression:
+                keys = [key for _, key in unsubscribed]
                 await store.added_suppression_count(conn, mailing_list.owner_user_id, keys)
-        log.info("subscribers unsubscribed", list_id=request.list_id, count=len(keys))
-        return audience_pb2.UnsubscribeSubscribersResponse(unsubscribed_count=len(keys))
+        log.info("subscribers unsubscribed", list_id=request.list_id, count=len(unsubscribed))
+        response = audience_pb2.UnsubscribeSubscribersResponse(unsubscribed_count=len(unsubscribed))
+        if request.include_unsubscribed:
+            response.unsubscribed.extend(
+                audience_pb2.UnsubscribedSubscriber(subscriber_id=subscriber_id, email_address=key)
+                for subscriber_id, key in sorted(unsubscribed)
+            )
+        return response
 
     async def DeleteSubscribers(
         self, request: audience_pb2.DeleteSubscribersRequest, context: grpc.aio.ServicerContext

@@ -48,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="COLUMN=FIELD",
         help="map a column (a header name, or FIELD1, FIELD2...) to EmailAddress, FirstName, LastName or a "
-        "custom field id; repeatable. Default with a header: email/EmailAddress, first_name/FirstName, "
-        "last_name/LastName, every other column a custom field named like its header",
+        "custom field of the list (its id or alias); repeatable. Default with a header: email/EmailAddress, "
+        "first_name/FirstName, last_name/LastName, every other column the custom field whose id or alias its "
+        "header is (a column that names no field of the list fails the import)",
     )
     parser.add_argument(
         "--update-duplicates", action="store_true", help="update subscribers already on the list (default: skip)"

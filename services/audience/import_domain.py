@@ -10,12 +10,21 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from email_validator import EmailNotValidError, validate_email
 
+from services.audience.domain import (
+    ONE_LINE_TYPES,
+    CustomFieldRecord,
+    check_values,
+    is_empty,
+    passes_validation,
+    resolve,
+    typed_value,
+)
 from services.common.errors import Violations
 
 EMAIL: Final = "EmailAddress"
@@ -204,6 +213,112 @@ def plan_columns(fmt: CsvFormat, header: Sequence[str] | None) -> ColumnPlan:
     )
 
 
+# --- custom fields ------------------------------------------------------------------------------------------
+
+
+ValueCheck = Callable[[str], str | None]
+
+
+@dataclass(frozen=True)
+class BoundFields:
+    """The custom fields an import's columns fill, in the plan's order, and what the writer needs of them."""
+
+    records: tuple[CustomFieldRecord, ...]
+    # Defaults a new subscriber gets: the list fields with a default that no column fills.
+    defaults: tuple[tuple[str, str], ...]
+    # Each record's value check (value_check).
+    checks: tuple[ValueCheck, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(record.key for record in self.records)
+
+    @property
+    def unique(self) -> tuple[tuple[int, CustomFieldRecord], ...]:
+        """(position among the custom values, field) of the unique fields: the writer checks them against the list."""
+        return tuple((i, record) for i, record in enumerate(self.records) if record.spec.unique)
+
+
+def custom_targets(fmt: CsvFormat) -> list[str] | None:
+    """The custom field targets of a format's mapping, or None when the header row's names decide them."""
+    if not fmt.mapped_fields:
+        return None
+    return [t.strip() for _, t in fmt.mapped_fields if t.strip().lower() not in _STANDARD_TARGETS]
+
+
+def bind_fields(targets: Sequence[str], fields: Sequence[CustomFieldRecord]) -> BoundFields:
+    """The field each custom target names (its ID, CustomField<ID> or its alias, as subscriber.create takes
+    them), or ImportFailure: a target that names no field the list sees, two targets naming one field, or a
+    required field that no column fills and that has no list default (every row would fail it)."""
+    records: list[CustomFieldRecord] = []
+    for target in targets:
+        values, unknown = resolve(fields, {target: ""})
+        if unknown:
+            raise ImportFailure(
+                f"{target[:MAX_CUSTOM_FIELD_ID]!r} names no custom field of the list (nor a global one of its "
+                "owner): map the column to a field's ID or alias, or create the field first"
+            )
+        record = next(f for f in fields if f.custom_field_id in values)
+        if record in records:
+            raise ImportFailure(f"two columns map to custom field {record.key} ({record.spec.name})")
+        records.append(record)
+    mapped = {record.custom_field_id for record in records}
+    for field_ in fields:
+        if field_.spec.required and field_.custom_field_id not in mapped:
+            if field_.list_id is None or not field_.spec.default_value:
+                raise ImportFailure(
+                    f"custom field {field_.key} ({field_.spec.name}) is required and no column is mapped to it"
+                )
+    defaults = tuple(
+        (f.key, f.spec.default_value)
+        for f in fields
+        if f.list_id is not None and f.spec.default_value and f.custom_field_id not in mapped
+    )
+    return BoundFields(tuple(records), defaults, tuple(value_check(record) for record in records))
+
+
+def value_check(record: CustomFieldRecord) -> ValueCheck:
+    """A check of one (trimmed) value of the field: the value as stored, or None when subscriber.create with
+    EnforceRequiredFields would refuse it (required and empty; not of the field's type or options; failing its
+    validation rule). A plain one-line text field, the usual case, gets a check of its own: a million rows
+    spend seconds in the general one."""
+    spec = record.spec
+    if spec.field_type in ONE_LINE_TYPES and spec.validation_method == "Disabled":
+
+        def one_line(value: str) -> str | None:
+            if not value:
+                return None if spec.required else ""
+            return None if "\n" in value or "\r" in value else value
+
+        return one_line
+
+    def general(value: str) -> str | None:
+        if is_empty(value):
+            return None if spec.required else ""
+        typed = typed_value(spec, value)
+        return typed if typed is not None and passes_validation(spec, typed) else None
+
+    return general
+
+
+def checked_custom_values(
+    fields: Sequence[CustomFieldRecord], bound: BoundFields, values: Sequence[str]
+) -> list[str] | str:
+    """A row's (trimmed) custom values, in `bound` order, as stored; or the reason the row fails: each value is
+    checked as subscriber.create with EnforceRequiredFields checks it (type and options, required, validation
+    rule), except uniqueness, which the writer checks against the list set-wise.
+
+    The common case (every value fine) is decided by the fields' value checks; a row with a problem goes to
+    check_values itself, so that its reason is exactly subscriber.create's."""
+    stored = [check(value) for check, value in zip(bound.checks, values, strict=True)]
+    if None not in stored:
+        return stored  # type: ignore[return-value]  # no None in it
+    checked = check_values(fields, dict(zip(bound.keys, values, strict=True)), enforce=True, form=False)
+    if checked.problem is not None:
+        return checked.problem.message
+    return [checked.values.get(key, "") for key in bound.keys]
+
+
 # --- addresses ----------------------------------------------------------------------------------------------
 
 
@@ -334,9 +449,12 @@ class CsvParser:
     Each physical line is decoded on its own, so bad UTF-8 rejects only the rows it is in.
     """
 
-    def __init__(self, fmt: CsvFormat) -> None:
+    def __init__(self, fmt: CsvFormat, fields: Sequence[CustomFieldRecord] = ()) -> None:
         self.fmt = fmt
-        self.plan: ColumnPlan | None = None if fmt.header else plan_columns(fmt, None)
+        # The custom fields the list sees: each row's custom values are checked against them.
+        self.fields = tuple(fields)
+        self.bound = BoundFields((), ())
+        self.plan: ColumnPlan | None = None if fmt.header else self._planned(None)
         self._pending = b""  # bytes after the last line break
         self._carry: list[str] = []  # lines of a record the previous piece ended inside
         self._carry_problem = ""
@@ -347,6 +465,13 @@ class CsvParser:
     @property
     def custom_ids(self) -> tuple[str, ...]:
         return self.plan.custom_ids if self.plan else ()
+
+    def _planned(self, header: Sequence[str] | None) -> ColumnPlan:
+        """The column plan, its custom targets bound to the list's fields (and renamed to their IDs)."""
+        plan = plan_columns(self.fmt, header)
+        self.bound = bind_fields(plan.custom_ids, self.fields)
+        custom = tuple((key, index) for key, (_, index) in zip(self.bound.keys, plan.custom, strict=True))
+        return replace(plan, custom=custom)
 
     def feed(self, data: bytes) -> ParsedPiece:
         """Parses every complete line of the input so far."""
@@ -470,7 +595,7 @@ class CsvParser:
                     if plan is None:
                         if problem:
                             raise ImportFailure(f"the header row (row {number}) is unreadable: {problem}")
-                        plan = self.plan = plan_columns(self.fmt, fields)
+                        plan = self.plan = self._planned(fields)
                         continue
                     data_rows += 1
                     if problem:
@@ -499,6 +624,12 @@ class CsvParser:
                     except AddressError as exc:
                         rejected.append(RejectedRow(number, f"invalid email address: {exc}", _clip(raw)))
                         continue
+                    custom: list[str] | str = [fields[i].strip() for _, i in plan.custom]
+                    if custom:
+                        custom = checked_custom_values(self.fields, self.bound, custom)
+                        if isinstance(custom, str):
+                            rejected.append(RejectedRow(number, custom, _clip(raw)))
+                            continue
                     rows.append(
                         (
                             number,
@@ -506,7 +637,7 @@ class CsvParser:
                             address.lower(),
                             fields[plan.first_name].strip() if plan.first_name >= 0 else "",
                             fields[plan.last_name].strip() if plan.last_name >= 0 else "",
-                            *[fields[i].strip() for _, i in plan.custom],
+                            *custom,
                         )
                     )
                     raws.append(raw)

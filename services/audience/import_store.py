@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -229,6 +230,36 @@ class ImportTarget:
     update_duplicates: bool
     add_to_suppression: bool
     worker: str
+    # A double opt-in list: new subscribers are Opt-In Pending and are sent the list's confirmation email.
+    pending: bool = False
+
+
+@dataclass(frozen=True)
+class PendingSubscriber:
+    """A subscriber a batch added Opt-In Pending, to be sent the list's confirmation email."""
+
+    subscriber_id: int
+    email_address: str
+    first_name: str
+    last_name: str
+
+
+@dataclass(frozen=True)
+class Confirmations:
+    """How a writer asks for the confirmation emails of the subscribers it adds Opt-In Pending: `rows` makes the
+    outbox rows (written in the batch's transaction), `committed` wakes the relay once it has committed."""
+
+    rows: Callable[[Sequence[PendingSubscriber], datetime], list[dict[str, object]]]
+    committed: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class UniqueColumn:
+    """A unique custom field an import fills: its position among a row's custom values, its key and name."""
+
+    position: int
+    key: str
+    name: str
 
 
 @dataclass
@@ -238,6 +269,16 @@ class BatchCounts:
     imported: int = 0
     updated: int = 0
     duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class WrittenFields:
+    """What a writer does beyond names and addresses: the defaults a new subscriber gets, the unique fields it
+    checks against the list, and the confirmation requests of a double opt-in list."""
+
+    defaults: tuple[tuple[str, str], ...] = ()
+    unique: tuple[UniqueColumn, ...] = ()
+    confirmations: Confirmations | None = None
 
 
 def _rejected_json(rows: Sequence[RejectedRow]) -> str:
@@ -258,17 +299,28 @@ class RowWriter:
     """
 
     def __init__(
-        self, conn: psycopg.AsyncConnection[Any], target: ImportTarget, custom_ids: Sequence[str], reported: int
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        target: ImportTarget,
+        custom_ids: Sequence[str],
+        reported: int,
+        fields: WrittenFields,
     ) -> None:
         self.conn = conn
         self.target = target
         self.custom_ids = list(custom_ids)  # the custom values at the end of each row are for these fields
         self.reported = reported  # rejected rows already in the report
+        self.fields = fields
         self._upsert = _upsert_statement(target.update_duplicates, len(custom_ids))
 
     @classmethod
     async def open(
-        cls, conninfo: str, target: ImportTarget, custom_ids: Sequence[str], reported: int
+        cls,
+        conninfo: str,
+        target: ImportTarget,
+        custom_ids: Sequence[str],
+        reported: int,
+        fields: WrittenFields | None = None,
     ) -> RowWriter:
         conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
         try:
@@ -293,7 +345,7 @@ class RowWriter:
         except BaseException:
             await conn.close()
             raise
-        return cls(conn, target, custom_ids, reported)
+        return cls(conn, target, custom_ids, reported, fields or WrittenFields())
 
     async def close(self) -> None:
         await self.conn.close()
@@ -326,12 +378,25 @@ class RowWriter:
         """Writes a batch and the job's progress in one transaction; ClaimLost when the job is no longer ours."""
         target = self.target
         counts = BatchCounts()
-        report = list(rejected)
+        rejected = list(rejected)
+        confirming = False
         try:
             async with self.conn.transaction():
                 fresh = 0
-                if rows:
+                if rows and self.fields.unique:
                     await self._stage(rows)
+                    taken = await self._taken_unique_values(rows, raws)
+                    if taken:
+                        rejected += taken
+                        failed = {r.row_number for r in taken}
+                        kept = [i for i, row in enumerate(rows) if row[0] not in failed]
+                        # _taken_unique_values removed them from the stage too.
+                        rows, raws = [rows[i] for i in kept], [raws[i] for i in kept]
+                elif rows:
+                    await self._stage(rows)
+                report = list(rejected)
+                if rows:
+                    now = datetime.now(UTC)
                     cursor = await self.conn.execute(
                         self._upsert,
                         {
@@ -339,12 +404,18 @@ class RowWriter:
                             "owner": target.owner_user_id,
                             "source_ref": f"import {target.import_id}"[:64],
                             "custom_ids": self.custom_ids,
+                            "defaults": json.dumps(dict(self.fields.defaults)),
+                            "default_keys": [key for key, _ in self.fields.defaults],
+                            "status": "Opt-In Pending" if target.pending else "Subscribed",
+                            "requested": now if target.pending else None,
                         },
                     )
                     result = await cursor.fetchone()
                     assert result is not None
-                    fresh, counts.imported, counts.updated = (int(v) for v in result)
+                    fresh, counts.imported, counts.updated = (int(v) for v in result[:3])
                     counts.duplicates = len(rows) - counts.imported - counts.updated
+                    if target.pending and result[3]:
+                        confirming = await self._request_confirmations(result[3:], now)
                     if fresh < len(rows) and self.reported + len(report) < MAX_REPORTED_ROWS:
                         report += await self._duplicate_rows(rows, raws, MAX_REPORTED_ROWS - self.reported)
                     if target.add_to_suppression:
@@ -386,8 +457,58 @@ class RowWriter:
                     raise ClaimLost(f"import {target.import_id} is no longer run by {target.worker}")
         except psycopg.errors.ForeignKeyViolation as exc:
             raise ClaimLost(f"the list of import {target.import_id} was deleted") from exc
+        if confirming and self.fields.confirmations is not None:
+            self.fields.confirmations.committed()
         self.reported += len(report)
         return counts
+
+    async def _request_confirmations(self, columns: Sequence[Any], now: datetime) -> bool:
+        """Writes the confirmation requests of the subscribers the batch added Opt-In Pending into the outbox,
+        in the batch's transaction (so a batch re-run after a crash asks for none twice)."""
+        confirmations = self.fields.confirmations
+        if confirmations is None:
+            return False
+        pending = [PendingSubscriber(*values) for values in zip(*columns, strict=True)]
+        outbox_rows = confirmations.rows(pending, now)
+        async with self.conn.cursor() as cursor:
+            await cursor.executemany(
+                "INSERT INTO audience.outbox (subject, msg_id, payload) VALUES (%(s)s, %(m)s, %(p)s) "
+                "ON CONFLICT (msg_id) DO NOTHING",
+                outbox_rows,
+            )
+        return bool(outbox_rows)
+
+    async def _taken_unique_values(
+        self, rows: Sequence[tuple[object, ...]], raws: Sequence[str]
+    ) -> list[RejectedRow]:
+        """The staged rows whose value of a unique field another subscriber of the list has, or an earlier row of
+        the file with another address (compared case-insensitively after trimming, as subscriber.create does).
+        The list's uniqueness lock is held until the batch commits, like subscriber.create's."""
+        await self.conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))",
+            {"key": f"audience.unique_values:{self.target.list_id}"},
+        )
+        index = {row[0]: i for i, row in enumerate(rows)}
+        failed: list[RejectedRow] = []
+        for column in self.fields.unique:
+            value = sql.SQL("c{}").format(sql.SQL(str(column.position)))
+            # First the values other subscribers of the list have, then (among the rows left) those an
+            # earlier row of the file has: a row refused for the first reason holds no value for the second.
+            for query in (_TAKEN_BY_SUBSCRIBERS, _TAKEN_IN_FILE):
+                cursor = await self.conn.execute(
+                    query.format(value=value), {"key": column.key, "list_id": self.target.list_id}
+                )
+                found = await cursor.fetchall()
+                for row_number, earlier in found:
+                    holder = "another subscriber" if earlier is None else f"row {earlier} of the file"
+                    reason = f"custom field {column.key} ({column.name}) must be unique: {holder} has that value"
+                    failed.append(RejectedRow(row_number, reason, raws[index[row_number]][:1000]))
+                if found:
+                    await self.conn.execute(
+                        "DELETE FROM import_stage WHERE row_number = ANY(%(rows)s)",
+                        {"rows": [r for r, _ in found]},
+                    )
+        return failed
 
     async def _duplicate_rows(
         self, rows: Sequence[tuple[object, ...]], raws: Sequence[str], room: int
@@ -410,20 +531,48 @@ class RowWriter:
         return result
 
 
+# A staged row's value of a unique field (column {value}, key %(key)s) that another subscriber of the list has
+# (another address; compared case-insensitively after trimming, as subscriber.create compares).
+_TAKEN_BY_SUBSCRIBERS = sql.SQL(
+    """
+    SELECT DISTINCT st.row_number, NULL::bigint
+    FROM import_stage st JOIN audience.subscribers s
+        ON s.list_id = %(list_id)s AND s.custom_fields ? %(key)s AND s.email_key <> st.email_key
+        AND lower(btrim(s.custom_fields ->> %(key)s)) = lower(btrim(st.{value}))
+    WHERE st.{value} <> ''
+    """
+)
+# ... or that an earlier staged row with another address has (the first row of the file to hold it keeps it).
+_TAKEN_IN_FILE = sql.SQL(
+    """
+    SELECT st.row_number, min(e.row_number)
+    FROM import_stage st JOIN import_stage e
+        ON e.row_number < st.row_number AND e.email_key <> st.email_key
+        AND lower(btrim(e.{value})) = lower(btrim(st.{value}))
+    WHERE st.{value} <> ''
+    GROUP BY st.row_number
+    """
+)
+
+
 def _upsert_statement(update_duplicates: bool, width: int) -> sql.Composed:
     custom: sql.Composable
+    # A new subscriber gets the list fields' defaults for the fields no column fills (an update keeps its own).
     if width:
         values = sql.SQL(", ").join(sql.SQL("NULLIF(f.c{}, '')").format(sql.SQL(str(i))) for i in range(width))
-        custom = sql.SQL("jsonb_strip_nulls(jsonb_object(%(custom_ids)s::text[], ARRAY[{}]))").format(values)
+        custom = sql.SQL(
+            "%(defaults)s::jsonb || jsonb_strip_nulls(jsonb_object(%(custom_ids)s::text[], ARRAY[{}]))"
+        ).format(values)
     else:
-        custom = sql.SQL("'{}'::jsonb")
+        custom = sql.SQL("%(defaults)s::jsonb")
     if update_duplicates:
         # Empty names and custom values never overwrite what a subscriber has; status and the
         # subscription stay as they are (an import does not re-subscribe anyone).
         conflict = sql.SQL(
             "DO UPDATE SET first_name = CASE WHEN EXCLUDED.first_name <> '' THEN EXCLUDED.first_name "
             "ELSE s.first_name END, last_name = CASE WHEN EXCLUDED.last_name <> '' THEN EXCLUDED.last_name "
-            "ELSE s.last_name END, custom_fields = s.custom_fields || EXCLUDED.custom_fields, updated_at = now()"
+            "ELSE s.last_name END, updated_at = now(), "
+            "custom_fields = s.custom_fields || (EXCLUDED.custom_fields - %(default_keys)s::text[])"
         )
     else:
         conflict = sql.SQL("DO NOTHING")
@@ -439,17 +588,24 @@ def _upsert_statement(update_duplicates: bool, width: int) -> sql.Composed:
         ), written AS (
             INSERT INTO audience.subscribers AS s (list_id, owner_user_id, email_address, email_key,
                 first_name, last_name, custom_fields, status, bounce_type, subscription_date, source,
-                source_ref)
+                source_ref, opt_in_requested_at)
             SELECT %(list_id)s, %(owner)s, f.email_address, f.email_key, f.first_name, f.last_name, {custom},
-                'Subscribed', 'Not Bounced', now(), 'CSVImport', %(source_ref)s
+                %(status)s, 'Not Bounced', now(), 'CSVImport', %(source_ref)s, %(requested)s::timestamptz
             FROM firsts f JOIN fresh USING (email_key)
             -- One lock order for every writer, so two imports into one list cannot deadlock.
             ORDER BY f.email_key
             ON CONFLICT (list_id, email_key) {conflict}
-            RETURNING xmax = 0 AS inserted
+            RETURNING xmax = 0 AS inserted, s.subscriber_id, s.email_address, s.first_name, s.last_name
+        ), pending AS (
+            -- The subscribers added Opt-In Pending (on a double opt-in list): each is sent the confirmation.
+            SELECT * FROM written WHERE inserted AND %(requested)s::timestamptz IS NOT NULL
         )
         SELECT (SELECT count(*) FROM fresh), count(*) FILTER (WHERE inserted),
-            count(*) FILTER (WHERE NOT inserted)
+            count(*) FILTER (WHERE NOT inserted),
+            (SELECT array_agg(subscriber_id ORDER BY subscriber_id) FROM pending),
+            (SELECT array_agg(email_address ORDER BY subscriber_id) FROM pending),
+            (SELECT array_agg(first_name ORDER BY subscriber_id) FROM pending),
+            (SELECT array_agg(last_name ORDER BY subscriber_id) FROM pending)
         FROM written
         """
     ).format(custom=custom, conflict=conflict)

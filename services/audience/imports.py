@@ -20,8 +20,9 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -37,14 +38,25 @@ from services.audience.import_domain import (
     ImportFailure,
     ParsedPiece,
     RejectedRow,
+    bind_fields,
     check_format,
+    custom_targets,
 )
 from services.audience.import_fetch import FetchFailed, fetch_source
-from services.audience.import_store import ClaimLost, ImportTarget, RowWriter
-from services.common import grpcutil
+from services.audience.import_store import (
+    ClaimLost,
+    Confirmations,
+    ImportTarget,
+    PendingSubscriber,
+    RowWriter,
+    UniqueColumn,
+    WrittenFields,
+)
+from services.common import events, grpcutil
 from services.common.auth import Principal
 from services.common.config import Settings
-from services.common.errors import Violations, invalid, not_found, precondition
+from services.common.errors import DomainError, Violations, invalid, not_found, precondition
+from services.common.outbox import Outbox
 
 log = structlog.get_logger()
 
@@ -69,6 +81,12 @@ SETTING_UNSUPPORTED = "SETTING_UNSUPPORTED"
 IMPORT_SOURCE_CONFLICT = "IMPORT_SOURCE_CONFLICT"
 IMPORT_SOURCE_FETCH_FAILED = "IMPORT_SOURCE_FETCH_FAILED"
 IMPORT_STREAM_EMPTY = "IMPORT_STREAM_EMPTY"
+# Issue 14: a double opt-in list's import adds Opt-In Pending subscribers and sends each the confirmation
+# email; one that cannot do that is refused.
+IMPORT_CONFIRMATION_EMAIL_MISSING = "IMPORT_CONFIRMATION_EMAIL_MISSING"
+IMPORT_SUPPRESSION_ON_DOUBLE_OPT_IN = "IMPORT_SUPPRESSION_ON_DOUBLE_OPT_IN"
+# Subscribers per confirmation request message (each ~150 bytes of JSON: well under NATS's 1 MB).
+CONFIRMATIONS_PER_MESSAGE = 1000
 
 _STATUS = {
     "Pending": audience_pb2.IMPORT_STATUS_PENDING,
@@ -112,6 +130,29 @@ def _format_from_json(value: dict[str, Any]) -> CsvFormat:
         header=value["header"],
         mapped_fields=tuple((column, target) for column, target in value["mapped_fields"]),
     )
+
+
+def opt_in_refusal(mailing_list: domain.MailingList, add_to_suppression: bool) -> DomainError | None:
+    """Why an import into a double opt-in list cannot be honoured, or None: its subscribers are added Opt-In
+    Pending and each is sent the list's confirmation email, which needs one, and addresses the import does not
+    also suppress."""
+    if mailing_list.opt_in_mode != "Double":
+        return None
+    if not mailing_list.confirmation_email_id:
+        return precondition(
+            IMPORT_CONFIRMATION_EMAIL_MISSING,
+            f"list {mailing_list.list_id} is double opt-in but has no confirmation email: the imported "
+            "subscribers could not be asked to confirm",
+        )
+    if add_to_suppression:
+        return invalid(
+            IMPORT_SUPPRESSION_ON_DOUBLE_OPT_IN,
+            f"list {mailing_list.list_id} is double opt-in: its imported subscribers are sent a confirmation "
+            "email, which a suppressed address cannot be; import without suppressing, or suppress the addresses "
+            "on their own (AddSuppressions)",
+            "add_to_suppression",
+        )
+    return None
 
 
 def import_message(row: Any) -> audience_pb2.Import:
@@ -211,8 +252,11 @@ class _Batch:
 class ImportHandler:
     """The import RPCs and the background worker that runs stored jobs."""
 
-    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+    def __init__(self, engine: AsyncEngine, settings: Settings, outbox: Outbox) -> None:
         self.engine = engine
+        # Confirmation requests of the subscribers an import adds Opt-In Pending go out through the outbox.
+        self.outbox = outbox
+        self.signer = events.signer_of(events.OPT_IN_CONFIRMATIONS_REQUESTED, settings)
         self.conninfo = psycopg_conninfo(settings.database_url)
         # Server-side fetches of user-given URLs reach private addresses only when the operator allows it.
         self.allow_private_urls = settings.allow_private_urls
@@ -243,7 +287,8 @@ class ImportHandler:
             message = "tags is not supported: Herald keeps no subscriber tags; send none"
             violations.add("tags", SETTING_UNSUPPORTED, message)
         violations.raise_if_any()
-        owner = await self._list_owner(request.list_id, principal)
+        mailing_list = await self._checked_list(request.list_id, fmt, principal, request.add_to_suppression)
+        owner = mailing_list.owner_user_id
         with tempfile.SpooledTemporaryFile(max_size=8 * PIECE_BYTES) as source:
             if request.source_url:
                 try:
@@ -291,7 +336,7 @@ class ImportHandler:
             violations.add("list_id", domain.LIST_ID_REQUIRED, "list_id is required")
         check_format(fmt, violations)
         violations.raise_if_any()
-        owner = await self._list_owner(first.list_id, principal)
+        owner = (await self._checked_list(first.list_id, fmt, principal, add_to_suppression=False)).owner_user_id
         async with self.engine.begin() as conn:
             row = await import_store.insert_import(
                 conn,
@@ -346,13 +391,26 @@ class ImportHandler:
             )
         return import_message(row)
 
-    async def _list_owner(self, list_id: int, principal: Principal) -> int:
-        """Who owns the list (an admin may import into anyone's list, for its owner)."""
+    async def _checked_list(
+        self, list_id: int, fmt: CsvFormat, principal: Principal, add_to_suppression: bool
+    ) -> domain.MailingList:
+        """The list to import into (an admin may import into anyone's list, for its owner), once the import is
+        known to be one the list can take: its opt-in mode's and the mapped custom fields'."""
         async with self.engine.connect() as conn:
-            found = await store.lists_by_id(conn, [list_id], domain.owner_scope(principal))
-        if list_id not in found:
+            found = await store.list_by_id(conn, list_id, domain.owner_scope(principal))
+            fields = (await store.fields_of_lists(conn, [list_id])).get(list_id, [])
+        if found is None:
             raise domain.list_not_found(list_id)
-        return found[list_id].owner_user_id
+        refusal = opt_in_refusal(found, add_to_suppression)
+        if refusal is not None:
+            raise refusal
+        targets = custom_targets(fmt)
+        if targets is not None:
+            try:
+                bind_fields(targets, fields)
+            except ImportFailure as exc:
+                raise invalid("IMPORT_MAPPING_INVALID", str(exc), "format.mapped_fields") from exc
+        return found
 
     async def _current(self, import_id: int) -> audience_pb2.Import:
         async with self.engine.connect() as conn:
@@ -396,14 +454,32 @@ class ImportHandler:
             log.info("import completed")
 
     async def _import_rows(self, job: _Job, pieces: AsyncIterator[bytes]) -> None:
-        parser = CsvParser(job.fmt)
+        list_id = job.target.list_id
+        async with self.engine.connect() as conn:
+            mailing_list = await store.list_by_id(conn, list_id, None)
+            fields = (await store.fields_of_lists(conn, [list_id])).get(list_id, [])
+        if mailing_list is None:
+            raise ClaimLost(f"the list of import {job.target.import_id} was deleted")
+        # The list may have changed since the import was asked for: the rules are those it has now.
+        refusal = opt_in_refusal(mailing_list, job.target.add_to_suppression)
+        if refusal is not None:
+            raise ImportFailure(refusal.message)
+        target = replace(job.target, pending=mailing_list.opt_in_mode == "Double")
+        confirmations = self._confirmations(target, mailing_list.confirmation_email_id) if target.pending else None
+        parser = CsvParser(job.fmt, fields)
         writer: RowWriter | None = None
         writing: asyncio.Task[None] | None = None
 
         async def write(batch: _Batch) -> None:
             nonlocal writer
             if writer is None:
-                writer = await RowWriter.open(self.conninfo, job.target, parser.custom_ids, job.reported)
+                bound = parser.bound
+                written = WrittenFields(
+                    defaults=bound.defaults,
+                    unique=tuple(UniqueColumn(i, f.key, f.spec.name) for i, f in bound.unique),
+                    confirmations=confirmations,
+                )
+                writer = await RowWriter.open(self.conninfo, target, parser.custom_ids, job.reported, written)
             if batch.replayed:
                 await writer.replay(batch.replayed)
             if batch.has_progress:
@@ -442,6 +518,39 @@ class ImportHandler:
                 await asyncio.wait([writing])
             if writer is not None:
                 await writer.close()
+
+    def _confirmations(self, target: ImportTarget, email_id: int) -> Confirmations:
+        """The confirmation requests of the subscribers an import adds Opt-In Pending: one message per
+        CONFIRMATIONS_PER_MESSAGE of them, keyed by the import, the first subscriber and the time."""
+
+        def rows(pending: Sequence[PendingSubscriber], now: datetime) -> list[dict[str, object]]:
+            made = []
+            for start in range(0, len(pending), CONFIRMATIONS_PER_MESSAGE):
+                chunk = pending[start : start + CONFIRMATIONS_PER_MESSAGE]
+                event = audience_pb2.OptInConfirmationsRequestedEvent(
+                    owner_user_id=target.owner_user_id,
+                    list_id=target.list_id,
+                    email_id=email_id,
+                    import_id=target.import_id,
+                    recipients=[
+                        audience_pb2.OptInConfirmationsRequestedEvent.Recipient(
+                            subscriber_id=p.subscriber_id,
+                            email_address=p.email_address,
+                            first_name=p.first_name,
+                            last_name=p.last_name,
+                        )
+                        for p in chunk
+                    ],
+                )
+                event.request_time.FromDatetime(now)
+                key = f"{target.import_id}:{chunk[0].subscriber_id}:{event.request_time.ToMicroseconds()}"
+                made.append(
+                    self.outbox.row(events.OPT_IN_CONFIRMATIONS_REQUESTED, event, key=key, signer=self.signer)
+                )
+            log.info("opt-in confirmations requested", subscribers=len(pending), messages=len(made))
+            return made
+
+        return Confirmations(rows=rows, committed=self.outbox.committed_elsewhere)
 
     async def _finish(self, job: _Job, *, failure: str | None) -> None:
         async with self.engine.begin() as conn:

@@ -24,9 +24,9 @@ async def main(settings: Settings) -> None:
     engine = db.make_engine(settings)
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
     emails = EmailDirectory(settings.grpc_addr("campaign"))
-    imports = ImportHandler(engine, settings)
     # Opt-in confirmation requests go out through the outbox, with the change that made a subscriber pending.
     outbox = Outbox(engine, SCHEMA, Subjects.of(settings))
+    imports = ImportHandler(engine, settings, outbox)
     signer = events.signer_of(events.OPT_IN_CONFIRMATION_REQUESTED, settings)
     servicer = AudienceService(engine, emails, imports, outbox, signer)
     # The bounce consumers connect to NATS in the background, so the API serves even while NATS is down.

@@ -248,6 +248,17 @@ def _opt_in_requested_problems(event: audience_pb2.OptInConfirmationRequestedEve
     return problems
 
 
+def _opt_ins_requested_problems(event: audience_pb2.OptInConfirmationsRequestedEvent) -> list[str]:
+    problems = _positive(event, "owner_user_id", "list_id", "email_id", "import_id")
+    if not event.HasField("request_time"):
+        problems.append("request_time is required")
+    if not event.recipients:
+        problems.append("recipients is required")
+    if any(r.subscriber_id <= 0 or not r.email_address.strip() for r in event.recipients):
+        problems.append("every recipient needs a subscriber_id and an email_address")
+    return problems
+
+
 def _preview_requested_problems(event: email_pb2.EmailPreviewRequestedEvent) -> list[str]:
     problems = _positive(event, "owner_user_id", "email_id")
     if not event.email_address.strip():
@@ -269,6 +280,9 @@ RECIPIENT_BOUNCED = EventType(delivery_pb2.RecipientBouncedEvent, _bounced_probl
 RECIPIENT_DELIVERED = EventType(delivery_pb2.RecipientDeliveredEvent, _delivered_problems)
 OPT_IN_CONFIRMATION_REQUESTED = EventType(
     audience_pb2.OptInConfirmationRequestedEvent, _opt_in_requested_problems, signed=True
+)
+OPT_IN_CONFIRMATIONS_REQUESTED = EventType(
+    audience_pb2.OptInConfirmationsRequestedEvent, _opt_ins_requested_problems, signed=True
 )
 EMAIL_PREVIEW_REQUESTED = EventType(email_pb2.EmailPreviewRequestedEvent, _preview_requested_problems, signed=True)
 

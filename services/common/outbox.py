@@ -152,6 +152,18 @@ class Outbox:
         if work.publishes:
             self._wake()
 
+    def row(
+        self, event: EventType[M], message: M, *, key: str, signer: EventSigner | None = None
+    ) -> dict[str, object]:
+        """A message as an outbox row (`outbox_row`), for a writer whose transaction is on a connection of its own
+        (an import's RowWriter, on psycopg) and writes its rows itself; once that transaction has committed, it
+        calls `committed_elsewhere`."""
+        return outbox_row(self._subjects.event(event), event, message, key=key, signer=signer)
+
+    def committed_elsewhere(self) -> None:
+        """Says rows made by `row` have committed: the relay publishes them now rather than at its next poll."""
+        self._wake()
+
     def _wake(self) -> None:
         """Publishes what was committed now rather than at the relay's next poll."""
         self._wakeup.set()

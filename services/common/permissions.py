@@ -194,6 +194,9 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
     "/herald.delivery.v1.DeliveryService/RecordTrackingEvents": internal(
         "the translator's open, click and unsubscribe endpoints"
     ),
+    "/herald.delivery.v1.DeliveryService/RecordUnsubscriptions": internal(
+        "`subscriber.unsubscribe` with a CampaignID (the translator): the campaign's TotalUnsubscriptions"
+    ),
     "/herald.delivery.v1.DeliveryService/ListQueuedRecipients": internal(
         "a campaign's queue rows, for operators (admins) and tests"
     ),

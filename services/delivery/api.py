@@ -150,6 +150,25 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
             recorded = await store.insert_tracking_events(conn, hits, _owner_scope())
         return delivery_pb2.RecordTrackingEventsResponse(recorded_count=recorded)
 
+    async def RecordUnsubscriptions(
+        self, request: delivery_pb2.RecordUnsubscriptionsRequest, context: grpc.aio.ServicerContext
+    ) -> delivery_pb2.RecordUnsubscriptionsResponse:
+        """Counts API unsubscriptions in the campaign's statistics for the subscribers it was sent to (and the
+        caller's campaign, any for an admin); the others record nothing and are no error."""
+        unsubscriptions = domain.Unsubscriptions(
+            campaign_id=request.campaign_id,
+            list_id=request.list_id,
+            subscribers=tuple((s.subscriber_id, s.email_address) for s in request.subscribers),
+            email_id=request.email_id,
+            occurred_at=(
+                request.occur_time.ToDatetime(tzinfo=UTC) if request.HasField("occur_time") else datetime.now(UTC)
+            ),
+        )
+        domain.validate_unsubscriptions(unsubscriptions)
+        async with self._engine.begin() as conn:
+            recorded = await store.inserted_unsubscription_count(conn, unsubscriptions, _owner_scope())
+        return delivery_pb2.RecordUnsubscriptionsResponse(recorded_count=recorded)
+
     # --- bounces and complaints ---------------------------------------------------------------------------
 
     async def RecordBounces(

@@ -246,6 +246,52 @@ def validate_tracking_hits(hits: Sequence[TrackingHit]) -> None:
     violations.raise_if_any()
 
 
+# --- unsubscriptions through the API (legacy subscriber.unsubscribe with a CampaignID) ---
+
+# One request names at most this many subscribers (the translator splits a bulk unsubscription).
+MAX_UNSUBSCRIBED_SUBSCRIBERS = 10_000
+MAX_ADDRESS_LENGTH = 1000
+
+INVALID_LIST_ID = "INVALID_LIST_ID"
+INVALID_SUBSCRIBERS = "INVALID_SUBSCRIBERS"
+INVALID_EMAIL_ID = "INVALID_EMAIL_ID"
+
+
+@dataclass(frozen=True)
+class Unsubscriptions:
+    """Subscribers of a list who unsubscribed, as the API reports them for one campaign (and maybe one email)."""
+
+    campaign_id: int
+    list_id: int
+    # (subscriber id, address on the list lower-cased) of each subscriber.
+    subscribers: tuple[tuple[int, str], ...]
+    email_id: int
+    occurred_at: datetime
+
+
+def validate_unsubscriptions(unsubscriptions: Unsubscriptions) -> None:
+    """Raises one INVALID error naming every bad field of a RecordUnsubscriptions request."""
+    violations = Violations()
+    if unsubscriptions.campaign_id <= 0:
+        violations.add("campaign_id", INVALID_CAMPAIGN_ID, "campaign_id must be positive")
+    if unsubscriptions.list_id <= 0:
+        violations.add("list_id", INVALID_LIST_ID, "list_id must be positive")
+    subscribers = unsubscriptions.subscribers
+    if len(subscribers) > MAX_UNSUBSCRIBED_SUBSCRIBERS or any(
+        subscriber_id <= 0 or not address or len(address) > MAX_ADDRESS_LENGTH
+        for subscriber_id, address in subscribers
+    ):
+        violations.add(
+            "subscribers",
+            INVALID_SUBSCRIBERS,
+            f"subscribers: a positive subscriber_id and an email_address each, at most "
+            f"{MAX_UNSUBSCRIBED_SUBSCRIBERS} per request",
+        )
+    if unsubscriptions.email_id < 0:
+        violations.add("email_id", INVALID_EMAIL_ID, "email_id must be positive, or 0 for any email")
+    violations.raise_if_any()
+
+
 # --- bounces and complaints (RecordBounces; the classifier is services/common/bounces.py) ---
 
 MAX_BOUNCE_REPORTS = 1000

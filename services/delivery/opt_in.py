@@ -1,4 +1,5 @@
-"""Double opt-in confirmation emails: delivery's consumer of `audience.opt_in_confirmation_requested`.
+"""Double opt-in confirmation emails: delivery's consumer of `audience.opt_in_confirmation_requested` (and of
+`audience.opt_in_confirmations_requested`, an import's request for many subscribers).
 
 Audience publishes the request (through its outbox, with the change that made the subscriber Opt-In
 Pending). Here it becomes one Pending row in the list's opt-in run (sending.opt_in_run_id) and one
@@ -32,6 +33,7 @@ from services.delivery.sending import RunState
 log = structlog.get_logger()
 
 OPT_IN_REQUESTED_DURABLE = "delivery-opt-in-requested"
+OPT_INS_REQUESTED_DURABLE = "delivery-opt-ins-requested"
 # EmailService's answers that no retry can cure: the request is dropped with a warning.
 _REFUSALS = frozenset(
     {
@@ -62,20 +64,22 @@ class OptInConfirmations:
                 events.OPT_IN_CONFIRMATION_REQUESTED,
                 self.handle_request,
                 signer=events.signer_of(events.OPT_IN_CONFIRMATION_REQUESTED, self._settings),
-            )
+            ),
+            events.Consumer(
+                OPT_INS_REQUESTED_DURABLE,
+                events.OPT_IN_CONFIRMATIONS_REQUESTED,
+                self.handle_requests,
+                signer=events.signer_of(events.OPT_IN_CONFIRMATIONS_REQUESTED, self._settings),
+            ),
         ]
 
     async def handle_request(self, event: audience_pb2.OptInConfirmationRequestedEvent) -> None:
         context = {"list_id": event.list_id, "subscriber_id": event.subscriber_id, "email_id": event.email_id}
-        snapshot = await self._snapshot(event)
+        snapshot = await self._snapshot(event.owner_user_id, event.list_id, event.email_id)
         if snapshot is None:
             return
         run_id = sending.opt_in_run_id(event.list_id)
-        content = {
-            "campaign_name": f"Confirmation email of list {event.list_id}",
-            "default_email_id": event.email_id,
-            "emails": {str(event.email_id): snapshot},
-        }
+        content = _content(event.list_id, event.email_id, snapshot)
         async with self._outbox.unit_of_work() as work:
             conn = work.conn
             if not await queue_store.recorded_opt_in_request(
@@ -102,26 +106,83 @@ class OptInConfirmations:
             await queue_store.add_batch_messages(work, run_id, batch_id, batch_id, generation)
         log.info("opt-in confirmation queued", campaign_id=run_id, batch_id=batch_id, **context)
 
-    async def _snapshot(self, event: audience_pb2.OptInConfirmationRequestedEvent) -> dict[str, Any] | None:
+    async def handle_requests(self, event: audience_pb2.OptInConfirmationsRequestedEvent) -> None:
+        """An import's request for many subscribers: queued set-wise, as rows of the list's opt-in run cut into
+        batches of HERALD_DELIVERY_BATCH_SIZE, in one unit of work."""
+        context = {"list_id": event.list_id, "import_id": event.import_id, "email_id": event.email_id}
+        snapshot = await self._snapshot(event.owner_user_id, event.list_id, event.email_id)
+        if snapshot is None:
+            return
+        run_id = sending.opt_in_run_id(event.list_id)
+        content = _content(event.list_id, event.email_id, snapshot)
+        size = max(self._settings.delivery_batch_size, 1)
+        async with self._outbox.unit_of_work() as work:
+            conn = work.conn
+            fresh = await queue_store.recorded_opt_in_requests(
+                conn, [r.subscriber_id for r in event.recipients], event.request_time.ToDatetime(), run_id
+            )
+            recipients = [
+                {
+                    "subscriber_id": r.subscriber_id,
+                    "email_address": r.email_address,
+                    "first_name": r.first_name,
+                    "last_name": r.last_name,
+                }
+                for r in event.recipients
+                if r.subscriber_id in fresh
+            ]
+            if not recipients:
+                log.info("opt-in confirmations already queued", **context)
+                return
+            run = await queue_store.ensured_run_for_update(conn, run_id, event.owner_user_id, RunState.SENDING)
+            occurrence = run.occurrence if run.content == content else run.occurrence + 1
+            batches = sending.batch_count(len(recipients), size)
+            generation, first_batch = await queue_store.opened_opt_in_batches(
+                conn, run, content=content, occurrence=occurrence, recipients=len(recipients), batches=batches
+            )
+            await queue_store.queue_opt_in_recipients(
+                conn,
+                run,
+                occurrence=occurrence,
+                generation=generation,
+                first_batch=first_batch,
+                batch_size=size,
+                list_id=event.list_id,
+                email_id=event.email_id,
+                recipients=recipients,
+            )
+            await queue_store.add_batch_messages(work, run_id, first_batch, first_batch + batches - 1, generation)
+        log.info("opt-in confirmations queued", campaign_id=run_id, recipients=len(recipients), **context)
+
+    async def _snapshot(self, owner_user_id: int, list_id: int, email_id: int) -> dict[str, Any] | None:
         """The confirmation email as the run keeps it, or None (logged) when it cannot be sent."""
-        metadata = owner_metadata(self._settings, event.owner_user_id)
+        metadata = owner_metadata(self._settings, owner_user_id)
         try:
             email = await self._emails.GetEmail(
-                email_pb2.GetEmailRequest(email_id=event.email_id), metadata=metadata, timeout=30
+                email_pb2.GetEmailRequest(email_id=email_id), metadata=metadata, timeout=30
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _REFUSALS:
                 log.warning(
                     "opt-in confirmation email cannot be sent",
-                    list_id=event.list_id,
-                    email_id=event.email_id,
+                    list_id=list_id,
+                    email_id=email_id,
                     error=exc.details(),
                 )
                 return None
             raise
         snapshot = email_snapshot(email)
         if not snapshot["from_email"] or not (snapshot["html"] or snapshot["plain"]):
-            log.warning("opt-in confirmation email has no sender or no content", email_id=event.email_id)
+            log.warning("opt-in confirmation email has no sender or no content", email_id=email_id)
             return None
         snapshot["opt_in"] = True
         return snapshot
+
+
+def _content(list_id: int, email_id: int, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The content of a list's opt-in run for its confirmation email as it is now."""
+    return {
+        "campaign_name": f"Confirmation email of list {list_id}",
+        "default_email_id": email_id,
+        "emails": {str(email_id): snapshot},
+    }

@@ -651,6 +651,91 @@ async def recorded_opt_in_request(
     return result.rowcount == 1
 
 
+async def recorded_opt_in_requests(
+    conn: AsyncConnection, subscriber_ids: Sequence[int], request_time: datetime, run_id: int
+) -> set[int]:
+    """Records the confirmation requests of many subscribers at once; the subscribers whose request is new
+    (the others were recorded before: a redelivered event)."""
+    result = await conn.execute(
+        sa.text(
+            "INSERT INTO delivery.opt_in_requests (subscriber_id, request_time, run_id) "
+            "SELECT s, :t, :r FROM unnest(CAST(:s AS bigint[])) AS s ON CONFLICT DO NOTHING RETURNING subscriber_id"
+        ),
+        {"s": list(subscriber_ids), "t": request_time, "r": run_id},
+    )
+    return {int(row[0]) for row in result}
+
+
+async def opened_opt_in_batches(
+    conn: AsyncConnection, run: Run, *, content: Mapping[str, Any], occurrence: int, recipients: int, batches: int
+) -> tuple[int, int]:
+    """Takes the next generation and `batches` batches of a (locked) opt-in run for `recipients` rows, keeps it
+    Sending with `content` as the occurrence's; returns (generation, first batch id)."""
+    row = (
+        await conn.execute(
+            sa.text(
+                "UPDATE delivery.campaign_runs SET generation = generation + 1, batches = batches + :nb, "
+                "total_recipients = total_recipients + :n, state = :s, finished_at = NULL, reason = '', "
+                "occurrence = :occ, content = CAST(:content AS jsonb), "
+                "occurrence_started_at = coalesce(occurrence_started_at, now()) "
+                "WHERE campaign_id = :c RETURNING generation, batches"
+            ),
+            {
+                "c": run.campaign_id,
+                "s": RunState.SENDING,
+                "occ": occurrence,
+                "content": json.dumps(content),
+                "n": recipients,
+                "nb": batches,
+            },
+        )
+    ).one()
+    return int(row.generation), int(row.batches) - batches + 1
+
+
+async def queue_opt_in_recipients(
+    conn: AsyncConnection,
+    run: Run,
+    *,
+    occurrence: int,
+    generation: int,
+    first_batch: int,
+    batch_size: int,
+    list_id: int,
+    email_id: int,
+    recipients: Sequence[Mapping[str, Any]],
+) -> None:
+    """Queues many confirmation emails of one list as Pending rows of its run, `batch_size` to a batch from
+    `first_batch` on, in one statement."""
+    await conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO delivery.recipients (
+                campaign_id, owner_user_id, occurrence, generation, batch_id, subscriber_id, list_id,
+                email_address, domain, first_name, last_name, email_id, status, bounced_before)
+            SELECT :c, :o, :occ, :g, :b + (r.n - 1) / :size, r.s, :l, r.a, lower(substring(btrim(r.a) FROM '[^@]*$')),
+                r.f, r.ln, :e, '{RecipientStatus.PENDING}', false
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:addresses AS text[]), CAST(:firsts AS text[]),
+                        CAST(:lasts AS text[])) WITH ORDINALITY AS r (s, a, f, ln, n)
+            """
+        ),
+        {
+            "c": run.campaign_id,
+            "o": run.owner_user_id,
+            "occ": occurrence,
+            "g": generation,
+            "b": first_batch,
+            "size": batch_size,
+            "l": list_id,
+            "e": email_id,
+            "ids": [r["subscriber_id"] for r in recipients],
+            "addresses": [r["email_address"] for r in recipients],
+            "firsts": [r["first_name"] for r in recipients],
+            "lasts": [r["last_name"] for r in recipients],
+        },
+    )
+
+
 async def queue_opt_in_recipient(
     conn: AsyncConnection,
     run: Run,

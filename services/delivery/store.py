@@ -388,6 +388,71 @@ async def insert_tracking_events(
     return len((await conn.execute(statement)).all())
 
 
+# Each subscriber's latest Sent row of the campaign, from the list named, and of the email named (its A/B
+# variation, or the run's default email for a row without one); the rows are found through the unique
+# (campaign, occurrence, address) index, one occurrence at a time. A subscriber already counted in the
+# campaign's unsubscriptions (an unsubscribe event, or a complaint, in any occurrence) gets no event more.
+_INSERT_UNSUBSCRIPTIONS = sa.text(
+    """
+    WITH reported AS (
+        SELECT * FROM unnest(CAST(:subscriber_ids AS bigint[]), CAST(:addresses AS text[]))
+            AS reported(subscriber_id, address)
+    ), sent AS (
+        SELECT DISTINCT ON (r.subscriber_id) r.campaign_id, r.recipient_id, r.owner_user_id, r.subscriber_id
+        FROM delivery.campaign_runs AS run
+        CROSS JOIN generate_series(1, run.occurrence) AS o(occurrence)
+        JOIN delivery.recipients AS r ON r.campaign_id = run.campaign_id AND r.occurrence = o.occurrence
+        JOIN reported ON lower(r.email_address) = reported.address AND r.subscriber_id = reported.subscriber_id
+        WHERE run.campaign_id = :campaign_id
+          AND r.list_id = :list_id
+          AND r.status = 'Sent'
+          AND (CAST(:owner AS bigint) IS NULL OR r.owner_user_id = CAST(:owner AS bigint))
+          AND (:email_id = 0
+               OR coalesce(r.email_id, CAST(run.content ->> 'default_email_id' AS bigint)) = :email_id)
+        ORDER BY r.subscriber_id, r.occurrence DESC
+    )
+    INSERT INTO delivery.events (campaign_id, recipient_id, owner_user_id, kind, occurred_at)
+    SELECT sent.campaign_id, sent.recipient_id, sent.owner_user_id, 'unsubscribe', :occurred_at
+    FROM sent
+    WHERE NOT EXISTS (
+        SELECT 1
+        FROM (
+            SELECT recipient_id FROM delivery.events WHERE campaign_id = :campaign_id AND kind = 'unsubscribe'
+            UNION ALL
+            SELECT recipient_id FROM delivery.bounces WHERE campaign_id = :campaign_id AND kind = 'complaint'
+        ) AS gone
+        JOIN delivery.recipients AS before ON before.campaign_id = :campaign_id
+                                          AND before.recipient_id = gone.recipient_id
+        WHERE before.subscriber_id = sent.subscriber_id
+    )
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+    """
+)
+
+
+async def inserted_unsubscription_count(
+    conn: AsyncConnection, unsubscriptions: domain.Unsubscriptions, owner: int | None
+) -> int:
+    """Counts unsubscriptions made through the API in the campaign's statistics, as the link's are counted
+    (an `unsubscribe` event), for the subscribers the campaign was sent to; returns how many were new."""
+    if not unsubscriptions.subscribers:
+        return 0
+    rows = await conn.execute(
+        _INSERT_UNSUBSCRIPTIONS,
+        {
+            "subscriber_ids": [subscriber_id for subscriber_id, _ in unsubscriptions.subscribers],
+            "addresses": [address.lower() for _, address in unsubscriptions.subscribers],
+            "campaign_id": unsubscriptions.campaign_id,
+            "list_id": unsubscriptions.list_id,
+            "owner": owner,
+            "email_id": unsubscriptions.email_id,
+            "occurred_at": unsubscriptions.occurred_at,
+        },
+    )
+    return len(rows.all())
+
+
 # --- mail capture -----------------------------------------------------------------------------------------
 
 captured_messages = sa.Table(

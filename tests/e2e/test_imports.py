@@ -31,6 +31,19 @@ async def create_list(api: Api, user: User, name: str = "Imports") -> int:
     return list_id
 
 
+async def create_field(api: Api, user: User, list_id: int, name: str, **settings: Any) -> int:
+    body = await api.call(
+        "customfield.create",
+        user.api_key,
+        SubscriberListID=list_id,
+        FieldName=name,
+        **{"FieldType": "Single line", **settings},
+    )
+    assert body["Success"] is True, body
+    field_id: int = body["CustomFieldID"]
+    return field_id
+
+
 def import_params(user: User, list_id: Any, **csv: Any) -> dict[str, Any]:
     """A valid subscribers.import.post body; `csv` overrides ImportFrom.CSV entries (None removes one)."""
     source: dict[str, Any] = {
@@ -112,12 +125,13 @@ async def csv_server() -> AsyncIterator[tuple[str, dict[str, bytes]]]:
 
 async def test_an_import_answers_at_once_and_its_job_reports_every_row(api: Api, user: User) -> None:
     list_id = await create_list(api, user)
+    town = await create_field(api, user, list_id, "Town")
     data = "ann@example.com,Ann,Lee,Paris\nbo@Example.ORG,Bo,,\n"
     body = import_params(
         user,
         list_id,
         Data=data,
-        MappedFields={"FIELD1": "EmailAddress", "FIELD2": "FirstName", "FIELD3": "LastName", "FIELD4": "7"},
+        MappedFields={"FIELD1": "EmailAddress", "FIELD2": "FirstName", "FIELD3": "LastName", "FIELD4": str(town)},
     )
     status, answer = await api.post(body, path=V1)
     assert status == 200
@@ -194,6 +208,8 @@ async def test_the_report_names_each_rejected_row_and_why(
 
 async def test_update_duplicates_updates_existing_subscribers_or_counts_them(api: Api, user: User) -> None:
     list_id = await create_list(api, user)
+    # A column may name its field by alias (case-insensitively), as subscriber.create's CustomFields may.
+    city = str(await create_field(api, user, list_id, "City", MergeTagAlias="City"))
     mapping = {"FIELD1": "EmailAddress", "FIELD2": "FirstName", "FIELD3": "city"}
     first = import_params(
         user, list_id, Data="a@example.com,Ann,Paris\nb@example.com,Bo,Rome\n", MappedFields=mapping
@@ -224,9 +240,9 @@ async def test_update_duplicates_updates_existing_subscribers_or_counts_them(api
     got = await api.call("subscriber.get", user.api_key, ListID=list_id, EmailAddress="a@example.com")
     info = got["SubscriberInformation"]
     # Names and custom fields are updated; an empty value keeps what the subscriber had.
-    assert info["FirstName"] == "Annie" and info["CustomFields"] == {"city": "Paris"}, info
+    assert info["FirstName"] == "Annie" and info["CustomFields"] == {city: "Paris"}, info
     got = await api.call("subscriber.get", user.api_key, ListID=list_id, EmailAddress="c@example.com")
-    assert got["SubscriberInformation"]["CustomFields"] == {"city": "Oslo"}
+    assert got["SubscriberInformation"]["CustomFields"] == {city: "Oslo"}
 
 
 async def test_suppression_flags_put_the_imported_addresses_on_the_suppression_list(api: Api, user: User) -> None:
@@ -378,6 +394,8 @@ async def test_the_cli_streams_a_file_and_prints_the_report(
     api: Api, user: User, system: System, tmp_path: Path
 ) -> None:
     list_id = await create_list(api, user)
+    # The header's other columns name custom fields of the list (by ID or alias).
+    await create_field(api, user, list_id, "Plan", MergeTagAlias="plan")
     rows = 20_000
     lines = ["Email,First Name,last_name,Plan"] + [f"c{i}@example.com,F{i},L{i},gold" for i in range(rows)]
     lines += ["broken,x,y,z", "c7@example.com,again,x,y"]
@@ -485,3 +503,95 @@ async def test_a_job_abandoned_by_a_dead_worker_is_resumed_after_its_last_batch(
             audience_pb2.ListSubscribersRequest(list_id=list_id), metadata=metadata
         )
     assert sorted(s.email_address for s in listed.subscribers) == [f"{c}@example.com" for c in "abcd"]
+
+
+async def test_each_rows_custom_values_are_checked_like_subscriber_create_enforces_them(
+    api: Api, user: User, make_user: Any
+) -> None:
+    list_id = await create_list(api, user)
+    company = await create_field(api, user, list_id, "Company", IsRequired="Yes")
+    code = await create_field(api, user, list_id, "Code", IsUnique="Yes", ValidationMethod="Numbers")
+    plan = await create_field(api, user, list_id, "Plan", FieldType="Drop down", OptionLabel=["basic", "pro"])
+    city = await create_field(api, user, list_id, "City", DefaultValue="Berlin")
+    holder = await api.call(
+        "subscriber.create",
+        user.api_key,
+        ListID=list_id,
+        EmailAddress="holder@example.com",
+        SubscriptionDate="2025-01-02",
+        SubscriptionIP="203.0.113.5",
+        CustomFields={str(company): "Acme", str(code): "12"},
+    )
+    assert holder["Success"] is True, holder
+    mapping = {"FIELD1": "EmailAddress", "FIELD2": str(company), "FIELD3": f"CustomField{code}", "FIELD4": "Plan"}
+    # "Plan" is no field's ID or alias: the import is refused before it starts.
+    body = import_params(user, list_id, Data="a@example.com,Acme,1,pro\n", MappedFields=mapping)
+    assert await post_code(api, body) == [17]
+    _status, answer = await api.post(body, path=V1)
+    assert "'Plan' names no custom field" in answer["Errors"][0]["Message"], answer
+    # Company is required: an import that maps no column to it could add nobody.
+    only_code = {"FIELD1": "EmailAddress", "FIELD2": str(code)}
+    _status, answer = await api.post(import_params(user, list_id, MappedFields=only_code), path=V1)
+    assert answer["Errors"][0]["Code"] == 17 and "is required and no column" in answer["Errors"][0]["Message"]
+    # Another user's field is no field of this list.
+    stranger = await make_user()
+    theirs = await create_field(api, stranger, await create_list(api, stranger), "Theirs")
+    body = import_params(user, list_id, MappedFields={**mapping, "FIELD4": str(theirs)})
+    assert await post_code(api, body) == [17]
+
+    mapping["FIELD4"] = str(plan)
+    data = (
+        "ok@example.com,Acme,7,pro\n"  # 1 imported, gets City's default
+        "empty@example.com, ,8,basic\n"  # 2 required Company empty
+        "letters@example.com,Acme,x9,basic\n"  # 3 Code fails its validation (Numbers)
+        "gold@example.com,Acme,10,gold\n"  # 4 not one of Plan's options
+        "taken@example.com,Acme, 12 ,basic\n"  # 5 Code 12 is the holder's
+        "twin@example.com,Acme,7,basic\n"  # 6 Code 7 is row 1's
+        "HOLDER@example.com,Acme,12,pro\n"  # 7 the holder itself keeps its own value: a duplicate
+        "plain@example.com,Acme,,\n"  # 8 optional values may be empty
+    )
+    job = await finished_job(
+        api, user, list_id, await start_import(api, import_params(user, list_id, Data=data, MappedFields=mapping))
+    )
+    assert job["ImportStatus"] == "Completed", job
+    assert (job["TotalSubscribers"], job["TotalImported"], job["TotalDuplicates"], job["TotalFailed"]) == (
+        8,
+        2,
+        1,
+        5,
+    )
+    assert_totals_add_up(job)
+    failed = {row["RowNumber"]: row["Reason"] for row in job["FailedData"]}
+    assert failed == {
+        2: f"custom field {company} (Company) is required",
+        3: f"custom field {code} (Code) failed its validation (Numbers)",
+        4: f"custom field {plan} (Plan) cannot hold that value: one of 'basic', 'pro'",
+        5: f"custom field {code} (Code) must be unique: another subscriber has that value",
+        6: f"custom field {code} (Code) must be unique: row 1 of the file has that value",
+    }, failed
+    assert job["FailedData"][0]["Data"] == "empty@example.com, ,8,basic\n"
+    info = (await api.call("subscriber.get", user.api_key, ListID=list_id, EmailAddress="ok@example.com"))[
+        "SubscriberInformation"
+    ]
+    # Values are stored under the field's ID, and a new subscriber gets the list fields' defaults.
+    assert info["CustomFields"] == {str(company): "Acme", str(code): "7", str(plan): "pro", str(city): "Berlin"}
+    for address in ("empty@example.com", "taken@example.com", "twin@example.com"):
+        got = await api.call("subscriber.get", user.api_key, ListID=list_id, EmailAddress=address)
+        assert got["Success"] is False, got
+
+    # Updating duplicates: the holder may keep its own unique value.
+    update = {
+        **import_params(user, list_id, Data="holder@example.com,Acme Ltd,12,basic\n", MappedFields=mapping),
+        "UpdateDuplicates": True,
+    }
+    job = await finished_job(api, user, list_id, await start_import(api, update))
+    assert (job["TotalImported"], job["TotalUpdated"], job["TotalFailed"]) == (1, 1, 0), job
+    info = (await api.call("subscriber.get", user.api_key, ListID=list_id, EmailAddress="holder@example.com"))[
+        "SubscriberInformation"
+    ]
+    assert info["CustomFields"] == {
+        str(company): "Acme Ltd",
+        str(code): "12",
+        str(plan): "basic",
+        str(city): "Berlin",
+    }

@@ -193,6 +193,19 @@ async def test_internal_rpcs_refuse_an_ordinary_token_and_serve_a_herald_service
                 "herald.delivery.v1",
             ),
             (
+                stubs.delivery.RecordUnsubscriptions(
+                    delivery_pb2.RecordUnsubscriptionsRequest(
+                        campaign_id=campaign_id,
+                        list_id=list_id,
+                        subscribers=[
+                            delivery_pb2.UnsubscribedSubscriber(subscriber_id=1, email_address="a@b.example")
+                        ],
+                    ),
+                    metadata=metadata,
+                ),
+                "herald.delivery.v1",
+            ),
+            (
                 stubs.delivery.ListQueuedRecipients(
                     delivery_pb2.ListQueuedRecipientsRequest(campaign_id=campaign_id), metadata=metadata
                 ),

@@ -169,9 +169,9 @@ async def test_unsubscribing_a_selection_changes_only_its_subscribed_rows(conn: 
     selection = domain.Selection(subscriber_ids=(*ids, elsewhere))
 
     assert await store.unsubscribable_count(conn, list_id, selection, {}) == 2
-    keys = await store.unsubscribed_keys(conn, list_id, selection, {}, " 192.0.2.1 ")
-    assert sorted(keys) == ["a@example.com", "b@example.com"]
-    assert await store.unsubscribed_keys(conn, list_id, selection, {}, "192.0.2.1") == []
+    unsubscribed = await store.unsubscribed_subscribers(conn, list_id, selection, {}, " 192.0.2.1 ")
+    assert sorted(unsubscribed) == [(ids[0], "a@example.com"), (ids[1], "b@example.com")]
+    assert await store.unsubscribed_subscribers(conn, list_id, selection, {}, "192.0.2.1") == []
     assert set(await store.selected_statuses(conn, list_id, selection, {}, lock=False)) == {"Unsubscribed"}
     untouched = await store.subscriber_by(conn, other_list, subscriber_id=elsewhere)
     assert untouched is not None and untouched.status == "Subscribed"

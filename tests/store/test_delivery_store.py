@@ -650,3 +650,134 @@ async def test_a_bounced_row_retried_by_an_admin_is_claimed_as_bounced_before(co
     assert await queue_store.requeued_failed_count(conn, campaign, 2, 2, 10) == 1
     [again] = await claim_store.recorded_and_claimed(conn, campaign, 2, 2, "w#2", [], 10)
     assert again.recipient_id == row.recipient_id and again.bounced_before
+
+
+# --- unsubscriptions through the API (RecordUnsubscriptions) -------------------------------------------------------
+
+
+async def _sent_row(
+    conn: AsyncConnection, campaign_id: int, owner: int, subscriber_id: int, list_id: int, **row: Any
+) -> int:
+    """A queue row of the campaign as a worker leaves it (Sent unless `status` says otherwise); returns its id."""
+    values = {
+        "occurrence": 1,
+        "status": "Sent",
+        "email_id": None,
+        "address": f"s{subscriber_id}@example.com",
+        **row,
+    }
+    result = await conn.execute(
+        sa.text(
+            "INSERT INTO delivery.recipients (campaign_id, owner_user_id, subscriber_id, list_id, email_address, "
+            "domain, status, sent_at, occurrence, email_id) VALUES (:c, :o, :s, :l, :address, 'example.com', "
+            ":status, CASE WHEN :status = 'Sent' THEN now() END, :occurrence, :email_id) RETURNING recipient_id"
+        ),
+        {"c": campaign_id, "o": owner, "s": subscriber_id, "l": list_id, **values},
+    )
+    return int(result.scalar_one())
+
+
+async def _unsubscribed_rows(conn: AsyncConnection, campaign_id: int) -> list[int]:
+    result = await conn.execute(
+        sa.text(
+            "SELECT recipient_id FROM delivery.events WHERE campaign_id = :c AND kind = 'unsubscribe' "
+            "ORDER BY recipient_id"
+        ),
+        {"c": campaign_id},
+    )
+    return list(result.scalars())
+
+
+async def test_api_unsubscriptions_count_once_per_subscriber_of_the_list_the_campaign_was_sent_to(
+    conn: AsyncConnection,
+) -> None:
+    campaign, owner, list_id, other_list = new_id(), new_id(), new_id(), new_id()
+    # A Recursive campaign in its second occurrence; rows without a variation were sent its default email 50.
+    await conn.execute(
+        sa.text(
+            "INSERT INTO delivery.campaign_runs (campaign_id, owner_user_id, occurrence, content) "
+            "VALUES (:c, :o, 2, CAST(:content AS jsonb))"
+        ),
+        {"c": campaign, "o": owner, "content": '{"default_email_id": 50, "emails": {}}'},
+    )
+    linked = await _sent_row(conn, campaign, owner, 1, list_id)
+    await _sent_row(conn, campaign, owner, 1, list_id, occurrence=2)
+    await _sent_row(conn, campaign, owner, 2, list_id)
+    latest = await _sent_row(conn, campaign, owner, 2, list_id, occurrence=2)
+    await _sent_row(conn, campaign, owner, 3, list_id, status="Failed")
+    await _sent_row(conn, campaign, owner, 4, other_list)
+    variation = await _sent_row(conn, campaign, owner, 5, list_id, email_id=60)
+    complained = await _sent_row(conn, campaign, owner, 6, list_id)
+    await _sent_row(conn, campaign, owner, 6, list_id, occurrence=2)
+    # Subscriber 1 followed the link of the first occurrence's message; subscriber 6 complained about it.
+    await store.insert_tracking_events(conn, [TrackingHit(campaign, linked, domain.UNSUBSCRIBE, "", T0, "")], None)
+    await bounce_store.recorded_bounces(
+        conn, [_bounce(campaign, complained, f"{campaign}:c", BounceKind.COMPLAINT)], None
+    )
+
+    def reported(*subscriber_ids: int, email_id: int = 0) -> domain.Unsubscriptions:
+        subscribers = tuple((s, f"S{s}@EXAMPLE.COM") for s in subscriber_ids)
+        return domain.Unsubscriptions(campaign, list_id, subscribers, email_id, T0)
+
+    # Another owner's call, or another email than the one they were sent, counts nothing.
+    assert await store.inserted_unsubscription_count(conn, reported(1, 2, 3, 4, 5, 9), new_id()) == 0
+    assert await store.inserted_unsubscription_count(conn, reported(2, email_id=60), owner) == 0
+    assert await store.inserted_unsubscription_count(conn, reported(5, email_id=50), owner) == 0
+    # 1 and 6 counted already (link, complaint), 3 was never delivered, 4 is of another list, 9 was never queued.
+    assert await store.inserted_unsubscription_count(conn, reported(1, 2, 3, 4, 6, 9, email_id=50), owner) == 1
+    assert await store.inserted_unsubscription_count(conn, reported(5, email_id=60), None) == 1
+    assert await store.inserted_unsubscription_count(conn, reported(1, 2, 5), None) == 0
+    # Counted on subscriber 2's latest row, and in the statistics with the link's and the complaint's.
+    assert await _unsubscribed_rows(conn, campaign) == [linked, latest, variation]
+    counts = await bounce_store.bounce_counts(conn, [campaign], owner)
+    assert counts[campaign].unsubscriptions == 4
+
+
+async def test_an_imports_confirmation_requests_are_recorded_once_and_queued_set_wise_in_batches(
+    conn: AsyncConnection,
+) -> None:
+    list_id, owner = new_id(), new_id()
+    run_id = sending.opt_in_run_id(list_id)
+    first = await queue_store.recorded_opt_in_requests(conn, [11, 12, 13, 14, 15], T0, run_id)
+    assert first == {11, 12, 13, 14, 15}
+    # The same request delivered again is new for none of them; another time is another request.
+    assert await queue_store.recorded_opt_in_requests(conn, [11, 12, 13, 14, 15], T0, run_id) == set()
+    assert await queue_store.recorded_opt_in_requests(conn, [11, 16], T0 + timedelta(hours=1), run_id) == {11, 16}
+
+    run = await queue_store.ensured_run_for_update(conn, run_id, owner, RunState.SENDING)
+    content = {"campaign_name": "Confirmation", "default_email_id": 7, "emails": {}}
+    generation, first_batch = await queue_store.opened_opt_in_batches(
+        conn, run, content=content, occurrence=1, recipients=5, batches=3
+    )
+    recipients = [
+        {"subscriber_id": n, "email_address": f"P{n}@Example.com", "first_name": f"F{n}", "last_name": ""}
+        for n in sorted(first)
+    ]
+    await queue_store.queue_opt_in_recipients(
+        conn,
+        run,
+        occurrence=1,
+        generation=generation,
+        first_batch=first_batch,
+        batch_size=2,
+        list_id=list_id,
+        email_id=7,
+        recipients=recipients,
+    )
+    rows = await _rows(conn, run_id)
+    assert [(r.subscriber_id, r.batch_id, r.generation, r.email_id, r.status) for r in rows] == [
+        (11, first_batch, generation, 7, RecipientStatus.PENDING),
+        (12, first_batch, generation, 7, RecipientStatus.PENDING),
+        (13, first_batch + 1, generation, 7, RecipientStatus.PENDING),
+        (14, first_batch + 1, generation, 7, RecipientStatus.PENDING),
+        (15, first_batch + 2, generation, 7, RecipientStatus.PENDING),
+    ]
+    assert rows[0].domain == "example.com"
+    after = await queue_store.run_for_update(conn, run_id)
+    assert after is not None
+    assert (after.batches, after.total_recipients, after.generation) == (first_batch + 2, 5, generation)
+    # The next request takes the batches after these.
+    _, following = await queue_store.opened_opt_in_batches(
+        conn, after, content=content, occurrence=1, recipients=1, batches=1
+    )
+    assert following == first_batch + 3

@@ -191,8 +191,7 @@ def test_the_web_view_frames_the_email_in_a_sandbox_below_its_title_date_and_way
     view = archive.WebView(
         title="June <letter> & more",
         send_date="2025-06-03",
-        archive_url="http://127.0.0.1:8080/archive/tag/7",
-        archive_title="Archive: newsletter",
+        archives=(archive.ArchiveLink("http://127.0.0.1:8080/archive/tag/7", "Archive: newsletter"),),
         head=archive.feed_link("Archive: newsletter", "http://127.0.0.1:8080/archive/tag/7/rss"),
     )
     body = '<!DOCTYPE html><html><body><p onclick="x()">Hi "you"</p><script>alert(1)</script></body></html>'
@@ -212,10 +211,28 @@ def test_the_web_view_frames_the_email_in_a_sandbox_below_its_title_date_and_way
 
 
 def test_a_plain_text_web_view_shows_the_text_escaped() -> None:
-    view = archive.WebView(title="T", send_date="2025-06-03", archive_url="http://a/", archive_title="Archive: a")
+    view = archive.WebView(
+        title="T", send_date="2025-06-03", archives=(archive.ArchiveLink("http://a/", "Archive: a"),)
+    )
     page = archive.web_view_page(view, plain_text="<b>not bold</b>\n& more")
     assert '<div class="herald-plain">&lt;b&gt;not bold&lt;/b&gt;\n&amp; more</div>' in page
     assert "<iframe" not in page
+
+
+def test_a_web_view_links_back_to_each_archive_and_says_sent_only_with_a_date() -> None:
+    archives = (
+        archive.ArchiveLink("http://a/1", "Archive: <one>"),
+        archive.ArchiveLink("http://a/2?x&y", "Archive: two"),
+    )
+    page = archive.web_view_page(archive.WebView(title="T", send_date="", archives=archives), plain_text="x")
+    assert (
+        '<header><p><a href="http://a/1" class="herald-back">&larr; Archive: &lt;one&gt;</a></p>'
+        '<p><a href="http://a/2?x&amp;y" class="herald-back">&larr; Archive: two</a></p><h1>T</h1></header>'
+    ) in page
+    assert "Sent" not in page and "<time" not in page
+    page = archive.web_view_page(archive.WebView(title="T", send_date="2025-06-03"), plain_text="x")
+    assert '<header><h1>T</h1><p class="herald-sent">Sent <time datetime="2025-06-03">' in page
+    assert "herald-back" not in page
 
 
 def test_the_feed_link_is_escaped_and_added_to_a_templates_head() -> None:
@@ -234,7 +251,7 @@ def test_the_feed_link_is_escaped_and_added_to_a_templates_head() -> None:
 
 
 def test_a_body_without_a_doctype_gets_its_base_target_first() -> None:
-    view = archive.WebView(title="T", send_date="", archive_url="http://a/", archive_title="Archive: a")
+    view = archive.WebView(title="T", send_date="", archives=(archive.ArchiveLink("http://a/", "Archive: a"),))
     page = archive.web_view_page(view, html_body="<p>Hi</p>")
     assert html.escape('<base target="_blank"><p>Hi</p>') in page
 

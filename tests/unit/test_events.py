@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from google.protobuf.message import Message
+from herald.audience.v1 import audience_pb2
 from herald.campaign.v1 import campaign_pb2
 from herald.delivery.v1 import delivery_pb2
 
@@ -84,6 +85,24 @@ VALID: list[tuple[EventType[Any], Message]] = [
             deliver_time={"seconds": 1_780_000_000},
         ),
     ),
+    (
+        events.OPT_IN_CONFIRMATIONS_REQUESTED,
+        audience_pb2.OptInConfirmationsRequestedEvent(
+            owner_user_id=3,
+            list_id=5,
+            email_id=21,
+            import_id=9,
+            request_time={"seconds": 1_780_000_000},
+            recipients=[
+                audience_pb2.OptInConfirmationsRequestedEvent.Recipient(
+                    subscriber_id=42, email_address="ann@example.com", first_name="Ann"
+                ),
+                audience_pb2.OptInConfirmationsRequestedEvent.Recipient(
+                    subscriber_id=43, email_address="bo@example.com"
+                ),
+            ],
+        ),
+    ),
 ]
 IDS = [event.subject for event, _ in VALID]
 
@@ -121,6 +140,7 @@ def test_every_message_type_names_its_own_subject_in_the_protos() -> None:
         "delivery.batches",
         "events.delivery.recipient_bounced",
         "events.delivery.recipient_delivered",
+        "events.audience.opt_in_confirmations_requested",
     ]
     assert Subjects("herald").event(events.CAMPAIGN_DELETED) == "herald.events.campaign.deleted"
     assert Subjects("t1").event(events.DELIVERY_BATCH) == "t1.delivery.batches"
@@ -227,6 +247,11 @@ BROKEN: list[tuple[EventType[Any], dict[str, Any]]] = [
     (events.RECIPIENT_DELIVERED, {"owner_user_id": 0}),
     (events.RECIPIENT_DELIVERED, {"deliver_time": None}),
     (events.RECIPIENT_DELIVERED, {"email_address": None}),
+    (events.OPT_IN_CONFIRMATIONS_REQUESTED, {"recipients": []}),
+    (events.OPT_IN_CONFIRMATIONS_REQUESTED, {"recipients": [{"subscriber_id": 0, "email_address": "a@x.io"}]}),
+    (events.OPT_IN_CONFIRMATIONS_REQUESTED, {"recipients": [{"subscriber_id": 4, "email_address": " "}]}),
+    (events.OPT_IN_CONFIRMATIONS_REQUESTED, {"email_id": 0}),
+    (events.OPT_IN_CONFIRMATIONS_REQUESTED, {"request_time": None}),
 ]
 
 

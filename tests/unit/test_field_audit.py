@@ -29,7 +29,7 @@ from translator.commands.registry import all_commands
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DOC = ROOT / "docs" / "legacy-mapping.md"
-OUTCOMES = ("acted on", "data", "refused", "output only", "**ignored: defect**")
+OUTCOMES = ("acted on", "data", "refused", "output only", "no counterpart", "**ignored: defect**")
 
 # Fields stored (or checked) and never acted on although they promise behaviour. Each is a known defect of
 # issue 14 that was not small enough to fix or refuse without breaking clients that send it today. Remove
@@ -39,13 +39,19 @@ IGNORED: dict[tuple[str, str], str] = {
     ("list.create", "SenderEmailAddress"): "issue 14: List:Sender* tags are not rendered",
     ("list.create", "SenderCompany"): "issue 14: List:Sender* tags are not rendered",
     ("list.create", "SenderAddress"): "issue 14: List:Sender* tags are not rendered",
-    ("subscriber.unsubscribe", "CampaignID"): "issue 14: unsubscriptions are not attributed",
-    ("subscriber.unsubscribe", "EmailID"): "issue 14: unsubscriptions are not attributed",
-    ("subscriber.unsubscribe", "AutoResponderID"): "issue 14: unsubscriptions are not attributed",
     ("CreateListRequest", "sender_name"): "issue 14: List:Sender* tags are not rendered",
     ("CreateListRequest", "sender_email_address"): "issue 14: List:Sender* tags are not rendered",
     ("CreateListRequest", "sender_company"): "issue 14: List:Sender* tags are not rendered",
     ("CreateListRequest", "sender_address"): "issue 14: List:Sender* tags are not rendered",
+}
+
+# Fields that name a kind of thing Herald does not have, so that no value can name one: checked for form, and
+# the rest of the call is carried out because refusing it would be worse. Each needs its reason here and in
+# the doc's row; a new one fails test_nothing_lacks_a_counterpart_but_the_known_ones until someone adds it.
+NO_COUNTERPART: dict[tuple[str, str], str] = {
+    ("subscriber.unsubscribe", "AutoResponderID"): (
+        "Herald has no autoresponders; refusing the unsubscription would keep mailing someone who asked to stop"
+    ),
 }
 
 
@@ -153,6 +159,12 @@ def test_nothing_is_ignored_but_the_known_defects() -> None:
     ignored = {key for key, outcome in _expanded().items() if "ignored" in outcome.lower()}
     assert sorted(ignored - IGNORED.keys()) == [], "a new ignored field: act on it or refuse it"
     assert sorted(IGNORED.keys() - ignored) == [], "a fixed defect is still in IGNORED: remove it"
+
+
+def test_nothing_lacks_a_counterpart_but_the_known_ones() -> None:
+    lacking = {key for key, outcome in _expanded().items() if outcome.startswith("no counterpart")}
+    assert sorted(lacking - NO_COUNTERPART.keys()) == [], "a new field without counterpart: say why, or act on it"
+    assert sorted(NO_COUNTERPART.keys() - lacking) == [], "a field in NO_COUNTERPART has another outcome now"
 
 
 def test_the_refused_settings_are_refused_by_the_code() -> None:

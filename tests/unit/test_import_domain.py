@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.audience import domain
+from services.audience.domain import CustomFieldRecord, FieldOption, FieldSpec
 from services.audience.import_domain import (
     MAX_LINE_BYTES,
     CsvFormat,
@@ -14,6 +18,7 @@ from services.audience.import_domain import (
     ImportFailure,
     ParsedPiece,
     RejectedRow,
+    bind_fields,
     check_format,
     normalise_address,
     plan_columns,
@@ -21,9 +26,25 @@ from services.audience.import_domain import (
 from services.common.errors import Violations
 
 
-def parse(data: bytes, fmt: CsvFormat, piece: int = 1 << 20) -> ParsedPiece:
+def field(field_id: int, name: str, *, list_id: int | None = 1, **settings: object) -> CustomFieldRecord:
+    spec = FieldSpec(name=name, is_global=list_id is None, **settings)  # type: ignore[arg-type]
+    return CustomFieldRecord(field_id, 7, list_id, spec, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+CITY = field(5, "City", merge_tag_alias="City")
+# Text fields the header rows of these tests name by alias.
+TEXT_FIELDS = (
+    CITY,
+    *(field(10 + i, alias, merge_tag_alias=alias) for i, alias in enumerate(["first", "last", "name"])),
+    field(20, "Note", merge_tag_alias="note", field_type="Paragraph text"),
+)
+
+
+def parse(
+    data: bytes, fmt: CsvFormat, piece: int = 1 << 20, fields: Sequence[CustomFieldRecord] = TEXT_FIELDS
+) -> ParsedPiece:
     """Feeds `data` in pieces of `piece` bytes and returns everything parsed, as one piece."""
-    parser = CsvParser(fmt)
+    parser = CsvParser(fmt, fields)
     total = ParsedPiece()
     for part in [*(parser.feed(data[i : i + piece]) for i in range(0, len(data), piece)), parser.finish()]:
         total.rows += part.rows
@@ -141,9 +162,63 @@ def test_addresses_are_normalised_and_bad_ones_say_why() -> None:
 
 
 def test_rows_become_copy_tuples_with_row_numbers_counting_the_header() -> None:
-    parsed = parse(b"email,first_name,last_name,city\r\nAnn@Example.com, Ann ,Lee,Paris\r\n", HEADER)
+    data = b"email,first_name,last_name,city\r\nAnn@Example.com, Ann ,Lee,Paris\r\n"
+    parsed = parse(data, HEADER, fields=[CITY])
+    # The header's "city" is the City field's alias: its values are stored under the field's ID.
     assert parsed.rows == [(2, "Ann@example.com", "ann@example.com", "Ann", "Lee", "Paris")]
     assert parsed.data_rows == 1 and parsed.last_row == 2 and parsed.rejected == []
+    parser = CsvParser(HEADER, [CITY])
+    parser.feed(data)
+    assert parser.custom_ids == ("5",)
+
+
+def test_mapped_columns_must_name_fields_the_list_sees_and_fill_every_required_one() -> None:
+    company = field(3, "Company", required=True)
+    region = field(4, "Region", required=True, default_value="EU")
+    shared = field(9, "Shared", list_id=None, required=True, default_value="x")
+    with pytest.raises(ImportFailure, match="'nickname' names no custom field"):
+        bind_fields(["nickname"], [CITY])
+    with pytest.raises(ImportFailure, match="two columns map to custom field 5"):
+        bind_fields(["5", "city"], [CITY])
+    with pytest.raises(ImportFailure, match=r"custom field 3 \(Company\) is required and no column"):
+        bind_fields(["5"], [CITY, company])
+    # A list field's default fills a required field no column maps to; a global field's default never does.
+    with pytest.raises(ImportFailure, match=r"custom field 9 \(Shared\) is required"):
+        bind_fields(["CustomField3"], [company, region, shared])
+    bound = bind_fields(["CustomField3", "9"], [company, region, shared])
+    assert bound.keys == ("3", "9") and bound.defaults == (("4", "EU"),)
+    with pytest.raises(ImportFailure, match="names no custom field"):
+        CsvParser(CsvFormat(mapped_fields=(("FIELD1", "EmailAddress"), ("FIELD2", "12"))), [CITY])
+
+
+def test_each_rows_values_are_checked_as_subscriber_create_enforces_them() -> None:
+    fields = [
+        field(1, "Company", required=True),
+        field(2, "Code", validation_method="Numbers", unique=True),
+        field(
+            3, "Plan", field_type="Drop down", options=(FieldOption("Basic", "basic"), FieldOption("Pro", "pro"))
+        ),
+        field(4, "Born", field_type="Date field"),
+    ]
+    mapping = tuple((f"FIELD{i + 1}", target) for i, target in enumerate(["EmailAddress", "1", "2", "3", "4"]))
+    data = (
+        b"a@example.com,Acme,12,pro,2001-02-03\n"  # 1 fine
+        b"b@example.com, ,12,pro,\n"  # 2 required Company empty
+        b"c@example.com,Acme,x1,pro,\n"  # 3 Code fails Numbers
+        b"d@example.com,Acme,1,gold,\n"  # 4 not an option
+        b"e@example.com,Acme,1,,1999-13-40\n"  # 5 not a date
+        b"f@example.com,Acme,,,\n"  # 6 optional values may be empty
+    )
+    parsed = parse(data, CsvFormat(mapped_fields=mapping), fields=fields)
+    assert [row[0] for row in parsed.rows] == [1, 6]
+    assert parsed.rows[0][5:] == ("Acme", "12", "pro", "2001-02-03")
+    assert reasons(parsed) == {
+        2: "custom field 1 (Company) is required",
+        3: "custom field 2 (Code) failed its validation (Numbers)",
+        4: "custom field 3 (Plan) cannot hold that value: one of 'basic', 'pro'",
+        5: "custom field 4 (Born) cannot hold that value: a date YYYY-MM-DD",
+    }
+    assert parsed.data_rows == 6
 
 
 def test_every_bad_row_is_rejected_with_its_reason_and_text() -> None:
@@ -187,6 +262,7 @@ def test_quoted_fields_may_hold_delimiters_quotes_and_line_breaks() -> None:
     data = b'email,first_name,note\n"a@example.com","Lee, Ann","said ""hi""\nthen left"\nb@example.com,Bo,x\n'
     parsed = parse(data, HEADER, piece=3)
     assert parsed.rows == [
+        # A Paragraph text field may hold line breaks.
         (2, "a@example.com", "a@example.com", "Lee, Ann", "", 'said "hi"\nthen left'),
         (3, "b@example.com", "b@example.com", "Bo", "", "x"),
     ]

@@ -207,12 +207,23 @@ POST_CODES = {
     # Issue 14: settings Herald does not implement, refused with their parameter's code and a text saying so.
     "SETTING_UNSUPPORTED@trigger_actions": 12,
     "SETTING_UNSUPPORTED@tags": 21,
+    # A double opt-in list sends each imported subscriber its confirmation email; an import that cannot be
+    # honoured that way is refused (the list has no confirmation email; the addresses are to be suppressed).
+    "IMPORT_CONFIRMATION_EMAIL_MISSING": 20,
+    "IMPORT_SUPPRESSION_ON_DOUBLE_OPT_IN": 10,
 }
 POST_CAUSE_TEXTS = {
     "SETTING_UNSUPPORTED@trigger_actions": (
         "TriggerActions is not supported: Herald has no autoresponders or journeys to run; send false"
     ),
     "SETTING_UNSUPPORTED@tags": "Tags is not supported: Herald keeps no subscriber tags; send []",
+    "IMPORT_CONFIRMATION_EMAIL_MISSING": (
+        "The list is double opt-in but has no confirmation email: imported subscribers could not confirm"
+    ),
+    "IMPORT_SUPPRESSION_ON_DOUBLE_OPT_IN": (
+        "AddToSuppressionList and AddToGlobalSuppressionList must be false for a double opt-in list: its "
+        "imported subscribers are sent a confirmation email"
+    ),
 }
 POST_TEXTS = {
     1: "Missing required parameter (ListID)",
@@ -247,7 +258,8 @@ CSV_SOURCE = (
     Param(
         "MappedFields",
         "object",
-        'Columns to fields: {"FIELD1": "EmailAddress", "FIELD2": "<CustomFieldID>"} (or an array of names)',
+        'Columns to fields: {"FIELD1": "EmailAddress", "FIELD2": "<CustomFieldID>"} (or an array of names); a '
+        "custom field must be the list's (by ID or alias), and each row's value is checked against it",
         required=True,
     ),
 )
@@ -256,8 +268,14 @@ POST_PARAMS = (
     *(
         Param(name, "boolean", text, required=True)
         for name, text in (
-            ("AddToGlobalSuppressionList", "Put the imported addresses on the suppression list"),
-            ("AddToSuppressionList", "Put the imported addresses on the suppression list"),
+            (
+                "AddToGlobalSuppressionList",
+                "Put the imported addresses on the suppression list (true answers 10 on a double opt-in list)",
+            ),
+            (
+                "AddToSuppressionList",
+                "Put the imported addresses on the suppression list (true answers 10 on a double opt-in list)",
+            ),
             ("UpdateDuplicates", "Update subscribers already on the list (names, custom fields)"),
             ("TriggerActions", "Must be false: Herald has no autoresponders or journeys to run (true answers 12)"),
         )

@@ -63,7 +63,7 @@ from services.audience.store._subscribers import (
     subscriber_by,
     subscribers_page,
     unsubscribable_count,
-    unsubscribed_keys,
+    unsubscribed_subscribers,
     unsuppressed_count,
     updated_subscriber_id,
 )
@@ -141,7 +141,7 @@ __all__ = [
     "suppression_reason",
     "suppressions",
     "unsubscribable_count",
-    "unsubscribed_keys",
+    "unsubscribed_subscribers",
     "unsuppressed_count",
     "updated_custom_field",
     "updated_subscriber_id",

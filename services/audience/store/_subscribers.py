@@ -255,14 +255,14 @@ async def selected_statuses(
     return list((await conn.execute(query)).scalars())
 
 
-async def unsubscribed_keys(
+async def unsubscribed_subscribers(
     conn: AsyncConnection,
     list_id: int,
     selection: domain.Selection,
     definitions: Mapping[int, rules.SegmentDefinition],
     ip_address: str,
-) -> list[str]:
-    """Unsubscribes the selected subscribers that are not unsubscribed yet; returns their address keys."""
+) -> list[tuple[int, str]]:
+    """Unsubscribes the selected subscribers that are not unsubscribed yet; returns their ids and address keys."""
     statement = (
         sa.update(subscribers)
         .where(_selected(subscribers, list_id, selection, definitions), subscribers.c.status != "Unsubscribed")
@@ -272,9 +272,9 @@ async def unsubscribed_keys(
             unsubscription_ip=ip_address.strip(),
             updated_at=sa.func.now(),
         )
-        .returning(subscribers.c.email_key)
+        .returning(subscribers.c.subscriber_id, subscribers.c.email_key)
     )
-    return list((await conn.execute(statement)).scalars())
+    return [(row.subscriber_id, row.email_key) for row in await conn.execute(statement)]
 
 
 async def unsubscribable_count(

@@ -1,13 +1,17 @@
 """The row for subscriber.unsubscribe: one subscriber through an unsubscribe link (no credentials), or many by
-RulesJSON with the list owner's credentials (RULINGS 13)."""
+RulesJSON with the list owner's credentials (RULINGS 13). With a CampaignID the unsubscriptions count in that
+campaign's statistics, for the subscribers it was sent to (delivery's RecordUnsubscriptions)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
+import structlog
 from herald.audience.v1 import audience_pb2
+from herald.delivery.v1 import delivery_pb2
 
 from services.common.grpcutil import decode_error
 from translator import envelope
@@ -26,6 +30,8 @@ from translator.commands.audience.legacy import LIST_ID, RATE_LIMIT, RULES_JSON,
 from translator.envelope import AuthError
 from translator.params import ParamError
 
+log = structlog.get_logger()
+
 # Legacy parameter → the field the service reports it under.
 UNSUBSCRIBE_FIELDS = {
     "listid": "list_id",
@@ -41,6 +47,8 @@ OWNER_ONLY = {"rulesjson": "RulesJSON", "addtoglobalsuppression": "AddToGlobalSu
 # What a credential-free call answers like a success: telling these apart from one would tell a
 # stranger whether an address is on the list.
 MEMBERSHIP_REASONS = frozenset({"SUBSCRIBER_NOT_FOUND", "SUBSCRIBER_ALREADY_UNSUBSCRIBED"})
+# Subscribers per RecordUnsubscriptions call (delivery's MAX_UNSUBSCRIBED_SUBSCRIBERS).
+ATTRIBUTION_CHUNK = 10_000
 
 
 def owner_only_options(args: Args) -> list[str]:
@@ -72,11 +80,13 @@ async def unsubscribe(args: Args, ctx: Context) -> dict[str, Any]:
         rules = rules_list(args, "rulesjson")
         if rules is not None:
             request.rules.CopyFrom(rules)
-    # The campaign, email and autoresponder an unsubscription came from are checked for form only:
-    # Herald does not attribute unsubscriptions to them (delivery's tracking does).
-    args.int("campaignid", min=1)
-    args.int("emailid", min=1)
-    args.int("autoresponderid", min=1)
+    # The campaign (and its email) the unsubscription came from: it is counted in that campaign's statistics.
+    campaign_id = args.int("campaignid", min=1)
+    email_id = args.int("emailid", min=1)
+    request.include_unsubscribed = campaign_id > 0
+    # Herald has no autoresponders, so no AutoResponderID names one: there is nothing to count it in
+    # (docs/legacy-mapping.md, the field audit). The unsubscription itself goes ahead.
+    autoresponder_id = args.int("autoresponderid", min=1)
     given = {p.name for p in args.problems}
     if (
         not request.email_address
@@ -108,14 +118,73 @@ async def unsubscribe(args: Args, ctx: Context) -> dict[str, Any]:
         failure = await validate_only(ctx, method, checked, judged_fields=flagged, judged_reasons=hidden)
         raise Problems(args.problems, failure)
     try:
-        await ctx.call(method, request)
+        response = await ctx.call(method, request)
     except grpc.aio.AioRpcError as exc:
         if exc.code() in UNAVAILABLE_CODES or without(decode_error(exc), reasons=hidden) is not None:
             raise
         # Nobody on the list to unsubscribe, or already unsubscribed: a link's answer is the same as
-        # when the subscriber was unsubscribed now.
+        # when the subscriber was unsubscribed now (and nobody was unsubscribed now, so nothing is counted).
+    else:
+        if campaign_id and response.unsubscribed:
+            await count_in_campaign(ctx, link, request.list_id, campaign_id, email_id, response.unsubscribed)
+    if autoresponder_id:
+        log.info("unsubscription names an autoresponder; Herald has none", autoresponder_id=autoresponder_id)
     # Herald lists keep no unsubscription page to redirect to.
     return {"RedirectURL": ""}
+
+
+async def count_in_campaign(
+    ctx: Context,
+    link: bool,
+    list_id: int,
+    campaign_id: int,
+    email_id: int,
+    unsubscribed: Sequence[audience_pb2.UnsubscribedSubscriber],
+) -> None:
+    """Counts the subscribers just unsubscribed in the campaign's statistics, as delivery finds it was sent to them.
+
+    The answer is the same whatever delivery records (a campaign not sent to them, another user's, one that does
+    not exist): the unsubscription is done, and a stranger learns nothing about campaigns. Delivery's own checks
+    keep a stranger from counting anything but real recipients of that list, each once. An owner's call is
+    scoped to the owner's campaigns; a link's (the translator's own token, like its audience call) to the
+    campaign's rows of this list's subscribers, which only the list's owner's campaigns have.
+    """
+    caller = ctx if link else ctx.as_translator()
+    for start in range(0, len(unsubscribed), ATTRIBUTION_CHUNK):
+        chunk = unsubscribed[start : start + ATTRIBUTION_CHUNK]
+        try:
+            recorded = await caller.call(
+                ctx.stubs.delivery.RecordUnsubscriptions,
+                delivery_pb2.RecordUnsubscriptionsRequest(
+                    campaign_id=campaign_id,
+                    list_id=list_id,
+                    email_id=email_id,
+                    subscribers=[
+                        delivery_pb2.UnsubscribedSubscriber(
+                            subscriber_id=subscriber.subscriber_id, email_address=subscriber.email_address
+                        )
+                        for subscriber in chunk
+                    ],
+                ),
+            )
+        except grpc.aio.AioRpcError as exc:
+            # The unsubscriptions stand; only their count in the campaign is missing, so the answer stays a success.
+            log.error(
+                "unsubscriptions not counted in the campaign",
+                campaign_id=campaign_id,
+                list_id=list_id,
+                subscribers=len(chunk),
+                code=exc.code().name,
+                error=exc.details(),
+            )
+            return
+        log.info(
+            "unsubscriptions counted in the campaign",
+            campaign_id=campaign_id,
+            list_id=list_id,
+            subscribers=len(chunk),
+            recorded=recorded.recorded_count,
+        )
 
 
 # Declared parameters and answers (the OpenAPI document; handlers read nothing else) ------------
@@ -134,9 +203,22 @@ UNSUBSCRIBE_PARAMS = (
         default=False,
     ),
     Param("Preview", "boolean", "A dry run: change nothing (the owner's credentials only)", default=False),
-    Param("CampaignID", "integer", "The campaign the request came from (checked for form only)"),
-    Param("EmailID", "integer", "The email the request came from (checked for form only)"),
-    Param("AutoResponderID", "integer", "The autoresponder the request came from (checked for form only)"),
+    Param(
+        "CampaignID",
+        "integer",
+        "The campaign the request came from: the unsubscription counts in its TotalUnsubscriptions when it was "
+        "sent to the subscriber",
+    ),
+    Param(
+        "EmailID",
+        "integer",
+        "With CampaignID: counts only when this is the email (A/B variation) the subscriber was sent",
+    ),
+    Param(
+        "AutoResponderID",
+        "integer",
+        "Checked for form; Herald has no autoresponders, so the unsubscription counts in none",
+    ),
 )
 
 ROWS = [

@@ -158,7 +158,11 @@ STATISTICS_RETURNS = (
     Param("HardBounceRatio", "string", "Hard-bounced recipients in % of those sent or failed, two decimals"),
     Param("SoftBounceRatio", "string", "Soft-bounced recipients in % of those sent or failed, two decimals"),
     Param("TotalSPAMComplaints", "integer", "Recipients who reported the message as spam"),
-    Param("TotalUnsubscriptions", "integer", "Recipients who unsubscribed through the message or a complaint"),
+    Param(
+        "TotalUnsubscriptions",
+        "integer",
+        "Recipients who unsubscribed through the message, subscriber.unsubscribe naming the campaign, or a complaint",
+    ),
 )
 
 

@@ -948,6 +948,7 @@ class UnsubscribeSubscribersRequest(_message.Message):
     IP_ADDRESS_FIELD_NUMBER: _builtins.int
     ADD_TO_SUPPRESSION_FIELD_NUMBER: _builtins.int
     PREVIEW_FIELD_NUMBER: _builtins.int
+    INCLUDE_UNSUBSCRIBED_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
     subscriber_id: _builtins.int
     """Selectors: one of subscriber_id, email_address, or rules."""
@@ -958,6 +959,8 @@ class UnsubscribeSubscribersRequest(_message.Message):
     """Also add the addresses to the owner's suppression list."""
     preview: _builtins.bool
     """Count, change nothing."""
+    include_unsubscribed: _builtins.bool
+    """Also answer which subscribers were unsubscribed (UnsubscribeSubscribersResponse.unsubscribed)."""
     @_builtins.property
     def rules(self) -> _struct_pb2.ListValue:
         """Segment-style rules (see Segment.rules) with rules_operator "and" / "or"."""
@@ -973,10 +976,11 @@ class UnsubscribeSubscribersRequest(_message.Message):
         ip_address: _builtins.str = ...,
         add_to_suppression: _builtins.bool = ...,
         preview: _builtins.bool = ...,
+        include_unsubscribed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_to_suppression", b"add_to_suppression", "email_address", b"email_address", "ip_address", b"ip_address", "list_id", b"list_id", "preview", b"preview", "rules", b"rules", "rules_operator", b"rules_operator", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_to_suppression", b"add_to_suppression", "email_address", b"email_address", "include_unsubscribed", b"include_unsubscribed", "ip_address", b"ip_address", "list_id", b"list_id", "preview", b"preview", "rules", b"rules", "rules_operator", b"rules_operator", "subscriber_id", b"subscriber_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -987,19 +991,51 @@ class UnsubscribeSubscribersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     UNSUBSCRIBED_COUNT_FIELD_NUMBER: _builtins.int
+    UNSUBSCRIBED_FIELD_NUMBER: _builtins.int
     unsubscribed_count: _builtins.int
+    @_builtins.property
+    def unsubscribed(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnsubscribedSubscriber]:
+        """With include_unsubscribed: the subscribers this call unsubscribed (none for a preview, nor for one
+        unsubscribed before).
+        """
+
     def __init__(
         self,
         *,
         unsubscribed_count: _builtins.int = ...,
+        unsubscribed: _abc.Iterable[Global___UnsubscribedSubscriber] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["unsubscribed_count", b"unsubscribed_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["unsubscribed", b"unsubscribed", "unsubscribed_count", b"unsubscribed_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UnsubscribeSubscribersResponse: _TypeAlias = UnsubscribeSubscribersResponse  # noqa: Y015
+
+@_typing.final
+class UnsubscribedSubscriber(_message.Message):
+    """A subscriber an unsubscription changed: its id and its address on the list, lower-cased."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    subscriber_id: _builtins.int
+    email_address: _builtins.str
+    def __init__(
+        self,
+        *,
+        subscriber_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnsubscribedSubscriber: _TypeAlias = UnsubscribedSubscriber  # noqa: Y015
 
 @_typing.final
 class DeleteSubscribersRequest(_message.Message):
@@ -2106,3 +2142,75 @@ class OptInConfirmationRequestedEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OptInConfirmationRequestedEvent: _TypeAlias = OptInConfirmationRequestedEvent  # noqa: Y015
+
+@_typing.final
+class OptInConfirmationsRequestedEvent(_message.Message):
+    """An import added subscribers Opt-In Pending to a double opt-in list: each is to be sent the list's
+    confirmation email. Subject `<namespace>.events.audience.opt_in_confirmations_requested`, signed
+    like OptInConfirmationRequestedEvent. One message carries up to 1,000 subscribers of one batch of
+    the import; delivery queues one message of the email to each, set-wise.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Recipient(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+        EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+        FIRST_NAME_FIELD_NUMBER: _builtins.int
+        LAST_NAME_FIELD_NUMBER: _builtins.int
+        subscriber_id: _builtins.int
+        email_address: _builtins.str
+        first_name: _builtins.str
+        last_name: _builtins.str
+        def __init__(
+            self,
+            *,
+            subscriber_id: _builtins.int = ...,
+            email_address: _builtins.str = ...,
+            first_name: _builtins.str = ...,
+            last_name: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "first_name", b"first_name", "last_name", b"last_name", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    IMPORT_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    owner_user_id: _builtins.int
+    list_id: _builtins.int
+    email_id: _builtins.int
+    """The list's confirmation email (EmailService, scope OptIn)."""
+    import_id: _builtins.int
+    """The import that added them."""
+    @_builtins.property
+    def request_time(self) -> _timestamp_pb2.Timestamp:
+        """When audience asked: with each subscriber_id, a request's identity (a redelivery sends nothing more)."""
+
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___OptInConfirmationsRequestedEvent.Recipient]: ...
+    def __init__(
+        self,
+        *,
+        owner_user_id: _builtins.int = ...,
+        list_id: _builtins.int = ...,
+        email_id: _builtins.int = ...,
+        request_time: _timestamp_pb2.Timestamp | None = ...,
+        import_id: _builtins.int = ...,
+        recipients: _abc.Iterable[Global___OptInConfirmationsRequestedEvent.Recipient] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_time", b"request_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_id", b"email_id", "import_id", b"import_id", "list_id", b"list_id", "owner_user_id", b"owner_user_id", "recipients", b"recipients", "request_time", b"request_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptInConfirmationsRequestedEvent: _TypeAlias = OptInConfirmationsRequestedEvent  # noqa: Y015

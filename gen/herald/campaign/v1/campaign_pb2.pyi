@@ -635,7 +635,9 @@ class CampaignStatistics(_message.Message):
     total_policy_rejections: _builtins.int
     total_spam_complaints: _builtins.int
     total_unsubscriptions: _builtins.int
-    """Recipients who unsubscribed through the message's link or a complaint."""
+    """Recipients who unsubscribed through the message's link, through the API naming the campaign, or by a
+    complaint, each once.
+    """
     @_builtins.property
     def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariationStatistics]:
         """Per A/B variation (STATISTICS_VIEW_FULL)."""

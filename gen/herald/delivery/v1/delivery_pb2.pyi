@@ -337,6 +337,90 @@ class RecordTrackingEventsResponse(_message.Message):
 Global___RecordTrackingEventsResponse: _TypeAlias = RecordTrackingEventsResponse  # noqa: Y015
 
 @_typing.final
+class RecordUnsubscriptionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    LIST_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIBERS_FIELD_NUMBER: _builtins.int
+    EMAIL_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    """The campaign the unsubscriptions came from."""
+    list_id: _builtins.int
+    """The list the subscribers were unsubscribed from."""
+    email_id: _builtins.int
+    """When set, only a subscriber who was sent this email (the A/B variation, or the campaign's own
+    email) counts. 0: whichever email they were sent.
+    """
+    @_builtins.property
+    def subscribers(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnsubscribedSubscriber]: ...
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the unsubscriptions happened; unset: when they are recorded."""
+
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+        list_id: _builtins.int = ...,
+        subscribers: _abc.Iterable[Global___UnsubscribedSubscriber] | None = ...,
+        email_id: _builtins.int = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "email_id", b"email_id", "list_id", b"list_id", "occur_time", b"occur_time", "subscribers", b"subscribers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordUnsubscriptionsRequest: _TypeAlias = RecordUnsubscriptionsRequest  # noqa: Y015
+
+@_typing.final
+class UnsubscribedSubscriber(_message.Message):
+    """A subscriber of the list, by id and by the address it has on the list (either case)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    subscriber_id: _builtins.int
+    email_address: _builtins.str
+    def __init__(
+        self,
+        *,
+        subscriber_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_address", b"email_address", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnsubscribedSubscriber: _TypeAlias = UnsubscribedSubscriber  # noqa: Y015
+
+@_typing.final
+class RecordUnsubscriptionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_COUNT_FIELD_NUMBER: _builtins.int
+    recorded_count: _builtins.int
+    """How many were counted now (not before, not without a Sent queue row)."""
+    def __init__(
+        self,
+        *,
+        recorded_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded_count", b"recorded_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordUnsubscriptionsResponse: _TypeAlias = RecordUnsubscriptionsResponse  # noqa: Y015
+
+@_typing.final
 class QueuedRecipient(_message.Message):
     """One row of a campaign's send queue."""
 
@@ -527,7 +611,9 @@ class CampaignStatistics(_message.Message):
     total_policy_rejections: _builtins.int
     total_spam_complaints: _builtins.int
     total_unsubscriptions: _builtins.int
-    """Recipients who unsubscribed through the message's link or a complaint (every view)."""
+    """Recipients who unsubscribed through the message's link, through the API naming the campaign
+    (RecordUnsubscriptions) or by a complaint, each once (every view).
+    """
     @_builtins.property
     def main_send_last_send_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property

@@ -51,6 +51,11 @@ class DeliveryServiceStub:
                 request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordTrackingEventsRequest.SerializeToString,
                 response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordTrackingEventsResponse.FromString,
                 _registered_method=True)
+        self.RecordUnsubscriptions = channel.unary_unary(
+                '/herald.delivery.v1.DeliveryService/RecordUnsubscriptions',
+                request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordUnsubscriptionsRequest.SerializeToString,
+                response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordUnsubscriptionsResponse.FromString,
+                _registered_method=True)
         self.ListQueuedRecipients = channel.unary_unary(
                 '/herald.delivery.v1.DeliveryService/ListQueuedRecipients',
                 request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.ListQueuedRecipientsRequest.SerializeToString,
@@ -110,6 +115,16 @@ class DeliveryServiceServicer:
 
     def RecordTrackingEvents(self, request, context):
         """Records opens, clicks and unsubscribes reported by the public tracking endpoints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordUnsubscriptions(self, request, context):
+        """Counts unsubscriptions made through the API (legacy subscriber.unsubscribe with a CampaignID) in
+        the campaign's statistics, like the unsubscribe link's: once per subscriber and campaign, and only
+        for a subscriber of that list the campaign was sent to (a Sent queue row). Anything else records
+        nothing and is no error. Internal.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -189,6 +204,11 @@ def add_DeliveryServiceServicer_to_server(servicer, server):
                     servicer.RecordTrackingEvents,
                     request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordTrackingEventsRequest.FromString,
                     response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordTrackingEventsResponse.SerializeToString,
+            ),
+            'RecordUnsubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordUnsubscriptions,
+                    request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordUnsubscriptionsRequest.FromString,
+                    response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordUnsubscriptionsResponse.SerializeToString,
             ),
             'ListQueuedRecipients': grpc.unary_unary_rpc_method_handler(
                     servicer.ListQueuedRecipients,
@@ -308,6 +328,33 @@ class DeliveryService:
             '/herald.delivery.v1.DeliveryService/RecordTrackingEvents',
             herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordTrackingEventsRequest.SerializeToString,
             herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordTrackingEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordUnsubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.delivery.v1.DeliveryService/RecordUnsubscriptions',
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordUnsubscriptionsRequest.SerializeToString,
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.RecordUnsubscriptionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

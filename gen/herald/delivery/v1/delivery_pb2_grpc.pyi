@@ -44,6 +44,12 @@ class DeliveryServiceStub:
     """
     RecordTrackingEvents: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.RecordTrackingEventsRequest, _delivery_pb2.RecordTrackingEventsResponse]
     """Records opens, clicks and unsubscribes reported by the public tracking endpoints."""
+    RecordUnsubscriptions: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.RecordUnsubscriptionsRequest, _delivery_pb2.RecordUnsubscriptionsResponse]
+    """Counts unsubscriptions made through the API (legacy subscriber.unsubscribe with a CampaignID) in
+    the campaign's statistics, like the unsubscribe link's: once per subscriber and campaign, and only
+    for a subscriber of that list the campaign was sent to (a Sent queue row). Anything else records
+    nothing and is no error. Internal.
+    """
     ListQueuedRecipients: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListQueuedRecipientsRequest, _delivery_pb2.ListQueuedRecipientsResponse]
     """Lists a campaign's queued recipients with their delivery state (for operators and tests)."""
     ListCapturedMessages: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListCapturedMessagesRequest, _delivery_pb2.ListCapturedMessagesResponse]
@@ -85,6 +91,12 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     """
     RecordTrackingEvents: _aio.UnaryUnaryMultiCallable[_delivery_pb2.RecordTrackingEventsRequest, _delivery_pb2.RecordTrackingEventsResponse]  # type: ignore[assignment]
     """Records opens, clicks and unsubscribes reported by the public tracking endpoints."""
+    RecordUnsubscriptions: _aio.UnaryUnaryMultiCallable[_delivery_pb2.RecordUnsubscriptionsRequest, _delivery_pb2.RecordUnsubscriptionsResponse]  # type: ignore[assignment]
+    """Counts unsubscriptions made through the API (legacy subscriber.unsubscribe with a CampaignID) in
+    the campaign's statistics, like the unsubscribe link's: once per subscriber and campaign, and only
+    for a subscriber of that list the campaign was sent to (a Sent queue row). Anything else records
+    nothing and is no error. Internal.
+    """
     ListQueuedRecipients: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListQueuedRecipientsRequest, _delivery_pb2.ListQueuedRecipientsResponse]  # type: ignore[assignment]
     """Lists a campaign's queued recipients with their delivery state (for operators and tests)."""
     ListCapturedMessages: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListCapturedMessagesRequest, _delivery_pb2.ListCapturedMessagesResponse]  # type: ignore[assignment]
@@ -141,6 +153,18 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_delivery_pb2.RecordTrackingEventsResponse, _abc.Awaitable[_delivery_pb2.RecordTrackingEventsResponse]]:
         """Records opens, clicks and unsubscribes reported by the public tracking endpoints."""
+
+    @_abc_1.abstractmethod
+    def RecordUnsubscriptions(
+        self,
+        request: _delivery_pb2.RecordUnsubscriptionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.RecordUnsubscriptionsResponse, _abc.Awaitable[_delivery_pb2.RecordUnsubscriptionsResponse]]:
+        """Counts unsubscriptions made through the API (legacy subscriber.unsubscribe with a CampaignID) in
+        the campaign's statistics, like the unsubscribe link's: once per subscriber and campaign, and only
+        for a subscriber of that list the campaign was sent to (a Sent queue row). Anything else records
+        nothing and is no error. Internal.
+        """
 
     @_abc_1.abstractmethod
     def ListQueuedRecipients(
