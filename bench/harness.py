@@ -23,10 +23,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+# Ports free_port has handed out: the system may offer a port again once its probe socket is closed, and
+# two settings of one Herald on one port make `herald run` refuse to start.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, and never one this process handed out before."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def free_ports_in_a_row(count: int) -> int:
@@ -38,7 +48,9 @@ def free_ports_in_a_row(count: int) -> int:
             for port in range(first, first + count):
                 sockets.append(socket.socket())
                 sockets[-1].bind(("127.0.0.1", port))
-            return first
+            if _HANDED_OUT.isdisjoint(range(first + 1, first + count)):
+                _HANDED_OUT.update(range(first, first + count))
+                return first
         except OSError:
             continue
         finally:
