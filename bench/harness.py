@@ -23,10 +23,49 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+# Ports free_port has handed out: the system may offer a port again once its probe socket is closed, and
+# two settings of one Herald on one port make `herald run` refuse to start.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, and never one this process handed out before."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+
+
+def free_ports_in_a_row(count: int) -> int:
+    """The first of `count` consecutive free ports (delivery workers serve metrics on consecutive ports)."""
+    while True:
+        first = free_port()
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                sockets.append(socket.socket())
+                sockets[-1].bind(("127.0.0.1", port))
+            if _HANDED_OUT.isdisjoint(range(first + 1, first + count)):
+                _HANDED_OUT.update(range(first, first + count))
+                return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+def metrics_port_env(workers: int) -> dict[str, str]:
+    """Free metrics ports for every process of a `herald run` (the defaults would collide with another run)."""
+    env = {
+        f"HERALD_{name}_METRICS_PORT": str(free_port())
+        for name in ("CAMPAIGN", "TAG", "AUDIENCE", "DELIVERY", "BOUNCE_RECEIVER")
+    }
+    env["HERALD_DELIVERY_WORKER_METRICS_PORT"] = str(free_ports_in_a_row(max(workers, 1)))
+    return env
 
 
 # The processes of `herald run` that `herald serve <role>` runs once each.
@@ -106,6 +145,7 @@ def running_herald(extra_env: dict[str, str] | None = None) -> Iterator[Herald]:
             **{
                 f"HERALD_{n.upper()}_GRPC_PORT": str(ports[n]) for n in ("campaign", "tag", "audience", "delivery")
             },
+            **metrics_port_env(int((extra_env or {}).get("HERALD_DELIVERY_WORKERS", "2"))),
             **(extra_env or {}),
         )
         process = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], env=env, cwd=ROOT)

@@ -69,6 +69,9 @@ def database(settings: Settings, command: str) -> Iterator[Settings]:
 
 def _serve(settings: Settings, name: str) -> None:
     configure_logging(settings.log_level, settings.log_format, process=name)
+    from services.common import metrics
+
+    metrics.start(settings, name)
     module = importlib.import_module(ENTRY_MODULES.get(name, f"services.{name}.main"))
     entry: Callable[[Settings], Coroutine[Any, Any, None]] = module.main
     # The modules' objects live as long as the process: full collections need not scan them again.

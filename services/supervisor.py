@@ -1,7 +1,8 @@
 """`herald run`: the whole system in the foreground on one machine, embedded PostgreSQL and NATS by default.
 
 It starts the four services, the translator, HERALD_DELIVERY_WORKERS delivery workers, the bounce
-receiver (on HERALD_BOUNCE_RECEIVER_PORT) and (without SMTP_URL) the local mail capture, and restarts
+receiver (on HERALD_BOUNCE_RECEIVER_PORT) and (without SMTP_URL) the local mail capture, each process
+serving its Prometheus metrics on a port of its own (listening_ports), and restarts
 any of them that dies, after a short backoff, instead of stopping: a crashed worker's batches come back
 to the others meanwhile.
 
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from services.common import metrics
 from services.common.config import SERVICES, Settings
 from services.common.embedded import EmbeddedNats, EmbeddedPostgres, port_is_open
 from services.datadir import DataDirInUse, DataDirLock, stop_leftovers
@@ -100,6 +102,37 @@ class Child:
             self.delay = min(self.delay * 2, RESTART_MAX_DELAY_SECONDS)
         if self.restart_at is not None and now >= self.restart_at:
             self.start()
+
+
+def listening_ports(settings: Settings, capture: bool) -> dict[str, int]:
+    """Every port the processes of `herald run` listen on, by the setting that names it (HERALD_...).
+
+    Each process serves its Prometheus metrics on a port of its own (services/common/metrics.py): the
+    defaults are all different, and the workers take consecutive ports from theirs.
+    """
+    ports = {"HERALD_HTTP_PORT": settings.http_port, "HERALD_BOUNCE_RECEIVER_PORT": settings.bounce_receiver_port}
+    ports |= {f"HERALD_{name.upper()}_GRPC_PORT": settings.grpc_port(name) for name in SERVICES}
+    if capture:
+        ports["HERALD_SMTP_CAPTURE_PORT"] = settings.smtp_capture_port
+    for process, setting in metrics.PORT_SETTINGS.items():
+        port = metrics.metrics_port(settings, process)
+        if not port:
+            continue
+        if process == "delivery-worker":
+            for index in range(settings.delivery_workers):
+                ports[f"HERALD_{setting.upper()} (+{index}, worker {index + 1})"] = port + index
+        else:
+            ports[f"HERALD_{setting.upper()}"] = port
+    return ports
+
+
+def _check_ports(settings: Settings, capture: bool) -> None:
+    """Refuses, before anything starts, settings that would have two processes listen on one port."""
+    holders: dict[int, str] = {}
+    for setting, port in listening_ports(settings, capture).items():
+        if port in holders:
+            raise RuntimeError(f"{holders[port]} and {setting} both name port {port}; give each its own")
+        holders[port] = setting
 
 
 def _children(settings: Settings, env: dict[str, str], capture: bool) -> list[Child]:
@@ -208,6 +241,7 @@ def _run(settings: Settings) -> int:
         env = _child_env(settings, database_url, nats_url)
         # No mail relay configured: a local capture receives every message, readable at /mail.
         capture = not settings.smtp_url
+        _check_ports(settings, capture)
         env["HERALD_MAIL_CAPTURE"] = "true" if capture else "false"
         if capture:
             env["SMTP_URL"] = f"smtp://{_local_host(settings)}:{settings.smtp_capture_port}"

@@ -36,10 +36,64 @@ from translator.identity import IdentityStore
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Ports free_port has handed out: the system may offer a port again once its probe socket is closed, and
+# two settings of one Herald on one port make `herald run` refuse to start.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, and never one this process handed out before."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+
+
+def free_ports_in_a_row(count: int) -> int:
+    """The first of `count` consecutive ports that are free now (delivery workers take consecutive ports)."""
+    while True:
+        first = free_port()
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            if _HANDED_OUT.isdisjoint(range(first + 1, first + count)):
+                _HANDED_OUT.update(range(first, first + count))
+                return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+# Every process's metrics port (services/common/metrics.py), by its environment variable; the workers'
+# is the first of WORKER_METRICS_PORTS consecutive ones.
+METRICS_PORT_VARIABLES = {
+    "campaign": "HERALD_CAMPAIGN_METRICS_PORT",
+    "tag": "HERALD_TAG_METRICS_PORT",
+    "audience": "HERALD_AUDIENCE_METRICS_PORT",
+    "delivery": "HERALD_DELIVERY_METRICS_PORT",
+    "bounce-receiver": "HERALD_BOUNCE_RECEIVER_METRICS_PORT",
+    "delivery-worker": "HERALD_DELIVERY_WORKER_METRICS_PORT",
+}
+WORKER_METRICS_PORTS = 4
+
+
+def metrics_ports() -> dict[str, int]:
+    """Free metrics ports for a `herald run`, by process name: the defaults would collide with other runs."""
+    ports = {name: free_port() for name in METRICS_PORT_VARIABLES if name != "delivery-worker"}
+    ports["delivery-worker"] = free_ports_in_a_row(WORKER_METRICS_PORTS)
+    return ports
+
+
+def metrics_env(ports: dict[str, int]) -> dict[str, str]:
+    return {METRICS_PORT_VARIABLES[name]: str(port) for name, port in ports.items()}
 
 
 @dataclass
@@ -108,6 +162,8 @@ class System:
     ports: dict[str, int]
     process: subprocess.Popen[bytes]
     settings: Settings = field(init=False)
+    # Where each process serves /metrics, by process name (the translator: base_url + "/metrics").
+    metrics_ports: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.settings = Settings(
@@ -117,6 +173,24 @@ class System:
             nats_namespace=self.env["HERALD_NATS_NAMESPACE"],
             data_dir=Path(self.env["HERALD_DATA_DIR"]),
         )
+        self.metrics_ports = {
+            name: int(self.env[variable])
+            for name, variable in METRICS_PORT_VARIABLES.items()
+            if variable in self.env
+        }
+
+    def metrics_urls(self) -> dict[str, str]:
+        """The metrics endpoint of every process `herald run` started, by process name (workers numbered)."""
+        urls = {"translator": f"{self.base_url}/metrics"}
+        workers = int(self.env.get("HERALD_DELIVERY_WORKERS", "2"))
+        for name, port in self.metrics_ports.items():
+            if name == "delivery-worker":
+                urls |= {
+                    f"delivery-worker-{i + 1}": f"http://127.0.0.1:{port + i}/metrics" for i in range(workers)
+                }
+            else:
+                urls[name] = f"http://127.0.0.1:{port}/metrics"
+        return urls
 
     @property
     def bounce_receiver_port(self) -> int:
@@ -156,6 +230,7 @@ def herald_env(backing: Backing, data_dir: Path) -> tuple[dict[str, str], dict[s
         HERALD_BOUNCE_RECEIVER_PORT=str(ports["bounce_receiver"]),
         # The provider webhooks accept this test process's keys (tests/webhook_keys.py).
         **webhook_keys().env(data_dir / "webhook-keys"),
+        **metrics_env(metrics_ports()),
         **{
             f"HERALD_{name.upper()}_GRPC_PORT": str(ports[name])
             for name in ("campaign", "tag", "audience", "delivery")

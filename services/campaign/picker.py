@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 
 import structlog
+from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError
 
 from services.campaign import events, sending, store
@@ -26,6 +27,9 @@ log = structlog.get_logger()
 # Campaigns started per transaction; a pass that fills it runs again at once.
 PICK_LIMIT = 50
 POLL_SECONDS = 0.5
+
+PASSES_TOTAL = Counter("herald_campaign_picker_passes_total", "Pick passes, by outcome: ok or failed", ["outcome"])
+STARTED_TOTAL = Counter("herald_campaign_picker_started_total", "Campaign occurrences the picker started sending")
 
 
 class Picker:
@@ -71,7 +75,11 @@ class Picker:
             except (DBAPIError, OSError) as exc:
                 # PostgreSQL restarting: due campaigns wait for the next pass, nothing is lost.
                 log.warning("pick pass failed; retrying", error=str(getattr(exc, "orig", None) or exc))
+                PASSES_TOTAL.labels("failed").inc()
                 picked = 0
+            else:
+                PASSES_TOTAL.labels("ok").inc()
+                STARTED_TOTAL.inc(picked)
             if picked >= PICK_LIMIT:
                 continue
             waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(stop.wait())]

@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     tag_grpc_port: int = 50052
     audience_grpc_port: int = 50053
     delivery_grpc_port: int = 50054
+    # Prometheus metrics (docs/operations.md, "Metrics"): each process serves GET /metrics on a port of
+    # its own (0: none); the translator serves it on http_port. Gauges that need a query (outbox, JetStream
+    # consumers, queue rows) are sampled every metrics_sample_seconds.
+    campaign_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    tag_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    audience_metrics_port: int = Field(default=9103, ge=0, le=65535)
+    delivery_metrics_port: int = Field(default=9104, ge=0, le=65535)
+    metrics_sample_seconds: float = Field(default=15.0, gt=0)
     # Where other processes reach each service; defaults to 127.0.0.1:<port> (one machine).
     campaign_addr: str = ""
     tag_addr: str = ""
@@ -69,7 +77,7 @@ class Settings(BaseSettings):
     # reports count there; the complained-about recipient is the one the included original names.
     bounce_feedback_address: str = ""
     # Prometheus metrics of the bounce receiver on this port (0: off).
-    bounce_receiver_metrics_port: int = 0
+    bounce_receiver_metrics_port: int = Field(default=9105, ge=0, le=65535)
     # The relay SMTP_URL names, when it is a provider whose webhooks report bounces (docs/bounces.md):
     # sendgrid and postmark get the return-path token in their metadata headers too, so that their events
     # carry it back; ses and none need nothing more than the return path and X-Herald-Token.
@@ -122,8 +130,8 @@ class Settings(BaseSettings):
     # Seconds an SMTP command may take before the connection counts as failed.
     delivery_smtp_timeout_seconds: float = 30.0
     # Prometheus metrics of a delivery worker on this port (0: off); several workers on one
-    # machine take consecutive ports from here.
-    delivery_worker_metrics_port: int = 0
+    # machine take consecutive ports from here (`herald run`: 9110, 9111, ...).
+    delivery_worker_metrics_port: int = Field(default=9110, ge=0, le=65535)
     # An address for the mailto: form of List-Unsubscribe ('' leaves only the one-click URL).
     delivery_unsubscribe_mailto: str = ""
 

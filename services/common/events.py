@@ -343,6 +343,7 @@ class Consumer(Generic[M]):
         if not await natsutil.until_ready(setup, stop, f"{self.durable} consumer"):
             return
         assert subscription is not None
+        natsutil.REDELIVERIES_TOTAL.labels(self.durable)  # the series exists (at 0) from the start
         while not stop.is_set():
             try:
                 messages = await subscription.fetch(batch=self.batch, timeout=1)
@@ -352,6 +353,7 @@ class Consumer(Generic[M]):
                 log.warning("event fetch failed; retrying", durable=self.durable, error=str(exc))
                 await natsutil.sleep_unless_stopped(stop, 0.5)
                 continue
+            natsutil.count_redeliveries(self.durable, messages)
             await self.handle_fetched(messages)
 
     async def handle_fetched(self, messages: Sequence[Msg]) -> None:

@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from services.common import auth, permissions
+from services.common import auth, grpc_metrics, permissions
 from services.common.errors import DomainError, ErrorKind
 
 log = structlog.get_logger()
@@ -146,10 +146,11 @@ def _wrap_handler(
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
-    """Every call of a service, in one wrapper: logging, the principal, and errors turned into statuses.
+    """Every call of a service, in one wrapper: logging, metrics, the principal, and errors turned into statuses.
 
     - Logging: binds a request id (the caller's x-request-id, or a new one) to every log line of the
       call and logs its method, outcome and duration at debug level.
+    - Metrics: records the call's duration by method and status code (services/common/grpc_metrics.py).
     - Principal: verifies the signed principal token, checks that it may call the method
       (services/common/permissions.py) and exposes it through contextvars, with the token this service
       presents to its neighbours on the caller's behalf.
@@ -161,8 +162,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     a cheap call such as GetCampaign. Health and reflection calls pass through unwrapped.
     """
 
-    def __init__(self, service: str, secret: str) -> None:
+    def __init__(self, service: str, secret: str, durations: grpc_metrics.Durations = grpc_metrics.SERVER) -> None:
         self._service = service
+        self._durations = durations
         self._domain = f"herald.{service}.v1"
         self._secret = secret
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
@@ -185,6 +187,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _unary(self, method: str) -> Callable[[Behavior], Behavior]:
+        durations = self._durations.of(method)
+
         def wrap(behavior: Behavior) -> Behavior:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 metadata = context.invocation_metadata() or ()
@@ -205,13 +209,15 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                     failed = exc
                     raise
                 finally:
-                    _log_call(context, started, failed)
+                    _log_call(context, started, failed, durations)
 
             return wrapped
 
         return wrap
 
     def _streaming(self, method: str) -> Callable[[Behavior], Behavior]:
+        durations = self._durations.of(method)
+
         def wrap(behavior: Behavior) -> Behavior:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 metadata = context.invocation_metadata() or ()
@@ -233,7 +239,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                     failed = exc
                     raise
                 finally:
-                    _log_call(context, started, failed)
+                    _log_call(context, started, failed, durations)
 
             return wrapped
 
@@ -280,14 +286,29 @@ def _bind_call(metadata: Sequence[tuple[str, str | bytes]], method: str) -> floa
     return time.perf_counter()
 
 
-def _log_call(context: grpc.aio.ServicerContext, started: float, failed: BaseException | None) -> None:
+def _log_call(
+    context: grpc.aio.ServicerContext,
+    started: float,
+    failed: BaseException | None,
+    durations: grpc_metrics.MethodDurations,
+) -> None:
+    seconds = time.perf_counter() - started
     code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
-    name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-    log.debug("rpc", code=name, ms=round((time.perf_counter() - started) * 1000, 2))
+    if isinstance(failed, asyncio.CancelledError) and not context.code():
+        code = grpc.StatusCode.CANCELLED  # the client left (or its deadline passed) mid-call
+    if not isinstance(code, grpc.StatusCode):
+        code = _CODES_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+    durations.record(code, seconds)
+    log.debug("rpc", code=code.name, ms=round(seconds * 1000, 2))
 
 
-class ForwardPrincipal(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Client side: passes the caller and the remaining deadline on to downstream services.
+# A status code as an int (what some grpc versions' context.code() gives) to the enum.
+_CODES_BY_VALUE: dict[object, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Client side of every unary call on a Herald channel: records its duration by method and status code and,
+    on the services' channels, passes the caller and the remaining deadline on to downstream services.
 
     The caller's own token is not forwarded: the call carries a token of the same principal marked as
     this service's (auth.service_token), which internal RPCs require and which does not need the
@@ -295,7 +316,15 @@ class ForwardPrincipal(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStrea
     this service is serving (services/common/permissions.py).
     """
 
+    def __init__(
+        self, *, forward_principal: bool = True, durations: grpc_metrics.Durations = grpc_metrics.CLIENT
+    ) -> None:
+        self._forward_principal = forward_principal
+        self._durations = durations
+
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        if not self._forward_principal:
+            return details
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         downstream = auth.current_downstream.get(None)
         if downstream is not None and "authorization" not in metadata:
@@ -309,21 +338,63 @@ class ForwardPrincipal(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStrea
         return details._replace(metadata=metadata, timeout=timeout, wait_for_ready=wait_for_ready)
 
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
+        durations = self._durations.of(client_call_details.method)
+        started = time.perf_counter()
+        call = await continuation(self._details(client_call_details), request)
+        # The response is awaited here, so that the duration is the whole call's; the caller's own await
+        # of the call then has it at once.
+        try:
+            await call
+        except grpc.aio.AioRpcError as exc:
+            durations.record(exc.code(), time.perf_counter() - started)
+        except asyncio.CancelledError:
+            durations.record(grpc.StatusCode.CANCELLED, time.perf_counter() - started)
+            raise
+        else:
+            durations.record(grpc.StatusCode.OK, time.perf_counter() - started)
+        return call
+
+
+class StreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):
+    """Client side of every server-streaming call on a Herald channel: records its duration (until the stream
+    ended) by method and status code. It forwards nothing: a stream's caller sets its own token and deadline
+    (a queue's recipients stream for up to an hour, far past a served call's deadline).
+
+    A separate object from ClientInterceptor because grpc.aio files an interceptor under the first of the
+    four interceptor kinds it is an instance of, and would never call it for another kind.
+    """
+
+    def __init__(self, *, durations: grpc_metrics.Durations = grpc_metrics.CLIENT) -> None:
+        self._durations = durations
 
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
+        durations = self._durations.of(client_call_details.method)
+        started = time.perf_counter()
+        call = await continuation(client_call_details, request)
+
+        def done(finished: grpc.aio.Call) -> None:
+            # Runs once the stream ended, however: its status is known, and reading it waits for nothing.
+            seconds = time.perf_counter() - started
+            task = asyncio.ensure_future(finished.code())
+            task.add_done_callback(
+                lambda code: durations.record(
+                    grpc.StatusCode.CANCELLED if code.cancelled() or code.exception() else code.result(), seconds
+                )
+            )
+
+        call.add_done_callback(done)
+        return call
 
 
 def channel(target: str, *, forward_principal: bool = True) -> grpc.aio.Channel:
-    """A channel to another Herald service.
+    """A channel to another Herald service, whose calls are measured (services/common/grpc_metrics.py).
 
     Services forward the principal and deadline of the call they serve; the translator, which sets
-    both itself on every call, skips the interceptor (it costs a few percent of a legacy request).
+    both itself on every call, does not forward.
     """
     return grpc.aio.insecure_channel(
         target,
-        interceptors=[ForwardPrincipal()] if forward_principal else None,
+        interceptors=[ClientInterceptor(forward_principal=forward_principal), StreamClientInterceptor()],
         options=[("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
 

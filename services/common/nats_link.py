@@ -5,18 +5,24 @@ consumer), the tag service (the campaign.deleted consumer), the audience service
 delivered consumers), the delivery service (relay and its
 three consumers) and each delivery worker (relay and its batch lanes). The process serves meanwhile:
 while NATS is away, `run` waits, and events wait in the outbox table.
+
+It also keeps the gauges of what it runs (docs/operations.md, "Metrics"): its outbox's waiting rows and
+their age, sampled whether NATS is there or not, and its durable consumers' pending and redelivered
+messages, read from JetStream every HERALD_METRICS_SAMPLE_SECONDS.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import nats.js.errors
 import structlog
 from nats.js import JetStreamContext
+from prometheus_client import Gauge
 
-from services.common import natsutil
+from services.common import metrics, natsutil
 from services.common.config import Settings
 from services.common.events import Consumer
 from services.common.natsutil import Subjects
@@ -28,6 +34,23 @@ log = structlog.get_logger()
 StreamSetup = Callable[[JetStreamContext, Subjects], Awaitable[None]]
 # Anything else that runs on the connection until `stop` (a delivery worker's lanes).
 Task = Callable[[JetStreamContext, Subjects, asyncio.Event], Awaitable[None]]
+# The stream of a durable consumer that a task runs, in this install.
+StreamOf = Callable[[Subjects], str]
+
+# By the consumer's durable name without the install's namespace: the same few names in every install.
+CONSUMER_PENDING = Gauge(
+    "herald_jetstream_consumer_pending", "Messages on the stream not yet delivered to the consumer", ["durable"]
+)
+CONSUMER_ACK_PENDING = Gauge(
+    "herald_jetstream_consumer_ack_pending",
+    "Messages delivered to the consumer, not yet acknowledged",
+    ["durable"],
+)
+CONSUMER_REDELIVERED = Gauge(
+    "herald_jetstream_consumer_redelivered",
+    "Messages delivered to the consumer more than once and not yet acknowledged",
+    ["durable"],
+)
 
 
 class NatsLink:
@@ -42,7 +65,10 @@ class NatsLink:
         consumers: Sequence[Consumer[Any]] = (),
         tasks: Sequence[Task] = (),
         streams: Sequence[StreamSetup] = (natsutil.ensure_events_stream,),
+        task_consumers: Mapping[str, StreamOf] | None = None,
     ) -> None:
+        """`task_consumers` names the durable consumers that `tasks` run (durable name: its stream), whose
+        gauges are kept besides those of `consumers`."""
         self._settings = settings
         self._name = name
         self._subjects = Subjects.of(settings)
@@ -50,9 +76,35 @@ class NatsLink:
         self._consumers = consumers
         self._tasks = tasks
         self._streams = streams
+        self._watched = {consumer.durable: _events_stream for consumer in consumers} | dict(task_consumers or {})
+        self._js: JetStreamContext | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connects (waiting for NATS as long as it takes), sets up the streams, then runs everything until `stop`."""
+        every = self._settings.metrics_sample_seconds
+        samplers = [asyncio.ensure_future(metrics.sample_every(every, self._sample_consumers, stop))]
+        if self._outbox is not None:
+            samplers.append(asyncio.ensure_future(metrics.sample_every(every, self._outbox.sample, stop)))
+        try:
+            await self._run(stop)
+        finally:
+            for sampler in samplers:
+                sampler.cancel()
+
+    async def _sample_consumers(self) -> None:
+        """Sets the gauges of each durable consumer this process runs, once connected and the consumer exists."""
+        if self._js is None:
+            return
+        for durable, stream_of in self._watched.items():
+            try:
+                info = await self._js.consumer_info(stream_of(self._subjects), self._subjects.durable(durable))
+            except nats.js.errors.NotFoundError:
+                continue  # not created yet: its task is still setting up
+            CONSUMER_PENDING.labels(durable).set(info.num_pending or 0)
+            CONSUMER_ACK_PENDING.labels(durable).set(info.num_ack_pending or 0)
+            CONSUMER_REDELIVERED.labels(durable).set(info.num_redelivered or 0)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         client = await natsutil.connect_unless_stopped(self._settings, self._name, stop)
         if client is None:
             return
@@ -65,6 +117,7 @@ class NatsLink:
 
             if not await natsutil.until_ready(setup, stop, "streams"):
                 return
+            self._js = js
             runs: list[Awaitable[None]] = [consumer.run(js, self._subjects, stop) for consumer in self._consumers]
             runs += [task(js, self._subjects, stop) for task in self._tasks]
             if self._outbox is not None:
@@ -77,4 +130,9 @@ class NatsLink:
             )
             await asyncio.gather(*runs)
         finally:
+            self._js = None
             await client.close()
+
+
+def _events_stream(subjects: Subjects) -> str:
+    return subjects.events_stream

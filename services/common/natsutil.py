@@ -1,10 +1,10 @@
-"""NATS JetStream helpers: connecting with endless reconnects, the events stream, subject names, and settling messages."""
+"""NATS JetStream helpers: connecting with endless reconnects, the events stream, subject names, settling messages and counting their redeliveries."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -16,10 +16,18 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
+from prometheus_client import Counter
 
 from services.common.config import Settings
 
 log = structlog.get_logger()
+
+# By the consumer's durable name without the install's namespace, as the consumer gauges (nats_link.py).
+REDELIVERIES_TOTAL = Counter(
+    "herald_jetstream_redeliveries_total",
+    "Messages a consumer received again: not acknowledged in time (a worker died or stalled), or handed back",
+    ["durable"],
+)
 
 
 class HasSubject(Protocol):
@@ -207,6 +215,18 @@ async def kept_alive(message: Msg | list[Msg], every: float) -> AsyncIterator[No
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def count_redeliveries(durable: str, messages: Sequence[Msg]) -> None:
+    """Counts the messages of a fetch that were delivered before (a consumer calls it with each fetch)."""
+    redelivered = 0
+    for message in messages:
+        try:
+            redelivered += message.metadata.num_delivered > 1
+        except (nats.errors.Error, ValueError, IndexError, AttributeError):
+            continue  # not a JetStream delivery: nothing to count
+    if redelivered:
+        REDELIVERIES_TOTAL.labels(durable).inc(redelivered)
 
 
 def redelivery_delay(message: Msg) -> float:

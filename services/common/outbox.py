@@ -20,6 +20,7 @@ import structlog
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
+from prometheus_client import Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -30,6 +31,11 @@ from services.common.natsutil import Subjects
 log = structlog.get_logger()
 
 M = TypeVar("M", bound=Message)
+
+PENDING_ROWS = Gauge("herald_outbox_pending_rows", "Outbox rows not yet published to JetStream", ["schema"])
+LAG_SECONDS = Gauge(
+    "herald_outbox_lag_seconds", "Age of the oldest outbox row not yet published (0: none waits)", ["schema"]
+)
 
 
 def outbox_row(
@@ -163,6 +169,21 @@ class Outbox:
         self._wakeup.set()
         for listener in self._listeners:
             listener()
+
+    async def sample(self) -> None:
+        """Sets the outbox gauges: rows waiting and the oldest one's age (rows are deleted once published, so
+        the table holds only what waits: a count stays cheap)."""
+        async with self.engine.connect() as conn:
+            pending, lag = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0) "
+                        f'FROM "{self.schema}".outbox'
+                    )
+                )
+            ).one()
+        PENDING_ROWS.labels(self.schema).set(pending)
+        LAG_SECONDS.labels(self.schema).set(max(float(lag), 0.0))
 
     def after_publishing(self, listener: Callable[[], None]) -> None:
         """Calls `listener` too whenever a unit of work that published something has committed."""

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc
 import structlog
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter
 
 from services.common import auth, grpcutil
 from services.common.config import Settings
@@ -259,8 +259,6 @@ async def main(settings: Settings) -> None:
     receiver = BounceReceiver(return_paths, recorder, settings.bounce_feedback_address)
     server = BounceServer(receiver, settings.bind, settings.bounce_receiver_port)
     await server.start()
-    if settings.bounce_receiver_metrics_port:
-        start_http_server(settings.bounce_receiver_metrics_port, addr=settings.bind)
     log.info(
         "serving",
         service=SERVICE,

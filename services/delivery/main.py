@@ -62,6 +62,6 @@ async def main(settings: Settings) -> None:
         port=settings.delivery_grpc_port,
         token_secret=settings.effective_token_secret(),
         register=register,
-        background=[nats.run, decider.run, sweeper.run],
+        background=[nats.run, decider.run, sweeper.run, queue.sample_queue_rows],
         on_stop=close,
     )

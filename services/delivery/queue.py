@@ -38,6 +38,7 @@ since rotated is refused too: pausing and resuming the campaign issues a new one
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -47,21 +48,28 @@ import grpc
 import structlog
 from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 from herald.campaign.v1 import campaign_pb2, email_pb2, email_pb2_grpc
+from prometheus_client import Gauge
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import auth, events, grpcutil
+from services.common import auth, events, grpcutil, metrics
 from services.common.config import Settings
 from services.common.natsutil import Subjects
 from services.common.outbox import Outbox, UnitOfWork
 from services.common.personalization import list_snapshot
 from services.delivery import events as delivery_events
-from services.delivery import queue_store, retries, sending
+from services.delivery import queue_store, retries, sending, store
 from services.delivery.message import email_snapshot, uses_subscription_tags
 from services.delivery.queue_store import Run, StagedRecipient
 from services.delivery.sending import RunState, SendRequest
 
 log = structlog.get_logger()
+
+QUEUE_ROWS = Gauge(
+    "herald_delivery_queue_rows",
+    "Queue rows of all campaigns by status: Sent, Failed, Deferred, Unsent (Pending, Held or Sending)",
+    ["status"],
+)
 
 SEND_REQUESTED_DURABLE = "delivery-send-requested"
 STATUS_CHANGED_DURABLE = "delivery-status-changed"
@@ -139,6 +147,17 @@ class DeliveryQueue:
         self._channels = (campaign, audience)
         self._emails = email_pb2_grpc.EmailServiceStub(campaign)
         self._audience = audience_pb2_grpc.AudienceServiceStub(audience)
+
+    async def sample_queue_rows(self, stop: asyncio.Event) -> None:
+        """Keeps QUEUE_ROWS, from the per-campaign counts, every HERALD_METRICS_SAMPLE_SECONDS until `stop`."""
+
+        async def sample() -> None:
+            async with self._engine.connect() as conn:
+                counts = await store.queue_rows_by_status(conn)
+            for status, rows in counts.items():
+                QUEUE_ROWS.labels(status).set(rows)
+
+        await metrics.sample_every(self._settings.metrics_sample_seconds, sample, stop)
 
     async def close(self) -> None:
         for channel in self._channels:

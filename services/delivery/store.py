@@ -192,6 +192,28 @@ async def recipient_counts(
     }
 
 
+async def queue_rows_by_status(conn: AsyncConnection) -> dict[str, int]:
+    """Queue rows of every campaign by status, from the per-campaign counts (a row per campaign, not per
+    recipient): Sent, Failed, Deferred, and Unsent (Pending, Held or Sending, which the counts do not tell apart)."""
+    c = recipient_count_rows
+    total, sent, failed, deferred = (
+        await conn.execute(
+            sa.select(
+                sa.func.coalesce(sa.func.sum(c.c.total), 0),
+                sa.func.coalesce(sa.func.sum(c.c.sent), 0),
+                sa.func.coalesce(sa.func.sum(c.c.failed), 0),
+                sa.func.coalesce(sa.func.sum(c.c.deferred), 0),
+            )
+        )
+    ).one()
+    return {
+        "Sent": int(sent),
+        "Failed": int(failed),
+        "Deferred": int(deferred),
+        "Unsent": int(total - sent - failed - deferred),
+    }
+
+
 async def event_counts(
     conn: AsyncConnection, campaign_ids: Sequence[int], owner: int | None
 ) -> dict[int, EventCounts]:

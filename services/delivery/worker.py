@@ -54,7 +54,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -94,6 +94,11 @@ SENT_TOTAL = Counter("herald_delivery_sent_total", "Messages the SMTP server acc
 FAILED_TOTAL = Counter("herald_delivery_failed_total", "Recipients marked Failed", ["kind"])
 DEFERRED_TOTAL = Counter(
     "herald_delivery_deferred_total", "Recipients deferred: a 4xx reply, or no connection to the relay", ["how"]
+)
+SMTP_REPLIES_TOTAL = Counter(
+    "herald_delivery_smtp_replies_total",
+    "The relay's final replies to messages, by class: 2xx, 4xx, 5xx, or none (the connection failed first)",
+    ["class"],
 )
 RETRIES_TOTAL = Counter("herald_delivery_retries_total", "Due retries of deferred recipients handled")
 BATCH_SECONDS = Histogram(
@@ -314,6 +319,10 @@ class Worker:
             outbox=self._outbox,
             tasks=[self._work_batches, self._work_retries],
             streams=streams.STREAMS,
+            task_consumers={
+                streams.WORKERS_DURABLE: streams.batches_stream,
+                retries.RETRIES_DURABLE: retries.retries_stream,
+            },
         )
         await link.run(stop)
 
@@ -340,6 +349,7 @@ class Worker:
         if not await natsutil.until_ready(setup, stop, "batches consumer"):
             return
         assert subscription is not None
+        natsutil.REDELIVERIES_TOTAL.labels(streams.WORKERS_DURABLE)  # the series exists (at 0) from the start
         log.info("delivery worker started", worker_id=self.worker_id, lanes=self._lanes, window=self._window)
         await asyncio.gather(self._measure(stop), *(self._lane(subscription, stop) for _ in range(self._lanes)))
 
@@ -353,6 +363,7 @@ class Worker:
                 log.warning("batch fetch failed; retrying", error=str(exc))
                 await natsutil.sleep_unless_stopped(stop, 0.5)
                 continue
+            natsutil.count_redeliveries(streams.WORKERS_DURABLE, messages)
             for message in messages:
                 await self._handle(message)
 
@@ -381,6 +392,7 @@ class Worker:
         if not await natsutil.until_ready(setup, stop, "retries consumer"):
             return
         assert subscription is not None
+        natsutil.REDELIVERIES_TOTAL.labels(retries.RETRIES_DURABLE)
         while not stop.is_set():
             try:
                 messages = await subscription.fetch(batch=self._window, timeout=1)
@@ -390,6 +402,7 @@ class Worker:
                 log.warning("retry fetch failed; retrying", error=str(exc))
                 await natsutil.sleep_unless_stopped(stop, 0.5)
                 continue
+            natsutil.count_redeliveries(retries.RETRIES_DURABLE, messages)
             by_campaign: dict[int, tuple[list[Msg], list[tuple[int, int]]]] = {}
             for message in messages:
                 try:
@@ -688,6 +701,7 @@ class Worker:
             # MAIL FROM is the recipient's signed return path: bounces come back to the bounce receiver.
             await self._pool.send(template.return_path(recipient), recipient.email_address, content)
         except SmtpSendError as exc:
+            SMTP_REPLIES_TOTAL.labels(_reply_class(exc.reply.code) if exc.reply is not None else "none").inc()
             error = str(exc.reply) if exc.reply is not None else str(exc)
             if exc.maybe_delivered:
                 FAILED_TOTAL.labels("ambiguous").inc()
@@ -710,6 +724,7 @@ class Worker:
             DEFERRED_TOTAL.labels("reply" if exc.reply else "connection").inc()
             return self._deferred(recipient, 1, error, refusal, message_id)
         domains.delivered(recipient.email_address)
+        SMTP_REPLIES_TOTAL.labels("2xx").inc()
         SENT_TOTAL.inc()
         self._sent += 1
         return Outcome(recipient.recipient_id, RecipientStatus.SENT, 1, "", message_id, datetime.now(UTC))
@@ -862,6 +877,11 @@ class RowSession:
                 delay = min(delay * 2, 5.0)
 
 
+def _reply_class(code: int) -> str:
+    """2xx, 4xx or 5xx (anything else a server says is counted as 5xx: it is no reply that SMTP defines)."""
+    return f"{code // 100}xx" if code // 100 in (2, 4) else "5xx"
+
+
 def db_error(exc: Exception) -> str:
     """A database error for a log line: the driver's message, without the statement and its parameters."""
     original = getattr(exc, "orig", None)
@@ -876,8 +896,6 @@ async def main(settings: Settings) -> None:
     engine = db.make_engine(settings, pool_size=lanes + 3)
     # Workers may start before the delivery service has migrated; migrating is idempotent and locked.
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
-    if settings.delivery_worker_metrics_port:
-        start_http_server(settings.delivery_worker_metrics_port, addr=settings.bind)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from services.common.embedded import EmbeddedNats, nats_servers_of, postmasters_of
-from tests.conftest import ROOT, free_port, wait_healthy
+from tests.conftest import ROOT, free_port, metrics_env, metrics_ports, wait_healthy
 
 
 def post(url: str, body: dict[str, object]) -> dict[str, object]:
@@ -60,6 +60,7 @@ def embedded_env(tmp_path: Path) -> dict[str, str]:
         HERALD_BOUNCE_RECEIVER_PORT=str(free_port()),
         HERALD_LOG_LEVEL="WARNING",
         **{f"HERALD_{name}_GRPC_PORT": str(free_port()) for name in ("CAMPAIGN", "TAG", "AUDIENCE", "DELIVERY")},
+        **metrics_env(metrics_ports()),
     )
     return env
 
