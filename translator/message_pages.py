@@ -28,13 +28,13 @@ from herald.tag.v1 import tag_pb2
 
 from services.common.grpcutil import decode_error
 from services.common.personalization import (
-    SUBSCRIBER_STATUS_NAMES,
     HashedIds,
     legacy_instant,
     list_snapshot,
     list_values,
     render_personalization,
 )
+from services.common.subscriber_statuses import SUBSCRIBER_STATUS_NAMES
 from services.common.tracking import (
     InvalidTrackingToken,
     TrackedRecipient,

@@ -18,7 +18,7 @@ from services.campaign.template_domain import Template
 from services.common import auth, errors, events, grpcutil
 from services.common.event_signing import EventSigner
 from services.common.outbox import Outbox
-from services.common.personalization import SUBSCRIBER_STATUS_NAMES
+from services.common.subscriber_statuses import SUBSCRIBER_STATUS_NAMES
 
 CONTENT_TYPE_TO_PROTO: dict[ContentType, email_pb2.ContentType.ValueType] = {
     ContentType.HTML: email_pb2.CONTENT_TYPE_HTML,

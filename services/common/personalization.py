@@ -17,8 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from herald.audience.v1 import audience_pb2
-
 NAMESPACES = ("Subscriber", "User", "List", "Campaign", "Link")
 _NAMESPACE_BY_FOLDED = {namespace.casefold(): namespace for namespace in NAMESPACES}
 
@@ -256,15 +254,6 @@ def _rendered(tag: Tag, value: str | None, *, html_escape: bool) -> str:
     if html_escape and not tag.raw:
         value = html.escape(value, quote=True)
     return value
-
-
-# What Subscriber:Status shows for each subscriber status (the legacy API's names).
-SUBSCRIBER_STATUS_NAMES: Mapping[int, str] = {
-    audience_pb2.SUBSCRIBER_STATUS_SUBSCRIBED: "Subscribed",
-    audience_pb2.SUBSCRIBER_STATUS_UNSUBSCRIBED: "Unsubscribed",
-    audience_pb2.SUBSCRIBER_STATUS_OPT_IN_PENDING: "Opt-In Pending",
-    audience_pb2.SUBSCRIBER_STATUS_OPT_OUT_PENDING: "Opt-Out Pending",
-}
 
 
 def legacy_instant(moment: datetime | None) -> str:
