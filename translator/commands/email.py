@@ -262,7 +262,18 @@ def update_request(args: Args) -> email_pb2.UpdateEmailRequest:
         if tracking.params.raw(name) is not None:
             put(path, tracking.str(name, max_len=MAX_TEXT))
     args.problems += tracking.problems
-    # SenderDomain is accepted and ignored: Herald has no sender-domain management to check it against.
+    # Herald has no per-email sender domain: a message is DKIM-signed with the key of its From address's domain
+    # (`herald dkim`), so a SenderDomain could change nothing. Anything but empty is refused (21).
+    sender_domain = args.params.raw("senderdomain")
+    if sender_domain is not None and not (isinstance(sender_domain, str) and not sender_domain.strip()):
+        args.problems.append(
+            ParamError(
+                "senderdomain",
+                "malformed",
+                "SenderDomain is not supported: messages are DKIM-signed for the domain of FromEmail when it is "
+                "one of your sending domains; leave it empty",
+            )
+        )
     scope = _choice(args, "validatescope", SCOPE_BY_LEGACY, email_pb2.VALIDATE_SCOPE_UNSPECIFIED, required=True)
     return email_pb2.UpdateEmailRequest(
         email=email, update_mask=field_mask_pb2.FieldMask(paths=paths), validate_scope=scope
@@ -386,6 +397,7 @@ UPDATE_CODES = {
     # Issue 14: FetchURL, FetchPlainURL, ImageEmbedding, IsEmailTemplate, UTMMergeTags (Herald implements none).
     "SETTING_UNSUPPORTED": 21,
     "options": 21,
+    "senderdomain": 21,
     **{name: 21 for name in (*TEXT_FIELDS, *TRACKING_TEXTS) if name not in ("fromemail", "replytoemail")},
 }
 
@@ -447,6 +459,12 @@ UPDATE_PARAMS = (
     ),
     Param("ImageEmbedding", "boolean", "Not supported: images are not embedded; only false is accepted (else 21)"),
     Param("IsEmailTemplate", "boolean", "Not supported: use herald template; only false is accepted (else 21)"),
+    Param(
+        "SenderDomain",
+        "string",
+        "Not supported: messages are DKIM-signed for the FromEmail's domain when it is one of your sending "
+        "domains; only empty is accepted (else 21)",
+    ),
     Param("ExtraContent1", "string", "Free content kept with the email"),
     Param("ExtraContent2", "string", "Free content kept with the email"),
     *TRACKING_PARAMS,
