@@ -281,6 +281,8 @@ async def test_email_update_takes_form_fields_and_an_options_object(api: Api, us
         ({"IsEmailTemplate": 1}, [21]),
         ({"UTMMergeTags": True}, [21]),
         ({"Options": {"UTMMergeTags": "on"}}, [21]),
+        ({"SenderDomain": "mail.example.com"}, [21]),
+        ({"SenderDomain": ["mail.example.com"]}, [21]),
     ],
 )
 async def test_email_update_error_codes(api: Api, user: User, params: dict[str, Any], code: list[int]) -> None:
@@ -297,6 +299,21 @@ async def test_unsupported_settings_answer_21_saying_so(api: Api, user: User) ->
         api, user, EmailID=email_id, ValidateScope="Campaign", ImageEmbedding=True, FetchURL="https://example.com/"
     )
     assert codes == [21] and "not supported" in texts[0], texts
+    codes, texts = await update_error(
+        api, user, EmailID=email_id, ValidateScope="Campaign", SenderDomain="x.example"
+    )
+    assert codes == [21] and texts[0].startswith("SenderDomain is not supported"), texts
+
+
+async def test_an_empty_sender_domain_is_no_sender_domain(api: Api, user: User) -> None:
+    """Issue 14: SenderDomain is refused unless empty; empty changes nothing and the rest is applied."""
+    email_id = await filled(api, user)
+    body = await api.call(
+        "email.update", user.api_key, EmailID=email_id, ValidateScope="Campaign", SenderDomain=" ", Subject="Kept"
+    )
+    assert body["Success"] is True, body
+    got = await api.call("email.get", user.api_key, EmailID=email_id)
+    assert got["EmailInformation"]["Subject"] == "Kept", got
 
 
 async def test_email_update_names_every_problem_at_once(api: Api, user: User) -> None:
