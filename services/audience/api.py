@@ -279,7 +279,8 @@ class AudienceService(audience_pb2_grpc.AudienceServiceServicer):
             if subscriber_id is None:
                 raise domain.subscriber_exists()
             record = await self._subscriber_with_segments(conn, new.list_id, subscriber_id=subscriber_id)
-            if record.status == PENDING and mailing_list.opt_in_mode == "Double":
+            confirm = not request.HasField("send_confirmation_email") or request.send_confirmation_email
+            if record.status == PENDING and mailing_list.opt_in_mode == "Double" and confirm:
                 email_id = request.opt_in_confirmation_email_id or mailing_list.confirmation_email_id
                 await self._request_confirmation(work, mailing_list, record, email_id, datetime.now(UTC))
         log.info("subscriber added", list_id=new.list_id, subscriber_id=subscriber_id)

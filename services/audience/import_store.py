@@ -54,6 +54,7 @@ imports = Table(
     Column("trigger_actions", Boolean, nullable=False),
     Column("tags", JSONB, nullable=False),
     Column("source_url", Text, nullable=False),
+    Column("status_webhook_url", Text, nullable=False),
     Column("source_bytes", BigInteger, nullable=False),
     Column("total_rows", BigInteger, nullable=False),
     Column("imported", BigInteger, nullable=False),

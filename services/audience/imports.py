@@ -31,7 +31,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.audience import domain, import_store, store
+from services.audience import domain, import_store, import_webhook, store
 from services.audience.import_domain import (
     CsvFormat,
     CsvParser,
@@ -262,6 +262,8 @@ class ImportHandler:
         self.allow_private_urls = settings.allow_private_urls
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._running: dict[int, asyncio.Task[None]] = {}
+        # Status notices under way (held so that they are not collected before they end).
+        self._notices: set[asyncio.Task[bool]] = set()
         self._streaming: set[int] = set()
         self._wake = asyncio.Event()
 
@@ -286,6 +288,9 @@ class ImportHandler:
         if any(tag.strip() for tag in request.tags):
             message = "tags is not supported: Herald keeps no subscriber tags; send none"
             violations.add("tags", SETTING_UNSUPPORTED, message)
+        webhook_url = request.status_webhook_url.strip()
+        if webhook_url:
+            import_webhook.check_url(webhook_url, violations, allow_private=self.allow_private_urls)
         violations.raise_if_any()
         mailing_list = await self._checked_list(request.list_id, fmt, principal, request.add_to_suppression)
         owner = mailing_list.owner_user_id
@@ -314,6 +319,7 @@ class ImportHandler:
                     tags=list(request.tags),
                     source_url=request.source_url,
                     source_bytes=size,
+                    status_webhook_url=webhook_url,
                 )
                 seq = 0
                 while piece := source.read(PIECE_BYTES):
@@ -546,7 +552,30 @@ class ImportHandler:
 
     async def _finish(self, job: _Job, *, failure: str | None) -> None:
         async with self.engine.begin() as conn:
-            await import_store.finish_import(conn, job.target.import_id, self.worker, failure=failure)
+            finished = await import_store.finish_import(conn, job.target.import_id, self.worker, failure=failure)
+        if finished:
+            try:
+                await self._notify([job.target.import_id])
+            except (OperationalError, DBAPIError, OSError) as exc:
+                # The import is recorded; only its notice is lost.
+                log.warning("import status notice not started", error=str(exc))
+
+    async def _notify(self, import_ids: Sequence[int]) -> None:
+        """Starts the status notices of these finished imports that asked for one (import_webhook); they run on
+        their own, so neither the import nor the worker waits for the receiving server."""
+        async with self.engine.connect() as conn:
+            rows = [await import_store.import_by_id(conn, import_id, None) for import_id in import_ids]
+        for row in rows:
+            if row is None or not row.status_webhook_url:
+                continue
+            task = asyncio.create_task(
+                import_webhook.notify(
+                    row.status_webhook_url, import_message(row), allow_private=self.allow_private_urls
+                ),
+                name=f"import-{row.import_id}-notice",
+            )
+            self._notices.add(task)
+            task.add_done_callback(self._notices.discard)
 
     async def _release(self, job: _Job, *, count_attempt: bool = False) -> None:
         async with self.engine.begin() as conn:
@@ -592,6 +621,8 @@ class ImportHandler:
                 await asyncio.wait(list(self._running.values()))
             beating.cancel()
             await asyncio.wait([beating])
+            for notice in list(self._notices):
+                notice.cancel()
 
     async def _claim_one(self) -> bool:
         async with self.engine.begin() as conn:
@@ -627,6 +658,7 @@ class ImportHandler:
             )
         if failed:
             log.warning("abandoned imports failed", import_ids=failed)
+            await self._notify(failed)
 
     async def _beat(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -667,6 +667,33 @@ async def test_subscriber_unsubscribe_needs_no_credentials_and_suppresses_when_a
     assert info["SubscriptionStatus"] == "Subscribed"
 
 
+async def test_parameters_without_counterpart_neither_block_nor_change_the_call(
+    api: Api, user: User, audience: Audience
+) -> None:
+    """Issue 14: subscriber.create's ApplyBehaviors, UpdateStatistics, TriggerWebServices, TriggerAutoResponders
+    and subscriber.unsubscribe's Channel and BypassListSuppressionSettings name what Herald does not have: the
+    call is carried out as without them (nothing suppressed by the bypass flag, whatever the channel)."""
+    list_id = await new_list(api, user)
+    flags = {
+        "ApplyBehaviors": 1,
+        "UpdateStatistics": True,
+        "TriggerWebServices": "yes",
+        "TriggerAutoResponders": 1,
+    }
+    body = await add(api, user, list_id, "flags@example.com", **flags)
+    assert body["SubscriberInformation"]["SubscriptionStatus"] == "Subscribed", body
+    assert await audience.emails(user, [(list_id, 0)]) == ["flags@example.com"]
+    stats = await api.call("list.get", user.api_key, ListID=list_id, GetStats=True)
+    assert stats["List"]["Statistics"]["TotalSubscribers"] == 1, stats
+    link = {"Command": "subscriber.unsubscribe", "ListID": list_id, "IPAddress": "198.51.100.8"}
+    status, body = await api.post(
+        {**link, "EmailAddress": "flags@example.com", "Channel": "SMS", "BypassListSuppressionSettings": True}
+    )
+    assert status == 200 and body == {"Success": True, "ErrorCode": 0, "RedirectURL": ""}, body
+    got = await api.call("subscriber.get", user.api_key, ListID=list_id, EmailAddress="flags@example.com")
+    assert got["SubscriberInformation"]["SubscriptionStatus"] == "Unsubscribed" and got["Suppressed"] is False, got
+
+
 async def test_unsubscribe_without_credentials_answers_alike_whether_or_not_the_address_is_on_the_list(
     api: Api, user: User
 ) -> None:

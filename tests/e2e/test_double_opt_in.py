@@ -225,6 +225,7 @@ async def test_subscriber_create_with_status_opt_in_pending_sends_the_confirmati
         Status="Opt-In Pending",
         SubscriptionDate="2025-01-02",
         SubscriptionIP=FORM_IP,
+        SendConfirmationEmail=True,
     )
     assert body["SubscriberInformation"]["SubscriptionStatus"] == "Opt-In Pending"
     await herald.recorder.wait_for(domain, 1, within=30)
@@ -232,6 +233,61 @@ async def test_subscriber_create_with_status_opt_in_pending_sends_the_confirmati
     assert (await opened(herald, confirm))[0] == 200
     info = (await info_of(herald, user.api_key, list_id, address))["SubscriberInformation"]
     assert info["SubscriptionStatus"] == "Subscribed"
+
+
+async def test_subscriber_create_sends_the_confirmation_only_with_send_confirmation_email(
+    delivery_system: DeliveryHerald,
+) -> None:
+    """SendConfirmationEmail defaults to false (the fact sheet): without it, or false, an Opt-In Pending
+    subscriber is added and sent nothing; with it, the confirmation goes out."""
+    herald = delivery_system
+    user = await herald.new_user()
+    list_id = await double_list(herald, user.api_key)
+    domain = new_domain()
+    pending = {"Status": "Opt-In Pending", "SubscriptionDate": "2025-01-02", "SubscriptionIP": FORM_IP}
+    for address, flag in ((f"quiet@{domain}", {}), (f"off@{domain}", {"SendConfirmationEmail": "0"})):
+        body = await ok(
+            herald.api, "subscriber.create", user.api_key, ListID=list_id, EmailAddress=address, **pending, **flag
+        )
+        assert body["SubscriberInformation"]["SubscriptionStatus"] == "Opt-In Pending", body
+    await ok(
+        herald.api,
+        "subscriber.create",
+        user.api_key,
+        ListID=list_id,
+        EmailAddress=f"asked@{domain}",
+        **pending,
+        SendConfirmationEmail="true",
+    )
+    await herald.recorder.wait_for(domain, 1, within=30)
+    await asyncio.sleep(1)  # anything requested before the asked-for one has arrived by now too
+    assert [m.recipient for m in herald.recorder.messages_to(domain)] == [f"asked@{domain}"]
+    # Only the asked-for subscriber's confirmation was requested at all.
+    async with await psycopg.AsyncConnection.connect(herald.system.env["DATABASE_URL"], autocommit=True) as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT email_address FROM audience.subscribers WHERE list_id = %s AND opt_in_requested_at IS NOT NULL",
+                (list_id,),
+            )
+        ).fetchall()
+    assert [row[0] for row in rows] == [f"asked@{domain}"]
+    # The quiet ones are still pending; they can still be asked (a form submission sends theirs).
+    info = (await info_of(herald, user.api_key, list_id, f"quiet@{domain}"))["SubscriberInformation"]
+    assert info["SubscriptionStatus"] == "Opt-In Pending"
+    status, again = await herald.api.post(
+        {
+            "Command": "Subscriber.Subscribe",
+            "ListID": list_id,
+            "EmailAddress": f"quiet@{domain}",
+            "IPAddress": FORM_IP,
+        }
+    )
+    assert status == 200 and again["ErrorCode"] == 9, again
+    await herald.recorder.wait_for(domain, 2, within=30)
+    assert sorted(m.recipient for m in herald.recorder.messages_to(domain)) == [
+        f"asked@{domain}",
+        f"quiet@{domain}",
+    ]
 
 
 async def test_a_pending_subscriber_subscribing_again_after_an_hour_is_sent_the_confirmation_again(

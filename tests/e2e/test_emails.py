@@ -10,6 +10,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from herald.campaign.v1 import email_pb2, email_pb2_grpc
+from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 
 from services.common.grpcutil import decode_error
 from tests.conftest import Api, System, User, grpc_metadata
@@ -166,7 +167,7 @@ async def test_email_update_stores_every_parameter(api: Api, system: System, use
         "UTMTerm": "t",
         "UTMContent": "c",
         "UTMMergeTags": "off",
-        "SenderDomain": "example.com",
+        "SenderDomain": "",
     }
     body = await api.call("email.update", user.api_key, EmailID=email_id, ValidateScope="Campaign", **params)
     assert body == {"Success": True, "ErrorCode": 0}
@@ -281,6 +282,8 @@ async def test_email_update_takes_form_fields_and_an_options_object(api: Api, us
         ({"IsEmailTemplate": 1}, [21]),
         ({"UTMMergeTags": True}, [21]),
         ({"Options": {"UTMMergeTags": "on"}}, [21]),
+        ({"SenderDomain": "mail.example.com"}, [21]),
+        ({"SenderDomain": ["mail.example.com"]}, [21]),
     ],
 )
 async def test_email_update_error_codes(api: Api, user: User, params: dict[str, Any], code: list[int]) -> None:
@@ -297,6 +300,56 @@ async def test_unsupported_settings_answer_21_saying_so(api: Api, user: User) ->
         api, user, EmailID=email_id, ValidateScope="Campaign", ImageEmbedding=True, FetchURL="https://example.com/"
     )
     assert codes == [21] and "not supported" in texts[0], texts
+
+
+async def test_sender_domain_must_be_a_sending_domain_of_the_owner_with_the_from_address_at_it(
+    api: Api, system: System, user: User, make_user: Any
+) -> None:
+    """Issue 14: SenderDomain is checked as the legacy sender-domain check does: one of the owner's DKIM sending
+    domains (so the email's messages are signed for it), with the From address at it; else 21 and nothing changes."""
+    stranger = await make_user()
+    mine, theirs = f"mail-{user.user_id}-a.example", f"mail-{stranger.user_id}-b.example"
+    channel = grpc.aio.insecure_channel(system.grpc_target("delivery"))
+    async with channel:
+        delivery = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        for owner, domain in ((user, mine), (stranger, theirs)):
+            await delivery.CreateSendingDomain(
+                delivery_pb2.CreateSendingDomainRequest(domain=domain, selector="s1"),
+                metadata=grpc_metadata(system, owner.user_id),
+                wait_for_ready=True,
+                timeout=60,
+            )
+    email_id = await filled(api, user, FromEmail=f"news@{mine}", Subject="First")
+    update = {"EmailID": email_id, "ValidateScope": "Campaign"}
+    # The stored From is at the domain (a FromEmail in the same call would count instead); case and a final dot
+    # do not matter.
+    body = await api.call("email.update", user.api_key, **update, SenderDomain=mine.upper() + ".", Subject="Two")
+    assert body == {"Success": True, "ErrorCode": 0}, body
+    for params, text in (
+        ({"SenderDomain": theirs, "FromEmail": f"news@{theirs}"}, f"SenderDomain {theirs} is not one of your"),
+        ({"SenderDomain": "nowhere.example"}, "SenderDomain nowhere.example is not one of your"),
+        ({"SenderDomain": mine, "FromEmail": "news@elsewhere.example"}, f"SenderDomain {mine} needs a FromEmail"),
+        ({"SenderDomain": "not a domain"}, "SenderDomain must be a domain name"),
+    ):
+        codes, texts = await update_error(api, user, **update, Subject="Refused", **params)
+        assert codes == [21] and texts[0].startswith(text), (params, texts)
+    information = await get(api, user.api_key, email_id)
+    assert (information["Subject"], information["FromEmail"]) == ("Two", f"news@{mine}")
+    # Another user's email is not found (3), whatever the SenderDomain.
+    other = await filled(api, stranger, FromEmail=f"news@{theirs}")
+    body = await api.call("email.update", user.api_key, EmailID=other, ValidateScope="Campaign", SenderDomain=mine)
+    assert body["ErrorCode"] == 3, body
+
+
+async def test_an_empty_sender_domain_is_no_sender_domain(api: Api, user: User) -> None:
+    """Issue 14: an empty SenderDomain checks nothing and the rest is applied."""
+    email_id = await filled(api, user)
+    body = await api.call(
+        "email.update", user.api_key, EmailID=email_id, ValidateScope="Campaign", SenderDomain=" ", Subject="Kept"
+    )
+    assert body["Success"] is True, body
+    got = await api.call("email.get", user.api_key, EmailID=email_id)
+    assert got["EmailInformation"]["Subject"] == "Kept", got
 
 
 async def test_email_update_names_every_problem_at_once(api: Api, user: User) -> None:

@@ -595,3 +595,99 @@ async def test_each_rows_custom_values_are_checked_like_subscriber_create_enforc
         str(plan): "basic",
         str(city): "Berlin",
     }
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def status_receiver() -> AsyncIterator[tuple[str, list[tuple[str, Any]], list[int]]]:
+    """A local HTTP server recording every POST to /<name> as (name, JSON body); it answers the statuses queued
+    in the third element first (then 204), so a test can make it fail."""
+    received: list[tuple[str, Any]] = []
+    answers: list[int] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        received.append((request.match_info["name"], await request.json()))
+        return web.Response(status=answers.pop(0) if answers else 204)
+
+    app = web.Application()
+    app.router.add_post("/{name}", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}", received, answers
+    await runner.cleanup()
+
+
+async def notices_to(received: list[tuple[str, Any]], name: str, count: int, within: float = 20) -> list[Any]:
+    deadline = time.monotonic() + within
+    while True:
+        notices = [body for got, body in received if got == name]
+        if len(notices) >= count or time.monotonic() > deadline:
+            return notices
+        await asyncio.sleep(0.05)
+
+
+async def test_a_finished_import_posts_its_status_to_the_webhook_url(
+    api: Api, user: User, status_receiver: tuple[str, list[tuple[str, Any]], list[int]]
+) -> None:
+    """ImportStatusUpdateWebhookURL: the finished import's status is POSTed there as JSON, with the counts
+    subscribers.import.get reports; a server error is retried, and the import stands whatever the answer."""
+    base, received, answers = status_receiver
+    list_id = await create_list(api, user)
+    data = "ann@example.com\nnot-an-address\nann@example.com\nbo@example.com\n"
+    body = {**import_params(user, list_id, Data=data), "ImportStatusUpdateWebhookURL": f"{base}/done"}
+    answers.append(503)  # the first attempt fails: the notice is sent again
+    import_id = await start_import(api, body)
+    job = await finished_job(api, user, list_id, import_id)
+    assert job["ImportStatus"] == "Completed", job
+    first, second = await notices_to(received, "done", 2)
+    assert (
+        first
+        == second
+        == {
+            "ImportID": import_id,
+            "ListID": list_id,
+            "ImportStatus": "Completed",
+            "FinishedAt": job["FinishedAt"],
+            "TotalSubscribers": 4,
+            "TotalImported": 2,
+            "TotalUpdated": 0,
+            "TotalDuplicates": 1,
+            "TotalFailed": 1,
+            "FailureReason": "",
+        }
+    )
+    # Delivered on the second attempt: nothing more comes.
+    await asyncio.sleep(1.5)
+    assert len(await notices_to(received, "done", 2, within=0)) == 2
+    # A receiver that keeps failing is tried three times in all, and the import stands.
+    answers.extend([500, 500, 500, 500])
+    again = await start_import(
+        api,
+        {**import_params(user, list_id, Data="dee@example.com\n"), "ImportStatusUpdateWebhookURL": f"{base}/down"},
+    )
+    assert (await finished_job(api, user, list_id, again))["ImportStatus"] == "Completed"
+    notices = await notices_to(received, "down", 3)
+    assert [notice["ImportID"] for notice in notices] == [again] * 3
+    await asyncio.sleep(5)  # past the last backoff: no fourth attempt
+    assert len(await notices_to(received, "down", 3, within=0)) == 3
+    answers.clear()
+    # Without the parameter nothing is posted.
+    before = len(received)
+    quiet = await start_import(api, import_params(user, list_id, Data="cy@example.com\n"))
+    assert (await finished_job(api, user, list_id, quiet))["ImportStatus"] == "Completed"
+    await asyncio.sleep(0.5)
+    assert len(received) == before
+
+
+async def test_a_webhook_url_herald_cannot_notify_is_refused_with_22(api: Api, user: User) -> None:
+    list_id = await create_list(api, user)
+    valid = import_params(user, list_id)
+    for url in ("ftp://example.com/x", "not a url", "/relative/path", "http://user:pw@example.com/x", "x" * 5000):
+        status, answer = await api.post(
+            {"Command": "subscribers.import.post", **valid, "ImportStatusUpdateWebhookURL": url}
+        )
+        assert status == 200 and answer["ErrorCode"] == [22], (url, answer)
+        assert answer["Errors"][0]["Code"] == 22
+    # Nothing was stored for the refused calls; an empty URL is no webhook.
+    assert await start_import(api, {**valid, "ImportStatusUpdateWebhookURL": ""}) > 0

@@ -167,3 +167,20 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_is_counted(guarded: 
         claimed = {"X-Forwarded-For": "203.0.113.50"}
         answer = await login(stranger, headers=claimed, Username=user.username, Password=PASSWORD)
         assert answer[1]["Success"] is True
+
+
+async def test_two_factor_codes_have_no_counterpart(guarded: str, user: User, identity: IdentityStore) -> None:
+    """Issue 14: no Herald account has two-factor authentication, so TFACode and TFARecoveryCode are neither
+    asked for nor checked: the credentials alone decide, with or without a code."""
+    admin = await new_admin(identity)
+    async with api_from(guarded, "127.0.0.31") as api:
+        status, body, _ = await login(api, Username=user.username, Password=PASSWORD, TFACode="123456")
+        assert status == 200 and body["Success"] is True and body["SessionID"], body
+        status, body, _ = await login(api, Username=user.username, Password=PASSWORD, TFARecoveryCode="ABCD-EFGH")
+        assert status == 200 and body["Success"] is True, body
+        # A code does not stand in for the password.
+        assert (await login(api, Username=user.username, Password="wrong", TFACode="123456"))[:2] == (200, INVALID)
+        status, body, _ = await login(api, "admin.login", Username=admin, Password=PASSWORD, TFACode="000000")
+        assert status == 200 and body["Success"] is True and body["AdminInfo"]["2FA_Enabled"] is False, body
+        status, body, _ = await login(api, "admin.login", Username=admin, Password="wrong", TFACode="000000")
+        assert (status, body["ErrorCode"]) == (200, 3), body

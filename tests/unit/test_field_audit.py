@@ -43,6 +43,35 @@ NO_COUNTERPART: dict[tuple[str, str], str] = {
     ("subscriber.unsubscribe", "AutoResponderID"): (
         "Herald has no autoresponders; refusing the unsubscription would keep mailing someone who asked to stop"
     ),
+    ("subscriber.unsubscribe", "Channel"): (
+        "Herald sends by email only and keeps no subscription per channel; refusing the unsubscription would "
+        "keep mailing someone who asked to stop"
+    ),
+    ("subscriber.unsubscribe", "BypassListSuppressionSettings"): (
+        "Herald lists have no suppression settings to apply or bypass; refusing the unsubscription would keep "
+        "mailing someone who asked to stop"
+    ),
+    ("subscriber.create", "ApplyBehaviors"): "Herald lists have no behaviours; refusing the subscription is worse",
+    ("subscriber.create", "UpdateStatistics"): (
+        "Herald keeps no stored subscription statistics (list counts are counted from the subscribers); "
+        "refusing the subscription is worse"
+    ),
+    ("subscriber.create", "TriggerWebServices"): (
+        "Herald has no web service integrations; refusing the subscription is worse"
+    ),
+    (
+        "subscriber.create",
+        "TriggerAutoResponders",
+    ): "Herald has no autoresponders; refusing the subscription is worse",
+    ("user.login", "TFACode"): (
+        "Herald accounts have no two-factor authentication, so no code is asked for or checked, as for a legacy "
+        "account without 2FA; refusing it would lock clients out without protecting anyone"
+    ),
+    ("admin.login", "TFACode"): "as user.login's TFACode",
+    (
+        "user.login",
+        "TFARecoveryCode",
+    ): "there is no 2FA to recover or disable; the login is decided by the credentials",
 }
 
 
@@ -180,3 +209,6 @@ def test_the_refused_settings_are_refused_by_the_code() -> None:
         "utm.merge_tags",
     }
     assert "SETTING_UNSUPPORTED" in update._REASON_ORDER
+    assert email_commands.UPDATE_CODES["senderdomain"] == 21
+    assert " answers 22" in outcomes["subscribers.import.post", "ImportStatusUpdateWebhookURL"]
+    assert POST_CODES["IMPORT_WEBHOOK_URL_INVALID"] == POST_CODES["importstatusupdatewebhookurl"] == 22

@@ -8,12 +8,16 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import grpc
+import idna
 from google.protobuf import field_mask_pb2
 from herald.campaign.v1 import email_pb2
+from herald.delivery.v1 import delivery_pb2
 
 from translator.commands import (
     ERROR_TEXT,
     MAX_TEXT,
+    UNAVAILABLE_CODES,
     Args,
     Command,
     Context,
@@ -25,6 +29,11 @@ from translator.commands import (
     validate_only,
 )
 from translator.params import INT64_MAX, ParamError, Params, items_of
+
+# A host name of two labels or more (as `herald dkim` takes sending domains), in lower-case ASCII.
+_DOMAIN = re.compile(
+    r"(?=.{3,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+)
 
 CONTENT_TYPE_NAMES = {
     email_pb2.CONTENT_TYPE_HTML: "HTML",
@@ -262,7 +271,6 @@ def update_request(args: Args) -> email_pb2.UpdateEmailRequest:
         if tracking.params.raw(name) is not None:
             put(path, tracking.str(name, max_len=MAX_TEXT))
     args.problems += tracking.problems
-    # SenderDomain is accepted and ignored: Herald has no sender-domain management to check it against.
     scope = _choice(args, "validatescope", SCOPE_BY_LEGACY, email_pb2.VALIDATE_SCOPE_UNSPECIFIED, required=True)
     return email_pb2.UpdateEmailRequest(
         email=email, update_mask=field_mask_pb2.FieldMask(paths=paths), validate_scope=scope
@@ -273,8 +281,58 @@ def update_request(args: Args) -> email_pb2.UpdateEmailRequest:
 CHECKED_HERE = frozenset({"EMAIL_ID_REQUIRED", "VALIDATE_SCOPE_REQUIRED"})
 
 
+def normalized_domain(text: str) -> str:
+    """A domain as sending domains are stored (lower-case, IDNA A-labels, no trailing dot); "" when it is none."""
+    name = text.strip().removesuffix(".")
+    try:
+        ascii_name = name.lower() if name.isascii() else idna.encode(name, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return ""
+    return ascii_name if _DOMAIN.fullmatch(ascii_name) else ""
+
+
+def sender_domain_param(args: Args) -> str:
+    """SenderDomain, normalized; "" when absent or blank. A value that is no domain name is a problem (21)."""
+    value = args.params.raw("senderdomain")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return ""
+    name = normalized_domain(value) if isinstance(value, str) else ""
+    if not name:
+        args.problems.append(ParamError("senderdomain", "malformed", "SenderDomain must be a domain name"))
+    return name
+
+
+async def check_sender_domain(ctx: Context, request: email_pb2.UpdateEmailRequest, sender: str) -> None:
+    """SenderDomain, as the legacy sender-domain check: it must be a sending domain of the email's owner (`herald
+    dkim`), and the email's From address (this update's, else the stored one) must be at it, so that its messages
+    are DKIM-signed for it. Problems (21) otherwise; an email that is not the caller's is left to UpdateEmail (3)."""
+    try:
+        stored = await ctx.call(
+            ctx.stubs.email.GetEmail, email_pb2.GetEmailRequest(email_id=request.email.email_id)
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in UNAVAILABLE_CODES:
+            raise
+        return
+    listed = await ctx.as_translator(stored.owner_user_id).call(
+        ctx.stubs.delivery.ListSendingDomains, delivery_pb2.ListSendingDomainsRequest()
+    )
+    from_email = request.email.from_email if "from_email" in request.update_mask.paths else stored.from_email
+    from_domain = normalized_domain(from_email.strip().rpartition("@")[2])
+    problem = ""
+    if sender not in {domain.domain for domain in listed.sending_domains}:
+        problem = f"SenderDomain {sender} is not one of your sending domains (herald dkim add)"
+    elif from_domain != sender:
+        problem = (
+            f"SenderDomain {sender} needs a FromEmail at that domain (messages are signed for the From domain)"
+        )
+    if problem:
+        raise Problems([ParamError("senderdomain", "malformed", problem)])
+
+
 async def update_email(args: Args, ctx: Context) -> dict[str, Any]:
     request = update_request(args)
+    sender = sender_domain_param(args)
     if args.problems:
         # The rest of the request still deserves checking, so that the answer names every problem. Without an
         # email id the service checks the request and can apply nothing. EmailID and ValidateScope were checked
@@ -284,6 +342,8 @@ async def update_email(args: Args, ctx: Context) -> dict[str, Any]:
         probe.email.email_id = 0
         failure = await validate_only(ctx, ctx.stubs.email.UpdateEmail, probe, judged_reasons=CHECKED_HERE)
         raise Problems(args.problems, failure)
+    if sender:
+        await check_sender_domain(ctx, request, sender)
     await ctx.call(ctx.stubs.email.UpdateEmail, request)
     return {}
 
@@ -386,6 +446,7 @@ UPDATE_CODES = {
     # Issue 14: FetchURL, FetchPlainURL, ImageEmbedding, IsEmailTemplate, UTMMergeTags (Herald implements none).
     "SETTING_UNSUPPORTED": 21,
     "options": 21,
+    "senderdomain": 21,
     **{name: 21 for name in (*TEXT_FIELDS, *TRACKING_TEXTS) if name not in ("fromemail", "replytoemail")},
 }
 
@@ -447,6 +508,12 @@ UPDATE_PARAMS = (
     ),
     Param("ImageEmbedding", "boolean", "Not supported: images are not embedded; only false is accepted (else 21)"),
     Param("IsEmailTemplate", "boolean", "Not supported: use herald template; only false is accepted (else 21)"),
+    Param(
+        "SenderDomain",
+        "string",
+        "Checked: one of your sending domains (herald dkim), with the FromEmail at it, so that the email's "
+        "messages are DKIM-signed for it (else 21); empty checks nothing",
+    ),
     Param("ExtraContent1", "string", "Free content kept with the email"),
     Param("ExtraContent2", "string", "Free content kept with the email"),
     *TRACKING_PARAMS,

@@ -44,6 +44,14 @@ async def admin_login(args: Args, ctx: Context) -> dict[str, Any]:
 
 # Declared parameters and answers (the OpenAPI document; handlers read nothing else) ------------
 
+# Herald accounts have no two-factor authentication (AdminInfo's 2FA_Enabled is always false): as for an
+# account without 2FA in the legacy product, a code sent along is not asked for and not checked.
+TFA_CODE = Param(
+    "TFACode",
+    "string",
+    "No counterpart: Herald accounts have no two-factor authentication, so no code is asked for or checked; "
+    "the login is decided by the credentials above",
+)
 SESSION_ID = Param("SessionID", "string", "A session for the SessionID parameter of other commands", required=True)
 
 ROWS = [
@@ -59,6 +67,13 @@ ROWS = [
             Param("Username", "string", "Required unless APIKey is given"),
             Param("Password", "string", "Required unless APIKey is given", format="password"),
             Param("APIKey", "string", "Log in with the user's API key instead of a password"),
+            TFA_CODE,
+            Param(
+                "TFARecoveryCode",
+                "string",
+                "No counterpart: Herald accounts have no two-factor authentication, so there is none to recover "
+                "or disable; the login is decided by the credentials above",
+            ),
         ),
         returns=(
             ERROR_TEXT,
@@ -82,6 +97,7 @@ ROWS = [
             Param("Username", "string", "Required unless AdminAPIKey is given"),
             Param("Password", "string", "Required unless AdminAPIKey is given", format="password"),
             Param("AdminAPIKey", "string", "Log in with the admin's API key instead of a password"),
+            TFA_CODE,
         ),
         returns=(
             ERROR_TEXT,

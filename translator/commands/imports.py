@@ -129,6 +129,7 @@ def create_import(args: Args) -> audience_pb2.CreateImportRequest:
         add_to_suppression=global_suppression or list_suppression,
         trigger_actions=trigger_actions,
         tags=tags,
+        status_webhook_url=args.str("importstatusupdatewebhookurl", max_len=4096),
     )
 
 
@@ -211,6 +212,9 @@ POST_CODES = {
     # honoured that way is refused (the list has no confirmation email; the addresses are to be suppressed).
     "IMPORT_CONFIRMATION_EMAIL_MISSING": 20,
     "IMPORT_SUPPRESSION_ON_DOUBLE_OPT_IN": 10,
+    # Herald's: a status webhook URL it cannot notify (not absolute http(s), too long, a refused address).
+    "importstatusupdatewebhookurl": 22,
+    "IMPORT_WEBHOOK_URL_INVALID": 22,
 }
 POST_CAUSE_TEXTS = {
     "SETTING_UNSUPPORTED@trigger_actions": (
@@ -244,6 +248,7 @@ POST_TEXTS = {
     19: "List not found or doesn't belong to user",
     20: "Invalid ListID",
     21: "Missing required parameter (Tags)",
+    22: "Invalid ImportStatusUpdateWebhookURL",
 }
 
 # Declared parameters and answers (the OpenAPI document; handlers read nothing else) ------------
@@ -292,6 +297,14 @@ POST_PARAMS = (
         "Where the subscribers come from",
         required=True,
         fields=(Param("CSV", "object", "A CSV file", required=True, fields=CSV_SOURCE),),
+    ),
+    Param(
+        "ImportStatusUpdateWebhookURL",
+        "string",
+        "Where the import's status (ImportJob's counts, without FailedData) is POSTed as JSON when it finishes: "
+        "an absolute http(s) URL at a public address (else 22); a few attempts, and the import stands whatever "
+        "the answer",
+        format="uri",
     ),
 )
 IMPORT_JOB = Param(

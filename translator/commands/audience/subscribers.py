@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from google.protobuf import timestamp_pb2
 from herald.audience.v1 import audience_pb2
 
@@ -35,6 +36,8 @@ from translator.commands.audience.legacy import (
     scalar_text,
 )
 from translator.params import ParamError, legacy_bool, legacy_name
+
+log = structlog.get_logger()
 
 DEFAULT_SUBSCRIBERS_PAGE = 25
 _DATE_RE = re.compile(r"\s*([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[ T]([0-9]{2}:[0-9]{2}:[0-9]{2}))?\s*")
@@ -203,15 +206,25 @@ def subscriber_request(args: Args) -> audience_pb2.CreateSubscriberRequest:
             ParamError("unsubscriptionip", "missing", "UnsubscriptionIP is required for this status")
         )
     subscriber.custom_fields.update(custom_fields(args))
-    # ApplyBehaviors, SendConfirmationEmail, UpdateStatistics, TriggerWebServices and TriggerAutoResponders
-    # are not read: Herald keeps no behaviors, web services or autoresponders (docs/legacy-mapping.md).
+    # ApplyBehaviors, UpdateStatistics, TriggerWebServices and TriggerAutoResponders name things Herald does
+    # not keep (behaviors, stored subscription statistics, web services, autoresponders): read as the legacy
+    # booleans they are, and the subscriber is added all the same (docs/legacy-mapping.md, "no counterpart").
+    asked = [name for name in NO_COUNTERPART_FLAGS if args.bool(name, default=False)]
+    if asked:
+        log.info("subscriber.create asks for what Herald does not have", flags=asked)
     return audience_pb2.CreateSubscriberRequest(
         subscriber=subscriber,
         update_if_duplicate=args.bool("updateifduplicate", default=False),
         update_if_unsubscribed=args.bool("updateifunsubscribed", default=False),
         opt_in_confirmation_email_id=args.int("optinconfirmationemailid", min=0),
         enforce_required_fields=args.bool("enforcerequiredfields", default=False),
+        # The fact sheet's default is false: the confirmation email goes out only when asked for.
+        send_confirmation_email=args.bool("sendconfirmationemail", default=False),
     )
+
+
+# Flags of subscriber.create with no counterpart in Herald (see subscriber_request).
+NO_COUNTERPART_FLAGS = ("ApplyBehaviors", "UpdateStatistics", "TriggerWebServices", "TriggerAutoResponders")
 
 
 async def create_subscriber(args: Args, ctx: Context) -> dict[str, Any]:
@@ -450,7 +463,32 @@ SUBSCRIBER_CREATE_PARAMS = (
     Param("SourceRef", "string", "Free text, cut to 64 characters"),
     Param("UpdateIfDuplicate", "boolean", "Update the subscriber when the address is on the list", default=False),
     Param("UpdateIfUnsubscribed", "boolean", "Subscribe again an address that unsubscribed", default=False),
-    Param("OptInConfirmationEmailID", "integer", "ID of the confirmation email to send"),
+    Param(
+        "OptInConfirmationEmailID",
+        "integer",
+        "ID of the confirmation email to send instead of the list's (with SendConfirmationEmail)",
+    ),
+    Param(
+        "SendConfirmationEmail",
+        "boolean",
+        "Send the confirmation email to a subscriber added Opt-In Pending to a double opt-in list (at most "
+        "once an hour); without it the subscriber stays pending and is sent nothing",
+        default=False,
+    ),
+    *(
+        Param(
+            name,
+            "boolean",
+            f"No counterpart: Herald has no {what}; the subscriber is added either way",
+            default=False,
+        )
+        for name, what in (
+            ("ApplyBehaviors", "list behaviors"),
+            ("UpdateStatistics", "stored subscription statistics (list counts are counted from the subscribers)"),
+            ("TriggerWebServices", "web service integrations"),
+            ("TriggerAutoResponders", "autoresponders"),
+        )
+    ),
 )
 SUBSCRIBER_GET_PARAMS = (
     LIST_ID,

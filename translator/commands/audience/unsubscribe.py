@@ -219,6 +219,19 @@ UNSUBSCRIBE_PARAMS = (
         "integer",
         "Checked for form; Herald has no autoresponders, so the unsubscription counts in none",
     ),
+    Param(
+        "Channel",
+        "string",
+        "No counterpart: Herald sends by email only and keeps no subscription per channel; the subscriber is "
+        "unsubscribed from the list whatever it says",
+    ),
+    Param(
+        "BypassListSuppressionSettings",
+        "boolean",
+        "No counterpart: Herald lists have no suppression settings to apply or bypass; an unsubscription "
+        "suppresses the address only with AddToGlobalSuppression",
+        default=False,
+    ),
 )
 
 ROWS = [

@@ -726,6 +726,7 @@ class CreateSubscriberRequest(_message.Message):
     OPT_IN_CONFIRMATION_EMAIL_ID_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     ENFORCE_REQUIRED_FIELDS_FIELD_NUMBER: _builtins.int
+    SEND_CONFIRMATION_EMAIL_FIELD_NUMBER: _builtins.int
     update_if_duplicate: _builtins.bool
     """Update the existing subscriber with that address instead of failing with ALREADY_EXISTS."""
     update_if_unsubscribed: _builtins.bool
@@ -739,6 +740,11 @@ class CreateSubscriberRequest(_message.Message):
     CUSTOM_FIELD_VALIDATION_FAILED, CUSTOM_FIELD_NOT_UNIQUE). Without it only that every key names a
     field and every value is one its type can hold (CUSTOM_FIELD_VALUE_INVALID) are checked.
     """
+    send_confirmation_email: _builtins.bool
+    """Whether an OPT_IN_PENDING subscriber of a double opt-in list is sent the confirmation email. Unset:
+    it is (as it always was); false: it is not, and stays pending until confirmed some other way. It
+    changes nothing for other subscribers or lists: there is nothing for them to confirm.
+    """
     @_builtins.property
     def subscriber(self) -> Global___Subscriber: ...
     def __init__(
@@ -750,12 +756,15 @@ class CreateSubscriberRequest(_message.Message):
         opt_in_confirmation_email_id: _builtins.int = ...,
         validate_only: _builtins.bool = ...,
         enforce_required_fields: _builtins.bool = ...,
+        send_confirmation_email: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["subscriber", b"subscriber"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_send_confirmation_email", b"_send_confirmation_email", "send_confirmation_email", b"send_confirmation_email", "subscriber", b"subscriber"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enforce_required_fields", b"enforce_required_fields", "opt_in_confirmation_email_id", b"opt_in_confirmation_email_id", "subscriber", b"subscriber", "update_if_duplicate", b"update_if_duplicate", "update_if_unsubscribed", b"update_if_unsubscribed", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_send_confirmation_email", b"_send_confirmation_email", "enforce_required_fields", b"enforce_required_fields", "opt_in_confirmation_email_id", b"opt_in_confirmation_email_id", "send_confirmation_email", b"send_confirmation_email", "subscriber", b"subscriber", "update_if_duplicate", b"update_if_duplicate", "update_if_unsubscribed", b"update_if_unsubscribed", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__send_confirmation_email: _TypeAlias = _typing.Literal["send_confirmation_email"]  # noqa: Y015
+    _WhichOneofArgType__send_confirmation_email: _TypeAlias = _typing.Literal["_send_confirmation_email", b"_send_confirmation_email"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__send_confirmation_email) -> _WhichOneofReturnType__send_confirmation_email | None: ...
 
 Global___CreateSubscriberRequest: _TypeAlias = CreateSubscriberRequest  # noqa: Y015
 
@@ -1706,6 +1715,7 @@ class CreateImportRequest(_message.Message):
     ADD_TO_SUPPRESSION_FIELD_NUMBER: _builtins.int
     TRIGGER_ACTIONS_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    STATUS_WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
     data: _builtins.str
     """The CSV text; or source_url to fetch it from."""
@@ -1715,6 +1725,12 @@ class CreateImportRequest(_message.Message):
     trigger_actions: _builtins.bool
     """Not supported (issue 14): Herald has no autoresponders or journeys, so true is INVALID_ARGUMENT
     with a BadRequest violation of reason SETTING_UNSUPPORTED.
+    """
+    status_webhook_url: _builtins.str
+    """Where the import's status is POSTed as JSON when it finishes (Completed or Failed): an absolute http(s)
+    URL, reached only at public addresses unless the operator allows private ones; a few attempts, and the
+    import's outcome stands whatever the answer. Empty: nowhere. A bad URL is INVALID_ARGUMENT
+    IMPORT_WEBHOOK_URL_INVALID.
     """
     @_builtins.property
     def format(self) -> Global___CsvFormat: ...
@@ -1735,10 +1751,11 @@ class CreateImportRequest(_message.Message):
         add_to_suppression: _builtins.bool = ...,
         trigger_actions: _builtins.bool = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
+        status_webhook_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["format", b"format"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_to_suppression", b"add_to_suppression", "data", b"data", "format", b"format", "list_id", b"list_id", "source_url", b"source_url", "tags", b"tags", "trigger_actions", b"trigger_actions", "update_duplicates", b"update_duplicates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_to_suppression", b"add_to_suppression", "data", b"data", "format", b"format", "list_id", b"list_id", "source_url", b"source_url", "status_webhook_url", b"status_webhook_url", "tags", b"tags", "trigger_actions", b"trigger_actions", "update_duplicates", b"update_duplicates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -212,7 +212,7 @@ class AudienceServiceServicer:
     def CreateSubscriber(self, request, context):
         """Adds a subscriber to a list (or updates it, with update_if_duplicate). An OPT_IN_PENDING subscriber
         of a double opt-in list is sent the confirmation email (opt_in_confirmation_email_id, else the
-        list's), at most once an hour.
+        list's), at most once an hour, unless send_confirmation_email is set to false.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

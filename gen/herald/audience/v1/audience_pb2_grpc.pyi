@@ -48,7 +48,7 @@ class AudienceServiceStub:
     CreateSubscriber: _grpc.UnaryUnaryMultiCallable[_audience_pb2.CreateSubscriberRequest, _audience_pb2.Subscriber]
     """Adds a subscriber to a list (or updates it, with update_if_duplicate). An OPT_IN_PENDING subscriber
     of a double opt-in list is sent the confirmation email (opt_in_confirmation_email_id, else the
-    list's), at most once an hour.
+    list's), at most once an hour, unless send_confirmation_email is set to false.
     """
     GetSubscriber: _grpc.UnaryUnaryMultiCallable[_audience_pb2.GetSubscriberRequest, _audience_pb2.Subscriber]
     """Gets a subscriber of a list by id or email address."""
@@ -134,7 +134,7 @@ class AudienceServiceAsyncStub(AudienceServiceStub):
     CreateSubscriber: _aio.UnaryUnaryMultiCallable[_audience_pb2.CreateSubscriberRequest, _audience_pb2.Subscriber]  # type: ignore[assignment]
     """Adds a subscriber to a list (or updates it, with update_if_duplicate). An OPT_IN_PENDING subscriber
     of a double opt-in list is sent the confirmation email (opt_in_confirmation_email_id, else the
-    list's), at most once an hour.
+    list's), at most once an hour, unless send_confirmation_email is set to false.
     """
     GetSubscriber: _aio.UnaryUnaryMultiCallable[_audience_pb2.GetSubscriberRequest, _audience_pb2.Subscriber]  # type: ignore[assignment]
     """Gets a subscriber of a list by id or email address."""
@@ -247,7 +247,7 @@ class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_audience_pb2.Subscriber, _abc.Awaitable[_audience_pb2.Subscriber]]:
         """Adds a subscriber to a list (or updates it, with update_if_duplicate). An OPT_IN_PENDING subscriber
         of a double opt-in list is sent the confirmation email (opt_in_confirmation_email_id, else the
-        list's), at most once an hour.
+        list's), at most once an hour, unless send_confirmation_email is set to false.
         """
 
     @_abc_1.abstractmethod
