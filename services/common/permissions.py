@@ -109,7 +109,9 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
     "/herald.campaign.v1.CampaignService/RetryFailedRecipients": admin_only("admin.campaign.retryfailed"),
     # herald.campaign.v1.EmailService: the fact sheet names no permission for the email commands.
     "/herald.campaign.v1.EmailService/CreateEmail": anyone("email.create"),
-    "/herald.campaign.v1.EmailService/GetEmail": anyone("email.get"),
+    "/herald.campaign.v1.EmailService/GetEmail": anyone(
+        "email.get", note="`email.update` with a SenderDomain (the email's owner and stored From)"
+    ),
     "/herald.campaign.v1.EmailService/ListEmails": anyone("emails.get"),
     "/herald.campaign.v1.EmailService/UpdateEmail": anyone("email.update"),
     "/herald.campaign.v1.EmailService/DeleteEmail": anyone("email.delete"),
@@ -213,7 +215,8 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
         note="`herald dkim add`; a user's own domains (an admin names another user)"
     ),
     "/herald.delivery.v1.DeliveryService/ListSendingDomains": anyone(
-        note="a user's own domains (an admin names another user)"
+        note="a user's own domains (an admin names another user); `email.update` with a SenderDomain (the "
+        "translator, as the email's owner)"
     ),
     "/herald.delivery.v1.DeliveryService/DeleteSendingDomain": anyone(
         note="a user's own domains (an admin names another user)"
