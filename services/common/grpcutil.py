@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import structlog
@@ -390,13 +390,65 @@ def channel(target: str, *, forward_principal: bool = True) -> grpc.aio.Channel:
     """A channel to another Herald service, whose calls are measured (services/common/grpc_metrics.py).
 
     Services forward the principal and deadline of the call they serve; the translator, which sets
-    both itself on every call, does not forward.
+    both itself on every call, does not forward. Its unary calls are measured without a grpc.aio interceptor
+    (MeasuredChannel): the interceptor machinery cost it about 0.05 ms of CPU per call (README, "The cost of
+    gRPC metrics").
     """
+    options = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    if not forward_principal:
+        inner = grpc.aio.insecure_channel(target, interceptors=[StreamClientInterceptor()], options=options)
+        return cast(grpc.aio.Channel, MeasuredChannel(inner))
     return grpc.aio.insecure_channel(
         target,
         interceptors=[ClientInterceptor(forward_principal=forward_principal), StreamClientInterceptor()],
-        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        options=options,
     )
+
+
+class MeasuredChannel:
+    """A grpc.aio channel whose unary calls record their duration by method and status code, as ClientInterceptor
+    does, by wrapping the stubs' multicallables instead of going through grpc.aio's interceptor machinery. A call
+    made through it is awaited by its caller (what Herald's code does with a unary call); everything else is the
+    wrapped channel's.
+    """
+
+    def __init__(self, inner: grpc.aio.Channel, durations: grpc_metrics.Durations = grpc_metrics.CLIENT) -> None:
+        self._inner = inner
+        self._durations = durations
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _MeasuredUnaryUnary(self._inner.unary_unary(method, *args, **kwargs), self._durations.of(method))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def __aenter__(self) -> MeasuredChannel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._inner.close()
+
+
+class _MeasuredUnaryUnary:
+    def __init__(self, inner: Any, durations: grpc_metrics.MethodDurations) -> None:
+        self._inner = inner
+        self._durations = durations
+
+    def __call__(self, request: Any, **kwargs: Any) -> Awaitable[Any]:
+        return self._measured(self._inner(request, **kwargs))
+
+    async def _measured(self, call: Awaitable[Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            response = await call
+        except grpc.aio.AioRpcError as exc:
+            self._durations.record(exc.code(), time.perf_counter() - started)
+            raise
+        except asyncio.CancelledError:
+            self._durations.record(grpc.StatusCode.CANCELLED, time.perf_counter() - started)
+            raise
+        self._durations.record(grpc.StatusCode.OK, time.perf_counter() - started)
+        return response
 
 
 BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
