@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -21,7 +21,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 
 from services.common import auth, grpc_metrics
 from services.common.errors import DomainError, ErrorKind
-from services.common.grpcutil import CallInterceptor, ClientInterceptor, StreamClientInterceptor
+from services.common.grpcutil import CallInterceptor, ClientInterceptor, MeasuredChannel, StreamClientInterceptor
 
 SECRET = "unit-test-secret-unit-test-secret"
 GET_TAG = "/herald.tag.v1.TagService/GetTag"
@@ -112,8 +112,12 @@ def provider() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
     meter_provider.shutdown()
 
 
-@pytest_asyncio.fixture
-async def measured(provider: tuple[MeterProvider, InMemoryMetricReader]) -> AsyncIterator[Measured]:
+@pytest_asyncio.fixture(params=["client interceptor", "MeasuredChannel"])
+async def measured(
+    request: pytest.FixtureRequest, provider: tuple[MeterProvider, InMemoryMetricReader]
+) -> AsyncIterator[Measured]:
+    """A served tag service and a channel to it, measured as Herald's services measure their calls (a client
+    interceptor, which forwards the principal) or as the translator does (MeasuredChannel)."""
     meter_provider, reader = provider
     server_durations = grpc_metrics.Durations(grpc_metrics.SERVER_DURATION, "server", meter_provider)
     client_durations = grpc_metrics.Durations(grpc_metrics.CLIENT_DURATION, "client", meter_provider)
@@ -121,13 +125,20 @@ async def measured(provider: tuple[MeterProvider, InMemoryMetricReader]) -> Asyn
     server.add_generic_rpc_handlers((_handlers(),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{port}",
-        interceptors=[
-            ClientInterceptor(forward_principal=False, durations=client_durations),
-            StreamClientInterceptor(durations=client_durations),
-        ],
-    )
+    channel: grpc.aio.Channel
+    if request.param == "MeasuredChannel":
+        inner = grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", interceptors=[StreamClientInterceptor(durations=client_durations)]
+        )
+        channel = cast(grpc.aio.Channel, MeasuredChannel(inner, client_durations))
+    else:
+        channel = grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}",
+            interceptors=[
+                ClientInterceptor(forward_principal=False, durations=client_durations),
+                StreamClientInterceptor(durations=client_durations),
+            ],
+        )
     token = auth.mint_token(auth.Principal(user_id=7, is_admin=False, permissions=frozenset({"*"})), SECRET, 60)
     service_token = auth.mint_token(
         auth.Principal(user_id=7, is_admin=False, permissions=frozenset({"*"}), service="campaign"), SECRET, 60
