@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -342,16 +343,9 @@ class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         started = time.perf_counter()
         call = await continuation(self._details(client_call_details), request)
         # The response is awaited here, so that the duration is the whole call's; the caller's own await
-        # of the call then has it at once.
-        try:
-            await call
-        except grpc.aio.AioRpcError as exc:
-            durations.record(exc.code(), time.perf_counter() - started)
-        except asyncio.CancelledError:
-            durations.record(grpc.StatusCode.CANCELLED, time.perf_counter() - started)
-            raise
-        else:
-            durations.record(grpc.StatusCode.OK, time.perf_counter() - started)
+        # of the call then has it at once (and its error, which is not raised here).
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await _measured(call, durations, started)
         return call
 
 
@@ -435,20 +429,21 @@ class _MeasuredUnaryUnary:
         self._durations = durations
 
     def __call__(self, request: Any, **kwargs: Any) -> Awaitable[Any]:
-        return self._measured(self._inner(request, **kwargs))
+        return _measured(self._inner(request, **kwargs), self._durations, time.perf_counter())
 
-    async def _measured(self, call: Awaitable[Any]) -> Any:
-        started = time.perf_counter()
-        try:
-            response = await call
-        except grpc.aio.AioRpcError as exc:
-            self._durations.record(exc.code(), time.perf_counter() - started)
-            raise
-        except asyncio.CancelledError:
-            self._durations.record(grpc.StatusCode.CANCELLED, time.perf_counter() - started)
-            raise
-        self._durations.record(grpc.StatusCode.OK, time.perf_counter() - started)
-        return response
+
+async def _measured(call: Awaitable[Any], durations: grpc_metrics.MethodDurations, started: float) -> Any:
+    """The response of a unary call, its duration since `started` recorded with its status code."""
+    try:
+        response = await call
+    except grpc.aio.AioRpcError as exc:
+        durations.record(exc.code(), time.perf_counter() - started)
+        raise
+    except asyncio.CancelledError:
+        durations.record(grpc.StatusCode.CANCELLED, time.perf_counter() - started)
+        raise
+    durations.record(grpc.StatusCode.OK, time.perf_counter() - started)
+    return response
 
 
 BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]

@@ -80,14 +80,10 @@ class OptInConfirmations:
 
     async def handle_request(self, event: audience_pb2.OptInConfirmationRequestedEvent) -> None:
         context = {"list_id": event.list_id, "subscriber_id": event.subscriber_id, "email_id": event.email_id}
-        snapshot = await self._snapshot(event.owner_user_id, event.list_id, event.email_id)
-        if snapshot is None:
-            return
-        found = await self._list(event.owner_user_id, event.list_id)
-        if found is None:
+        content = await self._run_content(event.owner_user_id, event.list_id, event.email_id)
+        if content is None:
             return
         run_id = sending.opt_in_run_id(event.list_id)
-        content = _content(event.list_id, event.email_id, snapshot, found)
         async with self._outbox.unit_of_work() as work:
             conn = work.conn
             if not await queue_store.recorded_opt_in_request(
@@ -123,14 +119,10 @@ class OptInConfirmations:
         """An import's request for many subscribers: queued set-wise, as rows of the list's opt-in run cut into
         batches of HERALD_DELIVERY_BATCH_SIZE, in one unit of work."""
         context = {"list_id": event.list_id, "import_id": event.import_id, "email_id": event.email_id}
-        snapshot = await self._snapshot(event.owner_user_id, event.list_id, event.email_id)
-        if snapshot is None:
-            return
-        found = await self._list(event.owner_user_id, event.list_id)
-        if found is None:
+        content = await self._run_content(event.owner_user_id, event.list_id, event.email_id)
+        if content is None:
             return
         run_id = sending.opt_in_run_id(event.list_id)
-        content = _content(event.list_id, event.email_id, snapshot, found)
         size = max(self._settings.delivery_batch_size, 1)
         async with self._outbox.unit_of_work() as work:
             conn = work.conn
@@ -172,6 +164,17 @@ class OptInConfirmations:
             )
             await queue_store.add_batch_messages(work, run_id, first_batch, first_batch + batches - 1, generation)
         log.info("opt-in confirmations queued", campaign_id=run_id, recipients=len(recipients), **context)
+
+    async def _run_content(self, owner_user_id: int, list_id: int, email_id: int) -> dict[str, Any] | None:
+        """The content of the list's opt-in run for this confirmation email, or None (logged) when the email cannot
+        be sent or the list is gone."""
+        snapshot = await self._snapshot(owner_user_id, list_id, email_id)
+        if snapshot is None:
+            return None
+        found = await self._list(owner_user_id, list_id)
+        if found is None:
+            return None
+        return _content(list_id, email_id, snapshot, found)
 
     async def _list(self, owner_user_id: int, list_id: int) -> dict[str, str] | None:
         """What the email's List: tags show of the list, or None (logged) when the list is gone."""
