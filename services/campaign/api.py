@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 import structlog
@@ -279,6 +279,13 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
             batches_created=requeued.batches_created,
             generation=requeued.generation,
         )
+
+    async def WatchCampaign(
+        self, request: campaign_pb2.WatchCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[campaign_pb2.CampaignProgress]:
+        """Not built yet (issue 15, streams): UNIMPLEMENTED."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchCampaign is not built yet")
+        yield campaign_pb2.CampaignProgress()
 
     # --- helpers -----------------------------------------------------------------------------------------------
 

@@ -107,6 +107,9 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
     "/herald.campaign.v1.CampaignService/ApproveCampaign": admin_only("campaign.approve"),
     "/herald.campaign.v1.CampaignService/CreateSplitTest": needs("Campaign.Create", "splittest.create"),
     "/herald.campaign.v1.CampaignService/RetryFailedRecipients": admin_only("admin.campaign.retryfailed"),
+    "/herald.campaign.v1.CampaignService/WatchCampaign": needs(
+        "Campaign.Get", note="gRPC only: a campaign's progress"
+    ),
     # herald.campaign.v1.EmailService: the fact sheet names no permission for the email commands.
     "/herald.campaign.v1.EmailService/CreateEmail": anyone("email.create"),
     "/herald.campaign.v1.EmailService/GetEmail": anyone(
@@ -220,6 +223,9 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
     ),
     "/herald.delivery.v1.DeliveryService/DeleteSendingDomain": anyone(
         note="a user's own domains (an admin names another user)"
+    ),
+    "/herald.delivery.v1.DeliveryService/StreamDeliveryEvents": needs(
+        "Campaign.Get", note="gRPC only: per-recipient events of the caller's campaigns"
     ),
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import grpc
@@ -272,6 +273,13 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
         return delivery_pb2.ListSendingDomainsResponse(
             sending_domains=[_sending_domain_message(row) for row in rows]
         )
+
+    async def StreamDeliveryEvents(
+        self, request: delivery_pb2.StreamDeliveryEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[delivery_pb2.StreamDeliveryEventsResponse]:
+        """Not built yet (issue 15, streams): UNIMPLEMENTED."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "StreamDeliveryEvents is not built yet")
+        yield delivery_pb2.StreamDeliveryEventsResponse()
 
     async def DeleteSendingDomain(
         self, request: delivery_pb2.DeleteSendingDomainRequest, context: grpc.aio.ServicerContext

@@ -1395,3 +1395,62 @@ class CampaignSendRequestedEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CampaignSendRequestedEvent: _TypeAlias = CampaignSendRequestedEvent  # noqa: Y015
+
+@_typing.final
+class WatchCampaignRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchCampaignRequest: _TypeAlias = WatchCampaignRequest  # noqa: Y015
+
+@_typing.final
+class CampaignProgress(_message.Message):
+    """A campaign's status and delivery counters at one moment (WatchCampaign)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATISTICS_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    OBSERVE_TIME_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    status: Global___CampaignStatus.ValueType
+    heartbeat: _builtins.bool
+    """True for a heartbeat: nothing changed since the previous message, which it repeats."""
+    @_builtins.property
+    def statistics(self) -> Global___CampaignStatistics:
+        """The totals view of the campaign's statistics (no variations or domains)."""
+
+    @_builtins.property
+    def observe_time(self) -> _timestamp_pb2.Timestamp:
+        """When the state was read."""
+
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+        status: Global___CampaignStatus.ValueType = ...,
+        statistics: Global___CampaignStatistics | None = ...,
+        heartbeat: _builtins.bool = ...,
+        observe_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observe_time", b"observe_time", "statistics", b"statistics"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "heartbeat", b"heartbeat", "observe_time", b"observe_time", "statistics", b"statistics", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CampaignProgress: _TypeAlias = CampaignProgress  # noqa: Y015

@@ -101,6 +101,11 @@ class CampaignServiceStub:
                 request_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.RetryFailedRecipientsRequest.SerializeToString,
                 response_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.RetryFailedRecipientsResponse.FromString,
                 _registered_method=True)
+        self.WatchCampaign = channel.unary_stream(
+                '/herald.campaign.v1.CampaignService/WatchCampaign',
+                request_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.WatchCampaignRequest.SerializeToString,
+                response_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.CampaignProgress.FromString,
+                _registered_method=True)
 
 
 class CampaignServiceServicer:
@@ -202,6 +207,17 @@ class CampaignServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchCampaign(self, request, context):
+        """Streams a campaign's progress: one CampaignProgress at once (the current state), another each
+        time its status or counters change, and a heartbeat (heartbeat = true, nothing changed) when
+        nothing changed for a while. The stream ends (OK) after the message that carries a terminal
+        status (Sent, Failed, Cancelled), or when the client cancels it. NOT_FOUND for another user's
+        or an unknown campaign.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CampaignServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -269,6 +285,11 @@ def add_CampaignServiceServicer_to_server(servicer, server):
                     servicer.RetryFailedRecipients,
                     request_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.RetryFailedRecipientsRequest.FromString,
                     response_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.RetryFailedRecipientsResponse.SerializeToString,
+            ),
+            'WatchCampaign': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCampaign,
+                    request_deserializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.WatchCampaignRequest.FromString,
+                    response_serializer=herald_dot_campaign_dot_v1_dot_campaign__pb2.CampaignProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -624,6 +645,33 @@ class CampaignService:
             '/herald.campaign.v1.CampaignService/RetryFailedRecipients',
             herald_dot_campaign_dot_v1_dot_campaign__pb2.RetryFailedRecipientsRequest.SerializeToString,
             herald_dot_campaign_dot_v1_dot_campaign__pb2.RetryFailedRecipientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/herald.campaign.v1.CampaignService/WatchCampaign',
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.WatchCampaignRequest.SerializeToString,
+            herald_dot_campaign_dot_v1_dot_campaign__pb2.CampaignProgress.FromString,
             options,
             channel_credentials,
             insecure,

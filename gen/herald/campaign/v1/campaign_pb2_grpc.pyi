@@ -67,6 +67,13 @@ class CampaignServiceStub:
     """Admin only: re-sends a Sent or Failed campaign's failed recipients (and only them) under a new
     generation of batches; the campaign becomes Sending.
     """
+    WatchCampaign: _grpc.UnaryStreamMultiCallable[_campaign_pb2.WatchCampaignRequest, _campaign_pb2.CampaignProgress]
+    """Streams a campaign's progress: one CampaignProgress at once (the current state), another each
+    time its status or counters change, and a heartbeat (heartbeat = true, nothing changed) when
+    nothing changed for a while. The stream ends (OK) after the message that carries a terminal
+    status (Sent, Failed, Cancelled), or when the client cancels it. NOT_FOUND for another user's
+    or an unknown campaign.
+    """
 
 @_typing.type_check_only
 class CampaignServiceAsyncStub(CampaignServiceStub):
@@ -106,6 +113,13 @@ class CampaignServiceAsyncStub(CampaignServiceStub):
     RetryFailedRecipients: _aio.UnaryUnaryMultiCallable[_campaign_pb2.RetryFailedRecipientsRequest, _campaign_pb2.RetryFailedRecipientsResponse]  # type: ignore[assignment]
     """Admin only: re-sends a Sent or Failed campaign's failed recipients (and only them) under a new
     generation of batches; the campaign becomes Sending.
+    """
+    WatchCampaign: _aio.UnaryStreamMultiCallable[_campaign_pb2.WatchCampaignRequest, _campaign_pb2.CampaignProgress]  # type: ignore[assignment]
+    """Streams a campaign's progress: one CampaignProgress at once (the current state), another each
+    time its status or counters change, and a heartbeat (heartbeat = true, nothing changed) when
+    nothing changed for a while. The stream ends (OK) after the message that carries a terminal
+    status (Sent, Failed, Cancelled), or when the client cancels it. NOT_FOUND for another user's
+    or an unknown campaign.
     """
 
 class CampaignServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -221,6 +235,19 @@ class CampaignServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_campaign_pb2.RetryFailedRecipientsResponse, _abc.Awaitable[_campaign_pb2.RetryFailedRecipientsResponse]]:
         """Admin only: re-sends a Sent or Failed campaign's failed recipients (and only them) under a new
         generation of batches; the campaign becomes Sending.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchCampaign(
+        self,
+        request: _campaign_pb2.WatchCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_campaign_pb2.CampaignProgress], _abc.AsyncIterator[_campaign_pb2.CampaignProgress]]:
+        """Streams a campaign's progress: one CampaignProgress at once (the current state), another each
+        time its status or counters change, and a heartbeat (heartbeat = true, nothing changed) when
+        nothing changed for a while. The stream ends (OK) after the message that carries a terminal
+        status (Sent, Failed, Cancelled), or when the client cancels it. NOT_FOUND for another user's
+        or an unknown campaign.
         """
 
 def add_CampaignServiceServicer_to_server(servicer: CampaignServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -211,6 +211,46 @@ SEND_OUTCOME_FAILED: SendOutcome.ValueType  # 2
 """Nobody could be sent to, nobody was queued, or the campaign could not be sent at all (reason says why)."""
 Global___SendOutcome: _TypeAlias = SendOutcome  # noqa: Y015
 
+class _DeliveryEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeliveryEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliveryEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELIVERY_EVENT_KIND_UNSPECIFIED: _DeliveryEventKind.ValueType  # 0
+    DELIVERY_EVENT_KIND_QUEUED: _DeliveryEventKind.ValueType  # 1
+    """Put in the campaign's send queue."""
+    DELIVERY_EVENT_KIND_SENT: _DeliveryEventKind.ValueType  # 2
+    """Accepted by the relay."""
+    DELIVERY_EVENT_KIND_FAILED: _DeliveryEventKind.ValueType  # 3
+    """Given up on: refused for good at send time, or deferred for too long."""
+    DELIVERY_EVENT_KIND_BOUNCED: _DeliveryEventKind.ValueType  # 4
+    """A bounce was recorded after sending (DSN, provider webhook)."""
+    DELIVERY_EVENT_KIND_COMPLAINED: _DeliveryEventKind.ValueType  # 5
+    """A spam complaint was recorded."""
+    DELIVERY_EVENT_KIND_OPENED: _DeliveryEventKind.ValueType  # 6
+    DELIVERY_EVENT_KIND_CLICKED: _DeliveryEventKind.ValueType  # 7
+    DELIVERY_EVENT_KIND_UNSUBSCRIBED: _DeliveryEventKind.ValueType  # 8
+
+class DeliveryEventKind(_DeliveryEventKind, metaclass=_DeliveryEventKindEnumTypeWrapper):
+    """What happened to one recipient of a campaign."""
+
+DELIVERY_EVENT_KIND_UNSPECIFIED: DeliveryEventKind.ValueType  # 0
+DELIVERY_EVENT_KIND_QUEUED: DeliveryEventKind.ValueType  # 1
+"""Put in the campaign's send queue."""
+DELIVERY_EVENT_KIND_SENT: DeliveryEventKind.ValueType  # 2
+"""Accepted by the relay."""
+DELIVERY_EVENT_KIND_FAILED: DeliveryEventKind.ValueType  # 3
+"""Given up on: refused for good at send time, or deferred for too long."""
+DELIVERY_EVENT_KIND_BOUNCED: DeliveryEventKind.ValueType  # 4
+"""A bounce was recorded after sending (DSN, provider webhook)."""
+DELIVERY_EVENT_KIND_COMPLAINED: DeliveryEventKind.ValueType  # 5
+"""A spam complaint was recorded."""
+DELIVERY_EVENT_KIND_OPENED: DeliveryEventKind.ValueType  # 6
+DELIVERY_EVENT_KIND_CLICKED: DeliveryEventKind.ValueType  # 7
+DELIVERY_EVENT_KIND_UNSUBSCRIBED: DeliveryEventKind.ValueType  # 8
+Global___DeliveryEventKind: _TypeAlias = DeliveryEventKind  # noqa: Y015
+
 @_typing.final
 class RetryFailedRecipientsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -1425,3 +1465,129 @@ class DeliveryRetry(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeliveryRetry: _TypeAlias = DeliveryRetry  # noqa: Y015
+
+@_typing.final
+class DeliveryEvent(_message.Message):
+    """One per-recipient event of a campaign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    OWNER_USER_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    kind: Global___DeliveryEventKind.ValueType
+    owner_user_id: _builtins.int
+    campaign_id: _builtins.int
+    recipient_id: _builtins.int
+    subscriber_id: _builtins.int
+    """The subscription the recipient came from; 0 when it came from no list."""
+    email_address: _builtins.str
+    detail: _builtins.str
+    """What the event is about, when there is more to say: the SMTP reply of a failure, the bounce
+    kind, the clicked URL.
+    """
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        kind: Global___DeliveryEventKind.ValueType = ...,
+        owner_user_id: _builtins.int = ...,
+        campaign_id: _builtins.int = ...,
+        recipient_id: _builtins.int = ...,
+        subscriber_id: _builtins.int = ...,
+        email_address: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "detail", b"detail", "email_address", b"email_address", "kind", b"kind", "occur_time", b"occur_time", "owner_user_id", b"owner_user_id", "recipient_id", b"recipient_id", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryEvent: _TypeAlias = DeliveryEvent  # noqa: Y015
+
+@_typing.final
+class DeliveryEvents(_message.Message):
+    """The per-recipient events of one campaign that happened together (one worker window, one tracking
+    report), in order. Subject `<namespace>.events.delivery.recipients.<owner_user_id>.<campaign_id>`
+    (the subject option gives its fixed part), in the stream `<NAMESPACE>_EVENTS`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___DeliveryEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryEvents: _TypeAlias = DeliveryEvents  # noqa: Y015
+
+@_typing.final
+class StreamDeliveryEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.int
+    """One campaign of the caller's; 0 for all of the caller's campaigns."""
+    cursor: _builtins.str
+    """Resume after this cursor (from a StreamDeliveryEventsResponse); empty to start at start_time."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Where to start without a cursor; unset starts with the events that happen from now on."""
+
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.int = ...,
+        cursor: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "cursor", b"cursor", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamDeliveryEventsRequest: _TypeAlias = StreamDeliveryEventsRequest  # noqa: Y015
+
+@_typing.final
+class StreamDeliveryEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Opaque; pass it back as StreamDeliveryEventsRequest.cursor to resume after this event."""
+    @_builtins.property
+    def event(self) -> Global___DeliveryEvent: ...
+    def __init__(
+        self,
+        *,
+        event: Global___DeliveryEvent | None = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamDeliveryEventsResponse: _TypeAlias = StreamDeliveryEventsResponse  # noqa: Y015

@@ -91,6 +91,11 @@ class DeliveryServiceStub:
                 request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.DeleteSendingDomainRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.StreamDeliveryEvents = channel.unary_stream(
+                '/herald.delivery.v1.DeliveryService/StreamDeliveryEvents',
+                request_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.StreamDeliveryEventsRequest.SerializeToString,
+                response_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.StreamDeliveryEventsResponse.FromString,
+                _registered_method=True)
 
 
 class DeliveryServiceServicer:
@@ -187,6 +192,17 @@ class DeliveryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamDeliveryEvents(self, request, context):
+        """Streams per-recipient delivery events (DeliveryEvent) of one campaign, or of all the caller's
+        campaigns, from JetStream: first those after `cursor` (or from `start`), then new ones as they
+        happen, until the client cancels. Each response carries the cursor to resume from: a client
+        that reconnects with the last cursor it received misses nothing and sees nothing twice.
+        NOT_FOUND for another user's or an unknown campaign; INVALID_ARGUMENT for a malformed cursor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeliveryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -244,6 +260,11 @@ def add_DeliveryServiceServicer_to_server(servicer, server):
                     servicer.DeleteSendingDomain,
                     request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.DeleteSendingDomainRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'StreamDeliveryEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamDeliveryEvents,
+                    request_deserializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.StreamDeliveryEventsRequest.FromString,
+                    response_serializer=herald_dot_delivery_dot_v1_dot_delivery__pb2.StreamDeliveryEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -544,6 +565,33 @@ class DeliveryService:
             '/herald.delivery.v1.DeliveryService/DeleteSendingDomain',
             herald_dot_delivery_dot_v1_dot_delivery__pb2.DeleteSendingDomainRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamDeliveryEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/herald.delivery.v1.DeliveryService/StreamDeliveryEvents',
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.StreamDeliveryEventsRequest.SerializeToString,
+            herald_dot_delivery_dot_v1_dot_delivery__pb2.StreamDeliveryEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -75,6 +75,13 @@ class DeliveryServiceStub:
     """Lists a user's sending domains with their DNS records."""
     DeleteSendingDomain: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.DeleteSendingDomainRequest, _empty_pb2.Empty]
     """Removes a sending domain and its key; later messages from it are not signed."""
+    StreamDeliveryEvents: _grpc.UnaryStreamMultiCallable[_delivery_pb2.StreamDeliveryEventsRequest, _delivery_pb2.StreamDeliveryEventsResponse]
+    """Streams per-recipient delivery events (DeliveryEvent) of one campaign, or of all the caller's
+    campaigns, from JetStream: first those after `cursor` (or from `start`), then new ones as they
+    happen, until the client cancels. Each response carries the cursor to resume from: a client
+    that reconnects with the last cursor it received misses nothing and sees nothing twice.
+    NOT_FOUND for another user's or an unknown campaign; INVALID_ARGUMENT for a malformed cursor.
+    """
 
 @_typing.type_check_only
 class DeliveryServiceAsyncStub(DeliveryServiceStub):
@@ -122,6 +129,13 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     """Lists a user's sending domains with their DNS records."""
     DeleteSendingDomain: _aio.UnaryUnaryMultiCallable[_delivery_pb2.DeleteSendingDomainRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Removes a sending domain and its key; later messages from it are not signed."""
+    StreamDeliveryEvents: _aio.UnaryStreamMultiCallable[_delivery_pb2.StreamDeliveryEventsRequest, _delivery_pb2.StreamDeliveryEventsResponse]  # type: ignore[assignment]
+    """Streams per-recipient delivery events (DeliveryEvent) of one campaign, or of all the caller's
+    campaigns, from JetStream: first those after `cursor` (or from `start`), then new ones as they
+    happen, until the client cancels. Each response carries the cursor to resume from: a client
+    that reconnects with the last cursor it received misses nothing and sees nothing twice.
+    NOT_FOUND for another user's or an unknown campaign; INVALID_ARGUMENT for a malformed cursor.
+    """
 
 class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
     """DeliveryService owns the send queue, batches, SMTP workers and statistics."""
@@ -232,5 +246,18 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Removes a sending domain and its key; later messages from it are not signed."""
+
+    @_abc_1.abstractmethod
+    def StreamDeliveryEvents(
+        self,
+        request: _delivery_pb2.StreamDeliveryEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_delivery_pb2.StreamDeliveryEventsResponse], _abc.AsyncIterator[_delivery_pb2.StreamDeliveryEventsResponse]]:
+        """Streams per-recipient delivery events (DeliveryEvent) of one campaign, or of all the caller's
+        campaigns, from JetStream: first those after `cursor` (or from `start`), then new ones as they
+        happen, until the client cancels. Each response carries the cursor to resume from: a client
+        that reconnects with the last cursor it received misses nothing and sees nothing twice.
+        NOT_FOUND for another user's or an unknown campaign; INVALID_ARGUMENT for a malformed cursor.
+        """
 
 def add_DeliveryServiceServicer_to_server(servicer: DeliveryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
