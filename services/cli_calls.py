@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import message as protobuf_message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.auth import Principal, mint_token
 from services.common.config import Settings
-from services.common.grpcutil import decode_error
+from services.common.grpcutil import channel, decode_error
 
 if TYPE_CHECKING:
     from translator.identity import IdentityStore
@@ -22,7 +23,6 @@ class CallFailed(Exception):
 
 
 TOKEN_TTL_SECONDS = 300
-CALL_TIMEOUT_SECONDS = 30.0
 
 
 async def user_token(store: IdentityStore, user_id: int) -> str:
@@ -47,13 +47,11 @@ async def call(
     """The answer of `rpc(stub)(request)` on `service`, called with the token; CallFailed with every bad field the
     service named, or saying that it could not be reached."""
     address = settings.grpc_addr(service)
-    async with grpc.aio.insecure_channel(address) as channel:
+    # Herald's channel: its service config, TLS and the default deadline of the call's kind.
+    async with channel(address, forward_principal=False, settings=settings) as herald_channel:
         try:
-            answer: protobuf_message.Message = await rpc(stub_type(channel))(
-                request,
-                metadata=(("authorization", f"Bearer {token}"),),
-                timeout=CALL_TIMEOUT_SECONDS,
-                wait_for_ready=True,
+            answer: protobuf_message.Message = await rpc(stub_type(herald_channel))(
+                request, metadata=(("authorization", f"Bearer {token}"),), wait_for_ready=True
             )
         except grpc.aio.AioRpcError as exc:
             failure = decode_error(exc)
@@ -61,8 +59,21 @@ async def call(
                 failure.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
                 and not failure.reason
             ):
-                raise CallFailed(f"{service} service unreachable at {address}: {failure.message}") from exc
+                why = await connection_failure(herald_channel) or failure.message
+                raise CallFailed(f"{service} service unreachable at {address}: {why}") from exc
             # Every bad field at once, as the service reported them.
             message = "; ".join(v.description for v in failure.violations) or failure.message
             raise CallFailed(message) from exc
     return answer
+
+
+async def connection_failure(herald_channel: grpc.aio.Channel) -> str:
+    """Why the channel cannot connect, in gRPC's words ('' if it can): a call that waited for the service until its
+    deadline says only "Deadline Exceeded", while one that does not wait names the connection's last error (a
+    refused connection, a certificate that does not verify)."""
+    try:
+        await health_pb2_grpc.HealthStub(herald_channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            return exc.details() or ""
+    return ""

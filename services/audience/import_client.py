@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import grpc
 from herald.audience.v1 import audience_pb2, audience_pb2_grpc
 
+from services.common import grpcutil
 from services.common.auth import Principal, mint_token
 from services.common.config import Settings
 from services.common.grpcutil import decode_error
@@ -150,8 +151,11 @@ async def stream_file(
                 progress.update(sent)
         progress.done("file sent; waiting for the last rows to be written")
 
-    async with grpc.aio.insecure_channel(
-        settings.grpc_addr("audience"), options=[("grpc.max_send_message_length", 4 * PIECE_BYTES)]
+    async with grpcutil.channel(
+        settings.grpc_addr("audience"),
+        forward_principal=False,
+        settings=settings,
+        options=[("grpc.max_send_message_length", 4 * PIECE_BYTES)],
     ) as channel:
         stub = audience_pb2_grpc.AudienceServiceStub(channel)
         # No deadline: a file of any size takes as long as it takes; the call ends when the import does.

@@ -52,6 +52,23 @@ class Settings(BaseSettings):
     tag_addr: str = ""
     audience_addr: str = ""
     delivery_addr: str = ""
+    # How Herald's gRPC clients call (services/common/grpc_config.py, docs/clients.md): the default deadline of
+    # a unary read (Get*, List*, BatchGet*, Count*, Check*: retried after UNAVAILABLE, up to grpc_retry_attempts
+    # attempts in all) and of a unary write (never retried); a call's own deadline, or the deadline of the call a
+    # service is serving, wins. Streaming calls get no default deadline. Clients ping their connections every
+    # grpc_keepalive_seconds; servers accept pings down to half that, so one setting never makes them GOAWAY.
+    grpc_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    grpc_write_timeout_seconds: float = Field(default=30.0, gt=0)
+    grpc_retry_attempts: int = Field(default=3, ge=1, le=5)
+    grpc_keepalive_seconds: float = Field(default=30.0, ge=1)
+    # TLS on every gRPC server and client (off unless a certificate or a CA file is set). Servers serve this
+    # certificate and key (PEM files); clients trust the CA file's certificates (the system's when unset) and
+    # present the certificate when a server asks. grpc_tls_client_auth: servers require a client certificate
+    # signed by the CA file (mutual TLS).
+    grpc_tls_cert_file: str = ""
+    grpc_tls_key_file: str = ""
+    grpc_tls_ca_file: str = ""
+    grpc_tls_client_auth: bool = False
     # Port of the embedded nats-server started when NATS_URL is unset; not 4222, which a
     # system NATS often holds.
     embedded_nats_port: int = 14222
@@ -159,6 +176,23 @@ class Settings(BaseSettings):
             if name in os.environ:
                 raise ValueError(f"{name} is no longer a setting: {instead}")
         return self
+
+    @model_validator(mode="after")
+    def _grpc_tls_files(self) -> Settings:
+        if bool(self.grpc_tls_cert_file) != bool(self.grpc_tls_key_file):
+            raise ValueError(
+                "HERALD_GRPC_TLS_CERT_FILE and HERALD_GRPC_TLS_KEY_FILE are set together or not at all"
+            )
+        if self.grpc_tls_client_auth and not (self.grpc_tls_ca_file and self.grpc_tls_cert_file):
+            raise ValueError(
+                "HERALD_GRPC_TLS_CLIENT_AUTH needs HERALD_GRPC_TLS_CA_FILE (to check client certificates) and "
+                "HERALD_GRPC_TLS_CERT_FILE/_KEY_FILE (for Herald's own clients to present)"
+            )
+        return self
+
+    def grpc_tls(self) -> bool:
+        """Whether gRPC servers and clients use TLS: a certificate or a CA file is set."""
+        return bool(self.grpc_tls_cert_file or self.grpc_tls_ca_file)
 
     @field_validator("delivery_retry_intervals")
     @classmethod

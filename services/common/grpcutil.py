@@ -20,7 +20,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from services.common import auth, grpc_metrics, permissions
+from services.common import auth, grpc_config, grpc_metrics, permissions
+from services.common.config import Settings, get_settings
 from services.common.errors import DomainError, ErrorKind
 
 log = structlog.get_logger()
@@ -318,13 +319,20 @@ class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     """
 
     def __init__(
-        self, *, forward_principal: bool = True, durations: grpc_metrics.Durations = grpc_metrics.CLIENT
+        self,
+        *,
+        forward_principal: bool = True,
+        durations: grpc_metrics.Durations = grpc_metrics.CLIENT,
+        deadlines: grpc_config.Deadlines | None = None,
     ) -> None:
         self._forward_principal = forward_principal
         self._durations = durations
+        self._deadlines = deadlines or grpc_config.Deadlines(get_settings())
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         if not self._forward_principal:
+            if details.timeout is None:
+                return details._replace(timeout=self._deadlines.default(details.method))
             return details
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         downstream = auth.current_downstream.get(None)
@@ -333,7 +341,10 @@ class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         timeout = details.timeout
         deadline = auth.current_deadline.get()
         if timeout is None:
-            timeout = max(deadline - time.monotonic(), 0.001) if deadline is not None else 10.0
+            if deadline is not None:
+                timeout = max(deadline - time.monotonic(), 0.001)
+            else:
+                timeout = self._deadlines.default(details.method)
         # A peer that is restarting is waited for (until the deadline) rather than failing at once.
         wait_for_ready = True if details.wait_for_ready is None else details.wait_for_ready
         return details._replace(metadata=metadata, timeout=timeout, wait_for_ready=wait_for_ready)
@@ -380,21 +391,32 @@ class StreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):
         return call
 
 
-def channel(target: str, *, forward_principal: bool = True) -> grpc.aio.Channel:
+def channel(
+    target: str,
+    *,
+    forward_principal: bool = True,
+    settings: Settings | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
     """A channel to another Herald service, whose calls are measured (services/common/grpc_metrics.py).
 
     Services forward the principal and deadline of the call they serve; the translator, which sets
     both itself on every call, does not forward. Its unary calls are measured without a grpc.aio interceptor
     (MeasuredChannel): the interceptor machinery cost it about 0.05 ms of CPU per call (README, "The cost of
-    gRPC metrics").
+    gRPC metrics"). Either way a unary call without a deadline gets its kind's default, and the channel has
+    Herald's service config, keepalive and TLS (services/common/grpc_config.py).
     """
-    options = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    settings = settings or get_settings()
+    deadlines = grpc_config.Deadlines(settings)
     if not forward_principal:
-        inner = grpc.aio.insecure_channel(target, interceptors=[StreamClientInterceptor()], options=options)
-        return cast(grpc.aio.Channel, MeasuredChannel(inner))
-    return grpc.aio.insecure_channel(
+        inner = grpc_config.open_channel(
+            settings, target, interceptors=[StreamClientInterceptor()], options=options
+        )
+        return cast(grpc.aio.Channel, MeasuredChannel(inner, deadlines=deadlines))
+    return grpc_config.open_channel(
+        settings,
         target,
-        interceptors=[ClientInterceptor(forward_principal=forward_principal), StreamClientInterceptor()],
+        interceptors=[ClientInterceptor(forward_principal=True, deadlines=deadlines), StreamClientInterceptor()],
         options=options,
     )
 
@@ -406,12 +428,22 @@ class MeasuredChannel:
     wrapped channel's.
     """
 
-    def __init__(self, inner: grpc.aio.Channel, durations: grpc_metrics.Durations = grpc_metrics.CLIENT) -> None:
+    def __init__(
+        self,
+        inner: grpc.aio.Channel,
+        durations: grpc_metrics.Durations = grpc_metrics.CLIENT,
+        deadlines: grpc_config.Deadlines | None = None,
+    ) -> None:
         self._inner = inner
         self._durations = durations
+        self._deadlines = deadlines or grpc_config.Deadlines(get_settings())
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return _MeasuredUnaryUnary(self._inner.unary_unary(method, *args, **kwargs), self._durations.of(method))
+        return _MeasuredUnaryUnary(
+            self._inner.unary_unary(method, *args, **kwargs),
+            self._durations.of(method),
+            self._deadlines.default(method),
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -424,11 +456,14 @@ class MeasuredChannel:
 
 
 class _MeasuredUnaryUnary:
-    def __init__(self, inner: Any, durations: grpc_metrics.MethodDurations) -> None:
+    def __init__(self, inner: Any, durations: grpc_metrics.MethodDurations, timeout: float | None) -> None:
         self._inner = inner
         self._durations = durations
+        self._timeout = timeout
 
     def __call__(self, request: Any, **kwargs: Any) -> Awaitable[Any]:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout
         return _measured(self._inner(request, **kwargs), self._durations, time.perf_counter())
 
 
@@ -458,17 +493,22 @@ async def serve(
     register: Callable[[grpc.aio.Server], Sequence[str]],
     background: Sequence[BackgroundTask] = (),
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    settings: Settings | None = None,
 ) -> None:
     """Runs a service until SIGTERM or SIGINT: health, reflection, interceptors, graceful shutdown.
 
-    `register` adds the servicers and returns their full service names.
+    `register` adds the servicers and returns their full service names. Keepalive enforcement and TLS come
+    from the settings (services/common/grpc_config.py).
     """
+    settings = settings or get_settings()
     server = grpc.aio.server(
         interceptors=[CallInterceptor(name, token_secret)],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        options=[("grpc.so_reuseport", 0), *grpc_config.server_options(settings)],
     )
     try:
-        await _run_server(server, name=name, bind=bind, port=port, register=register, background=background)
+        await _run_server(
+            server, name=name, bind=bind, port=port, register=register, background=background, settings=settings
+        )
     finally:
         if on_stop is not None:
             await on_stop()
@@ -483,18 +523,19 @@ async def _run_server(
     port: int,
     register: Callable[[grpc.aio.Server], Sequence[str]],
     background: Sequence[BackgroundTask],
+    settings: Settings,
 ) -> None:
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     address = f"{bind}:{port}"
-    if server.add_insecure_port(address) == 0:
+    if grpc_config.add_port(server, address, settings) == 0:
         raise RuntimeError(f"cannot listen on {address}")
     await server.start()
     for service_name in ["", *service_names]:
         await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving", service=name, address=address)
+    log.info("serving", service=name, address=address, tls=settings.grpc_tls())
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -174,7 +174,8 @@ class Context:
     stubs: Stubs
     identity: IdentityStore
     public_url: str
-    timeout: float = 10.0
+    # None: the default deadline of the call's kind (HERALD_GRPC_READ_TIMEOUT_SECONDS, _WRITE_TIMEOUT_SECONDS).
+    timeout: float | None = None
     # The client's address (behind trusted proxies, the one they forward): login throttling counts by it.
     client_address: str = ""
 

@@ -17,6 +17,8 @@ from translator.envelope import LegacyError
 # The seed has no paging: an answer lists at most this many recipients (the first by subscriber id);
 # TotalRecipients is always the full count.
 MAX_RECIPIENTS = 10_000
+# A stream has no default deadline; this one is at most MAX_RECIPIENTS rows.
+STREAM_TIMEOUT_SECONDS = 10.0
 UNSENT = frozenset(
     {
         campaign_pb2.CAMPAIGN_STATUS_DRAFT,
@@ -97,7 +99,7 @@ async def recipient_count(ctx: Context, spec: audience_pb2.TargetingSpec) -> int
 async def first_recipients(ctx: Context, spec: audience_pb2.TargetingSpec) -> list[dict[str, Any]]:
     request = audience_pb2.StreamRecipientsRequest(targeting=spec, limit=MAX_RECIPIENTS)
     call = ctx.stubs.audience.StreamRecipients(
-        request, metadata=ctx.metadata, timeout=ctx.timeout, wait_for_ready=True
+        request, metadata=ctx.metadata, timeout=ctx.timeout or STREAM_TIMEOUT_SECONDS, wait_for_ready=True
     )
     rows: list[dict[str, Any]] = []
     async for chunk in call:
