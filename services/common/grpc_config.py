@@ -25,7 +25,8 @@ READ_VERBS = ("Get", "BatchGet", "List", "Count", "Check", "Watch", "Stream")
 # second, doubling to at most 1 s, while the deadline lasts.
 INITIAL_BACKOFF = "0.1s"
 MAX_BACKOFF = "1s"
-# gRPC's retry throttling: retries stop while more than half of a channel's recent calls failed.
+# gRPC's retry throttling: a failed call costs a token of 10, a successful one gives back 0.1; with 5 or fewer left
+# a channel stops retrying, so that a service that is down is not called three times as often.
 RETRY_THROTTLING = {"maxTokens": 10, "tokenRatio": 0.1}
 
 # What a server waits for an answer to its keepalive ping, and what a client waits for the server's.
@@ -223,3 +224,8 @@ def add_port(server: grpc.aio.Server, address: str, settings: Settings) -> int:
     if credentials is None:
         return server.add_insecure_port(address)
     return server.add_secure_port(address, credentials)
+
+
+def service_config_document() -> str:
+    """The service config with the default settings, as docs/grpc-service-config.json holds it for other teams."""
+    return json.dumps(service_config(Settings.model_construct()), indent=2) + "\n"

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -44,19 +44,34 @@ def tls_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
 
 
+@dataclass
+class TlsTag:
+    """`herald serve tag` with TLS on, a replica of the test system's tag service."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def listening(self) -> str:
+        """Its address once it listens (it starts while the test starts its translator)."""
+        deadline = time.monotonic() + 60
+        while socket.socket().connect_ex(("127.0.0.1", self.port)) != 0:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the TLS tag service did not start")
+            await asyncio.sleep(0.1)
+        return self.address
+
+
 @pytest.fixture(scope="module")
-def tls_tag(system: System, tls_env: dict[str, str]) -> Iterator[str]:
-    """`herald serve tag` with TLS on, a replica of the test system's tag service; yields its address."""
+def tls_tag(system: System, tls_env: dict[str, str]) -> Iterator[TlsTag]:
     port = free_port()
     env = {**system.env, **tls_env, "HERALD_TAG_GRPC_PORT": str(port), "HERALD_TAG_METRICS_PORT": "0"}
     process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "tag"], env=env, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 60
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the TLS tag service did not start")
-            time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        yield TlsTag(process, port)
     finally:
         stop_process(process)
 
@@ -99,20 +114,20 @@ async def test_legacy_commands_cross_tls_and_a_silent_service_answers_component_
     user: User,
     system: System,
     tls_env: dict[str, str],
-    tls_tag: str,
+    tls_tag: TlsTag,
     silent_campaign: str,
-    tmp_path: Path,
 ) -> None:
     tag = await api.call("tag.create", user.api_key, Tag="over-tls")
     assert tag["Success"] is True, tag
     settings = {
         **tls_env,
-        "HERALD_TAG_ADDR": tls_tag,
+        "HERALD_TAG_ADDR": tls_tag.address,
         "HERALD_CAMPAIGN_ADDR": silent_campaign,
         "HERALD_GRPC_READ_TIMEOUT_SECONDS": "1.5",
     }
     async with own_translator(system, settings) as base_url:
         tls_api = Api(api.session, base_url)
+        await tls_tag.listening()
         body = await tls_api.call("tags.get", user.api_key)
         assert body["Tags"] == [{"TagID": tag["TagID"], "Tag": "over-tls", "RelOwnerUserID": user.user_id}]
         started = time.monotonic()
@@ -122,8 +137,8 @@ async def test_legacy_commands_cross_tls_and_a_silent_service_answers_component_
     assert body["ErrorText"] == "A required server component is unavailable"
 
 
-async def test_the_tls_tag_service_refuses_plaintext(system: System, user: User, tls_tag: str) -> None:
-    async with grpc.aio.insecure_channel(tls_tag) as channel:
+async def test_the_tls_tag_service_refuses_plaintext(system: System, user: User, tls_tag: TlsTag) -> None:
+    async with grpc.aio.insecure_channel(await tls_tag.listening()) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await tag_pb2_grpc.TagServiceStub(channel).ListTags(
                 tag_pb2.ListTagsRequest(), metadata=grpc_metadata(system, user.user_id), timeout=5

@@ -180,7 +180,7 @@ async def test_herald_servers_accept_the_keepalive_pings_of_herald_clients() -> 
 
     herald = grpc_config.server_options(settings)
     outcomes = await asyncio.gather(idle_stream(herald, True), idle_stream(herald, False), idle_stream([], False))
-    assert outcomes == [grpc.StatusCode.OK, grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE]
+    assert tuple(outcomes) == (grpc.StatusCode.OK, grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE)
 
 
 @dataclass
@@ -291,3 +291,8 @@ def test_tls_settings_that_cannot_work_are_refused(pki: Pki, tmp_path: Path) -> 
         grpc_config.client_credentials(Settings(grpc_tls_ca_file=missing))
     assert grpc_config.client_credentials(Settings()) is None
     assert json.loads(dict(grpc_config.client_options(Settings()))["grpc.service_config"])
+
+
+def test_the_service_config_for_other_teams_is_current() -> None:
+    document = Path(__file__).resolve().parents[2] / "docs" / "grpc-service-config.json"
+    assert document.read_text() == grpc_config.service_config_document(), "run python tools/service_config_doc.py"
