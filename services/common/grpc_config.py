@@ -85,9 +85,9 @@ def service_config(settings: Settings) -> dict[str, Any]:
     UNAVAILABLE for the reads (never for writes, which may have been applied before the connection broke)."""
     reads = [{"service": rpc.service, "method": rpc.method} for rpc in herald_rpcs().values() if rpc.read]
     return {
+        # No healthCheckConfig: its Watch stream on every connection would hold each server's graceful stop for
+        # its whole grace period; a stopping server's GOAWAY already sends new calls to the other replicas.
         "loadBalancingConfig": [{"round_robin": {}}],
-        # Replicas that report NOT_SERVING on grpc.health.v1 (one that is stopping) get no new calls.
-        "healthCheckConfig": {"serviceName": ""},
         "methodConfig": [
             {
                 "name": reads,
