@@ -49,7 +49,8 @@ class Rpc:
         return f"/{self.service}/{self.method}"
 
 
-def _reads_only(method: descriptor.MethodDescriptor) -> bool:
+def is_read(method: descriptor.MethodDescriptor) -> bool:
+    """Whether the RPC only reads: its proto's idempotency_level if set (NO_SIDE_EFFECTS), else its verb."""
     if method.client_streaming:
         return False  # a stream of requests (StreamImport) is an upload
     level = method.GetOptions().idempotency_level
@@ -73,7 +74,7 @@ def herald_rpcs() -> Mapping[str, Rpc]:
                 rpc = Rpc(
                     service.full_name,
                     method.name,
-                    read=_reads_only(method),
+                    read=is_read(method),
                     streaming=method.client_streaming or method.server_streaming,
                 )
                 rpcs[rpc.path] = rpc

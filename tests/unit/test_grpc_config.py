@@ -296,3 +296,30 @@ def test_tls_settings_that_cannot_work_are_refused(pki: Pki, tmp_path: Path) -> 
 def test_the_service_config_for_other_teams_is_current() -> None:
     document = Path(__file__).resolve().parents[2] / "docs" / "grpc-service-config.json"
     assert document.read_text() == grpc_config.service_config_document(), "run python tools/service_config_doc.py"
+
+
+def test_a_protos_idempotency_level_wins_over_the_name() -> None:
+    """`option idempotency_level` decides when the proto sets it; otherwise the verb does, and a stream of
+    requests is never a read."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
+    levels = descriptor_pb2.MethodOptions
+    file = descriptor_pb2.FileDescriptorProto(name="kinds.proto", package="kinds.v1", syntax="proto3")
+    file.message_type.add(name="M")
+    service = file.service.add(name="S")
+    for name, level, client_streaming in (
+        ("GetThing", levels.IDEMPOTENCY_UNKNOWN, False),
+        ("GetAndBump", levels.IDEMPOTENT, False),
+        ("Lookup", levels.NO_SIDE_EFFECTS, False),
+        ("StreamUpload", levels.IDEMPOTENCY_UNKNOWN, True),
+        ("Publish", levels.IDEMPOTENCY_UNKNOWN, False),
+    ):
+        method = service.method.add(
+            name=name, input_type=".kinds.v1.M", output_type=".kinds.v1.M", client_streaming=client_streaming
+        )
+        method.options.idempotency_level = level
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    methods = pool.FindServiceByName("kinds.v1.S").methods_by_name
+    reads = {name for name, method in methods.items() if grpc_config.is_read(method)}
+    assert reads == {"GetThing", "Lookup"}
