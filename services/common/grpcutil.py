@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from services.common import auth, grpc_metrics, permissions
+from services.common import auth, grpc_metrics, permissions, tracing
 from services.common.errors import DomainError, ErrorKind
 
 log = structlog.get_logger()
@@ -389,12 +389,17 @@ def channel(target: str, *, forward_principal: bool = True) -> grpc.aio.Channel:
     gRPC metrics").
     """
     options = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    # With tracing on (services/common/tracing.py), OpenTelemetry's client interceptors come first: they start
+    # the client span and put its traceparent into the call's metadata.
+    traced = tracing.grpc_client_interceptors()
     if not forward_principal:
-        inner = grpc.aio.insecure_channel(target, interceptors=[StreamClientInterceptor()], options=options)
+        inner = grpc.aio.insecure_channel(
+            target, interceptors=[*traced, StreamClientInterceptor()], options=options
+        )
         return cast(grpc.aio.Channel, MeasuredChannel(inner))
     return grpc.aio.insecure_channel(
         target,
-        interceptors=[ClientInterceptor(forward_principal=forward_principal), StreamClientInterceptor()],
+        interceptors=[*traced, ClientInterceptor(forward_principal=forward_principal), StreamClientInterceptor()],
         options=options,
     )
 
@@ -464,7 +469,8 @@ async def serve(
     `register` adds the servicers and returns their full service names.
     """
     server = grpc.aio.server(
-        interceptors=[CallInterceptor(name, token_secret)],
+        # With tracing on, OpenTelemetry's server interceptor wraps ours: the span is current in every log line.
+        interceptors=[*tracing.grpc_server_interceptors(), CallInterceptor(name, token_secret)],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
     try:
