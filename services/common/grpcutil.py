@@ -267,7 +267,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, DomainError):
-            await context.abort_with_status(rich_status(exc, self._domain))
+            status = rich_status(exc, self._domain)
+            # OpenTelemetry's server span sees abort() but not abort_with_status(): its status code is set here.
+            tracing.set_attributes({"rpc.grpc.status_code": status.code.value[0]})
+            await context.abort_with_status(status)
         if isinstance(exc, grpc.aio.AioRpcError):
             # A downstream service failed: pass its status through rather than hiding it.
             await context.abort(

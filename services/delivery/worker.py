@@ -421,7 +421,9 @@ class Worker:
         self._handlings += 1
         claimant = f"{self.worker_id}#r{self._handlings}"
         RETRIES_TOTAL.inc(len(due))
-        with structlog.contextvars.bound_contextvars(campaign_id=campaign_id):
+        traced = tracing.consuming(messages[0].subject, [m.headers for m in messages], retries.RETRIES_DURABLE)
+        with structlog.contextvars.bound_contextvars(campaign_id=campaign_id), traced:
+            tracing.set_attributes({"herald.campaign_id": campaign_id})
             try:
                 async with natsutil.kept_alive(messages, self._heartbeat):
                     finished = await self._retry(campaign_id, claimant, due)
