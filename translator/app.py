@@ -213,7 +213,8 @@ async def api(request: web.Request) -> web.Response:
         json_only = exc.code in (envelope.INVALID_JSON, envelope.INVALID_METHOD)
         response = respond(envelope.hard_failure_body(exc), status=exc.status, xml=xml and not json_only)
     label = command.name if command is not None else "unknown"
-    tracing.set_attributes({"herald.command": label, "herald.outcome": outcome})
+    if tracing.enabled():
+        tracing.set_attributes({"herald.command": label, "herald.outcome": outcome})
     REQUESTS.labels(label, outcome).inc()
     LATENCY.labels(label).observe(time.perf_counter() - started)
     return response
