@@ -19,7 +19,7 @@ from opentelemetry.trace import Link, Tracer
 from opentelemetry.trace import SpanKind as SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-# Set by `start` when tracing is on; None means off, and every function here returns at once.
+# Set by `use` (`start` calls it) when tracing is on; None means off, and every function here returns at once.
 _tracer: Tracer | None = None
 _provider: trace.TracerProvider | None = None
 _W3C = TraceContextTextMapPropagator()
@@ -146,7 +146,7 @@ def set_attributes(attributes: Mapping[str, Any]) -> None:
 
 
 def consuming(
-    subject: str, headers: Sequence[Mapping[str, str] | None], durable: str, **attributes: Any
+    subject: str, headers: Sequence[Mapping[str, str] | None], durable: str
 ) -> contextlib.AbstractContextManager[Any]:
     """The consumer span of NATS messages handled together (often one): the child of the traceparent in the first
     one's headers, linked to the others'."""
@@ -163,7 +163,6 @@ def consuming(
             "messaging.destination.name": subject,
             "messaging.consumer.group.name": durable,
             "messaging.batch.message_count": len(headers),
-            **attributes,
         },
     )
 
