@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 
 import pytest
 import structlog
@@ -64,3 +68,33 @@ def test_traces_are_exported_only_when_an_otlp_endpoint_is_set() -> None:
     assert tracing.protocol({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}) == "grpc"
     with pytest.raises(ValueError, match="http/json"):
         tracing.protocol({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"})
+
+
+# Run in a process of its own: logging's configuration is global, and other tests' logs must not change.
+_LOGGING_SCRIPT = """
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
+from services.common import tracing
+from services.common.logging import configure_logging
+
+tracing.use(TracerProvider())
+configure_logging("INFO", "json", process="test", trace_ids=True)
+log = structlog.get_logger()
+log.info("outside")
+with tracing.span("work") as span:
+    context = span.get_span_context()
+    print(f"{context.trace_id:032x} {context.span_id:016x}", flush=True)
+    log.info("inside")
+"""
+
+
+def test_configured_logging_writes_the_trace_and_span_ids_of_the_current_span() -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", _LOGGING_SCRIPT], cwd=root, capture_output=True, text=True, timeout=60, check=True
+    )
+    trace_id, span_id = done.stdout.split()
+    outside, inside = (json.loads(line) for line in done.stderr.splitlines())
+    assert outside["event"] == "outside" and "trace_id" not in outside
+    assert inside["event"] == "inside"
+    assert (inside["trace_id"], inside["span_id"]) == (trace_id, span_id)
