@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator, MutableMapping
@@ -98,3 +99,47 @@ def test_configured_logging_writes_the_trace_and_span_ids_of_the_current_span() 
     assert outside["event"] == "outside" and "trace_id" not in outside
     assert inside["event"] == "inside"
     assert (inside["trace_id"], inside["span_id"]) == (trace_id, span_id)
+
+
+def _serve(service: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "serve", service],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**env, **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_process_refuses_to_start_with_an_otlp_protocol_it_cannot_export_by() -> None:
+    done = _serve(
+        "tag",
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+    )
+    assert done.returncode != 0
+    assert "tag: OTEL_EXPORTER_OTLP_PROTOCOL='http/json' is not supported" in done.stderr
+
+
+def test_tracing_starts_with_either_otlp_protocol() -> None:
+    for chosen in tracing.PROTOCOLS:
+        script = (
+            "from services.common import tracing\n"
+            "assert tracing.start('tag')\n"
+            "assert tracing.grpc_server_interceptors() and tracing.grpc_client_interceptors()\n"
+            "print(type(tracing._provider._active_span_processor._span_processors[0].span_exporter).__module__)\n"
+        )
+        environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL": chosen}
+        env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=Path(__file__).resolve().parents[2],
+            env={**env, **environ},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        expected = "grpc" if chosen == "grpc" else "http"
+        assert done.stdout.strip() == f"opentelemetry.exporter.otlp.proto.{expected}.trace_exporter", done.stdout
