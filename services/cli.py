@@ -68,7 +68,13 @@ def database(settings: Settings, command: str) -> Iterator[Settings]:
 
 
 def _serve(settings: Settings, name: str) -> None:
-    configure_logging(settings.log_level, settings.log_format, process=name)
+    from services.common import tracing
+
+    try:
+        traced = tracing.start(name)
+    except ValueError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
+    configure_logging(settings.log_level, settings.log_format, process=name, trace_ids=traced)
     from services.common import metrics
 
     metrics.start(settings, name)

@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from services.common import tracing
 from services.common.grpcutil import decode_error
 from services.common.permissions import PERMISSION_DENIED
 from translator import archive, envelope, mail, message_pages, openapi, tracking, webhooks
@@ -212,6 +213,8 @@ async def api(request: web.Request) -> web.Response:
         json_only = exc.code in (envelope.INVALID_JSON, envelope.INVALID_METHOD)
         response = respond(envelope.hard_failure_body(exc), status=exc.status, xml=xml and not json_only)
     label = command.name if command is not None else "unknown"
+    if tracing.enabled():
+        tracing.set_attributes({"herald.command": label, "herald.outcome": outcome})
     REQUESTS.labels(label, outcome).inc()
     LATENCY.labels(label).observe(time.perf_counter() - started)
     return response
@@ -240,6 +243,40 @@ async def never_a_stack_trace(
         return respond(envelope.hard_failure_body(failure), status=500)
 
 
+@web.middleware
+async def traced_request(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The request's server span `<METHOD> <route>`, the child of the caller's W3C traceparent if it sent one."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else ""
+    attributes: dict[str, object] = {"http.request.method": request.method, "url.path": request.path}
+    if route:
+        attributes["http.route"] = route
+    with tracing.span(
+        f"{request.method} {route}".strip(),
+        parent=request.headers.get("traceparent"),
+        kind=tracing.SpanKind.SERVER,
+        attributes=attributes,
+        exceptions_fail=False,
+    ):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # a redirect or a 404 raised, answered by aiohttp
+            status = exc.status
+            raise
+        except BaseException:
+            status = 500
+            raise
+        else:
+            status = response.status
+            return response
+        finally:
+            tracing.set_attributes({"http.response.status_code": status})
+            if status >= 500:
+                tracing.mark_error(f"HTTP {status}")
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -256,7 +293,9 @@ async def metrics(request: web.Request) -> web.Response:
 def make_app(
     identity: IdentityStore, stubs: Stubs, public_url: str, commands: dict[str, Command]
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[never_a_stack_trace])
+    # With tracing on (services/common/tracing.py) each request has a server span; off, no middleware is added.
+    middlewares = [traced_request, never_a_stack_trace] if tracing.enabled() else [never_a_stack_trace]
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[COMMANDS_KEY] = commands
     app[IDENTITY_KEY] = identity
     app[STUBS_KEY] = stubs

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.campaign import convert, domain, events, sending, store
 from services.campaign.clock import Clock
 from services.campaign.domain import Campaign
-from services.common import auth, db, grpcutil
+from services.common import auth, db, grpcutil, tracing
 from services.common import events as herald_events
 from services.common.errors import DomainError, ErrorKind, FieldViolation
 from services.common.outbox import Outbox, UnitOfWork
@@ -202,6 +202,7 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
                 return convert.campaign_to_proto(current)
             saved = await store.save_campaign(conn, updated, replace_variations="variations" in patch.paths)
             events.record_status_change(work, current, saved)
+            await _keep_trace_context(conn, current, saved)
         return convert.campaign_to_proto(saved)
 
     async def PauseCampaign(
@@ -305,6 +306,7 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
                 raise domain.campaign_not_found(campaign_id)
             saved = await store.save_campaign(work.conn, change(current), replace_variations=False)
             events.record_status_change(work, current, saved)
+            await _keep_trace_context(work.conn, current, saved)
             if follow_up is not None:
                 await follow_up(work, saved)
         return convert.campaign_to_proto(saved)
@@ -410,3 +412,12 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
             entry.campaign_id: [campaign_pb2.CampaignTag(tag_id=tag.tag_id, name=tag.name) for tag in entry.tags]
             for entry in response.campaign_tags
         }
+
+
+async def _keep_trace_context(conn: AsyncConnection, before: Campaign, after: Campaign) -> None:
+    """A campaign made Ready keeps the request's traceparent (when tracing is on): the picker, which starts it
+    later outside the request, makes its span a child of it, so that the whole send is one trace."""
+    if after.status is domain.CampaignStatus.READY and before.status is not domain.CampaignStatus.READY:
+        traceparent = tracing.traceparent()
+        if traceparent is not None:
+            await store.keep_trace_context(conn, after.campaign_id, traceparent)

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from services.campaign import events, sending, store
 from services.campaign.clock import Clock
 from services.common import events as herald_events
+from services.common import tracing
 from services.common.event_signing import EventSigner
 from services.common.outbox import Outbox
 
@@ -49,22 +50,33 @@ class Picker:
         now = self._clock.now()
         async with self._outbox.unit_of_work() as work:
             due = await store.due_campaigns_for_update(work.conn, PICK_LIMIT, now)
+            # The traces of the requests that made them Ready go on here (services/common/tracing.py).
+            traces = (
+                await store.taken_trace_contexts(work.conn, [campaign.campaign_id for campaign, _ in due])
+                if due and tracing.enabled()
+                else {}
+            )
             for campaign, progress in due:
-                start = sending.start_sending(campaign, progress, now)
-                await store.save_sending(work.conn, start.campaign, start.progress)
-                events.record_status_change(work, campaign, start.campaign)
-                work.publish(
-                    herald_events.CAMPAIGN_SEND_REQUESTED,
-                    events.send_requested(start),
-                    key=events.send_request_key(start),
-                    signer=self._signer,
-                )
-                log.info(
-                    "campaign started sending",
-                    campaign_id=campaign.campaign_id,
-                    occurrence=start.progress.occurrences_started,
-                    resume=start.resume,
-                )
+                with tracing.span(
+                    "campaign.start_sending",
+                    parent=traces.get(campaign.campaign_id),
+                    attributes={"herald.campaign_id": campaign.campaign_id},
+                ):
+                    start = sending.start_sending(campaign, progress, now)
+                    await store.save_sending(work.conn, start.campaign, start.progress)
+                    events.record_status_change(work, campaign, start.campaign)
+                    work.publish(
+                        herald_events.CAMPAIGN_SEND_REQUESTED,
+                        events.send_requested(start),
+                        key=events.send_request_key(start),
+                        signer=self._signer,
+                    )
+                    log.info(
+                        "campaign started sending",
+                        campaign_id=campaign.campaign_id,
+                        occurrence=start.progress.occurrences_started,
+                        resume=start.resume,
+                    )
         return len(due)
 
     async def run(self, stop: asyncio.Event) -> None:

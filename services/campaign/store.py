@@ -826,3 +826,28 @@ async def auto_resend_for_update(
     stmt = _full_campaigns().where(_c.auto_resend_of == original_campaign_id).with_for_update(of=campaigns)
     row = (await conn.execute(stmt)).one_or_none()
     return (_full_campaign(row), _send_progress(row)) if row is not None else None
+
+
+# --- trace context (services/common/tracing.py) ----------------------------------------------------------------
+
+
+async def keep_trace_context(conn: AsyncConnection, campaign_id: int, traceparent: str) -> None:
+    """Keeps the traceparent of the request that made the campaign Ready, for the picker that starts it later."""
+    await conn.execute(
+        text("UPDATE campaign.campaigns SET traceparent = :t WHERE campaign_id = :c"),
+        {"t": traceparent, "c": campaign_id},
+    )
+
+
+async def taken_trace_contexts(conn: AsyncConnection, campaign_ids: Sequence[int]) -> dict[int, str]:
+    """The kept traceparents of the campaigns, by id, cleared as they are read: a later occurrence (a recurring
+    campaign's) starts a trace of its own."""
+    rows = await conn.execute(
+        text(
+            "UPDATE campaign.campaigns AS c SET traceparent = NULL FROM campaign.campaigns AS kept "
+            "WHERE c.campaign_id = kept.campaign_id AND c.campaign_id = ANY(:ids) AND kept.traceparent IS NOT NULL "
+            "RETURNING c.campaign_id, kept.traceparent"
+        ),
+        {"ids": list(campaign_ids)},
+    )
+    return {campaign_id: traceparent for campaign_id, traceparent in rows}

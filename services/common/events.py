@@ -39,7 +39,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from services.common import natsutil
+from services.common import natsutil, tracing
 from services.common.config import Settings
 from services.common.event_signing import EventSigner, UnsignedEvent
 from services.common.natsutil import Subjects
@@ -373,7 +373,10 @@ class Consumer(Generic[M]):
             return
         try:
             async with natsutil.kept_alive([message for message, _ in batch], self.ack_wait / 3):
-                await self.handle_batch([decoded for _, decoded in batch])
+                with tracing.consuming(
+                    batch[0][0].subject, [message.headers for message, _ in batch], self.durable
+                ):
+                    await self.handle_batch([decoded for _, decoded in batch])
         except Exception:
             log.warning(
                 "event batch failed; handling its events one by one",
@@ -405,7 +408,8 @@ class Consumer(Generic[M]):
     async def _handle(self, message: Msg, decoded: M) -> None:
         try:
             async with natsutil.kept_alive(message, self.ack_wait / 3):
-                await self.handle(decoded)
+                with tracing.consuming(message.subject, [message.headers], self.durable):
+                    await self.handle(decoded)
         except Exception:
             log.exception(
                 "event handling failed; it will come back", subject=message.subject, durable=self.durable

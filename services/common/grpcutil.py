@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from services.common import auth, grpc_config, grpc_metrics, permissions
+from services.common import auth, grpc_config, grpc_metrics, permissions, tracing
 from services.common.config import Settings, get_settings
 from services.common.errors import DomainError, ErrorKind
 
@@ -268,7 +268,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, DomainError):
-            await context.abort_with_status(rich_status(exc, self._domain))
+            status = rich_status(exc, self._domain)
+            # OpenTelemetry's server span sees abort() but not abort_with_status(): its status code is set here.
+            tracing.set_attributes({"rpc.grpc.status_code": status.code.value[0]})
+            await context.abort_with_status(status)
         if isinstance(exc, grpc.aio.AioRpcError):
             # A downstream service failed: pass its status through rather than hiding it.
             await context.abort(
@@ -408,15 +411,22 @@ def channel(
     """
     settings = settings or get_settings()
     deadlines = grpc_config.Deadlines(settings)
+    # With tracing on (services/common/tracing.py), OpenTelemetry's client interceptors come first: they start
+    # the client span and put its traceparent into the call's metadata.
+    traced = tracing.grpc_client_interceptors()
     if not forward_principal:
         inner = grpc_config.open_channel(
-            settings, target, interceptors=[StreamClientInterceptor()], options=options
+            settings, target, interceptors=[*traced, StreamClientInterceptor()], options=options
         )
         return cast(grpc.aio.Channel, MeasuredChannel(inner, deadlines=deadlines))
     return grpc_config.open_channel(
         settings,
         target,
-        interceptors=[ClientInterceptor(forward_principal=True, deadlines=deadlines), StreamClientInterceptor()],
+        interceptors=[
+            *traced,
+            ClientInterceptor(forward_principal=True, deadlines=deadlines),
+            StreamClientInterceptor(),
+        ],
         options=options,
     )
 
@@ -502,7 +512,8 @@ async def serve(
     """
     settings = settings or get_settings()
     server = grpc.aio.server(
-        interceptors=[CallInterceptor(name, token_secret)],
+        # With tracing on, OpenTelemetry's server interceptor wraps ours: the span is current in every log line.
+        interceptors=[*tracing.grpc_server_interceptors(), CallInterceptor(name, token_secret)],
         options=[("grpc.so_reuseport", 0), *grpc_config.server_options(settings)],
     )
     try:

@@ -7,9 +7,14 @@ import sys
 
 import structlog
 
+from services.common import tracing
 
-def configure_logging(level: str = "INFO", fmt: str = "json", process: str = "herald") -> None:
-    """Routes stdlib and structlog records through one renderer on stderr."""
+
+def configure_logging(
+    level: str = "INFO", fmt: str = "json", process: str = "herald", *, trace_ids: bool = False
+) -> None:
+    """Routes stdlib and structlog records through one renderer on stderr; with `trace_ids` (tracing is on), a line
+    written inside a span carries its trace_id and span_id."""
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -19,6 +24,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json", process: str = "he
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.CallsiteParameterAdder({structlog.processors.CallsiteParameter.MODULE}),
     ]
+    if trace_ids:
+        shared.append(tracing.add_trace_ids)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -24,6 +24,7 @@ from prometheus_client import Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.common import tracing
 from services.common.event_signing import EventSigner
 from services.common.events import EventType
 from services.common.natsutil import Subjects
@@ -47,12 +48,14 @@ def outbox_row(
     signer: EventSigner | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
-    """One outbox row as a unit of work writes it: subject `s`, Nats-Msg-Id `m`, payload `p`, headers `h` (JSON)."""
+    """One outbox row as a unit of work writes it: subject `s`, Nats-Msg-Id `m`, payload `p`, headers `h` (JSON),
+    and `t` the traceparent of the current span (None when tracing is off), which the relay publishes."""
     return {
         "s": subject,
         "m": event.msg_id(key),
         "p": event.encode(message, signer),
         "h": json.dumps(dict(headers)) if headers else None,
+        "t": tracing.traceparent(),
     }
 
 
@@ -108,9 +111,9 @@ class UnitOfWork:
         if self._messages:
             # msg_id is unique: a message already queued under the same id is not queued twice.
             columns, values = (
-                ("subject, msg_id, payload, headers", ":s, :m, :p, CAST(:h AS jsonb)")
+                ("subject, msg_id, payload, traceparent, headers", ":s, :m, :p, :t, CAST(:h AS jsonb)")
                 if (self._with_headers)
-                else ("subject, msg_id, payload", ":s, :m, :p")
+                else ("subject, msg_id, payload, traceparent", ":s, :m, :p, :t")
             )
             await self.conn.execute(
                 text(
@@ -237,7 +240,8 @@ class OutboxRelay:
             rows = (
                 await conn.execute(
                     text(
-                        f'SELECT id, subject, msg_id, payload, {self._headers_column} FROM "{self._schema}".outbox '
+                        f"SELECT id, subject, msg_id, payload, {self._headers_column}, traceparent "
+                        f'FROM "{self._schema}".outbox '
                         "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
                     ),
                     {"n": self._batch},
@@ -246,9 +250,16 @@ class OutboxRelay:
             done: list[int] = []
             failed: dict[int, str] = {}
             pipelined: list[tuple[int, str, asyncio.Future[PubAck]]] = []
-            for row_id, subject, msg_id, payload, headers in rows:
+            for row_id, subject, msg_id, payload, headers, traceparent in rows:
                 publish = self._js.publish(
-                    subject, bytes(payload), headers={**(headers or {}), "Nats-Msg-Id": msg_id}, timeout=5
+                    subject,
+                    bytes(payload),
+                    headers={
+                        **(headers or {}),
+                        **_trace_header(subject, msg_id, traceparent),
+                        "Nats-Msg-Id": msg_id,
+                    },
+                    timeout=5,
                 )
                 if self._unordered_prefix and subject.startswith(self._unordered_prefix):
                     pipelined.append((row_id, msg_id, asyncio.ensure_future(publish)))
@@ -306,3 +317,13 @@ class OutboxRelay:
             await asyncio.wait(waiters, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
+
+
+def _trace_header(subject: str, msg_id: str, traceparent: str | None) -> dict[str, str]:
+    """The message's W3C traceparent header: that of a producer span, the child of the row's traceparent (the
+    unit of work's span), so that the trace shows when the relay published; the row's own when tracing is off
+    here. None without a traceparent."""
+    if not traceparent:
+        return {}
+    with tracing.publishing(subject, msg_id, traceparent):
+        return {"traceparent": tracing.traceparent() or traceparent}

@@ -160,9 +160,10 @@ def _queued(outbox_rows: Sequence[Mapping[str, object]]) -> tuple[str, dict[str,
         return "", {}
     sql = """
             queued AS (
-                INSERT INTO delivery.outbox (subject, msg_id, payload, headers)
+                INSERT INTO delivery.outbox (subject, msg_id, payload, headers, traceparent)
                 SELECT * FROM unnest(CAST(:out_subjects AS text[]), CAST(:out_ids AS text[]),
-                                     CAST(:out_payloads AS bytea[]), CAST(:out_headers AS jsonb[]))
+                                     CAST(:out_payloads AS bytea[]), CAST(:out_headers AS jsonb[]),
+                                     CAST(:out_traceparents AS text[]))
                 ON CONFLICT (msg_id) DO NOTHING
             ),"""
     params = {
@@ -170,6 +171,7 @@ def _queued(outbox_rows: Sequence[Mapping[str, object]]) -> tuple[str, dict[str,
         "out_ids": [row["m"] for row in outbox_rows],
         "out_payloads": [row["p"] for row in outbox_rows],
         "out_headers": [row["h"] for row in outbox_rows],
+        "out_traceparents": [row.get("t") for row in outbox_rows],
     }
     return sql, params
 

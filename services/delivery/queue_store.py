@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common import events
+from services.common import events, tracing
 from services.common.outbox import UnitOfWork
 from services.delivery import retries, sending
 from services.delivery.domain import RecipientStatus
@@ -141,13 +141,19 @@ async def republished_batch_count(
                 WHERE campaign_id = :c AND status = '{RecipientStatus.PENDING}' {only_batch}
                 RETURNING batch_id
             )
-            INSERT INTO delivery.outbox (subject, msg_id, payload)
-            SELECT :subject, CAST(:c AS text) || ':' || b || ':' || CAST(:g AS text), {_BATCH_PAYLOAD}
+            INSERT INTO delivery.outbox (subject, msg_id, payload, traceparent)
+            SELECT :subject, CAST(:c AS text) || ':' || b || ':' || CAST(:g AS text), {_BATCH_PAYLOAD}, CAST(:tp AS text)
             FROM (SELECT DISTINCT batch_id AS b FROM bumped) AS batches
             ON CONFLICT (msg_id) DO NOTHING
             """
         ),
-        {"c": campaign_id, "g": generation, "subject": work.subject(events.DELIVERY_BATCH), "b": batch_id},
+        {
+            "c": campaign_id,
+            "g": generation,
+            "subject": work.subject(events.DELIVERY_BATCH),
+            "b": batch_id,
+            "tp": tracing.traceparent(),
+        },
     )
     return result.rowcount
 
@@ -160,8 +166,8 @@ async def add_batch_messages(
     await work.conn.execute(
         sa.text(
             f"""
-            INSERT INTO delivery.outbox (subject, msg_id, payload)
-            SELECT :subject, CAST(:c AS text) || ':' || b || ':' || CAST(:g AS text), {_BATCH_PAYLOAD}
+            INSERT INTO delivery.outbox (subject, msg_id, payload, traceparent)
+            SELECT :subject, CAST(:c AS text) || ':' || b || ':' || CAST(:g AS text), {_BATCH_PAYLOAD}, CAST(:tp AS text)
             FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS b
             ON CONFLICT (msg_id) DO NOTHING
             """
@@ -172,6 +178,7 @@ async def add_batch_messages(
             "g": generation,
             "first": first_batch,
             "last": last_batch,
+            "tp": tracing.traceparent(),
         },
     )
 

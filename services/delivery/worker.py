@@ -58,7 +58,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.common import db, events, natsutil
+from services.common import db, events, natsutil, tracing
 from services.common.config import Settings
 from services.common.events import UndecodableEvent
 from services.common.nats_link import NatsLink
@@ -421,7 +421,9 @@ class Worker:
         self._handlings += 1
         claimant = f"{self.worker_id}#r{self._handlings}"
         RETRIES_TOTAL.inc(len(due))
-        with structlog.contextvars.bound_contextvars(campaign_id=campaign_id):
+        traced = tracing.consuming(messages[0].subject, [m.headers for m in messages], retries.RETRIES_DURABLE)
+        with structlog.contextvars.bound_contextvars(campaign_id=campaign_id), traced:
+            tracing.set_attributes({"herald.campaign_id": campaign_id})
             try:
                 async with natsutil.kept_alive(messages, self._heartbeat):
                     finished = await self._retry(campaign_id, claimant, due)
@@ -550,7 +552,14 @@ class Worker:
         log_context = structlog.contextvars.bound_contextvars(
             campaign_id=batch.campaign_id, batch_id=batch.batch_id, generation=batch.generation
         )
-        with log_context:
+        with log_context, tracing.consuming(message.subject, [message.headers], streams.WORKERS_DURABLE):
+            tracing.set_attributes(
+                {
+                    "herald.campaign_id": batch.campaign_id,
+                    "herald.batch_id": batch.batch_id,
+                    "herald.generation": batch.generation,
+                }
+            )
             try:
                 async with natsutil.kept_alive(message, self._heartbeat):
                     done = await self._work(batch)
@@ -698,8 +707,13 @@ class Worker:
         await self._rate.wait()
         await self._campaign_pacer(campaign_id).wait()
         try:
-            # MAIL FROM is the recipient's signed return path: bounces come back to the bounce receiver.
-            await self._pool.send(template.return_path(recipient), recipient.email_address, content)
+            with tracing.span(
+                "smtp.send",
+                kind=tracing.SpanKind.CLIENT,
+                attributes={"herald.campaign_id": campaign_id, "herald.recipient_id": recipient.recipient_id},
+            ):
+                # MAIL FROM is the recipient's signed return path: bounces come back to the bounce receiver.
+                await self._pool.send(template.return_path(recipient), recipient.email_address, content)
         except SmtpSendError as exc:
             SMTP_REPLIES_TOTAL.labels(_reply_class(exc.reply.code) if exc.reply is not None else "none").inc()
             error = str(exc.reply) if exc.reply is not None else str(exc)

@@ -1,0 +1,6 @@
+-- The W3C traceparent of the span that wrote an outbox row (NULL when tracing is off), in a schema whose outbox
+-- predates it (services/common/outbox.sql has it): the relay publishes it as the traceparent header.
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text;
+-- The traceparent of the request that made the campaign Ready: the picker, which starts it later outside any
+-- request, continues that trace (services/campaign/picker.py). Cleared once picked.
+ALTER TABLE campaigns ADD COLUMN traceparent text;
