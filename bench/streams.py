@@ -70,6 +70,10 @@ async def grpc_events(target: str, token: str, campaign_id: int, wanted: int, si
     first = 0.0
     last_sent_at = 0.0
     async with grpc.aio.insecure_channel(target) as channel:
+        await channel.channel_ready()
+        # Ready before the call: it starts at `since`, so it misses nothing that happens meanwhile.
+        say_ready()
+        called = time.time()
         call = delivery_pb2_grpc.DeliveryServiceStub(channel).StreamDeliveryEvents(
             request, metadata=(("authorization", f"Bearer {token}"),)
         )
@@ -85,6 +89,7 @@ async def grpc_events(target: str, token: str, campaign_id: int, wanted: int, si
                 break
     return {
         "events": len(delays),
+        "called": called,
         "first": first,
         "last": time.time(),
         "delays": delays,
@@ -94,6 +99,7 @@ async def grpc_events(target: str, token: str, campaign_id: int, wanted: int, si
 
 async def bare_events(nats_url: str, subject: str, stream: str, wanted: int, since: datetime) -> dict[str, Any]:
     """The same with nats-py alone: an ephemeral pull consumer without acks, each message's JSON decoded."""
+    called = time.time()
     client = await nats.connect(nats_url)
     delays: list[float] = []
     first = 0.0
@@ -110,6 +116,7 @@ async def bare_events(nats_url: str, subject: str, stream: str, wanted: int, sin
                 inactive_threshold=30,
             ),
         )
+        say_ready()
         while len(delays) < wanted:
             try:
                 messages = await subscription.fetch(batch=256, timeout=5)
@@ -123,7 +130,7 @@ async def bare_events(nats_url: str, subject: str, stream: str, wanted: int, sin
         await subscription.unsubscribe()
     finally:
         await client.close()
-    return {"events": len(delays), "first": first, "last": time.time(), "delays": delays}
+    return {"events": len(delays), "called": called, "first": first, "last": time.time(), "delays": delays}
 
 
 async def watch(target: str, token: str, campaign_id: int) -> dict[str, Any]:
@@ -136,7 +143,14 @@ async def watch(target: str, token: str, campaign_id: int) -> dict[str, Any]:
         )
         async for progress in call:
             received.append((time.time(), progress.status, progress.statistics.total_sent, progress.heartbeat))
+            if len(received) == 1:
+                say_ready()
     return {"messages": received}
+
+
+def say_ready() -> None:
+    """Tells the run this client is connected and waiting (a line before the report)."""
+    print("ready", flush=True)
 
 
 def client_main(args: argparse.Namespace) -> None:
@@ -160,8 +174,15 @@ class Client:
     name: str
     process: subprocess.Popen[str]
 
+    def wait_ready(self) -> None:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"{self.name} client did not start: {line!r}")
+
     def report(self, timeout: float = 600) -> dict[str, Any]:
         out, _ = self.process.communicate(timeout=timeout)
+        out = out.removeprefix("ready\n")
         if self.process.returncode != 0:
             raise RuntimeError(f"{self.name} client failed ({self.process.returncode})")
         result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
@@ -215,7 +236,8 @@ def run(herald: Herald, recipients: int, csv: Path) -> None:
         start_client("bare JetStream consumer", *bare_args),
         start_client("WatchCampaign", "--role", "watch", "--target", herald.target("campaign"), *common),
     ]
-    time.sleep(3)  # the clients are connected and waiting
+    for client in live:
+        client.wait_ready()  # connected and waiting: a Python process takes seconds to start on a busy machine
     ready_sent = time.time()
     legacy(herald, "campaign.update", APIKey=key, CampaignID=campaign_id, CampaignStatus="Ready")
     ready_answered = time.time()
@@ -233,17 +255,15 @@ def run(herald: Herald, recipients: int, csv: Path) -> None:
 
     replay: dict[str, dict[str, Any]] = {}
     for name, arguments in (("StreamDeliveryEvents", grpc_args), ("bare JetStream consumer", bare_args)):
-        started = time.time()
         replay[name] = start_client(name, *arguments).report()
-        replay[name]["started"] = started
     print("(b) replay of the stored events, one client at a time")
     for name, result in replay.items():
         print(
-            f"    {name:<24} {result['events']:>7,} events  {rate(result, result['started']):8,.0f} events/s "
+            f"    {name:<24} {result['events']:>7,} events  {rate(result, result['called']):8,.0f} events/s "
             f"(from the call; {result['events'] / (result['last'] - result['first']):,.0f} from the first event)"
         )
-    ratio = rate(replay["StreamDeliveryEvents"], replay["StreamDeliveryEvents"]["started"]) / rate(
-        replay["bare JetStream consumer"], replay["bare JetStream consumer"]["started"]
+    ratio = rate(replay["StreamDeliveryEvents"], replay["StreamDeliveryEvents"]["called"]) / rate(
+        replay["bare JetStream consumer"], replay["bare JetStream consumer"]["called"]
     )
     print(f"    StreamDeliveryEvents / bare consumer: {ratio:.0%}")
 
