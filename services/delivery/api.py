@@ -33,6 +33,14 @@ from services.delivery.domain import CampaignStatistics, RecipientStatus
 from services.delivery.events import BOUNCE_KINDS, BOUNCE_SOURCES
 from services.delivery.queue import DeliveryQueue
 
+
+def _start_time(request: delivery_pb2.StreamDeliveryEventsRequest) -> datetime:
+    try:
+        return request.start_time.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise invalid("START_TIME_INVALID", "start_time is not a valid instant", "start_time") from exc
+
+
 # What a recorded open, click or unsubscription is, as a DeliveryEvent's kind.
 _ACTIVITY_KINDS = {
     domain.OPEN: delivery_pb2.DELIVERY_EVENT_KIND_OPENED,
@@ -350,7 +358,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
                 "campaign_id",
             )
         after = cursor.decode(request.cursor) if request.cursor else None
-        start_time = request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
+        start_time = _start_time(request) if request.HasField("start_time") else None
         if self._live is None or self._campaigns is None:
             raise DomainError(ErrorKind.UNAVAILABLE, "EVENTS_UNAVAILABLE", "this server does not stream events")
         owner = auth.principal().user_id

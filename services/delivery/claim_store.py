@@ -185,9 +185,9 @@ _RECORDED = (
 
 
 def _announced(events_subject: str | None, source: str = "recorded") -> tuple[str, dict[str, object]]:
-    """A WITH item (with its leading comma) that writes one DeliveryEvents message of the `source` rows (columns
-    as _RECORDED returns them) that became Sent or Failed into the outbox (none when none did), and its
-    parameters; nothing without a subject."""
+    """A WITH item (with its leading comma) that writes a DeliveryEvents message of the `source` rows (columns
+    as _RECORDED returns them) that became Sent or Failed into the outbox (none when none did; more than one
+    only past recipient_events.MAX_EVENTS_PER_MESSAGE rows), and its parameters; nothing without a subject."""
     if events_subject is None:
         return "", {}
     kind = (
@@ -200,17 +200,19 @@ def _announced(events_subject: str | None, source: str = "recorded") -> tuple[st
         f"CASE a.status WHEN '{RecipientStatus.SENT}' THEN a.sent_at ELSE a.failed_at END",
         f"CASE a.status WHEN '{RecipientStatus.FAILED}' THEN a.last_error END",
     )
+    # One message per block of recipient ids, so that no window or batch size makes one too large for NATS.
     insert = recipient_events.messages_sql(
         source,
         event,
-        "a.campaign_id",
+        "CAST(a.recipient_id / CAST(:ev_max AS bigint) AS text)",
         "CAST(:ev_subject AS text)",
-        "CAST(:ev_msg_id AS text)",
+        "CAST(:ev_msg_id AS text) || ':' || g",
         where=f"a.status IN ('{RecipientStatus.SENT}', '{RecipientStatus.FAILED}')",
     )
     return f", announced AS ({insert})", {
         "ev_subject": events_subject,
         "ev_msg_id": events.DELIVERY_EVENTS.msg_id(),
+        "ev_max": recipient_events.MAX_EVENTS_PER_MESSAGE,
     }
 
 

@@ -271,7 +271,7 @@ async def test_stream_delivery_events_of_all_campaigns_sees_each_of_the_users_an
     assert not {r.event.email_address for r in got} & {person.email for person in theirs}
 
 
-async def test_stream_delivery_events_refuses_another_users_campaign_and_a_malformed_cursor(
+async def test_stream_delivery_events_refuses_another_users_campaign_a_malformed_cursor_or_start_time(
     delivery_system: DeliveryHerald,
 ) -> None:
     herald = delivery_system
@@ -290,6 +290,16 @@ async def test_stream_delivery_events_refuses_another_users_campaign_and_a_malfo
             await _events(herald, owner.user_id, campaign_id=queued, cursor=cursor, deadline=10)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, cursor
         assert decode_error(caught.value).reason == "CURSOR_INVALID"
+    async with grpc.aio.insecure_channel(herald.system.grpc_target("delivery")) as channel:
+        bad_start = delivery_pb2.StreamDeliveryEventsRequest(campaign_id=queued)
+        bad_start.start_time.nanos = -5
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in delivery_pb2_grpc.DeliveryServiceStub(channel).StreamDeliveryEvents(
+                bad_start, metadata=grpc_metadata(herald.system, owner.user_id), timeout=10
+            ):
+                pass
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert decode_error(caught.value).reason == "START_TIME_INVALID"
     # The owner's own draft streams (nothing yet): the call is accepted.
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _events(herald, owner.user_id, campaign_id=draft, deadline=2)
