@@ -364,7 +364,12 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
         owner = auth.principal().user_id
         if request.campaign_id:
             await self._check_campaign_owner(self._campaigns, request.campaign_id, owner)
-        source = event_stream.delivery_events(self._live, owner, request.campaign_id, after, start_time)
+
+        async def started() -> None:
+            # The response headers tell the client the stream is live: what happens from now on reaches it.
+            await context.send_initial_metadata(())
+
+        source = event_stream.delivery_events(self._live, owner, request.campaign_id, after, start_time, started)
         async with contextlib.aclosing(source) as happened:
             async for event, position in happened:
                 yield delivery_pb2.StreamDeliveryEventsResponse(event=event, cursor=position.encode())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime
 
 import nats.errors
@@ -42,10 +42,16 @@ class _Gap(Exception):
 
 
 async def delivery_events(
-    live: LiveNats, owner_user_id: int, campaign_id: int, after: Cursor | None, start_time: datetime | None
+    live: LiveNats,
+    owner_user_id: int,
+    campaign_id: int,
+    after: Cursor | None,
+    start_time: datetime | None,
+    started: Callable[[], Awaitable[None]],
 ) -> AsyncGenerator[tuple[delivery_pb2.DeliveryEvent, Cursor]]:
     """Yields the owner's events of `campaign_id` (0: of every campaign) with their cursors, endlessly: those
-    after `after`, else those from `start_time`, else those from now on."""
+    after `after`, else those from `start_time`, else those from now on. `started` is awaited once the first
+    consumer exists: from then on, "now on" includes every event published."""
     client = await live.client()
     js = client.jetstream()
     stream = live.subjects.events_stream
@@ -54,6 +60,7 @@ async def delivery_events(
     next_sequence: int | None = after.sequence if after is not None else None
     if next_sequence is None and start_time is None:
         next_sequence = (await js.stream_info(stream)).state.last_seq + 1
+    announced_start = False
     while True:
         name = f"{live.subjects.namespace}-delivery-events-{uuid.uuid4().hex}"
         config = ConsumerConfig(
@@ -71,6 +78,9 @@ async def delivery_events(
         )
         try:
             await js.add_consumer(stream, config)
+            if not announced_start:
+                announced_start = True
+                await started()
             try:
                 subscription = await js.pull_subscribe_bind(consumer=name, stream=stream)
                 async with contextlib.aclosing(_messages(subscription)) as messages:

@@ -256,16 +256,26 @@ async def test_stream_delivery_events_of_all_campaigns_sees_each_of_the_users_an
     user, other = await herald.new_user(), await herald.new_user()
     _, mine, list_id = await audience(herald, user, 5)
     _, theirs, their_list = await audience(herald, other, 5)
-    since = datetime.now(UTC)
-    first = await started_campaign(herald, user, [list_id], name="One")
-    await started_campaign(herald, other, [their_list], name="Theirs")
-    second = await started_campaign(herald, user, [list_id], name="Two")
-
-    def both_sent(got: list[delivery_pb2.StreamDeliveryEventsResponse]) -> bool:
-        sent = Counter(r.event.campaign_id for r in got if r.event.kind == SENT)
-        return sent[first] == len(mine) and sent[second] == len(mine)
-
-    got = await _events(herald, user.user_id, since=since, until=both_sent)
+    got: list[delivery_pb2.StreamDeliveryEventsResponse] = []
+    campaigns: list[int] = []
+    async with grpc.aio.insecure_channel(herald.system.grpc_target("delivery")) as channel:
+        # Without a cursor or start_time: the events from now on, "now" being when the response headers came.
+        call = delivery_pb2_grpc.DeliveryServiceStub(channel).StreamDeliveryEvents(
+            delivery_pb2.StreamDeliveryEventsRequest(),
+            metadata=grpc_metadata(herald.system, user.user_id),
+            timeout=60,
+        )
+        await call.initial_metadata()
+        campaigns.append(await started_campaign(herald, user, [list_id], name="One"))
+        await started_campaign(herald, other, [their_list], name="Theirs")
+        campaigns.append(await started_campaign(herald, user, [list_id], name="Two"))
+        async for response in call:
+            got.append(response)
+            sent = Counter(r.event.campaign_id for r in got if r.event.kind == SENT)
+            if all(sent[campaign_id] == len(mine) for campaign_id in campaigns):
+                call.cancel()
+                break
+    first, second = campaigns
     assert {r.event.campaign_id for r in got} == {first, second}
     assert {r.event.owner_user_id for r in got} == {user.user_id}
     assert not {r.event.email_address for r in got} & {person.email for person in theirs}
