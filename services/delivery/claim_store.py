@@ -13,9 +13,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from herald.delivery.v1 import delivery_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.delivery import sending
+from services.common import events
+from services.delivery import recipient_events, sending
 from services.delivery.domain import RecipientStatus
 from services.delivery.message import Recipient
 from services.delivery.sending import Outcome, RunState
@@ -66,24 +68,43 @@ async def run_content(conn: AsyncConnection, campaign_id: int) -> tuple[int, Map
 
 
 async def resolved_stale_claim_count(
-    conn: AsyncConnection, campaign_id: int, batch_id: int, claimant: str, stale_seconds: float
+    conn: AsyncConnection,
+    campaign_id: int,
+    batch_id: int,
+    claimant: str,
+    stale_seconds: float,
+    events_subject: str | None = None,
 ) -> int:
     """Marks Failed (ambiguous) the batch's rows another claimant took longer ago than `stale_seconds`.
 
     That worker is presumed dead: it may or may not have sent them, so they are not sent again. The
     claim is kept, so that a worker that was only cut off from NATS can still record what really happened.
+    With `events_subject`, the same statement announces them Failed.
     """
+    announced, announced_params = _announced(events_subject, source="resolved")
     result = await conn.execute(
         sa.text(
             f"""
-            UPDATE delivery.recipients SET status = '{RecipientStatus.FAILED}', failed_at = now(), last_error = :error
-            WHERE campaign_id = :c AND batch_id = :b AND status = '{RecipientStatus.SENDING}' AND claimed_by <> :w
-              AND claimed_at < now() - make_interval(secs => :s)
+            WITH resolved AS (
+                UPDATE delivery.recipients AS r
+                SET status = '{RecipientStatus.FAILED}', failed_at = now(), last_error = :error
+                WHERE campaign_id = :c AND batch_id = :b AND status = '{RecipientStatus.SENDING}' AND claimed_by <> :w
+                  AND claimed_at < now() - make_interval(secs => :s)
+                {_RECORDED}
+            ){announced}
+            SELECT count(*) FROM resolved
             """
         ),
-        {"c": campaign_id, "b": batch_id, "w": claimant, "s": stale_seconds, "error": sending.AMBIGUOUS},
+        {
+            "c": campaign_id,
+            "b": batch_id,
+            "w": claimant,
+            "s": stale_seconds,
+            "error": sending.AMBIGUOUS,
+            **announced_params,
+        },
     )
-    return result.rowcount
+    return int(result.scalar_one())
 
 
 def _outcome_arrays(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
@@ -134,38 +155,80 @@ async def record_outcomes(
     claimant: str,
     outcomes: Sequence[Outcome],
     outbox_rows: Sequence[Mapping[str, object]] = (),
+    events_subject: str | None = None,
 ) -> int:
     """Writes the outcomes of the claimant's rows in one statement; returns how many rows it changed.
 
-    `outbox_rows` (retry messages, as in `recorded_and_claimed`) are written into the outbox by the same
-    statement: in autocommit, the campaign's counts row is locked for one statement only.
+    `outbox_rows` (retry messages, as in `recorded_and_claimed`) and, with `events_subject`, the DeliveryEvents
+    of the rows that became Sent or Failed are written into the outbox by the same statement: in autocommit,
+    the campaign's counts row is locked for one statement only.
     """
     queued, queued_params = _queued(outbox_rows)
-    if not queued:
+    announced, announced_params = _announced(events_subject)
+    if not queued and not announced:
         result = await conn.execute(
             sa.text(_RECORD), {"c": campaign_id, "w": claimant, **_outcome_arrays(outcomes)}
         )
         return result.rowcount
     result = await conn.execute(
-        sa.text(f"WITH {queued} recorded AS ({_RECORD} RETURNING r.recipient_id) SELECT count(*) FROM recorded"),
-        {"c": campaign_id, "w": claimant, **_outcome_arrays(outcomes), **queued_params},
+        sa.text(f"WITH recorded AS ({_RECORD} {_RECORDED}){queued}{announced} SELECT count(*) FROM recorded"),
+        {"c": campaign_id, "w": claimant, **_outcome_arrays(outcomes), **queued_params, **announced_params},
     )
     return int(result.scalar_one())
 
 
+# What a recorded row tells its event.
+_RECORDED = (
+    "RETURNING r.recipient_id, r.owner_user_id, r.campaign_id, r.subscriber_id, r.email_address, r.status, "
+    "r.sent_at, r.failed_at, r.last_error"
+)
+
+
+def _announced(events_subject: str | None, source: str = "recorded") -> tuple[str, dict[str, object]]:
+    """A WITH item (with its leading comma) that writes a DeliveryEvents message of the `source` rows (columns
+    as _RECORDED returns them) that became Sent or Failed into the outbox (none when none did; more than one
+    only past recipient_events.MAX_EVENTS_PER_MESSAGE rows), and its parameters; nothing without a subject."""
+    if events_subject is None:
+        return "", {}
+    kind = (
+        f"CASE a.status WHEN '{RecipientStatus.SENT}' THEN '{recipient_events.KIND_NAMES[delivery_pb2.DELIVERY_EVENT_KIND_SENT]}' "
+        f"ELSE '{recipient_events.KIND_NAMES[delivery_pb2.DELIVERY_EVENT_KIND_FAILED]}' END"
+    )
+    event = recipient_events.event_json(
+        "a",
+        kind,
+        f"CASE a.status WHEN '{RecipientStatus.SENT}' THEN a.sent_at ELSE a.failed_at END",
+        f"CASE a.status WHEN '{RecipientStatus.FAILED}' THEN a.last_error END",
+    )
+    # One message per block of recipient ids, so that no window or batch size makes one too large for NATS.
+    insert = recipient_events.messages_sql(
+        source,
+        event,
+        "CAST(a.recipient_id / CAST(:ev_max AS bigint) AS text)",
+        "CAST(:ev_subject AS text)",
+        "CAST(:ev_msg_id AS text) || ':' || g",
+        where=f"a.status IN ('{RecipientStatus.SENT}', '{RecipientStatus.FAILED}')",
+    )
+    return f", announced AS ({insert})", {
+        "ev_subject": events_subject,
+        "ev_msg_id": events.DELIVERY_EVENTS.msg_id(),
+        "ev_max": recipient_events.MAX_EVENTS_PER_MESSAGE,
+    }
+
+
 def _queued(outbox_rows: Sequence[Mapping[str, object]]) -> tuple[str, dict[str, list[object]]]:
-    """A WITH item (with its trailing comma) that writes `outbox_rows` into the outbox, and its parameters;
+    """A WITH item (with its leading comma) that writes `outbox_rows` into the outbox, and its parameters;
     nothing without rows."""
     if not outbox_rows:
         return "", {}
-    sql = """
+    sql = """,
             queued AS (
                 INSERT INTO delivery.outbox (subject, msg_id, payload, headers, traceparent)
                 SELECT * FROM unnest(CAST(:out_subjects AS text[]), CAST(:out_ids AS text[]),
                                      CAST(:out_payloads AS bytea[]), CAST(:out_headers AS jsonb[]),
                                      CAST(:out_traceparents AS text[]))
                 ON CONFLICT (msg_id) DO NOTHING
-            ),"""
+            )"""
     params = {
         "out_subjects": [row["s"] for row in outbox_rows],
         "out_ids": [row["m"] for row in outbox_rows],
@@ -185,6 +248,7 @@ async def recorded_and_claimed(
     outcomes: Sequence[Outcome],
     limit: int,
     outbox_rows: Sequence[Mapping[str, object]] = (),
+    events_subject: str | None = None,
 ) -> list[ClaimedRecipient]:
     """In one statement: writes the last window's outcomes and claims the next `limit` Pending rows of the batch.
 
@@ -192,13 +256,15 @@ async def recorded_and_claimed(
     among `outcomes` were claimed by a statement whose answer never arrived (the connection broke): nobody
     sent them, so they go back to Pending. `outbox_rows` (the retry messages of the window's deferred
     recipients, services/common/outbox.outbox_row) are written into the outbox by the same statement: all
-    or nothing with the outcomes; the relay publishes them at its next poll.
+    or nothing with the outcomes; the relay publishes them at its next poll. So is, with `events_subject`, one
+    DeliveryEvents message of the window's Sent and Failed rows (services/delivery/recipient_events.py).
     """
     queued, queued_params = _queued(outbox_rows)
+    announced, announced_params = _announced(events_subject)
     rows = await conn.execute(
         sa.text(
             f"""
-            WITH recorded AS ({_RECORD} RETURNING r.recipient_id),{queued}
+            WITH recorded AS ({_RECORD} {_RECORDED}){queued}{announced},
             lost AS (
                 UPDATE delivery.recipients
                 SET status = '{RecipientStatus.PENDING}', claimed_by = NULL, claimed_at = NULL
@@ -236,6 +302,7 @@ async def recorded_and_claimed(
             "n": limit,
             **_outcome_arrays(outcomes),
             **queued_params,
+            **announced_params,
         },
     )
     return [ClaimedRecipient(*row) for row in rows]
@@ -247,6 +314,7 @@ async def claimed_retries(
     claimant: str,
     retries: Sequence[tuple[int, int]],
     stale_seconds: float,
+    events_subject: str | None = None,
 ) -> tuple[list[ClaimedRecipient], int]:
     """Claims the campaign's rows that due retry messages name, as (recipient_id, attempt); returns them and how
     many rows were Failed instead (stale, or superseded).
@@ -257,8 +325,10 @@ async def claimed_retries(
     row still Sending for the same attempt under another claimant for longer than `stale_seconds` was
     being retried by a worker presumed dead (its message came back): it is Failed as ambiguous, never
     sent again silently. A row deferred in an earlier occurrence of a recurring campaign whose content has been
-    replaced since is Failed with its last reply (its message can no longer be made).
+    replaced since is Failed with its last reply (its message can no longer be made). With `events_subject`,
+    the same statement announces the rows it Failed.
     """
+    announced, announced_params = _announced(events_subject, source="given_up")
     ids = [recipient_id for recipient_id, _ in retries]
     attempts = [attempt for _, attempt in retries]
     result = await conn.execute(
@@ -275,7 +345,7 @@ async def claimed_retries(
                 WHERE r.campaign_id = :c AND r.recipient_id = w.recipient_id AND r.attempts = w.attempt
                   AND r.status = '{RecipientStatus.SENDING}' AND r.deferred_since IS NOT NULL
                   AND r.claimed_by <> :w AND r.claimed_at < now() - make_interval(secs => :s)
-                RETURNING r.recipient_id
+                {_RECORDED}
             ),
             run AS (SELECT state, occurrence FROM delivery.campaign_runs WHERE campaign_id = :c),
             superseded AS (
@@ -287,8 +357,9 @@ async def claimed_retries(
                 WHERE r.campaign_id = :c AND r.recipient_id = w.recipient_id AND r.attempts = w.attempt
                   AND r.status = '{RecipientStatus.DEFERRED}' AND r.occurrence <> run.occurrence
                   AND run.state IN ('{RunState.SENDING}', '{RunState.SENT}')
-                RETURNING r.recipient_id
+                {_RECORDED}
             ),
+            given_up AS (SELECT * FROM stale UNION ALL SELECT * FROM superseded){announced},
             claimed AS (
                 UPDATE delivery.recipients AS r
                 SET status = '{RecipientStatus.SENDING}', claimed_by = :w, claimed_at = now()
@@ -313,6 +384,7 @@ async def claimed_retries(
             "ids": ids,
             "attempts": attempts,
             "ambiguous": sending.AMBIGUOUS,
+            **announced_params,
         },
     )
     claimed: list[ClaimedRecipient] = []
