@@ -69,6 +69,11 @@ protos: $(STAMP)
 sdk: $(STAMP) $(NODE_PACKAGES) $(JAVA_SDK)
 	$(BIN)/python tools/sdk.py
 
+# Records the protos as released: `buf breaking` (tests/test_sdk.py) fails any later change that breaks them.
+# Run it when a release is cut, and only then; a breaking change belongs in a new package version (v2).
+breaking-baseline: $(STAMP)
+	$(BIN)/buf build --exclude-source-info -o protos/baseline.binpb
+
 lint: $(STAMP)
 	$(BIN)/ruff check services translator tests bench tools
 	$(BIN)/ruff format --check services translator tests bench tools
