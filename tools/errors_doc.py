@@ -548,9 +548,9 @@ class Program:
         found: dict[str, str] = {}
         for function in self.functions():
             for node in ast.walk(function.node):
-                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                if not isinstance(node, ast.Call):
                     continue
-                helper = wanting.get(node.func.id)
+                helper = wanting.get(getattr(node.func, "id", getattr(node.func, "attr", "")))
                 if helper is None:
                     continue
                 at = helper.params().index("message")
@@ -671,23 +671,28 @@ class Program:
         return seen
 
     def reasons_by_rpc(self) -> dict[str, dict[str, set[str]]]:
-        """Every reason each RPC can answer with the kinds it can come as, its neighbours' included,
-        the interceptor's excluded."""
-        by_name = self.by_qualname
-        own: dict[str, dict[str, set[str]]] = {}
+        """Every reason each RPC can answer with the kinds it can come as."""
+        return {
+            method: {reason: {site.kind for site in sites} for reason, sites in reasons.items()}
+            for method, reasons in self.sites_by_rpc().items()
+        }
+
+    def sites_by_rpc(self) -> dict[str, dict[str, set[Site]]]:
+        """The sites of every reason each RPC can answer, its neighbours' included, the interceptor's excluded."""
+        own: dict[str, dict[str, set[Site]]] = {}
         calls: dict[str, set[str]] = {}
         for method, function in self.rpc_methods.items():
-            reached = [by_name[name] for name in self.reachable(function)]
-            kinds: dict[str, set[str]] = defaultdict(set)
+            reached = [self.by_qualname[name] for name in self.reachable(function)]
+            sites: dict[str, set[Site]] = defaultdict(set)
             for f in reached:
                 for site in f.sites:
-                    kinds[site.reason].add(site.kind)
+                    sites[site.reason].add(Site(site.reason, site.kind, site.message))
             for (module_name, table), kind in KIND_TABLES.items():
                 if any(f.module.name == module_name and _names(f.node, table) for f in reached):
                     for reason in self._table_reasons(module_name, table):
-                        if reason in kinds:
-                            kinds[reason].add(kind)
-            own[method] = kinds
+                        if reason in sites:
+                            sites[reason].add(Site(reason, kind, ""))
+            own[method] = sites
             calls[method] = {rpc for f in reached for rpc in f.rpcs}
         by_short: dict[str, list[str]] = defaultdict(list)
         for method in self.rpc_methods:
@@ -703,7 +708,7 @@ class Program:
                             changed = True
         interceptor = self.interceptor_reasons()
         return {
-            method: {reason: kinds for reason, kinds in reasons.items() if reason not in interceptor}
+            method: {reason: found for reason, found in reasons.items() if reason not in interceptor}
             for method, reasons in own.items()
         }
 
@@ -733,41 +738,36 @@ def _row_text(text: str) -> str:
 
 
 def markdown(program: Program) -> str:
-    sites = program.sites_by_reason()
+    fallback = program._caller_messages() | program._tuple_messages()
 
-    paired = program._caller_messages() | program._tuple_messages()
-
-    def code(reason: str, kinds: set[str]) -> str:
+    def row(reason: str, sites: set[Site]) -> str:
+        codes = ", ".join(sorted({CODES[site.kind] for site in sites}))
         if reason == "UNAUTHENTICATED":  # rich_status (services/common/grpcutil.py) answers it as its own code
-            return "UNAUTHENTICATED"
-        return ", ".join(sorted({CODES[kind] for kind in kinds}))
+            codes = "UNAUTHENTICATED"
+        messages = sorted({site.message for site in sites if site.message}, key=lambda m: (len(m), m))
+        if not messages and reason in fallback:
+            messages = [fallback[reason]]
+        meaning = "; ".join(f"“{_row_text(m)}”" for m in messages[:3])
+        if len(messages) > 3:
+            meaning += f" (and {len(messages) - 3} more)"
+        return f"| `{reason}` | {codes} | {meaning} |"
 
-    def meaning(reason: str) -> str:
-        messages = sorted({site.message for site in sites[reason] if site.message}, key=lambda m: (len(m), m))
-        if not messages and reason in paired:
-            messages = [paired[reason]]
-        shown = "; ".join(f"“{_row_text(m)}”" for m in messages[:3])
-        more = len(messages) - 3
-        return shown + (f" (and {more} more)" if more > 0 else "")
-
+    everywhere = program.sites_by_reason()
     lines = ["### Every RPC", "", "| reason | code | meaning |", "|---|---|---|"]
-    for reason in sorted(program.interceptor_reasons()):
-        lines.append(f"| `{reason}` | {code(reason, {site.kind for site in sites[reason]})} | {meaning(reason)} |")
-    by_rpc = program.reasons_by_rpc()
+    lines += [row(reason, set(everywhere[reason])) for reason in sorted(program.interceptor_reasons())]
+    by_rpc = program.sites_by_rpc()
     services: dict[str, list[str]] = defaultdict(list)
     for method in sorted(by_rpc):
         services[method.lstrip("/").split("/")[0]].append(method)
     for service, methods in services.items():
         lines += ["", f"### {service}", ""]
         for method in methods:
-            name = method.rsplit("/", 1)[1]
-            reasons = sorted(by_rpc[method].items())
-            lines += [f"#### {name}", ""]
-            if not reasons:
+            lines += [f"#### {method.rsplit('/', 1)[1]}", ""]
+            if not by_rpc[method]:
                 lines += ["Only the reasons of every RPC.", ""]
                 continue
             lines += ["| reason | code | meaning |", "|---|---|---|"]
-            lines += [f"| `{reason}` | {code(reason, kinds)} | {meaning(reason)} |" for reason, kinds in reasons]
+            lines += [row(reason, sites) for reason, sites in sorted(by_rpc[method].items())]
             lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
 
