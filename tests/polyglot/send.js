@@ -3,8 +3,8 @@
 // watched through CampaignService.WatchCampaign until Sent; then its statistics.
 //
 // Environment: HERALD_PROTOS (the protos/ directory), HERALD_TOKEN (a principal token, as
-// `herald token mint` prints it), HERALD_CAMPAIGN_TARGET, HERALD_AUDIENCE_TARGET and
-// HERALD_DELIVERY_TARGET (host:port of each service), HERALD_RECIPIENTS (comma-separated addresses) and
+// `herald token mint` prints it), HERALD_CAMPAIGN_TARGET and HERALD_AUDIENCE_TARGET (host:port of
+// each service), HERALD_RECIPIENTS (comma-separated addresses) and
 // HERALD_FROM (the sender address). Prints one JSON object per step on stdout; exits 1 on any error.
 "use strict";
 
@@ -26,7 +26,6 @@ const files = [
   "herald/audience/v1/audience.proto",
   "herald/campaign/v1/campaign.proto",
   "herald/campaign/v1/email.proto",
-  "herald/delivery/v1/delivery.proto",
 ];
 const definition = protoLoader.loadSync(files, { ...LOADER_OPTIONS, includeDirs: [protos] });
 const herald = grpc.loadPackageDefinition(definition).herald;
@@ -36,7 +35,6 @@ const campaigns = new herald.campaign.v1.CampaignService(env("HERALD_CAMPAIGN_TA
 // EmailService is served by the campaign server.
 const emails = new herald.campaign.v1.EmailService(env("HERALD_CAMPAIGN_TARGET"), credentials);
 const audience = new herald.audience.v1.AudienceService(env("HERALD_AUDIENCE_TARGET"), credentials);
-const delivery = new herald.delivery.v1.DeliveryService(env("HERALD_DELIVERY_TARGET"), credentials);
 
 const metadata = new grpc.Metadata();
 metadata.set("authorization", `Bearer ${env("HERALD_TOKEN")}`);
@@ -123,16 +121,18 @@ async function main() {
   const last = progress[progress.length - 1];
   report("watched", { messages: progress.length, final_status: last ? last.status : null });
 
-  const statistics = await call(delivery, "BatchGetCampaignStatistics", {
-    campaign_ids: [campaign.campaign_id],
-    view: "STATISTICS_VIEW_TOTALS",
+  // The campaign's statistics come with the full view (delivery's own statistics RPC is internal).
+  const sent = await call(campaigns, "GetCampaign", {
+    campaign_id: campaign.campaign_id,
+    view: "CAMPAIGN_VIEW_FULL",
+    statistics_view: "STATISTICS_VIEW_TOTALS",
   });
-  const figures = statistics.statistics.find((s) => s.campaign_id === campaign.campaign_id);
   report("statistics", {
-    campaign_id: figures.campaign_id,
-    total_recipients: figures.total_recipients,
-    total_sent: figures.total_sent,
-    total_failed: figures.total_failed,
+    campaign_id: sent.campaign_id,
+    status: sent.status,
+    total_recipients: sent.statistics.total_recipients,
+    total_sent: sent.statistics.total_sent,
+    total_failed: sent.statistics.total_failed,
   });
 }
 

@@ -47,7 +47,6 @@ async def test_a_node_client_sends_a_campaign_and_watches_it_to_sent(system: Sys
         "HERALD_TOKEN": token_for(system, user.user_id),
         "HERALD_CAMPAIGN_TARGET": system.grpc_target("campaign"),
         "HERALD_AUDIENCE_TARGET": system.grpc_target("audience"),
-        "HERALD_DELIVERY_TARGET": system.grpc_target("delivery"),
         "HERALD_RECIPIENTS": ",".join(recipients),
         "HERALD_FROM": f"news@{domain}",
     }
@@ -74,6 +73,7 @@ async def test_a_node_client_sends_a_campaign_and_watches_it_to_sent(system: Sys
     assert statistics == {
         "step": "statistics",
         "campaign_id": campaign_id,
+        "status": "CAMPAIGN_STATUS_SENT",
         "total_recipients": "3",
         "total_sent": "3",
         "total_failed": "0",
