@@ -42,6 +42,15 @@ def test_every_reason_the_audience_service_declares_is_answered_by_some_rpc(
     assert set(declared) - answered == set()
 
 
+def test_every_reason_raised_in_services_is_answered_by_some_rpc(
+    program: errors_doc.Program, by_rpc: dict[str, dict[str, set[str]]]
+) -> None:
+    # A reason raised where no RPC reaches is dead code or a gap of the analysis: either way, look.
+    raised = set(program.sites_by_reason()) - program.interceptor_reasons()
+    answered = {reason for reasons in by_rpc.values() for reason in reasons}
+    assert raised - answered == set()
+
+
 def test_known_rpcs_list_their_reasons_with_their_codes(by_rpc: dict[str, dict[str, set[str]]]) -> None:
     assert by_rpc["/herald.tag.v1.TagService/GetTag"] == {
         "TAG_ID_REQUIRED": {"INVALID"},
@@ -104,7 +113,8 @@ def test_the_analysis_follows_helpers_constants_and_neighbour_rpcs(tmp_path: Pat
         )
     )
 
-    found = errors_doc.Program(services).reasons_by_rpc()
+    synthetic = errors_doc.Program(services)
+    found = synthetic.reasons_by_rpc()
 
     get = {
         "THING_ID_REQUIRED": {"INVALID"},
@@ -115,3 +125,5 @@ def test_the_analysis_follows_helpers_constants_and_neighbour_rpcs(tmp_path: Pat
         "/herald.thing.v1.ThingService/GetThing": get,
         "/herald.thing.v1.ThingService/MakeThing": get | {"THING_EXISTS": {"CONFLICT"}},
     }
+    # Raised where no RPC reaches: the completeness test above would name it.
+    assert "NEVER_ANSWERED" in synthetic.sites_by_reason()
