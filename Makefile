@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lock run test protos sdk breaking-baseline errors-doc lint bench clean
+.PHONY: install lock run test protos sdk breaking-baseline lint bench clean
+# `make` alone installs everything `make run` and `make test` need.
+.DEFAULT_GOAL := install
 
 UV     := $(BIN)/uv
 # uv installs into .venv exactly what uv.lock pins (hashes checked), nothing from the index's newest.
@@ -40,13 +42,19 @@ $(BROWSER) &:
 # sdk/package-lock.json; the Java generators and the jars that compile their output come from Debian.
 # tests/polyglot/ is a Node.js client written from protos/ alone. `npm ci` runs again only when a lock file
 # changes, and takes packages from npm's cache when it has them.
+NODE          := /usr/bin/node /usr/bin/npm
 NODE_PACKAGES := sdk/node_modules/.package-lock.json tests/polyglot/node_modules/.package-lock.json
 JAVA_SDK      := /usr/bin/protoc /usr/bin/grpc_java_plugin /usr/bin/javac /usr/share/java/grpc-stub.jar \
 	/usr/share/java/protobuf.jar /usr/share/java/geronimo-annotation-1.3-spec.jar
 
-%/node_modules/.package-lock.json: %/package-lock.json %/package.json
+%/node_modules/.package-lock.json: %/package-lock.json %/package.json | $(NODE)
 	cd $* && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
 	touch $@
+
+# Node.js and npm from Debian when the machine has none.
+$(NODE) &:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
 
 $(JAVA_SDK) &:
 	$(SUDO) apt-get update -qq
