@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lock run test protos lint bench clean
+.PHONY: install lock run test protos sdk breaking-baseline lint bench clean
+# `make` alone installs everything `make run` and `make test` need.
+.DEFAULT_GOAL := install
 
 UV     := $(BIN)/uv
 # uv installs into .venv exactly what uv.lock pins (hashes checked), nothing from the index's newest.
@@ -36,7 +38,31 @@ $(BROWSER) &:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
 
-install: $(STAMP) $(BROWSER)
+# Stubs for other languages (tools/sdk.py): the TypeScript plugin and compiler come from npm, pinned by
+# sdk/package-lock.json; the Java generators and the jars that compile their output come from Debian.
+# tests/polyglot/ is a Node.js client written from protos/ alone. `npm ci` runs again only when a lock file
+# changes, and takes packages from npm's cache when it has them.
+NODE          := /usr/bin/node /usr/bin/npm
+NODE_PACKAGES := sdk/node_modules/.package-lock.json tests/polyglot/node_modules/.package-lock.json
+JAVA_SDK      := /usr/bin/protoc /usr/bin/grpc_java_plugin /usr/bin/javac /usr/share/java/grpc-stub.jar \
+	/usr/share/java/protobuf.jar /usr/share/java/geronimo-annotation-1.3-spec.jar
+
+%/node_modules/.package-lock.json: %/package-lock.json %/package.json | $(NODE)
+	cd $* && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Node.js and npm from Debian when the machine has none.
+$(NODE) &:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+
+$(JAVA_SDK) &:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends protobuf-compiler \
+		protobuf-compiler-grpc-java-plugin libprotobuf-java libgrpc-java libgeronimo-annotation-1.3-spec-java \
+		default-jdk-headless
+
+install: $(STAMP) $(BROWSER) $(NODE_PACKAGES) $(JAVA_SDK)
 
 run: $(STAMP)
 	$(BIN)/herald run
@@ -46,6 +72,15 @@ test: install
 
 protos: $(STAMP)
 	$(BIN)/python tools/protogen.py gen
+
+# TypeScript (sdk/gen/ts) and Java (sdk/gen/java) client stubs of protos/; not committed, like any build output.
+sdk: $(STAMP) $(NODE_PACKAGES) $(JAVA_SDK)
+	$(BIN)/python tools/sdk.py
+
+# Records the protos as released: `buf breaking` (tests/test_sdk.py) fails any later change that breaks them.
+# Run it when a release is cut, and only then; a breaking change belongs in a new package version (v2).
+breaking-baseline: $(STAMP)
+	$(BIN)/buf build --exclude-source-info -o protos/baseline.binpb
 
 lint: $(STAMP)
 	$(BIN)/ruff check services translator tests bench tools

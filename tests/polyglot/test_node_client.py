@@ -1,0 +1,91 @@
+"""A Node.js client (tests/polyglot/send.js), written from protos/ and a token alone, drives a whole send.
+
+It loads protos/ with @grpc/proto-loader, creates a list, subscribers, an email and a campaign, sets
+the campaign Ready, follows it through the WatchCampaign stream until Sent, and reads its statistics;
+this test checks what it printed and the mail Herald's capture received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import ROOT, System, User, token_for
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+CLIENT = ROOT / "tests" / "polyglot" / "send.js"
+
+
+async def run_client(env: dict[str, str]) -> tuple[int, list[dict[str, Any]], str]:
+    process = await asyncio.create_subprocess_exec(
+        "node", str(CLIENT), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=150)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    steps = [json.loads(line) for line in stdout.decode().splitlines() if line.startswith("{")]
+    assert process.returncode is not None
+    return process.returncode, steps, stderr.decode()
+
+
+async def test_a_node_client_sends_a_campaign_and_watches_it_to_sent(system: System, user: User) -> None:
+    domain = f"{uuid.uuid4().hex[:10]}.polyglot.example"
+    recipients = [f"reader{i}@{domain}" for i in range(3)]
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "NODE_PATH": "",
+        "HERALD_PROTOS": str(ROOT / "protos"),
+        "HERALD_TOKEN": token_for(system, user.user_id),
+        "HERALD_CAMPAIGN_TARGET": system.grpc_target("campaign"),
+        "HERALD_AUDIENCE_TARGET": system.grpc_target("audience"),
+        "HERALD_RECIPIENTS": ",".join(recipients),
+        "HERALD_FROM": f"news@{domain}",
+    }
+
+    code, steps, stderr = await run_client(env)
+
+    assert code == 0, stderr
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for step in steps:
+        by_step.setdefault(step["step"], []).append(step)
+    assert sorted(s["email_address"] for s in by_step["subscriber"]) == recipients
+    assert by_step["ready"][0]["status"] == "CAMPAIGN_STATUS_READY"
+    progress = by_step["progress"]
+    # The stream ends after the message carrying the terminal status, and says nothing after it.
+    assert progress[-1]["status"] == "CAMPAIGN_STATUS_SENT"
+    assert progress[-1]["total_sent"] == "3"
+    assert all(p["status"] != "CAMPAIGN_STATUS_SENT" for p in progress[:-1])
+    assert by_step["watched"] == [
+        {"step": "watched", "messages": len(progress), "final_status": "CAMPAIGN_STATUS_SENT"}
+    ]
+    [statistics] = by_step["statistics"]
+    campaign_id = by_step["campaign"][0]["campaign_id"]
+    # int64 figures arrive as strings (longs: String), as the client asked.
+    assert statistics == {
+        "step": "statistics",
+        "campaign_id": campaign_id,
+        "status": "CAMPAIGN_STATUS_SENT",
+        "total_recipients": "3",
+        "total_sent": "3",
+        "total_failed": "0",
+    }
+
+    async with await psycopg.AsyncConnection.connect(system.env["DATABASE_URL"], autocommit=True) as sql:
+        cursor = await sql.execute(
+            "SELECT envelope_to[1], subject, raw FROM delivery.captured_messages "
+            "WHERE envelope_to[1] LIKE %s ORDER BY 1",
+            (f"%@{domain}",),
+        )
+        captured = await cursor.fetchall()
+    assert [row[0] for row in captured] == recipients
+    assert {row[1] for row in captured} == {"Hello from Node"}
+    assert all(b"Hello Node, from a Node.js client." in bytes(row[2]) for row in captured)
