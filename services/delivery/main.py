@@ -1,11 +1,11 @@
-"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService, runs the send queue (services/delivery/queue.py), the opt-in confirmations (services/delivery/opt_in.py) and the email previews (services/delivery/preview.py) on its NATS link, and the split-test decider (services/delivery/split_tests.py)."""
+"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService and EventWebhookService, runs the send queue (services/delivery/queue.py), the opt-in confirmations (services/delivery/opt_in.py) and the email previews (services/delivery/preview.py) on its NATS link, the split-test decider (services/delivery/split_tests.py) and the event webhooks (services/delivery/event_webhook_sender.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import grpc
-from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
+from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc, event_webhooks_pb2, event_webhooks_pb2_grpc
 
 from services.common import db
 from services.common.config import Settings
@@ -15,6 +15,9 @@ from services.common.natsutil import Subjects
 from services.common.outbox import Outbox
 from services.delivery import dkim, retries, streams
 from services.delivery.api import DeliveryService
+from services.delivery.event_webhook_api import EventWebhookService
+from services.delivery.event_webhook_sender import DURABLE as EVENT_WEBHOOKS_DURABLE
+from services.delivery.event_webhook_sender import EventWebhookSender, SecretSeal
 from services.delivery.opt_in import OptInConfirmations
 from services.delivery.preview import EmailPreviews
 from services.delivery.queue import DeliveryQueue
@@ -36,12 +39,16 @@ async def main(settings: Settings) -> None:
     decider = SplitTestDecider(outbox, settings)
     sweeper = RetrySweeper(outbox, settings)
     key_seal = dkim.KeySeal(settings.effective_token_secret())
+    secret_seal = SecretSeal(settings.effective_token_secret())
+    event_webhooks = EventWebhookSender(engine, settings, secret_seal)
     nats = NatsLink(
         settings,
         "delivery",
         outbox=outbox,
         consumers=[*queue.consumers(), *confirmations.consumers(), *previews.consumers()],
         streams=streams.STREAMS,
+        tasks=[event_webhooks.ingest],
+        task_consumers={EVENT_WEBHOOKS_DURABLE: lambda subjects: subjects.events_stream},
     )
 
     async def close() -> None:
@@ -54,7 +61,13 @@ async def main(settings: Settings) -> None:
         delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
             DeliveryService(engine, queue, outbox, key_seal=key_seal), server
         )
-        return [delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name]
+        event_webhooks_pb2_grpc.add_EventWebhookServiceServicer_to_server(
+            EventWebhookService(engine, settings, secret_seal), server
+        )
+        return [
+            delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
+            event_webhooks_pb2.DESCRIPTOR.services_by_name["EventWebhookService"].full_name,
+        ]
 
     await serve(
         name="delivery",
@@ -62,6 +75,6 @@ async def main(settings: Settings) -> None:
         port=settings.delivery_grpc_port,
         token_secret=settings.effective_token_secret(),
         register=register,
-        background=[nats.run, decider.run, sweeper.run, queue.sample_queue_rows],
+        background=[nats.run, decider.run, sweeper.run, queue.sample_queue_rows, event_webhooks.run],
         on_stop=close,
     )
