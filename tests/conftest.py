@@ -235,6 +235,8 @@ def herald_env(backing: Backing, data_dir: Path) -> tuple[dict[str, str], dict[s
         HERALD_EVENT_WEBHOOK_POLL_SECONDS="0.2",
         HERALD_SMTP_CAPTURE_PORT=str(ports["smtp_capture"]),
         HERALD_BOUNCE_RECEIVER_PORT=str(ports["bounce_receiver"]),
+        # WatchCampaign's heartbeats come within the tests' patience (tests/e2e/test_streams.py).
+        HERALD_WATCH_HEARTBEAT_SECONDS="1",
         # The provider webhooks accept this test process's keys (tests/webhook_keys.py).
         **webhook_keys().env(data_dir / "webhook-keys"),
         **metrics_env(metrics_ports()),

@@ -16,12 +16,13 @@ from herald.tag.v1 import tag_pb2, tag_pb2_grpc
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.campaign import convert, domain, events, sending, store
+from services.campaign import convert, domain, events, sending, store, watch
 from services.campaign.clock import Clock
 from services.campaign.domain import Campaign
 from services.common import auth, db, grpcutil
 from services.common import events as herald_events
 from services.common.errors import DomainError, ErrorKind, FieldViolation
+from services.common.live_nats import LiveNats
 from services.common.outbox import Outbox, UnitOfWork
 
 log = structlog.get_logger()
@@ -40,6 +41,8 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
         delivery: delivery_pb2_grpc.DeliveryServiceStub,
         audience: audience_pb2_grpc.AudienceServiceStub,
         clock: Clock,
+        live: LiveNats,
+        watch_heartbeat_seconds: float,
     ) -> None:
         self._engine = engine
         self._reads = reads
@@ -49,6 +52,8 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
         self._delivery = delivery
         self._audience = audience
         self._clock = clock
+        self._live = live
+        self._watch_heartbeat_seconds = watch_heartbeat_seconds
 
     async def CreateCampaign(
         self, request: campaign_pb2.CreateCampaignRequest, context: grpc.aio.ServicerContext
@@ -283,9 +288,36 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
     async def WatchCampaign(
         self, request: campaign_pb2.WatchCampaignRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[campaign_pb2.CampaignProgress]:
-        """Not built yet (issue 15, streams): UNIMPLEMENTED."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchCampaign is not built yet")
-        yield campaign_pb2.CampaignProgress()
+        """The campaign's progress now, then at each change (services/campaign/watch.py), until a terminal status."""
+        domain.validate_campaign_id(request.campaign_id)
+        structlog.contextvars.bind_contextvars(campaign_id=request.campaign_id)
+        campaign = await store.read_campaign(
+            self._reads, request.campaign_id, domain.owner_scope(auth.principal())
+        )
+        if campaign is None:
+            raise domain.campaign_not_found(request.campaign_id)
+
+        async def read() -> watch.Progress:
+            found = await store.read_campaign(self._reads, campaign.campaign_id, None)
+            if found is None:  # deleted meanwhile
+                raise domain.campaign_not_found(campaign.campaign_id)
+            statistics = await self._statistics([campaign.campaign_id], campaign_pb2.STATISTICS_VIEW_TOTALS)
+            stats = statistics.get(
+                campaign.campaign_id, delivery_pb2.CampaignStatistics(campaign_id=campaign.campaign_id)
+            )
+            return watch.Progress(convert.STATUS_TO_PROTO[found.status], convert.statistics_to_proto(stats))
+
+        progress_stream = watch.watch(
+            self._live, campaign.campaign_id, campaign.owner_user_id, read, self._watch_heartbeat_seconds
+        )
+        async for progress, heartbeat in progress_stream:
+            yield campaign_pb2.CampaignProgress(
+                campaign_id=campaign.campaign_id,
+                status=progress.status,
+                statistics=progress.statistics,
+                heartbeat=heartbeat,
+                observe_time=grpcutil.to_timestamp(self._clock.now()),
+            )
 
     # --- helpers -----------------------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from services.campaign.template_api import TemplateService
 from services.common import db, events, grpcutil, natsutil
 from services.common.config import Settings
 from services.common.grpcutil import serve
+from services.common.live_nats import LiveNats
 from services.common.nats_link import NatsLink
 from services.common.outbox import Outbox
 
@@ -45,6 +46,9 @@ async def main(settings: Settings) -> None:
     # Events wait in the outbox while NATS is away; the API serves meanwhile.
     nats = NatsLink(settings, SCHEMA, outbox=outbox, consumers=[campaign_finished_consumer(outbox, clock)])
 
+    # WatchCampaign's subscriptions, on a connection of their own.
+    live = LiveNats(settings, f"{SCHEMA}-watch")
+
     # One channel per neighbour for the process's life; calls forward the caller's token and deadline.
     tag_channel = grpcutil.channel(settings.grpc_addr("tag"))
     delivery_channel = grpcutil.channel(settings.grpc_addr("delivery"))
@@ -60,6 +64,8 @@ async def main(settings: Settings) -> None:
         delivery_pb2_grpc.DeliveryServiceStub(delivery_channel),
         audience_pb2_grpc.AudienceServiceStub(audience_channel),
         clock,
+        live,
+        settings.watch_heartbeat_seconds,
     )
 
     async def close() -> None:
@@ -93,6 +99,6 @@ async def main(settings: Settings) -> None:
         port=settings.campaign_grpc_port,
         token_secret=settings.effective_token_secret(),
         register=register,
-        background=[nats.run, picker.run],
+        background=[nats.run, picker.run, live.run],
         on_stop=close,
     )

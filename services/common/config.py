@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     audience_metrics_port: int = Field(default=9103, ge=0, le=65535)
     delivery_metrics_port: int = Field(default=9104, ge=0, le=65535)
     metrics_sample_seconds: float = Field(default=15.0, gt=0)
+    # WatchCampaign sends a heartbeat (the last state again, heartbeat = true) after this long without a
+    # change, so a client or proxy can tell a quiet campaign from a dead stream.
+    watch_heartbeat_seconds: float = Field(default=15.0, gt=0)
     # Where other processes reach each service; defaults to 127.0.0.1:<port> (one machine).
     campaign_addr: str = ""
     tag_addr: str = ""

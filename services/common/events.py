@@ -270,6 +270,29 @@ def _preview_requested_problems(event: email_pb2.EmailPreviewRequestedEvent) -> 
     return problems
 
 
+_DELIVERY_EVENT_KINDS = frozenset(delivery_pb2.DeliveryEventKind.values()) - {
+    delivery_pb2.DELIVERY_EVENT_KIND_UNSPECIFIED
+}
+
+
+def _delivery_events_problems(message: delivery_pb2.DeliveryEvents) -> list[str]:
+    if not message.events:
+        return ["events is required"]
+    problems: list[str] = []
+    campaigns = {(event.owner_user_id, event.campaign_id) for event in message.events}
+    if len(campaigns) != 1:
+        problems.append("every event of a message is of one campaign of one owner")
+    for event in message.events:
+        problems += _positive(event, "owner_user_id", "campaign_id", "recipient_id")
+        if event.kind not in _DELIVERY_EVENT_KINDS:
+            problems.append("kind must be a delivery event kind")
+        if event.subscriber_id < 0:
+            problems.append("subscriber_id must not be negative")
+        if not event.HasField("occur_time"):
+            problems.append("occur_time is required")
+    return sorted(set(problems))
+
+
 CAMPAIGN_STATUS_CHANGED = EventType(campaign_pb2.CampaignStatusChangedEvent, _status_changed_problems)
 CAMPAIGN_DELETED = EventType(campaign_pb2.CampaignDeletedEvent, _deleted_problems)
 CAMPAIGN_SEND_REQUESTED = EventType(campaign_pb2.CampaignSendRequestedEvent, _send_requested_problems, signed=True)
@@ -285,6 +308,13 @@ OPT_IN_CONFIRMATIONS_REQUESTED = EventType(
     audience_pb2.OptInConfirmationsRequestedEvent, _opt_ins_requested_problems, signed=True
 )
 EMAIL_PREVIEW_REQUESTED = EventType(email_pb2.EmailPreviewRequestedEvent, _preview_requested_problems, signed=True)
+DELIVERY_EVENTS = EventType(delivery_pb2.DeliveryEvents, _delivery_events_problems)
+
+
+def delivery_events_subject(subjects: Subjects, owner_user_id: int | str, campaign_id: int | str) -> str:
+    """Where a campaign's DeliveryEvents go: `<namespace>.events.delivery.recipients.<owner>.<campaign>`; either
+    part may be a wildcard (`*`) for a subscription."""
+    return f"{subjects.event(DELIVERY_EVENTS)}.{owner_user_id}.{campaign_id}"
 
 
 def signer_of(event: EventType[M], settings: Settings) -> EventSigner:

@@ -3,21 +3,57 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import grpc
 from google.protobuf import empty_pb2
+from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common import auth, grpcutil
 from services.common.errors import DomainError, ErrorKind, invalid, not_found
+from services.common.live_nats import LiveNats
 from services.common.outbox import Outbox
-from services.delivery import bounce_recording, bounce_store, dkim, dkim_store, domain, sending, store
+from services.delivery import (
+    bounce_recording,
+    bounce_store,
+    cursor,
+    dkim,
+    dkim_store,
+    domain,
+    event_stream,
+    recipient_events,
+    sending,
+    store,
+)
 from services.delivery.domain import CampaignStatistics, RecipientStatus
 from services.delivery.events import BOUNCE_KINDS, BOUNCE_SOURCES
 from services.delivery.queue import DeliveryQueue
+
+# What a recorded open, click or unsubscription is, as a DeliveryEvent's kind.
+_ACTIVITY_KINDS = {
+    domain.OPEN: delivery_pb2.DELIVERY_EVENT_KIND_OPENED,
+    domain.CLICK: delivery_pb2.DELIVERY_EVENT_KIND_CLICKED,
+    domain.UNSUBSCRIBE: delivery_pb2.DELIVERY_EVENT_KIND_UNSUBSCRIBED,
+}
+
+Announce = Callable[[Sequence[int]], Awaitable[None]]
+
+
+def _activity_event(activity: store.RecipientActivity) -> delivery_pb2.DeliveryEvent:
+    return delivery_pb2.DeliveryEvent(
+        kind=_ACTIVITY_KINDS[activity.kind],
+        owner_user_id=activity.owner_user_id,
+        campaign_id=activity.campaign_id,
+        recipient_id=activity.recipient_id,
+        subscriber_id=activity.subscriber_id,
+        email_address=activity.email_address,
+        occur_time=grpcutil.to_timestamp(activity.occurred_at),
+        detail=activity.url,
+    )
 
 
 def _owner_scope() -> int | None:
@@ -93,8 +129,14 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
         outbox: Outbox | None = None,
         *,
         key_seal: dkim.KeySeal | None = None,
+        live: LiveNats | None = None,
+        campaigns: campaign_pb2_grpc.CampaignServiceStub | None = None,
     ) -> None:
         self._engine = engine
+        # StreamDeliveryEvents' NATS connection, and the campaign service that says whose a campaign not queued
+        # yet is; None where the service streams nothing.
+        self._live = live
+        self._campaigns = campaigns
         # The send pipeline's queue (retrying failed recipients); None where the service serves reads only.
         self._queue = queue
         # Where recorded bounces are announced (RecordBounces); None where the service serves reads only.
@@ -147,9 +189,10 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
         domain.validate_tracking_hits(hits)
         if not hits:
             return delivery_pb2.RecordTrackingEventsResponse()
-        async with self._engine.begin() as conn:
-            recorded = await store.insert_tracking_events(conn, hits, _owner_scope())
-        return delivery_pb2.RecordTrackingEventsResponse(recorded_count=recorded)
+        async with self._announcing() as (conn, announce):
+            event_ids = await store.inserted_tracking_event_ids(conn, hits, _owner_scope())
+            await announce(event_ids)
+        return delivery_pb2.RecordTrackingEventsResponse(recorded_count=len(event_ids))
 
     async def RecordUnsubscriptions(
         self, request: delivery_pb2.RecordUnsubscriptionsRequest, context: grpc.aio.ServicerContext
@@ -166,9 +209,30 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
             ),
         )
         domain.validate_unsubscriptions(unsubscriptions)
-        async with self._engine.begin() as conn:
-            recorded = await store.inserted_unsubscription_count(conn, unsubscriptions, _owner_scope())
-        return delivery_pb2.RecordUnsubscriptionsResponse(recorded_count=recorded)
+        async with self._announcing() as (conn, announce):
+            event_ids = await store.inserted_unsubscription_ids(conn, unsubscriptions, _owner_scope())
+            await announce(event_ids)
+        return delivery_pb2.RecordUnsubscriptionsResponse(recorded_count=len(event_ids))
+
+    @contextlib.asynccontextmanager
+    async def _announcing(self) -> AsyncIterator[tuple[AsyncConnection, Announce]]:
+        """A transaction, and what publishes the DeliveryEvents of the opens, clicks and unsubscriptions it records
+        (through the outbox, with the transaction); a server without an outbox records them unannounced."""
+        if self._outbox is None:
+            async with self._engine.begin() as conn:
+
+                async def unannounced(event_ids: Sequence[int]) -> None:
+                    return None
+
+                yield conn, unannounced
+            return
+        async with self._outbox.unit_of_work() as work:
+
+            async def announce(event_ids: Sequence[int]) -> None:
+                activities = await store.recipient_activities(work.conn, event_ids)
+                recipient_events.publish(work, (_activity_event(activity) for activity in activities))
+
+            yield work.conn, announce
 
     # --- bounces and complaints ---------------------------------------------------------------------------
 
@@ -277,9 +341,48 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
     async def StreamDeliveryEvents(
         self, request: delivery_pb2.StreamDeliveryEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[delivery_pb2.StreamDeliveryEventsResponse]:
-        """Not built yet (issue 15, streams): UNIMPLEMENTED."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "StreamDeliveryEvents is not built yet")
-        yield delivery_pb2.StreamDeliveryEventsResponse()
+        """The caller's per-recipient events of one campaign (or all of theirs) from JetStream, resumable from a
+        cursor (services/delivery/event_stream.py); the owner is always the caller, an admin too."""
+        if request.campaign_id < 0:
+            raise invalid(
+                sending.CAMPAIGN_ID_REQUIRED,
+                "campaign_id must be a campaign id, or 0 for every campaign",
+                "campaign_id",
+            )
+        after = cursor.decode(request.cursor) if request.cursor else None
+        start_time = request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
+        if self._live is None or self._campaigns is None:
+            raise DomainError(ErrorKind.UNAVAILABLE, "EVENTS_UNAVAILABLE", "this server does not stream events")
+        owner = auth.principal().user_id
+        if request.campaign_id:
+            await self._check_campaign_owner(self._campaigns, request.campaign_id, owner)
+        source = event_stream.delivery_events(self._live, owner, request.campaign_id, after, start_time)
+        async with contextlib.aclosing(source) as happened:
+            async for event, position in happened:
+                yield delivery_pb2.StreamDeliveryEventsResponse(event=event, cursor=position.encode())
+
+    async def _check_campaign_owner(
+        self, campaigns: campaign_pb2_grpc.CampaignServiceStub, campaign_id: int, owner: int
+    ) -> None:
+        """NOT_FOUND unless the campaign is `owner`'s: delivery's run says so, or (not queued yet) the campaign
+        service's answer."""
+        async with self._engine.connect() as conn:
+            run_owner = await store.run_owner(conn, campaign_id)
+        if run_owner is None:
+            try:
+                campaign = await campaigns.GetCampaign(campaign_pb2.GetCampaignRequest(campaign_id=campaign_id))
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+            else:
+                run_owner = campaign.owner_user_id
+        if run_owner != owner:
+            raise not_found(
+                "CAMPAIGN_NOT_FOUND",
+                f"campaign {campaign_id} not found",
+                "campaign_id",
+                campaign_id=str(campaign_id),
+            )
 
     async def DeleteSendingDomain(
         self, request: delivery_pb2.DeleteSendingDomainRequest, context: grpc.aio.ServicerContext

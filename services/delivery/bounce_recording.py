@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
+from herald.delivery.v1 import delivery_pb2
 from prometheus_client import Counter
 
 from services.common import events
+from services.common.bounces import BounceKind
 from services.common.outbox import Outbox, UnitOfWork
-from services.delivery import bounce_store, domain, sending
+from services.delivery import bounce_store, domain, recipient_events, sending
 from services.delivery import events as delivery_events
 from services.delivery.bounce_store import QueuedAddress, Recording
 from services.delivery.domain import RecipientStatus
@@ -49,6 +51,10 @@ async def record(outbox: Outbox, reports: Sequence[domain.BounceReport], owner: 
     async with outbox.unit_of_work() as work:
         recordings = await bounce_store.recorded_bounces(work.conn, classified, owner)
         announce_bounces(work, recordings)
+        # A send-time refusal is the worker's Failed event already; these came back after sending.
+        recipient_events.publish(
+            work, (bounce_event(recording) for recording in recordings if recording.bounce_id)
+        )
     recorded = sum(1 for recording in recordings if recording.bounce_id is not None)
     tally = Tally(
         recorded=recorded,
@@ -59,6 +65,26 @@ async def record(outbox: Outbox, reports: Sequence[domain.BounceReport], owner: 
         "bounce reports recorded", recorded=tally.recorded, duplicates=tally.duplicates, unknown=tally.unknown
     )
     return tally
+
+
+def bounce_event(recording: Recording) -> delivery_pb2.DeliveryEvent:
+    """A recorded bounce as the recipient's DeliveryEvent: complained for a complaint, else bounced; the detail
+    is the bounce's kind (hard, soft, policy, complaint) and diagnostic."""
+    bounce, recipient = recording.bounce, recording.recipient
+    return delivery_pb2.DeliveryEvent(
+        kind=(
+            delivery_pb2.DELIVERY_EVENT_KIND_COMPLAINED
+            if bounce.kind == BounceKind.COMPLAINT
+            else delivery_pb2.DELIVERY_EVENT_KIND_BOUNCED
+        ),
+        owner_user_id=recipient.owner_user_id,
+        campaign_id=recipient.campaign_id,
+        recipient_id=recipient.recipient_id,
+        subscriber_id=recipient.subscriber_id,
+        email_address=recipient.email_address,
+        occur_time=recipient_events.timestamp(bounce.occurred_at),
+        detail=f"{bounce.kind}: {bounce.diagnostic}" if bounce.diagnostic else str(bounce.kind),
+    )
 
 
 def announce_bounces(work: UnitOfWork, recordings: Sequence[Recording]) -> None:

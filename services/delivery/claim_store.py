@@ -13,9 +13,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from herald.delivery.v1 import delivery_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.delivery import sending
+from services.common import events
+from services.delivery import recipient_events, sending
 from services.delivery.domain import RecipientStatus
 from services.delivery.message import Recipient
 from services.delivery.sending import Outcome, RunState
@@ -134,37 +136,76 @@ async def record_outcomes(
     claimant: str,
     outcomes: Sequence[Outcome],
     outbox_rows: Sequence[Mapping[str, object]] = (),
+    events_subject: str | None = None,
 ) -> int:
     """Writes the outcomes of the claimant's rows in one statement; returns how many rows it changed.
 
-    `outbox_rows` (retry messages, as in `recorded_and_claimed`) are written into the outbox by the same
-    statement: in autocommit, the campaign's counts row is locked for one statement only.
+    `outbox_rows` (retry messages, as in `recorded_and_claimed`) and, with `events_subject`, the DeliveryEvents
+    of the rows that became Sent or Failed are written into the outbox by the same statement: in autocommit,
+    the campaign's counts row is locked for one statement only.
     """
     queued, queued_params = _queued(outbox_rows)
-    if not queued:
+    announced, announced_params = _announced(events_subject)
+    if not queued and not announced:
         result = await conn.execute(
             sa.text(_RECORD), {"c": campaign_id, "w": claimant, **_outcome_arrays(outcomes)}
         )
         return result.rowcount
     result = await conn.execute(
-        sa.text(f"WITH {queued} recorded AS ({_RECORD} RETURNING r.recipient_id) SELECT count(*) FROM recorded"),
-        {"c": campaign_id, "w": claimant, **_outcome_arrays(outcomes), **queued_params},
+        sa.text(f"WITH recorded AS ({_RECORD} {_RECORDED}){queued}{announced} SELECT count(*) FROM recorded"),
+        {"c": campaign_id, "w": claimant, **_outcome_arrays(outcomes), **queued_params, **announced_params},
     )
     return int(result.scalar_one())
 
 
+# What a recorded row tells its event.
+_RECORDED = (
+    "RETURNING r.recipient_id, r.owner_user_id, r.campaign_id, r.subscriber_id, r.email_address, r.status, "
+    "r.sent_at, r.failed_at, r.last_error"
+)
+
+
+def _announced(events_subject: str | None) -> tuple[str, dict[str, object]]:
+    """A WITH item (with its leading comma) that writes one DeliveryEvents message of the `recorded` rows that
+    became Sent or Failed into the outbox (none when none did), and its parameters; nothing without a subject."""
+    if events_subject is None:
+        return "", {}
+    kind = (
+        f"CASE a.status WHEN '{RecipientStatus.SENT}' THEN '{recipient_events.KIND_NAMES[delivery_pb2.DELIVERY_EVENT_KIND_SENT]}' "
+        f"ELSE '{recipient_events.KIND_NAMES[delivery_pb2.DELIVERY_EVENT_KIND_FAILED]}' END"
+    )
+    event = recipient_events.event_json(
+        "a",
+        kind,
+        f"CASE a.status WHEN '{RecipientStatus.SENT}' THEN a.sent_at ELSE a.failed_at END",
+        f"CASE a.status WHEN '{RecipientStatus.FAILED}' THEN a.last_error END",
+    )
+    insert = recipient_events.messages_sql(
+        "recorded",
+        event,
+        "a.campaign_id",
+        "CAST(:ev_subject AS text)",
+        "CAST(:ev_msg_id AS text)",
+        where=f"a.status IN ('{RecipientStatus.SENT}', '{RecipientStatus.FAILED}')",
+    )
+    return f", announced AS ({insert})", {
+        "ev_subject": events_subject,
+        "ev_msg_id": events.DELIVERY_EVENTS.msg_id(),
+    }
+
+
 def _queued(outbox_rows: Sequence[Mapping[str, object]]) -> tuple[str, dict[str, list[object]]]:
-    """A WITH item (with its trailing comma) that writes `outbox_rows` into the outbox, and its parameters;
+    """A WITH item (with its leading comma) that writes `outbox_rows` into the outbox, and its parameters;
     nothing without rows."""
     if not outbox_rows:
         return "", {}
-    sql = """
+    sql = """,
             queued AS (
                 INSERT INTO delivery.outbox (subject, msg_id, payload, headers)
                 SELECT * FROM unnest(CAST(:out_subjects AS text[]), CAST(:out_ids AS text[]),
                                      CAST(:out_payloads AS bytea[]), CAST(:out_headers AS jsonb[]))
                 ON CONFLICT (msg_id) DO NOTHING
-            ),"""
+            )"""
     params = {
         "out_subjects": [row["s"] for row in outbox_rows],
         "out_ids": [row["m"] for row in outbox_rows],
@@ -183,6 +224,7 @@ async def recorded_and_claimed(
     outcomes: Sequence[Outcome],
     limit: int,
     outbox_rows: Sequence[Mapping[str, object]] = (),
+    events_subject: str | None = None,
 ) -> list[ClaimedRecipient]:
     """In one statement: writes the last window's outcomes and claims the next `limit` Pending rows of the batch.
 
@@ -190,13 +232,15 @@ async def recorded_and_claimed(
     among `outcomes` were claimed by a statement whose answer never arrived (the connection broke): nobody
     sent them, so they go back to Pending. `outbox_rows` (the retry messages of the window's deferred
     recipients, services/common/outbox.outbox_row) are written into the outbox by the same statement: all
-    or nothing with the outcomes; the relay publishes them at its next poll.
+    or nothing with the outcomes; the relay publishes them at its next poll. So is, with `events_subject`, one
+    DeliveryEvents message of the window's Sent and Failed rows (services/delivery/recipient_events.py).
     """
     queued, queued_params = _queued(outbox_rows)
+    announced, announced_params = _announced(events_subject)
     rows = await conn.execute(
         sa.text(
             f"""
-            WITH recorded AS ({_RECORD} RETURNING r.recipient_id),{queued}
+            WITH recorded AS ({_RECORD} {_RECORDED}){queued}{announced},
             lost AS (
                 UPDATE delivery.recipients
                 SET status = '{RecipientStatus.PENDING}', claimed_by = NULL, claimed_at = NULL
@@ -234,6 +278,7 @@ async def recorded_and_claimed(
             "n": limit,
             **_outcome_arrays(outcomes),
             **queued_params,
+            **announced_params,
         },
     )
     return [ClaimedRecipient(*row) for row in rows]

@@ -25,7 +25,6 @@ import nats.errors
 import structlog
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from herald.delivery.v1 import delivery_pb2
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -36,7 +35,7 @@ from yarl import URL
 
 from services.common import events, natsutil
 from services.common.config import Settings
-from services.common.events import EventType, UndecodableEvent
+from services.common.events import UndecodableEvent
 from services.common.natsutil import Subjects
 from services.common.urlguard import AddressRefused, GuardedResolver
 from services.delivery import dkim, event_webhook_store
@@ -74,20 +73,6 @@ class SecretSeal(dkim.KeySeal):
         return self.open(sealed, owner_user_id, "event-webhook").decode("ascii")
 
 
-def _delivery_events_problems(message: delivery_pb2.DeliveryEvents) -> list[str]:
-    problems = []
-    if not message.events:
-        problems.append("events is required")
-    if any(e.owner_user_id <= 0 or e.campaign_id <= 0 for e in message.events):
-        problems.append("every event needs a positive owner_user_id and campaign_id")
-    return problems
-
-
-# The per-recipient events' contract (protos/herald/delivery/v1/delivery.proto), published below the fixed
-# subject with the owner and campaign appended.
-DELIVERY_EVENTS = EventType(delivery_pb2.DeliveryEvents, _delivery_events_problems)
-
-
 def _data(message: Message) -> dict[str, object]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
@@ -112,7 +97,7 @@ def outgoing_events(
                 body=payload(identifier, CAMPAIGN_STATUS_CHANGED, published, _data(change)),
             )
         ]
-    batch = DELIVERY_EVENTS.decode(payload_bytes)
+    batch = events.DELIVERY_EVENTS.decode(payload_bytes)
     found = []
     for position, event in enumerate(batch.events):
         event_type = event_type_of_recipient_kind(event.kind)
@@ -171,7 +156,7 @@ class EventWebhookSender:
                         durable_name=durable,
                         filter_subjects=[
                             subjects.event(events.CAMPAIGN_STATUS_CHANGED),
-                            f"{subjects.event(DELIVERY_EVENTS)}.>",
+                            events.delivery_events_subject(subjects, "*", "*"),
                         ],
                         deliver_policy=DeliverPolicy.NEW,
                         ack_policy=AckPolicy.EXPLICIT,

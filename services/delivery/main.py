@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+from herald.campaign.v1 import campaign_pb2_grpc
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc, event_webhooks_pb2, event_webhooks_pb2_grpc
 
-from services.common import db
+from services.common import db, grpcutil
 from services.common.config import Settings
 from services.common.grpcutil import serve
+from services.common.live_nats import LiveNats
 from services.common.nats_link import NatsLink
 from services.common.natsutil import Subjects
 from services.common.outbox import Outbox
@@ -55,11 +57,24 @@ async def main(settings: Settings) -> None:
         await queue.close()
         await confirmations.close()
         await previews.close()
+        await campaign_channel.close()
         await engine.dispose()
+
+    # StreamDeliveryEvents' consumers, on a connection of their own; the campaign service says whose a campaign is.
+    live = LiveNats(settings, "delivery-events")
+    campaign_channel = grpcutil.channel(settings.grpc_addr("campaign"))
 
     def register(server: grpc.aio.Server) -> list[str]:
         delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
-            DeliveryService(engine, queue, outbox, key_seal=key_seal), server
+            DeliveryService(
+                engine,
+                queue,
+                outbox,
+                key_seal=key_seal,
+                live=live,
+                campaigns=campaign_pb2_grpc.CampaignServiceStub(campaign_channel),
+            ),
+            server,
         )
         event_webhooks_pb2_grpc.add_EventWebhookServiceServicer_to_server(
             EventWebhookService(engine, settings, secret_seal), server
@@ -75,6 +90,6 @@ async def main(settings: Settings) -> None:
         port=settings.delivery_grpc_port,
         token_secret=settings.effective_token_secret(),
         register=register,
-        background=[nats.run, decider.run, sweeper.run, queue.sample_queue_rows, event_webhooks.run],
+        background=[nats.run, decider.run, sweeper.run, queue.sample_queue_rows, live.run, event_webhooks.run],
         on_stop=close,
     )

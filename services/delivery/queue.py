@@ -58,7 +58,7 @@ from services.common.natsutil import Subjects
 from services.common.outbox import Outbox, UnitOfWork
 from services.common.personalization import list_snapshot
 from services.delivery import events as delivery_events
-from services.delivery import queue_store, retries, sending, store
+from services.delivery import queue_store, recipient_events, retries, sending, store
 from services.delivery.message import email_snapshot, uses_subscription_tags
 from services.delivery.queue_store import Run, StagedRecipient
 from services.delivery.sending import RunState, SendRequest
@@ -284,6 +284,7 @@ class DeliveryQueue:
                     batch_size=self._batch_size,
                     variations=request.variations,
                     test_group=test_group,
+                    events_subject=_events_subject(work, request.campaign_id),
                 )
                 published = count if test_group is None else test_group
             batches = sending.batch_count(published, self._batch_size)
@@ -451,7 +452,12 @@ class DeliveryQueue:
                 generation = run.generation + 1
                 first_batch = run.batches + 1
                 count = await queue_store.requeued_failed_count(
-                    conn, campaign_id, generation, first_batch, self._batch_size
+                    conn,
+                    campaign_id,
+                    generation,
+                    first_batch,
+                    self._batch_size,
+                    events_subject=_events_subject(work, campaign_id),
                 )
                 if count == 0:
                     raise sending.no_failed_recipients(campaign_id)
@@ -468,6 +474,15 @@ class DeliveryQueue:
 
 
 _NO_SUBSCRIPTION: tuple[None, str, None] = (None, "", None)
+
+
+def _events_subject(work: UnitOfWork, campaign_id: int) -> str | None:
+    """Where queueing announces the recipients it queued (the subject's fixed part); None for a run that is not
+    a campaign's. The statement writes the messages itself."""
+    if not recipient_events.announces(campaign_id):
+        return None
+    work.wrote_outbox_rows()
+    return work.subject(events.DELIVERY_EVENTS)
 
 
 def _subscription(recipient: audience_pb2.Recipient) -> tuple[datetime | None, str, datetime | None]:

@@ -14,11 +14,12 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from herald.delivery.v1 import delivery_pb2
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common import events
 from services.common.outbox import UnitOfWork
-from services.delivery import retries, sending
+from services.delivery import recipient_events, retries, sending
 from services.delivery.domain import RecipientStatus
 from services.delivery.sending import RunState, Variation
 
@@ -270,8 +271,13 @@ async def queued_staged_count(
     batch_size: int,
     variations: Sequence[Variation],
     test_group: int | None = None,
+    events_subject: str | None = None,
 ) -> int:
     """Queues the staged recipients (each address once, in subscriber order) as Pending rows; returns how many.
+
+    With `events_subject`, the same statement announces them: a DeliveryEvents message of kind queued per
+    batch (up to recipient_events.MAX_EVENTS_PER_MESSAGE recipients each; those Held for a split test's winner
+    in messages of their own).
 
     Row k (from 1) goes into batch first_batch + (k - 1) // batch_size and, for an A/B campaign, gets
     the variation sending.variation_for(k) names.
@@ -322,9 +328,7 @@ async def queued_staged_count(
             params[f"e{index}"], params[f"v{index}"] = end, email_id
             cases.append(f"WHEN {fraction} < CAST(:e{index} AS float8) THEN CAST(:v{index} AS bigint)")
         variation = "CASE " + " ".join(cases) + " END"
-    result = await conn.execute(
-        sa.text(
-            f"""
+    insert = f"""
             INSERT INTO delivery.recipients (
                 campaign_id, owner_user_id, occurrence, generation, batch_id, subscriber_id, list_id,
                 email_address, domain, first_name, last_name, custom_fields, email_id, status, bounced_before,
@@ -341,10 +345,31 @@ async def queued_staged_count(
             FROM ({source}) AS positioned
             ORDER BY rn
             """
-        ),
-        params,
+    if events_subject is None:
+        return (await conn.execute(sa.text(insert), params)).rowcount
+    params["ev_subject"] = events_subject
+    params["ev_max"] = recipient_events.MAX_EVENTS_PER_MESSAGE
+    queued = recipient_events.event_json(
+        "a", f"'{recipient_events.KIND_NAMES[delivery_pb2.DELIVERY_EVENT_KIND_QUEUED]}'", "a.queued_at"
     )
-    return result.rowcount
+    # One message per batch and block of recipient ids: the ids of one statement's rows are consecutive.
+    group = (
+        "CAST(coalesce(a.batch_id, 0) AS text) || ':' || CAST(a.recipient_id / CAST(:ev_max AS bigint) AS text)"
+    )
+    announce = recipient_events.messages_sql(
+        "inserted",
+        queued,
+        group,
+        "CAST(:ev_subject AS text)",
+        f"'{events.DELIVERY_EVENTS.subject}:queued:' || campaign_id || ':' || CAST(:g AS text) || ':' || g",
+    )
+    statement = f"""
+        WITH inserted AS ({insert} RETURNING campaign_id, owner_user_id, recipient_id, subscriber_id, email_address,
+                                             batch_id, queued_at),
+        announced AS ({announce})
+        SELECT count(*) FROM inserted
+    """
+    return int((await conn.execute(sa.text(statement), params)).scalar_one())
 
 
 async def save_occurrence(
@@ -561,12 +586,18 @@ async def save_winner(
 
 
 async def requeued_failed_count(
-    conn: AsyncConnection, campaign_id: int, generation: int, first_batch: int, batch_size: int
+    conn: AsyncConnection,
+    campaign_id: int,
+    generation: int,
+    first_batch: int,
+    batch_size: int,
+    events_subject: str | None = None,
 ) -> int:
-    """Puts the campaign's Failed rows back to Pending in new batches of `generation`; returns how many."""
-    result = await conn.execute(
-        sa.text(
-            f"""
+    """Puts the campaign's Failed rows back to Pending in new batches of `generation`; returns how many.
+
+    With `events_subject`, the same statement announces them queued again, a message per batch (as queueing)."""
+    params: dict[str, Any] = {"c": campaign_id, "g": generation, "first": first_batch, "size": batch_size}
+    update = f"""
             UPDATE delivery.recipients AS r
             SET status = '{RecipientStatus.PENDING}', generation = :g, batch_id = :first + (f.rn - 1) / :size,
                 claimed_by = NULL, claimed_at = NULL, failed_at = NULL
@@ -576,10 +607,28 @@ async def requeued_failed_count(
             ) AS f
             WHERE r.campaign_id = :c AND r.recipient_id = f.recipient_id
             """
-        ),
-        {"c": campaign_id, "g": generation, "first": first_batch, "size": batch_size},
+    if events_subject is None:
+        return (await conn.execute(sa.text(update), params)).rowcount
+    params["ev_subject"] = events_subject
+    params["ev_max"] = recipient_events.MAX_EVENTS_PER_MESSAGE
+    queued = recipient_events.event_json(
+        "a", f"'{recipient_events.KIND_NAMES[delivery_pb2.DELIVERY_EVENT_KIND_QUEUED]}'", "now()"
     )
-    return result.rowcount
+    group = "CAST(a.batch_id AS text) || ':' || CAST(a.rn / CAST(:ev_max AS bigint) AS text)"
+    announce = recipient_events.messages_sql(
+        "requeued",
+        queued,
+        group,
+        "CAST(:ev_subject AS text)",
+        f"'{events.DELIVERY_EVENTS.subject}:queued:' || campaign_id || ':' || CAST(:g AS text) || ':' || g",
+    )
+    statement = f"""
+        WITH requeued AS ({update} RETURNING r.campaign_id, r.owner_user_id, r.recipient_id, r.subscriber_id,
+                                             r.email_address, r.batch_id, f.rn),
+        announced AS ({announce})
+        SELECT count(*) FROM requeued
+    """
+    return int((await conn.execute(sa.text(statement), params)).scalar_one())
 
 
 async def save_retry(conn: AsyncConnection, campaign_id: int, generation: int, batches: int) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -348,7 +350,14 @@ async def domain_figures(
 async def insert_tracking_events(
     conn: AsyncConnection, hits: Sequence[domain.TrackingHit], owner: int | None
 ) -> int:
-    """Records the hits whose queue row exists (and is the owner's); returns how many were new.
+    """Records the hits whose queue row exists (and is the owner's); returns how many were new."""
+    return len(await inserted_tracking_event_ids(conn, hits, owner))
+
+
+async def inserted_tracking_event_ids(
+    conn: AsyncConnection, hits: Sequence[domain.TrackingHit], owner: int | None
+) -> list[int]:
+    """Records the hits whose queue row exists (and is the owner's); returns the ids of the new events.
 
     One statement: the hits are joined to their queue rows, which also supplies the owner, and a
     hit whose key was recorded before (or a second unsubscribe) is skipped by the unique indexes.
@@ -388,7 +397,7 @@ async def insert_tracking_events(
         .on_conflict_do_nothing()
         .returning(events.c.event_id)
     )
-    return len((await conn.execute(statement)).all())
+    return [int(row.event_id) for row in await conn.execute(statement)]
 
 
 # Each subscriber's latest Sent row of the campaign, from the list named, and of the email named (its A/B
@@ -439,8 +448,15 @@ async def inserted_unsubscription_count(
 ) -> int:
     """Counts unsubscriptions made through the API in the campaign's statistics, as the link's are counted
     (an `unsubscribe` event), for the subscribers the campaign was sent to; returns how many were new."""
+    return len(await inserted_unsubscription_ids(conn, unsubscriptions, owner))
+
+
+async def inserted_unsubscription_ids(
+    conn: AsyncConnection, unsubscriptions: domain.Unsubscriptions, owner: int | None
+) -> list[int]:
+    """As `inserted_unsubscription_count`; returns the ids of the new events."""
     if not unsubscriptions.subscribers:
-        return 0
+        return []
     rows = await conn.execute(
         _INSERT_UNSUBSCRIPTIONS,
         {
@@ -453,7 +469,51 @@ async def inserted_unsubscription_count(
             "occurred_at": unsubscriptions.occurred_at,
         },
     )
-    return len(rows.all())
+    return [int(row.event_id) for row in rows]
+
+
+async def run_owner(conn: AsyncConnection, campaign_id: int) -> int | None:
+    """Whose campaign the run is; None when the campaign was never queued."""
+    owner = (
+        await conn.execute(
+            sa.text("SELECT owner_user_id FROM delivery.campaign_runs WHERE campaign_id = :c"), {"c": campaign_id}
+        )
+    ).scalar_one_or_none()
+    return None if owner is None else int(owner)
+
+
+@dataclass(frozen=True)
+class RecipientActivity:
+    """An open, click or unsubscription recorded, with whom it is about: what its DeliveryEvent says."""
+
+    kind: str
+    url: str
+    occurred_at: datetime
+    owner_user_id: int
+    campaign_id: int
+    recipient_id: int
+    subscriber_id: int
+    email_address: str
+
+
+async def recipient_activities(conn: AsyncConnection, event_ids: Sequence[int]) -> list[RecipientActivity]:
+    """The events of `event_ids` with their recipients, in the order they were recorded."""
+    if not event_ids:
+        return []
+    rows = await conn.execute(
+        sa.text(
+            """
+            SELECT e.kind, coalesce(e.url, ''), e.occurred_at, r.owner_user_id, r.campaign_id, r.recipient_id,
+                   r.subscriber_id, r.email_address
+            FROM delivery.events AS e
+            JOIN delivery.recipients AS r ON r.campaign_id = e.campaign_id AND r.recipient_id = e.recipient_id
+            WHERE e.event_id = ANY(CAST(:ids AS bigint[]))
+            ORDER BY e.event_id
+            """
+        ),
+        {"ids": list(event_ids)},
+    )
+    return [RecipientActivity(*row) for row in rows]
 
 
 # --- mail capture -----------------------------------------------------------------------------------------

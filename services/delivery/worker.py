@@ -74,6 +74,7 @@ from services.delivery import (
     dkim,
     dkim_store,
     queue_store,
+    recipient_events,
     retries,
     sending,
     streams,
@@ -515,6 +516,7 @@ class Worker:
                         outbox_rows=retries.outbox_rows(
                             self._subjects, self._deferrals(campaign_id, window.outcomes)
                         ),
+                        events_subject=self._events_subject(campaign_id),
                     )
                 )
             if unsent:
@@ -630,6 +632,7 @@ class Worker:
                         outcomes=outcomes,
                         limit=self._window if more else 0,
                         outbox_rows=retry_rows,
+                        events_subject=self._events_subject(batch.campaign_id),
                     )
                 )
                 if not claimed:
@@ -776,9 +779,19 @@ class Worker:
         deferred recipients' retries."""
         batch, outcomes = window.batch, window.outcomes
         due = self._deferrals(batch.campaign_id, outcomes)
-        await claim_store.record_outcomes(work.conn, batch.campaign_id, window.claimant, outcomes)
+        await claim_store.record_outcomes(
+            work.conn,
+            batch.campaign_id,
+            window.claimant,
+            outcomes,
+            events_subject=self._events_subject(batch.campaign_id),
+        )
         await bounce_recording.announce_window(work, batch, outcomes, window.bounced_before)
         retries.schedule(work, self._subjects, due)
+
+    def _events_subject(self, campaign_id: int) -> str | None:
+        """Where a window's Sent and Failed rows are announced (the subject's fixed part); None: not at all."""
+        return self._subjects.event(events.DELIVERY_EVENTS) if recipient_events.announces(campaign_id) else None
 
     @staticmethod
     def _deferrals(campaign_id: int, outcomes: Sequence[Outcome]) -> list[retries.DueRetry]:
@@ -808,7 +821,13 @@ class Worker:
                 if outcome.status == RecipientStatus.PENDING:
                     outcome.status, outcome.error = RecipientStatus.DROPPED, "campaign cancelled"
         due = self._deferrals(batch.campaign_id, outcomes)
-        await claim_store.record_outcomes(conn, batch.campaign_id, window.claimant, outcomes)
+        await claim_store.record_outcomes(
+            conn,
+            batch.campaign_id,
+            window.claimant,
+            outcomes,
+            events_subject=self._events_subject(batch.campaign_id),
+        )
         if sending.announced_outcomes(outcomes, window.bounced_before):
             await bounce_recording.announce_window(work, batch, outcomes, window.bounced_before)
         retries.schedule(work, self._subjects, due)

@@ -105,6 +105,9 @@ async def register(
     created: event_webhooks_pb2.CreateWebhookEndpointResponse = await webhooks.CreateWebhookEndpoint(
         event_webhooks_pb2.CreateWebhookEndpointRequest(url=url, event_kinds=kinds, description="tests"),
         metadata=grpc_metadata(system, user.user_id),
+        # A Herald just started may not serve gRPC yet (delivery_system waits for the translator only).
+        wait_for_ready=True,
+        timeout=60,
     )
     return created
 
@@ -405,3 +408,55 @@ async def test_herald_webhooks_creates_an_endpoint_shows_its_log_and_deletes_it(
     removed = await herald(system, "webhooks", "delete", "--user", str(user.user_id), "--endpoint", endpoint_id)
     assert removed.returncode == 0, removed.stderr
     assert json.loads(removed.stdout) == {"UserID": user.user_id, "EndpointID": int(endpoint_id), "Deleted": True}
+
+
+async def test_per_recipient_events_of_a_real_send_reach_the_endpoint_once_each_in_order_after_an_outage(
+    delivery_system: Any, receiver: Receiver
+) -> None:
+    from tests.e2e.delivery_helpers import audience, started_campaign, wait_for_status
+
+    herald = delivery_system
+    system: System = herald.system
+    user = await herald.new_user()
+    kinds = (
+        STATUS_CHANGED,
+        event_webhooks_pb2.WEBHOOK_EVENT_KIND_RECIPIENT_QUEUED,
+        event_webhooks_pb2.WEBHOOK_EVENT_KIND_RECIPIENT_SENT,
+    )
+    async with grpc.aio.insecure_channel(system.grpc_target("delivery")) as channel:
+        stub = event_webhooks_pb2_grpc.EventWebhookServiceStub(channel)
+        created = await register(stub, system, user, receiver.url, kinds)
+        _, subscribers, list_id = await audience(herald, user, 5)
+        receiver.answer = 500
+        await receiver.start()
+        campaign_id = await started_campaign(herald, user, [list_id], name="Hooked")
+        assert await wait_for_status(herald.api, user, campaign_id, "Sent", within=30) == "Sent"
+        receiver.answer = 200
+        addresses = sorted(person.email for person in subscribers)
+
+        async def everything() -> bool:
+            types = [d.event["type"] for d in receiver.delivered()]
+            return (
+                types.count("recipient.sent") == 5
+                and types.count("recipient.queued") == 5
+                and (json.loads(receiver.delivered()[-1].body)["data"].get("status") == "CAMPAIGN_STATUS_SENT")
+            )
+
+        assert await eventually(everything, within=30), [d.event["type"] for d in receiver.delivered()]
+        log = await attempts(stub, system, user, created.endpoint.endpoint_id)
+    delivered = receiver.delivered()
+    ids = [d.headers["webhook-id"] for d in delivered]
+    assert len(ids) == len(set(ids)), "an event was delivered twice"
+    assert any(a.status_code == 500 for a in log) and sum(a.delivered for a in log) == len(delivered)
+    verify = documented_verify()
+    order: list[tuple[str, str]] = []
+    for delivery in delivered:
+        verify(created.signing_secret, delivery.headers, delivery.body)
+        event = delivery.event
+        assert event["data"]["campaign_id"] == str(campaign_id)
+        assert event["data"]["owner_user_id"] == str(user.user_id)
+        order.append((event["type"], event["data"].get("email_address", event["data"].get("status", ""))))
+    assert sorted(address for kind, address in order if kind == "recipient.sent") == addresses
+    assert all(order.index(("recipient.queued", a)) < order.index(("recipient.sent", a)) for a in addresses)
+    # The campaign's last status change (Sending → Sent) follows every recipient's events.
+    assert order[-1] == ("campaign.status_changed", "CAMPAIGN_STATUS_SENT")

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from google.protobuf import timestamp_pb2
 from herald.campaign.v1 import campaign_pb2
 from herald.delivery.v1 import delivery_pb2
 
@@ -160,7 +161,11 @@ def test_a_status_change_and_recipient_events_become_payloads_in_proto3_json() -
     batch = delivery_pb2.DeliveryEvents(
         events=[
             delivery_pb2.DeliveryEvent(
-                kind=delivery_pb2.DELIVERY_EVENT_KIND_SENT, owner_user_id=7, campaign_id=5, recipient_id=1
+                kind=delivery_pb2.DELIVERY_EVENT_KIND_SENT,
+                owner_user_id=7,
+                campaign_id=5,
+                recipient_id=1,
+                occur_time=timestamp_pb2.Timestamp(seconds=1_800_000_000),
             ),
             delivery_pb2.DeliveryEvent(
                 kind=delivery_pb2.DELIVERY_EVENT_KIND_CLICKED,
@@ -168,6 +173,7 @@ def test_a_status_change_and_recipient_events_become_payloads_in_proto3_json() -
                 campaign_id=5,
                 recipient_id=1,
                 detail="https://example.com/",
+                occur_time=timestamp_pb2.Timestamp(seconds=1_800_000_001),
             ),
         ]
     )
@@ -177,6 +183,8 @@ def test_a_status_change_and_recipient_events_become_payloads_in_proto3_json() -
     assert [e.event_type for e in found] == ["recipient.sent", "recipient.clicked"]
     assert [e.position for e in found] == [0, 1] and len({e.event_id for e in found}) == 2
     assert json.loads(found[1].body)["data"]["detail"] == "https://example.com/"
+    # A recipient event's time is when it happened, not when it was published.
+    assert json.loads(found[0].body)["timestamp"] == "2027-01-15T08:00:00Z"
 
 
 @pytest_asyncio.fixture
