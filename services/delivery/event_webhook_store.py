@@ -224,20 +224,31 @@ async def inserted_events_count(
 # --- the dispatcher --------------------------------------------------------------------------------------------
 
 
+# The head of each (endpoint, campaign) queue, found by skipping through the partial index from one queue to
+# the next (a loose index scan): as many index probes as there are queues, however long each queue is.
+HEADS = """
+WITH RECURSIVE heads AS (
+    (SELECT endpoint_id, campaign_id, event_id, next_attempt_at FROM delivery.webhook_events
+     WHERE NOT delivered ORDER BY endpoint_id, campaign_id, stream_sequence, position LIMIT 1)
+    UNION ALL
+    SELECT next.* FROM heads h CROSS JOIN LATERAL (
+        SELECT w.endpoint_id, w.campaign_id, w.event_id, w.next_attempt_at FROM delivery.webhook_events w
+        WHERE NOT w.delivered AND (w.endpoint_id, w.campaign_id) > (h.endpoint_id, h.campaign_id)
+        ORDER BY w.endpoint_id, w.campaign_id, w.stream_sequence, w.position LIMIT 1
+    ) next
+)
+"""
+
+
 async def claimed_due_events(conn: AsyncConnection, limit: int, lease_seconds: float) -> list[ClaimedEvent]:
     """Claims up to `limit` due heads of (endpoint, campaign) queues of enabled endpoints for one attempt each:
     their next attempt is pushed `lease_seconds` ahead, so no other dispatcher takes them meanwhile. An event
     behind an undelivered one of its campaign waits, whatever its own time: delivery is in order."""
     result = await conn.execute(
         sa.text(
-            "WITH heads AS ("
-            "  SELECT DISTINCT ON (w.endpoint_id, w.campaign_id) w.endpoint_id, w.event_id, w.next_attempt_at "
-            "  FROM delivery.webhook_events w JOIN delivery.webhook_endpoints e USING (endpoint_id) "
-            "  WHERE NOT w.delivered AND e.enabled "
-            "  ORDER BY w.endpoint_id, w.campaign_id, w.stream_sequence, w.position"
-            "), due AS ("
-            "  SELECT endpoint_id, event_id FROM heads WHERE next_attempt_at <= now() "
-            "  ORDER BY next_attempt_at LIMIT :limit"
+            HEADS + ", due AS ("
+            "  SELECT h.endpoint_id, h.event_id FROM heads h JOIN delivery.webhook_endpoints e USING (endpoint_id) "
+            "  WHERE e.enabled AND h.next_attempt_at <= now() ORDER BY h.next_attempt_at LIMIT :limit"
             ") "
             "UPDATE delivery.webhook_events w SET next_attempt_at = now() + make_interval(secs => :lease) "
             "FROM due, delivery.webhook_endpoints e "
