@@ -221,21 +221,35 @@ class EventWebhookSender:
     # --- delivery ----------------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Delivers due events until `stop`."""
+        """Delivers due events until `stop`: up to HERALD_EVENT_WEBHOOK_CONCURRENCY POSTs at once, each on its own,
+        so a slow endpoint holds up nobody else's events; a finished POST makes its campaign's next event due."""
         connector = aiohttp.TCPConnector(
             resolver=GuardedResolver(allow_private=self._allow_private), limit=self._concurrency
         )
         session = aiohttp.ClientSession(
             connector=connector, cookie_jar=aiohttp.DummyCookieJar(), headers={"user-agent": USER_AGENT}
         )
+        in_flight: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("event webhook delivery failed unexpectedly", exc_info=task.exception())
+            self._wake.set()
+
         pruned_at = 0.0
         try:
             while not stop.is_set():
+                # Cleared before looking, so that an event ingested or a POST finished meanwhile wakes the wait below.
+                self._wake.clear()
+                free = self._concurrency - len(in_flight)
                 try:
-                    async with self._engine.begin() as conn:
-                        claimed = await event_webhook_store.claimed_due_events(
-                            conn, self._concurrency, self._timeout + CLAIM_MARGIN_SECONDS
-                        )
+                    claimed = []
+                    if free > 0:
+                        async with self._engine.begin() as conn:
+                            claimed = await event_webhook_store.claimed_due_events(
+                                conn, free, self._timeout + CLAIM_MARGIN_SECONDS
+                            )
                     if time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
                         pruned_at = time.monotonic()
                         async with self._engine.begin() as conn:
@@ -244,15 +258,21 @@ class EventWebhookSender:
                     log.warning("cannot claim event webhook deliveries; retrying", exc_info=True)
                     await natsutil.sleep_unless_stopped(stop, self._poll)
                     continue
-                if claimed:
-                    await asyncio.gather(*(self._deliver(session, event) for event in claimed))
-                    continue  # the next of each campaign may be due at once
-                self._wake.clear()
-                # Woken by the ingest, or looking again after the poll (for retries falling due); `stop` is
-                # noticed within that time.
+                for event in claimed:
+                    task = asyncio.ensure_future(self._deliver(session, event))
+                    in_flight.add(task)
+                    task.add_done_callback(finished)
+                # Woken by the ingest or a finished POST, or looking again after the poll (for retries falling
+                # due); `stop` is noticed within that time.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll)
         finally:
+            # POSTs under way may finish (each is bounded by the timeout); an event cut off is tried again once its
+            # claim runs out, with the same id.
+            if in_flight:
+                _, cut_off = await asyncio.wait(set(in_flight), timeout=self._timeout)
+                for task in cut_off:
+                    task.cancel()
             await session.close()
 
     async def _deliver(self, session: aiohttp.ClientSession, event: event_webhook_store.ClaimedEvent) -> None:

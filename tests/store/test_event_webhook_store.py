@@ -12,7 +12,11 @@ from services.delivery.event_webhooks import OutgoingEvent, event_id
 from tests.store.conftest import new_id
 
 SERVICES = ("delivery",)
-LATER = datetime.now(UTC) + timedelta(minutes=1)
+
+
+def later() -> datetime:
+    """A publication time after every endpoint the tests create."""
+    return datetime.now(UTC) + timedelta(minutes=1)
 
 
 def _event(owner: int, campaign: int, sequence: int, event_type: str = "campaign.status_changed") -> OutgoingEvent:
@@ -48,12 +52,12 @@ async def test_an_event_is_written_for_each_enabled_endpoint_of_its_owner_that_a
     await store.disabled_endpoint_count(conn, disabled, "test")
     theirs = await _endpoint(conn, other)
     event = _event(owner, new_id(), 1)
-    assert await store.inserted_events_count(conn, [event], LATER) == 1
+    assert await store.inserted_events_count(conn, [event], later()) == 1
     assert await _undelivered(conn, wants) == [event.event_id]
     for endpoint_id in (wants_other_kind, disabled, theirs):
         assert await _undelivered(conn, endpoint_id) == []
     # The same message again (a JetStream redelivery) adds nothing; an event older than the endpoint is not its.
-    assert await store.inserted_events_count(conn, [event], LATER) == 0
+    assert await store.inserted_events_count(conn, [event], later()) == 0
     assert await store.inserted_events_count(conn, [_event(owner, 1, 2)], datetime(2000, 1, 1, tzinfo=UTC)) == 0
 
 
@@ -64,7 +68,7 @@ async def test_only_the_oldest_undelivered_event_of_each_campaign_is_claimed_and
     endpoint_id = await _endpoint(conn, owner)
     first, second = new_id(), new_id()
     events = [_event(owner, first, 10), _event(owner, second, 11), _event(owner, first, 12)]
-    await store.inserted_events_count(conn, events, LATER)
+    await store.inserted_events_count(conn, events, later())
     claimed = [e for e in await store.claimed_due_events(conn, 100, 60) if e.endpoint_id == endpoint_id]
     assert sorted(e.event_id for e in claimed) == sorted([events[0].event_id, events[1].event_id])
     assert [e for e in await store.claimed_due_events(conn, 100, 60) if e.endpoint_id == endpoint_id] == []
@@ -95,7 +99,7 @@ async def test_only_the_oldest_undelivered_event_of_each_campaign_is_claimed_and
 async def test_a_disabled_endpoint_is_not_claimed_until_enabled_again(conn: AsyncConnection) -> None:
     owner = new_id()
     endpoint_id = await _endpoint(conn, owner)
-    await store.inserted_events_count(conn, [_event(owner, new_id(), 20)], LATER)
+    await store.inserted_events_count(conn, [_event(owner, new_id(), 20)], later())
     [claimed] = [e for e in await store.claimed_due_events(conn, 100, 3600) if e.endpoint_id == endpoint_id]
     await store.disabled_endpoint_count(conn, endpoint_id, "failing")
     assert await store.enabled_endpoint_count(conn, new_id(), endpoint_id) == 0  # not the owner
