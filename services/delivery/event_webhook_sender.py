@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
+from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from yarl import URL
@@ -51,6 +52,18 @@ from services.delivery.event_webhooks import (
 )
 
 log = structlog.get_logger()
+
+# docs/operations.md, "Metrics"; "event webhooks" are the outgoing ones (herald_webhook_* are the provider webhooks).
+EVENTS_WRITTEN = Counter(
+    "herald_event_webhook_events_total", "Events written for event webhook endpoints (one per endpoint and event)"
+)
+ATTEMPTS = Counter("herald_event_webhook_attempts_total", "POSTs of events to endpoints", ["outcome"])
+ATTEMPT_SECONDS = Histogram("herald_event_webhook_attempt_seconds", "Time a POST of an event to an endpoint took")
+DISABLED = Counter(
+    "herald_event_webhook_endpoints_disabled_total", "Endpoints disabled after failing for the retry horizon"
+)
+for _outcome in ("delivered", "failed"):
+    ATTEMPTS.labels(_outcome)
 
 DURABLE = "delivery-event-webhooks"
 USER_AGENT = "Herald-Webhooks/1"
@@ -216,6 +229,7 @@ class EventWebhookSender:
                         delay = min(delay * 2, 10.0)
             await natsutil.settle(message.ack(), "ack")
             if added:
+                EVENTS_WRITTEN.inc(added)
                 self._wake.set()
 
     # --- delivery ----------------------------------------------------------------------------------------------
@@ -278,6 +292,8 @@ class EventWebhookSender:
     async def _deliver(self, session: aiohttp.ClientSession, event: event_webhook_store.ClaimedEvent) -> None:
         status, error, latency_ms = await self._post(session, event)
         delivered = 200 <= status < 300
+        ATTEMPTS.labels("delivered" if delivered else "failed").inc()
+        ATTEMPT_SECONDS.observe(latency_ms / 1000)
         context = {"endpoint_id": event.endpoint_id, "event_id": event.event_id, "campaign_id": event.campaign_id}
         retry_in = 0.0 if delivered else self._schedule.delay(event.attempts + 1)
         try:
@@ -313,6 +329,7 @@ class EventWebhookSender:
             return
         reason = disabled_reason(since, self._schedule.horizon_seconds, outcome)
         if await event_webhook_store.disabled_endpoint_count(conn, event.endpoint_id, reason):
+            DISABLED.inc()
             log.warning("event webhook endpoint disabled", endpoint_id=event.endpoint_id, reason=reason)
 
     async def _post(

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 import pytest_asyncio
@@ -226,6 +227,12 @@ async def test_a_receiver_that_was_down_gets_every_event_once_in_order_per_campa
     assert [a.attempt_id for a in log] == sorted((a.attempt_id for a in log), reverse=True)
     shown = await endpoint(webhooks, system, user, endpoint_id)
     assert shown.enabled and shown.pending_events == 0 and not shown.HasField("failing_since_time")
+    # The delivery service counts them (docs/operations.md, "Metrics").
+    async with aiohttp.ClientSession() as session, session.get(system.metrics_urls()["delivery"]) as response:
+        exported = await response.text()
+    for outcome in ("delivered", "failed"):
+        found = re.search(rf'herald_event_webhook_attempts_total{{outcome="{outcome}"}} (\S+)', exported)
+        assert found is not None and float(found.group(1)) >= 1, outcome
 
 
 async def _true_if(value: bool) -> bool:
