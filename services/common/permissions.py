@@ -247,6 +247,9 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
     "/herald.delivery.v1.EventWebhookService/ListWebhookAttempts": needs(
         "Campaign.Get", note="gRPC only: the delivery log of the caller's own endpoints"
     ),
+    "/herald.delivery.v1.EventWebhookService/RotateWebhookSecret": needs(
+        "Campaign.Get", note="gRPC only: a new signing secret for the caller's own endpoint"
+    ),
 }
 
 

@@ -142,6 +142,32 @@ class EventWebhookService(event_webhooks_pb2_grpc.EventWebhookServiceServicer):
         assert found is not None
         return _endpoint_message(found)
 
+    async def RotateWebhookSecret(
+        self, request: event_webhooks_pb2.RotateWebhookSecretRequest, context: grpc.aio.ServicerContext
+    ) -> event_webhooks_pb2.RotateWebhookSecretResponse:
+        owner = auth.principal().user_id
+        grace = (
+            event_webhooks.secret_grace_seconds(
+                request.previous_secret_grace.seconds, request.previous_secret_grace.nanos
+            )
+            if request.HasField("previous_secret_grace")
+            else event_webhooks.secret_grace_seconds(None)
+        )
+        secret = event_webhooks.new_secret()
+        async with self._engine.begin() as conn:
+            found, expires = await event_webhook_store.rotated_secret(
+                conn, owner, request.endpoint_id, self._seal.seal_secret(secret, owner), grace
+            )
+            if not found:
+                raise event_webhooks.endpoint_not_found(request.endpoint_id)
+            endpoint = await event_webhook_store.endpoint_of(conn, owner, request.endpoint_id)
+        assert endpoint is not None
+        return event_webhooks_pb2.RotateWebhookSecretResponse(
+            endpoint=_endpoint_message(endpoint),
+            signing_secret=secret,
+            previous_secret_expire_time=grpcutil.timestamp(expires),
+        )
+
     async def ListWebhookAttempts(
         self, request: event_webhooks_pb2.ListWebhookAttemptsRequest, context: grpc.aio.ServicerContext
     ) -> event_webhooks_pb2.ListWebhookAttemptsResponse:

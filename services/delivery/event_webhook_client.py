@@ -1,4 +1,4 @@
-"""`herald webhooks create|list|get|delete|enable|attempts`: a user's event webhook endpoints (docs/webhooks.md) through EventWebhookService; `create` prints the signing secret, once.
+"""`herald webhooks create|list|get|delete|enable|attempts|rotate`: a user's event webhook endpoints (docs/webhooks.md) through EventWebhookService; `create` prints the signing secret, once.
 
 The command calls as the user it names (a token minted from the identity store), so it can do no more
 than that user could. Answers are JSON on stdout; a failure is one JSON line on stderr (services/cli.py).
@@ -42,6 +42,7 @@ def add_arguments(webhooks: argparse._SubParsersAction[Any], positive: Callable[
         ("delete", "remove an endpoint with its waiting events and its log"),
         ("enable", "enable a disabled endpoint; what it missed is sent, in order"),
         ("attempts", "the endpoint's delivery log, newest first: status codes, errors, latency"),
+        ("rotate", "a new signing secret (printed once); the previous one keeps signing too for the grace time"),
     ):
         command = webhooks.add_parser(name, help=text)
         command.add_argument("--user", type=positive, required=True, help="user id")
@@ -147,6 +148,16 @@ def action(args: argparse.Namespace, settings: Settings) -> Callable[[IdentitySt
                 event_webhooks_pb2.DeleteWebhookEndpointRequest(endpoint_id=args.endpoint),
             )
             return {"UserID": args.user, "EndpointID": args.endpoint, "Deleted": True}
+        if args.action == "rotate":
+            request = event_webhooks_pb2.RotateWebhookSecretRequest(endpoint_id=args.endpoint)
+            if args.grace_seconds is not None:
+                request.previous_secret_grace.seconds = args.grace_seconds
+            rotated = await _call(settings, token, lambda stub: stub.RotateWebhookSecret, request)
+            return {
+                "Endpoint": shown(rotated.endpoint),
+                "SigningSecret": rotated.signing_secret,
+                "PreviousSecretSignsUntil": _time(rotated, "previous_secret_expire_time"),
+            }
         log = await _call(
             settings,
             token,

@@ -340,7 +340,12 @@ class EventWebhookSender:
         status, error = 0, ""
         try:
             secret = self._seal.open_secret(event.sealed_secret, event.owner_user_id)
-            headers = signed_headers(secret, event.event_id, int(time.time()), event.body)
+            previous = (
+                self._seal.open_secret(event.sealed_previous_secret, event.owner_user_id)
+                if event.sealed_previous_secret is not None
+                else None
+            )
+            headers = signed_headers(secret, event.event_id, int(time.time()), event.body, previous)
             async with (
                 asyncio.timeout(self._timeout),
                 session.post(URL(event.url), data=event.body, headers=headers, allow_redirects=False) as response,

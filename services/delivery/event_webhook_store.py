@@ -43,6 +43,8 @@ class ClaimedEvent:
     campaign_id: int
     body: bytes
     attempts: int
+    # The previous secret while it still signs too (after a rotation), else None.
+    sealed_previous_secret: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,25 @@ async def enabled_endpoint_count(conn: AsyncConnection, owner_user_id: int, endp
     return result.rowcount
 
 
+async def rotated_secret(
+    conn: AsyncConnection, owner_user_id: int, endpoint_id: int, sealed_secret: bytes, grace_seconds: float
+) -> tuple[bool, datetime | None]:
+    """Makes `sealed_secret` the endpoint's secret, the current one signing too for `grace_seconds` (none for 0):
+    (whether the owner has the endpoint, until when the previous one signs)."""
+    result = await conn.execute(
+        sa.text(
+            "UPDATE delivery.webhook_endpoints SET "
+            "sealed_previous_secret = CASE WHEN :grace > 0 THEN sealed_secret END, "
+            "previous_secret_expires_at = CASE WHEN :grace > 0 THEN now() + make_interval(secs => :grace) END, "
+            "sealed_secret = :secret "
+            "WHERE endpoint_id = :endpoint AND owner_user_id = :owner RETURNING previous_secret_expires_at"
+        ),
+        {"grace": grace_seconds, "secret": sealed_secret, "endpoint": endpoint_id, "owner": owner_user_id},
+    )
+    row = result.first()
+    return (False, None) if row is None else (True, row.previous_secret_expires_at)
+
+
 async def attempts_of(
     conn: AsyncConnection, owner_user_id: int, endpoint_id: int, limit: int, before: int | None
 ) -> list[AttemptRow]:
@@ -255,7 +276,8 @@ async def claimed_due_events(conn: AsyncConnection, limit: int, lease_seconds: f
             "WHERE w.endpoint_id = due.endpoint_id AND w.event_id = due.event_id AND e.endpoint_id = w.endpoint_id "
             "AND w.next_attempt_at <= now() AND NOT w.delivered "
             "RETURNING w.endpoint_id, e.owner_user_id, e.url, e.sealed_secret, w.event_id, w.event_type, "
-            "w.campaign_id, w.body, w.attempts"
+            "w.campaign_id, w.body, w.attempts, "
+            "CASE WHEN e.previous_secret_expires_at > now() THEN e.sealed_previous_secret END"
         ),
         {"limit": limit, "lease": lease_seconds},
     )

@@ -171,13 +171,38 @@ def signature(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
     return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode('ascii')}"
 
 
-def signed_headers(secret: str, event_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def signed_headers(
+    secret: str, event_id: str, timestamp: int, body: bytes, previous_secret: str | None = None
+) -> dict[str, str]:
+    """The headers of one POST; after a rotation, with a second signature by the previous secret (space-separated)."""
+    signatures = [signature(secret, event_id, timestamp, body)]
+    if previous_secret:
+        signatures.append(signature(previous_secret, event_id, timestamp, body))
     return {
         "content-type": "application/json",
         "webhook-id": event_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature(secret, event_id, timestamp, body),
+        "webhook-signature": " ".join(signatures),
     }
+
+
+WEBHOOK_SECRET_GRACE_INVALID = "WEBHOOK_SECRET_GRACE_INVALID"
+DEFAULT_SECRET_GRACE_SECONDS = 86400.0
+MAX_SECRET_GRACE_SECONDS = 7 * 86400.0
+
+
+def secret_grace_seconds(seconds: int | None, nanos: int = 0) -> float:
+    """How long the previous secret keeps signing after a rotation: the default for unset, else 0 to 7 days."""
+    if seconds is None:
+        return DEFAULT_SECRET_GRACE_SECONDS
+    grace = seconds + nanos / 1e9
+    if seconds < 0 or nanos < 0 or grace > MAX_SECRET_GRACE_SECONDS:
+        raise invalid(
+            WEBHOOK_SECRET_GRACE_INVALID,
+            "previous_secret_grace must be from 0 to 7 days",
+            "previous_secret_grace",
+        )
+    return grace
 
 
 # --- events ----------------------------------------------------------------------------------------------------

@@ -467,3 +467,69 @@ async def test_per_recipient_events_of_a_real_send_reach_the_endpoint_once_each_
     assert all(order.index(("recipient.queued", a)) < order.index(("recipient.sent", a)) for a in addresses)
     # The campaign's last status change (Sending → Sent) follows every recipient's events.
     assert order[-1] == ("campaign.status_changed", "CAMPAIGN_STATUS_SENT")
+
+
+async def test_a_rotated_secret_signs_at_once_and_the_previous_one_only_for_its_grace_time(
+    system: System,
+    api: Api,
+    make_user: Any,
+    receiver: Receiver,
+    webhooks: event_webhooks_pb2_grpc.EventWebhookServiceStub,
+) -> None:
+    from google.protobuf import duration_pb2
+
+    from services.common.grpcutil import decode_error
+
+    user = await make_user()
+    await receiver.start()
+    created = await register(webhooks, system, user, receiver.url)
+    endpoint_id, old = created.endpoint.endpoint_id, created.signing_secret
+    as_owner = grpc_metadata(system, user.user_id)
+    verify = documented_verify()
+
+    rotated = await webhooks.RotateWebhookSecret(
+        event_webhooks_pb2.RotateWebhookSecretRequest(endpoint_id=endpoint_id), metadata=as_owner
+    )
+    assert rotated.signing_secret.startswith("whsec_") and rotated.signing_secret != old
+    grace = rotated.previous_secret_expire_time.ToDatetime() - created.endpoint.create_time.ToDatetime()
+    assert 86000 < grace.total_seconds() < 86800
+    campaign_id = await ready_campaign(api, user)
+    assert await eventually(lambda: _true_if(len(receiver.delivered()) == 1), within=10)
+    first = receiver.delivered()[0]
+    assert len(first.headers["webhook-signature"].split()) == 2
+    verify(rotated.signing_secret, first.headers, first.body)
+    verify(old, first.headers, first.body)
+
+    # Rotated again without grace: only the newest secret signs.
+    newest = await webhooks.RotateWebhookSecret(
+        event_webhooks_pb2.RotateWebhookSecretRequest(
+            endpoint_id=endpoint_id, previous_secret_grace=duration_pb2.Duration(seconds=0)
+        ),
+        metadata=as_owner,
+    )
+    assert not newest.HasField("previous_secret_expire_time")
+    await api.call("campaign.pause", user.api_key, CampaignID=campaign_id)
+    assert await eventually(lambda: _true_if(len(receiver.delivered()) == 2), within=10)
+    second = receiver.delivered()[1]
+    verify(newest.signing_secret, second.headers, second.body)
+    for stale in (old, rotated.signing_secret):
+        with pytest.raises(ValueError, match="signature"):
+            verify(stale, second.headers, second.body)
+
+    too_long = await rpc_error(
+        webhooks.RotateWebhookSecret(
+            event_webhooks_pb2.RotateWebhookSecretRequest(
+                endpoint_id=endpoint_id, previous_secret_grace=duration_pb2.Duration(seconds=8 * 86400)
+            ),
+            metadata=as_owner,
+        )
+    )
+    assert too_long.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert decode_error(too_long).reason == "WEBHOOK_SECRET_GRACE_INVALID"
+    theirs = await rpc_error(
+        webhooks.RotateWebhookSecret(
+            event_webhooks_pb2.RotateWebhookSecretRequest(endpoint_id=endpoint_id),
+            metadata=grpc_metadata(system, (await make_user()).user_id),
+        )
+    )
+    assert theirs.code() == grpc.StatusCode.NOT_FOUND

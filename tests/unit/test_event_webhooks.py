@@ -96,6 +96,11 @@ def test_the_signature_is_the_hmac_of_id_timestamp_and_body_under_the_decoded_se
     assert headers["webhook-signature"] == "v1," + base64.b64encode(expected).decode()
     assert headers["webhook-id"] == "evt_1" and headers["webhook-timestamp"] == "1700000000"
     assert event_webhooks.new_secret() != event_webhooks.new_secret()
+    # After a rotation: both signatures, the new secret's first.
+    previous = "whsec_" + base64.b64encode(b"p" * 32).decode()
+    both = event_webhooks.signed_headers(secret, "evt_1", 1700000000, body, previous)["webhook-signature"].split()
+    assert both[0] == headers["webhook-signature"]
+    assert both[1] == event_webhooks.signature(previous, "evt_1", 1700000000, body)
     assert len(event_webhooks.secret_key(event_webhooks.new_secret())) == 32
 
 

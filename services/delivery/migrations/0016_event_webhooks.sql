@@ -9,6 +9,9 @@ CREATE TABLE webhook_endpoints (
     description      text        NOT NULL DEFAULT '',
     -- The signing secret, sealed (AES-GCM under a key derived from the token secret).
     sealed_secret    bytea       NOT NULL,
+    -- After a rotation, the previous secret signs deliveries too until previous_secret_expires_at.
+    sealed_previous_secret     bytea,
+    previous_secret_expires_at timestamptz,
     enabled          boolean     NOT NULL DEFAULT true,
     disabled_reason  text        NOT NULL DEFAULT '',
     disabled_at      timestamptz,

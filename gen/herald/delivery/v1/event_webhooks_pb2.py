@@ -22,41 +22,46 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'herald/delivery/v1/event_webhooks.proto\x12\x12herald.delivery.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x02\n\x0fWebhookEndpoint\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\x12\x15\n\rowner_user_id\x18\x02 \x01(\x03\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x39\n\x0b\x65vent_kinds\x18\x04 \x03(\x0e\x32$.herald.delivery.v1.WebhookEventKind\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\x12\x17\n\x0f\x64isabled_reason\x18\x07 \x01(\t\x12\x30\n\x0c\x64isable_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epending_events\x18\n \x01(\x03\x12\x36\n\x12\x66\x61iling_since_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x1c\x43reateWebhookEndpointRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x39\n\x0b\x65vent_kinds\x18\x02 \x03(\x0e\x32$.herald.delivery.v1.WebhookEventKind\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"n\n\x1d\x43reateWebhookEndpointResponse\x12\x35\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32#.herald.delivery.v1.WebhookEndpoint\x12\x16\n\x0esigning_secret\x18\x02 \x01(\t\"0\n\x19GetWebhookEndpointRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"\x1d\n\x1bListWebhookEndpointsRequest\"V\n\x1cListWebhookEndpointsResponse\x12\x36\n\tendpoints\x18\x01 \x03(\x0b\x32#.herald.delivery.v1.WebhookEndpoint\"3\n\x1c\x44\x65leteWebhookEndpointRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"3\n\x1c\x45nableWebhookEndpointRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"\xf4\x01\n\x0eWebhookAttempt\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\x03\x12\x30\n\x0c\x61ttempt_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bstatus_code\x18\x06 \x01(\x05\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x05\x12\x16\n\x0e\x61ttempt_number\x18\t \x01(\x05\x12\x11\n\tdelivered\x18\n \x01(\x08\"X\n\x1aListWebhookAttemptsRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"l\n\x1bListWebhookAttemptsResponse\x12\x34\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\".herald.delivery.v1.WebhookAttempt\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xb8\x03\n\x10WebhookEventKind\x12\"\n\x1eWEBHOOK_EVENT_KIND_UNSPECIFIED\x10\x00\x12.\n*WEBHOOK_EVENT_KIND_CAMPAIGN_STATUS_CHANGED\x10\x01\x12\'\n#WEBHOOK_EVENT_KIND_RECIPIENT_QUEUED\x10\x02\x12%\n!WEBHOOK_EVENT_KIND_RECIPIENT_SENT\x10\x03\x12\'\n#WEBHOOK_EVENT_KIND_RECIPIENT_FAILED\x10\x04\x12(\n$WEBHOOK_EVENT_KIND_RECIPIENT_BOUNCED\x10\x05\x12+\n\'WEBHOOK_EVENT_KIND_RECIPIENT_COMPLAINED\x10\x06\x12\'\n#WEBHOOK_EVENT_KIND_RECIPIENT_OPENED\x10\x07\x12(\n$WEBHOOK_EVENT_KIND_RECIPIENT_CLICKED\x10\x08\x12-\n)WEBHOOK_EVENT_KIND_RECIPIENT_UNSUBSCRIBED\x10\t2\xc3\x05\n\x13\x45ventWebhookService\x12|\n\x15\x43reateWebhookEndpoint\x12\x30.herald.delivery.v1.CreateWebhookEndpointRequest\x1a\x31.herald.delivery.v1.CreateWebhookEndpointResponse\x12h\n\x12GetWebhookEndpoint\x12-.herald.delivery.v1.GetWebhookEndpointRequest\x1a#.herald.delivery.v1.WebhookEndpoint\x12y\n\x14ListWebhookEndpoints\x12/.herald.delivery.v1.ListWebhookEndpointsRequest\x1a\x30.herald.delivery.v1.ListWebhookEndpointsResponse\x12\x61\n\x15\x44\x65leteWebhookEndpoint\x12\x30.herald.delivery.v1.DeleteWebhookEndpointRequest\x1a\x16.google.protobuf.Empty\x12n\n\x15\x45nableWebhookEndpoint\x12\x30.herald.delivery.v1.EnableWebhookEndpointRequest\x1a#.herald.delivery.v1.WebhookEndpoint\x12v\n\x13ListWebhookAttempts\x12..herald.delivery.v1.ListWebhookAttemptsRequest\x1a/.herald.delivery.v1.ListWebhookAttemptsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'herald/delivery/v1/event_webhooks.proto\x12\x12herald.delivery.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x02\n\x0fWebhookEndpoint\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\x12\x15\n\rowner_user_id\x18\x02 \x01(\x03\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x39\n\x0b\x65vent_kinds\x18\x04 \x03(\x0e\x32$.herald.delivery.v1.WebhookEventKind\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\x12\x17\n\x0f\x64isabled_reason\x18\x07 \x01(\t\x12\x30\n\x0c\x64isable_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epending_events\x18\n \x01(\x03\x12\x36\n\x12\x66\x61iling_since_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x1c\x43reateWebhookEndpointRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x39\n\x0b\x65vent_kinds\x18\x02 \x03(\x0e\x32$.herald.delivery.v1.WebhookEventKind\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"n\n\x1d\x43reateWebhookEndpointResponse\x12\x35\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32#.herald.delivery.v1.WebhookEndpoint\x12\x16\n\x0esigning_secret\x18\x02 \x01(\t\"0\n\x19GetWebhookEndpointRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"\x1d\n\x1bListWebhookEndpointsRequest\"V\n\x1cListWebhookEndpointsResponse\x12\x36\n\tendpoints\x18\x01 \x03(\x0b\x32#.herald.delivery.v1.WebhookEndpoint\"3\n\x1c\x44\x65leteWebhookEndpointRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"3\n\x1c\x45nableWebhookEndpointRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\"\xf4\x01\n\x0eWebhookAttempt\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\x03\x12\x30\n\x0c\x61ttempt_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bstatus_code\x18\x06 \x01(\x05\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x05\x12\x16\n\x0e\x61ttempt_number\x18\t \x01(\x05\x12\x11\n\tdelivered\x18\n \x01(\x08\"X\n\x1aListWebhookAttemptsRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"l\n\x1bListWebhookAttemptsResponse\x12\x34\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\".herald.delivery.v1.WebhookAttempt\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"k\n\x1aRotateWebhookSecretRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\x03\x12\x38\n\x15previous_secret_grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xad\x01\n\x1bRotateWebhookSecretResponse\x12\x35\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32#.herald.delivery.v1.WebhookEndpoint\x12\x16\n\x0esigning_secret\x18\x02 \x01(\t\x12?\n\x1bprevious_secret_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xb8\x03\n\x10WebhookEventKind\x12\"\n\x1eWEBHOOK_EVENT_KIND_UNSPECIFIED\x10\x00\x12.\n*WEBHOOK_EVENT_KIND_CAMPAIGN_STATUS_CHANGED\x10\x01\x12\'\n#WEBHOOK_EVENT_KIND_RECIPIENT_QUEUED\x10\x02\x12%\n!WEBHOOK_EVENT_KIND_RECIPIENT_SENT\x10\x03\x12\'\n#WEBHOOK_EVENT_KIND_RECIPIENT_FAILED\x10\x04\x12(\n$WEBHOOK_EVENT_KIND_RECIPIENT_BOUNCED\x10\x05\x12+\n\'WEBHOOK_EVENT_KIND_RECIPIENT_COMPLAINED\x10\x06\x12\'\n#WEBHOOK_EVENT_KIND_RECIPIENT_OPENED\x10\x07\x12(\n$WEBHOOK_EVENT_KIND_RECIPIENT_CLICKED\x10\x08\x12-\n)WEBHOOK_EVENT_KIND_RECIPIENT_UNSUBSCRIBED\x10\t2\xbb\x06\n\x13\x45ventWebhookService\x12|\n\x15\x43reateWebhookEndpoint\x12\x30.herald.delivery.v1.CreateWebhookEndpointRequest\x1a\x31.herald.delivery.v1.CreateWebhookEndpointResponse\x12h\n\x12GetWebhookEndpoint\x12-.herald.delivery.v1.GetWebhookEndpointRequest\x1a#.herald.delivery.v1.WebhookEndpoint\x12y\n\x14ListWebhookEndpoints\x12/.herald.delivery.v1.ListWebhookEndpointsRequest\x1a\x30.herald.delivery.v1.ListWebhookEndpointsResponse\x12\x61\n\x15\x44\x65leteWebhookEndpoint\x12\x30.herald.delivery.v1.DeleteWebhookEndpointRequest\x1a\x16.google.protobuf.Empty\x12n\n\x15\x45nableWebhookEndpoint\x12\x30.herald.delivery.v1.EnableWebhookEndpointRequest\x1a#.herald.delivery.v1.WebhookEndpoint\x12v\n\x13ListWebhookAttempts\x12..herald.delivery.v1.ListWebhookAttemptsRequest\x1a/.herald.delivery.v1.ListWebhookAttemptsResponse\x12v\n\x13RotateWebhookSecret\x12..herald.delivery.v1.RotateWebhookSecretRequest\x1a/.herald.delivery.v1.RotateWebhookSecretResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.delivery.v1.event_webhooks_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WEBHOOKEVENTKIND']._serialized_start=1463
-  _globals['_WEBHOOKEVENTKIND']._serialized_end=1903
-  _globals['_WEBHOOKENDPOINT']._serialized_start=126
-  _globals['_WEBHOOKENDPOINT']._serialized_end=501
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=503
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=626
-  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_start=628
-  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_end=738
-  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_start=740
-  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_end=788
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=790
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=819
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=821
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=907
-  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_start=909
-  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_end=960
-  _globals['_ENABLEWEBHOOKENDPOINTREQUEST']._serialized_start=962
-  _globals['_ENABLEWEBHOOKENDPOINTREQUEST']._serialized_end=1013
-  _globals['_WEBHOOKATTEMPT']._serialized_start=1016
-  _globals['_WEBHOOKATTEMPT']._serialized_end=1260
-  _globals['_LISTWEBHOOKATTEMPTSREQUEST']._serialized_start=1262
-  _globals['_LISTWEBHOOKATTEMPTSREQUEST']._serialized_end=1350
-  _globals['_LISTWEBHOOKATTEMPTSRESPONSE']._serialized_start=1352
-  _globals['_LISTWEBHOOKATTEMPTSRESPONSE']._serialized_end=1460
-  _globals['_EVENTWEBHOOKSERVICE']._serialized_start=1906
-  _globals['_EVENTWEBHOOKSERVICE']._serialized_end=2613
+  _globals['_WEBHOOKEVENTKIND']._serialized_start=1780
+  _globals['_WEBHOOKEVENTKIND']._serialized_end=2220
+  _globals['_WEBHOOKENDPOINT']._serialized_start=158
+  _globals['_WEBHOOKENDPOINT']._serialized_end=533
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=535
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=658
+  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_start=660
+  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_end=770
+  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_start=772
+  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_end=820
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=822
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=851
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=853
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=939
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_start=941
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_end=992
+  _globals['_ENABLEWEBHOOKENDPOINTREQUEST']._serialized_start=994
+  _globals['_ENABLEWEBHOOKENDPOINTREQUEST']._serialized_end=1045
+  _globals['_WEBHOOKATTEMPT']._serialized_start=1048
+  _globals['_WEBHOOKATTEMPT']._serialized_end=1292
+  _globals['_LISTWEBHOOKATTEMPTSREQUEST']._serialized_start=1294
+  _globals['_LISTWEBHOOKATTEMPTSREQUEST']._serialized_end=1382
+  _globals['_LISTWEBHOOKATTEMPTSRESPONSE']._serialized_start=1384
+  _globals['_LISTWEBHOOKATTEMPTSRESPONSE']._serialized_end=1492
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1494
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1601
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=1604
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=1777
+  _globals['_EVENTWEBHOOKSERVICE']._serialized_start=2223
+  _globals['_EVENTWEBHOOKSERVICE']._serialized_end=3050
 # @@protoc_insertion_point(module_scope)

@@ -69,6 +69,11 @@ class EventWebhookServiceStub:
                 request_serializer=herald_dot_delivery_dot_v1_dot_event__webhooks__pb2.ListWebhookAttemptsRequest.SerializeToString,
                 response_deserializer=herald_dot_delivery_dot_v1_dot_event__webhooks__pb2.ListWebhookAttemptsResponse.FromString,
                 _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/herald.delivery.v1.EventWebhookService/RotateWebhookSecret',
+                request_serializer=herald_dot_delivery_dot_v1_dot_event__webhooks__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=herald_dot_delivery_dot_v1_dot_event__webhooks__pb2.RotateWebhookSecretResponse.FromString,
+                _registered_method=True)
 
 
 class EventWebhookServiceServicer:
@@ -123,6 +128,15 @@ class EventWebhookServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateWebhookSecret(self, request, context):
+        """Replaces the endpoint's signing secret with a new one, answered once. For `previous_secret_grace`
+        each delivery carries a signature with the previous secret too (`webhook-signature: v1,<new>
+        v1,<previous>`), so the receiver can switch without missing an event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventWebhookServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +169,11 @@ def add_EventWebhookServiceServicer_to_server(servicer, server):
                     servicer.ListWebhookAttempts,
                     request_deserializer=herald_dot_delivery_dot_v1_dot_event__webhooks__pb2.ListWebhookAttemptsRequest.FromString,
                     response_serializer=herald_dot_delivery_dot_v1_dot_event__webhooks__pb2.ListWebhookAttemptsResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=herald_dot_delivery_dot_v1_dot_event__webhooks__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=herald_dot_delivery_dot_v1_dot_event__webhooks__pb2.RotateWebhookSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -323,6 +342,33 @@ class EventWebhookService:
             '/herald.delivery.v1.EventWebhookService/ListWebhookAttempts',
             herald_dot_delivery_dot_v1_dot_event__webhooks__pb2.ListWebhookAttemptsRequest.SerializeToString,
             herald_dot_delivery_dot_v1_dot_event__webhooks__pb2.ListWebhookAttemptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.delivery.v1.EventWebhookService/RotateWebhookSecret',
+            herald_dot_delivery_dot_v1_dot_event__webhooks__pb2.RotateWebhookSecretRequest.SerializeToString,
+            herald_dot_delivery_dot_v1_dot_event__webhooks__pb2.RotateWebhookSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,11 @@ class EventWebhookServiceStub:
     """The endpoint's delivery log, newest attempt first: one entry per POST with its status code
     (or the connection error) and latency.
     """
+    RotateWebhookSecret: _grpc.UnaryUnaryMultiCallable[_event_webhooks_pb2.RotateWebhookSecretRequest, _event_webhooks_pb2.RotateWebhookSecretResponse]
+    """Replaces the endpoint's signing secret with a new one, answered once. For `previous_secret_grace`
+    each delivery carries a signature with the previous secret too (`webhook-signature: v1,<new>
+    v1,<previous>`), so the receiver can switch without missing an event.
+    """
 
 @_typing.type_check_only
 class EventWebhookServiceAsyncStub(EventWebhookServiceStub):
@@ -83,6 +88,11 @@ class EventWebhookServiceAsyncStub(EventWebhookServiceStub):
     ListWebhookAttempts: _aio.UnaryUnaryMultiCallable[_event_webhooks_pb2.ListWebhookAttemptsRequest, _event_webhooks_pb2.ListWebhookAttemptsResponse]  # type: ignore[assignment]
     """The endpoint's delivery log, newest attempt first: one entry per POST with its status code
     (or the connection error) and latency.
+    """
+    RotateWebhookSecret: _aio.UnaryUnaryMultiCallable[_event_webhooks_pb2.RotateWebhookSecretRequest, _event_webhooks_pb2.RotateWebhookSecretResponse]  # type: ignore[assignment]
+    """Replaces the endpoint's signing secret with a new one, answered once. For `previous_secret_grace`
+    each delivery carries a signature with the previous secret too (`webhook-signature: v1,<new>
+    v1,<previous>`), so the receiver can switch without missing an event.
     """
 
 class EventWebhookServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -144,6 +154,17 @@ class EventWebhookServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_event_webhooks_pb2.ListWebhookAttemptsResponse, _abc.Awaitable[_event_webhooks_pb2.ListWebhookAttemptsResponse]]:
         """The endpoint's delivery log, newest attempt first: one entry per POST with its status code
         (or the connection error) and latency.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateWebhookSecret(
+        self,
+        request: _event_webhooks_pb2.RotateWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_event_webhooks_pb2.RotateWebhookSecretResponse, _abc.Awaitable[_event_webhooks_pb2.RotateWebhookSecretResponse]]:
+        """Replaces the endpoint's signing secret with a new one, answered once. For `previous_secret_grace`
+        each delivery carries a signature with the previous secret too (`webhook-signature: v1,<new>
+        v1,<previous>`), so the receiver can switch without missing an event.
         """
 
 def add_EventWebhookServiceServicer_to_server(servicer: EventWebhookServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
