@@ -211,6 +211,11 @@ class EventWebhookSender:
                 log.error("undecodable event terminated", subject=message.subject, durable=DURABLE, error=str(exc))
                 await natsutil.settle(message.term(), "term")
                 continue
+            except Exception:
+                # The same payload would fail again on every redelivery and hold up every later event.
+                log.exception("event not made into webhook payloads; terminated", subject=message.subject)
+                await natsutil.settle(message.term(), "term")
+                continue
             delay = 0.5
             async with natsutil.kept_alive(message, 10.0):
                 while True:
@@ -220,8 +225,9 @@ class EventWebhookSender:
                                 conn, found, metadata.timestamp
                             )
                         break
-                    except (SQLAlchemyError, OSError):
-                        # Retried here, not handed back: a later message must not overtake this one.
+                    except Exception:
+                        # Retried here, not handed back: a later message must not overtake this one. (Whatever
+                        # failed, the service stays up; a stuck ingest shows as the consumer's growing backlog.)
                         log.warning("cannot store events for webhooks; retrying", exc_info=True, retry_in=delay)
                         await natsutil.sleep_unless_stopped(stop, delay)
                         if stop.is_set():
@@ -268,7 +274,7 @@ class EventWebhookSender:
                         pruned_at = time.monotonic()
                         async with self._engine.begin() as conn:
                             await event_webhook_store.pruned_count(conn, KEEP_DELIVERED_DAYS, KEEP_ATTEMPTS_DAYS)
-                except (SQLAlchemyError, OSError):
+                except Exception:
                     log.warning("cannot claim event webhook deliveries; retrying", exc_info=True)
                     await natsutil.sleep_unless_stopped(stop, self._poll)
                     continue
