@@ -68,24 +68,43 @@ async def run_content(conn: AsyncConnection, campaign_id: int) -> tuple[int, Map
 
 
 async def resolved_stale_claim_count(
-    conn: AsyncConnection, campaign_id: int, batch_id: int, claimant: str, stale_seconds: float
+    conn: AsyncConnection,
+    campaign_id: int,
+    batch_id: int,
+    claimant: str,
+    stale_seconds: float,
+    events_subject: str | None = None,
 ) -> int:
     """Marks Failed (ambiguous) the batch's rows another claimant took longer ago than `stale_seconds`.
 
     That worker is presumed dead: it may or may not have sent them, so they are not sent again. The
     claim is kept, so that a worker that was only cut off from NATS can still record what really happened.
+    With `events_subject`, the same statement announces them Failed.
     """
+    announced, announced_params = _announced(events_subject, source="resolved")
     result = await conn.execute(
         sa.text(
             f"""
-            UPDATE delivery.recipients SET status = '{RecipientStatus.FAILED}', failed_at = now(), last_error = :error
-            WHERE campaign_id = :c AND batch_id = :b AND status = '{RecipientStatus.SENDING}' AND claimed_by <> :w
-              AND claimed_at < now() - make_interval(secs => :s)
+            WITH resolved AS (
+                UPDATE delivery.recipients AS r
+                SET status = '{RecipientStatus.FAILED}', failed_at = now(), last_error = :error
+                WHERE campaign_id = :c AND batch_id = :b AND status = '{RecipientStatus.SENDING}' AND claimed_by <> :w
+                  AND claimed_at < now() - make_interval(secs => :s)
+                {_RECORDED}
+            ){announced}
+            SELECT count(*) FROM resolved
             """
         ),
-        {"c": campaign_id, "b": batch_id, "w": claimant, "s": stale_seconds, "error": sending.AMBIGUOUS},
+        {
+            "c": campaign_id,
+            "b": batch_id,
+            "w": claimant,
+            "s": stale_seconds,
+            "error": sending.AMBIGUOUS,
+            **announced_params,
+        },
     )
-    return result.rowcount
+    return int(result.scalar_one())
 
 
 def _outcome_arrays(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
@@ -165,9 +184,10 @@ _RECORDED = (
 )
 
 
-def _announced(events_subject: str | None) -> tuple[str, dict[str, object]]:
-    """A WITH item (with its leading comma) that writes one DeliveryEvents message of the `recorded` rows that
-    became Sent or Failed into the outbox (none when none did), and its parameters; nothing without a subject."""
+def _announced(events_subject: str | None, source: str = "recorded") -> tuple[str, dict[str, object]]:
+    """A WITH item (with its leading comma) that writes one DeliveryEvents message of the `source` rows (columns
+    as _RECORDED returns them) that became Sent or Failed into the outbox (none when none did), and its
+    parameters; nothing without a subject."""
     if events_subject is None:
         return "", {}
     kind = (
@@ -181,7 +201,7 @@ def _announced(events_subject: str | None) -> tuple[str, dict[str, object]]:
         f"CASE a.status WHEN '{RecipientStatus.FAILED}' THEN a.last_error END",
     )
     insert = recipient_events.messages_sql(
-        "recorded",
+        source,
         event,
         "a.campaign_id",
         "CAST(:ev_subject AS text)",
@@ -290,6 +310,7 @@ async def claimed_retries(
     claimant: str,
     retries: Sequence[tuple[int, int]],
     stale_seconds: float,
+    events_subject: str | None = None,
 ) -> tuple[list[ClaimedRecipient], int]:
     """Claims the campaign's rows that due retry messages name, as (recipient_id, attempt); returns them and how
     many rows were Failed instead (stale, or superseded).
@@ -300,8 +321,10 @@ async def claimed_retries(
     row still Sending for the same attempt under another claimant for longer than `stale_seconds` was
     being retried by a worker presumed dead (its message came back): it is Failed as ambiguous, never
     sent again silently. A row deferred in an earlier occurrence of a recurring campaign whose content has been
-    replaced since is Failed with its last reply (its message can no longer be made).
+    replaced since is Failed with its last reply (its message can no longer be made). With `events_subject`,
+    the same statement announces the rows it Failed.
     """
+    announced, announced_params = _announced(events_subject, source="given_up")
     ids = [recipient_id for recipient_id, _ in retries]
     attempts = [attempt for _, attempt in retries]
     result = await conn.execute(
@@ -318,7 +341,7 @@ async def claimed_retries(
                 WHERE r.campaign_id = :c AND r.recipient_id = w.recipient_id AND r.attempts = w.attempt
                   AND r.status = '{RecipientStatus.SENDING}' AND r.deferred_since IS NOT NULL
                   AND r.claimed_by <> :w AND r.claimed_at < now() - make_interval(secs => :s)
-                RETURNING r.recipient_id
+                {_RECORDED}
             ),
             run AS (SELECT state, occurrence FROM delivery.campaign_runs WHERE campaign_id = :c),
             superseded AS (
@@ -330,8 +353,9 @@ async def claimed_retries(
                 WHERE r.campaign_id = :c AND r.recipient_id = w.recipient_id AND r.attempts = w.attempt
                   AND r.status = '{RecipientStatus.DEFERRED}' AND r.occurrence <> run.occurrence
                   AND run.state IN ('{RunState.SENDING}', '{RunState.SENT}')
-                RETURNING r.recipient_id
+                {_RECORDED}
             ),
+            given_up AS (SELECT * FROM stale UNION ALL SELECT * FROM superseded){announced},
             claimed AS (
                 UPDATE delivery.recipients AS r
                 SET status = '{RecipientStatus.SENDING}', claimed_by = :w, claimed_at = now()
@@ -356,6 +380,7 @@ async def claimed_retries(
             "ids": ids,
             "attempts": attempts,
             "ambiguous": sending.AMBIGUOUS,
+            **announced_params,
         },
     )
     claimed: list[ClaimedRecipient] = []

@@ -473,6 +473,7 @@ class Worker:
                 claimant=claimant,
                 retries=due,
                 stale_seconds=self._stale_seconds,
+                events_subject=self._events_subject(campaign_id),
             )
         )
         if stale:
@@ -581,6 +582,7 @@ class Worker:
                     batch_id=batch.batch_id,
                     claimant=claimant,
                     stale_seconds=self._stale_seconds,
+                    events_subject=self._events_subject(batch.campaign_id),
                 )
             )
             if stale:

@@ -103,6 +103,31 @@ VALID: list[tuple[EventType[Any], Message]] = [
             ],
         ),
     ),
+    (
+        events.DELIVERY_EVENTS,
+        delivery_pb2.DeliveryEvents(
+            events=[
+                delivery_pb2.DeliveryEvent(
+                    kind=delivery_pb2.DELIVERY_EVENT_KIND_SENT,
+                    owner_user_id=3,
+                    campaign_id=7,
+                    recipient_id=11,
+                    subscriber_id=42,
+                    email_address="ann@example.com",
+                    occur_time={"seconds": 1_780_000_000, "nanos": 5_000},
+                ),
+                delivery_pb2.DeliveryEvent(
+                    kind=delivery_pb2.DELIVERY_EVENT_KIND_CLICKED,
+                    owner_user_id=3,
+                    campaign_id=7,
+                    recipient_id=12,
+                    email_address="bo@example.com",
+                    occur_time={"seconds": 1_780_000_001},
+                    detail="https://example.com/a",
+                ),
+            ]
+        ),
+    ),
 ]
 IDS = [event.subject for event, _ in VALID]
 
@@ -141,6 +166,7 @@ def test_every_message_type_names_its_own_subject_in_the_protos() -> None:
         "events.delivery.recipient_bounced",
         "events.delivery.recipient_delivered",
         "events.audience.opt_in_confirmations_requested",
+        "events.delivery.recipients",
     ]
     assert Subjects("herald").event(events.CAMPAIGN_DELETED) == "herald.events.campaign.deleted"
     assert Subjects("t1").event(events.DELIVERY_BATCH) == "t1.delivery.batches"
@@ -252,6 +278,43 @@ BROKEN: list[tuple[EventType[Any], dict[str, Any]]] = [
     (events.OPT_IN_CONFIRMATIONS_REQUESTED, {"recipients": [{"subscriber_id": 4, "email_address": " "}]}),
     (events.OPT_IN_CONFIRMATIONS_REQUESTED, {"email_id": 0}),
     (events.OPT_IN_CONFIRMATIONS_REQUESTED, {"request_time": None}),
+    (events.DELIVERY_EVENTS, {"events": []}),
+    (events.DELIVERY_EVENTS, {"events": [{"kind": "DELIVERY_EVENT_KIND_SENT", "owner_user_id": "3"}]}),
+    (
+        events.DELIVERY_EVENTS,
+        {
+            "events": [
+                {
+                    "kind": "DELIVERY_EVENT_KIND_UNSPECIFIED",
+                    "owner_user_id": "3",
+                    "campaign_id": "7",
+                    "recipient_id": "1",
+                    "occur_time": "2026-12-06T20:00:00Z",
+                }
+            ]
+        },
+    ),
+    (
+        events.DELIVERY_EVENTS,
+        {
+            "events": [
+                {
+                    "kind": "DELIVERY_EVENT_KIND_SENT",
+                    "owner_user_id": "3",
+                    "campaign_id": "7",
+                    "recipient_id": "1",
+                    "occur_time": "2026-12-06T20:00:00Z",
+                },
+                {
+                    "kind": "DELIVERY_EVENT_KIND_SENT",
+                    "owner_user_id": "3",
+                    "campaign_id": "8",
+                    "recipient_id": "2",
+                    "occur_time": "2026-12-06T20:00:00Z",
+                },
+            ]
+        },
+    ),
 ]
 
 
