@@ -1,8 +1,9 @@
 """Event webhooks out (docs/webhooks.md): events consumed durably from JetStream into one row per endpoint, then POSTed, signed, in order per campaign, retried with backoff until the endpoint is disabled.
 
 The ingest is one durable consumer of the events stream (campaign status changes and the per-recipient
-DeliveryEvents), handled strictly in stream order: a message is acked only once its rows are committed, and
-a failed commit is retried in place rather than handed back, so no later message overtakes it. Each event
+DeliveryEvents), handled strictly in stream order: JetStream lets one message out at a time (to whichever
+delivery replica asks), it is acked only once its rows are committed, and a failed commit is retried in
+place rather than handed back, so no later message overtakes it. Each event
 gets an id derived from its JetStream message, the same on every redelivery, so the rows' primary key
 keeps a redelivered message from adding anything.
 
@@ -175,6 +176,9 @@ class EventWebhookSender:
                         ack_policy=AckPolicy.EXPLICIT,
                         ack_wait=30,
                         max_deliver=-1,
+                        # One message out at a time, to whichever replica asks: rows are written in stream
+                        # order even with several delivery services.
+                        max_ack_pending=1,
                     ),
                 )
             subscription = await js.pull_subscribe_bind(durable=durable, stream=subjects.events_stream)
@@ -185,7 +189,7 @@ class EventWebhookSender:
         natsutil.REDELIVERIES_TOTAL.labels(DURABLE)
         while not stop.is_set():
             try:
-                messages = await subscription.fetch(batch=50, timeout=1)
+                messages = await subscription.fetch(batch=1, timeout=1)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except natsutil.NATS_FAILURES as exc:
