@@ -213,10 +213,14 @@ def _parser() -> _Parser:
 
     from services.audience import import_client
     from services.campaign import template_client
-    from services.delivery import dkim_client
+    from services.delivery import dkim_client, event_webhook_client
 
     dkim = commands.add_parser("dkim", help="DKIM sending domains").add_subparsers(dest="action", required=True)
     dkim_client.add_arguments(dkim, _positive)
+    webhooks = commands.add_parser(
+        "webhooks", help="event webhook endpoints: a user's events POSTed, signed, to their URLs"
+    ).add_subparsers(dest="action", required=True)
+    event_webhook_client.add_arguments(webhooks, _positive)
     template = commands.add_parser(
         "template", help="email templates, which emails copy in Template mode"
     ).add_subparsers(dest="action", required=True)
@@ -258,12 +262,12 @@ def main(argv: list[str] | None = None) -> None:
         exit_status: list[int] = []
         _manage(lambda: exit_status.append(import_client.run_import(settings, args)))
         raise SystemExit(exit_status[0])
-    if args.command in ("dkim", "template"):
+    if args.command in ("dkim", "template", "webhooks"):
         from services import cli_calls
         from services.campaign import template_client
-        from services.delivery import dkim_client
+        from services.delivery import dkim_client, event_webhook_client
 
-        client = dkim_client if args.command == "dkim" else template_client
+        client = {"dkim": dkim_client, "template": template_client, "webhooks": event_webhook_client}[args.command]
 
         def service_command() -> None:
             try:

@@ -226,6 +226,13 @@ def herald_env(backing: Backing, data_dir: Path) -> tuple[dict[str, str], dict[s
         HERALD_LOG_FORMAT="console",
         # Archive template tests serve their templates from a local server.
         HERALD_ALLOW_PRIVATE_URLS="true",
+        # Event webhooks reach the tests' receivers over plain http on 127.0.0.1, on a schedule of seconds
+        # (tests/e2e/test_event_webhooks.py): retries from 0.2 s, an endpoint disabled after 6 s of failures.
+        HERALD_EVENT_WEBHOOKS_ALLOW_HTTP="true",
+        HERALD_EVENT_WEBHOOK_RETRY_FIRST_SECONDS="0.2",
+        HERALD_EVENT_WEBHOOK_RETRY_MAX_SECONDS="0.5",
+        HERALD_EVENT_WEBHOOK_RETRY_HORIZON_SECONDS="6",
+        HERALD_EVENT_WEBHOOK_POLL_SECONDS="0.2",
         HERALD_SMTP_CAPTURE_PORT=str(ports["smtp_capture"]),
         HERALD_BOUNCE_RECEIVER_PORT=str(ports["bounce_receiver"]),
         # WatchCampaign's heartbeats come within the tests' patience (tests/e2e/test_streams.py).

@@ -154,6 +154,18 @@ class Settings(BaseSettings):
     delivery_worker_metrics_port: int = Field(default=9110, ge=0, le=65535)
     # An address for the mailto: form of List-Unsubscribe ('' leaves only the one-click URL).
     delivery_unsubscribe_mailto: str = ""
+    # Event webhooks (outgoing; docs/webhooks.md), sent by the delivery service. An event that fails is tried
+    # again after the first delay, doubling per failure up to the longest; an endpoint whose every attempt
+    # failed for the horizon is disabled. Plain http endpoints are refused unless allowed (https only by
+    # default); private and loopback addresses follow HERALD_ALLOW_PRIVATE_URLS. Each POST may take the
+    # timeout; the dispatcher looks for due events this often, and makes up to `concurrency` POSTs at once.
+    event_webhook_retry_first_seconds: float = Field(default=30.0, gt=0)
+    event_webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    event_webhook_retry_horizon_seconds: float = Field(default=86400.0, gt=0)
+    event_webhooks_allow_http: bool = False
+    event_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    event_webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    event_webhook_concurrency: int = Field(default=32, ge=1)
 
     token_secret: str = ""
     token_ttl_seconds: int = 300

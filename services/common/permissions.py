@@ -227,6 +227,29 @@ RPC_PERMISSIONS: Mapping[str, Requirement] = {
     "/herald.delivery.v1.DeliveryService/StreamDeliveryEvents": needs(
         "Campaign.Get", note="gRPC only: per-recipient events of the caller's campaigns"
     ),
+    # herald.delivery.v1.EventWebhookService: a user's own endpoints, which receive that user's campaign events.
+    "/herald.delivery.v1.EventWebhookService/CreateWebhookEndpoint": needs(
+        "Campaign.Get",
+        note="gRPC only (`herald webhooks create`): the caller's own endpoint for its campaign events",
+    ),
+    "/herald.delivery.v1.EventWebhookService/GetWebhookEndpoint": needs(
+        "Campaign.Get", note="gRPC only: the caller's own endpoints"
+    ),
+    "/herald.delivery.v1.EventWebhookService/ListWebhookEndpoints": needs(
+        "Campaign.Get", note="gRPC only: the caller's own endpoints"
+    ),
+    "/herald.delivery.v1.EventWebhookService/DeleteWebhookEndpoint": needs(
+        "Campaign.Get", note="gRPC only: the caller's own endpoints"
+    ),
+    "/herald.delivery.v1.EventWebhookService/EnableWebhookEndpoint": needs(
+        "Campaign.Get", note="gRPC only: the caller's own endpoints"
+    ),
+    "/herald.delivery.v1.EventWebhookService/ListWebhookAttempts": needs(
+        "Campaign.Get", note="gRPC only: the delivery log of the caller's own endpoints"
+    ),
+    "/herald.delivery.v1.EventWebhookService/RotateWebhookSecret": needs(
+        "Campaign.Get", note="gRPC only: a new signing secret for the caller's own endpoint"
+    ),
 }
 
 

@@ -1,4 +1,4 @@
-"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService, runs the send queue (services/delivery/queue.py), the opt-in confirmations (services/delivery/opt_in.py) and the email previews (services/delivery/preview.py) on its NATS link, and the split-test decider (services/delivery/split_tests.py)."""
+"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService and EventWebhookService, runs the send queue (services/delivery/queue.py), the opt-in confirmations (services/delivery/opt_in.py) and the email previews (services/delivery/preview.py) on its NATS link, the split-test decider (services/delivery/split_tests.py) and the event webhooks (services/delivery/event_webhook_sender.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import grpc
 from herald.campaign.v1 import campaign_pb2_grpc
-from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
+from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc, event_webhooks_pb2, event_webhooks_pb2_grpc
 
 from services.common import db, grpcutil
 from services.common.config import Settings
@@ -17,6 +17,9 @@ from services.common.natsutil import Subjects
 from services.common.outbox import Outbox
 from services.delivery import dkim, retries, streams
 from services.delivery.api import DeliveryService
+from services.delivery.event_webhook_api import EventWebhookService
+from services.delivery.event_webhook_sender import DURABLE as EVENT_WEBHOOKS_DURABLE
+from services.delivery.event_webhook_sender import EventWebhookSender, SecretSeal
 from services.delivery.opt_in import OptInConfirmations
 from services.delivery.preview import EmailPreviews
 from services.delivery.queue import DeliveryQueue
@@ -38,12 +41,16 @@ async def main(settings: Settings) -> None:
     decider = SplitTestDecider(outbox, settings)
     sweeper = RetrySweeper(outbox, settings)
     key_seal = dkim.KeySeal(settings.effective_token_secret())
+    secret_seal = SecretSeal(settings.effective_token_secret())
+    event_webhooks = EventWebhookSender(engine, settings, secret_seal)
     nats = NatsLink(
         settings,
         "delivery",
         outbox=outbox,
         consumers=[*queue.consumers(), *confirmations.consumers(), *previews.consumers()],
         streams=streams.STREAMS,
+        tasks=[event_webhooks.ingest],
+        task_consumers={EVENT_WEBHOOKS_DURABLE: lambda subjects: subjects.events_stream},
     )
 
     async def close() -> None:
@@ -69,7 +76,13 @@ async def main(settings: Settings) -> None:
             ),
             server,
         )
-        return [delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name]
+        event_webhooks_pb2_grpc.add_EventWebhookServiceServicer_to_server(
+            EventWebhookService(engine, settings, secret_seal), server
+        )
+        return [
+            delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
+            event_webhooks_pb2.DESCRIPTOR.services_by_name["EventWebhookService"].full_name,
+        ]
 
     await serve(
         name="delivery",
@@ -77,6 +90,6 @@ async def main(settings: Settings) -> None:
         port=settings.delivery_grpc_port,
         token_secret=settings.effective_token_secret(),
         register=register,
-        background=[nats.run, decider.run, sweeper.run, queue.sample_queue_rows, live.run],
+        background=[nats.run, decider.run, sweeper.run, queue.sample_queue_rows, live.run, event_webhooks.run],
         on_stop=close,
     )

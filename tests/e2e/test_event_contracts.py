@@ -89,7 +89,7 @@ async def test_a_campaign_deleted_event_with_a_boolean_id_is_refused_by_both_of_
 
 UNREADABLE = [
     (events.CAMPAIGN_DELETED, ["tag-campaign-deleted", "delivery-campaign-deleted"]),
-    (events.CAMPAIGN_STATUS_CHANGED, ["delivery-status-changed"]),
+    (events.CAMPAIGN_STATUS_CHANGED, ["delivery-status-changed", "delivery-event-webhooks"]),
     (events.CAMPAIGN_SEND_REQUESTED, ["delivery-send-requested"]),
     (events.CAMPAIGN_FINISHED, ["campaign-campaign-finished"]),
     (events.DELIVERY_BATCH, ["delivery-workers"]),

@@ -25,6 +25,7 @@ MODULES = (
     "services.common.outbox",
     "services.delivery.bounce_receiver",
     "services.delivery.bounce_recording",
+    "services.delivery.event_webhook_sender",
     "services.delivery.queue",
     "services.delivery.worker",
     "translator.app",
