@@ -16,7 +16,7 @@ from pathlib import Path
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from herald.audience.v1 import audience_pb2
 from herald.campaign.v1 import campaign_pb2, email_pb2, template_pb2
-from herald.delivery.v1 import delivery_pb2
+from herald.delivery.v1 import delivery_pb2, event_webhooks_pb2
 from herald.tag.v1 import tag_pb2
 
 from services.campaign.domain import update
@@ -131,7 +131,7 @@ def _herald_messages() -> dict[str, Descriptor]:
             if field.type == FieldDescriptor.TYPE_MESSAGE:
                 visit(field.message_type)
 
-    for module in (campaign_pb2, email_pb2, template_pb2, tag_pb2, audience_pb2, delivery_pb2):
+    for module in (campaign_pb2, email_pb2, template_pb2, tag_pb2, audience_pb2, delivery_pb2, event_webhooks_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 visit(method.input_type)
