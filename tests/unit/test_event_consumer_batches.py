@@ -14,9 +14,10 @@ Event = delivery_pb2.RecipientDeliveredEvent
 
 
 class FakeMessage:
-    """What a Consumer uses of a nats-py Msg: the payload and how it was settled."""
+    """What a Consumer uses of a nats-py Msg: the payload, its headers (none here) and how it was settled."""
 
     subject = "herald.events.delivery.recipient_delivered"
+    headers: dict[str, str] | None = None
 
     def __init__(self, data: bytes) -> None:
         self.data = data
