@@ -183,3 +183,58 @@ async def test_rows_that_need_no_order_are_published_pipelined_and_a_failed_one_
         if relay is not None:
             await relay
         await client.close()
+
+
+async def test_pipelined_rows_go_out_in_order_and_an_ordered_row_waits_for_their_acknowledgements(
+    backing: Backing, outbox: Outbox
+) -> None:
+    subjects = Subjects(f"p{uuid.uuid4().hex[:8]}")
+    pipelined = f"{subjects.namespace}.pipelined."
+    outbox = Outbox(outbox.engine, outbox.schema, subjects, pipelined_prefix=pipelined)
+    client = await nats.connect(backing.nats_url)
+    stop = asyncio.Event()
+    relay: asyncio.Task[None] | None = None
+    try:
+        js = client.jetstream()
+        await natsutil.ensure_events_stream(js, subjects)
+        await js.add_stream(name=f"{subjects.namespace.upper()}_PIPELINED", subjects=[f"{pipelined}ok.>"])
+        received = await client.subscribe(f"{subjects.namespace}.>")
+        async with outbox.unit_of_work() as work:
+            for key in range(30):
+                work.publish(events.CAMPAIGN_DELETED, DELETED, key=str(key), subject=f"{pipelined}ok.{key}")
+            work.publish(events.CAMPAIGN_DELETED, DELETED, key="first-ordered")
+        relay = asyncio.create_task(outbox.relay(js, stop))
+        seen = [(await received.next_msg(timeout=30)).subject for _ in range(31)]
+        # In the order of the outbox: the pipelined rows as written, the ordered one after them all.
+        assert seen == [f"{pipelined}ok.{key}" for key in range(30)] + [subjects.event(events.CAMPAIGN_DELETED)]
+
+        async def empty() -> bool:
+            return not await outbox_rows(outbox)
+
+        assert await eventually(empty, within=30)
+        async with outbox.unit_of_work() as work:
+            # No stream holds this subject: JetStream refuses it, so the ordered row after it must not go out.
+            work.publish(events.CAMPAIGN_DELETED, DELETED, key="lost", subject=f"{pipelined}lost")
+            work.publish(events.CAMPAIGN_DELETED, DELETED, key="second-ordered")
+
+        async def refused_one_stays_with_the_ordered_row_behind_it() -> bool:
+            async with outbox.engine.connect() as conn:
+                rows = (
+                    await conn.execute(text(f'SELECT msg_id, attempts FROM "{outbox.schema}".outbox ORDER BY id'))
+                ).all()
+            return [msg_id for msg_id, _ in rows] == [
+                "events.campaign.deleted:lost",
+                "events.campaign.deleted:second-ordered",
+            ] and rows[0][1] >= 2
+
+        assert await eventually(refused_one_stays_with_the_ordered_row_behind_it, within=30)
+        assert (await received.next_msg(timeout=5)).subject == f"{pipelined}lost"  # the no-responders attempt
+        with pytest.raises(nats.errors.TimeoutError):
+            while True:
+                message = await received.next_msg(timeout=1)
+                assert message.subject != subjects.event(events.CAMPAIGN_DELETED)
+    finally:
+        stop.set()
+        if relay is not None:
+            await relay
+        await client.close()
