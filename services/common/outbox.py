@@ -131,7 +131,6 @@ class Outbox:
         *,
         with_headers: bool = False,
         unordered_prefix: str | None = None,
-        pipelined_prefix: str | None = None,
     ) -> None:
         self.engine = engine
         self.schema = schema
@@ -140,9 +139,6 @@ class Outbox:
         self.with_headers = with_headers
         # Subjects under this prefix need no order among the outbox's messages (delivery's retry schedules).
         self._unordered_prefix = unordered_prefix
-        # Subjects under this prefix keep their order but are published without waiting for each acknowledgement
-        # (delivery's DeliveryEvents); see OutboxRelay.
-        self._pipelined_prefix = pipelined_prefix
         self._wakeup = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
 
@@ -202,7 +198,6 @@ class Outbox:
             self._wakeup,
             with_headers=self.with_headers,
             unordered_prefix=self._unordered_prefix,
-            pipelined_prefix=self._pipelined_prefix,
         ).run(stop)
 
 
@@ -212,10 +207,6 @@ class OutboxRelay:
     Safe with many replicas (rows are claimed with SKIP LOCKED). Setting `wakeup` (the Outbox does, after a
     unit of work committed) skips the poll delay. Rows on a subject under `unordered_prefix` need no order:
     they are published without waiting for each other's acknowledgement (pipelined), beside the ordered ones.
-    Rows on a subject under `pipelined_prefix` are written to the connection in order without waiting for each
-    acknowledgement either (NATS keeps the order of one connection's publishes); the relay waits for their
-    acknowledgements before the next ordered row, and stops the pass at the first one refused, so that nothing
-    ordered after a refused row goes out before it.
     """
 
     def __init__(
@@ -229,11 +220,9 @@ class OutboxRelay:
         batch: int = 200,
         with_headers: bool = False,
         unordered_prefix: str | None = None,
-        pipelined_prefix: str | None = None,
     ) -> None:
         self._engine = engine
         self._unordered_prefix = unordered_prefix
-        self._pipelined_prefix = pipelined_prefix
         self._schema = schema
         self._js = js
         self._poll = poll_seconds
@@ -257,28 +246,15 @@ class OutboxRelay:
             done: list[int] = []
             failed: dict[int, str] = {}
             pipelined: list[tuple[int, str, asyncio.Future[PubAck]]] = []
-            in_order: list[tuple[int, str, asyncio.Future[PubAck]]] = []
             for row_id, subject, msg_id, payload, headers in rows:
-                all_headers = {**(headers or {}), "Nats-Msg-Id": msg_id}
+                publish = self._js.publish(
+                    subject, bytes(payload), headers={**(headers or {}), "Nats-Msg-Id": msg_id}, timeout=5
+                )
                 if self._unordered_prefix and subject.startswith(self._unordered_prefix):
-                    publish = self._js.publish(subject, bytes(payload), headers=all_headers, timeout=5)
                     pipelined.append((row_id, msg_id, asyncio.ensure_future(publish)))
                     continue
-                if self._pipelined_prefix and subject.startswith(self._pipelined_prefix):
-                    try:
-                        sent = await self._js.publish_async(subject, bytes(payload), headers=all_headers)
-                    except (nats.errors.Error, TimeoutError, OSError) as exc:
-                        log.warning(
-                            "outbox publish failed; will retry", subject=subject, msg_id=msg_id, error=str(exc)
-                        )
-                        failed[row_id] = str(exc)
-                        break
-                    in_order.append((row_id, msg_id, asyncio.ensure_future(asyncio.wait_for(sent, 5))))
-                    continue
-                if in_order and not await self._acknowledged(in_order, done, failed):
-                    break
                 try:
-                    ack = await self._js.publish(subject, bytes(payload), headers=all_headers, timeout=5)
+                    ack = await publish
                 except (nats.errors.Error, TimeoutError, OSError) as exc:
                     log.warning(
                         "outbox publish failed; will retry", subject=subject, msg_id=msg_id, error=str(exc)
@@ -288,8 +264,6 @@ class OutboxRelay:
                 if ack.duplicate:
                     log.info("outbox message was already in the stream", msg_id=msg_id)
                 done.append(row_id)
-            if in_order:
-                await self._acknowledged(in_order, done, failed)
             if pipelined:
                 acks = await asyncio.gather(*(future for _, _, future in pipelined), return_exceptions=True)
                 for (row_id, msg_id, _), result in zip(pipelined, acks, strict=True):
@@ -316,29 +290,6 @@ class OutboxRelay:
                     text(f'DELETE FROM "{self._schema}".outbox WHERE id = ANY(:ids)'), {"ids": done}
                 )
         return published
-
-    @staticmethod
-    async def _acknowledged(
-        in_order: list[tuple[int, str, asyncio.Future[PubAck]]], done: list[int], failed: dict[int, str]
-    ) -> bool:
-        """Waits for the acknowledgements of the in-order pipelined rows (and empties `in_order`): the
-        acknowledged ones go into `done`, the others into `failed`; whether all were acknowledged."""
-        acks = await asyncio.gather(*(future for _, _, future in in_order), return_exceptions=True)
-        all_acknowledged = True
-        for (row_id, msg_id, _), result in zip(in_order, acks, strict=True):
-            if isinstance(result, (nats.errors.Error, TimeoutError, OSError)):
-                if all_acknowledged:
-                    log.warning("outbox publish failed; will retry", msg_id=msg_id, error=str(result))
-                all_acknowledged = False
-                failed[row_id] = str(result) or type(result).__name__
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                if result.duplicate:
-                    log.info("outbox message was already in the stream", msg_id=msg_id)
-                done.append(row_id)
-        in_order.clear()
-        return all_acknowledged
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

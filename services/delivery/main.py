@@ -15,7 +15,7 @@ from services.common.live_nats import LiveNats
 from services.common.nats_link import NatsLink
 from services.common.natsutil import Subjects
 from services.common.outbox import Outbox
-from services.delivery import dkim, recipient_events, retries, streams
+from services.delivery import dkim, retries, streams
 from services.delivery.api import DeliveryService
 from services.delivery.opt_in import OptInConfirmations
 from services.delivery.preview import EmailPreviews
@@ -30,12 +30,7 @@ async def main(settings: Settings) -> None:
     await db.migrate(engine, SCHEMA, Path(__file__).with_name("migrations"))
     subjects = Subjects.of(settings)
     outbox = Outbox(
-        engine,
-        SCHEMA,
-        subjects,
-        with_headers=True,
-        unordered_prefix=retries.schedules_prefix(subjects),
-        pipelined_prefix=recipient_events.subjects_prefix(subjects),
+        engine, SCHEMA, subjects, with_headers=True, unordered_prefix=retries.schedules_prefix(subjects)
     )
     queue = DeliveryQueue(engine, settings, outbox)
     confirmations = OptInConfirmations(settings, outbox)

@@ -17,7 +17,6 @@ from google.protobuf import timestamp_pb2
 from herald.delivery.v1 import delivery_pb2
 
 from services.common import events
-from services.common.natsutil import Subjects
 from services.common.outbox import UnitOfWork
 from services.delivery import sending
 
@@ -27,11 +26,6 @@ MAX_EVENTS_PER_MESSAGE = 500
 KIND_NAMES = {
     value: delivery_pb2.DeliveryEventKind.Name(value) for value in delivery_pb2.DeliveryEventKind.values()
 }
-
-
-def subjects_prefix(subjects: Subjects) -> str:
-    """The prefix of every DeliveryEvents subject: the outbox relay publishes these pipelined, in order."""
-    return f"{subjects.event(events.DELIVERY_EVENTS)}."
 
 
 def announces(campaign_id: int) -> bool:

@@ -304,7 +304,6 @@ class Worker:
             self._subjects,
             with_headers=True,
             unordered_prefix=retries.schedules_prefix(self._subjects),
-            pipelined_prefix=recipient_events.subjects_prefix(self._subjects),
         )
         self._stop = asyncio.Event()
         self._sent = 0
