@@ -41,15 +41,25 @@ ROOT = Path(__file__).resolve().parent.parent
 _HANDED_OUT: set[int] = set()
 
 
+# Ports are taken below the kernel's ephemeral range (32768 and up on Linux): a port from that range, free when
+# probed, could become the local port of some outgoing connection before Herald binds it ("Address already in
+# use"), which a port below it cannot.
+TEST_PORTS = range(12000, 32000)
+
+
 def free_port() -> int:
     """A port free now, and never one this process handed out before."""
     while True:
+        port = secrets.choice(TEST_PORTS)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 def free_ports_in_a_row(count: int) -> int:
