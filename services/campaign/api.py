@@ -68,13 +68,7 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
     async def GetCampaign(
         self, request: campaign_pb2.GetCampaignRequest, context: grpc.aio.ServicerContext
     ) -> campaign_pb2.Campaign:
-        domain.validate_campaign_id(request.campaign_id)
-        structlog.contextvars.bind_contextvars(campaign_id=request.campaign_id)
-        campaign = await store.read_campaign(
-            self._reads, request.campaign_id, domain.owner_scope(auth.principal())
-        )
-        if campaign is None:
-            raise domain.campaign_not_found(request.campaign_id)
+        campaign = await self._callers_campaign(request.campaign_id)
         message = convert.campaign_to_proto(campaign)
         if request.view == campaign_pb2.CAMPAIGN_VIEW_FULL:
             statistics, tags = await asyncio.gather(
@@ -290,13 +284,7 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
         self, request: campaign_pb2.WatchCampaignRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[campaign_pb2.CampaignProgress]:
         """The campaign's progress now, then at each change (services/campaign/watch.py), until a terminal status."""
-        domain.validate_campaign_id(request.campaign_id)
-        structlog.contextvars.bind_contextvars(campaign_id=request.campaign_id)
-        campaign = await store.read_campaign(
-            self._reads, request.campaign_id, domain.owner_scope(auth.principal())
-        )
-        if campaign is None:
-            raise domain.campaign_not_found(request.campaign_id)
+        campaign = await self._callers_campaign(request.campaign_id)
 
         async def read() -> watch.Progress:
             found = await store.read_campaign(self._reads, campaign.campaign_id, None)
@@ -321,6 +309,15 @@ class CampaignService(campaign_pb2_grpc.CampaignServiceServicer):
             )
 
     # --- helpers -----------------------------------------------------------------------------------------------
+
+    async def _callers_campaign(self, campaign_id: int) -> Campaign:
+        """The caller's campaign, read from the read pool; NOT_FOUND for an unknown or another user's one."""
+        domain.validate_campaign_id(campaign_id)
+        structlog.contextvars.bind_contextvars(campaign_id=campaign_id)
+        campaign = await store.read_campaign(self._reads, campaign_id, domain.owner_scope(auth.principal()))
+        if campaign is None:
+            raise domain.campaign_not_found(campaign_id)
+        return campaign
 
     async def _change_status(
         self,
