@@ -124,7 +124,12 @@ async def test_delivery_cancels_the_run_of_a_campaign_the_campaign_service_delet
     _, _, list_id = await audience(herald, user, 2)
     campaign = await started_campaign(herald, user, [list_id], name="Delivery")
     assert await wait_for_status(herald.api, user, campaign, "Sent", within=30) == "Sent"
-    assert await run_state(herald, campaign) == "Sent"
+
+    # Delivery learns of Sent from the campaign service's status event, a moment after the campaign shows it.
+    async def sent() -> bool:
+        return await run_state(herald, campaign) == "Sent"
+
+    assert await eventually(sent, within=30)
 
     await ok(herald.api, "campaigns.delete", user.api_key, Campaigns=str(campaign))
 
