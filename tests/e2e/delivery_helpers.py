@@ -114,6 +114,7 @@ class SmtpRecorder:
     _throttles: dict[str, tuple[float, str]] = field(default_factory=dict)
     _server: asyncio.Server | None = None
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    _live: list[SMTP] = field(default_factory=list)
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
@@ -129,9 +130,24 @@ class SmtpRecorder:
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
 
+    def kill(self) -> None:
+        """The server dies, as a crashed relay does: it stops listening and every open session is cut at once
+        (a message whose content arrived but was not answered yet is not kept). `start()` brings it back on
+        the same port."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for smtp in self._live:
+            if smtp.transport is not None:
+                smtp.transport.abort()
+        self._live.clear()
+
     def _protocol(self) -> SMTP:
         self.sessions += 1
-        return SMTP(_Handler(self), hostname="recorder.test", ident="Herald test recorder", enable_SMTPUTF8=True)
+        smtp = SMTP(_Handler(self), hostname="recorder.test", ident="Herald test recorder", enable_SMTPUTF8=True)
+        self._live = [s for s in self._live if s.transport is not None and not s.transport.is_closing()]
+        self._live.append(smtp)
+        return smtp
 
     # --- what tests tell the server ---
 
