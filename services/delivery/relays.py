@@ -18,6 +18,7 @@ Routed mail (a campaign's relay, a From domain's relay) waits for its relay: it 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import re
 import time
@@ -346,7 +347,8 @@ class RelayPool:
                 up=others,
             )
         if (state.health is None or state.health.done()) and not self._closed:
-            state.health = asyncio.create_task(self._check_until_up(state))
+            # A context of its own: the send that found the relay down bound its campaign and batch to the logs.
+            state.health = asyncio.create_task(self._check_until_up(state), context=contextvars.Context())
 
     def _mark_up(self, state: _RelayState, how: str) -> None:
         if state.up:
