@@ -272,10 +272,9 @@ class RelayPool:
         if routed:
             state = self._states.get(routed)
             if state is None:
-                raise UnknownRelay(
-                    f"relay {routed!r} is not one of SMTP_URL's relays ({', '.join(self._states)})",
-                    reply=SmtpReply(550, f"relay {routed!r} is not configured"),
-                )
+                # A refusal of Herald's own, as for an unusable address: the recipient fails with it, never retried.
+                why = f"relay {routed!r} is not one of SMTP_URL's relays ({', '.join(self._states)})"
+                raise UnknownRelay(why, reply=SmtpReply(550, why))
             candidates = [state]
         else:
             candidates = self._weighted

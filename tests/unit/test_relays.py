@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
+from services.campaign.domain.update import RESTRICTED_PATHS, CampaignPatch, check_patch
 from services.common.config import Settings
 from services.delivery.relays import Relay, RelayPool, UnknownRelay, parse_relays, parse_routes
 from services.delivery.smtp import SmtpConnectionPool, SmtpSendError, SmtpTarget, SmtpUrlError
 from tests.e2e.delivery_helpers import SmtpRecorder
 
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 MESSAGE = b"Subject: hello\r\nFrom: news@example.com\r\nTo: b@example.com\r\n\r\nBody.\r\n"
 
 
@@ -190,7 +193,9 @@ async def test_from_domain_route_and_campaign_relay_win_over_the_weights(
         with pytest.raises(UnknownRelay) as unknown:
             await pool.send("bounce@x.test", "d@example.com", MESSAGE, relay="nowhere")
     assert routed == ["b"] * 5 and unrouted == ["a"] * 5 and campaign.relay == "a"
-    assert unknown.value.permanent and "nowhere" in str(unknown.value)
+    assert unknown.value.permanent and "relay 'nowhere' is not one of SMTP_URL's relays (a, b)" in str(
+        unknown.value
+    )
     assert sorted(received_by(b)) == [f"r{n}@example.com" for n in range(5)]
 
 
@@ -279,3 +284,22 @@ async def test_an_ambiguous_failure_is_never_sent_through_another_relay(
             await sending
     assert caught.value.maybe_delivered and caught.value.relay == "a"
     assert received_by(a) == [] and received_by(b) == []
+
+
+# --- Campaign.relay -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("relay", ["relay-a", "mx1.example.com:25", "[::1]:2525", ""])
+def test_update_campaign_takes_any_well_formed_relay_name(relay: str) -> None:
+    changes, violations = check_patch(CampaignPatch(campaign_id=1, paths=("relay",), relay=relay), NOW)
+    assert (changes, violations) == ({"relay": relay}, [])
+
+
+@pytest.mark.parametrize("relay", ["two words", "x" * 101, "a/b", "relay\x00"])
+def test_update_campaign_refuses_a_malformed_relay_name(relay: str) -> None:
+    _, violations = check_patch(CampaignPatch(campaign_id=1, paths=("relay",), relay=relay), NOW)
+    assert [(v.field, v.reason) for v in violations] == [("relay", "RELAY_INVALID")]
+
+
+def test_only_a_campaign_that_has_not_started_may_change_its_relay() -> None:
+    assert "relay" in RESTRICTED_PATHS
