@@ -338,12 +338,12 @@ class RelayPool:
             state.down_since = time.monotonic()
             RELAY_UP.labels(state.relay.name).set(0)
             RELAY_STATE_CHANGES_TOTAL.labels(state.relay.name, "down").inc()
-            others = [s.relay.name for s in self._weighted if s.up]
             log.warning(
-                "SMTP relay down; its share moves to the relays that are up",
+                "SMTP relay down",
                 relay=state.relay.name,
                 reason=reason,
-                up=others,
+                # Where its unrouted share goes until a health check brings it back.
+                up=[s.relay.name for s in self._weighted if s.up],
             )
         if (state.health is None or state.health.done()) and not self._closed:
             # A context of its own: the send that found the relay down bound its campaign and batch to the logs.
