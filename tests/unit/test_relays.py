@@ -303,3 +303,28 @@ def test_update_campaign_refuses_a_malformed_relay_name(relay: str) -> None:
 
 def test_only_a_campaign_that_has_not_started_may_change_its_relay() -> None:
     assert "relay" in RESTRICTED_PATHS
+
+
+async def test_a_relay_that_never_answers_is_left_after_one_timeout(
+    sinks: tuple[SmtpRecorder, SmtpRecorder],
+) -> None:
+    _, b = sinks
+
+    class Silent(asyncio.Protocol):
+        """Accepts the connection and says nothing: a relay that hangs."""
+
+    silent = await asyncio.get_running_loop().create_server(Silent, "127.0.0.1", 0)
+    port = int(silent.sockets[0].getsockname()[1])
+    relays = parse_relays(f"smtp://127.0.0.1:{port}?name=silent {b.url}?name=b")
+    pool = RelayPool(
+        relays,
+        pool=lambda relay: SmtpConnectionPool(relay.target, size=2, local_hostname="client.test", timeout=0.5),
+        health_check_seconds=60,
+    )
+    try:
+        used = [(await pool.send("bounce@x.test", f"t{n}@example.com", MESSAGE)).relay for n in range(4)]
+        assert used == ["b"] * 4 and not pool.is_up("silent")
+        assert sorted(received_by(b)) == [f"t{n}@example.com" for n in range(4)]
+    finally:
+        await pool.close()
+        silent.close()
