@@ -2,7 +2,7 @@
 
 Each call reads with an ephemeral pull consumer of its own on the events stream, filtered to the owner's
 subject (`…recipients.<owner>.<campaign>`, or `…recipients.<owner>.*`), in memory, acknowledging nothing
-(it only reads), and deleted when the call ends; should the process die first, JetStream removes it after
+(it only reads), replicated as the stream is, and deleted when the call ends; should the process die first, JetStream removes it after
 INACTIVE_SECONDS without a fetch. Like an ordered consumer, it checks that the consumer sequence has no gap
 (a fetch's answer lost while NATS reconnected): on a gap, or when the consumer is gone (NATS restarted), it
 makes a new one from the message after the last one read, so the events come once each and in order.
@@ -69,7 +69,8 @@ async def delivery_events(
             ack_policy=AckPolicy.NONE,
             inactive_threshold=INACTIVE_SECONDS,
             mem_storage=True,
-            num_replicas=1,
+            # As many as the stream (HERALD_NATS_REPLICAS): a server lost mid-call takes no reader's consumer.
+            num_replicas=live.subjects.replicas,
             **(
                 {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": next_sequence}
                 if next_sequence is not None
