@@ -59,7 +59,7 @@ async def delivery_events(
     # Where the next consumer starts: a stream sequence once known, else the start time.
     next_sequence: int | None = after.sequence if after is not None else None
     if next_sequence is None and start_time is None:
-        next_sequence = (await js.stream_info(stream)).state.last_seq + 1
+        next_sequence = await _next_sequence(js, stream)
     announced_start = False
     while True:
         name = f"{live.subjects.namespace}-delivery-events-{uuid.uuid4().hex}"
@@ -95,6 +95,17 @@ async def delivery_events(
                     await js.delete_consumer(stream, name)
         except (_Gap, *natsutil.NATS_FAILURES) as exc:
             log.info("delivery events consumer replaced", reason=str(exc) or type(exc).__name__)
+            await asyncio.sleep(0.2)
+
+
+async def _next_sequence(js: JetStreamContext, stream: str) -> int:
+    """The sequence the stream's next message will have; asked again while JetStream cannot answer (a 503 while
+    the stream elects a leader), as the consumers below are made again."""
+    while True:
+        try:
+            return (await js.stream_info(stream)).state.last_seq + 1
+        except natsutil.NATS_FAILURES as exc:
+            log.info("events stream not answering yet; asking again", error=str(exc))
             await asyncio.sleep(0.2)
 
 

@@ -22,9 +22,10 @@ from nats.js import JetStreamContext
 
 from services.common import events
 from services.common.config import Settings
+from services.common.embedded import EmbeddedNats
 from services.common.events import Consumer
 from services.common.nats_link import NatsLink
-from services.common.natsutil import Subjects
+from services.common.natsutil import ReplicasUnsupported, Subjects
 from tests.cluster import NatsCluster, placed_on
 from tests.conftest import eventually, free_port
 
@@ -159,3 +160,16 @@ async def test_a_loop_that_fails_anyway_is_started_again_not_dropped(cluster: Na
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_more_than_one_replica_on_a_single_server_is_refused_not_retried_forever(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    server = EmbeddedNats(tmp_path_factory.mktemp("single"), free_port())
+    url = await asyncio.to_thread(server.start)
+    try:
+        settings = Settings(nats_url=url, nats_namespace=f"c{uuid.uuid4().hex[:10]}", nats_replicas=3)
+        with pytest.raises(ReplicasUnsupported, match="HERALD_NATS_REPLICAS"):
+            await asyncio.wait_for(NatsLink(settings, "single").run(asyncio.Event()), 30)
+    finally:
+        await asyncio.to_thread(server.stop)
