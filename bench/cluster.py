@@ -105,13 +105,16 @@ class Recorder:
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--serve-recorder", str(self.port), str(self.path)], cwd=ROOT
         )
-        deadline = time.monotonic() + 10
+        # A minute: on a loaded machine the interpreter alone may take seconds to start.
+        deadline = time.monotonic() + 60
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     break
             except OSError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.process.kill()
+                    self.process.wait()
                     raise RuntimeError("the recorder did not start") from None
                 time.sleep(0.05)
 
@@ -210,8 +213,12 @@ def run_scenario(args: argparse.Namespace, scenario: str) -> bool:
     print(f"\n== scenario {scenario}: {args.recipients:,} recipients; load {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="herald-cluster-") as tmp:
         cluster = NatsCluster(Path(tmp) / "nats", free_port)
-        cluster.start()
-        recorder = Recorder(Path(tmp))
+        try:
+            cluster.start()
+            recorder = Recorder(Path(tmp))
+        except BaseException:
+            cluster.stop()
+            raise
         namespace = f"c{os.getpid()}{scenario[:2]}"
         env = {
             "NATS_URL": cluster.url,
