@@ -80,8 +80,9 @@ class Settings(BaseSettings):
     # Prefix of every NATS subject and stream name, so several Herald installs (or test
     # runs) can share one NATS.
     nats_namespace: str = "herald"
-    # Replicas of every JetStream stream Herald creates: 3 on a JetStream cluster.
-    nats_replicas: int = 1
+    # Replicas of every JetStream stream and durable consumer Herald creates: 1 on one server, 3 on a
+    # three-server JetStream cluster; 1 to 5 (more is refused at start-up: JetStream allows at most 5).
+    nats_replicas: int = Field(default=1, ge=1, le=5)
     # Lets server-side fetches of user-given URLs (tag archive templates, import sources) reach
     # loopback, private, link-local and other non-public addresses (off: users must not reach internal hosts).
     allow_private_urls: bool = False

@@ -14,7 +14,9 @@ messages, read from JetStream every HERALD_METRICS_SAMPLE_SECONDS.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import nats.js.errors
@@ -118,10 +120,16 @@ class NatsLink:
             if not await natsutil.until_ready(setup, stop, "streams"):
                 return
             self._js = js
-            runs: list[Awaitable[None]] = [consumer.run(js, self._subjects, stop) for consumer in self._consumers]
-            runs += [task(js, self._subjects, stop) for task in self._tasks]
+            runs: list[Awaitable[None]] = [
+                kept_running(f"{consumer.durable} consumer", partial(consumer.run, js, self._subjects), stop)
+                for consumer in self._consumers
+            ]
+            runs += [
+                kept_running(getattr(task, "__qualname__", "task"), partial(task, js, self._subjects), stop)
+                for task in self._tasks
+            ]
             if self._outbox is not None:
-                runs.append(self._outbox.relay(js, stop))
+                runs.append(kept_running("outbox relay", partial(self._outbox.relay, js), stop))
             log.info(
                 "connected to NATS",
                 name=self._name,
@@ -132,6 +140,31 @@ class NatsLink:
         finally:
             self._js = None
             await client.close()
+
+
+async def kept_running(what: str, run: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Runs `run(stop)` until `stop`, starting it again (after a growing pause, at most 10 s) whenever it raised or
+    returned early.
+
+    Consumers, lanes and relays ride out a JetStream failover themselves (a 503, no responders, a timeout or an
+    API error while a stream or consumer elects a leader is retried where it happens); this is the last line:
+    whatever escapes them, the process keeps consuming instead of dropping the loop or exiting.
+    """
+    delay = 0.5
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await run(stop)
+        except Exception:
+            log.exception("NATS loop failed; starting it again", loop=what, retry_in=delay)
+        else:
+            if stop.is_set():
+                return
+            log.warning("NATS loop ended before the process stopped; starting it again", loop=what, retry_in=delay)
+        if time.monotonic() - started > 60:
+            delay = 0.5  # it had been running well: a new failure starts the pauses afresh
+        await natsutil.sleep_unless_stopped(stop, delay)
+        delay = min(delay * 2, 10.0)
 
 
 def _events_stream(subjects: Subjects) -> str:

@@ -10,6 +10,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats
+import nats.js.errors
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -178,13 +179,29 @@ async def ensure_events_stream(js: JetStreamContext, subjects: Subjects) -> None
         await js.add_stream(config)
 
 
+# JetStream's error code for "replicas > 1 not supported in non-clustered mode".
+REPLICAS_NOT_SUPPORTED = 10074
+
+
+class ReplicasUnsupported(RuntimeError):
+    """HERALD_NATS_REPLICAS asks for more than one replica of a server that is not in a JetStream cluster."""
+
+
 async def until_ready(setup: Callable[[], Awaitable[None]], stop: asyncio.Event, what: str) -> bool:
-    """Runs `setup` until it succeeds (JetStream may be restarting); False when `stop` came first."""
+    """Runs `setup` until it succeeds (JetStream may be restarting, or electing a leader); False when `stop` came
+    first. Raises ReplicasUnsupported, which waiting would not cure."""
     delay = 0.5
     while not stop.is_set():
         try:
             await setup()
             return True
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == REPLICAS_NOT_SUPPORTED:
+                raise ReplicasUnsupported(
+                    f"HERALD_NATS_REPLICAS is more than 1, but the NATS server is not in a JetStream cluster "
+                    f"({exc.description}): set HERALD_NATS_REPLICAS=1, or use a cluster of at least that many servers"
+                ) from None
+            log.warning("cannot set up JetStream yet; retrying", what=what, error=str(exc), retry_in=delay)
         except NATS_FAILURES as exc:
             log.warning("cannot set up JetStream yet; retrying", what=what, error=str(exc), retry_in=delay)
         await sleep_unless_stopped(stop, delay)

@@ -2,7 +2,7 @@
 
 Each call reads with an ephemeral pull consumer of its own on the events stream, filtered to the owner's
 subject (`…recipients.<owner>.<campaign>`, or `…recipients.<owner>.*`), in memory, acknowledging nothing
-(it only reads), and deleted when the call ends; should the process die first, JetStream removes it after
+(it only reads), replicated as the stream is, and deleted when the call ends; should the process die first, JetStream removes it after
 INACTIVE_SECONDS without a fetch. Like an ordered consumer, it checks that the consumer sequence has no gap
 (a fetch's answer lost while NATS reconnected): on a gap, or when the consumer is gone (NATS restarted), it
 makes a new one from the message after the last one read, so the events come once each and in order.
@@ -59,7 +59,7 @@ async def delivery_events(
     # Where the next consumer starts: a stream sequence once known, else the start time.
     next_sequence: int | None = after.sequence if after is not None else None
     if next_sequence is None and start_time is None:
-        next_sequence = (await js.stream_info(stream)).state.last_seq + 1
+        next_sequence = await _next_sequence(js, stream)
     announced_start = False
     while True:
         name = f"{live.subjects.namespace}-delivery-events-{uuid.uuid4().hex}"
@@ -69,7 +69,8 @@ async def delivery_events(
             ack_policy=AckPolicy.NONE,
             inactive_threshold=INACTIVE_SECONDS,
             mem_storage=True,
-            num_replicas=1,
+            # As many as the stream (HERALD_NATS_REPLICAS): a server lost mid-call takes no reader's consumer.
+            num_replicas=live.subjects.replicas,
             **(
                 {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": next_sequence}
                 if next_sequence is not None
@@ -94,6 +95,17 @@ async def delivery_events(
                     await js.delete_consumer(stream, name)
         except (_Gap, *natsutil.NATS_FAILURES) as exc:
             log.info("delivery events consumer replaced", reason=str(exc) or type(exc).__name__)
+            await asyncio.sleep(0.2)
+
+
+async def _next_sequence(js: JetStreamContext, stream: str) -> int:
+    """The sequence the stream's next message will have; asked again while JetStream cannot answer (a 503 while
+    the stream elects a leader), as the consumers below are made again."""
+    while True:
+        try:
+            return (await js.stream_info(stream)).state.last_seq + 1
+        except natsutil.NATS_FAILURES as exc:
+            log.info("events stream not answering yet; asking again", error=str(exc))
             await asyncio.sleep(0.2)
 
 

@@ -40,6 +40,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import nats.js.errors
 import structlog
 from herald.delivery.v1 import delivery_pb2
 from nats.js import JetStreamContext
@@ -54,6 +55,8 @@ log = structlog.get_logger()
 RETRIES_DURABLE = "delivery-retries"
 # The oldest nats-server whose streams keep message schedules.
 MIN_SERVER_FOR_SCHEDULES = "2.12"
+# JetStream's error code for "stream not found".
+STREAM_NOT_FOUND = 10059
 
 
 # --- the schedule ---------------------------------------------------------------------------------------------
@@ -146,15 +149,17 @@ async def ensure_retries_stream(js: JetStreamContext, subjects: Subjects) -> Non
     nc = js._nc
     prefix = js._prefix
     info = json.loads((await nc.request(f"{prefix}.STREAM.INFO.{name}", b"", timeout=5)).data)
+    if "error" in info and info["error"].get("err_code") != STREAM_NOT_FOUND:
+        # JetStream cannot say now (a cluster electing a leader answers 503 or "cluster not available"): the
+        # caller (natsutil.until_ready) tries again, as for the other streams.
+        nats.js.errors.APIError.from_error(info["error"])
     verb = "UPDATE" if "error" not in info else "CREATE"
     reply = json.loads(
         (await nc.request(f"{prefix}.STREAM.{verb}.{name}", json.dumps(config).encode(), timeout=5)).data
     )
     if "error" in reply:
-        error = reply["error"]
-        raise SchedulesUnsupported(
-            f"cannot {verb.lower()} the stream {name}: {error.get('description', error)} (err_code {error.get('err_code')})"
-        )
+        # Not a missing feature (an older server ignores the field, see below): an answer to try again.
+        nats.js.errors.APIError.from_error(reply["error"])
     if not reply.get("config", {}).get("allow_msg_schedules"):
         raise SchedulesUnsupported(
             f"the NATS server keeps no message schedules (stream {name}): deferred mail needs nats-server "

@@ -370,7 +370,13 @@ class Worker:
                 continue
             natsutil.count_redeliveries(streams.WORKERS_DURABLE, messages)
             for message in messages:
-                await self._handle(message)
+                try:
+                    await self._handle(message)
+                except Exception:
+                    # Whatever it was, this lane goes on with the next batch (a lane that ended would leave
+                    # the worker short of one); the batch comes back later, its unconfirmed claims resolved then.
+                    log.exception("batch handling failed; it will come back")
+                    await natsutil.settle(message.nak(delay=natsutil.redelivery_delay(message)), "nak")
 
     # --- due retries of deferred recipients -----------------------------------------------------------------
 

@@ -556,7 +556,8 @@ class DeliveryHerald:
 
     system: System
     recorder: SmtpRecorder
-    nats: EmbeddedNats
+    # The embedded NATS of its own (None when it was given a NATS_URL, e.g. tests/cluster.py's cluster).
+    nats: EmbeddedNats | None
     identity: IdentityStore
     api: Api
 
@@ -606,8 +607,11 @@ async def delivery_herald(
     tmp: Path,
     extra_env: dict[str, str] | None = None,
     smtp_url: Callable[[str], str] | None = None,
+    *,
+    nats_url: str | None = None,
 ) -> AsyncIterator[DeliveryHerald]:
-    """Starts the recorder, a NATS and a database of this Herald's own, and `herald run` on them.
+    """Starts the recorder, a NATS (unless `nats_url` names one) and a database of this Herald's own, and
+    `herald run` on them.
 
     Herald runs with TEST_DELIVERY_ENV, overridden by `extra_env`; SMTP_URL is the recorder's URL, or what
     `smtp_url` makes of it (several relays).
@@ -617,8 +621,10 @@ async def delivery_herald(
     dbname = f"herald_delivery_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(backing.database_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
-    nats = EmbeddedNats(tmp / "nats", free_port())
-    nats_url = nats.start()
+    nats = None
+    if nats_url is None:
+        nats = EmbeddedNats(tmp / "nats", free_port())
+        nats_url = nats.start()
     own = Backing(database_url_named(backing.database_url, dbname), nats_url, f"d{uuid.uuid4().hex[:10]}")
     env, ports = herald_env(own, tmp / "herald")
     env.update(
@@ -642,7 +648,8 @@ async def delivery_herald(
         if identity is not None:
             await identity.close()
         await asyncio.to_thread(stop_process, process)
-        nats.stop()
+        if nats is not None:
+            nats.stop()
         await recorder.close()
         with psycopg.connect(backing.database_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
