@@ -30,15 +30,25 @@ class _OptInMode:
 class _OptInModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OptInMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     OPT_IN_MODE_UNSPECIFIED: _OptInMode.ValueType  # 0
+    """Not given: CreateList makes a single opt-in list (or a double one when it is given a
+    confirmation_email).
+    """
     OPT_IN_MODE_SINGLE: _OptInMode.ValueType  # 1
+    """Subscribers added are Subscribed at once."""
     OPT_IN_MODE_DOUBLE: _OptInMode.ValueType  # 2
+    """New subscribers wait (Opt-In Pending) until they click the confirmation email's link."""
 
 class OptInMode(_OptInMode, metaclass=_OptInModeEnumTypeWrapper):
     """How a list confirms new subscribers."""
 
 OPT_IN_MODE_UNSPECIFIED: OptInMode.ValueType  # 0
+"""Not given: CreateList makes a single opt-in list (or a double one when it is given a
+confirmation_email).
+"""
 OPT_IN_MODE_SINGLE: OptInMode.ValueType  # 1
+"""Subscribers added are Subscribed at once."""
 OPT_IN_MODE_DOUBLE: OptInMode.ValueType  # 2
+"""New subscribers wait (Opt-In Pending) until they click the confirmation email's link."""
 Global___OptInMode: _TypeAlias = OptInMode  # noqa: Y015
 
 class _SubscriberStatus:
@@ -48,19 +58,37 @@ class _SubscriberStatus:
 class _SubscriberStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SubscriberStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SUBSCRIBER_STATUS_UNSPECIFIED: _SubscriberStatus.ValueType  # 0
+    """Not given: CreateSubscriber stores SUBSCRIBED; as a filter (ListSubscribersRequest.status) it
+    means every status.
+    """
     SUBSCRIBER_STATUS_SUBSCRIBED: _SubscriberStatus.ValueType  # 1
+    """Receives campaigns. On a double opt-in list a subscriber created Subscribed needs opt_in_time
+    (when they confirmed), else INVALID_ARGUMENT OPT_IN_TIME_REQUIRED.
+    """
     SUBSCRIBER_STATUS_UNSUBSCRIBED: _SubscriberStatus.ValueType  # 2
+    """Left the list; receives nothing."""
     SUBSCRIBER_STATUS_OPT_IN_PENDING: _SubscriberStatus.ValueType  # 3
+    """Asked to join a double opt-in list and has not confirmed yet; receives nothing."""
     SUBSCRIBER_STATUS_OPT_OUT_PENDING: _SubscriberStatus.ValueType  # 4
+    """Asked to leave and has not confirmed yet."""
 
 class SubscriberStatus(_SubscriberStatus, metaclass=_SubscriberStatusEnumTypeWrapper):
     """A subscriber's standing on a list."""
 
 SUBSCRIBER_STATUS_UNSPECIFIED: SubscriberStatus.ValueType  # 0
+"""Not given: CreateSubscriber stores SUBSCRIBED; as a filter (ListSubscribersRequest.status) it
+means every status.
+"""
 SUBSCRIBER_STATUS_SUBSCRIBED: SubscriberStatus.ValueType  # 1
+"""Receives campaigns. On a double opt-in list a subscriber created Subscribed needs opt_in_time
+(when they confirmed), else INVALID_ARGUMENT OPT_IN_TIME_REQUIRED.
+"""
 SUBSCRIBER_STATUS_UNSUBSCRIBED: SubscriberStatus.ValueType  # 2
+"""Left the list; receives nothing."""
 SUBSCRIBER_STATUS_OPT_IN_PENDING: SubscriberStatus.ValueType  # 3
+"""Asked to join a double opt-in list and has not confirmed yet; receives nothing."""
 SUBSCRIBER_STATUS_OPT_OUT_PENDING: SubscriberStatus.ValueType  # 4
+"""Asked to leave and has not confirmed yet."""
 Global___SubscriberStatus: _TypeAlias = SubscriberStatus  # noqa: Y015
 
 class _BounceType:
@@ -448,6 +476,7 @@ class CreateListRequest(_message.Message):
     name: _builtins.str
     description: _builtins.str
     opt_in_mode: Global___OptInMode.ValueType
+    """SINGLE when unset (UNSPECIFIED); DOUBLE whenever confirmation_email is set, whatever this says."""
     sender_name: _builtins.str
     sender_email_address: _builtins.str
     sender_company: _builtins.str
@@ -629,6 +658,9 @@ class Subscriber(_message.Message):
     first_name: _builtins.str
     last_name: _builtins.str
     status: Global___SubscriberStatus.ValueType
+    """CreateSubscriber: SUBSCRIBED when unset (UNSPECIFIED). A Subscribed subscriber of a double
+    opt-in list needs opt_in_time.
+    """
     bounce_type: Global___BounceType.ValueType
     subscription_ip: _builtins.str
     unsubscription_ip: _builtins.str
@@ -1723,7 +1755,7 @@ class CreateImportRequest(_message.Message):
     update_duplicates: _builtins.bool
     add_to_suppression: _builtins.bool
     trigger_actions: _builtins.bool
-    """Not supported (issue 14): Herald has no autoresponders or journeys, so true is INVALID_ARGUMENT
+    """Not supported: Herald has no autoresponders or journeys, so true is INVALID_ARGUMENT
     with a BadRequest violation of reason SETTING_UNSUPPORTED.
     """
     status_webhook_url: _builtins.str
@@ -1736,7 +1768,7 @@ class CreateImportRequest(_message.Message):
     def format(self) -> Global___CsvFormat: ...
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Not supported (issue 14): Herald keeps no subscriber tags, so a non-blank tag is INVALID_ARGUMENT
+        """Not supported: Herald keeps no subscriber tags, so a non-blank tag is INVALID_ARGUMENT
         with a BadRequest violation of reason SETTING_UNSUPPORTED.
         """
 

@@ -204,21 +204,38 @@ class Campaign(_message.Message):
     owner_user_id: _builtins.int
     name: _builtins.str
     status: Global___CampaignStatus.ValueType
+    """UpdateCampaign may set only DRAFT and READY (from Draft, Ready or, to withdraw a request for
+    approval, Pending Approval: Draft only); any other value is STATUS_INVALID, "cannot be set
+    directly" (FAILED_PRECONDITION alone, INVALID_ARGUMENT beside other bad fields). Pause, resume, cancel and approve have RPCs of their own; Sending, Sent
+    and Failed are set by Herald. READY needs content: an email_id or variations, already stored or
+    set in the same call (else FAILED_PRECONDITION EMAIL_REQUIRED). An untrusted user's campaign set
+    Ready, or whose content changes while Ready, becomes PENDING_APPROVAL instead.
+    One UpdateCampaign may change status together with email_id, schedule and targeting (and any other
+    path): the new values are checked and applied first, then the status, so one call can take a
+    Draft to Ready with its email, schedule and audience.
+    """
     status_reason: _builtins.str
+    """Free text for the status (no NUL characters)."""
     email_id: _builtins.int
-    """The email content sent; 0 when none is set yet."""
+    """The email content sent; 0 when none is set yet. Changes only while Draft or Ready
+    (else FAILED_PRECONDITION CAMPAIGN_NOT_EDITABLE), as do schedule, targeting, auto_resend,
+    variations and original_campaign_id.
+    """
     schedule_type: Global___ScheduleType.ValueType
+    """Output only: the type of `schedule` (UpdateCampaign refuses the path schedule_type, naming
+    `schedule`).
+    """
     original_campaign_id: _builtins.int
     """The campaign this one auto-resends; 0 for an ordinary campaign."""
     approval_user_explanation: _builtins.str
     """Why the user asks for approval (shown to the admin who approves)."""
     google_analytics_domains: _builtins.str
-    """Not supported (issue 14): Herald tags no links for Google Analytics, so UpdateCampaign refuses
+    """Not supported: Herald tags no links for Google Analytics, so UpdateCampaign refuses
     anything but "" with INVALID_ARGUMENT, a BadRequest violation of reason SETTING_UNSUPPORTED.
     """
     publish_on_rss: _builtins.bool
     s2s_enabled: _builtins.bool
-    """Not supported (issue 14): Herald has no server-to-server tracking, so UpdateCampaign refuses true
+    """Not supported: Herald has no server-to-server tracking, so UpdateCampaign refuses true
     with INVALID_ARGUMENT, a BadRequest violation of reason SETTING_UNSUPPORTED.
     """
     auto_resend_of_campaign_id: _builtins.int
@@ -236,7 +253,9 @@ class Campaign(_message.Message):
 
     @_builtins.property
     def schedule(self) -> Global___Schedule:
-        """When and how often the campaign is sent; schedule.type always equals schedule_type."""
+        """When and how often the campaign is sent; schedule.type always equals schedule_type. To change
+        it, name the path `schedule` and set schedule.type (and schedule.future or schedule.recursive).
+        """
 
     @_builtins.property
     def targeting(self) -> Global___Targeting:
@@ -624,9 +643,15 @@ class CampaignStatistics(_message.Message):
     total_clicks: _builtins.int
     unique_clicks: _builtins.int
     emails_per_second: _builtins.float
-    """Emails sent per second between the first and the last send (RULINGS 11)."""
+    """The main send's throughput: its messages divided by the seconds between its first and its last
+    send, a span shorter than one second counting as one second (three messages sent within 2 ms give
+    3.0, not thousands). The main send is what was sent until the campaign was first Sent; deferred
+    recipients delivered later are left out. 0 before the first send.
+    """
     duration_seconds: _builtins.int
-    """Seconds between the first and the last send, rounded."""
+    """Seconds between the main send's first and last send, rounded to the nearest second: 0 for a
+    span under half a second, and for a single message.
+    """
     total_hard_bounces: _builtins.int
     """Recipients with a hard bounce, a soft bounce, a policy or reputation rejection and a spam
     complaint, each recipient counted once per kind (delivery's figures, docs/bounces.md).

@@ -28,17 +28,25 @@ class _ContentType:
 class _ContentTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContentType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CONTENT_TYPE_UNSPECIFIED: _ContentType.ValueType  # 0
+    """Never stored; as a value in UpdateEmail it is INVALID_ARGUMENT CONTENT_TYPE_INVALID."""
     CONTENT_TYPE_HTML: _ContentType.ValueType  # 1
+    """HTML body only (a new email's content type)."""
     CONTENT_TYPE_PLAIN: _ContentType.ValueType  # 2
+    """Plain-text body only."""
     CONTENT_TYPE_BOTH: _ContentType.ValueType  # 3
+    """Both bodies (multipart/alternative)."""
 
 class ContentType(_ContentType, metaclass=_ContentTypeEnumTypeWrapper):
     """Which parts an email carries."""
 
 CONTENT_TYPE_UNSPECIFIED: ContentType.ValueType  # 0
+"""Never stored; as a value in UpdateEmail it is INVALID_ARGUMENT CONTENT_TYPE_INVALID."""
 CONTENT_TYPE_HTML: ContentType.ValueType  # 1
+"""HTML body only (a new email's content type)."""
 CONTENT_TYPE_PLAIN: ContentType.ValueType  # 2
+"""Plain-text body only."""
 CONTENT_TYPE_BOTH: ContentType.ValueType  # 3
+"""Both bodies (multipart/alternative)."""
 Global___ContentType: _TypeAlias = ContentType  # noqa: Y015
 
 class _EmailMode:
@@ -107,7 +115,7 @@ class UtmTracking(_message.Message):
     term: _builtins.str
     content: _builtins.str
     merge_tags: _builtins.bool
-    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    """Not supported: UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
     a BadRequest violation of reason SETTING_UNSUPPORTED (Herald does not personalize UTM values).
     """
     def __init__(
@@ -174,13 +182,17 @@ class Email(_message.Message):
     html_content: _builtins.str
     plain_content: _builtins.str
     content_type: Global___ContentType.ValueType
+    """HTML for a new email. An update that changes html_content or plain_content without naming
+    content_type sets it from the bodies then present: BOTH, HTML or PLAIN (unchanged when both are
+    empty). Naming content_type sets it as given.
+    """
     mode: Global___EmailMode.ValueType
     fetch_url: _builtins.str
-    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    """Not supported: UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
     a BadRequest violation of reason SETTING_UNSUPPORTED (Herald fetches no content from URLs).
     """
     fetch_plain_url: _builtins.str
-    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    """Not supported: UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
     a BadRequest violation of reason SETTING_UNSUPPORTED.
     """
     template_id: _builtins.int
@@ -188,11 +200,11 @@ class Email(_message.Message):
     value that a request sets must name a template of the email's owner.
     """
     image_embedding: _builtins.bool
-    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    """Not supported: UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
     a BadRequest violation of reason SETTING_UNSUPPORTED (Herald embeds no images).
     """
     is_email_template: _builtins.bool
-    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    """Not supported: UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
     a BadRequest violation of reason SETTING_UNSUPPORTED (templates are TemplateService's).
     """
     extra_content1: _builtins.str
