@@ -463,6 +463,8 @@ Global___List: _TypeAlias = List  # noqa: Y015
 
 @_typing.final
 class CreateListRequest(_message.Message):
+    """The request of AudienceService.CreateList."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -510,6 +512,8 @@ Global___CreateListRequest: _TypeAlias = CreateListRequest  # noqa: Y015
 
 @_typing.final
 class GetListRequest(_message.Message):
+    """The request of AudienceService.GetList."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -529,6 +533,8 @@ Global___GetListRequest: _TypeAlias = GetListRequest  # noqa: Y015
 
 @_typing.final
 class ListListsRequest(_message.Message):
+    """The request of AudienceService.ListLists."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -565,6 +571,8 @@ Global___ListListsRequest: _TypeAlias = ListListsRequest  # noqa: Y015
 
 @_typing.final
 class ListListsResponse(_message.Message):
+    """The response of AudienceService.ListLists."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LISTS_FIELD_NUMBER: _builtins.int
@@ -588,6 +596,8 @@ Global___ListListsResponse: _TypeAlias = ListListsResponse  # noqa: Y015
 
 @_typing.final
 class DeleteListsRequest(_message.Message):
+    """The request of AudienceService.DeleteLists."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_IDS_FIELD_NUMBER: _builtins.int
@@ -750,6 +760,8 @@ Global___SubscriberSegment: _TypeAlias = SubscriberSegment  # noqa: Y015
 
 @_typing.final
 class CreateSubscriberRequest(_message.Message):
+    """The request of AudienceService.CreateSubscriber."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBSCRIBER_FIELD_NUMBER: _builtins.int
@@ -802,6 +814,8 @@ Global___CreateSubscriberRequest: _TypeAlias = CreateSubscriberRequest  # noqa: 
 
 @_typing.final
 class SubscribeSubscriberRequest(_message.Message):
+    """The request of AudienceService.SubscribeSubscriber."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -872,6 +886,8 @@ Global___SubscribeSubscriberRequest: _TypeAlias = SubscribeSubscriberRequest  # 
 
 @_typing.final
 class GetSubscriberRequest(_message.Message):
+    """The request of AudienceService.GetSubscriber."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -898,6 +914,8 @@ Global___GetSubscriberRequest: _TypeAlias = GetSubscriberRequest  # noqa: Y015
 
 @_typing.final
 class ListSubscribersRequest(_message.Message):
+    """The request of AudienceService.ListSubscribers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -956,6 +974,8 @@ Global___ListSubscribersRequest: _TypeAlias = ListSubscribersRequest  # noqa: Y0
 
 @_typing.final
 class ListSubscribersResponse(_message.Message):
+    """The response of AudienceService.ListSubscribers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBSCRIBERS_FIELD_NUMBER: _builtins.int
@@ -979,6 +999,8 @@ Global___ListSubscribersResponse: _TypeAlias = ListSubscribersResponse  # noqa: 
 
 @_typing.final
 class UnsubscribeSubscribersRequest(_message.Message):
+    """The request of AudienceService.UnsubscribeSubscribers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -1029,6 +1051,8 @@ Global___UnsubscribeSubscribersRequest: _TypeAlias = UnsubscribeSubscribersReque
 
 @_typing.final
 class UnsubscribeSubscribersResponse(_message.Message):
+    """The response of AudienceService.UnsubscribeSubscribers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     UNSUBSCRIBED_COUNT_FIELD_NUMBER: _builtins.int
@@ -1080,6 +1104,8 @@ Global___UnsubscribedSubscriber: _TypeAlias = UnsubscribedSubscriber  # noqa: Y0
 
 @_typing.final
 class DeleteSubscribersRequest(_message.Message):
+    """The request of AudienceService.DeleteSubscribers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -1116,6 +1142,8 @@ Global___DeleteSubscribersRequest: _TypeAlias = DeleteSubscribersRequest  # noqa
 
 @_typing.final
 class DeleteSubscribersResponse(_message.Message):
+    """The response of AudienceService.DeleteSubscribers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DELETED_COUNT_FIELD_NUMBER: _builtins.int
@@ -1186,6 +1214,8 @@ Global___Segment: _TypeAlias = Segment  # noqa: Y015
 
 @_typing.final
 class CreateSegmentRequest(_message.Message):
+    """The request of AudienceService.CreateSegment."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEGMENT_FIELD_NUMBER: _builtins.int
@@ -1206,6 +1236,8 @@ Global___CreateSegmentRequest: _TypeAlias = CreateSegmentRequest  # noqa: Y015
 
 @_typing.final
 class ListSegmentsRequest(_message.Message):
+    """The request of AudienceService.ListSegments."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -1238,6 +1270,8 @@ Global___ListSegmentsRequest: _TypeAlias = ListSegmentsRequest  # noqa: Y015
 
 @_typing.final
 class ListSegmentsResponse(_message.Message):
+    """The response of AudienceService.ListSegments."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEGMENTS_FIELD_NUMBER: _builtins.int
@@ -1258,6 +1292,8 @@ Global___ListSegmentsResponse: _TypeAlias = ListSegmentsResponse  # noqa: Y015
 
 @_typing.final
 class DeleteSegmentsRequest(_message.Message):
+    """The request of AudienceService.DeleteSegments."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEGMENT_IDS_FIELD_NUMBER: _builtins.int
@@ -1395,6 +1431,8 @@ Global___CustomField: _TypeAlias = CustomField  # noqa: Y015
 
 @_typing.final
 class CreateCustomFieldRequest(_message.Message):
+    """The request of AudienceService.CreateCustomField."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOM_FIELD_FIELD_NUMBER: _builtins.int
@@ -1424,6 +1462,8 @@ Global___CreateCustomFieldRequest: _TypeAlias = CreateCustomFieldRequest  # noqa
 
 @_typing.final
 class GetCustomFieldRequest(_message.Message):
+    """The request of AudienceService.GetCustomField."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOM_FIELD_ID_FIELD_NUMBER: _builtins.int
@@ -1443,6 +1483,8 @@ Global___GetCustomFieldRequest: _TypeAlias = GetCustomFieldRequest  # noqa: Y015
 
 @_typing.final
 class ListCustomFieldsRequest(_message.Message):
+    """The request of AudienceService.ListCustomFields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -1474,6 +1516,8 @@ Global___ListCustomFieldsRequest: _TypeAlias = ListCustomFieldsRequest  # noqa: 
 
 @_typing.final
 class ListCustomFieldsResponse(_message.Message):
+    """The response of AudienceService.ListCustomFields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
@@ -1494,6 +1538,8 @@ Global___ListCustomFieldsResponse: _TypeAlias = ListCustomFieldsResponse  # noqa
 
 @_typing.final
 class UpdateCustomFieldRequest(_message.Message):
+    """The request of AudienceService.UpdateCustomField."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOM_FIELD_FIELD_NUMBER: _builtins.int
@@ -1530,6 +1576,8 @@ Global___UpdateCustomFieldRequest: _TypeAlias = UpdateCustomFieldRequest  # noqa
 
 @_typing.final
 class DeleteCustomFieldsRequest(_message.Message):
+    """The request of AudienceService.DeleteCustomFields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOM_FIELD_IDS_FIELD_NUMBER: _builtins.int
@@ -1550,6 +1598,8 @@ Global___DeleteCustomFieldsRequest: _TypeAlias = DeleteCustomFieldsRequest  # no
 
 @_typing.final
 class AddSuppressionsRequest(_message.Message):
+    """The request of AudienceService.AddSuppressions."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_ADDRESSES_FIELD_NUMBER: _builtins.int
@@ -1570,6 +1620,8 @@ Global___AddSuppressionsRequest: _TypeAlias = AddSuppressionsRequest  # noqa: Y0
 
 @_typing.final
 class AddSuppressionsResponse(_message.Message):
+    """The response of AudienceService.AddSuppressions."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ADDED_COUNT_FIELD_NUMBER: _builtins.int
@@ -1737,6 +1789,8 @@ Global___Import: _TypeAlias = Import  # noqa: Y015
 
 @_typing.final
 class CreateImportRequest(_message.Message):
+    """The request of AudienceService.CreateImport."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -1795,6 +1849,8 @@ Global___CreateImportRequest: _TypeAlias = CreateImportRequest  # noqa: Y015
 
 @_typing.final
 class StreamImportRequest(_message.Message):
+    """The request of AudienceService.StreamImport."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -1825,6 +1881,8 @@ Global___StreamImportRequest: _TypeAlias = StreamImportRequest  # noqa: Y015
 
 @_typing.final
 class GetImportRequest(_message.Message):
+    """The request of AudienceService.GetImport."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -1903,6 +1961,8 @@ Global___TargetingSpec: _TypeAlias = TargetingSpec  # noqa: Y015
 
 @_typing.final
 class CheckTargetingRequest(_message.Message):
+    """The request of AudienceService.CheckTargeting."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TARGETING_FIELD_NUMBER: _builtins.int
@@ -1929,6 +1989,8 @@ Global___CheckTargetingRequest: _TypeAlias = CheckTargetingRequest  # noqa: Y015
 
 @_typing.final
 class CountRecipientsRequest(_message.Message):
+    """The request of AudienceService.CountRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INCLUDED_FIELD_NUMBER: _builtins.int
@@ -1957,6 +2019,8 @@ Global___CountRecipientsRequest: _TypeAlias = CountRecipientsRequest  # noqa: Y0
 
 @_typing.final
 class CountRecipientsResponse(_message.Message):
+    """The response of AudienceService.CountRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOTAL_FIELD_NUMBER: _builtins.int
@@ -1976,6 +2040,8 @@ Global___CountRecipientsResponse: _TypeAlias = CountRecipientsResponse  # noqa: 
 
 @_typing.final
 class StreamRecipientsRequest(_message.Message):
+    """The request of AudienceService.StreamRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TARGETING_FIELD_NUMBER: _builtins.int
@@ -2091,6 +2157,8 @@ Global___Recipient: _TypeAlias = Recipient  # noqa: Y015
 
 @_typing.final
 class StreamRecipientsResponse(_message.Message):
+    """The response of AudienceService.StreamRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECIPIENTS_FIELD_NUMBER: _builtins.int
@@ -2111,6 +2179,8 @@ Global___StreamRecipientsResponse: _TypeAlias = StreamRecipientsResponse  # noqa
 
 @_typing.final
 class ConfirmSubscriptionRequest(_message.Message):
+    """The request of AudienceService.ConfirmSubscription."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -2137,6 +2207,8 @@ Global___ConfirmSubscriptionRequest: _TypeAlias = ConfirmSubscriptionRequest  # 
 
 @_typing.final
 class RejectSubscriptionRequest(_message.Message):
+    """The request of AudienceService.RejectSubscription."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -2234,6 +2306,8 @@ class OptInConfirmationsRequestedEvent(_message.Message):
 
     @_typing.final
     class Recipient(_message.Message):
+        """One subscriber to send the confirmation email to."""
+
         DESCRIPTOR: _descriptor.Descriptor
 
         SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int

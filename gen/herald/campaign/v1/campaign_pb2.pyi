@@ -820,6 +820,8 @@ Global___DomainStatistics: _TypeAlias = DomainStatistics  # noqa: Y015
 
 @_typing.final
 class CreateCampaignRequest(_message.Message):
+    """The request of CampaignService.CreateCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -839,6 +841,8 @@ Global___CreateCampaignRequest: _TypeAlias = CreateCampaignRequest  # noqa: Y015
 
 @_typing.final
 class GetCampaignRequest(_message.Message):
+    """The request of CampaignService.GetCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -865,6 +869,8 @@ Global___GetCampaignRequest: _TypeAlias = GetCampaignRequest  # noqa: Y015
 
 @_typing.final
 class BatchGetCampaignsRequest(_message.Message):
+    """The request of CampaignService.BatchGetCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
@@ -885,6 +891,8 @@ Global___BatchGetCampaignsRequest: _TypeAlias = BatchGetCampaignsRequest  # noqa
 
 @_typing.final
 class BatchGetCampaignsResponse(_message.Message):
+    """The response of CampaignService.BatchGetCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGNS_FIELD_NUMBER: _builtins.int
@@ -905,6 +913,8 @@ Global___BatchGetCampaignsResponse: _TypeAlias = BatchGetCampaignsResponse  # no
 
 @_typing.final
 class ListCampaignsRequest(_message.Message):
+    """The request of CampaignService.ListCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -1006,6 +1016,8 @@ Global___ListCampaignsRequest: _TypeAlias = ListCampaignsRequest  # noqa: Y015
 
 @_typing.final
 class ListCampaignsResponse(_message.Message):
+    """The response of CampaignService.ListCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGNS_FIELD_NUMBER: _builtins.int
@@ -1039,6 +1051,8 @@ Global___ListCampaignsResponse: _TypeAlias = ListCampaignsResponse  # noqa: Y015
 
 @_typing.final
 class CopyCampaignRequest(_message.Message):
+    """The request of CampaignService.CopyCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -1058,6 +1072,8 @@ Global___CopyCampaignRequest: _TypeAlias = CopyCampaignRequest  # noqa: Y015
 
 @_typing.final
 class DeleteCampaignsRequest(_message.Message):
+    """The request of CampaignService.DeleteCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
@@ -1078,6 +1094,8 @@ Global___DeleteCampaignsRequest: _TypeAlias = DeleteCampaignsRequest  # noqa: Y0
 
 @_typing.final
 class DeleteCampaignsResponse(_message.Message):
+    """The response of CampaignService.DeleteCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DELETED_CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
@@ -1100,6 +1118,8 @@ Global___DeleteCampaignsResponse: _TypeAlias = DeleteCampaignsResponse  # noqa: 
 
 @_typing.final
 class UpdateCampaignRequest(_message.Message):
+    """The request of CampaignService.UpdateCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_FIELD_NUMBER: _builtins.int
@@ -1135,6 +1155,8 @@ Global___UpdateCampaignRequest: _TypeAlias = UpdateCampaignRequest  # noqa: Y015
 
 @_typing.final
 class PauseCampaignRequest(_message.Message):
+    """The request of CampaignService.PauseCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -1154,6 +1176,8 @@ Global___PauseCampaignRequest: _TypeAlias = PauseCampaignRequest  # noqa: Y015
 
 @_typing.final
 class ResumeCampaignRequest(_message.Message):
+    """The request of CampaignService.ResumeCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -1173,6 +1197,8 @@ Global___ResumeCampaignRequest: _TypeAlias = ResumeCampaignRequest  # noqa: Y015
 
 @_typing.final
 class CancelCampaignRequest(_message.Message):
+    """The request of CampaignService.CancelCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -1192,6 +1218,8 @@ Global___CancelCampaignRequest: _TypeAlias = CancelCampaignRequest  # noqa: Y015
 
 @_typing.final
 class ApproveCampaignRequest(_message.Message):
+    """The request of CampaignService.ApproveCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -1211,6 +1239,8 @@ Global___ApproveCampaignRequest: _TypeAlias = ApproveCampaignRequest  # noqa: Y0
 
 @_typing.final
 class CreateSplitTestRequest(_message.Message):
+    """The request of CampaignService.CreateSplitTest."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -1239,6 +1269,8 @@ Global___CreateSplitTestRequest: _TypeAlias = CreateSplitTestRequest  # noqa: Y0
 
 @_typing.final
 class RetryFailedRecipientsRequest(_message.Message):
+    """The request of CampaignService.RetryFailedRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -1258,6 +1290,8 @@ Global___RetryFailedRecipientsRequest: _TypeAlias = RetryFailedRecipientsRequest
 
 @_typing.final
 class RetryFailedRecipientsResponse(_message.Message):
+    """The response of CampaignService.RetryFailedRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RETRIED_COUNT_FIELD_NUMBER: _builtins.int
@@ -1423,6 +1457,8 @@ Global___CampaignSendRequestedEvent: _TypeAlias = CampaignSendRequestedEvent  # 
 
 @_typing.final
 class WatchCampaignRequest(_message.Message):
+    """The request of CampaignService.WatchCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int

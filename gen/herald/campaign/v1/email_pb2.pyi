@@ -256,6 +256,8 @@ Global___Email: _TypeAlias = Email  # noqa: Y015
 
 @_typing.final
 class CreateEmailRequest(_message.Message):
+    """The request of EmailService.CreateEmail."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MODE_FIELD_NUMBER: _builtins.int
@@ -283,6 +285,8 @@ Global___CreateEmailRequest: _TypeAlias = CreateEmailRequest  # noqa: Y015
 
 @_typing.final
 class GetEmailRequest(_message.Message):
+    """The request of EmailService.GetEmail."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_ID_FIELD_NUMBER: _builtins.int
@@ -302,6 +306,8 @@ Global___GetEmailRequest: _TypeAlias = GetEmailRequest  # noqa: Y015
 
 @_typing.final
 class ListEmailsRequest(_message.Message):
+    """The request of EmailService.ListEmails."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_IDS_FIELD_NUMBER: _builtins.int
@@ -324,6 +330,8 @@ Global___ListEmailsRequest: _TypeAlias = ListEmailsRequest  # noqa: Y015
 
 @_typing.final
 class ListEmailsResponse(_message.Message):
+    """The response of EmailService.ListEmails."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAILS_FIELD_NUMBER: _builtins.int
@@ -344,6 +352,8 @@ Global___ListEmailsResponse: _TypeAlias = ListEmailsResponse  # noqa: Y015
 
 @_typing.final
 class UpdateEmailRequest(_message.Message):
+    """The request of EmailService.UpdateEmail."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_FIELD_NUMBER: _builtins.int
@@ -376,6 +386,8 @@ Global___UpdateEmailRequest: _TypeAlias = UpdateEmailRequest  # noqa: Y015
 
 @_typing.final
 class DeleteEmailRequest(_message.Message):
+    """The request of EmailService.DeleteEmail."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_ID_FIELD_NUMBER: _builtins.int
@@ -395,6 +407,8 @@ Global___DeleteEmailRequest: _TypeAlias = DeleteEmailRequest  # noqa: Y015
 
 @_typing.final
 class SendEmailPreviewRequest(_message.Message):
+    """The request of EmailService.SendEmailPreview."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_ID_FIELD_NUMBER: _builtins.int

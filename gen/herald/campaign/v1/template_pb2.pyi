@@ -102,6 +102,8 @@ Global___Template: _TypeAlias = Template  # noqa: Y015
 
 @_typing.final
 class CreateTemplateRequest(_message.Message):
+    """The request of TemplateService.CreateTemplate."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEMPLATE_FIELD_NUMBER: _builtins.int
@@ -124,6 +126,8 @@ Global___CreateTemplateRequest: _TypeAlias = CreateTemplateRequest  # noqa: Y015
 
 @_typing.final
 class GetTemplateRequest(_message.Message):
+    """The request of TemplateService.GetTemplate."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
@@ -143,6 +147,8 @@ Global___GetTemplateRequest: _TypeAlias = GetTemplateRequest  # noqa: Y015
 
 @_typing.final
 class ListTemplatesRequest(_message.Message):
+    """The request of TemplateService.ListTemplates."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -174,6 +180,8 @@ Global___ListTemplatesRequest: _TypeAlias = ListTemplatesRequest  # noqa: Y015
 
 @_typing.final
 class ListTemplatesResponse(_message.Message):
+    """The response of TemplateService.ListTemplates."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEMPLATES_FIELD_NUMBER: _builtins.int
@@ -200,6 +208,8 @@ Global___ListTemplatesResponse: _TypeAlias = ListTemplatesResponse  # noqa: Y015
 
 @_typing.final
 class UpdateTemplateRequest(_message.Message):
+    """The request of TemplateService.UpdateTemplate."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEMPLATE_FIELD_NUMBER: _builtins.int
@@ -230,6 +240,8 @@ Global___UpdateTemplateRequest: _TypeAlias = UpdateTemplateRequest  # noqa: Y015
 
 @_typing.final
 class DeleteTemplateRequest(_message.Message):
+    """The request of TemplateService.DeleteTemplate."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int

@@ -253,6 +253,8 @@ Global___DeliveryEventKind: _TypeAlias = DeliveryEventKind  # noqa: Y015
 
 @_typing.final
 class RetryFailedRecipientsRequest(_message.Message):
+    """The request of DeliveryService.RetryFailedRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -272,6 +274,8 @@ Global___RetryFailedRecipientsRequest: _TypeAlias = RetryFailedRecipientsRequest
 
 @_typing.final
 class RetryFailedRecipientsResponse(_message.Message):
+    """The response of DeliveryService.RetryFailedRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RETRIED_COUNT_FIELD_NUMBER: _builtins.int
@@ -339,6 +343,8 @@ Global___TrackingEvent: _TypeAlias = TrackingEvent  # noqa: Y015
 
 @_typing.final
 class RecordTrackingEventsRequest(_message.Message):
+    """The request of DeliveryService.RecordTrackingEvents."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
@@ -359,6 +365,8 @@ Global___RecordTrackingEventsRequest: _TypeAlias = RecordTrackingEventsRequest  
 
 @_typing.final
 class RecordTrackingEventsResponse(_message.Message):
+    """The response of DeliveryService.RecordTrackingEvents."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECORDED_COUNT_FIELD_NUMBER: _builtins.int
@@ -378,6 +386,8 @@ Global___RecordTrackingEventsResponse: _TypeAlias = RecordTrackingEventsResponse
 
 @_typing.final
 class RecordUnsubscriptionsRequest(_message.Message):
+    """The request of DeliveryService.RecordUnsubscriptions."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -442,6 +452,8 @@ Global___UnsubscribedSubscriber: _TypeAlias = UnsubscribedSubscriber  # noqa: Y0
 
 @_typing.final
 class RecordUnsubscriptionsResponse(_message.Message):
+    """The response of DeliveryService.RecordUnsubscriptions."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECORDED_COUNT_FIELD_NUMBER: _builtins.int
@@ -524,6 +536,8 @@ Global___QueuedRecipient: _TypeAlias = QueuedRecipient  # noqa: Y015
 
 @_typing.final
 class ListQueuedRecipientsRequest(_message.Message):
+    """The request of DeliveryService.ListQueuedRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -554,6 +568,8 @@ Global___ListQueuedRecipientsRequest: _TypeAlias = ListQueuedRecipientsRequest  
 
 @_typing.final
 class ListQueuedRecipientsResponse(_message.Message):
+    """The response of DeliveryService.ListQueuedRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECIPIENTS_FIELD_NUMBER: _builtins.int
@@ -577,6 +593,8 @@ Global___ListQueuedRecipientsResponse: _TypeAlias = ListQueuedRecipientsResponse
 
 @_typing.final
 class BatchGetCampaignStatisticsRequest(_message.Message):
+    """The request of DeliveryService.BatchGetCampaignStatistics."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
@@ -822,6 +840,8 @@ Global___DomainStatistics: _TypeAlias = DomainStatistics  # noqa: Y015
 
 @_typing.final
 class BatchGetCampaignStatisticsResponse(_message.Message):
+    """The response of DeliveryService.BatchGetCampaignStatistics."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATISTICS_FIELD_NUMBER: _builtins.int
@@ -900,6 +920,8 @@ Global___BounceReport: _TypeAlias = BounceReport  # noqa: Y015
 
 @_typing.final
 class RecordBouncesRequest(_message.Message):
+    """The request of DeliveryService.RecordBounces."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REPORTS_FIELD_NUMBER: _builtins.int
@@ -922,6 +944,8 @@ Global___RecordBouncesRequest: _TypeAlias = RecordBouncesRequest  # noqa: Y015
 
 @_typing.final
 class RecordBouncesResponse(_message.Message):
+    """The response of DeliveryService.RecordBounces."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECORDED_COUNT_FIELD_NUMBER: _builtins.int
@@ -1027,6 +1051,8 @@ Global___SendingDomain: _TypeAlias = SendingDomain  # noqa: Y015
 
 @_typing.final
 class CreateSendingDomainRequest(_message.Message):
+    """The request of DeliveryService.CreateSendingDomain."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DOMAIN_FIELD_NUMBER: _builtins.int
@@ -1054,6 +1080,8 @@ Global___CreateSendingDomainRequest: _TypeAlias = CreateSendingDomainRequest  # 
 
 @_typing.final
 class ListSendingDomainsRequest(_message.Message):
+    """The request of DeliveryService.ListSendingDomains."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     OWNER_USER_ID_FIELD_NUMBER: _builtins.int
@@ -1074,6 +1102,8 @@ Global___ListSendingDomainsRequest: _TypeAlias = ListSendingDomainsRequest  # no
 
 @_typing.final
 class ListSendingDomainsResponse(_message.Message):
+    """The response of DeliveryService.ListSendingDomains."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SENDING_DOMAINS_FIELD_NUMBER: _builtins.int
@@ -1094,6 +1124,8 @@ Global___ListSendingDomainsResponse: _TypeAlias = ListSendingDomainsResponse  # 
 
 @_typing.final
 class DeleteSendingDomainRequest(_message.Message):
+    """The request of DeliveryService.DeleteSendingDomain."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DOMAIN_FIELD_NUMBER: _builtins.int
@@ -1168,6 +1200,8 @@ Global___CapturedMessage: _TypeAlias = CapturedMessage  # noqa: Y015
 
 @_typing.final
 class ListCapturedMessagesRequest(_message.Message):
+    """The request of DeliveryService.ListCapturedMessages."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -1192,6 +1226,8 @@ Global___ListCapturedMessagesRequest: _TypeAlias = ListCapturedMessagesRequest  
 
 @_typing.final
 class ListCapturedMessagesResponse(_message.Message):
+    """The response of DeliveryService.ListCapturedMessages."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAPTURED_MESSAGES_FIELD_NUMBER: _builtins.int
@@ -1219,6 +1255,8 @@ Global___ListCapturedMessagesResponse: _TypeAlias = ListCapturedMessagesResponse
 
 @_typing.final
 class GetCapturedMessageRequest(_message.Message):
+    """The request of DeliveryService.GetCapturedMessage."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAPTURED_MESSAGE_ID_FIELD_NUMBER: _builtins.int
@@ -1540,6 +1578,8 @@ Global___DeliveryEvents: _TypeAlias = DeliveryEvents  # noqa: Y015
 
 @_typing.final
 class StreamDeliveryEventsRequest(_message.Message):
+    """The request of DeliveryService.StreamDeliveryEvents."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -1570,6 +1610,8 @@ Global___StreamDeliveryEventsRequest: _TypeAlias = StreamDeliveryEventsRequest  
 
 @_typing.final
 class StreamDeliveryEventsResponse(_message.Message):
+    """The response of DeliveryService.StreamDeliveryEvents."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int

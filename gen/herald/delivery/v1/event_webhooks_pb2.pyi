@@ -59,6 +59,8 @@ Global___WebhookEventKind: _TypeAlias = WebhookEventKind  # noqa: Y015
 
 @_typing.final
 class WebhookEndpoint(_message.Message):
+    """An HTTPS endpoint of a user's that Herald POSTs the chosen events to."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
@@ -118,6 +120,8 @@ Global___WebhookEndpoint: _TypeAlias = WebhookEndpoint  # noqa: Y015
 
 @_typing.final
 class CreateWebhookEndpointRequest(_message.Message):
+    """The request of EventWebhookService.CreateWebhookEndpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     URL_FIELD_NUMBER: _builtins.int
@@ -148,6 +152,8 @@ Global___CreateWebhookEndpointRequest: _TypeAlias = CreateWebhookEndpointRequest
 
 @_typing.final
 class CreateWebhookEndpointResponse(_message.Message):
+    """The response of EventWebhookService.CreateWebhookEndpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_FIELD_NUMBER: _builtins.int
@@ -174,6 +180,8 @@ Global___CreateWebhookEndpointResponse: _TypeAlias = CreateWebhookEndpointRespon
 
 @_typing.final
 class GetWebhookEndpointRequest(_message.Message):
+    """The request of EventWebhookService.GetWebhookEndpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
@@ -193,6 +201,8 @@ Global___GetWebhookEndpointRequest: _TypeAlias = GetWebhookEndpointRequest  # no
 
 @_typing.final
 class ListWebhookEndpointsRequest(_message.Message):
+    """The request of EventWebhookService.ListWebhookEndpoints."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -208,6 +218,8 @@ Global___ListWebhookEndpointsRequest: _TypeAlias = ListWebhookEndpointsRequest  
 
 @_typing.final
 class ListWebhookEndpointsResponse(_message.Message):
+    """The response of EventWebhookService.ListWebhookEndpoints."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINTS_FIELD_NUMBER: _builtins.int
@@ -228,6 +240,8 @@ Global___ListWebhookEndpointsResponse: _TypeAlias = ListWebhookEndpointsResponse
 
 @_typing.final
 class DeleteWebhookEndpointRequest(_message.Message):
+    """The request of EventWebhookService.DeleteWebhookEndpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
@@ -247,6 +261,8 @@ Global___DeleteWebhookEndpointRequest: _TypeAlias = DeleteWebhookEndpointRequest
 
 @_typing.final
 class EnableWebhookEndpointRequest(_message.Message):
+    """The request of EventWebhookService.EnableWebhookEndpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
@@ -320,6 +336,8 @@ Global___WebhookAttempt: _TypeAlias = WebhookAttempt  # noqa: Y015
 
 @_typing.final
 class ListWebhookAttemptsRequest(_message.Message):
+    """The request of EventWebhookService.ListWebhookAttempts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
@@ -347,6 +365,8 @@ Global___ListWebhookAttemptsRequest: _TypeAlias = ListWebhookAttemptsRequest  # 
 
 @_typing.final
 class ListWebhookAttemptsResponse(_message.Message):
+    """The response of EventWebhookService.ListWebhookAttempts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTEMPTS_FIELD_NUMBER: _builtins.int
@@ -370,6 +390,8 @@ Global___ListWebhookAttemptsResponse: _TypeAlias = ListWebhookAttemptsResponse  
 
 @_typing.final
 class RotateWebhookSecretRequest(_message.Message):
+    """The request of EventWebhookService.RotateWebhookSecret."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
@@ -397,6 +419,8 @@ Global___RotateWebhookSecretRequest: _TypeAlias = RotateWebhookSecretRequest  # 
 
 @_typing.final
 class RotateWebhookSecretResponse(_message.Message):
+    """The response of EventWebhookService.RotateWebhookSecret."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_FIELD_NUMBER: _builtins.int

@@ -126,13 +126,15 @@ class EventWebhookServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetWebhookEndpoint(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Gets one of the caller's endpoints (without its secret).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListWebhookEndpoints(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Lists the caller's endpoints (without their secrets).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -61,7 +61,9 @@ class EventWebhookServiceStub:
     not allow, and for an empty or unspecified event kind.
     """
     GetWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_event_webhooks_pb2.GetWebhookEndpointRequest, _event_webhooks_pb2.WebhookEndpoint]
+    """Gets one of the caller's endpoints (without its secret)."""
     ListWebhookEndpoints: _grpc.UnaryUnaryMultiCallable[_event_webhooks_pb2.ListWebhookEndpointsRequest, _event_webhooks_pb2.ListWebhookEndpointsResponse]
+    """Lists the caller's endpoints (without their secrets)."""
     DeleteWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_event_webhooks_pb2.DeleteWebhookEndpointRequest, _empty_pb2.Empty]
     """Removes an endpoint with its undelivered events and its delivery log."""
     EnableWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_event_webhooks_pb2.EnableWebhookEndpointRequest, _event_webhooks_pb2.WebhookEndpoint]
@@ -110,7 +112,9 @@ class EventWebhookServiceAsyncStub(EventWebhookServiceStub):
     not allow, and for an empty or unspecified event kind.
     """
     GetWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_event_webhooks_pb2.GetWebhookEndpointRequest, _event_webhooks_pb2.WebhookEndpoint]  # type: ignore[assignment]
+    """Gets one of the caller's endpoints (without its secret)."""
     ListWebhookEndpoints: _aio.UnaryUnaryMultiCallable[_event_webhooks_pb2.ListWebhookEndpointsRequest, _event_webhooks_pb2.ListWebhookEndpointsResponse]  # type: ignore[assignment]
+    """Lists the caller's endpoints (without their secrets)."""
     DeleteWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_event_webhooks_pb2.DeleteWebhookEndpointRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Removes an endpoint with its undelivered events and its delivery log."""
     EnableWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_event_webhooks_pb2.EnableWebhookEndpointRequest, _event_webhooks_pb2.WebhookEndpoint]  # type: ignore[assignment]
@@ -167,14 +171,16 @@ class EventWebhookServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _event_webhooks_pb2.GetWebhookEndpointRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_event_webhooks_pb2.WebhookEndpoint, _abc.Awaitable[_event_webhooks_pb2.WebhookEndpoint]]: ...
+    ) -> _typing.Union[_event_webhooks_pb2.WebhookEndpoint, _abc.Awaitable[_event_webhooks_pb2.WebhookEndpoint]]:
+        """Gets one of the caller's endpoints (without its secret)."""
 
     @_abc_1.abstractmethod
     def ListWebhookEndpoints(
         self,
         request: _event_webhooks_pb2.ListWebhookEndpointsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_event_webhooks_pb2.ListWebhookEndpointsResponse, _abc.Awaitable[_event_webhooks_pb2.ListWebhookEndpointsResponse]]: ...
+    ) -> _typing.Union[_event_webhooks_pb2.ListWebhookEndpointsResponse, _abc.Awaitable[_event_webhooks_pb2.ListWebhookEndpointsResponse]]:
+        """Lists the caller's endpoints (without their secrets)."""
 
     @_abc_1.abstractmethod
     def DeleteWebhookEndpoint(

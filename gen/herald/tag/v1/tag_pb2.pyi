@@ -63,6 +63,8 @@ Global___Tag: _TypeAlias = Tag  # noqa: Y015
 
 @_typing.final
 class ListTagsRequest(_message.Message):
+    """The request of TagService.ListTags."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -78,6 +80,8 @@ Global___ListTagsRequest: _TypeAlias = ListTagsRequest  # noqa: Y015
 
 @_typing.final
 class ListTagsResponse(_message.Message):
+    """The response of TagService.ListTags."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAGS_FIELD_NUMBER: _builtins.int
@@ -98,6 +102,8 @@ Global___ListTagsResponse: _TypeAlias = ListTagsResponse  # noqa: Y015
 
 @_typing.final
 class GetTagRequest(_message.Message):
+    """The request of TagService.GetTag."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_ID_FIELD_NUMBER: _builtins.int
@@ -117,6 +123,8 @@ Global___GetTagRequest: _TypeAlias = GetTagRequest  # noqa: Y015
 
 @_typing.final
 class CreateTagRequest(_message.Message):
+    """The request of TagService.CreateTag."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -136,6 +144,8 @@ Global___CreateTagRequest: _TypeAlias = CreateTagRequest  # noqa: Y015
 
 @_typing.final
 class UpdateTagRequest(_message.Message):
+    """The request of TagService.UpdateTag."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_ID_FIELD_NUMBER: _builtins.int
@@ -158,6 +168,8 @@ Global___UpdateTagRequest: _TypeAlias = UpdateTagRequest  # noqa: Y015
 
 @_typing.final
 class DeleteTagsRequest(_message.Message):
+    """The request of TagService.DeleteTags."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_IDS_FIELD_NUMBER: _builtins.int
@@ -178,6 +190,8 @@ Global___DeleteTagsRequest: _TypeAlias = DeleteTagsRequest  # noqa: Y015
 
 @_typing.final
 class AssignTagRequest(_message.Message):
+    """The request of TagService.AssignTag."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_ID_FIELD_NUMBER: _builtins.int
@@ -201,6 +215,8 @@ Global___AssignTagRequest: _TypeAlias = AssignTagRequest  # noqa: Y015
 
 @_typing.final
 class UnassignTagRequest(_message.Message):
+    """The request of TagService.UnassignTag."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_ID_FIELD_NUMBER: _builtins.int
@@ -224,6 +240,8 @@ Global___UnassignTagRequest: _TypeAlias = UnassignTagRequest  # noqa: Y015
 
 @_typing.final
 class BatchGetCampaignTagsRequest(_message.Message):
+    """The request of TagService.BatchGetCampaignTags."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
@@ -244,6 +262,8 @@ Global___BatchGetCampaignTagsRequest: _TypeAlias = BatchGetCampaignTagsRequest  
 
 @_typing.final
 class BatchGetCampaignTagsResponse(_message.Message):
+    """The response of TagService.BatchGetCampaignTags."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -289,6 +309,8 @@ Global___BatchGetCampaignTagsResponse: _TypeAlias = BatchGetCampaignTagsResponse
 
 @_typing.final
 class ListTaggedCampaignsRequest(_message.Message):
+    """The request of TagService.ListTaggedCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_IDS_FIELD_NUMBER: _builtins.int
@@ -309,6 +331,8 @@ Global___ListTaggedCampaignsRequest: _TypeAlias = ListTaggedCampaignsRequest  # 
 
 @_typing.final
 class ListTaggedCampaignsResponse(_message.Message):
+    """The response of TagService.ListTaggedCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
@@ -329,6 +353,8 @@ Global___ListTaggedCampaignsResponse: _TypeAlias = ListTaggedCampaignsResponse  
 
 @_typing.final
 class SetArchiveTemplateRequest(_message.Message):
+    """The request of TagService.SetArchiveTemplate."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_ID_FIELD_NUMBER: _builtins.int
