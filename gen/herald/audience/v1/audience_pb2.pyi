@@ -98,17 +98,25 @@ class _BounceType:
 class _BounceTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BounceType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     BOUNCE_TYPE_UNSPECIFIED: _BounceType.ValueType  # 0
+    """Not set: a new subscriber is NOT_BOUNCED."""
     BOUNCE_TYPE_NOT_BOUNCED: _BounceType.ValueType  # 1
+    """No bounce recorded, or a delivery succeeded since."""
     BOUNCE_TYPE_SOFT: _BounceType.ValueType  # 2
+    """The last bounce was temporary (a full mailbox, a 4.x.x reply)."""
     BOUNCE_TYPE_HARD: _BounceType.ValueType  # 3
+    """The address cannot receive mail; it is suppressed."""
 
 class BounceType(_BounceType, metaclass=_BounceTypeEnumTypeWrapper):
     """Whether mail to a subscriber bounced."""
 
 BOUNCE_TYPE_UNSPECIFIED: BounceType.ValueType  # 0
+"""Not set: a new subscriber is NOT_BOUNCED."""
 BOUNCE_TYPE_NOT_BOUNCED: BounceType.ValueType  # 1
+"""No bounce recorded, or a delivery succeeded since."""
 BOUNCE_TYPE_SOFT: BounceType.ValueType  # 2
+"""The last bounce was temporary (a full mailbox, a 4.x.x reply)."""
 BOUNCE_TYPE_HARD: BounceType.ValueType  # 3
+"""The address cannot receive mail; it is suppressed."""
 Global___BounceType: _TypeAlias = BounceType  # noqa: Y015
 
 class _SuppressionReason:
@@ -118,6 +126,7 @@ class _SuppressionReason:
 class _SuppressionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SuppressionReason.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SUPPRESSION_REASON_UNSPECIFIED: _SuppressionReason.ValueType  # 0
+    """Not set."""
     SUPPRESSION_REASON_MANUAL: _SuppressionReason.ValueType  # 1
     """Added by the user: AddSuppressions, an import or an unsubscription that asked for it."""
     SUPPRESSION_REASON_BOUNCE: _SuppressionReason.ValueType  # 2
@@ -129,6 +138,7 @@ class SuppressionReason(_SuppressionReason, metaclass=_SuppressionReasonEnumType
     """Why an address is on its owner's suppression list."""
 
 SUPPRESSION_REASON_UNSPECIFIED: SuppressionReason.ValueType  # 0
+"""Not set."""
 SUPPRESSION_REASON_MANUAL: SuppressionReason.ValueType  # 1
 """Added by the user: AddSuppressions, an import or an unsubscription that asked for it."""
 SUPPRESSION_REASON_BOUNCE: SuppressionReason.ValueType  # 2
@@ -144,25 +154,41 @@ class _ListOrderField:
 class _ListOrderFieldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ListOrderField.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     LIST_ORDER_FIELD_UNSPECIFIED: _ListOrderField.ValueType  # 0
+    """Not set: the default order."""
     LIST_ORDER_FIELD_LIST_ID: _ListOrderField.ValueType  # 1
+    """By list id."""
     LIST_ORDER_FIELD_NAME: _ListOrderField.ValueType  # 2
+    """By name."""
     LIST_ORDER_FIELD_CREATE_TIME: _ListOrderField.ValueType  # 3
+    """By creation time."""
     LIST_ORDER_FIELD_ACTIVE_SUBSCRIBER_COUNT: _ListOrderField.ValueType  # 4
+    """By the number of Subscribed subscribers."""
     LIST_ORDER_FIELD_SEGMENT_COUNT: _ListOrderField.ValueType  # 5
+    """By the number of segments."""
     LIST_ORDER_FIELD_ARCHIVE_TIME: _ListOrderField.ValueType  # 6
+    """By archive time."""
     LIST_ORDER_FIELD_LAST_ACTIVITY_TIME: _ListOrderField.ValueType  # 7
+    """By the latest change to the list or its subscribers."""
 
 class ListOrderField(_ListOrderField, metaclass=_ListOrderFieldEnumTypeWrapper):
     """Fields lists can be ordered by."""
 
 LIST_ORDER_FIELD_UNSPECIFIED: ListOrderField.ValueType  # 0
+"""Not set: the default order."""
 LIST_ORDER_FIELD_LIST_ID: ListOrderField.ValueType  # 1
+"""By list id."""
 LIST_ORDER_FIELD_NAME: ListOrderField.ValueType  # 2
+"""By name."""
 LIST_ORDER_FIELD_CREATE_TIME: ListOrderField.ValueType  # 3
+"""By creation time."""
 LIST_ORDER_FIELD_ACTIVE_SUBSCRIBER_COUNT: ListOrderField.ValueType  # 4
+"""By the number of Subscribed subscribers."""
 LIST_ORDER_FIELD_SEGMENT_COUNT: ListOrderField.ValueType  # 5
+"""By the number of segments."""
 LIST_ORDER_FIELD_ARCHIVE_TIME: ListOrderField.ValueType  # 6
+"""By archive time."""
 LIST_ORDER_FIELD_LAST_ACTIVITY_TIME: ListOrderField.ValueType  # 7
+"""By the latest change to the list or its subscribers."""
 Global___ListOrderField: _TypeAlias = ListOrderField  # noqa: Y015
 
 class _ListArchivedFilter:
@@ -174,8 +200,11 @@ class _ListArchivedFilterEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Li
     LIST_ARCHIVED_FILTER_UNSPECIFIED: _ListArchivedFilter.ValueType  # 0
     """Only lists that are not archived."""
     LIST_ARCHIVED_FILTER_UNARCHIVED: _ListArchivedFilter.ValueType  # 1
+    """Only lists that are not archived (as UNSPECIFIED)."""
     LIST_ARCHIVED_FILTER_ARCHIVED: _ListArchivedFilter.ValueType  # 2
+    """Only archived lists."""
     LIST_ARCHIVED_FILTER_ALL: _ListArchivedFilter.ValueType  # 3
+    """Every list."""
 
 class ListArchivedFilter(_ListArchivedFilter, metaclass=_ListArchivedFilterEnumTypeWrapper):
     """Which lists ListLists returns by archive state."""
@@ -183,8 +212,11 @@ class ListArchivedFilter(_ListArchivedFilter, metaclass=_ListArchivedFilterEnumT
 LIST_ARCHIVED_FILTER_UNSPECIFIED: ListArchivedFilter.ValueType  # 0
 """Only lists that are not archived."""
 LIST_ARCHIVED_FILTER_UNARCHIVED: ListArchivedFilter.ValueType  # 1
+"""Only lists that are not archived (as UNSPECIFIED)."""
 LIST_ARCHIVED_FILTER_ARCHIVED: ListArchivedFilter.ValueType  # 2
+"""Only archived lists."""
 LIST_ARCHIVED_FILTER_ALL: ListArchivedFilter.ValueType  # 3
+"""Every list."""
 Global___ListArchivedFilter: _TypeAlias = ListArchivedFilter  # noqa: Y015
 
 class _SegmentOrderField:
@@ -194,19 +226,29 @@ class _SegmentOrderField:
 class _SegmentOrderFieldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SegmentOrderField.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SEGMENT_ORDER_FIELD_UNSPECIFIED: _SegmentOrderField.ValueType  # 0
+    """Not set: the default order."""
     SEGMENT_ORDER_FIELD_NAME: _SegmentOrderField.ValueType  # 1
+    """By name."""
     SEGMENT_ORDER_FIELD_SEGMENT_ID: _SegmentOrderField.ValueType  # 2
+    """By segment id."""
     SEGMENT_ORDER_FIELD_OPERATOR: _SegmentOrderField.ValueType  # 3
+    """By the operator joining the segment's rules."""
     SEGMENT_ORDER_FIELD_SUBSCRIBER_COUNT: _SegmentOrderField.ValueType  # 4
+    """By the number of matching subscribers."""
 
 class SegmentOrderField(_SegmentOrderField, metaclass=_SegmentOrderFieldEnumTypeWrapper):
     """Fields segments can be ordered by."""
 
 SEGMENT_ORDER_FIELD_UNSPECIFIED: SegmentOrderField.ValueType  # 0
+"""Not set: the default order."""
 SEGMENT_ORDER_FIELD_NAME: SegmentOrderField.ValueType  # 1
+"""By name."""
 SEGMENT_ORDER_FIELD_SEGMENT_ID: SegmentOrderField.ValueType  # 2
+"""By segment id."""
 SEGMENT_ORDER_FIELD_OPERATOR: SegmentOrderField.ValueType  # 3
+"""By the operator joining the segment's rules."""
 SEGMENT_ORDER_FIELD_SUBSCRIBER_COUNT: SegmentOrderField.ValueType  # 4
+"""By the number of matching subscribers."""
 Global___SegmentOrderField: _TypeAlias = SegmentOrderField  # noqa: Y015
 
 class _CustomFieldType:
@@ -216,6 +258,7 @@ class _CustomFieldType:
 class _CustomFieldTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CustomFieldType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CUSTOM_FIELD_TYPE_UNSPECIFIED: _CustomFieldType.ValueType  # 0
+    """Not set: the default applies."""
     CUSTOM_FIELD_TYPE_SINGLE_LINE: _CustomFieldType.ValueType  # 1
     """"Single line": one line of text."""
     CUSTOM_FIELD_TYPE_PARAGRAPH_TEXT: _CustomFieldType.ValueType  # 2
@@ -237,6 +280,7 @@ class CustomFieldType(_CustomFieldType, metaclass=_CustomFieldTypeEnumTypeWrappe
     """What a custom field holds (the legacy FieldType)."""
 
 CUSTOM_FIELD_TYPE_UNSPECIFIED: CustomFieldType.ValueType  # 0
+"""Not set: the default applies."""
 CUSTOM_FIELD_TYPE_SINGLE_LINE: CustomFieldType.ValueType  # 1
 """"Single line": one line of text."""
 CUSTOM_FIELD_TYPE_PARAGRAPH_TEXT: CustomFieldType.ValueType  # 2
@@ -262,6 +306,7 @@ class _ValidationMethod:
 class _ValidationMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValidationMethod.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     VALIDATION_METHOD_UNSPECIFIED: _ValidationMethod.ValueType  # 0
+    """Not set: the default applies."""
     VALIDATION_METHOD_DISABLED: _ValidationMethod.ValueType  # 1
     """"Disabled": any value."""
     VALIDATION_METHOD_NUMBERS: _ValidationMethod.ValueType  # 2
@@ -287,6 +332,7 @@ class ValidationMethod(_ValidationMethod, metaclass=_ValidationMethodEnumTypeWra
     """How a custom field's values are validated (the legacy ValidationMethod)."""
 
 VALIDATION_METHOD_UNSPECIFIED: ValidationMethod.ValueType  # 0
+"""Not set: the default applies."""
 VALIDATION_METHOD_DISABLED: ValidationMethod.ValueType  # 1
 """"Disabled": any value."""
 VALIDATION_METHOD_NUMBERS: ValidationMethod.ValueType  # 2
@@ -316,6 +362,7 @@ class _CustomFieldVisibility:
 class _CustomFieldVisibilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CustomFieldVisibility.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CUSTOM_FIELD_VISIBILITY_UNSPECIFIED: _CustomFieldVisibility.ValueType  # 0
+    """Not set: the default applies."""
     CUSTOM_FIELD_VISIBILITY_PUBLIC: _CustomFieldVisibility.ValueType  # 1
     """On subscription forms and the subscriber's preference page."""
     CUSTOM_FIELD_VISIBILITY_USER_ONLY: _CustomFieldVisibility.ValueType  # 2
@@ -327,6 +374,7 @@ class CustomFieldVisibility(_CustomFieldVisibility, metaclass=_CustomFieldVisibi
     """Where a custom field shows."""
 
 CUSTOM_FIELD_VISIBILITY_UNSPECIFIED: CustomFieldVisibility.ValueType  # 0
+"""Not set: the default applies."""
 CUSTOM_FIELD_VISIBILITY_PUBLIC: CustomFieldVisibility.ValueType  # 1
 """On subscription forms and the subscriber's preference page."""
 CUSTOM_FIELD_VISIBILITY_USER_ONLY: CustomFieldVisibility.ValueType  # 2
@@ -342,25 +390,41 @@ class _CustomFieldOrderField:
 class _CustomFieldOrderFieldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CustomFieldOrderField.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CUSTOM_FIELD_ORDER_FIELD_UNSPECIFIED: _CustomFieldOrderField.ValueType  # 0
+    """Not set: the default order."""
     CUSTOM_FIELD_ORDER_FIELD_NAME: _CustomFieldOrderField.ValueType  # 1
+    """By name."""
     CUSTOM_FIELD_ORDER_FIELD_CUSTOM_FIELD_ID: _CustomFieldOrderField.ValueType  # 2
+    """By custom field id."""
     CUSTOM_FIELD_ORDER_FIELD_TYPE: _CustomFieldOrderField.ValueType  # 3
+    """By type."""
     CUSTOM_FIELD_ORDER_FIELD_REQUIRED: _CustomFieldOrderField.ValueType  # 4
+    """By whether a value is required."""
     CUSTOM_FIELD_ORDER_FIELD_UNIQUE: _CustomFieldOrderField.ValueType  # 5
+    """By whether values must be unique."""
     CUSTOM_FIELD_ORDER_FIELD_VISIBILITY: _CustomFieldOrderField.ValueType  # 6
+    """By visibility."""
     CUSTOM_FIELD_ORDER_FIELD_GLOBAL: _CustomFieldOrderField.ValueType  # 7
+    """By whether the field is global (of every list of its owner)."""
 
 class CustomFieldOrderField(_CustomFieldOrderField, metaclass=_CustomFieldOrderFieldEnumTypeWrapper):
     """Fields custom fields can be ordered by."""
 
 CUSTOM_FIELD_ORDER_FIELD_UNSPECIFIED: CustomFieldOrderField.ValueType  # 0
+"""Not set: the default order."""
 CUSTOM_FIELD_ORDER_FIELD_NAME: CustomFieldOrderField.ValueType  # 1
+"""By name."""
 CUSTOM_FIELD_ORDER_FIELD_CUSTOM_FIELD_ID: CustomFieldOrderField.ValueType  # 2
+"""By custom field id."""
 CUSTOM_FIELD_ORDER_FIELD_TYPE: CustomFieldOrderField.ValueType  # 3
+"""By type."""
 CUSTOM_FIELD_ORDER_FIELD_REQUIRED: CustomFieldOrderField.ValueType  # 4
+"""By whether a value is required."""
 CUSTOM_FIELD_ORDER_FIELD_UNIQUE: CustomFieldOrderField.ValueType  # 5
+"""By whether values must be unique."""
 CUSTOM_FIELD_ORDER_FIELD_VISIBILITY: CustomFieldOrderField.ValueType  # 6
+"""By visibility."""
 CUSTOM_FIELD_ORDER_FIELD_GLOBAL: CustomFieldOrderField.ValueType  # 7
+"""By whether the field is global (of every list of its owner)."""
 Global___CustomFieldOrderField: _TypeAlias = CustomFieldOrderField  # noqa: Y015
 
 class _ImportStatus:
@@ -370,19 +434,29 @@ class _ImportStatus:
 class _ImportStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImportStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     IMPORT_STATUS_UNSPECIFIED: _ImportStatus.ValueType  # 0
+    """Not set."""
     IMPORT_STATUS_PENDING: _ImportStatus.ValueType  # 1
+    """Accepted, not started yet."""
     IMPORT_STATUS_RUNNING: _ImportStatus.ValueType  # 2
+    """Rows are being imported."""
     IMPORT_STATUS_COMPLETED: _ImportStatus.ValueType  # 3
+    """Every row was handled (some may have been rejected: see the counts)."""
     IMPORT_STATUS_FAILED: _ImportStatus.ValueType  # 4
+    """The import stopped; the error says why."""
 
 class ImportStatus(_ImportStatus, metaclass=_ImportStatusEnumTypeWrapper):
     """Where an import stands."""
 
 IMPORT_STATUS_UNSPECIFIED: ImportStatus.ValueType  # 0
+"""Not set."""
 IMPORT_STATUS_PENDING: ImportStatus.ValueType  # 1
+"""Accepted, not started yet."""
 IMPORT_STATUS_RUNNING: ImportStatus.ValueType  # 2
+"""Rows are being imported."""
 IMPORT_STATUS_COMPLETED: ImportStatus.ValueType  # 3
+"""Every row was handled (some may have been rejected: see the counts)."""
 IMPORT_STATUS_FAILED: ImportStatus.ValueType  # 4
+"""The import stopped; the error says why."""
 Global___ImportStatus: _TypeAlias = ImportStatus  # noqa: Y015
 
 @_typing.final
@@ -1538,7 +1612,19 @@ Global___ListCustomFieldsResponse: _TypeAlias = ListCustomFieldsResponse  # noqa
 
 @_typing.final
 class UpdateCustomFieldRequest(_message.Message):
-    """The request of AudienceService.UpdateCustomField."""
+    """The request of AudienceService.UpdateCustomField.
+
+    Update mask, the rule of every Update RPC (AIP-134): the paths given change exactly those
+    fields, each path in snake_case or lowerCamelCase (`email_id` or `emailId`, as the proto3 JSON
+    mapping writes masks); an omitted mask (no paths) changes every updatable field the request
+    populates (a non-default value, a set message), so a field is cleared only by naming it. A path
+    not listed below is INVALID_ARGUMENT UPDATE_MASK_INVALID.
+
+    Paths: name, type, default_value, options, required, unique, validation_method, validation_rule,
+    merge_tag_alias, visibility, is_global, first_year, last_year, list_id. list_id must stay the
+    field's own list (LIST_CHANGE_REFUSED; LIST_NOT_FOUND for a list that is not the caller's);
+    is_global may only become true.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1553,11 +1639,7 @@ class UpdateCustomFieldRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change: name, type, default_value, options, required, unique, validation_method,
-        validation_rule, merge_tag_alias, visibility, is_global, first_year, last_year, list_id. list_id must
-        stay the field's own list (LIST_CHANGE_REFUSED; LIST_NOT_FOUND for a list that is not the caller's);
-        is_global may only become true. Empty: every field but list_id.
-        """
+        """Which fields to change; see the message's comment."""
 
     def __init__(
         self,

@@ -29,13 +29,21 @@ class _CampaignStatus:
 class _CampaignStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CampaignStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CAMPAIGN_STATUS_UNSPECIFIED: _CampaignStatus.ValueType  # 0
+    """Not set; never a campaign's status (UpdateCampaign refuses it)."""
     CAMPAIGN_STATUS_DRAFT: _CampaignStatus.ValueType  # 1
+    """Being prepared; CreateCampaign makes campaigns Draft."""
     CAMPAIGN_STATUS_READY: _CampaignStatus.ValueType  # 2
+    """Waiting for its schedule's due time (at once for IMMEDIATE); settable by UpdateCampaign."""
     CAMPAIGN_STATUS_SENDING: _CampaignStatus.ValueType  # 3
+    """Its recipients are being sent to (set by Herald)."""
     CAMPAIGN_STATUS_PAUSED: _CampaignStatus.ValueType  # 4
+    """Sending stopped by PauseCampaign; ResumeCampaign carries on."""
     CAMPAIGN_STATUS_PENDING_APPROVAL: _CampaignStatus.ValueType  # 5
+    """An untrusted user's campaign waiting for an admin's ApproveCampaign."""
     CAMPAIGN_STATUS_SENT: _CampaignStatus.ValueType  # 6
+    """Terminal (until an admin's RetryFailedRecipients): sending finished."""
     CAMPAIGN_STATUS_FAILED: _CampaignStatus.ValueType  # 7
+    """Terminal (until an admin's RetryFailedRecipients): nothing could be sent."""
     CAMPAIGN_STATUS_CANCELLED: _CampaignStatus.ValueType  # 8
     """Terminal: cancelled while sending or paused."""
 
@@ -43,13 +51,21 @@ class CampaignStatus(_CampaignStatus, metaclass=_CampaignStatusEnumTypeWrapper):
     """Where a campaign is in its life."""
 
 CAMPAIGN_STATUS_UNSPECIFIED: CampaignStatus.ValueType  # 0
+"""Not set; never a campaign's status (UpdateCampaign refuses it)."""
 CAMPAIGN_STATUS_DRAFT: CampaignStatus.ValueType  # 1
+"""Being prepared; CreateCampaign makes campaigns Draft."""
 CAMPAIGN_STATUS_READY: CampaignStatus.ValueType  # 2
+"""Waiting for its schedule's due time (at once for IMMEDIATE); settable by UpdateCampaign."""
 CAMPAIGN_STATUS_SENDING: CampaignStatus.ValueType  # 3
+"""Its recipients are being sent to (set by Herald)."""
 CAMPAIGN_STATUS_PAUSED: CampaignStatus.ValueType  # 4
+"""Sending stopped by PauseCampaign; ResumeCampaign carries on."""
 CAMPAIGN_STATUS_PENDING_APPROVAL: CampaignStatus.ValueType  # 5
+"""An untrusted user's campaign waiting for an admin's ApproveCampaign."""
 CAMPAIGN_STATUS_SENT: CampaignStatus.ValueType  # 6
+"""Terminal (until an admin's RetryFailedRecipients): sending finished."""
 CAMPAIGN_STATUS_FAILED: CampaignStatus.ValueType  # 7
+"""Terminal (until an admin's RetryFailedRecipients): nothing could be sent."""
 CAMPAIGN_STATUS_CANCELLED: CampaignStatus.ValueType  # 8
 """Terminal: cancelled while sending or paused."""
 Global___CampaignStatus: _TypeAlias = CampaignStatus  # noqa: Y015
@@ -61,19 +77,29 @@ class _ScheduleType:
 class _ScheduleTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ScheduleType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SCHEDULE_TYPE_UNSPECIFIED: _ScheduleType.ValueType  # 0
+    """Not set; UpdateCampaign refuses it in schedule.type."""
     SCHEDULE_TYPE_NOT_SCHEDULED: _ScheduleType.ValueType  # 1
+    """No schedule: a new campaign's."""
     SCHEDULE_TYPE_IMMEDIATE: _ScheduleType.ValueType  # 2
+    """Sent as soon as it is Ready."""
     SCHEDULE_TYPE_FUTURE: _ScheduleType.ValueType  # 3
+    """Sent once at schedule.future.send_time."""
     SCHEDULE_TYPE_RECURSIVE: _ScheduleType.ValueType  # 4
+    """Sent at every time schedule.recursive matches."""
 
 class ScheduleType(_ScheduleType, metaclass=_ScheduleTypeEnumTypeWrapper):
     """When a campaign is sent."""
 
 SCHEDULE_TYPE_UNSPECIFIED: ScheduleType.ValueType  # 0
+"""Not set; UpdateCampaign refuses it in schedule.type."""
 SCHEDULE_TYPE_NOT_SCHEDULED: ScheduleType.ValueType  # 1
+"""No schedule: a new campaign's."""
 SCHEDULE_TYPE_IMMEDIATE: ScheduleType.ValueType  # 2
+"""Sent as soon as it is Ready."""
 SCHEDULE_TYPE_FUTURE: ScheduleType.ValueType  # 3
+"""Sent once at schedule.future.send_time."""
 SCHEDULE_TYPE_RECURSIVE: ScheduleType.ValueType  # 4
+"""Sent at every time schedule.recursive matches."""
 Global___ScheduleType: _TypeAlias = ScheduleType  # noqa: Y015
 
 class _CampaignView:
@@ -83,6 +109,7 @@ class _CampaignView:
 class _CampaignViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CampaignView.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CAMPAIGN_VIEW_UNSPECIFIED: _CampaignView.ValueType  # 0
+    """Not set: CAMPAIGN_VIEW_BASIC."""
     CAMPAIGN_VIEW_BASIC: _CampaignView.ValueType  # 1
     """The campaign's own fields (the default)."""
     CAMPAIGN_VIEW_FULL: _CampaignView.ValueType  # 2
@@ -92,6 +119,7 @@ class CampaignView(_CampaignView, metaclass=_CampaignViewEnumTypeWrapper):
     """How much of a campaign to return."""
 
 CAMPAIGN_VIEW_UNSPECIFIED: CampaignView.ValueType  # 0
+"""Not set: CAMPAIGN_VIEW_BASIC."""
 CAMPAIGN_VIEW_BASIC: CampaignView.ValueType  # 1
 """The campaign's own fields (the default)."""
 CAMPAIGN_VIEW_FULL: CampaignView.ValueType  # 2
@@ -133,15 +161,21 @@ class _Winner:
 class _WinnerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Winner.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     WINNER_UNSPECIFIED: _Winner.ValueType  # 0
+    """Not set."""
     WINNER_HIGHEST_OPEN_RATE: _Winner.ValueType  # 1
+    """The variation with the highest unique open rate wins."""
     WINNER_MOST_UNIQUE_CLICKS: _Winner.ValueType  # 2
+    """The variation with the most unique clicks wins."""
 
 class Winner(_Winner, metaclass=_WinnerEnumTypeWrapper):
     """How the winner of a split test is chosen."""
 
 WINNER_UNSPECIFIED: Winner.ValueType  # 0
+"""Not set."""
 WINNER_HIGHEST_OPEN_RATE: Winner.ValueType  # 1
+"""The variation with the highest unique open rate wins."""
 WINNER_MOST_UNIQUE_CLICKS: Winner.ValueType  # 2
+"""The variation with the most unique clicks wins."""
 Global___Winner: _TypeAlias = Winner  # noqa: Y015
 
 class _CampaignOrderField:
@@ -151,23 +185,37 @@ class _CampaignOrderField:
 class _CampaignOrderFieldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CampaignOrderField.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CAMPAIGN_ORDER_FIELD_UNSPECIFIED: _CampaignOrderField.ValueType  # 0
+    """Not set: the default order."""
     CAMPAIGN_ORDER_FIELD_CAMPAIGN_ID: _CampaignOrderField.ValueType  # 1
+    """By campaign id."""
     CAMPAIGN_ORDER_FIELD_NAME: _CampaignOrderField.ValueType  # 2
+    """By name."""
     CAMPAIGN_ORDER_FIELD_STATUS: _CampaignOrderField.ValueType  # 3
+    """By status."""
     CAMPAIGN_ORDER_FIELD_SEND_TIME: _CampaignOrderField.ValueType  # 4
+    """By send time (sent, or scheduled)."""
     CAMPAIGN_ORDER_FIELD_CREATE_TIME: _CampaignOrderField.ValueType  # 5
+    """By creation time."""
     CAMPAIGN_ORDER_FIELD_UPDATE_TIME: _CampaignOrderField.ValueType  # 6
+    """By the time of the last change."""
 
 class CampaignOrderField(_CampaignOrderField, metaclass=_CampaignOrderFieldEnumTypeWrapper):
     """Fields campaigns can be ordered by."""
 
 CAMPAIGN_ORDER_FIELD_UNSPECIFIED: CampaignOrderField.ValueType  # 0
+"""Not set: the default order."""
 CAMPAIGN_ORDER_FIELD_CAMPAIGN_ID: CampaignOrderField.ValueType  # 1
+"""By campaign id."""
 CAMPAIGN_ORDER_FIELD_NAME: CampaignOrderField.ValueType  # 2
+"""By name."""
 CAMPAIGN_ORDER_FIELD_STATUS: CampaignOrderField.ValueType  # 3
+"""By status."""
 CAMPAIGN_ORDER_FIELD_SEND_TIME: CampaignOrderField.ValueType  # 4
+"""By send time (sent, or scheduled)."""
 CAMPAIGN_ORDER_FIELD_CREATE_TIME: CampaignOrderField.ValueType  # 5
+"""By creation time."""
 CAMPAIGN_ORDER_FIELD_UPDATE_TIME: CampaignOrderField.ValueType  # 6
+"""By the time of the last change."""
 Global___CampaignOrderField: _TypeAlias = CampaignOrderField  # noqa: Y015
 
 @_typing.final
@@ -609,7 +657,10 @@ Global___CampaignTag: _TypeAlias = CampaignTag  # noqa: Y015
 
 @_typing.final
 class CampaignStatistics(_message.Message):
-    """Delivery figures of a campaign (CAMPAIGN_VIEW_FULL); zeros until something was sent."""
+    """Delivery figures of a campaign (CAMPAIGN_VIEW_FULL, WatchCampaign); zeros until something was
+    sent. Derived from delivery's internal herald.delivery.v1.CampaignStatistics: the same counts,
+    with the throughput (emails_per_second, duration_seconds) in place of its raw send times.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1118,7 +1169,21 @@ Global___DeleteCampaignsResponse: _TypeAlias = DeleteCampaignsResponse  # noqa: 
 
 @_typing.final
 class UpdateCampaignRequest(_message.Message):
-    """The request of CampaignService.UpdateCampaign."""
+    """The request of CampaignService.UpdateCampaign.
+
+    Update mask, the rule of every Update RPC (AIP-134): the paths given change exactly those
+    fields, each path in snake_case or lowerCamelCase (`email_id` or `emailId`, as the proto3 JSON
+    mapping writes masks); an omitted mask (no paths) changes every updatable field the request
+    populates (a non-default value, a set message), so a field is cleared only by naming it. A path
+    not listed below is INVALID_ARGUMENT UPDATE_MASK_INVALID.
+
+    Paths: name, status, status_reason, email_id, schedule, targeting, auto_resend, variations,
+    original_campaign_id, approval_user_explanation, google_analytics_domains, publish_on_rss,
+    s2s_enabled. Each message field is replaced whole: `schedule` (set schedule.type, and
+    schedule.future or schedule.recursive), not `schedule.type`; the output-only `schedule_type` is
+    refused with a message naming `schedule`. status may change in the same call as the other paths
+    (see Campaign.status).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1133,10 +1198,7 @@ class UpdateCampaignRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Which fields to change: name, status, status_reason, email_id, schedule, targeting,
-        auto_resend, variations, original_campaign_id, approval_user_explanation,
-        google_analytics_domains, publish_on_rss, s2s_enabled. Other paths are INVALID_ARGUMENT.
-        """
+        """Which fields to change; see the message's comment."""
 
     def __init__(
         self,

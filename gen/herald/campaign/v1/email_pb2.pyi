@@ -56,23 +56,37 @@ class _EmailMode:
 class _EmailModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EmailMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     EMAIL_MODE_UNSPECIFIED: _EmailMode.ValueType  # 0
+    """Not set; UpdateEmail refuses it in mode."""
     EMAIL_MODE_EMPTY: _EmailMode.ValueType  # 1
+    """Nothing chosen yet."""
     EMAIL_MODE_EDITOR: _EmailMode.ValueType  # 2
+    """Written in the editor."""
     EMAIL_MODE_TEMPLATE: _EmailMode.ValueType  # 3
+    """Made from a template (template_id)."""
     EMAIL_MODE_IMPORT: _EmailMode.ValueType  # 4
+    """Fetched from a URL (fetch_url)."""
     EMAIL_MODE_UNLAYER: _EmailMode.ValueType  # 5
+    """Made with the Unlayer editor."""
     EMAIL_MODE_STRIPO: _EmailMode.ValueType  # 6
+    """Made with the Stripo editor."""
 
 class EmailMode(_EmailMode, metaclass=_EmailModeEnumTypeWrapper):
     """How the email was made."""
 
 EMAIL_MODE_UNSPECIFIED: EmailMode.ValueType  # 0
+"""Not set; UpdateEmail refuses it in mode."""
 EMAIL_MODE_EMPTY: EmailMode.ValueType  # 1
+"""Nothing chosen yet."""
 EMAIL_MODE_EDITOR: EmailMode.ValueType  # 2
+"""Written in the editor."""
 EMAIL_MODE_TEMPLATE: EmailMode.ValueType  # 3
+"""Made from a template (template_id)."""
 EMAIL_MODE_IMPORT: EmailMode.ValueType  # 4
+"""Fetched from a URL (fetch_url)."""
 EMAIL_MODE_UNLAYER: EmailMode.ValueType  # 5
+"""Made with the Unlayer editor."""
 EMAIL_MODE_STRIPO: EmailMode.ValueType  # 6
+"""Made with the Stripo editor."""
 Global___EmailMode: _TypeAlias = EmailMode  # noqa: Y015
 
 class _ValidateScope:
@@ -82,17 +96,25 @@ class _ValidateScope:
 class _ValidateScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValidateScope.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     VALIDATE_SCOPE_UNSPECIFIED: _ValidateScope.ValueType  # 0
+    """Not set: UpdateEmail refuses it (INVALID_ARGUMENT VALIDATE_SCOPE_REQUIRED)."""
     VALIDATE_SCOPE_OPT_IN: _ValidateScope.ValueType  # 1
+    """Fit to confirm double opt-in subscriptions."""
     VALIDATE_SCOPE_CAMPAIGN: _ValidateScope.ValueType  # 2
+    """Fit to be a campaign's content."""
     VALIDATE_SCOPE_AUTO_RESPONDER: _ValidateScope.ValueType  # 3
+    """Fit to be an autoresponder's content."""
 
 class ValidateScope(_ValidateScope, metaclass=_ValidateScopeEnumTypeWrapper):
     """What an email is validated for."""
 
 VALIDATE_SCOPE_UNSPECIFIED: ValidateScope.ValueType  # 0
+"""Not set: UpdateEmail refuses it (INVALID_ARGUMENT VALIDATE_SCOPE_REQUIRED)."""
 VALIDATE_SCOPE_OPT_IN: ValidateScope.ValueType  # 1
+"""Fit to confirm double opt-in subscriptions."""
 VALIDATE_SCOPE_CAMPAIGN: ValidateScope.ValueType  # 2
+"""Fit to be a campaign's content."""
 VALIDATE_SCOPE_AUTO_RESPONDER: ValidateScope.ValueType  # 3
+"""Fit to be an autoresponder's content."""
 Global___ValidateScope: _TypeAlias = ValidateScope  # noqa: Y015
 
 @_typing.final
@@ -352,7 +374,20 @@ Global___ListEmailsResponse: _TypeAlias = ListEmailsResponse  # noqa: Y015
 
 @_typing.final
 class UpdateEmailRequest(_message.Message):
-    """The request of EmailService.UpdateEmail."""
+    """The request of EmailService.UpdateEmail.
+
+    Update mask, the rule of every Update RPC (AIP-134): the paths given change exactly those
+    fields, each path in snake_case or lowerCamelCase (`email_id` or `emailId`, as the proto3 JSON
+    mapping writes masks); an omitted mask (no paths) changes every updatable field the request
+    populates (a non-default value, a set message), so a field is cleared only by naming it. A path
+    not listed below is INVALID_ARGUMENT UPDATE_MASK_INVALID.
+
+    Paths: name, subject, preheader_text, from_name, from_email, reply_to_name, reply_to_email,
+    html_content, plain_content, fetch_url, fetch_plain_url, extra_content1, extra_content2,
+    image_embedding, is_email_template, link_tracking, open_tracking, content_type, mode, template_id,
+    utm (every UTM setting) and utm.enabled, utm.source, utm.medium, utm.campaign, utm.term,
+    utm.content, utm.merge_tags (one each). A request that changes nothing is still validated.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -367,7 +402,7 @@ class UpdateEmailRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Which fields to change (Email field names); empty changes nothing but still validates."""
+        """Which fields to change; see the message's comment."""
 
     def __init__(
         self,

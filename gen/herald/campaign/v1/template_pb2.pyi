@@ -208,7 +208,16 @@ Global___ListTemplatesResponse: _TypeAlias = ListTemplatesResponse  # noqa: Y015
 
 @_typing.final
 class UpdateTemplateRequest(_message.Message):
-    """The request of TemplateService.UpdateTemplate."""
+    """The request of TemplateService.UpdateTemplate.
+
+    Update mask, the rule of every Update RPC (AIP-134): the paths given change exactly those
+    fields, each path in snake_case or lowerCamelCase (`email_id` or `emailId`, as the proto3 JSON
+    mapping writes masks); an omitted mask (no paths) changes every updatable field the request
+    populates (a non-default value, a set message), so a field is cleared only by naming it. A path
+    not listed below is INVALID_ARGUMENT UPDATE_MASK_INVALID.
+
+    Paths: name, subject, preheader_text, html_content, plain_content, or "*" for all of them.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -220,9 +229,7 @@ class UpdateTemplateRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Which fields to change: name, subject, preheader_text, html_content, plain_content, or "*"
-        for all of them. Empty means the fields the request sets (non-empty values).
-        """
+        """Which fields to change; see the message's comment."""
 
     def __init__(
         self,

@@ -27,17 +27,25 @@ class _TrackingEventKind:
 class _TrackingEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TrackingEventKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     TRACKING_EVENT_KIND_UNSPECIFIED: _TrackingEventKind.ValueType  # 0
+    """Not set."""
     TRACKING_EVENT_KIND_OPEN: _TrackingEventKind.ValueType  # 1
+    """The message was opened (its tracking pixel was fetched)."""
     TRACKING_EVENT_KIND_CLICK: _TrackingEventKind.ValueType  # 2
+    """A tracked link was followed."""
     TRACKING_EVENT_KIND_UNSUBSCRIBE: _TrackingEventKind.ValueType  # 3
+    """The unsubscribe link was used."""
 
 class TrackingEventKind(_TrackingEventKind, metaclass=_TrackingEventKindEnumTypeWrapper):
     """What a tracking link or pixel reported."""
 
 TRACKING_EVENT_KIND_UNSPECIFIED: TrackingEventKind.ValueType  # 0
+"""Not set."""
 TRACKING_EVENT_KIND_OPEN: TrackingEventKind.ValueType  # 1
+"""The message was opened (its tracking pixel was fetched)."""
 TRACKING_EVENT_KIND_CLICK: TrackingEventKind.ValueType  # 2
+"""A tracked link was followed."""
 TRACKING_EVENT_KIND_UNSUBSCRIBE: TrackingEventKind.ValueType  # 3
+"""The unsubscribe link was used."""
 Global___TrackingEventKind: _TypeAlias = TrackingEventKind  # noqa: Y015
 
 class _RecipientState:
@@ -47,11 +55,17 @@ class _RecipientState:
 class _RecipientStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecipientState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     RECIPIENT_STATE_UNSPECIFIED: _RecipientState.ValueType  # 0
+    """Not set (as a filter: every state)."""
     RECIPIENT_STATE_PENDING: _RecipientState.ValueType  # 1
+    """Queued, waiting to be sent (or, after a temporary failure, to be retried)."""
     RECIPIENT_STATE_SENDING: _RecipientState.ValueType  # 2
+    """Claimed by a worker, being sent."""
     RECIPIENT_STATE_SENT: _RecipientState.ValueType  # 3
+    """Accepted by the relay."""
     RECIPIENT_STATE_FAILED: _RecipientState.ValueType  # 4
+    """Given up on."""
     RECIPIENT_STATE_DROPPED: _RecipientState.ValueType  # 5
+    """Not sent: the campaign was cancelled or deleted first."""
     RECIPIENT_STATE_HELD: _RecipientState.ValueType  # 6
     """Outside a split test's test group: waiting for the winner (no variation and no batch yet)."""
     RECIPIENT_STATE_DEFERRED: _RecipientState.ValueType  # 7
@@ -61,11 +75,17 @@ class RecipientState(_RecipientState, metaclass=_RecipientStateEnumTypeWrapper):
     """Delivery state of one queued recipient."""
 
 RECIPIENT_STATE_UNSPECIFIED: RecipientState.ValueType  # 0
+"""Not set (as a filter: every state)."""
 RECIPIENT_STATE_PENDING: RecipientState.ValueType  # 1
+"""Queued, waiting to be sent (or, after a temporary failure, to be retried)."""
 RECIPIENT_STATE_SENDING: RecipientState.ValueType  # 2
+"""Claimed by a worker, being sent."""
 RECIPIENT_STATE_SENT: RecipientState.ValueType  # 3
+"""Accepted by the relay."""
 RECIPIENT_STATE_FAILED: RecipientState.ValueType  # 4
+"""Given up on."""
 RECIPIENT_STATE_DROPPED: RecipientState.ValueType  # 5
+"""Not sent: the campaign was cancelled or deleted first."""
 RECIPIENT_STATE_HELD: RecipientState.ValueType  # 6
 """Outside a split test's test group: waiting for the winner (no variation and no batch yet)."""
 RECIPIENT_STATE_DEFERRED: RecipientState.ValueType  # 7
@@ -107,6 +127,7 @@ class _BounceKind:
 class _BounceKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BounceKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     BOUNCE_KIND_UNSPECIFIED: _BounceKind.ValueType  # 0
+    """Not set."""
     BOUNCE_KIND_HARD: _BounceKind.ValueType  # 1
     """The address does not exist or cannot receive mail (5.1.x, or soft bounces on consecutive
     campaigns): the subscriber becomes Hard and the address is suppressed.
@@ -124,6 +145,7 @@ class BounceKind(_BounceKind, metaclass=_BounceKindEnumTypeWrapper):
     """What a bounce or complaint says about the address, as the classifier judges it."""
 
 BOUNCE_KIND_UNSPECIFIED: BounceKind.ValueType  # 0
+"""Not set."""
 BOUNCE_KIND_HARD: BounceKind.ValueType  # 1
 """The address does not exist or cannot receive mail (5.1.x, or soft bounces on consecutive
 campaigns): the subscriber becomes Hard and the address is suppressed.
@@ -145,6 +167,7 @@ class _BounceSource:
 class _BounceSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BounceSource.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     BOUNCE_SOURCE_UNSPECIFIED: _BounceSource.ValueType  # 0
+    """Not set."""
     BOUNCE_SOURCE_SMTP_REPLY: _BounceSource.ValueType  # 1
     """The relay's reply while Herald sent the message."""
     BOUNCE_SOURCE_DSN: _BounceSource.ValueType  # 2
@@ -166,6 +189,7 @@ class BounceSource(_BounceSource, metaclass=_BounceSourceEnumTypeWrapper):
     """Where a bounce or complaint came from."""
 
 BOUNCE_SOURCE_UNSPECIFIED: BounceSource.ValueType  # 0
+"""Not set."""
 BOUNCE_SOURCE_SMTP_REPLY: BounceSource.ValueType  # 1
 """The relay's reply while Herald sent the message."""
 BOUNCE_SOURCE_DSN: BounceSource.ValueType  # 2
@@ -191,6 +215,7 @@ class _SendOutcome:
 class _SendOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SendOutcome.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SEND_OUTCOME_UNSPECIFIED: _SendOutcome.ValueType  # 0
+    """Not set."""
     SEND_OUTCOME_SENT: _SendOutcome.ValueType  # 1
     """At least one recipient was sent to."""
     SEND_OUTCOME_FAILED: _SendOutcome.ValueType  # 2
@@ -205,6 +230,7 @@ class SendOutcome(_SendOutcome, metaclass=_SendOutcomeEnumTypeWrapper):
     """
 
 SEND_OUTCOME_UNSPECIFIED: SendOutcome.ValueType  # 0
+"""Not set."""
 SEND_OUTCOME_SENT: SendOutcome.ValueType  # 1
 """At least one recipient was sent to."""
 SEND_OUTCOME_FAILED: SendOutcome.ValueType  # 2
@@ -218,6 +244,7 @@ class _DeliveryEventKind:
 class _DeliveryEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliveryEventKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     DELIVERY_EVENT_KIND_UNSPECIFIED: _DeliveryEventKind.ValueType  # 0
+    """Not set; never sent."""
     DELIVERY_EVENT_KIND_QUEUED: _DeliveryEventKind.ValueType  # 1
     """Put in the campaign's send queue."""
     DELIVERY_EVENT_KIND_SENT: _DeliveryEventKind.ValueType  # 2
@@ -229,13 +256,17 @@ class _DeliveryEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Del
     DELIVERY_EVENT_KIND_COMPLAINED: _DeliveryEventKind.ValueType  # 5
     """A spam complaint was recorded."""
     DELIVERY_EVENT_KIND_OPENED: _DeliveryEventKind.ValueType  # 6
+    """The message was opened."""
     DELIVERY_EVENT_KIND_CLICKED: _DeliveryEventKind.ValueType  # 7
+    """A tracked link was followed."""
     DELIVERY_EVENT_KIND_UNSUBSCRIBED: _DeliveryEventKind.ValueType  # 8
+    """The recipient unsubscribed (the message's link, the API naming the campaign, or a complaint)."""
 
 class DeliveryEventKind(_DeliveryEventKind, metaclass=_DeliveryEventKindEnumTypeWrapper):
     """What happened to one recipient of a campaign."""
 
 DELIVERY_EVENT_KIND_UNSPECIFIED: DeliveryEventKind.ValueType  # 0
+"""Not set; never sent."""
 DELIVERY_EVENT_KIND_QUEUED: DeliveryEventKind.ValueType  # 1
 """Put in the campaign's send queue."""
 DELIVERY_EVENT_KIND_SENT: DeliveryEventKind.ValueType  # 2
@@ -247,8 +278,11 @@ DELIVERY_EVENT_KIND_BOUNCED: DeliveryEventKind.ValueType  # 4
 DELIVERY_EVENT_KIND_COMPLAINED: DeliveryEventKind.ValueType  # 5
 """A spam complaint was recorded."""
 DELIVERY_EVENT_KIND_OPENED: DeliveryEventKind.ValueType  # 6
+"""The message was opened."""
 DELIVERY_EVENT_KIND_CLICKED: DeliveryEventKind.ValueType  # 7
+"""A tracked link was followed."""
 DELIVERY_EVENT_KIND_UNSUBSCRIBED: DeliveryEventKind.ValueType  # 8
+"""The recipient unsubscribed (the message's link, the API naming the campaign, or a complaint)."""
 Global___DeliveryEventKind: _TypeAlias = DeliveryEventKind  # noqa: Y015
 
 @_typing.final
@@ -619,7 +653,12 @@ Global___BatchGetCampaignStatisticsRequest: _TypeAlias = BatchGetCampaignStatist
 
 @_typing.final
 class CampaignStatistics(_message.Message):
-    """What delivery knows about one campaign; zeros until something was queued."""
+    """What delivery knows about one campaign; zeros until something was queued. Why a second shape
+    beside herald.campaign.v1.CampaignStatistics: this one carries delivery's raw figures (the first
+    and last send times, the main send's count and last time), from which the campaign service
+    derives the throughput (emails_per_second, duration_seconds) that clients see; clients read that
+    one, and this RPC is internal.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -135,8 +135,11 @@ class DeliveryServiceServicer:
     """
 
     def BatchGetCampaignStatistics(self, request, context):
-        """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
-        was queued). Scoped to the caller's campaigns by the campaign service that asks.
+        """Returns the delivery statistics of campaigns, one entry per requested id (zeros for a campaign
+        of the caller's that was never queued). NOT_FOUND (CAMPAIGN_NOT_FOUND, one BadRequest violation
+        per missing id) when any id is unknown or another user's, as every other RPC answers. Internal:
+        clients read statistics through CampaignService (GetCampaign with CAMPAIGN_VIEW_FULL, or
+        WatchCampaign), whose CampaignStatistics adds the throughput.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -52,8 +52,11 @@ class DeliveryServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> DeliveryServiceAsyncStub: ...
     BatchGetCampaignStatistics: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.BatchGetCampaignStatisticsRequest, _delivery_pb2.BatchGetCampaignStatisticsResponse]
-    """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
-    was queued). Scoped to the caller's campaigns by the campaign service that asks.
+    """Returns the delivery statistics of campaigns, one entry per requested id (zeros for a campaign
+    of the caller's that was never queued). NOT_FOUND (CAMPAIGN_NOT_FOUND, one BadRequest violation
+    per missing id) when any id is unknown or another user's, as every other RPC answers. Internal:
+    clients read statistics through CampaignService (GetCampaign with CAMPAIGN_VIEW_FULL, or
+    WatchCampaign), whose CampaignStatistics adds the throughput.
     """
     RetryFailedRecipients: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.RetryFailedRecipientsRequest, _delivery_pb2.RetryFailedRecipientsResponse]
     """Resets a campaign's Failed recipients to Pending under a new generation and publishes new
@@ -123,8 +126,11 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     BatchGetCampaignStatistics: _aio.UnaryUnaryMultiCallable[_delivery_pb2.BatchGetCampaignStatisticsRequest, _delivery_pb2.BatchGetCampaignStatisticsResponse]  # type: ignore[assignment]
-    """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
-    was queued). Scoped to the caller's campaigns by the campaign service that asks.
+    """Returns the delivery statistics of campaigns, one entry per requested id (zeros for a campaign
+    of the caller's that was never queued). NOT_FOUND (CAMPAIGN_NOT_FOUND, one BadRequest violation
+    per missing id) when any id is unknown or another user's, as every other RPC answers. Internal:
+    clients read statistics through CampaignService (GetCampaign with CAMPAIGN_VIEW_FULL, or
+    WatchCampaign), whose CampaignStatistics adds the throughput.
     """
     RetryFailedRecipients: _aio.UnaryUnaryMultiCallable[_delivery_pb2.RetryFailedRecipientsRequest, _delivery_pb2.RetryFailedRecipientsResponse]  # type: ignore[assignment]
     """Resets a campaign's Failed recipients to Pending under a new generation and publishes new
@@ -197,8 +203,11 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _delivery_pb2.BatchGetCampaignStatisticsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_delivery_pb2.BatchGetCampaignStatisticsResponse, _abc.Awaitable[_delivery_pb2.BatchGetCampaignStatisticsResponse]]:
-        """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
-        was queued). Scoped to the caller's campaigns by the campaign service that asks.
+        """Returns the delivery statistics of campaigns, one entry per requested id (zeros for a campaign
+        of the caller's that was never queued). NOT_FOUND (CAMPAIGN_NOT_FOUND, one BadRequest violation
+        per missing id) when any id is unknown or another user's, as every other RPC answers. Internal:
+        clients read statistics through CampaignService (GetCampaign with CAMPAIGN_VIEW_FULL, or
+        WatchCampaign), whose CampaignStatistics adds the throughput.
         """
 
     @_abc_1.abstractmethod

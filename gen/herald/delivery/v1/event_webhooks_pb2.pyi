@@ -28,33 +28,49 @@ class _WebhookEventKind:
 class _WebhookEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebhookEventKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     WEBHOOK_EVENT_KIND_UNSPECIFIED: _WebhookEventKind.ValueType  # 0
+    """Not set; CreateWebhookEndpoint refuses it."""
     WEBHOOK_EVENT_KIND_CAMPAIGN_STATUS_CHANGED: _WebhookEventKind.ValueType  # 1
     """A campaign's status changed (campaign.status_changed): CampaignStatusChangedEvent."""
     WEBHOOK_EVENT_KIND_RECIPIENT_QUEUED: _WebhookEventKind.ValueType  # 2
     """The per-recipient DeliveryEvent kinds (recipient.queued, recipient.sent, ...)."""
     WEBHOOK_EVENT_KIND_RECIPIENT_SENT: _WebhookEventKind.ValueType  # 3
+    """recipient.sent"""
     WEBHOOK_EVENT_KIND_RECIPIENT_FAILED: _WebhookEventKind.ValueType  # 4
+    """recipient.failed"""
     WEBHOOK_EVENT_KIND_RECIPIENT_BOUNCED: _WebhookEventKind.ValueType  # 5
+    """recipient.bounced"""
     WEBHOOK_EVENT_KIND_RECIPIENT_COMPLAINED: _WebhookEventKind.ValueType  # 6
+    """recipient.complained"""
     WEBHOOK_EVENT_KIND_RECIPIENT_OPENED: _WebhookEventKind.ValueType  # 7
+    """recipient.opened"""
     WEBHOOK_EVENT_KIND_RECIPIENT_CLICKED: _WebhookEventKind.ValueType  # 8
+    """recipient.clicked"""
     WEBHOOK_EVENT_KIND_RECIPIENT_UNSUBSCRIBED: _WebhookEventKind.ValueType  # 9
+    """recipient.unsubscribed"""
 
 class WebhookEventKind(_WebhookEventKind, metaclass=_WebhookEventKindEnumTypeWrapper):
     """What an endpoint may ask to receive. The payload's `type` is the name in parentheses."""
 
 WEBHOOK_EVENT_KIND_UNSPECIFIED: WebhookEventKind.ValueType  # 0
+"""Not set; CreateWebhookEndpoint refuses it."""
 WEBHOOK_EVENT_KIND_CAMPAIGN_STATUS_CHANGED: WebhookEventKind.ValueType  # 1
 """A campaign's status changed (campaign.status_changed): CampaignStatusChangedEvent."""
 WEBHOOK_EVENT_KIND_RECIPIENT_QUEUED: WebhookEventKind.ValueType  # 2
 """The per-recipient DeliveryEvent kinds (recipient.queued, recipient.sent, ...)."""
 WEBHOOK_EVENT_KIND_RECIPIENT_SENT: WebhookEventKind.ValueType  # 3
+"""recipient.sent"""
 WEBHOOK_EVENT_KIND_RECIPIENT_FAILED: WebhookEventKind.ValueType  # 4
+"""recipient.failed"""
 WEBHOOK_EVENT_KIND_RECIPIENT_BOUNCED: WebhookEventKind.ValueType  # 5
+"""recipient.bounced"""
 WEBHOOK_EVENT_KIND_RECIPIENT_COMPLAINED: WebhookEventKind.ValueType  # 6
+"""recipient.complained"""
 WEBHOOK_EVENT_KIND_RECIPIENT_OPENED: WebhookEventKind.ValueType  # 7
+"""recipient.opened"""
 WEBHOOK_EVENT_KIND_RECIPIENT_CLICKED: WebhookEventKind.ValueType  # 8
+"""recipient.clicked"""
 WEBHOOK_EVENT_KIND_RECIPIENT_UNSUBSCRIBED: WebhookEventKind.ValueType  # 9
+"""recipient.unsubscribed"""
 Global___WebhookEventKind: _TypeAlias = WebhookEventKind  # noqa: Y015
 
 @_typing.final
