@@ -482,23 +482,35 @@ class List(_message.Message):
     ARCHIVE_TIME_FIELD_NUMBER: _builtins.int
     LAST_ACTIVITY_TIME_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     name: _builtins.str
+    """The list's name; required."""
     description: _builtins.str
+    """Free text describing the list."""
     opt_in_mode: Global___OptInMode.ValueType
+    """How new subscribers are confirmed."""
     sender_name: _builtins.str
+    """The sender's name shown in the list's messages."""
     sender_email_address: _builtins.str
+    """The sender's address."""
     sender_company: _builtins.str
+    """The sender's company (the legally required sender details)."""
     sender_address: _builtins.str
+    """The sender's postal address."""
     subscriber_count: _builtins.int
     """Subscribers in any status."""
     active_subscriber_count: _builtins.int
     """Subscribers with status SUBSCRIBED."""
     segment_count: _builtins.int
+    """The list's segments."""
     confirmation_email_id: _builtins.int
     """The email that confirms double opt-in subscriptions (created with the list); 0 when none."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     @_builtins.property
     def archive_time(self) -> _timestamp_pb2.Timestamp:
         """When the list was archived; unset while it is not."""
@@ -550,13 +562,19 @@ class CreateListRequest(_message.Message):
     SENDER_ADDRESS_FIELD_NUMBER: _builtins.int
     CONFIRMATION_EMAIL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The list's name; required."""
     description: _builtins.str
+    """Free text describing the list."""
     opt_in_mode: Global___OptInMode.ValueType
     """SINGLE when unset (UNSPECIFIED); DOUBLE whenever confirmation_email is set, whatever this says."""
     sender_name: _builtins.str
+    """The sender's name shown in the list's messages."""
     sender_email_address: _builtins.str
+    """The sender's address."""
     sender_company: _builtins.str
+    """The sender's company."""
     sender_address: _builtins.str
+    """The sender's postal address."""
     @_builtins.property
     def confirmation_email(self) -> _email_pb2.Email:
         """When set, the list is created with this confirmation email (made in the campaign service's
@@ -592,6 +610,7 @@ class GetListRequest(_message.Message):
 
     LIST_ID_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     def __init__(
         self,
         *,
@@ -620,11 +639,15 @@ class ListListsRequest(_message.Message):
     page_size: _builtins.int
     """0 returns all."""
     skip: _builtins.int
+    """Offset into the ordered matches (legacy RecordsFrom)."""
     order_by: Global___ListOrderField.ValueType
+    """The field results are ordered by (the default order when unspecified)."""
     descending: _builtins.bool
+    """Reverse order_by's order."""
     search: _builtins.str
     """Case-insensitive substring of the name or description."""
     archived: Global___ListArchivedFilter.ValueType
+    """Which lists by archive state (unspecified: those not archived)."""
     def __init__(
         self,
         *,
@@ -652,8 +675,11 @@ class ListListsResponse(_message.Message):
     LISTS_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     total_size: _builtins.int
+    """All matches, not only this page."""
     @_builtins.property
-    def lists(self) -> _containers.RepeatedCompositeFieldContainer[Global___List]: ...
+    def lists(self) -> _containers.RepeatedCompositeFieldContainer[Global___List]:
+        """The lists."""
+
     def __init__(
         self,
         *,
@@ -676,7 +702,9 @@ class DeleteListsRequest(_message.Message):
 
     LIST_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def list_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def list_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The lists' ids."""
+
     def __init__(
         self,
         *,
@@ -736,21 +764,29 @@ class Subscriber(_message.Message):
     UNSUBSCRIPTION_CHANNEL_FIELD_NUMBER: _builtins.int
     SUPPRESSION_REASON_FIELD_NUMBER: _builtins.int
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     list_id: _builtins.int
+    """The list's id."""
     email_address: _builtins.str
     """Normalised (email-validator): the domain lower-cased."""
     first_name: _builtins.str
+    """The subscriber's first name."""
     last_name: _builtins.str
+    """The subscriber's last name."""
     status: Global___SubscriberStatus.ValueType
     """CreateSubscriber: SUBSCRIBED when unset (UNSPECIFIED). A Subscribed subscriber of a double
     opt-in list needs opt_in_time.
     """
     bounce_type: Global___BounceType.ValueType
+    """Whether mail to the subscriber bounced (NOT_BOUNCED for a new one)."""
     subscription_ip: _builtins.str
+    """The address the subscription came from; empty when unknown."""
     unsubscription_ip: _builtins.str
+    """The address the unsubscription came from; empty when unknown."""
     source: _builtins.str
     """CSVImport, API, Webhook, Manual, Other or Unknown."""
     source_ref: _builtins.str
+    """Free text naming where the subscriber came from."""
     suppressed: _builtins.bool
     """On the owner's suppression list."""
     unsubscription_channel: _builtins.str
@@ -768,11 +804,17 @@ class Subscriber(_message.Message):
         """
 
     @_builtins.property
-    def subscription_time(self) -> _timestamp_pb2.Timestamp: ...
+    def subscription_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber subscribed; unset when unknown."""
+
     @_builtins.property
-    def unsubscription_time(self) -> _timestamp_pb2.Timestamp: ...
+    def unsubscription_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber unsubscribed; unset while subscribed."""
+
     @_builtins.property
-    def opt_in_time(self) -> _timestamp_pb2.Timestamp: ...
+    def opt_in_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber confirmed a double opt-in; unset when they did not."""
+
     @_builtins.property
     def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriberSegment]:
         """The list's segments the subscriber is in (answered by GetSubscriber and CreateSubscriber)."""
@@ -817,7 +859,9 @@ class SubscriberSegment(_message.Message):
     SEGMENT_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     segment_id: _builtins.int
+    """The segment's id."""
     name: _builtins.str
+    """The segment's name."""
     def __init__(
         self,
         *,
@@ -864,7 +908,9 @@ class CreateSubscriberRequest(_message.Message):
     changes nothing for other subscribers or lists: there is nothing for them to confirm.
     """
     @_builtins.property
-    def subscriber(self) -> Global___Subscriber: ...
+    def subscriber(self) -> Global___Subscriber:
+        """The subscriber to create (subscriber_id is ignored)."""
+
     def __init__(
         self,
         *,
@@ -921,7 +967,9 @@ class SubscribeSubscriberRequest(_message.Message):
     SOURCE_REF_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     email_address: _builtins.str
+    """The address to subscribe."""
     ip_address: _builtins.str
     """Where the subscription came from (the subscriber's, not the caller's); stored as subscription_ip."""
     enforce_required_fields: _builtins.bool
@@ -929,6 +977,7 @@ class SubscribeSubscriberRequest(_message.Message):
     source: _builtins.str
     """CSVImport, API (default), Webhook, Manual, Other; anything else is Unknown."""
     source_ref: _builtins.str
+    """Free text naming where the subscription came from."""
     validate_only: _builtins.bool
     """Check the request (the list and the values) without adding anyone; duplicates are not looked for."""
     @_builtins.property
@@ -968,9 +1017,11 @@ class GetSubscriberRequest(_message.Message):
     SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
     EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     subscriber_id: _builtins.int
     """One of the two."""
     email_address: _builtins.str
+    """The subscriber's address (matched normalised)."""
     def __init__(
         self,
         *,
@@ -1004,6 +1055,7 @@ class ListSubscribersRequest(_message.Message):
     SEARCH_FIELD_FIELD_NUMBER: _builtins.int
     SEARCH_KEYWORD_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     status: Global___SubscriberStatus.ValueType
     """Only this status; UNSPECIFIED means every status."""
     segment_id: _builtins.int
@@ -1015,14 +1067,17 @@ class ListSubscribersRequest(_message.Message):
     page_size: _builtins.int
     """0 returns all."""
     skip: _builtins.int
+    """Offset into the ordered matches (legacy RecordsFrom)."""
     order_by: _builtins.str
     """email_address (default), subscriber_id, subscription_time, first_name, last_name."""
     descending: _builtins.bool
+    """Reverse order_by's order."""
     search_field: _builtins.str
     """Field searched with search_keyword: email_address, subscriber_id, subscription_time,
     subscription_ip, opt_in_time, or a custom field id.
     """
     search_keyword: _builtins.str
+    """Only subscribers matching this text."""
     def __init__(
         self,
         *,
@@ -1055,8 +1110,11 @@ class ListSubscribersResponse(_message.Message):
     SUBSCRIBERS_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     total_size: _builtins.int
+    """All matches, not only this page."""
     @_builtins.property
-    def subscribers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Subscriber]: ...
+    def subscribers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Subscriber]:
+        """The subscribers."""
+
     def __init__(
         self,
         *,
@@ -1087,11 +1145,15 @@ class UnsubscribeSubscribersRequest(_message.Message):
     PREVIEW_FIELD_NUMBER: _builtins.int
     INCLUDE_UNSUBSCRIBED_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     subscriber_id: _builtins.int
     """Selectors: one of subscriber_id, email_address, or rules."""
     email_address: _builtins.str
+    """The address to unsubscribe."""
     rules_operator: _builtins.str
+    """How the rules combine: "and" or "or"."""
     ip_address: _builtins.str
+    """The address the unsubscription came from."""
     add_to_suppression: _builtins.bool
     """Also add the addresses to the owner's suppression list."""
     preview: _builtins.bool
@@ -1132,6 +1194,7 @@ class UnsubscribeSubscribersResponse(_message.Message):
     UNSUBSCRIBED_COUNT_FIELD_NUMBER: _builtins.int
     UNSUBSCRIBED_FIELD_NUMBER: _builtins.int
     unsubscribed_count: _builtins.int
+    """Subscribers unsubscribed."""
     @_builtins.property
     def unsubscribed(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnsubscribedSubscriber]:
         """With include_unsubscribed: the subscribers this call unsubscribed (none for a preview, nor for one
@@ -1161,7 +1224,9 @@ class UnsubscribedSubscriber(_message.Message):
     SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
     EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     email_address: _builtins.str
+    """The address, normalised (domain lower-cased)."""
     def __init__(
         self,
         *,
@@ -1188,15 +1253,21 @@ class DeleteSubscribersRequest(_message.Message):
     RULES_OPERATOR_FIELD_NUMBER: _builtins.int
     SUPPRESSED_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     rules_operator: _builtins.str
+    """How the rules combine: "and" or "or"."""
     suppressed: _builtins.bool
     """Delete these addresses' suppression entries instead of subscribers (subscriber_ids name
     suppression entries then).
     """
     @_builtins.property
-    def subscriber_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def subscriber_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The subscribers' ids."""
+
     @_builtins.property
-    def rules(self) -> _struct_pb2.ListValue: ...
+    def rules(self) -> _struct_pb2.ListValue:
+        """Rules selecting the subscribers to delete."""
+
     def __init__(
         self,
         *,
@@ -1222,6 +1293,7 @@ class DeleteSubscribersResponse(_message.Message):
 
     DELETED_COUNT_FIELD_NUMBER: _builtins.int
     deleted_count: _builtins.int
+    """Subscribers deleted."""
     def __init__(
         self,
         *,
@@ -1251,12 +1323,17 @@ class Segment(_message.Message):
     SUBSCRIBER_COUNT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     segment_id: _builtins.int
+    """The segment's id; server-assigned."""
     list_id: _builtins.int
+    """The list's id."""
     name: _builtins.str
+    """The segment's name; required."""
     operator: _builtins.str
     """"and" or "or": the connector between groups; it alternates at each deeper level."""
     randomness: _builtins.bool
+    """Whether the segment picks a random sample of its matches."""
     randomness_audience_size: _builtins.int
+    """The sample's size when randomness is on."""
     subscriber_count: _builtins.int
     """Members now (computed when asked with include_totals)."""
     @_builtins.property
@@ -1264,7 +1341,9 @@ class Segment(_message.Message):
         """Array of groups; each group an array of rules {type, operator, value[, field_id]} or sub-groups."""
 
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     def __init__(
         self,
         *,
@@ -1294,7 +1373,9 @@ class CreateSegmentRequest(_message.Message):
 
     SEGMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def segment(self) -> Global___Segment: ...
+    def segment(self) -> Global___Segment:
+        """The segment to create (segment_id and create_time are ignored)."""
+
     def __init__(
         self,
         *,
@@ -1320,11 +1401,15 @@ class ListSegmentsRequest(_message.Message):
     ORDER_BY_FIELD_NUMBER: _builtins.int
     DESCENDING_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     segment_id: _builtins.int
     """Only this segment; 0 means all of the list's segments."""
     include_totals: _builtins.bool
+    """Also count each segment's subscribers."""
     order_by: Global___SegmentOrderField.ValueType
+    """The field results are ordered by (the default order when unspecified)."""
     descending: _builtins.bool
+    """Reverse order_by's order."""
     def __init__(
         self,
         *,
@@ -1350,7 +1435,9 @@ class ListSegmentsResponse(_message.Message):
 
     SEGMENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Segment]: ...
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Segment]:
+        """The segments."""
+
     def __init__(
         self,
         *,
@@ -1372,7 +1459,9 @@ class DeleteSegmentsRequest(_message.Message):
 
     SEGMENT_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The segments' ids."""
+
     def __init__(
         self,
         *,
@@ -1442,20 +1531,25 @@ class CustomField(_message.Message):
     LAST_YEAR_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     custom_field_id: _builtins.int
+    """The custom field's id."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     list_id: _builtins.int
     """The list the field belongs to; 0 for a global field."""
     name: _builtins.str
     """At most 250 characters."""
     type: Global___CustomFieldType.ValueType
+    """What the field holds."""
     default_value: _builtins.str
     """What a new subscriber of the list gets when no value is given (list fields), and what
     personalization shows for a subscriber without a value. At most 250 characters.
     """
     required: _builtins.bool
+    """Whether every subscriber of the list needs a value."""
     unique: _builtins.bool
     """No two subscribers of a list may have the same value (compared case-insensitively)."""
     validation_method: Global___ValidationMethod.ValueType
+    """How values are validated."""
     validation_rule: _builtins.str
     """The regular expression of VALIDATION_METHOD_CUSTOM; empty for the other methods."""
     merge_tag_alias: _builtins.str
@@ -1463,17 +1557,21 @@ class CustomField(_message.Message):
     case-insensitively; empty for none.
     """
     visibility: Global___CustomFieldVisibility.ValueType
+    """Where the field shows."""
     is_global: _builtins.bool
     """Applies to every list of the owner (list_id is 0 then). A global field cannot become a list field."""
     first_year: _builtins.int
     """The years a Date field accepts; both 0 for any year."""
     last_year: _builtins.int
+    """For a date field: the last year a value may have."""
     @_builtins.property
     def options(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomFieldOption]:
         """The choices of a Multiple choice, Drop down or Checkboxes field (at least one); none for other types."""
 
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     def __init__(
         self,
         *,
@@ -1542,6 +1640,7 @@ class GetCustomFieldRequest(_message.Message):
 
     CUSTOM_FIELD_ID_FIELD_NUMBER: _builtins.int
     custom_field_id: _builtins.int
+    """The custom field's id."""
     def __init__(
         self,
         *,
@@ -1572,6 +1671,7 @@ class ListCustomFieldsRequest(_message.Message):
     order_by: Global___CustomFieldOrderField.ValueType
     """Default: by name (case-insensitively), then id."""
     descending: _builtins.bool
+    """Reverse order_by's order."""
     def __init__(
         self,
         *,
@@ -1596,7 +1696,9 @@ class ListCustomFieldsResponse(_message.Message):
 
     CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def custom_fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomField]: ...
+    def custom_fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomField]:
+        """The custom fields."""
+
     def __init__(
         self,
         *,
@@ -1664,7 +1766,9 @@ class DeleteCustomFieldsRequest(_message.Message):
 
     CUSTOM_FIELD_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def custom_field_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def custom_field_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The custom fields' ids."""
+
     def __init__(
         self,
         *,
@@ -1686,7 +1790,9 @@ class AddSuppressionsRequest(_message.Message):
 
     EMAIL_ADDRESSES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def email_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def email_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The addresses to suppress."""
+
     def __init__(
         self,
         *,
@@ -1708,6 +1814,7 @@ class AddSuppressionsResponse(_message.Message):
 
     ADDED_COUNT_FIELD_NUMBER: _builtins.int
     added_count: _builtins.int
+    """Addresses newly suppressed."""
     def __init__(
         self,
         *,
@@ -1791,8 +1898,11 @@ class RejectedRow(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     RAW_FIELD_NUMBER: _builtins.int
     row_number: _builtins.int
+    """The row's number in the file."""
     reason: _builtins.str
+    """Why it was rejected."""
     raw: _builtins.str
+    """The row as read."""
     def __init__(
         self,
         *,
@@ -1827,20 +1937,31 @@ class Import(_message.Message):
     REJECTED_ROWS_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
     import_id: _builtins.int
+    """The import's id."""
     list_id: _builtins.int
+    """The list's id."""
     status: Global___ImportStatus.ValueType
+    """Where the import stands."""
     total_rows: _builtins.int
     """Rows read so far (progress)."""
     imported: _builtins.int
+    """Rows imported as new subscribers."""
     updated: _builtins.int
+    """Rows that updated existing subscribers."""
     duplicates: _builtins.int
+    """Rows repeating an address already on the list."""
     rejected: _builtins.int
+    """Rows rejected."""
     failure: _builtins.str
     """Why the whole import failed, when it did."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     @_builtins.property
-    def finish_time(self) -> _timestamp_pb2.Timestamp: ...
+    def finish_time(self) -> _timestamp_pb2.Timestamp:
+        """When it finished; unset before."""
+
     @_builtins.property
     def rejected_rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedRow]:
         """The first 1,000 rejected rows with their reasons."""
@@ -1885,11 +2006,15 @@ class CreateImportRequest(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     STATUS_WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     data: _builtins.str
     """The CSV text; or source_url to fetch it from."""
     source_url: _builtins.str
+    """Where Herald fetches the file from."""
     update_duplicates: _builtins.bool
+    """Update subscribers already on the list instead of skipping them."""
     add_to_suppression: _builtins.bool
+    """Suppress the addresses instead of subscribing them."""
     trigger_actions: _builtins.bool
     """Not supported: Herald has no autoresponders or journeys, so true is INVALID_ARGUMENT
     with a BadRequest violation of reason SETTING_UNSUPPORTED.
@@ -1901,7 +2026,9 @@ class CreateImportRequest(_message.Message):
     IMPORT_WEBHOOK_URL_INVALID.
     """
     @_builtins.property
-    def format(self) -> Global___CsvFormat: ...
+    def format(self) -> Global___CsvFormat:
+        """The file's format."""
+
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Not supported: Herald keeps no subscriber tags, so a non-blank tag is INVALID_ARGUMENT
@@ -1942,9 +2069,13 @@ class StreamImportRequest(_message.Message):
     list_id: _builtins.int
     """The first message names the list and the format; every message may carry a chunk of bytes."""
     chunk: _builtins.bytes
+    """The next bytes of the file."""
     update_duplicates: _builtins.bool
+    """Update subscribers already on the list instead of skipping them."""
     @_builtins.property
-    def format(self) -> Global___CsvFormat: ...
+    def format(self) -> Global___CsvFormat:
+        """The file's format."""
+
     def __init__(
         self,
         *,
@@ -1970,7 +2101,9 @@ class GetImportRequest(_message.Message):
     LIST_ID_FIELD_NUMBER: _builtins.int
     IMPORT_ID_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     import_id: _builtins.int
+    """The import's id."""
     def __init__(
         self,
         *,
@@ -1994,7 +2127,9 @@ class ListSegment(_message.Message):
     LIST_ID_FIELD_NUMBER: _builtins.int
     SEGMENT_ID_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     segment_id: _builtins.int
+    """The segment's id (0: the whole list)."""
     def __init__(
         self,
         *,
@@ -2019,9 +2154,13 @@ class TargetingSpec(_message.Message):
     EXCLUDED_FIELD_NUMBER: _builtins.int
     RULES_BUNDLE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]: ...
+    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]:
+        """Lists or segments whose subscribers are included."""
+
     @_builtins.property
-    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]: ...
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]:
+        """Lists or segments whose subscribers are left out."""
+
     @_builtins.property
     def rules_bundle(self) -> _struct_pb2.Struct:
         """{"operator": "and"|"or", "criteria": [{"list_id": N, "operator": "and"|"or", "rules": [[...]]}]}"""
@@ -2054,7 +2193,9 @@ class CheckTargetingRequest(_message.Message):
     lists, names the user whose campaign it is.
     """
     @_builtins.property
-    def targeting(self) -> Global___TargetingSpec: ...
+    def targeting(self) -> Global___TargetingSpec:
+        """The targeting to check."""
+
     def __init__(
         self,
         *,
@@ -2079,11 +2220,17 @@ class CountRecipientsRequest(_message.Message):
     EXCLUDED_FIELD_NUMBER: _builtins.int
     RULES_BUNDLE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]: ...
+    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]:
+        """Lists or segments whose subscribers are included."""
+
     @_builtins.property
-    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]: ...
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]:
+        """Lists or segments whose subscribers are left out."""
+
     @_builtins.property
-    def rules_bundle(self) -> _struct_pb2.Struct: ...
+    def rules_bundle(self) -> _struct_pb2.Struct:
+        """The legacy rules narrowing the selection."""
+
     def __init__(
         self,
         *,
@@ -2107,6 +2254,7 @@ class CountRecipientsResponse(_message.Message):
 
     TOTAL_FIELD_NUMBER: _builtins.int
     total: _builtins.int
+    """Recipients the targeting selects."""
     def __init__(
         self,
         *,
@@ -2137,7 +2285,9 @@ class StreamRecipientsRequest(_message.Message):
     limit: _builtins.int
     """At most this many in all; 0 means no limit."""
     @_builtins.property
-    def targeting(self) -> Global___TargetingSpec: ...
+    def targeting(self) -> Global___TargetingSpec:
+        """Who to stream."""
+
     def __init__(
         self,
         *,
@@ -2191,15 +2341,21 @@ class Recipient(_message.Message):
     SUBSCRIPTION_IP_FIELD_NUMBER: _builtins.int
     OPT_IN_TIME_FIELD_NUMBER: _builtins.int
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     list_id: _builtins.int
+    """The list's id."""
     email_address: _builtins.str
+    """The address, normalised (domain lower-cased)."""
     first_name: _builtins.str
+    """The subscriber's first name."""
     last_name: _builtins.str
+    """The subscriber's last name."""
     bounce_type: Global___BounceType.ValueType
     """The subscriber's bounce state when streamed: delivery announces a later delivery to a Soft or Hard
     address (herald.delivery.v1.RecipientDeliveredEvent), which clears it.
     """
     subscription_ip: _builtins.str
+    """The address the subscription came from; empty when unknown."""
     @_builtins.property
     def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The subscriber's custom field values for personalization: by field id, and also by merge-tag alias
@@ -2214,7 +2370,9 @@ class Recipient(_message.Message):
         """
 
     @_builtins.property
-    def opt_in_time(self) -> _timestamp_pb2.Timestamp: ...
+    def opt_in_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber confirmed a double opt-in; unset when they did not."""
+
     def __init__(
         self,
         *,
@@ -2245,7 +2403,9 @@ class StreamRecipientsResponse(_message.Message):
 
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recipient]: ...
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recipient]:
+        """The recipients."""
+
     def __init__(
         self,
         *,
@@ -2269,7 +2429,9 @@ class ConfirmSubscriptionRequest(_message.Message):
     SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
     IP_ADDRESS_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     ip_address: _builtins.str
     """The address the link was opened from; stored as the subscriber's opt-in address."""
     def __init__(
@@ -2296,7 +2458,9 @@ class RejectSubscriptionRequest(_message.Message):
     LIST_ID_FIELD_NUMBER: _builtins.int
     SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     def __init__(
         self,
         *,
@@ -2333,14 +2497,21 @@ class OptInConfirmationRequestedEvent(_message.Message):
     SUBSCRIPTION_IP_FIELD_NUMBER: _builtins.int
     OPT_IN_TIME_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
+    """The list's owner."""
     list_id: _builtins.int
+    """The list's id."""
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     email_address: _builtins.str
+    """The address, normalised (domain lower-cased)."""
     first_name: _builtins.str
+    """The subscriber's first name."""
     last_name: _builtins.str
+    """The subscriber's last name."""
     email_id: _builtins.int
     """The list's confirmation email (EmailService, scope OptIn)."""
     subscription_ip: _builtins.str
+    """The address the subscription came from; empty when unknown."""
     @_builtins.property
     def request_time(self) -> _timestamp_pb2.Timestamp:
         """When audience asked: with subscriber_id, the request's identity (a redelivery sends nothing more)."""
@@ -2352,7 +2523,9 @@ class OptInConfirmationRequestedEvent(_message.Message):
         """
 
     @_builtins.property
-    def opt_in_time(self) -> _timestamp_pb2.Timestamp: ...
+    def opt_in_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber confirmed a double opt-in; unset when they did not."""
+
     def __init__(
         self,
         *,
@@ -2398,9 +2571,13 @@ class OptInConfirmationsRequestedEvent(_message.Message):
         LAST_NAME_FIELD_NUMBER: _builtins.int
         SUBSCRIPTION_TIME_FIELD_NUMBER: _builtins.int
         subscriber_id: _builtins.int
+        """The subscriber's id."""
         email_address: _builtins.str
+        """The address, normalised (domain lower-cased)."""
         first_name: _builtins.str
+        """The subscriber's first name."""
         last_name: _builtins.str
+        """The subscriber's last name."""
         @_builtins.property
         def subscription_time(self) -> _timestamp_pb2.Timestamp:
             """For the email's Subscriber:SubscriptionDate tag (an imported subscriber has no subscription address
@@ -2429,7 +2606,9 @@ class OptInConfirmationsRequestedEvent(_message.Message):
     IMPORT_ID_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
+    """The list's owner."""
     list_id: _builtins.int
+    """The list's id."""
     email_id: _builtins.int
     """The list's confirmation email (EmailService, scope OptIn)."""
     import_id: _builtins.int
@@ -2439,7 +2618,9 @@ class OptInConfirmationsRequestedEvent(_message.Message):
         """When audience asked: with each subscriber_id, a request's identity (a redelivery sends nothing more)."""
 
     @_builtins.property
-    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___OptInConfirmationsRequestedEvent.Recipient]: ...
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___OptInConfirmationsRequestedEvent.Recipient]:
+        """The subscribers to send the confirmation email to."""
+
     def __init__(
         self,
         *,

@@ -249,8 +249,11 @@ class Campaign(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     AUTO_RESEND_OF_CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id; server-assigned."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     name: _builtins.str
+    """The campaign's name; required, at most 255 characters."""
     status: Global___CampaignStatus.ValueType
     """UpdateCampaign may set only DRAFT and READY (from Draft, Ready or, to withdraw a request for
     approval, Pending Approval: Draft only); any other value is STATUS_INVALID, "cannot be set
@@ -282,6 +285,7 @@ class Campaign(_message.Message):
     anything but "" with INVALID_ARGUMENT, a BadRequest violation of reason SETTING_UNSUPPORTED.
     """
     publish_on_rss: _builtins.bool
+    """Whether the campaign appears in its tags' public archive RSS feeds."""
     s2s_enabled: _builtins.bool
     """Not supported: Herald has no server-to-server tracking, so UpdateCampaign refuses true
     with INVALID_ARGUMENT, a BadRequest violation of reason SETTING_UNSUPPORTED.
@@ -292,9 +296,13 @@ class Campaign(_message.Message):
     unsuppressed. 0 on any other campaign. Output only: UpdateCampaign never changes it.
     """
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     @_builtins.property
-    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed; output only."""
+
     @_builtins.property
     def send_time(self) -> _timestamp_pb2.Timestamp:
         """When sending started; unset before."""
@@ -310,7 +318,9 @@ class Campaign(_message.Message):
         """Who receives it."""
 
     @_builtins.property
-    def auto_resend(self) -> Global___AutoResend: ...
+    def auto_resend(self) -> Global___AutoResend:
+        """The follow-up to those who did not open it."""
+
     @_builtins.property
     def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variation]:
         """A/B variations of the content; empty when the campaign has no A/B test."""
@@ -379,10 +389,15 @@ class Schedule(_message.Message):
     FUTURE_FIELD_NUMBER: _builtins.int
     RECURSIVE_FIELD_NUMBER: _builtins.int
     type: Global___ScheduleType.ValueType
+    """When the campaign is sent; required when the schedule is set."""
     @_builtins.property
-    def future(self) -> Global___FutureSchedule: ...
+    def future(self) -> Global___FutureSchedule:
+        """For FUTURE."""
+
     @_builtins.property
-    def recursive(self) -> Global___RecursiveSchedule: ...
+    def recursive(self) -> Global___RecursiveSchedule:
+        """For RECURSIVE."""
+
     def __init__(
         self,
         *,
@@ -411,7 +426,9 @@ class FutureSchedule(_message.Message):
     time_zone: _builtins.str
     """IANA time zone the user chose (e.g. "America/New_York"); send_time is the instant itself."""
     @_builtins.property
-    def send_time(self) -> _timestamp_pb2.Timestamp: ...
+    def send_time(self) -> _timestamp_pb2.Timestamp:
+        """The instant to send at; must lie in the future when set."""
+
     def __init__(
         self,
         *,
@@ -491,7 +508,9 @@ class RecipientSource(_message.Message):
     LIST_ID_FIELD_NUMBER: _builtins.int
     SEGMENT_ID_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     segment_id: _builtins.int
+    """The segment's id (0: the whole list)."""
     def __init__(
         self,
         *,
@@ -516,9 +535,13 @@ class Targeting(_message.Message):
     EXCLUDED_FIELD_NUMBER: _builtins.int
     RULES_BUNDLE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientSource]: ...
+    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientSource]:
+        """Lists or segments whose subscribers are included."""
+
     @_builtins.property
-    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientSource]: ...
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientSource]:
+        """Lists or segments whose subscribers are left out."""
+
     @_builtins.property
     def rules_bundle(self) -> _struct_pb2.Struct:
         """The legacy RulesJsonBundle: {"operator": "and", "criteria": [{"list_id": N, "operator": "and", "rules": [[...]]}]}."""
@@ -549,6 +572,7 @@ class AutoResend(_message.Message):
     SUBJECT_FIELD_NUMBER: _builtins.int
     PREHEADER_TEXT_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
+    """Whether the follow-up is sent."""
     wait_days: _builtins.int
     """Days to wait after sending; at least 1 when enabled."""
     subject: _builtins.str
@@ -580,6 +604,7 @@ class Variation(_message.Message):
     EMAIL_ID_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The variation's email."""
     weight: _builtins.int
     """Relative weight; each variation must get at least 1% of the total."""
     def __init__(
@@ -608,12 +633,15 @@ class SplitTest(_message.Message):
     TEST_DURATION_HOURS_FIELD_NUMBER: _builtins.int
     WINNER_FIELD_NUMBER: _builtins.int
     split_test_id: _builtins.int
+    """The split test's id; server-assigned."""
     campaign_id: _builtins.int
+    """The campaign's id."""
     test_size_percent: _builtins.int
     """Percentage of the recipients in the test, 1 to 99."""
     test_duration_hours: _builtins.int
     """Hours the test runs before the winner goes to the rest, at least 1."""
     winner: Global___Winner.ValueType
+    """How the winner is chosen."""
     def __init__(
         self,
         *,
@@ -640,7 +668,9 @@ class CampaignTag(_message.Message):
     TAG_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     tag_id: _builtins.int
+    """The tag's id."""
     name: _builtins.str
+    """The tag's name."""
     def __init__(
         self,
         *,
@@ -683,16 +713,23 @@ class CampaignStatistics(_message.Message):
     TOTAL_SPAM_COMPLAINTS_FIELD_NUMBER: _builtins.int
     TOTAL_UNSUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
     total_recipients: _builtins.int
+    """Recipients queued."""
     total_sent: _builtins.int
+    """Recipients whose message the relay accepted."""
     total_failed: _builtins.int
+    """Recipients given up on."""
     total_deferred: _builtins.int
     """Recipients whose send was answered with a temporary failure and who wait for a retry; they
     end Sent or Failed.
     """
     total_opens: _builtins.int
+    """Opens, every one counted."""
     unique_opens: _builtins.int
+    """Recipients who opened, each once."""
     total_clicks: _builtins.int
+    """Clicks on tracked links, every one counted."""
     unique_clicks: _builtins.int
+    """Recipients who clicked, each once."""
     emails_per_second: _builtins.float
     """The main send's throughput: its messages divided by the seconds between its first and its last
     send, a span shorter than one second counting as one second (three messages sent within 2 ms give
@@ -708,8 +745,11 @@ class CampaignStatistics(_message.Message):
     complaint, each recipient counted once per kind (delivery's figures, docs/bounces.md).
     """
     total_soft_bounces: _builtins.int
+    """Recipients with a soft bounce."""
     total_policy_rejections: _builtins.int
+    """Recipients refused for policy or reputation."""
     total_spam_complaints: _builtins.int
+    """Recipients who complained of spam."""
     total_unsubscriptions: _builtins.int
     """Recipients who unsubscribed through the message's link, through the API naming the campaign, or by a
     complaint, each once.
@@ -769,6 +809,7 @@ class SplitTestResult(_message.Message):
     test_recipients: _builtins.int
     """Recipients in the test group, and those held back for the winner (0 once it was chosen)."""
     held_recipients: _builtins.int
+    """Recipients held back for the winner (0 once it was chosen)."""
     winner_email_id: _builtins.int
     """The winning variation's email; 0 until the winner was chosen."""
     @_builtins.property
@@ -805,15 +846,21 @@ class VariationStatistics(_message.Message):
     UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
     UNIQUE_CLICKS_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The variation's email."""
     total_recipients: _builtins.int
+    """Recipients queued."""
     total_sent: _builtins.int
+    """Recipients whose message the relay accepted."""
     total_failed: _builtins.int
+    """Recipients given up on."""
     total_deferred: _builtins.int
     """Recipients whose send was answered with a temporary failure and who wait for a retry; they
     end Sent or Failed.
     """
     unique_opens: _builtins.int
+    """Recipients who opened, each once."""
     unique_clicks: _builtins.int
+    """Recipients who clicked, each once."""
     def __init__(
         self,
         *,
@@ -845,9 +892,13 @@ class DomainStatistics(_message.Message):
     TOTAL_FAILED_FIELD_NUMBER: _builtins.int
     TOTAL_DEFERRED_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
+    """The recipients' domain."""
     total_recipients: _builtins.int
+    """Recipients queued."""
     total_sent: _builtins.int
+    """Recipients whose message the relay accepted."""
     total_failed: _builtins.int
+    """Recipients given up on."""
     total_deferred: _builtins.int
     """Recipients whose send was answered with a temporary failure and who wait for a retry; they
     end Sent or Failed.
@@ -877,6 +928,7 @@ class CreateCampaignRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The new campaign's name; required."""
     def __init__(
         self,
         *,
@@ -900,7 +952,9 @@ class GetCampaignRequest(_message.Message):
     VIEW_FIELD_NUMBER: _builtins.int
     STATISTICS_VIEW_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     view: Global___CampaignView.ValueType
+    """How much of the campaign to return (unspecified: CAMPAIGN_VIEW_BASIC)."""
     statistics_view: Global___StatisticsView.ValueType
     """With CAMPAIGN_VIEW_FULL: which statistics; ignored otherwise."""
     def __init__(
@@ -926,7 +980,9 @@ class BatchGetCampaignsRequest(_message.Message):
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The campaigns' ids."""
+
     def __init__(
         self,
         *,
@@ -948,7 +1004,9 @@ class BatchGetCampaignsResponse(_message.Message):
 
     CAMPAIGNS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Campaign]: ...
+    def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Campaign]:
+        """The campaigns."""
+
     def __init__(
         self,
         *,
@@ -993,7 +1051,9 @@ class ListCampaignsRequest(_message.Message):
     search: _builtins.str
     """Substring of the name, matched case-insensitively; % and _ are literal."""
     order_by: Global___CampaignOrderField.ValueType
+    """The field results are ordered by (the default order when unspecified)."""
     descending: _builtins.bool
+    """Reverse order_by's order."""
     skip: _builtins.int
     """Offset into the ordered matches, for legacy RecordsFrom; ignored when page_token is set."""
     include_auto_resend: _builtins.bool
@@ -1005,6 +1065,7 @@ class ListCampaignsRequest(_message.Message):
     owner_user_id: _builtins.int
     """Admin only: only this user's campaigns; 0 means every user's (admin) or the caller's own."""
     view: Global___CampaignView.ValueType
+    """How much of each campaign to return."""
     statistics_view: Global___StatisticsView.ValueType
     """With CAMPAIGN_VIEW_FULL: which statistics, of every campaign and of total_statistics."""
     publish_on_rss: _builtins.bool
@@ -1028,7 +1089,9 @@ class ListCampaignsRequest(_message.Message):
         """Only campaigns whose send date (when sent, or when scheduled to be) lies in [send_time_from, send_time_to)."""
 
     @_builtins.property
-    def send_time_to(self) -> _timestamp_pb2.Timestamp: ...
+    def send_time_to(self) -> _timestamp_pb2.Timestamp:
+        """See send_time_from."""
+
     @_builtins.property
     def tag_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Only campaigns carrying at least one of these tags (asked of the tag service)."""
@@ -1076,10 +1139,13 @@ class ListCampaignsResponse(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     TOTAL_STATISTICS_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Token for the next page; empty on the last."""
     total_size: _builtins.int
     """All matches, not only this page."""
     @_builtins.property
-    def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Campaign]: ...
+    def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Campaign]:
+        """The campaigns."""
+
     @_builtins.property
     def total_statistics(self) -> Global___CampaignStatistics:
         """With CAMPAIGN_VIEW_FULL: statistics summed over all matches (not only this page)."""
@@ -1108,6 +1174,7 @@ class CopyCampaignRequest(_message.Message):
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1129,7 +1196,9 @@ class DeleteCampaignsRequest(_message.Message):
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The campaigns' ids."""
+
     def __init__(
         self,
         *,
@@ -1223,6 +1292,7 @@ class PauseCampaignRequest(_message.Message):
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1244,6 +1314,7 @@ class ResumeCampaignRequest(_message.Message):
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1265,6 +1336,7 @@ class CancelCampaignRequest(_message.Message):
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1286,6 +1358,7 @@ class ApproveCampaignRequest(_message.Message):
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1310,9 +1383,13 @@ class CreateSplitTestRequest(_message.Message):
     TEST_DURATION_HOURS_FIELD_NUMBER: _builtins.int
     WINNER_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     test_size_percent: _builtins.int
+    """Percentage of the recipients in the test, 1 to 99."""
     test_duration_hours: _builtins.int
+    """Hours the test runs before the winner goes to the rest, at least 1."""
     winner: Global___Winner.ValueType
+    """How the winner is chosen; required."""
     def __init__(
         self,
         *,
@@ -1337,6 +1414,7 @@ class RetryFailedRecipientsRequest(_message.Message):
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1360,7 +1438,9 @@ class RetryFailedRecipientsResponse(_message.Message):
     BATCHES_CREATED_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     retried_count: _builtins.int
+    """Failed recipients reset to Pending."""
     batches_created: _builtins.int
+    """Batches published for them."""
     generation: _builtins.int
     """The generation the new batches carry."""
     def __init__(
@@ -1396,9 +1476,13 @@ class CampaignStatusChangedEvent(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PREVIOUS_STATUS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     status: Global___CampaignStatus.ValueType
+    """The new status."""
     previous_status: Global___CampaignStatus.ValueType
+    """The status before."""
     def __init__(
         self,
         *,
@@ -1427,6 +1511,7 @@ class CampaignDeletedEvent(_message.Message):
     OWNER_USER_ID_FIELD_NUMBER: _builtins.int
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
+    """The owner of the deleted campaigns."""
     @_builtins.property
     def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """At least one, each positive."""
@@ -1467,8 +1552,11 @@ class CampaignSendRequestedEvent(_message.Message):
     SIGNATURE_FIELD_NUMBER: _builtins.int
     NON_OPENERS_OF_CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     name: _builtins.str
+    """The campaign's name."""
     email_id: _builtins.int
     """The campaign's email; 0 when it has none. An A/B campaign sends its variations' emails instead."""
     resume: _builtins.bool
@@ -1487,9 +1575,13 @@ class CampaignSendRequestedEvent(_message.Message):
     the targeting still selects now. 0: the targeting alone.
     """
     @_builtins.property
-    def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variation]: ...
+    def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variation]:
+        """The A/B variations; empty without an A/B test."""
+
     @_builtins.property
-    def targeting(self) -> Global___Targeting: ...
+    def targeting(self) -> Global___Targeting:
+        """Who receives the campaign."""
+
     @_builtins.property
     def split_test(self) -> Global___SplitTest:
         """Set when the campaign has a split test (its split_test_id and campaign_id included)."""
@@ -1525,6 +1617,7 @@ class WatchCampaignRequest(_message.Message):
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1550,7 +1643,9 @@ class CampaignProgress(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     OBSERVE_TIME_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     status: Global___CampaignStatus.ValueType
+    """The campaign's status."""
     heartbeat: _builtins.bool
     """True for a heartbeat: nothing changed since the previous message, which it repeats."""
     @_builtins.property

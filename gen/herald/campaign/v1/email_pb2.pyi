@@ -131,11 +131,17 @@ class UtmTracking(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     MERGE_TAGS_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
+    """Whether links get UTM parameters."""
     source: _builtins.str
+    """utm_source."""
     medium: _builtins.str
+    """utm_medium."""
     campaign: _builtins.str
+    """utm_campaign."""
     term: _builtins.str
+    """utm_term."""
     content: _builtins.str
+    """utm_content."""
     merge_tags: _builtins.bool
     """Not supported: UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
     a BadRequest violation of reason SETTING_UNSUPPORTED (Herald does not personalize UTM values).
@@ -193,22 +199,34 @@ class Email(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The email's id; server-assigned."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     name: _builtins.str
+    """The email's name, for its owner; at most 255 characters."""
     subject: _builtins.str
+    """The subject line; personalization tags allowed (no link tags); at most 1,000 characters."""
     preheader_text: _builtins.str
+    """The preview text after the subject; at most 1,000 characters."""
     from_name: _builtins.str
+    """The sender's name."""
     from_email: _builtins.str
+    """The sender's address."""
     reply_to_name: _builtins.str
+    """The Reply-To name."""
     reply_to_email: _builtins.str
+    """The Reply-To address."""
     html_content: _builtins.str
+    """The HTML body; personalization tags allowed."""
     plain_content: _builtins.str
+    """The plain-text body; personalization tags allowed."""
     content_type: Global___ContentType.ValueType
     """HTML for a new email. An update that changes html_content or plain_content without naming
     content_type sets it from the bodies then present: BOTH, HTML or PLAIN (unchanged when both are
     empty). Naming content_type sets it as given.
     """
     mode: Global___EmailMode.ValueType
+    """How the email was made."""
     fetch_url: _builtins.str
     """Not supported: UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
     a BadRequest violation of reason SETTING_UNSUPPORTED (Herald fetches no content from URLs).
@@ -230,15 +248,25 @@ class Email(_message.Message):
     a BadRequest violation of reason SETTING_UNSUPPORTED (templates are TemplateService's).
     """
     extra_content1: _builtins.str
+    """Extra content, stored as given."""
     extra_content2: _builtins.str
+    """Extra content, stored as given."""
     open_tracking: _builtins.bool
+    """Whether opens are tracked (a tracking pixel)."""
     link_tracking: _builtins.bool
+    """Whether link clicks are tracked (links rewritten)."""
     @_builtins.property
-    def utm(self) -> Global___UtmTracking: ...
+    def utm(self) -> Global___UtmTracking:
+        """UTM parameters added to links."""
+
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     @_builtins.property
-    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed; output only."""
+
     def __init__(
         self,
         *,
@@ -313,6 +341,7 @@ class GetEmailRequest(_message.Message):
 
     EMAIL_ID_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The email's id."""
     def __init__(
         self,
         *,
@@ -358,7 +387,9 @@ class ListEmailsResponse(_message.Message):
 
     EMAILS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def emails(self) -> _containers.RepeatedCompositeFieldContainer[Global___Email]: ...
+    def emails(self) -> _containers.RepeatedCompositeFieldContainer[Global___Email]:
+        """The emails."""
+
     def __init__(
         self,
         *,
@@ -427,6 +458,7 @@ class DeleteEmailRequest(_message.Message):
 
     EMAIL_ID_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The email's id."""
     def __init__(
         self,
         *,
@@ -450,6 +482,7 @@ class SendEmailPreviewRequest(_message.Message):
     EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
     LIST_ID_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The email to preview."""
     email_address: _builtins.str
     """Where the preview goes."""
     list_id: _builtins.int
@@ -514,8 +547,11 @@ class EmailPreviewRequestedEvent(_message.Message):
     SUBSCRIPTION_IP_FIELD_NUMBER: _builtins.int
     OPT_IN_TIME_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     email_id: _builtins.int
+    """The email's id."""
     email_address: _builtins.str
+    """Where the preview goes."""
     request_id: _builtins.str
     """The request's identity: a redelivered event sends nothing more."""
     list_id: _builtins.int
@@ -523,23 +559,36 @@ class EmailPreviewRequestedEvent(_message.Message):
     values when none was asked for or the list is empty; list_id and subscriber_id are 0 then.
     """
     subscriber_id: _builtins.int
+    """The subscriber whose values personalize it; 0 for sample values."""
     subscriber_email_address: _builtins.str
+    """That subscriber's address."""
     first_name: _builtins.str
+    """The subscriber's first name."""
     last_name: _builtins.str
+    """The subscriber's last name."""
     subscriber_status: _builtins.str
     """That subscriber's status as the Subscriber:Status tag shows it (Subscribed, Unsubscribed, Opt-In
     Pending, Opt-Out Pending), subscription date and address, and opt-in date; empty / unset with
     sample values or when the subscriber has none.
     """
     subscription_ip: _builtins.str
+    """The address the subscription came from; empty when unknown."""
     @_builtins.property
-    def request_time(self) -> _timestamp_pb2.Timestamp: ...
+    def request_time(self) -> _timestamp_pb2.Timestamp:
+        """When the preview was asked for."""
+
     @_builtins.property
-    def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """That subscriber's custom field values by id."""
+
     @_builtins.property
-    def subscription_time(self) -> _timestamp_pb2.Timestamp: ...
+    def subscription_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber subscribed; unset when unknown."""
+
     @_builtins.property
-    def opt_in_time(self) -> _timestamp_pb2.Timestamp: ...
+    def opt_in_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber confirmed a double opt-in; unset when they did not."""
+
     def __init__(
         self,
         *,

@@ -75,10 +75,15 @@ class Template(_message.Message):
     html_content: _builtins.str
     """At least one of html_content and plain_content is required."""
     plain_content: _builtins.str
+    """The plain-text body."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     @_builtins.property
-    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed; output only."""
+
     def __init__(
         self,
         *,
@@ -132,6 +137,7 @@ class GetTemplateRequest(_message.Message):
 
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     template_id: _builtins.int
+    """The template's id."""
     def __init__(
         self,
         *,
@@ -162,6 +168,7 @@ class ListTemplatesRequest(_message.Message):
     owner_user_id: _builtins.int
     """Admin only: only this user's templates; 0 means every user's (admin) or the caller's own."""
     view: Global___TemplateView.ValueType
+    """How much of each template to return."""
     def __init__(
         self,
         *,
@@ -253,6 +260,7 @@ class DeleteTemplateRequest(_message.Message):
 
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     template_id: _builtins.int
+    """The template's id."""
     def __init__(
         self,
         *,

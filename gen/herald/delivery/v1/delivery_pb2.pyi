@@ -293,6 +293,7 @@ class RetryFailedRecipientsRequest(_message.Message):
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -316,7 +317,9 @@ class RetryFailedRecipientsResponse(_message.Message):
     BATCHES_CREATED_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     retried_count: _builtins.int
+    """Failed recipients reset to Pending."""
     batches_created: _builtins.int
+    """Batches published for them."""
     generation: _builtins.int
     """The generation the retried batches carry."""
     def __init__(
@@ -347,8 +350,11 @@ class TrackingEvent(_message.Message):
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     EVENT_KEY_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     kind: Global___TrackingEventKind.ValueType
+    """Open, click or unsubscribe."""
     url: _builtins.str
     """The clicked link, for clicks."""
     event_key: _builtins.str
@@ -356,7 +362,9 @@ class TrackingEvent(_message.Message):
     same key is recorded once. Empty: no deduplication.
     """
     @_builtins.property
-    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
     def __init__(
         self,
         *,
@@ -383,7 +391,9 @@ class RecordTrackingEventsRequest(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrackingEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrackingEvent]:
+        """The events."""
+
     def __init__(
         self,
         *,
@@ -405,6 +415,7 @@ class RecordTrackingEventsResponse(_message.Message):
 
     RECORDED_COUNT_FIELD_NUMBER: _builtins.int
     recorded_count: _builtins.int
+    """Events recorded (those whose queue row is the caller's)."""
     def __init__(
         self,
         *,
@@ -438,7 +449,9 @@ class RecordUnsubscriptionsRequest(_message.Message):
     email) counts. 0: whichever email they were sent.
     """
     @_builtins.property
-    def subscribers(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnsubscribedSubscriber]: ...
+    def subscribers(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnsubscribedSubscriber]:
+        """The subscribers who unsubscribed."""
+
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When the unsubscriptions happened; unset: when they are recorded."""
@@ -469,7 +482,9 @@ class UnsubscribedSubscriber(_message.Message):
     SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
     EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     email_address: _builtins.str
+    """The address, normalised (domain lower-cased)."""
     def __init__(
         self,
         *,
@@ -524,17 +539,25 @@ class QueuedRecipient(_message.Message):
     BOUNCES_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     email_address: _builtins.str
+    """The recipient's address."""
     state: Global___RecipientState.ValueType
+    """Where its delivery stands."""
     attempts: _builtins.int
+    """Send attempts so far."""
     generation: _builtins.int
+    """The generation of batches it belongs to (a retry makes a new one)."""
     batch_id: _builtins.int
+    """The batch it is sent in."""
     last_error: _builtins.str
     """The last SMTP reply or connection error."""
     email_id: _builtins.int
     """The variation's email id, for A/B campaigns."""
     @_builtins.property
-    def send_time(self) -> _timestamp_pb2.Timestamp: ...
+    def send_time(self) -> _timestamp_pb2.Timestamp:
+        """When the relay accepted it; unset before."""
+
     @_builtins.property
     def bounces(self) -> _containers.RepeatedCompositeFieldContainer[Global___Bounce]:
         """Bounces and complaints recorded for this recipient, oldest first (the SMTP reply at send time
@@ -579,9 +602,11 @@ class ListQueuedRecipientsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     AFTER_RECIPIENT_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     state: Global___RecipientState.ValueType
     """Only this state; UNSPECIFIED means all."""
     page_size: _builtins.int
+    """At most this many recipients."""
     after_recipient_id: _builtins.int
     """Only recipients with an id above this."""
     def __init__(
@@ -609,8 +634,11 @@ class ListQueuedRecipientsResponse(_message.Message):
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     total_size: _builtins.int
+    """All matches, not only this page."""
     @_builtins.property
-    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueuedRecipient]: ...
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueuedRecipient]:
+        """The recipients."""
+
     def __init__(
         self,
         *,
@@ -636,7 +664,9 @@ class BatchGetCampaignStatisticsRequest(_message.Message):
     view: Global___StatisticsView.ValueType
     """Which figures to return; unset returns them all (STATISTICS_VIEW_FULL)."""
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The campaigns; at most 10,000."""
+
     def __init__(
         self,
         *,
@@ -684,9 +714,13 @@ class CampaignStatistics(_message.Message):
     TOTAL_SPAM_COMPLAINTS_FIELD_NUMBER: _builtins.int
     TOTAL_UNSUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     total_recipients: _builtins.int
+    """Recipients queued."""
     total_sent: _builtins.int
+    """Recipients whose message the relay accepted."""
     total_failed: _builtins.int
+    """Recipients given up on."""
     total_deferred: _builtins.int
     """Recipients whose send was answered with a temporary failure and who wait for a retry; they
     end Sent or Failed.
@@ -697,28 +731,39 @@ class CampaignStatistics(_message.Message):
     sends, total_sent and last_send_time. CampaignThroughput is measured with them.
     """
     total_opens: _builtins.int
+    """Opens, every one counted."""
     unique_opens: _builtins.int
+    """Recipients who opened, each once."""
     total_clicks: _builtins.int
+    """Clicks on tracked links, every one counted."""
     unique_clicks: _builtins.int
+    """Recipients who clicked, each once."""
     total_hard_bounces: _builtins.int
     """Recipients with a hard bounce, a soft bounce, a policy or reputation rejection (not the
     address's fault) and a spam complaint, each recipient counted once per kind (every view).
     """
     total_soft_bounces: _builtins.int
+    """Recipients with a soft bounce."""
     total_policy_rejections: _builtins.int
+    """Recipients refused for policy or reputation."""
     total_spam_complaints: _builtins.int
+    """Recipients who complained of spam."""
     total_unsubscriptions: _builtins.int
     """Recipients who unsubscribed through the message's link, through the API naming the campaign
     (RecordUnsubscriptions) or by a complaint, each once (every view).
     """
     @_builtins.property
-    def main_send_last_send_time(self) -> _timestamp_pb2.Timestamp: ...
+    def main_send_last_send_time(self) -> _timestamp_pb2.Timestamp:
+        """See main_send_total_sent."""
+
     @_builtins.property
     def first_send_time(self) -> _timestamp_pb2.Timestamp:
         """First and last successful send; unset before the first."""
 
     @_builtins.property
-    def last_send_time(self) -> _timestamp_pb2.Timestamp: ...
+    def last_send_time(self) -> _timestamp_pb2.Timestamp:
+        """See first_send_time."""
+
     @_builtins.property
     def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariationStatistics]:
         """Per A/B variation (STATISTICS_VIEW_FULL only)."""
@@ -777,6 +822,7 @@ class SplitTestResult(_message.Message):
     test_recipients: _builtins.int
     """Recipients in the test group, and those held back for the winner (0 once it was chosen)."""
     held_recipients: _builtins.int
+    """Recipients held back for the winner (0 once it was chosen)."""
     winner_email_id: _builtins.int
     """The winning variation's email; 0 until the winner was chosen."""
     @_builtins.property
@@ -813,15 +859,21 @@ class VariationStatistics(_message.Message):
     UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
     UNIQUE_CLICKS_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The variation's email."""
     total_recipients: _builtins.int
+    """Recipients queued."""
     total_sent: _builtins.int
+    """Recipients whose message the relay accepted."""
     total_failed: _builtins.int
+    """Recipients given up on."""
     total_deferred: _builtins.int
     """Recipients whose send was answered with a temporary failure and who wait for a retry; they
     end Sent or Failed.
     """
     unique_opens: _builtins.int
+    """Recipients who opened, each once."""
     unique_clicks: _builtins.int
+    """Recipients who clicked, each once."""
     def __init__(
         self,
         *,
@@ -853,9 +905,13 @@ class DomainStatistics(_message.Message):
     TOTAL_FAILED_FIELD_NUMBER: _builtins.int
     TOTAL_DEFERRED_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
+    """The recipients' domain."""
     total_recipients: _builtins.int
+    """Recipients queued."""
     total_sent: _builtins.int
+    """Recipients whose message the relay accepted."""
     total_failed: _builtins.int
+    """Recipients given up on."""
     total_deferred: _builtins.int
     """Recipients whose send was answered with a temporary failure and who wait for a retry; they
     end Sent or Failed.
@@ -885,7 +941,9 @@ class BatchGetCampaignStatisticsResponse(_message.Message):
 
     STATISTICS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def statistics(self) -> _containers.RepeatedCompositeFieldContainer[Global___CampaignStatistics]: ...
+    def statistics(self) -> _containers.RepeatedCompositeFieldContainer[Global___CampaignStatistics]:
+        """The statistics."""
+
     def __init__(
         self,
         *,
@@ -915,7 +973,9 @@ class BounceReport(_message.Message):
     EVENT_KEY_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     kind_hint: Global___BounceKind.ValueType
     """The reporter's judgement where the report itself says it (COMPLAINT for an abuse report, HARD or
     SOFT for a provider's bounce type); UNSPECIFIED lets the classifier judge from the codes and text,
@@ -928,6 +988,7 @@ class BounceReport(_message.Message):
     diagnostic: _builtins.str
     """The diagnostic text (the remote server's reply, or the provider's description)."""
     source: Global___BounceSource.ValueType
+    """Where the report came from."""
     event_key: _builtins.str
     """The reporter's id of this report (a DSN's Message-ID and recipient, a provider's event id): the
     same key reported again is recorded once. Required.
@@ -1024,12 +1085,19 @@ class Bounce(_message.Message):
     DIAGNOSTIC_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     kind: Global___BounceKind.ValueType
+    """How the classifier judged it."""
     source: Global___BounceSource.ValueType
+    """Where it came from."""
     status_code: _builtins.str
+    """The enhanced status code (e.g. 5.1.1); empty when none was given."""
     reply_code: _builtins.int
+    """The SMTP reply code (e.g. 550); 0 when none was given."""
     diagnostic: _builtins.str
+    """The diagnostic text of the reply or report."""
     @_builtins.property
-    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
     def __init__(
         self,
         *,
@@ -1065,11 +1133,15 @@ class SendingDomain(_message.Message):
     selector: _builtins.str
     """The DKIM selector: the record lives at `<selector>._domainkey.<domain>`."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     dns_record_name: _builtins.str
     """The DNS name and TXT value to publish ("v=DKIM1; k=rsa; p=...")."""
     dns_txt_value: _builtins.str
+    """The DKIM TXT record's value to publish."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     def __init__(
         self,
         *,
@@ -1098,6 +1170,7 @@ class CreateSendingDomainRequest(_message.Message):
     SELECTOR_FIELD_NUMBER: _builtins.int
     OWNER_USER_ID_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
+    """The domain to sign for."""
     selector: _builtins.str
     """Letters, digits and hyphens, dot-separated labels (RFC 6376 §3.1)."""
     owner_user_id: _builtins.int
@@ -1147,7 +1220,9 @@ class ListSendingDomainsResponse(_message.Message):
 
     SENDING_DOMAINS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def sending_domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___SendingDomain]: ...
+    def sending_domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___SendingDomain]:
+        """The caller's sending domains."""
+
     def __init__(
         self,
         *,
@@ -1170,6 +1245,7 @@ class DeleteSendingDomainRequest(_message.Message):
     DOMAIN_FIELD_NUMBER: _builtins.int
     OWNER_USER_ID_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
+    """The domain to remove."""
     owner_user_id: _builtins.int
     """Whose domain; 0 means the caller. Only an admin may name another user."""
     def __init__(
@@ -1202,20 +1278,27 @@ class CapturedMessage(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     RAW_MESSAGE_FIELD_NUMBER: _builtins.int
     captured_message_id: _builtins.int
+    """The captured message's id."""
     envelope_from: _builtins.str
     """The SMTP envelope: MAIL FROM and every RCPT TO."""
     subject: _builtins.str
     """The decoded Subject and Message-ID headers."""
     message_id: _builtins.str
+    """The Message-ID header."""
     size_bytes: _builtins.int
+    """The raw message's size."""
     session_id: _builtins.str
     """The SMTP session (connection) that carried the message."""
     raw_message: _builtins.bytes
     """The RFC 5322 message as received; set by GetCapturedMessage only."""
     @_builtins.property
-    def envelope_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def envelope_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The envelope recipients."""
+
     @_builtins.property
-    def receive_time(self) -> _timestamp_pb2.Timestamp: ...
+    def receive_time(self) -> _timestamp_pb2.Timestamp:
+        """When the capture received it."""
+
     def __init__(
         self,
         *,
@@ -1275,8 +1358,11 @@ class ListCapturedMessagesResponse(_message.Message):
     next_page_token: _builtins.str
     """Empty on the last page."""
     total_size: _builtins.int
+    """All matches, not only this page."""
     @_builtins.property
-    def captured_messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapturedMessage]: ...
+    def captured_messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapturedMessage]:
+        """The messages, newest first."""
+
     def __init__(
         self,
         *,
@@ -1300,6 +1386,7 @@ class GetCapturedMessageRequest(_message.Message):
 
     CAPTURED_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     captured_message_id: _builtins.int
+    """The captured message's id."""
     def __init__(
         self,
         *,
@@ -1330,8 +1417,11 @@ class CampaignFinishedEvent(_message.Message):
     FINISH_TIME_FIELD_NUMBER: _builtins.int
     OCCURRENCE_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     outcome: Global___SendOutcome.ValueType
+    """How the occurrence ended."""
     reason: _builtins.str
     """Why it failed; empty when it was sent."""
     occurrence: _builtins.int
@@ -1341,7 +1431,9 @@ class CampaignFinishedEvent(_message.Message):
         """When the occurrence was queued; unset when it never was."""
 
     @_builtins.property
-    def finish_time(self) -> _timestamp_pb2.Timestamp: ...
+    def finish_time(self) -> _timestamp_pb2.Timestamp:
+        """When it ended."""
+
     def __init__(
         self,
         *,
@@ -1384,19 +1476,31 @@ class RecipientBouncedEvent(_message.Message):
     DIAGNOSTIC_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     campaign_id: _builtins.int
+    """The campaign's id."""
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     list_id: _builtins.int
     """The subscription the recipient came from; 0 when the recipient came from no list."""
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     email_address: _builtins.str
+    """The address, normalised (domain lower-cased)."""
     kind: Global___BounceKind.ValueType
+    """How the classifier judged the bounce or complaint."""
     source: Global___BounceSource.ValueType
+    """Where the report came from."""
     status_code: _builtins.str
+    """The enhanced status code (e.g. 5.1.1); empty when none was given."""
     reply_code: _builtins.int
+    """The SMTP reply code (e.g. 550); 0 when none was given."""
     diagnostic: _builtins.str
+    """The diagnostic text of the reply or report."""
     @_builtins.property
-    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
     def __init__(
         self,
         *,
@@ -1438,13 +1542,21 @@ class RecipientDeliveredEvent(_message.Message):
     EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
     DELIVER_TIME_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     campaign_id: _builtins.int
+    """The campaign's id."""
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     list_id: _builtins.int
+    """The list's id."""
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     email_address: _builtins.str
+    """The address, normalised (domain lower-cased)."""
     @_builtins.property
-    def deliver_time(self) -> _timestamp_pb2.Timestamp: ...
+    def deliver_time(self) -> _timestamp_pb2.Timestamp:
+        """When the relay accepted the message."""
+
     def __init__(
         self,
         *,
@@ -1478,7 +1590,9 @@ class DeliveryBatch(_message.Message):
     BATCH_ID_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     batch_id: _builtins.int
+    """The batch's id."""
     generation: _builtins.int
     """Rows are claimed only by a message of their current generation: publishing a batch again under a
     new generation makes its earlier messages find nothing.
@@ -1518,7 +1632,9 @@ class DeliveryRetry(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     ALSO_RECIPIENT_IDS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     attempt: _builtins.int
     """The sends tried so far (the row's attempts when it was deferred): only a message of the row's
     current attempt count claims it, so a message that arrives twice sends once.
@@ -1558,18 +1674,25 @@ class DeliveryEvent(_message.Message):
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     kind: Global___DeliveryEventKind.ValueType
+    """What kind of event it is."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     campaign_id: _builtins.int
+    """The campaign's id."""
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     subscriber_id: _builtins.int
     """The subscription the recipient came from; 0 when it came from no list."""
     email_address: _builtins.str
+    """The recipient's address."""
     detail: _builtins.str
     """What the event is about, when there is more to say: the SMTP reply of a failure, the bounce
     kind, the clicked URL.
     """
     @_builtins.property
-    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
     def __init__(
         self,
         *,
@@ -1601,7 +1724,9 @@ class DeliveryEvents(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryEvent]:
+        """The events, in order."""
+
     def __init__(
         self,
         *,
@@ -1658,7 +1783,9 @@ class StreamDeliveryEventsResponse(_message.Message):
     cursor: _builtins.str
     """Opaque; pass it back as StreamDeliveryEventsRequest.cursor to resume after this event."""
     @_builtins.property
-    def event(self) -> Global___DeliveryEvent: ...
+    def event(self) -> Global___DeliveryEvent:
+        """The event."""
+
     def __init__(
         self,
         *,

@@ -91,22 +91,33 @@ class WebhookEndpoint(_message.Message):
     PENDING_EVENTS_FIELD_NUMBER: _builtins.int
     FAILING_SINCE_TIME_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.int
+    """The endpoint's id; server-assigned."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     url: _builtins.str
+    """Where events are POSTed (https)."""
     description: _builtins.str
+    """Free text for the owner."""
     enabled: _builtins.bool
     """False once the endpoint failed for longer than the retry horizon (or was never enabled again
     since); `disabled_reason` says why.
     """
     disabled_reason: _builtins.str
+    """Why it was disabled; empty while enabled."""
     pending_events: _builtins.int
     """Events waiting to be delivered to this endpoint."""
     @_builtins.property
-    def event_kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___WebhookEventKind.ValueType]: ...
+    def event_kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___WebhookEventKind.ValueType]:
+        """The kinds of event it receives."""
+
     @_builtins.property
-    def disable_time(self) -> _timestamp_pb2.Timestamp: ...
+    def disable_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was disabled; unset while enabled."""
+
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     @_builtins.property
     def failing_since_time(self) -> _timestamp_pb2.Timestamp:
         """Since when every attempt failed; unset when the last attempt succeeded."""
@@ -179,7 +190,9 @@ class CreateWebhookEndpointResponse(_message.Message):
     only here.
     """
     @_builtins.property
-    def endpoint(self) -> Global___WebhookEndpoint: ...
+    def endpoint(self) -> Global___WebhookEndpoint:
+        """The new endpoint."""
+
     def __init__(
         self,
         *,
@@ -202,6 +215,7 @@ class GetWebhookEndpointRequest(_message.Message):
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.int
+    """The webhook endpoint's id."""
     def __init__(
         self,
         *,
@@ -240,7 +254,9 @@ class ListWebhookEndpointsResponse(_message.Message):
 
     ENDPOINTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookEndpoint]: ...
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookEndpoint]:
+        """The caller's endpoints."""
+
     def __init__(
         self,
         *,
@@ -262,6 +278,7 @@ class DeleteWebhookEndpointRequest(_message.Message):
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.int
+    """The webhook endpoint's id."""
     def __init__(
         self,
         *,
@@ -283,6 +300,7 @@ class EnableWebhookEndpointRequest(_message.Message):
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.int
+    """The webhook endpoint's id."""
     def __init__(
         self,
         *,
@@ -313,21 +331,27 @@ class WebhookAttempt(_message.Message):
     ATTEMPT_NUMBER_FIELD_NUMBER: _builtins.int
     DELIVERED_FIELD_NUMBER: _builtins.int
     attempt_id: _builtins.int
+    """The attempt's id."""
     event_id: _builtins.str
     """The event's id (the `webhook-id` header and the payload's `id`)."""
     event_type: _builtins.str
     """The payload's `type`, e.g. campaign.status_changed."""
     campaign_id: _builtins.int
+    """The campaign's id."""
     status_code: _builtins.int
     """The HTTP status code; 0 when no answer came (see `error`)."""
     error: _builtins.str
     """Why the attempt failed without an answer: refused address, connection error, timeout."""
     latency_ms: _builtins.int
+    """Milliseconds until the answer (or the error)."""
     attempt_number: _builtins.int
     """1 for the event's first attempt."""
     delivered: _builtins.bool
+    """Whether the endpoint accepted the event."""
     @_builtins.property
-    def attempt_time(self) -> _timestamp_pb2.Timestamp: ...
+    def attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When the POST was made."""
+
     def __init__(
         self,
         *,
@@ -360,6 +384,7 @@ class ListWebhookAttemptsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.int
+    """The webhook endpoint's id."""
     page_size: _builtins.int
     """1–1000; 0 means 100."""
     page_token: _builtins.str
@@ -388,8 +413,11 @@ class ListWebhookAttemptsResponse(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Token for the next page; empty on the last."""
     @_builtins.property
-    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookAttempt]: ...
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookAttempt]:
+        """The attempts."""
+
     def __init__(
         self,
         *,
@@ -413,6 +441,7 @@ class RotateWebhookSecretRequest(_message.Message):
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     PREVIOUS_SECRET_GRACE_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.int
+    """The webhook endpoint's id."""
     @_builtins.property
     def previous_secret_grace(self) -> _duration_pb2.Duration:
         """How long the previous secret keeps signing too: 0 to 7 days; unset means 24 hours, zero ends it
@@ -445,7 +474,9 @@ class RotateWebhookSecretResponse(_message.Message):
     signing_secret: _builtins.str
     """The new secret; shown only here."""
     @_builtins.property
-    def endpoint(self) -> Global___WebhookEndpoint: ...
+    def endpoint(self) -> Global___WebhookEndpoint:
+        """The endpoint."""
+
     @_builtins.property
     def previous_secret_expire_time(self) -> _timestamp_pb2.Timestamp:
         """When deliveries stop being signed with the previous secret as well; unset when they already have."""

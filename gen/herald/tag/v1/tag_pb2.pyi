@@ -40,9 +40,13 @@ class Tag(_message.Message):
     archive_template_url: _builtins.str
     """Absolute http(s) URL of the archive page template; empty for the built-in page."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the tag was created."""
+
     @_builtins.property
-    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the tag last changed."""
+
     def __init__(
         self,
         *,
@@ -86,7 +90,9 @@ class ListTagsResponse(_message.Message):
 
     TAGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]: ...
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]:
+        """The tags."""
+
     def __init__(
         self,
         *,
@@ -108,6 +114,7 @@ class GetTagRequest(_message.Message):
 
     TAG_ID_FIELD_NUMBER: _builtins.int
     tag_id: _builtins.int
+    """The tag's id."""
     def __init__(
         self,
         *,
@@ -129,6 +136,7 @@ class CreateTagRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The tag's name; required."""
     def __init__(
         self,
         *,
@@ -151,7 +159,9 @@ class UpdateTagRequest(_message.Message):
     TAG_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     tag_id: _builtins.int
+    """The tag's id."""
     name: _builtins.str
+    """The new name; required."""
     def __init__(
         self,
         *,
@@ -174,7 +184,9 @@ class DeleteTagsRequest(_message.Message):
 
     TAG_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def tag_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def tag_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The tags' ids."""
+
     def __init__(
         self,
         *,
@@ -197,8 +209,11 @@ class AssignTagRequest(_message.Message):
     TAG_ID_FIELD_NUMBER: _builtins.int
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     tag_id: _builtins.int
+    """The tag's id."""
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The campaigns; each must be the caller's."""
+
     def __init__(
         self,
         *,
@@ -222,8 +237,11 @@ class UnassignTagRequest(_message.Message):
     TAG_ID_FIELD_NUMBER: _builtins.int
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     tag_id: _builtins.int
+    """The tag's id."""
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The campaigns."""
+
     def __init__(
         self,
         *,
@@ -246,7 +264,9 @@ class BatchGetCampaignTagsRequest(_message.Message):
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The campaigns' ids."""
+
     def __init__(
         self,
         *,
@@ -275,8 +295,11 @@ class BatchGetCampaignTagsResponse(_message.Message):
         CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
         TAGS_FIELD_NUMBER: _builtins.int
         campaign_id: _builtins.int
+        """The campaign's id."""
         @_builtins.property
-        def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]: ...
+        def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]:
+            """The campaign's tags."""
+
         def __init__(
             self,
             *,
@@ -315,7 +338,9 @@ class ListTaggedCampaignsRequest(_message.Message):
 
     TAG_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def tag_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def tag_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Campaigns carrying any of these tags."""
+
     def __init__(
         self,
         *,
@@ -337,7 +362,9 @@ class ListTaggedCampaignsResponse(_message.Message):
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The caller's campaigns carrying any of them."""
+
     def __init__(
         self,
         *,
@@ -360,6 +387,7 @@ class SetArchiveTemplateRequest(_message.Message):
     TAG_ID_FIELD_NUMBER: _builtins.int
     ARCHIVE_TEMPLATE_URL_FIELD_NUMBER: _builtins.int
     tag_id: _builtins.int
+    """The tag's id."""
     archive_template_url: _builtins.str
     """Absolute http(s) URL, or empty to clear."""
     def __init__(
