@@ -152,7 +152,9 @@ Global___CreateTagRequest: _TypeAlias = CreateTagRequest  # noqa: Y015
 
 @_typing.final
 class UpdateTagRequest(_message.Message):
-    """The request of TagService.UpdateTag."""
+    """The request of TagService.UpdateTag. A tag has one field a client sets, its name, so this Update
+    RPC takes no update_mask: the name given replaces the old one.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
