@@ -56,6 +56,8 @@ async def run_client(env: dict[str, str]) -> tuple[int, list[dict[str, Any]], st
     return process.returncode, steps, stderr.decode()
 
 
+# Its setup builds the SDK (ts-proto and tsc, a minute or more on a busy machine) before the whole send.
+@pytest.mark.timeout(600)
 async def test_a_node_client_sends_a_campaign_and_watches_it_to_sent(
     system: System, user: User, sdk_package: Path
 ) -> None:
