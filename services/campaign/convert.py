@@ -168,6 +168,7 @@ def campaign_to_proto(campaign: Campaign) -> campaign_pb2.Campaign:
         publish_on_rss=campaign.publish_on_rss,
         s2s_enabled=campaign.s2s_enabled,
         auto_resend_of_campaign_id=campaign.auto_resend_of or 0,
+        relay=campaign.relay,
     )
     if campaign.send_started_at is not None:
         message.send_time.CopyFrom(grpcutil.to_timestamp(campaign.send_started_at))
@@ -236,6 +237,7 @@ def patch_from_proto(request: campaign_pb2.UpdateCampaignRequest) -> domain.Camp
         google_analytics_domains=campaign.google_analytics_domains,
         publish_on_rss=campaign.publish_on_rss,
         s2s_enabled=campaign.s2s_enabled,
+        relay=campaign.relay,
     )
 
 

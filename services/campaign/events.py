@@ -58,6 +58,7 @@ def send_requested(start: SendStart) -> campaign_pb2.CampaignSendRequestedEvent:
         resume=start.resume,
         occurrence=start.progress.occurrences_started,
         non_openers_of_campaign_id=campaign.auto_resend_of or 0,
+        relay=campaign.relay,
     )
     if campaign.split_test is not None:
         event.split_test.CopyFrom(convert.split_test_to_proto(campaign.split_test))

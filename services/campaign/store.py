@@ -93,6 +93,7 @@ campaigns = Table(
     Column("google_analytics_domains", Text, nullable=False),
     Column("publish_on_rss", Boolean, nullable=False),
     Column("s2s_enabled", Boolean, nullable=False),
+    Column("relay", Text, nullable=False, server_default=""),
     Column("send_finished_at", DateTime(timezone=True)),
     # Sending progress, kept by the picker and the campaign_finished consumer (sending.SendProgress).
     Column("send_requests", Integer, nullable=False, server_default="0"),
@@ -153,6 +154,7 @@ COPIED_COLUMNS: tuple[str, ...] = (
     "google_analytics_domains",
     "publish_on_rss",
     "s2s_enabled",
+    "relay",
 )
 
 _c = campaigns.c
@@ -242,6 +244,7 @@ def _campaign(row: Row[Any], variation_list: Sequence[Variation], split_test: Sp
         s2s_enabled=row.s2s_enabled,
         send_finished_at=row.send_finished_at,
         auto_resend_of=row.auto_resend_of,
+        relay=row.relay,
     )
 
 
@@ -297,6 +300,7 @@ def _settings_values(campaign: Campaign) -> dict[str, Any]:
         "google_analytics_domains": campaign.google_analytics_domains,
         "publish_on_rss": campaign.publish_on_rss,
         "s2s_enabled": campaign.s2s_enabled,
+        "relay": campaign.relay,
         "updated_at": func.now(),
     }
 
@@ -780,6 +784,7 @@ async def inserted_auto_resend_id(conn: AsyncConnection, plan: AutoResendPlan) -
         _c.rules_bundle,
         _c.google_analytics_domains,
         _c.s2s_enabled,
+        _c.relay,
     ).where(_c.campaign_id == plan.original_campaign_id)
     stmt = (
         pg_insert(campaigns)
@@ -798,6 +803,7 @@ async def inserted_auto_resend_id(conn: AsyncConnection, plan: AutoResendPlan) -
                 "rules_bundle",
                 "google_analytics_domains",
                 "s2s_enabled",
+                "relay",
             ],
             source,
         )

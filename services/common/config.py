@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("campaign", "tag", "audience", "delivery")
@@ -29,6 +29,8 @@ class Settings(BaseSettings):
 
     database_url: str = Field(default="", validation_alias=AliasChoices("DATABASE_URL", "HERALD_DATABASE_URL"))
     nats_url: str = Field(default="", validation_alias=AliasChoices("NATS_URL", "HERALD_NATS_URL"))
+    # One relay URL or several (commas or whitespace between them), each with optional name=, weight=, rate=
+    # (services/delivery/relays.py; docs/operations.md, "Several relays"). Checked at start by every process.
     smtp_url: str = Field(default="", validation_alias=AliasChoices("SMTP_URL", "HERALD_SMTP_URL"))
 
     data_dir: Path = Path("var")
@@ -149,6 +151,11 @@ class Settings(BaseSettings):
     delivery_ack_wait_seconds: float = 60.0
     # Seconds an SMTP command may take before the connection counts as failed.
     delivery_smtp_timeout_seconds: float = 30.0
+    # Several relays (docs/operations.md, "Several relays"): From domains sent through a named relay of SMTP_URL
+    # ("news.example.com=relay-a, example.org=relay-b"; a name SMTP_URL lacks stops every process at start),
+    # and how often a relay marked down is checked (connect, EHLO, QUIT) until it is back.
+    smtp_routes: str = ""
+    smtp_health_check_seconds: float = Field(default=5.0, gt=0)
     # Prometheus metrics of a delivery worker on this port (0: off); several workers on one
     # machine take consecutive ports from here (`herald run`: 9110, 9111, ...).
     delivery_worker_metrics_port: int = Field(default=9110, ge=0, le=65535)
@@ -222,6 +229,28 @@ class Settings(BaseSettings):
 
     def delivery_retry_delays(self) -> tuple[float, ...]:
         return tuple(float(part) for part in self.delivery_retry_intervals.split(",") if part.strip())
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _relays(cls, value: str) -> str:
+        if value.strip():
+            from services.delivery.relays import parse_relays
+
+            parse_relays(value)
+        return value
+
+    @field_validator("smtp_routes")
+    @classmethod
+    def _routes(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            return value
+        from services.delivery.relays import parse_relays, parse_routes
+
+        smtp_url = str(info.data.get("smtp_url") or "")
+        if not smtp_url.strip():
+            raise ValueError("routes From domains to relays of SMTP_URL, which is unset")
+        parse_routes(value, parse_relays(smtp_url))
+        return value
 
     @field_validator("relay_provider", mode="before")
     @classmethod

@@ -69,6 +69,7 @@ def send_request(event: campaign_pb2.CampaignSendRequestedEvent) -> SendRequest:
             else None
         ),
         non_openers_of=event.non_openers_of_campaign_id,
+        relay=event.relay,
     )
 
 

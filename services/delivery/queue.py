@@ -61,6 +61,7 @@ from services.delivery import events as delivery_events
 from services.delivery import queue_store, recipient_events, retries, sending, store
 from services.delivery.message import email_snapshot, uses_subscription_tags
 from services.delivery.queue_store import Run, StagedRecipient
+from services.delivery.relays import relay_names
 from services.delivery.sending import RunState, SendRequest
 
 log = structlog.get_logger()
@@ -213,6 +214,9 @@ class DeliveryQueue:
         email_ids = request.email_ids()
         if not email_ids:
             raise _Refused("the campaign has no email to send")
+        relays = relay_names(self._settings.smtp_url)
+        if request.relay and relays and request.relay not in relays:
+            raise _Refused(f"relay {request.relay!r} is not one of SMTP_URL's relays ({', '.join(relays)})")
         emails: dict[str, Any] = {}
         for email_id in email_ids:
             try:
@@ -230,7 +234,10 @@ class DeliveryQueue:
                 raise _Refused(f"email {email_id} has no content")
             emails[str(email_id)] = snapshot
         default = request.email_id if request.email_id and not request.variations else email_ids[0]
-        return {"campaign_name": request.name, "default_email_id": default, "emails": emails}
+        content: dict[str, Any] = {"campaign_name": request.name, "default_email_id": default, "emails": emails}
+        if request.relay:
+            content["relay"] = request.relay
+        return content
 
     async def _write_queue(
         self,

@@ -99,6 +99,8 @@ class SendRequest:
     split_test: SplitTest | None = None
     # An auto-resend: only this campaign's non-openers among the targeting's audience are queued; 0 for none.
     non_openers_of: int = 0
+    # The SMTP relay the occurrence goes through ("": the From domain's route, or any; relays.py).
+    relay: str = ""
 
     def email_ids(self) -> list[int]:
         """The emails whose content is sent: the variations' for an A/B campaign, else the campaign's own."""

@@ -88,7 +88,9 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     tls: TlsMode = "implicit" if scheme == "smtps" else "none"
     for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
         if name.lower() != "starttls":
-            raise SmtpUrlError(f"SMTP_URL has an unknown parameter {name!r} (only starttls is known)")
+            raise SmtpUrlError(
+                f"SMTP_URL has an unknown parameter {name!r} (known: starttls, and name, weight, rate per relay)"
+            )
         if scheme == "smtps":
             raise SmtpUrlError("starttls applies to smtp:// only; smtps:// is TLS from the start")
         flag = value.strip().lower()
@@ -123,7 +125,9 @@ class SmtpSendError(Exception):
     """A message was not (or not provably) accepted; see the module docstring for the three cases.
 
     `stage` names the command a reply refused: "MAIL", "RCPT", "DATA" or "content" (the reply to the
-    message itself); "" for a session that could not be opened and for refusals of Herald's own.
+    message itself); "session" for a session that could not be opened (connect, greeting, EHLO, TLS, login);
+    "" for refusals of Herald's own. `relay` names the relay it came from when several are configured
+    (services/delivery/relays.py).
     """
 
     def __init__(
@@ -138,6 +142,7 @@ class SmtpSendError(Exception):
         self.reply = reply
         self.maybe_delivered = maybe_delivered
         self.stage = stage
+        self.relay = ""
 
     @property
     def refuses_recipient(self) -> bool:
@@ -415,20 +420,22 @@ class SmtpConnectionPool:
                 await client.login(self.target.username, self.target.password)
         except aiosmtplib.SMTPAuthenticationError as exc:
             client.close()
-            raise SmtpSendError(f"SMTP login to {self.target.describe()} failed", reply=_reply(exc)) from exc
+            raise SmtpSendError(
+                f"SMTP login to {self.target.describe()} failed", reply=_reply(exc), stage="session"
+            ) from exc
         except aiosmtplib.SMTPResponseException as exc:
             client.close()
             raise SmtpSendError(
-                f"SMTP server {self.target.describe()} refused the session", reply=_reply(exc)
+                f"SMTP server {self.target.describe()} refused the session", reply=_reply(exc), stage="session"
             ) from exc
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
             client.close()
-            raise SmtpSendError(f"cannot connect to {self.target.describe()}: {exc}") from exc
+            raise SmtpSendError(f"cannot connect to {self.target.describe()}: {exc}", stage="session") from exc
         try:
             session = _Session(client, self.timeout)
         except SmtpReplyError as exc:
             client.close()
-            raise SmtpSendError(f"cannot connect to {self.target.describe()}: {exc}") from exc
+            raise SmtpSendError(f"cannot connect to {self.target.describe()}: {exc}", stage="session") from exc
         self.connections_opened += 1
         return _Connection(session)
 

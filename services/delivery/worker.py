@@ -84,8 +84,9 @@ from services.delivery.claim_store import ClaimedRecipient, RunView
 from services.delivery.domain import RecipientStatus
 from services.delivery.message import MessageTemplate, Recipient
 from services.delivery.queue import finish_if_done
+from services.delivery.relays import RelayPool, parse_relays, parse_routes
 from services.delivery.sending import BatchMessage, Outcome, Refusal, RunState
-from services.delivery.smtp import SmtpConnectionPool, SmtpSendError, parse_smtp_url
+from services.delivery.smtp import SmtpConnectionPool, SmtpSendError
 from services.delivery.store import SCHEMA
 
 log = structlog.get_logger()
@@ -191,6 +192,8 @@ class RunTemplates:
     by_email: Mapping[int, MessageTemplate]
     default: MessageTemplate
     signer: dkim.Signer
+    # The relay the campaign is sent through ("": the From domain's route or any relay; relays.py).
+    relay: str = ""
 
     def for_recipient(self, recipient: Recipient) -> MessageTemplate:
         if recipient.email_id is not None:
@@ -263,7 +266,8 @@ class Templates:
             for email_id, snapshot in emails.items()
         }
         default_id = int(str(content.get("default_email_id") or next(iter(by_email))))
-        return RunTemplates(by_email, by_email.get(default_id, next(iter(by_email.values()))), signer)
+        default = by_email.get(default_id, next(iter(by_email.values())))
+        return RunTemplates(by_email, default, signer, str(content.get("relay") or ""))
 
 
 @dataclass(frozen=True)
@@ -280,7 +284,7 @@ class Window:
 class Worker:
     """One worker process: `lanes` batches at a time, each claimed and sent a window at a time."""
 
-    def __init__(self, settings: Settings, engine: AsyncEngine, pool: SmtpConnectionPool) -> None:
+    def __init__(self, settings: Settings, engine: AsyncEngine, pool: RelayPool) -> None:
         self._settings = settings
         self._engine = engine
         self._rows = db.autocommit(engine)
@@ -718,7 +722,13 @@ class Worker:
                 attributes={"herald.campaign_id": campaign_id, "herald.recipient_id": recipient.recipient_id},
             ):
                 # MAIL FROM is the recipient's signed return path: bounces come back to the bounce receiver.
-                await self._pool.send(template.return_path(recipient), recipient.email_address, content)
+                await self._pool.send(
+                    template.return_path(recipient),
+                    recipient.email_address,
+                    content,
+                    relay=templates.relay,
+                    from_address=template.sender,
+                )
         except SmtpSendError as exc:
             SMTP_REPLIES_TOTAL.labels(_reply_class(exc.reply.code) if exc.reply is not None else "none").inc()
             error = str(exc.reply) if exc.reply is not None else str(exc)
@@ -926,7 +936,8 @@ def db_error(exc: Exception) -> str:
 async def main(settings: Settings) -> None:
     if not settings.smtp_url:
         raise SystemExit("the delivery worker needs SMTP_URL (herald run sets it to its local mail capture)")
-    target = parse_smtp_url(settings.smtp_url)
+    relays = parse_relays(settings.smtp_url)
+    routes = parse_routes(settings.smtp_routes, relays)
     lanes = max(settings.delivery_parallel_batches, 1)
     engine = db.make_engine(settings, pool_size=lanes + 3)
     # Workers may start before the delivery service has migrated; migrating is idempotent and locked.
@@ -935,14 +946,20 @@ async def main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    pool = SmtpConnectionPool(
-        target,
-        size=max(settings.delivery_concurrency, 1),
-        max_messages_per_connection=1000,
-        timeout=settings.delivery_smtp_timeout_seconds,
+    pool = RelayPool(
+        relays,
+        routes,
+        pool=lambda relay: SmtpConnectionPool(
+            relay.target,
+            size=max(settings.delivery_concurrency, 1),
+            max_messages_per_connection=1000,
+            timeout=settings.delivery_smtp_timeout_seconds,
+        ),
+        health_check_seconds=settings.smtp_health_check_seconds,
     )
     worker = Worker(settings, engine, pool)
-    log.info("delivery worker starting", smtp=target.describe(), worker_id=worker.worker_id)
+    smtp = ", ".join(f"{relay.name}: {relay.target.describe()}" for relay in relays)
+    log.info("delivery worker starting", smtp=smtp, routes=routes, worker_id=worker.worker_id)
     try:
         await worker.run(stop)
     finally:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -114,6 +115,8 @@ class SmtpRecorder:
     _throttles: dict[str, tuple[float, str]] = field(default_factory=dict)
     _server: asyncio.Server | None = None
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # The sessions not yet garbage: the open ones among them are cut by kill().
+    _live: weakref.WeakSet[SMTP] = field(default_factory=weakref.WeakSet)
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
@@ -129,9 +132,27 @@ class SmtpRecorder:
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
 
+    def kill(self) -> None:
+        """The server dies, as a crashed relay does: it stops listening and every open session is cut at once
+        (a message whose content arrived but was not answered yet is not kept). `start()` brings it back on
+        the same port."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self._cut_sessions()
+        # A connection accepted just before the server closed gets its session a moment later: cut it too.
+        asyncio.get_running_loop().call_soon(self._cut_sessions)
+
+    def _cut_sessions(self) -> None:
+        for smtp in list(self._live):
+            if smtp.transport is not None:
+                smtp.transport.abort()
+
     def _protocol(self) -> SMTP:
         self.sessions += 1
-        return SMTP(_Handler(self), hostname="recorder.test", ident="Herald test recorder", enable_SMTPUTF8=True)
+        smtp = SMTP(_Handler(self), hostname="recorder.test", ident="Herald test recorder", enable_SMTPUTF8=True)
+        self._live.add(smtp)
+        return smtp
 
     # --- what tests tell the server ---
 
@@ -581,11 +602,15 @@ TEST_DELIVERY_ENV = {
 
 @asynccontextmanager
 async def delivery_herald(
-    backing: Backing, tmp: Path, extra_env: dict[str, str] | None = None
+    backing: Backing,
+    tmp: Path,
+    extra_env: dict[str, str] | None = None,
+    smtp_url: Callable[[str], str] | None = None,
 ) -> AsyncIterator[DeliveryHerald]:
     """Starts the recorder, a NATS and a database of this Herald's own, and `herald run` on them.
 
-    Herald runs with TEST_DELIVERY_ENV, overridden by `extra_env`.
+    Herald runs with TEST_DELIVERY_ENV, overridden by `extra_env`; SMTP_URL is the recorder's URL, or what
+    `smtp_url` makes of it (several relays).
     """
     recorder = SmtpRecorder()
     await recorder.start()
@@ -596,7 +621,13 @@ async def delivery_herald(
     nats_url = nats.start()
     own = Backing(database_url_named(backing.database_url, dbname), nats_url, f"d{uuid.uuid4().hex[:10]}")
     env, ports = herald_env(own, tmp / "herald")
-    env.update({"SMTP_URL": recorder.url, **TEST_DELIVERY_ENV, **(extra_env or {})})
+    env.update(
+        {
+            "SMTP_URL": smtp_url(recorder.url) if smtp_url else recorder.url,
+            **TEST_DELIVERY_ENV,
+            **(extra_env or {}),
+        }
+    )
     process = await asyncio.to_thread(
         subprocess.Popen, [sys.executable, "-m", "services.cli", "run"], env=env, cwd=ROOT
     )

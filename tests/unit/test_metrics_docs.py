@@ -27,6 +27,7 @@ MODULES = (
     "services.delivery.bounce_recording",
     "services.delivery.event_webhook_sender",
     "services.delivery.queue",
+    "services.delivery.relays",
     "services.delivery.worker",
     "translator.app",
     "translator.identity",

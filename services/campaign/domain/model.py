@@ -162,6 +162,8 @@ class Campaign:
     send_finished_at: datetime | None = None
     # Set only on the auto-resend Herald created for that campaign: it goes to that campaign's non-openers.
     auto_resend_of: int | None = None
+    # The SMTP relay it is sent through, by its name in the delivery workers' SMTP_URL ("": any).
+    relay: str = ""
 
     @property
     def schedule_type(self) -> ScheduleType:

@@ -30,10 +30,11 @@ from services.campaign.domain.targeting import validate_auto_resend, validate_ta
 from services.common import field_masks
 from services.common.auth import Principal
 from services.common.errors import DomainError, ErrorKind, FieldViolation
+from services.common.relay_names import relay_name_problem
 
 # Only a campaign that has not started sending (Draft or Ready) may change these.
 RESTRICTED_PATHS = frozenset(
-    {"email_id", "schedule", "targeting", "auto_resend", "variations", "original_campaign_id"}
+    {"email_id", "schedule", "targeting", "auto_resend", "variations", "original_campaign_id", "relay"}
 )
 # What recipients get: changing it on an untrusted user's approved campaign needs a new approval.
 APPROVED_CONTENT = ("email_id", "targeting", "auto_resend", "variations")
@@ -69,6 +70,7 @@ _REASON_ORDER = (
     "VARIATION_SHARE_TOO_SMALL",
     "ORIGINAL_CAMPAIGN_NOT_FOUND",
     "SETTING_UNSUPPORTED",
+    "RELAY_INVALID",
 )
 
 
@@ -91,6 +93,7 @@ class CampaignPatch:
     google_analytics_domains: str = ""
     publish_on_rss: bool = False
     s2s_enabled: bool = False
+    relay: str = ""
 
     def referenced_email_ids(self) -> list[int]:
         """The emails the patch points at, which must be the campaign owner's and not deleted."""
@@ -169,6 +172,16 @@ def _free_text(name: str) -> _FieldCheck:
     return check
 
 
+def _check_relay(patch: CampaignPatch, now: datetime) -> tuple[Any, Sequence[FieldViolation]]:
+    # Only the name's form: the relays are the delivery workers' SMTP_URL, which delivery checks the name
+    # against when the campaign starts (an unknown one fails it, with that reason).
+    relay = patch.relay.strip()
+    problem = relay_name_problem(relay) if relay else None
+    if problem:
+        return None, [FieldViolation("relay", "RELAY_INVALID", f"relay {relay!r} is invalid: {problem}")]
+    return relay, []
+
+
 def _as_sent(name: str) -> _FieldCheck:
     return lambda patch, now: (getattr(patch, name), [])
 
@@ -207,6 +220,7 @@ _FIELD_CHECKS: dict[str, _FieldCheck] = {
     "google_analytics_domains": _unsupported("google_analytics_domains", "Google Analytics link tagging"),
     "publish_on_rss": _as_sent("publish_on_rss"),
     "s2s_enabled": _unsupported("s2s_enabled", "server-to-server conversion tracking"),
+    "relay": _check_relay,
 }
 UPDATABLE_PATHS = tuple(_FIELD_CHECKS)
 # Paths of output-only fields that mirror an updatable one: refused with the path to name instead.

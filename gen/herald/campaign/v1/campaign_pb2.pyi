@@ -248,6 +248,7 @@ class Campaign(_message.Message):
     STATISTICS_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     AUTO_RESEND_OF_CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    RELAY_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
     """The campaign's id; server-assigned."""
     owner_user_id: _builtins.int
@@ -294,6 +295,14 @@ class Campaign(_message.Message):
     """Set only on the auto-resend Herald created when that campaign finished sending: this campaign goes
     to that campaign's recipients who were sent it, have not opened it, and are still subscribed and
     unsuppressed. 0 on any other campaign. Output only: UpdateCampaign never changes it.
+    """
+    relay: _builtins.str
+    """The SMTP relay the campaign is sent through, by its name in the delivery workers' SMTP_URL ("": the
+    From domain's route, or any relay). Mail routed to a relay goes through no other: while that relay is
+    down it is deferred and retried. A name that is not 1 to 100 letters, digits and . _ - : [ ] is
+    INVALID_ARGUMENT (RELAY_INVALID). The relays are the delivery side's setting, so the campaign service
+    checks only the name's form: a name the delivery service's SMTP_URL lacks fails the campaign when it
+    starts, with that reason. Only a Draft or Ready campaign may change it.
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -368,10 +377,11 @@ class Campaign(_message.Message):
         statistics: Global___CampaignStatistics | None = ...,
         tags: _abc.Iterable[Global___CampaignTag] | None = ...,
         auto_resend_of_campaign_id: _builtins.int = ...,
+        relay: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auto_resend", b"auto_resend", "create_time", b"create_time", "schedule", b"schedule", "send_finish_time", b"send_finish_time", "send_time", b"send_time", "split_test", b"split_test", "statistics", b"statistics", "targeting", b"targeting", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_user_explanation", b"approval_user_explanation", "auto_resend", b"auto_resend", "auto_resend_of_campaign_id", b"auto_resend_of_campaign_id", "campaign_id", b"campaign_id", "create_time", b"create_time", "email_id", b"email_id", "google_analytics_domains", b"google_analytics_domains", "name", b"name", "original_campaign_id", b"original_campaign_id", "owner_user_id", b"owner_user_id", "publish_on_rss", b"publish_on_rss", "s2s_enabled", b"s2s_enabled", "schedule", b"schedule", "schedule_type", b"schedule_type", "send_finish_time", b"send_finish_time", "send_time", b"send_time", "split_test", b"split_test", "statistics", b"statistics", "status", b"status", "status_reason", b"status_reason", "tags", b"tags", "targeting", b"targeting", "update_time", b"update_time", "variations", b"variations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_user_explanation", b"approval_user_explanation", "auto_resend", b"auto_resend", "auto_resend_of_campaign_id", b"auto_resend_of_campaign_id", "campaign_id", b"campaign_id", "create_time", b"create_time", "email_id", b"email_id", "google_analytics_domains", b"google_analytics_domains", "name", b"name", "original_campaign_id", b"original_campaign_id", "owner_user_id", b"owner_user_id", "publish_on_rss", b"publish_on_rss", "relay", b"relay", "s2s_enabled", b"s2s_enabled", "schedule", b"schedule", "schedule_type", b"schedule_type", "send_finish_time", b"send_finish_time", "send_time", b"send_time", "split_test", b"split_test", "statistics", b"statistics", "status", b"status", "status_reason", b"status_reason", "tags", b"tags", "targeting", b"targeting", "update_time", b"update_time", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1248,7 +1258,7 @@ class UpdateCampaignRequest(_message.Message):
 
     Paths: name, status, status_reason, email_id, schedule, targeting, auto_resend, variations,
     original_campaign_id, approval_user_explanation, google_analytics_domains, publish_on_rss,
-    s2s_enabled. Each message field is replaced whole: `schedule` (set schedule.type, and
+    s2s_enabled, relay. Each message field is replaced whole: `schedule` (set schedule.type, and
     schedule.future or schedule.recursive), not `schedule.type`; the output-only `schedule_type` is
     refused with a message naming `schedule`. status may change in the same call as the other paths
     (see Campaign.status).
@@ -1551,6 +1561,7 @@ class CampaignSendRequestedEvent(_message.Message):
     SPLIT_TEST_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     NON_OPENERS_OF_CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    RELAY_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
     """The campaign's id."""
     owner_user_id: _builtins.int
@@ -1574,6 +1585,8 @@ class CampaignSendRequestedEvent(_message.Message):
     Sent it and never opened it, and had no bounce or complaint recorded, are queued, and only those
     the targeting still selects now. 0: the targeting alone.
     """
+    relay: _builtins.str
+    """The relay the occurrence is sent through (Campaign.relay); "": the From domain's route, or any relay."""
     @_builtins.property
     def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variation]:
         """The A/B variations; empty without an A/B test."""
@@ -1600,10 +1613,11 @@ class CampaignSendRequestedEvent(_message.Message):
         split_test: Global___SplitTest | None = ...,
         signature: _builtins.str = ...,
         non_openers_of_campaign_id: _builtins.int = ...,
+        relay: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["split_test", b"split_test", "targeting", b"targeting"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "email_id", b"email_id", "name", b"name", "non_openers_of_campaign_id", b"non_openers_of_campaign_id", "occurrence", b"occurrence", "owner_user_id", b"owner_user_id", "resume", b"resume", "signature", b"signature", "split_test", b"split_test", "targeting", b"targeting", "variations", b"variations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "email_id", b"email_id", "name", b"name", "non_openers_of_campaign_id", b"non_openers_of_campaign_id", "occurrence", b"occurrence", "owner_user_id", b"owner_user_id", "relay", b"relay", "resume", b"resume", "signature", b"signature", "split_test", b"split_test", "targeting", b"targeting", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
