@@ -40,10 +40,11 @@ $(BROWSER) &:
 
 # Stubs for other languages (tools/sdk.py): the TypeScript plugin and compiler come from npm, pinned by
 # sdk/package-lock.json; the Java generators and the jars that compile their output come from Debian.
-# tests/polyglot/ is a Node.js client written from protos/ alone. `npm ci` runs again only when a lock file
-# changes, and takes packages from npm's cache when it has them.
+# tests/polyglot/ is a Node.js client written with the SDK package alone, whose dependencies (@grpc/grpc-js,
+# @bufbuild/protobuf) are sdk/'s. `npm ci` runs again only when the lock file changes, and takes packages
+# from npm's cache when it has them.
 NODE          := /usr/bin/node /usr/bin/npm
-NODE_PACKAGES := sdk/node_modules/.package-lock.json tests/polyglot/node_modules/.package-lock.json
+NODE_PACKAGES := sdk/node_modules/.package-lock.json
 JAVA_SDK      := /usr/bin/protoc /usr/bin/grpc_java_plugin /usr/bin/javac /usr/share/java/grpc-stub.jar \
 	/usr/share/java/protobuf.jar /usr/share/java/geronimo-annotation-1.3-spec.jar
 
@@ -73,9 +74,10 @@ test: install
 protos: $(STAMP)
 	$(BIN)/python tools/protogen.py gen
 
-# TypeScript (sdk/gen/ts) and Java (sdk/gen/java) client stubs of protos/; not committed, like any build output.
+# The SDK in sdk/gen (sdk/README.md): the Node.js package @herald/sdk (TypeScript compiled to JavaScript, with the
+# .proto files and google.rpc's error details) and the Java sources; not committed, like any build output.
 sdk: $(STAMP) $(NODE_PACKAGES) $(JAVA_SDK)
-	$(BIN)/python tools/sdk.py
+	$(BIN)/python tools/sdk.py package
 
 # Records the protos as released: `buf breaking` (tests/test_sdk.py) fails any later change that breaks them.
 # Run it when a release is cut, and only then; a breaking change belongs in a new package version (v2).

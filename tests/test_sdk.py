@@ -28,6 +28,9 @@ def test_generated_typescript_and_java_stubs_compile(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "sdk" / "ts" / "herald" / "campaign" / "v1" / "campaign.ts").is_file()
     assert (tmp_path / "sdk" / "java" / "herald" / "campaign" / "v1" / "CampaignServiceGrpc.java").is_file()
+    # The error details every Herald error carries, for clients to decode with the SDK alone.
+    assert (tmp_path / "sdk" / "ts" / "google" / "rpc" / "error_details.ts").is_file()
+    assert (tmp_path / "sdk" / "java" / "com" / "google" / "rpc" / "ErrorInfo.java").is_file()
 
 
 def buf_breaking(workdir: Path) -> subprocess.CompletedProcess[str]:

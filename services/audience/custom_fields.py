@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.audience import domain, messages, store
 from services.audience.domain import CustomFieldRecord, FieldProblem, FieldSpec, FieldValues
-from services.common import auth
+from services.common import auth, field_masks
 from services.common.errors import DomainError, ErrorKind, FieldViolation, Violations
 
 log = structlog.get_logger()
@@ -34,6 +34,8 @@ FIELD_MASK_PATHS = {
     "last_year": "last_year",
     "is_global": "is_global",
 }
+# Every path UpdateCustomField accepts (an omitted mask: those the request populates).
+UPDATABLE_PATHS = (*FIELD_MASK_PATHS, "list_id")
 
 
 def raise_if_any(violations: Violations, problem: FieldProblem | None = None, *, prefix: str = "") -> None:
@@ -185,8 +187,8 @@ class CustomFields:
         self, request: audience_pb2.UpdateCustomFieldRequest, principal: auth.Principal
     ) -> audience_pb2.CustomField:
         given = request.custom_field
-        paths = set(request.update_mask.paths) or set(FIELD_MASK_PATHS)
-        unknown = sorted(paths - set(FIELD_MASK_PATHS) - {"list_id"})
+        paths = set(field_masks.update_paths(request.update_mask, given, UPDATABLE_PATHS))
+        unknown = sorted(paths - set(UPDATABLE_PATHS))
         if unknown:
             raise DomainError(
                 ErrorKind.INVALID,

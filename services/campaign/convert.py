@@ -13,7 +13,7 @@ from herald.delivery.v1 import delivery_pb2
 
 from services.campaign import domain
 from services.campaign.domain import Campaign, CampaignStatus, OrderField, ScheduleType, Unrecognized, Winner
-from services.common import grpcutil
+from services.common import field_masks, grpcutil
 
 
 def instant(stamp: timestamp_pb2.Timestamp) -> datetime:
@@ -218,7 +218,7 @@ def patch_from_proto(request: campaign_pb2.UpdateCampaignRequest) -> domain.Camp
     campaign = request.campaign
     return domain.CampaignPatch(
         campaign_id=campaign.campaign_id,
-        paths=tuple(request.update_mask.paths),
+        paths=field_masks.update_paths(request.update_mask, campaign, domain.UPDATABLE_PATHS),
         name=campaign.name,
         status=status_from_proto(campaign.status),
         status_reason=campaign.status_reason,
@@ -258,7 +258,7 @@ def _main_send(stats: delivery_pb2.CampaignStatistics) -> tuple[int, datetime | 
 
 
 def statistics_to_proto(stats: delivery_pb2.CampaignStatistics) -> campaign_pb2.CampaignStatistics:
-    """A campaign's statistics from delivery's figures, with the throughput of RULINGS 11 (of the main send)."""
+    """A campaign's statistics from delivery's figures, with the throughput of its main send (domain.throughput)."""
     emails_per_second, duration = domain.throughput(*_main_send(stats))
     message = campaign_pb2.CampaignStatistics(
         total_recipients=stats.total_recipients,

@@ -15,7 +15,7 @@ from services.campaign import email_domain, email_store, template_store
 from services.campaign.domain import Unrecognized
 from services.campaign.email_domain import ContentType, Email, EmailMode, Utm, ValidateScope
 from services.campaign.template_domain import Template
-from services.common import auth, errors, events, grpcutil
+from services.common import auth, errors, events, field_masks, grpcutil
 from services.common.event_signing import EventSigner
 from services.common.outbox import Outbox
 from services.common.subscriber_statuses import SUBSCRIBER_STATUS_NAMES
@@ -181,7 +181,8 @@ class EmailService(email_pb2_grpc.EmailServiceServicer):
     async def UpdateEmail(
         self, request: email_pb2.UpdateEmailRequest, context: grpc.aio.ServicerContext
     ) -> email_pb2.Email:
-        values = {path: _value_at(request.email, path) for path in request.update_mask.paths}
+        paths = field_masks.update_paths(request.update_mask, request.email, email_domain.UPDATABLE_PATHS)
+        values = {path: _value_at(request.email, path) for path in paths}
         update = email_domain.prepare_update(
             request.email.email_id, validate_scope_from_proto(request.validate_scope), values
         )

@@ -220,6 +220,16 @@ _TAGGED_FIELDS: dict[str, bool] = {
     "plain_content": True,
 }
 _ADDRESS_REASONS = {"from_email": "FROM_EMAIL_INVALID", "reply_to_email": "REPLY_TO_EMAIL_INVALID"}
+# The Email fields UpdateEmail changes (an omitted mask: those the request populates); "utm.<name>" changes one
+# UTM setting, "utm" all of them.
+UPDATABLE_PATHS = (
+    *(path for path in _TEXT_LIMITS if "." not in path),
+    *sorted(path for path in _BOOLEANS if "." not in path),
+    "content_type",
+    "mode",
+    "template_id",
+    "utm",
+)
 # Issue 14: settings whose behaviour Herald does not implement. Only their defaults ("" / false) are accepted, so
 # a caller asking for the behaviour is told it will not happen rather than having the value stored and ignored.
 UNSUPPORTED: dict[str, str] = {

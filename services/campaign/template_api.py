@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.campaign import template_domain, template_store
 from services.campaign.template_domain import FIELDS, Template
-from services.common import auth, grpcutil
+from services.common import auth, field_masks, grpcutil
 
 log = structlog.get_logger()
 
@@ -88,7 +88,8 @@ class TemplateService(template_pb2_grpc.TemplateServiceServicer):
     ) -> template_pb2.Template:
         given = request.template
         paths = template_domain.update_paths(
-            list(request.update_mask.paths), [name for name in FIELDS if getattr(given, name)]
+            [field_masks.snake_case(path) for path in request.update_mask.paths],
+            [name for name in FIELDS if getattr(given, name)],
         )
         update = template_domain.prepare_update(given.template_id, _values(given, paths))
         structlog.contextvars.bind_contextvars(template_id=update.template_id)

@@ -64,6 +64,12 @@ def _activity_event(activity: store.RecipientActivity) -> delivery_pb2.DeliveryE
     )
 
 
+# BatchGetCampaignStatistics asks the campaign service about campaigns it never queued this many at a time: the
+# answer names each missing id (a BadRequest violation, some 64 bytes of trailer each), and gRPC clients refuse
+# trailers above 16 KiB (RESOURCE_EXHAUSTED instead of NOT_FOUND), and may refuse those above 8 KiB.
+OWNERSHIP_CHECK_CHUNK = 100
+
+
 def _owner_scope() -> int | None:
     """Whose campaigns the caller may see: their own, or (None) everyone's for an admin."""
     principal = auth.principal()
@@ -179,6 +185,9 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
                 if queued and breakdowns:
                     variations = await store.variation_figures(conn, queued, owner)
                     domains = await store.domain_figures(conn, queued, owner, domain.MAX_DOMAINS_PER_CAMPAIGN)
+        unqueued = [campaign_id for campaign_id in campaign_ids if campaign_id not in counts]
+        if unqueued:
+            await self._require_campaigns(unqueued)
         statistics = domain.campaign_statistics(
             campaign_ids, run_totals, counts, events, variations, domains, split_tests, bounces
         )
@@ -373,6 +382,18 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):
         async with contextlib.aclosing(source) as happened:
             async for event, position in happened:
                 yield delivery_pb2.StreamDeliveryEventsResponse(event=event, cursor=position.encode())
+
+    async def _require_campaigns(self, campaign_ids: list[int]) -> None:
+        """NOT_FOUND (the campaign service's, one violation per missing id) unless the caller may see every one of
+        these campaigns, which have no queue rows of theirs: only the campaign service knows a campaign never
+        queued, or another user's. Its answer passes through unchanged."""
+        if self._campaigns is None:
+            return
+        # In chunks: a listing may ask about thousands of campaigns; each answer carries whole campaigns, and a
+        # refusal one violation per missing id.
+        for start in range(0, len(campaign_ids), OWNERSHIP_CHECK_CHUNK):
+            chunk = campaign_ids[start : start + OWNERSHIP_CHECK_CHUNK]
+            await self._campaigns.BatchGetCampaigns(campaign_pb2.BatchGetCampaignsRequest(campaign_ids=chunk))
 
     async def _check_campaign_owner(
         self, campaigns: campaign_pb2_grpc.CampaignServiceStub, campaign_id: int, owner: int

@@ -580,6 +580,52 @@ async def test_an_admin_setting_a_users_lists_is_held_to_that_users_lists(
         assert [s.list_id for s in updated.targeting.included] == [world.lists[0]]
 
 
+async def test_update_masks_follow_aip_134_in_either_spelling(api: Api, world: World, system: System) -> None:
+    campaign_id = await create_campaign(api, world.user)
+    async with grpc.aio.insecure_channel(system.grpc_target("campaign")) as channel:
+        stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+        mine = grpc_metadata(system, world.user.user_id)
+        # No mask: every populated updatable field changes (campaign_id names the campaign; the output-only
+        # schedule_type is ignored).
+        omitted = await stub.UpdateCampaign(
+            campaign_pb2.UpdateCampaignRequest(
+                campaign=campaign_pb2.Campaign(
+                    campaign_id=campaign_id,
+                    name="renamed without a mask",
+                    email_id=world.emails[0],
+                    schedule_type=campaign_pb2.SCHEDULE_TYPE_FUTURE,
+                )
+            ),
+            metadata=mine,
+        )
+        assert (omitted.name, omitted.email_id) == ("renamed without a mask", world.emails[0])
+        assert omitted.schedule_type == campaign_pb2.SCHEDULE_TYPE_NOT_SCHEDULED
+        # lowerCamelCase paths, as the proto3 JSON mapping writes them, name the same fields as snake_case.
+        camel = await stub.UpdateCampaign(
+            campaign_pb2.UpdateCampaignRequest(
+                campaign=campaign_pb2.Campaign(
+                    campaign_id=campaign_id, email_id=world.emails[1], approval_user_explanation="camel"
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=["emailId", "approvalUserExplanation"]),
+            ),
+            metadata=mine,
+        )
+        assert (camel.email_id, camel.approval_user_explanation) == (world.emails[1], "camel")
+        # schedule_type and schedule.type are refused with the path that changes the schedule.
+        for path in ("schedule_type", "scheduleType", "schedule.type"):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.UpdateCampaign(
+                    campaign_pb2.UpdateCampaignRequest(
+                        campaign=campaign_pb2.Campaign(campaign_id=campaign_id),
+                        update_mask=field_mask_pb2.FieldMask(paths=[path]),
+                    ),
+                    metadata=mine,
+                )
+            failure = decode_error(refused.value)
+            assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UPDATE_MASK_INVALID")
+            assert "'schedule'" in failure.violations[0].description, failure
+
+
 # RULINGS 2: an int command answers the first failing check in the seed's order.
 ORDER_CASES: list[tuple[str, int, dict[str, Any]]] = [
     ("unknown campaign before a missing SendDate", 2, {"CampaignID": UNKNOWN_ID, **without(FUTURE, "SendDate")}),

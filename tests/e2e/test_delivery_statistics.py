@@ -16,6 +16,7 @@ import grpc
 import psycopg
 import pytest
 import pytest_asyncio
+from herald.campaign.v1 import campaign_pb2, campaign_pb2_grpc
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 
 from services.common.grpcutil import decode_error
@@ -97,6 +98,15 @@ async def statistics(
             metadata=grpc_metadata(system, user_id, is_admin=is_admin, service="campaign"),
         )
     return list(response.statistics)
+
+
+async def created_campaign(system: System, user_id: int) -> int:
+    """A Draft campaign of the user's, made by the campaign service (so known there, never queued)."""
+    async with grpc.aio.insecure_channel(system.grpc_target("campaign")) as channel:
+        created = await campaign_pb2_grpc.CampaignServiceStub(channel).CreateCampaign(
+            campaign_pb2.CreateCampaignRequest(name="never queued"), metadata=grpc_metadata(system, user_id)
+        )
+    return created.campaign_id
 
 
 async def sent_campaign(sql: psycopg.AsyncConnection[tuple[object, ...]], owner: int) -> int:
@@ -231,7 +241,7 @@ async def test_a_campaign_never_queued_answers_zeros_and_entries_follow_the_requ
     system: System, user: User, sql: psycopg.AsyncConnection[tuple[object, ...]]
 ) -> None:
     sent = await sent_campaign(sql, user.user_id)
-    never = new_campaign_id()
+    never = await created_campaign(system, user.user_id)
 
     entries = await statistics(system, user.user_id, [never, sent, never])
 
@@ -241,16 +251,30 @@ async def test_a_campaign_never_queued_answers_zeros_and_entries_follow_the_requ
     assert not empty.HasField("first_send_time") and not empty.HasField("last_send_time")
 
 
-async def test_another_users_campaign_answers_zeros_and_an_admin_sees_its_figures(
+async def test_an_unknown_campaign_is_not_found(system: System, user: User) -> None:
+    never = await created_campaign(system, user.user_id)
+    unknown = new_campaign_id()
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await statistics(system, user.user_id, [never, unknown])
+
+    failure = decode_error(refused.value)
+    assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "CAMPAIGN_NOT_FOUND")
+
+
+async def test_another_users_campaign_is_not_found_and_an_admin_sees_its_figures(
     system: System, user: User, make_user: Any, sql: psycopg.AsyncConnection[tuple[object, ...]]
 ) -> None:
     other: User = await make_user()
     campaign_id = await sent_campaign(sql, user.user_id)
+    created = await created_campaign(system, user.user_id)
 
-    [as_other] = await statistics(system, other.user_id, [campaign_id])
+    for theirs in (campaign_id, created):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await statistics(system, other.user_id, [theirs])
+        assert decode_error(refused.value).code == grpc.StatusCode.NOT_FOUND
     [as_admin] = await statistics(system, 0, [campaign_id], is_admin=True)
 
-    assert as_other == delivery_pb2.CampaignStatistics(campaign_id=campaign_id)
     assert (as_admin.total_recipients, as_admin.total_sent, as_admin.unique_opens) == (4, 3, 2)
     assert len(as_admin.variations) == 2 and len(as_admin.domains) == 2
 
@@ -293,4 +317,8 @@ async def test_more_than_ten_thousand_campaigns_is_invalid(system: System, user:
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
     assert failure.reason == "TOO_MANY_CAMPAIGNS"
     assert failure.field_reasons() == [("campaign_ids", "TOO_MANY_CAMPAIGNS")]
-    assert len(await statistics(system, user.user_id, list(range(1, 10_001)))) == 10_000
+    # 10,000 ids are within the limit: the answer is then about the campaigns (these are not the user's).
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await statistics(system, user.user_id, list(range(1, 10_001)))
+    failure = decode_error(raised.value)
+    assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "CAMPAIGN_NOT_FOUND")

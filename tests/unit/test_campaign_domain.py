@@ -942,7 +942,7 @@ def test_pending_approval_may_return_to_draft_but_not_become_ready() -> None:
     assert _update(current, _patch("status", status=DRAFT)).status is CampaignStatus.DRAFT
     error = _update_error(current, _patch("status", status=READY))
     assert (error.kind, _field_reasons(error)) == (ErrorKind.PRECONDITION, [("status", "STATUS_INVALID")])
-    assert error.metadata == {"status": "Pending Approval"}
+    assert error.metadata == {"status": "CAMPAIGN_STATUS_PENDING_APPROVAL"}
 
 
 @pytest.mark.parametrize(
@@ -1228,7 +1228,7 @@ def test_refused_transition_names_the_current_status() -> None:
     assert (error.kind, error.reason, error.metadata) == (
         ErrorKind.PRECONDITION,
         "STATUS_INVALID",
-        {"status": "Draft"},
+        {"status": "CAMPAIGN_STATUS_DRAFT"},
     )
 
 
@@ -1254,7 +1254,7 @@ def test_a_refused_transition_says_which_statuses_allow_it(
         ErrorKind.PRECONDITION,
         "STATUS_INVALID",
         message,
-        {"status": current.value},
+        {"status": current.api_name},
     )
 
 
@@ -1366,9 +1366,16 @@ def test_throughput_is_emails_per_second_between_first_and_last_send() -> None:
     assert domain.throughput(9950, NOW, NOW + timedelta(seconds=79.4)) == (9950 / 79.4, 79)
 
 
-def test_throughput_without_a_span_is_zero() -> None:
+def test_throughput_without_a_send_is_zero() -> None:
     assert domain.throughput(0, None, None) == (0.0, 0)
-    assert domain.throughput(1, NOW, NOW) == (0.0, 0)
+    assert domain.throughput(0, NOW, NOW) == (0.0, 0)
+
+
+def test_a_send_shorter_than_a_second_is_measured_over_one_second() -> None:
+    # Three messages within 1 ms: 3 per second (not 3,000), and a duration of 0 s.
+    assert domain.throughput(3, NOW, NOW + timedelta(milliseconds=1)) == (3.0, 0)
+    assert domain.throughput(1, NOW, NOW) == (1.0, 0)
+    assert domain.throughput(4, NOW, NOW + timedelta(seconds=0.6)) == (4.0, 1)
 
 
 def test_arming_a_campaign_whose_email_was_deleted_meanwhile_is_refused() -> None:

@@ -9,11 +9,13 @@ import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from herald.campaign.v1 import campaign_pb2
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from services.campaign import domain, sending
+from services.campaign.convert import STATUS_TO_PROTO
 from services.campaign.domain import Campaign, CampaignStatus, ScheduleType, Unrecognized
 from services.common.auth import Principal
 from services.common.errors import DomainError, ErrorKind
@@ -78,7 +80,7 @@ class CampaignLifecycle(RuleBasedStateMachine):
         except DomainError as error:
             assert error.kind in {ErrorKind.PRECONDITION, ErrorKind.INVALID}
             assert {v.reason for v in error.violations} <= refusals or error.reason in refusals
-            assert error.metadata["status"] == before.status.value
+            assert error.metadata["status"] == f"CAMPAIGN_STATUS_{before.status.name}"
             return None
         self.history.append((operation, before.status, after.status))
         self.campaign = after
@@ -369,3 +371,8 @@ class CampaignLifecycle(RuleBasedStateMachine):
 
 TestCampaignLifecycle = CampaignLifecycle.TestCase
 TestCampaignLifecycle.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
+
+
+def test_error_metadata_names_each_status_as_the_grpc_api_does() -> None:
+    for status in CampaignStatus:
+        assert campaign_pb2.CampaignStatus.Value(status.api_name) == STATUS_TO_PROTO[status]

@@ -103,6 +103,7 @@ from services.campaign.domain.targeting import (
 )
 from services.campaign.domain.update import (
     APPROVED_CONTENT,
+    RENAMED_PATHS,
     RESTRICTED_PATHS,
     STATE_REASONS,
     UPDATABLE_PATHS,
@@ -138,6 +139,7 @@ __all__ = [
     "MIN_VARIATIONS",
     "NOT_SCHEDULED",
     "PAUSE",
+    "RENAMED_PATHS",
     "RESTRICTED_PATHS",
     "RESUME",
     "RETRY_FAILED",

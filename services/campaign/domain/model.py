@@ -28,6 +28,11 @@ class CampaignStatus(enum.StrEnum):
     FAILED = "Failed"
     CANCELLED = "Cancelled"
 
+    @property
+    def api_name(self) -> str:
+        """The status's name in the gRPC API (the CampaignStatus enum value), as ErrorInfo.metadata gives it."""
+        return f"CAMPAIGN_STATUS_{self.name}"
+
 
 class ScheduleType(enum.StrEnum):
     """When a campaign is sent; the values are the legacy names, stored as they are."""

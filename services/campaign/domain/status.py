@@ -74,9 +74,11 @@ RETRY_FAILED = Transition(
 
 
 def status_invalid(current: CampaignStatus, message: str, field_name: str = "") -> DomainError:
-    """FAILED_PRECONDITION STATUS_INVALID, with the current status (legacy name) in the metadata."""
+    """FAILED_PRECONDITION STATUS_INVALID, with the current status in the metadata as the API names it
+    (`{"status": "CAMPAIGN_STATUS_SENT"}`); the message keeps the legacy words."""
     violations = [FieldViolation(field_name, "STATUS_INVALID", message)] if field_name else []
-    return DomainError(ErrorKind.PRECONDITION, "STATUS_INVALID", message, violations, {"status": current.value})
+    metadata = {"status": current.api_name}
+    return DomainError(ErrorKind.PRECONDITION, "STATUS_INVALID", message, violations, metadata)
 
 
 def allows(transition: Transition, current: CampaignStatus) -> bool:

@@ -27,6 +27,7 @@ from services.campaign.domain.status import (
     status_after_update,
 )
 from services.campaign.domain.targeting import validate_auto_resend, validate_targeting, validate_variations
+from services.common import field_masks
 from services.common.auth import Principal
 from services.common.errors import DomainError, ErrorKind, FieldViolation
 from services.common.relay_names import relay_name_problem
@@ -222,6 +223,8 @@ _FIELD_CHECKS: dict[str, _FieldCheck] = {
     "relay": _check_relay,
 }
 UPDATABLE_PATHS = tuple(_FIELD_CHECKS)
+# Paths of output-only fields that mirror an updatable one: refused with the path to name instead.
+RENAMED_PATHS = {"schedule_type": "schedule"}
 
 
 def check_patch(patch: CampaignPatch, now: datetime) -> tuple[dict[str, Any], list[FieldViolation]]:
@@ -233,9 +236,8 @@ def check_patch(patch: CampaignPatch, now: datetime) -> tuple[dict[str, Any], li
         )
     unknown = [path for path in patch.paths if path not in _FIELD_CHECKS]
     if unknown:
-        violations.append(
-            FieldViolation("update_mask", "UPDATE_MASK_INVALID", f"update_mask names unknown paths {unknown}")
-        )
+        message = field_masks.unknown_paths_message(unknown, UPDATABLE_PATHS, RENAMED_PATHS)
+        violations.append(FieldViolation("update_mask", "UPDATE_MASK_INVALID", message))
     changes: dict[str, Any] = {}
     for path, check in _FIELD_CHECKS.items():
         if path in patch.paths:
@@ -342,7 +344,7 @@ def update_failure(violations: Sequence[FieldViolation], status: CampaignStatus 
     ordered = sorted(violations, key=_reason_rank)
     only_state = all(violation.reason in STATE_REASONS for violation in ordered)
     kind = ErrorKind.PRECONDITION if only_state else ErrorKind.INVALID
-    metadata = {"status": status.value} if status is not None else {}
+    metadata = {"status": status.api_name} if status is not None else {}
     return DomainError(kind, ordered[0].reason, ordered[0].description, ordered, metadata)
 
 

@@ -30,15 +30,25 @@ class _OptInMode:
 class _OptInModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OptInMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     OPT_IN_MODE_UNSPECIFIED: _OptInMode.ValueType  # 0
+    """Not given: CreateList makes a single opt-in list (or a double one when it is given a
+    confirmation_email).
+    """
     OPT_IN_MODE_SINGLE: _OptInMode.ValueType  # 1
+    """Subscribers added are Subscribed at once."""
     OPT_IN_MODE_DOUBLE: _OptInMode.ValueType  # 2
+    """New subscribers wait (Opt-In Pending) until they click the confirmation email's link."""
 
 class OptInMode(_OptInMode, metaclass=_OptInModeEnumTypeWrapper):
     """How a list confirms new subscribers."""
 
 OPT_IN_MODE_UNSPECIFIED: OptInMode.ValueType  # 0
+"""Not given: CreateList makes a single opt-in list (or a double one when it is given a
+confirmation_email).
+"""
 OPT_IN_MODE_SINGLE: OptInMode.ValueType  # 1
+"""Subscribers added are Subscribed at once."""
 OPT_IN_MODE_DOUBLE: OptInMode.ValueType  # 2
+"""New subscribers wait (Opt-In Pending) until they click the confirmation email's link."""
 Global___OptInMode: _TypeAlias = OptInMode  # noqa: Y015
 
 class _SubscriberStatus:
@@ -48,19 +58,37 @@ class _SubscriberStatus:
 class _SubscriberStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SubscriberStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SUBSCRIBER_STATUS_UNSPECIFIED: _SubscriberStatus.ValueType  # 0
+    """Not given: CreateSubscriber stores SUBSCRIBED; as a filter (ListSubscribersRequest.status) it
+    means every status.
+    """
     SUBSCRIBER_STATUS_SUBSCRIBED: _SubscriberStatus.ValueType  # 1
+    """Receives campaigns. On a double opt-in list a subscriber created Subscribed needs opt_in_time
+    (when they confirmed), else INVALID_ARGUMENT OPT_IN_TIME_REQUIRED.
+    """
     SUBSCRIBER_STATUS_UNSUBSCRIBED: _SubscriberStatus.ValueType  # 2
+    """Left the list; receives nothing."""
     SUBSCRIBER_STATUS_OPT_IN_PENDING: _SubscriberStatus.ValueType  # 3
+    """Asked to join a double opt-in list and has not confirmed yet; receives nothing."""
     SUBSCRIBER_STATUS_OPT_OUT_PENDING: _SubscriberStatus.ValueType  # 4
+    """Asked to leave and has not confirmed yet."""
 
 class SubscriberStatus(_SubscriberStatus, metaclass=_SubscriberStatusEnumTypeWrapper):
     """A subscriber's standing on a list."""
 
 SUBSCRIBER_STATUS_UNSPECIFIED: SubscriberStatus.ValueType  # 0
+"""Not given: CreateSubscriber stores SUBSCRIBED; as a filter (ListSubscribersRequest.status) it
+means every status.
+"""
 SUBSCRIBER_STATUS_SUBSCRIBED: SubscriberStatus.ValueType  # 1
+"""Receives campaigns. On a double opt-in list a subscriber created Subscribed needs opt_in_time
+(when they confirmed), else INVALID_ARGUMENT OPT_IN_TIME_REQUIRED.
+"""
 SUBSCRIBER_STATUS_UNSUBSCRIBED: SubscriberStatus.ValueType  # 2
+"""Left the list; receives nothing."""
 SUBSCRIBER_STATUS_OPT_IN_PENDING: SubscriberStatus.ValueType  # 3
+"""Asked to join a double opt-in list and has not confirmed yet; receives nothing."""
 SUBSCRIBER_STATUS_OPT_OUT_PENDING: SubscriberStatus.ValueType  # 4
+"""Asked to leave and has not confirmed yet."""
 Global___SubscriberStatus: _TypeAlias = SubscriberStatus  # noqa: Y015
 
 class _BounceType:
@@ -70,17 +98,25 @@ class _BounceType:
 class _BounceTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BounceType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     BOUNCE_TYPE_UNSPECIFIED: _BounceType.ValueType  # 0
+    """Not set: a new subscriber is NOT_BOUNCED."""
     BOUNCE_TYPE_NOT_BOUNCED: _BounceType.ValueType  # 1
+    """No bounce recorded, or a delivery succeeded since."""
     BOUNCE_TYPE_SOFT: _BounceType.ValueType  # 2
+    """The last bounce was temporary (a full mailbox, a 4.x.x reply)."""
     BOUNCE_TYPE_HARD: _BounceType.ValueType  # 3
+    """The address cannot receive mail; it is suppressed."""
 
 class BounceType(_BounceType, metaclass=_BounceTypeEnumTypeWrapper):
     """Whether mail to a subscriber bounced."""
 
 BOUNCE_TYPE_UNSPECIFIED: BounceType.ValueType  # 0
+"""Not set: a new subscriber is NOT_BOUNCED."""
 BOUNCE_TYPE_NOT_BOUNCED: BounceType.ValueType  # 1
+"""No bounce recorded, or a delivery succeeded since."""
 BOUNCE_TYPE_SOFT: BounceType.ValueType  # 2
+"""The last bounce was temporary (a full mailbox, a 4.x.x reply)."""
 BOUNCE_TYPE_HARD: BounceType.ValueType  # 3
+"""The address cannot receive mail; it is suppressed."""
 Global___BounceType: _TypeAlias = BounceType  # noqa: Y015
 
 class _SuppressionReason:
@@ -90,6 +126,7 @@ class _SuppressionReason:
 class _SuppressionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SuppressionReason.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SUPPRESSION_REASON_UNSPECIFIED: _SuppressionReason.ValueType  # 0
+    """Not set."""
     SUPPRESSION_REASON_MANUAL: _SuppressionReason.ValueType  # 1
     """Added by the user: AddSuppressions, an import or an unsubscription that asked for it."""
     SUPPRESSION_REASON_BOUNCE: _SuppressionReason.ValueType  # 2
@@ -101,6 +138,7 @@ class SuppressionReason(_SuppressionReason, metaclass=_SuppressionReasonEnumType
     """Why an address is on its owner's suppression list."""
 
 SUPPRESSION_REASON_UNSPECIFIED: SuppressionReason.ValueType  # 0
+"""Not set."""
 SUPPRESSION_REASON_MANUAL: SuppressionReason.ValueType  # 1
 """Added by the user: AddSuppressions, an import or an unsubscription that asked for it."""
 SUPPRESSION_REASON_BOUNCE: SuppressionReason.ValueType  # 2
@@ -116,25 +154,41 @@ class _ListOrderField:
 class _ListOrderFieldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ListOrderField.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     LIST_ORDER_FIELD_UNSPECIFIED: _ListOrderField.ValueType  # 0
+    """Not set: the default order."""
     LIST_ORDER_FIELD_LIST_ID: _ListOrderField.ValueType  # 1
+    """By list id."""
     LIST_ORDER_FIELD_NAME: _ListOrderField.ValueType  # 2
+    """By name."""
     LIST_ORDER_FIELD_CREATE_TIME: _ListOrderField.ValueType  # 3
+    """By creation time."""
     LIST_ORDER_FIELD_ACTIVE_SUBSCRIBER_COUNT: _ListOrderField.ValueType  # 4
+    """By the number of Subscribed subscribers."""
     LIST_ORDER_FIELD_SEGMENT_COUNT: _ListOrderField.ValueType  # 5
+    """By the number of segments."""
     LIST_ORDER_FIELD_ARCHIVE_TIME: _ListOrderField.ValueType  # 6
+    """By archive time."""
     LIST_ORDER_FIELD_LAST_ACTIVITY_TIME: _ListOrderField.ValueType  # 7
+    """By the latest change to the list or its subscribers."""
 
 class ListOrderField(_ListOrderField, metaclass=_ListOrderFieldEnumTypeWrapper):
     """Fields lists can be ordered by."""
 
 LIST_ORDER_FIELD_UNSPECIFIED: ListOrderField.ValueType  # 0
+"""Not set: the default order."""
 LIST_ORDER_FIELD_LIST_ID: ListOrderField.ValueType  # 1
+"""By list id."""
 LIST_ORDER_FIELD_NAME: ListOrderField.ValueType  # 2
+"""By name."""
 LIST_ORDER_FIELD_CREATE_TIME: ListOrderField.ValueType  # 3
+"""By creation time."""
 LIST_ORDER_FIELD_ACTIVE_SUBSCRIBER_COUNT: ListOrderField.ValueType  # 4
+"""By the number of Subscribed subscribers."""
 LIST_ORDER_FIELD_SEGMENT_COUNT: ListOrderField.ValueType  # 5
+"""By the number of segments."""
 LIST_ORDER_FIELD_ARCHIVE_TIME: ListOrderField.ValueType  # 6
+"""By archive time."""
 LIST_ORDER_FIELD_LAST_ACTIVITY_TIME: ListOrderField.ValueType  # 7
+"""By the latest change to the list or its subscribers."""
 Global___ListOrderField: _TypeAlias = ListOrderField  # noqa: Y015
 
 class _ListArchivedFilter:
@@ -146,8 +200,11 @@ class _ListArchivedFilterEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Li
     LIST_ARCHIVED_FILTER_UNSPECIFIED: _ListArchivedFilter.ValueType  # 0
     """Only lists that are not archived."""
     LIST_ARCHIVED_FILTER_UNARCHIVED: _ListArchivedFilter.ValueType  # 1
+    """Only lists that are not archived (as UNSPECIFIED)."""
     LIST_ARCHIVED_FILTER_ARCHIVED: _ListArchivedFilter.ValueType  # 2
+    """Only archived lists."""
     LIST_ARCHIVED_FILTER_ALL: _ListArchivedFilter.ValueType  # 3
+    """Every list."""
 
 class ListArchivedFilter(_ListArchivedFilter, metaclass=_ListArchivedFilterEnumTypeWrapper):
     """Which lists ListLists returns by archive state."""
@@ -155,8 +212,11 @@ class ListArchivedFilter(_ListArchivedFilter, metaclass=_ListArchivedFilterEnumT
 LIST_ARCHIVED_FILTER_UNSPECIFIED: ListArchivedFilter.ValueType  # 0
 """Only lists that are not archived."""
 LIST_ARCHIVED_FILTER_UNARCHIVED: ListArchivedFilter.ValueType  # 1
+"""Only lists that are not archived (as UNSPECIFIED)."""
 LIST_ARCHIVED_FILTER_ARCHIVED: ListArchivedFilter.ValueType  # 2
+"""Only archived lists."""
 LIST_ARCHIVED_FILTER_ALL: ListArchivedFilter.ValueType  # 3
+"""Every list."""
 Global___ListArchivedFilter: _TypeAlias = ListArchivedFilter  # noqa: Y015
 
 class _SegmentOrderField:
@@ -166,19 +226,29 @@ class _SegmentOrderField:
 class _SegmentOrderFieldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SegmentOrderField.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SEGMENT_ORDER_FIELD_UNSPECIFIED: _SegmentOrderField.ValueType  # 0
+    """Not set: the default order."""
     SEGMENT_ORDER_FIELD_NAME: _SegmentOrderField.ValueType  # 1
+    """By name."""
     SEGMENT_ORDER_FIELD_SEGMENT_ID: _SegmentOrderField.ValueType  # 2
+    """By segment id."""
     SEGMENT_ORDER_FIELD_OPERATOR: _SegmentOrderField.ValueType  # 3
+    """By the operator joining the segment's rules."""
     SEGMENT_ORDER_FIELD_SUBSCRIBER_COUNT: _SegmentOrderField.ValueType  # 4
+    """By the number of matching subscribers."""
 
 class SegmentOrderField(_SegmentOrderField, metaclass=_SegmentOrderFieldEnumTypeWrapper):
     """Fields segments can be ordered by."""
 
 SEGMENT_ORDER_FIELD_UNSPECIFIED: SegmentOrderField.ValueType  # 0
+"""Not set: the default order."""
 SEGMENT_ORDER_FIELD_NAME: SegmentOrderField.ValueType  # 1
+"""By name."""
 SEGMENT_ORDER_FIELD_SEGMENT_ID: SegmentOrderField.ValueType  # 2
+"""By segment id."""
 SEGMENT_ORDER_FIELD_OPERATOR: SegmentOrderField.ValueType  # 3
+"""By the operator joining the segment's rules."""
 SEGMENT_ORDER_FIELD_SUBSCRIBER_COUNT: SegmentOrderField.ValueType  # 4
+"""By the number of matching subscribers."""
 Global___SegmentOrderField: _TypeAlias = SegmentOrderField  # noqa: Y015
 
 class _CustomFieldType:
@@ -188,6 +258,7 @@ class _CustomFieldType:
 class _CustomFieldTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CustomFieldType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CUSTOM_FIELD_TYPE_UNSPECIFIED: _CustomFieldType.ValueType  # 0
+    """Not set: the default applies."""
     CUSTOM_FIELD_TYPE_SINGLE_LINE: _CustomFieldType.ValueType  # 1
     """"Single line": one line of text."""
     CUSTOM_FIELD_TYPE_PARAGRAPH_TEXT: _CustomFieldType.ValueType  # 2
@@ -209,6 +280,7 @@ class CustomFieldType(_CustomFieldType, metaclass=_CustomFieldTypeEnumTypeWrappe
     """What a custom field holds (the legacy FieldType)."""
 
 CUSTOM_FIELD_TYPE_UNSPECIFIED: CustomFieldType.ValueType  # 0
+"""Not set: the default applies."""
 CUSTOM_FIELD_TYPE_SINGLE_LINE: CustomFieldType.ValueType  # 1
 """"Single line": one line of text."""
 CUSTOM_FIELD_TYPE_PARAGRAPH_TEXT: CustomFieldType.ValueType  # 2
@@ -234,6 +306,7 @@ class _ValidationMethod:
 class _ValidationMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValidationMethod.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     VALIDATION_METHOD_UNSPECIFIED: _ValidationMethod.ValueType  # 0
+    """Not set: the default applies."""
     VALIDATION_METHOD_DISABLED: _ValidationMethod.ValueType  # 1
     """"Disabled": any value."""
     VALIDATION_METHOD_NUMBERS: _ValidationMethod.ValueType  # 2
@@ -259,6 +332,7 @@ class ValidationMethod(_ValidationMethod, metaclass=_ValidationMethodEnumTypeWra
     """How a custom field's values are validated (the legacy ValidationMethod)."""
 
 VALIDATION_METHOD_UNSPECIFIED: ValidationMethod.ValueType  # 0
+"""Not set: the default applies."""
 VALIDATION_METHOD_DISABLED: ValidationMethod.ValueType  # 1
 """"Disabled": any value."""
 VALIDATION_METHOD_NUMBERS: ValidationMethod.ValueType  # 2
@@ -288,6 +362,7 @@ class _CustomFieldVisibility:
 class _CustomFieldVisibilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CustomFieldVisibility.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CUSTOM_FIELD_VISIBILITY_UNSPECIFIED: _CustomFieldVisibility.ValueType  # 0
+    """Not set: the default applies."""
     CUSTOM_FIELD_VISIBILITY_PUBLIC: _CustomFieldVisibility.ValueType  # 1
     """On subscription forms and the subscriber's preference page."""
     CUSTOM_FIELD_VISIBILITY_USER_ONLY: _CustomFieldVisibility.ValueType  # 2
@@ -299,6 +374,7 @@ class CustomFieldVisibility(_CustomFieldVisibility, metaclass=_CustomFieldVisibi
     """Where a custom field shows."""
 
 CUSTOM_FIELD_VISIBILITY_UNSPECIFIED: CustomFieldVisibility.ValueType  # 0
+"""Not set: the default applies."""
 CUSTOM_FIELD_VISIBILITY_PUBLIC: CustomFieldVisibility.ValueType  # 1
 """On subscription forms and the subscriber's preference page."""
 CUSTOM_FIELD_VISIBILITY_USER_ONLY: CustomFieldVisibility.ValueType  # 2
@@ -314,25 +390,41 @@ class _CustomFieldOrderField:
 class _CustomFieldOrderFieldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CustomFieldOrderField.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CUSTOM_FIELD_ORDER_FIELD_UNSPECIFIED: _CustomFieldOrderField.ValueType  # 0
+    """Not set: the default order."""
     CUSTOM_FIELD_ORDER_FIELD_NAME: _CustomFieldOrderField.ValueType  # 1
+    """By name."""
     CUSTOM_FIELD_ORDER_FIELD_CUSTOM_FIELD_ID: _CustomFieldOrderField.ValueType  # 2
+    """By custom field id."""
     CUSTOM_FIELD_ORDER_FIELD_TYPE: _CustomFieldOrderField.ValueType  # 3
+    """By type."""
     CUSTOM_FIELD_ORDER_FIELD_REQUIRED: _CustomFieldOrderField.ValueType  # 4
+    """By whether a value is required."""
     CUSTOM_FIELD_ORDER_FIELD_UNIQUE: _CustomFieldOrderField.ValueType  # 5
+    """By whether values must be unique."""
     CUSTOM_FIELD_ORDER_FIELD_VISIBILITY: _CustomFieldOrderField.ValueType  # 6
+    """By visibility."""
     CUSTOM_FIELD_ORDER_FIELD_GLOBAL: _CustomFieldOrderField.ValueType  # 7
+    """By whether the field is global (of every list of its owner)."""
 
 class CustomFieldOrderField(_CustomFieldOrderField, metaclass=_CustomFieldOrderFieldEnumTypeWrapper):
     """Fields custom fields can be ordered by."""
 
 CUSTOM_FIELD_ORDER_FIELD_UNSPECIFIED: CustomFieldOrderField.ValueType  # 0
+"""Not set: the default order."""
 CUSTOM_FIELD_ORDER_FIELD_NAME: CustomFieldOrderField.ValueType  # 1
+"""By name."""
 CUSTOM_FIELD_ORDER_FIELD_CUSTOM_FIELD_ID: CustomFieldOrderField.ValueType  # 2
+"""By custom field id."""
 CUSTOM_FIELD_ORDER_FIELD_TYPE: CustomFieldOrderField.ValueType  # 3
+"""By type."""
 CUSTOM_FIELD_ORDER_FIELD_REQUIRED: CustomFieldOrderField.ValueType  # 4
+"""By whether a value is required."""
 CUSTOM_FIELD_ORDER_FIELD_UNIQUE: CustomFieldOrderField.ValueType  # 5
+"""By whether values must be unique."""
 CUSTOM_FIELD_ORDER_FIELD_VISIBILITY: CustomFieldOrderField.ValueType  # 6
+"""By visibility."""
 CUSTOM_FIELD_ORDER_FIELD_GLOBAL: CustomFieldOrderField.ValueType  # 7
+"""By whether the field is global (of every list of its owner)."""
 Global___CustomFieldOrderField: _TypeAlias = CustomFieldOrderField  # noqa: Y015
 
 class _ImportStatus:
@@ -342,19 +434,29 @@ class _ImportStatus:
 class _ImportStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImportStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     IMPORT_STATUS_UNSPECIFIED: _ImportStatus.ValueType  # 0
+    """Not set."""
     IMPORT_STATUS_PENDING: _ImportStatus.ValueType  # 1
+    """Accepted, not started yet."""
     IMPORT_STATUS_RUNNING: _ImportStatus.ValueType  # 2
+    """Rows are being imported."""
     IMPORT_STATUS_COMPLETED: _ImportStatus.ValueType  # 3
+    """Every row was handled (some may have been rejected: see the counts)."""
     IMPORT_STATUS_FAILED: _ImportStatus.ValueType  # 4
+    """The import stopped; the error says why."""
 
 class ImportStatus(_ImportStatus, metaclass=_ImportStatusEnumTypeWrapper):
     """Where an import stands."""
 
 IMPORT_STATUS_UNSPECIFIED: ImportStatus.ValueType  # 0
+"""Not set."""
 IMPORT_STATUS_PENDING: ImportStatus.ValueType  # 1
+"""Accepted, not started yet."""
 IMPORT_STATUS_RUNNING: ImportStatus.ValueType  # 2
+"""Rows are being imported."""
 IMPORT_STATUS_COMPLETED: ImportStatus.ValueType  # 3
+"""Every row was handled (some may have been rejected: see the counts)."""
 IMPORT_STATUS_FAILED: ImportStatus.ValueType  # 4
+"""The import stopped; the error says why."""
 Global___ImportStatus: _TypeAlias = ImportStatus  # noqa: Y015
 
 @_typing.final
@@ -380,23 +482,35 @@ class List(_message.Message):
     ARCHIVE_TIME_FIELD_NUMBER: _builtins.int
     LAST_ACTIVITY_TIME_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     name: _builtins.str
+    """The list's name; required."""
     description: _builtins.str
+    """Free text describing the list."""
     opt_in_mode: Global___OptInMode.ValueType
+    """How new subscribers are confirmed."""
     sender_name: _builtins.str
+    """The sender's name shown in the list's messages."""
     sender_email_address: _builtins.str
+    """The sender's address."""
     sender_company: _builtins.str
+    """The sender's company (the legally required sender details)."""
     sender_address: _builtins.str
+    """The sender's postal address."""
     subscriber_count: _builtins.int
     """Subscribers in any status."""
     active_subscriber_count: _builtins.int
     """Subscribers with status SUBSCRIBED."""
     segment_count: _builtins.int
+    """The list's segments."""
     confirmation_email_id: _builtins.int
     """The email that confirms double opt-in subscriptions (created with the list); 0 when none."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     @_builtins.property
     def archive_time(self) -> _timestamp_pb2.Timestamp:
         """When the list was archived; unset while it is not."""
@@ -435,6 +549,8 @@ Global___List: _TypeAlias = List  # noqa: Y015
 
 @_typing.final
 class CreateListRequest(_message.Message):
+    """The request of AudienceService.CreateList."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -446,12 +562,19 @@ class CreateListRequest(_message.Message):
     SENDER_ADDRESS_FIELD_NUMBER: _builtins.int
     CONFIRMATION_EMAIL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The list's name; required."""
     description: _builtins.str
+    """Free text describing the list."""
     opt_in_mode: Global___OptInMode.ValueType
+    """SINGLE when unset (UNSPECIFIED); DOUBLE whenever confirmation_email is set, whatever this says."""
     sender_name: _builtins.str
+    """The sender's name shown in the list's messages."""
     sender_email_address: _builtins.str
+    """The sender's address."""
     sender_company: _builtins.str
+    """The sender's company."""
     sender_address: _builtins.str
+    """The sender's postal address."""
     @_builtins.property
     def confirmation_email(self) -> _email_pb2.Email:
         """When set, the list is created with this confirmation email (made in the campaign service's
@@ -481,10 +604,13 @@ Global___CreateListRequest: _TypeAlias = CreateListRequest  # noqa: Y015
 
 @_typing.final
 class GetListRequest(_message.Message):
+    """The request of AudienceService.GetList."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     def __init__(
         self,
         *,
@@ -500,6 +626,8 @@ Global___GetListRequest: _TypeAlias = GetListRequest  # noqa: Y015
 
 @_typing.final
 class ListListsRequest(_message.Message):
+    """The request of AudienceService.ListLists."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -511,11 +639,15 @@ class ListListsRequest(_message.Message):
     page_size: _builtins.int
     """0 returns all."""
     skip: _builtins.int
+    """Offset into the ordered matches (legacy RecordsFrom)."""
     order_by: Global___ListOrderField.ValueType
+    """The field results are ordered by (the default order when unspecified)."""
     descending: _builtins.bool
+    """Reverse order_by's order."""
     search: _builtins.str
     """Case-insensitive substring of the name or description."""
     archived: Global___ListArchivedFilter.ValueType
+    """Which lists by archive state (unspecified: those not archived)."""
     def __init__(
         self,
         *,
@@ -536,13 +668,18 @@ Global___ListListsRequest: _TypeAlias = ListListsRequest  # noqa: Y015
 
 @_typing.final
 class ListListsResponse(_message.Message):
+    """The response of AudienceService.ListLists."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LISTS_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     total_size: _builtins.int
+    """All matches, not only this page."""
     @_builtins.property
-    def lists(self) -> _containers.RepeatedCompositeFieldContainer[Global___List]: ...
+    def lists(self) -> _containers.RepeatedCompositeFieldContainer[Global___List]:
+        """The lists."""
+
     def __init__(
         self,
         *,
@@ -559,11 +696,15 @@ Global___ListListsResponse: _TypeAlias = ListListsResponse  # noqa: Y015
 
 @_typing.final
 class DeleteListsRequest(_message.Message):
+    """The request of AudienceService.DeleteLists."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def list_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def list_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The lists' ids."""
+
     def __init__(
         self,
         *,
@@ -623,18 +764,29 @@ class Subscriber(_message.Message):
     UNSUBSCRIPTION_CHANNEL_FIELD_NUMBER: _builtins.int
     SUPPRESSION_REASON_FIELD_NUMBER: _builtins.int
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     list_id: _builtins.int
+    """The list's id."""
     email_address: _builtins.str
     """Normalised (email-validator): the domain lower-cased."""
     first_name: _builtins.str
+    """The subscriber's first name."""
     last_name: _builtins.str
+    """The subscriber's last name."""
     status: Global___SubscriberStatus.ValueType
+    """CreateSubscriber: SUBSCRIBED when unset (UNSPECIFIED). A Subscribed subscriber of a double
+    opt-in list needs opt_in_time.
+    """
     bounce_type: Global___BounceType.ValueType
+    """Whether mail to the subscriber bounced (NOT_BOUNCED for a new one)."""
     subscription_ip: _builtins.str
+    """The address the subscription came from; empty when unknown."""
     unsubscription_ip: _builtins.str
+    """The address the unsubscription came from; empty when unknown."""
     source: _builtins.str
     """CSVImport, API, Webhook, Manual, Other or Unknown."""
     source_ref: _builtins.str
+    """Free text naming where the subscriber came from."""
     suppressed: _builtins.bool
     """On the owner's suppression list."""
     unsubscription_channel: _builtins.str
@@ -652,11 +804,17 @@ class Subscriber(_message.Message):
         """
 
     @_builtins.property
-    def subscription_time(self) -> _timestamp_pb2.Timestamp: ...
+    def subscription_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber subscribed; unset when unknown."""
+
     @_builtins.property
-    def unsubscription_time(self) -> _timestamp_pb2.Timestamp: ...
+    def unsubscription_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber unsubscribed; unset while subscribed."""
+
     @_builtins.property
-    def opt_in_time(self) -> _timestamp_pb2.Timestamp: ...
+    def opt_in_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber confirmed a double opt-in; unset when they did not."""
+
     @_builtins.property
     def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriberSegment]:
         """The list's segments the subscriber is in (answered by GetSubscriber and CreateSubscriber)."""
@@ -701,7 +859,9 @@ class SubscriberSegment(_message.Message):
     SEGMENT_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     segment_id: _builtins.int
+    """The segment's id."""
     name: _builtins.str
+    """The segment's name."""
     def __init__(
         self,
         *,
@@ -718,6 +878,8 @@ Global___SubscriberSegment: _TypeAlias = SubscriberSegment  # noqa: Y015
 
 @_typing.final
 class CreateSubscriberRequest(_message.Message):
+    """The request of AudienceService.CreateSubscriber."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBSCRIBER_FIELD_NUMBER: _builtins.int
@@ -746,7 +908,9 @@ class CreateSubscriberRequest(_message.Message):
     changes nothing for other subscribers or lists: there is nothing for them to confirm.
     """
     @_builtins.property
-    def subscriber(self) -> Global___Subscriber: ...
+    def subscriber(self) -> Global___Subscriber:
+        """The subscriber to create (subscriber_id is ignored)."""
+
     def __init__(
         self,
         *,
@@ -770,6 +934,8 @@ Global___CreateSubscriberRequest: _TypeAlias = CreateSubscriberRequest  # noqa: 
 
 @_typing.final
 class SubscribeSubscriberRequest(_message.Message):
+    """The request of AudienceService.SubscribeSubscriber."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -801,7 +967,9 @@ class SubscribeSubscriberRequest(_message.Message):
     SOURCE_REF_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     email_address: _builtins.str
+    """The address to subscribe."""
     ip_address: _builtins.str
     """Where the subscription came from (the subscriber's, not the caller's); stored as subscription_ip."""
     enforce_required_fields: _builtins.bool
@@ -809,6 +977,7 @@ class SubscribeSubscriberRequest(_message.Message):
     source: _builtins.str
     """CSVImport, API (default), Webhook, Manual, Other; anything else is Unknown."""
     source_ref: _builtins.str
+    """Free text naming where the subscription came from."""
     validate_only: _builtins.bool
     """Check the request (the list and the values) without adding anyone; duplicates are not looked for."""
     @_builtins.property
@@ -840,15 +1009,19 @@ Global___SubscribeSubscriberRequest: _TypeAlias = SubscribeSubscriberRequest  # 
 
 @_typing.final
 class GetSubscriberRequest(_message.Message):
+    """The request of AudienceService.GetSubscriber."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
     SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
     EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     subscriber_id: _builtins.int
     """One of the two."""
     email_address: _builtins.str
+    """The subscriber's address (matched normalised)."""
     def __init__(
         self,
         *,
@@ -866,6 +1039,8 @@ Global___GetSubscriberRequest: _TypeAlias = GetSubscriberRequest  # noqa: Y015
 
 @_typing.final
 class ListSubscribersRequest(_message.Message):
+    """The request of AudienceService.ListSubscribers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -880,6 +1055,7 @@ class ListSubscribersRequest(_message.Message):
     SEARCH_FIELD_FIELD_NUMBER: _builtins.int
     SEARCH_KEYWORD_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     status: Global___SubscriberStatus.ValueType
     """Only this status; UNSPECIFIED means every status."""
     segment_id: _builtins.int
@@ -891,14 +1067,17 @@ class ListSubscribersRequest(_message.Message):
     page_size: _builtins.int
     """0 returns all."""
     skip: _builtins.int
+    """Offset into the ordered matches (legacy RecordsFrom)."""
     order_by: _builtins.str
     """email_address (default), subscriber_id, subscription_time, first_name, last_name."""
     descending: _builtins.bool
+    """Reverse order_by's order."""
     search_field: _builtins.str
     """Field searched with search_keyword: email_address, subscriber_id, subscription_time,
     subscription_ip, opt_in_time, or a custom field id.
     """
     search_keyword: _builtins.str
+    """Only subscribers matching this text."""
     def __init__(
         self,
         *,
@@ -924,13 +1103,18 @@ Global___ListSubscribersRequest: _TypeAlias = ListSubscribersRequest  # noqa: Y0
 
 @_typing.final
 class ListSubscribersResponse(_message.Message):
+    """The response of AudienceService.ListSubscribers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBSCRIBERS_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     total_size: _builtins.int
+    """All matches, not only this page."""
     @_builtins.property
-    def subscribers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Subscriber]: ...
+    def subscribers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Subscriber]:
+        """The subscribers."""
+
     def __init__(
         self,
         *,
@@ -947,6 +1131,8 @@ Global___ListSubscribersResponse: _TypeAlias = ListSubscribersResponse  # noqa: 
 
 @_typing.final
 class UnsubscribeSubscribersRequest(_message.Message):
+    """The request of AudienceService.UnsubscribeSubscribers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -959,11 +1145,15 @@ class UnsubscribeSubscribersRequest(_message.Message):
     PREVIEW_FIELD_NUMBER: _builtins.int
     INCLUDE_UNSUBSCRIBED_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     subscriber_id: _builtins.int
     """Selectors: one of subscriber_id, email_address, or rules."""
     email_address: _builtins.str
+    """The address to unsubscribe."""
     rules_operator: _builtins.str
+    """How the rules combine: "and" or "or"."""
     ip_address: _builtins.str
+    """The address the unsubscription came from."""
     add_to_suppression: _builtins.bool
     """Also add the addresses to the owner's suppression list."""
     preview: _builtins.bool
@@ -997,11 +1187,14 @@ Global___UnsubscribeSubscribersRequest: _TypeAlias = UnsubscribeSubscribersReque
 
 @_typing.final
 class UnsubscribeSubscribersResponse(_message.Message):
+    """The response of AudienceService.UnsubscribeSubscribers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     UNSUBSCRIBED_COUNT_FIELD_NUMBER: _builtins.int
     UNSUBSCRIBED_FIELD_NUMBER: _builtins.int
     unsubscribed_count: _builtins.int
+    """Subscribers unsubscribed."""
     @_builtins.property
     def unsubscribed(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnsubscribedSubscriber]:
         """With include_unsubscribed: the subscribers this call unsubscribed (none for a preview, nor for one
@@ -1031,7 +1224,9 @@ class UnsubscribedSubscriber(_message.Message):
     SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
     EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     email_address: _builtins.str
+    """The address, normalised (domain lower-cased)."""
     def __init__(
         self,
         *,
@@ -1048,6 +1243,8 @@ Global___UnsubscribedSubscriber: _TypeAlias = UnsubscribedSubscriber  # noqa: Y0
 
 @_typing.final
 class DeleteSubscribersRequest(_message.Message):
+    """The request of AudienceService.DeleteSubscribers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -1056,15 +1253,21 @@ class DeleteSubscribersRequest(_message.Message):
     RULES_OPERATOR_FIELD_NUMBER: _builtins.int
     SUPPRESSED_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     rules_operator: _builtins.str
+    """How the rules combine: "and" or "or"."""
     suppressed: _builtins.bool
     """Delete these addresses' suppression entries instead of subscribers (subscriber_ids name
     suppression entries then).
     """
     @_builtins.property
-    def subscriber_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def subscriber_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The subscribers' ids."""
+
     @_builtins.property
-    def rules(self) -> _struct_pb2.ListValue: ...
+    def rules(self) -> _struct_pb2.ListValue:
+        """Rules selecting the subscribers to delete."""
+
     def __init__(
         self,
         *,
@@ -1084,10 +1287,13 @@ Global___DeleteSubscribersRequest: _TypeAlias = DeleteSubscribersRequest  # noqa
 
 @_typing.final
 class DeleteSubscribersResponse(_message.Message):
+    """The response of AudienceService.DeleteSubscribers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DELETED_COUNT_FIELD_NUMBER: _builtins.int
     deleted_count: _builtins.int
+    """Subscribers deleted."""
     def __init__(
         self,
         *,
@@ -1117,12 +1323,17 @@ class Segment(_message.Message):
     SUBSCRIBER_COUNT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     segment_id: _builtins.int
+    """The segment's id; server-assigned."""
     list_id: _builtins.int
+    """The list's id."""
     name: _builtins.str
+    """The segment's name; required."""
     operator: _builtins.str
     """"and" or "or": the connector between groups; it alternates at each deeper level."""
     randomness: _builtins.bool
+    """Whether the segment picks a random sample of its matches."""
     randomness_audience_size: _builtins.int
+    """The sample's size when randomness is on."""
     subscriber_count: _builtins.int
     """Members now (computed when asked with include_totals)."""
     @_builtins.property
@@ -1130,7 +1341,9 @@ class Segment(_message.Message):
         """Array of groups; each group an array of rules {type, operator, value[, field_id]} or sub-groups."""
 
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     def __init__(
         self,
         *,
@@ -1154,11 +1367,15 @@ Global___Segment: _TypeAlias = Segment  # noqa: Y015
 
 @_typing.final
 class CreateSegmentRequest(_message.Message):
+    """The request of AudienceService.CreateSegment."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEGMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def segment(self) -> Global___Segment: ...
+    def segment(self) -> Global___Segment:
+        """The segment to create (segment_id and create_time are ignored)."""
+
     def __init__(
         self,
         *,
@@ -1174,6 +1391,8 @@ Global___CreateSegmentRequest: _TypeAlias = CreateSegmentRequest  # noqa: Y015
 
 @_typing.final
 class ListSegmentsRequest(_message.Message):
+    """The request of AudienceService.ListSegments."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -1182,11 +1401,15 @@ class ListSegmentsRequest(_message.Message):
     ORDER_BY_FIELD_NUMBER: _builtins.int
     DESCENDING_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     segment_id: _builtins.int
     """Only this segment; 0 means all of the list's segments."""
     include_totals: _builtins.bool
+    """Also count each segment's subscribers."""
     order_by: Global___SegmentOrderField.ValueType
+    """The field results are ordered by (the default order when unspecified)."""
     descending: _builtins.bool
+    """Reverse order_by's order."""
     def __init__(
         self,
         *,
@@ -1206,11 +1429,15 @@ Global___ListSegmentsRequest: _TypeAlias = ListSegmentsRequest  # noqa: Y015
 
 @_typing.final
 class ListSegmentsResponse(_message.Message):
+    """The response of AudienceService.ListSegments."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEGMENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Segment]: ...
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Segment]:
+        """The segments."""
+
     def __init__(
         self,
         *,
@@ -1226,11 +1453,15 @@ Global___ListSegmentsResponse: _TypeAlias = ListSegmentsResponse  # noqa: Y015
 
 @_typing.final
 class DeleteSegmentsRequest(_message.Message):
+    """The request of AudienceService.DeleteSegments."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEGMENT_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The segments' ids."""
+
     def __init__(
         self,
         *,
@@ -1300,20 +1531,25 @@ class CustomField(_message.Message):
     LAST_YEAR_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     custom_field_id: _builtins.int
+    """The custom field's id."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     list_id: _builtins.int
     """The list the field belongs to; 0 for a global field."""
     name: _builtins.str
     """At most 250 characters."""
     type: Global___CustomFieldType.ValueType
+    """What the field holds."""
     default_value: _builtins.str
     """What a new subscriber of the list gets when no value is given (list fields), and what
     personalization shows for a subscriber without a value. At most 250 characters.
     """
     required: _builtins.bool
+    """Whether every subscriber of the list needs a value."""
     unique: _builtins.bool
     """No two subscribers of a list may have the same value (compared case-insensitively)."""
     validation_method: Global___ValidationMethod.ValueType
+    """How values are validated."""
     validation_rule: _builtins.str
     """The regular expression of VALIDATION_METHOD_CUSTOM; empty for the other methods."""
     merge_tag_alias: _builtins.str
@@ -1321,17 +1557,21 @@ class CustomField(_message.Message):
     case-insensitively; empty for none.
     """
     visibility: Global___CustomFieldVisibility.ValueType
+    """Where the field shows."""
     is_global: _builtins.bool
     """Applies to every list of the owner (list_id is 0 then). A global field cannot become a list field."""
     first_year: _builtins.int
     """The years a Date field accepts; both 0 for any year."""
     last_year: _builtins.int
+    """For a date field: the last year a value may have."""
     @_builtins.property
     def options(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomFieldOption]:
         """The choices of a Multiple choice, Drop down or Checkboxes field (at least one); none for other types."""
 
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     def __init__(
         self,
         *,
@@ -1363,6 +1603,8 @@ Global___CustomField: _TypeAlias = CustomField  # noqa: Y015
 
 @_typing.final
 class CreateCustomFieldRequest(_message.Message):
+    """The request of AudienceService.CreateCustomField."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOM_FIELD_FIELD_NUMBER: _builtins.int
@@ -1392,10 +1634,13 @@ Global___CreateCustomFieldRequest: _TypeAlias = CreateCustomFieldRequest  # noqa
 
 @_typing.final
 class GetCustomFieldRequest(_message.Message):
+    """The request of AudienceService.GetCustomField."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOM_FIELD_ID_FIELD_NUMBER: _builtins.int
     custom_field_id: _builtins.int
+    """The custom field's id."""
     def __init__(
         self,
         *,
@@ -1411,6 +1656,8 @@ Global___GetCustomFieldRequest: _TypeAlias = GetCustomFieldRequest  # noqa: Y015
 
 @_typing.final
 class ListCustomFieldsRequest(_message.Message):
+    """The request of AudienceService.ListCustomFields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -1424,6 +1671,7 @@ class ListCustomFieldsRequest(_message.Message):
     order_by: Global___CustomFieldOrderField.ValueType
     """Default: by name (case-insensitively), then id."""
     descending: _builtins.bool
+    """Reverse order_by's order."""
     def __init__(
         self,
         *,
@@ -1442,11 +1690,15 @@ Global___ListCustomFieldsRequest: _TypeAlias = ListCustomFieldsRequest  # noqa: 
 
 @_typing.final
 class ListCustomFieldsResponse(_message.Message):
+    """The response of AudienceService.ListCustomFields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def custom_fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomField]: ...
+    def custom_fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomField]:
+        """The custom fields."""
+
     def __init__(
         self,
         *,
@@ -1462,6 +1714,20 @@ Global___ListCustomFieldsResponse: _TypeAlias = ListCustomFieldsResponse  # noqa
 
 @_typing.final
 class UpdateCustomFieldRequest(_message.Message):
+    """The request of AudienceService.UpdateCustomField.
+
+    Update mask, the rule of every Update RPC (AIP-134): the paths given change exactly those
+    fields, each path in snake_case or lowerCamelCase (`email_id` or `emailId`, as the proto3 JSON
+    mapping writes masks); an omitted mask (no paths) changes every updatable field the request
+    populates (a non-default value, a set message), so a field is cleared only by naming it. A path
+    not listed below is INVALID_ARGUMENT UPDATE_MASK_INVALID.
+
+    Paths: name, type, default_value, options, required, unique, validation_method, validation_rule,
+    merge_tag_alias, visibility, is_global, first_year, last_year, list_id. list_id must stay the
+    field's own list (LIST_CHANGE_REFUSED; LIST_NOT_FOUND for a list that is not the caller's);
+    is_global may only become true.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOM_FIELD_FIELD_NUMBER: _builtins.int
@@ -1475,11 +1741,7 @@ class UpdateCustomFieldRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change: name, type, default_value, options, required, unique, validation_method,
-        validation_rule, merge_tag_alias, visibility, is_global, first_year, last_year, list_id. list_id must
-        stay the field's own list (LIST_CHANGE_REFUSED; LIST_NOT_FOUND for a list that is not the caller's);
-        is_global may only become true. Empty: every field but list_id.
-        """
+        """Which fields to change; see the message's comment."""
 
     def __init__(
         self,
@@ -1498,11 +1760,15 @@ Global___UpdateCustomFieldRequest: _TypeAlias = UpdateCustomFieldRequest  # noqa
 
 @_typing.final
 class DeleteCustomFieldsRequest(_message.Message):
+    """The request of AudienceService.DeleteCustomFields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOM_FIELD_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def custom_field_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def custom_field_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The custom fields' ids."""
+
     def __init__(
         self,
         *,
@@ -1518,11 +1784,15 @@ Global___DeleteCustomFieldsRequest: _TypeAlias = DeleteCustomFieldsRequest  # no
 
 @_typing.final
 class AddSuppressionsRequest(_message.Message):
+    """The request of AudienceService.AddSuppressions."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_ADDRESSES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def email_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def email_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The addresses to suppress."""
+
     def __init__(
         self,
         *,
@@ -1538,10 +1808,13 @@ Global___AddSuppressionsRequest: _TypeAlias = AddSuppressionsRequest  # noqa: Y0
 
 @_typing.final
 class AddSuppressionsResponse(_message.Message):
+    """The response of AudienceService.AddSuppressions."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ADDED_COUNT_FIELD_NUMBER: _builtins.int
     added_count: _builtins.int
+    """Addresses newly suppressed."""
     def __init__(
         self,
         *,
@@ -1625,8 +1898,11 @@ class RejectedRow(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     RAW_FIELD_NUMBER: _builtins.int
     row_number: _builtins.int
+    """The row's number in the file."""
     reason: _builtins.str
+    """Why it was rejected."""
     raw: _builtins.str
+    """The row as read."""
     def __init__(
         self,
         *,
@@ -1661,20 +1937,31 @@ class Import(_message.Message):
     REJECTED_ROWS_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
     import_id: _builtins.int
+    """The import's id."""
     list_id: _builtins.int
+    """The list's id."""
     status: Global___ImportStatus.ValueType
+    """Where the import stands."""
     total_rows: _builtins.int
     """Rows read so far (progress)."""
     imported: _builtins.int
+    """Rows imported as new subscribers."""
     updated: _builtins.int
+    """Rows that updated existing subscribers."""
     duplicates: _builtins.int
+    """Rows repeating an address already on the list."""
     rejected: _builtins.int
+    """Rows rejected."""
     failure: _builtins.str
     """Why the whole import failed, when it did."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     @_builtins.property
-    def finish_time(self) -> _timestamp_pb2.Timestamp: ...
+    def finish_time(self) -> _timestamp_pb2.Timestamp:
+        """When it finished; unset before."""
+
     @_builtins.property
     def rejected_rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedRow]:
         """The first 1,000 rejected rows with their reasons."""
@@ -1705,6 +1992,8 @@ Global___Import: _TypeAlias = Import  # noqa: Y015
 
 @_typing.final
 class CreateImportRequest(_message.Message):
+    """The request of AudienceService.CreateImport."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -1717,13 +2006,17 @@ class CreateImportRequest(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     STATUS_WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     data: _builtins.str
     """The CSV text; or source_url to fetch it from."""
     source_url: _builtins.str
+    """Where Herald fetches the file from."""
     update_duplicates: _builtins.bool
+    """Update subscribers already on the list instead of skipping them."""
     add_to_suppression: _builtins.bool
+    """Suppress the addresses instead of subscribing them."""
     trigger_actions: _builtins.bool
-    """Not supported (issue 14): Herald has no autoresponders or journeys, so true is INVALID_ARGUMENT
+    """Not supported: Herald has no autoresponders or journeys, so true is INVALID_ARGUMENT
     with a BadRequest violation of reason SETTING_UNSUPPORTED.
     """
     status_webhook_url: _builtins.str
@@ -1733,10 +2026,12 @@ class CreateImportRequest(_message.Message):
     IMPORT_WEBHOOK_URL_INVALID.
     """
     @_builtins.property
-    def format(self) -> Global___CsvFormat: ...
+    def format(self) -> Global___CsvFormat:
+        """The file's format."""
+
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Not supported (issue 14): Herald keeps no subscriber tags, so a non-blank tag is INVALID_ARGUMENT
+        """Not supported: Herald keeps no subscriber tags, so a non-blank tag is INVALID_ARGUMENT
         with a BadRequest violation of reason SETTING_UNSUPPORTED.
         """
 
@@ -1763,6 +2058,8 @@ Global___CreateImportRequest: _TypeAlias = CreateImportRequest  # noqa: Y015
 
 @_typing.final
 class StreamImportRequest(_message.Message):
+    """The request of AudienceService.StreamImport."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
@@ -1772,9 +2069,13 @@ class StreamImportRequest(_message.Message):
     list_id: _builtins.int
     """The first message names the list and the format; every message may carry a chunk of bytes."""
     chunk: _builtins.bytes
+    """The next bytes of the file."""
     update_duplicates: _builtins.bool
+    """Update subscribers already on the list instead of skipping them."""
     @_builtins.property
-    def format(self) -> Global___CsvFormat: ...
+    def format(self) -> Global___CsvFormat:
+        """The file's format."""
+
     def __init__(
         self,
         *,
@@ -1793,12 +2094,16 @@ Global___StreamImportRequest: _TypeAlias = StreamImportRequest  # noqa: Y015
 
 @_typing.final
 class GetImportRequest(_message.Message):
+    """The request of AudienceService.GetImport."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
     IMPORT_ID_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     import_id: _builtins.int
+    """The import's id."""
     def __init__(
         self,
         *,
@@ -1822,7 +2127,9 @@ class ListSegment(_message.Message):
     LIST_ID_FIELD_NUMBER: _builtins.int
     SEGMENT_ID_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     segment_id: _builtins.int
+    """The segment's id (0: the whole list)."""
     def __init__(
         self,
         *,
@@ -1847,9 +2154,13 @@ class TargetingSpec(_message.Message):
     EXCLUDED_FIELD_NUMBER: _builtins.int
     RULES_BUNDLE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]: ...
+    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]:
+        """Lists or segments whose subscribers are included."""
+
     @_builtins.property
-    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]: ...
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]:
+        """Lists or segments whose subscribers are left out."""
+
     @_builtins.property
     def rules_bundle(self) -> _struct_pb2.Struct:
         """{"operator": "and"|"or", "criteria": [{"list_id": N, "operator": "and"|"or", "rules": [[...]]}]}"""
@@ -1871,6 +2182,8 @@ Global___TargetingSpec: _TypeAlias = TargetingSpec  # noqa: Y015
 
 @_typing.final
 class CheckTargetingRequest(_message.Message):
+    """The request of AudienceService.CheckTargeting."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TARGETING_FIELD_NUMBER: _builtins.int
@@ -1880,7 +2193,9 @@ class CheckTargetingRequest(_message.Message):
     lists, names the user whose campaign it is.
     """
     @_builtins.property
-    def targeting(self) -> Global___TargetingSpec: ...
+    def targeting(self) -> Global___TargetingSpec:
+        """The targeting to check."""
+
     def __init__(
         self,
         *,
@@ -1897,17 +2212,25 @@ Global___CheckTargetingRequest: _TypeAlias = CheckTargetingRequest  # noqa: Y015
 
 @_typing.final
 class CountRecipientsRequest(_message.Message):
+    """The request of AudienceService.CountRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INCLUDED_FIELD_NUMBER: _builtins.int
     EXCLUDED_FIELD_NUMBER: _builtins.int
     RULES_BUNDLE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]: ...
+    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]:
+        """Lists or segments whose subscribers are included."""
+
     @_builtins.property
-    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]: ...
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListSegment]:
+        """Lists or segments whose subscribers are left out."""
+
     @_builtins.property
-    def rules_bundle(self) -> _struct_pb2.Struct: ...
+    def rules_bundle(self) -> _struct_pb2.Struct:
+        """The legacy rules narrowing the selection."""
+
     def __init__(
         self,
         *,
@@ -1925,10 +2248,13 @@ Global___CountRecipientsRequest: _TypeAlias = CountRecipientsRequest  # noqa: Y0
 
 @_typing.final
 class CountRecipientsResponse(_message.Message):
+    """The response of AudienceService.CountRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TOTAL_FIELD_NUMBER: _builtins.int
     total: _builtins.int
+    """Recipients the targeting selects."""
     def __init__(
         self,
         *,
@@ -1944,6 +2270,8 @@ Global___CountRecipientsResponse: _TypeAlias = CountRecipientsResponse  # noqa: 
 
 @_typing.final
 class StreamRecipientsRequest(_message.Message):
+    """The request of AudienceService.StreamRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TARGETING_FIELD_NUMBER: _builtins.int
@@ -1957,7 +2285,9 @@ class StreamRecipientsRequest(_message.Message):
     limit: _builtins.int
     """At most this many in all; 0 means no limit."""
     @_builtins.property
-    def targeting(self) -> Global___TargetingSpec: ...
+    def targeting(self) -> Global___TargetingSpec:
+        """Who to stream."""
+
     def __init__(
         self,
         *,
@@ -2011,15 +2341,21 @@ class Recipient(_message.Message):
     SUBSCRIPTION_IP_FIELD_NUMBER: _builtins.int
     OPT_IN_TIME_FIELD_NUMBER: _builtins.int
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     list_id: _builtins.int
+    """The list's id."""
     email_address: _builtins.str
+    """The address, normalised (domain lower-cased)."""
     first_name: _builtins.str
+    """The subscriber's first name."""
     last_name: _builtins.str
+    """The subscriber's last name."""
     bounce_type: Global___BounceType.ValueType
     """The subscriber's bounce state when streamed: delivery announces a later delivery to a Soft or Hard
     address (herald.delivery.v1.RecipientDeliveredEvent), which clears it.
     """
     subscription_ip: _builtins.str
+    """The address the subscription came from; empty when unknown."""
     @_builtins.property
     def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The subscriber's custom field values for personalization: by field id, and also by merge-tag alias
@@ -2034,7 +2370,9 @@ class Recipient(_message.Message):
         """
 
     @_builtins.property
-    def opt_in_time(self) -> _timestamp_pb2.Timestamp: ...
+    def opt_in_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber confirmed a double opt-in; unset when they did not."""
+
     def __init__(
         self,
         *,
@@ -2059,11 +2397,15 @@ Global___Recipient: _TypeAlias = Recipient  # noqa: Y015
 
 @_typing.final
 class StreamRecipientsResponse(_message.Message):
+    """The response of AudienceService.StreamRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recipient]: ...
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recipient]:
+        """The recipients."""
+
     def __init__(
         self,
         *,
@@ -2079,13 +2421,17 @@ Global___StreamRecipientsResponse: _TypeAlias = StreamRecipientsResponse  # noqa
 
 @_typing.final
 class ConfirmSubscriptionRequest(_message.Message):
+    """The request of AudienceService.ConfirmSubscription."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
     SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
     IP_ADDRESS_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     ip_address: _builtins.str
     """The address the link was opened from; stored as the subscriber's opt-in address."""
     def __init__(
@@ -2105,12 +2451,16 @@ Global___ConfirmSubscriptionRequest: _TypeAlias = ConfirmSubscriptionRequest  # 
 
 @_typing.final
 class RejectSubscriptionRequest(_message.Message):
+    """The request of AudienceService.RejectSubscription."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIST_ID_FIELD_NUMBER: _builtins.int
     SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     def __init__(
         self,
         *,
@@ -2147,14 +2497,21 @@ class OptInConfirmationRequestedEvent(_message.Message):
     SUBSCRIPTION_IP_FIELD_NUMBER: _builtins.int
     OPT_IN_TIME_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
+    """The list's owner."""
     list_id: _builtins.int
+    """The list's id."""
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     email_address: _builtins.str
+    """The address, normalised (domain lower-cased)."""
     first_name: _builtins.str
+    """The subscriber's first name."""
     last_name: _builtins.str
+    """The subscriber's last name."""
     email_id: _builtins.int
     """The list's confirmation email (EmailService, scope OptIn)."""
     subscription_ip: _builtins.str
+    """The address the subscription came from; empty when unknown."""
     @_builtins.property
     def request_time(self) -> _timestamp_pb2.Timestamp:
         """When audience asked: with subscriber_id, the request's identity (a redelivery sends nothing more)."""
@@ -2166,7 +2523,9 @@ class OptInConfirmationRequestedEvent(_message.Message):
         """
 
     @_builtins.property
-    def opt_in_time(self) -> _timestamp_pb2.Timestamp: ...
+    def opt_in_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber confirmed a double opt-in; unset when they did not."""
+
     def __init__(
         self,
         *,
@@ -2202,6 +2561,8 @@ class OptInConfirmationsRequestedEvent(_message.Message):
 
     @_typing.final
     class Recipient(_message.Message):
+        """One subscriber to send the confirmation email to."""
+
         DESCRIPTOR: _descriptor.Descriptor
 
         SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
@@ -2210,9 +2571,13 @@ class OptInConfirmationsRequestedEvent(_message.Message):
         LAST_NAME_FIELD_NUMBER: _builtins.int
         SUBSCRIPTION_TIME_FIELD_NUMBER: _builtins.int
         subscriber_id: _builtins.int
+        """The subscriber's id."""
         email_address: _builtins.str
+        """The address, normalised (domain lower-cased)."""
         first_name: _builtins.str
+        """The subscriber's first name."""
         last_name: _builtins.str
+        """The subscriber's last name."""
         @_builtins.property
         def subscription_time(self) -> _timestamp_pb2.Timestamp:
             """For the email's Subscriber:SubscriptionDate tag (an imported subscriber has no subscription address
@@ -2241,7 +2606,9 @@ class OptInConfirmationsRequestedEvent(_message.Message):
     IMPORT_ID_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
+    """The list's owner."""
     list_id: _builtins.int
+    """The list's id."""
     email_id: _builtins.int
     """The list's confirmation email (EmailService, scope OptIn)."""
     import_id: _builtins.int
@@ -2251,7 +2618,9 @@ class OptInConfirmationsRequestedEvent(_message.Message):
         """When audience asked: with each subscriber_id, a request's identity (a redelivery sends nothing more)."""
 
     @_builtins.property
-    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___OptInConfirmationsRequestedEvent.Recipient]: ...
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___OptInConfirmationsRequestedEvent.Recipient]:
+        """The subscribers to send the confirmation email to."""
+
     def __init__(
         self,
         *,

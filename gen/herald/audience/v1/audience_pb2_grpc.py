@@ -30,6 +30,21 @@ class AudienceServiceStub:
     """AudienceService owns lists, segments, subscribers and the suppression list. Every call is
     scoped to the user in the principal token: another user's list or segment answers NOT_FOUND.
     Nothing outside this service reads its tables: campaigns and delivery ask here.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the audience server process (`herald serve audience`, or `herald run`), on
+    port 50053 by default (HERALD_AUDIENCE_GRPC_PORT; Herald's own processes find it at
+    HERALD_AUDIENCE_ADDR). One address for every service: put a gRPC-aware proxy in front that routes
+    by service name (the request path /herald.<package>.<Service>/); docs/clients.md, "One address
+    for every service", gives the table of processes and a proxy configuration.
     """
 
     def __init__(self, channel):
@@ -179,6 +194,21 @@ class AudienceServiceServicer:
     """AudienceService owns lists, segments, subscribers and the suppression list. Every call is
     scoped to the user in the principal token: another user's list or segment answers NOT_FOUND.
     Nothing outside this service reads its tables: campaigns and delivery ask here.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the audience server process (`herald serve audience`, or `herald run`), on
+    port 50053 by default (HERALD_AUDIENCE_GRPC_PORT; Herald's own processes find it at
+    HERALD_AUDIENCE_ADDR). One address for every service: put a gRPC-aware proxy in front that routes
+    by service name (the request path /herald.<package>.<Service>/); docs/clients.md, "One address
+    for every service", gives the table of processes and a proxy configuration.
     """
 
     def CreateList(self, request, context):
@@ -536,6 +566,21 @@ class AudienceService:
     """AudienceService owns lists, segments, subscribers and the suppression list. Every call is
     scoped to the user in the principal token: another user's list or segment answers NOT_FOUND.
     Nothing outside this service reads its tables: campaigns and delivery ask here.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the audience server process (`herald serve audience`, or `herald run`), on
+    port 50053 by default (HERALD_AUDIENCE_GRPC_PORT; Herald's own processes find it at
+    HERALD_AUDIENCE_ADDR). One address for every service: put a gRPC-aware proxy in front that routes
+    by service name (the request path /herald.<package>.<Service>/); docs/clients.md, "One address
+    for every service", gives the table of processes and a proxy configuration.
     """
 
     @staticmethod

@@ -29,13 +29,21 @@ class _CampaignStatus:
 class _CampaignStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CampaignStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CAMPAIGN_STATUS_UNSPECIFIED: _CampaignStatus.ValueType  # 0
+    """Not set; never a campaign's status (UpdateCampaign refuses it)."""
     CAMPAIGN_STATUS_DRAFT: _CampaignStatus.ValueType  # 1
+    """Being prepared; CreateCampaign makes campaigns Draft."""
     CAMPAIGN_STATUS_READY: _CampaignStatus.ValueType  # 2
+    """Waiting for its schedule's due time (at once for IMMEDIATE); settable by UpdateCampaign."""
     CAMPAIGN_STATUS_SENDING: _CampaignStatus.ValueType  # 3
+    """Its recipients are being sent to (set by Herald)."""
     CAMPAIGN_STATUS_PAUSED: _CampaignStatus.ValueType  # 4
+    """Sending stopped by PauseCampaign; ResumeCampaign carries on."""
     CAMPAIGN_STATUS_PENDING_APPROVAL: _CampaignStatus.ValueType  # 5
+    """An untrusted user's campaign waiting for an admin's ApproveCampaign."""
     CAMPAIGN_STATUS_SENT: _CampaignStatus.ValueType  # 6
+    """Terminal (until an admin's RetryFailedRecipients): sending finished."""
     CAMPAIGN_STATUS_FAILED: _CampaignStatus.ValueType  # 7
+    """Terminal (until an admin's RetryFailedRecipients): nothing could be sent."""
     CAMPAIGN_STATUS_CANCELLED: _CampaignStatus.ValueType  # 8
     """Terminal: cancelled while sending or paused."""
 
@@ -43,13 +51,21 @@ class CampaignStatus(_CampaignStatus, metaclass=_CampaignStatusEnumTypeWrapper):
     """Where a campaign is in its life."""
 
 CAMPAIGN_STATUS_UNSPECIFIED: CampaignStatus.ValueType  # 0
+"""Not set; never a campaign's status (UpdateCampaign refuses it)."""
 CAMPAIGN_STATUS_DRAFT: CampaignStatus.ValueType  # 1
+"""Being prepared; CreateCampaign makes campaigns Draft."""
 CAMPAIGN_STATUS_READY: CampaignStatus.ValueType  # 2
+"""Waiting for its schedule's due time (at once for IMMEDIATE); settable by UpdateCampaign."""
 CAMPAIGN_STATUS_SENDING: CampaignStatus.ValueType  # 3
+"""Its recipients are being sent to (set by Herald)."""
 CAMPAIGN_STATUS_PAUSED: CampaignStatus.ValueType  # 4
+"""Sending stopped by PauseCampaign; ResumeCampaign carries on."""
 CAMPAIGN_STATUS_PENDING_APPROVAL: CampaignStatus.ValueType  # 5
+"""An untrusted user's campaign waiting for an admin's ApproveCampaign."""
 CAMPAIGN_STATUS_SENT: CampaignStatus.ValueType  # 6
+"""Terminal (until an admin's RetryFailedRecipients): sending finished."""
 CAMPAIGN_STATUS_FAILED: CampaignStatus.ValueType  # 7
+"""Terminal (until an admin's RetryFailedRecipients): nothing could be sent."""
 CAMPAIGN_STATUS_CANCELLED: CampaignStatus.ValueType  # 8
 """Terminal: cancelled while sending or paused."""
 Global___CampaignStatus: _TypeAlias = CampaignStatus  # noqa: Y015
@@ -61,19 +77,29 @@ class _ScheduleType:
 class _ScheduleTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ScheduleType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SCHEDULE_TYPE_UNSPECIFIED: _ScheduleType.ValueType  # 0
+    """Not set; UpdateCampaign refuses it in schedule.type."""
     SCHEDULE_TYPE_NOT_SCHEDULED: _ScheduleType.ValueType  # 1
+    """No schedule: a new campaign's."""
     SCHEDULE_TYPE_IMMEDIATE: _ScheduleType.ValueType  # 2
+    """Sent as soon as it is Ready."""
     SCHEDULE_TYPE_FUTURE: _ScheduleType.ValueType  # 3
+    """Sent once at schedule.future.send_time."""
     SCHEDULE_TYPE_RECURSIVE: _ScheduleType.ValueType  # 4
+    """Sent at every time schedule.recursive matches."""
 
 class ScheduleType(_ScheduleType, metaclass=_ScheduleTypeEnumTypeWrapper):
     """When a campaign is sent."""
 
 SCHEDULE_TYPE_UNSPECIFIED: ScheduleType.ValueType  # 0
+"""Not set; UpdateCampaign refuses it in schedule.type."""
 SCHEDULE_TYPE_NOT_SCHEDULED: ScheduleType.ValueType  # 1
+"""No schedule: a new campaign's."""
 SCHEDULE_TYPE_IMMEDIATE: ScheduleType.ValueType  # 2
+"""Sent as soon as it is Ready."""
 SCHEDULE_TYPE_FUTURE: ScheduleType.ValueType  # 3
+"""Sent once at schedule.future.send_time."""
 SCHEDULE_TYPE_RECURSIVE: ScheduleType.ValueType  # 4
+"""Sent at every time schedule.recursive matches."""
 Global___ScheduleType: _TypeAlias = ScheduleType  # noqa: Y015
 
 class _CampaignView:
@@ -83,6 +109,7 @@ class _CampaignView:
 class _CampaignViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CampaignView.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CAMPAIGN_VIEW_UNSPECIFIED: _CampaignView.ValueType  # 0
+    """Not set: CAMPAIGN_VIEW_BASIC."""
     CAMPAIGN_VIEW_BASIC: _CampaignView.ValueType  # 1
     """The campaign's own fields (the default)."""
     CAMPAIGN_VIEW_FULL: _CampaignView.ValueType  # 2
@@ -92,6 +119,7 @@ class CampaignView(_CampaignView, metaclass=_CampaignViewEnumTypeWrapper):
     """How much of a campaign to return."""
 
 CAMPAIGN_VIEW_UNSPECIFIED: CampaignView.ValueType  # 0
+"""Not set: CAMPAIGN_VIEW_BASIC."""
 CAMPAIGN_VIEW_BASIC: CampaignView.ValueType  # 1
 """The campaign's own fields (the default)."""
 CAMPAIGN_VIEW_FULL: CampaignView.ValueType  # 2
@@ -133,15 +161,21 @@ class _Winner:
 class _WinnerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Winner.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     WINNER_UNSPECIFIED: _Winner.ValueType  # 0
+    """Not set."""
     WINNER_HIGHEST_OPEN_RATE: _Winner.ValueType  # 1
+    """The variation with the highest unique open rate wins."""
     WINNER_MOST_UNIQUE_CLICKS: _Winner.ValueType  # 2
+    """The variation with the most unique clicks wins."""
 
 class Winner(_Winner, metaclass=_WinnerEnumTypeWrapper):
     """How the winner of a split test is chosen."""
 
 WINNER_UNSPECIFIED: Winner.ValueType  # 0
+"""Not set."""
 WINNER_HIGHEST_OPEN_RATE: Winner.ValueType  # 1
+"""The variation with the highest unique open rate wins."""
 WINNER_MOST_UNIQUE_CLICKS: Winner.ValueType  # 2
+"""The variation with the most unique clicks wins."""
 Global___Winner: _TypeAlias = Winner  # noqa: Y015
 
 class _CampaignOrderField:
@@ -151,23 +185,37 @@ class _CampaignOrderField:
 class _CampaignOrderFieldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CampaignOrderField.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CAMPAIGN_ORDER_FIELD_UNSPECIFIED: _CampaignOrderField.ValueType  # 0
+    """Not set: the default order."""
     CAMPAIGN_ORDER_FIELD_CAMPAIGN_ID: _CampaignOrderField.ValueType  # 1
+    """By campaign id."""
     CAMPAIGN_ORDER_FIELD_NAME: _CampaignOrderField.ValueType  # 2
+    """By name."""
     CAMPAIGN_ORDER_FIELD_STATUS: _CampaignOrderField.ValueType  # 3
+    """By status."""
     CAMPAIGN_ORDER_FIELD_SEND_TIME: _CampaignOrderField.ValueType  # 4
+    """By send time (sent, or scheduled)."""
     CAMPAIGN_ORDER_FIELD_CREATE_TIME: _CampaignOrderField.ValueType  # 5
+    """By creation time."""
     CAMPAIGN_ORDER_FIELD_UPDATE_TIME: _CampaignOrderField.ValueType  # 6
+    """By the time of the last change."""
 
 class CampaignOrderField(_CampaignOrderField, metaclass=_CampaignOrderFieldEnumTypeWrapper):
     """Fields campaigns can be ordered by."""
 
 CAMPAIGN_ORDER_FIELD_UNSPECIFIED: CampaignOrderField.ValueType  # 0
+"""Not set: the default order."""
 CAMPAIGN_ORDER_FIELD_CAMPAIGN_ID: CampaignOrderField.ValueType  # 1
+"""By campaign id."""
 CAMPAIGN_ORDER_FIELD_NAME: CampaignOrderField.ValueType  # 2
+"""By name."""
 CAMPAIGN_ORDER_FIELD_STATUS: CampaignOrderField.ValueType  # 3
+"""By status."""
 CAMPAIGN_ORDER_FIELD_SEND_TIME: CampaignOrderField.ValueType  # 4
+"""By send time (sent, or scheduled)."""
 CAMPAIGN_ORDER_FIELD_CREATE_TIME: CampaignOrderField.ValueType  # 5
+"""By creation time."""
 CAMPAIGN_ORDER_FIELD_UPDATE_TIME: CampaignOrderField.ValueType  # 6
+"""By the time of the last change."""
 Global___CampaignOrderField: _TypeAlias = CampaignOrderField  # noqa: Y015
 
 @_typing.final
@@ -202,24 +250,45 @@ class Campaign(_message.Message):
     AUTO_RESEND_OF_CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     RELAY_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id; server-assigned."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     name: _builtins.str
+    """The campaign's name; required, at most 255 characters."""
     status: Global___CampaignStatus.ValueType
+    """UpdateCampaign may set only DRAFT and READY (from Draft, Ready or, to withdraw a request for
+    approval, Pending Approval: Draft only); any other value is STATUS_INVALID, "cannot be set
+    directly" (FAILED_PRECONDITION alone, INVALID_ARGUMENT beside other bad fields). Pause, resume, cancel and approve have RPCs of their own; Sending, Sent
+    and Failed are set by Herald. READY needs content: an email_id or variations, already stored or
+    set in the same call (else FAILED_PRECONDITION EMAIL_REQUIRED). An untrusted user's campaign set
+    Ready, or whose content changes while Ready, becomes PENDING_APPROVAL instead.
+    One UpdateCampaign may change status together with email_id, schedule and targeting (and any other
+    path): the new values are checked and applied first, then the status, so one call can take a
+    Draft to Ready with its email, schedule and audience.
+    """
     status_reason: _builtins.str
+    """Free text for the status (no NUL characters)."""
     email_id: _builtins.int
-    """The email content sent; 0 when none is set yet."""
+    """The email content sent; 0 when none is set yet. Changes only while Draft or Ready
+    (else FAILED_PRECONDITION CAMPAIGN_NOT_EDITABLE), as do schedule, targeting, auto_resend,
+    variations and original_campaign_id.
+    """
     schedule_type: Global___ScheduleType.ValueType
+    """Output only: the type of `schedule` (UpdateCampaign refuses the path schedule_type, naming
+    `schedule`).
+    """
     original_campaign_id: _builtins.int
     """The campaign this one auto-resends; 0 for an ordinary campaign."""
     approval_user_explanation: _builtins.str
     """Why the user asks for approval (shown to the admin who approves)."""
     google_analytics_domains: _builtins.str
-    """Not supported (issue 14): Herald tags no links for Google Analytics, so UpdateCampaign refuses
+    """Not supported: Herald tags no links for Google Analytics, so UpdateCampaign refuses
     anything but "" with INVALID_ARGUMENT, a BadRequest violation of reason SETTING_UNSUPPORTED.
     """
     publish_on_rss: _builtins.bool
+    """Whether the campaign appears in its tags' public archive RSS feeds."""
     s2s_enabled: _builtins.bool
-    """Not supported (issue 14): Herald has no server-to-server tracking, so UpdateCampaign refuses true
+    """Not supported: Herald has no server-to-server tracking, so UpdateCampaign refuses true
     with INVALID_ARGUMENT, a BadRequest violation of reason SETTING_UNSUPPORTED.
     """
     auto_resend_of_campaign_id: _builtins.int
@@ -236,23 +305,31 @@ class Campaign(_message.Message):
     starts, with that reason. Only a Draft or Ready campaign may change it.
     """
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     @_builtins.property
-    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed; output only."""
+
     @_builtins.property
     def send_time(self) -> _timestamp_pb2.Timestamp:
         """When sending started; unset before."""
 
     @_builtins.property
     def schedule(self) -> Global___Schedule:
-        """When and how often the campaign is sent; schedule.type always equals schedule_type."""
+        """When and how often the campaign is sent; schedule.type always equals schedule_type. To change
+        it, name the path `schedule` and set schedule.type (and schedule.future or schedule.recursive).
+        """
 
     @_builtins.property
     def targeting(self) -> Global___Targeting:
         """Who receives it."""
 
     @_builtins.property
-    def auto_resend(self) -> Global___AutoResend: ...
+    def auto_resend(self) -> Global___AutoResend:
+        """The follow-up to those who did not open it."""
+
     @_builtins.property
     def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variation]:
         """A/B variations of the content; empty when the campaign has no A/B test."""
@@ -322,10 +399,15 @@ class Schedule(_message.Message):
     FUTURE_FIELD_NUMBER: _builtins.int
     RECURSIVE_FIELD_NUMBER: _builtins.int
     type: Global___ScheduleType.ValueType
+    """When the campaign is sent; required when the schedule is set."""
     @_builtins.property
-    def future(self) -> Global___FutureSchedule: ...
+    def future(self) -> Global___FutureSchedule:
+        """For FUTURE."""
+
     @_builtins.property
-    def recursive(self) -> Global___RecursiveSchedule: ...
+    def recursive(self) -> Global___RecursiveSchedule:
+        """For RECURSIVE."""
+
     def __init__(
         self,
         *,
@@ -354,7 +436,9 @@ class FutureSchedule(_message.Message):
     time_zone: _builtins.str
     """IANA time zone the user chose (e.g. "America/New_York"); send_time is the instant itself."""
     @_builtins.property
-    def send_time(self) -> _timestamp_pb2.Timestamp: ...
+    def send_time(self) -> _timestamp_pb2.Timestamp:
+        """The instant to send at; must lie in the future when set."""
+
     def __init__(
         self,
         *,
@@ -434,7 +518,9 @@ class RecipientSource(_message.Message):
     LIST_ID_FIELD_NUMBER: _builtins.int
     SEGMENT_ID_FIELD_NUMBER: _builtins.int
     list_id: _builtins.int
+    """The list's id."""
     segment_id: _builtins.int
+    """The segment's id (0: the whole list)."""
     def __init__(
         self,
         *,
@@ -459,9 +545,13 @@ class Targeting(_message.Message):
     EXCLUDED_FIELD_NUMBER: _builtins.int
     RULES_BUNDLE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientSource]: ...
+    def included(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientSource]:
+        """Lists or segments whose subscribers are included."""
+
     @_builtins.property
-    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientSource]: ...
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecipientSource]:
+        """Lists or segments whose subscribers are left out."""
+
     @_builtins.property
     def rules_bundle(self) -> _struct_pb2.Struct:
         """The legacy RulesJsonBundle: {"operator": "and", "criteria": [{"list_id": N, "operator": "and", "rules": [[...]]}]}."""
@@ -492,6 +582,7 @@ class AutoResend(_message.Message):
     SUBJECT_FIELD_NUMBER: _builtins.int
     PREHEADER_TEXT_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
+    """Whether the follow-up is sent."""
     wait_days: _builtins.int
     """Days to wait after sending; at least 1 when enabled."""
     subject: _builtins.str
@@ -523,6 +614,7 @@ class Variation(_message.Message):
     EMAIL_ID_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The variation's email."""
     weight: _builtins.int
     """Relative weight; each variation must get at least 1% of the total."""
     def __init__(
@@ -551,12 +643,15 @@ class SplitTest(_message.Message):
     TEST_DURATION_HOURS_FIELD_NUMBER: _builtins.int
     WINNER_FIELD_NUMBER: _builtins.int
     split_test_id: _builtins.int
+    """The split test's id; server-assigned."""
     campaign_id: _builtins.int
+    """The campaign's id."""
     test_size_percent: _builtins.int
     """Percentage of the recipients in the test, 1 to 99."""
     test_duration_hours: _builtins.int
     """Hours the test runs before the winner goes to the rest, at least 1."""
     winner: Global___Winner.ValueType
+    """How the winner is chosen."""
     def __init__(
         self,
         *,
@@ -583,7 +678,9 @@ class CampaignTag(_message.Message):
     TAG_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     tag_id: _builtins.int
+    """The tag's id."""
     name: _builtins.str
+    """The tag's name."""
     def __init__(
         self,
         *,
@@ -600,7 +697,10 @@ Global___CampaignTag: _TypeAlias = CampaignTag  # noqa: Y015
 
 @_typing.final
 class CampaignStatistics(_message.Message):
-    """Delivery figures of a campaign (CAMPAIGN_VIEW_FULL); zeros until something was sent."""
+    """Delivery figures of a campaign (CAMPAIGN_VIEW_FULL, WatchCampaign); zeros until something was
+    sent. Derived from delivery's internal herald.delivery.v1.CampaignStatistics: the same counts,
+    with the throughput (emails_per_second, duration_seconds) in place of its raw send times.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -623,27 +723,43 @@ class CampaignStatistics(_message.Message):
     TOTAL_SPAM_COMPLAINTS_FIELD_NUMBER: _builtins.int
     TOTAL_UNSUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
     total_recipients: _builtins.int
+    """Recipients queued."""
     total_sent: _builtins.int
+    """Recipients whose message the relay accepted."""
     total_failed: _builtins.int
+    """Recipients given up on."""
     total_deferred: _builtins.int
     """Recipients whose send was answered with a temporary failure and who wait for a retry; they
     end Sent or Failed.
     """
     total_opens: _builtins.int
+    """Opens, every one counted."""
     unique_opens: _builtins.int
+    """Recipients who opened, each once."""
     total_clicks: _builtins.int
+    """Clicks on tracked links, every one counted."""
     unique_clicks: _builtins.int
+    """Recipients who clicked, each once."""
     emails_per_second: _builtins.float
-    """Emails sent per second between the first and the last send (RULINGS 11)."""
+    """The main send's throughput: its messages divided by the seconds between its first and its last
+    send, a span shorter than one second counting as one second (three messages sent within 2 ms give
+    3.0, not thousands). The main send is what was sent until the campaign was first Sent; deferred
+    recipients delivered later are left out. 0 before the first send.
+    """
     duration_seconds: _builtins.int
-    """Seconds between the first and the last send, rounded."""
+    """Seconds between the main send's first and last send, rounded to the nearest second: 0 for a
+    span under half a second, and for a single message.
+    """
     total_hard_bounces: _builtins.int
     """Recipients with a hard bounce, a soft bounce, a policy or reputation rejection and a spam
     complaint, each recipient counted once per kind (delivery's figures, docs/bounces.md).
     """
     total_soft_bounces: _builtins.int
+    """Recipients with a soft bounce."""
     total_policy_rejections: _builtins.int
+    """Recipients refused for policy or reputation."""
     total_spam_complaints: _builtins.int
+    """Recipients who complained of spam."""
     total_unsubscriptions: _builtins.int
     """Recipients who unsubscribed through the message's link, through the API naming the campaign, or by a
     complaint, each once.
@@ -703,6 +819,7 @@ class SplitTestResult(_message.Message):
     test_recipients: _builtins.int
     """Recipients in the test group, and those held back for the winner (0 once it was chosen)."""
     held_recipients: _builtins.int
+    """Recipients held back for the winner (0 once it was chosen)."""
     winner_email_id: _builtins.int
     """The winning variation's email; 0 until the winner was chosen."""
     @_builtins.property
@@ -739,15 +856,21 @@ class VariationStatistics(_message.Message):
     UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
     UNIQUE_CLICKS_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The variation's email."""
     total_recipients: _builtins.int
+    """Recipients queued."""
     total_sent: _builtins.int
+    """Recipients whose message the relay accepted."""
     total_failed: _builtins.int
+    """Recipients given up on."""
     total_deferred: _builtins.int
     """Recipients whose send was answered with a temporary failure and who wait for a retry; they
     end Sent or Failed.
     """
     unique_opens: _builtins.int
+    """Recipients who opened, each once."""
     unique_clicks: _builtins.int
+    """Recipients who clicked, each once."""
     def __init__(
         self,
         *,
@@ -779,9 +902,13 @@ class DomainStatistics(_message.Message):
     TOTAL_FAILED_FIELD_NUMBER: _builtins.int
     TOTAL_DEFERRED_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
+    """The recipients' domain."""
     total_recipients: _builtins.int
+    """Recipients queued."""
     total_sent: _builtins.int
+    """Recipients whose message the relay accepted."""
     total_failed: _builtins.int
+    """Recipients given up on."""
     total_deferred: _builtins.int
     """Recipients whose send was answered with a temporary failure and who wait for a retry; they
     end Sent or Failed.
@@ -805,10 +932,13 @@ Global___DomainStatistics: _TypeAlias = DomainStatistics  # noqa: Y015
 
 @_typing.final
 class CreateCampaignRequest(_message.Message):
+    """The request of CampaignService.CreateCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The new campaign's name; required."""
     def __init__(
         self,
         *,
@@ -824,13 +954,17 @@ Global___CreateCampaignRequest: _TypeAlias = CreateCampaignRequest  # noqa: Y015
 
 @_typing.final
 class GetCampaignRequest(_message.Message):
+    """The request of CampaignService.GetCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
     STATISTICS_VIEW_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     view: Global___CampaignView.ValueType
+    """How much of the campaign to return (unspecified: CAMPAIGN_VIEW_BASIC)."""
     statistics_view: Global___StatisticsView.ValueType
     """With CAMPAIGN_VIEW_FULL: which statistics; ignored otherwise."""
     def __init__(
@@ -850,11 +984,15 @@ Global___GetCampaignRequest: _TypeAlias = GetCampaignRequest  # noqa: Y015
 
 @_typing.final
 class BatchGetCampaignsRequest(_message.Message):
+    """The request of CampaignService.BatchGetCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The campaigns' ids."""
+
     def __init__(
         self,
         *,
@@ -870,11 +1008,15 @@ Global___BatchGetCampaignsRequest: _TypeAlias = BatchGetCampaignsRequest  # noqa
 
 @_typing.final
 class BatchGetCampaignsResponse(_message.Message):
+    """The response of CampaignService.BatchGetCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGNS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Campaign]: ...
+    def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Campaign]:
+        """The campaigns."""
+
     def __init__(
         self,
         *,
@@ -890,6 +1032,8 @@ Global___BatchGetCampaignsResponse: _TypeAlias = BatchGetCampaignsResponse  # no
 
 @_typing.final
 class ListCampaignsRequest(_message.Message):
+    """The request of CampaignService.ListCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -917,7 +1061,9 @@ class ListCampaignsRequest(_message.Message):
     search: _builtins.str
     """Substring of the name, matched case-insensitively; % and _ are literal."""
     order_by: Global___CampaignOrderField.ValueType
+    """The field results are ordered by (the default order when unspecified)."""
     descending: _builtins.bool
+    """Reverse order_by's order."""
     skip: _builtins.int
     """Offset into the ordered matches, for legacy RecordsFrom; ignored when page_token is set."""
     include_auto_resend: _builtins.bool
@@ -929,6 +1075,7 @@ class ListCampaignsRequest(_message.Message):
     owner_user_id: _builtins.int
     """Admin only: only this user's campaigns; 0 means every user's (admin) or the caller's own."""
     view: Global___CampaignView.ValueType
+    """How much of each campaign to return."""
     statistics_view: Global___StatisticsView.ValueType
     """With CAMPAIGN_VIEW_FULL: which statistics, of every campaign and of total_statistics."""
     publish_on_rss: _builtins.bool
@@ -952,7 +1099,9 @@ class ListCampaignsRequest(_message.Message):
         """Only campaigns whose send date (when sent, or when scheduled to be) lies in [send_time_from, send_time_to)."""
 
     @_builtins.property
-    def send_time_to(self) -> _timestamp_pb2.Timestamp: ...
+    def send_time_to(self) -> _timestamp_pb2.Timestamp:
+        """See send_time_from."""
+
     @_builtins.property
     def tag_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Only campaigns carrying at least one of these tags (asked of the tag service)."""
@@ -991,6 +1140,8 @@ Global___ListCampaignsRequest: _TypeAlias = ListCampaignsRequest  # noqa: Y015
 
 @_typing.final
 class ListCampaignsResponse(_message.Message):
+    """The response of CampaignService.ListCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGNS_FIELD_NUMBER: _builtins.int
@@ -998,10 +1149,13 @@ class ListCampaignsResponse(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     TOTAL_STATISTICS_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Token for the next page; empty on the last."""
     total_size: _builtins.int
     """All matches, not only this page."""
     @_builtins.property
-    def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Campaign]: ...
+    def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Campaign]:
+        """The campaigns."""
+
     @_builtins.property
     def total_statistics(self) -> Global___CampaignStatistics:
         """With CAMPAIGN_VIEW_FULL: statistics summed over all matches (not only this page)."""
@@ -1024,10 +1178,13 @@ Global___ListCampaignsResponse: _TypeAlias = ListCampaignsResponse  # noqa: Y015
 
 @_typing.final
 class CopyCampaignRequest(_message.Message):
+    """The request of CampaignService.CopyCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1043,11 +1200,15 @@ Global___CopyCampaignRequest: _TypeAlias = CopyCampaignRequest  # noqa: Y015
 
 @_typing.final
 class DeleteCampaignsRequest(_message.Message):
+    """The request of CampaignService.DeleteCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The campaigns' ids."""
+
     def __init__(
         self,
         *,
@@ -1063,6 +1224,8 @@ Global___DeleteCampaignsRequest: _TypeAlias = DeleteCampaignsRequest  # noqa: Y0
 
 @_typing.final
 class DeleteCampaignsResponse(_message.Message):
+    """The response of CampaignService.DeleteCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DELETED_CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
@@ -1085,6 +1248,22 @@ Global___DeleteCampaignsResponse: _TypeAlias = DeleteCampaignsResponse  # noqa: 
 
 @_typing.final
 class UpdateCampaignRequest(_message.Message):
+    """The request of CampaignService.UpdateCampaign.
+
+    Update mask, the rule of every Update RPC (AIP-134): the paths given change exactly those
+    fields, each path in snake_case or lowerCamelCase (`email_id` or `emailId`, as the proto3 JSON
+    mapping writes masks); an omitted mask (no paths) changes every updatable field the request
+    populates (a non-default value, a set message), so a field is cleared only by naming it. A path
+    not listed below is INVALID_ARGUMENT UPDATE_MASK_INVALID.
+
+    Paths: name, status, status_reason, email_id, schedule, targeting, auto_resend, variations,
+    original_campaign_id, approval_user_explanation, google_analytics_domains, publish_on_rss,
+    s2s_enabled, relay. Each message field is replaced whole: `schedule` (set schedule.type, and
+    schedule.future or schedule.recursive), not `schedule.type`; the output-only `schedule_type` is
+    refused with a message naming `schedule`. status may change in the same call as the other paths
+    (see Campaign.status).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_FIELD_NUMBER: _builtins.int
@@ -1098,10 +1277,7 @@ class UpdateCampaignRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Which fields to change: name, status, status_reason, email_id, schedule, targeting,
-        auto_resend, variations, original_campaign_id, approval_user_explanation,
-        google_analytics_domains, publish_on_rss, s2s_enabled, relay. Other paths are INVALID_ARGUMENT.
-        """
+        """Which fields to change; see the message's comment."""
 
     def __init__(
         self,
@@ -1120,10 +1296,13 @@ Global___UpdateCampaignRequest: _TypeAlias = UpdateCampaignRequest  # noqa: Y015
 
 @_typing.final
 class PauseCampaignRequest(_message.Message):
+    """The request of CampaignService.PauseCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1139,10 +1318,13 @@ Global___PauseCampaignRequest: _TypeAlias = PauseCampaignRequest  # noqa: Y015
 
 @_typing.final
 class ResumeCampaignRequest(_message.Message):
+    """The request of CampaignService.ResumeCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1158,10 +1340,13 @@ Global___ResumeCampaignRequest: _TypeAlias = ResumeCampaignRequest  # noqa: Y015
 
 @_typing.final
 class CancelCampaignRequest(_message.Message):
+    """The request of CampaignService.CancelCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1177,10 +1362,13 @@ Global___CancelCampaignRequest: _TypeAlias = CancelCampaignRequest  # noqa: Y015
 
 @_typing.final
 class ApproveCampaignRequest(_message.Message):
+    """The request of CampaignService.ApproveCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1196,6 +1384,8 @@ Global___ApproveCampaignRequest: _TypeAlias = ApproveCampaignRequest  # noqa: Y0
 
 @_typing.final
 class CreateSplitTestRequest(_message.Message):
+    """The request of CampaignService.CreateSplitTest."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -1203,9 +1393,13 @@ class CreateSplitTestRequest(_message.Message):
     TEST_DURATION_HOURS_FIELD_NUMBER: _builtins.int
     WINNER_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     test_size_percent: _builtins.int
+    """Percentage of the recipients in the test, 1 to 99."""
     test_duration_hours: _builtins.int
+    """Hours the test runs before the winner goes to the rest, at least 1."""
     winner: Global___Winner.ValueType
+    """How the winner is chosen; required."""
     def __init__(
         self,
         *,
@@ -1224,10 +1418,13 @@ Global___CreateSplitTestRequest: _TypeAlias = CreateSplitTestRequest  # noqa: Y0
 
 @_typing.final
 class RetryFailedRecipientsRequest(_message.Message):
+    """The request of CampaignService.RetryFailedRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1243,13 +1440,17 @@ Global___RetryFailedRecipientsRequest: _TypeAlias = RetryFailedRecipientsRequest
 
 @_typing.final
 class RetryFailedRecipientsResponse(_message.Message):
+    """The response of CampaignService.RetryFailedRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RETRIED_COUNT_FIELD_NUMBER: _builtins.int
     BATCHES_CREATED_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     retried_count: _builtins.int
+    """Failed recipients reset to Pending."""
     batches_created: _builtins.int
+    """Batches published for them."""
     generation: _builtins.int
     """The generation the new batches carry."""
     def __init__(
@@ -1285,9 +1486,13 @@ class CampaignStatusChangedEvent(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PREVIOUS_STATUS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     status: Global___CampaignStatus.ValueType
+    """The new status."""
     previous_status: Global___CampaignStatus.ValueType
+    """The status before."""
     def __init__(
         self,
         *,
@@ -1316,6 +1521,7 @@ class CampaignDeletedEvent(_message.Message):
     OWNER_USER_ID_FIELD_NUMBER: _builtins.int
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
+    """The owner of the deleted campaigns."""
     @_builtins.property
     def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """At least one, each positive."""
@@ -1357,8 +1563,11 @@ class CampaignSendRequestedEvent(_message.Message):
     NON_OPENERS_OF_CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     RELAY_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     name: _builtins.str
+    """The campaign's name."""
     email_id: _builtins.int
     """The campaign's email; 0 when it has none. An A/B campaign sends its variations' emails instead."""
     resume: _builtins.bool
@@ -1379,9 +1588,13 @@ class CampaignSendRequestedEvent(_message.Message):
     relay: _builtins.str
     """The relay the occurrence is sent through (Campaign.relay); "": the From domain's route, or any relay."""
     @_builtins.property
-    def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variation]: ...
+    def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variation]:
+        """The A/B variations; empty without an A/B test."""
+
     @_builtins.property
-    def targeting(self) -> Global___Targeting: ...
+    def targeting(self) -> Global___Targeting:
+        """Who receives the campaign."""
+
     @_builtins.property
     def split_test(self) -> Global___SplitTest:
         """Set when the campaign has a split test (its split_test_id and campaign_id included)."""
@@ -1412,10 +1625,13 @@ Global___CampaignSendRequestedEvent: _TypeAlias = CampaignSendRequestedEvent  # 
 
 @_typing.final
 class WatchCampaignRequest(_message.Message):
+    """The request of CampaignService.WatchCampaign."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -1441,7 +1657,9 @@ class CampaignProgress(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     OBSERVE_TIME_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     status: Global___CampaignStatus.ValueType
+    """The campaign's status."""
     heartbeat: _builtins.bool
     """True for a heartbeat: nothing changed since the previous message, which it repeats."""
     @_builtins.property

@@ -28,17 +28,25 @@ class _ContentType:
 class _ContentTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContentType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CONTENT_TYPE_UNSPECIFIED: _ContentType.ValueType  # 0
+    """Never stored; as a value in UpdateEmail it is INVALID_ARGUMENT CONTENT_TYPE_INVALID."""
     CONTENT_TYPE_HTML: _ContentType.ValueType  # 1
+    """HTML body only (a new email's content type)."""
     CONTENT_TYPE_PLAIN: _ContentType.ValueType  # 2
+    """Plain-text body only."""
     CONTENT_TYPE_BOTH: _ContentType.ValueType  # 3
+    """Both bodies (multipart/alternative)."""
 
 class ContentType(_ContentType, metaclass=_ContentTypeEnumTypeWrapper):
     """Which parts an email carries."""
 
 CONTENT_TYPE_UNSPECIFIED: ContentType.ValueType  # 0
+"""Never stored; as a value in UpdateEmail it is INVALID_ARGUMENT CONTENT_TYPE_INVALID."""
 CONTENT_TYPE_HTML: ContentType.ValueType  # 1
+"""HTML body only (a new email's content type)."""
 CONTENT_TYPE_PLAIN: ContentType.ValueType  # 2
+"""Plain-text body only."""
 CONTENT_TYPE_BOTH: ContentType.ValueType  # 3
+"""Both bodies (multipart/alternative)."""
 Global___ContentType: _TypeAlias = ContentType  # noqa: Y015
 
 class _EmailMode:
@@ -48,23 +56,37 @@ class _EmailMode:
 class _EmailModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EmailMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     EMAIL_MODE_UNSPECIFIED: _EmailMode.ValueType  # 0
+    """Not set; UpdateEmail refuses it in mode."""
     EMAIL_MODE_EMPTY: _EmailMode.ValueType  # 1
+    """Nothing chosen yet."""
     EMAIL_MODE_EDITOR: _EmailMode.ValueType  # 2
+    """Written in the editor."""
     EMAIL_MODE_TEMPLATE: _EmailMode.ValueType  # 3
+    """Made from a template (template_id)."""
     EMAIL_MODE_IMPORT: _EmailMode.ValueType  # 4
+    """Fetched from a URL (fetch_url)."""
     EMAIL_MODE_UNLAYER: _EmailMode.ValueType  # 5
+    """Made with the Unlayer editor."""
     EMAIL_MODE_STRIPO: _EmailMode.ValueType  # 6
+    """Made with the Stripo editor."""
 
 class EmailMode(_EmailMode, metaclass=_EmailModeEnumTypeWrapper):
     """How the email was made."""
 
 EMAIL_MODE_UNSPECIFIED: EmailMode.ValueType  # 0
+"""Not set; UpdateEmail refuses it in mode."""
 EMAIL_MODE_EMPTY: EmailMode.ValueType  # 1
+"""Nothing chosen yet."""
 EMAIL_MODE_EDITOR: EmailMode.ValueType  # 2
+"""Written in the editor."""
 EMAIL_MODE_TEMPLATE: EmailMode.ValueType  # 3
+"""Made from a template (template_id)."""
 EMAIL_MODE_IMPORT: EmailMode.ValueType  # 4
+"""Fetched from a URL (fetch_url)."""
 EMAIL_MODE_UNLAYER: EmailMode.ValueType  # 5
+"""Made with the Unlayer editor."""
 EMAIL_MODE_STRIPO: EmailMode.ValueType  # 6
+"""Made with the Stripo editor."""
 Global___EmailMode: _TypeAlias = EmailMode  # noqa: Y015
 
 class _ValidateScope:
@@ -74,17 +96,25 @@ class _ValidateScope:
 class _ValidateScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValidateScope.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     VALIDATE_SCOPE_UNSPECIFIED: _ValidateScope.ValueType  # 0
+    """Not set: UpdateEmail refuses it (INVALID_ARGUMENT VALIDATE_SCOPE_REQUIRED)."""
     VALIDATE_SCOPE_OPT_IN: _ValidateScope.ValueType  # 1
+    """Fit to confirm double opt-in subscriptions."""
     VALIDATE_SCOPE_CAMPAIGN: _ValidateScope.ValueType  # 2
+    """Fit to be a campaign's content."""
     VALIDATE_SCOPE_AUTO_RESPONDER: _ValidateScope.ValueType  # 3
+    """Fit to be an autoresponder's content."""
 
 class ValidateScope(_ValidateScope, metaclass=_ValidateScopeEnumTypeWrapper):
     """What an email is validated for."""
 
 VALIDATE_SCOPE_UNSPECIFIED: ValidateScope.ValueType  # 0
+"""Not set: UpdateEmail refuses it (INVALID_ARGUMENT VALIDATE_SCOPE_REQUIRED)."""
 VALIDATE_SCOPE_OPT_IN: ValidateScope.ValueType  # 1
+"""Fit to confirm double opt-in subscriptions."""
 VALIDATE_SCOPE_CAMPAIGN: ValidateScope.ValueType  # 2
+"""Fit to be a campaign's content."""
 VALIDATE_SCOPE_AUTO_RESPONDER: ValidateScope.ValueType  # 3
+"""Fit to be an autoresponder's content."""
 Global___ValidateScope: _TypeAlias = ValidateScope  # noqa: Y015
 
 @_typing.final
@@ -101,13 +131,19 @@ class UtmTracking(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     MERGE_TAGS_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
+    """Whether links get UTM parameters."""
     source: _builtins.str
+    """utm_source."""
     medium: _builtins.str
+    """utm_medium."""
     campaign: _builtins.str
+    """utm_campaign."""
     term: _builtins.str
+    """utm_term."""
     content: _builtins.str
+    """utm_content."""
     merge_tags: _builtins.bool
-    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    """Not supported: UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
     a BadRequest violation of reason SETTING_UNSUPPORTED (Herald does not personalize UTM values).
     """
     def __init__(
@@ -163,24 +199,40 @@ class Email(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The email's id; server-assigned."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     name: _builtins.str
+    """The email's name, for its owner; at most 255 characters."""
     subject: _builtins.str
+    """The subject line; personalization tags allowed (no link tags); at most 1,000 characters."""
     preheader_text: _builtins.str
+    """The preview text after the subject; at most 1,000 characters."""
     from_name: _builtins.str
+    """The sender's name."""
     from_email: _builtins.str
+    """The sender's address."""
     reply_to_name: _builtins.str
+    """The Reply-To name."""
     reply_to_email: _builtins.str
+    """The Reply-To address."""
     html_content: _builtins.str
+    """The HTML body; personalization tags allowed."""
     plain_content: _builtins.str
+    """The plain-text body; personalization tags allowed."""
     content_type: Global___ContentType.ValueType
+    """HTML for a new email. An update that changes html_content or plain_content without naming
+    content_type sets it from the bodies then present: BOTH, HTML or PLAIN (unchanged when both are
+    empty). Naming content_type sets it as given.
+    """
     mode: Global___EmailMode.ValueType
+    """How the email was made."""
     fetch_url: _builtins.str
-    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    """Not supported: UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
     a BadRequest violation of reason SETTING_UNSUPPORTED (Herald fetches no content from URLs).
     """
     fetch_plain_url: _builtins.str
-    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    """Not supported: UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
     a BadRequest violation of reason SETTING_UNSUPPORTED.
     """
     template_id: _builtins.int
@@ -188,23 +240,33 @@ class Email(_message.Message):
     value that a request sets must name a template of the email's owner.
     """
     image_embedding: _builtins.bool
-    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    """Not supported: UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
     a BadRequest violation of reason SETTING_UNSUPPORTED (Herald embeds no images).
     """
     is_email_template: _builtins.bool
-    """Not supported (issue 14): UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
+    """Not supported: UpdateEmail refuses a value other than the default with INVALID_ARGUMENT,
     a BadRequest violation of reason SETTING_UNSUPPORTED (templates are TemplateService's).
     """
     extra_content1: _builtins.str
+    """Extra content, stored as given."""
     extra_content2: _builtins.str
+    """Extra content, stored as given."""
     open_tracking: _builtins.bool
+    """Whether opens are tracked (a tracking pixel)."""
     link_tracking: _builtins.bool
+    """Whether link clicks are tracked (links rewritten)."""
     @_builtins.property
-    def utm(self) -> Global___UtmTracking: ...
+    def utm(self) -> Global___UtmTracking:
+        """UTM parameters added to links."""
+
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     @_builtins.property
-    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed; output only."""
+
     def __init__(
         self,
         *,
@@ -244,6 +306,8 @@ Global___Email: _TypeAlias = Email  # noqa: Y015
 
 @_typing.final
 class CreateEmailRequest(_message.Message):
+    """The request of EmailService.CreateEmail."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MODE_FIELD_NUMBER: _builtins.int
@@ -271,10 +335,13 @@ Global___CreateEmailRequest: _TypeAlias = CreateEmailRequest  # noqa: Y015
 
 @_typing.final
 class GetEmailRequest(_message.Message):
+    """The request of EmailService.GetEmail."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_ID_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The email's id."""
     def __init__(
         self,
         *,
@@ -290,6 +357,8 @@ Global___GetEmailRequest: _TypeAlias = GetEmailRequest  # noqa: Y015
 
 @_typing.final
 class ListEmailsRequest(_message.Message):
+    """The request of EmailService.ListEmails."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_IDS_FIELD_NUMBER: _builtins.int
@@ -312,11 +381,15 @@ Global___ListEmailsRequest: _TypeAlias = ListEmailsRequest  # noqa: Y015
 
 @_typing.final
 class ListEmailsResponse(_message.Message):
+    """The response of EmailService.ListEmails."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAILS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def emails(self) -> _containers.RepeatedCompositeFieldContainer[Global___Email]: ...
+    def emails(self) -> _containers.RepeatedCompositeFieldContainer[Global___Email]:
+        """The emails."""
+
     def __init__(
         self,
         *,
@@ -332,6 +405,21 @@ Global___ListEmailsResponse: _TypeAlias = ListEmailsResponse  # noqa: Y015
 
 @_typing.final
 class UpdateEmailRequest(_message.Message):
+    """The request of EmailService.UpdateEmail.
+
+    Update mask, the rule of every Update RPC (AIP-134): the paths given change exactly those
+    fields, each path in snake_case or lowerCamelCase (`email_id` or `emailId`, as the proto3 JSON
+    mapping writes masks); an omitted mask (no paths) changes every updatable field the request
+    populates (a non-default value, a set message), so a field is cleared only by naming it. A path
+    not listed below is INVALID_ARGUMENT UPDATE_MASK_INVALID.
+
+    Paths: name, subject, preheader_text, from_name, from_email, reply_to_name, reply_to_email,
+    html_content, plain_content, fetch_url, fetch_plain_url, extra_content1, extra_content2,
+    image_embedding, is_email_template, link_tracking, open_tracking, content_type, mode, template_id,
+    utm (every UTM setting) and utm.enabled, utm.source, utm.medium, utm.campaign, utm.term,
+    utm.content, utm.merge_tags (one each). A request that changes nothing is still validated.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_FIELD_NUMBER: _builtins.int
@@ -345,7 +433,7 @@ class UpdateEmailRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Which fields to change (Email field names); empty changes nothing but still validates."""
+        """Which fields to change; see the message's comment."""
 
     def __init__(
         self,
@@ -364,10 +452,13 @@ Global___UpdateEmailRequest: _TypeAlias = UpdateEmailRequest  # noqa: Y015
 
 @_typing.final
 class DeleteEmailRequest(_message.Message):
+    """The request of EmailService.DeleteEmail."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_ID_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The email's id."""
     def __init__(
         self,
         *,
@@ -383,12 +474,15 @@ Global___DeleteEmailRequest: _TypeAlias = DeleteEmailRequest  # noqa: Y015
 
 @_typing.final
 class SendEmailPreviewRequest(_message.Message):
+    """The request of EmailService.SendEmailPreview."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_ID_FIELD_NUMBER: _builtins.int
     EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
     LIST_ID_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The email to preview."""
     email_address: _builtins.str
     """Where the preview goes."""
     list_id: _builtins.int
@@ -453,8 +547,11 @@ class EmailPreviewRequestedEvent(_message.Message):
     SUBSCRIPTION_IP_FIELD_NUMBER: _builtins.int
     OPT_IN_TIME_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     email_id: _builtins.int
+    """The email's id."""
     email_address: _builtins.str
+    """Where the preview goes."""
     request_id: _builtins.str
     """The request's identity: a redelivered event sends nothing more."""
     list_id: _builtins.int
@@ -462,23 +559,36 @@ class EmailPreviewRequestedEvent(_message.Message):
     values when none was asked for or the list is empty; list_id and subscriber_id are 0 then.
     """
     subscriber_id: _builtins.int
+    """The subscriber whose values personalize it; 0 for sample values."""
     subscriber_email_address: _builtins.str
+    """That subscriber's address."""
     first_name: _builtins.str
+    """The subscriber's first name."""
     last_name: _builtins.str
+    """The subscriber's last name."""
     subscriber_status: _builtins.str
     """That subscriber's status as the Subscriber:Status tag shows it (Subscribed, Unsubscribed, Opt-In
     Pending, Opt-Out Pending), subscription date and address, and opt-in date; empty / unset with
     sample values or when the subscriber has none.
     """
     subscription_ip: _builtins.str
+    """The address the subscription came from; empty when unknown."""
     @_builtins.property
-    def request_time(self) -> _timestamp_pb2.Timestamp: ...
+    def request_time(self) -> _timestamp_pb2.Timestamp:
+        """When the preview was asked for."""
+
     @_builtins.property
-    def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """That subscriber's custom field values by id."""
+
     @_builtins.property
-    def subscription_time(self) -> _timestamp_pb2.Timestamp: ...
+    def subscription_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber subscribed; unset when unknown."""
+
     @_builtins.property
-    def opt_in_time(self) -> _timestamp_pb2.Timestamp: ...
+    def opt_in_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscriber confirmed a double opt-in; unset when they did not."""
+
     def __init__(
         self,
         *,

@@ -29,6 +29,22 @@ if _version_not_supported:
 class EmailServiceStub:
     """EmailService owns email content: what campaigns and their A/B variations send. Every call
     is scoped to the user in the principal token: another user's email answers NOT_FOUND.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the campaign server process (`herald serve campaign`, or `herald run`), on
+    port 50051 by default (HERALD_CAMPAIGN_GRPC_PORT; Herald's own processes find it at
+    HERALD_CAMPAIGN_ADDR), beside CampaignService and TemplateService. One address for every service:
+    put a gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
     """
 
     def __init__(self, channel):
@@ -72,6 +88,22 @@ class EmailServiceStub:
 class EmailServiceServicer:
     """EmailService owns email content: what campaigns and their A/B variations send. Every call
     is scoped to the user in the principal token: another user's email answers NOT_FOUND.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the campaign server process (`herald serve campaign`, or `herald run`), on
+    port 50051 by default (HERALD_CAMPAIGN_GRPC_PORT; Herald's own processes find it at
+    HERALD_CAMPAIGN_ADDR), beside CampaignService and TemplateService. One address for every service:
+    put a gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
     """
 
     def CreateEmail(self, request, context):
@@ -165,6 +197,22 @@ def add_EmailServiceServicer_to_server(servicer, server):
 class EmailService:
     """EmailService owns email content: what campaigns and their A/B variations send. Every call
     is scoped to the user in the principal token: another user's email answers NOT_FOUND.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the campaign server process (`herald serve campaign`, or `herald run`), on
+    port 50051 by default (HERALD_CAMPAIGN_GRPC_PORT; Herald's own processes find it at
+    HERALD_CAMPAIGN_ADDR), beside CampaignService and TemplateService. One address for every service:
+    put a gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
     """
 
     @staticmethod

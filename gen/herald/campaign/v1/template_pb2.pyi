@@ -75,10 +75,15 @@ class Template(_message.Message):
     html_content: _builtins.str
     """At least one of html_content and plain_content is required."""
     plain_content: _builtins.str
+    """The plain-text body."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     @_builtins.property
-    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed; output only."""
+
     def __init__(
         self,
         *,
@@ -102,6 +107,8 @@ Global___Template: _TypeAlias = Template  # noqa: Y015
 
 @_typing.final
 class CreateTemplateRequest(_message.Message):
+    """The request of TemplateService.CreateTemplate."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEMPLATE_FIELD_NUMBER: _builtins.int
@@ -124,10 +131,13 @@ Global___CreateTemplateRequest: _TypeAlias = CreateTemplateRequest  # noqa: Y015
 
 @_typing.final
 class GetTemplateRequest(_message.Message):
+    """The request of TemplateService.GetTemplate."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     template_id: _builtins.int
+    """The template's id."""
     def __init__(
         self,
         *,
@@ -143,6 +153,8 @@ Global___GetTemplateRequest: _TypeAlias = GetTemplateRequest  # noqa: Y015
 
 @_typing.final
 class ListTemplatesRequest(_message.Message):
+    """The request of TemplateService.ListTemplates."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -156,6 +168,7 @@ class ListTemplatesRequest(_message.Message):
     owner_user_id: _builtins.int
     """Admin only: only this user's templates; 0 means every user's (admin) or the caller's own."""
     view: Global___TemplateView.ValueType
+    """How much of each template to return."""
     def __init__(
         self,
         *,
@@ -174,6 +187,8 @@ Global___ListTemplatesRequest: _TypeAlias = ListTemplatesRequest  # noqa: Y015
 
 @_typing.final
 class ListTemplatesResponse(_message.Message):
+    """The response of TemplateService.ListTemplates."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEMPLATES_FIELD_NUMBER: _builtins.int
@@ -200,6 +215,17 @@ Global___ListTemplatesResponse: _TypeAlias = ListTemplatesResponse  # noqa: Y015
 
 @_typing.final
 class UpdateTemplateRequest(_message.Message):
+    """The request of TemplateService.UpdateTemplate.
+
+    Update mask, the rule of every Update RPC (AIP-134): the paths given change exactly those
+    fields, each path in snake_case or lowerCamelCase (`email_id` or `emailId`, as the proto3 JSON
+    mapping writes masks); an omitted mask (no paths) changes every updatable field the request
+    populates (a non-default value, a set message), so a field is cleared only by naming it. A path
+    not listed below is INVALID_ARGUMENT UPDATE_MASK_INVALID.
+
+    Paths: name, subject, preheader_text, html_content, plain_content, or "*" for all of them.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEMPLATE_FIELD_NUMBER: _builtins.int
@@ -210,9 +236,7 @@ class UpdateTemplateRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Which fields to change: name, subject, preheader_text, html_content, plain_content, or "*"
-        for all of them. Empty means the fields the request sets (non-empty values).
-        """
+        """Which fields to change; see the message's comment."""
 
     def __init__(
         self,
@@ -230,10 +254,13 @@ Global___UpdateTemplateRequest: _TypeAlias = UpdateTemplateRequest  # noqa: Y015
 
 @_typing.final
 class DeleteTemplateRequest(_message.Message):
+    """The request of TemplateService.DeleteTemplate."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     template_id: _builtins.int
+    """The template's id."""
     def __init__(
         self,
         *,

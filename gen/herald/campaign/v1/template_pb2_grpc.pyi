@@ -34,6 +34,22 @@ class TemplateServiceStub:
     Every call is scoped to the user in the principal token: another user's template answers
     NOT_FOUND, exactly as one that does not exist. An admin sees and changes every user's
     templates but owns none.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the campaign server process (`herald serve campaign`, or `herald run`), on
+    port 50051 by default (HERALD_CAMPAIGN_GRPC_PORT; Herald's own processes find it at
+    HERALD_CAMPAIGN_ADDR), beside CampaignService and EmailService. One address for every service:
+    put a gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
     """
 
     @_typing.overload
@@ -59,6 +75,22 @@ class TemplateServiceAsyncStub(TemplateServiceStub):
     Every call is scoped to the user in the principal token: another user's template answers
     NOT_FOUND, exactly as one that does not exist. An admin sees and changes every user's
     templates but owns none.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the campaign server process (`herald serve campaign`, or `herald run`), on
+    port 50051 by default (HERALD_CAMPAIGN_GRPC_PORT; Herald's own processes find it at
+    HERALD_CAMPAIGN_ADDR), beside CampaignService and EmailService. One address for every service:
+    put a gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -80,6 +112,22 @@ class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
     Every call is scoped to the user in the principal token: another user's template answers
     NOT_FOUND, exactly as one that does not exist. An admin sees and changes every user's
     templates but owns none.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the campaign server process (`herald serve campaign`, or `herald run`), on
+    port 50051 by default (HERALD_CAMPAIGN_GRPC_PORT; Herald's own processes find it at
+    HERALD_CAMPAIGN_ADDR), beside CampaignService and EmailService. One address for every service:
+    put a gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
     """
 
     @_abc_1.abstractmethod

@@ -27,17 +27,25 @@ class _TrackingEventKind:
 class _TrackingEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TrackingEventKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     TRACKING_EVENT_KIND_UNSPECIFIED: _TrackingEventKind.ValueType  # 0
+    """Not set."""
     TRACKING_EVENT_KIND_OPEN: _TrackingEventKind.ValueType  # 1
+    """The message was opened (its tracking pixel was fetched)."""
     TRACKING_EVENT_KIND_CLICK: _TrackingEventKind.ValueType  # 2
+    """A tracked link was followed."""
     TRACKING_EVENT_KIND_UNSUBSCRIBE: _TrackingEventKind.ValueType  # 3
+    """The unsubscribe link was used."""
 
 class TrackingEventKind(_TrackingEventKind, metaclass=_TrackingEventKindEnumTypeWrapper):
     """What a tracking link or pixel reported."""
 
 TRACKING_EVENT_KIND_UNSPECIFIED: TrackingEventKind.ValueType  # 0
+"""Not set."""
 TRACKING_EVENT_KIND_OPEN: TrackingEventKind.ValueType  # 1
+"""The message was opened (its tracking pixel was fetched)."""
 TRACKING_EVENT_KIND_CLICK: TrackingEventKind.ValueType  # 2
+"""A tracked link was followed."""
 TRACKING_EVENT_KIND_UNSUBSCRIBE: TrackingEventKind.ValueType  # 3
+"""The unsubscribe link was used."""
 Global___TrackingEventKind: _TypeAlias = TrackingEventKind  # noqa: Y015
 
 class _RecipientState:
@@ -47,11 +55,17 @@ class _RecipientState:
 class _RecipientStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecipientState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     RECIPIENT_STATE_UNSPECIFIED: _RecipientState.ValueType  # 0
+    """Not set (as a filter: every state)."""
     RECIPIENT_STATE_PENDING: _RecipientState.ValueType  # 1
+    """Queued, waiting to be sent (or, after a temporary failure, to be retried)."""
     RECIPIENT_STATE_SENDING: _RecipientState.ValueType  # 2
+    """Claimed by a worker, being sent."""
     RECIPIENT_STATE_SENT: _RecipientState.ValueType  # 3
+    """Accepted by the relay."""
     RECIPIENT_STATE_FAILED: _RecipientState.ValueType  # 4
+    """Given up on."""
     RECIPIENT_STATE_DROPPED: _RecipientState.ValueType  # 5
+    """Not sent: the campaign was cancelled or deleted first."""
     RECIPIENT_STATE_HELD: _RecipientState.ValueType  # 6
     """Outside a split test's test group: waiting for the winner (no variation and no batch yet)."""
     RECIPIENT_STATE_DEFERRED: _RecipientState.ValueType  # 7
@@ -61,11 +75,17 @@ class RecipientState(_RecipientState, metaclass=_RecipientStateEnumTypeWrapper):
     """Delivery state of one queued recipient."""
 
 RECIPIENT_STATE_UNSPECIFIED: RecipientState.ValueType  # 0
+"""Not set (as a filter: every state)."""
 RECIPIENT_STATE_PENDING: RecipientState.ValueType  # 1
+"""Queued, waiting to be sent (or, after a temporary failure, to be retried)."""
 RECIPIENT_STATE_SENDING: RecipientState.ValueType  # 2
+"""Claimed by a worker, being sent."""
 RECIPIENT_STATE_SENT: RecipientState.ValueType  # 3
+"""Accepted by the relay."""
 RECIPIENT_STATE_FAILED: RecipientState.ValueType  # 4
+"""Given up on."""
 RECIPIENT_STATE_DROPPED: RecipientState.ValueType  # 5
+"""Not sent: the campaign was cancelled or deleted first."""
 RECIPIENT_STATE_HELD: RecipientState.ValueType  # 6
 """Outside a split test's test group: waiting for the winner (no variation and no batch yet)."""
 RECIPIENT_STATE_DEFERRED: RecipientState.ValueType  # 7
@@ -107,6 +127,7 @@ class _BounceKind:
 class _BounceKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BounceKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     BOUNCE_KIND_UNSPECIFIED: _BounceKind.ValueType  # 0
+    """Not set."""
     BOUNCE_KIND_HARD: _BounceKind.ValueType  # 1
     """The address does not exist or cannot receive mail (5.1.x, or soft bounces on consecutive
     campaigns): the subscriber becomes Hard and the address is suppressed.
@@ -124,6 +145,7 @@ class BounceKind(_BounceKind, metaclass=_BounceKindEnumTypeWrapper):
     """What a bounce or complaint says about the address, as the classifier judges it."""
 
 BOUNCE_KIND_UNSPECIFIED: BounceKind.ValueType  # 0
+"""Not set."""
 BOUNCE_KIND_HARD: BounceKind.ValueType  # 1
 """The address does not exist or cannot receive mail (5.1.x, or soft bounces on consecutive
 campaigns): the subscriber becomes Hard and the address is suppressed.
@@ -145,6 +167,7 @@ class _BounceSource:
 class _BounceSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BounceSource.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     BOUNCE_SOURCE_UNSPECIFIED: _BounceSource.ValueType  # 0
+    """Not set."""
     BOUNCE_SOURCE_SMTP_REPLY: _BounceSource.ValueType  # 1
     """The relay's reply while Herald sent the message."""
     BOUNCE_SOURCE_DSN: _BounceSource.ValueType  # 2
@@ -166,6 +189,7 @@ class BounceSource(_BounceSource, metaclass=_BounceSourceEnumTypeWrapper):
     """Where a bounce or complaint came from."""
 
 BOUNCE_SOURCE_UNSPECIFIED: BounceSource.ValueType  # 0
+"""Not set."""
 BOUNCE_SOURCE_SMTP_REPLY: BounceSource.ValueType  # 1
 """The relay's reply while Herald sent the message."""
 BOUNCE_SOURCE_DSN: BounceSource.ValueType  # 2
@@ -191,6 +215,7 @@ class _SendOutcome:
 class _SendOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SendOutcome.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SEND_OUTCOME_UNSPECIFIED: _SendOutcome.ValueType  # 0
+    """Not set."""
     SEND_OUTCOME_SENT: _SendOutcome.ValueType  # 1
     """At least one recipient was sent to."""
     SEND_OUTCOME_FAILED: _SendOutcome.ValueType  # 2
@@ -205,6 +230,7 @@ class SendOutcome(_SendOutcome, metaclass=_SendOutcomeEnumTypeWrapper):
     """
 
 SEND_OUTCOME_UNSPECIFIED: SendOutcome.ValueType  # 0
+"""Not set."""
 SEND_OUTCOME_SENT: SendOutcome.ValueType  # 1
 """At least one recipient was sent to."""
 SEND_OUTCOME_FAILED: SendOutcome.ValueType  # 2
@@ -218,6 +244,7 @@ class _DeliveryEventKind:
 class _DeliveryEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliveryEventKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     DELIVERY_EVENT_KIND_UNSPECIFIED: _DeliveryEventKind.ValueType  # 0
+    """Not set; never sent."""
     DELIVERY_EVENT_KIND_QUEUED: _DeliveryEventKind.ValueType  # 1
     """Put in the campaign's send queue."""
     DELIVERY_EVENT_KIND_SENT: _DeliveryEventKind.ValueType  # 2
@@ -229,13 +256,17 @@ class _DeliveryEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Del
     DELIVERY_EVENT_KIND_COMPLAINED: _DeliveryEventKind.ValueType  # 5
     """A spam complaint was recorded."""
     DELIVERY_EVENT_KIND_OPENED: _DeliveryEventKind.ValueType  # 6
+    """The message was opened."""
     DELIVERY_EVENT_KIND_CLICKED: _DeliveryEventKind.ValueType  # 7
+    """A tracked link was followed."""
     DELIVERY_EVENT_KIND_UNSUBSCRIBED: _DeliveryEventKind.ValueType  # 8
+    """The recipient unsubscribed (the message's link, the API naming the campaign, or a complaint)."""
 
 class DeliveryEventKind(_DeliveryEventKind, metaclass=_DeliveryEventKindEnumTypeWrapper):
     """What happened to one recipient of a campaign."""
 
 DELIVERY_EVENT_KIND_UNSPECIFIED: DeliveryEventKind.ValueType  # 0
+"""Not set; never sent."""
 DELIVERY_EVENT_KIND_QUEUED: DeliveryEventKind.ValueType  # 1
 """Put in the campaign's send queue."""
 DELIVERY_EVENT_KIND_SENT: DeliveryEventKind.ValueType  # 2
@@ -247,16 +278,22 @@ DELIVERY_EVENT_KIND_BOUNCED: DeliveryEventKind.ValueType  # 4
 DELIVERY_EVENT_KIND_COMPLAINED: DeliveryEventKind.ValueType  # 5
 """A spam complaint was recorded."""
 DELIVERY_EVENT_KIND_OPENED: DeliveryEventKind.ValueType  # 6
+"""The message was opened."""
 DELIVERY_EVENT_KIND_CLICKED: DeliveryEventKind.ValueType  # 7
+"""A tracked link was followed."""
 DELIVERY_EVENT_KIND_UNSUBSCRIBED: DeliveryEventKind.ValueType  # 8
+"""The recipient unsubscribed (the message's link, the API naming the campaign, or a complaint)."""
 Global___DeliveryEventKind: _TypeAlias = DeliveryEventKind  # noqa: Y015
 
 @_typing.final
 class RetryFailedRecipientsRequest(_message.Message):
+    """The request of DeliveryService.RetryFailedRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     def __init__(
         self,
         *,
@@ -272,13 +309,17 @@ Global___RetryFailedRecipientsRequest: _TypeAlias = RetryFailedRecipientsRequest
 
 @_typing.final
 class RetryFailedRecipientsResponse(_message.Message):
+    """The response of DeliveryService.RetryFailedRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RETRIED_COUNT_FIELD_NUMBER: _builtins.int
     BATCHES_CREATED_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     retried_count: _builtins.int
+    """Failed recipients reset to Pending."""
     batches_created: _builtins.int
+    """Batches published for them."""
     generation: _builtins.int
     """The generation the retried batches carry."""
     def __init__(
@@ -309,8 +350,11 @@ class TrackingEvent(_message.Message):
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     EVENT_KEY_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     kind: Global___TrackingEventKind.ValueType
+    """Open, click or unsubscribe."""
     url: _builtins.str
     """The clicked link, for clicks."""
     event_key: _builtins.str
@@ -318,7 +362,9 @@ class TrackingEvent(_message.Message):
     same key is recorded once. Empty: no deduplication.
     """
     @_builtins.property
-    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
     def __init__(
         self,
         *,
@@ -339,11 +385,15 @@ Global___TrackingEvent: _TypeAlias = TrackingEvent  # noqa: Y015
 
 @_typing.final
 class RecordTrackingEventsRequest(_message.Message):
+    """The request of DeliveryService.RecordTrackingEvents."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrackingEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrackingEvent]:
+        """The events."""
+
     def __init__(
         self,
         *,
@@ -359,10 +409,13 @@ Global___RecordTrackingEventsRequest: _TypeAlias = RecordTrackingEventsRequest  
 
 @_typing.final
 class RecordTrackingEventsResponse(_message.Message):
+    """The response of DeliveryService.RecordTrackingEvents."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECORDED_COUNT_FIELD_NUMBER: _builtins.int
     recorded_count: _builtins.int
+    """Events recorded (those whose queue row is the caller's)."""
     def __init__(
         self,
         *,
@@ -378,6 +431,8 @@ Global___RecordTrackingEventsResponse: _TypeAlias = RecordTrackingEventsResponse
 
 @_typing.final
 class RecordUnsubscriptionsRequest(_message.Message):
+    """The request of DeliveryService.RecordUnsubscriptions."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -394,7 +449,9 @@ class RecordUnsubscriptionsRequest(_message.Message):
     email) counts. 0: whichever email they were sent.
     """
     @_builtins.property
-    def subscribers(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnsubscribedSubscriber]: ...
+    def subscribers(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnsubscribedSubscriber]:
+        """The subscribers who unsubscribed."""
+
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When the unsubscriptions happened; unset: when they are recorded."""
@@ -425,7 +482,9 @@ class UnsubscribedSubscriber(_message.Message):
     SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
     EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     email_address: _builtins.str
+    """The address, normalised (domain lower-cased)."""
     def __init__(
         self,
         *,
@@ -442,6 +501,8 @@ Global___UnsubscribedSubscriber: _TypeAlias = UnsubscribedSubscriber  # noqa: Y0
 
 @_typing.final
 class RecordUnsubscriptionsResponse(_message.Message):
+    """The response of DeliveryService.RecordUnsubscriptions."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECORDED_COUNT_FIELD_NUMBER: _builtins.int
@@ -478,17 +539,25 @@ class QueuedRecipient(_message.Message):
     BOUNCES_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     email_address: _builtins.str
+    """The recipient's address."""
     state: Global___RecipientState.ValueType
+    """Where its delivery stands."""
     attempts: _builtins.int
+    """Send attempts so far."""
     generation: _builtins.int
+    """The generation of batches it belongs to (a retry makes a new one)."""
     batch_id: _builtins.int
+    """The batch it is sent in."""
     last_error: _builtins.str
     """The last SMTP reply or connection error."""
     email_id: _builtins.int
     """The variation's email id, for A/B campaigns."""
     @_builtins.property
-    def send_time(self) -> _timestamp_pb2.Timestamp: ...
+    def send_time(self) -> _timestamp_pb2.Timestamp:
+        """When the relay accepted it; unset before."""
+
     @_builtins.property
     def bounces(self) -> _containers.RepeatedCompositeFieldContainer[Global___Bounce]:
         """Bounces and complaints recorded for this recipient, oldest first (the SMTP reply at send time
@@ -524,6 +593,8 @@ Global___QueuedRecipient: _TypeAlias = QueuedRecipient  # noqa: Y015
 
 @_typing.final
 class ListQueuedRecipientsRequest(_message.Message):
+    """The request of DeliveryService.ListQueuedRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -531,9 +602,11 @@ class ListQueuedRecipientsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     AFTER_RECIPIENT_ID_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     state: Global___RecipientState.ValueType
     """Only this state; UNSPECIFIED means all."""
     page_size: _builtins.int
+    """At most this many recipients."""
     after_recipient_id: _builtins.int
     """Only recipients with an id above this."""
     def __init__(
@@ -554,13 +627,18 @@ Global___ListQueuedRecipientsRequest: _TypeAlias = ListQueuedRecipientsRequest  
 
 @_typing.final
 class ListQueuedRecipientsResponse(_message.Message):
+    """The response of DeliveryService.ListQueuedRecipients."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     total_size: _builtins.int
+    """All matches, not only this page."""
     @_builtins.property
-    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueuedRecipient]: ...
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueuedRecipient]:
+        """The recipients."""
+
     def __init__(
         self,
         *,
@@ -577,6 +655,8 @@ Global___ListQueuedRecipientsResponse: _TypeAlias = ListQueuedRecipientsResponse
 
 @_typing.final
 class BatchGetCampaignStatisticsRequest(_message.Message):
+    """The request of DeliveryService.BatchGetCampaignStatistics."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
@@ -584,7 +664,9 @@ class BatchGetCampaignStatisticsRequest(_message.Message):
     view: Global___StatisticsView.ValueType
     """Which figures to return; unset returns them all (STATISTICS_VIEW_FULL)."""
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The campaigns; at most 10,000."""
+
     def __init__(
         self,
         *,
@@ -601,7 +683,12 @@ Global___BatchGetCampaignStatisticsRequest: _TypeAlias = BatchGetCampaignStatist
 
 @_typing.final
 class CampaignStatistics(_message.Message):
-    """What delivery knows about one campaign; zeros until something was queued."""
+    """What delivery knows about one campaign; zeros until something was queued. Why a second shape
+    beside herald.campaign.v1.CampaignStatistics: this one carries delivery's raw figures (the first
+    and last send times, the main send's count and last time), from which the campaign service
+    derives the throughput (emails_per_second, duration_seconds) that clients see; clients read that
+    one, and this RPC is internal.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -627,9 +714,13 @@ class CampaignStatistics(_message.Message):
     TOTAL_SPAM_COMPLAINTS_FIELD_NUMBER: _builtins.int
     TOTAL_UNSUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     total_recipients: _builtins.int
+    """Recipients queued."""
     total_sent: _builtins.int
+    """Recipients whose message the relay accepted."""
     total_failed: _builtins.int
+    """Recipients given up on."""
     total_deferred: _builtins.int
     """Recipients whose send was answered with a temporary failure and who wait for a retry; they
     end Sent or Failed.
@@ -640,28 +731,39 @@ class CampaignStatistics(_message.Message):
     sends, total_sent and last_send_time. CampaignThroughput is measured with them.
     """
     total_opens: _builtins.int
+    """Opens, every one counted."""
     unique_opens: _builtins.int
+    """Recipients who opened, each once."""
     total_clicks: _builtins.int
+    """Clicks on tracked links, every one counted."""
     unique_clicks: _builtins.int
+    """Recipients who clicked, each once."""
     total_hard_bounces: _builtins.int
     """Recipients with a hard bounce, a soft bounce, a policy or reputation rejection (not the
     address's fault) and a spam complaint, each recipient counted once per kind (every view).
     """
     total_soft_bounces: _builtins.int
+    """Recipients with a soft bounce."""
     total_policy_rejections: _builtins.int
+    """Recipients refused for policy or reputation."""
     total_spam_complaints: _builtins.int
+    """Recipients who complained of spam."""
     total_unsubscriptions: _builtins.int
     """Recipients who unsubscribed through the message's link, through the API naming the campaign
     (RecordUnsubscriptions) or by a complaint, each once (every view).
     """
     @_builtins.property
-    def main_send_last_send_time(self) -> _timestamp_pb2.Timestamp: ...
+    def main_send_last_send_time(self) -> _timestamp_pb2.Timestamp:
+        """See main_send_total_sent."""
+
     @_builtins.property
     def first_send_time(self) -> _timestamp_pb2.Timestamp:
         """First and last successful send; unset before the first."""
 
     @_builtins.property
-    def last_send_time(self) -> _timestamp_pb2.Timestamp: ...
+    def last_send_time(self) -> _timestamp_pb2.Timestamp:
+        """See first_send_time."""
+
     @_builtins.property
     def variations(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariationStatistics]:
         """Per A/B variation (STATISTICS_VIEW_FULL only)."""
@@ -720,6 +822,7 @@ class SplitTestResult(_message.Message):
     test_recipients: _builtins.int
     """Recipients in the test group, and those held back for the winner (0 once it was chosen)."""
     held_recipients: _builtins.int
+    """Recipients held back for the winner (0 once it was chosen)."""
     winner_email_id: _builtins.int
     """The winning variation's email; 0 until the winner was chosen."""
     @_builtins.property
@@ -756,15 +859,21 @@ class VariationStatistics(_message.Message):
     UNIQUE_OPENS_FIELD_NUMBER: _builtins.int
     UNIQUE_CLICKS_FIELD_NUMBER: _builtins.int
     email_id: _builtins.int
+    """The variation's email."""
     total_recipients: _builtins.int
+    """Recipients queued."""
     total_sent: _builtins.int
+    """Recipients whose message the relay accepted."""
     total_failed: _builtins.int
+    """Recipients given up on."""
     total_deferred: _builtins.int
     """Recipients whose send was answered with a temporary failure and who wait for a retry; they
     end Sent or Failed.
     """
     unique_opens: _builtins.int
+    """Recipients who opened, each once."""
     unique_clicks: _builtins.int
+    """Recipients who clicked, each once."""
     def __init__(
         self,
         *,
@@ -796,9 +905,13 @@ class DomainStatistics(_message.Message):
     TOTAL_FAILED_FIELD_NUMBER: _builtins.int
     TOTAL_DEFERRED_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
+    """The recipients' domain."""
     total_recipients: _builtins.int
+    """Recipients queued."""
     total_sent: _builtins.int
+    """Recipients whose message the relay accepted."""
     total_failed: _builtins.int
+    """Recipients given up on."""
     total_deferred: _builtins.int
     """Recipients whose send was answered with a temporary failure and who wait for a retry; they
     end Sent or Failed.
@@ -822,11 +935,15 @@ Global___DomainStatistics: _TypeAlias = DomainStatistics  # noqa: Y015
 
 @_typing.final
 class BatchGetCampaignStatisticsResponse(_message.Message):
+    """The response of DeliveryService.BatchGetCampaignStatistics."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATISTICS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def statistics(self) -> _containers.RepeatedCompositeFieldContainer[Global___CampaignStatistics]: ...
+    def statistics(self) -> _containers.RepeatedCompositeFieldContainer[Global___CampaignStatistics]:
+        """The statistics."""
+
     def __init__(
         self,
         *,
@@ -856,7 +973,9 @@ class BounceReport(_message.Message):
     EVENT_KEY_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     kind_hint: Global___BounceKind.ValueType
     """The reporter's judgement where the report itself says it (COMPLAINT for an abuse report, HARD or
     SOFT for a provider's bounce type); UNSPECIFIED lets the classifier judge from the codes and text,
@@ -869,6 +988,7 @@ class BounceReport(_message.Message):
     diagnostic: _builtins.str
     """The diagnostic text (the remote server's reply, or the provider's description)."""
     source: Global___BounceSource.ValueType
+    """Where the report came from."""
     event_key: _builtins.str
     """The reporter's id of this report (a DSN's Message-ID and recipient, a provider's event id): the
     same key reported again is recorded once. Required.
@@ -900,6 +1020,8 @@ Global___BounceReport: _TypeAlias = BounceReport  # noqa: Y015
 
 @_typing.final
 class RecordBouncesRequest(_message.Message):
+    """The request of DeliveryService.RecordBounces."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REPORTS_FIELD_NUMBER: _builtins.int
@@ -922,6 +1044,8 @@ Global___RecordBouncesRequest: _TypeAlias = RecordBouncesRequest  # noqa: Y015
 
 @_typing.final
 class RecordBouncesResponse(_message.Message):
+    """The response of DeliveryService.RecordBounces."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECORDED_COUNT_FIELD_NUMBER: _builtins.int
@@ -961,12 +1085,19 @@ class Bounce(_message.Message):
     DIAGNOSTIC_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     kind: Global___BounceKind.ValueType
+    """How the classifier judged it."""
     source: Global___BounceSource.ValueType
+    """Where it came from."""
     status_code: _builtins.str
+    """The enhanced status code (e.g. 5.1.1); empty when none was given."""
     reply_code: _builtins.int
+    """The SMTP reply code (e.g. 550); 0 when none was given."""
     diagnostic: _builtins.str
+    """The diagnostic text of the reply or report."""
     @_builtins.property
-    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
     def __init__(
         self,
         *,
@@ -1002,11 +1133,15 @@ class SendingDomain(_message.Message):
     selector: _builtins.str
     """The DKIM selector: the record lives at `<selector>._domainkey.<domain>`."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     dns_record_name: _builtins.str
     """The DNS name and TXT value to publish ("v=DKIM1; k=rsa; p=...")."""
     dns_txt_value: _builtins.str
+    """The DKIM TXT record's value to publish."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     def __init__(
         self,
         *,
@@ -1027,12 +1162,15 @@ Global___SendingDomain: _TypeAlias = SendingDomain  # noqa: Y015
 
 @_typing.final
 class CreateSendingDomainRequest(_message.Message):
+    """The request of DeliveryService.CreateSendingDomain."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DOMAIN_FIELD_NUMBER: _builtins.int
     SELECTOR_FIELD_NUMBER: _builtins.int
     OWNER_USER_ID_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
+    """The domain to sign for."""
     selector: _builtins.str
     """Letters, digits and hyphens, dot-separated labels (RFC 6376 §3.1)."""
     owner_user_id: _builtins.int
@@ -1054,6 +1192,8 @@ Global___CreateSendingDomainRequest: _TypeAlias = CreateSendingDomainRequest  # 
 
 @_typing.final
 class ListSendingDomainsRequest(_message.Message):
+    """The request of DeliveryService.ListSendingDomains."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     OWNER_USER_ID_FIELD_NUMBER: _builtins.int
@@ -1074,11 +1214,15 @@ Global___ListSendingDomainsRequest: _TypeAlias = ListSendingDomainsRequest  # no
 
 @_typing.final
 class ListSendingDomainsResponse(_message.Message):
+    """The response of DeliveryService.ListSendingDomains."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SENDING_DOMAINS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def sending_domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___SendingDomain]: ...
+    def sending_domains(self) -> _containers.RepeatedCompositeFieldContainer[Global___SendingDomain]:
+        """The caller's sending domains."""
+
     def __init__(
         self,
         *,
@@ -1094,11 +1238,14 @@ Global___ListSendingDomainsResponse: _TypeAlias = ListSendingDomainsResponse  # 
 
 @_typing.final
 class DeleteSendingDomainRequest(_message.Message):
+    """The request of DeliveryService.DeleteSendingDomain."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DOMAIN_FIELD_NUMBER: _builtins.int
     OWNER_USER_ID_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
+    """The domain to remove."""
     owner_user_id: _builtins.int
     """Whose domain; 0 means the caller. Only an admin may name another user."""
     def __init__(
@@ -1131,20 +1278,27 @@ class CapturedMessage(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     RAW_MESSAGE_FIELD_NUMBER: _builtins.int
     captured_message_id: _builtins.int
+    """The captured message's id."""
     envelope_from: _builtins.str
     """The SMTP envelope: MAIL FROM and every RCPT TO."""
     subject: _builtins.str
     """The decoded Subject and Message-ID headers."""
     message_id: _builtins.str
+    """The Message-ID header."""
     size_bytes: _builtins.int
+    """The raw message's size."""
     session_id: _builtins.str
     """The SMTP session (connection) that carried the message."""
     raw_message: _builtins.bytes
     """The RFC 5322 message as received; set by GetCapturedMessage only."""
     @_builtins.property
-    def envelope_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def envelope_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The envelope recipients."""
+
     @_builtins.property
-    def receive_time(self) -> _timestamp_pb2.Timestamp: ...
+    def receive_time(self) -> _timestamp_pb2.Timestamp:
+        """When the capture received it."""
+
     def __init__(
         self,
         *,
@@ -1168,6 +1322,8 @@ Global___CapturedMessage: _TypeAlias = CapturedMessage  # noqa: Y015
 
 @_typing.final
 class ListCapturedMessagesRequest(_message.Message):
+    """The request of DeliveryService.ListCapturedMessages."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -1192,6 +1348,8 @@ Global___ListCapturedMessagesRequest: _TypeAlias = ListCapturedMessagesRequest  
 
 @_typing.final
 class ListCapturedMessagesResponse(_message.Message):
+    """The response of DeliveryService.ListCapturedMessages."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAPTURED_MESSAGES_FIELD_NUMBER: _builtins.int
@@ -1200,8 +1358,11 @@ class ListCapturedMessagesResponse(_message.Message):
     next_page_token: _builtins.str
     """Empty on the last page."""
     total_size: _builtins.int
+    """All matches, not only this page."""
     @_builtins.property
-    def captured_messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapturedMessage]: ...
+    def captured_messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapturedMessage]:
+        """The messages, newest first."""
+
     def __init__(
         self,
         *,
@@ -1219,10 +1380,13 @@ Global___ListCapturedMessagesResponse: _TypeAlias = ListCapturedMessagesResponse
 
 @_typing.final
 class GetCapturedMessageRequest(_message.Message):
+    """The request of DeliveryService.GetCapturedMessage."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAPTURED_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     captured_message_id: _builtins.int
+    """The captured message's id."""
     def __init__(
         self,
         *,
@@ -1253,8 +1417,11 @@ class CampaignFinishedEvent(_message.Message):
     FINISH_TIME_FIELD_NUMBER: _builtins.int
     OCCURRENCE_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     outcome: Global___SendOutcome.ValueType
+    """How the occurrence ended."""
     reason: _builtins.str
     """Why it failed; empty when it was sent."""
     occurrence: _builtins.int
@@ -1264,7 +1431,9 @@ class CampaignFinishedEvent(_message.Message):
         """When the occurrence was queued; unset when it never was."""
 
     @_builtins.property
-    def finish_time(self) -> _timestamp_pb2.Timestamp: ...
+    def finish_time(self) -> _timestamp_pb2.Timestamp:
+        """When it ended."""
+
     def __init__(
         self,
         *,
@@ -1307,19 +1476,31 @@ class RecipientBouncedEvent(_message.Message):
     DIAGNOSTIC_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     campaign_id: _builtins.int
+    """The campaign's id."""
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     list_id: _builtins.int
     """The subscription the recipient came from; 0 when the recipient came from no list."""
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     email_address: _builtins.str
+    """The address, normalised (domain lower-cased)."""
     kind: Global___BounceKind.ValueType
+    """How the classifier judged the bounce or complaint."""
     source: Global___BounceSource.ValueType
+    """Where the report came from."""
     status_code: _builtins.str
+    """The enhanced status code (e.g. 5.1.1); empty when none was given."""
     reply_code: _builtins.int
+    """The SMTP reply code (e.g. 550); 0 when none was given."""
     diagnostic: _builtins.str
+    """The diagnostic text of the reply or report."""
     @_builtins.property
-    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
     def __init__(
         self,
         *,
@@ -1361,13 +1542,21 @@ class RecipientDeliveredEvent(_message.Message):
     EMAIL_ADDRESS_FIELD_NUMBER: _builtins.int
     DELIVER_TIME_FIELD_NUMBER: _builtins.int
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     campaign_id: _builtins.int
+    """The campaign's id."""
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     list_id: _builtins.int
+    """The list's id."""
     subscriber_id: _builtins.int
+    """The subscriber's id."""
     email_address: _builtins.str
+    """The address, normalised (domain lower-cased)."""
     @_builtins.property
-    def deliver_time(self) -> _timestamp_pb2.Timestamp: ...
+    def deliver_time(self) -> _timestamp_pb2.Timestamp:
+        """When the relay accepted the message."""
+
     def __init__(
         self,
         *,
@@ -1401,7 +1590,9 @@ class DeliveryBatch(_message.Message):
     BATCH_ID_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     batch_id: _builtins.int
+    """The batch's id."""
     generation: _builtins.int
     """Rows are claimed only by a message of their current generation: publishing a batch again under a
     new generation makes its earlier messages find nothing.
@@ -1441,7 +1632,9 @@ class DeliveryRetry(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     ALSO_RECIPIENT_IDS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
+    """The campaign's id."""
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     attempt: _builtins.int
     """The sends tried so far (the row's attempts when it was deferred): only a message of the row's
     current attempt count claims it, so a message that arrives twice sends once.
@@ -1481,18 +1674,25 @@ class DeliveryEvent(_message.Message):
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     kind: Global___DeliveryEventKind.ValueType
+    """What kind of event it is."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     campaign_id: _builtins.int
+    """The campaign's id."""
     recipient_id: _builtins.int
+    """The queue row's id (one recipient of one occurrence of a campaign)."""
     subscriber_id: _builtins.int
     """The subscription the recipient came from; 0 when it came from no list."""
     email_address: _builtins.str
+    """The recipient's address."""
     detail: _builtins.str
     """What the event is about, when there is more to say: the SMTP reply of a failure, the bounce
     kind, the clicked URL.
     """
     @_builtins.property
-    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
     def __init__(
         self,
         *,
@@ -1524,7 +1724,9 @@ class DeliveryEvents(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryEvent]:
+        """The events, in order."""
+
     def __init__(
         self,
         *,
@@ -1540,6 +1742,8 @@ Global___DeliveryEvents: _TypeAlias = DeliveryEvents  # noqa: Y015
 
 @_typing.final
 class StreamDeliveryEventsRequest(_message.Message):
+    """The request of DeliveryService.StreamDeliveryEvents."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
@@ -1570,6 +1774,8 @@ Global___StreamDeliveryEventsRequest: _TypeAlias = StreamDeliveryEventsRequest  
 
 @_typing.final
 class StreamDeliveryEventsResponse(_message.Message):
+    """The response of DeliveryService.StreamDeliveryEvents."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
@@ -1577,7 +1783,9 @@ class StreamDeliveryEventsResponse(_message.Message):
     cursor: _builtins.str
     """Opaque; pass it back as StreamDeliveryEventsRequest.cursor to resume after this event."""
     @_builtins.property
-    def event(self) -> Global___DeliveryEvent: ...
+    def event(self) -> Global___DeliveryEvent:
+        """The event."""
+
     def __init__(
         self,
         *,

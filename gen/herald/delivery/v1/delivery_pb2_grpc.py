@@ -28,6 +28,22 @@ if _version_not_supported:
 
 class DeliveryServiceStub:
     """DeliveryService owns the send queue, batches, SMTP workers and statistics.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the delivery server process (`herald serve delivery`, or `herald run`), on
+    port 50054 by default (HERALD_DELIVERY_GRPC_PORT; Herald's own processes find it at
+    HERALD_DELIVERY_ADDR), beside EventWebhookService. One address for every service: put a
+    gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
     """
 
     def __init__(self, channel):
@@ -100,11 +116,30 @@ class DeliveryServiceStub:
 
 class DeliveryServiceServicer:
     """DeliveryService owns the send queue, batches, SMTP workers and statistics.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the delivery server process (`herald serve delivery`, or `herald run`), on
+    port 50054 by default (HERALD_DELIVERY_GRPC_PORT; Herald's own processes find it at
+    HERALD_DELIVERY_ADDR), beside EventWebhookService. One address for every service: put a
+    gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
     """
 
     def BatchGetCampaignStatistics(self, request, context):
-        """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
-        was queued). Scoped to the caller's campaigns by the campaign service that asks.
+        """Returns the delivery statistics of campaigns, one entry per requested id (zeros for a campaign
+        of the caller's that was never queued). NOT_FOUND (CAMPAIGN_NOT_FOUND, one BadRequest violation
+        per missing id) when any id is unknown or another user's, as every other RPC answers. Internal:
+        clients read statistics through CampaignService (GetCampaign with CAMPAIGN_VIEW_FULL, or
+        WatchCampaign), whose CampaignStatistics adds the throughput.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -276,6 +311,22 @@ def add_DeliveryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class DeliveryService:
     """DeliveryService owns the send queue, batches, SMTP workers and statistics.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the delivery server process (`herald serve delivery`, or `herald run`), on
+    port 50054 by default (HERALD_DELIVERY_GRPC_PORT; Herald's own processes find it at
+    HERALD_DELIVERY_ADDR), beside EventWebhookService. One address for every service: put a
+    gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
     """
 
     @staticmethod

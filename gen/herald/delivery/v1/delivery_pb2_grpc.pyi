@@ -28,15 +28,35 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class DeliveryServiceStub:
-    """DeliveryService owns the send queue, batches, SMTP workers and statistics."""
+    """DeliveryService owns the send queue, batches, SMTP workers and statistics.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the delivery server process (`herald serve delivery`, or `herald run`), on
+    port 50054 by default (HERALD_DELIVERY_GRPC_PORT; Herald's own processes find it at
+    HERALD_DELIVERY_ADDR), beside EventWebhookService. One address for every service: put a
+    gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> DeliveryServiceAsyncStub: ...
     BatchGetCampaignStatistics: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.BatchGetCampaignStatisticsRequest, _delivery_pb2.BatchGetCampaignStatisticsResponse]
-    """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
-    was queued). Scoped to the caller's campaigns by the campaign service that asks.
+    """Returns the delivery statistics of campaigns, one entry per requested id (zeros for a campaign
+    of the caller's that was never queued). NOT_FOUND (CAMPAIGN_NOT_FOUND, one BadRequest violation
+    per missing id) when any id is unknown or another user's, as every other RPC answers. Internal:
+    clients read statistics through CampaignService (GetCampaign with CAMPAIGN_VIEW_FULL, or
+    WatchCampaign), whose CampaignStatistics adds the throughput.
     """
     RetryFailedRecipients: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.RetryFailedRecipientsRequest, _delivery_pb2.RetryFailedRecipientsResponse]
     """Resets a campaign's Failed recipients to Pending under a new generation and publishes new
@@ -85,12 +105,32 @@ class DeliveryServiceStub:
 
 @_typing.type_check_only
 class DeliveryServiceAsyncStub(DeliveryServiceStub):
-    """DeliveryService owns the send queue, batches, SMTP workers and statistics."""
+    """DeliveryService owns the send queue, batches, SMTP workers and statistics.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the delivery server process (`herald serve delivery`, or `herald run`), on
+    port 50054 by default (HERALD_DELIVERY_GRPC_PORT; Herald's own processes find it at
+    HERALD_DELIVERY_ADDR), beside EventWebhookService. One address for every service: put a
+    gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     BatchGetCampaignStatistics: _aio.UnaryUnaryMultiCallable[_delivery_pb2.BatchGetCampaignStatisticsRequest, _delivery_pb2.BatchGetCampaignStatisticsResponse]  # type: ignore[assignment]
-    """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
-    was queued). Scoped to the caller's campaigns by the campaign service that asks.
+    """Returns the delivery statistics of campaigns, one entry per requested id (zeros for a campaign
+    of the caller's that was never queued). NOT_FOUND (CAMPAIGN_NOT_FOUND, one BadRequest violation
+    per missing id) when any id is unknown or another user's, as every other RPC answers. Internal:
+    clients read statistics through CampaignService (GetCampaign with CAMPAIGN_VIEW_FULL, or
+    WatchCampaign), whose CampaignStatistics adds the throughput.
     """
     RetryFailedRecipients: _aio.UnaryUnaryMultiCallable[_delivery_pb2.RetryFailedRecipientsRequest, _delivery_pb2.RetryFailedRecipientsResponse]  # type: ignore[assignment]
     """Resets a campaign's Failed recipients to Pending under a new generation and publishes new
@@ -138,7 +178,24 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     """
 
 class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
-    """DeliveryService owns the send queue, batches, SMTP workers and statistics."""
+    """DeliveryService owns the send queue, batches, SMTP workers and statistics.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the delivery server process (`herald serve delivery`, or `herald run`), on
+    port 50054 by default (HERALD_DELIVERY_GRPC_PORT; Herald's own processes find it at
+    HERALD_DELIVERY_ADDR), beside EventWebhookService. One address for every service: put a
+    gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
+    """
 
     @_abc_1.abstractmethod
     def BatchGetCampaignStatistics(
@@ -146,8 +203,11 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _delivery_pb2.BatchGetCampaignStatisticsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_delivery_pb2.BatchGetCampaignStatisticsResponse, _abc.Awaitable[_delivery_pb2.BatchGetCampaignStatisticsResponse]]:
-        """Returns the delivery statistics of campaigns, one entry per requested id (zeros when nothing
-        was queued). Scoped to the caller's campaigns by the campaign service that asks.
+        """Returns the delivery statistics of campaigns, one entry per requested id (zeros for a campaign
+        of the caller's that was never queued). NOT_FOUND (CAMPAIGN_NOT_FOUND, one BadRequest violation
+        per missing id) when any id is unknown or another user's, as every other RPC answers. Internal:
+        clients read statistics through CampaignService (GetCampaign with CAMPAIGN_VIEW_FULL, or
+        WatchCampaign), whose CampaignStatistics adds the throughput.
         """
 
     @_abc_1.abstractmethod

@@ -28,37 +28,55 @@ class _WebhookEventKind:
 class _WebhookEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebhookEventKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     WEBHOOK_EVENT_KIND_UNSPECIFIED: _WebhookEventKind.ValueType  # 0
+    """Not set; CreateWebhookEndpoint refuses it."""
     WEBHOOK_EVENT_KIND_CAMPAIGN_STATUS_CHANGED: _WebhookEventKind.ValueType  # 1
     """A campaign's status changed (campaign.status_changed): CampaignStatusChangedEvent."""
     WEBHOOK_EVENT_KIND_RECIPIENT_QUEUED: _WebhookEventKind.ValueType  # 2
     """The per-recipient DeliveryEvent kinds (recipient.queued, recipient.sent, ...)."""
     WEBHOOK_EVENT_KIND_RECIPIENT_SENT: _WebhookEventKind.ValueType  # 3
+    """recipient.sent"""
     WEBHOOK_EVENT_KIND_RECIPIENT_FAILED: _WebhookEventKind.ValueType  # 4
+    """recipient.failed"""
     WEBHOOK_EVENT_KIND_RECIPIENT_BOUNCED: _WebhookEventKind.ValueType  # 5
+    """recipient.bounced"""
     WEBHOOK_EVENT_KIND_RECIPIENT_COMPLAINED: _WebhookEventKind.ValueType  # 6
+    """recipient.complained"""
     WEBHOOK_EVENT_KIND_RECIPIENT_OPENED: _WebhookEventKind.ValueType  # 7
+    """recipient.opened"""
     WEBHOOK_EVENT_KIND_RECIPIENT_CLICKED: _WebhookEventKind.ValueType  # 8
+    """recipient.clicked"""
     WEBHOOK_EVENT_KIND_RECIPIENT_UNSUBSCRIBED: _WebhookEventKind.ValueType  # 9
+    """recipient.unsubscribed"""
 
 class WebhookEventKind(_WebhookEventKind, metaclass=_WebhookEventKindEnumTypeWrapper):
     """What an endpoint may ask to receive. The payload's `type` is the name in parentheses."""
 
 WEBHOOK_EVENT_KIND_UNSPECIFIED: WebhookEventKind.ValueType  # 0
+"""Not set; CreateWebhookEndpoint refuses it."""
 WEBHOOK_EVENT_KIND_CAMPAIGN_STATUS_CHANGED: WebhookEventKind.ValueType  # 1
 """A campaign's status changed (campaign.status_changed): CampaignStatusChangedEvent."""
 WEBHOOK_EVENT_KIND_RECIPIENT_QUEUED: WebhookEventKind.ValueType  # 2
 """The per-recipient DeliveryEvent kinds (recipient.queued, recipient.sent, ...)."""
 WEBHOOK_EVENT_KIND_RECIPIENT_SENT: WebhookEventKind.ValueType  # 3
+"""recipient.sent"""
 WEBHOOK_EVENT_KIND_RECIPIENT_FAILED: WebhookEventKind.ValueType  # 4
+"""recipient.failed"""
 WEBHOOK_EVENT_KIND_RECIPIENT_BOUNCED: WebhookEventKind.ValueType  # 5
+"""recipient.bounced"""
 WEBHOOK_EVENT_KIND_RECIPIENT_COMPLAINED: WebhookEventKind.ValueType  # 6
+"""recipient.complained"""
 WEBHOOK_EVENT_KIND_RECIPIENT_OPENED: WebhookEventKind.ValueType  # 7
+"""recipient.opened"""
 WEBHOOK_EVENT_KIND_RECIPIENT_CLICKED: WebhookEventKind.ValueType  # 8
+"""recipient.clicked"""
 WEBHOOK_EVENT_KIND_RECIPIENT_UNSUBSCRIBED: WebhookEventKind.ValueType  # 9
+"""recipient.unsubscribed"""
 Global___WebhookEventKind: _TypeAlias = WebhookEventKind  # noqa: Y015
 
 @_typing.final
 class WebhookEndpoint(_message.Message):
+    """An HTTPS endpoint of a user's that Herald POSTs the chosen events to."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
@@ -73,22 +91,33 @@ class WebhookEndpoint(_message.Message):
     PENDING_EVENTS_FIELD_NUMBER: _builtins.int
     FAILING_SINCE_TIME_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.int
+    """The endpoint's id; server-assigned."""
     owner_user_id: _builtins.int
+    """The id of the user who owns it."""
     url: _builtins.str
+    """Where events are POSTed (https)."""
     description: _builtins.str
+    """Free text for the owner."""
     enabled: _builtins.bool
     """False once the endpoint failed for longer than the retry horizon (or was never enabled again
     since); `disabled_reason` says why.
     """
     disabled_reason: _builtins.str
+    """Why it was disabled; empty while enabled."""
     pending_events: _builtins.int
     """Events waiting to be delivered to this endpoint."""
     @_builtins.property
-    def event_kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___WebhookEventKind.ValueType]: ...
+    def event_kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___WebhookEventKind.ValueType]:
+        """The kinds of event it receives."""
+
     @_builtins.property
-    def disable_time(self) -> _timestamp_pb2.Timestamp: ...
+    def disable_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was disabled; unset while enabled."""
+
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created; output only."""
+
     @_builtins.property
     def failing_since_time(self) -> _timestamp_pb2.Timestamp:
         """Since when every attempt failed; unset when the last attempt succeeded."""
@@ -118,6 +147,8 @@ Global___WebhookEndpoint: _TypeAlias = WebhookEndpoint  # noqa: Y015
 
 @_typing.final
 class CreateWebhookEndpointRequest(_message.Message):
+    """The request of EventWebhookService.CreateWebhookEndpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     URL_FIELD_NUMBER: _builtins.int
@@ -148,6 +179,8 @@ Global___CreateWebhookEndpointRequest: _TypeAlias = CreateWebhookEndpointRequest
 
 @_typing.final
 class CreateWebhookEndpointResponse(_message.Message):
+    """The response of EventWebhookService.CreateWebhookEndpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_FIELD_NUMBER: _builtins.int
@@ -157,7 +190,9 @@ class CreateWebhookEndpointResponse(_message.Message):
     only here.
     """
     @_builtins.property
-    def endpoint(self) -> Global___WebhookEndpoint: ...
+    def endpoint(self) -> Global___WebhookEndpoint:
+        """The new endpoint."""
+
     def __init__(
         self,
         *,
@@ -174,10 +209,13 @@ Global___CreateWebhookEndpointResponse: _TypeAlias = CreateWebhookEndpointRespon
 
 @_typing.final
 class GetWebhookEndpointRequest(_message.Message):
+    """The request of EventWebhookService.GetWebhookEndpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.int
+    """The webhook endpoint's id."""
     def __init__(
         self,
         *,
@@ -193,6 +231,8 @@ Global___GetWebhookEndpointRequest: _TypeAlias = GetWebhookEndpointRequest  # no
 
 @_typing.final
 class ListWebhookEndpointsRequest(_message.Message):
+    """The request of EventWebhookService.ListWebhookEndpoints."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -208,11 +248,15 @@ Global___ListWebhookEndpointsRequest: _TypeAlias = ListWebhookEndpointsRequest  
 
 @_typing.final
 class ListWebhookEndpointsResponse(_message.Message):
+    """The response of EventWebhookService.ListWebhookEndpoints."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookEndpoint]: ...
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookEndpoint]:
+        """The caller's endpoints."""
+
     def __init__(
         self,
         *,
@@ -228,10 +272,13 @@ Global___ListWebhookEndpointsResponse: _TypeAlias = ListWebhookEndpointsResponse
 
 @_typing.final
 class DeleteWebhookEndpointRequest(_message.Message):
+    """The request of EventWebhookService.DeleteWebhookEndpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.int
+    """The webhook endpoint's id."""
     def __init__(
         self,
         *,
@@ -247,10 +294,13 @@ Global___DeleteWebhookEndpointRequest: _TypeAlias = DeleteWebhookEndpointRequest
 
 @_typing.final
 class EnableWebhookEndpointRequest(_message.Message):
+    """The request of EventWebhookService.EnableWebhookEndpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.int
+    """The webhook endpoint's id."""
     def __init__(
         self,
         *,
@@ -281,21 +331,27 @@ class WebhookAttempt(_message.Message):
     ATTEMPT_NUMBER_FIELD_NUMBER: _builtins.int
     DELIVERED_FIELD_NUMBER: _builtins.int
     attempt_id: _builtins.int
+    """The attempt's id."""
     event_id: _builtins.str
     """The event's id (the `webhook-id` header and the payload's `id`)."""
     event_type: _builtins.str
     """The payload's `type`, e.g. campaign.status_changed."""
     campaign_id: _builtins.int
+    """The campaign's id."""
     status_code: _builtins.int
     """The HTTP status code; 0 when no answer came (see `error`)."""
     error: _builtins.str
     """Why the attempt failed without an answer: refused address, connection error, timeout."""
     latency_ms: _builtins.int
+    """Milliseconds until the answer (or the error)."""
     attempt_number: _builtins.int
     """1 for the event's first attempt."""
     delivered: _builtins.bool
+    """Whether the endpoint accepted the event."""
     @_builtins.property
-    def attempt_time(self) -> _timestamp_pb2.Timestamp: ...
+    def attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When the POST was made."""
+
     def __init__(
         self,
         *,
@@ -320,12 +376,15 @@ Global___WebhookAttempt: _TypeAlias = WebhookAttempt  # noqa: Y015
 
 @_typing.final
 class ListWebhookAttemptsRequest(_message.Message):
+    """The request of EventWebhookService.ListWebhookAttempts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.int
+    """The webhook endpoint's id."""
     page_size: _builtins.int
     """1–1000; 0 means 100."""
     page_token: _builtins.str
@@ -347,13 +406,18 @@ Global___ListWebhookAttemptsRequest: _TypeAlias = ListWebhookAttemptsRequest  # 
 
 @_typing.final
 class ListWebhookAttemptsResponse(_message.Message):
+    """The response of EventWebhookService.ListWebhookAttempts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Token for the next page; empty on the last."""
     @_builtins.property
-    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookAttempt]: ...
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookAttempt]:
+        """The attempts."""
+
     def __init__(
         self,
         *,
@@ -370,11 +434,14 @@ Global___ListWebhookAttemptsResponse: _TypeAlias = ListWebhookAttemptsResponse  
 
 @_typing.final
 class RotateWebhookSecretRequest(_message.Message):
+    """The request of EventWebhookService.RotateWebhookSecret."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     PREVIOUS_SECRET_GRACE_FIELD_NUMBER: _builtins.int
     endpoint_id: _builtins.int
+    """The webhook endpoint's id."""
     @_builtins.property
     def previous_secret_grace(self) -> _duration_pb2.Duration:
         """How long the previous secret keeps signing too: 0 to 7 days; unset means 24 hours, zero ends it
@@ -397,6 +464,8 @@ Global___RotateWebhookSecretRequest: _TypeAlias = RotateWebhookSecretRequest  # 
 
 @_typing.final
 class RotateWebhookSecretResponse(_message.Message):
+    """The response of EventWebhookService.RotateWebhookSecret."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENDPOINT_FIELD_NUMBER: _builtins.int
@@ -405,7 +474,9 @@ class RotateWebhookSecretResponse(_message.Message):
     signing_secret: _builtins.str
     """The new secret; shown only here."""
     @_builtins.property
-    def endpoint(self) -> Global___WebhookEndpoint: ...
+    def endpoint(self) -> Global___WebhookEndpoint:
+        """The endpoint."""
+
     @_builtins.property
     def previous_secret_expire_time(self) -> _timestamp_pb2.Timestamp:
         """When deliveries stop being signed with the previous secret as well; unset when they already have."""

@@ -31,6 +31,22 @@ class EventWebhookServiceStub:
     "event webhooks", docs/webhooks.md), signed in the manner of Standard Webhooks, retried with
     exponential backoff, in order per campaign, each event with a stable id. Served by the delivery
     service. Every RPC is scoped to the caller's own endpoints: another user's endpoint is NOT_FOUND.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the delivery server process (`herald serve delivery`, or `herald run`), on
+    port 50054 by default (HERALD_DELIVERY_GRPC_PORT; Herald's own processes find it at
+    HERALD_DELIVERY_ADDR), beside DeliveryService. One address for every service: put a gRPC-aware
+    proxy in front that routes by service name (the request path /herald.<package>.<Service>/);
+    docs/clients.md, "One address for every service", gives the table of processes and a proxy
+    configuration.
     """
 
     def __init__(self, channel):
@@ -81,6 +97,22 @@ class EventWebhookServiceServicer:
     "event webhooks", docs/webhooks.md), signed in the manner of Standard Webhooks, retried with
     exponential backoff, in order per campaign, each event with a stable id. Served by the delivery
     service. Every RPC is scoped to the caller's own endpoints: another user's endpoint is NOT_FOUND.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the delivery server process (`herald serve delivery`, or `herald run`), on
+    port 50054 by default (HERALD_DELIVERY_GRPC_PORT; Herald's own processes find it at
+    HERALD_DELIVERY_ADDR), beside DeliveryService. One address for every service: put a gRPC-aware
+    proxy in front that routes by service name (the request path /herald.<package>.<Service>/);
+    docs/clients.md, "One address for every service", gives the table of processes and a proxy
+    configuration.
     """
 
     def CreateWebhookEndpoint(self, request, context):
@@ -94,13 +126,15 @@ class EventWebhookServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetWebhookEndpoint(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Gets one of the caller's endpoints (without its secret).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListWebhookEndpoints(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Lists the caller's endpoints (without their secrets).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -188,6 +222,22 @@ class EventWebhookService:
     "event webhooks", docs/webhooks.md), signed in the manner of Standard Webhooks, retried with
     exponential backoff, in order per campaign, each event with a stable id. Served by the delivery
     service. Every RPC is scoped to the caller's own endpoints: another user's endpoint is NOT_FOUND.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the delivery server process (`herald serve delivery`, or `herald run`), on
+    port 50054 by default (HERALD_DELIVERY_GRPC_PORT; Herald's own processes find it at
+    HERALD_DELIVERY_ADDR), beside DeliveryService. One address for every service: put a gRPC-aware
+    proxy in front that routes by service name (the request path /herald.<package>.<Service>/);
+    docs/clients.md, "One address for every service", gives the table of processes and a proxy
+    configuration.
     """
 
     @staticmethod

@@ -32,6 +32,22 @@ class EventWebhookServiceStub:
     "event webhooks", docs/webhooks.md), signed in the manner of Standard Webhooks, retried with
     exponential backoff, in order per campaign, each event with a stable id. Served by the delivery
     service. Every RPC is scoped to the caller's own endpoints: another user's endpoint is NOT_FOUND.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the delivery server process (`herald serve delivery`, or `herald run`), on
+    port 50054 by default (HERALD_DELIVERY_GRPC_PORT; Herald's own processes find it at
+    HERALD_DELIVERY_ADDR), beside DeliveryService. One address for every service: put a gRPC-aware
+    proxy in front that routes by service name (the request path /herald.<package>.<Service>/);
+    docs/clients.md, "One address for every service", gives the table of processes and a proxy
+    configuration.
     """
 
     @_typing.overload
@@ -45,7 +61,9 @@ class EventWebhookServiceStub:
     not allow, and for an empty or unspecified event kind.
     """
     GetWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_event_webhooks_pb2.GetWebhookEndpointRequest, _event_webhooks_pb2.WebhookEndpoint]
+    """Gets one of the caller's endpoints (without its secret)."""
     ListWebhookEndpoints: _grpc.UnaryUnaryMultiCallable[_event_webhooks_pb2.ListWebhookEndpointsRequest, _event_webhooks_pb2.ListWebhookEndpointsResponse]
+    """Lists the caller's endpoints (without their secrets)."""
     DeleteWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_event_webhooks_pb2.DeleteWebhookEndpointRequest, _empty_pb2.Empty]
     """Removes an endpoint with its undelivered events and its delivery log."""
     EnableWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_event_webhooks_pb2.EnableWebhookEndpointRequest, _event_webhooks_pb2.WebhookEndpoint]
@@ -68,6 +86,22 @@ class EventWebhookServiceAsyncStub(EventWebhookServiceStub):
     "event webhooks", docs/webhooks.md), signed in the manner of Standard Webhooks, retried with
     exponential backoff, in order per campaign, each event with a stable id. Served by the delivery
     service. Every RPC is scoped to the caller's own endpoints: another user's endpoint is NOT_FOUND.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the delivery server process (`herald serve delivery`, or `herald run`), on
+    port 50054 by default (HERALD_DELIVERY_GRPC_PORT; Herald's own processes find it at
+    HERALD_DELIVERY_ADDR), beside DeliveryService. One address for every service: put a gRPC-aware
+    proxy in front that routes by service name (the request path /herald.<package>.<Service>/);
+    docs/clients.md, "One address for every service", gives the table of processes and a proxy
+    configuration.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -78,7 +112,9 @@ class EventWebhookServiceAsyncStub(EventWebhookServiceStub):
     not allow, and for an empty or unspecified event kind.
     """
     GetWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_event_webhooks_pb2.GetWebhookEndpointRequest, _event_webhooks_pb2.WebhookEndpoint]  # type: ignore[assignment]
+    """Gets one of the caller's endpoints (without its secret)."""
     ListWebhookEndpoints: _aio.UnaryUnaryMultiCallable[_event_webhooks_pb2.ListWebhookEndpointsRequest, _event_webhooks_pb2.ListWebhookEndpointsResponse]  # type: ignore[assignment]
+    """Lists the caller's endpoints (without their secrets)."""
     DeleteWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_event_webhooks_pb2.DeleteWebhookEndpointRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Removes an endpoint with its undelivered events and its delivery log."""
     EnableWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_event_webhooks_pb2.EnableWebhookEndpointRequest, _event_webhooks_pb2.WebhookEndpoint]  # type: ignore[assignment]
@@ -100,6 +136,22 @@ class EventWebhookServiceServicer(metaclass=_abc_1.ABCMeta):
     "event webhooks", docs/webhooks.md), signed in the manner of Standard Webhooks, retried with
     exponential backoff, in order per campaign, each event with a stable id. Served by the delivery
     service. Every RPC is scoped to the caller's own endpoints: another user's endpoint is NOT_FOUND.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the delivery server process (`herald serve delivery`, or `herald run`), on
+    port 50054 by default (HERALD_DELIVERY_GRPC_PORT; Herald's own processes find it at
+    HERALD_DELIVERY_ADDR), beside DeliveryService. One address for every service: put a gRPC-aware
+    proxy in front that routes by service name (the request path /herald.<package>.<Service>/);
+    docs/clients.md, "One address for every service", gives the table of processes and a proxy
+    configuration.
     """
 
     @_abc_1.abstractmethod
@@ -119,14 +171,16 @@ class EventWebhookServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _event_webhooks_pb2.GetWebhookEndpointRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_event_webhooks_pb2.WebhookEndpoint, _abc.Awaitable[_event_webhooks_pb2.WebhookEndpoint]]: ...
+    ) -> _typing.Union[_event_webhooks_pb2.WebhookEndpoint, _abc.Awaitable[_event_webhooks_pb2.WebhookEndpoint]]:
+        """Gets one of the caller's endpoints (without its secret)."""
 
     @_abc_1.abstractmethod
     def ListWebhookEndpoints(
         self,
         request: _event_webhooks_pb2.ListWebhookEndpointsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_event_webhooks_pb2.ListWebhookEndpointsResponse, _abc.Awaitable[_event_webhooks_pb2.ListWebhookEndpointsResponse]]: ...
+    ) -> _typing.Union[_event_webhooks_pb2.ListWebhookEndpointsResponse, _abc.Awaitable[_event_webhooks_pb2.ListWebhookEndpointsResponse]]:
+        """Lists the caller's endpoints (without their secrets)."""
 
     @_abc_1.abstractmethod
     def DeleteWebhookEndpoint(

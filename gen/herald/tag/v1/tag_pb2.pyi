@@ -40,9 +40,13 @@ class Tag(_message.Message):
     archive_template_url: _builtins.str
     """Absolute http(s) URL of the archive page template; empty for the built-in page."""
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the tag was created."""
+
     @_builtins.property
-    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the tag last changed."""
+
     def __init__(
         self,
         *,
@@ -63,6 +67,8 @@ Global___Tag: _TypeAlias = Tag  # noqa: Y015
 
 @_typing.final
 class ListTagsRequest(_message.Message):
+    """The request of TagService.ListTags."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -78,11 +84,15 @@ Global___ListTagsRequest: _TypeAlias = ListTagsRequest  # noqa: Y015
 
 @_typing.final
 class ListTagsResponse(_message.Message):
+    """The response of TagService.ListTags."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]: ...
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]:
+        """The tags."""
+
     def __init__(
         self,
         *,
@@ -98,10 +108,13 @@ Global___ListTagsResponse: _TypeAlias = ListTagsResponse  # noqa: Y015
 
 @_typing.final
 class GetTagRequest(_message.Message):
+    """The request of TagService.GetTag."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_ID_FIELD_NUMBER: _builtins.int
     tag_id: _builtins.int
+    """The tag's id."""
     def __init__(
         self,
         *,
@@ -117,10 +130,13 @@ Global___GetTagRequest: _TypeAlias = GetTagRequest  # noqa: Y015
 
 @_typing.final
 class CreateTagRequest(_message.Message):
+    """The request of TagService.CreateTag."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The tag's name; required."""
     def __init__(
         self,
         *,
@@ -136,12 +152,18 @@ Global___CreateTagRequest: _TypeAlias = CreateTagRequest  # noqa: Y015
 
 @_typing.final
 class UpdateTagRequest(_message.Message):
+    """The request of TagService.UpdateTag. A tag has one field a client sets, its name, so this Update
+    RPC takes no update_mask: the name given replaces the old one.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     tag_id: _builtins.int
+    """The tag's id."""
     name: _builtins.str
+    """The new name; required."""
     def __init__(
         self,
         *,
@@ -158,11 +180,15 @@ Global___UpdateTagRequest: _TypeAlias = UpdateTagRequest  # noqa: Y015
 
 @_typing.final
 class DeleteTagsRequest(_message.Message):
+    """The request of TagService.DeleteTags."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def tag_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def tag_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The tags' ids."""
+
     def __init__(
         self,
         *,
@@ -178,13 +204,18 @@ Global___DeleteTagsRequest: _TypeAlias = DeleteTagsRequest  # noqa: Y015
 
 @_typing.final
 class AssignTagRequest(_message.Message):
+    """The request of TagService.AssignTag."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_ID_FIELD_NUMBER: _builtins.int
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     tag_id: _builtins.int
+    """The tag's id."""
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The campaigns; each must be the caller's."""
+
     def __init__(
         self,
         *,
@@ -201,13 +232,18 @@ Global___AssignTagRequest: _TypeAlias = AssignTagRequest  # noqa: Y015
 
 @_typing.final
 class UnassignTagRequest(_message.Message):
+    """The request of TagService.UnassignTag."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_ID_FIELD_NUMBER: _builtins.int
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     tag_id: _builtins.int
+    """The tag's id."""
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The campaigns."""
+
     def __init__(
         self,
         *,
@@ -224,11 +260,15 @@ Global___UnassignTagRequest: _TypeAlias = UnassignTagRequest  # noqa: Y015
 
 @_typing.final
 class BatchGetCampaignTagsRequest(_message.Message):
+    """The request of TagService.BatchGetCampaignTags."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The campaigns' ids."""
+
     def __init__(
         self,
         *,
@@ -244,6 +284,8 @@ Global___BatchGetCampaignTagsRequest: _TypeAlias = BatchGetCampaignTagsRequest  
 
 @_typing.final
 class BatchGetCampaignTagsResponse(_message.Message):
+    """The response of TagService.BatchGetCampaignTags."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -255,8 +297,11 @@ class BatchGetCampaignTagsResponse(_message.Message):
         CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
         TAGS_FIELD_NUMBER: _builtins.int
         campaign_id: _builtins.int
+        """The campaign's id."""
         @_builtins.property
-        def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]: ...
+        def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]:
+            """The campaign's tags."""
+
         def __init__(
             self,
             *,
@@ -289,11 +334,15 @@ Global___BatchGetCampaignTagsResponse: _TypeAlias = BatchGetCampaignTagsResponse
 
 @_typing.final
 class ListTaggedCampaignsRequest(_message.Message):
+    """The request of TagService.ListTaggedCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def tag_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def tag_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Campaigns carrying any of these tags."""
+
     def __init__(
         self,
         *,
@@ -309,11 +358,15 @@ Global___ListTaggedCampaignsRequest: _TypeAlias = ListTaggedCampaignsRequest  # 
 
 @_typing.final
 class ListTaggedCampaignsResponse(_message.Message):
+    """The response of TagService.ListTaggedCampaigns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CAMPAIGN_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def campaign_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The caller's campaigns carrying any of them."""
+
     def __init__(
         self,
         *,
@@ -329,11 +382,14 @@ Global___ListTaggedCampaignsResponse: _TypeAlias = ListTaggedCampaignsResponse  
 
 @_typing.final
 class SetArchiveTemplateRequest(_message.Message):
+    """The request of TagService.SetArchiveTemplate."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAG_ID_FIELD_NUMBER: _builtins.int
     ARCHIVE_TEMPLATE_URL_FIELD_NUMBER: _builtins.int
     tag_id: _builtins.int
+    """The tag's id."""
     archive_template_url: _builtins.str
     """Absolute http(s) URL, or empty to clear."""
     def __init__(

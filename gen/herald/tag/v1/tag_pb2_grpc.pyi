@@ -30,6 +30,21 @@ GRPC_VERSION: str
 class TagServiceStub:
     """TagService owns tags and their assignments to campaigns. Every call is scoped to the
     user in the principal token: another user's tag answers NOT_FOUND.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the tag server process (`herald serve tag`, or `herald run`), on port 50052 by
+    default (HERALD_TAG_GRPC_PORT; Herald's own processes find it at HERALD_TAG_ADDR). One address
+    for every service: put a gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
     """
 
     @_typing.overload
@@ -61,6 +76,21 @@ class TagServiceStub:
 class TagServiceAsyncStub(TagServiceStub):
     """TagService owns tags and their assignments to campaigns. Every call is scoped to the
     user in the principal token: another user's tag answers NOT_FOUND.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the tag server process (`herald serve tag`, or `herald run`), on port 50052 by
+    default (HERALD_TAG_GRPC_PORT; Herald's own processes find it at HERALD_TAG_ADDR). One address
+    for every service: put a gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -88,6 +118,21 @@ class TagServiceAsyncStub(TagServiceStub):
 class TagServiceServicer(metaclass=_abc_1.ABCMeta):
     """TagService owns tags and their assignments to campaigns. Every call is scoped to the
     user in the principal token: another user's tag answers NOT_FOUND.
+
+    Authentication: every call carries the metadata `authorization: Bearer <token>`, where <token> is a
+    principal token: a JWT (HS256, issuer "herald") signed with the install's HERALD_TOKEN_SECRET that
+    names the user, whether they are an admin, and their permissions. `herald token mint --user ID`
+    (or `--admin ID`) prints one for a user, valid an hour by default; Herald's legacy HTTP API mints a
+    five-minute one for each caller it has authenticated. A missing, expired or badly signed token is
+    UNAUTHENTICATED; a token without the permission an RPC needs is PERMISSION_DENIED (docs/errors.md
+    lists every RPC's error reasons). The standard grpc.health.v1.Health and gRPC server reflection
+    services of every Herald server need no token.
+
+    Address: served by the tag server process (`herald serve tag`, or `herald run`), on port 50052 by
+    default (HERALD_TAG_GRPC_PORT; Herald's own processes find it at HERALD_TAG_ADDR). One address
+    for every service: put a gRPC-aware proxy in front that routes by service name (the request path
+    /herald.<package>.<Service>/); docs/clients.md, "One address for every service", gives the table
+    of processes and a proxy configuration.
     """
 
     @_abc_1.abstractmethod
