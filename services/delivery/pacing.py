@@ -29,7 +29,8 @@ Adaptation: a reply that means "slow down" (`slows_down`) halves the domain's ra
 CUT_COOLDOWN_SECONDS across the fleet, down to HERALD_DELIVERY_PACING_MIN_RATE); a domain without a
 configured rate gets a bucket then, whose ceiling is the pace this worker saw for it. After each
 HERALD_DELIVERY_PACING_RECOVERY_SECONDS with deliveries and no slow-down, the rate grows by RECOVERY_STEP of
-its ceiling (a configured domain's rate, or that observed pace; an unconfigured domain back at its ceiling
+its ceiling, at least the floor (a configured domain's rate, or that observed pace, at least
+UNCONFIGURED_MIN_CEILING times the floor; an unconfigured domain back at its ceiling
 loses its bucket and is unlimited again). Each change is made by one statement of one worker, which logs it
 and counts it (herald_delivery_pacing_rate_changes_total). The per-batch deferral of the rest of a throttling
 domain's recipients (retries.DomainDeferrals) still applies on top: those recipients are deferred untried.
@@ -72,13 +73,20 @@ LEASE_SECONDS = 0.25
 CUT_FACTOR = 0.5
 CUT_COOLDOWN_SECONDS = 2.0
 RECOVERY_STEP = 0.1
+# An unconfigured domain's ceiling is the pace this worker saw it at, but at least this many times the floor: a
+# domain seen only a few times (the rest of its batch deferred untried) is not left crawling at the floor.
+UNCONFIGURED_MIN_CEILING = 10.0
 # How often a worker reads which unconfigured domains are paced, and writes recoveries.
 REFRESH_SECONDS = 1.0
 # The pace seen per domain is counted over windows of this many seconds.
 PACE_WINDOW_SECONDS = 5.0
-# A batch message whose recipients were set aside comes back after at least this long, and at most this long.
+# A batch message whose recipients were set aside comes back after at least this long, and at most this long (a
+# warm-up's recipients over the day's volume: after the next UTC midnight).
 MIN_COME_BACK_SECONDS = 0.05
-MAX_COME_BACK_SECONDS = 3600.0
+MAX_COME_BACK_SECONDS = 90_000.0
+# Buckets untouched for this long are deleted (yesterday's warm-up, a finished campaign's), every CLEANUP_SECONDS.
+STALE_BUCKET_SECONDS = 2 * 86_400
+CLEANUP_SECONDS = 600.0
 # After a database error, buckets count as empty for this long.
 ERROR_BACKOFF_SECONDS = 1.0
 
@@ -225,15 +233,22 @@ _CUT = f"""
 
 _RECOVER = f"""
     UPDATE delivery.pacing_buckets AS b
-    SET rate = least(b.ceiling, b.rate + b.ceiling * {RECOVERY_STEP}), changed_at = clock_timestamp(), {_REFILLED}
+    SET rate = least(b.ceiling, b.rate + greatest(b.ceiling * {RECOVERY_STEP}, :floor)), changed_at = clock_timestamp(),
+        {_REFILLED}
     WHERE b.key = ANY(CAST(:keys AS text[])) AND b.burst > 0 AND b.rate < b.ceiling
       AND b.changed_at <= clock_timestamp() - make_interval(secs => :recovery)
-    RETURNING b.key, b.rate, b.ceiling, b.configured, b.rate - b.ceiling * {RECOVERY_STEP} AS before
+    RETURNING b.key, b.rate, b.ceiling, b.configured
 """
 
 _RECOVERED = "DELETE FROM delivery.pacing_buckets WHERE key = ANY(CAST(:keys AS text[])) AND NOT configured AND rate >= ceiling"
 
 _ADAPTED = "SELECT key, rate, ceiling FROM delivery.pacing_buckets WHERE NOT configured"
+
+_STALE = f"""
+    DELETE FROM delivery.pacing_buckets
+    WHERE refilled_at < now() - interval '{STALE_BUCKET_SECONDS} seconds'
+      AND changed_at < now() - interval '{STALE_BUCKET_SECONDS} seconds'
+"""
 
 _RESERVE = """
     WITH w AS (SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:counts AS float8[])) AS w(key, n)),
@@ -338,6 +353,10 @@ class FleetPacer:
 
     def _limits(self, address: str, campaign_id: int, relay: str, sender: str) -> list[Limit]:
         config = self._config
+        if len(self._buckets) > 10_000:
+            # Many campaigns' buckets: forget them all (leases create missing rows again).
+            self._buckets.clear()
+            self._created.clear()
         limits = []
         domain = domain_of(address)
         group = config.domains.get(domain)
@@ -523,12 +542,16 @@ class FleetPacer:
 
     async def _maintain(self) -> None:
         last_refresh = 0.0
+        last_cleanup = time.monotonic()
         while True:
             refresh = time.monotonic() - last_refresh >= REFRESH_SECONDS
             if refresh:
                 last_refresh = time.monotonic()
             try:
                 await self.sync(refresh=refresh)
+                if time.monotonic() - last_cleanup >= CLEANUP_SECONDS:
+                    last_cleanup = time.monotonic()
+                    await self._statement(lambda conn: conn.execute(sa.text(_STALE)))
             except (DBAPIError, OSError) as exc:
                 self._failed(exc)
             await asyncio.sleep(0.2)
@@ -561,7 +584,7 @@ class FleetPacer:
                 {
                     "key": limit.key,
                     "floor": floor,
-                    "ceiling": limit.rate or max(pace, floor),
+                    "ceiling": limit.rate or max(pace, floor * UNCONFIGURED_MIN_CEILING),
                     "configured": bool(limit.rate),
                     "burst": BURST_SECONDS,
                 },
@@ -582,7 +605,10 @@ class FleetPacer:
 
     async def _recover(self, conn: AsyncConnection, keys: Sequence[str]) -> None:
         rows = list(
-            await conn.execute(sa.text(_RECOVER), {"keys": list(keys), "recovery": self._config.recovery_seconds})
+            await conn.execute(
+                sa.text(_RECOVER),
+                {"keys": list(keys), "recovery": self._config.recovery_seconds, "floor": self._config.min_rate},
+            )
         )
         for row in rows:
             RATE_CHANGES_TOTAL.labels("up").inc()
@@ -590,7 +616,6 @@ class FleetPacer:
                 "pacing: a domain's rate recovers",
                 key=row.key,
                 rate=round(row.rate, 3),
-                before=round(row.before, 3),
                 ceiling=round(row.ceiling, 3),
                 configured=row.configured,
             )
