@@ -126,8 +126,9 @@ def postgres_processes(herald: Herald) -> list[psutil.Process]:
 
 
 @contextmanager
-def running_herald(extra_env: dict[str, str] | None = None) -> Iterator[Herald]:
-    """Starts `herald run` with its own data folder and free ports; stops it (and everything it started) after."""
+def running_herald(extra_env: dict[str, str] | None = None, *, startup_seconds: float = 90) -> Iterator[Herald]:
+    """Starts `herald run` with its own data folder and free ports; stops it (and everything it started) after.
+    It must answer /healthz within `startup_seconds`."""
     with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:
         ports = {
             name: free_port()
@@ -150,7 +151,7 @@ def running_herald(extra_env: dict[str, str] | None = None) -> Iterator[Herald]:
         )
         process = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], env=env, cwd=ROOT)
         try:
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + startup_seconds
             while True:
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/healthz", timeout=1):

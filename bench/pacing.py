@@ -162,7 +162,8 @@ def herald_run(name: str, workers: int, csv: Path, addresses: list[str], folder:
     sink = Sink(folder)
     try:
         full_env = {"SMTP_URL": f"smtp://127.0.0.1:{sink.port}", "HERALD_DELIVERY_WORKERS": str(workers), **env}
-        with running_herald(full_env) as herald:
+        # A machine shared with other work may take minutes to start every process.
+        with running_herald(full_env, startup_seconds=600) as herald:
             user = json.loads(herald.cli("user", "create", "--username", "bench", "--password", "bench-password"))
             key = user["APIKey"]
             list_id = legacy(herald, "list.create", APIKey=key, SubscriberListName="Benchmark")["ListID"]

@@ -412,7 +412,7 @@ class FleetPacer:
             pending, self._pending = self._pending, {}
             wanted: dict[str, tuple[Limit, int]] = {}
             for key, limit in pending.items():
-                bucket = self._buckets[key]
+                bucket = self._buckets.setdefault(key, _Bucket(rate=limit.rate, ceiling=limit.rate))
                 slice_ = max(1, math.ceil((bucket.rate or limit.rate) * SLICE_SECONDS))
                 want = bucket.demand if limit.daily else min(bucket.demand, slice_)
                 bucket.demand = 0
@@ -424,12 +424,12 @@ class FleetPacer:
             except (DBAPIError, OSError) as exc:
                 self._failed(exc)
                 for key in wanted:
-                    self._buckets[key].empty_until = time.monotonic() + ERROR_BACKOFF_SECONDS
+                    self._buckets.setdefault(key, _Bucket()).empty_until = time.monotonic() + ERROR_BACKOFF_SECONDS
                 return
             LEASES_TOTAL.inc()
             now = time.monotonic()
             for key, granted, tokens, rate, ceiling, burst in rows:
-                bucket = self._buckets[key]
+                bucket = self._buckets.setdefault(key, _Bucket())
                 limit, want = wanted.pop(key)
                 bucket.rate, bucket.ceiling = float(rate), float(ceiling)
                 bucket.tokens, bucket.expires = int(granted), now + (math.inf if burst == 0 else LEASE_SECONDS)
@@ -439,7 +439,7 @@ class FleetPacer:
                     else:
                         bucket.empty_until = now + max(0.0, 1.0 - float(tokens)) / max(float(rate), 1e-3)
             for key, (limit, _) in wanted.items():
-                bucket = self._buckets[key]
+                bucket = self._buckets.setdefault(key, _Bucket())
                 if limit.rate or limit.daily:
                     # The row is gone (deleted by hand): it is created again by the next lease.
                     self._created.discard(key)

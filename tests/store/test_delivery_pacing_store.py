@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.pacing_config import parse_domain_rates
+from services.common.pacing_config import Warmup, parse_domain_rates
 from services.delivery import pacing
 from services.delivery.pacing import FleetPacer, PacingConfig
 
@@ -60,13 +61,14 @@ async def test_two_workers_share_one_bucket_per_domain_group(
     engine: AsyncEngine, pacers: list[FleetPacer]
 ) -> None:
     gmail, googlemail, other = domain(), domain(), domain()
-    rates = parse_domain_rates(f"{gmail}+{googlemail}=5")
+    # One token per 100 s: no refill during the test, however slow the machine.
+    rates = parse_domain_rates(f"{gmail}+{googlemail}=0.01")
     first, second = new_pacer(engine, pacers, domains=rates), new_pacer(engine, pacers, domains=rates)
-    # The bucket holds one token (5/s for 0.2 s): the first worker takes it, and neither worker gets another now,
-    # whichever domain of the group.
+    # The bucket holds one token: the first worker takes it, and neither worker gets another now, whichever domain
+    # of the group.
     assert await first.admit(f"a@{gmail}", 1) is None
     wait = await second.admit(f"b@{googlemail}", 1)
-    assert wait is not None and 0 < wait <= 0.2 + 0.05
+    assert wait is not None and 0 < wait <= 100
     assert await first.admit(f"c@{gmail}", 1) is not None
     # Another domain is not limited at all.
     assert await second.admit(f"d@{other}", 1) is None
@@ -130,9 +132,9 @@ async def test_an_unconfigured_domain_is_paced_after_a_slow_down_and_freed_once_
     # The ceiling is the pace this worker saw (at least the floor), the rate half of it.
     assert row is not None and not row.configured and row.rate == pytest.approx(max(row.ceiling / 2, 2.0))
     await second.sync()
-    # The other worker paces the domain now: its bucket starts empty after a slow-down.
-    wait = await second.admit(f"b@{name}", 1)
-    assert wait is not None and 0 < wait <= 1 / row.rate + 0.05
+    # The other worker paces the domain now.
+    assert [limit.key for limit in second._limits(f"b@{name}", 1, pacing.DEFAULT_RELAY, "")] == [key]
+    assert second._adapted[key] == (row.rate, row.ceiling)
     # Recovery up to the ceiling frees the domain again.
     for _ in range(12):
         async with engine.begin() as conn:
@@ -153,10 +155,32 @@ async def test_set_aside_batches_are_booked_one_after_another(
     engine: AsyncEngine, pacers: list[FleetPacer]
 ) -> None:
     name = domain()
-    pacer = new_pacer(engine, pacers, domains=parse_domain_rates(f"{name}=20"))
+    pacer = new_pacer(engine, pacers, domains=parse_domain_rates(f"{name}=0.2"))
     assert await pacer.admit(f"a@{name}", 1) is None
     addresses = [f"r{i}@{name}" for i in range(20)]
     first = await pacer.come_back_after(addresses)
     second = await pacer.come_back_after(addresses)
-    # Twenty recipients are a second of the rate: the second batch's turn is about a second after the first's.
-    assert first < 0.5 and 0.5 < second <= 1.0 + 0.05
+    # Twenty recipients are 100 s of the rate: the second batch's turn is 100 s after the first's.
+    assert first < 1 and 50 < second <= 100 + 0.05
+
+
+async def test_a_warm_up_caps_the_sending_domains_day_for_every_worker(
+    engine: AsyncEngine, pacers: list[FleetPacer]
+) -> None:
+    sender = domain()
+    today = datetime.now(UTC).date()
+    warmups = {
+        sender: Warmup(sender, today, steps=(3,)),
+        "later.example": Warmup("later.example", today + timedelta(days=1), steps=(9,)),
+    }
+    first, second = new_pacer(engine, pacers, warmups=warmups), new_pacer(engine, pacers, warmups=warmups)
+    taken = [await first.admit(f"a{i}@{domain()}", 1, sender=f"news@{sender}") for i in range(2)]
+    taken.append(await second.admit(f"b@{domain()}", 1, sender=f"news@{sender}"))
+    assert taken == [None] * 3
+    # The day's volume is used up, for both workers: the next recipients wait for the next UTC day.
+    for pacer in (first, second):
+        wait = await pacer.admit(f"c@{domain()}", 1, sender=f"news@{sender}")
+        assert wait is not None and abs(wait - pacing.seconds_to_next_day()) < 5
+    # Another sender is not capped; a warm-up that starts tomorrow sends nothing today.
+    assert await first.admit(f"d@{domain()}", 1, sender="news@other.example") is None
+    assert await first.admit(f"e@{domain()}", 1, sender="news@later.example") is not None
