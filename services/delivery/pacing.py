@@ -64,7 +64,7 @@ T = TypeVar("T")
 # The relay's name when SMTP_URL names one relay.
 DEFAULT_RELAY = "default"
 # A lease takes at most this many seconds of a bucket's rate; a bucket holds at most BURST_SECONDS of it.
-SLICE_SECONDS = 0.1
+SLICE_SECONDS = 0.2
 BURST_SECONDS = 0.2
 # Leased tokens not used within this long are dropped (never a burst later).
 LEASE_SECONDS = 0.25
@@ -87,6 +87,8 @@ MAX_COME_BACK_SECONDS = 90_000.0
 # Buckets untouched for this long are deleted (yesterday's warm-up, a finished campaign's), every CLEANUP_SECONDS.
 STALE_BUCKET_SECONDS = 2 * 86_400
 CLEANUP_SECONDS = 600.0
+# A recipient set aside for at least this long (a warm-up's day used up) holds its whole batch.
+LONG_WAIT_SECONDS = 60.0
 # After a database error, buckets count as empty for this long.
 ERROR_BACKOFF_SECONDS = 1.0
 
@@ -502,6 +504,12 @@ class FleetPacer:
         limit = Limit(key, group.rate if group is not None else 0.0, waits=False)
         self._cuts[key] = (limit, self._pace(domain))
         self._start()
+
+    def paced_domains(self, address: str) -> tuple[str, ...]:
+        """The recipient domains that share the domain limit of `address` (its group's, or its own)."""
+        domain = domain_of(address)
+        group = self._config.domains.get(domain)
+        return group.domains if group is not None else (domain,)
 
     def _domain_key(self, domain: str) -> str | None:
         group = self._config.domains.get(domain)

@@ -632,8 +632,10 @@ class Worker:
             # The claimed rows whose address had bounced before: their delivery is announced.
             bounced_before: frozenset[int] = frozenset()
             domains = retries.DomainDeferrals(self._domain_threshold)
-            # Rows the pacer set aside (Pending again, not claimed again by this handling): address and wait.
+            # Rows the pacer set aside (Pending again, not claimed again by this handling): address and wait; the
+            # recipient domains whose rows this handling claims no more (their bucket is empty now).
             aside: dict[int, tuple[str, float]] = {}
+            paced: set[str] = set()
             while True:
                 window = Window(batch, claimant, outcomes, bounced_before)
                 if any(o.status == RecipientStatus.PENDING and o.set_aside is None for o in outcomes):
@@ -657,10 +659,12 @@ class Worker:
                         generation=batch.generation,
                         claimant=claimant,
                         outcomes=outcomes,
-                        limit=self._window if more else 0,
+                        # A long wait (a warm-up's day used up) holds the whole batch: it comes back then.
+                        limit=self._window if more and not _long_wait(aside) else 0,
                         outbox_rows=retry_rows,
                         events_subject=self._events_subject(batch.campaign_id),
                         skip=list(aside),
+                        skip_domains=sorted(paced),
                     )
                 )
                 if not claimed:
@@ -678,6 +682,7 @@ class Worker:
                 for row, outcome in zip(claimed, outcomes, strict=True):
                     if outcome.set_aside is not None:
                         aside[row.recipient_id] = (row.email_address, outcome.set_aside)
+                        paced.update(self.pacer.paced_domains(row.email_address))
 
     async def _send(
         self,
@@ -929,6 +934,11 @@ class RowSession:
                 log.warning("database statement failed; retrying", error=db_error(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _long_wait(aside: Mapping[int, tuple[str, float]]) -> bool:
+    """Whether a recipient set aside waits long (a warm-up's next day): the batch claims nothing more meanwhile."""
+    return any(wait >= pacing.LONG_WAIT_SECONDS for _, wait in aside.values())
 
 
 def _reply_class(code: int) -> str:
