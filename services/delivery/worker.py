@@ -11,7 +11,10 @@ Per batch message `{campaign_id, batch_id, generation}`:
    outcomes in one UPDATE … FROM unnest. A window is at most HERALD_DELIVERY_CONCURRENCY /
    HERALD_DELIVERY_PARALLEL_BATCHES rows, so a worker killed at any instant leaves at most its send
    concurrency of rows unconfirmed, and one window more of due retries: those become the ambiguous ones of
-   step 1 (a retry's when its message comes back).
+   step 1 (a retry's when its message comes back). Each send first takes its tokens from the fleet's pacer
+   (services/delivery/pacing.py): a recipient whose domain has none now is set aside (Pending again, no
+   attempt), the handling claims no more rows of that domain, and when only those are left the message is
+   nak'd with a delay, their turn.
 4. Between messages the run's state is checked (at most 0.5 s old): a pause or cancel stops sending
    within a second and the claimed rows not yet sent go back to Pending (Dropped when cancelled).
 5. When the run has no Pending, Held (a split test's rest, waiting for the winner) or Sending row left,
