@@ -258,10 +258,12 @@ _RESERVE = """
         SELECT key FROM delivery.pacing_buckets WHERE key = ANY(CAST(:keys AS text[])) ORDER BY key FOR UPDATE
     )
     UPDATE delivery.pacing_buckets AS b
-    SET reserved_until = greatest(b.reserved_until, clock_timestamp()) + make_interval(secs => w.n / greatest(b.rate, 0.001))
+    SET reserved_until = greatest(b.reserved_until, clock_timestamp())
+                         + make_interval(secs => least(w.n, greatest(1, b.rate * b.burst)) / greatest(b.rate, 0.001))
     FROM w, locked
     WHERE b.key = w.key AND locked.key = w.key AND b.burst > 0
-    RETURNING extract(epoch FROM b.reserved_until - clock_timestamp()) - w.n / greatest(b.rate, 0.001)
+    RETURNING extract(epoch FROM b.reserved_until - clock_timestamp())
+              - least(w.n, greatest(1, b.rate * b.burst)) / greatest(b.rate, 0.001)
 """
 
 
@@ -653,8 +655,10 @@ class FleetPacer:
     # --- a batch whose recipients were set aside -----------------------------------------------------------
 
     async def come_back_after(self, addresses: Sequence[str], waits: Sequence[float] = ()) -> float:
-        """Seconds until the batch whose recipients `addresses` were set aside should be tried again: their turn,
-        booked on each bucket's queue (`reserved_until`), at least the longest `waits` `admit` gave them."""
+        """Seconds until the batch whose recipients `addresses` were set aside should be tried again: its turn, booked
+        on each bucket's queue (`reserved_until`) for what its next visit can send (at most a full bucket: a visit
+        never gets more, so booking all its recipients would space visits too far apart), at least the longest
+        `waits` `admit` gave them."""
         delay = max(waits, default=0.0)
         counts: dict[str, int] = {}
         for address in addresses:

@@ -155,12 +155,13 @@ async def test_set_aside_batches_are_booked_one_after_another(
     engine: AsyncEngine, pacers: list[FleetPacer]
 ) -> None:
     name = domain()
-    pacer = new_pacer(engine, pacers, domains=parse_domain_rates(f"{name}=0.2"))
+    pacer = new_pacer(engine, pacers, domains=parse_domain_rates(f"{name}=0.01"))
     assert await pacer.admit(f"a@{name}", 1) is None
     addresses = [f"r{i}@{name}" for i in range(20)]
     first = await pacer.come_back_after(addresses)
     second = await pacer.come_back_after(addresses)
-    # Twenty recipients are 100 s of the rate: the second batch's turn is 100 s after the first's.
+    # A visit sends at most a full bucket (one token here, 100 s of the rate): the second batch's turn is 100 s
+    # after the first's, not the 2,000 s of its twenty recipients.
     assert first < 1 and 50 < second <= 100 + 0.05
 
 
