@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common import pacing_config
+
 SERVICES = ("campaign", "tag", "audience", "delivery")
 
 # Settings that were removed, refused rather than ignored: what to set instead.
@@ -125,7 +127,7 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # The delivery pipeline (services/delivery): how many worker processes `herald run` starts, the
     # recipients per batch, SMTP sessions per worker (its send concurrency), batches a worker works
-    # on at once. Rates are messages per second per worker process; 0 means unlimited.
+    # on at once.
     delivery_workers: int = 2
     delivery_batch_size: int = 200
     delivery_concurrency: int = 50
@@ -146,8 +148,18 @@ class Settings(BaseSettings):
     # Recipients of one domain in one batch answered with the same 4.7.x code (or one 421) before the
     # rest of that domain's recipients in the batch are deferred without being tried.
     delivery_domain_defer_after: int = Field(default=3, ge=1)
-    delivery_rate_per_second: float = 0.0
-    delivery_campaign_rate_per_second: float = 0.0
+    # Pacing (services/delivery/pacing.py, docs/operations.md "Pacing"): messages per second for the whole
+    # fleet of workers together, overall and per campaign (0: unlimited), and per recipient domain or group
+    # of domains ("gmail.com+googlemail.com=100, yahoo.com=20"). Replies that mean "slow down" halve a
+    # domain's rate, down to pacing_min_rate; it grows back by a tenth of its ceiling after each
+    # pacing_recovery_seconds with deliveries and no slow-down. Warm-up: a daily volume per sending (From)
+    # domain ("news.example.com:2026-12-01:500*1.5", or daily caps "...:500/1000/2000").
+    delivery_rate_per_second: float = Field(default=0.0, ge=0)
+    delivery_campaign_rate_per_second: float = Field(default=0.0, ge=0)
+    delivery_domain_rates: str = ""
+    delivery_pacing_min_rate: float = Field(default=1.0, gt=0)
+    delivery_pacing_recovery_seconds: float = Field(default=10.0, gt=0)
+    delivery_warmup: str = ""
     # A batch whose worker sent no sign of life for this long is handed to another worker.
     delivery_ack_wait_seconds: float = 60.0
     # Seconds an SMTP command may take before the connection counts as failed.
@@ -226,6 +238,18 @@ class Settings(BaseSettings):
             raise ValueError("HERALD_DELIVERY_RETRY_INTERVALS is a comma-separated list of seconds") from None
         if any(delay <= 0 for delay in delays):
             raise ValueError("HERALD_DELIVERY_RETRY_INTERVALS: every delay must be more than 0 seconds")
+        return value
+
+    @field_validator("delivery_domain_rates")
+    @classmethod
+    def _domain_rates(cls, value: str) -> str:
+        pacing_config.parse_domain_rates(value)
+        return value
+
+    @field_validator("delivery_warmup")
+    @classmethod
+    def _warmup(cls, value: str) -> str:
+        pacing_config.parse_warmup(value)
         return value
 
     def delivery_retry_delays(self) -> tuple[float, ...]:

@@ -249,6 +249,8 @@ async def recorded_and_claimed(
     limit: int,
     outbox_rows: Sequence[Mapping[str, object]] = (),
     events_subject: str | None = None,
+    skip: Sequence[int] = (),
+    skip_domains: Sequence[str] = (),
 ) -> list[ClaimedRecipient]:
     """In one statement: writes the last window's outcomes and claims the next `limit` Pending rows of the batch.
 
@@ -258,6 +260,8 @@ async def recorded_and_claimed(
     recipients, services/common/outbox.outbox_row) are written into the outbox by the same statement: all
     or nothing with the outcomes; the relay publishes them at its next poll. So is, with `events_subject`, one
     DeliveryEvents message of the window's Sent and Failed rows (services/delivery/recipient_events.py).
+    Rows in `skip` (set aside by the pacer in this handling: Pending again), and rows whose recipient domain is in
+    `skip_domains` (lower case: domains the pacer has no token for now), are not claimed.
     """
     queued, queued_params = _queued(outbox_rows)
     announced, announced_params = _announced(events_subject)
@@ -280,7 +284,8 @@ async def recorded_and_claimed(
                 WHERE campaign_id = :c AND recipient_id = ANY(ARRAY(
                     SELECT recipient_id FROM delivery.recipients
                     WHERE campaign_id = :c AND batch_id = :b AND generation = :g
-                      AND status = '{RecipientStatus.PENDING}'
+                      AND status = '{RecipientStatus.PENDING}' AND recipient_id <> ALL(CAST(:skip AS bigint[]))
+                      AND lower(split_part(email_address, '@', 2)) <> ALL(CAST(:skip_domains AS text[]))
                     ORDER BY recipient_id LIMIT :n
                     FOR UPDATE SKIP LOCKED))
                   AND (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c) = '{RunState.SENDING}'
@@ -300,6 +305,8 @@ async def recorded_and_claimed(
             "g": generation,
             "w": claimant,
             "n": limit,
+            "skip": list(skip),
+            "skip_domains": list(skip_domains),
             **_outcome_arrays(outcomes),
             **queued_params,
             **announced_params,

@@ -255,6 +255,14 @@ class RelayPool:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    def rates(self) -> dict[str, float]:
+        """Each relay's name to its `rate=` (relays without one left out): the fleet's pacer enforces them."""
+        return {
+            state.relay.name: state.relay.rate_per_second
+            for state in self._states.values()
+            if state.relay.rate_per_second
+        }
+
     async def send(
         self,
         sender: str,

@@ -292,6 +292,9 @@ class Outcome:
     next_attempt_at: datetime | None = None
     # A Deferred outcome's row attempts once recorded: its retry message claims the row only at that count.
     retry_attempt: int = 0
+    # A Pending outcome set aside by the pacer (services/delivery/pacing.py): no token of its domain's (or its
+    # warm-up's) for about this many seconds. Not an attempt; the batch goes on with its other recipients.
+    set_aside: float | None = None
 
 
 def send_time_bounce(

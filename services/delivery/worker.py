@@ -11,7 +11,10 @@ Per batch message `{campaign_id, batch_id, generation}`:
    outcomes in one UPDATE … FROM unnest. A window is at most HERALD_DELIVERY_CONCURRENCY /
    HERALD_DELIVERY_PARALLEL_BATCHES rows, so a worker killed at any instant leaves at most its send
    concurrency of rows unconfirmed, and one window more of due retries: those become the ambiguous ones of
-   step 1 (a retry's when its message comes back).
+   step 1 (a retry's when its message comes back). Each send first takes its tokens from the fleet's pacer
+   (services/delivery/pacing.py): a recipient whose domain has none now is set aside (Pending again, no
+   attempt), the handling claims no more rows of that domain, and when only those are left the message is
+   nak'd with a delay, their turn.
 4. Between messages the run's state is checked (at most 0.5 s old): a pause or cancel stops sending
    within a second and the claimed rows not yet sent go back to Pending (Dropped when cancelled).
 5. When the run has no Pending, Held (a split test's rest, waiting for the winner) or Sending row left,
@@ -73,6 +76,7 @@ from services.delivery import (
     claim_store,
     dkim,
     dkim_store,
+    pacing,
     queue_store,
     recipient_events,
     retries,
@@ -84,7 +88,7 @@ from services.delivery.claim_store import ClaimedRecipient, RunView
 from services.delivery.domain import RecipientStatus
 from services.delivery.message import MessageTemplate, Recipient
 from services.delivery.queue import finish_if_done
-from services.delivery.relays import RelayPool, parse_relays, parse_routes
+from services.delivery.relays import Relay, RelayPool, parse_relays, parse_routes
 from services.delivery.sending import BatchMessage, Outcome, Refusal, RunState
 from services.delivery.smtp import SmtpConnectionPool, SmtpSendError
 from services.delivery.store import SCHEMA
@@ -115,6 +119,9 @@ STATE_TTL_SECONDS = 0.5
 # Due retries a worker may hold unacknowledged (JetStream's default is 1,000 per consumer): a worker takes at
 # most a window at a time, so this only matters when many workers share the consumer.
 RETRY_MAX_ACK_PENDING = 20_000
+# Batch messages a worker fleet may hold unacknowledged: those whose recipients wait for a paced domain's tokens
+# come back later (a nak with a delay) and count meanwhile (JetStream's default is 1,000 per consumer).
+BATCH_MAX_ACK_PENDING = 100_000
 # Runs whose templates a worker keeps parsed (an entry is one occurrence of one campaign).
 TEMPLATE_CACHE_SIZE = 64
 # Run states in which a batch's rows are sent, and in which deferred recipients are retried (a campaign is
@@ -123,23 +130,6 @@ _BATCH_STATES = frozenset({RunState.SENDING})
 _RETRY_STATES = frozenset({RunState.SENDING, RunState.SENT})
 # While PostgreSQL is away, a worker keeps trying to record outcomes for this long after a stop request.
 RECORD_GRACE_SECONDS = 20.0
-
-
-class Pacer:
-    """Spaces sends to at most `per_second` (no bursts); with 0, no limit."""
-
-    def __init__(self, per_second: float) -> None:
-        self._interval = 1.0 / per_second if per_second > 0 else 0.0
-        self._next = 0.0
-
-    async def wait(self) -> None:
-        if not self._interval:
-            return
-        now = time.monotonic()
-        slot = max(self._next, now)
-        self._next = slot + self._interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
 
 
 class RunStates:
@@ -300,8 +290,8 @@ class Worker:
         self._subjects = Subjects.of(settings)
         self._states = RunStates(engine)
         self._templates = Templates(engine, settings)
-        self._rate = Pacer(settings.delivery_rate_per_second)
-        self._campaign_rates: dict[int, Pacer] = {}
+        # One pace for the whole fleet (services/delivery/pacing.py), with each relay's `rate=`.
+        self.pacer = pacing.FleetPacer(engine, pacing.PacingConfig.of(settings, pool.rates()))
         self._outbox = Outbox(
             engine,
             SCHEMA,
@@ -347,6 +337,8 @@ class Worker:
                     ack_wait=self._ack_wait,
                     max_deliver=-1,
                     ack_policy=AckPolicy.EXPLICIT,
+                    # Batches waiting for a paced domain's tokens (nak'd with a delay) count as unacknowledged.
+                    max_ack_pending=BATCH_MAX_ACK_PENDING,
                 ),
             )
             subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
@@ -444,28 +436,36 @@ class Worker:
                     await natsutil.settle(message.nak(delay=natsutil.redelivery_delay(message)), "nak")
                 return
         for message in messages:
+            if not isinstance(finished, bool):
+                # Recipients set aside for a paced domain's tokens (Deferred again): the messages come back then.
+                await natsutil.settle(message.nak(delay=finished), "nak")
+                continue
             # A worker stopping midway hands the messages on: the rows it released are Deferred again.
             await natsutil.settle(message.ack() if finished else message.nak(), "ack" if finished else "nak")
 
-    async def _retry(self, campaign_id: int, claimant: str, due: Sequence[tuple[int, int]]) -> bool:
+    async def _retry(self, campaign_id: int, claimant: str, due: Sequence[tuple[int, int]]) -> bool | float:
         """Sends to the deferred recipients whose retry is due, once each, a window at a time (as a batch's rows:
         a worker killed at any instant leaves at most a window unconfirmed); records what became of them.
 
         False when the worker stopped midway: the messages come back to another worker. (When the run was
-        paused or cancelled meanwhile, the resume schedules the rest again, or the cancel dropped them.)
+        paused or cancelled meanwhile, the resume schedules the rest again, or the cancel dropped them.) A number of
+        seconds when the pacer set recipients aside: they are Deferred again, and the messages come back then.
         """
         view = await self._states.get(campaign_id)
         if view is None or view.state not in _RETRY_STATES:
             # Paused: they stay Deferred and the resume schedules them again. Cancelled: they were dropped.
             return True
         domains = retries.DomainDeferrals(self._domain_threshold)
+        aside: list[tuple[str, float]] = []
         async with RowSession(self._outbox, self._stop) as rows:
             for start in range(0, len(due), self._window):
                 window = due[start : start + self._window]
-                if not await self._retry_window(rows, campaign_id, claimant, view, domains, window):
+                if not await self._retry_window(rows, campaign_id, claimant, view, domains, window, aside):
                     break
         # A retry claimed while the main send ended held the run open: it may be finished now.
         await finish_if_done(self._outbox, campaign_id)
+        if aside and not self._stop.is_set():
+            return await self.pacer.come_back_after([a for a, _ in aside], [w for _, w in aside])
         return not self._stop.is_set()
 
     async def _retry_window(
@@ -476,8 +476,10 @@ class Worker:
         view: RunView,
         domains: retries.DomainDeferrals,
         due: Sequence[tuple[int, int]],
+        aside: list[tuple[str, float]],
     ) -> bool:
-        """One window of due retries; False when the run or the worker stopped meanwhile."""
+        """One window of due retries; False when the run or the worker stopped meanwhile. Recipients the pacer set
+        aside are added to `aside` (address, wait)."""
         claimed, stale = await rows.run(
             functools.partial(
                 claim_store.claimed_retries,
@@ -541,7 +543,10 @@ class Worker:
                         recipient_ids=unsent,
                     )
                 )
-                return False
+                addresses = {row.recipient_id: row.email_address for row in claimed}
+                aside.extend((addresses[o.recipient_id], o.set_aside) for o in outcomes if o.set_aside is not None)
+                if any(o.status == RecipientStatus.PENDING and o.set_aside is None for o in outcomes):
+                    return False
         return not self._stop.is_set()
 
     async def _measure(self, stop: asyncio.Event) -> None:
@@ -576,7 +581,7 @@ class Worker:
             try:
                 async with natsutil.kept_alive(message, self._heartbeat):
                     done = await self._work(batch)
-                    if done:
+                    if done is True:
                         await finish_if_done(self._outbox, batch.campaign_id)
             except (DBAPIError, OSError) as exc:
                 # PostgreSQL away: the batch comes back later; what was claimed and not recorded is
@@ -584,11 +589,16 @@ class Worker:
                 log.warning("batch failed; it will come back", error=db_error(exc))
                 await natsutil.settle(message.nak(delay=natsutil.redelivery_delay(message)), "nak")
                 return
+            if not isinstance(done, bool):
+                # Recipients set aside for a paced domain's tokens (Pending): the batch comes back at their turn.
+                await natsutil.settle(message.nak(delay=done), "nak")
+                return
             await natsutil.settle(message.ack() if done else message.nak(), "ack" if done else "nak")
         BATCH_SECONDS.observe(time.monotonic() - started)
 
-    async def _work(self, batch: BatchMessage) -> bool:
-        """Sends what the batch holds for this generation; False when stopped midway (the batch goes to another worker)."""
+    async def _work(self, batch: BatchMessage) -> bool | float:
+        """Sends what the batch holds for this generation; False when stopped midway (the batch goes to another worker),
+        a number of seconds when recipients were set aside by the pacer (the batch comes back then)."""
         # Each handling of a batch message claims under its own name, so that its claims are told apart
         # from those of an earlier handling (of this worker or another) that stopped midway.
         self._handlings += 1
@@ -628,9 +638,13 @@ class Worker:
             # The claimed rows whose address had bounced before: their delivery is announced.
             bounced_before: frozenset[int] = frozenset()
             domains = retries.DomainDeferrals(self._domain_threshold)
+            # Rows the pacer set aside (Pending again, not claimed again by this handling): address and wait; the
+            # recipient domains whose rows this handling claims no more (their bucket is empty now).
+            aside: dict[int, tuple[str, float]] = {}
+            paced: set[str] = set()
             while True:
                 window = Window(batch, claimant, outcomes, bounced_before)
-                if any(outcome.status == RecipientStatus.PENDING for outcome in outcomes):
+                if any(o.status == RecipientStatus.PENDING and o.set_aside is None for o in outcomes):
                     await rows.run_in_unit_of_work(functools.partial(self._release, window=window))
                     return not self._stop.is_set()
                 if sending.announced_outcomes(outcomes, bounced_before):
@@ -651,12 +665,19 @@ class Worker:
                         generation=batch.generation,
                         claimant=claimant,
                         outcomes=outcomes,
-                        limit=self._window if more else 0,
+                        # A long wait (a warm-up's day used up) holds the whole batch: it comes back then.
+                        limit=self._window if more and not _long_wait(aside) else 0,
                         outbox_rows=retry_rows,
                         events_subject=self._events_subject(batch.campaign_id),
+                        skip=list(aside),
+                        skip_domains=sorted(paced),
                     )
                 )
                 if not claimed:
+                    if aside and more:
+                        # Only recipients of paced domains are left: the batch comes back at their turn.
+                        addresses = [address for address, _ in aside.values()]
+                        return await self.pacer.come_back_after(addresses, [wait for _, wait in aside.values()])
                     return not self._stop.is_set()
                 bounced_before = frozenset(row.recipient_id for row in claimed if row.bounced_before)
                 outcomes = list(
@@ -664,6 +685,10 @@ class Worker:
                         *(self._send(batch.campaign_id, row, templates, domains, _BATCH_STATES) for row in claimed)
                     )
                 )
+                for row, outcome in zip(claimed, outcomes, strict=True):
+                    if outcome.set_aside is not None:
+                        aside[row.recipient_id] = (row.email_address, outcome.set_aside)
+                        paced.update(self.pacer.paced_domains(row.email_address))
 
     async def _send(
         self,
@@ -719,8 +744,10 @@ class Worker:
             message_id = message.message_id
             return templates.signer.sign(message.data)
 
-        await self._rate.wait()
-        await self._campaign_pacer(campaign_id).wait()
+        wait = await self.pacer.admit(recipient.email_address, campaign_id, template.sender)
+        if wait is not None:
+            # No token of its domain now: back to the queue, not an attempt; the other domains go on.
+            return Outcome(recipient.recipient_id, RecipientStatus.PENDING, 0, "", set_aside=wait)
         try:
             with tracing.span(
                 "smtp.send",
@@ -734,10 +761,12 @@ class Worker:
                     content,
                     relay=templates.relay,
                     from_address=template.sender,
+                    before_attempt=self._before_attempt,
                 )
         except SmtpSendError as exc:
             SMTP_REPLIES_TOTAL.labels(_reply_class(exc.reply.code) if exc.reply is not None else "none").inc()
             error = str(exc.reply) if exc.reply is not None else str(exc)
+            self.pacer.answered(recipient.email_address, exc.reply.code if exc.reply else None, error)
             if exc.maybe_delivered:
                 FAILED_TOTAL.labels("ambiguous").inc()
                 return Outcome(
@@ -759,10 +788,14 @@ class Worker:
             DEFERRED_TOTAL.labels("reply" if exc.reply else "connection").inc()
             return self._deferred(recipient, 1, error, refusal, message_id)
         domains.delivered(recipient.email_address)
+        self.pacer.answered(recipient.email_address, 250)
         SMTP_REPLIES_TOTAL.labels("2xx").inc()
         SENT_TOTAL.inc()
         self._sent += 1
         return Outcome(recipient.recipient_id, RecipientStatus.SENT, 1, "", message_id, datetime.now(UTC))
+
+    async def _before_attempt(self, relay: Relay) -> None:
+        await self.pacer.admit_relay(relay.name)
 
     def _deferred(
         self,
@@ -796,15 +829,6 @@ class Worker:
             next_attempt_at=due,
             retry_attempt=recipient.attempts + tried,
         )
-
-    def _campaign_pacer(self, campaign_id: int) -> Pacer:
-        pacer = self._campaign_rates.get(campaign_id)
-        if pacer is None:
-            if len(self._campaign_rates) > 10_000:
-                self._campaign_rates.clear()
-            pacer = Pacer(self._settings.delivery_campaign_rate_per_second)
-            self._campaign_rates[campaign_id] = pacer
-        return pacer
 
     async def _record_announced(self, work: UnitOfWork, window: Window) -> None:
         """Writes a window's outcomes with the bounces its refusals record, the deliveries after a bounce and the
@@ -928,6 +952,11 @@ class RowSession:
                 delay = min(delay * 2, 5.0)
 
 
+def _long_wait(aside: Mapping[int, tuple[str, float]]) -> bool:
+    """Whether a recipient set aside waits long (a warm-up's next day): the batch claims nothing more meanwhile."""
+    return any(wait >= pacing.LONG_WAIT_SECONDS for _, wait in aside.values())
+
+
 def _reply_class(code: int) -> str:
     """2xx, 4xx or 5xx (anything else a server says is counted as 5xx: it is no reply that SMTP defines)."""
     return f"{code // 100}xx" if code // 100 in (2, 4) else "5xx"
@@ -969,6 +998,7 @@ async def main(settings: Settings) -> None:
     try:
         await worker.run(stop)
     finally:
+        await worker.pacer.close()
         await pool.close()
         await engine.dispose()
     log.info("delivery worker stopped", worker_id=worker.worker_id)

@@ -26,6 +26,7 @@ MODULES = (
     "services.delivery.bounce_receiver",
     "services.delivery.bounce_recording",
     "services.delivery.event_webhook_sender",
+    "services.delivery.pacing",
     "services.delivery.queue",
     "services.delivery.relays",
     "services.delivery.worker",
