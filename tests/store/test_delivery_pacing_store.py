@@ -153,7 +153,7 @@ async def test_an_unconfigured_domain_is_paced_after_a_slow_down_and_freed_once_
     assert row is not None and not row.configured and row.rate == pytest.approx(max(row.ceiling / 2, 2.0))
     await second.sync()
     # The other worker paces the domain now.
-    assert [limit.key for limit in second._limits(f"b@{name}", 1, pacing.DEFAULT_RELAY, "")] == [key]
+    assert [limit.key for limit in second._limits(f"b@{name}", 1, "")] == [key]
     assert second._adapted[key] == (row.rate, row.ceiling)
     # Recovery up to the ceiling frees the domain again.
     for _ in range(12):
