@@ -13,6 +13,8 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+import psycopg
+import sqlalchemy.exc
 import structlog
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
@@ -196,6 +198,42 @@ _CONNECTION_LOST = (
     asyncpg.InternalClientError,
     OSError,
 )
+
+
+# SQLSTATEs that mean the server cannot be used (it is down, restarting, full), whatever the statement.
+_UNAVAILABLE_STATES = ("57P01", "57P02", "57P03", "53300")
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """Whether `exc` says that PostgreSQL cannot be reached or used now (refused, terminated, restarting, too many
+    connections, no pooled connection in time), as opposed to a fault of the statement (a constraint, bad SQL, a
+    cancelled query): the first is worth retrying later, the second is not.
+
+    SQLAlchemy's wrapper is looked through (its `orig`), and so is an explicit `raise ... from` cause.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sqlalchemy.exc.TimeoutError):  # the pool had no connection within pool_timeout
+            return True
+        if isinstance(current, sqlalchemy.exc.DBAPIError):
+            if current.connection_invalidated:
+                return True
+            current = current.orig if current.orig is not None else current.__cause__
+            continue
+        if isinstance(current, (psycopg.Error, asyncpg.PostgresError)):
+            state = getattr(current, "sqlstate", None) or ""
+            if state.startswith("08") or state in _UNAVAILABLE_STATES:
+                return True
+            # psycopg's own OperationalErrors without a SQLSTATE: it could not connect, or lost the connection.
+            return isinstance(current, psycopg.OperationalError) and not state
+        if isinstance(current, (asyncpg.InterfaceError, asyncpg.InternalClientError)):
+            return "connection" in str(current)  # "connection is closed", "connection was closed in the middle..."
+        if isinstance(current, (ConnectionError, TimeoutError)):
+            return True
+        current = current.__cause__
+    return False
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

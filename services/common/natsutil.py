@@ -10,6 +10,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats
+import nats.js.errors
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -60,6 +61,19 @@ class Subjects:
 
 
 NATS_FAILURES = (nats.errors.Error, OSError, TimeoutError)
+
+# NATS could not be reached or did not answer (as opposed to a request it refused): worth retrying later.
+NATS_UNREACHABLE = (
+    nats.errors.NoServersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.NoRespondersError,
+    nats.errors.TimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 
 async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.common import tracing
 from services.common.event_signing import EventSigner
 from services.common.events import EventType
+from services.common.logging import RepeatingFailure
 from services.common.natsutil import Subjects
 
 log = structlog.get_logger()
@@ -303,14 +304,18 @@ class OutboxRelay:
         return published
 
     async def run(self, stop: asyncio.Event) -> None:
+        # PostgreSQL away: one warning (with a traceback the first time), then a line a minute with a count.
+        failing = RepeatingFailure("outbox relay pass failed; retrying", traceback=True, schema=self._schema)
         while not stop.is_set():
             # Cleared before the pass, so that a commit during the pass is not waited for.
             self._wakeup.clear()
             try:
                 published = await self.publish_pending()
-            except Exception:
-                log.exception("outbox relay pass failed")
+            except Exception as exc:
+                failing.failed(exc)
                 published = 0
+            else:
+                failing.recovered()
             if published >= self._batch:
                 continue
             waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(stop.wait())]
