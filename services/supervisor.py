@@ -4,7 +4,10 @@ It starts the four services, the translator, HERALD_DELIVERY_WORKERS delivery wo
 receiver (on HERALD_BOUNCE_RECEIVER_PORT) and (without SMTP_URL) the local mail capture, each process
 serving its Prometheus metrics on a port of its own (listening_ports), and restarts
 any of them that dies, after a short backoff, instead of stopping: a crashed worker's batches come back
-to the others meanwhile.
+to the others meanwhile. The embedded PostgreSQL and NATS it started are watched too, and started again
+on the same folder and port when they die (EmbeddedWatch); a DATABASE_URL or NATS_URL server is not its
+to restart. The supervisor is a child subreaper, so that the postmaster, which pg_ctl leaves behind, is
+its child: it sees it die and reaps it.
 
 One Herald per data directory (services/datadir.py): before anything is started or attached to, it
 takes the folder's lock; a second `herald run` on the same folder says who holds it and exits with
