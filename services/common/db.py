@@ -23,6 +23,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from services.common.config import Settings
+from services.common.logging import RepeatingFailure
 
 log = structlog.get_logger()
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -74,6 +75,10 @@ class ReadPool:
         self._connect_args.setdefault("server_settings", {})["application_name"] = f"herald-{name}"
         self._pool: asyncpg.Pool | None = None
         self._rows: dict[str, Any] = {}
+        # While PostgreSQL is away every read fails: logged once per interval with a count, not per read.
+        self._failing = RepeatingFailure(
+            "a pooled read connection failed; dropping the pool's connections and retrying"
+        )
 
     async def open(self) -> None:
         # Connections are made on first use: the service starts even while PostgreSQL does not.
@@ -102,11 +107,11 @@ class ReadPool:
             record = await self._fetchrow(read.sql, arguments)
         except _CONNECTION_LOST as exc:
             # A restarted PostgreSQL leaves every pooled connection dead: drop them all, then retry once.
-            log.info(
-                "a pooled read connection failed; dropping the pool's connections and retrying", error=str(exc)
-            )
+            self._failing.failed(exc)
             await self._pool.expire_connections()
             record = await self._fetchrow(read.sql, arguments)
+        else:
+            self._failing.recovered()
         return None if record is None else self._row_type(read.sql, record)._make(record.values())
 
     async def _fetchrow(self, sql: str, arguments: list[Any]) -> asyncpg.Record | None:

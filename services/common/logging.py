@@ -87,6 +87,7 @@ class RepeatingFailure:
     def __init__(
         self,
         what: str,
+        /,
         *,
         traceback: bool = False,
         every: float | None = None,

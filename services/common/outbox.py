@@ -231,6 +231,8 @@ class OutboxRelay:
         self._js = js
         self._poll = poll_seconds
         self._batch = batch
+        # While NATS is away every pass fails to publish: logged once per interval with a count, not per pass.
+        self._publish_failing = RepeatingFailure("outbox publish failed; will retry", schema=schema)
         self._wakeup = wakeup
         self._headers_column = "headers" if with_headers else "NULL"
 
@@ -268,9 +270,7 @@ class OutboxRelay:
                 try:
                     ack = await publish
                 except (nats.errors.Error, TimeoutError, OSError) as exc:
-                    log.warning(
-                        "outbox publish failed; will retry", subject=subject, msg_id=msg_id, error=str(exc)
-                    )
+                    self._publish_failing.failed(exc, subject=subject, msg_id=msg_id)
                     failed[row_id] = str(exc)
                     break
                 if ack.duplicate:
@@ -281,13 +281,15 @@ class OutboxRelay:
                 for (row_id, msg_id, _), result in zip(pipelined, acks, strict=True):
                     if isinstance(result, (nats.errors.Error, TimeoutError, OSError)):
                         if not failed:
-                            log.warning("outbox publish failed; will retry", msg_id=msg_id, error=str(result))
+                            self._publish_failing.failed(result, msg_id=msg_id)
                         failed[row_id] = str(result)
                     elif isinstance(result, BaseException):
                         raise result
                     else:
                         done.append(row_id)
             published = len(done)
+            if done and not failed:
+                self._publish_failing.recovered()
             if failed:
                 await conn.execute(
                     text(

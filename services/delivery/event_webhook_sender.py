@@ -56,6 +56,7 @@ from services.delivery.event_webhooks import (
 log = structlog.get_logger()
 # Storing ingested events keeps failing while PostgreSQL is away: logged once, then a line a minute with a count.
 _STORE_FAILING = RepeatingFailure("cannot store events for webhooks; retrying", traceback=True)
+_RECORD_FAILING = RepeatingFailure("cannot record an event webhook attempt", traceback=True)
 
 # docs/operations.md, "Metrics"; "event webhooks" are the outgoing ones (herald_webhook_* are the provider webhooks).
 EVENTS_WRITTEN = Counter(
@@ -327,10 +328,11 @@ class EventWebhookSender:
                 )
                 if not delivered:
                     await self._disable_if_given_up(conn, event, f"HTTP {status}" if status else error)
-        except (SQLAlchemyError, OSError):
+        except (SQLAlchemyError, OSError) as exc:
             # The claim runs out and the event is tried again: the receiver dedupes by its id.
-            log.warning("cannot record an event webhook attempt", exc_info=True, **context)
+            _RECORD_FAILING.failed(exc, **context)
             return
+        _RECORD_FAILING.recovered()
         if delivered:
             log.debug("event webhook delivered", status=status, latency_ms=latency_ms, **context)
         else:
