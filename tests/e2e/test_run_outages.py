@@ -116,6 +116,11 @@ async def test_herald_run_outlives_a_killed_postgresql_and_a_killed_nats(
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         api = Api(session, base_url)
         assert get(base_url + "/livez") == (200, {"status": "ok"})
+
+        async def ready() -> bool:
+            return get(base_url + "/readyz")[0] == 200 and get(worker_ready)[0] == 200
+
+        await until(ready, "every process ready after the start")
         assert get(base_url + "/readyz") == (200, {"status": "ok"})
         assert get(base_url + "/healthz") == (200, {"status": "ok"})
         assert get(worker_ready) == (200, {"status": "ok"})
@@ -160,10 +165,6 @@ async def test_herald_run_outlives_a_killed_postgresql_and_a_killed_nats(
         assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"), failure
 
         os.kill(process.pid, signal.SIGCONT)
-
-        async def ready() -> bool:
-            return get(base_url + "/readyz")[0] == 200 and get(worker_ready)[0] == 200
-
         await until(ready, "readiness back after PostgreSQL restarted")
         assert await grpc_health(campaign_port) == health_pb2.HealthCheckResponse.SERVING
         assert postmasters_of(data_dir / "pg") not in ([], [postmaster])
