@@ -75,6 +75,9 @@ def _serve(settings: Settings, name: str) -> None:
     except ValueError as exc:
         raise SystemExit(f"{name}: {exc}") from None
     configure_logging(settings.log_level, settings.log_format, process=name, trace_ids=traced)
+    from services.common import logging as herald_logging
+
+    herald_logging.repeat_seconds = settings.log_repeat_seconds
     from services.common import metrics
 
     metrics.start(settings, name)

@@ -4,7 +4,10 @@ It starts the four services, the translator, HERALD_DELIVERY_WORKERS delivery wo
 receiver (on HERALD_BOUNCE_RECEIVER_PORT) and (without SMTP_URL) the local mail capture, each process
 serving its Prometheus metrics on a port of its own (listening_ports), and restarts
 any of them that dies, after a short backoff, instead of stopping: a crashed worker's batches come back
-to the others meanwhile.
+to the others meanwhile. The embedded PostgreSQL and NATS it started are watched too, and started again
+on the same folder and port when they die (EmbeddedWatch); a DATABASE_URL or NATS_URL server is not its
+to restart. The supervisor is a child subreaper, so that the postmaster, which pg_ctl leaves behind, is
+its child: it sees it die and reaps it.
 
 One Herald per data directory (services/datadir.py): before anything is started or attached to, it
 takes the folder's lock; a second `herald run` on the same folder says who holds it and exits with
@@ -22,6 +25,9 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Protocol
+
+import psutil
 
 from services.common import metrics
 from services.common.config import SERVICES, Settings
@@ -42,6 +48,11 @@ RESTART_RESET_SECONDS = 30.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # prctl(PR_SET_PDEATHSIG): Linux delivers a signal to a child when its parent dies.
 PR_SET_PDEATHSIG = 1
+# prctl(PR_SET_CHILD_SUBREAPER): orphans below this process (the postmaster, which pg_ctl starts and leaves)
+# become its children rather than init's, so that it can tell when one dies and reap it.
+PR_SET_CHILD_SUBREAPER = 36
+# An embedded server that died is started again; while it cannot start yet, tried again this often.
+EMBEDDED_RETRY_SECONDS = 1.0
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
@@ -102,6 +113,59 @@ class Child:
             self.delay = min(self.delay * 2, RESTART_MAX_DELAY_SECONDS)
         if self.restart_at is not None and now >= self.restart_at:
             self.start()
+
+
+class Embedded(Protocol):
+    def alive(self) -> bool: ...
+
+    def restart(self) -> None: ...
+
+
+class EmbeddedWatch:
+    """An embedded server that `herald run` started (never one it only attached to): started again when it died,
+    on the same folder and port, so the processes' DATABASE_URL and NATS_URL stay right; each restart is said
+    and counted."""
+
+    def __init__(self, name: str, server: Embedded) -> None:
+        self.name = name
+        self.server = server
+        self.restarts = 0
+        self.retry_at: float | None = None
+
+    def watch(self, now: float) -> None:
+        if self.retry_at is None:
+            if self.server.alive():
+                return
+            _say(f"herald run: the embedded {self.name} died; starting it again")
+            self.retry_at = now
+        if now < self.retry_at:
+            return
+        try:
+            self.server.restart()
+        except RuntimeError as exc:
+            if self.retry_at == now or now - self.retry_at > 30:
+                _say(f"herald run: {exc}; trying again every {EMBEDDED_RETRY_SECONDS:g} s")
+            self.retry_at = now + EMBEDDED_RETRY_SECONDS
+            return
+        self.restarts += 1
+        self.retry_at = None
+        _say(f"herald run: the embedded {self.name} runs again ({self.restarts} restart(s) in this run)")
+
+
+def _reap_orphans(known: set[int]) -> None:
+    """Reaps the dead orphans this subreaper inherited (not the supervised children: Popen reaps those)."""
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return
+    for child in children:
+        if child.pid in known:
+            continue
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            continue
 
 
 def listening_ports(settings: Settings, capture: bool) -> dict[str, int]:
@@ -220,6 +284,11 @@ def run(settings: Settings) -> int:
         return _run(settings)
 
 
+def nats_pids(nats: EmbeddedNats | None) -> set[int]:
+    """The embedded NATS's pid, which its Popen reaps."""
+    return {nats.pid} if nats is not None and nats.pid is not None else set()
+
+
 def _run(settings: Settings) -> int:
     stopping = False
 
@@ -230,6 +299,8 @@ def _run(settings: Settings) -> int:
     for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, request_stop)
 
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     postgres = EmbeddedPostgres(settings.data_dir / "pg") if not settings.database_url else None
     nats = EmbeddedNats(settings.data_dir / "nats", settings.embedded_nats_port) if not settings.nats_url else None
     children: dict[str, subprocess.Popen[bytes]] = {}
@@ -246,6 +317,11 @@ def _run(settings: Settings) -> int:
         if capture:
             env["SMTP_URL"] = f"smtp://{_local_host(settings)}:{settings.smtp_capture_port}"
         supervised = _children(settings, env, capture)
+        # What this run started, watched and started again when it dies: not a DATABASE_URL or NATS_URL server.
+        embedded = [
+            *([EmbeddedWatch("PostgreSQL", postgres)] if postgres is not None and postgres.started else []),
+            *([EmbeddedWatch("NATS", nats)] if nats is not None else []),
+        ]
         for child in supervised:
             children[child.name] = child.start()
         _wait_until_listening(settings, children, STARTUP_SECONDS, lambda: stopping)
@@ -255,8 +331,14 @@ def _run(settings: Settings) -> int:
             + (f", sent mail at {settings.effective_public_url()}/mail" if capture else "")
             + ". Ctrl-C stops everything."
         )
+        reaped_at = 0.0
         while not stopping:
             now = time.monotonic()
+            for server in embedded:
+                server.watch(now)
+            if now - reaped_at >= 1.0:
+                reaped_at = now
+                _reap_orphans({process.pid for process in children.values()} | nats_pids(nats))
             for child in supervised:
                 if stopping:
                     break  # Ctrl-C reaches the children too: their deaths now are no crash

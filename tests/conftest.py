@@ -266,7 +266,9 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 20
         if process.poll() is not None:
             raise RuntimeError(f"herald run exited with {process.returncode}")
         try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
+            # Up (the translator answers), not ready: as /healthz meant before readiness; a test that needs
+            # every dependency reachable waits for /readyz itself (tests/e2e/test_run_outages.py).
+            with urllib.request.urlopen(url + "/livez", timeout=1) as response:
                 if response.status == 200:
                     return
         except OSError:

@@ -14,8 +14,9 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from services.common import tracing
+from services.common import db, health, tracing
 from services.common.grpcutil import decode_error
+from services.common.logging import RepeatingFailure
 from services.common.permissions import PERMISSION_DENIED
 from translator import archive, envelope, mail, message_pages, openapi, tracking, webhooks
 from translator.bodies import MAX_BODY, UnreadableBody, read_params
@@ -130,7 +131,12 @@ def _rate_limit_key(caller: Caller | None, client: str) -> str:
 
 async def _dispatch(request: web.Request, command: Command, raw: Mapping[str, object]) -> dict[str, Any]:
     params = Params(raw)
-    caller = await _authenticate(command, params, request.app[IDENTITY_KEY])
+    try:
+        caller = await _authenticate(command, params, request.app[IDENTITY_KEY])
+    except Exception as exc:
+        if not db.is_connection_failure(exc):
+            raise
+        raise _component_failed(exc) from exc
     client = _client_address(request)
     if command.rate_limit is not None:
         request.app[RATE_LIMITER_KEY].admit((command.name, _rate_limit_key(caller, client)), *command.rate_limit)
@@ -156,7 +162,27 @@ async def _dispatch(request: web.Request, command: Command, raw: Mapping[str, ob
                 envelope.COMPONENT_FAILED, "A required server component is unavailable", 500
             ) from exc
         raise _mapped(command, Problems([], decode_error(exc))) from exc
+    except Exception as exc:
+        if not db.is_connection_failure(exc):
+            raise
+        raise _component_failed(exc) from exc
     return payload
+
+
+# The translator's own database (identity: keys, sessions) unreachable: logged once per interval, answered 100004.
+_DATABASE_AWAY = RepeatingFailure("the identity database is unreachable; answering 100004")
+
+
+def _component_failed(exc: Exception) -> HardFailure:
+    """100004 (a required component is unavailable, HTTP 500 as the legacy API documents it) for a database
+    outage, rather than 100005 and a traceback per request."""
+    _DATABASE_AWAY.failed(exc)
+    return HardFailure(envelope.COMPONENT_FAILED, "A required server component is unavailable", 500)
+
+
+async def _database_back(ready: bool) -> None:
+    if ready:
+        _DATABASE_AWAY.recovered()
 
 
 def _with_errors(command: Command | None, body: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +263,10 @@ async def never_a_stack_trace(
         return web.json_response({"Success": False, "ErrorCode": 404, "ErrorText": "Not found"}, status=404)
     except web.HTTPException:
         raise
-    except Exception:
+    except Exception as exc:
+        if db.is_connection_failure(exc):  # a page (tracking, archive, mail) whose database is away
+            failure = _component_failed(exc)
+            return respond(envelope.hard_failure_body(failure), status=failure.status)
         log.exception("unexpected fault", path=request.path)
         failure = HardFailure(envelope.UNEXPECTED_FAULT, "Unexpected error", 500)
         return respond(envelope.hard_failure_body(failure), status=500)
@@ -277,8 +306,15 @@ async def traced_request(
                 tracing.mark_error(f"HTTP {status}")
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def livez(request: web.Request) -> web.Response:
+    """GET /livez: the process runs and its event loop answers (this handler runs on it)."""
     return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """GET /readyz (and /healthz, the same): 200 while the identity database and the four gRPC services answer the
+    health probe (services/common/health.py), else 503 with what is down."""
+    return web.json_response(health.PROCESS.body(), status=200 if health.PROCESS.ready else 503)
 
 
 async def openapi_document(request: web.Request) -> web.Response:
@@ -297,6 +333,7 @@ def make_app(
     middlewares = [traced_request, never_a_stack_trace] if tracing.enabled() else [never_a_stack_trace]
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[COMMANDS_KEY] = commands
+    health.PROCESS.on_change(_database_back)
     app[IDENTITY_KEY] = identity
     app[STUBS_KEY] = stubs
     app[PUBLIC_URL_KEY] = public_url
@@ -306,7 +343,9 @@ def make_app(
     app.router.add_route("*", "/api.php", api)
     app.router.add_route("*", "/api/v1/{command}", api)
     app.router.add_get(openapi.PATH, openapi_document)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/healthz", readyz)
     app.router.add_get("/metrics", metrics)
     archive.add_routes(app, identity, stubs, public_url)
     tracking.add_routes(app, identity, stubs)

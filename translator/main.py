@@ -12,7 +12,8 @@ from herald.campaign.v1 import campaign_pb2_grpc, email_pb2_grpc
 from herald.delivery.v1 import delivery_pb2_grpc
 from herald.tag.v1 import tag_pb2_grpc
 
-from services.common.config import Settings
+from services.common import health
+from services.common.config import SERVICES, Settings
 from services.common.grpcutil import channel
 from translator.app import make_app
 from translator.commands import Stubs
@@ -35,6 +36,10 @@ async def main(settings: Settings) -> None:
         audience=audience_pb2_grpc.AudienceServiceStub(channels["audience"]),
         delivery=delivery_pb2_grpc.DeliveryServiceStub(channels["delivery"]),
     )
+    # Readiness (/readyz, /healthz; services/common/health.py): the identity database and the services it calls.
+    health.PROCESS.add("postgresql", health.postgres_check(settings, "translator"))
+    for name in SERVICES:
+        health.PROCESS.add(name, health.grpc_check(settings, name))
     app = make_app(identity, stubs, settings.effective_public_url(), all_commands())
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -46,7 +51,7 @@ async def main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await health.PROCESS.runner(settings)(stop)
     log.info("stopping", service="translator")
     await runner.cleanup()
     for ch in channels.values():

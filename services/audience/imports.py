@@ -56,6 +56,7 @@ from services.common import events, grpcutil
 from services.common.auth import Principal
 from services.common.config import Settings
 from services.common.errors import DomainError, Violations, invalid, not_found, precondition
+from services.common.logging import RepeatingFailure
 from services.common.outbox import Outbox
 
 log = structlog.get_logger()
@@ -598,6 +599,7 @@ class ImportHandler:
         """Claims and runs stored jobs until `stop`; keeps this process's imports' heartbeats; fails abandoned ones."""
         beating = asyncio.create_task(self._beat(stop))
         next_reap = 0.0
+        failing = RepeatingFailure("import worker cannot reach the database; retrying")
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -609,7 +611,9 @@ class ImportHandler:
                         pass
                 except (OperationalError, DBAPIError, OSError) as exc:
                     # The database is restarting or unreachable: jobs wait, nothing is lost.
-                    log.warning("import worker cannot reach the database; retrying", error=str(exc))
+                    failing.failed(exc)
+                else:
+                    failing.recovered()
                 waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
                 await asyncio.wait(waiters, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in waiters:
@@ -661,6 +665,7 @@ class ImportHandler:
             await self._notify(failed)
 
     async def _beat(self, stop: asyncio.Event) -> None:
+        failing = RepeatingFailure("import heartbeat failed; retrying")
         while not stop.is_set():
             ids = [*self._running, *self._streaming]
             if ids:
@@ -668,7 +673,9 @@ class ImportHandler:
                     async with self.engine.begin() as conn:
                         await import_store.beat(conn, self.worker, ids)
                 except (OperationalError, DBAPIError, OSError) as exc:
-                    log.warning("import heartbeat failed; retrying", error=str(exc))
+                    failing.failed(exc)
+                else:
+                    failing.recovered()
             try:
                 await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
             except TimeoutError:

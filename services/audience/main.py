@@ -12,7 +12,7 @@ from services.audience.emails import EmailDirectory
 from services.audience.events import bounce_consumers
 from services.audience.imports import ImportHandler
 from services.audience.store import SCHEMA
-from services.common import db, events
+from services.common import db, events, health
 from services.common.config import Settings
 from services.common.grpcutil import serve
 from services.common.nats_link import NatsLink
@@ -41,6 +41,10 @@ async def main(settings: Settings) -> None:
     async def close() -> None:
         await emails.close()
         await engine.dispose()
+
+    # Readiness and gRPC health (services/common/health.py): this service's PostgreSQL and NATS.
+    health.PROCESS.add("postgresql", health.postgres_check(settings, "audience"))
+    health.PROCESS.add("nats", nats.check)
 
     await serve(
         name="audience",

@@ -25,7 +25,7 @@ from services.campaign.picker import Picker
 from services.campaign.sending_events import campaign_finished_consumer
 from services.campaign.store import SCHEMA
 from services.campaign.template_api import TemplateService
-from services.common import db, events, grpcutil, natsutil
+from services.common import db, events, grpcutil, health, natsutil
 from services.common.config import Settings
 from services.common.grpcutil import serve
 from services.common.live_nats import LiveNats
@@ -92,6 +92,10 @@ async def main(settings: Settings) -> None:
             email_pb2.DESCRIPTOR.services_by_name["EmailService"].full_name,
             template_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,
         ]
+
+    # Readiness and gRPC health (services/common/health.py): this service's PostgreSQL and NATS.
+    health.PROCESS.add("postgresql", health.postgres_check(settings, "campaign"))
+    health.PROCESS.add("nats", nats.check)
 
     await serve(
         name="campaign",

@@ -21,6 +21,7 @@ from services.campaign.clock import Clock
 from services.common import events as herald_events
 from services.common import tracing
 from services.common.event_signing import EventSigner
+from services.common.logging import RepeatingFailure
 from services.common.outbox import Outbox
 
 log = structlog.get_logger()
@@ -80,16 +81,18 @@ class Picker:
         return len(due)
 
     async def run(self, stop: asyncio.Event) -> None:
+        failing = RepeatingFailure("pick pass failed; retrying")
         while not stop.is_set():
             self._wakeup.clear()
             try:
                 picked = await self.pick_due_campaigns()
             except (DBAPIError, OSError) as exc:
                 # PostgreSQL restarting: due campaigns wait for the next pass, nothing is lost.
-                log.warning("pick pass failed; retrying", error=str(getattr(exc, "orig", None) or exc))
+                failing.failed(exc)
                 PASSES_TOTAL.labels("failed").inc()
                 picked = 0
             else:
+                failing.recovered()
                 PASSES_TOTAL.labels("ok").inc()
                 STARTED_TOTAL.inc(picked)
             if picked >= PICK_LIMIT:

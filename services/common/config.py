@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     audience_metrics_port: int = Field(default=9103, ge=0, le=65535)
     delivery_metrics_port: int = Field(default=9104, ge=0, le=65535)
     metrics_sample_seconds: float = Field(default=15.0, gt=0)
+    # Health (docs/operations.md, "Health checks"): every health_probe_seconds a background probe checks the
+    # process's PostgreSQL (SELECT 1) and NATS (connection state and a JetStream account-info request), each
+    # with a timeout of health_probe_timeout_seconds; readiness and gRPC health follow what it finds.
+    health_probe_seconds: float = Field(default=3.0, gt=0)
+    health_probe_timeout_seconds: float = Field(default=2.0, gt=0)
+    # A background loop that keeps failing (PostgreSQL or NATS away) logs its first failure, then at most one
+    # "still failing" line per this many seconds with a count, and one line when it recovers.
+    log_repeat_seconds: float = Field(default=60.0, gt=0)
     # WatchCampaign sends a heartbeat (the last state again, heartbeat = true) after this long without a
     # change, so a client or proxy can tell a quiet campaign from a dead stream.
     watch_heartbeat_seconds: float = Field(default=15.0, gt=0)

@@ -13,6 +13,8 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+import psycopg
+import sqlalchemy.exc
 import structlog
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
@@ -21,6 +23,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from services.common.config import Settings
+from services.common.logging import RepeatingFailure
 
 log = structlog.get_logger()
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -72,6 +75,10 @@ class ReadPool:
         self._connect_args.setdefault("server_settings", {})["application_name"] = f"herald-{name}"
         self._pool: asyncpg.Pool | None = None
         self._rows: dict[str, Any] = {}
+        # While PostgreSQL is away every read fails: logged once per interval with a count, not per read.
+        self._failing = RepeatingFailure(
+            "a pooled read connection failed; dropping the pool's connections and retrying"
+        )
 
     async def open(self) -> None:
         # Connections are made on first use: the service starts even while PostgreSQL does not.
@@ -100,11 +107,11 @@ class ReadPool:
             record = await self._fetchrow(read.sql, arguments)
         except _CONNECTION_LOST as exc:
             # A restarted PostgreSQL leaves every pooled connection dead: drop them all, then retry once.
-            log.info(
-                "a pooled read connection failed; dropping the pool's connections and retrying", error=str(exc)
-            )
+            self._failing.failed(exc)
             await self._pool.expire_connections()
             record = await self._fetchrow(read.sql, arguments)
+        else:
+            self._failing.recovered()
         return None if record is None else self._row_type(read.sql, record)._make(record.values())
 
     async def _fetchrow(self, sql: str, arguments: list[Any]) -> asyncpg.Record | None:
@@ -196,6 +203,42 @@ _CONNECTION_LOST = (
     asyncpg.InternalClientError,
     OSError,
 )
+
+
+# SQLSTATEs that mean the server cannot be used (it is down, restarting, full), whatever the statement.
+_UNAVAILABLE_STATES = ("57P01", "57P02", "57P03", "53300")
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """Whether `exc` says that PostgreSQL cannot be reached or used now (refused, terminated, restarting, too many
+    connections, no pooled connection in time), as opposed to a fault of the statement (a constraint, bad SQL, a
+    cancelled query): the first is worth retrying later, the second is not.
+
+    SQLAlchemy's wrapper is looked through (its `orig`), and so is an explicit `raise ... from` cause.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sqlalchemy.exc.TimeoutError):  # the pool had no connection within pool_timeout
+            return True
+        if isinstance(current, sqlalchemy.exc.DBAPIError):
+            if current.connection_invalidated:
+                return True
+            current = current.orig if current.orig is not None else current.__cause__
+            continue
+        if isinstance(current, (psycopg.Error, asyncpg.PostgresError)):
+            state = getattr(current, "sqlstate", None) or ""
+            if state.startswith("08") or state in _UNAVAILABLE_STATES:
+                return True
+            # psycopg's own OperationalErrors without a SQLSTATE: it could not connect, or lost the connection.
+            return isinstance(current, psycopg.OperationalError) and not state
+        if isinstance(current, (asyncpg.InterfaceError, asyncpg.InternalClientError)):
+            return "connection" in str(current)  # "connection is closed", "connection was closed in the middle..."
+        if isinstance(current, (ConnectionError, TimeoutError)):
+            return True
+        current = current.__cause__
+    return False
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -55,6 +55,22 @@ class EmbeddedPostgres:
             self._server.stop()
             self._server = None
 
+    def alive(self) -> bool:
+        """Whether the server's postmaster still runs (a dead one this process is the parent of is reaped here)."""
+        if self._server is None:
+            return False
+        return _alive(self._server.get_postmaster_info().process)
+
+    def restart(self) -> None:
+        """Starts the cluster's server again on the same folder and socket (so DATABASE_URL is unchanged) after its
+        postmaster died. Raises RuntimeError while it cannot start yet: the dead postmaster's backends may hold
+        its shared memory for a moment."""
+        assert self._server is not None, "start() first"
+        try:
+            self._server.ensure_postgres_running()
+        except (subprocess.SubprocessError, OSError, AssertionError) as exc:
+            raise RuntimeError(f"PostgreSQL did not start again yet: {exc}") from None
+
 
 def postmasters_of(directory: Path) -> list[psutil.Process]:
     """The running postgres servers whose data directory is `directory` (one, unless something went very wrong)."""
@@ -155,6 +171,20 @@ class EmbeddedNats:
             file.write(text)
         return path
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def restart(self) -> None:
+        """Starts the server again, on the same port and store, after it died."""
+        if self._process is not None and self._process.poll() is None:
+            return
+        self._process = None
+        self.start()
+
     def stop(self) -> None:
         if self._process is None:
             return
@@ -165,6 +195,20 @@ class EmbeddedNats:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+
+def _alive(process: psutil.Process | None) -> bool:
+    """Whether `process` runs; a zombie does not (and is reaped when it is this process's child)."""
+    if process is None:
+        return False
+    try:
+        if process.status() != psutil.STATUS_ZOMBIE:
+            return True
+        if process.ppid() == os.getpid():
+            os.waitpid(process.pid, os.WNOHANG)
+    except (psutil.NoSuchProcess, ChildProcessError):
+        pass
+    return False
 
 
 def nats_servers_of(directory: Path) -> list[psutil.Process]:

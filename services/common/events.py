@@ -42,6 +42,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from services.common import natsutil, tracing
 from services.common.config import Settings
 from services.common.event_signing import EventSigner, UnsignedEvent
+from services.common.logging import RepeatingFailure, is_outage
 from services.common.natsutil import Subjects
 
 log = structlog.get_logger()
@@ -380,9 +381,10 @@ class Consumer(Generic[M]):
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except natsutil.NATS_FAILURES as exc:
-                log.warning("event fetch failed; retrying", durable=self.durable, error=str(exc))
+                _away("event fetch failed; retrying", self.durable).failed(exc)
                 await natsutil.sleep_unless_stopped(stop, 0.5)
                 continue
+            _away("event fetch failed; retrying", self.durable).recovered()
             natsutil.count_redeliveries(self.durable, messages)
             await self.handle_fetched(messages)
 
@@ -407,7 +409,11 @@ class Consumer(Generic[M]):
                     batch[0][0].subject, [message.headers for message, _ in batch], self.durable
                 ):
                     await self.handle_batch([decoded for _, decoded in batch])
-        except Exception:
+        except Exception as exc:
+            if _dependency_away(exc):  # handled one by one, each fails the same way: logged there, once
+                for message, decoded in batch:
+                    await self._handle(message, decoded)
+                return
             log.warning(
                 "event batch failed; handling its events one by one",
                 durable=self.durable,
@@ -440,11 +446,32 @@ class Consumer(Generic[M]):
             async with natsutil.kept_alive(message, self.ack_wait / 3):
                 with tracing.consuming(message.subject, [message.headers], self.durable):
                     await self.handle(decoded)
-        except Exception:
-            log.exception(
-                "event handling failed; it will come back", subject=message.subject, durable=self.durable
-            )
+        except Exception as exc:
+            if _dependency_away(exc):
+                # PostgreSQL or NATS away: every event fails alike; one line per interval, not a traceback each.
+                _away("event handling failed; it will come back", self.durable).failed(exc)
+            else:
+                log.exception(
+                    "event handling failed; it will come back", subject=message.subject, durable=self.durable
+                )
             await natsutil.settle(message.nak(delay=natsutil.redelivery_delay(message)), "nak")
             return
+        _away("event handling failed; it will come back", self.durable).recovered()
         # Should the ack be lost, the event comes back and is handled again, which every handler is safe against.
         await natsutil.settle(message.ack(), "ack")
+
+
+# The repeating failures of each consumer (by what failed and the durable), logged once per interval.
+_FAILURES: dict[tuple[str, str], RepeatingFailure] = {}
+
+
+def _away(what: str, durable: str) -> RepeatingFailure:
+    failure = _FAILURES.get((what, durable))
+    if failure is None:
+        failure = _FAILURES[(what, durable)] = RepeatingFailure(what, durable=durable)
+    return failure
+
+
+def _dependency_away(exc: BaseException) -> bool:
+    """Whether a handler failed because PostgreSQL or NATS cannot be reached (not because of the event)."""
+    return is_outage(exc)

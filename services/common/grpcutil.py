@@ -16,13 +16,15 @@ import grpc
 import structlog
 from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health as grpc_health
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from services.common import auth, grpc_config, grpc_metrics, permissions, tracing
+from services.common import auth, db, grpc_config, grpc_metrics, health, natsutil, permissions, tracing
 from services.common.config import Settings, get_settings
 from services.common.errors import DomainError, ErrorKind
+from services.common.logging import RepeatingFailure
 
 log = structlog.get_logger()
 
@@ -277,8 +279,28 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(
                 exc.code(), exc.details() or "", trailing_metadata=tuple(exc.trailing_metadata() or ())
             )
+        unavailable = _unavailable(exc)
+        if unavailable is not None:
+            # PostgreSQL or NATS is away: a retryable UNAVAILABLE, logged once per interval rather than per call.
+            _DEPENDENCY_AWAY.failed(exc, reason=unavailable.reason)
+            status = rich_status(unavailable, self._domain)
+            tracing.set_attributes({"rpc.grpc.status_code": status.code.value[0]})
+            await context.abort_with_status(status)
         log.exception("unhandled error", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+# Calls that fail because a dependency is away, logged as one repeating failure; the health probe's recovery ends it.
+_DEPENDENCY_AWAY = RepeatingFailure("calls fail: a dependency is unreachable; answering UNAVAILABLE")
+
+
+def _unavailable(exc: Exception) -> DomainError | None:
+    """The UNAVAILABLE error for an exception that says PostgreSQL or NATS cannot be reached; None for any other."""
+    if isinstance(exc, natsutil.NATS_UNREACHABLE):  # first: nats-py's timeout is a TimeoutError too
+        return DomainError(ErrorKind.UNAVAILABLE, "NATS_UNAVAILABLE", "NATS is unreachable; try again")
+    if db.is_connection_failure(exc):
+        return DomainError(ErrorKind.UNAVAILABLE, "DATABASE_UNAVAILABLE", "the database is unreachable; try again")
+    return None
 
 
 def _bind_call(metadata: Sequence[tuple[str, str | bytes]], method: str) -> float:
@@ -537,15 +559,28 @@ async def _run_server(
     settings: Settings,
 ) -> None:
     service_names = list(register(server))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = grpc_health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection(
+        [*service_names, grpc_health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
     address = f"{bind}:{port}"
     if grpc_config.add_port(server, address, settings) == 0:
         raise RuntimeError(f"cannot listen on {address}")
     await server.start()
-    for service_name in ["", *service_names]:
-        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    # The overall service ("") and each named one are SERVING while the process's dependencies answer the
+    # health probe (services/common/health.py: its PostgreSQL and NATS), NOT_SERVING while one does not.
+
+    async def follow(ready: bool) -> None:
+        if ready:
+            _DEPENDENCY_AWAY.recovered()
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service_name in ["", *service_names]:
+            await health_servicer.set(service_name, status)
+
+    await follow(health.PROCESS.ready)
+    health.PROCESS.on_change(follow)
+    background = [*background, health.PROCESS.runner(settings)]
     log.info("serving", service=name, address=address, tls=settings.grpc_tls())
 
     stop = asyncio.Event()

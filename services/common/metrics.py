@@ -9,16 +9,24 @@ Herald's own metrics are prometheus-client instruments; the gRPC request metrics
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import json
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import structlog
 from opentelemetry import metrics as otel_metrics
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
+from services.common import health
 from services.common.config import Settings
+from services.common.logging import RepeatingFailure
 
 log = structlog.get_logger()
 
@@ -54,12 +62,13 @@ def start(settings: Settings, process: str) -> None:
 
 
 def serve(settings: Settings, process: str) -> None:
-    """Serves GET /metrics on the process's metrics port, if it has one; stops the process when it is taken."""
+    """Serves GET /metrics, and GET /livez and /readyz (services/common/health.py), on the process's metrics port,
+    if it has one; stops the process when it is taken."""
     port = metrics_port(settings, process)
     if not port:
         return
     try:
-        start_http_server(port, addr=settings.bind)
+        _start_server(settings.bind, port)
     except OSError as exc:
         variable = f"HERALD_{PORT_SETTINGS[process].upper()}"
         raise SystemExit(
@@ -71,17 +80,54 @@ def serve(settings: Settings, process: str) -> None:
 
 async def sample_every(seconds: float, sample: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
     """Runs `sample` now and then every `seconds` until `stop`; a failed sample is logged and tried again."""
+    failing = RepeatingFailure("metrics sample failed", sample=getattr(sample, "__qualname__", "?"))
     while not stop.is_set():
         try:
             await sample()
         except Exception as exc:
             # The database or NATS is away: the gauges keep their last values until the next sample.
-            log.warning(
-                "metrics sample failed",
-                sample=getattr(sample, "__qualname__", "?"),
-                error=str(getattr(exc, "orig", None) or exc),
-            )
+            failing.failed(exc)
+        else:
+            failing.recovered()
         try:
             await asyncio.wait_for(stop.wait(), timeout=seconds)
         except TimeoutError:
             pass
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes and probes are not logged: one line each every few seconds says nothing."""
+
+
+def _health_app(metrics_app: Any) -> Any:
+    """The WSGI app of a metrics port: /livez and /readyz from the process's health, anything else the metrics."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path not in ("/livez", "/readyz"):
+            return metrics_app(environ, start_response)
+        if path == "/livez":
+            ok = health.PROCESS.alive()
+            body: dict[str, Any] = (
+                {"status": "ok"} if ok else {"status": "stuck", "down": {"event_loop": "no answer"}}
+            )
+        else:
+            ok = health.PROCESS.ready
+            body = health.PROCESS.body()
+        payload = json.dumps(body).encode()
+        start_response(
+            "200 OK" if ok else "503 Service Unavailable",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+        )
+        return [payload]
+
+    return app
+
+
+def _start_server(bind: str, port: int) -> None:
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+
+    server = make_server(bind, port, _health_app(make_wsgi_app(REGISTRY)), Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

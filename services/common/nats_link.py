@@ -21,12 +21,14 @@ from typing import Any
 
 import nats.js.errors
 import structlog
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from prometheus_client import Gauge
 
 from services.common import metrics, natsutil
 from services.common.config import Settings
 from services.common.events import Consumer
+from services.common.health import Unreachable
 from services.common.natsutil import Subjects
 from services.common.outbox import Outbox
 
@@ -80,6 +82,16 @@ class NatsLink:
         self._streams = streams
         self._watched = {consumer.durable: _events_stream for consumer in consumers} | dict(task_consumers or {})
         self._js: JetStreamContext | None = None
+        self._client: Client | None = None
+
+    async def check(self) -> None:
+        """The health check of this link (services/common/health.py): connected, and JetStream answers."""
+        client = self._client
+        if client is None:
+            raise Unreachable("not connected yet")
+        if not client.is_connected:
+            raise Unreachable("disconnected; reconnecting")
+        await client.jetstream(timeout=self._settings.health_probe_timeout_seconds).account_info()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connects (waiting for NATS as long as it takes), sets up the streams, then runs everything until `stop`."""
@@ -110,6 +122,7 @@ class NatsLink:
         client = await natsutil.connect_unless_stopped(self._settings, self._name, stop)
         if client is None:
             return
+        self._client = client
         try:
             js = client.jetstream()
 
@@ -139,6 +152,7 @@ class NatsLink:
             await asyncio.gather(*runs)
         finally:
             self._js = None
+            self._client = None
             await client.close()
 
 

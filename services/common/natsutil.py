@@ -20,6 +20,7 @@ from nats.js.errors import NotFoundError
 from prometheus_client import Counter
 
 from services.common.config import Settings
+from services.common.logging import RepeatingFailure
 
 log = structlog.get_logger()
 
@@ -61,6 +62,23 @@ class Subjects:
 
 
 NATS_FAILURES = (nats.errors.Error, OSError, TimeoutError)
+
+# While NATS is away every message in hand fails to settle or be kept alive: logged once per interval, with a count.
+_SETTLE_FAILING = RepeatingFailure("cannot settle messages; they will come back")
+_EXTEND_FAILING = RepeatingFailure("cannot extend messages' ack wait; they may come back")
+
+# NATS could not be reached or did not answer (as opposed to a request it refused): worth retrying later.
+NATS_UNREACHABLE = (
+    nats.errors.NoServersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.NoRespondersError,
+    nats.errors.TimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 
 async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
@@ -143,6 +161,7 @@ async def connect_unless_stopped(settings: Settings, name: str, stop: asyncio.Ev
     Services call this from a background task, so their gRPC API serves while NATS is down.
     """
     delay = 0.5
+    failing = RepeatingFailure("cannot connect to NATS yet; retrying", name=name)
     while not stop.is_set():
         attempt = asyncio.ensure_future(connect(settings, name))
         stopped = asyncio.ensure_future(stop.wait())
@@ -154,9 +173,12 @@ async def connect_unless_stopped(settings: Settings, name: str, stop: asyncio.Ev
                 await attempt
             return None
         try:
-            return attempt.result()
+            client = attempt.result()
         except NATS_FAILURES as exc:
-            log.warning("cannot connect to NATS yet; retrying", error=str(exc), retry_in=delay)
+            failing.failed(exc, retry_in=delay)
+        else:
+            failing.recovered()
+            return client
         await sleep_unless_stopped(stop, delay)
         delay = min(delay * 2, 10.0)
     return None
@@ -191,19 +213,22 @@ async def until_ready(setup: Callable[[], Awaitable[None]], stop: asyncio.Event,
     """Runs `setup` until it succeeds (JetStream may be restarting, or electing a leader); False when `stop` came
     first. Raises ReplicasUnsupported, which waiting would not cure."""
     delay = 0.5
+    failing = RepeatingFailure("cannot set up JetStream yet; retrying", what=what)
     while not stop.is_set():
         try:
             await setup()
-            return True
         except nats.js.errors.APIError as exc:
             if exc.err_code == REPLICAS_NOT_SUPPORTED:
                 raise ReplicasUnsupported(
                     f"HERALD_NATS_REPLICAS is more than 1, but the NATS server is not in a JetStream cluster "
                     f"({exc.description}): set HERALD_NATS_REPLICAS=1, or use a cluster of at least that many servers"
                 ) from None
-            log.warning("cannot set up JetStream yet; retrying", what=what, error=str(exc), retry_in=delay)
+            failing.failed(exc, retry_in=delay)
         except NATS_FAILURES as exc:
-            log.warning("cannot set up JetStream yet; retrying", what=what, error=str(exc), retry_in=delay)
+            failing.failed(exc, retry_in=delay)
+        else:
+            failing.recovered()
+            return True
         await sleep_unless_stopped(stop, delay)
         delay = min(delay * 2, 10.0)
     return False
@@ -223,7 +248,9 @@ async def kept_alive(message: Msg | list[Msg], every: float) -> AsyncIterator[No
                     await each.in_progress()
                 except NATS_FAILURES as exc:
                     # NATS away: the message may be redelivered, which the handlers are safe against.
-                    log.warning("cannot extend the message's ack wait", error=str(exc))
+                    _EXTEND_FAILING.failed(exc)
+                else:
+                    _EXTEND_FAILING.recovered()
 
     task = asyncio.create_task(beat())
     try:
@@ -260,4 +287,6 @@ async def settle(reply: Awaitable[None], how: str) -> None:
     try:
         await reply
     except NATS_FAILURES as exc:
-        log.warning("cannot settle the message; it will come back", how=how, error=str(exc))
+        _SETTLE_FAILING.failed(exc, how=how)
+    else:
+        _SETTLE_FAILING.recovered()

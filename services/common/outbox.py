@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.common import tracing
 from services.common.event_signing import EventSigner
 from services.common.events import EventType
+from services.common.logging import RepeatingFailure
 from services.common.natsutil import Subjects
 
 log = structlog.get_logger()
@@ -230,6 +231,8 @@ class OutboxRelay:
         self._js = js
         self._poll = poll_seconds
         self._batch = batch
+        # While NATS is away every pass fails to publish: logged once per interval with a count, not per pass.
+        self._publish_failing = RepeatingFailure("outbox publish failed; will retry", schema=schema)
         self._wakeup = wakeup
         self._headers_column = "headers" if with_headers else "NULL"
 
@@ -267,9 +270,7 @@ class OutboxRelay:
                 try:
                     ack = await publish
                 except (nats.errors.Error, TimeoutError, OSError) as exc:
-                    log.warning(
-                        "outbox publish failed; will retry", subject=subject, msg_id=msg_id, error=str(exc)
-                    )
+                    self._publish_failing.failed(exc, subject=subject, msg_id=msg_id)
                     failed[row_id] = str(exc)
                     break
                 if ack.duplicate:
@@ -280,13 +281,15 @@ class OutboxRelay:
                 for (row_id, msg_id, _), result in zip(pipelined, acks, strict=True):
                     if isinstance(result, (nats.errors.Error, TimeoutError, OSError)):
                         if not failed:
-                            log.warning("outbox publish failed; will retry", msg_id=msg_id, error=str(result))
+                            self._publish_failing.failed(result, msg_id=msg_id)
                         failed[row_id] = str(result)
                     elif isinstance(result, BaseException):
                         raise result
                     else:
                         done.append(row_id)
             published = len(done)
+            if done and not failed:
+                self._publish_failing.recovered()
             if failed:
                 await conn.execute(
                     text(
@@ -303,14 +306,18 @@ class OutboxRelay:
         return published
 
     async def run(self, stop: asyncio.Event) -> None:
+        # PostgreSQL away: one warning (with a traceback the first time), then a line a minute with a count.
+        failing = RepeatingFailure("outbox relay pass failed; retrying", traceback=True, schema=self._schema)
         while not stop.is_set():
             # Cleared before the pass, so that a commit during the pass is not waited for.
             self._wakeup.clear()
             try:
                 published = await self.publish_pending()
-            except Exception:
-                log.exception("outbox relay pass failed")
+            except Exception as exc:
+                failing.failed(exc)
                 published = 0
+            else:
+                failing.recovered()
             if published >= self._batch:
                 continue
             waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(stop.wait())]

@@ -33,7 +33,7 @@ import structlog
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc
 from prometheus_client import Counter
 
-from services.common import auth, grpcutil
+from services.common import auth, grpcutil, health
 from services.common.config import Settings
 from services.common.return_path import BouncedRecipient, InvalidReturnPath, ReturnPaths
 from services.delivery.bounce_parser import Reading, ReportSource, read_report
@@ -270,7 +270,9 @@ async def main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    # Readiness on the metrics port (/readyz; services/common/health.py): the delivery service that records reports.
+    health.PROCESS.add("delivery", health.grpc_check(settings, "delivery"))
+    await health.PROCESS.runner(settings)(stop)
     log.info("stopping", service=SERVICE)
     await server.close()
     await channel.close()

@@ -38,6 +38,7 @@ from yarl import URL
 from services.common import events, natsutil
 from services.common.config import Settings
 from services.common.events import UndecodableEvent
+from services.common.logging import RepeatingFailure
 from services.common.natsutil import Subjects
 from services.common.urlguard import AddressRefused, GuardedResolver
 from services.delivery import dkim, event_webhook_store
@@ -53,6 +54,9 @@ from services.delivery.event_webhooks import (
 )
 
 log = structlog.get_logger()
+# Storing ingested events keeps failing while PostgreSQL is away: logged once, then a line a minute with a count.
+_STORE_FAILING = RepeatingFailure("cannot store events for webhooks; retrying", traceback=True)
+_RECORD_FAILING = RepeatingFailure("cannot record an event webhook attempt", traceback=True)
 
 # docs/operations.md, "Metrics"; "event webhooks" are the outgoing ones (herald_webhook_* are the provider webhooks).
 EVENTS_WRITTEN = Counter(
@@ -187,15 +191,17 @@ class EventWebhookSender:
             return
         assert subscription is not None
         natsutil.REDELIVERIES_TOTAL.labels(DURABLE)
+        fetch_failing = RepeatingFailure("event fetch failed; retrying", durable=DURABLE)
         while not stop.is_set():
             try:
                 messages = await subscription.fetch(batch=1, timeout=1)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except natsutil.NATS_FAILURES as exc:
-                log.warning("event fetch failed; retrying", durable=DURABLE, error=str(exc))
+                fetch_failing.failed(exc)
                 await natsutil.sleep_unless_stopped(stop, 0.5)
                 continue
+            fetch_failing.recovered()
             natsutil.count_redeliveries(DURABLE, messages)
             await self._ingest_in_order(messages, subjects, stop)
 
@@ -229,14 +235,15 @@ class EventWebhookSender:
                                 conn, found, metadata.timestamp
                             )
                         break
-                    except Exception:
+                    except Exception as exc:
                         # Retried here, not handed back: a later message must not overtake this one. (Whatever
                         # failed, the service stays up; a stuck ingest shows as the consumer's growing backlog.)
-                        log.warning("cannot store events for webhooks; retrying", exc_info=True, retry_in=delay)
+                        _STORE_FAILING.failed(exc)
                         await natsutil.sleep_unless_stopped(stop, delay)
                         if stop.is_set():
                             return
                         delay = min(delay * 2, 10.0)
+            _STORE_FAILING.recovered()
             await natsutil.settle(message.ack(), "ack")
             if added:
                 EVENTS_WRITTEN.inc(added)
@@ -262,6 +269,7 @@ class EventWebhookSender:
             self._wake.set()
 
         pruned_at = 0.0
+        claim_failing = RepeatingFailure("cannot claim event webhook deliveries; retrying", traceback=True)
         try:
             while not stop.is_set():
                 # Cleared before looking, so that an event ingested or a POST finished meanwhile wakes the wait below.
@@ -278,10 +286,11 @@ class EventWebhookSender:
                         pruned_at = time.monotonic()
                         async with self._engine.begin() as conn:
                             await event_webhook_store.pruned_count(conn, KEEP_DELIVERED_DAYS, KEEP_ATTEMPTS_DAYS)
-                except Exception:
-                    log.warning("cannot claim event webhook deliveries; retrying", exc_info=True)
+                except Exception as exc:
+                    claim_failing.failed(exc)
                     await natsutil.sleep_unless_stopped(stop, self._poll)
                     continue
+                claim_failing.recovered()
                 for event in claimed:
                     task = asyncio.ensure_future(self._deliver(session, event))
                     in_flight.add(task)
@@ -319,10 +328,11 @@ class EventWebhookSender:
                 )
                 if not delivered:
                     await self._disable_if_given_up(conn, event, f"HTTP {status}" if status else error)
-        except (SQLAlchemyError, OSError):
+        except (SQLAlchemyError, OSError) as exc:
             # The claim runs out and the event is tried again: the receiver dedupes by its id.
-            log.warning("cannot record an event webhook attempt", exc_info=True, **context)
+            _RECORD_FAILING.failed(exc, **context)
             return
+        _RECORD_FAILING.recovered()
         if delivered:
             log.debug("event webhook delivered", status=status, latency_ms=latency_ms, **context)
         else:

@@ -8,7 +8,7 @@ import grpc
 from herald.campaign.v1 import campaign_pb2_grpc
 from herald.delivery.v1 import delivery_pb2, delivery_pb2_grpc, event_webhooks_pb2, event_webhooks_pb2_grpc
 
-from services.common import db, grpcutil
+from services.common import db, grpcutil, health
 from services.common.config import Settings
 from services.common.grpcutil import serve
 from services.common.live_nats import LiveNats
@@ -83,6 +83,10 @@ async def main(settings: Settings) -> None:
             delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
             event_webhooks_pb2.DESCRIPTOR.services_by_name["EventWebhookService"].full_name,
         ]
+
+    # Readiness and gRPC health (services/common/health.py): this service's PostgreSQL and NATS.
+    health.PROCESS.add("postgresql", health.postgres_check(settings, "delivery"))
+    health.PROCESS.add("nats", nats.check)
 
     await serve(
         name="delivery",

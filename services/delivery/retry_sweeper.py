@@ -19,6 +19,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 
 from services.common.config import Settings
+from services.common.logging import RepeatingFailure
 from services.common.natsutil import Subjects
 from services.common.outbox import Outbox
 from services.delivery import queue_store, retries
@@ -50,12 +51,15 @@ class RetrySweeper:
         return len(overdue)
 
     async def run(self, stop: asyncio.Event) -> None:
+        failing = RepeatingFailure("retry sweep failed; retrying")
         while not stop.is_set():
             try:
                 swept = await self.sweep()
             except (DBAPIError, OSError) as exc:
-                log.warning("retry sweep failed; retrying", error=str(getattr(exc, "orig", None) or exc))
+                failing.failed(exc)
                 swept = 0
+            else:
+                failing.recovered()
             if swept >= SWEEP_LIMIT:
                 continue
             with contextlib.suppress(TimeoutError):

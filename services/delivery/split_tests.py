@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 
 from services.common.config import Settings
+from services.common.logging import RepeatingFailure
 from services.common.outbox import Outbox
 from services.delivery import queue_store, sending
 from services.delivery.queue import finish_if_done
@@ -92,13 +93,16 @@ class SplitTestDecider:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("split-test decider started")
+        failing = RepeatingFailure("split-test pass failed; retrying")
         while not stop.is_set():
             try:
                 decided = await self.decide_due_split_tests()
             except (DBAPIError, OSError) as exc:
                 # PostgreSQL restarting: due split tests wait for the next pass, nothing is lost.
-                log.warning("split-test pass failed; retrying", error=str(getattr(exc, "orig", None) or exc))
+                failing.failed(exc)
                 decided = 0
+            else:
+                failing.recovered()
             if decided >= DECIDE_LIMIT:
                 continue
             with contextlib.suppress(TimeoutError):

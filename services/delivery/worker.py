@@ -61,9 +61,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.common import db, events, natsutil, tracing
+from services.common import db, events, health, natsutil, tracing
 from services.common.config import Settings
 from services.common.events import UndecodableEvent
+from services.common.logging import RepeatingFailure
 from services.common.nats_link import NatsLink
 from services.common.natsutil import Subjects
 from services.common.opt_in_links import OptInLinks
@@ -94,6 +95,10 @@ from services.delivery.smtp import SmtpConnectionPool, SmtpSendError
 from services.delivery.store import SCHEMA
 
 log = structlog.get_logger()
+# PostgreSQL or NATS away: the worker's retries log the first failure, then one line a minute with a count
+# (services/common/logging.py), not a line per batch, recipient or statement.
+DATABASE_AWAY = RepeatingFailure("delivery worker: database statements fail; work waits and is retried")
+_FETCH_FAILING = RepeatingFailure("delivery worker: fetching from NATS fails; retrying")
 T = TypeVar("T")
 
 SENT_TOTAL = Counter("herald_delivery_sent_total", "Messages the SMTP server accepted")
@@ -161,9 +166,7 @@ class RunStates:
         except (DBAPIError, OSError) as exc:
             if known is None:
                 raise
-            log.warning(
-                "cannot read the run's state; using the last one", campaign_id=campaign_id, error=db_error(exc)
-            )
+            DATABASE_AWAY.failed(exc, using="the run's last known state")
             return known[1]
 
     async def _load(self, campaign_id: int) -> RunView | None:
@@ -319,6 +322,7 @@ class Worker:
                 retries.RETRIES_DURABLE: retries.retries_stream,
             },
         )
+        health.PROCESS.add("nats", link.check)
         await link.run(stop)
 
     async def _work_batches(self, js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
@@ -357,9 +361,10 @@ class Worker:
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except natsutil.NATS_FAILURES as exc:
-                log.warning("batch fetch failed; retrying", error=str(exc))
+                _FETCH_FAILING.failed(exc, what="batches")
                 await natsutil.sleep_unless_stopped(stop, 0.5)
                 continue
+            _FETCH_FAILING.recovered()
             natsutil.count_redeliveries(streams.WORKERS_DURABLE, messages)
             for message in messages:
                 try:
@@ -402,9 +407,10 @@ class Worker:
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except natsutil.NATS_FAILURES as exc:
-                log.warning("retry fetch failed; retrying", error=str(exc))
+                _FETCH_FAILING.failed(exc, what="retries")
                 await natsutil.sleep_unless_stopped(stop, 0.5)
                 continue
+            _FETCH_FAILING.recovered()
             natsutil.count_redeliveries(retries.RETRIES_DURABLE, messages)
             by_campaign: dict[int, tuple[list[Msg], list[tuple[int, int]]]] = {}
             for message in messages:
@@ -431,7 +437,7 @@ class Worker:
                 async with natsutil.kept_alive(messages, self._heartbeat):
                     finished = await self._retry(campaign_id, claimant, due)
             except (DBAPIError, OSError) as exc:
-                log.warning("due retries failed; they will come back", error=db_error(exc))
+                DATABASE_AWAY.failed(exc, dropped="due retries; they will come back")
                 for message in messages:
                     await natsutil.settle(message.nak(delay=natsutil.redelivery_delay(message)), "nak")
                 return
@@ -586,7 +592,7 @@ class Worker:
             except (DBAPIError, OSError) as exc:
                 # PostgreSQL away: the batch comes back later; what was claimed and not recorded is
                 # resolved as ambiguous then, never sent twice.
-                log.warning("batch failed; it will come back", error=db_error(exc))
+                DATABASE_AWAY.failed(exc, dropped="a batch; it will come back")
                 await natsutil.settle(message.nak(delay=natsutil.redelivery_delay(message)), "nak")
                 return
             if not isinstance(done, bool):
@@ -703,7 +709,7 @@ class Worker:
             return await self._deliver(campaign_id, recipient, templates, domains, states)
         except (DBAPIError, OSError) as exc:
             # The run's state could not be read before the first send: nothing went out.
-            log.warning("recipient not sent: the run's state is unknown", error=str(exc))
+            DATABASE_AWAY.failed(exc, dropped="a recipient, not sent: the run's state is unknown")
             return Outcome(recipient.recipient_id, RecipientStatus.PENDING, 0, "")
         except Exception as exc:
             log.exception("sending one message failed unexpectedly", recipient_id=recipient.recipient_id)
@@ -937,7 +943,7 @@ class RowSession:
         delay = 0.2
         while True:
             try:
-                return await attempt()
+                result = await attempt()
             except (DBAPIError, OSError) as exc:
                 if self._conn is not None:
                     await self._conn.invalidate()
@@ -947,9 +953,12 @@ class RowSession:
                     deadline = deadline or time.monotonic() + RECORD_GRACE_SECONDS
                     if time.monotonic() > deadline:
                         raise
-                log.warning("database statement failed; retrying", error=db_error(exc), retry_in=delay)
+                DATABASE_AWAY.failed(exc, retrying="a statement of a batch")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            else:
+                DATABASE_AWAY.recovered()
+                return result
 
 
 def _long_wait(aside: Mapping[int, tuple[str, float]]) -> bool:
@@ -995,8 +1004,10 @@ async def main(settings: Settings) -> None:
     worker = Worker(settings, engine, pool)
     smtp = ", ".join(f"{relay.name}: {relay.target.describe()}" for relay in relays)
     log.info("delivery worker starting", smtp=smtp, routes=routes, worker_id=worker.worker_id)
+    # Readiness on the metrics port (/readyz; services/common/health.py): the worker's PostgreSQL and NATS.
+    health.PROCESS.add("postgresql", health.postgres_check(settings, "delivery-worker"))
     try:
-        await worker.run(stop)
+        await asyncio.gather(worker.run(stop), health.PROCESS.runner(settings)(stop))
     finally:
         await worker.pacer.close()
         await pool.close()

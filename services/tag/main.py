@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 from herald.tag.v1 import tag_pb2, tag_pb2_grpc
 
-from services.common import db
+from services.common import db, health
 from services.common.config import Settings
 from services.common.grpcutil import serve
 from services.common.nats_link import NatsLink
@@ -31,6 +31,10 @@ async def main(settings: Settings) -> None:
     async def close() -> None:
         await campaigns.close()
         await engine.dispose()
+
+    # Readiness and gRPC health (services/common/health.py): this service's PostgreSQL and NATS.
+    health.PROCESS.add("postgresql", health.postgres_check(settings, "tag"))
+    health.PROCESS.add("nats", nats.check)
 
     await serve(
         name="tag",
