@@ -116,6 +116,7 @@ PUBLIC_NAMES: dict[str, frozenset[str]] = {
         {
             "APPROVED_CONTENT",
             "CampaignPatch",
+            "RENAMED_PATHS",
             "RESTRICTED_PATHS",
             "References",
             "STATE_REASONS",

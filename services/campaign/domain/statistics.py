@@ -8,7 +8,7 @@ from datetime import datetime
 # so that one listing never asks delivery about an unbounded number of campaigns.
 MAX_TOTAL_STATISTICS_CAMPAIGNS = 10_000
 # The shortest span a throughput is measured over (CampaignStatistics.emails_per_second).
-MIN_THROUGHPUT_SECONDS = 1.0
+_MIN_THROUGHPUT_SECONDS = 1.0
 
 
 def throughput(total_sent: int, first_send: datetime | None, last_send: datetime | None) -> tuple[float, int]:
@@ -18,4 +18,4 @@ def throughput(total_sent: int, first_send: datetime | None, last_send: datetime
     if first_send is None or last_send is None or total_sent <= 0:
         return 0.0, 0
     seconds = max((last_send - first_send).total_seconds(), 0.0)
-    return total_sent / max(seconds, MIN_THROUGHPUT_SECONDS), round(seconds)
+    return total_sent / max(seconds, _MIN_THROUGHPUT_SECONDS), round(seconds)
