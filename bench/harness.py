@@ -150,7 +150,7 @@ def running_herald(extra_env: dict[str, str] | None = None) -> Iterator[Herald]:
         )
         process = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], env=env, cwd=ROOT)
         try:
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + 300  # a shared, loaded machine starts slowly
             while True:
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/healthz", timeout=1):
