@@ -25,7 +25,7 @@ For each Herald run it also prints (the figures of issue 16's million-recipient 
 
     .venv/bin/python bench/delivery.py --recipients 1000000 --workers 2 --ceiling-messages 200000 [--second-campaign]
 
---second-campaign sets a second campaign to the same 1,000,000 subscribers Ready once the first has sent 50%
+--second-campaign sets a second campaign to the same 1,000,000 subscribers Ready once the first has sent 50% (--second-at)
 (the first's steady rate is then read between 10% and 45%), and prints both campaigns' Sent counts every 10 s:
 neither may stand still while both are Sending. --profile-worker FILE runs one more worker under cProfile.
 --ceiling-messages caps the messages of (a) and (b) (a rate is a rate; a million through each takes minutes).
@@ -53,7 +53,7 @@ import psycopg
 import uvloop
 from harness import Herald, running_herald
 
-from bench.postfix import SmtpSink, postfix_tools, run_source
+from bench.postfix import PostfixTools, SmtpSink, SourceRun, postfix_tools, run_source
 from bench.smtp_ceiling import bare_loop, message_of
 from services.common.config import Settings
 
@@ -300,10 +300,11 @@ def database_url(herald: Herald) -> str:
     return str(herald.processes()["delivery"].environ()["DATABASE_URL"])
 
 
-def disk_bytes(url: str) -> tuple[int, int]:
+def disk_bytes(url: str, *, checkpoint: bool = True) -> tuple[int, int]:
     """(bytes of the delivery schema's tables with their indexes and TOAST, bytes of the whole database)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CHECKPOINT")
+        if checkpoint:
+            conn.execute("CHECKPOINT")
         row = conn.execute(
             "SELECT (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class AS c "
             "        JOIN pg_namespace AS n ON n.oid = c.relnamespace "
@@ -347,6 +348,7 @@ def herald_run(
     extra_env: dict[str, str],
     *,
     second: bool = False,
+    second_at: float = 0.5,
     profile: str = "",
 ) -> HeraldRun:
     env = {
@@ -393,15 +395,19 @@ def herald_run(
                     ordered = sorted(latencies)
                     p99 = ordered[int(0.99 * (len(ordered) - 1))] * 1000 if ordered else float("nan")
                     peaks = ", ".join(f"{role} {peak / 1e6:.0f}" for role, peak in sorted(memory.peaks.items()))
+                    disk = (disk_bytes(url, checkpoint=False)[0] - delivery_before) / (
+                        recipients * (2 if other_started else 1)
+                    )
                     print(
-                        f"    {time.perf_counter() - started:7.1f} s: sink {sink.messages - before:,}, first message "
+                        f"    {time.perf_counter() - started:7.1f} s: sink {sink.messages - before:,}, "
+                        f"delivery schema +{disk:,.0f} B per recipient, first message "
                         f"{progress.first_message if progress.first_message is not None else float('nan'):.2f} s, "
                         f"campaign.get p99 {p99:.0f} ms; peak RSS MB: {peaks}",
                         flush=True,
                     )
                 if other_id is not None:
                     now = time.perf_counter() - started
-                    if other_started is None and sink.messages - before >= recipients // 2:
+                    if other_started is None and sink.messages - before >= recipients * second_at:
                         legacy(herald, "campaign.update", APIKey=key, CampaignID=other_id, CampaignStatus="Ready")
                         other_started = now
                         print(f"    second campaign set Ready at {now:.1f} s", flush=True)
@@ -462,7 +468,7 @@ def herald_run(
             peaks=dict(memory.peaks),
             first_message=progress.first_message or float("nan"),
             # With a second campaign (Ready at 50%), the first's steady rate is read before it started.
-            steady=progress.steady(recipients, 0.45 if second else 0.9),
+            steady=progress.steady(recipients, min(0.9, second_at - 0.05) if second else 0.9),
             cpu={role: spent * 1000 / messages for role, spent in memory.cpu_seconds().items()},
             delivery_disk=(delivery_after - delivery_before) // messages,
             database_disk=(database_after - database_before) // messages,
@@ -478,6 +484,26 @@ def connections_per_worker(extra_env: dict[str, str]) -> int:
     return int(value) if value else Settings().delivery_concurrency
 
 
+def ceilings(
+    tools: PostfixTools, sink: SmtpSink, worker_counts: list[int], per_worker: int, ceiling: int, size: int
+) -> tuple[SourceRun, dict[int, float]]:
+    """(a) smtp-source and (b) the bare aiosmtplib loop (msg/s by worker count) on the sink, `ceiling` messages each."""
+    connections = per_worker * max(worker_counts)
+    before = sink.messages
+    source = run_source(tools, sink.port, messages=ceiling, connections=connections, size=size)
+    if not sink.wait_for(before + ceiling, timeout=30):
+        raise RuntimeError("smtp-sink did not count every smtp-source message")
+    bare = {}
+    for workers in sorted(set(worker_counts)):
+        before = sink.messages
+        started = time.perf_counter()
+        uvloop.run(bare_loop(sink.port, ceiling, per_worker * workers, message_of(size)))
+        if not sink.wait_for(before + ceiling, timeout=30):
+            raise RuntimeError("smtp-sink did not count every aiosmtplib message")
+        bare[workers] = ceiling / (time.perf_counter() - started)
+    return source, bare
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipients", type=int, default=100_000)
@@ -487,6 +513,12 @@ def main() -> None:
         type=int,
         default=0,
         help="messages of the smtp-source and aiosmtplib runs (default: --recipients)",
+    )
+    parser.add_argument(
+        "--second-at", type=float, default=0.5, help="the share of the first campaign sent when the second starts"
+    )
+    parser.add_argument(
+        "--ceilings-first", action="store_true", help="measure (a) and (b) before Herald, not after"
     )
     parser.add_argument(
         "--profile-worker",
@@ -518,6 +550,12 @@ def main() -> None:
         csv = Path(tmp) / "subscribers.csv"
         write_csv(csv, args.recipients)
 
+        if args.ceilings_first:
+            # A long send may not end before a deadline: its ratios need the ceilings measured already.
+            source, bare = ceilings(
+                tools, sink, worker_counts, per_worker, args.ceiling_messages or args.recipients, size
+            )
+            print(f"(a) smtp-source {source.per_second:,.0f} msg/s; (b) bare aiosmtplib {bare} msg/s", flush=True)
         runs: list[HeraldRun] = []
         for workers in worker_counts:
             print(f"(c) Herald with {workers} worker process(es)...", flush=True)
@@ -528,6 +566,7 @@ def main() -> None:
                 workers,
                 extra_env,
                 second=args.second_campaign,
+                second_at=args.second_at,
                 profile=args.profile_worker,
             )
             runs.append(run)
@@ -545,24 +584,16 @@ def main() -> None:
             if run.second:
                 print(f"    {run.second}", flush=True)
 
-        # The ceilings, measured after Herald so they run on the same warmed-up sink.
-        connections = per_worker * max(worker_counts)
-        ceiling = args.ceiling_messages or args.recipients
-        before = sink.messages
-        source = run_source(tools, sink.port, messages=ceiling, connections=connections, size=size)
-        if not sink.wait_for(before + ceiling, timeout=30):
-            raise RuntimeError("smtp-sink did not count every smtp-source message")
-        bare = {}
-        for workers in sorted(set(worker_counts)):
-            before = sink.messages
-            started = time.perf_counter()
-            uvloop.run(bare_loop(sink.port, ceiling, per_worker * workers, message_of(size)))
-            if not sink.wait_for(before + ceiling, timeout=30):
-                raise RuntimeError("smtp-sink did not count every aiosmtplib message")
-            bare[workers] = ceiling / (time.perf_counter() - started)
+        if not args.ceilings_first:
+            # The ceilings, measured after Herald so they run on the same warmed-up sink.
+            source, bare = ceilings(
+                tools, sink, worker_counts, per_worker, args.ceiling_messages or args.recipients, size
+            )
 
     print()
-    print(f"(a) smtp-source, {connections} connections:  {source.per_second:9,.0f} msg/s   ({source.command})")
+    print(
+        f"(a) smtp-source, {source.connections} connections:  {source.per_second:9,.0f} msg/s   ({source.command})"
+    )
     for workers, rate in bare.items():
         print(f"(b) bare aiosmtplib, {per_worker * workers:>2} connections: {rate:9,.0f} msg/s")
     print()
