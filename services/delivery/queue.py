@@ -90,6 +90,13 @@ STATUS_CHANGED_DURABLE = "delivery-status-changed"
 CAMPAIGN_DELETED_DURABLE = "delivery-campaign-deleted"
 # The audience stream is read in chunks of this many recipients; a queue is written with one COPY.
 STREAM_CHUNK = 5000
+# Send requests a delivery service handles at once (campaigns being queued in chunks at the same time).
+SEND_REQUEST_CONCURRENCY = 8
+# Queueing in chunks keeps at most this many chunks of a Sending campaign queued and not yet sent: the batch
+# messages of campaigns sent at the same time interleave in the stream, so that none waits for another's end.
+CHUNKS_AHEAD = 2
+# Seconds between two looks at how far the workers got, while a campaign has as much queued ahead as it may.
+ROOM_POLL_SECONDS = 0.5
 # Statuses that stop delivery: a run is created for them even before the campaign was queued, so that
 # a send request handled later still sees them.
 _STOPPING = frozenset({RunState.PAUSED, RunState.CANCELLED})
@@ -188,6 +195,9 @@ class DeliveryQueue:
                 events.CAMPAIGN_SEND_REQUESTED,
                 self.handle_send_request,
                 signer=events.signer_of(events.CAMPAIGN_SEND_REQUESTED, self._settings),
+                # Queueing a large campaign takes as long as sending most of it (see _wait_for_room): other
+                # campaigns' requests are handled meanwhile, each acked when its own queueing ended.
+                concurrency=SEND_REQUEST_CONCURRENCY,
             ),
             events.Consumer(STATUS_CHANGED_DURABLE, events.CAMPAIGN_STATUS_CHANGED, self.handle_status_change),
             events.Consumer(CAMPAIGN_DELETED_DURABLE, events.CAMPAIGN_DELETED, self.handle_campaigns_deleted),
@@ -361,11 +371,14 @@ class DeliveryQueue:
         # Without a rules bundle every recipient comes from an included list: their List: tags are known now.
         lists = await self._lists(sorted({list_id for list_id, _ in request.targeting.included}), metadata)
         content = {**content, "lists": lists}
+        # From here a resume request handled meanwhile sees this process queueing and starts no second queuer.
+        self._queueing.add(request.campaign_id)
         async with self._outbox.unit_of_work() as work:
             run = await queue_store.ensured_run_for_update(
                 work.conn, request.campaign_id, request.owner_user_id, RunState.SENDING
             )
             if run.queued and run.occurrence >= request.occurrence:
+                self._queueing.discard(request.campaign_id)
                 return None
             await queue_store.save_occurrence(
                 work.conn,
@@ -404,6 +417,8 @@ class DeliveryQueue:
                     while len(pending) >= (
                         size := self._queue_chunk if chunks else min(self._queue_chunk, STREAM_CHUNK)
                     ):
+                        if chunks:
+                            await self._wait_for_room(request.campaign_id)
                         chunks += 1
                         if not await self._write_chunk(request, pending[:size]):
                             return
@@ -412,11 +427,24 @@ class DeliveryQueue:
                 log.warning("campaign cannot be sent", reason=str(refused))
                 await self._end_queueing(request, str(refused))
                 return
-            if pending and not await self._write_chunk(request, pending):
-                return
+            if pending:
+                if chunks:
+                    await self._wait_for_room(request.campaign_id)
+                if not await self._write_chunk(request, pending):
+                    return
             await self._end_queueing(request, "")
         finally:
             self._queueing.discard(request.campaign_id)
+
+    async def _wait_for_room(self, campaign_id: int) -> None:
+        """Waits while the Sending campaign has CHUNKS_AHEAD chunks queued and not yet sent. A paused campaign is
+        queued on (without batch messages; its resume publishes them), a cancelled one stops at the next chunk."""
+        while True:
+            async with self._engine.connect() as conn:
+                room = await queue_store.queueing_room(conn, campaign_id)
+            if room is None or room[0] != RunState.SENDING or room[1] < CHUNKS_AHEAD * self._queue_chunk:
+                return
+            await asyncio.sleep(ROOM_POLL_SECONDS)
 
     async def _write_chunk(self, request: SendRequest, rows: list[StagedRecipient]) -> bool:
         """Queues one chunk of the stream with its batch messages; False when queueing should stop (the run was

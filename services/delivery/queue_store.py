@@ -463,6 +463,22 @@ async def save_chunk(
     )
 
 
+async def queueing_room(conn: AsyncConnection, campaign_id: int) -> tuple[RunState, int] | None:
+    """The run's state and how many of its queued rows are still to send (neither Sent, Failed nor Deferred), from
+    the kept counts: one row read. None when there is no run."""
+    row = (
+        await conn.execute(
+            sa.text(
+                "SELECT r.state, coalesce(c.total - c.sent - c.failed - c.deferred, 0) AS unsent "
+                "FROM delivery.campaign_runs AS r LEFT JOIN delivery.recipient_counts AS c USING (campaign_id) "
+                "WHERE r.campaign_id = :c"
+            ),
+            {"c": campaign_id},
+        )
+    ).one_or_none()
+    return None if row is None else (RunState(row.state), int(row.unsent))
+
+
 async def finish_queueing(conn: AsyncConnection, campaign_id: int, reason: str = "") -> None:
     """Ends the (locked) run's queueing in chunks: it can finish once nothing is left to send. A `reason` (the
     audience refused midway) makes the occurrence end Failed with it."""

@@ -78,3 +78,35 @@ async def test_an_audience_of_several_chunks_with_addresses_on_two_lists_reaches
             )
         ).fetchall()
         assert repeated == [(first_list,)]
+
+
+async def test_a_campaign_started_while_another_large_one_sends_is_not_held_back_until_that_one_ends(
+    delivery_system: DeliveryHerald,
+) -> None:
+    herald = delivery_system
+    user = await herald.new_user()
+    first_domain, second_domain = new_domain(), new_domain()
+    first_people, second_people = people(2000, first_domain), people(300, second_domain)
+    first_list = await create_list(herald.api, user, "Large")
+    second_list = await create_list(herald.api, user, "Small")
+    await import_people(herald.api, user, first_list, first_people, within=120)
+    await import_people(herald.api, user, second_list, second_people)
+    # Slow enough that the large campaign takes a while: its queueing keeps only two chunks ahead of its sending.
+    herald.recorder.slow_down(first_domain, 0.05)
+    herald.recorder.slow_down(second_domain, 0.05)
+
+    first = await started_campaign(herald, user, [first_list], name="Large")
+    assert await herald.recorder.wait_for(first_domain, 1, within=60) >= 1
+    second = await started_campaign(herald, user, [second_list], name="Small")
+    assert await wait_for_status(herald.api, user, second, "Sent", within=120) == "Sent"
+    assert await wait_for_status(herald.api, user, first, "Sent", within=180) == "Sent"
+
+    assert_each_received_once(herald.recorder, first_domain, [person.email for person in first_people])
+    assert_each_received_once(herald.recorder, second_domain, [person.email for person in second_people])
+    # The small campaign's first message came while most of the large one was still to send (had its whole queue
+    # gone into the stream first, its first message would have waited for nearly all 2,000).
+    second_first = min(received.accepted_at for received in herald.recorder.messages_to(second_domain))
+    first_before = sum(
+        1 for received in herald.recorder.messages_to(first_domain) if received.accepted_at < second_first
+    )
+    assert first_before < 1500, first_before
