@@ -406,32 +406,33 @@ class DeliveryQueue:
                 await conn.rollback()
             if run is None or not run.queueing or run.occurrence != request.occurrence:
                 return
-            pending: list[StagedRecipient] = []
+            after = run.queueing_after or 0
             chunks = 0
             try:
-                async for streamed in self._recipients(
-                    request, metadata, dates=dates, after=run.queueing_after or 0
-                ):
-                    pending.extend(streamed)
+                while True:
                     # The first chunk is at most one stream message: the first batches go out as soon as possible.
-                    while len(pending) >= (
-                        size := self._queue_chunk if chunks else min(self._queue_chunk, STREAM_CHUNK)
+                    size = self._queue_chunk if chunks else min(self._queue_chunk, STREAM_CHUNK)
+                    if chunks:
+                        await self._wait_for_room(request.campaign_id)
+                    # A call per chunk, read to its end: no stream stays open while the campaign waits for room
+                    # (its unread messages would hold up the other campaigns' streams on the same connection).
+                    rows: list[StagedRecipient] = []
+                    async for streamed in self._recipients(
+                        request, metadata, dates=dates, after=after, limit=size
                     ):
-                        if chunks:
-                            await self._wait_for_room(request.campaign_id)
-                        chunks += 1
-                        if not await self._write_chunk(request, pending[:size]):
-                            return
-                        del pending[:size]
+                        rows.extend(streamed)
+                    if not rows:
+                        break
+                    chunks += 1
+                    if not await self._write_chunk(request, rows):
+                        return
+                    after = rows[-1][0]
+                    if len(rows) < size:
+                        break
             except _Refused as refused:
                 log.warning("campaign cannot be sent", reason=str(refused))
                 await self._end_queueing(request, str(refused))
                 return
-            if pending:
-                if chunks:
-                    await self._wait_for_room(request.campaign_id)
-                if not await self._write_chunk(request, pending):
-                    return
             await self._end_queueing(request, "")
         finally:
             self._queueing.discard(request.campaign_id)
@@ -525,10 +526,16 @@ class DeliveryQueue:
         return lists
 
     async def _recipients(
-        self, request: SendRequest, metadata: tuple[tuple[str, str], ...], *, dates: bool, after: int = 0
+        self,
+        request: SendRequest,
+        metadata: tuple[tuple[str, str], ...],
+        *,
+        dates: bool,
+        after: int = 0,
+        limit: int = 0,
     ) -> AsyncIterator[list[StagedRecipient]]:
         """The occurrence's audience as audience streams it, chunk by chunk in subscriber id order, from after
-        subscriber id `after` (memory stays one chunk). The subscription dates and address are kept only with
+        subscriber id `after`, at most `limit` (0: all) recipients (memory stays one chunk). The subscription dates and address are kept only with
         `dates` (the content names their tags)."""
         targeting = audience_pb2.TargetingSpec(
             included=[_list_segment(*source) for source in request.targeting.included],
@@ -538,7 +545,7 @@ class DeliveryQueue:
             targeting.rules_bundle.update(request.targeting.rules_bundle)
         call = self._audience.StreamRecipients(
             audience_pb2.StreamRecipientsRequest(
-                targeting=targeting, chunk_size=STREAM_CHUNK, after_subscriber_id=after
+                targeting=targeting, chunk_size=STREAM_CHUNK, after_subscriber_id=after, limit=limit
             ),
             metadata=metadata,
             timeout=3600,
