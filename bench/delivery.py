@@ -280,8 +280,8 @@ class SinkProgress:
         return self.samples[-1][0]
 
     def steady(self, total: int, until: float = 0.9) -> float:
-        """Messages per second between 10% and `until` (90%) of `total`."""
-        low, high = int(total * 0.1), int(total * until)
+        """Messages per second between 10% (or half of `until`, when that is lower) and `until` (90%) of `total`."""
+        low, high = int(total * min(0.1, until / 2)), int(total * until)
         return (high - low) / max(self.when(high) - self.when(low), 1e-9)
 
 

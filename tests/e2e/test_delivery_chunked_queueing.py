@@ -7,6 +7,10 @@ subscribers make several chunks.
 
 from __future__ import annotations
 
+import os
+import signal
+
+import psutil
 import psycopg
 import pytest
 
@@ -15,8 +19,10 @@ from tests.e2e.delivery_helpers import (
     Person,
     assert_counts_match_queue,
     assert_each_received_once,
+    audience,
     campaign_get,
     create_list,
+    eventually,
     import_people,
     new_domain,
     people,
@@ -110,3 +116,40 @@ async def test_a_campaign_started_while_another_large_one_sends_is_not_held_back
         1 for received in herald.recorder.messages_to(first_domain) if received.accepted_at < second_first
     )
     assert first_before < 1500, first_before
+
+
+async def test_a_delivery_service_killed_while_queueing_resumes_after_the_last_chunk_and_queues_nobody_twice(
+    delivery_system: DeliveryHerald,
+) -> None:
+    herald = delivery_system
+    user = await herald.new_user()
+    domain, subscribers, list_id = await audience(herald, user, 600)
+    # Slow sending keeps the queueing waiting for room (two chunks of 100 ahead at most): it is midway for a while.
+    herald.recorder.slow_down(domain, 0.05)
+    campaign_id = await started_campaign(herald, user, [list_id], name="Killed while queueing")
+    assert await herald.recorder.wait_for(domain, 20, within=60) >= 20
+    async with await psycopg.AsyncConnection.connect(herald.system.env["DATABASE_URL"], autocommit=True) as conn:
+        row = await (
+            await conn.execute(
+                "SELECT queueing_after FROM delivery.campaign_runs WHERE campaign_id = %(c)s", {"c": campaign_id}
+            )
+        ).fetchone()
+    assert row is not None and row[0] is not None, "the campaign was queued before the service could be killed"
+    service = next(
+        child
+        for child in psutil.Process(herald.system.process.pid).children(recursive=True)
+        if " ".join(child.cmdline()).endswith("serve delivery")
+    )
+    os.kill(service.pid, signal.SIGKILL)
+
+    # The supervisor starts it again; the send request comes back and the stream goes on after the cursor.
+    # (campaign.get answers "component unavailable" until the service is back.)
+    async def sent() -> bool:
+        status, body = await herald.api.post(
+            {"Command": "campaign.get", "APIKey": user.api_key, "CampaignID": campaign_id}
+        )
+        return status == 200 and body["Campaign"]["CampaignStatus"] == "Sent"
+
+    assert await eventually(sent, within=180)
+    assert_each_received_once(herald.recorder, domain, [person.email for person in subscribers])
+    assert await assert_counts_match_queue(herald.system, campaign_id) == (600, 600, 0)
