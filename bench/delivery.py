@@ -15,13 +15,30 @@ In one run, against one smtp-sink (bench/postfix.py):
 Prints emails/s for each, Herald's ratio to (a) and (b), and the peak resident memory of every
 Herald process (psutil samples every 0.2 s, and the kernel's high-water mark at the end).
 Targets on a 2-core machine: >= 2,000 emails/s end to end, >= 50% of (b), worker memory <= 200 MB.
+
+For each Herald run it also prints (the figures of issue 16's million-recipient send):
+- the time from the campaign.update that set it Ready to the first message the sink counted;
+- the steady emails/s: the sink's rate between 10% and 90% of the campaign's messages;
+- the CPU each process spent per message during the send (ms), PostgreSQL's backends summed;
+- the PostgreSQL disk the send added per recipient (the delivery schema; the database as a whole);
+- p50 / p99 of the legacy campaign.get the benchmark polls every 50 ms while the campaign is Sending.
+
+    .venv/bin/python bench/delivery.py --recipients 1000000 --workers 2 --ceiling-messages 200000 [--second-campaign]
+
+--second-campaign sets a second campaign to the same 1,000,000 subscribers Ready once the first has sent 50% (--second-at)
+(the first's steady rate is then read between 10% and 45%), and prints both campaigns' Sent counts every 10 s:
+neither may stand still while both are Sending. --profile-worker FILE runs one more worker under cProfile.
+--ceiling-messages caps the messages of (a) and (b) (a rate is a rate; a million through each takes minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -32,10 +49,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 import uvloop
 from harness import Herald, running_herald
 
-from bench.postfix import SmtpSink, postfix_tools, run_source
+from bench.postfix import PostfixTools, SmtpSink, SourceRun, postfix_tools, run_source
 from bench.smtp_ceiling import bare_loop, message_of
 from services.common.config import Settings
 
@@ -131,29 +149,64 @@ def _peak_rss(process: psutil.Process) -> int:
     return rss
 
 
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 class PeakMemory:
-    """Peak RSS of processes by role: psutil samples every 0.2 s in a thread, plus VmHWM when read."""
+    """Peak RSS of processes by role: psutil samples every 0.2 s in a thread, plus VmHWM when read. Also the CPU
+    seconds each role spent while watched (PostgreSQL's backends summed, each from when it was first seen)."""
 
     def __init__(self) -> None:
         self.watched: dict[str, psutil.Process] = {}
         self.peaks: dict[str, int] = {}
+        self._cpu_first: dict[tuple[str, int], float] = {}
+        self._cpu_last: dict[tuple[str, int], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def watch(self, role: str, process: psutil.Process) -> None:
         self.watched[role] = process
+        try:
+            self._cpu_first[(role, process.pid)] = _cpu(process)
+        except psutil.Error:
+            pass
+
+    def cpu_seconds(self) -> dict[str, float]:
+        spent: dict[str, float] = {}
+        for (role, pid), last in self._cpu_last.items():
+            spent[role] = spent.get(role, 0.0) + last - self._cpu_first.get((role, pid), 0.0)
+        return spent
 
     def _read(self) -> None:
         for role, process in list(self.watched.items()):
             try:
                 rss = _peak_rss(process)
+                self._cpu_last[(role, process.pid)] = _cpu(process)
                 if role == "postgres":
                     # PostgreSQL forks a backend per connection: the largest one is reported too.
-                    backends = [_peak_rss(child) for child in process.children()]
+                    children = process.children()
+                    backends = [_peak_rss(child) for child in children]
                     self.peaks["postgres backend"] = max([self.peaks.get("postgres backend", 0), *backends])
+                    for child in children:
+                        # A backend that started during the send counts from zero.
+                        self._cpu_first.setdefault(("postgres backends", child.pid), 0.0)
+                        self._cpu_last[("postgres backends", child.pid)] = _cpu(child)
             except (psutil.Error, OSError):
                 continue
             self.peaks[role] = max(self.peaks.get(role, 0), rss)
+
+    def note_existing_backends(self) -> None:
+        """Counts the PostgreSQL backends that already run from their CPU time now."""
+        process = self.watched.get("postgres")
+        if process is None:
+            return
+        for child in process.children():
+            try:
+                self._cpu_first[("postgres backends", child.pid)] = _cpu(child)
+            except psutil.Error:
+                continue
 
     def _sample(self) -> None:
         while not self._stop.wait(0.2):
@@ -190,6 +243,78 @@ def watch_herald(memory: PeakMemory, herald: Herald) -> None:
         memory.watch("postgres", psutil.Process(int(pid_file.read_text().split()[0])))
 
 
+class SinkProgress:
+    """The sink's message count every 0.1 s in a thread, from `before`: (seconds since start, messages)."""
+
+    def __init__(self, sink: SmtpSink, before: int, started: float) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self._sink, self._before, self._started = sink, before, started
+        self.first_message: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            if self.first_message is None:
+                # Woken by the sink's counter itself: the first message is timed to when the sink counted it.
+                if self._sink.wait_for(self._before + 1, timeout=0.1):
+                    self.first_message = time.perf_counter() - self._started
+            else:
+                self._stop.wait(0.1)
+            self.samples.append((time.perf_counter() - self._started, self._sink.messages - self._before))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def when(self, messages: int) -> float:
+        """When the sink had counted `messages` (interpolated between samples)."""
+        previous = (0.0, 0)
+        for at, count in self.samples:
+            if count >= messages:
+                if count == previous[1]:
+                    return at
+                return previous[0] + (at - previous[0]) * (messages - previous[1]) / (count - previous[1])
+            previous = (at, count)
+        return self.samples[-1][0]
+
+    def steady(self, total: int, until: float = 0.9) -> float:
+        """Messages per second between 10% (or half of `until`, when that is lower) and `until` (90%) of `total`."""
+        low, high = int(total * min(0.1, until / 2)), int(total * until)
+        return (high - low) / max(self.when(high) - self.when(low), 1e-9)
+
+
+def profiled_worker(herald: Herald, out: str) -> subprocess.Popen[bytes]:
+    """One more delivery worker, under cProfile (bench/profile_worker.py), with the environment of one of Herald's."""
+    model = next(p for role, p in herald.processes().items() if role.startswith("delivery-worker"))
+    env = {**model.environ(), "HERALD_DELIVERY_WORKER_METRICS_PORT": "0"}
+    command = [sys.executable, str(Path(__file__).with_name("profile_worker.py")), out]
+    process = subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parent.parent)
+    time.sleep(5)  # connected and consuming before the campaign is set Ready
+    return process
+
+
+def database_url(herald: Herald) -> str:
+    """The embedded PostgreSQL's URL, as `herald run` handed it to its services."""
+    return str(herald.processes()["delivery"].environ()["DATABASE_URL"])
+
+
+def disk_bytes(url: str, *, checkpoint: bool = True) -> tuple[int, int]:
+    """(bytes of the delivery schema's tables with their indexes and TOAST, bytes of the whole database)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if checkpoint:
+            conn.execute("CHECKPOINT")
+        row = conn.execute(
+            "SELECT (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class AS c "
+            "        JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "        WHERE n.nspname = 'delivery' AND c.relkind IN ('r', 'm')), "
+            "pg_database_size(current_database())"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
 @dataclass
 class HeraldRun:
     workers: int
@@ -198,13 +323,34 @@ class HeraldRun:
     sink_messages: int
     herald_emails_per_second: float
     peaks: dict[str, int] = field(default_factory=dict)
+    first_message: float = 0.0
+    steady: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    delivery_disk: int = 0
+    database_disk: int = 0
+    get_latencies: list[float] = field(default_factory=list)
+    second: str = ""
 
     @property
     def per_second(self) -> float:
         return self.recipients / self.seconds
 
+    def get_percentile(self, p: float) -> float:
+        ordered = sorted(self.get_latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000 if ordered else float("nan")
 
-def herald_run(sink: SmtpSink, csv: Path, recipients: int, workers: int, extra_env: dict[str, str]) -> HeraldRun:
+
+def herald_run(
+    sink: SmtpSink,
+    csv: Path,
+    recipients: int,
+    workers: int,
+    extra_env: dict[str, str],
+    *,
+    second: bool = False,
+    second_at: float = 0.5,
+    profile: str = "",
+) -> HeraldRun:
     env = {
         "SMTP_URL": f"smtp://127.0.0.1:{sink.port}",
         "HERALD_DELIVERY_WORKERS": str(workers),
@@ -220,33 +366,114 @@ def herald_run(sink: SmtpSink, csv: Path, recipients: int, workers: int, extra_e
             raise RuntimeError(f"expected {recipients} imported subscribers: {report}")
         print(f"    imported {recipients:,} subscribers in {time.perf_counter() - started:.1f} s", flush=True)
         campaign_id = immediate_campaign(herald, key, list_id, "Benchmark")
+        other_id = immediate_campaign(herald, key, list_id, "Second") if second else None
+        url = database_url(herald)
+        profiled = profiled_worker(herald, profile) if profile else None
+        delivery_before, database_before = disk_bytes(url)
         before = sink.messages
+        latencies: list[float] = []
+        second_line = ""
         with PeakMemory() as memory:
             watch_herald(memory, herald)
+            memory.note_existing_backends()
             started = time.perf_counter()
             legacy(herald, "campaign.update", APIKey=key, CampaignID=campaign_id, CampaignStatus="Ready")
+            progress = SinkProgress(sink, before, started)
+            other_started: float | None = None
+            sent_counts: list[tuple[float, int, int]] = []
+            next_report = 0.0
+            next_progress = 30.0
             while True:
+                asked = time.perf_counter()
                 body = legacy(herald, "campaign.get", APIKey=key, CampaignID=campaign_id)
                 status = body["Campaign"]["CampaignStatus"]
-                if status in ("Sent", "Failed", "Cancelled"):
+                if status == "Sending":
+                    latencies.append(time.perf_counter() - asked)
+                if time.perf_counter() - started >= next_progress:
+                    # A long send shows its figures so far (all of them again at the end).
+                    next_progress += 30
+                    ordered = sorted(latencies)
+                    p99 = ordered[int(0.99 * (len(ordered) - 1))] * 1000 if ordered else float("nan")
+                    peaks = ", ".join(f"{role} {peak / 1e6:.0f}" for role, peak in sorted(memory.peaks.items()))
+                    disk = (disk_bytes(url, checkpoint=False)[0] - delivery_before) / (
+                        recipients * (2 if other_started else 1)
+                    )
+                    print(
+                        f"    {time.perf_counter() - started:7.1f} s: sink {sink.messages - before:,}, "
+                        f"delivery schema +{disk:,.0f} B per recipient, first message "
+                        f"{progress.first_message if progress.first_message is not None else float('nan'):.2f} s, "
+                        f"campaign.get p99 {p99:.0f} ms; peak RSS MB: {peaks}",
+                        flush=True,
+                    )
+                if other_id is not None:
+                    now = time.perf_counter() - started
+                    if other_started is None and sink.messages - before >= recipients * second_at:
+                        legacy(herald, "campaign.update", APIKey=key, CampaignID=other_id, CampaignStatus="Ready")
+                        other_started = now
+                        print(f"    second campaign set Ready at {now:.1f} s", flush=True)
+                    if other_started is not None and now >= next_report:
+                        next_report = now + 10
+                        counts = [
+                            legacy(herald, "campaign.get", APIKey=key, CampaignID=c, RetrieveStatistics=True)
+                            for c in (campaign_id, other_id)
+                        ]
+                        sent = [int(c["Campaign"]["TotalSent"]) for c in counts]
+                        sent_counts.append((now, sent[0], sent[1]))
+                        print(f"    {now:7.1f} s: first {sent[0]:>9,} sent, second {sent[1]:>9,} sent", flush=True)
+                        other_status = counts[1]["Campaign"]["CampaignStatus"]
+                        if status in ("Sent", "Failed", "Cancelled") and other_status in (
+                            "Sent",
+                            "Failed",
+                            "Cancelled",
+                        ):
+                            break
+                elif status in ("Sent", "Failed", "Cancelled"):
                     break
                 time.sleep(0.05)
             seconds = time.perf_counter() - started
+            progress.stop()
         if status != "Sent":
             raise RuntimeError(f"the campaign ended {status}: {body['Campaign'].get('CampaignStatusReason')}")
         statistics = legacy(herald, "campaign.get", APIKey=key, CampaignID=campaign_id, RetrieveStatistics=True)
         campaign = statistics["Campaign"]
         if (campaign["TotalSent"], campaign["TotalFailed"]) != (recipients, 0):
             raise RuntimeError(f"not everything was sent: {campaign}")
+        messages = recipients * (2 if second else 1)
         # smtp-sink's counter line may lag a moment behind the last 250 it answered.
-        sink.wait_for(before + recipients, timeout=10)
+        sink.wait_for(before + messages, timeout=10)
+        if other_id is not None:
+            # Both progressed in every 10 s interval while both were Sending: neither starved.
+            both = [
+                (b[1] - a[1], b[2] - a[2])
+                for a, b in itertools.pairwise(sent_counts)
+                if b[1] < recipients and b[2] < recipients
+            ]
+            second_line = (
+                f"both campaigns Sending for {len(both)} intervals of 10 s; in each, the first sent "
+                f"{min((d[0] for d in both), default=0):,}-{max((d[0] for d in both), default=0):,} and the second "
+                f"{min((d[1] for d in both), default=0):,}-{max((d[1] for d in both), default=0):,}; "
+                f"all {messages:,} sent in {seconds:.1f} s ({messages / seconds:,.0f} emails/s)"
+            )
+        delivery_after, database_after = disk_bytes(url)
+        if profiled is not None:
+            profiled.terminate()
+            profiled.wait(60)
+            print(f"    the profiled worker's statistics are in {profile}", flush=True)
         return HeraldRun(
             workers=workers,
             recipients=recipients,
-            seconds=seconds,
+            seconds=seconds if other_id is None else progress.when(recipients),
             sink_messages=sink.messages - before,
             herald_emails_per_second=statistics["CampaignThroughput"]["EmailsPerSecond"],
             peaks=dict(memory.peaks),
+            first_message=progress.first_message or float("nan"),
+            # With a second campaign (Ready at 50%), the first's steady rate is read before it started.
+            steady=progress.steady(recipients, min(0.9, second_at - 0.05) if second else 0.9),
+            cpu={role: spent * 1000 / messages for role, spent in memory.cpu_seconds().items()},
+            delivery_disk=(delivery_after - delivery_before) // messages,
+            database_disk=(database_after - database_before) // messages,
+            get_latencies=latencies,
+            second=second_line,
         )
 
 
@@ -257,10 +484,53 @@ def connections_per_worker(extra_env: dict[str, str]) -> int:
     return int(value) if value else Settings().delivery_concurrency
 
 
+def ceilings(
+    tools: PostfixTools, sink: SmtpSink, worker_counts: list[int], per_worker: int, ceiling: int, size: int
+) -> tuple[SourceRun, dict[int, float]]:
+    """(a) smtp-source and (b) the bare aiosmtplib loop (msg/s by worker count) on the sink, `ceiling` messages each."""
+    connections = per_worker * max(worker_counts)
+    before = sink.messages
+    source = run_source(tools, sink.port, messages=ceiling, connections=connections, size=size)
+    if not sink.wait_for(before + ceiling, timeout=30):
+        raise RuntimeError("smtp-sink did not count every smtp-source message")
+    bare = {}
+    for workers in sorted(set(worker_counts)):
+        before = sink.messages
+        started = time.perf_counter()
+        uvloop.run(bare_loop(sink.port, ceiling, per_worker * workers, message_of(size)))
+        if not sink.wait_for(before + ceiling, timeout=30):
+            raise RuntimeError("smtp-sink did not count every aiosmtplib message")
+        bare[workers] = ceiling / (time.perf_counter() - started)
+    return source, bare
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--workers", default="1,2,4", help="worker counts to measure, comma-separated")
+    parser.add_argument(
+        "--ceiling-messages",
+        type=int,
+        default=0,
+        help="messages of the smtp-source and aiosmtplib runs (default: --recipients)",
+    )
+    parser.add_argument(
+        "--second-at", type=float, default=0.5, help="the share of the first campaign sent when the second starts"
+    )
+    parser.add_argument(
+        "--ceilings-first", action="store_true", help="measure (a) and (b) before Herald, not after"
+    )
+    parser.add_argument(
+        "--profile-worker",
+        default="",
+        metavar="FILE",
+        help="run one more worker under cProfile; its statistics to FILE",
+    )
+    parser.add_argument(
+        "--second-campaign",
+        action="store_true",
+        help="set a second campaign to the same subscribers Ready once the first sent 50%%; show both progress",
+    )
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for Herald; repeatable"
     )
@@ -280,34 +550,50 @@ def main() -> None:
         csv = Path(tmp) / "subscribers.csv"
         write_csv(csv, args.recipients)
 
+        if args.ceilings_first:
+            # A long send may not end before a deadline: its ratios need the ceilings measured already.
+            source, bare = ceilings(
+                tools, sink, worker_counts, per_worker, args.ceiling_messages or args.recipients, size
+            )
+            print(f"(a) smtp-source {source.per_second:,.0f} msg/s; (b) bare aiosmtplib {bare} msg/s", flush=True)
         runs: list[HeraldRun] = []
         for workers in worker_counts:
             print(f"(c) Herald with {workers} worker process(es)...", flush=True)
-            run = herald_run(sink, csv, args.recipients, workers, extra_env)
+            run = herald_run(
+                sink,
+                csv,
+                args.recipients,
+                workers,
+                extra_env,
+                second=args.second_campaign,
+                second_at=args.second_at,
+                profile=args.profile_worker,
+            )
             runs.append(run)
             print(
                 f"    Ready -> Sent in {run.seconds:.2f} s: {run.per_second:,.0f} emails/s end to end "
                 f"(first to last send: {run.herald_emails_per_second:,.0f} emails/s); sink counted {run.sink_messages:,}",
                 flush=True,
             )
+            print(
+                f"    first message {run.first_message:.2f} s after Ready; steady (10%-90%) {run.steady:,.0f} emails/s; "
+                f"campaign.get while Sending: p50 {run.get_percentile(50):.1f} ms, p99 {run.get_percentile(99):.1f} ms "
+                f"({len(run.get_latencies):,} calls)",
+                flush=True,
+            )
+            if run.second:
+                print(f"    {run.second}", flush=True)
 
-        # The ceilings, measured after Herald so they run on the same warmed-up sink.
-        connections = per_worker * max(worker_counts)
-        before = sink.messages
-        source = run_source(tools, sink.port, messages=args.recipients, connections=connections, size=size)
-        if not sink.wait_for(before + args.recipients, timeout=30):
-            raise RuntimeError("smtp-sink did not count every smtp-source message")
-        bare = {}
-        for workers in sorted(set(worker_counts)):
-            before = sink.messages
-            started = time.perf_counter()
-            uvloop.run(bare_loop(sink.port, args.recipients, per_worker * workers, message_of(size)))
-            if not sink.wait_for(before + args.recipients, timeout=30):
-                raise RuntimeError("smtp-sink did not count every aiosmtplib message")
-            bare[workers] = args.recipients / (time.perf_counter() - started)
+        if not args.ceilings_first:
+            # The ceilings, measured after Herald so they run on the same warmed-up sink.
+            source, bare = ceilings(
+                tools, sink, worker_counts, per_worker, args.ceiling_messages or args.recipients, size
+            )
 
     print()
-    print(f"(a) smtp-source, {connections} connections:  {source.per_second:9,.0f} msg/s   ({source.command})")
+    print(
+        f"(a) smtp-source, {source.connections} connections:  {source.per_second:9,.0f} msg/s   ({source.command})"
+    )
     for workers, rate in bare.items():
         print(f"(b) bare aiosmtplib, {per_worker * workers:>2} connections: {rate:9,.0f} msg/s")
     print()
@@ -318,7 +604,32 @@ def main() -> None:
             f"   {run.per_second / bare[run.workers]:18.0%}"
         )
     print()
-    print("peak RSS per process (MB; target: delivery worker <= 200 MB)")
+    print("workers   first message after Ready   steady emails/s   vs smtp-source   vs bare aiosmtplib")
+    for run in runs:
+        print(
+            f"{run.workers:>7}   {run.first_message:21.2f} s   {run.steady:15,.0f}   {run.steady / source.per_second:14.0%}"
+            f"   {run.steady / bare[run.workers]:18.0%}"
+        )
+    print()
+    print("campaign.get while Sending (ms)   p50   p99   calls")
+    for run in runs:
+        print(
+            f"{run.workers:>7} worker(s)            {run.get_percentile(50):8.1f} {run.get_percentile(99):5.1f}"
+            f"   {len(run.get_latencies):,}"
+        )
+    print()
+    print("PostgreSQL disk added by the send, bytes per recipient: delivery schema / whole database")
+    for run in runs:
+        print(f"{run.workers:>7} worker(s)   {run.delivery_disk:,} / {run.database_disk:,}")
+    print()
+    print("CPU per message during the send (ms), by process")
+    cpu_roles = sorted({role for run in runs for role in run.cpu})
+    print(f"{'':<24}" + "".join(f"{f'{run.workers} worker(s)':>14}" for run in runs))
+    for role in cpu_roles:
+        print(f"{role:<24}" + "".join(f"{run.cpu.get(role, 0):>14.3f}" for run in runs))
+    print(f"{'all':<24}" + "".join(f"{sum(run.cpu.values()):>14.3f}" for run in runs))
+    print()
+    print("peak RSS per process (MB; target: delivery worker <= 200 MB; every process <= 250 MB at a million)")
     roles = sorted({role for run in runs for role in run.peaks})
     print(f"{'':<24}" + "".join(f"{f'{run.workers} worker(s)':>14}" for run in runs))
     for role in roles:

@@ -126,7 +126,7 @@ def postgres_processes(herald: Herald) -> list[psutil.Process]:
 
 
 @contextmanager
-def running_herald(extra_env: dict[str, str] | None = None, ready_within: float = 90) -> Iterator[Herald]:
+def running_herald(extra_env: dict[str, str] | None = None, ready_within: float = 300) -> Iterator[Herald]:
     """Starts `herald run` with its own data folder and free ports (healthy within `ready_within` seconds); stops
     it (and everything it started) after."""
     with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:

@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     delivery_batch_size: int = 200
     delivery_concurrency: int = 50
     delivery_parallel_batches: int = 2
+    # Recipients queued per transaction (services/delivery/queue.py): each chunk commits with its batch messages, so
+    # workers send the first chunk while the rest of a large audience is still being queued.
+    delivery_queue_chunk: int = Field(default=20_000, ge=100, le=1_000_000)
     # Deferred mail (services/delivery/retries.py): a recipient answered with a temporary failure is
     # retried after each of these delays in turn (seconds, comma-separated), then after delays that
     # double from the first "later" one up to the second; each delay is moved by up to ±jitter of

@@ -339,6 +339,11 @@ class Consumer(Generic[M]):
     in stream order, and all acked once it returned: one transaction for many events. When it raises,
     each of them is handled by `handle` on its own as above, so one event that cannot be handled holds
     back no other and comes back by itself.
+
+    With `concurrency` above 1 (not with `handle_batch`), up to that many messages are handled at once, each
+    acked when its own handling ended: for handlers that may run for minutes (queueing a large campaign) and
+    must not hold back the next events. Handlers then see events out of order. Stopping cancels the handlings
+    still running; their messages come back.
     """
 
     durable: str
@@ -349,12 +354,15 @@ class Consumer(Generic[M]):
     ack_wait: float = 30.0
     handle_batch: Callable[[Sequence[M]], Awaitable[None]] | None = None
     batch: int = 20
+    concurrency: int = 1
 
     def __post_init__(self) -> None:
         if self.event.signed and self.signer is None:
             raise ValueError(f"a consumer of {self.event.subject} verifies its signature: give it the signer")
         if self.batch < 1:
             raise ValueError("a consumer fetches at least one message at a time")
+        if self.concurrency < 1 or (self.concurrency > 1 and self.handle_batch is not None):
+            raise ValueError("a consumer handles at least one message at a time, and batches one at a time")
 
     async def run(self, js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
         """Consumes until `stop`; the events stream must exist (NatsLink sets it up first)."""
@@ -375,18 +383,41 @@ class Consumer(Generic[M]):
             return
         assert subscription is not None
         natsutil.REDELIVERIES_TOTAL.labels(self.durable)  # the series exists (at 0) from the start
-        while not stop.is_set():
-            try:
-                messages = await subscription.fetch(batch=self.batch, timeout=1)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except natsutil.NATS_FAILURES as exc:
-                _away("event fetch failed; retrying", self.durable).failed(exc)
-                await natsutil.sleep_unless_stopped(stop, 0.5)
-                continue
-            _away("event fetch failed; retrying", self.durable).recovered()
-            natsutil.count_redeliveries(self.durable, messages)
-            await self.handle_fetched(messages)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(running)
+                if free <= 0:
+                    # Every slot is busy: the next fetch waits until a handling ended.
+                    await asyncio.wait(running, timeout=1, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    messages = await subscription.fetch(batch=min(self.batch, free), timeout=1)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                except natsutil.NATS_FAILURES as exc:
+                    _away("event fetch failed; retrying", self.durable).failed(exc)
+                    await natsutil.sleep_unless_stopped(stop, 0.5)
+                    continue
+                _away("event fetch failed; retrying", self.durable).recovered()
+                natsutil.count_redeliveries(self.durable, messages)
+                if self.concurrency == 1:
+                    await self.handle_fetched(messages)
+                    continue
+                for message in messages:
+                    task = asyncio.create_task(self._handle_decoded(message))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def _handle_decoded(self, message: Msg) -> None:
+        decoded = await self._decoded(message)
+        if decoded is not None:
+            await self._handle(message, decoded)
 
     async def handle_fetched(self, messages: Sequence[Msg]) -> None:
         """Handles and settles the messages of one fetch, in order."""

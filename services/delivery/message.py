@@ -168,6 +168,8 @@ class _Clock:
 
 
 _CLOCK = _Clock()
+# Return-path tokens a template keeps between MAIL FROM and rendering: far more than the sends in flight.
+_MAX_KEPT_TOKENS = 10_000
 
 
 class MessageTemplate:
@@ -264,6 +266,9 @@ class MessageTemplate:
         static.append(f"X-Herald-Campaign: {campaign_id}")
         self._static_headers = "\r\n".join(static)
         self._boundary = f"=_herald_{uuid.uuid4().hex}"
+        # Return-path tokens signed for MAIL FROM (return_path) and not yet put into their message (render): one
+        # HMAC per message, not two. A recipient refused at the envelope is never rendered: the map is bounded.
+        self._tokens: dict[int, str] = {}
 
     def values(self, recipient: Recipient, unsubscribe_url: str) -> dict[str, str]:
         """The personalization values of one recipient (keys `Namespace:Field`)."""
@@ -318,9 +323,11 @@ class MessageTemplate:
 
     def return_path(self, recipient: Recipient) -> str:
         """The address the recipient's message is sent from (MAIL FROM), as `render` puts it in the message."""
-        return (
-            PREFIX + self._return_paths.token(self.campaign_id, recipient.recipient_id) + self._return_path_domain
-        )
+        token = self._return_paths.token(self.campaign_id, recipient.recipient_id)
+        if len(self._tokens) >= _MAX_KEPT_TOKENS:
+            self._tokens.clear()
+        self._tokens[recipient.recipient_id] = token
+        return PREFIX + token + self._return_path_domain
 
     def render(self, recipient: Recipient) -> RenderedMessage:
         """The message of one recipient, with the return path it is sent from (the visible From stays the user's)."""
@@ -346,7 +353,9 @@ class MessageTemplate:
             f"Date: {_CLOCK.date()}",
             f"Message-ID: {message_id}",
         ]
-        token = self._return_paths.token(self.campaign_id, recipient.recipient_id)
+        token = self._tokens.pop(recipient.recipient_id, None) or self._return_paths.token(
+            self.campaign_id, recipient.recipient_id
+        )
         headers.extend(header.format(token=token) for header in self._token_headers)
         return_path = PREFIX + token + self._return_path_domain
         if unsubscribe_url:

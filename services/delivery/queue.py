@@ -3,8 +3,22 @@
 - A send request for an occurrence not queued yet snapshots the content (EmailService.GetEmail), streams
   the audience (AudienceService.StreamRecipients, which keeps Subscribed, unsuppressed addresses, each
   once) into the queue with COPY, fixes TotalRecipients, and publishes one batch message per
-  HERALD_DELIVERY_BATCH_SIZE rows through the outbox, all in one transaction. Both calls carry a token
-  of the campaign's owner, so a campaign only ever reaches its owner's lists and emails.
+  HERALD_DELIVERY_BATCH_SIZE rows through the outbox. Both calls carry a token of the campaign's owner,
+  so a campaign only ever reaches its owner's lists and emails.
+- A plain campaign (no split test, no auto-resend, no rules bundle) is queued in chunks of
+  HERALD_DELIVERY_QUEUE_CHUNK recipients: one transaction fixes the content and marks the run queueing
+  (campaign_runs.queueing_after = 0), then each chunk commits its rows with their batch messages, so
+  workers send the first chunk while the rest is still streamed. The audience streams in subscriber id
+  order; a chunk leaves out the addresses earlier chunks queued (each address once, the lowest subscriber
+  id, as in one transaction) and advances queueing_after to its last subscriber id under the run's lock.
+  A redelivered send request (the service died midway) resumes the stream after queueing_after; two
+  queuers of one run take turns on its lock and skip what the other queued. The run cannot finish while
+  queueing_after is set. Paused: chunks are still queued, Pending without batch messages (a resume
+  publishes every Pending row); Cancelled: queueing stops.
+- The others (split test, auto-resend, rules bundle) are queued in one transaction, all or nothing: the
+  test group is drawn from, and the non-openers compared against, the whole audience; with a rules bundle the
+  recipients' lists are only known once all are streamed, and the List: tags must be fixed before the first
+  message.
 - A send request for an occurrence already queued (a resume after a pause, or the same request again)
   streams nothing: the rows still Pending are published again under a new generation.
 - An auto-resend (the request names `non_openers_of_campaign_id`) streams its targeting's audience the
@@ -40,7 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,6 +91,13 @@ STATUS_CHANGED_DURABLE = "delivery-status-changed"
 CAMPAIGN_DELETED_DURABLE = "delivery-campaign-deleted"
 # The audience stream is read in chunks of this many recipients; a queue is written with one COPY.
 STREAM_CHUNK = 5000
+# Send requests a delivery service handles at once (campaigns being queued in chunks at the same time).
+SEND_REQUEST_CONCURRENCY = 8
+# Queueing in chunks keeps at most this many chunks of a Sending campaign queued and not yet sent: the batch
+# messages of campaigns sent at the same time interleave in the stream, so that none waits for another's end.
+CHUNKS_AHEAD = 2
+# Seconds between two looks at how far the workers got, while a campaign has as much queued ahead as it may.
+ROOM_POLL_SECONDS = 0.5
 # Statuses that stop delivery: a run is created for them even before the campaign was queued, so that
 # a send request handled later still sees them.
 _STOPPING = frozenset({RunState.PAUSED, RunState.CANCELLED})
@@ -143,6 +164,9 @@ class DeliveryQueue:
         self._outbox = outbox
         self._subjects = Subjects.of(settings)
         self._batch_size = max(settings.delivery_batch_size, 1)
+        self._queue_chunk = settings.delivery_queue_chunk
+        # Campaigns this process is queueing in chunks now: a resume meanwhile does not start a second queuer.
+        self._queueing: set[int] = set()
         campaign = grpcutil.channel(settings.grpc_addr("campaign"))
         audience = grpcutil.channel(settings.grpc_addr("audience"))
         self._channels = (campaign, audience)
@@ -172,6 +196,9 @@ class DeliveryQueue:
                 events.CAMPAIGN_SEND_REQUESTED,
                 self.handle_send_request,
                 signer=events.signer_of(events.CAMPAIGN_SEND_REQUESTED, self._settings),
+                # Queueing a large campaign takes as long as sending most of it (see _wait_for_room): other
+                # campaigns' requests are handled meanwhile, each acked when its own queueing ended.
+                concurrency=SEND_REQUEST_CONCURRENCY,
             ),
             events.Consumer(STATUS_CHANGED_DURABLE, events.CAMPAIGN_STATUS_CHANGED, self.handle_status_change),
             events.Consumer(CAMPAIGN_DELETED_DURABLE, events.CAMPAIGN_DELETED, self.handle_campaigns_deleted),
@@ -187,14 +214,24 @@ class DeliveryQueue:
                 run = await queue_store.ensured_run_for_update(
                     work.conn, request.campaign_id, request.owner_user_id, RunState.SENDING
                 )
-                if run.queued and run.occurrence >= request.occurrence:
+                resume_queueing = (
+                    run.queueing
+                    and run.occurrence == request.occurrence
+                    and request.campaign_id not in self._queueing
+                )
+                if run.queued and run.occurrence >= request.occurrence and not resume_queueing:
                     # A resume (or this request again): nobody is streamed or queued twice.
                     if run.state == RunState.SENDING:
                         await self._publish_pending(work, run)
                     queued = False
                 else:
                     queued = True
-            if queued:
+            if resume_queueing:
+                # Queueing in chunks stopped midway (this service died): the stream goes on where it stopped.
+                log.info("queueing resumed", occurrence=run.occurrence, after_subscriber_id=run.queueing_after)
+                assert run.content is not None
+                await self._queue_chunks(request, run.content)
+            elif queued:
                 await self._queue_occurrence(request)
             await finish_if_done(self._outbox, request.campaign_id)
         finally:
@@ -204,6 +241,11 @@ class DeliveryQueue:
         metadata = owner_metadata(self._settings, request.owner_user_id)
         try:
             content = await self._content(request, metadata)
+            if _chunked(request):
+                started = await self._start_chunks(request, content, metadata)
+                if started is not None:
+                    await self._queue_chunks(request, started)
+                return
             await self._write_queue(request, content, "", metadata)
         except _Refused as refused:
             log.warning("campaign cannot be sent", reason=str(refused))
@@ -328,6 +370,149 @@ class DeliveryQueue:
             state=run.state,
         )
 
+    async def _start_chunks(
+        self, request: SendRequest, content: dict[str, Any], metadata: tuple[tuple[str, str], ...]
+    ) -> dict[str, Any] | None:
+        """Fixes the occurrence's content (with its lists) and marks the run queueing; None when it was queued
+        meanwhile by another replica."""
+        # Without a rules bundle every recipient comes from an included list: their List: tags are known now.
+        lists = await self._lists(sorted({list_id for list_id, _ in request.targeting.included}), metadata)
+        content = {**content, "lists": lists}
+        # From here a resume request handled meanwhile sees this process queueing and starts no second queuer.
+        self._queueing.add(request.campaign_id)
+        async with self._outbox.unit_of_work() as work:
+            run = await queue_store.ensured_run_for_update(
+                work.conn, request.campaign_id, request.owner_user_id, RunState.SENDING
+            )
+            if run.queued and run.occurrence >= request.occurrence:
+                self._queueing.discard(request.campaign_id)
+                return None
+            await queue_store.save_occurrence(
+                work.conn,
+                request.campaign_id,
+                occurrence=request.occurrence,
+                content=content,
+                generation=run.generation + 1,
+                batches=run.batches,
+                added_recipients=0,
+                reason="",
+                in_chunks=True,
+            )
+        log.info("campaign queueing in chunks", occurrence=request.occurrence, chunk=self._queue_chunk)
+        return content
+
+    async def _queue_chunks(self, request: SendRequest, content: Mapping[str, Any]) -> None:
+        """Streams the audience after the run's queueing_after and queues it chunk by chunk, each chunk with its
+        batch messages in a transaction of its own; ends the run's queueing when the stream ends."""
+        metadata = owner_metadata(self._settings, request.owner_user_id)
+        dates = uses_subscription_tags(content["emails"])
+        self._queueing.add(request.campaign_id)
+        try:
+            async with self._engine.connect() as conn:
+                run = await queue_store.run_for_update(conn, request.campaign_id)
+                await conn.rollback()
+            if run is None or not run.queueing or run.occurrence != request.occurrence:
+                return
+            after = run.queueing_after or 0
+            chunks = 0
+            try:
+                while True:
+                    # The first chunk is at most one stream message: the first batches go out as soon as possible.
+                    size = self._queue_chunk if chunks else min(self._queue_chunk, STREAM_CHUNK)
+                    if chunks:
+                        await self._wait_for_room(request.campaign_id)
+                    # A call per chunk, read to its end: no stream stays open while the campaign waits for room
+                    # (its unread messages would hold up the other campaigns' streams on the same connection).
+                    rows: list[StagedRecipient] = []
+                    async for streamed in self._recipients(
+                        request, metadata, dates=dates, after=after, limit=size
+                    ):
+                        rows.extend(streamed)
+                    if not rows:
+                        break
+                    chunks += 1
+                    if not await self._write_chunk(request, rows):
+                        return
+                    after = rows[-1][0]
+                    if len(rows) < size:
+                        break
+            except _Refused as refused:
+                log.warning("campaign cannot be sent", reason=str(refused))
+                await self._end_queueing(request, str(refused))
+                return
+            await self._end_queueing(request, "")
+        finally:
+            self._queueing.discard(request.campaign_id)
+
+    async def _wait_for_room(self, campaign_id: int) -> None:
+        """Waits while the Sending campaign has CHUNKS_AHEAD chunks queued and not yet sent. A paused campaign is
+        queued on (without batch messages; its resume publishes them), a cancelled one stops at the next chunk."""
+        while True:
+            async with self._engine.connect() as conn:
+                room = await queue_store.queueing_room(conn, campaign_id)
+            if room is None or room[0] != RunState.SENDING or room[1] < CHUNKS_AHEAD * self._queue_chunk:
+                return
+            await asyncio.sleep(ROOM_POLL_SECONDS)
+
+    async def _write_chunk(self, request: SendRequest, rows: list[StagedRecipient]) -> bool:
+        """Queues one chunk of the stream with its batch messages; False when queueing should stop (the run was
+        cancelled, or another queuer finished it)."""
+        async with self._outbox.unit_of_work() as work:
+            conn = work.conn
+            run = await queue_store.run_for_update(conn, request.campaign_id)
+            if run is None or not run.queueing or run.occurrence != request.occurrence:
+                return False
+            if run.state == RunState.CANCELLED:
+                await queue_store.finish_queueing(conn, request.campaign_id)
+                log.info("queueing stopped: the campaign was cancelled", occurrence=run.occurrence)
+                return False
+            after = run.queueing_after or 0
+            fresh = [row for row in rows if row[0] > after]  # another queuer of this run may have gone further
+            if not fresh:
+                return True
+            first_batch = run.batches + 1
+            await queue_store.create_staging(conn)
+            await queue_store.copy_staged(conn, _one(fresh))
+            count = await queue_store.queued_staged_count(
+                conn,
+                campaign_id=request.campaign_id,
+                owner_user_id=request.owner_user_id,
+                occurrence=request.occurrence,
+                generation=run.generation,
+                first_batch=first_batch,
+                batch_size=self._batch_size,
+                variations=request.variations,
+                events_subject=_events_subject(work, request.campaign_id),
+                chunk_of=run.queueing_rows,
+            )
+            batches = sending.batch_count(count, self._batch_size)
+            await queue_store.save_chunk(
+                conn, request.campaign_id, batches=batches, added_recipients=count, after=fresh[-1][0]
+            )
+            if batches and run.state == RunState.SENDING:
+                await queue_store.add_batch_messages(
+                    work, request.campaign_id, first_batch, first_batch + batches - 1, run.generation
+                )
+        log.debug("chunk queued", recipients=count, batches=batches, after_subscriber_id=fresh[-1][0])
+        return True
+
+    async def _end_queueing(self, request: SendRequest, reason: str) -> None:
+        async with self._engine.begin() as conn:
+            run = await queue_store.run_for_update(conn, request.campaign_id)
+            if run is None or not run.queueing or run.occurrence != request.occurrence:
+                return
+            await queue_store.finish_queueing(conn, request.campaign_id, reason)
+        log.info(
+            "campaign queued",
+            occurrence=request.occurrence,
+            recipients=run.queueing_rows,
+            batches=run.batches,
+            generation=run.generation,
+            state=run.state,
+            in_chunks=True,
+            reason=reason or None,
+        )
+
     async def _lists(
         self, list_ids: list[int], metadata: tuple[tuple[str, str], ...]
     ) -> dict[str, dict[str, str]]:
@@ -348,10 +533,17 @@ class DeliveryQueue:
         return lists
 
     async def _recipients(
-        self, request: SendRequest, metadata: tuple[tuple[str, str], ...], *, dates: bool
+        self,
+        request: SendRequest,
+        metadata: tuple[tuple[str, str], ...],
+        *,
+        dates: bool,
+        after: int = 0,
+        limit: int = 0,
     ) -> AsyncIterator[list[StagedRecipient]]:
-        """The occurrence's audience as audience streams it, chunk by chunk (memory stays one chunk). The
-        subscription dates and address are kept only with `dates` (the content names their tags)."""
+        """The occurrence's audience as audience streams it, chunk by chunk in subscriber id order, from after
+        subscriber id `after`, at most `limit` (0: all) recipients (memory stays one chunk). The subscription dates and address are kept only with
+        `dates` (the content names their tags)."""
         targeting = audience_pb2.TargetingSpec(
             included=[_list_segment(*source) for source in request.targeting.included],
             excluded=[_list_segment(*source) for source in request.targeting.excluded],
@@ -359,7 +551,9 @@ class DeliveryQueue:
         if request.targeting.rules_bundle:
             targeting.rules_bundle.update(request.targeting.rules_bundle)
         call = self._audience.StreamRecipients(
-            audience_pb2.StreamRecipientsRequest(targeting=targeting, chunk_size=STREAM_CHUNK),
+            audience_pb2.StreamRecipientsRequest(
+                targeting=targeting, chunk_size=STREAM_CHUNK, after_subscriber_id=after, limit=limit
+            ),
             metadata=metadata,
             timeout=3600,
         )
@@ -481,6 +675,21 @@ class DeliveryQueue:
 
 
 _NO_SUBSCRIPTION: tuple[None, str, None] = (None, "", None)
+
+
+def _chunked(request: SendRequest) -> bool:
+    """Whether the occurrence is queued in chunks: not with a split test (its test group is drawn from the whole
+    audience), an auto-resend (narrowed against the whole audience) or a rules bundle (its recipients' lists, for
+    the List: tags, are known only at the end)."""
+    return (
+        request.effective_split_test() is None
+        and not request.non_openers_of
+        and not request.targeting.rules_bundle
+    )
+
+
+async def _one(rows: list[StagedRecipient]) -> AsyncIterator[list[StagedRecipient]]:
+    yield rows
 
 
 def _events_subject(work: UnitOfWork, campaign_id: int) -> str | None:

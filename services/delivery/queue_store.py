@@ -25,7 +25,7 @@ from services.delivery.sending import RunState, Variation
 
 _RUN_COLUMNS = (
     "campaign_id, owner_user_id, state, content, occurrence, occurrence_started_at, generation, batches, "
-    "total_recipients, finished_at, reason"
+    "total_recipients, finished_at, reason, queueing_after, queueing_rows"
 )
 
 
@@ -44,10 +44,19 @@ class Run:
     total_recipients: int
     finished_at: datetime | None
     reason: str
+    # While the occurrence is queued in chunks: the highest subscriber id queued so far (0 before the first chunk)
+    # and the occurrence's rows queued so far; None and 0 once it is all queued (or for a one-transaction queue).
+    queueing_after: int | None = None
+    queueing_rows: int = 0
 
     @property
     def queued(self) -> bool:
         return self.content is not None
+
+    @property
+    def queueing(self) -> bool:
+        """The occurrence is still being queued chunk by chunk: its content is fixed, its audience not all in yet."""
+        return self.queueing_after is not None
 
 
 def _run(row: sa.Row[Any]) -> Run:
@@ -279,8 +288,12 @@ async def queued_staged_count(
     variations: Sequence[Variation],
     test_group: int | None = None,
     events_subject: str | None = None,
+    chunk_of: int | None = None,
 ) -> int:
     """Queues the staged recipients (each address once, in subscriber order) as Pending rows; returns how many.
+
+    With `chunk_of` (a chunk of an occurrence queued in chunks: that many rows queued before it), an address the
+    occurrence has queued already is left out, and a variation is drawn for k counted over the whole occurrence.
 
     With `events_subject`, the same statement announces them: a DeliveryEvents message of kind queued per
     batch (up to recipient_events.MAX_EVENTS_PER_MESSAGE recipients each; those Held for a split test's winner
@@ -301,16 +314,31 @@ async def queued_staged_count(
         "g": generation,
         "first": first_batch,
         "size": batch_size,
+        "koff": chunk_of or 0,
     }
+    # An earlier chunk's address: the literal bound lets the planner use the partial unique index.
+    not_queued = (
+        """WHERE NOT EXISTS (
+                SELECT 1 FROM delivery.recipients AS q
+                WHERE q.campaign_id = :c AND q.occurrence = :occ AND q.campaign_id < 4611686018427387904
+                  AND lower(q.email_address) = lower(s.email_address))"""
+        if chunk_of is not None
+        else ""
+    )
     # Each address once, numbered (rn) in subscriber order; k below is rn, or the rank within the test group.
-    numbered = """
+    numbered = (
+        """
         SELECT unique_addresses.*, row_number() OVER (ORDER BY subscriber_id) AS rn{draw}
         FROM (
             SELECT DISTINCT ON (lower(email_address)) *
-            FROM staged_recipients
+            FROM staged_recipients AS s
+            """
+        + not_queued
+        + """
             ORDER BY lower(email_address), subscriber_id
         ) AS unique_addresses
     """
+    )
     if test_group is None:
         source = f"SELECT numbered.*, true AS in_test, rn AS k FROM ({numbered.format(draw='')}) AS numbered"
     else:
@@ -329,7 +357,7 @@ async def queued_staged_count(
     variation = "NULL::bigint"
     if variations:
         params["golden"] = sending.GOLDEN
-        fraction = "(CAST(k AS float8) * :golden - floor(CAST(k AS float8) * :golden))"
+        fraction = "(CAST(k + :koff AS float8) * :golden - floor(CAST(k + :koff AS float8) * :golden))"
         cases = []
         for index, (email_id, end) in enumerate(sending.variation_slots(variations)):
             params[f"e{index}"], params[f"v{index}"] = end, email_id
@@ -390,10 +418,12 @@ async def save_occurrence(
     added_recipients: int,
     reason: str,
     split_test: Mapping[str, Any] | None = None,
+    in_chunks: bool = False,
 ) -> None:
     """Records a newly queued occurrence on its (locked) run: content, counters, and no finish yet.
 
-    `split_test` (the occurrence holds recipients back for a winner) starts its test phase now.
+    `split_test` (the occurrence holds recipients back for a winner) starts its test phase now. `in_chunks`: its
+    recipients come in later transactions (queued_chunk), the run is queueing until finished_queueing.
     """
     await conn.execute(
         sa.text(
@@ -402,7 +432,8 @@ async def save_occurrence(
             "occurrence_started_at = now(), finished_at = NULL, reason = :reason, "
             "split_test = CAST(:split_test AS jsonb), "
             "test_started_at = CASE WHEN CAST(:split_test AS jsonb) IS NULL THEN NULL ELSE now() END, "
-            "winner_email_id = NULL, winner_decided_at = NULL WHERE campaign_id = :c"
+            "winner_email_id = NULL, winner_decided_at = NULL, "
+            "queueing_after = CASE WHEN CAST(:chunks AS boolean) THEN 0 END, queueing_rows = 0 WHERE campaign_id = :c"
         ),
         {
             "c": campaign_id,
@@ -413,7 +444,51 @@ async def save_occurrence(
             "n": added_recipients,
             "reason": reason,
             "split_test": None if split_test is None else json.dumps(split_test),
+            "chunks": in_chunks,
         },
+    )
+
+
+async def save_chunk(
+    conn: AsyncConnection, campaign_id: int, *, batches: int, added_recipients: int, after: int
+) -> None:
+    """Records a queued chunk on its (locked) run: its batches and rows, and the last subscriber id it covered."""
+    await conn.execute(
+        sa.text(
+            "UPDATE delivery.campaign_runs SET batches = batches + :b, total_recipients = total_recipients + :n, "
+            "queueing_rows = queueing_rows + :n, queueing_after = greatest(queueing_after, :after) "
+            "WHERE campaign_id = :c"
+        ),
+        {"c": campaign_id, "b": batches, "n": added_recipients, "after": after},
+    )
+
+
+async def queueing_room(conn: AsyncConnection, campaign_id: int) -> tuple[RunState, int] | None:
+    """The run's state and how many of its queued rows are still to send (neither Sent, Failed nor Deferred), from
+    the kept counts: one row read. None when there is no run."""
+    row = (
+        await conn.execute(
+            sa.text(
+                "SELECT r.state, coalesce(c.total - c.sent - c.failed - c.deferred, 0) AS unsent "
+                "FROM delivery.campaign_runs AS r LEFT JOIN delivery.recipient_counts AS c USING (campaign_id) "
+                "WHERE r.campaign_id = :c"
+            ),
+            {"c": campaign_id},
+        )
+    ).one_or_none()
+    return None if row is None else (RunState(row.state), int(row.unsent))
+
+
+async def finish_queueing(conn: AsyncConnection, campaign_id: int, reason: str = "") -> None:
+    """Ends the (locked) run's queueing in chunks: it can finish once nothing is left to send. A `reason` (the
+    audience refused midway) makes the occurrence end Failed with it."""
+    await conn.execute(
+        sa.text(
+            "UPDATE delivery.campaign_runs SET queueing_after = NULL, queueing_rows = 0, "
+            "reason = CASE WHEN CAST(:reason AS text) = '' THEN reason ELSE CAST(:reason AS text) END "
+            "WHERE campaign_id = :c"
+        ),
+        {"c": campaign_id, "reason": reason},
     )
 
 
@@ -423,8 +498,9 @@ async def save_occurrence(
 async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sending.Finished | None:
     """Marks the run's occurrence finished when it is Sending and no row is Pending, Held or Sending; None otherwise.
 
-    Held rows wait for a split test's winner: the campaign is not finished before they were sent. The
-    guard on finished_at makes this happen once per publication, however many workers ask.
+    Held rows wait for a split test's winner: the campaign is not finished before they were sent, nor while its
+    audience is still being queued in chunks. The guard on finished_at makes this happen once per publication,
+    however many workers ask.
     """
     row = (
         await conn.execute(
@@ -432,6 +508,7 @@ async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sendin
                 f"""
                 UPDATE delivery.campaign_runs SET finished_at = now()
                 WHERE campaign_id = :c AND state = '{RunState.SENDING}' AND finished_at IS NULL AND content IS NOT NULL
+                  AND queueing_after IS NULL
                   AND NOT EXISTS (
                       SELECT 1 FROM delivery.recipients
                       WHERE campaign_id = :c

@@ -598,6 +598,8 @@ TEST_DELIVERY_ENV = {
     "HERALD_DELIVERY_RETRY_SWEEP_SECONDS": "1",
     "HERALD_DELIVERY_RETRY_OVERDUE_SECONDS": "10",
     "HERALD_DELIVERY_ACK_WAIT_SECONDS": "3",
+    # Audiences of a few hundred are queued in several chunks, as a million would be.
+    "HERALD_DELIVERY_QUEUE_CHUNK": "100",
 }
 
 

@@ -151,8 +151,9 @@ async def test_cancel_stops_sending_within_a_second_and_drops_the_unsent(
 
     assert await herald.recorder.wait_for(domain, 30, within=20) >= 30
     # While the workers write, the kept counts agree with the queue rows at every snapshot.
+    # Queued in chunks of 100, at most two ahead of the sending (TEST_DELIVERY_ENV): not all 300 rows may be in yet.
     total, _, _ = await assert_counts_match_queue(herald.system, campaign_id)
-    assert total == 300
+    assert 200 <= total <= 300
     await ok(herald.api, "campaign.cancel", user.api_key, CampaignID=campaign_id)
     cancelled_at = time.monotonic()
     await asyncio.sleep(STOP_WITHIN + 1.0)
@@ -172,11 +173,14 @@ async def test_cancel_stops_sending_within_a_second_and_drops_the_unsent(
     states = Counter(row.state for row in rows)
     sent = {row.email_address.lower() for row in rows if row.state == delivery_pb2.RECIPIENT_STATE_SENT}
     assert sent == set(received), "the queue's Sent rows are not exactly who received a message"
-    assert states[delivery_pb2.RECIPIENT_STATE_DROPPED] == len(subscribers) - len(received)
-    assert await assert_counts_match_queue(herald.system, campaign_id) == (300, len(received), 0)
+    # The queueing stopped at the cancel: recipients not queued by then have no row (nothing to drop).
+    queued = len(rows)
+    assert len(received) < queued <= len(subscribers)
+    assert states[delivery_pb2.RECIPIENT_STATE_DROPPED] == queued - len(received)
+    assert await assert_counts_match_queue(herald.system, campaign_id) == (queued, len(received), 0)
     campaign = (await campaign_get(herald.api, user, campaign_id))["Campaign"]
     assert (campaign["TotalRecipients"], campaign["TotalSent"], campaign["TotalFailed"]) == (
-        300,
+        queued,
         len(received),
         0,
     )
