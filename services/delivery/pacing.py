@@ -344,11 +344,7 @@ class FleetPacer:
                 SET_ASIDE_TOTAL.labels("warmup" if limit.daily else "domain").inc()
                 return wait
         for limit in waits:
-            while True:
-                wait = await self._take(limit)
-                if wait is None:
-                    break
-                await asyncio.sleep(wait)
+            await self._token_of(limit)
         return None
 
     def _limits(self, address: str, campaign_id: int, sender: str) -> list[Limit]:
@@ -384,7 +380,10 @@ class FleetPacer:
         rate = self._config.relays.get(relay)
         if rate is None:
             return
-        limit = Limit(f"relay:{relay}", rate, waits=True)
+        await self._token_of(Limit(f"relay:{relay}", rate, waits=True))
+
+    async def _token_of(self, limit: Limit) -> None:
+        """Waits until a token of `limit` is taken (a limit that holds its sends rather than setting them aside)."""
         while True:
             wait = await self._take(limit)
             if wait is None:
