@@ -12,9 +12,9 @@ UV     := $(BIN)/uv
 # uv installs into .venv exactly what uv.lock pins (hashes checked), nothing from the index's newest.
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
-# Every installed module is compiled to bytecode once, at install: where PYTHONDONTWRITEBYTECODE is set (it is on the
-# machines this project was measured on), Python never writes a .pyc and would compile every module again in every process it
-# starts. That took each Herald process about 4.5 s of CPU to start, against 1.8 s compiled (docs/operations.md).
+# Every installed module is compiled to bytecode once, at install: where PYTHONDONTWRITEBYTECODE is set (it is
+# on the machines this project was measured on), Python never writes a .pyc and compiles every module again in
+# every process it starts: about 4.5 s of CPU per Herald process, against 1.8 s compiled (README, Dependencies).
 export UV_COMPILE_BYTECODE := 1
 # Herald's own modules (compileall recompiles only what changed since; Python reads a .pyc whatever that setting).
 COMPILE := $(BIN)/python -m compileall -q -j 0 services translator gen

@@ -110,6 +110,19 @@ async def test_every_process_serves_metrics_and_a_send_moves_the_grpc_counts_and
     # Each process on a port of its own (the translator on its HTTP port).
     assert len({url.rsplit("/", 1)[0] for url in urls.values()}) == len(urls)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+
+        async def serving() -> bool:
+            # The fixture waits for the translator only; the other processes may still be starting.
+            try:
+                for url in urls.values():
+                    async with session.get(url) as response:
+                        if response.status != 200:
+                            return False
+            except aiohttp.ClientError:
+                return False
+            return True
+
+        assert await eventually(serving, within=60), "not every process serves its metrics"
         before = await scrape(session, urls)
         api = herald.api
         user = await herald.new_user()

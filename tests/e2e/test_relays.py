@@ -72,8 +72,11 @@ async def relay_up(herald: DeliveryHerald, relay: str) -> dict[str, float]:
     urls = {name: url for name, url in herald.system.metrics_urls().items() if name.startswith("delivery-worker")}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         for name, url in urls.items():
-            async with session.get(url) as response:
-                text = await response.text()
+            try:
+                async with session.get(url) as response:
+                    text = await response.text()
+            except aiohttp.ClientConnectionError:
+                continue  # not serving its metrics yet
             for family in text_string_to_metric_families(text):
                 for sample in family.samples:
                     if sample.name == "herald_delivery_relay_up" and sample.labels.get("relay") == relay:
