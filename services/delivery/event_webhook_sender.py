@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import aiohttp
 import nats.errors
@@ -44,6 +46,7 @@ from services.common.urlguard import AddressRefused, GuardedResolver
 from services.delivery import dkim, event_webhook_store
 from services.delivery.event_webhooks import (
     CAMPAIGN_STATUS_CHANGED,
+    RECIPIENT_TYPE_PREFIX,
     OutgoingEvent,
     RetrySchedule,
     disabled_reason,
@@ -54,6 +57,7 @@ from services.delivery.event_webhooks import (
 )
 
 log = structlog.get_logger()
+T = TypeVar("T")
 # Storing ingested events keeps failing while PostgreSQL is away: logged once, then a line a minute with a count.
 _STORE_FAILING = RepeatingFailure("cannot store events for webhooks; retrying", traceback=True)
 _RECORD_FAILING = RepeatingFailure("cannot record an event webhook attempt", traceback=True)
@@ -61,6 +65,10 @@ _RECORD_FAILING = RepeatingFailure("cannot record an event webhook attempt", tra
 # docs/operations.md, "Metrics"; "event webhooks" are the outgoing ones (herald_webhook_* are the provider webhooks).
 EVENTS_WRITTEN = Counter(
     "herald_event_webhook_events_total", "Events written for event webhook endpoints (one per endpoint and event)"
+)
+SKIPPED = Counter(
+    "herald_event_webhook_messages_skipped_total",
+    "Messages of per-recipient events acked undecoded: no enabled endpoint of their owner asks for recipient events",
 )
 ATTEMPTS = Counter("herald_event_webhook_attempts_total", "POSTs of events to endpoints", ["outcome"])
 ATTEMPT_SECONDS = Histogram("herald_event_webhook_attempt_seconds", "Time a POST of an event to an endpoint took")
@@ -95,11 +103,26 @@ def _data(message: Message) -> dict[str, object]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
+def recipient_events_owner(subject_suffix: str) -> int | None:
+    """The owner a DeliveryEvents message is about, from its subject below the namespace
+    (`events.delivery.recipients.<owner>.<campaign>`); None for any other subject."""
+    head, _, tail = subject_suffix.partition(f"{events.DELIVERY_EVENTS.subject}.")
+    if head or not tail:
+        return None
+    owner = tail.split(".", 1)[0]
+    return int(owner) if owner.isdigit() else None
+
+
 def outgoing_events(
-    namespace: str, subject_suffix: str, payload_bytes: bytes, sequence: int, published: datetime
+    namespace: str,
+    subject_suffix: str,
+    payload_bytes: bytes,
+    sequence: int,
+    published: datetime,
+    wanted: frozenset[str] | None = None,
 ) -> list[OutgoingEvent]:
     """The events one JetStream message carries, by its subject below the namespace (UndecodableEvent if the
-    payload is not its message)."""
+    payload is not its message); with `wanted`, only the recipient events of those types."""
     published_us = int(published.timestamp() * 1_000_000)
     if subject_suffix == events.CAMPAIGN_STATUS_CHANGED.subject:
         change = events.CAMPAIGN_STATUS_CHANGED.decode(payload_bytes)
@@ -119,7 +142,7 @@ def outgoing_events(
     found = []
     for position, event in enumerate(batch.events):
         event_type = event_type_of_recipient_kind(event.kind)
-        if event_type is None:
+        if event_type is None or (wanted is not None and event_type not in wanted):
             continue
         identifier = event_id(namespace, sequence, published_us, position)
         occurred = event.occur_time.ToDatetime(tzinfo=UTC) if event.HasField("occur_time") else published
@@ -209,13 +232,36 @@ class EventWebhookSender:
         prefix = f"{subjects.namespace}."
         for message in messages:
             metadata = message.metadata
+            subject_suffix = message.subject.removeprefix(prefix)
+            wanted: frozenset[str] | None = None
+            owner = recipient_events_owner(subject_suffix)
+            if owner is not None:
+                # Most owners have no endpoint: their events (a queued and a sent one per recipient) are not
+                # decoded at all. Which endpoints count is what the INSERT below would join with: enabled ones of
+                # the owner that existed when the message was published.
+                types = await self._stored(
+                    stop,
+                    functools.partial(
+                        event_webhook_store.wanted_event_types,
+                        owner_user_id=owner,
+                        published_at=metadata.timestamp,
+                    ),
+                )
+                if types is None:
+                    return  # stopping: the message comes back to whoever asks next
+                wanted = frozenset(t for t in types if t.startswith(RECIPIENT_TYPE_PREFIX))
+                if not wanted:
+                    SKIPPED.inc()
+                    await natsutil.settle(message.ack(), "ack")
+                    continue
             try:
                 found = outgoing_events(
                     self._namespace,
-                    message.subject.removeprefix(prefix),
+                    subject_suffix,
                     message.data,
                     metadata.sequence.stream,
                     metadata.timestamp,
+                    wanted,
                 )
             except UndecodableEvent as exc:
                 log.error("undecodable event terminated", subject=message.subject, durable=DURABLE, error=str(exc))
@@ -226,28 +272,37 @@ class EventWebhookSender:
                 log.exception("event not made into webhook payloads; terminated", subject=message.subject)
                 await natsutil.settle(message.term(), "term")
                 continue
-            delay = 0.5
             async with natsutil.kept_alive(message, 10.0):
-                while True:
-                    try:
-                        async with self._engine.begin() as conn:
-                            added = await event_webhook_store.inserted_events_count(
-                                conn, found, metadata.timestamp
-                            )
-                        break
-                    except Exception as exc:
-                        # Retried here, not handed back: a later message must not overtake this one. (Whatever
-                        # failed, the service stays up; a stuck ingest shows as the consumer's growing backlog.)
-                        _STORE_FAILING.failed(exc)
-                        await natsutil.sleep_unless_stopped(stop, delay)
-                        if stop.is_set():
-                            return
-                        delay = min(delay * 2, 10.0)
-            _STORE_FAILING.recovered()
+                added = await self._stored(
+                    stop,
+                    functools.partial(
+                        event_webhook_store.inserted_events_count, events=found, published_at=metadata.timestamp
+                    ),
+                )
+            if added is None:
+                return
             await natsutil.settle(message.ack(), "ack")
             if added:
                 EVENTS_WRITTEN.inc(added)
                 self._wake.set()
+
+    async def _stored(self, stop: asyncio.Event, statement: Callable[[AsyncConnection], Awaitable[T]]) -> T | None:
+        """`statement` in a transaction of its own, retried until it commits; None once `stop` is set meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                async with self._engine.begin() as conn:
+                    done = await statement(conn)
+                _STORE_FAILING.recovered()
+                return done
+            except Exception as exc:
+                # Retried here, not handed back: a later message must not overtake this one. (Whatever failed,
+                # the service stays up; a stuck ingest shows as the consumer's growing backlog.)
+                _STORE_FAILING.failed(exc)
+                await natsutil.sleep_unless_stopped(stop, delay)
+                if stop.is_set():
+                    return None
+                delay = min(delay * 2, 10.0)
 
     # --- delivery ----------------------------------------------------------------------------------------------
 

@@ -208,6 +208,19 @@ async def attempts_of(
 # --- the ingest (events from JetStream) --------------------------------------------------------------------------
 
 
+async def wanted_event_types(conn: AsyncConnection, owner_user_id: int, published_at: datetime) -> frozenset[str]:
+    """The event types the owner's enabled endpoints that existed at `published_at` ask for: those an event of the
+    owner published then would be added for (`inserted_events_count` joins with the same endpoints)."""
+    result = await conn.execute(
+        sa.text(
+            "SELECT DISTINCT unnest(event_kinds) FROM delivery.webhook_endpoints "
+            "WHERE owner_user_id = :owner AND enabled AND created_at <= :published"
+        ),
+        {"owner": owner_user_id, "published": published_at},
+    )
+    return frozenset(str(row[0]) for row in result)
+
+
 async def inserted_events_count(
     conn: AsyncConnection, events: Sequence[OutgoingEvent], published_at: datetime
 ) -> int:

@@ -43,7 +43,11 @@ REPLAY_TOLERANCE_SECONDS = 300
 # The payload `type` of each kind, in the order of the proto enum (WebhookEventKind 1, 2, ...).
 CAMPAIGN_STATUS_CHANGED = "campaign.status_changed"
 RECIPIENT_KINDS = ("queued", "sent", "failed", "bounced", "complained", "opened", "clicked", "unsubscribed")
-EVENT_TYPES: tuple[str, ...] = (CAMPAIGN_STATUS_CHANGED, *(f"recipient.{kind}" for kind in RECIPIENT_KINDS))
+RECIPIENT_TYPE_PREFIX = "recipient."
+EVENT_TYPES: tuple[str, ...] = (
+    CAMPAIGN_STATUS_CHANGED,
+    *(f"{RECIPIENT_TYPE_PREFIX}{kind}" for kind in RECIPIENT_KINDS),
+)
 # The ids stable across redeliveries of one JetStream message: uuid5 of the install, stream sequence, publish
 # time and place, under this namespace.
 _EVENT_ID_NAMESPACE = uuid.UUID("5b0c1d4e-9f6a-4f1e-8a43-2f7d0e6b9c11")
@@ -52,7 +56,7 @@ _EVENT_ID_NAMESPACE = uuid.UUID("5b0c1d4e-9f6a-4f1e-8a43-2f7d0e6b9c11")
 def event_type_of_recipient_kind(kind: int) -> str | None:
     """The payload type of a DeliveryEventKind number (1 queued ... 8 unsubscribed); None for one unknown."""
     if 1 <= kind <= len(RECIPIENT_KINDS):
-        return f"recipient.{RECIPIENT_KINDS[kind - 1]}"
+        return f"{RECIPIENT_TYPE_PREFIX}{RECIPIENT_KINDS[kind - 1]}"
     return None
 
 

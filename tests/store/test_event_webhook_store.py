@@ -61,6 +61,26 @@ async def test_an_event_is_written_for_each_enabled_endpoint_of_its_owner_that_a
     assert await store.inserted_events_count(conn, [_event(owner, 1, 2)], datetime(2000, 1, 1, tzinfo=UTC)) == 0
 
 
+async def test_the_wanted_types_are_those_of_the_endpoints_an_event_would_be_written_for(
+    conn: AsyncConnection,
+) -> None:
+    owner, other, nobody = new_id(), new_id(), new_id()
+    await _endpoint(conn, owner, ("recipient.sent", "campaign.status_changed"))
+    await _endpoint(conn, owner, ("recipient.opened", "recipient.sent"))
+    disabled = await _endpoint(conn, owner, ("recipient.failed",))
+    await store.disabled_endpoint_count(conn, disabled, "test")
+    await _endpoint(conn, other, ("recipient.queued",))
+    assert await store.wanted_event_types(conn, owner, later()) == {
+        "recipient.sent",
+        "recipient.opened",
+        "campaign.status_changed",
+    }
+    assert await store.wanted_event_types(conn, other, later()) == {"recipient.queued"}
+    assert await store.wanted_event_types(conn, nobody, later()) == frozenset()
+    # Published before the endpoints existed: nothing is wanted, as nothing would be written.
+    assert await store.wanted_event_types(conn, owner, datetime(2000, 1, 1, tzinfo=UTC)) == frozenset()
+
+
 async def test_only_the_oldest_undelivered_event_of_each_campaign_is_claimed_and_only_once(
     conn: AsyncConnection,
 ) -> None:

@@ -23,7 +23,12 @@ from services.common.errors import DomainError, Violations
 from services.common.urlguard import GuardedResolver
 from services.delivery import dkim, event_webhooks
 from services.delivery.event_webhook_api import EventWebhookService
-from services.delivery.event_webhook_sender import EventWebhookSender, SecretSeal, outgoing_events
+from services.delivery.event_webhook_sender import (
+    EventWebhookSender,
+    SecretSeal,
+    outgoing_events,
+    recipient_events_owner,
+)
 from services.delivery.event_webhook_store import ClaimedEvent
 from tests.conftest import free_port
 
@@ -190,6 +195,42 @@ def test_a_status_change_and_recipient_events_become_payloads_in_proto3_json() -
     assert json.loads(found[1].body)["data"]["detail"] == "https://example.com/"
     # A recipient event's time is when it happened, not when it was published.
     assert json.loads(found[0].body)["timestamp"] == "2027-01-15T08:00:00Z"
+
+
+def test_only_the_wanted_recipient_events_become_payloads_and_the_subject_names_their_owner() -> None:
+    from google.protobuf import json_format
+
+    kinds = (delivery_pb2.DELIVERY_EVENT_KIND_QUEUED, delivery_pb2.DELIVERY_EVENT_KIND_SENT)
+    batch = delivery_pb2.DeliveryEvents(
+        events=[
+            delivery_pb2.DeliveryEvent(
+                kind=kind,
+                owner_user_id=7,
+                campaign_id=5,
+                recipient_id=n,
+                occur_time=timestamp_pb2.Timestamp(seconds=1_800_000_000),
+            )
+            for n in range(1, 4)
+            for kind in kinds
+        ]
+    )
+    data = json_format.MessageToJson(batch).encode()
+    published = datetime(2026, 12, 7, tzinfo=UTC)
+    found = outgoing_events(
+        "herald", "events.delivery.recipients.7.5", data, 3, published, frozenset({"recipient.sent"})
+    )
+    assert [(e.event_type, e.position) for e in found] == [("recipient.sent", p) for p in (1, 3, 5)]
+    # The positions, so the ids, are those of the unfiltered message.
+    everything = outgoing_events("herald", "events.delivery.recipients.7.5", data, 3, published)
+    assert {e.event_id for e in found} < {e.event_id for e in everything}
+
+    assert recipient_events_owner("events.delivery.recipients.7.5") == 7
+    for other in (
+        "events.campaign.status_changed",
+        "events.delivery.recipients.x.5",
+        "events.delivery.recipients",
+    ):
+        assert recipient_events_owner(other) is None
 
 
 @pytest_asyncio.fixture
