@@ -404,7 +404,6 @@ class DeliveryQueue:
     async def _queue_chunks(self, request: SendRequest, content: Mapping[str, Any]) -> None:
         """Streams the audience after the run's queueing_after and queues it chunk by chunk, each chunk with its
         batch messages in a transaction of its own; ends the run's queueing when the stream ends."""
-        metadata = owner_metadata(self._settings, request.owner_user_id)
         dates = uses_subscription_tags(content["emails"])
         self._queueing.add(request.campaign_id)
         try:
@@ -424,6 +423,9 @@ class DeliveryQueue:
                     # A call per chunk, read to its end: no stream stays open while the campaign waits for room
                     # (its unread messages would hold up the other campaigns' streams on the same connection).
                     rows: list[StagedRecipient] = []
+                    # A token per call: queueing a large audience outlasts any one token (a million recipients
+                    # took 13 minutes, and a token minted once expired after ten of them).
+                    metadata = owner_metadata(self._settings, request.owner_user_id)
                     async for streamed in self._recipients(
                         request, metadata, dates=dates, after=after, limit=size
                     ):
