@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     delivery_batch_size: int = 200
     delivery_concurrency: int = 50
     delivery_parallel_batches: int = 2
+    # Delivery workers lower their own CPU priority by this much (os.nice) when they start: sending is bulk work,
+    # and on a machine it shares, the API's calls (campaign.get while a campaign sends) go first. 0: unchanged.
+    delivery_worker_nice: int = Field(default=10, ge=0, le=19)
     # Recipients queued per transaction (services/delivery/queue.py): each chunk commits with its batch messages, so
     # workers send the first chunk while the rest of a large audience is still being queued.
     delivery_queue_chunk: int = Field(default=20_000, ge=100, le=1_000_000)

@@ -982,6 +982,10 @@ async def main(settings: Settings) -> None:
         raise SystemExit("the delivery worker needs SMTP_URL (herald run sets it to its local mail capture)")
     relays = parse_relays(settings.smtp_url)
     routes = parse_routes(settings.smtp_routes, relays)
+    if settings.delivery_worker_nice:
+        # Bulk work yields the CPU to the processes answering calls (README, HERALD_DELIVERY_WORKER_NICE).
+        niceness = os.nice(settings.delivery_worker_nice)
+        log.info("delivery worker runs at a lower CPU priority", nice=niceness)
     lanes = max(settings.delivery_parallel_batches, 1)
     engine = db.make_engine(settings, pool_size=lanes + 3)
     # Workers may start before the delivery service has migrated; migrating is idempotent and locked.
