@@ -75,9 +75,13 @@ run: $(STAMP)
 	$(COMPILE)
 	$(BIN)/herald run
 
+# The suite runs in PYTEST_WORKERS processes (pytest-xdist), each test file whole in one of them, so that a file's
+# Herald starts once; every process brings up its own embedded PostgreSQL and NATS. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
 test: install
 	$(COMPILE)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider \
+		$(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 protos: $(STAMP)
 	$(BIN)/python tools/protogen.py gen
