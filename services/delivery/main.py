@@ -1,4 +1,4 @@
-"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService and EventWebhookService, runs the send queue (services/delivery/queue.py), the opt-in confirmations (services/delivery/opt_in.py) and the email previews (services/delivery/preview.py) on its NATS link, the split-test decider (services/delivery/split_tests.py) and the event webhooks (services/delivery/event_webhook_sender.py)."""
+"""Entry point of the delivery service: migrates the `delivery` schema, serves DeliveryService and EventWebhookService, runs the send queue (services/delivery/queue.py) and its batch feeder (services/delivery/feeder.py), the opt-in confirmations (services/delivery/opt_in.py) and the email previews (services/delivery/preview.py) on its NATS link, the split-test decider (services/delivery/split_tests.py) and the event webhooks (services/delivery/event_webhook_sender.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from services.delivery.api import DeliveryService
 from services.delivery.event_webhook_api import EventWebhookService
 from services.delivery.event_webhook_sender import DURABLE as EVENT_WEBHOOKS_DURABLE
 from services.delivery.event_webhook_sender import EventWebhookSender, SecretSeal
+from services.delivery.feeder import BatchFeeder
 from services.delivery.opt_in import OptInConfirmations
 from services.delivery.preview import EmailPreviews
 from services.delivery.queue import DeliveryQueue
@@ -35,7 +36,8 @@ async def main(settings: Settings) -> None:
     outbox = Outbox(
         engine, SCHEMA, subjects, with_headers=True, unordered_prefix=retries.schedules_prefix(subjects)
     )
-    queue = DeliveryQueue(engine, settings, outbox)
+    feeder = BatchFeeder(outbox)
+    queue = DeliveryQueue(engine, settings, outbox, feeder)
     confirmations = OptInConfirmations(settings, outbox)
     previews = EmailPreviews(settings, outbox)
     decider = SplitTestDecider(outbox, settings)
@@ -49,7 +51,7 @@ async def main(settings: Settings) -> None:
         outbox=outbox,
         consumers=[*queue.consumers(), *confirmations.consumers(), *previews.consumers()],
         streams=streams.STREAMS,
-        tasks=[event_webhooks.ingest],
+        tasks=[event_webhooks.ingest, feeder.run],
         task_consumers={EVENT_WEBHOOKS_DURABLE: lambda subjects: subjects.events_stream},
     )
 

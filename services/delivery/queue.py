@@ -73,6 +73,7 @@ from services.common.outbox import Outbox, UnitOfWork
 from services.common.personalization import list_snapshot
 from services.delivery import events as delivery_events
 from services.delivery import queue_store, recipient_events, retries, sending, store
+from services.delivery.feeder import BatchFeeder
 from services.delivery.message import email_snapshot, uses_subscription_tags
 from services.delivery.queue_store import Run, StagedRecipient
 from services.delivery.relays import relay_names
@@ -93,8 +94,8 @@ CAMPAIGN_DELETED_DURABLE = "delivery-campaign-deleted"
 STREAM_CHUNK = 5000
 # Send requests a delivery service handles at once (campaigns being queued in chunks at the same time).
 SEND_REQUEST_CONCURRENCY = 8
-# Queueing in chunks keeps at most this many chunks of a Sending campaign queued and not yet sent: the batch
-# messages of campaigns sent at the same time interleave in the stream, so that none waits for another's end.
+# Queueing in chunks keeps at most this many chunks of a Sending campaign queued and not yet sent (the feeder,
+# services/delivery/feeder.py, publishes their batches in turn with the other campaigns').
 CHUNKS_AHEAD = 2
 # Seconds between two looks at how far the workers got, while a campaign has as much queued ahead as it may.
 ROOM_POLL_SECONDS = 0.5
@@ -158,8 +159,9 @@ async def finish_if_done(outbox: Outbox, campaign_id: int) -> bool:
 class DeliveryQueue:
     """Queues campaigns and follows their status: the handlers of its `consumers()`."""
 
-    def __init__(self, engine: AsyncEngine, settings: Settings, outbox: Outbox) -> None:
+    def __init__(self, engine: AsyncEngine, settings: Settings, outbox: Outbox, feeder: BatchFeeder) -> None:
         self._engine = engine
+        self._feeder = feeder
         self._settings = settings
         self._outbox = outbox
         self._subjects = Subjects.of(settings)
@@ -491,10 +493,12 @@ class DeliveryQueue:
             await queue_store.save_chunk(
                 conn, request.campaign_id, batches=batches, added_recipients=count, after=fresh[-1][0]
             )
-            if batches and run.state == RunState.SENDING:
+            if batches and run.state == RunState.SENDING and not run.fed:
                 await queue_store.add_batch_messages(
                     work, request.campaign_id, first_batch, first_batch + batches - 1, run.generation
                 )
+        if run.fed:
+            self._feeder.kick()  # the feeder publishes the chunk's batches, in turn with other campaigns'
         log.debug("chunk queued", recipients=count, batches=batches, after_subscriber_id=fresh[-1][0])
         return True
 
@@ -583,7 +587,12 @@ class DeliveryQueue:
         """Publishes the run's Pending rows again under a new generation, and schedules its Deferred rows again
         (a retry that came due while the run was paused was not sent); returns how many batch messages."""
         generation = await queue_store.next_generation(work.conn, run.campaign_id)
-        published = await queue_store.republished_batch_count(work, run.campaign_id, generation)
+        # A fed run's batches that the feeder has not published yet wait for it, under the new generation too.
+        published = await queue_store.republished_batch_count(
+            work, run.campaign_id, generation, through=run.published_batches
+        )
+        if run.fed:
+            self._feeder.kick()
         deferred = await queue_store.deferred_retries(work.conn, run.campaign_id)
         retries.schedule(work, self._subjects, deferred, again=f"g{generation}")
         log.info(

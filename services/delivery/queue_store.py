@@ -25,7 +25,7 @@ from services.delivery.sending import RunState, Variation
 
 _RUN_COLUMNS = (
     "campaign_id, owner_user_id, state, content, occurrence, occurrence_started_at, generation, batches, "
-    "total_recipients, finished_at, reason, queueing_after, queueing_rows"
+    "total_recipients, finished_at, reason, queueing_after, queueing_rows, published_batches"
 )
 
 
@@ -48,6 +48,14 @@ class Run:
     # and the occurrence's rows queued so far; None and 0 once it is all queued (or for a one-transaction queue).
     queueing_after: int | None = None
     queueing_rows: int = 0
+    # The highest batch id the feeder (services/delivery/feeder.py) has published for an occurrence queued in chunks;
+    # None when every batch is published as it is queued.
+    published_batches: int | None = None
+
+    @property
+    def fed(self) -> bool:
+        """Its batch messages are published by the feeder, not with the chunks that queue them."""
+        return self.published_batches is not None
 
     @property
     def queued(self) -> bool:
@@ -128,20 +136,25 @@ async def next_generation(conn: AsyncConnection, campaign_id: int) -> int:
 
 
 # A DeliveryBatch message (services/common/events.py) in its proto3 JSON form, ids as JSON numbers.
-_BATCH_PAYLOAD = (
-    "convert_to(json_build_object('campaign_id', CAST(:c AS bigint), 'batch_id', b, "
-    "'generation', CAST(:g AS integer))::text, 'UTF8')"
+# `{c}`, `{g}`: the campaign id's and the generation's SQL expressions.
+_BATCH_PAYLOAD_OF = (
+    "convert_to(json_build_object('campaign_id', {c}, 'batch_id', b, 'generation', {g})::text, 'UTF8')"
 )
+_BATCH_PAYLOAD = _BATCH_PAYLOAD_OF.format(c="CAST(:c AS bigint)", g="CAST(:g AS integer)")
+# The feeder's: of run r (services/delivery/feeder.py), under the generation of the batch's Pending rows (column g).
+_FED_PAYLOAD = _BATCH_PAYLOAD_OF.format(c="r.c", g="g")
 
 
 async def republished_batch_count(
-    work: UnitOfWork, campaign_id: int, generation: int, batch_id: int | None = None
+    work: UnitOfWork, campaign_id: int, generation: int, batch_id: int | None = None, through: int | None = None
 ) -> int:
-    """Moves the Pending rows (of one batch, or all) to `generation` and publishes one message per batch they are in.
+    """Moves the Pending rows (of one batch, or all) to `generation` and publishes one message per batch they are in,
+    up to batch id `through` when given (the feeder publishes the later ones, with the generation their rows have).
 
     The old generation's messages then find nothing to claim, so a batch is never worked twice.
     """
     only_batch = "AND batch_id = CAST(:b AS integer)" if batch_id is not None else ""
+    published = "WHERE batch_id <= CAST(:through AS integer)" if through is not None else ""
     work.wrote_outbox_rows()
     result = await work.conn.execute(
         sa.text(
@@ -153,7 +166,7 @@ async def republished_batch_count(
             )
             INSERT INTO delivery.outbox (subject, msg_id, payload, traceparent)
             SELECT :subject, CAST(:c AS text) || ':' || b || ':' || CAST(:g AS text), {_BATCH_PAYLOAD}, CAST(:tp AS text)
-            FROM (SELECT DISTINCT batch_id AS b FROM bumped) AS batches
+            FROM (SELECT DISTINCT batch_id AS b FROM bumped {published}) AS batches
             ON CONFLICT (msg_id) DO NOTHING
             """
         ),
@@ -162,6 +175,7 @@ async def republished_batch_count(
             "g": generation,
             "subject": work.subject(events.DELIVERY_BATCH),
             "b": batch_id,
+            "through": through,
             "tp": tracing.traceparent(),
         },
     )
@@ -190,6 +204,75 @@ async def add_batch_messages(
             "last": last_batch,
             "tp": tracing.traceparent(),
         },
+    )
+
+
+# --- feeding the batch stream (services/delivery/feeder.py) ------------------------------------------------------
+
+
+async def feedable_runs(conn: AsyncConnection) -> list[tuple[int, int]]:
+    """The Sending runs with batches the feeder has not published yet: (campaign id, how many), oldest run first."""
+    rows = await conn.execute(
+        sa.text(
+            "SELECT campaign_id, batches - published_batches AS unpublished FROM delivery.campaign_runs "
+            f"WHERE state = '{RunState.SENDING}' AND published_batches < batches ORDER BY campaign_id"
+        )
+    )
+    return [(row.campaign_id, int(row.unpublished)) for row in rows]
+
+
+async def fed_batch_count(work: UnitOfWork, shares: Sequence[tuple[Run, int]]) -> int:
+    """Publishes the next batches of (locked, fed) runs, `count` of each, in turn (each run's first batch, then each
+    one's second, ...), each under the generation its Pending rows have (a resume moved them to its own), and records
+    them published; returns how many messages (a batch with nothing Pending left gets none)."""
+    ranges = [
+        (run.campaign_id, run.published_batches + 1, min(run.published_batches + count, run.batches))
+        for run, count in shares
+        if run.published_batches is not None
+    ]
+    ranges = [(c, first, last) for c, first, last in ranges if last >= first]
+    if not ranges:
+        return 0
+    work.wrote_outbox_rows()
+    columns = {"cs": [r[0] for r in ranges], "firsts": [r[1] for r in ranges], "lasts": [r[2] for r in ranges]}
+    runs = (
+        "unnest(CAST(:cs AS bigint[]), CAST(:firsts AS integer[]), CAST(:lasts AS integer[])) "
+        "WITH ORDINALITY AS r(c, first, last, turn)"
+    )
+    result = await work.conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO delivery.outbox (subject, msg_id, payload, traceparent)
+            SELECT :subject, CAST(r.c AS text) || ':' || b || ':' || CAST(g AS text), {_FED_PAYLOAD},
+                   CAST(:tp AS text)
+            FROM {runs}, generate_series(r.first, r.last) AS b,
+                 LATERAL (SELECT generation AS g FROM delivery.recipients
+                          WHERE campaign_id = r.c AND batch_id = b AND status = '{RecipientStatus.PENDING}'
+                          LIMIT 1) AS pending
+            ORDER BY b - r.first, r.turn
+            ON CONFLICT (msg_id) DO NOTHING
+            """
+        ),
+        {**columns, "subject": work.subject(events.DELIVERY_BATCH), "tp": tracing.traceparent()},
+    )
+    await work.conn.execute(
+        sa.text(
+            f"UPDATE delivery.campaign_runs SET published_batches = r.last FROM {runs} WHERE campaign_id = r.c"
+        ),
+        columns,
+    )
+    return result.rowcount
+
+
+async def unrelayed_batch_messages(conn: AsyncConnection, subject: str, cap: int) -> int:
+    """Batch messages in the outbox not relayed to NATS yet, counted up to `cap`."""
+    return int(
+        (
+            await conn.execute(
+                sa.text("SELECT count(*) FROM (SELECT 1 FROM delivery.outbox WHERE subject = :s LIMIT :cap) AS o"),
+                {"s": subject, "cap": cap},
+            )
+        ).scalar_one()
     )
 
 
@@ -423,7 +506,8 @@ async def save_occurrence(
     """Records a newly queued occurrence on its (locked) run: content, counters, and no finish yet.
 
     `split_test` (the occurrence holds recipients back for a winner) starts its test phase now. `in_chunks`: its
-    recipients come in later transactions (queued_chunk), the run is queueing until finished_queueing.
+    recipients come in later transactions (queued_chunk), the run is queueing until finished_queueing, and the
+    feeder publishes its batch messages (the earlier occurrences' batches, up to `batches`, count as published).
     """
     await conn.execute(
         sa.text(
@@ -433,7 +517,8 @@ async def save_occurrence(
             "split_test = CAST(:split_test AS jsonb), "
             "test_started_at = CASE WHEN CAST(:split_test AS jsonb) IS NULL THEN NULL ELSE now() END, "
             "winner_email_id = NULL, winner_decided_at = NULL, "
-            "queueing_after = CASE WHEN CAST(:chunks AS boolean) THEN 0 END, queueing_rows = 0 WHERE campaign_id = :c"
+            "queueing_after = CASE WHEN CAST(:chunks AS boolean) THEN 0 END, queueing_rows = 0, "
+            "published_batches = CASE WHEN CAST(:chunks AS boolean) THEN :b END WHERE campaign_id = :c"
         ),
         {
             "c": campaign_id,

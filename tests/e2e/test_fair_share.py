@@ -1,0 +1,82 @@
+"""Two large campaigns at once share the workers (services/delivery/feeder.py).
+
+The Herald of this module queues 1,000 recipients per chunk: when a chunk's batch messages went into the stream as
+it committed, the first campaign's whole audience of 2,500 was in the stream, in two or three chunks, before the
+second's first batch, and the second waited for nearly all of it. The feeder keeps about two seconds of batches
+waiting in the stream and publishes the Sending campaigns' batches in turn, so the second starts within those
+seconds and from then on both go out together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from tests.conftest import Backing
+from tests.e2e.delivery_helpers import (
+    DeliveryHerald,
+    assert_each_received_once,
+    create_list,
+    delivery_herald,
+    import_people,
+    new_domain,
+    people,
+    started_campaign,
+    wait_for_status,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+FIRST, SECOND = 2500, 1000
+# The sink's messages in order are looked at in blocks of this many: each must hold both campaigns.
+BLOCK = 150
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def herald(backing: Backing, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DeliveryHerald]:
+    env = {"HERALD_DELIVERY_QUEUE_CHUNK": "1000", "HERALD_DELIVERY_CONCURRENCY": "8"}
+    async with delivery_herald(backing, tmp_path_factory.mktemp("fair-share"), env) as running:
+        yield running
+
+
+async def test_a_second_large_campaign_starts_within_seconds_and_then_both_share_the_workers(
+    herald: DeliveryHerald,
+) -> None:
+    user = await herald.new_user()
+    first_domain, second_domain = new_domain(), new_domain()
+    first_people, second_people = people(FIRST, first_domain), people(SECOND, second_domain)
+    first_list = await create_list(herald.api, user, "First")
+    second_list = await create_list(herald.api, user, "Second")
+    await import_people(herald.api, user, first_list, first_people, within=120)
+    await import_people(herald.api, user, second_list, second_people, within=120)
+    # At most 8 messages at a time of 20 ms each: the first campaign takes several seconds, the two together more.
+    herald.recorder.slow_down(first_domain, 0.02)
+    herald.recorder.slow_down(second_domain, 0.02)
+
+    first = await started_campaign(herald, user, [first_list], name="First")
+    assert await herald.recorder.wait_for(first_domain, 100, within=60) >= 100
+    second = await started_campaign(herald, user, [second_list], name="Second")
+    second_ready = len(herald.recorder.messages_to(first_domain))
+    assert await wait_for_status(herald.api, user, second, "Sent", within=120) == "Sent"
+    assert await wait_for_status(herald.api, user, first, "Sent", within=120) == "Sent"
+    assert_each_received_once(herald.recorder, first_domain, [person.email for person in first_people])
+    assert_each_received_once(herald.recorder, second_domain, [person.email for person in second_people])
+
+    arrivals = sorted(
+        [(m.accepted_at, 1) for m in herald.recorder.messages_to(first_domain)]
+        + [(m.accepted_at, 2) for m in herald.recorder.messages_to(second_domain)]
+    )
+    order = [campaign for _, campaign in arrivals]
+    second_first = order.index(2)
+    # The second's first message did not wait for the first campaign's queue: only for the batches waiting in the
+    # stream when it was set Ready (about two seconds of sending; the first had 2,400 still to send).
+    before = order[:second_first].count(1) - second_ready
+    assert before < FIRST // 2, before
+    # From then on, until one of them has sent everything, every block of the sink's messages holds both.
+    both = order[second_first : min(len(order) - order[::-1].index(c) for c in (1, 2))]
+    blocks = [both[n : n + BLOCK] for n in range(0, len(both) - BLOCK + 1, BLOCK)]
+    assert len(blocks) >= 4, len(both)
+    shares = [block.count(2) / BLOCK for block in blocks]
+    assert all(0.15 <= share <= 0.85 for share in shares), shares
