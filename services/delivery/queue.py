@@ -7,8 +7,8 @@
   so a campaign only ever reaches its owner's lists and emails.
 - A plain campaign (no split test, no auto-resend, no rules bundle) is queued in chunks of
   HERALD_DELIVERY_QUEUE_CHUNK recipients: one transaction fixes the content and marks the run queueing
-  (campaign_runs.queueing_after = 0), then each chunk commits its rows with their batch messages, so
-  workers send the first chunk while the rest is still streamed. The audience streams in subscriber id
+  (campaign_runs.queueing_after = 0), then each chunk commits its rows, whose batch messages the feeder
+  (services/delivery/feeder.py) publishes, so workers send the first chunk while the rest is still streamed. The audience streams in subscriber id
   order; a chunk leaves out the addresses earlier chunks queued (each address once, the lowest subscriber
   id, as in one transaction) and advances queueing_after to its last subscriber id under the run's lock.
   A redelivered send request (the service died midway) resumes the stream after queueing_after; two

@@ -1,5 +1,5 @@
 """Queueing in chunks (services/delivery/queue.py): a large audience is queued chunk by chunk, each chunk committed
-with its batch messages, and still reaches every address once.
+on its own (the feeder publishes its batches, services/delivery/feeder.py), and still reaches every address once.
 
 The delivery Herald of these tests queues 100 recipients per chunk (TEST_DELIVERY_ENV), so a few hundred
 subscribers make several chunks.
