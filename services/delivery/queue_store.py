@@ -25,7 +25,7 @@ from services.delivery.sending import RunState, Variation
 
 _RUN_COLUMNS = (
     "campaign_id, owner_user_id, state, content, occurrence, occurrence_started_at, generation, batches, "
-    "total_recipients, finished_at, reason, queueing_after, queueing_rows, published_batches"
+    "total_recipients, finished_at, reason, queueing_after, queueing_rows, published_batches, published_traceparent"
 )
 
 
@@ -51,6 +51,8 @@ class Run:
     # The highest batch id the feeder (services/delivery/feeder.py) has published for an occurrence queued in chunks;
     # None when every batch is published as it is queued.
     published_batches: int | None = None
+    # The trace the fed batch messages continue (the send request's that queued the occurrence).
+    published_traceparent: str | None = None
 
     @property
     def fed(self) -> bool:
@@ -224,27 +226,32 @@ async def feedable_runs(conn: AsyncConnection) -> list[tuple[int, int]]:
 async def fed_batch_count(work: UnitOfWork, shares: Sequence[tuple[Run, int]]) -> int:
     """Publishes the next batches of (locked, fed) runs, `count` of each, in turn (each run's first batch, then each
     one's second, ...), each under the generation its Pending rows have (a resume moved them to its own), and records
-    them published; returns how many messages (a batch with nothing Pending left gets none)."""
+    them published; returns how many messages (a batch with nothing Pending left gets none). The messages continue
+    the trace of the send request that queued the occurrence."""
     ranges = [
-        (run.campaign_id, run.published_batches + 1, min(run.published_batches + count, run.batches))
+        (run, run.published_batches + 1, min(run.published_batches + count, run.batches))
         for run, count in shares
         if run.published_batches is not None
     ]
-    ranges = [(c, first, last) for c, first, last in ranges if last >= first]
+    ranges = [(run, first, last) for run, first, last in ranges if last >= first]
     if not ranges:
         return 0
     work.wrote_outbox_rows()
-    columns = {"cs": [r[0] for r in ranges], "firsts": [r[1] for r in ranges], "lasts": [r[2] for r in ranges]}
+    columns = {
+        "cs": [run.campaign_id for run, _, _ in ranges],
+        "firsts": [first for _, first, _ in ranges],
+        "lasts": [last for _, _, last in ranges],
+        "tps": [run.published_traceparent for run, _, _ in ranges],
+    }
     runs = (
-        "unnest(CAST(:cs AS bigint[]), CAST(:firsts AS integer[]), CAST(:lasts AS integer[])) "
-        "WITH ORDINALITY AS r(c, first, last, turn)"
+        "unnest(CAST(:cs AS bigint[]), CAST(:firsts AS integer[]), CAST(:lasts AS integer[]), CAST(:tps AS text[])) "
+        "WITH ORDINALITY AS r(c, first, last, tp, turn)"
     )
     result = await work.conn.execute(
         sa.text(
             f"""
             INSERT INTO delivery.outbox (subject, msg_id, payload, traceparent)
-            SELECT :subject, CAST(r.c AS text) || ':' || b || ':' || CAST(g AS text), {_FED_PAYLOAD},
-                   CAST(:tp AS text)
+            SELECT :subject, CAST(r.c AS text) || ':' || b || ':' || CAST(g AS text), {_FED_PAYLOAD}, r.tp
             FROM {runs}, generate_series(r.first, r.last) AS b,
                  LATERAL (SELECT generation AS g FROM delivery.recipients
                           WHERE campaign_id = r.c AND batch_id = b AND status = '{RecipientStatus.PENDING}'
@@ -253,7 +260,7 @@ async def fed_batch_count(work: UnitOfWork, shares: Sequence[tuple[Run, int]]) -
             ON CONFLICT (msg_id) DO NOTHING
             """
         ),
-        {**columns, "subject": work.subject(events.DELIVERY_BATCH), "tp": tracing.traceparent()},
+        {**columns, "subject": work.subject(events.DELIVERY_BATCH)},
     )
     await work.conn.execute(
         sa.text(
@@ -518,7 +525,8 @@ async def save_occurrence(
             "test_started_at = CASE WHEN CAST(:split_test AS jsonb) IS NULL THEN NULL ELSE now() END, "
             "winner_email_id = NULL, winner_decided_at = NULL, "
             "queueing_after = CASE WHEN CAST(:chunks AS boolean) THEN 0 END, queueing_rows = 0, "
-            "published_batches = CASE WHEN CAST(:chunks AS boolean) THEN :b END WHERE campaign_id = :c"
+            "published_batches = CASE WHEN CAST(:chunks AS boolean) THEN :b END, "
+            "published_traceparent = CASE WHEN CAST(:chunks AS boolean) THEN CAST(:tp AS text) END WHERE campaign_id = :c"
         ),
         {
             "c": campaign_id,
@@ -530,6 +538,7 @@ async def save_occurrence(
             "reason": reason,
             "split_test": None if split_test is None else json.dumps(split_test),
             "chunks": in_chunks,
+            "tp": tracing.traceparent(),
         },
     )
 

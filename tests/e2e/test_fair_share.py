@@ -1,7 +1,7 @@
 """Two large campaigns at once share the workers (services/delivery/feeder.py).
 
 The Herald of this module queues 1,000 recipients per chunk: when a chunk's batch messages went into the stream as
-it committed, the first campaign's whole audience of 2,500 was in the stream, in two or three chunks, before the
+it committed, the first campaign's whole audience of 1,500 was in the stream, in two chunks, before the
 second's first batch, and the second waited for nearly all of it. The feeder keeps about two seconds of batches
 waiting in the stream and publishes the Sending campaigns' batches in turn, so the second starts within those
 seconds and from then on both go out together.
@@ -29,7 +29,7 @@ from tests.e2e.delivery_helpers import (
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-FIRST, SECOND = 2500, 1000
+FIRST, SECOND = 1500, 600
 # The sink's messages in order are looked at in blocks of this many: each must hold both campaigns.
 BLOCK = 150
 
@@ -71,7 +71,7 @@ async def test_a_second_large_campaign_starts_within_seconds_and_then_both_share
     order = [campaign for _, campaign in arrivals]
     second_first = order.index(2)
     # The second's first message did not wait for the first campaign's queue: only for the batches waiting in the
-    # stream when it was set Ready (about two seconds of sending; the first had 2,400 still to send).
+    # stream when it was set Ready (about two seconds of sending; the first had 1,400 still to send).
     before = order[:second_first].count(1) - second_ready
     assert before < FIRST // 2, before
     # From then on, until one of them has sent everything, every block of the sink's messages holds both.

@@ -3,5 +3,7 @@
 -- and published_batches is the highest batch id it has published. NULL: every batch is published as it is queued
 -- (an occurrence queued in one transaction, or one queued before this migration).
 ALTER TABLE campaign_runs ADD COLUMN published_batches integer;
+-- The trace the fed batch messages continue: that of the send request which queued the occurrence.
+ALTER TABLE campaign_runs ADD COLUMN published_traceparent text;
 -- The feeder asks for the runs with batches to publish several times a second.
 CREATE INDEX campaign_runs_unpublished_idx ON campaign_runs (campaign_id) WHERE published_batches < batches;
