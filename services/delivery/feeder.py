@@ -1,7 +1,7 @@
-"""The feeder: publishes the batch messages of campaigns queued in chunks, a few at a time and in turn.
+"""The feeder: publishes the batch messages of queued campaigns, a few at a time and in turn.
 
 The batch stream is one queue in publish order that every worker reads. When a chunk of 20,000 recipients
-published its batch messages as it committed, two large campaigns sent at once went out in turns of whole
+published its batch messages as it committed (and a campaign queued in one transaction all of its batches), two large campaigns sent at once went out in turns of whole
 chunks (each stood still for up to 30 s at a time), and a campaign set Ready while another sent waited behind
 the chunks the other had queued ahead. So a chunk now commits its queue rows only, and the delivery service's
 feeder keeps the stream short and mixed:
@@ -23,8 +23,9 @@ to its own and publishes only what was published before, services/delivery/queue
 midway leaves the rest to its next pass or to another replica's feeder. Replicas take turns on each run's
 lock; together they may put up to their number times the target in the stream.
 
-Only occurrences queued in chunks are fed; one queued in a transaction (split test, auto-resend, rules bundle)
-publishes all its batches as it is queued.
+Every occurrence queued since migration 0021 is fed: in chunks, in one transaction (split test, auto-resend,
+rules bundle), and a split test's winner. Runs queued before it (`published_batches` NULL), opt-in confirmations
+and previews publish their batches as they are queued.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ MIN_AHEAD_BATCHES = 4
 
 BATCHES_FED = Counter(
     "herald_delivery_batches_fed_total",
-    "Batch messages the feeder published for campaigns queued in chunks",
+    "Batch messages the feeder published for queued campaigns",
 )
 FEED_TARGET = Gauge(
     "herald_delivery_feed_target_batches",

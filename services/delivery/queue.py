@@ -2,8 +2,8 @@
 
 - A send request for an occurrence not queued yet snapshots the content (EmailService.GetEmail), streams
   the audience (AudienceService.StreamRecipients, which keeps Subscribed, unsuppressed addresses, each
-  once) into the queue with COPY, fixes TotalRecipients, and publishes one batch message per
-  HERALD_DELIVERY_BATCH_SIZE rows through the outbox. Both calls carry a token of the campaign's owner,
+  once) into the queue with COPY and fixes TotalRecipients; the feeder (services/delivery/feeder.py) then
+  publishes one batch message per HERALD_DELIVERY_BATCH_SIZE rows through the outbox. Both calls carry a token of the campaign's owner,
   so a campaign only ever reaches its owner's lists and emails.
 - A plain campaign (no split test, no auto-resend, no rules bundle) is queued in chunks of
   HERALD_DELIVERY_QUEUE_CHUNK recipients: one transaction fixes the content and marks the run queueing
@@ -290,7 +290,8 @@ class DeliveryQueue:
         reason: str,
         metadata: tuple[tuple[str, str], ...] | None,
     ) -> None:
-        """Queues the occurrence in one transaction: all of its recipients and batch messages, or nothing."""
+        """Queues the occurrence in one transaction: all of its recipients, or nothing (the feeder publishes the
+        batches)."""
         async with self._outbox.unit_of_work() as work:
             conn = work.conn
             run = await queue_store.ensured_run_for_update(
@@ -353,15 +354,10 @@ class DeliveryQueue:
                     if split_test is not None and test_group is not None
                     else None
                 ),
+                published_batches=run.batches,  # the feeder publishes the new ones
             )
-            if batches and run.state == RunState.SENDING:
-                await queue_store.add_batch_messages(
-                    work,
-                    request.campaign_id,
-                    first_batch,
-                    first_batch + batches - 1,
-                    generation,
-                )
+        if batches:
+            self._feeder.kick()
         log.info(
             "campaign queued",
             occurrence=request.occurrence,
@@ -399,6 +395,7 @@ class DeliveryQueue:
                 added_recipients=0,
                 reason="",
                 in_chunks=True,
+                published_batches=run.batches,  # the feeder publishes the chunks' batches
             )
         log.info("campaign queueing in chunks", occurrence=request.occurrence, chunk=self._queue_chunk)
         return content

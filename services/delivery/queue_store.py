@@ -509,12 +509,14 @@ async def save_occurrence(
     reason: str,
     split_test: Mapping[str, Any] | None = None,
     in_chunks: bool = False,
+    published_batches: int | None = None,
 ) -> None:
     """Records a newly queued occurrence on its (locked) run: content, counters, and no finish yet.
 
     `split_test` (the occurrence holds recipients back for a winner) starts its test phase now. `in_chunks`: its
-    recipients come in later transactions (queued_chunk), the run is queueing until finished_queueing, and the
-    feeder publishes its batch messages (the earlier occurrences' batches, up to `batches`, count as published).
+    recipients come in later transactions (queued_chunk), the run is queueing until finished_queueing.
+    `published_batches`: the feeder publishes the batches after this one (the earlier occurrences' are published),
+    in the trace of the current span; None: the caller publishes them.
     """
     await conn.execute(
         sa.text(
@@ -525,8 +527,9 @@ async def save_occurrence(
             "test_started_at = CASE WHEN CAST(:split_test AS jsonb) IS NULL THEN NULL ELSE now() END, "
             "winner_email_id = NULL, winner_decided_at = NULL, "
             "queueing_after = CASE WHEN CAST(:chunks AS boolean) THEN 0 END, queueing_rows = 0, "
-            "published_batches = CASE WHEN CAST(:chunks AS boolean) THEN :b END, "
-            "published_traceparent = CASE WHEN CAST(:chunks AS boolean) THEN CAST(:tp AS text) END WHERE campaign_id = :c"
+            "published_batches = CAST(:published AS integer), "
+            "published_traceparent = CASE WHEN CAST(:published AS integer) IS NOT NULL THEN CAST(:tp AS text) END "
+            "WHERE campaign_id = :c"
         ),
         {
             "c": campaign_id,
@@ -538,6 +541,7 @@ async def save_occurrence(
             "reason": reason,
             "split_test": None if split_test is None else json.dumps(split_test),
             "chunks": in_chunks,
+            "published": published_batches,
             "tp": tracing.traceparent(),
         },
     )
@@ -665,6 +669,8 @@ class DueSplitTest:
     generation: int
     batches: int
     split_test: Mapping[str, Any]
+    # Not None: the feeder publishes the winner's batches (services/delivery/feeder.py).
+    published_batches: int | None
 
 
 async def due_split_tests_for_update(conn: AsyncConnection, limit: int) -> list[DueSplitTest]:
@@ -676,7 +682,7 @@ async def due_split_tests_for_update(conn: AsyncConnection, limit: int) -> list[
     rows = await conn.execute(
         sa.text(
             f"""
-            SELECT campaign_id, occurrence, generation, batches, split_test
+            SELECT campaign_id, occurrence, generation, batches, split_test, published_batches
             FROM delivery.campaign_runs
             WHERE split_test IS NOT NULL AND winner_decided_at IS NULL AND state = '{RunState.SENDING}'
               AND test_started_at

@@ -59,7 +59,11 @@ class SplitTestDecider:
                     batch_size=self._batch_size,
                 )
                 batches = sending.batch_count(count, self._batch_size)
-                if batches:
+                if not batches:
+                    empty.append(run.campaign_id)
+                elif (
+                    run.published_batches is None
+                ):  # otherwise the feeder publishes them (services/delivery/feeder.py)
                     await queue_store.add_batch_messages(
                         work,
                         run.campaign_id,
@@ -67,8 +71,6 @@ class SplitTestDecider:
                         first_batch + batches - 1,
                         generation,
                     )
-                else:
-                    empty.append(run.campaign_id)
                 await queue_store.save_winner(
                     conn,
                     run.campaign_id,
