@@ -20,8 +20,9 @@ with a delay), are not in `num_pending`, so a slow domain does not hold the feed
 Nothing is lost or sent twice: a run's messages and its `published_batches` (migration 0021) commit in one
 transaction under the run's lock, each batch under the generation its Pending rows have (a resume moves them
 to its own and publishes only what was published before, services/delivery/queue.py). A feeder that stops
-midway leaves the rest to its next pass or to another replica's feeder. Replicas take turns on each run's
-lock; together they may put up to their number times the target in the stream.
+midway leaves the rest to its next pass or to another replica's feeder. Several delivery services each run a
+feeder: a pass takes a transaction-long advisory lock first, and a feeder that finds it held skips its pass, so
+one pass at a time reads the stream and tops it up.
 
 Every occurrence queued since migration 0021 is fed: in chunks, in one transaction (split test, auto-resend,
 rules bundle), and a split test's winner. Runs queued before it (`published_batches` NULL), opt-in confirmations
@@ -98,9 +99,12 @@ class BatchFeeder:
             failing.recovered()
 
     async def feed(self, js: JetStreamContext, subjects: Subjects) -> int:
-        """One pass: tops the stream up for the runs with batches to publish; returns how many messages."""
-        async with self._outbox.engine.connect() as conn:
-            runs = await queue_store.feedable_runs(conn)
+        """One pass: tops the stream up for the runs with batches to publish; returns how many messages. A pass is
+        one transaction, and one at a time among the delivery services' feeders."""
+        async with self._outbox.unit_of_work() as work:
+            if not await queue_store.feeding_turn(work.conn):
+                return 0  # another delivery service's feeder is in its pass
+            runs = await queue_store.feedable_runs(work.conn)
             if not runs:
                 self._taken.clear()  # the workers' pace is measured afresh when there is something to feed again
                 return 0
@@ -108,14 +112,13 @@ class BatchFeeder:
             room = target - await self._waiting(js, subjects)
             if room > 0:
                 room -= await queue_store.unrelayed_batch_messages(
-                    conn, subjects.event(events.DELIVERY_BATCH), cap=room
+                    work.conn, subjects.event(events.DELIVERY_BATCH), cap=room
                 )
-        if room <= 0:
-            return 0
-        self._turn += 1
-        first = self._turn % len(runs)
-        shares = _shares(runs[first:] + runs[:first], room)
-        async with self._outbox.unit_of_work() as work:
+            if room <= 0:
+                return 0
+            self._turn += 1
+            first = self._turn % len(runs)
+            shares = _shares(runs[first:] + runs[:first], room)
             locked: list[tuple[queue_store.Run, int]] = []
             for campaign_id in sorted(shares):  # locked in one order, as nothing else locks two runs
                 run = await queue_store.run_for_update(work.conn, campaign_id)

@@ -212,6 +212,15 @@ async def add_batch_messages(
 # --- feeding the batch stream (services/delivery/feeder.py) ------------------------------------------------------
 
 
+async def feeding_turn(conn: AsyncConnection) -> bool:
+    """Whether this transaction is the one feeder pass of the moment (another replica's may hold the turn): an
+    advisory lock until the transaction ends, not waited for."""
+    taken = await conn.execute(
+        sa.text("SELECT pg_try_advisory_xact_lock(hashtextextended('herald-delivery-feeder', 0))")
+    )
+    return bool(taken.scalar_one())
+
+
 async def feedable_runs(conn: AsyncConnection) -> list[tuple[int, int]]:
     """The Sending runs with batches the feeder has not published yet: (campaign id, how many), oldest run first."""
     rows = await conn.execute(

@@ -4,26 +4,33 @@ The Herald of this module queues 1,000 recipients per chunk: when a chunk's batc
 it committed, the first campaign's whole audience of 1,500 was in the stream, in two chunks, before the
 second's first batch, and the second waited for nearly all of it. The feeder keeps about two seconds of batches
 waiting in the stream and publishes the Sending campaigns' batches in turn, so the second starts within those
-seconds and from then on both go out together.
+seconds and from then on both go out together. A campaign paused while the feeder still holds some of its batches
+back reaches everybody once when resumed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
 import pytest_asyncio
 
 from tests.conftest import Backing
 from tests.e2e.delivery_helpers import (
     DeliveryHerald,
+    assert_counts_match_queue,
     assert_each_received_once,
+    audience,
     create_list,
     delivery_herald,
     import_people,
     new_domain,
+    ok,
     people,
     started_campaign,
+    status_of,
     wait_for_status,
 )
 
@@ -80,3 +87,33 @@ async def test_a_second_large_campaign_starts_within_seconds_and_then_both_share
     assert len(blocks) >= 4, len(both)
     shares = [block.count(2) / BLOCK for block in blocks]
     assert all(0.15 <= share <= 0.85 for share in shares), shares
+
+
+async def test_a_campaign_paused_with_batches_not_yet_fed_is_resumed_and_reaches_everybody_once(
+    herald: DeliveryHerald,
+) -> None:
+    user = await herald.new_user()
+    domain, subscribers, list_id = await audience(herald, user, 400)
+    # At most 16 messages at a time of 0.2 s each, some 80 a second: the feeder keeps about two seconds of batches of
+    # 25 ahead, so at the pause about half of the 16 batches are not published yet.
+    herald.recorder.slow_down(domain, 0.2)
+    campaign_id = await started_campaign(herald, user, [list_id], name="Paused while fed")
+    assert await herald.recorder.wait_for(domain, 25, within=60) >= 25
+    await ok(herald.api, "campaign.pause", user.api_key, CampaignID=campaign_id)
+    assert await status_of(herald.api, user, campaign_id) == "Paused"
+    async with await psycopg.AsyncConnection.connect(herald.system.env["DATABASE_URL"], autocommit=True) as conn:
+        row = await (
+            await conn.execute(
+                "SELECT published_batches, batches FROM delivery.campaign_runs WHERE campaign_id = %(c)s",
+                {"c": campaign_id},
+            )
+        ).fetchone()
+    assert row is not None and row[0] < row[1], row  # the resume meets batches the feeder has not published
+    await asyncio.sleep(1.5)
+    assert len(herald.recorder.messages_to(domain)) < len(subscribers)
+
+    # The resume publishes again what had been published; the feeder publishes the rest under the new generation.
+    await ok(herald.api, "campaign.resume", user.api_key, CampaignID=campaign_id)
+    assert await wait_for_status(herald.api, user, campaign_id, "Sent", within=60) == "Sent"
+    assert_each_received_once(herald.recorder, domain, [person.email for person in subscribers])
+    assert await assert_counts_match_queue(herald.system, campaign_id) == (400, 400, 0)
