@@ -1,8 +1,8 @@
 """Two large campaigns at once share the workers (services/delivery/feeder.py).
 
 The Herald of this module queues 1,000 recipients per chunk: when a chunk's batch messages went into the stream as
-it committed, the first campaign's whole audience of 1,500 was in the stream, in two chunks, before the
-second's first batch, and the second waited for nearly all of it. The feeder keeps about two seconds of batches
+it committed, two chunks of the first campaign's audience of 3,000 were in the stream before the second's first
+batch, and the second waited for nearly all of them. The feeder keeps about two seconds of batches
 waiting in the stream and publishes the Sending campaigns' batches in turn, so the second starts within those
 seconds and from then on both go out together. A campaign paused while the feeder still holds some of its batches
 back reaches everybody once when resumed.
@@ -36,7 +36,7 @@ from tests.e2e.delivery_helpers import (
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-FIRST, SECOND = 1500, 600
+FIRST, SECOND = 3000, 600
 # The sink's messages in order are looked at in blocks of this many: each must hold both campaigns.
 BLOCK = 150
 
@@ -58,9 +58,10 @@ async def test_a_second_large_campaign_starts_within_seconds_and_then_both_share
     second_list = await create_list(herald.api, user, "Second")
     await import_people(herald.api, user, first_list, first_people, within=120)
     await import_people(herald.api, user, second_list, second_people, within=120)
-    # At most 8 messages at a time of 20 ms each: the first campaign takes several seconds, the two together more.
-    herald.recorder.slow_down(first_domain, 0.02)
-    herald.recorder.slow_down(second_domain, 0.02)
+    # At most 16 messages at a time (8 per worker) of 50 ms each: at most 320 a second, however fast the machine, so
+    # the two seconds of batches the feeder keeps ahead are at most 640 messages.
+    herald.recorder.slow_down(first_domain, 0.05)
+    herald.recorder.slow_down(second_domain, 0.05)
 
     first = await started_campaign(herald, user, [first_list], name="First")
     assert await herald.recorder.wait_for(first_domain, 100, within=60) >= 100
@@ -78,7 +79,7 @@ async def test_a_second_large_campaign_starts_within_seconds_and_then_both_share
     order = [campaign for _, campaign in arrivals]
     second_first = order.index(2)
     # The second's first message did not wait for the first campaign's queue: only for the batches waiting in the
-    # stream when it was set Ready (about two seconds of sending; the first had 1,400 still to send).
+    # stream when it was set Ready (about two seconds of sending; the first had 2,900 still to send).
     before = order[:second_first].count(1) - second_ready
     assert before < FIRST // 2, before
     # From then on, until one of them has sent everything, every block of the sink's messages holds both.
