@@ -1,9 +1,9 @@
 """The feeder: publishes the batch messages of queued campaigns, a few at a time and in turn.
 
 The batch stream is one queue in publish order that every worker reads. When a chunk of 20,000 recipients
-published its batch messages as it committed (and a campaign queued in one transaction all of its batches), two large campaigns sent at once went out in turns of whole
-chunks (each stood still for up to 30 s at a time), and a campaign set Ready while another sent waited behind
-the chunks the other had queued ahead. So a chunk now commits its queue rows only, and the delivery service's
+published its batch messages as it committed (and a campaign queued in one transaction all of its batches), two
+large campaigns sent at once went out in turns of whole chunks (each stood still for up to 30 s at a time), and
+a campaign set Ready while another sent waited behind the chunks the other had queued ahead. So a chunk now commits its queue rows only, and the delivery service's
 feeder keeps the stream short and mixed:
 
 - Every FEED_SECONDS, and at once when a chunk commits or a campaign is resumed, it reads how many batch
@@ -119,13 +119,13 @@ class BatchFeeder:
             self._turn += 1
             first = self._turn % len(runs)
             shares = _shares(runs[first:] + runs[:first], room)
+            # Locked in this pass's turn, which is the order their batches alternate in (no other transaction locks
+            # two runs: the advisory lock above makes this pass the only one).
             locked: list[tuple[queue_store.Run, int]] = []
-            for campaign_id in sorted(shares):  # locked in one order, as nothing else locks two runs
+            for campaign_id, share in shares.items():
                 run = await queue_store.run_for_update(work.conn, campaign_id)
                 if run is not None and run.state == RunState.SENDING and run.fed:
-                    locked.append((run, shares[campaign_id]))
-            # In the stream, the runs' batches alternate, in this pass's turn.
-            locked.sort(key=lambda share: list(shares).index(share[0].campaign_id))
+                    locked.append((run, share))
             fed = await queue_store.fed_batch_count(work, locked)
         BATCHES_FED.inc(fed)
         return fed

@@ -3,18 +3,19 @@
 - A send request for an occurrence not queued yet snapshots the content (EmailService.GetEmail), streams
   the audience (AudienceService.StreamRecipients, which keeps Subscribed, unsuppressed addresses, each
   once) into the queue with COPY and fixes TotalRecipients; the feeder (services/delivery/feeder.py) then
-  publishes one batch message per HERALD_DELIVERY_BATCH_SIZE rows through the outbox. Both calls carry a token of the campaign's owner,
-  so a campaign only ever reaches its owner's lists and emails.
+  publishes one batch message per HERALD_DELIVERY_BATCH_SIZE rows through the outbox. Both calls carry a
+  token of the campaign's owner, so a campaign only ever reaches its owner's lists and emails.
 - A plain campaign (no split test, no auto-resend, no rules bundle) is queued in chunks of
   HERALD_DELIVERY_QUEUE_CHUNK recipients: one transaction fixes the content and marks the run queueing
   (campaign_runs.queueing_after = 0), then each chunk commits its rows, whose batch messages the feeder
-  (services/delivery/feeder.py) publishes, so workers send the first chunk while the rest is still streamed. The audience streams in subscriber id
-  order; a chunk leaves out the addresses earlier chunks queued (each address once, the lowest subscriber
-  id, as in one transaction) and advances queueing_after to its last subscriber id under the run's lock.
+  publishes, so workers send the first chunk while the rest is still streamed. The audience streams in
+  subscriber id order; a chunk leaves out the addresses earlier chunks queued (each address once, the lowest
+  subscriber id, as in one transaction) and advances queueing_after to its last subscriber id under the run's
+  lock.
   A redelivered send request (the service died midway) resumes the stream after queueing_after; two
   queuers of one run take turns on its lock and skip what the other queued. The run cannot finish while
-  queueing_after is set. Paused: chunks are still queued, Pending without batch messages (a resume
-  publishes every Pending row); Cancelled: queueing stops.
+  queueing_after is set. Paused: chunks are still queued, Pending, and the feeder publishes nothing for
+  the run until its resume; Cancelled: queueing stops.
 - The others (split test, auto-resend, rules bundle) are queued in one transaction, all or nothing: the
   test group is drawn from, and the non-openers compared against, the whole audience; with a rules bundle the
   recipients' lists are only known once all are streamed, and the List: tags must be fixed before the first

@@ -48,8 +48,8 @@ class Run:
     # and the occurrence's rows queued so far; None and 0 once it is all queued (or for a one-transaction queue).
     queueing_after: int | None = None
     queueing_rows: int = 0
-    # The highest batch id the feeder (services/delivery/feeder.py) has published for an occurrence queued in chunks;
-    # None when every batch is published as it is queued.
+    # The highest batch id the feeder (services/delivery/feeder.py) has published for the occurrence; None when every
+    # batch is published as it is queued (an occurrence queued before migration 0021).
     published_batches: int | None = None
     # The trace the fed batch messages continue (the send request's that queued the occurrence).
     published_traceparent: str | None = None

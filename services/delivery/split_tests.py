@@ -61,9 +61,8 @@ class SplitTestDecider:
                 batches = sending.batch_count(count, self._batch_size)
                 if not batches:
                     empty.append(run.campaign_id)
-                elif (
-                    run.published_batches is None
-                ):  # otherwise the feeder publishes them (services/delivery/feeder.py)
+                # A fed run's winner batches are published by the feeder (services/delivery/feeder.py).
+                elif run.published_batches is None:
                     await queue_store.add_batch_messages(
                         work,
                         run.campaign_id,
