@@ -518,7 +518,9 @@ class Compiler:
     def _field(self, rule: FieldRule, table: sa.FromClause) -> sa.ColumnElement[bool]:
         if rule.field.startswith(CUSTOM_PREFIX):
             key = rule.field.removeprefix(CUSTOM_PREFIX)
-            return _text_condition(table.c.custom_fields.op("->>")(sa.literal(key, sa.Text)), rule)
+            return _text_condition(
+                table.c.custom_fields.op("->>", return_type=sa.Text)(sa.literal(key, sa.Text)), rule
+            )
         column = table.c[rule.field]
         if rule.field in TIME_FIELDS.values():
             return _time_condition(column, rule)

@@ -228,6 +228,16 @@ def test_numbers_in_text_are_compared_only_when_they_are_numbers() -> None:
     assert "CASE WHEN" in sql and "->>" in sql and "NUMERIC" in sql
 
 
+@pytest.mark.parametrize("operator", ["is", "is not", "contains", "does not contain", "begins with", "ends with"])
+def test_text_rules_on_a_custom_field_compare_its_text(operator: str) -> None:
+    # `->>` answers text: SQLAlchemy deprecates (and will refuse) ILIKE on the JSONB column it is applied to,
+    # and the suite turns its deprecations into errors.
+    criteria = rules.parse_criteria(
+        [[{"type": "fields", "field_id": "CustomField12", "operator": operator, "value": "Paris"}]]
+    )
+    assert "custom_fields ->>" in compiled(criteria, "and")
+
+
 def test_segment_references_compile_with_a_depth_guard() -> None:
     deep = {
         i: rules.SegmentDefinition(

@@ -241,7 +241,11 @@ async def clashing_field_ids(
         sa.exists().where(
             other.c.list_id == list_id,
             other.c.email_key != except_key,
-            sa.func.lower(sa.func.btrim(other.c.custom_fields.op("->>")(sa.cast(given.c.field_id, sa.Text))))
+            sa.func.lower(
+                sa.func.btrim(
+                    other.c.custom_fields.op("->>", return_type=sa.Text)(sa.cast(given.c.field_id, sa.Text))
+                )
+            )
             == sa.func.lower(sa.func.btrim(given.c.value)),
         )
     )

@@ -163,9 +163,9 @@ def _search_condition(column_name: str, keyword: str) -> sa.ColumnElement[bool]:
         return sa.false()  # no text holds NUL (and PostgreSQL refuses it in a query)
     if column_name.startswith(rules.CUSTOM_PREFIX):
         key = column_name.removeprefix(rules.CUSTOM_PREFIX)
-        return sa.func.coalesce(subscribers.c.custom_fields.op("->>")(sa.literal(key, sa.Text)), "").ilike(
-            contains_pattern(keyword), escape=LIKE_ESCAPE
-        )
+        return sa.func.coalesce(
+            subscribers.c.custom_fields.op("->>", return_type=sa.Text)(sa.literal(key, sa.Text)), ""
+        ).ilike(contains_pattern(keyword), escape=LIKE_ESCAPE)
     column = subscribers.c[column_name]
     if column_name == "subscriber_id":
         text = keyword.strip()
