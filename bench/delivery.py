@@ -226,7 +226,10 @@ def watch_herald(memory: PeakMemory, herald: Herald) -> None:
     memory.watch("herald run", psutil.Process(herald.process.pid))
     workers = 0
     for child in psutil.Process(herald.process.pid).children(recursive=True):
-        command = child.cmdline()
+        try:
+            command = child.cmdline()
+        except psutil.NoSuchProcess:
+            continue  # a short-lived helper (the embedded PostgreSQL's pg_ctl) that ended meanwhile
         if "serve" in command:
             role = command[-1]
             if role == "delivery-worker":
@@ -315,6 +318,16 @@ def disk_bytes(url: str, *, checkpoint: bool = True) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def queue_updates(url: str) -> tuple[int, int]:
+    """(updates of delivery.recipients so far, how many of them were heap-only: no index entry written)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+            "WHERE schemaname = 'delivery' AND relname = 'recipients'"
+        ).fetchone()
+    return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+
 @dataclass
 class HeraldRun:
     workers: int
@@ -328,6 +341,8 @@ class HeraldRun:
     cpu: dict[str, float] = field(default_factory=dict)
     delivery_disk: int = 0
     database_disk: int = 0
+    # Updates of the queue rows during the send, and the heap-only (HOT) ones among them.
+    updates: tuple[int, int] = (0, 0)
     get_latencies: list[float] = field(default_factory=list)
     second: str = ""
 
@@ -370,6 +385,7 @@ def herald_run(
         url = database_url(herald)
         profiled = profiled_worker(herald, profile) if profile else None
         delivery_before, database_before = disk_bytes(url)
+        updates_before = queue_updates(url)
         before = sink.messages
         latencies: list[float] = []
         second_line = ""
@@ -455,6 +471,7 @@ def herald_run(
                 f"all {messages:,} sent in {seconds:.1f} s ({messages / seconds:,.0f} emails/s)"
             )
         delivery_after, database_after = disk_bytes(url)
+        updates_after = queue_updates(url)
         if profiled is not None:
             profiled.terminate()
             profiled.wait(60)
@@ -472,6 +489,7 @@ def herald_run(
             cpu={role: spent * 1000 / messages for role, spent in memory.cpu_seconds().items()},
             delivery_disk=(delivery_after - delivery_before) // messages,
             database_disk=(database_after - database_before) // messages,
+            updates=(updates_after[0] - updates_before[0], updates_after[1] - updates_before[1]),
             get_latencies=latencies,
             second=second_line,
         )
@@ -621,6 +639,11 @@ def main() -> None:
     print("PostgreSQL disk added by the send, bytes per recipient: delivery schema / whole database")
     for run in runs:
         print(f"{run.workers:>7} worker(s)   {run.delivery_disk:,} / {run.database_disk:,}")
+    print()
+    print("queue row updates during the send: per recipient, and heap-only (HOT: no index entry written)")
+    for run in runs:
+        done, hot = run.updates
+        print(f"{run.workers:>7} worker(s)   {done / max(run.sink_messages, 1):.2f} / {hot / max(done, 1):.0%}")
     print()
     print("CPU per message during the send (ms), by process")
     cpu_roles = sorted({role for run in runs for role in run.cpu})

@@ -571,12 +571,12 @@ async def save_chunk(
 
 
 async def queueing_room(conn: AsyncConnection, campaign_id: int) -> tuple[RunState, int] | None:
-    """The run's state and how many of its queued rows are still to send (neither Sent, Failed nor Deferred), from
-    the kept counts: one row read. None when there is no run."""
+    """The run's state and how many of its queued rows are still to send (neither Sent, Failed, Deferred nor
+    Dropped), from the kept counts: one row read. None when there is no run."""
     row = (
         await conn.execute(
             sa.text(
-                "SELECT r.state, coalesce(c.total - c.sent - c.failed - c.deferred, 0) AS unsent "
+                "SELECT r.state, coalesce(c.total - c.sent - c.failed - c.deferred - c.dropped, 0) AS unsent "
                 "FROM delivery.campaign_runs AS r LEFT JOIN delivery.recipient_counts AS c USING (campaign_id) "
                 "WHERE r.campaign_id = :c"
             ),
@@ -607,7 +607,8 @@ async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sendin
 
     Held rows wait for a split test's winner: the campaign is not finished before they were sent, nor while its
     audience is still being queued in chunks. The guard on finished_at makes this happen once per publication,
-    however many workers ask.
+    however many workers ask. The rows still open are read from the campaign's counts (migration 0022: no index
+    holds `status`), which change in the transactions that change the rows.
     """
     row = (
         await conn.execute(
@@ -617,9 +618,8 @@ async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sendin
                 WHERE campaign_id = :c AND state = '{RunState.SENDING}' AND finished_at IS NULL AND content IS NOT NULL
                   AND queueing_after IS NULL
                   AND NOT EXISTS (
-                      SELECT 1 FROM delivery.recipients
-                      WHERE campaign_id = :c
-                        AND status IN ('{RecipientStatus.PENDING}', '{RecipientStatus.HELD}', '{RecipientStatus.SENDING}'))
+                      SELECT 1 FROM delivery.recipient_counts AS n
+                      WHERE n.campaign_id = :c AND n.total - n.sent - n.failed - n.deferred - n.dropped > 0)
                 RETURNING owner_user_id, occurrence, occurrence_started_at, finished_at, reason
                 """
             ),

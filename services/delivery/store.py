@@ -79,7 +79,7 @@ recipients = sa.Table(
     sa.Column("opt_in_time", sa.DateTime(timezone=True)),
 )
 
-# What each campaign's queue rows add up to, kept by triggers on `recipients` (migration 0005).
+# What each campaign's queue rows add up to, kept by triggers on `recipients` (migrations 0005, 0009, 0022).
 recipient_count_rows = sa.Table(
     "recipient_counts",
     metadata,
@@ -89,6 +89,8 @@ recipient_count_rows = sa.Table(
     sa.Column("sent", sa.BigInteger, nullable=False),
     sa.Column("failed", sa.BigInteger, nullable=False),
     sa.Column("deferred", sa.BigInteger, nullable=False),
+    sa.Column("held", sa.BigInteger, nullable=False),
+    sa.Column("dropped", sa.BigInteger, nullable=False),
     sa.Column("first_sent_at", sa.DateTime(timezone=True)),
     sa.Column("last_sent_at", sa.DateTime(timezone=True)),
 )
@@ -128,21 +130,23 @@ async def run_totals(conn: AsyncConnection, campaign_ids: Sequence[int], owner: 
 async def split_test_standings(
     conn: AsyncConnection, campaign_ids: Sequence[int], owner: int | None
 ) -> dict[int, domain.SplitTestStanding]:
-    """The split test of each campaign whose last occurrence ran one: test group, rows still Held, winner."""
-    held = (
-        sa.select(sa.func.count())
-        .where(
-            recipients.c.campaign_id == campaign_runs.c.campaign_id, recipients.c.status == RecipientStatus.HELD
+    """The split test of each campaign whose last occurrence ran one: test group, rows still Held (from the
+    counts the triggers keep), winner."""
+    query = (
+        sa.select(
+            campaign_runs.c.campaign_id,
+            campaign_runs.c.split_test,
+            campaign_runs.c.winner_email_id,
+            campaign_runs.c.winner_decided_at,
+            sa.func.coalesce(recipient_count_rows.c.held, 0).label("held"),
         )
-        .scalar_subquery()
+        .select_from(
+            campaign_runs.outerjoin(
+                recipient_count_rows, recipient_count_rows.c.campaign_id == campaign_runs.c.campaign_id
+            )
+        )
+        .where(_scoped(campaign_runs, campaign_ids, owner), campaign_runs.c.split_test.is_not(None))
     )
-    query = sa.select(
-        campaign_runs.c.campaign_id,
-        campaign_runs.c.split_test,
-        campaign_runs.c.winner_email_id,
-        campaign_runs.c.winner_decided_at,
-        held.label("held"),
-    ).where(_scoped(campaign_runs, campaign_ids, owner), campaign_runs.c.split_test.is_not(None))
     return {
         row.campaign_id: domain.SplitTestStanding(
             test_recipients=int(row.split_test.get("test_recipients") or 0),
@@ -196,15 +200,17 @@ async def recipient_counts(
 
 async def queue_rows_by_status(conn: AsyncConnection) -> dict[str, int]:
     """Queue rows of every campaign by status, from the per-campaign counts (a row per campaign, not per
-    recipient): Sent, Failed, Deferred, and Unsent (Pending, Held or Sending, which the counts do not tell apart)."""
+    recipient): Sent, Failed, Deferred, Dropped, and Unsent (Pending, Held or Sending, which the counts do not tell
+    apart)."""
     c = recipient_count_rows
-    total, sent, failed, deferred = (
+    total, sent, failed, deferred, dropped = (
         await conn.execute(
             sa.select(
                 sa.func.coalesce(sa.func.sum(c.c.total), 0),
                 sa.func.coalesce(sa.func.sum(c.c.sent), 0),
                 sa.func.coalesce(sa.func.sum(c.c.failed), 0),
                 sa.func.coalesce(sa.func.sum(c.c.deferred), 0),
+                sa.func.coalesce(sa.func.sum(c.c.dropped), 0),
             )
         )
     ).one()
@@ -212,7 +218,8 @@ async def queue_rows_by_status(conn: AsyncConnection) -> dict[str, int]:
         "Sent": int(sent),
         "Failed": int(failed),
         "Deferred": int(deferred),
-        "Unsent": int(total - sent - failed - deferred),
+        "Dropped": int(dropped),
+        "Unsent": int(total - sent - failed - deferred - dropped),
     }
 
 

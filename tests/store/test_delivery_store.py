@@ -96,6 +96,16 @@ async def _counts(conn: AsyncConnection, campaign_id: int, owner: int | None) ->
     return None if found is None else (found.total, found.sent, found.failed)
 
 
+async def _held_and_dropped(conn: AsyncConnection, campaign_id: int) -> tuple[int, int]:
+    row = (
+        await conn.execute(
+            sa.text("SELECT held, dropped FROM delivery.recipient_counts WHERE campaign_id = :c"),
+            {"c": campaign_id},
+        )
+    ).one()
+    return int(row.held), int(row.dropped)
+
+
 # --- queueing -------------------------------------------------------------------------------------------------------
 
 
@@ -137,6 +147,7 @@ async def test_a_split_test_holds_back_all_but_its_test_group_until_the_winner_i
     held = [r for r in rows if r.status == RecipientStatus.HELD]
     assert len(tested) == 4 and {r.batch_id for r in tested} == {1, 2} and {r.email_id for r in tested} == {7, 8}
     assert len(held) == 6 and {(r.batch_id, r.email_id) for r in held} == {(None, None)}
+    assert await _held_and_dropped(conn, campaign) == (6, 0)
 
     released = await queue_store.released_held_count(
         conn, campaign, winner_email_id=8, generation=2, first_batch=3, batch_size=4
@@ -152,6 +163,7 @@ async def test_a_split_test_holds_back_all_but_its_test_group_until_the_winner_i
         == [(3, 8, 2)] * 4 + [(4, 8, 2)] * 2
     )
     assert {r.status for r in rows} == {RecipientStatus.PENDING}
+    assert await _held_and_dropped(conn, campaign) == (0, 0)
 
 
 async def test_batch_messages_go_to_the_outbox_once_per_batch_and_generation(conn: AsyncConnection) -> None:
@@ -440,8 +452,12 @@ async def test_an_occurrence_finishes_once_and_only_when_no_row_is_left(conn: As
     assert await queue_store.finished_occurrence(conn, campaign) is None
 
     claimed = await claim_store.recorded_and_claimed(conn, campaign, 1, 1, "w#1", [], 10)
+    # Claimed rows (Sending) change no count, and still keep the occurrence open.
+    assert await queue_store.finished_occurrence(conn, campaign) is None
     sent = [Outcome(r.recipient_id, RecipientStatus.SENT, 1, "", None, T0) for r in claimed]
-    await claim_store.record_outcomes(conn, campaign, "w#1", sent)
+    await claim_store.record_outcomes(conn, campaign, "w#1", sent[:1])
+    assert await queue_store.finished_occurrence(conn, campaign) is None
+    await claim_store.record_outcomes(conn, campaign, "w#1", sent[1:])
 
     finished = await queue_store.finished_occurrence(conn, campaign)
     assert finished is not None and (finished.owner_user_id, finished.failed, finished.occurrence) == (
@@ -460,6 +476,41 @@ async def test_a_cancel_drops_the_pending_and_held_rows(conn: AsyncConnection) -
     assert await queue_store.dropped_pending_count(conn, campaign) == 4
     statuses = [r.status for r in await _rows(conn, campaign)]
     assert sorted(statuses) == [RecipientStatus.DROPPED] * 4 + [RecipientStatus.SENDING]
+    # The counts tell the dropped rows from those still to send (one, claimed).
+    assert await _held_and_dropped(conn, campaign) == (0, 4)
+    assert await queue_store.queueing_room(conn, campaign) == (RunState.SENDING, 1)
+    assert (await store.queue_rows_by_status(conn))["Dropped"] >= 4
+
+
+async def test_no_index_of_the_queue_rows_holds_their_status_so_status_changes_stay_on_their_page(
+    conn: AsyncConnection,
+) -> None:
+    # A claim and an outcome change `status` (and the claim's columns): were any of them a column, an expression
+    # or a predicate of an index, PostgreSQL would write a new entry into every index for each change instead
+    # of a heap-only update (migration 0022), and the pages keep room for those updates.
+    indexes = (
+        await conn.execute(
+            sa.text(
+                """
+                SELECT i.indexrelid::regclass::text AS name,
+                       array(SELECT a.attname FROM pg_attribute AS a
+                             WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey))::text AS columns,
+                       coalesce(pg_get_expr(i.indexprs, i.indrelid), '') AS expressions,
+                       coalesce(pg_get_expr(i.indpred, i.indrelid), '') AS predicate
+                FROM pg_index AS i WHERE i.indrelid = 'delivery.recipients'::regclass
+                """
+            )
+        )
+    ).all()
+    assert len(indexes) >= 5
+    changed = ("status", "claimed_by", "claimed_at", "attempts", "last_error", "sent_at", "message_id")
+    for index in indexes:
+        for column in changed:
+            assert column not in f"{index.columns} {index.expressions} {index.predicate}", index.name
+    options = (
+        await conn.execute(sa.text("SELECT reloptions FROM pg_class WHERE oid = 'delivery.recipients'::regclass"))
+    ).scalar_one()
+    assert "fillfactor=50" in options
 
 
 async def test_a_retry_puts_only_the_failed_rows_back_in_new_batches(conn: AsyncConnection) -> None:
