@@ -510,7 +510,7 @@ async def test_no_index_of_the_queue_rows_holds_their_status_so_status_changes_s
     options = (
         await conn.execute(sa.text("SELECT reloptions FROM pg_class WHERE oid = 'delivery.recipients'::regclass"))
     ).scalar_one()
-    assert "fillfactor=50" in options
+    assert "fillfactor=30" in options
 
 
 async def test_a_retry_puts_only_the_failed_rows_back_in_new_batches(conn: AsyncConnection) -> None:
