@@ -576,7 +576,7 @@ async def queueing_room(conn: AsyncConnection, campaign_id: int) -> tuple[RunSta
     row = (
         await conn.execute(
             sa.text(
-                "SELECT r.state, coalesce(c.total - c.sent - c.failed - c.deferred - c.dropped, 0) AS unsent "
+                "SELECT r.state, coalesce(c.unsent, 0) AS unsent "
                 "FROM delivery.campaign_runs AS r LEFT JOIN delivery.recipient_counts AS c USING (campaign_id) "
                 "WHERE r.campaign_id = :c"
             ),
@@ -619,7 +619,7 @@ async def finished_occurrence(conn: AsyncConnection, campaign_id: int) -> sendin
                   AND queueing_after IS NULL
                   AND NOT EXISTS (
                       SELECT 1 FROM delivery.recipient_counts AS n
-                      WHERE n.campaign_id = :c AND n.total - n.sent - n.failed - n.deferred - n.dropped > 0)
+                      WHERE n.campaign_id = :c AND n.unsent > 0)
                 RETURNING owner_user_id, occurrence, occurrence_started_at, finished_at, reason
                 """
             ),

@@ -91,6 +91,8 @@ recipient_count_rows = sa.Table(
     sa.Column("deferred", sa.BigInteger, nullable=False),
     sa.Column("held", sa.BigInteger, nullable=False),
     sa.Column("dropped", sa.BigInteger, nullable=False),
+    # Pending, Held or Sending: total less Sent, Failed, Deferred and Dropped (a generated column).
+    sa.Column("unsent", sa.BigInteger, sa.Computed("total - sent - failed - deferred - dropped"), nullable=False),
     sa.Column("first_sent_at", sa.DateTime(timezone=True)),
     sa.Column("last_sent_at", sa.DateTime(timezone=True)),
 )
@@ -202,25 +204,12 @@ async def queue_rows_by_status(conn: AsyncConnection) -> dict[str, int]:
     """Queue rows of every campaign by status, from the per-campaign counts (a row per campaign, not per
     recipient): Sent, Failed, Deferred, Dropped, and Unsent (Pending, Held or Sending, which the counts do not tell
     apart)."""
-    c = recipient_count_rows
-    total, sent, failed, deferred, dropped = (
-        await conn.execute(
-            sa.select(
-                sa.func.coalesce(sa.func.sum(c.c.total), 0),
-                sa.func.coalesce(sa.func.sum(c.c.sent), 0),
-                sa.func.coalesce(sa.func.sum(c.c.failed), 0),
-                sa.func.coalesce(sa.func.sum(c.c.deferred), 0),
-                sa.func.coalesce(sa.func.sum(c.c.dropped), 0),
-            )
-        )
+    c = recipient_count_rows.c
+    labels = {"Sent": c.sent, "Failed": c.failed, "Deferred": c.deferred, "Dropped": c.dropped, "Unsent": c.unsent}
+    sums = (
+        await conn.execute(sa.select(*(sa.func.coalesce(sa.func.sum(column), 0) for column in labels.values())))
     ).one()
-    return {
-        "Sent": int(sent),
-        "Failed": int(failed),
-        "Deferred": int(deferred),
-        "Dropped": int(dropped),
-        "Unsent": int(total - sent - failed - deferred - dropped),
-    }
+    return {label: int(total) for label, total in zip(labels, sums, strict=True)}
 
 
 async def event_counts(

@@ -10,9 +10,12 @@
 -- split test's standing) and the rows Dropped, so that a campaign's rows still open (Pending, Held or
 -- Sending) are its total less those Sent, Failed, Deferred and Dropped, read from one row instead of the
 -- index. Neither count changes when a worker claims a row, so claims still leave the counts row alone.
+-- `unsent` says it once for every reader: completion, queueing's room, the queue-rows metric.
 ALTER TABLE recipient_counts
     ADD COLUMN held    bigint NOT NULL DEFAULT 0,
     ADD COLUMN dropped bigint NOT NULL DEFAULT 0;
+ALTER TABLE recipient_counts
+    ADD COLUMN unsent  bigint GENERATED ALWAYS AS (total - sent - failed - deferred - dropped) STORED;
 
 CREATE OR REPLACE FUNCTION count_recipient_changes() RETURNS trigger
     LANGUAGE plpgsql
