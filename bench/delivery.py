@@ -149,6 +149,9 @@ def _peak_rss(process: psutil.Process) -> int:
     return rss
 
 
+SINK_ROLE = "smtp-sink (not Herald)"
+
+
 def _cpu(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
@@ -318,14 +321,47 @@ def disk_bytes(url: str, *, checkpoint: bool = True) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def queue_updates(url: str) -> tuple[int, int]:
-    """(updates of delivery.recipients so far, how many of them were heap-only: no index entry written)."""
+def database_counters(url: str) -> dict[str, int]:
+    """PostgreSQL's cumulative counters that say what a send cost it on the write side.
+
+    - updates / hot_updates: updates of delivery.recipients, and the heap-only ones (no index entry written);
+    - wal_bytes / wal_fpi: WAL written, and the full-page images in it (a page's first change after a checkpoint);
+    - checkpoints: checkpoints done, on time or asked for (WAL past max_wal_size);
+    - heap_reads / heap_hits: blocks of delivery.recipients read from outside shared buffers, and found in them;
+    - evicted_writes: blocks that backends or the background writer wrote out to free a buffer.
+    """
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
-            "WHERE schemaname = 'delivery' AND relname = 'recipients'"
-        ).fetchone()
-    return (0, 0) if row is None else (int(row[0]), int(row[1]))
+        table = conn.execute(
+            "SELECT t.n_tup_upd, t.n_tup_hot_upd, io.heap_blks_read, io.heap_blks_hit "
+            "FROM pg_stat_user_tables t JOIN pg_statio_user_tables io USING (relid) "
+            "WHERE t.schemaname = 'delivery' AND t.relname = 'recipients'"
+        ).fetchone() or (0, 0, 0, 0)
+        wal = conn.execute("SELECT wal_bytes, wal_fpi FROM pg_stat_wal").fetchone() or (0, 0)
+        checkpoints = conn.execute(
+            # PostgreSQL 17 moved the checkpoints' counters out of pg_stat_bgwriter.
+            "SELECT num_timed + num_requested FROM pg_stat_checkpointer"
+            if conn.info.server_version >= 170000
+            else "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+        ).fetchone() or (0,)
+        evicted = conn.execute(
+            "SELECT sum(writes) FROM pg_stat_io WHERE object = 'relation' "
+            "AND backend_type IN ('client backend', 'background writer')"
+            if conn.info.server_version >= 160000
+            else "SELECT buffers_clean + buffers_backend FROM pg_stat_bgwriter"
+        ).fetchone() or (0,)
+    names = (
+        "updates",
+        "hot_updates",
+        "heap_reads",
+        "heap_hits",
+        "wal_bytes",
+        "wal_fpi",
+        "checkpoints",
+        "evicted_writes",
+    )
+    return {
+        name: int(value or 0) for name, value in zip(names, (*table, *wal, *checkpoints, *evicted), strict=True)
+    }
 
 
 @dataclass
@@ -341,8 +377,8 @@ class HeraldRun:
     cpu: dict[str, float] = field(default_factory=dict)
     delivery_disk: int = 0
     database_disk: int = 0
-    # Updates of the queue rows during the send, and the heap-only (HOT) ones among them.
-    updates: tuple[int, int] = (0, 0)
+    # What the send cost PostgreSQL on the write side: database_counters() after less before.
+    counters: dict[str, int] = field(default_factory=dict)
     get_latencies: list[float] = field(default_factory=list)
     second: str = ""
 
@@ -385,12 +421,14 @@ def herald_run(
         url = database_url(herald)
         profiled = profiled_worker(herald, profile) if profile else None
         delivery_before, database_before = disk_bytes(url)
-        updates_before = queue_updates(url)
+        counters_before = database_counters(url)
         before = sink.messages
         latencies: list[float] = []
         second_line = ""
         with PeakMemory() as memory:
             watch_herald(memory, herald)
+            # The sink's CPU is shown beside Herald's, not in its sum: what receiving costs on this machine.
+            memory.watch(SINK_ROLE, psutil.Process(sink.pid))
             memory.note_existing_backends()
             started = time.perf_counter()
             legacy(herald, "campaign.update", APIKey=key, CampaignID=campaign_id, CampaignStatus="Ready")
@@ -470,8 +508,9 @@ def herald_run(
                 f"{min((d[1] for d in both), default=0):,}-{max((d[1] for d in both), default=0):,}; "
                 f"all {messages:,} sent in {seconds:.1f} s ({messages / seconds:,.0f} emails/s)"
             )
+        # Before disk_bytes(), whose CHECKPOINT would count as the send's.
+        counters_after = database_counters(url)
         delivery_after, database_after = disk_bytes(url)
-        updates_after = queue_updates(url)
         if profiled is not None:
             profiled.terminate()
             profiled.wait(60)
@@ -489,7 +528,7 @@ def herald_run(
             cpu={role: spent * 1000 / messages for role, spent in memory.cpu_seconds().items()},
             delivery_disk=(delivery_after - delivery_before) // messages,
             database_disk=(database_after - database_before) // messages,
-            updates=(updates_after[0] - updates_before[0], updates_after[1] - updates_before[1]),
+            counters={name: value - counters_before[name] for name, value in counters_after.items()},
             get_latencies=latencies,
             second=second_line,
         )
@@ -642,15 +681,30 @@ def main() -> None:
     print()
     print("queue row updates during the send: per recipient, and heap-only (HOT: no index entry written)")
     for run in runs:
-        done, hot = run.updates
+        done, hot = run.counters["updates"], run.counters["hot_updates"]
         print(f"{run.workers:>7} worker(s)   {done / max(run.sink_messages, 1):.2f} / {hot / max(done, 1):.0%}")
     print()
+    print(
+        "PostgreSQL writes during the send, per message: WAL bytes, full-page images, blocks evicted dirty; "
+        "checkpoints; queue heap blocks read from outside shared buffers per message"
+    )
+    for run in runs:
+        c, n = run.counters, max(run.sink_messages, 1)
+        print(
+            f"{run.workers:>7} worker(s)   {c['wal_bytes'] / n:,.0f} B, {c['wal_fpi'] / n:.3f} FPI, "
+            f"{c['evicted_writes'] / n:.3f} evicted; {c['checkpoints']} checkpoints; {c['heap_reads'] / n:.3f} reads"
+        )
+    print()
     print("CPU per message during the send (ms), by process")
-    cpu_roles = sorted({role for run in runs for role in run.cpu})
+    cpu_roles = sorted({role for run in runs for role in run.cpu} - {SINK_ROLE})
     print(f"{'':<24}" + "".join(f"{f'{run.workers} worker(s)':>14}" for run in runs))
     for role in cpu_roles:
         print(f"{role:<24}" + "".join(f"{run.cpu.get(role, 0):>14.3f}" for run in runs))
-    print(f"{'all':<24}" + "".join(f"{sum(run.cpu.values()):>14.3f}" for run in runs))
+    print(
+        f"{'all of Herald':<24}"
+        + "".join(f"{sum(v for role, v in run.cpu.items() if role != SINK_ROLE):>14.3f}" for run in runs)
+    )
+    print(f"{SINK_ROLE:<24}" + "".join(f"{run.cpu.get(SINK_ROLE, 0):>14.3f}" for run in runs))
     print()
     print("peak RSS per process (MB; target: delivery worker <= 200 MB; every process <= 250 MB at a million)")
     roles = sorted({role for run in runs for role in run.peaks})

@@ -151,6 +151,12 @@ class SmtpSink:
         self._reader: threading.Thread | None = None
         self._changed = threading.Condition()
 
+    @property
+    def pid(self) -> int:
+        """smtp-sink's process (one, event-driven), once started."""
+        assert self._process is not None, "SmtpSink.start() first"
+        return self._process.pid
+
     def start(self) -> SmtpSink:
         command = [str(self.tools.sink), "-c"]
         if os.geteuid() == 0:

@@ -9,7 +9,8 @@
     bookkeeping and classification cost on top of (b).
 
 Each run gets its own smtp-sink, whose counter confirms every message arrived. The Python
-senders run on uvloop, as Herald's processes do.
+senders run on uvloop, as Herald's processes do. Each line also shows the CPU that the sender and
+the sink spent per message: what sending and receiving alone cost on this machine.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+import psutil
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -78,17 +81,32 @@ async def through_pool(port: int, messages: int, connections: int, content: byte
         await asyncio.gather(*(sender() for _ in range(2 * connections)))
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def timed_python(
     tools: PostfixTools, run: Callable[[int, int, int, bytes], Coroutine[Any, Any, None]], args: argparse.Namespace
-) -> float:
-    """Runs a Python sender into a fresh smtp-sink; seconds until the sink counted every message."""
+) -> tuple[float, float, float]:
+    """Runs a Python sender into a fresh smtp-sink: (seconds until the sink counted every message, the sender's
+    CPU seconds, the sink's)."""
     content = message_of(args.size)
     with SmtpSink(tools) as sink:
-        started = time.perf_counter()
+        receiver = psutil.Process(sink.pid)
+        sink_before, started, cpu_before = cpu_seconds(receiver), time.perf_counter(), time.process_time()
         uvloop.run(run(sink.port, args.messages, args.connections, content))
         if not sink.wait_for(args.messages, timeout=30):
             raise RuntimeError(f"smtp-sink counted {sink.messages} of {args.messages} messages")
-        return time.perf_counter() - started
+        return (
+            time.perf_counter() - started,
+            time.process_time() - cpu_before,
+            cpu_seconds(receiver) - sink_before,
+        )
+
+
+def per_message(cpu: float, sink_cpu: float, messages: int) -> str:
+    return f"CPU per message: sender {cpu * 1e6 / messages:.0f} us, sink {sink_cpu * 1e6 / messages:.0f} us"
 
 
 def main() -> None:
@@ -106,27 +124,36 @@ def main() -> None:
     )
 
     with SmtpSink(tools) as sink:
+        receiver = psutil.Process(sink.pid)
+        sink_before = cpu_seconds(receiver)
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         source = run_source(tools, sink.port, messages=args.messages, connections=args.connections, size=args.size)
         if not sink.wait_for(args.messages, timeout=30):
             raise RuntimeError(f"smtp-sink counted {sink.messages} of {args.messages} messages")
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        source_cpu = children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime
+        source_sink_cpu = cpu_seconds(receiver) - sink_before
     print(
-        f"(a) smtp-source -> smtp-sink:      {source.per_second:9.0f} msg/s  ({source.seconds:.2f} s)", flush=True
+        f"(a) smtp-source -> smtp-sink:      {source.per_second:9.0f} msg/s  ({source.seconds:.2f} s; "
+        f"{per_message(source_cpu, source_sink_cpu, args.messages)})",
+        flush=True,
     )
     print(f"    {source.command}", flush=True)
 
-    bare_seconds = timed_python(tools, bare_loop, args)
+    bare_seconds, bare_cpu, bare_sink_cpu = timed_python(tools, bare_loop, args)
     bare = args.messages / bare_seconds
     print(
         f"(b) bare aiosmtplib loop -> sink:   {bare:9.0f} msg/s  ({bare_seconds:.2f} s, "
-        f"{bare / source.per_second:.0%} of smtp-source)",
+        f"{bare / source.per_second:.0%} of smtp-source; {per_message(bare_cpu, bare_sink_cpu, args.messages)})",
         flush=True,
     )
 
-    pool_seconds = timed_python(tools, through_pool, args)
+    pool_seconds, pool_cpu, pool_sink_cpu = timed_python(tools, through_pool, args)
     pool = args.messages / pool_seconds
     print(
         f"(c) Herald SmtpConnectionPool:      {pool:9.0f} msg/s  ({pool_seconds:.2f} s, "
-        f"{pool / bare:.0%} of the bare loop)",
+        f"{pool / bare:.0%} of the bare loop, {pool / source.per_second:.0%} of smtp-source; "
+        f"{per_message(pool_cpu, pool_sink_cpu, args.messages)})",
         flush=True,
     )
 
