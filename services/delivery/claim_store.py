@@ -7,6 +7,7 @@ statement as the next claim.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -190,6 +191,16 @@ def _announced(events_subject: str | None, source: str = "recorded") -> tuple[st
     only past recipient_events.MAX_EVENTS_PER_MESSAGE rows), and its parameters; nothing without a subject."""
     if events_subject is None:
         return "", {}
+    return _announcing(source), {
+        "ev_subject": events_subject,
+        "ev_msg_id": events.DELIVERY_EVENTS.msg_id(),
+        "ev_max": recipient_events.MAX_EVENTS_PER_MESSAGE,
+    }
+
+
+@functools.cache
+def _announcing(source: str) -> str:
+    """The WITH item of `_announced`, made once per source."""
     kind = (
         f"CASE a.status WHEN '{RecipientStatus.SENT}' THEN '{recipient_events.KIND_NAMES[delivery_pb2.DELIVERY_EVENT_KIND_SENT]}' "
         f"ELSE '{recipient_events.KIND_NAMES[delivery_pb2.DELIVERY_EVENT_KIND_FAILED]}' END"
@@ -209,11 +220,7 @@ def _announced(events_subject: str | None, source: str = "recorded") -> tuple[st
         "CAST(:ev_msg_id AS text) || ':' || g",
         where=f"a.status IN ('{RecipientStatus.SENT}', '{RecipientStatus.FAILED}')",
     )
-    return f", announced AS ({insert})", {
-        "ev_subject": events_subject,
-        "ev_msg_id": events.DELIVERY_EVENTS.msg_id(),
-        "ev_max": recipient_events.MAX_EVENTS_PER_MESSAGE,
-    }
+    return f", announced AS ({insert})"
 
 
 def _queued(outbox_rows: Sequence[Mapping[str, object]]) -> tuple[str, dict[str, list[object]]]:
@@ -237,6 +244,45 @@ def _queued(outbox_rows: Sequence[Mapping[str, object]]) -> tuple[str, dict[str,
         "out_traceparents": [row.get("t") for row in outbox_rows],
     }
     return sql, params
+
+
+@functools.cache
+def _recording_and_claiming(queued: str, announced: str) -> sa.TextClause:
+    """The statement of `recorded_and_claimed`, made once for each of its few shapes (with or without retry
+    messages and announcements): parsing a text statement's parameters costs a worker more than the call."""
+    return sa.text(
+        f"""
+        WITH recorded AS ({_RECORD} {_RECORDED}){queued}{announced},
+        lost AS (
+            UPDATE delivery.recipients
+            SET status = '{RecipientStatus.PENDING}', claimed_by = NULL, claimed_at = NULL
+            WHERE campaign_id = :c AND batch_id = :b AND status = '{RecipientStatus.SENDING}' AND claimed_by = :w
+              AND recipient_id <> ALL(CAST(:ids AS bigint[]))
+            RETURNING recipient_id
+        ),
+        claimed AS (
+            UPDATE delivery.recipients
+            SET status = '{RecipientStatus.SENDING}', claimed_by = :w, claimed_at = now()
+            -- ARRAY(...) runs the locking subquery exactly once: as an IN (...) join it may be
+            -- rescanned, and every rescan with SKIP LOCKED would claim further rows.
+            WHERE campaign_id = :c AND recipient_id = ANY(ARRAY(
+                SELECT recipient_id FROM delivery.recipients
+                WHERE campaign_id = :c AND batch_id = :b AND generation = :g
+                  AND status = '{RecipientStatus.PENDING}' AND recipient_id <> ALL(CAST(:skip AS bigint[]))
+                  AND lower(split_part(email_address, '@', 2)) <> ALL(CAST(:skip_domains AS text[]))
+                ORDER BY recipient_id LIMIT :n
+                FOR UPDATE SKIP LOCKED))
+              AND (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c) = '{RunState.SENDING}'
+            RETURNING recipient_id, email_address, first_name, last_name, subscriber_id, list_id,
+                      custom_fields, email_id, subscription_time, subscription_ip, opt_in_time,
+                      bounced_before, attempts, deferred_since
+        )
+        SELECT recipient_id, email_address, first_name, last_name, subscriber_id, list_id, custom_fields,
+               email_id, subscription_time, subscription_ip, opt_in_time, bounced_before, attempts,
+               deferred_since
+        FROM claimed
+        """
+    )
 
 
 async def recorded_and_claimed(
@@ -266,39 +312,7 @@ async def recorded_and_claimed(
     queued, queued_params = _queued(outbox_rows)
     announced, announced_params = _announced(events_subject)
     rows = await conn.execute(
-        sa.text(
-            f"""
-            WITH recorded AS ({_RECORD} {_RECORDED}){queued}{announced},
-            lost AS (
-                UPDATE delivery.recipients
-                SET status = '{RecipientStatus.PENDING}', claimed_by = NULL, claimed_at = NULL
-                WHERE campaign_id = :c AND batch_id = :b AND status = '{RecipientStatus.SENDING}' AND claimed_by = :w
-                  AND recipient_id <> ALL(CAST(:ids AS bigint[]))
-                RETURNING recipient_id
-            ),
-            claimed AS (
-                UPDATE delivery.recipients
-                SET status = '{RecipientStatus.SENDING}', claimed_by = :w, claimed_at = now()
-                -- ARRAY(...) runs the locking subquery exactly once: as an IN (...) join it may be
-                -- rescanned, and every rescan with SKIP LOCKED would claim further rows.
-                WHERE campaign_id = :c AND recipient_id = ANY(ARRAY(
-                    SELECT recipient_id FROM delivery.recipients
-                    WHERE campaign_id = :c AND batch_id = :b AND generation = :g
-                      AND status = '{RecipientStatus.PENDING}' AND recipient_id <> ALL(CAST(:skip AS bigint[]))
-                      AND lower(split_part(email_address, '@', 2)) <> ALL(CAST(:skip_domains AS text[]))
-                    ORDER BY recipient_id LIMIT :n
-                    FOR UPDATE SKIP LOCKED))
-                  AND (SELECT state FROM delivery.campaign_runs WHERE campaign_id = :c) = '{RunState.SENDING}'
-                RETURNING recipient_id, email_address, first_name, last_name, subscriber_id, list_id,
-                          custom_fields, email_id, subscription_time, subscription_ip, opt_in_time,
-                          bounced_before, attempts, deferred_since
-            )
-            SELECT recipient_id, email_address, first_name, last_name, subscriber_id, list_id, custom_fields,
-                   email_id, subscription_time, subscription_ip, opt_in_time, bounced_before, attempts,
-                   deferred_since
-            FROM claimed
-            """
-        ),
+        _recording_and_claiming(queued, announced),
         {
             "c": campaign_id,
             "b": batch_id,

@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from yarl import URL
 
-from services.common import events, natsutil
+from services.common import db, events, natsutil
 from services.common.config import Settings
 from services.common.events import UndecodableEvent
 from services.common.logging import RepeatingFailure
@@ -178,6 +178,11 @@ class EventWebhookSender:
         )
         self._wake = asyncio.Event()
 
+    @functools.cached_property
+    def _reads(self) -> AsyncEngine:
+        """The ingest's one-statement read, asked for every event message: no BEGIN and COMMIT round trips."""
+        return db.autocommit(self._engine)
+
     # --- ingest ------------------------------------------------------------------------------------------------
 
     async def ingest(self, js: JetStreamContext, subjects: Subjects, stop: asyncio.Event) -> None:
@@ -246,6 +251,7 @@ class EventWebhookSender:
                         owner_user_id=owner,
                         published_at=metadata.timestamp,
                     ),
+                    read=True,
                 )
                 if types is None:
                     return  # stopping: the message comes back to whoever asks next
@@ -286,12 +292,15 @@ class EventWebhookSender:
                 EVENTS_WRITTEN.inc(added)
                 self._wake.set()
 
-    async def _stored(self, stop: asyncio.Event, statement: Callable[[AsyncConnection], Awaitable[T]]) -> T | None:
-        """`statement` in a transaction of its own, retried until it commits; None once `stop` is set meanwhile."""
+    async def _stored(
+        self, stop: asyncio.Event, statement: Callable[[AsyncConnection], Awaitable[T]], *, read: bool = False
+    ) -> T | None:
+        """`statement` in a transaction of its own (a `read` of one statement: none), retried until it commits;
+        None once `stop` is set meanwhile."""
         delay = 0.5
         while True:
             try:
-                async with self._engine.begin() as conn:
+                async with self._reads.connect() if read else self._engine.begin() as conn:
                     done = await statement(conn)
                 _STORE_FAILING.recovered()
                 return done
