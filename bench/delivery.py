@@ -19,8 +19,12 @@ Targets on a 2-core machine: >= 2,000 emails/s end to end, >= 50% of (b), worker
 For each Herald run it also prints (the figures of issue 16's million-recipient send):
 - the time from the campaign.update that set it Ready to the first message the sink counted;
 - the steady emails/s: the sink's rate between 10% and 90% of the campaign's messages;
-- the CPU each process spent per message during the send (ms), PostgreSQL's backends summed;
+- the CPU each process spent per message during the send (ms), PostgreSQL's backends summed, and smtp-sink's
+  beside them (not in Herald's sum): what receiving costs on this machine;
 - the PostgreSQL disk the send added per recipient (the delivery schema; the database as a whole);
+- the queue rows' updates per recipient and the heap-only share of them, and what the send cost PostgreSQL on
+  the write side: WAL bytes, full-page images and buffers written out to make room, per message; checkpoints;
+  blocks of the queue's heap read from outside shared buffers, per message;
 - p50 / p99 of the legacy campaign.get the benchmark polls every 50 ms while the campaign is Sending.
 
     .venv/bin/python bench/delivery.py --recipients 1000000 --workers 2 --ceiling-messages 200000 [--second-campaign]
