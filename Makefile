@@ -109,6 +109,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/audience.py
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/smtp_ceiling.py
+	$(BIN)/python bench/render.py
 	$(BIN)/python bench/delivery.py
 	$(BIN)/python bench/chaos.py
 	$(BIN)/python bench/dkim_signing.py

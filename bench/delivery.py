@@ -47,6 +47,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -332,7 +333,9 @@ def database_counters(url: str) -> dict[str, int]:
     - wal_bytes / wal_fpi: WAL written, and the full-page images in it (a page's first change after a checkpoint);
     - checkpoints: checkpoints done, on time or asked for (WAL past max_wal_size);
     - heap_reads / heap_hits: blocks of delivery.recipients read from outside shared buffers, and found in them;
-    - evicted_writes: blocks that backends or the background writer wrote out to free a buffer.
+    - evicted_writes: blocks that backends or the background writer wrote out to free a buffer;
+    - "read <relation>": blocks of each table (with its TOAST) and each index read from outside shared buffers;
+    - "vacuums <table>": autovacuum and autoanalyze runs on each table.
     """
     with psycopg.connect(url, autocommit=True) as conn:
         table = conn.execute(
@@ -353,6 +356,14 @@ def database_counters(url: str) -> dict[str, int]:
             if conn.info.server_version >= 160000
             else "SELECT buffers_clean + buffers_backend FROM pg_stat_bgwriter"
         ).fetchone() or (0,)
+        relations = conn.execute(
+            "SELECT schemaname || '.' || relname, coalesce(heap_blks_read, 0) + coalesce(toast_blks_read, 0) "
+            "FROM pg_statio_user_tables UNION ALL "
+            "SELECT schemaname || '.' || indexrelname, coalesce(idx_blks_read, 0) FROM pg_statio_user_indexes"
+        ).fetchall()
+        vacuums = conn.execute(
+            "SELECT schemaname || '.' || relname, autovacuum_count + autoanalyze_count FROM pg_stat_user_tables"
+        ).fetchall()
     names = (
         "updates",
         "hot_updates",
@@ -363,9 +374,12 @@ def database_counters(url: str) -> dict[str, int]:
         "checkpoints",
         "evicted_writes",
     )
-    return {
+    counters = {
         name: int(value or 0) for name, value in zip(names, (*table, *wal, *checkpoints, *evicted), strict=True)
     }
+    counters.update({f"read {relation}": int(blocks) for relation, blocks in relations})
+    counters.update({f"vacuums {table}": int(runs) for table, runs in vacuums})
+    return counters
 
 
 @dataclass
@@ -405,6 +419,7 @@ def herald_run(
     second: bool = False,
     second_at: float = 0.5,
     profile: str = "",
+    before_send: Sequence[str] = (),
 ) -> HeraldRun:
     env = {
         "SMTP_URL": f"smtp://127.0.0.1:{sink.port}",
@@ -424,6 +439,10 @@ def herald_run(
         other_id = immediate_campaign(herald, key, list_id, "Second") if second else None
         url = database_url(herald)
         profiled = profiled_worker(herald, profile) if profile else None
+        if before_send:
+            with psycopg.connect(url, autocommit=True) as conn:
+                for statement in before_send:
+                    conn.execute(statement)
         delivery_before, database_before = disk_bytes(url)
         counters_before = database_counters(url)
         before = sink.messages
@@ -532,7 +551,7 @@ def herald_run(
             cpu={role: spent * 1000 / messages for role, spent in memory.cpu_seconds().items()},
             delivery_disk=(delivery_after - delivery_before) // messages,
             database_disk=(database_after - database_before) // messages,
-            counters={name: value - counters_before[name] for name, value in counters_after.items()},
+            counters={name: value - counters_before.get(name, 0) for name, value in counters_after.items()},
             get_latencies=latencies,
             second=second_line,
         )
@@ -595,6 +614,14 @@ def main() -> None:
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for Herald; repeatable"
     )
+    parser.add_argument(
+        "--sql",
+        action="append",
+        default=[],
+        metavar="STATEMENT",
+        help="run on Herald's database once the campaign is ready to send, before the send; repeatable "
+        "(for example a table's storage parameters, to see what they change)",
+    )
     args = parser.parse_args()
     worker_counts = [int(n) for n in args.workers.split(",")]
     extra_env = dict(item.split("=", 1) for item in args.env)
@@ -629,6 +656,7 @@ def main() -> None:
                 second=args.second_campaign,
                 second_at=args.second_at,
                 profile=args.profile_worker,
+                before_send=args.sql,
             )
             runs.append(run)
             print(
@@ -698,6 +726,23 @@ def main() -> None:
             f"{run.workers:>7} worker(s)   {c['wal_bytes'] / n:,.0f} B, {c['wal_fpi'] / n:.3f} FPI, "
             f"{c['evicted_writes'] / n:.3f} evicted; {c['checkpoints']} checkpoints; {c['heap_reads'] / n:.3f} reads"
         )
+        reads = sorted(
+            ((v, k.removeprefix("read ")) for k, v in c.items() if k.startswith("read ") and v >= n / 1000),
+            reverse=True,
+        )
+        if reads:
+            print(
+                "      blocks read from outside shared buffers, per message: "
+                + ", ".join(f"{relation} {blocks / n:.3f}" for blocks, relation in reads[:6])
+            )
+        vacuumed = sorted(
+            (k.removeprefix("vacuums "), v) for k, v in c.items() if k.startswith("vacuums ") and v > 0
+        )
+        if vacuumed:
+            print(
+                "      autovacuum and autoanalyze runs: "
+                + ", ".join(f"{table} {runs}" for table, runs in vacuumed)
+            )
     print()
     print("CPU per message during the send (ms), by process")
     cpu_roles = sorted({role for run in runs for role in run.cpu} - {SINK_ROLE})
