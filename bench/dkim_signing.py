@@ -15,7 +15,7 @@ import argparse
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dkim as dkimpy
@@ -29,6 +29,18 @@ from services.delivery.message import MessageTemplate, Recipient
 SECRET = "bench-secret"
 DOMAIN = "example.com"
 SELECTOR = "s1"
+
+
+def campaign_template(content: Mapping[str, Any]) -> MessageTemplate:
+    """The template of `content` (an email snapshot) in campaign 7 of https://herald.test, signed with SECRET."""
+    return MessageTemplate(
+        content,
+        campaign_id=7,
+        campaign_name="News",
+        links=TrackingLinks("https://herald.test", SECRET),
+        return_paths=ReturnPaths("bounces.herald.test", SECRET),
+        public_url="https://herald.test",
+    )
 
 
 def template() -> MessageTemplate:
@@ -52,14 +64,7 @@ def template() -> MessageTemplate:
         "link_tracking": True,
         "utm": {"enabled": False},
     }
-    return MessageTemplate(
-        content,
-        campaign_id=7,
-        campaign_name="News",
-        links=TrackingLinks("https://herald.test", SECRET),
-        return_paths=ReturnPaths("bounces.herald.test", SECRET),
-        public_url="https://herald.test",
-    )
+    return campaign_template(content)
 
 
 def pure_dkimpy(private_pem: bytes) -> Callable[[bytes], bytes]:
